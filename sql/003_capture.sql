@@ -1,0 +1,112 @@
+-- permgraph 003: change capture.
+-- Every change to nodes and grants, by any client, is written to
+-- permgraph.changes in the same transaction, and a payload-free wake-up is
+-- sent on channel permgraph_changes. The notification is only a hint: the
+-- worker also polls, and the changes table is the record of truth.
+
+-- Record one changed edge (or identity edge, or trash change).
+create or replace function permgraph._capture(
+  p_tail text, p_head text, p_tail_kind text, p_head_kind text,
+  p_old smallint, p_new smallint, p_trash boolean default false
+) returns void
+language sql as $$
+  insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level, trash_changed)
+  values (p_tail, p_head, p_tail_kind, p_head_kind, p_old, p_new, p_trash)
+$$;
+
+-- The kind of a node's owner, needed because ownership edges start there.
+create or replace function permgraph._kind_of(p_id text) returns text
+language sql stable as $$ select kind from permgraph.nodes where id = p_id $$;
+
+create or replace function permgraph._nodes_capture() returns trigger
+language plpgsql as $$
+begin
+  if current_setting('permgraph.capture', true) = 'off' then
+    return null; -- bulk import: the importer runs a full refresh instead
+  end if;
+  if tg_op in ('DELETE', 'UPDATE') then
+    -- the old ownership edge (objects' ownership is resolved at query time, not an edge)
+    if old.owner_id is not null and old.kind <> 'object' and old.owner_id <> old.id
+       and (tg_op = 'DELETE' or new.owner_id is distinct from old.owner_id) then
+      perform permgraph._capture(old.owner_id, old.id, coalesce(permgraph._kind_of(old.owner_id), 'group'), old.kind, 3::smallint, null);
+    end if;
+  end if;
+  if tg_op in ('INSERT', 'UPDATE') then
+    if new.owner_id is not null and new.kind <> 'object' and new.owner_id <> new.id
+       and (tg_op = 'INSERT' or new.owner_id is distinct from old.owner_id) then
+      perform permgraph._capture(new.owner_id, new.id, permgraph._kind_of(new.owner_id), new.kind, null, 3::smallint);
+    end if;
+  end if;
+  if tg_op = 'INSERT' and new.kind = 'user' then
+    perform permgraph._capture(new.id, new.id, 'user', 'user', null, 3::smallint);
+  elsif tg_op = 'DELETE' and old.kind = 'user' then
+    perform permgraph._capture(old.id, old.id, 'user', 'user', 3::smallint, null);
+  end if;
+  -- A group's effective trash time depends on its own trash_at and its owners'.
+  if (tg_op = 'INSERT' and new.kind = 'group' and (new.trash_at is not null or new.owner_id is not null))
+     or (tg_op = 'UPDATE' and new.kind = 'group'
+         and (new.trash_at is distinct from old.trash_at or new.owner_id is distinct from old.owner_id))
+     or (tg_op = 'DELETE' and old.kind = 'group') then
+    perform permgraph._capture(coalesce(new.id, old.id), coalesce(new.id, old.id), 'group', 'group', null, null, true);
+  end if;
+  if tg_op = 'DELETE' then
+    -- A deleted node's own rows go at once (the worker recomputes the rest).
+    delete from permgraph.permissions where user_id = old.id;
+    delete from permgraph.permissions where target_id = old.id;
+  end if;
+  return null;
+end $$;
+
+create or replace function permgraph._grants_capture() returns trigger
+language plpgsql as $$
+begin
+  if current_setting('permgraph.capture', true) = 'off' then
+    return null;
+  end if;
+  if tg_op = 'UPDATE' and new.tail_id = old.tail_id and new.head_id = old.head_id
+     and new.level = old.level then
+    return null; -- source or audit columns only: the edge is unchanged
+  end if;
+  if tg_op in ('DELETE', 'UPDATE') then
+    perform permgraph._capture(old.tail_id, old.head_id, old.tail_kind, old.head_kind, old.level, null);
+  end if;
+  if tg_op in ('INSERT', 'UPDATE') then
+    perform permgraph._capture(new.tail_id, new.head_id, new.tail_kind, new.head_kind, null, new.level);
+  end if;
+  return null;
+end $$;
+
+-- TRUNCATE fires no row triggers: record that everything must be recomputed.
+create or replace function permgraph._capture_truncate() returns trigger
+language plpgsql as $$
+begin
+  perform permgraph._capture('*', '*', '*', '*', null, null, true);
+  perform pg_notify('permgraph_changes', '');
+  return null;
+end $$;
+
+create or replace function permgraph._notify_changes() returns trigger
+language plpgsql as $$
+begin
+  perform pg_notify('permgraph_changes', '');  -- identical notifications fold into one per transaction
+  return null;
+end $$;
+
+drop trigger if exists nodes_capture on permgraph.nodes;
+create trigger nodes_capture after insert or update of owner_id, trash_at, kind or delete on permgraph.nodes
+  for each row execute function permgraph._nodes_capture();
+drop trigger if exists grants_capture on permgraph.grants;
+create trigger grants_capture after insert or update or delete on permgraph.grants
+  for each row execute function permgraph._grants_capture();
+drop trigger if exists nodes_notify on permgraph.nodes;
+create trigger nodes_notify after insert or update or delete on permgraph.nodes
+  for each statement execute function permgraph._notify_changes();
+drop trigger if exists grants_notify on permgraph.grants;
+create trigger grants_notify after insert or update or delete on permgraph.grants
+  for each statement execute function permgraph._notify_changes();
+drop trigger if exists nodes_truncate on permgraph.nodes;
+create trigger nodes_truncate after truncate on permgraph.nodes
+  for each statement execute function permgraph._capture_truncate();
+drop trigger if exists grants_truncate on permgraph.grants;
+create trigger grants_truncate after truncate on permgraph.grants
+  for each statement execute function permgraph._capture_truncate();

@@ -1,0 +1,221 @@
+-- permgraph 005: applying captured changes, incrementally or in full, and
+-- answering checks.
+
+-- Pairs (user, target) a batch can affect: for each changed edge tail -> head,
+-- every user with a path to the tail (through groups) times every node
+-- reachable from the head (through groups), both in the union of the old and
+-- new graphs (current edges plus the batch's changed pairs). Any pair outside
+-- this region has the same paths before and after, so its stored row stands.
+-- Returns false, creating nothing, when the region would exceed p_max_pairs.
+create or replace function permgraph._build_region(p_max_pairs bigint) returns boolean
+language plpgsql as $$
+declare
+  estimated bigint;
+begin
+  drop table if exists pg_temp.permgraph_batch;
+  create temp table permgraph_batch on commit drop as
+    select distinct tail_id, tail_kind, head_id, head_kind
+    from permgraph.changes where not trash_changed;
+  drop table if exists pg_temp.permgraph_down;
+  create temp table permgraph_down on commit drop as
+  with recursive down(origin, node_id, node_kind) as (
+    select distinct head_id, head_id, head_kind from pg_temp.permgraph_batch
+    union
+    select d.origin, e.head_id, e.head_kind
+    from down d
+    join (select tail_id, head_id, head_kind from permgraph.edges
+          union all
+          select tail_id, head_id, head_kind from pg_temp.permgraph_batch) e on e.tail_id = d.node_id
+    where d.node_kind = 'group'
+  )
+  select distinct origin, node_id from down;
+  drop table if exists pg_temp.permgraph_up;
+  create temp table permgraph_up on commit drop as
+  with recursive up(origin, node_id, node_kind) as (
+    select distinct tail_id, tail_id, tail_kind from pg_temp.permgraph_batch
+    union
+    select u.origin, e.tail_id, e.tail_kind
+    from up u
+    join (select tail_id, tail_kind, head_id from permgraph.edges
+          union all
+          select tail_id, tail_kind, head_id from pg_temp.permgraph_batch) e on e.head_id = u.node_id
+    where u.node_kind = 'group'
+  )
+  select distinct origin, node_id as user_id from up where node_kind = 'user';
+
+  select coalesce(sum(uc.n * dc.n), 0) into estimated
+  from pg_temp.permgraph_batch c
+  join (select origin, count(*) as n from pg_temp.permgraph_up group by origin) uc on uc.origin = c.tail_id
+  join (select origin, count(*) as n from pg_temp.permgraph_down group by origin) dc on dc.origin = c.head_id;
+  if estimated > p_max_pairs then
+    return false;
+  end if;
+
+  drop table if exists pg_temp.permgraph_region;
+  create temp table permgraph_region on commit drop as
+    select distinct u.user_id, d.node_id as target_id
+    from pg_temp.permgraph_batch c
+    join pg_temp.permgraph_up u on u.origin = c.tail_id
+    join pg_temp.permgraph_down d on d.origin = c.head_id;
+  create unique index on pg_temp.permgraph_region (user_id, target_id);
+  analyze pg_temp.permgraph_region;
+  return true;
+end $$;
+
+-- Recomputes the rows of the region into pg_temp.permgraph_new. Paths enter
+-- the region either straight from the user or over an edge from a group
+-- outside it, whose stored level is still right; once inside they never leave
+-- (the region is closed under following edges out of groups).
+create or replace function permgraph._compute_region() returns void
+language plpgsql as $$
+begin
+  drop table if exists pg_temp.permgraph_new;
+  create temp table permgraph_new on commit drop as
+  with recursive walk(user_id, node_id, node_kind, level, last_edge_manage) as (
+    select r.user_id, e.head_id, e.head_kind, e.level, e.level = 3 and e.head_kind = 'user'
+    from pg_temp.permgraph_region r
+    join permgraph.edges e on e.head_id = r.target_id and e.tail_id = r.user_id
+    join permgraph.nodes u on u.id = r.user_id and u.kind = 'user'
+    union all
+    select r.user_id, e.head_id, e.head_kind, least(p.level, e.level), e.level = 3 and e.head_kind = 'user'
+    from pg_temp.permgraph_region r
+    join permgraph.edges e on e.head_id = r.target_id and e.tail_kind = 'group'
+    join permgraph.permissions p on p.user_id = r.user_id and p.target_id = e.tail_id
+    where not exists (select 1 from pg_temp.permgraph_region inside
+                      where inside.user_id = r.user_id and inside.target_id = e.tail_id)
+    union
+    select w.user_id, e.head_id, e.head_kind, least(w.level, e.level), e.level = 3 and e.head_kind = 'user'
+    from walk w
+    join permgraph.edges e on e.tail_id = w.node_id
+    join pg_temp.permgraph_region r on r.user_id = w.user_id and r.target_id = e.head_id
+    where w.node_kind = 'group'
+  ), paths as (
+    select user_id, node_id, node_kind, level, last_edge_manage from walk
+    union all
+    select r.user_id, r.target_id, 'user', 3::smallint, true
+    from pg_temp.permgraph_region r
+    join permgraph.nodes u on u.id = r.user_id and u.kind = 'user'
+    where r.target_id = r.user_id
+  )
+  select user_id, node_id as target_id, max(level)::smallint as level,
+         bool_or(permgraph._path_traverses(node_kind, last_edge_manage)) as traverse_owned
+  from paths
+  group by user_id, node_id;
+  create unique index on pg_temp.permgraph_new (user_id, target_id);
+  analyze pg_temp.permgraph_new;
+end $$;
+
+-- Applies every pending change visible to this transaction, as one batch,
+-- and marks them done. This is the only code path that writes permissions:
+-- the worker, refresh() and tests all come through here.
+--
+-- Consistency: the batch and the graph must be read from the same state.
+-- Under REPEATABLE READ (what the worker uses) the snapshot guarantees it and
+-- writers are never blocked. Under READ COMMITTED every statement sees a new
+-- snapshot, so nodes and grants are locked in SHARE mode for the duration
+-- (writers wait; readers do not).
+--
+-- p_max_changes: more pending changes than this are applied by a full
+-- recomputation instead. p_max_pairs: likewise for a larger affected region
+-- (default: a quarter of the table, at least 50,000 pairs).
+create or replace function permgraph.apply_changes(
+  p_max_changes integer default 10000,
+  p_max_pairs bigint default null,
+  p_force_full boolean default false
+) returns jsonb
+language plpgsql as $$
+declare
+  started timestamptz := clock_timestamp();
+  pending bigint;
+  needs_full boolean;
+  mode text;
+  trash_roots text[];
+  pairs bigint := null;
+  diff record;
+  max_pairs bigint := p_max_pairs;
+  result jsonb;
+begin
+  perform pg_advisory_xact_lock(permgraph._applier_lock_key());
+  if current_setting('transaction_isolation') = 'read committed' then
+    lock table permgraph.nodes, permgraph.grants in share mode;
+  end if;
+  select count(*), coalesce(bool_or(tail_kind = '*'), false) into pending, needs_full from permgraph.changes;
+  if pending = 0 and not p_force_full then
+    return jsonb_build_object('mode', 'none', 'changes', 0);
+  end if;
+  if max_pairs is null then
+    select greatest(50000, (reltuples * 0.25)::bigint) into max_pairs
+    from pg_class where oid = 'permgraph.permissions'::regclass;
+  end if;
+  if p_force_full or needs_full or pending > p_max_changes or not permgraph._build_region(max_pairs) then
+    mode := 'full';
+    perform permgraph._compute_all();
+    select * into diff from permgraph._write_diff(false);
+    perform permgraph._refresh_trash(null);
+  else
+    mode := 'incremental';
+    select count(*) into pairs from pg_temp.permgraph_region;
+    perform permgraph._compute_region();
+    select * into diff from permgraph._write_diff(true);
+    select array_agg(distinct head_id) into trash_roots from permgraph.changes where trash_changed;
+    if trash_roots is not null then
+      perform permgraph._refresh_trash(trash_roots);
+    end if;
+  end if;
+  delete from permgraph.changes;  -- exactly the rows this snapshot saw (or all, with writers locked out)
+  result := jsonb_build_object(
+    'mode', mode, 'changes', pending, 'region_pairs', pairs,
+    'inserted', diff.inserted, 'updated', diff.updated, 'deleted', diff.deleted,
+    'ms', round((extract(epoch from clock_timestamp() - started) * 1000)::numeric, 3));
+  update permgraph.applier_state set
+    last_batch_at = now(), last_batch_mode = mode, last_batch_changes = pending,
+    last_batch_ms = (result ->> 'ms')::double precision,
+    rows_inserted = diff.inserted, rows_updated = diff.updated, rows_deleted = diff.deleted;
+  return result;
+end $$;
+
+-- Recomputes the whole table (writing only differences) and marks every
+-- pending change done. Readers see the old rows until commit, never an empty
+-- or half-built table.
+create or replace function permgraph.refresh() returns jsonb
+language sql as $$ select permgraph.apply_changes(p_force_full => true) $$;
+
+-- Whether a node is hidden by trash right now (semantics.md, "Trash").
+create or replace function permgraph.is_trashed(p_id text) returns boolean
+language sql stable as $$
+  select case n.kind
+    when 'user' then false
+    when 'group' then exists (select 1 from permgraph.trashed_groups t
+                              where t.group_id = n.id and t.trash_at <= now())
+    else coalesce(n.trash_at <= now(), false)
+         or exists (select 1 from permgraph.trashed_groups t
+                    where t.group_id = n.owner_id and t.trash_at <= now())
+  end
+  from permgraph.nodes n where n.id = p_id
+$$;
+
+create or replace function permgraph._require_level(p_level integer) returns void
+language plpgsql immutable as $$
+begin
+  if p_level is null or p_level not between 1 and 3 then
+    raise exception 'permgraph: level must be 1 (read), 2 (write) or 3 (manage), got %', coalesce(p_level::text, 'null')
+      using errcode = '22023';
+  end if;
+end $$;
+
+-- May p_user_id act on node p_target_id at p_level? Directly, or through the
+-- target's owner when the owner row has traverse_owned; trashed targets are hidden.
+create or replace function permgraph.check(p_user_id text, p_target_id text, p_level integer) returns boolean
+language plpgsql stable as $$
+begin
+  perform permgraph._require_level(p_level);
+  return exists (
+    select 1 from permgraph.nodes t
+    where t.id = p_target_id
+      and not permgraph.is_trashed(t.id)
+      and (exists (select 1 from permgraph.permissions p
+                   where p.user_id = p_user_id and p.target_id = t.id and p.level >= p_level)
+           or exists (select 1 from permgraph.permissions p
+                      where p.user_id = p_user_id and p.target_id = t.owner_id
+                        and p.level >= p_level and p.traverse_owned)));
+end $$;

@@ -1,0 +1,29 @@
+import createConnectionPool, { sql, type ConnectionPool, type Queryable } from '@databases/pg';
+
+export { sql };
+export type { ConnectionPool, Queryable };
+
+export interface PoolOptions {
+  poolSize?: number;
+  applicationName?: string;
+}
+
+/** A connection pool on an explicit URL (never silently on DATABASE_URL: callers decide). */
+export function openPool(url: string, options: PoolOptions = {}): ConnectionPool {
+  return createConnectionPool({
+    connectionString: url,
+    bigIntMode: 'number',
+    poolSize: options.poolSize ?? 10,
+    applicationName: options.applicationName ?? 'permgraph',
+    ssl: urlRequestsSsl(url) ? 'prefer' : 'disable',
+  });
+}
+
+function urlRequestsSsl(url: string): boolean {
+  try {
+    const mode = new URL(url).searchParams.get('sslmode');
+    return mode !== null && mode !== 'disable';
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,29 @@
+import { randomBytes } from 'node:crypto';
+import { afterAll, inject } from 'vitest';
+import { openPool, sql, type ConnectionPool } from '../../src/db/pool.ts';
+import { withDatabase } from './url.ts';
+
+export interface TestDatabase {
+  url: string;
+  db: ConnectionPool;
+  name: string;
+}
+
+/**
+ * A fresh database cloned from the migrated template, dropped (WITH FORCE)
+ * after the file's tests. Worker tests commit for real, so no rollback tricks.
+ */
+export async function createTestDatabase(): Promise<TestDatabase> {
+  const serverUrl = inject('pgServerUrl');
+  const name = `permgraph_test_${randomBytes(6).toString('hex')}`;
+  const admin = openPool(serverUrl, { poolSize: 1 });
+  await admin.query(sql`create database ${sql.ident(name)} template ${sql.ident(inject('pgTemplate'))}`);
+  const url = withDatabase(serverUrl, name);
+  const db = openPool(url, { poolSize: 8 });
+  afterAll(async () => {
+    await db.dispose();
+    await admin.query(sql`drop database if exists ${sql.ident(name)} with (force)`);
+    await admin.dispose();
+  });
+  return { url, db, name };
+}

@@ -1,0 +1,51 @@
+// Starts one PostgreSQL for the whole run (DATABASE_URL's server, or an
+// embedded one on a free port), migrates a template database, and hands its
+// name to the test files, which each clone it (see test/helpers/database.ts).
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { TestProject } from 'vitest/node';
+import { startEmbedded, type EmbeddedServer } from '../../src/db/embedded.ts';
+import { openPool, sql } from '../../src/db/pool.ts';
+import { migrate } from '../../src/migrations/migrate.ts';
+import { withDatabase } from '../helpers/url.ts';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    pgServerUrl: string;
+    pgTemplate: string;
+  }
+}
+
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  let server: EmbeddedServer | undefined;
+  let scratch: string | undefined;
+  let serverUrl = process.env.DATABASE_URL;
+  if (!serverUrl) {
+    scratch = await mkdtemp(path.join(tmpdir(), 'permgraph-test-'));
+    server = await startEmbedded({
+      dataDir: path.join(scratch, 'data'),
+      // Durability is irrelevant for a throw-away test server; speed is not.
+      settings: { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off', max_connections: '300' },
+    });
+    serverUrl = server.url;
+  }
+  const template = `permgraph_template_${process.pid}_${Date.now()}`;
+  const admin = openPool(serverUrl, { poolSize: 1 });
+  await admin.query(sql`create database ${sql.ident(template)}`);
+  const templateDb = openPool(withDatabase(serverUrl, template), { poolSize: 1 });
+  try {
+    await migrate(templateDb);
+  } finally {
+    await templateDb.dispose();
+  }
+  project.provide('pgServerUrl', serverUrl);
+  project.provide('pgTemplate', template);
+
+  return async () => {
+    await admin.query(sql`drop database if exists ${sql.ident(template)} with (force)`);
+    await admin.dispose();
+    await server?.stop();
+    if (scratch) await rm(scratch, { recursive: true, force: true });
+  };
+}
