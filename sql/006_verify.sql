@@ -8,8 +8,8 @@ begin
   perform permgraph._compute_all();
   return query
     select 'permissions', coalesce(p.user_id, n.user_id) || ' -> ' || coalesce(p.target_id, n.target_id),
-           case when p.user_id is null then 'missing' else format('level %s, traverse_owned %s', p.level, p.traverse_owned) end,
-           case when n.user_id is null then 'absent' else format('level %s, traverse_owned %s', n.level, n.traverse_owned) end
+           case when p.user_id is null then 'missing' else format('level %s, traverse_owned %s', p.level, p.traverse_owned::text) end,
+           case when n.user_id is null then 'absent' else format('level %s, traverse_owned %s', n.level, n.traverse_owned::text) end
     from permgraph.permissions p
     full join pg_temp.permgraph_new n on n.user_id = p.user_id and n.target_id = p.target_id
     where (p.level, p.traverse_owned) is distinct from (n.level, n.traverse_owned)

@@ -1,4 +1,4 @@
-import createConnectionPool, { sql, type ConnectionPool, type Queryable } from '@databases/pg';
+import databases, { sql, type ConnectionPool, type Queryable } from '@databases/pg';
 
 export { sql };
 export type { ConnectionPool, Queryable };
@@ -10,7 +10,8 @@ export interface PoolOptions {
 
 /** A connection pool on an explicit URL (never silently on DATABASE_URL: callers decide). */
 export function openPool(url: string, options: PoolOptions = {}): ConnectionPool {
-  return createConnectionPool({
+  // @databases/pg is CommonJS; its callable export is reachable as .default in ESM.
+  return databases.default({
     connectionString: url,
     bigIntMode: 'number',
     poolSize: options.poolSize ?? 10,

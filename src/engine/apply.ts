@@ -1,0 +1,58 @@
+import { sql, type Queryable } from '../db/pool.ts';
+import { inSnapshot } from '../db/transaction.ts';
+
+export interface BatchResult {
+  /** none: nothing was pending; incremental: only the affected region; full: whole-table recomputation. */
+  mode: 'none' | 'incremental' | 'full';
+  changes: number;
+  /** Size of the affected region (incremental mode only). */
+  regionPairs: number | null;
+  inserted: number;
+  updated: number;
+  deleted: number;
+  /** Server-side duration. */
+  ms: number;
+}
+
+export interface ApplyOptions {
+  /** More pending changes than this are applied by a full recomputation. */
+  maxChanges?: number;
+  /** A larger affected region than this is applied by a full recomputation. */
+  maxPairs?: number;
+}
+
+/**
+ * Applies every change committed before the call, as one batch in one
+ * REPEATABLE READ transaction (writers are never blocked).
+ */
+export async function applyChanges(db: Queryable, options: ApplyOptions = {}): Promise<BatchResult> {
+  return runApply(db, options, false);
+}
+
+/** Recomputes the whole table, writing only rows whose value differs, and marks pending changes done. */
+export async function refresh(db: Queryable): Promise<BatchResult> {
+  return runApply(db, {}, true);
+}
+
+async function runApply(db: Queryable, options: ApplyOptions, forceFull: boolean): Promise<BatchResult> {
+  const [row] = await inSnapshot(db, (tx) =>
+    tx.query(sql`
+      select permgraph.apply_changes(
+        p_max_changes => ${options.maxChanges ?? 10000}::integer,
+        p_max_pairs => ${options.maxPairs ?? null}::bigint,
+        p_force_full => ${forceFull}) as result`),
+  );
+  return toBatchResult(row.result);
+}
+
+function toBatchResult(raw: Record<string, unknown>): BatchResult {
+  return {
+    mode: raw.mode as BatchResult['mode'],
+    changes: Number(raw.changes ?? 0),
+    regionPairs: raw.region_pairs == null ? null : Number(raw.region_pairs),
+    inserted: Number(raw.inserted ?? 0),
+    updated: Number(raw.updated ?? 0),
+    deleted: Number(raw.deleted ?? 0),
+    ms: Number(raw.ms ?? 0),
+  };
+}
