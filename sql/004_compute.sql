@@ -114,7 +114,7 @@ declare
 begin
   if p_roots is not null then
     with recursive subtree(id) as (
-      select unnest(p_roots)  -- deleted roots too: they must lose their row
+      select unnest(p_roots) collate "C"  -- deleted roots too: they must lose their row
       union
       select n.id from subtree s join permgraph.nodes n on n.owner_id = s.id where n.kind = 'group'
     )

@@ -1,0 +1,119 @@
+// Random sequences of graph changes, applied both to the database (plain SQL,
+// as any application would) and to an in-memory copy for the reference model.
+import fc from 'fast-check';
+import { sql, type Queryable } from '../../src/db/pool.ts';
+import type { Kind, Level, RefGrant, RefGraph, RefNode } from '../../src/reference/model.ts';
+import { FUTURE, PAST } from './graph.ts';
+
+export type Mutation =
+  | { type: 'addNode'; kind: Kind; owner: number | null; trash: Date | null }
+  | { type: 'deleteNode'; pick: number }
+  | { type: 'setOwner'; pick: number; owner: number | null }
+  | { type: 'setTrash'; pick: number; trash: Date | null }
+  | { type: 'grant'; tail: number; head: number; level: Level; source: string }
+  | { type: 'revoke'; pick: number };
+
+const trashArb = fc.constantFrom<Date | null>(null, null, PAST, FUTURE);
+
+export const mutationArbitrary: fc.Arbitrary<Mutation> = fc.oneof(
+  { weight: 2, arbitrary: fc.record({ type: fc.constant('addNode' as const), kind: fc.constantFrom<Kind>('user', 'group', 'group', 'object'), owner: fc.option(fc.nat()), trash: trashArb }) },
+  { weight: 1, arbitrary: fc.record({ type: fc.constant('deleteNode' as const), pick: fc.nat() }) },
+  { weight: 2, arbitrary: fc.record({ type: fc.constant('setOwner' as const), pick: fc.nat(), owner: fc.option(fc.nat()) }) },
+  { weight: 1, arbitrary: fc.record({ type: fc.constant('setTrash' as const), pick: fc.nat(), trash: trashArb }) },
+  { weight: 5, arbitrary: fc.record({ type: fc.constant('grant' as const), tail: fc.nat(), head: fc.nat(), level: fc.constantFrom<Level>(1, 2, 3), source: fc.constantFrom('a', 'b') }) },
+  { weight: 3, arbitrary: fc.record({ type: fc.constant('revoke' as const), pick: fc.nat() }) },
+);
+
+/** The model's copy of the graph, mutated in step with the database. */
+export class GraphState {
+  readonly nodes = new Map<string, RefNode>();
+  readonly grants = new Map<string, RefGrant>();
+  private counter = 0;
+
+  constructor(graph: RefGraph) {
+    for (const n of graph.nodes) this.nodes.set(n.id, { ...n });
+    for (const g of graph.grants) this.grants.set(grantKey(g), { ...g });
+  }
+
+  snapshot(): RefGraph {
+    return { nodes: [...this.nodes.values()].map((n) => ({ ...n })), grants: [...this.grants.values()].map((g) => ({ ...g })) };
+  }
+
+  /** Applies one mutation to the database and the model; invalid picks become no-ops. Returns a description. */
+  async apply(db: Queryable, m: Mutation): Promise<string> {
+    const nodes = [...this.nodes.values()];
+    const pickNode = (i: number, filter: (n: RefNode) => boolean = () => true) => {
+      const candidates = nodes.filter(filter);
+      return candidates.length ? candidates[i % candidates.length]! : undefined;
+    };
+    switch (m.type) {
+      case 'addNode': {
+        const id = `n${this.counter++}_${m.kind[0]}`;
+        const owner = m.owner === null ? undefined : pickNode(m.owner, (n) => n.kind !== 'object');
+        const node: RefNode = { id, kind: m.kind, ownerId: owner?.id ?? null, trashAt: m.kind === 'user' ? null : m.trash };
+        await db.query(sql`insert into permgraph.nodes (id, kind, owner_id, trash_at) values (${id}, ${node.kind}, ${node.ownerId}, ${node.trashAt})`);
+        this.nodes.set(id, node);
+        return `add ${node.kind} ${id} owner=${node.ownerId}`;
+      }
+      case 'deleteNode': {
+        const victim = pickNode(m.pick, (n) => !nodes.some((o) => o.ownerId === n.id && o.id !== n.id));
+        if (!victim) return 'noop';
+        await db.query(sql`delete from permgraph.nodes where id = ${victim.id}`);
+        this.nodes.delete(victim.id);
+        for (const [key, g] of this.grants) if (g.tailId === victim.id || g.headId === victim.id) this.grants.delete(key);
+        return `delete ${victim.id}`;
+      }
+      case 'setOwner': {
+        const node = pickNode(m.pick);
+        if (!node) return 'noop';
+        const owner = m.owner === null ? undefined : pickNode(m.owner, (n) => n.kind !== 'object' && !this.ownsTransitively(node.id, n.id));
+        if (owner?.id === node.id && node.kind !== 'user') return 'noop';
+        await db.query(sql`update permgraph.nodes set owner_id = ${owner?.id ?? null} where id = ${node.id}`);
+        node.ownerId = owner?.id ?? null;
+        return `owner of ${node.id} := ${node.ownerId}`;
+      }
+      case 'setTrash': {
+        const node = pickNode(m.pick, (n) => n.kind !== 'user');
+        if (!node) return 'noop';
+        await db.query(sql`update permgraph.nodes set trash_at = ${m.trash} where id = ${node.id}`);
+        node.trashAt = m.trash;
+        return `trash ${node.id} := ${m.trash?.toISOString()}`;
+      }
+      case 'grant': {
+        const tail = pickNode(m.tail, (n) => n.kind !== 'object');
+        const head = pickNode(m.head);
+        if (!tail || !head) return 'noop';
+        await db.query(sql`
+          insert into permgraph.grants (tail_id, head_id, level, source) values (${tail.id}, ${head.id}, ${m.level}, ${m.source})
+          on conflict (tail_id, head_id, source) do update set level = excluded.level`);
+        const g: RefGrant = { tailId: tail.id, headId: head.id, level: m.level, source: m.source };
+        this.grants.set(grantKey(g), g);
+        return `grant ${tail.id} -${m.level}-> ${head.id} (${m.source})`;
+      }
+      case 'revoke': {
+        const grants = [...this.grants.values()];
+        if (grants.length === 0) return 'noop';
+        const g = grants[m.pick % grants.length]!;
+        await db.query(sql`delete from permgraph.grants where tail_id = ${g.tailId} and head_id = ${g.headId} and source = ${g.source}`);
+        this.grants.delete(grantKey(g));
+        return `revoke ${g.tailId} -> ${g.headId} (${g.source})`;
+      }
+    }
+  }
+
+  /** Does `ancestor` own `id`, directly or through owners? (Setting id as ancestor's owner would then be a cycle.) */
+  private ownsTransitively(ancestor: string, id: string): boolean {
+    let current: string | null = id;
+    const seen = new Set<string>();
+    while (current !== null && !seen.has(current)) {
+      if (current === ancestor) return true;
+      seen.add(current);
+      current = this.nodes.get(current)?.ownerId ?? null;
+    }
+    return false;
+  }
+}
+
+function grantKey(g: RefGrant): string {
+  return `${g.tailId}\u0000${g.headId}\u0000${g.source}`;
+}
