@@ -18,6 +18,7 @@ language plpgsql as $$
 declare
   owner_kind text;
   cycle_path text;
+  chain_ids text[];
 begin
   if tg_op = 'UPDATE' and new.id is distinct from old.id then
     raise exception 'permgraph: cannot change the id of node "%" to "%"; insert a new node instead',
@@ -26,6 +27,10 @@ begin
   if tg_op = 'UPDATE' and new.kind is distinct from old.kind then
     raise exception 'permgraph: cannot change the kind of node "%" from % to %; delete and re-create it',
       old.id, old.kind, new.kind using errcode = '22023';
+  end if;
+  if tg_op = 'INSERT' and (new.kind is null or new.kind not in ('user', 'group', 'object')) then
+    raise exception 'permgraph: node "%" has kind %; the kind must be user, group or object',
+      new.id, coalesce('"' || new.kind || '"', 'null') using errcode = '23514';
   end if;
   if new.owner_id is null or (tg_op = 'UPDATE' and new.owner_id is not distinct from old.owner_id) then
     return new;
@@ -56,10 +61,19 @@ begin
     from chain c join permgraph.nodes n on n.id = c.owner_id
     where c.id <> new.id and n.id <> c.id  -- stop at the cycle and at self-owned users
   )
-  select array_to_string(path, ' -> ') into cycle_path from chain where id = new.id limit 1;
+  select (select array_to_string(path, ' -> ') from chain where id = new.id limit 1), array_agg(id)
+  into cycle_path, chain_ids from chain;
   if cycle_path is not null then
     raise exception 'permgraph: ownership cycle: % (the owner of each node is the next one)', cycle_path
       using errcode = '23514';
+  end if;
+  -- Under READ COMMITTED the walk above ran after the lock, on a fresh
+  -- snapshot. Under REPEATABLE READ / SERIALIZABLE it read the transaction's
+  -- snapshot, which may predate an ownership change committed while we waited
+  -- for the lock: locking the chain raises a serialization failure (40001,
+  -- retryable) if any node on it changed since.
+  if current_setting('transaction_isolation') <> 'read committed' then
+    perform 1 from permgraph.nodes where id = any (chain_ids) for share;
   end if;
   return new;
 end $$;

@@ -1,0 +1,27 @@
+import pgListen, { type Subscriber } from 'pg-listen';
+import type { Logger } from '../logger.ts';
+
+export const CHANGES_CHANNEL = 'permgraph_changes';
+
+/**
+ * LISTENs for wake-ups with pg-listen, reconnecting forever. onWake runs on
+ * every notification and after every (re)connect, because notifications sent
+ * while disconnected are lost and the worker must catch up.
+ */
+export async function startListener(url: string, onWake: () => void, logger: Logger): Promise<Subscriber> {
+  // pg-listen is CommonJS; its factory is the .default export.
+  const subscriber = pgListen.default(
+    { connectionString: url, application_name: 'permgraph-listener' },
+    { retryLimit: Infinity, retryTimeout: Infinity, retryInterval: 500, paranoidChecking: 10_000 },
+  );
+  subscriber.events.on('notification', onWake);
+  subscriber.events.on('connected', () => {
+    logger.info('listener connected');
+    onWake();
+  });
+  subscriber.events.on('reconnect', (attempt: number) => logger.warn({ attempt }, 'listener reconnecting'));
+  subscriber.events.on('error', (error: Error) => logger.error({ err: error }, 'listener error'));
+  await subscriber.connect();
+  await subscriber.listenTo(CHANGES_CHANNEL);
+  return subscriber;
+}

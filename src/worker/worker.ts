@@ -1,0 +1,146 @@
+import { EventEmitter } from 'node:events';
+import type { Subscriber } from 'pg-listen';
+import { openPool, sql, type ConnectionPool } from '../db/pool.ts';
+import type { Connection } from '@databases/pg';
+import { applyChanges, type BatchResult } from '../engine/apply.ts';
+import type { Logger } from '../logger.ts';
+import { silentLogger } from '../logger.ts';
+import { startListener } from './listener.ts';
+import { Wakeup } from './wakeup.ts';
+
+export interface WorkerOptions {
+  url: string;
+  logger?: Logger;
+  /** Apply pending changes at least this often even without a notification. */
+  pollIntervalMs?: number;
+  /** How often a standby tries to take over the applier role. */
+  standbyIntervalMs?: number;
+  /** More pending changes than this are applied by one full recomputation. */
+  maxBatch?: number;
+  /** LISTEN for wake-ups (default true); without it the worker only polls. */
+  listen?: boolean;
+}
+
+export interface WorkerEvents {
+  batch: [BatchResult];
+  role: ['active' | 'standby'];
+  error: [Error];
+  stopped: [];
+}
+
+/**
+ * The daemon: one active applier per database (a session advisory lock),
+ * others wait as hot standbys. Woken by LISTEN/NOTIFY and by a polling timer;
+ * every wake applies all pending changes in one transaction.
+ */
+export class Worker extends EventEmitter<WorkerEvents> {
+  readonly options: Required<Omit<WorkerOptions, 'logger'>>;
+  private readonly logger: Logger;
+  private readonly wakeup = new Wakeup();
+  private readonly pool: ConnectionPool;
+  private subscriber: Subscriber | undefined;
+  private stopping = false;
+  private loop: Promise<void> | undefined;
+  private currentRole: 'active' | 'standby' | undefined;
+
+  constructor(options: WorkerOptions) {
+    super();
+    this.options = {
+      pollIntervalMs: 1000,
+      standbyIntervalMs: 1000,
+      maxBatch: 10_000,
+      listen: true,
+      ...options,
+    };
+    this.logger = options.logger ?? silentLogger;
+    this.pool = openPool(options.url, { poolSize: 1, applicationName: 'permgraph-worker' });
+  }
+
+  get role(): 'active' | 'standby' | undefined {
+    return this.currentRole;
+  }
+
+  /** Starts listening and applying; resolves once the loop runs (as active or standby). */
+  async start(): Promise<void> {
+    if (this.options.listen) {
+      this.subscriber = await startListener(this.options.url, () => this.wakeup.notify(), this.logger);
+    }
+    this.loop = this.runForever();
+  }
+
+  /** Finishes the current batch, releases the role, closes connections. */
+  async stop(): Promise<void> {
+    if (this.stopping) return this.loop;
+    this.stopping = true;
+    this.wakeup.notify();
+    await this.loop;
+    await this.subscriber?.close().catch(() => {});
+    await this.pool.dispose();
+    this.emit('stopped');
+  }
+
+  private async runForever(): Promise<void> {
+    while (!this.stopping) {
+      try {
+        await this.pool.task((conn) => this.serveWithConnection(conn));
+      } catch (error) {
+        if (this.stopping) break;
+        this.setRole('standby');
+        this.logger.error({ err: error }, 'worker connection failed; retrying');
+        this.emit('error', error as Error);
+        await this.wakeup.wait(this.options.standbyIntervalMs);
+      }
+    }
+  }
+
+  private async serveWithConnection(conn: Connection): Promise<void> {
+    if (!(await this.acquireRole(conn))) return;
+    try {
+      this.setRole('active');
+      while (!this.stopping) {
+        const result = await applyChanges(conn, { maxChanges: this.options.maxBatch });
+        if (result.mode !== 'none') {
+          this.logger.info({ batch: result }, 'applied batch');
+          this.emit('batch', result);
+          continue; // more may have arrived meanwhile
+        }
+        await this.wakeup.wait(this.options.pollIntervalMs);
+      }
+    } finally {
+      // A session lock outlives the task on a pooled connection: release it.
+      await conn.query(sql`select pg_advisory_unlock(permgraph._applier_role_key())`).catch(() => {});
+    }
+  }
+
+  /** Takes the applier role, waiting as a standby while another worker holds it. */
+  private async acquireRole(conn: Connection): Promise<boolean> {
+    while (!this.stopping) {
+      const [row] = await conn.query(sql`select pg_try_advisory_lock(permgraph._applier_role_key()) as acquired`);
+      if (row.acquired) return true;
+      this.setRole('standby');
+      await sleep(this.options.standbyIntervalMs);
+    }
+    return false;
+  }
+
+  private setRole(role: 'active' | 'standby'): void {
+    if (this.currentRole === role) return;
+    this.currentRole = role;
+    this.logger.info({ role }, role === 'active' ? 'holding the applier role' : 'waiting as standby');
+    this.emit('role', role);
+  }
+}
+
+/** `permgraph worker --once`: applies everything committed before the call, in one batch. */
+export async function runOnce(url: string, options: { maxBatch?: number } = {}): Promise<BatchResult> {
+  const pool = openPool(url, { poolSize: 1, applicationName: 'permgraph-worker-once' });
+  try {
+    return await applyChanges(pool, { maxChanges: options.maxBatch ?? 10_000 });
+  } finally {
+    await pool.dispose();
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,539 @@
+// Integrity rules (sql/002_integrity.sql): bad input is refused with an error
+// that names the problem, and a refused statement changes no table at all.
+import { IsolationLevel, type SQLQuery } from '@databases/pg';
+import { afterAll, beforeEach, describe, expect, it } from 'vitest';
+import { openPool, sql, type ConnectionPool } from '../../src/db/pool.ts';
+import { check } from '../../src/engine/check.ts';
+import { InvalidInputError } from '../../src/errors.ts';
+import * as model from '../../src/reference/model.ts';
+import type { Level, RefGraph } from '../../src/reference/model.ts';
+import { createTestDatabase } from '../helpers/database.ts';
+import { PAST, loadGraph, readPermissions } from '../helpers/graph.ts';
+
+const u = (id: string, ownerId: string | null = null): model.RefNode => ({ id, kind: 'user', ownerId, trashAt: null });
+const g = (id: string, ownerId: string | null = null, trashAt: Date | null = null): model.RefNode => ({ id, kind: 'group', ownerId, trashAt });
+const o = (id: string, ownerId: string | null = null): model.RefNode => ({ id, kind: 'object', ownerId, trashAt: null });
+const grant = (tailId: string, level: Level, headId: string, source = 'default'): model.RefGrant => ({ tailId, headId, level, source });
+
+/**
+ * Users, groups (an ownership chain g1 -> g2 -> g3, a trashed group), objects,
+ * a self-owned user, and grants of every shape, so that every table the
+ * snapshot covers has rows.
+ */
+const base: RefGraph = {
+  nodes: [
+    u('u1'), u('u2', 'u2'), u('u3'),
+    g('g1', 'u1'), g('g2', 'g1'), g('g3', 'g2'),
+    g('gA'), g('gB', 'u3'), g('gR'), g('gT', 'u1', PAST),
+    o('o1', 'g1'), o('o2'),
+  ],
+  grants: [
+    grant('u2', 1, 'g1'),
+    grant('u3', 3, 'gA'),
+    grant('gA', 2, 'o1'),
+    grant('u1', 1, 'gR'),
+    grant('gR', 3, 'u2'),
+    grant('gR', 2, 'g3'),
+    grant('g1', 3, 'u3', 's'),
+    grant('u3', 1, 'o2'),
+  ],
+};
+
+interface DbError extends Error {
+  code?: string;
+  detail?: string;
+}
+
+describe('integrity rules', async () => {
+  const { db, url } = await createTestDatabase();
+
+  /** Every row of every table a statement could touch, in a stable order. */
+  async function snapshot(): Promise<Record<string, unknown[]>> {
+    return {
+      nodes: await db.query(sql`select * from permgraph.nodes order by id`),
+      grants: await db.query(sql`select * from permgraph.grants order by tail_id, head_id, source`),
+      permissions: await db.query(sql`select * from permgraph.permissions order by user_id, target_id`),
+      trashed_groups: await db.query(sql`select * from permgraph.trashed_groups order by group_id`),
+      changes: await db.query(sql`select * from permgraph.changes order by id`),
+    };
+  }
+
+  async function failureOf(run: Promise<unknown>): Promise<DbError> {
+    const outcome = await run.then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(outcome, 'the statement should have been refused').toBeInstanceOf(Error);
+    return outcome as DbError;
+  }
+
+  /** Runs a statement that must be refused, and checks that it changed nothing. */
+  async function expectRefused(query: SQLQuery, message: RegExp, code?: string): Promise<DbError> {
+    const before = await snapshot();
+    const error = await failureOf(db.query(query));
+    expect(error.message).toMatch(message);
+    if (code !== undefined) expect(error.code).toBe(code);
+    expect(await snapshot()).toEqual(before);
+    return error;
+  }
+
+  async function ownerOf(id: string): Promise<string | null> {
+    const [row] = await db.query(sql`select owner_id from permgraph.nodes where id = ${id}`);
+    return row.owner_id;
+  }
+
+  /** Owner edges that lead back to where they started (there must be none). */
+  async function ownershipCycles(): Promise<unknown[]> {
+    return db.query(sql`
+      with recursive up(start, id, depth) as (
+        select id, owner_id, 1 from permgraph.nodes where owner_id is not null and owner_id <> id
+        union all
+        select up.start, n.owner_id, up.depth + 1
+        from up join permgraph.nodes n on n.id = up.id
+        where n.owner_id is not null and n.owner_id <> n.id and up.id <> up.start and up.depth < 100
+      )
+      select distinct start from up where id = start`);
+  }
+
+  beforeEach(async () => {
+    await loadGraph(db, base);
+    await db.query(sql`select permgraph.refresh()`);
+    // Leave a pending change so the changes table has a row to protect too.
+    await db.query(sql`update permgraph.grants set level = 2 where tail_id = 'u2' and head_id = 'g1'`);
+    const tables = await snapshot();
+    for (const [name, rows] of Object.entries(tables)) expect(rows.length, name).toBeGreaterThan(0);
+  });
+
+  describe('nodes', () => {
+    it('refuses a kind that is not user, group or object', async () => {
+      await expectRefused(
+        sql`insert into permgraph.nodes (id, kind) values ('r1', 'robot')`,
+        /^permgraph: node "r1" has kind "robot"; the kind must be user, group or object/,
+        '23514',
+      );
+      await expectRefused(
+        sql`insert into permgraph.nodes (id, kind) values ('r2', 'User')`,
+        /^permgraph: node "r2" has kind "User"/,
+        '23514',
+      );
+      await expectRefused(
+        sql`insert into permgraph.nodes (id, kind) values ('r3', null)`,
+        /^permgraph: node "r3" has kind null/,
+      );
+    });
+
+    it("refuses changing a node's kind", async () => {
+      await expectRefused(
+        sql`update permgraph.nodes set kind = 'object' where id = 'g1'`,
+        /^permgraph: cannot change the kind of node "g1" from group to object/,
+        '22023',
+      );
+      await expectRefused(
+        sql`update permgraph.nodes set kind = 'group' where id = 'u3'`,
+        /^permgraph: cannot change the kind of node "u3" from user to group/,
+        '22023',
+      );
+    });
+
+    it("refuses changing a node's id", async () => {
+      // A leaf, a node other nodes name as owner, and a node grants point at.
+      for (const [from, to] of [['o2', 'o9'], ['g1', 'g9'], ['gR', 'gZ']] as const) {
+        await expectRefused(
+          sql`update permgraph.nodes set id = ${to} where id = ${from}`,
+          new RegExp(`^permgraph: cannot change the id of node "${from}" to "${to}"`),
+          '22023',
+        );
+      }
+    });
+
+    it('refuses an owner that does not exist, on insert and on update', async () => {
+      await expectRefused(
+        sql`insert into permgraph.nodes (id, kind, owner_id) values ('x', 'group', 'ghost')`,
+        /^permgraph: owner "ghost" of node "x" does not exist/,
+        '23503',
+      );
+      await expectRefused(
+        sql`update permgraph.nodes set owner_id = 'ghost' where id = 'o2'`,
+        /^permgraph: owner "ghost" of node "o2" does not exist/,
+        '23503',
+      );
+    });
+
+    it('refuses an owner that is an object', async () => {
+      for (const kind of ['user', 'group', 'object']) {
+        await expectRefused(
+          sql`insert into permgraph.nodes (id, kind, owner_id) values ('x', ${kind}, 'o1')`,
+          /^permgraph: node "x" cannot be owned by object "o1"; only users and groups own/,
+          '23514',
+        );
+      }
+      await expectRefused(
+        sql`update permgraph.nodes set owner_id = 'o1' where id = 'gA'`,
+        /^permgraph: node "gA" cannot be owned by object "o1"/,
+        '23514',
+      );
+      // An object owning itself is refused for the same reason.
+      await expectRefused(
+        sql`insert into permgraph.nodes (id, kind, owner_id) values ('o3', 'object', 'o3')`,
+        /^permgraph: node "o3" cannot be owned by object "o3"/,
+        '23514',
+      );
+    });
+
+    it('accepts users and groups as owners of every kind of node', async () => {
+      await db.query(sql`
+        insert into permgraph.nodes (id, kind, owner_id)
+        values ('nu', 'user', 'u1'), ('ng', 'group', 'g3'), ('no', 'object', 'u3')`);
+      expect(await ownerOf('ng')).toBe('g3');
+    });
+  });
+
+  describe('ownership cycles', () => {
+    it('refuses a group owning itself', async () => {
+      await expectRefused(
+        sql`insert into permgraph.nodes (id, kind, owner_id) values ('gS', 'group', 'gS')`,
+        /^permgraph: ownership cycle: group "gS" cannot own itself/,
+        '23514',
+      );
+      await expectRefused(
+        sql`update permgraph.nodes set owner_id = 'g1' where id = 'g1'`,
+        /^permgraph: ownership cycle: group "g1" cannot own itself/,
+        '23514',
+      );
+    });
+
+    it('refuses a 2-cycle', async () => {
+      await db.query(sql`update permgraph.nodes set owner_id = 'gB' where id = 'gA'`);
+      await expectRefused(
+        sql`update permgraph.nodes set owner_id = 'gA' where id = 'gB'`,
+        /^permgraph: ownership cycle: gB -> gA -> gB \(the owner of each node is the next one\)/,
+        '23514',
+      );
+      expect(await ownerOf('gB')).toBe('u3');
+    });
+
+    it('refuses a longer cycle, naming every node in it', async () => {
+      // g1 owns g2, g2 owns g3; making g3 the owner of g1 closes g1 -> g3 -> g2 -> g1.
+      const error = await expectRefused(
+        sql`update permgraph.nodes set owner_id = 'g3' where id = 'g1'`,
+        /^permgraph: ownership cycle: g1 -> g3 -> g2 -> g1 /,
+        '23514',
+      );
+      for (const id of ['g1', 'g2', 'g3']) expect(error.message).toContain(id);
+      expect(error.message).not.toMatch(/u1|gR/);
+      // Reaching the cycle from below a user-owned chain and through a longer chain.
+      await db.query(sql`insert into permgraph.nodes (id, kind, owner_id) values ('g4', 'group', 'g3'), ('g5', 'group', 'g4')`);
+      await expectRefused(
+        sql`update permgraph.nodes set owner_id = 'g5' where id = 'g2'`,
+        /^permgraph: ownership cycle: g2 -> g5 -> g4 -> g3 -> g2 /,
+        '23514',
+      );
+    });
+
+    it('refuses a cycle closed within one multi-row UPDATE', async () => {
+      await expectRefused(
+        sql`update permgraph.nodes set owner_id = case id when 'gA' then 'gR' else 'gA' end where id in ('gA', 'gR')`,
+        /^permgraph: ownership cycle: g[AR] -> g[AR] -> g[AR] /,
+        '23514',
+      );
+      expect(await ownerOf('gA')).toBeNull();
+      expect(await ownerOf('gR')).toBeNull();
+    });
+
+    it('allows a user to own itself, with no extra rows', async () => {
+      await db.query(sql`insert into permgraph.nodes (id, kind, owner_id) values ('u4', 'user', 'u4')`);
+      await db.query(sql`update permgraph.nodes set owner_id = 'u1' where id = 'u1'`);
+      // Moving a group under a self-owned user walks up to the user and stops there.
+      await db.query(sql`update permgraph.nodes set owner_id = 'u4' where id = 'gA'`);
+      const captured = await db.query(sql`select tail_id, head_id from permgraph.changes where tail_id = head_id and tail_id in ('u1', 'u4')`);
+      expect(captured).toEqual([{ tail_id: 'u4', head_id: 'u4' }]); // the new user's identity edge only
+      await db.query(sql`select permgraph.refresh()`);
+      const graph: RefGraph = {
+        nodes: [
+          ...base.nodes.map((n) => (n.id === 'u1' ? u('u1', 'u1') : n.id === 'gA' ? g('gA', 'u4') : n)),
+          u('u4', 'u4'),
+        ],
+        grants: base.grants.map((gr) => (gr.tailId === 'u2' && gr.headId === 'g1' ? { ...gr, level: 2 as Level } : gr)),
+      };
+      const rows = await readPermissions(db);
+      expect(rows).toEqual(model.computePermissions(graph));
+      expect(rows.filter((r) => r.userId === 'u4')).toEqual([
+        { userId: 'u4', targetId: 'gA', level: 3, traverseOwned: true },
+        { userId: 'u4', targetId: 'o1', level: 2, traverseOwned: false },
+        { userId: 'u4', targetId: 'u4', level: 3, traverseOwned: true },
+      ]);
+      expect(await ownershipCycles()).toEqual([]);
+    });
+  });
+
+  describe('concurrent halves of an ownership cycle', () => {
+    const pools: ConnectionPool[] = [];
+    afterAll(async () => {
+      await Promise.all(pools.map((p) => p.dispose()));
+    });
+    function pool(): ConnectionPool {
+      const p = openPool(url, { poolSize: 1, applicationName: 'permgraph-integrity-test' });
+      pools.push(p);
+      return p;
+    }
+
+    /** Waits until some other session is blocked on a lock. */
+    async function waitForBlockedSession(): Promise<void> {
+      for (let i = 0; i < 500; i++) {
+        const [row] = await db.query(sql`
+          select count(*)::int as n from pg_stat_activity
+          where datname = current_database() and wait_event_type = 'Lock' and pid <> pg_backend_pid()`);
+        if (row.n > 0) return;
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      throw new Error('the second transaction never blocked');
+    }
+
+    for (const isolationLevel of [IsolationLevel.READ_COMMITTED, IsolationLevel.REPEATABLE_READ, IsolationLevel.SERIALIZABLE]) {
+      it(`exactly one of two transactions succeeds (second one ${isolationLevel})`, async () => {
+        const [first, second] = [pool(), pool()];
+        let release!: () => void;
+        const held = new Promise<void>((resolve) => (release = resolve));
+        let firstUpdated!: () => void;
+        const updated = new Promise<void>((resolve) => (firstUpdated = resolve));
+
+        const tx1 = first.tx(async (tx) => {
+          await tx.query(sql`update permgraph.nodes set owner_id = 'gB' where id = 'gA'`);
+          firstUpdated();
+          await held;
+        });
+        await updated;
+        const tx2 = second.tx(
+          async (tx) => {
+            // Take the snapshot while tx1 is still open.
+            await tx.query(sql`select count(*) from permgraph.nodes`);
+            await tx.query(sql`update permgraph.nodes set owner_id = 'gA' where id = 'gB'`);
+          },
+          { isolationLevel },
+        );
+        await waitForBlockedSession();
+        release();
+        const results = await Promise.allSettled([tx1, tx2]);
+        expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected']);
+        const error = (results[1] as PromiseRejectedResult).reason as DbError;
+        if (isolationLevel === IsolationLevel.READ_COMMITTED) {
+          expect(error.message).toMatch(/^permgraph: ownership cycle: gB -> gA -> gB /);
+          expect(error.code).toBe('23514');
+        } else {
+          // Under a snapshot the second transaction cannot see the first one's
+          // change: it fails with a serialization failure, and its retry sees
+          // the cycle.
+          expect(error.message).toMatch(/could not serialize access/);
+          expect(error.code).toBe('40001');
+          const retry = await failureOf(
+            second.tx((tx) => tx.query(sql`update permgraph.nodes set owner_id = 'gA' where id = 'gB'`), { isolationLevel }),
+          );
+          expect(retry.message).toMatch(/^permgraph: ownership cycle: gB -> gA -> gB /);
+          expect(retry.code).toBe('23514');
+        }
+        expect(await ownerOf('gA')).toBe('gB');
+        expect(await ownerOf('gB')).toBe('u3');
+        expect(await ownershipCycles()).toEqual([]);
+      });
+    }
+  });
+
+  describe('grants', () => {
+    for (const level of [0, 4, -1, null]) {
+      it(`refuses level ${level}`, async () => {
+        await expectRefused(
+          sql`insert into permgraph.grants (tail_id, head_id, level) values ('u1', 'gA', ${level})`,
+          new RegExp(`^permgraph: grant level must be 1 \\(read\\), 2 \\(write\\) or 3 \\(manage\\), got ${level}$`),
+          '23514',
+        );
+        await expectRefused(
+          sql`update permgraph.grants set level = ${level} where tail_id = 'u3' and head_id = 'gA'`,
+          new RegExp(`^permgraph: grant level must be .* got ${level}$`),
+          '23514',
+        );
+      });
+    }
+
+    it('refuses a tail that is an object', async () => {
+      await expectRefused(
+        sql`insert into permgraph.grants (tail_id, head_id, level) values ('o1', 'gA', 1)`,
+        /^permgraph: grant tail "o1" is an object; only users and groups can hold grants/,
+        '23514',
+      );
+      await expectRefused(
+        sql`update permgraph.grants set tail_id = 'o2' where tail_id = 'u3' and head_id = 'gA'`,
+        /^permgraph: grant tail "o2" is an object/,
+        '23514',
+      );
+    });
+
+    it('refuses a tail or head that does not exist', async () => {
+      await expectRefused(
+        sql`insert into permgraph.grants (tail_id, head_id, level) values ('nobody', 'gA', 1)`,
+        /^permgraph: grant tail "nobody" does not exist/,
+        '23503',
+      );
+      await expectRefused(
+        sql`insert into permgraph.grants (tail_id, head_id, level) values ('u1', 'nothing', 1)`,
+        /^permgraph: grant head "nothing" does not exist/,
+        '23503',
+      );
+      await expectRefused(
+        sql`update permgraph.grants set head_id = 'nothing' where tail_id = 'u3' and head_id = 'gA'`,
+        /^permgraph: grant head "nothing" does not exist/,
+        '23503',
+      );
+    });
+
+    it('refuses a duplicate (tail, head, source), naming the key', async () => {
+      const error = await expectRefused(
+        sql`insert into permgraph.grants (tail_id, head_id, level) values ('u3', 'gA', 1)`,
+        /grants_unique_per_source/,
+        '23505',
+      );
+      expect(error.detail).toMatch(/\(tail_id, head_id, source\)=\(u3, gA, default\) already exists/);
+      await expectRefused(
+        sql`insert into permgraph.grants (tail_id, head_id, level, source) values ('g1', 'u3', 1, 's')`,
+        /grants_unique_per_source/,
+        '23505',
+      );
+      // The same pair from another source is a parallel grant, not a duplicate.
+      await db.query(sql`insert into permgraph.grants (tail_id, head_id, level, source) values ('u3', 'gA', 1, 'other')`);
+    });
+  });
+
+  describe('multi-row statements', () => {
+    it('a multi-row INSERT of nodes with one bad row writes none of them', async () => {
+      await expectRefused(
+        sql`insert into permgraph.nodes (id, kind, owner_id)
+            values ('n1', 'group', 'u1'), ('n2', 'user', null), ('n3', 'group', 'o1'), ('n4', 'object', 'n1')`,
+        /^permgraph: node "n3" cannot be owned by object "o1"/,
+        '23514',
+      );
+      await expectRefused(
+        sql`insert into permgraph.nodes (id, kind) values ('n1', 'group'), ('n2', 'user'), ('n3', 'thing')`,
+        /^permgraph: node "n3" has kind "thing"/,
+        '23514',
+      );
+      const [row] = await db.query(sql`select count(*)::int as n from permgraph.nodes where id like 'n%'`);
+      expect(row.n).toBe(0);
+    });
+
+    it('a multi-row INSERT of grants with one bad row writes none of them', async () => {
+      await expectRefused(
+        sql`insert into permgraph.grants (tail_id, head_id, level)
+            values ('u1', 'gA', 1), ('u2', 'gB', 2), ('u3', 'g3', 0), ('gR', 'o2', 3)`,
+        /^permgraph: grant level must be .* got 0$/,
+        '23514',
+      );
+      await expectRefused(
+        sql`insert into permgraph.grants (tail_id, head_id, level)
+            values ('u1', 'gA', 1), ('u2', 'gB', 2), ('u3', 'gA', 3)`,
+        /grants_unique_per_source/,
+        '23505',
+      );
+    });
+  });
+
+  describe('deleting nodes', () => {
+    it('refuses deleting a node that still owns nodes', async () => {
+      await expectRefused(
+        sql`delete from permgraph.nodes where id = 'g1'`,
+        /^permgraph: cannot delete node "g1": it still owns 2 node\(s\), e\.g\. "g2"; move or delete them first/,
+        '23503',
+      );
+      await expectRefused(
+        sql`delete from permgraph.nodes where id = 'u1'`,
+        /^permgraph: cannot delete node "u1": it still owns 2 node\(s\), e\.g\. "g1"/,
+        '23503',
+      );
+      // Deleting owned nodes first, then their owner, works.
+      await db.query(sql`delete from permgraph.nodes where id = 'g3'`);
+      await db.query(sql`delete from permgraph.nodes where id = 'g2'`);
+      await expectRefused(
+        sql`delete from permgraph.nodes where id = 'g1'`,
+        /^permgraph: cannot delete node "g1": it still owns 1 node\(s\), e\.g\. "o1"/,
+        '23503',
+      );
+      await db.query(sql`update permgraph.nodes set owner_id = null where id = 'o1'`);
+      await db.query(sql`delete from permgraph.nodes where id = 'g1'`);
+    });
+
+    it('deletes a self-owned user', async () => {
+      await db.query(sql`delete from permgraph.nodes where id = 'u2'`);
+      expect(await db.query(sql`select id from permgraph.nodes where id = 'u2'`)).toEqual([]);
+      expect(await db.query(sql`select 1 from permgraph.grants where 'u2' in (tail_id, head_id)`)).toEqual([]);
+      expect(await db.query(sql`select 1 from permgraph.permissions where 'u2' in (user_id, target_id)`)).toEqual([]);
+      await db.query(sql`select permgraph.apply_changes()`);
+      const graph: RefGraph = {
+        nodes: base.nodes.filter((n) => n.id !== 'u2'),
+        grants: base.grants.filter((gr) => gr.tailId !== 'u2' && gr.headId !== 'u2'),
+      };
+      expect(await readPermissions(db)).toEqual(model.computePermissions(graph));
+    });
+
+    for (const victim of ['gR', 'u3', 'o1', 'gA']) {
+      it(`deleting ${victim} removes its grants and rows at once, and apply_changes() matches the model`, async () => {
+        const graph: RefGraph = {
+          nodes: base.nodes.filter((n) => n.id !== victim),
+          grants: base.grants
+            .map((gr) => (gr.tailId === 'u2' && gr.headId === 'g1' ? { ...gr, level: 2 as Level } : gr))
+            .filter((gr) => gr.tailId !== victim && gr.headId !== victim),
+        };
+        if (victim === 'u3') {
+          // u3 owns gB: move it away first.
+          await db.query(sql`update permgraph.nodes set owner_id = 'u1' where id = 'gB'`);
+        }
+        const reference: RefGraph =
+          victim === 'u3' ? { ...graph, nodes: graph.nodes.map((n) => (n.id === 'gB' ? g('gB', 'u1') : n)) } : graph;
+        const [{ n: grantsBefore }] = await db.query(
+          sql`select count(*)::int as n from permgraph.grants where ${victim} in (tail_id, head_id)`,
+        );
+        const [{ n: rowsBefore }] = await db.query(
+          sql`select count(*)::int as n from permgraph.permissions where ${victim} in (user_id, target_id)`,
+        );
+        expect(grantsBefore).toBeGreaterThan(0);
+        if (victim !== 'o1') expect(rowsBefore).toBeGreaterThan(0);
+
+        await db.query(sql`delete from permgraph.nodes where id = ${victim}`);
+
+        expect(await db.query(sql`select * from permgraph.grants where ${victim} in (tail_id, head_id)`)).toEqual([]);
+        expect(await db.query(sql`select * from permgraph.permissions where ${victim} in (user_id, target_id)`)).toEqual([]);
+        // Nothing was applied yet: the removed edges wait in permgraph.changes.
+        const pending = await db.query(
+          sql`select tail_id, head_id, old_level, new_level from permgraph.changes where ${victim} in (tail_id, head_id) and not trash_changed`,
+        );
+        expect(pending.length).toBeGreaterThanOrEqual(grantsBefore);
+
+        const [{ result }] = await db.query(sql`select permgraph.apply_changes() as result`);
+        expect(result.mode).toBe('incremental');
+        expect(await readPermissions(db)).toEqual(model.computePermissions(reference));
+        expect(await db.query(sql`select * from permgraph.verify()`)).toEqual([]);
+        expect(await db.query(sql`select count(*)::int as n from permgraph.changes`)).toEqual([{ n: 0 }]);
+      });
+    }
+  });
+
+  describe('check() levels', () => {
+    for (const level of [0, 4, null]) {
+      it(`permgraph.check() with level ${level} raises an error naming the level`, async () => {
+        await expectRefused(
+          sql`select permgraph.check('u1', 'g1', ${level}::integer)`,
+          new RegExp(`^permgraph: level must be 1 \\(read\\), 2 \\(write\\) or 3 \\(manage\\), got ${level}$`),
+          '22023',
+        );
+      });
+    }
+
+    it('the TypeScript check() throws InvalidInputError for levels 0 and 4', async () => {
+      for (const level of [0, 4, '4', 'admin']) {
+        const error = await failureOf(check(db, 'u1', 'g1', level as Level));
+        expect(error).toBeInstanceOf(InvalidInputError);
+        expect(error.message).toMatch(new RegExp(`level must be 1 \\(read\\), 2 \\(write\\) or 3 \\(manage\\), got "?${level}"?`));
+      }
+      // Valid levels still answer.
+      expect(await check(db, 'u1', 'g1', 3)).toBe(true);
+      expect(await check(db, 'u2', 'g1', 'manage')).toBe(false);
+    });
+  });
+});
