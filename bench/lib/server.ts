@@ -1,0 +1,87 @@
+// The PostgreSQL the benchmark runs on: its own embedded server (default) or
+// the server of DATABASE_URL. Each graph gets a fresh database named
+// permgraph_bench_<name>; no other database is touched.
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startEmbedded } from '../../src/db/embedded.ts';
+import { openPool, sql, type ConnectionPool } from '../../src/db/pool.ts';
+import { migrate } from '../../src/migrations/migrate.ts';
+
+export const BENCH_DIR = fileURLToPath(new URL('../', import.meta.url));
+export const RESULTS_DIR = path.join(BENCH_DIR, 'results');
+export const TMP_DIR = path.join(RESULTS_DIR, 'tmp');
+
+/** Server settings of the embedded server (recorded in every result). */
+export const EMBEDDED_SETTINGS: Record<string, string> = {
+  jit: 'off',
+  shared_buffers: '2GB',
+  work_mem: '64MB',
+  maintenance_work_mem: '512MB',
+  effective_cache_size: '8GB',
+  max_wal_size: '8GB',
+  checkpoint_timeout: '30min',
+  max_connections: '60',
+};
+
+export interface BenchServer {
+  url: string;
+  origin: 'embedded' | 'DATABASE_URL';
+  stop(): Promise<void>;
+}
+
+export async function startServer(): Promise<BenchServer> {
+  const fromEnv = process.env.DATABASE_URL;
+  if (fromEnv) return { url: fromEnv, origin: 'DATABASE_URL', stop: async () => {} };
+  await mkdir(TMP_DIR, { recursive: true });
+  const server = await startEmbedded({ dataDir: path.join(TMP_DIR, 'pgdata'), settings: EMBEDDED_SETTINGS });
+  if (!server.ownedByUs) {
+    // Another run's server on the same directory would carry other settings.
+    throw new Error(`an embedded server already runs on ${TMP_DIR}/pgdata (another benchmark?); stop it first`);
+  }
+  return { url: server.url, origin: 'embedded', stop: () => server.stop() };
+}
+
+export function withDatabase(url: string, database: string): string {
+  const parsed = new URL(url);
+  parsed.pathname = `/${encodeURIComponent(database)}`;
+  return parsed.toString();
+}
+
+export interface BenchDatabase {
+  name: string;
+  url: string;
+  db: ConnectionPool;
+  drop(): Promise<void>;
+}
+
+/** Drops and re-creates permgraph_bench_<name>, migrated, with jit off for every session. */
+export async function freshDatabase(serverUrl: string, name: string): Promise<BenchDatabase> {
+  const database = `permgraph_bench_${name.replace(/[^a-z0-9_]/gi, '_').toLowerCase()}`;
+  const admin = openPool(serverUrl, { poolSize: 1, applicationName: 'permgraph-bench' });
+  try {
+    await admin.query(sql`drop database if exists ${sql.ident(database)} with (force)`);
+    await admin.query(sql`create database ${sql.ident(database)}`);
+    await admin.query(sql`alter database ${sql.ident(database)} set jit = off`);
+  } finally {
+    await admin.dispose();
+  }
+  const url = withDatabase(serverUrl, database);
+  const db = openPool(url, { poolSize: 8, applicationName: 'permgraph-bench' });
+  await migrate(db);
+  await db.query(sql`create schema if not exists bench`);
+  return {
+    name: database,
+    url,
+    db,
+    drop: async () => {
+      await db.dispose();
+      const again = openPool(serverUrl, { poolSize: 1, applicationName: 'permgraph-bench' });
+      try {
+        await again.query(sql`drop database if exists ${sql.ident(database)} with (force)`);
+      } finally {
+        await again.dispose();
+      }
+    },
+  };
+}

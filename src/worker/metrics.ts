@@ -1,0 +1,75 @@
+import { createServer, type Server } from 'node:http';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { sql, type Queryable } from '../db/pool.ts';
+import type { Worker } from './worker.ts';
+
+/**
+ * Prometheus metrics of one worker: what it applied (counted from its batch
+ * events) and the backlog (read from the database at scrape time).
+ */
+export function createWorkerMetrics(worker: Worker, db: Queryable): Registry {
+  const registry = new Registry();
+  const changes = new Counter({ name: 'permgraph_changes_applied_total', help: 'Captured changes applied', registers: [registry] });
+  const batches = new Counter({ name: 'permgraph_batches_total', help: 'Batches applied, by mode', labelNames: ['mode'], registers: [registry] });
+  const duration = new Histogram({
+    name: 'permgraph_batch_duration_seconds',
+    help: 'Server-side duration of applied batches',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [registry],
+  });
+  const rows = new Counter({ name: 'permgraph_rows_written_total', help: 'Rows of permissions written, by operation', labelNames: ['op'], registers: [registry] });
+  new Gauge({
+    name: 'permgraph_pending_changes',
+    help: 'Captured changes not yet applied',
+    registers: [registry],
+    async collect() {
+      const [row] = await db.query(sql`select count(*)::bigint as n from permgraph.changes`);
+      this.set(Number(row.n));
+    },
+  });
+  new Gauge({
+    name: 'permgraph_oldest_pending_age_seconds',
+    help: 'Age of the oldest captured change not yet applied (0 when none)',
+    registers: [registry],
+    async collect() {
+      const [row] = await db.query(sql`select coalesce(extract(epoch from now() - min(captured_at)), 0)::float8 as age from permgraph.changes`);
+      this.set(Number(row.age));
+    },
+  });
+  new Gauge({
+    name: 'permgraph_worker_active',
+    help: '1 when this worker holds the applier role',
+    registers: [registry],
+    collect() {
+      this.set(worker.role === 'active' ? 1 : 0);
+    },
+  });
+  worker.on('batch', (batch) => {
+    changes.inc(batch.changes);
+    batches.inc({ mode: batch.mode });
+    duration.observe(batch.ms / 1000);
+    rows.inc({ op: 'insert' }, batch.inserted);
+    rows.inc({ op: 'update' }, batch.updated);
+    rows.inc({ op: 'delete' }, batch.deleted);
+  });
+  return registry;
+}
+
+/** Serves the registry at /metrics. */
+export async function serveMetrics(registry: Registry, port: number, host = '0.0.0.0'): Promise<Server> {
+  const server = createServer((req, res) => {
+    if (req.url !== '/metrics') {
+      res.writeHead(404).end('not found\n');
+      return;
+    }
+    registry.metrics().then(
+      (body) => res.writeHead(200, { 'content-type': registry.contentType }).end(body),
+      (error: unknown) => res.writeHead(500).end(`${String(error)}\n`),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, resolve);
+  });
+  return server;
+}
