@@ -1,0 +1,136 @@
+import { openPool, sql, type ConnectionPool, type Queryable } from './db/pool.ts';
+import { resolveDatabase, type ResolvedDatabase } from './db/resolve.ts';
+import { applyChanges, refresh, type ApplyOptions, type BatchResult } from './engine/apply.ts';
+import { check, parseLevel, type Level } from './engine/check.ts';
+import { currentToken, waitFor, type FreshnessToken } from './engine/freshness.ts';
+import { verify, type VerifyResult } from './engine/verify.ts';
+import { InvalidInputError, rethrowAsInputError } from './errors.ts';
+import type { Logger } from './logger.ts';
+import { silentLogger } from './logger.ts';
+import { migrate } from './migrations/migrate.ts';
+import { Worker, type WorkerOptions } from './worker/worker.ts';
+
+export type NodeKind = 'user' | 'group' | 'object';
+
+export interface ConnectOptions {
+  /** Default: DATABASE_URL, else the embedded server in .permgraph/. */
+  databaseUrl?: string;
+  logger?: Logger;
+  poolSize?: number;
+}
+
+/**
+ * The TypeScript API: a connection to one database plus the operations on
+ * it. Writes go through plain SQL on permgraph.nodes/grants, so they are
+ * captured exactly like any other client's; each returns a freshness token.
+ */
+export class Permgraph {
+  private constructor(
+    readonly db: ConnectionPool,
+    readonly url: string,
+    private readonly database: ResolvedDatabase | undefined,
+    private readonly logger: Logger,
+  ) {}
+
+  static async connect(options: ConnectOptions = {}): Promise<Permgraph> {
+    const logger = options.logger ?? silentLogger;
+    const database = await resolveDatabase({ databaseUrl: options.databaseUrl, logger });
+    return new Permgraph(openPool(database.url, { poolSize: options.poolSize }), database.url, database, logger);
+  }
+
+  /** Wraps an existing @databases/pg pool (the caller keeps ownership of it). */
+  static fromPool(db: ConnectionPool, url: string, logger: Logger = silentLogger): Permgraph {
+    return new Permgraph(db, url, undefined, logger);
+  }
+
+  async close(): Promise<void> {
+    if (!this.database) return; // fromPool: not ours to close
+    await this.db.dispose();
+    await this.database.release();
+  }
+
+  migrate(): Promise<{ applied: string[] }> {
+    return migrate(this.db, this.logger);
+  }
+
+  refresh(): Promise<BatchResult> {
+    return refresh(this.db);
+  }
+
+  /** Applies pending changes now, synchronously (the worker's code path). */
+  applyChanges(options?: ApplyOptions): Promise<BatchResult> {
+    return applyChanges(this.db, options);
+  }
+
+  verify(): Promise<VerifyResult> {
+    return verify(this.db);
+  }
+
+  async check(userId: string, targetId: string, level: Level | 'read' | 'write' | 'manage'): Promise<boolean> {
+    return check(this.db, userId, targetId, level);
+  }
+
+  /** Resolves when the permission table reflects the write behind `token`. */
+  waitFor(token: FreshnessToken, timeoutMs?: number): Promise<void> {
+    return waitFor(this.db, token, timeoutMs);
+  }
+
+  /** A worker daemon on this database (call start()/stop()). */
+  worker(options: Omit<WorkerOptions, 'url'> = {}): Worker {
+    return new Worker({ logger: this.logger, ...options, url: this.url });
+  }
+
+  addNode(id: string, kind: NodeKind, options: { ownerId?: string | null; trashAt?: Date | null } = {}): Promise<FreshnessToken> {
+    return this.write((tx) =>
+      tx.query(sql`insert into permgraph.nodes (id, kind, owner_id, trash_at) values (${id}, ${kind}, ${options.ownerId ?? null}, ${options.trashAt ?? null})`),
+    );
+  }
+
+  setOwner(id: string, ownerId: string | null): Promise<FreshnessToken> {
+    return this.write(async (tx) => {
+      const rows = await tx.query(sql`update permgraph.nodes set owner_id = ${ownerId} where id = ${id} returning id`);
+      if (rows.length === 0) throw new InvalidInputError(`permgraph: node "${id}" does not exist`);
+    });
+  }
+
+  setTrash(id: string, trashAt: Date | null): Promise<FreshnessToken> {
+    return this.write(async (tx) => {
+      const rows = await tx.query(sql`update permgraph.nodes set trash_at = ${trashAt} where id = ${id} returning id`);
+      if (rows.length === 0) throw new InvalidInputError(`permgraph: node "${id}" does not exist`);
+    });
+  }
+
+  removeNode(id: string): Promise<FreshnessToken> {
+    return this.write((tx) => tx.query(sql`delete from permgraph.nodes where id = ${id}`));
+  }
+
+  /** Grants (or re-grants at a new level) tail -> head from one source. */
+  async grant(tailId: string, headId: string, level: Level | 'read' | 'write' | 'manage', options: { source?: string } = {}): Promise<FreshnessToken> {
+    const parsed = parseLevel(level);
+    return this.write((tx) =>
+      tx.query(sql`
+        insert into permgraph.grants (tail_id, head_id, level, source)
+        values (${tailId}, ${headId}, ${parsed}, ${options.source ?? 'default'})
+        on conflict (tail_id, head_id, source) do update set level = excluded.level
+        where permgraph.grants.level is distinct from excluded.level`),
+    );
+  }
+
+  revoke(tailId: string, headId: string, options: { source?: string } = {}): Promise<FreshnessToken> {
+    return this.write((tx) =>
+      tx.query(sql`delete from permgraph.grants where tail_id = ${tailId} and head_id = ${headId} and source = ${options.source ?? 'default'}`),
+    );
+  }
+
+  /** Runs a write in a transaction and returns its freshness token; database input errors become InvalidInputError. */
+  private async write(fn: (tx: Queryable) => Promise<unknown>): Promise<FreshnessToken> {
+    try {
+      return await this.db.tx(async (tx) => {
+        await fn(tx);
+        return currentToken(tx);
+      });
+    } catch (error) {
+      return rethrowAsInputError(error);
+    }
+  }
+}

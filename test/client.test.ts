@@ -1,0 +1,49 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { InvalidInputError, Permgraph } from '../src/index.ts';
+import * as model from '../src/reference/model.ts';
+import { createTestDatabase } from './helpers/database.ts';
+import { readPermissions } from './helpers/graph.ts';
+
+describe('TypeScript API (Permgraph)', async () => {
+  const { db, url } = await createTestDatabase();
+  const pg = Permgraph.fromPool(db, url);
+  const worker = pg.worker({ pollIntervalMs: 100 });
+  await worker.start();
+  afterAll(() => worker.stop());
+
+  it('writes return tokens; waitFor gives read-your-writes on the table', async () => {
+    await pg.addNode('alice', 'user');
+    await pg.addNode('eng', 'group');
+    await pg.addNode('roadmap', 'group', { ownerId: 'eng' });
+    await pg.addNode('spec', 'object', { ownerId: 'roadmap' });
+    const token = await pg.grant('alice', 'eng', 'write');
+    await pg.waitFor(token);
+    expect(await pg.check('alice', 'spec', 'write')).toBe(true);
+    expect(await pg.check('alice', 'spec', 'manage')).toBe(false);
+    await pg.waitFor(await pg.setTrash('roadmap', new Date(Date.now() - 1000)));
+    expect(await pg.check('alice', 'spec', 'read')).toBe(false); // trashed with its owner
+    await pg.waitFor(await pg.setTrash('roadmap', null));
+    await pg.waitFor(await pg.revoke('alice', 'eng'));
+    expect(await pg.check('alice', 'roadmap', 'read')).toBe(false);
+    const graph: model.RefGraph = {
+      nodes: [
+        { id: 'alice', kind: 'user', ownerId: null, trashAt: null },
+        { id: 'eng', kind: 'group', ownerId: null, trashAt: null },
+        { id: 'roadmap', kind: 'group', ownerId: 'eng', trashAt: null },
+        { id: 'spec', kind: 'object', ownerId: 'roadmap', trashAt: null },
+      ],
+      grants: [],
+    };
+    expect(await readPermissions(db)).toEqual(model.computePermissions(graph));
+  });
+
+  it('bad input is an InvalidInputError naming the problem', async () => {
+    await expect(pg.grant('spec', 'eng', 'read')).rejects.toThrow(InvalidInputError);
+    await expect(pg.grant('spec', 'eng', 'read')).rejects.toThrow(/grant tail "spec" is an object/);
+    await expect(pg.grant('alice', 'eng', 4 as 1)).rejects.toThrow(/level must be 1 \(read\), 2 \(write\) or 3 \(manage\), got 4/);
+    await expect(pg.grant('alice', 'nobody', 'read')).rejects.toThrow(/grant head "nobody" does not exist/);
+    await expect(pg.setOwner('ghost', 'eng')).rejects.toThrow(/node "ghost" does not exist/);
+    await expect(pg.setOwner('eng', 'roadmap')).rejects.toThrow(/ownership cycle/);
+    await expect(pg.addNode('x', 'robot' as 'user')).rejects.toThrow(/kind must be user, group or object/);
+  });
+});
