@@ -38,6 +38,6 @@ language sql stable as $$
                  and l.database = (select oid from pg_database where datname = current_database())
                  and ((l.classid::bigint << 32) | l.objid::bigint) = permgraph._applier_role_key()
                limit 1),
-    'permission_rows', (select reltuples::bigint from pg_class where oid = 'permgraph.permissions'::regclass)
+    'permission_rows', (select count(*) from permgraph.permissions)
   )
 $$;

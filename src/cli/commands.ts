@@ -105,8 +105,8 @@ export function registerCommands(program: Command): void {
         ctx.say(`oldest pending:   ${status.oldest_pending_age_s == null ? '-' : `${Number(status.oldest_pending_age_s).toFixed(1)} s ago`}`);
         const last = status.last_batch;
         ctx.say(`last batch:       ${last?.last_batch_at ? `${last.last_batch_mode}, ${last.last_batch_changes} change(s), ${Number(last.last_batch_ms).toFixed(1)} ms, at ${last.last_batch_at}` : 'never'}`);
-        ctx.say(`worker:           ${status.worker ? `active (pid ${status.worker.pid}, ${status.worker.application_name}, since ${status.worker.since})` : 'none holds the applier role'}`);
-        ctx.say(`permission rows:  ~${Math.max(0, Number(status.permission_rows))}`);
+        ctx.say(`worker:           ${status.worker ? `active (backend pid ${status.worker.pid}, ${status.worker.application_name}, from ${status.worker.client_addr ?? 'local socket'}, since ${status.worker.since})` : 'none holds the applier role'}`);
+        ctx.say(`permission rows:  ${status.permission_rows}`);
       }),
     );
 

@@ -6,6 +6,7 @@ export type { ConnectionPool, Queryable };
 export interface PoolOptions {
   poolSize?: number;
   applicationName?: string;
+  onIdleError?: (error: Error) => void;
 }
 
 /** A connection pool on an explicit URL (never silently on DATABASE_URL: callers decide). */
@@ -17,6 +18,9 @@ export function openPool(url: string, options: PoolOptions = {}): ConnectionPool
     poolSize: options.poolSize ?? 10,
     applicationName: options.applicationName ?? 'permgraph',
     ssl: urlRequestsSsl(url) ? 'prefer' : 'disable',
+    // An idle connection dropped by the server (restart, pg_terminate_backend)
+    // is replaced on next use; the default handler would print to stderr.
+    onError: options.onIdleError ?? (() => {}),
   });
 }
 
