@@ -20,11 +20,28 @@ create table if not exists permgraph.grants (
              constraint grants_head_exists references permgraph.nodes (id) on delete cascade,
   level      smallint not null
              constraint grants_level_valid check (level between 1 and 3),
-  source     text not null default 'default',
+  source     text not null default 'default'
+             constraint grants_source_not_empty check (source <> ''),
   created_at timestamptz not null default now(),
   constraint grants_unique_per_source unique (tail_id, head_id, source)
 );
 create index if not exists grants_head_idx on permgraph.grants (head_id);
+
+-- Every edge a path can follow, in one indexed table: a row per grant, and
+-- one per ownership of a user or group (source ''). Kept by triggers from
+-- nodes and grants (sql/003), so walks are plain index lookups. tail_kind
+-- tells whether a path may pass through the tail (only groups, or the
+-- path's starting user); head_kind whether it may continue past the head.
+create table if not exists permgraph.edges (
+  tail_id   text collate "C" not null,
+  head_id   text collate "C" not null,
+  source    text collate "C" not null,
+  level     smallint not null,
+  tail_kind text not null,
+  head_kind text not null,
+  constraint edges_pkey primary key (tail_id, head_id, source)
+);
+create index if not exists edges_head_idx on permgraph.edges (head_id, tail_id);
 
 -- The materialized output. The primary key carries level and traverse_owned
 -- so permission checks and listings are index-only scans.

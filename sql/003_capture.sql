@@ -18,6 +18,36 @@ $$;
 create or replace function permgraph._kind_of(p_id text) returns text
 language sql stable as $$ select kind from permgraph.nodes where id = p_id $$;
 
+-- Ownership of a user or group is an edge (objects are resolved at query time).
+create or replace function permgraph._is_owner_edge(p_id text, p_owner_id text, p_kind text) returns boolean
+language sql immutable as $$ select p_owner_id is not null and p_kind <> 'object' and p_owner_id <> p_id $$;
+
+create or replace function permgraph._nodes_sync_edges() returns trigger
+language plpgsql as $$
+begin
+  if tg_op in ('DELETE', 'UPDATE') and permgraph._is_owner_edge(old.id, old.owner_id, old.kind) then
+    delete from permgraph.edges where tail_id = old.owner_id and head_id = old.id and source = '';
+  end if;
+  if tg_op in ('INSERT', 'UPDATE') and permgraph._is_owner_edge(new.id, new.owner_id, new.kind) then
+    insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
+    values (new.owner_id, new.id, '', 3, coalesce(permgraph._kind_of(new.owner_id), new.kind), new.kind);
+  end if;
+  return null;
+end $$;
+
+create or replace function permgraph._grants_sync_edges() returns trigger
+language plpgsql as $$
+begin
+  if tg_op in ('DELETE', 'UPDATE') then
+    delete from permgraph.edges where tail_id = old.tail_id and head_id = old.head_id and source = old.source;
+  end if;
+  if tg_op in ('INSERT', 'UPDATE') then
+    insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
+    values (new.tail_id, new.head_id, new.source, new.level, new.tail_kind, new.head_kind);
+  end if;
+  return null;
+end $$;
+
 create or replace function permgraph._nodes_capture() returns trigger
 language plpgsql as $$
 begin
@@ -26,13 +56,13 @@ begin
   end if;
   if tg_op in ('DELETE', 'UPDATE') then
     -- the old ownership edge (objects' ownership is resolved at query time, not an edge)
-    if old.owner_id is not null and old.kind <> 'object' and old.owner_id <> old.id
+    if permgraph._is_owner_edge(old.id, old.owner_id, old.kind)
        and (tg_op = 'DELETE' or new.owner_id is distinct from old.owner_id) then
       perform permgraph._capture(old.owner_id, old.id, coalesce(permgraph._kind_of(old.owner_id), 'group'), old.kind, 3::smallint, null);
     end if;
   end if;
   if tg_op in ('INSERT', 'UPDATE') then
-    if new.owner_id is not null and new.kind <> 'object' and new.owner_id <> new.id
+    if permgraph._is_owner_edge(new.id, new.owner_id, new.kind)
        and (tg_op = 'INSERT' or new.owner_id is distinct from old.owner_id) then
       perform permgraph._capture(new.owner_id, new.id, permgraph._kind_of(new.owner_id), new.kind, null, 3::smallint);
     end if;
@@ -76,10 +106,16 @@ begin
   return null;
 end $$;
 
--- TRUNCATE fires no row triggers: record that everything must be recomputed.
+-- TRUNCATE fires no row triggers: drop the table's edges and record that
+-- everything must be recomputed.
 create or replace function permgraph._capture_truncate() returns trigger
 language plpgsql as $$
 begin
+  if tg_table_name = 'grants' then
+    delete from permgraph.edges where source <> '';
+  else
+    delete from permgraph.edges;
+  end if;
   perform permgraph._capture('*', '*', '*', '*', null, null, true);
   perform pg_notify('permgraph_changes', '');
   return null;
@@ -92,6 +128,12 @@ begin
   return null;
 end $$;
 
+drop trigger if exists nodes_sync_edges on permgraph.nodes;
+create trigger nodes_sync_edges after insert or update of owner_id or delete on permgraph.nodes
+  for each row execute function permgraph._nodes_sync_edges();
+drop trigger if exists grants_sync_edges on permgraph.grants;
+create trigger grants_sync_edges after insert or update or delete on permgraph.grants
+  for each row execute function permgraph._grants_sync_edges();
 drop trigger if exists nodes_capture on permgraph.nodes;
 create trigger nodes_capture after insert or update of owner_id, trash_at, kind or delete on permgraph.nodes
   for each row execute function permgraph._nodes_capture();

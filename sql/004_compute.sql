@@ -1,20 +1,7 @@
 -- permgraph 004: computing the permission table.
--- One walk definition serves the full refresh and the incremental path; the
--- incremental path restricts it to the affected region and seeds it from the
--- stored rows at the region's border.
-
--- Every edge a path can follow. tail_kind tells whether a path may pass
--- through the tail (only groups, or the path's starting user); head_kind
--- whether it may continue past the head. The left join is removed by the
--- planner when tail_kind is not used.
-create or replace view permgraph.edges as
-  select n.owner_id as tail_id, o.kind as tail_kind, n.id as head_id, n.kind as head_kind, 3::smallint as level
-  from permgraph.nodes n
-  left join permgraph.nodes o on o.id = n.owner_id
-  where n.owner_id is not null and n.kind <> 'object' and n.owner_id <> n.id
-  union all
-  select g.tail_id, g.tail_kind, g.head_id, g.head_kind, g.level
-  from permgraph.grants g;
+-- Walks follow permgraph.edges (sql/001, kept by sql/003). The full refresh
+-- walks from every user; the incremental path (sql/005) walks only the
+-- affected region, seeded from the stored rows at the region's border.
 
 create or replace function permgraph._applier_lock_key() returns bigint
 language sql immutable as $$ select 7238001002::bigint $$;
@@ -26,64 +13,88 @@ language sql immutable as $$
 $$;
 
 -- Full computation into pg_temp.permgraph_new, in one statement (one snapshot).
+-- First the closure of every group (best level to each node it reaches, and
+-- whether some path ends with a manage edge), then each user's edges joined
+-- with the closures of the groups they reach. Users share groups, so this is
+-- far less work than walking from every user.
 create or replace function permgraph._compute_all() returns void
-language plpgsql as $$
+language plpgsql
+-- quiet the NOTICEs of drop table if exists
+set client_min_messages = warning as $$
 begin
   drop table if exists pg_temp.permgraph_new;
   create temp table permgraph_new on commit drop as
-  with recursive walk(user_id, node_id, node_kind, level, last_edge_manage) as (
-    select u.id, e.head_id, e.head_kind, e.level, e.level = 3
-    from permgraph.nodes u
-    join permgraph.edges e on e.tail_id = u.id
-    where u.kind = 'user'
+  with recursive walk(group_id, node_id, node_kind, level, last_edge_manage) as (
+    select e.tail_id, e.head_id, e.head_kind, e.level, e.level = 3 and e.head_kind = 'user'
+    from permgraph.edges e
+    where e.tail_kind = 'group'
     union
-    select w.user_id, e.head_id, e.head_kind, least(w.level, e.level), e.level = 3 and e.head_kind = 'user'
+    select w.group_id, e.head_id, e.head_kind, least(w.level, e.level), e.level = 3 and e.head_kind = 'user'
     from walk w
     join permgraph.edges e on e.tail_id = w.node_id
     where w.node_kind = 'group'
+  ), closure as (
+    select group_id, node_id, node_kind, max(level) as level, bool_or(last_edge_manage) as last_edge_manage
+    from walk
+    group by group_id, node_id, node_kind
   ), paths as (
-    select user_id, node_id, node_kind, level, last_edge_manage from walk
+    select id as user_id, id as node_id, 'user' as node_kind, 3::smallint as level, true as last_edge_manage
+    from permgraph.nodes where kind = 'user'
     union all
-    select id, id, 'user', 3::smallint, true from permgraph.nodes where kind = 'user'
+    select e.tail_id, e.head_id, e.head_kind, e.level, e.level = 3
+    from permgraph.edges e
+    where e.tail_kind = 'user'
+    union all
+    select e.tail_id, c.node_id, c.node_kind, least(e.level, c.level), c.last_edge_manage
+    from permgraph.edges e
+    join closure c on c.group_id = e.head_id
+    where e.tail_kind = 'user'
   )
   select user_id, node_id as target_id, max(level)::smallint as level,
          bool_or(permgraph._path_traverses(node_kind, last_edge_manage)) as traverse_owned
   from paths
   group by user_id, node_id;
-  create unique index on pg_temp.permgraph_new (user_id, target_id);
   analyze pg_temp.permgraph_new;
 end $$;
 
 -- Writes pg_temp.permgraph_new into permissions, touching only rows whose
 -- value differs. With p_scoped, only pairs listed in pg_temp.permgraph_region
--- are considered for deletion (the incremental path); otherwise all rows.
+-- are compared (the incremental path); otherwise the whole table. One full
+-- join finds the differences; the writes then touch only those rows.
 create or replace function permgraph._write_diff(p_scoped boolean,
   out inserted bigint, out updated bigint, out deleted bigint)
-language plpgsql as $$
+language plpgsql
+set client_min_messages = warning as $$
 begin
+  drop table if exists pg_temp.permgraph_diff;
   if p_scoped then
-    delete from permgraph.permissions p
-    using pg_temp.permgraph_region r
-    where p.user_id = r.user_id and p.target_id = r.target_id
-      and not exists (select 1 from pg_temp.permgraph_new n
-                      where n.user_id = p.user_id and n.target_id = p.target_id);
+    create temp table permgraph_diff on commit drop as
+      select coalesce(n.user_id, p.user_id) as user_id, coalesce(n.target_id, p.target_id) as target_id,
+             n.level, n.traverse_owned, p.user_id is null as is_new, n.user_id is null as is_gone
+      from pg_temp.permgraph_new n
+      full join (select p.* from permgraph.permissions p
+                 join pg_temp.permgraph_region r on r.user_id = p.user_id and r.target_id = p.target_id) p
+        on p.user_id = n.user_id and p.target_id = n.target_id
+      where (p.level, p.traverse_owned) is distinct from (n.level, n.traverse_owned);
   else
-    delete from permgraph.permissions p
-    where not exists (select 1 from pg_temp.permgraph_new n
-                      where n.user_id = p.user_id and n.target_id = p.target_id);
+    create temp table permgraph_diff on commit drop as
+      select coalesce(n.user_id, p.user_id) as user_id, coalesce(n.target_id, p.target_id) as target_id,
+             n.level, n.traverse_owned, p.user_id is null as is_new, n.user_id is null as is_gone
+      from pg_temp.permgraph_new n
+      full join permgraph.permissions p on p.user_id = n.user_id and p.target_id = n.target_id
+      where (p.level, p.traverse_owned) is distinct from (n.level, n.traverse_owned);
   end if;
+  delete from permgraph.permissions p
+  using pg_temp.permgraph_diff d
+  where d.is_gone and p.user_id = d.user_id and p.target_id = d.target_id;
   get diagnostics deleted = row_count;
   update permgraph.permissions p
-  set level = n.level, traverse_owned = n.traverse_owned
-  from pg_temp.permgraph_new n
-  where p.user_id = n.user_id and p.target_id = n.target_id
-    and (p.level, p.traverse_owned) is distinct from (n.level, n.traverse_owned);
+  set level = d.level, traverse_owned = d.traverse_owned
+  from pg_temp.permgraph_diff d
+  where not d.is_new and not d.is_gone and p.user_id = d.user_id and p.target_id = d.target_id;
   get diagnostics updated = row_count;
   insert into permgraph.permissions (user_id, target_id, level, traverse_owned)
-  select n.user_id, n.target_id, n.level, n.traverse_owned
-  from pg_temp.permgraph_new n
-  where not exists (select 1 from permgraph.permissions p
-                    where p.user_id = n.user_id and p.target_id = n.target_id);
+  select user_id, target_id, level, traverse_owned from pg_temp.permgraph_diff where is_new;
   get diagnostics inserted = row_count;
 end $$;
 
@@ -108,7 +119,9 @@ $$;
 -- own, directly or through other groups (null: all groups), writing only
 -- differences.
 create or replace function permgraph._refresh_trash(p_roots text[]) returns void
-language plpgsql as $$
+language plpgsql
+-- quiet the NOTICEs of drop table if exists
+set client_min_messages = warning as $$
 declare
   scope text[];
 begin

@@ -8,7 +8,12 @@
 -- this region has the same paths before and after, so its stored row stands.
 -- Returns false, creating nothing, when the region would exceed p_max_pairs.
 create or replace function permgraph._build_region(p_max_pairs bigint) returns boolean
-language plpgsql as $$
+language plpgsql
+-- quiet the NOTICEs of drop table if exists
+-- regions are small next to the graph: walk them by index, never by hashing whole tables
+set enable_hashjoin = off
+set enable_mergejoin = off
+set client_min_messages = warning as $$
 declare
   estimated bigint;
 begin
@@ -67,7 +72,12 @@ end $$;
 -- outside it, whose stored level is still right; once inside they never leave
 -- (the region is closed under following edges out of groups).
 create or replace function permgraph._compute_region() returns void
-language plpgsql as $$
+language plpgsql
+-- quiet the NOTICEs of drop table if exists
+-- regions are small next to the graph: walk them by index, never by hashing whole tables
+set enable_hashjoin = off
+set enable_mergejoin = off
+set client_min_messages = warning as $$
 begin
   drop table if exists pg_temp.permgraph_new;
   create temp table permgraph_new on commit drop as
@@ -101,7 +111,6 @@ begin
          bool_or(permgraph._path_traverses(node_kind, last_edge_manage)) as traverse_owned
   from paths
   group by user_id, node_id;
-  create unique index on pg_temp.permgraph_new (user_id, target_id);
   analyze pg_temp.permgraph_new;
 end $$;
 
