@@ -21,6 +21,11 @@ begin
   create temp table permgraph_batch on commit drop as
     select distinct tail_id, tail_kind, head_id, head_kind
     from permgraph.changes where not trash_changed;
+  drop table if exists pg_temp.permgraph_region;
+  if not exists (select 1 from pg_temp.permgraph_batch) then
+    create temp table permgraph_region (user_id text collate "C", target_id text collate "C") on commit drop;
+    return true; -- only trash changed: no edge, no pair
+  end if;
   drop table if exists pg_temp.permgraph_down;
   create temp table permgraph_down on commit drop as
   with recursive down(origin, node_id, node_kind) as (
@@ -56,7 +61,6 @@ begin
     return false;
   end if;
 
-  drop table if exists pg_temp.permgraph_region;
   create temp table permgraph_region on commit drop as
     select distinct u.user_id, d.node_id as target_id
     from pg_temp.permgraph_batch c
@@ -164,8 +168,12 @@ begin
   else
     mode := 'incremental';
     select count(*) into pairs from pg_temp.permgraph_region;
-    perform permgraph._compute_region();
-    select * into diff from permgraph._write_diff(true);
+    if pairs > 0 then
+      perform permgraph._compute_region();
+      select * into diff from permgraph._write_diff(true);
+    else
+      select 0::bigint as inserted, 0::bigint as updated, 0::bigint as deleted into diff;
+    end if;
     select array_agg(distinct head_id) into trash_roots from permgraph.changes where trash_changed;
     if trash_roots is not null then
       perform permgraph._refresh_trash(trash_roots);

@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
-import { ExitCode, registerCommands } from './commands.ts';
+import { ExitCode } from './action.ts';
+import { registerCommands } from './commands/index.ts';
 
 const program = new Command('permgraph')
   .description('materialized permission graph for PostgreSQL')

@@ -1,0 +1,85 @@
+import type { Command } from 'commander';
+import { applyChanges, type BatchResult } from '../../engine/apply.ts';
+import { migrate } from '../../migrations/migrate.ts';
+import { createWorkerMetrics, serveMetrics } from '../../worker/metrics.ts';
+import { Worker } from '../../worker/worker.ts';
+import { action, positiveInteger, requireSchema } from '../action.ts';
+import { onShutdownSignal, type CommandContext } from '../context.ts';
+
+/** worker, dev. */
+export function registerWorkerCommands(program: Command): void {
+  program
+    .command('worker')
+    .description('apply captured changes as they are committed, until SIGINT/SIGTERM')
+    .option('--once', 'apply every change committed before start, then exit')
+    .option('--poll-interval <ms>', 'poll for changes at least this often (backstop for lost notifications)', '1000')
+    .option('--standby-interval <ms>', 'how often a standby worker tries to take over', '1000')
+    .option('--max-batch <n>', 'more pending changes than this are applied by one full recomputation', '10000')
+    .option('--no-listen', 'do not LISTEN; rely on polling only')
+    .option('--metrics-port <port>', 'serve Prometheus metrics on this port at /metrics')
+    .option('--migrate', 'run migrations first')
+    .action(action<WorkerFlags>(program, (ctx, options) => runWorker(ctx, options), { logLevel: 'info' }));
+
+  program
+    .command('dev')
+    .description('the main job on a laptop: migrate, print the connection string, run the worker')
+    .option('--metrics-port <port>', 'serve Prometheus metrics on this port at /metrics')
+    .action(
+      action<{ metricsPort?: string }>(program, async (ctx, options) => {
+        ctx.say(`permgraph: PostgreSQL at ${ctx.database.url} (${ctx.database.origin === 'embedded' ? 'embedded server, data in .permgraph/' : 'from ' + ctx.database.origin})`);
+        ctx.say(`  try:  psql "${ctx.database.url}"`);
+        ctx.say(`        insert into permgraph.nodes (id, kind) values ('alice', 'user'), ('team', 'group');`);
+        ctx.say(`        insert into permgraph.grants (tail_id, head_id, level) values ('alice', 'team', 2);`);
+        ctx.say(`        select * from permgraph.permissions;`);
+        ctx.say('  Ctrl-C stops the worker (and the embedded server).');
+        await runWorker(ctx, { migrate: true, pollInterval: '1000', standbyInterval: '1000', maxBatch: '10000', listen: true, metricsPort: options.metricsPort });
+      }, { logLevel: 'info' }),
+    );
+}
+
+function describeBatch(result: BatchResult): string {
+  if (result.mode === 'none') return 'nothing pending';
+  return `${result.mode}: ${result.changes} change(s), ${result.inserted} inserted, ${result.updated} updated, ${result.deleted} deleted in ${result.ms.toFixed(1)} ms`;
+}
+
+interface WorkerFlags {
+  once?: boolean;
+  pollInterval: string;
+  standbyInterval: string;
+  maxBatch: string;
+  listen: boolean;
+  metricsPort?: string;
+  migrate?: boolean;
+}
+
+async function runWorker(ctx: CommandContext, flags: WorkerFlags): Promise<void> {
+  if (flags.migrate) await migrate(ctx.db, ctx.logger);
+  await requireSchema(ctx);
+  const maxBatch = positiveInteger(flags.maxBatch, '--max-batch');
+  if (flags.once) {
+    const result = await applyChanges(ctx.db, { maxChanges: maxBatch });
+    if (ctx.options.json) ctx.emitJson(result);
+    ctx.say(describeBatch(result));
+    return;
+  }
+  const worker = new Worker({
+    url: ctx.database.url,
+    logger: ctx.logger,
+    pollIntervalMs: positiveInteger(flags.pollInterval, '--poll-interval'),
+    standbyIntervalMs: positiveInteger(flags.standbyInterval, '--standby-interval'),
+    maxBatch,
+    listen: flags.listen,
+  });
+  const metricsServer =
+    flags.metricsPort === undefined
+      ? undefined
+      : await serveMetrics(createWorkerMetrics(worker, ctx.db), positiveInteger(flags.metricsPort, '--metrics-port'));
+  if (metricsServer) ctx.logger.info({ port: flags.metricsPort }, 'serving metrics at /metrics');
+  await worker.start();
+  await onShutdownSignal(ctx.logger, async () => {
+    await worker.stop();
+    metricsServer?.close();
+  });
+  ctx.logger.info('worker stopped');
+}
+
