@@ -5,6 +5,7 @@ import { refresh } from '../../src/engine/apply.ts';
 import { currentToken, waitFor } from '../../src/engine/freshness.ts';
 import { verify } from '../../src/engine/verify.ts';
 import * as model from '../../src/reference/model.ts';
+import { createWorkerMetrics, serveMetrics } from '../../src/worker/metrics.ts';
 import { Worker, runOnce, type WorkerOptions } from '../../src/worker/worker.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { graphArbitrary, loadGraph, readPermissions } from '../helpers/graph.ts';
@@ -140,5 +141,29 @@ describe('worker', async () => {
     const [row] = await db.query(sql`select count(*)::int as n from permgraph.changes`);
     expect(row.n).toBe(0);
     expect(await readPermissions(db)).toEqual(model.computePermissions(state.snapshot()));
+  });
+
+  it('serves Prometheus metrics of what it applied and of the backlog', async () => {
+    const state = await seed();
+    const worker = await startWorker({ pollIntervalMs: 50 });
+    const server = await serveMetrics(createWorkerMetrics(worker, db), 0, '127.0.0.1');
+    try {
+      await mutate(state, 10, 7);
+      await expectConverged(state);
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      const body = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(body)?.[1]);
+      expect(value('permgraph_changes_applied_total')).toBeGreaterThan(0);
+      expect(value('permgraph_pending_changes')).toBe(0);
+      expect(value('permgraph_oldest_pending_age_seconds')).toBe(0);
+      expect(value('permgraph_worker_active')).toBe(1);
+      expect(body).toMatch(/^permgraph_batches_total\{mode="incremental"\} [1-9]/m);
+      expect(body).toMatch(/^permgraph_batch_duration_seconds_count [1-9]/m);
+      expect(body).toMatch(/^permgraph_rows_written_total\{op="insert"\} \d+/m);
+      expect((await fetch(`http://127.0.0.1:${port}/other`)).status).toBe(404);
+    } finally {
+      server.close();
+    }
   });
 });
