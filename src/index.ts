@@ -5,7 +5,7 @@ export { check, parseLevel, LEVEL_NAMES, type Level } from './engine/check.ts';
 export { currentToken, isApplied, waitFor, FreshnessTimeoutError, type FreshnessToken } from './engine/freshness.ts';
 export { verify, type Difference, type VerifyResult } from './engine/verify.ts';
 export { migrate, schemaState, loadMigrations } from './migrations/migrate.ts';
-export { Worker, runOnce, type WorkerOptions, type WorkerEvents } from './worker/worker.ts';
+export { Worker, type WorkerOptions, type WorkerEvents } from './worker/worker.ts';
 export { createWorkerMetrics, serveMetrics } from './worker/metrics.ts';
 export { startEmbedded, defaultDataDir, type EmbeddedServer } from './db/embedded.ts';
 export { openPool, sql } from './db/pool.ts';

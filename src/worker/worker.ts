@@ -131,16 +131,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 }
 
-/** `permgraph worker --once`: applies everything committed before the call, in one batch. */
-export async function runOnce(url: string, options: { maxBatch?: number } = {}): Promise<BatchResult> {
-  const pool = openPool(url, { poolSize: 1, applicationName: 'permgraph-worker-once' });
-  try {
-    return await applyChanges(pool, { maxChanges: options.maxBatch ?? 10_000 });
-  } finally {
-    await pool.dispose();
-  }
-}
-
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }

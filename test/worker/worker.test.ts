@@ -1,12 +1,12 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { openPool, sql } from '../../src/db/pool.ts';
-import { refresh } from '../../src/engine/apply.ts';
+import { applyChanges, refresh } from '../../src/engine/apply.ts';
 import { currentToken, waitFor } from '../../src/engine/freshness.ts';
 import { verify } from '../../src/engine/verify.ts';
 import * as model from '../../src/reference/model.ts';
 import { createWorkerMetrics, serveMetrics } from '../../src/worker/metrics.ts';
-import { Worker, runOnce, type WorkerOptions } from '../../src/worker/worker.ts';
+import { Worker, type WorkerOptions } from '../../src/worker/worker.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { graphArbitrary, loadGraph, readPermissions } from '../helpers/graph.ts';
 import { GraphState, mutationArbitrary } from '../helpers/mutations.ts';
@@ -133,10 +133,10 @@ describe('worker', async () => {
     }
   });
 
-  it('--once applies what was committed before it started', async () => {
+  it('a synchronous apply (what --once runs) applies what was committed before it started', async () => {
     const state = await seed();
     await mutate(state, 20, 6);
-    const result = await runOnce(url);
+    const result = await applyChanges(db);
     expect(result.changes).toBeGreaterThan(0);
     const [row] = await db.query(sql`select count(*)::int as n from permgraph.changes`);
     expect(row.n).toBe(0);
