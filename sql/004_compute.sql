@@ -60,42 +60,39 @@ end $$;
 -- Writes pg_temp.permgraph_new into permissions, touching only rows whose
 -- value differs. With p_scoped, only pairs listed in pg_temp.permgraph_region
 -- are compared (the incremental path); otherwise the whole table. One full
--- join finds the differences; the writes then touch only those rows.
+-- join finds the differences and one statement writes just those rows.
 create or replace function permgraph._write_diff(p_scoped boolean,
   out inserted bigint, out updated bigint, out deleted bigint)
-language plpgsql
-set client_min_messages = warning as $$
+language plpgsql as $$
 begin
-  drop table if exists pg_temp.permgraph_diff;
-  if p_scoped then
-    create temp table permgraph_diff on commit drop as
+  -- The only text spliced in is one of two fixed relation expressions.
+  execute format($diff$
+    with diff as (
       select coalesce(n.user_id, p.user_id) as user_id, coalesce(n.target_id, p.target_id) as target_id,
              n.level, n.traverse_owned, p.user_id is null as is_new, n.user_id is null as is_gone
       from pg_temp.permgraph_new n
-      full join (select p.* from permgraph.permissions p
-                 join pg_temp.permgraph_region r on r.user_id = p.user_id and r.target_id = p.target_id) p
-        on p.user_id = n.user_id and p.target_id = n.target_id
-      where (p.level, p.traverse_owned) is distinct from (n.level, n.traverse_owned);
-  else
-    create temp table permgraph_diff on commit drop as
-      select coalesce(n.user_id, p.user_id) as user_id, coalesce(n.target_id, p.target_id) as target_id,
-             n.level, n.traverse_owned, p.user_id is null as is_new, n.user_id is null as is_gone
-      from pg_temp.permgraph_new n
-      full join permgraph.permissions p on p.user_id = n.user_id and p.target_id = n.target_id
-      where (p.level, p.traverse_owned) is distinct from (n.level, n.traverse_owned);
-  end if;
-  delete from permgraph.permissions p
-  using pg_temp.permgraph_diff d
-  where d.is_gone and p.user_id = d.user_id and p.target_id = d.target_id;
-  get diagnostics deleted = row_count;
-  update permgraph.permissions p
-  set level = d.level, traverse_owned = d.traverse_owned
-  from pg_temp.permgraph_diff d
-  where not d.is_new and not d.is_gone and p.user_id = d.user_id and p.target_id = d.target_id;
-  get diagnostics updated = row_count;
-  insert into permgraph.permissions (user_id, target_id, level, traverse_owned)
-  select user_id, target_id, level, traverse_owned from pg_temp.permgraph_diff where is_new;
-  get diagnostics inserted = row_count;
+      full join %s p on p.user_id = n.user_id and p.target_id = n.target_id
+      where (p.level, p.traverse_owned) is distinct from (n.level, n.traverse_owned)
+    ), deleted as (
+      delete from permgraph.permissions p using diff d
+      where d.is_gone and p.user_id = d.user_id and p.target_id = d.target_id
+      returning 1
+    ), updated as (
+      update permgraph.permissions p set level = d.level, traverse_owned = d.traverse_owned
+      from diff d
+      where not d.is_new and not d.is_gone and p.user_id = d.user_id and p.target_id = d.target_id
+      returning 1
+    ), inserted as (
+      insert into permgraph.permissions (user_id, target_id, level, traverse_owned)
+      select user_id, target_id, level, traverse_owned from diff where is_new
+      returning 1
+    )
+    select (select count(*) from inserted), (select count(*) from updated), (select count(*) from deleted)
+    $diff$,
+    case when p_scoped
+      then '(select p.* from permgraph.permissions p join pg_temp.permgraph_region r on r.user_id = p.user_id and r.target_id = p.target_id)'
+      else 'permgraph.permissions' end)
+  into inserted, updated, deleted;
 end $$;
 
 -- Effective trash time of each group in p_ids (null: every group): the

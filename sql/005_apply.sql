@@ -9,63 +9,57 @@
 -- Returns false, creating nothing, when the region would exceed p_max_pairs.
 create or replace function permgraph._build_region(p_max_pairs bigint) returns boolean
 language plpgsql
--- quiet the NOTICEs of drop table if exists
 -- regions are small next to the graph: walk them by index, never by hashing whole tables
 set enable_hashjoin = off
 set enable_mergejoin = off
+-- quiet the NOTICEs of drop table if exists
 set client_min_messages = warning as $$
-declare
-  estimated bigint;
 begin
-  drop table if exists pg_temp.permgraph_batch;
-  create temp table permgraph_batch on commit drop as
-    select distinct tail_id, tail_kind, head_id, head_kind
-    from permgraph.changes where not trash_changed;
   drop table if exists pg_temp.permgraph_region;
-  if not exists (select 1 from pg_temp.permgraph_batch) then
-    create temp table permgraph_region (user_id text collate "C", target_id text collate "C") on commit drop;
-    return true; -- only trash changed: no edge, no pair
-  end if;
-  drop table if exists pg_temp.permgraph_down;
-  create temp table permgraph_down on commit drop as
-  with recursive down(origin, node_id, node_kind) as (
-    select distinct head_id, head_id, head_kind from pg_temp.permgraph_batch
+  -- One statement (each temporary table costs a millisecond or more). When
+  -- the region would be too large it holds only a (null, null) marker row.
+  create temp table permgraph_region on commit drop as
+  with recursive batch as (
+    select distinct tail_id, tail_kind, head_id, head_kind
+    from permgraph.changes where not trash_changed
+  ), down(origin, node_id, node_kind) as (
+    select distinct head_id, head_id, head_kind from batch
     union
     select d.origin, e.head_id, e.head_kind
     from down d
-    join (select tail_id, head_id, head_kind from permgraph.edges
-          union all
-          select tail_id, head_id, head_kind from pg_temp.permgraph_batch) e on e.tail_id = d.node_id
+    cross join lateral (  -- the union graph: current edges and the batch's changed ones
+      select head_id, head_kind from permgraph.edges where tail_id = d.node_id
+      union all
+      select head_id, head_kind from batch where tail_id = d.node_id) e
     where d.node_kind = 'group'
-  )
-  select distinct origin, node_id from down;
-  drop table if exists pg_temp.permgraph_up;
-  create temp table permgraph_up on commit drop as
-  with recursive up(origin, node_id, node_kind) as (
-    select distinct tail_id, tail_id, tail_kind from pg_temp.permgraph_batch
+  ), up(origin, node_id, node_kind) as (
+    select distinct tail_id, tail_id, tail_kind from batch
     union
     select u.origin, e.tail_id, e.tail_kind
     from up u
-    join (select tail_id, tail_kind, head_id from permgraph.edges
-          union all
-          select tail_id, tail_kind, head_id from pg_temp.permgraph_batch) e on e.head_id = u.node_id
+    cross join lateral (
+      select tail_id, tail_kind from permgraph.edges where head_id = u.node_id
+      union all
+      select tail_id, tail_kind from batch where head_id = u.node_id) e
     where u.node_kind = 'group'
+  ), up_users as (
+    select distinct origin, node_id as user_id from up where node_kind = 'user'
+  ), estimate as (
+    select coalesce(sum(uc.n * dc.n), 0) as pairs
+    from batch c
+    join (select origin, count(*) as n from up_users group by origin) uc on uc.origin = c.tail_id
+    join (select origin, count(*) as n from down group by origin) dc on dc.origin = c.head_id
   )
-  select distinct origin, node_id as user_id from up where node_kind = 'user';
-
-  select coalesce(sum(uc.n * dc.n), 0) into estimated
-  from pg_temp.permgraph_batch c
-  join (select origin, count(*) as n from pg_temp.permgraph_up group by origin) uc on uc.origin = c.tail_id
-  join (select origin, count(*) as n from pg_temp.permgraph_down group by origin) dc on dc.origin = c.head_id;
-  if estimated > p_max_pairs then
+  select distinct u.user_id, d.node_id as target_id
+  from batch c
+  join up_users u on u.origin = c.tail_id
+  join down d on d.origin = c.head_id
+  where (select pairs from estimate) <= p_max_pairs
+  union all
+  select null, null where (select pairs from estimate) > p_max_pairs;
+  if exists (select 1 from pg_temp.permgraph_region where user_id is null) then
     return false;
   end if;
-
-  create temp table permgraph_region on commit drop as
-    select distinct u.user_id, d.node_id as target_id
-    from pg_temp.permgraph_batch c
-    join pg_temp.permgraph_up u on u.origin = c.tail_id
-    join pg_temp.permgraph_down d on d.origin = c.head_id;
   create unique index on pg_temp.permgraph_region (user_id, target_id);
   analyze pg_temp.permgraph_region;
   return true;

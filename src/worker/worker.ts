@@ -87,7 +87,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
         if (this.stopping) break;
         this.setRole('standby');
         this.logger.error({ err: error }, 'worker connection failed; retrying');
-        this.emit('error', error as Error);
+        // EventEmitter throws on 'error' without listeners; the worker must survive.
+        if (this.listenerCount('error') > 0) this.emit('error', error as Error);
         await this.wakeup.wait(this.options.standbyIntervalMs);
       }
     }

@@ -1,0 +1,147 @@
+// Reading the append-only audit log (sql/010) and naming the actor of a
+// transaction's changes. Triggers write the log; nothing here writes it.
+import { sql, type Queryable } from '../db/pool.ts';
+import { InvalidInputError, sqlStateOf } from '../errors.ts';
+
+export type AuditAction =
+  | 'grant'
+  | 'revoke'
+  | 'change_level'
+  | 'set_owner'
+  | 'create_node'
+  | 'delete_node'
+  | 'set_trash'
+  | 'import'
+  | 'truncate'
+  | 'truncate_audit';
+
+export interface AuditEntry {
+  id: number;
+  at: Date;
+  actor: string;
+  action: AuditAction;
+  /** The grant's tail (null for node actions). */
+  tailId: string | null;
+  /** The grant's head, or the node a node action changed. */
+  headId: string | null;
+  source: string | null;
+  oldLevel: number | null;
+  newLevel: number | null;
+  oldOwner: string | null;
+  newOwner: string | null;
+  nodeKind: string | null;
+  oldTrashAt: Date | null;
+  newTrashAt: Date | null;
+  details: Record<string, unknown> | null;
+}
+
+export interface AuditFilter {
+  actor?: string;
+  /** Entries about this node: as the grant's tail or head, or the node changed. */
+  target?: string;
+  source?: string;
+  action?: AuditAction;
+  /** Inclusive lower / exclusive upper bound on the time (Date or any PostgreSQL timestamptz text). */
+  since?: Date | string;
+  until?: Date | string;
+  /** Entries after this cursor (an entry id, as returned in nextCursor). */
+  after?: number;
+  /** Page size, default 100. */
+  limit?: number;
+}
+
+export interface AuditPage {
+  entries: AuditEntry[];
+  /** Pass as `after` for the next page; null when this page is the last. */
+  nextCursor: number | null;
+}
+
+const ACTIONS: readonly AuditAction[] = [
+  'grant', 'revoke', 'change_level', 'set_owner', 'create_node', 'delete_node', 'set_trash', 'import', 'truncate', 'truncate_audit',
+];
+
+/** Lists audit entries oldest first, keyset-paginated on id. */
+export async function listAudit(db: Queryable, filter: AuditFilter = {}): Promise<AuditPage> {
+  const limit = filter.limit ?? 100;
+  if (!Number.isInteger(limit) || limit <= 0) throw new InvalidInputError(`limit must be a positive integer, got ${limit}`);
+  if (filter.after !== undefined && !Number.isInteger(filter.after)) throw new InvalidInputError(`cursor must be an entry id, got ${filter.after}`);
+  if (filter.action !== undefined && !ACTIONS.includes(filter.action)) {
+    throw new InvalidInputError(`action must be one of ${ACTIONS.join(', ')}, got "${filter.action}"`);
+  }
+  const conditions = [sql`true`];
+  if (filter.after !== undefined) conditions.push(sql`id > ${filter.after}`);
+  if (filter.actor !== undefined) conditions.push(sql`actor = ${filter.actor}`);
+  if (filter.target !== undefined) conditions.push(sql`(head_id = ${filter.target} or tail_id = ${filter.target})`);
+  if (filter.source !== undefined) conditions.push(sql`source = ${filter.source}`);
+  if (filter.action !== undefined) conditions.push(sql`action = ${filter.action}`);
+  if (filter.since !== undefined) conditions.push(sql`at >= ${timeParam(filter.since)}::timestamptz`);
+  if (filter.until !== undefined) conditions.push(sql`at < ${timeParam(filter.until)}::timestamptz`);
+  let rows: Record<string, unknown>[];
+  try {
+    rows = await db.query(sql`
+      select * from permgraph.audit_log where ${sql.join(conditions, sql` and `)}
+      order by id limit ${limit + 1}`);
+  } catch (error) {
+    const state = sqlStateOf(error);
+    if (state === '22007' || state === '22008') {
+      throw new InvalidInputError(`since/until must be a timestamp such as 2024-05-01T12:00:00Z: ${(error as Error).message}`);
+    }
+    throw error;
+  }
+  const entries = rows.slice(0, limit).map(toEntry);
+  return { entries, nextCursor: rows.length > limit ? entries[entries.length - 1]!.id : null };
+}
+
+function timeParam(value: Date | string): string {
+  return value instanceof Date ? value.toISOString() : value;
+}
+
+function toEntry(r: Record<string, unknown>): AuditEntry {
+  return {
+    id: Number(r.id),
+    at: r.at as Date,
+    actor: r.actor as string,
+    action: r.action as AuditAction,
+    tailId: (r.tail_id as string | null) ?? null,
+    headId: (r.head_id as string | null) ?? null,
+    source: (r.source as string | null) ?? null,
+    oldLevel: (r.old_level as number | null) ?? null,
+    newLevel: (r.new_level as number | null) ?? null,
+    oldOwner: (r.old_owner as string | null) ?? null,
+    newOwner: (r.new_owner as string | null) ?? null,
+    nodeKind: (r.node_kind as string | null) ?? null,
+    oldTrashAt: (r.old_trash_at as Date | null) ?? null,
+    newTrashAt: (r.new_trash_at as Date | null) ?? null,
+    details: (r.details as Record<string, unknown> | null) ?? null,
+  };
+}
+
+/**
+ * Names the actor of the current transaction's changes in the audit log
+ * (`set local permgraph.actor`); call it inside the writing transaction.
+ * Without it the database role (current_user) is recorded.
+ */
+export async function setActor(tx: Queryable, actor: string): Promise<void> {
+  if (actor.trim() === '') throw new InvalidInputError('the actor must not be empty');
+  await tx.query(sql`select set_config('permgraph.actor', ${actor}, true)`);
+}
+
+/** One line describing an entry, for the CLI. */
+export function describeEntry(e: AuditEntry): string {
+  const level = (n: number | null) => (n === null ? '-' : String(n));
+  const what = (() => {
+    switch (e.action) {
+      case 'grant': return `${e.tailId} -> ${e.headId} level ${level(e.newLevel)} (source ${e.source})`;
+      case 'revoke': return `${e.tailId} -> ${e.headId} level ${level(e.oldLevel)} (source ${e.source})`;
+      case 'change_level': return `${e.tailId} -> ${e.headId} level ${level(e.oldLevel)} => ${level(e.newLevel)} (source ${e.source})`;
+      case 'set_owner': return `${e.nodeKind} ${e.headId} owner ${e.oldOwner ?? 'none'} => ${e.newOwner ?? 'none'}`;
+      case 'create_node': return `${e.nodeKind} ${e.headId}${e.newOwner ? ` owner ${e.newOwner}` : ''}${e.newTrashAt ? ` trash_at ${e.newTrashAt.toISOString()}` : ''}`;
+      case 'delete_node': return `${e.nodeKind} ${e.headId}${e.oldOwner ? ` (owner was ${e.oldOwner})` : ''}`;
+      case 'set_trash': return `${e.nodeKind} ${e.headId} trash_at ${e.oldTrashAt?.toISOString() ?? 'none'} => ${e.newTrashAt?.toISOString() ?? 'none'}`;
+      case 'import': return `run ${e.source}: ${JSON.stringify(e.details)}`;
+      case 'truncate': return `table ${String(e.details?.table)}`;
+      case 'truncate_audit': return 'audit log truncated';
+    }
+  })();
+  return `${e.id}\t${e.at.toISOString()}\t${e.actor}\t${e.action}\t${what}`;
+}

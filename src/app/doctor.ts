@@ -1,0 +1,112 @@
+// `permgraph doctor`: health checks an operator (or a readiness probe) runs.
+import { sql, type Queryable } from '../db/pool.ts';
+import { schemaState } from '../migrations/migrate.ts';
+
+export type CheckStatus = 'ok' | 'warn' | 'fail';
+
+export interface DoctorCheck {
+  name: 'schema' | 'indexes' | 'worker' | 'backlog' | 'imports';
+  status: CheckStatus;
+  /** One line: what was found and, when not ok, what to do. */
+  message: string;
+}
+
+export interface DoctorOptions {
+  /** A pending change older than this many seconds is a warning (default 60). */
+  maxLagSeconds?: number;
+}
+
+/** The indexes permgraph's queries rely on, by table. */
+export const EXPECTED_INDEXES: readonly { table: string; index: string }[] = [
+  { table: 'nodes', index: 'nodes_pkey' },
+  { table: 'nodes', index: 'nodes_owner_idx' },
+  { table: 'grants', index: 'grants_unique_per_source' },
+  { table: 'grants', index: 'grants_head_idx' },
+  { table: 'edges', index: 'edges_pkey' },
+  { table: 'edges', index: 'edges_head_idx' },
+  { table: 'permissions', index: 'permissions_pkey' },
+  { table: 'permissions', index: 'permissions_target_idx' },
+  { table: 'trashed_groups', index: 'trashed_groups_pkey' },
+  { table: 'changes', index: 'changes_pkey' },
+];
+
+export async function runDoctor(db: Queryable, options: DoctorOptions = {}): Promise<DoctorCheck[]> {
+  const checks: DoctorCheck[] = [await schemaCheck(db), await indexCheck(db)];
+  const [{ has_status: hasStatus }] = await db.query(sql`select to_regprocedure('permgraph.status()') is not null as has_status`);
+  if (!hasStatus) {
+    const message = 'not checked: permgraph.status() is missing (see the schema check)';
+    checks.push({ name: 'worker', status: 'warn', message }, { name: 'backlog', status: 'warn', message });
+  } else {
+    const [{ status }] = await db.query(sql`select permgraph.status() as status`);
+    checks.push(workerCheck(status), backlogCheck(status, options.maxLagSeconds ?? 60));
+  }
+  checks.push(await importsCheck(db));
+  return checks;
+}
+
+async function schemaCheck(db: Queryable): Promise<DoctorCheck> {
+  const { state, pending } = await schemaState(db);
+  switch (state) {
+    case 'ok': return { name: 'schema', status: 'ok', message: 'schema matches this package' };
+    case 'missing': return { name: 'schema', status: 'fail', message: 'schema missing: run `permgraph migrate`' };
+    case 'behind': return { name: 'schema', status: 'fail', message: `schema behind this package (pending: ${pending.join(', ')}): run \`permgraph migrate\`` };
+    case 'ahead': return { name: 'schema', status: 'fail', message: 'schema ahead of this package (a newer permgraph migrated it): upgrade permgraph' };
+  }
+}
+
+async function indexCheck(db: Queryable): Promise<DoctorCheck> {
+  const rows: { tablename: string; indexname: string; valid: boolean }[] = await db.query(sql`
+    select i.tablename, i.indexname, x.indisvalid as valid
+    from pg_indexes i
+    join pg_class c on c.relname = i.indexname
+    join pg_namespace n on n.oid = c.relnamespace and n.nspname = i.schemaname
+    join pg_index x on x.indexrelid = c.oid
+    where i.schemaname = 'permgraph'`);
+  const found = new Map(rows.map((r) => [`${r.tablename}.${r.indexname}`, r.valid]));
+  const missing = EXPECTED_INDEXES.filter((e) => !found.has(`${e.table}.${e.index}`)).map((e) => `${e.table}.${e.index}`);
+  const invalid = EXPECTED_INDEXES.filter((e) => found.get(`${e.table}.${e.index}`) === false).map((e) => `${e.table}.${e.index}`);
+  if (missing.length === 0 && invalid.length === 0) {
+    return { name: 'indexes', status: 'ok', message: `all ${EXPECTED_INDEXES.length} expected indexes present` };
+  }
+  const parts = [
+    missing.length ? `missing: ${missing.join(', ')}` : '',
+    invalid.length ? `invalid (a failed concurrent build? rebuild with REINDEX): ${invalid.join(', ')}` : '',
+  ].filter(Boolean);
+  const fix = missing.length === EXPECTED_INDEXES.length ? ' (run `permgraph migrate`)' : '';
+  return { name: 'indexes', status: 'fail', message: `${parts.join('; ')}${fix}` };
+}
+
+interface Status {
+  pending_changes: number;
+  oldest_pending_age_s: number | null;
+  worker: { pid: number; application_name: string; since: string } | null;
+}
+
+function workerCheck(status: Status): DoctorCheck {
+  if (status.worker) {
+    return { name: 'worker', status: 'ok', message: `active worker: backend pid ${status.worker.pid} (${status.worker.application_name}) since ${status.worker.since}` };
+  }
+  return { name: 'worker', status: 'warn', message: 'no worker holds the applier role: captured changes wait until `permgraph worker` runs' };
+}
+
+function backlogCheck(status: Status, maxLagSeconds: number): DoctorCheck {
+  const pending = Number(status.pending_changes);
+  if (pending === 0) return { name: 'backlog', status: 'ok', message: 'no pending changes' };
+  const age = Number(status.oldest_pending_age_s ?? 0);
+  const text = `${pending} pending change(s), oldest ${age.toFixed(1)} s old`;
+  if (age <= maxLagSeconds) return { name: 'backlog', status: 'ok', message: text };
+  return { name: 'backlog', status: 'warn', message: `${text} (over ${maxLagSeconds} s: is the worker keeping up?)` };
+}
+
+async function importsCheck(db: Queryable): Promise<DoctorCheck> {
+  const [{ present }] = await db.query(sql`select to_regclass('permgraph.import_runs') is not null as present`);
+  if (!present) return { name: 'imports', status: 'warn', message: 'not checked: permgraph.import_runs is missing (see the schema check)' };
+  const rows: { name: string; phase: string }[] = await db.query(sql`
+    select name, phase from permgraph.import_runs where phase not in ('done', 'failed') order by started_at limit 5`);
+  if (rows.length === 0) return { name: 'imports', status: 'ok', message: 'no interrupted imports' };
+  return {
+    name: 'imports',
+    status: 'warn',
+    message: `interrupted import(s): ${rows.map((r) => `${r.name} (${r.phase})`).join(', ')}: \`permgraph import --resume --name NAME\` continues one`,
+  };
+}

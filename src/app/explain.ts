@@ -1,0 +1,86 @@
+// Why may (or may not) a user act on a thing? Runs permgraph.explain()
+// (sql/009): a breadth-first search of the current edges from the user.
+import { sql, type Queryable } from '../db/pool.ts';
+import { parseLevel, type Level } from '../engine/check.ts';
+import { rethrowAsInputError } from '../errors.ts';
+import type { LevelInput, NodeKind } from './listing.ts';
+
+/** One step of a path. source: the grant's source, 'owner' for ownership, 'identity' for a user's own row. */
+export interface PathEdge {
+  tail: string;
+  head: string;
+  level: Level;
+  source: string;
+}
+
+export type ExplainReason = 'no path' | 'trashed' | 'level too low';
+
+export interface Explanation {
+  user: string;
+  thing: string;
+  thingKind: NodeKind;
+  /** The level asked about, or null (then any level counts). */
+  level: Level | null;
+  allowed: boolean;
+  /** Why not, when not allowed; null when allowed. 'trashed' wins over the others. */
+  reason: ExplainReason | null;
+  /** The best level found (0: no path), whether or not the thing is trashed. */
+  bestLevel: 0 | Level;
+  /** 'owner': the access comes through the thing's owner (the path's last step is that ownership). */
+  via: 'direct' | 'owner' | null;
+  /**
+   * The strongest path from the user to the thing: its weakest edge is
+   * bestLevel. Ties: fewest edges, then the lexicographically smallest
+   * sequence of node ids. Empty when there is no path.
+   */
+  path: PathEdge[];
+  /**
+   * Only when the access comes through an owner that is another user and
+   * `path` does not reach that user by a manage edge: a path that does, which
+   * is what makes the owner's belongings reachable (traverse_owned).
+   */
+  traversePath: PathEdge[] | null;
+  /** The thing's effective trash time (past or future), if any. */
+  trashAt: Date | null;
+}
+
+/** Explains access of `userId` to `thingId`, at `level` if given (else: the best access there is). */
+export async function explain(db: Queryable, userId: string, thingId: string, level?: LevelInput | null): Promise<Explanation> {
+  const parsed = level === undefined || level === null ? null : parseLevel(level);
+  let raw: RawExplanation;
+  try {
+    const [row] = await db.query(sql`select permgraph.explain(${userId}, ${thingId}, ${parsed}::integer) as result`);
+    raw = row.result;
+  } catch (error) {
+    return rethrowAsInputError(error);
+  }
+  return { ...raw, trashAt: raw.trashAt === null ? null : new Date(raw.trashAt) };
+}
+
+type RawExplanation = Omit<Explanation, 'trashAt'> & { trashAt: string | null };
+
+/** "write", "read"…: the name of a level for people. */
+export function levelName(level: number): string {
+  return ['none', 'read', 'write', 'manage'][level] ?? String(level);
+}
+
+/** A human-readable account, one line per fact or edge. */
+export function formatExplanation(e: Explanation): string[] {
+  const asked = e.level === null ? 'access' : levelName(e.level);
+  const lines: string[] = [];
+  if (e.allowed) {
+    lines.push(`${e.user} may ${e.level === null ? levelName(e.bestLevel) : levelName(e.level)} ${e.thing} (best level: ${levelName(e.bestLevel)}${e.via === 'owner' ? ', through its owner' : ''})`);
+  } else {
+    const why =
+      e.reason === 'trashed'
+        ? `trashed since ${e.trashAt?.toISOString()}`
+        : e.reason === 'level too low'
+          ? `level too low (best: ${levelName(e.bestLevel)}${e.via === 'owner' ? ', through its owner' : ''})`
+          : 'no path';
+    lines.push(`${e.user} may not ${e.level === null ? 'access' : asked} ${e.thing}: ${why}`);
+  }
+  const edges = (path: PathEdge[]) => path.map((p) => `  ${p.tail} -[${levelName(p.level)}, ${p.source}]-> ${p.head}`);
+  if (e.path.length) lines.push('path:', ...edges(e.path));
+  if (e.traversePath) lines.push(`manage path to the owner (lets ${e.user} reach what it owns):`, ...edges(e.traversePath));
+  return lines;
+}

@@ -1,0 +1,158 @@
+import { readFile } from 'node:fs/promises';
+import type { Command } from 'commander';
+import { explain, formatExplanation, levelName } from '../../app/explain.ts';
+import { listTargets, listUsers, type NodeKind, type Page } from '../../app/listing.ts';
+import { syncGrants, type DesiredGrant } from '../../app/sync-grants.ts';
+import { Permgraph } from '../../client.ts';
+import { sql } from '../../db/pool.ts';
+import { parseLevel } from '../../engine/check.ts';
+import { InvalidInputError } from '../../errors.ts';
+import { action, positiveInteger, requireSchema } from '../action.ts';
+import type { CommandContext } from '../context.ts';
+
+interface PageFlags {
+  level: string;
+  limit?: string;
+  after?: string;
+}
+
+/** list, who, explain, grant, revoke, sync-grants: the application-facing operations. */
+export function registerAppCommands(program: Command): void {
+  program
+    .command('list')
+    .description('the nodes USER may act on at --level (trashed ones hidden), by id, one page at a time')
+    .argument('<user>')
+    .option('--level <level>', '1|2|3 or read|write|manage', 'read')
+    .option('--kind <kind>', 'only nodes of this kind: user|group|object')
+    .option('--limit <n>', 'page size, at most 10000', '100')
+    .option('--after <cursor>', 'the cursor printed by the previous page')
+    .action(
+      action<PageFlags & { kind?: string }>(program, async (ctx, options, [user]) => {
+        await requireSchema(ctx);
+        const page = await listTargets(ctx.db, user!, {
+          level: parseLevel(options.level),
+          kind: options.kind as NodeKind | undefined,
+          limit: positiveInteger(options.limit ?? '100', '--limit'),
+          after: options.after,
+        });
+        printPage(ctx, page, (item) => `${item.id}\t${item.kind}\t${levelName(item.level)}`);
+      }),
+    );
+
+  program
+    .command('who')
+    .description('the users who may act on TARGET at --level (directly or through its owner), by id, one page at a time')
+    .argument('<target>')
+    .option('--level <level>', '1|2|3 or read|write|manage', 'read')
+    .option('--limit <n>', 'page size, at most 10000', '100')
+    .option('--after <cursor>', 'the cursor printed by the previous page')
+    .action(
+      action<PageFlags>(program, async (ctx, options, [target]) => {
+        await requireSchema(ctx);
+        const page = await listUsers(ctx.db, target!, {
+          level: parseLevel(options.level),
+          limit: positiveInteger(options.limit ?? '100', '--limit'),
+          after: options.after,
+        });
+        printPage(ctx, page, (item) => `${item.id}\t${levelName(item.level)}`);
+      }),
+    );
+
+  program
+    .command('explain')
+    .description('why USER may (or may not) act on THING: the strongest path, or the reason there is none; exit 0 either way')
+    .argument('<user>')
+    .argument('<thing>')
+    .option('--level <level>', 'the level asked about: 1|2|3 or read|write|manage (default: any)')
+    .action(
+      action<{ level?: string }>(program, async (ctx, options, [user, thing]) => {
+        await requireSchema(ctx);
+        const explanation = await explain(ctx.db, user!, thing!, options.level === undefined ? null : parseLevel(options.level));
+        if (ctx.options.json) return ctx.emitJson(explanation);
+        for (const line of formatExplanation(explanation)) ctx.say(line);
+      }),
+    );
+
+  program
+    .command('grant')
+    .description('grant TAIL (a user or group) LEVEL on HEAD from --source (re-granting changes the level)')
+    .argument('<tail>')
+    .argument('<head>')
+    .argument('<level>', '1|2|3 or read|write|manage')
+    .option('--source <source>', 'the grant source', 'default')
+    .action(
+      action<{ source: string }>(program, async (ctx, options, [tail, head, levelArg]) => {
+        await requireSchema(ctx);
+        const level = parseLevel(levelArg!);
+        const token = await client(ctx).grant(tail!, head!, level, { source: options.source });
+        if (ctx.options.json) ctx.emitJson({ tail, head, level, source: options.source, token });
+        ctx.say(`granted ${tail} -[${levelName(level)}]-> ${head} (source ${options.source}); token ${token}`);
+      }),
+    );
+
+  program
+    .command('revoke')
+    .description('remove the grant TAIL -> HEAD of --source (other sources\' grants stay)')
+    .argument('<tail>')
+    .argument('<head>')
+    .option('--source <source>', 'the grant source', 'default')
+    .action(
+      action<{ source: string }>(program, async (ctx, options, [tail, head]) => {
+        await requireSchema(ctx);
+        // Unknown ids are a typo to report, not a revoke that "worked".
+        const known: { id: string }[] = await ctx.db.query(sql`select id from permgraph.nodes where id = any (${[tail!, head!]}::text[])`);
+        for (const id of [tail!, head!]) {
+          if (!known.some((k) => k.id === id)) throw new InvalidInputError(`node "${id}" does not exist`);
+        }
+        const [existing] = await ctx.db.query(
+          sql`select 1 from permgraph.grants where tail_id = ${tail} and head_id = ${head} and source = ${options.source}`,
+        );
+        const token = await client(ctx).revoke(tail!, head!, { source: options.source });
+        if (ctx.options.json) ctx.emitJson({ tail, head, source: options.source, revoked: existing !== undefined, token });
+        ctx.say(existing ? `revoked ${tail} -> ${head} (source ${options.source}); token ${token}` : `no grant ${tail} -> ${head} from source ${options.source}: nothing to revoke`);
+      }),
+    );
+
+  program
+    .command('sync-grants')
+    .description('make the grants of SOURCE exactly those in FILE (a JSON array of {"tail", "head", "level"}), in one transaction')
+    .argument('<source>')
+    .argument('<file>', 'JSON file: [{"tail": "alice", "head": "eng", "level": "write"}, …]')
+    .action(
+      action(program, async (ctx, _options, [source, file]) => {
+        await requireSchema(ctx);
+        // syncGrants checks the shape of every entry and names the bad one.
+        const desired = parseGrantsFile(file!, await readGrantsFile(file!)) as DesiredGrant[];
+        const result = await syncGrants(ctx.db, source!, desired);
+        if (ctx.options.json) ctx.emitJson({ source, ...result });
+        ctx.say(`synced source ${source}: ${result.inserted} inserted, ${result.updated} updated, ${result.deleted} deleted; token ${result.token}`);
+      }),
+    );
+}
+
+function client(ctx: CommandContext): Permgraph {
+  return Permgraph.fromPool(ctx.db, ctx.database.url, ctx.logger);
+}
+
+/** Items one per line (tab-separated), then how to get the next page. */
+function printPage<T>(ctx: CommandContext, page: Page<T>, line: (item: T) => string): void {
+  if (ctx.options.json) return ctx.emitJson(page);
+  for (const item of page.items) ctx.say(line(item));
+  if (page.next) ctx.say(`-- more: --after ${page.next}`);
+}
+
+async function readGrantsFile(file: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (error) {
+    throw new InvalidInputError(`cannot read ${file}: ${(error as Error).message}`);
+  }
+}
+
+function parseGrantsFile(file: string, text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new InvalidInputError(`${file} is not valid JSON: ${(error as Error).message}`);
+  }
+}

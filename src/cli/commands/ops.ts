@@ -1,0 +1,201 @@
+import cliProgress from 'cli-progress';
+import type { Command } from 'commander';
+import { describeEntry, listAudit, type AuditAction } from '../../app/audit.ts';
+import { runDoctor } from '../../app/doctor.ts';
+import {
+  describeProblem,
+  ImportRejectedError,
+  importGraph,
+  type ImportProgress,
+  type ImportSource,
+  type ImportSummary,
+  type OnInvalid,
+} from '../../app/import.ts';
+import { action, ExitCode, positiveInteger, requireSchema } from '../action.ts';
+import type { CommandContext } from '../context.ts';
+
+interface ImportFlags {
+  nodes?: string;
+  grants?: string;
+  nodesQuery?: string;
+  grantsQuery?: string;
+  name?: string;
+  resume?: boolean;
+  restart?: boolean;
+  dryRun?: boolean;
+  onInvalid: string;
+  batchSize: string;
+  show: string;
+}
+
+interface AuditFlags {
+  actor?: string;
+  target?: string;
+  source?: string;
+  action?: string;
+  since?: string;
+  until?: string;
+  limit: string;
+  after?: string;
+}
+
+/** import, audit, doctor. */
+export function registerOpsCommands(program: Command): void {
+  program
+    .command('import')
+    .description('bulk-load nodes and grants from CSV files or SQL queries (resumable; one refresh at the end)')
+    .option('--nodes <file>', 'CSV with header id,kind,owner_id[,trash_at]')
+    .option('--grants <file>', 'CSV with header tail_id,head_id,level[,source]')
+    .option('--nodes-query <sql>', 'a query returning id, kind, owner_id [, trash_at] (run as given, as a subquery)')
+    .option('--grants-query <sql>', 'a query returning tail_id, head_id, level [, source] (run as given, as a subquery)')
+    .option('--name <name>', 'name of the run, for --resume (default: derived from the inputs)')
+    .option('--resume', 'continue an interrupted run after its last committed batch')
+    .option('--restart', 'discard an interrupted run of the same name and start over')
+    .option('--dry-run', 'validate everything and report what would change; write nothing')
+    .option('--on-invalid <mode>', 'skip: load the valid rows; fail: load nothing if any row is invalid', 'skip')
+    .option('--batch-size <n>', 'rows per committed staging batch', '10000')
+    .option('--show <n>', 'list at most n problems', '20')
+    .action(action<ImportFlags>(program, (ctx, flags) => runImport(ctx, flags)));
+
+  program
+    .command('audit')
+    .description('list the audit log of grant and ownership changes, oldest first (keyset pages)')
+    .option('--actor <actor>', 'only changes by this actor (permgraph.actor, else the database role)')
+    .option('--target <id>', 'only changes about this node (as grant tail or head, or the node changed)')
+    .option('--source <source>', 'only changes with this grant source (or import run name)')
+    .option('--action <action>', 'only this action: grant, revoke, change_level, set_owner, create_node, delete_node, set_trash, import, truncate')
+    .option('--since <time>', 'only changes at or after this time (e.g. 2024-05-01T12:00:00Z)')
+    .option('--until <time>', 'only changes before this time')
+    .option('--limit <n>', 'at most n entries', '100')
+    .option('--after <cursor>', 'entries after this cursor (printed at the end of a full page)')
+    .action(action<AuditFlags>(program, (ctx, flags) => runAudit(ctx, flags)));
+
+  program
+    .command('doctor')
+    .description('check schema version, indexes, worker and backlog; exit 1 if any check fails')
+    .option('--max-lag <seconds>', 'a pending change older than this is a warning', '60')
+    .action(
+      action<{ maxLag: string }>(program, async (ctx, flags) => {
+        const checks = await runDoctor(ctx.db, { maxLagSeconds: positiveInteger(flags.maxLag, '--max-lag') });
+        const failed = checks.filter((c) => c.status === 'fail');
+        if (ctx.options.json) ctx.emitJson({ ok: failed.length === 0, checks });
+        for (const c of checks) ctx.say(`${c.status.padEnd(4)}  ${c.name.padEnd(8)}  ${c.message}`);
+        if (failed.length) throw new ExitCode(1, `${failed.length} check(s) failed: ${failed.map((c) => c.name).join(', ')}`);
+      }),
+    );
+}
+
+function source(file: string | undefined, query: string | undefined, what: string): ImportSource | undefined {
+  if (file !== undefined && query !== undefined) throw new ExitCode(2, `give --${what} or --${what}-query, not both`);
+  if (file !== undefined) return { file };
+  if (query !== undefined) return { query };
+  return undefined;
+}
+
+async function runImport(ctx: CommandContext, flags: ImportFlags): Promise<void> {
+  const nodes = source(flags.nodes, flags.nodesQuery, 'nodes');
+  const grants = source(flags.grants, flags.grantsQuery, 'grants');
+  if (!nodes && !grants) throw new ExitCode(2, 'nothing to import: give --nodes/--nodes-query and/or --grants/--grants-query');
+  if (flags.onInvalid !== 'skip' && flags.onInvalid !== 'fail') throw new ExitCode(2, `--on-invalid must be skip or fail, got "${flags.onInvalid}"`);
+  const batchSize = positiveInteger(flags.batchSize, '--batch-size');
+  const show = positiveInteger(flags.show, '--show');
+  await requireSchema(ctx);
+  const progress = process.stderr.isTTY && !ctx.options.json ? progressBar() : null;
+  let summary: ImportSummary;
+  try {
+    summary = await importGraph(ctx.db, {
+      nodes,
+      grants,
+      name: flags.name,
+      resume: flags.resume,
+      restart: flags.restart,
+      dryRun: flags.dryRun,
+      onInvalid: flags.onInvalid as OnInvalid,
+      batchSize,
+      maxProblems: show,
+      onProgress: progress?.update,
+    });
+  } catch (error) {
+    progress?.stop();
+    if (error instanceof ImportRejectedError) {
+      printSummary(ctx, error.summary);
+      throw new ExitCode(1, error.message);
+    }
+    throw error;
+  }
+  progress?.stop();
+  printSummary(ctx, summary);
+  if (summary.dryRun && flags.onInvalid === 'fail' && summary.invalid > 0) {
+    throw new ExitCode(1, `dry run: ${summary.invalid} invalid row(s); with --on-invalid fail nothing would be loaded (first: ${describeProblem(summary.problems[0])})`);
+  }
+}
+
+function printSummary(ctx: CommandContext, s: ImportSummary): void {
+  if (ctx.options.json) return ctx.emitJson(s);
+  const verb = s.dryRun ? 'dry run' : s.loaded ? 'loaded' : 'refused';
+  ctx.say(`import ${s.name}: ${verb}${s.resumed ? ' (resumed)' : ''}`);
+  for (const [table, c] of [['nodes', s.nodes], ['grants', s.grants]] as const) {
+    const would = s.dryRun ? 'would be ' : '';
+    ctx.say(`  ${table.padEnd(6)}  ${c.read} read, ${c.invalid} invalid (skipped); ${would}${c.inserted} new, ${c.updated} updated, ${c.unchanged} unchanged`);
+  }
+  if (s.refresh) ctx.say(`  refresh: ${s.refresh.inserted} permission row(s) inserted, ${s.refresh.updated} updated, ${s.refresh.deleted} deleted in ${s.refresh.ms.toFixed(0)} ms`);
+  if (s.problems.length) {
+    ctx.say(`problems (${s.problems.length < s.invalid ? `first ${s.problems.length} of ${s.invalid}` : s.invalid}):`);
+    for (const p of s.problems) ctx.say(`  ${p.table} ${describeProblem(p)}`);
+  }
+}
+
+/** A bar with rate and ETA per staging phase; validate and load have no known length, so they print one line. */
+function progressBar(): { update: (p: ImportProgress) => void; stop: () => void } {
+  let bar: cliProgress.SingleBar | null = null;
+  let phase: string | null = null;
+  let started = 0;
+  const stop = () => {
+    bar?.stop();
+    bar = null;
+  };
+  return {
+    stop,
+    update(p) {
+      if (p.phase !== phase) {
+        stop();
+        phase = p.phase;
+        started = performance.now();
+        if (p.total === null) {
+          process.stderr.write(`${p.phase}…\n`);
+          return;
+        }
+        bar = new cliProgress.SingleBar(
+          {
+            stream: process.stderr,
+            format: `${p.phase.padEnd(6)} [{bar}] {percentage}% | {rows} rows | {rate} rows/s | ETA {eta_formatted}`,
+            hideCursor: true,
+          },
+          cliProgress.Presets.shades_classic,
+        );
+        bar.start(p.total, 0, { rows: 0, rate: 0 });
+      }
+      const seconds = (performance.now() - started) / 1000;
+      bar?.update(p.done, { rows: p.rows, rate: seconds > 0 ? Math.round(p.rows / seconds) : 0 });
+    },
+  };
+}
+
+async function runAudit(ctx: CommandContext, flags: AuditFlags): Promise<void> {
+  await requireSchema(ctx);
+  const limit = positiveInteger(flags.limit, '--limit');
+  const after = flags.after === undefined ? undefined : positiveInteger(flags.after, '--after');
+  const page = await listAudit(ctx.db, {
+    actor: flags.actor,
+    target: flags.target,
+    source: flags.source,
+    action: flags.action as AuditAction | undefined,
+    since: flags.since,
+    until: flags.until,
+    after,
+    limit,
+  });
+  if (ctx.options.json) return ctx.emitJson(page);
+  for (const entry of page.entries) ctx.say(describeEntry(entry));
+  if (page.nextCursor !== null) ctx.say(`more: --after ${page.nextCursor}`);
+}
