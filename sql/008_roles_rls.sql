@@ -88,27 +88,36 @@ end $$;
 -- SQL text of "may user U act at level L on the row with id I and owner O",
 -- each argument a SQL expression (never a value: callers below pass parameter
 -- names or %I-quoted columns). X: whether trash is ignored.
---   visible: X, or not hidden by trash: I is a registered node that
---            is_trashed(), or O is a group whose effective trash time has
---            passed (unless I is a registered user: users are never hidden);
+--   visible: X, or not hidden by trash. Hidden: I is a registered node that is
+--            trashed (exactly permgraph.is_trashed: a group in trashed_groups,
+--            an object by its own trash_at or its owner group's), or O is a
+--            group whose effective trash time has passed (unless I is a
+--            registered user: users are never hidden);
 --   allowed: U is a superuser, or a row (U, I) with level >= L, or a row
 --            (U, O) with level >= L and traverse_owned.
--- Every lookup is an equality on a primary key or on the leading columns of
--- permissions_pkey, so the planner probes indexes per row, or hashes the
--- user's rows once for a long listing. The superuser test has no reference to
--- the row: in a policy it runs once per query (an InitPlan).
+-- Written out rather than calling is_trashed(): each test is an EXISTS with
+-- an equality on a primary key, so the planner either probes the index per
+-- row (checks, short scans) or builds one hash of the user's rows and of the
+-- trashed nodes (long listings). A function call can be neither probed nor
+-- hashed without calling it on every node. The superuser test does not
+-- mention the row: in a policy it runs once per query (an InitPlan).
 -- The aliases are unusual so that they cannot capture the row's own columns.
 create or replace function permgraph._access_predicate(
   p_user text, p_id text, p_owner text, p_level text, p_include_trash text
 ) returns text
 language sql immutable as $body$
   select format($f$((%5$s or not (
-      exists (select 1 from permgraph.nodes permgraph_n
-              where permgraph_n.id = %2$s and permgraph.is_trashed(permgraph_n.id))
+      exists (select 1 from permgraph.trashed_groups permgraph_tg
+              where permgraph_tg.group_id = %2$s and permgraph_tg.trash_at <= now())
+      or exists (select 1 from permgraph.nodes permgraph_n
+                 where permgraph_n.id = %2$s and permgraph_n.kind = 'object' and permgraph_n.trash_at <= now())
+      or exists (select 1 from permgraph.nodes permgraph_n
+                 join permgraph.trashed_groups permgraph_tg on permgraph_tg.group_id = permgraph_n.owner_id
+                 where permgraph_n.id = %2$s and permgraph_n.kind = 'object' and permgraph_tg.trash_at <= now())
       or (exists (select 1 from permgraph.trashed_groups permgraph_tg
                   where permgraph_tg.group_id = %3$s and permgraph_tg.trash_at <= now())
-          and not exists (select 1 from permgraph.nodes permgraph_n
-                          where permgraph_n.id = %2$s and permgraph_n.kind = 'user'))))
+          -- a scalar subquery, never hashed: only probed for rows whose owner is trashed
+          and (select permgraph_n.kind from permgraph.nodes permgraph_n where permgraph_n.id = %2$s) is distinct from 'user')))
   and ((select permgraph._is_superuser(%1$s))
        or exists (select 1 from permgraph.permissions permgraph_p
                   where permgraph_p.user_id = %1$s and permgraph_p.target_id = %2$s and permgraph_p.level >= %4$s)
@@ -117,6 +126,10 @@ language sql immutable as $body$
                     and permgraph_p.traverse_owned)))$f$,
     p_user, p_id, p_owner, p_level, p_include_trash)
 $body$;
+
+-- Objects trashed by their own trash_at, found without scanning all nodes
+-- (the hashed form of the test above).
+create index if not exists nodes_trash_at_idx on permgraph.nodes (trash_at) where trash_at is not null;
 
 -- _check: a registered node, its owner from nodes.owner_id.
 -- _can: an application row that carries its own owner (it need not be a node).

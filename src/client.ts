@@ -1,3 +1,15 @@
+import {
+  canAccessRow,
+  checkOperation,
+  disableRowLevelSecurity,
+  enableRowLevelSecurity,
+  loadCatalogFile,
+  parseLevelOrRole,
+  setSuperuser,
+  syncRoles,
+  type Catalog,
+  type SyncResult,
+} from './app/roles.ts';
 import { openPool, sql, type ConnectionPool, type Queryable } from './db/pool.ts';
 import { resolveDatabase, type ResolvedDatabase } from './db/resolve.ts';
 import { applyChanges, refresh, type ApplyOptions, type BatchResult } from './engine/apply.ts';
@@ -120,6 +132,39 @@ export class Permgraph {
     return this.write((tx) =>
       tx.query(sql`delete from permgraph.grants where tail_id = ${tailId} and head_id = ${headId} and source = ${options.source ?? 'default'}`),
     );
+  }
+
+  /** Makes the roles/operations catalog equal to `catalog` (or the JSON file at that path). */
+  async syncRoles(catalog: Catalog | string, options: { dryRun?: boolean } = {}): Promise<SyncResult> {
+    return syncRoles(this.db, typeof catalog === 'string' ? await loadCatalogFile(catalog) : catalog, options);
+  }
+
+  /** 1..3, read/write/manage, or a role name from the catalog. */
+  levelOf(levelOrRole: string | number): Promise<Level> {
+    return parseLevelOrRole(this.db, levelOrRole);
+  }
+
+  /** check() by operation name (e.g. 'document.delete'), via the catalog. */
+  checkOperation(userId: string, targetId: string, operation: string, options: { includeTrash?: boolean } = {}): Promise<boolean> {
+    return checkOperation(this.db, userId, targetId, operation, options);
+  }
+
+  /** For your own rows that carry an owner column (they need not be nodes). */
+  can(userId: string, row: { id: string; ownerId: string | null }, levelOrOperation: Level | string, options: { includeTrash?: boolean } = {}): Promise<boolean> {
+    return canAccessRow(this.db, { userId, ...row }, levelOrOperation, options);
+  }
+
+  setSuperuser(userId: string, flag: boolean): Promise<void> {
+    return setSuperuser(this.db, userId, flag);
+  }
+
+  /** Installs permgraph's row-level security policies on an app table. */
+  enableRowLevelSecurity(table: string, idColumn: string, ownerColumn: string | null): Promise<void> {
+    return enableRowLevelSecurity(this.db, table, idColumn, ownerColumn);
+  }
+
+  disableRowLevelSecurity(table: string): Promise<void> {
+    return disableRowLevelSecurity(this.db, table);
   }
 
   /** Runs a write in a transaction and returns its freshness token; database input errors become InvalidInputError. */

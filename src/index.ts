@@ -11,3 +11,4 @@ export { startEmbedded, defaultDataDir, type EmbeddedServer } from './db/embedde
 export { openPool, sql } from './db/pool.ts';
 export { createLogger, silentLogger, type Logger } from './logger.ts';
 export * from './errors.ts';
+export * from './app/roles.ts';

@@ -224,8 +224,10 @@ interface RawEntry {
 }
 
 function describeLevel(level: unknown): string {
-  return typeof level === 'string' || typeof level === 'number' ? JSON.stringify(level) : level === null ? 'null' : `a ${Array.isArray(level) ? 'list' : typeof level}`;
+  return typeof level === 'object' && level !== null ? 'a list or an object' : JSON.stringify(level);
 }
+
+const WITH_ARTICLE = { role: 'a role', operation: 'an operation' } as const;
 
 /** Names, levels, duplicates, and names used both as a role and as an operation. */
 function validateEntries(entries: RawEntry[], source: string): Catalog {
@@ -249,7 +251,7 @@ function validateEntries(entries: RawEntry[], source: string): Catalog {
       const reason =
         previous.section === entry.section
           ? `duplicate ${what} ${JSON.stringify(entry.name)}${where}`
-          : `${JSON.stringify(entry.name)} is both a ${SECTIONS[previous.section]}${where} and a ${what}; use distinct names`;
+          : `${JSON.stringify(entry.name)} is both ${WITH_ARTICLE[SECTIONS[previous.section]]}${where} and ${WITH_ARTICLE[what]}; use distinct names`;
       throw new CatalogError(reason, source, entry.nameAt);
     }
     seen.set(entry.name, entry);
