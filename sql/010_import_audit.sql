@@ -185,6 +185,18 @@ create table if not exists permgraph.import_grants (
 );
 create index if not exists import_grants_key_idx on permgraph.import_grants (run, tail_id, head_id, source);
 
+-- Whether p_value parses as a timestamptz. pg_input_is_valid() would do, but
+-- it is PostgreSQL 16+ and permgraph supports 14 and 15. The block only
+-- evaluates a cast (it writes nothing), so its subtransaction takes no xid.
+create or replace function permgraph._is_timestamptz(p_value text) returns boolean
+language plpgsql stable as $$
+begin
+  perform p_value::timestamptz;
+  return true;
+exception when data_exception then
+  return false;
+end $$;
+
 -- Marks every invalid staged row of a run with the reason, set-based.
 -- Ownership is checked on the graph the load would produce: valid staged
 -- nodes replace the stored ones, the other stored nodes stay. A rejected node
@@ -206,12 +218,12 @@ begin
       when s.id is null or s.id = '' then 'empty id'
       when s.kind is null or s.kind not in ('user', 'group', 'object') then
         format('kind must be user, group or object, got %s', coalesce(quote_literal(s.kind), 'nothing'))
-      when s.trash_at is not null and not pg_input_is_valid(s.trash_at, 'timestamptz') then
+      when s.trash_at is not null and not permgraph._is_timestamptz(s.trash_at) then
         format('trash_at %s is not a timestamp', quote_literal(s.trash_at))
     end
   where s.run = p_run and s.problem is null
     and (s.id is null or s.id = '' or s.kind is null or s.kind not in ('user', 'group', 'object')
-         or (s.trash_at is not null and not pg_input_is_valid(s.trash_at, 'timestamptz')));
+         or (s.trash_at is not null and not permgraph._is_timestamptz(s.trash_at)));
 
   update permgraph.import_nodes s set problem = format('duplicate id "%s" (first at %s)', s.id, f.origin)
   from (select distinct on (id) id, seq, origin from permgraph.import_nodes

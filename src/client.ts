@@ -10,6 +10,13 @@ import {
   type Catalog,
   type SyncResult,
 } from './app/roles.ts';
+import { listAudit, setActor, type AuditFilter, type AuditPage } from './app/audit.ts';
+import { runDoctor, type DoctorCheck, type DoctorOptions } from './app/doctor.ts';
+import { explain, type Explanation } from './app/explain.ts';
+import { importGraph, type ImportOptions, type ImportSummary } from './app/import.ts';
+import { listTargets, listUsers, type LevelInput, type ListTargetsOptions, type ListUsersOptions, type Page, type TargetItem, type UserItem } from './app/listing.ts';
+import { syncGrants, type DesiredGrant, type SyncResult as SyncGrantsResult } from './app/sync-grants.ts';
+import type { Transaction } from '@databases/pg';
 import { openPool, sql, type ConnectionPool, type Queryable } from './db/pool.ts';
 import { resolveDatabase, type ResolvedDatabase } from './db/resolve.ts';
 import { applyChanges, refresh, type ApplyOptions, type BatchResult } from './engine/apply.ts';
@@ -132,6 +139,49 @@ export class Permgraph {
     return this.write((tx) =>
       tx.query(sql`delete from permgraph.grants where tail_id = ${tailId} and head_id = ${headId} and source = ${options.source ?? 'default'}`),
     );
+  }
+
+  /** Nodes the user may act on (owner rule and trash included), one keyset page. */
+  listTargets(userId: string, options?: ListTargetsOptions): Promise<Page<TargetItem>> {
+    return listTargets(this.db, userId, options);
+  }
+
+  /** Users who may act on the node ("who can see this"), one keyset page. */
+  listUsers(targetId: string, options?: ListUsersOptions): Promise<Page<UserItem>> {
+    return listUsers(this.db, targetId, options);
+  }
+
+  /** The strongest path granting access, or why there is none. */
+  explain(userId: string, thingId: string, level?: LevelInput | null): Promise<Explanation> {
+    return explain(this.db, userId, thingId, level);
+  }
+
+  /** Makes the grants of `source` exactly `desired`, atomically, writing only the differences. */
+  syncGrants(source: string, desired: readonly DesiredGrant[]): Promise<SyncGrantsResult> {
+    return syncGrants(this.db, source, desired);
+  }
+
+  /** Bulk-loads nodes and grants (CSV files or queries); resumable; one refresh at the end. */
+  importGraph(options: ImportOptions): Promise<ImportSummary> {
+    return importGraph(this.db, options);
+  }
+
+  /** Audit entries, oldest first; pass nextCursor as `after` for the next page. */
+  audit(filter: AuditFilter = {}): Promise<AuditPage> {
+    return listAudit(this.db, filter);
+  }
+
+  /** Runs fn in a transaction whose changes the audit log records as made by `actor`. */
+  asActor<T>(actor: string, fn: (tx: Transaction) => Promise<T>): Promise<T> {
+    return this.db.tx(async (tx) => {
+      await setActor(tx, actor);
+      return fn(tx);
+    });
+  }
+
+  /** Schema, index, worker, backlog and import health checks. */
+  doctor(options: DoctorOptions = {}): Promise<DoctorCheck[]> {
+    return runDoctor(this.db, options);
   }
 
   /** Makes the roles/operations catalog equal to `catalog` (or the JSON file at that path). */

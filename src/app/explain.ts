@@ -66,7 +66,6 @@ export function levelName(level: number): string {
 
 /** A human-readable account, one line per fact or edge. */
 export function formatExplanation(e: Explanation): string[] {
-  const asked = e.level === null ? 'access' : levelName(e.level);
   const lines: string[] = [];
   if (e.allowed) {
     lines.push(`${e.user} may ${e.level === null ? levelName(e.bestLevel) : levelName(e.level)} ${e.thing} (best level: ${levelName(e.bestLevel)}${e.via === 'owner' ? ', through its owner' : ''})`);
@@ -77,7 +76,7 @@ export function formatExplanation(e: Explanation): string[] {
         : e.reason === 'level too low'
           ? `level too low (best: ${levelName(e.bestLevel)}${e.via === 'owner' ? ', through its owner' : ''})`
           : 'no path';
-    lines.push(`${e.user} may not ${e.level === null ? 'access' : asked} ${e.thing}: ${why}`);
+    lines.push(`${e.user} may not ${e.level === null ? 'access' : levelName(e.level)} ${e.thing}: ${why}`);
   }
   const edges = (path: PathEdge[]) => path.map((p) => `  ${p.tail} -[${levelName(p.level)}, ${p.source}]-> ${p.head}`);
   if (e.path.length) lines.push('path:', ...edges(e.path));

@@ -434,7 +434,8 @@ async function stageNullKeys(tx: Queryable, name: string, table: 'nodes' | 'gran
   } else {
     await tx.query(sql`
       insert into permgraph.import_grants (run, seq, origin, tail_id, head_id, level, source, problem)
-      select ${name}, -row_number() over (), format('grant "%s" -> "%s" (source %s)', w.tail_id, w.head_id, w.source),
+      select ${name}, -row_number() over (),
+             format('grant %s -> %s (source %s)', coalesce('"' || w.tail_id || '"', 'null'), coalesce('"' || w.head_id || '"', 'null'), w.source),
              w.tail_id, w.head_id, w.level, w.source, case when w.tail_id is null then 'tail_id is null' else 'head_id is null' end
       from ${w} w where w.tail_id is null or w.head_id is null
       on conflict do nothing`);

@@ -1,0 +1,185 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { listAudit, setActor, type AuditEntry } from '../../src/app/audit.ts';
+import { sql, type Queryable } from '../../src/db/pool.ts';
+import type { RefGraph } from '../../src/reference/model.ts';
+import { createTestDatabase } from '../helpers/database.ts';
+import { graphArbitrary, loadGraph } from '../helpers/graph.ts';
+import { GraphState, mutationArbitrary } from '../helpers/mutations.ts';
+
+/** The audit rows a change from `before` to `after` must produce, derived from the two graphs alone. */
+function expectedEntries(before: RefGraph, after: RefGraph, actor: string): Partial<AuditEntry>[] {
+  const out: Partial<AuditEntry>[] = [];
+  const oldNodes = new Map(before.nodes.map((n) => [n.id, n]));
+  const newNodes = new Map(after.nodes.map((n) => [n.id, n]));
+  for (const n of after.nodes) {
+    const old = oldNodes.get(n.id);
+    if (!old) {
+      out.push({ actor, action: 'create_node', tailId: null, headId: n.id, nodeKind: n.kind, newOwner: n.ownerId, newTrashAt: n.trashAt, oldOwner: null });
+      continue;
+    }
+    if (old.ownerId !== n.ownerId) out.push({ actor, action: 'set_owner', headId: n.id, nodeKind: n.kind, oldOwner: old.ownerId, newOwner: n.ownerId });
+    if (old.trashAt?.getTime() !== n.trashAt?.getTime()) {
+      out.push({ actor, action: 'set_trash', headId: n.id, nodeKind: n.kind, oldTrashAt: old.trashAt, newTrashAt: n.trashAt });
+    }
+  }
+  for (const n of before.nodes) {
+    if (!newNodes.has(n.id)) out.push({ actor, action: 'delete_node', headId: n.id, nodeKind: n.kind, oldOwner: n.ownerId, oldTrashAt: n.trashAt });
+  }
+  const key = (g: { tailId: string; headId: string; source: string }) => `${g.tailId}\u0000${g.headId}\u0000${g.source}`;
+  const oldGrants = new Map(before.grants.map((g) => [key(g), g]));
+  const newGrants = new Map(after.grants.map((g) => [key(g), g]));
+  for (const g of after.grants) {
+    const old = oldGrants.get(key(g));
+    const base = { actor, tailId: g.tailId, headId: g.headId, source: g.source };
+    if (!old) out.push({ ...base, action: 'grant', oldLevel: null, newLevel: g.level });
+    else if (old.level !== g.level) out.push({ ...base, action: 'change_level', oldLevel: old.level, newLevel: g.level });
+  }
+  for (const g of before.grants) {
+    if (!newGrants.has(key(g))) out.push({ actor, tailId: g.tailId, headId: g.headId, source: g.source, action: 'revoke', oldLevel: g.level, newLevel: null });
+  }
+  return out;
+}
+
+const order = (e: Partial<AuditEntry>) => JSON.stringify([e.action, e.tailId ?? null, e.headId ?? null, e.source ?? null]);
+
+async function allEntries(db: Queryable, after = 0): Promise<AuditEntry[]> {
+  const entries: AuditEntry[] = [];
+  let cursor: number | null = after;
+  while (cursor !== null) {
+    const page = await listAudit(db, { after: cursor, limit: 50 });
+    entries.push(...page.entries);
+    cursor = page.nextCursor;
+  }
+  return entries;
+}
+
+async function lastId(db: Queryable): Promise<number> {
+  const [{ id }] = await db.query(sql`select coalesce(max(id), 0)::bigint as id from permgraph.audit_log`);
+  return Number(id);
+}
+
+describe('audit log', async () => {
+  const { db } = await createTestDatabase();
+  const [{ role }] = await db.query(sql`select current_user as role`);
+
+  it('random change sequences: the audit rows are exactly the changes made, with the actor', async () => {
+    const actorArb = fc.option(fc.constantFrom('alice@example.com', 'svc:billing', 'Zoë'), { nil: null });
+    await fc.assert(
+      fc.asyncProperty(
+        graphArbitrary({ users: 4, groups: 5, objects: 3, grants: 10 }),
+        fc.array(fc.tuple(mutationArbitrary, actorArb), { minLength: 1, maxLength: 25 }),
+        async (graph, steps) => {
+          await loadGraph(db, graph);
+          const state = new GraphState(graph);
+          for (const [mutation, actor] of steps) {
+            const before = state.snapshot();
+            const from = await lastId(db);
+            await db.tx(async (tx) => {
+              if (actor !== null) await setActor(tx, actor);
+              await state.apply(tx, mutation);
+            });
+            const expected = expectedEntries(before, state.snapshot(), actor ?? role);
+            const actual = await allEntries(db, from);
+            expect(actual.map((e) => ({ ...e })).sort((a, b) => order(a).localeCompare(order(b)))).toEqual(
+              expected.sort((a, b) => order(a).localeCompare(order(b))).map((e) => expect.objectContaining(e)),
+            );
+          }
+        },
+      ),
+      { numRuns: 25 },
+    );
+  });
+
+  it('records the database role when no actor is set; the setting wins over the role', async () => {
+    await loadGraph(db, { nodes: [], grants: [] });
+    const from = await lastId(db);
+    await db.tx(async (tx) => {
+      await tx.query(sql`drop role if exists permgraph_audit_test_role`);
+      await tx.query(sql`create role permgraph_audit_test_role`);
+      await tx.query(sql`grant usage on schema permgraph to permgraph_audit_test_role`);
+      await tx.query(sql`grant select, insert, update, delete on all tables in schema permgraph to permgraph_audit_test_role`);
+      await tx.query(sql`set local role permgraph_audit_test_role`);
+      await tx.query(sql`insert into permgraph.nodes (id, kind) values ('by-role', 'user')`);
+      await setActor(tx, 'named-actor');
+      await tx.query(sql`insert into permgraph.nodes (id, kind) values ('by-setting', 'user')`);
+      await tx.query(sql`reset role`);
+      await tx.query(sql`revoke all on all tables in schema permgraph from permgraph_audit_test_role`);
+      await tx.query(sql`revoke all on schema permgraph from permgraph_audit_test_role`);
+      await tx.query(sql`drop role permgraph_audit_test_role`);
+    });
+    const page = await listAudit(db, { action: 'create_node', after: from });
+    expect(page.entries.map((e) => [e.headId, e.actor])).toEqual([
+      ['by-role', 'permgraph_audit_test_role'],
+      ['by-setting', 'named-actor'],
+    ]);
+  });
+
+  it('UPDATE and DELETE on audit_log are refused; TRUNCATE is allowed and leaves a trace', async () => {
+    await db.query(sql`insert into permgraph.nodes (id, kind) values ('trace-me', 'user')`);
+    const before = await lastId(db);
+    await expect(db.query(sql`update permgraph.audit_log set actor = 'someone else'`)).rejects.toThrow(
+      'permgraph: audit_log is append-only: UPDATE is refused (an operator may TRUNCATE it to drop old history)',
+    );
+    await expect(db.query(sql`delete from permgraph.audit_log where id = ${before}`)).rejects.toThrow(/audit_log is append-only: DELETE is refused/);
+    expect(await lastId(db)).toBe(before);
+    await db.query(sql`truncate permgraph.audit_log`);
+    const after = await allEntries(db);
+    expect(after.map((e) => [e.action, e.actor])).toEqual([['truncate_audit', role]]);
+  });
+
+  it('per-row auditing can be switched off for a transaction', async () => {
+    const before = await lastId(db);
+    await db.tx(async (tx) => {
+      await tx.query(sql`set local permgraph.audit = 'off'`);
+      await tx.query(sql`insert into permgraph.nodes (id, kind) values ('quiet', 'user')`);
+    });
+    expect(await lastId(db)).toBe(before);
+  });
+
+  it('filters and keyset pages agree with filtering the whole log', async () => {
+    await db.query(sql`truncate permgraph.audit_log`);
+    await loadGraph(db, { nodes: [], grants: [] });
+    const actors = ['ann', 'bob', 'cy'];
+    for (let i = 0; i < 30; i++) {
+      await db.tx(async (tx) => {
+        await setActor(tx, actors[i % 3]!);
+        await tx.query(sql`insert into permgraph.nodes (id, kind) values (${`n${i}`}, ${i % 2 ? 'group' : 'user'})`);
+        if (i > 0) await tx.query(sql`insert into permgraph.grants (tail_id, head_id, level, source) values (${`n${i - (i % 2)}`}, ${`n${i}`}, ${1 + (i % 3)}, ${`s${i % 4}`}) on conflict do nothing`);
+      });
+    }
+    const everything = await allEntries(db);
+    const [{ mid }] = await db.query(sql`select at + interval '0 second' as mid from permgraph.audit_log order by id offset 20 limit 1`);
+    const filters = [
+      { actor: 'bob' },
+      { target: 'n4' },
+      { source: 's1' },
+      { action: 'grant' as const },
+      { since: mid as Date },
+      { until: mid as Date },
+      { actor: 'ann', source: 's2' },
+    ];
+    for (const filter of filters) {
+      const expected = everything.filter(
+        (e) =>
+          (filter.actor === undefined || e.actor === filter.actor) &&
+          (filter.target === undefined || e.headId === filter.target || e.tailId === filter.target) &&
+          (filter.source === undefined || e.source === filter.source) &&
+          (filter.action === undefined || e.action === filter.action) &&
+          (filter.since === undefined || e.at.getTime() >= filter.since.getTime()) &&
+          (filter.until === undefined || e.at.getTime() < filter.until.getTime()),
+      );
+      const paged: AuditEntry[] = [];
+      let after: number | undefined;
+      for (;;) {
+        const page = await listAudit(db, { ...filter, after, limit: 4 });
+        paged.push(...page.entries);
+        if (page.nextCursor === null) break;
+        after = page.nextCursor;
+      }
+      expect(paged, JSON.stringify(filter)).toEqual(expected);
+    }
+    await expect(listAudit(db, { since: 'not a time' })).rejects.toThrow(/since\/until must be a timestamp/);
+    await expect(listAudit(db, { limit: 0 })).rejects.toThrow(/limit must be a positive integer/);
+  });
+});

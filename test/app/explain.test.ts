@@ -1,0 +1,185 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { explain, type Explanation, type PathEdge } from '../../src/app/explain.ts';
+import { refresh } from '../../src/engine/apply.ts';
+import { InvalidInputError } from '../../src/errors.ts';
+import * as model from '../../src/reference/model.ts';
+import type { Level, RefGraph } from '../../src/reference/model.ts';
+import { createTestDatabase } from '../helpers/database.ts';
+import { FUTURE, PAST, graphArbitrary, loadGraph } from '../helpers/graph.ts';
+
+const u = (id: string, ownerId: string | null = null): model.RefNode => ({ id, kind: 'user', ownerId, trashAt: null });
+const g = (id: string, ownerId: string | null = null, trashAt: Date | null = null): model.RefNode => ({ id, kind: 'group', ownerId, trashAt });
+const o = (id: string, ownerId: string | null = null, trashAt: Date | null = null): model.RefNode => ({ id, kind: 'object', ownerId, trashAt });
+const grant = (tailId: string, level: Level, headId: string, source = 'default'): model.RefGrant => ({ tailId, headId, level, source });
+const edge = (tail: string, level: Level, head: string, source = 'default'): PathEdge => ({ tail, head, level, source });
+
+/**
+ * Checks a path edge by edge against the graph (not against the engine): it
+ * starts at the user, each edge exists (a grant with that source and level,
+ * an ownership, or the user's identity), each step continues only out of a
+ * group (or the start), and it ends at `end`. Returns its weakest level.
+ */
+function checkPath(graph: RefGraph, user: string, path: PathEdge[], end: string, allowOwnerStepAtEnd: boolean): number {
+  const kind = (id: string) => graph.nodes.find((n) => n.id === id)!.kind;
+  expect(path.length).toBeGreaterThan(0);
+  expect(path[0]!.tail).toBe(user);
+  expect(path[path.length - 1]!.head).toBe(end);
+  path.forEach((e, i) => {
+    if (i > 0) {
+      expect(e.tail).toBe(path[i - 1]!.head);
+      const lastOwnerStep = allowOwnerStepAtEnd && i === path.length - 1 && e.source === 'owner';
+      if (!lastOwnerStep && !(i === 1 && path[0]!.source === 'identity')) expect(kind(e.tail), `path leaves ${e.tail}`).toBe('group');
+    }
+    if (e.source === 'identity') {
+      expect(e).toEqual({ tail: user, head: user, level: 3, source: 'identity' });
+      expect(i).toBe(0);
+    } else if (e.source === 'owner') {
+      expect(graph.nodes.find((n) => n.id === e.head)!.ownerId, `owner of ${e.head}`).toBe(e.tail);
+      expect(e.level).toBe(3);
+    } else {
+      expect(graph.grants, `grant ${JSON.stringify(e)}`).toContainEqual({ tailId: e.tail, headId: e.head, level: e.level, source: e.source });
+    }
+  });
+  return Math.min(...path.map((e) => e.level));
+}
+
+/** Compares one explanation with what the model says about (user, thing, level). */
+function expectAgreesWithModel(graph: RefGraph, rows: model.PermissionRow[], e: Explanation, level: Level | null, now: Date): void {
+  const row = (t: string | null) => rows.find((r) => r.userId === e.user && r.targetId === t);
+  const thing = graph.nodes.find((n) => n.id === e.thing)!;
+  const direct = row(thing.id)?.level ?? 0;
+  const ownerRow = row(thing.ownerId);
+  const viaOwner = ownerRow?.traverseOwned ? ownerRow.level : 0;
+  const best = Math.max(direct, viaOwner);
+  const trash = model.effectiveTrashAt(graph, thing.id);
+  const trashed = trash !== null && trash.getTime() <= now.getTime();
+  const label = `explain(${e.user}, ${e.thing}, ${level})`;
+
+  expect(e.bestLevel, label).toBe(best);
+  expect(e.allowed, label).toBe(model.check(graph, e.user, thing.id, level ?? 1, now));
+  expect(e.reason, label).toBe(trashed ? 'trashed' : best === 0 ? 'no path' : best < (level ?? 1) ? 'level too low' : null);
+  expect(e.trashAt?.getTime() ?? null, label).toBe(trash?.getTime() ?? null);
+  if (best === 0) {
+    expect(e.path, label).toEqual([]);
+    return;
+  }
+  const ownerStep = e.via === 'owner';
+  expect(checkPath(graph, e.user, e.path, thing.id, ownerStep), label).toBe(best);
+  if (ownerStep) {
+    expect(e.path[e.path.length - 1], label).toEqual(edge(thing.ownerId!, 3, thing.id, 'owner'));
+    expect(viaOwner, label).toBe(best);
+    const owner = graph.nodes.find((n) => n.id === thing.ownerId)!;
+    const toOwner = e.path.slice(0, -1);
+    if (owner.kind === 'user' && owner.id !== e.user && toOwner[toOwner.length - 1]!.level !== 3) {
+      // the owner's belongings are reachable through a path that ends with a manage edge
+      checkPath(graph, e.user, e.traversePath!, owner.id, false);
+      expect(e.traversePath![e.traversePath!.length - 1]!.level, label).toBe(3);
+    } else {
+      expect(e.traversePath, label).toBeNull();
+    }
+  } else {
+    expect(direct, label).toBe(best);
+    expect(e.traversePath, label).toBeNull();
+  }
+}
+
+describe('explain() against the reference model', async () => {
+  const { db } = await createTestDatabase();
+
+  it('random graphs: the path is the strongest, its edges exist, and the reason matches', async () => {
+    const picks = fc.array(fc.tuple(fc.nat(), fc.nat(), fc.option(fc.constantFrom<Level>(1, 2, 3))), { minLength: 25, maxLength: 25 });
+    await fc.assert(
+      fc.asyncProperty(graphArbitrary({ users: 6, groups: 10, objects: 6, grants: 35 }), picks, async (graph, choices) => {
+        await loadGraph(db, graph);
+        await refresh(db);
+        const now = new Date();
+        const rows = model.computePermissions(graph);
+        const users = graph.nodes.filter((n) => n.kind === 'user');
+        for (const [ui, ti, level] of choices) {
+          const user = users[ui % users.length]!.id;
+          const thing = graph.nodes[ti % graph.nodes.length]!.id;
+          expectAgreesWithModel(graph, rows, await explain(db, user, thing, level), level, now);
+        }
+      }),
+      { numRuns: 60 },
+    );
+  });
+
+  it('worked examples: owner steps, manage edges on users, cycles, ties', async () => {
+    await loadGraph(db, {
+      nodes: [u('u1'), u('u2'), u('a'), u('userB'), g('p1', 'u1'), g('p2', 'p1'), g('r'), g('c1'), g('c2'), o('doc', 'p2'), o('bdoc', 'userB'), g('w'), g('m')],
+      grants: [
+        grant('r', 2, 'p1'), grant('u2', 1, 'r'),
+        grant('a', 2, 'w'), grant('w', 2, 'userB'), grant('a', 1, 'm'), grant('m', 3, 'userB'),
+        grant('c1', 1, 'c2'), grant('c2', 2, 'c1'), grant('u1', 3, 'c1'),
+      ],
+    });
+    await refresh(db);
+
+    // through a role, then ownership edges, then the object's owner
+    expect(await explain(db, 'u2', 'doc', 'read')).toMatchObject({
+      allowed: true, reason: null, bestLevel: 1, via: 'owner', traversePath: null,
+      path: [edge('u2', 1, 'r'), edge('r', 2, 'p1'), edge('p1', 3, 'p2', 'owner'), edge('p2', 3, 'doc', 'owner')],
+    });
+    expect(await explain(db, 'u2', 'doc', 'write')).toMatchObject({ allowed: false, reason: 'level too low', bestLevel: 1 });
+    expect(await explain(db, 'u1', 'doc')).toMatchObject({
+      allowed: true, bestLevel: 3,
+      path: [edge('u1', 3, 'p1', 'owner'), edge('p1', 3, 'p2', 'owner'), edge('p2', 3, 'doc', 'owner')],
+    });
+    // a writes what userB owns: the level comes from the write path, traverse_owned from the manage edge
+    expect(await explain(db, 'a', 'bdoc', 'write')).toMatchObject({
+      allowed: true, bestLevel: 2, via: 'owner',
+      path: [edge('a', 2, 'w'), edge('w', 2, 'userB'), edge('userB', 3, 'bdoc', 'owner')],
+      traversePath: [edge('a', 1, 'm'), edge('m', 3, 'userB')],
+    });
+    // cycles terminate; the best path is taken
+    expect(await explain(db, 'u1', 'c2')).toMatchObject({ bestLevel: 1, path: [edge('u1', 3, 'c1'), edge('c1', 1, 'c2')] });
+    // identity, and a user's own things
+    expect(await explain(db, 'a', 'a')).toMatchObject({ allowed: true, bestLevel: 3, path: [{ tail: 'a', head: 'a', level: 3, source: 'identity' }] });
+    expect(await explain(db, 'userB', 'bdoc', 'manage')).toMatchObject({
+      allowed: true, via: 'owner', path: [{ tail: 'userB', head: 'userB', level: 3, source: 'identity' }, edge('userB', 3, 'bdoc', 'owner')],
+    });
+    expect(await explain(db, 'u2', 'c1')).toMatchObject({ allowed: false, reason: 'no path', bestLevel: 0, path: [], via: null });
+  });
+
+  it('trashed things: reason and effective trash time; a future trash time does not hide', async () => {
+    await loadGraph(db, {
+      nodes: [u('ann'), g('top', null, PAST), g('sub', 'top'), o('doc', 'sub', FUTURE), g('later', null, FUTURE)],
+      grants: [grant('ann', 2, 'top'), grant('ann', 1, 'later')],
+    });
+    await refresh(db);
+    const sub = await explain(db, 'ann', 'sub', 'read');
+    expect(sub).toMatchObject({ allowed: false, reason: 'trashed', bestLevel: 2, trashAt: PAST });
+    expect(sub.path).toEqual([edge('ann', 2, 'top'), edge('top', 3, 'sub', 'owner')]);
+    expect(await explain(db, 'ann', 'doc')).toMatchObject({ allowed: false, reason: 'trashed', trashAt: PAST });
+    expect(await explain(db, 'ann', 'later', 'write')).toMatchObject({ allowed: false, reason: 'level too low', trashAt: FUTURE });
+  });
+
+  it('ties are broken deterministically: fewest edges, then smallest ids', async () => {
+    await loadGraph(db, {
+      nodes: [u('ann'), g('b'), g('a'), g('long1'), g('long2'), o('doc')],
+      grants: [
+        grant('ann', 2, 'b'), grant('ann', 2, 'a'), grant('a', 2, 'doc'), grant('b', 2, 'doc'),
+        grant('ann', 2, 'long1'), grant('long1', 2, 'long2'), grant('long2', 2, 'doc'),
+        grant('ann', 2, 'a', 'z-source'), grant('ann', 1, 'a', 'a-source'),
+      ],
+    });
+    await refresh(db);
+    expect((await explain(db, 'ann', 'doc')).path).toEqual([edge('ann', 2, 'a'), edge('a', 2, 'doc')]);
+  });
+
+  it('bad input: clear errors', async () => {
+    await loadGraph(db, { nodes: [u('ann'), g('team')], grants: [] });
+    const refused = async (promise: Promise<unknown>, message: RegExp) => {
+      const error = await promise.then(() => null, (e: unknown) => e);
+      expect(error).toBeInstanceOf(InvalidInputError);
+      expect((error as Error).message).toMatch(message);
+    };
+    await refused(explain(db, 'nobody', 'team'), /user "nobody" does not exist/);
+    await refused(explain(db, 'team', 'ann'), /"team" is a group, not a user/);
+    await refused(explain(db, 'ann', 'nothing'), /thing "nothing" does not exist/);
+    await refused(explain(db, 'ann', 'team', 4 as Level), /level must be/);
+    await refused(explain(db, 'ann', 'team', 'owner'), /level must be/);
+  });
+});

@@ -1,0 +1,145 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { sql } from '../../src/db/pool.ts';
+import { refresh } from '../../src/engine/apply.ts';
+import type * as model from '../../src/reference/model.ts';
+import { runCli } from '../helpers/cli.ts';
+import { createTestDatabase } from '../helpers/database.ts';
+import { loadGraph } from '../helpers/graph.ts';
+
+const graph: model.RefGraph = {
+  nodes: [
+    { id: 'ann', kind: 'user', ownerId: null, trashAt: null },
+    { id: 'bob', kind: 'user', ownerId: null, trashAt: null },
+    { id: 'eng', kind: 'group', ownerId: null, trashAt: null },
+    { id: 'roadmap', kind: 'group', ownerId: 'eng', trashAt: null },
+    { id: 'spec', kind: 'object', ownerId: 'roadmap', trashAt: null },
+  ],
+  grants: [{ tailId: 'ann', headId: 'eng', level: 2, source: 'default' }],
+};
+
+describe('permgraph list / who / explain / grant / revoke / sync-grants', async () => {
+  const { db, url } = await createTestDatabase();
+  const cli = (...args: string[]) => runCli(['--database-url', url, ...args]);
+  const scratch = await mkdtemp(path.join(tmpdir(), 'permgraph-app-cli-'));
+  afterAll(() => rm(scratch, { recursive: true, force: true }));
+  const grants = () => db.query(sql`select tail_id, head_id, level, source from permgraph.grants order by source, tail_id, head_id`);
+
+  it('list and who: human pages with a cursor to follow, --json for scripts', async () => {
+    await loadGraph(db, graph);
+    await refresh(db);
+    const first = await cli('list', 'ann', '--level', 'write', '--limit', '2');
+    expect(first.code).toBe(0);
+    const lines = first.stdout.trimEnd().split('\n');
+    expect(lines.slice(0, 2)).toEqual(['ann\tuser\tmanage', 'eng\tgroup\twrite']);
+    const cursor = lines[2]!.match(/^-- more: --after (\S+)$/)![1]!;
+    const second = JSON.parse((await cli('--json', 'list', 'ann', '--level', '2', '--limit', '2', '--after', cursor)).stdout);
+    expect(second).toEqual({ items: [{ id: 'roadmap', kind: 'group', level: 2 }, { id: 'spec', kind: 'object', level: 2 }], next: null });
+    expect((await cli('list', 'ann', '--kind', 'object')).stdout).toBe('spec\tobject\twrite\n');
+    expect(JSON.parse((await cli('--json', 'who', 'spec')).stdout)).toEqual({ items: [{ id: 'ann', level: 2 }], next: null });
+  });
+
+  it('explain: the path in words, or the reason; --json gives the structure', async () => {
+    await loadGraph(db, graph);
+    await refresh(db);
+    const yes = await cli('explain', 'ann', 'spec', '--level', 'write');
+    expect(yes).toMatchObject({ code: 0 });
+    expect(yes.stdout).toBe(
+      [
+        'ann may write spec (best level: write, through its owner)',
+        'path:',
+        '  ann -[write, default]-> eng',
+        '  eng -[manage, owner]-> roadmap',
+        '  roadmap -[manage, owner]-> spec',
+        '',
+      ].join('\n'),
+    );
+    expect((await cli('explain', 'bob', 'spec')).stdout).toBe('bob may not access spec: no path\n');
+    expect(JSON.parse((await cli('--json', 'explain', 'ann', 'eng', '--level', 'manage')).stdout)).toMatchObject({
+      allowed: false, reason: 'level too low', bestLevel: 2, path: [{ tail: 'ann', head: 'eng', level: 2, source: 'default' }],
+    });
+  });
+
+  it('grant and revoke write through plain SQL on grants, per source', async () => {
+    await loadGraph(db, graph);
+    await refresh(db);
+    const granted = await cli('grant', 'bob', 'roadmap', 'read', '--source', 'ui');
+    expect(granted.code).toBe(0);
+    expect(granted.stdout).toMatch(/^granted bob -\[read\]-> roadmap \(source ui\); token \d+\n$/);
+    expect(await grants()).toContainEqual({ tail_id: 'bob', head_id: 'roadmap', level: 1, source: 'ui' });
+    const [pending] = await db.query(sql`select count(*)::int as n from permgraph.changes where tail_id = 'bob'`);
+    expect(pending.n).toBe(1); // captured for the worker
+    expect((await cli('revoke', 'bob', 'roadmap')).stdout).toBe('no grant bob -> roadmap from source default: nothing to revoke\n');
+    expect(JSON.parse((await cli('--json', 'revoke', 'bob', 'roadmap', '--source', 'ui')).stdout)).toMatchObject({ revoked: true });
+    expect(await grants()).toEqual([{ tail_id: 'ann', head_id: 'eng', level: 2, source: 'default' }]);
+  });
+
+  it('sync-grants: a JSON file becomes the source\'s grants', async () => {
+    await loadGraph(db, graph);
+    const file = path.join(scratch, 'ldap.json');
+    await writeFile(file, JSON.stringify([{ tail: 'bob', head: 'eng', level: 'read' }, { tail: 'ann', head: 'roadmap', level: 3 }]));
+    const result = await cli('sync-grants', 'ldap', file);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/^synced source ldap: 2 inserted, 0 updated, 0 deleted; token \d+\n$/);
+    await writeFile(file, JSON.stringify([{ tail: 'bob', head: 'eng', level: 'write' }]));
+    expect(JSON.parse((await cli('--json', 'sync-grants', 'ldap', file)).stdout)).toMatchObject({ source: 'ldap', inserted: 0, updated: 1, deleted: 1 });
+    expect(await grants()).toEqual([
+      { tail_id: 'ann', head_id: 'eng', level: 2, source: 'default' },
+      { tail_id: 'bob', head_id: 'eng', level: 2, source: 'ldap' },
+    ]);
+  });
+
+  it('bad input: one-line reason, non-zero exit, nothing written', async () => {
+    await loadGraph(db, graph);
+    await refresh(db);
+    const before = await grants();
+    const fails = async (args: string[], message: string | RegExp, code = 1) => {
+      const result = await cli(...args);
+      expect(result.code, args.join(' ')).toBe(code);
+      expect(result.stderr, args.join(' ')).toMatch(typeof message === 'string' ? new RegExp(`^permgraph: ${escape(message)}\n$`) : message);
+    };
+    // independent failing commands: run a few at a time (each CLI start costs seconds)
+    await inBatches([
+      () => fails(['list', 'nobody'], 'user "nobody" does not exist'),
+      () => fails(['list', 'ann', '--level', '4'], 'level must be 1 (read), 2 (write) or 3 (manage), got "4"'),
+      () => fails(['list', 'ann', '--limit', '0'], '--limit must be a positive integer, got "0"', 2),
+      () => fails(['list', 'ann', '--limit', '10001'], 'limit must be an integer from 1 to 10000, got 10001'),
+      () => fails(['list', 'ann', '--after', 'bogus'], /^permgraph: invalid cursor "bogus": not a permgraph cursor; pass the "next" value of a previous page\n$/),
+      () => fails(['who', 'nothing'], 'target "nothing" does not exist'),
+      () => fails(['explain', 'ann', 'nothing'], 'thing "nothing" does not exist'),
+      () => fails(['grant', 'spec', 'eng', '1'], 'grant tail "spec" is an object; only users and groups can hold grants'),
+      () => fails(['grant', 'ann', 'ghost', 'read'], 'grant head "ghost" does not exist'),
+      () => fails(['grant', 'ann', 'eng', '0'], 'level must be 1 (read), 2 (write) or 3 (manage), got "0"'),
+      () => fails(['revoke', 'ann', 'ghost'], 'node "ghost" does not exist'),
+    ]);
+    const bad = path.join(scratch, 'bad.json');
+    await writeFile(bad, '[{"tail": "ann", "head": "eng", "level": 1},');
+    await fails(['sync-grants', 'ldap', bad], /^permgraph: .*bad\.json is not valid JSON: .*\n$/);
+    await writeFile(bad, JSON.stringify([{ tail: 'bob', head: 'eng', level: 1 }, { tail: 'spec', head: 'eng', level: 1 }]));
+    await fails(['sync-grants', 'ldap', bad], 'sync-grants: grant #2 (spec -> eng): tail "spec" is an object; only users and groups can hold grants; nothing was written');
+    await fails(['sync-grants', 'ldap', path.join(scratch, 'missing.json')], /^permgraph: cannot read .*missing\.json: ENOENT.*\n$/);
+    expect(await grants()).toEqual(before);
+    const [pending] = await db.query(sql`select count(*)::int as n from permgraph.changes`);
+    expect(pending.n).toBe(0);
+  });
+
+  it('every command has --help', async () => {
+    await inBatches(
+      ['list', 'who', 'explain', 'grant', 'revoke', 'sync-grants'].map((command) => async () => {
+        const result = await runCli([command, '--help']);
+        expect(result.code, command).toBe(0);
+        expect(result.stdout, command).toContain(`Usage: permgraph ${command}`);
+      }),
+    );
+  });
+});
+
+async function inBatches(tasks: (() => Promise<unknown>)[], size = 3): Promise<void> {
+  for (let i = 0; i < tasks.length; i += size) await Promise.all(tasks.slice(i, i + size).map((task) => task()));
+}
+
+function escape(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}

@@ -1,0 +1,247 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import fc from 'fast-check';
+import { afterAll, describe, expect, inject, it } from 'vitest';
+import { openPool, sql, type Queryable } from '../../src/db/pool.ts';
+import * as model from '../../src/reference/model.ts';
+import type { RefGraph } from '../../src/reference/model.ts';
+import { collect, runCli, spawnCli } from '../helpers/cli.ts';
+import { createTestDatabase } from '../helpers/database.ts';
+import { graphArbitrary, loadGraph, readPermissions } from '../helpers/graph.ts';
+import { withDatabase } from '../helpers/url.ts';
+
+const scratch = await mkdtemp(path.join(tmpdir(), 'permgraph-ops-'));
+afterAll(() => rm(scratch, { recursive: true, force: true }));
+let counter = 0;
+
+const csvField = (v: string | null) => (v === null ? '' : /[",\r\n]/.test(v) ? `"${v.replaceAll('"', '""')}"` : v);
+
+async function writeCsvs(graph: RefGraph): Promise<{ nodes: string; grants: string }> {
+  const nodes = path.join(scratch, `${counter}-nodes.csv`);
+  const grants = path.join(scratch, `${counter++}-grants.csv`);
+  const nodeLines = [...graph.nodes].reverse().map((n) => [n.id, n.kind, n.ownerId, n.trashAt?.toISOString() ?? null].map(csvField).join(','));
+  await writeFile(nodes, ['id,kind,owner_id,trash_at', ...nodeLines, ''].join('\n'));
+  await writeFile(grants, ['tail_id,head_id,level,source', ...graph.grants.map((g) => [g.tailId, g.headId, String(g.level), g.source].map(csvField).join(',')), ''].join('\n'));
+  return { nodes, grants };
+}
+
+async function counts(db: Queryable) {
+  const [row] = await db.query(sql`
+    select (select count(*) from permgraph.nodes)::int as nodes, (select count(*) from permgraph.grants)::int as grants,
+           (select count(*) from permgraph.permissions)::int as permissions, (select count(*) from permgraph.audit_log)::int as audit`);
+  return row;
+}
+
+async function waitUntil(predicate: () => Promise<boolean>, what: string, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await predicate())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const bigGraph = fc.sample(graphArbitrary({ users: 40, groups: 60, objects: 30, grants: 200 }, 1), { seed: 7, numRuns: 1 })[0]!;
+
+describe('permgraph import / audit / doctor (CLI)', async () => {
+  const { db, url } = await createTestDatabase();
+  const cli = (...args: string[]) => runCli(['--database-url', url, ...args]);
+
+  it('imports a CSV pair; the table equals the reference model', async () => {
+    await loadGraph(db, { nodes: [], grants: [] });
+    const files = await writeCsvs(bigGraph);
+    const result = await cli('import', '--nodes', files.nodes, '--grants', files.grants, '--batch-size', '50');
+    expect(result.stderr).toBe(''); // not a TTY: no progress bar
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/^import import-[0-9a-f]{10}: loaded\n/);
+    expect(result.stdout).toContain(`  nodes   ${bigGraph.nodes.length} read, 0 invalid (skipped); ${bigGraph.nodes.length} new, 0 updated, 0 unchanged`);
+    expect(await readPermissions(db)).toEqual(model.computePermissions(bigGraph));
+    const json = JSON.parse((await cli('--json', 'import', '--nodes', files.nodes, '--grants', files.grants)).stdout);
+    expect(json).toMatchObject({ loaded: true, nodes: { unchanged: bigGraph.nodes.length }, grants: { unchanged: bigGraph.grants.length } });
+  });
+
+  it('SIGKILL mid-import, then --resume: the same state as a clean import', async () => {
+    await loadGraph(db, { nodes: [], grants: [] });
+    const files = await writeCsvs(bigGraph);
+    const args = ['import', '--nodes', files.nodes, '--grants', files.grants, '--batch-size', '3', '--name', 'killed'];
+    const child = spawnCli(['--database-url', url, ...args]);
+    const exited = collect(child);
+    const locker = openPool(url, { poolSize: 1 });
+    try {
+      await waitUntil(async () => {
+        const [run] = await locker.query(sql`select rows_done from permgraph.import_runs where name = 'killed'`);
+        return (run?.rows_done ?? 0) >= 12;
+      }, 'the import to commit a few batches');
+      // Holding the run's row stops the child inside its next batch; kill it there.
+      await locker.tx(async (tx) => {
+        const [run] = await tx.query(sql`select phase from permgraph.import_runs where name = 'killed' for update`);
+        expect(['nodes', 'grants']).toContain(run.phase);
+        child.kill('SIGKILL');
+        expect((await exited).code).toBe(null);
+      });
+      // The killed session's backend ends (rolling its batch back) once it sees the closed socket.
+      await waitUntil(async () => {
+        const [row] = await locker.query(sql`select count(*)::int as n from pg_locks where locktype = 'advisory' and classid = 7238010`);
+        return row.n === 0;
+      }, 'the killed import session to end');
+    } finally {
+      await locker.dispose();
+    }
+    expect(await counts(db)).toMatchObject({ nodes: 0, grants: 0 });
+    const again = await cli(...args);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/^permgraph: import "killed" was interrupted \(phase (nodes|grants), \d+ row\(s\) staged\): pass --resume to continue it or --restart to start over\n$/);
+    const resumed = await cli(...args, '--resume');
+    expect(resumed.code).toBe(0);
+    expect(resumed.stdout).toContain('import killed: loaded (resumed)');
+    expect(resumed.stdout).toContain(`  nodes   ${bigGraph.nodes.length} read, 0 invalid (skipped); ${bigGraph.nodes.length} new`);
+    expect(resumed.stdout).toContain(`  grants  ${bigGraph.grants.length} read, 0 invalid (skipped); ${bigGraph.grants.length} new`);
+    expect(await readPermissions(db)).toEqual(model.computePermissions(bigGraph));
+    expect(await counts(db)).toMatchObject({ nodes: bigGraph.nodes.length, grants: bigGraph.grants.length });
+  });
+
+  it('dry run, invalid rows, fail mode and malformed input from the command line', async () => {
+    await loadGraph(db, { nodes: [], grants: [] });
+    const nodes = path.join(scratch, 'bad-nodes.csv');
+    await writeFile(nodes, 'id,kind,owner_id\nann,user,\nbob,robot,\nteam,group,ann\n');
+    const before = await counts(db);
+    const dry = await cli('import', '--nodes', nodes, '--dry-run');
+    expect(dry.code).toBe(0);
+    expect(dry.stdout).toContain('dry run');
+    expect(dry.stdout).toContain("  nodes bad-nodes.csv line 3: kind must be user, group or object, got 'robot'");
+    expect(await counts(db)).toEqual(before);
+    const failDry = await cli('import', '--nodes', nodes, '--dry-run', '--on-invalid', 'fail');
+    expect(failDry.code).toBe(1);
+    expect(failDry.stderr).toMatch(/^permgraph: dry run: 1 invalid row\(s\); with --on-invalid fail nothing would be loaded/);
+    const fail = await cli('import', '--nodes', nodes, '--on-invalid', 'fail');
+    expect(fail.code).toBe(1);
+    expect(fail.stderr).toMatch(/^permgraph: import "import-[0-9a-f]{10}" refused: 1 invalid row\(s\), nothing loaded \(first: bad-nodes.csv line 3: kind must be/);
+    expect(await counts(db)).toEqual(before);
+    const skip = await cli('import', '--nodes', nodes);
+    expect(skip.code).toBe(0);
+    expect(skip.stdout).toContain('  nodes   3 read, 1 invalid (skipped); 2 new, 0 updated, 0 unchanged');
+
+    const malformed = path.join(scratch, 'malformed.csv');
+    await writeFile(malformed, 'id,kind,owner_id\nx,user,\n"y,user,\n');
+    const afterSkip = await counts(db);
+    const bad = await cli('import', '--nodes', malformed, '--batch-size', '1');
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/^permgraph: malformed CSV in .*malformed.csv: .*\n$/);
+    expect(await counts(db)).toEqual(afterSkip);
+    const header = path.join(scratch, 'header.csv');
+    await writeFile(header, 'tail,head,level\n');
+    expect((await cli('import', '--grants', header)).stderr).toMatch(/^permgraph: .*header.csv: header must be tail_id,head_id,level\[,source\], got "tail,head,level"/);
+    expect((await cli('import')).stderr).toBe('permgraph: nothing to import: give --nodes/--nodes-query and/or --grants/--grants-query\n');
+    expect((await cli('import', '--nodes', nodes, '--on-invalid', 'maybe')).code).toBe(2);
+    expect((await cli('import', '--nodes', nodes, '--batch-size', '0')).stderr).toBe('permgraph: --batch-size must be a positive integer, got "0"\n');
+  });
+
+  it('imports from a query over an app table', async () => {
+    await loadGraph(db, { nodes: [], grants: [] });
+    await db.query(sql`
+      create table sessions (id integer primary key, project_id text);
+      insert into sessions select i, 'proj' || (i % 3) from generate_series(1, 20) i`);
+    const result = await cli(
+      'import',
+      '--nodes-query', "select 'proj' || i as id, 'group' as kind, null as owner_id from generate_series(0, 2) i",
+      '--batch-size', '2',
+    );
+    expect(result.code).toBe(0);
+    const sessions = await cli('import', '--nodes-query', "select id, 'object' as kind, project_id as owner_id from sessions", '--batch-size', '7');
+    expect(sessions.code).toBe(0);
+    expect(sessions.stdout).toContain('  nodes   20 read, 0 invalid (skipped); 20 new');
+    const [{ n }] = await db.query(sql`select count(*)::int as n from permgraph.nodes where kind = 'object' and owner_id like 'proj%'`);
+    expect(n).toBe(20);
+  });
+
+  it('audit lists changes with filters, --json and a cursor', async () => {
+    await db.query(sql`truncate permgraph.audit_log`);
+    await db.tx(async (tx) => {
+      await tx.query(sql`set local permgraph.actor = 'cli-tester'`);
+      await tx.query(sql`insert into permgraph.nodes (id, kind) values ('au1', 'user'), ('ag1', 'group')`);
+      await tx.query(sql`insert into permgraph.grants (tail_id, head_id, level, source) values ('au1', 'ag1', 2, 'ui')`);
+    });
+    await db.query(sql`update permgraph.grants set level = 3 where tail_id = 'au1' and head_id = 'ag1'`);
+    const all = await cli('audit', '--target', 'ag1');
+    expect(all.code).toBe(0);
+    const lines = all.stdout.trim().split('\n');
+    expect(lines.map((l) => l.split('\t').slice(2).join(' | '))).toEqual([
+      'cli-tester | create_node | group ag1',
+      'cli-tester | grant | au1 -> ag1 level 2 (source ui)',
+      expect.stringMatching(/ \| change_level \| au1 -> ag1 level 2 => 3 \(source ui\)$/),
+    ]);
+    const first = await cli('audit', '--actor', 'cli-tester', '--limit', '2');
+    expect(first.stdout).toMatch(/\nmore: --after \d+\n$/);
+    const cursor = /--after (\d+)/.exec(first.stdout)![1]!;
+    const rest = JSON.parse((await cli('--json', 'audit', '--actor', 'cli-tester', '--limit', '2', '--after', cursor)).stdout);
+    expect(rest.entries.map((e: { action: string }) => e.action)).toEqual(['grant']);
+    expect(rest.nextCursor).toBe(null);
+    expect((await cli('audit', '--source', 'ui', '--action', 'change_level')).stdout.trim().split('\n')).toHaveLength(1);
+    expect((await cli('audit', '--since', 'whenever')).stderr).toMatch(/^permgraph: since\/until must be a timestamp/);
+    expect((await cli('audit', '--limit', 'x')).code).toBe(2);
+  });
+
+  it('doctor: ok on a migrated database (warns without a worker), all ok with a worker', async () => {
+    await db.query(sql`delete from permgraph.changes`);
+    const noWorker = await cli('doctor');
+    expect(noWorker.code).toBe(0);
+    expect(noWorker.stdout).toMatch(/^ok    schema    schema matches this package$/m);
+    expect(noWorker.stdout).toMatch(/^ok    indexes   all 10 expected indexes present$/m);
+    expect(noWorker.stdout).toMatch(/^warn  worker    no worker holds the applier role/m);
+    expect(noWorker.stdout).toMatch(/^ok    backlog   no pending changes$/m);
+    // What a worker holds to be the active applier.
+    const holder = openPool(url, { poolSize: 1 });
+    try {
+      await holder.task(async (conn) => {
+        await conn.query(sql`select pg_advisory_lock(permgraph._applier_role_key())`);
+        const json = JSON.parse((await cli('--json', 'doctor')).stdout);
+        expect(json.ok).toBe(true);
+        expect(json.checks.find((c: { name: string }) => c.name === 'worker')).toMatchObject({ status: 'ok' });
+        await conn.query(sql`select pg_advisory_unlock(permgraph._applier_role_key())`);
+      });
+    } finally {
+      await holder.dispose();
+    }
+    await db.query(sql`insert into permgraph.nodes (id, kind) values ('pending-user', 'user')`);
+    expect((await cli('doctor')).stdout).toMatch(/^ok    backlog   \d+ pending change\(s\), oldest [\d.]+ s old$/m);
+    await db.query(sql`update permgraph.changes set captured_at = now() - interval '1 hour'`);
+    expect((await cli('doctor', '--max-lag', '600')).stdout).toMatch(/^warn  backlog   \d+ pending change\(s\), oldest 36\d\d\.\d s old \(over 600 s/m);
+    await db.query(sql`delete from permgraph.changes`);
+  });
+
+  it('doctor: reports a dropped index (exit 1)', async () => {
+    await db.query(sql`drop index permgraph.grants_head_idx`);
+    try {
+      const result = await cli('doctor');
+      expect(result.code).toBe(1);
+      expect(result.stdout).toMatch(/^fail  indexes   missing: grants.grants_head_idx$/m);
+      expect(result.stderr).toBe('permgraph: 1 check(s) failed: indexes\n');
+    } finally {
+      await db.query(sql`create index if not exists grants_head_idx on permgraph.grants (head_id)`);
+    }
+  });
+
+  it('doctor: reports a missing schema on an empty database', async () => {
+    const admin = openPool(inject('pgServerUrl'), { poolSize: 1 });
+    const name = `permgraph_empty_${process.pid}_${Date.now()}`;
+    await admin.query(sql`create database ${sql.ident(name)}`);
+    try {
+      const result = await runCli(['--database-url', withDatabase(inject('pgServerUrl'), name), 'doctor']);
+      expect(result.code).toBe(1);
+      expect(result.stdout).toMatch(/^fail  schema    schema missing: run `permgraph migrate`$/m);
+      expect(result.stdout).toMatch(/^fail  indexes   missing: nodes.nodes_pkey, .* \(run `permgraph migrate`\)$/m);
+      expect(result.stderr).toBe('permgraph: 2 check(s) failed: schema, indexes\n');
+    } finally {
+      await admin.query(sql`drop database if exists ${sql.ident(name)} with (force)`);
+      await admin.dispose();
+    }
+  });
+
+  it('every new command has --help', async () => {
+    for (const command of ['import', 'audit', 'doctor']) {
+      const result = await runCli([command, '--help']);
+      expect(result.code, command).toBe(0);
+      expect(result.stdout, command).toContain(`Usage: permgraph ${command}`);
+    }
+  });
+});
