@@ -19,6 +19,8 @@ declare
   owner_kind text;
   cycle_path text;
   chain_ids text[];
+  step_id text;
+  next_id text;
 begin
   if tg_op = 'UPDATE' and new.id is distinct from old.id then
     raise exception 'permgraph: cannot change the id of node "%" to "%"; insert a new node instead',
@@ -52,17 +54,21 @@ begin
       using errcode = '23514';
   end if;
   perform pg_advisory_xact_lock(permgraph._ownership_lock_key());
-  -- Walk up from the new owner; reaching this node again means a cycle.
-  with recursive chain(id, owner_id, path) as (
-    select n.id, n.owner_id, array[new.id, n.id]
-    from permgraph.nodes n where n.id = new.owner_id
-    union all
-    select n.id, n.owner_id, c.path || n.id
-    from chain c join permgraph.nodes n on n.id = c.owner_id
-    where c.id <> new.id and n.id <> c.id  -- stop at the cycle and at self-owned users
-  )
-  select (select array_to_string(path, ' -> ') from chain where id = new.id limit 1), array_agg(id)
-  into cycle_path, chain_ids from chain;
+  -- Walk up from the new owner, one primary-key lookup per step (a recursive
+  -- CTE here was planned once per session, often as a scan of all nodes per
+  -- row, which made bulk inserts quadratic); reaching this node is a cycle.
+  chain_ids := array[new.id, new.owner_id];
+  step_id := new.owner_id;
+  loop
+    select owner_id into next_id from permgraph.nodes where id = step_id;
+    exit when next_id is null or next_id = step_id;  -- the top, or a self-owned user
+    chain_ids := chain_ids || next_id;
+    if next_id = new.id then
+      cycle_path := array_to_string(chain_ids, ' -> ');
+      exit;
+    end if;
+    step_id := next_id;
+  end loop;
   if cycle_path is not null then
     raise exception 'permgraph: ownership cycle: % (the owner of each node is the next one)', cycle_path
       using errcode = '23514';
@@ -73,7 +79,7 @@ begin
   -- for the lock: locking the chain raises a serialization failure (40001,
   -- retryable) if any node on it changed since.
   if current_setting('transaction_isolation') <> 'read committed' then
-    perform 1 from permgraph.nodes where id = any (chain_ids) for share;
+    perform 1 from permgraph.nodes where id = any (chain_ids[2:]) for share;
   end if;
   return new;
 end $$;

@@ -13,9 +13,9 @@ language sql immutable as $$
 $$;
 
 -- Full computation into pg_temp.permgraph_new, in one statement (one snapshot).
--- First the closure of every group (best level to each node it reaches, and
--- whether some path ends with a manage edge), then each user's edges joined
--- with the closures of the groups they reach. Users share groups, so this is
+-- First the closure of every group a user enters directly (best level to each
+-- node it reaches, and whether some path ends with a manage edge), then each
+-- user's edges joined with the closures of the groups they enter. Users share groups, so this is
 -- far less work than walking from every user.
 create or replace function permgraph._compute_all() returns void
 language plpgsql
@@ -28,6 +28,9 @@ begin
     select e.tail_id, e.head_id, e.head_kind, e.level, e.level = 3 and e.head_kind = 'user'
     from permgraph.edges e
     where e.tail_kind = 'group'
+      -- only groups some user enters directly need a closure (a deep chain
+      -- entered at a few places must not pay for the closure of every link)
+      and e.tail_id in (select head_id from permgraph.edges where tail_kind = 'user' and head_kind = 'group')
     union
     select w.group_id, e.head_id, e.head_kind, least(w.level, e.level), e.level = 3 and e.head_kind = 'user'
     from walk w

@@ -95,8 +95,11 @@ begin
     select w.user_id, e.head_id, e.head_kind, least(w.level, e.level), e.level = 3 and e.head_kind = 'user'
     from walk w
     join permgraph.edges e on e.tail_id = w.node_id
-    join pg_temp.permgraph_region r on r.user_id = w.user_id and r.target_id = e.head_id
     where w.node_kind = 'group'
+      -- probe the region per edge: joining it first would pair every walk row
+      -- with every region row of its user (quadratic in the region)
+      and exists (select 1 from pg_temp.permgraph_region r
+                  where r.user_id = w.user_id and r.target_id = e.head_id)
   ), paths as (
     select user_id, node_id, node_kind, level, last_edge_manage from walk
     union all
