@@ -16,15 +16,16 @@ export async function createDocs(db: Queryable): Promise<number> {
     )`);
   const [groups] = await db.query(sql`select count(*)::bigint as n from permgraph.nodes where kind = 'group'`);
   const total = Math.min(MAX_DOCS, DOCS_PER_GROUP * Number(groups?.n ?? 0));
+  const groupCount = Number(groups?.n ?? 0);
+  // An equality join (hashable): each doc's owner rank is computed on its own side.
   await db.query(sql`
     with g as (
-      select id, (row_number() over (order by id) - 1)::bigint as rn, count(*) over ()::bigint as n
-      from permgraph.nodes where kind = 'group'
+      select id, (row_number() over (order by id) - 1)::bigint as rn from permgraph.nodes where kind = 'group'
+    ), d as (
+      select i, (i * 7919) % ${groupCount}::bigint as rn from generate_series(1, ${total}::bigint) as i
     )
     insert into public.bench_docs (id, owner_id, title)
-    select i, g.id, 'document ' || i
-    from generate_series(1, ${total}::bigint) as i
-    join g on g.rn = (i * 7919) % g.n`);
+    select d.i, g.id, 'document ' || d.i from d join g on g.rn = d.rn`);
   await db.query(sql`create index bench_docs_owner_idx on public.bench_docs (owner_id, id)`);
   await db.query(sql`analyze public.bench_docs`);
   return total;

@@ -24,7 +24,7 @@ export const SIZES: Record<Size, ShapeParams> = {
     org: { users: 3000 },
     tree: { users: 24, branching: 9, depth: 4 },
     deep: { users: 100, chain: 1000 },
-    wide: { users: 2000, projects: 200 },
+    wide: { users: 1000, projects: 100 },
     cyclic: { users: 2000 },
   },
   large: {
@@ -191,6 +191,7 @@ export function deepGraph(p: DeepParams, rng: Rng): GraphBuilder {
     if (rng.chance(0.2)) g.grant(user, rng.pick(chain), memberLevel(rng), 'member');
   }
   for (let i = 0; i < p.chain; i += 5) if (rng.chance(0.5)) g.grant(rng.pick(users), `o${i}`, anyLevel(rng), 'direct');
+  for (let i = 0; i < p.chain; i += 50) g.grant(chain[i] as string, `p${rng.int(0, p.chain - 1)}`, anyLevel(rng), 'share');
   return g;
 }
 

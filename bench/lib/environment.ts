@@ -9,6 +9,8 @@ export interface MachineInfo {
   memoryGiB: number;
   platform: string;
   node: string;
+  /** 1, 5 and 15 minute load averages when the run started (other work on the machine skews figures). */
+  loadAverage: number[];
 }
 
 export interface GitInfo {
@@ -36,6 +38,7 @@ export function machineInfo(): MachineInfo {
     memoryGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
     platform: `${os.type()} ${os.release()} ${os.arch()}`,
     node: process.version,
+    loadAverage: os.loadavg().map((v) => Math.round(v * 100) / 100),
   };
 }
 

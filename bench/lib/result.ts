@@ -1,0 +1,51 @@
+// The shape of a result file (bench/results/runs/*.json).
+import type { IncrementalResult } from '../measure/incremental.ts';
+import type { ReadsResult } from '../measure/reads.ts';
+import type { RefreshResult } from '../measure/refresh.ts';
+import type { WorkerResult } from '../worker.ts';
+import type { GitInfo, MachineInfo, PostgresInfo } from './environment.ts';
+import type { RunPlan } from './plan.ts';
+
+export interface GraphInfo {
+  /** A generated shape, or the directory name of an external CSV pair. */
+  name: string;
+  source: 'generated' | 'csv';
+  dir: string;
+  nodes: number;
+  grants: number;
+  permissions: number;
+  docs: number;
+  generateMs: number | null;
+  loadMs: number;
+}
+
+export interface ShapeResult {
+  shape: string;
+  size: string;
+  /** The engine measured: sql/ migrations applied to this graph's database (name:sha256 prefix). */
+  migrations?: string[];
+  graph: GraphInfo;
+  refresh: RefreshResult;
+  incremental: IncrementalResult | null;
+  reads: ReadsResult | null;
+  /** Worker end to end (org only). */
+  worker: WorkerResult | null;
+  durationMs: number;
+  error?: string;
+}
+
+export interface RunResult {
+  version: 1;
+  startedAt: string;
+  finishedAt: string;
+  durationMs: number;
+  size: string;
+  seed: string;
+  command: string;
+  git: GitInfo;
+  machine: MachineInfo & { loadAverageAtEnd?: number[] };
+  postgres: PostgresInfo;
+  server: 'embedded' | 'DATABASE_URL';
+  plan: RunPlan;
+  shapes: ShapeResult[];
+}

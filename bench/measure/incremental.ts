@@ -1,0 +1,168 @@
+// 2. Incremental apply per change kind: one committed change, then the timed
+// permgraph.apply_changes() (through the engine's applyChanges()).
+import { sql, type Queryable } from '../../src/db/pool.ts';
+import { applyChanges, type BatchResult } from '../../src/engine/apply.ts';
+import { verify } from '../../src/engine/verify.ts';
+import type { RunPlan } from '../lib/plan.ts';
+import { progress } from '../lib/progress.ts';
+import { createRng, type Rng } from '../lib/rng.ts';
+import { round, roundSummary, summarize, type Summary } from '../lib/stats.ts';
+import { installAudit, readAudit, removeAudit, resetAudit } from './audit.ts';
+import { CHANGE_KINDS, makeChange, readPools, type ChangeKind, type Pools, type Scope } from './changes.ts';
+
+export interface AuditResult {
+  samples: number;
+  written: number;
+  changed: number;
+  /** written / changed over the audited samples (null when nothing changed). */
+  amplification: number | null;
+}
+
+export interface KindResult {
+  kind: ChangeKind;
+  scope: Scope;
+  samples: number;
+  /** Client round trip of applyChanges() (BEGIN … apply_changes() … COMMIT); ms. */
+  latency: Summary;
+  /** apply_changes()'s own 'ms' (server side, before commit). */
+  serverMs: Summary;
+  modes: Record<string, number>;
+  /** inserted + updated + deleted reported by apply_changes(). */
+  written: Summary;
+  regionPairs: Summary;
+  audit: AuditResult | null;
+  /** Up-to-date full refresh median / this kind's median latency. */
+  speedupVsFullRefresh: number;
+  examples: string[];
+  /** Every latency sample (ms), for pooled percentiles in the report. */
+  raw: number[];
+  skipped?: string;
+}
+
+export interface IncrementalResult {
+  kinds: KindResult[];
+  verify: { differences: number; pending: number } | { skipped: string };
+}
+
+interface Sample {
+  clientMs: number;
+  batch: BatchResult;
+}
+
+async function timedApply(db: Queryable): Promise<Sample> {
+  const started = performance.now();
+  const batch = await applyChanges(db);
+  return { clientMs: performance.now() - started, batch };
+}
+
+/** One change: make it, time its apply, undo it (untimed). Null: no candidate. */
+async function oneChange(db: Queryable, kind: ChangeKind, pools: Pools, rng: Rng, onApplied?: () => Promise<void>) {
+  const change = makeChange(kind, pools, rng);
+  if (!change) return null;
+  await db.query(change.apply);
+  const sample = await timedApply(db);
+  await onApplied?.();
+  if (change.revert) {
+    await db.query(change.revert);
+    await applyChanges(db);
+  }
+  return { ...sample, target: change.target };
+}
+
+function summarizeKind(kind: ChangeKind, scope: Scope, samples: (Sample & { target: string })[], fullRefreshMs: number): KindResult {
+  const modes: Record<string, number> = {};
+  for (const s of samples) modes[s.batch.mode] = (modes[s.batch.mode] ?? 0) + 1;
+  const latency = roundSummary(summarize(samples.map((s) => s.clientMs)));
+  return {
+    kind,
+    scope,
+    samples: samples.length,
+    latency,
+    serverMs: roundSummary(summarize(samples.map((s) => s.batch.ms))),
+    modes,
+    written: roundSummary(summarize(samples.map((s) => s.batch.inserted + s.batch.updated + s.batch.deleted))),
+    regionPairs: roundSummary(summarize(samples.map((s) => s.batch.regionPairs ?? 0))),
+    audit: null,
+    speedupVsFullRefresh: round(fullRefreshMs / latency.median, 1),
+    examples: samples.slice(0, 3).map((s) => s.target),
+    raw: samples.map((s) => round(s.clientMs)),
+  };
+}
+
+async function latencyPhase(db: Queryable, scope: Scope, pools: Pools, plan: RunPlan, seed: string, fullRefreshMs: number): Promise<KindResult[]> {
+  const rng = createRng(`${seed}:changes:${scope}`);
+  const bar = progress(`incremental (${scope})`, CHANGE_KINDS.length * plan.changeReps);
+  const results: KindResult[] = [];
+  for (const kind of CHANGE_KINDS) {
+    const samples: (Sample & { target: string })[] = [];
+    for (let i = 0; i < plan.changeReps; i++) {
+      const sample = await oneChange(db, kind, pools, rng);
+      bar.tick();
+      if (sample) samples.push(sample);
+    }
+    results.push(
+      samples.length
+        ? summarizeKind(kind, scope, samples, fullRefreshMs)
+        : { ...summarizeKind(kind, scope, [], fullRefreshMs), skipped: 'no candidate in this graph' },
+    );
+  }
+  bar.done();
+  return results;
+}
+
+async function auditPhase(db: Queryable, scope: Scope, pools: Pools, plan: RunPlan, seed: string, results: KindResult[]): Promise<void> {
+  const rng = createRng(`${seed}:audit:${scope}`);
+  const bar = progress(`write amplification (${scope})`, CHANGE_KINDS.length * plan.auditReps);
+  for (const result of results) {
+    let written = 0;
+    let changed = 0;
+    let samples = 0;
+    for (let i = 0; i < plan.auditReps; i++) {
+      await resetAudit(db);
+      const sample = await oneChange(db, result.kind, pools, rng, async () => {
+        const counts = await readAudit(db);
+        written += counts.written;
+        changed += counts.changed;
+      });
+      bar.tick();
+      if (sample) samples++;
+    }
+    if (samples) result.audit = { samples, written, changed, amplification: changed ? round(written / changed, 3) : null };
+  }
+  bar.done();
+}
+
+async function hasProbe(db: Queryable): Promise<boolean> {
+  const [row] = await db.query(sql`select exists (select 1 from permgraph.nodes where id = 'xt0') as present`);
+  return row?.present === true;
+}
+
+export async function measureIncremental(
+  db: Queryable,
+  plan: RunPlan,
+  seed: string,
+  fullRefreshMs: number,
+  runVerify: boolean,
+): Promise<IncrementalResult> {
+  const scopes: Scope[] = (await hasProbe(db)) ? ['random', 'probe'] : ['random'];
+  const kinds: KindResult[] = [];
+  const pools = new Map<Scope, Pools>();
+  for (const scope of scopes) {
+    const scopePools = await readPools(db, scope);
+    pools.set(scope, scopePools);
+    kinds.push(...(await latencyPhase(db, scope, scopePools, plan, seed, fullRefreshMs)));
+  }
+  await installAudit(db);
+  try {
+    for (const scope of scopes) {
+      await auditPhase(db, scope, pools.get(scope) as Pools, plan, seed, kinds.filter((k) => k.scope === scope && !k.skipped));
+    }
+  } finally {
+    await removeAudit(db);
+  }
+  if (!runVerify) return { kinds, verify: { skipped: 'a full recomputation is too slow on this graph (see refresh)' } };
+  const bar = progress('verify (table = full recomputation)', 1);
+  const checked = await verify(db);
+  bar.done();
+  return { kinds, verify: { differences: checked.differences.length, pending: checked.pendingChanges } };
+}

@@ -1,0 +1,275 @@
+// Builds bench/results/REPORT.md and bench/results/charts/*.svg from the
+// newest result of every (size, shape) in bench/results/runs/.
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { RunResult, ShapeResult } from '../lib/result.ts';
+import { RESULTS_DIR } from '../lib/server.ts';
+import { summarize } from '../lib/stats.ts';
+import type { KindResult } from '../measure/incremental.ts';
+import { formatValue, renderBarChart } from './svg.ts';
+
+interface Entry {
+  run: RunResult;
+  file: string;
+  shape: ShapeResult;
+}
+
+const ms = (v: number | null | undefined) => (v === null || v === undefined || !Number.isFinite(v) ? 'n/a' : formatValue(v, 'ms'));
+const num = (v: number) => v.toLocaleString('en-US');
+const times = (v: number | null | undefined) => (v === null || v === undefined || !Number.isFinite(v) ? 'n/a' : `${v >= 100 ? Math.round(v) : v}×`);
+
+async function loadRuns(): Promise<{ run: RunResult; file: string }[]> {
+  const dir = path.join(RESULTS_DIR, 'runs');
+  const files = (await readdir(dir).catch(() => [] as string[])).filter((f) => f.endsWith('.json')).sort();
+  const runs = [];
+  for (const file of files) runs.push({ run: JSON.parse(await readFile(path.join(dir, file), 'utf8')) as RunResult, file });
+  return runs;
+}
+
+/** The newest measurement of every (size, shape), in a stable order. */
+function latest(runs: { run: RunResult; file: string }[]): Entry[] {
+  const byKey = new Map<string, Entry>();
+  for (const { run, file } of runs) for (const shape of run.shapes) byKey.set(`${shape.size}/${shape.shape}`, { run, file, shape });
+  const order = ['org', 'tree', 'deep', 'wide', 'cyclic'];
+  const rank = (e: Entry) => (order.indexOf(e.shape.shape) + 1 || 99) + (e.shape.size === 'large' ? 100 : 0);
+  return [...byKey.values()].sort((a, b) => rank(a) - rank(b));
+}
+
+function kinds(e: Entry, scope: 'random' | 'probe'): KindResult[] {
+  return (e.shape.incremental?.kinds ?? []).filter((k) => k.scope === scope && !k.skipped);
+}
+
+function pooled(e: Entry, scope: 'random' | 'probe') {
+  return summarize(kinds(e, scope).flatMap((k) => k.raw));
+}
+
+function worstAmplification(e: Entry, scope: 'random' | 'probe'): number | null {
+  const values = kinds(e, scope).map((k) => k.audit?.amplification).filter((v): v is number => typeof v === 'number');
+  return values.length ? Math.max(...values) : null;
+}
+
+function firstPageWorst(e: Entry): number | null {
+  const values = (e.shape.reads?.listings ?? []).map((l) => l.firstPage.permgraph.median);
+  return values.length ? Math.max(...values) : null;
+}
+
+/** Smallest speed-up (recursion ÷ permgraph) per read query kind. */
+function speedups(e: Entry): Record<'check' | 'first page' | 'whole list' | 'who can see', number | null> {
+  const r = e.shape.reads;
+  const min = (values: number[]) => (values.filter(Number.isFinite).length ? Math.min(...values.filter(Number.isFinite)) : null);
+  return {
+    check: r ? r.check.server.speedup : null,
+    'first page': min((r?.listings ?? []).map((l) => l.firstPage.speedup)),
+    'whole list': min((r?.listings ?? []).map((l) => l.whole.speedup)),
+    'who can see': min((r?.viewers ?? []).map((v) => v.latency.speedup)),
+  };
+}
+
+function header(runs: { run: RunResult; file: string }[], entries: Entry[]): string[] {
+  const used = [...new Set(entries.map((e) => e.file))];
+  const lines = ['# permgraph benchmark report', '', `Generated ${new Date().toISOString()} from the newest result of each size and shape in \`bench/results/runs/\` (${runs.length} run files).`, '', '| run file | commit | size | PostgreSQL | machine | load average (start → end) | duration |', '|---|---|---|---|---|---|---|'];
+  for (const file of used) {
+    const run = runs.find((r) => r.file === file)?.run as RunResult;
+    const commit = run.git.commit ? `${run.git.commit.slice(0, 10)}${run.git.dirty ? ' (uncommitted changes)' : ''}` : 'unknown';
+    lines.push(`| ${file} | ${commit} | ${run.size} | ${run.postgres.version.split(' on ')[0]} (${run.server}) | ${run.machine.cpus} cores, ${run.machine.memoryGiB} GiB, ${run.machine.cpuModel} | ${run.machine.loadAverage?.[0] ?? '?'} → ${run.machine.loadAverageAtEnd?.[0] ?? '?'} | ${(run.durationMs / 1000).toFixed(0)} s |`);
+  }
+  const first = entries[0]?.run;
+  if (first) lines.push('', `Server settings: ${Object.entries(first.postgres.settings).map(([k, v]) => `\`${k}=${v}\``).join(', ')}.`);
+  return lines;
+}
+
+function summaryTable(entries: Entry[]): string[] {
+  const lines = [
+    '## Summary', '',
+    'Latencies are medians unless marked. "incr." pools every random local change of every kind (client round trip of `applyChanges()`, i.e. BEGIN, `apply_changes()`, COMMIT). Speed-ups (×) are read-time recursion ÷ permgraph: check() server side, and the smallest over the measured users / targets for the others.', '',
+    '| shape | size | permission rows | full refresh | rows/s | write floor | refresh ÷ floor | incr. median | incr. p99 | worst write ampl. | check() server | first page | check × | first page × | whole list × | who can see × |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const e of entries) {
+    const r = e.shape.refresh;
+    const p = pooled(e, 'random');
+    const x = speedups(e);
+    lines.push(`| ${e.shape.shape} | ${e.shape.size} | ${num(e.shape.graph.permissions)} | ${ms(r.fromEmpty.median)} | ${num(r.rowsPerSecond)} | ${ms(r.writeFloor.median)} | ${r.ratioToFloor} | ${ms(p.median)} | ${ms(p.p99)} | ${worstAmplification(e, 'random') ?? 'n/a'} | ${ms(e.shape.reads?.check.server.permgraph.median)} | ${ms(firstPageWorst(e))} | ${times(x.check)} | ${times(x['first page'])} | ${times(x['whole list'])} | ${times(x['who can see'])} |`);
+  }
+  return lines;
+}
+
+type Status = 'met' | 'MISSED' | 'not measured';
+const status = (ok: boolean | null): Status => (ok === null ? 'not measured' : ok ? 'met' : 'MISSED');
+
+function goals(entries: Entry[]): string[] {
+  const rows: [string, string, string, Status][] = [];
+  for (const e of entries) rows.push(['full refresh within 2× of the write floor', `${e.shape.shape} ${e.shape.size}`, `${e.shape.refresh.ratioToFloor}×`, status(e.shape.refresh.ratioToFloor <= 2)]);
+  const largeOrg = entries.find((e) => e.shape.shape === 'org' && e.shape.size === 'large');
+  const smallOrg = entries.find((e) => e.shape.shape === 'org' && e.shape.size === 'small');
+  const orgEntry = largeOrg ?? smallOrg;
+  const where = largeOrg ? 'org large, random changes' : 'org large not run (org small shown)';
+  if (orgEntry) {
+    const p = pooled(orgEntry, 'random');
+    const amp = worstAmplification(orgEntry, 'random');
+    rows.push(['local change median < 5 ms', where, ms(p.median), largeOrg ? status(p.median < 5) : 'not measured']);
+    rows.push(['local change p99 < 50 ms', where, ms(p.p99), largeOrg ? status(p.p99 < 50) : 'not measured']);
+    rows.push(['write amplification < 1.05', where, `${amp ?? 'n/a'} (worst kind)`, largeOrg ? status(amp === null ? null : amp < 1.05) : 'not measured']);
+  }
+  for (const e of entries) {
+    const check = e.shape.reads?.check.server.permgraph.median;
+    rows.push(['check() < 0.1 ms server-side', `${e.shape.shape} ${e.shape.size}`, ms(check), status(check === undefined ? null : check < 0.1)]);
+  }
+  for (const e of entries) {
+    const page = firstPageWorst(e);
+    rows.push(['first page of a listing < 2 ms', `${e.shape.shape} ${e.shape.size} (heaviest users)`, ms(page), status(page === null ? null : page < 2)]);
+  }
+  for (const e of entries.filter((x) => x.shape.shape === 'deep' || x.shape.shape === 'org')) {
+    for (const [query, s] of Object.entries(speedups(e))) {
+      rows.push(['≥ 100× faster than read-time recursion', `${e.shape.shape} ${e.shape.size}: ${query}`, times(s), status(s === null ? null : s >= 100)]);
+    }
+  }
+  return ['## Goals', '', '| goal | where | measured | status |', '|---|---|---:|---|', ...rows.map((r) => `| ${r.join(' | ')} |`)];
+}
+
+function scaling(entries: Entry[]): string[] {
+  const lines = ['## Cost follows the affected subgraph', '', 'The same changes inside the fixed-size probe cluster (ids `x…`, identical at every size) on the small and the large graph. Equal regions and writes with similar latency mean the cost does not grow with the graph.', ''];
+  let any = false;
+  for (const shape of ['org']) {
+    const small = entries.find((e) => e.shape.shape === shape && e.shape.size === 'small');
+    const large = entries.find((e) => e.shape.shape === shape && e.shape.size === 'large');
+    if (!small || !large) continue;
+    any = true;
+    lines.push(`| ${shape}: change | small median | large median | small region | large region | small written | large written |`, '|---|---:|---:|---:|---:|---:|---:|');
+    for (const k of kinds(small, 'probe')) {
+      const l = kinds(large, 'probe').find((x) => x.kind === k.kind);
+      lines.push(`| ${k.kind} | ${ms(k.latency.median)} | ${ms(l?.latency.median)} | ${k.regionPairs.median} | ${l?.regionPairs.median ?? 'n/a'} | ${k.written.median} | ${l?.written.median ?? 'n/a'} |`);
+    }
+  }
+  if (!any) lines.push('Not available yet: needs a small and a large run of org (`npm run bench -- --size large --shape org`).');
+  return lines;
+}
+
+function refreshSection(e: Entry): string[] {
+  const r = e.shape.refresh;
+  const g = e.shape.graph;
+  return [
+    `${num(g.nodes)} nodes, ${num(g.grants)} grants, ${num(g.permissions)} permission rows, ${num(g.docs)} documents; CSV loaded with COPY in ${ms(g.loadMs)}.`, '',
+    '| full refresh | n | min | median | p95 | max | rows/s |', '|---|---:|---:|---:|---:|---:|---:|',
+    `| refresh() into an empty table | ${r.fromEmpty.n} | ${ms(r.fromEmpty.min)} | ${ms(r.fromEmpty.median)} | ${ms(r.fromEmpty.p95)} | ${ms(r.fromEmpty.max)} | ${num(r.rowsPerSecond)} |`,
+    `| write floor (INSERT … SELECT, same indexes) | ${r.writeFloor.n} | ${ms(r.writeFloor.min)} | ${ms(r.writeFloor.median)} | ${ms(r.writeFloor.p95)} | ${ms(r.writeFloor.max)} | ${num(r.floorRowsPerSecond)} |`,
+    `| refresh() on an up-to-date table (wrote ${r.writtenWhenUpToDate} rows) | ${r.upToDate.n} | ${ms(r.upToDate.min)} | ${ms(r.upToDate.median)} | ${ms(r.upToDate.p95)} | ${ms(r.upToDate.max)} | |`,
+    '', `Refresh ÷ write floor: **${r.ratioToFloor}×**.`,
+  ];
+}
+
+function incrementalSection(e: Entry, chart: string): string[] {
+  const inc = e.shape.incremental;
+  if (!inc) return ['Incremental: not run.'];
+  const lines = [
+    '| scope | change | n | median | p95 | p99 | max | server median | modes | written (median) | region pairs (median) | audited: written / changed | write ampl. | × faster than full refresh |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|',
+  ];
+  for (const k of inc.kinds) {
+    if (k.skipped) {
+      lines.push(`| ${k.scope} | ${k.kind} | 0 | ${k.skipped} | | | | | | | | | | |`);
+      continue;
+    }
+    const modes = Object.entries(k.modes).map(([m, n]) => `${m} ${n}`).join(', ');
+    const audit = k.audit ? `${k.audit.written} / ${k.audit.changed} (${k.audit.samples})` : 'n/a';
+    lines.push(`| ${k.scope} | ${k.kind} | ${k.samples} | ${ms(k.latency.median)} | ${ms(k.latency.p95)} | ${ms(k.latency.p99)} | ${ms(k.latency.max)} | ${ms(k.serverMs.median)} | ${modes} | ${k.written.median} | ${k.regionPairs.median} | ${audit} | ${k.audit?.amplification ?? 'n/a'} | ${times(k.speedupVsFullRefresh)} |`);
+  }
+  const v = inc.verify;
+  lines.push('', 'skipped' in v ? `Verification: skipped (${v.skipped}).` : `Verification after all changes (\`permgraph.verify()\`): **${v.differences} difference(s)**.`);
+  lines.push('', `![incremental latency](${chart})`);
+  return lines;
+}
+
+function readsSection(e: Entry, chart: string): string[] {
+  const r = e.shape.reads;
+  if (!r) return ['Reads: not run.'];
+  const c = r.check;
+  const lines = [
+    `check(): ${c.pairs} pairs (${c.allowed} allowed); permgraph and recursion disagree on **${c.disagreements}**.`, '',
+    '| query | permgraph median | p95 | p99 | recursion median | p95 | speed-up | answers agree |', '|---|---:|---:|---:|---:|---:|---:|---|',
+    `| check(), server side | ${ms(c.server.permgraph.median)} | ${ms(c.server.permgraph.p95)} | ${ms(c.server.permgraph.p99)} | ${ms(c.server.recursive.median)} | ${ms(c.server.recursive.p95)} | ${times(c.server.speedup)} | ${c.disagreements === 0 ? 'yes' : 'NO'} |`,
+    `| check(), client round trip | ${ms(c.client.permgraph.median)} | ${ms(c.client.permgraph.p95)} | ${ms(c.client.permgraph.p99)} | ${ms(c.client.recursive.median)} | ${ms(c.client.recursive.p95)} | ${times(c.client.speedup)} | |`,
+  ];
+  for (const l of r.listings) {
+    lines.push(`| first page (100) for ${l.user} | ${ms(l.firstPage.permgraph.median)} | ${ms(l.firstPage.permgraph.p95)} | ${ms(l.firstPage.permgraph.p99)} | ${ms(l.firstPage.recursive.median)} | ${ms(l.firstPage.recursive.p95)} | ${times(l.firstPage.speedup)} | ${l.agree ? 'yes' : 'NO'} |`);
+    lines.push(`| whole list (${num(l.visibleDocs)} docs) for ${l.user} | ${ms(l.whole.permgraph.median)} | ${ms(l.whole.permgraph.p95)} | ${ms(l.whole.permgraph.p99)} | ${ms(l.whole.recursive.median)} | ${ms(l.whole.recursive.p95)} | ${times(l.whole.speedup)} | ${l.agree ? 'yes' : 'NO'} |`);
+  }
+  for (const v of r.viewers) {
+    lines.push(`| who can see ${v.target} (${num(v.viewers)} users) | ${ms(v.latency.permgraph.median)} | ${ms(v.latency.permgraph.p95)} | ${ms(v.latency.permgraph.p99)} | ${ms(v.latency.recursive.median)} | ${ms(v.latency.recursive.p95)} | ${times(v.latency.speedup)} | ${v.agree ? 'yes' : 'NO'} |`);
+  }
+  lines.push('', '| connections | check() per second (permgraph) | per second (recursion) |', '|---:|---:|---:|');
+  for (const t of c.throughput) lines.push(`| ${t.connections} | ${num(t.permgraphPerSecond)} | ${t.recursivePerSecond === null ? '' : num(t.recursivePerSecond)} |`);
+  lines.push('', `![read latency](${chart})`);
+  return lines;
+}
+
+function workerSection(e: Entry): string[] {
+  const w = e.shape.worker;
+  if (!w) return [];
+  const lines = ['', '#### Worker end to end', '', 'Each change adds a member; lag = commit of the change → its row visible to another session (polled every ~2 ms), with the worker running in-process.', '',
+    '| offered changes/s | achieved | changes | lag median | p95 | p99 | max | worker batches |', '|---:|---:|---:|---:|---:|---:|---:|---|'];
+  const modes = (m: Record<string, number> | undefined) => (m ? Object.entries(m).map(([k, n]) => `${k} ${n}`).join(', ') : 'n/a');
+  for (const r of w.rates) lines.push(`| ${r.offeredPerSecond} | ${r.achievedPerSecond} | ${r.changes} | ${ms(r.lag.median)} | ${ms(r.lag.p95)} | ${ms(r.lag.p99)} | ${ms(r.lag.max)} | ${modes(r.batchModes)} |`);
+  const s = w.sustained;
+  const b = w.backlog;
+  lines.push('', `Sustained (one writer as fast as it can, one change per transaction): ${s.changes} changes in ${s.seconds} s, writer ${s.writerPerSecond}/s, applied ${s.appliedPerSecond}/s, drained ${ms(s.drainAfterMs)} after the writer stopped (batches: ${modes(s.batchModes)}).`);
+  lines.push('', `Backlog: ${b.changes} changes committed with the worker stopped, drained in ${ms(b.drainMs)} (${b.batches} batches: ${Object.entries(b.modes).map(([m, n]) => `${m} ${n}`).join(', ')}); Node process peak RSS +${b.rssDeltaMiB} MiB, heap +${b.heapDeltaMiB} MiB.`);
+  return lines;
+}
+
+async function charts(e: Entry, dir: string): Promise<{ incremental: string; reads: string }> {
+  const base = `${e.shape.shape}-${e.shape.size}`;
+  const incremental = `charts/incremental-${base}.svg`;
+  const reads = `charts/reads-${base}.svg`;
+  const random = kinds(e, 'random');
+  const probe = kinds(e, 'probe');
+  const names = [...new Set([...random, ...probe].map((k) => k.kind))];
+  await writeFile(path.join(dir, incremental), renderBarChart({
+    title: `${e.shape.shape} (${e.shape.size}): incremental apply latency per change kind (median)`,
+    unit: 'ms',
+    series: [{ name: 'random target', color: '#4e79a7' }, { name: 'probe cluster', color: '#f28e2b' }, { name: 'full refresh', color: '#bab0ac' }],
+    groups: [
+      ...names.map((n) => ({ label: n, values: [random.find((k) => k.kind === n)?.latency.median ?? null, probe.find((k) => k.kind === n)?.latency.median ?? null, null] })),
+      { label: 'full refresh (up to date)', values: [null, null, e.shape.refresh.upToDate.median] },
+    ],
+  }));
+  const r = e.shape.reads;
+  const groups = r
+    ? [
+        { label: 'check() (server)', values: [r.check.server.permgraph.median, r.check.server.recursive.median] },
+        { label: 'check() (client)', values: [r.check.client.permgraph.median, r.check.client.recursive.median] },
+        ...r.listings.slice(0, 1).flatMap((l) => [
+          { label: `first page (${l.user})`, values: [l.firstPage.permgraph.median, l.firstPage.recursive.median] },
+          { label: `whole list (${l.user})`, values: [l.whole.permgraph.median, l.whole.recursive.median] },
+        ]),
+        ...r.viewers.slice(0, 1).map((v) => ({ label: `who can see ${v.target}`, values: [v.latency.permgraph.median, v.latency.recursive.median] })),
+      ]
+    : [];
+  await writeFile(path.join(dir, reads), renderBarChart({
+    title: `${e.shape.shape} (${e.shape.size}): read latency, permgraph vs read-time recursion (median)`,
+    unit: 'ms',
+    series: [{ name: 'permgraph', color: '#59a14f' }, { name: 'recursive query', color: '#e15759' }],
+    groups,
+  }));
+  return { incremental, reads };
+}
+
+/** Writes REPORT.md and the charts; returns the report's path. */
+export async function writeReport(): Promise<string> {
+  const runs = await loadRuns();
+  const entries = latest(runs);
+  await mkdir(path.join(RESULTS_DIR, 'charts'), { recursive: true });
+  const lines = [...header(runs, entries), '', ...summaryTable(entries), '', ...goals(entries), '', ...scaling(entries), '',
+    'Engine problems found while building these benchmarks, with EXPLAIN evidence: [bench/FINDINGS.md](../FINDINGS.md).', '', '## Details'];
+  for (const e of entries) {
+    const chart = await charts(e, RESULTS_DIR);
+    lines.push('', `### ${e.shape.shape} (${e.shape.size})`, '', ...refreshSection(e), '', '#### Incremental', '', ...incrementalSection(e, chart.incremental), '', '#### Reads', '', ...readsSection(e, chart.reads), ...workerSection(e));
+  }
+  const file = path.join(RESULTS_DIR, 'REPORT.md');
+  await writeFile(file, `${lines.join('\n')}\n`);
+  return file;
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  writeReport().then((file) => process.stdout.write(`${file}\n`));
+}

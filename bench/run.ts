@@ -1,0 +1,158 @@
+// The benchmark runner: npm run bench [-- --size large] [--shape org,deep] [--graph DIR] [--seed N]
+import { Command } from 'commander';
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { ConnectionPool } from '../src/db/pool.ts';
+import { generateCsv, DEFAULT_SEED } from './generate.ts';
+import { createDocs } from './graph/docs.ts';
+import { loadGraph } from './graph/load.ts';
+import { SHAPES, type Shape, type Size } from './graph/types.ts';
+import { gitInfo, machineInfo, postgresInfo } from './lib/environment.ts';
+import { PLANS, type RunPlan } from './lib/plan.ts';
+import { say } from './lib/progress.ts';
+import type { GraphInfo, RunResult, ShapeResult } from './lib/result.ts';
+import { freshDatabase, RESULTS_DIR, startServer } from './lib/server.ts';
+import { appliedMigrations } from '../src/migrations/migrate.ts';
+import { measureIncremental } from './measure/incremental.ts';
+import { measureReads } from './measure/reads.ts';
+import { measureRefresh } from './measure/refresh.ts';
+import { writeReport } from './report/report.ts';
+import { measureWorkerOn } from './worker.ts';
+
+interface Options {
+  size: Size;
+  shapes: Shape[];
+  graph?: string;
+  seed: string;
+  keep: boolean;
+  skipReads: boolean;
+  skipIncremental: boolean;
+  worker: boolean;
+}
+
+function parseOptions(): Options {
+  const program = new Command()
+    .name('bench')
+    .description('permgraph benchmarks against the write floor and read-time recursion (see bench/README.md)')
+    .option('--size <size>', 'small or large', 'small')
+    .option('--shape <shapes>', `comma-separated: ${SHAPES.join(',')}`, SHAPES.join(','))
+    .option('--graph <dir>', 'measure an external nodes.csv/grants.csv pair instead of generated shapes')
+    .option('--seed <seed>', 'generator seed', DEFAULT_SEED)
+    .option('--keep', 'keep the benchmark databases afterwards', false)
+    .option('--skip-reads', 'skip the read benchmarks', false)
+    .option('--skip-incremental', 'skip the incremental benchmarks', false)
+    .option('--no-worker', 'skip the worker end-to-end benchmarks')
+    .parse();
+  const o = program.opts<{ size: string; shape: string; graph?: string; seed: string; keep: boolean; skipReads: boolean; skipIncremental: boolean; worker: boolean }>();
+  if (o.size !== 'small' && o.size !== 'large') throw new Error(`--size must be small or large, got ${o.size}`);
+  const shapes = o.shape.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const s of shapes) if (!SHAPES.includes(s as Shape)) throw new Error(`unknown shape ${s}; use ${SHAPES.join(', ')}`);
+  return { size: o.size, shapes: shapes as Shape[], graph: o.graph, seed: o.seed, keep: o.keep, skipReads: o.skipReads, skipIncremental: o.skipIncremental, worker: o.worker };
+}
+
+interface Target {
+  name: string;
+  dir: string;
+  source: GraphInfo['source'];
+  generateMs: number | null;
+}
+
+async function targets(options: Options): Promise<Target[]> {
+  if (options.graph) {
+    const dir = path.resolve(options.graph);
+    return [{ name: path.basename(dir), dir, source: 'csv', generateMs: null }];
+  }
+  const out: Target[] = [];
+  for (const shape of options.shapes) {
+    const started = performance.now();
+    say(`generating ${shape} (${options.size}, seed ${options.seed})`);
+    const generated = await generateCsv(shape, options.size, options.seed);
+    out.push({ name: shape, dir: generated.dir, source: 'generated', generateMs: Math.round(performance.now() - started) });
+  }
+  return out;
+}
+
+async function measureShape(serverUrl: string, target: Target, options: Options, plan: RunPlan): Promise<ShapeResult> {
+  const started = performance.now();
+  say(`\n== ${target.name} (${options.size})`);
+  const bdb = await freshDatabase(serverUrl, `${target.name}_${options.size}`);
+  try {
+    const migrations = await appliedMigrations(bdb.db);
+    const loaded = await loadGraph(bdb.db, bdb.url, target.dir);
+    say(`  loaded ${loaded.nodes} nodes, ${loaded.grants} grants in ${(loaded.loadMs / 1000).toFixed(1)}s; ` +
+      `refresh wrote ${loaded.permissions} permission rows in ${(loaded.refreshMs / 1000).toFixed(1)}s`);
+    const docs = await createDocs(bdb.db);
+    const graph: GraphInfo = {
+      name: target.name, source: target.source, dir: path.relative(process.cwd(), target.dir), nodes: loaded.nodes,
+      grants: loaded.grants, permissions: loaded.permissions, docs, generateMs: target.generateMs, loadMs: Math.round(loaded.loadMs),
+    };
+    const refresh = await measureRefresh(bdb.db, plan, loaded.refreshMs, loaded.permissions);
+    const incremental = options.skipIncremental
+      ? null
+      : await measureIncremental(bdb.db, plan, options.seed, refresh.upToDate.median, refresh.fromEmpty.max <= plan.verifyMaxRefreshMs);
+    const reads = options.skipReads ? null : await measureReads(bdb.db, bdb.url, plan);
+    const worker = options.worker && target.name === 'org' ? await measureWorkerOn(bdb.url, target.name, options.size) : null;
+    return { shape: target.name, size: options.size, migrations: migrations.map((m) => `${m.name}:${m.checksum.slice(0, 12)}`), graph, refresh, incremental, reads, worker, durationMs: Math.round(performance.now() - started) };
+  } finally {
+    if (options.keep) await bdb.db.dispose();
+    else await bdb.drop();
+  }
+}
+
+async function saveRun(run: RunResult): Promise<string> {
+  const dir = path.join(RESULTS_DIR, 'runs');
+  await mkdir(dir, { recursive: true });
+  const stamp = run.startedAt.replace(/[:.]/g, '-');
+  const file = path.join(dir, `${stamp}-${run.size}-${run.shapes.map((s) => s.shape).join('_')}.json`);
+  await writeFile(file, `${JSON.stringify(run, null, 1)}\n`);
+  return file;
+}
+
+async function withPool<T>(url: string, fn: (db: ConnectionPool) => Promise<T>): Promise<T> {
+  const { openPool } = await import('../src/db/pool.ts');
+  const db = openPool(url, { poolSize: 1, applicationName: 'permgraph-bench' });
+  try {
+    return await fn(db);
+  } finally {
+    await db.dispose();
+  }
+}
+
+async function main(): Promise<void> {
+  const options = parseOptions();
+  const machine = machineInfo();
+  const git = gitInfo(); // at the start: the sql/ files are read by migrate() when the run starts
+  const plan = PLANS[options.size];
+  const startedAt = new Date();
+  const list = await targets(options);
+  const server = await startServer();
+  const stopOnSignal = () => {
+    say('interrupted: stopping the benchmark server');
+    void server.stop().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', stopOnSignal);
+  process.once('SIGTERM', stopOnSignal);
+  const shapes: ShapeResult[] = [];
+  try {
+    const postgres = await withPool(server.url, postgresInfo);
+    say(`PostgreSQL ${postgres.version.split(' ').slice(0, 2).join(' ')} (${server.origin}), jit=${postgres.settings.jit}`);
+    for (const target of list) shapes.push(await measureShape(server.url, target, options, plan));
+    const finishedAt = new Date();
+    const run: RunResult = {
+      version: 1, startedAt: startedAt.toISOString(), finishedAt: finishedAt.toISOString(),
+      durationMs: finishedAt.getTime() - startedAt.getTime(), size: options.size, seed: options.seed,
+      command: process.argv.slice(2).join(' '), git, machine: { ...machine, loadAverageAtEnd: machineInfo().loadAverage }, postgres, server: server.origin,
+      plan, shapes,
+    };
+    const file = await saveRun(run);
+    const report = await writeReport();
+    say(`\nresults: ${path.relative(process.cwd(), file)}\nreport:  ${path.relative(process.cwd(), report)} (${(run.durationMs / 1000).toFixed(0)}s in all)`);
+  } finally {
+    await server.stop();
+  }
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`bench: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.exit(1);
+});
