@@ -27,7 +27,8 @@ export interface Explanation {
   /** The best level found (0: no path), whether or not the thing is trashed. */
   bestLevel: 0 | Level;
   /** 'owner': the access comes through the thing's owner (the path's last step is that ownership). */
-  via: 'direct' | 'owner' | null;
+  /** superuser: allowed by the user's superuser flag, with an empty path. */
+  via: 'direct' | 'owner' | 'superuser' | null;
   /**
    * The strongest path from the user to the thing: its weakest edge is
    * bestLevel. Ties: fewest edges, then the lexicographically smallest
@@ -68,7 +69,7 @@ export function levelName(level: number): string {
 export function formatExplanation(e: Explanation): string[] {
   const lines: string[] = [];
   if (e.allowed) {
-    lines.push(`${e.user} may ${e.level === null ? levelName(e.bestLevel) : levelName(e.level)} ${e.thing} (best level: ${levelName(e.bestLevel)}${e.via === 'owner' ? ', through its owner' : ''})`);
+    lines.push(`${e.user} may ${e.level === null ? levelName(e.bestLevel) : levelName(e.level)} ${e.thing} (best level: ${levelName(e.bestLevel)}${e.via === 'owner' ? ', through its owner' : e.via === 'superuser' ? ', as a superuser' : ''})`);
   } else {
     const why =
       e.reason === 'trashed'

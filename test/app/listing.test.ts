@@ -261,3 +261,43 @@ function expectStrictlyIncreasingCovering(ids: string[], mustContain: Set<string
   for (let i = 1; i < ids.length; i++) expect(model.compareIds(ids[i - 1]!, ids[i]!), `order at ${ids[i]}`).toBe(-1);
   for (const id of mustContain) expect(ids, `${id} allowed throughout`).toContain(id);
 }
+
+describe('superusers in listings and explain', async () => {
+  const { db } = await createTestDatabase();
+
+  it('a superuser lists every node trash does not hide, is listed among who can see a node, and explain says why', async () => {
+    await fc.assert(
+      fc.asyncProperty(graphArbitrary({ users: 6, groups: 8, objects: 6, grants: 20 }), fc.nat(), async (graph, pick) => {
+        await loadGraph(db, graph);
+        const users = graph.nodes.filter((n) => n.kind === 'user');
+        const root = users[pick % users.length]!.id;
+        await db.query(sql`update permgraph.nodes set is_superuser = true where id = ${root}`);
+        await refresh(db);
+        const now = new Date();
+        const visible = graph.nodes
+          .filter((n) => n.kind === 'user' || (model.effectiveTrashAt(graph, n.id) ?? new Date(8.64e15)) > now)
+          .map((n) => n.id)
+          .sort(model.compareIds);
+        const listed: string[] = [];
+        let page: Page<TargetItem> = await listTargets(db, root, { limit: 3 });
+        for (;;) {
+          listed.push(...page.items.map((t) => t.id));
+          expect(page.items.every((t) => t.level === 3)).toBe(true);
+          if (!page.next) break;
+          page = await listTargets(db, root, { limit: 3, after: page.next });
+        }
+        expect(listed).toEqual(visible);
+        for (const id of visible) {
+          const who = await listUsers(db, id, { level: 3, limit: 10_000 });
+          expect(who.items.map((u: UserItem) => u.id)).toContain(root);
+          const [row] = await db.query(sql`select permgraph.explain(${root}, ${id}, 3) as e`);
+          expect(row.e).toMatchObject({ allowed: true, via: 'superuser', bestLevel: 3 });
+        }
+        for (const hidden of graph.nodes.filter((n) => !visible.includes(n.id))) {
+          expect((await listUsers(db, hidden.id)).items).toEqual([]);
+        }
+      }),
+      { numRuns: 20 },
+    );
+  });
+});
