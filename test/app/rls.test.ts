@@ -13,6 +13,7 @@ import { refresh } from '../../src/engine/apply.ts';
 import { InvalidInputError } from '../../src/errors.ts';
 import * as model from '../../src/reference/model.ts';
 import type { Level, RefGraph } from '../../src/reference/model.ts';
+import { expectedRowAccess, type AppRow } from '../helpers/app-rows.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { FUTURE, PAST, graphArbitrary, loadGraph } from '../helpers/graph.ts';
 
@@ -21,28 +22,9 @@ const g = (id: string, ownerId: string | null = null, trashAt: Date | null = nul
 const o = (id: string, ownerId: string | null = null, trashAt: Date | null = null): model.RefNode => ({ id, kind: 'object', ownerId, trashAt });
 const grant = (tailId: string, level: Level, headId: string): model.RefGrant => ({ tailId, headId, level, source: 'default' });
 
-interface AppRow {
-  id: string;
-  ownerId: string | null;
-}
-
 /** Ends a transaction by rolling it back, keeping what the body computed. */
 class Rollback extends Error {}
 
-/**
- * The rule the policies implement, stated through the model: a row that is
- * not a registered node is the model's unregistered object, owned by its
- * owner column; superusers pass unless trash hides the row.
- */
-function expectedAccess(graph: RefGraph, superusers: ReadonlySet<string>, userId: string, row: AppRow, level: Level, now: Date): boolean {
-  const registered = graph.nodes.some((n) => n.id === row.id);
-  const withRow: RefGraph = registered ? graph : { nodes: [...graph.nodes, o(row.id, row.ownerId)], grants: graph.grants };
-  if (superusers.has(userId)) {
-    const trash = model.effectiveTrashAt(withRow, row.id);
-    return trash === null || trash.getTime() > now.getTime();
-  }
-  return model.check(withRow, userId, row.id, level, now);
-}
 
 const sortIds = (ids: string[]) => [...ids].sort();
 
@@ -137,13 +119,13 @@ describe('row-level security through permgraph.enable_rls', async () => {
 
   function expected(graph: RefGraph, superusers: ReadonlySet<string>, userId: string, rows: AppRow[], insertOwners: (string | null)[]): Observed {
     const now = new Date();
-    const allowed = (level: Level) => sortIds(rows.filter((r) => expectedAccess(graph, superusers, userId, r, level, now)).map((r) => r.id));
+    const allowed = (level: Level) => sortIds(rows.filter((r) => expectedRowAccess(graph, superusers, userId, r, level, now)).map((r) => r.id));
     return {
       selected: allowed(1),
       updated: allowed(2),
       deleted: allowed(3),
       // A new row: write on its owner (no direct grant can name an id that does not exist yet).
-      inserted: insertOwners.filter((owner) => expectedAccess(graph, superusers, userId, { id: 'fresh-row', ownerId: owner }, 2, now)),
+      inserted: insertOwners.filter((owner) => expectedRowAccess(graph, superusers, userId, { id: 'fresh-row', ownerId: owner }, 2, now)),
     };
   }
 

@@ -24,6 +24,7 @@ import { InvalidInputError } from '../../src/errors.ts';
 import * as model from '../../src/reference/model.ts';
 import type { Level, RefGraph } from '../../src/reference/model.ts';
 import { runCli } from '../helpers/cli.ts';
+import { expectedRowAccess, type AppRow } from '../helpers/app-rows.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { PAST, graphArbitrary, loadGraph } from '../helpers/graph.ts';
 
@@ -404,21 +405,6 @@ describe('roles, operations, superusers, can()', async () => {
     });
   });
 
-  /**
-   * The rule for an application row (id, owner) that may or may not be a
-   * registered node, stated through the model: an unregistered row is the
-   * model's unregistered-object case, so it is added to the graph as an object
-   * owned by `owner`. Superusers pass unless the row is hidden by trash.
-   */
-  function expectedRowAccess(graph: RefGraph, superusers: ReadonlySet<string>, userId: string, row: AppRow, level: Level, now: Date): boolean {
-    const registered = graph.nodes.some((n) => n.id === row.id);
-    const withRow: RefGraph = registered ? graph : { nodes: [...graph.nodes, o(row.id, row.ownerId)], grants: graph.grants };
-    if (superusers.has(userId)) {
-      const trash = model.effectiveTrashAt(withRow, row.id);
-      return trash === null || trash.getTime() > now.getTime();
-    }
-    return model.check(withRow, userId, row.id, level, now);
-  }
 
   it('random graphs, superusers and application rows: check and can() equal the model, with and without trash', async () => {
     await syncRoles(db, CATALOG);
@@ -461,10 +447,6 @@ describe('roles, operations, superusers, can()', async () => {
   });
 });
 
-interface AppRow {
-  id: string;
-  ownerId: string | null;
-}
 
 /**
  * Application rows for a graph: some are registered nodes (any kind; their
