@@ -96,10 +96,11 @@ begin
     from walk w
     join permgraph.edges e on e.tail_id = w.node_id
     where w.node_kind = 'group'
-      -- probe the region per edge: joining it first would pair every walk row
-      -- with every region row of its user (quadratic in the region)
-      and exists (select 1 from pg_temp.permgraph_region r
-                  where r.user_id = w.user_id and r.target_id = e.head_id)
+      -- probe the region per edge, as a scalar subquery (an EXISTS becomes a
+      -- join that pairs every walk row with every region row of its user,
+      -- quadratic in the region)
+      and coalesce((select true from pg_temp.permgraph_region r
+                    where r.user_id = w.user_id and r.target_id = e.head_id), false)
   ), paths as (
     select user_id, node_id, node_kind, level, last_edge_manage from walk
     union all
