@@ -20,7 +20,7 @@ import type { Transaction } from '@databases/pg';
 import { openPool, sql, type ConnectionPool, type Queryable } from './db/pool.ts';
 import { resolveDatabase, type ResolvedDatabase } from './db/resolve.ts';
 import { applyChanges, refresh, type ApplyOptions, type BatchResult } from './engine/apply.ts';
-import { check, parseLevel, type Level } from './engine/check.ts';
+import { check, isLevelInput, type Level } from './engine/check.ts';
 import { currentToken, waitFor, type FreshnessToken } from './engine/freshness.ts';
 import { verify, type VerifyResult } from './engine/verify.ts';
 import { InvalidInputError, rethrowAsInputError } from './errors.ts';
@@ -85,8 +85,11 @@ export class Permgraph {
     return verify(this.db);
   }
 
-  async check(userId: string, targetId: string, level: Level | 'read' | 'write' | 'manage'): Promise<boolean> {
-    return check(this.db, userId, targetId, level);
+  /** May the user act on the node at this level (1..3, read/write/manage) or for this catalog operation? */
+  async check(userId: string, targetId: string, levelOrOperation: Level | string): Promise<boolean> {
+    return isLevelInput(levelOrOperation)
+      ? check(this.db, userId, targetId, levelOrOperation)
+      : checkOperation(this.db, userId, targetId, String(levelOrOperation));
   }
 
   /** Resolves when the permission table reflects the write behind `token`. */
@@ -123,9 +126,9 @@ export class Permgraph {
     return this.write((tx) => tx.query(sql`delete from permgraph.nodes where id = ${id}`));
   }
 
-  /** Grants (or re-grants at a new level) tail -> head from one source. */
-  async grant(tailId: string, headId: string, level: Level | 'read' | 'write' | 'manage', options: { source?: string } = {}): Promise<FreshnessToken> {
-    const parsed = parseLevel(level);
+  /** Grants (or re-grants at a new level) tail -> head from one source; level 1..3, read/write/manage or a catalog role. */
+  async grant(tailId: string, headId: string, levelOrRole: Level | string, options: { source?: string } = {}): Promise<FreshnessToken> {
+    const parsed = await parseLevelOrRole(this.db, levelOrRole);
     return this.write((tx) =>
       tx.query(sql`
         insert into permgraph.grants (tail_id, head_id, level, source)

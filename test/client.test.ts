@@ -46,4 +46,15 @@ describe('TypeScript API (Permgraph)', async () => {
     await expect(pg.setOwner('eng', 'roadmap')).rejects.toThrow(/ownership cycle/);
     await expect(pg.addNode('x', 'robot' as 'user')).rejects.toThrow(/kind must be user, group or object/);
   });
+
+  it('grants accept a role name and check accepts an operation name, from the catalog', async () => {
+    await pg.syncRoles({ roles: [{ name: 'editor', level: 2 }], operations: [{ name: 'doc.delete', level: 3 }, { name: 'doc.edit', level: 2 }] });
+    await pg.addNode('carol', 'user');
+    await pg.waitFor(await pg.grant('carol', 'eng', 'editor'));
+    expect(await pg.check('carol', 'roadmap', 'doc.edit')).toBe(true);
+    expect(await pg.check('carol', 'roadmap', 'doc.delete')).toBe(false);
+    expect(await pg.check('carol', 'roadmap', 2)).toBe(true);
+    await expect(pg.grant('carol', 'eng', 'overlord')).rejects.toThrow(/unknown role "overlord"; known roles: editor/);
+    await expect(pg.check('carol', 'roadmap', 'doc.fly')).rejects.toThrow(/unknown operation "doc.fly"/);
+  });
 });

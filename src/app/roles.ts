@@ -11,7 +11,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { sql, type Queryable } from '../db/pool.ts';
-import { LEVEL_NAMES, parseLevel, type Level } from '../engine/check.ts';
+import { isLevelInput, LEVEL_NAMES, parseLevel, type Level } from '../engine/check.ts';
 import { InvalidInputError, rethrowAsInputError } from '../errors.ts';
 
 // ---------------------------------------------------------------------------
@@ -411,7 +411,7 @@ export function describeChange(change: CatalogChange): string {
  * (permgraph.role_level). Unknown roles are an InvalidInputError listing the known ones.
  */
 export async function parseLevelOrRole(db: Queryable, value: string | number): Promise<Level> {
-  if (typeof value === 'number' || /^\s*-?\d+\s*$/.test(value) || value in LEVEL_NAMES) return parseLevel(value);
+  if (isLevelInput(value)) return parseLevel(value);
   try {
     const [row] = await db.query(sql`select permgraph.role_level(${value}) as level`);
     return parseLevel(row.level as number);
@@ -448,7 +448,7 @@ export async function canAccessRow(
   options: { includeTrash?: boolean } = {},
 ): Promise<boolean> {
   const includeTrash = options.includeTrash ?? false;
-  const isLevel = typeof levelOrOperation === 'number' || /^\s*-?\d+\s*$/.test(levelOrOperation) || levelOrOperation in LEVEL_NAMES;
+  const isLevel = isLevelInput(levelOrOperation);
   try {
     const [result] = isLevel
       ? await db.query(sql`select permgraph.can(${row.userId}, ${row.id}, ${row.ownerId}, ${parseLevel(levelOrOperation)}, ${includeTrash}) as allowed`)

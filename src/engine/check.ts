@@ -4,6 +4,11 @@ import { InvalidInputError, rethrowAsInputError } from '../errors.ts';
 export type Level = 1 | 2 | 3;
 export const LEVEL_NAMES = { read: 1, write: 2, manage: 3 } as const;
 
+/** Is this a level (1..3 as number or digits, or read/write/manage) rather than a role or operation name? */
+export function isLevelInput(value: string | number): boolean {
+  return typeof value === 'number' || /^\s*-?\d+\s*$/.test(value) || value in LEVEL_NAMES;
+}
+
 /** Accepts 1..3 or read/write/manage; anything else is an InvalidInputError naming the value. */
 export function parseLevel(value: string | number): Level {
   const level = typeof value === 'number' ? value : (LEVEL_NAMES[value as keyof typeof LEVEL_NAMES] ?? Number(value));

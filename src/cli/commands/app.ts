@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { explain, formatExplanation, levelName } from '../../app/explain.ts';
 import { listTargets, listUsers, type NodeKind, type Page } from '../../app/listing.ts';
 import { syncGrants, type DesiredGrant } from '../../app/sync-grants.ts';
+import { parseLevelOrRole } from '../../app/roles.ts';
 import { Permgraph } from '../../client.ts';
 import { sql } from '../../db/pool.ts';
 import { parseLevel } from '../../engine/check.ts';
@@ -78,12 +79,12 @@ export function registerAppCommands(program: Command): void {
     .description('grant TAIL (a user or group) LEVEL on HEAD from --source (re-granting changes the level)')
     .argument('<tail>')
     .argument('<head>')
-    .argument('<level>', '1|2|3 or read|write|manage')
+    .argument('<level>', '1|2|3, read|write|manage, or a role from the catalog')
     .option('--source <source>', 'the grant source', 'default')
     .action(
       action<{ source: string }>(program, async (ctx, options, [tail, head, levelArg]) => {
         await requireSchema(ctx);
-        const level = parseLevel(levelArg!);
+        const level = await parseLevelOrRole(ctx.db, levelArg!);
         const token = await client(ctx).grant(tail!, head!, level, { source: options.source });
         if (ctx.options.json) ctx.emitJson({ tail, head, level, source: options.source, token });
         ctx.say(`granted ${tail} -[${levelName(level)}]-> ${head} (source ${options.source}); token ${token}`);

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { sql } from '../../db/pool.ts';
 import { refresh } from '../../engine/apply.ts';
-import { check, parseLevel } from '../../engine/check.ts';
+import { Permgraph } from '../../client.ts';
+import { isLevelInput, parseLevel } from '../../engine/check.ts';
 import { verify } from '../../engine/verify.ts';
 import { migrate, schemaState } from '../../migrations/migrate.ts';
 import { action, ExitCode, requireSchema } from '../action.ts';
@@ -52,15 +53,16 @@ export function registerCoreCommands(program: Command): void {
 
   program
     .command('check')
-    .description('may USER act on TARGET at LEVEL (1|2|3 or read|write|manage)? prints yes/no; exit 0 either way')
+    .description('may USER act on TARGET at LEVEL (1|2|3, read|write|manage) or for an OPERATION of the catalog? prints yes/no; exit 0 either way')
     .argument('<user>')
     .argument('<target>')
-    .argument('<level>')
+    .argument('<level-or-operation>')
     .action(
-      action(program, async (ctx, _options, [user, target, level]) => {
+      action(program, async (ctx, _options, [user, target, asked]) => {
         await requireSchema(ctx);
-        const allowed = await check(ctx.db, user!, target!, parseLevel(level!));
-        if (ctx.options.json) ctx.emitJson({ user, target, level: parseLevel(level!), allowed });
+        const client = Permgraph.fromPool(ctx.db, ctx.database.url, ctx.logger);
+        const allowed = await client.check(user!, target!, asked!);
+        if (ctx.options.json) ctx.emitJson({ user, target, ...(isLevelInput(asked!) ? { level: parseLevel(asked!) } : { operation: asked }), allowed });
         ctx.say(allowed ? 'yes' : 'no');
       }),
     );
