@@ -9,9 +9,8 @@
 -- Returns false, creating nothing, when the region would exceed p_max_pairs.
 create or replace function permgraph._build_region(p_max_pairs bigint) returns boolean
 language plpgsql
--- regions are small next to the graph: walk them by index, never by hashing whole tables
-set enable_hashjoin = off
-set enable_mergejoin = off
+-- (no join-method settings: the walks step through LATERAL lookups, which
+-- are always index probes, and the final joins of a big batch need hashing)
 -- quiet the NOTICEs of drop table if exists
 set client_min_messages = warning as $$
 begin
@@ -22,15 +21,22 @@ begin
   with recursive batch as (
     select distinct tail_id, tail_kind, head_id, head_kind
     from permgraph.changes where not trash_changed
+  ), removed as (
+    -- changed edges the current graph no longer has: with permgraph.edges they
+    -- make the union of the old and new graphs (usually few, so the walks'
+    -- per-node scans of this CTE stay cheap even for large batches of additions)
+    select b.tail_id, b.tail_kind, b.head_id, b.head_kind
+    from batch b
+    where not exists (select 1 from permgraph.edges e where e.tail_id = b.tail_id and e.head_id = b.head_id)
   ), down(origin, node_id, node_kind) as (
     select distinct head_id, head_id, head_kind from batch
     union
     select d.origin, e.head_id, e.head_kind
     from down d
-    cross join lateral (  -- the union graph: current edges and the batch's changed ones
+    cross join lateral (  -- the union graph: current edges and the removed ones
       select head_id, head_kind from permgraph.edges where tail_id = d.node_id
       union all
-      select head_id, head_kind from batch where tail_id = d.node_id) e
+      select head_id, head_kind from removed where tail_id = d.node_id) e
     where d.node_kind = 'group'
   ), up(origin, node_id, node_kind) as (
     select distinct tail_id, tail_id, tail_kind from batch
@@ -40,7 +46,7 @@ begin
     cross join lateral (
       select tail_id, tail_kind from permgraph.edges where head_id = u.node_id
       union all
-      select tail_id, tail_kind from batch where head_id = u.node_id) e
+      select tail_id, tail_kind from removed where head_id = u.node_id) e
     where u.node_kind = 'group'
   ), up_users as (
     select distinct origin, node_id as user_id from up where node_kind = 'user'
