@@ -1,6 +1,9 @@
 // The baselines: the same questions answered at read time by a recursive walk
-// over permgraph.nodes and permgraph.grants (no materialized table), following
-// semantics.md. Installed as functions in the bench schema of the bench
+// over the graph's edges (permgraph.edges: grants and ownerships in one table
+// indexed by tail and head, the best form an application could give its own
+// graph; no materialized results), following semantics.md. A walk over a
+// UNION of grants and nodes would be slower (PostgreSQL cannot probe the
+// ownership arm by index inside the recursion), which would flatter permgraph. Installed as functions in the bench schema of the bench
 // database; nothing here reads permgraph.permissions.
 import { sql, type Queryable } from '../../src/db/pool.ts';
 
@@ -20,10 +23,7 @@ language sql stable as $fn$
     union
     select e.head_id, e.head_kind, e.level = 3, false
     from walk w
-    join (select g.tail_id, g.head_id, g.head_kind, g.level from permgraph.grants g
-          union all
-          select n.owner_id, n.id, n.kind, 3::smallint from permgraph.nodes n
-          where n.owner_id is not null and n.kind <> 'object' and n.owner_id <> n.id) e on e.tail_id = w.node_id
+    join permgraph.edges e on e.tail_id = w.node_id
     where (w.node_kind = 'group' or w.is_start) and e.level >= p_level
   )
   select node_id, node_kind,
@@ -61,10 +61,7 @@ begin
       union
       select e.head_id, e.head_kind, e.level = 3, false
       from walk w
-      join (select g.tail_id, g.head_id, g.head_kind, g.level from permgraph.grants g
-            union all
-            select n.owner_id, n.id, n.kind, 3::smallint from permgraph.nodes n
-            where n.owner_id is not null and n.kind <> 'object' and n.owner_id <> n.id) e on e.tail_id = w.node_id
+      join permgraph.edges e on e.tail_id = w.node_id
       where (w.node_kind = 'group' or w.is_start) and e.level >= p_level
     )
     select 1 from walk
@@ -81,10 +78,7 @@ language sql stable as $fn$
     union
     select e.tail_id, e.tail_kind
     from back b
-    join (select g.tail_id, g.tail_kind, g.head_id from permgraph.grants g
-          union all
-          select n.owner_id, o.kind, n.id from permgraph.nodes n join permgraph.nodes o on o.id = n.owner_id
-          where n.kind <> 'object' and n.owner_id <> n.id) e on e.head_id = b.node_id
+    join permgraph.edges e on e.head_id = b.node_id
     where b.node_kind = 'group' or b.node_id = p_target
   )
   select distinct node_id from back where node_kind = 'user' and not bench.rec_hidden(p_target)
