@@ -202,17 +202,25 @@ create or replace function permgraph.refresh() returns jsonb
 language sql as $$ select permgraph.apply_changes(p_force_full => true) $$;
 
 -- Whether a node is hidden by trash right now (semantics.md, "Trash").
-create or replace function permgraph.is_trashed(p_id text) returns boolean
+-- Whether a node with these values is hidden by trash right now: the rule of
+-- semantics.md in one place, as an expression PostgreSQL inlines into callers
+-- that already hold the node's row.
+create or replace function permgraph._hidden(p_kind text, p_id text, p_owner_id text, p_trash_at timestamptz) returns boolean
 language sql stable as $$
-  select case n.kind
+  select case p_kind
     when 'user' then false
     when 'group' then exists (select 1 from permgraph.trashed_groups t
-                              where t.group_id = n.id and t.trash_at <= now())
-    else coalesce(n.trash_at <= now(), false)
+                              where t.group_id = p_id and t.trash_at <= now())
+    else coalesce(p_trash_at <= now(), false)
          or exists (select 1 from permgraph.trashed_groups t
-                    where t.group_id = n.owner_id and t.trash_at <= now())
+                    where t.group_id = p_owner_id and t.trash_at <= now())
   end
-  from permgraph.nodes n where n.id = p_id
+$$;
+
+-- Whether a node is hidden by trash right now (semantics.md, "Trash").
+create or replace function permgraph.is_trashed(p_id text) returns boolean
+language sql stable as $$
+  select permgraph._hidden(n.kind, n.id, n.owner_id, n.trash_at) from permgraph.nodes n where n.id = p_id
 $$;
 
 create or replace function permgraph._require_level(p_level integer) returns void
