@@ -11,7 +11,8 @@ create table if not exists permgraph.nodes (
             constraint nodes_owner_exists references permgraph.nodes (id),
   trash_at  timestamptz
 );
-create index if not exists nodes_owner_idx on permgraph.nodes (owner_id) where owner_id is not null;
+-- (owner_id, id): the children of an owner, in id order (walks, keyset listings)
+create index if not exists nodes_owner_idx on permgraph.nodes (owner_id, id) where owner_id is not null;
 
 create table if not exists permgraph.grants (
   tail_id    text collate "C" not null

@@ -3,9 +3,9 @@
 -- (u, x) has level >= L, or x's owner o has a row (u, o) with level >= L and
 -- traverse_owned; trashed groups and objects are hidden (permgraph.is_trashed).
 
--- Keyset pages over the children of one owner: (owner_id, id) lets each owner
--- contribute its next few ids by a range scan, however many nodes it owns.
-create index if not exists nodes_owner_id_id_idx on permgraph.nodes (owner_id, id) where owner_id is not null;
+-- Keyset pages over the children of one owner use nodes_owner_idx
+-- (owner_id, id) from sql/001: each owner contributes its next few ids by a
+-- range scan, however many nodes it owns.
 
 -- Listings return at most this many rows per call (the TypeScript API caps
 -- pages lower, at 10,000, and asks for one more row to know whether more follow).
