@@ -86,14 +86,25 @@ begin
   drop table if exists pg_temp.permgraph_new;
   create temp table permgraph_new on commit drop as
   with recursive walk(user_id, node_id, node_kind, level, last_edge_manage) as (
-    select r.user_id, e.head_id, e.head_kind, e.level, e.level = 3 and e.head_kind = 'user'
-    from pg_temp.permgraph_region r
-    join permgraph.edges e on e.head_id = r.target_id and e.tail_id = r.user_id
-    join permgraph.nodes u on u.id = r.user_id and u.kind = 'user'
+    -- the region's users' own edges into it (a user has few edges: start
+    -- from them rather than probing the edges for every region pair)
+    select u.id, e.head_id, e.head_kind, e.level, e.level = 3 and e.head_kind = 'user'
+    from (select distinct user_id from pg_temp.permgraph_region) ru
+    join permgraph.nodes u on u.id = ru.user_id and u.kind = 'user'
+    cross join lateral (
+      select e.head_id, e.head_kind, e.level from permgraph.edges e where e.tail_id = u.id offset 0) e
+    where coalesce((select true from pg_temp.permgraph_region r
+                    where r.user_id = u.id and r.target_id = e.head_id), false)
     union all
     select r.user_id, e.head_id, e.head_kind, least(p.level, e.level), e.level = 3 and e.head_kind = 'user'
     from pg_temp.permgraph_region r
-    join permgraph.edges e on e.head_id = r.target_id and e.tail_kind = 'group'
+    -- per region pair: its in-edges from groups, then the user's stored row
+    -- for the group (offset 0 keeps this order; joining the user's rows
+    -- first pairs each region pair with all of them)
+    cross join lateral (
+      select e.head_id, e.head_kind, e.level, e.tail_id
+      from permgraph.edges e where e.head_id = r.target_id and e.tail_kind = 'group'
+      offset 0) e
     join permgraph.permissions p on p.user_id = r.user_id and p.target_id = e.tail_id
     where not exists (select 1 from pg_temp.permgraph_region inside
                       where inside.user_id = r.user_id and inside.target_id = e.tail_id)
