@@ -24,6 +24,7 @@ export const EXPECTED_INDEXES: readonly { table: string; index: string }[] = [
   { table: 'grants', index: 'grants_head_idx' },
   { table: 'edges', index: 'edges_pkey' },
   { table: 'edges', index: 'edges_head_idx' },
+  { table: 'edges', index: 'edges_group_in_idx' },
   { table: 'permissions', index: 'permissions_pkey' },
   { table: 'permissions', index: 'permissions_target_idx' },
   { table: 'trashed_groups', index: 'trashed_groups_pkey' },
