@@ -14,6 +14,15 @@ export interface BatchResult {
   ms: number;
 }
 
+/**
+ * More pending changes than this are applied by a full recomputation. The
+ * affected region's size (at most a quarter of the table) is the main guard;
+ * this bound only keeps one batch's walks and temporary tables in reason. An
+ * incremental batch of 12,000 churn changes on org large takes ~6 s, a full
+ * recomputation ~90 s, so the bound is set well above everyday bursts.
+ */
+export const DEFAULT_MAX_BATCH = 100_000;
+
 export interface ApplyOptions {
   /** More pending changes than this are applied by a full recomputation. */
   maxChanges?: number;
@@ -38,7 +47,7 @@ async function runApply(db: Queryable, options: ApplyOptions, forceFull: boolean
   const [row] = await inSnapshot(db, (tx) =>
     tx.query(sql`
       select permgraph.apply_changes(
-        p_max_changes => ${options.maxChanges ?? 10000}::integer,
+        p_max_changes => ${options.maxChanges ?? DEFAULT_MAX_BATCH}::integer,
         p_max_pairs => ${options.maxPairs ?? null}::bigint,
         p_force_full => ${forceFull}) as result`),
   );

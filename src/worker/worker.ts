@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { Subscriber } from 'pg-listen';
 import { openPool, sql, type ConnectionPool } from '../db/pool.ts';
 import type { Connection } from '@databases/pg';
-import { applyChanges, type BatchResult } from '../engine/apply.ts';
+import { applyChanges, DEFAULT_MAX_BATCH, type BatchResult } from '../engine/apply.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
 import { startListener } from './listener.ts';
@@ -48,7 +48,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.options = {
       pollIntervalMs: 1000,
       standbyIntervalMs: 1000,
-      maxBatch: 10_000,
+      maxBatch: DEFAULT_MAX_BATCH,
       listen: true,
       ...options,
     };

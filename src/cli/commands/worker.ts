@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { applyChanges, type BatchResult } from '../../engine/apply.ts';
+import { applyChanges, DEFAULT_MAX_BATCH, type BatchResult } from '../../engine/apply.ts';
 import { migrate } from '../../migrations/migrate.ts';
 import { Worker } from '../../worker/worker.ts';
 import { action, positiveInteger, requireSchema } from '../action.ts';
@@ -13,7 +13,7 @@ export function registerWorkerCommands(program: Command): void {
     .option('--once', 'apply every change committed before start, then exit')
     .option('--poll-interval <ms>', 'poll for changes at least this often (backstop for lost notifications)', '1000')
     .option('--standby-interval <ms>', 'how often a standby worker tries to take over', '1000')
-    .option('--max-batch <n>', 'more pending changes than this are applied by one full recomputation', '10000')
+    .option('--max-batch <n>', 'more pending changes than this are applied by one full recomputation', String(DEFAULT_MAX_BATCH))
     .option('--no-listen', 'do not LISTEN; rely on polling only')
     .option('--metrics-port <port>', 'serve Prometheus metrics on this port at /metrics')
     .option('--migrate', 'run migrations first')
@@ -31,7 +31,7 @@ export function registerWorkerCommands(program: Command): void {
         ctx.say(`        insert into permgraph.grants (tail_id, head_id, level) values ('alice', 'team', 2);`);
         ctx.say(`        select * from permgraph.permissions;`);
         ctx.say('  Ctrl-C stops the worker (and the embedded server).');
-        await runWorker(ctx, { migrate: true, pollInterval: '1000', standbyInterval: '1000', maxBatch: '10000', listen: true, metricsPort: options.metricsPort });
+        await runWorker(ctx, { migrate: true, pollInterval: '1000', standbyInterval: '1000', maxBatch: String(DEFAULT_MAX_BATCH), listen: true, metricsPort: options.metricsPort });
       }, { logLevel: 'info' }),
     );
 }
