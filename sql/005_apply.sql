@@ -17,6 +17,8 @@ language plpgsql
 set enable_nestloop = off
 -- quiet the NOTICEs of drop table if exists
 set client_min_messages = warning as $$
+declare
+  region_rows bigint;
 begin
   drop table if exists pg_temp.permgraph_region;
   -- One statement (each temporary table costs a millisecond or more). When
@@ -69,11 +71,17 @@ begin
   where (select pairs from estimate) <= p_max_pairs
   union all
   select null, null where (select pairs from estimate) > p_max_pairs;
+  get diagnostics region_rows = row_count;
   if exists (select 1 from pg_temp.permgraph_region where user_id is null) then
     return false;
   end if;
-  create unique index on pg_temp.permgraph_region (user_id, target_id);
-  analyze pg_temp.permgraph_region;
+  -- An index and statistics pay off for big regions only: a few hundred
+  -- pairs are probed faster by scanning than the index takes to build, and
+  -- the planner sizes an unanalyzed temporary table by its pages.
+  if region_rows > 2000 then
+    create unique index on pg_temp.permgraph_region (user_id, target_id);
+    analyze pg_temp.permgraph_region;
+  end if;
   return true;
 end $$;
 
@@ -88,6 +96,8 @@ language plpgsql
 set enable_hashjoin = off
 set enable_mergejoin = off
 set client_min_messages = warning as $$
+declare
+  computed bigint;
 begin
   drop table if exists pg_temp.permgraph_new;
   create temp table permgraph_new on commit drop as
@@ -102,18 +112,21 @@ begin
     where coalesce((select true from pg_temp.permgraph_region r
                     where r.user_id = u.id and r.target_id = e.head_id), false)
     union all
-    select r.user_id, e.head_id, e.head_kind, least(p.level, e.level), e.level = 3 and e.head_kind = 'user'
+    select r.user_id, e.head_id, e.head_kind, least(e.stored_level, e.level), e.level = 3 and e.head_kind = 'user'
     from pg_temp.permgraph_region r
-    -- per region pair: its in-edges from groups, then the user's stored row
-    -- for the group (offset 0 keeps this order; joining the user's rows
-    -- first pairs each region pair with all of them)
+    -- per region pair: its in-edges from groups, each with the user's stored
+    -- level on the group, looked up by key (a scalar subquery and offset 0
+    -- keep this order; joining the user's rows first would pair each region
+    -- pair with all of them)
     cross join lateral (
-      select e.head_id, e.head_kind, e.level, e.tail_id
+      select e.head_id, e.head_kind, e.level, e.tail_id,
+             (select p.level from permgraph.permissions p
+              where p.user_id = r.user_id and p.target_id = e.tail_id) as stored_level
       from permgraph.edges e where e.head_id = r.target_id and e.tail_kind = 'group'
       offset 0) e
-    join permgraph.permissions p on p.user_id = r.user_id and p.target_id = e.tail_id
-    where not exists (select 1 from pg_temp.permgraph_region inside
-                      where inside.user_id = r.user_id and inside.target_id = e.tail_id)
+    where e.stored_level is not null
+      and not coalesce((select true from pg_temp.permgraph_region inside
+                        where inside.user_id = r.user_id and inside.target_id = e.tail_id), false)
     union
     select w.user_id, e.head_id, e.head_kind, least(w.level, e.level), e.level = 3 and e.head_kind = 'user'
     from walk w
@@ -136,7 +149,10 @@ begin
          bool_or(permgraph._path_traverses(node_kind, last_edge_manage)) as traverse_owned
   from paths
   group by user_id, node_id;
-  analyze pg_temp.permgraph_new;
+  get diagnostics computed = row_count;
+  if computed > 2000 then  -- (see _build_region)
+    analyze pg_temp.permgraph_new;
+  end if;
 end $$;
 
 -- Applies every pending change visible to this transaction, as one batch,
