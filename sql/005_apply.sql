@@ -114,16 +114,15 @@ begin
     union all
     select r.user_id, e.head_id, e.head_kind, least(e.stored_level, e.level), e.level = 3 and e.head_kind = 'user'
     from pg_temp.permgraph_region r
-    -- per region pair: its in-edges from groups, each with the user's stored
-    -- level on the group, looked up by key (a scalar subquery and offset 0
-    -- keep this order; joining the user's rows first would pair each region
-    -- pair with all of them)
+    -- per region pair: its in-edges from groups (memoized per target), each
+    -- with the user's stored level on the group, looked up by key (a scalar
+    -- subquery: joining the user's rows first would pair each region pair
+    -- with all of them)
     cross join lateral (
       select e.head_id, e.head_kind, e.level, e.tail_id,
              (select p.level from permgraph.permissions p
               where p.user_id = r.user_id and p.target_id = e.tail_id) as stored_level
-      from permgraph.edges e where e.head_id = r.target_id and e.tail_kind = 'group'
-      offset 0) e
+      from permgraph.edges e where e.head_id = r.target_id and e.tail_kind = 'group') e
     where e.stored_level is not null
       and not coalesce((select true from pg_temp.permgraph_region inside
                         where inside.user_id = r.user_id and inside.target_id = e.tail_id), false)
