@@ -17,7 +17,7 @@ import { measureIncremental } from './measure/incremental.ts';
 import { measureReads } from './measure/reads.ts';
 import { measureRefresh } from './measure/refresh.ts';
 import { writeReport } from './report/report.ts';
-import { measureWorkerOn } from './worker.ts';
+import { measureWorkerOn } from './measure/worker.ts';
 
 interface Options {
   size: Size;
@@ -87,11 +87,12 @@ async function measureShape(serverUrl: string, target: Target, options: Options,
       grants: loaded.grants, permissions: loaded.permissions, docs, generateMs: target.generateMs, loadMs: Math.round(loaded.loadMs),
     };
     const refresh = await measureRefresh(bdb.db, plan, loaded.refreshMs, loaded.permissions);
+    const runVerify = refresh.fromEmpty.max <= plan.verifyMaxRefreshMs;
     const incremental = options.skipIncremental
       ? null
-      : await measureIncremental(bdb.db, plan, options.seed, refresh.upToDate.median, refresh.fromEmpty.max <= plan.verifyMaxRefreshMs);
+      : await measureIncremental(bdb.db, plan, options.seed, refresh.upToDate.median, runVerify);
     const reads = options.skipReads ? null : await measureReads(bdb.db, bdb.url, plan);
-    const worker = options.worker && target.name === 'org' ? await measureWorkerOn(bdb.url, target.name, options.size) : null;
+    const worker = options.worker && target.name === 'org' ? await measureWorkerOn(bdb.url, target.name, options.size, runVerify) : null;
     return { shape: target.name, size: options.size, migrations: migrations.map((m) => `${m.name}:${m.checksum.slice(0, 12)}`), graph, refresh, incremental, reads, worker, durationMs: Math.round(performance.now() - started) };
   } finally {
     if (options.keep) await bdb.db.dispose();
