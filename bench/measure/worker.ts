@@ -23,6 +23,10 @@ export interface WorkerPlan {
   rates: number[];
   /** ... lasting this long. */
   rateSeconds: number;
+  /** Then this many phases bisect between the highest rate kept up and the lowest not ... */
+  searchSteps: number;
+  /** ... lasting this long each. */
+  searchSeconds: number;
   /** Writer connections (one change per transaction each). */
   writers: number;
   /** Changes committed with the worker stopped, then drained. */
@@ -32,10 +36,12 @@ export interface WorkerPlan {
 }
 
 export const WORKER_PLANS: Record<Size, WorkerPlan> = {
-  small: { rates: [100, 500, 2000], rateSeconds: 3, writers: 4, backlog: 20_000, drainTimeoutMs: 120_000 },
-  large: { rates: [100, 500, 2000], rateSeconds: 30, writers: 4, backlog: 1_000_000, drainTimeoutMs: 900_000 },
+  small: { rates: [100, 500, 2000], rateSeconds: 3, searchSteps: 2, searchSeconds: 2, writers: 4, backlog: 20_000, drainTimeoutMs: 120_000 },
+  large: { rates: [100, 500, 2000], rateSeconds: 30, searchSteps: 3, searchSeconds: 15, writers: 4, backlog: 1_000_000, drainTimeoutMs: 900_000 },
 };
 
+/** The bisection stops when the bracket is this narrow (changes/s). */
+const SEARCH_RESOLUTION = 100;
 /** A phase keeps up when the p99 lag over its last third stays under this. */
 const KEPT_UP_P99_MS = 1000;
 /** A writer commits at most this many due changes in one transaction. */
@@ -54,6 +60,9 @@ export interface BatchTotals {
 
 export interface RateResult {
   offeredPerSecond: number;
+  seconds: number;
+  /** A bisection phase (after the plan's fixed rates). */
+  search: boolean;
   /** What the writers managed (below offered when they could not keep the pace). */
   achievedPerSecond: number;
   changes: number;
@@ -96,7 +105,7 @@ export interface WorkerResult {
   plan: WorkerPlan;
   mix: string;
   rates: RateResult[];
-  /** Highest offered rate whose lag stayed bounded, and the highest rate the worker applied at. */
+  /** Highest offered rate whose lag stayed bounded (fixed rates and bisection), and the highest rate the worker applied at. */
   sustained: { keptUpPerSecond: number | null; appliedPerSecond: number };
   backlog: BacklogResult;
   verify: { differences: number; pending: number } | { skipped: string };
@@ -256,14 +265,25 @@ interface Committed {
   appliedAt: Promise<number>;
 }
 
+const changesOf = (phase: Pick<Phase, 'rate' | 'seconds'>) => Math.max(1, Math.round(phase.rate * phase.seconds));
+
 /**
- * Offers `rate` changes per second for the plan's duration, open loop: a free
+ * Offers `rate` changes per second for the phase's duration, open loop: a free
  * writer commits every change already due, up to MAX_PER_TRANSACTION in one
  * transaction (as an application coalescing writes would), so the offered
  * rate holds even when single-change transactions cannot keep up with it.
  */
-async function offerRate(writers: ConnectionPool, churn: Churn, watcher: TokenWatcher, log: BatchLog, plan: WorkerPlan, rate: number, first: number): Promise<RateResult> {
-  const total = Math.max(1, Math.round(rate * plan.rateSeconds));
+interface Phase {
+  rate: number;
+  seconds: number;
+  search: boolean;
+  /** Churn changes used before this phase. */
+  first: number;
+}
+
+async function offerRate(writers: ConnectionPool, churn: Churn, watcher: TokenWatcher, log: BatchLog, plan: WorkerPlan, phase: Phase): Promise<RateResult> {
+  const { rate, first } = phase;
+  const total = changesOf(phase);
   const committed: Committed[] = [];
   const started = performance.now();
   let next = 0;
@@ -297,6 +317,8 @@ async function offerRate(writers: ConnectionPool, churn: Churn, watcher: TokenWa
   const achieved = total / ((lastCommit - started) / 1000);
   return {
     offeredPerSecond: rate,
+    seconds: phase.seconds,
+    search: phase.search,
     achievedPerSecond: round(achieved, 1),
     changes: total,
     changesPerTransaction: round(total / transactions, 2),
@@ -452,9 +474,10 @@ export async function measureWorkerOn(url: string, graph: string, size: Size, ru
   const plan = WORKER_PLANS[size];
   const writers = openPool(url, { poolSize: plan.writers, applicationName: 'permgraph-bench-writer' });
   const observer = openPool(url, { poolSize: 1, applicationName: 'permgraph-bench-observer' });
-  const bar = progress('worker end to end', plan.rates.length + 2);
+  const bar = progress('worker end to end', plan.rates.length + plan.searchSteps + 1);
   try {
-    const churn = await Churn.load(writers, plan.rates.reduce((sum, rate) => sum + Math.round(rate * plan.rateSeconds), 0));
+    const fixed = plan.rates.reduce((sum, rate) => sum + changesOf({ rate, seconds: plan.rateSeconds }), 0);
+    const churn = await Churn.load(writers, fixed + plan.searchSteps * changesOf({ rate: Math.max(...plan.rates), seconds: plan.searchSeconds }));
     const log = new BatchLog();
     const worker = new Worker({ url, pollIntervalMs: 1000 });
     log.listen(worker);
@@ -463,10 +486,21 @@ export async function measureWorkerOn(url: string, graph: string, size: Size, ru
     const rates: RateResult[] = [];
     try {
       let first = 0;
-      for (const rate of plan.rates) {
-        rates.push(await offerRate(writers, churn, watcher, log, plan, rate, first));
-        first += Math.round(rate * plan.rateSeconds);
+      const run = async (rate: number, seconds: number, search: boolean) => {
+        const result = await offerRate(writers, churn, watcher, log, plan, { rate, seconds, search, first });
+        first += changesOf({ rate, seconds });
+        rates.push(result);
         bar.tick();
+        return result;
+      };
+      for (const rate of plan.rates) await run(rate, plan.rateSeconds, false);
+      // Bisect between the highest rate kept up and the lowest one above it that was not.
+      let low = Math.max(0, ...rates.filter((r) => r.keptUp).map((r) => r.offeredPerSecond));
+      let high = Math.min(...rates.filter((r) => !r.keptUp && r.offeredPerSecond > low).map((r) => r.offeredPerSecond));
+      for (let step = 0; step < plan.searchSteps && Number.isFinite(high) && high - low > SEARCH_RESOLUTION; step++) {
+        const rate = Math.round((low + high) / 2 / 50) * 50;
+        if ((await run(rate, plan.searchSeconds, true)).keptUp) low = rate;
+        else high = rate;
       }
     } finally {
       await watcher.stop();

@@ -221,12 +221,12 @@ function workerSection(e: Entry, chart: string | null): string[] {
   if (!w) return [];
   const p = w.plan;
   const lines = ['', '#### Worker end to end', '',
-    `The \`src/worker\` Worker runs in-process. Changes are ${w.mix}; ${p.writers} writer connections offer them open loop at a fixed rate for ${p.rateSeconds} s, a free writer committing every change already due in one transaction (1 per transaction unless the writers fell behind; the mean is in the table). Lag = commit acknowledged to the writer → its freshness token applied (polled every 10 ms by another session). "Kept up": p99 lag over the phase's last third under 1 s.`, '',
+    `The \`src/worker\` Worker runs in-process. Changes are ${w.mix}; ${p.writers} writer connections offer them open loop at a fixed rate for ${p.rateSeconds} s (then up to ${p.searchSteps ?? 0} bisection phases of ${p.searchSeconds ?? 0} s between the highest rate kept up and the lowest not), a free writer committing every change already due in one transaction (1 per transaction unless the writers fell behind; the mean is in the table). Lag = commit acknowledged to the writer → its freshness token applied (polled every 10 ms by another session). "Kept up": p99 lag over the phase's last third under 1 s.`, '',
     '| offered changes/s | achieved | changes | per transaction | lag median | p95 | p99 | max | last-third p99 | kept up | applied/s | drained after | batches | rows written | worker busy |',
     '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---:|---:|'];
   const modes = (m: Record<string, number>) => Object.entries(m).map(([k, n]) => `${k} ${n}`).join(', ') || 'none';
   for (const r of w.rates) {
-    lines.push(`| ${num(r.offeredPerSecond)} | ${r.achievedPerSecond} | ${num(r.changes)} | ${r.changesPerTransaction} | ${ms(r.lag.median)} | ${ms(r.lag.p95)} | ${ms(r.lag.p99)} | ${ms(r.lag.max)} | ${ms(r.lastThirdP99)} | ${r.keptUp ? 'yes' : 'NO'} | ${r.appliedPerSecond} | ${r.drained ? ms(r.drainAfterMs) : 'not drained'} | ${r.batches.count}: ${modes(r.batches.modes)} | ${num(r.batches.rowsWritten)} | ${ms(r.batches.busyMs)} |`);
+    lines.push(`| ${num(r.offeredPerSecond)}${r.search ? ' (bisection)' : ''} | ${r.achievedPerSecond} | ${num(r.changes)} | ${r.changesPerTransaction} | ${ms(r.lag.median)} | ${ms(r.lag.p95)} | ${ms(r.lag.p99)} | ${ms(r.lag.max)} | ${ms(r.lastThirdP99)} | ${r.keptUp ? 'yes' : 'NO'} | ${r.appliedPerSecond} | ${r.drained ? ms(r.drainAfterMs) : 'not drained'} | ${r.batches.count}: ${modes(r.batches.modes)} | ${num(r.batches.rowsWritten)} | ${ms(r.batches.busyMs)} |`);
   }
   const s = w.sustained;
   lines.push('', `Sustained: lag stayed bounded up to **${s.keptUpPerSecond === null ? 'none of the offered rates' : `${num(s.keptUpPerSecond)} changes/s`}** offered; the highest rate applied was **${s.appliedPerSecond} changes/s**.`);
