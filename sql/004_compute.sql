@@ -22,13 +22,6 @@ language plpgsql
 -- quiet the NOTICEs of drop table if exists
 set client_min_messages = warning as $$
 begin
-  -- Fresh statistics first: a full recomputation often follows a bulk load,
-  -- before autovacuum has analyzed the edges, and without statistics the
-  -- planner nests loops over the whole edge table (287 s instead of ~65 s for
-  -- the first refresh of org large). Sampling costs well under a second
-  -- here; without the right to analyze, PostgreSQL only warns.
-  analyze permgraph.nodes;
-  analyze permgraph.edges;
   drop table if exists pg_temp.permgraph_new;
   create temp table permgraph_new on commit drop as
   with recursive walk(group_id, node_id, node_kind, level, last_edge_manage) as (
@@ -95,7 +88,6 @@ begin
     ), inserted as (
       insert into permgraph.permissions (user_id, target_id, level, traverse_owned)
       select user_id, target_id, level, traverse_owned from diff where is_new
-      order by user_id, target_id  -- in primary-key order: each index page is visited once, not once per row
       returning 1
     )
     select (select count(*) from inserted), (select count(*) from updated), (select count(*) from deleted)

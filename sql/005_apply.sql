@@ -9,16 +9,10 @@
 -- Returns false, creating nothing, when the region would exceed p_max_pairs.
 create or replace function permgraph._build_region(p_max_pairs bigint) returns boolean
 language plpgsql
--- The walks step through LATERAL lookups and the removed-edge test is a
--- scalar subquery: both are index probes under any setting. What is left are
--- the joins of walk results, which must hash: permgraph.changes is a queue,
--- usually analyzed while empty, so the planner expects one change and would
--- nest loops (6.5 s instead of 0.6 s for 2,000 memberships on org large).
-set enable_nestloop = off
+-- (no join-method settings: the walks step through LATERAL lookups, which
+-- are always index probes, and the final joins of a big batch need hashing)
 -- quiet the NOTICEs of drop table if exists
 set client_min_messages = warning as $$
-declare
-  region_rows bigint;
 begin
   drop table if exists pg_temp.permgraph_region;
   -- One statement (each temporary table costs a millisecond or more). When
@@ -31,11 +25,9 @@ begin
     -- changed edges the current graph no longer has: with permgraph.edges they
     -- make the union of the old and new graphs (usually few, so the walks'
     -- per-node scans of this CTE stay cheap even for large batches of additions)
-    -- (a scalar subquery: always an index probe, whatever the join settings)
     select b.tail_id, b.tail_kind, b.head_id, b.head_kind
     from batch b
-    where not coalesce((select true from permgraph.edges e
-                        where e.tail_id = b.tail_id and e.head_id = b.head_id limit 1), false)
+    where not exists (select 1 from permgraph.edges e where e.tail_id = b.tail_id and e.head_id = b.head_id)
   ), down(origin, node_id, node_kind) as (
     select distinct head_id, head_id, head_kind from batch
     union
@@ -71,19 +63,11 @@ begin
   where (select pairs from estimate) <= p_max_pairs
   union all
   select null, null where (select pairs from estimate) > p_max_pairs;
-  get diagnostics region_rows = row_count;
   if exists (select 1 from pg_temp.permgraph_region where user_id is null) then
     return false;
   end if;
-  -- A single local change has a region of tens of pairs, probed faster by
-  -- scanning than an index takes to build (the planner sizes an unanalyzed
-  -- temporary table by its pages). Scans grow with the region, and every
-  -- walk step probes it: from 200 pairs on, index and statistics (a batch of
-  -- 100 churn changes, 1,316 pairs: compute 40 ms with them, 140-300 without).
-  if region_rows > 200 then
-    create unique index on pg_temp.permgraph_region (user_id, target_id);
-    analyze pg_temp.permgraph_region;
-  end if;
+  create unique index on pg_temp.permgraph_region (user_id, target_id);
+  analyze pg_temp.permgraph_region;
   return true;
 end $$;
 
@@ -98,36 +82,21 @@ language plpgsql
 set enable_hashjoin = off
 set enable_mergejoin = off
 set client_min_messages = warning as $$
-declare
-  computed bigint;
 begin
   drop table if exists pg_temp.permgraph_new;
   create temp table permgraph_new on commit drop as
   with recursive walk(user_id, node_id, node_kind, level, last_edge_manage) as (
-    -- the region's users' own edges into it (a user has few edges: start
-    -- from them rather than probing the edges for every region pair)
-    select u.id, e.head_id, e.head_kind, e.level, e.level = 3 and e.head_kind = 'user'
-    from (select distinct user_id from pg_temp.permgraph_region) ru
-    join permgraph.nodes u on u.id = ru.user_id and u.kind = 'user'
-    cross join lateral (
-      select e.head_id, e.head_kind, e.level from permgraph.edges e where e.tail_id = u.id offset 0) e
-    where coalesce((select true from pg_temp.permgraph_region r
-                    where r.user_id = u.id and r.target_id = e.head_id), false)
-    union all
-    select r.user_id, e.head_id, e.head_kind, least(e.stored_level, e.level), e.level = 3 and e.head_kind = 'user'
+    select r.user_id, e.head_id, e.head_kind, e.level, e.level = 3 and e.head_kind = 'user'
     from pg_temp.permgraph_region r
-    -- per region pair: its in-edges from groups (memoized per target), each
-    -- with the user's stored level on the group, looked up by key (a scalar
-    -- subquery: joining the user's rows first would pair each region pair
-    -- with all of them)
-    cross join lateral (
-      select e.head_id, e.head_kind, e.level, e.tail_id,
-             (select p.level from permgraph.permissions p
-              where p.user_id = r.user_id and p.target_id = e.tail_id) as stored_level
-      from permgraph.edges e where e.head_id = r.target_id and e.tail_kind = 'group') e
-    where e.stored_level is not null
-      and not coalesce((select true from pg_temp.permgraph_region inside
-                        where inside.user_id = r.user_id and inside.target_id = e.tail_id), false)
+    join permgraph.edges e on e.head_id = r.target_id and e.tail_id = r.user_id
+    join permgraph.nodes u on u.id = r.user_id and u.kind = 'user'
+    union all
+    select r.user_id, e.head_id, e.head_kind, least(p.level, e.level), e.level = 3 and e.head_kind = 'user'
+    from pg_temp.permgraph_region r
+    join permgraph.edges e on e.head_id = r.target_id and e.tail_kind = 'group'
+    join permgraph.permissions p on p.user_id = r.user_id and p.target_id = e.tail_id
+    where not exists (select 1 from pg_temp.permgraph_region inside
+                      where inside.user_id = r.user_id and inside.target_id = e.tail_id)
     union
     select w.user_id, e.head_id, e.head_kind, least(w.level, e.level), e.level = 3 and e.head_kind = 'user'
     from walk w
@@ -150,10 +119,7 @@ begin
          bool_or(permgraph._path_traverses(node_kind, last_edge_manage)) as traverse_owned
   from paths
   group by user_id, node_id;
-  get diagnostics computed = row_count;
-  if computed > 200 then  -- (see _build_region)
-    analyze pg_temp.permgraph_new;
-  end if;
+  analyze pg_temp.permgraph_new;
 end $$;
 
 -- Applies every pending change visible to this transaction, as one batch,
@@ -170,7 +136,7 @@ end $$;
 -- recomputation instead. p_max_pairs: likewise for a larger affected region
 -- (default: a quarter of the table, at least 50,000 pairs).
 create or replace function permgraph.apply_changes(
-  p_max_changes integer default 100000,  -- = DEFAULT_MAX_BATCH in src/engine/apply.ts
+  p_max_changes integer default 10000,
   p_max_pairs bigint default null,
   p_force_full boolean default false
 ) returns jsonb

@@ -1,6 +1,6 @@
 -- permgraph 011: an index for paths entering a node from groups.
 --
--- A region recompute (sql/005) asks, per region pair, which groups have an
+-- A region recompute (sql/005, redefined in sql/012) asks, per region pair, which groups have an
 -- edge into the target. edges_head_idx answers by visiting every in-edge,
 -- and a team's in-edges are mostly its members (users): thousands of heap
 -- visits per probe on a big team, to find the few group edges. This partial
