@@ -10,6 +10,7 @@
 // (its transaction id) counts as applied once its change rows are gone, which
 // happens in the worker's transaction that writes its permission rows.
 import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { openPool, sql, type ConnectionPool, type Queryable } from '../../src/db/pool.ts';
 import { verify } from '../../src/engine/verify.ts';
 import type { BatchResult } from '../../src/engine/apply.ts';
@@ -131,11 +132,10 @@ class Churn {
   private constructor(private readonly pools: Record<ToggleKind, Pair[]>) {}
 
   static async load(db: Queryable, changes: number): Promise<Churn> {
-    const memberships = Math.ceil(changes / MEMBERSHIP_EVERY / 2) + 1;
-    const shares = Math.ceil(changes / 2) + 1 - memberships;
-    return new Churn({
-      membership: await freshPairs(db, 'group', 't%', memberships),
-      share: await freshPairs(db, 'object', '%', shares),
+    const { memberships, shares } = pairsFor(changes);
+    return new Churn({ // one spare pair each for rounding
+      membership: await freshPairs(db, 'group', 't%', memberships + 1),
+      share: await freshPairs(db, 'object', '%', shares + 1),
     });
   }
 
@@ -168,6 +168,12 @@ class Churn {
   }
 }
 
+/** Pairs for `changes` churn changes of the mix, each added once and removed once. */
+function pairsFor(changes: number): { memberships: number; shares: number } {
+  const memberships = Math.floor(changes / MEMBERSHIP_EVERY / 2);
+  return { memberships, shares: Math.floor(changes / 2) - memberships };
+}
+
 /** Distinct (user, head) pairs without a permission row, in a deterministic order. */
 async function freshPairs(db: Queryable, headKind: 'group' | 'object', headPattern: string, count: number): Promise<Pair[]> {
   // Enough users and heads for count pairs, however many rows already exist.
@@ -195,10 +201,6 @@ class TokenWatcher {
   /** Resolves with the time (performance.now()) the token was first seen applied. */
   applied(token: string): Promise<number> {
     return new Promise((resolve) => this.pending.set(token, resolve));
-  }
-
-  get size(): number {
-    return this.pending.size;
   }
 
   async stop(): Promise<void> {
@@ -229,13 +231,7 @@ class TokenWatcher {
   }
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-function timeout(ms: number): Promise<'timeout'> {
-  return new Promise((resolve) => setTimeout(() => resolve('timeout'), ms).unref());
-}
+const timeout = (ms: number) => sleep(ms, 'timeout' as const, { ref: false });
 
 /** Batches the worker applied, with their end times, to be totalled per phase. */
 class BatchLog {
@@ -339,8 +335,7 @@ async function offerRate(writers: ConnectionPool, churn: Churn, watcher: TokenWa
  * the capture triggers, as any application write does).
  */
 async function commitBacklog(db: Queryable, changes: number): Promise<{ memberships: number; shares: number }> {
-  const membershipPairs = Math.floor(changes / MEMBERSHIP_EVERY / 2);
-  const sharePairs = Math.floor(changes / 2) - membershipPairs;
+  const { memberships: membershipPairs, shares: sharePairs } = pairsFor(changes);
   const chunk = 50_000;
   for (const [headKind, pairs] of [['group', membershipPairs], ['object', sharePairs]] as const) {
     const side = Math.ceil(Math.sqrt(pairs));

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Subscriber } from 'pg-listen';
 import { openPool, sql, type ConnectionPool } from '../db/pool.ts';
 import type { Connection } from '@databases/pg';
@@ -130,8 +131,4 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.logger.info({ role }, role === 'active' ? 'holding the applier role' : 'waiting as standby');
     this.emit('role', role);
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
