@@ -26,7 +26,8 @@ import { verify, type VerifyResult } from './engine/verify.ts';
 import { InvalidInputError, rethrowAsInputError } from './errors.ts';
 import type { Logger } from './logger.ts';
 import { silentLogger } from './logger.ts';
-import { migrate } from './migrations/migrate.ts';
+import { migrate, type MigrateResult } from './migrations/migrate.ts';
+import { assertServerVersion } from './db/server-version.ts';
 import { Worker, type WorkerOptions } from './worker/worker.ts';
 
 export type NodeKind = 'user' | 'group' | 'object';
@@ -54,7 +55,15 @@ export class Permgraph {
   static async connect(options: ConnectOptions = {}): Promise<Permgraph> {
     const logger = options.logger ?? silentLogger;
     const database = await resolveDatabase({ databaseUrl: options.databaseUrl, logger });
-    return new Permgraph(openPool(database.url, { poolSize: options.poolSize }), database.url, database, logger);
+    const db = openPool(database.url, { poolSize: options.poolSize });
+    try {
+      await assertServerVersion(db);
+    } catch (error) {
+      await db.dispose();
+      await database.release();
+      throw error;
+    }
+    return new Permgraph(db, database.url, database, logger);
   }
 
   /** Wraps an existing @databases/pg pool (the caller keeps ownership of it). */
@@ -68,7 +77,7 @@ export class Permgraph {
     await this.database.release();
   }
 
-  migrate(): Promise<{ applied: string[] }> {
+  migrate(): Promise<MigrateResult> {
     return migrate(this.db, this.logger);
   }
 

@@ -4,7 +4,8 @@ export { applyChanges, refresh, type ApplyOptions, type BatchResult } from './en
 export { check, parseLevel, LEVEL_NAMES, type Level } from './engine/check.ts';
 export { currentToken, isApplied, waitFor, FreshnessTimeoutError, type FreshnessToken } from './engine/freshness.ts';
 export { verify, type Difference, type VerifyResult } from './engine/verify.ts';
-export { migrate, schemaState, loadMigrations } from './migrations/migrate.ts';
+export { migrate, schemaState, loadMigrations, loadFunctionFiles, type MigrateResult } from './migrations/migrate.ts';
+export { assertServerVersion, MIN_SERVER_VERSION_NUM } from './db/server-version.ts';
 export { Worker, type WorkerOptions, type WorkerEvents } from './worker/worker.ts';
 export { createWorkerMetrics, serveMetrics } from './worker/metrics.ts';
 export { startEmbedded, defaultDataDir, type EmbeddedServer } from './db/embedded.ts';

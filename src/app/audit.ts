@@ -1,4 +1,4 @@
-// Reading the append-only audit log (sql/010) and naming the actor of a
+// Reading the append-only audit log (sql/functions/140_audit.sql) and naming the actor of a
 // transaction's changes. Triggers write the log; nothing here writes it.
 import { sql, type Queryable } from '../db/pool.ts';
 import { InvalidInputError, sqlStateOf } from '../errors.ts';

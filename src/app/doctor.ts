@@ -1,6 +1,7 @@
 // `permgraph doctor`: health checks an operator (or a readiness probe) runs.
 import { sql, type Queryable } from '../db/pool.ts';
 import { schemaState } from '../migrations/migrate.ts';
+import { indexesInDump, readCommittedDump } from '../migrations/schema-dump.ts';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 
@@ -16,20 +17,13 @@ export interface DoctorOptions {
   maxLagSeconds?: number;
 }
 
-/** The indexes permgraph's queries rely on, by table. */
-export const EXPECTED_INDEXES: readonly { table: string; index: string }[] = [
-  { table: 'nodes', index: 'nodes_pkey' },
-  { table: 'nodes', index: 'nodes_owner_idx' },
-  { table: 'grants', index: 'grants_unique_per_source' },
-  { table: 'grants', index: 'grants_head_idx' },
-  { table: 'edges', index: 'edges_pkey' },
-  { table: 'edges', index: 'edges_head_idx' },
-  { table: 'edges', index: 'edges_group_in_idx' },
-  { table: 'permissions', index: 'permissions_pkey' },
-  { table: 'permissions', index: 'permissions_target_idx' },
-  { table: 'trashed_groups', index: 'trashed_groups_pkey' },
-  { table: 'changes', index: 'changes_pkey' },
-];
+/**
+ * The indexes a correct install has: every index of the committed schema dump
+ * (sql/schema.sql), so this list cannot drift from the migrations.
+ */
+export async function expectedIndexes(): Promise<{ table: string; index: string }[]> {
+  return indexesInDump(await readCommittedDump());
+}
 
 export async function runDoctor(db: Queryable, options: DoctorOptions = {}): Promise<DoctorCheck[]> {
   const checks: DoctorCheck[] = [await schemaCheck(db), await indexCheck(db)];
@@ -63,17 +57,18 @@ async function indexCheck(db: Queryable): Promise<DoctorCheck> {
     join pg_namespace n on n.oid = c.relnamespace and n.nspname = i.schemaname
     join pg_index x on x.indexrelid = c.oid
     where i.schemaname = 'permgraph'`);
+  const expected = await expectedIndexes();
   const found = new Map(rows.map((r) => [`${r.tablename}.${r.indexname}`, r.valid]));
-  const missing = EXPECTED_INDEXES.filter((e) => !found.has(`${e.table}.${e.index}`)).map((e) => `${e.table}.${e.index}`);
-  const invalid = EXPECTED_INDEXES.filter((e) => found.get(`${e.table}.${e.index}`) === false).map((e) => `${e.table}.${e.index}`);
+  const missing = expected.filter((e) => !found.has(`${e.table}.${e.index}`)).map((e) => `${e.table}.${e.index}`);
+  const invalid = expected.filter((e) => found.get(`${e.table}.${e.index}`) === false).map((e) => `${e.table}.${e.index}`);
   if (missing.length === 0 && invalid.length === 0) {
-    return { name: 'indexes', status: 'ok', message: `all ${EXPECTED_INDEXES.length} expected indexes present` };
+    return { name: 'indexes', status: 'ok', message: `all ${expected.length} expected indexes present` };
   }
   const parts = [
     missing.length ? `missing: ${missing.join(', ')}` : '',
     invalid.length ? `invalid (a failed concurrent build? rebuild with REINDEX): ${invalid.join(', ')}` : '',
   ].filter(Boolean);
-  const fix = missing.length === EXPECTED_INDEXES.length ? ' (run `permgraph migrate`)' : '';
+  const fix = missing.length === expected.length ? ' (run `permgraph migrate`)' : '';
   return { name: 'indexes', status: 'fail', message: `${parts.join('; ')}${fix}` };
 }
 

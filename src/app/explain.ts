@@ -1,5 +1,5 @@
 // Why may (or may not) a user act on a thing? Runs permgraph.explain()
-// (sql/009): a breadth-first search of the current edges from the user.
+// (sql/functions/130_explain.sql): a breadth-first search of the current edges from the user.
 import { sql, type Queryable } from '../db/pool.ts';
 import { parseLevel, type Level } from '../engine/check.ts';
 import { rethrowAsInputError } from '../errors.ts';

@@ -1,6 +1,6 @@
 // Permission-aware listings with keyset pagination: the nodes a user may act
 // on (listTargets) and the users who may act on a node (listUsers). Both run
-// the SQL functions of sql/009 (permgraph.list_targets / list_users).
+// the SQL functions of sql/functions/120_listing.sql (permgraph.list_targets / list_users).
 import type { SQLQuery } from '@databases/pg';
 import { sql, type Queryable } from '../db/pool.ts';
 import { parseLevel, type Level } from '../engine/check.ts';

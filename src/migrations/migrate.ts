@@ -3,19 +3,27 @@ import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { sql, type Queryable } from '../db/pool.ts';
+import { assertServerVersion } from '../db/server-version.ts';
 import { MigrationChecksumError, PermgraphError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
 
 export const SQL_DIR = fileURLToPath(new URL('../../sql/', import.meta.url));
+/** The numbered, frozen history: tables, columns, indexes, data moves, drops. */
+export const MIGRATIONS_DIR = path.join(SQL_DIR, 'migrations');
+/** The one current definition of every function, trigger and view, re-applied when changed. */
+export const FUNCTIONS_DIR = path.join(SQL_DIR, 'functions');
 /** Held while migrating, so concurrent `permgraph migrate` runs apply each file once. */
 const MIGRATION_LOCK_KEY = 7238001000;
 
-export interface Migration {
-  version: number;
+export interface SqlFile {
   name: string;
   text: string;
   checksum: string;
+}
+
+export interface Migration extends SqlFile {
+  version: number;
 }
 
 export interface AppliedMigration {
@@ -24,19 +32,21 @@ export interface AppliedMigration {
   checksum: string;
 }
 
-/** The numbered files in sql/ (NNN_name.sql), in order. */
-export async function loadMigrations(dir = SQL_DIR): Promise<Migration[]> {
-  const files = (await readdir(dir)).filter((f) => /^\d+_.+\.sql$/.test(f)).sort();
-  const migrations: Migration[] = [];
-  for (const file of files) {
-    const text = await readFile(path.join(dir, file), 'utf8');
-    migrations.push({
-      version: Number.parseInt(file, 10),
-      name: file,
-      text,
-      checksum: createHash('sha256').update(text).digest('hex'),
-    });
-  }
+/** The .sql files of a folder matching `pattern`, in name order, with their checksums. */
+async function loadSqlFiles(dir: string, pattern: RegExp): Promise<SqlFile[]> {
+  const names = (await readdir(dir)).filter((f) => pattern.test(f)).sort();
+  return Promise.all(
+    names.map(async (name) => {
+      const text = await readFile(path.join(dir, name), 'utf8');
+      return { name, text, checksum: createHash('sha256').update(text).digest('hex') };
+    }),
+  );
+}
+
+/** The numbered files in sql/migrations/ (NNN_name.sql), in order. */
+export async function loadMigrations(dir = MIGRATIONS_DIR): Promise<Migration[]> {
+  const files = await loadSqlFiles(dir, /^\d+_.+\.sql$/);
+  const migrations = files.map((file) => ({ ...file, version: Number.parseInt(file.name, 10) }));
   const versions = new Set(migrations.map((m) => m.version));
   if (versions.size !== migrations.length) throw new PermgraphError(`duplicate migration numbers in ${dir}`);
   return migrations;
@@ -48,13 +58,29 @@ export async function appliedMigrations(db: Queryable): Promise<AppliedMigration
   return db.query(sql`select version, name, checksum from permgraph.migrations order by version`);
 }
 
+/** The files of sql/functions/ (NNN_name.sql), in the order they are applied. */
+export async function loadFunctionFiles(dir = FUNCTIONS_DIR): Promise<SqlFile[]> {
+  return loadSqlFiles(dir, /^\d+_.+\.sql$/);
+}
+
+export interface MigrateResult {
+  /** Migrations applied by this run. */
+  applied: string[];
+  /** Function files (re-)applied by this run because they were new or changed. */
+  functions: string[];
+}
+
 /**
- * Applies every migration not yet applied, in one transaction under an
- * advisory lock. An applied file whose content changed is an error: the
- * database would no longer match what the file says.
+ * Applies every migration not yet applied, then re-applies every function
+ * file whose content changed since it was last applied (new ones included),
+ * both in name order, in one transaction under an advisory lock. An applied
+ * migration whose content changed is an error: the database would no longer
+ * match its history. Function files are the opposite: each is the current
+ * definition, so a changed one is simply applied again.
  */
-export async function migrate(db: Queryable, logger: Logger = silentLogger): Promise<{ applied: string[] }> {
-  const migrations = await loadMigrations();
+export async function migrate(db: Queryable, logger: Logger = silentLogger): Promise<MigrateResult> {
+  await assertServerVersion(db);
+  const [migrations, functionFiles] = await Promise.all([loadMigrations(), loadFunctionFiles()]);
   return db.tx(async (tx) => {
     await tx.query(sql`select pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`);
     await tx.query(sql`
@@ -62,6 +88,11 @@ export async function migrate(db: Queryable, logger: Logger = silentLogger): Pro
       create table if not exists permgraph.migrations (
         version integer primary key,
         name text not null,
+        checksum text not null,
+        applied_at timestamptz not null default now()
+      );
+      create table if not exists permgraph.function_files (
+        name text primary key,
         checksum text not null,
         applied_at timestamptz not null default now()
       );`);
@@ -77,8 +108,25 @@ export async function migrate(db: Queryable, logger: Logger = silentLogger): Pro
         values (${migration.version}, ${migration.name}, ${migration.checksum})`);
       done.push(migration.name);
     }
-    return { applied: done };
+    const functions = await applyChangedFunctionFiles(tx, functionFiles, logger);
+    return { applied: done, functions };
   });
+}
+
+async function applyChangedFunctionFiles(tx: Queryable, files: SqlFile[], logger: Logger): Promise<string[]> {
+  const rows: { name: string; checksum: string }[] = await tx.query(sql`select name, checksum from permgraph.function_files`);
+  const appliedChecksums = new Map(rows.map((r) => [r.name, r.checksum]));
+  const applied: string[] = [];
+  for (const file of files) {
+    if (appliedChecksums.get(file.name) === file.checksum) continue;
+    logger.info({ functions: file.name }, 'applying function file');
+    await tx.query(sql.__dangerous__rawValue(file.text));
+    await tx.query(sql`
+      insert into permgraph.function_files (name, checksum) values (${file.name}, ${file.checksum})
+      on conflict (name) do update set checksum = excluded.checksum, applied_at = now()`);
+    applied.push(file.name);
+  }
+  return applied;
 }
 
 function assertConsistent(files: Migration[], applied: Map<number, AppliedMigration>): void {
@@ -101,14 +149,29 @@ function assertConsistent(files: Migration[], applied: Map<number, AppliedMigrat
 
 export type SchemaState = 'ok' | 'behind' | 'ahead' | 'missing';
 
-/** How the database's schema compares with this package's migrations. */
+/**
+ * How the database's schema compares with this package: `pending` names the
+ * migrations not yet applied and the function files not applied in their
+ * current content; either makes the state 'behind'.
+ */
 export async function schemaState(db: Queryable): Promise<{ state: SchemaState; pending: string[] }> {
-  const files = await loadMigrations();
+  const [files, functionFiles] = await Promise.all([loadMigrations(), loadFunctionFiles()]);
   const applied = await appliedMigrations(db);
   if (applied.length === 0) return { state: 'missing', pending: files.map((f) => f.name) };
   const known = new Set(files.map((f) => f.version));
   if (applied.some((a) => !known.has(a.version))) return { state: 'ahead', pending: [] };
   const done = new Set(applied.map((a) => a.version));
-  const pending = files.filter((f) => !done.has(f.version)).map((f) => f.name);
+  const appliedFunctions = await appliedFunctionChecksums(db);
+  const pending = [
+    ...files.filter((f) => !done.has(f.version)).map((f) => f.name),
+    ...functionFiles.filter((f) => appliedFunctions.get(f.name) !== f.checksum).map((f) => `functions/${f.name}`),
+  ];
   return { state: pending.length ? 'behind' : 'ok', pending };
+}
+
+async function appliedFunctionChecksums(db: Queryable): Promise<Map<string, string>> {
+  const [exists] = await db.query(sql`select to_regclass('permgraph.function_files') is not null as present`);
+  if (!exists?.present) return new Map();
+  const rows: { name: string; checksum: string }[] = await db.query(sql`select name, checksum from permgraph.function_files`);
+  return new Map(rows.map((r) => [r.name, r.checksum]));
 }

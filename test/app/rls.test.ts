@@ -1,5 +1,5 @@
 // Row-level security on an application table (permgraph.enable_rls in
-// sql/008_roles_rls.sql), exercised through a NON-superuser database role:
+// sql/functions/110_rls.sql), exercised through a NON-superuser database role:
 // the role running the tests is a superuser and would bypass RLS, so every
 // query under test runs after `set local role`. Outcomes are compared with
 // the reference model.

@@ -1,5 +1,5 @@
 // The catalog of roles and operations (file parsing, sync, CLI), superusers,
-// check_op and can() (sql/008_roles_rls.sql, src/app/roles.ts), against the
+// check_op and can() (sql/functions/100_access.sql, src/app/roles.ts), against the
 // reference model wherever permissions are involved.
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';

@@ -1,19 +1,26 @@
 import { describe, expect, it } from 'vitest';
 import { sql } from '../../src/db/pool.ts';
-import { loadMigrations, migrate, schemaState } from '../../src/migrations/migrate.ts';
-import { createTestDatabase } from '../helpers/database.ts';
+import { loadFunctionFiles, loadMigrations, migrate, schemaState } from '../../src/migrations/migrate.ts';
+import { createEmptyDatabase, createTestDatabase } from '../helpers/database.ts';
 
 describe('migrations', async () => {
   const { db } = await createTestDatabase();
 
   it('re-running is a no-op', async () => {
-    expect(await migrate(db)).toEqual({ applied: [] });
+    expect(await migrate(db)).toEqual({ applied: [], functions: [] });
     expect((await schemaState(db)).state).toBe('ok');
   });
 
-  it('concurrent runs are safe', async () => {
-    const results = await Promise.all([migrate(db), migrate(db), migrate(db)]);
-    expect(results.every((r) => r.applied.length === 0)).toBe(true);
+  it('concurrent runs on an empty database apply each migration and function file exactly once', async () => {
+    const empty = await createEmptyDatabase();
+    const results = await Promise.all([migrate(empty.db), migrate(empty.db), migrate(empty.db)]);
+    const migrations = (await loadMigrations()).map((m) => m.name);
+    const functionFiles = (await loadFunctionFiles()).map((f) => f.name);
+    // One run did all the work; the others waited on the lock and found nothing left.
+    expect(results.map((r) => r.applied.length).sort((a, b) => a - b)).toEqual([0, 0, migrations.length]);
+    expect(results.flatMap((r) => r.applied)).toEqual(migrations);
+    expect(results.flatMap((r) => r.functions)).toEqual(functionFiles);
+    expect((await schemaState(empty.db)).state).toBe('ok');
   });
 
   it('an applied file whose content changed is an error', async () => {
@@ -23,10 +30,31 @@ describe('migrations', async () => {
     await db.query(sql`update permgraph.migrations set checksum = ${first!.checksum} where version = ${first!.version}`);
   });
 
+  it('a changed function file is applied again, and only that one', async () => {
+    const file = (await loadFunctionFiles()).find((f) => f.text.includes('function permgraph._path_traverses('))!;
+    // The database holds an outdated definition, recorded under an old checksum.
+    await db.query(sql`create or replace function permgraph._path_traverses(p_head_kind text, p_last_edge_manage boolean)
+                       returns boolean language sql immutable as $$ select null::boolean $$`);
+    await db.query(sql`update permgraph.function_files set checksum = 'outdated' where name = ${file.name}`);
+    expect(await schemaState(db)).toEqual({ state: 'behind', pending: [`functions/${file.name}`] });
+
+    expect(await migrate(db)).toEqual({ applied: [], functions: [file.name] });
+    const [{ traverses }] = await db.query(sql`select permgraph._path_traverses('group', false) as traverses`);
+    expect(traverses).toBe(true);
+    expect((await schemaState(db)).state).toBe('ok');
+  });
+
   it('a database ahead of the package is reported, not downgraded', async () => {
     await db.query(sql`insert into permgraph.migrations (version, name, checksum) values (999, '999_future.sql', 'x')`);
     expect((await schemaState(db)).state).toBe('ahead');
     await expect(migrate(db)).rejects.toThrow(/newer than the package/);
     await db.query(sql`delete from permgraph.migrations where version = 999`);
+  });
+
+  it('refuses a server older than PostgreSQL 14 with a clear message', async () => {
+    const { assertServerVersion } = await import('../../src/db/server-version.ts');
+    const fake = { query: async () => [{ num: 130012, version: '13.12' }] } as unknown as Parameters<typeof assertServerVersion>[0];
+    await expect(assertServerVersion(fake)).rejects.toThrow('permgraph needs PostgreSQL 14 or newer; this server is PostgreSQL 13.12');
+    expect(await assertServerVersion(db)).toBeGreaterThanOrEqual(140000);
   });
 });

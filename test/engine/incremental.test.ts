@@ -53,7 +53,7 @@ describe('incremental apply_changes() against the reference model', async () => 
   });
 
   it('batches with regions above 200 pairs (indexed region tables) equal the model', async () => {
-    // sql/005 indexes and analyzes the temporary tables only for regions of
+    // sql/functions/050_region.sql indexes and analyzes the temporary tables only for regions of
     // more than 200 pairs; the graphs above are too small to reach that.
     let largest = 0;
     await fc.assert(

@@ -1,4 +1,4 @@
-// Integrity rules (sql/002_integrity.sql): bad input is refused with an error
+// Integrity rules (sql/functions/010_integrity.sql): bad input is refused with an error
 // that names the problem, and a refused statement changes no table at all.
 import { IsolationLevel, type SQLQuery } from '@databases/pg';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';

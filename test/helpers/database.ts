@@ -14,10 +14,19 @@ export interface TestDatabase {
  * after the file's tests. Worker tests commit for real, so no rollback tricks.
  */
 export async function createTestDatabase(): Promise<TestDatabase> {
+  return createDatabase(inject('pgTemplate'));
+}
+
+/** A fresh database with no permgraph schema at all (for migration tests). */
+export async function createEmptyDatabase(): Promise<TestDatabase> {
+  return createDatabase('template0');
+}
+
+async function createDatabase(template: string): Promise<TestDatabase> {
   const serverUrl = inject('pgServerUrl');
   const name = `permgraph_test_${randomBytes(6).toString('hex')}`;
   const admin = openPool(serverUrl, { poolSize: 1 });
-  await admin.query(sql`create database ${sql.ident(name)} template ${sql.ident(inject('pgTemplate'))}`);
+  await admin.query(sql`create database ${sql.ident(name)} template ${sql.ident(template)}`);
   const url = withDatabase(serverUrl, name);
   const db = openPool(url, { poolSize: 8 });
   afterAll(async () => {

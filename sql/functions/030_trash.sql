@@ -1,0 +1,73 @@
+-- Trash: effective trash times of groups (permgraph.trashed_groups) and the
+-- read-time rule that hides trashed groups and objects.
+-- The current definition of these functions: `permgraph migrate` re-applies
+-- this file whenever its content changes (sql/README.md).
+
+-- Effective trash time of each group in p_ids (null: every group): the
+-- earliest trash_at on its chain of group owners (a user owner ends it).
+create or replace function permgraph.effective_group_trash(p_ids text[])
+returns table (group_id text, trash_at timestamptz)
+language sql stable as $$
+  with recursive chain(group_id, owner_id, trash_at) as (
+    select n.id, n.owner_id, n.trash_at
+    from permgraph.nodes n
+    where n.kind = 'group' and (p_ids is null or n.id = any (p_ids))
+    union all
+    select c.group_id, o.owner_id, o.trash_at
+    from chain c join permgraph.nodes o on o.id = c.owner_id
+    where o.kind = 'group'
+  )
+  select group_id, min(trash_at) from chain group by group_id having min(trash_at) is not null
+$$;
+
+-- Brings trashed_groups up to date for the given groups and every group they
+-- own, directly or through other groups (null: all groups), writing only
+-- differences.
+create or replace function permgraph._refresh_trash(p_roots text[]) returns void
+language plpgsql
+-- quiet the NOTICEs of drop table if exists
+set client_min_messages = warning as $$
+declare
+  scope text[];
+begin
+  if p_roots is not null then
+    with recursive subtree(id) as (
+      select unnest(p_roots) collate "C"  -- deleted roots too: they must lose their row
+      union
+      select n.id from subtree s join permgraph.nodes n on n.owner_id = s.id where n.kind = 'group'
+    )
+    select array_agg(id) into scope from subtree;
+  end if;
+  drop table if exists pg_temp.permgraph_trash_new;
+  create temp table permgraph_trash_new on commit drop as
+    select * from permgraph.effective_group_trash(scope);
+  delete from permgraph.trashed_groups t
+  where (scope is null or t.group_id = any (scope))
+    and not exists (select 1 from pg_temp.permgraph_trash_new n where n.group_id = t.group_id);
+  insert into permgraph.trashed_groups (group_id, trash_at)
+  select group_id, trash_at from pg_temp.permgraph_trash_new
+  on conflict (group_id) do update set trash_at = excluded.trash_at
+  where permgraph.trashed_groups.trash_at is distinct from excluded.trash_at;
+end $$;
+
+-- Whether a node is hidden by trash right now (semantics.md, "Trash").
+-- Whether a node with these values is hidden by trash right now: the rule of
+-- semantics.md in one place, as an expression PostgreSQL inlines into callers
+-- that already hold the node's row.
+create or replace function permgraph._hidden(p_kind text, p_id text, p_owner_id text, p_trash_at timestamptz) returns boolean
+language sql stable as $$
+  select case p_kind
+    when 'user' then false
+    when 'group' then exists (select 1 from permgraph.trashed_groups t
+                              where t.group_id = p_id and t.trash_at <= now())
+    else coalesce(p_trash_at <= now(), false)
+         or exists (select 1 from permgraph.trashed_groups t
+                    where t.group_id = p_owner_id and t.trash_at <= now())
+  end
+$$;
+
+-- Whether a node is hidden by trash right now (semantics.md, "Trash").
+create or replace function permgraph.is_trashed(p_id text) returns boolean
+language sql stable as $$
+  select permgraph._hidden(n.kind, n.id, n.owner_id, n.trash_at) from permgraph.nodes n where n.id = p_id
+$$;

@@ -1,0 +1,113 @@
+-- Computing the permission table from scratch, and writing the difference.
+-- Walks follow permgraph.edges (kept by 020_capture.sql). The full refresh
+-- walks from every user; the incremental path (050_region.sql) walks only
+-- the affected region, seeded from the stored rows at the region's border.
+-- Measured choices (bench/FINDINGS.md, finding 9): the full computation
+-- analyzes nodes and edges first (287 s -> 64-84 s for the first refresh
+-- after a bulk load of org large), and the diff inserts new rows in
+-- primary-key order (64 s instead of 80-88 s from empty).
+-- The current definition of these functions: `permgraph migrate` re-applies
+-- this file whenever its content changes (sql/README.md).
+
+create or replace function permgraph._applier_lock_key() returns bigint
+language sql immutable as $$ select 7238001002::bigint $$;
+
+-- traverse_owned of one path ending at a node of this kind (semantics.md).
+create or replace function permgraph._path_traverses(p_head_kind text, p_last_edge_manage boolean) returns boolean
+language sql immutable as $$
+  select case p_head_kind when 'group' then true when 'object' then false else p_last_edge_manage end
+$$;
+
+-- Full computation into pg_temp.permgraph_new, in one statement (one snapshot).
+-- First the closure of every group a user enters directly (best level to each
+-- node it reaches, and whether some path ends with a manage edge), then each
+-- user's edges joined with the closures of the groups they enter. Users share groups, so this is
+-- far less work than walking from every user.
+create or replace function permgraph._compute_all() returns void
+language plpgsql
+-- quiet the NOTICEs of drop table if exists
+set client_min_messages = warning as $$
+begin
+  -- Fresh statistics first: a full recomputation often follows a bulk load,
+  -- before autovacuum has analyzed the edges, and without statistics the
+  -- planner nests loops over the whole edge table (287 s instead of ~65 s for
+  -- the first refresh of org large). Sampling costs well under a second
+  -- here; without the right to analyze, PostgreSQL only warns.
+  analyze permgraph.nodes;
+  analyze permgraph.edges;
+  drop table if exists pg_temp.permgraph_new;
+  create temp table permgraph_new on commit drop as
+  with recursive walk(group_id, node_id, node_kind, level, last_edge_manage) as (
+    select e.tail_id, e.head_id, e.head_kind, e.level, e.level = 3 and e.head_kind = 'user'
+    from permgraph.edges e
+    where e.tail_kind = 'group'
+      -- only groups some user enters directly need a closure (a deep chain
+      -- entered at a few places must not pay for the closure of every link)
+      and e.tail_id in (select head_id from permgraph.edges where tail_kind = 'user' and head_kind = 'group')
+    union
+    select w.group_id, e.head_id, e.head_kind, least(w.level, e.level), e.level = 3 and e.head_kind = 'user'
+    from walk w
+    join permgraph.edges e on e.tail_id = w.node_id
+    where w.node_kind = 'group'
+  ), closure as (
+    select group_id, node_id, node_kind, max(level) as level, bool_or(last_edge_manage) as last_edge_manage
+    from walk
+    group by group_id, node_id, node_kind
+  ), paths as (
+    select id as user_id, id as node_id, 'user' as node_kind, 3::smallint as level, true as last_edge_manage
+    from permgraph.nodes where kind = 'user'
+    union all
+    select e.tail_id, e.head_id, e.head_kind, e.level, e.level = 3
+    from permgraph.edges e
+    where e.tail_kind = 'user'
+    union all
+    select e.tail_id, c.node_id, c.node_kind, least(e.level, c.level), c.last_edge_manage
+    from permgraph.edges e
+    join closure c on c.group_id = e.head_id
+    where e.tail_kind = 'user'
+  )
+  select user_id, node_id as target_id, max(level)::smallint as level,
+         bool_or(permgraph._path_traverses(node_kind, last_edge_manage)) as traverse_owned
+  from paths
+  group by user_id, node_id;
+  analyze pg_temp.permgraph_new;
+end $$;
+
+-- Writes pg_temp.permgraph_new into permissions, touching only rows whose
+-- value differs. With p_scoped, only pairs listed in pg_temp.permgraph_region
+-- are compared (the incremental path); otherwise the whole table. One full
+-- join finds the differences and one statement writes just those rows.
+create or replace function permgraph._write_diff(p_scoped boolean,
+  out inserted bigint, out updated bigint, out deleted bigint)
+language plpgsql as $$
+begin
+  -- The only text spliced in is one of two fixed relation expressions.
+  execute format($diff$
+    with diff as (
+      select coalesce(n.user_id, p.user_id) as user_id, coalesce(n.target_id, p.target_id) as target_id,
+             n.level, n.traverse_owned, p.user_id is null as is_new, n.user_id is null as is_gone
+      from pg_temp.permgraph_new n
+      full join %s p on p.user_id = n.user_id and p.target_id = n.target_id
+      where (p.level, p.traverse_owned) is distinct from (n.level, n.traverse_owned)
+    ), deleted as (
+      delete from permgraph.permissions p using diff d
+      where d.is_gone and p.user_id = d.user_id and p.target_id = d.target_id
+      returning 1
+    ), updated as (
+      update permgraph.permissions p set level = d.level, traverse_owned = d.traverse_owned
+      from diff d
+      where not d.is_new and not d.is_gone and p.user_id = d.user_id and p.target_id = d.target_id
+      returning 1
+    ), inserted as (
+      insert into permgraph.permissions (user_id, target_id, level, traverse_owned)
+      select user_id, target_id, level, traverse_owned from diff where is_new
+      order by user_id, target_id  -- in primary-key order: each index page is visited once, not once per row
+      returning 1
+    )
+    select (select count(*) from inserted), (select count(*) from updated), (select count(*) from deleted)
+    $diff$,
+    case when p_scoped
+      then '(select p.* from permgraph.permissions p join pg_temp.permgraph_region r on r.user_id = p.user_id and r.target_id = p.target_id)'
+      else 'permgraph.permissions' end)
+  into inserted, updated, deleted;
+end $$;

@@ -1,0 +1,162 @@
+-- The incremental path: the region of (user, target) pairs a batch can
+-- affect, and its recomputation seeded from stored rows at its border.
+-- Measured choices (bench/FINDINGS.md, finding 9): walk results are joined by
+-- hash (2,000 memberships: 6.5 s -> 0.36 s), the region is indexed and
+-- analyzed only above 200 pairs, and the recompute starts from the region
+-- users' own edges with border levels looked up by key (7.0 s -> 1.9 s).
+-- The current definition of these functions: `permgraph migrate` re-applies
+-- this file whenever its content changes (sql/README.md).
+
+-- Pairs (user, target) a batch can affect: for each changed edge tail -> head,
+-- every user with a path to the tail (through groups) times every node
+-- reachable from the head (through groups), both in the union of the old and
+-- new graphs (current edges plus the batch's changed pairs). Any pair outside
+-- this region has the same paths before and after, so its stored row stands.
+-- Returns false, creating nothing, when the region would exceed p_max_pairs.
+create or replace function permgraph._build_region(p_max_pairs bigint) returns boolean
+language plpgsql
+-- The walks step through LATERAL lookups and the removed-edge test is a
+-- scalar subquery: both are index probes under any setting. What is left are
+-- the joins of walk results, which must hash: permgraph.changes is a queue,
+-- usually analyzed while empty, so the planner expects one change and would
+-- nest loops (6.5 s instead of 0.6 s for 2,000 memberships on org large).
+set enable_nestloop = off
+-- quiet the NOTICEs of drop table if exists
+set client_min_messages = warning as $$
+declare
+  region_rows bigint;
+begin
+  drop table if exists pg_temp.permgraph_region;
+  -- One statement (each temporary table costs a millisecond or more). When
+  -- the region would be too large it holds only a (null, null) marker row.
+  create temp table permgraph_region on commit drop as
+  with recursive batch as (
+    select distinct tail_id, tail_kind, head_id, head_kind
+    from permgraph.changes where not trash_changed
+  ), removed as (
+    -- changed edges the current graph no longer has: with permgraph.edges they
+    -- make the union of the old and new graphs (usually few, so the walks'
+    -- per-node scans of this CTE stay cheap even for large batches of additions)
+    -- (a scalar subquery: always an index probe, whatever the join settings)
+    select b.tail_id, b.tail_kind, b.head_id, b.head_kind
+    from batch b
+    where not coalesce((select true from permgraph.edges e
+                        where e.tail_id = b.tail_id and e.head_id = b.head_id limit 1), false)
+  ), down(origin, node_id, node_kind) as (
+    select distinct head_id, head_id, head_kind from batch
+    union
+    select d.origin, e.head_id, e.head_kind
+    from down d
+    cross join lateral (  -- the union graph: current edges and the removed ones
+      select head_id, head_kind from permgraph.edges where tail_id = d.node_id
+      union all
+      select head_id, head_kind from removed where tail_id = d.node_id) e
+    where d.node_kind = 'group'
+  ), up(origin, node_id, node_kind) as (
+    select distinct tail_id, tail_id, tail_kind from batch
+    union
+    select u.origin, e.tail_id, e.tail_kind
+    from up u
+    cross join lateral (
+      select tail_id, tail_kind from permgraph.edges where head_id = u.node_id
+      union all
+      select tail_id, tail_kind from removed where head_id = u.node_id) e
+    where u.node_kind = 'group'
+  ), up_users as (
+    select distinct origin, node_id as user_id from up where node_kind = 'user'
+  ), estimate as (
+    select coalesce(sum(uc.n * dc.n), 0) as pairs
+    from batch c
+    join (select origin, count(*) as n from up_users group by origin) uc on uc.origin = c.tail_id
+    join (select origin, count(*) as n from down group by origin) dc on dc.origin = c.head_id
+  )
+  select distinct u.user_id, d.node_id as target_id
+  from batch c
+  join up_users u on u.origin = c.tail_id
+  join down d on d.origin = c.head_id
+  where (select pairs from estimate) <= p_max_pairs
+  union all
+  select null, null where (select pairs from estimate) > p_max_pairs;
+  get diagnostics region_rows = row_count;
+  if exists (select 1 from pg_temp.permgraph_region where user_id is null) then
+    return false;
+  end if;
+  -- A single local change has a region of tens of pairs, probed faster by
+  -- scanning than an index takes to build (the planner sizes an unanalyzed
+  -- temporary table by its pages). Scans grow with the region, and every
+  -- walk step probes it: from 200 pairs on, index and statistics (a batch of
+  -- 100 churn changes, 1,316 pairs: compute 40 ms with them, 140-300 without).
+  if region_rows > 200 then
+    create unique index on pg_temp.permgraph_region (user_id, target_id);
+    analyze pg_temp.permgraph_region;
+  end if;
+  return true;
+end $$;
+
+-- Recomputes the rows of the region into pg_temp.permgraph_new. Paths enter
+-- the region either straight from the user or over an edge from a group
+-- outside it, whose stored level is still right; once inside they never leave
+-- (the region is closed under following edges out of groups).
+create or replace function permgraph._compute_region() returns void
+language plpgsql
+-- quiet the NOTICEs of drop table if exists
+-- regions are small next to the graph: walk them by index, never by hashing whole tables
+set enable_hashjoin = off
+set enable_mergejoin = off
+set client_min_messages = warning as $$
+declare
+  computed bigint;
+begin
+  drop table if exists pg_temp.permgraph_new;
+  create temp table permgraph_new on commit drop as
+  with recursive walk(user_id, node_id, node_kind, level, last_edge_manage) as (
+    -- the region's users' own edges into it (a user has few edges: start
+    -- from them rather than probing the edges for every region pair)
+    select u.id, e.head_id, e.head_kind, e.level, e.level = 3 and e.head_kind = 'user'
+    from (select distinct user_id from pg_temp.permgraph_region) ru
+    join permgraph.nodes u on u.id = ru.user_id and u.kind = 'user'
+    cross join lateral (
+      select e.head_id, e.head_kind, e.level from permgraph.edges e where e.tail_id = u.id offset 0) e
+    where coalesce((select true from pg_temp.permgraph_region r
+                    where r.user_id = u.id and r.target_id = e.head_id), false)
+    union all
+    select r.user_id, e.head_id, e.head_kind, least(e.stored_level, e.level), e.level = 3 and e.head_kind = 'user'
+    from pg_temp.permgraph_region r
+    -- per region pair: its in-edges from groups, each with the user's stored
+    -- level on the group, looked up by key (a scalar subquery: joining the
+    -- user's rows first would pair each region pair with all of them)
+    cross join lateral (
+      select e.head_id, e.head_kind, e.level, e.tail_id,
+             (select p.level from permgraph.permissions p
+              where p.user_id = r.user_id and p.target_id = e.tail_id) as stored_level
+      from permgraph.edges e where e.head_id = r.target_id and e.tail_kind = 'group') e
+    where e.stored_level is not null
+      and not coalesce((select true from pg_temp.permgraph_region inside
+                        where inside.user_id = r.user_id and inside.target_id = e.tail_id), false)
+    union
+    select w.user_id, e.head_id, e.head_kind, least(w.level, e.level), e.level = 3 and e.head_kind = 'user'
+    from walk w
+    join permgraph.edges e on e.tail_id = w.node_id
+    where w.node_kind = 'group'
+      -- probe the region per edge, as a scalar subquery (an EXISTS becomes a
+      -- join that pairs every walk row with every region row of its user,
+      -- quadratic in the region)
+      and coalesce((select true from pg_temp.permgraph_region r
+                    where r.user_id = w.user_id and r.target_id = e.head_id), false)
+  ), paths as (
+    select user_id, node_id, node_kind, level, last_edge_manage from walk
+    union all
+    select r.user_id, r.target_id, 'user', 3::smallint, true
+    from pg_temp.permgraph_region r
+    join permgraph.nodes u on u.id = r.user_id and u.kind = 'user'
+    where r.target_id = r.user_id
+  )
+  select user_id, node_id as target_id, max(level)::smallint as level,
+         bool_or(permgraph._path_traverses(node_kind, last_edge_manage)) as traverse_owned
+  from paths
+  group by user_id, node_id;
+  get diagnostics computed = row_count;
+  if computed > 200 then  -- (see _build_region)
+    analyze pg_temp.permgraph_new;
+  end if;
+end $$;

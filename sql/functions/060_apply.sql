@@ -1,0 +1,82 @@
+-- Applying captured changes: the one code path that writes permissions.
+-- The current definition of these functions: `permgraph migrate` re-applies
+-- this file whenever its content changes (sql/README.md).
+
+-- Recomputes the whole table (writing only differences) and marks every
+-- pending change done. Readers see the old rows until commit, never an empty
+-- or half-built table.
+create or replace function permgraph.refresh() returns jsonb
+language sql as $$ select permgraph.apply_changes(p_force_full => true) $$;
+
+-- Applies every pending change visible to this transaction, as one batch,
+-- and marks them done. This is the only code path that writes permissions:
+-- the worker, refresh() and tests all come through here.
+--
+-- Consistency: the batch and the graph must be read from the same state.
+-- Under REPEATABLE READ (what the worker uses) the snapshot guarantees it and
+-- writers are never blocked. Under READ COMMITTED every statement sees a new
+-- snapshot, so nodes and grants are locked in SHARE mode for the duration
+-- (writers wait; readers do not).
+--
+-- p_max_changes: more pending changes than this are applied by a full
+-- recomputation instead. p_max_pairs: likewise for a larger affected region
+-- (default: a quarter of the table, at least 50,000 pairs).
+create or replace function permgraph.apply_changes(
+  p_max_changes integer default 100000,  -- = DEFAULT_MAX_BATCH in src/engine/apply.ts
+  p_max_pairs bigint default null,
+  p_force_full boolean default false
+) returns jsonb
+language plpgsql as $$
+declare
+  started timestamptz := clock_timestamp();
+  pending bigint;
+  needs_full boolean;
+  mode text;
+  trash_roots text[];
+  pairs bigint := null;
+  diff record;
+  max_pairs bigint := p_max_pairs;
+  result jsonb;
+begin
+  perform pg_advisory_xact_lock(permgraph._applier_lock_key());
+  if current_setting('transaction_isolation') = 'read committed' then
+    lock table permgraph.nodes, permgraph.grants in share mode;
+  end if;
+  select count(*), coalesce(bool_or(tail_kind = '*'), false) into pending, needs_full from permgraph.changes;
+  if pending = 0 and not p_force_full then
+    return jsonb_build_object('mode', 'none', 'changes', 0);
+  end if;
+  if max_pairs is null then
+    select greatest(50000, (reltuples * 0.25)::bigint) into max_pairs
+    from pg_class where oid = 'permgraph.permissions'::regclass;
+  end if;
+  if p_force_full or needs_full or pending > p_max_changes or not permgraph._build_region(max_pairs) then
+    mode := 'full';
+    perform permgraph._compute_all();
+    select * into diff from permgraph._write_diff(false);
+    perform permgraph._refresh_trash(null);
+  else
+    mode := 'incremental';
+    select count(*) into pairs from pg_temp.permgraph_region;
+    if pairs > 0 then
+      perform permgraph._compute_region();
+      select * into diff from permgraph._write_diff(true);
+    else
+      select 0::bigint as inserted, 0::bigint as updated, 0::bigint as deleted into diff;
+    end if;
+    select array_agg(distinct head_id) into trash_roots from permgraph.changes where trash_changed;
+    if trash_roots is not null then
+      perform permgraph._refresh_trash(trash_roots);
+    end if;
+  end if;
+  delete from permgraph.changes;  -- exactly the rows this snapshot saw (or all, with writers locked out)
+  result := jsonb_build_object(
+    'mode', mode, 'changes', pending, 'region_pairs', pairs,
+    'inserted', diff.inserted, 'updated', diff.updated, 'deleted', diff.deleted,
+    'ms', round((extract(epoch from clock_timestamp() - started) * 1000)::numeric, 3));
+  update permgraph.applier_state set
+    last_batch_at = now(), last_batch_mode = mode, last_batch_changes = pending,
+    last_batch_ms = (result ->> 'ms')::double precision,
+    rows_inserted = diff.inserted, rows_updated = diff.updated, rows_deleted = diff.deleted;
+  return result;
+end $$;

@@ -1,0 +1,46 @@
+-- Levels by number or by name: the roles and operations catalog.
+-- The current definition of these functions: `permgraph migrate` re-applies
+-- this file whenever its content changes (sql/README.md).
+
+create or replace function permgraph._require_level(p_level integer) returns void
+language plpgsql immutable as $$
+begin
+  if p_level is null or p_level not between 1 and 3 then
+    raise exception 'permgraph: level must be 1 (read), 2 (write) or 3 (manage), got %', coalesce(p_level::text, 'null')
+      using errcode = '22023';
+  end if;
+end $$;
+
+-- The level a catalog entry names: p_kind 'role' (permgraph.roles) or
+-- 'operation' (permgraph.operations); an unknown name lists the known ones.
+create or replace function permgraph._catalog_level(p_kind text, p_name text) returns smallint
+language plpgsql stable as $$
+declare
+  found_level smallint;
+begin
+  with catalog as (
+    select 'role' as kind, name, level from permgraph.roles
+    union all
+    select 'operation', name, level from permgraph.operations
+  )
+  select c.level into found_level from catalog c where c.kind = p_kind and c.name = p_name;
+  if found_level is null then
+    raise exception 'permgraph: unknown % %; known %: %', p_kind, coalesce('"' || p_name || '"', 'null'), p_kind || 's',
+      coalesce((select string_agg(name, ', ' order by name)
+                from (select 'role' as kind, name from permgraph.roles
+                      union all select 'operation', name from permgraph.operations) c
+                where c.kind = p_kind),
+               'none (run `permgraph roles sync FILE`)')
+      using errcode = '22023';
+  end if;
+  return found_level;
+end $$;
+
+-- The level a named role grants, e.g. insert into permgraph.grants (tail_id,
+-- head_id, level) values ('alice', 'eng', permgraph.role_level('editor')).
+create or replace function permgraph.role_level(p_name text) returns smallint
+language sql stable as $$ select permgraph._catalog_level('role', p_name) $$;
+
+-- The minimum level an operation needs, e.g. 'document.delete' -> 3.
+create or replace function permgraph.operation_level(p_name text) returns smallint
+language sql stable as $$ select permgraph._catalog_level('operation', p_name) $$;

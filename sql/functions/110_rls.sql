@@ -1,0 +1,95 @@
+-- Row-level security policies on the application's own tables.
+-- The current definition of these functions: `permgraph migrate` re-applies
+-- this file whenever its content changes (sql/README.md).
+
+-- The user is the session setting permgraph.user_id (set permgraph.user_id =
+-- 'alice', or set_config('permgraph.user_id', 'alice', true) per transaction).
+-- Unset or empty: no rows. The policies run as the querying role, which needs
+-- usage on schema permgraph and select on permgraph.nodes, permissions and
+-- trashed_groups. Like all RLS, they do not apply to the table's owner (unless
+-- it is forced) nor to database superusers.
+
+create or replace function permgraph._rls_policy_names() returns text[]
+language sql immutable as $$
+  select array['permgraph_select', 'permgraph_insert', 'permgraph_update', 'permgraph_delete']
+$$;
+
+-- A column of p_table as a policy expression: text in the C collation, like
+-- every permgraph id, whatever the column's own type or collation.
+create or replace function permgraph._rls_column(p_table regclass, p_column name) returns text
+language plpgsql stable as $$
+begin
+  if p_column is null then
+    return 'null::text';
+  end if;
+  if not exists (select 1 from pg_attribute
+                 where attrelid = p_table and attname = p_column and attnum > 0 and not attisdropped) then
+    raise exception 'permgraph: table % has no column "%"', p_table, p_column using errcode = '22023';
+  end if;
+  return format('(%I.%I)::text collate "C"', (select relname from pg_class where oid = p_table), p_column);
+end $$;
+
+-- Installs (or re-installs) the policies: read to select, write to update
+-- (old and new row), manage to delete, and write on the owner to insert.
+-- Superusers pass, trash hides. p_owner_column may be null (direct rows only).
+create or replace function permgraph.enable_rls(p_table regclass, p_id_column name, p_owner_column name)
+returns void
+language plpgsql
+set client_min_messages = warning  -- quiet the NOTICEs of drop policy if exists
+as $$
+declare
+  user_expr constant text := $e$nullif(current_setting('permgraph.user_id', true), '')$e$;
+  id_expr text;
+  owner_expr text;
+  relation_kind "char";
+  read_rule text;
+  write_rule text;
+  manage_rule text;
+  insert_rule text;
+  policy text;
+begin
+  if p_table is null or p_id_column is null then
+    raise exception 'permgraph: enable_rls needs a table and an id column' using errcode = '22023';
+  end if;
+  select relkind into relation_kind from pg_class where oid = p_table;
+  if relation_kind not in ('r', 'p') then
+    raise exception 'permgraph: % is not a table; row-level security applies to tables only', p_table
+      using errcode = '22023';
+  end if;
+  if (select relname from pg_class where oid = p_table) like 'permgraph\_%' then
+    raise exception 'permgraph: table names starting with permgraph_ are reserved for the policies'' own aliases, got %', p_table
+      using errcode = '22023';
+  end if;
+  id_expr := permgraph._rls_column(p_table, p_id_column);
+  owner_expr := permgraph._rls_column(p_table, p_owner_column);
+  read_rule := permgraph._access_predicate(user_expr, id_expr, owner_expr, '1', 'false');
+  write_rule := permgraph._access_predicate(user_expr, id_expr, owner_expr, '2', 'false');
+  manage_rule := permgraph._access_predicate(user_expr, id_expr, owner_expr, '3', 'false');
+  -- a new row: write on its owner only (a direct grant on an id that does not exist yet means nothing)
+  insert_rule := permgraph._access_predicate(user_expr, 'null::text', owner_expr, '2', 'false');
+  foreach policy in array permgraph._rls_policy_names() loop
+    execute format('drop policy if exists %I on %s', policy, p_table);
+  end loop;
+  execute format('create policy permgraph_select on %s for select using %s', p_table, read_rule);
+  execute format('create policy permgraph_insert on %s for insert with check %s', p_table, insert_rule);
+  execute format('create policy permgraph_update on %s for update using %s with check %s', p_table, write_rule, write_rule);
+  execute format('create policy permgraph_delete on %s for delete using %s', p_table, manage_rule);
+  execute format('alter table %s enable row level security', p_table);
+end $$;
+
+-- Removes permgraph's policies; turns row-level security off unless the table
+-- still has policies of its own.
+create or replace function permgraph.disable_rls(p_table regclass) returns void
+language plpgsql
+set client_min_messages = warning
+as $$
+declare
+  policy text;
+begin
+  foreach policy in array permgraph._rls_policy_names() loop
+    execute format('drop policy if exists %I on %s', policy, p_table);
+  end loop;
+  if not exists (select 1 from pg_policy where polrelid = p_table) then
+    execute format('alter table %s disable row level security', p_table);
+  end if;
+end $$;

@@ -1,0 +1,173 @@
+-- explain(): why a user may (or may not) act on a node, as one path.
+-- The current definition of these functions: `permgraph migrate` re-applies
+-- this file whenever its content changes (sql/README.md).
+
+-- Breadth-first search from p_user_id over edges of level >= p_min_level,
+-- leaving only the start and groups (semantics.md, "paths"). Returns
+-- {node: {d: depth, o: rank, p: predecessor, s: source, l: level}} for every
+-- node reached, the start included (p null). Each node is entered once, so
+-- the search ends on cycles after at most one round per node.
+-- Tie-break, so the same graph always gives the same path: fewest edges, then
+-- the lexicographically smallest sequence of node ids (rank o orders the
+-- nodes of one depth by their paths: predecessor's rank, then own id), then
+-- between parallel edges the strongest, then the smallest source.
+create or replace function permgraph._explain_tree(p_user_id text, p_min_level integer) returns jsonb
+language plpgsql stable as $$
+declare
+  tree jsonb := jsonb_build_object(p_user_id, jsonb_build_object('d', 0, 'o', 1, 'p', null, 's', null, 'l', 3));
+  frontier_ids text[] := array[p_user_id];
+  frontier_kinds text[] := array['user'];
+  frontier_ranks bigint[] := array[1::bigint];
+  depth integer := 0;
+  added jsonb;
+begin
+  loop
+    select jsonb_object_agg(s.head_id, jsonb_build_object('d', depth + 1, 'o', s.rank, 'p', s.pred_id, 's', s.source, 'l', s.level)),
+           array_agg(s.head_id order by s.rank), array_agg(s.head_kind order by s.rank), array_agg(s.rank order by s.rank)
+      into added, frontier_ids, frontier_kinds, frontier_ranks
+    from (
+      select c.head_id, c.head_kind, c.pred_id, c.source, c.level,
+             row_number() over (order by c.pred_rank, c.head_id) as rank
+      from (
+        select distinct on (e.head_id) e.head_id, e.head_kind, f.id as pred_id, f.rank as pred_rank, e.source, e.level
+        from unnest(frontier_ids, frontier_kinds, frontier_ranks) as f(id, kind, rank)
+        join permgraph.edges e on e.tail_id = f.id
+        where e.level >= p_min_level
+          and (f.kind = 'group' or depth = 0)
+          and not (tree ? e.head_id)
+        order by e.head_id, f.rank, e.level desc, e.source
+      ) c
+    ) s;
+    exit when added is null;
+    tree := tree || added;
+    depth := depth + 1;
+  end loop;
+  return tree;
+end $$;
+
+-- The edges from the search's start to p_node, following predecessors.
+-- Ownership edges (source '') are reported with source 'owner'.
+create or replace function permgraph._explain_path(p_tree jsonb, p_node text) returns jsonb
+language plpgsql immutable as $$
+declare
+  path jsonb := '[]';
+  node text := p_node;
+  entry jsonb;
+begin
+  loop
+    entry := p_tree -> node;
+    exit when entry is null or entry ->> 'p' is null;
+    path := jsonb_build_array(jsonb_build_object(
+      'tail', entry ->> 'p', 'head', node, 'level', (entry ->> 'l')::integer,
+      'source', case when entry ->> 's' = '' then 'owner' else entry ->> 's' end)) || path;
+    node := entry ->> 'p';
+  end loop;
+  return path;
+end $$;
+
+-- Why may (or may not) p_user_id act on p_thing_id (at p_level, if given)?
+-- The strongest path, computed from the current edges (so it already shows
+-- changes the worker has not applied yet), through the owner when that is
+-- the better route. reason: null when allowed, else 'trashed', 'no path' or
+-- 'level too low'. See the TypeScript Explanation type for the fields.
+create or replace function permgraph.explain(p_user_id text, p_thing_id text, p_level integer default null) returns jsonb
+language plpgsql stable as $$
+declare
+  thing record;
+  owner_kind text;
+  effective_trash timestamptz;
+  hidden boolean;
+  tree_any jsonb;
+  tree jsonb;
+  min_level integer;
+  best integer := 0;
+  via text;
+  path jsonb := '[]';
+  traverse_path jsonb;
+  owner_usable boolean := false;
+  manage_tail text;
+  manage_source text;
+  identity_edge jsonb := jsonb_build_array(jsonb_build_object('tail', p_user_id, 'head', p_user_id, 'level', 3, 'source', 'identity'));
+  reason text;
+begin
+  if p_level is not null then
+    perform permgraph._require_level(p_level);
+  end if;
+  perform permgraph._require_user(p_user_id);
+  perform permgraph._require_node(p_thing_id, 'thing');
+  select n.id, n.kind, n.owner_id, n.trash_at into thing from permgraph.nodes n where n.id = p_thing_id;
+  select n.kind into owner_kind from permgraph.nodes n where n.id = thing.owner_id;
+  -- The same tables permgraph.check() reads for trash, reported as a time.
+  effective_trash := case thing.kind
+    when 'user' then null
+    when 'group' then (select t.trash_at from permgraph.trashed_groups t where t.group_id = thing.id)
+    else least(thing.trash_at, (select t.trash_at from permgraph.trashed_groups t where t.group_id = thing.owner_id))
+  end;
+  hidden := permgraph.is_trashed(thing.id);
+  if permgraph._is_superuser(p_user_id) and not hidden then
+    return jsonb_build_object(
+      'user', p_user_id, 'thing', p_thing_id, 'thingKind', thing.kind, 'level', p_level,
+      'allowed', true, 'reason', null, 'bestLevel', 3, 'via', 'superuser',
+      'path', '[]'::jsonb, 'traversePath', null, 'trashAt', effective_trash);
+  end if;
+
+  tree_any := permgraph._explain_tree(p_user_id, 1);
+  -- The owner route needs traverse_owned on the owner row: always for a group
+  -- owner (and for the user's own identity row); for another user, some path
+  -- whose last edge is a manage edge into that user.
+  if thing.owner_id is not null and thing.owner_id <> thing.id then
+    if thing.owner_id = p_user_id then
+      owner_usable := true;
+    elsif owner_kind = 'group' then
+      owner_usable := tree_any ? thing.owner_id;
+    elsif owner_kind = 'user' then
+      select e.tail_id, e.source into manage_tail, manage_source
+      from permgraph.edges e
+      where e.head_id = thing.owner_id and e.level = 3
+        and (e.tail_id = p_user_id or (e.tail_kind = 'group' and tree_any ? e.tail_id))
+      order by (tree_any -> e.tail_id ->> 'd')::integer, (tree_any -> e.tail_id ->> 'o')::bigint, e.source
+      limit 1;
+      owner_usable := found;
+    end if;
+  end if;
+
+  if (tree_any ? p_thing_id) or (owner_usable and tree_any ? thing.owner_id) then
+    for min_level in reverse 3..1 loop
+      tree := case when min_level = 1 then tree_any else permgraph._explain_tree(p_user_id, min_level) end;
+      if tree ? p_thing_id then
+        best := min_level;
+        via := 'direct';
+        path := permgraph._explain_path(tree, p_thing_id);
+        if path = '[]' then
+          path := identity_edge;
+        end if;
+        exit;
+      elsif owner_usable and tree ? thing.owner_id then
+        best := min_level;
+        via := 'owner';
+        path := permgraph._explain_path(tree, thing.owner_id);
+        if path = '[]' then
+          path := identity_edge;
+        elsif owner_kind = 'user' and (path -> -1 ->> 'level')::integer <> 3 then
+          -- the strongest path to the owner does not end with a manage edge:
+          -- show the one that makes the owner's belongings reachable
+          traverse_path := permgraph._explain_path(tree_any, manage_tail) || jsonb_build_array(jsonb_build_object(
+            'tail', manage_tail, 'head', thing.owner_id, 'level', 3,
+            'source', case when manage_source = '' then 'owner' else manage_source end));
+        end if;
+        path := path || jsonb_build_array(jsonb_build_object('tail', thing.owner_id, 'head', p_thing_id, 'level', 3, 'source', 'owner'));
+        exit;
+      end if;
+    end loop;
+  end if;
+
+  reason := case
+    when hidden then 'trashed'
+    when best = 0 then 'no path'
+    when best < coalesce(p_level, 1) then 'level too low'
+  end;
+  return jsonb_build_object(
+    'user', p_user_id, 'thing', p_thing_id, 'thingKind', thing.kind, 'level', p_level,
+    'allowed', reason is null, 'reason', reason, 'bestLevel', best, 'via', via,
+    'path', path, 'traversePath', traverse_path, 'trashAt', effective_trash);
+end $$;
