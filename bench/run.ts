@@ -28,6 +28,7 @@ interface Options {
   skipReads: boolean;
   skipIncremental: boolean;
   worker: boolean;
+  coldstart: boolean;
 }
 
 function parseOptions(): Options {
@@ -42,12 +43,13 @@ function parseOptions(): Options {
     .option('--skip-reads', 'skip the read benchmarks', false)
     .option('--skip-incremental', 'skip the incremental benchmarks', false)
     .option('--no-worker', 'skip the worker end-to-end benchmarks')
+    .option('--coldstart', 'only measure the CLI cold start against bare node (bench/measure/coldstart.ts), then exit', false)
     .parse();
-  const o = program.opts<{ size: string; shape: string; graph?: string; seed: string; keep: boolean; skipReads: boolean; skipIncremental: boolean; worker: boolean }>();
+  const o = program.opts<{ size: string; shape: string; graph?: string; seed: string; keep: boolean; skipReads: boolean; skipIncremental: boolean; worker: boolean; coldstart: boolean }>();
   if (o.size !== 'small' && o.size !== 'large') throw new Error(`--size must be small or large, got ${o.size}`);
   const shapes = o.shape.split(',').map((s) => s.trim()).filter(Boolean);
   for (const s of shapes) if (!SHAPES.includes(s as Shape)) throw new Error(`unknown shape ${s}; use ${SHAPES.join(', ')}`);
-  return { size: o.size, shapes: shapes as Shape[], graph: o.graph, seed: o.seed, keep: o.keep, skipReads: o.skipReads, skipIncremental: o.skipIncremental, worker: o.worker };
+  return { size: o.size, shapes: shapes as Shape[], graph: o.graph, seed: o.seed, keep: o.keep, skipReads: o.skipReads, skipIncremental: o.skipIncremental, worker: o.worker, coldstart: o.coldstart };
 }
 
 interface Target {
@@ -121,6 +123,11 @@ async function withPool<T>(url: string, fn: (db: ConnectionPool) => Promise<T>):
 
 async function main(): Promise<void> {
   const options = parseOptions();
+  if (options.coldstart) {
+    const { formatColdStart, measureColdStart } = await import('./measure/coldstart.ts');
+    say(formatColdStart(measureColdStart()));
+    return;
+  }
   const machine = machineInfo();
   const git = gitInfo(); // at the start: the sql/ files are read by migrate() when the run starts
   const plan = PLANS[options.size];

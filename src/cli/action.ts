@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { schemaState } from '../migrations/migrate.ts';
 import { withContext, type CommandContext, type GlobalOptions } from './context.ts';
 
 /** Thrown by commands that ran fine but must exit non-zero (e.g. verify found differences). */
@@ -23,6 +22,7 @@ export function action<O>(program: Command, run: Action<O>, defaults: { logLevel
 
 /** Fails with a one-line reason unless the schema matches this package. */
 export async function requireSchema(ctx: CommandContext): Promise<void> {
+  const { schemaState } = await import('../migrations/migrate.ts'); // loaded lazily: see context.ts
   const { state, pending } = await schemaState(ctx.db);
   if (state === 'missing') throw new ExitCode(1, 'permgraph schema not found in this database: run `permgraph migrate` first');
   if (state === 'behind') throw new ExitCode(1, `permgraph schema is behind this package (pending: ${pending.join(', ')}): run \`permgraph migrate\``);

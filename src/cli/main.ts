@@ -1,3 +1,7 @@
+#!/usr/bin/env node
+// The permgraph command (the package's bin, as dist/cli/main.js). Only commander
+// and the command definitions load here; each command imports its implementation
+// when it runs, so `permgraph --help` stays close to bare node's start-up time.
 import { Command, CommanderError } from 'commander';
 import { ExitCode } from './action.ts';
 import { registerCommands } from './commands/index.ts';

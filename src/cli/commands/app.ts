@@ -1,13 +1,11 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { explain, formatExplanation, levelName } from '../../app/explain.ts';
-import { listTargets, listUsers, type NodeKind, type Page } from '../../app/listing.ts';
-import { syncGrants, type DesiredGrant } from '../../app/sync-grants.ts';
-import { parseLevelOrRole } from '../../app/roles.ts';
-import { Permgraph } from '../../client.ts';
-import { sql } from '../../db/pool.ts';
-import { parseLevel } from '../../engine/check.ts';
+import type { NodeKind, Page } from '../../app/listing.ts';
+import type { DesiredGrant } from '../../app/sync-grants.ts';
+import type { Permgraph } from '../../client.ts';
 import { InvalidInputError } from '../../errors.ts';
+
+// The implementations are imported inside each action: see core.ts.
 import { action, positiveInteger, requireSchema } from '../action.ts';
 import type { CommandContext } from '../context.ts';
 
@@ -30,6 +28,7 @@ export function registerAppCommands(program: Command): void {
     .action(
       action<PageFlags & { kind?: string }>(program, async (ctx, options, [user]) => {
         await requireSchema(ctx);
+        const [{ listTargets }, { parseLevel }, { levelName }] = await Promise.all([import('../../app/listing.ts'), import('../../engine/check.ts'), import('../../app/explain.ts')]);
         const page = await listTargets(ctx.db, user!, {
           level: parseLevel(options.level),
           kind: options.kind as NodeKind | undefined,
@@ -50,6 +49,7 @@ export function registerAppCommands(program: Command): void {
     .action(
       action<PageFlags>(program, async (ctx, options, [target]) => {
         await requireSchema(ctx);
+        const [{ listUsers }, { parseLevel }, { levelName }] = await Promise.all([import('../../app/listing.ts'), import('../../engine/check.ts'), import('../../app/explain.ts')]);
         const page = await listUsers(ctx.db, target!, {
           level: parseLevel(options.level),
           limit: positiveInteger(options.limit ?? '100', '--limit'),
@@ -68,6 +68,7 @@ export function registerAppCommands(program: Command): void {
     .action(
       action<{ level?: string }>(program, async (ctx, options, [user, thing]) => {
         await requireSchema(ctx);
+        const [{ explain, formatExplanation }, { parseLevel }] = await Promise.all([import('../../app/explain.ts'), import('../../engine/check.ts')]);
         const explanation = await explain(ctx.db, user!, thing!, options.level === undefined ? null : parseLevel(options.level));
         if (ctx.options.json) return ctx.emitJson(explanation);
         for (const line of formatExplanation(explanation)) ctx.say(line);
@@ -84,8 +85,9 @@ export function registerAppCommands(program: Command): void {
     .action(
       action<{ source: string }>(program, async (ctx, options, [tail, head, levelArg]) => {
         await requireSchema(ctx);
+        const [{ parseLevelOrRole }, { levelName }] = await Promise.all([import('../../app/roles.ts'), import('../../app/explain.ts')]);
         const level = await parseLevelOrRole(ctx.db, levelArg!);
-        const token = await client(ctx).grant(tail!, head!, level, { source: options.source });
+        const token = await (await client(ctx)).grant(tail!, head!, level, { source: options.source });
         if (ctx.options.json) ctx.emitJson({ tail, head, level, source: options.source, token });
         ctx.say(`granted ${tail} -[${levelName(level)}]-> ${head} (source ${options.source}); token ${token}`);
       }),
@@ -100,6 +102,7 @@ export function registerAppCommands(program: Command): void {
     .action(
       action<{ source: string }>(program, async (ctx, options, [tail, head]) => {
         await requireSchema(ctx);
+        const { sql } = await import('../../db/pool.ts');
         // Unknown ids are a typo to report, not a revoke that "worked".
         const known: { id: string }[] = await ctx.db.query(sql`select id from permgraph.nodes where id = any (${[tail!, head!]}::text[])`);
         for (const id of [tail!, head!]) {
@@ -108,7 +111,7 @@ export function registerAppCommands(program: Command): void {
         const [existing] = await ctx.db.query(
           sql`select 1 from permgraph.grants where tail_id = ${tail} and head_id = ${head} and source = ${options.source}`,
         );
-        const token = await client(ctx).revoke(tail!, head!, { source: options.source });
+        const token = await (await client(ctx)).revoke(tail!, head!, { source: options.source });
         if (ctx.options.json) ctx.emitJson({ tail, head, source: options.source, revoked: existing !== undefined, token });
         ctx.say(existing ? `revoked ${tail} -> ${head} (source ${options.source}); token ${token}` : `no grant ${tail} -> ${head} from source ${options.source}: nothing to revoke`);
       }),
@@ -124,6 +127,7 @@ export function registerAppCommands(program: Command): void {
         await requireSchema(ctx);
         // syncGrants checks the shape of every entry and names the bad one.
         const desired = parseGrantsFile(file!, await readGrantsFile(file!)) as DesiredGrant[];
+        const { syncGrants } = await import('../../app/sync-grants.ts');
         const result = await syncGrants(ctx.db, source!, desired);
         if (ctx.options.json) ctx.emitJson({ source, ...result });
         ctx.say(`synced source ${source}: ${result.inserted} inserted, ${result.updated} updated, ${result.deleted} deleted; token ${result.token}`);
@@ -131,7 +135,8 @@ export function registerAppCommands(program: Command): void {
     );
 }
 
-function client(ctx: CommandContext): Permgraph {
+async function client(ctx: CommandContext): Promise<Permgraph> {
+  const { Permgraph } = await import('../../client.ts');
   return Permgraph.fromPool(ctx.db, ctx.database.url, ctx.logger);
 }
 

@@ -1,11 +1,8 @@
 import type { Command } from 'commander';
-import { sql } from '../../db/pool.ts';
-import { refresh } from '../../engine/apply.ts';
-import { Permgraph } from '../../client.ts';
-import { isLevelInput, parseLevel } from '../../engine/check.ts';
-import { verify } from '../../engine/verify.ts';
-import { migrate, schemaState } from '../../migrations/migrate.ts';
 import { action, ExitCode, requireSchema } from '../action.ts';
+
+// The implementations are imported inside each action, so that registering the
+// commands (and `permgraph --help`) loads no database driver.
 
 /** migrate, refresh, verify, check, status. */
 export function registerCoreCommands(program: Command): void {
@@ -14,9 +11,11 @@ export function registerCoreCommands(program: Command): void {
     .description('create or upgrade the permgraph schema (idempotent, safe to run concurrently)')
     .action(
       action(program, async (ctx) => {
-        const { applied } = await migrate(ctx.db, ctx.logger);
-        if (ctx.options.json) ctx.emitJson({ applied });
-        ctx.say(applied.length ? `applied ${applied.join(', ')}` : 'schema is up to date');
+        const { migrate } = await import('../../migrations/migrate.ts');
+        const { applied, functions } = await migrate(ctx.db, ctx.logger);
+        if (ctx.options.json) ctx.emitJson({ applied, functions });
+        const changed = [...applied, ...functions.map((name) => `functions/${name}`)];
+        ctx.say(changed.length ? `applied ${changed.join(', ')}` : 'schema is up to date');
       }),
     );
 
@@ -26,6 +25,7 @@ export function registerCoreCommands(program: Command): void {
     .action(
       action(program, async (ctx) => {
         await requireSchema(ctx);
+        const { refresh } = await import('../../engine/apply.ts');
         const result = await refresh(ctx.db);
         if (ctx.options.json) ctx.emitJson(result);
         ctx.say(`refreshed: ${result.inserted} inserted, ${result.updated} updated, ${result.deleted} deleted in ${result.ms.toFixed(1)} ms`);
@@ -39,6 +39,7 @@ export function registerCoreCommands(program: Command): void {
     .action(
       action<{ limit: string }>(program, async (ctx, options) => {
         await requireSchema(ctx);
+        const { verify } = await import('../../engine/verify.ts');
         const { differences, pendingChanges } = await verify(ctx.db);
         if (ctx.options.json) ctx.emitJson({ differences, pendingChanges });
         for (const d of differences.slice(0, Number(options.limit))) {
@@ -60,6 +61,7 @@ export function registerCoreCommands(program: Command): void {
     .action(
       action(program, async (ctx, _options, [user, target, asked]) => {
         await requireSchema(ctx);
+        const [{ Permgraph }, { isLevelInput, parseLevel }] = await Promise.all([import('../../client.ts'), import('../../engine/check.ts')]);
         const client = Permgraph.fromPool(ctx.db, ctx.database.url, ctx.logger);
         const allowed = await client.check(user!, target!, asked!);
         if (ctx.options.json) ctx.emitJson({ user, target, ...(isLevelInput(asked!) ? { level: parseLevel(asked!) } : { operation: asked }), allowed });
@@ -72,6 +74,7 @@ export function registerCoreCommands(program: Command): void {
     .description('pending changes, age of the oldest, last applied batch, and the active worker')
     .action(
       action(program, async (ctx) => {
+        const [{ schemaState }, { sql }] = await Promise.all([import('../../migrations/migrate.ts'), import('../../db/pool.ts')]);
         const schema = await schemaState(ctx.db);
         if (schema.state === 'missing') throw new ExitCode(1, 'permgraph schema not found: run `permgraph migrate`');
         const [row] = await ctx.db.query(sql`select permgraph.status() as status`);

@@ -1,16 +1,7 @@
-import cliProgress from 'cli-progress';
+import type cliProgress from 'cli-progress';
 import type { Command } from 'commander';
-import { describeEntry, listAudit, type AuditAction } from '../../app/audit.ts';
-import { runDoctor } from '../../app/doctor.ts';
-import {
-  describeProblem,
-  ImportRejectedError,
-  importGraph,
-  type ImportProgress,
-  type ImportSource,
-  type ImportSummary,
-  type OnInvalid,
-} from '../../app/import.ts';
+import type { AuditAction } from '../../app/audit.ts';
+import type { ImportProgress, ImportSource, ImportSummary, OnInvalid } from '../../app/import.ts';
 import { action, ExitCode, positiveInteger, requireSchema } from '../action.ts';
 import type { CommandContext } from '../context.ts';
 
@@ -76,6 +67,7 @@ export function registerOpsCommands(program: Command): void {
     .option('--max-lag <seconds>', 'a pending change older than this is a warning', '60')
     .action(
       action<{ maxLag: string }>(program, async (ctx, flags) => {
+        const { runDoctor } = await import('../../app/doctor.ts'); // implementations load lazily: see core.ts
         const checks = await runDoctor(ctx.db, { maxLagSeconds: positiveInteger(flags.maxLag, '--max-lag') });
         const failed = checks.filter((c) => c.status === 'fail');
         if (ctx.options.json) ctx.emitJson({ ok: failed.length === 0, checks });
@@ -100,7 +92,8 @@ async function runImport(ctx: CommandContext, flags: ImportFlags): Promise<void>
   const batchSize = positiveInteger(flags.batchSize, '--batch-size');
   const show = positiveInteger(flags.show, '--show');
   await requireSchema(ctx);
-  const progress = process.stderr.isTTY && !ctx.options.json ? progressBar() : null;
+  const { describeProblem, ImportRejectedError, importGraph } = await import('../../app/import.ts');
+  const progress = process.stderr.isTTY && !ctx.options.json ? progressBar((await import('cli-progress')).default) : null;
   let summary: ImportSummary;
   try {
     summary = await importGraph(ctx.db, {
@@ -118,19 +111,19 @@ async function runImport(ctx: CommandContext, flags: ImportFlags): Promise<void>
   } catch (error) {
     progress?.stop();
     if (error instanceof ImportRejectedError) {
-      printSummary(ctx, error.summary);
+      printSummary(ctx, error.summary, describeProblem);
       throw new ExitCode(1, error.message);
     }
     throw error;
   }
   progress?.stop();
-  printSummary(ctx, summary);
+  printSummary(ctx, summary, describeProblem);
   if (summary.dryRun && flags.onInvalid === 'fail' && summary.invalid > 0) {
     throw new ExitCode(1, `dry run: ${summary.invalid} invalid row(s); with --on-invalid fail nothing would be loaded (first: ${describeProblem(summary.problems[0])})`);
   }
 }
 
-function printSummary(ctx: CommandContext, s: ImportSummary): void {
+function printSummary(ctx: CommandContext, s: ImportSummary, describeProblem: (p: ImportSummary['problems'][number]) => string): void {
   if (ctx.options.json) return ctx.emitJson(s);
   const verb = s.dryRun ? 'dry run' : s.loaded ? 'loaded' : 'refused';
   ctx.say(`import ${s.name}: ${verb}${s.resumed ? ' (resumed)' : ''}`);
@@ -146,7 +139,7 @@ function printSummary(ctx: CommandContext, s: ImportSummary): void {
 }
 
 /** A bar with rate and ETA per staging phase; validate and load have no known length, so they print one line. */
-function progressBar(): { update: (p: ImportProgress) => void; stop: () => void } {
+function progressBar(lib: typeof cliProgress): { update: (p: ImportProgress) => void; stop: () => void } {
   let bar: cliProgress.SingleBar | null = null;
   let phase: string | null = null;
   let started = 0;
@@ -165,13 +158,13 @@ function progressBar(): { update: (p: ImportProgress) => void; stop: () => void 
           process.stderr.write(`${p.phase}…\n`);
           return;
         }
-        bar = new cliProgress.SingleBar(
+        bar = new lib.SingleBar(
           {
             stream: process.stderr,
             format: `${p.phase.padEnd(6)} [{bar}] {percentage}% | {rows} rows | {rate} rows/s | ETA {eta_formatted}`,
             hideCursor: true,
           },
-          cliProgress.Presets.shades_classic,
+          lib.Presets.shades_classic,
         );
         bar.start(p.total, 0, { rows: 0, rate: 0 });
       }
@@ -183,6 +176,7 @@ function progressBar(): { update: (p: ImportProgress) => void; stop: () => void 
 
 async function runAudit(ctx: CommandContext, flags: AuditFlags): Promise<void> {
   await requireSchema(ctx);
+  const { describeEntry, listAudit } = await import('../../app/audit.ts');
   const limit = positiveInteger(flags.limit, '--limit');
   const after = flags.after === undefined ? undefined : positiveInteger(flags.after, '--after');
   const page = await listAudit(ctx.db, {

@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { describeChange, loadCatalogFile, syncRoles } from '../../app/roles.ts';
 import { action, requireSchema } from '../action.ts';
 
 /** roles sync: the catalog of named roles and operations (src/app/roles.ts). */
@@ -16,6 +15,7 @@ export function registerRolesCommands(program: Command): void {
     .exitOverride() // usage errors reach main(), which exits 2 like every other command
     .action(
       action<{ dryRun?: boolean }>(program, async (ctx, options, [file]) => {
+        const { describeChange, loadCatalogFile, syncRoles } = await import('../../app/roles.ts'); // loaded lazily: see core.ts
         // Validate the file before touching the database: a malformed catalog changes nothing.
         const catalog = await loadCatalogFile(file!);
         await requireSchema(ctx);

@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
-import { applyChanges, DEFAULT_MAX_BATCH, type BatchResult } from '../../engine/apply.ts';
-import { migrate } from '../../migrations/migrate.ts';
-import { Worker } from '../../worker/worker.ts';
+import type { BatchResult } from '../../engine/apply.ts';
+import type { Worker } from '../../worker/worker.ts';
 import { action, positiveInteger, requireSchema } from '../action.ts';
 import { onShutdownSignal, type CommandContext } from '../context.ts';
 
@@ -13,7 +12,8 @@ export function registerWorkerCommands(program: Command): void {
     .option('--once', 'apply every change committed before start, then exit')
     .option('--poll-interval <ms>', 'poll for changes at least this often (backstop for lost notifications)', '1000')
     .option('--standby-interval <ms>', 'how often a standby worker tries to take over', '1000')
-    .option('--max-batch <n>', 'more pending changes than this are applied by one full recomputation', String(DEFAULT_MAX_BATCH))
+    // No default value here: DEFAULT_MAX_BATCH lives in engine/apply.ts, which loads the database driver.
+    .option('--max-batch <n>', 'more pending changes than this are applied by one full recomputation (default: 100000)')
     .option('--no-listen', 'do not LISTEN; rely on polling only')
     .option('--metrics-port <port>', 'serve Prometheus metrics on this port at /metrics')
     .option('--migrate', 'run migrations first')
@@ -31,7 +31,7 @@ export function registerWorkerCommands(program: Command): void {
         ctx.say(`        insert into permgraph.grants (tail_id, head_id, level) values ('alice', 'team', 2);`);
         ctx.say(`        select * from permgraph.permissions;`);
         ctx.say('  Ctrl-C stops the worker (and the embedded server).');
-        await runWorker(ctx, { migrate: true, pollInterval: '1000', standbyInterval: '1000', maxBatch: String(DEFAULT_MAX_BATCH), listen: true, metricsPort: options.metricsPort });
+        await runWorker(ctx, { migrate: true, pollInterval: '1000', standbyInterval: '1000', listen: true, metricsPort: options.metricsPort });
       }, { logLevel: 'info' }),
     );
 }
@@ -45,16 +45,22 @@ interface WorkerFlags {
   once?: boolean;
   pollInterval: string;
   standbyInterval: string;
-  maxBatch: string;
+  maxBatch?: string;
   listen: boolean;
   metricsPort?: string;
   migrate?: boolean;
 }
 
 async function runWorker(ctx: CommandContext, flags: WorkerFlags): Promise<void> {
+  // Loaded here, not at the top: registering the commands must not load the database driver.
+  const [{ applyChanges, DEFAULT_MAX_BATCH }, { migrate }, { Worker }] = await Promise.all([
+    import('../../engine/apply.ts'),
+    import('../../migrations/migrate.ts'),
+    import('../../worker/worker.ts'),
+  ]);
   if (flags.migrate) await migrate(ctx.db, ctx.logger);
   await requireSchema(ctx);
-  const maxBatch = positiveInteger(flags.maxBatch, '--max-batch');
+  const maxBatch = flags.maxBatch === undefined ? DEFAULT_MAX_BATCH : positiveInteger(flags.maxBatch, '--max-batch');
   if (flags.once) {
     const result = await applyChanges(ctx.db, { maxChanges: maxBatch });
     if (ctx.options.json) ctx.emitJson(result);

