@@ -1,6 +1,19 @@
 /**
- * Typed errors. Database errors keep their SQLSTATE so callers can branch on
- * the class of failure (bad input vs. transient vs. bug) without parsing text.
+ * Typed errors, and the one mapping from database errors to them
+ * (translateDbError / withInputErrors): every library call that can hit bad
+ * input in SQL goes through it, so callers branch on the class of failure
+ * (bad input vs. transient vs. bug) without parsing text.
+ *
+ * The `permgraph:` prefix, decided once:
+ * - SQL functions and triggers (sql/) RAISE their messages as
+ *   `permgraph: …`: a psql or application user sees them without any other
+ *   hint of where they come from.
+ * - Errors thrown by this library (PermgraphError and its subclasses) never
+ *   carry the prefix: translateDbError drops it from the database's message
+ *   (the database's error stays in `cause`), and messages written here never
+ *   start with it.
+ * - The CLI names itself once: it prints `permgraph: <message>` for every
+ *   failure, and needs to strip nothing.
  */
 export class PermgraphError extends Error {
   override name = 'PermgraphError';
@@ -9,8 +22,12 @@ export class PermgraphError extends Error {
 /** Input that permgraph refuses: unknown id, wrong kind, level out of range, cycle… */
 export class InvalidInputError extends PermgraphError {
   override name = 'InvalidInputError';
-  constructor(message: string, readonly sqlState?: string) {
-    super(message);
+  constructor(
+    message: string,
+    readonly sqlState?: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
   }
 }
 
@@ -19,7 +36,7 @@ export class MigrationChecksumError extends PermgraphError {
   override name = 'MigrationChecksumError';
 }
 
-/** SQLSTATE classes we react to. */
+/** The SQLSTATEs permgraph raises, reacts to or maps. */
 export const SqlState = {
   serializationFailure: '40001',
   deadlockDetected: '40P01',
@@ -29,11 +46,23 @@ export const SqlState = {
   notNullViolation: '23502',
   raiseException: 'P0001',
   invalidParameterValue: '22023',
+  /** e.g. a level that is not a number */
+  invalidTextRepresentation: '22P02',
+  invalidDatetimeFormat: '22007',
+  datetimeFieldOverflow: '22008',
+  undefinedColumn: '42703',
+  /** what the append-only audit log raises on UPDATE and DELETE */
+  insufficientPrivilege: '42501',
   adminShutdown: '57P01',
   queryCanceled: '57014',
 } as const;
 
-/** Codes of the errors permgraph's own constraints and triggers raise on bad input. */
+/** SQLSTATE classes (the first two characters) permgraph maps. */
+export const SqlStateClass = {
+  syntaxErrorOrAccessRuleViolation: '42',
+} as const;
+
+/** Codes of the errors permgraph's own constraints, triggers and functions raise on bad input. */
 const inputErrorStates = new Set<string>([
   SqlState.uniqueViolation,
   SqlState.foreignKeyViolation,
@@ -41,8 +70,11 @@ const inputErrorStates = new Set<string>([
   SqlState.notNullViolation,
   SqlState.raiseException,
   SqlState.invalidParameterValue,
-  '22P02', // invalid_text_representation (e.g. a level that is not a number)
+  SqlState.invalidTextRepresentation,
 ]);
+
+/** What the SQL side puts before every message it raises (see the file comment). */
+const SQL_MESSAGE_PREFIX = 'permgraph: ';
 
 export function sqlStateOf(error: unknown): string | undefined {
   if (typeof error === 'object' && error !== null && 'code' in error) {
@@ -58,12 +90,41 @@ export function isRetryable(error: unknown): boolean {
   return state === SqlState.serializationFailure || state === SqlState.deadlockDetected;
 }
 
-/** Turns a database error caused by bad input into an InvalidInputError; rethrows anything else. */
-export function rethrowAsInputError(error: unknown): never {
+/**
+ * How one call words its own input errors: by SQLSTATE, or by SQLSTATE class
+ * (two characters), the message to use given the database's message.
+ */
+export type InputErrorReasons = Partial<Record<string, (message: string) => string>>;
+
+/**
+ * The one mapping from a database error to permgraph's errors: an error
+ * caused by bad input (see inputErrorStates, or a state the caller names in
+ * `reasons`) becomes an InvalidInputError with the SQLSTATE in sqlState and
+ * the message without the SQL side's prefix. PermgraphErrors and every other
+ * error (transient, connection, bugs) are returned unchanged.
+ */
+export function translateDbError(error: unknown, reasons: InputErrorReasons = {}): unknown {
+  if (error instanceof PermgraphError) return error;
   const state = sqlStateOf(error);
-  if (state !== undefined && inputErrorStates.has(state)) {
-    const message = error instanceof Error ? error.message : String(error);
-    throw new InvalidInputError(message, state);
+  if (state === undefined) return error;
+  const text = error instanceof Error ? error.message : String(error);
+  const message = text.startsWith(SQL_MESSAGE_PREFIX) ? text.slice(SQL_MESSAGE_PREFIX.length) : text;
+  const reason = reasons[state] ?? reasons[state.slice(0, 2)];
+  if (reason) return new InvalidInputError(reason(message), state, { cause: error });
+  if (inputErrorStates.has(state)) return new InvalidInputError(message, state, { cause: error });
+  return error;
+}
+
+/** Runs `run`, throwing its database errors through translateDbError. */
+export async function withInputErrors<T>(run: () => Promise<T>, reasons?: InputErrorReasons): Promise<T> {
+  try {
+    return await run();
+  } catch (error) {
+    throw translateDbError(error, reasons);
   }
-  throw error;
+}
+
+/** translateDbError, thrown (kept for callers of the public API). */
+export function rethrowAsInputError(error: unknown): never {
+  throw translateDbError(error);
 }

@@ -1,16 +1,13 @@
 // Permission-aware listings with keyset pagination: the nodes a user may act
 // on (listTargets) and the users who may act on a node (listUsers). Both run
 // the SQL functions of sql/functions/120_listing.sql (permgraph.list_targets / list_users).
-import type { SQLQuery } from '@databases/pg';
 import { sql, type Queryable } from '../db/pool.ts';
-import { parseLevel, type Level } from '../engine/check.ts';
-import { InvalidInputError, rethrowAsInputError } from '../errors.ts';
+import { DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT } from '../constants.ts';
+import { InvalidInputError, withInputErrors } from '../errors.ts';
+import { parseLevel } from '../levels.ts';
+import { NODE_KINDS, type Level, type LevelInput, type NodeKind } from '../types.ts';
 
-export type NodeKind = 'user' | 'group' | 'object';
-export type LevelInput = Level | 'read' | 'write' | 'manage' | string;
-
-export const DEFAULT_PAGE_LIMIT = 100;
-export const MAX_PAGE_LIMIT = 10_000;
+export type { LevelInput, NodeKind } from '../types.ts';
 
 export interface PageOptions {
   /** Page size, 1..10,000 (default 100); larger is an error, never a silent cap. */
@@ -63,13 +60,12 @@ export async function listTargets(db: Queryable, userId: string, options: ListTa
   const level = parseLevel(options.level ?? 1);
   const limit = pageLimit(options.limit);
   const after = decodeCursor(options.after, 'targets');
-  if (options.kind !== undefined && !['user', 'group', 'object'].includes(options.kind)) {
+  if (options.kind !== undefined && !NODE_KINDS.includes(options.kind)) {
     throw new InvalidInputError(`kind must be user, group or object, got ${JSON.stringify(options.kind)}`);
   }
-  const rows: { target_id: string; kind: NodeKind; level: Level }[] = await query(
-    db,
-    sql`select target_id, kind, level from permgraph.list_targets(
-          ${userId}, ${level}::integer, ${options.kind ?? null}::text, ${after}::text, ${limit + 1}::integer)`,
+  const rows: { target_id: string; kind: NodeKind; level: Level }[] = await withInputErrors(() =>
+    db.query(sql`select target_id, kind, level from permgraph.list_targets(
+          ${userId}, ${level}::integer, ${options.kind ?? null}::text, ${after}::text, ${limit + 1}::integer)`),
   );
   return toPage(rows.map((r) => ({ id: r.target_id, kind: r.kind, level: r.level })), limit, 'targets');
 }
@@ -79,9 +75,8 @@ export async function listUsers(db: Queryable, targetId: string, options: ListUs
   const level = parseLevel(options.level ?? 1);
   const limit = pageLimit(options.limit);
   const after = decodeCursor(options.after, 'users');
-  const rows: { user_id: string; level: Level }[] = await query(
-    db,
-    sql`select user_id, level from permgraph.list_users(${targetId}, ${level}::integer, ${after}::text, ${limit + 1}::integer)`,
+  const rows: { user_id: string; level: Level }[] = await withInputErrors(() =>
+    db.query(sql`select user_id, level from permgraph.list_users(${targetId}, ${level}::integer, ${after}::text, ${limit + 1}::integer)`),
   );
   return toPage(rows.map((r) => ({ id: r.user_id, level: r.level })), limit, 'users');
 }
@@ -99,14 +94,6 @@ function toPage<T extends { id: string }>(items: T[], limit: number, listing: Li
   if (items.length <= limit) return { items, next: null };
   const page = items.slice(0, limit);
   return { items: page, next: encodeCursor(page[page.length - 1]!.id, listing) };
-}
-
-async function query<T>(db: Queryable, statement: SQLQuery): Promise<T[]> {
-  try {
-    return await db.query(statement);
-  } catch (error) {
-    return rethrowAsInputError(error);
-  }
 }
 
 /** A cursor is base64url of {"v":1,"l":listing,"a":last id}: opaque to callers, checked on the way back. */

@@ -2,11 +2,12 @@
 // external directory): one transaction, only the differences written, other
 // sources untouched. Writes are plain SQL on permgraph.grants, so the capture
 // triggers see them like any other write.
+import { SYNC_GRANTS_LOCK_PREFIX } from '../constants.ts';
 import { sql, type Queryable } from '../db/pool.ts';
-import { parseLevel, type Level } from '../engine/check.ts';
 import { currentToken, type FreshnessToken } from '../engine/freshness.ts';
-import { InvalidInputError, PermgraphError, rethrowAsInputError } from '../errors.ts';
-import type { LevelInput } from './listing.ts';
+import { InvalidInputError, withInputErrors } from '../errors.ts';
+import { parseLevel } from '../levels.ts';
+import type { Level, LevelInput } from '../types.ts';
 
 export interface DesiredGrant {
   tail: string;
@@ -41,11 +42,11 @@ export async function syncGrants(db: Queryable, source: string, desired: readonl
   const tails = grants.map((g) => g.tail);
   const heads = grants.map((g) => g.head);
   const levels = grants.map((g) => g.level);
-  try {
-    return await db.tx(async (tx) => {
+  return withInputErrors(() =>
+    db.tx(async (tx) => {
       // Under READ COMMITTED each statement after the lock sees the previous
       // sync of this source committed, so the two never interleave.
-      await tx.query(sql`select pg_advisory_xact_lock(hashtextextended(${`permgraph.sync_grants:${source}`}, 0))`);
+      await tx.query(sql`select pg_advisory_xact_lock(hashtextextended(${SYNC_GRANTS_LOCK_PREFIX + source}, 0))`);
       await requireKnownEnds(tx, tails, heads);
       const [counts] = await tx.query(sql`
         with desired as (
@@ -72,11 +73,8 @@ export async function syncGrants(db: Queryable, source: string, desired: readonl
         deleted: Number(counts.deleted),
         token: await currentToken(tx),
       };
-    });
-  } catch (error) {
-    if (error instanceof PermgraphError) throw error;
-    return rethrowAsInputError(error);
-  }
+    }),
+  );
 }
 
 /**

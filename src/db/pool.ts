@@ -1,4 +1,5 @@
 import databases, { sql, type ConnectionPool, type Queryable } from '@databases/pg';
+import { DEFAULT_APPLICATION_NAME } from '../constants.ts';
 
 export { sql };
 export type { ConnectionPool, Queryable };
@@ -16,7 +17,7 @@ export function openPool(url: string, options: PoolOptions = {}): ConnectionPool
     connectionString: url,
     bigIntMode: 'number',
     poolSize: options.poolSize ?? 10,
-    applicationName: options.applicationName ?? 'permgraph',
+    applicationName: options.applicationName ?? DEFAULT_APPLICATION_NAME,
     ssl: urlRequestsSsl(url) ? 'prefer' : 'disable',
     // An idle connection dropped by the server (restart, pg_terminate_backend)
     // is replaced on next use; the default handler would print to stderr.

@@ -1,5 +1,8 @@
 import { sql, type Queryable } from '../db/pool.ts';
+import { DEFAULT_MAX_BATCH } from '../constants.ts';
 import { inSnapshot } from '../db/transaction.ts';
+
+export { DEFAULT_MAX_BATCH };
 
 export interface BatchResult {
   /** none: nothing was pending; incremental: only the affected region; full: whole-table recomputation. */
@@ -13,15 +16,6 @@ export interface BatchResult {
   /** Server-side duration. */
   ms: number;
 }
-
-/**
- * More pending changes than this are applied by a full recomputation. The
- * affected region's size (at most a quarter of the table) is the main guard;
- * this bound only keeps one batch's walks and temporary tables in reason. An
- * incremental batch of 12,000 churn changes on org large takes ~6 s, a full
- * recomputation ~90 s, so the bound is set well above everyday bursts.
- */
-export const DEFAULT_MAX_BATCH = 100_000;
 
 export interface ApplyOptions {
   /** More pending changes than this are applied by a full recomputation. */

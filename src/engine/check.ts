@@ -1,28 +1,12 @@
 import { sql, type Queryable } from '../db/pool.ts';
-import { InvalidInputError, rethrowAsInputError } from '../errors.ts';
+import { withInputErrors } from '../errors.ts';
+import { parseLevel, type Level } from '../levels.ts';
 
-export type Level = 1 | 2 | 3;
-export const LEVEL_NAMES = { read: 1, write: 2, manage: 3 } as const;
-
-/** Is this a level (1..3 as number or digits, or read/write/manage) rather than a role or operation name? */
-export function isLevelInput(value: string | number): boolean {
-  return typeof value === 'number' || /^\s*-?\d+\s*$/.test(value) || value in LEVEL_NAMES;
-}
-
-/** Accepts 1..3 or read/write/manage; anything else is an InvalidInputError naming the value. */
-export function parseLevel(value: string | number): Level {
-  const level = typeof value === 'number' ? value : (LEVEL_NAMES[value as keyof typeof LEVEL_NAMES] ?? Number(value));
-  if (level === 1 || level === 2 || level === 3) return level;
-  throw new InvalidInputError(`level must be 1 (read), 2 (write) or 3 (manage), got ${JSON.stringify(value)}`);
-}
+export { isLevelInput, LEVEL_NAMES, parseLevel, type Level } from '../levels.ts';
 
 /** permgraph.check(): may the user act on the node at this level (owner check and trash included)? */
 export async function check(db: Queryable, userId: string, targetId: string, level: Level | string): Promise<boolean> {
   const parsed = parseLevel(level);
-  try {
-    const [row] = await db.query(sql`select permgraph.check(${userId}, ${targetId}, ${parsed}) as allowed`);
-    return row.allowed === true;
-  } catch (error) {
-    return rethrowAsInputError(error);
-  }
+  const [row] = await withInputErrors(() => db.query(sql`select permgraph.check(${userId}, ${targetId}, ${parsed}) as allowed`));
+  return row.allowed === true;
 }

@@ -1,5 +1,5 @@
 import { sql, type Queryable } from '../db/pool.ts';
-import { PermgraphError } from '../errors.ts';
+import { PermgraphError, withInputErrors } from '../errors.ts';
 
 /** Identifies the changes of one writing transaction; see waitFor(). */
 export type FreshnessToken = string;
@@ -14,8 +14,23 @@ export async function currentToken(tx: Queryable): Promise<FreshnessToken> {
   return row.token;
 }
 
+/**
+ * Runs `write` in a transaction and returns what it returned with the
+ * transaction's freshness token; database errors caused by bad input become
+ * InvalidInputError (see translateDbError).
+ */
+export async function writeWithToken<T>(db: Queryable, write: (tx: Queryable) => Promise<T>): Promise<{ value: T; token: FreshnessToken }> {
+  return withInputErrors(() =>
+    db.tx(async (tx) => {
+      const value = await write(tx);
+      return { value, token: await currentToken(tx) };
+    }),
+  );
+}
+
+/** Has the permission table caught up with the changes behind `token`? A malformed token is an InvalidInputError. */
 export async function isApplied(db: Queryable, token: FreshnessToken): Promise<boolean> {
-  const [row] = await db.query(sql`select permgraph.is_applied(${token}) as applied`);
+  const [row] = await withInputErrors(() => db.query(sql`select permgraph.is_applied(${token}) as applied`));
   return row.applied === true;
 }
 

@@ -1,7 +1,6 @@
 import pgListen, { type Subscriber } from 'pg-listen';
+import { CHANGES_CHANNEL, LISTENER_APPLICATION_NAME } from '../constants.ts';
 import type { Logger } from '../logger.ts';
-
-export const CHANGES_CHANNEL = 'permgraph_changes';
 
 /**
  * LISTENs for wake-ups with pg-listen, reconnecting forever. onWake runs on
@@ -11,7 +10,7 @@ export const CHANGES_CHANNEL = 'permgraph_changes';
 export async function startListener(url: string, onWake: () => void, logger: Logger): Promise<Subscriber> {
   // pg-listen is CommonJS; its factory is the .default export.
   const subscriber = pgListen.default(
-    { connectionString: url, application_name: 'permgraph-listener' },
+    { connectionString: url, application_name: LISTENER_APPLICATION_NAME },
     { retryLimit: Infinity, retryTimeout: Infinity, retryInterval: 500, paranoidChecking: 10_000 },
   );
   subscriber.events.on('notification', onWake);

@@ -3,7 +3,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Subscriber } from 'pg-listen';
 import { openPool, sql, type ConnectionPool } from '../db/pool.ts';
 import type { Connection } from '@databases/pg';
-import { applyChanges, DEFAULT_MAX_BATCH, type BatchResult } from '../engine/apply.ts';
+import { DEFAULT_MAX_BATCH, DEFAULT_POLL_INTERVAL_MS, DEFAULT_STANDBY_INTERVAL_MS, WORKER_APPLICATION_NAME } from '../constants.ts';
+import { applyChanges, type BatchResult } from '../engine/apply.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
 import { startListener } from './listener.ts';
@@ -47,14 +48,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
   constructor(options: WorkerOptions) {
     super();
     this.options = {
-      pollIntervalMs: 1000,
-      standbyIntervalMs: 1000,
+      pollIntervalMs: DEFAULT_POLL_INTERVAL_MS,
+      standbyIntervalMs: DEFAULT_STANDBY_INTERVAL_MS,
       maxBatch: DEFAULT_MAX_BATCH,
       listen: true,
       ...options,
     };
     this.logger = options.logger ?? silentLogger;
-    this.pool = openPool(options.url, { poolSize: 1, applicationName: 'permgraph-worker' });
+    this.pool = openPool(options.url, { poolSize: 1, applicationName: WORKER_APPLICATION_NAME });
   }
 
   get role(): 'active' | 'standby' | undefined {

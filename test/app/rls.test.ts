@@ -265,10 +265,10 @@ describe('row-level security through permgraph.enable_rls', async () => {
 
     it('bad input: unknown table or column, a view, reserved names; nothing is installed', async () => {
       await expect(enableRowLevelSecurity(db, 'no_such_table', 'id', 'owner_id')).rejects.toThrow('table "no_such_table" does not exist');
-      await expect(enableRowLevelSecurity(db, 'docs', 'id', 'owner')).rejects.toThrow('permgraph: table docs has no column "owner"');
+      await expect(enableRowLevelSecurity(db, 'docs', 'id', 'owner')).rejects.toThrow(/^table docs has no column "owner"$/);
       await expect(enableRowLevelSecurity(db, 'docs', 'ident', 'owner_id')).rejects.toBeInstanceOf(InvalidInputError);
       await db.query(sql`create view docs_view as select * from docs`);
-      await expect(enableRowLevelSecurity(db, 'docs_view', 'id', 'owner_id')).rejects.toThrow('permgraph: docs_view is not a table');
+      await expect(enableRowLevelSecurity(db, 'docs_view', 'id', 'owner_id')).rejects.toThrow(/^docs_view is not a table; row-level security applies to tables only$/);
       await db.query(sql`create table permgraph_things (id text)`);
       await expect(enableRowLevelSecurity(db, 'permgraph_things', 'id', null)).rejects.toThrow(/names starting with permgraph_ are reserved/);
       await expect(db.query(sql`select permgraph.enable_rls('docs', null, 'owner_id')`)).rejects.toThrow('permgraph: enable_rls needs a table and an id column');

@@ -308,7 +308,7 @@ describe('roles, operations, superusers, can()', async () => {
       expect(await parseLevelOrRole(db, 'manage')).toBe(3);
       expect(await parseLevelOrRole(db, '1')).toBe(1);
       expect(await parseLevelOrRole(db, 3)).toBe(3);
-      await expect(parseLevelOrRole(db, 'admin')).rejects.toThrow('permgraph: unknown role "admin"; known roles: editor, owner, viewer');
+      await expect(parseLevelOrRole(db, 'admin')).rejects.toThrow(/^unknown role "admin"; known roles: editor, owner, viewer$/);
       await expect(parseLevelOrRole(db, 'admin')).rejects.toBeInstanceOf(InvalidInputError);
       await expect(parseLevelOrRole(db, '4')).rejects.toThrow('level must be 1 (read), 2 (write) or 3 (manage), got "4"');
       await expect(parseLevelOrRole(db, 0)).rejects.toThrow('got 0');
@@ -343,7 +343,7 @@ describe('roles, operations, superusers, can()', async () => {
         { numRuns: 25 },
       );
       await expect(checkOperation(db, 'u0', 'u0', 'document.nuke')).rejects.toThrow(
-        'permgraph: unknown operation "document.nuke"; known operations: document.delete, document.edit, document.read',
+        /^unknown operation "document.nuke"; known operations: document.delete, document.edit, document.read$/,
       );
       await expect(db.query(sql`select permgraph.can_op('u0', 'x', null, 'nope')`)).rejects.toThrow(/permgraph: unknown operation "nope"/);
     });
@@ -370,7 +370,7 @@ describe('roles, operations, superusers, can()', async () => {
 
     it('only users can be superusers; unknown nodes are refused; nothing is written', async () => {
       await loadGraph(db, graph);
-      await expect(setSuperuser(db, 'eng', true)).rejects.toThrow('permgraph: only users can be superusers; node "eng" is a group');
+      await expect(setSuperuser(db, 'eng', true)).rejects.toThrow(/^only users can be superusers; node "eng" is a group$/);
       await expect(setSuperuser(db, 'eng', true)).rejects.toBeInstanceOf(InvalidInputError);
       await expect(setSuperuser(db, 'doc', true)).rejects.toThrow('node "doc" is a object');
       await expect(setSuperuser(db, 'nobody', true)).rejects.toThrow('node "nobody" does not exist');

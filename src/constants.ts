@@ -1,0 +1,74 @@
+// Defaults and fixed values that more than one module relies on, in one
+// place. This module imports nothing, so the CLI can read defaults for its
+// --help text without loading a database driver.
+
+// ---------------------------------------------------------------------------
+// Worker
+
+/** Apply pending changes at least this often even without a notification (ms). */
+export const DEFAULT_POLL_INTERVAL_MS = 1000;
+
+/** How often a standby worker tries to take over the applier role (ms). */
+export const DEFAULT_STANDBY_INTERVAL_MS = 1000;
+
+/**
+ * More pending changes than this are applied by a full recomputation. The
+ * affected region's size (at most a quarter of the table) is the main guard;
+ * this bound only keeps one batch's walks and temporary tables in reason. An
+ * incremental batch of 12,000 churn changes on org large takes ~6 s, a full
+ * recomputation ~90 s, so the bound is set well above everyday bursts.
+ */
+export const DEFAULT_MAX_BATCH = 100_000;
+
+/** application_name of the worker's connection (what `permgraph status` and tests look for). */
+export const WORKER_APPLICATION_NAME = 'permgraph-worker';
+
+/** application_name of the worker's LISTEN connection. */
+export const LISTENER_APPLICATION_NAME = 'permgraph-listener';
+
+/** application_name of every other pool permgraph opens. */
+export const DEFAULT_APPLICATION_NAME = 'permgraph';
+
+/** The channel the capture triggers NOTIFY (payload-free) on every change. */
+export const CHANGES_CHANNEL = 'permgraph_changes';
+
+// ---------------------------------------------------------------------------
+// Advisory locks
+//
+// Every advisory lock permgraph takes, so that none collides with another.
+// Single bigint keys live in the 7238001xxx range; the SQL side defines its
+// own as functions (they are used inside SQL):
+//   7238001001  permgraph._ownership_lock_key()  ownership changes, one at a time
+//   7238001002  permgraph._applier_lock_key()    one batch at a time (transaction lock)
+//   7238001003  permgraph._applier_role_key()    the active worker (session lock)
+
+/** Held (transaction-level) while migrating, so concurrent migrations apply each file once. */
+export const MIGRATION_LOCK_KEY = 7238001000;
+
+/** Class (first int4 key) of the session lock held by an import run; the second key is hashtext(run name). */
+export const IMPORT_LOCK_CLASS = 7238010;
+
+/** Text hashed (hashtextextended, seed 0) with the source name into the transaction lock that serializes syncGrants of one source. */
+export const SYNC_GRANTS_LOCK_PREFIX = 'permgraph.sync_grants:';
+
+// ---------------------------------------------------------------------------
+// Grants, listings, imports, audit
+
+/** The source of a grant when none is given. */
+export const DEFAULT_GRANT_SOURCE = 'default';
+
+/** Page size of listings when none is given, and the largest one allowed. */
+export const DEFAULT_PAGE_LIMIT = 100;
+export const MAX_PAGE_LIMIT = 10_000;
+
+/** Rows per committed staging batch of an import. */
+export const DEFAULT_IMPORT_BATCH_SIZE = 10_000;
+
+/** How many problems an import summary lists. */
+export const DEFAULT_IMPORT_MAX_PROBLEMS = 20;
+
+/** Page size of the audit log when none is given. */
+export const DEFAULT_AUDIT_LIMIT = 100;
+
+/** A pending change older than this is a doctor warning (seconds). */
+export const DEFAULT_MAX_LAG_SECONDS = 60;
