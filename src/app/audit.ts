@@ -1,7 +1,8 @@
 // Reading the append-only audit log (sql/functions/140_audit.sql) and naming the actor of a
 // transaction's changes. Triggers write the log; nothing here writes it.
+import { DEFAULT_AUDIT_LIMIT } from '../constants.ts';
 import { sql, type Queryable } from '../db/pool.ts';
-import { InvalidInputError, sqlStateOf } from '../errors.ts';
+import { InvalidInputError, SqlState, withInputErrors } from '../errors.ts';
 
 export type AuditAction =
   | 'grant'
@@ -62,7 +63,7 @@ const ACTIONS: readonly AuditAction[] = [
 
 /** Lists audit entries oldest first, keyset-paginated on id. */
 export async function listAudit(db: Queryable, filter: AuditFilter = {}): Promise<AuditPage> {
-  const limit = filter.limit ?? 100;
+  const limit = filter.limit ?? DEFAULT_AUDIT_LIMIT;
   if (!Number.isInteger(limit) || limit <= 0) throw new InvalidInputError(`limit must be a positive integer, got ${limit}`);
   if (filter.after !== undefined && !Number.isInteger(filter.after)) throw new InvalidInputError(`cursor must be an entry id, got ${filter.after}`);
   if (filter.action !== undefined && !ACTIONS.includes(filter.action)) {
@@ -76,18 +77,14 @@ export async function listAudit(db: Queryable, filter: AuditFilter = {}): Promis
   if (filter.action !== undefined) conditions.push(sql`action = ${filter.action}`);
   if (filter.since !== undefined) conditions.push(sql`at >= ${timeParam(filter.since)}::timestamptz`);
   if (filter.until !== undefined) conditions.push(sql`at < ${timeParam(filter.until)}::timestamptz`);
-  let rows: Record<string, unknown>[];
-  try {
-    rows = await db.query(sql`
-      select * from permgraph.audit_log where ${sql.join(conditions, sql` and `)}
-      order by id limit ${limit + 1}`);
-  } catch (error) {
-    const state = sqlStateOf(error);
-    if (state === '22007' || state === '22008') {
-      throw new InvalidInputError(`since/until must be a timestamp such as 2024-05-01T12:00:00Z: ${(error as Error).message}`);
-    }
-    throw error;
-  }
+  const badTime = (message: string) => `since/until must be a timestamp such as 2024-05-01T12:00:00Z: ${message}`;
+  const rows: Record<string, unknown>[] = await withInputErrors(
+    () =>
+      db.query(sql`
+        select * from permgraph.audit_log where ${sql.join(conditions, sql` and `)}
+        order by id limit ${limit + 1}`),
+    { [SqlState.invalidDatetimeFormat]: badTime, [SqlState.datetimeFieldOverflow]: badTime },
+  );
   const entries = rows.slice(0, limit).map(toEntry);
   return { entries, nextCursor: rows.length > limit ? entries[entries.length - 1]!.id : null };
 }
@@ -126,22 +123,5 @@ export async function setActor(tx: Queryable, actor: string): Promise<void> {
   await tx.query(sql`select set_config('permgraph.actor', ${actor}, true)`);
 }
 
-/** One line describing an entry, for the CLI. */
-export function describeEntry(e: AuditEntry): string {
-  const level = (n: number | null) => (n === null ? '-' : String(n));
-  const what = (() => {
-    switch (e.action) {
-      case 'grant': return `${e.tailId} -> ${e.headId} level ${level(e.newLevel)} (source ${e.source})`;
-      case 'revoke': return `${e.tailId} -> ${e.headId} level ${level(e.oldLevel)} (source ${e.source})`;
-      case 'change_level': return `${e.tailId} -> ${e.headId} level ${level(e.oldLevel)} => ${level(e.newLevel)} (source ${e.source})`;
-      case 'set_owner': return `${e.nodeKind} ${e.headId} owner ${e.oldOwner ?? 'none'} => ${e.newOwner ?? 'none'}`;
-      case 'create_node': return `${e.nodeKind} ${e.headId}${e.newOwner ? ` owner ${e.newOwner}` : ''}${e.newTrashAt ? ` trash_at ${e.newTrashAt.toISOString()}` : ''}`;
-      case 'delete_node': return `${e.nodeKind} ${e.headId}${e.oldOwner ? ` (owner was ${e.oldOwner})` : ''}`;
-      case 'set_trash': return `${e.nodeKind} ${e.headId} trash_at ${e.oldTrashAt?.toISOString() ?? 'none'} => ${e.newTrashAt?.toISOString() ?? 'none'}`;
-      case 'import': return `run ${e.source}: ${JSON.stringify(e.details)}`;
-      case 'truncate': return `table ${String(e.details?.table)}`;
-      case 'truncate_audit': return 'audit log truncated';
-    }
-  })();
-  return `${e.id}\t${e.at.toISOString()}\t${e.actor}\t${e.action}\t${what}`;
-}
+// Transitional: the CLI's formatting moved to src/cli/format.ts.
+export { describeEntry } from '../cli/format.ts';

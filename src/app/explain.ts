@@ -1,9 +1,9 @@
 // Why may (or may not) a user act on a thing? Runs permgraph.explain()
 // (sql/functions/130_explain.sql): a breadth-first search of the current edges from the user.
 import { sql, type Queryable } from '../db/pool.ts';
-import { parseLevel, type Level } from '../engine/check.ts';
-import { rethrowAsInputError } from '../errors.ts';
-import type { LevelInput, NodeKind } from './listing.ts';
+import { withInputErrors } from '../errors.ts';
+import { parseLevel } from '../levels.ts';
+import type { Level, LevelInput, NodeKind } from '../types.ts';
 
 /** One step of a path. source: the grant's source, 'owner' for ownership, 'identity' for a user's own row. */
 export interface PathEdge {
@@ -48,39 +48,12 @@ export interface Explanation {
 /** Explains access of `userId` to `thingId`, at `level` if given (else: the best access there is). */
 export async function explain(db: Queryable, userId: string, thingId: string, level?: LevelInput | null): Promise<Explanation> {
   const parsed = level === undefined || level === null ? null : parseLevel(level);
-  let raw: RawExplanation;
-  try {
-    const [row] = await db.query(sql`select permgraph.explain(${userId}, ${thingId}, ${parsed}::integer) as result`);
-    raw = row.result;
-  } catch (error) {
-    return rethrowAsInputError(error);
-  }
+  const [row] = await withInputErrors(() => db.query(sql`select permgraph.explain(${userId}, ${thingId}, ${parsed}::integer) as result`));
+  const raw: RawExplanation = row.result;
   return { ...raw, trashAt: raw.trashAt === null ? null : new Date(raw.trashAt) };
 }
 
 type RawExplanation = Omit<Explanation, 'trashAt'> & { trashAt: string | null };
 
-/** "write", "read"…: the name of a level for people. */
-export function levelName(level: number): string {
-  return ['none', 'read', 'write', 'manage'][level] ?? String(level);
-}
-
-/** A human-readable account, one line per fact or edge. */
-export function formatExplanation(e: Explanation): string[] {
-  const lines: string[] = [];
-  if (e.allowed) {
-    lines.push(`${e.user} may ${e.level === null ? levelName(e.bestLevel) : levelName(e.level)} ${e.thing} (best level: ${levelName(e.bestLevel)}${e.via === 'owner' ? ', through its owner' : e.via === 'superuser' ? ', as a superuser' : ''})`);
-  } else {
-    const why =
-      e.reason === 'trashed'
-        ? `trashed since ${e.trashAt?.toISOString()}`
-        : e.reason === 'level too low'
-          ? `level too low (best: ${levelName(e.bestLevel)}${e.via === 'owner' ? ', through its owner' : ''})`
-          : 'no path';
-    lines.push(`${e.user} may not ${e.level === null ? 'access' : levelName(e.level)} ${e.thing}: ${why}`);
-  }
-  const edges = (path: PathEdge[]) => path.map((p) => `  ${p.tail} -[${levelName(p.level)}, ${p.source}]-> ${p.head}`);
-  if (e.path.length) lines.push('path:', ...edges(e.path));
-  if (e.traversePath) lines.push(`manage path to the owner (lets ${e.user} reach what it owns):`, ...edges(e.traversePath));
-  return lines;
-}
+// Transitional: the CLI's formatting moved to src/cli/format.ts.
+export { formatExplanation, levelName } from '../cli/format.ts';

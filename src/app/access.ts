@@ -1,0 +1,71 @@
+/**
+ * Access checks beyond the plain level check (sql/functions/100_access.sql): levels
+ * given as catalog role names, checks by catalog operation, and can() for
+ * application rows that carry their own owner column.
+ */
+import { sql, type Queryable } from '../db/pool.ts';
+import { check } from '../engine/check.ts';
+import { withInputErrors } from '../errors.ts';
+import { isLevelInput, parseLevel } from '../levels.ts';
+import type { Level } from '../types.ts';
+
+/**
+ * A level from 1..3, read/write/manage, or the name of a role in the catalog
+ * (permgraph.role_level). Unknown roles are an InvalidInputError listing the known ones.
+ */
+export async function parseLevelOrRole(db: Queryable, value: string | number): Promise<Level> {
+  if (isLevelInput(value)) return parseLevel(value);
+  const [row] = await withInputErrors(() => db.query(sql`select permgraph.role_level(${value}) as level`));
+  return parseLevel(row.level as number);
+}
+
+/** The answer of checkAccess, with what was asked: a level (parsed) or an operation of the catalog. */
+export type AccessAnswer = { allowed: boolean } & ({ level: Level } | { operation: string });
+
+/**
+ * May the user act on the node at a level (1..3, read/write/manage) or for an
+ * operation of the catalog? What is not a level is taken for an operation name.
+ */
+export async function checkAccess(db: Queryable, userId: string, targetId: string, levelOrOperation: Level | string): Promise<AccessAnswer> {
+  if (isLevelInput(levelOrOperation)) {
+    const level = parseLevel(levelOrOperation);
+    return { level, allowed: await check(db, userId, targetId, level) };
+  }
+  const operation = String(levelOrOperation);
+  return { operation, allowed: await checkOperation(db, userId, targetId, operation) };
+}
+
+/** permgraph.check_op(): may the user perform the named operation on the node? */
+export async function checkOperation(
+  db: Queryable,
+  userId: string,
+  targetId: string,
+  operation: string,
+  options: { includeTrash?: boolean } = {},
+): Promise<boolean> {
+  const [row] = await withInputErrors(() =>
+    db.query(sql`select permgraph.check_op(${userId}, ${targetId}, ${operation}, ${options.includeTrash ?? false}) as allowed`),
+  );
+  return row.allowed === true;
+}
+
+/**
+ * permgraph.can() / can_op(): may the user act on an application row that
+ * carries its own owner column (the row need not be a node)? `levelOrOperation`
+ * is 1..3, read/write/manage, or an operation name from the catalog.
+ */
+export async function canAccessRow(
+  db: Queryable,
+  row: { userId: string; id: string; ownerId: string | null },
+  levelOrOperation: Level | string,
+  options: { includeTrash?: boolean } = {},
+): Promise<boolean> {
+  const includeTrash = options.includeTrash ?? false;
+  const isLevel = isLevelInput(levelOrOperation);
+  const [result] = await withInputErrors(() =>
+    isLevel
+      ? db.query(sql`select permgraph.can(${row.userId}, ${row.id}, ${row.ownerId}, ${parseLevel(levelOrOperation)}, ${includeTrash}) as allowed`)
+      : db.query(sql`select permgraph.can_op(${row.userId}, ${row.id}, ${row.ownerId}, ${levelOrOperation}, ${includeTrash}) as allowed`),
+  );
+  return result.allowed === true;
+}

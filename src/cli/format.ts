@@ -1,0 +1,59 @@
+// Text the CLI prints for people: the library returns data, and these turn
+// it into lines. Type-only imports, so loading this module loads nothing else.
+import type { AuditEntry } from '../app/audit.ts';
+import type { CatalogChange } from '../app/catalog.ts';
+import type { Explanation, PathEdge } from '../app/explain.ts';
+import type { Level } from '../types.ts';
+
+/** "write", "read"…: the name of a level for people. */
+export function levelName(level: number): string {
+  return ['none', 'read', 'write', 'manage'][level] ?? String(level);
+}
+
+/** A human-readable account, one line per fact or edge. */
+export function formatExplanation(e: Explanation): string[] {
+  const lines: string[] = [];
+  if (e.allowed) {
+    lines.push(`${e.user} may ${e.level === null ? levelName(e.bestLevel) : levelName(e.level)} ${e.thing} (best level: ${levelName(e.bestLevel)}${e.via === 'owner' ? ', through its owner' : e.via === 'superuser' ? ', as a superuser' : ''})`);
+  } else {
+    const why =
+      e.reason === 'trashed'
+        ? `trashed since ${e.trashAt?.toISOString()}`
+        : e.reason === 'level too low'
+          ? `level too low (best: ${levelName(e.bestLevel)}${e.via === 'owner' ? ', through its owner' : ''})`
+          : 'no path';
+    lines.push(`${e.user} may not ${e.level === null ? 'access' : levelName(e.level)} ${e.thing}: ${why}`);
+  }
+  const edges = (path: PathEdge[]) => path.map((p) => `  ${p.tail} -[${levelName(p.level)}, ${p.source}]-> ${p.head}`);
+  if (e.path.length) lines.push('path:', ...edges(e.path));
+  if (e.traversePath) lines.push(`manage path to the owner (lets ${e.user} reach what it owns):`, ...edges(e.traversePath));
+  return lines;
+}
+
+/** One line per change, e.g. `+ role viewer = 1 (read)`, `~ operation doc.delete: 2 -> 3`, `- role admin (was 3)`. */
+export function describeChange(change: CatalogChange): string {
+  const named = (level: Level) => `${level} (${levelName(level)})`;
+  if (change.change === 'add') return `+ ${change.kind} ${change.name} = ${named(change.to!)}`;
+  if (change.change === 'remove') return `- ${change.kind} ${change.name} (was ${named(change.from!)})`;
+  return `~ ${change.kind} ${change.name}: ${named(change.from!)} -> ${named(change.to!)}`;
+}
+
+/** One line describing an audit entry (tab-separated). */
+export function describeEntry(e: AuditEntry): string {
+  const level = (n: number | null) => (n === null ? '-' : String(n));
+  const what = (() => {
+    switch (e.action) {
+      case 'grant': return `${e.tailId} -> ${e.headId} level ${level(e.newLevel)} (source ${e.source})`;
+      case 'revoke': return `${e.tailId} -> ${e.headId} level ${level(e.oldLevel)} (source ${e.source})`;
+      case 'change_level': return `${e.tailId} -> ${e.headId} level ${level(e.oldLevel)} => ${level(e.newLevel)} (source ${e.source})`;
+      case 'set_owner': return `${e.nodeKind} ${e.headId} owner ${e.oldOwner ?? 'none'} => ${e.newOwner ?? 'none'}`;
+      case 'create_node': return `${e.nodeKind} ${e.headId}${e.newOwner ? ` owner ${e.newOwner}` : ''}${e.newTrashAt ? ` trash_at ${e.newTrashAt.toISOString()}` : ''}`;
+      case 'delete_node': return `${e.nodeKind} ${e.headId}${e.oldOwner ? ` (owner was ${e.oldOwner})` : ''}`;
+      case 'set_trash': return `${e.nodeKind} ${e.headId} trash_at ${e.oldTrashAt?.toISOString() ?? 'none'} => ${e.newTrashAt?.toISOString() ?? 'none'}`;
+      case 'import': return `run ${e.source}: ${JSON.stringify(e.details)}`;
+      case 'truncate': return `table ${String(e.details?.table)}`;
+      case 'truncate_audit': return 'audit log truncated';
+    }
+  })();
+  return `${e.id}\t${e.at.toISOString()}\t${e.actor}\t${e.action}\t${what}`;
+}
