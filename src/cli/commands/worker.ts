@@ -1,5 +1,6 @@
 import path from 'node:path';
 import type { Command } from 'commander';
+import { DEFAULT_MAX_BATCH } from '../../constants.ts'; // imports nothing: cheap for --help
 import type { BatchResult } from '../../engine/apply.ts';
 import type { Worker } from '../../worker/worker.ts';
 import { action, positiveInteger, requireSchema } from '../action.ts';
@@ -13,8 +14,7 @@ export function registerWorkerCommands(program: Command): void {
     .option('--once', 'apply every change committed before start, then exit')
     .option('--poll-interval <ms>', 'poll for changes at least this often (backstop for lost notifications)', '1000')
     .option('--standby-interval <ms>', 'how often a standby worker tries to take over', '1000')
-    // No default value here: DEFAULT_MAX_BATCH lives in engine/apply.ts, which loads the database driver.
-    .option('--max-batch <n>', 'more pending changes than this are applied by one full recomputation (default: 100000)')
+    .option('--max-batch <n>', 'more pending changes than this are applied by one full recomputation', String(DEFAULT_MAX_BATCH))
     .option('--no-listen', 'do not LISTEN; rely on polling only')
     .option('--metrics-port <port>', 'serve Prometheus metrics on this port at /metrics')
     .option('--migrate', 'run migrations first')
@@ -42,7 +42,7 @@ export function registerWorkerCommands(program: Command): void {
           ctx.say(`        select * from permgraph.permissions;`);
           ctx.say('  Ctrl-C stops the worker (and the embedded server).');
         };
-        await runWorker(ctx, { migrate: true, pollInterval: '1000', standbyInterval: '1000', listen: true, metricsPort: options.metricsPort }, ready);
+        await runWorker(ctx, { migrate: true, pollInterval: '1000', standbyInterval: '1000', maxBatch: String(DEFAULT_MAX_BATCH), listen: true, metricsPort: options.metricsPort }, ready);
       }, { logLevel: 'info' }),
     );
 }
@@ -56,7 +56,7 @@ interface WorkerFlags {
   once?: boolean;
   pollInterval: string;
   standbyInterval: string;
-  maxBatch?: string;
+  maxBatch: string;
   listen: boolean;
   metricsPort?: string;
   migrate?: boolean;
@@ -64,7 +64,7 @@ interface WorkerFlags {
 
 async function runWorker(ctx: CommandContext, flags: WorkerFlags, onSchemaReady?: () => Promise<void>): Promise<void> {
   // Loaded here, not at the top: registering the commands must not load the database driver.
-  const [{ applyChanges, DEFAULT_MAX_BATCH }, { migrate }, { Worker }] = await Promise.all([
+  const [{ applyChanges }, { migrate }, { Worker }] = await Promise.all([
     import('../../engine/apply.ts'),
     import('../../migrations/migrate.ts'),
     import('../../worker/worker.ts'),
@@ -72,7 +72,7 @@ async function runWorker(ctx: CommandContext, flags: WorkerFlags, onSchemaReady?
   if (flags.migrate) await migrate(ctx.db, ctx.logger);
   await requireSchema(ctx);
   await onSchemaReady?.();
-  const maxBatch = flags.maxBatch === undefined ? DEFAULT_MAX_BATCH : positiveInteger(flags.maxBatch, '--max-batch');
+  const maxBatch = positiveInteger(flags.maxBatch, '--max-batch');
   if (flags.once) {
     const result = await applyChanges(ctx.db, { maxChanges: maxBatch });
     if (ctx.options.json) ctx.emitJson(result);
