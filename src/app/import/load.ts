@@ -1,0 +1,53 @@
+// Validate, load and refresh, in ONE transaction: upsert the valid rows with
+// change capture and per-row audit off, write one audit row for the run, and
+// run permgraph.refresh() once. A crash here rolls the whole step back; resume
+// redoes it. So the graph is never half-loaded.
+import { sql, type Queryable } from '../../db/pool.ts';
+import { discardStaging } from './staging.ts';
+import { ImportRejectedError, type ImportSummary, type RunContext, type Step } from './types.ts';
+import { validateRun } from './validate.ts';
+
+/** Validates the staged rows, then loads the valid ones and refreshes (unless refused or a dry run). */
+export async function loadRun(ctx: RunContext, step: Step, resumed: boolean): Promise<ImportSummary> {
+  const failOnInvalid = ctx.options.onInvalid === 'fail';
+  const setTrash = ctx.nodes?.optional ?? false;
+  const outcome = await step(async (tx) => {
+    await ctx.options.onProgress?.({ phase: 'validate', done: 0, total: null, unit: 'rows', rows: 0 });
+    const base = await validateRun(tx, ctx, resumed);
+    const invalid = base.invalid;
+    if (failOnInvalid && invalid > 0) return { rejected: true as const, summary: { ...base, loaded: false, refresh: null } };
+    ctx.options.onProgress?.({ phase: 'load', done: 0, total: null, unit: 'rows', rows: 0 });
+    const [{ loaded }] = await tx.query(sql`select permgraph._import_load(${ctx.name}, ${setTrash}) as loaded`);
+    const nodes = { ...base.nodes, inserted: Number(loaded.nodes_inserted), updated: Number(loaded.nodes_updated), unchanged: Number(loaded.nodes_unchanged) };
+    const grants = { ...base.grants, inserted: Number(loaded.grants_inserted), updated: Number(loaded.grants_updated), unchanged: Number(loaded.grants_unchanged) };
+    if (ctx.options.dryRun) return { rejected: false as const, summary: { ...base, nodes, grants, loaded: false, refresh: null } };
+    // One summary audit row instead of a row per change (per-row audit is off during the load).
+    await tx.query(sql`
+      insert into permgraph.audit_log (action, source, details)
+      values ('import', ${ctx.name}, ${{ nodes, grants, invalid, on_invalid: ctx.options.onInvalid ?? 'skip' }})`);
+    const [{ result }] = await tx.query(sql`select permgraph.refresh() as result`);
+    const refresh = {
+      mode: String(result.mode),
+      inserted: Number(result.inserted ?? 0),
+      updated: Number(result.updated ?? 0),
+      deleted: Number(result.deleted ?? 0),
+      ms: Number(result.ms ?? 0),
+    };
+    const summary: ImportSummary = { ...base, nodes, grants, loaded: true, refresh };
+    await finishRun(tx, ctx.name, 'done', summary);
+    return { rejected: false as const, summary };
+  });
+  if (outcome.rejected) {
+    if (!ctx.options.dryRun) await step((tx) => finishRun(tx, ctx.name, 'failed', outcome.summary));
+    if (ctx.options.dryRun) return outcome.summary;
+    throw new ImportRejectedError(outcome.summary);
+  }
+  return outcome.summary;
+}
+
+async function finishRun(tx: Queryable, name: string, phase: 'done' | 'failed', summary: ImportSummary): Promise<void> {
+  await discardStaging(tx, name);
+  await tx.query(sql`
+    update permgraph.import_runs set phase = ${phase}, finished_at = now(), updated_at = now(), last_key = null, summary = ${summary}
+    where name = ${name}`);
+}

@@ -1,0 +1,111 @@
+// The import's types: its options and summary (public), and what its
+// phases share (the run's context and how a phase runs one transaction).
+import type { Transaction } from '@databases/pg';
+import type { Queryable } from '../../db/pool.ts';
+import { InvalidInputError } from '../../errors.ts';
+import type { CsvFile } from '../csv.ts';
+
+export type ImportSource = { file: string } | { query: string };
+export type OnInvalid = 'skip' | 'fail';
+export type ImportPhase = 'nodes' | 'grants' | 'validate' | 'load';
+
+export interface ImportOptions {
+  /** CSV with header id,kind,owner_id[,trash_at], or a query returning those columns. */
+  nodes?: ImportSource;
+  /** CSV with header tail_id,head_id,level[,source], or a query returning those columns. */
+  grants?: ImportSource;
+  /** Names the run for resuming; default: derived from the inputs. */
+  name?: string;
+  /** Continue an interrupted run after its last committed batch. */
+  resume?: boolean;
+  /** Discard an interrupted run of the same name and start over. */
+  restart?: boolean;
+  /** Validate everything and count what would change; write nothing. */
+  dryRun?: boolean;
+  /** skip (default): load the valid rows; fail: load nothing if any row is invalid. */
+  onInvalid?: OnInvalid;
+  /** Rows per staging transaction (default 10,000). */
+  batchSize?: number;
+  /** How many problems the summary lists (default 20). */
+  maxProblems?: number;
+  onProgress?: (progress: ImportProgress) => void;
+  /** Called after each committed staging batch (tests use it to simulate a crash). */
+  afterBatch?: (batchesCommitted: number) => void | Promise<void>;
+}
+
+export interface ImportProgress {
+  phase: ImportPhase;
+  /** Bytes (CSV) or rows (query) done in this phase, and the total when known. */
+  done: number;
+  total: number | null;
+  unit: 'bytes' | 'rows';
+  /** Rows staged in this phase so far. */
+  rows: number;
+}
+
+export interface ImportProblem {
+  table: 'nodes' | 'grants';
+  /** Where the row came from: `nodes.csv line 7`, or `id "abc"` for a query. */
+  origin: string;
+  problem: string;
+}
+
+export interface TableCounts {
+  read: number;
+  invalid: number;
+  inserted: number;
+  updated: number;
+  unchanged: number;
+}
+
+export interface ImportSummary {
+  name: string;
+  dryRun: boolean;
+  resumed: boolean;
+  /** Nothing was loaded: a dry run, or invalid rows under onInvalid = 'fail'. */
+  loaded: boolean;
+  nodes: TableCounts;
+  grants: TableCounts;
+  invalid: number;
+  problems: ImportProblem[];
+  /** What permgraph.refresh() wrote (null for a dry run or a failed run). */
+  refresh: { mode: string; inserted: number; updated: number; deleted: number; ms: number } | null;
+}
+
+/** Invalid rows with onInvalid = 'fail': nothing was loaded; the summary lists the problems. */
+export class ImportRejectedError extends InvalidInputError {
+  override name = 'ImportRejectedError';
+  constructor(readonly summary: ImportSummary) {
+    super(`import "${summary.name}" refused: ${summary.invalid} invalid row(s), nothing loaded (first: ${describeProblem(summary.problems[0])})`);
+  }
+}
+
+export function describeProblem(p: ImportProblem | undefined): string {
+  return p ? `${p.origin}: ${p.problem}` : 'none';
+}
+
+/** An input made ready: CSV opened with its header checked, or a query with its columns probed. */
+export type Prepared =
+  | { kind: 'csv'; file: CsvFile; label: string; optional: boolean }
+  | { kind: 'query'; query: string; optional: boolean };
+
+export interface RunRow {
+  name: string;
+  inputs: unknown;
+  phase: 'nodes' | 'grants' | 'load' | 'done' | 'failed';
+  last_key: string | null;
+  rows_done: number;
+  summary: ImportSummary | null;
+}
+
+/** Runs one step of the import in its own transaction (or, for a dry run, in the one transaction that rolls back). */
+export type Step = <T>(fn: (tx: Transaction | Queryable) => Promise<T>) => Promise<T>;
+
+/** What every phase of one run needs. */
+export interface RunContext {
+  name: string;
+  options: ImportOptions;
+  batchSize: number;
+  nodes: Prepared | null;
+  grants: Prepared | null;
+}
