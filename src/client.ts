@@ -1,36 +1,26 @@
-import {
-  canAccessRow,
-  checkOperation,
-  disableRowLevelSecurity,
-  enableRowLevelSecurity,
-  loadCatalogFile,
-  parseLevelOrRole,
-  setSuperuser,
-  syncRoles,
-  type Catalog,
-  type SyncResult,
-} from './app/roles.ts';
+import { canAccessRow, checkAccess, checkOperation, parseLevelOrRole } from './app/access.ts';
 import { listAudit, setActor, type AuditFilter, type AuditPage } from './app/audit.ts';
+import { loadCatalogFile, syncRoles, type Catalog, type SyncResult } from './app/catalog.ts';
 import { runDoctor, type DoctorCheck, type DoctorOptions } from './app/doctor.ts';
 import { explain, type Explanation } from './app/explain.ts';
-import { importGraph, type ImportOptions, type ImportSummary } from './app/import.ts';
-import { listTargets, listUsers, type LevelInput, type ListTargetsOptions, type ListUsersOptions, type Page, type TargetItem, type UserItem } from './app/listing.ts';
+import { deleteGrant, writeGrant } from './app/grants.ts';
+import { importGraph, type ImportOptions, type ImportSummary } from './app/import/index.ts';
+import { listTargets, listUsers, type ListTargetsOptions, type ListUsersOptions, type Page, type TargetItem, type UserItem } from './app/listing.ts';
+import { disableRowLevelSecurity, enableRowLevelSecurity, setSuperuser } from './app/rls.ts';
 import { syncGrants, type DesiredGrant, type SyncResult as SyncGrantsResult } from './app/sync-grants.ts';
 import type { Transaction } from '@databases/pg';
 import { openPool, sql, type ConnectionPool, type Queryable } from './db/pool.ts';
 import { resolveDatabase, type ResolvedDatabase } from './db/resolve.ts';
 import { applyChanges, refresh, type ApplyOptions, type BatchResult } from './engine/apply.ts';
-import { check, isLevelInput, type Level } from './engine/check.ts';
-import { currentToken, waitFor, type FreshnessToken } from './engine/freshness.ts';
+import { waitFor, writeWithToken, type FreshnessToken } from './engine/freshness.ts';
 import { verify, type VerifyResult } from './engine/verify.ts';
-import { InvalidInputError, rethrowAsInputError } from './errors.ts';
+import { InvalidInputError } from './errors.ts';
 import type { Logger } from './logger.ts';
 import { silentLogger } from './logger.ts';
 import { migrate, type MigrateResult } from './migrations/migrate.ts';
 import { assertServerVersion } from './db/server-version.ts';
+import type { Level, LevelInput, NodeKind } from './types.ts';
 import { Worker, type WorkerOptions } from './worker/worker.ts';
-
-export type NodeKind = 'user' | 'group' | 'object';
 
 export interface ConnectOptions {
   /** Default: DATABASE_URL, else the embedded server in .permgraph/. */
@@ -96,9 +86,7 @@ export class Permgraph {
 
   /** May the user act on the node at this level (1..3, read/write/manage) or for this catalog operation? */
   async check(userId: string, targetId: string, levelOrOperation: Level | string): Promise<boolean> {
-    return isLevelInput(levelOrOperation)
-      ? check(this.db, userId, targetId, levelOrOperation)
-      : checkOperation(this.db, userId, targetId, String(levelOrOperation));
+    return (await checkAccess(this.db, userId, targetId, levelOrOperation)).allowed;
   }
 
   /** Resolves when the permission table reflects the write behind `token`. */
@@ -120,14 +108,14 @@ export class Permgraph {
   setOwner(id: string, ownerId: string | null): Promise<FreshnessToken> {
     return this.write(async (tx) => {
       const rows = await tx.query(sql`update permgraph.nodes set owner_id = ${ownerId} where id = ${id} returning id`);
-      if (rows.length === 0) throw new InvalidInputError(`permgraph: node "${id}" does not exist`);
+      if (rows.length === 0) throw new InvalidInputError(`node "${id}" does not exist`);
     });
   }
 
   setTrash(id: string, trashAt: Date | null): Promise<FreshnessToken> {
     return this.write(async (tx) => {
       const rows = await tx.query(sql`update permgraph.nodes set trash_at = ${trashAt} where id = ${id} returning id`);
-      if (rows.length === 0) throw new InvalidInputError(`permgraph: node "${id}" does not exist`);
+      if (rows.length === 0) throw new InvalidInputError(`node "${id}" does not exist`);
     });
   }
 
@@ -137,20 +125,15 @@ export class Permgraph {
 
   /** Grants (or re-grants at a new level) tail -> head from one source; level 1..3, read/write/manage or a catalog role. */
   async grant(tailId: string, headId: string, levelOrRole: Level | string, options: { source?: string } = {}): Promise<FreshnessToken> {
-    const parsed = await parseLevelOrRole(this.db, levelOrRole);
-    return this.write((tx) =>
-      tx.query(sql`
-        insert into permgraph.grants (tail_id, head_id, level, source)
-        values (${tailId}, ${headId}, ${parsed}, ${options.source ?? 'default'})
-        on conflict (tail_id, head_id, source) do update set level = excluded.level
-        where permgraph.grants.level is distinct from excluded.level`),
-    );
+    return (await writeGrant(this.db, tailId, headId, levelOrRole, options)).token;
   }
 
+  /**
+   * Removes one source's grant tail -> head, if there is one. To learn whether
+   * there was, and to have unknown ids refused, use revokeGrant(pg.db, …).
+   */
   revoke(tailId: string, headId: string, options: { source?: string } = {}): Promise<FreshnessToken> {
-    return this.write((tx) =>
-      tx.query(sql`delete from permgraph.grants where tail_id = ${tailId} and head_id = ${headId} and source = ${options.source ?? 'default'}`),
-    );
+    return this.write((tx) => deleteGrant(tx, tailId, headId, options));
   }
 
   /** Nodes the user may act on (owner rule and trash included), one keyset page. */
@@ -231,13 +214,6 @@ export class Permgraph {
 
   /** Runs a write in a transaction and returns its freshness token; database input errors become InvalidInputError. */
   private async write(fn: (tx: Queryable) => Promise<unknown>): Promise<FreshnessToken> {
-    try {
-      return await this.db.tx(async (tx) => {
-        await fn(tx);
-        return currentToken(tx);
-      });
-    } catch (error) {
-      return rethrowAsInputError(error);
-    }
+    return (await writeWithToken(this.db, fn)).token;
   }
 }

@@ -1,7 +1,9 @@
 // permgraph's public TypeScript API.
-export { Permgraph, type ConnectOptions, type NodeKind } from './client.ts';
+export { Permgraph, type ConnectOptions } from './client.ts';
+export type { Level, LevelInput, NodeKind } from './types.ts';
 export { applyChanges, refresh, type ApplyOptions, type BatchResult } from './engine/apply.ts';
-export { check, parseLevel, LEVEL_NAMES, type Level } from './engine/check.ts';
+export { check } from './engine/check.ts';
+export { parseLevel, LEVEL_NAMES } from './levels.ts';
 export { currentToken, isApplied, waitFor, FreshnessTimeoutError, type FreshnessToken } from './engine/freshness.ts';
 export { verify, type Difference, type VerifyResult } from './engine/verify.ts';
 export { migrate, schemaState, loadMigrations, loadFunctionFiles, type MigrateResult } from './migrations/migrate.ts';
@@ -12,10 +14,15 @@ export { startEmbedded, defaultDataDir, type EmbeddedServer } from './db/embedde
 export { openPool, sql } from './db/pool.ts';
 export { createLogger, silentLogger, type Logger } from './logger.ts';
 export * from './errors.ts';
-export * from './app/roles.ts';
+export * from './app/catalog.ts';
+export * from './app/access.ts';
+export * from './app/rls.ts';
+export { writeGrant, revokeGrant, type GrantResult, type RevokeResult } from './app/grants.ts';
+// Kept for compatibility: the CLI's wording of a catalog change.
+export { describeChange } from './cli/format.ts';
 export { listTargets, listUsers, type Page, type TargetItem, type UserItem, type ListTargetsOptions, type ListUsersOptions } from './app/listing.ts';
 export { explain, type Explanation, type PathEdge, type ExplainReason } from './app/explain.ts';
 export { syncGrants, type DesiredGrant, type SyncResult as SyncGrantsResult } from './app/sync-grants.ts';
-export { importGraph, ImportRejectedError, type ImportOptions, type ImportSummary, type ImportProblem } from './app/import.ts';
+export { importGraph, ImportRejectedError, type ImportOptions, type ImportSummary, type ImportProblem } from './app/import/index.ts';
 export { listAudit, setActor, type AuditEntry, type AuditFilter, type AuditPage } from './app/audit.ts';
 export { runDoctor, type DoctorCheck } from './app/doctor.ts';

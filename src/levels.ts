@@ -3,8 +3,6 @@
 import { InvalidInputError } from './errors.ts';
 import type { Level } from './types.ts';
 
-export type { Level, LevelInput } from './types.ts';
-
 export const LEVEL_NAMES = { read: 1, write: 2, manage: 3 } as const;
 
 /** Is this a level (1..3 as number or digits, or read/write/manage) rather than a role or operation name? */

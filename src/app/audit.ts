@@ -122,6 +122,3 @@ export async function setActor(tx: Queryable, actor: string): Promise<void> {
   if (actor.trim() === '') throw new InvalidInputError('the actor must not be empty');
   await tx.query(sql`select set_config('permgraph.actor', ${actor}, true)`);
 }
-
-// Transitional: the CLI's formatting moved to src/cli/format.ts.
-export { describeEntry } from '../cli/format.ts';

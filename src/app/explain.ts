@@ -54,6 +54,3 @@ export async function explain(db: Queryable, userId: string, thingId: string, le
 }
 
 type RawExplanation = Omit<Explanation, 'trashAt'> & { trashAt: string | null };
-
-// Transitional: the CLI's formatting moved to src/cli/format.ts.
-export { formatExplanation, levelName } from '../cli/format.ts';

@@ -7,8 +7,6 @@ import { InvalidInputError, withInputErrors } from '../errors.ts';
 import { parseLevel } from '../levels.ts';
 import { NODE_KINDS, type Level, type LevelInput, type NodeKind } from '../types.ts';
 
-export type { LevelInput, NodeKind } from '../types.ts';
-
 export interface PageOptions {
   /** Page size, 1..10,000 (default 100); larger is an error, never a silent cap. */
   limit?: number;

@@ -2,8 +2,6 @@ import { sql, type Queryable } from '../db/pool.ts';
 import { DEFAULT_MAX_BATCH } from '../constants.ts';
 import { inSnapshot } from '../db/transaction.ts';
 
-export { DEFAULT_MAX_BATCH };
-
 export interface BatchResult {
   /** none: nothing was pending; incremental: only the affected region; full: whole-table recomputation. */
   mode: 'none' | 'incremental' | 'full';

@@ -1,8 +1,7 @@
 import { sql, type Queryable } from '../db/pool.ts';
 import { withInputErrors } from '../errors.ts';
-import { parseLevel, type Level } from '../levels.ts';
-
-export { isLevelInput, LEVEL_NAMES, parseLevel, type Level } from '../levels.ts';
+import { parseLevel } from '../levels.ts';
+import type { Level } from '../types.ts';
 
 /** permgraph.check(): may the user act on the node at this level (owner check and trash included)? */
 export async function check(db: Queryable, userId: string, targetId: string, level: Level | string): Promise<boolean> {

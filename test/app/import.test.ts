@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
-import { importGraph, ImportRejectedError, type ImportOptions } from '../../src/app/import.ts';
+import { importGraph, ImportRejectedError, type ImportOptions } from '../../src/app/import/index.ts';
 import { sql, type Queryable } from '../../src/db/pool.ts';
 import { InvalidInputError } from '../../src/errors.ts';
 import * as model from '../../src/reference/model.ts';

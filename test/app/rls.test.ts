@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import type { Transaction } from '@databases/pg';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { disableRowLevelSecurity, enableRowLevelSecurity, setSuperuser } from '../../src/app/roles.ts';
+import { disableRowLevelSecurity, enableRowLevelSecurity, setSuperuser } from '../../src/app/rls.ts';
 import { sql } from '../../src/db/pool.ts';
 import { refresh } from '../../src/engine/apply.ts';
 import { InvalidInputError } from '../../src/errors.ts';

@@ -1,22 +1,15 @@
 // The catalog of roles and operations (file parsing, sync, CLI), superusers,
-// check_op and can() (sql/functions/100_access.sql, src/app/roles.ts), against the
-// reference model wherever permissions are involved.
+// check_op and can() (sql/functions/090_catalog.sql, 100_access.sql;
+// src/app/catalog.ts, access.ts, rls.ts), against the reference model
+// wherever permissions are involved.
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import {
-  CatalogError,
-  canAccessRow,
-  checkOperation,
-  loadCatalogFile,
-  parseCatalog,
-  parseLevelOrRole,
-  setSuperuser,
-  syncRoles,
-  type Catalog,
-} from '../../src/app/roles.ts';
+import { canAccessRow, checkOperation, parseLevelOrRole } from '../../src/app/access.ts';
+import { CatalogError, loadCatalogFile, parseCatalog, syncRoles, type Catalog } from '../../src/app/catalog.ts';
+import { setSuperuser } from '../../src/app/rls.ts';
 import { sql } from '../../src/db/pool.ts';
 import { refresh } from '../../src/engine/apply.ts';
 import { check } from '../../src/engine/check.ts';

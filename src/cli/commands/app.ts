@@ -1,13 +1,15 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import type { NodeKind, Page } from '../../app/listing.ts';
+import type { Page } from '../../app/listing.ts';
 import type { DesiredGrant } from '../../app/sync-grants.ts';
-import type { Permgraph } from '../../client.ts';
+import { DEFAULT_GRANT_SOURCE, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT } from '../../constants.ts';
 import { InvalidInputError } from '../../errors.ts';
+import type { NodeKind } from '../../types.ts';
 
 // The implementations are imported inside each action: see core.ts.
 import { action, positiveInteger, requireSchema } from '../action.ts';
 import type { CommandContext } from '../context.ts';
+import { formatExplanation, levelName } from '../format.ts';
 
 interface PageFlags {
   level: string;
@@ -23,16 +25,16 @@ export function registerAppCommands(program: Command): void {
     .argument('<user>')
     .option('--level <level>', '1|2|3 or read|write|manage', 'read')
     .option('--kind <kind>', 'only nodes of this kind: user|group|object')
-    .option('--limit <n>', 'page size, at most 10000', '100')
+    .option('--limit <n>', `page size, at most ${MAX_PAGE_LIMIT}`, String(DEFAULT_PAGE_LIMIT))
     .option('--after <cursor>', 'the cursor printed by the previous page')
     .action(
       action<PageFlags & { kind?: string }>(program, async (ctx, options, [user]) => {
         await requireSchema(ctx);
-        const [{ listTargets }, { parseLevel }, { levelName }] = await Promise.all([import('../../app/listing.ts'), import('../../engine/check.ts'), import('../../app/explain.ts')]);
+        const { listTargets } = await import('../../app/listing.ts');
         const page = await listTargets(ctx.db, user!, {
-          level: parseLevel(options.level),
+          level: options.level,
           kind: options.kind as NodeKind | undefined,
-          limit: positiveInteger(options.limit ?? '100', '--limit'),
+          limit: positiveInteger(options.limit ?? String(DEFAULT_PAGE_LIMIT), '--limit'),
           after: options.after,
         });
         printPage(ctx, page, (item) => `${item.id}\t${item.kind}\t${levelName(item.level)}`);
@@ -44,15 +46,15 @@ export function registerAppCommands(program: Command): void {
     .description('the users who may act on TARGET at --level (directly or through its owner), by id, one page at a time')
     .argument('<target>')
     .option('--level <level>', '1|2|3 or read|write|manage', 'read')
-    .option('--limit <n>', 'page size, at most 10000', '100')
+    .option('--limit <n>', `page size, at most ${MAX_PAGE_LIMIT}`, String(DEFAULT_PAGE_LIMIT))
     .option('--after <cursor>', 'the cursor printed by the previous page')
     .action(
       action<PageFlags>(program, async (ctx, options, [target]) => {
         await requireSchema(ctx);
-        const [{ listUsers }, { parseLevel }, { levelName }] = await Promise.all([import('../../app/listing.ts'), import('../../engine/check.ts'), import('../../app/explain.ts')]);
+        const { listUsers } = await import('../../app/listing.ts');
         const page = await listUsers(ctx.db, target!, {
-          level: parseLevel(options.level),
-          limit: positiveInteger(options.limit ?? '100', '--limit'),
+          level: options.level,
+          limit: positiveInteger(options.limit ?? String(DEFAULT_PAGE_LIMIT), '--limit'),
           after: options.after,
         });
         printPage(ctx, page, (item) => `${item.id}\t${levelName(item.level)}`);
@@ -68,8 +70,8 @@ export function registerAppCommands(program: Command): void {
     .action(
       action<{ level?: string }>(program, async (ctx, options, [user, thing]) => {
         await requireSchema(ctx);
-        const [{ explain, formatExplanation }, { parseLevel }] = await Promise.all([import('../../app/explain.ts'), import('../../engine/check.ts')]);
-        const explanation = await explain(ctx.db, user!, thing!, options.level === undefined ? null : parseLevel(options.level));
+        const { explain } = await import('../../app/explain.ts');
+        const explanation = await explain(ctx.db, user!, thing!, options.level ?? null);
         if (ctx.options.json) return ctx.emitJson(explanation);
         for (const line of formatExplanation(explanation)) ctx.say(line);
       }),
@@ -81,13 +83,12 @@ export function registerAppCommands(program: Command): void {
     .argument('<tail>')
     .argument('<head>')
     .argument('<level>', '1|2|3, read|write|manage, or a role from the catalog')
-    .option('--source <source>', 'the grant source', 'default')
+    .option('--source <source>', 'the grant source', DEFAULT_GRANT_SOURCE)
     .action(
       action<{ source: string }>(program, async (ctx, options, [tail, head, levelArg]) => {
         await requireSchema(ctx);
-        const [{ parseLevelOrRole }, { levelName }] = await Promise.all([import('../../app/roles.ts'), import('../../app/explain.ts')]);
-        const level = await parseLevelOrRole(ctx.db, levelArg!);
-        const token = await (await client(ctx)).grant(tail!, head!, level, { source: options.source });
+        const { writeGrant } = await import('../../app/grants.ts');
+        const { level, token } = await writeGrant(ctx.db, tail!, head!, levelArg!, { source: options.source });
         if (ctx.options.json) ctx.emitJson({ tail, head, level, source: options.source, token });
         ctx.say(`granted ${tail} -[${levelName(level)}]-> ${head} (source ${options.source}); token ${token}`);
       }),
@@ -98,22 +99,14 @@ export function registerAppCommands(program: Command): void {
     .description('remove the grant TAIL -> HEAD of --source (other sources\' grants stay)')
     .argument('<tail>')
     .argument('<head>')
-    .option('--source <source>', 'the grant source', 'default')
+    .option('--source <source>', 'the grant source', DEFAULT_GRANT_SOURCE)
     .action(
       action<{ source: string }>(program, async (ctx, options, [tail, head]) => {
         await requireSchema(ctx);
-        const { sql } = await import('../../db/pool.ts');
-        // Unknown ids are a typo to report, not a revoke that "worked".
-        const known: { id: string }[] = await ctx.db.query(sql`select id from permgraph.nodes where id = any (${[tail!, head!]}::text[])`);
-        for (const id of [tail!, head!]) {
-          if (!known.some((k) => k.id === id)) throw new InvalidInputError(`node "${id}" does not exist`);
-        }
-        const [existing] = await ctx.db.query(
-          sql`select 1 from permgraph.grants where tail_id = ${tail} and head_id = ${head} and source = ${options.source}`,
-        );
-        const token = await (await client(ctx)).revoke(tail!, head!, { source: options.source });
-        if (ctx.options.json) ctx.emitJson({ tail, head, source: options.source, revoked: existing !== undefined, token });
-        ctx.say(existing ? `revoked ${tail} -> ${head} (source ${options.source}); token ${token}` : `no grant ${tail} -> ${head} from source ${options.source}: nothing to revoke`);
+        const { revokeGrant } = await import('../../app/grants.ts');
+        const { revoked, token } = await revokeGrant(ctx.db, tail!, head!, { source: options.source });
+        if (ctx.options.json) ctx.emitJson({ tail, head, source: options.source, revoked, token });
+        ctx.say(revoked ? `revoked ${tail} -> ${head} (source ${options.source}); token ${token}` : `no grant ${tail} -> ${head} from source ${options.source}: nothing to revoke`);
       }),
     );
 
@@ -133,11 +126,6 @@ export function registerAppCommands(program: Command): void {
         ctx.say(`synced source ${source}: ${result.inserted} inserted, ${result.updated} updated, ${result.deleted} deleted; token ${result.token}`);
       }),
     );
-}
-
-async function client(ctx: CommandContext): Promise<Permgraph> {
-  const { Permgraph } = await import('../../client.ts');
-  return Permgraph.fromPool(ctx.db, ctx.database.url, ctx.logger);
 }
 
 /** Items one per line (tab-separated), then how to get the next page. */

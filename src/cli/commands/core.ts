@@ -61,11 +61,10 @@ export function registerCoreCommands(program: Command): void {
     .action(
       action(program, async (ctx, _options, [user, target, asked]) => {
         await requireSchema(ctx);
-        const [{ Permgraph }, { isLevelInput, parseLevel }] = await Promise.all([import('../../client.ts'), import('../../engine/check.ts')]);
-        const client = Permgraph.fromPool(ctx.db, ctx.database.url, ctx.logger);
-        const allowed = await client.check(user!, target!, asked!);
-        if (ctx.options.json) ctx.emitJson({ user, target, ...(isLevelInput(asked!) ? { level: parseLevel(asked!) } : { operation: asked }), allowed });
-        ctx.say(allowed ? 'yes' : 'no');
+        const { checkAccess } = await import('../../app/access.ts');
+        const answer = await checkAccess(ctx.db, user!, target!, asked!); // { level | operation, allowed }
+        if (ctx.options.json) ctx.emitJson({ user, target, ...answer });
+        ctx.say(answer.allowed ? 'yes' : 'no');
       }),
     );
 

@@ -1,9 +1,11 @@
 import type cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 import type { AuditAction } from '../../app/audit.ts';
-import type { ImportProgress, ImportSource, ImportSummary, OnInvalid } from '../../app/import.ts';
+import type { ImportProgress, ImportSource, ImportSummary, OnInvalid } from '../../app/import/index.ts';
+import { DEFAULT_AUDIT_LIMIT, DEFAULT_IMPORT_BATCH_SIZE, DEFAULT_IMPORT_MAX_PROBLEMS, DEFAULT_MAX_LAG_SECONDS } from '../../constants.ts';
 import { action, ExitCode, positiveInteger, requireSchema } from '../action.ts';
 import type { CommandContext } from '../context.ts';
+import { describeEntry } from '../format.ts';
 
 interface ImportFlags {
   nodes?: string;
@@ -44,8 +46,8 @@ export function registerOpsCommands(program: Command): void {
     .option('--restart', 'discard an interrupted run of the same name and start over')
     .option('--dry-run', 'validate everything and report what would change; write nothing')
     .option('--on-invalid <mode>', 'skip: load the valid rows; fail: load nothing if any row is invalid', 'skip')
-    .option('--batch-size <n>', 'rows per committed staging batch', '10000')
-    .option('--show <n>', 'list at most n problems', '20')
+    .option('--batch-size <n>', 'rows per committed staging batch', String(DEFAULT_IMPORT_BATCH_SIZE))
+    .option('--show <n>', 'list at most n problems', String(DEFAULT_IMPORT_MAX_PROBLEMS))
     .action(action<ImportFlags>(program, (ctx, flags) => runImport(ctx, flags)));
 
   program
@@ -57,14 +59,14 @@ export function registerOpsCommands(program: Command): void {
     .option('--action <action>', 'only this action: grant, revoke, change_level, set_owner, create_node, delete_node, set_trash, import, truncate')
     .option('--since <time>', 'only changes at or after this time (e.g. 2024-05-01T12:00:00Z)')
     .option('--until <time>', 'only changes before this time')
-    .option('--limit <n>', 'at most n entries', '100')
+    .option('--limit <n>', 'at most n entries', String(DEFAULT_AUDIT_LIMIT))
     .option('--after <cursor>', 'entries after this cursor (printed at the end of a full page)')
     .action(action<AuditFlags>(program, (ctx, flags) => runAudit(ctx, flags)));
 
   program
     .command('doctor')
     .description('check schema version, indexes, worker and backlog; exit 1 if any check fails')
-    .option('--max-lag <seconds>', 'a pending change older than this is a warning', '60')
+    .option('--max-lag <seconds>', 'a pending change older than this is a warning', String(DEFAULT_MAX_LAG_SECONDS))
     .action(
       action<{ maxLag: string }>(program, async (ctx, flags) => {
         const { runDoctor } = await import('../../app/doctor.ts'); // implementations load lazily: see core.ts
@@ -92,7 +94,7 @@ async function runImport(ctx: CommandContext, flags: ImportFlags): Promise<void>
   const batchSize = positiveInteger(flags.batchSize, '--batch-size');
   const show = positiveInteger(flags.show, '--show');
   await requireSchema(ctx);
-  const { describeProblem, ImportRejectedError, importGraph } = await import('../../app/import.ts');
+  const { describeProblem, ImportRejectedError, importGraph } = await import('../../app/import/index.ts');
   const progress = process.stderr.isTTY && !ctx.options.json ? progressBar((await import('cli-progress')).default) : null;
   let summary: ImportSummary;
   try {
@@ -176,7 +178,7 @@ function progressBar(lib: typeof cliProgress): { update: (p: ImportProgress) => 
 
 async function runAudit(ctx: CommandContext, flags: AuditFlags): Promise<void> {
   await requireSchema(ctx);
-  const { describeEntry, listAudit } = await import('../../app/audit.ts');
+  const { listAudit } = await import('../../app/audit.ts');
   const limit = positiveInteger(flags.limit, '--limit');
   const after = flags.after === undefined ? undefined : positiveInteger(flags.after, '--after');
   const page = await listAudit(ctx.db, {

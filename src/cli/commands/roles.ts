@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { action, requireSchema } from '../action.ts';
+import { describeChange } from '../format.ts';
 
-/** roles sync: the catalog of named roles and operations (src/app/roles.ts). */
+/** roles sync: the catalog of named roles and operations (src/app/catalog.ts). */
 export function registerRolesCommands(program: Command): void {
   const roles = program.command('roles').description('the catalog of named roles and operations');
 
@@ -15,7 +16,7 @@ export function registerRolesCommands(program: Command): void {
     .exitOverride() // usage errors reach main(), which exits 2 like every other command
     .action(
       action<{ dryRun?: boolean }>(program, async (ctx, options, [file]) => {
-        const { describeChange, loadCatalogFile, syncRoles } = await import('../../app/roles.ts'); // loaded lazily: see core.ts
+        const { loadCatalogFile, syncRoles } = await import('../../app/catalog.ts'); // loaded lazily: see core.ts
         // Validate the file before touching the database: a malformed catalog changes nothing.
         const catalog = await loadCatalogFile(file!);
         await requireSchema(ctx);

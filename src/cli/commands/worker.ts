@@ -1,6 +1,6 @@
 import path from 'node:path';
 import type { Command } from 'commander';
-import { DEFAULT_MAX_BATCH } from '../../constants.ts'; // imports nothing: cheap for --help
+import { DEFAULT_MAX_BATCH, DEFAULT_POLL_INTERVAL_MS, DEFAULT_STANDBY_INTERVAL_MS } from '../../constants.ts'; // imports nothing: cheap for --help
 import type { BatchResult } from '../../engine/apply.ts';
 import type { Worker } from '../../worker/worker.ts';
 import { action, positiveInteger, requireSchema } from '../action.ts';
@@ -12,8 +12,8 @@ export function registerWorkerCommands(program: Command): void {
     .command('worker')
     .description('apply captured changes as they are committed, until SIGINT/SIGTERM')
     .option('--once', 'apply every change committed before start, then exit')
-    .option('--poll-interval <ms>', 'poll for changes at least this often (backstop for lost notifications)', '1000')
-    .option('--standby-interval <ms>', 'how often a standby worker tries to take over', '1000')
+    .option('--poll-interval <ms>', 'poll for changes at least this often (backstop for lost notifications)', String(DEFAULT_POLL_INTERVAL_MS))
+    .option('--standby-interval <ms>', 'how often a standby worker tries to take over', String(DEFAULT_STANDBY_INTERVAL_MS))
     .option('--max-batch <n>', 'more pending changes than this are applied by one full recomputation', String(DEFAULT_MAX_BATCH))
     .option('--no-listen', 'do not LISTEN; rely on polling only')
     .option('--metrics-port <port>', 'serve Prometheus metrics on this port at /metrics')
@@ -42,7 +42,7 @@ export function registerWorkerCommands(program: Command): void {
           ctx.say(`        select * from permgraph.permissions;`);
           ctx.say('  Ctrl-C stops the worker (and the embedded server).');
         };
-        await runWorker(ctx, { migrate: true, pollInterval: '1000', standbyInterval: '1000', maxBatch: String(DEFAULT_MAX_BATCH), listen: true, metricsPort: options.metricsPort }, ready);
+        await runWorker(ctx, { migrate: true, pollInterval: String(DEFAULT_POLL_INTERVAL_MS), standbyInterval: String(DEFAULT_STANDBY_INTERVAL_MS), maxBatch: String(DEFAULT_MAX_BATCH), listen: true, metricsPort: options.metricsPort }, ready);
       }, { logLevel: 'info' }),
     );
 }
