@@ -1,6 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { InvalidInputError, Permgraph } from '../src/index.ts';
 import * as model from '../src/reference/model.ts';
+import { g, o, u } from './helpers/builders.ts';
 import { createTestDatabase } from './helpers/database.ts';
 import { readPermissions } from './helpers/graph.ts';
 
@@ -27,10 +28,10 @@ describe('TypeScript API (Permgraph)', async () => {
     expect(await pg.check('alice', 'roadmap', 'read')).toBe(false);
     const graph: model.RefGraph = {
       nodes: [
-        { id: 'alice', kind: 'user', ownerId: null, trashAt: null },
-        { id: 'eng', kind: 'group', ownerId: null, trashAt: null },
-        { id: 'roadmap', kind: 'group', ownerId: 'eng', trashAt: null },
-        { id: 'spec', kind: 'object', ownerId: 'roadmap', trashAt: null },
+        u('alice'),
+        g('eng'),
+        g('roadmap', 'eng'),
+        o('spec', 'roadmap'),
       ],
       grants: [],
     };

@@ -5,13 +5,10 @@ import { refresh } from '../../src/engine/apply.ts';
 import { InvalidInputError } from '../../src/errors.ts';
 import * as model from '../../src/reference/model.ts';
 import type { Level, RefGraph } from '../../src/reference/model.ts';
+import { u, g, o, grant } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { FUTURE, PAST, graphArbitrary, loadGraph } from '../helpers/graph.ts';
 
-const u = (id: string, ownerId: string | null = null): model.RefNode => ({ id, kind: 'user', ownerId, trashAt: null });
-const g = (id: string, ownerId: string | null = null, trashAt: Date | null = null): model.RefNode => ({ id, kind: 'group', ownerId, trashAt });
-const o = (id: string, ownerId: string | null = null, trashAt: Date | null = null): model.RefNode => ({ id, kind: 'object', ownerId, trashAt });
-const grant = (tailId: string, level: Level, headId: string, source = 'default'): model.RefGrant => ({ tailId, headId, level, source });
 const edge = (tail: string, level: Level, head: string, source = 'default'): PathEdge => ({ tail, head, level, source });
 
 /**

@@ -8,6 +8,7 @@ import { sql, type Queryable } from '../../src/db/pool.ts';
 import { InvalidInputError } from '../../src/errors.ts';
 import * as model from '../../src/reference/model.ts';
 import type { RefGraph, RefNode } from '../../src/reference/model.ts';
+import { g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { graphArbitrary, loadGraph, readPermissions, readTrashedGroups } from '../helpers/graph.ts';
 
@@ -193,8 +194,8 @@ describe('permgraph import', async () => {
   it('dry run writes nothing and reports what would change', async () => {
     await emptyGraph(db);
     const files = await writeCsvs({
-      nodes: [{ id: 'ann', kind: 'user', ownerId: null, trashAt: null }, { id: 'team', kind: 'group', ownerId: 'ann', trashAt: null }],
-      grants: [{ tailId: 'ann', headId: 'team', level: 2, source: 'x' }],
+      nodes: [u('ann'), g('team', 'ann')],
+      grants: [grant('ann', 2, 'team', 'x')],
     });
     await importGraph(db, { nodes: { file: files.nodes } });
     const before = await snapshotCounts(db);
@@ -251,39 +252,39 @@ describe('permgraph import', async () => {
     const nodes = await writeText('nodes.csv', badNodes);
     const grants = await writeText('grants.csv', badGrants);
     const summary = await importGraph(db, { nodes: { file: nodes }, grants: { file: grants }, maxProblems: 100 });
-    const n = path.basename(nodes);
-    const g = path.basename(grants);
+    const nodesCsv = path.basename(nodes);
+    const grantsCsv = path.basename(grants);
     expect(summary.problems).toEqual([
-      { table: 'nodes', origin: `${n} line 3`, problem: "kind must be user, group or object, got 'robot'" },
-      { table: 'nodes', origin: `${n} line 4`, problem: `duplicate id "u1" (first at ${n} line 2)` },
-      { table: 'nodes', origin: `${n} line 7`, problem: 'owner "doc" is an object; only users and groups own' },
-      { table: 'nodes', origin: `${n} line 8`, problem: expect.stringMatching(/^ownership cycle: (c1 -> c2 -> c1|c2 -> c1 -> c2) \(/) },
-      { table: 'nodes', origin: `${n} line 9`, problem: expect.stringMatching(/^ownership cycle: (c1 -> c2 -> c1|c2 -> c1 -> c2) \(/) },
-      { table: 'nodes', origin: `${n} line 10`, problem: expect.stringMatching(/^(owner "c2" is in or below an ownership cycle|owner "c2" does not exist.*)$/) },
-      { table: 'nodes', origin: `${n} line 11`, problem: 'owner "nobody" does not exist (neither in the input nor in the database)' },
-      { table: 'nodes', origin: `${n} line 12`, problem: 'node "old" exists as a group; its kind cannot change to user' },
-      { table: 'nodes', origin: `${n} line 13`, problem: 'ownership cycle: group "self" cannot own itself' },
-      { table: 'grants', origin: `${g} line 3`, problem: "level must be 1 (read), 2 (write) or 3 (manage), got '4'" },
-      { table: 'grants', origin: `${g} line 4`, problem: 'grant tail "doc" is an object; only users and groups can hold grants' },
-      { table: 'grants', origin: `${g} line 5`, problem: 'grant head "ghost" does not exist (neither in the input nor in the database)' },
-      { table: 'grants', origin: `${g} line 6`, problem: `duplicate grant "u1" -> "g1" (source app; first at ${g} line 2)` },
-      { table: 'grants', origin: `${g} line 7`, problem: 'grant tail "x" does not exist (neither in the input nor in the database)' },
+      { table: 'nodes', origin: `${nodesCsv} line 3`, problem: "kind must be user, group or object, got 'robot'" },
+      { table: 'nodes', origin: `${nodesCsv} line 4`, problem: `duplicate id "u1" (first at ${nodesCsv} line 2)` },
+      { table: 'nodes', origin: `${nodesCsv} line 7`, problem: 'owner "doc" is an object; only users and groups own' },
+      { table: 'nodes', origin: `${nodesCsv} line 8`, problem: expect.stringMatching(/^ownership cycle: (c1 -> c2 -> c1|c2 -> c1 -> c2) \(/) },
+      { table: 'nodes', origin: `${nodesCsv} line 9`, problem: expect.stringMatching(/^ownership cycle: (c1 -> c2 -> c1|c2 -> c1 -> c2) \(/) },
+      { table: 'nodes', origin: `${nodesCsv} line 10`, problem: expect.stringMatching(/^(owner "c2" is in or below an ownership cycle|owner "c2" does not exist.*)$/) },
+      { table: 'nodes', origin: `${nodesCsv} line 11`, problem: 'owner "nobody" does not exist (neither in the input nor in the database)' },
+      { table: 'nodes', origin: `${nodesCsv} line 12`, problem: 'node "old" exists as a group; its kind cannot change to user' },
+      { table: 'nodes', origin: `${nodesCsv} line 13`, problem: 'ownership cycle: group "self" cannot own itself' },
+      { table: 'grants', origin: `${grantsCsv} line 3`, problem: "level must be 1 (read), 2 (write) or 3 (manage), got '4'" },
+      { table: 'grants', origin: `${grantsCsv} line 4`, problem: 'grant tail "doc" is an object; only users and groups can hold grants' },
+      { table: 'grants', origin: `${grantsCsv} line 5`, problem: 'grant head "ghost" does not exist (neither in the input nor in the database)' },
+      { table: 'grants', origin: `${grantsCsv} line 6`, problem: `duplicate grant "u1" -> "g1" (source app; first at ${grantsCsv} line 2)` },
+      { table: 'grants', origin: `${grantsCsv} line 7`, problem: 'grant tail "x" does not exist (neither in the input nor in the database)' },
     ]);
     expect(summary.nodes).toMatchObject({ read: 14, invalid: 9, inserted: 5 });
     expect(summary.grants).toMatchObject({ read: 8, invalid: 5, inserted: 3 });
     const expected: RefGraph = {
       nodes: [
-        { id: 'old', kind: 'group', ownerId: null, trashAt: null },
-        { id: 'u1', kind: 'user', ownerId: null, trashAt: null },
-        { id: 'doc', kind: 'object', ownerId: 'g1', trashAt: null },
-        { id: 'g1', kind: 'group', ownerId: 'u1', trashAt: null },
-        { id: 'me', kind: 'user', ownerId: 'me', trashAt: null },
-        { id: 'q,uoted', kind: 'user', ownerId: null, trashAt: null },
+        g('old'),
+        u('u1'),
+        o('doc', 'g1'),
+        g('g1', 'u1'),
+        u('me', 'me'),
+        u('q,uoted'),
       ],
       grants: [
-        { tailId: 'u1', headId: 'g1', level: 2, source: 'app' },
-        { tailId: 'q,uoted', headId: 'doc', level: 1, source: 'default' },
-        { tailId: 'u1', headId: 'old', level: 3, source: 'app' },
+        grant('u1', 2, 'g1', 'app'),
+        grant('q,uoted', 1, 'doc'),
+        grant('u1', 3, 'old', 'app'),
       ],
     };
     await expectImported(db, expected);
@@ -331,19 +332,19 @@ describe('permgraph import', async () => {
     await emptyGraph(db);
     const first: RefGraph = {
       nodes: [
-        { id: 'u', kind: 'user', ownerId: null, trashAt: null },
-        { id: 'a', kind: 'group', ownerId: 'u', trashAt: null },
-        { id: 'b', kind: 'group', ownerId: 'a', trashAt: null },
+        u('u'),
+        g('a', 'u'),
+        g('b', 'a'),
       ],
-      grants: [{ tailId: 'u', headId: 'b', level: 1, source: 's' }],
+      grants: [grant('u', 1, 'b', 's')],
     };
     const second: RefGraph = {
       nodes: [
-        { id: 'u', kind: 'user', ownerId: null, trashAt: null },
+        u('u'),
         { id: 'a', kind: 'group', ownerId: 'b', trashAt: new Date('2001-02-03T04:05:06Z') },
-        { id: 'b', kind: 'group', ownerId: 'u', trashAt: null },
+        g('b', 'u'),
       ],
-      grants: [{ tailId: 'u', headId: 'b', level: 3, source: 's' }],
+      grants: [grant('u', 3, 'b', 's')],
     };
     const one = await writeCsvs(first);
     await importGraph(db, { nodes: { file: one.nodes }, grants: { file: one.grants } });
@@ -363,8 +364,8 @@ describe('permgraph import', async () => {
     await emptyGraph(db);
     const [{ max }] = await db.query(sql`select coalesce(max(id), 0)::bigint as max from permgraph.audit_log`);
     const files = await writeCsvs({
-      nodes: [{ id: 'ann', kind: 'user', ownerId: null, trashAt: null }, { id: 'team', kind: 'group', ownerId: 'ann', trashAt: null }],
-      grants: [{ tailId: 'ann', headId: 'team', level: 2, source: 'x' }],
+      nodes: [u('ann'), g('team', 'ann')],
+      grants: [grant('ann', 2, 'team', 'x')],
     });
     await db.tx(async (tx) => {
       await tx.query(sql`set local permgraph.actor = 'ops-bot'`);

@@ -6,6 +6,7 @@ import { applyChanges, refresh } from '../../src/engine/apply.ts';
 import { InvalidInputError } from '../../src/errors.ts';
 import * as model from '../../src/reference/model.ts';
 import type { Level, RefGraph } from '../../src/reference/model.ts';
+import { g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { PAST, graphArbitrary, loadGraph } from '../helpers/graph.ts';
 import { GraphState, mutationArbitrary } from '../helpers/mutations.ts';
@@ -89,12 +90,12 @@ describe('listTargets / listUsers against the reference model', async () => {
       fc.asyncProperty(fc.array(child, { maxLength: 40 }), levelArb, fc.integer({ min: 1, max: 7 }), fc.boolean(), async (children, level, limit, clustered) => {
         const owners = ['gA', 'gB', 'gC', 'boss'];
         const nodes: model.RefNode[] = [
-          { id: 'me', kind: 'user', ownerId: null, trashAt: null },
-          { id: 'boss', kind: 'user', ownerId: null, trashAt: null },
-          { id: 'gA', kind: 'group', ownerId: null, trashAt: null },
-          { id: 'gB', kind: 'group', ownerId: null, trashAt: null },
-          { id: 'gC', kind: 'group', ownerId: null, trashAt: PAST },
-          { id: 'role', kind: 'group', ownerId: null, trashAt: null },
+          u('me'),
+          u('boss'),
+          g('gA'),
+          g('gB'),
+          g('gC', null, PAST),
+          g('role'),
         ];
         children.forEach((c, i) => {
           const ownerId = owners[c.owner % owners.length]!;
@@ -105,11 +106,11 @@ describe('listTargets / listUsers against the reference model', async () => {
         const graph: RefGraph = {
           nodes,
           grants: [
-            { tailId: 'me', headId: 'gA', level: 3, source: 'default' },
-            { tailId: 'me', headId: 'gB', level: 1, source: 'default' },
-            { tailId: 'me', headId: 'gC', level: 2, source: 'default' },
-            { tailId: 'me', headId: 'role', level: 2, source: 'default' },
-            { tailId: 'role', headId: 'boss', level: 3, source: 'default' },
+            grant('me', 3, 'gA'),
+            grant('me', 1, 'gB'),
+            grant('me', 2, 'gC'),
+            grant('me', 2, 'role'),
+            grant('role', 3, 'boss'),
           ],
         };
         await loadGraph(db, graph);
@@ -127,15 +128,15 @@ describe('listTargets / listUsers against the reference model', async () => {
   it('objects are listed through their owner, trashed ones hidden, users never hidden', async () => {
     const graph: RefGraph = {
       nodes: [
-        { id: 'ann', kind: 'user', ownerId: null, trashAt: null },
-        { id: 'team', kind: 'group', ownerId: null, trashAt: null },
-        { id: 'bob', kind: 'user', ownerId: 'team', trashAt: null },
-        { id: 'old', kind: 'group', ownerId: 'team', trashAt: PAST },
-        { id: 'doc', kind: 'object', ownerId: 'team', trashAt: null },
-        { id: 'gone', kind: 'object', ownerId: 'team', trashAt: PAST },
-        { id: 'inOld', kind: 'object', ownerId: 'old', trashAt: null },
+        u('ann'),
+        g('team'),
+        u('bob', 'team'),
+        g('old', 'team', PAST),
+        o('doc', 'team'),
+        o('gone', 'team', PAST),
+        o('inOld', 'old'),
       ],
-      grants: [{ tailId: 'ann', headId: 'team', level: 2, source: 'default' }],
+      grants: [grant('ann', 2, 'team')],
     };
     await loadGraph(db, graph);
     await refresh(db);
@@ -206,8 +207,8 @@ describe('listTargets / listUsers against the reference model', async () => {
   it('bad input: clear errors', async () => {
     await loadGraph(db, {
       nodes: [
-        { id: 'ann', kind: 'user', ownerId: null, trashAt: null },
-        { id: 'team', kind: 'group', ownerId: null, trashAt: null },
+        u('ann'),
+        g('team'),
       ],
       grants: [],
     });
@@ -240,7 +241,7 @@ describe('listTargets / listUsers against the reference model', async () => {
 
   it('a limit of 10,000 is accepted; an id listed after the cursor ends exactly at the last page', async () => {
     const graph: RefGraph = {
-      nodes: [{ id: 'ann', kind: 'user', ownerId: null, trashAt: null }, ...['b', 'c', 'd'].map((id) => ({ id, kind: 'group' as const, ownerId: 'ann', trashAt: null }))],
+      nodes: [u('ann'), ...['b', 'c', 'd'].map((id) => ({ id, kind: 'group' as const, ownerId: 'ann', trashAt: null }))],
       grants: [],
     };
     await loadGraph(db, graph);

@@ -13,18 +13,13 @@ import { refresh } from '../../src/engine/apply.ts';
 import { InvalidInputError } from '../../src/errors.ts';
 import * as model from '../../src/reference/model.ts';
 import type { Level, RefGraph } from '../../src/reference/model.ts';
+import { u, g, o, grant } from '../helpers/builders.ts';
 import { expectedRowAccess, type AppRow } from '../helpers/app-rows.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { FUTURE, PAST, graphArbitrary, loadGraph } from '../helpers/graph.ts';
 
-const u = (id: string): model.RefNode => ({ id, kind: 'user', ownerId: null, trashAt: null });
-const g = (id: string, ownerId: string | null = null, trashAt: Date | null = null): model.RefNode => ({ id, kind: 'group', ownerId, trashAt });
-const o = (id: string, ownerId: string | null = null, trashAt: Date | null = null): model.RefNode => ({ id, kind: 'object', ownerId, trashAt });
-const grant = (tailId: string, level: Level, headId: string): model.RefGrant => ({ tailId, headId, level, source: 'default' });
-
 /** Ends a transaction by rolling it back, keeping what the body computed. */
 class Rollback extends Error {}
-
 
 const sortIds = (ids: string[]) => [...ids].sort();
 

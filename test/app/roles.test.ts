@@ -16,15 +16,11 @@ import { check } from '../../src/engine/check.ts';
 import { InvalidInputError } from '../../src/errors.ts';
 import * as model from '../../src/reference/model.ts';
 import type { Level, RefGraph } from '../../src/reference/model.ts';
+import { u, g, o, grant } from '../helpers/builders.ts';
 import { runCli } from '../helpers/cli.ts';
 import { expectedRowAccess, type AppRow } from '../helpers/app-rows.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { PAST, graphArbitrary, loadGraph } from '../helpers/graph.ts';
-
-const u = (id: string): model.RefNode => ({ id, kind: 'user', ownerId: null, trashAt: null });
-const g = (id: string, ownerId: string | null = null, trashAt: Date | null = null): model.RefNode => ({ id, kind: 'group', ownerId, trashAt });
-const o = (id: string, ownerId: string | null = null, trashAt: Date | null = null): model.RefNode => ({ id, kind: 'object', ownerId, trashAt });
-const grant = (tailId: string, level: Level, headId: string): model.RefGrant => ({ tailId, headId, level, source: 'default' });
 
 /** Before every trash time the graphs use: "include trash" is the model at this instant. */
 const BEFORE_ALL_TRASH = new Date(0);
@@ -398,7 +394,6 @@ describe('roles, operations, superusers, can()', async () => {
     });
   });
 
-
   it('random graphs, superusers and application rows: check and can() equal the model, with and without trash', async () => {
     await syncRoles(db, CATALOG);
     const scenario = fc.record({
@@ -439,7 +434,6 @@ describe('roles, operations, superusers, can()', async () => {
     );
   });
 });
-
 
 /**
  * Application rows for a graph: some are registered nodes (any kind; their

@@ -7,6 +7,7 @@ import { isApplied } from '../../src/engine/freshness.ts';
 import { InvalidInputError } from '../../src/errors.ts';
 import * as model from '../../src/reference/model.ts';
 import type { Level, RefGrant } from '../../src/reference/model.ts';
+import { g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { graphArbitrary, loadGraph, readPermissions } from '../helpers/graph.ts';
 
@@ -86,12 +87,12 @@ describe('syncGrants', async () => {
   it('an empty set removes every grant of the source', async () => {
     await loadGraph(db, {
       nodes: [
-        { id: 'ann', kind: 'user', ownerId: null, trashAt: null },
-        { id: 'team', kind: 'group', ownerId: null, trashAt: null },
+        u('ann'),
+        g('team'),
       ],
       grants: [
-        { tailId: 'ann', headId: 'team', level: 2, source: 'ldap' },
-        { tailId: 'ann', headId: 'team', level: 1, source: 'manual' },
+        grant('ann', 2, 'team', 'ldap'),
+        grant('ann', 1, 'team', 'manual'),
       ],
     });
     expect(await syncGrants(db, 'ldap', [])).toMatchObject({ inserted: 0, updated: 0, deleted: 1 });
@@ -101,11 +102,11 @@ describe('syncGrants', async () => {
   it('bad input: a clear error naming the entry, and nothing written', async () => {
     await loadGraph(db, {
       nodes: [
-        { id: 'ann', kind: 'user', ownerId: null, trashAt: null },
-        { id: 'team', kind: 'group', ownerId: null, trashAt: null },
-        { id: 'doc', kind: 'object', ownerId: null, trashAt: null },
+        u('ann'),
+        g('team'),
+        o('doc'),
       ],
-      grants: [{ tailId: 'ann', headId: 'doc', level: 1, source: 'ldap' }],
+      grants: [grant('ann', 1, 'doc', 'ldap')],
     });
     await refresh(db);
     const before = await readGrants(db);

@@ -5,19 +5,20 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { sql } from '../../src/db/pool.ts';
 import { refresh } from '../../src/engine/apply.ts';
 import type * as model from '../../src/reference/model.ts';
+import { g, grant, o, u } from '../helpers/builders.ts';
 import { runCli } from '../helpers/cli.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { loadGraph } from '../helpers/graph.ts';
 
 const graph: model.RefGraph = {
   nodes: [
-    { id: 'ann', kind: 'user', ownerId: null, trashAt: null },
-    { id: 'bob', kind: 'user', ownerId: null, trashAt: null },
-    { id: 'eng', kind: 'group', ownerId: null, trashAt: null },
-    { id: 'roadmap', kind: 'group', ownerId: 'eng', trashAt: null },
-    { id: 'spec', kind: 'object', ownerId: 'roadmap', trashAt: null },
+    u('ann'),
+    u('bob'),
+    g('eng'),
+    g('roadmap', 'eng'),
+    o('spec', 'roadmap'),
   ],
-  grants: [{ tailId: 'ann', headId: 'eng', level: 2, source: 'default' }],
+  grants: [grant('ann', 2, 'eng')],
 };
 
 describe('permgraph list / who / explain / grant / revoke / sync-grants', async () => {

@@ -2,19 +2,17 @@ import { describe, expect, it } from 'vitest';
 import { sql } from '../../src/db/pool.ts';
 import { refresh } from '../../src/engine/apply.ts';
 import * as model from '../../src/reference/model.ts';
+import { g, grant, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { collect, runCli, spawnCli } from '../helpers/cli.ts';
 import { loadGraph, readPermissions } from '../helpers/graph.ts';
 
-const user = (id: string): model.RefNode => ({ id, kind: 'user', ownerId: null, trashAt: null });
-const group = (id: string): model.RefNode => ({ id, kind: 'group', ownerId: null, trashAt: null });
-
 /** A graph whose full recomputation takes long enough to be interrupted: many users × many groups. */
 function wideGraph(users: number, groups: number): model.RefGraph {
-  const nodes = [...Array.from({ length: users }, (_, i) => user(`u${i}`)), group('team'), ...Array.from({ length: groups }, (_, i) => group(`p${i}`))];
+  const nodes = [...Array.from({ length: users }, (_, i) => u(`u${i}`)), g('team'), ...Array.from({ length: groups }, (_, i) => g(`p${i}`))];
   const grants: model.RefGrant[] = [
-    ...Array.from({ length: users }, (_, i) => ({ tailId: `u${i}`, headId: 'team', level: 2 as const, source: 'default' })),
-    ...Array.from({ length: groups }, (_, i) => ({ tailId: 'team', headId: `p${i}`, level: 1 as const, source: 'default' })),
+    ...Array.from({ length: users }, (_, i) => grant(`u${i}`, 2, 'team')),
+    ...Array.from({ length: groups }, (_, i) => grant('team', 1, `p${i}`)),
   ];
   return { nodes, grants };
 }
@@ -37,7 +35,7 @@ describe('permgraph CLI', async () => {
   });
 
   it('refresh then verify succeeds; verify lists a tampered row and exits 1', async () => {
-    const graph: model.RefGraph = { nodes: [user('ann'), group('docs')], grants: [{ tailId: 'ann', headId: 'docs', level: 2, source: 'default' }] };
+    const graph: model.RefGraph = { nodes: [u('ann'), g('docs')], grants: [grant('ann', 2, 'docs')] };
     await loadGraph(db, graph);
     expect((await cli('refresh')).code).toBe(0);
     expect(await cli('verify')).toMatchObject({ code: 0 });
@@ -50,7 +48,7 @@ describe('permgraph CLI', async () => {
   });
 
   it('check prints yes/no, with --json for scripts', async () => {
-    await loadGraph(db, { nodes: [user('ann'), group('docs')], grants: [{ tailId: 'ann', headId: 'docs', level: 2, source: 'default' }] });
+    await loadGraph(db, { nodes: [u('ann'), g('docs')], grants: [grant('ann', 2, 'docs')] });
     await refresh(db);
     expect((await cli('check', 'ann', 'docs', 'write')).stdout).toBe('yes\n');
     expect((await cli('check', 'ann', 'docs', '3')).stdout).toBe('no\n');

@@ -1,6 +1,7 @@
 // The access rule for application rows, stated through the reference model.
 import * as model from '../../src/reference/model.ts';
 import type { Level, RefGraph } from '../../src/reference/model.ts';
+import { o } from './builders.ts';
 
 /** A row of an application table: its id and its owner column. */
 export interface AppRow {
@@ -14,7 +15,7 @@ export interface AppRow {
  */
 export function expectedRowAccess(graph: RefGraph, superusers: ReadonlySet<string>, userId: string, row: AppRow, level: Level, now: Date): boolean {
   const registered = graph.nodes.some((n) => n.id === row.id);
-  const asObject: model.RefNode = { id: row.id, kind: 'object', ownerId: row.ownerId, trashAt: null };
+  const asObject = o(row.id, row.ownerId);
   const withRow: RefGraph = registered ? graph : { nodes: [...graph.nodes, asObject], grants: graph.grants };
   if (superusers.has(userId)) {
     const trash = model.effectiveTrashAt(withRow, row.id);

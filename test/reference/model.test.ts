@@ -13,33 +13,10 @@ import {
   type RefGrant,
   type RefNode,
 } from '../../src/reference/model.ts';
+import { u as user, g as group, o as object, grant } from '../helpers/builders.ts';
 
-// ---------- small builders ----------
+// ---------- small builders (nodes and grants: test/helpers/builders.ts) ----------
 
-const user = (id: string, ownerId: string | null = null, trashAt: Date | null = null): RefNode => ({
-  id,
-  kind: 'user',
-  ownerId,
-  trashAt,
-});
-const group = (id: string, ownerId: string | null = null, trashAt: Date | null = null): RefNode => ({
-  id,
-  kind: 'group',
-  ownerId,
-  trashAt,
-});
-const object = (id: string, ownerId: string | null = null, trashAt: Date | null = null): RefNode => ({
-  id,
-  kind: 'object',
-  ownerId,
-  trashAt,
-});
-const grant = (tailId: string, headId: string, level: Level, source = 'default'): RefGrant => ({
-  tailId,
-  headId,
-  level,
-  source,
-});
 const row = (userId: string, targetId: string, level: Level, traverseOwned: boolean): PermissionRow => ({
   userId,
   targetId,
@@ -62,7 +39,7 @@ describe('reference model: worked examples', () => {
   it('u1 owns p1, p1 owns p2; role r -w-> p1; u2 -r-> r', () => {
     const g: RefGraph = {
       nodes: [user('u1'), user('u2'), group('p1', 'u1'), group('p2', 'p1'), group('r')],
-      grants: [grant('r', 'p1', w), grant('u2', 'r', r)],
+      grants: [grant('r', w, 'p1'), grant('u2', r, 'r')],
     };
     expect(computePermissions(g)).toEqual(
       sorted([
@@ -80,23 +57,23 @@ describe('reference model: worked examples', () => {
   it('x -w-> r -r-> b (b a group)', () => {
     const g: RefGraph = {
       nodes: [user('x'), group('r'), group('b')],
-      grants: [grant('x', 'r', w), grant('r', 'b', r)],
+      grants: [grant('x', w, 'r'), grant('r', r, 'b')],
     };
     expect(computePermissions(g)).toEqual(sorted([id('x'), row('x', 'r', 2, true), row('x', 'b', 1, true)]));
   });
 
   it('u -m-> g and u -r-> g (two grants); deleting the manage grant leaves (u,g,1,t)', () => {
     const nodes = [user('u'), group('g')];
-    const both: RefGraph = { nodes, grants: [grant('u', 'g', m, 's1'), grant('u', 'g', r, 's2')] };
+    const both: RefGraph = { nodes, grants: [grant('u', m, 'g', 's1'), grant('u', r, 'g', 's2')] };
     expect(computePermissions(both)).toEqual(sorted([id('u'), row('u', 'g', 3, true)]));
-    const after: RefGraph = { nodes, grants: [grant('u', 'g', r, 's2')] };
+    const after: RefGraph = { nodes, grants: [grant('u', r, 'g', 's2')] };
     expect(computePermissions(after)).toEqual(sorted([id('u'), row('u', 'g', 1, true)]));
   });
 
   it('a -r-> r, r -m-> userB: a reads what userB owns', () => {
     const g: RefGraph = {
       nodes: [user('a'), group('r'), user('userB')],
-      grants: [grant('a', 'r', r), grant('r', 'userB', m)],
+      grants: [grant('a', r, 'r'), grant('r', m, 'userB')],
     };
     expect(computePermissions(g)).toEqual(
       sorted([id('a'), id('userB'), row('a', 'r', 1, true), row('a', 'userB', 1, true)]),
@@ -106,7 +83,7 @@ describe('reference model: worked examples', () => {
   it('a -r-> r, r -w-> userB: a sees userB, not its belongings', () => {
     const g: RefGraph = {
       nodes: [user('a'), group('r'), user('userB')],
-      grants: [grant('a', 'r', r), grant('r', 'userB', w)],
+      grants: [grant('a', r, 'r'), grant('r', w, 'userB')],
     };
     expect(computePermissions(g)).toEqual(
       sorted([id('a'), id('userB'), row('a', 'r', 1, true), row('a', 'userB', 1, false)]),
@@ -116,7 +93,7 @@ describe('reference model: worked examples', () => {
   it('a -r-> r, r -m-> userB, userB -m-> g2: paths do not pass through userB', () => {
     const g: RefGraph = {
       nodes: [user('a'), group('r'), user('userB'), group('g2')],
-      grants: [grant('a', 'r', r), grant('r', 'userB', m), grant('userB', 'g2', m)],
+      grants: [grant('a', r, 'r'), grant('r', m, 'userB'), grant('userB', m, 'g2')],
     };
     expect(computePermissions(g)).toEqual(
       sorted([
@@ -132,7 +109,7 @@ describe('reference model: worked examples', () => {
   it('g1 -r-> g2, g2 -w-> g1, u -m-> g1 (cycle terminates)', () => {
     const g: RefGraph = {
       nodes: [user('u'), group('g1'), group('g2')],
-      grants: [grant('g1', 'g2', r), grant('g2', 'g1', w), grant('u', 'g1', m)],
+      grants: [grant('g1', r, 'g2'), grant('g2', w, 'g1'), grant('u', m, 'g1')],
     };
     expect(computePermissions(g)).toEqual(sorted([id('u'), row('u', 'g1', 3, true), row('u', 'g2', 1, true)]));
   });
@@ -140,7 +117,7 @@ describe('reference model: worked examples', () => {
   it('u -r-> doc (doc an object owned by p): nothing for other objects of p', () => {
     const g: RefGraph = {
       nodes: [user('u'), user('owner'), group('p', 'owner'), object('doc', 'p'), object('doc2', 'p')],
-      grants: [grant('u', 'doc', r)],
+      grants: [grant('u', r, 'doc')],
     };
     expect(computePermissions(g)).toEqual(
       sorted([id('owner'), id('u'), row('owner', 'p', 3, true), row('u', 'doc', 1, false)]),
@@ -168,7 +145,7 @@ describe('reference model: edges and rows', () => {
   it('a user owned by a group: the ownership edge is a level-3 last edge', () => {
     const g: RefGraph = {
       nodes: [user('a'), group('g'), user('c', 'g')],
-      grants: [grant('a', 'g', r)],
+      grants: [grant('a', r, 'g')],
     };
     expect(computePermissions(g)).toEqual(
       sorted([id('a'), id('c'), row('a', 'g', 1, true), row('a', 'c', 1, true)]),
@@ -183,7 +160,7 @@ describe('reference model: edges and rows', () => {
   it('objects are never traversed out of, users reached part-way are endpoints', () => {
     const g: RefGraph = {
       nodes: [user('u'), group('g'), user('v'), group('h', 'v'), object('o')],
-      grants: [grant('u', 'g', m), grant('g', 'v', m), grant('g', 'o', w)],
+      grants: [grant('u', m, 'g'), grant('g', m, 'v'), grant('g', w, 'o')],
     };
     expect(computePermissions(g)).toEqual(
       sorted([
@@ -201,33 +178,33 @@ describe('reference model: edges and rows', () => {
     const nodes = [user('a'), group('r1'), group('r2'), user('b')];
     const manageAndWrite: RefGraph = {
       nodes,
-      grants: [grant('a', 'r1', r), grant('a', 'r2', w), grant('r1', 'b', m), grant('r2', 'b', w)],
+      grants: [grant('a', r, 'r1'), grant('a', w, 'r2'), grant('r1', m, 'b'), grant('r2', w, 'b')],
     };
     // level: max(min(1,3), min(2,2)) = 2; traverse: the r1 path ends with a manage edge.
     expect(computePermissions(manageAndWrite)).toContainEqual(row('a', 'b', 2, true));
     // revoking the manage grant while a weaker path remains: traverse must become false
     const revoked: RefGraph = {
       nodes,
-      grants: [grant('a', 'r1', r), grant('a', 'r2', w), grant('r2', 'b', w)],
+      grants: [grant('a', r, 'r1'), grant('a', w, 'r2'), grant('r2', w, 'b')],
     };
     expect(computePermissions(revoked)).toContainEqual(row('a', 'b', 2, false));
     // downgrading the manage grant to read: same
     const downgraded: RefGraph = {
       nodes,
-      grants: [grant('a', 'r1', r), grant('a', 'r2', w), grant('r1', 'b', r), grant('r2', 'b', w)],
+      grants: [grant('a', r, 'r1'), grant('a', w, 'r2'), grant('r1', r, 'b'), grant('r2', w, 'b')],
     };
     expect(computePermissions(downgraded)).toContainEqual(row('a', 'b', 2, false));
   });
 
   it('a direct grant from u to another user is a one-edge path', () => {
-    const g: RefGraph = { nodes: [user('a'), user('b')], grants: [grant('a', 'b', m), grant('b', 'a', r)] };
+    const g: RefGraph = { nodes: [user('a'), user('b')], grants: [grant('a', m, 'b'), grant('b', r, 'a')] };
     expect(computePermissions(g)).toEqual(
       sorted([id('a'), id('b'), row('a', 'b', 3, true), row('b', 'a', 1, false)]),
     );
   });
 
   it('a path back to the start user does not disturb the identity row', () => {
-    const g: RefGraph = { nodes: [user('u'), group('g')], grants: [grant('u', 'g', r), grant('g', 'u', r)] };
+    const g: RefGraph = { nodes: [user('u'), group('g')], grants: [grant('u', r, 'g'), grant('g', r, 'u')] };
     expect(computePermissions(g)).toEqual(sorted([id('u'), row('u', 'g', 1, true)]));
   });
 
@@ -235,12 +212,12 @@ describe('reference model: edges and rows', () => {
     const g: RefGraph = {
       nodes: [user('u'), group('a'), group('b'), group('c')],
       grants: [
-        grant('u', 'a', m),
-        grant('a', 'b', r),
-        grant('a', 'c', w),
-        grant('c', 'b', m),
-        grant('b', 'a', m),
-        grant('b', 'c', r),
+        grant('u', m, 'a'),
+        grant('a', r, 'b'),
+        grant('a', w, 'c'),
+        grant('c', m, 'b'),
+        grant('b', m, 'a'),
+        grant('b', r, 'c'),
       ],
     };
     expect(computePermissions(g)).toEqual(
@@ -338,7 +315,7 @@ describe('reference model: trash', () => {
   it('trash never changes the permission rows', () => {
     const base: RefGraph = {
       nodes: [user('u'), group('g', 'u'), group('h', 'g'), object('o', 'h')],
-      grants: [grant('u', 'o', r)],
+      grants: [grant('u', r, 'o')],
     };
     const trashed: RefGraph = {
       nodes: [user('u', null, past), group('g', 'u', past), group('h', 'g', future), object('o', 'h', past)],
@@ -359,12 +336,12 @@ describe('reference model: trash', () => {
         object('docOwnPast', null, past),
       ],
       grants: [
-        grant('u', 'gPast', m),
-        grant('u', 'gFuture', m),
-        grant('u', 'child', m),
-        grant('u', 'gNow', m),
-        grant('u', 'doc', m),
-        grant('u', 'docOwnPast', m),
+        grant('u', m, 'gPast'),
+        grant('u', m, 'gFuture'),
+        grant('u', m, 'child'),
+        grant('u', m, 'gNow'),
+        grant('u', m, 'doc'),
+        grant('u', m, 'docOwnPast'),
       ],
     };
     expect(check(g, 'u', 'gPast', 1, now)).toBe(false);
@@ -382,7 +359,7 @@ describe('reference model: trash', () => {
   it('users are never hidden by trash', () => {
     const g: RefGraph = {
       nodes: [user('a'), user('b', 'gPast', past), group('gPast', 'a', past)],
-      grants: [grant('a', 'b', w)],
+      grants: [grant('a', w, 'b')],
     };
     expect(check(g, 'a', 'b', 2, now)).toBe(true);
     expect(check(g, 'b', 'b', 3, now)).toBe(true);
@@ -396,7 +373,7 @@ describe('reference model: check', () => {
   it('direct rows by level', () => {
     const g: RefGraph = {
       nodes: [user('u'), group('g'), group('h')],
-      grants: [grant('u', 'g', w), grant('g', 'h', r)],
+      grants: [grant('u', w, 'g'), grant('g', r, 'h')],
     };
     expect(check(g, 'u', 'g', 1, now)).toBe(true);
     expect(check(g, 'u', 'g', 2, now)).toBe(true);
@@ -409,7 +386,7 @@ describe('reference model: check', () => {
   it('owner check: objects owned by a group the user reaches', () => {
     const g: RefGraph = {
       nodes: [user('u'), group('p'), object('doc', 'p'), object('loose')],
-      grants: [grant('u', 'p', w)],
+      grants: [grant('u', w, 'p')],
     };
     expect(check(g, 'u', 'doc', 2, now)).toBe(true);
     expect(check(g, 'u', 'doc', 3, now)).toBe(false);
@@ -424,10 +401,10 @@ describe('reference model: check', () => {
 
   it('owner check through a user needs traverse_owned (a manage last edge)', () => {
     const nodes = [user('a'), group('r'), user('userB'), object('docB', 'userB')];
-    const managed: RefGraph = { nodes, grants: [grant('a', 'r', r), grant('r', 'userB', m)] };
+    const managed: RefGraph = { nodes, grants: [grant('a', r, 'r'), grant('r', m, 'userB')] };
     expect(check(managed, 'a', 'docB', 1, now)).toBe(true);
     expect(check(managed, 'a', 'docB', 2, now)).toBe(false);
-    const written: RefGraph = { nodes, grants: [grant('a', 'r', r), grant('r', 'userB', w)] };
+    const written: RefGraph = { nodes, grants: [grant('a', r, 'r'), grant('r', w, 'userB')] };
     expect(check(written, 'a', 'docB', 1, now)).toBe(false);
     expect(check(written, 'a', 'userB', 1, now)).toBe(true);
     expect(check(written, 'a', 'userB', 2, now)).toBe(false);
@@ -437,7 +414,7 @@ describe('reference model: check', () => {
     // Literal reading of the rule: x's owner o must have a row (u, o) with traverse_owned.
     const g: RefGraph = {
       nodes: [user('a'), group('r'), user('userB'), group('g2', 'userB'), object('deep', 'g2')],
-      grants: [grant('a', 'r', r), grant('r', 'userB', m)],
+      grants: [grant('a', r, 'r'), grant('r', m, 'userB')],
     };
     expect(computePermissions(g).some((x) => x.userId === 'a' && x.targetId === 'g2')).toBe(false);
     expect(check(g, 'a', 'g2', 1, now)).toBe(true); // owner userB, row (a,userB,1,t)
@@ -447,14 +424,14 @@ describe('reference model: check', () => {
   it('a direct object row does not cover other objects of the same owner', () => {
     const g: RefGraph = {
       nodes: [user('u'), group('p'), object('doc', 'p'), object('doc2', 'p')],
-      grants: [grant('u', 'doc', w)],
+      grants: [grant('u', w, 'doc')],
     };
     expect(check(g, 'u', 'doc', 2, now)).toBe(true);
     expect(check(g, 'u', 'doc2', 1, now)).toBe(false);
   });
 
   it('unknown ids and non-user principals are false', () => {
-    const g: RefGraph = { nodes: [user('u'), group('g')], grants: [grant('u', 'g', m)] };
+    const g: RefGraph = { nodes: [user('u'), group('g')], grants: [grant('u', m, 'g')] };
     expect(check(g, 'u', 'nope', 1, now)).toBe(false);
     expect(check(g, 'nope', 'g', 1, now)).toBe(false);
     expect(check(g, 'g', 'g', 1, now)).toBe(false);

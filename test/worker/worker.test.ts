@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
+import { LISTENER_APPLICATION_NAME, WORKER_APPLICATION_NAME } from '../../src/constants.ts';
 import { openPool, sql } from '../../src/db/pool.ts';
 import { applyChanges, refresh } from '../../src/engine/apply.ts';
 import { currentToken, waitFor } from '../../src/engine/freshness.ts';
@@ -7,6 +8,7 @@ import { verify } from '../../src/engine/verify.ts';
 import * as model from '../../src/reference/model.ts';
 import { createWorkerMetrics, serveMetrics } from '../../src/worker/metrics.ts';
 import { Worker, type WorkerOptions } from '../../src/worker/worker.ts';
+import { g, grant, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { graphArbitrary, loadGraph, readPermissions } from '../helpers/graph.ts';
 import { GraphState, mutationArbitrary } from '../helpers/mutations.ts';
@@ -63,9 +65,9 @@ describe('worker', async () => {
     });
     await waitFor(db, token, 20_000);
     expect(await readPermissions(db)).toContainEqual({ userId: 'fresh-user', targetId: 'fresh-team', level: 2, traverseOwned: true });
-    state.nodes.set('fresh-user', { id: 'fresh-user', kind: 'user', ownerId: null, trashAt: null });
-    state.nodes.set('fresh-team', { id: 'fresh-team', kind: 'group', ownerId: null, trashAt: null });
-    state.grants.set('fresh', { tailId: 'fresh-user', headId: 'fresh-team', level: 2, source: 'default' });
+    state.nodes.set('fresh-user', u('fresh-user'));
+    state.nodes.set('fresh-team', g('fresh-team'));
+    state.grants.set('fresh', grant('fresh-user', 2, 'fresh-team'));
     await mutate(state, 30, 1);
     await expectConverged(state);
   });
@@ -77,17 +79,45 @@ describe('worker', async () => {
     await expectConverged(state);
   });
 
+  /** The worker's and its listener's backends, once both are connected and none is one of `gone`. */
+  async function workerBackends(gone: readonly number[]): Promise<{ pid: number; app: string }[]> {
+    for (let i = 0; i < 1000; i++) {
+      const rows: { pid: number; app: string }[] = await db.query(sql`
+        select pid, application_name as app from pg_stat_activity
+        where datname = current_database() and application_name = any(${[LISTENER_APPLICATION_NAME, WORKER_APPLICATION_NAME]}::text[])
+          and pid <> all(${gone}::int[])
+        order by application_name`);
+      if (rows.length === 2 && rows[0]!.app !== rows[1]!.app) return rows;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    throw new Error('the worker and its listener did not (re)connect');
+  }
+
   it('survives the server terminating the listener and worker backends while changes are written', async () => {
     const state = await seed();
-    await startWorker({ pollIntervalMs: 60_000 }); // catching up after reconnect must not rely on polling
+    const worker = await startWorker({ pollIntervalMs: 60_000 }); // catching up after reconnect must not rely on polling
+    let failures = 0;
+    worker.on('error', () => failures++);
+    const killed: number[] = [];
     for (let round = 0; round < 3; round++) {
       await mutate(state, 10, 10 + round);
-      await db.query(sql`
-        select pg_terminate_backend(pid) from pg_stat_activity
-        where datname = current_database() and application_name in ('permgraph-listener', 'permgraph-worker')`);
+      // Fresh connections of both (not the ones killed in an earlier round), then kill exactly those.
+      const backends = await workerBackends(killed);
+      const terminated: { app: string; done: boolean }[] = await db.query(sql`
+        select application_name as app, pg_terminate_backend(pid) as done from pg_stat_activity
+        where pid = any(${backends.map((b) => b.pid)}::int[]) order by application_name`);
+      expect(terminated, `round ${round}`).toEqual([
+        { app: LISTENER_APPLICATION_NAME, done: true },
+        { app: WORKER_APPLICATION_NAME, done: true },
+      ]);
+      killed.push(...backends.map((b) => b.pid));
       await mutate(state, 10, 20 + round);
     }
     await expectConverged(state);
+    // The worker noticed every lost connection and came back on a new one as the active applier.
+    expect(failures).toBeGreaterThanOrEqual(3);
+    expect(worker.role).toBe('active');
+    await workerBackends(killed);
   });
 
   it('runs one active applier; a standby takes over when it stops', async () => {
@@ -125,7 +155,7 @@ describe('worker', async () => {
       await settle(); // the worker applied everything committed so far
       releaseSlow();
       await slowTx;
-      state.nodes.set('late-user', { id: 'late-user', kind: 'user', ownerId: null, trashAt: null });
+      state.nodes.set('late-user', u('late-user'));
       await expectConverged(state);
       expect(await readPermissions(db)).toContainEqual({ userId: 'late-user', targetId: 'late-user', level: 3, traverseOwned: true });
     } finally {
