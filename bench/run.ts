@@ -17,7 +17,7 @@ import { measureIncremental } from './measure/incremental.ts';
 import { measureReads } from './measure/reads.ts';
 import { measureRefresh } from './measure/refresh.ts';
 import { writeReport } from './report/report.ts';
-import { measureWorkerOn } from './measure/worker.ts';
+import { measureWorkerOn } from './measure/worker/index.ts';
 
 interface Options {
   size: Size;

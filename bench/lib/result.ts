@@ -2,7 +2,7 @@
 import type { IncrementalResult } from '../measure/incremental.ts';
 import type { ReadsResult } from '../measure/reads.ts';
 import type { RefreshResult } from '../measure/refresh.ts';
-import type { WorkerResult } from '../measure/worker.ts';
+import type { WorkerResult } from '../measure/worker/index.ts';
 import type { GitInfo, MachineInfo, PostgresInfo } from './environment.ts';
 import type { RunPlan } from './plan.ts';
 

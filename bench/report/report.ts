@@ -6,7 +6,7 @@ import type { RunResult, ShapeResult } from '../lib/result.ts';
 import { RESULTS_DIR } from '../lib/server.ts';
 import { summarize } from '../lib/stats.ts';
 import type { KindResult } from '../measure/incremental.ts';
-import type { WorkerResult } from '../measure/worker.ts';
+import type { WorkerResult } from '../measure/worker/index.ts';
 import { formatValue, renderBarChart } from './svg.ts';
 
 interface Entry {

@@ -1,0 +1,189 @@
+// The phases of a worker benchmark: offering a rate of churn open loop and
+// timing each change from commit to applied, and draining a large backlog.
+import { setTimeout as sleep } from 'node:timers/promises';
+import { DEFAULT_POLL_INTERVAL_MS } from '../../../src/constants.ts';
+import { sql, type ConnectionPool, type Queryable } from '../../../src/db/pool.ts';
+import { Worker } from '../../../src/worker/worker.ts';
+import { round, roundSummary, summarize, type Summary } from '../../lib/stats.ts';
+import { BatchLog, MemorySampler, tempBytes, type BatchTotals, type TokenWatcher } from './observers.ts';
+import { commitBacklog, type Churn } from './workload.ts';
+
+export interface WorkerPlan {
+  /** Offered changes per second, one phase each ... */
+  rates: number[];
+  /** ... lasting this long. */
+  rateSeconds: number;
+  /** Then this many phases bisect between the highest rate kept up and the lowest not ... */
+  searchSteps: number;
+  /** ... lasting this long each. */
+  searchSeconds: number;
+  /** Writer connections (one change per transaction each). */
+  writers: number;
+  /** Changes committed with the worker stopped, then drained. */
+  backlog: number;
+  /** Give up waiting for a drain after this long. */
+  drainTimeoutMs: number;
+}
+
+/** A phase keeps up when the p99 lag over its last third stays under this. */
+const KEPT_UP_P99_MS = 1000;
+/** A writer commits at most this many due changes in one transaction. */
+const MAX_PER_TRANSACTION = 20;
+export interface RateResult {
+  offeredPerSecond: number;
+  seconds: number;
+  /** A bisection phase (after the plan's fixed rates). */
+  search: boolean;
+  /** What the writers managed (below offered when they could not keep the pace). */
+  achievedPerSecond: number;
+  changes: number;
+  /** Mean changes per writer transaction (1 unless the writers fell behind the rate). */
+  changesPerTransaction: number;
+  /** Commit of a change (acknowledged to its writer) → its token applied; ms. */
+  lag: Summary;
+  /** p99 lag over the last third of the phase: growing lag shows here. */
+  lastThirdP99: number;
+  keptUp: boolean;
+  /** Changes ÷ (first commit → last one applied). */
+  appliedPerSecond: number;
+  /** Last commit → every change applied. */
+  drainAfterMs: number;
+  drained: boolean;
+  batches: BatchTotals;
+}
+
+export interface BacklogResult {
+  changes: number;
+  memberships: number;
+  shares: number;
+  /** Committing the backlog set-based, worker stopped. */
+  commitMs: number;
+  drainMs: number;
+  drained: boolean;
+  batches: BatchTotals;
+  /** The worker process (Node): resident set and heap, peak and growth. */
+  workerPeakRssMiB: number;
+  workerRssDeltaMiB: number;
+  workerHeapDeltaMiB: number;
+  /** Peak private memory of the worker's server backend (Linux /proc, local server only). */
+  backendPeakAnonMiB: number | null;
+  /** Temporary files the database wrote while draining. */
+  tempMiB: number;
+}
+
+const timeout = (ms: number) => sleep(ms, 'timeout' as const, { ref: false });
+
+interface Committed {
+  committedAt: number;
+  appliedAt: Promise<number>;
+}
+
+export const changesOf = (phase: Pick<Phase, 'rate' | 'seconds'>) => Math.max(1, Math.round(phase.rate * phase.seconds));
+
+/**
+ * Offers `rate` changes per second for the phase's duration, open loop: a free
+ * writer commits every change already due, up to MAX_PER_TRANSACTION in one
+ * transaction (as an application coalescing writes would), so the offered
+ * rate holds even when single-change transactions cannot keep up with it.
+ */
+export interface Phase {
+  rate: number;
+  seconds: number;
+  search: boolean;
+  /** Churn changes used before this phase. */
+  first: number;
+}
+
+export async function offerRate(writers: ConnectionPool, churn: Churn, watcher: TokenWatcher, log: BatchLog, plan: WorkerPlan, phase: Phase): Promise<RateResult> {
+  const { rate, first } = phase;
+  const total = changesOf(phase);
+  const committed: Committed[] = [];
+  const started = performance.now();
+  let next = 0;
+  let transactions = 0;
+  const writer = async () => {
+    while (next < total) {
+      const due = Math.min(total, Math.floor(((performance.now() - started) * rate) / 1000) + 1) - next;
+      if (due <= 0) {
+        await sleep(started + (next * 1000) / rate - performance.now());
+        continue;
+      }
+      const from = next;
+      const count = Math.min(due, MAX_PER_TRANSACTION);
+      next += count;
+      const token = await churn.commit(writers, first + from, count);
+      transactions++;
+      const at = performance.now();
+      const appliedAt = watcher.applied(token);
+      for (let i = from; i < from + count; i++) committed[i] = { committedAt: at, appliedAt };
+    }
+  };
+  await Promise.all(Array.from({ length: plan.writers }, writer));
+  const lastCommit = performance.now();
+  const all = Promise.all(committed.map((c) => c.appliedAt));
+  const drained = (await Promise.race([all, timeout(plan.drainTimeoutMs)])) !== 'timeout';
+  const appliedAt = drained ? await all : [];
+  const finished = performance.now();
+  const lags = appliedAt.map((at, i) => at - (committed[i] as Committed).committedAt);
+  const lastThirdP99 = summarize(lags.slice(Math.floor((lags.length * 2) / 3))).p99;
+  const lastApplied = appliedAt.length ? Math.max(...appliedAt) : finished;
+  const achieved = total / ((lastCommit - started) / 1000);
+  return {
+    offeredPerSecond: rate,
+    seconds: phase.seconds,
+    search: phase.search,
+    achievedPerSecond: round(achieved, 1),
+    changes: total,
+    changesPerTransaction: round(total / transactions, 2),
+    lag: roundSummary(summarize(lags)),
+    lastThirdP99: round(lastThirdP99, 1),
+    // a rate the writers could not offer was not tested
+    keptUp: drained && lastThirdP99 < KEPT_UP_P99_MS && achieved >= rate * 0.95,
+    appliedPerSecond: round(total / ((lastApplied - started) / 1000), 1),
+    drainAfterMs: round(finished - lastCommit, 1),
+    drained,
+    batches: log.totals(started, finished),
+  };
+}
+
+export async function drainBacklog(url: string, db: Queryable, plan: WorkerPlan): Promise<BacklogResult> {
+  const commitStarted = performance.now();
+  const committed = await commitBacklog(db, plan.backlog);
+  const commitMs = performance.now() - commitStarted;
+  const [pending] = await db.query(sql`select count(*)::bigint as n from permgraph.changes`);
+  global.gc?.();
+  const memory = new MemorySampler(db);
+  const tempBefore = await tempBytes(db);
+  const log = new BatchLog();
+  const worker = new Worker({ url, pollIntervalMs: DEFAULT_POLL_INTERVAL_MS });
+  log.listen(worker);
+  const started = performance.now();
+  await worker.start();
+  let drained = false;
+  try {
+    while (performance.now() - started < plan.drainTimeoutMs) {
+      await memory.findBackends(); // the worker connects lazily, and may reconnect
+      const [row] = await db.query(sql`select not exists (select 1 from permgraph.changes) as empty`);
+      if (row.empty) {
+        drained = true;
+        break;
+      }
+      await sleep(100);
+    }
+  } finally {
+    await worker.stop();
+  }
+  const drainMs = performance.now() - started;
+  // pg_stat_database is updated when a backend reports; give it a moment.
+  await sleep(600);
+  return {
+    changes: Number(pending.n),
+    ...committed,
+    commitMs: round(commitMs, 1),
+    drainMs: round(drainMs, 1),
+    drained,
+    batches: log.totals(started, performance.now()),
+    ...memory.stop(),
+    tempMiB: round(((await tempBytes(db)) - tempBefore) / 2 ** 20, 1),
+  };
+}

@@ -1,0 +1,120 @@
+// The churn a worker benchmark offers: changes that leave the graph as they
+// found it. Each one toggles a pair, adding a grant or removing the one an
+// earlier change added. Four in five share an object with a user (one
+// permission row); one in five adds a user to a team or takes them out again
+// (the team's closure: tens to hundreds of rows on org).
+import { sql, type Queryable } from '../../../src/db/pool.ts';
+
+/** One change in this many is a team membership; the others share an object. */
+export const MEMBERSHIP_EVERY = 5;
+
+type ToggleKind = 'membership' | 'share';
+
+interface Pair {
+  tail: string;
+  head: string;
+  level: number;
+  present: boolean;
+}
+
+/**
+ * The churn: pairs that have no permission row yet (so adding one changes
+ * rows), cycled in a fixed order; each use flips the pair. Pools are sized so
+ * that a pair is added once and removed once, far apart, over the run.
+ */
+export class Churn {
+  private used = { membership: 0, share: 0 };
+
+  private constructor(private readonly pools: Record<ToggleKind, Pair[]>) {}
+
+  static async load(db: Queryable, changes: number): Promise<Churn> {
+    const { memberships, shares } = pairsFor(changes);
+    return new Churn({ // one spare pair each for rounding
+      membership: await freshPairs(db, 'group', 't%', memberships + 1),
+      share: await freshPairs(db, 'object', '%', shares + 1),
+    });
+  }
+
+  /** Commits changes first .. first+count-1 in one transaction; returns its freshness token. */
+  async commit(db: Queryable, first: number, count: number): Promise<string> {
+    const adds: Pair[] = [];
+    const removes: Pair[] = [];
+    for (let i = first; i < first + count; i++) {
+      const kind: ToggleKind = i % MEMBERSHIP_EVERY === 0 ? 'membership' : 'share';
+      const pool = this.pools[kind];
+      const pair = pool[this.used[kind]++ % pool.length] as Pair;
+      pair.present = !pair.present;
+      (pair.present ? adds : removes).push(pair);
+    }
+    const [row] = await db.query(sql`
+      with added as (
+        insert into permgraph.grants (tail_id, head_id, level, source)
+        select t, h, l, 'bench-churn'
+        from unnest(${adds.map((p) => p.tail)}::text[], ${adds.map((p) => p.head)}::text[], ${adds.map((p) => p.level)}::smallint[]) as a(t, h, l)
+        returning 1
+      ), removed as (
+        delete from permgraph.grants g
+        using unnest(${removes.map((p) => p.tail)}::text[], ${removes.map((p) => p.head)}::text[]) as r(t, h)
+        where g.tail_id = r.t and g.head_id = r.h and g.source = 'bench-churn'
+        returning 1
+      )
+      select permgraph.current_token() as token, (select count(*) from added) + (select count(*) from removed) as done`);
+    if (Number(row.done) !== count) throw new Error(`bench churn: ${row.done} of ${count} changes took effect (pairs out of step)`);
+    return row.token as string;
+  }
+}
+
+/** Pairs for `changes` churn changes of the mix, each added once and removed once. */
+export function pairsFor(changes: number): { memberships: number; shares: number } {
+  const memberships = Math.floor(changes / MEMBERSHIP_EVERY / 2);
+  return { memberships, shares: Math.floor(changes / 2) - memberships };
+}
+
+/** Distinct (user, head) pairs without a permission row, in a deterministic order. */
+async function freshPairs(db: Queryable, headKind: 'group' | 'object', headPattern: string, count: number): Promise<Pair[]> {
+  // Enough users and heads for count pairs, however many rows already exist.
+  const side = Math.ceil(Math.sqrt(count * 2)) + 20;
+  const rows: { u: string; h: string; level: number }[] = await db.query(sql`
+    select u.id as u, h.id as h, 1 + (abs(hashtext(u.id || h.id)) % 3) as level
+    from (select id from permgraph.nodes where kind = 'user' order by md5(id) limit ${side}) u
+    cross join (select id from permgraph.nodes where kind = ${headKind} and id like ${headPattern} order by md5(id) limit ${side}) h
+    where not exists (select 1 from permgraph.permissions p where p.user_id = u.id and p.target_id = h.id)
+    order by md5(u.id || h.id) limit ${count}`);
+  if (rows.length < count) throw new Error(`bench churn: only ${rows.length} fresh user→${headKind} pairs, ${count} needed`);
+  return rows.map((r) => ({ tail: r.u, head: r.h, level: headKind === 'object' ? 1 : r.level, present: false }));
+}
+
+/**
+ * Commits `changes` churn changes set-based with the worker stopped: pairs
+ * are added in one statement and removed in another (each row still passes
+ * the capture triggers, as any application write does).
+ */
+export async function commitBacklog(db: Queryable, changes: number): Promise<{ memberships: number; shares: number }> {
+  const { memberships: membershipPairs, shares: sharePairs } = pairsFor(changes);
+  const chunk = 50_000;
+  for (const [headKind, pairs] of [['group', membershipPairs], ['object', sharePairs]] as const) {
+    const side = Math.ceil(Math.sqrt(pairs));
+    for (let offset = 0; offset < pairs; offset += chunk) {
+      const size = Math.min(chunk, pairs - offset);
+      await db.query(sql`
+        insert into permgraph.grants (tail_id, head_id, level, source)
+        select u.id, h.id, case when h.kind = 'group' then 1 + (abs(hashtext(u.id || h.id)) % 3) else 1 end, 'bench-backlog'
+        from (select id, row_number() over (order by md5(id)) - 1 as n from permgraph.nodes where kind = 'user') u
+        join (select id, kind, row_number() over (order by md5(id)) - 1 as n from permgraph.nodes
+              where kind = ${headKind} and (kind = 'object' or id like 't%')) h
+          on true
+        where u.n < ${side} and h.n < ${side} and u.n * ${side} + h.n >= ${offset} and u.n * ${side} + h.n < ${offset + size}`);
+    }
+  }
+  for (let removed = -1; removed !== 0;) {
+    const rows: { n: string }[] = await db.query(sql`
+      with gone as (
+        delete from permgraph.grants g
+        where (g.tail_id, g.head_id, g.source) in (
+          select tail_id, head_id, source from permgraph.grants where source = 'bench-backlog' limit ${chunk})
+        returning 1)
+      select count(*) as n from gone`);
+    removed = Number(rows[0]?.n ?? 0);
+  }
+  return { memberships: membershipPairs * 2, shares: sharePairs * 2 };
+}
