@@ -13,7 +13,7 @@ table permgraph.applier_state
   rows_deleted bigint
   constraint applier_state_pkey PRIMARY KEY (singleton)
   constraint applier_state_singleton_check CHECK (singleton)
-  privileges default
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
 
 table permgraph.audit_log
   id bigint not null generated always as identity
@@ -32,12 +32,13 @@ table permgraph.audit_log
   new_trash_at timestamp with time zone
   details jsonb
   xact_id xid8 not null default pg_current_xact_id()
-  constraint audit_log_action_valid CHECK ((action = ANY (ARRAY['grant'::text, 'revoke'::text, 'change_level'::text, 'set_owner'::text, 'create_node'::text, 'delete_node'::text, 'set_trash'::text, 'import'::text, 'truncate'::text, 'truncate_audit'::text])))
+  db_role text default SESSION_USER
+  constraint audit_log_action_valid CHECK ((action = ANY (ARRAY['grant'::text, 'revoke'::text, 'change_level'::text, 'set_owner'::text, 'create_node'::text, 'delete_node'::text, 'set_trash'::text, 'import'::text, 'truncate'::text, 'truncate_audit'::text, 'prune_audit'::text])))
   constraint audit_log_pkey PRIMARY KEY (id)
-  privileges default
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
 
 sequence permgraph.audit_log_id_seq
-  privileges default
+  privileges <owner>: SELECT,UPDATE,USAGE
 
 table permgraph.changes
   id bigint not null generated always as identity
@@ -51,10 +52,15 @@ table permgraph.changes
   xact_id xid8 not null default pg_current_xact_id()
   captured_at timestamp with time zone not null default clock_timestamp()
   constraint changes_pkey PRIMARY KEY (id)
-  privileges default
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
 
 sequence permgraph.changes_id_seq
-  privileges default
+  privileges <owner>: SELECT,UPDATE,USAGE
+
+table permgraph.deleted_nodes
+  id text collate "C" not null
+  deleted_at timestamp with time zone not null default clock_timestamp()
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
 
 table permgraph.edges
   tail_id text collate "C" not null
@@ -64,14 +70,31 @@ table permgraph.edges
   tail_kind text not null
   head_kind text not null
   constraint edges_pkey PRIMARY KEY (tail_id, head_id, source)
-  privileges default
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
+
+view permgraph.effective_permissions
+  user_id text collate "C"
+  target_id text collate "C"
+  level smallint
+  traverse_owned boolean
+  as SELECT user_id,
+    target_id,
+    level,
+    traverse_owned
+   FROM permgraph.permissions p
+  WHERE ((NOT (EXISTS ( SELECT 1
+           FROM permgraph.deleted_nodes d
+          WHERE (d.id = p.user_id)))) AND (NOT (EXISTS ( SELECT 1
+           FROM permgraph.deleted_nodes d
+          WHERE (d.id = p.target_id)))));
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
 
 table permgraph.function_files
   name text not null
   checksum text not null
   applied_at timestamp with time zone not null default now()
   constraint function_files_pkey PRIMARY KEY (name)
-  privileges default
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
 
 table permgraph.grants
   tail_id text collate "C" not null
@@ -86,7 +109,7 @@ table permgraph.grants
   constraint grants_source_not_empty CHECK ((source <> ''::text))
   constraint grants_tail_exists FOREIGN KEY (tail_id) REFERENCES permgraph.nodes(id) ON DELETE CASCADE
   constraint grants_unique_per_source UNIQUE (tail_id, head_id, source)
-  privileges default
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: DELETE,INSERT,SELECT,UPDATE
 
 table permgraph.import_grants
   run text not null
@@ -98,7 +121,7 @@ table permgraph.import_grants
   source text
   problem text
   constraint import_grants_pkey PRIMARY KEY (run, seq)
-  privileges default
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
 
 table permgraph.import_nodes
   run text not null
@@ -110,7 +133,7 @@ table permgraph.import_nodes
   trash_at text
   problem text
   constraint import_nodes_pkey PRIMARY KEY (run, seq)
-  privileges default
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
 
 table permgraph.import_runs
   name text not null
@@ -124,7 +147,7 @@ table permgraph.import_runs
   summary jsonb
   constraint import_runs_phase_valid CHECK ((phase = ANY (ARRAY['nodes'::text, 'grants'::text, 'load'::text, 'done'::text, 'failed'::text])))
   constraint import_runs_pkey PRIMARY KEY (name)
-  privileges default
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
 
 table permgraph.migrations
   version integer not null
@@ -132,7 +155,7 @@ table permgraph.migrations
   checksum text not null
   applied_at timestamp with time zone not null default now()
   constraint migrations_pkey PRIMARY KEY (version)
-  privileges default
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
 
 table permgraph.nodes
   id text collate "C" not null
@@ -141,17 +164,17 @@ table permgraph.nodes
   trash_at timestamp with time zone
   is_superuser boolean not null default false
   constraint nodes_kind_valid CHECK ((kind = ANY (ARRAY['user'::text, 'group'::text, 'object'::text])))
-  constraint nodes_owner_exists FOREIGN KEY (owner_id) REFERENCES permgraph.nodes(id)
+  constraint nodes_owner_exists FOREIGN KEY (owner_id) REFERENCES permgraph.nodes(id) DEFERRABLE INITIALLY DEFERRED
   constraint nodes_pkey PRIMARY KEY (id)
   constraint nodes_superuser_is_user CHECK (((NOT is_superuser) OR (kind = 'user'::text)))
-  privileges default
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: DELETE,INSERT,SELECT,UPDATE
 
 table permgraph.operations
   name text collate "C" not null
   level smallint not null
   constraint operations_level_valid CHECK (((level >= 1) AND (level <= 3)))
   constraint operations_pkey PRIMARY KEY (name)
-  privileges default
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
 
 table permgraph.permissions
   user_id text collate "C" not null
@@ -159,20 +182,20 @@ table permgraph.permissions
   level smallint not null
   traverse_owned boolean not null
   constraint permissions_pkey PRIMARY KEY (user_id, target_id) INCLUDE (level, traverse_owned)
-  privileges default
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
 
 table permgraph.roles
   name text collate "C" not null
   level smallint not null
   constraint roles_level_valid CHECK (((level >= 1) AND (level <= 3)))
   constraint roles_pkey PRIMARY KEY (name)
-  privileges default
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
 
 table permgraph.trashed_groups
   group_id text collate "C" not null
   trash_at timestamp with time zone not null
   constraint trashed_groups_pkey PRIMARY KEY (group_id)
-  privileges default
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
 
 CREATE UNIQUE INDEX applier_state_pkey ON permgraph.applier_state USING btree (singleton);
 CREATE INDEX audit_log_actor_idx ON permgraph.audit_log USING btree (actor, id);
@@ -182,6 +205,7 @@ CREATE UNIQUE INDEX audit_log_pkey ON permgraph.audit_log USING btree (id);
 CREATE INDEX audit_log_tail_idx ON permgraph.audit_log USING btree (tail_id, id) WHERE (tail_id IS NOT NULL);
 CREATE UNIQUE INDEX changes_pkey ON permgraph.changes USING btree (id);
 CREATE INDEX changes_xact_idx ON permgraph.changes USING btree (xact_id);
+CREATE INDEX deleted_nodes_id_idx ON permgraph.deleted_nodes USING btree (id);
 CREATE INDEX edges_group_in_idx ON permgraph.edges USING btree (head_id) INCLUDE (tail_id, level, head_kind) WHERE (tail_kind = 'group'::text);
 CREATE INDEX edges_head_idx ON permgraph.edges USING btree (head_id, tail_id);
 CREATE UNIQUE INDEX edges_pkey ON permgraph.edges USING btree (tail_id, head_id, source);
@@ -204,8 +228,7 @@ CREATE INDEX permissions_target_idx ON permgraph.permissions USING btree (target
 CREATE UNIQUE INDEX roles_pkey ON permgraph.roles USING btree (name);
 CREATE UNIQUE INDEX trashed_groups_pkey ON permgraph.trashed_groups USING btree (group_id);
 
-CREATE TRIGGER audit_log_append_only BEFORE DELETE OR UPDATE ON permgraph.audit_log FOR EACH STATEMENT EXECUTE FUNCTION permgraph._audit_refuse_change();
-CREATE TRIGGER audit_log_truncate AFTER TRUNCATE ON permgraph.audit_log FOR EACH STATEMENT EXECUTE FUNCTION permgraph._audit_truncate();
+CREATE TRIGGER audit_log_append_only BEFORE DELETE OR UPDATE OR TRUNCATE ON permgraph.audit_log FOR EACH STATEMENT EXECUTE FUNCTION permgraph._audit_refuse_change();
 CREATE TRIGGER grants_audit AFTER INSERT OR DELETE OR UPDATE ON permgraph.grants FOR EACH ROW EXECUTE FUNCTION permgraph._audit_grants();
 CREATE TRIGGER grants_audit_truncate AFTER TRUNCATE ON permgraph.grants FOR EACH STATEMENT EXECUTE FUNCTION permgraph._audit_truncate();
 CREATE TRIGGER grants_capture AFTER INSERT OR DELETE OR UPDATE ON permgraph.grants FOR EACH ROW EXECUTE FUNCTION permgraph._grants_capture();
@@ -217,35 +240,40 @@ CREATE TRIGGER nodes_audit AFTER INSERT OR DELETE OR UPDATE ON permgraph.nodes F
 CREATE TRIGGER nodes_audit_truncate AFTER TRUNCATE ON permgraph.nodes FOR EACH STATEMENT EXECUTE FUNCTION permgraph._audit_truncate();
 CREATE TRIGGER nodes_capture AFTER INSERT OR DELETE OR UPDATE OF owner_id, trash_at, kind ON permgraph.nodes FOR EACH ROW EXECUTE FUNCTION permgraph._nodes_capture();
 CREATE TRIGGER nodes_notify AFTER INSERT OR DELETE OR UPDATE ON permgraph.nodes FOR EACH STATEMENT EXECUTE FUNCTION permgraph._notify_changes();
-CREATE TRIGGER nodes_refuse_delete_owner BEFORE DELETE ON permgraph.nodes FOR EACH ROW EXECUTE FUNCTION permgraph._nodes_refuse_delete_owner();
 CREATE TRIGGER nodes_sync_edges AFTER INSERT OR DELETE OR UPDATE OF owner_id ON permgraph.nodes FOR EACH ROW EXECUTE FUNCTION permgraph._nodes_sync_edges();
 CREATE TRIGGER nodes_truncate AFTER TRUNCATE ON permgraph.nodes FOR EACH STATEMENT EXECUTE FUNCTION permgraph._capture_truncate();
 CREATE TRIGGER nodes_validate BEFORE INSERT OR UPDATE ON permgraph.nodes FOR EACH ROW EXECUTE FUNCTION permgraph._nodes_validate();
+CREATE TRIGGER nodes_validate_deleted AFTER DELETE ON permgraph.nodes REFERENCING OLD TABLE AS deleted_nodes_now FOR EACH STATEMENT EXECUTE FUNCTION permgraph._nodes_validate_deleted();
+CREATE TRIGGER nodes_validate_inserted AFTER INSERT ON permgraph.nodes REFERENCING NEW TABLE AS inserted_nodes FOR EACH STATEMENT EXECUTE FUNCTION permgraph._nodes_validate_inserted();
 CREATE TRIGGER nodes_validate_superuser BEFORE INSERT OR UPDATE OF is_superuser ON permgraph.nodes FOR EACH ROW EXECUTE FUNCTION permgraph._nodes_validate_superuser();
+CREATE TRIGGER nodes_validate_updated AFTER UPDATE ON permgraph.nodes REFERENCING OLD TABLE AS previous_nodes NEW TABLE AS updated_nodes FOR EACH STATEMENT EXECUTE FUNCTION permgraph._nodes_validate_updated();
 
--- permgraph."check"(text,text,integer): execute default
+-- permgraph."check"(text,text,integer): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph."check"(p_user_id text, p_target_id text, p_level integer)
  RETURNS boolean
  LANGUAGE sql
- STABLE
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$ select permgraph.check(p_user_id, p_target_id, p_level, false) $function$;
 
--- permgraph."check"(text,text,integer,boolean): execute default
+-- permgraph."check"(text,text,integer,boolean): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph."check"(p_user_id text, p_target_id text, p_level integer, p_include_trash boolean)
  RETURNS boolean
  LANGUAGE plpgsql
- STABLE
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 begin
   perform permgraph._require_level(p_level);
   return permgraph._check(p_user_id, p_target_id, p_level, coalesce(p_include_trash, false));
 end $function$;
 
--- permgraph._access_predicate(text,text,text,text,text): execute default
+-- permgraph._access_predicate(text,text,text,text,text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._access_predicate(p_user text, p_id text, p_owner text, p_level text, p_include_trash text)
  RETURNS text
  LANGUAGE sql
  IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
   select format($f$((%5$s or not (
       exists (select 1 from permgraph.trashed_groups permgraph_tg
@@ -260,39 +288,107 @@ AS $function$
           -- a scalar subquery, never hashed: only probed for rows whose owner is trashed
           and (select permgraph_n.kind from permgraph.nodes permgraph_n where permgraph_n.id = %2$s) is distinct from 'user')))
   and ((select permgraph._is_superuser(%1$s))
-       or exists (select 1 from permgraph.permissions permgraph_p
+       or exists (select 1 from permgraph.effective_permissions permgraph_p
                   where permgraph_p.user_id = %1$s and permgraph_p.target_id = %2$s and permgraph_p.level >= %4$s)
-       or exists (select 1 from permgraph.permissions permgraph_p
+       or exists (select 1 from permgraph.effective_permissions permgraph_p
                   where permgraph_p.user_id = %1$s and permgraph_p.target_id = %3$s and permgraph_p.level >= %4$s
                     and permgraph_p.traverse_owned)))$f$,
     p_user, p_id, p_owner, p_level, p_include_trash)
 $function$;
 
--- permgraph._applier_lock_key(): execute default
+-- permgraph._applier_lock_key(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._applier_lock_key()
  RETURNS bigint
  LANGUAGE sql
  IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$ select 7238001002::bigint $function$;
 
--- permgraph._applier_role_key(): execute default
+-- permgraph._applier_role_key(): execute <owner>: EXECUTE; permgraph_worker: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._applier_role_key()
  RETURNS bigint
  LANGUAGE sql
  IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$ select 7238001003::bigint $function$;
 
--- permgraph._audit_enabled(): execute default
+-- permgraph._apply_privileges(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._apply_privileges()
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  roles constant text := 'permgraph_reader, permgraph_writer, permgraph_worker';
+  readable constant text :=
+    'permgraph.nodes, permgraph.grants, permgraph.edges, permgraph.permissions, permgraph.effective_permissions, '
+    'permgraph.trashed_groups, permgraph.deleted_nodes, permgraph.changes, permgraph.applier_state, '
+    'permgraph.roles, permgraph.operations, permgraph.audit_log';
+  query_functions constant text[] := array[
+    'permgraph.check(text, text, integer)', 'permgraph.check(text, text, integer, boolean)',
+    'permgraph.check_op(text, text, text)', 'permgraph.check_op(text, text, text, boolean)',
+    'permgraph.can(text, text, text, integer)', 'permgraph.can(text, text, text, integer, boolean)',
+    'permgraph.can_op(text, text, text, text)', 'permgraph.can_op(text, text, text, text, boolean)',
+    'permgraph.is_trashed(text)', 'permgraph.effective_group_trash(text[])',
+    'permgraph.role_level(text)', 'permgraph.operation_level(text)',
+    'permgraph.list_targets(text, integer, text, text, integer)', 'permgraph.list_users(text, integer, text, integer)',
+    'permgraph.explain(text, text, integer)',
+    'permgraph.current_token()', 'permgraph.is_applied(text)', 'permgraph.status()', 'permgraph.current_actor()',
+    -- creating policies needs ownership of the application's table anyway
+    'permgraph.enable_rls(regclass, name, name)', 'permgraph.disable_rls(regclass)'];
+  worker_functions constant text[] := array[
+    'permgraph.apply_changes(integer, bigint, boolean)', 'permgraph.refresh()', 'permgraph.verify()',
+    'permgraph._applier_role_key()'];
+  signature text;
+begin
+  perform permgraph._ensure_role('permgraph_reader');
+  perform permgraph._ensure_role('permgraph_writer');
+  perform permgraph._ensure_role('permgraph_worker');
+
+  execute 'revoke all on schema permgraph from public';
+  execute format('grant usage on schema permgraph to %s', roles);
+
+  execute format('revoke all on all tables in schema permgraph from public, %s', roles);
+  execute format('revoke all on all sequences in schema permgraph from public, %s', roles);
+  execute format('revoke all on all functions in schema permgraph from public, %s', roles);
+  -- and from functions the owner creates later, until this runs again
+  execute 'alter default privileges in schema permgraph revoke execute on functions from public';
+
+  execute format('grant select on %s to %s', readable, roles);
+  execute 'grant insert, update, delete on permgraph.nodes, permgraph.grants to permgraph_writer';
+
+  foreach signature in array query_functions loop
+    execute format('grant execute on function %s to %s', signature, roles);
+  end loop;
+  foreach signature in array worker_functions loop
+    execute format('grant execute on function %s to permgraph_worker', signature);
+  end loop;
+end $function$;
+
+-- permgraph._audit_enabled(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._audit_enabled()
  RETURNS boolean
- LANGUAGE sql
+ LANGUAGE plpgsql
  STABLE
-AS $function$ select coalesce(current_setting('permgraph.audit', true), '') <> 'off' $function$;
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+begin
+  if coalesce(current_setting('permgraph.audit', true), '') <> 'off' then
+    return true;
+  end if;
+  if permgraph._session_is_owner() then
+    return false;
+  end if;
+  raise exception 'permgraph: only the owner of schema permgraph may switch auditing off (permgraph.audit = off); % may not',
+    session_user using errcode = '42501';
+end $function$;
 
--- permgraph._audit_grants(): execute default
+-- permgraph._audit_grants(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._audit_grants()
  RETURNS trigger
  LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 begin
   if not permgraph._audit_enabled() then
@@ -317,10 +413,12 @@ begin
   return null;
 end $function$;
 
--- permgraph._audit_nodes(): execute default
+-- permgraph._audit_nodes(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._audit_nodes()
  RETURNS trigger
  LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 begin
   if not permgraph._audit_enabled() then
@@ -345,37 +443,43 @@ begin
   return null;
 end $function$;
 
--- permgraph._audit_refuse_change(): execute default
+-- permgraph._audit_refuse_change(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._audit_refuse_change()
  RETURNS trigger
  LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 begin
-  raise exception 'permgraph: audit_log is append-only: % is refused (an operator may TRUNCATE it to drop old history)', tg_op
+  if tg_op = 'DELETE' and current_setting('permgraph.pruning_audit_log', true) = 'on' and permgraph._session_is_owner() then
+    return null;  -- inside prune_audit_log(), which records the pruning itself
+  end if;
+  raise exception 'permgraph: audit_log is append-only: % is refused (the schema''s owner may drop old entries with permgraph.prune_audit_log(before))', tg_op
     using errcode = '42501';
 end $function$;
 
--- permgraph._audit_truncate(): execute default
+-- permgraph._audit_truncate(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._audit_truncate()
  RETURNS trigger
  LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 begin
-  if tg_table_name = 'audit_log' then
-    -- Operators may truncate the log (retention); the truncation itself stays on record.
-    insert into permgraph.audit_log (action) values ('truncate_audit');
-  elsif permgraph._audit_enabled() then
+  if permgraph._audit_enabled() then
     insert into permgraph.audit_log (action, details) values ('truncate', jsonb_build_object('table', tg_table_name));
   end if;
   return null;
 end $function$;
 
--- permgraph._build_region(bigint): execute default
+-- permgraph._build_region(bigint): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._build_region(p_max_pairs bigint)
  RETURNS boolean
  LANGUAGE plpgsql
  SET enable_nestloop TO 'off'
  SET client_min_messages TO 'warning'
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
 AS $function$
 declare
   region_rows bigint;
@@ -447,11 +551,12 @@ begin
   return true;
 end $function$;
 
--- permgraph._can(text,text,text,integer,boolean): execute default
+-- permgraph._can(text,text,text,integer,boolean): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._can(p_user_id text, p_id text, p_owner_id text, p_level integer, p_include_trash boolean)
  RETURNS boolean
  LANGUAGE sql
  STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$select ((p_include_trash or not (
       exists (select 1 from permgraph.trashed_groups permgraph_tg
               where permgraph_tg.group_id = p_id and permgraph_tg.trash_at <= now())
@@ -465,25 +570,46 @@ AS $function$select ((p_include_trash or not (
           -- a scalar subquery, never hashed: only probed for rows whose owner is trashed
           and (select permgraph_n.kind from permgraph.nodes permgraph_n where permgraph_n.id = p_id) is distinct from 'user')))
   and ((select permgraph._is_superuser(p_user_id))
-       or exists (select 1 from permgraph.permissions permgraph_p
+       or exists (select 1 from permgraph.effective_permissions permgraph_p
                   where permgraph_p.user_id = p_user_id and permgraph_p.target_id = p_id and permgraph_p.level >= p_level)
-       or exists (select 1 from permgraph.permissions permgraph_p
+       or exists (select 1 from permgraph.effective_permissions permgraph_p
                   where permgraph_p.user_id = p_user_id and permgraph_p.target_id = p_owner_id and permgraph_p.level >= p_level
                     and permgraph_p.traverse_owned)))$function$;
 
--- permgraph._capture(text,text,text,text,smallint,smallint,boolean): execute default
+-- permgraph._capture(text,text,text,text,smallint,smallint,boolean): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._capture(p_tail text, p_head text, p_tail_kind text, p_head_kind text, p_old smallint, p_new smallint, p_trash boolean DEFAULT false)
  RETURNS void
  LANGUAGE sql
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
   insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level, trash_changed)
   values (p_tail, p_head, p_tail_kind, p_head_kind, p_old, p_new, p_trash)
 $function$;
 
--- permgraph._capture_truncate(): execute default
+-- permgraph._capture_enabled(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._capture_enabled()
+ RETURNS boolean
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+begin
+  if coalesce(current_setting('permgraph.capture', true), '') <> 'off' then
+    return true;
+  end if;
+  if permgraph._session_is_owner() then
+    return false;
+  end if;
+  raise exception 'permgraph: only the owner of schema permgraph may switch capture off (permgraph.capture = off); % may not',
+    session_user using errcode = '42501';
+end $function$;
+
+-- permgraph._capture_truncate(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._capture_truncate()
  RETURNS trigger
  LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 begin
   if tg_table_name = 'grants' then
@@ -496,11 +622,12 @@ begin
   return null;
 end $function$;
 
--- permgraph._catalog_level(text,text): execute default
+-- permgraph._catalog_level(text,text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._catalog_level(p_kind text, p_name text)
  RETURNS smallint
  LANGUAGE plpgsql
  STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 declare
   found_level smallint;
@@ -523,11 +650,12 @@ begin
   return found_level;
 end $function$;
 
--- permgraph._check(text,text,integer,boolean): execute default
+-- permgraph._check(text,text,integer,boolean): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._check(p_user_id text, p_target_id text, p_level integer, p_include_trash boolean)
  RETURNS boolean
  LANGUAGE plpgsql
  STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 declare
   t record;
@@ -536,10 +664,10 @@ begin
   if not found then
     return false;
   end if;
-  if not (exists (select 1 from permgraph.permissions p
+  if not (exists (select 1 from permgraph.effective_permissions p
                   where p.user_id = p_user_id and p.target_id = p_target_id and p.level >= p_level)
           or (t.owner_id is not null
-              and exists (select 1 from permgraph.permissions p
+              and exists (select 1 from permgraph.effective_permissions p
                           where p.user_id = p_user_id and p.target_id = t.owner_id
                             and p.level >= p_level and p.traverse_owned))
           or exists (select 1 from permgraph.nodes u where u.id = p_user_id and u.is_superuser)) then
@@ -548,11 +676,13 @@ begin
   return p_include_trash or not permgraph._hidden(t.kind, p_target_id, t.owner_id, t.trash_at);
 end $function$;
 
--- permgraph._compute_all(): execute default
+-- permgraph._compute_all(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._compute_all()
  RETURNS void
  LANGUAGE plpgsql
  SET client_min_messages TO 'warning'
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
 AS $function$
 begin
   -- Fresh statistics first: a full recomputation often follows a bulk load,
@@ -600,13 +730,15 @@ begin
   analyze pg_temp.permgraph_new;
 end $function$;
 
--- permgraph._compute_region(): execute default
+-- permgraph._compute_region(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._compute_region()
  RETURNS void
  LANGUAGE plpgsql
  SET enable_hashjoin TO 'off'
  SET enable_mergejoin TO 'off'
  SET client_min_messages TO 'warning'
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
 AS $function$
 declare
   computed bigint;
@@ -665,11 +797,47 @@ begin
   end if;
 end $function$;
 
--- permgraph._explain_path(jsonb,text): execute default
+-- permgraph._describe_id(text): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._describe_id(p_id text)
+ RETURNS text
+ LANGUAGE sql
+ IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+  select case
+    when p_id is null then 'null'
+    when length(p_id) <= 64 then '"' || regexp_replace(p_id, '[[:cntrl:]]', '?', 'g') || '"'
+    else format('"%s…" (%s characters)', regexp_replace(left(p_id, 64), '[[:cntrl:]]', '?', 'g'), length(p_id))
+  end
+$function$;
+
+-- permgraph._ensure_role(text): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._ensure_role(p_name text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+begin
+  if exists (select 1 from pg_roles where rolname = p_name) then
+    return;
+  end if;
+  execute format('create role %I nologin', p_name);
+exception
+  when duplicate_object or unique_violation then
+    null;
+  when insufficient_privilege then
+    raise exception 'permgraph: role % does not exist and % may not create roles', p_name, current_user
+      using errcode = '42501',
+            hint = format('a superuser can create it (create role %I nologin) or grant CREATEROLE to %I; then run permgraph migrate again',
+                          p_name, current_user);
+end $function$;
+
+-- permgraph._explain_path(jsonb,text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._explain_path(p_tree jsonb, p_node text)
  RETURNS jsonb
  LANGUAGE plpgsql
  IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 declare
   path jsonb := '[]';
@@ -687,11 +855,13 @@ begin
   return path;
 end $function$;
 
--- permgraph._explain_tree(text,integer): execute default
+-- permgraph._explain_tree(text,integer): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._explain_tree(p_user_id text, p_min_level integer)
  RETURNS jsonb
  LANGUAGE plpgsql
  STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
 AS $function$
 declare
   tree jsonb := jsonb_build_object(p_user_id, jsonb_build_object('d', 0, 'o', 1, 'p', null, 's', null, 'l', 3));
@@ -725,13 +895,15 @@ begin
   return tree;
 end $function$;
 
--- permgraph._grants_capture(): execute default
+-- permgraph._grants_capture(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._grants_capture()
  RETURNS trigger
  LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 begin
-  if current_setting('permgraph.capture', true) = 'off' then
+  if not permgraph._capture_enabled() then
     return null;
   end if;
   if tg_op = 'UPDATE' and new.tail_id = old.tail_id and new.head_id = old.head_id
@@ -747,10 +919,12 @@ begin
   return null;
 end $function$;
 
--- permgraph._grants_sync_edges(): execute default
+-- permgraph._grants_sync_edges(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._grants_sync_edges()
  RETURNS trigger
  LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 begin
   if tg_op in ('DELETE', 'UPDATE') then
@@ -763,23 +937,25 @@ begin
   return null;
 end $function$;
 
--- permgraph._grants_validate(): execute default
+-- permgraph._grants_validate(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._grants_validate()
  RETURNS trigger
  LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 begin
   select kind into new.tail_kind from permgraph.nodes where id = new.tail_id;
   if not found then
-    raise exception 'permgraph: grant tail "%" does not exist', new.tail_id using errcode = '23503';
+    raise exception 'permgraph: grant tail % does not exist', permgraph._describe_id(new.tail_id) using errcode = '23503';
   end if;
   if new.tail_kind = 'object' then
-    raise exception 'permgraph: grant tail "%" is an object; only users and groups can hold grants', new.tail_id
+    raise exception 'permgraph: grant tail % is an object; only users and groups can hold grants', permgraph._describe_id(new.tail_id)
       using errcode = '23514';
   end if;
   select kind into new.head_kind from permgraph.nodes where id = new.head_id;
   if not found then
-    raise exception 'permgraph: grant head "%" does not exist', new.head_id using errcode = '23503';
+    raise exception 'permgraph: grant head % does not exist', permgraph._describe_id(new.head_id) using errcode = '23503';
   end if;
   if new.level is null or new.level not between 1 and 3 then
     raise exception 'permgraph: grant level must be 1 (read), 2 (write) or 3 (manage), got %', coalesce(new.level::text, 'null')
@@ -788,11 +964,12 @@ begin
   return new;
 end $function$;
 
--- permgraph._hidden(text,text,text,timestamp with time zone): execute default
+-- permgraph._hidden(text,text,text,timestamp with time zone): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._hidden(p_kind text, p_id text, p_owner_id text, p_trash_at timestamp with time zone)
  RETURNS boolean
  LANGUAGE sql
  STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
   select case p_kind
     when 'user' then false
@@ -804,10 +981,27 @@ AS $function$
   end
 $function$;
 
--- permgraph._import_load(text,boolean): execute default
+-- permgraph._id_problem(text): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._id_problem(p_id text)
+ RETURNS text
+ LANGUAGE sql
+ IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+  select case
+    when p_id is null then 'is null'
+    when p_id = '' then 'is empty'
+    when length(p_id) > 256 then format('is %s characters long (at most 256)', length(p_id))
+    when p_id ~ '[[:cntrl:]]' then 'contains a control character'
+  end
+$function$;
+
+-- permgraph._import_load(text,boolean): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._import_load(p_run text, p_set_trash boolean)
  RETURNS jsonb
  LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
 AS $function$
 declare
   nodes_inserted bigint;
@@ -869,10 +1063,12 @@ begin
                         - grants_inserted - grants_updated);
 end $function$;
 
--- permgraph._import_validate(text): execute default
+-- permgraph._import_validate(text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._import_validate(p_run text)
  RETURNS jsonb
  LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
 AS $function$
 declare
   marked bigint;
@@ -1015,27 +1211,30 @@ begin
     'grants_invalid', (select count(*) from permgraph.import_grants where run = p_run and problem is not null));
 end $function$;
 
--- permgraph._is_owner_edge(text,text,text): execute default
+-- permgraph._is_owner_edge(text,text,text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._is_owner_edge(p_id text, p_owner_id text, p_kind text)
  RETURNS boolean
  LANGUAGE sql
  IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$ select p_owner_id is not null and p_kind <> 'object' and p_owner_id <> p_id $function$;
 
--- permgraph._is_superuser(text): execute default
+-- permgraph._is_superuser(text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._is_superuser(p_user_id text)
  RETURNS boolean
  LANGUAGE sql
  STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
   select coalesce((select n.is_superuser from permgraph.nodes n where n.id = p_user_id and n.kind = 'user'), false)
 $function$;
 
--- permgraph._is_timestamptz(text): execute default
+-- permgraph._is_timestamptz(text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._is_timestamptz(p_value text)
  RETURNS boolean
  LANGUAGE plpgsql
  STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 begin
   perform p_value::timestamptz;
@@ -1044,21 +1243,24 @@ exception when data_exception then
   return false;
 end $function$;
 
--- permgraph._kind_of(text): execute default
+-- permgraph._kind_of(text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._kind_of(p_id text)
  RETURNS text
  LANGUAGE sql
  STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$ select kind from permgraph.nodes where id = p_id $function$;
 
--- permgraph._nodes_capture(): execute default
+-- permgraph._nodes_capture(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._nodes_capture()
  RETURNS trigger
  LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 begin
-  if current_setting('permgraph.capture', true) = 'off' then
-    return null; -- bulk import: the importer runs a full refresh instead
+  if not permgraph._capture_enabled() then
+    return null; -- bulk import by the schema's owner, which runs a full refresh instead
   end if;
   if tg_op in ('DELETE', 'UPDATE') then
     -- the old ownership edge (objects' ownership is resolved at query time, not an edge)
@@ -1070,7 +1272,8 @@ begin
   if tg_op in ('INSERT', 'UPDATE') then
     if permgraph._is_owner_edge(new.id, new.owner_id, new.kind)
        and (tg_op = 'INSERT' or new.owner_id is distinct from old.owner_id) then
-      perform permgraph._capture(new.owner_id, new.id, permgraph._kind_of(new.owner_id), new.kind, null, 3::smallint);
+      -- (a missing owner is refused by the statement-level check that follows)
+      perform permgraph._capture(new.owner_id, new.id, coalesce(permgraph._kind_of(new.owner_id), 'group'), new.kind, null, 3::smallint);
     end if;
   end if;
   if tg_op = 'INSERT' and new.kind = 'user' then
@@ -1086,35 +1289,20 @@ begin
     perform permgraph._capture(coalesce(new.id, old.id), coalesce(new.id, old.id), 'group', 'group', null, null, true);
   end if;
   if tg_op = 'DELETE' then
-    -- A deleted node's own rows go at once (the worker recomputes the rest).
-    delete from permgraph.permissions where user_id = old.id;
-    delete from permgraph.permissions where target_id = old.id;
+    -- The deleted node's rows become unreadable now (every read path skips
+    -- ids listed here) and are removed by the worker's next batch. Deleting
+    -- them here would make every concurrent batch that touches them fail.
+    insert into permgraph.deleted_nodes (id) values (old.id);
   end if;
   return null;
 end $function$;
 
--- permgraph._nodes_refuse_delete_owner(): execute default
-CREATE OR REPLACE FUNCTION permgraph._nodes_refuse_delete_owner()
- RETURNS trigger
- LANGUAGE plpgsql
-AS $function$
-declare
-  owned_count bigint;
-  example text;
-begin
-  select count(*), min(id) into owned_count, example
-  from permgraph.nodes where owner_id = old.id and id <> old.id;
-  if owned_count > 0 then
-    raise exception 'permgraph: cannot delete node "%": it still owns % node(s), e.g. "%"; move or delete them first',
-      old.id, owned_count, example using errcode = '23503';
-  end if;
-  return old;
-end $function$;
-
--- permgraph._nodes_sync_edges(): execute default
+-- permgraph._nodes_sync_edges(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._nodes_sync_edges()
  RETURNS trigger
  LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 begin
   if tg_op in ('DELETE', 'UPDATE') and permgraph._is_owner_edge(old.id, old.owner_id, old.kind) then
@@ -1127,124 +1315,144 @@ begin
   return null;
 end $function$;
 
--- permgraph._nodes_validate(): execute default
+-- permgraph._nodes_validate(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._nodes_validate()
  RETURNS trigger
  LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 declare
-  owner_kind text;
-  cycle_path text;
-  chain_ids text[];
-  step_id text;
-  next_id text;
+  problem text;
 begin
   if tg_op = 'UPDATE' and new.id is distinct from old.id then
-    raise exception 'permgraph: cannot change the id of node "%" to "%"; insert a new node instead',
-      old.id, new.id using errcode = '22023';
+    raise exception 'permgraph: cannot change the id of node % to %; insert a new node instead',
+      permgraph._describe_id(old.id), permgraph._describe_id(new.id) using errcode = '22023';
   end if;
   if tg_op = 'UPDATE' and new.kind is distinct from old.kind then
-    raise exception 'permgraph: cannot change the kind of node "%" from % to %; delete and re-create it',
-      old.id, old.kind, new.kind using errcode = '22023';
+    raise exception 'permgraph: cannot change the kind of node % from % to %; delete and re-create it',
+      permgraph._describe_id(old.id), old.kind, new.kind using errcode = '22023';
   end if;
-  if tg_op = 'INSERT' and (new.kind is null or new.kind not in ('user', 'group', 'object')) then
-    raise exception 'permgraph: node "%" has kind %; the kind must be user, group or object',
-      new.id, coalesce('"' || new.kind || '"', 'null') using errcode = '23514';
-  end if;
-  if new.owner_id is null or (tg_op = 'UPDATE' and new.owner_id is not distinct from old.owner_id) then
-    return new;
-  end if;
-  select kind into owner_kind from permgraph.nodes where id = new.owner_id;
-  if not found and new.owner_id <> new.id then
-    raise exception 'permgraph: owner "%" of node "%" does not exist', new.owner_id, new.id
-      using errcode = '23503';
-  end if;
-  if coalesce(owner_kind, new.kind) = 'object' then
-    raise exception 'permgraph: node "%" cannot be owned by object "%"; only users and groups own',
-      new.id, new.owner_id using errcode = '23514';
+  if tg_op = 'INSERT' then
+    problem := permgraph._id_problem(new.id);
+    if problem is not null then
+      raise exception 'permgraph: node id % %; an id is 1 to 256 characters with no control characters',
+        permgraph._describe_id(new.id), problem using errcode = '22023';
+    end if;
+    if new.kind is null or new.kind not in ('user', 'group', 'object') then
+      raise exception 'permgraph: node % has kind %; the kind must be user, group or object',
+        permgraph._describe_id(new.id), permgraph._describe_id(new.kind) using errcode = '23514';
+    end if;
   end if;
   if new.owner_id = new.id then
-    if new.kind = 'user' then
-      return new; -- a user owning itself is allowed and changes nothing
+    if new.kind = 'object' then
+      raise exception 'permgraph: node % cannot be owned by object %; only users and groups own',
+        permgraph._describe_id(new.id), permgraph._describe_id(new.owner_id) using errcode = '23514';
+    elsif new.kind = 'group' then
+      raise exception 'permgraph: ownership cycle: group % cannot own itself', permgraph._describe_id(new.id)
+        using errcode = '23514';
     end if;
-    raise exception 'permgraph: ownership cycle: % "%" cannot own itself', new.kind, new.id
-      using errcode = '23514';
-  end if;
-  perform pg_advisory_xact_lock(permgraph._ownership_lock_key());
-  -- Walk up from the new owner, one primary-key lookup per step (a recursive
-  -- CTE here was planned once per session, often as a scan of all nodes per
-  -- row, which made bulk inserts quadratic); reaching this node is a cycle.
-  chain_ids := array[new.id, new.owner_id];
-  step_id := new.owner_id;
-  loop
-    select owner_id into next_id from permgraph.nodes where id = step_id;
-    exit when next_id is null or next_id = step_id;  -- the top, or a self-owned user
-    chain_ids := chain_ids || next_id;
-    if next_id = new.id then
-      cycle_path := array_to_string(chain_ids, ' -> ');
-      exit;
-    end if;
-    step_id := next_id;
-  end loop;
-  if cycle_path is not null then
-    raise exception 'permgraph: ownership cycle: % (the owner of each node is the next one)', cycle_path
-      using errcode = '23514';
-  end if;
-  -- Under READ COMMITTED the walk above ran after the lock, on a fresh
-  -- snapshot. Under REPEATABLE READ / SERIALIZABLE it read the transaction's
-  -- snapshot, which may predate an ownership change committed while we waited
-  -- for the lock: locking the chain raises a serialization failure (40001,
-  -- retryable) if any node on it changed since.
-  if current_setting('transaction_isolation') <> 'read committed' then
-    perform 1 from permgraph.nodes where id = any (chain_ids[2:]) for share;
+    -- a user owning itself is allowed and changes nothing
   end if;
   return new;
 end $function$;
 
--- permgraph._nodes_validate_superuser(): execute default
+-- permgraph._nodes_validate_deleted(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._nodes_validate_deleted()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  bad record;
+begin
+  select d.id, count(*) as owned, min(n.id) as example into bad
+  from deleted_nodes_now d join permgraph.nodes n on n.owner_id = d.id and n.id <> d.id
+  group by d.id order by d.id limit 1;
+  if found then
+    raise exception 'permgraph: cannot delete node %: it still owns % node(s), e.g. %; move or delete them first',
+      permgraph._describe_id(bad.id), bad.owned, permgraph._describe_id(bad.example) using errcode = '23503';
+  end if;
+  return null;
+end $function$;
+
+-- permgraph._nodes_validate_inserted(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._nodes_validate_inserted()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+begin
+  perform permgraph._validate_owned(
+    (select array_agg(n.id) from inserted_nodes n where n.owner_id is not null), false);
+  return null;
+end $function$;
+
+-- permgraph._nodes_validate_superuser(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._nodes_validate_superuser()
  RETURNS trigger
  LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 begin
   if new.is_superuser and new.kind <> 'user' then
-    raise exception 'permgraph: only users can be superusers; node "%" is a %', new.id, new.kind
+    raise exception 'permgraph: only users can be superusers; node % is a %', permgraph._describe_id(new.id), new.kind
       using errcode = '23514';
   end if;
   return new;
 end $function$;
 
--- permgraph._notify_changes(): execute default
+-- permgraph._nodes_validate_updated(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._nodes_validate_updated()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+begin
+  perform permgraph._validate_owned(
+    (select array_agg(n.id) from updated_nodes n join previous_nodes p on p.id = n.id
+     where n.owner_id is not null and n.owner_id is distinct from p.owner_id), true);
+  return null;
+end $function$;
+
+-- permgraph._notify_changes(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._notify_changes()
  RETURNS trigger
  LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 begin
   perform pg_notify('permgraph_changes', '');  -- identical notifications fold into one per transaction
   return null;
 end $function$;
 
--- permgraph._ownership_lock_key(): execute default
+-- permgraph._ownership_lock_key(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._ownership_lock_key()
  RETURNS bigint
  LANGUAGE sql
  IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$ select 7238001001::bigint $function$;
 
--- permgraph._path_traverses(text,boolean): execute default
+-- permgraph._path_traverses(text,boolean): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._path_traverses(p_head_kind text, p_last_edge_manage boolean)
  RETURNS boolean
  LANGUAGE sql
  IMMUTABLE
-AS $function$
-  select case p_head_kind when 'group' then true when 'object' then false else p_last_edge_manage end
-$function$;
+RETURN CASE p_head_kind WHEN 'group'::text THEN true WHEN 'object'::text THEN false ELSE p_last_edge_manage END;
 
--- permgraph._refresh_trash(text[]): execute default
+-- permgraph._refresh_trash(text[]): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._refresh_trash(p_roots text[])
  RETURNS void
  LANGUAGE plpgsql
  SET client_min_messages TO 'warning'
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
 AS $function$
 declare
   scope text[];
@@ -1269,11 +1477,12 @@ begin
   where permgraph.trashed_groups.trash_at is distinct from excluded.trash_at;
 end $function$;
 
--- permgraph._require_level(integer): execute default
+-- permgraph._require_level(integer): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._require_level(p_level integer)
  RETURNS void
  LANGUAGE plpgsql
  IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 begin
   if p_level is null or p_level not between 1 and 3 then
@@ -1282,11 +1491,12 @@ begin
   end if;
 end $function$;
 
--- permgraph._require_node(text,text): execute default
+-- permgraph._require_node(text,text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._require_node(p_id text, p_role text)
  RETURNS text
  LANGUAGE plpgsql
  STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 declare
   node_kind text;
@@ -1298,11 +1508,12 @@ begin
   return node_kind;
 end $function$;
 
--- permgraph._require_page_limit(integer): execute default
+-- permgraph._require_page_limit(integer): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._require_page_limit(p_limit integer)
  RETURNS void
  LANGUAGE plpgsql
  IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 begin
   if p_limit is null or p_limit not between 1 and 100000 then
@@ -1311,11 +1522,12 @@ begin
   end if;
 end $function$;
 
--- permgraph._require_user(text): execute default
+-- permgraph._require_user(text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._require_user(p_id text)
  RETURNS void
  LANGUAGE plpgsql
  STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 declare
   node_kind text := permgraph._require_node(p_id, 'user');
@@ -1326,11 +1538,12 @@ begin
   end if;
 end $function$;
 
--- permgraph._rls_column(regclass,name): execute default
+-- permgraph._rls_column(regclass,name): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._rls_column(p_table regclass, p_column name)
  RETURNS text
  LANGUAGE plpgsql
  STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 begin
   if p_column is null then
@@ -1343,19 +1556,101 @@ begin
   return format('(%I.%I)::text collate "C"', (select relname from pg_class where oid = p_table), p_column);
 end $function$;
 
--- permgraph._rls_policy_names(): execute default
+-- permgraph._rls_policy_names(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._rls_policy_names()
  RETURNS text[]
  LANGUAGE sql
  IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
   select array['permgraph_select', 'permgraph_insert', 'permgraph_update', 'permgraph_delete']
 $function$;
 
--- permgraph._write_diff(boolean): execute default
+-- permgraph._session_is_owner(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._session_is_owner()
+ RETURNS boolean
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+  select pg_has_role(session_user, n.nspowner, 'MEMBER') from pg_namespace n where n.nspname = 'permgraph'
+$function$;
+
+-- permgraph._validate_owned(text[],boolean): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._validate_owned(p_ids text[], p_changed boolean)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  bad record;
+  cycle_path text;
+  visited text[];
+begin
+  with owned as (
+    select n.id, n.owner_id from permgraph.nodes n
+    where n.id = any (p_ids) and n.owner_id is not null and n.owner_id <> n.id
+  ), owners as (
+    select o.id, o.kind from permgraph.nodes o
+    where o.id in (select owner_id from owned)
+    for key share
+  )
+  select w.id, w.owner_id, o.kind as owner_kind into bad
+  from owned w left join owners o on o.id = w.owner_id
+  where o.id is null or o.kind = 'object'
+  order by w.id limit 1;
+  if found and bad.owner_kind is null then
+    raise exception 'permgraph: owner % of node % does not exist',
+      permgraph._describe_id(bad.owner_id), permgraph._describe_id(bad.id) using errcode = '23503';
+  elsif found then
+    raise exception 'permgraph: node % cannot be owned by object %; only users and groups own',
+      permgraph._describe_id(bad.id), permgraph._describe_id(bad.owner_id) using errcode = '23514';
+  end if;
+  if not exists (select 1 from permgraph.nodes n where n.id = any (p_ids) and n.kind <> 'object'
+                 and n.owner_id is not null and n.owner_id <> n.id) then
+    return;
+  end if;
+  if p_changed then
+    perform pg_advisory_xact_lock(permgraph._ownership_lock_key());
+  end if;
+  -- Walk up from each node through its owners, one step per round; a walk
+  -- that comes back to its start is a cycle. A walk also stops at a node it
+  -- has already passed (a cycle among other nodes of the statement, which
+  -- their own walks report).
+  with recursive walk(start_id, node_id, path) as (
+    select n.id::text, n.owner_id::text, array[n.id::text, n.owner_id::text]
+    from permgraph.nodes n
+    where n.id = any (p_ids) and n.kind <> 'object' and n.owner_id is not null and n.owner_id <> n.id
+    union all
+    select w.start_id, o.owner_id::text, w.path || o.owner_id::text
+    from walk w join permgraph.nodes o on o.id = w.node_id
+    where w.node_id <> w.start_id
+      and not (w.node_id = any (w.path[1:cardinality(w.path) - 1]))
+      and o.owner_id is not null and o.owner_id <> o.id
+  )
+  select min(array_to_string(w.path, ' -> ')) filter (where w.node_id = w.start_id), array_agg(distinct w.node_id)
+  into cycle_path, visited
+  from walk w;
+  if cycle_path is not null then
+    raise exception 'permgraph: ownership cycle: % (the owner of each node is the next one)', cycle_path
+      using errcode = '23514';
+  end if;
+  -- Under READ COMMITTED the walk ran after the lock, on a fresh snapshot.
+  -- Under REPEATABLE READ / SERIALIZABLE it read the transaction's snapshot,
+  -- which may predate an ownership change committed while we waited for the
+  -- lock: locking the chain raises a serialization failure (40001,
+  -- retryable) if any node on it changed since.
+  if p_changed and current_setting('transaction_isolation') <> 'read committed' then
+    perform 1 from permgraph.nodes where id = any (visited) for share;
+  end if;
+end $function$;
+
+-- permgraph._write_diff(boolean): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._write_diff(p_scoped boolean, OUT inserted bigint, OUT updated bigint, OUT deleted bigint)
  RETURNS record
  LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
 AS $function$
 begin
   -- The only text spliced in is one of two fixed relation expressions.
@@ -1389,10 +1684,13 @@ begin
   into inserted, updated, deleted;
 end $function$;
 
--- permgraph.apply_changes(integer,bigint,boolean): execute default
+-- permgraph.apply_changes(integer,bigint,boolean): execute <owner>: EXECUTE; permgraph_worker: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.apply_changes(p_max_changes integer DEFAULT 100000, p_max_pairs bigint DEFAULT NULL::bigint, p_force_full boolean DEFAULT false)
  RETURNS jsonb
  LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
 AS $function$
 declare
   started timestamptz := clock_timestamp();
@@ -1436,7 +1734,10 @@ begin
       perform permgraph._refresh_trash(trash_roots);
     end if;
   end if;
-  delete from permgraph.changes;  -- exactly the rows this snapshot saw (or all, with writers locked out)
+  -- Exactly the rows this snapshot saw (or all, with writers locked out):
+  -- their changes are applied, so deleted nodes' rows are gone too.
+  delete from permgraph.changes;
+  delete from permgraph.deleted_nodes;
   result := jsonb_build_object(
     'mode', mode, 'changes', pending, 'region_pairs', pairs,
     'inserted', diff.inserted, 'updated', diff.updated, 'deleted', diff.deleted,
@@ -1448,72 +1749,82 @@ begin
   return result;
 end $function$;
 
--- permgraph.can(text,text,text,integer): execute default
+-- permgraph.can(text,text,text,integer): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.can(p_user_id text, p_id text, p_owner_id text, p_level integer)
  RETURNS boolean
  LANGUAGE sql
- STABLE
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$ select permgraph.can(p_user_id, p_id, p_owner_id, p_level, false) $function$;
 
--- permgraph.can(text,text,text,integer,boolean): execute default
+-- permgraph.can(text,text,text,integer,boolean): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.can(p_user_id text, p_id text, p_owner_id text, p_level integer, p_include_trash boolean)
  RETURNS boolean
  LANGUAGE plpgsql
- STABLE
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 begin
   perform permgraph._require_level(p_level);
   return permgraph._can(p_user_id, p_id, p_owner_id, p_level, coalesce(p_include_trash, false));
 end $function$;
 
--- permgraph.can_op(text,text,text,text): execute default
+-- permgraph.can_op(text,text,text,text): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.can_op(p_user_id text, p_id text, p_owner_id text, p_operation text)
  RETURNS boolean
  LANGUAGE sql
- STABLE
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$ select permgraph.can_op(p_user_id, p_id, p_owner_id, p_operation, false) $function$;
 
--- permgraph.can_op(text,text,text,text,boolean): execute default
+-- permgraph.can_op(text,text,text,text,boolean): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.can_op(p_user_id text, p_id text, p_owner_id text, p_operation text, p_include_trash boolean)
  RETURNS boolean
  LANGUAGE sql
- STABLE
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$ select permgraph._can(p_user_id, p_id, p_owner_id, permgraph.operation_level(p_operation), coalesce(p_include_trash, false)) $function$;
 
--- permgraph.check_op(text,text,text): execute default
+-- permgraph.check_op(text,text,text): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.check_op(p_user_id text, p_target_id text, p_operation text)
  RETURNS boolean
  LANGUAGE sql
- STABLE
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$ select permgraph.check_op(p_user_id, p_target_id, p_operation, false) $function$;
 
--- permgraph.check_op(text,text,text,boolean): execute default
+-- permgraph.check_op(text,text,text,boolean): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.check_op(p_user_id text, p_target_id text, p_operation text, p_include_trash boolean)
  RETURNS boolean
  LANGUAGE sql
- STABLE
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$ select permgraph._check(p_user_id, p_target_id, permgraph.operation_level(p_operation), coalesce(p_include_trash, false)) $function$;
 
--- permgraph.current_actor(): execute default
+-- permgraph.current_actor(): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.current_actor()
  RETURNS text
  LANGUAGE sql
  STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
-  select coalesce(nullif(current_setting('permgraph.actor', true), ''), current_user::text)
+  select coalesce(nullif(current_setting('permgraph.actor', true), ''), session_user::text)
 $function$;
 
--- permgraph.current_token(): execute default
+-- permgraph.current_token(): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.current_token()
  RETURNS text
  LANGUAGE sql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$ select pg_current_xact_id()::text $function$;
 
--- permgraph.disable_rls(regclass): execute default
+-- permgraph.disable_rls(regclass): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.disable_rls(p_table regclass)
  RETURNS void
  LANGUAGE plpgsql
  SET client_min_messages TO 'warning'
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 declare
   policy text;
@@ -1526,11 +1837,13 @@ begin
   end if;
 end $function$;
 
--- permgraph.effective_group_trash(text[]): execute default
+-- permgraph.effective_group_trash(text[]): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.effective_group_trash(p_ids text[])
  RETURNS TABLE(group_id text, trash_at timestamp with time zone)
  LANGUAGE sql
- STABLE
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
 AS $function$
   with recursive chain(group_id, owner_id, trash_at) as (
     select n.id, n.owner_id, n.trash_at
@@ -1544,11 +1857,12 @@ AS $function$
   select group_id, min(trash_at) from chain group by group_id having min(trash_at) is not null
 $function$;
 
--- permgraph.enable_rls(regclass,name,name): execute default
+-- permgraph.enable_rls(regclass,name,name): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.enable_rls(p_table regclass, p_id_column name, p_owner_column name)
  RETURNS void
  LANGUAGE plpgsql
  SET client_min_messages TO 'warning'
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 declare
   user_expr constant text := $e$nullif(current_setting('permgraph.user_id', true), '')$e$;
@@ -1590,11 +1904,13 @@ begin
   execute format('alter table %s enable row level security', p_table);
 end $function$;
 
--- permgraph.explain(text,text,integer): execute default
+-- permgraph.explain(text,text,integer): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.explain(p_user_id text, p_thing_id text, p_level integer DEFAULT NULL::integer)
  RETURNS jsonb
  LANGUAGE plpgsql
- STABLE
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
 AS $function$
 declare
   thing record;
@@ -1696,11 +2012,12 @@ begin
     'path', path, 'traversePath', traverse_path, 'trashAt', effective_trash);
 end $function$;
 
--- permgraph.is_applied(text): execute default
+-- permgraph.is_applied(text): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.is_applied(p_token text)
  RETURNS boolean
  LANGUAGE plpgsql
- STABLE
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 declare
   xact xid8;
@@ -1714,20 +2031,23 @@ begin
   return not exists (select 1 from permgraph.changes where xact_id = xact);
 end $function$;
 
--- permgraph.is_trashed(text): execute default
+-- permgraph.is_trashed(text): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.is_trashed(p_id text)
  RETURNS boolean
  LANGUAGE sql
- STABLE
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
   select permgraph._hidden(n.kind, n.id, n.owner_id, n.trash_at) from permgraph.nodes n where n.id = p_id
 $function$;
 
--- permgraph.list_targets(text,integer,text,text,integer): execute default
+-- permgraph.list_targets(text,integer,text,text,integer): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.list_targets(p_user_id text, p_level integer DEFAULT 1, p_kind text DEFAULT NULL::text, p_after text DEFAULT NULL::text, p_limit integer DEFAULT 100)
  RETURNS TABLE(target_id text, kind text, level smallint)
  LANGUAGE plpgsql
- STABLE
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
 AS $function$
 #variable_conflict use_column
 declare
@@ -1763,7 +2083,7 @@ begin
   select coalesce(array_agg(d.target_id order by d.target_id), '{}') into page
   from (
     select p.target_id
-    from permgraph.permissions p
+    from permgraph.effective_permissions p
     join permgraph.nodes n on n.id = p.target_id
     where p.user_id = p_user_id and p.target_id >= from_id
       and not (skip_from and p.target_id = from_id)
@@ -1783,7 +2103,7 @@ begin
 
   select array_agg(p.target_id), array_agg(n.kind), array_agg(null::text)
   into owners, owner_kinds, cursors
-  from permgraph.permissions p
+  from permgraph.effective_permissions p
   join permgraph.nodes n on n.id = p.target_id
   where p.user_id = p_user_id and p.level >= p_level and p.traverse_owned
     and (n.kind = 'user'
@@ -1844,18 +2164,20 @@ begin
   select n.id::text, n.kind, greatest(direct.level, via_owner.level)::smallint
   from unnest(page) as pg(id)
   join permgraph.nodes n on n.id = pg.id
-  left join permgraph.permissions direct
+  left join permgraph.effective_permissions direct
     on direct.user_id = p_user_id and direct.target_id = n.id
-  left join permgraph.permissions via_owner
+  left join permgraph.effective_permissions via_owner
     on via_owner.user_id = p_user_id and via_owner.target_id = n.owner_id and via_owner.traverse_owned
   order by n.id;
 end $function$;
 
--- permgraph.list_users(text,integer,text,integer): execute default
+-- permgraph.list_users(text,integer,text,integer): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.list_users(p_target_id text, p_level integer DEFAULT 1, p_after text DEFAULT NULL::text, p_limit integer DEFAULT 100)
  RETURNS TABLE(user_id text, level smallint)
  LANGUAGE plpgsql
- STABLE
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
 AS $function$
 #variable_conflict use_column
 declare
@@ -1874,7 +2196,7 @@ begin
   select c.user_id::text, max(c.level)::smallint
   from (
     (select p.user_id, p.level
-     from permgraph.permissions p
+     from permgraph.effective_permissions p
      where p.target_id = p_target_id and p.user_id >= from_id
        and not (skip_from and p.user_id = from_id)
        and p.level >= p_level
@@ -1882,7 +2204,7 @@ begin
      limit p_limit)
     union all
     (select p.user_id, p.level
-     from permgraph.permissions p
+     from permgraph.effective_permissions p
      where p.target_id = target_owner and p.user_id >= from_id
        and not (skip_from and p.user_id = from_id)
        and p.level >= p_level and p.traverse_owned
@@ -1901,31 +2223,62 @@ begin
   limit p_limit;
 end $function$;
 
--- permgraph.operation_level(text): execute default
+-- permgraph.operation_level(text): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.operation_level(p_name text)
  RETURNS smallint
  LANGUAGE sql
- STABLE
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$ select permgraph._catalog_level('operation', p_name) $function$;
 
--- permgraph.refresh(): execute default
+-- permgraph.prune_audit_log(timestamp with time zone): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph.prune_audit_log(p_before timestamp with time zone)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  pruned bigint;
+begin
+  if p_before is null then
+    raise exception 'permgraph: prune_audit_log needs a timestamp: entries older than it are dropped' using errcode = '22023';
+  end if;
+  if not permgraph._session_is_owner() then
+    raise exception 'permgraph: only the owner of schema permgraph may prune the audit log; % may not', session_user
+      using errcode = '42501';
+  end if;
+  perform set_config('permgraph.pruning_audit_log', 'on', true);
+  delete from permgraph.audit_log where at < p_before;
+  get diagnostics pruned = row_count;
+  perform set_config('permgraph.pruning_audit_log', 'off', true);
+  insert into permgraph.audit_log (action, details)
+  values ('prune_audit', jsonb_build_object('before', p_before, 'entries', pruned));
+  return pruned;
+end $function$;
+
+-- permgraph.refresh(): execute <owner>: EXECUTE; permgraph_worker: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.refresh()
  RETURNS jsonb
  LANGUAGE sql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
 AS $function$ select permgraph.apply_changes(p_force_full => true) $function$;
 
--- permgraph.role_level(text): execute default
+-- permgraph.role_level(text): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.role_level(p_name text)
  RETURNS smallint
  LANGUAGE sql
- STABLE
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$ select permgraph._catalog_level('role', p_name) $function$;
 
--- permgraph.status(): execute default
+-- permgraph.status(): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.status()
  RETURNS jsonb
  LANGUAGE sql
- STABLE
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
   select jsonb_build_object(
     'pending_changes', (select count(*) from permgraph.changes),
@@ -1942,10 +2295,13 @@ AS $function$
   )
 $function$;
 
--- permgraph.verify(): execute default
+-- permgraph.verify(): execute <owner>: EXECUTE; permgraph_worker: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.verify()
  RETURNS TABLE(relation text, key text, stored text, expected text)
  LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
 AS $function$
 begin
   perform permgraph._compute_all();

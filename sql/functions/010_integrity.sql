@@ -7,108 +7,220 @@
 -- Serializes the cycle check of concurrent ownership changes: two
 -- transactions could otherwise each add half of a cycle.
 create or replace function permgraph._ownership_lock_key() returns bigint
-language sql immutable as $$ select 7238001001::bigint $$;
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$ select 7238001001::bigint $$;
 
+-- Ids: what permgraph accepts as a node id, everywhere (SQL, API, import).
+-- Null when p_id is acceptable, else what is wrong with it.
+create or replace function permgraph._id_problem(p_id text) returns text
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+  select case
+    when p_id is null then 'is null'
+    when p_id = '' then 'is empty'
+    when length(p_id) > 256 then format('is %s characters long (at most 256)', length(p_id))
+    when p_id ~ '[[:cntrl:]]' then 'contains a control character'
+  end
+$$;
+
+-- An id for an error message: quoted, control characters shown as '?', and
+-- cut after 64 characters (a 1 MB id must not come back in every error).
+create or replace function permgraph._describe_id(p_id text) returns text
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+  select case
+    when p_id is null then 'null'
+    when length(p_id) <= 64 then '"' || regexp_replace(p_id, '[[:cntrl:]]', '?', 'g') || '"'
+    else format('"%s…" (%s characters)', regexp_replace(left(p_id, 64), '[[:cntrl:]]', '?', 'g'), length(p_id))
+  end
+$$;
+
+-- Row by row: what one row can show on its own. Owners and cycles are
+-- checked per statement (below), so the order of rows within a statement
+-- never matters.
 create or replace function permgraph._nodes_validate() returns trigger
-language plpgsql as $$
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
 declare
-  owner_kind text;
-  cycle_path text;
-  chain_ids text[];
-  step_id text;
-  next_id text;
+  problem text;
 begin
   if tg_op = 'UPDATE' and new.id is distinct from old.id then
-    raise exception 'permgraph: cannot change the id of node "%" to "%"; insert a new node instead',
-      old.id, new.id using errcode = '22023';
+    raise exception 'permgraph: cannot change the id of node % to %; insert a new node instead',
+      permgraph._describe_id(old.id), permgraph._describe_id(new.id) using errcode = '22023';
   end if;
   if tg_op = 'UPDATE' and new.kind is distinct from old.kind then
-    raise exception 'permgraph: cannot change the kind of node "%" from % to %; delete and re-create it',
-      old.id, old.kind, new.kind using errcode = '22023';
+    raise exception 'permgraph: cannot change the kind of node % from % to %; delete and re-create it',
+      permgraph._describe_id(old.id), old.kind, new.kind using errcode = '22023';
   end if;
-  if tg_op = 'INSERT' and (new.kind is null or new.kind not in ('user', 'group', 'object')) then
-    raise exception 'permgraph: node "%" has kind %; the kind must be user, group or object',
-      new.id, coalesce('"' || new.kind || '"', 'null') using errcode = '23514';
-  end if;
-  if new.owner_id is null or (tg_op = 'UPDATE' and new.owner_id is not distinct from old.owner_id) then
-    return new;
-  end if;
-  select kind into owner_kind from permgraph.nodes where id = new.owner_id;
-  if not found and new.owner_id <> new.id then
-    raise exception 'permgraph: owner "%" of node "%" does not exist', new.owner_id, new.id
-      using errcode = '23503';
-  end if;
-  if coalesce(owner_kind, new.kind) = 'object' then
-    raise exception 'permgraph: node "%" cannot be owned by object "%"; only users and groups own',
-      new.id, new.owner_id using errcode = '23514';
+  if tg_op = 'INSERT' then
+    problem := permgraph._id_problem(new.id);
+    if problem is not null then
+      raise exception 'permgraph: node id % %; an id is 1 to 256 characters with no control characters',
+        permgraph._describe_id(new.id), problem using errcode = '22023';
+    end if;
+    if new.kind is null or new.kind not in ('user', 'group', 'object') then
+      raise exception 'permgraph: node % has kind %; the kind must be user, group or object',
+        permgraph._describe_id(new.id), permgraph._describe_id(new.kind) using errcode = '23514';
+    end if;
   end if;
   if new.owner_id = new.id then
-    if new.kind = 'user' then
-      return new; -- a user owning itself is allowed and changes nothing
+    if new.kind = 'object' then
+      raise exception 'permgraph: node % cannot be owned by object %; only users and groups own',
+        permgraph._describe_id(new.id), permgraph._describe_id(new.owner_id) using errcode = '23514';
+    elsif new.kind = 'group' then
+      raise exception 'permgraph: ownership cycle: group % cannot own itself', permgraph._describe_id(new.id)
+        using errcode = '23514';
     end if;
-    raise exception 'permgraph: ownership cycle: % "%" cannot own itself', new.kind, new.id
-      using errcode = '23514';
-  end if;
-  perform pg_advisory_xact_lock(permgraph._ownership_lock_key());
-  -- Walk up from the new owner, one primary-key lookup per step (a recursive
-  -- CTE here was planned once per session, often as a scan of all nodes per
-  -- row, which made bulk inserts quadratic); reaching this node is a cycle.
-  chain_ids := array[new.id, new.owner_id];
-  step_id := new.owner_id;
-  loop
-    select owner_id into next_id from permgraph.nodes where id = step_id;
-    exit when next_id is null or next_id = step_id;  -- the top, or a self-owned user
-    chain_ids := chain_ids || next_id;
-    if next_id = new.id then
-      cycle_path := array_to_string(chain_ids, ' -> ');
-      exit;
-    end if;
-    step_id := next_id;
-  end loop;
-  if cycle_path is not null then
-    raise exception 'permgraph: ownership cycle: % (the owner of each node is the next one)', cycle_path
-      using errcode = '23514';
-  end if;
-  -- Under READ COMMITTED the walk above ran after the lock, on a fresh
-  -- snapshot. Under REPEATABLE READ / SERIALIZABLE it read the transaction's
-  -- snapshot, which may predate an ownership change committed while we waited
-  -- for the lock: locking the chain raises a serialization failure (40001,
-  -- retryable) if any node on it changed since.
-  if current_setting('transaction_isolation') <> 'read committed' then
-    perform 1 from permgraph.nodes where id = any (chain_ids[2:]) for share;
+    -- a user owning itself is allowed and changes nothing
   end if;
   return new;
 end $$;
 
-create or replace function permgraph._nodes_refuse_delete_owner() returns trigger
-language plpgsql as $$
+-- Per statement, over the nodes whose owner a statement set or changed
+-- (p_ids): every owner exists and is a user or a group, and no chain of
+-- owners comes back to where it started. Checked once the whole statement
+-- is written, so the order of rows within it never matters. The owners are
+-- locked as a foreign key would lock them (FOR KEY SHARE), so a concurrent
+-- delete of an owner waits; the deferred foreign key nodes_owner_exists
+-- stays as the backstop at commit.
+--
+-- Cycles: a node inserted now cannot be the owner of anything another
+-- transaction writes (they cannot see it yet), so inserts never wait. A
+-- changed owner of a user or group can close a cycle together with another
+-- transaction's change, so those statements serialize on one advisory lock
+-- before walking; objects never own, so they never wait either.
+create or replace function permgraph._validate_owned(p_ids text[], p_changed boolean) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
 declare
-  owned_count bigint;
-  example text;
+  bad record;
+  cycle_path text;
+  visited text[];
 begin
-  select count(*), min(id) into owned_count, example
-  from permgraph.nodes where owner_id = old.id and id <> old.id;
-  if owned_count > 0 then
-    raise exception 'permgraph: cannot delete node "%": it still owns % node(s), e.g. "%"; move or delete them first',
-      old.id, owned_count, example using errcode = '23503';
+  with owned as (
+    select n.id, n.owner_id from permgraph.nodes n
+    where n.id = any (p_ids) and n.owner_id is not null and n.owner_id <> n.id
+  ), owners as (
+    select o.id, o.kind from permgraph.nodes o
+    where o.id in (select owner_id from owned)
+    for key share
+  )
+  select w.id, w.owner_id, o.kind as owner_kind into bad
+  from owned w left join owners o on o.id = w.owner_id
+  where o.id is null or o.kind = 'object'
+  order by w.id limit 1;
+  if found and bad.owner_kind is null then
+    raise exception 'permgraph: owner % of node % does not exist',
+      permgraph._describe_id(bad.owner_id), permgraph._describe_id(bad.id) using errcode = '23503';
+  elsif found then
+    raise exception 'permgraph: node % cannot be owned by object %; only users and groups own',
+      permgraph._describe_id(bad.id), permgraph._describe_id(bad.owner_id) using errcode = '23514';
   end if;
-  return old;
+  if not exists (select 1 from permgraph.nodes n where n.id = any (p_ids) and n.kind <> 'object'
+                 and n.owner_id is not null and n.owner_id <> n.id) then
+    return;
+  end if;
+  if p_changed then
+    perform pg_advisory_xact_lock(permgraph._ownership_lock_key());
+  end if;
+  -- Walk up from each node through its owners, one step per round; a walk
+  -- that comes back to its start is a cycle. A walk also stops at a node it
+  -- has already passed (a cycle among other nodes of the statement, which
+  -- their own walks report).
+  with recursive walk(start_id, node_id, path) as (
+    select n.id::text, n.owner_id::text, array[n.id::text, n.owner_id::text]
+    from permgraph.nodes n
+    where n.id = any (p_ids) and n.kind <> 'object' and n.owner_id is not null and n.owner_id <> n.id
+    union all
+    select w.start_id, o.owner_id::text, w.path || o.owner_id::text
+    from walk w join permgraph.nodes o on o.id = w.node_id
+    where w.node_id <> w.start_id
+      and not (w.node_id = any (w.path[1:cardinality(w.path) - 1]))
+      and o.owner_id is not null and o.owner_id <> o.id
+  )
+  select min(array_to_string(w.path, ' -> ')) filter (where w.node_id = w.start_id), array_agg(distinct w.node_id)
+  into cycle_path, visited
+  from walk w;
+  if cycle_path is not null then
+    raise exception 'permgraph: ownership cycle: % (the owner of each node is the next one)', cycle_path
+      using errcode = '23514';
+  end if;
+  -- Under READ COMMITTED the walk ran after the lock, on a fresh snapshot.
+  -- Under REPEATABLE READ / SERIALIZABLE it read the transaction's snapshot,
+  -- which may predate an ownership change committed while we waited for the
+  -- lock: locking the chain raises a serialization failure (40001,
+  -- retryable) if any node on it changed since.
+  if p_changed and current_setting('transaction_isolation') <> 'read committed' then
+    perform 1 from permgraph.nodes where id = any (visited) for share;
+  end if;
+end $$;
+
+create or replace function permgraph._nodes_validate_inserted() returns trigger
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  perform permgraph._validate_owned(
+    (select array_agg(n.id) from inserted_nodes n where n.owner_id is not null), false);
+  return null;
+end $$;
+
+-- A statement may delete an owner together with everything it owns, in
+-- any order; what it leaves behind must not have a deleted owner.
+create or replace function permgraph._nodes_validate_deleted() returns trigger
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  bad record;
+begin
+  select d.id, count(*) as owned, min(n.id) as example into bad
+  from deleted_nodes_now d join permgraph.nodes n on n.owner_id = d.id and n.id <> d.id
+  group by d.id order by d.id limit 1;
+  if found then
+    raise exception 'permgraph: cannot delete node %: it still owns % node(s), e.g. %; move or delete them first',
+      permgraph._describe_id(bad.id), bad.owned, permgraph._describe_id(bad.example) using errcode = '23503';
+  end if;
+  return null;
+end $$;
+
+create or replace function permgraph._nodes_validate_updated() returns trigger
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  perform permgraph._validate_owned(
+    (select array_agg(n.id) from updated_nodes n join previous_nodes p on p.id = n.id
+     where n.owner_id is not null and n.owner_id is distinct from p.owner_id), true);
+  return null;
 end $$;
 
 create or replace function permgraph._grants_validate() returns trigger
-language plpgsql as $$
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
 begin
   select kind into new.tail_kind from permgraph.nodes where id = new.tail_id;
   if not found then
-    raise exception 'permgraph: grant tail "%" does not exist', new.tail_id using errcode = '23503';
+    raise exception 'permgraph: grant tail % does not exist', permgraph._describe_id(new.tail_id) using errcode = '23503';
   end if;
   if new.tail_kind = 'object' then
-    raise exception 'permgraph: grant tail "%" is an object; only users and groups can hold grants', new.tail_id
+    raise exception 'permgraph: grant tail % is an object; only users and groups can hold grants', permgraph._describe_id(new.tail_id)
       using errcode = '23514';
   end if;
   select kind into new.head_kind from permgraph.nodes where id = new.head_id;
   if not found then
-    raise exception 'permgraph: grant head "%" does not exist', new.head_id using errcode = '23503';
+    raise exception 'permgraph: grant head % does not exist', permgraph._describe_id(new.head_id) using errcode = '23503';
   end if;
   if new.level is null or new.level not between 1 and 3 then
     raise exception 'permgraph: grant level must be 1 (read), 2 (write) or 3 (manage), got %', coalesce(new.level::text, 'null')
@@ -122,10 +234,23 @@ drop trigger if exists nodes_validate on permgraph.nodes;
 create trigger nodes_validate before insert or update on permgraph.nodes
   for each row execute function permgraph._nodes_validate();
 
-drop trigger if exists nodes_refuse_delete_owner on permgraph.nodes;
+drop trigger if exists nodes_validate_deleted on permgraph.nodes;
 
-create trigger nodes_refuse_delete_owner before delete on permgraph.nodes
-  for each row execute function permgraph._nodes_refuse_delete_owner();
+create trigger nodes_validate_deleted after delete on permgraph.nodes
+  referencing old table as deleted_nodes_now
+  for each statement execute function permgraph._nodes_validate_deleted();
+
+drop trigger if exists nodes_validate_inserted on permgraph.nodes;
+
+create trigger nodes_validate_inserted after insert on permgraph.nodes
+  referencing new table as inserted_nodes
+  for each statement execute function permgraph._nodes_validate_inserted();
+
+drop trigger if exists nodes_validate_updated on permgraph.nodes;
+
+create trigger nodes_validate_updated after update on permgraph.nodes
+  referencing old table as previous_nodes new table as updated_nodes
+  for each statement execute function permgraph._nodes_validate_updated();
 
 drop trigger if exists grants_validate on permgraph.grants;
 
@@ -134,10 +259,13 @@ create trigger grants_validate before insert or update on permgraph.grants
 
 -- The trigger gives the clear error; the constraint is the backstop.
 create or replace function permgraph._nodes_validate_superuser() returns trigger
-language plpgsql as $$
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
 begin
   if new.is_superuser and new.kind <> 'user' then
-    raise exception 'permgraph: only users can be superusers; node "%" is a %', new.id, new.kind
+    raise exception 'permgraph: only users can be superusers; node % is a %', permgraph._describe_id(new.id), new.kind
       using errcode = '23514';
   end if;
   return new;

@@ -7,7 +7,11 @@
 -- earliest trash_at on its chain of group owners (a user owner ends it).
 create or replace function permgraph.effective_group_trash(p_ids text[])
 returns table (group_id text, trash_at timestamptz)
-language sql stable as $$
+language sql stable
+security definer
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
   with recursive chain(group_id, owner_id, trash_at) as (
     select n.id, n.owner_id, n.trash_at
     from permgraph.nodes n
@@ -26,7 +30,10 @@ $$;
 create or replace function permgraph._refresh_trash(p_roots text[]) returns void
 language plpgsql
 -- quiet the NOTICEs of drop table if exists
-set client_min_messages = warning as $$
+set client_min_messages = warning
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
 declare
   scope text[];
 begin
@@ -55,7 +62,9 @@ end $$;
 -- semantics.md in one place, as an expression PostgreSQL inlines into callers
 -- that already hold the node's row.
 create or replace function permgraph._hidden(p_kind text, p_id text, p_owner_id text, p_trash_at timestamptz) returns boolean
-language sql stable as $$
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
   select case p_kind
     when 'user' then false
     when 'group' then exists (select 1 from permgraph.trashed_groups t
@@ -68,6 +77,9 @@ $$;
 
 -- Whether a node is hidden by trash right now (semantics.md, "Trash").
 create or replace function permgraph.is_trashed(p_id text) returns boolean
-language sql stable as $$
+language sql stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
   select permgraph._hidden(n.kind, n.id, n.owner_id, n.trash_at) from permgraph.nodes n where n.id = p_id
 $$;

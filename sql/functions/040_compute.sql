@@ -10,13 +10,18 @@
 -- this file whenever its content changes (sql/README.md).
 
 create or replace function permgraph._applier_lock_key() returns bigint
-language sql immutable as $$ select 7238001002::bigint $$;
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$ select 7238001002::bigint $$;
 
 -- traverse_owned of one path ending at a node of this kind (semantics.md).
+-- An SQL-standard body instead of a SET search_path clause: the body is
+-- resolved once, when it is created (under migrate's pinned path), and the
+-- function stays inlinable, which matters because the full recomputation
+-- evaluates it for every path of every user.
 create or replace function permgraph._path_traverses(p_head_kind text, p_last_edge_manage boolean) returns boolean
-language sql immutable as $$
-  select case p_head_kind when 'group' then true when 'object' then false else p_last_edge_manage end
-$$;
+language sql immutable
+return case p_head_kind when 'group' then true when 'object' then false else p_last_edge_manage end;
 
 -- Full computation into pg_temp.permgraph_new, in one statement (one snapshot).
 -- First the closure of every group a user enters directly (best level to each
@@ -26,7 +31,10 @@ $$;
 create or replace function permgraph._compute_all() returns void
 language plpgsql
 -- quiet the NOTICEs of drop table if exists
-set client_min_messages = warning as $$
+set client_min_messages = warning
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
 begin
   -- Fresh statistics first: a full recomputation often follows a bulk load,
   -- before autovacuum has analyzed the edges, and without statistics the
@@ -79,7 +87,10 @@ end $$;
 -- join finds the differences and one statement writes just those rows.
 create or replace function permgraph._write_diff(p_scoped boolean,
   out inserted bigint, out updated bigint, out deleted bigint)
-language plpgsql as $$
+language plpgsql
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
 begin
   -- The only text spliced in is one of two fixed relation expressions.
   execute format($diff$

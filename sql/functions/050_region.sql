@@ -22,7 +22,10 @@ language plpgsql
 -- nest loops (6.5 s instead of 0.6 s for 2,000 memberships on org large).
 set enable_nestloop = off
 -- quiet the NOTICEs of drop table if exists
-set client_min_messages = warning as $$
+set client_min_messages = warning
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
 declare
   region_rows bigint;
 begin
@@ -103,7 +106,10 @@ language plpgsql
 -- regions are small next to the graph: walk them by index, never by hashing whole tables
 set enable_hashjoin = off
 set enable_mergejoin = off
-set client_min_messages = warning as $$
+set client_min_messages = warning
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
 declare
   computed bigint;
 begin

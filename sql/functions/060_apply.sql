@@ -6,7 +6,11 @@
 -- pending change done. Readers see the old rows until commit, never an empty
 -- or half-built table.
 create or replace function permgraph.refresh() returns jsonb
-language sql as $$ select permgraph.apply_changes(p_force_full => true) $$;
+language sql
+security definer
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$ select permgraph.apply_changes(p_force_full => true) $$;
 
 -- Applies every pending change visible to this transaction, as one batch,
 -- and marks them done. This is the only code path that writes permissions:
@@ -26,7 +30,11 @@ create or replace function permgraph.apply_changes(
   p_max_pairs bigint default null,
   p_force_full boolean default false
 ) returns jsonb
-language plpgsql as $$
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
 declare
   started timestamptz := clock_timestamp();
   pending bigint;
@@ -69,7 +77,10 @@ begin
       perform permgraph._refresh_trash(trash_roots);
     end if;
   end if;
-  delete from permgraph.changes;  -- exactly the rows this snapshot saw (or all, with writers locked out)
+  -- Exactly the rows this snapshot saw (or all, with writers locked out):
+  -- their changes are applied, so deleted nodes' rows are gone too.
+  delete from permgraph.changes;
+  delete from permgraph.deleted_nodes;
   result := jsonb_build_object(
     'mode', mode, 'changes', pending, 'region_pairs', pairs,
     'inserted', diff.inserted, 'updated', diff.updated, 'deleted', diff.deleted,

@@ -5,7 +5,11 @@
 
 create or replace function permgraph.verify()
 returns table (relation text, key text, stored text, expected text)
-language plpgsql as $$
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
 begin
   perform permgraph._compute_all();
   return query

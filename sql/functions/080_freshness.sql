@@ -6,10 +6,16 @@
 -- id). After commit, permgraph.is_applied(token) turns true once the worker
 -- (or any applier) has written them into permissions.
 create or replace function permgraph.current_token() returns text
-language sql volatile as $$ select pg_current_xact_id()::text $$;
+language sql volatile
+security definer
+set search_path = pg_catalog, pg_temp
+as $$ select pg_current_xact_id()::text $$;
 
 create or replace function permgraph.is_applied(p_token text) returns boolean
-language plpgsql stable as $$
+language plpgsql stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
 declare
   xact xid8;
 begin
@@ -25,10 +31,15 @@ end $$;
 -- The advisory lock key a worker holds (session-level) while it is the
 -- single active applier; standbys poll for it.
 create or replace function permgraph._applier_role_key() returns bigint
-language sql immutable as $$ select 7238001003::bigint $$;
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$ select 7238001003::bigint $$;
 
 create or replace function permgraph.status() returns jsonb
-language sql stable as $$
+language sql stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
   select jsonb_build_object(
     'pending_changes', (select count(*) from permgraph.changes),
     'oldest_pending_age_s', (select extract(epoch from now() - min(captured_at)) from permgraph.changes),

@@ -3,7 +3,9 @@
 -- this file whenever its content changes (sql/README.md).
 
 create or replace function permgraph._require_level(p_level integer) returns void
-language plpgsql immutable as $$
+language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+as $$
 begin
   if p_level is null or p_level not between 1 and 3 then
     raise exception 'permgraph: level must be 1 (read), 2 (write) or 3 (manage), got %', coalesce(p_level::text, 'null')
@@ -14,7 +16,9 @@ end $$;
 -- The level a catalog entry names: p_kind 'role' (permgraph.roles) or
 -- 'operation' (permgraph.operations); an unknown name lists the known ones.
 create or replace function permgraph._catalog_level(p_kind text, p_name text) returns smallint
-language plpgsql stable as $$
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
 declare
   found_level smallint;
 begin
@@ -39,8 +43,14 @@ end $$;
 -- The level a named role grants, e.g. insert into permgraph.grants (tail_id,
 -- head_id, level) values ('alice', 'eng', permgraph.role_level('editor')).
 create or replace function permgraph.role_level(p_name text) returns smallint
-language sql stable as $$ select permgraph._catalog_level('role', p_name) $$;
+language sql stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$ select permgraph._catalog_level('role', p_name) $$;
 
 -- The minimum level an operation needs, e.g. 'document.delete' -> 3.
 create or replace function permgraph.operation_level(p_name text) returns smallint
-language sql stable as $$ select permgraph._catalog_level('operation', p_name) $$;
+language sql stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$ select permgraph._catalog_level('operation', p_name) $$;

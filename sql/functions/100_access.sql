@@ -3,7 +3,9 @@
 -- this file whenever its content changes (sql/README.md).
 
 create or replace function permgraph._is_superuser(p_user_id text) returns boolean
-language sql stable as $$
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
   select coalesce((select n.is_superuser from permgraph.nodes n where n.id = p_user_id and n.kind = 'user'), false)
 $$;
 
@@ -28,7 +30,9 @@ $$;
 create or replace function permgraph._access_predicate(
   p_user text, p_id text, p_owner text, p_level text, p_include_trash text
 ) returns text
-language sql immutable as $body$
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $body$
   select format($f$((%5$s or not (
       exists (select 1 from permgraph.trashed_groups permgraph_tg
               where permgraph_tg.group_id = %2$s and permgraph_tg.trash_at <= now())
@@ -42,9 +46,9 @@ language sql immutable as $body$
           -- a scalar subquery, never hashed: only probed for rows whose owner is trashed
           and (select permgraph_n.kind from permgraph.nodes permgraph_n where permgraph_n.id = %2$s) is distinct from 'user')))
   and ((select permgraph._is_superuser(%1$s))
-       or exists (select 1 from permgraph.permissions permgraph_p
+       or exists (select 1 from permgraph.effective_permissions permgraph_p
                   where permgraph_p.user_id = %1$s and permgraph_p.target_id = %2$s and permgraph_p.level >= %4$s)
-       or exists (select 1 from permgraph.permissions permgraph_p
+       or exists (select 1 from permgraph.effective_permissions permgraph_p
                   where permgraph_p.user_id = %1$s and permgraph_p.target_id = %3$s and permgraph_p.level >= %4$s
                     and permgraph_p.traverse_owned)))$f$,
     p_user, p_id, p_owner, p_level, p_include_trash)
@@ -56,7 +60,7 @@ do $$
 begin
   execute format(
     'create or replace function permgraph._can(p_user_id text, p_id text, p_owner_id text, p_level integer, p_include_trash boolean)
-       returns boolean language sql stable as %L',
+       returns boolean language sql stable set search_path = pg_catalog, pg_temp as %L',
     'select ' || permgraph._access_predicate('p_user_id', 'p_id', 'p_owner_id', 'p_level', 'p_include_trash'));
 end $$;
 
@@ -68,7 +72,11 @@ end $$;
 -- check() and can() with the reference model.
 create or replace function permgraph._check(p_user_id text, p_target_id text, p_level integer, p_include_trash boolean)
 returns boolean
-language plpgsql stable as $$
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+
+set search_path = pg_catalog, pg_temp
+as $$
 declare
   t record;
 begin
@@ -76,10 +84,10 @@ begin
   if not found then
     return false;
   end if;
-  if not (exists (select 1 from permgraph.permissions p
+  if not (exists (select 1 from permgraph.effective_permissions p
                   where p.user_id = p_user_id and p.target_id = p_target_id and p.level >= p_level)
           or (t.owner_id is not null
-              and exists (select 1 from permgraph.permissions p
+              and exists (select 1 from permgraph.effective_permissions p
                           where p.user_id = p_user_id and p.target_id = t.owner_id
                             and p.level >= p_level and p.traverse_owned))
           or exists (select 1 from permgraph.nodes u where u.id = p_user_id and u.is_superuser)) then
@@ -98,7 +106,10 @@ end $$;
 
 create or replace function permgraph.check(p_user_id text, p_target_id text, p_level integer, p_include_trash boolean)
 returns boolean
-language plpgsql stable as $$
+language plpgsql stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
 begin
   perform permgraph._require_level(p_level);
   return permgraph._check(p_user_id, p_target_id, p_level, coalesce(p_include_trash, false));
@@ -106,31 +117,52 @@ end $$;
 
 -- Same signature and answers as in 005 for non-superusers.
 create or replace function permgraph.check(p_user_id text, p_target_id text, p_level integer) returns boolean
-language sql stable as $$ select permgraph.check(p_user_id, p_target_id, p_level, false) $$;
+language sql stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$ select permgraph.check(p_user_id, p_target_id, p_level, false) $$;
 
 create or replace function permgraph.check_op(p_user_id text, p_target_id text, p_operation text, p_include_trash boolean)
 returns boolean
-language sql stable as $$ select permgraph._check(p_user_id, p_target_id, permgraph.operation_level(p_operation), coalesce(p_include_trash, false)) $$;
+language sql stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$ select permgraph._check(p_user_id, p_target_id, permgraph.operation_level(p_operation), coalesce(p_include_trash, false)) $$;
 
 create or replace function permgraph.check_op(p_user_id text, p_target_id text, p_operation text) returns boolean
-language sql stable as $$ select permgraph.check_op(p_user_id, p_target_id, p_operation, false) $$;
+language sql stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$ select permgraph.check_op(p_user_id, p_target_id, p_operation, false) $$;
 
 -- can: application rows with their own owner column --------------------------
 
 create or replace function permgraph.can(p_user_id text, p_id text, p_owner_id text, p_level integer, p_include_trash boolean)
 returns boolean
-language plpgsql stable as $$
+language plpgsql stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
 begin
   perform permgraph._require_level(p_level);
   return permgraph._can(p_user_id, p_id, p_owner_id, p_level, coalesce(p_include_trash, false));
 end $$;
 
 create or replace function permgraph.can(p_user_id text, p_id text, p_owner_id text, p_level integer) returns boolean
-language sql stable as $$ select permgraph.can(p_user_id, p_id, p_owner_id, p_level, false) $$;
+language sql stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$ select permgraph.can(p_user_id, p_id, p_owner_id, p_level, false) $$;
 
 create or replace function permgraph.can_op(p_user_id text, p_id text, p_owner_id text, p_operation text, p_include_trash boolean)
 returns boolean
-language sql stable as $$ select permgraph._can(p_user_id, p_id, p_owner_id, permgraph.operation_level(p_operation), coalesce(p_include_trash, false)) $$;
+language sql stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$ select permgraph._can(p_user_id, p_id, p_owner_id, permgraph.operation_level(p_operation), coalesce(p_include_trash, false)) $$;
 
 create or replace function permgraph.can_op(p_user_id text, p_id text, p_owner_id text, p_operation text) returns boolean
-language sql stable as $$ select permgraph.can_op(p_user_id, p_id, p_owner_id, p_operation, false) $$;
+language sql stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$ select permgraph.can_op(p_user_id, p_id, p_owner_id, p_operation, false) $$;

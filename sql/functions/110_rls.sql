@@ -10,14 +10,18 @@
 -- it is forced) nor to database superusers.
 
 create or replace function permgraph._rls_policy_names() returns text[]
-language sql immutable as $$
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$
   select array['permgraph_select', 'permgraph_insert', 'permgraph_update', 'permgraph_delete']
 $$;
 
 -- A column of p_table as a policy expression: text in the C collation, like
 -- every permgraph id, whatever the column's own type or collation.
 create or replace function permgraph._rls_column(p_table regclass, p_column name) returns text
-language plpgsql stable as $$
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
 begin
   if p_column is null then
     return 'null::text';
@@ -36,6 +40,7 @@ create or replace function permgraph.enable_rls(p_table regclass, p_id_column na
 returns void
 language plpgsql
 set client_min_messages = warning  -- quiet the NOTICEs of drop policy if exists
+set search_path = pg_catalog, pg_temp
 as $$
 declare
   user_expr constant text := $e$nullif(current_setting('permgraph.user_id', true), '')$e$;
@@ -82,6 +87,7 @@ end $$;
 create or replace function permgraph.disable_rls(p_table regclass) returns void
 language plpgsql
 set client_min_messages = warning
+set search_path = pg_catalog, pg_temp
 as $$
 declare
   policy text;

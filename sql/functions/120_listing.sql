@@ -12,7 +12,9 @@
 -- Listings return at most this many rows per call (the TypeScript API caps
 -- pages lower, at 10,000, and asks for one more row to know whether more follow).
 create or replace function permgraph._require_page_limit(p_limit integer) returns void
-language plpgsql immutable as $$
+language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+as $$
 begin
   if p_limit is null or p_limit not between 1 and 100000 then
     raise exception 'permgraph: limit must be between 1 and 100000, got %', coalesce(p_limit::text, 'null')
@@ -22,7 +24,9 @@ end $$;
 
 -- The kind of p_id, with a clear error when it is not a node.
 create or replace function permgraph._require_node(p_id text, p_role text) returns text
-language plpgsql stable as $$
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
 declare
   node_kind text;
 begin
@@ -34,7 +38,9 @@ begin
 end $$;
 
 create or replace function permgraph._require_user(p_id text) returns void
-language plpgsql stable as $$
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
 declare
   node_kind text := permgraph._require_node(p_id, 'user');
 begin
@@ -48,7 +54,11 @@ create or replace function permgraph.list_targets(
   p_user_id text, p_level integer default 1, p_kind text default null,
   p_after text default null, p_limit integer default 100
 ) returns table (target_id text, kind text, level smallint)
-language plpgsql stable as $$
+language plpgsql stable
+security definer
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
 #variable_conflict use_column
 declare
   -- '' is the smallest string, so "id >= from_id" (an index bound) plus
@@ -83,7 +93,7 @@ begin
   select coalesce(array_agg(d.target_id order by d.target_id), '{}') into page
   from (
     select p.target_id
-    from permgraph.permissions p
+    from permgraph.effective_permissions p
     join permgraph.nodes n on n.id = p.target_id
     where p.user_id = p_user_id and p.target_id >= from_id
       and not (skip_from and p.target_id = from_id)
@@ -103,7 +113,7 @@ begin
 
   select array_agg(p.target_id), array_agg(n.kind), array_agg(null::text)
   into owners, owner_kinds, cursors
-  from permgraph.permissions p
+  from permgraph.effective_permissions p
   join permgraph.nodes n on n.id = p.target_id
   where p.user_id = p_user_id and p.level >= p_level and p.traverse_owned
     and (n.kind = 'user'
@@ -164,9 +174,9 @@ begin
   select n.id::text, n.kind, greatest(direct.level, via_owner.level)::smallint
   from unnest(page) as pg(id)
   join permgraph.nodes n on n.id = pg.id
-  left join permgraph.permissions direct
+  left join permgraph.effective_permissions direct
     on direct.user_id = p_user_id and direct.target_id = n.id
-  left join permgraph.permissions via_owner
+  left join permgraph.effective_permissions via_owner
     on via_owner.user_id = p_user_id and via_owner.target_id = n.owner_id and via_owner.traverse_owned
   order by n.id;
 end $$;
@@ -178,7 +188,11 @@ end $$;
 create or replace function permgraph.list_users(
   p_target_id text, p_level integer default 1, p_after text default null, p_limit integer default 100
 ) returns table (user_id text, level smallint)
-language plpgsql stable as $$
+language plpgsql stable
+security definer
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
 #variable_conflict use_column
 declare
   from_id text collate "C" := coalesce(p_after, '');
@@ -196,7 +210,7 @@ begin
   select c.user_id::text, max(c.level)::smallint
   from (
     (select p.user_id, p.level
-     from permgraph.permissions p
+     from permgraph.effective_permissions p
      where p.target_id = p_target_id and p.user_id >= from_id
        and not (skip_from and p.user_id = from_id)
        and p.level >= p_level
@@ -204,7 +218,7 @@ begin
      limit p_limit)
     union all
     (select p.user_id, p.level
-     from permgraph.permissions p
+     from permgraph.effective_permissions p
      where p.target_id = target_owner and p.user_id >= from_id
        and not (skip_from and p.user_id = from_id)
        and p.level >= p_level and p.traverse_owned

@@ -12,7 +12,10 @@
 -- nodes of one depth by their paths: predecessor's rank, then own id), then
 -- between parallel edges the strongest, then the smallest source.
 create or replace function permgraph._explain_tree(p_user_id text, p_min_level integer) returns jsonb
-language plpgsql stable as $$
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
 declare
   tree jsonb := jsonb_build_object(p_user_id, jsonb_build_object('d', 0, 'o', 1, 'p', null, 's', null, 'l', 3));
   frontier_ids text[] := array[p_user_id];
@@ -48,7 +51,9 @@ end $$;
 -- The edges from the search's start to p_node, following predecessors.
 -- Ownership edges (source '') are reported with source 'owner'.
 create or replace function permgraph._explain_path(p_tree jsonb, p_node text) returns jsonb
-language plpgsql immutable as $$
+language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+as $$
 declare
   path jsonb := '[]';
   node text := p_node;
@@ -71,7 +76,11 @@ end $$;
 -- the better route. reason: null when allowed, else 'trashed', 'no path' or
 -- 'level too low'. See the TypeScript Explanation type for the fields.
 create or replace function permgraph.explain(p_user_id text, p_thing_id text, p_level integer default null) returns jsonb
-language plpgsql stable as $$
+language plpgsql stable
+security definer
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
 declare
   thing record;
   owner_kind text;

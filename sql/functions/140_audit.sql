@@ -4,19 +4,39 @@
 
 -- Who is changing things: the session setting permgraph.actor (an app sets it
 -- per transaction with `set local permgraph.actor = 'alice@example.com'`),
--- else the database role.
+-- else the login (session_user: the audit triggers run as the schema's
+-- owner, so current_user would always name the owner). The login is also
+-- kept on its own in audit_log.db_role, which the session cannot change.
 create or replace function permgraph.current_actor() returns text
-language sql stable as $$
-  select coalesce(nullif(current_setting('permgraph.actor', true), ''), current_user::text)
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select coalesce(nullif(current_setting('permgraph.actor', true), ''), session_user::text)
 $$;
 
--- Imports (and operators doing their own bulk work) switch per-row auditing
--- off with `set local permgraph.audit = 'off'` and write a summary row.
+-- Imports switch per-row auditing off with `set local permgraph.audit =
+-- 'off'` and write a summary row. Only the schema's owner may: anyone else
+-- could change grants with no audit row.
 create or replace function permgraph._audit_enabled() returns boolean
-language sql stable as $$ select coalesce(current_setting('permgraph.audit', true), '') <> 'off' $$;
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if coalesce(current_setting('permgraph.audit', true), '') <> 'off' then
+    return true;
+  end if;
+  if permgraph._session_is_owner() then
+    return false;
+  end if;
+  raise exception 'permgraph: only the owner of schema permgraph may switch auditing off (permgraph.audit = off); % may not',
+    session_user using errcode = '42501';
+end $$;
 
 create or replace function permgraph._audit_grants() returns trigger
-language plpgsql as $$
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
 begin
   if not permgraph._audit_enabled() then
     return null;
@@ -41,7 +61,10 @@ begin
 end $$;
 
 create or replace function permgraph._audit_nodes() returns trigger
-language plpgsql as $$
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
 begin
   if not permgraph._audit_enabled() then
     return null;
@@ -67,22 +90,54 @@ end $$;
 
 -- TRUNCATE fires no row triggers: record the statement itself.
 create or replace function permgraph._audit_truncate() returns trigger
-language plpgsql as $$
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
 begin
-  if tg_table_name = 'audit_log' then
-    -- Operators may truncate the log (retention); the truncation itself stays on record.
-    insert into permgraph.audit_log (action) values ('truncate_audit');
-  elsif permgraph._audit_enabled() then
+  if permgraph._audit_enabled() then
     insert into permgraph.audit_log (action, details) values ('truncate', jsonb_build_object('table', tg_table_name));
   end if;
   return null;
 end $$;
 
 create or replace function permgraph._audit_refuse_change() returns trigger
-language plpgsql as $$
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
 begin
-  raise exception 'permgraph: audit_log is append-only: % is refused (an operator may TRUNCATE it to drop old history)', tg_op
+  if tg_op = 'DELETE' and current_setting('permgraph.pruning_audit_log', true) = 'on' and permgraph._session_is_owner() then
+    return null;  -- inside prune_audit_log(), which records the pruning itself
+  end if;
+  raise exception 'permgraph: audit_log is append-only: % is refused (the schema''s owner may drop old entries with permgraph.prune_audit_log(before))', tg_op
     using errcode = '42501';
+end $$;
+
+-- The one way to drop old audit history: entries older than p_before go,
+-- and a 'prune_audit' entry records how many, up to when, and who. Only the
+-- schema's owner may (nobody else may execute this or delete from the log).
+create or replace function permgraph.prune_audit_log(p_before timestamptz) returns bigint
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  pruned bigint;
+begin
+  if p_before is null then
+    raise exception 'permgraph: prune_audit_log needs a timestamp: entries older than it are dropped' using errcode = '22023';
+  end if;
+  if not permgraph._session_is_owner() then
+    raise exception 'permgraph: only the owner of schema permgraph may prune the audit log; % may not', session_user
+      using errcode = '42501';
+  end if;
+  perform set_config('permgraph.pruning_audit_log', 'on', true);
+  delete from permgraph.audit_log where at < p_before;
+  get diagnostics pruned = row_count;
+  perform set_config('permgraph.pruning_audit_log', 'off', true);
+  insert into permgraph.audit_log (action, details)
+  values ('prune_audit', jsonb_build_object('before', p_before, 'entries', pruned));
+  return pruned;
 end $$;
 
 drop trigger if exists grants_audit on permgraph.grants;
@@ -107,10 +162,7 @@ create trigger nodes_audit_truncate after truncate on permgraph.nodes
 
 drop trigger if exists audit_log_append_only on permgraph.audit_log;
 
-create trigger audit_log_append_only before update or delete on permgraph.audit_log
+create trigger audit_log_append_only before update or delete or truncate on permgraph.audit_log
   for each statement execute function permgraph._audit_refuse_change();
 
 drop trigger if exists audit_log_truncate on permgraph.audit_log;
-
-create trigger audit_log_truncate after truncate on permgraph.audit_log
-  for each statement execute function permgraph._audit_truncate();

@@ -7,7 +7,9 @@
 -- it is PostgreSQL 16+ and permgraph supports 14 and 15. The block only
 -- evaluates a cast (it writes nothing), so its subtransaction takes no xid.
 create or replace function permgraph._is_timestamptz(p_value text) returns boolean
-language plpgsql stable as $$
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
 begin
   perform p_value::timestamptz;
   return true;
@@ -22,7 +24,10 @@ end $$;
 -- others (their owner, a cycle through the stored version), so the owner
 -- checks repeat until nothing changes. Returns the counts.
 create or replace function permgraph._import_validate(p_run text) returns jsonb
-language plpgsql as $$
+language plpgsql
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
 declare
   marked bigint;
   start_id text;
@@ -169,7 +174,10 @@ end $$;
 -- runs one permgraph.refresh() after, in the same transaction. p_set_trash:
 -- the input has a trash_at column (otherwise stored trash times are kept).
 create or replace function permgraph._import_load(p_run text, p_set_trash boolean) returns jsonb
-language plpgsql as $$
+language plpgsql
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
 declare
   nodes_inserted bigint;
   nodes_updated bigint;

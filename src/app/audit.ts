@@ -14,7 +14,9 @@ export type AuditAction =
   | 'set_trash'
   | 'import'
   | 'truncate'
-  | 'truncate_audit';
+  /** Written by releases before 0.2, when the log could be truncated. */
+  | 'truncate_audit'
+  | 'prune_audit';
 
 export interface AuditEntry {
   id: number;
@@ -59,6 +61,7 @@ export interface AuditPage {
 
 const ACTIONS: readonly AuditAction[] = [
   'grant', 'revoke', 'change_level', 'set_owner', 'create_node', 'delete_node', 'set_trash', 'import', 'truncate', 'truncate_audit',
+  'prune_audit',
 ];
 
 /** Lists audit entries oldest first, keyset-paginated on id. */

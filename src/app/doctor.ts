@@ -64,12 +64,14 @@ async function indexCheck(db: Queryable): Promise<DoctorCheck> {
   if (missing.length === 0 && invalid.length === 0) {
     return { name: 'indexes', status: 'ok', message: `all ${expected.length} expected indexes present` };
   }
+  if (missing.length === expected.length) {
+    return { name: 'indexes', status: 'fail', message: `none of the ${expected.length} expected indexes exists (run \`permgraph migrate\`)` };
+  }
   const parts = [
     missing.length ? `missing: ${missing.join(', ')}` : '',
     invalid.length ? `invalid (a failed concurrent build? rebuild with REINDEX): ${invalid.join(', ')}` : '',
   ].filter(Boolean);
-  const fix = missing.length === expected.length ? ' (run `permgraph migrate`)' : '';
-  return { name: 'indexes', status: 'fail', message: `${parts.join('; ')}${fix}` };
+  return { name: 'indexes', status: 'fail', message: parts.join('; ') };
 }
 
 interface Status {

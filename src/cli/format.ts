@@ -53,6 +53,7 @@ export function describeEntry(e: AuditEntry): string {
       case 'import': return `run ${e.source}: ${JSON.stringify(e.details)}`;
       case 'truncate': return `table ${String(e.details?.table)}`;
       case 'truncate_audit': return 'audit log truncated';
+      case 'prune_audit': return `entries before ${String(e.details?.before)} pruned (${String(e.details?.entries)})`;
     }
   })();
   return `${e.id}\t${e.at.toISOString()}\t${e.actor}\t${e.action}\t${what}`;

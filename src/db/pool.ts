@@ -4,6 +4,9 @@ import { DEFAULT_APPLICATION_NAME } from '../constants.ts';
 export { sql };
 export type { ConnectionPool, Queryable };
 
+/** The search_path of every connection permgraph opens: the catalog, then temporary tables. */
+export const PINNED_SEARCH_PATH = ['pg_catalog', 'pg_temp'];
+
 export interface PoolOptions {
   poolSize?: number;
   applicationName?: string;
@@ -19,6 +22,11 @@ export function openPool(url: string, options: PoolOptions = {}): ConnectionPool
     poolSize: options.poolSize ?? 10,
     applicationName: options.applicationName ?? DEFAULT_APPLICATION_NAME,
     ssl: urlRequestsSsl(url) ? 'prefer' : 'disable',
+    // Pinned on every connection, so no statement permgraph sends can resolve
+    // a name to an object someone planted in public (a function taking
+    // text[] beats pg_catalog's polymorphic unnest wherever public is on the
+    // path). Applications name their own tables with their schema.
+    schema: PINNED_SEARCH_PATH,
     // An idle connection dropped by the server (restart, pg_terminate_backend)
     // is replaced on next use; the default handler would print to stderr.
     onError: options.onIdleError ?? (() => {}),

@@ -83,6 +83,9 @@ export async function migrate(db: Queryable, logger: Logger = silentLogger): Pro
   const [migrations, functionFiles] = await Promise.all([loadMigrations(), loadFunctionFiles()]);
   return db.tx(async (tx) => {
     await tx.query(sql`select pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`);
+    // Whatever the session's path, names in the files resolve to pg_catalog or
+    // are schema-qualified (an SQL-standard function body is resolved now).
+    await tx.query(sql`set local search_path = pg_catalog, pg_temp`);
     await tx.query(sql`
       create schema if not exists permgraph;
       create table if not exists permgraph.migrations (
@@ -109,6 +112,10 @@ export async function migrate(db: Queryable, logger: Logger = silentLogger): Pro
       done.push(migration.name);
     }
     const functions = await applyChangedFunctionFiles(tx, functionFiles, logger);
+    if (done.length || functions.length) {
+      // Objects created by this run start with default privileges: take them away again.
+      await tx.query(sql`select permgraph._apply_privileges()`);
+    }
     return { applied: done, functions };
   });
 }

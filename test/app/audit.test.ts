@@ -4,6 +4,7 @@ import { listAudit, setActor, type AuditEntry } from '../../src/app/audit.ts';
 import { sql, type Queryable } from '../../src/db/pool.ts';
 import type { RefGraph } from '../../src/reference/model.ts';
 import { createTestDatabase } from '../helpers/database.ts';
+import { createLogin } from '../helpers/logins.ts';
 import { graphArbitrary, loadGraph } from '../helpers/graph.ts';
 import { GraphState, mutationArbitrary } from '../helpers/mutations.ts';
 
@@ -60,7 +61,7 @@ async function lastId(db: Queryable): Promise<number> {
 }
 
 describe('audit log', async () => {
-  const { db } = await createTestDatabase();
+  const { db, url } = await createTestDatabase();
   const [{ role }] = await db.query(sql`select current_user as role`);
 
   it('random change sequences: the audit rows are exactly the changes made, with the actor', async () => {
@@ -91,41 +92,45 @@ describe('audit log', async () => {
     );
   });
 
-  it('records the database role when no actor is set; the setting wins over the role', async () => {
+  it('records the login when no actor is set (SET ROLE does not change it); the setting wins', async () => {
     await loadGraph(db, { nodes: [], grants: [] });
     const from = await lastId(db);
-    await db.tx(async (tx) => {
-      await tx.query(sql`drop role if exists permgraph_audit_test_role`);
-      await tx.query(sql`create role permgraph_audit_test_role`);
-      await tx.query(sql`grant usage on schema permgraph to permgraph_audit_test_role`);
-      await tx.query(sql`grant select, insert, update, delete on all tables in schema permgraph to permgraph_audit_test_role`);
-      await tx.query(sql`set local role permgraph_audit_test_role`);
-      await tx.query(sql`insert into permgraph.nodes (id, kind) values ('by-role', 'user')`);
+    const writer = await createLogin(db, url, 'auditwriter', 'permgraph_writer');
+    await writer.db.query(sql`insert into permgraph.nodes (id, kind) values ('by-login', 'user')`);
+    await writer.db.tx(async (tx) => {
       await setActor(tx, 'named-actor');
       await tx.query(sql`insert into permgraph.nodes (id, kind) values ('by-setting', 'user')`);
-      await tx.query(sql`reset role`);
-      await tx.query(sql`revoke all on all tables in schema permgraph from permgraph_audit_test_role`);
-      await tx.query(sql`revoke all on schema permgraph from permgraph_audit_test_role`);
-      await tx.query(sql`drop role permgraph_audit_test_role`);
+    });
+    await db.tx(async (tx) => {
+      await tx.query(sql`set local role permgraph_writer`);
+      await tx.query(sql`insert into permgraph.nodes (id, kind) values ('by-set-role', 'user')`);
     });
     const page = await listAudit(db, { action: 'create_node', after: from });
     expect(page.entries.map((e) => [e.headId, e.actor])).toEqual([
-      ['by-role', 'permgraph_audit_test_role'],
+      ['by-login', writer.name],
       ['by-setting', 'named-actor'],
+      ['by-set-role', role],
+    ]);
+    const logins = await db.query(sql`select head_id, db_role from permgraph.audit_log where id > ${from} order by id`);
+    expect(logins).toEqual([
+      { head_id: 'by-login', db_role: writer.name },
+      { head_id: 'by-setting', db_role: writer.name },
+      { head_id: 'by-set-role', db_role: role },
     ]);
   });
 
-  it('UPDATE and DELETE on audit_log are refused; TRUNCATE is allowed and leaves a trace', async () => {
+  it('UPDATE, DELETE and TRUNCATE on audit_log are refused; pruning leaves a trace', async () => {
     await db.query(sql`insert into permgraph.nodes (id, kind) values ('trace-me', 'user')`);
     const before = await lastId(db);
     await expect(db.query(sql`update permgraph.audit_log set actor = 'someone else'`)).rejects.toThrow(
-      'permgraph: audit_log is append-only: UPDATE is refused (an operator may TRUNCATE it to drop old history)',
+      "permgraph: audit_log is append-only: UPDATE is refused (the schema's owner may drop old entries with permgraph.prune_audit_log(before))",
     );
     await expect(db.query(sql`delete from permgraph.audit_log where id = ${before}`)).rejects.toThrow(/audit_log is append-only: DELETE is refused/);
+    await expect(db.query(sql`truncate permgraph.audit_log`)).rejects.toThrow(/audit_log is append-only: TRUNCATE is refused/);
     expect(await lastId(db)).toBe(before);
-    await db.query(sql`truncate permgraph.audit_log`);
+    await db.query(sql`select permgraph.prune_audit_log(now() + interval '1 minute')`);
     const after = await allEntries(db);
-    expect(after.map((e) => [e.action, e.actor])).toEqual([['truncate_audit', role]]);
+    expect(after.map((e) => [e.action, e.actor])).toEqual([['prune_audit', role]]);
   });
 
   it('per-row auditing can be switched off for a transaction', async () => {
@@ -138,7 +143,7 @@ describe('audit log', async () => {
   });
 
   it('filters and keyset pages agree with filtering the whole log', async () => {
-    await db.query(sql`truncate permgraph.audit_log`);
+    await db.query(sql`select permgraph.prune_audit_log(now() + interval '1 minute')`);
     await loadGraph(db, { nodes: [], grants: [] });
     const actors = ['ann', 'bob', 'cy'];
     for (let i = 0; i < 30; i++) {

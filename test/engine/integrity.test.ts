@@ -104,6 +104,56 @@ describe('integrity rules', async () => {
     for (const [name, rows] of Object.entries(tables)) expect(rows.length, name).toBeGreaterThan(0);
   });
 
+  describe('ids', () => {
+    it('an id is 1 to 256 characters with no control characters; errors never echo a huge id', async () => {
+      const huge = 'x'.repeat(1_000_000);
+      for (const [id, problem] of [
+        ['', 'is empty'],
+        ['a'.repeat(257), 'is 257 characters long \\(at most 256\\)'],
+        ['tab\there', 'contains a control character'],
+        ['new\nline', 'contains a control character'],
+        [huge, 'is 1000000 characters long \\(at most 256\\)'],
+      ] as const) {
+        const error = await expectRefused(
+          sql`insert into permgraph.nodes (id, kind) values (${id}, 'user')`,
+          new RegExp(`^permgraph: node id .* ${problem}; an id is 1 to 256 characters with no control characters`),
+          '22023',
+        );
+        expect(error.message.length).toBeLessThan(300);
+      }
+      const error = await expectRefused(
+        sql`insert into permgraph.grants (tail_id, head_id, level) values (${huge}, 'g1', 1)`,
+        /^permgraph: grant tail "x{64}…" \(1000000 characters\) does not exist/,
+        '23503',
+      );
+      expect(error.message.length).toBeLessThan(300);
+      await db.query(sql`insert into permgraph.nodes (id, kind) values (${'é'.repeat(256)}, 'object')`);
+      await db.query(sql`delete from permgraph.nodes where id = ${'é'.repeat(256)}`);
+    });
+  });
+
+  describe('whole statements: the order of rows never matters', () => {
+    it('an owner inserted later in the same statement is found; a cycle within one statement is a cycle', async () => {
+      await db.query(sql`insert into permgraph.nodes (id, kind, owner_id) values ('gx', 'group', 'gy'), ('gy', 'group', null)`);
+      expect(await ownerOf('gx')).toBe('gy');
+      await expectRefused(
+        sql`insert into permgraph.nodes (id, kind, owner_id) values ('ga', 'group', 'gb'), ('gb', 'group', 'ga')`,
+        /^permgraph: ownership cycle: ga -> gb -> ga \(the owner of each node is the next one\)/,
+        '23514',
+      );
+      await expectRefused(
+        sql`insert into permgraph.nodes (id, kind, owner_id) values ('gc', 'group', 'ghost'), ('gd', 'group', 'gc')`,
+        /^permgraph: owner "ghost" of node "gc" does not exist/,
+        '23503',
+      );
+      // An owner deleted together with what it owns, listed in either order.
+      await db.query(sql`insert into permgraph.nodes (id, kind, owner_id) values ('gz', 'group', 'gx')`);
+      await db.query(sql`delete from permgraph.nodes where id in ('gy', 'gx', 'gz')`);
+      expect(await db.query(sql`select id from permgraph.nodes where id in ('gx', 'gy', 'gz')`)).toEqual([]);
+      await db.query(sql`select permgraph.apply_changes()`);
+    });
+  });
+
   describe('nodes', () => {
     it('refuses a kind that is not user, group or object', async () => {
       await expectRefused(
@@ -463,8 +513,9 @@ describe('integrity rules', async () => {
       await db.query(sql`delete from permgraph.nodes where id = 'u2'`);
       expect(await db.query(sql`select id from permgraph.nodes where id = 'u2'`)).toEqual([]);
       expect(await db.query(sql`select 1 from permgraph.grants where 'u2' in (tail_id, head_id)`)).toEqual([]);
-      expect(await db.query(sql`select 1 from permgraph.permissions where 'u2' in (user_id, target_id)`)).toEqual([]);
+      expect(await db.query(sql`select 1 from permgraph.effective_permissions where 'u2' in (user_id, target_id)`)).toEqual([]);
       await db.query(sql`select permgraph.apply_changes()`);
+      expect(await db.query(sql`select 1 from permgraph.permissions where 'u2' in (user_id, target_id)`)).toEqual([]);
       const graph: RefGraph = {
         nodes: base.nodes.filter((n) => n.id !== 'u2'),
         grants: base.grants.filter((gr) => gr.tailId !== 'u2' && gr.headId !== 'u2'),
@@ -473,7 +524,7 @@ describe('integrity rules', async () => {
     });
 
     for (const victim of ['gR', 'u3', 'o1', 'gA']) {
-      it(`deleting ${victim} removes its grants and rows at once, and apply_changes() matches the model`, async () => {
+      it(`deleting ${victim} removes its grants at once, hides its rows at once, and apply_changes() matches the model`, async () => {
         const graph: RefGraph = {
           nodes: base.nodes.filter((n) => n.id !== victim),
           grants: base.grants
@@ -498,7 +549,14 @@ describe('integrity rules', async () => {
         await db.query(sql`delete from permgraph.nodes where id = ${victim}`);
 
         expect(await db.query(sql`select * from permgraph.grants where ${victim} in (tail_id, head_id)`)).toEqual([]);
-        expect(await db.query(sql`select * from permgraph.permissions where ${victim} in (user_id, target_id)`)).toEqual([]);
+        // The rows stay in the table until the worker's batch (deleting them
+        // here would make concurrent batches fail) but no reader sees them.
+        expect(await db.query(sql`select * from permgraph.effective_permissions where ${victim} in (user_id, target_id)`)).toEqual([]);
+        const [{ n: rowsKept }] = await db.query(
+          sql`select count(*)::int as n from permgraph.permissions where ${victim} in (user_id, target_id)`,
+        );
+        expect(rowsKept).toBe(rowsBefore);
+        expect(await db.query(sql`select id from permgraph.deleted_nodes`)).toEqual([{ id: victim }]);
         // Nothing was applied yet: the removed edges wait in permgraph.changes.
         const pending = await db.query(
           sql`select tail_id, head_id, old_level, new_level from permgraph.changes where ${victim} in (tail_id, head_id) and not trash_changed`,
@@ -510,6 +568,7 @@ describe('integrity rules', async () => {
         expect(await readPermissions(db)).toEqual(model.computePermissions(reference));
         expect(await db.query(sql`select * from permgraph.verify()`)).toEqual([]);
         expect(await db.query(sql`select count(*)::int as n from permgraph.changes`)).toEqual([{ n: 0 }]);
+        expect(await db.query(sql`select id from permgraph.deleted_nodes`)).toEqual([]);
       });
     }
   });

@@ -1,0 +1,39 @@
+// The schema as the last release before sql/functions/ installed it, for
+// upgrade tests and for showing that a security test detects an attack that
+// worked on that release.
+import { sql, type Queryable } from '../../src/db/pool.ts';
+import { loadMigrations } from '../../src/migrations/migrate.ts';
+
+/** SHA-256 of sql/NNN_*.sql at commit d676c7c, the last release before sql/functions/. */
+export const RELEASED_AT_D676C7C: Record<string, string> = {
+  '001_schema.sql': 'f0e7425a38240665e9f8888e942d7d120ae0e102d9cb6f666ba009b89a36968e',
+  '002_integrity.sql': 'b2c06dc04757b6899ad96784f3c70ef62337947060e09ae41c143f84897175ff',
+  '003_capture.sql': '682ea4fe2074d4b79c37e708c981b04ff988a1f8db70535b7eae72d341db2699',
+  '004_compute.sql': '7ba50678954227cac18a2f2538e12287de36a02ff895ea944420effa0094cd20',
+  '005_apply.sql': 'f2d41377e89fa226503bfb34c3a842fadd901a60e16f40d181328c54f541bbb4',
+  '006_verify.sql': '0e6a8ee9675cc3340e63346f671b16c91e168d8f212082b3b216fa044213bdee',
+  '007_freshness.sql': 'a262bd58e82014a8ad46157b1e844c450bda1858170aba36c99fc2d20bda6c5c',
+  '008_roles_rls.sql': 'dc97e2aa7ad7de422992f7fcef58c7a6b522b94fe34a1056772f1a2d088786d2',
+  '009_listing_explain.sql': '02f6a09e6486ede4c19a6eb1ac1f069c274b4debee1f2251c09d388b0c187bd0',
+  '010_import_audit.sql': '42bad1f73c3d45767300a5e8db45c2400c935001e6a696f366a898d58e3a1c49',
+  '011_edge_indexes.sql': 'bb41068f82f4f3286397aa14b807e6169c1eaa384b8ae04d69777cb62e82bbcc',
+  '012_batch_plans.sql': 'e05f2ea10b0c3b59698938edbedaf0cf3c9ebcc1923caeae942fef34262c2a5e',
+};
+
+/** What the release's runner did: each file in order, recorded in permgraph.migrations, in one transaction. */
+export async function migrateAsReleased(db: Queryable): Promise<void> {
+  const released = (await loadMigrations()).filter((m) => m.name in RELEASED_AT_D676C7C);
+  await db.tx(async (tx) => {
+    await tx.query(sql`
+      create schema if not exists permgraph;
+      create table if not exists permgraph.migrations (
+        version integer primary key, name text not null, checksum text not null,
+        applied_at timestamptz not null default now());`);
+    for (const migration of released) {
+      await tx.query(sql.__dangerous__rawValue(migration.text));
+      await tx.query(sql`insert into permgraph.migrations (version, name, checksum)
+                         values (${migration.version}, ${migration.name}, ${migration.checksum})`);
+    }
+  });
+}
+

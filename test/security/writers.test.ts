@@ -1,0 +1,139 @@
+// Writers never make the worker's batch fail, and unrelated writers never
+// wait for each other (findings 5 and 6 of the security review), through
+// real login roles.
+import { IsolationLevel } from '@databases/pg';
+import { describe, expect, it } from 'vitest';
+import { sql } from '../../src/db/pool.ts';
+import { computePermissions } from '../../src/reference/model.ts';
+import type { RefGraph } from '../../src/reference/model.ts';
+import { g, grant, o, u } from '../helpers/builders.ts';
+import { createTestDatabase } from '../helpers/database.ts';
+import { loadGraph, readPermissions } from '../helpers/graph.ts';
+import { createLogin } from '../helpers/logins.ts';
+
+const graph: RefGraph = {
+  nodes: [u('alice'), u('bob'), u('carl'), g('eng'), g('ops'), g('roadmap', 'eng'), o('doc', 'eng')],
+  grants: [grant('alice', 2, 'eng'), grant('bob', 1, 'eng'), grant('carl', 3, 'ops'), grant('ops', 1, 'roadmap')],
+};
+
+describe('writers and the worker', async () => {
+  const { db: owner, url } = await createTestDatabase();
+  await loadGraph(owner, graph);
+  await owner.query(sql`select permgraph.refresh()`);
+  const writer = await createLogin(owner, url, 'delwriter', 'permgraph_writer');
+  const otherWriter = await createLogin(owner, url, 'otherwriter', 'permgraph_writer');
+  const worker = await createLogin(owner, url, 'delworker', 'permgraph_worker');
+  const reader = await createLogin(owner, url, 'delreader', 'permgraph_reader');
+
+  describe('finding 5: deleting nodes', () => {
+    it('a delete committed during a repeatable-read batch does not make the batch fail', async () => {
+      await writer.db.query(sql`insert into permgraph.grants (tail_id, head_id, level, source) values ('bob', 'eng', 3, 'boost')`);
+      const batch = worker.db.tx(
+        async (tx) => {
+          // The batch's snapshot is taken before the delete commits ...
+          await tx.query(sql`select count(*) from permgraph.changes`);
+          await writer.db.query(sql`delete from permgraph.nodes where id = 'bob'`);
+          // ... and it then writes rows of the deleted user (its new grant).
+          const [{ result }] = await tx.query(sql`select permgraph.apply_changes() as result`);
+          return result;
+        },
+        { isolationLevel: IsolationLevel.REPEATABLE_READ },
+      );
+      await expect(batch).resolves.toMatchObject({ mode: 'incremental' });
+      // bob's rows, including those the batch just wrote, are unreadable.
+      expect(await reader.db.query(sql`select * from permgraph.effective_permissions where user_id = 'bob'`)).toEqual([]);
+      expect(await reader.db.query(sql`select permgraph.check('bob', 'roadmap', 1) as allowed`)).toEqual([{ allowed: false }]);
+      await worker.db.query(sql`select permgraph.apply_changes()`);
+      const expected = computePermissions({
+        nodes: graph.nodes.filter((n) => n.id !== 'bob'),
+        grants: graph.grants.filter((gr) => gr.tailId !== 'bob'),
+      });
+      expect(await readPermissions(owner)).toEqual(expected);
+      expect(await owner.query(sql`select * from permgraph.deleted_nodes`)).toEqual([]);
+    });
+
+    it('a user re-created with a deleted user\'s id inherits nothing, before and after the worker runs', async () => {
+      await writer.db.tx(async (tx) => {
+        await tx.query(sql`delete from permgraph.nodes where id = 'alice'`);
+      });
+      await writer.db.query(sql`insert into permgraph.nodes (id, kind) values ('alice', 'user')`);
+      // No batch has run: the old alice's rows are still stored, and unreadable.
+      const [{ stored }] = await owner.query(sql`select count(*)::int as stored from permgraph.permissions where user_id = 'alice'`);
+      expect(stored).toBeGreaterThan(1);
+      for (const target of ['eng', 'roadmap', 'alice']) {
+        expect(await reader.db.query(sql`select permgraph.check('alice', ${target}, 1) as allowed`)).toEqual([{ allowed: false }]);
+      }
+      expect(await reader.db.query(sql`select * from permgraph.list_targets('alice', 1, null, null, 10)`)).toEqual([]);
+      await worker.db.query(sql`select permgraph.apply_changes()`);
+      const expected = computePermissions({
+        nodes: graph.nodes.filter((n) => n.id !== 'bob'),
+        grants: graph.grants.filter((gr) => gr.tailId !== 'bob' && gr.tailId !== 'alice'),
+      });
+      expect(await readPermissions(owner)).toEqual(expected);
+      expect(await reader.db.query(sql`select permgraph.check('alice', 'alice', 3) as allowed`)).toEqual([{ allowed: true }]);
+    });
+
+    it('continuous deletes while the worker applies: every batch succeeds and the table ends exact', async () => {
+      const ids = Array.from({ length: 60 }, (_, i) => `temp${i}`);
+      await writer.db.query(sql`insert into permgraph.nodes (id, kind) select unnest(${ids}::text[]), 'user'`);
+      await writer.db.query(sql`insert into permgraph.grants (tail_id, head_id, level) select unnest(${ids}::text[]), 'eng', 1`);
+      await worker.db.query(sql`select permgraph.apply_changes()`);
+      let deleting = true;
+      const deleter = (async () => {
+        for (const id of ids) {
+          await writer.db.query(sql`delete from permgraph.nodes where id = ${id}`);
+          await otherWriter.db.query(sql`insert into permgraph.grants (tail_id, head_id, level, source) values ('carl', 'eng', 1, ${id})`);
+        }
+        deleting = false;
+      })();
+      let batches = 0;
+      while (deleting) {
+        await worker.db.tx((tx) => tx.query(sql`select permgraph.apply_changes()`), { isolationLevel: IsolationLevel.REPEATABLE_READ });
+        batches++;
+      }
+      await deleter;
+      await worker.db.query(sql`select permgraph.apply_changes()`);
+      expect(batches).toBeGreaterThan(0);
+      expect(await worker.db.query(sql`select * from permgraph.verify()`)).toEqual([]);
+      await otherWriter.db.query(sql`delete from permgraph.grants where tail_id = 'carl' and head_id = 'eng'`);
+      await worker.db.query(sql`select permgraph.apply_changes()`);
+    });
+  });
+
+  describe('finding 6: owned inserts do not wait for each other', () => {
+    it('objects and nodes with owners are inserted while another transaction holds an owned insert and an owner change', async () => {
+      let release!: () => void;
+      const held = new Promise<void>((resolve) => (release = resolve));
+      let started!: () => void;
+      const holding = new Promise<void>((resolve) => (started = resolve));
+      const first = writer.db.tx(async (tx) => {
+        await tx.query(sql`insert into permgraph.nodes (id, kind, owner_id) values ('plan1', 'object', 'eng'), ('team1', 'group', 'eng')`);
+        await tx.query(sql`update permgraph.nodes set owner_id = 'carl' where id = 'ops'`);
+        started();
+        await held;
+      });
+      await holding;
+      // Were these to wait for the first transaction, the lock timeout would fail them.
+      await otherWriter.db.tx(async (tx) => {
+        await tx.query(sql`set local lock_timeout = '5s'`);
+        await tx.query(sql`insert into permgraph.nodes (id, kind, owner_id) values ('plan2', 'object', 'eng')`);
+        await tx.query(sql`insert into permgraph.nodes (id, kind, owner_id) values ('team2', 'group', 'eng'), ('sub2', 'group', 'team2')`);
+        await tx.query(sql`insert into permgraph.nodes (id, kind) values ('loner', 'group')`);
+      });
+      // A second owner change of a group is what must wait (it could close a cycle).
+      const waiting = otherWriter.db.tx(async (tx) => {
+        await tx.query(sql`set local lock_timeout = '200ms'`);
+        await tx.query(sql`update permgraph.nodes set owner_id = 'eng' where id = 'loner'`);
+      });
+      await expect(waiting).rejects.toMatchObject({ code: '55P03' });
+      release();
+      await first;
+      expect(await owner.query(sql`select id, owner_id from permgraph.nodes where id in ('plan1', 'plan2', 'team2', 'sub2') order by id`)).toEqual([
+        { id: 'plan1', owner_id: 'eng' },
+        { id: 'plan2', owner_id: 'eng' },
+        { id: 'sub2', owner_id: 'team2' },
+        { id: 'team2', owner_id: 'eng' },
+      ]);
+    });
+  });
+});
