@@ -29,6 +29,7 @@ interface Options {
   skipIncremental: boolean;
   worker: boolean;
   coldstart: boolean;
+  stock: boolean;
 }
 
 function parseOptions(): Options {
@@ -44,12 +45,13 @@ function parseOptions(): Options {
     .option('--skip-incremental', 'skip the incremental benchmarks', false)
     .option('--no-worker', 'skip the worker end-to-end benchmarks')
     .option('--coldstart', 'only measure the CLI cold start against bare node (bench/measure/coldstart.ts), then exit', false)
+    .option('--stock', 'only measure one change on a server with default settings (jit on) against jit off (bench/measure/stock-server.ts), then exit', false)
     .parse();
-  const o = program.opts<{ size: string; shape: string; graph?: string; seed: string; keep: boolean; skipReads: boolean; skipIncremental: boolean; worker: boolean; coldstart: boolean }>();
+  const o = program.opts<{ size: string; shape: string; graph?: string; seed: string; keep: boolean; skipReads: boolean; skipIncremental: boolean; worker: boolean; coldstart: boolean; stock: boolean }>();
   if (o.size !== 'small' && o.size !== 'large') throw new Error(`--size must be small or large, got ${o.size}`);
   const shapes = o.shape.split(',').map((s) => s.trim()).filter(Boolean);
   for (const s of shapes) if (!SHAPES.includes(s as Shape)) throw new Error(`unknown shape ${s}; use ${SHAPES.join(', ')}`);
-  return { size: o.size, shapes: shapes as Shape[], graph: o.graph, seed: o.seed, keep: o.keep, skipReads: o.skipReads, skipIncremental: o.skipIncremental, worker: o.worker, coldstart: o.coldstart };
+  return { size: o.size, shapes: shapes as Shape[], graph: o.graph, seed: o.seed, keep: o.keep, skipReads: o.skipReads, skipIncremental: o.skipIncremental, worker: o.worker, coldstart: o.coldstart, stock: o.stock };
 }
 
 interface Target {
@@ -126,6 +128,11 @@ async function main(): Promise<void> {
   if (options.coldstart) {
     const { formatColdStart, measureColdStart } = await import('./measure/coldstart.ts');
     say(formatColdStart(measureColdStart()));
+    return;
+  }
+  if (options.stock) {
+    const { formatStockServer, measureStockServer } = await import('./measure/stock-server.ts');
+    say(formatStockServer(await measureStockServer(options.seed)));
     return;
   }
   const machine = machineInfo();

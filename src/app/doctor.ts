@@ -6,7 +6,7 @@ import { indexesInDump, readCommittedDump } from '../migrations/schema-dump.ts';
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 
 export interface DoctorCheck {
-  name: 'schema' | 'indexes' | 'worker' | 'backlog' | 'imports';
+  name: 'schema' | 'indexes' | 'settings' | 'worker' | 'backlog' | 'imports';
   status: CheckStatus;
   /** One line: what was found and, when not ok, what to do. */
   message: string;
@@ -26,7 +26,7 @@ export async function expectedIndexes(): Promise<{ table: string; index: string 
 }
 
 export async function runDoctor(db: Queryable, options: DoctorOptions = {}): Promise<DoctorCheck[]> {
-  const checks: DoctorCheck[] = [await schemaCheck(db), await indexCheck(db)];
+  const checks: DoctorCheck[] = [await schemaCheck(db), await indexCheck(db), await settingsCheck(db)];
   const [{ has_status: hasStatus }] = await db.query(sql`select to_regprocedure('permgraph.status()') is not null as has_status`);
   if (!hasStatus) {
     const message = 'not checked: permgraph.status() is missing (see the schema check)';
@@ -72,6 +72,38 @@ async function indexCheck(db: Queryable): Promise<DoctorCheck> {
     invalid.length ? `invalid (a failed concurrent build? rebuild with REINDEX): ${invalid.join(', ')}` : '',
   ].filter(Boolean);
   return { name: 'indexes', status: 'fail', message: parts.join('; ') };
+}
+
+/**
+ * Server settings that change how permgraph behaves, as this session sees
+ * them (so per-database and per-role settings count), each with what to do.
+ * jit needs nothing: the engine's functions switch it off for themselves.
+ */
+async function settingsCheck(db: Queryable): Promise<DoctorCheck> {
+  const rows: { name: string; setting: string; unit: string | null }[] = await db.query(sql`
+    select name, setting, unit from pg_catalog.pg_settings
+    where name in ('statement_timeout', 'idle_in_transaction_session_timeout', 'autovacuum', 'track_activities', 'jit')`);
+  const setting = new Map(rows.map((r) => [r.name, r.setting]));
+  const advice: string[] = [];
+  if (Number(setting.get('statement_timeout') ?? 0) > 0) {
+    advice.push(
+      `statement_timeout = ${setting.get('statement_timeout')} ms also cancels the worker's batches and refresh: ` +
+        'set it per application role (alter role … set statement_timeout) and leave the worker\'s login at 0',
+    );
+  }
+  if (Number(setting.get('idle_in_transaction_session_timeout') ?? 0) > 0) {
+    advice.push('idle_in_transaction_session_timeout is set: a long import or refresh between statements may be cut off');
+  }
+  if (setting.get('autovacuum') === 'off') {
+    advice.push('autovacuum = off: permissions, changes and edges churn with every batch; turn it on');
+  }
+  if (setting.get('track_activities') === 'off') {
+    advice.push('track_activities = off: status and doctor cannot name the active worker');
+  }
+  if (advice.length === 0) {
+    return { name: 'settings', status: 'ok', message: `server settings suit permgraph (jit = ${setting.get('jit')}: the engine's functions switch it off themselves)` };
+  }
+  return { name: 'settings', status: 'warn', message: advice.join('; ') };
 }
 
 interface Status {
