@@ -6,7 +6,7 @@ import { explain, type Explanation } from './app/explain.ts';
 import { deleteGrant, writeGrant } from './app/grants.ts';
 import { importGraph, type ImportOptions, type ImportSummary } from './app/import/index.ts';
 import { listTargets, listUsers, type ListTargetsOptions, type ListUsersOptions, type Page, type TargetItem, type UserItem } from './app/listing.ts';
-import { disableRowLevelSecurity, enableRowLevelSecurity, setSuperuser } from './app/rls.ts';
+import { disableRowLevelSecurity, enableRowLevelSecurity, setSuperuser, type RowLevelSecurityOptions } from './app/rls.ts';
 import { syncGrants, type DesiredGrant, type SyncResult as SyncGrantsResult } from './app/sync-grants.ts';
 import type { Transaction } from '@databases/pg';
 import { openPool, sql, type ConnectionPool, type Queryable } from './db/pool.ts';
@@ -203,9 +203,13 @@ export class Permgraph {
     return setSuperuser(this.db, userId, flag);
   }
 
-  /** Installs permgraph's row-level security policies on an app table. */
-  enableRowLevelSecurity(table: string, idColumn: string, ownerColumn: string | null): Promise<void> {
-    return enableRowLevelSecurity(this.db, table, idColumn, ownerColumn);
+  /**
+   * Installs permgraph's row-level security policies on an app table
+   * (schema-qualified: "public.documents"). Rows are matched through their
+   * owner column only, unless `matchRowId` (see RowLevelSecurityOptions).
+   */
+  enableRowLevelSecurity(table: string, idColumn: string, ownerColumn: string | null, options: RowLevelSecurityOptions = {}): Promise<void> {
+    return enableRowLevelSecurity(this.db, table, idColumn, ownerColumn, options);
   }
 
   disableRowLevelSecurity(table: string): Promise<void> {

@@ -25,7 +25,10 @@ $$;
 -- row (checks, short scans) or builds one hash of the user's rows and of the
 -- trashed nodes (long listings). A function call can be neither probed nor
 -- hashed without calling it on every node. The superuser test does not
--- mention the row: in a policy it runs once per query (an InitPlan).
+-- mention the row: in a policy it runs once per query (an InitPlan). It reads
+-- nodes itself rather than calling _is_superuser(): a policy runs as the
+-- querying role, which may read the tables (permgraph_reader) but execute no
+-- internal function.
 -- The aliases are unusual so that they cannot capture the row's own columns.
 create or replace function permgraph._access_predicate(
   p_user text, p_id text, p_owner text, p_level text, p_include_trash text
@@ -45,7 +48,8 @@ as $body$
                   where permgraph_tg.group_id = %3$s and permgraph_tg.trash_at <= now())
           -- a scalar subquery, never hashed: only probed for rows whose owner is trashed
           and (select permgraph_n.kind from permgraph.nodes permgraph_n where permgraph_n.id = %2$s) is distinct from 'user')))
-  and ((select permgraph._is_superuser(%1$s))
+  and ((select exists (select 1 from permgraph.nodes permgraph_su
+                       where permgraph_su.id = %1$s and permgraph_su.kind = 'user' and permgraph_su.is_superuser))
        or exists (select 1 from permgraph.effective_permissions permgraph_p
                   where permgraph_p.user_id = %1$s and permgraph_p.target_id = %2$s and permgraph_p.level >= %4$s)
        or exists (select 1 from permgraph.effective_permissions permgraph_p

@@ -4,10 +4,10 @@
 
 -- The user is the session setting permgraph.user_id (set permgraph.user_id =
 -- 'alice', or set_config('permgraph.user_id', 'alice', true) per transaction).
--- Unset or empty: no rows. The policies run as the querying role, which needs
--- usage on schema permgraph and select on permgraph.nodes, permissions and
--- trashed_groups. Like all RLS, they do not apply to the table's owner (unless
--- it is forced) nor to database superusers.
+-- Unset or empty: no rows. The policies run as the querying role, which
+-- needs permgraph_reader (usage on schema permgraph, select on its tables and
+-- views). Like all RLS, they do not apply to the table's owner (unless it is
+-- forced) nor to database superusers.
 
 create or replace function permgraph._rls_policy_names() returns text[]
 language sql immutable
@@ -33,10 +33,49 @@ begin
   return format('(%I.%I)::text collate "C"', (select relname from pg_class where oid = p_table), p_column);
 end $$;
 
+-- Refuses tables the policies cannot apply to: anything but a plain or
+-- partitioned table, permgraph's own tables (the policies read them, so every
+-- read would recurse), and names the policies' aliases could capture.
+create or replace function permgraph._rls_require_app_table(p_table regclass) returns void
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  relation record;
+begin
+  select c.relkind, c.relname, n.nspname into relation
+  from pg_class c join pg_namespace n on n.oid = c.relnamespace
+  where c.oid = p_table;
+  if relation.nspname = 'permgraph' then
+    raise exception 'permgraph: % is one of permgraph''s own tables: the policies read them, so row-level security on them would make every read recurse; enable_rls is for application tables', p_table
+      using errcode = '22023';
+  end if;
+  if relation.relkind not in ('r', 'p') then
+    raise exception 'permgraph: % is not a table; row-level security applies to tables only', p_table
+      using errcode = '22023';
+  end if;
+  if relation.relname like 'permgraph\_%' then
+    raise exception 'permgraph: table names starting with permgraph_ are reserved for the policies'' own aliases, got %', p_table
+      using errcode = '22023';
+  end if;
+end $$;
+
 -- Installs (or re-installs) the policies: read to select, write to update
 -- (old and new row), manage to delete, and write on the owner to insert.
--- Superusers pass, trash hides. p_owner_column may be null (direct rows only).
-create or replace function permgraph.enable_rls(p_table regclass, p_id_column name, p_owner_column name)
+-- Superusers pass, trash hides.
+--
+-- A row is matched through its owner column only: a row (user, owner) with
+-- traverse_owned, and the owner group's trash. Its own id is NOT looked up
+-- among the nodes unless p_match_row_id: an application's ids live in their
+-- own namespace, and a document that happens to be called like a group
+-- ('eng') must not become visible to everyone who may read that group. With
+-- p_match_row_id, the row's id counts as a node id too: direct grants on it,
+-- and its own trash (for apps that register their rows as object nodes under
+-- the same ids). p_owner_column may be null only with p_match_row_id (direct
+-- rows only). The id column is checked either way.
+create or replace function permgraph.enable_rls(
+  p_table regclass, p_id_column name, p_owner_column name, p_match_row_id boolean default false
+)
 returns void
 language plpgsql
 set client_min_messages = warning  -- quiet the NOTICEs of drop policy if exists
@@ -45,8 +84,8 @@ as $$
 declare
   user_expr constant text := $e$nullif(current_setting('permgraph.user_id', true), '')$e$;
   id_expr text;
+  row_expr text;
   owner_expr text;
-  relation_kind "char";
   read_rule text;
   write_rule text;
   manage_rule text;
@@ -56,20 +95,22 @@ begin
   if p_table is null or p_id_column is null then
     raise exception 'permgraph: enable_rls needs a table and an id column' using errcode = '22023';
   end if;
-  select relkind into relation_kind from pg_class where oid = p_table;
-  if relation_kind not in ('r', 'p') then
-    raise exception 'permgraph: % is not a table; row-level security applies to tables only', p_table
-      using errcode = '22023';
+  if p_match_row_id is null then
+    raise exception 'permgraph: enable_rls: p_match_row_id must be true or false, not null' using errcode = '22023';
   end if;
-  if (select relname from pg_class where oid = p_table) like 'permgraph\_%' then
-    raise exception 'permgraph: table names starting with permgraph_ are reserved for the policies'' own aliases, got %', p_table
-      using errcode = '22023';
-  end if;
+  perform permgraph._rls_require_app_table(p_table);
   id_expr := permgraph._rls_column(p_table, p_id_column);
   owner_expr := permgraph._rls_column(p_table, p_owner_column);
-  read_rule := permgraph._access_predicate(user_expr, id_expr, owner_expr, '1', 'false');
-  write_rule := permgraph._access_predicate(user_expr, id_expr, owner_expr, '2', 'false');
-  manage_rule := permgraph._access_predicate(user_expr, id_expr, owner_expr, '3', 'false');
+  if p_owner_column is null and not p_match_row_id then
+    raise exception 'permgraph: enable_rls on % without an owner column would let only superusers through: name the owner column, or match rows by their own id (p_match_row_id => true)', p_table
+      using errcode = '22023';
+  end if;
+  -- Without the option the row's id is never compared with node ids: the
+  -- rule sees a row that is no node (null id), owned by its owner column.
+  row_expr := case when p_match_row_id then id_expr else 'null::text' end;
+  read_rule := permgraph._access_predicate(user_expr, row_expr, owner_expr, '1', 'false');
+  write_rule := permgraph._access_predicate(user_expr, row_expr, owner_expr, '2', 'false');
+  manage_rule := permgraph._access_predicate(user_expr, row_expr, owner_expr, '3', 'false');
   -- a new row: write on its owner only (a direct grant on an id that does not exist yet means nothing)
   insert_rule := permgraph._access_predicate(user_expr, 'null::text', owner_expr, '2', 'false');
   foreach policy in array permgraph._rls_policy_names() loop
@@ -79,6 +120,10 @@ begin
   execute format('create policy permgraph_insert on %s for insert with check %s', p_table, insert_rule);
   execute format('create policy permgraph_update on %s for update using %s with check %s', p_table, write_rule, write_rule);
   execute format('create policy permgraph_delete on %s for delete using %s', p_table, manage_rule);
+  -- What was installed, for people and tools reading pg_policy (\d+ in psql).
+  execute format('comment on policy permgraph_select on %s is %L', p_table,
+                 format('permgraph.enable_rls: id column %s, owner column %s, match row id %s',
+                        p_id_column, coalesce(p_owner_column::text, '(none)'), case when p_match_row_id then 'on' else 'off' end));
   execute format('alter table %s enable row level security', p_table);
 end $$;
 
@@ -92,6 +137,10 @@ as $$
 declare
   policy text;
 begin
+  if (select n.nspname from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.oid = p_table) = 'permgraph' then
+    raise exception 'permgraph: % is one of permgraph''s own tables; disable_rls is for application tables', p_table
+      using errcode = '22023';
+  end if;
   foreach policy in array permgraph._rls_policy_names() loop
     execute format('drop policy if exists %I on %s', policy, p_table);
   end loop;

@@ -59,7 +59,7 @@ declare
     'permgraph.explain(text, text, integer)',
     'permgraph.current_token()', 'permgraph.is_applied(text)', 'permgraph.status()', 'permgraph.current_actor()',
     -- creating policies needs ownership of the application's table anyway
-    'permgraph.enable_rls(regclass, name, name)', 'permgraph.disable_rls(regclass)'];
+    'permgraph.enable_rls(regclass, name, name, boolean)', 'permgraph.disable_rls(regclass)'];
   worker_functions constant text[] := array[
     'permgraph.apply_changes(integer, bigint, boolean)', 'permgraph.refresh()', 'permgraph.verify()',
     'permgraph._applier_role_key()'];

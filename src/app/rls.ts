@@ -17,14 +17,34 @@ export async function setSuperuser(db: Queryable, userId: string, flag: boolean)
   if (updated.length === 0) throw new InvalidInputError(`node ${JSON.stringify(userId)} does not exist`);
 }
 
+export interface RowLevelSecurityOptions {
+  /**
+   * Also match each row's own id against node ids: direct grants on a node
+   * with that id, and its trash. Only for apps that register their rows as
+   * nodes under the same ids; off by default, because an app id that merely
+   * equals a node id (a document called "eng") would otherwise be visible to
+   * everyone who may read that node. Needed when ownerColumn is null.
+   */
+  matchRowId?: boolean;
+}
+
 /**
  * permgraph.enable_rls(): installs permgraph's row-level security policies on
- * an application table (idempotent). `table` is a table name as SQL reads it
- * (optionally schema-qualified); ownerColumn null means direct grants only.
+ * an application table (idempotent). `table` is schema-qualified
+ * ("public.documents"): permgraph's connections search no schema but
+ * pg_catalog. Rows are allowed through their owner column (the owner's row
+ * with traverse_owned, or a superuser); see RowLevelSecurityOptions.matchRowId.
  */
-export async function enableRowLevelSecurity(db: Queryable, table: string, idColumn: string, ownerColumn: string | null): Promise<void> {
+export async function enableRowLevelSecurity(
+  db: Queryable,
+  table: string,
+  idColumn: string,
+  ownerColumn: string | null,
+  options: RowLevelSecurityOptions = {},
+): Promise<void> {
   await requireTable(db, table);
-  await withInputErrors(() => db.query(sql`select permgraph.enable_rls(${table}::regclass, ${idColumn}, ${ownerColumn})`));
+  const matchRowId = options.matchRowId ?? false;
+  await withInputErrors(() => db.query(sql`select permgraph.enable_rls(${table}::regclass, ${idColumn}, ${ownerColumn}, ${matchRowId})`));
 }
 
 /** permgraph.disable_rls(): removes permgraph's policies (and RLS itself when no other policy remains). */
@@ -33,8 +53,21 @@ export async function disableRowLevelSecurity(db: Queryable, table: string): Pro
   await withInputErrors(() => db.query(sql`select permgraph.disable_rls(${table}::regclass)`));
 }
 
-/** The ::regclass cast's own error is not an input error; name the table instead. */
+/**
+ * The ::regclass cast's own error is not an input error; name the table
+ * instead, and say when it lacks its schema (the likely reason it was not found).
+ */
 async function requireTable(db: Queryable, table: string): Promise<void> {
-  const rows: { found: boolean }[] = await withInputErrors(() => db.query(sql`select to_regclass(${table}) is not null as found`));
-  if (!rows[0]?.found) throw new InvalidInputError(`table ${JSON.stringify(table)} does not exist`);
+  const rows: { found: boolean; parts: number | null }[] = await withInputErrors(
+    () => db.query(sql`select to_regclass(${table}) is not null as found, cardinality(parse_ident(${table}, false)) as parts`),
+    { '22': () => `${JSON.stringify(table)} is not a table name` },
+  );
+  const [row] = rows;
+  if (row?.found) return;
+  if (row?.parts === 1) {
+    throw new InvalidInputError(
+      `table ${JSON.stringify(table)} not found: give it with its schema (e.g. "public.${table}"); permgraph's connections search no schema but pg_catalog`,
+    );
+  }
+  throw new InvalidInputError(`table ${JSON.stringify(table)} does not exist`);
 }
