@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { InvalidInputError, Permgraph } from '../src/index.ts';
-import * as model from '../src/reference/model.ts';
+import * as model from './reference/model.ts';
 import { g, o, u } from './helpers/builders.ts';
 import { createTestDatabase } from './helpers/database.ts';
 import { readPermissions } from './helpers/graph.ts';

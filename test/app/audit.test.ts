@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { listAudit, setActor, type AuditEntry } from '../../src/app/audit.ts';
 import { sql, type Queryable } from '../../src/db/pool.ts';
-import type { RefGraph } from '../../src/reference/model.ts';
+import type { RefGraph } from '../reference/model.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { createLogin } from '../helpers/logins.ts';
 import { graphArbitrary, loadGraph } from '../helpers/graph.ts';

@@ -4,8 +4,8 @@ import { listTargets, listUsers, type Page, type TargetItem, type UserItem } fro
 import { sql } from '../../src/db/pool.ts';
 import { applyChanges, refresh } from '../../src/engine/apply.ts';
 import { InvalidInputError } from '../../src/errors.ts';
-import * as model from '../../src/reference/model.ts';
-import type { Level, RefGraph } from '../../src/reference/model.ts';
+import * as model from '../reference/model.ts';
+import type { Level, RefGraph } from '../reference/model.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { PAST, graphArbitrary, loadGraph } from '../helpers/graph.ts';

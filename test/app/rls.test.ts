@@ -10,7 +10,7 @@ import { disableRowLevelSecurity, enableRowLevelSecurity, setSuperuser } from '.
 import { sql } from '../../src/db/pool.ts';
 import { refresh } from '../../src/engine/apply.ts';
 import { InvalidInputError } from '../../src/errors.ts';
-import type { Level, RefGraph } from '../../src/reference/model.ts';
+import type { Level, RefGraph } from '../reference/model.ts';
 import { u, g, o, grant } from '../helpers/builders.ts';
 import { expectedRowAccess, type AppRow } from '../helpers/app-rows.ts';
 import { createTestDatabase } from '../helpers/database.ts';

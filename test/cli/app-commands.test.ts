@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { sql } from '../../src/db/pool.ts';
 import { refresh } from '../../src/engine/apply.ts';
-import type * as model from '../../src/reference/model.ts';
+import type * as model from '../reference/model.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
 import { runCli } from '../helpers/cli.ts';
 import { createTestDatabase } from '../helpers/database.ts';

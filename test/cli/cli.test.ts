@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { sql } from '../../src/db/pool.ts';
 import { refresh } from '../../src/engine/apply.ts';
-import * as model from '../../src/reference/model.ts';
+import * as model from '../reference/model.ts';
 import { g, grant, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { collect, runCli, spawnCli } from '../helpers/cli.ts';

@@ -3,9 +3,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
 import { afterAll, describe, expect, inject, it } from 'vitest';
+import { IMPORT_LOCK_CLASS } from '../../src/constants.ts';
 import { openPool, sql, type Queryable } from '../../src/db/pool.ts';
-import * as model from '../../src/reference/model.ts';
-import type { RefGraph } from '../../src/reference/model.ts';
+import * as model from '../reference/model.ts';
+import type { RefGraph } from '../reference/model.ts';
 import { collect, runCli, spawnCli } from '../helpers/cli.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { graphArbitrary, loadGraph, readPermissions } from '../helpers/graph.ts';
@@ -81,7 +82,7 @@ describe('permgraph import / audit / doctor (CLI)', async () => {
       });
       // The killed session's backend ends (rolling its batch back) once it sees the closed socket.
       await waitUntil(async () => {
-        const [row] = await locker.query(sql`select count(*)::int as n from pg_locks where locktype = 'advisory' and classid = 7238010`);
+        const [row] = await locker.query(sql`select count(*)::int as n from pg_locks where locktype = 'advisory' and classid = ${IMPORT_LOCK_CLASS}`);
         return row.n === 0;
       }, 'the killed import session to end');
     } finally {

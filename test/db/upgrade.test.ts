@@ -9,7 +9,7 @@ import { sql } from '../../src/db/pool.ts';
 import { loadMigrations, migrate } from '../../src/migrations/migrate.ts';
 import { migrateAsReleased, RELEASED_AT_D676C7C } from '../helpers/released.ts';
 import { dumpSchema } from '../../src/migrations/schema-dump.ts';
-import { computePermissions } from '../../src/reference/model.ts';
+import { computePermissions } from '../reference/model.ts';
 import { createEmptyDatabase, createTestDatabase } from '../helpers/database.ts';
 import { graphArbitrary, insertGrants, loadGraph, readPermissions } from '../helpers/graph.ts';
 

@@ -5,15 +5,11 @@ import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { openPool, sql, type ConnectionPool } from '../../src/db/pool.ts';
 import { check } from '../../src/engine/check.ts';
 import { InvalidInputError } from '../../src/errors.ts';
-import * as model from '../../src/reference/model.ts';
-import type { Level, RefGraph } from '../../src/reference/model.ts';
+import * as model from '../reference/model.ts';
+import type { Level, RefGraph } from '../reference/model.ts';
+import { g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { PAST, loadGraph, readPermissions } from '../helpers/graph.ts';
-
-const u = (id: string, ownerId: string | null = null): model.RefNode => ({ id, kind: 'user', ownerId, trashAt: null });
-const g = (id: string, ownerId: string | null = null, trashAt: Date | null = null): model.RefNode => ({ id, kind: 'group', ownerId, trashAt });
-const o = (id: string, ownerId: string | null = null): model.RefNode => ({ id, kind: 'object', ownerId, trashAt: null });
-const grant = (tailId: string, level: Level, headId: string, source = 'default'): model.RefGrant => ({ tailId, headId, level, source });
 
 /**
  * Users, groups (an ownership chain g1 -> g2 -> g3, a trashed group), objects,

@@ -1,6 +1,6 @@
 // The access rule for application rows, stated through the reference model.
-import * as model from '../../src/reference/model.ts';
-import type { Level, RefGraph } from '../../src/reference/model.ts';
+import * as model from '../reference/model.ts';
+import type { Level, RefGraph } from '../reference/model.ts';
 import { o } from './builders.ts';
 
 /** A row of an application table: its id and its owner column. */

@@ -1,6 +1,6 @@
 // The one set of builders for graphs of the reference model, used by every
 // test: u/g/o make a user, group or object node, grant() a grant.
-import type { Level, RefGrant, RefNode } from '../../src/reference/model.ts';
+import type { Level, RefGrant, RefNode } from '../reference/model.ts';
 
 /** A user node (trashAt is ignored by the semantics: the model's own tests set it to show that). */
 export const u = (id: string, ownerId: string | null = null, trashAt: Date | null = null): RefNode => ({ id, kind: 'user', ownerId, trashAt });

@@ -10,7 +10,7 @@ import {
   type RefGraph,
   type RefNode,
   type TrashedGroupRow,
-} from '../../src/reference/model.ts';
+} from '../reference/model.ts';
 
 export const DAY = 24 * 3600 * 1000;
 /** Fixed reference instants relative to the run, far enough from now() to be unambiguous. */

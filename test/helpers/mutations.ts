@@ -2,7 +2,7 @@
 // as any application would) and to an in-memory copy for the reference model.
 import fc from 'fast-check';
 import { sql, type Queryable } from '../../src/db/pool.ts';
-import type { Kind, Level, RefGrant, RefGraph, RefNode } from '../../src/reference/model.ts';
+import type { Kind, Level, RefGrant, RefGraph, RefNode } from '../reference/model.ts';
 import { FUTURE, PAST } from './graph.ts';
 
 export type Mutation =

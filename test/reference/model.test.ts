@@ -12,7 +12,7 @@ import {
   type RefGraph,
   type RefGrant,
   type RefNode,
-} from '../../src/reference/model.ts';
+} from './model.ts';
 import { u as user, g as group, o as object, grant } from '../helpers/builders.ts';
 
 // ---------- small builders (nodes and grants: test/helpers/builders.ts) ----------

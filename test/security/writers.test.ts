@@ -4,8 +4,8 @@
 import { IsolationLevel } from '@databases/pg';
 import { describe, expect, it } from 'vitest';
 import { sql } from '../../src/db/pool.ts';
-import { computePermissions } from '../../src/reference/model.ts';
-import type { RefGraph } from '../../src/reference/model.ts';
+import { computePermissions } from '../reference/model.ts';
+import type { RefGraph } from '../reference/model.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { loadGraph, readPermissions } from '../helpers/graph.ts';

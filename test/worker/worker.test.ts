@@ -5,7 +5,7 @@ import { openPool, sql } from '../../src/db/pool.ts';
 import { applyChanges, refresh } from '../../src/engine/apply.ts';
 import { currentToken, waitFor } from '../../src/engine/freshness.ts';
 import { verify } from '../../src/engine/verify.ts';
-import * as model from '../../src/reference/model.ts';
+import * as model from '../reference/model.ts';
 import { createWorkerMetrics, serveMetrics } from '../../src/worker/metrics.ts';
 import { Worker, type WorkerOptions } from '../../src/worker/worker.ts';
 import { g, grant, u } from '../helpers/builders.ts';
