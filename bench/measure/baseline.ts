@@ -1,7 +1,7 @@
 // The baselines: the same questions answered at read time by a recursive walk
 // over the graph's edges (permgraph.edges: grants and ownerships in one table
 // indexed by tail and head, the best form an application could give its own
-// graph; no materialized results), following semantics.md. A walk over a
+// graph; no materialized results), following docs/semantics.md. A walk over a
 // UNION of grants and nodes would be slower (PostgreSQL cannot probe the
 // ownership arm by index inside the recursion), which would flatter permgraph. Installed as functions in the bench schema of the bench
 // database; nothing here reads permgraph.permissions.

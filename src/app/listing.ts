@@ -48,7 +48,7 @@ export interface UserItem {
 type Listing = 'targets' | 'users';
 
 /**
- * The nodes `userId` may act on at `level` (semantics.md: a row (u, x), or
+ * The nodes `userId` may act on at `level` (docs/semantics.md: a row (u, x), or
  * x's owner's row with traverse_owned), trashed ones hidden, ordered by id
  * (byte-wise). Pages are keyset-based: ids after the cursor, so rows that
  * stay visible while the graph changes between pages are neither missed nor

@@ -1,6 +1,6 @@
 /**
  * Independent pure-TypeScript reference model of the permission semantics in
- * /work/shared/spec/semantics.md. It is the oracle for tests: small and
+ * docs/semantics.md. It is the oracle for tests: small and
  * exhaustive rather than fast. It deliberately shares no code with the SQL
  * engine.
  *
