@@ -34,124 +34,140 @@ begin
     session_user using errcode = '42501';
 end $$;
 
--- Record one changed edge (or identity edge, or trash change).
-create or replace function permgraph._capture(
-  p_tail text, p_head text, p_tail_kind text, p_head_kind text,
-  p_old smallint, p_new smallint, p_trash boolean default false
-) returns void
-language sql
-set search_path = pg_catalog, pg_temp
-as $$
-  insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level, trash_changed)
-  values (p_tail, p_head, p_tail_kind, p_head_kind, p_old, p_new, p_trash)
-$$;
+-- Per statement, with transition tables: one call however many rows, and
+-- set-based inserts into edges and changes. A change row is one edge that
+-- appeared, vanished or changed level (old_level -> new_level, null for
+-- absent), an identity edge of a user, or a group whose effective trash time
+-- may have changed (trash_changed).
 
--- The kind of a node's owner, needed because ownership edges start there.
-create or replace function permgraph._kind_of(p_id text) returns text
-language sql stable
-set search_path = pg_catalog, pg_temp
-as $$ select kind from permgraph.nodes where id = p_id $$;
-
--- Ownership of a user or group is an edge (objects are resolved at query time).
-create or replace function permgraph._is_owner_edge(p_id text, p_owner_id text, p_kind text) returns boolean
-language sql immutable
-set search_path = pg_catalog, pg_temp
-as $$ select p_owner_id is not null and p_kind <> 'object' and p_owner_id <> p_id $$;
-
-create or replace function permgraph._nodes_sync_edges() returns trigger
-language plpgsql
-security definer
-set search_path = pg_catalog, pg_temp
-as $$
-begin
-  if tg_op in ('DELETE', 'UPDATE') and permgraph._is_owner_edge(old.id, old.owner_id, old.kind) then
-    delete from permgraph.edges where tail_id = old.owner_id and head_id = old.id and source = '';
-  end if;
-  if tg_op in ('INSERT', 'UPDATE') and permgraph._is_owner_edge(new.id, new.owner_id, new.kind) then
-    insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
-    values (new.owner_id, new.id, '', 3, coalesce(permgraph._kind_of(new.owner_id), new.kind), new.kind);
-  end if;
-  return null;
-end $$;
-
-create or replace function permgraph._grants_sync_edges() returns trigger
-language plpgsql
-security definer
-set search_path = pg_catalog, pg_temp
-as $$
-begin
-  if tg_op in ('DELETE', 'UPDATE') then
-    delete from permgraph.edges where tail_id = old.tail_id and head_id = old.head_id and source = old.source;
-  end if;
-  if tg_op in ('INSERT', 'UPDATE') then
-    insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
-    values (new.tail_id, new.head_id, new.source, new.level, new.tail_kind, new.head_kind);
-  end if;
-  return null;
-end $$;
-
+-- Nodes: ownership of a user or group is an edge (owner -> node, level 3;
+-- objects' owners are resolved at query time), every user has an identity
+-- edge, and a group's effective trash time follows its own trash_at and its
+-- owners'. Ids and kinds never change (nodes_validate refuses it), so old and
+-- new rows of an UPDATE pair up by id. An owner missing from nodes is
+-- refused by the statement-level validation that follows; its kind is
+-- written as 'group' meanwhile, and the whole statement rolls back.
 create or replace function permgraph._nodes_capture() returns trigger
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
+  if tg_op = 'INSERT' then
+    insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
+    select n.owner_id, n.id, '', 3, coalesce(o.kind, 'group'), n.kind
+    from new_rows n left join permgraph.nodes o on o.id = n.owner_id
+    where n.owner_id is not null and n.owner_id <> n.id and n.kind <> 'object';
+  elsif tg_op = 'UPDATE' then
+    delete from permgraph.edges e
+    using old_rows o join new_rows n on n.id = o.id
+    where n.owner_id is distinct from o.owner_id and o.owner_id is not null and o.owner_id <> o.id and o.kind <> 'object'
+      and e.tail_id = o.owner_id and e.head_id = o.id and e.source = '';
+    insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
+    select n.owner_id, n.id, '', 3, coalesce(w.kind, 'group'), n.kind
+    from new_rows n join old_rows o on o.id = n.id left join permgraph.nodes w on w.id = n.owner_id
+    where n.owner_id is distinct from o.owner_id and n.owner_id is not null and n.owner_id <> n.id and n.kind <> 'object';
+  else
+    delete from permgraph.edges e
+    using old_rows o
+    where o.owner_id is not null and o.owner_id <> o.id and o.kind <> 'object'
+      and e.tail_id = o.owner_id and e.head_id = o.id and e.source = '';
+    -- The deleted nodes' rows become unreadable now (every read path skips
+    -- ids listed here) and are removed by the worker's next batch. Deleting
+    -- them here would make every concurrent batch that touches them fail.
+    insert into permgraph.deleted_nodes (id) select o.id from old_rows o;
+  end if;
+
   if not permgraph._capture_enabled() then
     return null; -- bulk import by the schema's owner, which runs a full refresh instead
   end if;
-  if tg_op in ('DELETE', 'UPDATE') then
-    -- the old ownership edge (objects' ownership is resolved at query time, not an edge)
-    if permgraph._is_owner_edge(old.id, old.owner_id, old.kind)
-       and (tg_op = 'DELETE' or new.owner_id is distinct from old.owner_id) then
-      perform permgraph._capture(old.owner_id, old.id, coalesce(permgraph._kind_of(old.owner_id), 'group'), old.kind, 3::smallint, null);
-    end if;
-  end if;
-  if tg_op in ('INSERT', 'UPDATE') then
-    if permgraph._is_owner_edge(new.id, new.owner_id, new.kind)
-       and (tg_op = 'INSERT' or new.owner_id is distinct from old.owner_id) then
-      -- (a missing owner is refused by the statement-level check that follows)
-      perform permgraph._capture(new.owner_id, new.id, coalesce(permgraph._kind_of(new.owner_id), 'group'), new.kind, null, 3::smallint);
-    end if;
-  end if;
-  if tg_op = 'INSERT' and new.kind = 'user' then
-    perform permgraph._capture(new.id, new.id, 'user', 'user', null, 3::smallint);
-  elsif tg_op = 'DELETE' and old.kind = 'user' then
-    perform permgraph._capture(old.id, old.id, 'user', 'user', 3::smallint, null);
-  end if;
-  -- A group's effective trash time depends on its own trash_at and its owners'.
-  if (tg_op = 'INSERT' and new.kind = 'group' and (new.trash_at is not null or new.owner_id is not null))
-     or (tg_op = 'UPDATE' and new.kind = 'group'
-         and (new.trash_at is distinct from old.trash_at or new.owner_id is distinct from old.owner_id))
-     or (tg_op = 'DELETE' and old.kind = 'group') then
-    perform permgraph._capture(coalesce(new.id, old.id), coalesce(new.id, old.id), 'group', 'group', null, null, true);
-  end if;
-  if tg_op = 'DELETE' then
-    -- The deleted node's rows become unreadable now (every read path skips
-    -- ids listed here) and are removed by the worker's next batch. Deleting
-    -- them here would make every concurrent batch that touches them fail.
-    insert into permgraph.deleted_nodes (id) values (old.id);
+  if tg_op = 'INSERT' then
+    insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level, trash_changed)
+    select n.owner_id, n.id, coalesce(o.kind, 'group'), n.kind, null::smallint, 3::smallint, false
+    from new_rows n left join permgraph.nodes o on o.id = n.owner_id
+    where n.owner_id is not null and n.owner_id <> n.id and n.kind <> 'object'
+    union all
+    select n.id, n.id, 'user', 'user', null::smallint, 3::smallint, false from new_rows n where n.kind = 'user'
+    union all
+    select n.id, n.id, 'group', 'group', null::smallint, null::smallint, true
+    from new_rows n where n.kind = 'group' and (n.trash_at is not null or n.owner_id is not null);
+  elsif tg_op = 'UPDATE' then
+    insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level, trash_changed)
+    select o.owner_id, o.id, coalesce(w.kind, 'group'), o.kind, 3::smallint, null::smallint, false
+    from old_rows o join new_rows n on n.id = o.id left join permgraph.nodes w on w.id = o.owner_id
+    where n.owner_id is distinct from o.owner_id and o.owner_id is not null and o.owner_id <> o.id and o.kind <> 'object'
+    union all
+    select n.owner_id, n.id, coalesce(w.kind, 'group'), n.kind, null::smallint, 3::smallint, false
+    from new_rows n join old_rows o on o.id = n.id left join permgraph.nodes w on w.id = n.owner_id
+    where n.owner_id is distinct from o.owner_id and n.owner_id is not null and n.owner_id <> n.id and n.kind <> 'object'
+    union all
+    select n.id, n.id, 'group', 'group', null::smallint, null::smallint, true
+    from new_rows n join old_rows o on o.id = n.id
+    where n.kind = 'group' and (n.trash_at is distinct from o.trash_at or n.owner_id is distinct from o.owner_id);
+  else
+    insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level, trash_changed)
+    select o.owner_id, o.id, coalesce(w.kind, 'group'), o.kind, 3::smallint, null::smallint, false
+    from old_rows o left join permgraph.nodes w on w.id = o.owner_id
+    where o.owner_id is not null and o.owner_id <> o.id and o.kind <> 'object'
+    union all
+    select o.id, o.id, 'user', 'user', 3::smallint, null::smallint, false from old_rows o where o.kind = 'user'
+    union all
+    select o.id, o.id, 'group', 'group', null::smallint, null::smallint, true from old_rows o where o.kind = 'group';
   end if;
   return null;
 end $$;
 
+-- Grants: each grant is an edge tail -> head at its level (parallel grants
+-- from several sources are parallel edges). An UPDATE is taken as the grants
+-- that vanished (in old_rows, not in new_rows with the same key and level)
+-- and the grants that appeared; a grant whose only change is another column
+-- (created_at, audit fields) is neither.
 create or replace function permgraph._grants_capture() returns trigger
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
+  -- Each branch names only the transition tables its event has.
+  if tg_op = 'INSERT' then
+    insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
+    select n.tail_id, n.head_id, n.source, n.level, n.tail_kind, n.head_kind from new_rows n;
+  elsif tg_op = 'DELETE' then
+    delete from permgraph.edges e
+    using old_rows o
+    where e.tail_id = o.tail_id and e.head_id = o.head_id and e.source = o.source;
+  else
+    delete from permgraph.edges e
+    using old_rows o
+    where e.tail_id = o.tail_id and e.head_id = o.head_id and e.source = o.source
+      and not exists (select 1 from new_rows n
+                      where n.tail_id = o.tail_id and n.head_id = o.head_id and n.source = o.source and n.level = o.level);
+    insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
+    select n.tail_id, n.head_id, n.source, n.level, n.tail_kind, n.head_kind
+    from new_rows n
+    where not exists (select 1 from old_rows o
+                      where o.tail_id = n.tail_id and o.head_id = n.head_id and o.source = n.source and o.level = n.level);
+  end if;
   if not permgraph._capture_enabled() then
     return null;
   end if;
-  if tg_op = 'UPDATE' and new.tail_id = old.tail_id and new.head_id = old.head_id
-     and new.level = old.level then
-    return null; -- source or audit columns only: the edge is unchanged
-  end if;
-  if tg_op in ('DELETE', 'UPDATE') then
-    perform permgraph._capture(old.tail_id, old.head_id, old.tail_kind, old.head_kind, old.level, null);
-  end if;
-  if tg_op in ('INSERT', 'UPDATE') then
-    perform permgraph._capture(new.tail_id, new.head_id, new.tail_kind, new.head_kind, null, new.level);
+  if tg_op = 'INSERT' then
+    insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
+    select n.tail_id, n.head_id, n.tail_kind, n.head_kind, null, n.level from new_rows n;
+  elsif tg_op = 'DELETE' then
+    insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
+    select o.tail_id, o.head_id, o.tail_kind, o.head_kind, o.level, null from old_rows o;
+  else
+    -- Only edges that changed: a grant moved to another source keeps the
+    -- same edge (tail, head, level) and needs no recomputation.
+    insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
+    select o.tail_id, o.head_id, o.tail_kind, o.head_kind, o.level, null
+    from old_rows o
+    where not exists (select 1 from new_rows n where n.tail_id = o.tail_id and n.head_id = o.head_id and n.level = o.level)
+    union all
+    select n.tail_id, n.head_id, n.tail_kind, n.head_kind, null, n.level
+    from new_rows n
+    where not exists (select 1 from old_rows o where o.tail_id = n.tail_id and o.head_id = n.head_id and o.level = n.level);
   end if;
   return null;
 end $$;
@@ -169,7 +185,8 @@ begin
   else
     delete from permgraph.edges;
   end if;
-  perform permgraph._capture('*', '*', '*', '*', null, null, true);
+  insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level, trash_changed)
+  values ('*', '*', '*', '*', null, null, true);
   perform pg_notify('permgraph_changes', '');
   return null;
 end $$;
@@ -184,25 +201,41 @@ begin
   return null;
 end $$;
 
-drop trigger if exists nodes_sync_edges on permgraph.nodes;
+drop trigger if exists nodes_capture_inserted on permgraph.nodes;
 
-create trigger nodes_sync_edges after insert or update of owner_id or delete on permgraph.nodes
-  for each row execute function permgraph._nodes_sync_edges();
+create trigger nodes_capture_inserted after insert on permgraph.nodes
+  referencing new table as new_rows
+  for each statement execute function permgraph._nodes_capture();
 
-drop trigger if exists grants_sync_edges on permgraph.grants;
+drop trigger if exists nodes_capture_updated on permgraph.nodes;
 
-create trigger grants_sync_edges after insert or update or delete on permgraph.grants
-  for each row execute function permgraph._grants_sync_edges();
+create trigger nodes_capture_updated after update on permgraph.nodes
+  referencing old table as old_rows new table as new_rows
+  for each statement execute function permgraph._nodes_capture();
 
-drop trigger if exists nodes_capture on permgraph.nodes;
+drop trigger if exists nodes_capture_deleted on permgraph.nodes;
 
-create trigger nodes_capture after insert or update of owner_id, trash_at, kind or delete on permgraph.nodes
-  for each row execute function permgraph._nodes_capture();
+create trigger nodes_capture_deleted after delete on permgraph.nodes
+  referencing old table as old_rows
+  for each statement execute function permgraph._nodes_capture();
 
-drop trigger if exists grants_capture on permgraph.grants;
+drop trigger if exists grants_capture_inserted on permgraph.grants;
 
-create trigger grants_capture after insert or update or delete on permgraph.grants
-  for each row execute function permgraph._grants_capture();
+create trigger grants_capture_inserted after insert on permgraph.grants
+  referencing new table as new_rows
+  for each statement execute function permgraph._grants_capture();
+
+drop trigger if exists grants_capture_updated on permgraph.grants;
+
+create trigger grants_capture_updated after update on permgraph.grants
+  referencing old table as old_rows new table as new_rows
+  for each statement execute function permgraph._grants_capture();
+
+drop trigger if exists grants_capture_deleted on permgraph.grants;
+
+create trigger grants_capture_deleted after delete on permgraph.grants
+  referencing old table as old_rows
+  for each statement execute function permgraph._grants_capture();
 
 drop trigger if exists nodes_notify on permgraph.nodes;
 

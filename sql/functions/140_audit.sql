@@ -32,6 +32,11 @@ begin
     session_user using errcode = '42501';
 end $$;
 
+-- Per statement, with transition tables (one call, set-based inserts).
+-- Grants are keyed by (tail, head, source): a key in both old and new rows
+-- whose level differs is a change of level; a key only in the old rows is a
+-- revoke, only in the new rows a grant (so moving a grant to another tail,
+-- head or source is a revoke plus a grant). Other columns are not audited.
 create or replace function permgraph._audit_grants() returns trigger
 language plpgsql
 security definer
@@ -41,21 +46,20 @@ begin
   if not permgraph._audit_enabled() then
     return null;
   end if;
-  if tg_op = 'UPDATE' and (new.tail_id, new.head_id, new.source) = (old.tail_id, old.head_id, old.source) then
-    if new.level is distinct from old.level then
-      insert into permgraph.audit_log (action, tail_id, head_id, source, old_level, new_level)
-      values ('change_level', new.tail_id, new.head_id, new.source, old.level, new.level);
-    end if;
-    return null;  -- other columns only (e.g. created_at): not a permission change
-  end if;
-  -- A grant moved to another tail, head or source is a revoke plus a grant.
-  if tg_op in ('DELETE', 'UPDATE') then
-    insert into permgraph.audit_log (action, tail_id, head_id, source, old_level)
-    values ('revoke', old.tail_id, old.head_id, old.source, old.level);
-  end if;
-  if tg_op in ('INSERT', 'UPDATE') then
+  if tg_op = 'INSERT' then
     insert into permgraph.audit_log (action, tail_id, head_id, source, new_level)
-    values ('grant', new.tail_id, new.head_id, new.source, new.level);
+    select 'grant', n.tail_id, n.head_id, n.source, n.level from new_rows n order by n.tail_id, n.head_id, n.source;
+  elsif tg_op = 'DELETE' then
+    insert into permgraph.audit_log (action, tail_id, head_id, source, old_level)
+    select 'revoke', o.tail_id, o.head_id, o.source, o.level from old_rows o order by o.tail_id, o.head_id, o.source;
+  else
+    insert into permgraph.audit_log (action, tail_id, head_id, source, old_level, new_level)
+    select case when o.tail_id is null then 'grant' when n.tail_id is null then 'revoke' else 'change_level' end,
+           coalesce(n.tail_id, o.tail_id), coalesce(n.head_id, o.head_id), coalesce(n.source, o.source), o.level, n.level
+    from old_rows o full join new_rows n on n.tail_id = o.tail_id and n.head_id = o.head_id and n.source = o.source
+    where n.level is distinct from o.level
+    -- revokes before grants, as a moved grant read row by row
+    order by (o.tail_id is null), coalesce(n.tail_id, o.tail_id), coalesce(n.head_id, o.head_id), coalesce(n.source, o.source);
   end if;
   return null;
 end $$;
@@ -71,19 +75,23 @@ begin
   end if;
   if tg_op = 'INSERT' then
     insert into permgraph.audit_log (action, head_id, node_kind, new_owner, new_trash_at)
-    values ('create_node', new.id, new.kind, new.owner_id, new.trash_at);
+    select 'create_node', n.id, n.kind, n.owner_id, n.trash_at from new_rows n order by n.id;
   elsif tg_op = 'DELETE' then
     insert into permgraph.audit_log (action, head_id, node_kind, old_owner, old_trash_at)
-    values ('delete_node', old.id, old.kind, old.owner_id, old.trash_at);
+    select 'delete_node', o.id, o.kind, o.owner_id, o.trash_at from old_rows o order by o.id;
   else
-    if new.owner_id is distinct from old.owner_id then
-      insert into permgraph.audit_log (action, head_id, node_kind, old_owner, new_owner)
-      values ('set_owner', new.id, new.kind, old.owner_id, new.owner_id);
-    end if;
-    if new.trash_at is distinct from old.trash_at then
-      insert into permgraph.audit_log (action, head_id, node_kind, old_trash_at, new_trash_at)
-      values ('set_trash', new.id, new.kind, old.trash_at, new.trash_at);
-    end if;
+    -- Ids never change (nodes_validate refuses it): old and new rows pair up by id.
+    insert into permgraph.audit_log (action, head_id, node_kind, old_owner, new_owner, old_trash_at, new_trash_at)
+    select c.action, c.id, c.kind, c.old_owner, c.new_owner, c.old_trash_at, c.new_trash_at
+    from (
+      select 'set_owner' as action, 1 as step, n.id, n.kind, o.owner_id as old_owner, n.owner_id as new_owner,
+             null::timestamptz as old_trash_at, null::timestamptz as new_trash_at
+      from old_rows o join new_rows n on n.id = o.id where n.owner_id is distinct from o.owner_id
+      union all
+      select 'set_trash', 2, n.id, n.kind, null, null, o.trash_at, n.trash_at
+      from old_rows o join new_rows n on n.id = o.id where n.trash_at is distinct from o.trash_at
+    ) c
+    order by c.id, c.step;
   end if;
   return null;
 end $$;
@@ -140,15 +148,42 @@ begin
   return pruned;
 end $$;
 
-drop trigger if exists grants_audit on permgraph.grants;
+drop trigger if exists grants_audit_inserted on permgraph.grants;
 
-create trigger grants_audit after insert or update or delete on permgraph.grants
-  for each row execute function permgraph._audit_grants();
+create trigger grants_audit_inserted after insert on permgraph.grants
+  referencing new table as new_rows
+  for each statement execute function permgraph._audit_grants();
 
-drop trigger if exists nodes_audit on permgraph.nodes;
+drop trigger if exists grants_audit_updated on permgraph.grants;
 
-create trigger nodes_audit after insert or update or delete on permgraph.nodes
-  for each row execute function permgraph._audit_nodes();
+create trigger grants_audit_updated after update on permgraph.grants
+  referencing old table as old_rows new table as new_rows
+  for each statement execute function permgraph._audit_grants();
+
+drop trigger if exists grants_audit_deleted on permgraph.grants;
+
+create trigger grants_audit_deleted after delete on permgraph.grants
+  referencing old table as old_rows
+  for each statement execute function permgraph._audit_grants();
+
+drop trigger if exists nodes_audit_inserted on permgraph.nodes;
+
+create trigger nodes_audit_inserted after insert on permgraph.nodes
+  referencing new table as new_rows
+  for each statement execute function permgraph._audit_nodes();
+
+drop trigger if exists nodes_audit_updated on permgraph.nodes;
+
+create trigger nodes_audit_updated after update on permgraph.nodes
+  referencing old table as old_rows new table as new_rows
+  for each statement execute function permgraph._audit_nodes();
+
+drop trigger if exists nodes_audit_deleted on permgraph.nodes;
+
+create trigger nodes_audit_deleted after delete on permgraph.nodes
+  referencing old table as old_rows
+  for each statement execute function permgraph._audit_nodes();
+
 
 drop trigger if exists grants_audit_truncate on permgraph.grants;
 

@@ -1,0 +1,95 @@
+// Writers' cost of capture: one INSERT of 100,000 grants into
+// permgraph.grants (row validation, then per-statement edge upkeep, change
+// capture and audit) against the same INSERT into a plain table with the
+// same columns, constraints and indexes and no triggers, side by side, each
+// rolled back so both start from the same state.
+//   npm run bench -- --capture          (or: npx tsx bench/measure/capture.ts)
+import { rm } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startEmbedded } from '../../src/db/embedded.ts';
+import { openPool, sql, type ConnectionPool } from '../../src/db/pool.ts';
+import { migrate } from '../../src/migrations/migrate.ts';
+import { say } from '../lib/progress.ts';
+import { TMP_DIR } from '../lib/server.ts';
+import { round, summarize, type Summary } from '../lib/stats.ts';
+
+const GRANTS = 100_000;
+const USERS = 20_000;
+const GROUPS = 2_000;
+const ROUNDS = 5;
+
+export interface CaptureResult {
+  grants: number;
+  /** One INSERT … SELECT of `grants` rows, ms. */
+  permgraph: Summary;
+  plainTable: Summary;
+  /** permgraph median / plain table median. */
+  ratio: number;
+}
+
+class Rollback extends Error {}
+
+async function timedInsert(db: ConnectionPool, table: 'permgraph.grants' | 'public.grants_plain'): Promise<number> {
+  let elapsed = 0;
+  await db
+    .tx(async (tx) => {
+      const target = table === 'permgraph.grants' ? sql`permgraph.grants` : sql`public.grants_plain`;
+      const started = performance.now();
+      await tx.query(sql`
+        insert into ${target} (tail_id, head_id, level, source)
+        select 'u' || (i % ${USERS}), 'g' || (i % ${GROUPS}), 1 + i % 3, 'b' || (i / ${USERS})
+        from generate_series(0, ${GRANTS - 1}) i`);
+      elapsed = performance.now() - started;
+      throw new Rollback();
+    })
+    .catch((error: unknown) => {
+      if (!(error instanceof Rollback)) throw error;
+    });
+  return elapsed;
+}
+
+export async function measureCapture(): Promise<CaptureResult> {
+  const dataDir = path.join(TMP_DIR, 'pgdata-capture');
+  await rm(dataDir, { recursive: true, force: true });
+  const server = await startEmbedded({ dataDir, settings: { jit: 'off' } });
+  const db = openPool(server.url, { poolSize: 1, applicationName: 'permgraph-bench' });
+  try {
+    await migrate(db);
+    await db.query(sql`
+      insert into permgraph.nodes (id, kind) select 'u' || i, 'user' from generate_series(0, ${USERS - 1}) i;
+      insert into permgraph.nodes (id, kind) select 'g' || i, 'group' from generate_series(0, ${GROUPS - 1}) i;
+      select permgraph.refresh();
+      create table public.grants_plain (like permgraph.grants including defaults including constraints including indexes);
+      alter table public.grants_plain
+        add foreign key (tail_id) references permgraph.nodes (id) on delete cascade,
+        add foreign key (head_id) references permgraph.nodes (id) on delete cascade;
+      analyze`);
+    const withCapture: number[] = [];
+    const plain: number[] = [];
+    for (let i = 0; i < ROUNDS; i++) {
+      plain.push(await timedInsert(db, 'public.grants_plain'));
+      withCapture.push(await timedInsert(db, 'permgraph.grants'));
+    }
+    const permgraph = summarize(withCapture);
+    const plainTable = summarize(plain);
+    return { grants: GRANTS, permgraph, plainTable, ratio: round(permgraph.median / plainTable.median, 2) };
+  } finally {
+    await db.dispose();
+    await server.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
+
+export function formatCapture(r: CaptureResult): string {
+  return [
+    `one INSERT of ${r.grants.toLocaleString('en')} grants (median of ${r.permgraph.n}, rolled back)`,
+    `  permgraph.grants (capture, edges, audit)  ${round(r.permgraph.median, 0)} ms`,
+    `  plain table, same indexes, no triggers    ${round(r.plainTable.median, 0)} ms`,
+    `  ratio: ${r.ratio}×`,
+  ].join('\n');
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  say(formatCapture(await measureCapture()));
+}
