@@ -11,6 +11,7 @@ table permgraph.applier_state
   rows_inserted bigint
   rows_updated bigint
   rows_deleted bigint
+  last_batch_snapshot pg_snapshot
   constraint applier_state_pkey PRIMARY KEY (singleton)
   constraint applier_state_singleton_check CHECK (singleton)
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
@@ -33,12 +34,20 @@ table permgraph.audit_log
   details jsonb
   xact_id xid8 not null default pg_current_xact_id()
   db_role text default SESSION_USER
-  constraint audit_log_action_valid CHECK ((action = ANY (ARRAY['grant'::text, 'revoke'::text, 'change_level'::text, 'set_owner'::text, 'create_node'::text, 'delete_node'::text, 'set_trash'::text, 'import'::text, 'truncate'::text, 'truncate_audit'::text, 'prune_audit'::text])))
+  constraint audit_log_action_valid CHECK ((action = ANY (ARRAY['grant'::text, 'revoke'::text, 'change_level'::text, 'set_owner'::text, 'create_node'::text, 'delete_node'::text, 'set_trash'::text, 'import'::text, 'truncate'::text, 'truncate_audit'::text, 'prune_audit'::text, 'catalog'::text])))
   constraint audit_log_pkey PRIMARY KEY (id)
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
 
 sequence permgraph.audit_log_id_seq
   privileges <owner>: SELECT,UPDATE,USAGE
+
+table permgraph.change_consumers
+  consumer text collate "C" not null
+  acked_seq bigint not null
+  registered_at timestamp with time zone not null default now()
+  acked_at timestamp with time zone
+  constraint change_consumers_pkey PRIMARY KEY (consumer)
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
 
 table permgraph.changes
   id bigint not null generated always as identity
@@ -176,6 +185,23 @@ table permgraph.operations
   constraint operations_pkey PRIMARY KEY (name)
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
 
+table permgraph.permission_changes
+  seq bigint not null default nextval('permgraph.permission_changes_seq'::regclass)
+  user_id text collate "C" not null
+  target_id text collate "C" not null
+  old_level smallint
+  new_level smallint
+  old_traverse_owned boolean
+  new_traverse_owned boolean
+  old_valid_until timestamp with time zone
+  new_valid_until timestamp with time zone
+  committed_at timestamp with time zone not null default statement_timestamp()
+  constraint permission_changes_pkey PRIMARY KEY (seq)
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
+
+sequence permgraph.permission_changes_seq
+  privileges <owner>: SELECT,UPDATE,USAGE
+
 table permgraph.permissions
   user_id text collate "C" not null
   target_id text collate "C" not null
@@ -203,6 +229,7 @@ CREATE INDEX audit_log_at_idx ON permgraph.audit_log USING btree (at);
 CREATE INDEX audit_log_head_idx ON permgraph.audit_log USING btree (head_id, id);
 CREATE UNIQUE INDEX audit_log_pkey ON permgraph.audit_log USING btree (id);
 CREATE INDEX audit_log_tail_idx ON permgraph.audit_log USING btree (tail_id, id) WHERE (tail_id IS NOT NULL);
+CREATE UNIQUE INDEX change_consumers_pkey ON permgraph.change_consumers USING btree (consumer);
 CREATE UNIQUE INDEX changes_pkey ON permgraph.changes USING btree (id);
 CREATE INDEX changes_xact_idx ON permgraph.changes USING btree (xact_id);
 CREATE INDEX deleted_nodes_id_idx ON permgraph.deleted_nodes USING btree (id);
@@ -223,24 +250,31 @@ CREATE UNIQUE INDEX nodes_pkey ON permgraph.nodes USING btree (id);
 CREATE INDEX nodes_superusers_idx ON permgraph.nodes USING btree (id) WHERE is_superuser;
 CREATE INDEX nodes_trash_at_idx ON permgraph.nodes USING btree (trash_at) WHERE (trash_at IS NOT NULL);
 CREATE UNIQUE INDEX operations_pkey ON permgraph.operations USING btree (name);
+CREATE UNIQUE INDEX permission_changes_pkey ON permgraph.permission_changes USING btree (seq);
 CREATE UNIQUE INDEX permissions_pkey ON permgraph.permissions USING btree (user_id, target_id) INCLUDE (level, traverse_owned);
 CREATE INDEX permissions_target_idx ON permgraph.permissions USING btree (target_id, user_id) INCLUDE (level, traverse_owned);
 CREATE UNIQUE INDEX roles_pkey ON permgraph.roles USING btree (name);
 CREATE UNIQUE INDEX trashed_groups_pkey ON permgraph.trashed_groups USING btree (group_id);
 
 CREATE TRIGGER audit_log_append_only BEFORE DELETE OR UPDATE OR TRUNCATE ON permgraph.audit_log FOR EACH STATEMENT EXECUTE FUNCTION permgraph._audit_refuse_change();
-CREATE TRIGGER grants_audit AFTER INSERT OR DELETE OR UPDATE ON permgraph.grants FOR EACH ROW EXECUTE FUNCTION permgraph._audit_grants();
+CREATE TRIGGER grants_audit_deleted AFTER DELETE ON permgraph.grants REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._audit_grants();
+CREATE TRIGGER grants_audit_inserted AFTER INSERT ON permgraph.grants REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._audit_grants();
 CREATE TRIGGER grants_audit_truncate AFTER TRUNCATE ON permgraph.grants FOR EACH STATEMENT EXECUTE FUNCTION permgraph._audit_truncate();
-CREATE TRIGGER grants_capture AFTER INSERT OR DELETE OR UPDATE ON permgraph.grants FOR EACH ROW EXECUTE FUNCTION permgraph._grants_capture();
+CREATE TRIGGER grants_audit_updated AFTER UPDATE ON permgraph.grants REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._audit_grants();
+CREATE TRIGGER grants_capture_deleted AFTER DELETE ON permgraph.grants REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._grants_capture();
+CREATE TRIGGER grants_capture_inserted AFTER INSERT ON permgraph.grants REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._grants_capture();
+CREATE TRIGGER grants_capture_updated AFTER UPDATE ON permgraph.grants REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._grants_capture();
 CREATE TRIGGER grants_notify AFTER INSERT OR DELETE OR UPDATE ON permgraph.grants FOR EACH STATEMENT EXECUTE FUNCTION permgraph._notify_changes();
-CREATE TRIGGER grants_sync_edges AFTER INSERT OR DELETE OR UPDATE ON permgraph.grants FOR EACH ROW EXECUTE FUNCTION permgraph._grants_sync_edges();
 CREATE TRIGGER grants_truncate AFTER TRUNCATE ON permgraph.grants FOR EACH STATEMENT EXECUTE FUNCTION permgraph._capture_truncate();
 CREATE TRIGGER grants_validate BEFORE INSERT OR UPDATE ON permgraph.grants FOR EACH ROW EXECUTE FUNCTION permgraph._grants_validate();
-CREATE TRIGGER nodes_audit AFTER INSERT OR DELETE OR UPDATE ON permgraph.nodes FOR EACH ROW EXECUTE FUNCTION permgraph._audit_nodes();
+CREATE TRIGGER nodes_audit_deleted AFTER DELETE ON permgraph.nodes REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._audit_nodes();
+CREATE TRIGGER nodes_audit_inserted AFTER INSERT ON permgraph.nodes REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._audit_nodes();
 CREATE TRIGGER nodes_audit_truncate AFTER TRUNCATE ON permgraph.nodes FOR EACH STATEMENT EXECUTE FUNCTION permgraph._audit_truncate();
-CREATE TRIGGER nodes_capture AFTER INSERT OR DELETE OR UPDATE OF owner_id, trash_at, kind ON permgraph.nodes FOR EACH ROW EXECUTE FUNCTION permgraph._nodes_capture();
+CREATE TRIGGER nodes_audit_updated AFTER UPDATE ON permgraph.nodes REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._audit_nodes();
+CREATE TRIGGER nodes_capture_deleted AFTER DELETE ON permgraph.nodes REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._nodes_capture();
+CREATE TRIGGER nodes_capture_inserted AFTER INSERT ON permgraph.nodes REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._nodes_capture();
+CREATE TRIGGER nodes_capture_updated AFTER UPDATE ON permgraph.nodes REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._nodes_capture();
 CREATE TRIGGER nodes_notify AFTER INSERT OR DELETE OR UPDATE ON permgraph.nodes FOR EACH STATEMENT EXECUTE FUNCTION permgraph._notify_changes();
-CREATE TRIGGER nodes_sync_edges AFTER INSERT OR DELETE OR UPDATE OF owner_id ON permgraph.nodes FOR EACH ROW EXECUTE FUNCTION permgraph._nodes_sync_edges();
 CREATE TRIGGER nodes_truncate AFTER TRUNCATE ON permgraph.nodes FOR EACH STATEMENT EXECUTE FUNCTION permgraph._capture_truncate();
 CREATE TRIGGER nodes_validate BEFORE INSERT OR UPDATE ON permgraph.nodes FOR EACH ROW EXECUTE FUNCTION permgraph._nodes_validate();
 CREATE TRIGGER nodes_validate_deleted AFTER DELETE ON permgraph.nodes REFERENCING OLD TABLE AS deleted_nodes_now FOR EACH STATEMENT EXECUTE FUNCTION permgraph._nodes_validate_deleted();
@@ -287,7 +321,8 @@ AS $function$
                   where permgraph_tg.group_id = %3$s and permgraph_tg.trash_at <= now())
           -- a scalar subquery, never hashed: only probed for rows whose owner is trashed
           and (select permgraph_n.kind from permgraph.nodes permgraph_n where permgraph_n.id = %2$s) is distinct from 'user')))
-  and ((select permgraph._is_superuser(%1$s))
+  and ((select exists (select 1 from permgraph.nodes permgraph_su
+                       where permgraph_su.id = %1$s and permgraph_su.kind = 'user' and permgraph_su.is_superuser))
        or exists (select 1 from permgraph.effective_permissions permgraph_p
                   where permgraph_p.user_id = %1$s and permgraph_p.target_id = %2$s and permgraph_p.level >= %4$s)
        or exists (select 1 from permgraph.effective_permissions permgraph_p
@@ -323,7 +358,8 @@ declare
   readable constant text :=
     'permgraph.nodes, permgraph.grants, permgraph.edges, permgraph.permissions, permgraph.effective_permissions, '
     'permgraph.trashed_groups, permgraph.deleted_nodes, permgraph.changes, permgraph.applier_state, '
-    'permgraph.roles, permgraph.operations, permgraph.audit_log';
+    'permgraph.roles, permgraph.operations, permgraph.audit_log, '
+    'permgraph.permission_changes, permgraph.change_consumers';
   query_functions constant text[] := array[
     'permgraph.check(text, text, integer)', 'permgraph.check(text, text, integer, boolean)',
     'permgraph.check_op(text, text, text)', 'permgraph.check_op(text, text, text, boolean)',
@@ -335,10 +371,16 @@ declare
     'permgraph.explain(text, text, integer)',
     'permgraph.current_token()', 'permgraph.is_applied(text)', 'permgraph.status()', 'permgraph.current_actor()',
     -- creating policies needs ownership of the application's table anyway
-    'permgraph.enable_rls(regclass, name, name)', 'permgraph.disable_rls(regclass)'];
+    'permgraph.enable_rls(regclass, name, name, boolean)', 'permgraph.disable_rls(regclass)'];
   worker_functions constant text[] := array[
     'permgraph.apply_changes(integer, bigint, boolean)', 'permgraph.refresh()', 'permgraph.verify()',
     'permgraph._applier_role_key()'];
+  -- The change stream's consumers (170_changes.sql), whatever their role:
+  -- security definer, so consumers move their own position and nobody
+  -- writes the stream's tables directly.
+  consumer_functions constant text[] := array[
+    'permgraph.register_consumer(text)', 'permgraph.read_changes(text, integer, bigint)',
+    'permgraph.ack_changes(text, bigint)', 'permgraph.drop_consumer(text)'];
   signature text;
 begin
   perform permgraph._ensure_role('permgraph_reader');
@@ -362,6 +404,9 @@ begin
   end loop;
   foreach signature in array worker_functions loop
     execute format('grant execute on function %s to permgraph_worker', signature);
+  end loop;
+  foreach signature in array consumer_functions loop
+    execute format('grant execute on function %s to %s', signature, roles);
   end loop;
 end $function$;
 
@@ -394,21 +439,20 @@ begin
   if not permgraph._audit_enabled() then
     return null;
   end if;
-  if tg_op = 'UPDATE' and (new.tail_id, new.head_id, new.source) = (old.tail_id, old.head_id, old.source) then
-    if new.level is distinct from old.level then
-      insert into permgraph.audit_log (action, tail_id, head_id, source, old_level, new_level)
-      values ('change_level', new.tail_id, new.head_id, new.source, old.level, new.level);
-    end if;
-    return null;  -- other columns only (e.g. created_at): not a permission change
-  end if;
-  -- A grant moved to another tail, head or source is a revoke plus a grant.
-  if tg_op in ('DELETE', 'UPDATE') then
-    insert into permgraph.audit_log (action, tail_id, head_id, source, old_level)
-    values ('revoke', old.tail_id, old.head_id, old.source, old.level);
-  end if;
-  if tg_op in ('INSERT', 'UPDATE') then
+  if tg_op = 'INSERT' then
     insert into permgraph.audit_log (action, tail_id, head_id, source, new_level)
-    values ('grant', new.tail_id, new.head_id, new.source, new.level);
+    select 'grant', n.tail_id, n.head_id, n.source, n.level from new_rows n order by n.tail_id, n.head_id, n.source;
+  elsif tg_op = 'DELETE' then
+    insert into permgraph.audit_log (action, tail_id, head_id, source, old_level)
+    select 'revoke', o.tail_id, o.head_id, o.source, o.level from old_rows o order by o.tail_id, o.head_id, o.source;
+  else
+    insert into permgraph.audit_log (action, tail_id, head_id, source, old_level, new_level)
+    select case when o.tail_id is null then 'grant' when n.tail_id is null then 'revoke' else 'change_level' end,
+           coalesce(n.tail_id, o.tail_id), coalesce(n.head_id, o.head_id), coalesce(n.source, o.source), o.level, n.level
+    from old_rows o full join new_rows n on n.tail_id = o.tail_id and n.head_id = o.head_id and n.source = o.source
+    where n.level is distinct from o.level
+    -- revokes before grants, as a moved grant read row by row
+    order by (o.tail_id is null), coalesce(n.tail_id, o.tail_id), coalesce(n.head_id, o.head_id), coalesce(n.source, o.source);
   end if;
   return null;
 end $function$;
@@ -426,19 +470,23 @@ begin
   end if;
   if tg_op = 'INSERT' then
     insert into permgraph.audit_log (action, head_id, node_kind, new_owner, new_trash_at)
-    values ('create_node', new.id, new.kind, new.owner_id, new.trash_at);
+    select 'create_node', n.id, n.kind, n.owner_id, n.trash_at from new_rows n order by n.id;
   elsif tg_op = 'DELETE' then
     insert into permgraph.audit_log (action, head_id, node_kind, old_owner, old_trash_at)
-    values ('delete_node', old.id, old.kind, old.owner_id, old.trash_at);
+    select 'delete_node', o.id, o.kind, o.owner_id, o.trash_at from old_rows o order by o.id;
   else
-    if new.owner_id is distinct from old.owner_id then
-      insert into permgraph.audit_log (action, head_id, node_kind, old_owner, new_owner)
-      values ('set_owner', new.id, new.kind, old.owner_id, new.owner_id);
-    end if;
-    if new.trash_at is distinct from old.trash_at then
-      insert into permgraph.audit_log (action, head_id, node_kind, old_trash_at, new_trash_at)
-      values ('set_trash', new.id, new.kind, old.trash_at, new.trash_at);
-    end if;
+    -- Ids never change (nodes_validate refuses it): old and new rows pair up by id.
+    insert into permgraph.audit_log (action, head_id, node_kind, old_owner, new_owner, old_trash_at, new_trash_at)
+    select c.action, c.id, c.kind, c.old_owner, c.new_owner, c.old_trash_at, c.new_trash_at
+    from (
+      select 'set_owner' as action, 1 as step, n.id, n.kind, o.owner_id as old_owner, n.owner_id as new_owner,
+             null::timestamptz as old_trash_at, null::timestamptz as new_trash_at
+      from old_rows o join new_rows n on n.id = o.id where n.owner_id is distinct from o.owner_id
+      union all
+      select 'set_trash', 2, n.id, n.kind, null, null, o.trash_at, n.trash_at
+      from old_rows o join new_rows n on n.id = o.id where n.trash_at is distinct from o.trash_at
+    ) c
+    order by c.id, c.step;
   end if;
   return null;
 end $function$;
@@ -569,22 +617,13 @@ AS $function$select ((p_include_trash or not (
                   where permgraph_tg.group_id = p_owner_id and permgraph_tg.trash_at <= now())
           -- a scalar subquery, never hashed: only probed for rows whose owner is trashed
           and (select permgraph_n.kind from permgraph.nodes permgraph_n where permgraph_n.id = p_id) is distinct from 'user')))
-  and ((select permgraph._is_superuser(p_user_id))
+  and ((select exists (select 1 from permgraph.nodes permgraph_su
+                       where permgraph_su.id = p_user_id and permgraph_su.kind = 'user' and permgraph_su.is_superuser))
        or exists (select 1 from permgraph.effective_permissions permgraph_p
                   where permgraph_p.user_id = p_user_id and permgraph_p.target_id = p_id and permgraph_p.level >= p_level)
        or exists (select 1 from permgraph.effective_permissions permgraph_p
                   where permgraph_p.user_id = p_user_id and permgraph_p.target_id = p_owner_id and permgraph_p.level >= p_level
                     and permgraph_p.traverse_owned)))$function$;
-
--- permgraph._capture(text,text,text,text,smallint,smallint,boolean): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._capture(p_tail text, p_head text, p_tail_kind text, p_head_kind text, p_old smallint, p_new smallint, p_trash boolean DEFAULT false)
- RETURNS void
- LANGUAGE sql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-  insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level, trash_changed)
-  values (p_tail, p_head, p_tail_kind, p_head_kind, p_old, p_new, p_trash)
-$function$;
 
 -- permgraph._capture_enabled(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._capture_enabled()
@@ -617,7 +656,8 @@ begin
   else
     delete from permgraph.edges;
   end if;
-  perform permgraph._capture('*', '*', '*', '*', null, null, true);
+  insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level, trash_changed)
+  values ('*', '*', '*', '*', null, null, true);
   perform pg_notify('permgraph_changes', '');
   return null;
 end $function$;
@@ -650,6 +690,23 @@ begin
   return found_level;
 end $function$;
 
+-- permgraph._changes_begin_write(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._changes_begin_write()
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+AS $function$
+begin
+  -- Re-entrant: apply_changes holds it already. See the file comment.
+  perform pg_catalog.pg_advisory_xact_lock(permgraph._applier_lock_key());
+  if not exists (select 1 from permgraph.change_consumers) then
+    return false;
+  end if;
+  perform pg_catalog.pg_notify(permgraph._permission_changes_channel(), '');
+  return true;
+end $function$;
+
 -- permgraph._check(text,text,integer,boolean): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._check(p_user_id text, p_target_id text, p_level integer, p_include_trash boolean)
  RETURNS boolean
@@ -674,6 +731,21 @@ begin
     return false;
   end if;
   return p_include_trash or not permgraph._hidden(t.kind, p_target_id, t.owner_id, t.trash_at);
+end $function$;
+
+-- permgraph._check_consumer_name(text): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._check_consumer_name(p_name text)
+ RETURNS void
+ LANGUAGE plpgsql
+ IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+begin
+  if p_name is null or p_name !~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$' then
+    raise exception 'permgraph: a consumer name is 1 to 63 letters, digits, "_", ".", ":" or "-", starting with a letter or digit; got %',
+      coalesce('"' || p_name || '"', 'null')
+      using errcode = '22023';
+  end if;
 end $function$;
 
 -- permgraph._compute_all(): execute <owner>: EXECUTE
@@ -797,6 +869,25 @@ begin
   end if;
 end $function$;
 
+-- permgraph._consumer_acked_seq(text): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._consumer_acked_seq(p_name text)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  acked bigint;
+begin
+  perform permgraph._check_consumer_name(p_name);
+  select c.acked_seq into acked from permgraph.change_consumers c where c.consumer = p_name;
+  if acked is null then
+    raise exception 'permgraph: no change consumer named "%"', p_name
+      using errcode = '22023', hint = 'register it first: select permgraph.register_consumer(name)';
+  end if;
+  return acked;
+end $function$;
+
 -- permgraph._describe_id(text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._describe_id(p_id text)
  RETURNS text
@@ -903,36 +994,46 @@ CREATE OR REPLACE FUNCTION permgraph._grants_capture()
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 begin
+  -- Each branch names only the transition tables its event has.
+  if tg_op = 'INSERT' then
+    insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
+    select n.tail_id, n.head_id, n.source, n.level, n.tail_kind, n.head_kind from new_rows n;
+  elsif tg_op = 'DELETE' then
+    delete from permgraph.edges e
+    using old_rows o
+    where e.tail_id = o.tail_id and e.head_id = o.head_id and e.source = o.source;
+  else
+    delete from permgraph.edges e
+    using old_rows o
+    where e.tail_id = o.tail_id and e.head_id = o.head_id and e.source = o.source
+      and not exists (select 1 from new_rows n
+                      where n.tail_id = o.tail_id and n.head_id = o.head_id and n.source = o.source and n.level = o.level);
+    insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
+    select n.tail_id, n.head_id, n.source, n.level, n.tail_kind, n.head_kind
+    from new_rows n
+    where not exists (select 1 from old_rows o
+                      where o.tail_id = n.tail_id and o.head_id = n.head_id and o.source = n.source and o.level = n.level);
+  end if;
   if not permgraph._capture_enabled() then
     return null;
   end if;
-  if tg_op = 'UPDATE' and new.tail_id = old.tail_id and new.head_id = old.head_id
-     and new.level = old.level then
-    return null; -- source or audit columns only: the edge is unchanged
-  end if;
-  if tg_op in ('DELETE', 'UPDATE') then
-    perform permgraph._capture(old.tail_id, old.head_id, old.tail_kind, old.head_kind, old.level, null);
-  end if;
-  if tg_op in ('INSERT', 'UPDATE') then
-    perform permgraph._capture(new.tail_id, new.head_id, new.tail_kind, new.head_kind, null, new.level);
-  end if;
-  return null;
-end $function$;
-
--- permgraph._grants_sync_edges(): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._grants_sync_edges()
- RETURNS trigger
- LANGUAGE plpgsql
- SECURITY DEFINER
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-begin
-  if tg_op in ('DELETE', 'UPDATE') then
-    delete from permgraph.edges where tail_id = old.tail_id and head_id = old.head_id and source = old.source;
-  end if;
-  if tg_op in ('INSERT', 'UPDATE') then
-    insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
-    values (new.tail_id, new.head_id, new.source, new.level, new.tail_kind, new.head_kind);
+  if tg_op = 'INSERT' then
+    insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
+    select n.tail_id, n.head_id, n.tail_kind, n.head_kind, null, n.level from new_rows n;
+  elsif tg_op = 'DELETE' then
+    insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
+    select o.tail_id, o.head_id, o.tail_kind, o.head_kind, o.level, null from old_rows o;
+  else
+    -- Only edges that changed: a grant moved to another source keeps the
+    -- same edge (tail, head, level) and needs no recomputation.
+    insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
+    select o.tail_id, o.head_id, o.tail_kind, o.head_kind, o.level, null
+    from old_rows o
+    where not exists (select 1 from new_rows n where n.tail_id = o.tail_id and n.head_id = o.head_id and n.level = o.level)
+    union all
+    select n.tail_id, n.head_id, n.tail_kind, n.head_kind, null, n.level
+    from new_rows n
+    where not exists (select 1 from old_rows o where o.tail_id = n.tail_id and o.head_id = n.head_id and o.level = n.level);
   end if;
   return null;
 end $function$;
@@ -1211,14 +1312,6 @@ begin
     'grants_invalid', (select count(*) from permgraph.import_grants where run = p_run and problem is not null));
 end $function$;
 
--- permgraph._is_owner_edge(text,text,text): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._is_owner_edge(p_id text, p_owner_id text, p_kind text)
- RETURNS boolean
- LANGUAGE sql
- IMMUTABLE
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$ select p_owner_id is not null and p_kind <> 'object' and p_owner_id <> p_id $function$;
-
 -- permgraph._is_superuser(text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._is_superuser(p_user_id text)
  RETURNS boolean
@@ -1243,13 +1336,12 @@ exception when data_exception then
   return false;
 end $function$;
 
--- permgraph._kind_of(text): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._kind_of(p_id text)
- RETURNS text
+-- permgraph._last_change_seq(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._last_change_seq()
+ RETURNS bigint
  LANGUAGE sql
- STABLE
  SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$ select kind from permgraph.nodes where id = p_id $function$;
+AS $function$ select case when s.is_called then s.last_value else 0 end from permgraph.permission_changes_seq s $function$;
 
 -- permgraph._nodes_capture(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._nodes_capture()
@@ -1259,58 +1351,66 @@ CREATE OR REPLACE FUNCTION permgraph._nodes_capture()
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 begin
+  if tg_op = 'INSERT' then
+    insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
+    select n.owner_id, n.id, '', 3, coalesce(o.kind, 'group'), n.kind
+    from new_rows n left join permgraph.nodes o on o.id = n.owner_id
+    where n.owner_id is not null and n.owner_id <> n.id and n.kind <> 'object';
+  elsif tg_op = 'UPDATE' then
+    delete from permgraph.edges e
+    using old_rows o join new_rows n on n.id = o.id
+    where n.owner_id is distinct from o.owner_id and o.owner_id is not null and o.owner_id <> o.id and o.kind <> 'object'
+      and e.tail_id = o.owner_id and e.head_id = o.id and e.source = '';
+    insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
+    select n.owner_id, n.id, '', 3, coalesce(w.kind, 'group'), n.kind
+    from new_rows n join old_rows o on o.id = n.id left join permgraph.nodes w on w.id = n.owner_id
+    where n.owner_id is distinct from o.owner_id and n.owner_id is not null and n.owner_id <> n.id and n.kind <> 'object';
+  else
+    delete from permgraph.edges e
+    using old_rows o
+    where o.owner_id is not null and o.owner_id <> o.id and o.kind <> 'object'
+      and e.tail_id = o.owner_id and e.head_id = o.id and e.source = '';
+    -- The deleted nodes' rows become unreadable now (every read path skips
+    -- ids listed here) and are removed by the worker's next batch. Deleting
+    -- them here would make every concurrent batch that touches them fail.
+    insert into permgraph.deleted_nodes (id) select o.id from old_rows o;
+  end if;
+
   if not permgraph._capture_enabled() then
     return null; -- bulk import by the schema's owner, which runs a full refresh instead
   end if;
-  if tg_op in ('DELETE', 'UPDATE') then
-    -- the old ownership edge (objects' ownership is resolved at query time, not an edge)
-    if permgraph._is_owner_edge(old.id, old.owner_id, old.kind)
-       and (tg_op = 'DELETE' or new.owner_id is distinct from old.owner_id) then
-      perform permgraph._capture(old.owner_id, old.id, coalesce(permgraph._kind_of(old.owner_id), 'group'), old.kind, 3::smallint, null);
-    end if;
-  end if;
-  if tg_op in ('INSERT', 'UPDATE') then
-    if permgraph._is_owner_edge(new.id, new.owner_id, new.kind)
-       and (tg_op = 'INSERT' or new.owner_id is distinct from old.owner_id) then
-      -- (a missing owner is refused by the statement-level check that follows)
-      perform permgraph._capture(new.owner_id, new.id, coalesce(permgraph._kind_of(new.owner_id), 'group'), new.kind, null, 3::smallint);
-    end if;
-  end if;
-  if tg_op = 'INSERT' and new.kind = 'user' then
-    perform permgraph._capture(new.id, new.id, 'user', 'user', null, 3::smallint);
-  elsif tg_op = 'DELETE' and old.kind = 'user' then
-    perform permgraph._capture(old.id, old.id, 'user', 'user', 3::smallint, null);
-  end if;
-  -- A group's effective trash time depends on its own trash_at and its owners'.
-  if (tg_op = 'INSERT' and new.kind = 'group' and (new.trash_at is not null or new.owner_id is not null))
-     or (tg_op = 'UPDATE' and new.kind = 'group'
-         and (new.trash_at is distinct from old.trash_at or new.owner_id is distinct from old.owner_id))
-     or (tg_op = 'DELETE' and old.kind = 'group') then
-    perform permgraph._capture(coalesce(new.id, old.id), coalesce(new.id, old.id), 'group', 'group', null, null, true);
-  end if;
-  if tg_op = 'DELETE' then
-    -- The deleted node's rows become unreadable now (every read path skips
-    -- ids listed here) and are removed by the worker's next batch. Deleting
-    -- them here would make every concurrent batch that touches them fail.
-    insert into permgraph.deleted_nodes (id) values (old.id);
-  end if;
-  return null;
-end $function$;
-
--- permgraph._nodes_sync_edges(): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._nodes_sync_edges()
- RETURNS trigger
- LANGUAGE plpgsql
- SECURITY DEFINER
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-begin
-  if tg_op in ('DELETE', 'UPDATE') and permgraph._is_owner_edge(old.id, old.owner_id, old.kind) then
-    delete from permgraph.edges where tail_id = old.owner_id and head_id = old.id and source = '';
-  end if;
-  if tg_op in ('INSERT', 'UPDATE') and permgraph._is_owner_edge(new.id, new.owner_id, new.kind) then
-    insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
-    values (new.owner_id, new.id, '', 3, coalesce(permgraph._kind_of(new.owner_id), new.kind), new.kind);
+  if tg_op = 'INSERT' then
+    insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level, trash_changed)
+    select n.owner_id, n.id, coalesce(o.kind, 'group'), n.kind, null::smallint, 3::smallint, false
+    from new_rows n left join permgraph.nodes o on o.id = n.owner_id
+    where n.owner_id is not null and n.owner_id <> n.id and n.kind <> 'object'
+    union all
+    select n.id, n.id, 'user', 'user', null::smallint, 3::smallint, false from new_rows n where n.kind = 'user'
+    union all
+    select n.id, n.id, 'group', 'group', null::smallint, null::smallint, true
+    from new_rows n where n.kind = 'group' and (n.trash_at is not null or n.owner_id is not null);
+  elsif tg_op = 'UPDATE' then
+    insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level, trash_changed)
+    select o.owner_id, o.id, coalesce(w.kind, 'group'), o.kind, 3::smallint, null::smallint, false
+    from old_rows o join new_rows n on n.id = o.id left join permgraph.nodes w on w.id = o.owner_id
+    where n.owner_id is distinct from o.owner_id and o.owner_id is not null and o.owner_id <> o.id and o.kind <> 'object'
+    union all
+    select n.owner_id, n.id, coalesce(w.kind, 'group'), n.kind, null::smallint, 3::smallint, false
+    from new_rows n join old_rows o on o.id = n.id left join permgraph.nodes w on w.id = n.owner_id
+    where n.owner_id is distinct from o.owner_id and n.owner_id is not null and n.owner_id <> n.id and n.kind <> 'object'
+    union all
+    select n.id, n.id, 'group', 'group', null::smallint, null::smallint, true
+    from new_rows n join old_rows o on o.id = n.id
+    where n.kind = 'group' and (n.trash_at is distinct from o.trash_at or n.owner_id is distinct from o.owner_id);
+  else
+    insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level, trash_changed)
+    select o.owner_id, o.id, coalesce(w.kind, 'group'), o.kind, 3::smallint, null::smallint, false
+    from old_rows o left join permgraph.nodes w on w.id = o.owner_id
+    where o.owner_id is not null and o.owner_id <> o.id and o.kind <> 'object'
+    union all
+    select o.id, o.id, 'user', 'user', 3::smallint, null::smallint, false from old_rows o where o.kind = 'user'
+    union all
+    select o.id, o.id, 'group', 'group', null::smallint, null::smallint, true from old_rows o where o.kind = 'group';
   end if;
   return null;
 end $function$;
@@ -1446,6 +1546,24 @@ CREATE OR REPLACE FUNCTION permgraph._path_traverses(p_head_kind text, p_last_ed
  IMMUTABLE
 RETURN CASE p_head_kind WHEN 'group'::text THEN true WHEN 'object'::text THEN false ELSE p_last_edge_manage END;
 
+-- permgraph._permission_changes_channel(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._permission_changes_channel()
+ RETURNS text
+ LANGUAGE sql
+ IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$ select 'permgraph_permission_changes'::text $function$;
+
+-- permgraph._prune_changes(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._prune_changes()
+ RETURNS void
+ LANGUAGE sql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+  delete from permgraph.permission_changes
+  where seq <= coalesce((select min(acked_seq) from permgraph.change_consumers), 9223372036854775807)
+$function$;
+
 -- permgraph._refresh_trash(text[]): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._refresh_trash(p_roots text[])
  RETURNS void
@@ -1566,6 +1684,33 @@ AS $function$
   select array['permgraph_select', 'permgraph_insert', 'permgraph_update', 'permgraph_delete']
 $function$;
 
+-- permgraph._rls_require_app_table(regclass): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._rls_require_app_table(p_table regclass)
+ RETURNS void
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  relation record;
+begin
+  select c.relkind, c.relname, n.nspname into relation
+  from pg_class c join pg_namespace n on n.oid = c.relnamespace
+  where c.oid = p_table;
+  if relation.nspname = 'permgraph' then
+    raise exception 'permgraph: % is one of permgraph''s own tables: the policies read them, so row-level security on them would make every read recurse; enable_rls is for application tables', p_table
+      using errcode = '22023';
+  end if;
+  if relation.relkind not in ('r', 'p') then
+    raise exception 'permgraph: % is not a table; row-level security applies to tables only', p_table
+      using errcode = '22023';
+  end if;
+  if relation.relname like 'permgraph\_%' then
+    raise exception 'permgraph: table names starting with permgraph_ are reserved for the policies'' own aliases, got %', p_table
+      using errcode = '22023';
+  end if;
+end $function$;
+
 -- permgraph._session_is_owner(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._session_is_owner()
  RETURNS boolean
@@ -1653,11 +1798,12 @@ CREATE OR REPLACE FUNCTION permgraph._write_diff(p_scoped boolean, OUT inserted 
  SET jit TO 'off'
 AS $function$
 begin
-  -- The only text spliced in is one of two fixed relation expressions.
+  -- The only text spliced in: one of two fixed relation expressions, and true or false.
   execute format($diff$
     with diff as (
       select coalesce(n.user_id, p.user_id) as user_id, coalesce(n.target_id, p.target_id) as target_id,
-             n.level, n.traverse_owned, p.user_id is null as is_new, n.user_id is null as is_gone
+             n.level, n.traverse_owned, p.user_id is null as is_new, n.user_id is null as is_gone,
+             p.level as old_level, p.traverse_owned as old_traverse_owned
       from pg_temp.permgraph_new n
       full join %s p on p.user_id = n.user_id and p.target_id = n.target_id
       where (p.level, p.traverse_owned) is distinct from (n.level, n.traverse_owned)
@@ -1675,13 +1821,46 @@ begin
       select user_id, target_id, level, traverse_owned from diff where is_new
       order by user_id, target_id  -- in primary-key order: each index page is visited once, not once per row
       returning 1
+    ), recorded as (
+      -- the change stream's events (170_changes.sql), only while a consumer is registered
+      insert into permgraph.permission_changes (user_id, target_id, old_level, new_level, old_traverse_owned, new_traverse_owned)
+      select user_id, target_id, old_level, level, old_traverse_owned, traverse_owned from diff where %s
     )
     select (select count(*) from inserted), (select count(*) from updated), (select count(*) from deleted)
     $diff$,
     case when p_scoped
       then '(select p.* from permgraph.permissions p join pg_temp.permgraph_region r on r.user_id = p.user_id and r.target_id = p.target_id)'
-      else 'permgraph.permissions' end)
+      else 'permgraph.permissions' end,
+    case when permgraph._changes_begin_write() then 'true' else 'false' end)
   into inserted, updated, deleted;
+end $function$;
+
+-- permgraph.ack_changes(text,bigint): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph.ack_changes(name text, seq bigint)
+ RETURNS void
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  acked bigint := permgraph._consumer_acked_seq(ack_changes.name);
+  last_event bigint;
+begin
+  if ack_changes.seq is null then
+    raise exception 'permgraph: seq must not be null' using errcode = '22023';
+  end if;
+  if ack_changes.seq <= acked then
+    return;
+  end if;
+  select e.seq into last_event from permgraph.permission_changes e order by e.seq desc limit 1;
+  if last_event is null or ack_changes.seq > last_event then
+    raise exception 'permgraph: seq % is beyond the last event recorded (%)', ack_changes.seq, coalesce(last_event, acked)
+      using errcode = '22023';
+  end if;
+  -- greatest: of two concurrent acknowledgements, the further one stays
+  update permgraph.change_consumers c set acked_seq = greatest(c.acked_seq, ack_changes.seq), acked_at = now()
+  where c.consumer = ack_changes.name;
+  perform permgraph._prune_changes();
 end $function$;
 
 -- permgraph.apply_changes(integer,bigint,boolean): execute <owner>: EXECUTE; permgraph_worker: EXECUTE
@@ -1829,12 +2008,35 @@ AS $function$
 declare
   policy text;
 begin
+  if (select n.nspname from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.oid = p_table) = 'permgraph' then
+    raise exception 'permgraph: % is one of permgraph''s own tables; disable_rls is for application tables', p_table
+      using errcode = '22023';
+  end if;
   foreach policy in array permgraph._rls_policy_names() loop
     execute format('drop policy if exists %I on %s', policy, p_table);
   end loop;
   if not exists (select 1 from pg_policy where polrelid = p_table) then
     execute format('alter table %s disable row level security', p_table);
   end if;
+end $function$;
+
+-- permgraph.drop_consumer(text): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph.drop_consumer(name text)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  existed boolean;
+begin
+  perform permgraph._check_consumer_name(drop_consumer.name);
+  perform pg_catalog.pg_advisory_xact_lock(permgraph._applier_lock_key());
+  update permgraph.applier_state set singleton = singleton;  -- see the file comment
+  delete from permgraph.change_consumers c where c.consumer = drop_consumer.name;
+  existed := found;
+  perform permgraph._prune_changes();
+  return existed;
 end $function$;
 
 -- permgraph.effective_group_trash(text[]): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
@@ -1857,8 +2059,8 @@ AS $function$
   select group_id, min(trash_at) from chain group by group_id having min(trash_at) is not null
 $function$;
 
--- permgraph.enable_rls(regclass,name,name): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph.enable_rls(p_table regclass, p_id_column name, p_owner_column name)
+-- permgraph.enable_rls(regclass,name,name,boolean): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph.enable_rls(p_table regclass, p_id_column name, p_owner_column name, p_match_row_id boolean DEFAULT false)
  RETURNS void
  LANGUAGE plpgsql
  SET client_min_messages TO 'warning'
@@ -1867,8 +2069,8 @@ AS $function$
 declare
   user_expr constant text := $e$nullif(current_setting('permgraph.user_id', true), '')$e$;
   id_expr text;
+  row_expr text;
   owner_expr text;
-  relation_kind "char";
   read_rule text;
   write_rule text;
   manage_rule text;
@@ -1878,20 +2080,22 @@ begin
   if p_table is null or p_id_column is null then
     raise exception 'permgraph: enable_rls needs a table and an id column' using errcode = '22023';
   end if;
-  select relkind into relation_kind from pg_class where oid = p_table;
-  if relation_kind not in ('r', 'p') then
-    raise exception 'permgraph: % is not a table; row-level security applies to tables only', p_table
-      using errcode = '22023';
+  if p_match_row_id is null then
+    raise exception 'permgraph: enable_rls: p_match_row_id must be true or false, not null' using errcode = '22023';
   end if;
-  if (select relname from pg_class where oid = p_table) like 'permgraph\_%' then
-    raise exception 'permgraph: table names starting with permgraph_ are reserved for the policies'' own aliases, got %', p_table
-      using errcode = '22023';
-  end if;
+  perform permgraph._rls_require_app_table(p_table);
   id_expr := permgraph._rls_column(p_table, p_id_column);
   owner_expr := permgraph._rls_column(p_table, p_owner_column);
-  read_rule := permgraph._access_predicate(user_expr, id_expr, owner_expr, '1', 'false');
-  write_rule := permgraph._access_predicate(user_expr, id_expr, owner_expr, '2', 'false');
-  manage_rule := permgraph._access_predicate(user_expr, id_expr, owner_expr, '3', 'false');
+  if p_owner_column is null and not p_match_row_id then
+    raise exception 'permgraph: enable_rls on % without an owner column would let only superusers through: name the owner column, or match rows by their own id (p_match_row_id => true)', p_table
+      using errcode = '22023';
+  end if;
+  -- Without the option the row's id is never compared with node ids: the
+  -- rule sees a row that is no node (null id), owned by its owner column.
+  row_expr := case when p_match_row_id then id_expr else 'null::text' end;
+  read_rule := permgraph._access_predicate(user_expr, row_expr, owner_expr, '1', 'false');
+  write_rule := permgraph._access_predicate(user_expr, row_expr, owner_expr, '2', 'false');
+  manage_rule := permgraph._access_predicate(user_expr, row_expr, owner_expr, '3', 'false');
   -- a new row: write on its owner only (a direct grant on an id that does not exist yet means nothing)
   insert_rule := permgraph._access_predicate(user_expr, 'null::text', owner_expr, '2', 'false');
   foreach policy in array permgraph._rls_policy_names() loop
@@ -1901,6 +2105,10 @@ begin
   execute format('create policy permgraph_insert on %s for insert with check %s', p_table, insert_rule);
   execute format('create policy permgraph_update on %s for update using %s with check %s', p_table, write_rule, write_rule);
   execute format('create policy permgraph_delete on %s for delete using %s', p_table, manage_rule);
+  -- What was installed, for people and tools reading pg_policy (\d+ in psql).
+  execute format('comment on policy permgraph_select on %s is %L', p_table,
+                 format('permgraph.enable_rls: id column %s, owner column %s, match row id %s',
+                        p_id_column, coalesce(p_owner_column::text, '(none)'), case when p_match_row_id then 'on' else 'off' end));
   execute format('alter table %s enable row level security', p_table);
 end $function$;
 
@@ -2256,6 +2464,27 @@ begin
   return pruned;
 end $function$;
 
+-- permgraph.read_changes(text,integer,bigint): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph.read_changes(name text, max_events integer DEFAULT 1000, after_seq bigint DEFAULT NULL::bigint)
+ RETURNS SETOF permgraph.permission_changes
+ LANGUAGE plpgsql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  acked bigint := permgraph._consumer_acked_seq(read_changes.name);
+begin
+  if max_events is null or max_events < 1 or max_events > 1000000 then
+    raise exception 'permgraph: max_events must be between 1 and 1000000, got %', coalesce(max_events::text, 'null')
+      using errcode = '22023';
+  end if;
+  return query
+    select e.* from permgraph.permission_changes e
+    where e.seq > greatest(acked, read_changes.after_seq)
+    order by e.seq
+    limit max_events;
+end $function$;
+
 -- permgraph.refresh(): execute <owner>: EXECUTE; permgraph_worker: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.refresh()
  RETURNS jsonb
@@ -2264,6 +2493,28 @@ CREATE OR REPLACE FUNCTION permgraph.refresh()
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET jit TO 'off'
 AS $function$ select permgraph.apply_changes(p_force_full => true) $function$;
+
+-- permgraph.register_consumer(text): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph.register_consumer(name text)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  acked bigint;
+begin
+  perform permgraph._check_consumer_name(register_consumer.name);
+  perform pg_catalog.pg_advisory_xact_lock(permgraph._applier_lock_key());
+  update permgraph.applier_state set singleton = singleton;  -- see the file comment
+  select c.acked_seq into acked from permgraph.change_consumers c where c.consumer = register_consumer.name;
+  if acked is not null then
+    return acked;
+  end if;
+  acked := permgraph._last_change_seq();
+  insert into permgraph.change_consumers (consumer, acked_seq) values (register_consumer.name, acked);
+  return acked;
+end $function$;
 
 -- permgraph.role_level(text): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.role_level(p_name text)

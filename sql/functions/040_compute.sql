@@ -92,11 +92,12 @@ set search_path = pg_catalog, pg_temp
 set jit = off
 as $$
 begin
-  -- The only text spliced in is one of two fixed relation expressions.
+  -- The only text spliced in: one of two fixed relation expressions, and true or false.
   execute format($diff$
     with diff as (
       select coalesce(n.user_id, p.user_id) as user_id, coalesce(n.target_id, p.target_id) as target_id,
-             n.level, n.traverse_owned, p.user_id is null as is_new, n.user_id is null as is_gone
+             n.level, n.traverse_owned, p.user_id is null as is_new, n.user_id is null as is_gone,
+             p.level as old_level, p.traverse_owned as old_traverse_owned
       from pg_temp.permgraph_new n
       full join %s p on p.user_id = n.user_id and p.target_id = n.target_id
       where (p.level, p.traverse_owned) is distinct from (n.level, n.traverse_owned)
@@ -114,11 +115,16 @@ begin
       select user_id, target_id, level, traverse_owned from diff where is_new
       order by user_id, target_id  -- in primary-key order: each index page is visited once, not once per row
       returning 1
+    ), recorded as (
+      -- the change stream's events (170_changes.sql), only while a consumer is registered
+      insert into permgraph.permission_changes (user_id, target_id, old_level, new_level, old_traverse_owned, new_traverse_owned)
+      select user_id, target_id, old_level, level, old_traverse_owned, traverse_owned from diff where %s
     )
     select (select count(*) from inserted), (select count(*) from updated), (select count(*) from deleted)
     $diff$,
     case when p_scoped
       then '(select p.* from permgraph.permissions p join pg_temp.permgraph_region r on r.user_id = p.user_id and r.target_id = p.target_id)'
-      else 'permgraph.permissions' end)
+      else 'permgraph.permissions' end,
+    case when permgraph._changes_begin_write() then 'true' else 'false' end)
   into inserted, updated, deleted;
 end $$;

@@ -47,7 +47,8 @@ declare
   readable constant text :=
     'permgraph.nodes, permgraph.grants, permgraph.edges, permgraph.permissions, permgraph.effective_permissions, '
     'permgraph.trashed_groups, permgraph.deleted_nodes, permgraph.changes, permgraph.applier_state, '
-    'permgraph.roles, permgraph.operations, permgraph.audit_log';
+    'permgraph.roles, permgraph.operations, permgraph.audit_log, '
+    'permgraph.permission_changes, permgraph.change_consumers';
   query_functions constant text[] := array[
     'permgraph.check(text, text, integer)', 'permgraph.check(text, text, integer, boolean)',
     'permgraph.check_op(text, text, text)', 'permgraph.check_op(text, text, text, boolean)',
@@ -63,6 +64,12 @@ declare
   worker_functions constant text[] := array[
     'permgraph.apply_changes(integer, bigint, boolean)', 'permgraph.refresh()', 'permgraph.verify()',
     'permgraph._applier_role_key()'];
+  -- The change stream's consumers (170_changes.sql), whatever their role:
+  -- security definer, so consumers move their own position and nobody
+  -- writes the stream's tables directly.
+  consumer_functions constant text[] := array[
+    'permgraph.register_consumer(text)', 'permgraph.read_changes(text, integer, bigint)',
+    'permgraph.ack_changes(text, bigint)', 'permgraph.drop_consumer(text)'];
   signature text;
 begin
   perform permgraph._ensure_role('permgraph_reader');
@@ -86,5 +93,8 @@ begin
   end loop;
   foreach signature in array worker_functions loop
     execute format('grant execute on function %s to permgraph_worker', signature);
+  end loop;
+  foreach signature in array consumer_functions loop
+    execute format('grant execute on function %s to %s', signature, roles);
   end loop;
 end $$;

@@ -1,0 +1,208 @@
+-- The derived-permission change stream (semantics.md "Derived-permission
+-- changes"; docs/change-stream.md shows its use). While at least one
+-- consumer is registered, every batch records each row it changes in
+-- permgraph.permissions as an event of permgraph.permission_changes, in the
+-- same transaction; consumers read the events after their acknowledged
+-- seq, acknowledge them, and events acknowledged by every consumer are
+-- deleted. The current definition of these functions: `permgraph migrate`
+-- re-applies this file whenever its content changes (sql/README.md).
+--
+-- Why seq follows commit order. A sequence alone does not: two transactions
+-- may take numbers in one order and commit in the other, and a reader that
+-- has seen the later number would skip the earlier one for good. Here every
+-- writer of permissions (apply_changes, so the worker's batches and
+-- refresh()) holds the applier lock, pg_advisory_xact_lock(_applier_lock_key()),
+-- from before its first event until its commit, and _changes_begin_write
+-- takes it again itself, so no event is ever written without it. Batches are
+-- therefore serialized: the next one numbers its events only after the
+-- previous one committed (or rolled back), and a reader that sees an event
+-- also sees every committed event with a smaller seq. The sequence has no
+-- cache (migration 015) for the same reason.
+--
+-- Why a batch never misses a consumer. register_consumer and drop_consumer
+-- take the applier lock too, so they run between batches. A batch in READ
+-- COMMITTED reads the consumers after taking the lock, so it sees them. A
+-- REPEATABLE READ batch (the worker's) took its snapshot before waiting for
+-- the lock, so it may not see a consumer registered meanwhile: both
+-- functions therefore update permgraph.applier_state, the row every batch
+-- that writes updates at its end (060_apply.sql), and such a batch fails
+-- there with a serialization failure and is retried on a fresh snapshot
+-- (test/engine/changes.test.ts holds this). The same update makes a
+-- REPEATABLE READ registration fail when its snapshot is older than the last
+-- batch: the snapshot it returns is then always the table as of its seq.
+
+-- The notification channel of a batch that recorded events
+-- (PERMISSION_CHANGES_CHANNEL in src/constants.ts).
+create or replace function permgraph._permission_changes_channel() returns text
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$ select 'permgraph_permission_changes'::text $$;
+
+-- Called by _write_diff (040_compute.sql) before it writes: whether to record
+-- events. The one cost on the write path without consumers is this check.
+-- With consumers it queues the notification (sent on commit; dropped if the
+-- batch rolls back; several in one transaction are sent once).
+create or replace function permgraph._changes_begin_write() returns boolean
+language plpgsql
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
+begin
+  -- Re-entrant: apply_changes holds it already. See the file comment.
+  perform pg_catalog.pg_advisory_xact_lock(permgraph._applier_lock_key());
+  if not exists (select 1 from permgraph.change_consumers) then
+    return false;
+  end if;
+  perform pg_catalog.pg_notify(permgraph._permission_changes_channel(), '');
+  return true;
+end $$;
+
+create or replace function permgraph._check_consumer_name(p_name text) returns void
+language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if p_name is null or p_name !~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$' then
+    raise exception 'permgraph: a consumer name is 1 to 63 letters, digits, "_", ".", ":" or "-", starting with a letter or digit; got %',
+      coalesce('"' || p_name || '"', 'null')
+      using errcode = '22023';
+  end if;
+end $$;
+
+-- The consumer's acknowledged seq; an unknown consumer is an error.
+create or replace function permgraph._consumer_acked_seq(p_name text) returns bigint
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  acked bigint;
+begin
+  perform permgraph._check_consumer_name(p_name);
+  select c.acked_seq into acked from permgraph.change_consumers c where c.consumer = p_name;
+  if acked is null then
+    raise exception 'permgraph: no change consumer named "%"', p_name
+      using errcode = '22023', hint = 'register it first: select permgraph.register_consumer(name)';
+  end if;
+  return acked;
+end $$;
+
+-- The last seq handed out (0 before the first): every event recorded later
+-- has a greater one. Read from the sequence, which is not transactional:
+-- under the applier lock no batch is numbering events, so every number up
+-- to it belongs to a finished transaction.
+create or replace function permgraph._last_change_seq() returns bigint
+language sql
+set search_path = pg_catalog, pg_temp
+as $$ select case when s.is_called then s.last_value else 0 end from permgraph.permission_changes_seq s $$;
+
+-- Deletes the events every consumer has acknowledged (all of them when no
+-- consumer is left). Run by acknowledgements and drops, not by batches: the
+-- write path only inserts.
+create or replace function permgraph._prune_changes() returns void
+language sql
+set search_path = pg_catalog, pg_temp
+as $$
+  delete from permgraph.permission_changes
+  where seq <= coalesce((select min(acked_seq) from permgraph.change_consumers), 9223372036854775807)
+$$;
+
+-- Registers a consumer and returns the seq of its snapshot: the table
+-- permgraph.permissions as read later in the same transaction (the applier
+-- lock taken here is held until commit, so no batch commits in between).
+-- Events with a greater seq are what changed since. Idempotent: an existing
+-- consumer keeps its position and gets its acknowledged seq back (folding
+-- the events after it into a newer table still gives the current table,
+-- since each event carries the row's new value).
+create or replace function permgraph.register_consumer(name text) returns bigint
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  acked bigint;
+begin
+  perform permgraph._check_consumer_name(register_consumer.name);
+  perform pg_catalog.pg_advisory_xact_lock(permgraph._applier_lock_key());
+  update permgraph.applier_state set singleton = singleton;  -- see the file comment
+  select c.acked_seq into acked from permgraph.change_consumers c where c.consumer = register_consumer.name;
+  if acked is not null then
+    return acked;
+  end if;
+  acked := permgraph._last_change_seq();
+  insert into permgraph.change_consumers (consumer, acked_seq) values (register_consumer.name, acked);
+  return acked;
+end $$;
+
+-- The consumer's next events, in seq order: after its acknowledged seq, or
+-- after after_seq when that is greater (a reader that keeps its own position
+-- between acknowledgements). Marks nothing: unacknowledged events are
+-- returned again by the next call without after_seq.
+create or replace function permgraph.read_changes(name text, max_events integer default 1000, after_seq bigint default null)
+returns setof permgraph.permission_changes
+language plpgsql stable  -- one snapshot for the position and the events
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  acked bigint := permgraph._consumer_acked_seq(read_changes.name);
+begin
+  if max_events is null or max_events < 1 or max_events > 1000000 then
+    raise exception 'permgraph: max_events must be between 1 and 1000000, got %', coalesce(max_events::text, 'null')
+      using errcode = '22023';
+  end if;
+  return query
+    select e.* from permgraph.permission_changes e
+    where e.seq > greatest(acked, read_changes.after_seq)
+    order by e.seq
+    limit max_events;
+end $$;
+
+-- Marks the consumer's events up to seq consumed and deletes the events every
+-- consumer has now acknowledged. Acknowledging a seq at or below the current
+-- position changes nothing (a consumer that crashed after acknowledging
+-- acknowledges again); a seq beyond the last recorded event is refused, as
+-- it would skip events not yet written.
+create or replace function permgraph.ack_changes(name text, seq bigint) returns void
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  acked bigint := permgraph._consumer_acked_seq(ack_changes.name);
+  last_event bigint;
+begin
+  if ack_changes.seq is null then
+    raise exception 'permgraph: seq must not be null' using errcode = '22023';
+  end if;
+  if ack_changes.seq <= acked then
+    return;
+  end if;
+  select e.seq into last_event from permgraph.permission_changes e order by e.seq desc limit 1;
+  if last_event is null or ack_changes.seq > last_event then
+    raise exception 'permgraph: seq % is beyond the last event recorded (%)', ack_changes.seq, coalesce(last_event, acked)
+      using errcode = '22023';
+  end if;
+  -- greatest: of two concurrent acknowledgements, the further one stays
+  update permgraph.change_consumers c set acked_seq = greatest(c.acked_seq, ack_changes.seq), acked_at = now()
+  where c.consumer = ack_changes.name;
+  perform permgraph._prune_changes();
+end $$;
+
+-- Removes a consumer (true if there was one) and the events no other consumer
+-- still needs. With no consumer left, batches record nothing again.
+create or replace function permgraph.drop_consumer(name text) returns boolean
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  existed boolean;
+begin
+  perform permgraph._check_consumer_name(drop_consumer.name);
+  perform pg_catalog.pg_advisory_xact_lock(permgraph._applier_lock_key());
+  update permgraph.applier_state set singleton = singleton;  -- see the file comment
+  delete from permgraph.change_consumers c where c.consumer = drop_consumer.name;
+  existed := found;
+  perform permgraph._prune_changes();
+  return existed;
+end $$;
