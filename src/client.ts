@@ -12,6 +12,7 @@ import type { Transaction } from '@databases/pg';
 import { openPool, sql, type ConnectionPool, type Queryable } from './db/pool.ts';
 import { resolveDatabase, type ResolvedDatabase } from './db/resolve.ts';
 import { applyChanges, refresh, type ApplyOptions, type BatchResult } from './engine/apply.ts';
+import { changes, dropConsumer, registerConsumer, type ChangeBatch, type ChangesOptions, type Registration } from './engine/changes.ts';
 import { waitFor, writeWithToken, type FreshnessToken } from './engine/freshness.ts';
 import { verify, type VerifyResult } from './engine/verify.ts';
 import { InvalidInputError } from './errors.ts';
@@ -214,6 +215,27 @@ export class Permgraph {
 
   disableRowLevelSecurity(table: string): Promise<void> {
     return disableRowLevelSecurity(this.db, table);
+  }
+
+  /**
+   * Registers a change stream consumer (idempotent); readSnapshot reads the
+   * table as of the returned seq in the same transaction (docs/change-stream.md).
+   */
+  registerConsumer<T = undefined>(
+    name: string,
+    readSnapshot?: (tx: Queryable, registration: { seq: number; created: boolean }) => Promise<T>,
+  ): Promise<Registration<T>> {
+    return registerConsumer(this.db, name, readSnapshot);
+  }
+
+  /** The consumer's permission change events in batches, each with ack(); `follow` waits for more (LISTEN/NOTIFY). */
+  changes(name: string, options: Omit<ChangesOptions, 'url'> = {}): AsyncGenerator<ChangeBatch, void, undefined> {
+    return changes(this.db, name, { logger: this.logger, ...options, url: this.url });
+  }
+
+  /** Removes a change stream consumer and the events only it still needed; false if there was none. */
+  dropConsumer(name: string): Promise<boolean> {
+    return dropConsumer(this.db, name);
   }
 
   /** Runs a write in a transaction and returns its freshness token; database input errors become InvalidInputError. */

@@ -33,6 +33,18 @@ export const DEFAULT_APPLICATION_NAME = 'permgraph';
 export const CHANGES_CHANNEL = 'permgraph_changes';
 
 // ---------------------------------------------------------------------------
+// Change stream (sql/functions/170_changes.sql, src/engine/changes.ts)
+
+/** The channel a batch NOTIFYs (payload-free) when it recorded permission change events (= _permission_changes_channel() in SQL). */
+export const PERMISSION_CHANGES_CHANNEL = 'permgraph_permission_changes';
+
+/** application_name of a change stream follower's LISTEN connection. */
+export const CHANGES_LISTENER_APPLICATION_NAME = 'permgraph-changes';
+
+/** Events read (and acknowledged) at a time when none is given (= read_changes' default). */
+export const DEFAULT_CHANGES_BATCH = 1000;
+
+// ---------------------------------------------------------------------------
 // Advisory locks
 //
 // Every advisory lock permgraph takes, so that none collides with another.

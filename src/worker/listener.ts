@@ -5,12 +5,18 @@ import type { Logger } from '../logger.ts';
 /**
  * LISTENs for wake-ups with pg-listen, reconnecting forever. onWake runs on
  * every notification and after every (re)connect, because notifications sent
- * while disconnected are lost and the worker must catch up.
+ * while disconnected are lost and the worker must catch up. The worker's
+ * channel by default; the change stream's followers pass theirs.
  */
-export async function startListener(url: string, onWake: () => void, logger: Logger): Promise<Subscriber> {
+export async function startListener(
+  url: string,
+  onWake: () => void,
+  logger: Logger,
+  { channel = CHANGES_CHANNEL, applicationName = LISTENER_APPLICATION_NAME }: { channel?: string; applicationName?: string } = {},
+): Promise<Subscriber> {
   // pg-listen is CommonJS; its factory is the .default export.
   const subscriber = pgListen.default(
-    { connectionString: url, application_name: LISTENER_APPLICATION_NAME },
+    { connectionString: url, application_name: applicationName },
     { retryLimit: Infinity, retryTimeout: Infinity, retryInterval: 500, paranoidChecking: 10_000 },
   );
   subscriber.events.on('notification', onWake);
@@ -21,6 +27,6 @@ export async function startListener(url: string, onWake: () => void, logger: Log
   subscriber.events.on('reconnect', (attempt: number) => logger.warn({ attempt }, 'listener reconnecting'));
   subscriber.events.on('error', (error: Error) => logger.error({ err: error }, 'listener error'));
   await subscriber.connect();
-  await subscriber.listenTo(CHANGES_CHANNEL);
+  await subscriber.listenTo(channel);
   return subscriber;
 }

@@ -4,6 +4,7 @@ import { registerCoreCommands } from './core.ts';
 import { registerWorkerCommands } from './worker.ts';
 import { registerRolesCommands } from './roles.ts';
 import { registerOpsCommands } from './ops.ts';
+import { registerChangesCommands } from './changes.ts';
 
 /** Every permgraph subcommand; each module registers its own. */
 export function registerCommands(program: Command): void {
@@ -12,4 +13,5 @@ export function registerCommands(program: Command): void {
   registerWorkerCommands(program);
   registerRolesCommands(program);
   registerOpsCommands(program);
+  registerChangesCommands(program);
 }

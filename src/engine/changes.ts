@@ -1,0 +1,207 @@
+// The derived-permission change stream, from TypeScript: register a consumer
+// (and read its snapshot in the same transaction), read its events in batches,
+// acknowledge them, and follow new ones as batches commit them. The SQL side
+// (sql/functions/170_changes.sql) keeps the events and the positions;
+// docs/change-stream.md shows a search index kept in step with it.
+import type { Subscriber } from 'pg-listen';
+import { sql, type Queryable } from '../db/pool.ts';
+import {
+  CHANGES_LISTENER_APPLICATION_NAME,
+  DEFAULT_CHANGES_BATCH,
+  DEFAULT_POLL_INTERVAL_MS,
+  PERMISSION_CHANGES_CHANNEL,
+} from '../constants.ts';
+import { PermgraphError, withInputErrors } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import { silentLogger } from '../logger.ts';
+import type { Level } from '../types.ts';
+import { startListener } from '../worker/listener.ts';
+import { Wakeup } from '../worker/wakeup.ts';
+
+/**
+ * One changed row of permgraph.permissions. `old*` are null for an inserted
+ * row, `new*` for a deleted one. Folding the events after a snapshot's seq
+ * into that snapshot, in seq order, gives the current table.
+ */
+export interface PermissionChange {
+  /** Grows in commit order; has gaps (numbers of rolled-back batches). */
+  seq: number;
+  op: 'insert' | 'update' | 'delete';
+  userId: string;
+  targetId: string;
+  oldLevel: Level | null;
+  newLevel: Level | null;
+  oldTraverseOwned: boolean | null;
+  newTraverseOwned: boolean | null;
+  /** Always null until permissions has a valid_until column (expiring grants). */
+  oldValidUntil: Date | null;
+  newValidUntil: Date | null;
+  /** When the batch that recorded it started, moments before its commit. */
+  committedAt: Date;
+}
+
+export interface Registration<T> {
+  /** The seq of the snapshot: events with a greater seq are what changed since. */
+  seq: number;
+  /** false when the consumer existed: it kept its position, and `seq` is its acknowledged seq. */
+  created: boolean;
+  /** What readSnapshot returned (undefined without it). */
+  snapshot: T;
+}
+
+/**
+ * Registers a consumer (idempotent) and, in the same transaction, runs
+ * readSnapshot: what it reads of permgraph.permissions is the table as of
+ * the returned seq. The transaction holds the applier lock until it
+ * commits, so batches wait while readSnapshot runs: read what you need and
+ * return. A consumer that existed keeps its position; reading the table
+ * again is still safe (folding the events after its position into a newer
+ * table gives the current table, since each event carries the row's new value).
+ */
+export async function registerConsumer<T = undefined>(
+  db: Queryable, // a pool or a connection: the registration is a transaction of its own
+  name: string,
+  readSnapshot?: (tx: Queryable, registration: { seq: number; created: boolean }) => Promise<T>,
+): Promise<Registration<T>> {
+  return withInputErrors(() =>
+    db.tx(async (tx) => {
+      // Read committed: the lock register_consumer takes keeps batches out until
+      // commit, so every later statement reads the table as of the returned seq
+      // (under repeatable read, a batch committed before the lock would make
+      // register_consumer fail with a serialization failure instead).
+      await tx.query(sql`set transaction isolation level read committed`);
+      const [before] = await tx.query(sql`select exists (select 1 from permgraph.change_consumers where consumer = ${name}) as present`);
+      const [row] = await tx.query(sql`select permgraph.register_consumer(${name}) as seq`);
+      const registration = { seq: Number(row.seq), created: !before.present };
+      const snapshot = readSnapshot ? await readSnapshot(tx, registration) : (undefined as T);
+      return { ...registration, snapshot };
+    }),
+  );
+}
+
+export interface ReadOptions {
+  /** At most this many events (1..1,000,000; default 1,000). */
+  maxEvents?: number;
+  /** Only events after this seq, when it is beyond the consumer's acknowledged seq. */
+  afterSeq?: number | null;
+}
+
+/** The consumer's next events after its acknowledged seq (or afterSeq), in seq order; marks nothing. */
+export async function readChanges(db: Queryable, name: string, options: ReadOptions = {}): Promise<PermissionChange[]> {
+  const rows: ChangeRow[] = await withInputErrors(() =>
+    db.query(sql`
+      select seq, user_id, target_id, old_level, new_level, old_traverse_owned, new_traverse_owned,
+             old_valid_until, new_valid_until, committed_at
+      from permgraph.read_changes(${name}, ${options.maxEvents ?? DEFAULT_CHANGES_BATCH}::integer, ${options.afterSeq ?? null}::bigint)`),
+  );
+  return rows.map(toChange);
+}
+
+/** Marks the consumer's events up to seq consumed (a seq at or below its position changes nothing). */
+export async function ackChanges(db: Queryable, name: string, seq: number): Promise<void> {
+  await withInputErrors(() => db.query(sql`select permgraph.ack_changes(${name}, ${seq}::bigint)`));
+}
+
+/** Removes the consumer and the events only it still needed; false if there was none. */
+export async function dropConsumer(db: Queryable, name: string): Promise<boolean> {
+  const [row] = await withInputErrors(() => db.query(sql`select permgraph.drop_consumer(${name}) as existed`));
+  return row.existed === true;
+}
+
+/** Events read together; ack() acknowledges them and every earlier one. */
+export interface ChangeBatch {
+  events: PermissionChange[];
+  /** The seq of the last event. */
+  lastSeq: number;
+  ack(): Promise<void>;
+}
+
+export interface ChangesOptions extends Omit<ReadOptions, 'afterSeq'> {
+  /** Keep waiting for new events instead of ending when none are left. */
+  follow?: boolean;
+  /** With follow: LISTEN on this server (the pool's URL) to be woken as soon as a batch commits events. */
+  url?: string;
+  /** With follow: read at least this often even without a notification (default 1 s). */
+  pollIntervalMs?: number;
+  /** Ends the iteration (after the batch being processed). */
+  signal?: AbortSignal;
+  logger?: Logger;
+}
+
+/**
+ * The consumer's events, batch by batch, from its acknowledged seq: ends
+ * when none are left, or with `follow` waits for more until `signal` aborts
+ * (or the loop breaks). Acknowledge a batch once it is applied; the
+ * iterator moves on either way, and what is not acknowledged is delivered
+ * again to the next reader of this consumer (after a crash or restart).
+ */
+export async function* changes(db: Queryable, name: string, options: ChangesOptions = {}): AsyncGenerator<ChangeBatch, void, undefined> {
+  const logger = options.logger ?? silentLogger;
+  const pollIntervalMs = options.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS;
+  const wakeup = new Wakeup();
+  const onAbort = () => wakeup.notify();
+  options.signal?.addEventListener('abort', onAbort);
+  let subscriber: Subscriber | undefined;
+  try {
+    if (options.follow && options.url && !options.signal?.aborted) {
+      subscriber = await startListener(options.url, () => wakeup.notify(), logger, {
+        channel: PERMISSION_CHANGES_CHANNEL,
+        applicationName: CHANGES_LISTENER_APPLICATION_NAME,
+      });
+    }
+    let position: number | null = null;
+    while (!options.signal?.aborted) {
+      let events: PermissionChange[];
+      try {
+        events = await readChanges(db, name, { maxEvents: options.maxEvents, afterSeq: position });
+      } catch (error) {
+        // Bad input (an unknown or dropped consumer) ends the iteration; a lost
+        // connection does not end a follower, which reads again after a pause.
+        if (!options.follow || error instanceof PermgraphError) throw error;
+        logger.warn({ err: error }, 'reading changes failed; retrying');
+        await wakeup.wait(pollIntervalMs);
+        continue;
+      }
+      if (events.length > 0) {
+        const lastSeq = events[events.length - 1]!.seq;
+        position = lastSeq;
+        yield { events, lastSeq, ack: () => ackChanges(db, name, lastSeq) };
+        continue;
+      }
+      if (!options.follow) return;
+      await wakeup.wait(pollIntervalMs);
+    }
+  } finally {
+    options.signal?.removeEventListener('abort', onAbort);
+    await subscriber?.close().catch(() => {});
+  }
+}
+
+interface ChangeRow {
+  seq: number;
+  user_id: string;
+  target_id: string;
+  old_level: Level | null;
+  new_level: Level | null;
+  old_traverse_owned: boolean | null;
+  new_traverse_owned: boolean | null;
+  old_valid_until: Date | null;
+  new_valid_until: Date | null;
+  committed_at: Date;
+}
+
+function toChange(row: ChangeRow): PermissionChange {
+  return {
+    seq: Number(row.seq),
+    op: row.old_level === null ? 'insert' : row.new_level === null ? 'delete' : 'update',
+    userId: row.user_id,
+    targetId: row.target_id,
+    oldLevel: row.old_level,
+    newLevel: row.new_level,
+    oldTraverseOwned: row.old_traverse_owned,
+    newTraverseOwned: row.new_traverse_owned,
+    oldValidUntil: row.old_valid_until,
+    newValidUntil: row.new_valid_until,
+    committedAt: row.committed_at,
+  };
+}

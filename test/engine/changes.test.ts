@@ -1,0 +1,489 @@
+// The derived-permission change stream (sql/functions/170_changes.sql,
+// src/engine/changes.ts): folding a consumer's events into its registration
+// snapshot must give exactly the table, whatever the changes, crashes,
+// retries and concurrent batches; with no consumer nothing is recorded.
+import fc from 'fast-check';
+import { IsolationLevel } from '@databases/pg';
+import { afterEach, describe, expect, it } from 'vitest';
+import { sql, type Queryable } from '../../src/db/pool.ts';
+import { applyChanges, refresh } from '../../src/engine/apply.ts';
+import { ackChanges, changes, dropConsumer, readChanges, registerConsumer, type PermissionChange } from '../../src/engine/changes.ts';
+import { InvalidInputError } from '../../src/errors.ts';
+import { Worker } from '../../src/worker/worker.ts';
+import * as model from '../reference/model.ts';
+import type { PermissionRow, RefGraph } from '../reference/model.ts';
+import { g, grant, u } from '../helpers/builders.ts';
+import { collect, runCli, spawnCli } from '../helpers/cli.ts';
+import { createTestDatabase } from '../helpers/database.ts';
+import { graphArbitrary, loadGraph, readPermissions } from '../helpers/graph.ts';
+import { createLogin } from '../helpers/logins.ts';
+import { GraphState, mutationArbitrary } from '../helpers/mutations.ts';
+
+const key = (userId: string, targetId: string) => `${userId}\u0000${targetId}`;
+
+/** A consumer's copy of the table. */
+type Copy = Map<string, PermissionRow>;
+
+function copyOf(rows: readonly PermissionRow[]): Copy {
+  return new Map(rows.map((r) => [key(r.userId, r.targetId), { ...r }]));
+}
+
+function rowsOf(copy: Copy): PermissionRow[] {
+  return [...copy.values()].sort((a, b) => model.compareIds(a.userId, b.userId) || model.compareIds(a.targetId, b.targetId));
+}
+
+/**
+ * Applies events in order, checking that each one's old value is what the
+ * copy holds (so old_* are right and nothing is missed, doubled or out of order).
+ */
+function fold(copy: Copy, events: readonly PermissionChange[], context: string): void {
+  for (const e of events) {
+    const k = key(e.userId, e.targetId);
+    const held = copy.get(k);
+    expect(
+      { level: e.oldLevel, traverseOwned: e.oldTraverseOwned },
+      `${context}: old value of event ${e.seq} (${e.op} ${e.userId} -> ${e.targetId})`,
+    ).toEqual({ level: held?.level ?? null, traverseOwned: held?.traverseOwned ?? null });
+    expect([e.oldValidUntil, e.newValidUntil]).toEqual([null, null]);
+    if (e.newLevel === null) copy.delete(k);
+    else copy.set(k, { userId: e.userId, targetId: e.targetId, level: e.newLevel, traverseOwned: e.newTraverseOwned! });
+  }
+}
+
+/** Every event after `after` (all of them, in batches of `maxEvents`), seq strictly increasing. */
+async function readAll(db: Queryable, name: string, after: number | null, maxEvents = 1000): Promise<PermissionChange[]> {
+  const all: PermissionChange[] = [];
+  for (;;) {
+    const batch = await readChanges(db, name, { afterSeq: all.length ? all[all.length - 1]!.seq : after, maxEvents });
+    if (batch.length === 0) break;
+    all.push(...batch);
+  }
+  for (let i = 1; i < all.length; i++) expect(all[i]!.seq).toBeGreaterThan(all[i - 1]!.seq);
+  if (after !== null && all.length) expect(all[0]!.seq).toBeGreaterThan(after);
+  return all;
+}
+
+async function eventCount(db: Queryable): Promise<number> {
+  const [row] = await db.query(sql`select count(*)::int as n from permgraph.permission_changes`);
+  return row.n;
+}
+
+async function waitUntil(predicate: () => Promise<boolean>, what: string, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await predicate())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('the derived-permission change stream', async () => {
+  const { db, url } = await createTestDatabase();
+  const cleanups: (() => Promise<void>)[] = [];
+
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0)) await cleanup();
+  });
+
+  async function dropAllConsumers(): Promise<void> {
+    await db.query(sql`select permgraph.drop_consumer(consumer) from permgraph.change_consumers`);
+  }
+
+  /** Loads the graph (written directly, so with no consumer registered) and refreshes. */
+  async function start(graph: RefGraph): Promise<GraphState> {
+    await dropAllConsumers();
+    await loadGraph(db, graph);
+    await refresh(db);
+    return new GraphState(graph);
+  }
+
+  it('under random changes, batches and refreshes, the fold of the events equals the table and the model after every batch', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        graphArbitrary({ users: 8, groups: 10, objects: 5, grants: 30 }),
+        fc.array(
+          fc.tuple(mutationArbitrary, fc.constantFrom('none', 'none', 'batch', 'batch', 'small region', 'refresh', 'ack', 'crash')),
+          { minLength: 1, maxLength: 25 },
+        ),
+        async (graph, steps) => {
+          const state = await start(graph);
+          // Two consumers from the same snapshot: `fast` acknowledges as it goes
+          // and sometimes crashes; `slow` never acknowledges until the end.
+          const fast = await registerConsumer(db, 'fast', (tx) => readPermissions(tx));
+          const slow = await registerConsumer(db, 'slow', (tx) => readPermissions(tx));
+          expect(fast.created && slow.created).toBe(true);
+          expect(slow.seq).toBe(fast.seq);
+          expect(fast.snapshot).toEqual(model.computePermissions(graph));
+          let copy = copyOf(fast.snapshot);
+          let position = fast.seq;
+          let acked = { copy: copyOf(fast.snapshot), seq: fast.seq };
+          const log: string[] = [];
+          for (const [index, [mutation, step]] of steps.entries()) {
+            log.push(await state.apply(db, mutation));
+            const last = index === steps.length - 1;
+            if (step === 'batch' || step === 'small region' || last) {
+              await applyChanges(db, step === 'small region' ? { maxPairs: 3 } : {}); // a tiny region limit forces the full path
+            } else if (step === 'refresh') {
+              await refresh(db);
+              log.push('refresh');
+            } else {
+              continue;
+            }
+            const events = await readAll(db, 'fast', position);
+            fold(copy, events, log.join('; '));
+            if (events.length) position = events[events.length - 1]!.seq;
+            const table = await readPermissions(db);
+            expect(rowsOf(copy), log.join('; ')).toEqual(table);
+            expect(table, log.join('; ')).toEqual(model.computePermissions(state.snapshot()));
+            if (step === 'ack' && position > acked.seq) {
+              await ackChanges(db, 'fast', position);
+              acked = { copy: new Map(copy), seq: position };
+            }
+          }
+          // A crash: the consumer restarts from what it had when it last acknowledged
+          // and reads from its acknowledged seq: the same events again, then the rest.
+          if (steps.some(([, s]) => s === 'crash')) {
+            copy = new Map(acked.copy);
+            const again = await readAll(db, 'fast', null);
+            if (again.length) expect(again[0]!.seq).toBeGreaterThan(acked.seq);
+            fold(copy, again, `after a crash: ${log.join('; ')}`);
+            expect(rowsOf(copy)).toEqual(await readPermissions(db));
+          }
+          // The slow consumer still has every event since the snapshot.
+          const slowCopy = copyOf(slow.snapshot);
+          const slowEvents = await readAll(db, 'slow', null, 7);
+          fold(slowCopy, slowEvents, `slow: ${log.join('; ')}`);
+          expect(rowsOf(slowCopy)).toEqual(await readPermissions(db));
+          // Acknowledged by both: nothing is kept.
+          if (slowEvents.length) {
+            const lastSeq = slowEvents[slowEvents.length - 1]!.seq;
+            await ackChanges(db, 'slow', lastSeq);
+            await ackChanges(db, 'fast', lastSeq);
+          }
+          expect(await eventCount(db)).toBe(0);
+        },
+      ),
+      { numRuns: 80 },
+    );
+  });
+
+  it('with no consumer registered, batches and refresh() record nothing', async () => {
+    const state = await start({ nodes: [u('a'), u('b'), g('t')], grants: [grant('a', 2, 't')] });
+    const [{ seq: before }] = await db.query(sql`select last_value as seq from permgraph.permission_changes_seq`);
+    for (const m of fc.sample(mutationArbitrary, { numRuns: 30, seed: 7 })) await state.apply(db, m);
+    const result = await applyChanges(db);
+    expect(result.inserted + result.updated + result.deleted).toBeGreaterThan(0);
+    await db.query(sql`update permgraph.permissions set level = 1 where level = 3 and user_id <> target_id`);
+    expect((await refresh(db)).updated).toBeGreaterThan(0);
+    expect(await readPermissions(db)).toEqual(model.computePermissions(state.snapshot()));
+    expect(await eventCount(db)).toBe(0);
+    const [{ seq: after }] = await db.query(sql`select last_value as seq from permgraph.permission_changes_seq`);
+    expect(after).toBe(before);
+    // And again after the last consumer is dropped.
+    await registerConsumer(db, 'brief');
+    await db.query(sql`insert into permgraph.nodes (id, kind) values ('brief-user', 'user')`);
+    await applyChanges(db);
+    expect(await eventCount(db)).toBe(1);
+    expect(await dropConsumer(db, 'brief')).toBe(true);
+    expect(await eventCount(db)).toBe(0);
+    await db.query(sql`delete from permgraph.nodes where id = 'brief-user'`);
+    expect(await applyChanges(db)).toMatchObject({ mode: 'incremental', deleted: 1 });
+    expect(await eventCount(db)).toBe(0);
+  });
+
+  it('refresh() records exactly the rows it repaired, with the values it found', async () => {
+    await start({ nodes: [u('a'), u('b'), g('t'), g('p', 't')], grants: [grant('a', 2, 't'), grant('b', 1, 'p')] });
+    const reg = await registerConsumer(db, 'repair', (tx) => readPermissions(tx));
+    // Damage the table behind the engine's back (only the owner can).
+    await db.query(sql`update permgraph.permissions set level = 3, traverse_owned = true where user_id = 'a' and target_id = 'p'`);
+    await db.query(sql`delete from permgraph.permissions where user_id = 'b' and target_id = 'p'`);
+    await db.query(sql`insert into permgraph.permissions values ('b', 't', 3, true)`);
+    expect(await refresh(db)).toMatchObject({ mode: 'full', inserted: 1, updated: 1, deleted: 1 });
+    const events = await readChanges(db, 'repair');
+    const shape = events.map(({ op, userId, targetId, oldLevel, newLevel, oldTraverseOwned, newTraverseOwned }) => ({
+      op, userId, targetId, oldLevel, newLevel, oldTraverseOwned, newTraverseOwned,
+    }));
+    expect(shape.sort((x, y) => model.compareIds(x.userId + x.targetId, y.userId + y.targetId))).toEqual([
+      { op: 'update', userId: 'a', targetId: 'p', oldLevel: 3, newLevel: 2, oldTraverseOwned: true, newTraverseOwned: true },
+      { op: 'insert', userId: 'b', targetId: 'p', oldLevel: null, newLevel: 1, oldTraverseOwned: null, newTraverseOwned: true },
+      { op: 'delete', userId: 'b', targetId: 't', oldLevel: 3, newLevel: null, oldTraverseOwned: true, newTraverseOwned: null },
+    ]);
+    expect(events.every((e) => e.seq > reg.seq && e.committedAt instanceof Date)).toBe(true);
+    // The consumer never saw the damage: its copy is right before and after.
+    expect(reg.snapshot).toEqual(await readPermissions(db));
+  });
+
+  it('a consumer that crashes before acknowledging gets the same events again', async () => {
+    const state = await start({ nodes: [u('a'), g('t'), ...Array.from({ length: 6 }, (_, i) => g(`p${i}`, 't'))], grants: [] });
+    await registerConsumer(db, 'crashy');
+    await state.apply(db, { type: 'grant', tail: 0, head: 1, level: 2, source: 'a' }); // a -> t: 7 rows
+    await applyChanges(db);
+    const read = async (): Promise<PermissionChange[][]> => {
+      const batches: PermissionChange[][] = [];
+      for await (const batch of changes(db, 'crashy', { maxEvents: 3 })) batches.push(batch.events);
+      return batches;
+    };
+    const first = await read(); // "crashes": never acknowledges
+    expect(first.map((b) => b.length)).toEqual([3, 3, 1]);
+    expect(await read()).toEqual(first);
+    // Acknowledge the first batch only, then crash.
+    for await (const batch of changes(db, 'crashy', { maxEvents: 3 })) {
+      await batch.ack();
+      break;
+    }
+    expect(await read()).toEqual(first.slice(1));
+    // Acknowledging again, or an earlier seq, changes nothing; a seq beyond the last event is refused.
+    await ackChanges(db, 'crashy', first[0]![0]!.seq);
+    expect(await read()).toEqual(first.slice(1));
+    const lastSeq = first[2]![0]!.seq;
+    await expect(ackChanges(db, 'crashy', lastSeq + 1)).rejects.toThrow(`seq ${lastSeq + 1} is beyond the last event recorded (${lastSeq})`);
+    await ackChanges(db, 'crashy', lastSeq);
+    expect(await read()).toEqual([]);
+    expect(await eventCount(db)).toBe(0);
+  });
+
+  it('keeps events until every consumer has acknowledged them', async () => {
+    const state = await start({ nodes: [u('a'), g('t')], grants: [] });
+    await registerConsumer(db, 'one');
+    await registerConsumer(db, 'two');
+    await state.apply(db, { type: 'grant', tail: 0, head: 1, level: 1, source: 'a' });
+    await applyChanges(db);
+    const [event] = await readChanges(db, 'one');
+    await ackChanges(db, 'one', event!.seq);
+    expect(await readChanges(db, 'one')).toEqual([]);
+    expect(await readChanges(db, 'two')).toEqual([event]);
+    expect(await eventCount(db)).toBe(1);
+    await ackChanges(db, 'two', event!.seq);
+    expect(await eventCount(db)).toBe(0);
+    // A consumer registered later starts after the events recorded so far.
+    await state.apply(db, { type: 'grant', tail: 0, head: 1, level: 3, source: 'a' });
+    await applyChanges(db);
+    const late = await registerConsumer(db, 'late');
+    expect(late.seq).toBe((await readChanges(db, 'one'))[0]!.seq);
+    expect(await readChanges(db, 'late')).toEqual([]);
+    // Dropping the consumer that holds events back prunes them.
+    await ackChanges(db, 'two', late.seq);
+    expect(await eventCount(db)).toBe(1);
+    expect(await dropConsumer(db, 'one')).toBe(true);
+    expect(await eventCount(db)).toBe(0);
+    expect(await dropConsumer(db, 'one')).toBe(false);
+  });
+
+  it('a repeatable-read batch whose snapshot predates a registration is retried, never committed without events', async () => {
+    await start({ nodes: [u('a'), g('t')], grants: [] });
+    await db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('a', 't', 2)`);
+    let registered!: () => void;
+    const registration = new Promise<void>((resolve) => (registered = resolve));
+    // The worker's transaction: its snapshot is taken, then a consumer registers and commits.
+    const batch = db.tx(
+      async (tx) => {
+        await tx.query(sql`select 1`);
+        await registration;
+        return tx.query(sql`select permgraph.apply_changes()`);
+      },
+      { isolationLevel: IsolationLevel.REPEATABLE_READ },
+    );
+    const reg = await registerConsumer(db, 'racer', (tx) => readPermissions(tx));
+    registered();
+    await expect(batch).rejects.toMatchObject({ code: '40001' });
+    // The retry (what applyChanges does) sees the consumer and records the change.
+    await applyChanges(db);
+    const copy = copyOf(reg.snapshot);
+    fold(copy, await readChanges(db, 'racer'), 'after the retry');
+    expect(rowsOf(copy)).toEqual(await readPermissions(db));
+    expect(await readPermissions(db)).toContainEqual({ userId: 'a', targetId: 't', level: 2, traverseOwned: true });
+  });
+
+  it('a repeatable-read registration whose snapshot predates a batch fails rather than return a stale snapshot', async () => {
+    await start({ nodes: [u('a'), g('t')], grants: [] });
+    await db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('a', 't', 2)`);
+    let applied!: () => void;
+    const batchDone = new Promise<void>((resolve) => (applied = resolve));
+    const registration = db.tx(
+      async (tx) => {
+        await tx.query(sql`select 1`);
+        await batchDone;
+        return tx.query(sql`select permgraph.register_consumer('stale')`);
+      },
+      { isolationLevel: IsolationLevel.REPEATABLE_READ },
+    );
+    await applyChanges(db);
+    applied();
+    await expect(registration).rejects.toMatchObject({ code: '40001' });
+    expect(await db.query(sql`select * from permgraph.change_consumers`)).toEqual([]);
+  });
+
+  it('names are validated; unknown consumers and bad arguments are refused with clear errors', async () => {
+    await dropAllConsumers();
+    for (const bad of ['', 'has space', '-leading', 'x'.repeat(64), 'semi;colon']) {
+      await expect(registerConsumer(db, bad)).rejects.toThrow(/a consumer name is 1 to 63 letters, digits/);
+    }
+    await expect(registerConsumer(db, 'ok')).resolves.toMatchObject({ created: true });
+    const again = await registerConsumer(db, 'ok');
+    expect(again).toMatchObject({ created: false });
+    await expect(readChanges(db, 'missing')).rejects.toThrow('no change consumer named "missing"');
+    await expect(readChanges(db, 'missing')).rejects.toBeInstanceOf(InvalidInputError);
+    await expect(ackChanges(db, 'missing', 1)).rejects.toThrow('no change consumer named "missing"');
+    await expect(readChanges(db, 'ok', { maxEvents: 0 })).rejects.toThrow('max_events must be between 1 and 1000000, got 0');
+    await expect(db.query(sql`select permgraph.ack_changes('ok', null)`)).rejects.toThrow('seq must not be null');
+    expect(await dropConsumer(db, 'ok')).toBe(true);
+  });
+
+  it('every role may consume; no role can write the stream\'s tables', async () => {
+    await start({ nodes: [u('a'), g('t')], grants: [] });
+    for (const role of ['permgraph_reader', 'permgraph_writer', 'permgraph_worker']) {
+      const login = await createLogin(db, url, role.replace('permgraph_', ''), role);
+      const name = `by-${role}`;
+      const reg = await registerConsumer(login.db, name, (tx) => readPermissions(tx));
+      await db.query(sql`insert into permgraph.grants (tail_id, head_id, level, source) values ('a', 't', 1, ${role})`);
+      await applyChanges(db);
+      const events = await readChanges(login.db, name);
+      const copy = copyOf(reg.snapshot);
+      fold(copy, events, role);
+      expect(rowsOf(copy)).toEqual(await readPermissions(db));
+      await ackChanges(login.db, name, events[events.length - 1]!.seq);
+      for (const attack of [
+        sql`insert into permgraph.permission_changes (user_id, target_id, new_level) values ('a', 'x', 3)`,
+        sql`delete from permgraph.permission_changes`,
+        sql`update permgraph.change_consumers set acked_seq = 0`,
+        sql`insert into permgraph.change_consumers (consumer, acked_seq) values ('forged', 0)`,
+      ]) {
+        await expect(login.db.query(attack), role).rejects.toMatchObject({ code: '42501' });
+      }
+      expect(await dropConsumer(login.db, name)).toBe(true);
+      await db.query(sql`delete from permgraph.grants where source = ${role}`);
+      await applyChanges(db);
+    }
+  });
+
+  it('a follower is woken by the batch that recorded events, and its fold stays equal to the table', async () => {
+    const graph = fc.sample(graphArbitrary({ users: 10, groups: 12, objects: 5, grants: 40 }, 0.5), { numRuns: 1, seed: 42 })[0]!;
+    const state = await start(graph);
+    const reg = await registerConsumer(db, 'follower', (tx) => readPermissions(tx));
+    const worker = new Worker({ url, pollIntervalMs: 100 });
+    await worker.start();
+    cleanups.push(() => worker.stop());
+    const copy = copyOf(reg.snapshot);
+    const stop = new AbortController();
+    let received = 0;
+    // Polling only once a minute: only the NOTIFY of a batch can wake it in time.
+    const following = (async () => {
+      for await (const batch of changes(db, 'follower', { follow: true, url, pollIntervalMs: 60_000, signal: stop.signal })) {
+        fold(copy, batch.events, 'follower');
+        received += batch.events.length;
+        await batch.ack();
+      }
+    })();
+    for (const m of fc.sample(mutationArbitrary, { numRuns: 40, seed: 3 })) await state.apply(db, m);
+    const expected = model.computePermissions(state.snapshot());
+    await waitUntil(async () => JSON.stringify(rowsOf(copy)) === JSON.stringify(expected), 'the follower to catch up');
+    expect(received).toBeGreaterThan(0);
+    expect(await readPermissions(db)).toEqual(expected);
+    stop.abort();
+    await following; // ends on abort
+    expect(await eventCount(db)).toBe(0);
+  });
+
+  describe('permgraph changes', () => {
+    const cli = (...args: string[]) => runCli(['--database-url', url, ...args]);
+
+    it('prints events (JSON lines with --json) and acknowledges them; --register and --drop', async () => {
+      const state = await start({ nodes: [u('ann'), g('docs'), g('specs', 'docs')], grants: [] });
+      const missing = await cli('changes', '--consumer', 'cli');
+      expect(missing.code).toBe(1);
+      expect(missing.stderr).toMatch(/^permgraph: no change consumer named "cli"\n$/);
+      const registered = await cli('changes', '--consumer', 'cli', '--register');
+      expect(registered).toMatchObject({ code: 0, stdout: 'no new changes for consumer cli\n' });
+      expect(registered.stderr).toMatch(/^permgraph: registered consumer cli at seq \d+\n$/);
+      await state.apply(db, { type: 'grant', tail: 0, head: 1, level: 2, source: 'a' });
+      await applyChanges(db);
+      const json = await cli('changes', '--consumer', 'cli', '--json', '--max-events', '1');
+      expect(json.code).toBe(0);
+      const lines = json.stdout.trimEnd().split('\n').map((line) => JSON.parse(line));
+      expect(lines.map(({ op, userId, targetId, newLevel, newTraverseOwned }) => ({ op, userId, targetId, newLevel, newTraverseOwned }))).toEqual([
+        { op: 'insert', userId: 'ann', targetId: 'docs', newLevel: 2, newTraverseOwned: true },
+        { op: 'insert', userId: 'ann', targetId: 'specs', newLevel: 2, newTraverseOwned: true },
+      ]);
+      expect(Object.keys(lines[0]).sort()).toEqual([
+        'committedAt', 'newLevel', 'newTraverseOwned', 'newValidUntil', 'oldLevel', 'oldTraverseOwned', 'oldValidUntil', 'op', 'seq', 'targetId', 'userId',
+      ]);
+      expect((await cli('changes', '--consumer', 'cli', '--json')).stdout).toBe('');
+      await state.apply(db, { type: 'grant', tail: 0, head: 1, level: 1, source: 'a' });
+      await applyChanges(db);
+      const human = await cli('changes', '--consumer', 'cli');
+      expect(human.stdout).toMatch(/^\d+ update ann -> docs: level 2 -> 1, traverse_owned true -> true\n\d+ update ann -> specs: level 2 -> 1/);
+      expect(await cli('changes', '--consumer', 'cli', '--drop')).toMatchObject({ code: 0, stdout: 'dropped consumer cli\n' });
+      expect((await cli('changes', '--consumer', 'bad name')).stderr).toMatch(/^permgraph: a consumer name is 1 to 63 letters/);
+    });
+
+    it('--follow prints what batches commit until SIGTERM, then exits 0 having acknowledged it', async () => {
+      const state = await start({ nodes: [u('ann'), g('docs')], grants: [] });
+      await registerConsumer(db, 'tail');
+      const child = spawnCli(['--database-url', url, 'changes', '--consumer', 'tail', '--follow', '--json', '--poll-interval', '60000']);
+      const done = collect(child);
+      let stdout = '';
+      child.stdout!.on('data', (chunk) => (stdout += chunk));
+      await waitUntil(async () => {
+        const rows = await db.query(sql`select 1 from pg_stat_activity where datname = current_database() and application_name = 'permgraph-changes'`);
+        return rows.length > 0;
+      }, 'the follower to LISTEN');
+      await state.apply(db, { type: 'grant', tail: 0, head: 1, level: 3, source: 'a' });
+      await applyChanges(db);
+      await waitUntil(async () => stdout.includes('"targetId":"docs"'), 'the event to be printed');
+      await waitUntil(async () => (await eventCount(db)) === 0, 'the acknowledgement');
+      child.kill('SIGTERM');
+      const result = await done;
+      expect(result.code).toBe(0);
+      expect(JSON.parse(result.stdout.trim())).toMatchObject({ op: 'insert', userId: 'ann', targetId: 'docs', newLevel: 3 });
+    });
+  });
+});
+
+/** A graph whose batches take long enough to be interrupted: many users × many groups. */
+function wideGraph(users: number, groups: number): RefGraph {
+  const nodes = [...Array.from({ length: users }, (_, i) => u(`u${i}`)), g('team'), ...Array.from({ length: groups }, (_, i) => g(`p${i}`))];
+  const grants = [
+    ...Array.from({ length: users }, (_, i) => grant(`u${i}`, 2, 'team')),
+    ...Array.from({ length: groups }, (_, i) => grant('team', 1, `p${i}`)),
+  ];
+  return { nodes, grants };
+}
+
+describe('the change stream when the worker is killed mid-batch', async () => {
+  const { db, url } = await createTestDatabase();
+
+  it('SIGKILL of a CLI worker leaves all of a batch\'s events or none, and the fold equals the table after a restart', async () => {
+    const graph = wideGraph(300, 300);
+    await loadGraph(db, graph);
+    await refresh(db);
+    const reg = await registerConsumer(db, 'survivor', (tx) => readPermissions(tx));
+    // Revoking the team's grants: a batch of 90,000 deleted rows (and as many events) to be killed in.
+    await db.query(sql`delete from permgraph.grants where tail_id = 'team'`);
+    const after = { nodes: graph.nodes, grants: graph.grants.filter((x) => x.tailId !== 'team') };
+    const child = spawnCli(['--database-url', url, 'worker', '--poll-interval', '50']);
+    const done = collect(child);
+    await waitUntil(async () => {
+      const rows = await db.query(sql`
+        select 1 from pg_stat_activity
+        where datname = current_database() and state = 'active' and query like '%apply_changes%' and pid <> pg_backend_pid()`);
+      return rows.length > 0;
+    }, 'a batch to start');
+    child.kill('SIGKILL');
+    await done;
+    await waitUntil(async () => {
+      const rows = await db.query(sql`select 1 from pg_stat_activity where datname = current_database() and application_name = 'permgraph-worker'`);
+      return rows.length === 0;
+    }, 'the killed worker backend to go away');
+    // Whatever committed, the events committed with it: the fold equals the table.
+    const copy = copyOf(reg.snapshot);
+    const events = await readAll(db, 'survivor', null);
+    fold(copy, events, 'after the kill');
+    const table = await readPermissions(db);
+    expect(rowsOf(copy)).toEqual(table);
+    expect([0, reg.snapshot.length - table.length]).toContain(events.length);
+    const restarted = await runCli(['--database-url', url, 'worker', '--once']);
+    expect(restarted.code).toBe(0);
+    fold(copy, await readAll(db, 'survivor', events.length ? events[events.length - 1]!.seq : null), 'after the restart');
+    expect(rowsOf(copy)).toEqual(await readPermissions(db));
+    expect(rowsOf(copy)).toEqual(model.computePermissions(after));
+  });
+});
