@@ -30,6 +30,7 @@ interface Options {
   worker: boolean;
   coldstart: boolean;
   stock: boolean;
+  stream: boolean;
 }
 
 function parseOptions(): Options {
@@ -46,12 +47,13 @@ function parseOptions(): Options {
     .option('--no-worker', 'skip the worker end-to-end benchmarks')
     .option('--coldstart', 'only measure the CLI cold start against bare node (bench/measure/coldstart.ts), then exit', false)
     .option('--stock', 'only measure one change on a server with default settings (jit on) against jit off (bench/measure/stock-server.ts), then exit', false)
+    .option('--stream', 'only measure the change stream\'s write cost, with and without a consumer, on org (--size; bench/measure/stream.ts), then exit', false)
     .parse();
-  const o = program.opts<{ size: string; shape: string; graph?: string; seed: string; keep: boolean; skipReads: boolean; skipIncremental: boolean; worker: boolean; coldstart: boolean; stock: boolean }>();
+  const o = program.opts<{ size: string; shape: string; graph?: string; seed: string; keep: boolean; skipReads: boolean; skipIncremental: boolean; worker: boolean; coldstart: boolean; stock: boolean; stream: boolean }>();
   if (o.size !== 'small' && o.size !== 'large') throw new Error(`--size must be small or large, got ${o.size}`);
   const shapes = o.shape.split(',').map((s) => s.trim()).filter(Boolean);
   for (const s of shapes) if (!SHAPES.includes(s as Shape)) throw new Error(`unknown shape ${s}; use ${SHAPES.join(', ')}`);
-  return { size: o.size, shapes: shapes as Shape[], graph: o.graph, seed: o.seed, keep: o.keep, skipReads: o.skipReads, skipIncremental: o.skipIncremental, worker: o.worker, coldstart: o.coldstart, stock: o.stock };
+  return { size: o.size, shapes: shapes as Shape[], graph: o.graph, seed: o.seed, keep: o.keep, skipReads: o.skipReads, skipIncremental: o.skipIncremental, worker: o.worker, coldstart: o.coldstart, stock: o.stock, stream: o.stream };
 }
 
 interface Target {
@@ -133,6 +135,11 @@ async function main(): Promise<void> {
   if (options.stock) {
     const { formatStockServer, measureStockServer } = await import('./measure/stock-server.ts');
     say(formatStockServer(await measureStockServer(options.seed)));
+    return;
+  }
+  if (options.stream) {
+    const { formatStream, measureStream } = await import('./measure/stream.ts');
+    say(formatStream(await measureStream(options.size, options.seed)));
     return;
   }
   const machine = machineInfo();
