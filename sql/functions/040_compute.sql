@@ -23,7 +23,7 @@ create or replace function permgraph._path_traverses(p_head_kind text, p_last_ed
 language sql immutable
 return case p_head_kind when 'group' then true when 'object' then false else p_last_edge_manage end;
 
--- Full computation into pg_temp.permgraph_new, in one statement (one snapshot).
+-- Full computation into pg_temp.permgraph_all, in one statement (one snapshot).
 -- First the closure of every group a user enters directly (best level to each
 -- node it reaches, and whether some path ends with a manage edge), then each
 -- user's edges joined with the closures of the groups they enter. Users share groups, so this is
@@ -43,8 +43,8 @@ begin
   -- here; without the right to analyze, PostgreSQL only warns.
   analyze permgraph.nodes;
   analyze permgraph.edges;
-  drop table if exists pg_temp.permgraph_new;
-  create temp table permgraph_new on commit drop as
+  drop table if exists pg_temp.permgraph_all;
+  create temp table permgraph_all on commit drop as
   with recursive walk(group_id, node_id, node_kind, level, last_edge_manage) as (
     select e.tail_id, e.head_id, e.head_kind, e.level, e.level = 3 and e.head_kind = 'user'
     from permgraph.edges e
@@ -78,30 +78,33 @@ begin
          bool_or(permgraph._path_traverses(node_kind, last_edge_manage)) as traverse_owned
   from paths
   group by user_id, node_id;
-  analyze pg_temp.permgraph_new;
+  analyze pg_temp.permgraph_all;
 end $$;
 
--- Writes pg_temp.permgraph_new into permissions, touching only rows whose
--- value differs. With p_scoped, only pairs listed in pg_temp.permgraph_region
--- are compared (the incremental path); otherwise the whole table. One full
--- join finds the differences and one statement writes just those rows.
+-- Writes the computed rows into permissions, touching only rows whose value
+-- differs. With p_scoped (the incremental path), only the pairs listed in
+-- pg_temp.permgraph_region are compared, against pg_temp.permgraph_new:
+-- each pair probes both by key, whatever the planner thinks of the size of
+-- an unanalyzed temporary table (it guessed 850 rows for 6, and hashed a
+-- scan of the whole permissions table to delete 22 rows). Otherwise (a full
+-- recomputation) pg_temp.permgraph_all is full-joined with the whole table.
+-- One statement writes just the differing rows.
 create or replace function permgraph._write_diff(p_scoped boolean,
   out inserted bigint, out updated bigint, out deleted bigint)
 language plpgsql
 set search_path = pg_catalog, pg_temp
 set jit = off
+-- restored on exit, so that the scoped branch's set_config stays inside
+set enable_hashjoin = on
+set enable_mergejoin = on
 as $$
 begin
-  -- The only text spliced in: one of two fixed relation expressions, and true or false.
+  if p_scoped then
+    perform set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
+  end if;
+  -- The only text spliced in: one of two fixed queries, and true or false.
   execute format($diff$
-    with diff as (
-      select coalesce(n.user_id, p.user_id) as user_id, coalesce(n.target_id, p.target_id) as target_id,
-             n.level, n.traverse_owned, p.user_id is null as is_new, n.user_id is null as is_gone,
-             p.level as old_level, p.traverse_owned as old_traverse_owned
-      from pg_temp.permgraph_new n
-      full join %s p on p.user_id = n.user_id and p.target_id = n.target_id
-      where (p.level, p.traverse_owned) is distinct from (n.level, n.traverse_owned)
-    ), deleted as (
+    with diff as (%s    ), deleted as (
       delete from permgraph.permissions p using diff d
       where d.is_gone and p.user_id = d.user_id and p.target_id = d.target_id
       returning 1
@@ -122,9 +125,22 @@ begin
     )
     select (select count(*) from inserted), (select count(*) from updated), (select count(*) from deleted)
     $diff$,
-    case when p_scoped
-      then '(select p.* from permgraph.permissions p join pg_temp.permgraph_region r on r.user_id = p.user_id and r.target_id = p.target_id)'
-      else 'permgraph.permissions' end,
+    case when p_scoped then $scoped$
+      select r.user_id, r.target_id, n.level, n.traverse_owned, p.user_id is null as is_new, n.user_id is null as is_gone,
+             p.level as old_level, p.traverse_owned as old_traverse_owned
+      from pg_temp.permgraph_region r
+      left join pg_temp.permgraph_new n on n.user_id = r.user_id and n.target_id = r.target_id
+      left join permgraph.permissions p on p.user_id = r.user_id and p.target_id = r.target_id
+      where (p.level, p.traverse_owned) is distinct from (n.level, n.traverse_owned)
+        and r.user_id is not null
+    $scoped$ else $full$
+      select coalesce(n.user_id, p.user_id) as user_id, coalesce(n.target_id, p.target_id) as target_id,
+             n.level, n.traverse_owned, p.user_id is null as is_new, n.user_id is null as is_gone,
+             p.level as old_level, p.traverse_owned as old_traverse_owned
+      from pg_temp.permgraph_all n
+      full join permgraph.permissions p on p.user_id = n.user_id and p.target_id = n.target_id
+      where (p.level, p.traverse_owned) is distinct from (n.level, n.traverse_owned)
+    $full$ end,
     case when permgraph._changes_begin_write() then 'true' else 'false' end)
   into inserted, updated, deleted;
 end $$;

@@ -1,11 +1,41 @@
 -- The incremental path: the region of (user, target) pairs a batch can
 -- affect, and its recomputation seeded from stored rows at its border.
+-- Its work tables are created once per session and emptied at every commit
+-- (on commit delete rows): a batch writes no catalog rows, where creating
+-- and dropping temporary tables cost a millisecond or more each and bloated
+-- the catalog at high batch rates.
 -- Measured choices (bench/FINDINGS.md, finding 9): walk results are joined by
 -- hash (2,000 memberships: 6.5 s -> 0.36 s), the region is indexed and
 -- analyzed only above 200 pairs, and the recompute starts from the region
 -- users' own edges with border levels looked up by key (7.0 s -> 1.9 s).
 -- The current definition of these functions: `permgraph migrate` re-applies
 -- this file whenever its content changes (sql/README.md).
+
+-- The incremental path's work tables, created the first time a session
+-- needs them, each with the index its probes use. Emptied at commit; a
+-- second batch in the same transaction empties them itself.
+create or replace function permgraph._prepare_region_tables() returns void
+language plpgsql
+-- quiet the NOTICEs of "already exists, skipping"
+set client_min_messages = warning
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  create temp table if not exists permgraph_region (
+    user_id   text collate "C",
+    target_id text collate "C"
+  ) on commit delete rows;
+  create unique index if not exists permgraph_region_key on pg_temp.permgraph_region (user_id, target_id);
+  create temp table if not exists permgraph_new (
+    user_id        text collate "C" not null,
+    target_id      text collate "C" not null,
+    level          smallint not null,
+    traverse_owned boolean not null
+  ) on commit delete rows;
+  create unique index if not exists permgraph_new_key on pg_temp.permgraph_new (user_id, target_id);
+  delete from pg_temp.permgraph_region;
+  delete from pg_temp.permgraph_new;
+end $$;
 
 -- Pairs (user, target) a batch can affect: for each changed edge tail -> head,
 -- every user with a path to the tail (through groups) times every node
@@ -21,18 +51,16 @@ language plpgsql
 -- usually analyzed while empty, so the planner expects one change and would
 -- nest loops (6.5 s instead of 0.6 s for 2,000 memberships on org large).
 set enable_nestloop = off
--- quiet the NOTICEs of drop table if exists
-set client_min_messages = warning
 set search_path = pg_catalog, pg_temp
 set jit = off
 as $$
 declare
   region_rows bigint;
 begin
-  drop table if exists pg_temp.permgraph_region;
-  -- One statement (each temporary table costs a millisecond or more). When
-  -- the region would be too large it holds only a (null, null) marker row.
-  create temp table permgraph_region on commit drop as
+  perform permgraph._prepare_region_tables();
+  -- One statement. When the region would be too large it holds only a
+  -- (null, null) marker row.
+  insert into pg_temp.permgraph_region (user_id, target_id)
   with recursive batch as (
     select distinct tail_id, tail_kind, head_id, head_kind
     from permgraph.changes where not trash_changed
@@ -84,13 +112,11 @@ begin
   if exists (select 1 from pg_temp.permgraph_region where user_id is null) then
     return false;
   end if;
-  -- A single local change has a region of tens of pairs, probed faster by
-  -- scanning than an index takes to build (the planner sizes an unanalyzed
-  -- temporary table by its pages). Scans grow with the region, and every
-  -- walk step probes it: from 200 pairs on, index and statistics (a batch of
-  -- 100 churn changes, 1,316 pairs: compute 40 ms with them, 140-300 without).
+  -- Every walk step probes the region by its index. From 200 pairs on it
+  -- also gets statistics (a batch of 100 churn changes, 1,316 pairs: compute
+  -- 40 ms with them, 140-300 without); below, sampling would cost more than
+  -- the walk.
   if region_rows > 200 then
-    create unique index on pg_temp.permgraph_region (user_id, target_id);
     analyze pg_temp.permgraph_region;
   end if;
   return true;
@@ -102,19 +128,16 @@ end $$;
 -- (the region is closed under following edges out of groups).
 create or replace function permgraph._compute_region() returns void
 language plpgsql
--- quiet the NOTICEs of drop table if exists
 -- regions are small next to the graph: walk them by index, never by hashing whole tables
 set enable_hashjoin = off
 set enable_mergejoin = off
-set client_min_messages = warning
 set search_path = pg_catalog, pg_temp
 set jit = off
 as $$
 declare
   computed bigint;
 begin
-  drop table if exists pg_temp.permgraph_new;
-  create temp table permgraph_new on commit drop as
+  insert into pg_temp.permgraph_new (user_id, target_id, level, traverse_owned)
   with recursive walk(user_id, node_id, node_kind, level, last_edge_manage) as (
     -- the region's users' own edges into it (a user has few edges: start
     -- from them rather than probing the edges for every region pair)

@@ -17,7 +17,7 @@ begin
            case when p.user_id is null then 'missing' else format('level %s, traverse_owned %s', p.level, p.traverse_owned::text) end,
            case when n.user_id is null then 'absent' else format('level %s, traverse_owned %s', n.level, n.traverse_owned::text) end
     from permgraph.permissions p
-    full join pg_temp.permgraph_new n on n.user_id = p.user_id and n.target_id = p.target_id
+    full join pg_temp.permgraph_all n on n.user_id = p.user_id and n.target_id = p.target_id
     where (p.level, p.traverse_owned) is distinct from (n.level, n.traverse_owned)
     order by 2;
   return query
