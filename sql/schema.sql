@@ -1924,7 +1924,8 @@ begin
   update permgraph.applier_state set
     last_batch_at = now(), last_batch_mode = mode, last_batch_changes = pending,
     last_batch_ms = (result ->> 'ms')::double precision,
-    rows_inserted = diff.inserted, rows_updated = diff.updated, rows_deleted = diff.deleted;
+    rows_inserted = diff.inserted, rows_updated = diff.updated, rows_deleted = diff.deleted,
+    last_batch_snapshot = pg_current_snapshot();  -- what is_applied() reads: see 080_freshness.sql
   return result;
 end $function$;
 
@@ -1993,10 +1994,17 @@ $function$;
 -- permgraph.current_token(): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.current_token()
  RETURNS text
- LANGUAGE sql
+ LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$ select pg_current_xact_id()::text $function$;
+AS $function$
+begin
+  if pg_is_in_recovery() then
+    raise exception 'permgraph: current_token() names a writing transaction on the primary; this server is a standby (is_applied works here)'
+      using errcode = '25006';
+  end if;
+  return pg_current_xact_id()::text;
+end $function$;
 
 -- permgraph.disable_rls(regclass): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.disable_rls(p_table regclass)
@@ -2236,7 +2244,10 @@ begin
     raise exception 'permgraph: "%" is not a freshness token (expected a transaction id)', p_token
       using errcode = '22023';
   end;
-  return not exists (select 1 from permgraph.changes where xact_id = xact);
+  return not exists (select 1 from permgraph.changes where xact_id = xact)
+    and (coalesce((select pg_visible_in_snapshot(xact, s.last_batch_snapshot) from permgraph.applier_state s), false)
+         or case when pg_is_in_recovery() then xact < pg_snapshot_xmin(pg_current_snapshot())
+                 else pg_visible_in_snapshot(xact, pg_current_snapshot()) end);
 end $function$;
 
 -- permgraph.is_trashed(text): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE

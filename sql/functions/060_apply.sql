@@ -88,6 +88,7 @@ begin
   update permgraph.applier_state set
     last_batch_at = now(), last_batch_mode = mode, last_batch_changes = pending,
     last_batch_ms = (result ->> 'ms')::double precision,
-    rows_inserted = diff.inserted, rows_updated = diff.updated, rows_deleted = diff.deleted;
+    rows_inserted = diff.inserted, rows_updated = diff.updated, rows_deleted = diff.deleted,
+    last_batch_snapshot = pg_current_snapshot();  -- what is_applied() reads: see 080_freshness.sql
   return result;
 end $$;

@@ -2,14 +2,41 @@
 -- The current definition of these functions: `permgraph migrate` re-applies
 -- this file whenever its content changes (sql/README.md).
 
--- A token for the changes the current transaction has made (its transaction
--- id). After commit, permgraph.is_applied(token) turns true once the worker
--- (or any applier) has written them into permissions.
+-- Freshness tokens. A token is the writing transaction's id (xid8: 64 bits,
+-- epoch included, so comparisons never wrap around). The token T is applied,
+-- as seen by a reader's snapshot, when no captured change of T is left in
+-- permgraph.changes and T is known to be finished:
+--   * T is visible in the snapshot the last batch applied
+--     (applier_state.last_batch_snapshot, recorded by apply_changes): that
+--     batch saw T's changes and applied them in the same transaction that
+--     recorded it. A writer that commits late (running when the batch took
+--     its snapshot) is not visible in it, whatever its id: a later batch
+--     takes it. Read from a standby's replayed state, this says "the standby
+--     has replayed the batch that applied T", and nothing earlier.
+--   * or the reader itself sees T finished, so that a transaction with
+--     nothing captured (or a batch not yet run since the upgrade) needs no
+--     batch: on the primary, T visible in the reader's snapshot; on a
+--     standby, T older than its snapshot's xmin (there, pg_current_snapshot()
+--     lists no running transactions, but every id below its xmin has its end
+--     replayed).
+-- Both parts and the change rows are read in one snapshot (this function is
+-- stable: the caller's), so a T that commits while it runs is never judged
+-- by half-old data.
+
+-- The token of the changes the current transaction has made. Only for a
+-- writing transaction on the primary: a standby has no transaction ids.
 create or replace function permgraph.current_token() returns text
-language sql volatile
+language plpgsql volatile
 security definer
 set search_path = pg_catalog, pg_temp
-as $$ select pg_current_xact_id()::text $$;
+as $$
+begin
+  if pg_is_in_recovery() then
+    raise exception 'permgraph: current_token() names a writing transaction on the primary; this server is a standby (is_applied works here)'
+      using errcode = '25006';
+  end if;
+  return pg_current_xact_id()::text;
+end $$;
 
 create or replace function permgraph.is_applied(p_token text) returns boolean
 language plpgsql stable
@@ -25,7 +52,10 @@ begin
     raise exception 'permgraph: "%" is not a freshness token (expected a transaction id)', p_token
       using errcode = '22023';
   end;
-  return not exists (select 1 from permgraph.changes where xact_id = xact);
+  return not exists (select 1 from permgraph.changes where xact_id = xact)
+    and (coalesce((select pg_visible_in_snapshot(xact, s.last_batch_snapshot) from permgraph.applier_state s), false)
+         or case when pg_is_in_recovery() then xact < pg_snapshot_xmin(pg_current_snapshot())
+                 else pg_visible_in_snapshot(xact, pg_current_snapshot()) end);
 end $$;
 
 -- The advisory lock key a worker holds (session-level) while it is the
