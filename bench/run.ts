@@ -46,7 +46,7 @@ function parseOptions(): Options {
     .option('--skip-incremental', 'skip the incremental benchmarks', false)
     .option('--no-worker', 'skip the worker end-to-end benchmarks')
     .option('--coldstart', 'only measure the CLI cold start against bare node (bench/measure/coldstart.ts), then exit', false)
-    .option('--stock', 'only measure one change on a server with default settings (jit on) against jit off (bench/measure/stock-server.ts), then exit', false)
+    .option('--stock', 'only measure one change on a server with default settings (jit on) against jit off (bench/measure/single-change.ts), then exit', false)
     .option('--stream', 'only measure the change stream\'s write cost, with and without a consumer, on org (--size; bench/measure/stream.ts), then exit', false)
     .parse();
   const o = program.opts<{ size: string; shape: string; graph?: string; seed: string; keep: boolean; skipReads: boolean; skipIncremental: boolean; worker: boolean; coldstart: boolean; stock: boolean; stream: boolean }>();
@@ -133,7 +133,7 @@ async function main(): Promise<void> {
     return;
   }
   if (options.stock) {
-    const { formatStockServer, measureStockServer } = await import('./measure/stock-server.ts');
+    const { formatStockServer, measureStockServer } = await import('./measure/single-change.ts');
     say(formatStockServer(await measureStockServer(options.seed)));
     return;
   }

@@ -1,4 +1,5 @@
 // `permgraph doctor`: health checks an operator (or a readiness probe) runs.
+import { DEFAULT_MAX_LAG_SECONDS } from '../constants.ts';
 import { sql, type Queryable } from '../db/pool.ts';
 import { schemaState } from '../migrations/migrate.ts';
 import { indexesInDump, readCommittedDump } from '../migrations/schema-dump.ts';
@@ -33,7 +34,7 @@ export async function runDoctor(db: Queryable, options: DoctorOptions = {}): Pro
     checks.push({ name: 'worker', status: 'warn', message }, { name: 'backlog', status: 'warn', message });
   } else {
     const [{ status }] = await db.query(sql`select permgraph.status() as status`);
-    checks.push(workerCheck(status), backlogCheck(status, options.maxLagSeconds ?? 60));
+    checks.push(workerCheck(status), backlogCheck(status, options.maxLagSeconds ?? DEFAULT_MAX_LAG_SECONDS));
   }
   checks.push(await importsCheck(db));
   return checks;

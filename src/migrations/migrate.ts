@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { MIGRATION_LOCK_KEY } from '../constants.ts';
 import { sql, type Queryable } from '../db/pool.ts';
 import { assertServerVersion } from '../db/server-version.ts';
 import { MigrationChecksumError, PermgraphError } from '../errors.ts';
@@ -14,7 +15,6 @@ export const MIGRATIONS_DIR = path.join(SQL_DIR, 'migrations');
 /** The one current definition of every function, trigger and view, re-applied when changed. */
 export const FUNCTIONS_DIR = path.join(SQL_DIR, 'functions');
 /** Held while migrating, so concurrent `permgraph migrate` runs apply each file once. */
-const MIGRATION_LOCK_KEY = 7238001000;
 
 export interface SqlFile {
   name: string;

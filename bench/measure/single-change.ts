@@ -1,10 +1,14 @@
-// One change on a stock server: the same graph and the same single changes,
-// applied on a PostgreSQL started with its default settings (jit = on), in
-// one database left at the default and one with `jit = off`, side by side.
-// permgraph's functions switch off what they must themselves (jit, plan
-// types), so the two should cost the same; before they did, one change took
-// ~700 ms on a default server against ~4 ms with jit off.
-//   npm run bench -- --stock          (or: npx tsx bench/measure/stock-server.ts)
+// What one local change costs, side by side with its baselines, on a
+// PostgreSQL started with its default settings (jit = on):
+// - the same graph and the same single changes in one database left at the
+//   default and one with `jit = off`. permgraph's functions switch off what
+//   they must themselves (jit, plan types), so the two should cost the same;
+//   before they did, one change took ~700 ms on a default server against
+//   ~4 ms with jit off;
+// - the floor: a one-row INSERT and COMMIT into an indexed table, against
+//   the change's apply (apply_changes in its own transaction) and against
+//   write + apply (the change's own commit, then its apply).
+//   npm run bench -- --stock          (or: npx tsx bench/measure/single-change.ts)
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -30,20 +34,39 @@ export interface StockServerResult {
   jitOff: Summary;
   /** defaultSettings median / jitOff median: 1.0 means the stock server costs nothing extra. */
   ratio: number;
+  /** One-row INSERT + COMMIT into an indexed table; ms. */
+  floor: Summary;
+  /** The change's own commit + its apply (jit-off database); ms. */
+  writeAndApply: Summary;
+  /** apply median / floor median, and write + apply median / floor median. */
+  applyVsFloor: number;
+  writeAndApplyVsFloor: number;
+  /** Rows the sampled changes altered (inserted + updated + deleted), median. */
+  rowsAltered: number;
 }
 
-async function timeChanges(db: ConnectionPool, seed: string): Promise<number[]> {
+interface ChangeSamples {
+  apply: number[];
+  writeAndApply: number[];
+  rows: number[];
+}
+
+async function timeChanges(db: ConnectionPool, seed: string): Promise<ChangeSamples> {
   const pools = await readPools(db, 'random');
   const rng = createRng(seed);
-  const samples: number[] = [];
+  const samples: ChangeSamples = { apply: [], writeAndApply: [], rows: [] };
   for (const kind of KINDS) {
     for (let i = 0; i < SAMPLES_PER_KIND; i++) {
       const change = makeChange(kind, pools, rng);
       if (!change) continue;
+      const written = performance.now();
       await db.query(change.apply);
       const started = performance.now();
-      await applyChanges(db);
-      samples.push(performance.now() - started);
+      const batch = await applyChanges(db);
+      const done = performance.now();
+      samples.apply.push(done - started);
+      samples.writeAndApply.push(done - written);
+      samples.rows.push((batch.inserted ?? 0) + (batch.updated ?? 0) + (batch.deleted ?? 0));
       if (change.revert) {
         await db.query(change.revert);
         await applyChanges(db);
@@ -51,6 +74,21 @@ async function timeChanges(db: ConnectionPool, seed: string): Promise<number[]> 
     }
   }
   return samples;
+}
+
+/** One-row INSERT + COMMIT into a table with a primary key and a second index. */
+async function timeFloor(db: ConnectionPool, samples: number): Promise<number[]> {
+  await db.query(sql`
+    create table if not exists public.bench_floor (id bigint primary key, owner_id text not null, at timestamptz not null);
+    create index if not exists bench_floor_owner on public.bench_floor (owner_id)`);
+  const times: number[] = [];
+  for (let i = 0; i < samples; i++) {
+    const started = performance.now();
+    await db.query(sql`insert into public.bench_floor values (${i}, ${`owner${i % 97}`}, now())`);
+    times.push(performance.now() - started);
+  }
+  await db.query(sql`drop table public.bench_floor`);
+  return times;
 }
 
 async function graphDatabase(serverUrl: string, name: string, graphDir: string, jitOff: boolean): Promise<ConnectionPool> {
@@ -84,20 +122,32 @@ export async function measureStockServer(seed = 'stock'): Promise<StockServerRes
       pools.push(jitOff);
       const [settings] = await stock.query(sql`select version() as version, current_setting('jit') as jit, current_setting('jit_above_cost') as jit_above_cost`);
       say(`stock server: ${String(settings.version).split(' ').slice(0, 2).join(' ')}, jit=${settings.jit}, jit_above_cost=${settings.jit_above_cost}`);
-      // Interleave the two so drift on a shared machine hits both alike.
+      // Interleave the three so drift on a shared machine hits them alike.
       const defaultSamples: number[] = [];
-      const jitOffSamples: number[] = [];
+      const jitOffSamples: ChangeSamples = { apply: [], writeAndApply: [], rows: [] };
+      const floorSamples: number[] = [];
       for (let round_ = 0; round_ < 2; round_++) {
-        defaultSamples.push(...(await timeChanges(stock, `${seed}-${round_}`)));
-        jitOffSamples.push(...(await timeChanges(jitOff, `${seed}-${round_}`)));
+        defaultSamples.push(...(await timeChanges(stock, `${seed}-${round_}`)).apply);
+        const off = await timeChanges(jitOff, `${seed}-${round_}`);
+        jitOffSamples.apply.push(...off.apply);
+        jitOffSamples.writeAndApply.push(...off.writeAndApply);
+        jitOffSamples.rows.push(...off.rows);
+        floorSamples.push(...(await timeFloor(jitOff, KINDS.length * SAMPLES_PER_KIND)));
       }
       const defaultSettings = summarize(defaultSamples);
-      const off = summarize(jitOffSamples);
+      const off = summarize(jitOffSamples.apply);
+      const floor = summarize(floorSamples);
+      const writeAndApply = summarize(jitOffSamples.writeAndApply);
       return {
         server: { version: String(settings.version), jit: settings.jit, jitAboveCost: settings.jit_above_cost },
         defaultSettings,
         jitOff: off,
         ratio: round(defaultSettings.median / off.median, 2),
+        floor,
+        writeAndApply,
+        applyVsFloor: round(off.median / floor.median, 1),
+        writeAndApplyVsFloor: round(writeAndApply.median / floor.median, 1),
+        rowsAltered: summarize(jitOffSamples.rows).median,
       };
     } finally {
       await Promise.all(pools.map((p) => p.dispose()));
@@ -115,6 +165,9 @@ export function formatStockServer(r: StockServerResult): string {
     row('default settings', r.defaultSettings),
     row('database with jit=off', r.jitOff),
     `  default / jit=off: ${r.ratio}×`,
+    row('one-row insert+commit', r.floor),
+    row('write + apply', r.writeAndApply),
+    `  apply / floor: ${r.applyVsFloor}×, write + apply / floor: ${r.writeAndApplyVsFloor}× (median ${r.rowsAltered} rows altered per change)`,
   ].join('\n');
 }
 
