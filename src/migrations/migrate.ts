@@ -14,7 +14,6 @@ export const SQL_DIR = fileURLToPath(new URL('../../sql/', import.meta.url));
 export const MIGRATIONS_DIR = path.join(SQL_DIR, 'migrations');
 /** The one current definition of every function, trigger and view, re-applied when changed. */
 export const FUNCTIONS_DIR = path.join(SQL_DIR, 'functions');
-/** Held while migrating, so concurrent `permgraph migrate` runs apply each file once. */
 
 export interface SqlFile {
   name: string;
