@@ -2,6 +2,7 @@
 // hot standby streaming from it, and a third cluster subscribing to the
 // primary's permission table by logical replication (docs/replicas.md).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Permgraph } from '../../src/client.ts';
 import { openPool, sql, type ConnectionPool, type Queryable } from '../../src/db/pool.ts';
 import { applyChanges } from '../../src/engine/apply.ts';
 import { currentToken, FreshnessTimeoutError, isApplied, waitFor } from '../../src/engine/freshness.ts';
@@ -156,6 +157,11 @@ describe('replicas', () => {
                           permgraph.can('carol', 'row-1', 'roadmap', 3) as can,
                           permgraph.status() as status`);
     expect(await reads(standby)).toEqual(await reads(primary));
+    // So does the TypeScript client, given a pool on the standby.
+    const [onStandby, onPrimary] = [Permgraph.fromPool(standby, standbyCluster.url(APP_DB)), Permgraph.fromPool(primary, primaryCluster.url(APP_DB))];
+    expect(await onStandby.check('bob', 'spec', 'write')).toBe(true);
+    expect(await onStandby.listTargets('bob', { level: 'write' })).toEqual(await onPrimary.listTargets('bob', { level: 'write' }));
+    expect(await onStandby.explain('carol', 'spec', 'manage')).toEqual(await onPrimary.explain('carol', 'spec', 'manage'));
     await expect(standby.query(sql`select permgraph.current_token()`)).rejects.toThrow(/current_token\(\) names a writing transaction on the primary; this server is a standby/);
   });
 
