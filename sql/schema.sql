@@ -520,22 +520,33 @@ begin
   return null;
 end $function$;
 
+-- permgraph._begin_consumers_change(text): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._begin_consumers_change(p_name text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+begin
+  perform permgraph._check_consumer_name(p_name);
+  perform pg_catalog.pg_advisory_xact_lock(permgraph._applier_lock_key());
+  update permgraph.applier_state set singleton = singleton;
+end $function$;
+
 -- permgraph._build_region(bigint): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._build_region(p_max_pairs bigint)
  RETURNS boolean
  LANGUAGE plpgsql
  SET enable_nestloop TO 'off'
- SET client_min_messages TO 'warning'
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET jit TO 'off'
 AS $function$
 declare
   region_rows bigint;
 begin
-  drop table if exists pg_temp.permgraph_region;
-  -- One statement (each temporary table costs a millisecond or more). When
-  -- the region would be too large it holds only a (null, null) marker row.
-  create temp table permgraph_region on commit drop as
+  perform permgraph._prepare_region_tables();
+  -- One statement. When the region would be too large it holds only a
+  -- (null, null) marker row.
+  insert into pg_temp.permgraph_region (user_id, target_id)
   with recursive batch as (
     select distinct tail_id, tail_kind, head_id, head_kind
     from permgraph.changes where not trash_changed
@@ -587,13 +598,11 @@ begin
   if exists (select 1 from pg_temp.permgraph_region where user_id is null) then
     return false;
   end if;
-  -- A single local change has a region of tens of pairs, probed faster by
-  -- scanning than an index takes to build (the planner sizes an unanalyzed
-  -- temporary table by its pages). Scans grow with the region, and every
-  -- walk step probes it: from 200 pairs on, index and statistics (a batch of
-  -- 100 churn changes, 1,316 pairs: compute 40 ms with them, 140-300 without).
+  -- Every walk step probes the region by its index. From 200 pairs on it
+  -- also gets statistics (a batch of 100 churn changes, 1,316 pairs: compute
+  -- 40 ms with them, 140-300 without); below, sampling would cost more than
+  -- the walk.
   if region_rows > 200 then
-    create unique index on pg_temp.permgraph_region (user_id, target_id);
     analyze pg_temp.permgraph_region;
   end if;
   return true;
@@ -764,8 +773,8 @@ begin
   -- here; without the right to analyze, PostgreSQL only warns.
   analyze permgraph.nodes;
   analyze permgraph.edges;
-  drop table if exists pg_temp.permgraph_new;
-  create temp table permgraph_new on commit drop as
+  drop table if exists pg_temp.permgraph_all;
+  create temp table permgraph_all on commit drop as
   with recursive walk(group_id, node_id, node_kind, level, last_edge_manage) as (
     select e.tail_id, e.head_id, e.head_kind, e.level, e.level = 3 and e.head_kind = 'user'
     from permgraph.edges e
@@ -799,7 +808,7 @@ begin
          bool_or(permgraph._path_traverses(node_kind, last_edge_manage)) as traverse_owned
   from paths
   group by user_id, node_id;
-  analyze pg_temp.permgraph_new;
+  analyze pg_temp.permgraph_all;
 end $function$;
 
 -- permgraph._compute_region(): execute <owner>: EXECUTE
@@ -808,15 +817,13 @@ CREATE OR REPLACE FUNCTION permgraph._compute_region()
  LANGUAGE plpgsql
  SET enable_hashjoin TO 'off'
  SET enable_mergejoin TO 'off'
- SET client_min_messages TO 'warning'
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET jit TO 'off'
 AS $function$
 declare
   computed bigint;
 begin
-  drop table if exists pg_temp.permgraph_new;
-  create temp table permgraph_new on commit drop as
+  insert into pg_temp.permgraph_new (user_id, target_id, level, traverse_owned)
   with recursive walk(user_id, node_id, node_kind, level, last_edge_manage) as (
     -- the region's users' own edges into it (a user has few edges: start
     -- from them rather than probing the edges for every region pair)
@@ -1554,6 +1561,30 @@ CREATE OR REPLACE FUNCTION permgraph._permission_changes_channel()
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$ select 'permgraph_permission_changes'::text $function$;
 
+-- permgraph._prepare_region_tables(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._prepare_region_tables()
+ RETURNS void
+ LANGUAGE plpgsql
+ SET client_min_messages TO 'warning'
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+begin
+  create temp table if not exists permgraph_region (
+    user_id   text collate "C",
+    target_id text collate "C"
+  ) on commit delete rows;
+  create unique index if not exists permgraph_region_key on pg_temp.permgraph_region (user_id, target_id);
+  create temp table if not exists permgraph_new (
+    user_id        text collate "C" not null,
+    target_id      text collate "C" not null,
+    level          smallint not null,
+    traverse_owned boolean not null
+  ) on commit delete rows;
+  create unique index if not exists permgraph_new_key on pg_temp.permgraph_new (user_id, target_id);
+  delete from pg_temp.permgraph_region;
+  delete from pg_temp.permgraph_new;
+end $function$;
+
 -- permgraph._prune_changes(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._prune_changes()
  RETURNS void
@@ -1796,18 +1827,16 @@ CREATE OR REPLACE FUNCTION permgraph._write_diff(p_scoped boolean, OUT inserted 
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET jit TO 'off'
+ SET enable_hashjoin TO 'on'
+ SET enable_mergejoin TO 'on'
 AS $function$
 begin
-  -- The only text spliced in: one of two fixed relation expressions, and true or false.
+  if p_scoped then
+    perform set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
+  end if;
+  -- The only text spliced in: one of two fixed queries, and true or false.
   execute format($diff$
-    with diff as (
-      select coalesce(n.user_id, p.user_id) as user_id, coalesce(n.target_id, p.target_id) as target_id,
-             n.level, n.traverse_owned, p.user_id is null as is_new, n.user_id is null as is_gone,
-             p.level as old_level, p.traverse_owned as old_traverse_owned
-      from pg_temp.permgraph_new n
-      full join %s p on p.user_id = n.user_id and p.target_id = n.target_id
-      where (p.level, p.traverse_owned) is distinct from (n.level, n.traverse_owned)
-    ), deleted as (
+    with diff as (%s    ), deleted as (
       delete from permgraph.permissions p using diff d
       where d.is_gone and p.user_id = d.user_id and p.target_id = d.target_id
       returning 1
@@ -1828,9 +1857,22 @@ begin
     )
     select (select count(*) from inserted), (select count(*) from updated), (select count(*) from deleted)
     $diff$,
-    case when p_scoped
-      then '(select p.* from permgraph.permissions p join pg_temp.permgraph_region r on r.user_id = p.user_id and r.target_id = p.target_id)'
-      else 'permgraph.permissions' end,
+    case when p_scoped then $scoped$
+      select r.user_id, r.target_id, n.level, n.traverse_owned, p.user_id is null as is_new, n.user_id is null as is_gone,
+             p.level as old_level, p.traverse_owned as old_traverse_owned
+      from pg_temp.permgraph_region r
+      left join pg_temp.permgraph_new n on n.user_id = r.user_id and n.target_id = r.target_id
+      left join permgraph.permissions p on p.user_id = r.user_id and p.target_id = r.target_id
+      where (p.level, p.traverse_owned) is distinct from (n.level, n.traverse_owned)
+        and r.user_id is not null
+    $scoped$ else $full$
+      select coalesce(n.user_id, p.user_id) as user_id, coalesce(n.target_id, p.target_id) as target_id,
+             n.level, n.traverse_owned, p.user_id is null as is_new, n.user_id is null as is_gone,
+             p.level as old_level, p.traverse_owned as old_traverse_owned
+      from pg_temp.permgraph_all n
+      full join permgraph.permissions p on p.user_id = n.user_id and p.target_id = n.target_id
+      where (p.level, p.traverse_owned) is distinct from (n.level, n.traverse_owned)
+    $full$ end,
     case when permgraph._changes_begin_write() then 'true' else 'false' end)
   into inserted, updated, deleted;
 end $function$;
@@ -2038,9 +2080,7 @@ AS $function$
 declare
   existed boolean;
 begin
-  perform permgraph._check_consumer_name(drop_consumer.name);
-  perform pg_catalog.pg_advisory_xact_lock(permgraph._applier_lock_key());
-  update permgraph.applier_state set singleton = singleton;  -- see the file comment
+  perform permgraph._begin_consumers_change(drop_consumer.name);
   delete from permgraph.change_consumers c where c.consumer = drop_consumer.name;
   existed := found;
   perform permgraph._prune_changes();
@@ -2515,9 +2555,7 @@ AS $function$
 declare
   acked bigint;
 begin
-  perform permgraph._check_consumer_name(register_consumer.name);
-  perform pg_catalog.pg_advisory_xact_lock(permgraph._applier_lock_key());
-  update permgraph.applier_state set singleton = singleton;  -- see the file comment
+  perform permgraph._begin_consumers_change(register_consumer.name);
   select c.acked_seq into acked from permgraph.change_consumers c where c.consumer = register_consumer.name;
   if acked is not null then
     return acked;
@@ -2572,7 +2610,7 @@ begin
            case when p.user_id is null then 'missing' else format('level %s, traverse_owned %s', p.level, p.traverse_owned::text) end,
            case when n.user_id is null then 'absent' else format('level %s, traverse_owned %s', n.level, n.traverse_owned::text) end
     from permgraph.permissions p
-    full join pg_temp.permgraph_new n on n.user_id = p.user_id and n.target_id = p.target_id
+    full join pg_temp.permgraph_all n on n.user_id = p.user_id and n.target_id = p.target_id
     where (p.level, p.traverse_owned) is distinct from (n.level, n.traverse_owned)
     order by 2;
   return query

@@ -106,6 +106,19 @@ as $$
   where seq <= coalesce((select min(acked_seq) from permgraph.change_consumers), 9223372036854775807)
 $$;
 
+-- What registering or dropping a consumer does first: between batches, and
+-- in conflict with every repeatable-read batch whose snapshot is older (see
+-- the file comment).
+create or replace function permgraph._begin_consumers_change(p_name text) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  perform permgraph._check_consumer_name(p_name);
+  perform pg_catalog.pg_advisory_xact_lock(permgraph._applier_lock_key());
+  update permgraph.applier_state set singleton = singleton;
+end $$;
+
 -- Registers a consumer and returns the seq of its snapshot: the table
 -- permgraph.permissions as read later in the same transaction (the applier
 -- lock taken here is held until commit, so no batch commits in between).
@@ -121,9 +134,7 @@ as $$
 declare
   acked bigint;
 begin
-  perform permgraph._check_consumer_name(register_consumer.name);
-  perform pg_catalog.pg_advisory_xact_lock(permgraph._applier_lock_key());
-  update permgraph.applier_state set singleton = singleton;  -- see the file comment
+  perform permgraph._begin_consumers_change(register_consumer.name);
   select c.acked_seq into acked from permgraph.change_consumers c where c.consumer = register_consumer.name;
   if acked is not null then
     return acked;
@@ -198,9 +209,7 @@ as $$
 declare
   existed boolean;
 begin
-  perform permgraph._check_consumer_name(drop_consumer.name);
-  perform pg_catalog.pg_advisory_xact_lock(permgraph._applier_lock_key());
-  update permgraph.applier_state set singleton = singleton;  -- see the file comment
+  perform permgraph._begin_consumers_change(drop_consumer.name);
   delete from permgraph.change_consumers c where c.consumer = drop_consumer.name;
   existed := found;
   perform permgraph._prune_changes();

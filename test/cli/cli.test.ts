@@ -4,26 +4,8 @@ import { refresh } from '../../src/engine/apply.ts';
 import * as model from '../reference/model.ts';
 import { g, grant, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { collect, runCli, spawnCli } from '../helpers/cli.ts';
+import { collect, killWorkerMidBatch, runCli, spawnCli, waitUntil, wideGraph } from '../helpers/cli.ts';
 import { loadGraph, readPermissions } from '../helpers/graph.ts';
-
-/** A graph whose full recomputation takes long enough to be interrupted: many users × many groups. */
-function wideGraph(users: number, groups: number): model.RefGraph {
-  const nodes = [...Array.from({ length: users }, (_, i) => u(`u${i}`)), g('team'), ...Array.from({ length: groups }, (_, i) => g(`p${i}`))];
-  const grants: model.RefGrant[] = [
-    ...Array.from({ length: users }, (_, i) => grant(`u${i}`, 2, 'team')),
-    ...Array.from({ length: groups }, (_, i) => grant('team', 1, `p${i}`)),
-  ];
-  return { nodes, grants };
-}
-
-async function waitUntil(predicate: () => Promise<boolean>, what: string, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await predicate())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe('permgraph CLI', async () => {
   const { db, url } = await createTestDatabase();
@@ -105,21 +87,8 @@ describe('permgraph CLI', async () => {
     await db.query(sql`delete from permgraph.grants where tail_id = 'team'`);
     const after = { nodes: graph.nodes, grants: graph.grants.filter((g) => g.tailId !== 'team') };
     const before = await readPermissions(db);
-    const child = spawnCli(['--database-url', url, 'worker', '--poll-interval', '50']);
-    const done = collect(child);
-    await waitUntil(async () => {
-      const rows = await db.query(sql`
-        select 1 from pg_stat_activity
-        where datname = current_database() and state = 'active' and query like '%apply_changes%' and pid <> pg_backend_pid()`);
-      return rows.length > 0;
-    }, 'a batch to start');
-    child.kill('SIGKILL');
-    await done;
+    await killWorkerMidBatch(db, url);
     // The batch's transaction died with its backend, or committed whole: never in between.
-    await waitUntil(async () => {
-      const rows = await db.query(sql`select 1 from pg_stat_activity where datname = current_database() and application_name = 'permgraph-worker'`);
-      return rows.length === 0;
-    }, 'the killed worker backend to go away');
     const middle = await readPermissions(db);
     const [pending] = await db.query(sql`select count(*)::int as n from permgraph.changes`);
     if (pending.n > 0) expect(middle).toEqual(before);

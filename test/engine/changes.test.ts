@@ -3,17 +3,17 @@
 // snapshot must give exactly the table, whatever the changes, crashes,
 // retries and concurrent batches; with no consumer nothing is recorded.
 import fc from 'fast-check';
-import { IsolationLevel } from '@databases/pg';
+import { IsolationLevel, type SQLQuery } from '@databases/pg';
 import { afterEach, describe, expect, it } from 'vitest';
-import { sql, type Queryable } from '../../src/db/pool.ts';
+import { sql, type ConnectionPool, type Queryable } from '../../src/db/pool.ts';
 import { applyChanges, refresh } from '../../src/engine/apply.ts';
-import { ackChanges, changes, dropConsumer, readChanges, registerConsumer, type PermissionChange } from '../../src/engine/changes.ts';
+import { ackChanges, changes, dropConsumer, readChanges, registerConsumer, type PermissionChange, type Registration } from '../../src/engine/changes.ts';
 import { InvalidInputError } from '../../src/errors.ts';
 import { Worker } from '../../src/worker/worker.ts';
 import * as model from '../reference/model.ts';
 import type { PermissionRow, RefGraph } from '../reference/model.ts';
 import { g, grant, u } from '../helpers/builders.ts';
-import { collect, runCli, spawnCli } from '../helpers/cli.ts';
+import { collect, killWorkerMidBatch, runCli, spawnCli, waitUntil, wideGraph } from '../helpers/cli.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { graphArbitrary, loadGraph, readPermissions } from '../helpers/graph.ts';
 import { createLogin } from '../helpers/logins.ts';
@@ -68,12 +68,26 @@ async function eventCount(db: Queryable): Promise<number> {
   return row.n;
 }
 
-async function waitUntil(predicate: () => Promise<boolean>, what: string, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await predicate())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+/**
+ * Runs `statement` in a repeatable-read transaction whose snapshot was taken
+ * before `meanwhile` ran and committed (what a worker's batch or a slow
+ * registration sees when something commits while it waits for the applier lock).
+ */
+async function afterStaleSnapshot(db: ConnectionPool, statement: SQLQuery, meanwhile: () => Promise<unknown>): Promise<unknown> {
+  let proceed!: () => void;
+  const ready = new Promise<void>((resolve) => (proceed = resolve));
+  const stale = db.tx(
+    async (tx) => {
+      await tx.query(sql`select 1`); // the snapshot
+      await ready;
+      return tx.query(statement);
+    },
+    { isolationLevel: IsolationLevel.REPEATABLE_READ },
+  );
+  stale.catch(() => {}); // awaited below
+  await meanwhile();
+  proceed();
+  return stale;
 }
 
 describe('the derived-permission change stream', async () => {
@@ -271,19 +285,11 @@ describe('the derived-permission change stream', async () => {
   it('a repeatable-read batch whose snapshot predates a registration is retried, never committed without events', async () => {
     await start({ nodes: [u('a'), g('t')], grants: [] });
     await db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('a', 't', 2)`);
-    let registered!: () => void;
-    const registration = new Promise<void>((resolve) => (registered = resolve));
+    let reg!: Registration<PermissionRow[]>;
     // The worker's transaction: its snapshot is taken, then a consumer registers and commits.
-    const batch = db.tx(
-      async (tx) => {
-        await tx.query(sql`select 1`);
-        await registration;
-        return tx.query(sql`select permgraph.apply_changes()`);
-      },
-      { isolationLevel: IsolationLevel.REPEATABLE_READ },
-    );
-    const reg = await registerConsumer(db, 'racer', (tx) => readPermissions(tx));
-    registered();
+    const batch = afterStaleSnapshot(db, sql`select permgraph.apply_changes()`, async () => {
+      reg = await registerConsumer(db, 'racer', (tx) => readPermissions(tx));
+    });
     await expect(batch).rejects.toMatchObject({ code: '40001' });
     // The retry (what applyChanges does) sees the consumer and records the change.
     await applyChanges(db);
@@ -296,18 +302,7 @@ describe('the derived-permission change stream', async () => {
   it('a repeatable-read registration whose snapshot predates a batch fails rather than return a stale snapshot', async () => {
     await start({ nodes: [u('a'), g('t')], grants: [] });
     await db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('a', 't', 2)`);
-    let applied!: () => void;
-    const batchDone = new Promise<void>((resolve) => (applied = resolve));
-    const registration = db.tx(
-      async (tx) => {
-        await tx.query(sql`select 1`);
-        await batchDone;
-        return tx.query(sql`select permgraph.register_consumer('stale')`);
-      },
-      { isolationLevel: IsolationLevel.REPEATABLE_READ },
-    );
-    await applyChanges(db);
-    applied();
+    const registration = afterStaleSnapshot(db, sql`select permgraph.register_consumer('stale')`, () => applyChanges(db));
     await expect(registration).rejects.toMatchObject({ code: '40001' });
     expect(await db.query(sql`select * from permgraph.change_consumers`)).toEqual([]);
   });
@@ -438,16 +433,6 @@ describe('the derived-permission change stream', async () => {
   });
 });
 
-/** A graph whose batches take long enough to be interrupted: many users × many groups. */
-function wideGraph(users: number, groups: number): RefGraph {
-  const nodes = [...Array.from({ length: users }, (_, i) => u(`u${i}`)), g('team'), ...Array.from({ length: groups }, (_, i) => g(`p${i}`))];
-  const grants = [
-    ...Array.from({ length: users }, (_, i) => grant(`u${i}`, 2, 'team')),
-    ...Array.from({ length: groups }, (_, i) => grant('team', 1, `p${i}`)),
-  ];
-  return { nodes, grants };
-}
-
 describe('the change stream when the worker is killed mid-batch', async () => {
   const { db, url } = await createTestDatabase();
 
@@ -459,20 +444,7 @@ describe('the change stream when the worker is killed mid-batch', async () => {
     // Revoking the team's grants: a batch of 90,000 deleted rows (and as many events) to be killed in.
     await db.query(sql`delete from permgraph.grants where tail_id = 'team'`);
     const after = { nodes: graph.nodes, grants: graph.grants.filter((x) => x.tailId !== 'team') };
-    const child = spawnCli(['--database-url', url, 'worker', '--poll-interval', '50']);
-    const done = collect(child);
-    await waitUntil(async () => {
-      const rows = await db.query(sql`
-        select 1 from pg_stat_activity
-        where datname = current_database() and state = 'active' and query like '%apply_changes%' and pid <> pg_backend_pid()`);
-      return rows.length > 0;
-    }, 'a batch to start');
-    child.kill('SIGKILL');
-    await done;
-    await waitUntil(async () => {
-      const rows = await db.query(sql`select 1 from pg_stat_activity where datname = current_database() and application_name = 'permgraph-worker'`);
-      return rows.length === 0;
-    }, 'the killed worker backend to go away');
+    await killWorkerMidBatch(db, url);
     // Whatever committed, the events committed with it: the fold equals the table.
     const copy = copyOf(reg.snapshot);
     const events = await readAll(db, 'survivor', null);

@@ -1,5 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { sql, type Queryable } from '../../src/db/pool.ts';
+import { WORKER_APPLICATION_NAME } from '../../src/constants.ts';
+import type { RefGrant, RefGraph } from '../reference/model.ts';
+import { g, grant, u } from './builders.ts';
 
 export const BIN = fileURLToPath(new URL('../../bin/permgraph.mjs', import.meta.url));
 
@@ -26,4 +30,45 @@ export function collect(child: ChildProcess): Promise<CliResult> {
 
 export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
   return collect(spawnCli(args, env));
+}
+
+/** Polls predicate every 20 ms until it holds; fails after timeoutMs. */
+export async function waitUntil(predicate: () => Promise<boolean>, what: string, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await predicate())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** A graph whose batches take long enough to be interrupted: many users × many groups, through one team. */
+export function wideGraph(users: number, groups: number): RefGraph {
+  const nodes = [...Array.from({ length: users }, (_, i) => u(`u${i}`)), g('team'), ...Array.from({ length: groups }, (_, i) => g(`p${i}`))];
+  const grants: RefGrant[] = [
+    ...Array.from({ length: users }, (_, i) => grant(`u${i}`, 2, 'team')),
+    ...Array.from({ length: groups }, (_, i) => grant('team', 1, `p${i}`)),
+  ];
+  return { nodes, grants };
+}
+
+/**
+ * Starts a CLI worker on the database of `db`, SIGKILLs it once its batch is
+ * running, and returns when the server has ended the worker's backend (its
+ * batch then committed whole or not at all).
+ */
+export async function killWorkerMidBatch(db: Queryable, url: string): Promise<void> {
+  const child = spawnCli(['--database-url', url, 'worker', '--poll-interval', '50']);
+  const done = collect(child);
+  await waitUntil(async () => {
+    const rows = await db.query(sql`
+      select 1 from pg_stat_activity
+      where datname = current_database() and state = 'active' and query like '%apply_changes%' and pid <> pg_backend_pid()`);
+    return rows.length > 0;
+  }, 'a batch to start');
+  child.kill('SIGKILL');
+  await done;
+  await waitUntil(async () => {
+    const rows = await db.query(sql`select 1 from pg_stat_activity where datname = current_database() and application_name = ${WORKER_APPLICATION_NAME}`);
+    return rows.length === 0;
+  }, 'the killed worker backend to go away');
 }
