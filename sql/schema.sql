@@ -281,6 +281,12 @@ CREATE TRIGGER nodes_validate_deleted AFTER DELETE ON permgraph.nodes REFERENCIN
 CREATE TRIGGER nodes_validate_inserted AFTER INSERT ON permgraph.nodes REFERENCING NEW TABLE AS inserted_nodes FOR EACH STATEMENT EXECUTE FUNCTION permgraph._nodes_validate_inserted();
 CREATE TRIGGER nodes_validate_superuser BEFORE INSERT OR UPDATE OF is_superuser ON permgraph.nodes FOR EACH ROW EXECUTE FUNCTION permgraph._nodes_validate_superuser();
 CREATE TRIGGER nodes_validate_updated AFTER UPDATE ON permgraph.nodes REFERENCING OLD TABLE AS previous_nodes NEW TABLE AS updated_nodes FOR EACH STATEMENT EXECUTE FUNCTION permgraph._nodes_validate_updated();
+CREATE TRIGGER operations_audit_deleted AFTER DELETE ON permgraph.operations REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._audit_catalog();
+CREATE TRIGGER operations_audit_inserted AFTER INSERT ON permgraph.operations REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._audit_catalog();
+CREATE TRIGGER operations_audit_updated AFTER UPDATE ON permgraph.operations REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._audit_catalog();
+CREATE TRIGGER roles_audit_deleted AFTER DELETE ON permgraph.roles REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._audit_catalog();
+CREATE TRIGGER roles_audit_inserted AFTER INSERT ON permgraph.roles REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._audit_catalog();
+CREATE TRIGGER roles_audit_updated AFTER UPDATE ON permgraph.roles REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._audit_catalog();
 
 -- permgraph."check"(text,text,integer): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph."check"(p_user_id text, p_target_id text, p_level integer)
@@ -408,6 +414,35 @@ begin
   foreach signature in array consumer_functions loop
     execute format('grant execute on function %s to %s', signature, roles);
   end loop;
+end $function$;
+
+-- permgraph._audit_catalog(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._audit_catalog()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  entry_kind constant text := case tg_table_name when 'roles' then 'role' else 'operation' end;
+begin
+  if not permgraph._audit_enabled() then
+    return null;
+  end if;
+  if tg_op = 'INSERT' then
+    insert into permgraph.audit_log (action, new_level, details)
+    select 'catalog', n.level, jsonb_build_object('kind', entry_kind, 'name', n.name) from new_rows n order by n.name;
+  elsif tg_op = 'DELETE' then
+    insert into permgraph.audit_log (action, old_level, details)
+    select 'catalog', o.level, jsonb_build_object('kind', entry_kind, 'name', o.name) from old_rows o order by o.name;
+  else
+    insert into permgraph.audit_log (action, old_level, new_level, details)
+    select 'catalog', o.level, n.level, jsonb_build_object('kind', entry_kind, 'name', coalesce(n.name, o.name))
+    from old_rows o full join new_rows n on n.name = o.name
+    where n.level is distinct from o.level
+    order by coalesce(n.name, o.name), (o.name is null);
+  end if;
+  return null;
 end $function$;
 
 -- permgraph._audit_enabled(): execute <owner>: EXECUTE

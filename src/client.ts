@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { canAccessRow, checkAccess, checkOperation, parseLevelOrRole } from './app/access.ts';
 import { listAudit, setActor, type AuditFilter, type AuditPage } from './app/audit.ts';
 import { loadCatalogFile, syncRoles, type Catalog, type SyncResult } from './app/catalog.ts';
@@ -15,13 +16,20 @@ import { applyChanges, refresh, type ApplyOptions, type BatchResult } from './en
 import { changes, dropConsumer, registerConsumer, type ChangeBatch, type ChangesOptions, type Registration } from './engine/changes.ts';
 import { waitFor, writeWithToken, type FreshnessToken } from './engine/freshness.ts';
 import { verify, type VerifyResult } from './engine/verify.ts';
-import { InvalidInputError } from './errors.ts';
+import { InvalidInputError, PermgraphError } from './errors.ts';
 import type { Logger } from './logger.ts';
 import { silentLogger } from './logger.ts';
 import { migrate, type MigrateResult } from './migrations/migrate.ts';
 import { assertServerVersion } from './db/server-version.ts';
 import type { Level, LevelInput, NodeKind } from './types.ts';
 import { Worker, type WorkerOptions } from './worker/worker.ts';
+
+/** Inside asActor: its transaction, the actor, and the tokens of writes made in it. */
+interface ActorScope {
+  actor: string;
+  tx: Transaction;
+  tokens: Set<FreshnessToken>;
+}
 
 export interface ConnectOptions {
   /** Default: DATABASE_URL, else the embedded server in .permgraph/. */
@@ -36,6 +44,8 @@ export interface ConnectOptions {
  * captured exactly like any other client's; each returns a freshness token.
  */
 export class Permgraph {
+  private readonly actorScope = new AsyncLocalStorage<ActorScope>();
+
   private constructor(
     readonly db: ConnectionPool,
     readonly url: string,
@@ -87,11 +97,16 @@ export class Permgraph {
 
   /** May the user act on the node at this level (1..3, read/write/manage) or for this catalog operation? */
   async check(userId: string, targetId: string, levelOrOperation: Level | string): Promise<boolean> {
-    return (await checkAccess(this.db, userId, targetId, levelOrOperation)).allowed;
+    return (await checkAccess(this.conn, userId, targetId, levelOrOperation)).allowed;
   }
 
   /** Resolves when the permission table reflects the write behind `token`. */
   waitFor(token: FreshnessToken, timeoutMs?: number): Promise<void> {
+    if (this.actorScope.getStore()?.tokens.has(token)) {
+      return Promise.reject(
+        new PermgraphError(`token ${token} is the transaction of asActor, which commits only when asActor returns: wait for it after asActor`),
+      );
+    }
     return waitFor(this.db, token, timeoutMs);
   }
 
@@ -126,7 +141,7 @@ export class Permgraph {
 
   /** Grants (or re-grants at a new level) tail -> head from one source; level 1..3, read/write/manage or a catalog role. */
   async grant(tailId: string, headId: string, levelOrRole: Level | string, options: { source?: string } = {}): Promise<FreshnessToken> {
-    return (await writeGrant(this.db, tailId, headId, levelOrRole, options)).token;
+    return this.noteToken((await writeGrant(this.conn, tailId, headId, levelOrRole, options)).token);
   }
 
   /**
@@ -139,22 +154,24 @@ export class Permgraph {
 
   /** Nodes the user may act on (owner rule and trash included), one keyset page. */
   listTargets(userId: string, options?: ListTargetsOptions): Promise<Page<TargetItem>> {
-    return listTargets(this.db, userId, options);
+    return listTargets(this.conn, userId, options);
   }
 
   /** Users who may act on the node ("who can see this"), one keyset page. */
   listUsers(targetId: string, options?: ListUsersOptions): Promise<Page<UserItem>> {
-    return listUsers(this.db, targetId, options);
+    return listUsers(this.conn, targetId, options);
   }
 
   /** The strongest path granting access, or why there is none. */
   explain(userId: string, thingId: string, level?: LevelInput | null): Promise<Explanation> {
-    return explain(this.db, userId, thingId, level);
+    return explain(this.conn, userId, thingId, level);
   }
 
   /** Makes the grants of `source` exactly `desired`, atomically, writing only the differences. */
-  syncGrants(source: string, desired: readonly DesiredGrant[]): Promise<SyncGrantsResult> {
-    return syncGrants(this.db, source, desired);
+  async syncGrants(source: string, desired: readonly DesiredGrant[]): Promise<SyncGrantsResult> {
+    const result = await syncGrants(this.conn, source, desired);
+    this.noteToken(result.token);
+    return result;
   }
 
   /** Bulk-loads nodes and grants (CSV files or queries); resumable; one refresh at the end. */
@@ -164,15 +181,30 @@ export class Permgraph {
 
   /** Audit entries, oldest first; pass nextCursor as `after` for the next page. */
   audit(filter: AuditFilter = {}): Promise<AuditPage> {
-    return listAudit(this.db, filter);
+    return listAudit(this.conn, filter);
   }
 
-  /** Runs fn in a transaction whose changes the audit log records as made by `actor`. */
+  /**
+   * Runs fn in one transaction whose changes the audit log records as made
+   * by `actor`: what fn writes through `tx`, and every call of this API made
+   * inside fn (grant, revoke, addNode, setOwner, setTrash, removeNode,
+   * syncGrants, syncRoles, setSuperuser…, and the reads, which see those
+   * writes). All of it commits when fn returns, or none of it. Nested calls
+   * use a savepoint and restore the outer actor. refresh, applyChanges,
+   * verify, migrate, doctor, importGraph and workers use their own
+   * connections; waitFor on a token of this transaction is refused (it
+   * commits only when asActor returns).
+   */
   asActor<T>(actor: string, fn: (tx: Transaction) => Promise<T>): Promise<T> {
-    return this.db.tx(async (tx) => {
+    const outer = this.actorScope.getStore();
+    const run = async (tx: Transaction): Promise<T> => {
       await setActor(tx, actor);
-      return fn(tx);
-    });
+      const result = await this.actorScope.run({ actor, tx, tokens: outer?.tokens ?? new Set() }, () => fn(tx));
+      // set_config(…, true) survives the release of a savepoint: give the rest of the outer transaction its actor back
+      if (outer) await setActor(tx, outer.actor);
+      return result;
+    };
+    return outer ? outer.tx.tx(run) : this.db.tx(run);
   }
 
   /** Schema, index, worker, backlog and import health checks. */
@@ -182,26 +214,26 @@ export class Permgraph {
 
   /** Makes the roles/operations catalog equal to `catalog` (or the JSON file at that path). */
   async syncRoles(catalog: Catalog | string, options: { dryRun?: boolean } = {}): Promise<SyncResult> {
-    return syncRoles(this.db, typeof catalog === 'string' ? await loadCatalogFile(catalog) : catalog, options);
+    return syncRoles(this.conn, typeof catalog === 'string' ? await loadCatalogFile(catalog) : catalog, options);
   }
 
   /** 1..3, read/write/manage, or a role name from the catalog. */
   levelOf(levelOrRole: string | number): Promise<Level> {
-    return parseLevelOrRole(this.db, levelOrRole);
+    return parseLevelOrRole(this.conn, levelOrRole);
   }
 
   /** check() by operation name (e.g. 'document.delete'), via the catalog. */
   checkOperation(userId: string, targetId: string, operation: string, options: { includeTrash?: boolean } = {}): Promise<boolean> {
-    return checkOperation(this.db, userId, targetId, operation, options);
+    return checkOperation(this.conn, userId, targetId, operation, options);
   }
 
   /** For your own rows that carry an owner column (they need not be nodes). */
   can(userId: string, row: { id: string; ownerId: string | null }, levelOrOperation: Level | string, options: { includeTrash?: boolean } = {}): Promise<boolean> {
-    return canAccessRow(this.db, { userId, ...row }, levelOrOperation, options);
+    return canAccessRow(this.conn, { userId, ...row }, levelOrOperation, options);
   }
 
   setSuperuser(userId: string, flag: boolean): Promise<void> {
-    return setSuperuser(this.db, userId, flag);
+    return setSuperuser(this.conn, userId, flag);
   }
 
   /**
@@ -210,11 +242,11 @@ export class Permgraph {
    * owner column only, unless `matchRowId` (see RowLevelSecurityOptions).
    */
   enableRowLevelSecurity(table: string, idColumn: string, ownerColumn: string | null, options: RowLevelSecurityOptions = {}): Promise<void> {
-    return enableRowLevelSecurity(this.db, table, idColumn, ownerColumn, options);
+    return enableRowLevelSecurity(this.conn, table, idColumn, ownerColumn, options);
   }
 
   disableRowLevelSecurity(table: string): Promise<void> {
-    return disableRowLevelSecurity(this.db, table);
+    return disableRowLevelSecurity(this.conn, table);
   }
 
   /**
@@ -238,8 +270,19 @@ export class Permgraph {
     return dropConsumer(this.db, name);
   }
 
-  /** Runs a write in a transaction and returns its freshness token; database input errors become InvalidInputError. */
+  /** Runs a write in a transaction (inside asActor: a savepoint of its transaction) and returns its freshness token; database input errors become InvalidInputError. */
   private async write(fn: (tx: Queryable) => Promise<unknown>): Promise<FreshnessToken> {
-    return (await writeWithToken(this.db, fn)).token;
+    return this.noteToken((await writeWithToken(this.conn, fn)).token);
+  }
+
+  /** Where an API call runs: inside asActor, in its transaction (which names the actor); else on the pool. */
+  private get conn(): Queryable {
+    return this.actorScope.getStore()?.tx ?? this.db;
+  }
+
+  /** Remembers the tokens of writes inside asActor, whose transaction has not committed yet (see waitFor). */
+  private noteToken(token: FreshnessToken): FreshnessToken {
+    this.actorScope.getStore()?.tokens.add(token);
+    return token;
   }
 }

@@ -1,9 +1,11 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { InvalidInputError, Permgraph } from '../src/index.ts';
+import { openPool, sql } from '../src/db/pool.ts';
+import { InvalidInputError, PermgraphError, Permgraph } from '../src/index.ts';
 import * as model from './reference/model.ts';
 import { g, o, u } from './helpers/builders.ts';
 import { createTestDatabase } from './helpers/database.ts';
 import { readPermissions } from './helpers/graph.ts';
+import { createLogin } from './helpers/logins.ts';
 
 describe('TypeScript API (Permgraph)', async () => {
   const { db, url } = await createTestDatabase();
@@ -57,5 +59,102 @@ describe('TypeScript API (Permgraph)', async () => {
     expect(await pg.check('carol', 'roadmap', 2)).toBe(true);
     await expect(pg.grant('carol', 'eng', 'overlord')).rejects.toThrow(/unknown role "overlord"; known roles: editor/);
     await expect(pg.check('carol', 'roadmap', 'doc.fly')).rejects.toThrow(/unknown operation "doc.fly"/);
+  });
+
+  describe('asActor: the audit log records the actor of every API call inside it', () => {
+    /** Audit rows about these nodes, oldest first. */
+    const audit = (...ids: string[]) =>
+      db.query(sql`
+        select actor, action, coalesce(tail_id || ' -> ' || head_id, head_id, details ->> 'name') as what, db_role
+        from permgraph.audit_log
+        where head_id = any(${ids}::text[]) or tail_id = any(${ids}::text[]) or details ->> 'name' = any(${ids}::text[])
+        order by id`);
+
+    it('grant, revoke, node writes, syncGrants and syncRoles inside asActor record the actor; the login stays in db_role', async () => {
+      // A writer's login through a pool of its own, as an application would connect.
+      const writer = await createLogin(db, url, 'api_writer', 'permgraph_writer');
+      const api = Permgraph.fromPool(writer.db, writer.url);
+      const token = await api.asActor('ann@example.com', async () => {
+        await api.addNode('ax-user', 'user');
+        await api.addNode('ax-team', 'group');
+        await api.setOwner('ax-team', 'ax-user');
+        await api.grant('ax-user', 'ax-team', 'read', { source: 'ui' });
+        await api.revoke('ax-user', 'ax-team', { source: 'ui' });
+        await api.syncGrants('ax-ldap', [{ tail: 'ax-user', head: 'ax-team', level: 'write' }]);
+        return api.grant('ax-user', 'ax-team', 'manage', { source: 'ui' });
+      });
+      await api.grant('ax-user', 'ax-team', 'read', { source: 'outside' }); // outside asActor: the login
+      await pg.asActor('root@example.com', () => pg.syncRoles({ roles: [{ name: 'ax-role', level: 1 }], operations: [] }));
+      expect(await audit('ax-user', 'ax-team', 'ax-role')).toEqual([
+        { actor: 'ann@example.com', action: 'create_node', what: 'ax-user', db_role: writer.name },
+        { actor: 'ann@example.com', action: 'create_node', what: 'ax-team', db_role: writer.name },
+        { actor: 'ann@example.com', action: 'set_owner', what: 'ax-team', db_role: writer.name },
+        { actor: 'ann@example.com', action: 'grant', what: 'ax-user -> ax-team', db_role: writer.name },
+        { actor: 'ann@example.com', action: 'revoke', what: 'ax-user -> ax-team', db_role: writer.name },
+        { actor: 'ann@example.com', action: 'grant', what: 'ax-user -> ax-team', db_role: writer.name },
+        { actor: 'ann@example.com', action: 'grant', what: 'ax-user -> ax-team', db_role: writer.name },
+        { actor: writer.name, action: 'grant', what: 'ax-user -> ax-team', db_role: writer.name },
+        { actor: 'root@example.com', action: 'catalog', what: 'ax-role', db_role: expect.any(String) },
+      ]);
+      // the writes inside asActor committed together, when it returned
+      await pg.waitFor(token);
+      expect(await pg.check('ax-user', 'ax-team', 'manage')).toBe(true);
+    });
+
+    it('concurrent calls on one pool each record their own actor; nothing leaks to the next user of a connection', async () => {
+      const small = Permgraph.fromPool(openPool(url, { poolSize: 2 }), url);
+      try {
+        await pg.addNode('cx-team', 'group');
+        const users = Array.from({ length: 8 }, (_, i) => `cx-user${i}`);
+        for (const user of users) await pg.addNode(user, 'user');
+        await Promise.all(
+          users.map((user, i) =>
+            i % 2 === 0
+              ? small.asActor(`actor-${user}`, () => small.grant(user, 'cx-team', 'read'))
+              : small.grant(user, 'cx-team', 'read'),
+          ),
+        );
+        const [{ login }] = await db.query(sql`select current_user as login`);
+        const rows = await db.query(sql`select tail_id, actor from permgraph.audit_log where action = 'grant' and head_id = 'cx-team' order by tail_id`);
+        expect(rows).toEqual(users.map((user, i) => ({ tail_id: user, actor: i % 2 === 0 ? `actor-${user}` : login })));
+      } finally {
+        await small.db.dispose();
+      }
+    });
+
+    it('on a pool of one connection; all or nothing; nested actors; waitFor inside is refused', async () => {
+      const single = Permgraph.fromPool(openPool(url, { poolSize: 1 }), url);
+      try {
+        await single.addNode('nx-user', 'user');
+        await single.addNode('nx-team', 'group');
+        await expect(
+          single.asActor('ann@example.com', async () => {
+            await single.grant('nx-user', 'nx-team', 'read');
+            throw new Error('changed my mind');
+          }),
+        ).rejects.toThrow('changed my mind');
+        expect(await db.query(sql`select count(*)::int as n from permgraph.grants where head_id = 'nx-team'`)).toEqual([{ n: 0 }]);
+
+        await single.asActor('outer@example.com', async (tx) => {
+          await single.asActor('inner@example.com', () => single.grant('nx-user', 'nx-team', 'read', { source: 'inner' }));
+          await single.grant('nx-user', 'nx-team', 'read', { source: 'outer' });
+          // the transaction handed to fn is the same one
+          await tx.query(sql`update permgraph.grants set level = 2 where head_id = 'nx-team' and source = 'outer'`);
+          const token = await single.grant('nx-user', 'nx-team', 'manage', { source: 'late' });
+          await expect(single.waitFor(token)).rejects.toThrow(PermgraphError);
+          await expect(single.waitFor(token)).rejects.toThrow(/is the transaction of asActor, which commits only when asActor returns/);
+        });
+        const rows = await db.query(sql`select source, actor, action from permgraph.audit_log where head_id = 'nx-team' and tail_id = 'nx-user' order by id`);
+        expect(rows).toEqual([
+          { source: 'inner', actor: 'inner@example.com', action: 'grant' },
+          { source: 'outer', actor: 'outer@example.com', action: 'grant' },
+          { source: 'outer', actor: 'outer@example.com', action: 'change_level' },
+          { source: 'late', actor: 'outer@example.com', action: 'grant' },
+        ]);
+        await expect(single.asActor('  ', async () => {})).rejects.toThrow(InvalidInputError);
+      } finally {
+        await single.db.dispose();
+      }
+    });
   });
 });

@@ -54,3 +54,65 @@ language sql stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$ select permgraph._catalog_level('operation', p_name) $$;
+
+-- Catalog changes are audited like grants (action 'catalog'): the kind
+-- ('role' or 'operation') and name in details, the levels in old_level and
+-- new_level (null when added or removed), the actor as for every audit row
+-- (permgraph.actor, else the login). Per statement, with transition tables;
+-- a row whose level did not change is not a change.
+create or replace function permgraph._audit_catalog() returns trigger
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  entry_kind constant text := case tg_table_name when 'roles' then 'role' else 'operation' end;
+begin
+  if not permgraph._audit_enabled() then
+    return null;
+  end if;
+  if tg_op = 'INSERT' then
+    insert into permgraph.audit_log (action, new_level, details)
+    select 'catalog', n.level, jsonb_build_object('kind', entry_kind, 'name', n.name) from new_rows n order by n.name;
+  elsif tg_op = 'DELETE' then
+    insert into permgraph.audit_log (action, old_level, details)
+    select 'catalog', o.level, jsonb_build_object('kind', entry_kind, 'name', o.name) from old_rows o order by o.name;
+  else
+    insert into permgraph.audit_log (action, old_level, new_level, details)
+    select 'catalog', o.level, n.level, jsonb_build_object('kind', entry_kind, 'name', coalesce(n.name, o.name))
+    from old_rows o full join new_rows n on n.name = o.name
+    where n.level is distinct from o.level
+    order by coalesce(n.name, o.name), (o.name is null);
+  end if;
+  return null;
+end $$;
+
+drop trigger if exists roles_audit_inserted on permgraph.roles;
+create trigger roles_audit_inserted after insert on permgraph.roles
+  referencing new table as new_rows
+  for each statement execute function permgraph._audit_catalog();
+
+drop trigger if exists roles_audit_updated on permgraph.roles;
+create trigger roles_audit_updated after update on permgraph.roles
+  referencing old table as old_rows new table as new_rows
+  for each statement execute function permgraph._audit_catalog();
+
+drop trigger if exists roles_audit_deleted on permgraph.roles;
+create trigger roles_audit_deleted after delete on permgraph.roles
+  referencing old table as old_rows
+  for each statement execute function permgraph._audit_catalog();
+
+drop trigger if exists operations_audit_inserted on permgraph.operations;
+create trigger operations_audit_inserted after insert on permgraph.operations
+  referencing new table as new_rows
+  for each statement execute function permgraph._audit_catalog();
+
+drop trigger if exists operations_audit_updated on permgraph.operations;
+create trigger operations_audit_updated after update on permgraph.operations
+  referencing old table as old_rows new table as new_rows
+  for each statement execute function permgraph._audit_catalog();
+
+drop trigger if exists operations_audit_deleted on permgraph.operations;
+create trigger operations_audit_deleted after delete on permgraph.operations
+  referencing old table as old_rows
+  for each statement execute function permgraph._audit_catalog();

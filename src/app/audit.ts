@@ -16,7 +16,9 @@ export type AuditAction =
   | 'truncate'
   /** Written by releases before 0.2, when the log could be truncated. */
   | 'truncate_audit'
-  | 'prune_audit';
+  | 'prune_audit'
+  /** A role or operation of the catalog added, changed or removed (details: kind, name; old/new level). */
+  | 'catalog';
 
 export interface AuditEntry {
   id: number;
@@ -61,7 +63,7 @@ export interface AuditPage {
 
 const ACTIONS: readonly AuditAction[] = [
   'grant', 'revoke', 'change_level', 'set_owner', 'create_node', 'delete_node', 'set_trash', 'import', 'truncate', 'truncate_audit',
-  'prune_audit',
+  'prune_audit', 'catalog',
 ];
 
 /** Lists audit entries oldest first, keyset-paginated on id. */
@@ -122,6 +124,16 @@ function toEntry(r: Record<string, unknown>): AuditEntry {
  * Without it the database role (current_user) is recorded.
  */
 export async function setActor(tx: Queryable, actor: string): Promise<void> {
-  if (actor.trim() === '') throw new InvalidInputError('the actor must not be empty');
+  if (typeof actor !== 'string' || actor.trim() === '') throw new InvalidInputError('the actor must not be empty');
   await tx.query(sql`select set_config('permgraph.actor', ${actor}, true)`);
+}
+
+/**
+ * setActor when an actor is given (the `actor` option of the library's
+ * writes: grant, revoke, syncGrants, syncRoles), nothing otherwise. Call it
+ * inside the write's own transaction: `set_config(…, true)` lasts until its
+ * end, so a pooled connection never carries an actor into another write.
+ */
+export async function applyActor(tx: Queryable, actor: string | undefined): Promise<void> {
+  if (actor !== undefined) await setActor(tx, actor);
 }

@@ -8,6 +8,7 @@ import { sql, type Queryable } from '../db/pool.ts';
 import { InvalidInputError, withInputErrors } from '../errors.ts';
 import { LEVEL_NAMES, parseLevel } from '../levels.ts';
 import type { Level } from '../types.ts';
+import { applyActor } from './audit.ts';
 import { parsePositionedJson, type SourcePosition } from './positioned-json.ts';
 
 export type { SourcePosition } from './positioned-json.ts';
@@ -197,7 +198,11 @@ function diffSection(kind: CatalogChange['kind'], current: CatalogEntry[], desir
  * Grants keep the levels they were given: renaming or re-levelling a role
  * does not rewrite existing grants.
  */
-export async function syncRoles(db: Queryable, catalog: Catalog, options: { dryRun?: boolean } = {}): Promise<SyncResult> {
+export async function syncRoles(
+  db: Queryable,
+  catalog: Catalog,
+  options: { dryRun?: boolean; /** Who the audit log records as making the changes (default: the database login). */ actor?: string } = {},
+): Promise<SyncResult> {
   const dryRun = options.dryRun ?? false;
   // A catalog built in code gets the same checks as one read from a file.
   const checked = validateEntries(
@@ -208,6 +213,7 @@ export async function syncRoles(db: Queryable, catalog: Catalog, options: { dryR
     db.tx(async (tx) => {
       // Concurrent syncs take turns; readers of the catalog are not blocked.
       await tx.query(sql`lock table permgraph.roles, permgraph.operations in share row exclusive mode`);
+      await applyActor(tx, options.actor);
       const changes: CatalogChange[] = [];
       for (const section of Object.keys(SECTIONS) as Section[]) {
         const current: CatalogEntry[] = await tx.query(sql`select name, level from ${TABLES[section]} order by name`);

@@ -8,6 +8,14 @@ import { writeWithToken, type FreshnessToken } from '../engine/freshness.ts';
 import { InvalidInputError } from '../errors.ts';
 import type { Level } from '../types.ts';
 import { parseLevelOrRole } from './access.ts';
+import { applyActor } from './audit.ts';
+
+export interface GrantOptions {
+  /** The grant's source (default 'default'). */
+  source?: string;
+  /** Who the audit log records as making the change (default: the database login). */
+  actor?: string;
+}
 
 export interface GrantResult {
   /** The level written (a role name resolved through the catalog). */
@@ -30,17 +38,18 @@ export async function writeGrant(
   tailId: string,
   headId: string,
   levelOrRole: Level | string,
-  options: { source?: string } = {},
+  options: GrantOptions = {},
 ): Promise<GrantResult> {
   const level = await parseLevelOrRole(db, levelOrRole);
   const source = options.source ?? DEFAULT_GRANT_SOURCE;
-  const { token } = await writeWithToken(db, (tx) =>
-    tx.query(sql`
+  const { token } = await writeWithToken(db, async (tx) => {
+    await applyActor(tx, options.actor);
+    await tx.query(sql`
       insert into permgraph.grants (tail_id, head_id, level, source)
       values (${tailId}, ${headId}, ${level}, ${source})
       on conflict (tail_id, head_id, source) do update set level = excluded.level
-      where permgraph.grants.level is distinct from excluded.level`),
-  );
+      where permgraph.grants.level is distinct from excluded.level`);
+  });
   return { level, token };
 }
 
@@ -49,8 +58,9 @@ export async function writeGrant(
  * and says whether there was one. Unknown ids are an InvalidInputError: a
  * typo to report, not a revoke that "worked".
  */
-export async function revokeGrant(db: Queryable, tailId: string, headId: string, options: { source?: string } = {}): Promise<RevokeResult> {
+export async function revokeGrant(db: Queryable, tailId: string, headId: string, options: GrantOptions = {}): Promise<RevokeResult> {
   const { value: revoked, token } = await writeWithToken(db, async (tx) => {
+    await applyActor(tx, options.actor);
     const known: { id: string }[] = await tx.query(sql`select id from permgraph.nodes where id = any (${[tailId, headId]}::text[])`);
     for (const id of [tailId, headId]) {
       if (!known.some((k) => k.id === id)) throw new InvalidInputError(`node "${id}" does not exist`);

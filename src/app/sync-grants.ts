@@ -8,6 +8,7 @@ import { currentToken, type FreshnessToken } from '../engine/freshness.ts';
 import { InvalidInputError, withInputErrors } from '../errors.ts';
 import { parseLevel } from '../levels.ts';
 import type { Level, LevelInput } from '../types.ts';
+import { applyActor } from './audit.ts';
 
 export interface DesiredGrant {
   tail: string;
@@ -36,7 +37,12 @@ interface ValidGrant {
  * object as tail) is refused before anything is written. Concurrent syncs of
  * the same source run one after the other.
  */
-export async function syncGrants(db: Queryable, source: string, desired: readonly DesiredGrant[]): Promise<SyncResult> {
+export async function syncGrants(
+  db: Queryable,
+  source: string,
+  desired: readonly DesiredGrant[],
+  options: { /** Who the audit log records as making the changes (default: the database login). */ actor?: string } = {},
+): Promise<SyncResult> {
   if (typeof source !== 'string' || source === '') throw new InvalidInputError('sync-grants: the source must be a non-empty string');
   const grants = validateDesiredGrants(desired);
   const tails = grants.map((g) => g.tail);
@@ -47,6 +53,7 @@ export async function syncGrants(db: Queryable, source: string, desired: readonl
       // Under READ COMMITTED each statement after the lock sees the previous
       // sync of this source committed, so the two never interleave.
       await tx.query(sql`select pg_advisory_xact_lock(hashtextextended(${SYNC_GRANTS_LOCK_PREFIX + source}, 0))`);
+      await applyActor(tx, options.actor);
       await requireKnownEnds(tx, tails, heads);
       const [counts] = await tx.query(sql`
         with desired as (
