@@ -1,5 +1,7 @@
 // Why may (or may not) a user act on a thing? Runs permgraph.explain()
-// (sql/functions/130_explain.sql): a breadth-first search of the current edges from the user.
+// (sql/functions/130_explain.sql): a breadth-first search of the current edges
+// from the user. check() and the listings answer from the permission table,
+// which lags the edges while changes are pending: explain says how many.
 import { sql, type Queryable } from '../db/pool.ts';
 import { withInputErrors } from '../errors.ts';
 import { parseLevel } from '../levels.ts';
@@ -43,14 +45,25 @@ export interface Explanation {
   traversePath: PathEdge[] | null;
   /** The thing's effective trash time (past or future), if any. */
   trashAt: Date | null;
+  /**
+   * Changes captured but not yet applied to the permission table, counted in
+   * the same snapshot as the search. explain reads the current edges, while
+   * check() and the listings read the table: when this is not 0, they may
+   * still answer differently until a worker has applied the changes.
+   */
+  pendingChanges: number;
 }
 
 /** Explains access of `userId` to `thingId`, at `level` if given (else: the best access there is). */
 export async function explain(db: Queryable, userId: string, thingId: string, level?: LevelInput | null): Promise<Explanation> {
   const parsed = level === undefined || level === null ? null : parseLevel(level);
-  const [row] = await withInputErrors(() => db.query(sql`select permgraph.explain(${userId}, ${thingId}, ${parsed}::integer) as result`));
+  const [row] = await withInputErrors(() =>
+    db.query(sql`
+      select permgraph.explain(${userId}, ${thingId}, ${parsed}::integer) as result,
+             (select count(*) from permgraph.changes)::bigint as pending`),
+  );
   const raw: RawExplanation = row.result;
-  return { ...raw, trashAt: raw.trashAt === null ? null : new Date(raw.trashAt) };
+  return { ...raw, trashAt: raw.trashAt === null ? null : new Date(raw.trashAt), pendingChanges: Number(row.pending) };
 }
 
-type RawExplanation = Omit<Explanation, 'trashAt'> & { trashAt: string | null };
+type RawExplanation = Omit<Explanation, 'trashAt' | 'pendingChanges'> & { trashAt: string | null };

@@ -1,7 +1,9 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { explain, type Explanation, type PathEdge } from '../../src/app/explain.ts';
-import { refresh } from '../../src/engine/apply.ts';
+import { sql } from '../../src/db/pool.ts';
+import { applyChanges, refresh } from '../../src/engine/apply.ts';
+import { check } from '../../src/engine/check.ts';
 import { InvalidInputError } from '../../src/errors.ts';
 import * as model from '../reference/model.ts';
 import type { Level, RefGraph } from '../reference/model.ts';
@@ -57,6 +59,7 @@ function expectAgreesWithModel(graph: RefGraph, rows: model.PermissionRow[], e: 
   expect(e.allowed, label).toBe(model.check(graph, e.user, thing.id, level ?? 1, now));
   expect(e.reason, label).toBe(trashed ? 'trashed' : best === 0 ? 'no path' : best < (level ?? 1) ? 'level too low' : null);
   expect(e.trashAt?.getTime() ?? null, label).toBe(trash?.getTime() ?? null);
+  expect(e.pendingChanges, label).toBe(0); // nothing pending: the table says what the edges say
   if (best === 0) {
     expect(e.path, label).toEqual([]);
     return;
@@ -164,6 +167,18 @@ describe('explain() against the reference model', async () => {
     });
     await refresh(db);
     expect((await explain(db, 'ann', 'doc')).path).toEqual([edge('ann', 2, 'a'), edge('a', 2, 'doc')]);
+  });
+
+  it('says how many changes are pending, while check() still answers from the table that lags them', async () => {
+    await loadGraph(db, { nodes: [u('ann'), g('team')], grants: [] });
+    await refresh(db);
+    expect(await explain(db, 'ann', 'team')).toMatchObject({ allowed: false, reason: 'no path', pendingChanges: 0 });
+    await db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('ann', 'team', 1)`);
+    expect(await explain(db, 'ann', 'team')).toMatchObject({ allowed: true, path: [edge('ann', 1, 'team')], pendingChanges: 1 });
+    expect(await check(db, 'ann', 'team', 1)).toBe(false);
+    await applyChanges(db);
+    expect(await explain(db, 'ann', 'team')).toMatchObject({ allowed: true, pendingChanges: 0 });
+    expect(await check(db, 'ann', 'team', 1)).toBe(true);
   });
 
   it('bad input: clear errors', async () => {
