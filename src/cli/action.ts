@@ -1,16 +1,16 @@
-import type { Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { withContext, type CommandContext, type GlobalOptions } from './context.ts';
+import { ExitCode } from './errors.ts';
 
-/** Thrown by commands that ran fine but must exit non-zero (e.g. verify found differences). */
-export class ExitCode extends Error {
-  constructor(readonly code: number, message: string) {
-    super(message);
-  }
-}
+export { ExitCode };
 
 export type Action<O> = (context: CommandContext, options: O, args: string[]) => Promise<void>;
 
-/** Wraps a command body: global options, database, cleanup. Daemons log at info by default, one-shot commands at warn. */
+/**
+ * Wraps a command body: global options, database, cleanup, and SIGINT/SIGTERM
+ * cancelling the command's statements on the server (see withContext).
+ * Daemons log at info by default, one-shot commands at warn.
+ */
 export function action<O>(program: Command, run: Action<O>, defaults: { logLevel: string } = { logLevel: 'warn' }) {
   return async (...args: unknown[]) => {
     const command = args[args.length - 1] as Command;
@@ -24,13 +24,29 @@ export function action<O>(program: Command, run: Action<O>, defaults: { logLevel
 export async function requireSchema(ctx: CommandContext): Promise<void> {
   const { schemaState } = await import('../migrations/migrate.ts'); // loaded lazily: see context.ts
   const { state, pending } = await schemaState(ctx.db);
-  if (state === 'missing') throw new ExitCode(1, 'permgraph schema not found in this database: run `permgraph migrate` first');
-  if (state === 'behind') throw new ExitCode(1, `permgraph schema is behind this package (pending: ${pending.join(', ')}): run \`permgraph migrate\``);
-  if (state === 'ahead') throw new ExitCode(1, 'permgraph schema is newer than this package: upgrade permgraph');
+  if (state === 'missing') throw new ExitCode(1, 'permgraph schema not found in this database: run `permgraph migrate` first', 'not_migrated');
+  if (state === 'behind') throw new ExitCode(1, `permgraph schema is behind this package (pending: ${pending.join(', ')}): run \`permgraph migrate\``, 'not_migrated');
+  if (state === 'ahead') throw new ExitCode(1, 'permgraph schema is newer than this package: upgrade permgraph', 'not_migrated');
 }
 
 export function positiveInteger(value: string, flag: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n <= 0) throw new ExitCode(2, `${flag} must be a positive integer, got "${value}"`);
   return n;
+}
+
+/**
+ * --actor ACTOR: who the audit log records as making a command's changes
+ * (permgraph.actor for its transactions; default: the database login). Every
+ * command that writes audited changes takes it: grant, revoke, sync-grants,
+ * roles sync, import. Add it with `.addOption(actorOption())`; the value is
+ * `flags.actor` (a non-empty string, or undefined).
+ */
+export function actorOption(): Option {
+  return new Option('--actor <actor>', 'record the changes in the audit log as made by ACTOR, e.g. an e-mail address (default: the database login)').argParser(
+    (value: string) => {
+      if (value.trim() === '') throw new InvalidArgumentError('the actor must not be empty.');
+      return value;
+    },
+  );
 }

@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import type { ConnectionPool } from '../db/pool.ts';
 import type { ResolvedDatabase } from '../db/resolve.ts';
 import type { Logger } from '../logger.ts';
+import { ExitCode } from './errors.ts';
 
 export interface GlobalOptions {
   databaseUrl?: string;
@@ -21,31 +22,153 @@ export interface CommandContext {
   emitJson(value: unknown): void;
 }
 
-/** Resolves the database, opens a pool, runs the command, and always cleans up. */
+/** Exit statuses of a command stopped by a signal: 128 + the signal's number, as shells report it. */
+const SIGNAL_EXIT = { SIGINT: 130, SIGTERM: 143 } as const;
+type StopSignal = keyof typeof SIGNAL_EXIT;
+
+/**
+ * Resolves the database, opens a pool, runs the command, and always cleans up.
+ *
+ * Ctrl-C (SIGINT) and SIGTERM cancel the command's statements on the server
+ * (pg_cancel_backend on every backend of this process's pool, found by its
+ * unique application_name, until the command has stopped), let it unwind
+ * (its transaction rolls back, the pool and an embedded server are closed),
+ * and end it with exit status 130 / 143. No statement starts after the
+ * signal. A second signal exits at once. A command that listens for the
+ * signal itself (the worker through onShutdownSignal, import) is left to
+ * handle it.
+ */
 export async function withContext<T>(options: GlobalOptions, run: (context: CommandContext) => Promise<T>): Promise<T> {
-  const [{ createLogger }, { resolveDatabase }, { openPool }] = await Promise.all([
-    import('../logger.ts'),
-    import('../db/resolve.ts'),
-    import('../db/pool.ts'),
-  ]);
-  const logger = createLogger({ level: options.logLevel ?? 'warn' });
-  const database = await resolveDatabase({ databaseUrl: options.databaseUrl, logger });
-  const db = openPool(database.url);
-  const context: CommandContext = {
-    database,
-    db,
-    logger,
-    options,
-    say: (line) => {
-      if (!options.json) process.stdout.write(`${line}\n`);
-    },
-    emitJson: (value) => process.stdout.write(`${JSON.stringify(value, null, 2)}\n`),
-  };
+  const interrupt = new Interrupt();
   try {
-    return await run(context);
+    const [{ createLogger }, { resolveDatabase }, { openPool }] = await Promise.all([
+      import('../logger.ts'),
+      import('../db/resolve.ts'),
+      import('../db/pool.ts'),
+    ]);
+    const logger = createLogger({ level: options.logLevel ?? 'warn' });
+    interrupt.logger = logger;
+    interrupt.check();
+    const database = await resolveDatabase({ databaseUrl: options.databaseUrl, logger });
+    const db = openPool(database.url, { applicationName: interrupt.applicationName });
+    interrupt.url = database.url;
+    const context: CommandContext = {
+      database,
+      db: interrupt.guard(db),
+      logger,
+      options,
+      say: (line) => {
+        if (!options.json) process.stdout.write(`${line}\n`);
+      },
+      emitJson: (value) => process.stdout.write(`${JSON.stringify(value, null, 2)}\n`),
+    };
+    try {
+      interrupt.check();
+      const result = await run(context);
+      interrupt.check(' after the command had finished');
+      return result;
+    } catch (error) {
+      interrupt.check('', error);
+      throw error;
+    } finally {
+      await interrupt.settled();
+      await db.dispose();
+      await database.release();
+    }
   } finally {
-    await db.dispose();
-    await database.release();
+    interrupt.dispose();
+  }
+}
+
+/** What SIGINT/SIGTERM do to a one-shot command: see withContext. */
+class Interrupt {
+  /** Unique, so that cancelling finds this process's backends and no one else's. */
+  readonly applicationName = `permgraph-cli-${process.pid}-${Math.random().toString(16).slice(2, 10)}`;
+  logger: Logger | undefined;
+  url: string | undefined;
+  private signal: StopSignal | undefined;
+  private cancelling: Promise<void> | undefined;
+  private readonly listeners = (Object.keys(SIGNAL_EXIT) as StopSignal[]).map((signal) => {
+    const listener = () => {
+      // Another listener means the command handles this signal itself.
+      if (process.listeners(signal).every((l) => l === listener)) this.received(signal);
+    };
+    process.on(signal, listener);
+    return [signal, listener] as const;
+  });
+
+  dispose(): void {
+    for (const [signal, listener] of this.listeners) process.off(signal, listener);
+  }
+
+  /** Throws the command's exit after a signal (with the error it unwound with, if any). */
+  check(when = '', cause?: unknown): void {
+    if (!this.signal) return;
+    throw new ExitCode(SIGNAL_EXIT[this.signal], `interrupted by ${this.signal}${when}`, 'interrupted', { cause });
+  }
+
+  /** The pool, refusing to start a statement or transaction once a signal came. */
+  guard(db: ConnectionPool): ConnectionPool {
+    const refuse = new Set<PropertyKey>(['query', 'tx', 'task']);
+    return new Proxy(db, {
+      get: (target, property, receiver) => {
+        const value: unknown = Reflect.get(target, property, receiver);
+        if (typeof value !== 'function') return value;
+        if (!refuse.has(property)) return value.bind(target);
+        return (...args: unknown[]) => {
+          try {
+            this.check();
+          } catch (error) {
+            return Promise.reject(error);
+          }
+          return value.apply(target, args);
+        };
+      },
+    });
+  }
+
+  /** Resolves once the cancelling that a signal started is over. */
+  async settled(): Promise<void> {
+    this.stopCancelling = true;
+    await this.cancelling;
+  }
+
+  private stopCancelling = false;
+
+  private received(signal: StopSignal): void {
+    if (this.signal) {
+      this.logger?.warn({ signal }, 'second signal: exiting now');
+      process.exit(SIGNAL_EXIT[signal]);
+    }
+    this.signal = signal;
+    this.logger?.info({ signal }, 'cancelling the running statement (send again to exit at once)');
+    this.cancelling = this.cancelLoop();
+  }
+
+  /**
+   * Cancels this process's active statements until the command has stopped:
+   * a statement sent just as the signal came may reach the server after the
+   * first round.
+   */
+  private async cancelLoop(): Promise<void> {
+    if (!this.url) return; // not connected yet: nothing runs on the server
+    const { openPool, sql } = await import('../db/pool.ts');
+    const canceller = openPool(this.url, { poolSize: 1, applicationName: 'permgraph-cli-cancel' });
+    try {
+      while (!this.stopCancelling) {
+        const [row] = await canceller.query(sql`
+          select count(*) filter (where pg_cancel_backend(a.pid))::int as cancelled
+          from pg_stat_activity a
+          where a.application_name = ${this.applicationName} and a.datname = current_database()
+            and a.pid <> pg_backend_pid() and a.state = 'active'`);
+        if (row.cancelled > 0) this.logger?.info({ statements: row.cancelled }, 'cancelled on the server');
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    } catch (error) {
+      this.logger?.warn({ err: error }, 'could not cancel the running statement');
+    } finally {
+      await canceller.dispose();
+    }
   }
 }
 

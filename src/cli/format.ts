@@ -27,6 +27,12 @@ export function formatExplanation(e: Explanation): string[] {
   const edges = (path: PathEdge[]) => path.map((p) => `  ${p.tail} -[${levelName(p.level)}, ${p.source}]-> ${p.head}`);
   if (e.path.length) lines.push('path:', ...edges(e.path));
   if (e.traversePath) lines.push(`manage path to the owner (lets ${e.user} reach what it owns):`, ...edges(e.traversePath));
+  if (e.pendingChanges > 0) {
+    lines.push(
+      `note: ${e.pendingChanges} change(s) pending: the permission table may not reflect this yet ` +
+        '(explain reads the current grants and owners; check and list answer from the table until a worker applies them)',
+    );
+  }
   return lines;
 }
 
@@ -54,6 +60,7 @@ export function describeEntry(e: AuditEntry): string {
       case 'truncate': return `table ${String(e.details?.table)}`;
       case 'truncate_audit': return 'audit log truncated';
       case 'prune_audit': return `entries before ${String(e.details?.before)} pruned (${String(e.details?.entries)})`;
+      case 'catalog': return `${String(e.details?.kind)} ${String(e.details?.name)} level ${level(e.oldLevel)} => ${level(e.newLevel)}`;
     }
   })();
   return `${e.id}\t${e.at.toISOString()}\t${e.actor}\t${e.action}\t${what}`;

@@ -3,32 +3,45 @@
 // and the command definitions load here; each command imports its implementation
 // when it runs, so `permgraph --help` stays close to bare node's start-up time.
 import { Command, CommanderError } from 'commander';
-import { ExitCode } from './action.ts';
 import { registerCommands } from './commands/index.ts';
+import { describeFailure, reportFailure } from './errors.ts';
+
+/** --json anywhere before a `--`: failures are then reported as JSON too, usage errors included. */
+const json = (() => {
+  const args = process.argv.slice(2);
+  const end = args.indexOf('--');
+  return (end === -1 ? args : args.slice(0, end)).includes('--json');
+})();
 
 const program = new Command('permgraph')
   .description('materialized permission graph for PostgreSQL')
   .option('--database-url <url>', 'PostgreSQL connection string (default: $DATABASE_URL, else the embedded server)')
   .option('--log-level <level>', 'trace|debug|info|warn|error|silent (logs are JSON on stderr)')
-  .option('--json', 'machine-readable output on stdout')
+  .option('--json', 'machine-readable output on stdout, keys in camelCase; a failure is {"error": {"message", "code", "exitCode"}} on stderr')
   .showHelpAfterError()
+  // With --json, commander's own error text and help are replaced by the JSON failure (main below).
+  .configureOutput({ writeErr: (text) => void (json ? undefined : process.stderr.write(text)) })
+  .addHelpText(
+    'after',
+    '\nExit status: 0 success; 1 failure; 2 usage error; 3 denied (check); 130/143 interrupted by SIGINT/SIGTERM\n' +
+      '(the statement running on the server is cancelled first).',
+  )
   .exitOverride();
 registerCommands(program);
 for (const command of program.commands) command.exitOverride();
 
-/** Runs the CLI and returns the exit code: one line on stderr for any failure. */
+/** Runs the CLI and returns the exit code: one line (or one JSON object) on stderr for any failure. */
 async function main(argv: string[]): Promise<number> {
   try {
     await program.parseAsync(argv);
     return 0;
   } catch (error) {
-    if (error instanceof CommanderError) {
-      // --help and --version are "errors" with exit code 0; usage errors were already printed.
-      return error.exitCode === 0 ? 0 : 2;
-    }
-    const message = error instanceof Error ? error.message : String(error);
-    process.stderr.write(`permgraph: ${message.replace(/^permgraph: /, '').split('\n')[0]}\n`);
-    return error instanceof ExitCode ? error.code : 1;
+    // --help and --version are "errors" with exit code 0.
+    if (error instanceof CommanderError && error.exitCode === 0) return 0;
+    const failure = describeFailure(error, error instanceof CommanderError);
+    // Commander has printed its usage errors already, unless --json silenced it.
+    if (!(error instanceof CommanderError) || json) reportFailure(failure, json);
+    return failure.exitCode;
   }
 }
 

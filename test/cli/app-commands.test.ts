@@ -59,8 +59,23 @@ describe('permgraph list / who / explain / grant / revoke / sync-grants', async 
     );
     expect((await cli('explain', 'bob', 'spec')).stdout).toBe('bob may not access spec: no path\n');
     expect(JSON.parse((await cli('--json', 'explain', 'ann', 'eng', '--level', 'manage')).stdout)).toMatchObject({
-      allowed: false, reason: 'level too low', bestLevel: 2, path: [{ tail: 'ann', head: 'eng', level: 2, source: 'default' }],
+      allowed: false, reason: 'level too low', bestLevel: 2, path: [{ tail: 'ann', head: 'eng', level: 2, source: 'default' }], pendingChanges: 0,
     });
+  });
+
+  it('explain says when changes are pending (check answers from the table until they are applied)', async () => {
+    await loadGraph(db, graph);
+    await refresh(db);
+    await db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('bob', 'roadmap', 1)`);
+    expect((await cli('check', 'bob', 'spec', 'read')).stdout).toBe('no\n');
+    const explained = await cli('explain', 'bob', 'spec');
+    expect(explained.code).toBe(0);
+    expect(explained.stdout.split('\n')[0]).toBe('bob may read spec (best level: read, through its owner)');
+    expect(explained.stdout).toContain('\nnote: 1 change(s) pending: the permission table may not reflect this yet ');
+    expect(JSON.parse((await cli('--json', 'explain', 'bob', 'spec')).stdout)).toMatchObject({ allowed: true, pendingChanges: 1 });
+    expect((await cli('worker', '--once')).code).toBe(0);
+    expect((await cli('explain', 'bob', 'spec')).stdout).not.toContain('pending');
+    expect((await cli('check', 'bob', 'spec', 'read')).stdout).toBe('yes\n');
   });
 
   it('grant and revoke write through plain SQL on grants, per source', async () => {
@@ -73,7 +88,7 @@ describe('permgraph list / who / explain / grant / revoke / sync-grants', async 
     const [pending] = await db.query(sql`select count(*)::int as n from permgraph.changes where tail_id = 'bob'`);
     expect(pending.n).toBe(1); // captured for the worker
     expect((await cli('revoke', 'bob', 'roadmap')).stdout).toBe('no grant bob -> roadmap from source default: nothing to revoke\n');
-    expect(JSON.parse((await cli('--json', 'revoke', 'bob', 'roadmap', '--source', 'ui')).stdout)).toMatchObject({ revoked: true });
+    expect(JSON.parse((await cli('--json', 'revoke', 'bob', 'roadmap', '--source', 'ui')).stdout)).toEqual({ tail: 'bob', head: 'roadmap', source: 'ui', revoked: true, token: expect.any(String) });
     expect(await grants()).toEqual([{ tail_id: 'ann', head_id: 'eng', level: 2, source: 'default' }]);
   });
 
@@ -90,6 +105,43 @@ describe('permgraph list / who / explain / grant / revoke / sync-grants', async 
       { tail_id: 'ann', head_id: 'eng', level: 2, source: 'default' },
       { tail_id: 'bob', head_id: 'eng', level: 2, source: 'ldap' },
     ]);
+  });
+
+  it('--actor: grant, revoke, sync-grants and roles sync record who made the change in the audit log', async () => {
+    await loadGraph(db, graph);
+    const [{ from }] = await db.query(sql`select coalesce(max(id), 0)::int as from from permgraph.audit_log`);
+    const [{ login }] = await db.query(sql`select session_user as login`);
+    expect((await cli('grant', 'bob', 'roadmap', 'read', '--source', 'ui', '--actor', 'ann@example.com')).code).toBe(0);
+    expect((await cli('grant', 'bob', 'eng', 'write', '--source', 'ui')).code).toBe(0);
+    expect((await cli('revoke', 'bob', 'roadmap', '--source', 'ui', '--actor', 'carol@example.com')).code).toBe(0);
+    const file = path.join(scratch, 'actor.json');
+    await writeFile(file, JSON.stringify([{ tail: 'bob', head: 'spec', level: 1 }]));
+    expect((await cli('sync-grants', 'ldap', file, '--actor', 'ldap-sync')).code).toBe(0);
+    const catalog = path.join(scratch, 'catalog.json');
+    await writeFile(catalog, JSON.stringify({ roles: { viewer: 1 }, operations: { 'doc.edit': 2 } }));
+    expect((await cli('roles', 'sync', catalog, '--actor', 'root@example.com')).code).toBe(0);
+    await writeFile(catalog, JSON.stringify({ roles: { viewer: 2 }, operations: {} }));
+    expect((await cli('roles', 'sync', catalog, '--dry-run', '--actor', 'nobody@example.com')).code).toBe(0); // writes nothing
+    expect((await cli('roles', 'sync', catalog)).code).toBe(0);
+    expect(await db.query(sql`select actor, action, tail_id, head_id, details, old_level, new_level from permgraph.audit_log where id > ${from} order by id`)).toEqual([
+      { actor: 'ann@example.com', action: 'grant', tail_id: 'bob', head_id: 'roadmap', details: null, old_level: null, new_level: 1 },
+      { actor: login, action: 'grant', tail_id: 'bob', head_id: 'eng', details: null, old_level: null, new_level: 2 },
+      { actor: 'carol@example.com', action: 'revoke', tail_id: 'bob', head_id: 'roadmap', details: null, old_level: 1, new_level: null },
+      { actor: 'ldap-sync', action: 'grant', tail_id: 'bob', head_id: 'spec', details: null, old_level: null, new_level: 1 },
+      { actor: 'root@example.com', action: 'catalog', tail_id: null, head_id: null, details: { kind: 'role', name: 'viewer' }, old_level: null, new_level: 1 },
+      { actor: 'root@example.com', action: 'catalog', tail_id: null, head_id: null, details: { kind: 'operation', name: 'doc.edit' }, old_level: null, new_level: 2 },
+      { actor: login, action: 'catalog', tail_id: null, head_id: null, details: { kind: 'role', name: 'viewer' }, old_level: 1, new_level: 2 },
+      { actor: login, action: 'catalog', tail_id: null, head_id: null, details: { kind: 'operation', name: 'doc.edit' }, old_level: 2, new_level: null },
+    ]);
+    const listed = await cli('audit', '--action', 'catalog', '--actor', 'root@example.com');
+    expect(listed.stdout.trimEnd().split('\n').map((l) => l.split('\t').slice(2).join(' | '))).toEqual([
+      'root@example.com | catalog | role viewer level - => 1',
+      'root@example.com | catalog | operation doc.edit level - => 2',
+    ]);
+    const empty = await cli('grant', 'bob', 'eng', 'read', '--actor', ' ');
+    expect(empty.code).toBe(2);
+    expect(empty.stderr).toMatch(/--actor <actor>' argument ' ' is invalid\. the actor must not be empty\./);
+    await db.query(sql`delete from permgraph.roles; delete from permgraph.operations`);
   });
 
   it('bad input: one-line reason, non-zero exit, nothing written', async () => {

@@ -1,11 +1,23 @@
+import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
-import { sql } from '../../src/db/pool.ts';
+import { registerCommands } from '../../src/cli/commands/index.ts';
+import { openPool, sql } from '../../src/db/pool.ts';
 import { refresh } from '../../src/engine/apply.ts';
 import * as model from '../reference/model.ts';
 import { g, grant, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { collect, killWorkerMidBatch, runCli, spawnCli, waitUntil, wideGraph } from '../helpers/cli.ts';
 import { loadGraph, readPermissions } from '../helpers/graph.ts';
+
+/** --json output is camelCase: no key anywhere with an underscore (audit entries' free-form details aside). */
+function expectCamelCase(value: unknown, path = '$'): void {
+  if (Array.isArray(value)) return value.forEach((v, i) => expectCamelCase(v, `${path}[${i}]`));
+  if (value === null || typeof value !== 'object') return;
+  for (const [key, v] of Object.entries(value)) {
+    expect(key, `${path}.${key}`).toMatch(/^[a-z][A-Za-z0-9]*$/);
+    if (key !== 'details') expectCamelCase(v, `${path}.${key}`);
+  }
+}
 
 describe('permgraph CLI', async () => {
   const { db, url } = await createTestDatabase();
@@ -26,15 +38,22 @@ describe('permgraph CLI', async () => {
     expect(result.code).toBe(1);
     expect(result.stdout).toContain('permissions ann -> docs: stored level 1, traverse_owned true, expected level 2, traverse_owned true');
     expect(result.stderr).toMatch(/^permgraph: 1 difference\(s\) from a full recomputation\n$/);
-    expect((await cli('--json', 'verify')).stdout).toContain('"relation": "permissions"');
+    const json = await cli('--json', 'verify');
+    expect(JSON.parse(json.stdout)).toMatchObject({ differences: [{ relation: 'permissions' }], pendingChanges: 0 });
+    expect(JSON.parse(json.stderr)).toEqual({ error: { message: '1 difference(s) from a full recomputation', code: 'differences', exitCode: 1 } });
   });
 
-  it('check prints yes/no, with --json for scripts', async () => {
+  it('check prints yes/no with exit status 0 / 3 for scripts (errors are 1), and --json', async () => {
     await loadGraph(db, { nodes: [u('ann'), g('docs')], grants: [grant('ann', 2, 'docs')] });
     await refresh(db);
-    expect((await cli('check', 'ann', 'docs', 'write')).stdout).toBe('yes\n');
-    expect((await cli('check', 'ann', 'docs', '3')).stdout).toBe('no\n');
-    expect(JSON.parse((await cli('--json', 'check', 'ann', 'docs', 'read')).stdout)).toMatchObject({ allowed: true, level: 1 });
+    expect(await cli('check', 'ann', 'docs', 'write')).toEqual({ code: 0, stdout: 'yes\n', stderr: '' });
+    expect(await cli('check', 'ann', 'docs', '3')).toEqual({ code: 3, stdout: 'no\n', stderr: '' });
+    expect(await cli('check', 'ann', 'docs', 'doc.fly')).toMatchObject({ code: 1, stdout: '' });
+    expect(JSON.parse((await cli('--json', 'check', 'ann', 'docs', 'read')).stdout)).toEqual({ user: 'ann', target: 'docs', level: 1, allowed: true });
+    const denied = await cli('--json', 'check', 'ann', 'docs', 'manage');
+    expect(denied).toMatchObject({ code: 3, stderr: '' });
+    expect(JSON.parse(denied.stdout)).toEqual({ user: 'ann', target: 'docs', level: 3, allowed: false });
+    expect((await runCli(['check', '--help'])).stdout).toContain('Exit status: 0 allowed; 3 denied; 1 error');
   });
 
   it('bad input: one-line reason, non-zero exit', async () => {
@@ -48,6 +67,87 @@ describe('permgraph CLI', async () => {
     expect(unreachable.stderr).toMatch(/^permgraph: .*ECONNREFUSED.*\n$/);
   });
 
+  it('--json: a failure is one JSON object on stderr with a stable code, usage errors included; nothing on stdout', async () => {
+    const failure = async (args: string[]) => {
+      const result = await cli('--json', ...args);
+      expect(result.stdout, args.join(' ')).toBe('');
+      expect(result.stderr.trimEnd().split('\n'), args.join(' ')).toHaveLength(1);
+      return { code: result.code, ...JSON.parse(result.stderr) };
+    };
+    expect(await failure(['check', 'ann', 'docs', '4'])).toEqual({
+      code: 1,
+      error: { message: 'level must be 1 (read), 2 (write) or 3 (manage), got "4"', code: 'invalid_input', exitCode: 1 },
+    });
+    expect(await failure(['list', 'nobody'])).toEqual({
+      code: 1,
+      error: { message: 'user "nobody" does not exist', code: 'invalid_input', exitCode: 1, sqlState: '22023' },
+    });
+    expect(await failure(['no-such-command'])).toEqual({ code: 2, error: { message: "unknown command 'no-such-command'", code: 'usage', exitCode: 2 } });
+    expect(await failure(['worker', '--once', '--max-batch', 'lots'])).toEqual({
+      code: 2,
+      error: { message: '--max-batch must be a positive integer, got "lots"', code: 'usage', exitCode: 2 },
+    });
+    const unreachable = await runCli(['--json', '--database-url', 'postgres://nobody:x@127.0.0.1:1/none', 'status']);
+    expect(unreachable.code).toBe(1);
+    expect(JSON.parse(unreachable.stderr)).toMatchObject({ error: { code: 'connection', exitCode: 1 } });
+  });
+
+  it('--json output is camelCase in every command', async () => {
+    await loadGraph(db, { nodes: [u('ann'), g('docs')], grants: [grant('ann', 2, 'docs')] });
+    for (const args of [['migrate'], ['worker', '--once'], ['refresh'], ['status'], ['verify'], ['check', 'ann', 'docs', 'read'], ['doctor']]) {
+      const result = await cli('--json', ...args);
+      expectCamelCase(JSON.parse(result.stdout), args.join(' '));
+    }
+  });
+
+  it('every argument of every command has help text', () => {
+    const program = new Command('permgraph');
+    registerCommands(program);
+    const commands = (command: Command): Command[] => [command, ...command.commands.flatMap(commands)];
+    const all = commands(program);
+    expect(all.length).toBeGreaterThan(15);
+    const missing = all.flatMap((command) => command.registeredArguments.filter((a) => !a.description).map((a) => `${command.name()} <${a.name()}>`));
+    expect(missing).toEqual([]);
+  });
+
+  it('Ctrl-C: SIGINT / SIGTERM cancel the statement running on the server, then exit 130 / 143', async () => {
+    await loadGraph(db, { nodes: [u('ann'), g('docs')], grants: [grant('ann', 2, 'docs')] });
+    // Another session holds the permission table: refresh and check wait for it, on the server.
+    const locker = openPool(url, { poolSize: 1 });
+    try {
+      await locker.tx(async (tx) => {
+        await tx.query(sql`lock table permgraph.permissions in access exclusive mode`);
+        for (const [signal, args, code] of [
+          ['SIGINT', ['refresh'], 130],
+          ['SIGTERM', ['check', 'ann', 'docs', 'read'], 143],
+        ] as const) {
+          const child = spawnCli(['--database-url', url, ...args]);
+          const done = collect(child);
+          let waiting: number[] = [];
+          await waitUntil(async () => {
+            const rows = await db.query(sql`
+              select pid from pg_stat_activity
+              where datname = current_database() and application_name like 'permgraph-cli-%' and wait_event_type = 'Lock'`);
+            waiting = rows.map((r: { pid: number }) => r.pid);
+            return waiting.length > 0;
+          }, `${args[0]} to wait for the lock`);
+          child.kill(signal);
+          expect(await done, signal).toEqual({ code, stdout: '', stderr: `permgraph: interrupted by ${signal}\n` });
+          // Its backend is gone while the lock is still held: cancelled, not left waiting behind the CLI.
+          await waitUntil(async () => {
+            const [row] = await db.query(sql`select count(*)::int as n from pg_stat_activity where pid = any(${waiting}::int[])`);
+            return row.n === 0;
+          }, `the backend of ${args[0]} to go away`);
+          const [held] = await tx.query(sql`select count(*)::int as n from pg_locks where locktype = 'relation' and relation = 'permgraph.permissions'::regclass and mode = 'AccessExclusiveLock' and granted`);
+          expect(held.n).toBe(1);
+        }
+      });
+    } finally {
+      await locker.dispose();
+    }
+    expect((await cli('refresh')).code).toBe(0);
+  });
+
   it('every command has --help', async () => {
     for (const command of ['migrate', 'refresh', 'verify', 'check', 'status', 'worker', 'dev']) {
       const result = await runCli([command, '--help']);
@@ -59,9 +159,12 @@ describe('permgraph CLI', async () => {
   it('status reports pending changes and the active worker', async () => {
     await db.query(sql`insert into permgraph.nodes (id, kind) values ('status-user', 'user')`);
     const status = JSON.parse((await cli('--json', 'status')).stdout);
-    expect(status).toMatchObject({ schema: 'ok', pending_changes: 1, worker: null });
+    expect(status).toMatchObject({ schema: 'ok', pendingChanges: 1, worker: null });
     expect((await cli('worker', '--once')).code).toBe(0);
-    expect(JSON.parse((await cli('--json', 'status')).stdout)).toMatchObject({ pending_changes: 0, last_batch: { last_batch_mode: 'incremental' } });
+    const after = JSON.parse((await cli('--json', 'status')).stdout);
+    expect(after).toMatchObject({ pendingChanges: 0, lastBatch: { lastBatchMode: 'incremental' } });
+    expectCamelCase(after);
+    expect((await cli('status')).stdout).toMatch(/^pending changes: {2}0$/m);
   });
 
   it('worker: SIGTERM stops it cleanly with exit 0', async () => {

@@ -177,6 +177,10 @@ describe('permgraph import / audit / doctor (CLI)', async () => {
     const rest = JSON.parse((await cli('--json', 'audit', '--actor', 'cli-tester', '--limit', '2', '--after', cursor)).stdout);
     expect(rest.entries.map((e: { action: string }) => e.action)).toEqual(['grant']);
     expect(rest.nextCursor).toBe(null);
+    const last = rest.entries[0].id;
+    expect(await cli('audit', '--actor', 'cli-tester', '--after', String(last))).toMatchObject({ code: 0, stdout: `no audit entries after ${last} match\n` });
+    expect(await cli('audit', '--actor', 'nobody-at-all')).toMatchObject({ code: 0, stdout: 'no audit entries match\n' });
+    expect(JSON.parse((await cli('--json', 'audit', '--actor', 'nobody-at-all')).stdout)).toEqual({ entries: [], nextCursor: null });
     expect((await cli('audit', '--source', 'ui', '--action', 'change_level')).stdout.trim().split('\n')).toHaveLength(1);
     expect((await cli('audit', '--since', 'whenever')).stderr).toMatch(/^permgraph: since\/until must be a timestamp/);
     expect((await cli('audit', '--limit', 'x')).code).toBe(2);

@@ -7,7 +7,7 @@ import { InvalidInputError } from '../../errors.ts';
 import type { NodeKind } from '../../types.ts';
 
 // The implementations are imported inside each action: see core.ts.
-import { action, positiveInteger, requireSchema } from '../action.ts';
+import { action, actorOption, positiveInteger, requireSchema } from '../action.ts';
 import type { CommandContext } from '../context.ts';
 import { formatExplanation, levelName } from '../format.ts';
 
@@ -22,7 +22,7 @@ export function registerAppCommands(program: Command): void {
   program
     .command('list')
     .description('the nodes USER may act on at --level (trashed ones hidden), by id, one page at a time')
-    .argument('<user>')
+    .argument('<user>', 'the user (a node of kind user)')
     .option('--level <level>', '1|2|3 or read|write|manage', 'read')
     .option('--kind <kind>', 'only nodes of this kind: user|group|object')
     .option('--limit <n>', `page size, at most ${MAX_PAGE_LIMIT}`, String(DEFAULT_PAGE_LIMIT))
@@ -44,7 +44,7 @@ export function registerAppCommands(program: Command): void {
   program
     .command('who')
     .description('the users who may act on TARGET at --level (directly or through its owner), by id, one page at a time')
-    .argument('<target>')
+    .argument('<target>', 'the node asked about')
     .option('--level <level>', '1|2|3 or read|write|manage', 'read')
     .option('--limit <n>', `page size, at most ${MAX_PAGE_LIMIT}`, String(DEFAULT_PAGE_LIMIT))
     .option('--after <cursor>', 'the cursor printed by the previous page')
@@ -63,9 +63,12 @@ export function registerAppCommands(program: Command): void {
 
   program
     .command('explain')
-    .description('why USER may (or may not) act on THING: the strongest path, or the reason there is none; exit 0 either way')
-    .argument('<user>')
-    .argument('<thing>')
+    .description(
+      'why USER may (or may not) act on THING: the strongest path, or the reason there is none; exit 0 either way. ' +
+        'It reads the current grants and owners: when changes are pending, it says so (check and list answer from the permission table, which may not reflect them yet)',
+    )
+    .argument('<user>', 'the user (a node of kind user)')
+    .argument('<thing>', 'the node asked about')
     .option('--level <level>', 'the level asked about: 1|2|3 or read|write|manage (default: any)')
     .action(
       action<{ level?: string }>(program, async (ctx, options, [user, thing]) => {
@@ -80,15 +83,16 @@ export function registerAppCommands(program: Command): void {
   program
     .command('grant')
     .description('grant TAIL (a user or group) LEVEL on HEAD from --source (re-granting changes the level)')
-    .argument('<tail>')
-    .argument('<head>')
+    .argument('<tail>', 'who receives the grant: a user or a group')
+    .argument('<head>', 'the node granted: a user, group or object')
     .argument('<level>', '1|2|3, read|write|manage, or a role from the catalog')
     .option('--source <source>', 'the grant source', DEFAULT_GRANT_SOURCE)
+    .addOption(actorOption())
     .action(
-      action<{ source: string }>(program, async (ctx, options, [tail, head, levelArg]) => {
+      action<{ source: string; actor?: string }>(program, async (ctx, options, [tail, head, levelArg]) => {
         await requireSchema(ctx);
         const { writeGrant } = await import('../../app/grants.ts');
-        const { level, token } = await writeGrant(ctx.db, tail!, head!, levelArg!, { source: options.source });
+        const { level, token } = await writeGrant(ctx.db, tail!, head!, levelArg!, { source: options.source, actor: options.actor });
         if (ctx.options.json) ctx.emitJson({ tail, head, level, source: options.source, token });
         ctx.say(`granted ${tail} -[${levelName(level)}]-> ${head} (source ${options.source}); token ${token}`);
       }),
@@ -97,14 +101,15 @@ export function registerAppCommands(program: Command): void {
   program
     .command('revoke')
     .description('remove the grant TAIL -> HEAD of --source (other sources\' grants stay)')
-    .argument('<tail>')
-    .argument('<head>')
+    .argument('<tail>', 'the user or group holding the grant')
+    .argument('<head>', 'the node granted')
     .option('--source <source>', 'the grant source', DEFAULT_GRANT_SOURCE)
+    .addOption(actorOption())
     .action(
-      action<{ source: string }>(program, async (ctx, options, [tail, head]) => {
+      action<{ source: string; actor?: string }>(program, async (ctx, options, [tail, head]) => {
         await requireSchema(ctx);
         const { revokeGrant } = await import('../../app/grants.ts');
-        const { revoked, token } = await revokeGrant(ctx.db, tail!, head!, { source: options.source });
+        const { revoked, token } = await revokeGrant(ctx.db, tail!, head!, { source: options.source, actor: options.actor });
         if (ctx.options.json) ctx.emitJson({ tail, head, source: options.source, revoked, token });
         ctx.say(revoked ? `revoked ${tail} -> ${head} (source ${options.source}); token ${token}` : `no grant ${tail} -> ${head} from source ${options.source}: nothing to revoke`);
       }),
@@ -113,15 +118,16 @@ export function registerAppCommands(program: Command): void {
   program
     .command('sync-grants')
     .description('make the grants of SOURCE exactly those in FILE (a JSON array of {"tail", "head", "level"}), in one transaction')
-    .argument('<source>')
+    .argument('<source>', 'the grant source to replace, e.g. ldap (other sources\' grants stay)')
     .argument('<file>', 'JSON file: [{"tail": "alice", "head": "eng", "level": "write"}, …]')
+    .addOption(actorOption())
     .action(
-      action(program, async (ctx, _options, [source, file]) => {
+      action<{ actor?: string }>(program, async (ctx, options, [source, file]) => {
         await requireSchema(ctx);
         // syncGrants checks the shape of every entry and names the bad one.
         const desired = parseGrantsFile(file!, await readGrantsFile(file!)) as DesiredGrant[];
         const { syncGrants } = await import('../../app/sync-grants.ts');
-        const result = await syncGrants(ctx.db, source!, desired);
+        const result = await syncGrants(ctx.db, source!, desired, { actor: options.actor });
         if (ctx.options.json) ctx.emitJson({ source, ...result });
         ctx.say(`synced source ${source}: ${result.inserted} inserted, ${result.updated} updated, ${result.deleted} deleted; token ${result.token}`);
       }),

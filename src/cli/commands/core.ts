@@ -1,5 +1,7 @@
 import type { Command } from 'commander';
-import { action, ExitCode, requireSchema } from '../action.ts';
+import { action, ExitCode, positiveInteger, requireSchema } from '../action.ts';
+import { EXIT } from '../errors.ts';
+import { camelCaseKeys } from '../json.ts';
 
 // The implementations are imported inside each action, so that registering the
 // commands (and `permgraph --help`) loads no database driver.
@@ -38,26 +40,28 @@ export function registerCoreCommands(program: Command): void {
     .option('--limit <n>', 'print at most n differences', '50')
     .action(
       action<{ limit: string }>(program, async (ctx, options) => {
+        const limit = positiveInteger(options.limit, '--limit');
         await requireSchema(ctx);
         const { verify } = await import('../../engine/verify.ts');
         const { differences, pendingChanges } = await verify(ctx.db);
         if (ctx.options.json) ctx.emitJson({ differences, pendingChanges });
-        for (const d of differences.slice(0, Number(options.limit))) {
+        for (const d of differences.slice(0, limit)) {
           ctx.say(`${d.relation} ${d.key}: stored ${d.stored}, expected ${d.expected}`);
         }
-        if (differences.length > Number(options.limit)) ctx.say(`… and ${differences.length - Number(options.limit)} more`);
+        if (differences.length > limit) ctx.say(`… and ${differences.length - limit} more`);
         const pendingNote = pendingChanges ? ` (${pendingChanges} change(s) pending: is a worker running?)` : '';
-        if (differences.length) throw new ExitCode(1, `${differences.length} difference(s) from a full recomputation${pendingNote}`);
+        if (differences.length) throw new ExitCode(1, `${differences.length} difference(s) from a full recomputation${pendingNote}`, 'differences');
         ctx.say(`ok: the table equals a full recomputation${pendingNote}`);
       }),
     );
 
   program
     .command('check')
-    .description('may USER act on TARGET at LEVEL (1|2|3, read|write|manage) or for an OPERATION of the catalog? prints yes/no; exit 0 either way')
-    .argument('<user>')
-    .argument('<target>')
-    .argument('<level-or-operation>')
+    .description('may USER act on TARGET at LEVEL or for an OPERATION of the catalog? prints yes/no (exit status 0 yes, 3 no)')
+    .argument('<user>', 'the user (a node of kind user)')
+    .argument('<target>', 'the node asked about')
+    .argument('<level-or-operation>', '1|2|3, read|write|manage, or an operation of the catalog (e.g. document.edit)')
+    .addHelpText('after', '\nExit status: 0 allowed; 3 denied; 1 error (e.g. an unknown user, level or operation); 2 usage error.\nWith --json the answer is printed either way: {"user", "target", "level" or "operation", "allowed"}.')
     .action(
       action(program, async (ctx, _options, [user, target, asked]) => {
         await requireSchema(ctx);
@@ -65,6 +69,8 @@ export function registerCoreCommands(program: Command): void {
         const answer = await checkAccess(ctx.db, user!, target!, asked!); // { level | operation, allowed }
         if (ctx.options.json) ctx.emitJson({ user, target, ...answer });
         ctx.say(answer.allowed ? 'yes' : 'no');
+        // Denied is an answer, not a failure: a status of its own for scripts, and nothing on stderr.
+        if (!answer.allowed) throw new ExitCode(EXIT.denied, '', 'denied');
       }),
     );
 
@@ -77,15 +83,16 @@ export function registerCoreCommands(program: Command): void {
         const schema = await schemaState(ctx.db);
         if (schema.state === 'missing') throw new ExitCode(1, 'permgraph schema not found: run `permgraph migrate`');
         const [row] = await ctx.db.query(sql`select permgraph.status() as status`);
-        const status = { schema: schema.state, ...row.status };
+        // permgraph.status() speaks SQL's snake_case; the command line speaks camelCase.
+        const status = camelCaseKeys({ schema: schema.state, ...row.status }) as Record<string, any>;
         if (ctx.options.json) return ctx.emitJson(status);
         ctx.say(`schema:           ${schema.state}${schema.pending.length ? ` (pending: ${schema.pending.join(', ')})` : ''}`);
-        ctx.say(`pending changes:  ${status.pending_changes}`);
-        ctx.say(`oldest pending:   ${status.oldest_pending_age_s == null ? '-' : `${Number(status.oldest_pending_age_s).toFixed(1)} s ago`}`);
-        const last = status.last_batch;
-        ctx.say(`last batch:       ${last?.last_batch_at ? `${last.last_batch_mode}, ${last.last_batch_changes} change(s), ${Number(last.last_batch_ms).toFixed(1)} ms, at ${last.last_batch_at}` : 'never'}`);
-        ctx.say(`worker:           ${status.worker ? `active (backend pid ${status.worker.pid}, ${status.worker.application_name}, from ${status.worker.client_addr ?? 'local socket'}, since ${status.worker.since})` : 'none holds the applier role'}`);
-        ctx.say(`permission rows:  ${status.permission_rows}`);
+        ctx.say(`pending changes:  ${status.pendingChanges}`);
+        ctx.say(`oldest pending:   ${status.oldestPendingAgeS == null ? '-' : `${Number(status.oldestPendingAgeS).toFixed(1)} s ago`}`);
+        const last = status.lastBatch;
+        ctx.say(`last batch:       ${last?.lastBatchAt ? `${last.lastBatchMode}, ${last.lastBatchChanges} change(s), ${Number(last.lastBatchMs).toFixed(1)} ms, at ${last.lastBatchAt}` : 'never'}`);
+        ctx.say(`worker:           ${status.worker ? `active (backend pid ${status.worker.pid}, ${status.worker.applicationName}, from ${status.worker.clientAddr ?? 'local socket'}, since ${status.worker.since})` : 'none holds the applier role'}`);
+        ctx.say(`permission rows:  ${status.permissionRows}`);
       }),
     );
 

@@ -56,7 +56,7 @@ export function registerOpsCommands(program: Command): void {
     .option('--actor <actor>', 'only changes by this actor (permgraph.actor, else the database role)')
     .option('--target <id>', 'only changes about this node (as grant tail or head, or the node changed)')
     .option('--source <source>', 'only changes with this grant source (or import run name)')
-    .option('--action <action>', 'only this action: grant, revoke, change_level, set_owner, create_node, delete_node, set_trash, import, truncate')
+    .option('--action <action>', 'only this action: grant, revoke, change_level, set_owner, create_node, delete_node, set_trash, import, truncate, catalog, prune_audit')
     .option('--since <time>', 'only changes at or after this time (e.g. 2024-05-01T12:00:00Z)')
     .option('--until <time>', 'only changes before this time')
     .option('--limit <n>', 'at most n entries', String(DEFAULT_AUDIT_LIMIT))
@@ -74,7 +74,7 @@ export function registerOpsCommands(program: Command): void {
         const failed = checks.filter((c) => c.status === 'fail');
         if (ctx.options.json) ctx.emitJson({ ok: failed.length === 0, checks });
         for (const c of checks) ctx.say(`${c.status.padEnd(4)}  ${c.name.padEnd(8)}  ${c.message}`);
-        if (failed.length) throw new ExitCode(1, `${failed.length} check(s) failed: ${failed.map((c) => c.name).join(', ')}`);
+        if (failed.length) throw new ExitCode(1, `${failed.length} check(s) failed: ${failed.map((c) => c.name).join(', ')}`, 'checks_failed');
       }),
     );
 }
@@ -192,6 +192,7 @@ async function runAudit(ctx: CommandContext, flags: AuditFlags): Promise<void> {
     limit,
   });
   if (ctx.options.json) return ctx.emitJson(page);
+  if (page.entries.length === 0) ctx.say(after === undefined ? 'no audit entries match' : `no audit entries after ${after} match`);
   for (const entry of page.entries) ctx.say(describeEntry(entry));
   if (page.nextCursor !== null) ctx.say(`more: --after ${page.nextCursor}`);
 }
