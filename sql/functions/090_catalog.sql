@@ -87,32 +87,20 @@ begin
   return null;
 end $$;
 
-drop trigger if exists roles_audit_inserted on permgraph.roles;
-create trigger roles_audit_inserted after insert on permgraph.roles
-  referencing new table as new_rows
-  for each statement execute function permgraph._audit_catalog();
-
-drop trigger if exists roles_audit_updated on permgraph.roles;
-create trigger roles_audit_updated after update on permgraph.roles
-  referencing old table as old_rows new table as new_rows
-  for each statement execute function permgraph._audit_catalog();
-
-drop trigger if exists roles_audit_deleted on permgraph.roles;
-create trigger roles_audit_deleted after delete on permgraph.roles
-  referencing old table as old_rows
-  for each statement execute function permgraph._audit_catalog();
-
-drop trigger if exists operations_audit_inserted on permgraph.operations;
-create trigger operations_audit_inserted after insert on permgraph.operations
-  referencing new table as new_rows
-  for each statement execute function permgraph._audit_catalog();
-
-drop trigger if exists operations_audit_updated on permgraph.operations;
-create trigger operations_audit_updated after update on permgraph.operations
-  referencing old table as old_rows new table as new_rows
-  for each statement execute function permgraph._audit_catalog();
-
-drop trigger if exists operations_audit_deleted on permgraph.operations;
-create trigger operations_audit_deleted after delete on permgraph.operations
-  referencing old table as old_rows
-  for each statement execute function permgraph._audit_catalog();
+-- Three triggers a table (a statement's transition tables are per event).
+do $$
+declare
+  catalog_table text;
+begin
+  foreach catalog_table in array array['roles', 'operations'] loop
+    execute format('drop trigger if exists %I on permgraph.%I', catalog_table || '_audit_inserted', catalog_table);
+    execute format('create trigger %I after insert on permgraph.%I referencing new table as new_rows
+                    for each statement execute function permgraph._audit_catalog()', catalog_table || '_audit_inserted', catalog_table);
+    execute format('drop trigger if exists %I on permgraph.%I', catalog_table || '_audit_updated', catalog_table);
+    execute format('create trigger %I after update on permgraph.%I referencing old table as old_rows new table as new_rows
+                    for each statement execute function permgraph._audit_catalog()', catalog_table || '_audit_updated', catalog_table);
+    execute format('drop trigger if exists %I on permgraph.%I', catalog_table || '_audit_deleted', catalog_table);
+    execute format('create trigger %I after delete on permgraph.%I referencing old table as old_rows
+                    for each statement execute function permgraph._audit_catalog()', catalog_table || '_audit_deleted', catalog_table);
+  end loop;
+end $$;
