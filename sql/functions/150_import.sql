@@ -2,6 +2,29 @@
 -- staging tables import_nodes and import_grants.
 -- The current definition of these functions: `permgraph migrate` re-applies
 -- this file whenever its content changes (sql/README.md).
+--
+-- Every statement here must stay linear in the run's rows whatever the
+-- planner believes about them. The caller analyzes the staging tables once
+-- they are filled, but a wrong estimate must never turn a check quadratic
+-- (with the staging tables analyzed while empty, a duplicate check by
+-- self-join ran as a nested loop comparing every row with every row, and
+-- 20,001 nodes took 7 minutes), so the plans do not depend on estimates:
+-- - validation runs with enable_nestloop off: rows of the run meet rows of
+--   the run (and of the temporary tables) only in hash or merge joins,
+--   linear whatever the estimates (the load joins nothing);
+-- - the only nested loops are the LATERAL lookups written as such, each an
+--   index probe: into permgraph.nodes by its primary key (so a small import
+--   into a large graph probes, and never scans, the graph), into
+--   import_nodes by (run, id), and down the ownership graph by owner;
+-- - rows are compared with other rows of the same run by window functions
+--   over one sorted pass, never by self-joins;
+-- - what a step marks is written back by primary key (= any(array)), not by
+--   a join;
+-- - walks up and down the ownership graph start only from the nodes whose
+--   owner the load sets or changes;
+-- - the run's rows are never copied: the valid staged nodes are the rows of
+--   import_nodes with problem null (duplicates are marked first, so an id
+--   has at most one).
 
 -- Whether p_value parses as a timestamptz. pg_input_is_valid() would do, but
 -- it is PostgreSQL 16+ and permgraph supports 14 and 15. The block only
@@ -17,19 +40,59 @@ exception when data_exception then
   return false;
 end $$;
 
+-- What is wrong with the id in column p_column of an import row (null: nothing).
+-- The rule is permgraph._id_problem's, but calling it for every row would
+-- cost 20 µs a row (a SQL function with a pinned search_path is never
+-- inlined), so validation writes the same test inline, as
+--   id is null or length(id) not between 1 and 256 or id ~ '[[:cntrl:]]'
+-- and calls this only for the ids that fail it (test/app/import.test.ts
+-- checks that the two agree).
+create or replace function permgraph._import_id_problem(p_column text, p_id text) returns text
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+  select case
+    when p_id is null then format('%s is missing', p_column)
+    when permgraph._id_problem(p_id) is not null then
+      format('%s %s %s (an id is 1 to 256 characters with no control characters)',
+             p_column, permgraph._describe_id(p_id), permgraph._id_problem(p_id))
+  end
+$$;
+
+-- Why a node an import row needs (an owner, a grant's tail or head) will not
+-- exist after the load: its own row is invalid, or it is nowhere.
+create or replace function permgraph._import_missing(p_run text, p_what text, p_id text) returns text
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select coalesce(
+    (select format('%s %s is not loaded: its row is invalid (%s)', p_what, permgraph._describe_id(p_id),
+                   coalesce('line ' || s.line, 'see its row'))
+     from permgraph.import_nodes s
+     where s.run = p_run and s.id = p_id and s.problem is not null
+     order by s.seq limit 1),
+    format('%s %s does not exist (neither in the input nor in the database)', p_what, permgraph._describe_id(p_id)))
+$$;
+
 -- Marks every invalid staged row of a run with the reason, set-based.
+-- p_levels maps every level text of the run's grants (as staged) to its
+-- level (a number) or to why it is not one (a string): the library resolves
+-- levels and role names with its one level parser (src/levels.ts).
+--
 -- Ownership is checked on the graph the load would produce: valid staged
 -- nodes replace the stored ones, the other stored nodes stay. A rejected node
 -- falls back to its stored version (or disappears), which can invalidate
 -- others (their owner, a cycle through the stored version), so the owner
 -- checks repeat until nothing changes. Returns the counts.
-create or replace function permgraph._import_validate(p_run text) returns jsonb
+create or replace function permgraph._import_validate(p_run text, p_levels jsonb) returns jsonb
 language plpgsql
 set search_path = pg_catalog, pg_temp
 set jit = off
+set enable_nestloop = off
 as $$
 declare
   marked bigint;
+  round integer := 0;
   start_id text;
   cur text;
   nxt text;
@@ -37,203 +100,285 @@ declare
   path text[];
   pos integer;
 begin
-  update permgraph.import_nodes s set problem = case
-      when s.id is null or s.id = '' then 'empty id'
-      when s.kind is null or s.kind not in ('user', 'group', 'object') then
-        format('kind must be user, group or object, got %s', coalesce(quote_literal(s.kind), 'nothing'))
-      when s.trash_at is not null and not permgraph._is_timestamptz(s.trash_at) then
-        format('trash_at %s is not a timestamp', quote_literal(s.trash_at))
+  drop table if exists pg_temp.import_bad;
+  create temp table import_bad (seq bigint primary key, id text collate "C", problem text not null) on commit drop;
+  drop table if exists pg_temp.import_removed;
+  create temp table import_removed (id text collate "C" primary key) on commit drop;
+
+  -- One sorted pass over the run's nodes: each row on its own (ids with the
+  -- rule of permgraph._id_problem, kind), then duplicates (the first row
+  -- without a problem of its own is the one kept), then a kind that differs
+  -- from the stored node's.
+  insert into pg_temp.import_bad (seq, id, problem)
+  select r.seq, r.id, case
+      when r.id is null or length(r.id) not between 1 and 256 or r.id ~ '[[:cntrl:]]'
+        then permgraph._import_id_problem('id', r.id)
+      when r.kind is null or r.kind not in ('user', 'group', 'object') then
+        format('kind must be user, group or object, got %s', permgraph._describe_id(r.kind))
+      when r.local then permgraph._import_id_problem('owner_id', r.owner_id)
+      when r.rank > 1 and r.first_line is not null then
+        format('duplicate id %s (first at line %s)', permgraph._describe_id(r.id), r.first_line)
+      when r.rank > 1 then format('duplicate id %s (the query returns it more than once)', permgraph._describe_id(r.id))
+      else format('node %s exists as a %s; its kind cannot change to %s', permgraph._describe_id(r.id), r.stored_kind, r.kind)
     end
-  where s.run = p_run and s.problem is null
-    and (s.id is null or s.id = '' or s.kind is null or s.kind not in ('user', 'group', 'object')
-         or (s.trash_at is not null and not permgraph._is_timestamptz(s.trash_at)));
+  from (
+    select s.seq, s.id, s.kind, s.owner_id, s.local, n.kind as stored_kind,
+           row_number() over w as rank, first_value(s.line) over w as first_line
+    from (select x.seq, x.id, x.kind, x.owner_id, x.line,
+                 (x.id is null or length(x.id) not between 1 and 256 or x.id ~ '[[:cntrl:]]'
+                  or x.kind is null or x.kind not in ('user', 'group', 'object')
+                  or length(x.owner_id) not between 1 and 256 or x.owner_id ~ '[[:cntrl:]]') is true as local
+          from permgraph.import_nodes x where x.run = p_run and x.problem is null) s
+    left join lateral (select n.kind from permgraph.nodes n where n.id = s.id) n on true
+    window w as (partition by s.id order by s.local, s.seq)
+  ) r
+  where r.local or r.rank > 1 or r.stored_kind <> r.kind;
 
-  update permgraph.import_nodes s set problem = format('duplicate id "%s" (first at %s)', s.id, f.origin)
-  from (select distinct on (id) id, seq, origin from permgraph.import_nodes
-        where run = p_run and problem is null order by id, seq) f
-  where s.run = p_run and s.problem is null and s.id = f.id and s.seq > f.seq;
-
-  update permgraph.import_nodes s
-  set problem = format('node "%s" exists as a %s; its kind cannot change to %s', s.id, n.kind, s.kind)
-  from permgraph.nodes n
-  where s.run = p_run and s.problem is null and n.id = s.id and n.kind <> s.kind;
-
-  -- The graph after the load: valid staged nodes, plus stored nodes not staged.
-  drop table if exists pg_temp.import_merged;
-  create temp table import_merged (id text collate "C" primary key, kind text, owner_id text collate "C", seq bigint)
-    on commit drop;
-  insert into pg_temp.import_merged select id, kind, owner_id, seq from permgraph.import_nodes where run = p_run and problem is null;
-  insert into pg_temp.import_merged select n.id, n.kind, n.owner_id, null from permgraph.nodes n
-    on conflict (id) do nothing;
-  create index on pg_temp.import_merged (owner_id);
-  analyze pg_temp.import_merged;
+  -- trash_at: one cast of them all; only if one fails, find which.
+  begin
+    perform count(s.trash_at::timestamptz) from permgraph.import_nodes s
+    where s.run = p_run and s.problem is null and s.trash_at is not null;
+  exception when data_exception then
+    insert into pg_temp.import_bad (seq, id, problem)
+    select s.seq, s.id, format('trash_at %s is not a timestamp', permgraph._describe_id(s.trash_at))
+    from permgraph.import_nodes s
+    where s.run = p_run and s.problem is null and s.trash_at is not null and not permgraph._is_timestamptz(s.trash_at)
+    on conflict (seq) do nothing;
+  end;
 
   loop
-    -- Owners: must exist after the load, must not be objects, only users may own themselves.
-    with bad as (
-      select s.seq, case
-          when s.owner_id = s.id then format('ownership cycle: %s "%s" cannot own itself', s.kind, s.id)
-          when o.id is null then format('owner "%s" does not exist (neither in the input nor in the database)', s.owner_id)
-          else format('owner "%s" is an object; only users and groups own', s.owner_id)
-        end as problem
-      from permgraph.import_nodes s
-      left join pg_temp.import_merged o on o.id = s.owner_id
-      where s.run = p_run and s.problem is null and s.owner_id is not null
-        and ((s.owner_id = s.id and s.kind <> 'user') or (s.owner_id <> s.id and (o.id is null or o.kind = 'object')))
-    )
-    update permgraph.import_nodes s set problem = bad.problem from bad where s.run = p_run and s.seq = bad.seq;
+    update permgraph.import_nodes s set problem = (select b.problem from pg_temp.import_bad b where b.seq = s.seq)
+    where s.run = p_run and s.seq = any (array(select b.seq from pg_temp.import_bad b));
     get diagnostics marked = row_count;
-
-    if marked = 0 then
-      -- Cycles: nodes not reachable downward from a root (no owner, or a self-owned user).
-      drop table if exists pg_temp.import_rooted;
-      create temp table import_rooted on commit drop as
-        with recursive rooted(id) as (
-          select r.id from pg_temp.import_merged r where r.owner_id is null or r.owner_id = r.id
-          union all
-          select c.id from rooted join pg_temp.import_merged c on c.owner_id = rooted.id and c.owner_id <> c.id
-        ) select id from rooted;
-      drop table if exists pg_temp.import_unrooted;
-      create temp table import_unrooted on commit drop as
-        select m.id, m.owner_id, m.seq, false as visited, null::text as cycle
-        from pg_temp.import_merged m
-        where not exists (select 1 from pg_temp.import_rooted r where r.id = m.id);
-      if exists (select 1 from pg_temp.import_unrooted) then
-        alter table pg_temp.import_unrooted add primary key (id);
-        -- Walk up from each unvisited node; a walk that meets its own path found a cycle.
-        loop
-          select id into start_id from pg_temp.import_unrooted where not visited limit 1;
-          exit when not found;
-          path := array[]::text[];
-          cur := start_id;
-          loop
-            select visited, owner_id into seen, nxt from pg_temp.import_unrooted where id = cur;
-            exit when seen;
-            update pg_temp.import_unrooted set visited = true where id = cur;
-            path := path || cur;
-            cur := nxt;
-          end loop;
-          pos := array_position(path, cur);
-          if pos is not null then
-            update pg_temp.import_unrooted
-            set cycle = array_to_string(path[pos:] || cur, ' -> ')
-            where id = any (path[pos:]);
-          end if;
-        end loop;
-        update permgraph.import_nodes s set problem = case
-            when u.cycle is not null then format('ownership cycle: %s (the owner of each node is the next one)', u.cycle)
-            else format('owner "%s" is in or below an ownership cycle', s.owner_id)
-          end
-        from pg_temp.import_unrooted u
-        where s.run = p_run and s.problem is null and u.seq = s.seq;
-        get diagnostics marked = row_count;
-      end if;
+    -- A rejected node falls back to its stored version, if any: the nodes it
+    -- owns are checked again.
+    if round > 0 then
+      truncate pg_temp.import_removed;
+      insert into pg_temp.import_removed select distinct b.id from pg_temp.import_bad b where b.id is not null;
     end if;
+    truncate pg_temp.import_bad;
+    exit when round > 0 and marked = 0;
+    round := round + 1;
 
-    exit when marked = 0;
-    -- Rejected nodes fall back to their stored version, if any.
-    delete from pg_temp.import_merged m using permgraph.import_nodes s
-    where s.run = p_run and s.problem is not null and m.seq = s.seq;
-    insert into pg_temp.import_merged select n.id, n.kind, n.owner_id, null from permgraph.nodes n
-      on conflict (id) do nothing;
+    -- Owners: must exist after the load, must not be objects, only users may
+    -- own themselves. After the first round, only the nodes whose owner was
+    -- just rejected can have changed.
+    insert into pg_temp.import_bad (seq, id, problem)
+    select v.seq, v.id, case
+        when v.owner_id = v.id then format('ownership cycle: %s %s cannot own itself', v.kind, permgraph._describe_id(v.id))
+        when coalesce(o.kind, n.kind) is null then permgraph._import_missing(p_run, 'owner', v.owner_id)
+        else format('owner %s is an object; only users and groups own', permgraph._describe_id(v.owner_id))
+      end
+    from permgraph.import_nodes v
+    left join permgraph.import_nodes o on o.run = p_run and o.id = v.owner_id and o.problem is null
+    left join lateral (select n.kind from permgraph.nodes n where n.id = v.owner_id) n on true
+    where v.run = p_run and v.problem is null and v.owner_id is not null
+      and (round = 1 or v.owner_id in (select r.id from pg_temp.import_removed r))
+      and ((v.owner_id = v.id and v.kind <> 'user')
+           or (v.owner_id <> v.id and coalesce(o.kind, n.kind) is distinct from 'user' and coalesce(o.kind, n.kind) is distinct from 'group'));
+    get diagnostics marked = row_count;
+    continue when marked > 0;
+
+    -- Cycles. Each one passes through a node whose owner the load sets or
+    -- changes (the stored graph has none), so walk up from those nodes
+    -- through the owners the load leaves: import_g is them and everything
+    -- above them, each with its owner after the load.
+    drop table if exists pg_temp.import_g;
+    create temp table import_g on commit drop as
+      with recursive up(id, owner_id) as (
+        select c.id, c.owner_id
+        from permgraph.import_nodes c
+        left join lateral (select n.owner_id from permgraph.nodes n where n.id = c.id) n on true
+        where c.run = p_run and c.problem is null and c.kind <> 'object' and c.owner_id is not null and c.owner_id <> c.id
+          and c.owner_id is distinct from n.owner_id
+        union
+        select m.id, m.owner_id
+        from up cross join lateral (
+          select v.id, v.owner_id from permgraph.import_nodes v where v.run = p_run and v.id = up.owner_id and v.problem is null
+          union all
+          select n.id, n.owner_id from permgraph.nodes n
+          where n.id = up.owner_id
+            and not exists (select 1 from permgraph.import_nodes v where v.run = p_run and v.id = up.owner_id and v.problem is null)
+        ) m
+        where up.owner_id is not null and up.owner_id <> up.id
+      ) select id, owner_id from up;
+    create index on pg_temp.import_g (owner_id);
+    -- Down from the roots (no owner, or a user owning itself); what is not
+    -- reached is on or below a cycle.
+    drop table if exists pg_temp.import_unrooted;
+    create temp table import_unrooted on commit drop as
+      with recursive rooted(id) as (
+        select r.id from pg_temp.import_g r where r.owner_id is null or r.owner_id = r.id
+        union all
+        select c.id from rooted cross join lateral (
+          select g.id from pg_temp.import_g g where g.owner_id = rooted.id and g.owner_id <> g.id) c
+      )
+      select g.id, g.owner_id, false as visited, null::text as cycle
+      from pg_temp.import_g g
+      where not exists (select 1 from rooted r where r.id = g.id);
+    continue when not exists (select 1 from pg_temp.import_unrooted);
+    alter table pg_temp.import_unrooted add primary key (id);
+    -- Walk up from each node not visited yet; a walk that meets its own path found a cycle.
+    for start_id in select u.id from pg_temp.import_unrooted u loop
+      path := array[]::text[];
+      cur := start_id;
+      loop
+        select visited, owner_id into seen, nxt from pg_temp.import_unrooted where id = cur;
+        exit when not found or seen;
+        update pg_temp.import_unrooted set visited = true where id = cur;
+        path := path || cur;
+        cur := nxt;
+      end loop;
+      pos := array_position(path, cur);
+      if pos is not null then
+        update pg_temp.import_unrooted
+        set cycle = (select string_agg(permgraph._describe_id(x.id), ' -> ' order by x.ord)
+                     from unnest(path[pos:] || cur) with ordinality x(id, ord))
+        where id = any (path[pos:]);
+      end if;
+    end loop;
+    -- Only the staged nodes on a cycle are rejected: what hangs below a cycle
+    -- is checked again once they fall back (next round).
+    insert into pg_temp.import_bad (seq, id, problem)
+    select v.seq, v.id, format('ownership cycle: %s (the owner of each node is the next one)', u.cycle)
+    from pg_temp.import_unrooted u
+    cross join lateral (select v.seq, v.id from permgraph.import_nodes v where v.run = p_run and v.id = u.id and v.problem is null) v
+    where u.cycle is not null;
   end loop;
 
-  update permgraph.import_grants g set problem = case
-      when g.tail_id is null or g.tail_id = '' then 'empty tail_id'
-      when g.head_id is null or g.head_id = '' then 'empty head_id'
-      when g.level is null or g.level not in ('1', '2', '3') then
-        format('level must be 1 (read), 2 (write) or 3 (manage), got %s', coalesce(quote_literal(g.level), 'nothing'))
-      when t.id is null then format('grant tail "%s" does not exist (neither in the input nor in the database)', g.tail_id)
-      when t.kind = 'object' then format('grant tail "%s" is an object; only users and groups can hold grants', g.tail_id)
-      when h.id is null then format('grant head "%s" does not exist (neither in the input nor in the database)', g.head_id)
-    end
-  from permgraph.import_grants g2
-  left join pg_temp.import_merged t on t.id = g2.tail_id
-  left join pg_temp.import_merged h on h.id = g2.head_id
-  where g.run = p_run and g2.run = p_run and g2.seq = g.seq and g.problem is null
-    and (g.tail_id is null or g.tail_id = '' or g.head_id is null or g.head_id = ''
-         or g.level is null or g.level not in ('1', '2', '3') or t.id is null or t.kind = 'object' or h.id is null);
+  -- Grants: ids, level, and both ends after the load; an object holds no grant.
+  insert into pg_temp.import_bad (seq, problem)
+  select b.seq, b.problem from (
+    select g.seq, case
+        when g.tail_id is null or length(g.tail_id) not between 1 and 256 or g.tail_id ~ '[[:cntrl:]]'
+          then permgraph._import_id_problem('tail_id', g.tail_id)
+        when g.head_id is null or length(g.head_id) not between 1 and 256 or g.head_id ~ '[[:cntrl:]]'
+          then permgraph._import_id_problem('head_id', g.head_id)
+        when g.level is null then 'level is missing'
+        when jsonb_typeof(p_levels -> g.level) is distinct from 'number'
+          then coalesce(p_levels ->> g.level, format('level %s was not resolved', permgraph._describe_id(g.level)))
+        when coalesce(tv.kind, tn.kind) is null then permgraph._import_missing(p_run, 'grant tail', g.tail_id)
+        when coalesce(tv.kind, tn.kind) = 'object' then
+          format('grant tail %s is an object; only users and groups can hold grants', permgraph._describe_id(g.tail_id))
+        when coalesce(hv.kind, hn.kind) is null then permgraph._import_missing(p_run, 'grant head', g.head_id)
+      end as problem
+    from permgraph.import_grants g
+    left join permgraph.import_nodes tv on tv.run = p_run and tv.id = g.tail_id and tv.problem is null
+    left join permgraph.import_nodes hv on hv.run = p_run and hv.id = g.head_id and hv.problem is null
+    left join lateral (select n.kind from permgraph.nodes n where n.id = g.tail_id) tn on true
+    left join lateral (select n.kind from permgraph.nodes n where n.id = g.head_id) hn on true
+    where g.run = p_run and g.problem is null
+  ) b
+  where b.problem is not null;
+  -- Duplicates among the rest: the first row is kept.
+  insert into pg_temp.import_bad (seq, problem)
+  select d.seq, case when d.first_line is not null
+                     then format('duplicate grant %s -> %s (source %s; first at line %s)', permgraph._describe_id(d.tail_id),
+                                 permgraph._describe_id(d.head_id), permgraph._describe_id(d.source), d.first_line)
+                     else format('duplicate grant %s -> %s (source %s; the query returns it more than once)', permgraph._describe_id(d.tail_id),
+                                 permgraph._describe_id(d.head_id), permgraph._describe_id(d.source)) end
+  from (select x.seq, x.tail_id, x.head_id, x.source, row_number() over w as rank, first_value(x.line) over w as first_line
+        from permgraph.import_grants x
+        where x.run = p_run and x.problem is null and not exists (select 1 from pg_temp.import_bad b where b.seq = x.seq)
+        window w as (partition by x.tail_id, x.head_id, x.source order by x.seq)) d
+  where d.rank > 1;
+  update permgraph.import_grants g set problem = (select b.problem from pg_temp.import_bad b where b.seq = g.seq)
+  where g.run = p_run and g.seq = any (array(select b.seq from pg_temp.import_bad b));
 
-  update permgraph.import_grants g
-  set problem = format('duplicate grant "%s" -> "%s" (source %s; first at %s)', g.tail_id, g.head_id, g.source, f.origin)
-  from (select distinct on (tail_id, head_id, source) tail_id, head_id, source, seq, origin
-        from permgraph.import_grants where run = p_run and problem is null
-        order by tail_id, head_id, source, seq) f
-  where g.run = p_run and g.problem is null
-    and (g.tail_id, g.head_id, g.source) = (f.tail_id, f.head_id, f.source) and g.seq > f.seq;
-
-  return jsonb_build_object(
-    'nodes_valid', (select count(*) from permgraph.import_nodes where run = p_run and problem is null),
-    'nodes_invalid', (select count(*) from permgraph.import_nodes where run = p_run and problem is not null),
-    'grants_valid', (select count(*) from permgraph.import_grants where run = p_run and problem is null),
-    'grants_invalid', (select count(*) from permgraph.import_grants where run = p_run and problem is not null));
+  return (
+    select jsonb_build_object(
+      'nodes_valid', count(*) filter (where t = 'n' and valid), 'nodes_invalid', count(*) filter (where t = 'n' and not valid),
+      'grants_valid', count(*) filter (where t = 'g' and valid), 'grants_invalid', count(*) filter (where t = 'g' and not valid))
+    from (select 'n' as t, problem is null as valid from permgraph.import_nodes where run = p_run
+          union all
+          select 'g', problem is null from permgraph.import_grants where run = p_run) rows);
 end $$;
 
--- Writes a validated run's valid rows into nodes and grants (upsert), with
--- change capture and per-row auditing off for this transaction: the caller
--- runs one permgraph.refresh() after, in the same transaction. p_set_trash:
--- the input has a trash_at column (otherwise stored trash times are kept).
-create or replace function permgraph._import_load(p_run text, p_set_trash boolean) returns jsonb
+-- Writes a validated run's valid rows (problem null: run it after
+-- _import_validate) into nodes and grants (upsert), with change capture and
+-- per-row auditing off for this transaction: the caller runs one
+-- permgraph.refresh() after, in the same transaction. p_set_trash: the input
+-- has a trash_at column (otherwise stored trash times are kept). p_levels:
+-- as for _import_validate. Its own statements join nothing but LATERAL
+-- lookups and write by primary key, so it leaves the planner settings alone:
+-- the triggers of nodes and grants plan their statements as they always do.
+create or replace function permgraph._import_load(p_run text, p_set_trash boolean, p_levels jsonb) returns jsonb
 language plpgsql
 set search_path = pg_catalog, pg_temp
 set jit = off
 as $$
 declare
+  seqscan constant text := current_setting('enable_seqscan');
   nodes_inserted bigint;
   nodes_updated bigint;
   nodes_unchanged bigint;
   grants_inserted bigint;
   grants_updated bigint;
+  grants_valid bigint;
 begin
   perform set_config('permgraph.capture', 'off', true);
   perform set_config('permgraph.audit', 'off', true);
 
-  create temp table import_load_nodes on commit drop as
-    select s.id, s.kind, s.owner_id,
-           case when p_set_trash then s.trash_at::timestamptz end as trash_at,
-           n.id is not null as stored, n.owner_id as stored_owner, n.trash_at as stored_trash
-    from permgraph.import_nodes s left join permgraph.nodes n on n.id = s.id
-    where s.run = p_run and s.problem is null;
-  select count(*) filter (where not stored),
-         count(*) filter (where stored and (owner_id is distinct from stored_owner
-                                            or (p_set_trash and trash_at is distinct from stored_trash))),
-         count(*) filter (where stored and not (owner_id is distinct from stored_owner
-                                                or (p_set_trash and trash_at is distinct from stored_trash)))
-  into nodes_inserted, nodes_updated, nodes_unchanged from pg_temp.import_load_nodes;
+  -- The stored nodes the load changes (owner, or trash time if the input has
+  -- trash_at), with their new values.
+  drop table if exists pg_temp.import_changed;
+  create temp table import_changed (id text collate "C" primary key, owner_id text collate "C", owner_changed boolean, trash_at timestamptz)
+    on commit drop;
+  with staged as (
+    select s.id, s.owner_id, case when p_set_trash then s.trash_at::timestamptz end as trash_at, n.stored, n.owner_id as stored_owner,
+           n.trash_at as stored_trash
+    from permgraph.import_nodes s
+    left join lateral (select true as stored, n.owner_id, n.trash_at from permgraph.nodes n where n.id = s.id) n on true
+    where s.run = p_run and s.problem is null
+  ), changed as (
+    insert into pg_temp.import_changed
+    select id, owner_id, owner_id is distinct from stored_owner, case when p_set_trash then trash_at else stored_trash end
+    from staged
+    where stored and (owner_id is distinct from stored_owner or (p_set_trash and trash_at is distinct from stored_trash))
+    returning 1
+  )
+  select count(*) filter (where stored is null), (select count(*) from changed), count(*) filter (where stored) - (select count(*) from changed)
+  into nodes_inserted, nodes_updated, nodes_unchanged
+  from staged;
 
-  -- Owners may come later in the input: insert without owners, then set them.
-  -- Stored nodes whose owner changes lose their old owner first, so every
-  -- intermediate ownership graph is a part of the (acyclic, validated) final one.
-  insert into permgraph.nodes (id, kind, trash_at)
-  select id, kind, trash_at from pg_temp.import_load_nodes where not stored;
-  update permgraph.nodes n set owner_id = null
-  from pg_temp.import_load_nodes l
-  where l.stored and n.id = l.id and n.owner_id is not null and l.owner_id is distinct from n.owner_id;
-  -- The cycle check in the node trigger walks up the owners once per row;
-  -- its plan must use the primary key (see bench/graph/load.ts), not scans.
-  set local enable_seqscan = off;
-  update permgraph.nodes n
-  set owner_id = l.owner_id, trash_at = case when p_set_trash then l.trash_at else n.trash_at end
-  from pg_temp.import_load_nodes l
-  where n.id = l.id
-    and (n.owner_id is distinct from l.owner_id or (p_set_trash and n.trash_at is distinct from l.trash_at));
-  set local enable_seqscan = on;
+  -- The node triggers walk up the owners of what a statement wrote; their
+  -- steps must be index probes, not scans (see bench/graph/load.ts).
+  perform set_config('enable_seqscan', 'off', true);
+  -- New nodes come with their owners: a new node's owner is new or stored,
+  -- and no stored node points at a new one yet, so no cycle can close.
+  if nodes_inserted > 0 then
+    insert into permgraph.nodes (id, kind, owner_id, trash_at)
+    select s.id, s.kind, s.owner_id, case when p_set_trash then s.trash_at::timestamptz end
+    from permgraph.import_nodes s
+    left join lateral (select true as stored from permgraph.nodes n where n.id = s.id) n on true
+    where s.run = p_run and s.problem is null and n.stored is null;
+  end if;
+  if nodes_updated > 0 then
+    -- Stored nodes whose owner changes lose their old owner first, so every
+    -- intermediate ownership graph is a part of the (acyclic, validated) final one.
+    update permgraph.nodes n set owner_id = null
+    where n.id = any (array(select c.id from pg_temp.import_changed c where c.owner_changed)) and n.owner_id is not null;
+    update permgraph.nodes n
+    set owner_id = (select c.owner_id from pg_temp.import_changed c where c.id = n.id),
+        trash_at = (select c.trash_at from pg_temp.import_changed c where c.id = n.id)
+    where n.id = any (array(select c.id from pg_temp.import_changed c));
+  end if;
+  perform set_config('enable_seqscan', seqscan, true);
 
   with written as (
     insert into permgraph.grants as g (tail_id, head_id, level, source)
-    select tail_id, head_id, level::smallint, source
-    from permgraph.import_grants where run = p_run and problem is null
+    select s.tail_id, s.head_id, (p_levels ->> s.level)::smallint, s.source
+    from permgraph.import_grants s where s.run = p_run and s.problem is null
     on conflict on constraint grants_unique_per_source
       do update set level = excluded.level where g.level is distinct from excluded.level
     returning (xmax = 0) as inserted
   )
   select count(*) filter (where inserted), count(*) filter (where not inserted)
   into grants_inserted, grants_updated from written;
+  select count(*) into grants_valid from permgraph.import_grants where run = p_run and problem is null;
 
-  drop table pg_temp.import_load_nodes;
   return jsonb_build_object(
     'nodes_inserted', nodes_inserted, 'nodes_updated', nodes_updated, 'nodes_unchanged', nodes_unchanged,
     'grants_inserted', grants_inserted, 'grants_updated', grants_updated,
-    'grants_unchanged', (select count(*) from permgraph.import_grants where run = p_run and problem is null)
-                        - grants_inserted - grants_updated);
+    'grants_unchanged', grants_valid - grants_inserted - grants_updated);
 end $$;

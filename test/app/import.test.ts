@@ -110,21 +110,21 @@ describe('permgraph import', async () => {
 
   it('query import over app tables equals the input and the reference model', async () => {
     await db.query(sql`
-      create table app_nodes (key text, what text, parent text, trash timestamptz);
-      create table app_grants (who text, what text, lvl integer, origin text)`);
+      create table public.app_nodes (key text, what text, parent text, trash timestamptz);
+      create table public.app_grants (who text, what text, lvl integer, origin text)`);
     await fc.assert(
       fc.asyncProperty(graphArbitrary(SIZE), fc.integer({ min: 1, max: 40 }), async (graph, batchSize) => {
         await emptyGraph(db);
-        await db.query(sql`truncate app_nodes, app_grants`);
+        await db.query(sql`truncate public.app_nodes, public.app_grants`);
         for (const n of graph.nodes) {
-          await db.query(sql`insert into app_nodes values (${n.id}, ${n.kind}, ${n.ownerId}, ${n.trashAt})`);
+          await db.query(sql`insert into public.app_nodes values (${n.id}, ${n.kind}, ${n.ownerId}, ${n.trashAt})`);
         }
         for (const g of graph.grants) {
-          await db.query(sql`insert into app_grants values (${g.tailId}, ${g.headId}, ${g.level}, ${g.source})`);
+          await db.query(sql`insert into public.app_grants values (${g.tailId}, ${g.headId}, ${g.level}, ${g.source})`);
         }
         const summary = await importGraph(db, {
-          nodes: { query: 'select key as id, what as kind, parent as owner_id, trash as trash_at from app_nodes' },
-          grants: { query: 'select who as tail_id, what as head_id, lvl as level, origin as source from app_grants' },
+          nodes: { query: 'select key as id, what as kind, parent as owner_id, trash as trash_at from public.app_nodes' },
+          grants: { query: 'select who as tail_id, what as head_id, lvl as level, origin as source from public.app_grants' },
           batchSize,
         });
         expect(summary).toMatchObject({ loaded: true, invalid: 0 });
@@ -140,15 +140,16 @@ describe('permgraph import', async () => {
       nodes: { query: "select id, 'user' as kind, null as owner_id from (values ('a'), ('b'), ('b'), ('b'), ('c'), (null)) v(id)" },
       grants: { query: "select t as tail_id, h as head_id, 1 as level from (values ('a', 'b'), ('a', 'b'), ('b', 'c'), ('c', null)) v(t, h)" },
       batchSize: 1,
+      onInvalid: 'skip',
     });
     expect(summary.nodes).toMatchObject({ read: 6, invalid: 3, inserted: 3 });
     expect(summary.grants).toMatchObject({ read: 4, invalid: 2, inserted: 2 });
     expect(summary.problems.map((p) => `${p.table} ${p.origin}: ${p.problem}`).sort()).toEqual([
-      'grants grant "a" -> "b" (source default): duplicate grant "a" -> "b" (source default; first at grant "a" -> "b" (source default))',
-      'grants grant "c" -> null (source default): head_id is null',
-      'nodes id "b": duplicate id "b" (first at id "b")',
-      'nodes id "b": duplicate id "b" (first at id "b")',
-      'nodes row with null id (kind user, owner_id null): id is null',
+      'grants grant "a" -> "b" (source "default"): duplicate grant "a" -> "b" (source "default"; the query returns it more than once)',
+      'grants grant "c" -> null (source "default"): head_id is null',
+      'nodes id "b": duplicate id "b" (the query returns it more than once)',
+      'nodes id "b": duplicate id "b" (the query returns it more than once)',
+      'nodes row with null id (kind "user", owner_id null): id is null',
     ]);
   });
 
@@ -156,17 +157,17 @@ describe('permgraph import', async () => {
     await fc.assert(
       fc.asyncProperty(graphArbitrary(SIZE), fc.integer({ min: 1, max: 8 }), fc.nat(), fc.boolean(), async (graph, batchSize, k, useQuery) => {
         await emptyGraph(db);
-        await db.query(sql`truncate app_nodes, app_grants`);
+        await db.query(sql`truncate public.app_nodes, public.app_grants`);
         const files = await writeCsvs(graph);
         let options: ImportOptions;
         if (useQuery) {
-          await db.query(sql`insert into app_nodes select * from unnest(${graph.nodes.map((n) => n.id)}::text[], ${graph.nodes.map((n) => n.kind)}::text[],
+          await db.query(sql`insert into public.app_nodes select * from unnest(${graph.nodes.map((n) => n.id)}::text[], ${graph.nodes.map((n) => n.kind)}::text[],
             ${graph.nodes.map((n) => n.ownerId)}::text[], ${graph.nodes.map((n) => n.trashAt)}::timestamptz[])`);
-          await db.query(sql`insert into app_grants select * from unnest(${graph.grants.map((g) => g.tailId)}::text[], ${graph.grants.map((g) => g.headId)}::text[],
+          await db.query(sql`insert into public.app_grants select * from unnest(${graph.grants.map((g) => g.tailId)}::text[], ${graph.grants.map((g) => g.headId)}::text[],
             ${graph.grants.map((g) => g.level)}::int[], ${graph.grants.map((g) => g.source)}::text[])`);
           options = {
-            nodes: { query: 'select key as id, what as kind, parent as owner_id, trash as trash_at from app_nodes' },
-            grants: { query: 'select who as tail_id, what as head_id, lvl as level, origin as source from app_grants' },
+            nodes: { query: 'select key as id, what as kind, parent as owner_id, trash as trash_at from public.app_nodes' },
+            grants: { query: 'select who as tail_id, what as head_id, lvl as level, origin as source from public.app_grants' },
             name: `resume-${fileCounter++}`,
             batchSize,
           };
@@ -201,13 +202,17 @@ describe('permgraph import', async () => {
     const before = await snapshotCounts(db);
     const runs = await db.query(sql`select name, phase, summary from permgraph.import_runs order by name`);
     const bad = await writeText('grants.csv', 'tail_id,head_id,level\nann,team,3\nann,nobody,1\n');
-    const summary = await importGraph(db, { nodes: { file: files.nodes }, grants: { file: bad }, dryRun: true });
+    const summary = await importGraph(db, { nodes: { file: files.nodes }, grants: { file: bad }, dryRun: true, onInvalid: 'skip' });
     expect(summary).toMatchObject({ dryRun: true, loaded: false, invalid: 1, refresh: null });
     expect(summary.nodes).toMatchObject({ read: 2, unchanged: 2, inserted: 0 });
     expect(summary.grants).toMatchObject({ read: 2, invalid: 1, inserted: 1 });
-    expect(summary.problems).toEqual([
-      { table: 'grants', origin: `${path.basename(bad)} line 3`, problem: 'grant head "nobody" does not exist (neither in the input nor in the database)' },
-    ]);
+    const problems = [
+      { table: 'grants', origin: `${path.basename(bad)} line 3`, line: 3, problem: 'grant head "nobody" does not exist (neither in the input nor in the database)' },
+    ];
+    expect(summary.problems).toEqual(problems);
+    // By default (onInvalid 'fail') a dry run counts nothing as loadable once a row is invalid.
+    const failing = await importGraph(db, { nodes: { file: files.nodes }, grants: { file: bad }, dryRun: true });
+    expect(failing).toMatchObject({ dryRun: true, loaded: false, invalid: 1, onInvalid: 'fail', problems });
     expect(await snapshotCounts(db)).toEqual(before);
     expect(await db.query(sql`select name, phase, summary from permgraph.import_runs order by name`)).toEqual(runs);
   });
@@ -251,24 +256,30 @@ describe('permgraph import', async () => {
     await seedOld();
     const nodes = await writeText('nodes.csv', badNodes);
     const grants = await writeText('grants.csv', badGrants);
-    const summary = await importGraph(db, { nodes: { file: nodes }, grants: { file: grants }, maxProblems: 100 });
+    const summary = await importGraph(db, { nodes: { file: nodes }, grants: { file: grants }, maxProblems: 100, onInvalid: 'skip' });
     const nodesCsv = path.basename(nodes);
     const grantsCsv = path.basename(grants);
+    const at = (table: 'nodes' | 'grants', line: number, problem: unknown) => ({
+      table,
+      origin: `${table === 'nodes' ? nodesCsv : grantsCsv} line ${line}`,
+      line,
+      problem,
+    });
     expect(summary.problems).toEqual([
-      { table: 'nodes', origin: `${nodesCsv} line 3`, problem: "kind must be user, group or object, got 'robot'" },
-      { table: 'nodes', origin: `${nodesCsv} line 4`, problem: `duplicate id "u1" (first at ${nodesCsv} line 2)` },
-      { table: 'nodes', origin: `${nodesCsv} line 7`, problem: 'owner "doc" is an object; only users and groups own' },
-      { table: 'nodes', origin: `${nodesCsv} line 8`, problem: expect.stringMatching(/^ownership cycle: (c1 -> c2 -> c1|c2 -> c1 -> c2) \(/) },
-      { table: 'nodes', origin: `${nodesCsv} line 9`, problem: expect.stringMatching(/^ownership cycle: (c1 -> c2 -> c1|c2 -> c1 -> c2) \(/) },
-      { table: 'nodes', origin: `${nodesCsv} line 10`, problem: expect.stringMatching(/^(owner "c2" is in or below an ownership cycle|owner "c2" does not exist.*)$/) },
-      { table: 'nodes', origin: `${nodesCsv} line 11`, problem: 'owner "nobody" does not exist (neither in the input nor in the database)' },
-      { table: 'nodes', origin: `${nodesCsv} line 12`, problem: 'node "old" exists as a group; its kind cannot change to user' },
-      { table: 'nodes', origin: `${nodesCsv} line 13`, problem: 'ownership cycle: group "self" cannot own itself' },
-      { table: 'grants', origin: `${grantsCsv} line 3`, problem: "level must be 1 (read), 2 (write) or 3 (manage), got '4'" },
-      { table: 'grants', origin: `${grantsCsv} line 4`, problem: 'grant tail "doc" is an object; only users and groups can hold grants' },
-      { table: 'grants', origin: `${grantsCsv} line 5`, problem: 'grant head "ghost" does not exist (neither in the input nor in the database)' },
-      { table: 'grants', origin: `${grantsCsv} line 6`, problem: `duplicate grant "u1" -> "g1" (source app; first at ${grantsCsv} line 2)` },
-      { table: 'grants', origin: `${grantsCsv} line 7`, problem: 'grant tail "x" does not exist (neither in the input nor in the database)' },
+      at('nodes', 3, 'kind must be user, group or object, got "robot"'),
+      at('nodes', 4, 'duplicate id "u1" (first at line 2)'),
+      at('nodes', 7, 'owner "doc" is an object; only users and groups own'),
+      at('nodes', 8, expect.stringMatching(/^ownership cycle: ("c1" -> "c2" -> "c1"|"c2" -> "c1" -> "c2") \(the owner of each node is the next one\)$/)),
+      at('nodes', 9, expect.stringMatching(/^ownership cycle: ("c1" -> "c2" -> "c1"|"c2" -> "c1" -> "c2") \(/)),
+      at('nodes', 10, 'owner "c2" is not loaded: its row is invalid (line 9)'),
+      at('nodes', 11, 'owner "nobody" does not exist (neither in the input nor in the database)'),
+      at('nodes', 12, 'node "old" exists as a group; its kind cannot change to user'),
+      at('nodes', 13, 'ownership cycle: group "self" cannot own itself'),
+      at('grants', 3, 'level must be 1 (read), 2 (write) or 3 (manage), got "4"'),
+      at('grants', 4, 'grant tail "doc" is an object; only users and groups can hold grants'),
+      at('grants', 5, 'grant head "ghost" does not exist (neither in the input nor in the database)'),
+      at('grants', 6, 'duplicate grant "u1" -> "g1" (source "app"; first at line 2)'),
+      at('grants', 7, 'grant tail "x" is not loaded: its row is invalid (line 3)'),
     ]);
     expect(summary.nodes).toMatchObject({ read: 14, invalid: 9, inserted: 5 });
     expect(summary.grants).toMatchObject({ read: 8, invalid: 5, inserted: 3 });
@@ -290,15 +301,18 @@ describe('permgraph import', async () => {
     await expectImported(db, expected);
   });
 
-  it('--on-invalid fail: nothing from the run is kept', async () => {
+  it('invalid rows fail the run by default: nothing from it is kept', async () => {
     await seedOld();
     const before = await snapshotCounts(db);
     const nodes = await writeText('nodes.csv', badNodes);
     const grants = await writeText('grants.csv', badGrants);
-    const error = await importGraph(db, { nodes: { file: nodes }, grants: { file: grants }, onInvalid: 'fail', maxProblems: 3 }).catch((e: unknown) => e);
+    const error = await importGraph(db, { nodes: { file: nodes }, grants: { file: grants }, maxProblems: 3 }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(ImportRejectedError);
     const rejected = error as ImportRejectedError;
-    expect(rejected.message).toMatch(/^import "import-[0-9a-f]{10}" refused: 14 invalid row\(s\), nothing loaded \(first: .* line 3: kind must be/);
+    expect(rejected.message).toMatch(
+      /^import "import-[0-9a-f]{10}" refused: 14 invalid row\(s\), nothing loaded \(first: .* line 3: kind must be .*\); fix them, or pass --on-invalid skip to load the valid rows$/,
+    );
+    expect(rejected.summary.onInvalid).toBe('fail');
     expect(rejected.summary.problems).toHaveLength(3);
     expect(await snapshotCounts(db)).toEqual(before);
     const [run] = await db.query(sql`select phase from permgraph.import_runs where name = ${rejected.summary.name}`);
@@ -308,10 +322,17 @@ describe('permgraph import', async () => {
   it('malformed CSV: a clear error naming the file and line, nothing written', async () => {
     await seedOld();
     const before = await snapshotCounts(db);
+    const rows = (n: number) => Array.from({ length: n }, (_, i) => `n${i},user,`).join('\n');
     const cases: [string, string, RegExp][] = [
       ['wrong header', 'id,kind,parent\na,user,\n', /header must be id,kind,owner_id\[,trash_at\], got "id,kind,parent" \(missing owner_id; unknown "parent"\)/],
-      ['bad quoting', 'id,kind,owner_id\na,user,\nb,"us"er,\n', /malformed CSV in .*: Invalid Closing Quote.*line 3/],
-      ['short row', 'id,kind,owner_id\na,user,\nb,user\n', /malformed CSV in .*: Invalid Record Length.*line 3/],
+      ['bad quoting', 'id,kind,owner_id\na,user,\nb,"us"er,\n', /^malformed CSV in \S+ line 3, field 2: unexpected character "e" after the closing quote at column 6 /],
+      ['quote inside a field', 'id,kind,owner_id\na,user,\nb,us"er,\n', /^malformed CSV in \S+ line 3, field 2: a quote at column 5 inside an unquoted field/],
+      // An unclosed quote is reported where it opened, not at the end of the file.
+      ['unclosed quote', `id,kind,owner_id\n${rows(300)}\n"b,user,\n${rows(300)}\n`, /^malformed CSV in \S+ line 302, field 1: the quote opened at column 1 is never closed$/],
+      ['unclosed quote in a later field', `id,kind,owner_id\n${rows(10)}\nb,"user,\nc,user,\n`, /^malformed CSV in \S+ line 12, field 2: the quote opened at column 3 is never closed$/],
+      ['short row', 'id,kind,owner_id\na,user,\nb,user\n', /^malformed CSV in \S+ line 3: 2 field\(s\), expected 3 as in the header$/],
+      // Lines are counted inside quoted fields too.
+      ['short row after a quoted line break', 'id,kind,owner_id\n"a\nb",user,\nc,user\n', /^malformed CSV in \S+ line 4: 2 field\(s\), expected 3/],
       ['empty file', '', /is empty: expected a header line/],
     ];
     for (const [what, text, message] of cases) {
@@ -360,7 +381,7 @@ describe('permgraph import', async () => {
     await expectImported(db, second);
   });
 
-  it('one summary audit row per import, no per-row audit; change capture stays empty', async () => {
+  it('one summary audit row per import, with the actor; no per-row audit; change capture stays empty', async () => {
     await emptyGraph(db);
     const [{ max }] = await db.query(sql`select coalesce(max(id), 0)::bigint as max from permgraph.audit_log`);
     const files = await writeCsvs({
@@ -380,5 +401,14 @@ describe('permgraph import', async () => {
         details: expect.objectContaining({ invalid: 0, nodes: expect.objectContaining({ inserted: 2 }), grants: expect.objectContaining({ inserted: 1 }) }),
       },
     ]);
+    // The actor option names it, whatever the session says.
+    const again = await writeCsvs({ nodes: [u('bea')], grants: [] });
+    await db.tx(async (tx) => {
+      await tx.query(sql`set local permgraph.actor = 'ops-bot'`);
+      await importGraph(tx, { nodes: { file: again.nodes }, name: 'audited-2', actor: 'carol@example.com' });
+    });
+    const [last] = await db.query(sql`select actor, source from permgraph.audit_log where action = 'import' order by id desc limit 1`);
+    expect(last).toEqual({ actor: 'carol@example.com', source: 'audited-2' });
+    await expect(importGraph(db, { nodes: { file: again.nodes }, actor: ' ' })).rejects.toThrow(/the actor must not be empty/);
   });
 });

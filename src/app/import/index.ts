@@ -6,25 +6,31 @@
 // 1. Stage (staging.ts): rows are copied into permgraph.import_nodes / import_grants in
 //    batches, each its own transaction that also records the position
 //    reached in permgraph.import_runs (CSV: the record number; query: the
-//    last key, paged with `key > last order by key`, never OFFSET). A run
+//    last key; the query itself runs read-only, see inputs.ts). A run
 //    interrupted here continues after its last committed batch (`resume`).
 // 2. Validate (validate.ts; set-based, sql/functions/150_import.sql): every bad
 //    row gets its reason.
-// 3. Load + refresh (load.ts), in ONE transaction: upsert the valid rows with change
-//    capture and per-row audit off, write one audit row for the run, and run
-//    permgraph.refresh() once. A crash here rolls the whole step back; resume
+// 3. Load + refresh (load.ts), in ONE transaction: upsert the valid rows with
+//    change capture and per-row audit off, write one audit row for the run, and
+//    run permgraph.refresh() once. A crash here rolls the whole step back; resume
 //    redoes it. So the graph is never half-loaded.
+//
+// Interrupting (options.signal) cancels the statement the run has on the
+// server (pg_cancel_backend, from another connection of the pool), so no
+// query outlives the run; the run stays resumable.
 import { createHash } from 'node:crypto';
+import { isConnectionPool } from '@databases/pg';
 import { DEFAULT_IMPORT_BATCH_SIZE, IMPORT_LOCK_CLASS } from '../../constants.ts';
 import { sql, type Queryable } from '../../db/pool.ts';
-import { InvalidInputError } from '../../errors.ts';
+import { InvalidInputError, SqlState, sqlStateOf } from '../../errors.ts';
 import { canonicalJson, describeInput, fileFingerprints, GRANT_COLUMNS, NODE_COLUMNS, prepare } from './inputs.ts';
 import { loadRun } from './load.ts';
-import { discardStaging, stage } from './staging.ts';
-import type { ImportOptions, ImportSummary, RunContext, RunRow, Step } from './types.ts';
+import { discardStaging, dropQueryTables, readQuery, stage } from './staging.ts';
+import { ImportInterruptedError, type ImportOptions, type ImportSummary, type RunContext, type RunRow, type Step } from './types.ts';
 
 export {
   describeProblem,
+  ImportInterruptedError,
   ImportRejectedError,
   type ImportOptions,
   type ImportPhase,
@@ -42,7 +48,11 @@ class DryRunRollback extends Error {
   }
 }
 
-/** Runs an import; see the file comment. Throws InvalidInputError for bad inputs (nothing written). */
+/**
+ * Runs an import; see the file comment. Throws InvalidInputError for bad
+ * inputs (nothing written), ImportRejectedError for invalid rows (unless
+ * onInvalid is 'skip'), ImportInterruptedError when options.signal fires.
+ */
 export async function importGraph(db: Queryable, options: ImportOptions): Promise<ImportSummary> {
   if (!options.nodes && !options.grants) throw new InvalidInputError('nothing to import: give nodes and/or grants');
   if (options.resume && options.restart) throw new InvalidInputError('--resume and --restart exclude each other');
@@ -52,42 +62,68 @@ export async function importGraph(db: Queryable, options: ImportOptions): Promis
   if (options.onInvalid && options.onInvalid !== 'skip' && options.onInvalid !== 'fail') {
     throw new InvalidInputError(`on-invalid must be skip or fail, got "${String(options.onInvalid)}"`);
   }
+  if (options.actor !== undefined && options.actor.trim() === '') throw new InvalidInputError('the actor must not be empty');
 
   const inputs = { nodes: describeInput(options.nodes), grants: describeInput(options.grants) };
   const name = options.name ?? `import-${createHash('sha256').update(JSON.stringify(inputs)).digest('hex').slice(0, 10)}`;
   if (name.trim() === '') throw new InvalidInputError('the import name must not be empty');
-  // Everything about the inputs is checked before anything is written.
-  const nodes = options.nodes ? await prepare(db, options.nodes, NODE_COLUMNS, 'nodes') : null;
-  const grants = options.grants ? await prepare(db, options.grants, GRANT_COLUMNS, 'grants') : null;
-  const fingerprint = { ...inputs, files: await fileFingerprints([options.nodes, options.grants]) };
-
-  return db.task(async (conn) => {
-    const [lock] = await conn.query(sql`select pg_try_advisory_lock(${IMPORT_LOCK_CLASS}::int, hashtext(${name})) as ok`);
-    if (!lock?.ok) throw new InvalidInputError(`import "${name}" is running in another session`);
-    try {
-      const context: RunContext = { name, options, batchSize, nodes, grants };
-      if (options.dryRun) {
-        try {
-          await conn.tx(async (tx) => {
-            const dryName = `${name} (dry run ${process.pid})`;
-            await tx.query(sql`delete from permgraph.import_runs where name = ${dryName}`);
-            await tx.query(sql`insert into permgraph.import_runs (name, inputs, phase) values (${dryName}, ${fingerprint}, 'nodes')`);
-            const summary = await runPhases({ ...context, name: dryName }, (fn) => fn(tx), 'nodes', null, false);
-            throw new DryRunRollback({ ...summary, name });
-          });
-        } catch (error) {
-          if (error instanceof DryRunRollback) return error.summary;
-          throw error;
+  const dryRun = options.dryRun === true;
+  const interrupt = interruption(db, name, dryRun, options.signal);
+  try {
+    interrupt.check();
+    return await db.task(async (conn) => {
+      // Everything about the inputs is checked before anything is written.
+      const nodes = options.nodes ? await prepare(conn, options.nodes, NODE_COLUMNS, 'nodes') : null;
+      const grants = options.grants ? await prepare(conn, options.grants, GRANT_COLUMNS, 'grants') : null;
+      const fingerprint = { ...inputs, files: await fileFingerprints([options.nodes, options.grants]) };
+      const [lock] = await conn.query(sql`select pg_try_advisory_lock(${IMPORT_LOCK_CLASS}::int, hashtext(${name})) as ok, pg_backend_pid() as pid`);
+      if (!lock?.ok) throw new InvalidInputError(`import "${name}" is running in another session`);
+      interrupt.watch(Number(lock.pid));
+      try {
+        const context: RunContext = { name, options, batchSize, nodes, grants, checkInterrupted: interrupt.check };
+        interrupt.check();
+        if (dryRun) {
+          // The queries run read-only before the transaction that rolls back.
+          if (nodes?.kind === 'query') await readQuery(conn, 'nodes', nodes, null);
+          if (grants?.kind === 'query') await readQuery(conn, 'grants', grants, null);
+          try {
+            await conn.tx(async (tx) => {
+              const dryName = `${name} (dry run ${process.pid})`;
+              await tx.query(sql`delete from permgraph.import_runs where name = ${dryName}`);
+              await tx.query(sql`insert into permgraph.import_runs (name, inputs, phase) values (${dryName}, ${fingerprint}, 'nodes')`);
+              const summary = await runPhases(conn, { ...context, name: dryName }, (fn) => fn(tx), 'nodes', null, false);
+              throw new DryRunRollback({ ...summary, name });
+            });
+          } catch (error) {
+            if (error instanceof DryRunRollback) return error.summary;
+            throw error;
+          }
+          throw new Error('unreachable: the dry run transaction always rolls back');
         }
-        throw new Error('unreachable: the dry run transaction always rolls back');
+        const run = await startRun(conn, name, fingerprint, options);
+        const step: Step = (fn) => conn.tx(fn);
+        return await runPhases(conn, context, step, run.phase, run.last_key, options.resume === true);
+      } catch (error) {
+        throw interrupt.explain(error);
+      } finally {
+        await interrupt.stop();
+        await uncancelled(() => dropQueryTables(conn));
+        await uncancelled(() => conn.query(sql`select pg_advisory_unlock(${IMPORT_LOCK_CLASS}::int, hashtext(${name}))`));
       }
-      const run = await startRun(conn, name, fingerprint, options);
-      const step: Step = (fn) => conn.tx(fn);
-      return await runPhases(context, step, run.phase, run.last_key, options.resume === true);
-    } finally {
-      await conn.query(sql`select pg_advisory_unlock(${IMPORT_LOCK_CLASS}::int, hashtext(${name}))`);
-    }
-  });
+    });
+  } finally {
+    await interrupt.stop();
+  }
+}
+
+/** Runs a clean-up statement again if the last cancel of an interrupted run reached it (it may arrive late). */
+async function uncancelled<T>(run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (error) {
+    if (sqlStateOf(error) !== SqlState.queryCanceled) throw error;
+    return run();
+  }
 }
 
 /** Creates the run's row, or finds the interrupted one to resume (refusing surprises). */
@@ -118,22 +154,29 @@ async function startRun(conn: Queryable, name: string, fingerprint: unknown, opt
   });
 }
 
-async function runPhases(ctx: RunContext, step: Step, phase: RunRow['phase'], lastKey: string | null, resumed: boolean): Promise<ImportSummary> {
+async function runPhases(
+  conn: Queryable,
+  ctx: RunContext,
+  step: Step,
+  phase: RunRow['phase'],
+  lastKey: string | null,
+  resumed: boolean,
+): Promise<ImportSummary> {
   let batches = 0;
   const afterBatch = async () => {
     batches += 1;
     await ctx.options.afterBatch?.(batches);
   };
   try {
-    if (phase === 'nodes') {
-      if (ctx.nodes) await stage(ctx, step, 'nodes', ctx.nodes, lastKey, afterBatch);
-      await step((tx) => tx.query(sql`update permgraph.import_runs set phase = 'grants', last_key = null, updated_at = now() where name = ${ctx.name}`));
-      phase = 'grants';
+    for (const table of ['nodes', 'grants'] as const) {
+      if (phase !== table) continue;
+      const input = ctx[table];
+      if (input?.kind === 'query' && !ctx.options.dryRun) await readQuery(conn, table, input, lastKey);
+      if (input) await stage(ctx, step, table, input, lastKey, afterBatch);
+      const next = table === 'nodes' ? 'grants' : 'load';
+      await step((tx) => tx.query(sql`update permgraph.import_runs set phase = ${next}, last_key = null, updated_at = now() where name = ${ctx.name}`));
+      phase = next;
       lastKey = null;
-    }
-    if (phase === 'grants') {
-      if (ctx.grants) await stage(ctx, step, 'grants', ctx.grants, lastKey, afterBatch);
-      await step((tx) => tx.query(sql`update permgraph.import_runs set phase = 'load', last_key = null, updated_at = now() where name = ${ctx.name}`));
     }
   } catch (error) {
     if (error instanceof InvalidInputError) await abandon(ctx, step, error.message);
@@ -142,7 +185,7 @@ async function runPhases(ctx: RunContext, step: Step, phase: RunRow['phase'], la
   return loadRun(ctx, step, resumed);
 }
 
-/** A bad input found while staging (malformed CSV): drop what was staged and mark the run failed. */
+/** A bad input found while staging (malformed CSV, a failing query): drop what was staged and mark the run failed. */
 async function abandon(ctx: RunContext, step: Step, reason: string): Promise<void> {
   if (ctx.options.dryRun) return; // the transaction rolls back anyway
   await step(async (tx) => {
@@ -151,4 +194,50 @@ async function abandon(ctx: RunContext, step: Step, reason: string): Promise<voi
       update permgraph.import_runs set phase = 'failed', finished_at = now(), updated_at = now(),
         summary = ${{ error: reason }} where name = ${ctx.name}`);
   });
+}
+
+/**
+ * What the run does about its signal: check() throws once it fired; watch()
+ * names the run's backend, whose running statement is then cancelled from
+ * another connection of the pool, again every 250 ms until stop() (a cancel
+ * that lands between two statements is lost); explain() turns the error that
+ * the cancelled statement raised into ImportInterruptedError.
+ */
+function interruption(db: Queryable, name: string, dryRun: boolean, signal: AbortSignal | undefined) {
+  let pid: number | null = null;
+  let timer: NodeJS.Timeout | null = null;
+  let pending: Promise<unknown> = Promise.resolve();
+  const reason = () => {
+    const r: unknown = signal?.reason;
+    return typeof r === 'string' ? r : r instanceof Error && r.name !== 'AbortError' ? r.message : 'aborted';
+  };
+  const cancel = () => {
+    if (pid === null || !isConnectionPool(db)) return;
+    pending = db.query(sql`select pg_cancel_backend(${pid})`).catch(() => {});
+  };
+  const onAbort = () => {
+    cancel();
+    timer ??= setInterval(cancel, 250);
+  };
+  signal?.addEventListener('abort', onAbort, { once: true });
+  return {
+    check(): void {
+      if (signal?.aborted) throw new ImportInterruptedError(name, dryRun, reason());
+    },
+    watch(backend: number): void {
+      pid = backend;
+      if (signal?.aborted) onAbort();
+    },
+    explain(error: unknown): unknown {
+      if (!signal?.aborted || error instanceof ImportInterruptedError) return error;
+      return Object.assign(new ImportInterruptedError(name, dryRun, reason()), { cause: error });
+    },
+    async stop(): Promise<void> {
+      signal?.removeEventListener('abort', onAbort);
+      if (timer) clearInterval(timer);
+      timer = null;
+      pid = null;
+      await pending;
+    },
+  };
 }

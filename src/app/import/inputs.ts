@@ -1,11 +1,32 @@
 // The import's inputs: CSV files (header checked) or the operator's queries
 // (columns probed), and the fingerprint a resumed run must match.
+//
+// A query is the operator's own SQL, but it may be assembled by a script
+// from values nobody checked, so it runs with no power beyond reading:
+// - one statement only: it is refused, with the position, if a `;` is
+//   followed by more SQL, and every statement that contains it is sent
+//   alone (not split by the driver) with a bound parameter, so over the
+//   extended protocol, where PostgreSQL itself refuses a second statement;
+// - in a READ ONLY transaction of its own: a function that writes fails;
+// - with search_path = pg_catalog, pg_temp (every permgraph connection's):
+//   tables are named with their schema, and an unqualified name is refused
+//   with an error that says so.
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
+import { isTransaction } from '@databases/pg';
 import { sql, type Queryable } from '../../db/pool.ts';
-import { InvalidInputError, SqlState, SqlStateClass, sqlStateOf, withInputErrors } from '../../errors.ts';
+import { InvalidInputError, SqlState, SqlStateClass, sqlStateOf, translateDbError } from '../../errors.ts';
 import { openCsv } from '../csv.ts';
 import type { ImportSource, Prepared } from './types.ts';
+
+/** SQLSTATEs an operator's query can fail with, beyond those of errors.ts. */
+const QueryState = {
+  undefinedTable: '42P01',
+  undefinedFunction: '42883',
+  readOnlySqlTransaction: '25006',
+  /** class 22: division by zero, a bad cast… */
+  dataException: '22',
+} as const;
 
 export const NODE_COLUMNS = { required: ['id', 'kind', 'owner_id'], optional: ['trash_at'] } as const;
 export const GRANT_COLUMNS = { required: ['tail_id', 'head_id', 'level'], optional: ['source'] } as const;
@@ -51,22 +72,143 @@ export async function prepare(
     const file = await openCsv(input.file, shape);
     return { kind: 'csv', file, label: path.basename(input.file), optional: file.columns.includes(shape.optional[0]!) };
   }
-  const query = input.query;
-  const probe = async (columns: readonly string[]) => {
-    const list = sql.join(columns.map((c) => sql`q.${sql.ident(c)}`), sql`, `);
-    await db.query(sql`select ${list} from (${sql.__dangerous__rawValue(query)}) as q limit 0`);
-  };
+  const query = singleStatement(input.query, table);
+  const label = `the ${table} query`;
   const expected = `${shape.required.join(', ')}${shape.optional.map((c) => ` [, ${c}]`).join('')}`;
-  await withInputErrors(() => probe(shape.required), {
-    [SqlState.undefinedColumn]: (reason) => `the ${table} query must return columns ${expected}: ${reason}`,
-    [SqlStateClass.syntaxErrorOrAccessRuleViolation]: (reason) => `the ${table} query is not valid SQL: ${reason}`,
-  });
+  // Planning the query with LIMIT 0 checks its SQL and its columns without running it.
+  const probe = (columns: readonly string[]) =>
+    readOnly(db, label, async (tx) => {
+      const list = sql.join(columns.map((c) => sql`q.${sql.ident(c)}`), sql`, `);
+      await userQuery(tx, sql`select ${list} from (${sql.__dangerous__rawValue(query)}) as q limit ${0}`);
+    }, { [SqlState.undefinedColumn]: (reason) => `${label} must return columns ${expected}: ${reason}` });
+  await probe(shape.required);
   let optional = true;
   try {
     await probe(shape.optional);
   } catch (error) {
-    if (sqlStateOf(error) !== SqlState.undefinedColumn) throw error;
+    if (!(error instanceof InvalidInputError) || error.sqlState !== SqlState.undefinedColumn) throw error;
     optional = false;
   }
-  return { kind: 'query', query, optional };
+  return { kind: 'query', query, optional, label };
+}
+
+/**
+ * Runs statements that contain an operator's query in a READ ONLY
+ * transaction of their own, mapping its errors to InvalidInputErrors that
+ * name the query (see the file comment). Session settings the query may have
+ * changed with set_config() are pinned back afterwards.
+ */
+export async function readOnly<T>(
+  db: Queryable,
+  label: string,
+  run: (tx: Queryable) => Promise<T>,
+  reasons: Record<string, (reason: string) => string> = {},
+): Promise<T> {
+  if (isTransaction(db)) {
+    throw new InvalidInputError(
+      `${label} runs in a READ ONLY transaction of its own: import from a connection or a pool, not inside a transaction`,
+    );
+  }
+  try {
+    return await db.tx(run, { readOnly: true });
+  } catch (error) {
+    throw queryError(error, label, reasons);
+  } finally {
+    await db.query(sql`select pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)`).catch(() => {});
+  }
+}
+
+/** Sends one statement as it is (not split at semicolons by the driver); it must carry a bound parameter. */
+export async function userQuery(db: Queryable, query: ReturnType<typeof sql>): Promise<unknown[]> {
+  const [rows] = await db.query([query]);
+  return rows ?? [];
+}
+
+function queryError(error: unknown, label: string, own: Record<string, (reason: string) => string>): unknown {
+  if (sqlStateOf(error) === undefined) return error;
+  const hint = 'import queries run with search_path = pg_catalog, pg_temp';
+  const reasons: Record<string, (reason: string) => string> = {
+    ...own,
+    [QueryState.undefinedTable]: (reason) => {
+      const name = /relation "([^"]+)" does not exist/.exec(reason)?.[1];
+      const example = name && !name.includes('.') ? `, e.g. public.${name}` : '';
+      return `${label} failed: ${reason} (${hint}: name tables with their schema${example})`;
+    },
+    [QueryState.undefinedFunction]: (reason) => `${label} failed: ${reason} (${hint}: name your own functions with their schema)`,
+    [QueryState.readOnlySqlTransaction]: (reason) => `${label} tried to write: ${reason} (import queries run in a READ ONLY transaction)`,
+    [SqlStateClass.syntaxErrorOrAccessRuleViolation]: (reason) => `${label} is not valid SQL: ${reason}`,
+    [QueryState.dataException]: (reason) => `${label} failed: ${reason}`,
+  };
+  // The driver appends a code frame of the statement it wrapped the query
+  // in; the message is about the operator's query.
+  const withoutFrame = Object.fromEntries(
+    Object.entries(reasons).map(([state, reason]) => [state, (message: string) => reason(message.split('\n\n')[0]!)]),
+  );
+  return translateDbError(error, withoutFrame);
+}
+
+/**
+ * The query without a trailing semicolon; refuses a second statement with
+ * the position of the semicolon that starts it. Skips string constants
+ * ('…', E'…' with backslash escapes), quoted identifiers, dollar quotes and
+ * comments, as PostgreSQL's lexer does.
+ */
+export function singleStatement(query: string, table: 'nodes' | 'grants'): string {
+  let end = query.length;
+  const n = query.length;
+  let i = 0;
+  while (i < n) {
+    const c = query[i]!;
+    if (c === "'") {
+      const escapes = i > 0 && /[eE]/.test(query[i - 1]!) && (i < 2 || !/[\w$]/.test(query[i - 2]!));
+      i += 1;
+      while (i < n) {
+        if (escapes && query[i] === '\\') i += 2;
+        else if (query[i] === "'" && query[i + 1] === "'") i += 2;
+        else if (query[i] === "'") break;
+        else i += 1;
+      }
+      i += 1;
+    } else if (c === '"') {
+      i += 1;
+      while (i < n && !(query[i] === '"' && query[i + 1] !== '"')) i += query[i] === '"' ? 2 : 1; // "" inside an identifier
+      i += 1;
+    } else if (c === '$' && (i === 0 || !/[\w$]/.test(query[i - 1]!))) {
+      const tag = /^\$([A-Za-z_\u0080-\uffff][\w\u0080-\uffff]*)?\$/.exec(query.slice(i))?.[0];
+      if (tag) {
+        const close = query.indexOf(tag, i + tag.length);
+        i = close < 0 ? n : close + tag.length;
+      } else {
+        i += 1;
+      }
+    } else if (c === '-' && query[i + 1] === '-') {
+      const close = query.indexOf('\n', i);
+      i = close < 0 ? n : close + 1;
+    } else if (c === '/' && query[i + 1] === '*') {
+      let depth = 1;
+      i += 2;
+      while (i < n && depth > 0) {
+        if (query[i] === '/' && query[i + 1] === '*') [depth, i] = [depth + 1, i + 2];
+        else if (query[i] === '*' && query[i + 1] === '/') [depth, i] = [depth - 1, i + 2];
+        else i += 1;
+      }
+    } else if (c === ';') {
+      if (onlyBlanks(query.slice(i + 1))) {
+        end = i;
+        break;
+      }
+      throw new InvalidInputError(
+        `the ${table} query must be a single statement: a second one starts after the ";" at character ${i + 1}`,
+      );
+    } else {
+      i += 1;
+    }
+  }
+  // A line break after it, so that a trailing -- comment cannot swallow what follows the query.
+  return `${query.slice(0, end)}\n`;
+}
+
+/** Only whitespace and comments. */
+function onlyBlanks(text: string): boolean {
+  return text.replace(/--[^\n]*(\n|$)|\/\*[\s\S]*?\*\//g, '').trim() === '';
 }

@@ -3,28 +3,39 @@
 // run permgraph.refresh() once. A crash here rolls the whole step back; resume
 // redoes it. So the graph is never half-loaded.
 import { sql, type Queryable } from '../../db/pool.ts';
+import { setActor } from '../audit.ts';
 import { discardStaging } from './staging.ts';
 import { ImportRejectedError, type ImportSummary, type RunContext, type Step } from './types.ts';
-import { validateRun } from './validate.ts';
+import { resolveLevels, validateRun } from './validate.ts';
 
 /** Validates the staged rows, then loads the valid ones and refreshes (unless refused or a dry run). */
 export async function loadRun(ctx: RunContext, step: Step, resumed: boolean): Promise<ImportSummary> {
-  const failOnInvalid = ctx.options.onInvalid === 'fail';
+  const onInvalid = ctx.options.onInvalid ?? 'fail';
   const setTrash = ctx.nodes?.optional ?? false;
+  // The staged rows' statistics, before any statement plans over them (in a
+  // transaction of its own: ANALYZE's lock would otherwise wait for, and
+  // hold up, other imports until this long one ends).
+  ctx.checkInterrupted();
+  await step((tx) => tx.query(sql`analyze permgraph.import_nodes; analyze permgraph.import_grants`));
   const outcome = await step(async (tx) => {
     await ctx.options.onProgress?.({ phase: 'validate', done: 0, total: null, unit: 'rows', rows: 0 });
-    const base = await validateRun(tx, ctx, resumed);
+    const levels = await resolveLevels(tx, ctx.name);
+    ctx.checkInterrupted();
+    const base = await validateRun(tx, ctx, resumed, levels);
     const invalid = base.invalid;
-    if (failOnInvalid && invalid > 0) return { rejected: true as const, summary: { ...base, loaded: false, refresh: null } };
+    if (onInvalid === 'fail' && invalid > 0) return { rejected: true as const, summary: { ...base, loaded: false, refresh: null } };
+    ctx.checkInterrupted();
     ctx.options.onProgress?.({ phase: 'load', done: 0, total: null, unit: 'rows', rows: 0 });
-    const [{ loaded }] = await tx.query(sql`select permgraph._import_load(${ctx.name}, ${setTrash}) as loaded`);
+    const [{ loaded }] = await tx.query(sql`select permgraph._import_load(${ctx.name}, ${setTrash}, ${JSON.stringify(levels)}::jsonb) as loaded`);
     const nodes = { ...base.nodes, inserted: Number(loaded.nodes_inserted), updated: Number(loaded.nodes_updated), unchanged: Number(loaded.nodes_unchanged) };
     const grants = { ...base.grants, inserted: Number(loaded.grants_inserted), updated: Number(loaded.grants_updated), unchanged: Number(loaded.grants_unchanged) };
     if (ctx.options.dryRun) return { rejected: false as const, summary: { ...base, nodes, grants, loaded: false, refresh: null } };
     // One summary audit row instead of a row per change (per-row audit is off during the load).
+    if (ctx.options.actor !== undefined) await setActor(tx, ctx.options.actor);
     await tx.query(sql`
       insert into permgraph.audit_log (action, source, details)
-      values ('import', ${ctx.name}, ${{ nodes, grants, invalid, on_invalid: ctx.options.onInvalid ?? 'skip' }})`);
+      values ('import', ${ctx.name}, ${{ nodes, grants, invalid, on_invalid: onInvalid }})`);
+    ctx.checkInterrupted();
     const [{ result }] = await tx.query(sql`select permgraph.refresh() as result`);
     const refresh = {
       mode: String(result.mode),
@@ -38,8 +49,8 @@ export async function loadRun(ctx: RunContext, step: Step, resumed: boolean): Pr
     return { rejected: false as const, summary };
   });
   if (outcome.rejected) {
-    if (!ctx.options.dryRun) await step((tx) => finishRun(tx, ctx.name, 'failed', outcome.summary));
     if (ctx.options.dryRun) return outcome.summary;
+    await step((tx) => finishRun(tx, ctx.name, 'failed', outcome.summary));
     throw new ImportRejectedError(outcome.summary);
   }
   return outcome.summary;

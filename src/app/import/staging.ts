@@ -1,9 +1,21 @@
 // Staging: rows are copied into permgraph.import_nodes / import_grants in
 // batches, each its own transaction that also records the position reached
-// in permgraph.import_runs (CSV: the record number; query: the last key,
-// paged with `key > last order by key`, never OFFSET).
+// in permgraph.import_runs (CSV: the record number; query: the last key).
+//
+// CSV: records are parsed here (src/app/csv.ts) and sent in arrays. A field
+// holding a NUL byte, which PostgreSQL text cannot hold, makes its row
+// invalid with that reason (the byte shown as "?").
+//
+// Query: the operator's query is run once, read-only (inputs.ts), into a
+// temporary table keyed like the staging table; batches are then taken from
+// it by key (`key > last order by key`), so a resumed run re-runs the query
+// for the rows after the last committed key only.
 import { sql, type Queryable } from '../../db/pool.ts';
+import { readOnly, userQuery } from './inputs.ts';
 import type { Prepared, RunContext, Step } from './types.ts';
+
+type CsvInput = Extract<Prepared, { kind: 'csv' }>;
+type QueryInput = Extract<Prepared, { kind: 'query' }>;
 
 export async function stage(
   ctx: RunContext,
@@ -14,63 +26,109 @@ export async function stage(
   afterBatch: () => Promise<void>,
 ): Promise<void> {
   if (input.kind === 'csv') return stageCsv(ctx, step, table, input, lastKey, afterBatch);
-  return stageQuery(ctx, step, table, input, lastKey, afterBatch);
+  return stageQuery(ctx, step, table, lastKey, afterBatch);
+}
+
+/**
+ * The staged columns of each table, in staging order; which of them an empty
+ * field leaves out (null: no owner, no trash time; the default source); and
+ * what an absent optional column stages as.
+ */
+const STAGED = {
+  nodes: { columns: ['id', 'kind', 'owner_id', 'trash_at'], emptyIsAbsent: [false, false, true, true], absent: null },
+  grants: { columns: ['tail_id', 'head_id', 'level', 'source'], emptyIsAbsent: [false, false, false, true], absent: 'default' },
+} as const;
+
+/**
+ * An id longer than this is invalid (at most 256 characters), and one of a
+ * megabyte would not fit in the staging tables' indexes: it is staged cut to
+ * this length, with its problem worked out from the whole value as it is
+ * staged. A source (any text) longer than SOURCE_LIMIT is refused alike.
+ */
+const KEY_LIMIT = 257;
+const SOURCE_LIMIT = 1024;
+
+/** Staged values from the raw ones of `t` (columns named as in the staging table, plus problem): long keys cut, their problem named. */
+function capped(table: 'nodes' | 'grants', t: ReturnType<typeof sql.ident>) {
+  const cut = (column: string, limit = KEY_LIMIT) =>
+    sql`case when length(${t}.${sql.ident(column)}) > ${sql.__dangerous__rawValue(String(limit))}
+             then left(${t}.${sql.ident(column)}, ${sql.__dangerous__rawValue(String(limit))}) else ${t}.${sql.ident(column)} end`;
+  const long = (column: string) =>
+    sql`when length(${t}.${sql.ident(column)}) > ${sql.__dangerous__rawValue(String(KEY_LIMIT))}
+        then permgraph._import_id_problem(${column}, ${t}.${sql.ident(column)})`;
+  if (table === 'nodes') {
+    return sql`coalesce(${t}.problem, case ${long('id')} ${long('owner_id')} end), ${cut('id')}, ${t}.kind, ${cut('owner_id')}, ${t}.trash_at`;
+  }
+  return sql`coalesce(${t}.problem, case ${long('tail_id')} ${long('head_id')}
+               when length(${t}.source) > ${sql.__dangerous__rawValue(String(SOURCE_LIMIT))}
+               then format('source %s is %s characters long (at most ${sql.__dangerous__rawValue(String(SOURCE_LIMIT))} in an import)',
+                           permgraph._describe_id(${t}.source), length(${t}.source)) end),
+             ${cut('tail_id')}, ${cut('head_id')}, ${t}.level, ${cut('source', SOURCE_LIMIT)}`;
 }
 
 async function stageCsv(
   ctx: RunContext,
   step: Step,
   table: 'nodes' | 'grants',
-  input: Extract<Prepared, { kind: 'csv' }>,
+  input: CsvInput,
   lastKey: string | null,
   afterBatch: () => Promise<void>,
 ): Promise<void> {
+  const { columns, absent, emptyIsAbsent } = STAGED[table];
+  const at = columns.map((c) => input.file.columns.indexOf(c));
   let rows = 0;
-  let batch: { index: number; origin: string; values: (string | null)[] }[] = [];
+  let seqs: number[] = [];
+  let lines: number[] = [];
+  let problems: (string | null)[] = [];
+  let values: (string | null)[][] = columns.map(() => []);
   const flush = async () => {
-    if (batch.length === 0) return;
-    const last = batch[batch.length - 1]!.index;
-    const seqs = batch.map((r) => r.index);
-    const origins = batch.map((r) => r.origin);
-    const column = (i: number) => batch.map((r) => r.values[i] ?? null);
+    if (seqs.length === 0) return;
+    ctx.checkInterrupted();
+    const count = seqs.length;
+    const last = seqs[count - 1]!;
+    const [a, b, c, d] = values as [string[], string[], string[], string[]];
     await step(async (tx) => {
-      if (table === 'nodes') {
-        await tx.query(sql`
-          insert into permgraph.import_nodes (run, seq, origin, id, kind, owner_id, trash_at)
-          select ${ctx.name}, * from unnest(${seqs}::bigint[], ${origins}::text[], ${column(0)}::text[], ${column(1)}::text[],
-                                            ${column(2)}::text[], ${column(3)}::text[])`);
-      } else {
-        await tx.query(sql`
-          insert into permgraph.import_grants (run, seq, origin, tail_id, head_id, level, source)
-          select ${ctx.name}, * from unnest(${seqs}::bigint[], ${origins}::text[], ${column(0)}::text[], ${column(1)}::text[],
-                                            ${column(2)}::text[], ${column(3)}::text[])`);
-      }
-      await recordProgress(tx, ctx.name, String(last), batch.length);
+      const [target, names] = table === 'nodes'
+        ? [sql`permgraph.import_nodes (run, seq, line, problem, id, kind, owner_id, trash_at)`, sql`id, kind, owner_id, trash_at`]
+        : [sql`permgraph.import_grants (run, seq, line, problem, tail_id, head_id, level, source)`, sql`tail_id, head_id, level, source`];
+      await tx.query(sql`
+        insert into ${target}
+        select ${ctx.name}, t.seq, t.line, ${capped(table, sql.ident('t'))}
+        from unnest(${seqs}::bigint[], ${lines}::bigint[], ${problems}::text[], ${a}::text[], ${b}::text[], ${c}::text[], ${d}::text[])
+          as t(seq, line, problem, ${names})`);
+      await recordProgress(tx, ctx.name, String(last), count);
     });
-    rows += batch.length;
-    batch = [];
+    rows += count;
+    seqs = [];
+    lines = [];
+    problems = [];
+    values = columns.map(() => []);
     await afterBatch();
   };
   const skip = lastKey === null ? 0 : Number(lastKey);
-  const label = input.label;
+  let bytes = 0;
   for await (const record of input.file.records(skip)) {
-    const f = record.fields;
-    const values =
-      table === 'nodes'
-        ? [f.id ?? null, f.kind ?? null, emptyToNull(f.owner_id), emptyToNull(f.trash_at)]
-        : [f.tail_id ?? null, f.head_id ?? null, f.level ?? null, emptyToNull(f.source) ?? 'default'];
-    batch.push({ index: record.index, origin: `${label} line ${record.line}`, values });
-    if (batch.length >= ctx.batchSize) {
+    let problem: string | null = null;
+    for (let i = 0; i < columns.length; i++) {
+      let value: string | null = at[i]! < 0 ? absent : record.values[at[i]!]!;
+      if (value !== null && value.includes('\0')) {
+        problem ??= `${columns[i]} contains a NUL byte (0x00), which PostgreSQL text cannot hold`;
+        value = value.replaceAll('\0', '?');
+      }
+      if (value === '' && emptyIsAbsent[i]) value = i === 3 ? absent : null; // the 4th column is the optional one
+      values[i]!.push(value);
+    }
+    seqs.push(record.index);
+    lines.push(record.line);
+    problems.push(problem);
+    bytes = record.bytes;
+    if (seqs.length >= ctx.batchSize) {
       await flush();
-      ctx.options.onProgress?.({ phase: table, done: record.bytes, total: input.file.size, unit: 'bytes', rows });
+      ctx.options.onProgress?.({ phase: table, done: bytes, total: input.file.size, unit: 'bytes', rows });
     }
   }
   await flush();
   ctx.options.onProgress?.({ phase: table, done: input.file.size, total: input.file.size, unit: 'bytes', rows });
-}
-
-function emptyToNull(value: string | undefined): string | null {
-  return value === undefined || value === '' ? null : value;
 }
 
 async function recordProgress(tx: Queryable, name: string, lastKey: string, rows: number): Promise<void> {
@@ -79,38 +137,81 @@ async function recordProgress(tx: Queryable, name: string, lastKey: string, rows
     where name = ${name}`);
 }
 
-/** The operator's query, wrapped as a subquery whose columns have the types and collation keys need. */
-function wrapped(table: 'nodes' | 'grants', input: Extract<Prepared, { kind: 'query' }>) {
-  // The query is the operator's own SQL, run as given: that is the interface.
-  const inner = sql`(${sql.__dangerous__rawValue(input.query)}) as q`;
+/** The temporary table a query's rows are read into (one per input table, per session). */
+function sourceTable(table: 'nodes' | 'grants') {
+  return table === 'nodes' ? sql`pg_temp.import_source_nodes` : sql`pg_temp.import_source_grants`;
+}
+
+/**
+ * Runs the operator's query once, read-only, into its temporary table: the
+ * rows after `lastKey` (all of them when null, including rows whose key is
+ * null). Call outside of any transaction (a dry run calls it before its own).
+ */
+export async function readQuery(conn: Queryable, table: 'nodes' | 'grants', input: QueryInput, lastKey: string | null): Promise<void> {
+  const target = sourceTable(table);
   if (table === 'nodes') {
-    const trash = input.optional ? sql`(q.trash_at)::text` : sql`null::text`;
-    return sql`(select (q.id)::text collate "C" as id, (q.kind)::text as kind,
-                       nullif((q.owner_id)::text, '') collate "C" as owner_id, ${trash} as trash_at
-                from ${inner})`;
+    await conn.query(sql`
+      drop table if exists ${target};
+      create temp table import_source_nodes (problem text, id text collate "C", kind text, owner_id text collate "C", trash_at text)`);
+  } else {
+    await conn.query(sql`
+      drop table if exists ${target};
+      create temp table import_source_grants (problem text, tail_id text collate "C", head_id text collate "C", level text, source text collate "C")`);
   }
-  const source = input.optional ? sql`coalesce(nullif((q.source)::text, ''), 'default')` : sql`'default'::text`;
-  return sql`(select (q.tail_id)::text collate "C" as tail_id, (q.head_id)::text collate "C" as head_id,
+  const query = sql`(${sql.__dangerous__rawValue(input.query)}) as q`;
+  const key = lastKey === null ? null : (JSON.parse(lastKey) as string[]);
+  await readOnly(conn, input.label, async (tx) => {
+    if (table === 'nodes') {
+      const trash = input.optional ? sql`(q.trash_at)::text` : sql`null::text`;
+      const after = key?.[0] ?? null;
+      await userQuery(tx, sql`
+        insert into ${target} (problem, id, kind, owner_id, trash_at)
+        select ${capped('nodes', sql.ident('w'))}
+        from (select null::text as problem, (q.id)::text collate "C" as id, (q.kind)::text as kind,
+                     nullif((q.owner_id)::text, '') collate "C" as owner_id, ${trash} as trash_at
+              from ${query}) w
+        where ${after}::text is null or w.id > ${after}::text collate "C"`);
+    } else {
+      const source = input.optional ? sql`coalesce(nullif((q.source)::text, ''), 'default')` : sql`'default'::text`;
+      const [t, h, s] = key ?? [null, null, null];
+      await userQuery(tx, sql`
+        insert into ${target} (problem, tail_id, head_id, level, source)
+        select ${capped('grants', sql.ident('w'))}
+        from (select null::text as problem, (q.tail_id)::text collate "C" as tail_id, (q.head_id)::text collate "C" as head_id,
                      (q.level)::text as level, ${source} collate "C" as source
-              from ${inner})`;
+              from ${query}) w
+        where ${t}::text is null
+           or (w.tail_id, w.head_id, w.source) > (${t}::text collate "C", ${h}::text collate "C", ${s}::text collate "C")`);
+    }
+  });
+  await conn.query(
+    table === 'nodes'
+      ? sql`create index on ${target} (id); analyze ${target}`
+      : sql`create index on ${target} (tail_id, head_id, source); analyze ${target}`,
+  );
+}
+
+/** Drops the temporary tables of readQuery. */
+export async function dropQueryTables(conn: Queryable): Promise<void> {
+  await conn.query(sql`drop table if exists pg_temp.import_source_nodes, pg_temp.import_source_grants`);
 }
 
 async function stageQuery(
   ctx: RunContext,
   step: Step,
   table: 'nodes' | 'grants',
-  input: Extract<Prepared, { kind: 'query' }>,
   lastKey: string | null,
   afterBatch: () => Promise<void>,
 ): Promise<void> {
-  const w = wrapped(table, input);
-  const total = ctx.options.onProgress ? Number((await step((tx) => tx.query(sql`select count(*) as n from ${w} w`)))[0].n) : null;
+  const source = sourceTable(table);
+  const total = ctx.options.onProgress ? Number((await step((tx) => tx.query(sql`select count(*) as n from ${source}`)))[0].n) : null;
   let key: string[] | null = lastKey === null ? null : (JSON.parse(lastKey) as string[]);
   let rows = 0;
   for (;;) {
+    ctx.checkInterrupted();
     const staged = await step(async (tx) => {
-      if (key === null) await stageNullKeys(tx, ctx.name, table, input);
-      const page = table === 'nodes' ? await stageNodePage(tx, ctx, w, key) : await stageGrantPage(tx, ctx, w, key);
+      if (key === null) await stageNullKeys(tx, ctx.name, table);
+      const page = table === 'nodes' ? await stageNodePage(tx, ctx, key) : await stageGrantPage(tx, ctx, key);
       if (page.rows > 0) await recordProgress(tx, ctx.name, JSON.stringify(page.last), page.rows);
       return page;
     });
@@ -127,19 +228,19 @@ async function stageQuery(
  * batchSize-th key, so rows sharing the boundary key land in the same page
  * (a `key > last` page cut in the middle of equal keys would lose rows).
  */
-async function stageNodePage(tx: Queryable, ctx: RunContext, w: ReturnType<typeof wrapped>, last: string[] | null) {
+async function stageNodePage(tx: Queryable, ctx: RunContext, last: string[] | null) {
   const after = last?.[0] ?? null;
   const [row] = await tx.query(sql`
     with bound as (
       select max(p.id) as id from (
-        select w.id from ${w} w where w.id is not null and (${after}::text is null or w.id > ${after}::text)
+        select w.id from pg_temp.import_source_nodes w where w.id is not null and (${after}::text is null or w.id > ${after}::text)
         order by w.id limit ${ctx.batchSize}) p
     ),
     base as (select coalesce(max(seq), 0) as seq from permgraph.import_nodes where run = ${ctx.name}),
     ins as (
-      insert into permgraph.import_nodes (run, seq, origin, id, kind, owner_id, trash_at)
-      select ${ctx.name}, base.seq + row_number() over (order by w.id), format('id "%s"', w.id), w.id, w.kind, w.owner_id, w.trash_at
-      from ${w} w, bound, base
+      insert into permgraph.import_nodes (run, seq, problem, id, kind, owner_id, trash_at)
+      select ${ctx.name}, base.seq + row_number() over (order by w.id), w.problem, w.id, w.kind, w.owner_id, w.trash_at
+      from pg_temp.import_source_nodes w, bound, base
       where w.id is not null and (${after}::text is null or w.id > ${after}::text) and w.id <= bound.id
       returning 1
     )
@@ -147,24 +248,23 @@ async function stageNodePage(tx: Queryable, ctx: RunContext, w: ReturnType<typeo
   return { last: [row.last as string], rows: Number(row.rows) };
 }
 
-async function stageGrantPage(tx: Queryable, ctx: RunContext, w: ReturnType<typeof wrapped>, last: string[] | null) {
+async function stageGrantPage(tx: Queryable, ctx: RunContext, last: string[] | null) {
   const [t, h, s] = last ?? [null, null, null];
   const keyAfter = sql`(${t}::text is null or (w.tail_id, w.head_id, w.source) > (${t}::text collate "C", ${h}::text collate "C", ${s}::text collate "C"))`;
   const [row] = await tx.query(sql`
     with bound as (
       select p.tail_id, p.head_id, p.source from (
-        select w.tail_id, w.head_id, w.source from ${w} w
+        select w.tail_id, w.head_id, w.source from pg_temp.import_source_grants w
         where w.tail_id is not null and w.head_id is not null and ${keyAfter}
         order by w.tail_id, w.head_id, w.source limit ${ctx.batchSize}) p
       order by p.tail_id desc, p.head_id desc, p.source desc limit 1
     ),
     base as (select coalesce(max(seq), 0) as seq from permgraph.import_grants where run = ${ctx.name}),
     ins as (
-      insert into permgraph.import_grants (run, seq, origin, tail_id, head_id, level, source)
+      insert into permgraph.import_grants (run, seq, problem, tail_id, head_id, level, source)
       select ${ctx.name}, base.seq + row_number() over (order by w.tail_id, w.head_id, w.source),
-             format('grant "%s" -> "%s" (source %s)', w.tail_id, w.head_id, w.source),
-             w.tail_id, w.head_id, w.level, w.source
-      from ${w} w, bound, base
+             w.problem, w.tail_id, w.head_id, w.level, w.source
+      from pg_temp.import_source_grants w, bound, base
       where w.tail_id is not null and w.head_id is not null and ${keyAfter}
         and (w.tail_id, w.head_id, w.source) <= (bound.tail_id, bound.head_id, bound.source)
       returning 1
@@ -174,22 +274,19 @@ async function stageGrantPage(tx: Queryable, ctx: RunContext, w: ReturnType<type
 }
 
 /** Rows whose key is null cannot be paged; they are staged once, as invalid rows, with the first page. */
-async function stageNullKeys(tx: Queryable, name: string, table: 'nodes' | 'grants', input: Extract<Prepared, { kind: 'query' }>) {
-  const w = wrapped(table, input);
+async function stageNullKeys(tx: Queryable, name: string, table: 'nodes' | 'grants') {
   if (table === 'nodes') {
     await tx.query(sql`
-      insert into permgraph.import_nodes (run, seq, origin, id, kind, owner_id, trash_at, problem)
-      select ${name}, -row_number() over (), format('row with null id (kind %s, owner_id %s)', w.kind, coalesce(w.owner_id, 'null')),
-             w.id, w.kind, w.owner_id, w.trash_at, 'id is null'
-      from ${w} w where w.id is null
+      insert into permgraph.import_nodes (run, seq, id, kind, owner_id, trash_at, problem)
+      select ${name}, -row_number() over (), w.id, w.kind, w.owner_id, w.trash_at, 'id is null'
+      from pg_temp.import_source_nodes w where w.id is null
       on conflict do nothing`);
   } else {
     await tx.query(sql`
-      insert into permgraph.import_grants (run, seq, origin, tail_id, head_id, level, source, problem)
-      select ${name}, -row_number() over (),
-             format('grant %s -> %s (source %s)', coalesce('"' || w.tail_id || '"', 'null'), coalesce('"' || w.head_id || '"', 'null'), w.source),
-             w.tail_id, w.head_id, w.level, w.source, case when w.tail_id is null then 'tail_id is null' else 'head_id is null' end
-      from ${w} w where w.tail_id is null or w.head_id is null
+      insert into permgraph.import_grants (run, seq, tail_id, head_id, level, source, problem)
+      select ${name}, -row_number() over (), w.tail_id, w.head_id, w.level, w.source,
+             case when w.tail_id is null then 'tail_id is null' else 'head_id is null' end
+      from pg_temp.import_source_grants w where w.tail_id is null or w.head_id is null
       on conflict do nothing`);
   }
 }

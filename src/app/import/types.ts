@@ -2,7 +2,7 @@
 // phases share (the run's context and how a phase runs one transaction).
 import type { Transaction } from '@databases/pg';
 import type { Queryable } from '../../db/pool.ts';
-import { InvalidInputError } from '../../errors.ts';
+import { InvalidInputError, PermgraphError } from '../../errors.ts';
 import type { CsvFile } from '../csv.ts';
 
 export type ImportSource = { file: string } | { query: string };
@@ -22,8 +22,16 @@ export interface ImportOptions {
   restart?: boolean;
   /** Validate everything and count what would change; write nothing. */
   dryRun?: boolean;
-  /** skip (default): load the valid rows; fail: load nothing if any row is invalid. */
+  /** fail (default): load nothing if any row is invalid; skip: load the valid rows. */
   onInvalid?: OnInvalid;
+  /** Recorded as the actor of the run's audit row (permgraph.actor; default: the setting, else the database role). */
+  actor?: string;
+  /**
+   * Aborting it interrupts the run: the statement running on the server is
+   * cancelled, the current batch rolls back, and the run stays resumable
+   * (ImportInterruptedError). A dry run is simply abandoned.
+   */
+  signal?: AbortSignal;
   /** Rows per staging transaction (default 10,000). */
   batchSize?: number;
   /** How many problems the summary lists (default 20). */
@@ -47,6 +55,8 @@ export interface ImportProblem {
   table: 'nodes' | 'grants';
   /** Where the row came from: `nodes.csv line 7`, or `id "abc"` for a query. */
   origin: string;
+  /** The row's line in its CSV file (null for a query's row). */
+  line: number | null;
   problem: string;
 }
 
@@ -64,6 +74,8 @@ export interface ImportSummary {
   resumed: boolean;
   /** Nothing was loaded: a dry run, or invalid rows under onInvalid = 'fail'. */
   loaded: boolean;
+  /** What invalid rows do: fail (nothing is loaded) or skip (the valid rest is). */
+  onInvalid: OnInvalid;
   nodes: TableCounts;
   grants: TableCounts;
   invalid: number;
@@ -76,7 +88,26 @@ export interface ImportSummary {
 export class ImportRejectedError extends InvalidInputError {
   override name = 'ImportRejectedError';
   constructor(readonly summary: ImportSummary) {
-    super(`import "${summary.name}" refused: ${summary.invalid} invalid row(s), nothing loaded (first: ${describeProblem(summary.problems[0])})`);
+    super(
+      `import "${summary.name}" refused: ${summary.invalid} invalid row(s), nothing loaded (first: ${describeProblem(summary.problems[0])}); ` +
+        'fix them, or pass --on-invalid skip to load the valid rows',
+    );
+  }
+}
+
+/** The run was interrupted (ImportOptions.signal): its committed batches stay staged, and a resume continues after them. */
+export class ImportInterruptedError extends PermgraphError {
+  override name = 'ImportInterruptedError';
+  constructor(
+    readonly runName: string,
+    readonly dryRun: boolean,
+    readonly reason: string,
+  ) {
+    super(
+      dryRun
+        ? `dry run of import "${runName}" interrupted (${reason}); nothing was written`
+        : `import "${runName}" interrupted (${reason}); nothing was loaded: run the same command with --resume to continue`,
+    );
   }
 }
 
@@ -87,7 +118,7 @@ export function describeProblem(p: ImportProblem | undefined): string {
 /** An input made ready: CSV opened with its header checked, or a query with its columns probed. */
 export type Prepared =
   | { kind: 'csv'; file: CsvFile; label: string; optional: boolean }
-  | { kind: 'query'; query: string; optional: boolean };
+  | { kind: 'query'; query: string; optional: boolean; label: string };
 
 export interface RunRow {
   name: string;
@@ -108,4 +139,6 @@ export interface RunContext {
   batchSize: number;
   nodes: Prepared | null;
   grants: Prepared | null;
+  /** Throws ImportInterruptedError once the run's signal has fired (called between statements). */
+  checkInterrupted: () => void;
 }
