@@ -55,7 +55,7 @@ describe('permgraph import / audit / doctor (CLI)', async () => {
     expect(result.stderr).toBe(''); // not a TTY: no progress bar
     expect(result.code).toBe(0);
     expect(result.stdout).toMatch(/^import import-[0-9a-f]{10}: loaded\n/);
-    expect(result.stdout).toContain(`  nodes   ${bigGraph.nodes.length} read, 0 invalid (skipped); ${bigGraph.nodes.length} new, 0 updated, 0 unchanged`);
+    expect(result.stdout).toContain(`  nodes   ${bigGraph.nodes.length} read, 0 invalid; ${bigGraph.nodes.length} new, 0 updated, 0 unchanged`);
     expect(await readPermissions(db)).toEqual(model.computePermissions(bigGraph));
     const json = JSON.parse((await cli('--json', 'import', '--nodes', files.nodes, '--grants', files.grants)).stdout);
     expect(json).toMatchObject({ loaded: true, nodes: { unchanged: bigGraph.nodes.length }, grants: { unchanged: bigGraph.grants.length } });
@@ -95,10 +95,54 @@ describe('permgraph import / audit / doctor (CLI)', async () => {
     const resumed = await cli(...args, '--resume');
     expect(resumed.code).toBe(0);
     expect(resumed.stdout).toContain('import killed: loaded (resumed)');
-    expect(resumed.stdout).toContain(`  nodes   ${bigGraph.nodes.length} read, 0 invalid (skipped); ${bigGraph.nodes.length} new`);
-    expect(resumed.stdout).toContain(`  grants  ${bigGraph.grants.length} read, 0 invalid (skipped); ${bigGraph.grants.length} new`);
+    expect(resumed.stdout).toContain(`  nodes   ${bigGraph.nodes.length} read, 0 invalid; ${bigGraph.nodes.length} new`);
+    expect(resumed.stdout).toContain(`  grants  ${bigGraph.grants.length} read, 0 invalid; ${bigGraph.grants.length} new`);
     expect(await readPermissions(db)).toEqual(model.computePermissions(bigGraph));
     expect(await counts(db)).toMatchObject({ nodes: bigGraph.nodes.length, grants: bigGraph.grants.length });
+  });
+
+  it('SIGINT while the import runs a statement: the statement is cancelled on the server, exit 130, --resume completes', async () => {
+    await loadGraph(db, { nodes: [], grants: [] });
+    const files = await writeCsvs(bigGraph);
+    const args = ['import', '--nodes', files.nodes, '--grants', files.grants, '--name', 'sigint', '--actor', 'ops@example.com'];
+    const locker = openPool(url, { poolSize: 2 });
+    try {
+      // Validation waits for the lock this transaction holds: the import's statement is running on the server when the signal comes.
+      const result = await locker.tx(async (tx) => {
+        await tx.query(sql`lock table permgraph.nodes in access exclusive mode`);
+        const child = spawnCli(['--database-url', url, ...args]);
+        const exited = collect(child);
+        let backend = 0;
+        await waitUntil(async () => {
+          const [row] = await locker.query(sql`
+            select pid from pg_stat_activity
+            where datname = current_database() and state = 'active' and wait_event_type = 'Lock' and query like '%_import_validate%'`);
+          backend = row?.pid ?? 0;
+          return backend !== 0;
+        }, 'the import to wait inside its validation');
+        child.kill('SIGINT');
+        const outcome = await exited;
+        // Nothing of the import still runs: without the cancel, its statement would wait for this lock for as long as it is held.
+        await waitUntil(async () => {
+          const [row] = await locker.query(sql`select count(*)::int as n from pg_stat_activity where pid = ${backend} and state = 'active'`);
+          return row.n === 0;
+        }, 'the import statement to stop');
+        return outcome;
+      });
+      expect(result.code).toBe(130);
+      expect(result.stderr).toBe('permgraph: import "sigint" interrupted (SIGINT); nothing was loaded: run the same command with --resume to continue\n');
+    } finally {
+      await locker.dispose();
+    }
+    const [run] = await db.query(sql`select phase from permgraph.import_runs where name = 'sigint'`);
+    expect(run.phase).toBe('load');
+    expect(await counts(db)).toMatchObject({ nodes: 0, grants: 0 });
+    const resumed = await cli(...args, '--resume');
+    expect(resumed.code).toBe(0);
+    expect(resumed.stdout).toContain('import sigint: loaded (resumed)');
+    expect(await readPermissions(db)).toEqual(model.computePermissions(bigGraph));
+    const [audit] = await db.query(sql`select actor, source from permgraph.audit_log where action = 'import' order by id desc limit 1`);
+    expect(audit).toEqual({ actor: 'ops@example.com', source: 'sigint' });
   });
 
   it('dry run, invalid rows, fail mode and malformed input from the command line', async () => {
@@ -106,28 +150,37 @@ describe('permgraph import / audit / doctor (CLI)', async () => {
     const nodes = path.join(scratch, 'bad-nodes.csv');
     await writeFile(nodes, 'id,kind,owner_id\nann,user,\nbob,robot,\nteam,group,ann\n');
     const before = await counts(db);
-    const dry = await cli('import', '--nodes', nodes, '--dry-run');
+    // Skipping is a choice: the dry run says what it would skip.
+    const dry = await cli('import', '--nodes', nodes, '--dry-run', '--on-invalid', 'skip');
     expect(dry.code).toBe(0);
     expect(dry.stdout).toContain('dry run');
-    expect(dry.stdout).toContain("  nodes bad-nodes.csv line 3: kind must be user, group or object, got 'robot'");
+    expect(dry.stdout).toContain('  nodes   3 read, 1 invalid (skipped); would be 2 new, 0 updated, 0 unchanged');
+    expect(dry.stdout).toContain('  nodes bad-nodes.csv line 3: kind must be user, group or object, got "robot"');
     expect(await counts(db)).toEqual(before);
-    const failDry = await cli('import', '--nodes', nodes, '--dry-run', '--on-invalid', 'fail');
+    // By default an invalid row fails the run: exit 1, nothing written.
+    const failDry = await cli('import', '--nodes', nodes, '--dry-run');
     expect(failDry.code).toBe(1);
-    expect(failDry.stderr).toMatch(/^permgraph: dry run: 1 invalid row\(s\); with --on-invalid fail nothing would be loaded/);
-    const fail = await cli('import', '--nodes', nodes, '--on-invalid', 'fail');
+    expect(failDry.stderr).toMatch(/^permgraph: dry run: 1 invalid row\(s\); nothing would be loaded \(first: .*\); pass --on-invalid skip to load the valid rows\n$/);
+    const fail = await cli('import', '--nodes', nodes);
     expect(fail.code).toBe(1);
+    expect(fail.stdout).toContain('  nodes   3 read, 1 invalid (refused); 0 new, 0 updated, 0 unchanged');
     expect(fail.stderr).toMatch(/^permgraph: import "import-[0-9a-f]{10}" refused: 1 invalid row\(s\), nothing loaded \(first: bad-nodes.csv line 3: kind must be/);
     expect(await counts(db)).toEqual(before);
-    const skip = await cli('import', '--nodes', nodes);
+    const failJson = await cli('--json', 'import', '--nodes', nodes);
+    expect(failJson.code).toBe(1);
+    expect(JSON.parse(failJson.stdout)).toMatchObject({ loaded: false, invalid: 1, onInvalid: 'fail' });
+    expect(JSON.parse(failJson.stderr)).toMatchObject({ error: { code: 'invalid_input', exitCode: 1 } });
+    const skip = await cli('import', '--nodes', nodes, '--on-invalid', 'skip');
     expect(skip.code).toBe(0);
     expect(skip.stdout).toContain('  nodes   3 read, 1 invalid (skipped); 2 new, 0 updated, 0 unchanged');
 
+    // Malformed CSV: the line and field where it happens (an unclosed quote: where it opened).
     const malformed = path.join(scratch, 'malformed.csv');
-    await writeFile(malformed, 'id,kind,owner_id\nx,user,\n"y,user,\n');
+    await writeFile(malformed, `id,kind,owner_id\nx,user,\n"y,user,\n${'z,user,\n'.repeat(500)}`);
     const afterSkip = await counts(db);
     const bad = await cli('import', '--nodes', malformed, '--batch-size', '1');
     expect(bad.code).toBe(1);
-    expect(bad.stderr).toMatch(/^permgraph: malformed CSV in .*malformed.csv: .*\n$/);
+    expect(bad.stderr).toMatch(/^permgraph: malformed CSV in .*malformed.csv line 3, field 1: the quote opened at column 1 is never closed\n$/);
     expect(await counts(db)).toEqual(afterSkip);
     const header = path.join(scratch, 'header.csv');
     await writeFile(header, 'tail,head,level\n');
@@ -137,20 +190,34 @@ describe('permgraph import / audit / doctor (CLI)', async () => {
     expect((await cli('import', '--nodes', nodes, '--batch-size', '0')).stderr).toBe('permgraph: --batch-size must be a positive integer, got "0"\n');
   });
 
-  it('imports from a query over an app table', async () => {
+  it('imports from a query over an app table (named with its schema; one read-only statement)', async () => {
     await loadGraph(db, { nodes: [], grants: [] });
     await db.query(sql`
-      create table sessions (id integer primary key, project_id text);
-      insert into sessions select i, 'proj' || (i % 3) from generate_series(1, 20) i`);
+      create table public.sessions (id integer primary key, project_id text);
+      insert into public.sessions select i, 'proj' || (i % 3) from generate_series(1, 20) i`);
     const result = await cli(
       'import',
       '--nodes-query', "select 'proj' || i as id, 'group' as kind, null as owner_id from generate_series(0, 2) i",
       '--batch-size', '2',
     );
     expect(result.code).toBe(0);
-    const sessions = await cli('import', '--nodes-query', "select id, 'object' as kind, project_id as owner_id from sessions", '--batch-size', '7');
+    const unqualified = await cli('import', '--nodes-query', "select id, 'object' as kind, project_id as owner_id from sessions");
+    expect(unqualified.code).toBe(1);
+    expect(unqualified.stderr).toBe(
+      'permgraph: the nodes query failed: relation "sessions" does not exist (import queries run with search_path = pg_catalog, pg_temp: name tables with their schema, e.g. public.sessions)\n',
+    );
+    const sessions = await cli('import', '--nodes-query', "select id, 'object' as kind, project_id as owner_id from public.sessions", '--batch-size', '7');
     expect(sessions.code).toBe(0);
-    expect(sessions.stdout).toContain('  nodes   20 read, 0 invalid (skipped); 20 new');
+    expect(sessions.stdout).toContain('  nodes   20 read, 0 invalid; 20 new');
+    // The injection of issue 10: refused, and nothing is created.
+    const injected = await cli(
+      'import', '--dry-run',
+      '--nodes-query', "select id::text, 'object' as kind, null as owner_id from public.sessions limit 0; create table public.x (a int); select 'b' as id, 'user' as kind, null as owner_id",
+    );
+    expect(injected.code).toBe(1);
+    expect(injected.stderr).toMatch(/^permgraph: the nodes query must be a single statement: a second one starts after the ";" at character \d+\n$/);
+    const [{ created }] = await db.query(sql`select to_regclass('public.x') is not null as created`);
+    expect(created).toBe(false);
     const [{ n }] = await db.query(sql`select count(*)::int as n from permgraph.nodes where kind = 'object' and owner_id like 'proj%'`);
     expect(n).toBe(20);
   });

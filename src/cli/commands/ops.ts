@@ -3,8 +3,9 @@ import type { Command } from 'commander';
 import type { AuditAction } from '../../app/audit.ts';
 import type { ImportProgress, ImportSource, ImportSummary, OnInvalid } from '../../app/import/index.ts';
 import { DEFAULT_AUDIT_LIMIT, DEFAULT_IMPORT_BATCH_SIZE, DEFAULT_IMPORT_MAX_PROBLEMS, DEFAULT_MAX_LAG_SECONDS } from '../../constants.ts';
-import { action, ExitCode, positiveInteger, requireSchema } from '../action.ts';
+import { action, actorOption, ExitCode, positiveInteger, requireSchema } from '../action.ts';
 import type { CommandContext } from '../context.ts';
+import { EXIT } from '../errors.ts';
 import { describeEntry } from '../format.ts';
 
 interface ImportFlags {
@@ -19,6 +20,7 @@ interface ImportFlags {
   onInvalid: string;
   batchSize: string;
   show: string;
+  actor?: string;
 }
 
 interface AuditFlags {
@@ -39,15 +41,16 @@ export function registerOpsCommands(program: Command): void {
     .description('bulk-load nodes and grants from CSV files or SQL queries (resumable; one refresh at the end)')
     .option('--nodes <file>', 'CSV with header id,kind,owner_id[,trash_at]')
     .option('--grants <file>', 'CSV with header tail_id,head_id,level[,source]')
-    .option('--nodes-query <sql>', 'a query returning id, kind, owner_id [, trash_at] (run as given, as a subquery)')
-    .option('--grants-query <sql>', 'a query returning tail_id, head_id, level [, source] (run as given, as a subquery)')
+    .option('--nodes-query <sql>', 'one SELECT returning id, kind, owner_id [, trash_at]; runs read-only, name tables with their schema')
+    .option('--grants-query <sql>', 'one SELECT returning tail_id, head_id, level [, source]; runs read-only, name tables with their schema')
     .option('--name <name>', 'name of the run, for --resume (default: derived from the inputs)')
     .option('--resume', 'continue an interrupted run after its last committed batch')
     .option('--restart', 'discard an interrupted run of the same name and start over')
     .option('--dry-run', 'validate everything and report what would change; write nothing')
-    .option('--on-invalid <mode>', 'skip: load the valid rows; fail: load nothing if any row is invalid', 'skip')
+    .option('--on-invalid <mode>', 'fail: load nothing if any row is invalid (exit 1); skip: load the valid rows', 'fail')
     .option('--batch-size <n>', 'rows per committed staging batch', String(DEFAULT_IMPORT_BATCH_SIZE))
     .option('--show <n>', 'list at most n problems', String(DEFAULT_IMPORT_MAX_PROBLEMS))
+    .addOption(actorOption())
     .action(action<ImportFlags>(program, (ctx, flags) => runImport(ctx, flags)));
 
   program
@@ -94,8 +97,20 @@ async function runImport(ctx: CommandContext, flags: ImportFlags): Promise<void>
   const batchSize = positiveInteger(flags.batchSize, '--batch-size');
   const show = positiveInteger(flags.show, '--show');
   await requireSchema(ctx);
-  const { describeProblem, ImportRejectedError, importGraph } = await import('../../app/import/index.ts');
+  const { describeProblem, ImportInterruptedError, ImportRejectedError, importGraph } = await import('../../app/import/index.ts');
   const progress = process.stderr.isTTY && !ctx.options.json ? progressBar((await import('cli-progress')).default) : null;
+  // SIGINT/SIGTERM interrupt the run (the CLI's own handler leaves a command
+  // that listens itself alone): the run's statement on the server is
+  // cancelled, the run stays resumable, and the exit is 130/143; a second
+  // signal exits at once.
+  const exitOf = (signal: unknown) => (signal === 'SIGTERM' ? EXIT.sigterm : EXIT.sigint);
+  const interrupt = new AbortController();
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (interrupt.signal.aborted) process.exit(exitOf(signal));
+    interrupt.abort(signal);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   let summary: ImportSummary;
   try {
     summary = await importGraph(ctx.db, {
@@ -108,20 +123,30 @@ async function runImport(ctx: CommandContext, flags: ImportFlags): Promise<void>
       onInvalid: flags.onInvalid as OnInvalid,
       batchSize,
       maxProblems: show,
+      actor: flags.actor,
+      signal: interrupt.signal,
       onProgress: progress?.update,
     });
   } catch (error) {
     progress?.stop();
     if (error instanceof ImportRejectedError) {
       printSummary(ctx, error.summary, describeProblem);
-      throw new ExitCode(1, error.message);
+      throw new ExitCode(1, error.message, 'invalid_input');
     }
+    if (error instanceof ImportInterruptedError) throw new ExitCode(exitOf(error.reason), error.message, 'interrupted', { cause: error });
     throw error;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
   }
   progress?.stop();
   printSummary(ctx, summary, describeProblem);
   if (summary.dryRun && flags.onInvalid === 'fail' && summary.invalid > 0) {
-    throw new ExitCode(1, `dry run: ${summary.invalid} invalid row(s); with --on-invalid fail nothing would be loaded (first: ${describeProblem(summary.problems[0])})`);
+    throw new ExitCode(
+      1,
+      `dry run: ${summary.invalid} invalid row(s); nothing would be loaded (first: ${describeProblem(summary.problems[0])}); pass --on-invalid skip to load the valid rows`,
+      'invalid_input',
+    );
   }
 }
 
@@ -131,7 +156,8 @@ function printSummary(ctx: CommandContext, s: ImportSummary, describeProblem: (p
   ctx.say(`import ${s.name}: ${verb}${s.resumed ? ' (resumed)' : ''}`);
   for (const [table, c] of [['nodes', s.nodes], ['grants', s.grants]] as const) {
     const would = s.dryRun ? 'would be ' : '';
-    ctx.say(`  ${table.padEnd(6)}  ${c.read} read, ${c.invalid} invalid (skipped); ${would}${c.inserted} new, ${c.updated} updated, ${c.unchanged} unchanged`);
+    const invalid = c.invalid === 0 ? '0 invalid' : `${c.invalid} invalid (${s.loaded || (s.dryRun && s.onInvalid === 'skip') ? 'skipped' : 'refused'})`;
+    ctx.say(`  ${table.padEnd(6)}  ${c.read} read, ${invalid}; ${would}${c.inserted} new, ${c.updated} updated, ${c.unchanged} unchanged`);
   }
   if (s.refresh) ctx.say(`  refresh: ${s.refresh.inserted} permission row(s) inserted, ${s.refresh.updated} updated, ${s.refresh.deleted} deleted in ${s.refresh.ms.toFixed(0)} ms`);
   if (s.problems.length) {
