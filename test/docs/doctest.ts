@@ -348,8 +348,11 @@ const TSC = path.join(REPO, 'node_modules', 'typescript', 'bin', 'tsc');
 function run(command: string, args: string[], options: { cwd: string; env?: NodeJS.ProcessEnv; timeoutMs: number }) {
   return new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
     execFile(command, args, { cwd: options.cwd, env: options.env ?? process.env, timeout: options.timeoutMs, maxBuffer: 10 << 20 }, (error, stdout, stderr) => {
-      const code = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
-      resolve({ code, stdout, stderr });
+      if (!error) return resolve({ code: 0, stdout, stderr });
+      if (typeof error.code === 'number') return resolve({ code: error.code, stdout, stderr });
+      // Killed by a signal (or a timeout), or not started at all: say which.
+      const why = error.signal ? `killed by ${error.signal}${error.killed ? ' (timeout)' : ''}` : `not run: ${error.message}`;
+      resolve({ code: -1, stdout, stderr: `${stderr}[${why}]\n` });
     });
   });
 }
