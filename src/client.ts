@@ -176,7 +176,8 @@ export class Permgraph {
 
   /** Bulk-loads nodes and grants (CSV files or queries); resumable; one refresh at the end. */
   importGraph(options: ImportOptions): Promise<ImportSummary> {
-    return importGraph(this.db, options);
+    // Its own connections and transactions (it commits batch by batch), but inside asActor its audit row names that actor.
+    return importGraph(this.db, { actor: this.actorScope.getStore()?.actor, ...options });
   }
 
   /** Audit entries, oldest first; pass nextCursor as `after` for the next page. */
@@ -190,10 +191,10 @@ export class Permgraph {
    * inside fn (grant, revoke, addNode, setOwner, setTrash, removeNode,
    * syncGrants, syncRoles, setSuperuser…, and the reads, which see those
    * writes). All of it commits when fn returns, or none of it. Nested calls
-   * use a savepoint and restore the outer actor. refresh, applyChanges,
-   * verify, migrate, doctor, importGraph and workers use their own
-   * connections; waitFor on a token of this transaction is refused (it
-   * commits only when asActor returns).
+   * use a savepoint and restore the outer actor. importGraph records the
+   * actor too, but commits on its own connections, as refresh, applyChanges,
+   * verify, migrate, doctor and workers run on theirs; waitFor on a token of
+   * this transaction is refused (it commits only when asActor returns).
    */
   asActor<T>(actor: string, fn: (tx: Transaction) => Promise<T>): Promise<T> {
     const outer = this.actorScope.getStore();

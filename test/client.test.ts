@@ -1,3 +1,6 @@
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openPool, sql } from '../src/db/pool.ts';
 import { InvalidInputError, PermgraphError, Permgraph } from '../src/index.ts';
@@ -70,7 +73,7 @@ describe('TypeScript API (Permgraph)', async () => {
         where head_id = any(${ids}::text[]) or tail_id = any(${ids}::text[]) or details ->> 'name' = any(${ids}::text[])
         order by id`);
 
-    it('grant, revoke, node writes, syncGrants and syncRoles inside asActor record the actor; the login stays in db_role', async () => {
+    it('grant, revoke, node writes, syncGrants, syncRoles and importGraph inside asActor record the actor; the login stays in db_role', async () => {
       // A writer's login through a pool of its own, as an application would connect.
       const writer = await createLogin(db, url, 'api_writer', 'permgraph_writer');
       const api = Permgraph.fromPool(writer.db, writer.url);
@@ -85,6 +88,10 @@ describe('TypeScript API (Permgraph)', async () => {
       });
       await api.grant('ax-user', 'ax-team', 'read', { source: 'outside' }); // outside asActor: the login
       await pg.asActor('root@example.com', () => pg.syncRoles({ roles: [{ name: 'ax-role', level: 1 }], operations: [] }));
+      const csv = path.join(await mkdtemp(path.join(tmpdir(), 'permgraph-client-')), 'nodes.csv');
+      await writeFile(csv, 'id,kind,owner_id\nax-doc,object,ax-team\n');
+      const imported = await pg.asActor('importer@example.com', () => pg.importGraph({ nodes: { file: csv }, name: 'ax-import' }));
+      expect(imported.loaded).toBe(true);
       expect(await audit('ax-user', 'ax-team', 'ax-role')).toEqual([
         { actor: 'ann@example.com', action: 'create_node', what: 'ax-user', db_role: writer.name },
         { actor: 'ann@example.com', action: 'create_node', what: 'ax-team', db_role: writer.name },
@@ -96,6 +103,7 @@ describe('TypeScript API (Permgraph)', async () => {
         { actor: writer.name, action: 'grant', what: 'ax-user -> ax-team', db_role: writer.name },
         { actor: 'root@example.com', action: 'catalog', what: 'ax-role', db_role: expect.any(String) },
       ]);
+      expect(await db.query(sql`select actor from permgraph.audit_log where action = 'import' and source = 'ax-import'`)).toEqual([{ actor: 'importer@example.com' }]);
       // the writes inside asActor committed together, when it returned
       await pg.waitFor(token);
       expect(await pg.check('ax-user', 'ax-team', 'manage')).toBe(true);
