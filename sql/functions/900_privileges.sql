@@ -48,7 +48,9 @@ declare
     'permgraph.nodes, permgraph.grants, permgraph.edges, permgraph.permissions, permgraph.effective_permissions, '
     'permgraph.trashed_groups, permgraph.deleted_nodes, permgraph.changes, permgraph.applier_state, '
     'permgraph.roles, permgraph.operations, permgraph.audit_log, '
-    'permgraph.permission_changes, permgraph.change_consumers';
+    'permgraph.permission_changes, permgraph.change_consumers, '
+    -- what the CLI reads to tell whether the schema matches the package
+    'permgraph.migrations, permgraph.function_files';
   query_functions constant text[] := array[
     'permgraph.check(text, text, integer)', 'permgraph.check(text, text, integer, boolean)',
     'permgraph.check_op(text, text, text)', 'permgraph.check_op(text, text, text, boolean)',

@@ -12,6 +12,7 @@ import { g, grant, o, u } from '../helpers/builders.ts';
 import { createEmptyDatabase, createTestDatabase } from '../helpers/database.ts';
 import { insertGrants, insertNodes, loadGraph, readPermissions } from '../helpers/graph.ts';
 import { createLogin } from '../helpers/logins.ts';
+import { runCli } from '../helpers/cli.ts';
 import { migrateAsReleased } from '../helpers/released.ts';
 
 const graph: RefGraph = {
@@ -173,6 +174,22 @@ describe('security model through real login roles', async () => {
       expect(await counts(owner)).toEqual(before);
       await applyChanges(owner);
       expect(await owner.query(sql`select * from permgraph.permissions where user_id = 'bob' and target_id = 'secret'`)).toEqual([]);
+    });
+
+    it('a login granted permgraph_worker runs the CLI worker and refresh; a writer may not', async () => {
+      await writer.db.query(sql`insert into permgraph.grants (tail_id, head_id, level, source) values ('bob', 'secret', 2, 'cli')`);
+      const once = await runCli(['worker', '--once', '--database-url', worker.url]);
+      expect(once.stderr).toBe('');
+      expect(once.code).toBe(0);
+      expect(await worker.db.query(sql`select count(*)::int as n from permgraph.changes`)).toEqual([{ n: 0 }]);
+      const refreshed = await runCli(['refresh', '--database-url', worker.url]);
+      expect(refreshed.code).toBe(0);
+      expect(await worker.db.query(sql`select * from permgraph.verify()`)).toEqual([]);
+      const denied = await runCli(['refresh', '--database-url', writer.url]);
+      expect(denied.code).toBe(1);
+      expect(denied.stderr).toMatch(/^permgraph: permission denied for function /);
+      await writer.db.query(sql`delete from permgraph.grants where source = 'cli'`);
+      await applyChanges(worker.db);
     });
 
     it('PUBLIC and logins without a permgraph role can neither read nor call anything', async () => {
