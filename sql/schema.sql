@@ -103,7 +103,7 @@ table permgraph.function_files
   checksum text not null
   applied_at timestamp with time zone not null default now()
   constraint function_files_pkey PRIMARY KEY (name)
-  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
 
 table permgraph.grants
   tail_id text collate "C" not null
@@ -164,7 +164,7 @@ table permgraph.migrations
   checksum text not null
   applied_at timestamp with time zone not null default now()
   constraint migrations_pkey PRIMARY KEY (version)
-  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
 
 table permgraph.nodes
   id text collate "C" not null
@@ -365,7 +365,9 @@ declare
     'permgraph.nodes, permgraph.grants, permgraph.edges, permgraph.permissions, permgraph.effective_permissions, '
     'permgraph.trashed_groups, permgraph.deleted_nodes, permgraph.changes, permgraph.applier_state, '
     'permgraph.roles, permgraph.operations, permgraph.audit_log, '
-    'permgraph.permission_changes, permgraph.change_consumers';
+    'permgraph.permission_changes, permgraph.change_consumers, '
+    -- what the CLI reads to tell whether the schema matches the package
+    'permgraph.migrations, permgraph.function_files';
   query_functions constant text[] := array[
     'permgraph.check(text, text, integer)', 'permgraph.check(text, text, integer, boolean)',
     'permgraph.check_op(text, text, text)', 'permgraph.check_op(text, text, text, boolean)',
