@@ -239,9 +239,7 @@ CREATE UNIQUE INDEX edges_pkey ON permgraph.edges USING btree (tail_id, head_id,
 CREATE UNIQUE INDEX function_files_pkey ON permgraph.function_files USING btree (name);
 CREATE INDEX grants_head_idx ON permgraph.grants USING btree (head_id);
 CREATE UNIQUE INDEX grants_unique_per_source ON permgraph.grants USING btree (tail_id, head_id, source);
-CREATE INDEX import_grants_key_idx ON permgraph.import_grants USING btree (run, tail_id, head_id, source);
 CREATE UNIQUE INDEX import_grants_pkey ON permgraph.import_grants USING btree (run, seq);
-CREATE INDEX import_nodes_id_idx ON permgraph.import_nodes USING btree (run, id);
 CREATE UNIQUE INDEX import_nodes_pkey ON permgraph.import_nodes USING btree (run, seq);
 CREATE UNIQUE INDEX import_runs_pkey ON permgraph.import_runs USING btree (name);
 CREATE UNIQUE INDEX migrations_pkey ON permgraph.migrations USING btree (version);
@@ -1184,7 +1182,7 @@ begin
     select s.id, s.owner_id, case when p_set_trash then s.trash_at::timestamptz end as trash_at, n.stored, n.owner_id as stored_owner,
            n.trash_at as stored_trash
     from permgraph.import_nodes s
-    left join lateral (select true as stored, n.owner_id, n.trash_at from permgraph.nodes n where n.id = s.id) n on true
+    left join lateral (select true as stored, n.owner_id, n.trash_at from permgraph.nodes n where n.id = s.id offset 0) n on true
     where s.run = p_run and s.problem is null
   ), changed as (
     insert into pg_temp.import_changed
@@ -1206,7 +1204,7 @@ begin
     insert into permgraph.nodes (id, kind, owner_id, trash_at)
     select s.id, s.kind, s.owner_id, case when p_set_trash then s.trash_at::timestamptz end
     from permgraph.import_nodes s
-    left join lateral (select true as stored from permgraph.nodes n where n.id = s.id) n on true
+    left join lateral (select true as stored from permgraph.nodes n where n.id = s.id offset 0) n on true
     where s.run = p_run and s.problem is null and n.stored is null;
   end if;
   if nodes_updated > 0 then
@@ -1239,22 +1237,6 @@ begin
     'grants_unchanged', grants_valid - grants_inserted - grants_updated);
 end $function$;
 
--- permgraph._import_missing(text,text,text): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._import_missing(p_run text, p_what text, p_id text)
- RETURNS text
- LANGUAGE sql
- STABLE
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-  select coalesce(
-    (select format('%s %s is not loaded: its row is invalid (%s)', p_what, permgraph._describe_id(p_id),
-                   coalesce('line ' || s.line, 'see its row'))
-     from permgraph.import_nodes s
-     where s.run = p_run and s.id = p_id and s.problem is not null
-     order by s.seq limit 1),
-    format('%s %s does not exist (neither in the input nor in the database)', p_what, permgraph._describe_id(p_id)))
-$function$;
-
 -- permgraph._import_validate(text,jsonb): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._import_validate(p_run text, p_levels jsonb)
  RETURNS jsonb
@@ -1273,8 +1255,13 @@ declare
   path text[];
   pos integer;
 begin
+  -- What a step rejects (seq, id, line, problem), written back to the staging
+  -- rows at the end of the step; every rejected id with its first line (the
+  -- messages of rows that need it say where it went wrong).
   drop table if exists pg_temp.import_bad;
-  create temp table import_bad (seq bigint primary key, id text collate "C", problem text not null) on commit drop;
+  create temp table import_bad (seq bigint primary key, id text collate "C", line bigint, problem text not null) on commit drop;
+  drop table if exists pg_temp.import_rejected;
+  create temp table import_rejected (id text collate "C" primary key, line bigint) on commit drop;
   drop table if exists pg_temp.import_removed;
   create temp table import_removed (id text collate "C" primary key) on commit drop;
 
@@ -1282,8 +1269,8 @@ begin
   -- rule of permgraph._id_problem, kind), then duplicates (the first row
   -- without a problem of its own is the one kept), then a kind that differs
   -- from the stored node's.
-  insert into pg_temp.import_bad (seq, id, problem)
-  select r.seq, r.id, case
+  insert into pg_temp.import_bad (seq, id, line, problem)
+  select r.seq, r.id, r.line, case
       when r.id is null or length(r.id) not between 1 and 256 or r.id ~ '[[:cntrl:]]'
         then permgraph._import_id_problem('id', r.id)
       when r.kind is null or r.kind not in ('user', 'group', 'object') then
@@ -1295,14 +1282,14 @@ begin
       else format('node %s exists as a %s; its kind cannot change to %s', permgraph._describe_id(r.id), r.stored_kind, r.kind)
     end
   from (
-    select s.seq, s.id, s.kind, s.owner_id, s.local, n.kind as stored_kind,
+    select s.seq, s.id, s.kind, s.owner_id, s.line, s.local, n.kind as stored_kind,
            row_number() over w as rank, first_value(s.line) over w as first_line
     from (select x.seq, x.id, x.kind, x.owner_id, x.line,
                  (x.id is null or length(x.id) not between 1 and 256 or x.id ~ '[[:cntrl:]]'
                   or x.kind is null or x.kind not in ('user', 'group', 'object')
                   or length(x.owner_id) not between 1 and 256 or x.owner_id ~ '[[:cntrl:]]') is true as local
           from permgraph.import_nodes x where x.run = p_run and x.problem is null) s
-    left join lateral (select n.kind from permgraph.nodes n where n.id = s.id) n on true
+    left join lateral (select n.kind from permgraph.nodes n where n.id = s.id offset 0) n on true
     window w as (partition by s.id order by s.local, s.seq)
   ) r
   where r.local or r.rank > 1 or r.stored_kind <> r.kind;
@@ -1312,23 +1299,35 @@ begin
     perform count(s.trash_at::timestamptz) from permgraph.import_nodes s
     where s.run = p_run and s.problem is null and s.trash_at is not null;
   exception when data_exception then
-    insert into pg_temp.import_bad (seq, id, problem)
-    select s.seq, s.id, format('trash_at %s is not a timestamp', permgraph._describe_id(s.trash_at))
+    insert into pg_temp.import_bad (seq, id, line, problem)
+    select s.seq, s.id, s.line, format('trash_at %s is not a timestamp', permgraph._describe_id(s.trash_at))
     from permgraph.import_nodes s
     where s.run = p_run and s.problem is null and s.trash_at is not null and not permgraph._is_timestamptz(s.trash_at)
     on conflict (seq) do nothing;
   end;
 
+  -- The valid staged nodes, by id (indexed once filled: cheaper than
+  -- indexing as it fills). A node not in here is, after the load, its stored
+  -- version or nothing.
+  drop table if exists pg_temp.import_valid;
+  create temp table import_valid on commit drop as
+    select s.id, s.seq, s.line, s.kind, s.owner_id from permgraph.import_nodes s
+    where s.run = p_run and s.problem is null and s.seq <> all (array(select b.seq from pg_temp.import_bad b));
+  alter table pg_temp.import_valid add primary key (id);
+  analyze pg_temp.import_valid;
+
   loop
     update permgraph.import_nodes s set problem = (select b.problem from pg_temp.import_bad b where b.seq = s.seq)
     where s.run = p_run and s.seq = any (array(select b.seq from pg_temp.import_bad b));
     get diagnostics marked = row_count;
+    insert into pg_temp.import_rejected select distinct on (b.id) b.id, b.line from pg_temp.import_bad b
+    where b.id is not null order by b.id, b.seq
+    on conflict (id) do nothing;
     -- A rejected node falls back to its stored version, if any: the nodes it
     -- owns are checked again.
-    if round > 0 then
-      truncate pg_temp.import_removed;
-      insert into pg_temp.import_removed select distinct b.id from pg_temp.import_bad b where b.id is not null;
-    end if;
+    truncate pg_temp.import_removed;
+    insert into pg_temp.import_removed select distinct b.id from pg_temp.import_bad b where b.id is not null;
+    delete from pg_temp.import_valid v using pg_temp.import_bad b where v.id = b.id and v.seq = b.seq;
     truncate pg_temp.import_bad;
     exit when round > 0 and marked = 0;
     round := round + 1;
@@ -1336,17 +1335,21 @@ begin
     -- Owners: must exist after the load, must not be objects, only users may
     -- own themselves. After the first round, only the nodes whose owner was
     -- just rejected can have changed.
-    insert into pg_temp.import_bad (seq, id, problem)
-    select v.seq, v.id, case
+    insert into pg_temp.import_bad (seq, id, line, problem)
+    select v.seq, v.id, v.line, case
         when v.owner_id = v.id then format('ownership cycle: %s %s cannot own itself', v.kind, permgraph._describe_id(v.id))
-        when coalesce(o.kind, n.kind) is null then permgraph._import_missing(p_run, 'owner', v.owner_id)
+        when coalesce(o.kind, n.kind) is null and r.id is not null then
+          format('owner %s is not loaded: its row is invalid (%s)', permgraph._describe_id(v.owner_id), coalesce('line ' || r.line, 'see its row'))
+        when coalesce(o.kind, n.kind) is null then
+          format('owner %s does not exist (neither in the input nor in the database)', permgraph._describe_id(v.owner_id))
         else format('owner %s is an object; only users and groups own', permgraph._describe_id(v.owner_id))
       end
-    from permgraph.import_nodes v
-    left join permgraph.import_nodes o on o.run = p_run and o.id = v.owner_id and o.problem is null
-    left join lateral (select n.kind from permgraph.nodes n where n.id = v.owner_id) n on true
-    where v.run = p_run and v.problem is null and v.owner_id is not null
-      and (round = 1 or v.owner_id in (select r.id from pg_temp.import_removed r))
+    from pg_temp.import_valid v
+    left join pg_temp.import_valid o on o.id = v.owner_id
+    left join pg_temp.import_rejected r on r.id = v.owner_id
+    left join lateral (select n.kind from permgraph.nodes n where n.id = v.owner_id offset 0) n on true
+    where v.owner_id is not null
+      and (round = 1 or v.owner_id in (select x.id from pg_temp.import_removed x))
       and ((v.owner_id = v.id and v.kind <> 'user')
            or (v.owner_id <> v.id and coalesce(o.kind, n.kind) is distinct from 'user' and coalesce(o.kind, n.kind) is distinct from 'group'));
     get diagnostics marked = row_count;
@@ -1360,18 +1363,18 @@ begin
     create temp table import_g on commit drop as
       with recursive up(id, owner_id) as (
         select c.id, c.owner_id
-        from permgraph.import_nodes c
-        left join lateral (select n.owner_id from permgraph.nodes n where n.id = c.id) n on true
-        where c.run = p_run and c.problem is null and c.kind <> 'object' and c.owner_id is not null and c.owner_id <> c.id
-          and c.owner_id is distinct from n.owner_id
+        from pg_temp.import_valid c
+        left join lateral (select n.owner_id from permgraph.nodes n where n.id = c.id offset 0) n on true
+        where c.kind <> 'object' and c.owner_id is not null and c.owner_id <> c.id and c.owner_id is distinct from n.owner_id
         union
         select m.id, m.owner_id
         from up cross join lateral (
-          select v.id, v.owner_id from permgraph.import_nodes v where v.run = p_run and v.id = up.owner_id and v.problem is null
-          union all
-          select n.id, n.owner_id from permgraph.nodes n
-          where n.id = up.owner_id
-            and not exists (select 1 from permgraph.import_nodes v where v.run = p_run and v.id = up.owner_id and v.problem is null)
+          select o.id, o.owner_id from (
+            select v.id, v.owner_id from pg_temp.import_valid v where v.id = up.owner_id
+            union all
+            select n.id, n.owner_id from permgraph.nodes n
+            where n.id = up.owner_id and not exists (select 1 from pg_temp.import_valid v where v.id = up.owner_id)
+          ) o offset 0
         ) m
         where up.owner_id is not null and up.owner_id <> up.id
       ) select id, owner_id from up;
@@ -1384,7 +1387,7 @@ begin
         select r.id from pg_temp.import_g r where r.owner_id is null or r.owner_id = r.id
         union all
         select c.id from rooted cross join lateral (
-          select g.id from pg_temp.import_g g where g.owner_id = rooted.id and g.owner_id <> g.id) c
+          select g.id from pg_temp.import_g g where g.owner_id = rooted.id and g.owner_id <> g.id offset 0) c
       )
       select g.id, g.owner_id, false as visited, null::text as cycle
       from pg_temp.import_g g
@@ -1412,10 +1415,10 @@ begin
     end loop;
     -- Only the staged nodes on a cycle are rejected: what hangs below a cycle
     -- is checked again once they fall back (next round).
-    insert into pg_temp.import_bad (seq, id, problem)
-    select v.seq, v.id, format('ownership cycle: %s (the owner of each node is the next one)', u.cycle)
+    insert into pg_temp.import_bad (seq, id, line, problem)
+    select v.seq, v.id, v.line, format('ownership cycle: %s (the owner of each node is the next one)', u.cycle)
     from pg_temp.import_unrooted u
-    cross join lateral (select v.seq, v.id from permgraph.import_nodes v where v.run = p_run and v.id = u.id and v.problem is null) v
+    cross join lateral (select v.seq, v.id, v.line from pg_temp.import_valid v where v.id = u.id offset 0) v
     where u.cycle is not null;
   end loop;
 
@@ -1430,29 +1433,37 @@ begin
         when g.level is null then 'level is missing'
         when jsonb_typeof(p_levels -> g.level) is distinct from 'number'
           then coalesce(p_levels ->> g.level, format('level %s was not resolved', permgraph._describe_id(g.level)))
-        when coalesce(tv.kind, tn.kind) is null then permgraph._import_missing(p_run, 'grant tail', g.tail_id)
+        when coalesce(tv.kind, tn.kind) is null and tr.id is not null then
+          format('grant tail %s is not loaded: its row is invalid (%s)', permgraph._describe_id(g.tail_id), coalesce('line ' || tr.line, 'see its row'))
+        when coalesce(tv.kind, tn.kind) is null then
+          format('grant tail %s does not exist (neither in the input nor in the database)', permgraph._describe_id(g.tail_id))
         when coalesce(tv.kind, tn.kind) = 'object' then
           format('grant tail %s is an object; only users and groups can hold grants', permgraph._describe_id(g.tail_id))
-        when coalesce(hv.kind, hn.kind) is null then permgraph._import_missing(p_run, 'grant head', g.head_id)
+        when coalesce(hv.kind, hn.kind) is null and hr.id is not null then
+          format('grant head %s is not loaded: its row is invalid (%s)', permgraph._describe_id(g.head_id), coalesce('line ' || hr.line, 'see its row'))
+        when coalesce(hv.kind, hn.kind) is null then
+          format('grant head %s does not exist (neither in the input nor in the database)', permgraph._describe_id(g.head_id))
       end as problem
     from permgraph.import_grants g
-    left join permgraph.import_nodes tv on tv.run = p_run and tv.id = g.tail_id and tv.problem is null
-    left join permgraph.import_nodes hv on hv.run = p_run and hv.id = g.head_id and hv.problem is null
-    left join lateral (select n.kind from permgraph.nodes n where n.id = g.tail_id) tn on true
-    left join lateral (select n.kind from permgraph.nodes n where n.id = g.head_id) hn on true
+    left join pg_temp.import_valid tv on tv.id = g.tail_id
+    left join pg_temp.import_valid hv on hv.id = g.head_id
+    left join lateral (select n.kind from permgraph.nodes n where n.id = g.tail_id and tv.id is null offset 0) tn on true
+    left join lateral (select n.kind from permgraph.nodes n where n.id = g.head_id and hv.id is null offset 0) hn on true
+    left join lateral (select r.id, r.line from pg_temp.import_rejected r where r.id = g.tail_id and tv.id is null and tn.kind is null offset 0) tr on true
+    left join lateral (select r.id, r.line from pg_temp.import_rejected r where r.id = g.head_id and hv.id is null and hn.kind is null offset 0) hr on true
     where g.run = p_run and g.problem is null
   ) b
   where b.problem is not null;
-  -- Duplicates among the rest: the first row is kept.
+  -- Duplicates among the rest, in one sorted pass of their keys: the first row is kept.
   insert into pg_temp.import_bad (seq, problem)
   select d.seq, case when d.first_line is not null
-                     then format('duplicate grant %s -> %s (source %s; first at line %s)', permgraph._describe_id(d.tail_id),
-                                 permgraph._describe_id(d.head_id), permgraph._describe_id(d.source), d.first_line)
-                     else format('duplicate grant %s -> %s (source %s; the query returns it more than once)', permgraph._describe_id(d.tail_id),
-                                 permgraph._describe_id(d.head_id), permgraph._describe_id(d.source)) end
+      then format('duplicate grant %s -> %s (source %s; first at line %s)', permgraph._describe_id(d.tail_id),
+                  permgraph._describe_id(d.head_id), permgraph._describe_id(d.source), d.first_line)
+      else format('duplicate grant %s -> %s (source %s; the query returns it more than once)', permgraph._describe_id(d.tail_id),
+                  permgraph._describe_id(d.head_id), permgraph._describe_id(d.source)) end
   from (select x.seq, x.tail_id, x.head_id, x.source, row_number() over w as rank, first_value(x.line) over w as first_line
         from permgraph.import_grants x
-        where x.run = p_run and x.problem is null and not exists (select 1 from pg_temp.import_bad b where b.seq = x.seq)
+        where x.run = p_run and x.problem is null and x.seq <> all (array(select b.seq from pg_temp.import_bad b))
         window w as (partition by x.tail_id, x.head_id, x.source order by x.seq)) d
   where d.rank > 1;
   update permgraph.import_grants g set problem = (select b.problem from pg_temp.import_bad b where b.seq = g.seq)

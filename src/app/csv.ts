@@ -32,8 +32,8 @@ export interface CsvFile {
   /** The header's column names, in file order. */
   columns: string[];
   size: number;
-  /** The data records, from the one after `skip` on. */
-  records(skip?: number): AsyncGenerator<CsvRecord>;
+  /** The data records, from the one after `skip` on, in batches (one per chunk of the file read). */
+  records(skip?: number): AsyncGenerator<CsvRecord[]>;
 }
 
 /** Malformed CSV: names the file, the line and (when it applies) the field. */
@@ -75,16 +75,20 @@ export async function openCsv(path: string, shape: CsvShape): Promise<CsvFile> {
 }
 
 async function readHeader(path: string): Promise<string[]> {
-  for await (const { values } of parseFile(path, null)) return values.map((c) => c.trim());
+  for await (const [first] of parseFile(path, null)) if (first) return first.values.map((c) => c.trim());
   throw new InvalidInputError(`${path} is empty: expected a header line`);
 }
 
-async function* readRecords(path: string, columns: string[], skip: number): AsyncGenerator<CsvRecord> {
+async function* readRecords(path: string, columns: string[], skip: number): AsyncGenerator<CsvRecord[]> {
   let index = -1; // the header is record 0
-  for await (const record of parseFile(path, columns.length)) {
-    index += 1;
-    if (index === 0 || index <= skip) continue;
-    yield { index, line: record.line, values: record.values, bytes: record.bytes };
+  for await (const parsed of parseFile(path, columns.length)) {
+    const batch: CsvRecord[] = [];
+    for (const record of parsed) {
+      index += 1;
+      if (index === 0 || index <= skip) continue;
+      batch.push({ index, line: record.line, values: record.values, bytes: record.bytes });
+    }
+    if (batch.length) yield batch;
   }
 }
 
@@ -105,7 +109,7 @@ interface Parsed {
  * for a quote inside; empty lines are skipped. Every record after the first
  * must have `width` fields (the header's count); null: the first record only.
  */
-async function* parseFile(path: string, width: number | null): AsyncGenerator<Parsed> {
+async function* parseFile(path: string, width: number | null): AsyncGenerator<Parsed[]> {
   const stream = createReadStream(path, { encoding: 'utf8', highWaterMark: 1 << 20 });
   let carry = ''; // the start of a record the previous chunk ended in
   let line = 1; // line where `carry` starts
@@ -119,14 +123,12 @@ async function* parseFile(path: string, width: number | null): AsyncGenerator<Pa
       const rest = parseRecords(path, text, false, state, width, stream.bytesRead);
       carry = text.slice(rest);
       line = state.line;
-      for (const record of state.records) {
-        yield record;
-        if (width === null) return;
-      }
+      if (state.records.length) yield state.records;
+      if (width === null && state.records.length) return;
     }
     const state = { line, records: [] as Parsed[] };
     parseRecords(path, carry, true, state, width, stream.bytesRead);
-    for (const record of state.records) yield record;
+    if (state.records.length) yield state.records;
   } catch (error) {
     if (error instanceof InvalidInputError) throw error;
     const code = (error as { code?: unknown }).code;

@@ -128,7 +128,7 @@ describe('permgraph import into a database already holding data', async () => {
     } finally {
       await client.end();
     }
-    const ours = plans.filter((p) => /import_(nodes|grants|bad|removed|g|rooted|unrooted)\b/.test(p.query));
+    const ours = plans.filter((p) => /import_(nodes|grants|bad|removed|rejected|valid|changed|g|unrooted)\b/.test(p.query));
     expect(ours.length).toBeGreaterThan(5);
     // Linear: no plan node handles more than a few times the rows there are (a
     // quadratic one would handle ~20,000 × 20,000).

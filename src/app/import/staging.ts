@@ -76,59 +76,71 @@ async function stageCsv(
 ): Promise<void> {
   const { columns, absent, emptyIsAbsent } = STAGED[table];
   const at = columns.map((c) => input.file.columns.indexOf(c));
+  const [target, names] = table === 'nodes'
+    ? [sql`permgraph.import_nodes (run, seq, line, problem, id, kind, owner_id, trash_at)`, sql`id, kind, owner_id, trash_at`]
+    : [sql`permgraph.import_grants (run, seq, line, problem, tail_id, head_id, level, source)`, sql`tail_id, head_id, level, source`];
   let rows = 0;
-  let seqs: number[] = [];
-  let lines: number[] = [];
-  let problems: (string | null)[] = [];
-  let values: (string | null)[][] = columns.map(() => []);
-  const flush = async () => {
-    if (seqs.length === 0) return;
+  let batch = emptyBatch();
+  const flush = async ({ seqs, lines, problems, values }: Batch, bytes: number) => {
     ctx.checkInterrupted();
-    const count = seqs.length;
-    const last = seqs[count - 1]!;
     const [a, b, c, d] = values as [string[], string[], string[], string[]];
-    await step(async (tx) => {
-      const [target, names] = table === 'nodes'
-        ? [sql`permgraph.import_nodes (run, seq, line, problem, id, kind, owner_id, trash_at)`, sql`id, kind, owner_id, trash_at`]
-        : [sql`permgraph.import_grants (run, seq, line, problem, tail_id, head_id, level, source)`, sql`tail_id, head_id, level, source`];
-      await tx.query(sql`
-        insert into ${target}
-        select ${ctx.name}, t.seq, t.line, ${capped(table, sql.ident('t'))}
-        from unnest(${seqs}::bigint[], ${lines}::bigint[], ${problems}::text[], ${a}::text[], ${b}::text[], ${c}::text[], ${d}::text[])
-          as t(seq, line, problem, ${names})`);
-      await recordProgress(tx, ctx.name, String(last), count);
-    });
-    rows += count;
-    seqs = [];
-    lines = [];
-    problems = [];
-    values = columns.map(() => []);
+    await step((tx) =>
+      tx.query(sql`
+        with staged as (
+          insert into ${target}
+          select ${ctx.name}, t.seq, t.line, ${capped(table, sql.ident('t'))}
+          from unnest(${seqs}::bigint[], ${lines}::bigint[], ${problems}::text[], ${a}::text[], ${b}::text[], ${c}::text[], ${d}::text[])
+            as t(seq, line, problem, ${names})
+          returning 1
+        )
+        update permgraph.import_runs set last_key = ${String(seqs[seqs.length - 1])}, rows_done = rows_done + (select count(*) from staged),
+          updated_at = now()
+        where name = ${ctx.name}`),
+    );
+    rows += seqs.length;
     await afterBatch();
+    ctx.options.onProgress?.({ phase: table, done: bytes, total: input.file.size, unit: 'bytes', rows });
+  };
+  // Batches are written one after the other (reading the next batch while
+  // one is written was slower: parsing a chunk holds the event loop, and so
+  // the writing transaction's round trips).
+  const write = async (bytes: number) => {
+    const full = batch;
+    batch = emptyBatch();
+    await flush(full, bytes);
   };
   const skip = lastKey === null ? 0 : Number(lastKey);
-  let bytes = 0;
-  for await (const record of input.file.records(skip)) {
-    let problem: string | null = null;
-    for (let i = 0; i < columns.length; i++) {
-      let value: string | null = at[i]! < 0 ? absent : record.values[at[i]!]!;
-      if (value !== null && value.includes('\0')) {
-        problem ??= `${columns[i]} contains a NUL byte (0x00), which PostgreSQL text cannot hold`;
-        value = value.replaceAll('\0', '?');
+  for await (const records of input.file.records(skip)) {
+    for (const record of records) {
+      let problem: string | null = null;
+      for (let i = 0; i < columns.length; i++) {
+        let value: string | null = at[i]! < 0 ? absent : record.values[at[i]!]!;
+        if (value !== null && value.includes('\0')) {
+          problem ??= `${columns[i]} contains a NUL byte (0x00), which PostgreSQL text cannot hold`;
+          value = value.replaceAll('\0', '?');
+        }
+        if (value === '' && emptyIsAbsent[i]) value = i === 3 ? absent : null; // the 4th column is the optional one
+        batch.values[i]!.push(value);
       }
-      if (value === '' && emptyIsAbsent[i]) value = i === 3 ? absent : null; // the 4th column is the optional one
-      values[i]!.push(value);
-    }
-    seqs.push(record.index);
-    lines.push(record.line);
-    problems.push(problem);
-    bytes = record.bytes;
-    if (seqs.length >= ctx.batchSize) {
-      await flush();
-      ctx.options.onProgress?.({ phase: table, done: bytes, total: input.file.size, unit: 'bytes', rows });
+      batch.seqs.push(record.index);
+      batch.lines.push(record.line);
+      batch.problems.push(problem);
+      if (batch.seqs.length >= ctx.batchSize) await write(record.bytes);
     }
   }
-  await flush();
+  if (batch.seqs.length > 0) await write(input.file.size);
   ctx.options.onProgress?.({ phase: table, done: input.file.size, total: input.file.size, unit: 'bytes', rows });
+}
+
+interface Batch {
+  seqs: number[];
+  lines: number[];
+  problems: (string | null)[];
+  values: (string | null)[][];
+}
+
+function emptyBatch(): Batch {
+  return { seqs: [], lines: [], problems: [], values: [[], [], [], []] };
 }
 
 async function recordProgress(tx: Queryable, name: string, lastKey: string, rows: number): Promise<void> {
