@@ -31,6 +31,7 @@ interface Options {
   coldstart: boolean;
   stock: boolean;
   stream: boolean;
+  import: boolean;
 }
 
 function parseOptions(): Options {
@@ -48,12 +49,13 @@ function parseOptions(): Options {
     .option('--coldstart', 'only measure the CLI cold start against bare node (bench/measure/coldstart.ts), then exit', false)
     .option('--stock', 'only measure one change on a server with default settings (jit on) against jit off (bench/measure/single-change.ts), then exit', false)
     .option('--stream', 'only measure the change stream\'s write cost, with and without a consumer, on org (--size; bench/measure/stream.ts), then exit', false)
+    .option('--import', 'only measure permgraph import at three sizes (--size) onto a database holding data (bench/measure/import.ts); saved and reported', false)
     .parse();
-  const o = program.opts<{ size: string; shape: string; graph?: string; seed: string; keep: boolean; skipReads: boolean; skipIncremental: boolean; worker: boolean; coldstart: boolean; stock: boolean; stream: boolean }>();
+  const o = program.opts<{ size: string; shape: string; graph?: string; seed: string; keep: boolean; skipReads: boolean; skipIncremental: boolean; worker: boolean; coldstart: boolean; stock: boolean; stream: boolean; import: boolean }>();
   if (o.size !== 'small' && o.size !== 'large') throw new Error(`--size must be small or large, got ${o.size}`);
   const shapes = o.shape.split(',').map((s) => s.trim()).filter(Boolean);
   for (const s of shapes) if (!SHAPES.includes(s as Shape)) throw new Error(`unknown shape ${s}; use ${SHAPES.join(', ')}`);
-  return { size: o.size, shapes: shapes as Shape[], graph: o.graph, seed: o.seed, keep: o.keep, skipReads: o.skipReads, skipIncremental: o.skipIncremental, worker: o.worker, coldstart: o.coldstart, stock: o.stock, stream: o.stream };
+  return { size: o.size, shapes: shapes as Shape[], graph: o.graph, seed: o.seed, keep: o.keep, skipReads: o.skipReads, skipIncremental: o.skipIncremental, worker: o.worker, coldstart: o.coldstart, stock: o.stock, stream: o.stream, import: o.import };
 }
 
 interface Target {
@@ -110,7 +112,7 @@ async function saveRun(run: RunResult): Promise<string> {
   const dir = path.join(RESULTS_DIR, 'runs');
   await mkdir(dir, { recursive: true });
   const stamp = run.startedAt.replace(/[:.]/g, '-');
-  const file = path.join(dir, `${stamp}-${run.size}-${run.shapes.map((s) => s.shape).join('_')}.json`);
+  const file = path.join(dir, `${stamp}-${run.size}-${run.shapes.map((s) => s.shape).join('_') || (run.import ? 'import' : 'none')}.json`);
   await writeFile(file, `${JSON.stringify(run, null, 1)}\n`);
   return file;
 }
@@ -146,7 +148,7 @@ async function main(): Promise<void> {
   const git = gitInfo(); // at the start: the sql/ files are read by migrate() when the run starts
   const plan = PLANS[options.size];
   const startedAt = new Date();
-  const list = await targets(options);
+  const list = options.import ? [] : await targets(options);
   const server = await startServer();
   const stopOnSignal = () => {
     say('interrupted: stopping the benchmark server');
@@ -159,12 +161,18 @@ async function main(): Promise<void> {
     const postgres = await withPool(server.url, postgresInfo);
     say(`PostgreSQL ${postgres.version.split(' ').slice(0, 2).join(' ')} (${server.origin}), jit=${postgres.settings.jit}`);
     for (const target of list) shapes.push(await measureShape(server.url, target, options, plan));
+    let imported: RunResult['import'];
+    if (options.import) {
+      const { IMPORT_SIZES, measureImport } = await import('./measure/import.ts');
+      say(`\n== import (${options.size}): ${IMPORT_SIZES[options.size].map((n) => n.toLocaleString('en-US')).join(', ')} nodes, each with as many grants`);
+      imported = await measureImport(server.url, IMPORT_SIZES[options.size], { keep: options.keep });
+    }
     const finishedAt = new Date();
     const run: RunResult = {
       version: 1, startedAt: startedAt.toISOString(), finishedAt: finishedAt.toISOString(),
       durationMs: finishedAt.getTime() - startedAt.getTime(), size: options.size, seed: options.seed,
       command: process.argv.slice(2).join(' '), git, machine: { ...machine, loadAverageAtEnd: machineInfo().loadAverage }, postgres, server: server.origin,
-      plan, shapes,
+      plan, shapes, ...(imported ? { import: imported } : {}),
     };
     const file = await saveRun(run);
     const report = await writeReport();

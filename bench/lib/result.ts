@@ -1,4 +1,5 @@
 // The shape of a result file (bench/results/runs/*.json).
+import type { ImportResult } from '../measure/import.ts';
 import type { IncrementalResult } from '../measure/incremental.ts';
 import type { ReadsResult } from '../measure/reads.ts';
 import type { RefreshResult } from '../measure/refresh.ts';
@@ -48,4 +49,6 @@ export interface RunResult {
   server: 'embedded' | 'DATABASE_URL';
   plan: RunPlan;
   shapes: ShapeResult[];
+  /** `permgraph import` onto a database holding data (bench/measure/import.ts; `--import` runs only this). */
+  import?: ImportResult;
 }

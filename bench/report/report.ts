@@ -298,9 +298,9 @@ async function charts(e: Entry, dir: string): Promise<{ incremental: string; rea
 /** Target of issue 11: imports validated and loaded at 50,000 rows/s or more. */
 const IMPORT_TARGET_ROWS_PER_SECOND = 50_000;
 
-/** The newest `--import` measurement (bench/measure/import.ts). */
+/** The newest `--import` measurement of a clean commit (bench/measure/import.ts; see latest()). */
 function importSection(runs: { run: RunResult; file: string }[]): string[] {
-  const found = [...runs].reverse().find((r) => r.run.import);
+  const found = [...runs].reverse().find((r) => r.run.import && r.run.git.dirty === false);
   const lines = ['## Import', ''];
   if (!found?.run.import) return [...lines, 'Not measured yet: `npm run bench -- --import [--size large]`.'];
   const { run, file } = found;
