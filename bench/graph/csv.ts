@@ -13,7 +13,8 @@ function field(value: string): string {
   return /[",\r\n]/.test(value) ? `"${value.replaceAll('"', '""')}"` : value;
 }
 
-async function writeLines(file: string, header: string, lines: Iterable<string>): Promise<void> {
+/** Writes a header and lines, in 64 KiB chunks. */
+export async function writeLines(file: string, header: string, lines: Iterable<string>): Promise<void> {
   const out = createWriteStream(file, { encoding: 'utf8' });
   let chunk = `${header}\n`;
   for (const line of lines) {

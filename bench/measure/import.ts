@@ -13,12 +13,11 @@
 //
 // Rows/s counts nodes + grants over staging + validation + load (the refresh
 // is the engine's, measured apart in the refresh phase of the benchmark).
-import { createWriteStream } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import { once } from 'node:events';
 import path from 'node:path';
 import { importGraph, type ImportSummary } from '../../src/app/import/index.ts';
 import { sql, type Queryable } from '../../src/db/pool.ts';
+import { writeLines } from '../graph/csv.ts';
 import { say } from '../lib/progress.ts';
 import { freshDatabase, TMP_DIR } from '../lib/server.ts';
 
@@ -141,35 +140,21 @@ async function writePair(label: string, p: string, n: number): Promise<{ nodes: 
   const half = Math.floor(groups / 2);
   const nodes = path.join(dir, 'nodes.csv');
   const grants = path.join(dir, 'grants.csv');
-  await writeLines(nodes, 'id,kind,owner_id', function* () {
+  await writeLines(nodes, 'id,kind,owner_id', (function* () {
     // Owners after what they own: the import takes any order.
     for (let i = 0; i < objects; i++) yield `${p}o${i},object,${p}g${i % groups}`;
     for (let i = groups - 1; i >= 0; i--) yield `${p}g${i},group,${i < half ? `${p}u${i % users}` : `${p}g${i - half}`}`;
     for (let i = 0; i < users; i++) yield `${p}u${i},user,`;
-  });
+  })());
   const level = (i: number) => (i % 3 === 0 ? ['read', 'write', 'manage'][i % 9 / 3]! : String((i % 3) + 1));
-  await writeLines(grants, 'tail_id,head_id,level,source', function* () {
+  await writeLines(grants, 'tail_id,head_id,level,source', (function* () {
     for (let i = 0; i < n; i++) {
       if (i < users) yield `${p}u${i},${p}g${(7 * i) % groups},${level(i)},bench`;
       else if (i < users + groups) yield `${p}g${i - users},${p}o${(i - users) % objects},${level(i)},bench`;
       else yield `${p}u${i % users},${p}o${(3 * i) % objects},${level(i)},bench`;
     }
-  });
+  })());
   return { nodes: { file: nodes }, grants: { file: grants } };
-}
-
-async function writeLines(file: string, header: string, lines: () => Generator<string>): Promise<void> {
-  const out = createWriteStream(file, { encoding: 'utf8' });
-  let chunk = `${header}\n`;
-  for (const line of lines()) {
-    chunk += `${line}\n`;
-    if (chunk.length > 1 << 16) {
-      if (!out.write(chunk)) await once(out, 'drain');
-      chunk = '';
-    }
-  }
-  out.end(chunk);
-  await once(out, 'finish');
 }
 
 async function main(): Promise<void> {
