@@ -34,7 +34,9 @@ table permgraph.audit_log
   details jsonb
   xact_id xid8 not null default pg_current_xact_id()
   db_role text default SESSION_USER
-  constraint audit_log_action_valid CHECK ((action = ANY (ARRAY['grant'::text, 'revoke'::text, 'change_level'::text, 'set_owner'::text, 'create_node'::text, 'delete_node'::text, 'set_trash'::text, 'import'::text, 'truncate'::text, 'truncate_audit'::text, 'prune_audit'::text, 'catalog'::text])))
+  old_expires_at timestamp with time zone
+  new_expires_at timestamp with time zone
+  constraint audit_log_action_valid CHECK ((action = ANY (ARRAY['grant'::text, 'revoke'::text, 'change_level'::text, 'change_expiry'::text, 'set_owner'::text, 'create_node'::text, 'delete_node'::text, 'set_trash'::text, 'import'::text, 'truncate'::text, 'truncate_audit'::text, 'prune_audit'::text, 'catalog'::text])))
   constraint audit_log_pkey PRIMARY KEY (id)
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
 
@@ -78,6 +80,7 @@ table permgraph.edges
   level smallint not null
   tail_kind text not null
   head_kind text not null
+  expires_at timestamp with time zone
   constraint edges_pkey PRIMARY KEY (tail_id, head_id, source)
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
 
@@ -113,6 +116,7 @@ table permgraph.grants
   created_at timestamp with time zone not null default now()
   tail_kind text
   head_kind text
+  expires_at timestamp with time zone
   constraint grants_head_exists FOREIGN KEY (head_id) REFERENCES permgraph.nodes(id) ON DELETE CASCADE
   constraint grants_level_valid CHECK (((level >= 1) AND (level <= 3)))
   constraint grants_source_not_empty CHECK ((source <> ''::text))
@@ -185,6 +189,14 @@ table permgraph.operations
   constraint operations_pkey PRIMARY KEY (name)
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
 
+table permgraph.permission_bounds
+  user_id text collate "C" not null
+  target_id text collate "C" not null
+  level smallint not null
+  valid_until timestamp with time zone not null
+  constraint permission_bounds_pkey PRIMARY KEY (user_id, target_id, level)
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
+
 table permgraph.permission_changes
   seq bigint not null default nextval('permgraph.permission_changes_seq'::regclass)
   user_id text collate "C" not null
@@ -207,7 +219,8 @@ table permgraph.permissions
   target_id text collate "C" not null
   level smallint not null
   traverse_owned boolean not null
-  constraint permissions_pkey PRIMARY KEY (user_id, target_id) INCLUDE (level, traverse_owned)
+  valid_until timestamp with time zone
+  constraint permissions_pkey PRIMARY KEY (user_id, target_id) INCLUDE (level, traverse_owned, valid_until)
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
 
 table permgraph.roles
@@ -248,9 +261,11 @@ CREATE UNIQUE INDEX nodes_pkey ON permgraph.nodes USING btree (id);
 CREATE INDEX nodes_superusers_idx ON permgraph.nodes USING btree (id) WHERE is_superuser;
 CREATE INDEX nodes_trash_at_idx ON permgraph.nodes USING btree (trash_at) WHERE (trash_at IS NOT NULL);
 CREATE UNIQUE INDEX operations_pkey ON permgraph.operations USING btree (name);
+CREATE UNIQUE INDEX permission_bounds_pkey ON permgraph.permission_bounds USING btree (user_id, target_id, level);
 CREATE UNIQUE INDEX permission_changes_pkey ON permgraph.permission_changes USING btree (seq);
-CREATE UNIQUE INDEX permissions_pkey ON permgraph.permissions USING btree (user_id, target_id) INCLUDE (level, traverse_owned);
-CREATE INDEX permissions_target_idx ON permgraph.permissions USING btree (target_id, user_id) INCLUDE (level, traverse_owned);
+CREATE UNIQUE INDEX permissions_pkey ON permgraph.permissions USING btree (user_id, target_id) INCLUDE (level, traverse_owned, valid_until);
+CREATE INDEX permissions_target_idx ON permgraph.permissions USING btree (target_id, user_id) INCLUDE (level, traverse_owned, valid_until);
+CREATE INDEX permissions_valid_until_idx ON permgraph.permissions USING btree (valid_until) WHERE (valid_until IS NOT NULL);
 CREATE UNIQUE INDEX roles_pkey ON permgraph.roles USING btree (name);
 CREATE UNIQUE INDEX trashed_groups_pkey ON permgraph.trashed_groups USING btree (group_id);
 
@@ -1038,8 +1053,8 @@ AS $function$
 begin
   -- Each branch names only the transition tables its event has.
   if tg_op = 'INSERT' then
-    insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
-    select n.tail_id, n.head_id, n.source, n.level, n.tail_kind, n.head_kind from new_rows n;
+    insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind, expires_at)
+    select n.tail_id, n.head_id, n.source, n.level, n.tail_kind, n.head_kind, n.expires_at from new_rows n;
   elsif tg_op = 'DELETE' then
     delete from permgraph.edges e
     using old_rows o
@@ -1049,12 +1064,14 @@ begin
     using old_rows o
     where e.tail_id = o.tail_id and e.head_id = o.head_id and e.source = o.source
       and not exists (select 1 from new_rows n
-                      where n.tail_id = o.tail_id and n.head_id = o.head_id and n.source = o.source and n.level = o.level);
-    insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
-    select n.tail_id, n.head_id, n.source, n.level, n.tail_kind, n.head_kind
+                      where n.tail_id = o.tail_id and n.head_id = o.head_id and n.source = o.source and n.level = o.level
+                        and n.expires_at is not distinct from o.expires_at);
+    insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind, expires_at)
+    select n.tail_id, n.head_id, n.source, n.level, n.tail_kind, n.head_kind, n.expires_at
     from new_rows n
     where not exists (select 1 from old_rows o
-                      where o.tail_id = n.tail_id and o.head_id = n.head_id and o.source = n.source and o.level = n.level);
+                      where o.tail_id = n.tail_id and o.head_id = n.head_id and o.source = n.source and o.level = n.level
+                        and o.expires_at is not distinct from n.expires_at);
   end if;
   if not permgraph._capture_enabled() then
     return null;
@@ -1067,15 +1084,17 @@ begin
     select o.tail_id, o.head_id, o.tail_kind, o.head_kind, o.level, null from old_rows o;
   else
     -- Only edges that changed: a grant moved to another source keeps the
-    -- same edge (tail, head, level) and needs no recomputation.
+    -- same edge (tail, head, level, expiry) and needs no recomputation.
     insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
     select o.tail_id, o.head_id, o.tail_kind, o.head_kind, o.level, null
     from old_rows o
-    where not exists (select 1 from new_rows n where n.tail_id = o.tail_id and n.head_id = o.head_id and n.level = o.level)
+    where not exists (select 1 from new_rows n where n.tail_id = o.tail_id and n.head_id = o.head_id and n.level = o.level
+                                                 and n.expires_at is not distinct from o.expires_at)
     union all
     select n.tail_id, n.head_id, n.tail_kind, n.head_kind, null, n.level
     from new_rows n
-    where not exists (select 1 from old_rows o where o.tail_id = n.tail_id and o.head_id = n.head_id and o.level = n.level);
+    where not exists (select 1 from old_rows o where o.tail_id = n.tail_id and o.head_id = n.head_id and o.level = n.level
+                                                 and o.expires_at is not distinct from n.expires_at);
   end if;
   return null;
 end $function$;

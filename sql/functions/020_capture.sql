@@ -117,9 +117,10 @@ begin
   return null;
 end $$;
 
--- Grants: each grant is an edge tail -> head at its level (parallel grants
--- from several sources are parallel edges). An UPDATE is taken as the grants
--- that vanished (in old_rows, not in new_rows with the same key and level)
+-- Grants: each grant is an edge tail -> head at its level, until its expiry
+-- (parallel grants from several sources are parallel edges). An UPDATE is
+-- taken as the grants that vanished (in old_rows, not in new_rows with the
+-- same key, level and expiry)
 -- and the grants that appeared; a grant whose only change is another column
 -- (created_at, audit fields) is neither.
 create or replace function permgraph._grants_capture() returns trigger
@@ -130,8 +131,8 @@ as $$
 begin
   -- Each branch names only the transition tables its event has.
   if tg_op = 'INSERT' then
-    insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
-    select n.tail_id, n.head_id, n.source, n.level, n.tail_kind, n.head_kind from new_rows n;
+    insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind, expires_at)
+    select n.tail_id, n.head_id, n.source, n.level, n.tail_kind, n.head_kind, n.expires_at from new_rows n;
   elsif tg_op = 'DELETE' then
     delete from permgraph.edges e
     using old_rows o
@@ -141,12 +142,14 @@ begin
     using old_rows o
     where e.tail_id = o.tail_id and e.head_id = o.head_id and e.source = o.source
       and not exists (select 1 from new_rows n
-                      where n.tail_id = o.tail_id and n.head_id = o.head_id and n.source = o.source and n.level = o.level);
-    insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
-    select n.tail_id, n.head_id, n.source, n.level, n.tail_kind, n.head_kind
+                      where n.tail_id = o.tail_id and n.head_id = o.head_id and n.source = o.source and n.level = o.level
+                        and n.expires_at is not distinct from o.expires_at);
+    insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind, expires_at)
+    select n.tail_id, n.head_id, n.source, n.level, n.tail_kind, n.head_kind, n.expires_at
     from new_rows n
     where not exists (select 1 from old_rows o
-                      where o.tail_id = n.tail_id and o.head_id = n.head_id and o.source = n.source and o.level = n.level);
+                      where o.tail_id = n.tail_id and o.head_id = n.head_id and o.source = n.source and o.level = n.level
+                        and o.expires_at is not distinct from n.expires_at);
   end if;
   if not permgraph._capture_enabled() then
     return null;
@@ -159,15 +162,17 @@ begin
     select o.tail_id, o.head_id, o.tail_kind, o.head_kind, o.level, null from old_rows o;
   else
     -- Only edges that changed: a grant moved to another source keeps the
-    -- same edge (tail, head, level) and needs no recomputation.
+    -- same edge (tail, head, level, expiry) and needs no recomputation.
     insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
     select o.tail_id, o.head_id, o.tail_kind, o.head_kind, o.level, null
     from old_rows o
-    where not exists (select 1 from new_rows n where n.tail_id = o.tail_id and n.head_id = o.head_id and n.level = o.level)
+    where not exists (select 1 from new_rows n where n.tail_id = o.tail_id and n.head_id = o.head_id and n.level = o.level
+                                                 and n.expires_at is not distinct from o.expires_at)
     union all
     select n.tail_id, n.head_id, n.tail_kind, n.head_kind, null, n.level
     from new_rows n
-    where not exists (select 1 from old_rows o where o.tail_id = n.tail_id and o.head_id = n.head_id and o.level = n.level);
+    where not exists (select 1 from old_rows o where o.tail_id = n.tail_id and o.head_id = n.head_id and o.level = n.level
+                                                 and o.expires_at is not distinct from n.expires_at);
   end if;
   return null;
 end $$;
