@@ -246,7 +246,8 @@ CREATE UNIQUE INDEX change_consumers_pkey ON permgraph.change_consumers USING bt
 CREATE UNIQUE INDEX changes_pkey ON permgraph.changes USING btree (id);
 CREATE INDEX changes_xact_idx ON permgraph.changes USING btree (xact_id);
 CREATE INDEX deleted_nodes_id_idx ON permgraph.deleted_nodes USING btree (id);
-CREATE INDEX edges_group_in_idx ON permgraph.edges USING btree (head_id) INCLUDE (tail_id, level, head_kind) WHERE (tail_kind = 'group'::text);
+CREATE INDEX edges_expiring_idx ON permgraph.edges USING btree (expires_at) WHERE (expires_at IS NOT NULL);
+CREATE INDEX edges_group_in_idx ON permgraph.edges USING btree (head_id) INCLUDE (tail_id, level, head_kind, expires_at) WHERE (tail_kind = 'group'::text);
 CREATE INDEX edges_head_idx ON permgraph.edges USING btree (head_id, tail_id);
 CREATE UNIQUE INDEX edges_pkey ON permgraph.edges USING btree (tail_id, head_id, source);
 CREATE UNIQUE INDEX function_files_pkey ON permgraph.function_files USING btree (name);
@@ -394,7 +395,7 @@ declare
     -- creating policies needs ownership of the application's table anyway
     'permgraph.enable_rls(regclass, name, name, boolean)', 'permgraph.disable_rls(regclass)'];
   worker_functions constant text[] := array[
-    'permgraph.apply_changes(integer, bigint, boolean)', 'permgraph.refresh()', 'permgraph.verify()',
+    'permgraph.apply_changes(integer, bigint, boolean, timestamptz)', 'permgraph.refresh()', 'permgraph.verify(timestamptz)',
     'permgraph._applier_role_key()'];
   -- The change stream's consumers (170_changes.sql), whatever their role:
   -- security definer, so consumers move their own position and nobody
@@ -807,8 +808,8 @@ begin
   end if;
 end $function$;
 
--- permgraph._compute_all(): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._compute_all()
+-- permgraph._compute_all(timestamp with time zone): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._compute_all(p_at timestamp with time zone)
  RETURNS void
  LANGUAGE plpgsql
  SET client_min_messages TO 'warning'
@@ -825,44 +826,65 @@ begin
   analyze permgraph.edges;
   drop table if exists pg_temp.permgraph_all;
   create temp table permgraph_all on commit drop as
-  with recursive walk(group_id, node_id, node_kind, level, last_edge_manage) as (
-    select e.tail_id, e.head_id, e.head_kind, e.level, e.level = 3 and e.head_kind = 'user'
-    from permgraph.edges e
+  with recursive live as not materialized (
+    select tail_id, tail_kind, head_id, head_kind, level, coalesce(expires_at, 'infinity') as until
+    from permgraph.edges
+    where expires_at is null or expires_at > p_at
+  ), walk(group_id, node_id, node_kind, level, last_edge_manage, until) as (
+    select e.tail_id, e.head_id, e.head_kind, e.level, e.level = 3 and e.head_kind = 'user', e.until
+    from live e
     where e.tail_kind = 'group'
       -- only groups some user enters directly need a closure (a deep chain
       -- entered at a few places must not pay for the closure of every link)
-      and e.tail_id in (select head_id from permgraph.edges where tail_kind = 'user' and head_kind = 'group')
+      and e.tail_id in (select head_id from live where tail_kind = 'user' and head_kind = 'group')
     union
-    select w.group_id, e.head_id, e.head_kind, least(w.level, e.level), e.level = 3 and e.head_kind = 'user'
+    select w.group_id, e.head_id, e.head_kind, least(w.level, e.level), e.level = 3 and e.head_kind = 'user', least(w.until, e.until)
     from walk w
-    join permgraph.edges e on e.tail_id = w.node_id
+    join live e on e.tail_id = w.node_id
     where w.node_kind = 'group'
   ), closure as (
-    select group_id, node_id, node_kind, max(level) as level, bool_or(last_edge_manage) as last_edge_manage
+    select group_id, node_id, node_kind, max(level) as level,
+           max(until) as until1,
+           max(until) filter (where level >= 2) as until2,
+           max(until) filter (where level = 3) as until3,
+           max(until) filter (where permgraph._path_traverses(node_kind, last_edge_manage)) as traverse_until
     from walk
     group by group_id, node_id, node_kind
-  ), paths as (
-    select id as user_id, id as node_id, 'user' as node_kind, 3::smallint as level, true as last_edge_manage
+  ), paths(user_id, node_id, node_kind, level, until1, until2, until3, traverse_until) as (
+    select id, id, 'user', 3::smallint, 'infinity'::timestamptz, 'infinity'::timestamptz, 'infinity'::timestamptz, 'infinity'::timestamptz
     from permgraph.nodes where kind = 'user'
     union all
-    select e.tail_id, e.head_id, e.head_kind, e.level, e.level = 3
-    from permgraph.edges e
+    select e.tail_id, e.head_id, e.head_kind, e.level, e.until,
+           case when e.level >= 2 then e.until end,
+           case when e.level = 3 then e.until end,
+           case when permgraph._path_traverses(e.head_kind, e.level = 3) then e.until end
+    from live e
     where e.tail_kind = 'user'
     union all
-    select e.tail_id, c.node_id, c.node_kind, least(e.level, c.level), c.last_edge_manage
-    from permgraph.edges e
+    -- (least() skips nulls: a level the closure lacks must stay null)
+    select e.tail_id, c.node_id, c.node_kind, least(e.level, c.level), least(e.until, c.until1),
+           case when e.level >= 2 and c.level >= 2 then least(e.until, c.until2) end,
+           case when e.level = 3 and c.level = 3 then least(e.until, c.until3) end,
+           case when c.traverse_until is not null then least(e.until, c.traverse_until) end
+    from live e
     join closure c on c.group_id = e.head_id
     where e.tail_kind = 'user'
+  ), per_pair as (
+    select user_id, node_id as target_id, node_kind, max(level)::smallint as level,
+           max(until1) as until1, max(until2) as until2, max(until3) as until3, max(traverse_until) as traverse_until
+    from paths
+    group by user_id, node_id, node_kind
   )
-  select user_id, node_id as target_id, max(level)::smallint as level,
-         bool_or(permgraph._path_traverses(node_kind, last_edge_manage)) as traverse_owned
-  from paths
-  group by user_id, node_id;
+  select user_id, target_id, level, traverse_until is not null as traverse_owned,
+         permgraph._valid_until(level, until1, until2, until3, traverse_until) as valid_until,
+         case when node_kind = 'group' and level >= 2 and until1 > until2 then until1 end as bound1,
+         case when node_kind = 'group' and level = 3 and until2 > until3 then until2 end as bound2
+  from per_pair;
   analyze pg_temp.permgraph_all;
 end $function$;
 
--- permgraph._compute_region(): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._compute_region()
+-- permgraph._compute_region(timestamp with time zone): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._compute_region(p_at timestamp with time zone)
  RETURNS void
  LANGUAGE plpgsql
  SET enable_hashjoin TO 'off'
@@ -873,56 +895,76 @@ AS $function$
 declare
   computed bigint;
 begin
-  insert into pg_temp.permgraph_new (user_id, target_id, level, traverse_owned)
-  with recursive walk(user_id, node_id, node_kind, level, last_edge_manage) as (
+  insert into pg_temp.permgraph_rows (user_id, target_id, level, traverse_owned, valid_until, bound1, bound2)
+  with recursive walk(user_id, node_id, node_kind, level, last_edge_manage, until) as (
     -- the region's users' own edges into it (a user has few edges: start
     -- from them rather than probing the edges for every region pair)
-    select u.id, e.head_id, e.head_kind, e.level, e.level = 3 and e.head_kind = 'user'
+    select u.id, e.head_id, e.head_kind, e.level, e.level = 3 and e.head_kind = 'user', e.until
     from (select distinct user_id from pg_temp.permgraph_region) ru
     join permgraph.nodes u on u.id = ru.user_id and u.kind = 'user'
     cross join lateral (
-      select e.head_id, e.head_kind, e.level from permgraph.edges e where e.tail_id = u.id offset 0) e
+      select e.head_id, e.head_kind, e.level, coalesce(e.expires_at, 'infinity') as until
+      from permgraph.edges e
+      where e.tail_id = u.id and (e.expires_at is null or e.expires_at > p_at) offset 0) e
     where coalesce((select true from pg_temp.permgraph_region r
                     where r.user_id = u.id and r.target_id = e.head_id), false)
     union all
-    select r.user_id, e.head_id, e.head_kind, least(e.stored_level, e.level), e.level = 3 and e.head_kind = 'user'
+    select r.user_id, e.head_id, e.head_kind, least(s.level, e.level), e.level = 3 and e.head_kind = 'user', least(s.until, e.until)
     from pg_temp.permgraph_region r
-    -- per region pair: its in-edges from groups, each with the user's stored
-    -- level on the group, looked up by key (a scalar subquery: joining the
-    -- user's rows first would pair each region pair with all of them)
+    -- per region pair: its in-edges from groups outside the region...
     cross join lateral (
-      select e.head_id, e.head_kind, e.level, e.tail_id,
-             (select p.level from permgraph.permissions p
-              where p.user_id = r.user_id and p.target_id = e.tail_id) as stored_level
-      from permgraph.edges e where e.head_id = r.target_id and e.tail_kind = 'group') e
-    where e.stored_level is not null
-      and not coalesce((select true from pg_temp.permgraph_region inside
-                        where inside.user_id = r.user_id and inside.target_id = e.tail_id), false)
+      select e.head_id, e.head_kind, e.level, e.tail_id, coalesce(e.expires_at, 'infinity') as until
+      from permgraph.edges e
+      where e.head_id = r.target_id and e.tail_kind = 'group' and (e.expires_at is null or e.expires_at > p_at)
+        and not coalesce((select true from pg_temp.permgraph_region inside
+                          where inside.user_id = r.user_id and inside.target_id = e.tail_id), false)) e
+    -- ...each with the user's stored row on the group, looked up by key
+    -- (joining the user's rows first would pair each region pair with all
+    -- of them), and the lower levels' times when they last longer
+    cross join lateral (
+      select p.level, coalesce(p.valid_until, 'infinity') as until
+      from permgraph.permissions p
+      where p.user_id = r.user_id and p.target_id = e.tail_id
+      union all
+      select b.level, b.valid_until
+      from permgraph.permission_bounds b
+      where b.user_id = r.user_id and b.target_id = e.tail_id) s
     union
-    select w.user_id, e.head_id, e.head_kind, least(w.level, e.level), e.level = 3 and e.head_kind = 'user'
+    select w.user_id, e.head_id, e.head_kind, least(w.level, e.level), e.level = 3 and e.head_kind = 'user',
+           least(w.until, coalesce(e.expires_at, 'infinity'))
     from walk w
     join permgraph.edges e on e.tail_id = w.node_id
     where w.node_kind = 'group'
+      and (e.expires_at is null or e.expires_at > p_at)
       -- probe the region per edge, as a scalar subquery (an EXISTS becomes a
       -- join that pairs every walk row with every region row of its user,
       -- quadratic in the region)
       and coalesce((select true from pg_temp.permgraph_region r
                     where r.user_id = w.user_id and r.target_id = e.head_id), false)
   ), paths as (
-    select user_id, node_id, node_kind, level, last_edge_manage from walk
+    select user_id, node_id, node_kind, level, last_edge_manage, until from walk
     union all
-    select r.user_id, r.target_id, 'user', 3::smallint, true
+    select r.user_id, r.target_id, 'user', 3::smallint, true, 'infinity'::timestamptz
     from pg_temp.permgraph_region r
     join permgraph.nodes u on u.id = r.user_id and u.kind = 'user'
     where r.target_id = r.user_id
+  ), per_pair as (
+    select user_id, node_id as target_id, node_kind, max(level)::smallint as level,
+           max(until) as until1,
+           max(until) filter (where level >= 2) as until2,
+           max(until) filter (where level = 3) as until3,
+           max(until) filter (where permgraph._path_traverses(node_kind, last_edge_manage)) as traverse_until
+    from paths
+    group by user_id, node_id, node_kind
   )
-  select user_id, node_id as target_id, max(level)::smallint as level,
-         bool_or(permgraph._path_traverses(node_kind, last_edge_manage)) as traverse_owned
-  from paths
-  group by user_id, node_id;
+  select user_id, target_id, level, traverse_until is not null,
+         permgraph._valid_until(level, until1, until2, until3, traverse_until),
+         case when node_kind = 'group' and level >= 2 and until1 > until2 then until1 end,
+         case when node_kind = 'group' and level = 3 and until2 > until3 then until2 end
+  from per_pair;
   get diagnostics computed = row_count;
   if computed > 200 then  -- (see _build_region)
-    analyze pg_temp.permgraph_new;
+    analyze pg_temp.permgraph_rows;
   end if;
 end $function$;
 
@@ -957,6 +999,17 @@ AS $function$
     when length(p_id) <= 64 then '"' || regexp_replace(p_id, '[[:cntrl:]]', '?', 'g') || '"'
     else format('"%s…" (%s characters)', regexp_replace(left(p_id, 64), '[[:cntrl:]]', '?', 'g'), length(p_id))
   end
+$function$;
+
+-- permgraph._describe_row(smallint,boolean,timestamp with time zone): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._describe_row(p_level smallint, p_traverse_owned boolean, p_valid_until timestamp with time zone)
+ RETURNS text
+ LANGUAGE sql
+ IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+  select format('level %s, traverse_owned %s', p_level, p_traverse_owned::text)
+         || case when p_valid_until is null then '' else format(', valid_until %s', p_valid_until) end
 $function$;
 
 -- permgraph._ensure_role(text): execute <owner>: EXECUTE
@@ -1752,15 +1805,20 @@ begin
     target_id text collate "C"
   ) on commit delete rows;
   create unique index if not exists permgraph_region_key on pg_temp.permgraph_region (user_id, target_id);
-  create temp table if not exists permgraph_new (
+  -- (named permgraph_rows: a session that ran an earlier release of this
+  -- file has a permgraph_new without the expiry columns)
+  create temp table if not exists permgraph_rows (
     user_id        text collate "C" not null,
     target_id      text collate "C" not null,
     level          smallint not null,
-    traverse_owned boolean not null
+    traverse_owned boolean not null,
+    valid_until    timestamptz,
+    bound1         timestamptz,  -- see _compute_all (040_compute.sql)
+    bound2         timestamptz
   ) on commit delete rows;
-  create unique index if not exists permgraph_new_key on pg_temp.permgraph_new (user_id, target_id);
+  create unique index if not exists permgraph_rows_key on pg_temp.permgraph_rows (user_id, target_id);
   delete from pg_temp.permgraph_region;
-  delete from pg_temp.permgraph_new;
+  delete from pg_temp.permgraph_rows;
 end $function$;
 
 -- permgraph._prune_changes(): execute <owner>: EXECUTE
@@ -1930,6 +1988,13 @@ AS $function$
   select pg_has_role(session_user, n.nspowner, 'MEMBER') from pg_namespace n where n.nspname = 'permgraph'
 $function$;
 
+-- permgraph._valid_until(smallint,timestamp with time zone,timestamp with time zone,timestamp with time zone,timestamp with time zone): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._valid_until(p_level smallint, p_until1 timestamp with time zone, p_until2 timestamp with time zone, p_until3 timestamp with time zone, p_traverse_until timestamp with time zone)
+ RETURNS timestamp with time zone
+ LANGUAGE sql
+ IMMUTABLE
+RETURN NULLIF(LEAST(CASE p_level WHEN 3 THEN p_until3 WHEN 2 THEN p_until2 ELSE p_until1 END, p_traverse_until), 'infinity'::timestamp with time zone);
+
 -- permgraph._validate_owned(text[],boolean): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._validate_owned(p_ids text[], p_changed boolean)
  RETURNS void
@@ -1999,6 +2064,36 @@ begin
   end if;
 end $function$;
 
+-- permgraph._write_bounds(boolean): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._write_bounds(p_scoped boolean)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+AS $function$
+declare
+  source text := case when p_scoped then 'pg_temp.permgraph_rows' else 'pg_temp.permgraph_all' end;
+begin
+  if not exists (select 1 from permgraph.edges where expires_at is not null)
+     and not exists (select 1 from permgraph.permission_bounds) then
+    return;
+  end if;
+  if p_scoped then
+    delete from permgraph.permission_bounds b using pg_temp.permgraph_region r
+    where b.user_id = r.user_id and b.target_id = r.target_id;
+  else
+    delete from permgraph.permission_bounds;
+  end if;
+  -- The only text spliced in: one of two fixed table names.
+  execute format($bounds$
+    insert into permgraph.permission_bounds (user_id, target_id, level, valid_until)
+    select n.user_id, n.target_id, b.level, b.valid_until
+    from %s n
+    cross join lateral (values (1::smallint, n.bound1), (2::smallint, n.bound2)) b(level, valid_until)
+    where (n.bound1 is not null or n.bound2 is not null) and b.valid_until is not null
+    $bounds$, source);
+end $function$;
+
 -- permgraph._write_diff(boolean): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._write_diff(p_scoped boolean, OUT inserted bigint, OUT updated bigint, OUT deleted bigint)
  RETURNS record
@@ -2019,40 +2114,43 @@ begin
       where d.is_gone and p.user_id = d.user_id and p.target_id = d.target_id
       returning 1
     ), updated as (
-      update permgraph.permissions p set level = d.level, traverse_owned = d.traverse_owned
+      update permgraph.permissions p set level = d.level, traverse_owned = d.traverse_owned, valid_until = d.valid_until
       from diff d
       where not d.is_new and not d.is_gone and p.user_id = d.user_id and p.target_id = d.target_id
       returning 1
     ), inserted as (
-      insert into permgraph.permissions (user_id, target_id, level, traverse_owned)
-      select user_id, target_id, level, traverse_owned from diff where is_new
+      insert into permgraph.permissions (user_id, target_id, level, traverse_owned, valid_until)
+      select user_id, target_id, level, traverse_owned, valid_until from diff where is_new
       order by user_id, target_id  -- in primary-key order: each index page is visited once, not once per row
       returning 1
     ), recorded as (
       -- the change stream's events (170_changes.sql), only while a consumer is registered
-      insert into permgraph.permission_changes (user_id, target_id, old_level, new_level, old_traverse_owned, new_traverse_owned)
-      select user_id, target_id, old_level, level, old_traverse_owned, traverse_owned from diff where %s
+      insert into permgraph.permission_changes (user_id, target_id, old_level, new_level, old_traverse_owned, new_traverse_owned,
+                                                old_valid_until, new_valid_until)
+      select user_id, target_id, old_level, level, old_traverse_owned, traverse_owned, old_valid_until, valid_until
+      from diff where %s
     )
     select (select count(*) from inserted), (select count(*) from updated), (select count(*) from deleted)
     $diff$,
     case when p_scoped then $scoped$
-      select r.user_id, r.target_id, n.level, n.traverse_owned, p.user_id is null as is_new, n.user_id is null as is_gone,
-             p.level as old_level, p.traverse_owned as old_traverse_owned
+      select r.user_id, r.target_id, n.level, n.traverse_owned, n.valid_until, p.user_id is null as is_new, n.user_id is null as is_gone,
+             p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until
       from pg_temp.permgraph_region r
-      left join pg_temp.permgraph_new n on n.user_id = r.user_id and n.target_id = r.target_id
+      left join pg_temp.permgraph_rows n on n.user_id = r.user_id and n.target_id = r.target_id
       left join permgraph.permissions p on p.user_id = r.user_id and p.target_id = r.target_id
-      where (p.level, p.traverse_owned) is distinct from (n.level, n.traverse_owned)
+      where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
         and r.user_id is not null
     $scoped$ else $full$
       select coalesce(n.user_id, p.user_id) as user_id, coalesce(n.target_id, p.target_id) as target_id,
-             n.level, n.traverse_owned, p.user_id is null as is_new, n.user_id is null as is_gone,
-             p.level as old_level, p.traverse_owned as old_traverse_owned
+             n.level, n.traverse_owned, n.valid_until, p.user_id is null as is_new, n.user_id is null as is_gone,
+             p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until
       from pg_temp.permgraph_all n
       full join permgraph.permissions p on p.user_id = n.user_id and p.target_id = n.target_id
-      where (p.level, p.traverse_owned) is distinct from (n.level, n.traverse_owned)
+      where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
     $full$ end,
     case when permgraph._changes_begin_write() then 'true' else 'false' end)
   into inserted, updated, deleted;
+  perform permgraph._write_bounds(p_scoped);
 end $function$;
 
 -- permgraph.ack_changes(text,bigint): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
@@ -2083,8 +2181,8 @@ begin
   perform permgraph._prune_changes();
 end $function$;
 
--- permgraph.apply_changes(integer,bigint,boolean): execute <owner>: EXECUTE; permgraph_worker: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph.apply_changes(p_max_changes integer DEFAULT 100000, p_max_pairs bigint DEFAULT NULL::bigint, p_force_full boolean DEFAULT false)
+-- permgraph.apply_changes(integer,bigint,boolean,timestamp with time zone): execute <owner>: EXECUTE; permgraph_worker: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph.apply_changes(p_max_changes integer DEFAULT 100000, p_max_pairs bigint DEFAULT NULL::bigint, p_force_full boolean DEFAULT false, p_at timestamp with time zone DEFAULT NULL::timestamp with time zone)
  RETURNS jsonb
  LANGUAGE plpgsql
  SECURITY DEFINER
@@ -2097,6 +2195,8 @@ declare
   needs_full boolean;
   mode text;
   trash_roots text[];
+  batch_at timestamptz;
+  expired bigint := 0;
   pairs bigint := null;
   diff record;
   max_pairs bigint := p_max_pairs;
@@ -2106,24 +2206,39 @@ begin
   if current_setting('transaction_isolation') = 'read committed' then
     lock table permgraph.nodes, permgraph.grants in share mode;
   end if;
+  if p_at < now() then
+    raise exception 'permgraph: apply_changes(p_at => %) is in the past; it must not be earlier than now() (%)', p_at, now()
+      using errcode = '22023';
+  end if;
+  batch_at := coalesce(p_at, clock_timestamp());
   select count(*), coalesce(bool_or(tail_kind = '*'), false) into pending, needs_full from permgraph.changes;
-  if pending = 0 and not p_force_full then
-    return jsonb_build_object('mode', 'none', 'changes', 0);
+  select count(*) into expired from permgraph.permissions where valid_until <= batch_at;
+  if pending = 0 and expired = 0 and not p_force_full then
+    return jsonb_build_object('mode', 'none', 'changes', 0, 'expired', 0);
   end if;
   if max_pairs is null then
     select greatest(50000, (reltuples * 0.25)::bigint) into max_pairs
     from pg_class where oid = 'permgraph.permissions'::regclass;
   end if;
-  if p_force_full or needs_full or pending > p_max_changes or not permgraph._build_region(max_pairs) then
+  if p_force_full or needs_full or pending > p_max_changes or expired > max_pairs
+     or not permgraph._build_region(max_pairs - expired) then
     mode := 'full';
-    perform permgraph._compute_all();
+    perform permgraph._compute_all(batch_at);
     select * into diff from permgraph._write_diff(false);
     perform permgraph._refresh_trash(null);
   else
     mode := 'incremental';
+    if expired > 0 then
+      insert into pg_temp.permgraph_region (user_id, target_id)
+      select user_id, target_id from permgraph.permissions where valid_until <= batch_at
+      on conflict do nothing;
+      if expired > 200 then  -- (see _build_region)
+        analyze pg_temp.permgraph_region;
+      end if;
+    end if;
     select count(*) into pairs from pg_temp.permgraph_region;
     if pairs > 0 then
-      perform permgraph._compute_region();
+      perform permgraph._compute_region(batch_at);
       select * into diff from permgraph._write_diff(true);
     else
       select 0::bigint as inserted, 0::bigint as updated, 0::bigint as deleted into diff;
@@ -2138,7 +2253,7 @@ begin
   delete from permgraph.changes;
   delete from permgraph.deleted_nodes;
   result := jsonb_build_object(
-    'mode', mode, 'changes', pending, 'region_pairs', pairs,
+    'mode', mode, 'changes', pending, 'expired', expired, 'region_pairs', pairs,
     'inserted', diff.inserted, 'updated', diff.updated, 'deleted', diff.deleted,
     'ms', round((extract(epoch from clock_timestamp() - started) * 1000)::numeric, 3));
   update permgraph.applier_state set
@@ -2773,8 +2888,8 @@ AS $function$
   )
 $function$;
 
--- permgraph.verify(): execute <owner>: EXECUTE; permgraph_worker: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph.verify()
+-- permgraph.verify(timestamp with time zone): execute <owner>: EXECUTE; permgraph_worker: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph.verify(p_at timestamp with time zone DEFAULT NULL::timestamp with time zone)
  RETURNS TABLE(relation text, key text, stored text, expected text)
  LANGUAGE plpgsql
  SECURITY DEFINER
@@ -2782,14 +2897,28 @@ CREATE OR REPLACE FUNCTION permgraph.verify()
  SET jit TO 'off'
 AS $function$
 begin
-  perform permgraph._compute_all();
+  perform permgraph._compute_all(coalesce(p_at, clock_timestamp()));
   return query
     select 'permissions', coalesce(p.user_id, n.user_id) || ' -> ' || coalesce(p.target_id, n.target_id),
-           case when p.user_id is null then 'missing' else format('level %s, traverse_owned %s', p.level, p.traverse_owned::text) end,
-           case when n.user_id is null then 'absent' else format('level %s, traverse_owned %s', n.level, n.traverse_owned::text) end
+           case when p.user_id is null then 'missing' else permgraph._describe_row(p.level, p.traverse_owned, p.valid_until) end,
+           case when n.user_id is null then 'absent' else permgraph._describe_row(n.level, n.traverse_owned, n.valid_until) end
     from permgraph.permissions p
     full join pg_temp.permgraph_all n on n.user_id = p.user_id and n.target_id = p.target_id
-    where (p.level, p.traverse_owned) is distinct from (n.level, n.traverse_owned)
+    where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
+    order by 2;
+  return query
+    with expected as (
+      select n.user_id, n.target_id, b.level, b.valid_until
+      from pg_temp.permgraph_all n
+      cross join lateral (values (1::smallint, n.bound1), (2::smallint, n.bound2)) b(level, valid_until)
+      where b.valid_until is not null
+    )
+    select 'permission_bounds', coalesce(s.user_id, e.user_id) || ' -> ' || coalesce(s.target_id, e.target_id)
+                                || ' level ' || coalesce(s.level, e.level),
+           coalesce(s.valid_until::text, 'missing'), coalesce(e.valid_until::text, 'absent')
+    from permgraph.permission_bounds s
+    full join expected e on e.user_id = s.user_id and e.target_id = s.target_id and e.level = s.level
+    where s.valid_until is distinct from e.valid_until
     order by 2;
   return query
     with expected as (select * from permgraph.effective_group_trash(null))

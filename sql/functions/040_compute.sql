@@ -23,12 +23,34 @@ create or replace function permgraph._path_traverses(p_head_kind text, p_last_ed
 language sql immutable
 return case p_head_kind when 'group' then true when 'object' then false else p_last_edge_manage end;
 
--- Full computation into pg_temp.permgraph_all, in one statement (one snapshot).
--- First the closure of every group a user enters directly (best level to each
--- node it reaches, and whether some path ends with a manage edge), then each
--- user's edges joined with the closures of the groups they enter. Users share groups, so this is
--- far less work than walking from every user.
-create or replace function permgraph._compute_all() returns void
+-- Expiring grants (docs/semantics.md): the graph at time p_at leaves out
+-- every edge whose expires_at <= p_at, and every row carries valid_until,
+-- the earliest expiry at which it would change. A path is valid until the
+-- earliest expiry on it ('infinity' inside the engine, null in the table), so
+-- a walk state carries that time next to the path's level. Per pair (u, t),
+-- for each level l, until_l = the latest time some path of level >= l stays
+-- valid; the row's level L holds until until_L, and traverse_owned (true when
+-- some path traverses) until traverse_until, the latest such path's time:
+-- valid_until = least(until_L, traverse_until). For group rows the engine
+-- also keeps until_l of the levels below L where it is later than
+-- valid_until (permission_bounds): a recomputation seeded from such a row at
+-- its region's border needs them. Without expiring grants every time is
+-- 'infinity' and all of this collapses to one state per level, as before.
+
+-- The row's valid_until from its per-level times (null = never).
+create or replace function permgraph._valid_until(p_level smallint, p_until1 timestamptz, p_until2 timestamptz,
+                                                  p_until3 timestamptz, p_traverse_until timestamptz) returns timestamptz
+language sql immutable
+return nullif(least(case p_level when 3 then p_until3 when 2 then p_until2 else p_until1 end, p_traverse_until),
+              'infinity'::timestamptz);
+
+-- Full computation at time p_at into pg_temp.permgraph_all, in one
+-- statement (one snapshot). First the closure of every group a user enters
+-- directly (per node it reaches: the best level, and until when each level
+-- and traversal hold), then each user's edges joined with the closures of
+-- the groups they enter. Users share groups, so this is far less work than
+-- walking from every user.
+create or replace function permgraph._compute_all(p_at timestamptz) returns void
 language plpgsql
 -- quiet the NOTICEs of drop table if exists
 set client_min_messages = warning
@@ -45,45 +67,66 @@ begin
   analyze permgraph.edges;
   drop table if exists pg_temp.permgraph_all;
   create temp table permgraph_all on commit drop as
-  with recursive walk(group_id, node_id, node_kind, level, last_edge_manage) as (
-    select e.tail_id, e.head_id, e.head_kind, e.level, e.level = 3 and e.head_kind = 'user'
-    from permgraph.edges e
+  with recursive live as not materialized (
+    select tail_id, tail_kind, head_id, head_kind, level, coalesce(expires_at, 'infinity') as until
+    from permgraph.edges
+    where expires_at is null or expires_at > p_at
+  ), walk(group_id, node_id, node_kind, level, last_edge_manage, until) as (
+    select e.tail_id, e.head_id, e.head_kind, e.level, e.level = 3 and e.head_kind = 'user', e.until
+    from live e
     where e.tail_kind = 'group'
       -- only groups some user enters directly need a closure (a deep chain
       -- entered at a few places must not pay for the closure of every link)
-      and e.tail_id in (select head_id from permgraph.edges where tail_kind = 'user' and head_kind = 'group')
+      and e.tail_id in (select head_id from live where tail_kind = 'user' and head_kind = 'group')
     union
-    select w.group_id, e.head_id, e.head_kind, least(w.level, e.level), e.level = 3 and e.head_kind = 'user'
+    select w.group_id, e.head_id, e.head_kind, least(w.level, e.level), e.level = 3 and e.head_kind = 'user', least(w.until, e.until)
     from walk w
-    join permgraph.edges e on e.tail_id = w.node_id
+    join live e on e.tail_id = w.node_id
     where w.node_kind = 'group'
   ), closure as (
-    select group_id, node_id, node_kind, max(level) as level, bool_or(last_edge_manage) as last_edge_manage
+    select group_id, node_id, node_kind, max(level) as level,
+           max(until) as until1,
+           max(until) filter (where level >= 2) as until2,
+           max(until) filter (where level = 3) as until3,
+           max(until) filter (where permgraph._path_traverses(node_kind, last_edge_manage)) as traverse_until
     from walk
     group by group_id, node_id, node_kind
-  ), paths as (
-    select id as user_id, id as node_id, 'user' as node_kind, 3::smallint as level, true as last_edge_manage
+  ), paths(user_id, node_id, node_kind, level, until1, until2, until3, traverse_until) as (
+    select id, id, 'user', 3::smallint, 'infinity'::timestamptz, 'infinity'::timestamptz, 'infinity'::timestamptz, 'infinity'::timestamptz
     from permgraph.nodes where kind = 'user'
     union all
-    select e.tail_id, e.head_id, e.head_kind, e.level, e.level = 3
-    from permgraph.edges e
+    select e.tail_id, e.head_id, e.head_kind, e.level, e.until,
+           case when e.level >= 2 then e.until end,
+           case when e.level = 3 then e.until end,
+           case when permgraph._path_traverses(e.head_kind, e.level = 3) then e.until end
+    from live e
     where e.tail_kind = 'user'
     union all
-    select e.tail_id, c.node_id, c.node_kind, least(e.level, c.level), c.last_edge_manage
-    from permgraph.edges e
+    -- (least() skips nulls: a level the closure lacks must stay null)
+    select e.tail_id, c.node_id, c.node_kind, least(e.level, c.level), least(e.until, c.until1),
+           case when e.level >= 2 and c.level >= 2 then least(e.until, c.until2) end,
+           case when e.level = 3 and c.level = 3 then least(e.until, c.until3) end,
+           case when c.traverse_until is not null then least(e.until, c.traverse_until) end
+    from live e
     join closure c on c.group_id = e.head_id
     where e.tail_kind = 'user'
+  ), per_pair as (
+    select user_id, node_id as target_id, node_kind, max(level)::smallint as level,
+           max(until1) as until1, max(until2) as until2, max(until3) as until3, max(traverse_until) as traverse_until
+    from paths
+    group by user_id, node_id, node_kind
   )
-  select user_id, node_id as target_id, max(level)::smallint as level,
-         bool_or(permgraph._path_traverses(node_kind, last_edge_manage)) as traverse_owned
-  from paths
-  group by user_id, node_id;
+  select user_id, target_id, level, traverse_until is not null as traverse_owned,
+         permgraph._valid_until(level, until1, until2, until3, traverse_until) as valid_until,
+         case when node_kind = 'group' and level >= 2 and until1 > until2 then until1 end as bound1,
+         case when node_kind = 'group' and level = 3 and until2 > until3 then until2 end as bound2
+  from per_pair;
   analyze pg_temp.permgraph_all;
 end $$;
 
 -- Writes the computed rows into permissions, touching only rows whose value
--- differs. With p_scoped (the incremental path), only the pairs listed in
--- pg_temp.permgraph_region are compared, against pg_temp.permgraph_new:
+-- (level, traverse_owned, valid_until) differs, and keeps permission_bounds. With p_scoped (the incremental path), only the pairs listed in
+-- pg_temp.permgraph_region are compared, against pg_temp.permgraph_rows:
 -- each pair probes both by key, whatever the planner thinks of the size of
 -- an unanalyzed temporary table (it guessed 850 rows for 6, and hashed a
 -- scan of the whole permissions table to delete 22 rows). Otherwise (a full
@@ -109,38 +152,72 @@ begin
       where d.is_gone and p.user_id = d.user_id and p.target_id = d.target_id
       returning 1
     ), updated as (
-      update permgraph.permissions p set level = d.level, traverse_owned = d.traverse_owned
+      update permgraph.permissions p set level = d.level, traverse_owned = d.traverse_owned, valid_until = d.valid_until
       from diff d
       where not d.is_new and not d.is_gone and p.user_id = d.user_id and p.target_id = d.target_id
       returning 1
     ), inserted as (
-      insert into permgraph.permissions (user_id, target_id, level, traverse_owned)
-      select user_id, target_id, level, traverse_owned from diff where is_new
+      insert into permgraph.permissions (user_id, target_id, level, traverse_owned, valid_until)
+      select user_id, target_id, level, traverse_owned, valid_until from diff where is_new
       order by user_id, target_id  -- in primary-key order: each index page is visited once, not once per row
       returning 1
     ), recorded as (
       -- the change stream's events (170_changes.sql), only while a consumer is registered
-      insert into permgraph.permission_changes (user_id, target_id, old_level, new_level, old_traverse_owned, new_traverse_owned)
-      select user_id, target_id, old_level, level, old_traverse_owned, traverse_owned from diff where %s
+      insert into permgraph.permission_changes (user_id, target_id, old_level, new_level, old_traverse_owned, new_traverse_owned,
+                                                old_valid_until, new_valid_until)
+      select user_id, target_id, old_level, level, old_traverse_owned, traverse_owned, old_valid_until, valid_until
+      from diff where %s
     )
     select (select count(*) from inserted), (select count(*) from updated), (select count(*) from deleted)
     $diff$,
     case when p_scoped then $scoped$
-      select r.user_id, r.target_id, n.level, n.traverse_owned, p.user_id is null as is_new, n.user_id is null as is_gone,
-             p.level as old_level, p.traverse_owned as old_traverse_owned
+      select r.user_id, r.target_id, n.level, n.traverse_owned, n.valid_until, p.user_id is null as is_new, n.user_id is null as is_gone,
+             p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until
       from pg_temp.permgraph_region r
-      left join pg_temp.permgraph_new n on n.user_id = r.user_id and n.target_id = r.target_id
+      left join pg_temp.permgraph_rows n on n.user_id = r.user_id and n.target_id = r.target_id
       left join permgraph.permissions p on p.user_id = r.user_id and p.target_id = r.target_id
-      where (p.level, p.traverse_owned) is distinct from (n.level, n.traverse_owned)
+      where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
         and r.user_id is not null
     $scoped$ else $full$
       select coalesce(n.user_id, p.user_id) as user_id, coalesce(n.target_id, p.target_id) as target_id,
-             n.level, n.traverse_owned, p.user_id is null as is_new, n.user_id is null as is_gone,
-             p.level as old_level, p.traverse_owned as old_traverse_owned
+             n.level, n.traverse_owned, n.valid_until, p.user_id is null as is_new, n.user_id is null as is_gone,
+             p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until
       from pg_temp.permgraph_all n
       full join permgraph.permissions p on p.user_id = n.user_id and p.target_id = n.target_id
-      where (p.level, p.traverse_owned) is distinct from (n.level, n.traverse_owned)
+      where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
     $full$ end,
     case when permgraph._changes_begin_write() then 'true' else 'false' end)
   into inserted, updated, deleted;
+  perform permgraph._write_bounds(p_scoped);
+end $$;
+
+-- permission_bounds follows the rows just written: in the region (scoped)
+-- or everywhere. Nothing to do, and nothing read, while no edge expires and
+-- the table is empty (the usual case).
+create or replace function permgraph._write_bounds(p_scoped boolean) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
+declare
+  source text := case when p_scoped then 'pg_temp.permgraph_rows' else 'pg_temp.permgraph_all' end;
+begin
+  if not exists (select 1 from permgraph.edges where expires_at is not null)
+     and not exists (select 1 from permgraph.permission_bounds) then
+    return;
+  end if;
+  if p_scoped then
+    delete from permgraph.permission_bounds b using pg_temp.permgraph_region r
+    where b.user_id = r.user_id and b.target_id = r.target_id;
+  else
+    delete from permgraph.permission_bounds;
+  end if;
+  -- The only text spliced in: one of two fixed table names.
+  execute format($bounds$
+    insert into permgraph.permission_bounds (user_id, target_id, level, valid_until)
+    select n.user_id, n.target_id, b.level, b.valid_until
+    from %s n
+    cross join lateral (values (1::smallint, n.bound1), (2::smallint, n.bound2)) b(level, valid_until)
+    where (n.bound1 is not null or n.bound2 is not null) and b.valid_until is not null
+    $bounds$, source);
 end $$;

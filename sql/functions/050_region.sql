@@ -26,15 +26,20 @@ begin
     target_id text collate "C"
   ) on commit delete rows;
   create unique index if not exists permgraph_region_key on pg_temp.permgraph_region (user_id, target_id);
-  create temp table if not exists permgraph_new (
+  -- (named permgraph_rows: a session that ran an earlier release of this
+  -- file has a permgraph_new without the expiry columns)
+  create temp table if not exists permgraph_rows (
     user_id        text collate "C" not null,
     target_id      text collate "C" not null,
     level          smallint not null,
-    traverse_owned boolean not null
+    traverse_owned boolean not null,
+    valid_until    timestamptz,
+    bound1         timestamptz,  -- see _compute_all (040_compute.sql)
+    bound2         timestamptz
   ) on commit delete rows;
-  create unique index if not exists permgraph_new_key on pg_temp.permgraph_new (user_id, target_id);
+  create unique index if not exists permgraph_rows_key on pg_temp.permgraph_rows (user_id, target_id);
   delete from pg_temp.permgraph_region;
-  delete from pg_temp.permgraph_new;
+  delete from pg_temp.permgraph_rows;
 end $$;
 
 -- Pairs (user, target) a batch can affect: for each changed edge tail -> head,
@@ -122,11 +127,15 @@ begin
   return true;
 end $$;
 
--- Recomputes the rows of the region into pg_temp.permgraph_new. Paths enter
--- the region either straight from the user or over an edge from a group
--- outside it, whose stored level is still right; once inside they never leave
--- (the region is closed under following edges out of groups).
-create or replace function permgraph._compute_region() returns void
+-- Recomputes the rows of the region at time p_at into pg_temp.permgraph_rows.
+-- A path to a region pair (u, t) ends with an edge either straight from the
+-- user or from a group h: when (u, h) is outside the region its stored row
+-- is right (its paths did not change, and its valid_until is after p_at:
+-- apply_changes puts every row whose valid_until has passed in the region),
+-- and it seeds the walk with its level until its valid_until and, from
+-- permission_bounds, each lower level until it lasts; when (u, h) is inside,
+-- the walk reaches it first. So the walk only steps between region pairs.
+create or replace function permgraph._compute_region(p_at timestamptz) returns void
 language plpgsql
 -- regions are small next to the graph: walk them by index, never by hashing whole tables
 set enable_hashjoin = off
@@ -137,55 +146,75 @@ as $$
 declare
   computed bigint;
 begin
-  insert into pg_temp.permgraph_new (user_id, target_id, level, traverse_owned)
-  with recursive walk(user_id, node_id, node_kind, level, last_edge_manage) as (
+  insert into pg_temp.permgraph_rows (user_id, target_id, level, traverse_owned, valid_until, bound1, bound2)
+  with recursive walk(user_id, node_id, node_kind, level, last_edge_manage, until) as (
     -- the region's users' own edges into it (a user has few edges: start
     -- from them rather than probing the edges for every region pair)
-    select u.id, e.head_id, e.head_kind, e.level, e.level = 3 and e.head_kind = 'user'
+    select u.id, e.head_id, e.head_kind, e.level, e.level = 3 and e.head_kind = 'user', e.until
     from (select distinct user_id from pg_temp.permgraph_region) ru
     join permgraph.nodes u on u.id = ru.user_id and u.kind = 'user'
     cross join lateral (
-      select e.head_id, e.head_kind, e.level from permgraph.edges e where e.tail_id = u.id offset 0) e
+      select e.head_id, e.head_kind, e.level, coalesce(e.expires_at, 'infinity') as until
+      from permgraph.edges e
+      where e.tail_id = u.id and (e.expires_at is null or e.expires_at > p_at) offset 0) e
     where coalesce((select true from pg_temp.permgraph_region r
                     where r.user_id = u.id and r.target_id = e.head_id), false)
     union all
-    select r.user_id, e.head_id, e.head_kind, least(e.stored_level, e.level), e.level = 3 and e.head_kind = 'user'
+    select r.user_id, e.head_id, e.head_kind, least(s.level, e.level), e.level = 3 and e.head_kind = 'user', least(s.until, e.until)
     from pg_temp.permgraph_region r
-    -- per region pair: its in-edges from groups, each with the user's stored
-    -- level on the group, looked up by key (a scalar subquery: joining the
-    -- user's rows first would pair each region pair with all of them)
+    -- per region pair: its in-edges from groups outside the region...
     cross join lateral (
-      select e.head_id, e.head_kind, e.level, e.tail_id,
-             (select p.level from permgraph.permissions p
-              where p.user_id = r.user_id and p.target_id = e.tail_id) as stored_level
-      from permgraph.edges e where e.head_id = r.target_id and e.tail_kind = 'group') e
-    where e.stored_level is not null
-      and not coalesce((select true from pg_temp.permgraph_region inside
-                        where inside.user_id = r.user_id and inside.target_id = e.tail_id), false)
+      select e.head_id, e.head_kind, e.level, e.tail_id, coalesce(e.expires_at, 'infinity') as until
+      from permgraph.edges e
+      where e.head_id = r.target_id and e.tail_kind = 'group' and (e.expires_at is null or e.expires_at > p_at)
+        and not coalesce((select true from pg_temp.permgraph_region inside
+                          where inside.user_id = r.user_id and inside.target_id = e.tail_id), false)) e
+    -- ...each with the user's stored row on the group, looked up by key
+    -- (joining the user's rows first would pair each region pair with all
+    -- of them), and the lower levels' times when they last longer
+    cross join lateral (
+      select p.level, coalesce(p.valid_until, 'infinity') as until
+      from permgraph.permissions p
+      where p.user_id = r.user_id and p.target_id = e.tail_id
+      union all
+      select b.level, b.valid_until
+      from permgraph.permission_bounds b
+      where b.user_id = r.user_id and b.target_id = e.tail_id) s
     union
-    select w.user_id, e.head_id, e.head_kind, least(w.level, e.level), e.level = 3 and e.head_kind = 'user'
+    select w.user_id, e.head_id, e.head_kind, least(w.level, e.level), e.level = 3 and e.head_kind = 'user',
+           least(w.until, coalesce(e.expires_at, 'infinity'))
     from walk w
     join permgraph.edges e on e.tail_id = w.node_id
     where w.node_kind = 'group'
+      and (e.expires_at is null or e.expires_at > p_at)
       -- probe the region per edge, as a scalar subquery (an EXISTS becomes a
       -- join that pairs every walk row with every region row of its user,
       -- quadratic in the region)
       and coalesce((select true from pg_temp.permgraph_region r
                     where r.user_id = w.user_id and r.target_id = e.head_id), false)
   ), paths as (
-    select user_id, node_id, node_kind, level, last_edge_manage from walk
+    select user_id, node_id, node_kind, level, last_edge_manage, until from walk
     union all
-    select r.user_id, r.target_id, 'user', 3::smallint, true
+    select r.user_id, r.target_id, 'user', 3::smallint, true, 'infinity'::timestamptz
     from pg_temp.permgraph_region r
     join permgraph.nodes u on u.id = r.user_id and u.kind = 'user'
     where r.target_id = r.user_id
+  ), per_pair as (
+    select user_id, node_id as target_id, node_kind, max(level)::smallint as level,
+           max(until) as until1,
+           max(until) filter (where level >= 2) as until2,
+           max(until) filter (where level = 3) as until3,
+           max(until) filter (where permgraph._path_traverses(node_kind, last_edge_manage)) as traverse_until
+    from paths
+    group by user_id, node_id, node_kind
   )
-  select user_id, node_id as target_id, max(level)::smallint as level,
-         bool_or(permgraph._path_traverses(node_kind, last_edge_manage)) as traverse_owned
-  from paths
-  group by user_id, node_id;
+  select user_id, target_id, level, traverse_until is not null,
+         permgraph._valid_until(level, until1, until2, until3, traverse_until),
+         case when node_kind = 'group' and level >= 2 and until1 > until2 then until1 end,
+         case when node_kind = 'group' and level = 3 and until2 > until3 then until2 end
+  from per_pair;
   get diagnostics computed = row_count;
   if computed > 200 then  -- (see _build_region)
-    analyze pg_temp.permgraph_new;
+    analyze pg_temp.permgraph_rows;
   end if;
 end $$;

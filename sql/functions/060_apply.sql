@@ -2,16 +2,6 @@
 -- The current definition of these functions: `permgraph migrate` re-applies
 -- this file whenever its content changes (sql/README.md).
 
--- Recomputes the whole table (writing only differences) and marks every
--- pending change done. Readers see the old rows until commit, never an empty
--- or half-built table.
-create or replace function permgraph.refresh() returns jsonb
-language sql
-security definer
-set search_path = pg_catalog, pg_temp
-set jit = off
-as $$ select permgraph.apply_changes(p_force_full => true) $$;
-
 -- Applies every pending change visible to this transaction, as one batch,
 -- and marks them done. This is the only code path that writes permissions:
 -- the worker, refresh() and tests all come through here.
@@ -25,10 +15,19 @@ as $$ select permgraph.apply_changes(p_force_full => true) $$;
 -- p_max_changes: more pending changes than this are applied by a full
 -- recomputation instead. p_max_pairs: likewise for a larger affected region
 -- (default: a quarter of the table, at least 50,000 pairs).
+--
+-- Expiring grants: the batch computes the graph as of p_at (default: the
+-- clock once the lock is held), leaving out every grant expired by then, and
+-- adds to its region every row whose valid_until has passed: those rows are
+-- exactly the ones an expiry can change (any other row stays right until its
+-- valid_until, by definition). A later p_at applies expiries ahead of time
+-- (tests; an operator revoking early); an earlier one is refused, since it
+-- would write rows that reads already treat as expired.
 create or replace function permgraph.apply_changes(
   p_max_changes integer default 100000,  -- = DEFAULT_MAX_BATCH in src/engine/apply.ts
   p_max_pairs bigint default null,
-  p_force_full boolean default false
+  p_force_full boolean default false,
+  p_at timestamptz default null
 ) returns jsonb
 language plpgsql
 security definer
@@ -41,6 +40,8 @@ declare
   needs_full boolean;
   mode text;
   trash_roots text[];
+  batch_at timestamptz;
+  expired bigint := 0;
   pairs bigint := null;
   diff record;
   max_pairs bigint := p_max_pairs;
@@ -50,24 +51,39 @@ begin
   if current_setting('transaction_isolation') = 'read committed' then
     lock table permgraph.nodes, permgraph.grants in share mode;
   end if;
+  if p_at < now() then
+    raise exception 'permgraph: apply_changes(p_at => %) is in the past; it must not be earlier than now() (%)', p_at, now()
+      using errcode = '22023';
+  end if;
+  batch_at := coalesce(p_at, clock_timestamp());
   select count(*), coalesce(bool_or(tail_kind = '*'), false) into pending, needs_full from permgraph.changes;
-  if pending = 0 and not p_force_full then
-    return jsonb_build_object('mode', 'none', 'changes', 0);
+  select count(*) into expired from permgraph.permissions where valid_until <= batch_at;
+  if pending = 0 and expired = 0 and not p_force_full then
+    return jsonb_build_object('mode', 'none', 'changes', 0, 'expired', 0);
   end if;
   if max_pairs is null then
     select greatest(50000, (reltuples * 0.25)::bigint) into max_pairs
     from pg_class where oid = 'permgraph.permissions'::regclass;
   end if;
-  if p_force_full or needs_full or pending > p_max_changes or not permgraph._build_region(max_pairs) then
+  if p_force_full or needs_full or pending > p_max_changes or expired > max_pairs
+     or not permgraph._build_region(max_pairs - expired) then
     mode := 'full';
-    perform permgraph._compute_all();
+    perform permgraph._compute_all(batch_at);
     select * into diff from permgraph._write_diff(false);
     perform permgraph._refresh_trash(null);
   else
     mode := 'incremental';
+    if expired > 0 then
+      insert into pg_temp.permgraph_region (user_id, target_id)
+      select user_id, target_id from permgraph.permissions where valid_until <= batch_at
+      on conflict do nothing;
+      if expired > 200 then  -- (see _build_region)
+        analyze pg_temp.permgraph_region;
+      end if;
+    end if;
     select count(*) into pairs from pg_temp.permgraph_region;
     if pairs > 0 then
-      perform permgraph._compute_region();
+      perform permgraph._compute_region(batch_at);
       select * into diff from permgraph._write_diff(true);
     else
       select 0::bigint as inserted, 0::bigint as updated, 0::bigint as deleted into diff;
@@ -82,7 +98,7 @@ begin
   delete from permgraph.changes;
   delete from permgraph.deleted_nodes;
   result := jsonb_build_object(
-    'mode', mode, 'changes', pending, 'region_pairs', pairs,
+    'mode', mode, 'changes', pending, 'expired', expired, 'region_pairs', pairs,
     'inserted', diff.inserted, 'updated', diff.updated, 'deleted', diff.deleted,
     'ms', round((extract(epoch from clock_timestamp() - started) * 1000)::numeric, 3));
   update permgraph.applier_state set
@@ -92,3 +108,14 @@ begin
     last_batch_snapshot = pg_current_snapshot();  -- what is_applied() reads: see 080_freshness.sql
   return result;
 end $$;
+
+-- Recomputes the whole table (writing only differences) and marks every
+-- pending change done. Readers see the old rows until commit, never an empty
+-- or half-built table.
+create or replace function permgraph.refresh() returns jsonb
+language sql
+security definer
+set search_path = pg_catalog, pg_temp
+set jit = off
+-- (Defined after apply_changes: creating it checks its body.)
+as $$ select permgraph.apply_changes(p_force_full => true) $$;

@@ -31,10 +31,8 @@
 -- REPEATABLE READ registration fail when its snapshot is older than the last
 -- batch: the snapshot it returns is then always the table as of its seq.
 --
--- The events' old_valid_until / new_valid_until stay null until
--- permissions has a valid_until column (expiring grants): then the diff in
--- _write_diff compares it too and its recorded CTE copies p.valid_until and
--- n.valid_until into them, like level and traverse_owned.
+-- A row whose valid_until changes is a change like any other: the events
+-- carry old_valid_until and new_valid_until next to the levels.
 
 -- The notification channel of a batch that recorded events
 -- (PERMISSION_CHANGES_CHANNEL in src/constants.ts).

@@ -64,7 +64,7 @@ declare
     -- creating policies needs ownership of the application's table anyway
     'permgraph.enable_rls(regclass, name, name, boolean)', 'permgraph.disable_rls(regclass)'];
   worker_functions constant text[] := array[
-    'permgraph.apply_changes(integer, bigint, boolean)', 'permgraph.refresh()', 'permgraph.verify()',
+    'permgraph.apply_changes(integer, bigint, boolean, timestamptz)', 'permgraph.refresh()', 'permgraph.verify(timestamptz)',
     'permgraph._applier_role_key()'];
   -- The change stream's consumers (170_changes.sql), whatever their role:
   -- security definer, so consumers move their own position and nobody

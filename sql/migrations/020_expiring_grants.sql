@@ -45,3 +45,18 @@ alter table permgraph.audit_log drop constraint if exists audit_log_action_valid
 alter table permgraph.audit_log add constraint audit_log_action_valid check (action in (
   'grant', 'revoke', 'change_level', 'change_expiry', 'set_owner', 'create_node', 'delete_node', 'set_trash',
   'import', 'truncate', 'truncate_audit', 'prune_audit', 'catalog'));
+
+-- Edges: the in-edges of a region pair from groups are read index-only, now
+-- with their expiry; and whether any edge expires at all is one probe.
+drop index if exists permgraph.edges_group_in_idx;
+create index edges_group_in_idx on permgraph.edges (head_id) include (tail_id, level, head_kind, expires_at)
+  where tail_kind = 'group';
+create index if not exists edges_expiring_idx on permgraph.edges (expires_at) where expires_at is not null;
+
+-- Functions whose signature changes (their current definitions are in
+-- sql/functions/, applied after this): the computation takes the time it
+-- computes at, and apply_changes and verify take an optional one.
+drop function if exists permgraph._compute_all();
+drop function if exists permgraph._compute_region();
+drop function if exists permgraph.apply_changes(integer, bigint, boolean);
+drop function if exists permgraph.verify();

@@ -6,6 +6,8 @@ export interface BatchResult {
   /** none: nothing was pending; incremental: only the affected region; full: whole-table recomputation. */
   mode: 'none' | 'incremental' | 'full';
   changes: number;
+  /** Rows whose valid_until had passed, recomputed by this batch (an expiry needs no other change). */
+  expired: number;
   /** Size of the affected region (incremental mode only). */
   regionPairs: number | null;
   inserted: number;
@@ -20,6 +22,12 @@ export interface ApplyOptions {
   maxChanges?: number;
   /** A larger affected region than this is applied by a full recomputation. */
   maxPairs?: number;
+  /**
+   * Compute the graph as of this time instead of now: grants expiring by
+   * then are left out. Not earlier than now (the server refuses it); for
+   * tests, and for applying expiries ahead of time.
+   */
+  at?: Date;
 }
 
 /**
@@ -31,8 +39,8 @@ export async function applyChanges(db: Queryable, options: ApplyOptions = {}): P
 }
 
 /** Recomputes the whole table, writing only rows whose value differs, and marks pending changes done. */
-export async function refresh(db: Queryable): Promise<BatchResult> {
-  return runApply(db, {}, true);
+export async function refresh(db: Queryable, options: Pick<ApplyOptions, 'at'> = {}): Promise<BatchResult> {
+  return runApply(db, options, true);
 }
 
 async function runApply(db: Queryable, options: ApplyOptions, forceFull: boolean): Promise<BatchResult> {
@@ -41,7 +49,8 @@ async function runApply(db: Queryable, options: ApplyOptions, forceFull: boolean
       select permgraph.apply_changes(
         p_max_changes => ${options.maxChanges ?? DEFAULT_MAX_BATCH}::integer,
         p_max_pairs => ${options.maxPairs ?? null}::bigint,
-        p_force_full => ${forceFull}) as result`),
+        p_force_full => ${forceFull},
+        p_at => ${options.at ?? null}::timestamptz) as result`),
   );
   return toBatchResult(row.result);
 }
@@ -50,6 +59,7 @@ function toBatchResult(raw: Record<string, unknown>): BatchResult {
   return {
     mode: raw.mode as BatchResult['mode'],
     changes: Number(raw.changes ?? 0),
+    expired: Number(raw.expired ?? 0),
     regionPairs: raw.region_pairs == null ? null : Number(raw.region_pairs),
     inserted: Number(raw.inserted ?? 0),
     updated: Number(raw.updated ?? 0),

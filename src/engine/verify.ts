@@ -2,7 +2,7 @@ import { sql, type Queryable } from '../db/pool.ts';
 import { inSnapshot } from '../db/transaction.ts';
 
 export interface Difference {
-  relation: 'permissions' | 'trashed_groups';
+  relation: 'permissions' | 'permission_bounds' | 'trashed_groups';
   key: string;
   stored: string;
   expected: string;
@@ -14,10 +14,17 @@ export interface VerifyResult {
   pendingChanges: number;
 }
 
-/** Compares permissions and trashed_groups with a full recomputation; writes nothing. */
-export async function verify(db: Queryable): Promise<VerifyResult> {
+/**
+ * Compares permissions (and the engine's permission_bounds) and
+ * trashed_groups with a full recomputation as of `at` (default: now);
+ * writes nothing. Rows whose valid_until has passed differ until a batch
+ * recomputes them.
+ */
+export async function verify(db: Queryable, options: { at?: Date } = {}): Promise<VerifyResult> {
   return inSnapshot(db, async (tx) => {
-    const differences: Difference[] = await tx.query(sql`select relation, key, stored, expected from permgraph.verify()`);
+    const differences: Difference[] = await tx.query(
+      sql`select relation, key, stored, expected from permgraph.verify(${options.at ?? null}::timestamptz)`,
+    );
     const [pending] = await tx.query(sql`select count(*)::bigint as n from permgraph.changes`);
     return { differences, pendingChanges: Number(pending.n) };
   });

@@ -15,9 +15,9 @@ import type { PermissionRow, RefGraph } from '../reference/model.ts';
 import { g, grant, u } from '../helpers/builders.ts';
 import { collect, killWorkerMidBatch, runCli, spawnCli, waitUntil, wideGraph } from '../helpers/cli.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { graphArbitrary, loadGraph, readPermissions } from '../helpers/graph.ts';
+import { EXPIRIES, graphArbitrary, loadGraph, readPermissions } from '../helpers/graph.ts';
 import { createLogin } from '../helpers/logins.ts';
-import { GraphState, mutationArbitrary } from '../helpers/mutations.ts';
+import { expiringMutationArbitrary, GraphState, mutationArbitrary } from '../helpers/mutations.ts';
 
 const key = (userId: string, targetId: string) => `${userId}\u0000${targetId}`;
 
@@ -41,12 +41,11 @@ function fold(copy: Copy, events: readonly PermissionChange[], context: string):
     const k = key(e.userId, e.targetId);
     const held = copy.get(k);
     expect(
-      { level: e.oldLevel, traverseOwned: e.oldTraverseOwned },
+      { level: e.oldLevel, traverseOwned: e.oldTraverseOwned, validUntil: e.oldValidUntil },
       `${context}: old value of event ${e.seq} (${e.op} ${e.userId} -> ${e.targetId})`,
-    ).toEqual({ level: held?.level ?? null, traverseOwned: held?.traverseOwned ?? null });
-    expect([e.oldValidUntil, e.newValidUntil]).toEqual([null, null]);
+    ).toEqual({ level: held?.level ?? null, traverseOwned: held?.traverseOwned ?? null, validUntil: held?.validUntil ?? null });
     if (e.newLevel === null) copy.delete(k);
-    else copy.set(k, { userId: e.userId, targetId: e.targetId, level: e.newLevel, traverseOwned: e.newTraverseOwned! });
+    else copy.set(k, { userId: e.userId, targetId: e.targetId, level: e.newLevel, traverseOwned: e.newTraverseOwned!, validUntil: e.newValidUntil });
   }
 }
 
@@ -110,12 +109,15 @@ describe('the derived-permission change stream', async () => {
     return new GraphState(graph);
   }
 
-  it('under random changes, batches and refreshes, the fold of the events equals the table and the model after every batch', async () => {
+  it('under random changes, batches, refreshes and expiries, the fold of the events equals the table and the model after every batch', async () => {
     await fc.assert(
       fc.asyncProperty(
-        graphArbitrary({ users: 8, groups: 10, objects: 5, grants: 30 }),
+        graphArbitrary({ users: 8, groups: 10, objects: 5, grants: 30 }, 0, true),
         fc.array(
-          fc.tuple(mutationArbitrary, fc.constantFrom('none', 'none', 'batch', 'batch', 'small region', 'refresh', 'ack', 'crash')),
+          fc.tuple(
+            expiringMutationArbitrary,
+            fc.constantFrom('none', 'none', 'batch', 'batch', 'small region', 'refresh', 'ack', 'crash', 'time passes'),
+          ),
           { minLength: 1, maxLength: 25 },
         ),
         async (graph, steps) => {
@@ -131,13 +133,20 @@ describe('the derived-permission change stream', async () => {
           let position = fast.seq;
           let acked = { copy: copyOf(fast.snapshot), seq: fast.seq };
           const log: string[] = [];
+          // Batches compute at `clock` once time has passed (the next expiry time each time)
+          let clock: Date | undefined;
           for (const [index, [mutation, step]] of steps.entries()) {
             log.push(await state.apply(db, mutation));
             const last = index === steps.length - 1;
-            if (step === 'batch' || step === 'small region' || last) {
-              await applyChanges(db, step === 'small region' ? { maxPairs: 3 } : {}); // a tiny region limit forces the full path
+            if (step === 'time passes') {
+              clock = EXPIRIES.find((t) => !clock || t > clock) ?? clock;
+              log.push(`time passes to ${clock!.toISOString()}`);
+            }
+            if (step === 'batch' || step === 'small region' || step === 'time passes' || last) {
+              // a tiny region limit forces the full path
+              await applyChanges(db, { ...(step === 'small region' ? { maxPairs: 3 } : {}), at: clock });
             } else if (step === 'refresh') {
-              await refresh(db);
+              await refresh(db, { at: clock });
               log.push('refresh');
             } else {
               continue;
@@ -147,7 +156,7 @@ describe('the derived-permission change stream', async () => {
             if (events.length) position = events[events.length - 1]!.seq;
             const table = await readPermissions(db);
             expect(rowsOf(copy), log.join('; ')).toEqual(table);
-            expect(table, log.join('; ')).toEqual(model.computePermissions(state.snapshot()));
+            expect(table, log.join('; ')).toEqual(model.computePermissions(state.snapshot(), clock));
             if (step === 'ack' && position > acked.seq) {
               await ackChanges(db, 'fast', position);
               acked = { copy: new Map(copy), seq: position };
@@ -296,7 +305,7 @@ describe('the derived-permission change stream', async () => {
     const copy = copyOf(reg.snapshot);
     fold(copy, await readChanges(db, 'racer'), 'after the retry');
     expect(rowsOf(copy)).toEqual(await readPermissions(db));
-    expect(await readPermissions(db)).toContainEqual({ userId: 'a', targetId: 't', level: 2, traverseOwned: true });
+    expect(await readPermissions(db)).toContainEqual({ userId: 'a', targetId: 't', level: 2, traverseOwned: true, validUntil: null });
   });
 
   it('a repeatable-read registration whose snapshot predates a batch fails rather than return a stale snapshot', async () => {

@@ -108,7 +108,7 @@ describe('incremental apply_changes() against the reference model', async () => 
     });
     await state.apply(db, { type: 'revoke', pick: [...state.grants.values()].findIndex((x) => x.tailId === 'r1') });
     await applyChanges(db);
-    expect(await readPermissions(db)).toContainEqual({ userId: 'a', targetId: 'b', level: 2, traverseOwned: false });
+    expect(await readPermissions(db)).toContainEqual({ userId: 'a', targetId: 'b', level: 2, traverseOwned: false, validUntil: null });
     await expectTableMatches(state, 'revoke manage');
   });
 

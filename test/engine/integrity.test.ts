@@ -304,9 +304,9 @@ describe('integrity rules', async () => {
       const rows = await readPermissions(db);
       expect(rows).toEqual(model.computePermissions(graph));
       expect(rows.filter((r) => r.userId === 'u4')).toEqual([
-        { userId: 'u4', targetId: 'gA', level: 3, traverseOwned: true },
-        { userId: 'u4', targetId: 'o1', level: 2, traverseOwned: false },
-        { userId: 'u4', targetId: 'u4', level: 3, traverseOwned: true },
+        { userId: 'u4', targetId: 'gA', level: 3, traverseOwned: true, validUntil: null },
+        { userId: 'u4', targetId: 'o1', level: 2, traverseOwned: false, validUntil: null },
+        { userId: 'u4', targetId: 'u4', level: 3, traverseOwned: true, validUntil: null },
       ]);
       expect(await ownershipCycles()).toEqual([]);
     });

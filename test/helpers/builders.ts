@@ -11,3 +11,12 @@ export const o = (id: string, ownerId: string | null = null, trashAt: Date | nul
 
 /** A grant tail -[level]-> head, read in the order of an arrow. */
 export const grant = (tailId: string, level: Level, headId: string, source = 'default'): RefGrant => ({ tailId, headId, level, source });
+
+/** The same grant, expiring at `expiresAt`. */
+export const expiring = (tailId: string, level: Level, headId: string, expiresAt: Date, source = 'default'): RefGrant => ({
+  tailId,
+  headId,
+  level,
+  source,
+  expiresAt,
+});

@@ -16,6 +16,14 @@ export const DAY = 24 * 3600 * 1000;
 /** Fixed reference instants relative to the run, far enough from now() to be unambiguous. */
 export const PAST = new Date(Date.now() - 30 * DAY);
 export const FUTURE = new Date(Date.now() + 30 * DAY);
+const HOUR = 3600 * 1000;
+/**
+ * Expiry times for grants: none (most often), past, and three future times
+ * (whole seconds, so that JavaScript's milliseconds hold them exactly) that
+ * a test can step through with applyChanges({ at }).
+ */
+export const EXPIRIES: readonly Date[] = [1, 2, 3].map((h) => new Date(Math.ceil((Date.now() + h * HOUR) / 1000) * 1000));
+export const expiryArbitrary: fc.Arbitrary<Date | null> = fc.constantFrom<Date | null>(null, null, null, PAST, ...EXPIRIES);
 
 export interface GraphSize {
   users: number;
@@ -29,8 +37,9 @@ export interface GraphSize {
  * user or group, a user may own itself), grants are random (group cycles,
  * parallel grants from several sources, users granted to groups and to
  * users), some groups form a deep chain, and trash times are past or future.
+ * With `expiring`, grants expire now and then (expiryArbitrary).
  */
-export function graphArbitrary(max: GraphSize, minFraction = 0): fc.Arbitrary<RefGraph> {
+export function graphArbitrary(max: GraphSize, minFraction = 0, expiring = false): fc.Arbitrary<RefGraph> {
   const count = (most: number, least: number) => fc.integer({ min: Math.max(least, Math.floor(most * minFraction)), max: most });
   return fc
     .record({
@@ -56,7 +65,13 @@ export function graphArbitrary(max: GraphSize, minFraction = 0): fc.Arbitrary<Re
             maxLength: kinds.length,
           }),
           grants: fc.array(
-            fc.record({ tail: fc.nat(), head: fc.nat(), level: fc.constantFrom<Level>(1, 2, 3), source: fc.constantFrom('a', 'b', 'c') }),
+            fc.record({
+              tail: fc.nat(),
+              head: fc.nat(),
+              level: fc.constantFrom<Level>(1, 2, 3),
+              source: fc.constantFrom('a', 'b', 'c'),
+              expiresAt: expiring ? expiryArbitrary : fc.constant(null),
+            }),
             { minLength: Math.floor(max.grants * minFraction), maxLength: max.grants },
           ),
           chainLevels: fc.array(fc.constantFrom<Level>(1, 2, 3), { minLength: chain, maxLength: chain }),
@@ -79,7 +94,7 @@ function buildGraph(
   owners: (number | null)[],
   selfOwned: boolean[],
   trash: (Date | null)[],
-  grantSpecs: { tail: number; head: number; level: Level; source: string }[],
+  grantSpecs: { tail: number; head: number; level: Level; source: string; expiresAt: Date | null }[],
   chainLevels: Level[],
   seed: number,
 ): RefGraph {
@@ -107,6 +122,7 @@ function buildGraph(
       headId: ids[spec.head % ids.length]!,
       level: spec.level,
       source: spec.source,
+      ...(spec.expiresAt ? { expiresAt: spec.expiresAt } : {}),
     });
   }
   const groups = kinds.flatMap((k, i) => (k === 'group' ? [i] : []));
@@ -138,17 +154,18 @@ export async function insertNodes(db: Queryable, nodes: readonly RefNode[]): Pro
 export async function insertGrants(db: Queryable, grants: readonly RefGrant[]): Promise<void> {
   if (grants.length === 0) return;
   await db.query(sql`
-    insert into permgraph.grants (tail_id, head_id, level, source)
+    insert into permgraph.grants (tail_id, head_id, level, source, expires_at)
     select * from unnest(${grants.map((g) => g.tailId)}::text[], ${grants.map((g) => g.headId)}::text[],
-                         ${grants.map((g) => g.level)}::smallint[], ${grants.map((g) => g.source)}::text[])`);
+                         ${grants.map((g) => g.level)}::smallint[], ${grants.map((g) => g.source)}::text[],
+                         ${grants.map((g) => g.expiresAt ?? null)}::timestamptz[])`);
 }
 
 export async function readPermissions(db: Queryable): Promise<PermissionRow[]> {
-  const rows: { user_id: string; target_id: string; level: Level; traverse_owned: boolean }[] = await db.query(
-    sql`select user_id, target_id, level, traverse_owned from permgraph.permissions`,
+  const rows: { user_id: string; target_id: string; level: Level; traverse_owned: boolean; valid_until: Date | null }[] = await db.query(
+    sql`select user_id, target_id, level, traverse_owned, valid_until from permgraph.permissions`,
   );
   return rows
-    .map((r) => ({ userId: r.user_id, targetId: r.target_id, level: r.level, traverseOwned: r.traverse_owned }))
+    .map((r) => ({ userId: r.user_id, targetId: r.target_id, level: r.level, traverseOwned: r.traverse_owned, validUntil: r.valid_until }))
     .sort((a, b) => compareIds(a.userId, b.userId) || compareIds(a.targetId, b.targetId));
 }
 

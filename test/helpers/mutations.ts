@@ -3,14 +3,15 @@
 import fc from 'fast-check';
 import { sql, type Queryable } from '../../src/db/pool.ts';
 import type { Kind, Level, RefGrant, RefGraph, RefNode } from '../reference/model.ts';
-import { FUTURE, PAST } from './graph.ts';
+import { expiryArbitrary, FUTURE, PAST } from './graph.ts';
 
 export type Mutation =
   | { type: 'addNode'; kind: Kind; owner: number | null; trash: Date | null }
   | { type: 'deleteNode'; pick: number }
   | { type: 'setOwner'; pick: number; owner: number | null }
   | { type: 'setTrash'; pick: number; trash: Date | null }
-  | { type: 'grant'; tail: number; head: number; level: Level; source: string }
+  | { type: 'grant'; tail: number; head: number; level: Level; source: string; expiresAt?: Date | null }
+  | { type: 'setExpiry'; pick: number; expiresAt: Date | null }
   | { type: 'revoke'; pick: number };
 
 const trashArb = fc.constantFrom<Date | null>(null, null, PAST, FUTURE);
@@ -22,6 +23,13 @@ export const mutationArbitrary: fc.Arbitrary<Mutation> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ type: fc.constant('setTrash' as const), pick: fc.nat(), trash: trashArb }) },
   { weight: 5, arbitrary: fc.record({ type: fc.constant('grant' as const), tail: fc.nat(), head: fc.nat(), level: fc.constantFrom<Level>(1, 2, 3), source: fc.constantFrom('a', 'b') }) },
   { weight: 3, arbitrary: fc.record({ type: fc.constant('revoke' as const), pick: fc.nat() }) },
+);
+
+/** The same changes, where grants also get, change and lose expiry times. */
+export const expiringMutationArbitrary: fc.Arbitrary<Mutation> = fc.oneof(
+  { weight: 9, arbitrary: mutationArbitrary },
+  { weight: 3, arbitrary: fc.record({ type: fc.constant('grant' as const), tail: fc.nat(), head: fc.nat(), level: fc.constantFrom<Level>(1, 2, 3), source: fc.constantFrom('a', 'b'), expiresAt: expiryArbitrary }) },
+  { weight: 2, arbitrary: fc.record({ type: fc.constant('setExpiry' as const), pick: fc.nat(), expiresAt: expiryArbitrary }) },
 );
 
 /** The model's copy of the graph, mutated in step with the database. */
@@ -83,12 +91,23 @@ export class GraphState {
         const tail = pickNode(m.tail, (n) => n.kind !== 'object');
         const head = pickNode(m.head);
         if (!tail || !head) return 'noop';
+        const expiresAt = m.expiresAt ?? null;
         await db.query(sql`
-          insert into permgraph.grants (tail_id, head_id, level, source) values (${tail.id}, ${head.id}, ${m.level}, ${m.source})
-          on conflict (tail_id, head_id, source) do update set level = excluded.level`);
-        const g: RefGrant = { tailId: tail.id, headId: head.id, level: m.level, source: m.source };
+          insert into permgraph.grants (tail_id, head_id, level, source, expires_at)
+          values (${tail.id}, ${head.id}, ${m.level}, ${m.source}, ${expiresAt})
+          on conflict (tail_id, head_id, source) do update set level = excluded.level, expires_at = excluded.expires_at`);
+        const g: RefGrant = { tailId: tail.id, headId: head.id, level: m.level, source: m.source, expiresAt };
         this.grants.set(grantKey(g), g);
-        return `grant ${tail.id} -${m.level}-> ${head.id} (${m.source})`;
+        return `grant ${tail.id} -${m.level}-> ${head.id} (${m.source})${expiresAt ? ` until ${expiresAt.toISOString()}` : ''}`;
+      }
+      case 'setExpiry': {
+        const grants = [...this.grants.values()];
+        if (grants.length === 0) return 'noop';
+        const g = grants[m.pick % grants.length]!;
+        await db.query(sql`update permgraph.grants set expires_at = ${m.expiresAt}
+                           where tail_id = ${g.tailId} and head_id = ${g.headId} and source = ${g.source}`);
+        g.expiresAt = m.expiresAt;
+        return `expiry of ${g.tailId} -> ${g.headId} (${g.source}) := ${m.expiresAt?.toISOString() ?? 'never'}`;
       }
       case 'revoke': {
         const grants = [...this.grants.values()];

@@ -17,11 +17,12 @@ import { u as user, g as group, o as object, grant } from '../helpers/builders.t
 
 // ---------- small builders (nodes and grants: test/helpers/builders.ts) ----------
 
-const row = (userId: string, targetId: string, level: Level, traverseOwned: boolean): PermissionRow => ({
+const row = (userId: string, targetId: string, level: Level, traverseOwned: boolean, validUntil: Date | null = null): PermissionRow => ({
   userId,
   targetId,
   level,
   traverseOwned,
+  validUntil,
 });
 const id = (u: string): PermissionRow => row(u, u, 3, true);
 

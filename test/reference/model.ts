@@ -31,6 +31,8 @@ export interface RefGrant {
   headId: string;
   level: Level;
   source: string;
+  /** null or absent = never expires. */
+  expiresAt?: Date | null;
 }
 export interface RefGraph {
   nodes: readonly RefNode[];
@@ -41,7 +43,10 @@ export interface PermissionRow {
   targetId: string;
   level: Level;
   traverseOwned: boolean;
+  /** The earliest expiry at which this row would change or vanish; null = never. */
+  validUntil: Date | null;
 }
+type RowValue = Omit<PermissionRow, 'validUntil'>;
 export interface TrashedGroupRow {
   groupId: string;
   trashAt: Date;
@@ -92,7 +97,7 @@ function index(graph: RefGraph): Indexed {
  * level); only groups are expanded afterwards. A node's value only increases
  * and is bounded by 3, so the work list empties even on cycles.
  */
-function rowsForUser(ix: Indexed, u: string): PermissionRow[] {
+function rowsForUser(ix: Indexed, u: string): RowValue[] {
   const best = new Map<string, Level>();
   const work: string[] = [];
   const relax = (head: string, level: Level): void => {
@@ -120,7 +125,7 @@ function rowsForUser(ix: Indexed, u: string): PermissionRow[] {
     }
   }
 
-  const rows: PermissionRow[] = [];
+  const rows: RowValue[] = [];
   for (const [target, level] of best) {
     if (target === u) continue; // identity row below
     const kind = ix.byId.get(target)!.kind;
@@ -132,13 +137,46 @@ function rowsForUser(ix: Indexed, u: string): PermissionRow[] {
   return rows;
 }
 
-/** All rows of permgraph.permissions, sorted by (userId, targetId) with compareIds. */
-export function computePermissions(graph: RefGraph): PermissionRow[] {
-  const ix = index(graph);
-  const rows: PermissionRow[] = [];
+/** The graph at time `at`: without the grants whose expiresAt <= at. */
+export function graphAt(graph: RefGraph, at: Date): RefGraph {
+  return { nodes: graph.nodes, grants: graph.grants.filter((g) => g.expiresAt == null || g.expiresAt.getTime() > at.getTime()) };
+}
+
+function rowsAt(graph: RefGraph, at: Date): RowValue[] {
+  const ix = index(graphAt(graph, at));
+  const rows: RowValue[] = [];
   for (const n of graph.nodes) if (n.kind === 'user') rows.push(...rowsForUser(ix, n.id));
+  return rows;
+}
+
+const rowKey = (r: { userId: string; targetId: string }): string => `${r.userId}\u0000${r.targetId}`;
+
+/**
+ * All rows of permgraph.permissions at time `at` (default: now), sorted by
+ * (userId, targetId) with compareIds. valid_until by brute force, straight
+ * from its definition: the graph is evaluated again at every later expiry
+ * time, and a row's valid_until is the first of them at which the row differs
+ * (or is gone).
+ */
+export function computePermissions(graph: RefGraph, at: Date = new Date()): PermissionRow[] {
+  const now = rowsAt(graph, at);
+  const later = expiryTimes(graph, at).map((time) => ({ time, rows: new Map(rowsAt(graph, time).map((r) => [rowKey(r), r] as const)) }));
+  const rows: PermissionRow[] = now.map((r) => {
+    const change = later.find(({ rows: then }) => {
+      const t = then.get(rowKey(r));
+      return !t || t.level !== r.level || t.traverseOwned !== r.traverseOwned;
+    });
+    return { ...r, validUntil: change ? change.time : null };
+  });
   rows.sort((a, b) => compareIds(a.userId, b.userId) || compareIds(a.targetId, b.targetId));
   return rows;
+}
+
+/** The expiry times of the graph's grants after `at`, in order. */
+export function expiryTimes(graph: RefGraph, at: Date): Date[] {
+  return [...new Set(graph.grants.flatMap((g) => (g.expiresAt != null && g.expiresAt.getTime() > at.getTime() ? [g.expiresAt.getTime()] : [])))]
+    .sort((a, b) => a - b)
+    .map((t) => new Date(t));
 }
 
 function minDate(a: Date | null, b: Date | null): Date | null {
@@ -192,9 +230,10 @@ export function computeTrashedGroups(graph: RefGraph): TrashedGroupRow[] {
  * "May user read/write/manage x at level L": a row (u, x) with level >= L, or x
  * has an owner o and a row (u, o) with level >= L and traverse_owned; and x is
  * not hidden (effective trash <= now). Users are never hidden. Unknown ids -> false.
+ * Grants expired by `now` are not part of the graph.
  */
 export function check(graph: RefGraph, userId: string, targetId: string, level: Level, now: Date): boolean {
-  const ix = index(graph);
+  const ix = index(graphAt(graph, now));
   const user = ix.byId.get(userId);
   const target = ix.byId.get(targetId);
   if (!user || user.kind !== 'user' || !target) return false;

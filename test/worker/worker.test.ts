@@ -64,7 +64,7 @@ describe('worker', async () => {
       return currentToken(tx);
     });
     await waitFor(db, token, 20_000);
-    expect(await readPermissions(db)).toContainEqual({ userId: 'fresh-user', targetId: 'fresh-team', level: 2, traverseOwned: true });
+    expect(await readPermissions(db)).toContainEqual({ userId: 'fresh-user', targetId: 'fresh-team', level: 2, traverseOwned: true, validUntil: null });
     state.nodes.set('fresh-user', u('fresh-user'));
     state.nodes.set('fresh-team', g('fresh-team'));
     state.grants.set('fresh', grant('fresh-user', 2, 'fresh-team'));
@@ -157,7 +157,7 @@ describe('worker', async () => {
       await slowTx;
       state.nodes.set('late-user', u('late-user'));
       await expectConverged(state);
-      expect(await readPermissions(db)).toContainEqual({ userId: 'late-user', targetId: 'late-user', level: 3, traverseOwned: true });
+      expect(await readPermissions(db)).toContainEqual({ userId: 'late-user', targetId: 'late-user', level: 3, traverseOwned: true, validUntil: null });
     } finally {
       await slow.dispose();
     }
