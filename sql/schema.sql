@@ -1581,6 +1581,17 @@ CREATE OR REPLACE FUNCTION permgraph._last_change_seq()
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$ select case when s.is_called then s.last_value else 0 end from permgraph.permission_changes_seq s $function$;
 
+-- permgraph._next_expiry_in_ms(timestamp with time zone): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._next_expiry_in_ms(p_at timestamp with time zone)
+ RETURNS bigint
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+  select greatest(0, ceil(extract(epoch from min(valid_until) - clock_timestamp()) * 1000))::bigint
+  from permgraph.permissions where valid_until > p_at
+$function$;
+
 -- permgraph._nodes_capture(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._nodes_capture()
  RETURNS trigger
@@ -2214,7 +2225,8 @@ begin
   select count(*), coalesce(bool_or(tail_kind = '*'), false) into pending, needs_full from permgraph.changes;
   select count(*) into expired from permgraph.permissions where valid_until <= batch_at;
   if pending = 0 and expired = 0 and not p_force_full then
-    return jsonb_build_object('mode', 'none', 'changes', 0, 'expired', 0);
+    return jsonb_build_object('mode', 'none', 'changes', 0, 'expired', 0,
+                              'next_expiry_in_ms', permgraph._next_expiry_in_ms(batch_at));
   end if;
   if max_pairs is null then
     select greatest(50000, (reltuples * 0.25)::bigint) into max_pairs
@@ -2255,7 +2267,8 @@ begin
   result := jsonb_build_object(
     'mode', mode, 'changes', pending, 'expired', expired, 'region_pairs', pairs,
     'inserted', diff.inserted, 'updated', diff.updated, 'deleted', diff.deleted,
-    'ms', round((extract(epoch from clock_timestamp() - started) * 1000)::numeric, 3));
+    'ms', round((extract(epoch from clock_timestamp() - started) * 1000)::numeric, 3),
+    'next_expiry_in_ms', permgraph._next_expiry_in_ms(batch_at));
   update permgraph.applier_state set
     last_batch_at = now(), last_batch_mode = mode, last_batch_changes = pending,
     last_batch_ms = (result ->> 'ms')::double precision,

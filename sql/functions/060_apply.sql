@@ -2,6 +2,17 @@
 -- The current definition of these functions: `permgraph migrate` re-applies
 -- this file whenever its content changes (sql/README.md).
 
+-- How long until the earliest valid_until after p_at (null: no row expires):
+-- the worker's timer, so that an expiry is applied on time with no write and
+-- no polling. One probe of the partial index on valid_until.
+create or replace function permgraph._next_expiry_in_ms(p_at timestamptz) returns bigint
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select greatest(0, ceil(extract(epoch from min(valid_until) - clock_timestamp()) * 1000))::bigint
+  from permgraph.permissions where valid_until > p_at
+$$;
+
 -- Applies every pending change visible to this transaction, as one batch,
 -- and marks them done. This is the only code path that writes permissions:
 -- the worker, refresh() and tests all come through here.
@@ -59,7 +70,8 @@ begin
   select count(*), coalesce(bool_or(tail_kind = '*'), false) into pending, needs_full from permgraph.changes;
   select count(*) into expired from permgraph.permissions where valid_until <= batch_at;
   if pending = 0 and expired = 0 and not p_force_full then
-    return jsonb_build_object('mode', 'none', 'changes', 0, 'expired', 0);
+    return jsonb_build_object('mode', 'none', 'changes', 0, 'expired', 0,
+                              'next_expiry_in_ms', permgraph._next_expiry_in_ms(batch_at));
   end if;
   if max_pairs is null then
     select greatest(50000, (reltuples * 0.25)::bigint) into max_pairs
@@ -100,7 +112,8 @@ begin
   result := jsonb_build_object(
     'mode', mode, 'changes', pending, 'expired', expired, 'region_pairs', pairs,
     'inserted', diff.inserted, 'updated', diff.updated, 'deleted', diff.deleted,
-    'ms', round((extract(epoch from clock_timestamp() - started) * 1000)::numeric, 3));
+    'ms', round((extract(epoch from clock_timestamp() - started) * 1000)::numeric, 3),
+    'next_expiry_in_ms', permgraph._next_expiry_in_ms(batch_at));
   update permgraph.applier_state set
     last_batch_at = now(), last_batch_mode = mode, last_batch_changes = pending,
     last_batch_ms = (result ->> 'ms')::double precision,

@@ -15,6 +15,8 @@ export interface BatchResult {
   deleted: number;
   /** Server-side duration. */
   ms: number;
+  /** Milliseconds until the earliest valid_until still ahead (the worker's timer); null when no row expires. */
+  nextExpiryInMs: number | null;
 }
 
 export interface ApplyOptions {
@@ -65,5 +67,6 @@ function toBatchResult(raw: Record<string, unknown>): BatchResult {
     updated: Number(raw.updated ?? 0),
     deleted: Number(raw.deleted ?? 0),
     ms: Number(raw.ms ?? 0),
+    nextExpiryInMs: raw.next_expiry_in_ms == null ? null : Number(raw.next_expiry_in_ms),
   };
 }

@@ -17,6 +17,11 @@ export function createWorkerMetrics(worker: Worker, db: Queryable): Registry {
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
     registers: [registry],
   });
+  const expired = new Counter({
+    name: 'permgraph_expired_rows_applied_total',
+    help: 'Rows whose valid_until had passed, recomputed by a batch',
+    registers: [registry],
+  });
   const rows = new Counter({ name: 'permgraph_rows_written_total', help: 'Rows of permissions written, by operation', labelNames: ['op'], registers: [registry] });
   new Gauge({
     name: 'permgraph_pending_changes',
@@ -37,6 +42,17 @@ export function createWorkerMetrics(worker: Worker, db: Queryable): Registry {
     },
   });
   new Gauge({
+    name: 'permgraph_overdue_expiry_seconds',
+    help: 'How long ago the earliest valid_until not yet recomputed passed (0 when none): the expiry lag',
+    registers: [registry],
+    async collect() {
+      const [row] = await db.query(
+        sql`select coalesce(extract(epoch from now() - min(valid_until)), 0)::float8 as age from permgraph.permissions where valid_until <= now()`,
+      );
+      this.set(Number(row.age));
+    },
+  });
+  new Gauge({
     name: 'permgraph_worker_active',
     help: '1 when this worker holds the applier role',
     registers: [registry],
@@ -46,6 +62,7 @@ export function createWorkerMetrics(worker: Worker, db: Queryable): Registry {
   });
   worker.on('batch', (batch) => {
     changes.inc(batch.changes);
+    expired.inc(batch.expired);
     batches.inc({ mode: batch.mode });
     duration.observe(batch.ms / 1000);
     rows.inc({ op: 'insert' }, batch.inserted);

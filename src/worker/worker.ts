@@ -32,8 +32,10 @@ export interface WorkerEvents {
 
 /**
  * The daemon: one active applier per database (a session advisory lock),
- * others wait as hot standbys. Woken by LISTEN/NOTIFY and by a polling timer;
- * every wake applies all pending changes in one transaction.
+ * others wait as hot standbys. Woken by LISTEN/NOTIFY, by a timer set to the
+ * earliest valid_until ahead (an expiry needs no write), and by a polling
+ * backstop; every wake applies all pending changes and due expiries in one
+ * transaction.
  */
 export class Worker extends EventEmitter<WorkerEvents> {
   readonly options: Required<Omit<WorkerOptions, 'logger'>>;
@@ -107,7 +109,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
           this.emit('batch', result);
           continue; // more may have arrived meanwhile
         }
-        await this.wakeup.wait(this.options.pollIntervalMs);
+        await this.wakeup.wait(untilNextWake(this.options.pollIntervalMs, result.nextExpiryInMs));
       }
     } finally {
       // A session lock outlives the task on a pooled connection: release it.
@@ -132,4 +134,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.logger.info({ role }, role === 'active' ? 'holding the applier role' : 'waiting as standby');
     this.emit('role', role);
   }
+}
+
+/**
+ * The next wake-up with nothing pending: the polling backstop, or the
+ * earliest expiry if that comes first (plus a millisecond, so that the batch
+ * it starts finds the row's valid_until passed).
+ */
+export function untilNextWake(pollIntervalMs: number, nextExpiryInMs: number | null): number {
+  return nextExpiryInMs === null ? pollIntervalMs : Math.min(pollIntervalMs, nextExpiryInMs + 1);
 }

@@ -2,13 +2,13 @@ import { afterEach, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { LISTENER_APPLICATION_NAME, WORKER_APPLICATION_NAME } from '../../src/constants.ts';
 import { openPool, sql } from '../../src/db/pool.ts';
-import { applyChanges, refresh } from '../../src/engine/apply.ts';
+import { applyChanges, refresh, type BatchResult } from '../../src/engine/apply.ts';
 import { currentToken, waitFor } from '../../src/engine/freshness.ts';
 import { verify } from '../../src/engine/verify.ts';
 import * as model from '../reference/model.ts';
 import { createWorkerMetrics, serveMetrics } from '../../src/worker/metrics.ts';
 import { Worker, type WorkerOptions } from '../../src/worker/worker.ts';
-import { g, grant, u } from '../helpers/builders.ts';
+import { expiring, g, grant, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { graphArbitrary, loadGraph, readPermissions } from '../helpers/graph.ts';
 import { GraphState, mutationArbitrary } from '../helpers/mutations.ts';
@@ -54,6 +54,28 @@ describe('worker', async () => {
   async function mutate(state: GraphState, count: number, seedValue: number): Promise<void> {
     for (const m of fc.sample(mutationArbitrary, { numRuns: count, seed: seedValue })) await state.apply(db, m);
   }
+
+  it('applies an expiry on time by itself: a timer to the earliest valid_until, no write and no polling', async () => {
+    // u writes g until two seconds from now, and reads it for ever.
+    const expiresAt = new Date(Math.ceil(Date.now() / 1000) * 1000 + 2000);
+    const graph = { nodes: [u('u'), g('g')], grants: [expiring('u', 2, 'g', expiresAt, 'w'), grant('u', 1, 'g', 'r')] };
+    await loadGraph(db, graph);
+    await refresh(db);
+    const worker = await startWorker({ pollIntervalMs: 600_000, listen: false }); // neither a poll nor a notification comes in time
+    const expiredBatch = new Promise<BatchResult>((resolve) => {
+      worker.on('batch', (batch) => {
+        if (batch.expired > 0) resolve(batch);
+      });
+    });
+    const batch = await Promise.race([
+      expiredBatch,
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no batch applied the expiry')), 30_000)),
+    ]);
+    expect(batch).toMatchObject({ mode: 'incremental', changes: 0, expired: 1, updated: 1 });
+    expect(Date.now()).toBeGreaterThanOrEqual(expiresAt.getTime());
+    expect(await readPermissions(db)).toEqual(model.computePermissions(graph));
+    expect((await readPermissions(db)).find((r) => r.targetId === 'g')).toMatchObject({ level: 1, validUntil: null });
+  });
 
   it('applies changes made with plain SQL, woken by NOTIFY; a token resolves after apply', async () => {
     const state = await seed();
