@@ -153,11 +153,13 @@ export async function insertNodes(db: Queryable, nodes: readonly RefNode[]): Pro
 
 export async function insertGrants(db: Queryable, grants: readonly RefGrant[]): Promise<void> {
   if (grants.length === 0) return;
+  // expires_at only when needed: the upgrade and security tests load graphs into schemas as released before it
+  const expiring = grants.some((g) => g.expiresAt != null);
   await db.query(sql`
-    insert into permgraph.grants (tail_id, head_id, level, source, expires_at)
+    insert into permgraph.grants (tail_id, head_id, level, source${expiring ? sql`, expires_at` : sql``})
     select * from unnest(${grants.map((g) => g.tailId)}::text[], ${grants.map((g) => g.headId)}::text[],
-                         ${grants.map((g) => g.level)}::smallint[], ${grants.map((g) => g.source)}::text[],
-                         ${grants.map((g) => g.expiresAt ?? null)}::timestamptz[])`);
+                         ${grants.map((g) => g.level)}::smallint[], ${grants.map((g) => g.source)}::text[]
+                         ${expiring ? sql`, ${grants.map((g) => g.expiresAt ?? null)}::timestamptz[]` : sql``})`);
 }
 
 export async function readPermissions(db: Queryable): Promise<PermissionRow[]> {
