@@ -590,6 +590,7 @@ CREATE OR REPLACE FUNCTION permgraph._build_region(p_max_pairs bigint)
  SET enable_nestloop TO 'off'
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET jit TO 'off'
+ SET plan_cache_mode TO 'force_generic_plan'
 AS $function$
 declare
   region_rows bigint;
@@ -891,6 +892,7 @@ CREATE OR REPLACE FUNCTION permgraph._compute_region(p_at timestamp with time zo
  SET enable_mergejoin TO 'off'
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET jit TO 'off'
+ SET plan_cache_mode TO 'force_generic_plan'
 AS $function$
 declare
   computed bigint;
@@ -1584,13 +1586,14 @@ AS $function$ select case when s.is_called then s.last_value else 0 end from per
 -- permgraph._next_expiry_in_ms(timestamp with time zone): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._next_expiry_in_ms(p_at timestamp with time zone)
  RETURNS bigint
- LANGUAGE sql
+ LANGUAGE plpgsql
  STABLE
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
-  select greatest(0, ceil(extract(epoch from min(valid_until) - clock_timestamp()) * 1000))::bigint
-  from permgraph.permissions where valid_until > p_at
-$function$;
+begin
+  return (select greatest(0, ceil(extract(epoch from min(valid_until) - clock_timestamp()) * 1000))::bigint
+          from permgraph.permissions where valid_until > p_at);
+end $function$;
 
 -- permgraph._nodes_capture(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._nodes_capture()
@@ -1807,29 +1810,36 @@ AS $function$ select 'permgraph_permission_changes'::text $function$;
 CREATE OR REPLACE FUNCTION permgraph._prepare_region_tables()
  RETURNS void
  LANGUAGE plpgsql
- SET client_min_messages TO 'warning'
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 begin
-  create temp table if not exists permgraph_region (
-    user_id   text collate "C",
-    target_id text collate "C"
-  ) on commit delete rows;
-  create unique index if not exists permgraph_region_key on pg_temp.permgraph_region (user_id, target_id);
+  if to_regclass('pg_temp.permgraph_region') is null then
+    create temp table permgraph_region (
+      user_id   text collate "C",
+      target_id text collate "C"
+    );
+    create unique index permgraph_region_key on pg_temp.permgraph_region (user_id, target_id);
+  end if;
   -- (named permgraph_rows: a session that ran an earlier release of this
   -- file has a permgraph_new without the expiry columns)
-  create temp table if not exists permgraph_rows (
-    user_id        text collate "C" not null,
-    target_id      text collate "C" not null,
-    level          smallint not null,
-    traverse_owned boolean not null,
-    valid_until    timestamptz,
-    bound1         timestamptz,  -- see _compute_all (040_compute.sql)
-    bound2         timestamptz
-  ) on commit delete rows;
-  create unique index if not exists permgraph_rows_key on pg_temp.permgraph_rows (user_id, target_id);
-  delete from pg_temp.permgraph_region;
-  delete from pg_temp.permgraph_rows;
+  if to_regclass('pg_temp.permgraph_rows') is null then
+    create temp table permgraph_rows (
+      user_id        text collate "C" not null,
+      target_id      text collate "C" not null,
+      level          smallint not null,
+      traverse_owned boolean not null,
+      valid_until    timestamptz,
+      bound1         timestamptz,  -- see _compute_all (040_compute.sql)
+      bound2         timestamptz
+    );
+    create unique index permgraph_rows_key on pg_temp.permgraph_rows (user_id, target_id);
+  end if;
+  if pg_relation_size('pg_temp.permgraph_region') + pg_relation_size('pg_temp.permgraph_rows') > 8 * 1024 * 1024 then
+    truncate pg_temp.permgraph_region, pg_temp.permgraph_rows;
+  else
+    delete from pg_temp.permgraph_region;
+    delete from pg_temp.permgraph_rows;
+  end if;
 end $function$;
 
 -- permgraph._prune_changes(): execute <owner>: EXECUTE
@@ -2114,12 +2124,16 @@ CREATE OR REPLACE FUNCTION permgraph._write_diff(p_scoped boolean, OUT inserted 
  SET enable_hashjoin TO 'on'
  SET enable_mergejoin TO 'on'
 AS $function$
+declare
+  statement text;
+  prepared_name text;
+  recording boolean := permgraph._changes_begin_write();
 begin
   if p_scoped then
     perform set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
   end if;
-  -- The only text spliced in: one of two fixed queries, and true or false.
-  execute format($diff$
+  -- The only text spliced in: one of two fixed queries. $1: whether to record events.
+  statement := format($diff$
     with diff as (%s    ), deleted as (
       delete from permgraph.permissions p using diff d
       where d.is_gone and p.user_id = d.user_id and p.target_id = d.target_id
@@ -2139,7 +2153,7 @@ begin
       insert into permgraph.permission_changes (user_id, target_id, old_level, new_level, old_traverse_owned, new_traverse_owned,
                                                 old_valid_until, new_valid_until)
       select user_id, target_id, old_level, level, old_traverse_owned, traverse_owned, old_valid_until, valid_until
-      from diff where %s
+      from diff where $1
     )
     select (select count(*) from inserted), (select count(*) from updated), (select count(*) from deleted)
     $diff$,
@@ -2158,9 +2172,16 @@ begin
       from pg_temp.permgraph_all n
       full join permgraph.permissions p on p.user_id = n.user_id and p.target_id = n.target_id
       where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
-    $full$ end,
-    case when permgraph._changes_begin_write() then 'true' else 'false' end)
-  into inserted, updated, deleted;
+    $full$ end);
+  if p_scoped then
+    prepared_name := 'permgraph_write_diff_' || left(md5(statement), 16);
+    if not exists (select from pg_prepared_statements s where s.name = prepared_name) then
+      execute format('prepare %I(boolean) as %s', prepared_name, statement);
+    end if;
+    execute format('execute %I(%L)', prepared_name, recording) into inserted, updated, deleted;
+  else
+    execute statement using recording into inserted, updated, deleted;
+  end if;
   perform permgraph._write_bounds(p_scoped);
 end $function$;
 

@@ -125,13 +125,17 @@ begin
 end $$;
 
 -- Writes the computed rows into permissions, touching only rows whose value
--- (level, traverse_owned, valid_until) differs, and keeps permission_bounds. With p_scoped (the incremental path), only the pairs listed in
+-- (level, traverse_owned, valid_until) differs, and keeps permission_bounds.
+-- With p_scoped (the incremental path), only the pairs listed in
 -- pg_temp.permgraph_region are compared, against pg_temp.permgraph_rows:
 -- each pair probes both by key, whatever the planner thinks of the size of
 -- an unanalyzed temporary table (it guessed 850 rows for 6, and hashed a
 -- scan of the whole permissions table to delete 22 rows). Otherwise (a full
 -- recomputation) pg_temp.permgraph_all is full-joined with the whole table.
--- One statement writes just the differing rows.
+-- One statement writes just the differing rows. The incremental path's is
+-- prepared once per session (named after a hash of its text, so a new
+-- definition gets a new statement): planning it took 3 ms, more than
+-- running it for a local change.
 create or replace function permgraph._write_diff(p_scoped boolean,
   out inserted bigint, out updated bigint, out deleted bigint)
 language plpgsql
@@ -141,12 +145,16 @@ set jit = off
 set enable_hashjoin = on
 set enable_mergejoin = on
 as $$
+declare
+  statement text;
+  prepared_name text;
+  recording boolean := permgraph._changes_begin_write();
 begin
   if p_scoped then
     perform set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
   end if;
-  -- The only text spliced in: one of two fixed queries, and true or false.
-  execute format($diff$
+  -- The only text spliced in: one of two fixed queries. $1: whether to record events.
+  statement := format($diff$
     with diff as (%s    ), deleted as (
       delete from permgraph.permissions p using diff d
       where d.is_gone and p.user_id = d.user_id and p.target_id = d.target_id
@@ -166,7 +174,7 @@ begin
       insert into permgraph.permission_changes (user_id, target_id, old_level, new_level, old_traverse_owned, new_traverse_owned,
                                                 old_valid_until, new_valid_until)
       select user_id, target_id, old_level, level, old_traverse_owned, traverse_owned, old_valid_until, valid_until
-      from diff where %s
+      from diff where $1
     )
     select (select count(*) from inserted), (select count(*) from updated), (select count(*) from deleted)
     $diff$,
@@ -185,9 +193,16 @@ begin
       from pg_temp.permgraph_all n
       full join permgraph.permissions p on p.user_id = n.user_id and p.target_id = n.target_id
       where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
-    $full$ end,
-    case when permgraph._changes_begin_write() then 'true' else 'false' end)
-  into inserted, updated, deleted;
+    $full$ end);
+  if p_scoped then
+    prepared_name := 'permgraph_write_diff_' || left(md5(statement), 16);
+    if not exists (select from pg_prepared_statements s where s.name = prepared_name) then
+      execute format('prepare %I(boolean) as %s', prepared_name, statement);
+    end if;
+    execute format('execute %I(%L)', prepared_name, recording) into inserted, updated, deleted;
+  else
+    execute statement using recording into inserted, updated, deleted;
+  end if;
   perform permgraph._write_bounds(p_scoped);
 end $$;
 

@@ -1,9 +1,9 @@
 -- The incremental path: the region of (user, target) pairs a batch can
 -- affect, and its recomputation seeded from stored rows at its border.
--- Its work tables are created once per session and emptied at every commit
--- (on commit delete rows): a batch writes no catalog rows, where creating
--- and dropping temporary tables cost a millisecond or more each and bloated
--- the catalog at high batch rates.
+-- Its work tables are created once per session and emptied by each batch:
+-- a batch writes no catalog rows (creating and dropping temporary tables
+-- cost a millisecond or more each and bloated the catalog at high batch
+-- rates), so the plans of its statements stay cached from batch to batch.
 -- Measured choices (bench/FINDINGS.md, finding 9): walk results are joined by
 -- hash (2,000 memberships: 6.5 s -> 0.36 s), the region is indexed and
 -- analyzed only above 200 pairs, and the recompute starts from the region
@@ -12,34 +12,45 @@
 -- this file whenever its content changes (sql/README.md).
 
 -- The incremental path's work tables, created the first time a session
--- needs them, each with the index its probes use. Emptied at commit; a
--- second batch in the same transaction empties them itself.
+-- needs them, each with the index its probes use, and emptied by the next
+-- batch rather than at commit: ON COMMIT DELETE ROWS truncates them and
+-- rebuilds their indexes at every commit, which writes pg_class and so
+-- invalidates every cached plan that reads them, and each batch re-planned
+-- its large statements (2-4 ms each on org small). Deleted rows are dead
+-- space that later inserts' page pruning reclaims; past 8 MB the tables
+-- are truncated instead (a catalog write, after large batches only).
 create or replace function permgraph._prepare_region_tables() returns void
 language plpgsql
--- quiet the NOTICEs of "already exists, skipping"
-set client_min_messages = warning
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-  create temp table if not exists permgraph_region (
-    user_id   text collate "C",
-    target_id text collate "C"
-  ) on commit delete rows;
-  create unique index if not exists permgraph_region_key on pg_temp.permgraph_region (user_id, target_id);
+  if to_regclass('pg_temp.permgraph_region') is null then
+    create temp table permgraph_region (
+      user_id   text collate "C",
+      target_id text collate "C"
+    );
+    create unique index permgraph_region_key on pg_temp.permgraph_region (user_id, target_id);
+  end if;
   -- (named permgraph_rows: a session that ran an earlier release of this
   -- file has a permgraph_new without the expiry columns)
-  create temp table if not exists permgraph_rows (
-    user_id        text collate "C" not null,
-    target_id      text collate "C" not null,
-    level          smallint not null,
-    traverse_owned boolean not null,
-    valid_until    timestamptz,
-    bound1         timestamptz,  -- see _compute_all (040_compute.sql)
-    bound2         timestamptz
-  ) on commit delete rows;
-  create unique index if not exists permgraph_rows_key on pg_temp.permgraph_rows (user_id, target_id);
-  delete from pg_temp.permgraph_region;
-  delete from pg_temp.permgraph_rows;
+  if to_regclass('pg_temp.permgraph_rows') is null then
+    create temp table permgraph_rows (
+      user_id        text collate "C" not null,
+      target_id      text collate "C" not null,
+      level          smallint not null,
+      traverse_owned boolean not null,
+      valid_until    timestamptz,
+      bound1         timestamptz,  -- see _compute_all (040_compute.sql)
+      bound2         timestamptz
+    );
+    create unique index permgraph_rows_key on pg_temp.permgraph_rows (user_id, target_id);
+  end if;
+  if pg_relation_size('pg_temp.permgraph_region') + pg_relation_size('pg_temp.permgraph_rows') > 8 * 1024 * 1024 then
+    truncate pg_temp.permgraph_region, pg_temp.permgraph_rows;
+  else
+    delete from pg_temp.permgraph_region;
+    delete from pg_temp.permgraph_rows;
+  end if;
 end $$;
 
 -- Pairs (user, target) a batch can affect: for each changed edge tail -> head,
@@ -58,6 +69,8 @@ language plpgsql
 set enable_nestloop = off
 set search_path = pg_catalog, pg_temp
 set jit = off
+-- One plan for every batch (see _compute_region)
+set plan_cache_mode = force_generic_plan
 as $$
 declare
   region_rows bigint;
@@ -142,6 +155,10 @@ set enable_hashjoin = off
 set enable_mergejoin = off
 set search_path = pg_catalog, pg_temp
 set jit = off
+-- One plan for every batch: with its time as a parameter, the planner kept
+-- making a custom plan for each batch (1.5 ms on org small) for the same
+-- index probes. The settings above fix the plan's shape anyway.
+set plan_cache_mode = force_generic_plan
 as $$
 declare
   computed bigint;

@@ -5,13 +5,16 @@
 -- How long until the earliest valid_until after p_at (null: no row expires):
 -- the worker's timer, so that an expiry is applied on time with no write and
 -- no polling. One probe of the partial index on valid_until.
+-- (PL/pgSQL: its plan is cached for the session, where an SQL function
+-- with a SET clause is planned at every call.)
 create or replace function permgraph._next_expiry_in_ms(p_at timestamptz) returns bigint
-language sql stable
+language plpgsql stable
 set search_path = pg_catalog, pg_temp
 as $$
-  select greatest(0, ceil(extract(epoch from min(valid_until) - clock_timestamp()) * 1000))::bigint
-  from permgraph.permissions where valid_until > p_at
-$$;
+begin
+  return (select greatest(0, ceil(extract(epoch from min(valid_until) - clock_timestamp()) * 1000))::bigint
+          from permgraph.permissions where valid_until > p_at);
+end $$;
 
 -- Applies every pending change visible to this transaction, as one batch,
 -- and marks them done. This is the only code path that writes permissions:
