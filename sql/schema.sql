@@ -89,12 +89,14 @@ view permgraph.effective_permissions
   target_id text collate "C"
   level smallint
   traverse_owned boolean
+  valid_until timestamp with time zone
   as SELECT user_id,
     target_id,
     level,
-    traverse_owned
+    traverse_owned,
+    valid_until
    FROM permgraph.permissions p
-  WHERE ((NOT (EXISTS ( SELECT 1
+  WHERE (((valid_until IS NULL) OR (valid_until > now())) AND (NOT (EXISTS ( SELECT 1
            FROM permgraph.deleted_nodes d
           WHERE (d.id = p.user_id)))) AND (NOT (EXISTS ( SELECT 1
            FROM permgraph.deleted_nodes d
@@ -1052,7 +1054,8 @@ begin
     exit when entry is null or entry ->> 'p' is null;
     path := jsonb_build_array(jsonb_build_object(
       'tail', entry ->> 'p', 'head', node, 'level', (entry ->> 'l')::integer,
-      'source', case when entry ->> 's' = '' then 'owner' else entry ->> 's' end)) || path;
+      'source', case when entry ->> 's' = '' then 'owner' else entry ->> 's' end,
+      'expiresAt', entry -> 'x')) || path;
     node := entry ->> 'p';
   end loop;
   return path;
@@ -1075,17 +1078,18 @@ declare
   added jsonb;
 begin
   loop
-    select jsonb_object_agg(s.head_id, jsonb_build_object('d', depth + 1, 'o', s.rank, 'p', s.pred_id, 's', s.source, 'l', s.level)),
+    select jsonb_object_agg(s.head_id, jsonb_build_object('d', depth + 1, 'o', s.rank, 'p', s.pred_id, 's', s.source, 'l', s.level, 'x', s.expires_at)),
            array_agg(s.head_id order by s.rank), array_agg(s.head_kind order by s.rank), array_agg(s.rank order by s.rank)
       into added, frontier_ids, frontier_kinds, frontier_ranks
     from (
-      select c.head_id, c.head_kind, c.pred_id, c.source, c.level,
+      select c.head_id, c.head_kind, c.pred_id, c.source, c.level, c.expires_at,
              row_number() over (order by c.pred_rank, c.head_id) as rank
       from (
-        select distinct on (e.head_id) e.head_id, e.head_kind, f.id as pred_id, f.rank as pred_rank, e.source, e.level
+        select distinct on (e.head_id) e.head_id, e.head_kind, f.id as pred_id, f.rank as pred_rank, e.source, e.level, e.expires_at
         from unnest(frontier_ids, frontier_kinds, frontier_ranks) as f(id, kind, rank)
         join permgraph.edges e on e.tail_id = f.id
         where e.level >= p_min_level
+          and (e.expires_at is null or e.expires_at > now())
           and (f.kind = 'group' or depth = 0)
           and not (tree ? e.head_id)
         order by e.head_id, f.rank, e.level desc, e.source
@@ -2510,8 +2514,15 @@ declare
   owner_usable boolean := false;
   manage_tail text;
   manage_source text;
-  identity_edge jsonb := jsonb_build_array(jsonb_build_object('tail', p_user_id, 'head', p_user_id, 'level', 3, 'source', 'identity'));
+  manage_expires timestamptz;
+  identity_edge jsonb := jsonb_build_array(jsonb_build_object('tail', p_user_id, 'head', p_user_id, 'level', 3, 'source', 'identity', 'expiresAt', null));
   reason text;
+  rows_used jsonb;
+  table_level integer;     -- the level check() answers at: the asked one, else the best found
+  live_allows boolean;     -- a row that has not expired allows at table_level
+  expired_allows boolean;  -- a row that has expired would allow at table_level
+  answer_until timestamptz;
+  expired_at timestamptz;
 begin
   if p_level is not null then
     perform permgraph._require_level(p_level);
@@ -2527,11 +2538,25 @@ begin
     else least(thing.trash_at, (select t.trash_at from permgraph.trashed_groups t where t.group_id = thing.owner_id))
   end;
   hidden := permgraph.is_trashed(thing.id);
+  -- The rows check() reads for this question, as stored (the rows of a node
+  -- deleted since the last batch excepted, as in effective_permissions),
+  -- expired ones included so that they can be reported.
+  select coalesce(jsonb_agg(jsonb_build_object(
+           'target', p.target_id, 'level', p.level, 'traverseOwned', p.traverse_owned,
+           'validUntil', p.valid_until, 'expired', coalesce(p.valid_until <= now(), false))
+           order by (p.target_id = p_thing_id) desc), '[]'::jsonb)
+    into rows_used
+  from permgraph.permissions p
+  where p.user_id = p_user_id
+    and (p.target_id = p_thing_id or (p.target_id = thing.owner_id and thing.owner_id <> thing.id))
+    and not exists (select 1 from permgraph.deleted_nodes d where d.id = p.user_id)
+    and not exists (select 1 from permgraph.deleted_nodes d where d.id = p.target_id);
   if permgraph._is_superuser(p_user_id) and not hidden then
     return jsonb_build_object(
       'user', p_user_id, 'thing', p_thing_id, 'thingKind', thing.kind, 'level', p_level,
       'allowed', true, 'reason', null, 'bestLevel', 3, 'via', 'superuser',
-      'path', '[]'::jsonb, 'traversePath', null, 'trashAt', effective_trash);
+      'path', '[]'::jsonb, 'traversePath', null, 'trashAt', effective_trash,
+      'rows', rows_used, 'validUntil', null, 'expiredAt', null);
   end if;
 
   tree_any := permgraph._explain_tree(p_user_id, 1);
@@ -2544,9 +2569,10 @@ begin
     elsif owner_kind = 'group' then
       owner_usable := tree_any ? thing.owner_id;
     elsif owner_kind = 'user' then
-      select e.tail_id, e.source into manage_tail, manage_source
+      select e.tail_id, e.source, e.expires_at into manage_tail, manage_source, manage_expires
       from permgraph.edges e
       where e.head_id = thing.owner_id and e.level = 3
+        and (e.expires_at is null or e.expires_at > now())
         and (e.tail_id = p_user_id or (e.tail_kind = 'group' and tree_any ? e.tail_id))
       order by (tree_any -> e.tail_id ->> 'd')::integer, (tree_any -> e.tail_id ->> 'o')::bigint, e.source
       limit 1;
@@ -2576,23 +2602,43 @@ begin
           -- show the one that makes the owner's belongings reachable
           traverse_path := permgraph._explain_path(tree_any, manage_tail) || jsonb_build_array(jsonb_build_object(
             'tail', manage_tail, 'head', thing.owner_id, 'level', 3,
-            'source', case when manage_source = '' then 'owner' else manage_source end));
+            'source', case when manage_source = '' then 'owner' else manage_source end,
+            'expiresAt', manage_expires));
         end if;
-        path := path || jsonb_build_array(jsonb_build_object('tail', thing.owner_id, 'head', p_thing_id, 'level', 3, 'source', 'owner'));
+        path := path || jsonb_build_array(jsonb_build_object('tail', thing.owner_id, 'head', p_thing_id, 'level', 3, 'source', 'owner', 'expiresAt', null));
         exit;
       end if;
     end loop;
   end if;
 
+  -- What the rows say at the level in question: the rule of check(), on the
+  -- rows that have not expired and on those that have.
+  table_level := coalesce(p_level, greatest(best, 1));
+  select coalesce(bool_or(not (r ->> 'expired')::boolean), false),
+         coalesce(bool_or((r ->> 'expired')::boolean), false),
+         case when bool_or(not (r ->> 'expired')::boolean and r ->> 'validUntil' is null) then null
+              else max((r ->> 'validUntil')::timestamptz) filter (where not (r ->> 'expired')::boolean) end,
+         max((r ->> 'validUntil')::timestamptz) filter (where (r ->> 'expired')::boolean)
+    into live_allows, expired_allows, answer_until, expired_at
+  from jsonb_array_elements(rows_used) as r
+  where (r ->> 'level')::integer >= table_level
+    and (r ->> 'target' = p_thing_id or (r ->> 'traverseOwned')::boolean);
+
   reason := case
     when hidden then 'trashed'
     when best = 0 then 'no path'
     when best < coalesce(p_level, 1) then 'level too low'
+    -- the path allows, but check() does not: the rows that would have
+    -- expired, and only their recomputation brings the access back
+    when expired_allows and not live_allows then 'expired'
   end;
   return jsonb_build_object(
     'user', p_user_id, 'thing', p_thing_id, 'thingKind', thing.kind, 'level', p_level,
     'allowed', reason is null, 'reason', reason, 'bestLevel', best, 'via', via,
-    'path', path, 'traversePath', traverse_path, 'trashAt', effective_trash);
+    'path', path, 'traversePath', traverse_path, 'trashAt', effective_trash,
+    'rows', rows_used,
+    'validUntil', case when reason is null and live_allows then answer_until end,
+    'expiredAt', case when reason = 'expired' then expired_at end);
 end $function$;
 
 -- permgraph.is_applied(text): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
@@ -2629,7 +2675,7 @@ $function$;
 
 -- permgraph.list_targets(text,integer,text,text,integer): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.list_targets(p_user_id text, p_level integer DEFAULT 1, p_kind text DEFAULT NULL::text, p_after text DEFAULT NULL::text, p_limit integer DEFAULT 100)
- RETURNS TABLE(target_id text, kind text, level smallint)
+ RETURNS TABLE(target_id text, kind text, level smallint, valid_until timestamp with time zone)
  LANGUAGE plpgsql
  STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
@@ -2656,7 +2702,7 @@ begin
   if permgraph._is_superuser(p_user_id) then
     -- Superusers have no rows of their own: every node that trash does not hide.
     return query
-    select n.id::text, n.kind, 3::smallint
+    select n.id::text, n.kind, 3::smallint, null::timestamptz
     from permgraph.nodes n
     where n.id >= from_id and not (skip_from and n.id = from_id)
       and (p_kind is null or n.kind = p_kind)
@@ -2747,19 +2793,31 @@ begin
   end loop;
 
   return query
-  select n.id::text, n.kind, greatest(direct.level, via_owner.level)::smallint
-  from unnest(page) as pg(id)
-  join permgraph.nodes n on n.id = pg.id
-  left join permgraph.effective_permissions direct
-    on direct.user_id = p_user_id and direct.target_id = n.id
-  left join permgraph.effective_permissions via_owner
-    on via_owner.user_id = p_user_id and via_owner.target_id = n.owner_id and via_owner.traverse_owned
-  order by n.id;
+  select b.id::text, b.kind, b.best::smallint,
+         case
+           when b.direct_level is not distinct from b.best and b.owner_level is not distinct from b.best
+             then case when b.direct_until is null or b.owner_until is null then null
+                       else greatest(b.direct_until, b.owner_until) end
+           when b.direct_level is not distinct from b.best then b.direct_until
+           else b.owner_until
+         end
+  from (
+    select n.id, n.kind, greatest(direct.level, via_owner.level) as best,
+           direct.level as direct_level, direct.valid_until as direct_until,
+           via_owner.level as owner_level, via_owner.valid_until as owner_until
+    from unnest(page) as pg(id)
+    join permgraph.nodes n on n.id = pg.id
+    left join permgraph.effective_permissions direct
+      on direct.user_id = p_user_id and direct.target_id = n.id
+    left join permgraph.effective_permissions via_owner
+      on via_owner.user_id = p_user_id and via_owner.target_id = n.owner_id and via_owner.traverse_owned
+  ) b
+  order by b.id;
 end $function$;
 
 -- permgraph.list_users(text,integer,text,integer): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.list_users(p_target_id text, p_level integer DEFAULT 1, p_after text DEFAULT NULL::text, p_limit integer DEFAULT 100)
- RETURNS TABLE(user_id text, level smallint)
+ RETURNS TABLE(user_id text, level smallint, valid_until timestamp with time zone)
  LANGUAGE plpgsql
  STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
@@ -2778,10 +2836,13 @@ begin
     return;
   end if;
   select n.owner_id into target_owner from permgraph.nodes n where n.id = p_target_id;
+  -- Per user, the first of its rows by (level desc, valid_until desc, never
+  -- first): the best level, and the latest valid_until among the rows
+  -- giving it (see the file comment).
   return query
-  select c.user_id::text, max(c.level)::smallint
+  select distinct on (c.user_id) c.user_id::text, c.level::smallint, c.valid_until
   from (
-    (select p.user_id, p.level
+    (select p.user_id, p.level, p.valid_until
      from permgraph.effective_permissions p
      where p.target_id = p_target_id and p.user_id >= from_id
        and not (skip_from and p.user_id = from_id)
@@ -2789,7 +2850,7 @@ begin
      order by p.user_id
      limit p_limit)
     union all
-    (select p.user_id, p.level
+    (select p.user_id, p.level, p.valid_until
      from permgraph.effective_permissions p
      where p.target_id = target_owner and p.user_id >= from_id
        and not (skip_from and p.user_id = from_id)
@@ -2797,15 +2858,14 @@ begin
      order by p.user_id
      limit p_limit)
     union all
-    (select s.id, 3::smallint  -- superusers may act on everything not trashed
+    (select s.id, 3::smallint, null::timestamptz  -- superusers may act on everything not trashed
      from permgraph.nodes s
      where s.is_superuser and s.id >= from_id
        and not (skip_from and s.id = from_id)
      order by s.id
      limit p_limit)
   ) c
-  group by c.user_id
-  order by c.user_id
+  order by c.user_id, c.level desc, c.valid_until desc nulls first
   limit p_limit;
 end $function$;
 

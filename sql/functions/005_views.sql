@@ -2,13 +2,25 @@
 -- The current definition of these views: `permgraph migrate` re-applies
 -- this file whenever its content changes (sql/README.md).
 
--- The permission rows that count now: permgraph.permissions without the rows
--- of nodes deleted since the worker's last batch (permgraph.deleted_nodes;
--- the worker removes those rows, and a node re-created with the same id must
--- not inherit them meanwhile). Every read function reads through this view,
--- and so should applications' own joins.
+-- The permission rows that count now: permgraph.permissions without
+--   * the rows of nodes deleted since the worker's last batch
+--     (permgraph.deleted_nodes; the worker removes those rows, and a node
+--     re-created with the same id must not inherit them meanwhile);
+--   * the rows whose valid_until has passed (docs/semantics.md, "Expiring
+--     grants"): a grant on their paths has expired, and the row is wrong
+--     until the engine recomputes it. Absent, not lowered: access fails
+--     closed at the second of the expiry, with or without a running worker,
+--     and a lower level that another path still gives comes back with the
+--     recomputation.
+-- Every read function reads through this view, and so should applications'
+-- own joins. The expiry test is written exactly so, on the row's own column,
+-- which both covering indexes of permissions include: a check or a listing
+-- through this view stays an index-only scan.
+-- valid_until is the last column because `create or replace view` can only
+-- append columns.
 create or replace view permgraph.effective_permissions as
-  select p.user_id, p.target_id, p.level, p.traverse_owned
+  select p.user_id, p.target_id, p.level, p.traverse_owned, p.valid_until
   from permgraph.permissions p
-  where not exists (select 1 from permgraph.deleted_nodes d where d.id = p.user_id)
+  where (p.valid_until is null or p.valid_until > now())
+    and not exists (select 1 from permgraph.deleted_nodes d where d.id = p.user_id)
     and not exists (select 1 from permgraph.deleted_nodes d where d.id = p.target_id);

@@ -1,7 +1,16 @@
 -- Permission-aware listings (keyset pages). They follow the rule of the
 -- semantics: u may act on x at level L iff a row (u, x) has level >= L, or
 -- x's owner o has a row (u, o) with level >= L and traverse_owned; trashed
--- groups and objects are hidden (permgraph.is_trashed).
+-- groups and objects are hidden (permgraph.is_trashed). They read the rows
+-- through permgraph.effective_permissions, so a row whose valid_until has
+-- passed counts as absent (expiring grants).
+--
+-- Each item carries valid_until: until when its level, as listed, holds
+-- without a recomputation. An item's level is the best of at most two rows
+-- (the direct one, and its owner's with traverse_owned); reads drop a row
+-- at its valid_until, so the level listed holds until the last of the rows
+-- giving that level expires: the latest valid_until among them, null
+-- (never) when one of them has none. Superusers' items: null.
 -- The current definition of these functions: `permgraph migrate` re-applies
 -- this file whenever its content changes (sql/README.md).
 
@@ -53,7 +62,7 @@ end $$;
 create or replace function permgraph.list_targets(
   p_user_id text, p_level integer default 1, p_kind text default null,
   p_after text default null, p_limit integer default 100
-) returns table (target_id text, kind text, level smallint)
+) returns table (target_id text, kind text, level smallint, valid_until timestamptz)
 language plpgsql stable
 security definer
 set search_path = pg_catalog, pg_temp
@@ -80,7 +89,7 @@ begin
   if permgraph._is_superuser(p_user_id) then
     -- Superusers have no rows of their own: every node that trash does not hide.
     return query
-    select n.id::text, n.kind, 3::smallint
+    select n.id::text, n.kind, 3::smallint, null::timestamptz
     from permgraph.nodes n
     where n.id >= from_id and not (skip_from and n.id = from_id)
       and (p_kind is null or n.kind = p_kind)
@@ -171,14 +180,26 @@ begin
   end loop;
 
   return query
-  select n.id::text, n.kind, greatest(direct.level, via_owner.level)::smallint
-  from unnest(page) as pg(id)
-  join permgraph.nodes n on n.id = pg.id
-  left join permgraph.effective_permissions direct
-    on direct.user_id = p_user_id and direct.target_id = n.id
-  left join permgraph.effective_permissions via_owner
-    on via_owner.user_id = p_user_id and via_owner.target_id = n.owner_id and via_owner.traverse_owned
-  order by n.id;
+  select b.id::text, b.kind, b.best::smallint,
+         case
+           when b.direct_level is not distinct from b.best and b.owner_level is not distinct from b.best
+             then case when b.direct_until is null or b.owner_until is null then null
+                       else greatest(b.direct_until, b.owner_until) end
+           when b.direct_level is not distinct from b.best then b.direct_until
+           else b.owner_until
+         end
+  from (
+    select n.id, n.kind, greatest(direct.level, via_owner.level) as best,
+           direct.level as direct_level, direct.valid_until as direct_until,
+           via_owner.level as owner_level, via_owner.valid_until as owner_until
+    from unnest(page) as pg(id)
+    join permgraph.nodes n on n.id = pg.id
+    left join permgraph.effective_permissions direct
+      on direct.user_id = p_user_id and direct.target_id = n.id
+    left join permgraph.effective_permissions via_owner
+      on via_owner.user_id = p_user_id and via_owner.target_id = n.owner_id and via_owner.traverse_owned
+  ) b
+  order by b.id;
 end $$;
 
 -- The users who may act on node p_target_id at p_level (directly or through
@@ -187,7 +208,7 @@ end $$;
 -- node is trashed. Both sources are range scans of permissions_target_idx.
 create or replace function permgraph.list_users(
   p_target_id text, p_level integer default 1, p_after text default null, p_limit integer default 100
-) returns table (user_id text, level smallint)
+) returns table (user_id text, level smallint, valid_until timestamptz)
 language plpgsql stable
 security definer
 set search_path = pg_catalog, pg_temp
@@ -206,10 +227,13 @@ begin
     return;
   end if;
   select n.owner_id into target_owner from permgraph.nodes n where n.id = p_target_id;
+  -- Per user, the first of its rows by (level desc, valid_until desc, never
+  -- first): the best level, and the latest valid_until among the rows
+  -- giving it (see the file comment).
   return query
-  select c.user_id::text, max(c.level)::smallint
+  select distinct on (c.user_id) c.user_id::text, c.level::smallint, c.valid_until
   from (
-    (select p.user_id, p.level
+    (select p.user_id, p.level, p.valid_until
      from permgraph.effective_permissions p
      where p.target_id = p_target_id and p.user_id >= from_id
        and not (skip_from and p.user_id = from_id)
@@ -217,7 +241,7 @@ begin
      order by p.user_id
      limit p_limit)
     union all
-    (select p.user_id, p.level
+    (select p.user_id, p.level, p.valid_until
      from permgraph.effective_permissions p
      where p.target_id = target_owner and p.user_id >= from_id
        and not (skip_from and p.user_id = from_id)
@@ -225,14 +249,13 @@ begin
      order by p.user_id
      limit p_limit)
     union all
-    (select s.id, 3::smallint  -- superusers may act on everything not trashed
+    (select s.id, 3::smallint, null::timestamptz  -- superusers may act on everything not trashed
      from permgraph.nodes s
      where s.is_superuser and s.id >= from_id
        and not (skip_from and s.id = from_id)
      order by s.id
      limit p_limit)
   ) c
-  group by c.user_id
-  order by c.user_id
+  order by c.user_id, c.level desc, c.valid_until desc nulls first
   limit p_limit;
 end $$;

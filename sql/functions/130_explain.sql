@@ -3,9 +3,11 @@
 -- this file whenever its content changes (sql/README.md).
 
 -- Breadth-first search from p_user_id over edges of level >= p_min_level,
--- leaving only the start and groups (semantics.md, "paths"). Returns
--- {node: {d: depth, o: rank, p: predecessor, s: source, l: level}} for every
--- node reached, the start included (p null). Each node is entered once, so
+-- leaving only the start and groups (semantics.md, "paths"), on the graph as
+-- of now: an edge whose grant has expired (expires_at <= now()) is not
+-- taken. Returns {node: {d: depth, o: rank, p: predecessor, s: source,
+-- l: level, x: the edge's expires_at}} for every node reached, the start
+-- included (p null). Each node is entered once, so
 -- the search ends on cycles after at most one round per node.
 -- Tie-break, so the same graph always gives the same path: fewest edges, then
 -- the lexicographically smallest sequence of node ids (rank o orders the
@@ -25,17 +27,18 @@ declare
   added jsonb;
 begin
   loop
-    select jsonb_object_agg(s.head_id, jsonb_build_object('d', depth + 1, 'o', s.rank, 'p', s.pred_id, 's', s.source, 'l', s.level)),
+    select jsonb_object_agg(s.head_id, jsonb_build_object('d', depth + 1, 'o', s.rank, 'p', s.pred_id, 's', s.source, 'l', s.level, 'x', s.expires_at)),
            array_agg(s.head_id order by s.rank), array_agg(s.head_kind order by s.rank), array_agg(s.rank order by s.rank)
       into added, frontier_ids, frontier_kinds, frontier_ranks
     from (
-      select c.head_id, c.head_kind, c.pred_id, c.source, c.level,
+      select c.head_id, c.head_kind, c.pred_id, c.source, c.level, c.expires_at,
              row_number() over (order by c.pred_rank, c.head_id) as rank
       from (
-        select distinct on (e.head_id) e.head_id, e.head_kind, f.id as pred_id, f.rank as pred_rank, e.source, e.level
+        select distinct on (e.head_id) e.head_id, e.head_kind, f.id as pred_id, f.rank as pred_rank, e.source, e.level, e.expires_at
         from unnest(frontier_ids, frontier_kinds, frontier_ranks) as f(id, kind, rank)
         join permgraph.edges e on e.tail_id = f.id
         where e.level >= p_min_level
+          and (e.expires_at is null or e.expires_at > now())
           and (f.kind = 'group' or depth = 0)
           and not (tree ? e.head_id)
         order by e.head_id, f.rank, e.level desc, e.source
@@ -49,7 +52,8 @@ begin
 end $$;
 
 -- The edges from the search's start to p_node, following predecessors.
--- Ownership edges (source '') are reported with source 'owner'.
+-- Ownership edges (source '') are reported with source 'owner'; expiresAt is
+-- the grant's expiry (null: never, and for ownership).
 create or replace function permgraph._explain_path(p_tree jsonb, p_node text) returns jsonb
 language plpgsql immutable
 set search_path = pg_catalog, pg_temp
@@ -64,17 +68,29 @@ begin
     exit when entry is null or entry ->> 'p' is null;
     path := jsonb_build_array(jsonb_build_object(
       'tail', entry ->> 'p', 'head', node, 'level', (entry ->> 'l')::integer,
-      'source', case when entry ->> 's' = '' then 'owner' else entry ->> 's' end)) || path;
+      'source', case when entry ->> 's' = '' then 'owner' else entry ->> 's' end,
+      'expiresAt', entry -> 'x')) || path;
     node := entry ->> 'p';
   end loop;
   return path;
 end $$;
 
 -- Why may (or may not) p_user_id act on p_thing_id (at p_level, if given)?
--- The strongest path, computed from the current edges (so it already shows
--- changes the worker has not applied yet), through the owner when that is
--- the better route. reason: null when allowed, else 'trashed', 'no path' or
--- 'level too low'. See the TypeScript Explanation type for the fields.
+-- The strongest path, computed from the current edges without the expired
+-- ones (so it already shows changes the worker has not applied yet), through
+-- the owner when that is the better route. reason: null when allowed, else
+-- 'trashed', 'no path', 'level too low' or 'expired'.
+--
+-- Expiring grants: explain also reports the permission rows check() answers
+-- from (rows: the row on the thing and the row on its owner, as stored, each
+-- with its valid_until and whether it has expired). When the path allows
+-- but check() refuses because the rows that would allow have expired
+-- (valid_until <= now()) and await their recomputation, the answer is not
+-- allowed, reason 'expired', expiredAt the time access ended: reads fail
+-- closed until the engine recomputes the rows, after which the path shown
+-- holds. validUntil, when allowed: until when check() keeps allowing without
+-- a recomputation (the latest valid_until of the rows allowing; null: no
+-- expiry ends it). See the TypeScript Explanation type for the fields.
 create or replace function permgraph.explain(p_user_id text, p_thing_id text, p_level integer default null) returns jsonb
 language plpgsql stable
 security definer
@@ -96,8 +112,15 @@ declare
   owner_usable boolean := false;
   manage_tail text;
   manage_source text;
-  identity_edge jsonb := jsonb_build_array(jsonb_build_object('tail', p_user_id, 'head', p_user_id, 'level', 3, 'source', 'identity'));
+  manage_expires timestamptz;
+  identity_edge jsonb := jsonb_build_array(jsonb_build_object('tail', p_user_id, 'head', p_user_id, 'level', 3, 'source', 'identity', 'expiresAt', null));
   reason text;
+  rows_used jsonb;
+  table_level integer;     -- the level check() answers at: the asked one, else the best found
+  live_allows boolean;     -- a row that has not expired allows at table_level
+  expired_allows boolean;  -- a row that has expired would allow at table_level
+  answer_until timestamptz;
+  expired_at timestamptz;
 begin
   if p_level is not null then
     perform permgraph._require_level(p_level);
@@ -113,11 +136,25 @@ begin
     else least(thing.trash_at, (select t.trash_at from permgraph.trashed_groups t where t.group_id = thing.owner_id))
   end;
   hidden := permgraph.is_trashed(thing.id);
+  -- The rows check() reads for this question, as stored (the rows of a node
+  -- deleted since the last batch excepted, as in effective_permissions),
+  -- expired ones included so that they can be reported.
+  select coalesce(jsonb_agg(jsonb_build_object(
+           'target', p.target_id, 'level', p.level, 'traverseOwned', p.traverse_owned,
+           'validUntil', p.valid_until, 'expired', coalesce(p.valid_until <= now(), false))
+           order by (p.target_id = p_thing_id) desc), '[]'::jsonb)
+    into rows_used
+  from permgraph.permissions p
+  where p.user_id = p_user_id
+    and (p.target_id = p_thing_id or (p.target_id = thing.owner_id and thing.owner_id <> thing.id))
+    and not exists (select 1 from permgraph.deleted_nodes d where d.id = p.user_id)
+    and not exists (select 1 from permgraph.deleted_nodes d where d.id = p.target_id);
   if permgraph._is_superuser(p_user_id) and not hidden then
     return jsonb_build_object(
       'user', p_user_id, 'thing', p_thing_id, 'thingKind', thing.kind, 'level', p_level,
       'allowed', true, 'reason', null, 'bestLevel', 3, 'via', 'superuser',
-      'path', '[]'::jsonb, 'traversePath', null, 'trashAt', effective_trash);
+      'path', '[]'::jsonb, 'traversePath', null, 'trashAt', effective_trash,
+      'rows', rows_used, 'validUntil', null, 'expiredAt', null);
   end if;
 
   tree_any := permgraph._explain_tree(p_user_id, 1);
@@ -130,9 +167,10 @@ begin
     elsif owner_kind = 'group' then
       owner_usable := tree_any ? thing.owner_id;
     elsif owner_kind = 'user' then
-      select e.tail_id, e.source into manage_tail, manage_source
+      select e.tail_id, e.source, e.expires_at into manage_tail, manage_source, manage_expires
       from permgraph.edges e
       where e.head_id = thing.owner_id and e.level = 3
+        and (e.expires_at is null or e.expires_at > now())
         and (e.tail_id = p_user_id or (e.tail_kind = 'group' and tree_any ? e.tail_id))
       order by (tree_any -> e.tail_id ->> 'd')::integer, (tree_any -> e.tail_id ->> 'o')::bigint, e.source
       limit 1;
@@ -162,21 +200,41 @@ begin
           -- show the one that makes the owner's belongings reachable
           traverse_path := permgraph._explain_path(tree_any, manage_tail) || jsonb_build_array(jsonb_build_object(
             'tail', manage_tail, 'head', thing.owner_id, 'level', 3,
-            'source', case when manage_source = '' then 'owner' else manage_source end));
+            'source', case when manage_source = '' then 'owner' else manage_source end,
+            'expiresAt', manage_expires));
         end if;
-        path := path || jsonb_build_array(jsonb_build_object('tail', thing.owner_id, 'head', p_thing_id, 'level', 3, 'source', 'owner'));
+        path := path || jsonb_build_array(jsonb_build_object('tail', thing.owner_id, 'head', p_thing_id, 'level', 3, 'source', 'owner', 'expiresAt', null));
         exit;
       end if;
     end loop;
   end if;
 
+  -- What the rows say at the level in question: the rule of check(), on the
+  -- rows that have not expired and on those that have.
+  table_level := coalesce(p_level, greatest(best, 1));
+  select coalesce(bool_or(not (r ->> 'expired')::boolean), false),
+         coalesce(bool_or((r ->> 'expired')::boolean), false),
+         case when bool_or(not (r ->> 'expired')::boolean and r ->> 'validUntil' is null) then null
+              else max((r ->> 'validUntil')::timestamptz) filter (where not (r ->> 'expired')::boolean) end,
+         max((r ->> 'validUntil')::timestamptz) filter (where (r ->> 'expired')::boolean)
+    into live_allows, expired_allows, answer_until, expired_at
+  from jsonb_array_elements(rows_used) as r
+  where (r ->> 'level')::integer >= table_level
+    and (r ->> 'target' = p_thing_id or (r ->> 'traverseOwned')::boolean);
+
   reason := case
     when hidden then 'trashed'
     when best = 0 then 'no path'
     when best < coalesce(p_level, 1) then 'level too low'
+    -- the path allows, but check() does not: the rows that would have
+    -- expired, and only their recomputation brings the access back
+    when expired_allows and not live_allows then 'expired'
   end;
   return jsonb_build_object(
     'user', p_user_id, 'thing', p_thing_id, 'thingKind', thing.kind, 'level', p_level,
     'allowed', reason is null, 'reason', reason, 'bestLevel', best, 'via', via,
-    'path', path, 'traversePath', traverse_path, 'trashAt', effective_trash);
+    'path', path, 'traversePath', traverse_path, 'trashAt', effective_trash,
+    'rows', rows_used,
+    'validUntil', case when reason is null and live_allows then answer_until end,
+    'expiredAt', case when reason = 'expired' then expired_at end);
 end $$;

@@ -1,7 +1,9 @@
 // Why may (or may not) a user act on a thing? Runs permgraph.explain()
 // (sql/functions/130_explain.sql): a breadth-first search of the current edges
-// from the user. check() and the listings answer from the permission table,
-// which lags the edges while changes are pending: explain says how many.
+// from the user, expired grants left out. check() and the listings answer
+// from the permission table, which lags the edges while changes are pending
+// (explain says how many) and while rows past their valid_until await their
+// recomputation (explain shows those rows, and reason 'expired').
 import { sql, type Queryable } from '../db/pool.ts';
 import { withInputErrors } from '../errors.ts';
 import { parseLevel } from '../levels.ts';
@@ -13,9 +15,28 @@ export interface PathEdge {
   head: string;
   level: Level;
   source: string;
+  /** When the grant of this step expires (null: never; always null for ownership and identity). */
+  expiresAt: Date | null;
 }
 
-export type ExplainReason = 'no path' | 'trashed' | 'level too low';
+/**
+ * 'expired': a path allows, but the permission rows check() answers from
+ * have expired (a grant on their paths expired at expiredAt) and await
+ * their recomputation by the worker; until then access is refused.
+ */
+export type ExplainReason = 'no path' | 'trashed' | 'level too low' | 'expired';
+
+/** A row of the permission table that check() reads for this question, as stored. */
+export interface PermissionRowUsed {
+  /** The thing itself, or its owner (used only with traverseOwned). */
+  target: string;
+  level: Level;
+  traverseOwned: boolean;
+  /** The earliest expiry at which this row would change (null: never). */
+  validUntil: Date | null;
+  /** validUntil has passed: reads treat the row as absent until the engine recomputes it. */
+  expired: boolean;
+}
 
 export interface Explanation {
   user: string;
@@ -46,6 +67,20 @@ export interface Explanation {
   /** The thing's effective trash time (past or future), if any. */
   trashAt: Date | null;
   /**
+   * The permission rows check() answers from: the user's row on the thing,
+   * then the one on its owner, where the table has them (expired ones
+   * included, flagged).
+   */
+  rows: PermissionRowUsed[];
+  /**
+   * When allowed: until when check() keeps allowing without a recomputation
+   * (the latest validUntil of the rows that allow); null when no expiry ends
+   * it, when not allowed, or when the table has not caught up yet.
+   */
+  validUntil: Date | null;
+  /** With reason 'expired': when the access ended (the validUntil of the expired rows). */
+  expiredAt: Date | null;
+  /**
    * Changes captured but not yet applied to the permission table, counted in
    * the same snapshot as the search. explain reads the current edges, while
    * check() and the listings read the table: when this is not 0, they may
@@ -63,7 +98,28 @@ export async function explain(db: Queryable, userId: string, thingId: string, le
              (select count(*) from permgraph.changes)::bigint as pending`),
   );
   const raw: RawExplanation = row.result;
-  return { ...raw, trashAt: raw.trashAt === null ? null : new Date(raw.trashAt), pendingChanges: Number(row.pending) };
+  const edges = (path: RawEdge[]): PathEdge[] => path.map((e) => ({ ...e, expiresAt: toDate(e.expiresAt) }));
+  return {
+    ...raw,
+    path: edges(raw.path),
+    traversePath: raw.traversePath === null ? null : edges(raw.traversePath),
+    trashAt: toDate(raw.trashAt),
+    rows: raw.rows.map((r) => ({ ...r, validUntil: toDate(r.validUntil) })),
+    validUntil: toDate(raw.validUntil),
+    expiredAt: toDate(raw.expiredAt),
+    pendingChanges: Number(row.pending),
+  };
 }
 
-type RawExplanation = Omit<Explanation, 'trashAt' | 'pendingChanges'> & { trashAt: string | null };
+const toDate = (value: string | null): Date | null => (value === null ? null : new Date(value));
+
+type Dated<T, K extends keyof T> = Omit<T, K> & { [P in K]: string | null };
+type RawEdge = Dated<PathEdge, 'expiresAt'>;
+type RawExplanation = Omit<Explanation, 'path' | 'traversePath' | 'trashAt' | 'rows' | 'validUntil' | 'expiredAt' | 'pendingChanges'> & {
+  path: RawEdge[];
+  traversePath: RawEdge[] | null;
+  trashAt: string | null;
+  rows: Dated<PermissionRowUsed, 'validUntil'>[];
+  validUntil: string | null;
+  expiredAt: string | null;
+};

@@ -36,12 +36,21 @@ export interface TargetItem {
   kind: NodeKind;
   /** The user's best level on this node (directly or through its owner). */
   level: Level;
+  /**
+   * Until when this level holds without a recomputation: the permission rows
+   * it comes from have a grant on their paths that expires then (reads drop
+   * them at that second; the worker then recomputes them, and a lower level
+   * may come back). null: no expiry ends it.
+   */
+  validUntil: Date | null;
 }
 
 export interface UserItem {
   id: string;
   /** This user's best level on the node. */
   level: Level;
+  /** Until when this level holds without a recomputation (see TargetItem.validUntil); null: no expiry ends it. */
+  validUntil: Date | null;
 }
 
 /** Which listing a cursor belongs to, so a cursor is never reused across kinds of listing. */
@@ -49,7 +58,8 @@ type Listing = 'targets' | 'users';
 
 /**
  * The nodes `userId` may act on at `level` (docs/semantics.md: a row (u, x), or
- * x's owner's row with traverse_owned), trashed ones hidden, ordered by id
+ * x's owner's row with traverse_owned), trashed ones hidden, rows whose
+ * valid_until has passed counted as absent, ordered by id
  * (byte-wise). Pages are keyset-based: ids after the cursor, so rows that
  * stay visible while the graph changes between pages are neither missed nor
  * repeated.
@@ -61,11 +71,11 @@ export async function listTargets(db: Queryable, userId: string, options: ListTa
   if (options.kind !== undefined && !NODE_KINDS.includes(options.kind)) {
     throw new InvalidInputError(`kind must be user, group or object, got ${JSON.stringify(options.kind)}`);
   }
-  const rows: { target_id: string; kind: NodeKind; level: Level }[] = await withInputErrors(() =>
-    db.query(sql`select target_id, kind, level from permgraph.list_targets(
+  const rows: { target_id: string; kind: NodeKind; level: Level; valid_until: Date | null }[] = await withInputErrors(() =>
+    db.query(sql`select target_id, kind, level, valid_until from permgraph.list_targets(
           ${userId}, ${level}::integer, ${options.kind ?? null}::text, ${after}::text, ${limit + 1}::integer)`),
   );
-  return toPage(rows.map((r) => ({ id: r.target_id, kind: r.kind, level: r.level })), limit, 'targets');
+  return toPage(rows.map((r) => ({ id: r.target_id, kind: r.kind, level: r.level, validUntil: r.valid_until })), limit, 'targets');
 }
 
 /** The users who may act on node `targetId` at `level` (directly or through its owner), ordered by user id. */
@@ -73,10 +83,10 @@ export async function listUsers(db: Queryable, targetId: string, options: ListUs
   const level = parseLevel(options.level ?? 1);
   const limit = pageLimit(options.limit);
   const after = decodeCursor(options.after, 'users');
-  const rows: { user_id: string; level: Level }[] = await withInputErrors(() =>
-    db.query(sql`select user_id, level from permgraph.list_users(${targetId}, ${level}::integer, ${after}::text, ${limit + 1}::integer)`),
+  const rows: { user_id: string; level: Level; valid_until: Date | null }[] = await withInputErrors(() =>
+    db.query(sql`select user_id, level, valid_until from permgraph.list_users(${targetId}, ${level}::integer, ${after}::text, ${limit + 1}::integer)`),
   );
-  return toPage(rows.map((r) => ({ id: r.user_id, level: r.level })), limit, 'users');
+  return toPage(rows.map((r) => ({ id: r.user_id, level: r.level, validUntil: r.valid_until })), limit, 'users');
 }
 
 function pageLimit(limit: number | undefined): number {

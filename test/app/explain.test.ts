@@ -11,7 +11,7 @@ import { u, g, o, grant } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { FUTURE, PAST, graphArbitrary, loadGraph } from '../helpers/graph.ts';
 
-const edge = (tail: string, level: Level, head: string, source = 'default'): PathEdge => ({ tail, head, level, source });
+const edge = (tail: string, level: Level, head: string, source = 'default'): PathEdge => ({ tail, head, level, source, expiresAt: null });
 
 /**
  * Checks a path edge by edge against the graph (not against the engine): it
@@ -31,7 +31,7 @@ function checkPath(graph: RefGraph, user: string, path: PathEdge[], end: string,
       if (!lastOwnerStep && !(i === 1 && path[0]!.source === 'identity')) expect(kind(e.tail), `path leaves ${e.tail}`).toBe('group');
     }
     if (e.source === 'identity') {
-      expect(e).toEqual({ tail: user, head: user, level: 3, source: 'identity' });
+      expect(e).toEqual({ tail: user, head: user, level: 3, source: 'identity', expiresAt: null });
       expect(i).toBe(0);
     } else if (e.source === 'owner') {
       expect(graph.nodes.find((n) => n.id === e.head)!.ownerId, `owner of ${e.head}`).toBe(e.tail);
@@ -138,7 +138,7 @@ describe('explain() against the reference model', async () => {
     // identity, and a user's own things
     expect(await explain(db, 'a', 'a')).toMatchObject({ allowed: true, bestLevel: 3, path: [{ tail: 'a', head: 'a', level: 3, source: 'identity' }] });
     expect(await explain(db, 'userB', 'bdoc', 'manage')).toMatchObject({
-      allowed: true, via: 'owner', path: [{ tail: 'userB', head: 'userB', level: 3, source: 'identity' }, edge('userB', 3, 'bdoc', 'owner')],
+      allowed: true, via: 'owner', path: [{ tail: 'userB', head: 'userB', level: 3, source: 'identity', expiresAt: null }, edge('userB', 3, 'bdoc', 'owner')],
     });
     expect(await explain(db, 'u2', 'c1')).toMatchObject({ allowed: false, reason: 'no path', bestLevel: 0, path: [], via: null });
   });

@@ -37,9 +37,9 @@ describe('permgraph list / who / explain / grant / revoke / sync-grants', async 
     expect(lines.slice(0, 2)).toEqual(['ann\tuser\tmanage', 'eng\tgroup\twrite']);
     const cursor = lines[2]!.match(/^-- more: --after (\S+)$/)![1]!;
     const second = JSON.parse((await cli('--json', 'list', 'ann', '--level', '2', '--limit', '2', '--after', cursor)).stdout);
-    expect(second).toEqual({ items: [{ id: 'roadmap', kind: 'group', level: 2 }, { id: 'spec', kind: 'object', level: 2 }], next: null });
+    expect(second).toEqual({ items: [{ id: 'roadmap', kind: 'group', level: 2, validUntil: null }, { id: 'spec', kind: 'object', level: 2, validUntil: null }], next: null });
     expect((await cli('list', 'ann', '--kind', 'object')).stdout).toBe('spec\tobject\twrite\n');
-    expect(JSON.parse((await cli('--json', 'who', 'spec')).stdout)).toEqual({ items: [{ id: 'ann', level: 2 }], next: null });
+    expect(JSON.parse((await cli('--json', 'who', 'spec')).stdout)).toEqual({ items: [{ id: 'ann', level: 2, validUntil: null }], next: null });
   });
 
   it('explain: the path in words, or the reason; --json gives the structure', async () => {
