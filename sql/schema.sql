@@ -493,17 +493,21 @@ begin
     return null;
   end if;
   if tg_op = 'INSERT' then
-    insert into permgraph.audit_log (action, tail_id, head_id, source, new_level)
-    select 'grant', n.tail_id, n.head_id, n.source, n.level from new_rows n order by n.tail_id, n.head_id, n.source;
+    insert into permgraph.audit_log (action, tail_id, head_id, source, new_level, new_expires_at)
+    select 'grant', n.tail_id, n.head_id, n.source, n.level, n.expires_at from new_rows n order by n.tail_id, n.head_id, n.source;
   elsif tg_op = 'DELETE' then
-    insert into permgraph.audit_log (action, tail_id, head_id, source, old_level)
-    select 'revoke', o.tail_id, o.head_id, o.source, o.level from old_rows o order by o.tail_id, o.head_id, o.source;
+    insert into permgraph.audit_log (action, tail_id, head_id, source, old_level, old_expires_at)
+    select 'revoke', o.tail_id, o.head_id, o.source, o.level, o.expires_at from old_rows o order by o.tail_id, o.head_id, o.source;
   else
-    insert into permgraph.audit_log (action, tail_id, head_id, source, old_level, new_level)
-    select case when o.tail_id is null then 'grant' when n.tail_id is null then 'revoke' else 'change_level' end,
-           coalesce(n.tail_id, o.tail_id), coalesce(n.head_id, o.head_id), coalesce(n.source, o.source), o.level, n.level
+    insert into permgraph.audit_log (action, tail_id, head_id, source, old_level, new_level, old_expires_at, new_expires_at)
+    select case when o.tail_id is null then 'grant'
+                when n.tail_id is null then 'revoke'
+                when n.level is distinct from o.level then 'change_level'
+                else 'change_expiry' end,
+           coalesce(n.tail_id, o.tail_id), coalesce(n.head_id, o.head_id), coalesce(n.source, o.source),
+           o.level, n.level, o.expires_at, n.expires_at
     from old_rows o full join new_rows n on n.tail_id = o.tail_id and n.head_id = o.head_id and n.source = o.source
-    where n.level is distinct from o.level
+    where n.level is distinct from o.level or n.expires_at is distinct from o.expires_at
     -- revokes before grants, as a moved grant read row by row
     order by (o.tail_id is null), coalesce(n.tail_id, o.tail_id), coalesce(n.head_id, o.head_id), coalesce(n.source, o.source);
   end if;

@@ -139,8 +139,18 @@ export class Permgraph {
     return this.write((tx) => tx.query(sql`delete from permgraph.nodes where id = ${id}`));
   }
 
-  /** Grants (or re-grants at a new level) tail -> head from one source; level 1..3, read/write/manage or a catalog role. */
-  async grant(tailId: string, headId: string, levelOrRole: Level | string, options: { source?: string } = {}): Promise<FreshnessToken> {
+  /**
+   * Grants (or re-grants with a new level or expiry) tail -> head from one
+   * source; level 1..3, read/write/manage or a catalog role. Optionally
+   * until a moment (`expiresAt`: a Date or ISO 8601 text) or for a duration
+   * (`expiresIn`: '90m', '12h', '7d'); without either the grant never expires.
+   */
+  async grant(
+    tailId: string,
+    headId: string,
+    levelOrRole: Level | string,
+    options: { source?: string; expiresAt?: Date | string | null; expiresIn?: string } = {},
+  ): Promise<FreshnessToken> {
     return this.noteToken((await writeGrant(this.conn, tailId, headId, levelOrRole, options)).token);
   }
 

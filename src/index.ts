@@ -21,11 +21,12 @@ export * from './errors.ts';
 export * from './app/catalog.ts';
 export * from './app/access.ts';
 export * from './app/rls.ts';
-export { writeGrant, revokeGrant, type GrantResult, type RevokeResult } from './app/grants.ts';
+export { writeGrant, revokeGrant, type GrantResult, type RevokeResult, type GrantOptions, type WriteGrantOptions } from './app/grants.ts';
+export { parseExpiresAt, parseDuration, type ExpiryInput } from './expiry.ts';
 // Kept for compatibility: the CLI's wording of a catalog change.
 export { describeChange } from './cli/format.ts';
 export { listTargets, listUsers, type Page, type TargetItem, type UserItem, type ListTargetsOptions, type ListUsersOptions } from './app/listing.ts';
-export { explain, type Explanation, type PathEdge, type ExplainReason } from './app/explain.ts';
+export { explain, type Explanation, type PathEdge, type ExplainReason, type PermissionRowUsed } from './app/explain.ts';
 export { syncGrants, type DesiredGrant, type SyncResult as SyncGrantsResult } from './app/sync-grants.ts';
 export { importGraph, ImportRejectedError, type ImportOptions, type ImportSummary, type ImportProblem } from './app/import/index.ts';
 export { listAudit, setActor, type AuditEntry, type AuditFilter, type AuditPage } from './app/audit.ts';

@@ -8,6 +8,8 @@ export type AuditAction =
   | 'grant'
   | 'revoke'
   | 'change_level'
+  /** Only the grant's expires_at changed (oldExpiresAt/newExpiresAt). */
+  | 'change_expiry'
   | 'set_owner'
   | 'create_node'
   | 'delete_node'
@@ -37,6 +39,10 @@ export interface AuditEntry {
   nodeKind: string | null;
   oldTrashAt: Date | null;
   newTrashAt: Date | null;
+  /** A grant's expiry before the change (revoke, change_level, change_expiry; null: never or not a grant). */
+  oldExpiresAt: Date | null;
+  /** A grant's expiry after the change (grant, change_level, change_expiry; null: never or not a grant). */
+  newExpiresAt: Date | null;
   details: Record<string, unknown> | null;
 }
 
@@ -62,7 +68,7 @@ export interface AuditPage {
 }
 
 const ACTIONS: readonly AuditAction[] = [
-  'grant', 'revoke', 'change_level', 'set_owner', 'create_node', 'delete_node', 'set_trash', 'import', 'truncate', 'truncate_audit',
+  'grant', 'revoke', 'change_level', 'change_expiry', 'set_owner', 'create_node', 'delete_node', 'set_trash', 'import', 'truncate', 'truncate_audit',
   'prune_audit', 'catalog',
 ];
 
@@ -114,6 +120,8 @@ function toEntry(r: Record<string, unknown>): AuditEntry {
     nodeKind: (r.node_kind as string | null) ?? null,
     oldTrashAt: (r.old_trash_at as Date | null) ?? null,
     newTrashAt: (r.new_trash_at as Date | null) ?? null,
+    oldExpiresAt: (r.old_expires_at as Date | null) ?? null,
+    newExpiresAt: (r.new_expires_at as Date | null) ?? null,
     details: (r.details as Record<string, unknown> | null) ?? null,
   };
 }

@@ -9,6 +9,8 @@ import { InvalidInputError } from '../errors.ts';
 import type { Level } from '../types.ts';
 import { parseLevelOrRole } from './access.ts';
 import { applyActor } from './audit.ts';
+import { checkExpiryInput, type ExpiryInput } from '../expiry.ts';
+import { resolveExpiry } from './expiry.ts';
 
 export interface GrantOptions {
   /** The grant's source (default 'default'). */
@@ -17,9 +19,18 @@ export interface GrantOptions {
   actor?: string;
 }
 
+/**
+ * A grant's options: its source, the actor, and its expiry (expiresAt or
+ * expiresIn; neither: the grant never expires, and re-granting without one
+ * removes an expiry the grant had).
+ */
+export interface WriteGrantOptions extends GrantOptions, ExpiryInput {}
+
 export interface GrantResult {
   /** The level written (a role name resolved through the catalog). */
   level: Level;
+  /** When the grant expires, as written (null: never). */
+  expiresAt: Date | null;
   token: FreshnessToken;
 }
 
@@ -30,27 +41,33 @@ export interface RevokeResult {
 }
 
 /**
- * Grants (or re-grants at a new level) tail -> head from one source; the
- * level is 1..3, read/write/manage or a role of the catalog.
+ * Grants (or re-grants with a new level or expiry) tail -> head from one
+ * source; the level is 1..3, read/write/manage or a role of the catalog.
+ * The grant becomes exactly what is given: without an expiry it never
+ * expires. An expiry that is malformed or not in the future (by the
+ * database's clock) is an InvalidInputError naming it, and nothing is written.
  */
 export async function writeGrant(
   db: Queryable,
   tailId: string,
   headId: string,
   levelOrRole: Level | string,
-  options: GrantOptions = {},
+  options: WriteGrantOptions = {},
 ): Promise<GrantResult> {
+  checkExpiryInput(options);
   const level = await parseLevelOrRole(db, levelOrRole);
   const source = options.source ?? DEFAULT_GRANT_SOURCE;
-  const { token } = await writeWithToken(db, async (tx) => {
+  const { value: expiresAt, token } = await writeWithToken(db, async (tx) => {
+    const expiresAt = await resolveExpiry(tx, options);
     await applyActor(tx, options.actor);
     await tx.query(sql`
-      insert into permgraph.grants (tail_id, head_id, level, source)
-      values (${tailId}, ${headId}, ${level}, ${source})
-      on conflict (tail_id, head_id, source) do update set level = excluded.level
-      where permgraph.grants.level is distinct from excluded.level`);
+      insert into permgraph.grants (tail_id, head_id, level, source, expires_at)
+      values (${tailId}, ${headId}, ${level}, ${source}, ${expiresAt})
+      on conflict (tail_id, head_id, source) do update set level = excluded.level, expires_at = excluded.expires_at
+      where (permgraph.grants.level, permgraph.grants.expires_at) is distinct from (excluded.level, excluded.expires_at)`);
+    return expiresAt;
   });
-  return { level, token };
+  return { level, expiresAt, token };
 }
 
 /**

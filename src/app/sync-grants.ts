@@ -9,15 +9,24 @@ import { InvalidInputError, withInputErrors } from '../errors.ts';
 import { parseLevel } from '../levels.ts';
 import type { Level, LevelInput } from '../types.ts';
 import { applyActor } from './audit.ts';
+import { parseExpiresAt } from '../expiry.ts';
+import { requireFuture } from './expiry.ts';
 
 export interface DesiredGrant {
   tail: string;
   head: string;
   level: LevelInput;
+  /**
+   * When the grant expires: a Date, or ISO 8601 text with a time zone
+   * ('2030-01-31T18:00:00Z'); omitted or null: never. It must lie in the
+   * future (by the database's clock).
+   */
+  expiresAt?: Date | string | null;
 }
 
 export interface SyncResult {
   inserted: number;
+  /** Grants whose level or expiry changed. */
   updated: number;
   deleted: number;
   /** Freshness token of the sync's transaction (see waitFor). */
@@ -28,14 +37,16 @@ interface ValidGrant {
   tail: string;
   head: string;
   level: Level;
+  expiresAt: Date | null;
 }
 
 /**
- * Sets the grants of `source` to exactly `desired` (tail, head, level):
- * inserts the new pairs, updates changed levels, deletes the pairs not
- * listed. Bad input (duplicate pairs, levels outside 1..3, unknown ids, an
- * object as tail) is refused before anything is written. Concurrent syncs of
- * the same source run one after the other.
+ * Sets the grants of `source` to exactly `desired` (tail, head, level,
+ * expiry): inserts the new pairs, updates changed levels and expiries,
+ * deletes the pairs not listed. Bad input (duplicate pairs, levels outside
+ * 1..3, unknown ids, an object as tail, a malformed expiry or one not in the
+ * future) is refused before anything is written. Concurrent syncs of the
+ * same source run one after the other.
  */
 export async function syncGrants(
   db: Queryable,
@@ -48,6 +59,7 @@ export async function syncGrants(
   const tails = grants.map((g) => g.tail);
   const heads = grants.map((g) => g.head);
   const levels = grants.map((g) => g.level);
+  const expiries = grants.map((g) => g.expiresAt);
   return withInputErrors(() =>
     db.tx(async (tx) => {
       // Under READ COMMITTED each statement after the lock sees the previous
@@ -55,20 +67,22 @@ export async function syncGrants(
       await tx.query(sql`select pg_advisory_xact_lock(hashtextextended(${SYNC_GRANTS_LOCK_PREFIX + source}, 0))`);
       await applyActor(tx, options.actor);
       await requireKnownEnds(tx, tails, heads);
+      await requireFuture(tx, expiries, grants.map((g, i) => `sync-grants: grant #${i + 1} (${g.tail} -> ${g.head}) expires at`));
       const [counts] = await tx.query(sql`
         with desired as (
-          select tail_id, head_id, level
-          from unnest(${tails}::text[], ${heads}::text[], ${levels}::smallint[]) as d(tail_id, head_id, level)
+          select tail_id, head_id, level, expires_at
+          from unnest(${tails}::text[], ${heads}::text[], ${levels}::smallint[],
+                      ${expiries.map((e) => (e === null ? null : e.toISOString()))}::timestamptz[]) as d(tail_id, head_id, level, expires_at)
         ), removed as (
           delete from permgraph.grants g
           where g.source = ${source}
             and not exists (select 1 from desired d where d.tail_id = g.tail_id and d.head_id = g.head_id)
           returning 1
         ), written as (
-          insert into permgraph.grants (tail_id, head_id, level, source)
-          select tail_id, head_id, level, ${source} from desired
-          on conflict (tail_id, head_id, source) do update set level = excluded.level
-          where permgraph.grants.level is distinct from excluded.level
+          insert into permgraph.grants (tail_id, head_id, level, source, expires_at)
+          select tail_id, head_id, level, ${source}, expires_at from desired
+          on conflict (tail_id, head_id, source) do update set level = excluded.level, expires_at = excluded.expires_at
+          where (permgraph.grants.level, permgraph.grants.expires_at) is distinct from (excluded.level, excluded.expires_at)
           returning (xmax = 0) as is_new  -- xmax is 0 on a fresh insert, set on an update
         )
         select (select count(*) from removed)::bigint as deleted,
@@ -86,20 +100,22 @@ export async function syncGrants(
 
 /**
  * Checks the shape of a desired set (from code or a JSON file): an array of
- * {tail, head, level} with non-empty string ids, levels 1..3 or
- * read/write/manage, and no (tail, head) pair twice. Errors name the entry.
+ * {tail, head, level[, expiresAt]} with non-empty string ids, levels 1..3 or
+ * read/write/manage, expiries as Dates or ISO 8601 text, and no (tail, head)
+ * pair twice. Errors name the entry. (Whether an expiry lies in the future
+ * is the database's clock's to say: syncGrants checks it.)
  */
 export function validateDesiredGrants(desired: unknown): ValidGrant[] {
-  if (!Array.isArray(desired)) throw new InvalidInputError('sync-grants: the desired grants must be an array of {tail, head, level}');
+  if (!Array.isArray(desired)) throw new InvalidInputError('sync-grants: the desired grants must be an array of {tail, head, level[, expiresAt]}');
   const seen = new Map<string, number>();
   return desired.map((entry: unknown, i) => {
     const where = `grant #${i + 1}`;
     if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) {
       throw new InvalidInputError(`sync-grants: ${where} must be an object {tail, head, level}, got ${JSON.stringify(entry)}`);
     }
-    const extra = Object.keys(entry).filter((k) => !['tail', 'head', 'level'].includes(k));
-    if (extra.length) throw new InvalidInputError(`sync-grants: ${where} has unknown field(s) ${extra.join(', ')}; expected tail, head, level`);
-    const { tail, head, level } = entry as Record<string, unknown>;
+    const extra = Object.keys(entry).filter((k) => !['tail', 'head', 'level', 'expiresAt'].includes(k));
+    if (extra.length) throw new InvalidInputError(`sync-grants: ${where} has unknown field(s) ${extra.join(', ')}; expected tail, head, level and optionally expiresAt`);
+    const { tail, head, level, expiresAt } = entry as Record<string, unknown>;
     for (const [name, value] of [['tail', tail], ['head', head]] as const) {
       if (typeof value !== 'string' || value === '') {
         throw new InvalidInputError(`sync-grants: ${where} needs "${name}" as a non-empty string, got ${JSON.stringify(value)}`);
@@ -114,13 +130,19 @@ export function validateDesiredGrants(desired: unknown): ValidGrant[] {
     } catch (error) {
       throw new InvalidInputError(`sync-grants: ${where}: ${(error as Error).message}`);
     }
+    let expiry: Date | null;
+    try {
+      expiry = parseExpiresAt(expiresAt, '"expiresAt"');
+    } catch (error) {
+      throw new InvalidInputError(`sync-grants: ${where}: ${(error as Error).message}`);
+    }
     const key = `${tail}\u0000${head}`;
     const first = seen.get(key);
     if (first !== undefined) {
       throw new InvalidInputError(`sync-grants: grants #${first} and #${i + 1} both join ${JSON.stringify(tail)} -> ${JSON.stringify(head)}; list each pair once`);
     }
     seen.set(key, i + 1);
-    return { tail: tail as string, head: head as string, level: parsed };
+    return { tail: tail as string, head: head as string, level: parsed, expiresAt: expiry };
   });
 }
 

@@ -1,0 +1,69 @@
+// Expiries of grants (docs/semantics.md, "Expiring grants"): the one place
+// that decides what the API, sync-grants and the CLI accept as an expiry.
+// A grant's expiry is a moment (a Date, or an ISO 8601 text with its time
+// zone) or a duration from now ('90m', '12h', '7d'). The parsing here needs
+// no database (the CLI checks its flags with it before connecting); whether
+// the moment lies in the future is decided by the database's clock, the one
+// every read compares it with (src/app/expiry.ts).
+import { InvalidInputError } from './errors.ts';
+
+/** How a caller may give a grant's expiry. Omitted (or both undefined/null): the grant never expires. */
+export interface ExpiryInput {
+  /** The moment the grant ends: a Date, or ISO 8601 text with a time zone ('2030-01-31T18:00:00Z'). null: never. */
+  expiresAt?: Date | string | null;
+  /** Or a duration from now (the database's clock): digits and a unit, s, m, h or d, combinable ('90m', '12h', '7d', '1d12h'). */
+  expiresIn?: string;
+}
+
+/** A date ('2030-01-31', midnight UTC) or a date and time with a time zone (Z or ±hh:mm). */
+const ISO_TIMESTAMP = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:\d{2}))?$/;
+const DURATION = /^(?:\d+[smhd])+$/;
+const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+/** Far enough for any grant, and well inside what timestamptz and Date hold. */
+const MAX_DURATION_MS = 100 * 366 * UNIT_MS.d!;
+
+/** The moment of `value` (a Date or ISO text), or an InvalidInputError naming it. null/undefined: never. */
+export function parseExpiresAt(value: unknown, what = 'expiry'): Date | null {
+  if (value === undefined || value === null) return null;
+  if (value instanceof Date) {
+    if (Number.isNaN(value.getTime())) throw new InvalidInputError(`${what} is an invalid Date`);
+    return value;
+  }
+  if (typeof value !== 'string') {
+    throw new InvalidInputError(`${what} must be a Date or an ISO 8601 timestamp such as 2030-01-31T18:00:00Z, got ${JSON.stringify(value)}`);
+  }
+  const text = value.trim();
+  const time = ISO_TIMESTAMP.test(text) && calendarDate(text) ? Date.parse(text.replace(' ', 'T')) : NaN;
+  if (Number.isNaN(time)) {
+    throw new InvalidInputError(`${what} ${JSON.stringify(value)} is not an ISO 8601 timestamp with a time zone, such as 2030-01-31T18:00:00Z`);
+  }
+  return new Date(time);
+}
+
+/** Whether the text's year-month-day exists (Date.parse rolls 2030-02-31 over into March). */
+function calendarDate(text: string): boolean {
+  const [year, month, day] = text.slice(0, 10).split('-').map(Number) as [number, number, number];
+  return month >= 1 && month <= 12 && day >= 1 && day <= new Date(Date.UTC(year, month, 0)).getUTCDate();
+}
+
+/** Milliseconds of a duration such as '90m', '12h', '7d' or '1d12h', or an InvalidInputError naming it. */
+export function parseDuration(value: unknown, what = 'duration'): number {
+  const text = typeof value === 'string' ? value.trim() : '';
+  if (!DURATION.test(text)) {
+    throw new InvalidInputError(`${what} ${JSON.stringify(value)} is not a duration: digits and a unit, s, m, h or d (e.g. 90m, 12h, 7d, 1d12h)`);
+  }
+  const ms = [...text.matchAll(/(\d+)([smhd])/g)].reduce((sum, [, n, unit]) => sum + Number(n) * UNIT_MS[unit!]!, 0);
+  if (ms <= 0) throw new InvalidInputError(`${what} ${JSON.stringify(value)} is not longer than zero`);
+  if (ms > MAX_DURATION_MS) throw new InvalidInputError(`${what} ${JSON.stringify(value)} is longer than 100 years`);
+  return ms;
+}
+
+/** Checks the shape of an ExpiryInput without a database (so bad input fails before any connection is used). */
+export function checkExpiryInput(input: ExpiryInput): void {
+  if (input.expiresIn !== undefined && input.expiresAt !== undefined && input.expiresAt !== null) {
+    throw new InvalidInputError('give an expiry as expiresAt or as expiresIn, not both');
+  }
+  if (input.expiresIn !== undefined) parseDuration(input.expiresIn, 'expiresIn');
+  else parseExpiresAt(input.expiresAt, 'expiresAt');
+}
+
