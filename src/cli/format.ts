@@ -10,23 +10,44 @@ export function levelName(level: number): string {
   return ['none', 'read', 'write', 'manage'][level] ?? String(level);
 }
 
+/** A listed level, with the time it holds until when an expiry bounds it: `write` or `write until 2030-01-31T18:00:00.000Z`. */
+export function formatListedLevel(item: { level: number; validUntil: Date | null }): string {
+  return item.validUntil === null ? levelName(item.level) : `${levelName(item.level)} until ${item.validUntil.toISOString()}`;
+}
+
+/** `alice -[write]-> eng (source ldap)`, with `until …` when the grant expires. */
+export function describeGrant(g: { tail: string; head: string; level: number; source: string; expiresAt: Date | null }): string {
+  return `${g.tail} -[${levelName(g.level)}]-> ${g.head} (source ${g.source}${g.expiresAt ? `, until ${g.expiresAt.toISOString()}` : ''})`;
+}
+
 /** A human-readable account, one line per fact or edge. */
 export function formatExplanation(e: Explanation): string[] {
   const lines: string[] = [];
   if (e.allowed) {
-    lines.push(`${e.user} may ${e.level === null ? levelName(e.bestLevel) : levelName(e.level)} ${e.thing} (best level: ${levelName(e.bestLevel)}${e.via === 'owner' ? ', through its owner' : e.via === 'superuser' ? ', as a superuser' : ''})`);
+    const until = e.validUntil ? `, until ${e.validUntil.toISOString()}` : '';
+    lines.push(`${e.user} may ${e.level === null ? levelName(e.bestLevel) : levelName(e.level)} ${e.thing} (best level: ${levelName(e.bestLevel)}${e.via === 'owner' ? ', through its owner' : e.via === 'superuser' ? ', as a superuser' : ''}${until})`);
   } else {
     const why =
       e.reason === 'trashed'
         ? `trashed since ${e.trashAt?.toISOString()}`
         : e.reason === 'level too low'
           ? `level too low (best: ${levelName(e.bestLevel)}${e.via === 'owner' ? ', through its owner' : ''})`
-          : 'no path';
+          : e.reason === 'expired'
+            ? `access expired at ${e.expiredAt?.toISOString()} and awaits recomputation ` +
+              `(refused until a worker recomputes the permission rows; the path below then gives ${levelName(e.bestLevel)})`
+            : 'no path';
     lines.push(`${e.user} may not ${e.level === null ? 'access' : levelName(e.level)} ${e.thing}: ${why}`);
   }
-  const edges = (path: PathEdge[]) => path.map((p) => `  ${p.tail} -[${levelName(p.level)}, ${p.source}]-> ${p.head}`);
+  const edges = (path: PathEdge[]) =>
+    path.map((p) => `  ${p.tail} -[${levelName(p.level)}, ${p.source}${p.expiresAt ? `, until ${p.expiresAt.toISOString()}` : ''}]-> ${p.head}`);
   if (e.path.length) lines.push('path:', ...edges(e.path));
   if (e.traversePath) lines.push(`manage path to the owner (lets ${e.user} reach what it owns):`, ...edges(e.traversePath));
+  // The permission rows check() reads, where an expiry bounds them.
+  for (const row of e.rows.filter((r) => r.validUntil !== null)) {
+    const what = `${levelName(row.level)}${row.traverseOwned ? ' and what it owns' : ''}`;
+    const when = row.expired ? `expired at ${row.validUntil!.toISOString()}, awaiting recomputation` : `valid until ${row.validUntil!.toISOString()}`;
+    lines.push(`row ${e.user} -> ${row.target}: ${what}, ${when}`);
+  }
   if (e.pendingChanges > 0) {
     lines.push(
       `note: ${e.pendingChanges} change(s) pending: the permission table may not reflect this yet ` +
@@ -47,11 +68,17 @@ export function describeChange(change: CatalogChange): string {
 /** One line describing an audit entry (tab-separated). */
 export function describeEntry(e: AuditEntry): string {
   const level = (n: number | null) => (n === null ? '-' : String(n));
+  const expiry = (at: Date | null) => at?.toISOString() ?? 'never';
+  const until = (at: Date | null) => (at ? ` until ${at.toISOString()}` : '');
   const what = (() => {
     switch (e.action) {
-      case 'grant': return `${e.tailId} -> ${e.headId} level ${level(e.newLevel)} (source ${e.source})`;
-      case 'revoke': return `${e.tailId} -> ${e.headId} level ${level(e.oldLevel)} (source ${e.source})`;
-      case 'change_level': return `${e.tailId} -> ${e.headId} level ${level(e.oldLevel)} => ${level(e.newLevel)} (source ${e.source})`;
+      case 'grant': return `${e.tailId} -> ${e.headId} level ${level(e.newLevel)}${until(e.newExpiresAt)} (source ${e.source})`;
+      case 'revoke': return `${e.tailId} -> ${e.headId} level ${level(e.oldLevel)}${until(e.oldExpiresAt)} (source ${e.source})`;
+      case 'change_level': {
+        const expiryChange = e.oldExpiresAt?.getTime() === e.newExpiresAt?.getTime() ? until(e.newExpiresAt) : ` expires ${expiry(e.oldExpiresAt)} => ${expiry(e.newExpiresAt)}`;
+        return `${e.tailId} -> ${e.headId} level ${level(e.oldLevel)} => ${level(e.newLevel)}${expiryChange} (source ${e.source})`;
+      }
+      case 'change_expiry': return `${e.tailId} -> ${e.headId} level ${level(e.newLevel)} expires ${expiry(e.oldExpiresAt)} => ${expiry(e.newExpiresAt)} (source ${e.source})`;
       case 'set_owner': return `${e.nodeKind} ${e.headId} owner ${e.oldOwner ?? 'none'} => ${e.newOwner ?? 'none'}`;
       case 'create_node': return `${e.nodeKind} ${e.headId}${e.newOwner ? ` owner ${e.newOwner}` : ''}${e.newTrashAt ? ` trash_at ${e.newTrashAt.toISOString()}` : ''}`;
       case 'delete_node': return `${e.nodeKind} ${e.headId}${e.oldOwner ? ` (owner was ${e.oldOwner})` : ''}`;

@@ -4,12 +4,13 @@ import type { Page } from '../../app/listing.ts';
 import type { DesiredGrant } from '../../app/sync-grants.ts';
 import { DEFAULT_GRANT_SOURCE, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT } from '../../constants.ts';
 import { InvalidInputError } from '../../errors.ts';
+import { parseDuration, parseExpiresAt } from '../../expiry.ts';
 import type { NodeKind } from '../../types.ts';
 
 // The implementations are imported inside each action: see core.ts.
-import { action, actorOption, positiveInteger, requireSchema } from '../action.ts';
+import { action, actorOption, ExitCode, positiveInteger, requireSchema } from '../action.ts';
 import type { CommandContext } from '../context.ts';
-import { formatExplanation, levelName } from '../format.ts';
+import { describeGrant, formatExplanation, formatListedLevel, levelName } from '../format.ts';
 
 interface PageFlags {
   level: string;
@@ -37,7 +38,7 @@ export function registerAppCommands(program: Command): void {
           limit: positiveInteger(options.limit ?? String(DEFAULT_PAGE_LIMIT), '--limit'),
           after: options.after,
         });
-        printPage(ctx, page, (item) => `${item.id}\t${item.kind}\t${levelName(item.level)}`);
+        printPage(ctx, page, (item) => `${item.id}\t${item.kind}\t${formatListedLevel(item)}`);
       }),
     );
 
@@ -57,7 +58,7 @@ export function registerAppCommands(program: Command): void {
           limit: positiveInteger(options.limit ?? String(DEFAULT_PAGE_LIMIT), '--limit'),
           after: options.after,
         });
-        printPage(ctx, page, (item) => `${item.id}\t${levelName(item.level)}`);
+        printPage(ctx, page, (item) => `${item.id}\t${formatListedLevel(item)}`);
       }),
     );
 
@@ -82,19 +83,27 @@ export function registerAppCommands(program: Command): void {
 
   program
     .command('grant')
-    .description('grant TAIL (a user or group) LEVEL on HEAD from --source (re-granting changes the level)')
+    .description('grant TAIL (a user or group) LEVEL on HEAD from --source, optionally until a time (re-granting sets the level and the expiry anew)')
     .argument('<tail>', 'who receives the grant: a user or a group')
     .argument('<head>', 'the node granted: a user, group or object')
     .argument('<level>', '1|2|3, read|write|manage, or a role from the catalog')
     .option('--source <source>', 'the grant source', DEFAULT_GRANT_SOURCE)
+    .option('--expires <time>', 'the grant ends at TIME, an ISO 8601 timestamp with a time zone, e.g. 2030-01-31T18:00:00Z (default: never)')
+    .option('--expires-in <duration>', 'the grant ends DURATION from now (the database\'s clock): digits and a unit s, m, h or d, e.g. 90m, 12h, 7d, 1d12h')
     .addOption(actorOption())
     .action(
-      action<{ source: string; actor?: string }>(program, async (ctx, options, [tail, head, levelArg]) => {
+      action<{ source: string; expires?: string; expiresIn?: string; actor?: string }>(program, async (ctx, options, [tail, head, levelArg]) => {
+        checkExpiryFlags(options);
         await requireSchema(ctx);
         const { writeGrant } = await import('../../app/grants.ts');
-        const { level, token } = await writeGrant(ctx.db, tail!, head!, levelArg!, { source: options.source, actor: options.actor });
-        if (ctx.options.json) ctx.emitJson({ tail, head, level, source: options.source, token });
-        ctx.say(`granted ${tail} -[${levelName(level)}]-> ${head} (source ${options.source}); token ${token}`);
+        const { level, expiresAt, token } = await writeGrant(ctx.db, tail!, head!, levelArg!, {
+          source: options.source,
+          expiresAt: options.expires,
+          expiresIn: options.expiresIn,
+          actor: options.actor,
+        });
+        if (ctx.options.json) ctx.emitJson({ tail, head, level, source: options.source, expiresAt, token });
+        ctx.say(`granted ${describeGrant({ tail: tail!, head: head!, level, source: options.source, expiresAt })}; token ${token}`);
       }),
     );
 
@@ -117,9 +126,9 @@ export function registerAppCommands(program: Command): void {
 
   program
     .command('sync-grants')
-    .description('make the grants of SOURCE exactly those in FILE (a JSON array of {"tail", "head", "level"}), in one transaction')
+    .description('make the grants of SOURCE exactly those in FILE (a JSON array of {"tail", "head", "level"[, "expiresAt"]}), in one transaction')
     .argument('<source>', 'the grant source to replace, e.g. ldap (other sources\' grants stay)')
-    .argument('<file>', 'JSON file: [{"tail": "alice", "head": "eng", "level": "write"}, …]')
+    .argument('<file>', 'JSON file: [{"tail": "alice", "head": "eng", "level": "write", "expiresAt": "2030-01-31T18:00:00Z"}, …] (expiresAt optional: never)')
     .addOption(actorOption())
     .action(
       action<{ actor?: string }>(program, async (ctx, options, [source, file]) => {
@@ -132,6 +141,17 @@ export function registerAppCommands(program: Command): void {
         ctx.say(`synced source ${source}: ${result.inserted} inserted, ${result.updated} updated, ${result.deleted} deleted; token ${result.token}`);
       }),
     );
+}
+
+/** --expires / --expires-in: malformed, or both, is a usage error (exit 2, one line naming the value); the library checks the rest. */
+function checkExpiryFlags(flags: { expires?: string; expiresIn?: string }): void {
+  if (flags.expires !== undefined && flags.expiresIn !== undefined) throw new ExitCode(2, 'give --expires or --expires-in, not both');
+  try {
+    if (flags.expires !== undefined) parseExpiresAt(flags.expires, '--expires');
+    if (flags.expiresIn !== undefined) parseDuration(flags.expiresIn, '--expires-in');
+  } catch (error) {
+    throw new ExitCode(2, (error as Error).message);
+  }
 }
 
 /** Items one per line (tab-separated), then how to get the next page. */

@@ -59,7 +59,7 @@ export function registerOpsCommands(program: Command): void {
     .option('--actor <actor>', 'only changes by this actor (permgraph.actor, else the database role)')
     .option('--target <id>', 'only changes about this node (as grant tail or head, or the node changed)')
     .option('--source <source>', 'only changes with this grant source (or import run name)')
-    .option('--action <action>', 'only this action: grant, revoke, change_level, set_owner, create_node, delete_node, set_trash, import, truncate, catalog, prune_audit')
+    .option('--action <action>', 'only this action: grant, revoke, change_level, change_expiry, set_owner, create_node, delete_node, set_trash, import, truncate, catalog, prune_audit')
     .option('--since <time>', 'only changes at or after this time (e.g. 2024-05-01T12:00:00Z)')
     .option('--until <time>', 'only changes before this time')
     .option('--limit <n>', 'at most n entries', String(DEFAULT_AUDIT_LIMIT))

@@ -39,7 +39,7 @@ export function registerWorkerCommands(program: Command): void {
           ctx.say(`  try:  psql "${ctx.database.url}"`);
           ctx.say(`        insert into permgraph.nodes (id, kind) values ('alice', 'user'), ('team', 'group');`);
           ctx.say(`        insert into permgraph.grants (tail_id, head_id, level) values ('alice', 'team', 2);`);
-          ctx.say(`        select * from permgraph.permissions;`);
+          ctx.say(`        select * from permgraph.effective_permissions;`);
           ctx.say('  Ctrl-C stops the worker (and the embedded server).');
         };
         await runWorker(ctx, { migrate: true, pollInterval: String(DEFAULT_POLL_INTERVAL_MS), standbyInterval: String(DEFAULT_STANDBY_INTERVAL_MS), maxBatch: String(DEFAULT_MAX_BATCH), listen: true, metricsPort: options.metricsPort }, ready);

@@ -1,0 +1,159 @@
+// The command line and expiring grants: grant --expires / --expires-in,
+// sync-grants files with expiresAt, and valid_until in the output of list,
+// who, explain and audit (human lines, and camelCase JSON).
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { sql } from '../../src/db/pool.ts';
+import { refresh } from '../../src/engine/apply.ts';
+import { g, grant, o, u } from '../helpers/builders.ts';
+import { runCli } from '../helpers/cli.ts';
+import { createTestDatabase } from '../helpers/database.ts';
+import { loadGraph } from '../helpers/graph.ts';
+
+const HOUR = 3600 * 1000;
+
+describe('permgraph grant --expires / --expires-in, sync-grants expiresAt, valid_until in list, who, explain and audit', async () => {
+  const { db, url } = await createTestDatabase();
+  const cli = (...args: string[]) => runCli(['--database-url', url, ...args]);
+  const scratch = await mkdtemp(path.join(tmpdir(), 'permgraph-expiry-cli-'));
+  afterAll(() => rm(scratch, { recursive: true, force: true }));
+  const grants = () => db.query(sql`select tail_id, head_id, level, source, expires_at from permgraph.grants order by source, tail_id, head_id`);
+  const graph = { nodes: [u('ann'), u('bob'), g('eng'), o('spec', 'eng')], grants: [grant('bob', 1, 'eng')] };
+
+  it('grant --expires writes the expiry and says it; --expires-in counts from now', async () => {
+    await loadGraph(db, graph);
+    const granted = await cli('grant', 'ann', 'eng', 'write', '--expires', '2031-05-01T12:00:00+02:00');
+    expect(granted).toMatchObject({ code: 0, stderr: '' });
+    expect(granted.stdout).toMatch(/^granted ann -\[write\]-> eng \(source default, until 2031-05-01T10:00:00\.000Z\); token \d+\n$/);
+    const json = JSON.parse((await cli('--json', 'grant', 'ann', 'spec', 'read', '--expires-in', '90m', '--source', 'temp')).stdout);
+    expect(json).toMatchObject({ tail: 'ann', head: 'spec', level: 1, source: 'temp' });
+    const expiresAt = new Date(json.expiresAt).getTime();
+    expect(Math.abs(expiresAt - (Date.now() + 90 * 60_000))).toBeLessThan(60_000);
+    expect(await grants()).toEqual([
+      { tail_id: 'ann', head_id: 'eng', level: 2, source: 'default', expires_at: new Date('2031-05-01T10:00:00Z') },
+      { tail_id: 'bob', head_id: 'eng', level: 1, source: 'default', expires_at: null },
+      { tail_id: 'ann', head_id: 'spec', level: 1, source: 'temp', expires_at: new Date(expiresAt) },
+    ]);
+    // re-granting without a flag makes the grant permanent
+    expect((await cli('grant', 'ann', 'eng', 'write')).stdout).toMatch(/^granted ann -\[write\]-> eng \(source default\); token/);
+    expect((await grants())[0]).toMatchObject({ expires_at: null });
+  });
+
+  it('bad expiries: exit non-zero with a one-line reason naming the value; nothing is written', async () => {
+    await loadGraph(db, graph);
+    const before = await grants();
+    const cases: [string[], number, RegExp][] = [
+      [['--expires', 'tomorrow'], 2, /^permgraph: --expires "tomorrow" is not an ISO 8601 timestamp with a time zone, such as 2030-01-31T18:00:00Z\n$/],
+      [['--expires', '2030-01-31T18:00:00'], 2, /^permgraph: --expires "2030-01-31T18:00:00" is not an ISO 8601 timestamp with a time zone, such as 2030-01-31T18:00:00Z\n$/],
+      [['--expires', '2001-01-01T00:00:00Z'], 1, /^permgraph: expiry 2001-01-01T00:00:00\.000Z is not in the future \(the database's time is [^)]*\); nothing was written\n$/],
+      [['--expires-in', '5x'], 2, /^permgraph: --expires-in "5x" is not a duration: digits and a unit, s, m, h or d \(e\.g\. 90m, 12h, 7d, 1d12h\)\n$/],
+      [['--expires-in', '0m'], 2, /^permgraph: --expires-in "0m" is not longer than zero\n$/],
+      [['--expires', '2031-01-01T00:00:00Z', '--expires-in', '1h'], 2, /^permgraph: give --expires or --expires-in, not both\n$/],
+    ];
+    await Promise.all(
+      cases.map(async ([flags, code, message]) => {
+        const result = await cli('grant', 'ann', 'eng', 'write', ...flags);
+        expect(result.code, flags.join(' ')).toBe(code);
+        expect(result.stderr, flags.join(' ')).toMatch(message);
+        expect(result.stdout, flags.join(' ')).toBe('');
+      }),
+    );
+    expect(await grants()).toEqual(before);
+  });
+
+  it('grant --help describes both flags', async () => {
+    const help = (await runCli(['grant', '--help'])).stdout;
+    const flat = help.replace(/\s+/g, ' ');
+    expect(flat).toContain('--expires <time> the grant ends at TIME, an ISO 8601 timestamp with a time zone, e.g. 2030-01-31T18:00:00Z (default: never)');
+    expect(flat).toContain("--expires-in <duration> the grant ends DURATION from now (the database's clock): digits and a unit s, m, h or d, e.g. 90m, 12h, 7d, 1d12h");
+  });
+
+  it('sync-grants reads expiresAt per grant, and refuses a bad one naming the entry', async () => {
+    await loadGraph(db, graph);
+    const file = path.join(scratch, 'grants.json');
+    await writeFile(file, JSON.stringify([{ tail: 'ann', head: 'eng', level: 'read', expiresAt: '2032-01-01T00:00:00Z' }, { tail: 'bob', head: 'spec', level: 1 }]));
+    expect((await cli('sync-grants', 'ldap', file)).stdout).toMatch(/^synced source ldap: 2 inserted, 0 updated, 0 deleted; token \d+\n$/);
+    await writeFile(file, JSON.stringify([{ tail: 'ann', head: 'eng', level: 'read', expiresAt: '2033-01-01T00:00:00Z' }, { tail: 'bob', head: 'spec', level: 1 }]));
+    expect((await cli('sync-grants', 'ldap', file)).stdout).toMatch(/^synced source ldap: 0 inserted, 1 updated, 0 deleted;/);
+    const before = await grants();
+    expect(before.filter((r: { source: string }) => r.source === 'ldap').map((r: { expires_at: Date | null }) => r.expires_at)).toEqual([
+      new Date('2033-01-01T00:00:00Z'),
+      null,
+    ]);
+    await writeFile(file, JSON.stringify([{ tail: 'ann', head: 'eng', level: 'read', expiresAt: '2020-01-01T00:00:00Z' }]));
+    const refused = await cli('sync-grants', 'ldap', file);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/^permgraph: sync-grants: grant #1 \(ann -> eng\) expires at 2020-01-01T00:00:00\.000Z is not in the future .*; nothing was written\n$/);
+    await writeFile(file, JSON.stringify([{ tail: 'ann', head: 'eng', level: 'read', expiresAt: 'someday' }]));
+    expect((await cli('sync-grants', 'ldap', file)).stderr).toMatch(/^permgraph: sync-grants: grant #1: "expiresAt" "someday" is not an ISO 8601 timestamp/);
+    expect(await grants()).toEqual(before);
+  });
+
+  it('list, who and explain show valid_until where a row has one (JSON: validUntil)', async () => {
+    await loadGraph(db, graph);
+    await db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('ann', 'eng', 2)`);
+    await refresh(db);
+    const ahead = new Date(Math.floor((Date.now() + HOUR) / 1000) * 1000);
+    const ago = new Date(Math.floor((Date.now() - HOUR) / 1000) * 1000);
+    await db.query(sql`update permgraph.permissions set valid_until = ${ahead} where user_id = 'ann' and target_id = 'eng'`);
+    await db.query(sql`update permgraph.permissions set valid_until = ${ago} where user_id = 'bob' and target_id = 'eng'`);
+    const iso = ahead.toISOString();
+
+    expect((await cli('list', 'ann')).stdout).toBe(`ann\tuser\tmanage\neng\tgroup\twrite until ${iso}\nspec\tobject\twrite until ${iso}\n`);
+    expect(JSON.parse((await cli('--json', 'list', 'ann', '--kind', 'object')).stdout)).toEqual({
+      items: [{ id: 'spec', kind: 'object', level: 2, validUntil: iso }],
+      next: null,
+    });
+    // bob's row has expired: bob is nowhere
+    expect((await cli('list', 'bob')).stdout).toBe('bob\tuser\tmanage\n');
+    expect((await cli('who', 'spec')).stdout).toBe(`ann\twrite until ${iso}\n`);
+    expect(JSON.parse((await cli('--json', 'who', 'spec')).stdout)).toEqual({ items: [{ id: 'ann', level: 2, validUntil: iso }], next: null });
+
+    expect((await cli('explain', 'ann', 'spec', '--level', 'write')).stdout).toBe(
+      [
+        `ann may write spec (best level: write, through its owner, until ${iso})`,
+        'path:',
+        '  ann -[write, default]-> eng',
+        '  eng -[manage, owner]-> spec',
+        `row ann -> eng: write and what it owns, valid until ${iso}`,
+        '',
+      ].join('\n'),
+    );
+    const bob = await cli('explain', 'bob', 'spec');
+    expect(bob.code).toBe(0);
+    expect(bob.stdout.split('\n').slice(0, 1)).toEqual([
+      `bob may not access spec: access expired at ${ago.toISOString()} and awaits recomputation (refused until a worker recomputes the permission rows; the path below then gives read)`,
+    ]);
+    expect(bob.stdout).toContain(`\nrow bob -> eng: read and what it owns, expired at ${ago.toISOString()}, awaiting recomputation\n`);
+    expect(JSON.parse((await cli('--json', 'explain', 'bob', 'spec')).stdout)).toMatchObject({
+      allowed: false,
+      reason: 'expired',
+      expiredAt: ago.toISOString(),
+      validUntil: null,
+      rows: [{ target: 'eng', level: 1, traverseOwned: true, validUntil: ago.toISOString(), expired: true }],
+    });
+  });
+
+  it('explain shows the expiry of the grants on its path', async () => {
+    await loadGraph(db, graph);
+    await db.query(sql`insert into permgraph.grants (tail_id, head_id, level, expires_at) values ('ann', 'eng', 3, '2034-02-03T04:05:06Z')`);
+    expect((await cli('explain', 'ann', 'eng')).stdout).toContain('\n  ann -[manage, default, until 2034-02-03T04:05:06.000Z]-> eng\n');
+  });
+
+  it('audit shows the expiries of grants and the change_expiry action', async () => {
+    await loadGraph(db, graph);
+    await cli('grant', 'ann', 'eng', 'read', '--expires', '2035-01-01T00:00:00Z', '--actor', 'expiry-cli');
+    await cli('grant', 'ann', 'eng', 'read', '--expires', '2036-01-01T00:00:00Z', '--actor', 'expiry-cli');
+    await cli('revoke', 'ann', 'eng', '--actor', 'expiry-cli');
+    const lines = (await cli('audit', '--actor', 'expiry-cli')).stdout.trimEnd().split('\n').map((line) => line.split('\t').slice(3).join('\t'));
+    expect(lines).toEqual([
+      'grant\tann -> eng level 1 until 2035-01-01T00:00:00.000Z (source default)',
+      'change_expiry\tann -> eng level 1 expires 2035-01-01T00:00:00.000Z => 2036-01-01T00:00:00.000Z (source default)',
+      'revoke\tann -> eng level 1 until 2036-01-01T00:00:00.000Z (source default)',
+    ]);
+    const json = JSON.parse((await cli('--json', 'audit', '--actor', 'expiry-cli', '--action', 'change_expiry')).stdout);
+    expect(json.entries).toMatchObject([{ action: 'change_expiry', oldExpiresAt: '2035-01-01T00:00:00.000Z', newExpiresAt: '2036-01-01T00:00:00.000Z' }]);
+  });
+});
