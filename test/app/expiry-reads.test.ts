@@ -3,9 +3,11 @@
 // absent, and one whose valid_until is still ahead as present, with no
 // worker involved. The rows' valid_until is set here by hand, as the
 // schema's owner, on rows computed by refresh(): what the engine writes is
-// its own tests' business; these tests hold the readers to the column.
-// The last block goes through real expiring grants and the engine.
+// its own tests' business (test/engine/expiry.test.ts); these tests hold the
+// readers to the column. The last block goes through real expiring grants
+// and the engine, and waits for real expiries.
 import type { Transaction } from '@databases/pg';
+import fc from 'fast-check';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { explain } from '../../src/app/explain.ts';
 import { listTargets, listUsers } from '../../src/app/listing.ts';
@@ -13,10 +15,11 @@ import { enableRowLevelSecurity } from '../../src/app/rls.ts';
 import { sql, type Queryable } from '../../src/db/pool.ts';
 import { applyChanges, refresh } from '../../src/engine/apply.ts';
 import { check } from '../../src/engine/check.ts';
-import type { RefGraph } from '../reference/model.ts';
+import * as model from '../reference/model.ts';
+import type { Level, RefGraph } from '../reference/model.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { loadGraph } from '../helpers/graph.ts';
+import { graphArbitrary, loadGraph } from '../helpers/graph.ts';
 import { createLogin } from '../helpers/logins.ts';
 
 const HOUR = 3600 * 1000;
@@ -265,21 +268,9 @@ describe('reads treat a row whose valid_until has passed as absent', async () =>
   });
 });
 
-/**
- * Through real expiring grants: the engine writes valid_until. These need the
- * engine's computation of valid_until (sql/functions/040_compute.sql and
- * friends); until it lands, the rows it writes have none and the tests are
- * skipped, saying so. Once it has landed they must run (and pass): the probe
- * only looks whether refresh() writes a valid_until at all.
- */
+/** Through real expiring grants: the engine writes valid_until, the reads honour it on time, with no batch in between. */
 describe('expiring grants through the engine', async () => {
   const { db } = await createTestDatabase();
-  await loadGraph(db, { nodes: [u('probe'), g('probe-g')], grants: [] });
-  await db.query(sql`insert into permgraph.grants (tail_id, head_id, level, expires_at) values ('probe', 'probe-g', 1, now() + interval '1 day')`);
-  await refresh(db);
-  const [probe] = await db.query(sql`select valid_until from permgraph.permissions where user_id = 'probe' and target_id = 'probe-g'`);
-  const engineWritesValidUntil = probe?.valid_until != null;
-  const needsEngine = it.skipIf(!engineWritesValidUntil);
 
   beforeEach(async () => {
     await loadGraph(db, { nodes: [u('u'), u('v'), g('g'), o('doc', 'g')], grants: [] });
@@ -295,7 +286,7 @@ describe('expiring grants through the engine', async () => {
     }
   }
 
-  needsEngine('a grant that expires ends access through check, listings and explain at its expiry, with no worker running', async () => {
+  it('a grant that expires ends access through check, listings and explain at its expiry, with no worker running', async () => {
     const [{ at }] = await db.query(sql`
       insert into permgraph.grants (tail_id, head_id, level, expires_at) values ('u', 'g', 2, now() + interval '2 seconds')
       returning expires_at as at`);
@@ -309,7 +300,7 @@ describe('expiring grants through the engine', async () => {
     expect(await explain(db, 'u', 'doc')).toMatchObject({ allowed: false, reason: 'no path', rows: [{ target: 'g', expired: true, validUntil: at }] });
   });
 
-  needsEngine('the worked example: write expiring at T next to read forever; nothing from T until the batch, then read', async () => {
+  it('the worked example: write expiring at T next to read forever; nothing from T until the batch, then read', async () => {
     const [{ at }] = await db.query(sql`select now() + interval '2 seconds' as at`);
     await db.query(sql`
       insert into permgraph.grants (tail_id, head_id, level, source, expires_at)
@@ -341,5 +332,55 @@ describe('expiring grants through the engine', async () => {
     expect((await explain(db, 'v', 'doc')).path[0]).toEqual({ tail: 'v', head: 'g', level: 2, source: 'default', expiresAt: null });
     await db.query(sql`update permgraph.grants set expires_at = now() - interval '1 second' where source = 'new'`);
     expect(await explain(db, 'u', 'doc')).toMatchObject({ allowed: false, reason: 'no path', bestLevel: 0, path: [] });
+  });
+});
+
+/**
+ * The level and validUntil a listing must give `user` on `x`, from the
+ * model's rows: the best of the row on x and the row on x's owner (with
+ * traverse_owned), valid until the latest valid_until among the rows giving
+ * that level (null when one of them has none).
+ */
+function expectedItem(rows: model.PermissionRow[], graph: RefGraph, user: string, x: string): { level: number; validUntil: Date | null } {
+  const owner = graph.nodes.find((n) => n.id === x)?.ownerId ?? null;
+  const candidates = rows.filter(
+    (r) => r.userId === user && (r.targetId === x || (owner !== null && owner !== x && r.targetId === owner && r.traverseOwned)),
+  );
+  const level = Math.max(0, ...candidates.map((r) => r.level));
+  const giving = candidates.filter((r) => r.level === level);
+  const validUntil = giving.some((r) => r.validUntil === null) ? null : new Date(Math.max(...giving.map((r) => r.validUntil!.getTime())));
+  return { level, validUntil };
+}
+
+describe('random graphs with expiring grants, against the reference model', async () => {
+  const { db } = await createTestDatabase();
+
+  it('check, listTargets and listUsers agree with the model now, and each item carries the validUntil of its rows', async () => {
+    await fc.assert(
+      fc.asyncProperty(graphArbitrary({ users: 5, groups: 6, objects: 4, grants: 24 }, 0, true), fc.constantFrom<Level>(1, 2, 3), async (graph, level) => {
+        await loadGraph(db, graph);
+        await refresh(db);
+        const now = new Date();
+        const rows = model.computePermissions(graph, now);
+        for (const user of graph.nodes.filter((n) => n.kind === 'user')) {
+          const items = (await listTargets(db, user.id, { level, limit: 10_000 })).items;
+          const allowed = graph.nodes.filter((n) => model.check(graph, user.id, n.id, level, now)).map((n) => n.id).sort(model.compareIds);
+          expect(items.map((i) => i.id), `targets of ${user.id} at ${level}`).toEqual(allowed);
+          for (const item of items) {
+            expect({ level: item.level, validUntil: item.validUntil }, `${user.id} on ${item.id}`).toEqual(expectedItem(rows, graph, user.id, item.id));
+          }
+        }
+        for (const target of graph.nodes) {
+          const items = (await listUsers(db, target.id, { level, limit: 10_000 })).items;
+          for (const item of items) {
+            expect({ level: item.level, validUntil: item.validUntil }, `${item.id} on ${target.id}`).toEqual(expectedItem(rows, graph, item.id, target.id));
+          }
+          for (const user of graph.nodes.filter((n) => n.kind === 'user')) {
+            expect(await check(db, user.id, target.id, level), `check ${user.id} ${target.id} ${level}`).toBe(model.check(graph, user.id, target.id, level, now));
+          }
+        }
+      }),
+      { numRuns: 25 },
+    );
   });
 });
