@@ -2522,10 +2522,12 @@ declare
   identity_edge jsonb := jsonb_build_array(jsonb_build_object('tail', p_user_id, 'head', p_user_id, 'level', 3, 'source', 'identity', 'expiresAt', null));
   reason text;
   rows_used jsonb;
-  table_level integer;     -- the level check() answers at: the asked one, else the best found
-  live_allows boolean;     -- a row that has not expired allows at table_level
-  expired_allows boolean;  -- a row that has expired would allow at table_level
+  asked_level integer;     -- the level the answer is about: the asked one, else any (1)
+  until_level integer;     -- the level validUntil is about: the asked one, else the best found
+  live_allows boolean;     -- a row that has not expired allows at asked_level
+  expired_allows boolean;  -- a row that has expired would allow at asked_level
   answer_until timestamptz;
+  until_rows integer;
   expired_at timestamptz;
 begin
   if p_level is not null then
@@ -2615,18 +2617,22 @@ begin
     end loop;
   end if;
 
-  -- What the rows say at the level in question: the rule of check(), on the
-  -- rows that have not expired and on those that have.
-  table_level := coalesce(p_level, greatest(best, 1));
-  select coalesce(bool_or(not (r ->> 'expired')::boolean), false),
-         coalesce(bool_or((r ->> 'expired')::boolean), false),
-         case when bool_or(not (r ->> 'expired')::boolean and r ->> 'validUntil' is null) then null
-              else max((r ->> 'validUntil')::timestamptz) filter (where not (r ->> 'expired')::boolean) end,
-         max((r ->> 'validUntil')::timestamptz) filter (where (r ->> 'expired')::boolean)
-    into live_allows, expired_allows, answer_until, expired_at
+  -- What the rows say: the rule of check(), on the rows that have not
+  -- expired and on those that have; and until when the live rows giving the
+  -- explained level (the asked one, else the best) keep giving it.
+  asked_level := coalesce(p_level, 1);
+  until_level := coalesce(p_level, greatest(best, 1));
+  select coalesce(bool_or(not x.expired) filter (where x.level >= asked_level), false),
+         coalesce(bool_or(x.expired) filter (where x.level >= asked_level), false),
+         max(x.valid_until) filter (where x.expired and x.level >= asked_level),
+         count(*) filter (where not x.expired and x.level >= until_level),
+         case when bool_or(x.valid_until is null) filter (where not x.expired and x.level >= until_level) then null
+              else max(x.valid_until) filter (where not x.expired and x.level >= until_level) end
+    into live_allows, expired_allows, expired_at, until_rows, answer_until
   from jsonb_array_elements(rows_used) as r
-  where (r ->> 'level')::integer >= table_level
-    and (r ->> 'target' = p_thing_id or (r ->> 'traverseOwned')::boolean);
+  cross join lateral (select (r ->> 'level')::integer as level, (r ->> 'expired')::boolean as expired,
+                             (r ->> 'validUntil')::timestamptz as valid_until) x
+  where r ->> 'target' = p_thing_id or (r ->> 'traverseOwned')::boolean;
 
   reason := case
     when hidden then 'trashed'
@@ -2641,7 +2647,7 @@ begin
     'allowed', reason is null, 'reason', reason, 'bestLevel', best, 'via', via,
     'path', path, 'traversePath', traverse_path, 'trashAt', effective_trash,
     'rows', rows_used,
-    'validUntil', case when reason is null and live_allows then answer_until end,
+    'validUntil', case when reason is null and until_rows > 0 then answer_until end,
     'expiredAt', case when reason = 'expired' then expired_at end);
 end $function$;
 

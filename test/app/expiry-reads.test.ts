@@ -231,6 +231,19 @@ describe('reads treat a row whose valid_until has passed as absent', async () =>
     expect(await explain(db, 'ann', 'spec', 3)).toMatchObject({ allowed: false, reason: 'level too low' });
   });
 
+  it('explain without a level: allowed while any live row allows, validUntil about the best level', async () => {
+    // ann's row on roadmap (write) has expired; her row on its owner eng says read only, and never expires.
+    await setValidUntil(db, 'ann', 'roadmap', AGO());
+    await db.query(sql`update permgraph.permissions set level = 1 where user_id = 'ann' and target_id = 'eng'`);
+    expect(await check(db, 'ann', 'roadmap', 1)).toBe(true);
+    expect(await explain(db, 'ann', 'roadmap')).toMatchObject({ allowed: true, reason: null, bestLevel: 2, validUntil: null, expiredAt: null });
+    expect(await explain(db, 'ann', 'roadmap', 2)).toMatchObject({ allowed: false, reason: 'expired' });
+    // with the best level held by a live bounded row, validUntil is that row's
+    const ahead = AHEAD();
+    await setValidUntil(db, 'ann', 'roadmap', ahead);
+    expect(await explain(db, 'ann', 'roadmap')).toMatchObject({ allowed: true, validUntil: ahead });
+  });
+
   describe('row-level security policies', () => {
     beforeAll(async () => {
       await db.query(sql`create table public.docs (id text primary key, owner_id text)`);
