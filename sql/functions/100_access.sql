@@ -1,6 +1,9 @@
 -- Access checks: check(), can() and their by-operation forms, superusers.
 -- The current definition of these functions: `permgraph migrate` re-applies
 -- this file whenever its content changes (sql/README.md).
+-- Every permission row is read through permgraph.effective_permissions
+-- (005_views.sql), which also fails closed on expiring grants: a row whose
+-- valid_until has passed counts as absent, on the second, worker or not.
 
 create or replace function permgraph._is_superuser(p_user_id text) returns boolean
 language sql stable

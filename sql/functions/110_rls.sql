@@ -1,6 +1,10 @@
 -- Row-level security policies on the application's own tables.
 -- The current definition of these functions: `permgraph migrate` re-applies
 -- this file whenever its content changes (sql/README.md).
+-- The policies are the access rule of 100_access.sql (_access_predicate)
+-- written into each policy; they read permgraph.effective_permissions, so
+-- policies installed before expiring grants existed also hide the rows
+-- whose valid_until has passed, without running enable_rls again.
 
 -- The user is the session setting permgraph.user_id (set permgraph.user_id =
 -- 'alice', or set_config('permgraph.user_id', 'alice', true) per transaction).
