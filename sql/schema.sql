@@ -577,6 +577,26 @@ begin
   return null;
 end $function$;
 
+-- permgraph._batch_only_adds(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._batch_only_adds()
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+AS $function$
+begin
+  return not exists (select 1 from permgraph.changes where tail_kind = '*')
+     and not exists (select 1 from permgraph.deleted_nodes)
+     and not exists (select 1 from permgraph.edges where expires_at is not null)
+     and not exists (select 1 from permgraph.permissions where valid_until is not null)
+     and not exists (select 1
+                     from (select tail_id, head_id, max(old_level) as removed
+                           from permgraph.changes where old_level is not null
+                           group by tail_id, head_id) r
+                     where r.removed > coalesce((select max(e.level) from permgraph.edges e
+                                                 where e.tail_id = r.tail_id and e.head_id = r.head_id), 0));
+end $function$;
+
 -- permgraph._begin_consumers_change(text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._begin_consumers_change(p_name text)
  RETURNS void
@@ -813,6 +833,83 @@ begin
       coalesce('"' || p_name || '"', 'null')
       using errcode = '22023';
   end if;
+end $function$;
+
+-- permgraph._compute_additions(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._compute_additions()
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SET enable_hashjoin TO 'off'
+ SET enable_mergejoin TO 'off'
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+ SET plan_cache_mode TO 'force_generic_plan'
+AS $function$
+declare
+  computed bigint;
+begin
+  perform permgraph._prepare_region_tables();
+  insert into pg_temp.permgraph_rows (user_id, target_id, level, traverse_owned)
+  with recursive added as (
+    -- the current edges of the pairs the batch added to (an edge added and
+    -- raised in the same batch is seeded once, at its level now)
+    select e.tail_id, e.tail_kind, e.head_id, e.head_kind, e.level
+    from (select distinct tail_id, head_id from permgraph.changes where new_level is not null) c
+    cross join lateral (select e.tail_id, e.tail_kind, e.head_id, e.head_kind, e.level
+                        from permgraph.edges e
+                        where e.tail_id = c.tail_id and e.head_id = c.head_id) e
+    union all
+    -- identity edges are not in edges: a new user's own row
+    select c.tail_id, 'user', c.head_id, 'user', 3::smallint
+    from permgraph.changes c
+    where c.tail_id = c.head_id and c.tail_kind = 'user' and c.new_level is not null
+  ), candidate(user_id, node_id, node_kind, level, last_edge_manage) as (
+    -- an added edge out of a user starts that user's paths (its identity edge too)
+    select a.tail_id, a.head_id, a.head_kind, a.level, a.level = 3 and a.head_kind = 'user'
+    from added a
+    where a.tail_kind = 'user'
+    union all
+    -- an added edge out of a group extends every stored path to the group
+    select p.user_id, a.head_id, a.head_kind, least(p.level, a.level), a.level = 3 and a.head_kind = 'user'
+    from added a
+    join permgraph.permissions p on p.target_id = a.tail_id
+    where a.tail_kind = 'group'
+  ), walk(user_id, node_id, node_kind, level, last_edge_manage) as (
+    -- A path is followed while it raises the stored row of the pair it
+    -- reaches: there is none, its level is lower, or the node is a user this
+    -- path's last edge manages while the row does not traverse. (The test is
+    -- written out in both terms: as a function it would not be inlined, and
+    -- it runs once per candidate.)
+    select c.user_id, c.node_id, c.node_kind, c.level, c.last_edge_manage
+    from candidate c
+    where not exists (select 1 from permgraph.permissions p
+                      where p.user_id = c.user_id and p.target_id = c.node_id and p.level >= c.level
+                        and (p.traverse_owned or not permgraph._path_traverses(c.node_kind, c.last_edge_manage)))
+    union
+    select w.user_id, e.node_id, e.node_kind, e.level, e.last_edge_manage
+    from walk w
+    cross join lateral (
+      select e.head_id as node_id, e.head_kind as node_kind, least(w.level, e.level) as level,
+             e.level = 3 and e.head_kind = 'user' as last_edge_manage
+      from permgraph.edges e where e.tail_id = w.node_id) e
+    where w.node_kind = 'group'
+      and not exists (select 1 from permgraph.permissions p
+                      where p.user_id = w.user_id and p.target_id = e.node_id and p.level >= e.level
+                        and (p.traverse_owned or not permgraph._path_traverses(e.node_kind, e.last_edge_manage)))
+  )
+  select w.user_id, w.node_id, greatest(max(w.level), max(p.level))::smallint,
+         coalesce(bool_or(p.traverse_owned), false) or bool_or(permgraph._path_traverses(w.node_kind, w.last_edge_manage))
+  from walk w
+  left join permgraph.permissions p on p.user_id = w.user_id and p.target_id = w.node_id
+  group by w.user_id, w.node_id;
+  get diagnostics computed = row_count;
+  insert into pg_temp.permgraph_region (user_id, target_id)
+  select user_id, target_id from pg_temp.permgraph_rows;
+  if computed > 200 then  -- (see _build_region)
+    analyze pg_temp.permgraph_region;
+    analyze pg_temp.permgraph_rows;
+  end if;
+  return computed;
 end $function$;
 
 -- permgraph._compute_all(timestamp with time zone): execute <owner>: EXECUTE
@@ -2238,6 +2335,8 @@ declare
   batch_at timestamptz;
   expired bigint := 0;
   pairs bigint := null;
+  delta boolean := false;
+  go_full boolean;
   diff record;
   max_pairs bigint := p_max_pairs;
   result jsonb;
@@ -2261,25 +2360,36 @@ begin
     select greatest(50000, (reltuples * 0.25)::bigint) into max_pairs
     from pg_class where oid = 'permgraph.permissions'::regclass;
   end if;
-  if p_force_full or needs_full or pending > p_max_changes or expired > max_pairs
-     or not permgraph._build_region(max_pairs - expired) then
+  go_full := p_force_full or needs_full or pending > p_max_changes or expired > max_pairs;
+  if not go_full and expired = 0 and permgraph._batch_only_adds() then
+    delta := true;  -- semi-naive: only the rows that rise are computed (050_region.sql)
+  elsif not go_full then
+    go_full := not permgraph._build_region(max_pairs - expired);
+  end if;
+  if go_full then
     mode := 'full';
     perform permgraph._compute_all(batch_at);
     select * into diff from permgraph._write_diff(false);
     perform permgraph._refresh_trash(null);
   else
     mode := 'incremental';
-    if expired > 0 then
-      insert into pg_temp.permgraph_region (user_id, target_id)
-      select user_id, target_id from permgraph.permissions where valid_until <= batch_at
-      on conflict do nothing;
-      if expired > 200 then  -- (see _build_region)
-        analyze pg_temp.permgraph_region;
+    if delta then
+      pairs := permgraph._compute_additions();
+    else
+      if expired > 0 then
+        insert into pg_temp.permgraph_region (user_id, target_id)
+        select user_id, target_id from permgraph.permissions where valid_until <= batch_at
+        on conflict do nothing;
+        if expired > 200 then  -- (see _build_region)
+          analyze pg_temp.permgraph_region;
+        end if;
+      end if;
+      select count(*) into pairs from pg_temp.permgraph_region;
+      if pairs > 0 then
+        perform permgraph._compute_region(batch_at);
       end if;
     end if;
-    select count(*) into pairs from pg_temp.permgraph_region;
     if pairs > 0 then
-      perform permgraph._compute_region(batch_at);
       select * into diff from permgraph._write_diff(true);
     else
       select 0::bigint as inserted, 0::bigint as updated, 0::bigint as deleted into diff;
@@ -2294,7 +2404,7 @@ begin
   delete from permgraph.changes;
   delete from permgraph.deleted_nodes;
   result := jsonb_build_object(
-    'mode', mode, 'changes', pending, 'expired', expired, 'region_pairs', pairs,
+    'mode', mode, 'delta', delta, 'changes', pending, 'expired', expired, 'region_pairs', pairs,
     'inserted', diff.inserted, 'updated', diff.updated, 'deleted', diff.deleted,
     'ms', round((extract(epoch from clock_timestamp() - started) * 1000)::numeric, 3),
     'next_expiry_in_ms', permgraph._next_expiry_in_ms(batch_at));

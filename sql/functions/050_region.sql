@@ -235,3 +235,114 @@ begin
     analyze pg_temp.permgraph_rows;
   end if;
 end $$;
+
+-- Whether this batch only adds: every captured change is a new edge (or a
+-- node's identity or ownership edge), or replaces an edge by one of at
+-- least its level; nothing is deleted, and nothing in the graph expires
+-- (with expiries, a row's stored value does not say how long each of its
+-- paths lasts, so it cannot be combined with new ones). Then every old path
+-- still exists and the table only grows. Per pair of the batch's removed
+-- edges, the current graph must still hold an edge of at least their best
+-- level (the change rows do not say in which order an edge came and went).
+create or replace function permgraph._batch_only_adds() returns boolean
+language plpgsql
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
+begin
+  return not exists (select 1 from permgraph.changes where tail_kind = '*')
+     and not exists (select 1 from permgraph.deleted_nodes)
+     and not exists (select 1 from permgraph.edges where expires_at is not null)
+     and not exists (select 1 from permgraph.permissions where valid_until is not null)
+     and not exists (select 1
+                     from (select tail_id, head_id, max(old_level) as removed
+                           from permgraph.changes where old_level is not null
+                           group by tail_id, head_id) r
+                     where r.removed > coalesce((select max(e.level) from permgraph.edges e
+                                                 where e.tail_id = r.tail_id and e.head_id = r.head_id), 0));
+end $$;
+
+-- The semi-naive path for a batch that only adds (_batch_only_adds): new
+-- paths are the stored ones extended by an added edge, then by any edge out
+-- of the groups they reach; a path is followed only while it raises the
+-- stored row of the pair it reaches (a higher level, or for a user, the
+-- traversal of what it owns), since a pair whose row stays the same passes
+-- nothing new on. So the work is the rows that change plus one probe per
+-- user upstream of each added edge, not users upstream x nodes downstream.
+-- Fills pg_temp.permgraph_region with the pairs that change and
+-- pg_temp.permgraph_rows with their new rows, for _write_diff.
+create or replace function permgraph._compute_additions() returns bigint
+language plpgsql
+-- index probes per candidate, as in _compute_region
+set enable_hashjoin = off
+set enable_mergejoin = off
+set search_path = pg_catalog, pg_temp
+set jit = off
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+  computed bigint;
+begin
+  perform permgraph._prepare_region_tables();
+  insert into pg_temp.permgraph_rows (user_id, target_id, level, traverse_owned)
+  with recursive added as (
+    -- the current edges of the pairs the batch added to (an edge added and
+    -- raised in the same batch is seeded once, at its level now)
+    select e.tail_id, e.tail_kind, e.head_id, e.head_kind, e.level
+    from (select distinct tail_id, head_id from permgraph.changes where new_level is not null) c
+    cross join lateral (select e.tail_id, e.tail_kind, e.head_id, e.head_kind, e.level
+                        from permgraph.edges e
+                        where e.tail_id = c.tail_id and e.head_id = c.head_id) e
+    union all
+    -- identity edges are not in edges: a new user's own row
+    select c.tail_id, 'user', c.head_id, 'user', 3::smallint
+    from permgraph.changes c
+    where c.tail_id = c.head_id and c.tail_kind = 'user' and c.new_level is not null
+  ), candidate(user_id, node_id, node_kind, level, last_edge_manage) as (
+    -- an added edge out of a user starts that user's paths (its identity edge too)
+    select a.tail_id, a.head_id, a.head_kind, a.level, a.level = 3 and a.head_kind = 'user'
+    from added a
+    where a.tail_kind = 'user'
+    union all
+    -- an added edge out of a group extends every stored path to the group
+    select p.user_id, a.head_id, a.head_kind, least(p.level, a.level), a.level = 3 and a.head_kind = 'user'
+    from added a
+    join permgraph.permissions p on p.target_id = a.tail_id
+    where a.tail_kind = 'group'
+  ), walk(user_id, node_id, node_kind, level, last_edge_manage) as (
+    -- A path is followed while it raises the stored row of the pair it
+    -- reaches: there is none, its level is lower, or the node is a user this
+    -- path's last edge manages while the row does not traverse. (The test is
+    -- written out in both terms: as a function it would not be inlined, and
+    -- it runs once per candidate.)
+    select c.user_id, c.node_id, c.node_kind, c.level, c.last_edge_manage
+    from candidate c
+    where not exists (select 1 from permgraph.permissions p
+                      where p.user_id = c.user_id and p.target_id = c.node_id and p.level >= c.level
+                        and (p.traverse_owned or not permgraph._path_traverses(c.node_kind, c.last_edge_manage)))
+    union
+    select w.user_id, e.node_id, e.node_kind, e.level, e.last_edge_manage
+    from walk w
+    cross join lateral (
+      select e.head_id as node_id, e.head_kind as node_kind, least(w.level, e.level) as level,
+             e.level = 3 and e.head_kind = 'user' as last_edge_manage
+      from permgraph.edges e where e.tail_id = w.node_id) e
+    where w.node_kind = 'group'
+      and not exists (select 1 from permgraph.permissions p
+                      where p.user_id = w.user_id and p.target_id = e.node_id and p.level >= e.level
+                        and (p.traverse_owned or not permgraph._path_traverses(e.node_kind, e.last_edge_manage)))
+  )
+  select w.user_id, w.node_id, greatest(max(w.level), max(p.level))::smallint,
+         coalesce(bool_or(p.traverse_owned), false) or bool_or(permgraph._path_traverses(w.node_kind, w.last_edge_manage))
+  from walk w
+  left join permgraph.permissions p on p.user_id = w.user_id and p.target_id = w.node_id
+  group by w.user_id, w.node_id;
+  get diagnostics computed = row_count;
+  insert into pg_temp.permgraph_region (user_id, target_id)
+  select user_id, target_id from pg_temp.permgraph_rows;
+  if computed > 200 then  -- (see _build_region)
+    analyze pg_temp.permgraph_region;
+    analyze pg_temp.permgraph_rows;
+  end if;
+  return computed;
+end $$;

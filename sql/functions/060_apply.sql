@@ -57,6 +57,8 @@ declare
   batch_at timestamptz;
   expired bigint := 0;
   pairs bigint := null;
+  delta boolean := false;
+  go_full boolean;
   diff record;
   max_pairs bigint := p_max_pairs;
   result jsonb;
@@ -80,25 +82,36 @@ begin
     select greatest(50000, (reltuples * 0.25)::bigint) into max_pairs
     from pg_class where oid = 'permgraph.permissions'::regclass;
   end if;
-  if p_force_full or needs_full or pending > p_max_changes or expired > max_pairs
-     or not permgraph._build_region(max_pairs - expired) then
+  go_full := p_force_full or needs_full or pending > p_max_changes or expired > max_pairs;
+  if not go_full and expired = 0 and permgraph._batch_only_adds() then
+    delta := true;  -- semi-naive: only the rows that rise are computed (050_region.sql)
+  elsif not go_full then
+    go_full := not permgraph._build_region(max_pairs - expired);
+  end if;
+  if go_full then
     mode := 'full';
     perform permgraph._compute_all(batch_at);
     select * into diff from permgraph._write_diff(false);
     perform permgraph._refresh_trash(null);
   else
     mode := 'incremental';
-    if expired > 0 then
-      insert into pg_temp.permgraph_region (user_id, target_id)
-      select user_id, target_id from permgraph.permissions where valid_until <= batch_at
-      on conflict do nothing;
-      if expired > 200 then  -- (see _build_region)
-        analyze pg_temp.permgraph_region;
+    if delta then
+      pairs := permgraph._compute_additions();
+    else
+      if expired > 0 then
+        insert into pg_temp.permgraph_region (user_id, target_id)
+        select user_id, target_id from permgraph.permissions where valid_until <= batch_at
+        on conflict do nothing;
+        if expired > 200 then  -- (see _build_region)
+          analyze pg_temp.permgraph_region;
+        end if;
+      end if;
+      select count(*) into pairs from pg_temp.permgraph_region;
+      if pairs > 0 then
+        perform permgraph._compute_region(batch_at);
       end if;
     end if;
-    select count(*) into pairs from pg_temp.permgraph_region;
     if pairs > 0 then
-      perform permgraph._compute_region(batch_at);
       select * into diff from permgraph._write_diff(true);
     else
       select 0::bigint as inserted, 0::bigint as updated, 0::bigint as deleted into diff;
@@ -113,7 +126,7 @@ begin
   delete from permgraph.changes;
   delete from permgraph.deleted_nodes;
   result := jsonb_build_object(
-    'mode', mode, 'changes', pending, 'expired', expired, 'region_pairs', pairs,
+    'mode', mode, 'delta', delta, 'changes', pending, 'expired', expired, 'region_pairs', pairs,
     'inserted', diff.inserted, 'updated', diff.updated, 'deleted', diff.deleted,
     'ms', round((extract(epoch from clock_timestamp() - started) * 1000)::numeric, 3),
     'next_expiry_in_ms', permgraph._next_expiry_in_ms(batch_at));

@@ -5,10 +5,12 @@ import { inSnapshot } from '../db/transaction.ts';
 export interface BatchResult {
   /** none: nothing was pending; incremental: only the affected region; full: whole-table recomputation. */
   mode: 'none' | 'incremental' | 'full';
+  /** An incremental batch that only added edges, computed semi-naively: only the rows that rise. */
+  delta: boolean;
   changes: number;
   /** Rows whose valid_until had passed, recomputed by this batch (an expiry needs no other change). */
   expired: number;
-  /** Size of the affected region (incremental mode only). */
+  /** Size of the affected region (incremental mode only; with delta, the pairs whose rows rise). */
   regionPairs: number | null;
   inserted: number;
   updated: number;
@@ -60,6 +62,7 @@ async function runApply(db: Queryable, options: ApplyOptions, forceFull: boolean
 function toBatchResult(raw: Record<string, unknown>): BatchResult {
   return {
     mode: raw.mode as BatchResult['mode'],
+    delta: raw.delta === true,
     changes: Number(raw.changes ?? 0),
     expired: Number(raw.expired ?? 0),
     regionPairs: raw.region_pairs == null ? null : Number(raw.region_pairs),
