@@ -392,6 +392,10 @@ declare
     'permgraph.is_trashed(text)', 'permgraph.effective_group_trash(text[])',
     'permgraph.role_level(text)', 'permgraph.operation_level(text)',
     'permgraph.list_targets(text, integer, text, text, integer)', 'permgraph.list_users(text, integer, text, integer)',
+    -- list_rows runs as the caller (it reads the caller's own table), and so
+    -- its plan choice, which reads nothing
+    'permgraph.list_rows(anyelement, name, name, text, integer, text, integer)',
+    'permgraph._listing_scans(bigint, bigint, double precision, double precision, integer)',
     'permgraph.explain(text, text, integer)',
     'permgraph.current_token()', 'permgraph.is_applied(text)', 'permgraph.status()', 'permgraph.current_actor()',
     -- creating policies needs ownership of the application's table anyway
@@ -1688,6 +1692,36 @@ CREATE OR REPLACE FUNCTION permgraph._last_change_seq()
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$ select case when s.is_called then s.last_value else 0 end from permgraph.permission_changes_seq s $function$;
 
+-- permgraph._listing_scans(bigint,bigint,double precision,double precision,integer): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._listing_scans(p_rows bigint, p_owner_rows bigint, p_visible double precision, p_candidates double precision, p_limit integer)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  forced text := nullif(current_setting('permgraph.listing_plan', true), '');
+  visible double precision := least(greatest(p_visible, 0), greatest(p_candidates, 0));
+  rows_cost double precision;
+  scan_cost double precision;
+begin
+  if forced is not null then
+    if forced not in ('rows', 'scan') then
+      raise exception 'permgraph: permgraph.listing_plan must be rows or scan (or unset), got "%"', forced
+        using errcode = '22023';
+    end if;
+    return forced = 'scan';
+  end if;
+  if p_candidates is null or p_candidates <= 0 or visible is null or visible < 1 then
+    return false;  -- nothing known: the plan whose cost the user's own rows bound
+  end if;
+  -- rows: each row read, each owner probed, each owned id up to p_limit per owner
+  rows_cost := p_rows + 3 * p_owner_rows + least(visible, p_owner_rows::double precision * p_limit);
+  -- scan: per candidate a heap row and two or three index probes
+  scan_cost := 4 * least(p_candidates, p_limit * p_candidates / visible);
+  return scan_cost < rows_cost;
+end $function$;
+
 -- permgraph._next_expiry_in_ms(timestamp with time zone): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._next_expiry_in_ms(p_at timestamp with time zone)
  RETURNS bigint
@@ -2793,6 +2827,134 @@ AS $function$
   select permgraph._hidden(n.kind, n.id, n.owner_id, n.trash_at) from permgraph.nodes n where n.id = p_id
 $function$;
 
+-- permgraph.list_rows(anyelement,name,name,text,integer,text,integer): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph.list_rows(p_rows anyelement, p_id_column name, p_owner_column name, p_user_id text, p_level integer DEFAULT 1, p_after text DEFAULT NULL::text, p_limit integer DEFAULT 100)
+ RETURNS SETOF anyelement
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+AS $function$
+declare
+  tbl regclass;
+  id_type text;
+  owner_type oid;
+  owner_collation text;
+  owner_key text;        -- the owner column as a permission target id
+  owner_match text;      -- "this row's owner is o.target_id", usable by an index on the owner column
+  after_cond text := '';
+  is_superuser boolean;
+  gone text[];          -- nodes deleted since the last batch
+  owner_rows bigint;
+  table_rows double precision;
+  per_owner double precision;
+begin
+  if p_level is null or p_level not between 1 and 3 then
+    raise exception 'permgraph: level must be 1 (read), 2 (write) or 3 (manage), got %', coalesce(p_level::text, 'null')
+      using errcode = '22023';
+  end if;
+  if p_limit is null or p_limit not between 1 and 100000 then
+    raise exception 'permgraph: limit must be between 1 and 100000, got %', coalesce(p_limit::text, 'null')
+      using errcode = '22023';
+  end if;
+  select t.typrelid::regclass into tbl from pg_type t where t.oid = pg_typeof(p_rows) and t.typrelid <> 0;
+  if tbl is null or p_id_column is null or p_owner_column is null then
+    raise exception 'permgraph: list_rows needs a row of the table (null::schema.table), its id column and its owner column'
+      using errcode = '22023';
+  end if;
+  select format_type(a.atttypid, a.atttypmod) into id_type
+  from pg_attribute a where a.attrelid = tbl and a.attname = p_id_column and a.attnum > 0 and not a.attisdropped;
+  select a.atttypid, case when a.attcollation <> 0 then format('%I.%I', cn.nspname, c.collname) end
+  into owner_type, owner_collation
+  from pg_attribute a
+  left join pg_collation c on c.oid = a.attcollation
+  left join pg_namespace cn on cn.oid = c.collnamespace
+  where a.attrelid = tbl and a.attname = p_owner_column and a.attnum > 0 and not a.attisdropped;
+  if id_type is null or owner_type is null then
+    raise exception 'permgraph: table % has no column "%"', tbl, case when id_type is null then p_id_column else p_owner_column end
+      using errcode = '22023';
+  end if;
+  owner_key := format('(d.%I)::text collate "C"', p_owner_column);
+  owner_match := case when owner_type in ('text'::regtype, 'varchar'::regtype)
+                      then format('d.%I = o.target_id collate %s', p_owner_column, owner_collation)
+                      else format('%s = o.target_id', owner_key) end;
+  if p_after is not null then
+    after_cond := format('and d.%I > $3::%s', p_id_column, id_type);
+  end if;
+
+  select coalesce(n.is_superuser, false) into is_superuser
+  from permgraph.nodes n where n.id = p_user_id and n.kind = 'user';
+  if coalesce(is_superuser, false) then
+    return query execute format(
+      'select d.* from %s d
+       where true %s
+         and not exists (select 1 from permgraph.trashed_groups t where t.group_id = %s and t.trash_at <= now())
+       order by d.%I limit $4', tbl, after_cond, owner_key, p_id_column)
+      using p_user_id, p_level, p_after, p_limit;
+    return;
+  end if;
+  -- The rows of permgraph.effective_permissions, read from permissions by
+  -- its covering indexes: valid_until not passed, and neither the user nor
+  -- the target deleted since the last batch. The (few) deleted ids are read
+  -- once: a per-row probe of deleted_nodes costs as much as the row itself.
+  if exists (select 1 from permgraph.deleted_nodes dn where dn.id = p_user_id) then
+    return;
+  end if;
+  gone := array(select dn.id from permgraph.deleted_nodes dn);
+
+  -- The estimate: the user's rows with traverse_owned (read from the index,
+  -- at most 5,000), the rows owned by the first 8 of them (at most 1,000
+  -- each), and the table's size.
+  select count(*) into owner_rows
+  from (select 1 from permgraph.permissions p
+        where p.user_id = p_user_id and p.level >= p_level and p.traverse_owned
+          and (p.valid_until is null or p.valid_until > now())
+        limit 5000) r;
+  execute format(
+    'select avg(k.n) from (
+       select p.target_id from permgraph.permissions p
+       where p.user_id = $1 and p.level >= $2 and p.traverse_owned
+         and (p.valid_until is null or p.valid_until > now())
+       limit 8) o
+     cross join lateral (select count(*) as n from (select 1 from %s d where %s limit 1000) c) k',
+    tbl, owner_match)
+    into per_owner using p_user_id, p_level;
+  select c.reltuples into table_rows from pg_class c where c.oid = tbl;
+
+  if permgraph._listing_scans(owner_rows, owner_rows, owner_rows * coalesce(per_owner, 0), table_rows, p_limit) then
+    -- scan: the table in id order, one probe of the user's rows per row
+    return query execute format(
+      'select d.* from %1$s d
+       where true %2$s
+         and (select p.level from permgraph.permissions p
+              where p.user_id = $1 and p.target_id = %3$s and p.traverse_owned
+                and (p.valid_until is null or p.valid_until > now())) >= $2
+         and not (%3$s = any ($5))
+         and not exists (select 1 from permgraph.trashed_groups t where t.group_id = %3$s and t.trash_at <= now())
+       order by d.%4$I limit $4', tbl, after_cond, owner_key, p_id_column)
+      using p_user_id, p_level, p_after, p_limit, gone;
+  else
+    -- rows: the user's owners, each one's first ids by the (owner, id) index
+    return query execute format(
+      'select d.* from (
+         select k.id from (
+           select p.target_id from permgraph.permissions p
+           where p.user_id = $1 and p.level >= $2 and p.traverse_owned
+             and (p.valid_until is null or p.valid_until > now())
+             and not (p.target_id = any ($5))
+             and not exists (select 1 from permgraph.trashed_groups t where t.group_id = p.target_id and t.trash_at <= now())
+         ) o
+         cross join lateral (
+           select d.%1$I as id from %2$s d where %3$s %4$s order by d.%1$I limit $4
+         ) k
+         order by k.id limit $4
+       ) top
+       join %2$s d on d.%1$I = top.id
+       order by d.%1$I', p_id_column, tbl, owner_match, after_cond)
+      using p_user_id, p_level, p_after, p_limit, gone;
+  end if;
+end $function$;
+
 -- permgraph.list_targets(text,integer,text,text,integer): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.list_targets(p_user_id text, p_level integer DEFAULT 1, p_kind text DEFAULT NULL::text, p_after text DEFAULT NULL::text, p_limit integer DEFAULT 100)
  RETURNS TABLE(target_id text, kind text, level smallint, valid_until timestamp with time zone)
@@ -2812,6 +2974,10 @@ declare
   owner_kinds text[];
   cursors text[];       -- per owner, the last child id fetched (null: none yet)
   chunk integer;
+  counted record;       -- the user's rows, read from the index up to 5,000
+  node_rows double precision;
+  per_owner double precision;
+  gone text[];          -- nodes deleted since the last batch
 begin
   perform permgraph._require_level(p_level);
   perform permgraph._require_page_limit(p_limit);
@@ -2832,85 +2998,152 @@ begin
     return;
   end if;
 
-  select coalesce(array_agg(d.target_id order by d.target_id), '{}') into page
-  from (
-    select p.target_id
-    from permgraph.effective_permissions p
+  -- The rows of permgraph.effective_permissions, read from permissions by
+  -- its covering indexes: valid_until not passed, and neither the user nor
+  -- the target deleted since the last batch. The (few) deleted ids are read
+  -- once: a per-row probe of deleted_nodes costs as much as the row itself.
+  if exists (select 1 from permgraph.deleted_nodes dn where dn.id = p_user_id) then
+    return;
+  end if;
+  gone := array(select dn.id from permgraph.deleted_nodes dn);
+
+  -- The plan (_listing_scans): the user's rows counted from the index (at
+  -- most 5,000), the nodes of the kind asked for that the first 8 owners
+  -- among them own (at most 1,000 each), and the number of nodes.
+  select count(*) as all_rows, count(*) filter (where r.traverse_owned) as owner_rows into counted
+  from (select p.traverse_owned from permgraph.permissions p
+        where p.user_id = p_user_id and p.level >= p_level
+          and (p.valid_until is null or p.valid_until > now())
+        limit 5000) r;
+  select avg(k.n) into per_owner
+  from (select p.target_id from permgraph.permissions p
+        where p.user_id = p_user_id and p.level >= p_level and p.traverse_owned
+          and (p.valid_until is null or p.valid_until > now())
+        limit 8) o
+  cross join lateral (select count(*) as n
+                      from (select 1 from permgraph.nodes n
+                            where n.owner_id = o.target_id and (p_kind is null or n.kind = p_kind)
+                            limit 1000) c) k;
+  select c.reltuples into node_rows from pg_class c where c.oid = 'permgraph.nodes'::regclass;
+
+  if permgraph._listing_scans(counted.all_rows, counted.owner_rows,
+                              case when p_kind is null then counted.all_rows else 0 end
+                                + counted.owner_rows * coalesce(per_owner, 0),
+                              node_rows, p_limit) then
+    -- scan: the nodes in id order, the user's rows probed by primary key for
+    -- each (its own row, its owner's with traverse_owned), trash last.
+    select coalesce(array_agg(c.id order by c.id), '{}') into page
+    from (
+      select n.id
+      from permgraph.nodes n
+      where n.id >= from_id and not (skip_from and n.id = from_id)
+        and (p_kind is null or n.kind = p_kind)
+        and (((select p.level from permgraph.permissions p
+               where p.user_id = p_user_id and p.target_id = n.id
+                 and (p.valid_until is null or p.valid_until > now())) >= p_level
+              and not (n.id = any (gone)))
+             or ((select p.level from permgraph.permissions p
+                  where p.user_id = p_user_id and p.target_id = n.owner_id and p.traverse_owned
+                    and (p.valid_until is null or p.valid_until > now())) >= p_level
+                 and not (n.owner_id = any (gone))))
+        and case n.kind
+              when 'user' then true
+              when 'group' then not exists (select 1 from permgraph.trashed_groups t
+                                            where t.group_id = n.id and t.trash_at <= now())
+              else (n.trash_at is null or n.trash_at > now())
+                   and not exists (select 1 from permgraph.trashed_groups t
+                                   where t.group_id = n.owner_id and t.trash_at <= now())
+            end
+      order by n.id
+      limit p_limit
+    ) c;
+  else
+    -- rows: the user's rows in id order, merged with the first ids of each
+    -- owner among them (nodes_owner_idx), a chunk per owner at a time.
+    select coalesce(array_agg(d.target_id order by d.target_id), '{}') into page
+    from (
+      select p.target_id
+      from permgraph.permissions p
+      join permgraph.nodes n on n.id = p.target_id
+      where p.user_id = p_user_id and p.target_id >= from_id
+        and not (skip_from and p.target_id = from_id)
+        and p.level >= p_level
+        and (p.valid_until is null or p.valid_until > now())
+        and not (p.target_id = any (gone))
+        and (p_kind is null or n.kind = p_kind)
+        and case n.kind
+              when 'user' then true
+              when 'group' then not exists (select 1 from permgraph.trashed_groups t
+                                            where t.group_id = n.id and t.trash_at <= now())
+              else (n.trash_at is null or n.trash_at > now())
+                   and not exists (select 1 from permgraph.trashed_groups t
+                                   where t.group_id = n.owner_id and t.trash_at <= now())
+            end
+      order by p.target_id
+      limit p_limit
+    ) d;
+
+    select array_agg(p.target_id), array_agg(n.kind), array_agg(null::text)
+    into owners, owner_kinds, cursors
+    from permgraph.permissions p
     join permgraph.nodes n on n.id = p.target_id
-    where p.user_id = p_user_id and p.target_id >= from_id
-      and not (skip_from and p.target_id = from_id)
-      and p.level >= p_level
-      and (p_kind is null or n.kind = p_kind)
-      and case n.kind
-            when 'user' then true
-            when 'group' then not exists (select 1 from permgraph.trashed_groups t
-                                          where t.group_id = n.id and t.trash_at <= now())
-            else (n.trash_at is null or n.trash_at > now())
-                 and not exists (select 1 from permgraph.trashed_groups t
-                                 where t.group_id = n.owner_id and t.trash_at <= now())
-          end
-    order by p.target_id
-    limit p_limit
-  ) d;
+    where p.user_id = p_user_id and p.level >= p_level and p.traverse_owned
+      and (p.valid_until is null or p.valid_until > now())
+      and not (p.target_id = any (gone))
+      and (n.kind = 'user'
+           or (n.kind = 'group' and (p_kind is null or p_kind = 'object')
+               and not exists (select 1 from permgraph.trashed_groups t
+                               where t.group_id = n.id and t.trash_at <= now())));
 
-  select array_agg(p.target_id), array_agg(n.kind), array_agg(null::text)
-  into owners, owner_kinds, cursors
-  from permgraph.effective_permissions p
-  join permgraph.nodes n on n.id = p.target_id
-  where p.user_id = p_user_id and p.level >= p_level and p.traverse_owned
-    and (n.kind = 'user'
-         or (n.kind = 'group' and (p_kind is null or p_kind = 'object')
-             and not exists (select 1 from permgraph.trashed_groups t
-                             where t.group_id = n.id and t.trash_at <= now())));
-
-  chunk := greatest(1, p_limit / greatest(coalesce(cardinality(owners), 0), 1));
-  while coalesce(cardinality(owners), 0) > 0 loop
-    with fetched as (
-      select o.ord, o.owner_id, o.owner_kind, c.id
-      from unnest(owners, owner_kinds, cursors) with ordinality as o(owner_id, owner_kind, after_id, ord)
-      cross join lateral (
-        select n.id
-        from permgraph.nodes n
-        where n.owner_id = o.owner_id
-          and n.id >= coalesce(o.after_id, from_id)
-          and n.id is distinct from coalesce(o.after_id, case when skip_from then from_id end)
-          and (o.owner_kind = 'user' or n.kind = 'object')
-          and (p_kind is null or n.kind = p_kind)
-          and case n.kind  -- the owner is a user, or a group that is not trashed
-                when 'user' then true
-                when 'group' then not exists (select 1 from permgraph.trashed_groups t
-                                              where t.group_id = n.id and t.trash_at <= now())
-                else n.trash_at is null or n.trash_at > now()
-              end
-        order by n.id
-        limit chunk
-      ) c
-    ), merged as (
-      select array_agg(m.id order by m.id) as ids
-      from (select u.id
-            from (select x collate "C" as id from unnest(page) as x
-                  union
-                  select f.id from fetched f) u
-            order by u.id
-            limit p_limit) m
-    ), more as (
-      -- owners that filled their chunk with ids all before the page's end
-      select f.ord, f.owner_id, f.owner_kind, max(f.id) as last_id
-      from fetched f
-      group by f.ord, f.owner_id, f.owner_kind
-      having count(*) = chunk
-    )
-    select coalesce(mg.ids, '{}'),
-           array_agg(mo.owner_id order by mo.ord) filter (where mo.owner_id is not null),
-           array_agg(mo.owner_kind order by mo.ord) filter (where mo.owner_id is not null),
-           array_agg(mo.last_id order by mo.ord) filter (where mo.owner_id is not null)
-    into page, owners, owner_kinds, cursors
-    from merged mg
-    left join more mo
-      on coalesce(cardinality(mg.ids), 0) < p_limit or mo.last_id < (mg.ids[p_limit] collate "C")
-    group by mg.ids;
-    chunk := least(chunk * 2, p_limit);
-  end loop;
+    chunk := greatest(1, p_limit / greatest(coalesce(cardinality(owners), 0), 1));
+    while coalesce(cardinality(owners), 0) > 0 loop
+      with fetched as (
+        select o.ord, o.owner_id, o.owner_kind, c.id
+        from unnest(owners, owner_kinds, cursors) with ordinality as o(owner_id, owner_kind, after_id, ord)
+        cross join lateral (
+          select n.id
+          from permgraph.nodes n
+          where n.owner_id = o.owner_id
+            and n.id >= coalesce(o.after_id, from_id)
+            and n.id is distinct from coalesce(o.after_id, case when skip_from then from_id end)
+            and (o.owner_kind = 'user' or n.kind = 'object')
+            and (p_kind is null or n.kind = p_kind)
+            and case n.kind  -- the owner is a user, or a group that is not trashed
+                  when 'user' then true
+                  when 'group' then not exists (select 1 from permgraph.trashed_groups t
+                                                where t.group_id = n.id and t.trash_at <= now())
+                  else n.trash_at is null or n.trash_at > now()
+                end
+          order by n.id
+          limit chunk
+        ) c
+      ), merged as (
+        select array_agg(m.id order by m.id) as ids
+        from (select u.id
+              from (select x collate "C" as id from unnest(page) as x
+                    union
+                    select f.id from fetched f) u
+              order by u.id
+              limit p_limit) m
+      ), more as (
+        -- owners that filled their chunk with ids all before the page's end
+        select f.ord, f.owner_id, f.owner_kind, max(f.id) as last_id
+        from fetched f
+        group by f.ord, f.owner_id, f.owner_kind
+        having count(*) = chunk
+      )
+      select coalesce(mg.ids, '{}'),
+             array_agg(mo.owner_id order by mo.ord) filter (where mo.owner_id is not null),
+             array_agg(mo.owner_kind order by mo.ord) filter (where mo.owner_id is not null),
+             array_agg(mo.last_id order by mo.ord) filter (where mo.owner_id is not null)
+      into page, owners, owner_kinds, cursors
+      from merged mg
+      left join more mo
+        on coalesce(cardinality(mg.ids), 0) < p_limit or mo.last_id < (mg.ids[p_limit] collate "C")
+      group by mg.ids;
+      chunk := least(chunk * 2, p_limit);
+    end loop;
+  end if;
 
   return query
   select b.id::text, b.kind, b.best::smallint,
@@ -2927,10 +3160,12 @@ begin
            via_owner.level as owner_level, via_owner.valid_until as owner_until
     from unnest(page) as pg(id)
     join permgraph.nodes n on n.id = pg.id
-    left join permgraph.effective_permissions direct
+    left join permgraph.permissions direct
       on direct.user_id = p_user_id and direct.target_id = n.id
-    left join permgraph.effective_permissions via_owner
+         and (direct.valid_until is null or direct.valid_until > now()) and not (n.id = any (gone))
+    left join permgraph.permissions via_owner
       on via_owner.user_id = p_user_id and via_owner.target_id = n.owner_id and via_owner.traverse_owned
+         and (via_owner.valid_until is null or via_owner.valid_until > now()) and not (n.owner_id = any (gone))
   ) b
   order by b.id;
 end $function$;

@@ -110,20 +110,32 @@ export async function installBaselines(db: Queryable): Promise<void> {
   for (const text of [REACH, HIDDEN, CHECK, VIEWERS, TIMER]) await db.query(sql.__dangerous__rawValue(text));
 }
 
-/** Listing queries: $1 user, ordered by id; the first page adds LIMIT 100. */
+/**
+ * Listing queries: $1 user, ordered by id; the first page adds LIMIT 100 (the
+ * recursion) or asks list_rows for 100 rows. permgraph's side is
+ * permgraph.list_rows (sql/functions/120_listing.sql), which chooses per user
+ * between walking the user's rows and walking bench_docs in id order; the
+ * join it replaces (docs/sql.md) is kept as LISTING_JOIN for comparison.
+ */
 export const LISTING = {
   permgraph: `
-    select d.id, d.title from public.bench_docs d
-    where exists (select 1 from permgraph.permissions p
-                  where p.user_id = $1 and p.target_id = d.owner_id and p.level >= 1 and p.traverse_owned)
-      and not exists (select 1 from permgraph.trashed_groups t where t.group_id = d.owner_id and t.trash_at <= now())
-    order by d.id`,
+    select d.id, d.title from permgraph.list_rows(null::public.bench_docs, 'id', 'owner_id', $1::text, 1, null, 100000) d`,
+  permgraphPage: `
+    select d.id, d.title from permgraph.list_rows(null::public.bench_docs, 'id', 'owner_id', $1::text, 1, null, 100) d`,
   recursive: `
     select d.id, d.title from public.bench_docs d
     join (select node_id from bench.rec_reach($1, 1) where traverses and not bench.rec_hidden(node_id)) v
       on v.node_id = d.owner_id
     order by d.id`,
 } as const;
+
+/** The documented join (docs/sql.md) the listing used before list_rows. */
+export const LISTING_JOIN = `
+    select d.id, d.title from public.bench_docs d
+    where exists (select 1 from permgraph.permissions p
+                  where p.user_id = $1 and p.target_id = d.owner_id and p.level >= 1 and p.traverse_owned)
+      and not exists (select 1 from permgraph.trashed_groups t where t.group_id = d.owner_id and t.trash_at <= now())
+    order by d.id`;
 
 /** Who can read $1. */
 export const VIEWERS_QUERY = {

@@ -186,9 +186,9 @@ async function measureListings(db: Queryable, url: string, plan: RunPlan): Promi
   const out: ListingResult[] = [];
   try {
     for (const { user_id: user } of heavy) {
-      const page = { permgraph: `${LISTING.permgraph} limit 100`, recursive: `${LISTING.recursive} limit 100` };
+      const page = { permgraph: LISTING.permgraphPage, recursive: `${LISTING.recursive} limit 100` };
       const first = await both(client, 'page', page, [user], plan, 'id');
-      const whole = await both(client, 'whole', LISTING, [user], plan, 'id');
+      const whole = await both(client, 'whole', { permgraph: LISTING.permgraph, recursive: LISTING.recursive }, [user], plan, 'id');
       out.push({ user, visibleDocs: whole.rows, firstPage: first.times, whole: whole.times, agree: first.agree && whole.agree });
       bar.tick();
     }

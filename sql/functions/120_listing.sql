@@ -79,6 +79,10 @@ declare
   owner_kinds text[];
   cursors text[];       -- per owner, the last child id fetched (null: none yet)
   chunk integer;
+  counted record;       -- the user's rows, read from the index up to 5,000
+  node_rows double precision;
+  per_owner double precision;
+  gone text[];          -- nodes deleted since the last batch
 begin
   perform permgraph._require_level(p_level);
   perform permgraph._require_page_limit(p_limit);
@@ -99,85 +103,152 @@ begin
     return;
   end if;
 
-  select coalesce(array_agg(d.target_id order by d.target_id), '{}') into page
-  from (
-    select p.target_id
-    from permgraph.effective_permissions p
+  -- The rows of permgraph.effective_permissions, read from permissions by
+  -- its covering indexes: valid_until not passed, and neither the user nor
+  -- the target deleted since the last batch. The (few) deleted ids are read
+  -- once: a per-row probe of deleted_nodes costs as much as the row itself.
+  if exists (select 1 from permgraph.deleted_nodes dn where dn.id = p_user_id) then
+    return;
+  end if;
+  gone := array(select dn.id from permgraph.deleted_nodes dn);
+
+  -- The plan (_listing_scans): the user's rows counted from the index (at
+  -- most 5,000), the nodes of the kind asked for that the first 8 owners
+  -- among them own (at most 1,000 each), and the number of nodes.
+  select count(*) as all_rows, count(*) filter (where r.traverse_owned) as owner_rows into counted
+  from (select p.traverse_owned from permgraph.permissions p
+        where p.user_id = p_user_id and p.level >= p_level
+          and (p.valid_until is null or p.valid_until > now())
+        limit 5000) r;
+  select avg(k.n) into per_owner
+  from (select p.target_id from permgraph.permissions p
+        where p.user_id = p_user_id and p.level >= p_level and p.traverse_owned
+          and (p.valid_until is null or p.valid_until > now())
+        limit 8) o
+  cross join lateral (select count(*) as n
+                      from (select 1 from permgraph.nodes n
+                            where n.owner_id = o.target_id and (p_kind is null or n.kind = p_kind)
+                            limit 1000) c) k;
+  select c.reltuples into node_rows from pg_class c where c.oid = 'permgraph.nodes'::regclass;
+
+  if permgraph._listing_scans(counted.all_rows, counted.owner_rows,
+                              case when p_kind is null then counted.all_rows else 0 end
+                                + counted.owner_rows * coalesce(per_owner, 0),
+                              node_rows, p_limit) then
+    -- scan: the nodes in id order, the user's rows probed by primary key for
+    -- each (its own row, its owner's with traverse_owned), trash last.
+    select coalesce(array_agg(c.id order by c.id), '{}') into page
+    from (
+      select n.id
+      from permgraph.nodes n
+      where n.id >= from_id and not (skip_from and n.id = from_id)
+        and (p_kind is null or n.kind = p_kind)
+        and (((select p.level from permgraph.permissions p
+               where p.user_id = p_user_id and p.target_id = n.id
+                 and (p.valid_until is null or p.valid_until > now())) >= p_level
+              and not (n.id = any (gone)))
+             or ((select p.level from permgraph.permissions p
+                  where p.user_id = p_user_id and p.target_id = n.owner_id and p.traverse_owned
+                    and (p.valid_until is null or p.valid_until > now())) >= p_level
+                 and not (n.owner_id = any (gone))))
+        and case n.kind
+              when 'user' then true
+              when 'group' then not exists (select 1 from permgraph.trashed_groups t
+                                            where t.group_id = n.id and t.trash_at <= now())
+              else (n.trash_at is null or n.trash_at > now())
+                   and not exists (select 1 from permgraph.trashed_groups t
+                                   where t.group_id = n.owner_id and t.trash_at <= now())
+            end
+      order by n.id
+      limit p_limit
+    ) c;
+  else
+    -- rows: the user's rows in id order, merged with the first ids of each
+    -- owner among them (nodes_owner_idx), a chunk per owner at a time.
+    select coalesce(array_agg(d.target_id order by d.target_id), '{}') into page
+    from (
+      select p.target_id
+      from permgraph.permissions p
+      join permgraph.nodes n on n.id = p.target_id
+      where p.user_id = p_user_id and p.target_id >= from_id
+        and not (skip_from and p.target_id = from_id)
+        and p.level >= p_level
+        and (p.valid_until is null or p.valid_until > now())
+        and not (p.target_id = any (gone))
+        and (p_kind is null or n.kind = p_kind)
+        and case n.kind
+              when 'user' then true
+              when 'group' then not exists (select 1 from permgraph.trashed_groups t
+                                            where t.group_id = n.id and t.trash_at <= now())
+              else (n.trash_at is null or n.trash_at > now())
+                   and not exists (select 1 from permgraph.trashed_groups t
+                                   where t.group_id = n.owner_id and t.trash_at <= now())
+            end
+      order by p.target_id
+      limit p_limit
+    ) d;
+
+    select array_agg(p.target_id), array_agg(n.kind), array_agg(null::text)
+    into owners, owner_kinds, cursors
+    from permgraph.permissions p
     join permgraph.nodes n on n.id = p.target_id
-    where p.user_id = p_user_id and p.target_id >= from_id
-      and not (skip_from and p.target_id = from_id)
-      and p.level >= p_level
-      and (p_kind is null or n.kind = p_kind)
-      and case n.kind
-            when 'user' then true
-            when 'group' then not exists (select 1 from permgraph.trashed_groups t
-                                          where t.group_id = n.id and t.trash_at <= now())
-            else (n.trash_at is null or n.trash_at > now())
-                 and not exists (select 1 from permgraph.trashed_groups t
-                                 where t.group_id = n.owner_id and t.trash_at <= now())
-          end
-    order by p.target_id
-    limit p_limit
-  ) d;
+    where p.user_id = p_user_id and p.level >= p_level and p.traverse_owned
+      and (p.valid_until is null or p.valid_until > now())
+      and not (p.target_id = any (gone))
+      and (n.kind = 'user'
+           or (n.kind = 'group' and (p_kind is null or p_kind = 'object')
+               and not exists (select 1 from permgraph.trashed_groups t
+                               where t.group_id = n.id and t.trash_at <= now())));
 
-  select array_agg(p.target_id), array_agg(n.kind), array_agg(null::text)
-  into owners, owner_kinds, cursors
-  from permgraph.effective_permissions p
-  join permgraph.nodes n on n.id = p.target_id
-  where p.user_id = p_user_id and p.level >= p_level and p.traverse_owned
-    and (n.kind = 'user'
-         or (n.kind = 'group' and (p_kind is null or p_kind = 'object')
-             and not exists (select 1 from permgraph.trashed_groups t
-                             where t.group_id = n.id and t.trash_at <= now())));
-
-  chunk := greatest(1, p_limit / greatest(coalesce(cardinality(owners), 0), 1));
-  while coalesce(cardinality(owners), 0) > 0 loop
-    with fetched as (
-      select o.ord, o.owner_id, o.owner_kind, c.id
-      from unnest(owners, owner_kinds, cursors) with ordinality as o(owner_id, owner_kind, after_id, ord)
-      cross join lateral (
-        select n.id
-        from permgraph.nodes n
-        where n.owner_id = o.owner_id
-          and n.id >= coalesce(o.after_id, from_id)
-          and n.id is distinct from coalesce(o.after_id, case when skip_from then from_id end)
-          and (o.owner_kind = 'user' or n.kind = 'object')
-          and (p_kind is null or n.kind = p_kind)
-          and case n.kind  -- the owner is a user, or a group that is not trashed
-                when 'user' then true
-                when 'group' then not exists (select 1 from permgraph.trashed_groups t
-                                              where t.group_id = n.id and t.trash_at <= now())
-                else n.trash_at is null or n.trash_at > now()
-              end
-        order by n.id
-        limit chunk
-      ) c
-    ), merged as (
-      select array_agg(m.id order by m.id) as ids
-      from (select u.id
-            from (select x collate "C" as id from unnest(page) as x
-                  union
-                  select f.id from fetched f) u
-            order by u.id
-            limit p_limit) m
-    ), more as (
-      -- owners that filled their chunk with ids all before the page's end
-      select f.ord, f.owner_id, f.owner_kind, max(f.id) as last_id
-      from fetched f
-      group by f.ord, f.owner_id, f.owner_kind
-      having count(*) = chunk
-    )
-    select coalesce(mg.ids, '{}'),
-           array_agg(mo.owner_id order by mo.ord) filter (where mo.owner_id is not null),
-           array_agg(mo.owner_kind order by mo.ord) filter (where mo.owner_id is not null),
-           array_agg(mo.last_id order by mo.ord) filter (where mo.owner_id is not null)
-    into page, owners, owner_kinds, cursors
-    from merged mg
-    left join more mo
-      on coalesce(cardinality(mg.ids), 0) < p_limit or mo.last_id < (mg.ids[p_limit] collate "C")
-    group by mg.ids;
-    chunk := least(chunk * 2, p_limit);
-  end loop;
+    chunk := greatest(1, p_limit / greatest(coalesce(cardinality(owners), 0), 1));
+    while coalesce(cardinality(owners), 0) > 0 loop
+      with fetched as (
+        select o.ord, o.owner_id, o.owner_kind, c.id
+        from unnest(owners, owner_kinds, cursors) with ordinality as o(owner_id, owner_kind, after_id, ord)
+        cross join lateral (
+          select n.id
+          from permgraph.nodes n
+          where n.owner_id = o.owner_id
+            and n.id >= coalesce(o.after_id, from_id)
+            and n.id is distinct from coalesce(o.after_id, case when skip_from then from_id end)
+            and (o.owner_kind = 'user' or n.kind = 'object')
+            and (p_kind is null or n.kind = p_kind)
+            and case n.kind  -- the owner is a user, or a group that is not trashed
+                  when 'user' then true
+                  when 'group' then not exists (select 1 from permgraph.trashed_groups t
+                                                where t.group_id = n.id and t.trash_at <= now())
+                  else n.trash_at is null or n.trash_at > now()
+                end
+          order by n.id
+          limit chunk
+        ) c
+      ), merged as (
+        select array_agg(m.id order by m.id) as ids
+        from (select u.id
+              from (select x collate "C" as id from unnest(page) as x
+                    union
+                    select f.id from fetched f) u
+              order by u.id
+              limit p_limit) m
+      ), more as (
+        -- owners that filled their chunk with ids all before the page's end
+        select f.ord, f.owner_id, f.owner_kind, max(f.id) as last_id
+        from fetched f
+        group by f.ord, f.owner_id, f.owner_kind
+        having count(*) = chunk
+      )
+      select coalesce(mg.ids, '{}'),
+             array_agg(mo.owner_id order by mo.ord) filter (where mo.owner_id is not null),
+             array_agg(mo.owner_kind order by mo.ord) filter (where mo.owner_id is not null),
+             array_agg(mo.last_id order by mo.ord) filter (where mo.owner_id is not null)
+      into page, owners, owner_kinds, cursors
+      from merged mg
+      left join more mo
+        on coalesce(cardinality(mg.ids), 0) < p_limit or mo.last_id < (mg.ids[p_limit] collate "C")
+      group by mg.ids;
+      chunk := least(chunk * 2, p_limit);
+    end loop;
+  end if;
 
   return query
   select b.id::text, b.kind, b.best::smallint,
@@ -194,10 +265,12 @@ begin
            via_owner.level as owner_level, via_owner.valid_until as owner_until
     from unnest(page) as pg(id)
     join permgraph.nodes n on n.id = pg.id
-    left join permgraph.effective_permissions direct
+    left join permgraph.permissions direct
       on direct.user_id = p_user_id and direct.target_id = n.id
-    left join permgraph.effective_permissions via_owner
+         and (direct.valid_until is null or direct.valid_until > now()) and not (n.id = any (gone))
+    left join permgraph.permissions via_owner
       on via_owner.user_id = p_user_id and via_owner.target_id = n.owner_id and via_owner.traverse_owned
+         and (via_owner.valid_until is null or via_owner.valid_until > now()) and not (n.owner_id = any (gone))
   ) b
   order by b.id;
 end $$;
@@ -258,4 +331,193 @@ begin
   ) c
   order by c.user_id, c.level desc, c.valid_until desc nulls first
   limit p_limit;
+end $$;
+
+-- Choosing a listing's plan ------------------------------------------------------
+-- A page of what a user may see can be found two ways:
+--   rows: walk the user's permission rows (and, through the owners among
+--         them, the owned ids by an (owner, id) index), then keep the first
+--         p_limit ids: cost follows how much the user may see, whatever the
+--         page size.
+--   scan: walk the candidates (nodes, or an application table) in id order
+--         from the cursor, probing the user's rows by primary key for each,
+--         and stop at the p_limit-th visible one: cost follows
+--         p_limit / (the fraction the user may see).
+-- Neither is good for everyone: a user who sees 3% of a table scans ~33
+-- candidates per listed row, one who sees most of it has thousands of rows to
+-- read before the first can be returned. _listing_scans compares the two
+-- costs, in index entries visited: p_rows of the user's rows read, of which
+-- p_owner_rows with traverse_owned (both counted from the index with a
+-- limit), p_visible candidates estimated visible (the owner rows times the
+-- candidates a sample of those owners own) out of p_candidates (pg_class).
+-- The setting permgraph.listing_plan ('rows' or 'scan') forces a plan: the
+-- tests run both on the same graphs (results are identical; only the time
+-- differs).
+create or replace function permgraph._listing_scans(
+  p_rows bigint, p_owner_rows bigint, p_visible double precision, p_candidates double precision, p_limit integer
+) returns boolean
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  forced text := nullif(current_setting('permgraph.listing_plan', true), '');
+  visible double precision := least(greatest(p_visible, 0), greatest(p_candidates, 0));
+  rows_cost double precision;
+  scan_cost double precision;
+begin
+  if forced is not null then
+    if forced not in ('rows', 'scan') then
+      raise exception 'permgraph: permgraph.listing_plan must be rows or scan (or unset), got "%"', forced
+        using errcode = '22023';
+    end if;
+    return forced = 'scan';
+  end if;
+  if p_candidates is null or p_candidates <= 0 or visible is null or visible < 1 then
+    return false;  -- nothing known: the plan whose cost the user's own rows bound
+  end if;
+  -- rows: each row read, each owner probed, each owned id up to p_limit per owner
+  rows_cost := p_rows + 3 * p_owner_rows + least(visible, p_owner_rows::double precision * p_limit);
+  -- scan: per candidate a heap row and two or three index probes
+  scan_cost := 4 * least(p_candidates, p_limit * p_candidates / visible);
+  return scan_cost < rows_cost;
+end $$;
+
+-- The rows of an application table that p_user_id may act on at p_level,
+-- judged like enable_rls judges them (without match_row_id): through the
+-- row's owner column (a row (user, owner) with traverse_owned, the owner
+-- group's trash), superusers seeing every row whose owner trash does not
+-- hide. A keyset page in the order of the id column: ids after p_after (cast
+-- to the id column's type), at most p_limit rows. Called with a null of the
+-- table's row type, it returns the table's rows:
+--   select * from permgraph.list_rows(null::public.documents, 'id', 'owner_id', 'alice', 1, null, 100);
+-- The id column must be unique (the rows are fetched by it) and indexed; an
+-- index on (owner column, id column) serves the rows plan. Security invoker:
+-- the caller reads the table with its own privileges (and policies), and
+-- permgraph's tables as permgraph_reader does.
+create or replace function permgraph.list_rows(
+  p_rows anyelement, p_id_column name, p_owner_column name, p_user_id text,
+  p_level integer default 1, p_after text default null, p_limit integer default 100
+) returns setof anyelement
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
+declare
+  tbl regclass;
+  id_type text;
+  owner_type oid;
+  owner_collation text;
+  owner_key text;        -- the owner column as a permission target id
+  owner_match text;      -- "this row's owner is o.target_id", usable by an index on the owner column
+  after_cond text := '';
+  is_superuser boolean;
+  gone text[];          -- nodes deleted since the last batch
+  owner_rows bigint;
+  table_rows double precision;
+  per_owner double precision;
+begin
+  if p_level is null or p_level not between 1 and 3 then
+    raise exception 'permgraph: level must be 1 (read), 2 (write) or 3 (manage), got %', coalesce(p_level::text, 'null')
+      using errcode = '22023';
+  end if;
+  if p_limit is null or p_limit not between 1 and 100000 then
+    raise exception 'permgraph: limit must be between 1 and 100000, got %', coalesce(p_limit::text, 'null')
+      using errcode = '22023';
+  end if;
+  select t.typrelid::regclass into tbl from pg_type t where t.oid = pg_typeof(p_rows) and t.typrelid <> 0;
+  if tbl is null or p_id_column is null or p_owner_column is null then
+    raise exception 'permgraph: list_rows needs a row of the table (null::schema.table), its id column and its owner column'
+      using errcode = '22023';
+  end if;
+  select format_type(a.atttypid, a.atttypmod) into id_type
+  from pg_attribute a where a.attrelid = tbl and a.attname = p_id_column and a.attnum > 0 and not a.attisdropped;
+  select a.atttypid, case when a.attcollation <> 0 then format('%I.%I', cn.nspname, c.collname) end
+  into owner_type, owner_collation
+  from pg_attribute a
+  left join pg_collation c on c.oid = a.attcollation
+  left join pg_namespace cn on cn.oid = c.collnamespace
+  where a.attrelid = tbl and a.attname = p_owner_column and a.attnum > 0 and not a.attisdropped;
+  if id_type is null or owner_type is null then
+    raise exception 'permgraph: table % has no column "%"', tbl, case when id_type is null then p_id_column else p_owner_column end
+      using errcode = '22023';
+  end if;
+  owner_key := format('(d.%I)::text collate "C"', p_owner_column);
+  owner_match := case when owner_type in ('text'::regtype, 'varchar'::regtype)
+                      then format('d.%I = o.target_id collate %s', p_owner_column, owner_collation)
+                      else format('%s = o.target_id', owner_key) end;
+  if p_after is not null then
+    after_cond := format('and d.%I > $3::%s', p_id_column, id_type);
+  end if;
+
+  select coalesce(n.is_superuser, false) into is_superuser
+  from permgraph.nodes n where n.id = p_user_id and n.kind = 'user';
+  if coalesce(is_superuser, false) then
+    return query execute format(
+      'select d.* from %s d
+       where true %s
+         and not exists (select 1 from permgraph.trashed_groups t where t.group_id = %s and t.trash_at <= now())
+       order by d.%I limit $4', tbl, after_cond, owner_key, p_id_column)
+      using p_user_id, p_level, p_after, p_limit;
+    return;
+  end if;
+  -- The rows of permgraph.effective_permissions, read from permissions by
+  -- its covering indexes: valid_until not passed, and neither the user nor
+  -- the target deleted since the last batch. The (few) deleted ids are read
+  -- once: a per-row probe of deleted_nodes costs as much as the row itself.
+  if exists (select 1 from permgraph.deleted_nodes dn where dn.id = p_user_id) then
+    return;
+  end if;
+  gone := array(select dn.id from permgraph.deleted_nodes dn);
+
+  -- The estimate: the user's rows with traverse_owned (read from the index,
+  -- at most 5,000), the rows owned by the first 8 of them (at most 1,000
+  -- each), and the table's size.
+  select count(*) into owner_rows
+  from (select 1 from permgraph.permissions p
+        where p.user_id = p_user_id and p.level >= p_level and p.traverse_owned
+          and (p.valid_until is null or p.valid_until > now())
+        limit 5000) r;
+  execute format(
+    'select avg(k.n) from (
+       select p.target_id from permgraph.permissions p
+       where p.user_id = $1 and p.level >= $2 and p.traverse_owned
+         and (p.valid_until is null or p.valid_until > now())
+       limit 8) o
+     cross join lateral (select count(*) as n from (select 1 from %s d where %s limit 1000) c) k',
+    tbl, owner_match)
+    into per_owner using p_user_id, p_level;
+  select c.reltuples into table_rows from pg_class c where c.oid = tbl;
+
+  if permgraph._listing_scans(owner_rows, owner_rows, owner_rows * coalesce(per_owner, 0), table_rows, p_limit) then
+    -- scan: the table in id order, one probe of the user's rows per row
+    return query execute format(
+      'select d.* from %1$s d
+       where true %2$s
+         and (select p.level from permgraph.permissions p
+              where p.user_id = $1 and p.target_id = %3$s and p.traverse_owned
+                and (p.valid_until is null or p.valid_until > now())) >= $2
+         and not (%3$s = any ($5))
+         and not exists (select 1 from permgraph.trashed_groups t where t.group_id = %3$s and t.trash_at <= now())
+       order by d.%4$I limit $4', tbl, after_cond, owner_key, p_id_column)
+      using p_user_id, p_level, p_after, p_limit, gone;
+  else
+    -- rows: the user's owners, each one's first ids by the (owner, id) index
+    return query execute format(
+      'select d.* from (
+         select k.id from (
+           select p.target_id from permgraph.permissions p
+           where p.user_id = $1 and p.level >= $2 and p.traverse_owned
+             and (p.valid_until is null or p.valid_until > now())
+             and not (p.target_id = any ($5))
+             and not exists (select 1 from permgraph.trashed_groups t where t.group_id = p.target_id and t.trash_at <= now())
+         ) o
+         cross join lateral (
+           select d.%1$I as id from %2$s d where %3$s %4$s order by d.%1$I limit $4
+         ) k
+         order by k.id limit $4
+       ) top
+       join %2$s d on d.%1$I = top.id
+       order by d.%1$I', p_id_column, tbl, owner_match, after_cond)
+      using p_user_id, p_level, p_after, p_limit, gone;
+  end if;
 end $$;

@@ -59,6 +59,10 @@ declare
     'permgraph.is_trashed(text)', 'permgraph.effective_group_trash(text[])',
     'permgraph.role_level(text)', 'permgraph.operation_level(text)',
     'permgraph.list_targets(text, integer, text, text, integer)', 'permgraph.list_users(text, integer, text, integer)',
+    -- list_rows runs as the caller (it reads the caller's own table), and so
+    -- its plan choice, which reads nothing
+    'permgraph.list_rows(anyelement, name, name, text, integer, text, integer)',
+    'permgraph._listing_scans(bigint, bigint, double precision, double precision, integer)',
     'permgraph.explain(text, text, integer)',
     'permgraph.current_token()', 'permgraph.is_applied(text)', 'permgraph.status()', 'permgraph.current_actor()',
     -- creating policies needs ownership of the application's table anyway
