@@ -133,6 +133,7 @@ table permgraph.import_grants
   source text
   problem text
   line bigint
+  expires_at text
   constraint import_grants_pkey PRIMARY KEY (run, seq)
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
 
@@ -1385,8 +1386,8 @@ AS $function$
   end
 $function$;
 
--- permgraph._import_load(text,boolean,jsonb): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._import_load(p_run text, p_set_trash boolean, p_levels jsonb)
+-- permgraph._import_load(text,boolean,boolean,jsonb): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._import_load(p_run text, p_set_trash boolean, p_set_expiry boolean, p_levels jsonb)
  RETURNS jsonb
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
@@ -1451,11 +1452,12 @@ begin
   perform set_config('enable_seqscan', seqscan, true);
 
   with written as (
-    insert into permgraph.grants as g (tail_id, head_id, level, source)
-    select s.tail_id, s.head_id, (p_levels ->> s.level)::smallint, s.source
+    insert into permgraph.grants as g (tail_id, head_id, level, source, expires_at)
+    select s.tail_id, s.head_id, (p_levels ->> s.level)::smallint, s.source, case when p_set_expiry then s.expires_at::timestamptz end
     from permgraph.import_grants s where s.run = p_run and s.problem is null
     on conflict on constraint grants_unique_per_source
-      do update set level = excluded.level where g.level is distinct from excluded.level
+      do update set level = excluded.level, expires_at = case when p_set_expiry then excluded.expires_at else g.expires_at end
+      where g.level is distinct from excluded.level or (p_set_expiry and g.expires_at is distinct from excluded.expires_at)
     returning (xmax = 0) as inserted
   )
   select count(*) filter (where inserted), count(*) filter (where not inserted)
@@ -1685,6 +1687,28 @@ begin
     where g.run = p_run and g.problem is null
   ) b
   where b.problem is not null;
+  -- expires_at (empty: never): a timestamp with its offset, so that it means
+  -- the same instant whatever the session's time zone. The form is checked
+  -- row by row (a regular expression); the values with one another in one
+  -- cast, and only if that fails, one by one, to find which.
+  insert into pg_temp.import_bad (seq, problem)
+  select g.seq, format('expires_at %s is not a timestamp with a time zone offset (ISO 8601, e.g. 2030-01-31T12:00:00Z)',
+                       permgraph._describe_id(g.expires_at))
+  from permgraph.import_grants g
+  where g.run = p_run and g.problem is null and g.expires_at is not null
+    and g.expires_at !~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$'
+  on conflict (seq) do nothing;
+  begin
+    perform count(g.expires_at::timestamptz) from permgraph.import_grants g
+    where g.run = p_run and g.problem is null and g.expires_at is not null
+      and g.seq <> all (array(select b.seq from pg_temp.import_bad b));
+  exception when data_exception then
+    insert into pg_temp.import_bad (seq, problem)
+    select g.seq, format('expires_at %s is not a valid timestamp', permgraph._describe_id(g.expires_at))
+    from permgraph.import_grants g
+    where g.run = p_run and g.problem is null and g.expires_at is not null and not permgraph._is_timestamptz(g.expires_at)
+    on conflict (seq) do nothing;
+  end;
   -- Duplicates among the rest, in one sorted pass of their keys: the first row is kept.
   insert into pg_temp.import_bad (seq, problem)
   select d.seq, case when d.first_line is not null
