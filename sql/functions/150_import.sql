@@ -392,7 +392,8 @@ begin
     select s.id, s.kind, s.owner_id, case when p_set_trash then s.trash_at::timestamptz end
     from permgraph.import_nodes s
     left join lateral (select true as stored from permgraph.nodes n where n.id = s.id offset 0) n on true
-    where s.run = p_run and s.problem is null and n.stored is null;
+    where s.run = p_run and s.problem is null and n.stored is null
+    order by s.id;
   end if;
   if nodes_updated > 0 then
     -- Stored nodes whose owner changes lose their old owner first, so every
@@ -410,6 +411,9 @@ begin
     insert into permgraph.grants as g (tail_id, head_id, level, source, expires_at)
     select s.tail_id, s.head_id, (p_levels ->> s.level)::smallint, s.source, case when p_set_expiry then s.expires_at::timestamptz end
     from permgraph.import_grants s where s.run = p_run and s.problem is null
+    -- In key order: the unique index, the edges' primary key and the
+    -- lookups of the grants' ends then walk their btrees in order.
+    order by s.tail_id, s.head_id, s.source
     on conflict on constraint grants_unique_per_source
       do update set level = excluded.level, expires_at = case when p_set_expiry then excluded.expires_at else g.expires_at end
       where g.level is distinct from excluded.level or (p_set_expiry and g.expires_at is distinct from excluded.expires_at)
