@@ -1,6 +1,6 @@
 // Not part of the benchmark: profiles one import's validate and load
 // statement by statement (auto_explain, nested statements, durations).
-//   npx tsx bench/measure/import-profile.ts --size 200000
+//   npx tsx bench/measure/import-profile.ts --size 200000 [--batch 10000] [--plans] [--timing]
 import pg from 'pg';
 import { importGraph } from '../../src/app/import/index.ts';
 import { resolveLevels } from '../../src/app/import/validate.ts';
@@ -8,14 +8,16 @@ import { sql } from '../../src/db/pool.ts';
 import { freshDatabase, startServer } from '../lib/server.ts';
 import { writePair } from './import.ts';
 
-const size = Number(process.argv[process.argv.indexOf('--size') + 1] ?? 200000);
+const arg = (name: string, fallback: number) => (process.argv.includes(name) ? Number(process.argv[process.argv.indexOf(name) + 1]) : fallback);
+const size = arg('--size', 200000);
+const batchSize = arg('--batch', 10000);
 const server = await startServer();
 try {
   const bdb = await freshDatabase(server.url, `import_profile`);
   const files = await writePair(`profile-${size}`, 'n', size);
   const stopped = new Error('staged');
   const t0 = performance.now();
-  await importGraph(bdb.db, { ...files, name: 'p', afterBatch: async () => {}, onProgress: (p) => { if (p.phase === 'validate') throw stopped; } }).catch((e) => {
+  await importGraph(bdb.db, { ...files, name: 'p', batchSize, afterBatch: async () => {}, onProgress: (p) => { if (p.phase === 'validate') throw stopped; } }).catch((e) => {
     if (e !== stopped) throw e;
   });
   console.log(`staged in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
@@ -29,6 +31,7 @@ try {
     console.log(`--- ${(Number(m[1]) / 1000).toFixed(2)} s: ${q.replace(/\s+/g, ' ').slice(0, 180)}`);
     if (process.argv.includes('--plans')) console.log(m[2]);
   });
+  client.on('error', () => {}); // the server stopping after a failed statement: that statement's error is the one to see
   await client.connect();
   await client.query(`set search_path = pg_catalog, pg_temp; load 'auto_explain';
     set auto_explain.log_min_duration = 300; set auto_explain.log_analyze = on; set auto_explain.log_timing = ${process.argv.includes('--timing') ? 'on' : 'off'};
@@ -39,7 +42,7 @@ try {
   await client.query('select permgraph._import_validate($1, $2::jsonb) as counts', ['p', JSON.stringify(levels)]);
   console.log(`validate ${((performance.now() - t) / 1000).toFixed(1)} s`);
   t = performance.now();
-  await client.query('select permgraph._import_load($1, false, $2::jsonb)', ['p', JSON.stringify(levels)]);
+  await client.query('select permgraph._import_load($1, false, false, $2::jsonb)', ['p', JSON.stringify(levels)]);
   console.log(`load ${((performance.now() - t) / 1000).toFixed(1)} s`);
   t = performance.now();
   await client.query('commit');
