@@ -173,14 +173,58 @@ begin
   end if;
 end $$;
 
+-- _validate_owned's checks for the nodes a statement inserted, read from
+-- the transition table rather than looked up again by id (an array of every
+-- inserted id, probed into nodes twice, was most of a bulk insert's check):
+-- each distinct owner is looked up, and locked, once; the walk starts from
+-- the inserted rows. An inserted node changes no stored node's owner, so no
+-- advisory lock (as _validate_owned with p_changed false).
 create or replace function permgraph._nodes_validate_inserted() returns trigger
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+  bad_owners text[];
+  bad record;
+  cycle_path text;
 begin
-  perform permgraph._validate_owned(
-    (select array_agg(n.id) from inserted_nodes n where n.owner_id is not null), false);
+  select array_agg(e.owner_id) into bad_owners
+  from (select distinct n.owner_id from inserted_nodes n where n.owner_id is not null and n.owner_id <> n.id) e
+  left join lateral (select o.kind from permgraph.nodes o where o.id = e.owner_id for key share offset 0) o on true
+  where o.kind is null or o.kind = 'object';
+  if bad_owners is not null then
+    select n.id, n.owner_id, o.kind as owner_kind into bad
+    from inserted_nodes n
+    left join lateral (select o.kind from permgraph.nodes o where o.id = n.owner_id offset 0) o on true
+    where n.owner_id = any (bad_owners) and n.owner_id <> n.id
+    order by n.id limit 1;
+    if bad.owner_kind is null then
+      raise exception 'permgraph: owner % of node % does not exist',
+        permgraph._describe_id(bad.owner_id), permgraph._describe_id(bad.id) using errcode = '23503';
+    else
+      raise exception 'permgraph: node % cannot be owned by object %; only users and groups own',
+        permgraph._describe_id(bad.id), permgraph._describe_id(bad.owner_id) using errcode = '23514';
+    end if;
+  end if;
+  -- The walk of _validate_owned, from the inserted users and groups that have an owner.
+  with recursive walk(start_id, node_id, path) as (
+    select n.id::text, n.owner_id::text, array[n.id::text, n.owner_id::text]
+    from inserted_nodes n
+    where n.kind <> 'object' and n.owner_id is not null and n.owner_id <> n.id
+    union all
+    select w.start_id, o.owner_id::text, w.path || o.owner_id::text
+    from walk w join permgraph.nodes o on o.id = w.node_id
+    where w.node_id <> w.start_id
+      and not (w.node_id = any (w.path[1:cardinality(w.path) - 1]))
+      and o.owner_id is not null and o.owner_id <> o.id
+  )
+  select min(array_to_string(w.path, ' -> ')) filter (where w.node_id = w.start_id) into cycle_path
+  from walk w;
+  if cycle_path is not null then
+    raise exception 'permgraph: ownership cycle: % (the owner of each node is the next one)', cycle_path
+      using errcode = '23514';
+  end if;
   return null;
 end $$;
 
