@@ -116,13 +116,11 @@ table permgraph.grants
   level smallint not null
   source text not null default 'default'::text
   created_at timestamp with time zone not null default now()
-  tail_kind text
-  head_kind text
   expires_at timestamp with time zone
-  constraint grants_head_exists FOREIGN KEY (head_id) REFERENCES permgraph.nodes(id) ON DELETE CASCADE
+  constraint grants_head_exists FOREIGN KEY (head_id) REFERENCES permgraph.nodes(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED
   constraint grants_level_valid CHECK (((level >= 1) AND (level <= 3)))
   constraint grants_source_not_empty CHECK ((source <> ''::text))
-  constraint grants_tail_exists FOREIGN KEY (tail_id) REFERENCES permgraph.nodes(id) ON DELETE CASCADE
+  constraint grants_tail_exists FOREIGN KEY (tail_id) REFERENCES permgraph.nodes(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED
   constraint grants_unique_per_source UNIQUE (tail_id, head_id, source)
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: DELETE,INSERT,SELECT,UPDATE
 
@@ -135,6 +133,7 @@ table permgraph.import_grants
   source text
   problem text
   line bigint
+  expires_at text
   constraint import_grants_pkey PRIMARY KEY (run, seq)
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
 
@@ -282,7 +281,9 @@ CREATE TRIGGER grants_capture_inserted AFTER INSERT ON permgraph.grants REFERENC
 CREATE TRIGGER grants_capture_updated AFTER UPDATE ON permgraph.grants REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._grants_capture();
 CREATE TRIGGER grants_notify AFTER INSERT OR DELETE OR UPDATE ON permgraph.grants FOR EACH STATEMENT EXECUTE FUNCTION permgraph._notify_changes();
 CREATE TRIGGER grants_truncate AFTER TRUNCATE ON permgraph.grants FOR EACH STATEMENT EXECUTE FUNCTION permgraph._capture_truncate();
-CREATE TRIGGER grants_validate BEFORE INSERT OR UPDATE ON permgraph.grants FOR EACH ROW EXECUTE FUNCTION permgraph._grants_validate();
+CREATE TRIGGER grants_validate BEFORE INSERT OR UPDATE ON permgraph.grants FOR EACH ROW WHEN (((new.level IS NULL) OR ((new.level < 1) OR (new.level > 3)) OR (length(new.tail_id) > 256) OR (length(new.head_id) > 256))) EXECUTE FUNCTION permgraph._grants_validate();
+CREATE TRIGGER grants_validate_inserted AFTER INSERT ON permgraph.grants REFERENCING NEW TABLE AS written FOR EACH STATEMENT EXECUTE FUNCTION permgraph._grants_validate_written();
+CREATE TRIGGER grants_validate_updated AFTER UPDATE ON permgraph.grants REFERENCING NEW TABLE AS written FOR EACH STATEMENT EXECUTE FUNCTION permgraph._grants_validate_written();
 CREATE TRIGGER nodes_audit_deleted AFTER DELETE ON permgraph.nodes REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._audit_nodes();
 CREATE TRIGGER nodes_audit_inserted AFTER INSERT ON permgraph.nodes REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._audit_nodes();
 CREATE TRIGGER nodes_audit_truncate AFTER TRUNCATE ON permgraph.nodes FOR EACH STATEMENT EXECUTE FUNCTION permgraph._audit_truncate();
@@ -292,10 +293,10 @@ CREATE TRIGGER nodes_capture_inserted AFTER INSERT ON permgraph.nodes REFERENCIN
 CREATE TRIGGER nodes_capture_updated AFTER UPDATE ON permgraph.nodes REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._nodes_capture();
 CREATE TRIGGER nodes_notify AFTER INSERT OR DELETE OR UPDATE ON permgraph.nodes FOR EACH STATEMENT EXECUTE FUNCTION permgraph._notify_changes();
 CREATE TRIGGER nodes_truncate AFTER TRUNCATE ON permgraph.nodes FOR EACH STATEMENT EXECUTE FUNCTION permgraph._capture_truncate();
-CREATE TRIGGER nodes_validate BEFORE INSERT OR UPDATE ON permgraph.nodes FOR EACH ROW EXECUTE FUNCTION permgraph._nodes_validate();
+CREATE TRIGGER nodes_validate BEFORE INSERT ON permgraph.nodes FOR EACH ROW WHEN (((new.id IS NULL) OR ((length(new.id) < 1) OR (length(new.id) > 256)) OR (new.id ~ '[[:cntrl:]]'::text) OR (new.kind IS NULL) OR (new.kind <> ALL (ARRAY['user'::text, 'group'::text, 'object'::text])) OR ((new.owner_id = new.id) AND (new.kind <> 'user'::text)) OR (new.is_superuser AND (new.kind <> 'user'::text)))) EXECUTE FUNCTION permgraph._nodes_validate();
+CREATE TRIGGER nodes_validate_changed BEFORE UPDATE ON permgraph.nodes FOR EACH ROW WHEN (((new.id IS DISTINCT FROM old.id) OR (new.kind IS DISTINCT FROM old.kind) OR ((new.owner_id = new.id) AND (new.kind <> 'user'::text)) OR (new.is_superuser AND (new.kind <> 'user'::text)))) EXECUTE FUNCTION permgraph._nodes_validate();
 CREATE TRIGGER nodes_validate_deleted AFTER DELETE ON permgraph.nodes REFERENCING OLD TABLE AS deleted_nodes_now FOR EACH STATEMENT EXECUTE FUNCTION permgraph._nodes_validate_deleted();
 CREATE TRIGGER nodes_validate_inserted AFTER INSERT ON permgraph.nodes REFERENCING NEW TABLE AS inserted_nodes FOR EACH STATEMENT EXECUTE FUNCTION permgraph._nodes_validate_inserted();
-CREATE TRIGGER nodes_validate_superuser BEFORE INSERT OR UPDATE OF is_superuser ON permgraph.nodes FOR EACH ROW EXECUTE FUNCTION permgraph._nodes_validate_superuser();
 CREATE TRIGGER nodes_validate_updated AFTER UPDATE ON permgraph.nodes REFERENCING OLD TABLE AS previous_nodes NEW TABLE AS updated_nodes FOR EACH STATEMENT EXECUTE FUNCTION permgraph._nodes_validate_updated();
 CREATE TRIGGER operations_audit_deleted AFTER DELETE ON permgraph.operations REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._audit_catalog();
 CREATE TRIGGER operations_audit_inserted AFTER INSERT ON permgraph.operations REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._audit_catalog();
@@ -1214,15 +1215,36 @@ CREATE OR REPLACE FUNCTION permgraph._grants_capture()
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
+declare
+  capture constant boolean := permgraph._capture_enabled();
 begin
   -- Each branch names only the transition tables its event has.
-  if tg_op = 'INSERT' then
+  if tg_op = 'INSERT' and not capture then
     insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind, expires_at)
-    select n.tail_id, n.head_id, n.source, n.level, n.tail_kind, n.head_kind, n.expires_at from new_rows n;
-  elsif tg_op = 'DELETE' then
+    select n.tail_id, n.head_id, n.source, n.level, coalesce(t.kind, 'group'), coalesce(h.kind, 'group'), n.expires_at
+    from new_rows n left join permgraph.nodes t on t.id = n.tail_id left join permgraph.nodes h on h.id = n.head_id;
+  elsif tg_op = 'INSERT' then
+    with added as (
+      insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind, expires_at)
+      select n.tail_id, n.head_id, n.source, n.level, coalesce(t.kind, 'group'), coalesce(h.kind, 'group'), n.expires_at
+      from new_rows n left join permgraph.nodes t on t.id = n.tail_id left join permgraph.nodes h on h.id = n.head_id
+      returning tail_id, head_id, tail_kind, head_kind, level
+    )
+    insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
+    select a.tail_id, a.head_id, a.tail_kind, a.head_kind, null, a.level from added a;
+  elsif tg_op = 'DELETE' and not capture then
     delete from permgraph.edges e
     using old_rows o
     where e.tail_id = o.tail_id and e.head_id = o.head_id and e.source = o.source;
+  elsif tg_op = 'DELETE' then
+    with removed as (
+      delete from permgraph.edges e
+      using old_rows o
+      where e.tail_id = o.tail_id and e.head_id = o.head_id and e.source = o.source
+      returning e.tail_id, e.head_id, e.tail_kind, e.head_kind, e.level
+    )
+    insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
+    select r.tail_id, r.head_id, r.tail_kind, r.head_kind, r.level, null from removed r;
   else
     delete from permgraph.edges e
     using old_rows o
@@ -1231,34 +1253,31 @@ begin
                       where n.tail_id = o.tail_id and n.head_id = o.head_id and n.source = o.source and n.level = o.level
                         and n.expires_at is not distinct from o.expires_at);
     insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind, expires_at)
-    select n.tail_id, n.head_id, n.source, n.level, n.tail_kind, n.head_kind, n.expires_at
-    from new_rows n
+    select n.tail_id, n.head_id, n.source, n.level, coalesce(t.kind, 'group'), coalesce(h.kind, 'group'), n.expires_at
+    from new_rows n left join permgraph.nodes t on t.id = n.tail_id left join permgraph.nodes h on h.id = n.head_id
     where not exists (select 1 from old_rows o
                       where o.tail_id = n.tail_id and o.head_id = n.head_id and o.source = n.source and o.level = n.level
                         and o.expires_at is not distinct from n.expires_at);
-  end if;
-  if not permgraph._capture_enabled() then
-    return null;
-  end if;
-  if tg_op = 'INSERT' then
-    insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
-    select n.tail_id, n.head_id, n.tail_kind, n.head_kind, null, n.level from new_rows n;
-  elsif tg_op = 'DELETE' then
-    insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
-    select o.tail_id, o.head_id, o.tail_kind, o.head_kind, o.level, null from old_rows o;
-  else
-    -- Only edges that changed: a grant moved to another source keeps the
-    -- same edge (tail, head, level, expiry) and needs no recomputation.
-    insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
-    select o.tail_id, o.head_id, o.tail_kind, o.head_kind, o.level, null
-    from old_rows o
-    where not exists (select 1 from new_rows n where n.tail_id = o.tail_id and n.head_id = o.head_id and n.level = o.level
-                                                 and n.expires_at is not distinct from o.expires_at)
-    union all
-    select n.tail_id, n.head_id, n.tail_kind, n.head_kind, null, n.level
-    from new_rows n
-    where not exists (select 1 from old_rows o where o.tail_id = n.tail_id and o.head_id = n.head_id and o.level = n.level
-                                                 and o.expires_at is not distinct from n.expires_at);
+    if capture then
+      -- Only edges that changed: a grant moved to another source keeps the
+      -- same edge (tail, head, level, expiry) and needs no recomputation.
+      -- The ends of updated grants are nodes (a grant's nodes are not
+      -- deleted by an UPDATE of grants).
+      insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
+      select c.tail_id, c.head_id, coalesce(t.kind, 'group'), coalesce(h.kind, 'group'), c.old_level, c.new_level
+      from (
+        select o.tail_id, o.head_id, o.level as old_level, null::smallint as new_level
+        from old_rows o
+        where not exists (select 1 from new_rows n where n.tail_id = o.tail_id and n.head_id = o.head_id and n.level = o.level
+                                                     and n.expires_at is not distinct from o.expires_at)
+        union all
+        select n.tail_id, n.head_id, null, n.level
+        from new_rows n
+        where not exists (select 1 from old_rows o where o.tail_id = n.tail_id and o.head_id = n.head_id and o.level = n.level
+                                                     and o.expires_at is not distinct from n.expires_at)
+      ) c
+      left join permgraph.nodes t on t.id = c.tail_id left join permgraph.nodes h on h.id = c.head_id;
+    end if;
   end if;
   return null;
 end $function$;
@@ -1270,16 +1289,18 @@ CREATE OR REPLACE FUNCTION permgraph._grants_validate()
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
+declare
+  tail_kind text;
 begin
-  select kind into new.tail_kind from permgraph.nodes where id = new.tail_id;
+  select kind into tail_kind from permgraph.nodes where id = new.tail_id;
   if not found then
     raise exception 'permgraph: grant tail % does not exist', permgraph._describe_id(new.tail_id) using errcode = '23503';
   end if;
-  if new.tail_kind = 'object' then
+  if tail_kind = 'object' then
     raise exception 'permgraph: grant tail % is an object; only users and groups can hold grants', permgraph._describe_id(new.tail_id)
       using errcode = '23514';
   end if;
-  select kind into new.head_kind from permgraph.nodes where id = new.head_id;
+  perform from permgraph.nodes where id = new.head_id;
   if not found then
     raise exception 'permgraph: grant head % does not exist', permgraph._describe_id(new.head_id) using errcode = '23503';
   end if;
@@ -1288,6 +1309,34 @@ begin
       using errcode = '23514';
   end if;
   return new;
+end $function$;
+
+-- permgraph._grants_validate_written(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._grants_validate_written()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  bad record;
+begin
+  select e.id, e.is_tail, n.kind into bad
+  from (select w.tail_id as id, true as is_tail from written w union select w.head_id, false from written w) e
+  left join lateral (select n.kind from permgraph.nodes n where n.id = e.id for key share offset 0) n on true
+  where n.kind is null or (e.is_tail and n.kind = 'object')
+  order by case when n.kind is null and e.is_tail then 1 when n.kind is null then 3 else 2 end, e.id
+  limit 1;
+  if not found then
+    return null;
+  elsif bad.is_tail and bad.kind is null then
+    raise exception 'permgraph: grant tail % does not exist', permgraph._describe_id(bad.id) using errcode = '23503';
+  elsif bad.is_tail then
+    raise exception 'permgraph: grant tail % is an object; only users and groups can hold grants', permgraph._describe_id(bad.id)
+      using errcode = '23514';
+  else
+    raise exception 'permgraph: grant head % does not exist', permgraph._describe_id(bad.id) using errcode = '23503';
+  end if;
 end $function$;
 
 -- permgraph._hidden(text,text,text,timestamp with time zone): execute <owner>: EXECUTE
@@ -1337,8 +1386,8 @@ AS $function$
   end
 $function$;
 
--- permgraph._import_load(text,boolean,jsonb): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._import_load(p_run text, p_set_trash boolean, p_levels jsonb)
+-- permgraph._import_load(text,boolean,boolean,jsonb): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._import_load(p_run text, p_set_trash boolean, p_set_expiry boolean, p_levels jsonb)
  RETURNS jsonb
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
@@ -1388,7 +1437,8 @@ begin
     select s.id, s.kind, s.owner_id, case when p_set_trash then s.trash_at::timestamptz end
     from permgraph.import_nodes s
     left join lateral (select true as stored from permgraph.nodes n where n.id = s.id offset 0) n on true
-    where s.run = p_run and s.problem is null and n.stored is null;
+    where s.run = p_run and s.problem is null and n.stored is null
+    order by s.id;
   end if;
   if nodes_updated > 0 then
     -- Stored nodes whose owner changes lose their old owner first, so every
@@ -1403,11 +1453,15 @@ begin
   perform set_config('enable_seqscan', seqscan, true);
 
   with written as (
-    insert into permgraph.grants as g (tail_id, head_id, level, source)
-    select s.tail_id, s.head_id, (p_levels ->> s.level)::smallint, s.source
+    insert into permgraph.grants as g (tail_id, head_id, level, source, expires_at)
+    select s.tail_id, s.head_id, (p_levels ->> s.level)::smallint, s.source, case when p_set_expiry then s.expires_at::timestamptz end
     from permgraph.import_grants s where s.run = p_run and s.problem is null
+    -- In key order: the unique index, the edges' primary key and the
+    -- lookups of the grants' ends then walk their btrees in order.
+    order by s.tail_id, s.head_id, s.source
     on conflict on constraint grants_unique_per_source
-      do update set level = excluded.level where g.level is distinct from excluded.level
+      do update set level = excluded.level, expires_at = case when p_set_expiry then excluded.expires_at else g.expires_at end
+      where g.level is distinct from excluded.level or (p_set_expiry and g.expires_at is distinct from excluded.expires_at)
     returning (xmax = 0) as inserted
   )
   select count(*) filter (where inserted), count(*) filter (where not inserted)
@@ -1637,6 +1691,28 @@ begin
     where g.run = p_run and g.problem is null
   ) b
   where b.problem is not null;
+  -- expires_at (empty: never): a timestamp with its offset, so that it means
+  -- the same instant whatever the session's time zone. The form is checked
+  -- row by row (a regular expression); the values with one another in one
+  -- cast, and only if that fails, one by one, to find which.
+  insert into pg_temp.import_bad (seq, problem)
+  select g.seq, format('expires_at %s is not a timestamp with a time zone offset (ISO 8601, e.g. 2030-01-31T12:00:00Z)',
+                       permgraph._describe_id(g.expires_at))
+  from permgraph.import_grants g
+  where g.run = p_run and g.problem is null and g.expires_at is not null
+    and g.expires_at !~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$'
+  on conflict (seq) do nothing;
+  begin
+    perform count(g.expires_at::timestamptz) from permgraph.import_grants g
+    where g.run = p_run and g.problem is null and g.expires_at is not null
+      and g.seq <> all (array(select b.seq from pg_temp.import_bad b));
+  exception when data_exception then
+    insert into pg_temp.import_bad (seq, problem)
+    select g.seq, format('expires_at %s is not a valid timestamp', permgraph._describe_id(g.expires_at))
+    from permgraph.import_grants g
+    where g.run = p_run and g.problem is null and g.expires_at is not null and not permgraph._is_timestamptz(g.expires_at)
+    on conflict (seq) do nothing;
+  end;
   -- Duplicates among the rest, in one sorted pass of their keys: the first row is kept.
   insert into pg_temp.import_bad (seq, problem)
   select d.seq, case when d.first_line is not null
@@ -1845,6 +1921,10 @@ begin
     end if;
     -- a user owning itself is allowed and changes nothing
   end if;
+  if new.is_superuser and new.kind <> 'user' then
+    raise exception 'permgraph: only users can be superusers; node % is a %', permgraph._describe_id(new.id), new.kind
+      using errcode = '23514';
+  end if;
   return new;
 end $function$;
 
@@ -1875,25 +1955,48 @@ CREATE OR REPLACE FUNCTION permgraph._nodes_validate_inserted()
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
+declare
+  bad_owners text[];
+  bad record;
+  cycle_path text;
 begin
-  perform permgraph._validate_owned(
-    (select array_agg(n.id) from inserted_nodes n where n.owner_id is not null), false);
-  return null;
-end $function$;
-
--- permgraph._nodes_validate_superuser(): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._nodes_validate_superuser()
- RETURNS trigger
- LANGUAGE plpgsql
- SECURITY DEFINER
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-begin
-  if new.is_superuser and new.kind <> 'user' then
-    raise exception 'permgraph: only users can be superusers; node % is a %', permgraph._describe_id(new.id), new.kind
+  select array_agg(e.owner_id) into bad_owners
+  from (select distinct n.owner_id from inserted_nodes n where n.owner_id is not null and n.owner_id <> n.id) e
+  left join lateral (select o.kind from permgraph.nodes o where o.id = e.owner_id for key share offset 0) o on true
+  where o.kind is null or o.kind = 'object';
+  if bad_owners is not null then
+    select n.id, n.owner_id, o.kind as owner_kind into bad
+    from inserted_nodes n
+    left join lateral (select o.kind from permgraph.nodes o where o.id = n.owner_id offset 0) o on true
+    where n.owner_id = any (bad_owners) and n.owner_id <> n.id
+    order by n.id limit 1;
+    if bad.owner_kind is null then
+      raise exception 'permgraph: owner % of node % does not exist',
+        permgraph._describe_id(bad.owner_id), permgraph._describe_id(bad.id) using errcode = '23503';
+    else
+      raise exception 'permgraph: node % cannot be owned by object %; only users and groups own',
+        permgraph._describe_id(bad.id), permgraph._describe_id(bad.owner_id) using errcode = '23514';
+    end if;
+  end if;
+  -- The walk of _validate_owned, from the inserted users and groups that have an owner.
+  with recursive walk(start_id, node_id, path) as (
+    select n.id::text, n.owner_id::text, array[n.id::text, n.owner_id::text]
+    from inserted_nodes n
+    where n.kind <> 'object' and n.owner_id is not null and n.owner_id <> n.id
+    union all
+    select w.start_id, o.owner_id::text, w.path || o.owner_id::text
+    from walk w join permgraph.nodes o on o.id = w.node_id
+    where w.node_id <> w.start_id
+      and not (w.node_id = any (w.path[1:cardinality(w.path) - 1]))
+      and o.owner_id is not null and o.owner_id <> o.id
+  )
+  select min(array_to_string(w.path, ' -> ')) filter (where w.node_id = w.start_id) into cycle_path
+  from walk w;
+  if cycle_path is not null then
+    raise exception 'permgraph: ownership cycle: % (the owner of each node is the next one)', cycle_path
       using errcode = '23514';
   end if;
-  return new;
+  return null;
 end $function$;
 
 -- permgraph._nodes_validate_updated(): execute <owner>: EXECUTE

@@ -131,7 +131,7 @@ async function timedImport(db: Queryable, files: { nodes: { file: string }; gran
  * object, and users to objects for the rest (unique pairs for n a multiple
  * of 10). A third of the levels are written by name.
  */
-async function writePair(label: string, p: string, n: number): Promise<{ nodes: { file: string }; grants: { file: string } }> {
+export async function writePair(label: string, p: string, n: number): Promise<{ nodes: { file: string }; grants: { file: string } }> {
   const dir = path.join(TMP_DIR, 'import', label);
   await mkdir(dir, { recursive: true });
   const users = Math.floor(n / 5);

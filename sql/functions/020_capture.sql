@@ -120,23 +120,50 @@ end $$;
 -- Grants: each grant is an edge tail -> head at its level, until its expiry
 -- (parallel grants from several sources are parallel edges). An UPDATE is
 -- taken as the grants that vanished (in old_rows, not in new_rows with the
--- same key, level and expiry)
--- and the grants that appeared; a grant whose only change is another column
--- (created_at, audit fields) is neither.
+-- same key, level and expiry) and the grants that appeared; a grant whose
+-- only change is another column (created_at, audit fields) is neither.
+--
+-- A grant row does not carry its ends' kinds: they are read from nodes for
+-- the grants written (one join per statement; an end that does not exist is
+-- refused by grants_validate_inserted/updated, which fire after this and
+-- roll the statement back, so its kind is written as 'group' meanwhile), and
+-- from the removed edges for the grants deleted (a delete that cascades from
+-- a node runs after the node is gone).
 create or replace function permgraph._grants_capture() returns trigger
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+  capture constant boolean := permgraph._capture_enabled();
 begin
   -- Each branch names only the transition tables its event has.
-  if tg_op = 'INSERT' then
+  if tg_op = 'INSERT' and not capture then
     insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind, expires_at)
-    select n.tail_id, n.head_id, n.source, n.level, n.tail_kind, n.head_kind, n.expires_at from new_rows n;
-  elsif tg_op = 'DELETE' then
+    select n.tail_id, n.head_id, n.source, n.level, coalesce(t.kind, 'group'), coalesce(h.kind, 'group'), n.expires_at
+    from new_rows n left join permgraph.nodes t on t.id = n.tail_id left join permgraph.nodes h on h.id = n.head_id;
+  elsif tg_op = 'INSERT' then
+    with added as (
+      insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind, expires_at)
+      select n.tail_id, n.head_id, n.source, n.level, coalesce(t.kind, 'group'), coalesce(h.kind, 'group'), n.expires_at
+      from new_rows n left join permgraph.nodes t on t.id = n.tail_id left join permgraph.nodes h on h.id = n.head_id
+      returning tail_id, head_id, tail_kind, head_kind, level
+    )
+    insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
+    select a.tail_id, a.head_id, a.tail_kind, a.head_kind, null, a.level from added a;
+  elsif tg_op = 'DELETE' and not capture then
     delete from permgraph.edges e
     using old_rows o
     where e.tail_id = o.tail_id and e.head_id = o.head_id and e.source = o.source;
+  elsif tg_op = 'DELETE' then
+    with removed as (
+      delete from permgraph.edges e
+      using old_rows o
+      where e.tail_id = o.tail_id and e.head_id = o.head_id and e.source = o.source
+      returning e.tail_id, e.head_id, e.tail_kind, e.head_kind, e.level
+    )
+    insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
+    select r.tail_id, r.head_id, r.tail_kind, r.head_kind, r.level, null from removed r;
   else
     delete from permgraph.edges e
     using old_rows o
@@ -145,34 +172,31 @@ begin
                       where n.tail_id = o.tail_id and n.head_id = o.head_id and n.source = o.source and n.level = o.level
                         and n.expires_at is not distinct from o.expires_at);
     insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind, expires_at)
-    select n.tail_id, n.head_id, n.source, n.level, n.tail_kind, n.head_kind, n.expires_at
-    from new_rows n
+    select n.tail_id, n.head_id, n.source, n.level, coalesce(t.kind, 'group'), coalesce(h.kind, 'group'), n.expires_at
+    from new_rows n left join permgraph.nodes t on t.id = n.tail_id left join permgraph.nodes h on h.id = n.head_id
     where not exists (select 1 from old_rows o
                       where o.tail_id = n.tail_id and o.head_id = n.head_id and o.source = n.source and o.level = n.level
                         and o.expires_at is not distinct from n.expires_at);
-  end if;
-  if not permgraph._capture_enabled() then
-    return null;
-  end if;
-  if tg_op = 'INSERT' then
-    insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
-    select n.tail_id, n.head_id, n.tail_kind, n.head_kind, null, n.level from new_rows n;
-  elsif tg_op = 'DELETE' then
-    insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
-    select o.tail_id, o.head_id, o.tail_kind, o.head_kind, o.level, null from old_rows o;
-  else
-    -- Only edges that changed: a grant moved to another source keeps the
-    -- same edge (tail, head, level, expiry) and needs no recomputation.
-    insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
-    select o.tail_id, o.head_id, o.tail_kind, o.head_kind, o.level, null
-    from old_rows o
-    where not exists (select 1 from new_rows n where n.tail_id = o.tail_id and n.head_id = o.head_id and n.level = o.level
-                                                 and n.expires_at is not distinct from o.expires_at)
-    union all
-    select n.tail_id, n.head_id, n.tail_kind, n.head_kind, null, n.level
-    from new_rows n
-    where not exists (select 1 from old_rows o where o.tail_id = n.tail_id and o.head_id = n.head_id and o.level = n.level
-                                                 and o.expires_at is not distinct from n.expires_at);
+    if capture then
+      -- Only edges that changed: a grant moved to another source keeps the
+      -- same edge (tail, head, level, expiry) and needs no recomputation.
+      -- The ends of updated grants are nodes (a grant's nodes are not
+      -- deleted by an UPDATE of grants).
+      insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
+      select c.tail_id, c.head_id, coalesce(t.kind, 'group'), coalesce(h.kind, 'group'), c.old_level, c.new_level
+      from (
+        select o.tail_id, o.head_id, o.level as old_level, null::smallint as new_level
+        from old_rows o
+        where not exists (select 1 from new_rows n where n.tail_id = o.tail_id and n.head_id = o.head_id and n.level = o.level
+                                                     and n.expires_at is not distinct from o.expires_at)
+        union all
+        select n.tail_id, n.head_id, null, n.level
+        from new_rows n
+        where not exists (select 1 from old_rows o where o.tail_id = n.tail_id and o.head_id = n.head_id and o.level = n.level
+                                                     and o.expires_at is not distinct from n.expires_at)
+      ) c
+      left join permgraph.nodes t on t.id = c.tail_id left join permgraph.nodes h on h.id = c.head_id;
+    end if;
   end if;
   return null;
 end $$;

@@ -287,6 +287,28 @@ begin
     where g.run = p_run and g.problem is null
   ) b
   where b.problem is not null;
+  -- expires_at (empty: never): a timestamp with its offset, so that it means
+  -- the same instant whatever the session's time zone. The form is checked
+  -- row by row (a regular expression); the values with one another in one
+  -- cast, and only if that fails, one by one, to find which.
+  insert into pg_temp.import_bad (seq, problem)
+  select g.seq, format('expires_at %s is not a timestamp with a time zone offset (ISO 8601, e.g. 2030-01-31T12:00:00Z)',
+                       permgraph._describe_id(g.expires_at))
+  from permgraph.import_grants g
+  where g.run = p_run and g.problem is null and g.expires_at is not null
+    and g.expires_at !~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$'
+  on conflict (seq) do nothing;
+  begin
+    perform count(g.expires_at::timestamptz) from permgraph.import_grants g
+    where g.run = p_run and g.problem is null and g.expires_at is not null
+      and g.seq <> all (array(select b.seq from pg_temp.import_bad b));
+  exception when data_exception then
+    insert into pg_temp.import_bad (seq, problem)
+    select g.seq, format('expires_at %s is not a valid timestamp', permgraph._describe_id(g.expires_at))
+    from permgraph.import_grants g
+    where g.run = p_run and g.problem is null and g.expires_at is not null and not permgraph._is_timestamptz(g.expires_at)
+    on conflict (seq) do nothing;
+  end;
   -- Duplicates among the rest, in one sorted pass of their keys: the first row is kept.
   insert into pg_temp.import_bad (seq, problem)
   select d.seq, case when d.first_line is not null
@@ -315,11 +337,13 @@ end $$;
 -- _import_validate) into nodes and grants (upsert), with change capture and
 -- per-row auditing off for this transaction: the caller runs one
 -- permgraph.refresh() after, in the same transaction. p_set_trash: the input
--- has a trash_at column (otherwise stored trash times are kept). p_levels:
+-- has a trash_at column (otherwise stored trash times are kept);
+-- p_set_expiry: the grants input has an expires_at column (otherwise stored
+-- expiries are kept, and new grants never expire). p_levels:
 -- as for _import_validate. Its own statements join nothing but LATERAL
 -- lookups and write by primary key, so it leaves the planner settings alone:
 -- the triggers of nodes and grants plan their statements as they always do.
-create or replace function permgraph._import_load(p_run text, p_set_trash boolean, p_levels jsonb) returns jsonb
+create or replace function permgraph._import_load(p_run text, p_set_trash boolean, p_set_expiry boolean, p_levels jsonb) returns jsonb
 language plpgsql
 set search_path = pg_catalog, pg_temp
 set jit = off
@@ -368,7 +392,8 @@ begin
     select s.id, s.kind, s.owner_id, case when p_set_trash then s.trash_at::timestamptz end
     from permgraph.import_nodes s
     left join lateral (select true as stored from permgraph.nodes n where n.id = s.id offset 0) n on true
-    where s.run = p_run and s.problem is null and n.stored is null;
+    where s.run = p_run and s.problem is null and n.stored is null
+    order by s.id;
   end if;
   if nodes_updated > 0 then
     -- Stored nodes whose owner changes lose their old owner first, so every
@@ -383,11 +408,15 @@ begin
   perform set_config('enable_seqscan', seqscan, true);
 
   with written as (
-    insert into permgraph.grants as g (tail_id, head_id, level, source)
-    select s.tail_id, s.head_id, (p_levels ->> s.level)::smallint, s.source
+    insert into permgraph.grants as g (tail_id, head_id, level, source, expires_at)
+    select s.tail_id, s.head_id, (p_levels ->> s.level)::smallint, s.source, case when p_set_expiry then s.expires_at::timestamptz end
     from permgraph.import_grants s where s.run = p_run and s.problem is null
+    -- In key order: the unique index, the edges' primary key and the
+    -- lookups of the grants' ends then walk their btrees in order.
+    order by s.tail_id, s.head_id, s.source
     on conflict on constraint grants_unique_per_source
-      do update set level = excluded.level where g.level is distinct from excluded.level
+      do update set level = excluded.level, expires_at = case when p_set_expiry then excluded.expires_at else g.expires_at end
+      where g.level is distinct from excluded.level or (p_set_expiry and g.expires_at is distinct from excluded.expires_at)
     returning (xmax = 0) as inserted
   )
   select count(*) filter (where inserted), count(*) filter (where not inserted)

@@ -123,7 +123,7 @@ describe('permgraph import into a database already holding data', async () => {
       const levels = await resolveLevels(db, 'next');
       const validated = await client.query('select permgraph._import_validate($1, $2::jsonb) as counts', ['next', JSON.stringify(levels)]);
       expect(validated.rows[0].counts).toMatchObject({ nodes_invalid: 0, grants_invalid: 0 });
-      await client.query('select permgraph._import_load($1, false, $2::jsonb)', ['next', JSON.stringify(levels)]);
+      await client.query('select permgraph._import_load($1, false, false, $2::jsonb)', ['next', JSON.stringify(levels)]);
       await client.query('rollback');
     } finally {
       await client.end();

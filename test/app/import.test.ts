@@ -411,4 +411,59 @@ describe('permgraph import', async () => {
     expect(last).toEqual({ actor: 'carol@example.com', source: 'audited-2' });
     await expect(importGraph(db, { nodes: { file: again.nodes }, actor: ' ' })).rejects.toThrow(/the actor must not be empty/);
   });
+
+  it('grants may carry expires_at: an instant with its offset, empty = never; a bad one is an error of its line; absent keeps the stored one', async () => {
+    await emptyGraph(db);
+    const nodes = await writeText('nodes.csv', 'id,kind,owner_id\nu1,user,\nu2,user,\ng1,group,u1\n');
+    const grants = await writeText('grants.csv', [
+      'tail_id,head_id,level,source,expires_at',
+      'u1,g1,1,a,2030-01-31T12:00:00Z',      // line 2
+      'u2,g1,2,a,2030-01-31 14:00:00+02:00', // line 3: the same instant
+      'u1,g1,1,b,',                          // line 4: never
+      'u2,g1,1,b,2030-01-31T12:00:00',       // line 5: no offset
+      'u1,g1,1,c,next tuesday',              // line 6
+      'u2,g1,1,c,2030-02-30T12:00:00Z',      // line 7: no such day
+    ].join('\n') + '\n');
+    const summary = await importGraph(db, { nodes: { file: nodes }, grants: { file: grants }, onInvalid: 'skip' });
+    const at = (line: number, problem: string) => ({ table: 'grants', origin: `${path.basename(grants)} line ${line}`, line, problem });
+    const form = '(ISO 8601, e.g. 2030-01-31T12:00:00Z)';
+    expect(summary.problems).toEqual([
+      at(5, `expires_at "2030-01-31T12:00:00" is not a timestamp with a time zone offset ${form}`),
+      at(6, `expires_at "next tuesday" is not a timestamp with a time zone offset ${form}`),
+      at(7, 'expires_at "2030-02-30T12:00:00Z" is not a valid timestamp'),
+    ]);
+    expect(summary.grants).toMatchObject({ read: 6, invalid: 3, inserted: 3 });
+    const stored = () => db.query(sql`select tail_id, head_id, source, level, expires_at from permgraph.grants order by tail_id, source`);
+    const at2030 = new Date('2030-01-31T12:00:00Z');
+    expect(await stored()).toEqual([
+      { tail_id: 'u1', head_id: 'g1', source: 'a', level: 1, expires_at: at2030 },
+      { tail_id: 'u1', head_id: 'g1', source: 'b', level: 1, expires_at: null },
+      { tail_id: 'u2', head_id: 'g1', source: 'a', level: 2, expires_at: at2030 },
+    ]);
+
+    // Without the column, a re-import keeps the stored expiries; with it, it sets them (empty: never).
+    const levelsOnly = await writeText('grants.csv', 'tail_id,head_id,level,source\nu1,g1,2,a\nu1,g1,1,b\n');
+    expect((await importGraph(db, { grants: { file: levelsOnly } })).grants).toMatchObject({ updated: 1, unchanged: 1 });
+    const expiries = await writeText('grants.csv', 'tail_id,head_id,level,source,expires_at\nu1,g1,2,a,\nu2,g1,2,a,2031-06-01T00:00:00-05:00\nu1,g1,1,b,\n');
+    expect((await importGraph(db, { grants: { file: expiries } })).grants).toMatchObject({ updated: 2, unchanged: 1 });
+    expect(await stored()).toEqual([
+      { tail_id: 'u1', head_id: 'g1', source: 'a', level: 2, expires_at: null },
+      { tail_id: 'u1', head_id: 'g1', source: 'b', level: 1, expires_at: null },
+      { tail_id: 'u2', head_id: 'g1', source: 'a', level: 2, expires_at: new Date('2031-06-01T05:00:00Z') },
+    ]);
+
+    // A query may return it too, as a timestamptz or as text.
+    const summaryQuery = await importGraph(db, {
+      grants: { query: `select 'u2' as tail_id, 'g1' as head_id, 'read' as level, 'q' as source, timestamptz '2032-05-01 00:00:00+00' as expires_at
+                        union all select 'u1', 'g1', 'read', 'q', null` },
+    });
+    expect(summaryQuery).toMatchObject({ invalid: 0, loaded: true });
+    expect(await db.query(sql`select tail_id, expires_at from permgraph.grants where source = 'q' order by tail_id`)).toEqual([
+      { tail_id: 'u1', expires_at: null },
+      { tail_id: 'u2', expires_at: new Date('2032-05-01T00:00:00Z') },
+    ]);
+    // The engine reads the loaded expiries: u2's permission on g1 changes at the first.
+    const [row] = await db.query(sql`select valid_until from permgraph.permissions where user_id = 'u2' and target_id = 'g1'`);
+    expect(row.valid_until).toEqual(new Date('2031-06-01T05:00:00Z')); // its level 2 (source a) ends first
+  });
 });

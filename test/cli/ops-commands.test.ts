@@ -184,7 +184,7 @@ describe('permgraph import / audit / doctor (CLI)', async () => {
     expect(await counts(db)).toEqual(afterSkip);
     const header = path.join(scratch, 'header.csv');
     await writeFile(header, 'tail,head,level\n');
-    expect((await cli('import', '--grants', header)).stderr).toMatch(/^permgraph: .*header.csv: header must be tail_id,head_id,level\[,source\], got "tail,head,level"/);
+    expect((await cli('import', '--grants', header)).stderr).toMatch(/^permgraph: .*header.csv: header must be tail_id,head_id,level\[,source\]\[,expires_at\], got "tail,head,level"/);
     expect((await cli('import')).stderr).toBe('permgraph: nothing to import: give --nodes/--nodes-query and/or --grants/--grants-query\n');
     expect((await cli('import', '--nodes', nodes, '--on-invalid', 'maybe')).code).toBe(2);
     expect((await cli('import', '--nodes', nodes, '--batch-size', '0')).stderr).toBe('permgraph: --batch-size must be a positive integer, got "0"\n');

@@ -29,7 +29,7 @@ const QueryState = {
 } as const;
 
 export const NODE_COLUMNS = { required: ['id', 'kind', 'owner_id'], optional: ['trash_at'] } as const;
-export const GRANT_COLUMNS = { required: ['tail_id', 'head_id', 'level'], optional: ['source'] } as const;
+export const GRANT_COLUMNS = { required: ['tail_id', 'head_id', 'level'], optional: ['source', 'expires_at'] } as const;
 
 export function describeInput(input: ImportSource | undefined): { file: string } | { query: string } | null {
   if (!input) return null;
@@ -70,7 +70,7 @@ export async function prepare(
 ): Promise<Prepared> {
   if ('file' in input) {
     const file = await openCsv(input.file, shape);
-    return { kind: 'csv', file, label: path.basename(input.file), optional: file.columns.includes(shape.optional[0]!) };
+    return { kind: 'csv', file, label: path.basename(input.file), optional: shape.optional.filter((c) => file.columns.includes(c)) };
   }
   const query = singleStatement(input.query, table);
   const label = `the ${table} query`;
@@ -82,12 +82,15 @@ export async function prepare(
       await userQuery(tx, sql`select ${list} from (${sql.__dangerous__rawValue(query)}) as q limit ${0}`);
     }, { [SqlState.undefinedColumn]: (reason) => `${label} must return columns ${expected}: ${reason}` });
   await probe(shape.required);
-  let optional = true;
-  try {
-    await probe(shape.optional);
-  } catch (error) {
-    if (!(error instanceof InvalidInputError) || error.sqlState !== SqlState.undefinedColumn) throw error;
-    optional = false;
+  // Which optional columns the query returns, one probe each.
+  const optional: string[] = [];
+  for (const column of shape.optional) {
+    try {
+      await probe([column]);
+      optional.push(column);
+    } catch (error) {
+      if (!(error instanceof InvalidInputError) || error.sqlState !== SqlState.undefinedColumn) throw error;
+    }
   }
   return { kind: 'query', query, optional, label };
 }

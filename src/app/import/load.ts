@@ -11,7 +11,8 @@ import { resolveLevels, validateRun } from './validate.ts';
 /** Validates the staged rows, then loads the valid ones and refreshes (unless refused or a dry run). */
 export async function loadRun(ctx: RunContext, step: Step, resumed: boolean): Promise<ImportSummary> {
   const onInvalid = ctx.options.onInvalid ?? 'fail';
-  const setTrash = ctx.nodes?.optional ?? false;
+  const setTrash = ctx.nodes?.optional.includes('trash_at') ?? false;
+  const setExpiry = ctx.grants?.optional.includes('expires_at') ?? false;
   // The staged rows' statistics, before any statement plans over them (in a
   // transaction of its own: ANALYZE's lock would otherwise wait for, and
   // hold up, other imports until this long one ends).
@@ -26,7 +27,7 @@ export async function loadRun(ctx: RunContext, step: Step, resumed: boolean): Pr
     if (onInvalid === 'fail' && invalid > 0) return { rejected: true as const, summary: { ...base, loaded: false, refresh: null } };
     ctx.checkInterrupted();
     ctx.options.onProgress?.({ phase: 'load', done: 0, total: null, unit: 'rows', rows: 0 });
-    const [{ loaded }] = await tx.query(sql`select permgraph._import_load(${ctx.name}, ${setTrash}, ${JSON.stringify(levels)}::jsonb) as loaded`);
+    const [{ loaded }] = await tx.query(sql`select permgraph._import_load(${ctx.name}, ${setTrash}, ${setExpiry}, ${JSON.stringify(levels)}::jsonb) as loaded`);
     const nodes = { ...base.nodes, inserted: Number(loaded.nodes_inserted), updated: Number(loaded.nodes_updated), unchanged: Number(loaded.nodes_unchanged) };
     const grants = { ...base.grants, inserted: Number(loaded.grants_inserted), updated: Number(loaded.grants_updated), unchanged: Number(loaded.grants_unchanged) };
     if (ctx.options.dryRun) return { rejected: false as const, summary: { ...base, nodes, grants, loaded: false, refresh: null } };

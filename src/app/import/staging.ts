@@ -31,12 +31,17 @@ export async function stage(
 
 /**
  * The staged columns of each table, in staging order; which of them an empty
- * field leaves out (null: no owner, no trash time; the default source); and
- * what an absent optional column stages as.
+ * field leaves out; and what an absent column or an empty field it leaves
+ * out stages as (null: no owner, no trash time, no expiry; the default
+ * source).
  */
 const STAGED = {
-  nodes: { columns: ['id', 'kind', 'owner_id', 'trash_at'], emptyIsAbsent: [false, false, true, true], absent: null },
-  grants: { columns: ['tail_id', 'head_id', 'level', 'source'], emptyIsAbsent: [false, false, false, true], absent: 'default' },
+  nodes: { columns: ['id', 'kind', 'owner_id', 'trash_at'], emptyIsAbsent: [false, false, true, true], absent: [null, null, null, null] },
+  grants: {
+    columns: ['tail_id', 'head_id', 'level', 'source', 'expires_at'],
+    emptyIsAbsent: [false, false, false, true, true],
+    absent: [null, null, null, 'default', null],
+  },
 } as const;
 
 /**
@@ -63,7 +68,7 @@ function capped(table: 'nodes' | 'grants', t: ReturnType<typeof sql.ident>) {
                when length(${t}.source) > ${sql.__dangerous__rawValue(String(SOURCE_LIMIT))}
                then format('source %s is %s characters long (at most ${sql.__dangerous__rawValue(String(SOURCE_LIMIT))} in an import)',
                            permgraph._describe_id(${t}.source), length(${t}.source)) end),
-             ${cut('tail_id')}, ${cut('head_id')}, ${t}.level, ${cut('source', SOURCE_LIMIT)}`;
+             ${cut('tail_id')}, ${cut('head_id')}, ${t}.level, ${cut('source', SOURCE_LIMIT)}, ${t}.expires_at`;
 }
 
 async function stageCsv(
@@ -76,20 +81,20 @@ async function stageCsv(
 ): Promise<void> {
   const { columns, absent, emptyIsAbsent } = STAGED[table];
   const at = columns.map((c) => input.file.columns.indexOf(c));
-  const [target, names] = table === 'nodes'
-    ? [sql`permgraph.import_nodes (run, seq, line, problem, id, kind, owner_id, trash_at)`, sql`id, kind, owner_id, trash_at`]
-    : [sql`permgraph.import_grants (run, seq, line, problem, tail_id, head_id, level, source)`, sql`tail_id, head_id, level, source`];
+  const names = sql.join(columns.map((c) => sql.ident(c)), sql`, `);
+  const target = table === 'nodes'
+    ? sql`permgraph.import_nodes (run, seq, line, problem, ${names})`
+    : sql`permgraph.import_grants (run, seq, line, problem, ${names})`;
   let rows = 0;
-  let batch = emptyBatch();
+  let batch = emptyBatch(columns.length);
   const flush = async ({ seqs, lines, problems, values }: Batch, bytes: number) => {
     ctx.checkInterrupted();
-    const [a, b, c, d] = values as [string[], string[], string[], string[]];
     await step((tx) =>
       tx.query(sql`
         with staged as (
           insert into ${target}
           select ${ctx.name}, t.seq, t.line, ${capped(table, sql.ident('t'))}
-          from unnest(${seqs}::bigint[], ${lines}::bigint[], ${problems}::text[], ${a}::text[], ${b}::text[], ${c}::text[], ${d}::text[])
+          from unnest(${seqs}::bigint[], ${lines}::bigint[], ${problems}::text[], ${sql.join(values.map((v) => sql`${v}::text[]`), sql`, `)})
             as t(seq, line, problem, ${names})
           returning 1
         )
@@ -106,7 +111,7 @@ async function stageCsv(
   // the writing transaction's round trips).
   const write = async (bytes: number) => {
     const full = batch;
-    batch = emptyBatch();
+    batch = emptyBatch(columns.length);
     await flush(full, bytes);
   };
   const skip = lastKey === null ? 0 : Number(lastKey);
@@ -114,12 +119,12 @@ async function stageCsv(
     for (const record of records) {
       let problem: string | null = null;
       for (let i = 0; i < columns.length; i++) {
-        let value: string | null = at[i]! < 0 ? absent : record.values[at[i]!]!;
+        let value: string | null = at[i]! < 0 ? absent[i]! : record.values[at[i]!]!;
         if (value !== null && value.includes('\0')) {
           problem ??= `${columns[i]} contains a NUL byte (0x00), which PostgreSQL text cannot hold`;
           value = value.replaceAll('\0', '?');
         }
-        if (value === '' && emptyIsAbsent[i]) value = i === 3 ? absent : null; // the 4th column is the optional one
+        if (value === '' && emptyIsAbsent[i]) value = absent[i]!;
         batch.values[i]!.push(value);
       }
       batch.seqs.push(record.index);
@@ -139,8 +144,8 @@ interface Batch {
   values: (string | null)[][];
 }
 
-function emptyBatch(): Batch {
-  return { seqs: [], lines: [], problems: [], values: [[], [], [], []] };
+function emptyBatch(columns: number): Batch {
+  return { seqs: [], lines: [], problems: [], values: Array.from({ length: columns }, () => []) };
 }
 
 async function recordProgress(tx: Queryable, name: string, lastKey: string, rows: number): Promise<void> {
@@ -168,13 +173,14 @@ export async function readQuery(conn: Queryable, table: 'nodes' | 'grants', inpu
   } else {
     await conn.query(sql`
       drop table if exists ${target};
-      create temp table import_source_grants (problem text, tail_id text collate "C", head_id text collate "C", level text, source text collate "C")`);
+      create temp table import_source_grants (problem text, tail_id text collate "C", head_id text collate "C", level text, source text collate "C",
+                                              expires_at text)`);
   }
   const query = sql`(${sql.__dangerous__rawValue(input.query)}) as q`;
   const key = lastKey === null ? null : (JSON.parse(lastKey) as string[]);
   await readOnly(conn, input.label, async (tx) => {
     if (table === 'nodes') {
-      const trash = input.optional ? sql`(q.trash_at)::text` : sql`null::text`;
+      const trash = input.optional.includes('trash_at') ? sql`(q.trash_at)::text` : sql`null::text`;
       const after = key?.[0] ?? null;
       await userQuery(tx, sql`
         insert into ${target} (problem, id, kind, owner_id, trash_at)
@@ -184,13 +190,14 @@ export async function readQuery(conn: Queryable, table: 'nodes' | 'grants', inpu
               from ${query}) w
         where ${after}::text is null or w.id > ${after}::text collate "C"`);
     } else {
-      const source = input.optional ? sql`coalesce(nullif((q.source)::text, ''), 'default')` : sql`'default'::text`;
+      const source = input.optional.includes('source') ? sql`coalesce(nullif((q.source)::text, ''), 'default')` : sql`'default'::text`;
+      const expiry = input.optional.includes('expires_at') ? sql`nullif((q.expires_at)::text, '')` : sql`null::text`;
       const [t, h, s] = key ?? [null, null, null];
       await userQuery(tx, sql`
-        insert into ${target} (problem, tail_id, head_id, level, source)
+        insert into ${target} (problem, tail_id, head_id, level, source, expires_at)
         select ${capped('grants', sql.ident('w'))}
         from (select null::text as problem, (q.tail_id)::text collate "C" as tail_id, (q.head_id)::text collate "C" as head_id,
-                     (q.level)::text as level, ${source} collate "C" as source
+                     (q.level)::text as level, ${source} collate "C" as source, ${expiry} as expires_at
               from ${query}) w
         where ${t}::text is null
            or (w.tail_id, w.head_id, w.source) > (${t}::text collate "C", ${h}::text collate "C", ${s}::text collate "C")`);
@@ -273,9 +280,9 @@ async function stageGrantPage(tx: Queryable, ctx: RunContext, last: string[] | n
     ),
     base as (select coalesce(max(seq), 0) as seq from permgraph.import_grants where run = ${ctx.name}),
     ins as (
-      insert into permgraph.import_grants (run, seq, problem, tail_id, head_id, level, source)
+      insert into permgraph.import_grants (run, seq, problem, tail_id, head_id, level, source, expires_at)
       select ${ctx.name}, base.seq + row_number() over (order by w.tail_id, w.head_id, w.source),
-             w.problem, w.tail_id, w.head_id, w.level, w.source
+             w.problem, w.tail_id, w.head_id, w.level, w.source, w.expires_at
       from pg_temp.import_source_grants w, bound, base
       where w.tail_id is not null and w.head_id is not null and ${keyAfter}
         and (w.tail_id, w.head_id, w.source) <= (bound.tail_id, bound.head_id, bound.source)
@@ -295,8 +302,8 @@ async function stageNullKeys(tx: Queryable, name: string, table: 'nodes' | 'gran
       on conflict do nothing`);
   } else {
     await tx.query(sql`
-      insert into permgraph.import_grants (run, seq, tail_id, head_id, level, source, problem)
-      select ${name}, -row_number() over (), w.tail_id, w.head_id, w.level, w.source,
+      insert into permgraph.import_grants (run, seq, tail_id, head_id, level, source, expires_at, problem)
+      select ${name}, -row_number() over (), w.tail_id, w.head_id, w.level, w.source, w.expires_at,
              case when w.tail_id is null then 'tail_id is null' else 'head_id is null' end
       from pg_temp.import_source_grants w where w.tail_id is null or w.head_id is null
       on conflict do nothing`);

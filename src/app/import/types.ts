@@ -12,7 +12,7 @@ export type ImportPhase = 'nodes' | 'grants' | 'validate' | 'load';
 export interface ImportOptions {
   /** CSV with header id,kind,owner_id[,trash_at], or a query returning those columns. */
   nodes?: ImportSource;
-  /** CSV with header tail_id,head_id,level[,source], or a query returning those columns. */
+  /** CSV with header tail_id,head_id,level[,source][,expires_at], or a query returning those columns. */
   grants?: ImportSource;
   /** Names the run for resuming; default: derived from the inputs. */
   name?: string;
@@ -117,8 +117,8 @@ export function describeProblem(p: ImportProblem | undefined): string {
 
 /** An input made ready: CSV opened with its header checked, or a query with its columns probed. */
 export type Prepared =
-  | { kind: 'csv'; file: CsvFile; label: string; optional: boolean }
-  | { kind: 'query'; query: string; optional: boolean; label: string };
+  | { kind: 'csv'; file: CsvFile; label: string; optional: readonly string[] }
+  | { kind: 'query'; query: string; optional: readonly string[]; label: string };
 
 export interface RunRow {
   name: string;

@@ -1,0 +1,55 @@
+// Not part of the benchmark: profiles one import's validate and load
+// statement by statement (auto_explain, nested statements, durations).
+//   npx tsx bench/measure/import-profile.ts --size 200000 [--batch 10000] [--plans] [--timing]
+import pg from 'pg';
+import { importGraph } from '../../src/app/import/index.ts';
+import { resolveLevels } from '../../src/app/import/validate.ts';
+import { sql } from '../../src/db/pool.ts';
+import { freshDatabase, startServer } from '../lib/server.ts';
+import { writePair } from './import.ts';
+
+const arg = (name: string, fallback: number) => (process.argv.includes(name) ? Number(process.argv[process.argv.indexOf(name) + 1]) : fallback);
+const size = arg('--size', 200000);
+const batchSize = arg('--batch', 10000);
+const server = await startServer();
+try {
+  const bdb = await freshDatabase(server.url, `import_profile`);
+  const files = await writePair(`profile-${size}`, 'n', size);
+  const stopped = new Error('staged');
+  const t0 = performance.now();
+  await importGraph(bdb.db, { ...files, name: 'p', batchSize, afterBatch: async () => {}, onProgress: (p) => { if (p.phase === 'validate') throw stopped; } }).catch((e) => {
+    if (e !== stopped) throw e;
+  });
+  console.log(`staged in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  const client = new pg.Client({ connectionString: bdb.url });
+  client.on('notice', (n) => {
+    const text = n.message ?? '';
+    if (!text.startsWith('duration:')) return;
+    const m = /^duration: ([\d.]+) ms\s+plan:\s*([\s\S]*)$/.exec(text);
+    if (!m) return console.log(text.slice(0, 300));
+    const q = /Query Text: ([\s\S]*?)\n[A-Z]/.exec(m[2]!)?.[1] ?? m[2]!.slice(0, 200);
+    console.log(`--- ${(Number(m[1]) / 1000).toFixed(2)} s: ${q.replace(/\s+/g, ' ').slice(0, 180)}`);
+    if (process.argv.includes('--plans')) console.log(m[2]);
+  });
+  client.on('error', () => {}); // the server stopping after a failed statement: that statement's error is the one to see
+  await client.connect();
+  await client.query(`set search_path = pg_catalog, pg_temp; load 'auto_explain';
+    set auto_explain.log_min_duration = 300; set auto_explain.log_analyze = on; set auto_explain.log_timing = ${process.argv.includes('--timing') ? 'on' : 'off'};
+    set auto_explain.log_nested_statements = on; set auto_explain.log_level = notice`);
+  await client.query('begin');
+  const levels = await resolveLevels(bdb.db, 'p');
+  let t = performance.now();
+  await client.query('select permgraph._import_validate($1, $2::jsonb) as counts', ['p', JSON.stringify(levels)]);
+  console.log(`validate ${((performance.now() - t) / 1000).toFixed(1)} s`);
+  t = performance.now();
+  await client.query('select permgraph._import_load($1, false, false, $2::jsonb)', ['p', JSON.stringify(levels)]);
+  console.log(`load ${((performance.now() - t) / 1000).toFixed(1)} s`);
+  t = performance.now();
+  await client.query('commit');
+  console.log(`commit ${((performance.now() - t) / 1000).toFixed(1)} s`);
+  await client.end();
+  void sql;
+  await bdb.drop();
+} finally {
+  await server.stop();
+}
