@@ -96,11 +96,12 @@ view permgraph.effective_permissions
     traverse_owned,
     valid_until
    FROM permgraph.permissions p
-  WHERE (((valid_until IS NULL) OR (valid_until > now())) AND (NOT (EXISTS ( SELECT 1
+  WHERE (((valid_until IS NULL) OR (valid_until > now())) AND ((NOT (EXISTS ( SELECT 1
+           FROM permgraph.deleted_nodes))) OR ((NOT (EXISTS ( SELECT 1
            FROM permgraph.deleted_nodes d
           WHERE (d.id = p.user_id)))) AND (NOT (EXISTS ( SELECT 1
            FROM permgraph.deleted_nodes d
-          WHERE (d.id = p.target_id)))));
+          WHERE (d.id = p.target_id)))))));
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
 
 table permgraph.function_files
@@ -308,10 +309,10 @@ CREATE TRIGGER roles_audit_updated AFTER UPDATE ON permgraph.roles REFERENCING O
 -- permgraph."check"(text,text,integer): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph."check"(p_user_id text, p_target_id text, p_level integer)
  RETURNS boolean
- LANGUAGE sql
+ LANGUAGE plpgsql
  STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$ select permgraph.check(p_user_id, p_target_id, p_level, false) $function$;
+AS $function$ begin return permgraph.check(p_user_id, p_target_id, p_level, false); end $function$;
 
 -- permgraph."check"(text,text,integer,boolean): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph."check"(p_user_id text, p_target_id text, p_level integer, p_include_trash boolean)
@@ -1342,19 +1343,19 @@ end $function$;
 -- permgraph._hidden(text,text,text,timestamp with time zone): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._hidden(p_kind text, p_id text, p_owner_id text, p_trash_at timestamp with time zone)
  RETURNS boolean
- LANGUAGE sql
+ LANGUAGE plpgsql
  STABLE
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
-  select case p_kind
-    when 'user' then false
-    when 'group' then exists (select 1 from permgraph.trashed_groups t
-                              where t.group_id = p_id and t.trash_at <= now())
-    else coalesce(p_trash_at <= now(), false)
-         or exists (select 1 from permgraph.trashed_groups t
-                    where t.group_id = p_owner_id and t.trash_at <= now())
-  end
-$function$;
+begin
+  if p_kind = 'user' then
+    return false;
+  elsif p_kind = 'group' then
+    return exists (select 1 from permgraph.trashed_groups t where t.group_id = p_id and t.trash_at <= now());
+  end if;
+  return coalesce(p_trash_at <= now(), false)
+         or exists (select 1 from permgraph.trashed_groups t where t.group_id = p_owner_id and t.trash_at <= now());
+end $function$;
 
 -- permgraph._id_problem(text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._id_problem(p_id text)
@@ -2556,10 +2557,10 @@ end $function$;
 -- permgraph.can(text,text,text,integer): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.can(p_user_id text, p_id text, p_owner_id text, p_level integer)
  RETURNS boolean
- LANGUAGE sql
+ LANGUAGE plpgsql
  STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$ select permgraph.can(p_user_id, p_id, p_owner_id, p_level, false) $function$;
+AS $function$ begin return permgraph.can(p_user_id, p_id, p_owner_id, p_level, false); end $function$;
 
 -- permgraph.can(text,text,text,integer,boolean): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.can(p_user_id text, p_id text, p_owner_id text, p_level integer, p_include_trash boolean)
@@ -2576,34 +2577,34 @@ end $function$;
 -- permgraph.can_op(text,text,text,text): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.can_op(p_user_id text, p_id text, p_owner_id text, p_operation text)
  RETURNS boolean
- LANGUAGE sql
+ LANGUAGE plpgsql
  STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$ select permgraph.can_op(p_user_id, p_id, p_owner_id, p_operation, false) $function$;
+AS $function$ begin return permgraph.can_op(p_user_id, p_id, p_owner_id, p_operation, false); end $function$;
 
 -- permgraph.can_op(text,text,text,text,boolean): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.can_op(p_user_id text, p_id text, p_owner_id text, p_operation text, p_include_trash boolean)
  RETURNS boolean
- LANGUAGE sql
+ LANGUAGE plpgsql
  STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$ select permgraph._can(p_user_id, p_id, p_owner_id, permgraph.operation_level(p_operation), coalesce(p_include_trash, false)) $function$;
+AS $function$ begin return permgraph._can(p_user_id, p_id, p_owner_id, permgraph.operation_level(p_operation), coalesce(p_include_trash, false)); end $function$;
 
 -- permgraph.check_op(text,text,text): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.check_op(p_user_id text, p_target_id text, p_operation text)
  RETURNS boolean
- LANGUAGE sql
+ LANGUAGE plpgsql
  STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$ select permgraph.check_op(p_user_id, p_target_id, p_operation, false) $function$;
+AS $function$ begin return permgraph.check_op(p_user_id, p_target_id, p_operation, false); end $function$;
 
 -- permgraph.check_op(text,text,text,boolean): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.check_op(p_user_id text, p_target_id text, p_operation text, p_include_trash boolean)
  RETURNS boolean
- LANGUAGE sql
+ LANGUAGE plpgsql
  STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$ select permgraph._check(p_user_id, p_target_id, permgraph.operation_level(p_operation), coalesce(p_include_trash, false)) $function$;
+AS $function$ begin return permgraph._check(p_user_id, p_target_id, permgraph.operation_level(p_operation), coalesce(p_include_trash, false)); end $function$;
 
 -- permgraph.current_actor(): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.current_actor()

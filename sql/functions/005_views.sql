@@ -18,9 +18,14 @@
 -- through this view stays an index-only scan.
 -- valid_until is the last column because `create or replace view` can only
 -- append columns.
+-- The tombstones are tested per row only while there are any (between a
+-- node's delete and the worker's next batch): the first test runs once per
+-- query, and probing the empty table twice per row took more than half of
+-- a check() (33 us against 16 us per read on org small).
 create or replace view permgraph.effective_permissions as
   select p.user_id, p.target_id, p.level, p.traverse_owned, p.valid_until
   from permgraph.permissions p
   where (p.valid_until is null or p.valid_until > now())
-    and not exists (select 1 from permgraph.deleted_nodes d where d.id = p.user_id)
-    and not exists (select 1 from permgraph.deleted_nodes d where d.id = p.target_id);
+    and (not exists (select 1 from permgraph.deleted_nodes)
+         or (not exists (select 1 from permgraph.deleted_nodes d where d.id = p.user_id)
+             and not exists (select 1 from permgraph.deleted_nodes d where d.id = p.target_id)));

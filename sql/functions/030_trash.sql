@@ -59,21 +59,22 @@ end $$;
 
 -- Whether a node is hidden by trash right now (semantics.md, "Trash").
 -- Whether a node with these values is hidden by trash right now: the rule of
--- semantics.md in one place, as an expression PostgreSQL inlines into callers
--- that already hold the node's row.
+-- semantics.md in one place, for callers that already hold the node's row.
+-- PL/pgSQL, whose plans are cached for the session: as an SQL function with
+-- a SET clause it was planned at every call (36 us of a 90 us check()).
 create or replace function permgraph._hidden(p_kind text, p_id text, p_owner_id text, p_trash_at timestamptz) returns boolean
-language sql stable
+language plpgsql stable
 set search_path = pg_catalog, pg_temp
 as $$
-  select case p_kind
-    when 'user' then false
-    when 'group' then exists (select 1 from permgraph.trashed_groups t
-                              where t.group_id = p_id and t.trash_at <= now())
-    else coalesce(p_trash_at <= now(), false)
-         or exists (select 1 from permgraph.trashed_groups t
-                    where t.group_id = p_owner_id and t.trash_at <= now())
-  end
-$$;
+begin
+  if p_kind = 'user' then
+    return false;
+  elsif p_kind = 'group' then
+    return exists (select 1 from permgraph.trashed_groups t where t.group_id = p_id and t.trash_at <= now());
+  end if;
+  return coalesce(p_trash_at <= now(), false)
+         or exists (select 1 from permgraph.trashed_groups t where t.group_id = p_owner_id and t.trash_at <= now());
+end $$;
 
 -- Whether a node is hidden by trash right now (semantics.md, "Trash").
 create or replace function permgraph.is_trashed(p_id text) returns boolean

@@ -81,8 +81,6 @@ create or replace function permgraph._check(p_user_id text, p_target_id text, p_
 returns boolean
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
-
-set search_path = pg_catalog, pg_temp
 as $$
 declare
   t record;
@@ -104,6 +102,9 @@ begin
 end $$;
 
 -- check ------------------------------------------------------------------------
+-- The wrappers below are PL/pgSQL: an SQL function with a SET clause is
+-- planned at every call (16 us of a check() on org small), a PL/pgSQL
+-- return of a call is evaluated directly.
 -- The 4-argument form has no default for p_include_trash on purpose: a default
 -- would make every 3-argument call ambiguous between the two overloads.
 -- Operations get their own name (check_op, can_op) rather than a text
@@ -124,23 +125,23 @@ end $$;
 
 -- Same signature and answers as in 005 for non-superusers.
 create or replace function permgraph.check(p_user_id text, p_target_id text, p_level integer) returns boolean
-language sql stable
+language plpgsql stable
 security definer
 set search_path = pg_catalog, pg_temp
-as $$ select permgraph.check(p_user_id, p_target_id, p_level, false) $$;
+as $$ begin return permgraph.check(p_user_id, p_target_id, p_level, false); end $$;
 
 create or replace function permgraph.check_op(p_user_id text, p_target_id text, p_operation text, p_include_trash boolean)
 returns boolean
-language sql stable
+language plpgsql stable
 security definer
 set search_path = pg_catalog, pg_temp
-as $$ select permgraph._check(p_user_id, p_target_id, permgraph.operation_level(p_operation), coalesce(p_include_trash, false)) $$;
+as $$ begin return permgraph._check(p_user_id, p_target_id, permgraph.operation_level(p_operation), coalesce(p_include_trash, false)); end $$;
 
 create or replace function permgraph.check_op(p_user_id text, p_target_id text, p_operation text) returns boolean
-language sql stable
+language plpgsql stable
 security definer
 set search_path = pg_catalog, pg_temp
-as $$ select permgraph.check_op(p_user_id, p_target_id, p_operation, false) $$;
+as $$ begin return permgraph.check_op(p_user_id, p_target_id, p_operation, false); end $$;
 
 -- can: application rows with their own owner column --------------------------
 
@@ -156,20 +157,20 @@ begin
 end $$;
 
 create or replace function permgraph.can(p_user_id text, p_id text, p_owner_id text, p_level integer) returns boolean
-language sql stable
+language plpgsql stable
 security definer
 set search_path = pg_catalog, pg_temp
-as $$ select permgraph.can(p_user_id, p_id, p_owner_id, p_level, false) $$;
+as $$ begin return permgraph.can(p_user_id, p_id, p_owner_id, p_level, false); end $$;
 
 create or replace function permgraph.can_op(p_user_id text, p_id text, p_owner_id text, p_operation text, p_include_trash boolean)
 returns boolean
-language sql stable
+language plpgsql stable
 security definer
 set search_path = pg_catalog, pg_temp
-as $$ select permgraph._can(p_user_id, p_id, p_owner_id, permgraph.operation_level(p_operation), coalesce(p_include_trash, false)) $$;
+as $$ begin return permgraph._can(p_user_id, p_id, p_owner_id, permgraph.operation_level(p_operation), coalesce(p_include_trash, false)); end $$;
 
 create or replace function permgraph.can_op(p_user_id text, p_id text, p_owner_id text, p_operation text) returns boolean
-language sql stable
+language plpgsql stable
 security definer
 set search_path = pg_catalog, pg_temp
-as $$ select permgraph.can_op(p_user_id, p_id, p_owner_id, p_operation, false) $$;
+as $$ begin return permgraph.can_op(p_user_id, p_id, p_owner_id, p_operation, false); end $$;
