@@ -2,6 +2,135 @@
 -- The schema permgraph creates, as the catalog holds it (test/db/schema-dump.test.ts fails when stale).
 -- PostgreSQL 18
 
+view permgraph._computed_rows
+  user_id text collate "C"
+  target_id text collate "C"
+  level smallint
+  traverse_owned boolean
+  valid_until timestamp with time zone
+  bound1 timestamp with time zone
+  bound2 timestamp with time zone
+  as WITH RECURSIVE live AS NOT MATERIALIZED (
+         SELECT edges.tail_id,
+            edges.tail_kind,
+            edges.head_id,
+            edges.head_kind,
+            edges.level,
+            COALESCE(edges.expires_at, 'infinity'::timestamp with time zone) AS until
+           FROM permgraph.edges
+          WHERE ((edges.expires_at IS NULL) OR (edges.expires_at > ( SELECT (current_setting('permgraph.compute_at'::text))::timestamp with time zone AS current_setting)))
+        ), walk(group_id, node_id, node_kind, level, last_edge_manage, until) AS (
+         SELECT e.tail_id,
+            e.head_id,
+            e.head_kind,
+            e.level,
+            ((e.level = 3) AND (e.head_kind = 'user'::text)) AS "?column?",
+            e.until
+           FROM live e
+          WHERE ((e.tail_kind = 'group'::text) AND (e.tail_id IN ( SELECT live.head_id
+                   FROM live
+                  WHERE ((live.tail_kind = 'user'::text) AND (live.head_kind = 'group'::text)))))
+        UNION
+         SELECT w.group_id,
+            e.head_id,
+            e.head_kind,
+            LEAST(w.level, e.level) AS "least",
+            ((e.level = 3) AND (e.head_kind = 'user'::text)),
+            LEAST(w.until, e.until) AS "least"
+           FROM (walk w
+             JOIN live e ON ((e.tail_id = w.node_id)))
+          WHERE (w.node_kind = 'group'::text)
+        ), closure AS (
+         SELECT walk.group_id,
+            walk.node_id,
+            walk.node_kind,
+            max(walk.level) AS level,
+            max(walk.until) AS until1,
+            max(walk.until) FILTER (WHERE (walk.level >= 2)) AS until2,
+            max(walk.until) FILTER (WHERE (walk.level = 3)) AS until3,
+            max(walk.until) FILTER (WHERE permgraph._path_traverses(walk.node_kind, walk.last_edge_manage)) AS traverse_until
+           FROM walk
+          GROUP BY walk.group_id, walk.node_id, walk.node_kind
+        ), paths(user_id, node_id, node_kind, level, until1, until2, until3, traverse_until) AS (
+         SELECT nodes.id,
+            nodes.id,
+            'user'::text AS "?column?",
+            (3)::smallint AS int2,
+            'infinity'::timestamp with time zone AS timestamptz,
+            'infinity'::timestamp with time zone AS timestamptz,
+            'infinity'::timestamp with time zone AS timestamptz,
+            'infinity'::timestamp with time zone AS timestamptz
+           FROM permgraph.nodes
+          WHERE (nodes.kind = 'user'::text)
+        UNION ALL
+         SELECT e.tail_id,
+            e.head_id,
+            e.head_kind,
+            e.level,
+            e.until,
+                CASE
+                    WHEN (e.level >= 2) THEN e.until
+                    ELSE NULL::timestamp with time zone
+                END AS "case",
+                CASE
+                    WHEN (e.level = 3) THEN e.until
+                    ELSE NULL::timestamp with time zone
+                END AS "case",
+                CASE
+                    WHEN permgraph._path_traverses(e.head_kind, (e.level = 3)) THEN e.until
+                    ELSE NULL::timestamp with time zone
+                END AS "case"
+           FROM live e
+          WHERE (e.tail_kind = 'user'::text)
+        UNION ALL
+         SELECT e.tail_id,
+            c.node_id,
+            c.node_kind,
+            LEAST(e.level, c.level) AS "least",
+            LEAST(e.until, c.until1) AS "least",
+                CASE
+                    WHEN ((e.level >= 2) AND (c.level >= 2)) THEN LEAST(e.until, c.until2)
+                    ELSE NULL::timestamp with time zone
+                END AS "case",
+                CASE
+                    WHEN ((e.level = 3) AND (c.level = 3)) THEN LEAST(e.until, c.until3)
+                    ELSE NULL::timestamp with time zone
+                END AS "case",
+                CASE
+                    WHEN (c.traverse_until IS NOT NULL) THEN LEAST(e.until, c.traverse_until)
+                    ELSE NULL::timestamp with time zone
+                END AS "case"
+           FROM (live e
+             JOIN closure c ON ((c.group_id = e.head_id)))
+          WHERE (e.tail_kind = 'user'::text)
+        ), per_pair AS (
+         SELECT paths.user_id,
+            paths.node_id AS target_id,
+            paths.node_kind,
+            max(paths.level) AS level,
+            max(paths.until1) AS until1,
+            max(paths.until2) AS until2,
+            max(paths.until3) AS until3,
+            max(paths.traverse_until) AS traverse_until
+           FROM paths
+          GROUP BY paths.user_id, paths.node_id, paths.node_kind
+        )
+ SELECT user_id,
+    target_id,
+    level,
+    (traverse_until IS NOT NULL) AS traverse_owned,
+    permgraph._valid_until(level, until1, until2, until3, traverse_until) AS valid_until,
+        CASE
+            WHEN ((node_kind = 'group'::text) AND (level >= 2) AND (until1 > until2)) THEN until1
+            ELSE NULL::timestamp with time zone
+        END AS bound1,
+        CASE
+            WHEN ((node_kind = 'group'::text) AND (level = 3) AND (until2 > until3)) THEN until2
+            ELSE NULL::timestamp with time zone
+        END AS bound2
+   FROM per_pair;
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
+
 table permgraph.applier_state
   singleton boolean not null default true
   last_batch_at timestamp with time zone
@@ -354,6 +483,17 @@ AS $function$
                     and permgraph_p.traverse_owned)))$f$,
     p_user, p_id, p_owner, p_level, p_include_trash)
 $function$;
+
+-- permgraph._analyze_graph(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._analyze_graph()
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+begin
+  analyze permgraph.nodes;
+  analyze permgraph.edges;
+end $function$;
 
 -- permgraph._applier_lock_key(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._applier_lock_key()
@@ -927,70 +1067,21 @@ CREATE OR REPLACE FUNCTION permgraph._compute_all(p_at timestamp with time zone)
  SET jit TO 'off'
 AS $function$
 begin
-  -- Fresh statistics first: a full recomputation often follows a bulk load,
-  -- before autovacuum has analyzed the edges, and without statistics the
-  -- planner nests loops over the whole edge table (287 s instead of ~65 s for
-  -- the first refresh of org large). Sampling costs well under a second
-  -- here; without the right to analyze, PostgreSQL only warns.
-  analyze permgraph.nodes;
-  analyze permgraph.edges;
+  perform permgraph._analyze_graph();
   drop table if exists pg_temp.permgraph_all;
-  create temp table permgraph_all on commit drop as
-  with recursive live as not materialized (
-    select tail_id, tail_kind, head_id, head_kind, level, coalesce(expires_at, 'infinity') as until
-    from permgraph.edges
-    where expires_at is null or expires_at > p_at
-  ), walk(group_id, node_id, node_kind, level, last_edge_manage, until) as (
-    select e.tail_id, e.head_id, e.head_kind, e.level, e.level = 3 and e.head_kind = 'user', e.until
-    from live e
-    where e.tail_kind = 'group'
-      -- only groups some user enters directly need a closure (a deep chain
-      -- entered at a few places must not pay for the closure of every link)
-      and e.tail_id in (select head_id from live where tail_kind = 'user' and head_kind = 'group')
-    union
-    select w.group_id, e.head_id, e.head_kind, least(w.level, e.level), e.level = 3 and e.head_kind = 'user', least(w.until, e.until)
-    from walk w
-    join live e on e.tail_id = w.node_id
-    where w.node_kind = 'group'
-  ), closure as (
-    select group_id, node_id, node_kind, max(level) as level,
-           max(until) as until1,
-           max(until) filter (where level >= 2) as until2,
-           max(until) filter (where level = 3) as until3,
-           max(until) filter (where permgraph._path_traverses(node_kind, last_edge_manage)) as traverse_until
-    from walk
-    group by group_id, node_id, node_kind
-  ), paths(user_id, node_id, node_kind, level, until1, until2, until3, traverse_until) as (
-    select id, id, 'user', 3::smallint, 'infinity'::timestamptz, 'infinity'::timestamptz, 'infinity'::timestamptz, 'infinity'::timestamptz
-    from permgraph.nodes where kind = 'user'
-    union all
-    select e.tail_id, e.head_id, e.head_kind, e.level, e.until,
-           case when e.level >= 2 then e.until end,
-           case when e.level = 3 then e.until end,
-           case when permgraph._path_traverses(e.head_kind, e.level = 3) then e.until end
-    from live e
-    where e.tail_kind = 'user'
-    union all
-    -- (least() skips nulls: a level the closure lacks must stay null)
-    select e.tail_id, c.node_id, c.node_kind, least(e.level, c.level), least(e.until, c.until1),
-           case when e.level >= 2 and c.level >= 2 then least(e.until, c.until2) end,
-           case when e.level = 3 and c.level = 3 then least(e.until, c.until3) end,
-           case when c.traverse_until is not null then least(e.until, c.traverse_until) end
-    from live e
-    join closure c on c.group_id = e.head_id
-    where e.tail_kind = 'user'
-  ), per_pair as (
-    select user_id, node_id as target_id, node_kind, max(level)::smallint as level,
-           max(until1) as until1, max(until2) as until2, max(until3) as until3, max(traverse_until) as traverse_until
-    from paths
-    group by user_id, node_id, node_kind
-  )
-  select user_id, target_id, level, traverse_until is not null as traverse_owned,
-         permgraph._valid_until(level, until1, until2, until3, traverse_until) as valid_until,
-         case when node_kind = 'group' and level >= 2 and until1 > until2 then until1 end as bound1,
-         case when node_kind = 'group' and level = 3 and until2 > until3 then until2 end as bound2
-  from per_pair;
+  perform permgraph._compute_at(p_at);
+  create temp table permgraph_all on commit drop as select * from permgraph._computed_rows;
   analyze pg_temp.permgraph_all;
+end $function$;
+
+-- permgraph._compute_at(timestamp with time zone): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._compute_at(p_at timestamp with time zone)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+begin
+  perform set_config('permgraph.compute_at', p_at::text, true);
 end $function$;
 
 -- permgraph._compute_region(timestamp with time zone): execute <owner>: EXECUTE
@@ -1207,6 +1298,29 @@ begin
     depth := depth + 1;
   end loop;
   return tree;
+end $function$;
+
+-- permgraph._fill_empty(timestamp with time zone): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._fill_empty(p_at timestamp with time zone, OUT inserted bigint)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+AS $function$
+begin
+  perform permgraph._analyze_graph();
+  perform permgraph._compute_at(p_at);
+  -- (an empty table has no bounds either: left over if someone truncated permissions)
+  delete from permgraph.permission_bounds;
+  insert into permgraph.permissions (user_id, target_id, level, traverse_owned, valid_until)
+  select c.user_id, c.target_id, c.level, c.traverse_owned, c.valid_until
+  from permgraph._computed_rows c
+  order by c.user_id, c.target_id;
+  get diagnostics inserted = row_count;
+  if permgraph._changes_begin_write() then
+    insert into permgraph.permission_changes (user_id, target_id, new_level, new_traverse_owned, new_valid_until)
+    select p.user_id, p.target_id, p.level, p.traverse_owned, p.valid_until from permgraph.permissions p;
+  end if;
 end $function$;
 
 -- permgraph._grants_capture(): execute <owner>: EXECUTE
@@ -2506,8 +2620,13 @@ begin
   end if;
   if go_full then
     mode := 'full';
-    perform permgraph._compute_all(batch_at);
-    select * into diff from permgraph._write_diff(false);
+    if not exists (select 1 from permgraph.permissions)
+       and not exists (select 1 from permgraph.edges where expires_at is not null) then
+      select f.inserted, 0::bigint as updated, 0::bigint as deleted into diff from permgraph._fill_empty(batch_at) f;
+    else
+      perform permgraph._compute_all(batch_at);
+      select * into diff from permgraph._write_diff(false);
+    end if;
     perform permgraph._refresh_trash(null);
   else
     mode := 'incremental';

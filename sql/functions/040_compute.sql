@@ -44,33 +44,21 @@ language sql immutable
 return nullif(least(case p_level when 3 then p_until3 when 2 then p_until2 else p_until1 end, p_traverse_until),
               'infinity'::timestamptz);
 
--- Full computation at time p_at into pg_temp.permgraph_all, in one
+-- Every row of the table at the time in setting permgraph.compute_at
+-- (set for the transaction by _compute_at below), in one
 -- statement (one snapshot). First the closure of every group a user enters
 -- directly (per node it reaches: the best level, and until when each level
 -- and traversal hold), then each user's edges joined with the closures of
 -- the groups they enter. Users share groups, so this is far less work than
--- walking from every user.
-create or replace function permgraph._compute_all(p_at timestamptz) returns void
-language plpgsql
--- quiet the NOTICEs of drop table if exists
-set client_min_messages = warning
-set search_path = pg_catalog, pg_temp
-set jit = off
-as $$
-begin
-  -- Fresh statistics first: a full recomputation often follows a bulk load,
-  -- before autovacuum has analyzed the edges, and without statistics the
-  -- planner nests loops over the whole edge table (287 s instead of ~65 s for
-  -- the first refresh of org large). Sampling costs well under a second
-  -- here; without the right to analyze, PostgreSQL only warns.
-  analyze permgraph.nodes;
-  analyze permgraph.edges;
-  drop table if exists pg_temp.permgraph_all;
-  create temp table permgraph_all on commit drop as
+-- walking from every user. A view, so that the callers below share one
+-- definition and each plans it as part of its own statement (a view is
+-- bound when created, whatever the reader's search_path; an SQL function
+-- would be planned apart, or inlined only without its pinned search_path).
+create or replace view permgraph._computed_rows as
   with recursive live as not materialized (
     select tail_id, tail_kind, head_id, head_kind, level, coalesce(expires_at, 'infinity') as until
     from permgraph.edges
-    where expires_at is null or expires_at > p_at
+    where expires_at is null or expires_at > (select current_setting('permgraph.compute_at')::timestamptz)
   ), walk(group_id, node_id, node_kind, level, last_edge_manage, until) as (
     select e.tail_id, e.head_id, e.head_kind, e.level, e.level = 3 and e.head_kind = 'user', e.until
     from live e
@@ -121,7 +109,71 @@ begin
          case when node_kind = 'group' and level >= 2 and until1 > until2 then until1 end as bound1,
          case when node_kind = 'group' and level = 3 and until2 > until3 then until2 end as bound2
   from per_pair;
+
+-- Sets the time _computed_rows computes at, for this transaction.
+create or replace function permgraph._compute_at(p_at timestamptz) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  perform set_config('permgraph.compute_at', p_at::text, true);
+end $$;
+
+-- Fresh statistics before a full computation: it often follows a bulk load,
+-- before autovacuum has analyzed the edges, and without statistics the
+-- planner nests loops over the whole edge table (287 s instead of ~65 s for
+-- the first refresh of org large). Sampling costs well under a second
+-- here; without the right to analyze, PostgreSQL only warns.
+create or replace function permgraph._analyze_graph() returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  analyze permgraph.nodes;
+  analyze permgraph.edges;
+end $$;
+
+-- The full computation into pg_temp.permgraph_all, for _write_diff to compare.
+create or replace function permgraph._compute_all(p_at timestamptz) returns void
+language plpgsql
+-- quiet the NOTICEs of drop table if exists
+set client_min_messages = warning
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
+begin
+  perform permgraph._analyze_graph();
+  drop table if exists pg_temp.permgraph_all;
+  perform permgraph._compute_at(p_at);
+  create temp table permgraph_all on commit drop as select * from permgraph._computed_rows;
   analyze pg_temp.permgraph_all;
+end $$;
+
+-- Filling an empty table needs no comparison: the computation is inserted
+-- straight into permissions, in primary-key order, without a temporary copy
+-- to write, analyze and join (the first refresh, and refresh after a
+-- truncate). Events, while someone consumes, are then every row. Not used
+-- while some edge expires: permission_bounds is filled from the temporary
+-- copy.
+create or replace function permgraph._fill_empty(p_at timestamptz, out inserted bigint)
+language plpgsql
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
+begin
+  perform permgraph._analyze_graph();
+  perform permgraph._compute_at(p_at);
+  -- (an empty table has no bounds either: left over if someone truncated permissions)
+  delete from permgraph.permission_bounds;
+  insert into permgraph.permissions (user_id, target_id, level, traverse_owned, valid_until)
+  select c.user_id, c.target_id, c.level, c.traverse_owned, c.valid_until
+  from permgraph._computed_rows c
+  order by c.user_id, c.target_id;
+  get diagnostics inserted = row_count;
+  if permgraph._changes_begin_write() then
+    insert into permgraph.permission_changes (user_id, target_id, new_level, new_traverse_owned, new_valid_until)
+    select p.user_id, p.target_id, p.level, p.traverse_owned, p.valid_until from permgraph.permissions p;
+  end if;
 end $$;
 
 -- Writes the computed rows into permissions, touching only rows whose value

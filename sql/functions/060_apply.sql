@@ -90,8 +90,13 @@ begin
   end if;
   if go_full then
     mode := 'full';
-    perform permgraph._compute_all(batch_at);
-    select * into diff from permgraph._write_diff(false);
+    if not exists (select 1 from permgraph.permissions)
+       and not exists (select 1 from permgraph.edges where expires_at is not null) then
+      select f.inserted, 0::bigint as updated, 0::bigint as deleted into diff from permgraph._fill_empty(batch_at) f;
+    else
+      perform permgraph._compute_all(batch_at);
+      select * into diff from permgraph._write_diff(false);
+    end if;
     perform permgraph._refresh_trash(null);
   else
     mode := 'incremental';
