@@ -32,6 +32,7 @@ interface Options {
   stock: boolean;
   stream: boolean;
   expiry: boolean;
+  capture: boolean;
   import: boolean;
 }
 
@@ -51,13 +52,14 @@ function parseOptions(): Options {
     .option('--stock', 'only measure one change on a server with default settings (jit on) against jit off (bench/measure/single-change.ts), then exit', false)
     .option('--stream', 'only measure the change stream\'s write cost, with and without a consumer, on org (--size; bench/measure/stream.ts), then exit', false)
     .option('--expiry', 'only measure the expiry lag with the worker daemon on org (--size; bench/measure/expiry.ts), then exit', false)
+    .option('--capture', 'only measure one INSERT of 100,000 grants against a plain table with the same indexes (bench/measure/capture.ts), then exit', false)
     .option('--import', 'only measure permgraph import at three sizes (--size) onto a database holding data (bench/measure/import.ts); saved and reported', false)
     .parse();
-  const o = program.opts<{ size: string; shape: string; graph?: string; seed: string; keep: boolean; skipReads: boolean; skipIncremental: boolean; worker: boolean; coldstart: boolean; stock: boolean; stream: boolean; expiry: boolean; import: boolean }>();
+  const o = program.opts<{ size: string; shape: string; graph?: string; seed: string; keep: boolean; skipReads: boolean; skipIncremental: boolean; worker: boolean; coldstart: boolean; stock: boolean; stream: boolean; expiry: boolean; capture: boolean; import: boolean }>();
   if (o.size !== 'small' && o.size !== 'large') throw new Error(`--size must be small or large, got ${o.size}`);
   const shapes = o.shape.split(',').map((s) => s.trim()).filter(Boolean);
   for (const s of shapes) if (!SHAPES.includes(s as Shape)) throw new Error(`unknown shape ${s}; use ${SHAPES.join(', ')}`);
-  return { size: o.size, shapes: shapes as Shape[], graph: o.graph, seed: o.seed, keep: o.keep, skipReads: o.skipReads, skipIncremental: o.skipIncremental, worker: o.worker, coldstart: o.coldstart, stock: o.stock, stream: o.stream, expiry: o.expiry, import: o.import };
+  return { size: o.size, shapes: shapes as Shape[], graph: o.graph, seed: o.seed, keep: o.keep, skipReads: o.skipReads, skipIncremental: o.skipIncremental, worker: o.worker, coldstart: o.coldstart, stock: o.stock, stream: o.stream, expiry: o.expiry, capture: o.capture, import: o.import };
 }
 
 interface Target {
@@ -144,6 +146,11 @@ async function main(): Promise<void> {
   if (options.stream) {
     const { formatStream, measureStream } = await import('./measure/stream.ts');
     say(formatStream(await measureStream(options.size, options.seed)));
+    return;
+  }
+  if (options.capture) {
+    const { formatCapture, measureCapture } = await import('./measure/capture.ts');
+    say(formatCapture(await measureCapture()));
     return;
   }
   if (options.expiry) {
