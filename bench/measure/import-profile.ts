@@ -1,6 +1,6 @@
 // Not part of the benchmark: profiles one import's validate and load
 // statement by statement (auto_explain, nested statements, durations).
-//   npx tsx bench/measure/import-profile.ts --size 200000 [--batch 10000] [--exclusive] [--plans] [--timing]
+//   npx tsx bench/measure/import-profile.ts --size 200000 [--batch 10000] [--exclusive] [--insert] [--plans] [--timing]
 // The load takes its locks as src/app/import/load.ts does (--exclusive: ImportOptions.exclusive).
 import pg from 'pg';
 import { importGraph } from '../../src/app/import/index.ts';
@@ -18,7 +18,7 @@ try {
   const files = await writePair(`profile-${size}`, 'n', size);
   const stopped = new Error('staged');
   const t0 = performance.now();
-  await importGraph(bdb.db, { ...files, name: 'p', batchSize, afterBatch: async () => {}, onProgress: (p) => { if (p.phase === 'validate') throw stopped; } }).catch((e) => {
+  await importGraph(bdb.db, { ...files, name: 'p', batchSize, connectionUrl: process.argv.includes('--insert') ? undefined : bdb.url, afterBatch: async () => {}, onProgress: (p) => { if (p.phase === 'validate') throw stopped; } }).catch((e) => {
     if (e !== stopped) throw e;
   });
   console.log(`staged in ${((performance.now() - t0) / 1000).toFixed(1)} s`);

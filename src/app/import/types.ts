@@ -40,6 +40,12 @@ export interface ImportOptions {
    * load, readers do not.
    */
   exclusive?: boolean;
+  /**
+   * The database's connection URL (as the pool's): CSV rows are then staged
+   * with COPY, on a connection of its own, instead of INSERT batches (faster;
+   * the same rows, batches and progress). Not used by a dry run.
+   */
+  connectionUrl?: string;
   /** Rows per staging transaction (default 10,000). */
   batchSize?: number;
   /** How many problems the summary lists (default 20). */

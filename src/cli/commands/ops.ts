@@ -123,6 +123,7 @@ async function runImport(ctx: CommandContext, flags: ImportFlags): Promise<void>
       restart: flags.restart,
       dryRun: flags.dryRun,
       exclusive: flags.exclusive,
+      connectionUrl: ctx.database.url,
       onInvalid: flags.onInvalid as OnInvalid,
       batchSize,
       maxProblems: show,
