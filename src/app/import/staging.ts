@@ -18,7 +18,7 @@
 import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import { PINNED_SEARCH_PATH, sql, type Queryable } from '../../db/pool.ts';
+import { clientConfig, PINNED_SEARCH_PATH, sql, type Queryable } from '../../db/pool.ts';
 import { readOnly, userQuery } from './inputs.ts';
 import type { Prepared, RunContext, Step } from './types.ts';
 
@@ -192,12 +192,12 @@ function copyText(run: string, { seqs, lines, problems, values }: Batch): string
 /**
  * A connection of its own for COPY (the import's pooled connections cannot
  * stream one), named like the run's connection (so what cancels the run's
- * statements by application name cancels its COPY too) and with the same
- * pinned search_path. Each batch: COPY and the run's progress, one transaction.
+ * statements by application name cancels its COPY too), with the same
+ * pinned search_path and SSL settings (clientConfig). Each batch: COPY and the run's progress, one transaction.
  */
 async function copyConnection(step: Step, url: string) {
   const [{ application_name }] = await step((tx) => tx.query(sql`select current_setting('application_name') as application_name`));
-  const client = new pg.Client({ connectionString: url, application_name: String(application_name) });
+  const client = new pg.Client(clientConfig(url, String(application_name)));
   client.on('error', () => {}); // a broken connection fails the batch's query, which reports it
   await client.connect();
   await client.query(`set search_path = ${PINNED_SEARCH_PATH.join(', ')}`);
