@@ -1436,12 +1436,22 @@ AS $function$
 declare
   bad record;
 begin
-  select e.id, e.is_tail, n.kind into bad
-  from (select w.tail_id as id, true as is_tail from written w union select w.head_id, false from written w) e
-  left join lateral (select n.kind from permgraph.nodes n where n.id = e.id for key share offset 0) n on true
-  where n.kind is null or (e.is_tail and n.kind = 'object')
-  order by case when n.kind is null and e.is_tail then 1 when n.kind is null then 3 else 2 end, e.id
-  limit 1;
+  if permgraph._nodes_locked_against_deletes() then
+    -- No end can be deleted before this transaction ends: the same lookup without the locks.
+    select e.id, e.is_tail, n.kind into bad
+    from (select w.tail_id as id, true as is_tail from written w union select w.head_id, false from written w) e
+    left join lateral (select n.kind from permgraph.nodes n where n.id = e.id offset 0) n on true
+    where n.kind is null or (e.is_tail and n.kind = 'object')
+    order by case when n.kind is null and e.is_tail then 1 when n.kind is null then 3 else 2 end, e.id
+    limit 1;
+  else
+    select e.id, e.is_tail, n.kind into bad
+    from (select w.tail_id as id, true as is_tail from written w union select w.head_id, false from written w) e
+    left join lateral (select n.kind from permgraph.nodes n where n.id = e.id for key share offset 0) n on true
+    where n.kind is null or (e.is_tail and n.kind = 'object')
+    order by case when n.kind is null and e.is_tail then 1 when n.kind is null then 3 else 2 end, e.id
+    limit 1;
+  end if;
   if not found then
     return null;
   elsif bad.is_tail and bad.kind is null then
@@ -1484,6 +1494,41 @@ AS $function$
     when length(p_id) > 256 then format('is %s characters long (at most 256)', length(p_id))
     when p_id ~ '[[:cntrl:]]' then 'contains a control character'
   end
+$function$;
+
+-- permgraph._import_drop_foreign_keys(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._import_drop_foreign_keys()
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  fk record;
+  n integer := 0;
+begin
+  -- Both tables at once, in one order: two exclusive imports cannot deadlock.
+  lock table permgraph.nodes, permgraph.grants in access exclusive mode;
+  drop table if exists pg_temp.import_foreign_keys;
+  create temp table import_foreign_keys on commit drop as select * from permgraph._import_foreign_keys();
+  for fk in select * from pg_temp.import_foreign_keys loop
+    execute format('alter table %s drop constraint %I', fk.table_name, fk.constraint_name);
+    n := n + 1;
+  end loop;
+  return n;
+end $function$;
+
+-- permgraph._import_foreign_keys(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._import_foreign_keys()
+ RETURNS TABLE(table_name regclass, constraint_name name, definition text)
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+  select c.conrelid::regclass, c.conname, pg_get_constraintdef(c.oid)
+  from pg_constraint c
+  where c.contype = 'f' and c.confrelid = 'permgraph.nodes'::regclass
+    and c.conrelid in ('permgraph.nodes'::regclass, 'permgraph.grants'::regclass)
+  order by c.conrelid::regclass::text, c.conname
 $function$;
 
 -- permgraph._import_id_problem(text,text): execute <owner>: EXECUTE
@@ -1587,6 +1632,30 @@ begin
     'nodes_inserted', nodes_inserted, 'nodes_updated', nodes_updated, 'nodes_unchanged', nodes_unchanged,
     'grants_inserted', grants_inserted, 'grants_updated', grants_updated,
     'grants_unchanged', grants_valid - grants_inserted - grants_updated);
+end $function$;
+
+-- permgraph._import_restore_foreign_keys(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._import_restore_foreign_keys()
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  fk record;
+  n integer := 0;
+begin
+  if to_regclass('pg_temp.import_foreign_keys') is null then
+    return 0;
+  end if;
+  for fk in select * from pg_temp.import_foreign_keys loop
+    execute format('alter table %s add constraint %I %s not valid', fk.table_name, fk.constraint_name, fk.definition);
+  end loop;
+  for fk in select * from pg_temp.import_foreign_keys loop
+    execute format('alter table %s validate constraint %I', fk.table_name, fk.constraint_name);
+    n := n + 1;
+  end loop;
+  drop table pg_temp.import_foreign_keys;
+  return n;
 end $function$;
 
 -- permgraph._import_validate(text,jsonb): execute <owner>: EXECUTE
@@ -1997,6 +2066,21 @@ begin
   return null;
 end $function$;
 
+-- permgraph._nodes_locked_against_deletes(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._nodes_locked_against_deletes()
+ RETURNS boolean
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+  select coalesce(current_setting('permgraph.nodes_locked', true), '') = 'on' and exists (
+    select 1 from pg_locks l
+    where l.locktype = 'relation' and l.relation = 'permgraph.nodes'::regclass
+      and l.database = (select d.oid from pg_database d where d.datname = current_database())
+      and l.pid = pg_backend_pid() and l.granted
+      and l.mode in ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock'))
+$function$;
+
 -- permgraph._nodes_validate(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._nodes_validate()
  RETURNS trigger
@@ -2075,10 +2159,18 @@ declare
   bad record;
   cycle_path text;
 begin
-  select array_agg(e.owner_id) into bad_owners
-  from (select distinct n.owner_id from inserted_nodes n where n.owner_id is not null and n.owner_id <> n.id) e
-  left join lateral (select o.kind from permgraph.nodes o where o.id = e.owner_id for key share offset 0) o on true
-  where o.kind is null or o.kind = 'object';
+  if permgraph._nodes_locked_against_deletes() then
+    -- No owner can be deleted before this transaction ends: no lock needed.
+    select array_agg(e.owner_id) into bad_owners
+    from (select distinct n.owner_id from inserted_nodes n where n.owner_id is not null and n.owner_id <> n.id) e
+    left join lateral (select o.kind from permgraph.nodes o where o.id = e.owner_id offset 0) o on true
+    where o.kind is null or o.kind = 'object';
+  else
+    select array_agg(e.owner_id) into bad_owners
+    from (select distinct n.owner_id from inserted_nodes n where n.owner_id is not null and n.owner_id <> n.id) e
+    left join lateral (select o.kind from permgraph.nodes o where o.id = e.owner_id for key share offset 0) o on true
+    where o.kind is null or o.kind = 'object';
+  end if;
   if bad_owners is not null then
     select n.id, n.owner_id, o.kind as owner_kind into bad
     from inserted_nodes n

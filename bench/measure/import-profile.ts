@@ -1,6 +1,7 @@
 // Not part of the benchmark: profiles one import's validate and load
 // statement by statement (auto_explain, nested statements, durations).
-//   npx tsx bench/measure/import-profile.ts --size 200000 [--batch 10000] [--plans] [--timing]
+//   npx tsx bench/measure/import-profile.ts --size 200000 [--batch 10000] [--exclusive] [--insert] [--plans] [--timing]
+// The load takes its locks as src/app/import/load.ts does (--exclusive: ImportOptions.exclusive).
 import pg from 'pg';
 import { importGraph } from '../../src/app/import/index.ts';
 import { resolveLevels } from '../../src/app/import/validate.ts';
@@ -17,7 +18,7 @@ try {
   const files = await writePair(`profile-${size}`, 'n', size);
   const stopped = new Error('staged');
   const t0 = performance.now();
-  await importGraph(bdb.db, { ...files, name: 'p', batchSize, afterBatch: async () => {}, onProgress: (p) => { if (p.phase === 'validate') throw stopped; } }).catch((e) => {
+  await importGraph(bdb.db, { ...files, name: 'p', batchSize, connectionUrl: process.argv.includes('--insert') ? undefined : bdb.url, afterBatch: async () => {}, onProgress: (p) => { if (p.phase === 'validate') throw stopped; } }).catch((e) => {
     if (e !== stopped) throw e;
   });
   console.log(`staged in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
@@ -41,9 +42,20 @@ try {
   let t = performance.now();
   await client.query('select permgraph._import_validate($1, $2::jsonb) as counts', ['p', JSON.stringify(levels)]);
   console.log(`validate ${((performance.now() - t) / 1000).toFixed(1)} s`);
+  const exclusive = process.argv.includes('--exclusive');
+  t = performance.now();
+  if (exclusive) await client.query('select permgraph._import_drop_foreign_keys()');
+  else await client.query('lock table permgraph.nodes, permgraph.grants in share row exclusive mode');
+  await client.query(`select set_config('permgraph.nodes_locked', 'on', true)`);
+  console.log(`lock ${((performance.now() - t) / 1000).toFixed(1)} s`);
   t = performance.now();
   await client.query('select permgraph._import_load($1, false, false, $2::jsonb)', ['p', JSON.stringify(levels)]);
   console.log(`load ${((performance.now() - t) / 1000).toFixed(1)} s`);
+  if (exclusive) {
+    t = performance.now();
+    await client.query('select permgraph._import_restore_foreign_keys()');
+    console.log(`restore foreign keys ${((performance.now() - t) / 1000).toFixed(1)} s`);
+  }
   t = performance.now();
   await client.query('commit');
   console.log(`commit ${((performance.now() - t) / 1000).toFixed(1)} s`);

@@ -28,6 +28,8 @@ export const IMPORT_SIZES = { small: [20_000, 50_000, 200_000], large: [20_000, 
 const HISTORY = { imports: 3, nodesPerImport: 20_000, otherNodes: 100_000 };
 
 export interface ImportCase {
+  /** default: `permgraph import`; exclusive: `permgraph import --exclusive` (readers wait; foreign keys checked once). Absent in older runs: default. */
+  mode?: 'default' | 'exclusive';
   nodes: number;
   grants: number;
   /** Stage (both inputs), validate, load, refresh: wall-clock ms on the client; refresh as the server measured it. */
@@ -52,17 +54,18 @@ export interface ImportResult {
 export async function measureImport(serverUrl: string, sizes: readonly number[], options: { keep?: boolean } = {}): Promise<ImportResult> {
   const cases: ImportCase[] = [];
   let history: ImportResult['history'] = { ...HISTORY, nodes: 0, grants: 0 };
-  for (const size of sizes) {
+  for (const size of sizes) for (const mode of ['default', 'exclusive'] as const) {
     const bdb = await freshDatabase(serverUrl, `import_${size}`);
     try {
-      history = await seedHistory(bdb.db);
+      history = await seedHistory(bdb.db, bdb.url);
       const files = await writePair(`measured-${size}`, 'n', size);
-      say(`  import of ${size.toLocaleString('en-US')} nodes + ${size.toLocaleString('en-US')} grants onto ${history.nodes.toLocaleString('en-US')} nodes`);
-      const timed = await timedImport(bdb.db, files, `measured-${size}`);
+      say(`  import of ${size.toLocaleString('en-US')} nodes + ${size.toLocaleString('en-US')} grants onto ${history.nodes.toLocaleString('en-US')} nodes (${mode})`);
+      const timed = await timedImport(bdb.db, files, `measured-${size}`, { connectionUrl: bdb.url, exclusive: mode === 'exclusive' });
       const [{ permissions }] = await bdb.db.query(sql`select count(*)::bigint as permissions from permgraph.permissions`);
       const rows = timed.summary.nodes.read + timed.summary.grants.read;
       const work = timed.stageMs + timed.validateMs + timed.loadMs;
       const c: ImportCase = {
+        mode,
         nodes: timed.summary.nodes.read,
         grants: timed.summary.grants.read,
         stageMs: Math.round(timed.stageMs),
@@ -86,10 +89,10 @@ export async function measureImport(serverUrl: string, sizes: readonly number[],
 }
 
 /** Earlier imports, many nodes written otherwise, and staging statistics taken while the staging tables were empty. */
-async function seedHistory(db: Queryable): Promise<ImportResult['history']> {
+async function seedHistory(db: Queryable, connectionUrl: string): Promise<ImportResult['history']> {
   for (let i = 0; i < HISTORY.imports; i++) {
     const files = await writePair(`history-${i}`, `h${i}`, HISTORY.nodesPerImport);
-    await importGraph(db, { ...files, name: `history-${i}` });
+    await importGraph(db, { ...files, name: `history-${i}`, connectionUrl });
   }
   await db.query(sql`
     insert into permgraph.nodes (id, kind, owner_id)
@@ -100,12 +103,19 @@ async function seedHistory(db: Queryable): Promise<ImportResult['history']> {
   return { ...HISTORY, nodes: Number(row.nodes), grants: Number(row.grants) };
 }
 
-async function timedImport(db: Queryable, files: { nodes: { file: string }; grants: { file: string } }, name: string) {
+async function timedImport(
+  db: Queryable,
+  files: { nodes: { file: string }; grants: { file: string } },
+  name: string,
+  options: { connectionUrl: string; exclusive: boolean },
+) {
   const started = performance.now();
   const marks: Partial<Record<'validate' | 'load', number>> = {};
   const summary: ImportSummary = await importGraph(db, {
     ...files,
     name,
+    // As the CLI runs it: with the URL (COPY staging); --exclusive or not.
+    ...options,
     onProgress: (p) => {
       if ((p.phase === 'validate' || p.phase === 'load') && marks[p.phase] === undefined) marks[p.phase] = performance.now();
     },

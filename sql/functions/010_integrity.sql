@@ -38,6 +38,28 @@ as $$
   end
 $$;
 
+-- Whether this transaction holds a lock on permgraph.nodes that keeps every
+-- other transaction from deleting a node (or changing its id) until it
+-- ends: SHARE or stronger, which conflicts with the ROW EXCLUSIVE a DELETE
+-- needs. The import's load takes one (src/app/import/load.ts); while it is
+-- held, the per-statement checks below need not lock the nodes they find
+-- (FOR KEY SHARE, a write to each node row), since none of them can go
+-- away. The setting permgraph.nodes_locked = on only says "look": the lock
+-- itself is what is checked, so setting it without the lock changes nothing
+-- (and without the setting, pg_locks, which copies the whole lock table, is
+-- never read).
+create or replace function permgraph._nodes_locked_against_deletes() returns boolean
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select coalesce(current_setting('permgraph.nodes_locked', true), '') = 'on' and exists (
+    select 1 from pg_locks l
+    where l.locktype = 'relation' and l.relation = 'permgraph.nodes'::regclass
+      and l.database = (select d.oid from pg_database d where d.datname = current_database())
+      and l.pid = pg_backend_pid() and l.granted
+      and l.mode in ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock'))
+$$;
+
 -- Row by row: what one row can show on its own. Owners and cycles are
 -- checked per statement (below), so the order of rows within a statement
 -- never matters.
@@ -189,10 +211,18 @@ declare
   bad record;
   cycle_path text;
 begin
-  select array_agg(e.owner_id) into bad_owners
-  from (select distinct n.owner_id from inserted_nodes n where n.owner_id is not null and n.owner_id <> n.id) e
-  left join lateral (select o.kind from permgraph.nodes o where o.id = e.owner_id for key share offset 0) o on true
-  where o.kind is null or o.kind = 'object';
+  if permgraph._nodes_locked_against_deletes() then
+    -- No owner can be deleted before this transaction ends: no lock needed.
+    select array_agg(e.owner_id) into bad_owners
+    from (select distinct n.owner_id from inserted_nodes n where n.owner_id is not null and n.owner_id <> n.id) e
+    left join lateral (select o.kind from permgraph.nodes o where o.id = e.owner_id offset 0) o on true
+    where o.kind is null or o.kind = 'object';
+  else
+    select array_agg(e.owner_id) into bad_owners
+    from (select distinct n.owner_id from inserted_nodes n where n.owner_id is not null and n.owner_id <> n.id) e
+    left join lateral (select o.kind from permgraph.nodes o where o.id = e.owner_id for key share offset 0) o on true
+    where o.kind is null or o.kind = 'object';
+  end if;
   if bad_owners is not null then
     select n.id, n.owner_id, o.kind as owner_kind into bad
     from inserted_nodes n
@@ -296,9 +326,10 @@ end $$;
 -- Per statement, over the grants it inserted or updated (written): both
 -- ends exist and the tail is not an object. Each distinct (end, tail or
 -- head) is looked up once, by primary key, and locked as a foreign key would
--- lock it (FOR KEY SHARE), so a concurrent delete of it waits; the deferred
--- foreign keys grants_tail_exists and grants_head_exists stay as the
--- backstop at commit. The lookup is a LATERAL index probe (OFFSET 0 keeps it
+-- lock it (FOR KEY SHARE), so a concurrent delete of it waits (unless this
+-- transaction already keeps every node from being deleted:
+-- _nodes_locked_against_deletes); the deferred foreign keys
+-- grants_tail_exists and grants_head_exists stay as the backstop at commit. The lookup is a LATERAL index probe (OFFSET 0 keeps it
 -- one): linear whatever the estimates, and a one-row insert never scans
 -- nodes. Of several bad rows, the one reported is the first by problem
 -- (tail missing, tail an object, head missing), then id: never the order of
@@ -311,12 +342,22 @@ as $$
 declare
   bad record;
 begin
-  select e.id, e.is_tail, n.kind into bad
-  from (select w.tail_id as id, true as is_tail from written w union select w.head_id, false from written w) e
-  left join lateral (select n.kind from permgraph.nodes n where n.id = e.id for key share offset 0) n on true
-  where n.kind is null or (e.is_tail and n.kind = 'object')
-  order by case when n.kind is null and e.is_tail then 1 when n.kind is null then 3 else 2 end, e.id
-  limit 1;
+  if permgraph._nodes_locked_against_deletes() then
+    -- No end can be deleted before this transaction ends: the same lookup without the locks.
+    select e.id, e.is_tail, n.kind into bad
+    from (select w.tail_id as id, true as is_tail from written w union select w.head_id, false from written w) e
+    left join lateral (select n.kind from permgraph.nodes n where n.id = e.id offset 0) n on true
+    where n.kind is null or (e.is_tail and n.kind = 'object')
+    order by case when n.kind is null and e.is_tail then 1 when n.kind is null then 3 else 2 end, e.id
+    limit 1;
+  else
+    select e.id, e.is_tail, n.kind into bad
+    from (select w.tail_id as id, true as is_tail from written w union select w.head_id, false from written w) e
+    left join lateral (select n.kind from permgraph.nodes n where n.id = e.id for key share offset 0) n on true
+    where n.kind is null or (e.is_tail and n.kind = 'object')
+    order by case when n.kind is null and e.is_tail then 1 when n.kind is null then 3 else 2 end, e.id
+    limit 1;
+  end if;
   if not found then
     return null;
   elsif bad.is_tail and bad.kind is null then

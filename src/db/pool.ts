@@ -33,6 +33,22 @@ export function openPool(url: string, options: PoolOptions = {}): ConnectionPool
   });
 }
 
+/**
+ * The settings of a raw pg.Client on the pool's terms (for what the pool
+ * cannot do, such as COPY FROM STDIN): a URL that asks for SSL gets it
+ * without certificate verification, as the pool's 'prefer' does (node-pg
+ * would otherwise read sslmode=require as verify-full, and refuse servers
+ * the pool accepts). The ssl parameters are taken out of the URL, since
+ * node-pg lets them override the ssl option. Unlike the pool's 'prefer', no
+ * fallback to a plain connection.
+ */
+export function clientConfig(url: string, applicationName: string): { connectionString: string; ssl: false | { rejectUnauthorized: false }; application_name: string } {
+  if (!urlRequestsSsl(url)) return { connectionString: url, ssl: false, application_name: applicationName };
+  const stripped = new URL(url);
+  for (const key of ['sslmode', 'ssl', 'sslcert', 'sslkey', 'sslrootcert', 'uselibpqcompat']) stripped.searchParams.delete(key);
+  return { connectionString: stripped.toString(), ssl: { rejectUnauthorized: false }, application_name: applicationName };
+}
+
 function urlRequestsSsl(url: string): boolean {
   try {
     const mode = new URL(url).searchParams.get('sslmode');

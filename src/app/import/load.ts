@@ -27,7 +27,9 @@ export async function loadRun(ctx: RunContext, step: Step, resumed: boolean): Pr
     if (onInvalid === 'fail' && invalid > 0) return { rejected: true as const, summary: { ...base, loaded: false, refresh: null } };
     ctx.checkInterrupted();
     ctx.options.onProgress?.({ phase: 'load', done: 0, total: null, unit: 'rows', rows: 0 });
+    await lockForLoad(tx, ctx.options.exclusive === true);
     const [{ loaded }] = await tx.query(sql`select permgraph._import_load(${ctx.name}, ${setTrash}, ${setExpiry}, ${JSON.stringify(levels)}::jsonb) as loaded`);
+    if (ctx.options.exclusive) await tx.query(sql`select permgraph._import_restore_foreign_keys()`);
     const nodes = { ...base.nodes, inserted: Number(loaded.nodes_inserted), updated: Number(loaded.nodes_updated), unchanged: Number(loaded.nodes_unchanged) };
     const grants = { ...base.grants, inserted: Number(loaded.grants_inserted), updated: Number(loaded.grants_updated), unchanged: Number(loaded.grants_unchanged) };
     if (ctx.options.dryRun) return { rejected: false as const, summary: { ...base, nodes, grants, loaded: false, refresh: null } };
@@ -55,6 +57,26 @@ export async function loadRun(ctx: RunContext, step: Step, resumed: boolean): Pr
     throw new ImportRejectedError(outcome.summary);
   }
   return outcome.summary;
+}
+
+/**
+ * Locks nodes and grants for the rest of the load's transaction (both at
+ * once, in one order, so that the refresh's SHARE locks later cannot
+ * deadlock with a writer that got one of them in between):
+ * - by default SHARE ROW EXCLUSIVE: concurrent writers wait until the import
+ *   commits (they would wait for the refresh anyway), readers do not. No
+ *   node can be deleted meanwhile, so the per-statement checks of the load
+ *   skip locking the nodes they look up (FOR KEY SHARE:
+ *   permgraph._nodes_locked_against_deletes, which checks that this lock is
+ *   held);
+ * - exclusive: ACCESS EXCLUSIVE, readers wait too: the foreign keys into
+ *   nodes are dropped for the load and added back, and validated set-based,
+ *   after it (permgraph._import_drop_foreign_keys).
+ */
+async function lockForLoad(tx: Queryable, exclusive: boolean): Promise<void> {
+  if (exclusive) await tx.query(sql`select permgraph._import_drop_foreign_keys()`);
+  else await tx.query(sql`lock table permgraph.nodes, permgraph.grants in share row exclusive mode`);
+  await tx.query(sql`select set_config('permgraph.nodes_locked', 'on', true)`);
 }
 
 async function finishRun(tx: Queryable, name: string, phase: 'done' | 'failed', summary: ImportSummary): Promise<void> {

@@ -4,13 +4,21 @@
 //
 // CSV: records are parsed here (src/app/csv.ts) and sent in arrays. A field
 // holding a NUL byte, which PostgreSQL text cannot hold, makes its row
-// invalid with that reason (the byte shown as "?").
+// invalid with that reason (the byte shown as "?"). Given the database's URL
+// (ImportOptions.connectionUrl), a run that is not a dry run sends its
+// batches with COPY instead, on a connection of its own (each batch still
+// one transaction with its progress), the values escaped in COPY's text
+// format: no SQL is built from them. A batch with a value too long to stage
+// as it is (KEY_LIMIT, SOURCE_LIMIT) goes through the INSERT, which cuts it.
 //
 // Query: the operator's query is run once, read-only (inputs.ts), into a
 // temporary table keyed like the staging table; batches are then taken from
 // it by key (`key > last order by key`), so a resumed run re-runs the query
 // for the rows after the last committed key only.
-import { sql, type Queryable } from '../../db/pool.ts';
+import { pipeline } from 'node:stream/promises';
+import pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import { clientConfig, PINNED_SEARCH_PATH, sql, type Queryable } from '../../db/pool.ts';
 import { readOnly, userQuery } from './inputs.ts';
 import type { Prepared, RunContext, Step } from './types.ts';
 
@@ -87,9 +95,14 @@ async function stageCsv(
     : sql`permgraph.import_grants (run, seq, line, problem, ${names})`;
   let rows = 0;
   let batch = emptyBatch(columns.length);
-  const flush = async ({ seqs, lines, problems, values }: Batch, bytes: number) => {
+  const copier = ctx.options.connectionUrl && !ctx.options.dryRun ? await copyConnection(step, ctx.options.connectionUrl) : null;
+  const copyTarget = `permgraph.${table === 'nodes' ? 'import_nodes' : 'import_grants'} (run, seq, line, problem, ${columns.join(', ')})`;
+  const flush = async (full: Batch, bytes: number) => {
+    const { seqs, lines, problems, values } = full;
     ctx.checkInterrupted();
-    await step((tx) =>
+    if (copier && copyable(table, full)) {
+      await copier.batch(copyTarget, copyText(ctx.name, full), ctx.name, String(seqs[seqs.length - 1]), seqs.length);
+    } else await step((tx) =>
       tx.query(sql`
         with staged as (
           insert into ${target}
@@ -115,26 +128,102 @@ async function stageCsv(
     await flush(full, bytes);
   };
   const skip = lastKey === null ? 0 : Number(lastKey);
-  for await (const records of input.file.records(skip)) {
-    for (const record of records) {
-      let problem: string | null = null;
-      for (let i = 0; i < columns.length; i++) {
-        let value: string | null = at[i]! < 0 ? absent[i]! : record.values[at[i]!]!;
-        if (value !== null && value.includes('\0')) {
-          problem ??= `${columns[i]} contains a NUL byte (0x00), which PostgreSQL text cannot hold`;
-          value = value.replaceAll('\0', '?');
-        }
-        if (value === '' && emptyIsAbsent[i]) value = absent[i]!;
-        batch.values[i]!.push(value);
-      }
-      batch.seqs.push(record.index);
-      batch.lines.push(record.line);
-      batch.problems.push(problem);
-      if (batch.seqs.length >= ctx.batchSize) await write(record.bytes);
-    }
+  try {
+    await readBatches();
+  } finally {
+    await copier?.end();
   }
-  if (batch.seqs.length > 0) await write(input.file.size);
   ctx.options.onProgress?.({ phase: table, done: input.file.size, total: input.file.size, unit: 'bytes', rows });
+
+  async function readBatches() {
+    for await (const records of input.file.records(skip)) {
+      for (const record of records) {
+        let problem: string | null = null;
+        for (let i = 0; i < columns.length; i++) {
+          let value: string | null = at[i]! < 0 ? absent[i]! : record.values[at[i]!]!;
+          if (value !== null && value.includes('\0')) {
+            problem ??= `${columns[i]} contains a NUL byte (0x00), which PostgreSQL text cannot hold`;
+            value = value.replaceAll('\0', '?');
+          }
+          if (value === '' && emptyIsAbsent[i]) value = absent[i]!;
+          batch.values[i]!.push(value);
+        }
+        batch.seqs.push(record.index);
+        batch.lines.push(record.line);
+        batch.problems.push(problem);
+        if (batch.seqs.length >= ctx.batchSize) await write(record.bytes);
+      }
+    }
+    if (batch.seqs.length > 0) await write(input.file.size);
+  }
+}
+
+/** Whether every value of a batch stages as it is (none needs the INSERT's cut). */
+function copyable(table: 'nodes' | 'grants', batch: Batch): boolean {
+  const limits = table === 'nodes' ? [KEY_LIMIT, 0, KEY_LIMIT, 0] : [KEY_LIMIT, KEY_LIMIT, 0, SOURCE_LIMIT, 0];
+  for (let i = 0; i < limits.length; i++) {
+    const limit = limits[i]!;
+    if (limit === 0) continue;
+    for (const value of batch.values[i]!) if (value !== null && value.length > limit) return false;
+  }
+  return true;
+}
+
+const COPY_ESCAPES: Record<string, string> = { '\\': '\\\\', '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+
+/** A value in COPY's text format: null as \N; backslash, newline, carriage return and tab escaped. */
+export function copyValue(value: string | null): string {
+  if (value === null) return '\\N';
+  return /[\\\n\r\t]/.test(value) ? value.replace(/[\\\n\r\t]/g, (c) => COPY_ESCAPES[c]!) : value;
+}
+
+/** A batch as COPY text rows: run, seq, line, problem, then the staged columns. */
+function copyText(run: string, { seqs, lines, problems, values }: Batch): string {
+  const name = copyValue(run);
+  const out: string[] = new Array(seqs.length);
+  for (let r = 0; r < seqs.length; r++) {
+    let line = `${name}\t${seqs[r]}\t${lines[r]}\t${copyValue(problems[r]!)}`;
+    for (const column of values) line += `\t${copyValue(column[r]!)}`;
+    out[r] = line;
+  }
+  return out.length ? `${out.join('\n')}\n` : '';
+}
+
+/**
+ * A connection of its own for COPY (the import's pooled connections cannot
+ * stream one), named like the run's connection (so what cancels the run's
+ * statements by application name cancels its COPY too), with the same
+ * pinned search_path and SSL settings (clientConfig). Each batch: COPY and the run's progress, one transaction.
+ */
+async function copyConnection(step: Step, url: string) {
+  const [{ application_name }] = await step((tx) => tx.query(sql`select current_setting('application_name') as application_name`));
+  const client = new pg.Client(clientConfig(url, String(application_name)));
+  client.on('error', () => {}); // a broken connection fails the batch's query, which reports it
+  await client.connect();
+  await client.query(`set search_path = ${PINNED_SEARCH_PATH.join(', ')}`);
+  return {
+    async batch(target: string, text: string, run: string, lastKey: string, rows: number) {
+      await client.query('begin');
+      try {
+        await pipeline(
+          (async function* () {
+            yield text;
+          })(),
+          client.query(copyFrom(`copy ${target} from stdin`)),
+        );
+        await client.query('update permgraph.import_runs set last_key = $1, rows_done = rows_done + $2, updated_at = now() where name = $3', [
+          lastKey,
+          rows,
+          run,
+        ]);
+        await client.query('commit');
+      } catch (error) {
+        await client.query('rollback').catch(() => {});
+        throw error;
+      }
+    },
+    end: () => client.end().catch(() => {}),
+  };
 }
 
 interface Batch {

@@ -1,0 +1,165 @@
+// permgraph import's load locks: by default nodes and grants are locked
+// against writers (SHARE ROW EXCLUSIVE) and the per-statement checks skip
+// their FOR KEY SHARE locks; with `exclusive` the foreign keys into nodes
+// are dropped for the load and come back exactly as they were, validated,
+// whether the import commits or fails.
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { importGraph } from '../../src/app/import/index.ts';
+import { sql, type Queryable } from '../../src/db/pool.ts';
+import { g, grant, o, u } from '../helpers/builders.ts';
+import { createTestDatabase } from '../helpers/database.ts';
+import { loadGraph, readPermissions } from '../helpers/graph.ts';
+import * as model from '../reference/model.ts';
+import type { RefGraph } from '../reference/model.ts';
+
+const scratch = await mkdtemp(path.join(tmpdir(), 'permgraph-import-locks-'));
+afterAll(() => rm(scratch, { recursive: true, force: true }));
+let counter = 0;
+
+async function writeText(name: string, text: string): Promise<string> {
+  const file = path.join(scratch, `${counter++}-${name}`);
+  await writeFile(file, text);
+  return file;
+}
+
+/** Every constraint of nodes and grants as the catalog has it (names, definitions, flags), in one order. */
+async function constraints(db: Queryable) {
+  return db.query(sql`
+    select c.conrelid::regclass::text as rel, c.conname as name, pg_get_constraintdef(c.oid) as def, c.contype as type,
+           c.condeferrable as deferrable, c.condeferred as deferred, c.convalidated as validated, c.confdeltype as on_delete,
+           c.confupdtype as on_update, c.conislocal as local
+    from pg_constraint c
+    where c.conrelid in ('permgraph.nodes'::regclass, 'permgraph.grants'::regclass)
+    order by 1, 2`);
+}
+
+describe('permgraph import: load locks and foreign keys', async () => {
+  const { db } = await createTestDatabase();
+  const graph: RefGraph = {
+    nodes: [u('ann'), u('bob'), g('eng', 'ann'), o('doc', 'eng')],
+    grants: [grant('bob', 2, 'eng'), grant('ann', 1, 'doc')],
+  };
+  const nodesCsv = 'id,kind,owner_id\ndoc,object,eng\neng,group,ann\nann,user,\nbob,user,\n';
+  const grantsCsv = 'tail_id,head_id,level\nbob,eng,write\nann,doc,read\n';
+
+  it('an exclusive import restores the foreign keys exactly, after a load, a dry run and a failed load', async () => {
+    await loadGraph(db, { nodes: [], grants: [] });
+    const before = await constraints(db);
+    expect(before.filter((c) => c.type === 'f').map((c) => `${c.name}: ${c.def}`)).toEqual([
+      'grants_head_exists: FOREIGN KEY (head_id) REFERENCES permgraph.nodes(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED',
+      'grants_tail_exists: FOREIGN KEY (tail_id) REFERENCES permgraph.nodes(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED',
+      'nodes_owner_exists: FOREIGN KEY (owner_id) REFERENCES permgraph.nodes(id) DEFERRABLE INITIALLY DEFERRED',
+    ]);
+    const files = { nodes: { file: await writeText('nodes.csv', nodesCsv) }, grants: { file: await writeText('grants.csv', grantsCsv) } };
+
+    const dry = await importGraph(db, { ...files, exclusive: true, dryRun: true });
+    expect(dry).toMatchObject({ loaded: false, invalid: 0, nodes: { inserted: 4 }, grants: { inserted: 2 } });
+    expect(await constraints(db)).toEqual(before);
+
+    // A load that fails after the foreign keys were dropped (a trigger refuses one grant): all of it rolls back.
+    await db.query(sql`
+      create function public.refuse_doc() returns trigger language plpgsql as $$
+      begin raise exception 'refused by test' using errcode = 'P0001'; end $$;
+      create trigger refuse_doc before insert on permgraph.grants for each row when (new.head_id = 'doc') execute function public.refuse_doc()`);
+    await expect(importGraph(db, { ...files, name: 'failing', exclusive: true })).rejects.toThrow('refused by test');
+    await db.query(sql`drop trigger refuse_doc on permgraph.grants; drop function public.refuse_doc()`);
+    expect(await constraints(db)).toEqual(before);
+    const [{ nodes }] = await db.query(sql`select count(*)::int as nodes from permgraph.nodes`);
+    expect(nodes).toBe(0);
+
+    const summary = await importGraph(db, { ...files, name: 'exclusive', exclusive: true });
+    expect(summary).toMatchObject({ loaded: true, invalid: 0 });
+    expect(await constraints(db)).toEqual(before);
+    expect(await readPermissions(db)).toEqual(model.computePermissions(graph));
+    // The restored foreign keys work: deleting a node cascades to its grants, a dangling owner is refused at commit.
+    await db.query(sql`delete from permgraph.grants where head_id = 'doc'`);
+    await expect(db.query(sql`alter table permgraph.nodes disable trigger user; update permgraph.nodes set owner_id = 'ghost' where id = 'doc'`))
+      .rejects.toThrow(/nodes_owner_exists/);
+    await db.query(sql`alter table permgraph.nodes enable trigger user`);
+  });
+
+  it('restoring validates the foreign keys set-based: a row without its node fails the transaction', async () => {
+    await loadGraph(db, graph);
+    const before = await constraints(db);
+    const error = await db
+      .tx(async (tx) => {
+        expect((await tx.query(sql`select permgraph._import_drop_foreign_keys() as n`))[0].n).toBe(3);
+        expect((await constraints(tx)).filter((c) => c.type === 'f')).toEqual([]);
+        // Past the triggers (as only the owner can): a grant whose tail does not exist.
+        await tx.query(sql`alter table permgraph.grants disable trigger user`);
+        await tx.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('ghost', 'eng', 1)`);
+        await tx.query(sql`select permgraph._import_restore_foreign_keys()`);
+      })
+      .catch((e: unknown) => e);
+    expect(String(error)).toMatch(/violates foreign key constraint "grants_tail_exists"/);
+    expect(await constraints(db)).toEqual(before);
+  });
+
+  it('the load checks skip FOR KEY SHARE only while this transaction holds a lock that keeps nodes from being deleted', async () => {
+    await loadGraph(db, graph);
+    // Whether this transaction locked a node row (its xmax: set by the FOR KEY SHARE of a check).
+    const lockedBy = async (tx: Queryable, sqlText: ReturnType<typeof sql>) => {
+      await tx.query(sqlText);
+      await tx.query(sql`insert into permgraph.grants (tail_id, head_id, level, source) values ('ann', 'eng', 1, 'probe')`);
+      await tx.query(sql`insert into permgraph.nodes (id, kind, owner_id) values ('new-doc', 'object', 'bob')`);
+      const [row] = await tx.query(sql`
+        with me as (select (pg_current_xact_id()::text::numeric % 4294967296)::text as xid)
+        select (select xmax::text = me.xid from permgraph.nodes where id = 'eng') as grant_end,
+               (select xmax::text = me.xid from permgraph.nodes where id = 'bob') as owner,
+               permgraph._nodes_locked_against_deletes() as skipped
+        from me`);
+      return row;
+    };
+    const rollback = new Error('rollback');
+    const run = (setup: ReturnType<typeof sql>) =>
+      db.tx(async (tx) => {
+        const row = await lockedBy(tx, setup);
+        throw Object.assign(rollback, { row });
+      }).catch((e: { row?: unknown }) => e.row as { grant_end: boolean; owner: boolean; skipped: boolean });
+    // The setting alone (without the lock) changes nothing: the ends are locked.
+    const settingOnly = await run(sql`select set_config('permgraph.nodes_locked', 'on', true)`);
+    expect(settingOnly).toEqual({ grant_end: true, owner: true, skipped: false });
+    // The lock alone: nothing tells the checks to look for it; they lock as always.
+    const lockOnly = await run(sql`lock table permgraph.nodes, permgraph.grants in share row exclusive mode`);
+    expect(lockOnly).toEqual({ grant_end: true, owner: true, skipped: false });
+    // Both, as the import's load: no row lock is taken.
+    const both = await run(sql`lock table permgraph.nodes, permgraph.grants in share row exclusive mode; select set_config('permgraph.nodes_locked', 'on', true)`);
+    expect(both).toEqual({ grant_end: false, owner: false, skipped: true });
+    // A weaker lock (ROW EXCLUSIVE lets others delete) does not count.
+    const weak = await run(sql`lock table permgraph.nodes in row exclusive mode; select set_config('permgraph.nodes_locked', 'on', true)`);
+    expect(weak).toEqual({ grant_end: true, owner: true, skipped: false });
+  });
+
+  it('a default import lets readers read during its load; an exclusive one makes them wait', async () => {
+    for (const exclusive of [false, true]) {
+      await loadGraph(db, graph);
+      const files = { nodes: { file: await writeText('nodes.csv', nodesCsv) }, grants: { file: await writeText('grants.csv', grantsCsv.replace('write', 'manage')) } };
+      // The import's refresh waits on a lock held here; meanwhile another connection tries to read nodes.
+      const readerBlocked = await db.task(async (holder) => {
+        await holder.query(sql`begin`);
+        await holder.query(sql`lock table permgraph.permissions in exclusive mode`);
+        const running = importGraph(db, { ...files, name: `readers-${exclusive}`, exclusive });
+        try {
+          for (let i = 0; i < 400; i++) {
+            const [row] = await db.query(sql`
+              select count(*)::int as n from pg_stat_activity
+              where datname = current_database() and wait_event_type = 'Lock' and query like '%permgraph.refresh()%' and pid <> pg_backend_pid()`);
+            if (row.n > 0) break;
+            await new Promise((r) => setTimeout(r, 25));
+          }
+          return await db.tx(async (reader) => {
+            await reader.query(sql`set local lock_timeout = '300ms'`);
+            return reader.query(sql`select count(*) from permgraph.nodes`).then(() => false, (e: unknown) => /lock timeout/.test(String(e)));
+          });
+        } finally {
+          await holder.query(sql`commit`);
+          await running;
+        }
+      });
+      expect(readerBlocked).toBe(exclusive);
+    }
+  });
+});
