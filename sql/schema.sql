@@ -495,6 +495,17 @@ begin
   analyze permgraph.edges;
 end $function$;
 
+-- permgraph._any_edge_expires(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._any_edge_expires()
+ RETURNS boolean
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+begin
+  return exists (select 1 from permgraph.edges where expires_at is not null);
+end $function$;
+
 -- permgraph._applier_lock_key(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._applier_lock_key()
  RETURNS bigint
@@ -733,7 +744,7 @@ AS $function$
 begin
   return not exists (select 1 from permgraph.changes where tail_kind = '*')
      and not exists (select 1 from permgraph.deleted_nodes)
-     and not exists (select 1 from permgraph.edges where expires_at is not null)
+     and not permgraph._any_edge_expires()
      and not exists (select 1 from permgraph.permissions where valid_until is not null)
      and not exists (select 1
                      from (select tail_id, head_id, max(old_level) as removed
@@ -2544,7 +2555,7 @@ AS $function$
 declare
   source text := case when p_scoped then 'pg_temp.permgraph_rows' else 'pg_temp.permgraph_all' end;
 begin
-  if not exists (select 1 from permgraph.edges where expires_at is not null)
+  if not permgraph._any_edge_expires()
      and not exists (select 1 from permgraph.permission_bounds) then
     return;
   end if;
@@ -2713,7 +2724,7 @@ begin
   if go_full then
     mode := 'full';
     if not exists (select 1 from permgraph.permissions)
-       and not exists (select 1 from permgraph.edges where expires_at is not null) then
+       and not permgraph._any_edge_expires() then
       select f.inserted, 0::bigint as updated, 0::bigint as deleted into diff from permgraph._fill_empty(batch_at) f;
     else
       perform permgraph._compute_all(batch_at);

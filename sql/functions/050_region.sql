@@ -252,7 +252,7 @@ as $$
 begin
   return not exists (select 1 from permgraph.changes where tail_kind = '*')
      and not exists (select 1 from permgraph.deleted_nodes)
-     and not exists (select 1 from permgraph.edges where expires_at is not null)
+     and not permgraph._any_edge_expires()
      and not exists (select 1 from permgraph.permissions where valid_until is not null)
      and not exists (select 1
                      from (select tail_id, head_id, max(old_level) as removed

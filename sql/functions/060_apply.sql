@@ -91,7 +91,7 @@ begin
   if go_full then
     mode := 'full';
     if not exists (select 1 from permgraph.permissions)
-       and not exists (select 1 from permgraph.edges where expires_at is not null) then
+       and not permgraph._any_edge_expires() then
       select f.inserted, 0::bigint as updated, 0::bigint as deleted into diff from permgraph._fill_empty(batch_at) f;
     else
       perform permgraph._compute_all(batch_at);
