@@ -13,11 +13,10 @@ import * as model from '../reference/model.ts';
 import type { RefGraph } from '../reference/model.ts';
 import { expiring, g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { EXPIRIES, graphArbitrary, loadGraph, readPermissions, readTrashedGroups } from '../helpers/graph.ts';
+import { EXPIRIES, graphArbitrary, loadGraph, readPermissions, readTrashedGroups, wholeSecondAfter } from '../helpers/graph.ts';
 import { expiringMutationArbitrary, GraphState } from '../helpers/mutations.ts';
 
 const HOUR = 3600 * 1000;
-const at = (ms: number): Date => new Date(Math.ceil(ms / 1000) * 1000);
 
 describe('expiring grants', async () => {
   const { db } = await createTestDatabase();
@@ -29,7 +28,7 @@ describe('expiring grants', async () => {
   }
 
   it("the semantics' example: a write grant expiring next to a read grant that does not", async () => {
-    const ten = at(Date.now() + HOUR);
+    const ten = wholeSecondAfter(Date.now() + HOUR);
     const graph: RefGraph = { nodes: [u('u'), g('g')], grants: [expiring('u', 2, 'g', ten, 'w'), grant('u', 1, 'g', 'r')] };
     await loadGraph(db, graph);
     await refresh(db);

@@ -17,12 +17,14 @@ export const DAY = 24 * 3600 * 1000;
 export const PAST = new Date(Date.now() - 30 * DAY);
 export const FUTURE = new Date(Date.now() + 30 * DAY);
 const HOUR = 3600 * 1000;
+/** The first whole second at or after `ms` (whole seconds: JavaScript's milliseconds hold them exactly). */
+export const wholeSecondAfter = (ms: number): Date => new Date(Math.ceil(ms / 1000) * 1000);
 /**
  * Expiry times for grants: none (most often), past, and three future times
  * (whole seconds, so that JavaScript's milliseconds hold them exactly) that
  * a test can step through with applyChanges({ at }).
  */
-export const EXPIRIES: readonly Date[] = [1, 2, 3].map((h) => new Date(Math.ceil((Date.now() + h * HOUR) / 1000) * 1000));
+export const EXPIRIES: readonly Date[] = [1, 2, 3].map((h) => wholeSecondAfter(Date.now() + h * HOUR));
 export const expiryArbitrary: fc.Arbitrary<Date | null> = fc.constantFrom<Date | null>(null, null, null, PAST, ...EXPIRIES);
 
 export interface GraphSize {

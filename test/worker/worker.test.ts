@@ -10,7 +10,7 @@ import { createWorkerMetrics, serveMetrics } from '../../src/worker/metrics.ts';
 import { Worker, type WorkerOptions } from '../../src/worker/worker.ts';
 import { expiring, g, grant, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { graphArbitrary, loadGraph, readPermissions } from '../helpers/graph.ts';
+import { graphArbitrary, loadGraph, readPermissions, wholeSecondAfter } from '../helpers/graph.ts';
 import { GraphState, mutationArbitrary } from '../helpers/mutations.ts';
 
 describe('worker', async () => {
@@ -57,7 +57,7 @@ describe('worker', async () => {
 
   it('applies an expiry on time by itself: a timer to the earliest valid_until, no write and no polling', async () => {
     // u writes g until two seconds from now, and reads it for ever.
-    const expiresAt = new Date(Math.ceil(Date.now() / 1000) * 1000 + 2000);
+    const expiresAt = wholeSecondAfter(Date.now() + 2000);
     const graph = { nodes: [u('u'), g('g')], grants: [expiring('u', 2, 'g', expiresAt, 'w'), grant('u', 1, 'g', 'r')] };
     await loadGraph(db, graph);
     await refresh(db);
