@@ -22,6 +22,30 @@ export interface CommandContext {
   emitJson(value: unknown): void;
 }
 
+/**
+ * A signal repeated within this window is the same request delivered twice,
+ * not a second one: Ctrl-C in a terminal signals the whole foreground process
+ * group (npm and this process), and npm forwards the SIGINT to its child too,
+ * so `npm start` receives one keypress twice within milliseconds. A person
+ * pressing Ctrl-C again to force an exit is far slower than this.
+ */
+const REPEATED_SIGNAL_MS = 500;
+
+/** Tells a first or second stop request from a copy of the previous one (see REPEATED_SIGNAL_MS). */
+class StopRequests {
+  private firstAt: number | undefined;
+
+  /** 'first', 'second' (force), or 'repeat' (the first one delivered again: ignore). */
+  classify(): 'first' | 'second' | 'repeat' {
+    const now = Date.now();
+    if (this.firstAt === undefined) {
+      this.firstAt = now;
+      return 'first';
+    }
+    return now - this.firstAt < REPEATED_SIGNAL_MS ? 'repeat' : 'second';
+  }
+}
+
 /** Exit statuses of a command stopped by a signal: 128 + the signal's number, as shells report it. */
 const SIGNAL_EXIT = { SIGINT: 130, SIGTERM: 143 } as const;
 type StopSignal = keyof typeof SIGNAL_EXIT;
@@ -34,7 +58,8 @@ type StopSignal = keyof typeof SIGNAL_EXIT;
  * unique application_name, until the command has stopped), let it unwind
  * (its transaction rolls back, the pool and an embedded server are closed),
  * and end it with exit status 130 / 143. No statement starts after the
- * signal. A second signal exits at once. A command that listens for the
+ * signal. A second signal exits at once (not a copy of the first delivered
+ * within REPEATED_SIGNAL_MS, as Ctrl-C under npm does). A command that listens for the
  * signal itself (the worker through onShutdownSignal, import) is left to
  * handle it.
  */
@@ -135,8 +160,12 @@ class Interrupt {
 
   private stopCancelling = false;
 
+  private readonly requests = new StopRequests();
+
   private received(signal: StopSignal): void {
-    if (this.signal) {
+    const request = this.requests.classify();
+    if (request === 'repeat') return;
+    if (request === 'second') {
       this.logger?.warn({ signal }, 'second signal: exiting now');
       process.exit(SIGNAL_EXIT[signal]);
     }
@@ -173,7 +202,8 @@ class Interrupt {
 }
 
 /**
- * Waits for SIGINT/SIGTERM; a second signal forces the process out.
+ * Waits for SIGINT/SIGTERM; a second signal forces the process out (the
+ * same signal delivered twice at once counts as one: see REPEATED_SIGNAL_MS).
  *
  * Started by npm (`npx permgraph worker`, `npm exec`, `npm run`), the process
  * is a child of npm's `sh -c`: a SIGTERM to npm reaches that shell, which dies
@@ -183,15 +213,16 @@ class Interrupt {
  */
 export function onShutdownSignal(logger: Logger, shutdown: () => Promise<void>): Promise<void> {
   return new Promise((resolve) => {
-    let signalled = false;
+    const requests = new StopRequests();
     const parent = process.env.npm_command !== undefined ? watchParent(() => handler('SIGHUP', 'the parent process (npm) exited')) : undefined;
     const handler = (signal: NodeJS.Signals, reason: string = `received ${signal}`) => {
       if (parent) clearInterval(parent);
-      if (signalled) {
+      const request = requests.classify();
+      if (request === 'repeat') return;
+      if (request === 'second') {
         logger.warn({ signal }, 'second signal: exiting now');
         process.exit(130);
       }
-      signalled = true;
       logger.info({ signal, reason }, 'shutting down (send again to force)');
       shutdown().then(resolve, (error: unknown) => {
         logger.error({ err: error }, 'error during shutdown');

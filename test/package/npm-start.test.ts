@@ -34,4 +34,28 @@ describe.runIf(HAS_PROC)('npm start and signals', async () => {
     expect(stderr).toContain('"signal":"SIGTERM"');
     expect(stderr).toContain('worker stopped');
   });
+
+  // Ctrl-C in a terminal signals the whole foreground process group (npm and
+  // the worker), and npm forwards the SIGINT to its child as well: the worker
+  // gets the same keypress twice within milliseconds. That must be one
+  // request to stop, not a "second signal" that skips the clean shutdown.
+  it('Ctrl-C to npm start (SIGINT to the process group): one clean shutdown, not a forced exit', async () => {
+    const npm = spawn('npm', ['start'], {
+      cwd: REPO, env: cleanEnv({ DATABASE_URL: url }), stdio: ['ignore', 'pipe', 'pipe'], detached: true,
+    });
+    const output = collect(npm);
+    const npmExited = new Promise<number | null>((resolve) => npm.once('exit', (code) => resolve(code)));
+    await until('the worker to hold the applier role', () => activeWorker(db), 90_000);
+    leftovers.push(...descendants(npm.pid!));
+    const worker = await until('the worker process', () => descendants(npm.pid!).filter((pid) => /node .* dev$/.test(commandLine(pid))).pop());
+
+    process.kill(-npm.pid!, 'SIGINT'); // what the terminal does: the process group
+    await npmExited;
+    await until('the worker to exit', () => (alive(worker) ? undefined : true));
+    expect(await activeWorker(db)).toBeUndefined();
+    const { stderr } = await output;
+    expect(stderr).toContain('"signal":"SIGINT"');
+    expect(stderr).toContain('worker stopped');
+    expect(stderr).not.toContain('second signal');
+  });
 });
