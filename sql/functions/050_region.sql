@@ -110,7 +110,9 @@ begin
     union
     select d.origin, e.head_id, e.head_kind
     from down d
-    cross join lateral (select head_id, head_kind from permgraph.edges where tail_id = d.node_id) e
+    -- (offset 0: a subquery probed by index per node; flattened into a join
+    -- it would hash all of edges at every step, nested loops being off here)
+    cross join lateral (select head_id, head_kind from permgraph.edges where tail_id = d.node_id offset 0) e
     where d.node_kind = 'group'
   ), up(origin, node_id, node_kind) as (
     -- upward through the union graph: current edges and the removed ones
