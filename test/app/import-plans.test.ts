@@ -7,12 +7,12 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { importGraph } from '../../src/app/import/index.ts';
 import { resolveLevels } from '../../src/app/import/validate.ts';
 import { sql } from '../../src/db/pool.ts';
 import { createTestDatabase } from '../helpers/database.ts';
+import { capturePlans, describeQuery, heaviest } from '../helpers/plans.ts';
 import { insertNodes, readPermissions, readTrashedGroups } from '../helpers/graph.ts';
 import * as model from '../reference/model.ts';
 import type { RefGrant, RefGraph, RefNode } from '../reference/model.ts';
@@ -54,32 +54,6 @@ function layered(p: string, n: number): RefGraph {
   return { nodes, grants };
 }
 
-interface PlanNode {
-  'Node Type': string;
-  'Actual Rows'?: number;
-  'Actual Loops'?: number;
-  'Rows Removed by Filter'?: number;
-  'Rows Removed by Join Filter'?: number;
-  'Rows Removed by Index Recheck'?: number;
-  Plans?: PlanNode[];
-}
-
-/** The rows a plan node handles in all: rows out plus rows thrown away, over all loops (EXPLAIN gives per-loop averages). */
-function work(node: PlanNode): number {
-  const loops = node['Actual Loops'] ?? 1;
-  const removed = (node['Rows Removed by Filter'] ?? 0) + (node['Rows Removed by Join Filter'] ?? 0) + (node['Rows Removed by Index Recheck'] ?? 0);
-  return ((node['Actual Rows'] ?? 0) + removed) * loops;
-}
-
-function heaviest(node: PlanNode): { type: string; rows: number } {
-  let best = { type: node['Node Type'], rows: work(node) };
-  for (const child of node.Plans ?? []) {
-    const h = heaviest(child);
-    if (h.rows > best.rows) best = h;
-  }
-  return best;
-}
-
 describe('permgraph import into a database already holding data', async () => {
   const { db, url } = await createTestDatabase();
 
@@ -105,29 +79,14 @@ describe('permgraph import into a database already holding data', async () => {
     const [{ rows }] = await db.query(sql`
       select (select count(*) from permgraph.import_nodes where run = 'next') + (select count(*) from permgraph.import_grants where run = 'next')
            + (select count(*) from permgraph.nodes) as rows`);
-    const client = new pg.Client({ connectionString: url });
-    const plans: { query: string; plan: PlanNode }[] = [];
-    client.on('notice', (notice) => {
-      const text = notice.message ?? '';
-      const json = text.indexOf('{');
-      if (!text.startsWith('duration:') || json < 0) return;
-      const parsed = JSON.parse(text.slice(json)) as { 'Query Text': string; Plan: PlanNode };
-      plans.push({ query: parsed['Query Text'], plan: parsed.Plan });
-    });
-    await client.connect();
-    try {
-      await client.query(`set search_path = pg_catalog, pg_temp; load 'auto_explain';
-        set auto_explain.log_min_duration = 0; set auto_explain.log_analyze = on; set auto_explain.log_timing = off;
-        set auto_explain.log_nested_statements = on; set auto_explain.log_format = json; set auto_explain.log_level = notice`);
+    const plans = await capturePlans(url, async (client) => {
       await client.query('begin');
       const levels = await resolveLevels(db, 'next');
       const validated = await client.query('select permgraph._import_validate($1, $2::jsonb) as counts', ['next', JSON.stringify(levels)]);
       expect(validated.rows[0].counts).toMatchObject({ nodes_invalid: 0, grants_invalid: 0 });
       await client.query('select permgraph._import_load($1, false, false, $2::jsonb)', ['next', JSON.stringify(levels)]);
       await client.query('rollback');
-    } finally {
-      await client.end();
-    }
+    });
     const ours = plans.filter((p) => /import_(nodes|grants|bad|removed|rejected|valid|changed|g|unrooted)\b/.test(p.query));
     expect(ours.length).toBeGreaterThan(5);
     // Linear: no plan node handles more than a few times the rows there are (a
@@ -135,7 +94,7 @@ describe('permgraph import into a database already holding data', async () => {
     const limit = 10 * Number(rows);
     for (const { query, plan } of ours) {
       const h = heaviest(plan);
-      expect(h.rows, `${h.type} in: ${query.replace(/\s+/g, ' ').slice(0, 160)}`).toBeLessThanOrEqual(limit);
+      expect(h.rows, `${h.type} in: ${describeQuery(query)}`).toBeLessThanOrEqual(limit);
     }
 
     // The run, resumed, loads what the reference model says.
