@@ -1328,6 +1328,35 @@ AS $function$
          || case when p_valid_until is null then '' else format(', valid_until %s', p_valid_until) end
 $function$;
 
+-- permgraph._drop_permission_indexes(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._drop_permission_indexes()
+ RETURNS text[]
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  key_name name;
+  rebuild text[];
+  index_name regclass;
+begin
+  select k.conname into key_name
+  from pg_constraint k where k.conrelid = 'permgraph.permissions'::regclass and k.contype = 'p';
+  select array_agg(pg_get_indexdef(i.indexrelid) order by i.indexrelid) into rebuild
+  from pg_index i
+  where i.indrelid = 'permgraph.permissions'::regclass
+    and not exists (select 1 from pg_constraint k where k.conindid = i.indexrelid and k.contype <> 'p');
+  rebuild := rebuild || format('alter table permgraph.permissions add constraint %I primary key using index %I', key_name, key_name);
+  execute format('alter table permgraph.permissions drop constraint %I', key_name);
+  for index_name in
+    select i.indexrelid::regclass from pg_index i
+    where i.indrelid = 'permgraph.permissions'::regclass
+      and not exists (select 1 from pg_constraint k where k.conindid = i.indexrelid)
+  loop
+    execute format('drop index %s', index_name);
+  end loop;
+  return rebuild;
+end $function$;
+
 -- permgraph._ensure_role(text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._ensure_role(p_name text)
  RETURNS void
@@ -1422,39 +1451,28 @@ CREATE OR REPLACE FUNCTION permgraph._fill_empty(p_at timestamp with time zone, 
  SET jit TO 'off'
 AS $function$
 declare
-  key_name name;
-  index_definitions text[];
-  index_definition text;
-  index_name regclass;
+  rebuild text[] := '{}';
+  statement text;
 begin
   perform permgraph._analyze_graph();
   perform permgraph._compute_at(p_at);
   -- (an empty table has no bounds either: left over if someone truncated permissions)
   delete from permgraph.permission_bounds;
-  select k.conname into key_name
-  from pg_constraint k where k.conrelid = 'permgraph.permissions'::regclass and k.contype = 'p';
-  -- every index but those of other constraints (none today), whose DDL would differ
-  select array_agg(pg_get_indexdef(i.indexrelid) order by i.indexrelid) into index_definitions
-  from pg_index i
-  where i.indrelid = 'permgraph.permissions'::regclass
-    and not exists (select 1 from pg_constraint k where k.conindid = i.indexrelid and k.contype <> 'p');
-  execute format('alter table permgraph.permissions drop constraint %I', key_name);
-  for index_name in
-    select i.indexrelid::regclass from pg_index i where i.indrelid = 'permgraph.permissions'::regclass
-      and not exists (select 1 from pg_constraint k where k.conindid = i.indexrelid)
-  loop
-    execute format('drop index %s', index_name);
-  end loop;
+  begin
+    lock table permgraph.permissions in access exclusive mode nowait;
+    rebuild := permgraph._drop_permission_indexes();
+  exception when lock_not_available then
+    null;  -- someone reads the table: insert with the indexes maintained
+  end;
   insert into permgraph.permissions (user_id, target_id, level, traverse_owned, valid_until)
   select c.user_id, c.target_id, c.level, c.traverse_owned, c.valid_until
   from permgraph._computed_rows c
-  order by c.user_id, c.target_id;  -- the heap in key order: the key's build reads it presorted
+  order by c.user_id, c.target_id;  -- key order: each index page is visited once, or the key's build reads it presorted
   get diagnostics inserted = row_count;
-  -- The only text executed: the catalog's own definitions and one constraint name.
-  foreach index_definition in array index_definitions loop
-    execute index_definition;
+  -- The only text executed: the catalog's own definitions (see below).
+  foreach statement in array rebuild loop
+    execute statement;
   end loop;
-  execute format('alter table permgraph.permissions add constraint %I primary key using index %I', key_name, key_name);
   if permgraph._changes_begin_write() then
     insert into permgraph.permission_changes (user_id, target_id, new_level, new_traverse_owned, new_valid_until)
     select p.user_id, p.target_id, p.level, p.traverse_owned, p.valid_until from permgraph.permissions p;

@@ -226,53 +226,76 @@ end $$;
 -- an index over sorted rows costs a fraction of inserting the same rows one
 -- by one into it (tree small: 0.55 s with the three indexes maintained,
 -- 0.2 s for the heap and three builds; bench/FINDINGS.md, finding 10). The
--- cost: dropping an index locks the table against readers until commit, so
--- during the first fill a reader waits for the full table instead of
--- reading the empty one. The definitions are read from the catalog, so the
--- migrations stay their one definition.
+-- definitions are read from the catalog, so the migrations stay their one
+-- definition. Dropping an index takes ACCESS EXCLUSIVE on the table until
+-- commit: a reader then waits for the full table instead of reading the
+-- empty one. The lock is only taken if no one holds any (NOWAIT): waiting
+-- for a reader that itself waits for this transaction (a check, then a
+-- write of nodes under our SHARE lock) would deadlock. Otherwise the rows
+-- go in with their indexes maintained, as before.
 create or replace function permgraph._fill_empty(p_at timestamptz, out inserted bigint)
 language plpgsql
 set search_path = pg_catalog, pg_temp
 set jit = off
 as $$
 declare
-  key_name name;
-  index_definitions text[];
-  index_definition text;
-  index_name regclass;
+  rebuild text[] := '{}';
+  statement text;
 begin
   perform permgraph._analyze_graph();
   perform permgraph._compute_at(p_at);
   -- (an empty table has no bounds either: left over if someone truncated permissions)
   delete from permgraph.permission_bounds;
-  select k.conname into key_name
-  from pg_constraint k where k.conrelid = 'permgraph.permissions'::regclass and k.contype = 'p';
-  -- every index but those of other constraints (none today), whose DDL would differ
-  select array_agg(pg_get_indexdef(i.indexrelid) order by i.indexrelid) into index_definitions
-  from pg_index i
-  where i.indrelid = 'permgraph.permissions'::regclass
-    and not exists (select 1 from pg_constraint k where k.conindid = i.indexrelid and k.contype <> 'p');
-  execute format('alter table permgraph.permissions drop constraint %I', key_name);
-  for index_name in
-    select i.indexrelid::regclass from pg_index i where i.indrelid = 'permgraph.permissions'::regclass
-      and not exists (select 1 from pg_constraint k where k.conindid = i.indexrelid)
-  loop
-    execute format('drop index %s', index_name);
-  end loop;
+  begin
+    lock table permgraph.permissions in access exclusive mode nowait;
+    rebuild := permgraph._drop_permission_indexes();
+  exception when lock_not_available then
+    null;  -- someone reads the table: insert with the indexes maintained
+  end;
   insert into permgraph.permissions (user_id, target_id, level, traverse_owned, valid_until)
   select c.user_id, c.target_id, c.level, c.traverse_owned, c.valid_until
   from permgraph._computed_rows c
-  order by c.user_id, c.target_id;  -- the heap in key order: the key's build reads it presorted
+  order by c.user_id, c.target_id;  -- key order: each index page is visited once, or the key's build reads it presorted
   get diagnostics inserted = row_count;
-  -- The only text executed: the catalog's own definitions and one constraint name.
-  foreach index_definition in array index_definitions loop
-    execute index_definition;
+  -- The only text executed: the catalog's own definitions (see below).
+  foreach statement in array rebuild loop
+    execute statement;
   end loop;
-  execute format('alter table permgraph.permissions add constraint %I primary key using index %I', key_name, key_name);
   if permgraph._changes_begin_write() then
     insert into permgraph.permission_changes (user_id, target_id, new_level, new_traverse_owned, new_valid_until)
     select p.user_id, p.target_id, p.level, p.traverse_owned, p.valid_until from permgraph.permissions p;
   end if;
+end $$;
+
+-- Drops every index of permissions (the caller holds ACCESS EXCLUSIVE on it)
+-- and returns the statements that build them again: each index's definition
+-- as the catalog prints it, then the primary key's constraint over its
+-- index. Indexes of other constraints (none today) are kept.
+create or replace function permgraph._drop_permission_indexes() returns text[]
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  key_name name;
+  rebuild text[];
+  index_name regclass;
+begin
+  select k.conname into key_name
+  from pg_constraint k where k.conrelid = 'permgraph.permissions'::regclass and k.contype = 'p';
+  select array_agg(pg_get_indexdef(i.indexrelid) order by i.indexrelid) into rebuild
+  from pg_index i
+  where i.indrelid = 'permgraph.permissions'::regclass
+    and not exists (select 1 from pg_constraint k where k.conindid = i.indexrelid and k.contype <> 'p');
+  rebuild := rebuild || format('alter table permgraph.permissions add constraint %I primary key using index %I', key_name, key_name);
+  execute format('alter table permgraph.permissions drop constraint %I', key_name);
+  for index_name in
+    select i.indexrelid::regclass from pg_index i
+    where i.indrelid = 'permgraph.permissions'::regclass
+      and not exists (select 1 from pg_constraint k where k.conindid = i.indexrelid)
+  loop
+    execute format('drop index %s', index_name);
+  end loop;
+  return rebuild;
 end $$;
 
 -- Writes the computed rows into permissions, touching only rows whose value

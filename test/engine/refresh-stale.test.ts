@@ -10,7 +10,7 @@ import { sql, type Queryable } from '../../src/db/pool.ts';
 import { applyChanges, refresh } from '../../src/engine/apply.ts';
 import * as model from '../reference/model.ts';
 import type { Level, PermissionRow, RefGraph } from '../reference/model.ts';
-import { g, u } from '../helpers/builders.ts';
+import { g, grant, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { EXPIRIES, PAST, graphArbitrary, loadGraph, readPermissions, readTrashedGroups } from '../helpers/graph.ts';
 
@@ -126,13 +126,14 @@ describe('refresh() onto whatever the table holds', async () => {
     );
   });
 
+  const definitions = () =>
+    db.query(sql`
+      select pg_get_indexdef(i.indexrelid) as definition, i.indisprimary as primary, i.indisunique as unique,
+             (select k.conname from pg_constraint k where k.conindid = i.indexrelid) as constraint
+      from pg_index i where i.indrelid = 'permgraph.permissions'::regclass
+      order by 1`);
+
   it('filling an empty table leaves its indexes and primary key as the migrations made them', async () => {
-    const definitions = () =>
-      db.query(sql`
-        select pg_get_indexdef(i.indexrelid) as definition, i.indisprimary as primary, i.indisunique as unique,
-               (select k.conname from pg_constraint k where k.conindid = i.indexrelid) as constraint
-        from pg_index i where i.indrelid = 'permgraph.permissions'::regclass
-        order by 1`);
     await loadGraph(db, { nodes: [u('u'), g('g', 'u')], grants: [] });
     const before = await definitions();
     expect(before.length).toBeGreaterThanOrEqual(3);
@@ -141,5 +142,35 @@ describe('refresh() onto whatever the table holds', async () => {
     // and the key still refuses a duplicate
     await expect(db.query(sql`insert into permgraph.permissions (user_id, target_id, level, traverse_owned) values ('u', 'g', 1, false)`))
       .rejects.toThrow(/permissions_pkey/);
+  });
+
+  it('filling an empty table that a reader holds: no wait for the reader, the indexes kept, the model written', async () => {
+    const graph: RefGraph = { nodes: [u('a'), u('b'), g('team'), g('p', 'a'), g('q', 'p')], grants: [grant('b', 2, 'team'), grant('team', 1, 'p')] };
+    await loadGraph(db, graph);
+    const before = await definitions();
+    let holding!: () => void;
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (holding = resolve));
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const reader = db.tx(async (tx) => {
+      await tx.query(sql`select count(*) from permgraph.permissions`); // ACCESS SHARE until this transaction ends
+      holding();
+      await released;
+    });
+    await held;
+    try {
+      // Waiting for the reader would never end (it ends after the refresh):
+      // the statement timeout turns that into an error instead of a hung test.
+      const [row] = await db.tx(async (tx) => {
+        await tx.query(sql`set local statement_timeout = '20s'`);
+        return tx.query(sql`select permgraph.refresh() as result`);
+      });
+      expect(row.result).toMatchObject({ mode: 'full', inserted: model.computePermissions(graph).length });
+    } finally {
+      release();
+      await reader;
+    }
+    expect(await definitions()).toEqual(before);
+    expect(await readPermissions(db)).toEqual(model.computePermissions(graph, new Date()));
   });
 });
