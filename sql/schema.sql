@@ -10,6 +10,35 @@ view permgraph._computed_rows
   valid_until timestamp with time zone
   bound1 timestamp with time zone
   bound2 timestamp with time zone
+  as SELECT _computed_rows_lasting.user_id,
+    _computed_rows_lasting.target_id,
+    _computed_rows_lasting.level,
+    _computed_rows_lasting.traverse_owned,
+    _computed_rows_lasting.valid_until,
+    _computed_rows_lasting.bound1,
+    _computed_rows_lasting.bound2
+   FROM permgraph._computed_rows_lasting
+  WHERE (NOT permgraph._any_edge_expires())
+UNION ALL
+ SELECT _computed_rows_expiring.user_id,
+    _computed_rows_expiring.target_id,
+    _computed_rows_expiring.level,
+    _computed_rows_expiring.traverse_owned,
+    _computed_rows_expiring.valid_until,
+    _computed_rows_expiring.bound1,
+    _computed_rows_expiring.bound2
+   FROM permgraph._computed_rows_expiring
+  WHERE permgraph._any_edge_expires();
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
+
+view permgraph._computed_rows_expiring
+  user_id text collate "C"
+  target_id text collate "C"
+  level smallint
+  traverse_owned boolean
+  valid_until timestamp with time zone
+  bound1 timestamp with time zone
+  bound2 timestamp with time zone
   as WITH RECURSIVE live AS NOT MATERIALIZED (
          SELECT edges.tail_id,
             edges.tail_kind,
@@ -129,6 +158,80 @@ view permgraph._computed_rows
             ELSE NULL::timestamp with time zone
         END AS bound2
    FROM per_pair;
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
+
+view permgraph._computed_rows_lasting
+  user_id text collate "C"
+  target_id text collate "C"
+  level smallint
+  traverse_owned boolean
+  valid_until timestamp with time zone
+  bound1 timestamp with time zone
+  bound2 timestamp with time zone
+  as SELECT user_id,
+    target_id,
+    max(level) AS level,
+    bool_or(traverses) AS traverse_owned,
+    NULL::timestamp with time zone AS valid_until,
+    NULL::timestamp with time zone AS bound1,
+    NULL::timestamp with time zone AS bound2
+   FROM permgraph._lasting_paths
+  GROUP BY user_id, target_id;
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
+
+view permgraph._lasting_paths
+  user_id text collate "C"
+  target_id text collate "C"
+  level smallint
+  traverses boolean
+  as WITH RECURSIVE walk(group_id, node_id, node_kind, level, traverses) AS (
+         SELECT e.tail_id,
+            e.head_id,
+            e.head_kind,
+            e.level,
+            permgraph._path_traverses(e.head_kind, ((e.level = 3) AND (e.head_kind = 'user'::text))) AS _path_traverses
+           FROM permgraph.edges e
+          WHERE ((e.tail_kind = 'group'::text) AND (e.tail_id IN ( SELECT edges.head_id
+                   FROM permgraph.edges
+                  WHERE ((edges.tail_kind = 'user'::text) AND (edges.head_kind = 'group'::text)))))
+        UNION
+         SELECT w.group_id,
+            e.head_id,
+            e.head_kind,
+            LEAST(w.level, e.level) AS "least",
+            permgraph._path_traverses(e.head_kind, ((e.level = 3) AND (e.head_kind = 'user'::text))) AS _path_traverses
+           FROM (walk w
+             JOIN permgraph.edges e ON ((e.tail_id = w.node_id)))
+          WHERE (w.node_kind = 'group'::text)
+        ), closure AS (
+         SELECT walk.group_id,
+            walk.node_id,
+            max(walk.level) AS level,
+            bool_or(walk.traverses) AS traverses
+           FROM walk
+          GROUP BY walk.group_id, walk.node_id
+        )
+ SELECT nodes.id AS user_id,
+    nodes.id AS target_id,
+    (3)::smallint AS level,
+    true AS traverses
+   FROM permgraph.nodes
+  WHERE (nodes.kind = 'user'::text)
+UNION ALL
+ SELECT e.tail_id AS user_id,
+    e.head_id AS target_id,
+    e.level,
+    permgraph._path_traverses(e.head_kind, (e.level = 3)) AS traverses
+   FROM permgraph.edges e
+  WHERE (e.tail_kind = 'user'::text)
+UNION ALL
+ SELECT e.tail_id AS user_id,
+    c.node_id AS target_id,
+    LEAST(e.level, c.level) AS level,
+    c.traverses
+   FROM (permgraph.edges e
+     JOIN closure c ON ((c.group_id = e.head_id)))
+  WHERE (e.tail_kind = 'user'::text);
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
 
 table permgraph.applier_state
@@ -1244,6 +1347,35 @@ AS $function$
          || case when p_valid_until is null then '' else format(', valid_until %s', p_valid_until) end
 $function$;
 
+-- permgraph._drop_permission_indexes(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._drop_permission_indexes()
+ RETURNS text[]
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  key_name name;
+  rebuild text[];
+  index_name regclass;
+begin
+  select k.conname into key_name
+  from pg_constraint k where k.conrelid = 'permgraph.permissions'::regclass and k.contype = 'p';
+  select array_agg(pg_get_indexdef(i.indexrelid) order by i.indexrelid) into rebuild
+  from pg_index i
+  where i.indrelid = 'permgraph.permissions'::regclass
+    and not exists (select 1 from pg_constraint k where k.conindid = i.indexrelid and k.contype <> 'p');
+  rebuild := rebuild || format('alter table permgraph.permissions add constraint %I primary key using index %I', key_name, key_name);
+  execute format('alter table permgraph.permissions drop constraint %I', key_name);
+  for index_name in
+    select i.indexrelid::regclass from pg_index i
+    where i.indrelid = 'permgraph.permissions'::regclass
+      and not exists (select 1 from pg_constraint k where k.conindid = i.indexrelid)
+  loop
+    execute format('drop index %s', index_name);
+  end loop;
+  return rebuild;
+end $function$;
+
 -- permgraph._ensure_role(text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._ensure_role(p_name text)
  RETURNS void
@@ -1337,16 +1469,29 @@ CREATE OR REPLACE FUNCTION permgraph._fill_empty(p_at timestamp with time zone, 
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET jit TO 'off'
 AS $function$
+declare
+  rebuild text[] := '{}';
+  statement text;
 begin
   perform permgraph._analyze_graph();
   perform permgraph._compute_at(p_at);
   -- (an empty table has no bounds either: left over if someone truncated permissions)
   delete from permgraph.permission_bounds;
+  begin
+    lock table permgraph.permissions in access exclusive mode nowait;
+    rebuild := permgraph._drop_permission_indexes();
+  exception when lock_not_available then
+    null;  -- someone reads the table: insert with the indexes maintained
+  end;
   insert into permgraph.permissions (user_id, target_id, level, traverse_owned, valid_until)
   select c.user_id, c.target_id, c.level, c.traverse_owned, c.valid_until
   from permgraph._computed_rows c
-  order by c.user_id, c.target_id;
+  order by c.user_id, c.target_id;  -- key order: each index page is visited once, or the key's build reads it presorted
   get diagnostics inserted = row_count;
+  -- The only text executed: the catalog's own definitions (see below).
+  foreach statement in array rebuild loop
+    execute statement;
+  end loop;
   if permgraph._changes_begin_write() then
     insert into permgraph.permission_changes (user_id, target_id, new_level, new_traverse_owned, new_valid_until)
     select p.user_id, p.target_id, p.level, p.traverse_owned, p.valid_until from permgraph.permissions p;
@@ -2564,6 +2709,25 @@ begin
   end if;
 end $function$;
 
+-- permgraph._write_all(timestamp with time zone): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._write_all(p_at timestamp with time zone, OUT inserted bigint, OUT updated bigint, OUT deleted bigint)
+ RETURNS record
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+AS $function$
+begin
+  if permgraph._any_edge_expires() then
+    perform permgraph._compute_all(p_at);
+    select d.inserted, d.updated, d.deleted into inserted, updated, deleted from permgraph._write_diff(false) d;
+  elsif not exists (select 1 from permgraph.permissions) then
+    select f.inserted, 0, 0 into inserted, updated, deleted from permgraph._fill_empty(p_at) f;
+  else
+    perform permgraph._analyze_graph();
+    select d.inserted, d.updated, d.deleted into inserted, updated, deleted from permgraph._write_diff(false, p_lasting => true) d;
+  end if;
+end $function$;
+
 -- permgraph._write_bounds(boolean): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._write_bounds(p_scoped boolean)
  RETURNS void
@@ -2594,8 +2758,8 @@ begin
     $bounds$, source);
 end $function$;
 
--- permgraph._write_diff(boolean): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._write_diff(p_scoped boolean, OUT inserted bigint, OUT updated bigint, OUT deleted bigint)
+-- permgraph._write_diff(boolean,boolean): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._write_diff(p_scoped boolean, p_lasting boolean DEFAULT false, OUT inserted bigint, OUT updated bigint, OUT deleted bigint)
  RETURNS record
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
@@ -2611,7 +2775,7 @@ begin
   if p_scoped then
     perform set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
   end if;
-  -- The only text spliced in: one of two fixed queries. $1: whether to record events.
+  -- The only text spliced in: one of three fixed queries. $1: whether to record events.
   statement := format($diff$
     with diff as (%s    ), deleted as (
       delete from permgraph.permissions p using diff d
@@ -2644,7 +2808,29 @@ begin
       left join permgraph.permissions p on p.user_id = r.user_id and p.target_id = r.target_id
       where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
         and r.user_id is not null
-    $scoped$ else $full$
+    $scoped$ when p_lasting then $lasting$
+      select user_id, target_id, level, traverse_owned, valid_until, is_new, is_gone, old_level, old_traverse_owned, old_valid_until
+      from (
+        select s.user_id, s.target_id,
+               max(s.level) filter (where not s.stored) as level,
+               bool_or(s.traverses) filter (where not s.stored) as traverse_owned,
+               null::timestamptz as valid_until,
+               not bool_or(s.stored) as is_new,
+               bool_and(s.stored) as is_gone,
+               max(s.level) filter (where s.stored) as old_level,
+               bool_or(s.traverses) filter (where s.stored) as old_traverse_owned,
+               max(s.valid_until) filter (where s.stored) as old_valid_until
+        from (
+          select user_id, target_id, level, traverses, null::timestamptz as valid_until, false as stored
+          from permgraph._lasting_paths
+          union all
+          select user_id, target_id, level, traverse_owned, valid_until, true
+          from permgraph.permissions
+        ) s
+        group by s.user_id, s.target_id
+      ) pair
+      where (old_level, old_traverse_owned, old_valid_until) is distinct from (level, traverse_owned, valid_until)
+    $lasting$ else $full$
       select coalesce(n.user_id, p.user_id) as user_id, coalesce(n.target_id, p.target_id) as target_id,
              n.level, n.traverse_owned, n.valid_until, p.user_id is null as is_new, n.user_id is null as is_gone,
              p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until
@@ -2661,7 +2847,11 @@ begin
   else
     execute statement using recording into inserted, updated, deleted;
   end if;
-  perform permgraph._write_bounds(p_scoped);
+  if p_lasting then
+    delete from permgraph.permission_bounds;  -- no edge expires: no row has bounds
+  else
+    perform permgraph._write_bounds(p_scoped);
+  end if;
 end $function$;
 
 -- permgraph.ack_changes(text,bigint): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
@@ -2742,13 +2932,7 @@ begin
   end if;
   if go_full then
     mode := 'full';
-    if not exists (select 1 from permgraph.permissions)
-       and not permgraph._any_edge_expires() then
-      select f.inserted, 0::bigint as updated, 0::bigint as deleted into diff from permgraph._fill_empty(batch_at) f;
-    else
-      perform permgraph._compute_all(batch_at);
-      select * into diff from permgraph._write_diff(false);
-    end if;
+    select * into diff from permgraph._write_all(batch_at);
     perform permgraph._refresh_trash(null);
   else
     mode := 'incremental';

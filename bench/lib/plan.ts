@@ -6,6 +6,8 @@ export interface RunPlan {
   refreshReps: number;
   /** ... and no new sample once the phase has spent this long. */
   refreshBudgetMs: number;
+  /** refresh() of an up-to-date table (nothing to write). */
+  upToDateReps: number;
   floorReps: number;
   /** Timed incremental applies per change kind (and per scope: random, probe). */
   changeReps: number;
@@ -29,9 +31,10 @@ export interface RunPlan {
 
 export const PLANS: Record<Size, RunPlan> = {
   small: {
-    refreshReps: 2,
+    refreshReps: 3,
     refreshBudgetMs: 10_000,
-    floorReps: 2,
+    upToDateReps: 3,
+    floorReps: 3,
     changeReps: 10,
     auditReps: 2,
     checkPairs: 200,
@@ -47,6 +50,7 @@ export const PLANS: Record<Size, RunPlan> = {
   large: {
     refreshReps: 2,
     refreshBudgetMs: 120_000,
+    upToDateReps: 1,
     floorReps: 1,
     changeReps: 40,
     auditReps: 8,

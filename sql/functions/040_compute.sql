@@ -23,6 +23,18 @@ create or replace function permgraph._path_traverses(p_head_kind text, p_last_ed
 language sql immutable
 return case p_head_kind when 'group' then true when 'object' then false else p_last_edge_manage end;
 
+-- Whether some edge of the graph expires. Without one, every time inside
+-- the engine is 'infinity': no row has a valid_until, permission_bounds
+-- stays empty, and the shortcuts that rely on it (filling an empty table,
+-- additions) are exact. One probe of edges_expiring_idx.
+create or replace function permgraph._any_edge_expires() returns boolean
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  return exists (select 1 from permgraph.edges where expires_at is not null);
+end $$;
+
 -- Expiring grants (docs/semantics.md): the graph at time p_at leaves out
 -- every edge whose expires_at <= p_at, and every row carries valid_until,
 -- the earliest expiry at which it would change. A path is valid until the
@@ -50,11 +62,13 @@ return nullif(least(case p_level when 3 then p_until3 when 2 then p_until2 else 
 -- directly (per node it reaches: the best level, and until when each level
 -- and traversal hold), then each user's edges joined with the closures of
 -- the groups they enter. Users share groups, so this is far less work than
--- walking from every user. A view, so that the callers below share one
+-- walking from every user. Views, so that the callers below share one
 -- definition and each plans it as part of its own statement (a view is
 -- bound when created, whatever the reader's search_path; an SQL function
 -- would be planned apart, or inlined only without its pinned search_path).
-create or replace view permgraph._computed_rows as
+-- This one is exact whether or not edges expire; _computed_rows below uses
+-- it only while some edge does.
+create or replace view permgraph._computed_rows_expiring as
   with recursive live as not materialized (
     select tail_id, tail_kind, head_id, head_kind, level, coalesce(expires_at, 'infinity') as until
     from permgraph.edges
@@ -110,6 +124,58 @@ create or replace view permgraph._computed_rows as
          case when node_kind = 'group' and level = 3 and until2 > until3 then until2 end as bound2
   from per_pair;
 
+-- The same computation when no edge expires: every time is 'infinity', so
+-- valid_until and the bounds are null and traverse_owned is whether some
+-- path traverses. The same walk without four times per state and the
+-- filtered aggregates over them: 25-35% less time for the computation on
+-- most benchmark shapes (bench/FINDINGS.md, finding 10). Exact only while
+-- no edge expires. First every path's contribution to its pair (before the
+-- per-pair aggregate, so that _write_diff can aggregate it together with
+-- the stored rows), then the rows.
+create or replace view permgraph._lasting_paths as
+  with recursive walk(group_id, node_id, node_kind, level, traverses) as (
+    select e.tail_id, e.head_id, e.head_kind, e.level, permgraph._path_traverses(e.head_kind, e.level = 3 and e.head_kind = 'user')
+    from permgraph.edges e
+    where e.tail_kind = 'group'
+      -- (as above: only groups some user enters directly)
+      and e.tail_id in (select head_id from permgraph.edges where tail_kind = 'user' and head_kind = 'group')
+    union
+    select w.group_id, e.head_id, e.head_kind, least(w.level, e.level),
+           permgraph._path_traverses(e.head_kind, e.level = 3 and e.head_kind = 'user')
+    from walk w
+    join permgraph.edges e on e.tail_id = w.node_id
+    where w.node_kind = 'group'
+  ), closure as (
+    select group_id, node_id, max(level) as level, bool_or(traverses) as traverses
+    from walk
+    group by group_id, node_id
+  )
+  select id as user_id, id as target_id, 3::smallint as level, true as traverses
+  from permgraph.nodes where kind = 'user'
+  union all
+  select e.tail_id, e.head_id, e.level, permgraph._path_traverses(e.head_kind, e.level = 3)
+  from permgraph.edges e
+  where e.tail_kind = 'user'
+  union all
+  select e.tail_id, c.node_id, least(e.level, c.level), c.traverses
+  from permgraph.edges e
+  join closure c on c.group_id = e.head_id
+  where e.tail_kind = 'user';
+
+create or replace view permgraph._computed_rows_lasting as
+  select user_id, target_id, max(level)::smallint as level, bool_or(traverses) as traverse_owned,
+         null::timestamptz as valid_until, null::timestamptz as bound1, null::timestamptz as bound2
+  from permgraph._lasting_paths
+  group by user_id, target_id;
+
+-- What a full computation reads: one of the two views above. Each branch
+-- is gated by a one-time test (a condition on no row), so only one of them
+-- runs: the other's walk never starts.
+create or replace view permgraph._computed_rows as
+  select * from permgraph._computed_rows_lasting where not permgraph._any_edge_expires()
+  union all
+  select * from permgraph._computed_rows_expiring where permgraph._any_edge_expires();
+
 -- Sets the time _computed_rows computes at, for this transaction.
 create or replace function permgraph._compute_at(p_at timestamptz) returns void
 language plpgsql
@@ -119,17 +185,6 @@ begin
   perform set_config('permgraph.compute_at', p_at::text, true);
 end $$;
 
--- Whether some edge of the graph expires. Without one, every time inside
--- the engine is 'infinity': no row has a valid_until, permission_bounds
--- stays empty, and the shortcuts that rely on it (filling an empty table,
--- additions) are exact. One probe of edges_expiring_idx.
-create or replace function permgraph._any_edge_expires() returns boolean
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
-begin
-  return exists (select 1 from permgraph.edges where expires_at is not null);
-end $$;
 
 -- Fresh statistics before a full computation: it often follows a bulk load,
 -- before autovacuum has analyzed the edges, and without statistics the
@@ -167,25 +222,80 @@ end $$;
 -- truncate). Events, while someone consumes, are then every row. Not used
 -- while some edge expires: permission_bounds is filled from the temporary
 -- copy.
+-- The indexes are dropped first and built once after the insert: building
+-- an index over sorted rows costs a fraction of inserting the same rows one
+-- by one into it (tree small: 0.55 s with the three indexes maintained,
+-- 0.2 s for the heap and three builds; bench/FINDINGS.md, finding 10). The
+-- definitions are read from the catalog, so the migrations stay their one
+-- definition. Dropping an index takes ACCESS EXCLUSIVE on the table until
+-- commit: a reader then waits for the full table instead of reading the
+-- empty one. The lock is only taken if no one holds any (NOWAIT): waiting
+-- for a reader that itself waits for this transaction (a check, then a
+-- write of nodes under our SHARE lock) would deadlock. Otherwise the rows
+-- go in with their indexes maintained, as before.
 create or replace function permgraph._fill_empty(p_at timestamptz, out inserted bigint)
 language plpgsql
 set search_path = pg_catalog, pg_temp
 set jit = off
 as $$
+declare
+  rebuild text[] := '{}';
+  statement text;
 begin
   perform permgraph._analyze_graph();
   perform permgraph._compute_at(p_at);
   -- (an empty table has no bounds either: left over if someone truncated permissions)
   delete from permgraph.permission_bounds;
+  begin
+    lock table permgraph.permissions in access exclusive mode nowait;
+    rebuild := permgraph._drop_permission_indexes();
+  exception when lock_not_available then
+    null;  -- someone reads the table: insert with the indexes maintained
+  end;
   insert into permgraph.permissions (user_id, target_id, level, traverse_owned, valid_until)
   select c.user_id, c.target_id, c.level, c.traverse_owned, c.valid_until
   from permgraph._computed_rows c
-  order by c.user_id, c.target_id;
+  order by c.user_id, c.target_id;  -- key order: each index page is visited once, or the key's build reads it presorted
   get diagnostics inserted = row_count;
+  -- The only text executed: the catalog's own definitions (see below).
+  foreach statement in array rebuild loop
+    execute statement;
+  end loop;
   if permgraph._changes_begin_write() then
     insert into permgraph.permission_changes (user_id, target_id, new_level, new_traverse_owned, new_valid_until)
     select p.user_id, p.target_id, p.level, p.traverse_owned, p.valid_until from permgraph.permissions p;
   end if;
+end $$;
+
+-- Drops every index of permissions (the caller holds ACCESS EXCLUSIVE on it)
+-- and returns the statements that build them again: each index's definition
+-- as the catalog prints it, then the primary key's constraint over its
+-- index. Indexes of other constraints (none today) are kept.
+create or replace function permgraph._drop_permission_indexes() returns text[]
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  key_name name;
+  rebuild text[];
+  index_name regclass;
+begin
+  select k.conname into key_name
+  from pg_constraint k where k.conrelid = 'permgraph.permissions'::regclass and k.contype = 'p';
+  select array_agg(pg_get_indexdef(i.indexrelid) order by i.indexrelid) into rebuild
+  from pg_index i
+  where i.indrelid = 'permgraph.permissions'::regclass
+    and not exists (select 1 from pg_constraint k where k.conindid = i.indexrelid and k.contype <> 'p');
+  rebuild := rebuild || format('alter table permgraph.permissions add constraint %I primary key using index %I', key_name, key_name);
+  execute format('alter table permgraph.permissions drop constraint %I', key_name);
+  for index_name in
+    select i.indexrelid::regclass from pg_index i
+    where i.indrelid = 'permgraph.permissions'::regclass
+      and not exists (select 1 from pg_constraint k where k.conindid = i.indexrelid)
+  loop
+    execute format('drop index %s', index_name);
+  end loop;
+  return rebuild;
 end $$;
 
 -- Writes the computed rows into permissions, touching only rows whose value
@@ -195,12 +305,16 @@ end $$;
 -- each pair probes both by key, whatever the planner thinks of the size of
 -- an unanalyzed temporary table (it guessed 850 rows for 6, and hashed a
 -- scan of the whole permissions table to delete 22 rows). Otherwise (a full
--- recomputation) pg_temp.permgraph_all is full-joined with the whole table.
--- One statement writes just the differing rows. The incremental path's is
--- prepared once per session (named after a hash of its text, so a new
--- definition gets a new statement): planning it took 3 ms, more than
--- running it for a local change.
-create or replace function permgraph._write_diff(p_scoped boolean,
+-- recomputation) pg_temp.permgraph_all is full-joined with the whole table;
+-- or, with p_lasting (no edge expires: the caller checks), the paths of
+-- _lasting_paths and the stored rows are aggregated together per pair, so
+-- the computation is compared as it is produced, with no copy to write,
+-- analyze and join (tree small: as fast as the computation alone; bench/
+-- FINDINGS.md, finding 10). One statement writes just the differing rows.
+-- The incremental path's is prepared once per session (named after a hash
+-- of its text, so a new definition gets a new statement): planning it took
+-- 3 ms, more than running it for a local change.
+create or replace function permgraph._write_diff(p_scoped boolean, p_lasting boolean default false,
   out inserted bigint, out updated bigint, out deleted bigint)
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -217,7 +331,7 @@ begin
   if p_scoped then
     perform set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
   end if;
-  -- The only text spliced in: one of two fixed queries. $1: whether to record events.
+  -- The only text spliced in: one of three fixed queries. $1: whether to record events.
   statement := format($diff$
     with diff as (%s    ), deleted as (
       delete from permgraph.permissions p using diff d
@@ -250,7 +364,29 @@ begin
       left join permgraph.permissions p on p.user_id = r.user_id and p.target_id = r.target_id
       where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
         and r.user_id is not null
-    $scoped$ else $full$
+    $scoped$ when p_lasting then $lasting$
+      select user_id, target_id, level, traverse_owned, valid_until, is_new, is_gone, old_level, old_traverse_owned, old_valid_until
+      from (
+        select s.user_id, s.target_id,
+               max(s.level) filter (where not s.stored) as level,
+               bool_or(s.traverses) filter (where not s.stored) as traverse_owned,
+               null::timestamptz as valid_until,
+               not bool_or(s.stored) as is_new,
+               bool_and(s.stored) as is_gone,
+               max(s.level) filter (where s.stored) as old_level,
+               bool_or(s.traverses) filter (where s.stored) as old_traverse_owned,
+               max(s.valid_until) filter (where s.stored) as old_valid_until
+        from (
+          select user_id, target_id, level, traverses, null::timestamptz as valid_until, false as stored
+          from permgraph._lasting_paths
+          union all
+          select user_id, target_id, level, traverse_owned, valid_until, true
+          from permgraph.permissions
+        ) s
+        group by s.user_id, s.target_id
+      ) pair
+      where (old_level, old_traverse_owned, old_valid_until) is distinct from (level, traverse_owned, valid_until)
+    $lasting$ else $full$
       select coalesce(n.user_id, p.user_id) as user_id, coalesce(n.target_id, p.target_id) as target_id,
              n.level, n.traverse_owned, n.valid_until, p.user_id is null as is_new, n.user_id is null as is_gone,
              p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until
@@ -267,7 +403,11 @@ begin
   else
     execute statement using recording into inserted, updated, deleted;
   end if;
-  perform permgraph._write_bounds(p_scoped);
+  if p_lasting then
+    delete from permgraph.permission_bounds;  -- no edge expires: no row has bounds
+  else
+    perform permgraph._write_bounds(p_scoped);
+  end if;
 end $$;
 
 -- permission_bounds follows the rows just written: in the region (scoped)
@@ -299,4 +439,28 @@ begin
     cross join lateral (values (1::smallint, n.bound1), (2::smallint, n.bound2)) b(level, valid_until)
     where (n.bound1 is not null or n.bound2 is not null) and b.valid_until is not null
     $bounds$, source);
+end $$;
+
+-- A full recomputation written into permissions (refresh(), and batches too
+-- large for a region): the cheapest of three ways that are exact for the
+-- graph at hand. While some edge expires, the general computation is
+-- copied to pg_temp.permgraph_all and compared (the bounds are written from
+-- it). Otherwise an empty table is filled, and a filled one is compared with
+-- the computation as it is produced.
+create or replace function permgraph._write_all(p_at timestamptz,
+  out inserted bigint, out updated bigint, out deleted bigint)
+language plpgsql
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
+begin
+  if permgraph._any_edge_expires() then
+    perform permgraph._compute_all(p_at);
+    select d.inserted, d.updated, d.deleted into inserted, updated, deleted from permgraph._write_diff(false) d;
+  elsif not exists (select 1 from permgraph.permissions) then
+    select f.inserted, 0, 0 into inserted, updated, deleted from permgraph._fill_empty(p_at) f;
+  else
+    perform permgraph._analyze_graph();
+    select d.inserted, d.updated, d.deleted into inserted, updated, deleted from permgraph._write_diff(false, p_lasting => true) d;
+  end if;
 end $$;

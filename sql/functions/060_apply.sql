@@ -90,13 +90,7 @@ begin
   end if;
   if go_full then
     mode := 'full';
-    if not exists (select 1 from permgraph.permissions)
-       and not permgraph._any_edge_expires() then
-      select f.inserted, 0::bigint as updated, 0::bigint as deleted into diff from permgraph._fill_empty(batch_at) f;
-    else
-      perform permgraph._compute_all(batch_at);
-      select * into diff from permgraph._write_diff(false);
-    end if;
+    select * into diff from permgraph._write_all(batch_at);
     perform permgraph._refresh_trash(null);
   else
     mode := 'incremental';
