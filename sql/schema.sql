@@ -548,7 +548,7 @@ declare
     -- list_rows runs as the caller (it reads the caller's own table), and so
     -- its plan choice (which reads nothing) and its read of the user's owners
     'permgraph.list_rows(anyelement, name, name, text, integer, text, integer)',
-    'permgraph._listing_plan(bigint, boolean, bigint, boolean, double precision, double precision, integer)',
+    'permgraph._listing_plan(bigint, boolean, bigint, boolean, double precision, double precision, integer, boolean)',
     'permgraph._listing_owners(text, integer, text[], bigint)',
     'permgraph.explain(text, text, integer)',
     'permgraph.current_token()', 'permgraph.is_applied(text)', 'permgraph.status()', 'permgraph.current_actor()',
@@ -1984,8 +1984,8 @@ begin
         limit p_limit) o;
 end $function$;
 
--- permgraph._listing_plan(bigint,boolean,bigint,boolean,double precision,double precision,integer): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._listing_plan(p_rows bigint, p_direct boolean, p_owner_rows bigint, p_complete boolean, p_per_owner double precision, p_candidates double precision, p_limit integer, OUT plan text, OUT count_cap bigint)
+-- permgraph._listing_plan(bigint,boolean,bigint,boolean,double precision,double precision,integer,boolean): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._listing_plan(p_rows bigint, p_direct boolean, p_owner_rows bigint, p_complete boolean, p_per_owner double precision, p_candidates double precision, p_limit integer, p_fetch_page boolean, OUT plan text, OUT count_cap bigint)
  RETURNS record
  LANGUAGE plpgsql
  STABLE
@@ -2033,7 +2033,7 @@ begin
   scan_cost := least(candidates, p_limit * candidates / visible) * probed;
   rows_cost := user_rows * (read_row + descent)
                + least(visible, user_rows * p_limit) * entry
-               + least(p_limit, visible) * fetched;
+               + case when p_fetch_page then least(p_limit, visible) * fetched else 0 end;
   hash_cost := user_rows * read_row + candidates * hashed + visible * entry;
   if not p_complete then
     -- lower bounds of rows and hash, an upper bound of scan
@@ -3305,13 +3305,13 @@ begin
     tbl, owner_match)
     into per_owner using owners;
   select c.reltuples into table_rows from pg_class c where c.oid = tbl;
-  choice := permgraph._listing_plan(null, false, null, false, per_owner, table_rows, p_limit);
+  choice := permgraph._listing_plan(null, false, null, false, per_owner, table_rows, p_limit, true);
   owner_read := permgraph._listing_owners(p_user_id, p_level, gone, choice.count_cap + 1);
   complete := owner_read.rows_read <= choice.count_cap;
-  choice := permgraph._listing_plan(owner_read.rows_read, false, owner_read.rows_read, complete, per_owner, table_rows, p_limit);
+  choice := permgraph._listing_plan(owner_read.rows_read, false, owner_read.rows_read, complete, per_owner, table_rows, p_limit, true);
   if choice.plan is distinct from 'scan' and not complete then
     owner_read := permgraph._listing_owners(p_user_id, p_level, gone, null);
-    choice := permgraph._listing_plan(owner_read.rows_read, false, owner_read.rows_read, true, per_owner, table_rows, p_limit);
+    choice := permgraph._listing_plan(owner_read.rows_read, false, owner_read.rows_read, true, per_owner, table_rows, p_limit, true);
   end if;
   owners := owner_read.owners;
 
@@ -3329,11 +3329,14 @@ begin
       using p_user_id, p_level, p_after, p_limit, gone;
   elsif choice.plan = 'hash' then
     -- the table read once, each row's owner looked up in the owners (a
-    -- semi-join; not "= any (array)", whose planning estimates every element)
+    -- semi-join; not "= any (array)", whose planning estimates every
+    -- element), then sorted (offset 0: not steered into id order by the
+    -- sort, which would make it a random read per row)
     return query execute format(
-      'select d.* from %1$s d
-       where %2$s in (select unnest($5::text[])) %3$s
-       order by d.%4$I limit $4', tbl, owner_any, after_cond, p_id_column)
+      'select h.* from (select d.* from %1$s d
+                        where %2$s in (select unnest($5::text[])) %3$s
+                        offset 0) h
+       order by h.%4$I limit $4', tbl, owner_any, after_cond, p_id_column)
       using p_user_id, p_level, p_after, p_limit, owners;
   else
     -- rows: the user's owners, each one's first ids by the (owner, id) index
@@ -3420,21 +3423,21 @@ begin
                             where n.owner_id = o.target_id and (p_kind is null or n.kind = p_kind)
                             limit 1000) c) k;
   select c.reltuples into node_rows from pg_class c where c.oid = 'permgraph.nodes'::regclass;
-  choice := permgraph._listing_plan(null, p_kind is null, null, false, per_owner, node_rows, p_limit);
+  choice := permgraph._listing_plan(null, p_kind is null, null, false, per_owner, node_rows, p_limit, false);
   select count(*) as all_rows, count(*) filter (where r.traverse_owned) as owner_rows into counted
   from (select p.traverse_owned from permgraph.permissions p
         where p.user_id = p_user_id and p.level >= p_level
           and (p.valid_until is null or p.valid_until > now())
         limit choice.count_cap + 1) r;
   choice := permgraph._listing_plan(counted.all_rows, p_kind is null, counted.owner_rows,
-                                    counted.all_rows <= choice.count_cap, per_owner, node_rows, p_limit);
+                                    counted.all_rows <= choice.count_cap, per_owner, node_rows, p_limit, false);
   if choice.plan is null then
     select count(*) as all_rows, count(*) filter (where r.traverse_owned) as owner_rows into counted
     from (select p.traverse_owned from permgraph.permissions p
           where p.user_id = p_user_id and p.level >= p_level
             and (p.valid_until is null or p.valid_until > now())) r;
     choice := permgraph._listing_plan(counted.all_rows, p_kind is null, counted.owner_rows, true,
-                                      per_owner, node_rows, p_limit);
+                                      per_owner, node_rows, p_limit, false);
   end if;
 
   if choice.plan = 'scan' then
@@ -3475,22 +3478,26 @@ begin
     where p.user_id = p_user_id and p.level >= p_level
       and (p.valid_until is null or p.valid_until > now())
       and not (p.target_id = any (gone));
+    -- (offset 0: planned on its own, the read is not steered into id order
+    -- by the sort above it, which would make it a random read per node)
     select coalesce(array_agg(c.id order by c.id), '{}') into page
     from (
-      select n.id
-      from permgraph.nodes n
-      where n.id >= from_id and not (skip_from and n.id = from_id)
-        and (p_kind is null or n.kind = p_kind)
-        and (n.id in (select unnest(direct_ids)) or n.owner_id in (select unnest(owner_ids)))
-        and case n.kind
-              when 'user' then true
-              when 'group' then not exists (select 1 from permgraph.trashed_groups t
-                                            where t.group_id = n.id and t.trash_at <= now())
-              else (n.trash_at is null or n.trash_at > now())
-                   and not exists (select 1 from permgraph.trashed_groups t
-                                   where t.group_id = n.owner_id and t.trash_at <= now())
-            end
-      order by n.id
+      select h.id
+      from (select n.id
+            from permgraph.nodes n
+            where n.id >= from_id and not (skip_from and n.id = from_id)
+              and (p_kind is null or n.kind = p_kind)
+              and (n.id in (select unnest(direct_ids)) or n.owner_id in (select unnest(owner_ids)))
+              and case n.kind
+                    when 'user' then true
+                    when 'group' then not exists (select 1 from permgraph.trashed_groups t
+                                                  where t.group_id = n.id and t.trash_at <= now())
+                    else (n.trash_at is null or n.trash_at > now())
+                         and not exists (select 1 from permgraph.trashed_groups t
+                                         where t.group_id = n.owner_id and t.trash_at <= now())
+                  end
+            offset 0) h
+      order by h.id
       limit p_limit
     ) c;
   else
