@@ -548,7 +548,7 @@ declare
     -- list_rows runs as the caller (it reads the caller's own table), and so
     -- its plan choice (which reads nothing) and its read of the user's owners
     'permgraph.list_rows(anyelement, name, name, text, integer, text, integer)',
-    'permgraph._listing_plan(bigint, boolean, bigint, boolean, double precision, double precision, integer, boolean)',
+    'permgraph._listing_plan(bigint, boolean, bigint, boolean, double precision, double precision, integer)',
     'permgraph._listing_owners(text, integer, text[], bigint)',
     'permgraph.explain(text, text, integer)',
     'permgraph.current_token()', 'permgraph.is_applied(text)', 'permgraph.status()', 'permgraph.current_actor()',
@@ -1984,8 +1984,8 @@ begin
         limit p_limit) o;
 end $function$;
 
--- permgraph._listing_plan(bigint,boolean,bigint,boolean,double precision,double precision,integer,boolean): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._listing_plan(p_rows bigint, p_direct boolean, p_owner_rows bigint, p_complete boolean, p_per_owner double precision, p_candidates double precision, p_limit integer, p_fetch_page boolean, OUT plan text, OUT count_cap bigint)
+-- permgraph._listing_plan(bigint,boolean,bigint,boolean,double precision,double precision,integer): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._listing_plan(p_rows bigint, p_direct boolean, p_owner_rows bigint, p_complete boolean, p_per_owner double precision, p_candidates double precision, p_limit integer, OUT plan text, OUT count_cap bigint)
  RETURNS record
  LANGUAGE plpgsql
  STABLE
@@ -1996,7 +1996,6 @@ declare
   probed constant double precision := 3.0;
   hashed constant double precision := 0.06;
   descent constant double precision := 1.5;
-  fetched constant double precision := 3.0;
   entry constant double precision := 0.3;
   forced text := nullif(current_setting('permgraph.listing_plan', true), '');
   candidates double precision := greatest(coalesce(p_candidates, 0), 1);
@@ -2032,10 +2031,13 @@ begin
   visible := greatest(least(candidates, case when p_direct then p_rows else 0 end + p_owner_rows * per_owner), 1);
   scan_cost := least(candidates, p_limit * candidates / visible) * probed;
   rows_cost := user_rows * (read_row + descent)
-               + least(visible, user_rows * p_limit) * entry
-               + case when p_fetch_page then least(p_limit, visible) * fetched else 0 end;
+               + least(visible, user_rows * p_limit) * entry;
   hash_cost := user_rows * read_row + candidates * hashed + visible * entry;
-  if not p_complete then
+  if coalesce(p_candidates, -1) <= 0 then
+    -- nothing known of the candidates (never analyzed): the plan whose cost
+    -- the user's own rows bound, once they are all counted
+    plan := case when p_complete then 'rows' end;
+  elsif not p_complete then
     -- lower bounds of rows and hash, an upper bound of scan
     plan := case when scan_cost <= least(rows_cost, hash_cost) then 'scan' end;
   elsif scan_cost <= least(rows_cost, hash_cost) then
@@ -3241,19 +3243,18 @@ begin
     raise exception 'permgraph: limit must be between 1 and 100000, got %', coalesce(p_limit::text, 'null')
       using errcode = '22023';
   end if;
-  select t.typrelid::regclass into tbl from pg_type t where t.oid = pg_typeof(p_rows) and t.typrelid <> 0;
+  -- the table and both columns in one catalog read (called per page)
+  select t.typrelid::regclass, format_type(ai.atttypid, ai.atttypmod), ao.atttypid,
+         case when ao.attcollation <> 0 then ao.attcollation::regcollation::text end
+  into tbl, id_type, owner_type, owner_collation
+  from pg_type t
+  left join pg_attribute ai on ai.attrelid = t.typrelid and ai.attname = p_id_column and ai.attnum > 0 and not ai.attisdropped
+  left join pg_attribute ao on ao.attrelid = t.typrelid and ao.attname = p_owner_column and ao.attnum > 0 and not ao.attisdropped
+  where t.oid = pg_typeof(p_rows) and t.typrelid <> 0;
   if tbl is null or p_id_column is null or p_owner_column is null then
     raise exception 'permgraph: list_rows needs a row of the table (null::schema.table), its id column and its owner column'
       using errcode = '22023';
   end if;
-  select format_type(a.atttypid, a.atttypmod) into id_type
-  from pg_attribute a where a.attrelid = tbl and a.attname = p_id_column and a.attnum > 0 and not a.attisdropped;
-  select a.atttypid, case when a.attcollation <> 0 then format('%I.%I', cn.nspname, c.collname) end
-  into owner_type, owner_collation
-  from pg_attribute a
-  left join pg_collation c on c.oid = a.attcollation
-  left join pg_namespace cn on cn.oid = c.collnamespace
-  where a.attrelid = tbl and a.attname = p_owner_column and a.attnum > 0 and not a.attisdropped;
   if id_type is null or owner_type is null then
     raise exception 'permgraph: table % has no column "%"', tbl, case when id_type is null then p_id_column else p_owner_column end
       using errcode = '22023';
@@ -3289,31 +3290,42 @@ begin
   end if;
   gone := array(select dn.id from permgraph.deleted_nodes dn);
 
-  -- The estimate (_listing_plan): the rows the first 8 owners own (at most
-  -- 1,000 each), the table's size, then the owners themselves, counted only
-  -- as far as the scan could be cheaper than reading them.
-  owners := (permgraph._listing_owners(p_user_id, p_level, gone, 8)).owners;
-  if cardinality(owners) = 0 then
-    owners := (permgraph._listing_owners(p_user_id, p_level, gone, null)).owners;
-    if cardinality(owners) = 0 then
-      return;  -- the rows are visible through their owner only
-    end if;
+  -- The estimate (_listing_plan): the table's size and its rows per owner
+  -- from the planner's statistics (without them, the rows the user's first
+  -- 8 owners own, at most 1,000 each), then the owners themselves, counted
+  -- only as far as the scan could be cheaper than reading them.
+  select c.reltuples,
+         case when s.n_distinct > 0 then c.reltuples * (1 - s.null_frac) / s.n_distinct
+              when s.n_distinct < 0 then (1 - s.null_frac) / -s.n_distinct end
+  into table_rows, per_owner
+  from pg_class c
+  join pg_namespace n on n.oid = c.relnamespace
+  left join lateral (select st.n_distinct, st.null_frac from pg_stats st
+                     where st.schemaname = n.nspname and st.tablename = c.relname and st.attname = p_owner_column
+                     order by st.inherited limit 1) s on true
+  where c.oid = tbl;
+  if per_owner is null then
+    execute format(
+      'select avg(k.n) from (select p.target_id from permgraph.permissions p
+                             where p.user_id = $1 and p.level >= $2 and p.traverse_owned
+                               and (p.valid_until is null or p.valid_until > now())
+                             limit 8) o
+       cross join lateral (select count(*) as n from (select 1 from %s d where %s limit 1000) c) k',
+      tbl, owner_match)
+      into per_owner using p_user_id, p_level;
   end if;
-  execute format(
-    'select avg(k.n) from unnest($1::text[]) o(target_id)
-     cross join lateral (select count(*) as n from (select 1 from %s d where %s limit 1000) c) k',
-    tbl, owner_match)
-    into per_owner using owners;
-  select c.reltuples into table_rows from pg_class c where c.oid = tbl;
-  choice := permgraph._listing_plan(null, false, null, false, per_owner, table_rows, p_limit, true);
+  choice := permgraph._listing_plan(null, false, null, false, per_owner, table_rows, p_limit);
   owner_read := permgraph._listing_owners(p_user_id, p_level, gone, choice.count_cap + 1);
   complete := owner_read.rows_read <= choice.count_cap;
-  choice := permgraph._listing_plan(owner_read.rows_read, false, owner_read.rows_read, complete, per_owner, table_rows, p_limit, true);
+  choice := permgraph._listing_plan(owner_read.rows_read, false, owner_read.rows_read, complete, per_owner, table_rows, p_limit);
   if choice.plan is distinct from 'scan' and not complete then
     owner_read := permgraph._listing_owners(p_user_id, p_level, gone, null);
-    choice := permgraph._listing_plan(owner_read.rows_read, false, owner_read.rows_read, true, per_owner, table_rows, p_limit, true);
+    choice := permgraph._listing_plan(owner_read.rows_read, false, owner_read.rows_read, true, per_owner, table_rows, p_limit);
   end if;
   owners := owner_read.owners;
+  if choice.plan is distinct from 'scan' and cardinality(owners) = 0 then
+    return;  -- the rows are visible through their owner only (owners holds them all)
+  end if;
 
   if choice.plan = 'scan' then
     -- the table in id order, one probe of the user's rows per row
@@ -3339,17 +3351,15 @@ begin
        order by h.%4$I limit $4', tbl, owner_any, after_cond, p_id_column)
       using p_user_id, p_level, p_after, p_limit, owners;
   else
-    -- rows: the user's owners, each one's first ids by the (owner, id) index
+    -- rows: the user's owners, each one's first rows by the (owner, id)
+    -- index (whole rows: fetching the page by id afterwards cost as much for
+    -- a page and twice as much for a whole listing)
     return query execute format(
-      'select d.* from (
-         select k.id from unnest($5::text[]) o(target_id)
-         cross join lateral (
-           select d.%1$I as id from %2$s d where %3$s %4$s order by d.%1$I limit $4
-         ) k
-         order by k.id limit $4
-       ) top
-       join %2$s d on d.%1$I = top.id
-       order by d.%1$I', p_id_column, tbl, owner_match, after_cond)
+      'select k.* from unnest($5::text[]) o(target_id)
+       cross join lateral (
+         select d.* from %2$s d where %3$s %4$s order by d.%1$I limit $4
+       ) k
+       order by k.%1$I limit $4', p_id_column, tbl, owner_match, after_cond)
       using p_user_id, p_level, p_after, p_limit, owners;
   end if;
 end $function$;
@@ -3423,21 +3433,21 @@ begin
                             where n.owner_id = o.target_id and (p_kind is null or n.kind = p_kind)
                             limit 1000) c) k;
   select c.reltuples into node_rows from pg_class c where c.oid = 'permgraph.nodes'::regclass;
-  choice := permgraph._listing_plan(null, p_kind is null, null, false, per_owner, node_rows, p_limit, false);
+  choice := permgraph._listing_plan(null, p_kind is null, null, false, per_owner, node_rows, p_limit);
   select count(*) as all_rows, count(*) filter (where r.traverse_owned) as owner_rows into counted
   from (select p.traverse_owned from permgraph.permissions p
         where p.user_id = p_user_id and p.level >= p_level
           and (p.valid_until is null or p.valid_until > now())
         limit choice.count_cap + 1) r;
   choice := permgraph._listing_plan(counted.all_rows, p_kind is null, counted.owner_rows,
-                                    counted.all_rows <= choice.count_cap, per_owner, node_rows, p_limit, false);
+                                    counted.all_rows <= choice.count_cap, per_owner, node_rows, p_limit);
   if choice.plan is null then
     select count(*) as all_rows, count(*) filter (where r.traverse_owned) as owner_rows into counted
     from (select p.traverse_owned from permgraph.permissions p
           where p.user_id = p_user_id and p.level >= p_level
             and (p.valid_until is null or p.valid_until > now())) r;
     choice := permgraph._listing_plan(counted.all_rows, p_kind is null, counted.owner_rows, true,
-                                      per_owner, node_rows, p_limit, false);
+                                      per_owner, node_rows, p_limit);
   end if;
 
   if choice.plan = 'scan' then

@@ -113,9 +113,10 @@ export async function installBaselines(db: Queryable): Promise<void> {
 /**
  * Listing queries: $1 user, ordered by id; the first page adds LIMIT 100 (the
  * recursion) or asks list_rows for 100 rows. permgraph's side is
- * permgraph.list_rows (sql/functions/120_listing.sql), which chooses per user
- * between walking the user's rows and walking bench_docs in id order; the
- * join it replaces (docs/sql.md) is kept as LISTING_JOIN for comparison.
+ * permgraph.list_rows (sql/functions/120_listing.sql), which chooses per call
+ * among walking the user's owners, walking bench_docs in id order, and one
+ * read of bench_docs against all the user's owners; the join it replaces
+ * (docs/sql.md) is kept as LISTING_JOIN for comparison.
  */
 export const LISTING = {
   permgraph: `

@@ -129,21 +129,21 @@ begin
                             where n.owner_id = o.target_id and (p_kind is null or n.kind = p_kind)
                             limit 1000) c) k;
   select c.reltuples into node_rows from pg_class c where c.oid = 'permgraph.nodes'::regclass;
-  choice := permgraph._listing_plan(null, p_kind is null, null, false, per_owner, node_rows, p_limit, false);
+  choice := permgraph._listing_plan(null, p_kind is null, null, false, per_owner, node_rows, p_limit);
   select count(*) as all_rows, count(*) filter (where r.traverse_owned) as owner_rows into counted
   from (select p.traverse_owned from permgraph.permissions p
         where p.user_id = p_user_id and p.level >= p_level
           and (p.valid_until is null or p.valid_until > now())
         limit choice.count_cap + 1) r;
   choice := permgraph._listing_plan(counted.all_rows, p_kind is null, counted.owner_rows,
-                                    counted.all_rows <= choice.count_cap, per_owner, node_rows, p_limit, false);
+                                    counted.all_rows <= choice.count_cap, per_owner, node_rows, p_limit);
   if choice.plan is null then
     select count(*) as all_rows, count(*) filter (where r.traverse_owned) as owner_rows into counted
     from (select p.traverse_owned from permgraph.permissions p
           where p.user_id = p_user_id and p.level >= p_level
             and (p.valid_until is null or p.valid_until > now())) r;
     choice := permgraph._listing_plan(counted.all_rows, p_kind is null, counted.owner_rows, true,
-                                      per_owner, node_rows, p_limit, false);
+                                      per_owner, node_rows, p_limit);
   end if;
 
   if choice.plan = 'scan' then
@@ -379,10 +379,10 @@ end $$;
 
 -- Choosing a listing's plan ------------------------------------------------------
 -- A page of what a user may see can be found three ways:
---   rows: walk the user's owners and, for each, its first ids by an
+--   rows: walk the user's owners and, for each, its first rows by an
 --         (owner, id) index (list_targets: the user's own rows too), keep
---         the first p_limit ids, then fetch those by id: cost follows the
---         number of owners and how much they own, whatever the page size.
+--         the first p_limit: cost follows the number of owners and how
+--         much they own, whatever the page size.
 --   scan: walk the candidates (nodes, or an application table) in id order
 --         from the cursor, probing the user's rows by primary key for each,
 --         and stop at the p_limit-th visible one: cost follows
@@ -399,9 +399,7 @@ end $$;
 -- read (list_targets: all of them, candidates themselves when p_direct;
 -- list_rows: the owners), p_owner_rows owners among them (rows with
 -- traverse_owned), p_per_owner candidates per owner (a sample), p_candidates
--- candidates (pg_class), the page size, and whether the rows plan fetches
--- its page by id afterwards (list_rows; list_targets fetches every plan's
--- page the same way, so that cost does not choose). Counting a heavy user's rows
+-- candidates (pg_class) and the page size. Counting a heavy user's rows
 -- used to cost more than the page (thousands of index entries on every
 -- call), so the caller reads at most count_cap of them (first call,
 -- p_rows null): past that many, the scan is surely the cheapest. With
@@ -411,7 +409,7 @@ end $$;
 -- bench/ (2-core machine, everything in memory): a row of the user's read
 -- into an array 0.15, a candidate scanned in id order and probed in the
 -- user's rows 3, one read sequentially and looked up in a hash 0.06, an
--- index descent 1.5, a row fetched by id 3, a following index entry or a
+-- index descent 1.5, a following index entry (its row included) or a
 -- sorted row 0.3.
 -- The setting permgraph.listing_plan ('rows', 'scan' or 'hash') forces a
 -- plan: the tests run all three on the same graphs (results are identical;
@@ -419,7 +417,6 @@ end $$;
 create or replace function permgraph._listing_plan(
   p_rows bigint, p_direct boolean, p_owner_rows bigint, p_complete boolean,
   p_per_owner double precision, p_candidates double precision, p_limit integer,
-  p_fetch_page boolean,
   out plan text, out count_cap bigint
 )
 language plpgsql stable
@@ -430,7 +427,6 @@ declare
   probed constant double precision := 3.0;
   hashed constant double precision := 0.06;
   descent constant double precision := 1.5;
-  fetched constant double precision := 3.0;
   entry constant double precision := 0.3;
   forced text := nullif(current_setting('permgraph.listing_plan', true), '');
   candidates double precision := greatest(coalesce(p_candidates, 0), 1);
@@ -466,10 +462,13 @@ begin
   visible := greatest(least(candidates, case when p_direct then p_rows else 0 end + p_owner_rows * per_owner), 1);
   scan_cost := least(candidates, p_limit * candidates / visible) * probed;
   rows_cost := user_rows * (read_row + descent)
-               + least(visible, user_rows * p_limit) * entry
-               + case when p_fetch_page then least(p_limit, visible) * fetched else 0 end;
+               + least(visible, user_rows * p_limit) * entry;
   hash_cost := user_rows * read_row + candidates * hashed + visible * entry;
-  if not p_complete then
+  if coalesce(p_candidates, -1) <= 0 then
+    -- nothing known of the candidates (never analyzed): the plan whose cost
+    -- the user's own rows bound, once they are all counted
+    plan := case when p_complete then 'rows' end;
+  elsif not p_complete then
     -- lower bounds of rows and hash, an upper bound of scan
     plan := case when scan_cost <= least(rows_cost, hash_cost) then 'scan' end;
   elsif scan_cost <= least(rows_cost, hash_cost) then
@@ -489,7 +488,7 @@ end $$;
 -- to the id column's type), at most p_limit rows. Called with a null of the
 -- table's row type, it returns the table's rows:
 --   select * from permgraph.list_rows(null::public.documents, 'id', 'owner_id', 'alice', 1, null, 100);
--- The id column must be unique (the rows are fetched by it) and indexed; an
+-- The id column must be unique (it orders the pages) and indexed; an
 -- index on (owner column, id column) serves the rows plan. Security invoker:
 -- the caller reads the table with its own privileges (and policies), and
 -- permgraph's tables as permgraph_reader does.
@@ -527,19 +526,18 @@ begin
     raise exception 'permgraph: limit must be between 1 and 100000, got %', coalesce(p_limit::text, 'null')
       using errcode = '22023';
   end if;
-  select t.typrelid::regclass into tbl from pg_type t where t.oid = pg_typeof(p_rows) and t.typrelid <> 0;
+  -- the table and both columns in one catalog read (called per page)
+  select t.typrelid::regclass, format_type(ai.atttypid, ai.atttypmod), ao.atttypid,
+         case when ao.attcollation <> 0 then ao.attcollation::regcollation::text end
+  into tbl, id_type, owner_type, owner_collation
+  from pg_type t
+  left join pg_attribute ai on ai.attrelid = t.typrelid and ai.attname = p_id_column and ai.attnum > 0 and not ai.attisdropped
+  left join pg_attribute ao on ao.attrelid = t.typrelid and ao.attname = p_owner_column and ao.attnum > 0 and not ao.attisdropped
+  where t.oid = pg_typeof(p_rows) and t.typrelid <> 0;
   if tbl is null or p_id_column is null or p_owner_column is null then
     raise exception 'permgraph: list_rows needs a row of the table (null::schema.table), its id column and its owner column'
       using errcode = '22023';
   end if;
-  select format_type(a.atttypid, a.atttypmod) into id_type
-  from pg_attribute a where a.attrelid = tbl and a.attname = p_id_column and a.attnum > 0 and not a.attisdropped;
-  select a.atttypid, case when a.attcollation <> 0 then format('%I.%I', cn.nspname, c.collname) end
-  into owner_type, owner_collation
-  from pg_attribute a
-  left join pg_collation c on c.oid = a.attcollation
-  left join pg_namespace cn on cn.oid = c.collnamespace
-  where a.attrelid = tbl and a.attname = p_owner_column and a.attnum > 0 and not a.attisdropped;
   if id_type is null or owner_type is null then
     raise exception 'permgraph: table % has no column "%"', tbl, case when id_type is null then p_id_column else p_owner_column end
       using errcode = '22023';
@@ -575,31 +573,42 @@ begin
   end if;
   gone := array(select dn.id from permgraph.deleted_nodes dn);
 
-  -- The estimate (_listing_plan): the rows the first 8 owners own (at most
-  -- 1,000 each), the table's size, then the owners themselves, counted only
-  -- as far as the scan could be cheaper than reading them.
-  owners := (permgraph._listing_owners(p_user_id, p_level, gone, 8)).owners;
-  if cardinality(owners) = 0 then
-    owners := (permgraph._listing_owners(p_user_id, p_level, gone, null)).owners;
-    if cardinality(owners) = 0 then
-      return;  -- the rows are visible through their owner only
-    end if;
+  -- The estimate (_listing_plan): the table's size and its rows per owner
+  -- from the planner's statistics (without them, the rows the user's first
+  -- 8 owners own, at most 1,000 each), then the owners themselves, counted
+  -- only as far as the scan could be cheaper than reading them.
+  select c.reltuples,
+         case when s.n_distinct > 0 then c.reltuples * (1 - s.null_frac) / s.n_distinct
+              when s.n_distinct < 0 then (1 - s.null_frac) / -s.n_distinct end
+  into table_rows, per_owner
+  from pg_class c
+  join pg_namespace n on n.oid = c.relnamespace
+  left join lateral (select st.n_distinct, st.null_frac from pg_stats st
+                     where st.schemaname = n.nspname and st.tablename = c.relname and st.attname = p_owner_column
+                     order by st.inherited limit 1) s on true
+  where c.oid = tbl;
+  if per_owner is null then
+    execute format(
+      'select avg(k.n) from (select p.target_id from permgraph.permissions p
+                             where p.user_id = $1 and p.level >= $2 and p.traverse_owned
+                               and (p.valid_until is null or p.valid_until > now())
+                             limit 8) o
+       cross join lateral (select count(*) as n from (select 1 from %s d where %s limit 1000) c) k',
+      tbl, owner_match)
+      into per_owner using p_user_id, p_level;
   end if;
-  execute format(
-    'select avg(k.n) from unnest($1::text[]) o(target_id)
-     cross join lateral (select count(*) as n from (select 1 from %s d where %s limit 1000) c) k',
-    tbl, owner_match)
-    into per_owner using owners;
-  select c.reltuples into table_rows from pg_class c where c.oid = tbl;
-  choice := permgraph._listing_plan(null, false, null, false, per_owner, table_rows, p_limit, true);
+  choice := permgraph._listing_plan(null, false, null, false, per_owner, table_rows, p_limit);
   owner_read := permgraph._listing_owners(p_user_id, p_level, gone, choice.count_cap + 1);
   complete := owner_read.rows_read <= choice.count_cap;
-  choice := permgraph._listing_plan(owner_read.rows_read, false, owner_read.rows_read, complete, per_owner, table_rows, p_limit, true);
+  choice := permgraph._listing_plan(owner_read.rows_read, false, owner_read.rows_read, complete, per_owner, table_rows, p_limit);
   if choice.plan is distinct from 'scan' and not complete then
     owner_read := permgraph._listing_owners(p_user_id, p_level, gone, null);
-    choice := permgraph._listing_plan(owner_read.rows_read, false, owner_read.rows_read, true, per_owner, table_rows, p_limit, true);
+    choice := permgraph._listing_plan(owner_read.rows_read, false, owner_read.rows_read, true, per_owner, table_rows, p_limit);
   end if;
   owners := owner_read.owners;
+  if choice.plan is distinct from 'scan' and cardinality(owners) = 0 then
+    return;  -- the rows are visible through their owner only (owners holds them all)
+  end if;
 
   if choice.plan = 'scan' then
     -- the table in id order, one probe of the user's rows per row
@@ -625,17 +634,15 @@ begin
        order by h.%4$I limit $4', tbl, owner_any, after_cond, p_id_column)
       using p_user_id, p_level, p_after, p_limit, owners;
   else
-    -- rows: the user's owners, each one's first ids by the (owner, id) index
+    -- rows: the user's owners, each one's first rows by the (owner, id)
+    -- index (whole rows: fetching the page by id afterwards cost as much for
+    -- a page and twice as much for a whole listing)
     return query execute format(
-      'select d.* from (
-         select k.id from unnest($5::text[]) o(target_id)
-         cross join lateral (
-           select d.%1$I as id from %2$s d where %3$s %4$s order by d.%1$I limit $4
-         ) k
-         order by k.id limit $4
-       ) top
-       join %2$s d on d.%1$I = top.id
-       order by d.%1$I', p_id_column, tbl, owner_match, after_cond)
+      'select k.* from unnest($5::text[]) o(target_id)
+       cross join lateral (
+         select d.* from %2$s d where %3$s %4$s order by d.%1$I limit $4
+       ) k
+       order by k.%1$I limit $4', p_id_column, tbl, owner_match, after_cond)
       using p_user_id, p_level, p_after, p_limit, owners;
   end if;
 end $$;

@@ -173,7 +173,7 @@ describe('listing plans: rows, scan and hash give the same pages', async () => {
           await db.query(sql`analyze public.app_rows`);
           await db.query(sql`analyze permgraph.nodes`);
           const [{ cap }] = await db.query(sql`
-            select (permgraph._listing_plan(null, false, null, false, 1, c.reltuples, ${limit}::integer, true)).count_cap::integer as cap
+            select (permgraph._listing_plan(null, false, null, false, 1, c.reltuples, ${limit}::integer)).count_cap::integer as cap
             from pg_class c where c.oid = 'public.app_rows'::regclass`);
           expect(groupIds.length, 'the owners of all exceed the capped count').toBeGreaterThan(cap);
           const now = new Date();
@@ -203,21 +203,20 @@ describe('listing plans: rows, scan and hash give the same pages', async () => {
         fc.double({ min: 0, max: 5_000, noNaN: true }),
         fc.integer({ min: 1, max: 10_000_000 }),
         fc.integer({ min: 1, max: 100_000 }),
-        fc.boolean(),
-        async (beyondCap, ownerShare, direct, perOwner, candidates, limit, fetchPage) => {
+        async (beyondCap, ownerShare, direct, perOwner, candidates, limit) => {
           const [{ cap }] = await db.query(sql`
-            select (permgraph._listing_plan(null, ${direct}, null, false, ${perOwner}::float8, ${candidates}::float8, ${limit}::integer, ${fetchPage})).count_cap::float8 as cap`);
+            select (permgraph._listing_plan(null, ${direct}, null, false, ${perOwner}::float8, ${candidates}::float8, ${limit}::integer)).count_cap::float8 as cap`);
           // a user with more rows than the cap: up to 21 times as many
           const rowCount = Math.floor(cap * (1 + beyondCap)) + 1;
           const owners = Math.floor(rowCount * ownerShare);
           const [{ full }] = await db.query(sql`
-            select (permgraph._listing_plan(${rowCount}::bigint, ${direct}, ${owners}::bigint, true, ${perOwner}::float8, ${candidates}::float8, ${limit}::integer, ${fetchPage})).plan as full`);
+            select (permgraph._listing_plan(${rowCount}::bigint, ${direct}, ${owners}::bigint, true, ${perOwner}::float8, ${candidates}::float8, ${limit}::integer)).plan as full`);
           expect(['rows', 'scan', 'hash']).toContain(full);
           // the first cap + 1 rows hold at least this many of the owners
           const read = cap + 1;
           const ownersRead = Math.max(0, owners - (rowCount - read));
           const [{ capped }] = await db.query(sql`
-            select (permgraph._listing_plan(${read}::bigint, ${direct}, ${ownersRead}::bigint, false, ${perOwner}::float8, ${candidates}::float8, ${limit}::integer, ${fetchPage})).plan as capped`);
+            select (permgraph._listing_plan(${read}::bigint, ${direct}, ${ownersRead}::bigint, false, ${perOwner}::float8, ${candidates}::float8, ${limit}::integer)).plan as capped`);
           expect([null, 'scan']).toContain(capped);
           if (capped !== null) expect(capped).toBe(full);
         },
