@@ -3216,6 +3216,7 @@ CREATE OR REPLACE FUNCTION permgraph.list_rows(p_rows anyelement, p_id_column na
  STABLE
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET jit TO 'off'
+ SET plan_cache_mode TO 'force_generic_plan'
 AS $function$
 declare
   tbl regclass;

@@ -499,6 +499,10 @@ create or replace function permgraph.list_rows(
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
 set jit = off
+-- its static statements (and _listing_owners') are lookups whose plan does not
+-- depend on the values: planned once per session instead of for each of the
+-- first five calls (the queries of the table are dynamic, planned per call)
+set plan_cache_mode = force_generic_plan
 as $$
 declare
   tbl regclass;
