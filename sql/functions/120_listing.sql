@@ -81,6 +81,7 @@ declare
   chunk integer;
   counted record;       -- the user's rows, counted from the index
   choice record;        -- _listing_plan
+  count_limit bigint;   -- how many of the user's rows to count (null: all)
   node_rows double precision;
   per_owner double precision;
   gone text[];          -- nodes deleted since the last batch
@@ -130,21 +131,19 @@ begin
                             limit 1000) c) k;
   select c.reltuples into node_rows from pg_class c where c.oid = 'permgraph.nodes'::regclass;
   choice := permgraph._listing_plan(null, p_kind is null, null, false, per_owner, node_rows, p_limit);
-  select count(*) as all_rows, count(*) filter (where r.traverse_owned) as owner_rows into counted
-  from (select p.traverse_owned from permgraph.permissions p
-        where p.user_id = p_user_id and p.level >= p_level
-          and (p.valid_until is null or p.valid_until > now())
-        limit choice.count_cap + 1) r;
-  choice := permgraph._listing_plan(counted.all_rows, p_kind is null, counted.owner_rows,
-                                    counted.all_rows <= choice.count_cap, per_owner, node_rows, p_limit);
-  if choice.plan is null then
+  count_limit := choice.count_cap + 1;
+  loop  -- at most twice: up to the cap, then (when that cannot decide) all
     select count(*) as all_rows, count(*) filter (where r.traverse_owned) as owner_rows into counted
     from (select p.traverse_owned from permgraph.permissions p
           where p.user_id = p_user_id and p.level >= p_level
-            and (p.valid_until is null or p.valid_until > now())) r;
-    choice := permgraph._listing_plan(counted.all_rows, p_kind is null, counted.owner_rows, true,
+            and (p.valid_until is null or p.valid_until > now())
+          limit count_limit) r;
+    choice := permgraph._listing_plan(counted.all_rows, p_kind is null, counted.owner_rows,
+                                      count_limit is null or counted.all_rows < count_limit,
                                       per_owner, node_rows, p_limit);
-  end if;
+    exit when choice.plan is not null;
+    count_limit := null;
+  end loop;
 
   if choice.plan = 'scan' then
     -- scan: the nodes in id order, the user's rows probed by primary key for
