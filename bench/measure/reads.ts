@@ -31,6 +31,9 @@ export interface ListingResult {
   visibleDocs: number;
   firstPage: Compared;
   whole: Compared;
+  /** The same queries timed inside the server (bench.time_query); absent in older results. */
+  firstPageServer?: Compared;
+  wholeServer?: Compared;
   agree: boolean;
 }
 
@@ -178,6 +181,21 @@ async function both(client: pg.Client, name: string, texts: { permgraph: string;
   return { times: compared(pgRuns.map((r) => r.ms), recRuns.map((r) => r.ms)), rows: pgRuns[0]?.rows.length ?? 0, agree };
 }
 
+/** A query kind timed inside the server both ways (bench.time_query), after the client's runs warmed the session. */
+async function serverBoth(client: pg.Client, texts: { permgraph: string; recursive: string }, user: string, plan: RunPlan): Promise<Compared> {
+  const timed = async (text: string): Promise<number[]> => {
+    const times: number[] = [];
+    const started = performance.now();
+    while (times.length < plan.listingReps) {
+      const result = await client.query('select bench.time_query($1, $2, 1) as ms', [text, user]);
+      times.push(...(result.rows[0]?.ms as number[]));
+      if (times.length >= plan.minReps && performance.now() - started > plan.readBudgetMs) break;
+    }
+    return times;
+  };
+  return compared(await timed(texts.permgraph), await timed(texts.recursive));
+}
+
 async function measureListings(db: Queryable, url: string, plan: RunPlan): Promise<ListingResult[]> {
   const heavy: { user_id: string }[] = await db.query(sql`
     select user_id from permgraph.permissions group by user_id order by count(*) desc, user_id limit ${plan.heavyUsers}`);
@@ -189,7 +207,9 @@ async function measureListings(db: Queryable, url: string, plan: RunPlan): Promi
       const page = { permgraph: LISTING.permgraphPage, recursive: `${LISTING.recursive} limit 100` };
       const first = await both(client, 'page', page, [user], plan, 'id');
       const whole = await both(client, 'whole', { permgraph: LISTING.permgraph, recursive: LISTING.recursive }, [user], plan, 'id');
-      out.push({ user, visibleDocs: whole.rows, firstPage: first.times, whole: whole.times, agree: first.agree && whole.agree });
+      const firstPageServer = await serverBoth(client, page, user, plan);
+      const wholeServer = await serverBoth(client, { permgraph: LISTING.permgraph, recursive: LISTING.recursive }, user, plan);
+      out.push({ user, visibleDocs: whole.rows, firstPage: first.times, whole: whole.times, firstPageServer, wholeServer, agree: first.agree && whole.agree });
       bar.tick();
     }
   } finally {

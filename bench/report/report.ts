@@ -231,6 +231,9 @@ function readsSection(e: Entry, chart: string): string[] {
   for (const l of r.listings) {
     lines.push(`| first page (100) for ${l.user} | ${ms(l.firstPage.permgraph.median)} | ${ms(l.firstPage.permgraph.p95)} | ${ms(l.firstPage.permgraph.p99)} | ${ms(l.firstPage.recursive.median)} | ${ms(l.firstPage.recursive.p95)} | ${times(l.firstPage.speedup)} | ${l.agree ? 'yes' : 'NO'} |`);
     lines.push(`| whole list (${num(l.visibleDocs)} docs) for ${l.user} | ${ms(l.whole.permgraph.median)} | ${ms(l.whole.permgraph.p95)} | ${ms(l.whole.permgraph.p99)} | ${ms(l.whole.recursive.median)} | ${ms(l.whole.recursive.p95)} | ${times(l.whole.speedup)} | ${l.agree ? 'yes' : 'NO'} |`);
+    for (const [label, timed] of [['first page (100), server side', l.firstPageServer], ['whole list, server side', l.wholeServer]] as const) {
+      if (timed) lines.push(`| ${label} for ${l.user} | ${ms(timed.permgraph.median)} | ${ms(timed.permgraph.p95)} | ${ms(timed.permgraph.p99)} | ${ms(timed.recursive.median)} | ${ms(timed.recursive.p95)} | ${times(timed.speedup)} | |`);
+    }
   }
   for (const v of r.viewers) {
     lines.push(`| who can see ${v.target} (${num(v.viewers)} users) | ${ms(v.latency.permgraph.median)} | ${ms(v.latency.permgraph.p95)} | ${ms(v.latency.permgraph.p99)} | ${ms(v.latency.recursive.median)} | ${ms(v.latency.recursive.p95)} | ${times(v.latency.speedup)} | ${v.agree ? 'yes' : 'NO'} |`);

@@ -79,10 +79,14 @@ declare
   owner_kinds text[];
   cursors text[];       -- per owner, the last child id fetched (null: none yet)
   chunk integer;
-  counted record;       -- the user's rows, read from the index up to 5,000
+  counted record;       -- the user's rows, counted from the index
+  choice record;        -- _listing_plan
+  count_limit bigint;   -- how many of the user's rows to count (null: all)
   node_rows double precision;
   per_owner double precision;
   gone text[];          -- nodes deleted since the last batch
+  direct_ids text[];    -- hash: the user's targets, and the owners among them
+  owner_ids text[];
 begin
   perform permgraph._require_level(p_level);
   perform permgraph._require_page_limit(p_limit);
@@ -112,14 +116,10 @@ begin
   end if;
   gone := array(select dn.id from permgraph.deleted_nodes dn);
 
-  -- The plan (_listing_scans): the user's rows counted from the index (at
-  -- most 5,000), the nodes of the kind asked for that the first 8 owners
-  -- among them own (at most 1,000 each), and the number of nodes.
-  select count(*) as all_rows, count(*) filter (where r.traverse_owned) as owner_rows into counted
-  from (select p.traverse_owned from permgraph.permissions p
-        where p.user_id = p_user_id and p.level >= p_level
-          and (p.valid_until is null or p.valid_until > now())
-        limit 5000) r;
+  -- The plan (_listing_plan): the nodes of the kind asked for that the first
+  -- 8 owners among the user's rows own (at most 1,000 each), the number of
+  -- nodes, then the user's rows counted from the index only as far as the
+  -- scan could be cheaper than reading them.
   select avg(k.n) into per_owner
   from (select p.target_id from permgraph.permissions p
         where p.user_id = p_user_id and p.level >= p_level and p.traverse_owned
@@ -130,11 +130,22 @@ begin
                             where n.owner_id = o.target_id and (p_kind is null or n.kind = p_kind)
                             limit 1000) c) k;
   select c.reltuples into node_rows from pg_class c where c.oid = 'permgraph.nodes'::regclass;
+  choice := permgraph._listing_plan(null, p_kind is null, null, false, per_owner, node_rows, p_limit);
+  count_limit := choice.count_cap + 1;
+  loop  -- at most twice: up to the cap, then (when that cannot decide) all
+    select count(*) as all_rows, count(*) filter (where r.traverse_owned) as owner_rows into counted
+    from (select p.traverse_owned from permgraph.permissions p
+          where p.user_id = p_user_id and p.level >= p_level
+            and (p.valid_until is null or p.valid_until > now())
+          limit count_limit) r;
+    choice := permgraph._listing_plan(counted.all_rows, p_kind is null, counted.owner_rows,
+                                      count_limit is null or counted.all_rows < count_limit,
+                                      per_owner, node_rows, p_limit);
+    exit when choice.plan is not null;
+    count_limit := null;
+  end loop;
 
-  if permgraph._listing_scans(counted.all_rows, counted.owner_rows,
-                              case when p_kind is null then counted.all_rows else 0 end
-                                + counted.owner_rows * coalesce(per_owner, 0),
-                              node_rows, p_limit) then
+  if choice.plan = 'scan' then
     -- scan: the nodes in id order, the user's rows probed by primary key for
     -- each (its own row, its owner's with traverse_owned), trash last.
     select coalesce(array_agg(c.id order by c.id), '{}') into page
@@ -160,6 +171,38 @@ begin
                                    where t.group_id = n.owner_id and t.trash_at <= now())
             end
       order by n.id
+      limit p_limit
+    ) c;
+  elsif choice.plan = 'hash' then
+    -- hash: the user's rows read once (targets, and owners among them), the
+    -- nodes read sequentially keeping those in either (hashed), sorted.
+    select coalesce(array_agg(p.target_id), '{}'),
+           coalesce(array_agg(p.target_id) filter (where p.traverse_owned), '{}')
+    into direct_ids, owner_ids
+    from permgraph.permissions p
+    where p.user_id = p_user_id and p.level >= p_level
+      and (p.valid_until is null or p.valid_until > now())
+      and not (p.target_id = any (gone));
+    -- (offset 0: planned on its own, the read is not steered into id order
+    -- by the sort above it, which would make it a random read per node)
+    select coalesce(array_agg(c.id order by c.id), '{}') into page
+    from (
+      select h.id
+      from (select n.id
+            from permgraph.nodes n
+            where n.id >= from_id and not (skip_from and n.id = from_id)
+              and (p_kind is null or n.kind = p_kind)
+              and (n.id in (select unnest(direct_ids)) or n.owner_id in (select unnest(owner_ids)))
+              and case n.kind
+                    when 'user' then true
+                    when 'group' then not exists (select 1 from permgraph.trashed_groups t
+                                                  where t.group_id = n.id and t.trash_at <= now())
+                    else (n.trash_at is null or n.trash_at > now())
+                         and not exists (select 1 from permgraph.trashed_groups t
+                                         where t.group_id = n.owner_id and t.trash_at <= now())
+                  end
+            offset 0) h
+      order by h.id
       limit p_limit
     ) c;
   else
@@ -334,52 +377,106 @@ begin
 end $$;
 
 -- Choosing a listing's plan ------------------------------------------------------
--- A page of what a user may see can be found two ways:
---   rows: walk the user's permission rows (and, through the owners among
---         them, the owned ids by an (owner, id) index), then keep the first
---         p_limit ids: cost follows how much the user may see, whatever the
---         page size.
+-- A page of what a user may see can be found three ways:
+--   rows: walk the user's owners and, for each, its first rows by an
+--         (owner, id) index (list_targets: the user's own rows too), keep
+--         the first p_limit: cost follows the number of owners and how
+--         much they own, whatever the page size.
 --   scan: walk the candidates (nodes, or an application table) in id order
 --         from the cursor, probing the user's rows by primary key for each,
 --         and stop at the p_limit-th visible one: cost follows
---         p_limit / (the fraction the user may see).
--- Neither is good for everyone: a user who sees 3% of a table scans ~33
--- candidates per listed row, one who sees most of it has thousands of rows to
--- read before the first can be returned. _listing_scans compares the two
--- costs, in index entries visited: p_rows of the user's rows read, of which
--- p_owner_rows with traverse_owned (both counted from the index with a
--- limit), p_visible candidates estimated visible (the owner rows times the
--- candidates a sample of those owners own) out of p_candidates (pg_class).
--- The setting permgraph.listing_plan ('rows' or 'scan') forces a plan: the
--- tests run both on the same graphs (results are identical; only the time
--- differs).
-create or replace function permgraph._listing_scans(
-  p_rows bigint, p_owner_rows bigint, p_visible double precision, p_candidates double precision, p_limit integer
-) returns boolean
+--         p_limit / (the fraction the user may see); nothing read up front.
+--   hash: read all the user's owners (and own rows) into an array first,
+--         then read the candidates sequentially, keeping those whose owner
+--         is in it (a hash), and sort them: cost follows the size of the
+--         table; the way to whole listings.
+-- None is good for everyone: a user who sees 3% of a table scans ~33
+-- candidates per listed row, one who owns thousands of owners reads them
+-- all before the first row can be returned by rows or hash.
+--
+-- _listing_plan compares the three costs from: p_rows of the user's rows to
+-- read (list_targets: all of them, candidates themselves when p_direct;
+-- list_rows: the owners), p_owner_rows owners among them (rows with
+-- traverse_owned), p_per_owner candidates per owner (a sample), p_candidates
+-- candidates (pg_class) and the page size. Counting a heavy user's rows
+-- used to cost more than the page (thousands of index entries on every
+-- call), so the caller reads at most count_cap of them (first call,
+-- p_rows null): past that many, the scan is surely the cheapest. With
+-- p_complete false the counts are lower bounds: the answer is scan when
+-- that is sure, else null (count them all, then ask again).
+-- The costs are in microseconds, measured on the benchmark databases of
+-- bench/ (2-core machine, everything in memory): a row of the user's read
+-- into an array 0.15, a candidate scanned in id order and probed in the
+-- user's rows 3, one read sequentially and looked up in a hash 0.06, an
+-- index descent 1.5, a following index entry (its row included) or a
+-- sorted row 0.3.
+-- The setting permgraph.listing_plan ('rows', 'scan' or 'hash') forces a
+-- plan: the tests run all three on the same graphs (results are identical;
+-- only the time differs).
+create or replace function permgraph._listing_plan(
+  p_rows bigint, p_direct boolean, p_owner_rows bigint, p_complete boolean,
+  p_per_owner double precision, p_candidates double precision, p_limit integer,
+  out plan text, out count_cap bigint
+)
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
 as $$
 declare
+  read_row constant double precision := 0.15;
+  probed constant double precision := 3.0;
+  hashed constant double precision := 0.06;
+  descent constant double precision := 1.5;
+  entry constant double precision := 0.3;
   forced text := nullif(current_setting('permgraph.listing_plan', true), '');
-  visible double precision := least(greatest(p_visible, 0), greatest(p_candidates, 0));
+  candidates double precision := greatest(coalesce(p_candidates, 0), 1);
+  per_owner double precision := greatest(coalesce(p_per_owner, 0), 1e-3);
+  per_row double precision := per_owner + case when p_direct then 1 else 0 end;
+  scan_bound double precision;  -- scan's cost times the rows
+  user_rows double precision;
+  visible double precision;
   rows_cost double precision;
   scan_cost double precision;
+  hash_cost double precision;
 begin
+  if forced is not null and forced not in ('rows', 'scan', 'hash') then
+    raise exception 'permgraph: permgraph.listing_plan must be rows, scan or hash (or unset), got "%"', forced
+      using errcode = '22023';
+  end if;
+  -- With c rows of owners, scan costs at most scan_bound / c, rows at least
+  -- c * (read_row + descent + per_row * entry) and hash at least
+  -- c * read_row + candidates * hashed: count_cap is the larger of the c at
+  -- which each of those reaches scan's bound.
+  scan_bound := probed * p_limit * candidates / per_row;
+  count_cap := least(1000000, greatest(64, ceil(greatest(
+    sqrt(scan_bound / (read_row + descent + per_row * entry)),
+    (sqrt((candidates * hashed) ^ 2 + 4 * read_row * scan_bound) - candidates * hashed) / (2 * read_row)))))::bigint;
+  if p_rows is null then
+    return;
+  end if;
   if forced is not null then
-    if forced not in ('rows', 'scan') then
-      raise exception 'permgraph: permgraph.listing_plan must be rows or scan (or unset), got "%"', forced
-        using errcode = '22023';
-    end if;
-    return forced = 'scan';
+    plan := forced;
+    return;
   end if;
-  if p_candidates is null or p_candidates <= 0 or visible is null or visible < 1 then
-    return false;  -- nothing known: the plan whose cost the user's own rows bound
+  user_rows := p_rows;
+  visible := greatest(least(candidates, case when p_direct then p_rows else 0 end + p_owner_rows * per_owner), 1);
+  scan_cost := least(candidates, p_limit * candidates / visible) * probed;
+  rows_cost := user_rows * (read_row + descent)
+               + least(visible, user_rows * p_limit) * entry;
+  hash_cost := user_rows * read_row + candidates * hashed + visible * entry;
+  if coalesce(p_candidates, -1) <= 0 then
+    -- nothing known of the candidates (never analyzed): the plan whose cost
+    -- the user's own rows bound, once they are all counted
+    plan := case when p_complete then 'rows' end;
+  elsif not p_complete then
+    -- lower bounds of rows and hash, an upper bound of scan
+    plan := case when scan_cost <= least(rows_cost, hash_cost) then 'scan' end;
+  elsif scan_cost <= least(rows_cost, hash_cost) then
+    plan := 'scan';
+  elsif rows_cost < hash_cost then
+    plan := 'rows';
+  else
+    plan := 'hash';
   end if;
-  -- rows: each row read, each owner probed, each owned id up to p_limit per owner
-  rows_cost := p_rows + 3 * p_owner_rows + least(visible, p_owner_rows::double precision * p_limit);
-  -- scan: per candidate a heap row and two or three index probes
-  scan_cost := 4 * least(p_candidates, p_limit * p_candidates / visible);
-  return scan_cost < rows_cost;
 end $$;
 
 -- The rows of an application table that p_user_id may act on at p_level,
@@ -390,7 +487,7 @@ end $$;
 -- to the id column's type), at most p_limit rows. Called with a null of the
 -- table's row type, it returns the table's rows:
 --   select * from permgraph.list_rows(null::public.documents, 'id', 'owner_id', 'alice', 1, null, 100);
--- The id column must be unique (the rows are fetched by it) and indexed; an
+-- The id column must be unique (it orders the pages) and indexed; an
 -- index on (owner column, id column) serves the rows plan. Security invoker:
 -- the caller reads the table with its own privileges (and policies), and
 -- permgraph's tables as permgraph_reader does.
@@ -401,6 +498,10 @@ create or replace function permgraph.list_rows(
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
 set jit = off
+-- its static statements (and _listing_owners') are lookups whose plan does not
+-- depend on the values: planned once per session instead of for each of the
+-- first five calls (the queries of the table are dynamic, planned per call)
+set plan_cache_mode = force_generic_plan
 as $$
 declare
   tbl regclass;
@@ -409,12 +510,16 @@ declare
   owner_collation text;
   owner_key text;        -- the owner column as a permission target id
   owner_match text;      -- "this row's owner is o.target_id", usable by an index on the owner column
+  owner_any text;        -- the owner column, compared with a set of ids
   after_cond text := '';
   is_superuser boolean;
   gone text[];          -- nodes deleted since the last batch
-  owner_rows bigint;
-  table_rows double precision;
+  owners text[];        -- the user's owners that may own visible rows, in id order
+  complete boolean;     -- owners holds all of them
   per_owner double precision;
+  table_rows double precision;
+  choice record;
+  owner_read record;    -- _listing_owners
 begin
   if p_level is null or p_level not between 1 and 3 then
     raise exception 'permgraph: level must be 1 (read), 2 (write) or 3 (manage), got %', coalesce(p_level::text, 'null')
@@ -424,19 +529,18 @@ begin
     raise exception 'permgraph: limit must be between 1 and 100000, got %', coalesce(p_limit::text, 'null')
       using errcode = '22023';
   end if;
-  select t.typrelid::regclass into tbl from pg_type t where t.oid = pg_typeof(p_rows) and t.typrelid <> 0;
+  -- the table and both columns in one catalog read (called per page)
+  select t.typrelid::regclass, format_type(ai.atttypid, ai.atttypmod), ao.atttypid,
+         case when ao.attcollation <> 0 then ao.attcollation::regcollation::text end
+  into tbl, id_type, owner_type, owner_collation
+  from pg_type t
+  left join pg_attribute ai on ai.attrelid = t.typrelid and ai.attname = p_id_column and ai.attnum > 0 and not ai.attisdropped
+  left join pg_attribute ao on ao.attrelid = t.typrelid and ao.attname = p_owner_column and ao.attnum > 0 and not ao.attisdropped
+  where t.oid = pg_typeof(p_rows) and t.typrelid <> 0;
   if tbl is null or p_id_column is null or p_owner_column is null then
     raise exception 'permgraph: list_rows needs a row of the table (null::schema.table), its id column and its owner column'
       using errcode = '22023';
   end if;
-  select format_type(a.atttypid, a.atttypmod) into id_type
-  from pg_attribute a where a.attrelid = tbl and a.attname = p_id_column and a.attnum > 0 and not a.attisdropped;
-  select a.atttypid, case when a.attcollation <> 0 then format('%I.%I', cn.nspname, c.collname) end
-  into owner_type, owner_collation
-  from pg_attribute a
-  left join pg_collation c on c.oid = a.attcollation
-  left join pg_namespace cn on cn.oid = c.collnamespace
-  where a.attrelid = tbl and a.attname = p_owner_column and a.attnum > 0 and not a.attisdropped;
   if id_type is null or owner_type is null then
     raise exception 'permgraph: table % has no column "%"', tbl, case when id_type is null then p_id_column else p_owner_column end
       using errcode = '22023';
@@ -445,6 +549,9 @@ begin
   owner_match := case when owner_type in ('text'::regtype, 'varchar'::regtype)
                       then format('d.%I = o.target_id collate %s', p_owner_column, owner_collation)
                       else format('%s = o.target_id', owner_key) end;
+  owner_any := case when owner_type in ('text'::regtype, 'varchar'::regtype)
+                    then format('d.%I', p_owner_column)
+                    else owner_key end;
   if p_after is not null then
     after_cond := format('and d.%I > $3::%s', p_id_column, id_type);
   end if;
@@ -469,27 +576,45 @@ begin
   end if;
   gone := array(select dn.id from permgraph.deleted_nodes dn);
 
-  -- The estimate: the user's rows with traverse_owned (read from the index,
-  -- at most 5,000), the rows owned by the first 8 of them (at most 1,000
-  -- each), and the table's size.
-  select count(*) into owner_rows
-  from (select 1 from permgraph.permissions p
-        where p.user_id = p_user_id and p.level >= p_level and p.traverse_owned
-          and (p.valid_until is null or p.valid_until > now())
-        limit 5000) r;
-  execute format(
-    'select avg(k.n) from (
-       select p.target_id from permgraph.permissions p
-       where p.user_id = $1 and p.level >= $2 and p.traverse_owned
-         and (p.valid_until is null or p.valid_until > now())
-       limit 8) o
-     cross join lateral (select count(*) as n from (select 1 from %s d where %s limit 1000) c) k',
-    tbl, owner_match)
-    into per_owner using p_user_id, p_level;
-  select c.reltuples into table_rows from pg_class c where c.oid = tbl;
+  -- The estimate (_listing_plan): the table's size and its rows per owner
+  -- from the planner's statistics (without them, the rows the user's first
+  -- 8 owners own, at most 1,000 each), then the owners themselves, counted
+  -- only as far as the scan could be cheaper than reading them.
+  select c.reltuples,
+         case when s.n_distinct > 0 then c.reltuples * (1 - s.null_frac) / s.n_distinct
+              when s.n_distinct < 0 then (1 - s.null_frac) / -s.n_distinct end
+  into table_rows, per_owner
+  from pg_class c
+  join pg_namespace n on n.oid = c.relnamespace
+  left join lateral (select st.n_distinct, st.null_frac from pg_stats st
+                     where st.schemaname = n.nspname and st.tablename = c.relname and st.attname = p_owner_column
+                     order by st.inherited limit 1) s on true
+  where c.oid = tbl;
+  if per_owner is null then
+    execute format(
+      'select avg(k.n) from (select p.target_id from permgraph.permissions p
+                             where p.user_id = $1 and p.level >= $2 and p.traverse_owned
+                               and (p.valid_until is null or p.valid_until > now())
+                             limit 8) o
+       cross join lateral (select count(*) as n from (select 1 from %s d where %s limit 1000) c) k',
+      tbl, owner_match)
+      into per_owner using p_user_id, p_level;
+  end if;
+  choice := permgraph._listing_plan(null, false, null, false, per_owner, table_rows, p_limit);
+  owner_read := permgraph._listing_owners(p_user_id, p_level, gone, choice.count_cap + 1);
+  complete := owner_read.rows_read <= choice.count_cap;
+  choice := permgraph._listing_plan(owner_read.rows_read, false, owner_read.rows_read, complete, per_owner, table_rows, p_limit);
+  if choice.plan is distinct from 'scan' and not complete then
+    owner_read := permgraph._listing_owners(p_user_id, p_level, gone, null);
+    choice := permgraph._listing_plan(owner_read.rows_read, false, owner_read.rows_read, true, per_owner, table_rows, p_limit);
+  end if;
+  owners := owner_read.owners;
+  if choice.plan is distinct from 'scan' and cardinality(owners) = 0 then
+    return;  -- the rows are visible through their owner only (owners holds them all)
+  end if;
 
-  if permgraph._listing_scans(owner_rows, owner_rows, owner_rows * coalesce(per_owner, 0), table_rows, p_limit) then
-    -- scan: the table in id order, one probe of the user's rows per row
+  if choice.plan = 'scan' then
+    -- the table in id order, one probe of the user's rows per row
     return query execute format(
       'select d.* from %1$s d
        where true %2$s
@@ -500,24 +625,53 @@ begin
          and not exists (select 1 from permgraph.trashed_groups t where t.group_id = %3$s and t.trash_at <= now())
        order by d.%4$I limit $4', tbl, after_cond, owner_key, p_id_column)
       using p_user_id, p_level, p_after, p_limit, gone;
-  else
-    -- rows: the user's owners, each one's first ids by the (owner, id) index
+  elsif choice.plan = 'hash' then
+    -- the table read once, each row's owner looked up in the owners (a
+    -- semi-join; not "= any (array)", whose planning estimates every
+    -- element), then sorted (offset 0: not steered into id order by the
+    -- sort, which would make it a random read per row)
     return query execute format(
-      'select d.* from (
-         select k.id from (
-           select p.target_id from permgraph.permissions p
-           where p.user_id = $1 and p.level >= $2 and p.traverse_owned
-             and (p.valid_until is null or p.valid_until > now())
-             and not (p.target_id = any ($5))
-             and not exists (select 1 from permgraph.trashed_groups t where t.group_id = p.target_id and t.trash_at <= now())
-         ) o
-         cross join lateral (
-           select d.%1$I as id from %2$s d where %3$s %4$s order by d.%1$I limit $4
-         ) k
-         order by k.id limit $4
-       ) top
-       join %2$s d on d.%1$I = top.id
-       order by d.%1$I', p_id_column, tbl, owner_match, after_cond)
-      using p_user_id, p_level, p_after, p_limit, gone;
+      'select h.* from (select d.* from %1$s d
+                        where %2$s in (select unnest($5::text[])) %3$s
+                        offset 0) h
+       order by h.%4$I limit $4', tbl, owner_any, after_cond, p_id_column)
+      using p_user_id, p_level, p_after, p_limit, owners;
+  else
+    -- rows: the user's owners, each one's first rows by the (owner, id)
+    -- index (whole rows: fetching the page by id afterwards cost as much for
+    -- a page and twice as much for a whole listing)
+    return query execute format(
+      'select k.* from unnest($5::text[]) o(target_id)
+       cross join lateral (
+         select d.* from %2$s d where %3$s %4$s order by d.%1$I limit $4
+       ) k
+       order by k.%1$I limit $4', p_id_column, tbl, owner_match, after_cond)
+      using p_user_id, p_level, p_after, p_limit, owners;
   end if;
+end $$;
+
+-- The user's rows with traverse_owned at p_level or more whose targets may
+-- own visible rows (valid_until not passed, not deleted, not a trashed
+-- group), in id order: the first p_limit rows of the index (null: all),
+-- rows_read of them, owners those that pass. The filters are applied after
+-- the limit so that the read stops there (rows_read <= p_limit - 1 means
+-- all were read), and trash is one hashed lookup per row.
+create or replace function permgraph._listing_owners(
+  p_user_id text, p_level integer, p_gone text[], p_limit bigint,
+  out owners text[], out rows_read bigint
+)
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  select coalesce(array_agg(o.target_id order by o.target_id) filter (where not o.hidden), '{}'), count(*)
+  into owners, rows_read
+  from (select p.target_id,
+               p.target_id = any (p_gone)
+                 or p.target_id in (select t.group_id from permgraph.trashed_groups t where t.trash_at <= now()) as hidden
+        from permgraph.permissions p
+        where p.user_id = p_user_id and p.level >= p_level and p.traverse_owned
+          and (p.valid_until is null or p.valid_until > now())
+        order by p.target_id
+        limit p_limit) o;
 end $$;

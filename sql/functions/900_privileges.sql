@@ -60,9 +60,10 @@ declare
     'permgraph.role_level(text)', 'permgraph.operation_level(text)',
     'permgraph.list_targets(text, integer, text, text, integer)', 'permgraph.list_users(text, integer, text, integer)',
     -- list_rows runs as the caller (it reads the caller's own table), and so
-    -- its plan choice, which reads nothing
+    -- its plan choice (which reads nothing) and its read of the user's owners
     'permgraph.list_rows(anyelement, name, name, text, integer, text, integer)',
-    'permgraph._listing_scans(bigint, bigint, double precision, double precision, integer)',
+    'permgraph._listing_plan(bigint, boolean, bigint, boolean, double precision, double precision, integer)',
+    'permgraph._listing_owners(text, integer, text[], bigint)',
     'permgraph.explain(text, text, integer)',
     'permgraph.current_token()', 'permgraph.is_applied(text)', 'permgraph.status()', 'permgraph.current_actor()',
     -- creating policies needs ownership of the application's table anyway

@@ -1,8 +1,10 @@
-// The two plans of the listings (sql/functions/120_listing.sql, _listing_scans):
+// The three plans of the listings (sql/functions/120_listing.sql, _listing_plan):
 // "rows" walks the user's permission rows, "scan" walks the nodes (or the
-// application table) in id order probing the user's rows. The automatic
-// choice depends on how much the user sees; here each plan is forced in turn
-// with the setting permgraph.listing_plan, and both must give the reference
+// application table) in id order probing the user's rows, "hash" reads the
+// user's rows first and keeps the candidates found in them. The automatic
+// choice depends on how much the user sees, from a count of the user's rows
+// capped where the scan is surely cheaper; here each plan is forced in turn
+// with the setting permgraph.listing_plan, and all must give the reference
 // model's answer, page by page, on the same graphs (expiring grants
 // included), and the automatic choice must agree with them.
 import type { Transaction } from '@databases/pg';
@@ -19,7 +21,7 @@ import { createTestDatabase } from '../helpers/database.ts';
 import { PAST, graphArbitrary, loadGraph } from '../helpers/graph.ts';
 
 const levelArb = fc.constantFrom<Level>(1, 2, 3);
-const PLANS = ['rows', 'scan', null] as const;
+const PLANS = ['rows', 'scan', 'hash', null] as const;
 type Plan = (typeof PLANS)[number];
 
 function expectedTargets(graph: RefGraph, user: string, level: Level, now: Date, kind?: string): string[] {
@@ -29,7 +31,7 @@ function expectedTargets(graph: RefGraph, user: string, level: Level, now: Date,
     .sort(model.compareIds);
 }
 
-describe('listing plans: rows and scan give the same pages', async () => {
+describe('listing plans: rows, scan and hash give the same pages', async () => {
   const { db } = await createTestDatabase();
 
   /** Runs body in a transaction with permgraph.listing_plan set (null: the automatic choice). */
@@ -68,7 +70,7 @@ describe('listing plans: rows and scan give the same pages', async () => {
     });
   }
 
-  it('random graphs with expiring grants: list_targets, every kind, both plans, equal the model', async () => {
+  it('random graphs with expiring grants: list_targets, every kind, every plan, equal the model', async () => {
     await fc.assert(
       fc.asyncProperty(graphArbitrary({ users: 5, groups: 8, objects: 8, grants: 30 }, 0, true), levelArb, fc.integer({ min: 1, max: 4 }), async (graph, level, limit) => {
         await loadGraph(db, graph);
@@ -87,13 +89,14 @@ describe('listing plans: rows and scan give the same pages', async () => {
           // levels and kinds too
           expect(byPlan.get('scan')).toEqual(byPlan.get('rows'));
           expect(byPlan.get(null)).toEqual(byPlan.get('rows'));
+          expect(byPlan.get('hash')).toEqual(byPlan.get('rows'));
         }
       }),
       { numRuns: 30 },
     );
   });
 
-  it('one user sees almost everything, another almost nothing: the automatic choice and both plans agree with the model', async () => {
+  it('one user sees almost everything, another almost nothing: the automatic choice and every plan agree with the model', async () => {
     await db.query(sql`drop table if exists public.app_rows`);
     await db.query(sql`create table public.app_rows (id text primary key, owner_id text)`);
     await db.query(sql`create index on public.app_rows (owner_id, id)`);
@@ -138,6 +141,90 @@ describe('listing plans: rows and scan give the same pages', async () => {
     );
   }, 300_000);
 
+  it('users with more owners than the capped count: every plan and the automatic choice (count capped, then complete) equal the model', async () => {
+    // 300 groups, one app row each: 'all' reaches every group through a team,
+    // 'some' a random subset directly; pages are small, so the count is capped
+    // well below their owners (checked below) and the choice must either be
+    // sure of the scan or read every owner before walking them.
+    await db.query(sql`drop table if exists public.app_rows`);
+    await db.query(sql`create table public.app_rows (id text primary key, owner_id text)`);
+    await db.query(sql`create index on public.app_rows (owner_id, id)`);
+    const groupIds = Array.from({ length: 300 }, (_, i) => `g${String(i).padStart(3, '0')}`);
+    await fc.assert(
+      fc.asyncProperty(
+        fc.subarray(groupIds, { minLength: 0 }),
+        fc.subarray(groupIds, { maxLength: 6 }),
+        fc.integer({ min: 1, max: 8 }),
+        levelArb,
+        async (someReads, trashed, limit, level) => {
+          const graph: RefGraph = {
+            nodes: [u('all'), u('some'), g('everyone'), ...groupIds.map((id) => g(id, null, trashed.includes(id) ? PAST : null))],
+            grants: [
+              grant('all', 3, 'everyone'),
+              ...groupIds.map((id, i) => grant('everyone', ((i % 3) + 1) as Level, id)),
+              ...someReads.map((id, i) => grant('some', ((i % 3) + 1) as Level, id)),
+            ],
+          };
+          await loadGraph(db, graph);
+          await refresh(db);
+          await db.query(sql`truncate public.app_rows`);
+          const rows = groupIds.map((id, i) => ({ id: `r${String(i * 7919 % 300).padStart(3, '0')}`, ownerId: id }));
+          await db.query(sql`insert into public.app_rows select * from unnest(${rows.map((r) => r.id)}::text[], ${rows.map((r) => r.ownerId)}::text[])`);
+          await db.query(sql`analyze public.app_rows`);
+          await db.query(sql`analyze permgraph.nodes`);
+          const [{ cap }] = await db.query(sql`
+            select (permgraph._listing_plan(null, false, null, false, 1, c.reltuples, ${limit}::integer)).count_cap::integer as cap
+            from pg_class c where c.oid = 'public.app_rows'::regclass`);
+          expect(groupIds.length, 'the owners of all exceed the capped count').toBeGreaterThan(cap);
+          const now = new Date();
+          for (const user of ['all', 'some']) {
+            const expected = expectedTargets(graph, user, level, now);
+            const expectedRows = rows.filter((r) => expectedRowAccess(graph, new Set(), user, r, level, now)).map((r) => r.id).sort(model.compareIds);
+            for (const plan of PLANS) {
+              expect((await allTargets(plan, user, level, limit * 10)).map((t) => t.id), `${plan ?? 'auto'}: ${user}`).toEqual(expected);
+              expect(await allRows(plan, user, level, limit), `${plan ?? 'auto'}: rows of ${user}`).toEqual(expectedRows);
+            }
+          }
+        },
+      ),
+      { numRuns: 5 },
+    );
+  }, 600_000);
+
+  it('_listing_plan: a capped count picks the scan only where the complete count does too', async () => {
+    // scan's cost falls and the others' rise with the user's rows, so a
+    // decision taken from the first count_cap + 1 rows must be the one the
+    // complete count would take; otherwise the caller counts them all.
+    await fc.assert(
+      fc.asyncProperty(
+        fc.double({ min: 0, max: 20, noNaN: true }),
+        fc.double({ min: 0, max: 1, noNaN: true }),
+        fc.boolean(),
+        fc.double({ min: 0, max: 5_000, noNaN: true }),
+        fc.integer({ min: 1, max: 10_000_000 }),
+        fc.integer({ min: 1, max: 100_000 }),
+        async (beyondCap, ownerShare, direct, perOwner, candidates, limit) => {
+          const [{ cap }] = await db.query(sql`
+            select (permgraph._listing_plan(null, ${direct}, null, false, ${perOwner}::float8, ${candidates}::float8, ${limit}::integer)).count_cap::float8 as cap`);
+          // a user with more rows than the cap: up to 21 times as many
+          const rowCount = Math.floor(cap * (1 + beyondCap)) + 1;
+          const owners = Math.floor(rowCount * ownerShare);
+          const [{ full }] = await db.query(sql`
+            select (permgraph._listing_plan(${rowCount}::bigint, ${direct}, ${owners}::bigint, true, ${perOwner}::float8, ${candidates}::float8, ${limit}::integer)).plan as full`);
+          expect(['rows', 'scan', 'hash']).toContain(full);
+          // the first cap + 1 rows hold at least this many of the owners
+          const read = cap + 1;
+          const ownersRead = Math.max(0, owners - (rowCount - read));
+          const [{ capped }] = await db.query(sql`
+            select (permgraph._listing_plan(${read}::bigint, ${direct}, ${ownersRead}::bigint, false, ${perOwner}::float8, ${candidates}::float8, ${limit}::integer)).plan as capped`);
+          expect([null, 'scan']).toContain(capped);
+          if (capped !== null) expect(capped).toBe(full);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
   it('list_rows: superusers see every row their owner trash does not hide; a bad plan setting is refused', async () => {
     const graph: RefGraph = { nodes: [u('root'), u('ann'), g('team'), g('old', null, PAST)], grants: [grant('ann', 1, 'team')] };
     await loadGraph(db, graph);
@@ -151,6 +238,6 @@ describe('listing plans: rows and scan give the same pages', async () => {
       expect(await allRows(plan, 'ann', 1, 2)).toEqual(['a']);
       expect(await allRows(plan, 'ann', 2, 2)).toEqual([]);
     }
-    await expect(withPlan('sideways' as Plan, (tx) => listTargets(tx, 'ann'))).rejects.toThrow(/listing_plan must be rows or scan/);
+    await expect(withPlan('sideways' as Plan, (tx) => listTargets(tx, 'ann'))).rejects.toThrow(/listing_plan must be rows, scan or hash/);
   });
 });
