@@ -1572,7 +1572,16 @@ declare
   grants_inserted bigint;
   grants_updated bigint;
   grants_valid bigint;
+  fk record;
 begin
+  if to_regclass('pg_temp.import_valid') is null then
+    raise exception 'permgraph: _import_load(%) must run after _import_validate, in the same transaction', p_run
+      using errcode = '55000';
+  end if;
+  for fk in select * from permgraph._import_foreign_keys() loop
+    execute format('set constraints permgraph.%I immediate', fk.constraint_name);
+  end loop;
+  perform permgraph._import_statement_checks(false);
   perform set_config('permgraph.capture', 'off', true);
   perform set_config('permgraph.audit', 'off', true);
 
@@ -1638,6 +1647,7 @@ begin
   select count(*) filter (where inserted), count(*) filter (where not inserted)
   into grants_inserted, grants_updated from written;
   select count(*) into grants_valid from permgraph.import_grants where run = p_run and problem is null;
+  perform permgraph._import_statement_checks(true);
 
   return jsonb_build_object(
     'nodes_inserted', nodes_inserted, 'nodes_updated', nodes_updated, 'nodes_unchanged', nodes_unchanged,
@@ -1669,6 +1679,19 @@ begin
   return n;
 end $function$;
 
+-- permgraph._import_statement_checks(boolean): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._import_statement_checks(p_enabled boolean)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  verb constant text := case when p_enabled then 'enable' else 'disable' end;
+begin
+  execute format('alter table permgraph.nodes %1$s trigger nodes_validate_inserted, %1$s trigger nodes_validate_updated', verb);
+  execute format('alter table permgraph.grants %1$s trigger grants_validate_inserted, %1$s trigger grants_validate_updated', verb);
+end $function$;
+
 -- permgraph._import_validate(text,jsonb): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._import_validate(p_run text, p_levels jsonb)
  RETURNS jsonb
@@ -1687,6 +1710,11 @@ declare
   path text[];
   pos integer;
 begin
+  -- Writers of nodes and grants wait from here until the import commits
+  -- (the caller may hold a stronger lock already): what this finds about the
+  -- stored graph holds for the load in this transaction, which therefore
+  -- does not check it again (_import_load).
+  lock table permgraph.nodes, permgraph.grants in share row exclusive mode;
   -- What a step rejects (seq, id, line, problem), written back to the staging
   -- rows at the end of the step; every rejected id with its first line (the
   -- messages of rows that need it say where it went wrong).

@@ -2,14 +2,17 @@
 // against writers (SHARE ROW EXCLUSIVE) and the per-statement checks skip
 // their FOR KEY SHARE locks; with `exclusive` the foreign keys into nodes
 // are dropped for the load and come back exactly as they were, validated,
-// whether the import commits or fails.
+// whether the import commits or fails. Both locks are taken before
+// validating, so the load, whose per-statement integrity triggers are off,
+// writes what validation checked against the graph as it stays.
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { importGraph } from '../../src/app/import/index.ts';
+import { importGraph, ImportRejectedError } from '../../src/app/import/index.ts';
 import { sql, type Queryable } from '../../src/db/pool.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
+import { waitUntil } from '../helpers/cli.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { loadGraph, readPermissions } from '../helpers/graph.ts';
 import * as model from '../reference/model.ts';
@@ -161,5 +164,78 @@ describe('permgraph import: load locks and foreign keys', async () => {
       });
       expect(readerBlocked).toBe(exclusive);
     }
+  });
+
+  /** The load's per-statement integrity triggers, each with whether it is on (pg_trigger.tgenabled 'O'). */
+  async function statementChecks(q: Queryable) {
+    return q.query(sql`
+      select t.tgname as name, t.tgenabled = 'O' as enabled from pg_trigger t
+      where t.tgrelid in ('permgraph.nodes'::regclass, 'permgraph.grants'::regclass) and t.tgname like '%validate_inserted'
+         or t.tgrelid in ('permgraph.nodes'::regclass, 'permgraph.grants'::regclass) and t.tgname like '%validate_updated'
+      order by 1`);
+  }
+
+  it('a writer that commits while the import waits for its lock is validated against: the cycle it closes with the input is refused', async () => {
+    for (const exclusive of [false, true]) {
+      const stored: RefGraph = { nodes: [u('ann'), g('a', 'ann'), g('b', 'ann'), o('doc', 'b')], grants: [grant('ann', 1, 'a')] };
+      await loadGraph(db, stored);
+      // The input moves b under a; the writer, meanwhile, moves a under b: together, a cycle.
+      const files = { nodes: { file: await writeText('nodes.csv', 'id,kind,owner_id\nb,group,a\n') } };
+      const outcome = await db.task(async (writer) => {
+        await writer.query(sql`begin`);
+        await writer.query(sql`update permgraph.nodes set owner_id = 'b' where id = 'a'`);
+        const running = importGraph(db, { ...files, name: `raced-${exclusive}`, exclusive }).catch((e: unknown) => e);
+        await waitUntil(async () => {
+          const rows = await db.query(sql`
+            select 1 from pg_stat_activity
+            where datname = current_database() and wait_event_type = 'Lock' and query like '%lock table permgraph.nodes, permgraph.grants%'`);
+          return rows.length > 0;
+        }, 'the import to wait for the writer');
+        await writer.query(sql`commit`);
+        return running;
+      });
+      expect(outcome).toBeInstanceOf(ImportRejectedError);
+      const problems = (outcome as ImportRejectedError).summary.problems;
+      expect(problems).toHaveLength(1);
+      expect(problems[0]).toMatchObject({ table: 'nodes', line: 2 });
+      expect(problems[0]!.problem).toMatch(/^ownership cycle: "[ab]" -> "[ab]" -> "[ab]"/);
+      // Nothing of the input was written: the graph is the stored one with the writer's change (applied here: no worker runs).
+      await db.query(sql`select permgraph.apply_changes()`);
+      const after: RefGraph = { ...stored, nodes: [u('ann'), g('a', 'b'), g('b', 'ann'), o('doc', 'b')] };
+      expect(await readPermissions(db)).toEqual(model.computePermissions(after));
+      expect(await statementChecks(db)).toEqual(
+        ['grants_validate_inserted', 'grants_validate_updated', 'nodes_validate_inserted', 'nodes_validate_updated'].map((name) => ({ name, enabled: true })),
+      );
+    }
+  });
+
+  it('the load turns its integrity triggers off only inside its own transaction, and only after validating in it', async () => {
+    await loadGraph(db, { nodes: [], grants: [] });
+    const on = await statementChecks(db);
+    expect(on.map((t) => t.enabled)).toEqual([true, true, true, true]);
+    const files = { nodes: { file: await writeText('nodes.csv', nodesCsv) }, grants: { file: await writeText('grants.csv', grantsCsv) } };
+    for (const exclusive of [false, true]) {
+      await loadGraph(db, { nodes: [], grants: [] });
+      expect(await importGraph(db, { ...files, name: `dry-${exclusive}`, exclusive, dryRun: true })).toMatchObject({ invalid: 0 });
+      expect(await statementChecks(db)).toEqual(on);
+      await db.query(sql`
+        create function public.refuse_doc() returns trigger language plpgsql as $$
+        begin raise exception 'refused by test' using errcode = 'P0001'; end $$;
+        create trigger refuse_doc before insert on permgraph.grants for each row when (new.head_id = 'doc') execute function public.refuse_doc()`);
+      await expect(importGraph(db, { ...files, name: `failing-${exclusive}`, exclusive })).rejects.toThrow('refused by test');
+      await db.query(sql`drop trigger refuse_doc on permgraph.grants; drop function public.refuse_doc()`);
+      expect(await statementChecks(db)).toEqual(on);
+      expect(await importGraph(db, { ...files, name: `loaded-${exclusive}`, exclusive })).toMatchObject({ loaded: true, invalid: 0 });
+      expect(await statementChecks(db)).toEqual(on);
+      expect(await readPermissions(db)).toEqual(model.computePermissions(graph));
+      // After the import the triggers check again: an object cannot hold a grant.
+      await expect(db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('doc', 'eng', 1)`)).rejects.toThrow(
+        'grant tail "doc" is an object',
+      );
+    }
+    // Without validating first, in the same transaction, the load refuses to run.
+    await expect(db.tx((tx) => tx.query(sql`select permgraph._import_load('never', false, false, '{}'::jsonb)`))).rejects.toThrow(
+      'permgraph: _import_load(never) must run after _import_validate, in the same transaction',
+    );
   });
 });

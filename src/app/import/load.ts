@@ -20,6 +20,10 @@ export async function loadRun(ctx: RunContext, step: Step, resumed: boolean): Pr
   await step((tx) => tx.query(sql`analyze permgraph.import_nodes; analyze permgraph.import_grants`));
   const outcome = await step(async (tx) => {
     await ctx.options.onProgress?.({ phase: 'validate', done: 0, total: null, unit: 'rows', rows: 0 });
+    // Locked before validating: what validation finds about the stored
+    // graph then holds until the import commits, so the load need not check
+    // it again (permgraph._import_load).
+    await lockForImport(tx, ctx.options.exclusive === true);
     const levels = await resolveLevels(tx, ctx.name);
     ctx.checkInterrupted();
     const base = await validateRun(tx, ctx, resumed, levels);
@@ -27,7 +31,7 @@ export async function loadRun(ctx: RunContext, step: Step, resumed: boolean): Pr
     if (onInvalid === 'fail' && invalid > 0) return { rejected: true as const, summary: { ...base, loaded: false, refresh: null } };
     ctx.checkInterrupted();
     ctx.options.onProgress?.({ phase: 'load', done: 0, total: null, unit: 'rows', rows: 0 });
-    await lockForLoad(tx, ctx.options.exclusive === true);
+    if (ctx.options.exclusive) await tx.query(sql`select permgraph._import_drop_foreign_keys()`);
     const [{ loaded }] = await tx.query(sql`select permgraph._import_load(${ctx.name}, ${setTrash}, ${setExpiry}, ${JSON.stringify(levels)}::jsonb) as loaded`);
     if (ctx.options.exclusive) await tx.query(sql`select permgraph._import_restore_foreign_keys()`);
     const nodes = { ...base.nodes, inserted: Number(loaded.nodes_inserted), updated: Number(loaded.nodes_updated), unchanged: Number(loaded.nodes_unchanged) };
@@ -60,9 +64,10 @@ export async function loadRun(ctx: RunContext, step: Step, resumed: boolean): Pr
 }
 
 /**
- * Locks nodes and grants for the rest of the load's transaction (both at
- * once, in one order, so that the refresh's SHARE locks later cannot
- * deadlock with a writer that got one of them in between):
+ * Locks nodes and grants for the rest of the import's last transaction
+ * (validation, load and refresh), both at once, in one order, so that the
+ * refresh's SHARE locks later cannot deadlock with a writer that got one of
+ * them in between:
  * - by default SHARE ROW EXCLUSIVE: concurrent writers wait until the import
  *   commits (they would wait for the refresh anyway), readers do not. No
  *   node can be deleted meanwhile, so the per-statement checks of the load
@@ -71,10 +76,12 @@ export async function loadRun(ctx: RunContext, step: Step, resumed: boolean): Pr
  *   held);
  * - exclusive: ACCESS EXCLUSIVE, readers wait too: the foreign keys into
  *   nodes are dropped for the load and added back, and validated set-based,
- *   after it (permgraph._import_drop_foreign_keys).
+ *   after it (permgraph._import_drop_foreign_keys). Taken at once rather than
+ *   raised from SHARE ROW EXCLUSIVE after validating: raising it would
+ *   deadlock with a reader that then tries to write.
  */
-async function lockForLoad(tx: Queryable, exclusive: boolean): Promise<void> {
-  if (exclusive) await tx.query(sql`select permgraph._import_drop_foreign_keys()`);
+async function lockForImport(tx: Queryable, exclusive: boolean): Promise<void> {
+  if (exclusive) await tx.query(sql`lock table permgraph.nodes, permgraph.grants in access exclusive mode`);
   else await tx.query(sql`lock table permgraph.nodes, permgraph.grants in share row exclusive mode`);
   await tx.query(sql`select set_config('permgraph.nodes_locked', 'on', true)`);
 }
