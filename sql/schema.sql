@@ -1528,6 +1528,39 @@ begin
   return n;
 end $function$;
 
+-- permgraph._import_drop_indexes(text): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._import_drop_indexes(p_run text)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  idx record;
+  incoming bigint;
+  stored double precision;
+  n integer := 0;
+begin
+  select (select count(*) from permgraph.import_nodes where run = p_run and problem is null)
+       + (select count(*) from permgraph.import_grants where run = p_run and problem is null)
+  into incoming;
+  select sum(case when c.reltuples >= 0 then c.reltuples
+                  when c.oid = 'permgraph.nodes'::regclass then (select count(*) from permgraph.nodes)
+                  else (select count(*) from permgraph.grants) end)
+  into stored
+  from pg_class c where c.oid in ('permgraph.nodes'::regclass, 'permgraph.grants'::regclass);
+  if incoming * 4 < stored then
+    return 0;
+  end if;
+  lock table permgraph.nodes, permgraph.grants, permgraph.edges in access exclusive mode;
+  drop table if exists pg_temp.import_indexes;
+  create temp table import_indexes on commit drop as select * from permgraph._import_secondary_indexes();
+  for idx in select * from pg_temp.import_indexes loop
+    execute format('drop index %s', idx.index_name);
+    n := n + 1;
+  end loop;
+  return n;
+end $function$;
+
 -- permgraph._import_foreign_keys(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._import_foreign_keys()
  RETURNS TABLE(table_name regclass, constraint_name name, definition text)
@@ -1678,6 +1711,41 @@ begin
   drop table pg_temp.import_foreign_keys;
   return n;
 end $function$;
+
+-- permgraph._import_restore_indexes(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._import_restore_indexes()
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  idx record;
+  n integer := 0;
+begin
+  if to_regclass('pg_temp.import_indexes') is null then
+    return 0;
+  end if;
+  for idx in select * from pg_temp.import_indexes loop
+    execute idx.definition;
+    n := n + 1;
+  end loop;
+  drop table pg_temp.import_indexes;
+  return n;
+end $function$;
+
+-- permgraph._import_secondary_indexes(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._import_secondary_indexes()
+ RETURNS TABLE(index_name regclass, definition text)
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+  select i.indexrelid::regclass, pg_get_indexdef(i.indexrelid)
+  from pg_index i
+  where i.indrelid in ('permgraph.nodes'::regclass, 'permgraph.grants'::regclass, 'permgraph.edges'::regclass)
+    and not i.indisunique and not exists (select 1 from pg_constraint c where c.conindid = i.indexrelid)
+  order by i.indexrelid::regclass::text
+$function$;
 
 -- permgraph._import_statement_checks(boolean): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._import_statement_checks(p_enabled boolean)

@@ -547,3 +547,84 @@ begin
   drop table pg_temp.import_foreign_keys;
   return n;
 end $$;
+
+-- The exclusive load also builds the secondary indexes of nodes, grants and
+-- edges (those that are neither unique nor a constraint's: the load's own
+-- lookups and ON CONFLICT use only the unique ones) once after it, rather
+-- than inserting every written row into each of them: for 1 M nodes +
+-- 1 M grants, ~2.8 M random btree insertions. Worth it only when the run
+-- writes many rows for what the tables hold: at least a quarter as many
+-- (below that, maintaining them row by row costs less than sorting all the
+-- stored rows again). Like the foreign keys, their definitions come from the
+-- catalog (pg_get_indexdef), and it is DDL in the load's transaction: a
+-- rollback restores them. DROP INDEX takes ACCESS EXCLUSIVE locks, which
+-- the exclusive import holds already.
+--
+-- Those indexes, with their definitions.
+create or replace function permgraph._import_secondary_indexes()
+returns table (index_name regclass, definition text)
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select i.indexrelid::regclass, pg_get_indexdef(i.indexrelid)
+  from pg_index i
+  where i.indrelid in ('permgraph.nodes'::regclass, 'permgraph.grants'::regclass, 'permgraph.edges'::regclass)
+    and not i.indisunique and not exists (select 1 from pg_constraint c where c.conindid = i.indexrelid)
+  order by i.indexrelid::regclass::text
+$$;
+
+-- Drops them for the rest of the transaction if the run's valid rows are at
+-- least a quarter of the rows of nodes and grants (planner estimates:
+-- reltuples, or a count if the tables were never analyzed), keeping their
+-- definitions in pg_temp.import_indexes for _import_restore_indexes. Returns
+-- how many it dropped.
+create or replace function permgraph._import_drop_indexes(p_run text) returns integer
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  idx record;
+  incoming bigint;
+  stored double precision;
+  n integer := 0;
+begin
+  select (select count(*) from permgraph.import_nodes where run = p_run and problem is null)
+       + (select count(*) from permgraph.import_grants where run = p_run and problem is null)
+  into incoming;
+  select sum(case when c.reltuples >= 0 then c.reltuples
+                  when c.oid = 'permgraph.nodes'::regclass then (select count(*) from permgraph.nodes)
+                  else (select count(*) from permgraph.grants) end)
+  into stored
+  from pg_class c where c.oid in ('permgraph.nodes'::regclass, 'permgraph.grants'::regclass);
+  if incoming * 4 < stored then
+    return 0;
+  end if;
+  lock table permgraph.nodes, permgraph.grants, permgraph.edges in access exclusive mode;
+  drop table if exists pg_temp.import_indexes;
+  create temp table import_indexes on commit drop as select * from permgraph._import_secondary_indexes();
+  for idx in select * from pg_temp.import_indexes loop
+    execute format('drop index %s', idx.index_name);
+    n := n + 1;
+  end loop;
+  return n;
+end $$;
+
+-- Builds again what _import_drop_indexes dropped, as it was. Returns how many.
+create or replace function permgraph._import_restore_indexes() returns integer
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  idx record;
+  n integer := 0;
+begin
+  if to_regclass('pg_temp.import_indexes') is null then
+    return 0;
+  end if;
+  for idx in select * from pg_temp.import_indexes loop
+    execute idx.definition;
+    n := n + 1;
+  end loop;
+  drop table pg_temp.import_indexes;
+  return n;
+end $$;

@@ -31,9 +31,15 @@ export async function loadRun(ctx: RunContext, step: Step, resumed: boolean): Pr
     if (onInvalid === 'fail' && invalid > 0) return { rejected: true as const, summary: { ...base, loaded: false, refresh: null } };
     ctx.checkInterrupted();
     ctx.options.onProgress?.({ phase: 'load', done: 0, total: null, unit: 'rows', rows: 0 });
-    if (ctx.options.exclusive) await tx.query(sql`select permgraph._import_drop_foreign_keys()`);
+    if (ctx.options.exclusive) {
+      await tx.query(sql`select permgraph._import_drop_foreign_keys()`);
+      await tx.query(sql`select permgraph._import_drop_indexes(${ctx.name})`);
+    }
     const [{ loaded }] = await tx.query(sql`select permgraph._import_load(${ctx.name}, ${setTrash}, ${setExpiry}, ${JSON.stringify(levels)}::jsonb) as loaded`);
-    if (ctx.options.exclusive) await tx.query(sql`select permgraph._import_restore_foreign_keys()`);
+    if (ctx.options.exclusive) {
+      await tx.query(sql`select permgraph._import_restore_indexes()`);
+      await tx.query(sql`select permgraph._import_restore_foreign_keys()`);
+    }
     const nodes = { ...base.nodes, inserted: Number(loaded.nodes_inserted), updated: Number(loaded.nodes_updated), unchanged: Number(loaded.nodes_unchanged) };
     const grants = { ...base.grants, inserted: Number(loaded.grants_inserted), updated: Number(loaded.grants_updated), unchanged: Number(loaded.grants_unchanged) };
     if (ctx.options.dryRun) return { rejected: false as const, summary: { ...base, nodes, grants, loaded: false, refresh: null } };
@@ -74,14 +80,17 @@ export async function loadRun(ctx: RunContext, step: Step, resumed: boolean): Pr
  *   skip locking the nodes they look up (FOR KEY SHARE:
  *   permgraph._nodes_locked_against_deletes, which checks that this lock is
  *   held);
- * - exclusive: ACCESS EXCLUSIVE, readers wait too: the foreign keys into
- *   nodes are dropped for the load and added back, and validated set-based,
- *   after it (permgraph._import_drop_foreign_keys). Taken at once rather than
+ * - exclusive: ACCESS EXCLUSIVE, readers wait too (and readers of edges,
+ *   the worker's graph): the foreign keys into nodes are dropped for the
+ *   load and added back, and validated set-based, after it
+ *   (permgraph._import_drop_foreign_keys); for a large run, the secondary
+ *   indexes of the three tables are built again after it
+ *   (permgraph._import_drop_indexes). Taken at once rather than
  *   raised from SHARE ROW EXCLUSIVE after validating: raising it would
  *   deadlock with a reader that then tries to write.
  */
 async function lockForImport(tx: Queryable, exclusive: boolean): Promise<void> {
-  if (exclusive) await tx.query(sql`lock table permgraph.nodes, permgraph.grants in access exclusive mode`);
+  if (exclusive) await tx.query(sql`lock table permgraph.nodes, permgraph.grants, permgraph.edges in access exclusive mode`);
   else await tx.query(sql`lock table permgraph.nodes, permgraph.grants in share row exclusive mode`);
   await tx.query(sql`select set_config('permgraph.nodes_locked', 'on', true)`);
 }
