@@ -1691,7 +1691,8 @@ begin
   insert into permgraph.grants (tail_id, head_id, level, source, expires_at)
   select s.tail_id, s.head_id, (p_levels ->> s.level)::smallint, s.source, case when p_set_expiry then s.expires_at::timestamptz end
   from permgraph.import_grants s
-  where s.run = p_run and s.problem is null and not exists (select 1 from pg_temp.import_grants_stored c where c.seq = s.seq)
+  left join lateral (select true as stored from pg_temp.import_grants_stored c where c.seq = s.seq offset 0) c on true
+  where s.run = p_run and s.problem is null and c.stored is null
   -- In key order: the unique index, the edges' primary key and the
   -- lookups of the grants' ends then walk their btrees in order.
   order by s.tail_id, s.head_id, s.source;
