@@ -43,7 +43,8 @@ const INSERT_GRANTS = `
   insert into permgraph.grants (tail_id, head_id, level, source)
   select tail_id, head_id, level, coalesce(source, 'default') from pg_temp.stage_grants`;
 
-async function copyFile(client: pg.Client, statement: string, file: string): Promise<void> {
+/** COPY statement, fed with the bytes of file. */
+export async function copyFile(client: pg.Client, statement: string, file: string): Promise<void> {
   await pipeline(createReadStream(file), client.query(copyFrom(statement)));
 }
 

@@ -38,20 +38,28 @@ try {
     set auto_explain.log_min_duration = 300; set auto_explain.log_analyze = on; set auto_explain.log_timing = ${process.argv.includes('--timing') ? 'on' : 'off'};
     set auto_explain.log_nested_statements = on; set auto_explain.log_level = notice`);
   await client.query('begin');
+  // As the import: locked before validating (load.ts).
+  await client.query(`lock table permgraph.nodes, permgraph.grants${process.argv.includes('--exclusive') ? ', permgraph.edges in access exclusive' : ' in share row exclusive'} mode`);
   const levels = await resolveLevels(bdb.db, 'p');
   let t = performance.now();
   await client.query('select permgraph._import_validate($1, $2::jsonb) as counts', ['p', JSON.stringify(levels)]);
   console.log(`validate ${((performance.now() - t) / 1000).toFixed(1)} s`);
   const exclusive = process.argv.includes('--exclusive');
   t = performance.now();
-  if (exclusive) await client.query('select permgraph._import_drop_foreign_keys()');
-  else await client.query('lock table permgraph.nodes, permgraph.grants in share row exclusive mode');
+  if (exclusive) {
+    await client.query('select permgraph._import_drop_foreign_keys()');
+    const { rows } = await client.query('select permgraph._import_drop_indexes($1) as n', ['p']);
+    console.log(`dropped ${rows[0].n} secondary indexes`);
+  }
   await client.query(`select set_config('permgraph.nodes_locked', 'on', true)`);
   console.log(`lock ${((performance.now() - t) / 1000).toFixed(1)} s`);
   t = performance.now();
   await client.query('select permgraph._import_load($1, false, false, $2::jsonb)', ['p', JSON.stringify(levels)]);
   console.log(`load ${((performance.now() - t) / 1000).toFixed(1)} s`);
   if (exclusive) {
+    t = performance.now();
+    await client.query('select permgraph._import_restore_indexes()');
+    console.log(`restore indexes ${((performance.now() - t) / 1000).toFixed(1)} s`);
     t = performance.now();
     await client.query('select permgraph._import_restore_foreign_keys()');
     console.log(`restore foreign keys ${((performance.now() - t) / 1000).toFixed(1)} s`);

@@ -20,6 +20,7 @@ import { sql, type Queryable } from '../../src/db/pool.ts';
 import { writeLines } from '../graph/csv.ts';
 import { say } from '../lib/progress.ts';
 import { freshDatabase, TMP_DIR } from '../lib/server.ts';
+import { measureCopyFloor, type CopyFloor } from './import-floor.ts';
 
 /** Sizes (nodes, and as many grants) per benchmark size. */
 export const IMPORT_SIZES = { small: [20_000, 50_000, 200_000], large: [20_000, 200_000, 1_000_000] } as const;
@@ -42,6 +43,8 @@ export interface ImportCase {
   rowsPerSecondWithRefresh: number;
   permissionRows: number;
   invalid: number;
+  /** The same rows by a plain COPY into copies of nodes and grants with their indexes (import-floor.ts); measured once per size. Absent in older runs. */
+  floor?: CopyFloor;
 }
 
 export interface ImportResult {
@@ -59,6 +62,9 @@ export async function measureImport(serverUrl: string, sizes: readonly number[],
     try {
       history = await seedHistory(bdb.db, bdb.url);
       const files = await writePair(`measured-${size}`, 'n', size);
+      // The floor, once per size, on the same history, before the import.
+      const floor = mode === 'default' ? await measureCopyFloor(bdb.db, bdb.url, files) : cases.find((c) => c.nodes === size)?.floor;
+      if (mode === 'default') say(`  plain COPY floor of ${size.toLocaleString('en-US')} + ${size.toLocaleString('en-US')} rows: ${floor!.ms} ms, ${floor!.rowsPerSecond.toLocaleString('en-US')} rows/s`);
       say(`  import of ${size.toLocaleString('en-US')} nodes + ${size.toLocaleString('en-US')} grants onto ${history.nodes.toLocaleString('en-US')} nodes (${mode})`);
       const timed = await timedImport(bdb.db, files, `measured-${size}`, { connectionUrl: bdb.url, exclusive: mode === 'exclusive' });
       const [{ permissions }] = await bdb.db.query(sql`select count(*)::bigint as permissions from permgraph.permissions`);
@@ -76,6 +82,7 @@ export async function measureImport(serverUrl: string, sizes: readonly number[],
         rowsPerSecondWithRefresh: Math.round(rows / ((work + timed.refreshMs) / 1000)),
         permissionRows: Number(permissions),
         invalid: timed.summary.invalid,
+        floor,
       };
       say(`    stage ${(c.stageMs / 1000).toFixed(1)} s, validate ${(c.validateMs / 1000).toFixed(1)} s, load ${(c.loadMs / 1000).toFixed(1)} s: ` +
         `${c.rowsPerSecond.toLocaleString('en-US')} rows/s; refresh ${(c.refreshMs / 1000).toFixed(1)} s`);

@@ -2,14 +2,17 @@
 // against writers (SHARE ROW EXCLUSIVE) and the per-statement checks skip
 // their FOR KEY SHARE locks; with `exclusive` the foreign keys into nodes
 // are dropped for the load and come back exactly as they were, validated,
-// whether the import commits or fails.
+// whether the import commits or fails. Both locks are taken before
+// validating, so the load, whose per-statement integrity triggers are off,
+// writes what validation checked against the graph as it stays.
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { importGraph } from '../../src/app/import/index.ts';
+import { importGraph, ImportRejectedError } from '../../src/app/import/index.ts';
 import { sql, type Queryable } from '../../src/db/pool.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
+import { waitUntil } from '../helpers/cli.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { loadGraph, readPermissions } from '../helpers/graph.ts';
 import * as model from '../reference/model.ts';
@@ -161,5 +164,132 @@ describe('permgraph import: load locks and foreign keys', async () => {
       });
       expect(readerBlocked).toBe(exclusive);
     }
+  });
+
+  /** The load's per-statement integrity triggers, each with whether it is on (pg_trigger.tgenabled 'O'). */
+  async function statementChecks(q: Queryable) {
+    return q.query(sql`
+      select t.tgname as name, t.tgenabled = 'O' as enabled from pg_trigger t
+      where t.tgrelid in ('permgraph.nodes'::regclass, 'permgraph.grants'::regclass) and t.tgname like '%validate_inserted'
+         or t.tgrelid in ('permgraph.nodes'::regclass, 'permgraph.grants'::regclass) and t.tgname like '%validate_updated'
+      order by 1`);
+  }
+
+  it('a writer that commits while the import waits for its lock is validated against: the cycle it closes with the input is refused', async () => {
+    for (const exclusive of [false, true]) {
+      const stored: RefGraph = { nodes: [u('ann'), g('a', 'ann'), g('b', 'ann'), o('doc', 'b')], grants: [grant('ann', 1, 'a')] };
+      await loadGraph(db, stored);
+      // The input moves b under a; the writer, meanwhile, moves a under b: together, a cycle.
+      const files = { nodes: { file: await writeText('nodes.csv', 'id,kind,owner_id\nb,group,a\n') } };
+      const outcome = await db.task(async (writer) => {
+        await writer.query(sql`begin`);
+        await writer.query(sql`update permgraph.nodes set owner_id = 'b' where id = 'a'`);
+        const running = importGraph(db, { ...files, name: `raced-${exclusive}`, exclusive }).catch((e: unknown) => e);
+        await waitUntil(async () => {
+          const rows = await db.query(sql`
+            select 1 from pg_stat_activity
+            where datname = current_database() and wait_event_type = 'Lock' and query like '%lock table permgraph.nodes, permgraph.grants%'`);
+          return rows.length > 0;
+        }, 'the import to wait for the writer');
+        await writer.query(sql`commit`);
+        return running;
+      });
+      expect(outcome).toBeInstanceOf(ImportRejectedError);
+      const problems = (outcome as ImportRejectedError).summary.problems;
+      expect(problems).toHaveLength(1);
+      expect(problems[0]).toMatchObject({ table: 'nodes', line: 2 });
+      expect(problems[0]!.problem).toMatch(/^ownership cycle: "[ab]" -> "[ab]" -> "[ab]"/);
+      // Nothing of the input was written: the graph is the stored one with the writer's change (applied here: no worker runs).
+      await db.query(sql`select permgraph.apply_changes()`);
+      const after: RefGraph = { ...stored, nodes: [u('ann'), g('a', 'b'), g('b', 'ann'), o('doc', 'b')] };
+      expect(await readPermissions(db)).toEqual(model.computePermissions(after));
+      expect(await statementChecks(db)).toEqual(
+        ['grants_validate_inserted', 'grants_validate_updated', 'nodes_validate_inserted', 'nodes_validate_updated'].map((name) => ({ name, enabled: true })),
+      );
+    }
+  });
+
+  it('the load turns its integrity triggers off only inside its own transaction, and only after validating in it', async () => {
+    await loadGraph(db, { nodes: [], grants: [] });
+    const on = await statementChecks(db);
+    expect(on.map((t) => t.enabled)).toEqual([true, true, true, true]);
+    const files = { nodes: { file: await writeText('nodes.csv', nodesCsv) }, grants: { file: await writeText('grants.csv', grantsCsv) } };
+    for (const exclusive of [false, true]) {
+      await loadGraph(db, { nodes: [], grants: [] });
+      expect(await importGraph(db, { ...files, name: `dry-${exclusive}`, exclusive, dryRun: true })).toMatchObject({ invalid: 0 });
+      expect(await statementChecks(db)).toEqual(on);
+      await db.query(sql`
+        create function public.refuse_doc() returns trigger language plpgsql as $$
+        begin raise exception 'refused by test' using errcode = 'P0001'; end $$;
+        create trigger refuse_doc before insert on permgraph.grants for each row when (new.head_id = 'doc') execute function public.refuse_doc()`);
+      await expect(importGraph(db, { ...files, name: `failing-${exclusive}`, exclusive })).rejects.toThrow('refused by test');
+      await db.query(sql`drop trigger refuse_doc on permgraph.grants; drop function public.refuse_doc()`);
+      expect(await statementChecks(db)).toEqual(on);
+      expect(await importGraph(db, { ...files, name: `loaded-${exclusive}`, exclusive })).toMatchObject({ loaded: true, invalid: 0 });
+      expect(await statementChecks(db)).toEqual(on);
+      expect(await readPermissions(db)).toEqual(model.computePermissions(graph));
+      // After the import the triggers check again: an object cannot hold a grant.
+      await expect(db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('doc', 'eng', 1)`)).rejects.toThrow(
+        'grant tail "doc" is an object',
+      );
+    }
+    // Without validating first, in the same transaction, the load refuses to run.
+    await expect(db.tx((tx) => tx.query(sql`select permgraph._import_load('never', false, false, '{}'::jsonb)`))).rejects.toThrow(
+      'permgraph: _import_load(never) must run after _import_validate, in the same transaction',
+    );
+  });
+
+  /** Every index of nodes, grants and edges: name, definition, and its relation's oid (a new one once built again). */
+  async function indexes(q: Queryable) {
+    return q.query(sql`
+      select c.relname as name, pg_get_indexdef(i.indexrelid) as def, i.indexrelid::bigint as oid, i.indisunique as unique
+      from pg_index i join pg_class c on c.oid = i.indexrelid
+      where i.indrelid in ('permgraph.nodes'::regclass, 'permgraph.grants'::regclass, 'permgraph.edges'::regclass)
+      order by 1`);
+  }
+  const withoutOids = (list: { name: string; def: string }[]) => list.map(({ name, def }) => ({ name, def }));
+
+  it('an exclusive import that writes many rows for what the tables hold builds their secondary indexes again after its load, as they were', async () => {
+    await loadGraph(db, { nodes: [], grants: [] });
+    const before = await indexes(db);
+    expect(before.filter((i) => !i.unique).map((i) => i.name)).toEqual([
+      'edges_expiring_idx', 'edges_group_in_idx', 'edges_head_idx', 'grants_head_idx', 'nodes_owner_idx', 'nodes_superusers_idx', 'nodes_trash_at_idx',
+    ]);
+    const files = { nodes: { file: await writeText('nodes.csv', nodesCsv) }, grants: { file: await writeText('grants.csv', grantsCsv) } };
+    // A dry run and a failed load roll the drop back: the very same indexes.
+    await importGraph(db, { ...files, name: 'dry-indexes', exclusive: true, dryRun: true });
+    expect(await indexes(db)).toEqual(before);
+    await db.query(sql`
+      create function public.refuse_doc() returns trigger language plpgsql as $$
+      begin raise exception 'refused by test' using errcode = 'P0001'; end $$;
+      create trigger refuse_doc before insert on permgraph.grants for each row when (new.head_id = 'doc') execute function public.refuse_doc()`);
+    await expect(importGraph(db, { ...files, name: 'failing-indexes', exclusive: true })).rejects.toThrow('refused by test');
+    await db.query(sql`drop trigger refuse_doc on permgraph.grants; drop function public.refuse_doc()`);
+    expect(await indexes(db)).toEqual(before);
+
+    // Into empty tables: every secondary index is built again (a new relation), with its definition; the unique ones stay.
+    expect(await importGraph(db, { ...files, name: 'large-indexes', exclusive: true })).toMatchObject({ loaded: true, invalid: 0 });
+    const rebuilt = await indexes(db);
+    expect(withoutOids(rebuilt)).toEqual(withoutOids(before));
+    for (const [i, index] of rebuilt.entries()) expect(index.oid === before[i]!.oid).toBe(index.unique);
+    expect(await readPermissions(db)).toEqual(model.computePermissions(graph));
+    // The rebuilt indexes hold every row: each one, read alone, finds what the table holds.
+    await db.tx(async (tx) => {
+      await tx.query(sql`set local enable_seqscan = off; set local enable_bitmapscan = off`);
+      const [{ n }] = await tx.query(sql`select count(*)::int as n from permgraph.grants where head_id >= ''`);
+      expect(n).toBe(graph.grants.length);
+      const [{ owned }] = await tx.query(sql`select count(*)::int as owned from permgraph.nodes where owner_id >= ''`);
+      expect(owned).toBe(graph.nodes.filter((x) => x.ownerId !== null).length);
+    });
+
+    // A run small for what the tables hold keeps them (maintained row by row).
+    const many: RefGraph = { nodes: [...graph.nodes, ...Array.from({ length: 40 }, (_, i) => o(`d${i}`, 'eng'))], grants: graph.grants };
+    await loadGraph(db, many);
+    await db.query(sql`analyze permgraph.nodes, permgraph.grants`);
+    const kept = await indexes(db);
+    const small = { grants: { file: await writeText('grants.csv', 'tail_id,head_id,level\nbob,d7,read\n') } };
+    expect(await importGraph(db, { ...small, name: 'small-indexes', exclusive: true })).toMatchObject({ loaded: true, invalid: 0 });
+    expect(await indexes(db)).toEqual(kept);
+    expect(await readPermissions(db)).toEqual(model.computePermissions({ ...many, grants: [...many.grants, grant('bob', 1, 'd7')] }));
   });
 });

@@ -226,21 +226,21 @@ describe('permgraph import: queries, ids, levels, interruption', async () => {
     const grants = await writeText('grants.csv', 'tail_id,head_id,level\nann,eng,write\n');
     const options = { nodes: { file: nodes }, grants: { file: grants }, name: 'cancelled' };
     const controller = new AbortController();
-    // Validation waits for this lock: the run's statement is running on the server when the signal comes.
+    // The import's lock before validating waits for this one: the run's statement is running on the server when the signal comes.
     const outcome = await db.tx(async (locker) => {
       await locker.query(sql`lock table permgraph.nodes in access exclusive mode`);
       const running = importGraph(db, { ...options, signal: controller.signal }).catch((e: unknown) => e);
       await waitUntil(async () => {
         const rows = await db.query(sql`
           select 1 from pg_stat_activity
-          where datname = current_database() and state = 'active' and wait_event_type = 'Lock' and query like '%_import_validate%'`);
+          where datname = current_database() and state = 'active' and wait_event_type = 'Lock' and query like '%lock table permgraph.nodes, permgraph.grants%'`);
         return rows.length > 0;
       }, 'the import to wait for the lock');
       controller.abort('SIGINT');
       const error = await running;
       // No statement of the run is left behind (it would still wait for the lock this transaction holds).
       const [{ waiting }] = await db.query(sql`
-        select count(*)::int as waiting from pg_stat_activity where datname = current_database() and query like '%_import_validate%' and state = 'active'
+        select count(*)::int as waiting from pg_stat_activity where datname = current_database() and query like '%lock table permgraph.nodes, permgraph.grants%' and state = 'active'
           and pid <> pg_backend_pid()`);
       return { error, waiting };
     });

@@ -107,7 +107,7 @@ describe('permgraph import / audit / doctor (CLI)', async () => {
     const args = ['import', '--nodes', files.nodes, '--grants', files.grants, '--name', 'sigint', '--actor', 'ops@example.com'];
     const locker = openPool(url, { poolSize: 2 });
     try {
-      // Validation waits for the lock this transaction holds: the import's statement is running on the server when the signal comes.
+      // The import's lock before validating waits for the one this transaction holds: the import's statement is running on the server when the signal comes.
       const result = await locker.tx(async (tx) => {
         await tx.query(sql`lock table permgraph.nodes in access exclusive mode`);
         const child = spawnCli(['--database-url', url, ...args]);
@@ -116,7 +116,7 @@ describe('permgraph import / audit / doctor (CLI)', async () => {
         await waitUntil(async () => {
           const [row] = await locker.query(sql`
             select pid from pg_stat_activity
-            where datname = current_database() and state = 'active' and wait_event_type = 'Lock' and query like '%_import_validate%'`);
+            where datname = current_database() and state = 'active' and wait_event_type = 'Lock' and query like '%lock table permgraph.nodes, permgraph.grants%'`);
           backend = row?.pid ?? 0;
           return backend !== 0;
         }, 'the import to wait inside its validation');

@@ -20,6 +20,10 @@ export async function loadRun(ctx: RunContext, step: Step, resumed: boolean): Pr
   await step((tx) => tx.query(sql`analyze permgraph.import_nodes; analyze permgraph.import_grants`));
   const outcome = await step(async (tx) => {
     await ctx.options.onProgress?.({ phase: 'validate', done: 0, total: null, unit: 'rows', rows: 0 });
+    // Locked before validating: what validation finds about the stored
+    // graph then holds until the import commits, so the load need not check
+    // it again (permgraph._import_load).
+    await lockForImport(tx, ctx.options.exclusive === true);
     const levels = await resolveLevels(tx, ctx.name);
     ctx.checkInterrupted();
     const base = await validateRun(tx, ctx, resumed, levels);
@@ -27,9 +31,15 @@ export async function loadRun(ctx: RunContext, step: Step, resumed: boolean): Pr
     if (onInvalid === 'fail' && invalid > 0) return { rejected: true as const, summary: { ...base, loaded: false, refresh: null } };
     ctx.checkInterrupted();
     ctx.options.onProgress?.({ phase: 'load', done: 0, total: null, unit: 'rows', rows: 0 });
-    await lockForLoad(tx, ctx.options.exclusive === true);
+    if (ctx.options.exclusive) {
+      await tx.query(sql`select permgraph._import_drop_foreign_keys()`);
+      await tx.query(sql`select permgraph._import_drop_indexes(${ctx.name})`);
+    }
     const [{ loaded }] = await tx.query(sql`select permgraph._import_load(${ctx.name}, ${setTrash}, ${setExpiry}, ${JSON.stringify(levels)}::jsonb) as loaded`);
-    if (ctx.options.exclusive) await tx.query(sql`select permgraph._import_restore_foreign_keys()`);
+    if (ctx.options.exclusive) {
+      await tx.query(sql`select permgraph._import_restore_indexes()`);
+      await tx.query(sql`select permgraph._import_restore_foreign_keys()`);
+    }
     const nodes = { ...base.nodes, inserted: Number(loaded.nodes_inserted), updated: Number(loaded.nodes_updated), unchanged: Number(loaded.nodes_unchanged) };
     const grants = { ...base.grants, inserted: Number(loaded.grants_inserted), updated: Number(loaded.grants_updated), unchanged: Number(loaded.grants_unchanged) };
     if (ctx.options.dryRun) return { rejected: false as const, summary: { ...base, nodes, grants, loaded: false, refresh: null } };
@@ -60,21 +70,27 @@ export async function loadRun(ctx: RunContext, step: Step, resumed: boolean): Pr
 }
 
 /**
- * Locks nodes and grants for the rest of the load's transaction (both at
- * once, in one order, so that the refresh's SHARE locks later cannot
- * deadlock with a writer that got one of them in between):
+ * Locks nodes and grants for the rest of the import's last transaction
+ * (validation, load and refresh), both at once, in one order, so that the
+ * refresh's SHARE locks later cannot deadlock with a writer that got one of
+ * them in between:
  * - by default SHARE ROW EXCLUSIVE: concurrent writers wait until the import
  *   commits (they would wait for the refresh anyway), readers do not. No
  *   node can be deleted meanwhile, so the per-statement checks of the load
  *   skip locking the nodes they look up (FOR KEY SHARE:
  *   permgraph._nodes_locked_against_deletes, which checks that this lock is
  *   held);
- * - exclusive: ACCESS EXCLUSIVE, readers wait too: the foreign keys into
- *   nodes are dropped for the load and added back, and validated set-based,
- *   after it (permgraph._import_drop_foreign_keys).
+ * - exclusive: ACCESS EXCLUSIVE, readers wait too (and readers of edges,
+ *   the worker's graph): the foreign keys into nodes are dropped for the
+ *   load and added back, and validated set-based, after it
+ *   (permgraph._import_drop_foreign_keys); for a large run, the secondary
+ *   indexes of the three tables are built again after it
+ *   (permgraph._import_drop_indexes). Taken at once rather than
+ *   raised from SHARE ROW EXCLUSIVE after validating: raising it would
+ *   deadlock with a reader that then tries to write.
  */
-async function lockForLoad(tx: Queryable, exclusive: boolean): Promise<void> {
-  if (exclusive) await tx.query(sql`select permgraph._import_drop_foreign_keys()`);
+async function lockForImport(tx: Queryable, exclusive: boolean): Promise<void> {
+  if (exclusive) await tx.query(sql`lock table permgraph.nodes, permgraph.grants, permgraph.edges in access exclusive mode`);
   else await tx.query(sql`lock table permgraph.nodes, permgraph.grants in share row exclusive mode`);
   await tx.query(sql`select set_config('permgraph.nodes_locked', 'on', true)`);
 }
