@@ -20,6 +20,15 @@ export const DEFAULT_STANDBY_INTERVAL_MS = 1000;
  */
 export const DEFAULT_MAX_BATCH = 100_000;
 
+/**
+ * No transaction of the worker applies a larger region than this (pairs):
+ * changes whose regions add up to more become a long job, applied in chunks
+ * of about this size between ordinary batches (sql/functions/065_long_job.sql),
+ * so that one huge grant does not hold up every other change. Sized so that
+ * a chunk takes a fraction of a second on org large (bench --hol).
+ */
+export const DEFAULT_CHUNK_PAIRS = 50_000;
+
 /** application_name of the worker's connection (what `permgraph status` and tests look for). */
 export const WORKER_APPLICATION_NAME = 'permgraph-worker';
 

@@ -7,9 +7,11 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { sql, type Queryable } from '../../src/db/pool.ts';
 import { applyChanges, refresh } from '../../src/engine/apply.ts';
-import { currentToken, isApplied } from '../../src/engine/freshness.ts';
+import { currentToken, isApplied, waitFor } from '../../src/engine/freshness.ts';
 import { applyJobChunk } from '../../src/engine/long-job.ts';
 import { verify } from '../../src/engine/verify.ts';
+import { createWorkerMetrics } from '../../src/worker/metrics.ts';
+import { Worker } from '../../src/worker/worker.ts';
 import * as model from '../reference/model.ts';
 import type { RefGraph } from '../reference/model.ts';
 import { g, grant, u } from '../helpers/builders.ts';
@@ -30,7 +32,7 @@ interface Committed {
 }
 
 describe('long jobs: huge regions applied in chunks', async () => {
-  const { db } = await createTestDatabase();
+  const { db, url } = await createTestDatabase();
 
   async function start(graph: RefGraph): Promise<GraphState> {
     await loadGraph(db, graph);
@@ -187,6 +189,34 @@ describe('long jobs: huge regions applied in chunks', async () => {
     expect(await isApplied(db, token)).toBe(true);
     expect(await applyJobChunk(db)).toMatchObject({ mode: 'none' });
     await expectTableMatches(state, 'after refresh');
+  });
+
+  it('the worker alternates chunks with batches, finishes the job, and its metrics show the progress', async () => {
+    const members = Array.from({ length: 8 }, (_, i) => u(`m${i}`));
+    const state = await start({
+      nodes: [...members, u('outsider'), g('team'), g('parent'), ...Array.from({ length: 6 }, (_, i) => g(`p${i}`, 'parent')), g('side')],
+      grants: members.map((m) => grant(m.id, 2, 'team')),
+    });
+    const worker = new Worker({ url, pollIntervalMs: 50, chunkPairs: 12, listen: false });
+    const registry = createWorkerMetrics(worker, db);
+    const chunks: boolean[] = [];
+    worker.on('chunk', (chunk) => chunks.push(chunk.finished));
+    await worker.start();
+    try {
+      const big = await commitGrant(state, 'team', 'parent', 3); // 8 members x 7 groups
+      const small = await commitGrant(state, 'outsider', 'side', 1);
+      await waitFor(db, big.token, 30_000);
+      await waitFor(db, small.token, 30_000);
+    } finally {
+      await worker.stop();
+    }
+    expect(chunks.length).toBeGreaterThan(1);
+    expect(chunks.at(-1)).toBe(true);
+    const metrics = await registry.metrics();
+    expect(metrics).toContain(`permgraph_long_job_chunks_total ${chunks.length}`);
+    expect(metrics).toContain('permgraph_long_job_active 0');
+    expect(await longJob()).toMatchObject({ ended_by: 'chunks', users_total: 8, users_done: 8, chunks: chunks.length });
+    await expectTableMatches(state, 'worker');
   });
 
   it('random changes, batches and chunks in random order: tokens never run ahead of the table, and the end equals the model', async () => {
