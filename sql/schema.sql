@@ -2679,10 +2679,8 @@ begin
   end if;
   select coalesce(array_agg(s.o_tail_id), '{}'), coalesce(array_agg(s.o_head_id), '{}'), coalesce(sum(s.o_pairs), 0)
     into big_tails, big_heads, big_pairs
-  from (select r.o_tail_id, r.o_head_id, r.o_pairs,
-               sum(r.o_pairs) over (order by r.o_pairs, r.o_tail_id, r.o_head_id) as running
-        from permgraph._change_region_sizes() r) s
-  where s.running > p_chunk_pairs;
+  from permgraph._change_region_sizes() s
+  where s.o_pairs > p_chunk_pairs;
   if cardinality(big_tails) = 0 then
     return 0;
   end if;

@@ -30,11 +30,10 @@ end $$;
 -- recomputation instead. p_max_pairs: likewise for a larger affected region
 -- (default: a quarter of the table, at least 50,000 pairs).
 --
--- p_chunk_pairs (null: off, the default): no transaction applies a region
--- larger than this. Pending changes whose regions add up to more are moved
--- into a long job, applied in chunks by apply_job_chunk() while later
--- batches apply the other changes (design and correctness argument:
--- 065_long_job.sql). While a job runs, every batch, whatever its
+-- p_chunk_pairs (null: off, the default): a pending change whose own region
+-- is larger than this is moved into a long job, applied in chunks of about
+-- this many pairs by apply_job_chunk() while later batches apply the other
+-- changes (design and correctness argument: 065_long_job.sql). While a job runs, every batch, whatever its
 -- p_chunk_pairs, keeps the tokens of changes that touch the job's users
 -- waiting for it.
 --

@@ -4,8 +4,8 @@
 --
 -- A grant that gives 20,000 users 2,000 groups each changes 40M rows; applied
 -- as one batch it held the single applier for minutes while every other
--- change waited. Instead, apply_changes(p_chunk_pairs => N) turns the changes
--- whose regions are too big into a long job (permgraph.long_job): its work is
+-- change waited. Instead, apply_changes(p_chunk_pairs => N) turns each change
+-- whose region is above N pairs into a long job (permgraph.long_job): its work is
 -- a set of users (permgraph.long_job_users) whose rows are all recomputed,
 -- from the current graph and from scratch, a bounded chunk of users per
 -- transaction (apply_job_chunk). Between chunks, ordinary batches apply the
@@ -149,11 +149,13 @@ begin
 end $$;
 
 -- Moves the pending changes that are too big for one transaction into the
--- long job (starting one, or extending the running one): the smallest
--- changes whose regions add up to at most p_chunk_pairs stay for the batch;
--- the others go to long_job_changes, and every user upstream of their tails
--- to long_job_users (again, when a chunk already did it: its rows must now
--- show these changes too). Trash changes always stay: they rewrite no rows.
+-- long job (starting one, or extending the running one): each change whose
+-- own region exceeds p_chunk_pairs goes to long_job_changes, and every user
+-- upstream of its tail to long_job_users (again, when a chunk already did
+-- it: its rows must now show this change too). Many small changes stay
+-- together in the batch, however large their regions add up to (a backlog
+-- is applied faster by batches than user by user; no single one of them
+-- holds the applier long). Trash changes always stay: they rewrite no rows.
 -- Returns the number of change rows moved.
 create or replace function permgraph._split_off_long_job(p_chunk_pairs bigint) returns bigint
 language plpgsql
@@ -172,10 +174,8 @@ begin
   end if;
   select coalesce(array_agg(s.o_tail_id), '{}'), coalesce(array_agg(s.o_head_id), '{}'), coalesce(sum(s.o_pairs), 0)
     into big_tails, big_heads, big_pairs
-  from (select r.o_tail_id, r.o_head_id, r.o_pairs,
-               sum(r.o_pairs) over (order by r.o_pairs, r.o_tail_id, r.o_head_id) as running
-        from permgraph._change_region_sizes() r) s
-  where s.running > p_chunk_pairs;
+  from permgraph._change_region_sizes() s
+  where s.o_pairs > p_chunk_pairs;
   if cardinality(big_tails) = 0 then
     return 0;
   end if;

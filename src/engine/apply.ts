@@ -33,9 +33,9 @@ export interface ApplyOptions {
   /** A larger affected region than this is applied by a full recomputation. */
   maxPairs?: number;
   /**
-   * No transaction applies a larger region than this: changes whose regions
-   * add up to more become a long job, applied in chunks by applyJobChunk()
-   * while later batches apply the rest (sql/functions/065_long_job.sql).
+   * A change whose own region is larger than this (pairs) becomes a long
+   * job, applied in chunks of about this size by applyJobChunk() while later
+   * batches apply the rest (sql/functions/065_long_job.sql).
    * Unset: off, every batch is applied whole.
    */
   chunkPairs?: number;

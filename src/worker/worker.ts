@@ -23,8 +23,8 @@ export interface WorkerOptions {
   /** LISTEN for wake-ups (default true); without it the worker only polls. */
   listen?: boolean;
   /**
-   * No transaction applies a larger region (pairs) than this: bigger changes
-   * become a long job, applied in chunks between batches. null: off, every
+   * A change whose region is larger than this (pairs) becomes a long job,
+   * applied in chunks of about this size between batches. null: off, every
    * batch is applied whole (and may hold up the changes behind it).
    */
   chunkPairs?: number | null;

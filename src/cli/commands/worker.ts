@@ -15,7 +15,7 @@ export function registerWorkerCommands(program: Command): void {
     .option('--poll-interval <ms>', 'poll for changes at least this often (backstop for lost notifications)', String(DEFAULT_POLL_INTERVAL_MS))
     .option('--standby-interval <ms>', 'how often a standby worker tries to take over', String(DEFAULT_STANDBY_INTERVAL_MS))
     .option('--max-batch <n>', 'more pending changes than this are applied by one full recomputation', String(DEFAULT_MAX_BATCH))
-    .option('--chunk-pairs <n>', 'apply changes whose regions are larger than this many pairs as a long job, in chunks between batches (0: never)', String(DEFAULT_CHUNK_PAIRS))
+    .option('--chunk-pairs <n>', 'a change whose region is larger than this many pairs becomes a long job, applied in chunks between batches (0: never)', String(DEFAULT_CHUNK_PAIRS))
     .option('--no-listen', 'do not LISTEN; rely on polling only')
     .option('--metrics-port <port>', 'serve Prometheus metrics on this port at /metrics')
     .option('--migrate', 'run migrations first')
