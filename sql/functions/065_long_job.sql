@@ -41,6 +41,14 @@
 --   group the job changed are walked in the current graph.
 -- When D is empty the invariant is the engine's usual one: every row outside
 -- the pending changes' region is right.
+-- So ordinary batches need not wait for the job, even when their regions
+-- overlap it: the seeding hazard (a stale border row copied into rows the
+-- job has already done) cannot arise, because border rows are only ever
+-- copied into rows of their own user, and a user the job has done has no
+-- stale rows. What overlap does affect is freshness, below.
+-- Tombstones (deleted_nodes) hide a deleted node's rows until they are gone;
+-- while a job runs, a user in D may still hold such rows, so a batch only
+-- removes tombstones whose node has no row left (_prune_deleted_nodes).
 --
 -- Freshness (080_freshness.sql): a token is applied when none of its changes
 -- is in permgraph.changes or permgraph.long_job_changes (and a batch saw it
