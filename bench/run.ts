@@ -1,5 +1,6 @@
 // The benchmark runner: npm run bench [-- --size large] [--shape org,deep] [--graph DIR] [--seed N]
 import { Command } from 'commander';
+import { DEFAULT_CHUNK_PAIRS } from '../src/constants.ts';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ConnectionPool } from '../src/db/pool.ts';
@@ -35,6 +36,7 @@ interface Options {
   capture: boolean;
   import: boolean;
   hol: boolean;
+  workerChunkPairs: number | null;
 }
 
 function parseOptions(): Options {
@@ -49,6 +51,7 @@ function parseOptions(): Options {
     .option('--skip-reads', 'skip the read benchmarks', false)
     .option('--skip-incremental', 'skip the incremental benchmarks', false)
     .option('--no-worker', 'skip the worker end-to-end benchmarks')
+    .option('--worker-chunk-pairs <n>', 'the worker benchmarks\' chunk bound (Worker chunkPairs; 0: off, batches applied whole)', String(DEFAULT_CHUNK_PAIRS))
     .option('--coldstart', 'only measure the CLI cold start against bare node (bench/measure/coldstart.ts), then exit', false)
     .option('--stock', 'only measure one change on a server with default settings (jit on) against jit off (bench/measure/single-change.ts), then exit', false)
     .option('--stream', 'only measure the change stream\'s write cost, with and without a consumer, on org (--size; bench/measure/stream.ts), then exit', false)
@@ -57,11 +60,13 @@ function parseOptions(): Options {
     .option('--import', 'only measure permgraph import at three sizes (--size) onto a database holding data (bench/measure/import.ts); saved and reported', false)
     .option('--hol', 'only measure head-of-line blocking: a huge grant on org (--size) with a stream of small changes, chunking off and on (bench/measure/hol.ts); saved and reported', false)
     .parse();
-  const o = program.opts<{ size: string; shape: string; graph?: string; seed: string; keep: boolean; skipReads: boolean; skipIncremental: boolean; worker: boolean; coldstart: boolean; stock: boolean; stream: boolean; expiry: boolean; capture: boolean; import: boolean; hol: boolean }>();
+  const o = program.opts<{ size: string; shape: string; graph?: string; seed: string; keep: boolean; skipReads: boolean; skipIncremental: boolean; worker: boolean; coldstart: boolean; stock: boolean; stream: boolean; expiry: boolean; capture: boolean; import: boolean; hol: boolean; workerChunkPairs: string }>();
   if (o.size !== 'small' && o.size !== 'large') throw new Error(`--size must be small or large, got ${o.size}`);
+  if (!/^\d+$/.test(o.workerChunkPairs)) throw new Error(`--worker-chunk-pairs must be a whole number, got ${o.workerChunkPairs}`);
   const shapes = o.shape.split(',').map((s) => s.trim()).filter(Boolean);
   for (const s of shapes) if (!SHAPES.includes(s as Shape)) throw new Error(`unknown shape ${s}; use ${SHAPES.join(', ')}`);
-  return { size: o.size, shapes: shapes as Shape[], graph: o.graph, seed: o.seed, keep: o.keep, skipReads: o.skipReads, skipIncremental: o.skipIncremental, worker: o.worker, coldstart: o.coldstart, stock: o.stock, stream: o.stream, expiry: o.expiry, capture: o.capture, import: o.import, hol: o.hol };
+  return { size: o.size, shapes: shapes as Shape[], graph: o.graph, seed: o.seed, keep: o.keep, skipReads: o.skipReads, skipIncremental: o.skipIncremental, worker: o.worker, coldstart: o.coldstart, stock: o.stock, stream: o.stream, expiry: o.expiry, capture: o.capture, import: o.import, hol: o.hol,
+    workerChunkPairs: o.workerChunkPairs === '0' ? null : Number(o.workerChunkPairs) };
 }
 
 interface Target {
@@ -106,7 +111,7 @@ async function measureShape(serverUrl: string, target: Target, options: Options,
       ? null
       : await measureIncremental(bdb.db, plan, options.seed, refresh.upToDate.median, runVerify);
     const reads = options.skipReads ? null : await measureReads(bdb.db, bdb.url, plan);
-    const worker = options.worker && target.name === 'org' ? await measureWorkerOn(bdb.url, target.name, options.size, runVerify) : null;
+    const worker = options.worker && target.name === 'org' ? await measureWorkerOn(bdb.url, target.name, options.size, runVerify, options.workerChunkPairs) : null;
     return { shape: target.name, size: options.size, migrations: migrations.map((m) => `${m.name}:${m.checksum.slice(0, 12)}`), graph, refresh, incremental, reads, worker, durationMs: Math.round(performance.now() - started) };
   } finally {
     if (options.keep) await bdb.db.dispose();
