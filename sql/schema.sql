@@ -1019,44 +1019,31 @@ end $function$;
 CREATE OR REPLACE FUNCTION permgraph._change_region_sizes()
  RETURNS TABLE(o_tail_id text, o_head_id text, o_pairs bigint)
  LANGUAGE plpgsql
- SET enable_nestloop TO 'off'
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET jit TO 'off'
  SET plan_cache_mode TO 'force_generic_plan'
 AS $function$
 begin
   return query
-  with recursive batch as (
-    select distinct c.tail_id, c.tail_kind, c.head_id, c.head_kind
-    from permgraph.changes c where not c.trash_changed and c.tail_kind <> '*'
-  ), removed as (
-    select r.tail_id, r.head_id, r.head_kind
-    from (select c.tail_id, c.head_id, c.head_kind from permgraph.changes c where not c.trash_changed and c.tail_kind <> '*'
-          union
-          select j.tail_id, j.head_id, j.head_kind from permgraph.long_job_changes j) r
-    where not coalesce((select true from permgraph.edges e
-                        where e.tail_id = r.tail_id and e.head_id = r.head_id limit 1), false)
+  with recursive group_tails as (
+    select t.tail_id, (select count(*) from permgraph.permissions p where p.target_id = t.tail_id) as users
+    from (select distinct c.tail_id from permgraph.changes c where c.tail_kind = 'group' and not c.trash_changed) t
+  ), candidates as (
+    select distinct c.tail_id, c.head_id, c.head_kind, t.users
+    from permgraph.changes c
+    join group_tails t on t.tail_id = c.tail_id
+    where c.tail_kind = 'group' and not c.trash_changed and t.users > 1
   ), down(origin, node_id, node_kind) as (
-    select distinct b.head_id, b.head_id, b.head_kind from batch b
+    select distinct c.head_id, c.head_id, c.head_kind from candidates c
     union
     select d.origin, e.head_id, e.head_kind
     from down d
-    cross join lateral (
-      select x.head_id, x.head_kind from permgraph.edges x where x.tail_id = d.node_id
-      union all
-      select x.head_id, x.head_kind from removed x where x.tail_id = d.node_id) e
+    cross join lateral (select x.head_id, x.head_kind from permgraph.edges x where x.tail_id = d.node_id) e
     where d.node_kind = 'group'
-  ), users as (
-    select w.o_origin, count(*) as n
-    from (select array_agg(t.tail_id::text order by t.tail_id) as ids, array_agg(t.tail_kind order by t.tail_id) as kinds
-          from (select distinct b.tail_id, b.tail_kind from batch b) t) a
-    cross join lateral permgraph._upstream_users(a.ids, a.kinds) w
-    group by w.o_origin
   )
-  select b.tail_id::text, b.head_id::text, (uc.n * dc.n)::bigint
-  from batch b
-  join users uc on uc.o_origin = b.tail_id
-  join (select d.origin, count(*) as n from down d group by d.origin) dc on dc.origin = b.head_id;
+  select c.tail_id::text, c.head_id::text, (c.users * n.nodes)::bigint
+  from candidates c
+  join (select d.origin, count(*) as nodes from down d group by d.origin) n on n.origin = c.head_id;
 end $function$;
 
 -- permgraph._changes_begin_write(): execute <owner>: EXECUTE
