@@ -33,9 +33,9 @@ end $$;
 -- p_chunk_pairs (null: off, the default): a pending change whose own region
 -- is larger than this is moved into a long job, applied in chunks of about
 -- this many pairs by apply_job_chunk() while later batches apply the other
--- changes (design and correctness argument: 065_long_job.sql). While a job runs, every batch, whatever its
--- p_chunk_pairs, keeps the tokens of changes that touch the job's users
--- waiting for it.
+-- changes (design and correctness argument: 065_long_job.sql). While a job
+-- runs, every batch, whatever its p_chunk_pairs, keeps the tokens of changes
+-- that touch the job's users waiting for it.
 --
 -- Expiring grants: the batch computes the graph as of p_at (default: the
 -- clock once the lock is held), leaving out every grant expired by then, and
