@@ -1,5 +1,6 @@
 // The benchmark runner: npm run bench [-- --size large] [--shape org,deep] [--graph DIR] [--seed N]
 import { Command } from 'commander';
+import { DEFAULT_CHUNK_PAIRS } from '../src/constants.ts';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ConnectionPool } from '../src/db/pool.ts';
@@ -34,6 +35,8 @@ interface Options {
   expiry: boolean;
   capture: boolean;
   import: boolean;
+  hol: boolean;
+  workerChunkPairs: number | null;
 }
 
 function parseOptions(): Options {
@@ -48,18 +51,22 @@ function parseOptions(): Options {
     .option('--skip-reads', 'skip the read benchmarks', false)
     .option('--skip-incremental', 'skip the incremental benchmarks', false)
     .option('--no-worker', 'skip the worker end-to-end benchmarks')
+    .option('--worker-chunk-pairs <n>', 'the worker benchmarks\' chunk bound (Worker chunkPairs; 0: off, batches applied whole)', String(DEFAULT_CHUNK_PAIRS))
     .option('--coldstart', 'only measure the CLI cold start against bare node (bench/measure/coldstart.ts), then exit', false)
     .option('--stock', 'only measure one change on a server with default settings (jit on) against jit off (bench/measure/single-change.ts), then exit', false)
     .option('--stream', 'only measure the change stream\'s write cost, with and without a consumer, on org (--size; bench/measure/stream.ts), then exit', false)
     .option('--expiry', 'only measure the expiry lag with the worker daemon on org (--size; bench/measure/expiry.ts), then exit', false)
     .option('--capture', 'only measure one INSERT of 100,000 grants against a plain table with the same indexes (bench/measure/capture.ts), then exit', false)
     .option('--import', 'only measure permgraph import at three sizes (--size) onto a database holding data (bench/measure/import.ts); saved and reported', false)
+    .option('--hol', 'only measure head-of-line blocking: a huge grant on org (--size) with a stream of small changes, chunking off and on (bench/measure/hol.ts); saved and reported', false)
     .parse();
-  const o = program.opts<{ size: string; shape: string; graph?: string; seed: string; keep: boolean; skipReads: boolean; skipIncremental: boolean; worker: boolean; coldstart: boolean; stock: boolean; stream: boolean; expiry: boolean; capture: boolean; import: boolean }>();
+  const o = program.opts<{ size: string; shape: string; graph?: string; seed: string; keep: boolean; skipReads: boolean; skipIncremental: boolean; worker: boolean; coldstart: boolean; stock: boolean; stream: boolean; expiry: boolean; capture: boolean; import: boolean; hol: boolean; workerChunkPairs: string }>();
   if (o.size !== 'small' && o.size !== 'large') throw new Error(`--size must be small or large, got ${o.size}`);
+  if (!/^\d+$/.test(o.workerChunkPairs)) throw new Error(`--worker-chunk-pairs must be a whole number, got ${o.workerChunkPairs}`);
   const shapes = o.shape.split(',').map((s) => s.trim()).filter(Boolean);
   for (const s of shapes) if (!SHAPES.includes(s as Shape)) throw new Error(`unknown shape ${s}; use ${SHAPES.join(', ')}`);
-  return { size: o.size, shapes: shapes as Shape[], graph: o.graph, seed: o.seed, keep: o.keep, skipReads: o.skipReads, skipIncremental: o.skipIncremental, worker: o.worker, coldstart: o.coldstart, stock: o.stock, stream: o.stream, expiry: o.expiry, capture: o.capture, import: o.import };
+  return { size: o.size, shapes: shapes as Shape[], graph: o.graph, seed: o.seed, keep: o.keep, skipReads: o.skipReads, skipIncremental: o.skipIncremental, worker: o.worker, coldstart: o.coldstart, stock: o.stock, stream: o.stream, expiry: o.expiry, capture: o.capture, import: o.import, hol: o.hol,
+    workerChunkPairs: o.workerChunkPairs === '0' ? null : Number(o.workerChunkPairs) };
 }
 
 interface Target {
@@ -104,7 +111,7 @@ async function measureShape(serverUrl: string, target: Target, options: Options,
       ? null
       : await measureIncremental(bdb.db, plan, options.seed, refresh.upToDate.median, runVerify);
     const reads = options.skipReads ? null : await measureReads(bdb.db, bdb.url, plan);
-    const worker = options.worker && target.name === 'org' ? await measureWorkerOn(bdb.url, target.name, options.size, runVerify) : null;
+    const worker = options.worker && target.name === 'org' ? await measureWorkerOn(bdb.url, target.name, options.size, runVerify, options.workerChunkPairs) : null;
     return { shape: target.name, size: options.size, migrations: migrations.map((m) => `${m.name}:${m.checksum.slice(0, 12)}`), graph, refresh, incremental, reads, worker, durationMs: Math.round(performance.now() - started) };
   } finally {
     if (options.keep) await bdb.db.dispose();
@@ -116,7 +123,7 @@ async function saveRun(run: RunResult): Promise<string> {
   const dir = path.join(RESULTS_DIR, 'runs');
   await mkdir(dir, { recursive: true });
   const stamp = run.startedAt.replace(/[:.]/g, '-');
-  const file = path.join(dir, `${stamp}-${run.size}-${run.shapes.map((s) => s.shape).join('_') || (run.import ? 'import' : 'none')}.json`);
+  const file = path.join(dir, `${stamp}-${run.size}-${run.shapes.map((s) => s.shape).join('_') || (run.import ? 'import' : run.hol ? 'hol' : 'none')}.json`);
   await writeFile(file, `${JSON.stringify(run, null, 1)}\n`);
   return file;
 }
@@ -162,7 +169,7 @@ async function main(): Promise<void> {
   const git = gitInfo(); // at the start: the sql/ files are read by migrate() when the run starts
   const plan = PLANS[options.size];
   const startedAt = new Date();
-  const list = options.import ? [] : await targets(options);
+  const list = options.import || options.hol ? [] : await targets(options);
   const server = await startServer();
   const stopOnSignal = () => {
     say('interrupted: stopping the benchmark server');
@@ -181,12 +188,19 @@ async function main(): Promise<void> {
       say(`\n== import (${options.size}): ${IMPORT_SIZES[options.size].map((n) => n.toLocaleString('en-US')).join(', ')} nodes, each with as many grants`);
       imported = await measureImport(server.url, IMPORT_SIZES[options.size], { keep: options.keep });
     }
+    let hol: RunResult['hol'];
+    if (options.hol) {
+      const { measureHol, formatHol } = await import('./measure/hol.ts');
+      say(`\n== head-of-line blocking (org ${options.size})`);
+      hol = await measureHol(server.url, options.size, options.seed);
+      say(formatHol(hol));
+    }
     const finishedAt = new Date();
     const run: RunResult = {
       version: 1, startedAt: startedAt.toISOString(), finishedAt: finishedAt.toISOString(),
       durationMs: finishedAt.getTime() - startedAt.getTime(), size: options.size, seed: options.seed,
       command: process.argv.slice(2).join(' '), git, machine: { ...machine, loadAverageAtEnd: machineInfo().loadAverage }, postgres, server: server.origin,
-      plan, shapes, ...(imported ? { import: imported } : {}),
+      plan, shapes, ...(imported ? { import: imported } : {}), ...(hol ? { hol } : {}),
     };
     const file = await saveRun(run);
     const report = await writeReport();

@@ -396,6 +396,47 @@ table permgraph.import_runs
   constraint import_runs_pkey PRIMARY KEY (name)
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
 
+table permgraph.long_job
+  singleton boolean not null default true
+  started_at timestamp with time zone not null default clock_timestamp()
+  finished_at timestamp with time zone
+  ended_by text
+  chunk_pairs bigint not null
+  changes bigint not null default 0
+  deferred bigint not null default 0
+  region_estimate bigint not null default 0
+  users_total bigint not null default 0
+  users_done bigint not null default 0
+  pairs_per_user double precision
+  chunks bigint not null default 0
+  last_chunk_at timestamp with time zone
+  last_chunk_ms double precision
+  rows_inserted bigint not null default 0
+  rows_updated bigint not null default 0
+  rows_deleted bigint not null default 0
+  constraint long_job_ended_by_check CHECK ((ended_by = ANY (ARRAY['chunks'::text, 'full'::text])))
+  constraint long_job_pkey PRIMARY KEY (singleton)
+  constraint long_job_singleton_check CHECK (singleton)
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
+
+table permgraph.long_job_changes
+  change_id bigint not null
+  tail_id text collate "C" not null
+  head_id text collate "C" not null
+  tail_kind text not null
+  head_kind text not null
+  old_level smallint
+  new_level smallint
+  xact_id xid8 not null
+  captured_at timestamp with time zone not null
+  deferred boolean not null
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
+
+table permgraph.long_job_users
+  user_id text collate "C" not null
+  constraint long_job_users_pkey PRIMARY KEY (user_id)
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
+
 table permgraph.migrations
   version integer not null
   name text not null
@@ -490,6 +531,9 @@ CREATE UNIQUE INDEX grants_unique_per_source ON permgraph.grants USING btree (ta
 CREATE UNIQUE INDEX import_grants_pkey ON permgraph.import_grants USING btree (run, seq);
 CREATE UNIQUE INDEX import_nodes_pkey ON permgraph.import_nodes USING btree (run, seq);
 CREATE UNIQUE INDEX import_runs_pkey ON permgraph.import_runs USING btree (name);
+CREATE INDEX long_job_changes_xact_idx ON permgraph.long_job_changes USING btree (xact_id);
+CREATE UNIQUE INDEX long_job_pkey ON permgraph.long_job USING btree (singleton);
+CREATE UNIQUE INDEX long_job_users_pkey ON permgraph.long_job_users USING btree (user_id);
 CREATE UNIQUE INDEX migrations_pkey ON permgraph.migrations USING btree (version);
 CREATE INDEX nodes_owner_idx ON permgraph.nodes USING btree (owner_id, id) WHERE (owner_id IS NOT NULL);
 CREATE UNIQUE INDEX nodes_pkey ON permgraph.nodes USING btree (id);
@@ -636,6 +680,7 @@ declare
   readable constant text :=
     'permgraph.nodes, permgraph.grants, permgraph.edges, permgraph.permissions, permgraph.effective_permissions, '
     'permgraph.trashed_groups, permgraph.deleted_nodes, permgraph.changes, permgraph.applier_state, '
+    'permgraph.long_job, permgraph.long_job_users, permgraph.long_job_changes, '
     'permgraph.roles, permgraph.operations, permgraph.audit_log, '
     'permgraph.permission_changes, permgraph.change_consumers, '
     -- what the CLI reads to tell whether the schema matches the package
@@ -658,7 +703,8 @@ declare
     -- creating policies needs ownership of the application's table anyway
     'permgraph.enable_rls(regclass, name, name, boolean)', 'permgraph.disable_rls(regclass)'];
   worker_functions constant text[] := array[
-    'permgraph.apply_changes(integer, bigint, boolean, timestamptz)', 'permgraph.refresh()', 'permgraph.verify(timestamptz)',
+    'permgraph.apply_changes(integer, bigint, boolean, timestamptz, bigint)', 'permgraph.apply_job_chunk(bigint, timestamptz)',
+    'permgraph.refresh()', 'permgraph.verify(timestamptz)',
     'permgraph._applier_role_key()'];
   -- The change stream's consumers (170_changes.sql), whatever their role:
   -- security definer, so consumers move their own position and nobody
@@ -961,6 +1007,41 @@ begin
   return true;
 end $function$;
 
+-- permgraph._build_user_region(text[],timestamp with time zone): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._build_user_region(p_users text[], p_at timestamp with time zone)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SET enable_hashjoin TO 'off'
+ SET enable_mergejoin TO 'off'
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+ SET plan_cache_mode TO 'force_generic_plan'
+AS $function$
+declare
+  region_rows bigint;
+begin
+  perform permgraph._prepare_region_tables();
+  insert into pg_temp.permgraph_region (user_id, target_id)
+  with recursive reach(user_id, node_id, node_kind) as (
+    select n.id, n.id, n.kind from permgraph.nodes n where n.id = any(p_users) and n.kind = 'user'
+    union
+    -- a path leaves its user by any edge, then only groups pass it on
+    select r.user_id, e.head_id, e.head_kind
+    from reach r
+    join permgraph.edges e on e.tail_id = r.node_id
+    where (r.node_kind = 'group' or r.node_id = r.user_id)
+      and (e.expires_at is null or e.expires_at > p_at)
+  )
+  select user_id, node_id from reach
+  union
+  select p.user_id, p.target_id from permgraph.permissions p where p.user_id = any(p_users);
+  get diagnostics region_rows = row_count;
+  if region_rows > 200 then  -- (see _build_region)
+    analyze pg_temp.permgraph_region;
+  end if;
+  return region_rows;
+end $function$;
+
 -- permgraph._can(text,text,text,integer,boolean): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._can(p_user_id text, p_id text, p_owner_id text, p_level integer, p_include_trash boolean)
  RETURNS boolean
@@ -1050,6 +1131,37 @@ begin
       using errcode = '22023';
   end if;
   return found_level;
+end $function$;
+
+-- permgraph._change_region_sizes(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._change_region_sizes()
+ RETURNS TABLE(o_tail_id text, o_head_id text, o_pairs bigint)
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+ SET plan_cache_mode TO 'force_generic_plan'
+AS $function$
+begin
+  return query
+  with recursive group_tails as (
+    select t.tail_id, (select count(*) from permgraph.permissions p where p.target_id = t.tail_id) as users
+    from (select distinct c.tail_id from permgraph.changes c where c.tail_kind = 'group' and not c.trash_changed) t
+  ), candidates as (
+    select distinct c.tail_id, c.head_id, c.head_kind, t.users
+    from permgraph.changes c
+    join group_tails t on t.tail_id = c.tail_id
+    where c.tail_kind = 'group' and not c.trash_changed and t.users > 1
+  ), down(origin, node_id, node_kind) as (
+    select distinct c.head_id, c.head_id, c.head_kind from candidates c
+    union
+    select d.origin, e.head_id, e.head_kind
+    from down d
+    cross join lateral (select x.head_id, x.head_kind from permgraph.edges x where x.tail_id = d.node_id) e
+    where d.node_kind = 'group'
+  )
+  select c.tail_id::text, c.head_id::text, (c.users * n.nodes)::bigint
+  from candidates c
+  join (select d.origin, count(*) as nodes from down d group by d.origin) n on n.origin = c.head_id;
 end $function$;
 
 -- permgraph._changes_begin_write(): execute <owner>: EXECUTE
@@ -1323,6 +1435,37 @@ begin
   return acked;
 end $function$;
 
+-- permgraph._defer_overlapping_changes(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._defer_overlapping_changes()
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+AS $function$
+declare
+  deferred_rows bigint;
+begin
+  with tails as (
+    select array_agg(t.tail_id::text order by t.tail_id) as ids, array_agg(t.tail_kind order by t.tail_id) as kinds
+    from (select distinct c.tail_id, c.tail_kind from permgraph.changes c where not c.trash_changed and c.tail_kind <> '*') t
+  ), hit as (
+    select distinct w.o_origin
+    from tails a
+    cross join lateral permgraph._upstream_users(a.ids, a.kinds) w
+    where exists (select 1 from permgraph.long_job_users j where j.user_id = w.o_user_id)
+  )
+  insert into permgraph.long_job_changes (change_id, tail_id, head_id, tail_kind, head_kind, old_level, new_level,
+                                          xact_id, captured_at, deferred)
+  select c.id, c.tail_id, c.head_id, c.tail_kind, c.head_kind, c.old_level, c.new_level, c.xact_id, c.captured_at, true
+  from permgraph.changes c
+  where not c.trash_changed and c.tail_id in (select o_origin from hit);
+  get diagnostics deferred_rows = row_count;
+  if deferred_rows > 0 then
+    update permgraph.long_job set deferred = deferred + deferred_rows where finished_at is null;
+  end if;
+  return deferred_rows;
+end $function$;
+
 -- permgraph._describe_id(text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._describe_id(p_id text)
  RETURNS text
@@ -1375,6 +1518,18 @@ begin
     execute format('drop index %s', index_name);
   end loop;
   return rebuild;
+end $function$;
+
+-- permgraph._end_long_job(text): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._end_long_job(p_ended_by text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+begin
+  delete from permgraph.long_job_users;
+  delete from permgraph.long_job_changes;
+  update permgraph.long_job set finished_at = clock_timestamp(), ended_by = p_ended_by where finished_at is null;
 end $function$;
 
 -- permgraph._ensure_role(text): execute <owner>: EXECUTE
@@ -2327,6 +2482,17 @@ begin
   end if;
 end $function$;
 
+-- permgraph._long_job_active(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._long_job_active()
+ RETURNS boolean
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+begin
+  return exists (select 1 from permgraph.long_job where finished_at is null);
+end $function$;
+
 -- permgraph._next_expiry_in_ms(timestamp with time zone): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._next_expiry_in_ms(p_at timestamp with time zone)
  RETURNS bigint
@@ -2646,6 +2812,18 @@ AS $function$
   where seq <= coalesce((select min(acked_seq) from permgraph.change_consumers), 9223372036854775807)
 $function$;
 
+-- permgraph._prune_deleted_nodes(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._prune_deleted_nodes()
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+begin
+  delete from permgraph.deleted_nodes d
+  where not exists (select 1 from permgraph.permissions p where p.user_id = d.id)
+    and not exists (select 1 from permgraph.permissions p where p.target_id = d.id);
+end $function$;
+
 -- permgraph._refresh_trash(text[]): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._refresh_trash(p_roots text[])
  RETURNS void
@@ -2802,6 +2980,89 @@ CREATE OR REPLACE FUNCTION permgraph._session_is_owner()
 AS $function$
   select pg_has_role(session_user, n.nspowner, 'MEMBER') from pg_namespace n where n.nspname = 'permgraph'
 $function$;
+
+-- permgraph._split_off_long_job(bigint): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._split_off_long_job(p_chunk_pairs bigint)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+AS $function$
+declare
+  big_tails text[];
+  big_heads text[];
+  big_pairs bigint;
+  moved bigint;
+  users_added bigint;
+begin
+  if p_chunk_pairs < 1 then
+    raise exception 'permgraph: p_chunk_pairs must be at least 1 (got %)', p_chunk_pairs using errcode = '22023';
+  end if;
+  select coalesce(array_agg(s.o_tail_id), '{}'), coalesce(array_agg(s.o_head_id), '{}'), coalesce(sum(s.o_pairs), 0)
+    into big_tails, big_heads, big_pairs
+  from permgraph._change_region_sizes() s
+  where s.o_pairs > p_chunk_pairs;
+  if cardinality(big_tails) = 0 then
+    return 0;
+  end if;
+  delete from permgraph.long_job where finished_at is not null;  -- the last job's figures make way
+  insert into permgraph.long_job (chunk_pairs) values (p_chunk_pairs) on conflict (singleton) do nothing;
+  with moved_rows as (
+    delete from permgraph.changes c
+    using unnest(big_tails, big_heads) as b(tail_id, head_id)
+    where c.tail_id = b.tail_id and c.head_id = b.head_id and not c.trash_changed
+    returning c.*
+  )
+  insert into permgraph.long_job_changes (change_id, tail_id, head_id, tail_kind, head_kind, old_level, new_level,
+                                          xact_id, captured_at, deferred)
+  select id, tail_id, head_id, tail_kind, head_kind, old_level, new_level, xact_id, captured_at, false from moved_rows;
+  get diagnostics moved = row_count;
+  insert into permgraph.long_job_users (user_id)
+  select distinct w.o_user_id
+  from (select distinct j.tail_id, j.tail_kind from permgraph.long_job_changes j
+        where not j.deferred and j.tail_id = any(big_tails)) t
+  cross join lateral permgraph._upstream_users(array[t.tail_id::text], array[t.tail_kind]) w
+  on conflict do nothing;
+  get diagnostics users_added = row_count;
+  update permgraph.long_job set
+    changes = changes + moved, region_estimate = region_estimate + big_pairs, users_total = users_total + users_added
+  where finished_at is null;
+  return moved;
+end $function$;
+
+-- permgraph._upstream_users(text[],text[]): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._upstream_users(p_tails text[], p_kinds text[])
+ RETURNS TABLE(o_origin text, o_user_id text)
+ LANGUAGE plpgsql
+ SET enable_nestloop TO 'off'
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+ SET plan_cache_mode TO 'force_generic_plan'
+AS $function$
+begin
+  return query
+  with recursive changed as (
+    select c.tail_id, c.tail_kind, c.head_id from permgraph.changes c where not c.trash_changed and c.tail_kind <> '*'
+    union
+    select j.tail_id, j.tail_kind, j.head_id from permgraph.long_job_changes j
+  ), removed as (
+    select r.tail_id, r.tail_kind, r.head_id
+    from changed r
+    where not coalesce((select true from permgraph.edges e
+                        where e.tail_id = r.tail_id and e.head_id = r.head_id limit 1), false)
+  ), up(origin, node_id, node_kind) as (
+    select distinct t.id, t.id, t.kind from unnest(p_tails, p_kinds) as t(id, kind)
+    union
+    select u.origin, e.tail_id, e.tail_kind
+    from up u
+    cross join lateral (
+      select x.tail_id, x.tail_kind from permgraph.edges x where x.head_id = u.node_id
+      union all
+      select x.tail_id, x.tail_kind from removed x where x.head_id = u.node_id) e
+    where u.node_kind = 'group'
+  )
+  select distinct up.origin::text, up.node_id::text from up where up.node_kind = 'user';
+end $function$;
 
 -- permgraph._valid_until(smallint,timestamp with time zone,timestamp with time zone,timestamp with time zone,timestamp with time zone): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._valid_until(p_level smallint, p_until1 timestamp with time zone, p_until2 timestamp with time zone, p_until3 timestamp with time zone, p_traverse_until timestamp with time zone)
@@ -3052,8 +3313,8 @@ begin
   perform permgraph._prune_changes();
 end $function$;
 
--- permgraph.apply_changes(integer,bigint,boolean,timestamp with time zone): execute <owner>: EXECUTE; permgraph_worker: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph.apply_changes(p_max_changes integer DEFAULT 100000, p_max_pairs bigint DEFAULT NULL::bigint, p_force_full boolean DEFAULT false, p_at timestamp with time zone DEFAULT NULL::timestamp with time zone)
+-- permgraph.apply_changes(integer,bigint,boolean,timestamp with time zone,bigint): execute <owner>: EXECUTE; permgraph_worker: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph.apply_changes(p_max_changes integer DEFAULT 100000, p_max_pairs bigint DEFAULT NULL::bigint, p_force_full boolean DEFAULT false, p_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_chunk_pairs bigint DEFAULT NULL::bigint)
  RETURNS jsonb
  LANGUAGE plpgsql
  SECURITY DEFINER
@@ -3073,6 +3334,8 @@ declare
   go_full boolean;
   diff record;
   max_pairs bigint := p_max_pairs;
+  to_job bigint := 0;
+  deferred bigint := 0;
   result jsonb;
 begin
   perform pg_advisory_xact_lock(permgraph._applier_lock_key());
@@ -3088,13 +3351,20 @@ begin
   select count(*) into expired from permgraph.permissions where valid_until <= batch_at;
   if pending = 0 and expired = 0 and not p_force_full then
     return jsonb_build_object('mode', 'none', 'changes', 0, 'expired', 0,
-                              'next_expiry_in_ms', permgraph._next_expiry_in_ms(batch_at));
+                              'next_expiry_in_ms', permgraph._next_expiry_in_ms(batch_at),
+                              'long_job_active', permgraph._long_job_active());
   end if;
   if max_pairs is null then
     select greatest(50000, (reltuples * 0.25)::bigint) into max_pairs
     from pg_class where oid = 'permgraph.permissions'::regclass;
   end if;
   go_full := p_force_full or needs_full or pending > p_max_changes or expired > max_pairs;
+  if not go_full and p_chunk_pairs is not null then
+    to_job := permgraph._split_off_long_job(p_chunk_pairs);
+  end if;
+  if not go_full and permgraph._long_job_active() then
+    deferred := permgraph._defer_overlapping_changes();
+  end if;
   if not go_full and expired = 0 and permgraph._batch_only_adds() then
     delta := true;  -- semi-naive: only the rows that rise are computed (050_region.sql)
   elsif not go_full then
@@ -3103,6 +3373,7 @@ begin
   if go_full then
     mode := 'full';
     select * into diff from permgraph._write_all(batch_at);
+    perform permgraph._end_long_job('full');  -- every row is recomputed: a running job is done
     perform permgraph._refresh_trash(null);
   else
     mode := 'incremental';
@@ -3134,10 +3405,16 @@ begin
   end if;
   -- Exactly the rows this snapshot saw (or all, with writers locked out):
   -- their changes are applied, so deleted nodes' rows are gone too.
+  -- (While a job runs, its users may still hold rows of deleted nodes.)
   delete from permgraph.changes;
-  delete from permgraph.deleted_nodes;
+  if permgraph._long_job_active() then
+    perform permgraph._prune_deleted_nodes();
+  else
+    delete from permgraph.deleted_nodes;
+  end if;
   result := jsonb_build_object(
     'mode', mode, 'delta', delta, 'changes', pending, 'expired', expired, 'region_pairs', pairs,
+    'to_long_job', to_job, 'deferred', deferred, 'long_job_active', permgraph._long_job_active(),
     'inserted', diff.inserted, 'updated', diff.updated, 'deleted', diff.deleted,
     'ms', round((extract(epoch from clock_timestamp() - started) * 1000)::numeric, 3),
     'next_expiry_in_ms', permgraph._next_expiry_in_ms(batch_at));
@@ -3147,6 +3424,74 @@ begin
     rows_inserted = diff.inserted, rows_updated = diff.updated, rows_deleted = diff.deleted,
     last_batch_snapshot = pg_current_snapshot();  -- what is_applied() reads: see 080_freshness.sql
   return result;
+end $function$;
+
+-- permgraph.apply_job_chunk(bigint,timestamp with time zone): execute <owner>: EXECUTE; permgraph_worker: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph.apply_job_chunk(p_max_pairs bigint DEFAULT NULL::bigint, p_at timestamp with time zone DEFAULT NULL::timestamp with time zone)
+ RETURNS jsonb
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+AS $function$
+declare
+  started timestamptz := clock_timestamp();
+  job permgraph.long_job;
+  batch_at timestamptz;
+  bound bigint;
+  chunk_users text[];
+  pairs bigint;
+  diff record;
+  remaining bigint;
+  elapsed double precision;
+begin
+  perform pg_advisory_xact_lock(permgraph._applier_lock_key());
+  if current_setting('transaction_isolation') = 'read committed' then
+    lock table permgraph.nodes, permgraph.grants in share mode;
+  end if;
+  if p_at < now() then
+    raise exception 'permgraph: apply_job_chunk(p_at => %) is in the past; it must not be earlier than now() (%)', p_at, now()
+      using errcode = '22023';
+  end if;
+  if p_max_pairs < 1 then
+    raise exception 'permgraph: apply_job_chunk(p_max_pairs => %) must be at least 1', p_max_pairs using errcode = '22023';
+  end if;
+  select * into job from permgraph.long_job where finished_at is null;
+  if not found then
+    return jsonb_build_object('mode', 'none');
+  end if;
+  batch_at := coalesce(p_at, clock_timestamp());
+  bound := coalesce(p_max_pairs, job.chunk_pairs);
+  select array_agg(user_id order by user_id) into chunk_users
+  from (select user_id from permgraph.long_job_users order by user_id
+        limit greatest(1, floor(bound / greatest(1, coalesce(job.pairs_per_user,
+                                                              job.region_estimate::double precision / greatest(1, job.users_total)))))::bigint) s;
+  if chunk_users is null then  -- a job with no users (its changes reached none)
+    pairs := 0;
+    select 0::bigint as inserted, 0::bigint as updated, 0::bigint as deleted into diff;
+  else
+    pairs := permgraph._build_user_region(chunk_users, batch_at);
+    perform permgraph._compute_region(batch_at);
+    select * into diff from permgraph._write_diff(true);
+    delete from permgraph.long_job_users where user_id = any(chunk_users);
+  end if;
+  select count(*) into remaining from permgraph.long_job_users;
+  elapsed := round((extract(epoch from clock_timestamp() - started) * 1000)::numeric, 3);
+  update permgraph.long_job set
+    users_done = users_done + coalesce(cardinality(chunk_users), 0),
+    pairs_per_user = case when chunk_users is null then pairs_per_user else pairs::double precision / cardinality(chunk_users) end,
+    chunks = chunks + 1, last_chunk_at = clock_timestamp(), last_chunk_ms = elapsed,
+    rows_inserted = rows_inserted + diff.inserted, rows_updated = rows_updated + diff.updated,
+    rows_deleted = rows_deleted + diff.deleted
+  where finished_at is null;
+  if remaining = 0 then
+    perform permgraph._end_long_job('chunks');
+    perform permgraph._prune_deleted_nodes();
+  end if;
+  return jsonb_build_object(
+    'mode', 'chunk', 'users', coalesce(cardinality(chunk_users), 0), 'users_remaining', remaining,
+    'region_pairs', pairs, 'inserted', diff.inserted, 'updated', diff.updated, 'deleted', diff.deleted,
+    'finished', remaining = 0, 'ms', elapsed);
 end $function$;
 
 -- permgraph.can(text,text,text,integer): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
@@ -3511,6 +3856,8 @@ begin
       using errcode = '22023';
   end;
   return not exists (select 1 from permgraph.changes where xact_id = xact)
+    -- a long job's changes, and changes that touch its users (065_long_job.sql)
+    and not exists (select 1 from permgraph.long_job_changes where xact_id = xact)
     and (coalesce((select pg_visible_in_snapshot(xact, s.last_batch_snapshot) from permgraph.applier_state s), false)
          or case when pg_is_in_recovery() then xact < pg_snapshot_xmin(pg_current_snapshot())
                  else pg_visible_in_snapshot(xact, pg_current_snapshot()) end);
@@ -4103,7 +4450,11 @@ AS $function$
                  and l.database = (select oid from pg_database where datname = current_database())
                  and ((l.classid::bigint << 32) | l.objid::bigint) = permgraph._applier_role_key()
                limit 1),
-    'permission_rows', (select count(*) from permgraph.permissions)
+    'permission_rows', (select count(*) from permgraph.permissions),
+    -- the running long job, or the last one (finished_at set); null if none yet
+    'long_job', (select to_jsonb(j) - 'singleton'
+                        || jsonb_build_object('users_remaining', (select count(*) from permgraph.long_job_users))
+                 from permgraph.long_job j)
   )
 $function$;
 

@@ -13,6 +13,7 @@ import type { Transaction } from '@databases/pg';
 import { openPool, sql, type ConnectionPool, type Queryable } from './db/pool.ts';
 import { resolveDatabase, type ResolvedDatabase } from './db/resolve.ts';
 import { applyChanges, refresh, type ApplyOptions, type BatchResult } from './engine/apply.ts';
+import { applyJobChunk, type ChunkOptions, type ChunkResult } from './engine/long-job.ts';
 import { changes, dropConsumer, registerConsumer, type ChangeBatch, type ChangesOptions, type Registration } from './engine/changes.ts';
 import { waitFor, writeWithToken, type FreshnessToken } from './engine/freshness.ts';
 import { verify, type VerifyResult } from './engine/verify.ts';
@@ -89,6 +90,11 @@ export class Permgraph {
   /** Applies pending changes now, synchronously (the worker's code path). */
   applyChanges(options?: ApplyOptions): Promise<BatchResult> {
     return applyChanges(this.db, options);
+  }
+
+  /** Applies the next chunk of the running long job, if any (what the worker does between batches). */
+  applyJobChunk(options?: ChunkOptions): Promise<ChunkResult> {
+    return applyJobChunk(this.db, options);
   }
 
   verify(): Promise<VerifyResult> {

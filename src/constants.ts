@@ -20,6 +20,16 @@ export const DEFAULT_STANDBY_INTERVAL_MS = 1000;
  */
 export const DEFAULT_MAX_BATCH = 100_000;
 
+/**
+ * A change whose region is larger than this (pairs) becomes a long job,
+ * applied in chunks of about this size between ordinary batches
+ * (sql/functions/065_long_job.sql), so that one huge grant does not hold up
+ * every other change. A chunk writes rows at about the rate a batch does
+ * (20-90 µs per row on the 2-core development machine, depending on its
+ * load: bench --hol), so 5,000 pairs keep a chunk well under a second.
+ */
+export const DEFAULT_CHUNK_PAIRS = 5_000;
+
 /** application_name of the worker's connection (what `permgraph status` and tests look for). */
 export const WORKER_APPLICATION_NAME = 'permgraph-worker';
 

@@ -1,4 +1,5 @@
 // The shape of a result file (bench/results/runs/*.json).
+import type { HolResult } from '../measure/hol.ts';
 import type { ImportResult } from '../measure/import.ts';
 import type { IncrementalResult } from '../measure/incremental.ts';
 import type { ReadsResult } from '../measure/reads.ts';
@@ -51,4 +52,6 @@ export interface RunResult {
   shapes: ShapeResult[];
   /** `permgraph import` onto a database holding data (bench/measure/import.ts; `--import` runs only this). */
   import?: ImportResult;
+  /** Head-of-line blocking: a huge grant with a stream of small changes, chunking off and on (bench/measure/hol.ts; `--hol` runs only this). */
+  hol?: HolResult;
 }

@@ -7,6 +7,7 @@ import { RESULTS_DIR } from '../lib/server.ts';
 import { summarize } from '../lib/stats.ts';
 import type { KindResult } from '../measure/incremental.ts';
 import type { WorkerResult } from '../measure/worker/index.ts';
+import { holSection } from './hol-section.ts';
 import { formatValue, renderBarChart } from './svg.ts';
 
 interface Entry {
@@ -364,7 +365,7 @@ export async function writeReport(): Promise<string> {
   const runs = await loadRuns();
   const entries = latest(runs);
   await mkdir(path.join(RESULTS_DIR, 'charts'), { recursive: true });
-  const lines = [...header(runs, entries), '', ...summaryTable(entries), '', ...goals(entries), '', ...scaling(entries), '', ...importSection(runs), '',
+  const lines = [...header(runs, entries), '', ...summaryTable(entries), '', ...goals(entries), '', ...scaling(entries), '', ...importSection(runs), '', ...holSection(runs), '',
     'Engine problems found while building these benchmarks, with EXPLAIN evidence: [bench/FINDINGS.md](../FINDINGS.md).', '', '## Details'];
   for (const e of entries) {
     const chart = await charts(e, RESULTS_DIR);

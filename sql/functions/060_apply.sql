@@ -30,6 +30,13 @@ end $$;
 -- recomputation instead. p_max_pairs: likewise for a larger affected region
 -- (default: a quarter of the table, at least 50,000 pairs).
 --
+-- p_chunk_pairs (null: off, the default): a pending change whose own region
+-- is larger than this is moved into a long job, applied in chunks of about
+-- this many pairs by apply_job_chunk() while later batches apply the other
+-- changes (design and correctness argument: 065_long_job.sql). While a job
+-- runs, every batch, whatever its p_chunk_pairs, keeps the tokens of changes
+-- that touch the job's users waiting for it.
+--
 -- Expiring grants: the batch computes the graph as of p_at (default: the
 -- clock once the lock is held), leaving out every grant expired by then, and
 -- adds to its region every row whose valid_until has passed: those rows are
@@ -41,7 +48,8 @@ create or replace function permgraph.apply_changes(
   p_max_changes integer default 100000,  -- = DEFAULT_MAX_BATCH in src/engine/apply.ts
   p_max_pairs bigint default null,
   p_force_full boolean default false,
-  p_at timestamptz default null
+  p_at timestamptz default null,
+  p_chunk_pairs bigint default null
 ) returns jsonb
 language plpgsql
 security definer
@@ -61,6 +69,8 @@ declare
   go_full boolean;
   diff record;
   max_pairs bigint := p_max_pairs;
+  to_job bigint := 0;
+  deferred bigint := 0;
   result jsonb;
 begin
   perform pg_advisory_xact_lock(permgraph._applier_lock_key());
@@ -76,13 +86,20 @@ begin
   select count(*) into expired from permgraph.permissions where valid_until <= batch_at;
   if pending = 0 and expired = 0 and not p_force_full then
     return jsonb_build_object('mode', 'none', 'changes', 0, 'expired', 0,
-                              'next_expiry_in_ms', permgraph._next_expiry_in_ms(batch_at));
+                              'next_expiry_in_ms', permgraph._next_expiry_in_ms(batch_at),
+                              'long_job_active', permgraph._long_job_active());
   end if;
   if max_pairs is null then
     select greatest(50000, (reltuples * 0.25)::bigint) into max_pairs
     from pg_class where oid = 'permgraph.permissions'::regclass;
   end if;
   go_full := p_force_full or needs_full or pending > p_max_changes or expired > max_pairs;
+  if not go_full and p_chunk_pairs is not null then
+    to_job := permgraph._split_off_long_job(p_chunk_pairs);
+  end if;
+  if not go_full and permgraph._long_job_active() then
+    deferred := permgraph._defer_overlapping_changes();
+  end if;
   if not go_full and expired = 0 and permgraph._batch_only_adds() then
     delta := true;  -- semi-naive: only the rows that rise are computed (050_region.sql)
   elsif not go_full then
@@ -91,6 +108,7 @@ begin
   if go_full then
     mode := 'full';
     select * into diff from permgraph._write_all(batch_at);
+    perform permgraph._end_long_job('full');  -- every row is recomputed: a running job is done
     perform permgraph._refresh_trash(null);
   else
     mode := 'incremental';
@@ -122,10 +140,16 @@ begin
   end if;
   -- Exactly the rows this snapshot saw (or all, with writers locked out):
   -- their changes are applied, so deleted nodes' rows are gone too.
+  -- (While a job runs, its users may still hold rows of deleted nodes.)
   delete from permgraph.changes;
-  delete from permgraph.deleted_nodes;
+  if permgraph._long_job_active() then
+    perform permgraph._prune_deleted_nodes();
+  else
+    delete from permgraph.deleted_nodes;
+  end if;
   result := jsonb_build_object(
     'mode', mode, 'delta', delta, 'changes', pending, 'expired', expired, 'region_pairs', pairs,
+    'to_long_job', to_job, 'deferred', deferred, 'long_job_active', permgraph._long_job_active(),
     'inserted', diff.inserted, 'updated', diff.updated, 'deleted', diff.deleted,
     'ms', round((extract(epoch from clock_timestamp() - started) * 1000)::numeric, 3),
     'next_expiry_in_ms', permgraph._next_expiry_in_ms(batch_at));

@@ -5,7 +5,9 @@
 -- Freshness tokens. A token is the writing transaction's id (xid8: 64 bits,
 -- epoch included, so comparisons never wrap around). The token T is applied,
 -- as seen by a reader's snapshot, when no captured change of T is left in
--- permgraph.changes and T is known to be finished:
+-- permgraph.changes or permgraph.long_job_changes (a long job's changes, and
+-- those that touch a user the job has not recomputed yet: 065_long_job.sql)
+-- and T is known to be finished:
 --   * T is visible in the snapshot the last batch applied
 --     (applier_state.last_batch_snapshot, recorded by apply_changes): that
 --     batch saw T's changes and applied them in the same transaction that
@@ -53,6 +55,8 @@ begin
       using errcode = '22023';
   end;
   return not exists (select 1 from permgraph.changes where xact_id = xact)
+    -- a long job's changes, and changes that touch its users (065_long_job.sql)
+    and not exists (select 1 from permgraph.long_job_changes where xact_id = xact)
     and (coalesce((select pg_visible_in_snapshot(xact, s.last_batch_snapshot) from permgraph.applier_state s), false)
          or case when pg_is_in_recovery() then xact < pg_snapshot_xmin(pg_current_snapshot())
                  else pg_visible_in_snapshot(xact, pg_current_snapshot()) end);
@@ -81,6 +85,10 @@ as $$
                  and l.database = (select oid from pg_database where datname = current_database())
                  and ((l.classid::bigint << 32) | l.objid::bigint) = permgraph._applier_role_key()
                limit 1),
-    'permission_rows', (select count(*) from permgraph.permissions)
+    'permission_rows', (select count(*) from permgraph.permissions),
+    -- the running long job, or the last one (finished_at set); null if none yet
+    'long_job', (select to_jsonb(j) - 'singleton'
+                        || jsonb_build_object('users_remaining', (select count(*) from permgraph.long_job_users))
+                 from permgraph.long_job j)
   )
 $$;

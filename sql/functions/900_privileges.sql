@@ -47,6 +47,7 @@ declare
   readable constant text :=
     'permgraph.nodes, permgraph.grants, permgraph.edges, permgraph.permissions, permgraph.effective_permissions, '
     'permgraph.trashed_groups, permgraph.deleted_nodes, permgraph.changes, permgraph.applier_state, '
+    'permgraph.long_job, permgraph.long_job_users, permgraph.long_job_changes, '
     'permgraph.roles, permgraph.operations, permgraph.audit_log, '
     'permgraph.permission_changes, permgraph.change_consumers, '
     -- what the CLI reads to tell whether the schema matches the package
@@ -69,7 +70,8 @@ declare
     -- creating policies needs ownership of the application's table anyway
     'permgraph.enable_rls(regclass, name, name, boolean)', 'permgraph.disable_rls(regclass)'];
   worker_functions constant text[] := array[
-    'permgraph.apply_changes(integer, bigint, boolean, timestamptz)', 'permgraph.refresh()', 'permgraph.verify(timestamptz)',
+    'permgraph.apply_changes(integer, bigint, boolean, timestamptz, bigint)', 'permgraph.apply_job_chunk(bigint, timestamptz)',
+    'permgraph.refresh()', 'permgraph.verify(timestamptz)',
     'permgraph._applier_role_key()'];
   -- The change stream's consumers (170_changes.sql), whatever their role:
   -- security definer, so consumers move their own position and nobody

@@ -19,6 +19,12 @@ export interface BatchResult {
   ms: number;
   /** Milliseconds until the earliest valid_until still ahead (the worker's timer); null when no row expires. */
   nextExpiryInMs: number | null;
+  /** Change rows this batch moved into a long job (their region was above chunkPairs). */
+  toLongJob: number;
+  /** Change rows applied by this batch whose tokens wait for the running long job (they touch its users). */
+  deferred: number;
+  /** A long job is running after this batch: apply its chunks (applyJobChunk). */
+  longJobActive: boolean;
 }
 
 export interface ApplyOptions {
@@ -26,6 +32,13 @@ export interface ApplyOptions {
   maxChanges?: number;
   /** A larger affected region than this is applied by a full recomputation. */
   maxPairs?: number;
+  /**
+   * A change whose own region is larger than this (pairs) becomes a long
+   * job, applied in chunks of about this size by applyJobChunk() while later
+   * batches apply the rest (sql/functions/065_long_job.sql).
+   * Unset: off, every batch is applied whole.
+   */
+  chunkPairs?: number;
   /**
    * Compute the graph as of this time instead of now: grants expiring by
    * then are left out. Not earlier than now (the server refuses it); for
@@ -54,7 +67,8 @@ async function runApply(db: Queryable, options: ApplyOptions, forceFull: boolean
         p_max_changes => ${options.maxChanges ?? DEFAULT_MAX_BATCH}::integer,
         p_max_pairs => ${options.maxPairs ?? null}::bigint,
         p_force_full => ${forceFull},
-        p_at => ${options.at ?? null}::timestamptz) as result`),
+        p_at => ${options.at ?? null}::timestamptz,
+        p_chunk_pairs => ${options.chunkPairs ?? null}::bigint) as result`),
   );
   return toBatchResult(row.result);
 }
@@ -71,5 +85,8 @@ function toBatchResult(raw: Record<string, unknown>): BatchResult {
     deleted: Number(raw.deleted ?? 0),
     ms: Number(raw.ms ?? 0),
     nextExpiryInMs: raw.next_expiry_in_ms == null ? null : Number(raw.next_expiry_in_ms),
+    toLongJob: Number(raw.to_long_job ?? 0),
+    deferred: Number(raw.deferred ?? 0),
+    longJobActive: raw.long_job_active === true,
   };
 }

@@ -60,6 +60,41 @@ export function createWorkerMetrics(worker: Worker, db: Queryable): Registry {
       this.set(worker.role === 'active' ? 1 : 0);
     },
   });
+  // Long jobs (sql/functions/065_long_job.sql): chunks applied by this worker, and the job's progress
+  const chunks = new Counter({ name: 'permgraph_long_job_chunks_total', help: 'Chunks of long jobs applied', registers: [registry] });
+  const chunkDuration = new Histogram({
+    name: 'permgraph_long_job_chunk_duration_seconds',
+    help: 'Server-side duration of applied long-job chunks',
+    buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+  const jobGauge = (name: string, help: string, read: (job: Record<string, any> | null) => number) =>
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      async collect() {
+        // (not status(): it counts the whole permission table)
+        const [job] = await db.query(sql`
+          select j.finished_at, j.started_at, j.users_total, (select count(*) from permgraph.long_job_users) as users_remaining
+          from permgraph.long_job j`);
+        this.set(read(job ?? null));
+      },
+    });
+  const running = (job: Record<string, any> | null) => job !== null && job.finished_at === null;
+  jobGauge('permgraph_long_job_active', '1 while a long job runs', (job) => (running(job) ? 1 : 0));
+  jobGauge('permgraph_long_job_users_total', 'Users the running long job recomputes (0 when none runs)', (job) => (running(job) ? Number(job!.users_total) : 0));
+  jobGauge('permgraph_long_job_users_remaining', 'Users the running long job has left (0 when none runs)', (job) => (running(job) ? Number(job!.users_remaining) : 0));
+  jobGauge('permgraph_long_job_started_timestamp_seconds', 'When the running long job started, Unix time (0 when none runs)', (job) =>
+    running(job) ? new Date(job!.started_at).getTime() / 1000 : 0,
+  );
+  worker.on('chunk', (chunk) => {
+    chunks.inc();
+    chunkDuration.observe(chunk.ms / 1000);
+    rows.inc({ op: 'insert' }, chunk.inserted);
+    rows.inc({ op: 'update' }, chunk.updated);
+    rows.inc({ op: 'delete' }, chunk.deleted);
+  });
   worker.on('batch', (batch) => {
     changes.inc(batch.changes);
     expired.inc(batch.expired);

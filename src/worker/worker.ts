@@ -3,8 +3,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Subscriber } from 'pg-listen';
 import { openPool, sql, type ConnectionPool } from '../db/pool.ts';
 import type { Connection } from '@databases/pg';
-import { DEFAULT_MAX_BATCH, DEFAULT_POLL_INTERVAL_MS, DEFAULT_STANDBY_INTERVAL_MS, WORKER_APPLICATION_NAME } from '../constants.ts';
+import { DEFAULT_CHUNK_PAIRS, DEFAULT_MAX_BATCH, DEFAULT_POLL_INTERVAL_MS, DEFAULT_STANDBY_INTERVAL_MS, WORKER_APPLICATION_NAME } from '../constants.ts';
 import { applyChanges, type BatchResult } from '../engine/apply.ts';
+import { applyJobChunk, type ChunkResult } from '../engine/long-job.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
 import { startListener } from './listener.ts';
@@ -21,10 +22,17 @@ export interface WorkerOptions {
   maxBatch?: number;
   /** LISTEN for wake-ups (default true); without it the worker only polls. */
   listen?: boolean;
+  /**
+   * A change whose region is larger than this (pairs) becomes a long job,
+   * applied in chunks of about this size between batches. null: off, every
+   * batch is applied whole (and may hold up the changes behind it).
+   */
+  chunkPairs?: number | null;
 }
 
 export interface WorkerEvents {
   batch: [BatchResult];
+  chunk: [ChunkResult];
   role: ['active' | 'standby'];
   error: [Error];
   stopped: [];
@@ -35,7 +43,9 @@ export interface WorkerEvents {
  * others wait as hot standbys. Woken by LISTEN/NOTIFY, by a timer set to the
  * earliest valid_until ahead (an expiry needs no write), and by a polling
  * backstop; every wake applies all pending changes and due expiries in one
- * transaction.
+ * transaction, except changes whose region is above chunkPairs: those become
+ * a long job, and the loop alternates one chunk of it with a batch of what
+ * came meanwhile.
  */
 export class Worker extends EventEmitter<WorkerEvents> {
   readonly options: Required<Omit<WorkerOptions, 'logger'>>;
@@ -54,6 +64,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       standbyIntervalMs: DEFAULT_STANDBY_INTERVAL_MS,
       maxBatch: DEFAULT_MAX_BATCH,
       listen: true,
+      chunkPairs: DEFAULT_CHUNK_PAIRS,
       ...options,
     };
     this.logger = options.logger ?? silentLogger;
@@ -103,12 +114,19 @@ export class Worker extends EventEmitter<WorkerEvents> {
     try {
       this.setRole('active');
       while (!this.stopping) {
-        const result = await applyChanges(conn, { maxChanges: this.options.maxBatch });
+        const result = await applyChanges(conn, { maxChanges: this.options.maxBatch, chunkPairs: this.options.chunkPairs ?? undefined });
         if (result.mode !== 'none') {
           this.logger.info({ batch: result }, 'applied batch');
           this.emit('batch', result);
-          continue; // more may have arrived meanwhile
         }
+        if (result.longJobActive) {
+          // One chunk, then the changes that came meanwhile: they never wait for more than a chunk.
+          const chunk = await applyJobChunk(conn);
+          this.logger.info({ chunk }, chunk.finished ? 'finished long job' : 'applied long job chunk');
+          this.emit('chunk', chunk);
+          continue;
+        }
+        if (result.mode !== 'none') continue; // more may have arrived meanwhile
         await this.wakeup.wait(untilNextWake(this.options.pollIntervalMs, result.nextExpiryInMs));
       }
     } finally {

@@ -201,4 +201,35 @@ describe('permgraph CLI', async () => {
     expect(await readPermissions(db)).toEqual(model.computePermissions(after));
     expect((await cli('verify')).code).toBe(0);
   });
+
+  it('worker killed with SIGKILL mid-chunk of a long job: the job goes on from its last chunk, `worker --once` finishes it', async () => {
+    // wideGraph, with a hub between the team and its groups: revoking team -> hub is one change of 200 x 201 pairs
+    const wide = wideGraph(200, 200);
+    const graph = {
+      nodes: [...wide.nodes, g('hub')],
+      grants: [...wide.grants.map((x) => (x.tailId === 'team' ? { ...x, tailId: 'hub' } : x)), grant('team', 2, 'hub')],
+    };
+    await loadGraph(db, graph);
+    await refresh(db);
+    const token = await db.tx(async (tx) => {
+      await tx.query(sql`delete from permgraph.grants where tail_id = 'team' and head_id = 'hub'`);
+      const [row] = await tx.query(sql`select permgraph.current_token() as token`);
+      return row.token as string;
+    });
+    const after = { nodes: graph.nodes, grants: graph.grants.filter((x) => !(x.tailId === 'team' && x.headId === 'hub')) };
+    await killWorkerMidBatch(db, url, { chunkPairs: 2_000 });
+    const [{ applied }] = await db.query(sql`select permgraph.is_applied(${token}) as applied`);
+    expect(applied).toBe(false);
+    const midway = JSON.parse((await cli('--json', 'status')).stdout);
+    expect(midway.longJob).toMatchObject({ finishedAt: null, usersTotal: 200 });
+    expect((await cli('status')).stdout).toMatch(/^long job: {9}running since .*, \d+\/200 users, \d+ chunk\(s\), \d+ change\(s\) \(\+0 waiting for it\)$/m);
+    const restarted = await cli('worker', '--once');
+    expect(restarted.code).toBe(0);
+    expect(restarted.stdout).toMatch(/finished a long job in \d+ chunk\(s\)/);
+    expect(await readPermissions(db)).toEqual(model.computePermissions(after));
+    const [{ done }] = await db.query(sql`select permgraph.is_applied(${token}) as done`);
+    expect(done).toBe(true);
+    expect(JSON.parse((await cli('--json', 'status')).stdout).longJob).toMatchObject({ endedBy: 'chunks', usersDone: 200 });
+    expect((await cli('verify')).code).toBe(0);
+  });
 });

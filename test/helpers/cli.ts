@@ -52,17 +52,20 @@ export function wideGraph(users: number, groups: number): RefGraph {
 }
 
 /**
- * Starts a CLI worker on the database of `db`, SIGKILLs it once its batch is
- * running, and returns when the server has ended the worker's backend (its
- * batch then committed whole or not at all).
+ * Starts a CLI worker on the database of `db`, SIGKILLs it once its batch (or
+ * a chunk of a long job) is running, and returns when the server has ended
+ * the worker's backend (its batch then committed whole or not at all).
  */
-export async function killWorkerMidBatch(db: Queryable, url: string): Promise<void> {
-  const child = spawnCli(['--database-url', url, 'worker', '--poll-interval', '50']);
+export async function killWorkerMidBatch(db: Queryable, url: string, options: { chunkPairs?: number } = {}): Promise<void> {
+  // Without chunkPairs the worker applies every batch whole (a big change is one transaction);
+  // with it, the worker is killed in a chunk of the long job the change becomes.
+  const child = spawnCli(['--database-url', url, 'worker', '--poll-interval', '50', '--chunk-pairs', String(options.chunkPairs ?? 0)]);
   const done = collect(child);
+  const running = options.chunkPairs === undefined ? '%apply_changes%' : '%apply_job_chunk%';
   await waitUntil(async () => {
     const rows = await db.query(sql`
       select 1 from pg_stat_activity
-      where datname = current_database() and state = 'active' and query like '%apply_changes%' and pid <> pg_backend_pid()`);
+      where datname = current_database() and state = 'active' and query like ${running} and pid <> pg_backend_pid()`);
     return rows.length > 0;
   }, 'a batch to start');
   child.kill('SIGKILL');

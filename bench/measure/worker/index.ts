@@ -12,7 +12,7 @@
 //
 // workload.ts is the churn, observers.ts what is watched, phases.ts the rate and
 // backlog phases; this file plans and runs them.
-import { DEFAULT_POLL_INTERVAL_MS } from '../../../src/constants.ts';
+import { DEFAULT_CHUNK_PAIRS, DEFAULT_POLL_INTERVAL_MS } from '../../../src/constants.ts';
 import { openPool } from '../../../src/db/pool.ts';
 import { verify } from '../../../src/engine/verify.ts';
 import { Worker } from '../../../src/worker/worker.ts';
@@ -41,10 +41,12 @@ export interface WorkerResult {
   sustained: { keptUpPerSecond: number | null; appliedPerSecond: number };
   backlog: BacklogResult;
   verify: { differences: number; pending: number } | { skipped: string };
+  /** The worker's chunk bound (WorkerOptions.chunkPairs; null: off). Absent in runs before long jobs. */
+  chunkPairs?: number | null;
 }
 
 /** Runs the worker benchmarks on the database at url (a loaded, refreshed graph). */
-export async function measureWorkerOn(url: string, graph: string, size: Size, runVerify: boolean): Promise<WorkerResult> {
+export async function measureWorkerOn(url: string, graph: string, size: Size, runVerify: boolean, chunkPairs: number | null = DEFAULT_CHUNK_PAIRS): Promise<WorkerResult> {
   const plan = WORKER_PLANS[size];
   const writers = openPool(url, { poolSize: plan.writers, applicationName: 'permgraph-bench-writer' });
   const observer = openPool(url, { poolSize: 1, applicationName: 'permgraph-bench-observer' });
@@ -53,7 +55,7 @@ export async function measureWorkerOn(url: string, graph: string, size: Size, ru
     const fixed = plan.rates.reduce((sum, rate) => sum + changesOf({ rate, seconds: plan.rateSeconds }), 0);
     const churn = await Churn.load(writers, fixed + plan.searchSteps * changesOf({ rate: Math.max(...plan.rates), seconds: plan.searchSeconds }));
     const log = new BatchLog();
-    const worker = new Worker({ url, pollIntervalMs: DEFAULT_POLL_INTERVAL_MS });
+    const worker = new Worker({ url, pollIntervalMs: DEFAULT_POLL_INTERVAL_MS, chunkPairs });
     log.listen(worker);
     await worker.start();
     const watcher = new TokenWatcher(observer);
@@ -80,7 +82,7 @@ export async function measureWorkerOn(url: string, graph: string, size: Size, ru
       await watcher.stop();
       await worker.stop();
     }
-    const backlog = await drainBacklog(url, observer, plan);
+    const backlog = await drainBacklog(url, observer, plan, chunkPairs);
     bar.tick();
     let checked: WorkerResult['verify'] = { skipped: 'a full recomputation is too slow on this graph (see refresh)' };
     if (runVerify) {
@@ -97,6 +99,7 @@ export async function measureWorkerOn(url: string, graph: string, size: Size, ru
       sustained: { keptUpPerSecond: keptUp.length ? Math.max(...keptUp) : null, appliedPerSecond: Math.max(...rates.map((r) => r.appliedPerSecond)) },
       backlog,
       verify: checked,
+      chunkPairs,
     };
   } finally {
     await writers.dispose();

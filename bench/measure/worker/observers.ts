@@ -45,8 +45,11 @@ export class TokenWatcher {
       const tokens = [...this.pending.keys()].slice(0, 50);
       let allApplied = false;
       if (tokens.length > 0) {
+        // (a long job's changes, and those waiting for it, are in long_job_changes: sql/functions/065_long_job.sql)
         const rows: { token: string }[] = await this.db.query(sql`
-          select distinct xact_id::text as token from permgraph.changes where xact_id = any(${tokens}::xid8[])`);
+          select xact_id::text as token from permgraph.changes where xact_id = any(${tokens}::xid8[])
+          union
+          select xact_id::text from permgraph.long_job_changes where xact_id = any(${tokens}::xid8[])`);
         const now = performance.now();
         const waiting = new Set(rows.map((r) => r.token));
         for (const token of tokens) {

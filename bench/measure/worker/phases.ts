@@ -146,7 +146,7 @@ export async function offerRate(writers: ConnectionPool, churn: Churn, watcher: 
   };
 }
 
-export async function drainBacklog(url: string, db: Queryable, plan: WorkerPlan): Promise<BacklogResult> {
+export async function drainBacklog(url: string, db: Queryable, plan: WorkerPlan, chunkPairs: number | null): Promise<BacklogResult> {
   const commitStarted = performance.now();
   const committed = await commitBacklog(db, plan.backlog);
   const commitMs = performance.now() - commitStarted;
@@ -155,7 +155,7 @@ export async function drainBacklog(url: string, db: Queryable, plan: WorkerPlan)
   const memory = new MemorySampler(db);
   const tempBefore = await tempBytes(db);
   const log = new BatchLog();
-  const worker = new Worker({ url, pollIntervalMs: DEFAULT_POLL_INTERVAL_MS });
+  const worker = new Worker({ url, pollIntervalMs: DEFAULT_POLL_INTERVAL_MS, chunkPairs });
   log.listen(worker);
   const started = performance.now();
   await worker.start();

@@ -76,7 +76,7 @@ export function registerCoreCommands(program: Command): void {
 
   program
     .command('status')
-    .description('pending changes, age of the oldest, last applied batch, and the active worker')
+    .description('pending changes, age of the oldest, last applied batch, the active worker, and a long job\'s progress')
     .action(
       action(program, async (ctx) => {
         const [{ schemaState }, { sql }] = await Promise.all([import('../../migrations/migrate.ts'), import('../../db/pool.ts')]);
@@ -93,6 +93,11 @@ export function registerCoreCommands(program: Command): void {
         ctx.say(`last batch:       ${last?.lastBatchAt ? `${last.lastBatchMode}, ${last.lastBatchChanges} change(s), ${Number(last.lastBatchMs).toFixed(1)} ms, at ${last.lastBatchAt}` : 'never'}`);
         ctx.say(`worker:           ${status.worker ? `active (backend pid ${status.worker.pid}, ${status.worker.applicationName}, from ${status.worker.clientAddr ?? 'local socket'}, since ${status.worker.since})` : 'none holds the applier role'}`);
         ctx.say(`permission rows:  ${status.permissionRows}`);
+        const job = status.longJob;
+        if (job) {
+          const progress = `${job.usersDone}/${job.usersTotal} users, ${job.chunks} chunk(s), ${job.changes} change(s) (+${job.deferred} waiting for it)`;
+          ctx.say(`long job:         ${job.finishedAt ? `last one finished at ${job.finishedAt} (${job.endedBy}), ${progress}` : `running since ${job.startedAt}, ${progress}`}`);
+        }
       }),
     );
 

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import type { Command } from 'commander';
-import { DEFAULT_MAX_BATCH, DEFAULT_POLL_INTERVAL_MS, DEFAULT_STANDBY_INTERVAL_MS } from '../../constants.ts'; // imports nothing: cheap for --help
+import { DEFAULT_CHUNK_PAIRS, DEFAULT_MAX_BATCH, DEFAULT_POLL_INTERVAL_MS, DEFAULT_STANDBY_INTERVAL_MS } from '../../constants.ts'; // imports nothing: cheap for --help
 import type { BatchResult } from '../../engine/apply.ts';
 import type { Worker } from '../../worker/worker.ts';
 import { action, positiveInteger, requireSchema } from '../action.ts';
@@ -15,6 +15,7 @@ export function registerWorkerCommands(program: Command): void {
     .option('--poll-interval <ms>', 'poll for changes at least this often (backstop for lost notifications)', String(DEFAULT_POLL_INTERVAL_MS))
     .option('--standby-interval <ms>', 'how often a standby worker tries to take over', String(DEFAULT_STANDBY_INTERVAL_MS))
     .option('--max-batch <n>', 'more pending changes than this are applied by one full recomputation', String(DEFAULT_MAX_BATCH))
+    .option('--chunk-pairs <n>', 'a change whose region is larger than this many pairs becomes a long job, applied in chunks between batches (0: never)', String(DEFAULT_CHUNK_PAIRS))
     .option('--no-listen', 'do not LISTEN; rely on polling only')
     .option('--metrics-port <port>', 'serve Prometheus metrics on this port at /metrics')
     .option('--migrate', 'run migrations first')
@@ -42,7 +43,7 @@ export function registerWorkerCommands(program: Command): void {
           ctx.say(`        select * from permgraph.effective_permissions;`);
           ctx.say('  Ctrl-C stops the worker (and the embedded server).');
         };
-        await runWorker(ctx, { migrate: true, pollInterval: String(DEFAULT_POLL_INTERVAL_MS), standbyInterval: String(DEFAULT_STANDBY_INTERVAL_MS), maxBatch: String(DEFAULT_MAX_BATCH), listen: true, metricsPort: options.metricsPort }, ready);
+        await runWorker(ctx, { migrate: true, pollInterval: String(DEFAULT_POLL_INTERVAL_MS), standbyInterval: String(DEFAULT_STANDBY_INTERVAL_MS), maxBatch: String(DEFAULT_MAX_BATCH), chunkPairs: String(DEFAULT_CHUNK_PAIRS), listen: true, metricsPort: options.metricsPort }, ready);
       }, { logLevel: 'info' }),
     );
 }
@@ -57,6 +58,7 @@ interface WorkerFlags {
   pollInterval: string;
   standbyInterval: string;
   maxBatch: string;
+  chunkPairs: string;
   listen: boolean;
   metricsPort?: string;
   migrate?: boolean;
@@ -64,8 +66,9 @@ interface WorkerFlags {
 
 async function runWorker(ctx: CommandContext, flags: WorkerFlags, onSchemaReady?: () => Promise<void>): Promise<void> {
   // Loaded here, not at the top: registering the commands must not load the database driver.
-  const [{ applyChanges }, { migrate }, { Worker }] = await Promise.all([
+  const [{ applyChanges }, { applyJobChunk }, { migrate }, { Worker }] = await Promise.all([
     import('../../engine/apply.ts'),
+    import('../../engine/long-job.ts'),
     import('../../migrations/migrate.ts'),
     import('../../worker/worker.ts'),
   ]);
@@ -73,10 +76,14 @@ async function runWorker(ctx: CommandContext, flags: WorkerFlags, onSchemaReady?
   await requireSchema(ctx);
   await onSchemaReady?.();
   const maxBatch = positiveInteger(flags.maxBatch, '--max-batch');
+  const chunkPairs = flags.chunkPairs === '0' ? null : positiveInteger(flags.chunkPairs, '--chunk-pairs');
   if (flags.once) {
+    // one batch, then the chunks of a long job (this batch's or an earlier worker's) until it is done
     const result = await applyChanges(ctx.db, { maxChanges: maxBatch });
-    if (ctx.options.json) ctx.emitJson(result);
-    ctx.say(describeBatch(result));
+    let chunks = 0;
+    for (let job = result.longJobActive; job; chunks++) job = !(await applyJobChunk(ctx.db)).finished;
+    if (ctx.options.json) ctx.emitJson({ ...result, longJobChunks: chunks });
+    ctx.say(describeBatch(result) + (chunks ? `; finished a long job in ${chunks} chunk(s)` : ''));
     return;
   }
   const worker = new Worker({
@@ -85,6 +92,7 @@ async function runWorker(ctx: CommandContext, flags: WorkerFlags, onSchemaReady?
     pollIntervalMs: positiveInteger(flags.pollInterval, '--poll-interval'),
     standbyIntervalMs: positiveInteger(flags.standbyInterval, '--standby-interval'),
     maxBatch,
+    chunkPairs,
     listen: flags.listen,
   });
   const metricsServer = flags.metricsPort === undefined ? undefined : await startMetrics(worker, ctx, positiveInteger(flags.metricsPort, '--metrics-port'));

@@ -1,0 +1,382 @@
+-- Long jobs: no head-of-line blocking behind a change whose region is huge.
+-- The current definition of these functions: `permgraph migrate` re-applies
+-- this file whenever its content changes (sql/README.md).
+--
+-- A grant that gives 20,000 users 2,000 groups each changes 40M rows; applied
+-- as one batch it held the single applier for minutes while every other
+-- change waited. Instead, apply_changes(p_chunk_pairs => N) turns each change
+-- whose region is above N pairs into a long job (permgraph.long_job): its work is
+-- a set of users (permgraph.long_job_users) whose rows are all recomputed,
+-- from the current graph and from scratch, a bounded chunk of users per
+-- transaction (apply_job_chunk). Between chunks, ordinary batches apply the
+-- other changes as before.
+--
+-- Why this is correct. A stored row belongs to one user, and every
+-- recomputation of user u's rows reads only u's own stored rows (the region
+-- path seeds (u, t) from (u, h), the additions path extends (u, h)). So a
+-- stale row of a user can only ever spread to rows of the same user. Let D be
+-- the users still in long_job_users. The invariant, between transactions:
+--   every stored row of a user outside D equals the full computation from
+--   the current graph, except pairs in the region of the pending changes
+--   (permgraph.changes), as _build_region defines it.
+-- * Starting or extending a job (_split_off_long_job), in the batch's
+--   snapshot: the moved changes' region is (users upstream of their tails) x
+--   (nodes below their heads), in the union of the current graph and every
+--   removed edge still pending (changes and long_job_changes). Those upstream
+--   users join D. A pair outside D stays covered by the remaining changes'
+--   region: a path of a user outside D cannot use an edge a moved change
+--   removed (its tail is a moved change's tail, and every user upstream of it
+--   is in D), so the smaller union graph of the remaining changes suffices.
+-- * An ordinary batch: the region of its changes is computed and its rows
+--   seeded as before. Seeds of users outside D are right by the invariant;
+--   rows of users in D may come out wrong, but those users are recomputed
+--   later anyway. So the invariant holds for the next batch.
+-- * A chunk: its users' rows equal the computation from the graph in its
+--   snapshot (no seeding at all: every pair the user reaches, and every pair
+--   it has a stored row for, is in the region, see _compute_region), so they
+--   may leave D. Changes committed after that snapshot are pending, and
+--   their region covers what they change.
+-- * A change committed later: its region, computed in the graph that has it,
+--   covers every pair it changes (as without jobs): new paths through a
+--   group the job changed are walked in the current graph.
+-- When D is empty the invariant is the engine's usual one: every row outside
+-- the pending changes' region is right.
+-- So ordinary batches need not wait for the job, even when their regions
+-- overlap it: the seeding hazard (a stale border row copied into rows the
+-- job has already done) cannot arise, because border rows are only ever
+-- copied into rows of their own user, and a user the job has done has no
+-- stale rows. What overlap does affect is freshness, below.
+-- Tombstones (deleted_nodes) hide a deleted node's rows until they are gone;
+-- while a job runs, a user in D may still hold such rows, so a batch only
+-- removes tombstones whose node has no row left (_prune_deleted_nodes).
+--
+-- Freshness (080_freshness.sql): a token is applied when none of its changes
+-- is in permgraph.changes or permgraph.long_job_changes (and a batch saw it
+-- committed). The job's own changes stay in long_job_changes until its last
+-- chunk. An ordinary change whose effect reaches a user in D (a user
+-- upstream of its tail, in the same union graph) is applied at once but a
+-- copy is kept there too (deferred): its effect on that user's rows is only
+-- certain once the job has recomputed them. So "applied" still means "every
+-- row this transaction's changes affect is right"; changes that touch no
+-- user of the job are not held up by it.
+--
+-- A full recomputation (refresh(), a truncate, a batch above p_max_changes)
+-- recomputes every row, and so ends a running job (ended_by = 'full').
+
+-- Whether a long job is running.
+create or replace function permgraph._long_job_active() returns boolean
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  return exists (select 1 from permgraph.long_job where finished_at is null);
+end $$;
+
+-- Users upstream of each of p_tails (a user tail is its own), through groups,
+-- in the union of the current graph and every edge that a pending change
+-- (captured or in the job) removed: every user whose rows a change out of
+-- that tail may affect, before or after it. The same walk as the `up` part
+-- of _build_region, over both change tables.
+create or replace function permgraph._upstream_users(p_tails text[], p_kinds text[])
+returns table (o_origin text, o_user_id text)
+language plpgsql
+set enable_nestloop = off
+set search_path = pg_catalog, pg_temp
+set jit = off
+set plan_cache_mode = force_generic_plan
+as $$
+begin
+  return query
+  with recursive changed as (
+    select c.tail_id, c.tail_kind, c.head_id from permgraph.changes c where not c.trash_changed and c.tail_kind <> '*'
+    union
+    select j.tail_id, j.tail_kind, j.head_id from permgraph.long_job_changes j
+  ), removed as (
+    select r.tail_id, r.tail_kind, r.head_id
+    from changed r
+    where not coalesce((select true from permgraph.edges e
+                        where e.tail_id = r.tail_id and e.head_id = r.head_id limit 1), false)
+  ), up(origin, node_id, node_kind) as (
+    select distinct t.id, t.id, t.kind from unnest(p_tails, p_kinds) as t(id, kind)
+    union
+    select u.origin, e.tail_id, e.tail_kind
+    from up u
+    cross join lateral (
+      select x.tail_id, x.tail_kind from permgraph.edges x where x.head_id = u.node_id
+      union all
+      select x.tail_id, x.tail_kind from removed x where x.head_id = u.node_id) e
+    where u.node_kind = 'group'
+  )
+  select distinct up.origin::text, up.node_id::text from up where up.node_kind = 'user';
+end $$;
+
+-- Per distinct changed edge (tail, head) of the pending changes out of a
+-- group: an estimate of its region, users who reach the tail x nodes below
+-- the head. Only a policy (which changes become a job), never a question of
+-- correctness, so it is made cheap, as it runs before every batch: users
+-- are counted from the stored rows on the tail (one index range), and the
+-- walk below the head is made only for tails that more than one user
+-- reaches. A change out of a user is never counted: its region is that
+-- user's rows, bounded by what one user reaches. (The exact walks of the
+-- whole batch, as _build_region makes them, made batches of many small
+-- changes four times slower.) Stored rows lag behind the pending changes: a
+-- team created in the same batch as its big grant has none yet, and that
+-- batch is applied whole.
+create or replace function permgraph._change_region_sizes()
+returns table (o_tail_id text, o_head_id text, o_pairs bigint)
+language plpgsql
+set search_path = pg_catalog, pg_temp
+set jit = off
+set plan_cache_mode = force_generic_plan
+as $$
+begin
+  return query
+  with recursive group_tails as (
+    select t.tail_id, (select count(*) from permgraph.permissions p where p.target_id = t.tail_id) as users
+    from (select distinct c.tail_id from permgraph.changes c where c.tail_kind = 'group' and not c.trash_changed) t
+  ), candidates as (
+    select distinct c.tail_id, c.head_id, c.head_kind, t.users
+    from permgraph.changes c
+    join group_tails t on t.tail_id = c.tail_id
+    where c.tail_kind = 'group' and not c.trash_changed and t.users > 1
+  ), down(origin, node_id, node_kind) as (
+    select distinct c.head_id, c.head_id, c.head_kind from candidates c
+    union
+    select d.origin, e.head_id, e.head_kind
+    from down d
+    cross join lateral (select x.head_id, x.head_kind from permgraph.edges x where x.tail_id = d.node_id) e
+    where d.node_kind = 'group'
+  )
+  select c.tail_id::text, c.head_id::text, (c.users * n.nodes)::bigint
+  from candidates c
+  join (select d.origin, count(*) as nodes from down d group by d.origin) n on n.origin = c.head_id;
+end $$;
+
+-- Moves the pending changes that are too big for one transaction into the
+-- long job (starting one, or extending the running one): each change whose
+-- own region exceeds p_chunk_pairs goes to long_job_changes, and every user
+-- upstream of its tail to long_job_users (again, when a chunk already did
+-- it: its rows must now show this change too). Many small changes stay
+-- together in the batch, however large their regions add up to (a backlog
+-- is applied faster by batches than user by user; no single one of them
+-- holds the applier long). Trash changes always stay: they rewrite no rows.
+-- Returns the number of change rows moved.
+create or replace function permgraph._split_off_long_job(p_chunk_pairs bigint) returns bigint
+language plpgsql
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
+declare
+  big_tails text[];
+  big_heads text[];
+  big_pairs bigint;
+  moved bigint;
+  users_added bigint;
+begin
+  if p_chunk_pairs < 1 then
+    raise exception 'permgraph: p_chunk_pairs must be at least 1 (got %)', p_chunk_pairs using errcode = '22023';
+  end if;
+  select coalesce(array_agg(s.o_tail_id), '{}'), coalesce(array_agg(s.o_head_id), '{}'), coalesce(sum(s.o_pairs), 0)
+    into big_tails, big_heads, big_pairs
+  from permgraph._change_region_sizes() s
+  where s.o_pairs > p_chunk_pairs;
+  if cardinality(big_tails) = 0 then
+    return 0;
+  end if;
+  delete from permgraph.long_job where finished_at is not null;  -- the last job's figures make way
+  insert into permgraph.long_job (chunk_pairs) values (p_chunk_pairs) on conflict (singleton) do nothing;
+  with moved_rows as (
+    delete from permgraph.changes c
+    using unnest(big_tails, big_heads) as b(tail_id, head_id)
+    where c.tail_id = b.tail_id and c.head_id = b.head_id and not c.trash_changed
+    returning c.*
+  )
+  insert into permgraph.long_job_changes (change_id, tail_id, head_id, tail_kind, head_kind, old_level, new_level,
+                                          xact_id, captured_at, deferred)
+  select id, tail_id, head_id, tail_kind, head_kind, old_level, new_level, xact_id, captured_at, false from moved_rows;
+  get diagnostics moved = row_count;
+  insert into permgraph.long_job_users (user_id)
+  select distinct w.o_user_id
+  from (select distinct j.tail_id, j.tail_kind from permgraph.long_job_changes j
+        where not j.deferred and j.tail_id = any(big_tails)) t
+  cross join lateral permgraph._upstream_users(array[t.tail_id::text], array[t.tail_kind]) w
+  on conflict do nothing;
+  get diagnostics users_added = row_count;
+  update permgraph.long_job set
+    changes = changes + moved, region_estimate = region_estimate + big_pairs, users_total = users_total + users_added
+  where finished_at is null;
+  return moved;
+end $$;
+
+-- While a job runs: keeps a copy, in long_job_changes (deferred), of every
+-- pending change that may affect the rows of a user the job has not done
+-- yet, so that its token is not applied before those rows are right.
+-- Returns the number of change rows deferred.
+create or replace function permgraph._defer_overlapping_changes() returns bigint
+language plpgsql
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
+declare
+  deferred_rows bigint;
+begin
+  with tails as (
+    select array_agg(t.tail_id::text order by t.tail_id) as ids, array_agg(t.tail_kind order by t.tail_id) as kinds
+    from (select distinct c.tail_id, c.tail_kind from permgraph.changes c where not c.trash_changed and c.tail_kind <> '*') t
+  ), hit as (
+    select distinct w.o_origin
+    from tails a
+    cross join lateral permgraph._upstream_users(a.ids, a.kinds) w
+    where exists (select 1 from permgraph.long_job_users j where j.user_id = w.o_user_id)
+  )
+  insert into permgraph.long_job_changes (change_id, tail_id, head_id, tail_kind, head_kind, old_level, new_level,
+                                          xact_id, captured_at, deferred)
+  select c.id, c.tail_id, c.head_id, c.tail_kind, c.head_kind, c.old_level, c.new_level, c.xact_id, c.captured_at, true
+  from permgraph.changes c
+  where not c.trash_changed and c.tail_id in (select o_origin from hit);
+  get diagnostics deferred_rows = row_count;
+  if deferred_rows > 0 then
+    update permgraph.long_job set deferred = deferred + deferred_rows where finished_at is null;
+  end if;
+  return deferred_rows;
+end $$;
+
+-- Tombstones of deleted nodes (deleted_nodes) hide their rows until those
+-- are gone. While a job runs, a user of the job may keep rows of a deleted
+-- node until its chunk: only tombstones with no row left are removed.
+create or replace function permgraph._prune_deleted_nodes() returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  delete from permgraph.deleted_nodes d
+  where not exists (select 1 from permgraph.permissions p where p.user_id = d.id)
+    and not exists (select 1 from permgraph.permissions p where p.target_id = d.id);
+end $$;
+
+-- Ends the running job, if any: after its last chunk, or after a full
+-- recomputation (which recomputed every row). Its changes' tokens turn
+-- applied in this transaction.
+create or replace function permgraph._end_long_job(p_ended_by text) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  delete from permgraph.long_job_users;
+  delete from permgraph.long_job_changes;
+  update permgraph.long_job set finished_at = clock_timestamp(), ended_by = p_ended_by where finished_at is null;
+end $$;
+
+-- The region of a chunk: every pair its users reach in the graph at p_at,
+-- and every pair they have a stored row for. With all of them inside,
+-- _compute_region seeds nothing from stored rows: it walks each user from
+-- scratch, and _write_diff deletes the stored rows it no longer reaches.
+create or replace function permgraph._build_user_region(p_users text[], p_at timestamptz) returns bigint
+language plpgsql
+-- per-user walks, by index probes (as _compute_region)
+set enable_hashjoin = off
+set enable_mergejoin = off
+set search_path = pg_catalog, pg_temp
+set jit = off
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+  region_rows bigint;
+begin
+  perform permgraph._prepare_region_tables();
+  insert into pg_temp.permgraph_region (user_id, target_id)
+  with recursive reach(user_id, node_id, node_kind) as (
+    select n.id, n.id, n.kind from permgraph.nodes n where n.id = any(p_users) and n.kind = 'user'
+    union
+    -- a path leaves its user by any edge, then only groups pass it on
+    select r.user_id, e.head_id, e.head_kind
+    from reach r
+    join permgraph.edges e on e.tail_id = r.node_id
+    where (r.node_kind = 'group' or r.node_id = r.user_id)
+      and (e.expires_at is null or e.expires_at > p_at)
+  )
+  select user_id, node_id from reach
+  union
+  select p.user_id, p.target_id from permgraph.permissions p where p.user_id = any(p_users);
+  get diagnostics region_rows = row_count;
+  if region_rows > 200 then  -- (see _build_region)
+    analyze pg_temp.permgraph_region;
+  end if;
+  return region_rows;
+end $$;
+
+-- Applies one chunk of the running long job, in the caller's transaction
+-- (REPEATABLE READ, as apply_changes): recomputes every row of the next
+-- users of the job, from the graph at p_at (default: the clock), writing
+-- only differences. The number of users is sized so that the chunk's region
+-- is about the job's chunk_pairs (p_max_pairs overrides it), from the pairs
+-- per user the previous chunk found (the first uses the job's estimate),
+-- and at least one user. The last chunk ends the job.
+create or replace function permgraph.apply_job_chunk(
+  p_max_pairs bigint default null,
+  p_at timestamptz default null
+) returns jsonb
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
+declare
+  started timestamptz := clock_timestamp();
+  job permgraph.long_job;
+  batch_at timestamptz;
+  bound bigint;
+  chunk_users text[];
+  pairs bigint;
+  diff record;
+  remaining bigint;
+  elapsed double precision;
+begin
+  perform pg_advisory_xact_lock(permgraph._applier_lock_key());
+  if current_setting('transaction_isolation') = 'read committed' then
+    lock table permgraph.nodes, permgraph.grants in share mode;
+  end if;
+  if p_at < now() then
+    raise exception 'permgraph: apply_job_chunk(p_at => %) is in the past; it must not be earlier than now() (%)', p_at, now()
+      using errcode = '22023';
+  end if;
+  if p_max_pairs < 1 then
+    raise exception 'permgraph: apply_job_chunk(p_max_pairs => %) must be at least 1', p_max_pairs using errcode = '22023';
+  end if;
+  select * into job from permgraph.long_job where finished_at is null;
+  if not found then
+    return jsonb_build_object('mode', 'none');
+  end if;
+  batch_at := coalesce(p_at, clock_timestamp());
+  bound := coalesce(p_max_pairs, job.chunk_pairs);
+  select array_agg(user_id order by user_id) into chunk_users
+  from (select user_id from permgraph.long_job_users order by user_id
+        limit greatest(1, floor(bound / greatest(1, coalesce(job.pairs_per_user,
+                                                              job.region_estimate::double precision / greatest(1, job.users_total)))))::bigint) s;
+  if chunk_users is null then  -- a job with no users (its changes reached none)
+    pairs := 0;
+    select 0::bigint as inserted, 0::bigint as updated, 0::bigint as deleted into diff;
+  else
+    pairs := permgraph._build_user_region(chunk_users, batch_at);
+    perform permgraph._compute_region(batch_at);
+    select * into diff from permgraph._write_diff(true);
+    delete from permgraph.long_job_users where user_id = any(chunk_users);
+  end if;
+  select count(*) into remaining from permgraph.long_job_users;
+  elapsed := round((extract(epoch from clock_timestamp() - started) * 1000)::numeric, 3);
+  update permgraph.long_job set
+    users_done = users_done + coalesce(cardinality(chunk_users), 0),
+    pairs_per_user = case when chunk_users is null then pairs_per_user else pairs::double precision / cardinality(chunk_users) end,
+    chunks = chunks + 1, last_chunk_at = clock_timestamp(), last_chunk_ms = elapsed,
+    rows_inserted = rows_inserted + diff.inserted, rows_updated = rows_updated + diff.updated,
+    rows_deleted = rows_deleted + diff.deleted
+  where finished_at is null;
+  if remaining = 0 then
+    perform permgraph._end_long_job('chunks');
+    perform permgraph._prune_deleted_nodes();
+  end if;
+  return jsonb_build_object(
+    'mode', 'chunk', 'users', coalesce(cardinality(chunk_users), 0), 'users_remaining', remaining,
+    'region_pairs', pairs, 'inserted', diff.inserted, 'updated', diff.updated, 'deleted', diff.deleted,
+    'finished', remaining = 0, 'ms', elapsed);
+end $$;

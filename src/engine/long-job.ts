@@ -1,0 +1,54 @@
+import { sql, type Queryable } from '../db/pool.ts';
+import { inSnapshot } from '../db/transaction.ts';
+
+/** What one chunk of a long job did (sql/functions/065_long_job.sql). */
+export interface ChunkResult {
+  /** none: no long job is running; chunk: one chunk was applied. */
+  mode: 'none' | 'chunk';
+  /** Users whose rows this chunk recomputed. */
+  users: number;
+  /** Users the job has left after this chunk (0: the job is finished). */
+  usersRemaining: number;
+  /** Size of the chunk's region: every pair its users reach or have a row for. */
+  regionPairs: number;
+  inserted: number;
+  updated: number;
+  deleted: number;
+  /** This chunk ended the job: its changes' freshness tokens are applied. */
+  finished: boolean;
+  /** Server-side duration. */
+  ms: number;
+}
+
+export interface ChunkOptions {
+  /** The region to aim at (default: the job's chunk bound, the chunkPairs it was started with). */
+  maxPairs?: number;
+  /** Compute the graph as of this time instead of now (not earlier than now). */
+  at?: Date;
+}
+
+/**
+ * Applies the next chunk of the running long job, if any, in one REPEATABLE
+ * READ transaction: every row of a bounded set of the job's users is
+ * recomputed from the current graph, and only differences are written.
+ */
+export async function applyJobChunk(db: Queryable, options: ChunkOptions = {}): Promise<ChunkResult> {
+  const [row] = await inSnapshot(db, (tx) =>
+    tx.query(sql`
+      select permgraph.apply_job_chunk(
+        p_max_pairs => ${options.maxPairs ?? null}::bigint,
+        p_at => ${options.at ?? null}::timestamptz) as result`),
+  );
+  const raw = row.result as Record<string, unknown>;
+  return {
+    mode: raw.mode as ChunkResult['mode'],
+    users: Number(raw.users ?? 0),
+    usersRemaining: Number(raw.users_remaining ?? 0),
+    regionPairs: Number(raw.region_pairs ?? 0),
+    inserted: Number(raw.inserted ?? 0),
+    updated: Number(raw.updated ?? 0),
+    deleted: Number(raw.deleted ?? 0),
+    finished: raw.finished === true,
+    ms: Number(raw.ms ?? 0),
+  };
+}

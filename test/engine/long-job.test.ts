@@ -1,0 +1,275 @@
+// Long jobs (sql/functions/065_long_job.sql): a change whose region is above
+// the chunk bound is applied in chunks of users while other changes keep
+// flowing. Checked against the reference model after every step, and
+// freshness tokens against what they promise: a token reported applied has
+// its effect in the table.
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { sql, type Queryable } from '../../src/db/pool.ts';
+import { applyChanges, refresh } from '../../src/engine/apply.ts';
+import { currentToken, isApplied, waitFor } from '../../src/engine/freshness.ts';
+import { applyJobChunk } from '../../src/engine/long-job.ts';
+import { verify } from '../../src/engine/verify.ts';
+import { createWorkerMetrics } from '../../src/worker/metrics.ts';
+import { Worker } from '../../src/worker/worker.ts';
+import * as model from '../reference/model.ts';
+import type { RefGraph } from '../reference/model.ts';
+import { g, grant, u } from '../helpers/builders.ts';
+import { createTestDatabase } from '../helpers/database.ts';
+import { graphArbitrary, loadGraph, readPermissions, readTrashedGroups } from '../helpers/graph.ts';
+import { GraphState, mutationArbitrary, type Mutation } from '../helpers/mutations.ts';
+
+type Row = model.PermissionRow;
+const key = (r: Pick<Row, 'userId' | 'targetId'>) => `${r.userId}\u0000${r.targetId}`;
+const rowsByPair = (rows: readonly Row[]) => new Map(rows.map((r) => [key(r), JSON.stringify(r)]));
+
+/** One committed writing transaction: its token and the model's rows just before and just after it. */
+interface Committed {
+  token: string;
+  description: string;
+  /** Pairs whose model row differs between before and after this transaction. */
+  affected: Set<string>;
+}
+
+describe('long jobs: huge regions applied in chunks', async () => {
+  const { db, url } = await createTestDatabase();
+
+  async function start(graph: RefGraph): Promise<GraphState> {
+    await loadGraph(db, graph);
+    await db.query(sql`delete from permgraph.long_job_changes; delete from permgraph.long_job_users; delete from permgraph.long_job`);
+    await refresh(db);
+    return new GraphState(graph);
+  }
+
+  /** Applies one mutation in its own transaction; returns its token and the pairs it affects in the model. */
+  async function commit(state: GraphState, mutation: Mutation): Promise<Committed> {
+    const before = rowsByPair(model.computePermissions(state.snapshot()));
+    const { description, token } = await db.tx(async (tx) => ({ description: await state.apply(tx, mutation), token: await currentToken(tx) }));
+    const after = rowsByPair(model.computePermissions(state.snapshot()));
+    const affected = new Set([...before.keys(), ...after.keys()].filter((k) => before.get(k) !== after.get(k)));
+    return { token, description, affected };
+  }
+
+  /** The rows readers see (the rows of deleted nodes are hidden until a batch removes them). */
+  async function readVisible(tx: Queryable): Promise<Map<string, string>> {
+    const rows: { user_id: string; target_id: string; level: model.Level; traverse_owned: boolean; valid_until: Date | null }[] = await tx.query(
+      sql`select user_id, target_id, level, traverse_owned, valid_until from permgraph.effective_permissions`,
+    );
+    return rowsByPair(rows.map((r) => ({ userId: r.user_id, targetId: r.target_id, level: r.level, traverseOwned: r.traverse_owned, validUntil: r.valid_until })));
+  }
+
+  /**
+   * What a token promises: every pair its transaction affected is right in
+   * the table, unless a transaction whose token is not applied yet affected
+   * it too. (Commits are sequential, so the model's rows change only through
+   * the listed transactions.) Returns the tokens applied.
+   */
+  async function expectTokensHonest(state: GraphState, committed: readonly Committed[], context: string): Promise<Set<string>> {
+    const { applied, stored } = await db.tx(async (tx) => {
+      const applied = new Set<string>();
+      for (const c of committed) if (await isApplied(tx, c.token)) applied.add(c.token);
+      return { applied, stored: await readVisible(tx) };
+    });
+    const owed = new Set(committed.filter((c) => !applied.has(c.token)).flatMap((c) => [...c.affected]));
+    const now = rowsByPair(model.computePermissions(state.snapshot()));
+    for (const c of committed) {
+      if (!applied.has(c.token)) continue;
+      for (const pair of c.affected) {
+        if (owed.has(pair)) continue;
+        expect(stored.get(pair), `${context}: token of "${c.description}" is applied but pair ${pair.replace('\u0000', ' -> ')} is not right`).toBe(now.get(pair));
+      }
+    }
+    return applied;
+  }
+
+  async function expectTableMatches(state: GraphState, context: string): Promise<void> {
+    const graph = state.snapshot();
+    expect(await readPermissions(db), context).toEqual(model.computePermissions(graph));
+    expect(await readTrashedGroups(db), context).toEqual(model.computeTrashedGroups(graph));
+  }
+
+  async function longJob(): Promise<Record<string, any> | null> {
+    const [{ status }] = await db.query(sql`select permgraph.status() as status`);
+    return status.long_job;
+  }
+
+  /** Grants (level > 0) or revokes (level 0) tail -> head in its own transaction, in the database and the model. */
+  async function commitGrant(state: GraphState, tail: string, head: string, level: 0 | model.Level): Promise<Committed> {
+    const before = rowsByPair(model.computePermissions(state.snapshot()));
+    const token = await db.tx(async (tx) => {
+      if (level === 0) await tx.query(sql`delete from permgraph.grants where tail_id = ${tail} and head_id = ${head}`);
+      else await tx.query(sql`insert into permgraph.grants (tail_id, head_id, level) values (${tail}, ${head}, ${level})`);
+      return currentToken(tx);
+    });
+    if (level === 0) {
+      for (const [k, v] of state.grants) if (v.tailId === tail && v.headId === head) state.grants.delete(k);
+    } else {
+      state.grants.set(`${tail}\u0000${head}\u0000default`, grant(tail, level, head));
+    }
+    const after = rowsByPair(model.computePermissions(state.snapshot()));
+    const affected = new Set([...before.keys(), ...after.keys()].filter((k) => before.get(k) !== after.get(k)));
+    return { token, description: `${tail} -${level}-> ${head}`, affected };
+  }
+
+  it('a huge grant spans many chunks; other changes flow meanwhile, and tokens wait exactly for what touches the job', async () => {
+    const members = Array.from({ length: 10 }, (_, i) => u(`m${i}`));
+    const owned = Array.from({ length: 10 }, (_, i) => g(`p${i}`, 'parent'));
+    const state = await start({
+      nodes: [...members, u('outsider'), g('team'), g('parent'), ...owned, g('side'), g('other')],
+      grants: [...members.map((m) => grant(m.id, 2, 'team')), grant('outsider', 1, 'side')],
+    });
+    const chunkPairs = 30; // a revoke from the team: 12 pairs
+
+    // team -> parent: 10 members x 11 groups = 110 pairs, above the bound
+    const big = await commitGrant(state, 'team', 'parent', 1);
+    expect(big.affected.size).toBe(110);
+    const committed = [big];
+    const first = await applyChanges(db, { chunkPairs });
+    expect(first).toMatchObject({ mode: 'incremental', longJobActive: true, toLongJob: 1 });
+    expect(await longJob()).toMatchObject({ users_total: 10, users_done: 0, users_remaining: 10, chunks: 0, finished_at: null });
+    expect((await verify(db)).pendingChanges).toBe(1); // the job's change: differences are expected meanwhile
+    expect(await expectTokensHonest(state, committed, 'job started')).not.toContain(big.token);
+
+    // A change that touches no member: applied by the next batch, not held up by the job.
+    const independent = await commitGrant(state, 'outsider', 'other', 3);
+    committed.push(independent);
+    expect(await applyChanges(db, { chunkPairs })).toMatchObject({ deferred: 0, longJobActive: true });
+    expect(await expectTokensHonest(state, committed, 'independent change')).toContain(independent.token);
+
+    // A change that touches a member the job has not done yet: applied, but its token waits for the job.
+    const overlapping = await commitGrant(state, 'm9', 'side', 2);
+    committed.push(overlapping);
+    expect(await applyChanges(db, { chunkPairs })).toMatchObject({ deferred: 1 });
+    expect(await expectTokensHonest(state, committed, 'overlapping change')).not.toContain(overlapping.token);
+
+    // Chunks of about one user (15 pairs: a member has 13 rows), with changes in between:
+    // one for a member already done (m0), one for a member not done yet (m8).
+    let chunks = 0;
+    for (;;) {
+      const chunk = await applyJobChunk(db, { maxPairs: 15 });
+      chunks++;
+      expect(chunk).toMatchObject({ mode: 'chunk', users: 1 });
+      if (chunks === 2) {
+        const done = await commitGrant(state, 'm0', 'team', 0);
+        const notYet = await commitGrant(state, 'm8', 'team', 0);
+        committed.push(done, notYet);
+        expect(await applyChanges(db, { chunkPairs })).toMatchObject({ deferred: 1 });
+        const applied = await expectTokensHonest(state, committed, 'revokes during the job');
+        expect(applied).toContain(done.token);
+        expect(applied).not.toContain(notYet.token);
+      }
+      const applied = await expectTokensHonest(state, committed, `after chunk ${chunks}`);
+      if (chunk.finished) {
+        expect(applied.size).toBe(committed.length);
+        break;
+      }
+      expect(applied).not.toContain(big.token);
+      expect(chunks).toBeLessThan(20);
+    }
+    expect(chunks).toBe(10);
+    expect(await longJob()).toMatchObject({ users_remaining: 0, ended_by: 'chunks', chunks: 10, users_done: 10, deferred: 2 });
+    await expectTableMatches(state, 'after the job');
+    expect((await verify(db)).differences).toEqual([]);
+  });
+
+  it('a full recomputation ends a running job', async () => {
+    const members = Array.from({ length: 6 }, (_, i) => u(`m${i}`));
+    const state = await start({
+      nodes: [...members, g('team'), g('parent'), g('p0', 'parent'), g('p1', 'parent')],
+      grants: members.map((m) => grant(m.id, 2, 'team')),
+    });
+    const { token } = await db.tx(async (tx) => {
+      await tx.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('team', 'parent', 3)`);
+      return { token: await currentToken(tx) };
+    });
+    state.grants.set('team\u0000parent\u0000default', grant('team', 3, 'parent'));
+    expect(await applyChanges(db, { chunkPairs: 4 })).toMatchObject({ longJobActive: true });
+    expect(await isApplied(db, token)).toBe(false);
+    await refresh(db);
+    expect(await longJob()).toMatchObject({ ended_by: 'full', users_remaining: 0 });
+    expect(await isApplied(db, token)).toBe(true);
+    expect(await applyJobChunk(db)).toMatchObject({ mode: 'none' });
+    await expectTableMatches(state, 'after refresh');
+  });
+
+  it('the worker alternates chunks with batches, finishes the job, and its metrics show the progress', async () => {
+    const members = Array.from({ length: 8 }, (_, i) => u(`m${i}`));
+    const state = await start({
+      nodes: [...members, u('outsider'), g('team'), g('parent'), ...Array.from({ length: 6 }, (_, i) => g(`p${i}`, 'parent')), g('side')],
+      grants: members.map((m) => grant(m.id, 2, 'team')),
+    });
+    const worker = new Worker({ url, pollIntervalMs: 50, chunkPairs: 12, listen: false });
+    const registry = createWorkerMetrics(worker, db);
+    const chunks: boolean[] = [];
+    worker.on('chunk', (chunk) => chunks.push(chunk.finished));
+    await worker.start();
+    try {
+      const big = await commitGrant(state, 'team', 'parent', 3); // 8 members x 7 groups
+      const small = await commitGrant(state, 'outsider', 'side', 1);
+      await waitFor(db, big.token, 30_000);
+      await waitFor(db, small.token, 30_000);
+    } finally {
+      await worker.stop();
+    }
+    expect(chunks.length).toBeGreaterThan(1);
+    expect(chunks.at(-1)).toBe(true);
+    const metrics = await registry.metrics();
+    expect(metrics).toContain(`permgraph_long_job_chunks_total ${chunks.length}`);
+    expect(metrics).toContain('permgraph_long_job_active 0');
+    expect(await longJob()).toMatchObject({ ended_by: 'chunks', users_total: 8, users_done: 8, chunks: chunks.length });
+    await expectTableMatches(state, 'worker');
+  });
+
+  it('random changes, batches and chunks in random order: tokens never run ahead of the table, and the end equals the model', async () => {
+    const step = fc.oneof(
+      { weight: 4, arbitrary: mutationArbitrary.map((mutation) => ({ type: 'write' as const, mutation })) },
+      { weight: 2, arbitrary: fc.constantFrom(1, 2, 4, 8, 40).map((chunkPairs) => ({ type: 'batch' as const, chunkPairs })) },
+      { weight: 2, arbitrary: fc.constantFrom(1, 4, 30).map((maxPairs) => ({ type: 'chunk' as const, maxPairs })) },
+    );
+    let jobs = 0;
+    let deferredBatches = 0;
+    await fc.assert(
+      fc.asyncProperty(graphArbitrary({ users: 8, groups: 10, objects: 4, grants: 40 }, 0.5), fc.array(step, { minLength: 1, maxLength: 30 }), async (graph, steps) => {
+        const state = await start(graph);
+        const committed: Committed[] = [];
+        const log: string[] = [];
+        for (const s of steps) {
+          if (s.type === 'write') {
+            const c = await commit(state, s.mutation);
+            committed.push(c);
+            log.push(c.description);
+            continue;
+          }
+          if (s.type === 'batch') {
+            const result = await applyChanges(db, { chunkPairs: s.chunkPairs });
+            if (result.toLongJob > 0) jobs++;
+            if (result.deferred > 0) deferredBatches++;
+            log.push(`batch(${s.chunkPairs}) -> ${result.mode} job=${result.toLongJob} deferred=${result.deferred}`);
+          } else {
+            const chunk = await applyJobChunk(db, { maxPairs: s.maxPairs });
+            log.push(`chunk(${s.maxPairs}) -> ${chunk.mode} users=${chunk.users} left=${chunk.usersRemaining}`);
+          }
+          await expectTokensHonest(state, committed, log.join('; '));
+        }
+        // Drain: batches and chunks until nothing is pending and no job runs.
+        for (let round = 0; ; round++) {
+          const batch = await applyChanges(db, { chunkPairs: 4 });
+          if (batch.toLongJob > 0) jobs++;
+          if (batch.deferred > 0) deferredBatches++;
+          const chunk = await applyJobChunk(db, { maxPairs: 10 });
+          log.push(`drain: ${batch.mode}, ${chunk.mode}`);
+          if (batch.mode === 'none' && chunk.mode === 'none') break;
+          expect(round, log.join('; ')).toBeLessThan(500);
+        }
+        const applied = await expectTokensHonest(state, committed, log.join('; '));
+        expect(applied.size, log.join('; ')).toBe(committed.length);
+        await expectTableMatches(state, log.join('; '));
+        expect((await verify(db)).differences, log.join('; ')).toEqual([]);
+      }),
+      { numRuns: 120 },
+    );
+    // the bounds above do force jobs, and changes that wait for them
+    expect(jobs).toBeGreaterThan(50);
+    expect(deferredBatches).toBeGreaterThan(10);
+  });
+});
