@@ -904,6 +904,24 @@ begin
                                                  where e.tail_id = r.tail_id and e.head_id = r.head_id), 0));
 end $function$;
 
+-- permgraph._begin_applying(text,timestamp with time zone): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._begin_applying(p_caller text, p_at timestamp with time zone)
+ RETURNS timestamp with time zone
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+begin
+  perform pg_advisory_xact_lock(permgraph._applier_lock_key());
+  if current_setting('transaction_isolation') = 'read committed' then
+    lock table permgraph.nodes, permgraph.grants in share mode;
+  end if;
+  if p_at < now() then
+    raise exception 'permgraph: %(p_at => %) is in the past; it must not be earlier than now() (%)', p_caller, p_at, now()
+      using errcode = '22023';
+  end if;
+  return coalesce(p_at, clock_timestamp());
+end $function$;
+
 -- permgraph._begin_consumers_change(text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._begin_consumers_change(p_name text)
  RETURNS void
@@ -3338,15 +3356,7 @@ declare
   deferred bigint := 0;
   result jsonb;
 begin
-  perform pg_advisory_xact_lock(permgraph._applier_lock_key());
-  if current_setting('transaction_isolation') = 'read committed' then
-    lock table permgraph.nodes, permgraph.grants in share mode;
-  end if;
-  if p_at < now() then
-    raise exception 'permgraph: apply_changes(p_at => %) is in the past; it must not be earlier than now() (%)', p_at, now()
-      using errcode = '22023';
-  end if;
-  batch_at := coalesce(p_at, clock_timestamp());
+  batch_at := permgraph._begin_applying('apply_changes', p_at);
   select count(*), coalesce(bool_or(tail_kind = '*'), false) into pending, needs_full from permgraph.changes;
   select count(*) into expired from permgraph.permissions where valid_until <= batch_at;
   if pending = 0 and expired = 0 and not p_force_full then
@@ -3445,14 +3455,7 @@ declare
   remaining bigint;
   elapsed double precision;
 begin
-  perform pg_advisory_xact_lock(permgraph._applier_lock_key());
-  if current_setting('transaction_isolation') = 'read committed' then
-    lock table permgraph.nodes, permgraph.grants in share mode;
-  end if;
-  if p_at < now() then
-    raise exception 'permgraph: apply_job_chunk(p_at => %) is in the past; it must not be earlier than now() (%)', p_at, now()
-      using errcode = '22023';
-  end if;
+  batch_at := permgraph._begin_applying('apply_job_chunk', p_at);
   if p_max_pairs < 1 then
     raise exception 'permgraph: apply_job_chunk(p_max_pairs => %) must be at least 1', p_max_pairs using errcode = '22023';
   end if;
@@ -3460,7 +3463,6 @@ begin
   if not found then
     return jsonb_build_object('mode', 'none');
   end if;
-  batch_at := coalesce(p_at, clock_timestamp());
   bound := coalesce(p_max_pairs, job.chunk_pairs);
   select array_agg(user_id order by user_id) into chunk_users
   from (select user_id from permgraph.long_job_users order by user_id

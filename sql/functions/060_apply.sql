@@ -16,6 +16,30 @@ begin
           from permgraph.permissions where valid_until > p_at);
 end $$;
 
+-- What every transaction that writes permissions does first (apply_changes,
+-- apply_job_chunk): take the applier lock, so batches and chunks run one at a
+-- time; under READ COMMITTED lock writers out, since each statement would
+-- otherwise read a newer graph (under REPEATABLE READ, the worker's choice,
+-- the snapshot does it and writers never wait); refuse a time in the past,
+-- which would write rows that reads already treat as expired. Returns the
+-- time the batch computes the graph at: p_at, or the clock once the lock is
+-- held.
+create or replace function permgraph._begin_applying(p_caller text, p_at timestamptz) returns timestamptz
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  perform pg_advisory_xact_lock(permgraph._applier_lock_key());
+  if current_setting('transaction_isolation') = 'read committed' then
+    lock table permgraph.nodes, permgraph.grants in share mode;
+  end if;
+  if p_at < now() then
+    raise exception 'permgraph: %(p_at => %) is in the past; it must not be earlier than now() (%)', p_caller, p_at, now()
+      using errcode = '22023';
+  end if;
+  return coalesce(p_at, clock_timestamp());
+end $$;
+
 -- Applies every pending change visible to this transaction, as one batch,
 -- and marks them done. This is the only code path that writes permissions:
 -- the worker, refresh() and tests all come through here.
@@ -73,15 +97,7 @@ declare
   deferred bigint := 0;
   result jsonb;
 begin
-  perform pg_advisory_xact_lock(permgraph._applier_lock_key());
-  if current_setting('transaction_isolation') = 'read committed' then
-    lock table permgraph.nodes, permgraph.grants in share mode;
-  end if;
-  if p_at < now() then
-    raise exception 'permgraph: apply_changes(p_at => %) is in the past; it must not be earlier than now() (%)', p_at, now()
-      using errcode = '22023';
-  end if;
-  batch_at := coalesce(p_at, clock_timestamp());
+  batch_at := permgraph._begin_applying('apply_changes', p_at);
   select count(*), coalesce(bool_or(tail_kind = '*'), false) into pending, needs_full from permgraph.changes;
   select count(*) into expired from permgraph.permissions where valid_until <= batch_at;
   if pending = 0 and expired = 0 and not p_force_full then

@@ -332,14 +332,7 @@ declare
   remaining bigint;
   elapsed double precision;
 begin
-  perform pg_advisory_xact_lock(permgraph._applier_lock_key());
-  if current_setting('transaction_isolation') = 'read committed' then
-    lock table permgraph.nodes, permgraph.grants in share mode;
-  end if;
-  if p_at < now() then
-    raise exception 'permgraph: apply_job_chunk(p_at => %) is in the past; it must not be earlier than now() (%)', p_at, now()
-      using errcode = '22023';
-  end if;
+  batch_at := permgraph._begin_applying('apply_job_chunk', p_at);
   if p_max_pairs < 1 then
     raise exception 'permgraph: apply_job_chunk(p_max_pairs => %) must be at least 1', p_max_pairs using errcode = '22023';
   end if;
@@ -347,7 +340,6 @@ begin
   if not found then
     return jsonb_build_object('mode', 'none');
   end if;
-  batch_at := coalesce(p_at, clock_timestamp());
   bound := coalesce(p_max_pairs, job.chunk_pairs);
   select array_agg(user_id order by user_id) into chunk_users
   from (select user_id from permgraph.long_job_users order by user_id
