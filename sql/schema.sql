@@ -3620,14 +3620,24 @@ CREATE OR REPLACE FUNCTION permgraph.effective_group_trash(p_ids text[])
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET jit TO 'off'
 AS $function$
+  -- Both steps are index probes whatever the statistics (bench/FINDINGS.md
+  -- 13: once planned generically, the owner step hashed every group of org
+  -- large, ~95 ms for a batch that trashed one project): the seed is split
+  -- on p_ids so that a generic plan keeps the key lookup, and the owner is
+  -- looked up per chain row (offset 0: never flattened into a join).
   with recursive chain(group_id, owner_id, trash_at) as (
     select n.id, n.owner_id, n.trash_at
     from permgraph.nodes n
-    where n.kind = 'group' and (p_ids is null or n.id = any (p_ids))
+    where p_ids is not null and n.id = any (p_ids) and n.kind = 'group'
+    union all
+    select n.id, n.owner_id, n.trash_at
+    from permgraph.nodes n
+    where p_ids is null and n.kind = 'group'
     union all
     select c.group_id, o.owner_id, o.trash_at
-    from chain c join permgraph.nodes o on o.id = c.owner_id
-    where o.kind = 'group'
+    from chain c
+    cross join lateral (select o.owner_id, o.trash_at from permgraph.nodes o
+                        where o.id = c.owner_id and o.kind = 'group' offset 0) o
   )
   select group_id, min(trash_at) from chain group by group_id having min(trash_at) is not null
 $function$;
