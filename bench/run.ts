@@ -11,7 +11,7 @@ import { SHAPES, type Shape, type Size } from './graph/types.ts';
 import { gitInfo, machineInfo, postgresInfo } from './lib/environment.ts';
 import { PLANS, type RunPlan } from './lib/plan.ts';
 import { say } from './lib/progress.ts';
-import type { GraphInfo, RunResult, ShapeResult } from './lib/result.ts';
+import { SOLO_PHASES, type GraphInfo, type RunResult, type ShapeResult } from './lib/result.ts';
 import { freshDatabase, RESULTS_DIR, startServer } from './lib/server.ts';
 import { appliedMigrations } from '../src/migrations/migrate.ts';
 import { measureIncremental } from './measure/incremental.ts';
@@ -123,7 +123,8 @@ async function saveRun(run: RunResult): Promise<string> {
   const dir = path.join(RESULTS_DIR, 'runs');
   await mkdir(dir, { recursive: true });
   const stamp = run.startedAt.replace(/[:.]/g, '-');
-  const file = path.join(dir, `${stamp}-${run.size}-${run.shapes.map((s) => s.shape).join('_') || (run.import ? 'import' : run.hol ? 'hol' : 'none')}.json`);
+  const phase = SOLO_PHASES.find((p) => run[p] !== undefined) ?? 'none';
+  const file = path.join(dir, `${stamp}-${run.size}-${run.shapes.map((s) => s.shape).join('_') || phase}.json`);
   await writeFile(file, `${JSON.stringify(run, null, 1)}\n`);
   return file;
 }
@@ -138,16 +139,49 @@ async function withPool<T>(url: string, fn: (db: ConnectionPool) => Promise<T>):
   }
 }
 
-async function main(): Promise<void> {
-  const options = parseOptions();
+/** The phases that start their own server (or none): measured, printed, and saved as a run of their own. */
+async function runSoloPhase(options: Options): Promise<Partial<RunResult> | null> {
   if (options.coldstart) {
     const { formatColdStart, measureColdStart } = await import('./measure/coldstart.ts');
-    say(formatColdStart(measureColdStart()));
-    return;
+    const coldstart = measureColdStart();
+    say(formatColdStart(coldstart));
+    return { coldstart };
   }
   if (options.stock) {
     const { formatStockServer, measureStockServer } = await import('./measure/single-change.ts');
-    say(formatStockServer(await measureStockServer(options.seed)));
+    const stock = await measureStockServer(options.seed);
+    say(formatStockServer(stock));
+    return { stock };
+  }
+  if (options.capture) {
+    const { formatCapture, measureCapture } = await import('./measure/capture.ts');
+    const capture = await measureCapture();
+    say(formatCapture(capture));
+    return { capture };
+  }
+  return null;
+}
+
+async function main(): Promise<void> {
+  const options = parseOptions();
+  const machine = machineInfo();
+  const git = gitInfo(); // at the start: the sql/ files are read by migrate() when the run starts
+  const plan = PLANS[options.size];
+  const startedAt = new Date();
+  const envelope = (extra: Partial<RunResult>): RunResult => {
+    const finishedAt = new Date();
+    return {
+      version: 1, startedAt: startedAt.toISOString(), finishedAt: finishedAt.toISOString(),
+      durationMs: finishedAt.getTime() - startedAt.getTime(), size: options.size, seed: options.seed,
+      command: process.argv.slice(2).join(' '), git, machine: { ...machine, loadAverageAtEnd: machineInfo().loadAverage },
+      postgres: null, server: 'own', plan, shapes: [], ...extra,
+    };
+  };
+  const soloPhase = await runSoloPhase(options);
+  if (soloPhase) {
+    const file = await saveRun(envelope(soloPhase));
+    const report = await writeReport();
+    say(`\nresults: ${path.relative(process.cwd(), file)}\nreport:  ${path.relative(process.cwd(), report)}`);
     return;
   }
   if (options.stream) {
@@ -155,20 +189,11 @@ async function main(): Promise<void> {
     say(formatStream(await measureStream(options.size, options.seed)));
     return;
   }
-  if (options.capture) {
-    const { formatCapture, measureCapture } = await import('./measure/capture.ts');
-    say(formatCapture(await measureCapture()));
-    return;
-  }
   if (options.expiry) {
     const { formatExpiry, measureExpiry } = await import('./measure/expiry.ts');
     say(formatExpiry(await measureExpiry(options.size, options.seed)));
     return;
   }
-  const machine = machineInfo();
-  const git = gitInfo(); // at the start: the sql/ files are read by migrate() when the run starts
-  const plan = PLANS[options.size];
-  const startedAt = new Date();
   const list = options.import || options.hol ? [] : await targets(options);
   const server = await startServer();
   const stopOnSignal = () => {
@@ -195,13 +220,7 @@ async function main(): Promise<void> {
       hol = await measureHol(server.url, options.size, options.seed);
       say(formatHol(hol));
     }
-    const finishedAt = new Date();
-    const run: RunResult = {
-      version: 1, startedAt: startedAt.toISOString(), finishedAt: finishedAt.toISOString(),
-      durationMs: finishedAt.getTime() - startedAt.getTime(), size: options.size, seed: options.seed,
-      command: process.argv.slice(2).join(' '), git, machine: { ...machine, loadAverageAtEnd: machineInfo().loadAverage }, postgres, server: server.origin,
-      plan, shapes, ...(imported ? { import: imported } : {}), ...(hol ? { hol } : {}),
-    };
+    const run = envelope({ postgres, server: server.origin, shapes, ...(imported ? { import: imported } : {}), ...(hol ? { hol } : {}) });
     const file = await saveRun(run);
     const report = await writeReport();
     say(`\nresults: ${path.relative(process.cwd(), file)}\nreport:  ${path.relative(process.cwd(), report)} (${(run.durationMs / 1000).toFixed(0)}s in all)`);

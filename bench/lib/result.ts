@@ -1,9 +1,12 @@
 // The shape of a result file (bench/results/runs/*.json).
+import type { CaptureResult } from '../measure/capture.ts';
+import type { ColdStartResult } from '../measure/coldstart.ts';
 import type { HolResult } from '../measure/hol.ts';
 import type { ImportResult } from '../measure/import.ts';
 import type { IncrementalResult } from '../measure/incremental.ts';
 import type { ReadsResult } from '../measure/reads.ts';
 import type { RefreshResult } from '../measure/refresh.ts';
+import type { StockServerResult } from '../measure/single-change.ts';
 import type { WorkerResult } from '../measure/worker/index.ts';
 import type { GitInfo, MachineInfo, PostgresInfo } from './environment.ts';
 import type { RunPlan } from './plan.ts';
@@ -46,12 +49,22 @@ export interface RunResult {
   command: string;
   git: GitInfo;
   machine: MachineInfo & { loadAverageAtEnd?: number[] };
-  postgres: PostgresInfo;
-  server: 'embedded' | 'DATABASE_URL';
+  /** Null for a phase that starts its own server (--stock, --capture) or none (--coldstart); its result describes it. */
+  postgres: PostgresInfo | null;
+  server: 'embedded' | 'DATABASE_URL' | 'own';
   plan: RunPlan;
   shapes: ShapeResult[];
   /** `permgraph import` onto a database holding data (bench/measure/import.ts; `--import` runs only this). */
   import?: ImportResult;
   /** Head-of-line blocking: a huge grant with a stream of small changes, chunking off and on (bench/measure/hol.ts; `--hol` runs only this). */
   hol?: HolResult;
+  /** One change on a server with default settings, and against the one-row commit floor (`--stock`). */
+  stock?: StockServerResult;
+  /** One INSERT of 100,000 grants against a plain table (`--capture`). */
+  capture?: CaptureResult;
+  /** The CLI's cold start against bare node (`--coldstart`). */
+  coldstart?: ColdStartResult;
 }
+
+/** The phases run alone, each saved as a run of its own. */
+export const SOLO_PHASES = ['import', 'hol', 'stock', 'capture', 'coldstart'] as const;

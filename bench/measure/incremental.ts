@@ -9,6 +9,7 @@ import { createRng, type Rng } from '../lib/rng.ts';
 import { round, roundSummary, summarize, type Summary } from '../lib/stats.ts';
 import { installAudit, readAudit, removeAudit, resetAudit } from './audit.ts';
 import { CHANGE_KINDS, makeChange, readPools, type ChangeKind, type Pools, type Scope } from './changes.ts';
+import { timeCommitFloor } from './commit-floor.ts';
 
 export interface AuditResult {
   samples: number;
@@ -36,31 +37,41 @@ export interface KindResult {
   examples: string[];
   /** Every latency sample (ms), for pooled percentiles in the report. */
   raw: number[];
+  /** Per sample, in the order of raw: rows the batch altered (inserted + updated + deleted) ... */
+  rawWritten?: number[];
+  /** ... and the change's own commit + its apply, ms (goal 1's write + apply). */
+  rawWriteAndApply?: number[];
   skipped?: string;
 }
 
 export interface IncrementalResult {
   kinds: KindResult[];
+  /** A one-row INSERT + COMMIT into an indexed table, timed between the change kinds (commit-floor.ts). */
+  commitFloor?: Summary;
   verify: { differences: number; pending: number } | { skipped: string };
 }
 
 interface Sample {
   clientMs: number;
+  /** From sending the change's own statement to its apply's commit. */
+  writeAndApplyMs: number;
   batch: BatchResult;
 }
 
-async function timedApply(db: Queryable): Promise<Sample> {
+async function timedApply(db: Queryable, written: number): Promise<Sample> {
   const started = performance.now();
   const batch = await applyChanges(db);
-  return { clientMs: performance.now() - started, batch };
+  const done = performance.now();
+  return { clientMs: done - started, writeAndApplyMs: done - written, batch };
 }
 
 /** One change: make it, time its apply, undo it (untimed). Null: no candidate. */
 async function oneChange(db: Queryable, kind: ChangeKind, pools: Pools, rng: Rng, onApplied?: () => Promise<void>) {
   const change = makeChange(kind, pools, rng);
   if (!change) return null;
+  const written = performance.now();
   await db.query(change.apply);
-  const sample = await timedApply(db);
+  const sample = await timedApply(db, written);
   await onApplied?.();
   if (change.revert) {
     await db.query(change.revert);
@@ -86,10 +97,12 @@ function summarizeKind(kind: ChangeKind, scope: Scope, samples: (Sample & { targ
     speedupVsFullRefresh: round(fullRefreshMs / latency.median, 1),
     examples: samples.slice(0, 3).map((s) => s.target),
     raw: samples.map((s) => round(s.clientMs)),
+    rawWritten: samples.map((s) => s.batch.inserted + s.batch.updated + s.batch.deleted),
+    rawWriteAndApply: samples.map((s) => round(s.writeAndApplyMs)),
   };
 }
 
-async function latencyPhase(db: Queryable, scope: Scope, pools: Pools, plan: RunPlan, seed: string, fullRefreshMs: number): Promise<KindResult[]> {
+async function latencyPhase(db: Queryable, scope: Scope, pools: Pools, plan: RunPlan, seed: string, fullRefreshMs: number, floor: number[]): Promise<KindResult[]> {
   const rng = createRng(`${seed}:changes:${scope}`);
   const bar = progress(`incremental (${scope})`, CHANGE_KINDS.length * plan.changeReps);
   const results: KindResult[] = [];
@@ -100,6 +113,8 @@ async function latencyPhase(db: Queryable, scope: Scope, pools: Pools, plan: Run
       bar.tick();
       if (sample) samples.push(sample);
     }
+    // between the kinds, so drift on a shared machine hits both alike
+    floor.push(...(await timeCommitFloor(db, plan.changeReps)));
     results.push(
       samples.length
         ? summarizeKind(kind, scope, samples, fullRefreshMs)
@@ -147,11 +162,13 @@ export async function measureIncremental(
   const scopes: Scope[] = (await hasProbe(db)) ? ['random', 'probe'] : ['random'];
   const kinds: KindResult[] = [];
   const pools = new Map<Scope, Pools>();
+  const floor: number[] = [];
   for (const scope of scopes) {
     const scopePools = await readPools(db, scope);
     pools.set(scope, scopePools);
-    kinds.push(...(await latencyPhase(db, scope, scopePools, plan, seed, fullRefreshMs)));
+    kinds.push(...(await latencyPhase(db, scope, scopePools, plan, seed, fullRefreshMs, floor)));
   }
+  const commitFloor = roundSummary(summarize(floor));
   await installAudit(db);
   try {
     for (const scope of scopes) {
@@ -160,9 +177,9 @@ export async function measureIncremental(
   } finally {
     await removeAudit(db);
   }
-  if (!runVerify) return { kinds, verify: { skipped: 'a full recomputation is too slow on this graph (see refresh)' } };
+  if (!runVerify) return { kinds, commitFloor, verify: { skipped: 'a full recomputation is too slow on this graph (see refresh)' } };
   const bar = progress('verify (table = full recomputation)', 1);
   const checked = await verify(db);
   bar.done();
-  return { kinds, verify: { differences: checked.differences.length, pending: checked.pendingChanges } };
+  return { kinds, commitFloor, verify: { differences: checked.differences.length, pending: checked.pendingChanges } };
 }

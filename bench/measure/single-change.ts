@@ -23,6 +23,7 @@ import { createRng } from '../lib/rng.ts';
 import { TMP_DIR, withDatabase } from '../lib/server.ts';
 import { round, summarize, type Summary } from '../lib/stats.ts';
 import { makeChange, readPools, type ChangeKind } from './changes.ts';
+import { timeCommitFloor } from './commit-floor.ts';
 
 const KINDS: ChangeKind[] = ['add member', 'remove member', 'share project', 'unshare project'];
 const SAMPLES_PER_KIND = 15;
@@ -76,21 +77,6 @@ async function timeChanges(db: ConnectionPool, seed: string): Promise<ChangeSamp
   return samples;
 }
 
-/** One-row INSERT + COMMIT into a table with a primary key and a second index. */
-async function timeFloor(db: ConnectionPool, samples: number): Promise<number[]> {
-  await db.query(sql`
-    create table if not exists public.bench_floor (id bigint primary key, owner_id text not null, at timestamptz not null);
-    create index if not exists bench_floor_owner on public.bench_floor (owner_id)`);
-  const times: number[] = [];
-  for (let i = 0; i < samples; i++) {
-    const started = performance.now();
-    await db.query(sql`insert into public.bench_floor values (${i}, ${`owner${i % 97}`}, now())`);
-    times.push(performance.now() - started);
-  }
-  await db.query(sql`drop table public.bench_floor`);
-  return times;
-}
-
 async function graphDatabase(serverUrl: string, name: string, graphDir: string, jitOff: boolean): Promise<ConnectionPool> {
   const admin = openPool(serverUrl, { poolSize: 1, applicationName: 'permgraph-bench' });
   try {
@@ -132,7 +118,7 @@ export async function measureStockServer(seed = 'stock'): Promise<StockServerRes
         jitOffSamples.apply.push(...off.apply);
         jitOffSamples.writeAndApply.push(...off.writeAndApply);
         jitOffSamples.rows.push(...off.rows);
-        floorSamples.push(...(await timeFloor(jitOff, KINDS.length * SAMPLES_PER_KIND)));
+        floorSamples.push(...(await timeCommitFloor(jitOff, KINDS.length * SAMPLES_PER_KIND)));
       }
       const defaultSettings = summarize(defaultSamples);
       const off = summarize(jitOffSamples.apply);

@@ -1,0 +1,80 @@
+// The report's section on the phases run alone (`--stock`, `--capture`,
+// `--coldstart`): one change against the commit floor and on a server with
+// default settings (issue 12 goal 1, issue 11), the writers' cost of capture
+// (issue 12 goal 3) and the CLI's cold start (issue 11).
+import type { RunResult } from '../lib/result.ts';
+import { formatValue } from './svg.ts';
+
+type Runs = { run: RunResult; file: string }[];
+
+/** Issue 12, goal 1: a local change's apply, and its write + apply, against a one-row INSERT + COMMIT. */
+export const APPLY_VS_COMMIT_GOAL = 4;
+export const WRITE_AND_APPLY_VS_COMMIT_GOAL = 6;
+/** Issue 12, goal 3: one INSERT of 100,000 grants against the same INSERT with no triggers. */
+export const CAPTURE_GOAL = 2;
+/** Issue 11: a server left at its defaults (jit on) costs what jit off costs, within the noise of a shared machine. */
+export const STOCK_SERVER_GOAL = 1.25;
+
+const ms = (v: number) => (Number.isFinite(v) ? formatValue(v, 'ms') : 'n/a');
+
+/** The newest run of a clean commit holding this phase. */
+export function newestSolo<K extends 'stock' | 'capture' | 'coldstart'>(runs: Runs, phase: K): { run: RunResult; file: string; result: NonNullable<RunResult[K]> } | null {
+  const found = [...runs].reverse().find((r) => r.run[phase] !== undefined && r.run.git.dirty === false);
+  return found ? { ...found, result: found.run[phase] as NonNullable<RunResult[K]> } : null;
+}
+
+function source(run: RunResult, file: string): string {
+  const commit = run.git.commit ? run.git.commit.slice(0, 10) : 'unknown';
+  return `From ${file} (commit ${commit}, ${run.machine.cpus} cores, load average ${run.machine.loadAverage?.[0] ?? '?'} → ${run.machine.loadAverageAtEnd?.[0] ?? '?'}).`;
+}
+
+function stockLines(runs: Runs): string[] {
+  const found = newestSolo(runs, 'stock');
+  if (!found) return ['Not measured yet: `npm run bench -- --stock`.'];
+  const r = found.result;
+  return [
+    `${source(found.run, found.file)} A second embedded server with no settings at all (${r.server.version.split(' ').slice(0, 2).join(' ')}, \`jit=${r.server.jit}\`, \`jit_above_cost=${r.server.jitAboveCost}\`), org small loaded into two databases, one left at the defaults and one with \`jit = off\`; the same single changes (add/remove a member, share/unshare a project) applied through \`applyChanges()\`, interleaved with a one-row INSERT + COMMIT into a table with two indexes (the floor). Median ${r.rowsAltered} rows altered per change.`,
+    '',
+    '| measured | median | p95 | max | n | ratio |',
+    '|---|---:|---:|---:|---:|---|',
+    `| apply, database at default settings | ${ms(r.defaultSettings.median)} | ${ms(r.defaultSettings.p95)} | ${ms(r.defaultSettings.max)} | ${r.defaultSettings.n} | ${r.ratio}× jit off (goal ≤ ${STOCK_SERVER_GOAL}×) |`,
+    `| apply, database with jit off | ${ms(r.jitOff.median)} | ${ms(r.jitOff.p95)} | ${ms(r.jitOff.max)} | ${r.jitOff.n} | **${r.applyVsFloor}× the floor** (goal ≤ ${APPLY_VS_COMMIT_GOAL}×) |`,
+    `| write + apply (the change's commit, then its apply) | ${ms(r.writeAndApply.median)} | ${ms(r.writeAndApply.p95)} | ${ms(r.writeAndApply.max)} | ${r.writeAndApply.n} | **${r.writeAndApplyVsFloor}× the floor** (goal ≤ ${WRITE_AND_APPLY_VS_COMMIT_GOAL}×) |`,
+    `| floor: one-row INSERT + COMMIT | ${ms(r.floor.median)} | ${ms(r.floor.p95)} | ${ms(r.floor.max)} | ${r.floor.n} | |`,
+  ];
+}
+
+function captureLines(runs: Runs): string[] {
+  const found = newestSolo(runs, 'capture');
+  if (!found) return ['Not measured yet: `npm run bench -- --capture`.'];
+  const r = found.result;
+  return [
+    `${source(found.run, found.file)} One INSERT … SELECT of ${r.grants.toLocaleString('en-US')} grants into \`permgraph.grants\` (validation, edge upkeep, change capture and audit, all per statement) against the same INSERT into a plain table with the same columns, constraints, indexes and foreign keys and no triggers; ${r.permgraph.n} of each, alternating, each rolled back.`,
+    '',
+    '| insert into | median | min | max | ratio |',
+    '|---|---:|---:|---:|---|',
+    `| permgraph.grants | ${ms(r.permgraph.median)} | ${ms(r.permgraph.min)} | ${ms(r.permgraph.max)} | **${r.ratio}×** (goal ≤ ${CAPTURE_GOAL}×) |`,
+    `| plain table, no triggers | ${ms(r.plainTable.median)} | ${ms(r.plainTable.min)} | ${ms(r.plainTable.max)} | |`,
+  ];
+}
+
+function coldStartLines(runs: Runs): string[] {
+  const found = newestSolo(runs, 'coldstart');
+  if (!found) return ['Not measured yet: `npm run bench -- --coldstart`.'];
+  const r = found.result;
+  return [
+    `${source(found.run, found.file)} Node ${r.node}, ${r.runs} runs of each, alternating.`,
+    '',
+    '| command | median | min | p95 | × bare node |',
+    '|---|---:|---:|---:|---:|',
+    ...r.cases.map((c) => `| \`${c.name}\` | ${ms(c.ms.median)} | ${ms(c.ms.min)} | ${ms(c.ms.p95)} | ${c.ratio.toFixed(2)}× |`),
+  ];
+}
+
+export function soloSection(runs: Runs): string[] {
+  return [
+    '## One change against the commit floor, on a default server', '', ...stockLines(runs), '',
+    '## Writers\' cost of capture', '', ...captureLines(runs), '',
+    '## CLI cold start', '', ...coldStartLines(runs),
+  ];
+}
