@@ -1509,6 +1509,77 @@ AS $function$
          || case when p_valid_until is null then '' else format(', valid_until %s', p_valid_until) end
 $function$;
 
+-- permgraph._diff_statement(text): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._diff_statement(p_source text)
+ RETURNS text
+ LANGUAGE sql
+ IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+  select format($diff$
+    with diff as (%s    ), deleted as (
+      delete from permgraph.permissions p using diff d
+      where d.is_gone and p.user_id = d.user_id and p.target_id = d.target_id
+      returning 1
+    ), updated as (
+      update permgraph.permissions p set level = d.level, traverse_owned = d.traverse_owned, valid_until = d.valid_until
+      from diff d
+      where not d.is_new and not d.is_gone and p.user_id = d.user_id and p.target_id = d.target_id
+      returning 1
+    ), inserted as (
+      insert into permgraph.permissions (user_id, target_id, level, traverse_owned, valid_until)
+      select user_id, target_id, level, traverse_owned, valid_until from diff where is_new
+      order by user_id, target_id  -- in primary-key order: each index page is visited once, not once per row
+      returning 1
+    ), recorded as (
+      -- the change stream's events (170_changes.sql), only while a consumer is registered
+      insert into permgraph.permission_changes (user_id, target_id, old_level, new_level, old_traverse_owned, new_traverse_owned,
+                                                old_valid_until, new_valid_until)
+      select user_id, target_id, old_level, level, old_traverse_owned, traverse_owned, old_valid_until, valid_until
+      from diff where $1
+    )
+    select (select count(*) from inserted), (select count(*) from updated), (select count(*) from deleted)
+    $diff$,
+    case p_source when 'scoped' then $scoped$
+      select r.user_id, r.target_id, n.level, n.traverse_owned, n.valid_until, p.user_id is null as is_new, n.user_id is null as is_gone,
+             p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until
+      from pg_temp.permgraph_region r
+      left join pg_temp.permgraph_rows n on n.user_id = r.user_id and n.target_id = r.target_id
+      left join permgraph.permissions p on p.user_id = r.user_id and p.target_id = r.target_id
+      where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
+        and r.user_id is not null
+    $scoped$ when 'lasting' then $lasting$
+      select user_id, target_id, level, traverse_owned, valid_until, is_new, is_gone, old_level, old_traverse_owned, old_valid_until
+      from (
+        select s.user_id, s.target_id,
+               max(s.level) filter (where not s.stored) as level,
+               bool_or(s.traverses) filter (where not s.stored) as traverse_owned,
+               null::timestamptz as valid_until,
+               not bool_or(s.stored) as is_new,
+               bool_and(s.stored) as is_gone,
+               max(s.level) filter (where s.stored) as old_level,
+               bool_or(s.traverses) filter (where s.stored) as old_traverse_owned,
+               max(s.valid_until) filter (where s.stored) as old_valid_until
+        from (
+          select user_id, target_id, level, traverses, null::timestamptz as valid_until, false as stored
+          from permgraph._lasting_paths
+          union all
+          select user_id, target_id, level, traverse_owned, valid_until, true
+          from permgraph.permissions
+        ) s
+        group by s.user_id, s.target_id
+      ) pair
+      where (old_level, old_traverse_owned, old_valid_until) is distinct from (level, traverse_owned, valid_until)
+    $lasting$ when 'full' then $full$
+      select coalesce(n.user_id, p.user_id) as user_id, coalesce(n.target_id, p.target_id) as target_id,
+             n.level, n.traverse_owned, n.valid_until, p.user_id is null as is_new, n.user_id is null as is_gone,
+             p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until
+      from pg_temp.permgraph_all n
+      full join permgraph.permissions p on p.user_id = n.user_id and p.target_id = n.target_id
+      where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
+    $full$ end)
+$function$;
+
 -- permgraph._drop_permission_indexes(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._drop_permission_indexes()
  RETURNS text[]
@@ -2791,6 +2862,7 @@ CREATE OR REPLACE FUNCTION permgraph._prepare_region_tables()
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 begin
+  perform permgraph._refuse_foreign_temp_table('permgraph_region'), permgraph._refuse_foreign_temp_table('permgraph_rows');
   if to_regclass('pg_temp.permgraph_region') is null then
     create temp table permgraph_region (
       user_id   text collate "C",
@@ -2871,6 +2943,24 @@ begin
   select group_id, trash_at from pg_temp.permgraph_trash_new
   on conflict (group_id) do update set trash_at = excluded.trash_at
   where permgraph.trashed_groups.trash_at is distinct from excluded.trash_at;
+end $function$;
+
+-- permgraph._refuse_foreign_temp_table(text): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._refuse_foreign_temp_table(p_name text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  table_owner name;
+begin
+  select pg_get_userbyid(c.relowner) into table_owner
+  from pg_class c where c.oid = to_regclass('pg_temp.' || quote_ident(p_name));
+  if table_owner is not null and table_owner <> current_user then
+    raise exception 'permgraph: pg_temp.% belongs to role %, not to %: the engine''s work tables are its own', p_name, table_owner, current_user
+      using errcode = '42501',
+            hint = format('drop table pg_temp.%I in this session, then apply again', p_name);
+  end if;
 end $function$;
 
 -- permgraph._require_level(integer): execute <owner>: EXECUTE
@@ -3213,20 +3303,42 @@ CREATE OR REPLACE FUNCTION permgraph._write_diff(p_scoped boolean, p_lasting boo
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET jit TO 'off'
- SET enable_hashjoin TO 'on'
- SET enable_mergejoin TO 'on'
 AS $function$
 declare
-  statement text;
-  prepared_name text;
   recording boolean := permgraph._changes_begin_write();
 begin
   if p_scoped then
-    perform set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
+    select d.inserted, d.updated, d.deleted into inserted, updated, deleted from permgraph._write_region_diff(recording) d;
+  else
+    execute permgraph._diff_statement(case when p_lasting then 'lasting' else 'full' end)
+      using recording into inserted, updated, deleted;
   end if;
-  -- The only text spliced in: one of three fixed queries. $1: whether to record events.
-  statement := format($diff$
-    with diff as (%s    ), deleted as (
+  if p_lasting then
+    delete from permgraph.permission_bounds;  -- no edge expires: no row has bounds
+  else
+    perform permgraph._write_bounds(p_scoped);
+  end if;
+end $function$;
+
+-- permgraph._write_region_diff(boolean): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._write_region_diff(p_recording boolean, OUT inserted bigint, OUT updated bigint, OUT deleted bigint)
+ RETURNS record
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+ SET enable_hashjoin TO 'off'
+ SET enable_mergejoin TO 'off'
+ SET plan_cache_mode TO 'force_generic_plan'
+AS $function$begin 
+    with diff as (
+      select r.user_id, r.target_id, n.level, n.traverse_owned, n.valid_until, p.user_id is null as is_new, n.user_id is null as is_gone,
+             p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until
+      from pg_temp.permgraph_region r
+      left join pg_temp.permgraph_rows n on n.user_id = r.user_id and n.target_id = r.target_id
+      left join permgraph.permissions p on p.user_id = r.user_id and p.target_id = r.target_id
+      where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
+        and r.user_id is not null
+        ), deleted as (
       delete from permgraph.permissions p using diff d
       where d.is_gone and p.user_id = d.user_id and p.target_id = d.target_id
       returning 1
@@ -3248,60 +3360,7 @@ begin
       from diff where $1
     )
     select (select count(*) from inserted), (select count(*) from updated), (select count(*) from deleted)
-    $diff$,
-    case when p_scoped then $scoped$
-      select r.user_id, r.target_id, n.level, n.traverse_owned, n.valid_until, p.user_id is null as is_new, n.user_id is null as is_gone,
-             p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until
-      from pg_temp.permgraph_region r
-      left join pg_temp.permgraph_rows n on n.user_id = r.user_id and n.target_id = r.target_id
-      left join permgraph.permissions p on p.user_id = r.user_id and p.target_id = r.target_id
-      where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
-        and r.user_id is not null
-    $scoped$ when p_lasting then $lasting$
-      select user_id, target_id, level, traverse_owned, valid_until, is_new, is_gone, old_level, old_traverse_owned, old_valid_until
-      from (
-        select s.user_id, s.target_id,
-               max(s.level) filter (where not s.stored) as level,
-               bool_or(s.traverses) filter (where not s.stored) as traverse_owned,
-               null::timestamptz as valid_until,
-               not bool_or(s.stored) as is_new,
-               bool_and(s.stored) as is_gone,
-               max(s.level) filter (where s.stored) as old_level,
-               bool_or(s.traverses) filter (where s.stored) as old_traverse_owned,
-               max(s.valid_until) filter (where s.stored) as old_valid_until
-        from (
-          select user_id, target_id, level, traverses, null::timestamptz as valid_until, false as stored
-          from permgraph._lasting_paths
-          union all
-          select user_id, target_id, level, traverse_owned, valid_until, true
-          from permgraph.permissions
-        ) s
-        group by s.user_id, s.target_id
-      ) pair
-      where (old_level, old_traverse_owned, old_valid_until) is distinct from (level, traverse_owned, valid_until)
-    $lasting$ else $full$
-      select coalesce(n.user_id, p.user_id) as user_id, coalesce(n.target_id, p.target_id) as target_id,
-             n.level, n.traverse_owned, n.valid_until, p.user_id is null as is_new, n.user_id is null as is_gone,
-             p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until
-      from pg_temp.permgraph_all n
-      full join permgraph.permissions p on p.user_id = n.user_id and p.target_id = n.target_id
-      where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
-    $full$ end);
-  if p_scoped then
-    prepared_name := 'permgraph_write_diff_' || left(md5(statement), 16);
-    if not exists (select from pg_prepared_statements s where s.name = prepared_name) then
-      execute format('prepare %I(boolean) as %s', prepared_name, statement);
-    end if;
-    execute format('execute %I(%L)', prepared_name, recording) into inserted, updated, deleted;
-  else
-    execute statement using recording into inserted, updated, deleted;
-  end if;
-  if p_lasting then
-    delete from permgraph.permission_bounds;  -- no edge expires: no row has bounds
-  else
-    perform permgraph._write_bounds(p_scoped);
-  end if;
-end $function$;
+     into inserted, updated, deleted; end$function$;
 
 -- permgraph.ack_changes(text,bigint): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.ack_changes(name text, seq bigint)

@@ -311,28 +311,14 @@ end $$;
 -- the computation is compared as it is produced, with no copy to write,
 -- analyze and join (tree small: as fast as the computation alone; bench/
 -- FINDINGS.md, finding 10). One statement writes just the differing rows.
--- The incremental path's is prepared once per session (named after a hash
--- of its text, so a new definition gets a new statement): planning it took
--- 3 ms, more than running it for a local change.
-create or replace function permgraph._write_diff(p_scoped boolean, p_lasting boolean default false,
-  out inserted bigint, out updated bigint, out deleted bigint)
-language plpgsql
+--
+-- That statement, for one of the three sources ('scoped', 'lasting',
+-- 'full'); $1: whether to record the change stream's events.
+create or replace function permgraph._diff_statement(p_source text) returns text
+language sql immutable
 set search_path = pg_catalog, pg_temp
-set jit = off
--- restored on exit, so that the scoped branch's set_config stays inside
-set enable_hashjoin = on
-set enable_mergejoin = on
-as $$
-declare
-  statement text;
-  prepared_name text;
-  recording boolean := permgraph._changes_begin_write();
-begin
-  if p_scoped then
-    perform set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
-  end if;
-  -- The only text spliced in: one of three fixed queries. $1: whether to record events.
-  statement := format($diff$
+as $body$
+  select format($diff$
     with diff as (%s    ), deleted as (
       delete from permgraph.permissions p using diff d
       where d.is_gone and p.user_id = d.user_id and p.target_id = d.target_id
@@ -356,7 +342,7 @@ begin
     )
     select (select count(*) from inserted), (select count(*) from updated), (select count(*) from deleted)
     $diff$,
-    case when p_scoped then $scoped$
+    case p_source when 'scoped' then $scoped$
       select r.user_id, r.target_id, n.level, n.traverse_owned, n.valid_until, p.user_id is null as is_new, n.user_id is null as is_gone,
              p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until
       from pg_temp.permgraph_region r
@@ -364,7 +350,7 @@ begin
       left join permgraph.permissions p on p.user_id = r.user_id and p.target_id = r.target_id
       where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
         and r.user_id is not null
-    $scoped$ when p_lasting then $lasting$
+    $scoped$ when 'lasting' then $lasting$
       select user_id, target_id, level, traverse_owned, valid_until, is_new, is_gone, old_level, old_traverse_owned, old_valid_until
       from (
         select s.user_id, s.target_id,
@@ -386,22 +372,54 @@ begin
         group by s.user_id, s.target_id
       ) pair
       where (old_level, old_traverse_owned, old_valid_until) is distinct from (level, traverse_owned, valid_until)
-    $lasting$ else $full$
+    $lasting$ when 'full' then $full$
       select coalesce(n.user_id, p.user_id) as user_id, coalesce(n.target_id, p.target_id) as target_id,
              n.level, n.traverse_owned, n.valid_until, p.user_id is null as is_new, n.user_id is null as is_gone,
              p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until
       from pg_temp.permgraph_all n
       full join permgraph.permissions p on p.user_id = n.user_id and p.target_id = n.target_id
       where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
-    $full$ end);
+    $full$ end)
+$body$;
+
+-- The incremental path's statement runs as static SQL in a PL/pgSQL
+-- function of its own, generated here from the template above, so that
+-- its plan is made once per session (planning it took 3 ms, more than
+-- running it for a local change) and is held where no caller can reach it.
+-- (It used to be a session-level prepared statement; but a caller of
+-- apply_changes(), which runs as the schema's owner, could deallocate it
+-- and prepare one of its own under the same name, then executed as the
+-- owner: test/security/session-objects.test.ts.) Probes by key only: an
+-- unanalyzed region must never turn into a hash join over permissions.
+do $generate$
+begin
+  execute format($function$
+    create or replace function permgraph._write_region_diff(p_recording boolean,
+      out inserted bigint, out updated bigint, out deleted bigint)
+    language plpgsql
+    set search_path = pg_catalog, pg_temp
+    set jit = off
+    set enable_hashjoin = off
+    set enable_mergejoin = off
+    set plan_cache_mode = force_generic_plan
+    as %L
+    $function$, format('begin %s into inserted, updated, deleted; end', permgraph._diff_statement('scoped')));
+end $generate$;
+
+create or replace function permgraph._write_diff(p_scoped boolean, p_lasting boolean default false,
+  out inserted bigint, out updated bigint, out deleted bigint)
+language plpgsql
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
+declare
+  recording boolean := permgraph._changes_begin_write();
+begin
   if p_scoped then
-    prepared_name := 'permgraph_write_diff_' || left(md5(statement), 16);
-    if not exists (select from pg_prepared_statements s where s.name = prepared_name) then
-      execute format('prepare %I(boolean) as %s', prepared_name, statement);
-    end if;
-    execute format('execute %I(%L)', prepared_name, recording) into inserted, updated, deleted;
+    select d.inserted, d.updated, d.deleted into inserted, updated, deleted from permgraph._write_region_diff(recording) d;
   else
-    execute statement using recording into inserted, updated, deleted;
+    execute permgraph._diff_statement(case when p_lasting then 'lasting' else 'full' end)
+      using recording into inserted, updated, deleted;
   end if;
   if p_lasting then
     delete from permgraph.permission_bounds;  -- no edge expires: no row has bounds

@@ -11,6 +11,27 @@
 -- The current definition of these functions: `permgraph migrate` re-applies
 -- this file whenever its content changes (sql/README.md).
 
+-- The engine runs as the schema's owner (SECURITY DEFINER) in the caller's
+-- session, so a temporary table it reuses by name could have been made
+-- first by the caller, with a trigger that would then fire as the owner.
+-- A table the owner did not create is refused; one it did, the caller
+-- cannot alter (adding a trigger, a rule or an index takes ownership).
+create or replace function permgraph._refuse_foreign_temp_table(p_name text) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  table_owner name;
+begin
+  select pg_get_userbyid(c.relowner) into table_owner
+  from pg_class c where c.oid = to_regclass('pg_temp.' || quote_ident(p_name));
+  if table_owner is not null and table_owner <> current_user then
+    raise exception 'permgraph: pg_temp.% belongs to role %, not to %: the engine''s work tables are its own', p_name, table_owner, current_user
+      using errcode = '42501',
+            hint = format('drop table pg_temp.%I in this session, then apply again', p_name);
+  end if;
+end $$;
+
 -- The incremental path's work tables, created the first time a session
 -- needs them, each with the index its probes use, and emptied by the next
 -- batch rather than at commit: ON COMMIT DELETE ROWS truncates them and
@@ -24,6 +45,7 @@ language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 begin
+  perform permgraph._refuse_foreign_temp_table('permgraph_region'), permgraph._refuse_foreign_temp_table('permgraph_rows');
   if to_regclass('pg_temp.permgraph_region') is null then
     create temp table permgraph_region (
       user_id   text collate "C",
