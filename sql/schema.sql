@@ -3612,10 +3612,7 @@ CREATE OR REPLACE FUNCTION permgraph.current_actor()
  RETURNS text
  LANGUAGE sql
  STABLE
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-  select coalesce(nullif(current_setting('permgraph.actor', true), ''), session_user::text)
-$function$;
+RETURN COALESCE(NULLIF(current_setting('permgraph.actor'::text, true), ''::text), (SESSION_USER)::text);
 
 -- permgraph.current_token(): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.current_token()

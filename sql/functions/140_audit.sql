@@ -7,12 +7,14 @@
 -- else the login (session_user: the audit triggers run as the schema's
 -- owner, so current_user would always name the owner). The login is also
 -- kept on its own in audit_log.db_role, which the session cannot change.
+-- It is audit_log.actor's default, evaluated for every row written: an
+-- SQL-standard body (its names resolved once, when it is created) needs no
+-- pinned search_path, and with no SET clause the planner inlines it into
+-- the insert. With a SET clause each row paid a function call that saves
+-- and restores the search path: 0.5 s of a 100,000-grant insert.
 create or replace function permgraph.current_actor() returns text
 language sql stable
-set search_path = pg_catalog, pg_temp
-as $$
-  select coalesce(nullif(current_setting('permgraph.actor', true), ''), session_user::text)
-$$;
+return coalesce(nullif(pg_catalog.current_setting('permgraph.actor', true), ''), session_user::text);
 
 -- Imports switch per-row auditing off with `set local permgraph.audit =
 -- 'off'` and write a summary row. Only the schema's owner may: anyone else
