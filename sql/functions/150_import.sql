@@ -410,8 +410,10 @@ end $$;
 -- the graph the load produces (for 1 M nodes + 1 M grants, ~10 s of 35),
 -- and that stays true, since validation locked out every writer until the
 -- transaction ends. So it must run after _import_validate, in the same
--- transaction: it refuses otherwise. The foreign keys still check every row
--- (here or, when dropped by _import_drop_foreign_keys, once after); they
+-- transaction: it refuses otherwise. For the same reason the foreign keys'
+-- row checks are off too when the caller is a superuser
+-- (_import_reference_checks); for any other role they check every row here
+-- (unless _import_drop_foreign_keys dropped them, then once after). They
 -- are made IMMEDIATE for this transaction because turning the triggers back
 -- on is an ALTER TABLE, which PostgreSQL refuses while row checks of the
 -- table are still pending.
@@ -535,7 +537,8 @@ end $$;
 -- --exclusive`): the foreign keys into permgraph.nodes (grants_tail_exists,
 -- grants_head_exists, nodes_owner_exists) check every row they cover one at
 -- a time, an SPI lookup each (~2.8 M of them, ~24 s, for 1 M nodes + 1 M
--- grants). The exclusive load drops them before it writes and adds them
+-- grants), unless the importing role is a superuser
+-- (_import_reference_checks). The exclusive load drops them before it writes and adds them
 -- back after, NOT VALID, then validates each with one set-based query (an
 -- anti-join). Their definitions are read from the catalog
 -- (pg_get_constraintdef), so they come back exactly as they were, whatever
