@@ -2024,6 +2024,7 @@ begin
     execute format('set constraints permgraph.%I immediate', fk.constraint_name);
   end loop;
   perform permgraph._import_statement_checks(false);
+  perform permgraph._import_reference_checks(false);
   perform set_config('permgraph.capture', 'off', true);
   perform set_config('permgraph.audit', 'off', true);
 
@@ -2108,11 +2109,38 @@ begin
   get diagnostics grants_inserted = row_count;
   select count(*) into grants_valid from permgraph.import_grants where run = p_run and problem is null;
   perform permgraph._import_statement_checks(true);
+  perform permgraph._import_reference_checks(true);
 
   return jsonb_build_object(
     'nodes_inserted', nodes_inserted, 'nodes_updated', nodes_updated, 'nodes_unchanged', nodes_unchanged,
     'grants_inserted', grants_inserted, 'grants_updated', grants_updated,
     'grants_unchanged', grants_valid - grants_inserted - grants_updated);
+end $function$;
+
+-- permgraph._import_reference_checks(boolean): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._import_reference_checks(p_enabled boolean)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  t record;
+begin
+  if not (select r.rolsuper from pg_roles r where r.rolname = current_user) then
+    return false;
+  end if;
+  for t in
+    select tg.tgrelid::regclass as table_name, tg.tgname
+    from pg_trigger tg join pg_constraint c on c.oid = tg.tgconstraint
+    where c.contype = 'f' and c.confrelid = 'permgraph.nodes'::regclass
+      and c.conrelid in ('permgraph.nodes'::regclass, 'permgraph.grants'::regclass)
+      and tg.tgrelid = c.conrelid
+      and tg.tgfoid in ('pg_catalog."RI_FKey_check_ins"'::regproc, 'pg_catalog."RI_FKey_check_upd"'::regproc)
+    order by 1, 2
+  loop
+    execute format('alter table %s %s trigger %I', t.table_name, case when p_enabled then 'enable' else 'disable' end, t.tgname);
+  end loop;
+  return true;
 end $function$;
 
 -- permgraph._import_restore_foreign_keys(): execute <owner>: EXECUTE

@@ -355,6 +355,44 @@ begin
   execute format('alter table permgraph.grants %1$s trigger grants_validate_inserted, %1$s trigger grants_validate_updated', verb);
 end $$;
 
+-- The row checks of the foreign keys into nodes held by nodes and grants
+-- (grants_tail_exists, grants_head_exists, nodes_owner_exists): the
+-- internal triggers PostgreSQL made for them on the referencing side, which
+-- look up every written row's node one SPI query at a time (for 1 M nodes +
+-- 1 M grants, ~2.8 M lookups). Off for the load, when the caller may: only a
+-- superuser may turn internal triggers off, so for any other role this does
+-- nothing and returns false. Safe only after _import_validate in the same
+-- transaction, for the reason of _import_statement_checks: validation has
+-- checked that every owner and grant end exists after the load, and its
+-- lock keeps any writer (a delete of a node) out until the commit. The
+-- foreign keys' other triggers (ON DELETE on nodes) stay on. Like
+-- _import_statement_checks, it is an ALTER TABLE inside the transaction
+-- (SHARE ROW EXCLUSIVE locks, which the import holds already): others never
+-- see the triggers off.
+create or replace function permgraph._import_reference_checks(p_enabled boolean) returns boolean
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  t record;
+begin
+  if not (select r.rolsuper from pg_roles r where r.rolname = current_user) then
+    return false;
+  end if;
+  for t in
+    select tg.tgrelid::regclass as table_name, tg.tgname
+    from pg_trigger tg join pg_constraint c on c.oid = tg.tgconstraint
+    where c.contype = 'f' and c.confrelid = 'permgraph.nodes'::regclass
+      and c.conrelid in ('permgraph.nodes'::regclass, 'permgraph.grants'::regclass)
+      and tg.tgrelid = c.conrelid
+      and tg.tgfoid in ('pg_catalog."RI_FKey_check_ins"'::regproc, 'pg_catalog."RI_FKey_check_upd"'::regproc)
+    order by 1, 2
+  loop
+    execute format('alter table %s %s trigger %I', t.table_name, case when p_enabled then 'enable' else 'disable' end, t.tgname);
+  end loop;
+  return true;
+end $$;
+
 -- Writes a validated run's valid rows (problem null: run it after
 -- _import_validate) into nodes and grants (upsert), with change capture and
 -- per-row auditing off for this transaction: the caller runs one
@@ -372,8 +410,10 @@ end $$;
 -- the graph the load produces (for 1 M nodes + 1 M grants, ~10 s of 35),
 -- and that stays true, since validation locked out every writer until the
 -- transaction ends. So it must run after _import_validate, in the same
--- transaction: it refuses otherwise. The foreign keys still check every row
--- (here or, when dropped by _import_drop_foreign_keys, once after); they
+-- transaction: it refuses otherwise. For the same reason the foreign keys'
+-- row checks are off too when the caller is a superuser
+-- (_import_reference_checks); for any other role they check every row here
+-- (unless _import_drop_foreign_keys dropped them, then once after). They
 -- are made IMMEDIATE for this transaction because turning the triggers back
 -- on is an ALTER TABLE, which PostgreSQL refuses while row checks of the
 -- table are still pending.
@@ -400,6 +440,7 @@ begin
     execute format('set constraints permgraph.%I immediate', fk.constraint_name);
   end loop;
   perform permgraph._import_statement_checks(false);
+  perform permgraph._import_reference_checks(false);
   perform set_config('permgraph.capture', 'off', true);
   perform set_config('permgraph.audit', 'off', true);
 
@@ -484,6 +525,7 @@ begin
   get diagnostics grants_inserted = row_count;
   select count(*) into grants_valid from permgraph.import_grants where run = p_run and problem is null;
   perform permgraph._import_statement_checks(true);
+  perform permgraph._import_reference_checks(true);
 
   return jsonb_build_object(
     'nodes_inserted', nodes_inserted, 'nodes_updated', nodes_updated, 'nodes_unchanged', nodes_unchanged,
@@ -495,7 +537,8 @@ end $$;
 -- --exclusive`): the foreign keys into permgraph.nodes (grants_tail_exists,
 -- grants_head_exists, nodes_owner_exists) check every row they cover one at
 -- a time, an SPI lookup each (~2.8 M of them, ~24 s, for 1 M nodes + 1 M
--- grants). The exclusive load drops them before it writes and adds them
+-- grants), unless the importing role is a superuser
+-- (_import_reference_checks). The exclusive load drops them before it writes and adds them
 -- back after, NOT VALID, then validates each with one set-based query (an
 -- anti-join). Their definitions are read from the catalog
 -- (pg_get_constraintdef), so they come back exactly as they were, whatever

@@ -175,6 +175,75 @@ describe('permgraph import: load locks and foreign keys', async () => {
       order by 1`);
   }
 
+  /** The row checks of the foreign keys into nodes (PostgreSQL's internal triggers on nodes and grants), whether each is on. */
+  async function referenceChecks(q: Queryable) {
+    return q.query(sql`
+      select c.conname as name, p.proname as check, t.tgenabled = 'O' as enabled
+      from pg_trigger t join pg_constraint c on c.oid = t.tgconstraint join pg_proc p on p.oid = t.tgfoid
+      where c.contype = 'f' and c.confrelid = 'permgraph.nodes'::regclass and t.tgrelid = c.conrelid
+        and p.proname in ('RI_FKey_check_ins', 'RI_FKey_check_upd')
+      order by 1, 2`);
+  }
+
+  it('the default load turns the foreign keys\' row checks off inside its own transaction (as a superuser only), and what it loads keeps them', async () => {
+    await loadGraph(db, { nodes: [], grants: [] });
+    const on = await referenceChecks(db);
+    expect(on.map((t) => `${t.name} ${t.check} ${t.enabled}`)).toEqual(
+      ['grants_head_exists', 'grants_tail_exists', 'nodes_owner_exists'].flatMap((fk) => [`${fk} RI_FKey_check_ins true`, `${fk} RI_FKey_check_upd true`]),
+    );
+    // What the load's own statements see: a statement trigger of the test's records how many row checks are on.
+    await db.query(sql`
+      create table public.seen_checks (tbl text, enabled bigint);
+      create function public.record_checks() returns trigger language plpgsql as $$
+      begin
+        insert into public.seen_checks
+        select tg_table_name, count(*) filter (where t.tgenabled = 'O')
+        from pg_trigger t join pg_constraint c on c.oid = t.tgconstraint
+        where c.contype = 'f' and c.confrelid = 'permgraph.nodes'::regclass and t.tgrelid = c.conrelid
+          and t.tgfoid in ('pg_catalog."RI_FKey_check_ins"'::regproc, 'pg_catalog."RI_FKey_check_upd"'::regproc);
+        return null;
+      end $$;
+      create trigger record_checks after insert on permgraph.nodes for each statement execute function public.record_checks();
+      create trigger record_checks after insert on permgraph.grants for each statement execute function public.record_checks()`);
+    try {
+      const files = { nodes: { file: await writeText('nodes.csv', nodesCsv) }, grants: { file: await writeText('grants.csv', grantsCsv) } };
+      expect(await importGraph(db, { ...files, name: 'reference-checks' })).toMatchObject({ loaded: true, invalid: 0 });
+      expect(await db.query(sql`select tbl, enabled from public.seen_checks order by tbl`)).toEqual([
+        { tbl: 'grants', enabled: 0 },
+        { tbl: 'nodes', enabled: 0 },
+      ]);
+    } finally {
+      await db.query(sql`
+        drop trigger record_checks on permgraph.nodes; drop trigger record_checks on permgraph.grants;
+        drop function public.record_checks(); drop table public.seen_checks`);
+    }
+    expect(await referenceChecks(db)).toEqual(on);
+    expect(await readPermissions(db)).toEqual(model.computePermissions(graph));
+    // Every reference the load wrote holds: the foreign keys validate again from scratch.
+    await db.query(sql`
+      update pg_constraint set convalidated = false where conname in ('grants_head_exists', 'grants_tail_exists', 'nodes_owner_exists');
+      alter table permgraph.grants validate constraint grants_head_exists;
+      alter table permgraph.grants validate constraint grants_tail_exists;
+      alter table permgraph.nodes validate constraint nodes_owner_exists`);
+    // And after the import the foreign keys check rows again (with the engine's own statement check out of the way).
+    await expect(
+      db.tx(async (tx) => {
+        await tx.query(sql`set constraints all immediate; alter table permgraph.nodes disable trigger nodes_validate_inserted`);
+        await tx.query(sql`insert into permgraph.nodes (id, kind, owner_id) values ('stray', 'object', 'nobody')`);
+      }),
+    ).rejects.toThrow('nodes_owner_exists');
+    // A role that is not a superuser may not turn internal triggers off: the load then keeps them on.
+    await db.query(sql`do $$ begin if not exists (select 1 from pg_roles where rolname = 'import_not_superuser') then create role import_not_superuser; end if; end $$`);
+    const kept = await db.tx(async (tx) => {
+      await tx.query(sql`grant usage on schema permgraph to import_not_superuser; grant execute on function permgraph._import_reference_checks(boolean) to import_not_superuser`);
+      await tx.query(sql`set local role import_not_superuser`);
+      const [{ disabled }] = await tx.query(sql`select permgraph._import_reference_checks(false) as disabled`);
+      await tx.query(sql`reset role`);
+      return { disabled, checks: await referenceChecks(tx) };
+    });
+    expect(kept).toEqual({ disabled: false, checks: on });
+  });
+
   it('a writer that commits while the import waits for its lock is validated against: the cycle it closes with the input is refused', async () => {
     for (const exclusive of [false, true]) {
       const stored: RefGraph = { nodes: [u('ann'), g('a', 'ann'), g('b', 'ann'), o('doc', 'b')], grants: [grant('ann', 1, 'a')] };
@@ -225,6 +294,7 @@ describe('permgraph import: load locks and foreign keys', async () => {
       await expect(importGraph(db, { ...files, name: `failing-${exclusive}`, exclusive })).rejects.toThrow('refused by test');
       await db.query(sql`drop trigger refuse_doc on permgraph.grants; drop function public.refuse_doc()`);
       expect(await statementChecks(db)).toEqual(on);
+      expect((await referenceChecks(db)).every((t) => t.enabled)).toBe(true);
       expect(await importGraph(db, { ...files, name: `loaded-${exclusive}`, exclusive })).toMatchObject({ loaded: true, invalid: 0 });
       expect(await statementChecks(db)).toEqual(on);
       expect(await readPermissions(db)).toEqual(model.computePermissions(graph));

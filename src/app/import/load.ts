@@ -79,7 +79,10 @@ export async function loadRun(ctx: RunContext, step: Step, resumed: boolean): Pr
  *   node can be deleted meanwhile, so the per-statement checks of the load
  *   skip locking the nodes they look up (FOR KEY SHARE:
  *   permgraph._nodes_locked_against_deletes, which checks that this lock is
- *   held);
+ *   held), and, for a superuser, the foreign keys' row checks are off for
+ *   the load (permgraph._import_reference_checks): validation has checked
+ *   every owner and grant end, and nothing can delete a node before the
+ *   commit;
  * - exclusive: ACCESS EXCLUSIVE, readers wait too (and readers of edges,
  *   the worker's graph): the foreign keys into nodes are dropped for the
  *   load and added back, and validated set-based, after it

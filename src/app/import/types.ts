@@ -36,8 +36,9 @@ export interface ImportOptions {
    * Load with nodes and grants locked against readers too (ACCESS EXCLUSIVE
    * until the import commits), so that the foreign keys into nodes can be
    * dropped for the load and checked once, set-based, after it, instead of
-   * row by row: faster for large imports. Default: writers wait during the
-   * load, readers do not.
+   * row by row: faster for large imports, unless the import runs as a
+   * superuser (its default load then skips those row checks anyway, see
+   * docs/cli.md). Default: writers wait during the load, readers do not.
    */
   exclusive?: boolean;
   /**

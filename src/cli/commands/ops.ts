@@ -48,7 +48,7 @@ export function registerOpsCommands(program: Command): void {
     .option('--resume', 'continue an interrupted run after its last committed batch')
     .option('--restart', 'discard an interrupted run of the same name and start over')
     .option('--dry-run', 'validate everything and report what would change; write nothing')
-    .option('--exclusive', 'lock out readers too during the load, to check foreign keys once instead of row by row (faster for large imports)')
+    .option('--exclusive', 'lock out readers too during the load, to check foreign keys once instead of row by row (faster for large imports unless run as a superuser)')
     .option('--on-invalid <mode>', 'fail: load nothing if any row is invalid (exit 1); skip: load the valid rows', 'fail')
     .option('--batch-size <n>', 'rows per committed staging batch', String(DEFAULT_IMPORT_BATCH_SIZE))
     .option('--show <n>', 'list at most n problems', String(DEFAULT_IMPORT_MAX_PROBLEMS))
