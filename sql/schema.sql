@@ -1580,35 +1580,6 @@ AS $function$
     $full$ end)
 $function$;
 
--- permgraph._drop_permission_indexes(): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._drop_permission_indexes()
- RETURNS text[]
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-declare
-  key_name name;
-  rebuild text[];
-  index_name regclass;
-begin
-  select k.conname into key_name
-  from pg_constraint k where k.conrelid = 'permgraph.permissions'::regclass and k.contype = 'p';
-  select array_agg(pg_get_indexdef(i.indexrelid) order by i.indexrelid) into rebuild
-  from pg_index i
-  where i.indrelid = 'permgraph.permissions'::regclass
-    and not exists (select 1 from pg_constraint k where k.conindid = i.indexrelid and k.contype <> 'p');
-  rebuild := rebuild || format('alter table permgraph.permissions add constraint %I primary key using index %I', key_name, key_name);
-  execute format('alter table permgraph.permissions drop constraint %I', key_name);
-  for index_name in
-    select i.indexrelid::regclass from pg_index i
-    where i.indrelid = 'permgraph.permissions'::regclass
-      and not exists (select 1 from pg_constraint k where k.conindid = i.indexrelid)
-  loop
-    execute format('drop index %s', index_name);
-  end loop;
-  return rebuild;
-end $function$;
-
 -- permgraph._end_long_job(text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._end_long_job(p_ended_by text)
  RETURNS void
@@ -1714,9 +1685,6 @@ CREATE OR REPLACE FUNCTION permgraph._fill_empty(p_at timestamp with time zone, 
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET jit TO 'off'
 AS $function$
-declare
-  rebuild text[] := '{}';
-  statement text;
 begin
   perform permgraph._analyze_graph();
   perform permgraph._compute_at(p_at);
@@ -1724,7 +1692,7 @@ begin
   delete from permgraph.permission_bounds;
   begin
     lock table permgraph.permissions in access exclusive mode nowait;
-    rebuild := permgraph._drop_permission_indexes();
+    perform permgraph._set_aside_permission_indexes();
   exception when lock_not_available then
     null;  -- someone reads the table: insert with the indexes maintained
   end;
@@ -1733,10 +1701,7 @@ begin
   from permgraph._computed_rows c
   order by c.user_id, c.target_id;  -- key order: each index page is visited once, or the key's build reads it presorted
   get diagnostics inserted = row_count;
-  -- The only text executed: the catalog's own definitions (see below).
-  foreach statement in array rebuild loop
-    execute statement;
-  end loop;
+  perform permgraph._rebuild_set_aside('fill');  -- (nothing if the lock was not free)
   if permgraph._changes_begin_write() then
     insert into permgraph.permission_changes (user_id, target_id, new_level, new_traverse_owned, new_valid_until)
     select p.user_id, p.target_id, p.level, p.traverse_owned, p.valid_until from permgraph.permissions p;
@@ -1923,18 +1888,18 @@ CREATE OR REPLACE FUNCTION permgraph._import_drop_foreign_keys()
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 declare
-  fk record;
-  n integer := 0;
+  drops text[];
+  adds text[];
+  validates text[];
 begin
   -- Both tables at once, in one order: two exclusive imports cannot deadlock.
   lock table permgraph.nodes, permgraph.grants in access exclusive mode;
-  drop table if exists pg_temp.import_foreign_keys;
-  create temp table import_foreign_keys on commit drop as select * from permgraph._import_foreign_keys();
-  for fk in select * from pg_temp.import_foreign_keys loop
-    execute format('alter table %s drop constraint %I', fk.table_name, fk.constraint_name);
-    n := n + 1;
-  end loop;
-  return n;
+  select array_agg(format('alter table %s drop constraint %I', f.table_name, f.constraint_name) order by f.table_name::text, f.constraint_name),
+         array_agg(format('alter table %s add constraint %I %s not valid', f.table_name, f.constraint_name, f.definition) order by f.table_name::text, f.constraint_name),
+         array_agg(format('alter table %s validate constraint %I', f.table_name, f.constraint_name) order by f.table_name::text, f.constraint_name)
+  into drops, adds, validates
+  from permgraph._import_foreign_keys() f;
+  return permgraph._set_aside('import', drops, adds || validates);
 end $function$;
 
 -- permgraph._import_drop_indexes(text): execute <owner>: EXECUTE
@@ -1944,10 +1909,10 @@ CREATE OR REPLACE FUNCTION permgraph._import_drop_indexes(p_run text)
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 declare
-  idx record;
   incoming bigint;
   stored double precision;
-  n integer := 0;
+  drops text[];
+  rebuilds text[];
 begin
   select (select count(*) from permgraph.import_nodes where run = p_run and problem is null)
        + (select count(*) from permgraph.import_grants where run = p_run and problem is null)
@@ -1961,13 +1926,11 @@ begin
     return 0;
   end if;
   lock table permgraph.nodes, permgraph.grants, permgraph.edges in access exclusive mode;
-  drop table if exists pg_temp.import_indexes;
-  create temp table import_indexes on commit drop as select * from permgraph._import_secondary_indexes();
-  for idx in select * from pg_temp.import_indexes loop
-    execute format('drop index %s', idx.index_name);
-    n := n + 1;
-  end loop;
-  return n;
+  select array_agg(format('drop index %s', i.index_name) order by i.index_name::text),
+         array_agg(i.definition order by i.index_name::text)
+  into drops, rebuilds
+  from permgraph._import_secondary_indexes() i;
+  return permgraph._set_aside('import', drops, rebuilds);
 end $function$;
 
 -- permgraph._import_foreign_keys(): execute <owner>: EXECUTE
@@ -2141,51 +2104,6 @@ begin
     execute format('alter table %s %s trigger %I', t.table_name, case when p_enabled then 'enable' else 'disable' end, t.tgname);
   end loop;
   return true;
-end $function$;
-
--- permgraph._import_restore_foreign_keys(): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._import_restore_foreign_keys()
- RETURNS integer
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-declare
-  fk record;
-  n integer := 0;
-begin
-  if to_regclass('pg_temp.import_foreign_keys') is null then
-    return 0;
-  end if;
-  for fk in select * from pg_temp.import_foreign_keys loop
-    execute format('alter table %s add constraint %I %s not valid', fk.table_name, fk.constraint_name, fk.definition);
-  end loop;
-  for fk in select * from pg_temp.import_foreign_keys loop
-    execute format('alter table %s validate constraint %I', fk.table_name, fk.constraint_name);
-    n := n + 1;
-  end loop;
-  drop table pg_temp.import_foreign_keys;
-  return n;
-end $function$;
-
--- permgraph._import_restore_indexes(): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._import_restore_indexes()
- RETURNS integer
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-declare
-  idx record;
-  n integer := 0;
-begin
-  if to_regclass('pg_temp.import_indexes') is null then
-    return 0;
-  end if;
-  for idx in select * from pg_temp.import_indexes loop
-    execute idx.definition;
-    n := n + 1;
-  end loop;
-  drop table pg_temp.import_indexes;
-  return n;
 end $function$;
 
 -- permgraph._import_secondary_indexes(): execute <owner>: EXECUTE
@@ -2942,6 +2860,30 @@ begin
     and not exists (select 1 from permgraph.permissions p where p.target_id = d.id);
 end $function$;
 
+-- permgraph._rebuild_set_aside(text): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._rebuild_set_aside(p_purpose text)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  statement text;
+  n integer := 0;
+begin
+  if to_regclass('pg_temp.permgraph_set_aside') is null then
+    return 0;
+  end if;
+  perform permgraph._refuse_foreign_temp_table('permgraph_set_aside');
+  for statement in
+    select s.statement from pg_temp.permgraph_set_aside s where s.purpose = p_purpose order by s.call desc, s.position
+  loop
+    execute statement;
+    n := n + 1;
+  end loop;
+  delete from pg_temp.permgraph_set_aside where purpose = p_purpose;
+  return n;
+end $function$;
+
 -- permgraph._refresh_trash(text[]): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._refresh_trash(p_roots text[])
  RETURNS void
@@ -3116,6 +3058,61 @@ CREATE OR REPLACE FUNCTION permgraph._session_is_owner()
 AS $function$
   select pg_has_role(session_user, n.nspowner, 'MEMBER') from pg_namespace n where n.nspname = 'permgraph'
 $function$;
+
+-- permgraph._set_aside(text,text[],text[]): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._set_aside(p_purpose text, p_drop text[], p_rebuild text[])
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  statement text;
+begin
+  perform permgraph._refuse_foreign_temp_table('permgraph_set_aside');
+  if to_regclass('pg_temp.permgraph_set_aside') is null then
+    create temp table permgraph_set_aside (
+      purpose   text not null,
+      call      integer not null,  -- the later call is built again first
+      position  bigint not null,   -- within a call, in the caller's order
+      statement text not null
+    ) on commit drop;
+  end if;
+  insert into pg_temp.permgraph_set_aside (purpose, call, position, statement)
+  select p_purpose, (select coalesce(max(s.call), 0) + 1 from pg_temp.permgraph_set_aside s), r.position, r.statement
+  from unnest(p_rebuild) with ordinality r(statement, position);
+  foreach statement in array coalesce(p_drop, '{}') loop
+    execute statement;
+  end loop;
+  return coalesce(cardinality(p_drop), 0);
+end $function$;
+
+-- permgraph._set_aside_permission_indexes(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._set_aside_permission_indexes()
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  key_name name;
+  drops text[];
+  rebuilds text[];
+begin
+  select k.conname into key_name
+  from pg_constraint k where k.conrelid = 'permgraph.permissions'::regclass and k.contype = 'p';
+  select array_agg(pg_get_indexdef(i.indexrelid) order by i.indexrelid) into rebuilds
+  from pg_index i
+  where i.indrelid = 'permgraph.permissions'::regclass
+    and not exists (select 1 from pg_constraint k where k.conindid = i.indexrelid and k.contype <> 'p');
+  rebuilds := rebuilds || format('alter table permgraph.permissions add constraint %I primary key using index %I', key_name, key_name);
+  -- the key's constraint takes its index with it; then the indexes of no constraint
+  select format('alter table permgraph.permissions drop constraint %I', key_name)
+         || coalesce(array_agg(format('drop index %s', i.indexrelid::regclass) order by i.indexrelid), '{}')
+  into drops
+  from pg_index i
+  where i.indrelid = 'permgraph.permissions'::regclass
+    and not exists (select 1 from pg_constraint k where k.conindid = i.indexrelid);
+  return permgraph._set_aside('fill', drops, rebuilds);
+end $function$;
 
 -- permgraph._split_off_long_job(bigint): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._split_off_long_job(p_chunk_pairs bigint)

@@ -58,11 +58,8 @@ try {
   console.log(`load ${((performance.now() - t) / 1000).toFixed(1)} s`);
   if (exclusive) {
     t = performance.now();
-    await client.query('select permgraph._import_restore_indexes()');
-    console.log(`restore indexes ${((performance.now() - t) / 1000).toFixed(1)} s`);
-    t = performance.now();
-    await client.query('select permgraph._import_restore_foreign_keys()');
-    console.log(`restore foreign keys ${((performance.now() - t) / 1000).toFixed(1)} s`);
+    await client.query("select permgraph._rebuild_set_aside('import')");
+    console.log(`rebuild indexes and foreign keys ${((performance.now() - t) / 1000).toFixed(1)} s`);
   }
   t = performance.now();
   await client.query('commit');

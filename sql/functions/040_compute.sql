@@ -238,9 +238,6 @@ language plpgsql
 set search_path = pg_catalog, pg_temp
 set jit = off
 as $$
-declare
-  rebuild text[] := '{}';
-  statement text;
 begin
   perform permgraph._analyze_graph();
   perform permgraph._compute_at(p_at);
@@ -248,7 +245,7 @@ begin
   delete from permgraph.permission_bounds;
   begin
     lock table permgraph.permissions in access exclusive mode nowait;
-    rebuild := permgraph._drop_permission_indexes();
+    perform permgraph._set_aside_permission_indexes();
   exception when lock_not_available then
     null;  -- someone reads the table: insert with the indexes maintained
   end;
@@ -257,45 +254,42 @@ begin
   from permgraph._computed_rows c
   order by c.user_id, c.target_id;  -- key order: each index page is visited once, or the key's build reads it presorted
   get diagnostics inserted = row_count;
-  -- The only text executed: the catalog's own definitions (see below).
-  foreach statement in array rebuild loop
-    execute statement;
-  end loop;
+  perform permgraph._rebuild_set_aside('fill');  -- (nothing if the lock was not free)
   if permgraph._changes_begin_write() then
     insert into permgraph.permission_changes (user_id, target_id, new_level, new_traverse_owned, new_valid_until)
     select p.user_id, p.target_id, p.level, p.traverse_owned, p.valid_until from permgraph.permissions p;
   end if;
 end $$;
 
--- Drops every index of permissions (the caller holds ACCESS EXCLUSIVE on it)
--- and returns the statements that build them again: each index's definition
--- as the catalog prints it, then the primary key's constraint over its
--- index. Indexes of other constraints (none today) are kept.
-create or replace function permgraph._drop_permission_indexes() returns text[]
+-- Sets every index of permissions aside (015_work_tables.sql; the caller
+-- holds ACCESS EXCLUSIVE on it) until _rebuild_set_aside('fill'): each
+-- index's definition as the catalog prints it, then the primary key's
+-- constraint over its index. Indexes of other constraints (none today) are
+-- kept. Returns how many statements dropped them.
+create or replace function permgraph._set_aside_permission_indexes() returns integer
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 declare
   key_name name;
-  rebuild text[];
-  index_name regclass;
+  drops text[];
+  rebuilds text[];
 begin
   select k.conname into key_name
   from pg_constraint k where k.conrelid = 'permgraph.permissions'::regclass and k.contype = 'p';
-  select array_agg(pg_get_indexdef(i.indexrelid) order by i.indexrelid) into rebuild
+  select array_agg(pg_get_indexdef(i.indexrelid) order by i.indexrelid) into rebuilds
   from pg_index i
   where i.indrelid = 'permgraph.permissions'::regclass
     and not exists (select 1 from pg_constraint k where k.conindid = i.indexrelid and k.contype <> 'p');
-  rebuild := rebuild || format('alter table permgraph.permissions add constraint %I primary key using index %I', key_name, key_name);
-  execute format('alter table permgraph.permissions drop constraint %I', key_name);
-  for index_name in
-    select i.indexrelid::regclass from pg_index i
-    where i.indrelid = 'permgraph.permissions'::regclass
-      and not exists (select 1 from pg_constraint k where k.conindid = i.indexrelid)
-  loop
-    execute format('drop index %s', index_name);
-  end loop;
-  return rebuild;
+  rebuilds := rebuilds || format('alter table permgraph.permissions add constraint %I primary key using index %I', key_name, key_name);
+  -- the key's constraint takes its index with it; then the indexes of no constraint
+  select format('alter table permgraph.permissions drop constraint %I', key_name)
+         || coalesce(array_agg(format('drop index %s', i.indexrelid::regclass) order by i.indexrelid), '{}')
+  into drops
+  from pg_index i
+  where i.indrelid = 'permgraph.permissions'::regclass
+    and not exists (select 1 from pg_constraint k where k.conindid = i.indexrelid);
+  return permgraph._set_aside('fill', drops, rebuilds);
 end $$;
 
 -- Writes the computed rows into permissions, touching only rows whose value

@@ -561,52 +561,28 @@ as $$
   order by c.conrelid::regclass::text, c.conname
 $$;
 
--- Drops those foreign keys for the rest of the transaction, keeping their
--- definitions in pg_temp.import_foreign_keys for _import_restore_foreign_keys.
--- Returns how many.
+-- Sets those foreign keys aside for the rest of the transaction (015_work_tables.sql):
+-- built again by _rebuild_set_aside('import') NOT VALID (no per-row check of
+-- the stored rows), then validated (one set-based check of all of them; a
+-- row without its node fails the transaction with the foreign key's own
+-- error). Returns how many it dropped.
 create or replace function permgraph._import_drop_foreign_keys() returns integer
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  fk record;
-  n integer := 0;
+  drops text[];
+  adds text[];
+  validates text[];
 begin
   -- Both tables at once, in one order: two exclusive imports cannot deadlock.
   lock table permgraph.nodes, permgraph.grants in access exclusive mode;
-  drop table if exists pg_temp.import_foreign_keys;
-  create temp table import_foreign_keys on commit drop as select * from permgraph._import_foreign_keys();
-  for fk in select * from pg_temp.import_foreign_keys loop
-    execute format('alter table %s drop constraint %I', fk.table_name, fk.constraint_name);
-    n := n + 1;
-  end loop;
-  return n;
-end $$;
-
--- Adds back what _import_drop_foreign_keys dropped, as it was: NOT VALID
--- (no per-row check of the stored rows), then VALIDATE CONSTRAINT (one
--- set-based check of all of them; a row without its node fails the
--- transaction with the foreign key's own error). Returns how many.
-create or replace function permgraph._import_restore_foreign_keys() returns integer
-language plpgsql
-set search_path = pg_catalog, pg_temp
-as $$
-declare
-  fk record;
-  n integer := 0;
-begin
-  if to_regclass('pg_temp.import_foreign_keys') is null then
-    return 0;
-  end if;
-  for fk in select * from pg_temp.import_foreign_keys loop
-    execute format('alter table %s add constraint %I %s not valid', fk.table_name, fk.constraint_name, fk.definition);
-  end loop;
-  for fk in select * from pg_temp.import_foreign_keys loop
-    execute format('alter table %s validate constraint %I', fk.table_name, fk.constraint_name);
-    n := n + 1;
-  end loop;
-  drop table pg_temp.import_foreign_keys;
-  return n;
+  select array_agg(format('alter table %s drop constraint %I', f.table_name, f.constraint_name) order by f.table_name::text, f.constraint_name),
+         array_agg(format('alter table %s add constraint %I %s not valid', f.table_name, f.constraint_name, f.definition) order by f.table_name::text, f.constraint_name),
+         array_agg(format('alter table %s validate constraint %I', f.table_name, f.constraint_name) order by f.table_name::text, f.constraint_name)
+  into drops, adds, validates
+  from permgraph._import_foreign_keys() f;
+  return permgraph._set_aside('import', drops, adds || validates);
 end $$;
 
 -- The exclusive load also builds the secondary indexes of nodes, grants and
@@ -634,20 +610,20 @@ as $$
   order by i.indexrelid::regclass::text
 $$;
 
--- Drops them for the rest of the transaction if the run's valid rows are at
--- least a quarter of the rows of nodes and grants (planner estimates:
--- reltuples, or a count if the tables were never analyzed), keeping their
--- definitions in pg_temp.import_indexes for _import_restore_indexes. Returns
--- how many it dropped.
+-- Sets them aside for the rest of the transaction (015_work_tables.sql;
+-- built again by _rebuild_set_aside('import')) if the run's valid rows are
+-- at least a quarter of the rows of nodes and grants (planner estimates:
+-- reltuples, or a count if the tables were never analyzed). Returns how
+-- many it dropped.
 create or replace function permgraph._import_drop_indexes(p_run text) returns integer
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  idx record;
   incoming bigint;
   stored double precision;
-  n integer := 0;
+  drops text[];
+  rebuilds text[];
 begin
   select (select count(*) from permgraph.import_nodes where run = p_run and problem is null)
        + (select count(*) from permgraph.import_grants where run = p_run and problem is null)
@@ -661,31 +637,9 @@ begin
     return 0;
   end if;
   lock table permgraph.nodes, permgraph.grants, permgraph.edges in access exclusive mode;
-  drop table if exists pg_temp.import_indexes;
-  create temp table import_indexes on commit drop as select * from permgraph._import_secondary_indexes();
-  for idx in select * from pg_temp.import_indexes loop
-    execute format('drop index %s', idx.index_name);
-    n := n + 1;
-  end loop;
-  return n;
-end $$;
-
--- Builds again what _import_drop_indexes dropped, as it was. Returns how many.
-create or replace function permgraph._import_restore_indexes() returns integer
-language plpgsql
-set search_path = pg_catalog, pg_temp
-as $$
-declare
-  idx record;
-  n integer := 0;
-begin
-  if to_regclass('pg_temp.import_indexes') is null then
-    return 0;
-  end if;
-  for idx in select * from pg_temp.import_indexes loop
-    execute idx.definition;
-    n := n + 1;
-  end loop;
-  drop table pg_temp.import_indexes;
-  return n;
+  select array_agg(format('drop index %s', i.index_name) order by i.index_name::text),
+         array_agg(i.definition order by i.index_name::text)
+  into drops, rebuilds
+  from permgraph._import_secondary_indexes() i;
+  return permgraph._set_aside('import', drops, rebuilds);
 end $$;

@@ -94,7 +94,7 @@ describe('permgraph import: load locks and foreign keys', async () => {
         // Past the triggers (as only the owner can): a grant whose tail does not exist.
         await tx.query(sql`alter table permgraph.grants disable trigger user`);
         await tx.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('ghost', 'eng', 1)`);
-        await tx.query(sql`select permgraph._import_restore_foreign_keys()`);
+        await tx.query(sql`select permgraph._rebuild_set_aside('import')`);
       })
       .catch((e: unknown) => e);
     expect(String(error)).toMatch(/violates foreign key constraint "grants_tail_exists"/);

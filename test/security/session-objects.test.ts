@@ -90,6 +90,31 @@ describe('session objects of the caller never run as the owner', async () => {
     await expectModel();
   });
 
+  it('so is one named like the table where a refresh keeps the indexes it set aside', async () => {
+    await owner.query(sql`truncate permgraph.permissions`); // the next refresh fills an empty table, indexes set aside
+    await worker.db.task(async (session) => {
+      await session.query(sql`
+        create temp table permgraph_set_aside (purpose text, call integer, position bigint, statement text);
+        create function pg_temp.planted_statement() returns trigger language plpgsql as $$
+        begin
+          insert into public.planted_calls values (current_user);
+          new.statement := 'select 1';  -- an index never built again
+          return new;
+        end $$;
+        create trigger planted before insert on pg_temp.permgraph_set_aside
+          for each row execute function pg_temp.planted_statement()`);
+      const error = await failure(session.query(sql`select permgraph.refresh()`));
+      expect(error.code).toBe('42501');
+      expect(error.message).toMatch(/pg_temp\.permgraph_set_aside/);
+      await session.query(sql`drop table pg_temp.permgraph_set_aside`);
+      await session.query(sql`select permgraph.refresh()`);
+    });
+    expect(await plantedCalls()).toEqual([]);
+    const indexes = await owner.query(sql`select indexname from pg_indexes where schemaname = 'permgraph' and tablename = 'permissions' order by 1`);
+    expect(indexes.length).toBeGreaterThanOrEqual(2);
+    await expectModel();
+  });
+
   it('a prepared statement named like the engine\'s is never executed as the owner', async () => {
     // The name under which the engine used to prepare its incremental diff, and
     // whatever a batch leaves prepared in the session now.

@@ -36,10 +36,8 @@ export async function loadRun(ctx: RunContext, step: Step, resumed: boolean): Pr
       await tx.query(sql`select permgraph._import_drop_indexes(${ctx.name})`);
     }
     const [{ loaded }] = await tx.query(sql`select permgraph._import_load(${ctx.name}, ${setTrash}, ${setExpiry}, ${JSON.stringify(levels)}::jsonb) as loaded`);
-    if (ctx.options.exclusive) {
-      await tx.query(sql`select permgraph._import_restore_indexes()`);
-      await tx.query(sql`select permgraph._import_restore_foreign_keys()`);
-    }
+    // the indexes first, then the foreign keys, validated once
+    if (ctx.options.exclusive) await tx.query(sql`select permgraph._rebuild_set_aside('import')`);
     const nodes = { ...base.nodes, inserted: Number(loaded.nodes_inserted), updated: Number(loaded.nodes_updated), unchanged: Number(loaded.nodes_unchanged) };
     const grants = { ...base.grants, inserted: Number(loaded.grants_inserted), updated: Number(loaded.grants_updated), unchanged: Number(loaded.grants_unchanged) };
     if (ctx.options.dryRun) return { rejected: false as const, summary: { ...base, nodes, grants, loaded: false, refresh: null } };
