@@ -170,68 +170,110 @@ view permgraph._computed_rows_lasting
   bound2 timestamp with time zone
   as SELECT user_id,
     target_id,
-    max(level) AS level,
-    bool_or(traverses) AS traverse_owned,
+    level,
+    traverse_owned,
     NULL::timestamp with time zone AS valid_until,
     NULL::timestamp with time zone AS bound1,
     NULL::timestamp with time zone AS bound2
-   FROM permgraph._lasting_paths
-  GROUP BY user_id, target_id;
+   FROM permgraph._lasting_rows;
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
 
-view permgraph._lasting_paths
+view permgraph._lasting_rows
   user_id text collate "C"
   target_id text collate "C"
   level smallint
-  traverses boolean
-  as WITH RECURSIVE walk(group_id, node_id, node_kind, level, traverses) AS (
+  traverse_owned boolean
+  as WITH RECURSIVE hubs AS MATERIALIZED (
+         SELECT edges.head_id AS id,
+            min(edges.head_kind) AS kind
+           FROM permgraph.edges
+          GROUP BY edges.head_id
+         HAVING (bool_or((edges.tail_kind = 'user'::text)) OR (min(edges.tail_id) <> max(edges.tail_id)) OR (min(edges.head_kind) = 'user'::text))
+        ), spans(hub_id, node_id, node_kind, level, traverses) AS (
          SELECT e.tail_id,
             e.head_id,
             e.head_kind,
             e.level,
             permgraph._path_traverses(e.head_kind, ((e.level = 3) AND (e.head_kind = 'user'::text))) AS _path_traverses
            FROM permgraph.edges e
-          WHERE ((e.tail_kind = 'group'::text) AND (e.tail_id IN ( SELECT edges.head_id
-                   FROM permgraph.edges
-                  WHERE ((edges.tail_kind = 'user'::text) AND (edges.head_kind = 'group'::text)))))
+          WHERE (e.tail_id IN ( SELECT hubs.id
+                   FROM hubs
+                  WHERE (hubs.kind = 'group'::text)))
         UNION
-         SELECT w.group_id,
+         SELECT w.hub_id,
             e.head_id,
             e.head_kind,
             LEAST(w.level, e.level) AS "least",
             permgraph._path_traverses(e.head_kind, ((e.level = 3) AND (e.head_kind = 'user'::text))) AS _path_traverses
-           FROM (walk w
+           FROM (spans w
              JOIN permgraph.edges e ON ((e.tail_id = w.node_id)))
-          WHERE (w.node_kind = 'group'::text)
-        ), closure AS (
-         SELECT walk.group_id,
-            walk.node_id,
-            max(walk.level) AS level,
-            bool_or(walk.traverses) AS traverses
-           FROM walk
-          GROUP BY walk.group_id, walk.node_id
+          WHERE ((w.node_kind = 'group'::text) AND (NOT (w.node_id IN ( SELECT hubs.id
+                   FROM hubs))))
+        ), span_best AS MATERIALIZED (
+         SELECT spans.hub_id,
+            spans.node_id,
+            max(spans.level) AS level,
+            bool_or(spans.traverses) AS traverses,
+            (spans.node_id IN ( SELECT hubs.id
+                   FROM hubs)) AS to_hub
+           FROM spans
+          GROUP BY spans.hub_id, spans.node_id
+        ), reach(entry_id, hub_id, level, traverses) AS (
+         SELECT DISTINCT edges.head_id,
+            edges.head_id,
+            (3)::smallint AS int2,
+            true AS "?column?"
+           FROM permgraph.edges
+          WHERE ((edges.tail_kind = 'user'::text) AND (edges.head_kind = 'group'::text))
+        UNION
+         SELECT r.entry_id,
+            s.node_id,
+            LEAST(r.level, s.level) AS "least",
+            s.traverses
+           FROM (reach r
+             JOIN span_best s ON ((s.hub_id = r.hub_id)))
+          WHERE s.to_hub
+        ), hub_rows AS MATERIALIZED (
+         SELECT paths.user_id,
+            paths.target_id,
+            max(paths.level) AS level,
+            bool_or(paths.traverses) AS traverse_owned
+           FROM ( SELECT nodes.id AS user_id,
+                    nodes.id AS target_id,
+                    (3)::smallint AS level,
+                    true AS traverses
+                   FROM permgraph.nodes
+                  WHERE (nodes.kind = 'user'::text)
+                UNION ALL
+                 SELECT e.tail_id,
+                    e.head_id,
+                    e.level,
+                    permgraph._path_traverses(e.head_kind, (e.level = 3)) AS _path_traverses
+                   FROM permgraph.edges e
+                  WHERE ((e.tail_kind = 'user'::text) AND (e.head_kind <> 'group'::text))
+                UNION ALL
+                 SELECT e.tail_id,
+                    r.hub_id,
+                    LEAST(e.level, r.level) AS "least",
+                    r.traverses
+                   FROM (permgraph.edges e
+                     JOIN reach r ON ((r.entry_id = e.head_id)))
+                  WHERE (e.tail_kind = 'user'::text)) paths
+          GROUP BY paths.user_id, paths.target_id
         )
- SELECT nodes.id AS user_id,
-    nodes.id AS target_id,
-    (3)::smallint AS level,
-    true AS traverses
-   FROM permgraph.nodes
-  WHERE (nodes.kind = 'user'::text)
+ SELECT hub_rows.user_id,
+    hub_rows.target_id,
+    hub_rows.level,
+    hub_rows.traverse_owned
+   FROM hub_rows
 UNION ALL
- SELECT e.tail_id AS user_id,
-    e.head_id AS target_id,
-    e.level,
-    permgraph._path_traverses(e.head_kind, (e.level = 3)) AS traverses
-   FROM permgraph.edges e
-  WHERE (e.tail_kind = 'user'::text)
-UNION ALL
- SELECT e.tail_id AS user_id,
-    c.node_id AS target_id,
-    LEAST(e.level, c.level) AS level,
-    c.traverses
-   FROM (permgraph.edges e
-     JOIN closure c ON ((c.group_id = e.head_id)))
-  WHERE (e.tail_kind = 'user'::text);
+ SELECT h.user_id,
+    s.node_id AS target_id,
+    LEAST(h.level, s.level) AS level,
+    s.traverses AS traverse_owned
+   FROM (hub_rows h
+     JOIN span_best s ON ((s.hub_id = h.target_id)))
+  WHERE (NOT s.to_hub);
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
 
 table permgraph.applier_state
@@ -1548,36 +1590,14 @@ AS $function$
       left join permgraph.permissions p on p.user_id = r.user_id and p.target_id = r.target_id
       where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
         and r.user_id is not null
-    $scoped$ when 'lasting' then $lasting$
-      select user_id, target_id, level, traverse_owned, valid_until, is_new, is_gone, old_level, old_traverse_owned, old_valid_until
-      from (
-        select s.user_id, s.target_id,
-               max(s.level) filter (where not s.stored) as level,
-               bool_or(s.traverses) filter (where not s.stored) as traverse_owned,
-               null::timestamptz as valid_until,
-               not bool_or(s.stored) as is_new,
-               bool_and(s.stored) as is_gone,
-               max(s.level) filter (where s.stored) as old_level,
-               bool_or(s.traverses) filter (where s.stored) as old_traverse_owned,
-               max(s.valid_until) filter (where s.stored) as old_valid_until
-        from (
-          select user_id, target_id, level, traverses, null::timestamptz as valid_until, false as stored
-          from permgraph._lasting_paths
-          union all
-          select user_id, target_id, level, traverse_owned, valid_until, true
-          from permgraph.permissions
-        ) s
-        group by s.user_id, s.target_id
-      ) pair
-      where (old_level, old_traverse_owned, old_valid_until) is distinct from (level, traverse_owned, valid_until)
-    $lasting$ when 'full' then $full$
+    $scoped$ else format($full$
       select coalesce(n.user_id, p.user_id) as user_id, coalesce(n.target_id, p.target_id) as target_id,
              n.level, n.traverse_owned, n.valid_until, p.user_id is null as is_new, n.user_id is null as is_gone,
              p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until
-      from pg_temp.permgraph_all n
+      from %s n
       full join permgraph.permissions p on p.user_id = n.user_id and p.target_id = n.target_id
       where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
-    $full$ end)
+    $full$, case p_source when 'lasting' then 'permgraph._computed_rows_lasting' when 'full' then 'pg_temp.permgraph_all' end) end)
 $function$;
 
 -- permgraph._end_long_job(text): execute <owner>: EXECUTE
@@ -3711,16 +3731,27 @@ AS $function$
     from permgraph.nodes n
     where p_ids is not null and n.id = any (p_ids) and n.kind = 'group'
     union all
-    select n.id, n.owner_id, n.trash_at
-    from permgraph.nodes n
-    where p_ids is null and n.kind = 'group'
-    union all
     select c.group_id, o.owner_id, o.trash_at
     from chain c
     cross join lateral (select o.owner_id, o.trash_at from permgraph.nodes o
                         where o.id = c.owner_id and o.kind = 'group' offset 0) o
+  ), down(group_id, trash_at) as (
+    -- Every group (a full recomputation): down from the groups no group
+    -- owns, each group once, instead of up from each group through all its
+    -- owners (tree small: 10 instead of 116 ms, the 7,381 projects 4 deep;
+    -- bench/FINDINGS.md, finding 10). least() skips nulls.
+    select n.id, n.trash_at
+    from permgraph.nodes n
+    where p_ids is null and n.kind = 'group'
+      and not exists (select 1 from permgraph.nodes o where o.id = n.owner_id and o.kind = 'group')
+    union all
+    select n.id, least(d.trash_at, n.trash_at)
+    from down d
+    join permgraph.nodes n on n.owner_id = d.group_id and n.kind = 'group'
   )
   select group_id, min(trash_at) from chain group by group_id having min(trash_at) is not null
+  union all
+  select group_id, trash_at from down where trash_at is not null
 $function$;
 
 -- permgraph.enable_rls(regclass,name,name,boolean): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE

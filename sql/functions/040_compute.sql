@@ -126,47 +126,90 @@ create or replace view permgraph._computed_rows_expiring as
 
 -- The same computation when no edge expires: every time is 'infinity', so
 -- valid_until and the bounds are null and traverse_owned is whether some
--- path traverses. The same walk without four times per state and the
--- filtered aggregates over them: 25-35% less time for the computation on
--- most benchmark shapes (bench/FINDINGS.md, finding 10). Exact only while
--- no edge expires. First every path's contribution to its pair (before the
--- per-pair aggregate, so that _write_diff can aggregate it together with
--- the stored rows), then the rows.
-create or replace view permgraph._lasting_paths as
-  with recursive walk(group_id, node_id, node_kind, level, traverses) as (
+-- path traverses. Exact only while no edge expires. Built so that walks are
+-- shared and every pair comes out once, with no per-pair aggregate over all
+-- paths (bench/FINDINGS.md, finding 10):
+-- - A hub is a node that more than one node enters (two distinct tails), or
+--   that a user enters directly, or a user. Every other node (one tail, a
+--   group, no user) is reached only through that tail, so from one hub at
+--   most: the nearest hub above it.
+-- - spans: from every group hub, the walk through groups that are not hubs,
+--   stopping at hubs. Each non-hub node is in one span only, so the spans
+--   together cost about one state per edge, however many users or entry
+--   groups sit above (the walk per entry group repeated the 7,381 projects
+--   of the tree shape under each of its teams, and the 1,000-group chain of
+--   the deep shape under each of its 128 entry points).
+-- - reach: from each group a user enters, the hubs it reaches along spans,
+--   with the best level (a walk over hubs only).
+-- - hub_rows: each user's row for every hub it reaches (itself included),
+--   aggregated over its direct edges and their reach: small next to the table.
+-- - the other rows: each user's row for a group hub, composed with that hub's
+--   span. A non-hub node has one span, and hub_rows one row per (user, hub),
+--   so each such pair comes out once: the diff can full-join it with the
+--   stored table, and an empty table is filled without an aggregate.
+-- Composition is exact: a path's level is the least of its edges, a pair's
+-- the greatest over its paths, and whether a path traverses depends only on
+-- its last edge (semantics.md), so (user -> hub) then (hub -> node) composes.
+create or replace view permgraph._lasting_rows as
+  with recursive hubs as materialized (
+    select head_id as id, min(head_kind) as kind
+    from permgraph.edges
+    group by head_id
+    having bool_or(tail_kind = 'user') or min(tail_id) <> max(tail_id) or min(head_kind) = 'user'
+  ), spans(hub_id, node_id, node_kind, level, traverses) as (
     select e.tail_id, e.head_id, e.head_kind, e.level, permgraph._path_traverses(e.head_kind, e.level = 3 and e.head_kind = 'user')
     from permgraph.edges e
-    where e.tail_kind = 'group'
-      -- (as above: only groups some user enters directly)
-      and e.tail_id in (select head_id from permgraph.edges where tail_kind = 'user' and head_kind = 'group')
+    where e.tail_id in (select id from hubs where kind = 'group')
     union
-    select w.group_id, e.head_id, e.head_kind, least(w.level, e.level),
+    select w.hub_id, e.head_id, e.head_kind, least(w.level, e.level),
            permgraph._path_traverses(e.head_kind, e.level = 3 and e.head_kind = 'user')
-    from walk w
+    from spans w
     join permgraph.edges e on e.tail_id = w.node_id
-    where w.node_kind = 'group'
-  ), closure as (
-    select group_id, node_id, max(level) as level, bool_or(traverses) as traverses
-    from walk
-    group by group_id, node_id
+    where w.node_kind = 'group' and w.node_id not in (select id from hubs)
+  ), span_best as materialized (
+    -- (several states per node only through parallel edges)
+    select hub_id, node_id, max(level) as level, bool_or(traverses) as traverses, node_id in (select id from hubs) as to_hub
+    from spans
+    group by hub_id, node_id
+  ), reach(entry_id, hub_id, level, traverses) as (
+    select distinct head_id, head_id, 3::smallint, true
+    from permgraph.edges
+    where tail_kind = 'user' and head_kind = 'group'
+    union
+    select r.entry_id, s.node_id, least(r.level, s.level), s.traverses
+    from reach r
+    join span_best s on s.hub_id = r.hub_id
+    where s.to_hub
+  ), hub_rows as materialized (
+    select user_id, target_id, max(level)::smallint as level, bool_or(traverses) as traverse_owned
+    from (
+      select id as user_id, id as target_id, 3::smallint as level, true as traverses
+      from permgraph.nodes
+      where kind = 'user'
+      union all
+      select e.tail_id, e.head_id, e.level, permgraph._path_traverses(e.head_kind, e.level = 3)
+      from permgraph.edges e
+      where e.tail_kind = 'user' and e.head_kind <> 'group'
+      union all
+      select e.tail_id, r.hub_id, least(e.level, r.level), r.traverses
+      from permgraph.edges e
+      join reach r on r.entry_id = e.head_id
+      where e.tail_kind = 'user'
+    ) paths
+    group by user_id, target_id
   )
-  select id as user_id, id as target_id, 3::smallint as level, true as traverses
-  from permgraph.nodes where kind = 'user'
+  select user_id, target_id, level, traverse_owned
+  from hub_rows
   union all
-  select e.tail_id, e.head_id, e.level, permgraph._path_traverses(e.head_kind, e.level = 3)
-  from permgraph.edges e
-  where e.tail_kind = 'user'
-  union all
-  select e.tail_id, c.node_id, least(e.level, c.level), c.traverses
-  from permgraph.edges e
-  join closure c on c.group_id = e.head_id
-  where e.tail_kind = 'user';
+  select h.user_id, s.node_id, least(h.level, s.level), s.traverses
+  from hub_rows h
+  join span_best s on s.hub_id = h.target_id
+  where not s.to_hub;
 
 create or replace view permgraph._computed_rows_lasting as
-  select user_id, target_id, max(level)::smallint as level, bool_or(traverses) as traverse_owned,
+  select user_id, target_id, level, traverse_owned,
          null::timestamptz as valid_until, null::timestamptz as bound1, null::timestamptz as bound2
-  from permgraph._lasting_paths
-  group by user_id, target_id;
+  from permgraph._lasting_rows;
 
 -- What a full computation reads: one of the two views above. Each branch
 -- is gated by a one-time test (a condition on no row), so only one of them
@@ -300,10 +343,9 @@ end $$;
 -- an unanalyzed temporary table (it guessed 850 rows for 6, and hashed a
 -- scan of the whole permissions table to delete 22 rows). Otherwise (a full
 -- recomputation) pg_temp.permgraph_all is full-joined with the whole table;
--- or, with p_lasting (no edge expires: the caller checks), the paths of
--- _lasting_paths and the stored rows are aggregated together per pair, so
--- the computation is compared as it is produced, with no copy to write,
--- analyze and join (tree small: as fast as the computation alone; bench/
+-- or, with p_lasting (no edge expires: the caller checks),
+-- _computed_rows_lasting is, as it is produced: each of its pairs comes out
+-- once, so there is no copy to write, analyze and join (bench/
 -- FINDINGS.md, finding 10). One statement writes just the differing rows.
 --
 -- That statement, for one of the three sources ('scoped', 'lasting',
@@ -344,36 +386,14 @@ as $body$
       left join permgraph.permissions p on p.user_id = r.user_id and p.target_id = r.target_id
       where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
         and r.user_id is not null
-    $scoped$ when 'lasting' then $lasting$
-      select user_id, target_id, level, traverse_owned, valid_until, is_new, is_gone, old_level, old_traverse_owned, old_valid_until
-      from (
-        select s.user_id, s.target_id,
-               max(s.level) filter (where not s.stored) as level,
-               bool_or(s.traverses) filter (where not s.stored) as traverse_owned,
-               null::timestamptz as valid_until,
-               not bool_or(s.stored) as is_new,
-               bool_and(s.stored) as is_gone,
-               max(s.level) filter (where s.stored) as old_level,
-               bool_or(s.traverses) filter (where s.stored) as old_traverse_owned,
-               max(s.valid_until) filter (where s.stored) as old_valid_until
-        from (
-          select user_id, target_id, level, traverses, null::timestamptz as valid_until, false as stored
-          from permgraph._lasting_paths
-          union all
-          select user_id, target_id, level, traverse_owned, valid_until, true
-          from permgraph.permissions
-        ) s
-        group by s.user_id, s.target_id
-      ) pair
-      where (old_level, old_traverse_owned, old_valid_until) is distinct from (level, traverse_owned, valid_until)
-    $lasting$ when 'full' then $full$
+    $scoped$ else format($full$
       select coalesce(n.user_id, p.user_id) as user_id, coalesce(n.target_id, p.target_id) as target_id,
              n.level, n.traverse_owned, n.valid_until, p.user_id is null as is_new, n.user_id is null as is_gone,
              p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until
-      from pg_temp.permgraph_all n
+      from %s n
       full join permgraph.permissions p on p.user_id = n.user_id and p.target_id = n.target_id
       where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
-    $full$ end)
+    $full$, case p_source when 'lasting' then 'permgraph._computed_rows_lasting' when 'full' then 'pg_temp.permgraph_all' end) end)
 $body$;
 
 -- The incremental path's statement runs as static SQL in a PL/pgSQL
