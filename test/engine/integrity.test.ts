@@ -10,6 +10,7 @@ import type { Level, RefGraph } from '../reference/model.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { PAST, loadGraph, readPermissions } from '../helpers/graph.ts';
+import { failureOf, type DbError } from '../helpers/failure.ts';
 
 /**
  * Users, groups (an ownership chain g1 -> g2 -> g3, a trashed group), objects,
@@ -35,10 +36,6 @@ const base: RefGraph = {
   ],
 };
 
-interface DbError extends Error {
-  code?: string;
-  detail?: string;
-}
 
 describe('integrity rules', async () => {
   const { db, url } = await createTestDatabase();
@@ -54,14 +51,6 @@ describe('integrity rules', async () => {
     };
   }
 
-  async function failureOf(run: Promise<unknown>): Promise<DbError> {
-    const outcome = await run.then(
-      () => undefined,
-      (error: unknown) => error,
-    );
-    expect(outcome, 'the statement should have been refused').toBeInstanceOf(Error);
-    return outcome as DbError;
-  }
 
   /** Runs a statement that must be refused, and checks that it changed nothing. */
   async function expectRefused(query: SQLQuery, message: RegExp, code?: string): Promise<DbError> {

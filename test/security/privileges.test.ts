@@ -14,6 +14,7 @@ import { insertGrants, insertNodes, loadGraph, readPermissions } from '../helper
 import { createLogin } from '../helpers/logins.ts';
 import { runCli } from '../helpers/cli.ts';
 import { migrateAsReleased } from '../helpers/released.ts';
+import { failureOf } from '../helpers/failure.ts';
 
 const graph: RefGraph = {
   nodes: [u('alice'), u('bob'), g('eng'), g('secret'), g('roadmap', 'eng'), o('doc', 'eng')],
@@ -25,15 +26,6 @@ const INTERNAL_TABLES = [
   'permissions', 'changes', 'edges', 'audit_log', 'trashed_groups', 'deleted_nodes', 'applier_state',
   'roles', 'operations', 'migrations', 'function_files', 'import_runs', 'import_nodes', 'import_grants',
 ];
-
-async function failure(promise: Promise<unknown>): Promise<{ code?: string; message: string }> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as { code?: string; message: string };
-  }
-  throw new Error('expected the statement to fail');
-}
 
 async function counts(db: Queryable): Promise<Record<string, number>> {
   const result: Record<string, number> = {};
@@ -157,7 +149,7 @@ describe('security model through real login roles', async () => {
             sql`update ${sql.ident('permgraph', table)} set ${column} = ${column}`,
             sql`insert into ${sql.ident('permgraph', table)} default values`,
           ]) {
-            expect((await failure(login.db.query(statement))).code, `${login.name}: ${table}`).toBe('42501');
+            expect((await failureOf(login.db.query(statement))).code, `${login.name}: ${table}`).toBe('42501');
           }
         }
       }
@@ -169,7 +161,7 @@ describe('security model through real login roles', async () => {
         sql`insert into permgraph.audit_log (action, actor) values ('grant', 'alice')`,
         sql`insert into permgraph.audit_log (id, action) overriding system value values (1000000, 'grant')`,
       ]) {
-        expect((await failure(writer.db.query(statement))).code).toBe('42501');
+        expect((await failureOf(writer.db.query(statement))).code).toBe('42501');
       }
       expect(await counts(owner)).toEqual(before);
       await applyChanges(owner);
@@ -199,7 +191,7 @@ describe('security model through real login roles', async () => {
         sql`select permgraph.apply_changes()`,
         sql`insert into permgraph.nodes (id, kind) values ('intruder', 'user')`,
       ]) {
-        expect((await failure(nobody.db.query(statement))).code).toBe('42501');
+        expect((await failureOf(nobody.db.query(statement))).code).toBe('42501');
       }
       const executable = await owner.query(sql`
         select p.oid::regprocedure::text as function
@@ -212,8 +204,8 @@ describe('security model through real login roles', async () => {
       await writer.db.query(sql`insert into permgraph.nodes (id, kind, owner_id) values ('carol', 'user', null), ('plan', 'object', 'roadmap')`);
       await writer.db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('carol', 'roadmap', 3)`);
       // The writer may not apply, the reader may not either, the worker may.
-      expect((await failure(writer.db.query(sql`select permgraph.apply_changes()`))).code).toBe('42501');
-      expect((await failure(reader.db.query(sql`select permgraph.refresh()`))).code).toBe('42501');
+      expect((await failureOf(writer.db.query(sql`select permgraph.apply_changes()`))).code).toBe('42501');
+      expect((await failureOf(reader.db.query(sql`select permgraph.refresh()`))).code).toBe('42501');
       await applyChanges(worker.db);
       const expected = computePermissions({
         nodes: [...graph.nodes, u('carol'), o('plan', 'roadmap')],
@@ -244,7 +236,7 @@ describe('security model through real login roles', async () => {
     it('a writer who switches capture off is refused, and the grant stays', async () => {
       for (const setting of ['permgraph.capture', 'permgraph.audit']) {
         const before = await counts(owner);
-        const error = await failure(
+        const error = await failureOf(
           writer.db.tx(async (tx) => {
             await tx.query(sql`select set_config(${setting}, 'off', true)`);
             await tx.query(sql`delete from permgraph.grants where tail_id = 'bob' and head_id = 'eng'`);
@@ -280,11 +272,11 @@ describe('security model through real login roles', async () => {
         sql`delete from permgraph.audit_log`,
         sql`truncate permgraph.audit_log`,
       ]) {
-        const error = await failure(owner.query(statement));
+        const error = await failureOf(owner.query(statement));
         expect(error.code).toBe('42501');
         expect(error.message).toMatch(/^permgraph: audit_log is append-only/);
       }
-      expect((await failure(writer.db.query(sql`select permgraph.prune_audit_log(now())`))).code).toBe('42501');
+      expect((await failureOf(writer.db.query(sql`select permgraph.prune_audit_log(now())`))).code).toBe('42501');
       const [{ pruned }] = await owner.query(sql`select permgraph.prune_audit_log(now() + interval '1 minute') as pruned`);
       expect(pruned).toBe(before);
       const rest = await owner.query(sql`select action, actor, details->>'entries' as entries from permgraph.audit_log`);

@@ -12,6 +12,7 @@ import { g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { loadGraph, readPermissions } from '../helpers/graph.ts';
 import { createLogin } from '../helpers/logins.ts';
+import { failureOf } from '../helpers/failure.ts';
 
 const graph: RefGraph = {
   nodes: [u('alice'), u('bob'), u('carol'), g('eng'), g('ops'), g('roadmap', 'eng'), o('doc', 'eng'), o('runbook', 'ops')],
@@ -28,15 +29,6 @@ async function applyOn(session: Queryable): Promise<void> {
     await session.query(sql`rollback`);
     throw error;
   }
-}
-
-async function failure(promise: Promise<unknown>): Promise<{ code?: string; message: string }> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as { code?: string; message: string };
-  }
-  throw new Error('expected the statement to fail');
 }
 
 describe('session objects of the caller never run as the owner', async () => {
@@ -81,7 +73,7 @@ describe('session objects of the caller never run as the owner', async () => {
         create trigger planted after insert or delete on pg_temp.permgraph_region
           for each statement execute function pg_temp.planted()`);
       await grantAs('bob', 1, 'ops');
-      const error = await failure(applyOn(session));
+      const error = await failureOf(applyOn(session));
       expect(error.code).toBe('42501');
       expect(error.message).toMatch(/pg_temp\.permgraph_region/);
       expect(await plantedRuns()).toBe(0);
@@ -106,7 +98,7 @@ describe('session objects of the caller never run as the owner', async () => {
         end $$;
         create trigger planted before insert on pg_temp.permgraph_set_aside
           for each row execute function pg_temp.planted_statement()`);
-      const error = await failure(session.query(sql`select permgraph.refresh()`));
+      const error = await failureOf(session.query(sql`select permgraph.refresh()`));
       expect(error.code).toBe('42501');
       expect(error.message).toMatch(/pg_temp\.permgraph_set_aside/);
       await session.query(sql`drop table pg_temp.permgraph_set_aside`);
