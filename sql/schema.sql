@@ -1495,6 +1495,18 @@ begin
   return acked;
 end $function$;
 
+-- permgraph._count_expired(timestamp with time zone): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._count_expired(p_at timestamp with time zone)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET plan_cache_mode TO 'force_generic_plan'
+AS $function$
+begin
+  return (select count(*) from permgraph.permissions where valid_until <= p_at);
+end $function$;
+
 -- permgraph._defer_overlapping_changes(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._defer_overlapping_changes()
  RETURNS bigint
@@ -2554,6 +2566,7 @@ CREATE OR REPLACE FUNCTION permgraph._next_expiry_in_ms(p_at timestamp with time
  LANGUAGE plpgsql
  STABLE
  SET search_path TO 'pg_catalog', 'pg_temp'
+ SET plan_cache_mode TO 'force_generic_plan'
 AS $function$
 begin
   return (select greatest(0, ceil(extract(epoch from min(valid_until) - clock_timestamp()) * 1000))::bigint
@@ -3458,11 +3471,12 @@ declare
   max_pairs bigint := p_max_pairs;
   to_job bigint := 0;
   deferred bigint := 0;
+  job_active boolean;
   result jsonb;
 begin
   batch_at := permgraph._begin_applying('apply_changes', p_at);
   select count(*), coalesce(bool_or(tail_kind = '*'), false) into pending, needs_full from permgraph.changes;
-  select count(*) into expired from permgraph.permissions where valid_until <= batch_at;
+  expired := permgraph._count_expired(batch_at);
   if pending = 0 and expired = 0 and not p_force_full then
     return jsonb_build_object('mode', 'none', 'changes', 0, 'expired', 0,
                               'next_expiry_in_ms', permgraph._next_expiry_in_ms(batch_at),
@@ -3521,14 +3535,15 @@ begin
   -- their changes are applied, so deleted nodes' rows are gone too.
   -- (While a job runs, its users may still hold rows of deleted nodes.)
   delete from permgraph.changes;
-  if permgraph._long_job_active() then
+  job_active := permgraph._long_job_active();  -- (nothing below starts or ends one)
+  if job_active then
     perform permgraph._prune_deleted_nodes();
   else
     delete from permgraph.deleted_nodes;
   end if;
   result := jsonb_build_object(
     'mode', mode, 'delta', delta, 'changes', pending, 'expired', expired, 'region_pairs', pairs,
-    'to_long_job', to_job, 'deferred', deferred, 'long_job_active', permgraph._long_job_active(),
+    'to_long_job', to_job, 'deferred', deferred, 'long_job_active', job_active,
     'inserted', diff.inserted, 'updated', diff.updated, 'deleted', diff.deleted,
     'ms', round((extract(epoch from clock_timestamp() - started) * 1000)::numeric, 3),
     'next_expiry_in_ms', permgraph._next_expiry_in_ms(batch_at));

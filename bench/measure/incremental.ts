@@ -37,7 +37,7 @@ export interface KindResult {
   examples: string[];
   /** Every latency sample (ms), for pooled percentiles in the report. */
   raw: number[];
-  /** Per sample, in the order of raw: rows the batch altered (inserted + updated + deleted) ... */
+  /** Rows each sample altered (inserted + updated + deleted), in the order of raw: a local change alters at most 100 ... */
   rawWritten?: number[];
   /** ... and the change's own commit + its apply, ms (goal 1's write + apply). */
   rawWriteAndApply?: number[];
@@ -80,6 +80,9 @@ async function oneChange(db: Queryable, kind: ChangeKind, pools: Pools, rng: Rng
   return { ...sample, target: change.target };
 }
 
+/** Rows a sample's batch altered (inserted + updated + deleted). */
+const rowsAltered = (s: Sample): number => s.batch.inserted + s.batch.updated + s.batch.deleted;
+
 function summarizeKind(kind: ChangeKind, scope: Scope, samples: (Sample & { target: string })[], fullRefreshMs: number): KindResult {
   const modes: Record<string, number> = {};
   for (const s of samples) modes[s.batch.mode] = (modes[s.batch.mode] ?? 0) + 1;
@@ -91,13 +94,13 @@ function summarizeKind(kind: ChangeKind, scope: Scope, samples: (Sample & { targ
     latency,
     serverMs: roundSummary(summarize(samples.map((s) => s.batch.ms))),
     modes,
-    written: roundSummary(summarize(samples.map((s) => s.batch.inserted + s.batch.updated + s.batch.deleted))),
+    written: roundSummary(summarize(samples.map(rowsAltered))),
     regionPairs: roundSummary(summarize(samples.map((s) => s.batch.regionPairs ?? 0))),
     audit: null,
     speedupVsFullRefresh: round(fullRefreshMs / latency.median, 1),
     examples: samples.slice(0, 3).map((s) => s.target),
     raw: samples.map((s) => round(s.clientMs)),
-    rawWritten: samples.map((s) => s.batch.inserted + s.batch.updated + s.batch.deleted),
+    rawWritten: samples.map(rowsAltered),
     rawWriteAndApply: samples.map((s) => round(s.writeAndApplyMs)),
   };
 }

@@ -1,7 +1,7 @@
 import { IsolationLevel } from '@databases/pg';
-import type { Transaction } from '@databases/pg';
+import type { Connection, Transaction } from '@databases/pg';
 import { isRetryable } from '../errors.ts';
-import type { Queryable } from './pool.ts';
+import { sql, type Queryable } from './pool.ts';
 
 export { IsolationLevel };
 
@@ -11,9 +11,28 @@ export { IsolationLevel };
  * concurrent applier or writer can cause and which leave nothing behind.
  */
 export async function inSnapshot<T>(db: Queryable, fn: (tx: Transaction) => Promise<T>, attempts = 8): Promise<T> {
+  return withRetries(() => db.tx(fn, { isolationLevel: IsolationLevel.REPEATABLE_READ }), attempts);
+}
+
+/**
+ * Makes every transaction a dedicated connection starts REPEATABLE READ by
+ * default, so that one statement is one snapshot: a batch is then a single
+ * round trip (no BEGIN and COMMIT of its own). Only for a connection nobody
+ * else uses (the worker's); undo it with resetSnapshotSession.
+ */
+export async function useSnapshotSession(conn: Connection): Promise<void> {
+  await conn.query(sql`set default_transaction_isolation = 'repeatable read'`);
+}
+
+export async function resetSnapshotSession(conn: Connection): Promise<void> {
+  await conn.query(sql`reset default_transaction_isolation`);
+}
+
+/** Runs fn again after a serialization failure or deadlock (each attempt must start afresh). */
+export async function withRetries<T>(fn: () => Promise<T>, attempts = 8): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await db.tx(fn, { isolationLevel: IsolationLevel.REPEATABLE_READ });
+      return await fn();
     } catch (error) {
       if (attempt >= attempts || !isRetryable(error)) throw error;
       await new Promise((resolve) => setTimeout(resolve, Math.min(1000, 5 * 2 ** attempt * Math.random())));

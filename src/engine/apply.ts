@@ -1,6 +1,7 @@
+import type { Connection } from '@databases/pg';
 import { sql, type Queryable } from '../db/pool.ts';
 import { DEFAULT_MAX_BATCH } from '../constants.ts';
-import { inSnapshot } from '../db/transaction.ts';
+import { inSnapshot, withRetries } from '../db/transaction.ts';
 
 export interface BatchResult {
   /** none: nothing was pending; incremental: only the affected region; full: whole-table recomputation. */
@@ -60,17 +61,31 @@ export async function refresh(db: Queryable, options: Pick<ApplyOptions, 'at'> =
   return runApply(db, options, true);
 }
 
-async function runApply(db: Queryable, options: ApplyOptions, forceFull: boolean): Promise<BatchResult> {
-  const [row] = await inSnapshot(db, (tx) =>
-    tx.query(sql`
-      select permgraph.apply_changes(
-        p_max_changes => ${options.maxChanges ?? DEFAULT_MAX_BATCH}::integer,
-        p_max_pairs => ${options.maxPairs ?? null}::bigint,
-        p_force_full => ${forceFull},
-        p_at => ${options.at ?? null}::timestamptz,
-        p_chunk_pairs => ${options.chunkPairs ?? null}::bigint) as result`),
-  );
+/**
+ * applyChanges() as one statement, its own transaction: for a dedicated
+ * connection on which useSnapshotSession() made REPEATABLE READ the default
+ * (the worker's), so that a batch costs one round trip instead of three.
+ * On a connection left at READ COMMITTED it is still correct, but
+ * apply_changes() then locks writers out for the batch (060_apply.sql).
+ */
+export async function applyChangesOnSession(conn: Connection, options: ApplyOptions = {}): Promise<BatchResult> {
+  const [row] = await withRetries(() => conn.query(applyStatement(options, false)));
   return toBatchResult(row.result);
+}
+
+async function runApply(db: Queryable, options: ApplyOptions, forceFull: boolean): Promise<BatchResult> {
+  const [row] = await inSnapshot(db, (tx) => tx.query(applyStatement(options, forceFull)));
+  return toBatchResult(row.result);
+}
+
+function applyStatement(options: ApplyOptions, forceFull: boolean) {
+  return sql`
+    select permgraph.apply_changes(
+      p_max_changes => ${options.maxChanges ?? DEFAULT_MAX_BATCH}::integer,
+      p_max_pairs => ${options.maxPairs ?? null}::bigint,
+      p_force_full => ${forceFull},
+      p_at => ${options.at ?? null}::timestamptz,
+      p_chunk_pairs => ${options.chunkPairs ?? null}::bigint) as result`;
 }
 
 function toBatchResult(raw: Record<string, unknown>): BatchResult {

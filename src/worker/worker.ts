@@ -4,7 +4,8 @@ import type { Subscriber } from 'pg-listen';
 import { openPool, sql, type ConnectionPool } from '../db/pool.ts';
 import type { Connection } from '@databases/pg';
 import { DEFAULT_CHUNK_PAIRS, DEFAULT_MAX_BATCH, DEFAULT_POLL_INTERVAL_MS, DEFAULT_STANDBY_INTERVAL_MS, WORKER_APPLICATION_NAME } from '../constants.ts';
-import { applyChanges, type BatchResult } from '../engine/apply.ts';
+import { applyChangesOnSession, type BatchResult } from '../engine/apply.ts';
+import { resetSnapshotSession, useSnapshotSession } from '../db/transaction.ts';
 import { applyJobChunk, type ChunkResult } from '../engine/long-job.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
@@ -113,8 +114,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (!(await this.acquireRole(conn))) return;
     try {
       this.setRole('active');
+      // Each batch is one statement in its own REPEATABLE READ transaction:
+      // one round trip, and writers never wait for it.
+      await useSnapshotSession(conn);
       while (!this.stopping) {
-        const result = await applyChanges(conn, { maxChanges: this.options.maxBatch, chunkPairs: this.options.chunkPairs ?? undefined });
+        const result = await applyChangesOnSession(conn, { maxChanges: this.options.maxBatch, chunkPairs: this.options.chunkPairs ?? undefined });
         if (result.mode !== 'none') {
           this.logger.info({ batch: result }, 'applied batch');
           this.emit('batch', result);
@@ -130,7 +134,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
         await this.wakeup.wait(untilNextWake(this.options.pollIntervalMs, result.nextExpiryInMs));
       }
     } finally {
-      // A session lock outlives the task on a pooled connection: release it.
+      // A session lock and setting outlive the task on a pooled connection: undo them.
+      await resetSnapshotSession(conn).catch(() => {});
       await conn.query(sql`select pg_advisory_unlock(permgraph._applier_role_key())`).catch(() => {});
     }
   }

@@ -133,6 +133,6 @@ export class GraphState {
   }
 }
 
-function grantKey(g: RefGrant): string {
+export function grantKey(g: RefGrant): string {
   return `${g.tailId}\u0000${g.headId}\u0000${g.source}`;
 }

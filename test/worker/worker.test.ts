@@ -11,7 +11,7 @@ import { Worker, type WorkerOptions } from '../../src/worker/worker.ts';
 import { expiring, g, grant, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { graphArbitrary, loadGraph, readPermissions, wholeSecondAfter } from '../helpers/graph.ts';
-import { GraphState, mutationArbitrary } from '../helpers/mutations.ts';
+import { GraphState, grantKey, mutationArbitrary } from '../helpers/mutations.ts';
 
 describe('worker', async () => {
   const { db, url } = await createTestDatabase();
@@ -91,6 +91,49 @@ describe('worker', async () => {
     state.nodes.set('fresh-team', g('fresh-team'));
     state.grants.set('fresh', grant('fresh-user', 2, 'fresh-team'));
     await mutate(state, 30, 1);
+    await expectConverged(state);
+  });
+
+  it('applies batches while a writer holds an open transaction: one snapshot per batch statement, no lock on writers', async () => {
+    // The worker sends each batch as one statement in its own transaction. Its
+    // session must make that transaction REPEATABLE READ: under READ COMMITTED
+    // apply_changes() locks nodes and grants against writers, and would wait
+    // here for the open writer below, so the committed change would never apply.
+    const state = await seed();
+    await startWorker({ pollIntervalMs: 50 });
+    const writer = openPool(url, { poolSize: 1 });
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let holding!: () => void;
+    const held = new Promise<void>((resolve) => (holding = resolve));
+    let writerOpen = true;
+    const open = writer.tx(async (tx) => {
+      await tx.query(sql`insert into permgraph.nodes (id, kind) values ('late-user', 'user')`);
+      holding();
+      // (gives up after a while: a worker that locks would otherwise wait for ever)
+      await Promise.race([released, new Promise((resolve) => setTimeout(resolve, 8_000))]);
+      writerOpen = false;
+    });
+    try {
+      await held;
+      const token = await db.tx(async (tx) => {
+        await tx.query(sql`insert into permgraph.nodes (id, kind) values ('early-user', 'user'), ('early-team', 'group')`);
+        await tx.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('early-user', 'early-team', 3)`);
+        return currentToken(tx);
+      });
+      await waitFor(db, token, 20_000);
+      expect(writerOpen).toBe(true);
+    } finally {
+      release();
+      await open;
+      await writer.dispose();
+    }
+    state.nodes.set('late-user', u('late-user'));
+    state.nodes.set('early-user', u('early-user'));
+    state.nodes.set('early-team', g('early-team'));
+    const early = grant('early-user', 3, 'early-team');
+    state.grants.set(grantKey(early), early);
+    await mutate(state, 20, 7);
     await expectConverged(state);
   });
 
