@@ -268,8 +268,10 @@ describe('long jobs: huge regions applied in chunks', async () => {
       }),
       { numRuns: 120 },
     );
-    // the bounds above do force jobs, and changes that wait for them
-    expect(jobs).toBeGreaterThan(50);
+    // the bounds above do force jobs, and changes that wait for them (over
+    // 120 random runs: 46-67 jobs and 40-54 deferring batches seen; a floor
+    // well below, since the seed changes every run)
+    expect(jobs).toBeGreaterThan(20);
     expect(deferredBatches).toBeGreaterThan(10);
   });
 });
