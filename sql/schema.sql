@@ -2423,7 +2423,7 @@ CREATE OR REPLACE FUNCTION permgraph._listing_owners(p_user_id text, p_level int
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 begin
-  select coalesce(array_agg(o.target_id order by o.target_id) filter (where not o.hidden), '{}'), count(*)
+  select coalesce(array_agg(o.target_id) filter (where not o.hidden), '{}'), count(*)
   into owners, rows_read
   from (select p.target_id,
                p.target_id = any (p_gone)
@@ -3901,11 +3901,12 @@ declare
   owner_collation text;
   owner_key text;        -- the owner column as a permission target id
   owner_match text;      -- "this row's owner is o.target_id", usable by an index on the owner column
-  owner_any text;        -- the owner column, compared with a set of ids
+  owner_any text;        -- the owner column as an expression, compared with a set of ids
   after_cond text := '';
   is_superuser boolean;
+  user_gone boolean;    -- the user was deleted since the last batch
   gone text[];          -- nodes deleted since the last batch
-  owners text[];        -- the user's owners that may own visible rows, in id order
+  owners text[];        -- the user's owners that may own visible rows
   complete boolean;     -- owners holds all of them
   per_owner double precision;
   table_rows double precision;
@@ -3920,13 +3921,29 @@ begin
     raise exception 'permgraph: limit must be between 1 and 100000, got %', coalesce(p_limit::text, 'null')
       using errcode = '22023';
   end if;
-  -- the table and both columns in one catalog read (called per page)
+  -- One read (called per page, and each statement has its cost): the table
+  -- and both columns from the catalog; for the estimate (_listing_plan) the
+  -- table's size and its rows per owner from the planner's statistics; the
+  -- user: superuser, or deleted since the last batch; and the (few) ids
+  -- deleted since the last batch, read once: a per-row probe of
+  -- deleted_nodes costs as much as the row itself.
   select t.typrelid::regclass, format_type(ai.atttypid, ai.atttypmod), ao.atttypid,
-         case when ao.attcollation <> 0 then ao.attcollation::regcollation::text end
-  into tbl, id_type, owner_type, owner_collation
+         case when ao.attcollation <> 0 then ao.attcollation::regcollation::text end,
+         c.reltuples,
+         case when s.n_distinct > 0 then c.reltuples * (1 - s.null_frac) / s.n_distinct
+              when s.n_distinct < 0 then (1 - s.null_frac) / -s.n_distinct end,
+         coalesce((select u.is_superuser from permgraph.nodes u where u.id = p_user_id and u.kind = 'user'), false),
+         exists (select 1 from permgraph.deleted_nodes dn where dn.id = p_user_id),
+         array(select dn.id from permgraph.deleted_nodes dn)
+  into tbl, id_type, owner_type, owner_collation, table_rows, per_owner, is_superuser, user_gone, gone
   from pg_type t
+  join pg_class c on c.oid = t.typrelid
+  join pg_namespace n on n.oid = c.relnamespace
   left join pg_attribute ai on ai.attrelid = t.typrelid and ai.attname = p_id_column and ai.attnum > 0 and not ai.attisdropped
   left join pg_attribute ao on ao.attrelid = t.typrelid and ao.attname = p_owner_column and ao.attnum > 0 and not ao.attisdropped
+  left join lateral (select st.n_distinct, st.null_frac from pg_stats st
+                     where st.schemaname = n.nspname and st.tablename = c.relname and st.attname = p_owner_column
+                     order by st.inherited limit 1) s on true
   where t.oid = pg_typeof(p_rows) and t.typrelid <> 0;
   if tbl is null or p_id_column is null or p_owner_column is null then
     raise exception 'permgraph: list_rows needs a row of the table (null::schema.table), its id column and its owner column'
@@ -3940,16 +3957,15 @@ begin
   owner_match := case when owner_type in ('text'::regtype, 'varchar'::regtype)
                       then format('d.%I = o.target_id collate %s', p_owner_column, owner_collation)
                       else format('%s = o.target_id', owner_key) end;
-  owner_any := case when owner_type in ('text'::regtype, 'varchar'::regtype)
-                    then format('d.%I', p_owner_column)
-                    else owner_key end;
+  -- (|| '': an expression without statistics, so that planning "= any" of
+  -- a constant array does not estimate each element against the column's
+  -- most common values: with 7,384 owners that cost more than the read)
+  owner_any := format('((d.%I)::text || %L) collate "C"', p_owner_column, '');
   if p_after is not null then
     after_cond := format('and d.%I > $3::%s', p_id_column, id_type);
   end if;
 
-  select coalesce(n.is_superuser, false) into is_superuser
-  from permgraph.nodes n where n.id = p_user_id and n.kind = 'user';
-  if coalesce(is_superuser, false) then
+  if is_superuser then
     return query execute format(
       'select d.* from %s d
        where true %s
@@ -3960,27 +3976,15 @@ begin
   end if;
   -- The rows of permgraph.effective_permissions, read from permissions by
   -- its covering indexes: valid_until not passed, and neither the user nor
-  -- the target deleted since the last batch. The (few) deleted ids are read
-  -- once: a per-row probe of deleted_nodes costs as much as the row itself.
-  if exists (select 1 from permgraph.deleted_nodes dn where dn.id = p_user_id) then
+  -- the target deleted since the last batch.
+  if user_gone then
     return;
   end if;
-  gone := array(select dn.id from permgraph.deleted_nodes dn);
 
   -- The estimate (_listing_plan): the table's size and its rows per owner
-  -- from the planner's statistics (without them, the rows the user's first
-  -- 8 owners own, at most 1,000 each), then the owners themselves, counted
-  -- only as far as the scan could be cheaper than reading them.
-  select c.reltuples,
-         case when s.n_distinct > 0 then c.reltuples * (1 - s.null_frac) / s.n_distinct
-              when s.n_distinct < 0 then (1 - s.null_frac) / -s.n_distinct end
-  into table_rows, per_owner
-  from pg_class c
-  join pg_namespace n on n.oid = c.relnamespace
-  left join lateral (select st.n_distinct, st.null_frac from pg_stats st
-                     where st.schemaname = n.nspname and st.tablename = c.relname and st.attname = p_owner_column
-                     order by st.inherited limit 1) s on true
-  where c.oid = tbl;
+  -- (read above; without statistics, the rows the user's first 8 owners
+  -- own, at most 1,000 each), then the owners themselves, counted only as
+  -- far as the scan could be cheaper than reading them.
   if per_owner is null then
     execute format(
       'select avg(k.n) from (select p.target_id from permgraph.permissions p
@@ -4018,12 +4022,13 @@ begin
       using p_user_id, p_level, p_after, p_limit, gone;
   elsif choice.plan = 'hash' then
     -- the table read once, each row's owner looked up in the owners (a
-    -- semi-join; not "= any (array)", whose planning estimates every
-    -- element), then sorted (offset 0: not steered into id order by the
-    -- sort, which would make it a random read per row)
+    -- hashed "= any" of the constant array: a hash probe per row, several
+    -- times cheaper than a hash semi-join on unnest()), then sorted
+    -- (offset 0: not steered into id order by the sort, which would make
+    -- it a random read per row)
     return query execute format(
       'select h.* from (select d.* from %1$s d
-                        where %2$s in (select unnest($5::text[])) %3$s
+                        where %2$s = any ($5::text[]) %3$s
                         offset 0) h
        order by h.%4$I limit $4', tbl, owner_any, after_cond, p_id_column)
       using p_user_id, p_level, p_after, p_limit, owners;

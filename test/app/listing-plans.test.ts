@@ -19,6 +19,7 @@ import { expectedRowAccess } from '../helpers/app-rows.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { PAST, graphArbitrary, loadGraph } from '../helpers/graph.ts';
+import { capturePlans, describeQuery, type PlanNode } from '../helpers/plans.ts';
 
 const levelArb = fc.constantFrom<Level>(1, 2, 3);
 const PLANS = ['rows', 'scan', 'hash', null] as const;
@@ -31,8 +32,13 @@ function expectedTargets(graph: RefGraph, user: string, level: Level, now: Date,
     .sort(model.compareIds);
 }
 
+/** Every node of a plan, depth first. */
+function planNodes(node: PlanNode): PlanNode[] {
+  return [node, ...(node.Plans ?? []).flatMap(planNodes)];
+}
+
 describe('listing plans: rows, scan and hash give the same pages', async () => {
-  const { db } = await createTestDatabase();
+  const { db, url } = await createTestDatabase();
 
   /** Runs body in a transaction with permgraph.listing_plan set (null: the automatic choice). */
   async function withPlan<T>(plan: Plan, body: (tx: Transaction) => Promise<T>): Promise<T> {
@@ -239,5 +245,93 @@ describe('listing plans: rows, scan and hash give the same pages', async () => {
       expect(await allRows(plan, 'ann', 2, 2)).toEqual([]);
     }
     await expect(withPlan('sideways' as Plan, (tx) => listTargets(tx, 'ann'))).rejects.toThrow(/listing_plan must be rows, scan or hash/);
+  });
+
+  it('typed columns (bigint ids; integer and varchar owners): every plan and the automatic choice equal the model, page by page', async () => {
+    // Owner ids are node ids as text: groups named 1000..1039 own the rows
+    // through an integer or a varchar column; ids are compared as numbers.
+    const groups = Array.from({ length: 40 }, (_, i) => g(String(1000 + i), null, i === 13 ? PAST : null));
+    for (const owner of ['integer', 'varchar(12)']) {
+      const table = owner === 'integer' ? 'app_typed_int' : 'app_typed_var';
+      await db.query(sql`drop table if exists ${sql.ident('public', table)}`);
+      await db.query(sql`create table ${sql.ident('public', table)} (id bigint primary key, owner_id ${sql.__dangerous__rawValue(owner)})`);
+      await db.query(sql`create index on ${sql.ident('public', table)} (owner_id, id)`);
+    }
+    await fc.assert(
+      fc.asyncProperty(fc.subarray(groups.map((gr) => gr.id)), fc.integer({ min: 1, max: 60 }), levelArb, async (someReads, limit, level) => {
+        const graph: RefGraph = {
+          nodes: [u('all'), u('some'), g('everyone'), ...groups],
+          grants: [
+            grant('all', 3, 'everyone'),
+            ...groups.map((gr) => grant('everyone', 2, gr.id)),
+            ...someReads.map((id, i) => grant('some', ((i % 3) + 1) as Level, id)),
+          ],
+        };
+        await loadGraph(db, graph);
+        await refresh(db);
+        // rows owned by groups, by an id that is no node (999), and by nobody
+        const rows = Array.from({ length: 250 }, (_, i) => ({ id: String(i * 37 % 1000), ownerId: i % 61 === 7 ? null : i % 53 === 3 ? '999' : String(1000 + ((i * 11) % 40)) }));
+        for (const table of ['app_typed_int', 'app_typed_var']) {
+          await db.query(sql`truncate ${sql.ident('public', table)}`);
+          await db.query(sql`insert into ${sql.ident('public', table)} select i::bigint, o::integer from unnest(${rows.map((r) => r.id)}::text[], ${rows.map((r) => r.ownerId)}::text[]) as x(i, o)`);
+          await db.query(sql`analyze ${sql.ident('public', table)}`);
+        }
+        const now = new Date();
+        for (const user of ['all', 'some']) {
+          const expected = rows.filter((r) => expectedRowAccess(graph, new Set(), user, r, level, now)).map((r) => Number(r.id)).sort((a, b) => a - b);
+          for (const table of ['app_typed_int', 'app_typed_var']) {
+            for (const plan of PLANS) {
+              const listed = await withPlan(plan, async (tx) => {
+                const ids: number[] = [];
+                let after: string | null = null;
+                for (;;) {
+                  const page: { id: string }[] = await tx.query(sql`
+                    select id from permgraph.list_rows(null::${sql.ident('public', table)}, 'id', 'owner_id', ${user}, ${level}::integer, ${after}::text, ${limit + 1}::integer)`);
+                  ids.push(...page.slice(0, limit).map((r) => Number(r.id)));
+                  if (page.length <= limit) return ids;
+                  after = String(ids[ids.length - 1]);
+                }
+              });
+              expect(listed, `${plan ?? 'auto'}: ${table} for ${user}`).toEqual(expected);
+            }
+          }
+        }
+      }),
+      { numRuns: 4 },
+    );
+  }, 300_000);
+
+  it('the hash plan reads the table once and looks each row\'s owner up in a hash: no join, no per-owner read', async () => {
+    // A whole listing for a user who sees most of the table: the semi-join
+    // on unnest() it replaced cost several times more per row (bench/FINDINGS.md 14).
+    const groups = Array.from({ length: 200 }, (_, i) => g(`g${String(i).padStart(3, '0')}`));
+    const graph: RefGraph = {
+      nodes: [u('all'), g('everyone'), ...groups],
+      grants: [grant('all', 1, 'everyone'), ...groups.filter((_, i) => i % 10 !== 0).map((gr) => grant('everyone', 1, gr.id))],
+    };
+    await loadGraph(db, graph);
+    await refresh(db);
+    await db.query(sql`drop table if exists public.app_rows`);
+    await db.query(sql`create table public.app_rows (id text primary key, owner_id text)`);
+    await db.query(sql`create index on public.app_rows (owner_id, id)`);
+    const rows = Array.from({ length: 2000 }, (_, i) => ({ id: `r${String(i * 7919 % 2000).padStart(4, '0')}`, ownerId: groups[i % 200]!.id }));
+    await db.query(sql`insert into public.app_rows select * from unnest(${rows.map((r) => r.id)}::text[], ${rows.map((r) => r.ownerId)}::text[])`);
+    await db.query(sql`analyze public.app_rows`);
+    const expected = rows.filter((r) => expectedRowAccess(graph, new Set(), 'all', r, 1, new Date())).length;
+    let listed = 0;
+    const plans = await capturePlans(url, async (client) => {
+      await client.query('begin');
+      await client.query(`select set_config('permgraph.listing_plan', 'hash', true)`);
+      const result = await client.query(`select count(*)::integer as n from permgraph.list_rows(null::public.app_rows, 'id', 'owner_id', 'all', 1, null, 100000)`);
+      listed = result.rows[0].n;
+      await client.query('commit');
+    });
+    expect(listed).toBe(expected);
+    const reads = plans.filter((p) => planNodes(p.plan).some((n) => n['Relation Name'] === 'app_rows'));
+    expect(reads.map((p) => describeQuery(p.query)), 'one statement reads the table').toHaveLength(1);
+    const nodes = planNodes(reads[0]!.plan);
+    const scans = nodes.filter((n) => n['Relation Name'] === 'app_rows');
+    expect(scans.map((n) => n['Node Type']), 'the table is read once, sequentially').toEqual(['Seq Scan']);
+    expect(nodes.map((n) => n['Node Type']).filter((t) => t.endsWith('Join') || t === 'Nested Loop' || t === 'Hash'), `no join in ${describeQuery(reads[0]!.query)}`).toEqual([]);
   });
 });
