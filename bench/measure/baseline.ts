@@ -152,6 +152,14 @@ export const LISTING = {
     order by d.id`,
 } as const;
 
+/**
+ * The floor of a whole list: as many rows of bench_docs, in id order, with no
+ * permission filter at all ($1: how many). What reading and transferring
+ * that many rows costs on this machine, whoever lists them.
+ */
+export const LISTING_FLOOR = `
+    select d.id, d.title from public.bench_docs d order by d.id limit $1::bigint`;
+
 /** The documented join (docs/sql.md) the listing used before list_rows. */
 export const LISTING_JOIN = `
     select d.id, d.title from public.bench_docs d

@@ -6,7 +6,7 @@ import { sql, type Queryable } from '../../src/db/pool.ts';
 import type { RunPlan } from '../lib/plan.ts';
 import { progress } from '../lib/progress.ts';
 import { round, roundSummary, summarize, type Summary } from '../lib/stats.ts';
-import { installBaselines, LISTING, VIEWERS_QUERY } from './baseline.ts';
+import { installBaselines, LISTING, LISTING_FLOOR, VIEWERS_QUERY } from './baseline.ts';
 
 export interface Compared {
   permgraph: Summary;
@@ -34,6 +34,13 @@ export interface ListingResult {
   /** The same queries timed inside the server (bench.time_query); absent in older results. */
   firstPageServer?: Compared;
   wholeServer?: Compared;
+  /**
+   * The floor of the whole list: as many rows of bench_docs read in id order
+   * with no permission filter (LISTING_FLOOR), on the client and in the
+   * server; absent in older results.
+   */
+  wholeFloor?: Summary;
+  wholeFloorServer?: Summary;
   agree: boolean;
 }
 
@@ -196,6 +203,20 @@ async function serverBoth(client: pg.Client, texts: { permgraph: string; recursi
   return compared(await timed(texts.permgraph), await timed(texts.recursive));
 }
 
+/** The whole list's floor (LISTING_FLOOR): the same number of rows with no permission filter, on the client and in the server. */
+async function wholeFloor(client: pg.Client, rows: number, plan: RunPlan): Promise<{ wholeFloor: Summary; wholeFloorServer: Summary }> {
+  const reps = Array.from({ length: plan.listingReps }, (_, i) => i);
+  const onClient = await withinBudget(reps, plan.readBudgetMs, () => run(client, 'whole_floor', LISTING_FLOOR, [rows]), plan.minReps);
+  const inServer: number[] = [];
+  const started = performance.now();
+  while (inServer.length < plan.listingReps) {
+    const result = await client.query('select bench.time_query($1, $2, 1) as ms', [LISTING_FLOOR, String(rows)]);
+    inServer.push(...(result.rows[0]?.ms as number[]));
+    if (inServer.length >= plan.minReps && performance.now() - started > plan.readBudgetMs) break;
+  }
+  return { wholeFloor: roundSummary(summarize(onClient.map((r) => r.ms))), wholeFloorServer: roundSummary(summarize(inServer)) };
+}
+
 async function measureListings(db: Queryable, url: string, plan: RunPlan): Promise<ListingResult[]> {
   const heavy: { user_id: string }[] = await db.query(sql`
     select user_id from permgraph.permissions group by user_id order by count(*) desc, user_id limit ${plan.heavyUsers}`);
@@ -209,7 +230,8 @@ async function measureListings(db: Queryable, url: string, plan: RunPlan): Promi
       const whole = await both(client, 'whole', { permgraph: LISTING.permgraph, recursive: LISTING.recursive }, [user], plan, 'id');
       const firstPageServer = await serverBoth(client, page, user, plan);
       const wholeServer = await serverBoth(client, { permgraph: LISTING.permgraph, recursive: LISTING.recursive }, user, plan);
-      out.push({ user, visibleDocs: whole.rows, firstPage: first.times, whole: whole.times, firstPageServer, wholeServer, agree: first.agree && whole.agree });
+      const floor = await wholeFloor(client, whole.rows, plan);
+      out.push({ user, visibleDocs: whole.rows, firstPage: first.times, whole: whole.times, firstPageServer, wholeServer, ...floor, agree: first.agree && whole.agree });
       bar.tick();
     }
   } finally {
