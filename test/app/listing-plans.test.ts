@@ -334,4 +334,35 @@ describe('listing plans: rows, scan and hash give the same pages', async () => {
     expect(scans.map((n) => n['Node Type']), 'the table is read once, sequentially').toEqual(['Seq Scan']);
     expect(nodes.map((n) => n['Node Type']).filter((t) => t.endsWith('Join') || t === 'Nested Loop' || t === 'Hash'), `no join in ${describeQuery(reads[0]!.query)}`).toEqual([]);
   });
+
+  it('list_rows: nodes deleted since the last batch (an owner group, the user) count as absent under every plan', async () => {
+    // The deletions are committed but not applied: reads must already treat
+    // them as the applied table will (the model without those nodes).
+    const groups = Array.from({ length: 12 }, (_, i) => g(`g${String(i).padStart(2, '0')}`));
+    const graph: RefGraph = {
+      nodes: [u('ann'), u('bob'), g('team'), ...groups],
+      grants: [grant('ann', 1, 'team'), grant('bob', 2, 'team'), ...groups.map((gr) => grant('team', 1, gr.id)), grant('bob', 3, 'g03')],
+    };
+    await loadGraph(db, graph);
+    await refresh(db);
+    await db.query(sql`drop table if exists public.app_rows`);
+    await db.query(sql`create table public.app_rows (id text primary key, owner_id text)`);
+    await db.query(sql`create index on public.app_rows (owner_id, id)`);
+    const rows = Array.from({ length: 60 }, (_, i) => ({ id: `r${String(i).padStart(2, '0')}`, ownerId: groups[i % 12]!.id }));
+    await db.query(sql`insert into public.app_rows select * from unnest(${rows.map((r) => r.id)}::text[], ${rows.map((r) => r.ownerId)}::text[])`);
+    await db.query(sql`analyze public.app_rows`);
+    await db.query(sql`delete from permgraph.nodes where id in ('g03', 'g07', 'ann')`);
+    const after: RefGraph = {
+      nodes: graph.nodes.filter((n) => !['g03', 'g07', 'ann'].includes(n.id)),
+      grants: graph.grants.filter((gr) => ![gr.tailId, gr.headId].some((id) => ['g03', 'g07', 'ann'].includes(id))),
+    };
+    const now = new Date();
+    const expectedBob = rows.filter((r) => expectedRowAccess(after, new Set(), 'bob', r, 1, now)).map((r) => r.id);
+    expect(expectedBob).toHaveLength(50);
+    for (const plan of PLANS) {
+      expect(await allRows(plan, 'bob', 1, 7), `${plan ?? 'auto'}: bob`).toEqual(expectedBob);
+      expect(await allRows(plan, 'ann', 1, 7), `${plan ?? 'auto'}: ann, deleted`).toEqual([]);
+    }
+  });
 });
+
