@@ -85,8 +85,6 @@ declare
   node_rows double precision;
   per_owner double precision;
   gone text[];          -- nodes deleted since the last batch
-  direct_ids text[];    -- hash: the user's targets, and the owners among them
-  owner_ids text[];
 begin
   perform permgraph._require_level(p_level);
   perform permgraph._require_page_limit(p_limit);
@@ -174,37 +172,51 @@ begin
       limit p_limit
     ) c;
   elsif choice.plan = 'hash' then
-    -- hash: the user's rows read once (targets, and owners among them), the
-    -- nodes read sequentially keeping those in either (hashed), sorted.
-    select coalesce(array_agg(p.target_id), '{}'),
-           coalesce(array_agg(p.target_id) filter (where p.traverse_owned), '{}')
-    into direct_ids, owner_ids
-    from permgraph.permissions p
-    where p.user_id = p_user_id and p.level >= p_level
-      and (p.valid_until is null or p.valid_until > now())
-      and not (p.target_id = any (gone));
-    -- (offset 0: planned on its own, the read is not steered into id order
-    -- by the sort above it, which would make it a random read per node)
-    select coalesce(array_agg(c.id order by c.id), '{}') into page
-    from (
-      select h.id
-      from (select n.id
-            from permgraph.nodes n
-            where n.id >= from_id and not (skip_from and n.id = from_id)
-              and (p_kind is null or n.kind = p_kind)
-              and (n.id in (select unnest(direct_ids)) or n.owner_id in (select unnest(owner_ids)))
-              and case n.kind
-                    when 'user' then true
-                    when 'group' then not exists (select 1 from permgraph.trashed_groups t
-                                                  where t.group_id = n.id and t.trash_at <= now())
-                    else (n.trash_at is null or n.trash_at > now())
-                         and not exists (select 1 from permgraph.trashed_groups t
-                                         where t.group_id = n.owner_id and t.trash_at <= now())
-                  end
-            offset 0) h
-      order by h.id
-      limit p_limit
-    ) c;
+    -- hash: the user's rows read once and hashed, joined twice to the nodes
+    -- read sequentially (as each node's own row, and as its owner's), then
+    -- sorted; the levels and valid_until come from the same join, so a
+    -- whole listing reads the user's rows once instead of again for the
+    -- page's levels (tree's 7,384 rows: ~4x less time). Dynamic so that it
+    -- is planned with this user's row count every time: a generic plan's
+    -- average user could make the joins nested loops over all the rows.
+    return query execute
+    'with mine as materialized (
+       select p.target_id, p.level, p.traverse_owned, p.valid_until
+       from permgraph.permissions p
+       where p.user_id = $1 collate "C" and (p.valid_until is null or p.valid_until > now())
+         and not (p.target_id collate "C" = any ($6)))
+     select b.id::text, b.kind, b.best::smallint,
+            case
+              when b.direct_level is not distinct from b.best and b.owner_level is not distinct from b.best
+                then case when b.direct_until is null or b.owner_until is null then null
+                          else greatest(b.direct_until, b.owner_until) end
+              when b.direct_level is not distinct from b.best then b.direct_until
+              else b.owner_until
+            end
+     from (
+       select n.id, n.kind, greatest(d.level, o.level) as best,
+              d.level as direct_level, d.valid_until as direct_until,
+              o.level as owner_level, o.valid_until as owner_until
+       from permgraph.nodes n
+       left join mine d on d.target_id = n.id
+       left join mine o on o.target_id = n.owner_id and o.traverse_owned
+       where n.id >= $3 collate "C" and not ($4 and n.id = $3 collate "C")
+         and ($5::text is null or n.kind = $5)
+         and (d.level >= $2 or o.level >= $2)
+         and case n.kind
+               when ''user'' then true
+               when ''group'' then not exists (select 1 from permgraph.trashed_groups t
+                                             where t.group_id = n.id and t.trash_at <= now())
+               else (n.trash_at is null or n.trash_at > now())
+                    and not exists (select 1 from permgraph.trashed_groups t
+                                    where t.group_id = n.owner_id and t.trash_at <= now())
+             end
+       order by n.id
+       limit $7
+     ) b
+     order by b.id'
+    using p_user_id, p_level, from_id, skip_from, p_kind, gone, p_limit;
+    return;
   else
     -- rows: the user's rows in id order, merged with the first ids of each
     -- owner among them (nodes_owner_idx), a chunk per owner at a time.

@@ -335,7 +335,7 @@ describe('listing plans: rows, scan and hash give the same pages', async () => {
     expect(nodes.map((n) => n['Node Type']).filter((t) => t.endsWith('Join') || t === 'Nested Loop' || t === 'Hash'), `no join in ${describeQuery(reads[0]!.query)}`).toEqual([]);
   });
 
-  it('list_rows: nodes deleted since the last batch (an owner group, the user) count as absent under every plan', async () => {
+  it('list_rows and list_targets: nodes deleted since the last batch (an owner group, the user) count as absent under every plan', async () => {
     // The deletions are committed but not applied: reads must already treat
     // them as the applied table will (the model without those nodes).
     const groups = Array.from({ length: 12 }, (_, i) => g(`g${String(i).padStart(2, '0')}`));
@@ -359,9 +359,11 @@ describe('listing plans: rows, scan and hash give the same pages', async () => {
     const now = new Date();
     const expectedBob = rows.filter((r) => expectedRowAccess(after, new Set(), 'bob', r, 1, now)).map((r) => r.id);
     expect(expectedBob).toHaveLength(50);
+    const expectedTargetsBob = expectedTargets(after, 'bob', 1, now);
     for (const plan of PLANS) {
       expect(await allRows(plan, 'bob', 1, 7), `${plan ?? 'auto'}: bob`).toEqual(expectedBob);
       expect(await allRows(plan, 'ann', 1, 7), `${plan ?? 'auto'}: ann, deleted`).toEqual([]);
+      expect((await allTargets(plan, 'bob', 1, 4)).map((t) => t.id), `${plan ?? 'auto'}: targets of bob`).toEqual(expectedTargetsBob);
     }
   });
 });
