@@ -152,6 +152,24 @@ export const LISTING = {
     order by d.id`,
 } as const;
 
+/**
+ * The floor of a whole list: as many rows of bench_docs, in id order, with no
+ * permission filter at all ($1: how many). What reading and transferring
+ * that many rows costs on this machine, whoever lists them.
+ */
+export const LISTING_FLOOR = `
+    select d.id, d.title from public.bench_docs d order by d.id limit $1::bigint`;
+
+/**
+ * The nodes the user may act on, as listTargets (src/app/listing.ts) reads
+ * them: a first page (100 and one more, to know whether more follow) and
+ * the whole list. $1: the user.
+ */
+export const TARGETS = {
+  page: `select target_id, kind, level, valid_until from permgraph.list_targets($1::text, 1, null, null, 101)`,
+  whole: `select target_id, kind, level, valid_until from permgraph.list_targets($1::text, 1, null, null, 100000)`,
+} as const;
+
 /** The documented join (docs/sql.md) the listing used before list_rows. */
 export const LISTING_JOIN = `
     select d.id, d.title from public.bench_docs d

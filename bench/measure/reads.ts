@@ -6,7 +6,7 @@ import { sql, type Queryable } from '../../src/db/pool.ts';
 import type { RunPlan } from '../lib/plan.ts';
 import { progress } from '../lib/progress.ts';
 import { round, roundSummary, summarize, type Summary } from '../lib/stats.ts';
-import { installBaselines, LISTING, VIEWERS_QUERY } from './baseline.ts';
+import { installBaselines, LISTING, LISTING_FLOOR, TARGETS, VIEWERS_QUERY } from './baseline.ts';
 
 export interface Compared {
   permgraph: Summary;
@@ -34,7 +34,25 @@ export interface ListingResult {
   /** The same queries timed inside the server (bench.time_query); absent in older results. */
   firstPageServer?: Compared;
   wholeServer?: Compared;
+  /**
+   * The floor of the whole list: as many rows of bench_docs read in id order
+   * with no permission filter (LISTING_FLOOR), on the client and in the
+   * server; absent in older results.
+   */
+  wholeFloor?: Summary;
+  wholeFloorServer?: Summary;
+  /** The same user's nodes through list_targets (TARGETS), client and server; absent in older results. */
+  targets?: TargetsResult;
   agree: boolean;
+}
+
+export interface TargetsResult {
+  /** Rows of the whole list. */
+  rows: number;
+  firstPage: Summary;
+  whole: Summary;
+  firstPageServer: Summary;
+  wholeServer: Summary;
 }
 
 export interface ViewersResult {
@@ -183,17 +201,42 @@ async function both(client: pg.Client, name: string, texts: { permgraph: string;
 
 /** A query kind timed inside the server both ways (bench.time_query), after the client's runs warmed the session. */
 async function serverBoth(client: pg.Client, texts: { permgraph: string; recursive: string }, user: string, plan: RunPlan): Promise<Compared> {
-  const timed = async (text: string): Promise<number[]> => {
-    const times: number[] = [];
-    const started = performance.now();
-    while (times.length < plan.listingReps) {
-      const result = await client.query('select bench.time_query($1, $2, 1) as ms', [text, user]);
-      times.push(...(result.rows[0]?.ms as number[]));
-      if (times.length >= plan.minReps && performance.now() - started > plan.readBudgetMs) break;
-    }
-    return times;
+  return compared(await serverQueryTimes(client, texts.permgraph, user, plan), await serverQueryTimes(client, texts.recursive, user, plan));
+}
+
+/** The whole list's floor (LISTING_FLOOR): the same number of rows with no permission filter, on the client and in the server. */
+async function wholeFloor(client: pg.Client, rows: number, plan: RunPlan): Promise<{ wholeFloor: Summary; wholeFloorServer: Summary }> {
+  const reps = Array.from({ length: plan.listingReps }, (_, i) => i);
+  const onClient = await withinBudget(reps, plan.readBudgetMs, () => run(client, 'whole_floor', LISTING_FLOOR, [rows]), plan.minReps);
+  const inServer = await serverQueryTimes(client, LISTING_FLOOR, String(rows), plan);
+  return { wholeFloor: roundSummary(summarize(onClient.map((r) => r.ms))), wholeFloorServer: roundSummary(summarize(inServer)) };
+}
+
+/** Server-side times of a query taking one text parameter $1 (bench.time_query), reps bounded by the budget. */
+async function serverQueryTimes(client: pg.Client, text: string, value: string, plan: RunPlan): Promise<number[]> {
+  const times: number[] = [];
+  const started = performance.now();
+  while (times.length < plan.listingReps) {
+    const result = await client.query('select bench.time_query($1, $2, 1) as ms', [text, value]);
+    times.push(...(result.rows[0]?.ms as number[]));
+    if (times.length >= plan.minReps && performance.now() - started > plan.readBudgetMs) break;
+  }
+  return times;
+}
+
+/** list_targets for the user (TARGETS): first page and whole list, on the client and in the server. */
+async function measureTargets(client: pg.Client, user: string, plan: RunPlan): Promise<TargetsResult> {
+  const reps = Array.from({ length: plan.listingReps }, (_, i) => i);
+  const page = await withinBudget(reps, plan.readBudgetMs, () => run(client, 'targets_page', TARGETS.page, [user]), plan.minReps);
+  const whole = await withinBudget(reps, plan.readBudgetMs, () => run(client, 'targets_whole', TARGETS.whole, [user]), plan.minReps);
+  const summary = (xs: number[]) => roundSummary(summarize(xs));
+  return {
+    rows: whole[0]?.rows.length ?? 0,
+    firstPage: summary(page.map((r) => r.ms)),
+    whole: summary(whole.map((r) => r.ms)),
+    firstPageServer: summary(await serverQueryTimes(client, TARGETS.page, user, plan)),
+    wholeServer: summary(await serverQueryTimes(client, TARGETS.whole, user, plan)),
   };
-  return compared(await timed(texts.permgraph), await timed(texts.recursive));
 }
 
 async function measureListings(db: Queryable, url: string, plan: RunPlan): Promise<ListingResult[]> {
@@ -209,7 +252,9 @@ async function measureListings(db: Queryable, url: string, plan: RunPlan): Promi
       const whole = await both(client, 'whole', { permgraph: LISTING.permgraph, recursive: LISTING.recursive }, [user], plan, 'id');
       const firstPageServer = await serverBoth(client, page, user, plan);
       const wholeServer = await serverBoth(client, { permgraph: LISTING.permgraph, recursive: LISTING.recursive }, user, plan);
-      out.push({ user, visibleDocs: whole.rows, firstPage: first.times, whole: whole.times, firstPageServer, wholeServer, agree: first.agree && whole.agree });
+      const floor = await wholeFloor(client, whole.rows, plan);
+      const targets = await measureTargets(client, user, plan);
+      out.push({ user, visibleDocs: whole.rows, firstPage: first.times, whole: whole.times, firstPageServer, wholeServer, ...floor, targets, agree: first.agree && whole.agree });
       bar.tick();
     }
   } finally {

@@ -19,6 +19,7 @@ import { expectedRowAccess } from '../helpers/app-rows.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { PAST, graphArbitrary, loadGraph } from '../helpers/graph.ts';
+import { capturePlans, describeQuery, work, type PlanNode } from '../helpers/plans.ts';
 
 const levelArb = fc.constantFrom<Level>(1, 2, 3);
 const PLANS = ['rows', 'scan', 'hash', null] as const;
@@ -31,8 +32,13 @@ function expectedTargets(graph: RefGraph, user: string, level: Level, now: Date,
     .sort(model.compareIds);
 }
 
+/** Every node of a plan, depth first. */
+function planNodes(node: PlanNode): PlanNode[] {
+  return [node, ...(node.Plans ?? []).flatMap(planNodes)];
+}
+
 describe('listing plans: rows, scan and hash give the same pages', async () => {
-  const { db } = await createTestDatabase();
+  const { db, url } = await createTestDatabase();
 
   /** Runs body in a transaction with permgraph.listing_plan set (null: the automatic choice). */
   async function withPlan<T>(plan: Plan, body: (tx: Transaction) => Promise<T>): Promise<T> {
@@ -240,4 +246,157 @@ describe('listing plans: rows, scan and hash give the same pages', async () => {
     }
     await expect(withPlan('sideways' as Plan, (tx) => listTargets(tx, 'ann'))).rejects.toThrow(/listing_plan must be rows, scan or hash/);
   });
+
+  it('typed columns (bigint ids; integer and varchar owners): every plan and the automatic choice equal the model, page by page', async () => {
+    // Owner ids are node ids as text: groups named 1000..1039 own the rows
+    // through an integer or a varchar column; ids are compared as numbers.
+    const groups = Array.from({ length: 40 }, (_, i) => g(String(1000 + i), null, i === 13 ? PAST : null));
+    for (const owner of ['integer', 'varchar(12)']) {
+      const table = owner === 'integer' ? 'app_typed_int' : 'app_typed_var';
+      await db.query(sql`drop table if exists ${sql.ident('public', table)}`);
+      await db.query(sql`create table ${sql.ident('public', table)} (id bigint primary key, owner_id ${sql.__dangerous__rawValue(owner)})`);
+      await db.query(sql`create index on ${sql.ident('public', table)} (owner_id, id)`);
+    }
+    await fc.assert(
+      fc.asyncProperty(fc.subarray(groups.map((gr) => gr.id)), fc.integer({ min: 1, max: 60 }), levelArb, async (someReads, limit, level) => {
+        const graph: RefGraph = {
+          nodes: [u('all'), u('some'), g('everyone'), ...groups],
+          grants: [
+            grant('all', 3, 'everyone'),
+            ...groups.map((gr) => grant('everyone', 2, gr.id)),
+            ...someReads.map((id, i) => grant('some', ((i % 3) + 1) as Level, id)),
+          ],
+        };
+        await loadGraph(db, graph);
+        await refresh(db);
+        // rows owned by groups, by an id that is no node (999), and by nobody
+        const rows = Array.from({ length: 250 }, (_, i) => ({ id: String(i * 37 % 1000), ownerId: i % 61 === 7 ? null : i % 53 === 3 ? '999' : String(1000 + ((i * 11) % 40)) }));
+        for (const table of ['app_typed_int', 'app_typed_var']) {
+          await db.query(sql`truncate ${sql.ident('public', table)}`);
+          await db.query(sql`insert into ${sql.ident('public', table)} select i::bigint, o::integer from unnest(${rows.map((r) => r.id)}::text[], ${rows.map((r) => r.ownerId)}::text[]) as x(i, o)`);
+          await db.query(sql`analyze ${sql.ident('public', table)}`);
+        }
+        const now = new Date();
+        for (const user of ['all', 'some']) {
+          const expected = rows.filter((r) => expectedRowAccess(graph, new Set(), user, r, level, now)).map((r) => Number(r.id)).sort((a, b) => a - b);
+          for (const table of ['app_typed_int', 'app_typed_var']) {
+            for (const plan of PLANS) {
+              const listed = await withPlan(plan, async (tx) => {
+                const ids: number[] = [];
+                let after: string | null = null;
+                for (;;) {
+                  const page: { id: string }[] = await tx.query(sql`
+                    select id from permgraph.list_rows(null::${sql.ident('public', table)}, 'id', 'owner_id', ${user}, ${level}::integer, ${after}::text, ${limit + 1}::integer)`);
+                  ids.push(...page.slice(0, limit).map((r) => Number(r.id)));
+                  if (page.length <= limit) return ids;
+                  after = String(ids[ids.length - 1]);
+                }
+              });
+              expect(listed, `${plan ?? 'auto'}: ${table} for ${user}`).toEqual(expected);
+            }
+          }
+        }
+      }),
+      { numRuns: 4 },
+    );
+  }, 300_000);
+
+  it('the hash plan reads the table once and looks each row\'s owner up in a hash: no join, no per-owner read', async () => {
+    // A whole listing for a user who sees most of the table: the semi-join
+    // on unnest() it replaced cost several times more per row (bench/FINDINGS.md 14).
+    const groups = Array.from({ length: 200 }, (_, i) => g(`g${String(i).padStart(3, '0')}`));
+    const graph: RefGraph = {
+      nodes: [u('all'), g('everyone'), ...groups],
+      grants: [grant('all', 1, 'everyone'), ...groups.filter((_, i) => i % 10 !== 0).map((gr) => grant('everyone', 1, gr.id))],
+    };
+    await loadGraph(db, graph);
+    await refresh(db);
+    await db.query(sql`drop table if exists public.app_rows`);
+    await db.query(sql`create table public.app_rows (id text primary key, owner_id text)`);
+    await db.query(sql`create index on public.app_rows (owner_id, id)`);
+    const rows = Array.from({ length: 2000 }, (_, i) => ({ id: `r${String(i * 7919 % 2000).padStart(4, '0')}`, ownerId: groups[i % 200]!.id }));
+    await db.query(sql`insert into public.app_rows select * from unnest(${rows.map((r) => r.id)}::text[], ${rows.map((r) => r.ownerId)}::text[])`);
+    await db.query(sql`analyze public.app_rows`);
+    const expected = rows.filter((r) => expectedRowAccess(graph, new Set(), 'all', r, 1, new Date())).length;
+    let listed = 0;
+    const plans = await capturePlans(url, async (client) => {
+      await client.query('begin');
+      await client.query(`select set_config('permgraph.listing_plan', 'hash', true)`);
+      const result = await client.query(`select count(*)::integer as n from permgraph.list_rows(null::public.app_rows, 'id', 'owner_id', 'all', 1, null, 100000)`);
+      listed = result.rows[0].n;
+      await client.query('commit');
+    });
+    expect(listed).toBe(expected);
+    const reads = plans.filter((p) => planNodes(p.plan).some((n) => n['Relation Name'] === 'app_rows'));
+    expect(reads.map((p) => describeQuery(p.query)), 'one statement reads the table').toHaveLength(1);
+    const nodes = planNodes(reads[0]!.plan);
+    const scans = nodes.filter((n) => n['Relation Name'] === 'app_rows');
+    expect(scans.map((n) => n['Node Type']), 'the table is read once, sequentially').toEqual(['Seq Scan']);
+    expect(nodes.map((n) => n['Node Type']).filter((t) => t.endsWith('Join') || t === 'Nested Loop' || t === 'Hash'), `no join in ${describeQuery(reads[0]!.query)}`).toEqual([]);
+  });
+
+  it('list_rows and list_targets: nodes deleted since the last batch (an owner group, the user) count as absent under every plan', async () => {
+    // The deletions are committed but not applied: reads must already treat
+    // them as the applied table will (the model without those nodes).
+    const groups = Array.from({ length: 12 }, (_, i) => g(`g${String(i).padStart(2, '0')}`));
+    const graph: RefGraph = {
+      nodes: [u('ann'), u('bob'), g('team'), ...groups],
+      grants: [grant('ann', 1, 'team'), grant('bob', 2, 'team'), ...groups.map((gr) => grant('team', 1, gr.id)), grant('bob', 3, 'g03')],
+    };
+    await loadGraph(db, graph);
+    await refresh(db);
+    await db.query(sql`drop table if exists public.app_rows`);
+    await db.query(sql`create table public.app_rows (id text primary key, owner_id text)`);
+    await db.query(sql`create index on public.app_rows (owner_id, id)`);
+    const rows = Array.from({ length: 60 }, (_, i) => ({ id: `r${String(i).padStart(2, '0')}`, ownerId: groups[i % 12]!.id }));
+    await db.query(sql`insert into public.app_rows select * from unnest(${rows.map((r) => r.id)}::text[], ${rows.map((r) => r.ownerId)}::text[])`);
+    await db.query(sql`analyze public.app_rows`);
+    await db.query(sql`delete from permgraph.nodes where id in ('g03', 'g07', 'ann')`);
+    const after: RefGraph = {
+      nodes: graph.nodes.filter((n) => !['g03', 'g07', 'ann'].includes(n.id)),
+      grants: graph.grants.filter((gr) => ![gr.tailId, gr.headId].some((id) => ['g03', 'g07', 'ann'].includes(id))),
+    };
+    const now = new Date();
+    const expectedBob = rows.filter((r) => expectedRowAccess(after, new Set(), 'bob', r, 1, now)).map((r) => r.id);
+    expect(expectedBob).toHaveLength(50);
+    const expectedTargetsBob = expectedTargets(after, 'bob', 1, now);
+    for (const plan of PLANS) {
+      expect(await allRows(plan, 'bob', 1, 7), `${plan ?? 'auto'}: bob`).toEqual(expectedBob);
+      expect(await allRows(plan, 'ann', 1, 7), `${plan ?? 'auto'}: ann, deleted`).toEqual([]);
+      expect((await allTargets(plan, 'bob', 1, 4)).map((t) => t.id), `${plan ?? 'auto'}: targets of bob`).toEqual(expectedTargetsBob);
+    }
+  });
+
+  it('list_targets under the hash plan: a page joins the user\'s rows to the nodes once, never once per node', async () => {
+    // 600 nodes, the user reaching 40 groups; under a page's limit the join
+    // was once planned as a walk of the nodes in id order with a loop over
+    // the user's rows for each node (cyclic: 760 nodes x 170 rows for a page).
+    const groups = Array.from({ length: 600 }, (_, i) => g(`g${String(i).padStart(3, '0')}`));
+    const graph: RefGraph = {
+      nodes: [u('ann'), g('team'), ...groups],
+      grants: [grant('ann', 1, 'team'), ...groups.filter((_, i) => i % 15 === 14).map((gr) => grant('team', 1, gr.id))],
+    };
+    await loadGraph(db, graph);
+    await refresh(db);
+    await db.query(sql`analyze permgraph.nodes`);
+    await db.query(sql`analyze permgraph.permissions`);
+    const expected = expectedTargets(graph, 'ann', 1, new Date());
+    const [{ rows: userRows }] = await db.query(sql`select count(*)::integer as rows from permgraph.permissions where user_id = 'ann'`);
+    let listed: string[] = [];
+    const plans = await capturePlans(url, async (client) => {
+      await client.query('begin');
+      await client.query(`select set_config('permgraph.listing_plan', 'hash', true)`);
+      const result = await client.query(`select target_id from permgraph.list_targets('ann', 1, null, null, 11)`);
+      listed = result.rows.map((r: { target_id: string }) => r.target_id);
+      await client.query('commit');
+    });
+    expect(listed).toEqual(expected.slice(0, 11));
+    const bound = 2 * (graph.nodes.length + userRows);
+    for (const plan of plans) {
+      for (const node of planNodes(plan.plan)) {
+        expect(work(node), `${node['Node Type']} in ${describeQuery(plan.query)}`).toBeLessThanOrEqual(bound);
+      }
+    }
+  });
 });
+
