@@ -96,10 +96,18 @@ function firstPageWorst(e: Entry): number | null {
   return values.length ? Math.max(...values) : null;
 }
 
-/** The slowest whole listing among the heaviest users, with its size (issue 12, goal 6). */
-function wholeListWorst(e: Entry): { ms: number; rows: number } | null {
-  const values = (e.shape.reads?.listings ?? []).map((l) => ({ ms: l.whole.permgraph.median, rows: l.visibleDocs }));
+/** The slowest whole listing among the heaviest users, with its size and its floor where measured (issue 12, goal 6). */
+function wholeListWorst(e: Entry): { ms: number; rows: number; floor: number | null } | null {
+  const values = (e.shape.reads?.listings ?? []).map((l) => ({ ms: l.whole.permgraph.median, rows: l.visibleDocs, floor: l.wholeFloor?.median ?? null }));
   return values.length ? values.reduce((a, b) => (b.ms > a.ms ? b : a)) : null;
+}
+
+/** list_targets (the user's nodes) for the heaviest users: the slowest first page and whole list. */
+function targetsWorst(e: Entry): { firstPage: number; whole: number; rows: number } | null {
+  const values = (e.shape.reads?.listings ?? []).flatMap((l) => (l.targets ? [l.targets] : []));
+  if (!values.length) return null;
+  const slowest = values.reduce((a, b) => (b.whole.median > a.whole.median ? b : a));
+  return { firstPage: Math.max(...values.map((t) => t.firstPage.median)), whole: slowest.whole.median, rows: slowest.rows };
 }
 
 /** Smallest speed-up (recursion ÷ permgraph) per read query kind. */
@@ -195,14 +203,23 @@ function goals(entries: Entry[], runs: { run: RunResult; file: string }[]): stri
   }
   for (const e of entries) {
     const page = firstPageWorst(e);
-    rows.push(['first page of a listing < 2 ms', `${e.shape.shape} ${e.shape.size} (heaviest users)`, ms(page), status(page === null ? null : page < 2)]);
+    rows.push(['first page of a listing < 2 ms (list_rows)', `${e.shape.shape} ${e.shape.size} (heaviest users)`, ms(page), status(page === null ? null : page < 2)]);
+  }
+  for (const e of entries) {
+    const t = targetsWorst(e);
+    rows.push(['first page of a listing < 2 ms (list_targets)', `${e.shape.shape} ${e.shape.size} (heaviest users)`, t ? ms(t.firstPage) : 'n/a', status(t ? t.firstPage < 2 : null)]);
   }
   for (const e of entries) {
     // issue 12: a full listing of 14,785 objects in <= 20 ms; bigger lists are held to the same rate
     const whole = wholeListWorst(e);
     const budget = whole === null ? null : 20 * Math.max(1, whole.rows / 14785);
-    rows.push(['whole listing ≤ 20 ms per 14,785 rows', `${e.shape.shape} ${e.shape.size} (heaviest users${whole ? `, ${whole.rows.toLocaleString('en-US')} rows` : ''})`,
-      whole ? ms(whole.ms) : 'n/a', status(whole === null || budget === null ? null : whole.ms <= budget)]);
+    // (the floor: as many rows of the app table read in id order with no permission filter, through the same client)
+    rows.push(['whole listing ≤ 20 ms per 14,785 rows (list_rows)', `${e.shape.shape} ${e.shape.size} (heaviest users${whole ? `, ${whole.rows.toLocaleString('en-US')} rows` : ''})`,
+      whole ? `${ms(whole.ms)}${whole.floor !== null ? ` (unfiltered read of as many rows: ${ms(whole.floor)})` : ''}` : 'n/a', status(whole === null || budget === null ? null : whole.ms <= budget)]);
+    const t = targetsWorst(e);
+    const targetsBudget = t ? 20 * Math.max(1, t.rows / 14785) : null;
+    rows.push(['whole listing ≤ 20 ms per 14,785 rows (list_targets)', `${e.shape.shape} ${e.shape.size} (heaviest users${t ? `, ${t.rows.toLocaleString('en-US')} nodes` : ''})`,
+      t ? ms(t.whole) : 'n/a', status(t && targetsBudget !== null ? t.whole <= targetsBudget : null)]);
   }
   for (const e of entries.filter((x) => x.shape.shape === 'deep' || x.shape.shape === 'org')) {
     for (const [query, s] of Object.entries(speedups(e))) {
@@ -280,6 +297,12 @@ function readsSection(e: Entry, chart: string): string[] {
     lines.push(`| whole list (${num(l.visibleDocs)} docs) for ${l.user} | ${ms(l.whole.permgraph.median)} | ${ms(l.whole.permgraph.p95)} | ${ms(l.whole.permgraph.p99)} | ${ms(l.whole.recursive.median)} | ${ms(l.whole.recursive.p95)} | ${times(l.whole.speedup)} | ${l.agree ? 'yes' : 'NO'} |`);
     for (const [label, timed] of [['first page (100), server side', l.firstPageServer], ['whole list, server side', l.wholeServer]] as const) {
       if (timed) lines.push(`| ${label} for ${l.user} | ${ms(timed.permgraph.median)} | ${ms(timed.permgraph.p95)} | ${ms(timed.permgraph.p99)} | ${ms(timed.recursive.median)} | ${ms(timed.recursive.p95)} | ${times(timed.speedup)} | |`);
+    }
+    if (l.wholeFloor) lines.push(`| floor: ${num(l.visibleDocs)} docs read in id order, no permission filter (client; server ${ms(l.wholeFloorServer?.median)}) | ${ms(l.wholeFloor.median)} | ${ms(l.wholeFloor.p95)} | ${ms(l.wholeFloor.p99)} | | | | |`);
+    if (l.targets) {
+      const t = l.targets;
+      lines.push(`| list_targets first page (100) for ${l.user} (server ${ms(t.firstPageServer.median)}) | ${ms(t.firstPage.median)} | ${ms(t.firstPage.p95)} | ${ms(t.firstPage.p99)} | | | | |`);
+      lines.push(`| list_targets whole list (${num(t.rows)} nodes) for ${l.user} (server ${ms(t.wholeServer.median)}) | ${ms(t.whole.median)} | ${ms(t.whole.p95)} | ${ms(t.whole.p99)} | | | | |`);
     }
   }
   for (const v of r.viewers) {
