@@ -976,6 +976,13 @@ begin
   update permgraph.applier_state set singleton = singleton;
 end $function$;
 
+-- permgraph._best_level_until(integer,integer,timestamp with time zone,integer,timestamp with time zone): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._best_level_until(p_best integer, p_direct_level integer, p_direct_until timestamp with time zone, p_owner_level integer, p_owner_until timestamp with time zone)
+ RETURNS timestamp with time zone
+ LANGUAGE sql
+ IMMUTABLE
+RETURN CASE WHEN ((NOT (p_direct_level IS DISTINCT FROM p_best)) AND (NOT (p_owner_level IS DISTINCT FROM p_best))) THEN CASE WHEN ((p_direct_until IS NULL) OR (p_owner_until IS NULL)) THEN NULL::timestamp with time zone ELSE GREATEST(p_direct_until, p_owner_until) END WHEN (NOT (p_direct_level IS DISTINCT FROM p_best)) THEN p_direct_until ELSE p_owner_until END;
+
 -- permgraph._build_region(bigint): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._build_region(p_max_pairs bigint)
  RETURNS boolean
@@ -4302,13 +4309,7 @@ begin
        where p.user_id = $1 collate "C" and (p.valid_until is null or p.valid_until > now())
          and not (p.target_id collate "C" = any ($6)))
      select b.id::text, b.kind, b.best::smallint,
-            case
-              when b.direct_level is not distinct from b.best and b.owner_level is not distinct from b.best
-                then case when b.direct_until is null or b.owner_until is null then null
-                          else greatest(b.direct_until, b.owner_until) end
-              when b.direct_level is not distinct from b.best then b.direct_until
-              else b.owner_until
-            end
+            permgraph._best_level_until(b.best, b.direct_level, b.direct_until, b.owner_level, b.owner_until)
      from (
       select h.* from (
        select n.id, n.kind, greatest(d.level, o.level) as best,
@@ -4429,13 +4430,7 @@ begin
 
   return query
   select b.id::text, b.kind, b.best::smallint,
-         case
-           when b.direct_level is not distinct from b.best and b.owner_level is not distinct from b.best
-             then case when b.direct_until is null or b.owner_until is null then null
-                       else greatest(b.direct_until, b.owner_until) end
-           when b.direct_level is not distinct from b.best then b.direct_until
-           else b.owner_until
-         end
+         permgraph._best_level_until(b.best, b.direct_level, b.direct_until, b.owner_level, b.owner_until)
   from (
     select n.id, n.kind, greatest(direct.level, via_owner.level) as best,
            direct.level as direct_level, direct.valid_until as direct_until,

@@ -59,6 +59,23 @@ begin
   end if;
 end $$;
 
+-- Until when a node listed by list_targets stays at its best level, when it
+-- is reached both directly (a row of its own) and through its owner: the
+-- later end of the two when both give the best level (null: one lasts), else
+-- the end of the one that does. An SQL-standard body: resolved when
+-- created, and inlined into both of list_targets' queries.
+create or replace function permgraph._best_level_until(p_best integer,
+  p_direct_level integer, p_direct_until timestamptz, p_owner_level integer, p_owner_until timestamptz)
+returns timestamptz
+language sql immutable
+return case
+  when p_direct_level is not distinct from p_best and p_owner_level is not distinct from p_best
+    then case when p_direct_until is null or p_owner_until is null then null
+              else greatest(p_direct_until, p_owner_until) end
+  when p_direct_level is not distinct from p_best then p_direct_until
+  else p_owner_until
+end;
+
 create or replace function permgraph.list_targets(
   p_user_id text, p_level integer default 1, p_kind text default null,
   p_after text default null, p_limit integer default 100
@@ -189,13 +206,7 @@ begin
        where p.user_id = $1 collate "C" and (p.valid_until is null or p.valid_until > now())
          and not (p.target_id collate "C" = any ($6)))
      select b.id::text, b.kind, b.best::smallint,
-            case
-              when b.direct_level is not distinct from b.best and b.owner_level is not distinct from b.best
-                then case when b.direct_until is null or b.owner_until is null then null
-                          else greatest(b.direct_until, b.owner_until) end
-              when b.direct_level is not distinct from b.best then b.direct_until
-              else b.owner_until
-            end
+            permgraph._best_level_until(b.best, b.direct_level, b.direct_until, b.owner_level, b.owner_until)
      from (
       select h.* from (
        select n.id, n.kind, greatest(d.level, o.level) as best,
@@ -316,13 +327,7 @@ begin
 
   return query
   select b.id::text, b.kind, b.best::smallint,
-         case
-           when b.direct_level is not distinct from b.best and b.owner_level is not distinct from b.best
-             then case when b.direct_until is null or b.owner_until is null then null
-                       else greatest(b.direct_until, b.owner_until) end
-           when b.direct_level is not distinct from b.best then b.direct_until
-           else b.owner_until
-         end
+         permgraph._best_level_until(b.best, b.direct_level, b.direct_until, b.owner_level, b.owner_until)
   from (
     select n.id, n.kind, greatest(direct.level, via_owner.level) as best,
            direct.level as direct_level, direct.valid_until as direct_until,
