@@ -7,13 +7,12 @@ import { sql, type Queryable } from '../../src/db/pool.ts';
 /** One-row INSERT + COMMIT (autocommit) into a table with a primary key and a second index; ms per sample. */
 export async function timeCommitFloor(db: Queryable, samples: number): Promise<number[]> {
   await db.query(sql`
-    create table if not exists public.bench_floor (id bigint primary key, owner_id text not null, at timestamptz not null);
-    create index if not exists bench_floor_owner on public.bench_floor (owner_id)`);
-  const [{ next }] = await db.query(sql`select coalesce(max(id) + 1, 0) as next from public.bench_floor`);
-  const first = Number(next);
+    drop table if exists public.bench_floor;
+    create table public.bench_floor (id bigint primary key, owner_id text not null, at timestamptz not null);
+    create index bench_floor_owner on public.bench_floor (owner_id)`);
   const times: number[] = [];
   try {
-    for (let i = first; i < first + samples; i++) {
+    for (let i = 0; i < samples; i++) {
       const started = performance.now();
       await db.query(sql`insert into public.bench_floor values (${i}, ${`owner${i % 97}`}, now())`);
       times.push(performance.now() - started);
