@@ -1,5 +1,6 @@
 // The report's section on head-of-line blocking (bench/measure/hol.ts).
 import type { RunResult } from '../lib/result.ts';
+import { runSource } from './provenance.ts';
 import { formatValue } from './svg.ts';
 
 /** Goal of issue 12: the small changes' lag p99 stays at or under this while a huge change is applied. */
@@ -16,9 +17,8 @@ export function holSection(runs: { run: RunResult; file: string }[]): string[] {
   if (newest.size === 0) return [...lines, 'Not measured yet: `npm run bench -- --hol [--size large]`.'];
   for (const { run, file } of newest.values()) {
     const h = run.hol!;
-    const commit = run.git.commit ? run.git.commit.slice(0, 10) : 'unknown';
     lines.push(
-      `From ${file} (commit ${commit}, ${run.machine.cpus} cores, load average ${run.machine.loadAverage?.[0] ?? '?'} → ${run.machine.loadAverageAtEnd?.[0] ?? '?'}). ` +
+      `${runSource(run, file)} ` +
         `Org ${h.size} (${num(h.permissionsBefore)} rows): one grant of a ${num(h.plan.teamMembers)}-member team onto a group owning ${num(h.plan.ownedGroups)} groups creates **${num(h.bigGrantRows)} rows**, ` +
         `while ${h.plan.streamPerSecond} small changes/s (users outside the team) are committed. Lag = commit → token applied. ` +
         `Chunking off is the behaviour before long jobs (the grant is one batch); on is the worker's default. Goal: the stream's p99 lag ≤ ${ms(HOL_TARGET_P99_MS)} while the grant is pending.`,

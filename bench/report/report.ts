@@ -8,7 +8,8 @@ import { summarize } from '../lib/stats.ts';
 import type { KindResult } from '../measure/incremental.ts';
 import type { WorkerResult } from '../measure/worker/index.ts';
 import { holSection } from './hol-section.ts';
-import { APPLY_VS_COMMIT_GOAL, CAPTURE_GOAL, newestSolo, soloSection, STOCK_SERVER_GOAL, WRITE_AND_APPLY_VS_COMMIT_GOAL } from './solo-section.ts';
+import { newestPhase, runSource } from './provenance.ts';
+import { APPLY_VS_COMMIT_GOAL, CAPTURE_GOAL, soloSection, STOCK_SERVER_GOAL, WRITE_AND_APPLY_VS_COMMIT_GOAL } from './solo-section.ts';
 import { formatValue, renderBarChart } from './svg.ts';
 
 interface Entry {
@@ -178,7 +179,7 @@ function goals(entries: Entry[], runs: { run: RunResult; file: string }[]): stri
     rows.push([`local change applies in ≤ ${APPLY_VS_COMMIT_GOAL}× a one-row insert + commit (goal 1)`, where, local && r ? `${r.applyRatio}× (${ms(local.apply)})` : 'n/a', status(r ? r.applyRatio <= APPLY_VS_COMMIT_GOAL : null)]);
     rows.push([`write + apply ≤ ${WRITE_AND_APPLY_VS_COMMIT_GOAL}× it (goal 1)`, where, r ? `${r.writeAndApplyRatio}×` : 'n/a', status(r ? r.writeAndApplyRatio <= WRITE_AND_APPLY_VS_COMMIT_GOAL : null)]);
   }
-  const stock = newestSolo(runs, 'stock')?.result;
+  const stock = newestPhase(runs, 'stock')?.result;
   rows.push([`local change applies in ≤ ${APPLY_VS_COMMIT_GOAL}× a one-row insert + commit (goal 1)`, 'org small, --stock', stock ? `${stock.applyVsFloor}×` : 'n/a', status(stock ? stock.applyVsFloor <= APPLY_VS_COMMIT_GOAL : null)]);
   rows.push([`write + apply ≤ ${WRITE_AND_APPLY_VS_COMMIT_GOAL}× it (goal 1)`, 'org small, --stock', stock ? `${stock.writeAndApplyVsFloor}×` : 'n/a', status(stock ? stock.writeAndApplyVsFloor <= WRITE_AND_APPLY_VS_COMMIT_GOAL : null)]);
   rows.push([`one change on a default server (jit on) ≤ ${STOCK_SERVER_GOAL}× with jit off (issue 11)`, 'org small, --stock', stock ? `${stock.ratio}×` : 'n/a', status(stock ? stock.ratio <= STOCK_SERVER_GOAL : null)]);
@@ -189,7 +190,7 @@ function goals(entries: Entry[], runs: { run: RunResult; file: string }[]): stri
     const amp = worstAmplification(largeOrg, 'random');
     rows.push(['write amplification < 1.05', 'org large, random changes', `${amp ?? 'n/a'} (worst kind)`, status(amp === null ? null : amp < 1.05)]);
   }
-  const capture = newestSolo(runs, 'capture')?.result;
+  const capture = newestPhase(runs, 'capture')?.result;
   rows.push([`bulk insert of 100,000 grants ≤ ${CAPTURE_GOAL}× with no triggers (goal 3)`, '--capture', capture ? `${capture.ratio}×` : 'n/a', status(capture ? capture.ratio <= CAPTURE_GOAL : null)]);
   const worker = largeOrg ? workerOf(largeOrg) : null;
   const workerWhere = worker ? 'org large, churn' : 'org large not run';
@@ -397,15 +398,13 @@ const IMPORT_TARGET_ROWS_PER_SECOND = 50_000;
 
 /** The newest `--import` measurement of a clean commit (bench/measure/import.ts; see latest()). */
 function importSection(runs: { run: RunResult; file: string }[]): string[] {
-  const found = [...runs].reverse().find((r) => r.run.import && r.run.git.dirty === false);
+  const found = newestPhase(runs, 'import');
   const lines = ['## Import', ''];
-  if (!found?.run.import) return [...lines, 'Not measured yet: `npm run bench -- --import [--size large]`.'];
-  const { run, file } = found;
-  const r = run.import!;
+  if (!found) return [...lines, 'Not measured yet: `npm run bench -- --import [--size large]`.'];
+  const { run, file, result: r } = found;
   const h = r.history;
-  const commit = run.git.commit ? `${run.git.commit.slice(0, 10)}${run.git.dirty ? ' (uncommitted changes)' : ''}` : 'unknown';
   lines.push(
-    `From ${file} (commit ${commit}, ${run.machine.cpus} cores, load average ${run.machine.loadAverage?.[0] ?? '?'} → ${run.machine.loadAverageAtEnd?.[0] ?? '?'}). ` +
+    `${runSource(run, file)} ` +
       `Each size is imported with \`importGraph\` (what \`permgraph import\` runs) into a fresh database that already holds ${num(h.nodes)} nodes and ${num(h.grants)} grants: ` +
       `${h.imports} earlier imports of ${num(h.nodesPerImport)} nodes and as many grants, ${num(h.otherNodes)} nodes written otherwise, and staging statistics taken while the staging tables were empty ` +
       '(where validation used to go quadratic: 5,001 nodes took 15.6 s, 20,001 took 7 min 17 s in issue 11). ' +

@@ -2,10 +2,9 @@
 // `--coldstart`): one change against the commit floor and on a server with
 // default settings (issue 12 goal 1, issue 11), the writers' cost of capture
 // (issue 12 goal 3) and the CLI's cold start (issue 11).
-import type { RunResult } from '../lib/result.ts';
+import { newestPhase, runSource, type Runs } from './provenance.ts';
 import { formatValue } from './svg.ts';
 
-type Runs = { run: RunResult; file: string }[];
 
 /** Issue 12, goal 1: a local change's apply, and its write + apply, against a one-row INSERT + COMMIT. */
 export const APPLY_VS_COMMIT_GOAL = 4;
@@ -17,23 +16,12 @@ export const STOCK_SERVER_GOAL = 1.25;
 
 const ms = (v: number) => (Number.isFinite(v) ? formatValue(v, 'ms') : 'n/a');
 
-/** The newest run of a clean commit holding this phase. */
-export function newestSolo<K extends 'stock' | 'capture' | 'coldstart'>(runs: Runs, phase: K): { run: RunResult; file: string; result: NonNullable<RunResult[K]> } | null {
-  const found = [...runs].reverse().find((r) => r.run[phase] !== undefined && r.run.git.dirty === false);
-  return found ? { ...found, result: found.run[phase] as NonNullable<RunResult[K]> } : null;
-}
-
-function source(run: RunResult, file: string): string {
-  const commit = run.git.commit ? run.git.commit.slice(0, 10) : 'unknown';
-  return `From ${file} (commit ${commit}, ${run.machine.cpus} cores, load average ${run.machine.loadAverage?.[0] ?? '?'} → ${run.machine.loadAverageAtEnd?.[0] ?? '?'}).`;
-}
-
 function stockLines(runs: Runs): string[] {
-  const found = newestSolo(runs, 'stock');
+  const found = newestPhase(runs, 'stock');
   if (!found) return ['Not measured yet: `npm run bench -- --stock`.'];
   const r = found.result;
   return [
-    `${source(found.run, found.file)} A second embedded server with no settings at all (${r.server.version.split(' ').slice(0, 2).join(' ')}, \`jit=${r.server.jit}\`, \`jit_above_cost=${r.server.jitAboveCost}\`), org small loaded into two databases, one left at the defaults and one with \`jit = off\`; the same single changes (add/remove a member, share/unshare a project) applied through \`applyChanges()\`, interleaved with a one-row INSERT + COMMIT into a table with two indexes (the floor). Median ${r.rowsAltered} rows altered per change.`,
+    `${runSource(found.run, found.file)} A second embedded server with no settings at all (${r.server.version.split(' ').slice(0, 2).join(' ')}, \`jit=${r.server.jit}\`, \`jit_above_cost=${r.server.jitAboveCost}\`), org small loaded into two databases, one left at the defaults and one with \`jit = off\`; the same single changes (add/remove a member, share/unshare a project) applied through \`applyChanges()\`, interleaved with a one-row INSERT + COMMIT into a table with two indexes (the floor). Median ${r.rowsAltered} rows altered per change.`,
     '',
     '| measured | median | p95 | max | n | ratio |',
     '|---|---:|---:|---:|---:|---|',
@@ -45,11 +33,11 @@ function stockLines(runs: Runs): string[] {
 }
 
 function captureLines(runs: Runs): string[] {
-  const found = newestSolo(runs, 'capture');
+  const found = newestPhase(runs, 'capture');
   if (!found) return ['Not measured yet: `npm run bench -- --capture`.'];
   const r = found.result;
   return [
-    `${source(found.run, found.file)} One INSERT … SELECT of ${r.grants.toLocaleString('en-US')} grants into \`permgraph.grants\` (validation, edge upkeep, change capture and audit, all per statement) against the same INSERT into a plain table with the same columns, constraints, indexes and foreign keys and no triggers; ${r.permgraph.n} of each, alternating, each rolled back.`,
+    `${runSource(found.run, found.file)} One INSERT … SELECT of ${r.grants.toLocaleString('en-US')} grants into \`permgraph.grants\` (validation, edge upkeep, change capture and audit, all per statement) against the same INSERT into a plain table with the same columns, constraints, indexes and foreign keys and no triggers; ${r.permgraph.n} of each, alternating, each rolled back.`,
     '',
     '| insert into | median | min | max | ratio |',
     '|---|---:|---:|---:|---|',
@@ -59,11 +47,11 @@ function captureLines(runs: Runs): string[] {
 }
 
 function coldStartLines(runs: Runs): string[] {
-  const found = newestSolo(runs, 'coldstart');
+  const found = newestPhase(runs, 'coldstart');
   if (!found) return ['Not measured yet: `npm run bench -- --coldstart`.'];
   const r = found.result;
   return [
-    `${source(found.run, found.file)} Node ${r.node}, ${r.runs} runs of each, alternating.`,
+    `${runSource(found.run, found.file)} Node ${r.node}, ${r.runs} runs of each, alternating.`,
     '',
     '| command | median | min | p95 | × bare node |',
     '|---|---:|---:|---:|---:|',
