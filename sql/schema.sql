@@ -2868,7 +2868,7 @@ CREATE OR REPLACE FUNCTION permgraph._local_change_max_changes()
  LANGUAGE sql
  IMMUTABLE
  SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$ select 16::bigint $function$;
+AS $function$ select 64::bigint $function$;
 
 -- permgraph._local_change_pairs(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._local_change_pairs()

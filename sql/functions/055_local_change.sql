@@ -13,22 +13,27 @@
 -- this file whenever its content changes (sql/README.md).
 
 -- The default bound on the region (pairs) the local path recomputes in one
--- statement (apply_changes' p_local_pairs; 0 turns the path off). Its
--- walks probe a region kept as a JSON object and join without hashing, so
--- its cost grows faster than the ordinary path's past a few thousand
--- pairs (bench/FINDINGS.md, finding 16).
+-- statement, or for a batch that only adds, on the rows that rise
+-- (apply_changes' p_local_pairs; 0 turns the path off). Its walks probe a
+-- region kept as a JSON object and join without hashing, so its cost grows
+-- faster than the ordinary path's: on tree small, removals with regions of
+-- 800-3,300 pairs cost about the same on both paths, of 7,382 pairs up to
+-- twice as much on this one (bench/FINDINGS.md, finding 16).
 create or replace function permgraph._local_change_pairs() returns bigint
 language sql immutable
 set search_path = pg_catalog, pg_temp
 as $$ select 2000::bigint $$;
 
--- The most changes a batch the local path takes may hold: beyond a few,
--- their walks are more work than one statement's start-up saves, and the
--- ordinary path's hashing and work-table indexes pay off.
+-- The most changes a batch the local path takes may hold. Its joins of the
+-- batch with its walks nest loops, so a large batch is left to the ordinary
+-- path's hashing. Measured on org small (random membership, share and level
+-- changes, server ms, local / ordinary): 1 change 1.5 / 2.5, 4 changes
+-- 12 / 17, 16 changes 97 / 119, 64 changes 402 / 443 (bench/FINDINGS.md,
+-- finding 16); the region bound above is what limits a batch first.
 create or replace function permgraph._local_change_max_changes() returns bigint
 language sql immutable
 set search_path = pg_catalog, pg_temp
-as $$ select 16::bigint $$;
+as $$ select 64::bigint $$;
 
 -- Which local statement fits this batch: null when neither is exact
 -- beyond its size, 'adds' when it only adds (the semi-naive one), 'any'
