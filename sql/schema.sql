@@ -2009,16 +2009,16 @@ CREATE OR REPLACE FUNCTION permgraph._import_load(p_run text, p_set_trash boolea
  SET jit TO 'off'
 AS $function$
 declare
-  seqscan constant text := current_setting('enable_seqscan');
   nodes_inserted bigint;
   nodes_updated bigint;
   nodes_unchanged bigint;
   grants_inserted bigint;
   grants_updated bigint;
   grants_valid bigint;
+  seqscan constant text := current_setting('enable_seqscan');
   fk record;
 begin
-  if to_regclass('pg_temp.import_valid') is null then
+  if to_regclass('pg_temp.import_valid') is null or to_regclass('pg_temp.import_grants_valid') is null then
     raise exception 'permgraph: _import_load(%) must run after _import_validate, in the same transaction', p_run
       using errcode = '55000';
   end if;
@@ -2031,16 +2031,15 @@ begin
   perform set_config('permgraph.audit', 'off', true);
 
   -- The stored nodes the load changes (owner, or trash time if the input has
-  -- trash_at), with their new values.
+  -- trash_at), with their new values: from import_valid, which holds every
+  -- valid staged node with its stored version (_import_validate), so
+  -- neither the staging table nor the graph is read again.
   drop table if exists pg_temp.import_changed;
   create temp table import_changed (id text collate "C" primary key, owner_id text collate "C", owner_changed boolean, trash_at timestamptz)
     on commit drop;
   with staged as (
-    select s.id, s.owner_id, case when p_set_trash then s.trash_at::timestamptz end as trash_at, n.stored, n.owner_id as stored_owner,
-           n.trash_at as stored_trash
-    from permgraph.import_nodes s
-    left join lateral (select true as stored, n.owner_id, n.trash_at from permgraph.nodes n where n.id = s.id offset 0) n on true
-    where s.run = p_run and s.problem is null
+    select v.id, v.owner_id, case when p_set_trash then v.trash_at::timestamptz end as trash_at, v.stored, v.stored_owner, v.stored_trash
+    from pg_temp.import_valid v
   ), changed as (
     insert into pg_temp.import_changed
     select id, owner_id, owner_id is distinct from stored_owner, case when p_set_trash then trash_at else stored_trash end
@@ -2048,7 +2047,7 @@ begin
     where stored and (owner_id is distinct from stored_owner or (p_set_trash and trash_at is distinct from stored_trash))
     returning 1
   )
-  select count(*) filter (where stored is null), (select count(*) from changed), count(*) filter (where stored) - (select count(*) from changed)
+  select count(*) filter (where not stored), (select count(*) from changed), count(*) filter (where stored) - (select count(*) from changed)
   into nodes_inserted, nodes_updated, nodes_unchanged
   from staged;
 
@@ -2056,14 +2055,14 @@ begin
   -- steps must be index probes, not scans (see bench/graph/load.ts).
   perform set_config('enable_seqscan', 'off', true);
   -- New nodes come with their owners: a new node's owner is new or stored,
-  -- and no stored node points at a new one yet, so no cycle can close.
+  -- and no stored node points at a new one yet, so no cycle can close. In
+  -- id order, so that the primary key is written in order.
   if nodes_inserted > 0 then
     insert into permgraph.nodes (id, kind, owner_id, trash_at)
-    select s.id, s.kind, s.owner_id, case when p_set_trash then s.trash_at::timestamptz end
-    from permgraph.import_nodes s
-    left join lateral (select true as stored from permgraph.nodes n where n.id = s.id offset 0) n on true
-    where s.run = p_run and s.problem is null and n.stored is null
-    order by s.id;
+    select v.id, v.kind, v.owner_id, case when p_set_trash then v.trash_at::timestamptz end
+    from pg_temp.import_valid v
+    where not v.stored
+    order by v.id;
   end if;
   if nodes_updated > 0 then
     -- Stored nodes whose owner changes lose their old owner first, so every
@@ -2077,39 +2076,35 @@ begin
   end if;
   perform set_config('enable_seqscan', seqscan, true);
 
-  -- Grants: the stored ones the input names (one probe of the unique index
-  -- each) are updated where they change, the others inserted by a plain
-  -- INSERT. No writer can add a grant meanwhile (validation locked them
-  -- out), so no conflict can arise, and INSERT ... ON CONFLICT, whose
-  -- speculative insertion (a pre-check, a lock and a confirmation record
-  -- per row) took ~1.5 times as long as a plain INSERT of the same 1 M rows,
-  -- is not needed. Validation has rejected duplicate keys within the run.
-  drop table if exists pg_temp.import_grants_stored;
-  create temp table import_grants_stored on commit drop as
-    select s.seq, s.tail_id, s.head_id, s.source, (p_levels ->> s.level)::smallint as level,
-           case when p_set_expiry then s.expires_at::timestamptz else g.expires_at end as expires_at,
-           (g.level is distinct from (p_levels ->> s.level)::smallint
-            or (p_set_expiry and g.expires_at is distinct from s.expires_at::timestamptz)) as changes
-    from permgraph.import_grants s
-    cross join lateral (select g.level, g.expires_at from permgraph.grants g
-                        where g.tail_id = s.tail_id and g.head_id = s.head_id and g.source = s.source offset 0) g
-    where s.run = p_run and s.problem is null;
-  alter table pg_temp.import_grants_stored add primary key (seq);
-  analyze pg_temp.import_grants_stored;
+  -- Grants, from import_grants_valid (_import_validate: each valid staged
+  -- grant with its level and its stored version): the stored ones that
+  -- change are updated, the others inserted by a plain INSERT. No writer
+  -- can add a grant meanwhile (validation locked them out), so no conflict
+  -- can arise, and INSERT ... ON CONFLICT, whose speculative insertion (a
+  -- pre-check, a lock and a confirmation record per row) took ~1.5 times as
+  -- long as a plain INSERT of the same 1 M rows, is not needed. Validation
+  -- has rejected duplicate keys within the run.
+  drop table if exists pg_temp.import_grants_changed;
+  create temp table import_grants_changed on commit drop as
+    select c.tail_id, c.head_id, c.source, c.level,
+           case when p_set_expiry then c.expires_at else c.stored_expires end as expires_at
+    from pg_temp.import_grants_valid c
+    where c.stored and (c.level is distinct from c.stored_level or (p_set_expiry and c.expires_at is distinct from c.stored_expires));
+  analyze pg_temp.import_grants_changed;
   update permgraph.grants g set level = c.level, expires_at = c.expires_at
-  from pg_temp.import_grants_stored c
-  where c.changes and g.tail_id = c.tail_id and g.head_id = c.head_id and g.source = c.source;
+  from pg_temp.import_grants_changed c
+  where g.tail_id = c.tail_id and g.head_id = c.head_id and g.source = c.source;
   get diagnostics grants_updated = row_count;
+  -- In key order, as validation wrote them (a scan of the table just
+  -- written returns them so; no sort needed): the unique index, the edges'
+  -- primary key and the lookups of the grants' ends then walk their btrees
+  -- in order.
   insert into permgraph.grants (tail_id, head_id, level, source, expires_at)
-  select s.tail_id, s.head_id, (p_levels ->> s.level)::smallint, s.source, case when p_set_expiry then s.expires_at::timestamptz end
-  from permgraph.import_grants s
-  left join lateral (select true as stored from pg_temp.import_grants_stored c where c.seq = s.seq offset 0) c on true
-  where s.run = p_run and s.problem is null and c.stored is null
-  -- In key order: the unique index, the edges' primary key and the
-  -- lookups of the grants' ends then walk their btrees in order.
-  order by s.tail_id, s.head_id, s.source;
+  select c.tail_id, c.head_id, c.level, c.source, case when p_set_expiry then c.expires_at end
+  from pg_temp.import_grants_valid c
+  where not c.stored;
   get diagnostics grants_inserted = row_count;
-  select count(*) into grants_valid from permgraph.import_grants where run = p_run and problem is null;
+  select count(*) into grants_valid from pg_temp.import_grants_valid;
   perform permgraph._import_statement_checks(true);
   perform permgraph._import_reference_checks(true);
 
@@ -2205,36 +2200,8 @@ begin
   drop table if exists pg_temp.import_removed;
   create temp table import_removed (id text collate "C" primary key) on commit drop;
 
-  -- One sorted pass over the run's nodes: each row on its own (ids with the
-  -- rule of permgraph._id_problem, kind), then duplicates (the first row
-  -- without a problem of its own is the one kept), then a kind that differs
-  -- from the stored node's.
-  insert into pg_temp.import_bad (seq, id, line, problem)
-  select r.seq, r.id, r.line, case
-      when r.id is null or length(r.id) not between 1 and 256 or r.id ~ '[[:cntrl:]]'
-        then permgraph._import_id_problem('id', r.id)
-      when r.kind is null or r.kind not in ('user', 'group', 'object') then
-        format('kind must be user, group or object, got %s', permgraph._describe_id(r.kind))
-      when r.local then permgraph._import_id_problem('owner_id', r.owner_id)
-      when r.rank > 1 and r.first_line is not null then
-        format('duplicate id %s (first at line %s)', permgraph._describe_id(r.id), r.first_line)
-      when r.rank > 1 then format('duplicate id %s (the query returns it more than once)', permgraph._describe_id(r.id))
-      else format('node %s exists as a %s; its kind cannot change to %s', permgraph._describe_id(r.id), r.stored_kind, r.kind)
-    end
-  from (
-    select s.seq, s.id, s.kind, s.owner_id, s.line, s.local, n.kind as stored_kind,
-           row_number() over w as rank, first_value(s.line) over w as first_line
-    from (select x.seq, x.id, x.kind, x.owner_id, x.line,
-                 (x.id is null or length(x.id) not between 1 and 256 or x.id ~ '[[:cntrl:]]'
-                  or x.kind is null or x.kind not in ('user', 'group', 'object')
-                  or length(x.owner_id) not between 1 and 256 or x.owner_id ~ '[[:cntrl:]]') is true as local
-          from permgraph.import_nodes x where x.run = p_run and x.problem is null) s
-    left join lateral (select n.kind from permgraph.nodes n where n.id = s.id offset 0) n on true
-    window w as (partition by s.id order by s.local, s.seq)
-  ) r
-  where r.local or r.rank > 1 or r.stored_kind <> r.kind;
-
-  -- trash_at: one cast of them all; only if one fails, find which.
+  -- trash_at: one cast of them all; only if one fails, find which. (A row
+  -- that also has a problem below is given that one instead.)
   begin
     perform count(s.trash_at::timestamptz) from permgraph.import_nodes s
     where s.run = p_run and s.problem is null and s.trash_at is not null;
@@ -2242,17 +2209,58 @@ begin
     insert into pg_temp.import_bad (seq, id, line, problem)
     select s.seq, s.id, s.line, format('trash_at %s is not a timestamp', permgraph._describe_id(s.trash_at))
     from permgraph.import_nodes s
-    where s.run = p_run and s.problem is null and s.trash_at is not null and not permgraph._is_timestamptz(s.trash_at)
-    on conflict (seq) do nothing;
+    where s.run = p_run and s.problem is null and s.trash_at is not null and not permgraph._is_timestamptz(s.trash_at);
   end;
 
-  -- The valid staged nodes, by id (indexed once filled: cheaper than
-  -- indexing as it fills). A node not in here is, after the load, its stored
-  -- version or nothing.
+  -- The valid staged nodes, by id, each with its stored version (stored:
+  -- whether there is one), which the load reads instead of the staging
+  -- table and the graph again. A node not in here is, after the load, its
+  -- stored version or nothing.
   drop table if exists pg_temp.import_valid;
-  create temp table import_valid on commit drop as
-    select s.id, s.seq, s.line, s.kind, s.owner_id from permgraph.import_nodes s
-    where s.run = p_run and s.problem is null and s.seq <> all (array(select b.seq from pg_temp.import_bad b));
+  create temp table import_valid (
+    id text collate "C" not null, seq bigint not null, line bigint, kind text not null, owner_id text collate "C", trash_at text,
+    stored boolean not null, stored_owner text collate "C", stored_trash timestamptz
+  ) on commit drop;
+
+  -- One sorted pass over the run's nodes, one probe of the graph each: each
+  -- row on its own (ids with the rule of permgraph._id_problem, kind), then
+  -- duplicates (the first row without a problem of its own is the one
+  -- kept), then a kind that differs from the stored node's. The rows with a
+  -- problem go to import_bad, the others (but those with a bad trash_at) to
+  -- import_valid, in id order.
+  with r as materialized (
+    select s.seq, s.id, s.kind, s.owner_id, s.line, s.trash_at, s.local, n.kind as stored_kind, n.owner_id as stored_owner,
+           n.trash_at as stored_trash, row_number() over w as rank, first_value(s.line) over w as first_line
+    from (select x.seq, x.id, x.kind, x.owner_id, x.line, x.trash_at,
+                 (x.id is null or length(x.id) not between 1 and 256 or x.id ~ '[[:cntrl:]]'
+                  or x.kind is null or x.kind not in ('user', 'group', 'object')
+                  or length(x.owner_id) not between 1 and 256 or x.owner_id ~ '[[:cntrl:]]') is true as local
+          from permgraph.import_nodes x where x.run = p_run and x.problem is null) s
+    left join lateral (select n.kind, n.owner_id, n.trash_at from permgraph.nodes n where n.id = s.id offset 0) n on true
+    window w as (partition by s.id order by s.local, s.seq)
+  ), bad as (
+    insert into pg_temp.import_bad (seq, id, line, problem)
+    select r.seq, r.id, r.line, case
+        when r.id is null or length(r.id) not between 1 and 256 or r.id ~ '[[:cntrl:]]'
+          then permgraph._import_id_problem('id', r.id)
+        when r.kind is null or r.kind not in ('user', 'group', 'object') then
+          format('kind must be user, group or object, got %s', permgraph._describe_id(r.kind))
+        when r.local then permgraph._import_id_problem('owner_id', r.owner_id)
+        when r.rank > 1 and r.first_line is not null then
+          format('duplicate id %s (first at line %s)', permgraph._describe_id(r.id), r.first_line)
+        when r.rank > 1 then format('duplicate id %s (the query returns it more than once)', permgraph._describe_id(r.id))
+        else format('node %s exists as a %s; its kind cannot change to %s', permgraph._describe_id(r.id), r.stored_kind, r.kind)
+      end
+    from r
+    where r.local or r.rank > 1 or r.stored_kind <> r.kind
+    on conflict (seq) do update set problem = excluded.problem
+    returning 1
+  )
+  insert into pg_temp.import_valid (id, seq, line, kind, owner_id, trash_at, stored, stored_owner, stored_trash)
+  select r.id, r.seq, r.line, r.kind, r.owner_id, r.trash_at, r.stored_kind is not null, r.stored_owner, r.stored_trash
+  from r
+  where not r.local and r.rank = 1 and (r.stored_kind is null or r.stored_kind = r.kind)
+    and not exists (select 1 from pg_temp.import_bad b where b.seq = r.seq); -- a bad trash_at (this statement's own inserts are not seen)
   alter table pg_temp.import_valid add primary key (id);
   analyze pg_temp.import_valid;
 
@@ -2362,10 +2370,42 @@ begin
     where u.cycle is not null;
   end loop;
 
-  -- Grants: ids, level, and both ends after the load; an object holds no grant.
-  insert into pg_temp.import_bad (seq, problem)
-  select b.seq, b.problem from (
-    select g.seq, case
+  -- Grants. expires_at (empty: never) is a timestamp with its offset, so
+  -- that it means the same instant whatever the session's time zone: its
+  -- form is checked row by row (a regular expression, below); the values of
+  -- that form with one another in one cast first, and only if that fails,
+  -- one by one, to find which. (A row that also has a problem below is
+  -- given that one instead.)
+  begin
+    perform count(g.expires_at::timestamptz) from permgraph.import_grants g
+    where g.run = p_run and g.problem is null and g.expires_at is not null
+      and g.expires_at ~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$';
+  exception when data_exception then
+    insert into pg_temp.import_bad (seq, problem)
+    select g.seq, format('expires_at %s is not a valid timestamp', permgraph._describe_id(g.expires_at))
+    from permgraph.import_grants g
+    where g.run = p_run and g.problem is null and g.expires_at is not null
+      and g.expires_at ~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$'
+      and not permgraph._is_timestamptz(g.expires_at);
+  end;
+
+  -- The valid staged grants, in key order, each with its level resolved
+  -- and its stored version (stored: whether there is one), which the load
+  -- reads instead of the staging table and the graph again.
+  drop table if exists pg_temp.import_grants_valid;
+  create temp table import_grants_valid (
+    seq bigint not null, tail_id text collate "C" not null, head_id text collate "C" not null, source text not null,
+    level smallint not null, expires_at timestamptz, stored boolean not null, stored_level smallint, stored_expires timestamptz
+  ) on commit drop;
+
+  -- One pass over the run's grants: each row on its own (ids, level, the
+  -- form of expires_at) and both its ends after the load (an object holds
+  -- no grant); then, among the rows without a problem, duplicates, in one
+  -- sorted pass of their keys (the first row is kept); then one probe of
+  -- the graph for each row kept. The rows with a problem go to import_bad,
+  -- the others to import_grants_valid.
+  with r as materialized (
+    select g.seq, g.line, g.tail_id, g.head_id, g.source, g.level, g.expires_at, case
         when g.tail_id is null or length(g.tail_id) not between 1 and 256 or g.tail_id ~ '[[:cntrl:]]'
           then permgraph._import_id_problem('tail_id', g.tail_id)
         when g.head_id is null or length(g.head_id) not between 1 and 256 or g.head_id ~ '[[:cntrl:]]'
@@ -2383,6 +2423,9 @@ begin
           format('grant head %s is not loaded: its row is invalid (%s)', permgraph._describe_id(g.head_id), coalesce('line ' || hr.line, 'see its row'))
         when coalesce(hv.kind, hn.kind) is null then
           format('grant head %s does not exist (neither in the input nor in the database)', permgraph._describe_id(g.head_id))
+        when g.expires_at !~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$' then
+          format('expires_at %s is not a timestamp with a time zone offset (ISO 8601, e.g. 2030-01-31T12:00:00Z)',
+                 permgraph._describe_id(g.expires_at))
       end as problem
     from permgraph.import_grants g
     left join pg_temp.import_valid tv on tv.id = g.tail_id
@@ -2392,42 +2435,32 @@ begin
     left join lateral (select r.id, r.line from pg_temp.import_rejected r where r.id = g.tail_id and tv.id is null and tn.kind is null offset 0) tr on true
     left join lateral (select r.id, r.line from pg_temp.import_rejected r where r.id = g.head_id and hv.id is null and hn.kind is null offset 0) hr on true
     where g.run = p_run and g.problem is null
-  ) b
-  where b.problem is not null;
-  -- expires_at (empty: never): a timestamp with its offset, so that it means
-  -- the same instant whatever the session's time zone. The form is checked
-  -- row by row (a regular expression); the values with one another in one
-  -- cast, and only if that fails, one by one, to find which.
-  insert into pg_temp.import_bad (seq, problem)
-  select g.seq, format('expires_at %s is not a timestamp with a time zone offset (ISO 8601, e.g. 2030-01-31T12:00:00Z)',
-                       permgraph._describe_id(g.expires_at))
-  from permgraph.import_grants g
-  where g.run = p_run and g.problem is null and g.expires_at is not null
-    and g.expires_at !~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$'
-  on conflict (seq) do nothing;
-  begin
-    perform count(g.expires_at::timestamptz) from permgraph.import_grants g
-    where g.run = p_run and g.problem is null and g.expires_at is not null
-      and g.seq <> all (array(select b.seq from pg_temp.import_bad b));
-  exception when data_exception then
+  ), bad as (
     insert into pg_temp.import_bad (seq, problem)
-    select g.seq, format('expires_at %s is not a valid timestamp', permgraph._describe_id(g.expires_at))
-    from permgraph.import_grants g
-    where g.run = p_run and g.problem is null and g.expires_at is not null and not permgraph._is_timestamptz(g.expires_at)
-    on conflict (seq) do nothing;
-  end;
-  -- Duplicates among the rest, in one sorted pass of their keys: the first row is kept.
-  insert into pg_temp.import_bad (seq, problem)
-  select d.seq, case when d.first_line is not null
-      then format('duplicate grant %s -> %s (source %s; first at line %s)', permgraph._describe_id(d.tail_id),
-                  permgraph._describe_id(d.head_id), permgraph._describe_id(d.source), d.first_line)
-      else format('duplicate grant %s -> %s (source %s; the query returns it more than once)', permgraph._describe_id(d.tail_id),
-                  permgraph._describe_id(d.head_id), permgraph._describe_id(d.source)) end
-  from (select x.seq, x.tail_id, x.head_id, x.source, row_number() over w as rank, first_value(x.line) over w as first_line
-        from permgraph.import_grants x
-        where x.run = p_run and x.problem is null and x.seq <> all (array(select b.seq from pg_temp.import_bad b))
-        window w as (partition by x.tail_id, x.head_id, x.source order by x.seq)) d
-  where d.rank > 1;
+    select r.seq, r.problem from r where r.problem is not null
+    on conflict (seq) do update set problem = excluded.problem
+  ), ranked as materialized (
+    select r.seq, r.tail_id, r.head_id, r.source, r.level, r.expires_at, row_number() over w as rank, first_value(r.line) over w as first_line
+    from r
+    where r.problem is null
+      and not exists (select 1 from pg_temp.import_bad b where b.seq = r.seq) -- a bad expires_at (this statement's own inserts are not seen)
+    window w as (partition by r.tail_id, r.head_id, r.source order by r.seq)
+  ), duplicates as (
+    insert into pg_temp.import_bad (seq, problem)
+    select d.seq, case when d.first_line is not null
+        then format('duplicate grant %s -> %s (source %s; first at line %s)', permgraph._describe_id(d.tail_id),
+                    permgraph._describe_id(d.head_id), permgraph._describe_id(d.source), d.first_line)
+        else format('duplicate grant %s -> %s (source %s; the query returns it more than once)', permgraph._describe_id(d.tail_id),
+                    permgraph._describe_id(d.head_id), permgraph._describe_id(d.source)) end
+    from ranked d
+    where d.rank > 1
+  )
+  insert into pg_temp.import_grants_valid (seq, tail_id, head_id, source, level, expires_at, stored, stored_level, stored_expires)
+  select k.seq, k.tail_id, k.head_id, k.source, (p_levels ->> k.level)::smallint, k.expires_at::timestamptz, s.level is not null, s.level, s.expires_at
+  from ranked k
+  left join lateral (select s.level, s.expires_at from permgraph.grants s
+                     where s.tail_id = k.tail_id and s.head_id = k.head_id and s.source = k.source offset 0) s on true
+  where k.rank = 1;
   update permgraph.import_grants g set problem = (select b.problem from pg_temp.import_bad b where b.seq = g.seq)
   where g.run = p_run and g.seq = any (array(select b.seq from pg_temp.import_bad b));
 

@@ -35,7 +35,7 @@ try {
   client.on('error', () => {}); // the server stopping after a failed statement: that statement's error is the one to see
   await client.connect();
   await client.query(`set search_path = pg_catalog, pg_temp; load 'auto_explain';
-    set auto_explain.log_min_duration = 300; set auto_explain.log_analyze = on; set auto_explain.log_timing = ${process.argv.includes('--timing') ? 'on' : 'off'};
+    set auto_explain.log_min_duration = ${arg('--min', 300)}; set auto_explain.log_analyze = on; set auto_explain.log_timing = ${process.argv.includes('--timing') ? 'on' : 'off'};
     set auto_explain.log_nested_statements = on; set auto_explain.log_level = notice`);
   await client.query('begin');
   // As the import: locked before validating (load.ts).
