@@ -2177,6 +2177,7 @@ CREATE OR REPLACE FUNCTION permgraph._import_validate(p_run text, p_levels jsonb
 AS $function$
 declare
   marked bigint;
+  reached bigint;
   round integer := 0;
   start_id text;
   cur text;
@@ -2218,17 +2219,31 @@ begin
   -- stored version or nothing.
   drop table if exists pg_temp.import_valid;
   create temp table import_valid (
-    id text collate "C" not null, seq bigint not null, line bigint, kind text not null, owner_id text collate "C", trash_at text,
-    stored boolean not null, stored_owner text collate "C", stored_trash timestamptz
+    id text collate "C", seq bigint not null, line bigint, kind text, owner_id text collate "C", trash_at text,
+    stored boolean not null, stored_owner text collate "C", stored_trash timestamptz, problem text
   ) on commit drop;
 
   -- One sorted pass over the run's nodes, one probe of the graph each: each
   -- row on its own (ids with the rule of permgraph._id_problem, kind), then
   -- duplicates (the first row without a problem of its own is the one
-  -- kept), then a kind that differs from the stored node's. The rows with a
-  -- problem go to import_bad, the others (but those with a bad trash_at) to
-  -- import_valid, in id order.
-  with r as materialized (
+  -- kept), then a kind that differs from the stored node's. Every row goes
+  -- to import_valid, in id order, with its problem; then those with one
+  -- (or with a bad trash_at) move to import_bad. (Tables rather than one
+  -- statement with a CTE for both: a CTE of a million rows spills to disk.)
+  insert into pg_temp.import_valid (id, seq, line, kind, owner_id, trash_at, stored, stored_owner, stored_trash, problem)
+  select r.id, r.seq, r.line, r.kind, r.owner_id, r.trash_at, r.stored_kind is not null, r.stored_owner, r.stored_trash, case
+      when not r.local and r.rank = 1 and (r.stored_kind is null or r.stored_kind = r.kind) then null
+      when r.id is null or length(r.id) not between 1 and 256 or r.id ~ '[[:cntrl:]]'
+        then permgraph._import_id_problem('id', r.id)
+      when r.kind is null or r.kind not in ('user', 'group', 'object') then
+        format('kind must be user, group or object, got %s', permgraph._describe_id(r.kind))
+      when r.local then permgraph._import_id_problem('owner_id', r.owner_id)
+      when r.rank > 1 and r.first_line is not null then
+        format('duplicate id %s (first at line %s)', permgraph._describe_id(r.id), r.first_line)
+      when r.rank > 1 then format('duplicate id %s (the query returns it more than once)', permgraph._describe_id(r.id))
+      else format('node %s exists as a %s; its kind cannot change to %s', permgraph._describe_id(r.id), r.stored_kind, r.kind)
+    end
+  from (
     select s.seq, s.id, s.kind, s.owner_id, s.line, s.trash_at, s.local, n.kind as stored_kind, n.owner_id as stored_owner,
            n.trash_at as stored_trash, row_number() over w as rank, first_value(s.line) over w as first_line
     from (select x.seq, x.id, x.kind, x.owner_id, x.line, x.trash_at,
@@ -2238,29 +2253,14 @@ begin
           from permgraph.import_nodes x where x.run = p_run and x.problem is null) s
     left join lateral (select n.kind, n.owner_id, n.trash_at from permgraph.nodes n where n.id = s.id offset 0) n on true
     window w as (partition by s.id order by s.local, s.seq)
-  ), bad as (
-    insert into pg_temp.import_bad (seq, id, line, problem)
-    select r.seq, r.id, r.line, case
-        when r.id is null or length(r.id) not between 1 and 256 or r.id ~ '[[:cntrl:]]'
-          then permgraph._import_id_problem('id', r.id)
-        when r.kind is null or r.kind not in ('user', 'group', 'object') then
-          format('kind must be user, group or object, got %s', permgraph._describe_id(r.kind))
-        when r.local then permgraph._import_id_problem('owner_id', r.owner_id)
-        when r.rank > 1 and r.first_line is not null then
-          format('duplicate id %s (first at line %s)', permgraph._describe_id(r.id), r.first_line)
-        when r.rank > 1 then format('duplicate id %s (the query returns it more than once)', permgraph._describe_id(r.id))
-        else format('node %s exists as a %s; its kind cannot change to %s', permgraph._describe_id(r.id), r.stored_kind, r.kind)
-      end
-    from r
-    where r.local or r.rank > 1 or r.stored_kind <> r.kind
-    on conflict (seq) do update set problem = excluded.problem
-    returning 1
-  )
-  insert into pg_temp.import_valid (id, seq, line, kind, owner_id, trash_at, stored, stored_owner, stored_trash)
-  select r.id, r.seq, r.line, r.kind, r.owner_id, r.trash_at, r.stored_kind is not null, r.stored_owner, r.stored_trash
-  from r
-  where not r.local and r.rank = 1 and (r.stored_kind is null or r.stored_kind = r.kind)
-    and not exists (select 1 from pg_temp.import_bad b where b.seq = r.seq); -- a bad trash_at (this statement's own inserts are not seen)
+  ) r;
+  insert into pg_temp.import_bad (seq, id, line, problem)
+  select v.seq, v.id, v.line, v.problem from pg_temp.import_valid v where v.problem is not null
+  on conflict (seq) do update set problem = excluded.problem;
+  if exists (select 1 from pg_temp.import_bad) then
+    delete from pg_temp.import_valid v
+    where v.problem is not null or exists (select 1 from pg_temp.import_bad b where b.seq = v.seq);
+  end if;
   alter table pg_temp.import_valid add primary key (id);
   analyze pg_temp.import_valid;
 
@@ -2317,19 +2317,32 @@ begin
         union
         select m.id, m.owner_id
         from up cross join lateral (
-          select o.id, o.owner_id from (
-            select v.id, v.owner_id from pg_temp.import_valid v where v.id = up.owner_id
-            union all
-            select n.id, n.owner_id from permgraph.nodes n
-            where n.id = up.owner_id and not exists (select 1 from pg_temp.import_valid v where v.id = up.owner_id)
-          ) o offset 0
+          -- the owner as the load leaves it: staged, else stored (one probe each)
+          select coalesce(v.id, n.id) as id, case when v.id is not null then v.owner_id else n.owner_id end as owner_id
+          from (select) one
+          left join lateral (select v.id, v.owner_id from pg_temp.import_valid v where v.id = up.owner_id offset 0) v on true
+          left join lateral (select n.id, n.owner_id from permgraph.nodes n where n.id = up.owner_id and v.id is null offset 0) n on true
+          where v.id is not null or n.id is not null
+          offset 0
         ) m
         where up.owner_id is not null and up.owner_id <> up.id
       ) select id, owner_id from up;
     create index on pg_temp.import_g (owner_id);
+    analyze pg_temp.import_g;
     -- Down from the roots (no owner, or a user owning itself); what is not
-    -- reached is on or below a cycle.
+    -- reached is on or below a cycle. Every node has one owner, so a walk
+    -- down reaches each node once at most: all of import_g is reached if and
+    -- only if there is no cycle, which a count tells without comparing the
+    -- two sets (the common case).
     drop table if exists pg_temp.import_unrooted;
+    with recursive rooted(id) as (
+      select r.id from pg_temp.import_g r where r.owner_id is null or r.owner_id = r.id
+      union all
+      select c.id from rooted cross join lateral (
+        select g.id from pg_temp.import_g g where g.owner_id = rooted.id and g.owner_id <> g.id offset 0) c
+    )
+    select count(*) into reached from rooted;
+    continue when reached = (select count(*) from pg_temp.import_g);
     create temp table import_unrooted on commit drop as
       with recursive rooted(id) as (
         select r.id from pg_temp.import_g r where r.owner_id is null or r.owner_id = r.id
@@ -2394,18 +2407,17 @@ begin
   -- reads instead of the staging table and the graph again.
   drop table if exists pg_temp.import_grants_valid;
   create temp table import_grants_valid (
-    seq bigint not null, tail_id text collate "C" not null, head_id text collate "C" not null, source text not null,
-    level smallint not null, expires_at timestamptz, stored boolean not null, stored_level smallint, stored_expires timestamptz
+    seq bigint not null, line bigint, tail_id text collate "C" not null, head_id text collate "C" not null, source text not null,
+    level smallint not null, expires_at timestamptz, rank bigint not null, first_line bigint,
+    stored boolean not null, stored_level smallint, stored_expires timestamptz
   ) on commit drop;
 
   -- One pass over the run's grants: each row on its own (ids, level, the
   -- form of expires_at) and both its ends after the load (an object holds
-  -- no grant); then, among the rows without a problem, duplicates, in one
-  -- sorted pass of their keys (the first row is kept); then one probe of
-  -- the graph for each row kept. The rows with a problem go to import_bad,
-  -- the others to import_grants_valid.
-  with r as materialized (
-    select g.seq, g.line, g.tail_id, g.head_id, g.source, g.level, g.expires_at, case
+  -- no grant).
+  insert into pg_temp.import_bad (seq, problem)
+  select b.seq, b.problem from (
+    select g.seq, case
         when g.tail_id is null or length(g.tail_id) not between 1 and 256 or g.tail_id ~ '[[:cntrl:]]'
           then permgraph._import_id_problem('tail_id', g.tail_id)
         when g.head_id is null or length(g.head_id) not between 1 and 256 or g.head_id ~ '[[:cntrl:]]'
@@ -2435,32 +2447,36 @@ begin
     left join lateral (select r.id, r.line from pg_temp.import_rejected r where r.id = g.tail_id and tv.id is null and tn.kind is null offset 0) tr on true
     left join lateral (select r.id, r.line from pg_temp.import_rejected r where r.id = g.head_id and hv.id is null and hn.kind is null offset 0) hr on true
     where g.run = p_run and g.problem is null
-  ), bad as (
-    insert into pg_temp.import_bad (seq, problem)
-    select r.seq, r.problem from r where r.problem is not null
-    on conflict (seq) do update set problem = excluded.problem
-  ), ranked as materialized (
-    select r.seq, r.tail_id, r.head_id, r.source, r.level, r.expires_at, row_number() over w as rank, first_value(r.line) over w as first_line
-    from r
-    where r.problem is null
-      and not exists (select 1 from pg_temp.import_bad b where b.seq = r.seq) -- a bad expires_at (this statement's own inserts are not seen)
-    window w as (partition by r.tail_id, r.head_id, r.source order by r.seq)
-  ), duplicates as (
-    insert into pg_temp.import_bad (seq, problem)
-    select d.seq, case when d.first_line is not null
-        then format('duplicate grant %s -> %s (source %s; first at line %s)', permgraph._describe_id(d.tail_id),
-                    permgraph._describe_id(d.head_id), permgraph._describe_id(d.source), d.first_line)
-        else format('duplicate grant %s -> %s (source %s; the query returns it more than once)', permgraph._describe_id(d.tail_id),
-                    permgraph._describe_id(d.head_id), permgraph._describe_id(d.source)) end
-    from ranked d
-    where d.rank > 1
-  )
-  insert into pg_temp.import_grants_valid (seq, tail_id, head_id, source, level, expires_at, stored, stored_level, stored_expires)
-  select k.seq, k.tail_id, k.head_id, k.source, (p_levels ->> k.level)::smallint, k.expires_at::timestamptz, s.level is not null, s.level, s.expires_at
-  from ranked k
+  ) b
+  where b.problem is not null
+  on conflict (seq) do update set problem = excluded.problem;
+  -- The rest, in one sorted pass of their keys (duplicates: the first row is
+  -- kept), each with one probe of the graph (the first of its key only),
+  -- into import_grants_valid; then the duplicates move to import_bad.
+  insert into pg_temp.import_grants_valid (seq, line, tail_id, head_id, source, level, expires_at, rank, first_line, stored, stored_level, stored_expires)
+  select k.seq, k.line, k.tail_id, k.head_id, k.source, (p_levels ->> k.level)::smallint, k.expires_at::timestamptz, k.rank, k.first_line,
+         s.level is not null, s.level, s.expires_at
+  from (
+    select x.seq, x.line, x.tail_id, x.head_id, x.source, x.level, x.expires_at,
+           row_number() over w as rank, first_value(x.line) over w as first_line
+    from permgraph.import_grants x
+    where x.run = p_run and x.problem is null and not exists (select 1 from pg_temp.import_bad b where b.seq = x.seq)
+    window w as (partition by x.tail_id, x.head_id, x.source order by x.seq)
+  ) k
   left join lateral (select s.level, s.expires_at from permgraph.grants s
-                     where s.tail_id = k.tail_id and s.head_id = k.head_id and s.source = k.source offset 0) s on true
-  where k.rank = 1;
+                     where k.rank = 1 and s.tail_id = k.tail_id and s.head_id = k.head_id and s.source = k.source offset 0) s on true;
+  insert into pg_temp.import_bad (seq, problem)
+  select d.seq, case when d.first_line is not null
+      then format('duplicate grant %s -> %s (source %s; first at line %s)', permgraph._describe_id(d.tail_id),
+                  permgraph._describe_id(d.head_id), permgraph._describe_id(d.source), d.first_line)
+      else format('duplicate grant %s -> %s (source %s; the query returns it more than once)', permgraph._describe_id(d.tail_id),
+                  permgraph._describe_id(d.head_id), permgraph._describe_id(d.source)) end
+  from pg_temp.import_grants_valid d
+  where d.rank > 1;
+  get diagnostics marked = row_count;
+  if marked > 0 then
+    delete from pg_temp.import_grants_valid where rank > 1;
+  end if;
   update permgraph.import_grants g set problem = (select b.problem from pg_temp.import_bad b where b.seq = g.seq)
   where g.run = p_run and g.seq = any (array(select b.seq from pg_temp.import_bad b));
 
