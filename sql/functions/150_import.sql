@@ -77,6 +77,7 @@ language plpgsql
 set search_path = pg_catalog, pg_temp
 set jit = off
 set enable_nestloop = off
+set enable_mergejoin = off
 as $$
 declare
   marked bigint;
@@ -153,7 +154,8 @@ begin
                  (x.id is null or length(x.id) not between 1 and 256 or x.id ~ '[[:cntrl:]]'
                   or x.kind is null or x.kind not in ('user', 'group', 'object')
                   or length(x.owner_id) not between 1 and 256 or x.owner_id ~ '[[:cntrl:]]') is true as local
-          from permgraph.import_nodes x where x.run = p_run and x.problem is null) s
+          from permgraph.import_nodes x where x.run = p_run and x.problem is null
+          offset 0) s -- each row's local test worked out once (not again for the window's sort key)
     left join lateral (select n.kind, n.owner_id, n.trash_at from permgraph.nodes n where n.id = s.id offset 0) n on true
     window w as (partition by s.id order by s.local, s.seq)
   ) r;
@@ -305,80 +307,83 @@ begin
       and not permgraph._is_timestamptz(g.expires_at);
   end;
 
-  -- The valid staged grants, in key order, each with its level resolved
-  -- and its stored version (stored: whether there is one), which the load
-  -- reads instead of the staging table and the graph again.
+  -- The valid staged grants, in key order, each with its level resolved,
+  -- the kinds of its ends and its stored version (stored: whether there is
+  -- one), which the load reads instead of the staging table and the graph
+  -- again.
   drop table if exists pg_temp.import_grants_valid;
   create temp table import_grants_valid (
-    seq bigint not null, line bigint, tail_id text collate "C" not null, head_id text collate "C" not null, source text not null,
-    level smallint not null, expires_at timestamptz, rank bigint not null, first_line bigint,
+    seq bigint not null, line bigint, tail_id text collate "C", head_id text collate "C", source text,
+    level smallint, expires_at timestamptz, tail_kind text, head_kind text, problem text, rank bigint not null, first_line bigint,
     stored boolean not null, stored_level smallint, stored_expires timestamptz
   ) on commit drop;
 
-  -- One pass over the run's grants: each row on its own (ids, level, the
-  -- form of expires_at) and both its ends after the load (an object holds
-  -- no grant).
-  insert into pg_temp.import_bad (seq, problem)
-  select b.seq, b.problem from (
-    select g.seq, case
-        when g.tail_id is null or length(g.tail_id) not between 1 and 256 or g.tail_id ~ '[[:cntrl:]]'
-          then permgraph._import_id_problem('tail_id', g.tail_id)
-        when g.head_id is null or length(g.head_id) not between 1 and 256 or g.head_id ~ '[[:cntrl:]]'
-          then permgraph._import_id_problem('head_id', g.head_id)
-        when g.level is null then 'level is missing'
-        when jsonb_typeof(p_levels -> g.level) is distinct from 'number'
-          then coalesce(p_levels ->> g.level, format('level %s was not resolved', permgraph._describe_id(g.level)))
-        when coalesce(tv.kind, tn.kind) is null and tr.id is not null then
-          format('grant tail %s is not loaded: its row is invalid (%s)', permgraph._describe_id(g.tail_id), coalesce('line ' || tr.line, 'see its row'))
-        when coalesce(tv.kind, tn.kind) is null then
-          format('grant tail %s does not exist (neither in the input nor in the database)', permgraph._describe_id(g.tail_id))
-        when coalesce(tv.kind, tn.kind) = 'object' then
-          format('grant tail %s is an object; only users and groups can hold grants', permgraph._describe_id(g.tail_id))
-        when coalesce(hv.kind, hn.kind) is null and hr.id is not null then
-          format('grant head %s is not loaded: its row is invalid (%s)', permgraph._describe_id(g.head_id), coalesce('line ' || hr.line, 'see its row'))
-        when coalesce(hv.kind, hn.kind) is null then
-          format('grant head %s does not exist (neither in the input nor in the database)', permgraph._describe_id(g.head_id))
-        when g.expires_at !~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$' then
-          format('expires_at %s is not a timestamp with a time zone offset (ISO 8601, e.g. 2030-01-31T12:00:00Z)',
-                 permgraph._describe_id(g.expires_at))
-      end as problem
-    from permgraph.import_grants g
-    left join pg_temp.import_valid tv on tv.id = g.tail_id
-    left join pg_temp.import_valid hv on hv.id = g.head_id
-    left join lateral (select n.kind from permgraph.nodes n where n.id = g.tail_id and tv.id is null offset 0) tn on true
-    left join lateral (select n.kind from permgraph.nodes n where n.id = g.head_id and hv.id is null offset 0) hn on true
-    left join lateral (select r.id, r.line from pg_temp.import_rejected r where r.id = g.tail_id and tv.id is null and tn.kind is null offset 0) tr on true
-    left join lateral (select r.id, r.line from pg_temp.import_rejected r where r.id = g.head_id and hv.id is null and hn.kind is null offset 0) hr on true
-    where g.run = p_run and g.problem is null
-  ) b
-  where b.problem is not null
-  on conflict (seq) do update set problem = excluded.problem;
-  -- The rest, in one sorted pass of their keys (duplicates: the first row is
-  -- kept), each with one probe of the graph (the first of its key only),
-  -- into import_grants_valid; then the duplicates move to import_bad.
-  insert into pg_temp.import_grants_valid (seq, line, tail_id, head_id, source, level, expires_at, rank, first_line, stored, stored_level, stored_expires)
-  select k.seq, k.line, k.tail_id, k.head_id, k.source, (p_levels ->> k.level)::smallint, k.expires_at::timestamptz, k.rank, k.first_line,
-         s.level is not null, s.level, s.expires_at
+  -- One sorted pass over the run's grants: each row on its own (ids, level,
+  -- the form of expires_at) and both its ends after the load (an object
+  -- holds no grant); then, among the rows without a problem, duplicates
+  -- (sorted by key, the first row is kept); then one probe of the graph for
+  -- each row kept. Every row goes to import_grants_valid, in key order, with
+  -- its problem; then the bad rows move to import_bad.
+  insert into pg_temp.import_grants_valid (seq, line, tail_id, head_id, source, level, expires_at, tail_kind, head_kind, problem, rank, first_line,
+                                           stored, stored_level, stored_expires)
+  select k.seq, k.line, k.tail_id, k.head_id, k.source,
+         case when k.problem is null then (p_levels ->> k.level)::smallint end, case when k.problem is null then k.expires_at::timestamptz end,
+         k.tail_kind, k.head_kind, k.problem, k.rank, k.first_line, s.level is not null, s.level, s.expires_at
   from (
-    select x.seq, x.line, x.tail_id, x.head_id, x.source, x.level, x.expires_at,
-           row_number() over w as rank, first_value(x.line) over w as first_line
-    from permgraph.import_grants x
-    where x.run = p_run and x.problem is null and not exists (select 1 from pg_temp.import_bad b where b.seq = x.seq)
-    window w as (partition by x.tail_id, x.head_id, x.source order by x.seq)
+    select c.*, row_number() over w as rank, first_value(c.line) over w as first_line
+    from (
+      select g.seq, g.line, g.tail_id, g.head_id, g.source, g.level, g.expires_at,
+             coalesce(tv.kind, tn.kind) as tail_kind, coalesce(hv.kind, hn.kind) as head_kind, coalesce(case
+          when g.tail_id is null or length(g.tail_id) not between 1 and 256 or g.tail_id ~ '[[:cntrl:]]'
+            then permgraph._import_id_problem('tail_id', g.tail_id)
+          when g.head_id is null or length(g.head_id) not between 1 and 256 or g.head_id ~ '[[:cntrl:]]'
+            then permgraph._import_id_problem('head_id', g.head_id)
+          when g.level is null then 'level is missing'
+          when jsonb_typeof(p_levels -> g.level) is distinct from 'number'
+            then coalesce(p_levels ->> g.level, format('level %s was not resolved', permgraph._describe_id(g.level)))
+          when coalesce(tv.kind, tn.kind) is null and tr.id is not null then
+            format('grant tail %s is not loaded: its row is invalid (%s)', permgraph._describe_id(g.tail_id), coalesce('line ' || tr.line, 'see its row'))
+          when coalesce(tv.kind, tn.kind) is null then
+            format('grant tail %s does not exist (neither in the input nor in the database)', permgraph._describe_id(g.tail_id))
+          when coalesce(tv.kind, tn.kind) = 'object' then
+            format('grant tail %s is an object; only users and groups can hold grants', permgraph._describe_id(g.tail_id))
+          when coalesce(hv.kind, hn.kind) is null and hr.id is not null then
+            format('grant head %s is not loaded: its row is invalid (%s)', permgraph._describe_id(g.head_id), coalesce('line ' || hr.line, 'see its row'))
+          when coalesce(hv.kind, hn.kind) is null then
+            format('grant head %s does not exist (neither in the input nor in the database)', permgraph._describe_id(g.head_id))
+          when g.expires_at !~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$' then
+            format('expires_at %s is not a timestamp with a time zone offset (ISO 8601, e.g. 2030-01-31T12:00:00Z)',
+                   permgraph._describe_id(g.expires_at))
+        end, cb.problem) as problem
+      from permgraph.import_grants g
+      left join pg_temp.import_valid tv on tv.id = g.tail_id
+      left join pg_temp.import_valid hv on hv.id = g.head_id
+      left join lateral (select n.kind from permgraph.nodes n where n.id = g.tail_id and tv.id is null offset 0) tn on true
+      left join lateral (select n.kind from permgraph.nodes n where n.id = g.head_id and hv.id is null offset 0) hn on true
+      left join lateral (select r.id, r.line from pg_temp.import_rejected r where r.id = g.tail_id and tv.id is null and tn.kind is null offset 0) tr on true
+      left join lateral (select r.id, r.line from pg_temp.import_rejected r where r.id = g.head_id and hv.id is null and hn.kind is null offset 0) hr on true
+      left join pg_temp.import_bad cb on cb.seq = g.seq -- a bad expires_at
+      where g.run = p_run and g.problem is null
+      offset 0 -- each row's problem worked out once (not again for the window's sort key)
+    ) c
+    window w as (partition by c.tail_id, c.head_id, c.source order by c.problem is not null, c.seq)
   ) k
   left join lateral (select s.level, s.expires_at from permgraph.grants s
-                     where k.rank = 1 and s.tail_id = k.tail_id and s.head_id = k.head_id and s.source = k.source offset 0) s on true;
+                     where k.problem is null and k.rank = 1
+                       and s.tail_id = k.tail_id and s.head_id = k.head_id and s.source = k.source offset 0) s on true;
   insert into pg_temp.import_bad (seq, problem)
-  select d.seq, case when d.first_line is not null
-      then format('duplicate grant %s -> %s (source %s; first at line %s)', permgraph._describe_id(d.tail_id),
-                  permgraph._describe_id(d.head_id), permgraph._describe_id(d.source), d.first_line)
+  select d.seq, case
+      when d.problem is not null then d.problem
+      when d.first_line is not null
+        then format('duplicate grant %s -> %s (source %s; first at line %s)', permgraph._describe_id(d.tail_id),
+                    permgraph._describe_id(d.head_id), permgraph._describe_id(d.source), d.first_line)
       else format('duplicate grant %s -> %s (source %s; the query returns it more than once)', permgraph._describe_id(d.tail_id),
                   permgraph._describe_id(d.head_id), permgraph._describe_id(d.source)) end
   from pg_temp.import_grants_valid d
-  where d.rank > 1;
-  get diagnostics marked = row_count;
-  if marked > 0 then
-    delete from pg_temp.import_grants_valid where rank > 1;
+  where d.problem is not null or d.rank > 1
+  on conflict (seq) do update set problem = excluded.problem;
+  if exists (select 1 from pg_temp.import_bad) then
+    delete from pg_temp.import_grants_valid where problem is not null or rank > 1;
   end if;
   update permgraph.import_grants g set problem = (select b.problem from pg_temp.import_bad b where b.seq = g.seq)
   where g.run = p_run and g.seq = any (array(select b.seq from pg_temp.import_bad b));
@@ -407,6 +412,23 @@ declare
 begin
   execute format('alter table permgraph.nodes %1$s trigger nodes_validate_inserted, %1$s trigger nodes_validate_updated', verb);
   execute format('alter table permgraph.grants %1$s trigger grants_validate_inserted, %1$s trigger grants_validate_updated', verb);
+end $$;
+
+-- The capture trigger of inserted grants (grants_capture_inserted,
+-- sql/functions/020_capture.sql), on or off for the rest of the
+-- transaction, like _import_statement_checks. With capture off (as in the
+-- load) all it does is write each inserted grant's edge, with its ends'
+-- kinds read from nodes: _import_load writes those edges itself, from
+-- import_grants_valid, which holds the kinds already (no join of the whole
+-- of nodes, twice, per statement) in key order. An edge row is what the
+-- trigger writes: (tail_id, head_id, source, level, tail_kind, head_kind,
+-- expires_at) of the grant.
+create or replace function permgraph._import_grant_edges_by_trigger(p_enabled boolean) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  execute format('alter table permgraph.grants %s trigger grants_capture_inserted', case when p_enabled then 'enable' else 'disable' end);
 end $$;
 
 -- The row checks of the foreign keys into nodes held by nodes and grants
@@ -567,14 +589,21 @@ begin
   where g.tail_id = c.tail_id and g.head_id = c.head_id and g.source = c.source;
   get diagnostics grants_updated = row_count;
   -- In key order, as validation wrote them (a scan of the table just
-  -- written returns them so; no sort needed): the unique index, the edges'
-  -- primary key and the lookups of the grants' ends then walk their btrees
-  -- in order.
+  -- written returns them so; no sort needed): the unique index and the
+  -- edges' primary key are then written in order. Their edges are written
+  -- here, set-based, with the kinds validation found
+  -- (_import_grant_edges_by_trigger).
+  perform permgraph._import_grant_edges_by_trigger(false);
   insert into permgraph.grants (tail_id, head_id, level, source, expires_at)
   select c.tail_id, c.head_id, c.level, c.source, case when p_set_expiry then c.expires_at end
   from pg_temp.import_grants_valid c
   where not c.stored;
   get diagnostics grants_inserted = row_count;
+  insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind, expires_at)
+  select c.tail_id, c.head_id, c.source, c.level, c.tail_kind, c.head_kind, case when p_set_expiry then c.expires_at end
+  from pg_temp.import_grants_valid c
+  where not c.stored;
+  perform permgraph._import_grant_edges_by_trigger(true);
   select count(*) into grants_valid from pg_temp.import_grants_valid;
   perform permgraph._import_statement_checks(true);
   perform permgraph._import_reference_checks(true);
