@@ -1972,6 +1972,19 @@ begin
   return permgraph._set_aside('import', drops, rebuilds);
 end $function$;
 
+-- permgraph._import_edges_by_trigger(boolean): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._import_edges_by_trigger(p_enabled boolean)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  verb constant text := case when p_enabled then 'enable' else 'disable' end;
+begin
+  execute format('alter table permgraph.nodes %s trigger nodes_capture_inserted', verb);
+  execute format('alter table permgraph.grants %s trigger grants_capture_inserted', verb);
+end $function$;
+
 -- permgraph._import_foreign_keys(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._import_foreign_keys()
  RETURNS TABLE(table_name regclass, constraint_name name, definition text)
@@ -1985,16 +1998,6 @@ AS $function$
     and c.conrelid in ('permgraph.nodes'::regclass, 'permgraph.grants'::regclass)
   order by c.conrelid::regclass::text, c.conname
 $function$;
-
--- permgraph._import_grant_edges_by_trigger(boolean): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._import_grant_edges_by_trigger(p_enabled boolean)
- RETURNS void
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-begin
-  execute format('alter table permgraph.grants %s trigger grants_capture_inserted', case when p_enabled then 'enable' else 'disable' end);
-end $function$;
 
 -- permgraph._import_id_problem(text,text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._import_id_problem(p_column text, p_id text)
@@ -2066,13 +2069,22 @@ begin
   perform set_config('enable_seqscan', 'off', true);
   -- New nodes come with their owners: a new node's owner is new or stored,
   -- and no stored node points at a new one yet, so no cycle can close. In
-  -- id order, so that the primary key is written in order.
+  -- id order, so that the primary key is written in order. Their owners'
+  -- edges are written here, in key order, each owner's kind by one probe
+  -- (_import_edges_by_trigger).
+  perform permgraph._import_edges_by_trigger(false);
   if nodes_inserted > 0 then
     insert into permgraph.nodes (id, kind, owner_id, trash_at)
     select v.id, v.kind, v.owner_id, case when p_set_trash then v.trash_at::timestamptz end
     from pg_temp.import_valid v
     where not v.stored
     order by v.id;
+    insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
+    select v.owner_id, v.id, '', 3, coalesce(o.kind, 'group'), v.kind
+    from pg_temp.import_valid v
+    left join lateral (select n.kind from permgraph.nodes n where n.id = v.owner_id offset 0) o on true
+    where not v.stored and v.owner_id is not null and v.owner_id <> v.id and v.kind <> 'object'
+    order by v.owner_id, v.id;
   end if;
   if nodes_updated > 0 then
     -- Stored nodes whose owner changes lose their old owner first, so every
@@ -2109,8 +2121,7 @@ begin
   -- written returns them so; no sort needed): the unique index and the
   -- edges' primary key are then written in order. Their edges are written
   -- here, set-based, with the kinds validation found
-  -- (_import_grant_edges_by_trigger).
-  perform permgraph._import_grant_edges_by_trigger(false);
+  -- (_import_edges_by_trigger).
   insert into permgraph.grants (tail_id, head_id, level, source, expires_at)
   select c.tail_id, c.head_id, c.level, c.source, case when p_set_expiry then c.expires_at end
   from pg_temp.import_grants_valid c
@@ -2120,7 +2131,7 @@ begin
   select c.tail_id, c.head_id, c.source, c.level, c.tail_kind, c.head_kind, case when p_set_expiry then c.expires_at end
   from pg_temp.import_grants_valid c
   where not c.stored;
-  perform permgraph._import_grant_edges_by_trigger(true);
+  perform permgraph._import_edges_by_trigger(true);
   select count(*) into grants_valid from pg_temp.import_grants_valid;
   perform permgraph._import_statement_checks(true);
   perform permgraph._import_reference_checks(true);

@@ -414,21 +414,27 @@ begin
   execute format('alter table permgraph.grants %1$s trigger grants_validate_inserted, %1$s trigger grants_validate_updated', verb);
 end $$;
 
--- The capture trigger of inserted grants (grants_capture_inserted,
+-- The capture triggers of inserted nodes and grants
+-- (nodes_capture_inserted, grants_capture_inserted,
 -- sql/functions/020_capture.sql), on or off for the rest of the
 -- transaction, like _import_statement_checks. With capture off (as in the
--- load) all it does is write each inserted grant's edge, with its ends'
--- kinds read from nodes: _import_load writes those edges itself, from
--- import_grants_valid, which holds the kinds already (no join of the whole
--- of nodes, twice, per statement) in key order. An edge row is what the
--- trigger writes: (tail_id, head_id, source, level, tail_kind, head_kind,
--- expires_at) of the grant.
-create or replace function permgraph._import_grant_edges_by_trigger(p_enabled boolean) returns void
+-- load) all they do is write the edges of what was inserted: a grant's
+-- (tail_id, head_id, source, level, tail_kind, head_kind, expires_at), and
+-- an owned user's or group's (owner_id, id, '', 3, owner's kind, kind),
+-- reading the kinds they lack by joining the whole of nodes (twice for
+-- grants) after spooling the inserted rows. _import_load writes the same
+-- edges itself, in key order, from what validation found (the kinds of
+-- every grant's ends are in import_grants_valid) or by one probe of nodes
+-- per owned node.
+create or replace function permgraph._import_edges_by_trigger(p_enabled boolean) returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+  verb constant text := case when p_enabled then 'enable' else 'disable' end;
 begin
-  execute format('alter table permgraph.grants %s trigger grants_capture_inserted', case when p_enabled then 'enable' else 'disable' end);
+  execute format('alter table permgraph.nodes %s trigger nodes_capture_inserted', verb);
+  execute format('alter table permgraph.grants %s trigger grants_capture_inserted', verb);
 end $$;
 
 -- The row checks of the foreign keys into nodes held by nodes and grants
@@ -549,13 +555,22 @@ begin
   perform set_config('enable_seqscan', 'off', true);
   -- New nodes come with their owners: a new node's owner is new or stored,
   -- and no stored node points at a new one yet, so no cycle can close. In
-  -- id order, so that the primary key is written in order.
+  -- id order, so that the primary key is written in order. Their owners'
+  -- edges are written here, in key order, each owner's kind by one probe
+  -- (_import_edges_by_trigger).
+  perform permgraph._import_edges_by_trigger(false);
   if nodes_inserted > 0 then
     insert into permgraph.nodes (id, kind, owner_id, trash_at)
     select v.id, v.kind, v.owner_id, case when p_set_trash then v.trash_at::timestamptz end
     from pg_temp.import_valid v
     where not v.stored
     order by v.id;
+    insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
+    select v.owner_id, v.id, '', 3, coalesce(o.kind, 'group'), v.kind
+    from pg_temp.import_valid v
+    left join lateral (select n.kind from permgraph.nodes n where n.id = v.owner_id offset 0) o on true
+    where not v.stored and v.owner_id is not null and v.owner_id <> v.id and v.kind <> 'object'
+    order by v.owner_id, v.id;
   end if;
   if nodes_updated > 0 then
     -- Stored nodes whose owner changes lose their old owner first, so every
@@ -592,8 +607,7 @@ begin
   -- written returns them so; no sort needed): the unique index and the
   -- edges' primary key are then written in order. Their edges are written
   -- here, set-based, with the kinds validation found
-  -- (_import_grant_edges_by_trigger).
-  perform permgraph._import_grant_edges_by_trigger(false);
+  -- (_import_edges_by_trigger).
   insert into permgraph.grants (tail_id, head_id, level, source, expires_at)
   select c.tail_id, c.head_id, c.level, c.source, case when p_set_expiry then c.expires_at end
   from pg_temp.import_grants_valid c
@@ -603,7 +617,7 @@ begin
   select c.tail_id, c.head_id, c.source, c.level, c.tail_kind, c.head_kind, case when p_set_expiry then c.expires_at end
   from pg_temp.import_grants_valid c
   where not c.stored;
-  perform permgraph._import_grant_edges_by_trigger(true);
+  perform permgraph._import_edges_by_trigger(true);
   select count(*) into grants_valid from pg_temp.import_grants_valid;
   perform permgraph._import_statement_checks(true);
   perform permgraph._import_reference_checks(true);
