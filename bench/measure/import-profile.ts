@@ -1,6 +1,8 @@
 // Not part of the benchmark: profiles one import's validate and load
 // statement by statement (auto_explain, nested statements, durations).
 //   npx tsx bench/measure/import-profile.ts --size 200000 [--batch 10000] [--exclusive] [--insert] [--plans] [--timing]
+//     [--min MS] (log statements above MS ms; default 300) [--temp-buffers MB] (the session's temp_buffers, set before validating)
+// Each phase prints its wall-clock time and the backend's CPU time.
 // The load takes its locks as src/app/import/load.ts does (--exclusive: ImportOptions.exclusive).
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
@@ -49,6 +51,7 @@ try {
     c = now;
     return `(backend cpu ${spent.toFixed(1)} s)`;
   };
+  if (process.argv.includes('--temp-buffers')) await client.query(`set temp_buffers = '${arg('--temp-buffers', 256)}MB'`);
   await client.query(`set search_path = pg_catalog, pg_temp; load 'auto_explain';
     set auto_explain.log_min_duration = ${arg('--min', 300)}; set auto_explain.log_analyze = on; set auto_explain.log_timing = ${process.argv.includes('--timing') ? 'on' : 'off'};
     set auto_explain.log_nested_statements = on; set auto_explain.log_level = notice`);
