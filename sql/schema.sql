@@ -987,7 +987,7 @@ declare
     -- list_rows runs as the caller (it reads the caller's own table), and so
     -- its plan choice (which reads nothing) and its read of the user's owners
     'permgraph.list_rows(anyelement, name, name, text, integer, text, integer)',
-    'permgraph._listing_plan(bigint, boolean, bigint, boolean, double precision, double precision, integer)',
+    'permgraph._listing_plan(bigint, boolean, bigint, boolean, double precision, double precision, integer, boolean)',
     'permgraph._listing_owners(text, integer, text[], bigint)',
     'permgraph.explain(text, text, integer)',
     'permgraph.current_token()', 'permgraph.is_applied(text)', 'permgraph.status()', 'permgraph.current_actor()',
@@ -2254,6 +2254,19 @@ begin
   return permgraph._set_aside('import', drops, rebuilds);
 end $function$;
 
+-- permgraph._import_edges_by_trigger(boolean): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._import_edges_by_trigger(p_enabled boolean)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  verb constant text := case when p_enabled then 'enable' else 'disable' end;
+begin
+  execute format('alter table permgraph.nodes %s trigger nodes_capture_inserted', verb);
+  execute format('alter table permgraph.grants %s trigger grants_capture_inserted', verb);
+end $function$;
+
 -- permgraph._import_foreign_keys(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._import_foreign_keys()
  RETURNS TABLE(table_name regclass, constraint_name name, definition text)
@@ -2291,16 +2304,16 @@ CREATE OR REPLACE FUNCTION permgraph._import_load(p_run text, p_set_trash boolea
  SET jit TO 'off'
 AS $function$
 declare
-  seqscan constant text := current_setting('enable_seqscan');
   nodes_inserted bigint;
   nodes_updated bigint;
   nodes_unchanged bigint;
   grants_inserted bigint;
   grants_updated bigint;
   grants_valid bigint;
+  seqscan constant text := current_setting('enable_seqscan');
   fk record;
 begin
-  if to_regclass('pg_temp.import_valid') is null then
+  if to_regclass('pg_temp.import_valid') is null or to_regclass('pg_temp.import_grants_valid') is null then
     raise exception 'permgraph: _import_load(%) must run after _import_validate, in the same transaction', p_run
       using errcode = '55000';
   end if;
@@ -2313,16 +2326,15 @@ begin
   perform set_config('permgraph.audit', 'off', true);
 
   -- The stored nodes the load changes (owner, or trash time if the input has
-  -- trash_at), with their new values.
+  -- trash_at), with their new values: from import_valid, which holds every
+  -- valid staged node with its stored version (_import_validate), so
+  -- neither the staging table nor the graph is read again.
   drop table if exists pg_temp.import_changed;
   create temp table import_changed (id text collate "C" primary key, owner_id text collate "C", owner_changed boolean, trash_at timestamptz)
     on commit drop;
   with staged as (
-    select s.id, s.owner_id, case when p_set_trash then s.trash_at::timestamptz end as trash_at, n.stored, n.owner_id as stored_owner,
-           n.trash_at as stored_trash
-    from permgraph.import_nodes s
-    left join lateral (select true as stored, n.owner_id, n.trash_at from permgraph.nodes n where n.id = s.id offset 0) n on true
-    where s.run = p_run and s.problem is null
+    select v.id, v.owner_id, case when p_set_trash then v.trash_at::timestamptz end as trash_at, v.stored, v.stored_owner, v.stored_trash
+    from pg_temp.import_valid v
   ), changed as (
     insert into pg_temp.import_changed
     select id, owner_id, owner_id is distinct from stored_owner, case when p_set_trash then trash_at else stored_trash end
@@ -2330,7 +2342,7 @@ begin
     where stored and (owner_id is distinct from stored_owner or (p_set_trash and trash_at is distinct from stored_trash))
     returning 1
   )
-  select count(*) filter (where stored is null), (select count(*) from changed), count(*) filter (where stored) - (select count(*) from changed)
+  select count(*) filter (where not stored), (select count(*) from changed), count(*) filter (where stored) - (select count(*) from changed)
   into nodes_inserted, nodes_updated, nodes_unchanged
   from staged;
 
@@ -2338,14 +2350,23 @@ begin
   -- steps must be index probes, not scans (see bench/graph/load.ts).
   perform set_config('enable_seqscan', 'off', true);
   -- New nodes come with their owners: a new node's owner is new or stored,
-  -- and no stored node points at a new one yet, so no cycle can close.
+  -- and no stored node points at a new one yet, so no cycle can close. In
+  -- id order, so that the primary key is written in order. Their owners'
+  -- edges are written here, in key order, each owner's kind by one probe
+  -- (_import_edges_by_trigger).
+  perform permgraph._import_edges_by_trigger(false);
   if nodes_inserted > 0 then
     insert into permgraph.nodes (id, kind, owner_id, trash_at)
-    select s.id, s.kind, s.owner_id, case when p_set_trash then s.trash_at::timestamptz end
-    from permgraph.import_nodes s
-    left join lateral (select true as stored from permgraph.nodes n where n.id = s.id offset 0) n on true
-    where s.run = p_run and s.problem is null and n.stored is null
-    order by s.id;
+    select v.id, v.kind, v.owner_id, case when p_set_trash then v.trash_at::timestamptz end
+    from pg_temp.import_valid v
+    where not v.stored
+    order by v.id;
+    insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
+    select v.owner_id, v.id, '', 3, coalesce(o.kind, 'group'), v.kind
+    from pg_temp.import_valid v
+    left join lateral (select n.kind from permgraph.nodes n where n.id = v.owner_id offset 0) o on true
+    where not v.stored and v.owner_id is not null and v.owner_id <> v.id and v.kind <> 'object'
+    order by v.owner_id, v.id;
   end if;
   if nodes_updated > 0 then
     -- Stored nodes whose owner changes lose their old owner first, so every
@@ -2359,39 +2380,41 @@ begin
   end if;
   perform set_config('enable_seqscan', seqscan, true);
 
-  -- Grants: the stored ones the input names (one probe of the unique index
-  -- each) are updated where they change, the others inserted by a plain
-  -- INSERT. No writer can add a grant meanwhile (validation locked them
-  -- out), so no conflict can arise, and INSERT ... ON CONFLICT, whose
-  -- speculative insertion (a pre-check, a lock and a confirmation record
-  -- per row) took ~1.5 times as long as a plain INSERT of the same 1 M rows,
-  -- is not needed. Validation has rejected duplicate keys within the run.
-  drop table if exists pg_temp.import_grants_stored;
-  create temp table import_grants_stored on commit drop as
-    select s.seq, s.tail_id, s.head_id, s.source, (p_levels ->> s.level)::smallint as level,
-           case when p_set_expiry then s.expires_at::timestamptz else g.expires_at end as expires_at,
-           (g.level is distinct from (p_levels ->> s.level)::smallint
-            or (p_set_expiry and g.expires_at is distinct from s.expires_at::timestamptz)) as changes
-    from permgraph.import_grants s
-    cross join lateral (select g.level, g.expires_at from permgraph.grants g
-                        where g.tail_id = s.tail_id and g.head_id = s.head_id and g.source = s.source offset 0) g
-    where s.run = p_run and s.problem is null;
-  alter table pg_temp.import_grants_stored add primary key (seq);
-  analyze pg_temp.import_grants_stored;
+  -- Grants, from import_grants_valid (_import_validate: each valid staged
+  -- grant with its level and its stored version): the stored ones that
+  -- change are updated, the others inserted by a plain INSERT. No writer
+  -- can add a grant meanwhile (validation locked them out), so no conflict
+  -- can arise, and INSERT ... ON CONFLICT, whose speculative insertion (a
+  -- pre-check, a lock and a confirmation record per row) took ~1.5 times as
+  -- long as a plain INSERT of the same 1 M rows, is not needed. Validation
+  -- has rejected duplicate keys within the run.
+  drop table if exists pg_temp.import_grants_changed;
+  create temp table import_grants_changed on commit drop as
+    select c.tail_id, c.head_id, c.source, c.level,
+           case when p_set_expiry then c.expires_at else c.stored_expires end as expires_at
+    from pg_temp.import_grants_valid c
+    where c.stored and (c.level is distinct from c.stored_level or (p_set_expiry and c.expires_at is distinct from c.stored_expires));
+  analyze pg_temp.import_grants_changed;
   update permgraph.grants g set level = c.level, expires_at = c.expires_at
-  from pg_temp.import_grants_stored c
-  where c.changes and g.tail_id = c.tail_id and g.head_id = c.head_id and g.source = c.source;
+  from pg_temp.import_grants_changed c
+  where g.tail_id = c.tail_id and g.head_id = c.head_id and g.source = c.source;
   get diagnostics grants_updated = row_count;
+  -- In key order, as validation wrote them (a scan of the table just
+  -- written returns them so; no sort needed): the unique index and the
+  -- edges' primary key are then written in order. Their edges are written
+  -- here, set-based, with the kinds validation found
+  -- (_import_edges_by_trigger).
   insert into permgraph.grants (tail_id, head_id, level, source, expires_at)
-  select s.tail_id, s.head_id, (p_levels ->> s.level)::smallint, s.source, case when p_set_expiry then s.expires_at::timestamptz end
-  from permgraph.import_grants s
-  left join lateral (select true as stored from pg_temp.import_grants_stored c where c.seq = s.seq offset 0) c on true
-  where s.run = p_run and s.problem is null and c.stored is null
-  -- In key order: the unique index, the edges' primary key and the
-  -- lookups of the grants' ends then walk their btrees in order.
-  order by s.tail_id, s.head_id, s.source;
+  select c.tail_id, c.head_id, c.level, c.source, case when p_set_expiry then c.expires_at end
+  from pg_temp.import_grants_valid c
+  where not c.stored;
   get diagnostics grants_inserted = row_count;
-  select count(*) into grants_valid from permgraph.import_grants where run = p_run and problem is null;
+  insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind, expires_at)
+  select c.tail_id, c.head_id, c.source, c.level, c.tail_kind, c.head_kind, case when p_set_expiry then c.expires_at end
+  from pg_temp.import_grants_valid c
+  where not c.stored;
+  perform permgraph._import_edges_by_trigger(true);
+  select count(*) into grants_valid from pg_temp.import_grants_valid;
   perform permgraph._import_statement_checks(true);
   perform permgraph._import_reference_checks(true);
 
@@ -2461,9 +2484,11 @@ CREATE OR REPLACE FUNCTION permgraph._import_validate(p_run text, p_levels jsonb
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET jit TO 'off'
  SET enable_nestloop TO 'off'
+ SET enable_mergejoin TO 'off'
 AS $function$
 declare
   marked bigint;
+  reached bigint;
   round integer := 0;
   start_id text;
   cur text;
@@ -2487,12 +2512,38 @@ begin
   drop table if exists pg_temp.import_removed;
   create temp table import_removed (id text collate "C" primary key) on commit drop;
 
-  -- One sorted pass over the run's nodes: each row on its own (ids with the
-  -- rule of permgraph._id_problem, kind), then duplicates (the first row
-  -- without a problem of its own is the one kept), then a kind that differs
-  -- from the stored node's.
-  insert into pg_temp.import_bad (seq, id, line, problem)
-  select r.seq, r.id, r.line, case
+  -- trash_at: one cast of them all; only if one fails, find which. (A row
+  -- that also has a problem below is given that one instead.)
+  begin
+    perform count(s.trash_at::timestamptz) from permgraph.import_nodes s
+    where s.run = p_run and s.problem is null and s.trash_at is not null;
+  exception when data_exception then
+    insert into pg_temp.import_bad (seq, id, line, problem)
+    select s.seq, s.id, s.line, format('trash_at %s is not a timestamp', permgraph._describe_id(s.trash_at))
+    from permgraph.import_nodes s
+    where s.run = p_run and s.problem is null and s.trash_at is not null and not permgraph._is_timestamptz(s.trash_at);
+  end;
+
+  -- The valid staged nodes, by id, each with its stored version (stored:
+  -- whether there is one), which the load reads instead of the staging
+  -- table and the graph again. A node not in here is, after the load, its
+  -- stored version or nothing.
+  drop table if exists pg_temp.import_valid;
+  create temp table import_valid (
+    id text collate "C", seq bigint not null, line bigint, kind text, owner_id text collate "C", trash_at text,
+    stored boolean not null, stored_owner text collate "C", stored_trash timestamptz, problem text
+  ) on commit drop;
+
+  -- One sorted pass over the run's nodes, one probe of the graph each: each
+  -- row on its own (ids with the rule of permgraph._id_problem, kind), then
+  -- duplicates (the first row without a problem of its own is the one
+  -- kept), then a kind that differs from the stored node's. Every row goes
+  -- to import_valid, in id order, with its problem; then those with one
+  -- (or with a bad trash_at) move to import_bad. (Tables rather than one
+  -- statement with a CTE for both: a CTE of a million rows spills to disk.)
+  insert into pg_temp.import_valid (id, seq, line, kind, owner_id, trash_at, stored, stored_owner, stored_trash, problem)
+  select r.id, r.seq, r.line, r.kind, r.owner_id, r.trash_at, r.stored_kind is not null, r.stored_owner, r.stored_trash, case
+      when not r.local and r.rank = 1 and (r.stored_kind is null or r.stored_kind = r.kind) then null
       when r.id is null or length(r.id) not between 1 and 256 or r.id ~ '[[:cntrl:]]'
         then permgraph._import_id_problem('id', r.id)
       when r.kind is null or r.kind not in ('user', 'group', 'object') then
@@ -2504,37 +2555,24 @@ begin
       else format('node %s exists as a %s; its kind cannot change to %s', permgraph._describe_id(r.id), r.stored_kind, r.kind)
     end
   from (
-    select s.seq, s.id, s.kind, s.owner_id, s.line, s.local, n.kind as stored_kind,
-           row_number() over w as rank, first_value(s.line) over w as first_line
-    from (select x.seq, x.id, x.kind, x.owner_id, x.line,
+    select s.seq, s.id, s.kind, s.owner_id, s.line, s.trash_at, s.local, n.kind as stored_kind, n.owner_id as stored_owner,
+           n.trash_at as stored_trash, row_number() over w as rank, first_value(s.line) over w as first_line
+    from (select x.seq, x.id, x.kind, x.owner_id, x.line, x.trash_at,
                  (x.id is null or length(x.id) not between 1 and 256 or x.id ~ '[[:cntrl:]]'
                   or x.kind is null or x.kind not in ('user', 'group', 'object')
                   or length(x.owner_id) not between 1 and 256 or x.owner_id ~ '[[:cntrl:]]') is true as local
-          from permgraph.import_nodes x where x.run = p_run and x.problem is null) s
-    left join lateral (select n.kind from permgraph.nodes n where n.id = s.id offset 0) n on true
+          from permgraph.import_nodes x where x.run = p_run and x.problem is null
+          offset 0) s -- each row's local test worked out once (not again for the window's sort key)
+    left join lateral (select n.kind, n.owner_id, n.trash_at from permgraph.nodes n where n.id = s.id offset 0) n on true
     window w as (partition by s.id order by s.local, s.seq)
-  ) r
-  where r.local or r.rank > 1 or r.stored_kind <> r.kind;
-
-  -- trash_at: one cast of them all; only if one fails, find which.
-  begin
-    perform count(s.trash_at::timestamptz) from permgraph.import_nodes s
-    where s.run = p_run and s.problem is null and s.trash_at is not null;
-  exception when data_exception then
-    insert into pg_temp.import_bad (seq, id, line, problem)
-    select s.seq, s.id, s.line, format('trash_at %s is not a timestamp', permgraph._describe_id(s.trash_at))
-    from permgraph.import_nodes s
-    where s.run = p_run and s.problem is null and s.trash_at is not null and not permgraph._is_timestamptz(s.trash_at)
-    on conflict (seq) do nothing;
-  end;
-
-  -- The valid staged nodes, by id (indexed once filled: cheaper than
-  -- indexing as it fills). A node not in here is, after the load, its stored
-  -- version or nothing.
-  drop table if exists pg_temp.import_valid;
-  create temp table import_valid on commit drop as
-    select s.id, s.seq, s.line, s.kind, s.owner_id from permgraph.import_nodes s
-    where s.run = p_run and s.problem is null and s.seq <> all (array(select b.seq from pg_temp.import_bad b));
+  ) r;
+  insert into pg_temp.import_bad (seq, id, line, problem)
+  select v.seq, v.id, v.line, v.problem from pg_temp.import_valid v where v.problem is not null
+  on conflict (seq) do update set problem = excluded.problem;
+  if exists (select 1 from pg_temp.import_bad) then
+    delete from pg_temp.import_valid v
+    where v.problem is not null or exists (select 1 from pg_temp.import_bad b where b.seq = v.seq);
+  end if;
   alter table pg_temp.import_valid add primary key (id);
   analyze pg_temp.import_valid;
 
@@ -2591,19 +2629,32 @@ begin
         union
         select m.id, m.owner_id
         from up cross join lateral (
-          select o.id, o.owner_id from (
-            select v.id, v.owner_id from pg_temp.import_valid v where v.id = up.owner_id
-            union all
-            select n.id, n.owner_id from permgraph.nodes n
-            where n.id = up.owner_id and not exists (select 1 from pg_temp.import_valid v where v.id = up.owner_id)
-          ) o offset 0
+          -- the owner as the load leaves it: staged, else stored (one probe each)
+          select coalesce(v.id, n.id) as id, case when v.id is not null then v.owner_id else n.owner_id end as owner_id
+          from (select) one
+          left join lateral (select v.id, v.owner_id from pg_temp.import_valid v where v.id = up.owner_id offset 0) v on true
+          left join lateral (select n.id, n.owner_id from permgraph.nodes n where n.id = up.owner_id and v.id is null offset 0) n on true
+          where v.id is not null or n.id is not null
+          offset 0
         ) m
         where up.owner_id is not null and up.owner_id <> up.id
       ) select id, owner_id from up;
     create index on pg_temp.import_g (owner_id);
+    analyze pg_temp.import_g;
     -- Down from the roots (no owner, or a user owning itself); what is not
-    -- reached is on or below a cycle.
+    -- reached is on or below a cycle. Every node has one owner, so a walk
+    -- down reaches each node once at most: all of import_g is reached if and
+    -- only if there is no cycle, which a count tells without comparing the
+    -- two sets (the common case).
     drop table if exists pg_temp.import_unrooted;
+    with recursive rooted(id) as (
+      select r.id from pg_temp.import_g r where r.owner_id is null or r.owner_id = r.id
+      union all
+      select c.id from rooted cross join lateral (
+        select g.id from pg_temp.import_g g where g.owner_id = rooted.id and g.owner_id <> g.id offset 0) c
+    )
+    select count(*) into reached from rooted;
+    continue when reached = (select count(*) from pg_temp.import_g);
     create temp table import_unrooted on commit drop as
       with recursive rooted(id) as (
         select r.id from pg_temp.import_g r where r.owner_id is null or r.owner_id = r.id
@@ -2644,72 +2695,103 @@ begin
     where u.cycle is not null;
   end loop;
 
-  -- Grants: ids, level, and both ends after the load; an object holds no grant.
-  insert into pg_temp.import_bad (seq, problem)
-  select b.seq, b.problem from (
-    select g.seq, case
-        when g.tail_id is null or length(g.tail_id) not between 1 and 256 or g.tail_id ~ '[[:cntrl:]]'
-          then permgraph._import_id_problem('tail_id', g.tail_id)
-        when g.head_id is null or length(g.head_id) not between 1 and 256 or g.head_id ~ '[[:cntrl:]]'
-          then permgraph._import_id_problem('head_id', g.head_id)
-        when g.level is null then 'level is missing'
-        when jsonb_typeof(p_levels -> g.level) is distinct from 'number'
-          then coalesce(p_levels ->> g.level, format('level %s was not resolved', permgraph._describe_id(g.level)))
-        when coalesce(tv.kind, tn.kind) is null and tr.id is not null then
-          format('grant tail %s is not loaded: its row is invalid (%s)', permgraph._describe_id(g.tail_id), coalesce('line ' || tr.line, 'see its row'))
-        when coalesce(tv.kind, tn.kind) is null then
-          format('grant tail %s does not exist (neither in the input nor in the database)', permgraph._describe_id(g.tail_id))
-        when coalesce(tv.kind, tn.kind) = 'object' then
-          format('grant tail %s is an object; only users and groups can hold grants', permgraph._describe_id(g.tail_id))
-        when coalesce(hv.kind, hn.kind) is null and hr.id is not null then
-          format('grant head %s is not loaded: its row is invalid (%s)', permgraph._describe_id(g.head_id), coalesce('line ' || hr.line, 'see its row'))
-        when coalesce(hv.kind, hn.kind) is null then
-          format('grant head %s does not exist (neither in the input nor in the database)', permgraph._describe_id(g.head_id))
-      end as problem
-    from permgraph.import_grants g
-    left join pg_temp.import_valid tv on tv.id = g.tail_id
-    left join pg_temp.import_valid hv on hv.id = g.head_id
-    left join lateral (select n.kind from permgraph.nodes n where n.id = g.tail_id and tv.id is null offset 0) tn on true
-    left join lateral (select n.kind from permgraph.nodes n where n.id = g.head_id and hv.id is null offset 0) hn on true
-    left join lateral (select r.id, r.line from pg_temp.import_rejected r where r.id = g.tail_id and tv.id is null and tn.kind is null offset 0) tr on true
-    left join lateral (select r.id, r.line from pg_temp.import_rejected r where r.id = g.head_id and hv.id is null and hn.kind is null offset 0) hr on true
-    where g.run = p_run and g.problem is null
-  ) b
-  where b.problem is not null;
-  -- expires_at (empty: never): a timestamp with its offset, so that it means
-  -- the same instant whatever the session's time zone. The form is checked
-  -- row by row (a regular expression); the values with one another in one
-  -- cast, and only if that fails, one by one, to find which.
-  insert into pg_temp.import_bad (seq, problem)
-  select g.seq, format('expires_at %s is not a timestamp with a time zone offset (ISO 8601, e.g. 2030-01-31T12:00:00Z)',
-                       permgraph._describe_id(g.expires_at))
-  from permgraph.import_grants g
-  where g.run = p_run and g.problem is null and g.expires_at is not null
-    and g.expires_at !~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$'
-  on conflict (seq) do nothing;
+  -- Grants. expires_at (empty: never) is a timestamp with its offset, so
+  -- that it means the same instant whatever the session's time zone: its
+  -- form is checked row by row (a regular expression, below); the values of
+  -- that form with one another in one cast first, and only if that fails,
+  -- one by one, to find which. (A row that also has a problem below is
+  -- given that one instead.)
   begin
     perform count(g.expires_at::timestamptz) from permgraph.import_grants g
     where g.run = p_run and g.problem is null and g.expires_at is not null
-      and g.seq <> all (array(select b.seq from pg_temp.import_bad b));
+      and g.expires_at ~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$';
   exception when data_exception then
     insert into pg_temp.import_bad (seq, problem)
     select g.seq, format('expires_at %s is not a valid timestamp', permgraph._describe_id(g.expires_at))
     from permgraph.import_grants g
-    where g.run = p_run and g.problem is null and g.expires_at is not null and not permgraph._is_timestamptz(g.expires_at)
-    on conflict (seq) do nothing;
+    where g.run = p_run and g.problem is null and g.expires_at is not null
+      and g.expires_at ~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$'
+      and not permgraph._is_timestamptz(g.expires_at);
   end;
-  -- Duplicates among the rest, in one sorted pass of their keys: the first row is kept.
+
+  -- The valid staged grants, in key order, each with its level resolved,
+  -- the kinds of its ends and its stored version (stored: whether there is
+  -- one), which the load reads instead of the staging table and the graph
+  -- again.
+  drop table if exists pg_temp.import_grants_valid;
+  create temp table import_grants_valid (
+    seq bigint not null, line bigint, tail_id text collate "C", head_id text collate "C", source text,
+    level smallint, expires_at timestamptz, tail_kind text, head_kind text, problem text, rank bigint not null, first_line bigint,
+    stored boolean not null, stored_level smallint, stored_expires timestamptz
+  ) on commit drop;
+
+  -- One sorted pass over the run's grants: each row on its own (ids, level,
+  -- the form of expires_at) and both its ends after the load (an object
+  -- holds no grant); then, among the rows without a problem, duplicates
+  -- (sorted by key, the first row is kept); then one probe of the graph for
+  -- each row kept. Every row goes to import_grants_valid, in key order, with
+  -- its problem; then the bad rows move to import_bad.
+  insert into pg_temp.import_grants_valid (seq, line, tail_id, head_id, source, level, expires_at, tail_kind, head_kind, problem, rank, first_line,
+                                           stored, stored_level, stored_expires)
+  select k.seq, k.line, k.tail_id, k.head_id, k.source,
+         case when k.problem is null then (p_levels ->> k.level)::smallint end, case when k.problem is null then k.expires_at::timestamptz end,
+         k.tail_kind, k.head_kind, k.problem, k.rank, k.first_line, s.level is not null, s.level, s.expires_at
+  from (
+    select c.*, row_number() over w as rank, first_value(c.line) over w as first_line
+    from (
+      select g.seq, g.line, g.tail_id, g.head_id, g.source, g.level, g.expires_at,
+             coalesce(tv.kind, tn.kind) as tail_kind, coalesce(hv.kind, hn.kind) as head_kind, coalesce(case
+          when g.tail_id is null or length(g.tail_id) not between 1 and 256 or g.tail_id ~ '[[:cntrl:]]'
+            then permgraph._import_id_problem('tail_id', g.tail_id)
+          when g.head_id is null or length(g.head_id) not between 1 and 256 or g.head_id ~ '[[:cntrl:]]'
+            then permgraph._import_id_problem('head_id', g.head_id)
+          when g.level is null then 'level is missing'
+          when jsonb_typeof(p_levels -> g.level) is distinct from 'number'
+            then coalesce(p_levels ->> g.level, format('level %s was not resolved', permgraph._describe_id(g.level)))
+          when coalesce(tv.kind, tn.kind) is null and tr.id is not null then
+            format('grant tail %s is not loaded: its row is invalid (%s)', permgraph._describe_id(g.tail_id), coalesce('line ' || tr.line, 'see its row'))
+          when coalesce(tv.kind, tn.kind) is null then
+            format('grant tail %s does not exist (neither in the input nor in the database)', permgraph._describe_id(g.tail_id))
+          when coalesce(tv.kind, tn.kind) = 'object' then
+            format('grant tail %s is an object; only users and groups can hold grants', permgraph._describe_id(g.tail_id))
+          when coalesce(hv.kind, hn.kind) is null and hr.id is not null then
+            format('grant head %s is not loaded: its row is invalid (%s)', permgraph._describe_id(g.head_id), coalesce('line ' || hr.line, 'see its row'))
+          when coalesce(hv.kind, hn.kind) is null then
+            format('grant head %s does not exist (neither in the input nor in the database)', permgraph._describe_id(g.head_id))
+          when g.expires_at !~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$' then
+            format('expires_at %s is not a timestamp with a time zone offset (ISO 8601, e.g. 2030-01-31T12:00:00Z)',
+                   permgraph._describe_id(g.expires_at))
+        end, cb.problem) as problem
+      from permgraph.import_grants g
+      left join pg_temp.import_valid tv on tv.id = g.tail_id
+      left join pg_temp.import_valid hv on hv.id = g.head_id
+      left join lateral (select n.kind from permgraph.nodes n where n.id = g.tail_id and tv.id is null offset 0) tn on true
+      left join lateral (select n.kind from permgraph.nodes n where n.id = g.head_id and hv.id is null offset 0) hn on true
+      left join lateral (select r.id, r.line from pg_temp.import_rejected r where r.id = g.tail_id and tv.id is null and tn.kind is null offset 0) tr on true
+      left join lateral (select r.id, r.line from pg_temp.import_rejected r where r.id = g.head_id and hv.id is null and hn.kind is null offset 0) hr on true
+      left join pg_temp.import_bad cb on cb.seq = g.seq -- a bad expires_at
+      where g.run = p_run and g.problem is null
+      offset 0 -- each row's problem worked out once (not again for the window's sort key)
+    ) c
+    window w as (partition by c.tail_id, c.head_id, c.source order by c.problem is not null, c.seq)
+  ) k
+  left join lateral (select s.level, s.expires_at from permgraph.grants s
+                     where k.problem is null and k.rank = 1
+                       and s.tail_id = k.tail_id and s.head_id = k.head_id and s.source = k.source offset 0) s on true;
   insert into pg_temp.import_bad (seq, problem)
-  select d.seq, case when d.first_line is not null
-      then format('duplicate grant %s -> %s (source %s; first at line %s)', permgraph._describe_id(d.tail_id),
-                  permgraph._describe_id(d.head_id), permgraph._describe_id(d.source), d.first_line)
+  select d.seq, case
+      when d.problem is not null then d.problem
+      when d.first_line is not null
+        then format('duplicate grant %s -> %s (source %s; first at line %s)', permgraph._describe_id(d.tail_id),
+                    permgraph._describe_id(d.head_id), permgraph._describe_id(d.source), d.first_line)
       else format('duplicate grant %s -> %s (source %s; the query returns it more than once)', permgraph._describe_id(d.tail_id),
                   permgraph._describe_id(d.head_id), permgraph._describe_id(d.source)) end
-  from (select x.seq, x.tail_id, x.head_id, x.source, row_number() over w as rank, first_value(x.line) over w as first_line
-        from permgraph.import_grants x
-        where x.run = p_run and x.problem is null and x.seq <> all (array(select b.seq from pg_temp.import_bad b))
-        window w as (partition by x.tail_id, x.head_id, x.source order by x.seq)) d
-  where d.rank > 1;
+  from pg_temp.import_grants_valid d
+  where d.problem is not null or d.rank > 1
+  on conflict (seq) do update set problem = excluded.problem;
+  if exists (select 1 from pg_temp.import_bad) then
+    delete from pg_temp.import_grants_valid where problem is not null or rank > 1;
+  end if;
   update permgraph.import_grants g set problem = (select b.problem from pg_temp.import_bad b where b.seq = g.seq)
   where g.run = p_run and g.seq = any (array(select b.seq from pg_temp.import_bad b));
 
@@ -2773,8 +2855,8 @@ begin
         limit p_limit) o;
 end $function$;
 
--- permgraph._listing_plan(bigint,boolean,bigint,boolean,double precision,double precision,integer): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._listing_plan(p_rows bigint, p_direct boolean, p_owner_rows bigint, p_complete boolean, p_per_owner double precision, p_candidates double precision, p_limit integer, OUT plan text, OUT count_cap bigint)
+-- permgraph._listing_plan(bigint,boolean,bigint,boolean,double precision,double precision,integer,boolean): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._listing_plan(p_rows bigint, p_direct boolean, p_owner_rows bigint, p_complete boolean, p_per_owner double precision, p_candidates double precision, p_limit integer, p_nodes boolean, OUT plan text, OUT count_cap bigint)
  RETURNS record
  LANGUAGE plpgsql
  STABLE
@@ -2783,7 +2865,10 @@ AS $function$
 declare
   read_row constant double precision := 0.15;
   probed constant double precision := 3.0;
-  hashed constant double precision := 0.06;
+  -- a candidate of the hash plan: list_rows looks its owner up in a hashed
+  -- array; list_targets (p_nodes) joins each node twice to the user's rows
+  -- (measured: 0.27-0.35 per node on org, cyclic and tree)
+  hashed constant double precision := case when p_nodes then 0.3 else 0.06 end;
   descent constant double precision := 1.5;
   entry constant double precision := 0.3;
   forced text := nullif(current_setting('permgraph.listing_plan', true), '');
@@ -4455,13 +4540,13 @@ begin
       tbl, owner_match)
       into per_owner using p_user_id, p_level;
   end if;
-  choice := permgraph._listing_plan(null, false, null, false, per_owner, table_rows, p_limit);
+  choice := permgraph._listing_plan(null, false, null, false, per_owner, table_rows, p_limit, false);
   owner_read := permgraph._listing_owners(p_user_id, p_level, gone, choice.count_cap + 1);
   complete := owner_read.rows_read <= choice.count_cap;
-  choice := permgraph._listing_plan(owner_read.rows_read, false, owner_read.rows_read, complete, per_owner, table_rows, p_limit);
+  choice := permgraph._listing_plan(owner_read.rows_read, false, owner_read.rows_read, complete, per_owner, table_rows, p_limit, false);
   if choice.plan is distinct from 'scan' and not complete then
     owner_read := permgraph._listing_owners(p_user_id, p_level, gone, null);
-    choice := permgraph._listing_plan(owner_read.rows_read, false, owner_read.rows_read, true, per_owner, table_rows, p_limit);
+    choice := permgraph._listing_plan(owner_read.rows_read, false, owner_read.rows_read, true, per_owner, table_rows, p_limit, false);
   end if;
   owners := owner_read.owners;
   if choice.plan is distinct from 'scan' and cardinality(owners) = 0 then
@@ -4513,6 +4598,7 @@ CREATE OR REPLACE FUNCTION permgraph.list_targets(p_user_id text, p_level intege
  STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET jit TO 'off'
+ SET plan_cache_mode TO 'force_generic_plan'
 AS $function$
 #variable_conflict use_column
 declare
@@ -4520,11 +4606,6 @@ declare
   -- skipping p_after itself means "after p_after", even for the id ''.
   from_id text collate "C" := coalesce(p_after, '');
   skip_from boolean := p_after is not null;
-  page text[];          -- the first p_limit candidates found so far, in id order
-  owners text[];        -- owners that may still hold ids before the page's end
-  owner_kinds text[];
-  cursors text[];       -- per owner, the last child id fetched (null: none yet)
-  chunk integer;
   counted record;       -- the user's rows, counted from the index
   choice record;        -- _listing_plan
   count_limit bigint;   -- how many of the user's rows to count (null: all)
@@ -4574,7 +4655,7 @@ begin
                             where n.owner_id = o.target_id and (p_kind is null or n.kind = p_kind)
                             limit 1000) c) k;
   select c.reltuples into node_rows from pg_class c where c.oid = 'permgraph.nodes'::regclass;
-  choice := permgraph._listing_plan(null, p_kind is null, null, false, per_owner, node_rows, p_limit);
+  choice := permgraph._listing_plan(null, p_kind is null, null, false, per_owner, node_rows, p_limit, true);
   count_limit := choice.count_cap + 1;
   loop  -- at most twice: up to the cap, then (when that cannot decide) all
     select count(*) as all_rows, count(*) filter (where r.traverse_owned) as owner_rows into counted
@@ -4584,28 +4665,38 @@ begin
           limit count_limit) r;
     choice := permgraph._listing_plan(counted.all_rows, p_kind is null, counted.owner_rows,
                                       count_limit is null or counted.all_rows < count_limit,
-                                      per_owner, node_rows, p_limit);
+                                      per_owner, node_rows, p_limit, true);
     exit when choice.plan is not null;
     count_limit := null;
   end loop;
 
   if choice.plan = 'scan' then
     -- scan: the nodes in id order, the user's rows probed by primary key for
-    -- each (its own row, its owner's with traverse_owned), trash last.
-    select coalesce(array_agg(c.id order by c.id), '{}') into page
+    -- each (its own row, its owner's with traverse_owned), trash last; the
+    -- probes give the levels too. Each probe is a lateral subquery with a
+    -- limit, so it stays one index probe per node: never a join the planner
+    -- could turn into a read of all the user's rows.
+    return query
+    select s.id::text, s.kind, s.best::smallint,
+           permgraph._best_level_until(s.best, s.direct_level, s.direct_until, s.owner_level, s.owner_until)
     from (
-      select n.id
+      select n.id, n.kind, greatest(d.level, o.level) as best,
+             d.level as direct_level, d.valid_until as direct_until,
+             o.level as owner_level, o.valid_until as owner_until
       from permgraph.nodes n
+      left join lateral (select p.level, p.valid_until from permgraph.permissions p
+                         where p.user_id = p_user_id and p.target_id = n.id
+                           and (p.valid_until is null or p.valid_until > now())
+                           and not (n.id = any (gone))
+                         limit 1) d on true
+      left join lateral (select p.level, p.valid_until from permgraph.permissions p
+                         where p.user_id = p_user_id and p.target_id = n.owner_id and p.traverse_owned
+                           and (p.valid_until is null or p.valid_until > now())
+                           and not (n.owner_id = any (gone))
+                         limit 1) o on true
       where n.id >= from_id and not (skip_from and n.id = from_id)
         and (p_kind is null or n.kind = p_kind)
-        and (((select p.level from permgraph.permissions p
-               where p.user_id = p_user_id and p.target_id = n.id
-                 and (p.valid_until is null or p.valid_until > now())) >= p_level
-              and not (n.id = any (gone)))
-             or ((select p.level from permgraph.permissions p
-                  where p.user_id = p_user_id and p.target_id = n.owner_id and p.traverse_owned
-                    and (p.valid_until is null or p.valid_until > now())) >= p_level
-                 and not (n.owner_id = any (gone))))
+        and (d.level >= p_level or o.level >= p_level)
         and case n.kind
               when 'user' then true
               when 'group' then not exists (select 1 from permgraph.trashed_groups t
@@ -4616,7 +4707,9 @@ begin
             end
       order by n.id
       limit p_limit
-    ) c;
+    ) s
+    order by s.id;
+    return;
   elsif choice.plan = 'hash' then
     -- hash: the user's rows read once and hashed, joined twice to the nodes
     -- read sequentially (as each node's own row, and as its owner's), then
@@ -4663,114 +4756,79 @@ begin
     using p_user_id, p_level, from_id, skip_from, p_kind, gone, p_limit;
     return;
   else
-    -- rows: the user's rows in id order, merged with the first ids of each
-    -- owner among them (nodes_owner_idx), a chunk per owner at a time.
-    select coalesce(array_agg(d.target_id order by d.target_id), '{}') into page
+    -- rows: the user's own rows in id order (the first p_limit after the
+    -- cursor), with the first p_limit children of each owner among the
+    -- user's rows (nodes_owner_idx: one range scan per owner); the first
+    -- p_limit ids of the two are the page. An owner's (p_limit + 1)-th
+    -- child comes after its p_limit-th, so after the page's end: one pass
+    -- finds the whole page, and every page node reached through an owner
+    -- row is among that owner's children, every one with a row of its own
+    -- (at p_level or more) among the first part: the levels come with the
+    -- rows, no probe per node. Every read is an index walk driven by the
+    -- user's rows (lateral subqueries with a limit), never a join whose
+    -- plan the row estimates could turn into a quadratic loop or a read of
+    -- all the nodes (generic plans estimate a user's rows at the average).
+    return query
+    select c.id::text, c.kind, greatest(c.direct_level, c.owner_level)::smallint,
+           permgraph._best_level_until(greatest(c.direct_level, c.owner_level),
+                                       c.direct_level, c.direct_until, c.owner_level, c.owner_until)
     from (
-      select p.target_id
-      from permgraph.permissions p
-      join permgraph.nodes n on n.id = p.target_id
-      where p.user_id = p_user_id and p.target_id >= from_id
-        and not (skip_from and p.target_id = from_id)
-        and p.level >= p_level
-        and (p.valid_until is null or p.valid_until > now())
-        and not (p.target_id = any (gone))
-        and (p_kind is null or n.kind = p_kind)
-        and case n.kind
-              when 'user' then true
-              when 'group' then not exists (select 1 from permgraph.trashed_groups t
-                                            where t.group_id = n.id and t.trash_at <= now())
-              else (n.trash_at is null or n.trash_at > now())
-                   and not exists (select 1 from permgraph.trashed_groups t
-                                   where t.group_id = n.owner_id and t.trash_at <= now())
-            end
-      order by p.target_id
-      limit p_limit
-    ) d;
-
-    select array_agg(p.target_id), array_agg(n.kind), array_agg(null::text)
-    into owners, owner_kinds, cursors
-    from permgraph.permissions p
-    join permgraph.nodes n on n.id = p.target_id
-    where p.user_id = p_user_id and p.level >= p_level and p.traverse_owned
-      and (p.valid_until is null or p.valid_until > now())
-      and not (p.target_id = any (gone))
-      and (n.kind = 'user'
-           or (n.kind = 'group' and (p_kind is null or p_kind = 'object')
-               and not exists (select 1 from permgraph.trashed_groups t
-                               where t.group_id = n.id and t.trash_at <= now())));
-
-    -- each owner's first p_limit children in one pass (what _listing_plan
-    -- charges the rows plan for): chunks of p_limit / owners doubled per
-    -- pass cost a statement per pass, ~7 for a page of 101 over 100 owners
-    -- (cyclic's heaviest user: 5.9 ms for a page, 1.6 ms for the whole list)
-    chunk := p_limit;
-    while coalesce(cardinality(owners), 0) > 0 loop
-      with fetched as (
-        select o.ord, o.owner_id, o.owner_kind, c.id
-        from unnest(owners, owner_kinds, cursors) with ordinality as o(owner_id, owner_kind, after_id, ord)
+      select f.id, min(f.kind) as kind,
+             max(f.level) filter (where f.direct) as direct_level,
+             (array_agg(f.valid_until) filter (where f.direct))[1] as direct_until,
+             max(f.level) filter (where not f.direct) as owner_level,
+             (array_agg(f.valid_until) filter (where not f.direct))[1] as owner_until
+      from (
+        (select n.id, n.kind, p.level, p.valid_until, true as direct
+         from permgraph.permissions p
+         cross join lateral (select x.id, x.kind, x.owner_id, x.trash_at from permgraph.nodes x
+                             where x.id = p.target_id limit 1) n
+         where p.user_id = p_user_id and p.target_id >= from_id
+           and not (skip_from and p.target_id = from_id)
+           and p.level >= p_level
+           and (p.valid_until is null or p.valid_until > now())
+           and not (p.target_id = any (gone))
+           and (p_kind is null or n.kind = p_kind)
+           and case n.kind
+                 when 'user' then true
+                 when 'group' then not exists (select 1 from permgraph.trashed_groups t
+                                               where t.group_id = n.id and t.trash_at <= now())
+                 else (n.trash_at is null or n.trash_at > now())
+                      and not exists (select 1 from permgraph.trashed_groups t
+                                      where t.group_id = n.owner_id and t.trash_at <= now())
+               end
+         order by p.target_id
+         limit p_limit)
+        union all
+        select ch.id, ch.kind, p.level, p.valid_until, false
+        from permgraph.permissions p
         cross join lateral (
-          select n.id
+          select n.id, n.kind
           from permgraph.nodes n
-          where n.owner_id = o.owner_id
-            and n.id >= coalesce(o.after_id, from_id)
-            and n.id is distinct from coalesce(o.after_id, case when skip_from then from_id end)
-            and (o.owner_kind = 'user' or n.kind = 'object')
+          where n.owner_id = p.target_id
+            and n.id >= from_id and not (skip_from and n.id = from_id)
             and (p_kind is null or n.kind = p_kind)
-            and case n.kind  -- the owner is a user, or a group that is not trashed
+            and case n.kind
                   when 'user' then true
                   when 'group' then not exists (select 1 from permgraph.trashed_groups t
                                                 where t.group_id = n.id and t.trash_at <= now())
-                  else n.trash_at is null or n.trash_at > now()
+                  else (n.trash_at is null or n.trash_at > now())
+                       and not exists (select 1 from permgraph.trashed_groups t
+                                       where t.group_id = n.owner_id and t.trash_at <= now())
                 end
           order by n.id
-          limit chunk
-        ) c
-      ), merged as (
-        select array_agg(m.id order by m.id) as ids
-        from (select u.id
-              from (select x collate "C" as id from unnest(page) as x
-                    union
-                    select f.id from fetched f) u
-              order by u.id
-              limit p_limit) m
-      ), more as (
-        -- owners that filled their chunk with ids all before the page's end
-        select f.ord, f.owner_id, f.owner_kind, max(f.id) as last_id
-        from fetched f
-        group by f.ord, f.owner_id, f.owner_kind
-        having count(*) = chunk
-      )
-      select coalesce(mg.ids, '{}'),
-             array_agg(mo.owner_id order by mo.ord) filter (where mo.owner_id is not null),
-             array_agg(mo.owner_kind order by mo.ord) filter (where mo.owner_id is not null),
-             array_agg(mo.last_id order by mo.ord) filter (where mo.owner_id is not null)
-      into page, owners, owner_kinds, cursors
-      from merged mg
-      left join more mo
-        on coalesce(cardinality(mg.ids), 0) < p_limit or mo.last_id < (mg.ids[p_limit] collate "C")
-      group by mg.ids;
-      chunk := least(chunk * 2, p_limit);
-    end loop;
+          limit p_limit
+        ) ch
+        where p.user_id = p_user_id and p.level >= p_level and p.traverse_owned
+          and (p.valid_until is null or p.valid_until > now())
+          and not (p.target_id = any (gone))
+      ) f
+      group by f.id
+      order by f.id
+      limit p_limit
+    ) c
+    order by c.id;
   end if;
-
-  return query
-  select b.id::text, b.kind, b.best::smallint,
-         permgraph._best_level_until(b.best, b.direct_level, b.direct_until, b.owner_level, b.owner_until)
-  from (
-    select n.id, n.kind, greatest(direct.level, via_owner.level) as best,
-           direct.level as direct_level, direct.valid_until as direct_until,
-           via_owner.level as owner_level, via_owner.valid_until as owner_until
-    from unnest(page) as pg(id)
-    join permgraph.nodes n on n.id = pg.id
-    left join permgraph.permissions direct
-      on direct.user_id = p_user_id and direct.target_id = n.id
-         and (direct.valid_until is null or direct.valid_until > now()) and not (n.id = any (gone))
-    left join permgraph.permissions via_owner
-      on via_owner.user_id = p_user_id and via_owner.target_id = n.owner_id and via_owner.traverse_owned
-         and (via_owner.valid_until is null or via_owner.valid_until > now()) and not (n.owner_id = any (gone))
-  ) b
-  order by b.id;
 end $function$;
 
 -- permgraph.list_users(text,integer,text,integer): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE

@@ -1,7 +1,10 @@
 // Not part of the benchmark: profiles one import's validate and load
 // statement by statement (auto_explain, nested statements, durations).
 //   npx tsx bench/measure/import-profile.ts --size 200000 [--batch 10000] [--exclusive] [--insert] [--plans] [--timing]
+//     [--min MS] (log statements above MS ms; default 300) [--temp-buffers MB] (the session's temp_buffers, set before validating)
+// Each phase prints its wall-clock time and the backend's CPU time.
 // The load takes its locks as src/app/import/load.ts does (--exclusive: ImportOptions.exclusive).
+import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { importGraph } from '../../src/app/import/index.ts';
 import { resolveLevels } from '../../src/app/import/validate.ts';
@@ -34,16 +37,32 @@ try {
   });
   client.on('error', () => {}); // the server stopping after a failed statement: that statement's error is the one to see
   await client.connect();
+  // The backend's own CPU time (utime + stime, from /proc: the server runs on this machine), which moves far less than
+  // wall-clock time when the machine is shared.
+  const { rows: [{ pid }] } = await client.query('select pg_backend_pid() as pid');
+  const cpu = () => {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime: fields 14 and 15 of stat, in ticks of 1/100 s
+  };
+  let c = cpu();
+  const cpuSince = () => {
+    const now = cpu();
+    const spent = now - c;
+    c = now;
+    return `(backend cpu ${spent.toFixed(1)} s)`;
+  };
+  if (process.argv.includes('--temp-buffers')) await client.query(`set temp_buffers = '${arg('--temp-buffers', 256)}MB'`);
   await client.query(`set search_path = pg_catalog, pg_temp; load 'auto_explain';
-    set auto_explain.log_min_duration = 300; set auto_explain.log_analyze = on; set auto_explain.log_timing = ${process.argv.includes('--timing') ? 'on' : 'off'};
+    set auto_explain.log_min_duration = ${arg('--min', 300)}; set auto_explain.log_analyze = on; set auto_explain.log_timing = ${process.argv.includes('--timing') ? 'on' : 'off'};
     set auto_explain.log_nested_statements = on; set auto_explain.log_level = notice`);
   await client.query('begin');
   // As the import: locked before validating (load.ts).
   await client.query(`lock table permgraph.nodes, permgraph.grants${process.argv.includes('--exclusive') ? ', permgraph.edges in access exclusive' : ' in share row exclusive'} mode`);
   const levels = await resolveLevels(bdb.db, 'p');
   let t = performance.now();
+  cpuSince();
   await client.query('select permgraph._import_validate($1, $2::jsonb) as counts', ['p', JSON.stringify(levels)]);
-  console.log(`validate ${((performance.now() - t) / 1000).toFixed(1)} s`);
+  console.log(`validate ${((performance.now() - t) / 1000).toFixed(1)} s ${cpuSince()}`);
   const exclusive = process.argv.includes('--exclusive');
   t = performance.now();
   if (exclusive) {
@@ -54,8 +73,9 @@ try {
   await client.query(`select set_config('permgraph.nodes_locked', 'on', true)`);
   console.log(`lock ${((performance.now() - t) / 1000).toFixed(1)} s`);
   t = performance.now();
+  cpuSince();
   await client.query('select permgraph._import_load($1, false, false, $2::jsonb)', ['p', JSON.stringify(levels)]);
-  console.log(`load ${((performance.now() - t) / 1000).toFixed(1)} s`);
+  console.log(`load ${((performance.now() - t) / 1000).toFixed(1)} s ${cpuSince()}`);
   if (exclusive) {
     t = performance.now();
     await client.query("select permgraph._rebuild_set_aside('import')");

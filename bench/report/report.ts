@@ -12,10 +12,17 @@ import { newestPhase, runSource } from './provenance.ts';
 import { APPLY_VS_COMMIT_GOAL, CAPTURE_GOAL, soloSection, STOCK_SERVER_GOAL, WRITE_AND_APPLY_VS_COMMIT_GOAL } from './solo-section.ts';
 import { formatValue, renderBarChart } from './svg.ts';
 
+/** The phases of a (size, shape) measured by a full run, each of which may come from a different run. */
+const SHAPE_PHASES = ['refresh', 'incremental', 'reads', 'worker'] as const;
+type ShapePhase = (typeof SHAPE_PHASES)[number];
+
 interface Entry {
+  /** The newest run of this (size, shape): its graph and refresh. */
   run: RunResult;
   file: string;
   shape: ShapeResult;
+  /** The run file each phase's figures come from. */
+  from: Record<ShapePhase, string>;
 }
 
 const ms = (v: number | null | undefined) => (v === null || v === undefined || !Number.isFinite(v) ? 'n/a' : formatValue(v, 'ms'));
@@ -31,15 +38,29 @@ async function loadRuns(): Promise<{ run: RunResult; file: string }[]> {
 }
 
 /**
- * The newest measurement of every (size, shape), in a stable order. Runs
- * made from a tree with uncommitted changes stay in runs/ but never feed the
- * report: its figures must belong to a commit someone can check out.
+ * The newest measurement of every (size, shape), in a stable order, each
+ * phase from the newest run that measured it: a run that skipped a phase
+ * (`--skip-reads`, `--no-worker`, ...) does not hide the last figures of
+ * that phase. Runs made from a tree with uncommitted changes stay in runs/
+ * but never feed the report: its figures must belong to a commit someone
+ * can check out.
  */
 function latest(runs: { run: RunResult; file: string }[]): Entry[] {
   const byKey = new Map<string, Entry>();
   for (const { run, file } of runs) {
     if (run.git.dirty !== false) continue;
-    for (const shape of run.shapes) byKey.set(`${shape.size}/${shape.shape}`, { run, file, shape });
+    for (const measured of run.shapes) {
+      const key = `${measured.size}/${measured.shape}`;
+      const before = byKey.get(key);
+      const shape = { ...measured };
+      const from = Object.fromEntries(SHAPE_PHASES.map((p) => [p, file])) as Record<ShapePhase, string>;
+      for (const phase of ['incremental', 'reads', 'worker'] as const) {
+        if (shape[phase] !== null || !before || before.shape[phase] === null) continue;
+        Object.assign(shape, { [phase]: before.shape[phase] });
+        from[phase] = before.from[phase];
+      }
+      byKey.set(key, { run, file, shape, from });
+    }
   }
   const order = ['org', 'tree', 'deep', 'wide', 'cyclic'];
   const rank = (e: Entry) => (order.indexOf(e.shape.shape) + 1 || 99) + (e.shape.size === 'large' ? 100 : 0);
@@ -124,8 +145,8 @@ function speedups(e: Entry): Record<'check' | 'first page' | 'whole list' | 'who
 }
 
 function header(runs: { run: RunResult; file: string }[], entries: Entry[]): string[] {
-  const used = [...new Set(entries.map((e) => e.file))];
-  const lines = ['# permgraph benchmark report', '', `Generated ${new Date().toISOString()} from the newest result of each size and shape in \`bench/results/runs/\` (${runs.length} run files).`, '', '| run file | commit | size | PostgreSQL | machine | load average (start → end) | duration |', '|---|---|---|---|---|---|---|'];
+  const used = [...new Set(entries.flatMap((e) => Object.values(e.from)))].sort();
+  const lines = ['# permgraph benchmark report', '', `Generated ${new Date().toISOString()} from the newest result of each phase of each size and shape in \`bench/results/runs/\` (${runs.length} run files).`, '', '| run file | commit | size | PostgreSQL | machine | load average (start → end) | duration |', '|---|---|---|---|---|---|---|'];
   for (const file of used) {
     const run = runs.find((r) => r.file === file)?.run as RunResult;
     const commit = run.git.commit ? `${run.git.commit.slice(0, 10)}${run.git.dirty ? ' (uncommitted changes)' : ''}` : 'unknown';
@@ -246,6 +267,13 @@ function scaling(entries: Entry[]): string[] {
   }
   if (!any) lines.push('Not available yet: needs a small and a large run of org (`npm run bench -- --size large --shape org`).');
   return lines;
+}
+
+/** Which run each phase of a shape comes from, when they are not all one. */
+function sourcesOf(e: Entry): string[] {
+  const measured = SHAPE_PHASES.filter((p) => e.shape[p] !== null);
+  if (new Set(measured.map((p) => e.from[p])).size <= 1) return [];
+  return [`Phases from different runs: ${measured.map((p) => `${p} ${e.from[p]}`).join('; ')}.`, ''];
 }
 
 function refreshSection(e: Entry): string[] {
@@ -437,7 +465,7 @@ export async function writeReport(): Promise<string> {
     'Engine problems found while building these benchmarks, with EXPLAIN evidence: [bench/FINDINGS.md](../FINDINGS.md).', '', '## Details'];
   for (const e of entries) {
     const chart = await charts(e, RESULTS_DIR);
-    lines.push('', `### ${e.shape.shape} (${e.shape.size})`, '', ...refreshSection(e), '', '#### Incremental', '', ...incrementalSection(e, chart.incremental), '', '#### Reads', '', ...readsSection(e, chart.reads), ...workerSection(e, chart.lag));
+    lines.push('', `### ${e.shape.shape} (${e.shape.size})`, '', ...sourcesOf(e), ...refreshSection(e), '', '#### Incremental', '', ...incrementalSection(e, chart.incremental), '', '#### Reads', '', ...readsSection(e, chart.reads), ...workerSection(e, chart.lag));
   }
   const file = path.join(RESULTS_DIR, 'REPORT.md');
   await writeFile(file, `${lines.join('\n')}\n`);

@@ -84,6 +84,10 @@ language plpgsql stable
 security definer
 set search_path = pg_catalog, pg_temp
 set jit = off
+-- its static statements walk indexes whatever the values (and the hash
+-- plan's query is dynamic, planned per call): planned once per session, not
+-- on every call (the rows plan's statement cost ~0.8 ms to plan on org)
+set plan_cache_mode = force_generic_plan
 as $$
 #variable_conflict use_column
 declare
@@ -91,11 +95,6 @@ declare
   -- skipping p_after itself means "after p_after", even for the id ''.
   from_id text collate "C" := coalesce(p_after, '');
   skip_from boolean := p_after is not null;
-  page text[];          -- the first p_limit candidates found so far, in id order
-  owners text[];        -- owners that may still hold ids before the page's end
-  owner_kinds text[];
-  cursors text[];       -- per owner, the last child id fetched (null: none yet)
-  chunk integer;
   counted record;       -- the user's rows, counted from the index
   choice record;        -- _listing_plan
   count_limit bigint;   -- how many of the user's rows to count (null: all)
@@ -145,7 +144,7 @@ begin
                             where n.owner_id = o.target_id and (p_kind is null or n.kind = p_kind)
                             limit 1000) c) k;
   select c.reltuples into node_rows from pg_class c where c.oid = 'permgraph.nodes'::regclass;
-  choice := permgraph._listing_plan(null, p_kind is null, null, false, per_owner, node_rows, p_limit);
+  choice := permgraph._listing_plan(null, p_kind is null, null, false, per_owner, node_rows, p_limit, true);
   count_limit := choice.count_cap + 1;
   loop  -- at most twice: up to the cap, then (when that cannot decide) all
     select count(*) as all_rows, count(*) filter (where r.traverse_owned) as owner_rows into counted
@@ -155,28 +154,38 @@ begin
           limit count_limit) r;
     choice := permgraph._listing_plan(counted.all_rows, p_kind is null, counted.owner_rows,
                                       count_limit is null or counted.all_rows < count_limit,
-                                      per_owner, node_rows, p_limit);
+                                      per_owner, node_rows, p_limit, true);
     exit when choice.plan is not null;
     count_limit := null;
   end loop;
 
   if choice.plan = 'scan' then
     -- scan: the nodes in id order, the user's rows probed by primary key for
-    -- each (its own row, its owner's with traverse_owned), trash last.
-    select coalesce(array_agg(c.id order by c.id), '{}') into page
+    -- each (its own row, its owner's with traverse_owned), trash last; the
+    -- probes give the levels too. Each probe is a lateral subquery with a
+    -- limit, so it stays one index probe per node: never a join the planner
+    -- could turn into a read of all the user's rows.
+    return query
+    select s.id::text, s.kind, s.best::smallint,
+           permgraph._best_level_until(s.best, s.direct_level, s.direct_until, s.owner_level, s.owner_until)
     from (
-      select n.id
+      select n.id, n.kind, greatest(d.level, o.level) as best,
+             d.level as direct_level, d.valid_until as direct_until,
+             o.level as owner_level, o.valid_until as owner_until
       from permgraph.nodes n
+      left join lateral (select p.level, p.valid_until from permgraph.permissions p
+                         where p.user_id = p_user_id and p.target_id = n.id
+                           and (p.valid_until is null or p.valid_until > now())
+                           and not (n.id = any (gone))
+                         limit 1) d on true
+      left join lateral (select p.level, p.valid_until from permgraph.permissions p
+                         where p.user_id = p_user_id and p.target_id = n.owner_id and p.traverse_owned
+                           and (p.valid_until is null or p.valid_until > now())
+                           and not (n.owner_id = any (gone))
+                         limit 1) o on true
       where n.id >= from_id and not (skip_from and n.id = from_id)
         and (p_kind is null or n.kind = p_kind)
-        and (((select p.level from permgraph.permissions p
-               where p.user_id = p_user_id and p.target_id = n.id
-                 and (p.valid_until is null or p.valid_until > now())) >= p_level
-              and not (n.id = any (gone)))
-             or ((select p.level from permgraph.permissions p
-                  where p.user_id = p_user_id and p.target_id = n.owner_id and p.traverse_owned
-                    and (p.valid_until is null or p.valid_until > now())) >= p_level
-                 and not (n.owner_id = any (gone))))
+        and (d.level >= p_level or o.level >= p_level)
         and case n.kind
               when 'user' then true
               when 'group' then not exists (select 1 from permgraph.trashed_groups t
@@ -187,7 +196,9 @@ begin
             end
       order by n.id
       limit p_limit
-    ) c;
+    ) s
+    order by s.id;
+    return;
   elsif choice.plan = 'hash' then
     -- hash: the user's rows read once and hashed, joined twice to the nodes
     -- read sequentially (as each node's own row, and as its owner's), then
@@ -234,114 +245,79 @@ begin
     using p_user_id, p_level, from_id, skip_from, p_kind, gone, p_limit;
     return;
   else
-    -- rows: the user's rows in id order, merged with the first ids of each
-    -- owner among them (nodes_owner_idx), a chunk per owner at a time.
-    select coalesce(array_agg(d.target_id order by d.target_id), '{}') into page
+    -- rows: the user's own rows in id order (the first p_limit after the
+    -- cursor), with the first p_limit children of each owner among the
+    -- user's rows (nodes_owner_idx: one range scan per owner); the first
+    -- p_limit ids of the two are the page. An owner's (p_limit + 1)-th
+    -- child comes after its p_limit-th, so after the page's end: one pass
+    -- finds the whole page, and every page node reached through an owner
+    -- row is among that owner's children, every one with a row of its own
+    -- (at p_level or more) among the first part: the levels come with the
+    -- rows, no probe per node. Every read is an index walk driven by the
+    -- user's rows (lateral subqueries with a limit), never a join whose
+    -- plan the row estimates could turn into a quadratic loop or a read of
+    -- all the nodes (generic plans estimate a user's rows at the average).
+    return query
+    select c.id::text, c.kind, greatest(c.direct_level, c.owner_level)::smallint,
+           permgraph._best_level_until(greatest(c.direct_level, c.owner_level),
+                                       c.direct_level, c.direct_until, c.owner_level, c.owner_until)
     from (
-      select p.target_id
-      from permgraph.permissions p
-      join permgraph.nodes n on n.id = p.target_id
-      where p.user_id = p_user_id and p.target_id >= from_id
-        and not (skip_from and p.target_id = from_id)
-        and p.level >= p_level
-        and (p.valid_until is null or p.valid_until > now())
-        and not (p.target_id = any (gone))
-        and (p_kind is null or n.kind = p_kind)
-        and case n.kind
-              when 'user' then true
-              when 'group' then not exists (select 1 from permgraph.trashed_groups t
-                                            where t.group_id = n.id and t.trash_at <= now())
-              else (n.trash_at is null or n.trash_at > now())
-                   and not exists (select 1 from permgraph.trashed_groups t
-                                   where t.group_id = n.owner_id and t.trash_at <= now())
-            end
-      order by p.target_id
-      limit p_limit
-    ) d;
-
-    select array_agg(p.target_id), array_agg(n.kind), array_agg(null::text)
-    into owners, owner_kinds, cursors
-    from permgraph.permissions p
-    join permgraph.nodes n on n.id = p.target_id
-    where p.user_id = p_user_id and p.level >= p_level and p.traverse_owned
-      and (p.valid_until is null or p.valid_until > now())
-      and not (p.target_id = any (gone))
-      and (n.kind = 'user'
-           or (n.kind = 'group' and (p_kind is null or p_kind = 'object')
-               and not exists (select 1 from permgraph.trashed_groups t
-                               where t.group_id = n.id and t.trash_at <= now())));
-
-    -- each owner's first p_limit children in one pass (what _listing_plan
-    -- charges the rows plan for): chunks of p_limit / owners doubled per
-    -- pass cost a statement per pass, ~7 for a page of 101 over 100 owners
-    -- (cyclic's heaviest user: 5.9 ms for a page, 1.6 ms for the whole list)
-    chunk := p_limit;
-    while coalesce(cardinality(owners), 0) > 0 loop
-      with fetched as (
-        select o.ord, o.owner_id, o.owner_kind, c.id
-        from unnest(owners, owner_kinds, cursors) with ordinality as o(owner_id, owner_kind, after_id, ord)
+      select f.id, min(f.kind) as kind,
+             max(f.level) filter (where f.direct) as direct_level,
+             (array_agg(f.valid_until) filter (where f.direct))[1] as direct_until,
+             max(f.level) filter (where not f.direct) as owner_level,
+             (array_agg(f.valid_until) filter (where not f.direct))[1] as owner_until
+      from (
+        (select n.id, n.kind, p.level, p.valid_until, true as direct
+         from permgraph.permissions p
+         cross join lateral (select x.id, x.kind, x.owner_id, x.trash_at from permgraph.nodes x
+                             where x.id = p.target_id limit 1) n
+         where p.user_id = p_user_id and p.target_id >= from_id
+           and not (skip_from and p.target_id = from_id)
+           and p.level >= p_level
+           and (p.valid_until is null or p.valid_until > now())
+           and not (p.target_id = any (gone))
+           and (p_kind is null or n.kind = p_kind)
+           and case n.kind
+                 when 'user' then true
+                 when 'group' then not exists (select 1 from permgraph.trashed_groups t
+                                               where t.group_id = n.id and t.trash_at <= now())
+                 else (n.trash_at is null or n.trash_at > now())
+                      and not exists (select 1 from permgraph.trashed_groups t
+                                      where t.group_id = n.owner_id and t.trash_at <= now())
+               end
+         order by p.target_id
+         limit p_limit)
+        union all
+        select ch.id, ch.kind, p.level, p.valid_until, false
+        from permgraph.permissions p
         cross join lateral (
-          select n.id
+          select n.id, n.kind
           from permgraph.nodes n
-          where n.owner_id = o.owner_id
-            and n.id >= coalesce(o.after_id, from_id)
-            and n.id is distinct from coalesce(o.after_id, case when skip_from then from_id end)
-            and (o.owner_kind = 'user' or n.kind = 'object')
+          where n.owner_id = p.target_id
+            and n.id >= from_id and not (skip_from and n.id = from_id)
             and (p_kind is null or n.kind = p_kind)
-            and case n.kind  -- the owner is a user, or a group that is not trashed
+            and case n.kind
                   when 'user' then true
                   when 'group' then not exists (select 1 from permgraph.trashed_groups t
                                                 where t.group_id = n.id and t.trash_at <= now())
-                  else n.trash_at is null or n.trash_at > now()
+                  else (n.trash_at is null or n.trash_at > now())
+                       and not exists (select 1 from permgraph.trashed_groups t
+                                       where t.group_id = n.owner_id and t.trash_at <= now())
                 end
           order by n.id
-          limit chunk
-        ) c
-      ), merged as (
-        select array_agg(m.id order by m.id) as ids
-        from (select u.id
-              from (select x collate "C" as id from unnest(page) as x
-                    union
-                    select f.id from fetched f) u
-              order by u.id
-              limit p_limit) m
-      ), more as (
-        -- owners that filled their chunk with ids all before the page's end
-        select f.ord, f.owner_id, f.owner_kind, max(f.id) as last_id
-        from fetched f
-        group by f.ord, f.owner_id, f.owner_kind
-        having count(*) = chunk
-      )
-      select coalesce(mg.ids, '{}'),
-             array_agg(mo.owner_id order by mo.ord) filter (where mo.owner_id is not null),
-             array_agg(mo.owner_kind order by mo.ord) filter (where mo.owner_id is not null),
-             array_agg(mo.last_id order by mo.ord) filter (where mo.owner_id is not null)
-      into page, owners, owner_kinds, cursors
-      from merged mg
-      left join more mo
-        on coalesce(cardinality(mg.ids), 0) < p_limit or mo.last_id < (mg.ids[p_limit] collate "C")
-      group by mg.ids;
-      chunk := least(chunk * 2, p_limit);
-    end loop;
+          limit p_limit
+        ) ch
+        where p.user_id = p_user_id and p.level >= p_level and p.traverse_owned
+          and (p.valid_until is null or p.valid_until > now())
+          and not (p.target_id = any (gone))
+      ) f
+      group by f.id
+      order by f.id
+      limit p_limit
+    ) c
+    order by c.id;
   end if;
-
-  return query
-  select b.id::text, b.kind, b.best::smallint,
-         permgraph._best_level_until(b.best, b.direct_level, b.direct_until, b.owner_level, b.owner_until)
-  from (
-    select n.id, n.kind, greatest(direct.level, via_owner.level) as best,
-           direct.level as direct_level, direct.valid_until as direct_until,
-           via_owner.level as owner_level, via_owner.valid_until as owner_until
-    from unnest(page) as pg(id)
-    join permgraph.nodes n on n.id = pg.id
-    left join permgraph.permissions direct
-      on direct.user_id = p_user_id and direct.target_id = n.id
-         and (direct.valid_until is null or direct.valid_until > now()) and not (n.id = any (gone))
-    left join permgraph.permissions via_owner
-      on via_owner.user_id = p_user_id and via_owner.target_id = n.owner_id and via_owner.traverse_owned
-         and (via_owner.valid_until is null or via_owner.valid_until > now()) and not (n.owner_id = any (gone))
-  ) b
-  order by b.id;
 end $$;
 
 -- The users who may act on node p_target_id at p_level (directly or through
@@ -421,8 +397,8 @@ end $$;
 -- all before the first row can be returned by rows or hash.
 --
 -- _listing_plan compares the three costs from: p_rows of the user's rows to
--- read (list_targets: all of them, candidates themselves when p_direct;
--- list_rows: the owners), p_owner_rows owners among them (rows with
+-- read (list_targets, p_nodes: all of them, candidates themselves when
+-- p_direct; list_rows: the owners), p_owner_rows owners among them (rows with
 -- traverse_owned), p_per_owner candidates per owner (a sample), p_candidates
 -- candidates (pg_class) and the page size. Counting a heavy user's rows
 -- used to cost more than the page (thousands of index entries on every
@@ -433,7 +409,8 @@ end $$;
 -- The costs are in microseconds, measured on the benchmark databases of
 -- bench/ (2-core machine, everything in memory): a row of the user's read
 -- into an array 0.15, a candidate scanned in id order and probed in the
--- user's rows 3, one read sequentially and looked up in a hash 0.06, an
+-- user's rows 3, one read sequentially and looked up in a hash 0.06 (a
+-- node of list_targets' hash plan 0.3), an
 -- index descent 1.5, a following index entry (its row included) or a
 -- sorted row 0.3.
 -- The setting permgraph.listing_plan ('rows', 'scan' or 'hash') forces a
@@ -442,6 +419,7 @@ end $$;
 create or replace function permgraph._listing_plan(
   p_rows bigint, p_direct boolean, p_owner_rows bigint, p_complete boolean,
   p_per_owner double precision, p_candidates double precision, p_limit integer,
+  p_nodes boolean,
   out plan text, out count_cap bigint
 )
 language plpgsql stable
@@ -450,7 +428,10 @@ as $$
 declare
   read_row constant double precision := 0.15;
   probed constant double precision := 3.0;
-  hashed constant double precision := 0.06;
+  -- a candidate of the hash plan: list_rows looks its owner up in a hashed
+  -- array; list_targets (p_nodes) joins each node twice to the user's rows
+  -- (measured: 0.27-0.35 per node on org, cyclic and tree)
+  hashed constant double precision := case when p_nodes then 0.3 else 0.06 end;
   descent constant double precision := 1.5;
   entry constant double precision := 0.3;
   forced text := nullif(current_setting('permgraph.listing_plan', true), '');
@@ -630,13 +611,13 @@ begin
       tbl, owner_match)
       into per_owner using p_user_id, p_level;
   end if;
-  choice := permgraph._listing_plan(null, false, null, false, per_owner, table_rows, p_limit);
+  choice := permgraph._listing_plan(null, false, null, false, per_owner, table_rows, p_limit, false);
   owner_read := permgraph._listing_owners(p_user_id, p_level, gone, choice.count_cap + 1);
   complete := owner_read.rows_read <= choice.count_cap;
-  choice := permgraph._listing_plan(owner_read.rows_read, false, owner_read.rows_read, complete, per_owner, table_rows, p_limit);
+  choice := permgraph._listing_plan(owner_read.rows_read, false, owner_read.rows_read, complete, per_owner, table_rows, p_limit, false);
   if choice.plan is distinct from 'scan' and not complete then
     owner_read := permgraph._listing_owners(p_user_id, p_level, gone, null);
-    choice := permgraph._listing_plan(owner_read.rows_read, false, owner_read.rows_read, true, per_owner, table_rows, p_limit);
+    choice := permgraph._listing_plan(owner_read.rows_read, false, owner_read.rows_read, true, per_owner, table_rows, p_limit, false);
   end if;
   owners := owner_read.owners;
   if choice.plan is distinct from 'scan' and cardinality(owners) = 0 then

@@ -77,9 +77,11 @@ language plpgsql
 set search_path = pg_catalog, pg_temp
 set jit = off
 set enable_nestloop = off
+set enable_mergejoin = off
 as $$
 declare
   marked bigint;
+  reached bigint;
   round integer := 0;
   start_id text;
   cur text;
@@ -103,12 +105,38 @@ begin
   drop table if exists pg_temp.import_removed;
   create temp table import_removed (id text collate "C" primary key) on commit drop;
 
-  -- One sorted pass over the run's nodes: each row on its own (ids with the
-  -- rule of permgraph._id_problem, kind), then duplicates (the first row
-  -- without a problem of its own is the one kept), then a kind that differs
-  -- from the stored node's.
-  insert into pg_temp.import_bad (seq, id, line, problem)
-  select r.seq, r.id, r.line, case
+  -- trash_at: one cast of them all; only if one fails, find which. (A row
+  -- that also has a problem below is given that one instead.)
+  begin
+    perform count(s.trash_at::timestamptz) from permgraph.import_nodes s
+    where s.run = p_run and s.problem is null and s.trash_at is not null;
+  exception when data_exception then
+    insert into pg_temp.import_bad (seq, id, line, problem)
+    select s.seq, s.id, s.line, format('trash_at %s is not a timestamp', permgraph._describe_id(s.trash_at))
+    from permgraph.import_nodes s
+    where s.run = p_run and s.problem is null and s.trash_at is not null and not permgraph._is_timestamptz(s.trash_at);
+  end;
+
+  -- The valid staged nodes, by id, each with its stored version (stored:
+  -- whether there is one), which the load reads instead of the staging
+  -- table and the graph again. A node not in here is, after the load, its
+  -- stored version or nothing.
+  drop table if exists pg_temp.import_valid;
+  create temp table import_valid (
+    id text collate "C", seq bigint not null, line bigint, kind text, owner_id text collate "C", trash_at text,
+    stored boolean not null, stored_owner text collate "C", stored_trash timestamptz, problem text
+  ) on commit drop;
+
+  -- One sorted pass over the run's nodes, one probe of the graph each: each
+  -- row on its own (ids with the rule of permgraph._id_problem, kind), then
+  -- duplicates (the first row without a problem of its own is the one
+  -- kept), then a kind that differs from the stored node's. Every row goes
+  -- to import_valid, in id order, with its problem; then those with one
+  -- (or with a bad trash_at) move to import_bad. (Tables rather than one
+  -- statement with a CTE for both: a CTE of a million rows spills to disk.)
+  insert into pg_temp.import_valid (id, seq, line, kind, owner_id, trash_at, stored, stored_owner, stored_trash, problem)
+  select r.id, r.seq, r.line, r.kind, r.owner_id, r.trash_at, r.stored_kind is not null, r.stored_owner, r.stored_trash, case
+      when not r.local and r.rank = 1 and (r.stored_kind is null or r.stored_kind = r.kind) then null
       when r.id is null or length(r.id) not between 1 and 256 or r.id ~ '[[:cntrl:]]'
         then permgraph._import_id_problem('id', r.id)
       when r.kind is null or r.kind not in ('user', 'group', 'object') then
@@ -120,37 +148,24 @@ begin
       else format('node %s exists as a %s; its kind cannot change to %s', permgraph._describe_id(r.id), r.stored_kind, r.kind)
     end
   from (
-    select s.seq, s.id, s.kind, s.owner_id, s.line, s.local, n.kind as stored_kind,
-           row_number() over w as rank, first_value(s.line) over w as first_line
-    from (select x.seq, x.id, x.kind, x.owner_id, x.line,
+    select s.seq, s.id, s.kind, s.owner_id, s.line, s.trash_at, s.local, n.kind as stored_kind, n.owner_id as stored_owner,
+           n.trash_at as stored_trash, row_number() over w as rank, first_value(s.line) over w as first_line
+    from (select x.seq, x.id, x.kind, x.owner_id, x.line, x.trash_at,
                  (x.id is null or length(x.id) not between 1 and 256 or x.id ~ '[[:cntrl:]]'
                   or x.kind is null or x.kind not in ('user', 'group', 'object')
                   or length(x.owner_id) not between 1 and 256 or x.owner_id ~ '[[:cntrl:]]') is true as local
-          from permgraph.import_nodes x where x.run = p_run and x.problem is null) s
-    left join lateral (select n.kind from permgraph.nodes n where n.id = s.id offset 0) n on true
+          from permgraph.import_nodes x where x.run = p_run and x.problem is null
+          offset 0) s -- each row's local test worked out once (not again for the window's sort key)
+    left join lateral (select n.kind, n.owner_id, n.trash_at from permgraph.nodes n where n.id = s.id offset 0) n on true
     window w as (partition by s.id order by s.local, s.seq)
-  ) r
-  where r.local or r.rank > 1 or r.stored_kind <> r.kind;
-
-  -- trash_at: one cast of them all; only if one fails, find which.
-  begin
-    perform count(s.trash_at::timestamptz) from permgraph.import_nodes s
-    where s.run = p_run and s.problem is null and s.trash_at is not null;
-  exception when data_exception then
-    insert into pg_temp.import_bad (seq, id, line, problem)
-    select s.seq, s.id, s.line, format('trash_at %s is not a timestamp', permgraph._describe_id(s.trash_at))
-    from permgraph.import_nodes s
-    where s.run = p_run and s.problem is null and s.trash_at is not null and not permgraph._is_timestamptz(s.trash_at)
-    on conflict (seq) do nothing;
-  end;
-
-  -- The valid staged nodes, by id (indexed once filled: cheaper than
-  -- indexing as it fills). A node not in here is, after the load, its stored
-  -- version or nothing.
-  drop table if exists pg_temp.import_valid;
-  create temp table import_valid on commit drop as
-    select s.id, s.seq, s.line, s.kind, s.owner_id from permgraph.import_nodes s
-    where s.run = p_run and s.problem is null and s.seq <> all (array(select b.seq from pg_temp.import_bad b));
+  ) r;
+  insert into pg_temp.import_bad (seq, id, line, problem)
+  select v.seq, v.id, v.line, v.problem from pg_temp.import_valid v where v.problem is not null
+  on conflict (seq) do update set problem = excluded.problem;
+  if exists (select 1 from pg_temp.import_bad) then
+    delete from pg_temp.import_valid v
+    where v.problem is not null or exists (select 1 from pg_temp.import_bad b where b.seq = v.seq);
+  end if;
   alter table pg_temp.import_valid add primary key (id);
   analyze pg_temp.import_valid;
 
@@ -207,19 +222,32 @@ begin
         union
         select m.id, m.owner_id
         from up cross join lateral (
-          select o.id, o.owner_id from (
-            select v.id, v.owner_id from pg_temp.import_valid v where v.id = up.owner_id
-            union all
-            select n.id, n.owner_id from permgraph.nodes n
-            where n.id = up.owner_id and not exists (select 1 from pg_temp.import_valid v where v.id = up.owner_id)
-          ) o offset 0
+          -- the owner as the load leaves it: staged, else stored (one probe each)
+          select coalesce(v.id, n.id) as id, case when v.id is not null then v.owner_id else n.owner_id end as owner_id
+          from (select) one
+          left join lateral (select v.id, v.owner_id from pg_temp.import_valid v where v.id = up.owner_id offset 0) v on true
+          left join lateral (select n.id, n.owner_id from permgraph.nodes n where n.id = up.owner_id and v.id is null offset 0) n on true
+          where v.id is not null or n.id is not null
+          offset 0
         ) m
         where up.owner_id is not null and up.owner_id <> up.id
       ) select id, owner_id from up;
     create index on pg_temp.import_g (owner_id);
+    analyze pg_temp.import_g;
     -- Down from the roots (no owner, or a user owning itself); what is not
-    -- reached is on or below a cycle.
+    -- reached is on or below a cycle. Every node has one owner, so a walk
+    -- down reaches each node once at most: all of import_g is reached if and
+    -- only if there is no cycle, which a count tells without comparing the
+    -- two sets (the common case).
     drop table if exists pg_temp.import_unrooted;
+    with recursive rooted(id) as (
+      select r.id from pg_temp.import_g r where r.owner_id is null or r.owner_id = r.id
+      union all
+      select c.id from rooted cross join lateral (
+        select g.id from pg_temp.import_g g where g.owner_id = rooted.id and g.owner_id <> g.id offset 0) c
+    )
+    select count(*) into reached from rooted;
+    continue when reached = (select count(*) from pg_temp.import_g);
     create temp table import_unrooted on commit drop as
       with recursive rooted(id) as (
         select r.id from pg_temp.import_g r where r.owner_id is null or r.owner_id = r.id
@@ -260,72 +288,103 @@ begin
     where u.cycle is not null;
   end loop;
 
-  -- Grants: ids, level, and both ends after the load; an object holds no grant.
-  insert into pg_temp.import_bad (seq, problem)
-  select b.seq, b.problem from (
-    select g.seq, case
-        when g.tail_id is null or length(g.tail_id) not between 1 and 256 or g.tail_id ~ '[[:cntrl:]]'
-          then permgraph._import_id_problem('tail_id', g.tail_id)
-        when g.head_id is null or length(g.head_id) not between 1 and 256 or g.head_id ~ '[[:cntrl:]]'
-          then permgraph._import_id_problem('head_id', g.head_id)
-        when g.level is null then 'level is missing'
-        when jsonb_typeof(p_levels -> g.level) is distinct from 'number'
-          then coalesce(p_levels ->> g.level, format('level %s was not resolved', permgraph._describe_id(g.level)))
-        when coalesce(tv.kind, tn.kind) is null and tr.id is not null then
-          format('grant tail %s is not loaded: its row is invalid (%s)', permgraph._describe_id(g.tail_id), coalesce('line ' || tr.line, 'see its row'))
-        when coalesce(tv.kind, tn.kind) is null then
-          format('grant tail %s does not exist (neither in the input nor in the database)', permgraph._describe_id(g.tail_id))
-        when coalesce(tv.kind, tn.kind) = 'object' then
-          format('grant tail %s is an object; only users and groups can hold grants', permgraph._describe_id(g.tail_id))
-        when coalesce(hv.kind, hn.kind) is null and hr.id is not null then
-          format('grant head %s is not loaded: its row is invalid (%s)', permgraph._describe_id(g.head_id), coalesce('line ' || hr.line, 'see its row'))
-        when coalesce(hv.kind, hn.kind) is null then
-          format('grant head %s does not exist (neither in the input nor in the database)', permgraph._describe_id(g.head_id))
-      end as problem
-    from permgraph.import_grants g
-    left join pg_temp.import_valid tv on tv.id = g.tail_id
-    left join pg_temp.import_valid hv on hv.id = g.head_id
-    left join lateral (select n.kind from permgraph.nodes n where n.id = g.tail_id and tv.id is null offset 0) tn on true
-    left join lateral (select n.kind from permgraph.nodes n where n.id = g.head_id and hv.id is null offset 0) hn on true
-    left join lateral (select r.id, r.line from pg_temp.import_rejected r where r.id = g.tail_id and tv.id is null and tn.kind is null offset 0) tr on true
-    left join lateral (select r.id, r.line from pg_temp.import_rejected r where r.id = g.head_id and hv.id is null and hn.kind is null offset 0) hr on true
-    where g.run = p_run and g.problem is null
-  ) b
-  where b.problem is not null;
-  -- expires_at (empty: never): a timestamp with its offset, so that it means
-  -- the same instant whatever the session's time zone. The form is checked
-  -- row by row (a regular expression); the values with one another in one
-  -- cast, and only if that fails, one by one, to find which.
-  insert into pg_temp.import_bad (seq, problem)
-  select g.seq, format('expires_at %s is not a timestamp with a time zone offset (ISO 8601, e.g. 2030-01-31T12:00:00Z)',
-                       permgraph._describe_id(g.expires_at))
-  from permgraph.import_grants g
-  where g.run = p_run and g.problem is null and g.expires_at is not null
-    and g.expires_at !~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$'
-  on conflict (seq) do nothing;
+  -- Grants. expires_at (empty: never) is a timestamp with its offset, so
+  -- that it means the same instant whatever the session's time zone: its
+  -- form is checked row by row (a regular expression, below); the values of
+  -- that form with one another in one cast first, and only if that fails,
+  -- one by one, to find which. (A row that also has a problem below is
+  -- given that one instead.)
   begin
     perform count(g.expires_at::timestamptz) from permgraph.import_grants g
     where g.run = p_run and g.problem is null and g.expires_at is not null
-      and g.seq <> all (array(select b.seq from pg_temp.import_bad b));
+      and g.expires_at ~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$';
   exception when data_exception then
     insert into pg_temp.import_bad (seq, problem)
     select g.seq, format('expires_at %s is not a valid timestamp', permgraph._describe_id(g.expires_at))
     from permgraph.import_grants g
-    where g.run = p_run and g.problem is null and g.expires_at is not null and not permgraph._is_timestamptz(g.expires_at)
-    on conflict (seq) do nothing;
+    where g.run = p_run and g.problem is null and g.expires_at is not null
+      and g.expires_at ~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$'
+      and not permgraph._is_timestamptz(g.expires_at);
   end;
-  -- Duplicates among the rest, in one sorted pass of their keys: the first row is kept.
+
+  -- The valid staged grants, in key order, each with its level resolved,
+  -- the kinds of its ends and its stored version (stored: whether there is
+  -- one), which the load reads instead of the staging table and the graph
+  -- again.
+  drop table if exists pg_temp.import_grants_valid;
+  create temp table import_grants_valid (
+    seq bigint not null, line bigint, tail_id text collate "C", head_id text collate "C", source text,
+    level smallint, expires_at timestamptz, tail_kind text, head_kind text, problem text, rank bigint not null, first_line bigint,
+    stored boolean not null, stored_level smallint, stored_expires timestamptz
+  ) on commit drop;
+
+  -- One sorted pass over the run's grants: each row on its own (ids, level,
+  -- the form of expires_at) and both its ends after the load (an object
+  -- holds no grant); then, among the rows without a problem, duplicates
+  -- (sorted by key, the first row is kept); then one probe of the graph for
+  -- each row kept. Every row goes to import_grants_valid, in key order, with
+  -- its problem; then the bad rows move to import_bad.
+  insert into pg_temp.import_grants_valid (seq, line, tail_id, head_id, source, level, expires_at, tail_kind, head_kind, problem, rank, first_line,
+                                           stored, stored_level, stored_expires)
+  select k.seq, k.line, k.tail_id, k.head_id, k.source,
+         case when k.problem is null then (p_levels ->> k.level)::smallint end, case when k.problem is null then k.expires_at::timestamptz end,
+         k.tail_kind, k.head_kind, k.problem, k.rank, k.first_line, s.level is not null, s.level, s.expires_at
+  from (
+    select c.*, row_number() over w as rank, first_value(c.line) over w as first_line
+    from (
+      select g.seq, g.line, g.tail_id, g.head_id, g.source, g.level, g.expires_at,
+             coalesce(tv.kind, tn.kind) as tail_kind, coalesce(hv.kind, hn.kind) as head_kind, coalesce(case
+          when g.tail_id is null or length(g.tail_id) not between 1 and 256 or g.tail_id ~ '[[:cntrl:]]'
+            then permgraph._import_id_problem('tail_id', g.tail_id)
+          when g.head_id is null or length(g.head_id) not between 1 and 256 or g.head_id ~ '[[:cntrl:]]'
+            then permgraph._import_id_problem('head_id', g.head_id)
+          when g.level is null then 'level is missing'
+          when jsonb_typeof(p_levels -> g.level) is distinct from 'number'
+            then coalesce(p_levels ->> g.level, format('level %s was not resolved', permgraph._describe_id(g.level)))
+          when coalesce(tv.kind, tn.kind) is null and tr.id is not null then
+            format('grant tail %s is not loaded: its row is invalid (%s)', permgraph._describe_id(g.tail_id), coalesce('line ' || tr.line, 'see its row'))
+          when coalesce(tv.kind, tn.kind) is null then
+            format('grant tail %s does not exist (neither in the input nor in the database)', permgraph._describe_id(g.tail_id))
+          when coalesce(tv.kind, tn.kind) = 'object' then
+            format('grant tail %s is an object; only users and groups can hold grants', permgraph._describe_id(g.tail_id))
+          when coalesce(hv.kind, hn.kind) is null and hr.id is not null then
+            format('grant head %s is not loaded: its row is invalid (%s)', permgraph._describe_id(g.head_id), coalesce('line ' || hr.line, 'see its row'))
+          when coalesce(hv.kind, hn.kind) is null then
+            format('grant head %s does not exist (neither in the input nor in the database)', permgraph._describe_id(g.head_id))
+          when g.expires_at !~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$' then
+            format('expires_at %s is not a timestamp with a time zone offset (ISO 8601, e.g. 2030-01-31T12:00:00Z)',
+                   permgraph._describe_id(g.expires_at))
+        end, cb.problem) as problem
+      from permgraph.import_grants g
+      left join pg_temp.import_valid tv on tv.id = g.tail_id
+      left join pg_temp.import_valid hv on hv.id = g.head_id
+      left join lateral (select n.kind from permgraph.nodes n where n.id = g.tail_id and tv.id is null offset 0) tn on true
+      left join lateral (select n.kind from permgraph.nodes n where n.id = g.head_id and hv.id is null offset 0) hn on true
+      left join lateral (select r.id, r.line from pg_temp.import_rejected r where r.id = g.tail_id and tv.id is null and tn.kind is null offset 0) tr on true
+      left join lateral (select r.id, r.line from pg_temp.import_rejected r where r.id = g.head_id and hv.id is null and hn.kind is null offset 0) hr on true
+      left join pg_temp.import_bad cb on cb.seq = g.seq -- a bad expires_at
+      where g.run = p_run and g.problem is null
+      offset 0 -- each row's problem worked out once (not again for the window's sort key)
+    ) c
+    window w as (partition by c.tail_id, c.head_id, c.source order by c.problem is not null, c.seq)
+  ) k
+  left join lateral (select s.level, s.expires_at from permgraph.grants s
+                     where k.problem is null and k.rank = 1
+                       and s.tail_id = k.tail_id and s.head_id = k.head_id and s.source = k.source offset 0) s on true;
   insert into pg_temp.import_bad (seq, problem)
-  select d.seq, case when d.first_line is not null
-      then format('duplicate grant %s -> %s (source %s; first at line %s)', permgraph._describe_id(d.tail_id),
-                  permgraph._describe_id(d.head_id), permgraph._describe_id(d.source), d.first_line)
+  select d.seq, case
+      when d.problem is not null then d.problem
+      when d.first_line is not null
+        then format('duplicate grant %s -> %s (source %s; first at line %s)', permgraph._describe_id(d.tail_id),
+                    permgraph._describe_id(d.head_id), permgraph._describe_id(d.source), d.first_line)
       else format('duplicate grant %s -> %s (source %s; the query returns it more than once)', permgraph._describe_id(d.tail_id),
                   permgraph._describe_id(d.head_id), permgraph._describe_id(d.source)) end
-  from (select x.seq, x.tail_id, x.head_id, x.source, row_number() over w as rank, first_value(x.line) over w as first_line
-        from permgraph.import_grants x
-        where x.run = p_run and x.problem is null and x.seq <> all (array(select b.seq from pg_temp.import_bad b))
-        window w as (partition by x.tail_id, x.head_id, x.source order by x.seq)) d
-  where d.rank > 1;
+  from pg_temp.import_grants_valid d
+  where d.problem is not null or d.rank > 1
+  on conflict (seq) do update set problem = excluded.problem;
+  if exists (select 1 from pg_temp.import_bad) then
+    delete from pg_temp.import_grants_valid where problem is not null or rank > 1;
+  end if;
   update permgraph.import_grants g set problem = (select b.problem from pg_temp.import_bad b where b.seq = g.seq)
   where g.run = p_run and g.seq = any (array(select b.seq from pg_temp.import_bad b));
 
@@ -353,6 +412,29 @@ declare
 begin
   execute format('alter table permgraph.nodes %1$s trigger nodes_validate_inserted, %1$s trigger nodes_validate_updated', verb);
   execute format('alter table permgraph.grants %1$s trigger grants_validate_inserted, %1$s trigger grants_validate_updated', verb);
+end $$;
+
+-- The capture triggers of inserted nodes and grants
+-- (nodes_capture_inserted, grants_capture_inserted,
+-- sql/functions/020_capture.sql), on or off for the rest of the
+-- transaction, like _import_statement_checks. With capture off (as in the
+-- load) all they do is write the edges of what was inserted: a grant's
+-- (tail_id, head_id, source, level, tail_kind, head_kind, expires_at), and
+-- an owned user's or group's (owner_id, id, '', 3, owner's kind, kind),
+-- reading the kinds they lack by joining the whole of nodes (twice for
+-- grants) after spooling the inserted rows. _import_load writes the same
+-- edges itself, in key order, from what validation found (the kinds of
+-- every grant's ends are in import_grants_valid) or by one probe of nodes
+-- per owned node.
+create or replace function permgraph._import_edges_by_trigger(p_enabled boolean) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  verb constant text := case when p_enabled then 'enable' else 'disable' end;
+begin
+  execute format('alter table permgraph.nodes %s trigger nodes_capture_inserted', verb);
+  execute format('alter table permgraph.grants %s trigger grants_capture_inserted', verb);
 end $$;
 
 -- The row checks of the foreign keys into nodes held by nodes and grants
@@ -393,16 +475,19 @@ begin
   return true;
 end $$;
 
--- Writes a validated run's valid rows (problem null: run it after
--- _import_validate) into nodes and grants (upsert), with change capture and
--- per-row auditing off for this transaction: the caller runs one
--- permgraph.refresh() after, in the same transaction. p_set_trash: the input
--- has a trash_at column (otherwise stored trash times are kept);
--- p_set_expiry: the grants input has an expires_at column (otherwise stored
--- expiries are kept, and new grants never expire). p_levels:
--- as for _import_validate. Its own statements join nothing but LATERAL
--- lookups and write by primary key, so it leaves the planner settings alone:
--- the triggers of nodes and grants plan their statements as they always do.
+-- Writes a validated run's valid rows into nodes and grants (upsert), with
+-- change capture and per-row auditing off for this transaction: the caller
+-- runs one permgraph.refresh() after, in the same transaction. It reads
+-- them from the temporary tables _import_validate left in this transaction
+-- (import_valid, import_grants_valid: the valid rows with their stored
+-- versions), not from the staging tables. p_set_trash: the input has a
+-- trash_at column (otherwise stored trash times are kept); p_set_expiry:
+-- the grants input has an expires_at column (otherwise stored expiries are
+-- kept, and new grants never expire). p_levels is no longer read (the
+-- levels were resolved by _import_validate); it stays in the signature.
+-- Its own statements join nothing and write by primary key, so it leaves
+-- the planner settings alone: the triggers of nodes and grants plan their
+-- statements as they always do.
 --
 -- The per-statement integrity triggers (owners exist and own, no cycle,
 -- grant ends exist, no object holds a grant) are off while it writes: they
@@ -423,16 +508,16 @@ set search_path = pg_catalog, pg_temp
 set jit = off
 as $$
 declare
-  seqscan constant text := current_setting('enable_seqscan');
   nodes_inserted bigint;
   nodes_updated bigint;
   nodes_unchanged bigint;
   grants_inserted bigint;
   grants_updated bigint;
   grants_valid bigint;
+  seqscan constant text := current_setting('enable_seqscan');
   fk record;
 begin
-  if to_regclass('pg_temp.import_valid') is null then
+  if to_regclass('pg_temp.import_valid') is null or to_regclass('pg_temp.import_grants_valid') is null then
     raise exception 'permgraph: _import_load(%) must run after _import_validate, in the same transaction', p_run
       using errcode = '55000';
   end if;
@@ -445,16 +530,15 @@ begin
   perform set_config('permgraph.audit', 'off', true);
 
   -- The stored nodes the load changes (owner, or trash time if the input has
-  -- trash_at), with their new values.
+  -- trash_at), with their new values: from import_valid, which holds every
+  -- valid staged node with its stored version (_import_validate), so
+  -- neither the staging table nor the graph is read again.
   drop table if exists pg_temp.import_changed;
   create temp table import_changed (id text collate "C" primary key, owner_id text collate "C", owner_changed boolean, trash_at timestamptz)
     on commit drop;
   with staged as (
-    select s.id, s.owner_id, case when p_set_trash then s.trash_at::timestamptz end as trash_at, n.stored, n.owner_id as stored_owner,
-           n.trash_at as stored_trash
-    from permgraph.import_nodes s
-    left join lateral (select true as stored, n.owner_id, n.trash_at from permgraph.nodes n where n.id = s.id offset 0) n on true
-    where s.run = p_run and s.problem is null
+    select v.id, v.owner_id, case when p_set_trash then v.trash_at::timestamptz end as trash_at, v.stored, v.stored_owner, v.stored_trash
+    from pg_temp.import_valid v
   ), changed as (
     insert into pg_temp.import_changed
     select id, owner_id, owner_id is distinct from stored_owner, case when p_set_trash then trash_at else stored_trash end
@@ -462,7 +546,7 @@ begin
     where stored and (owner_id is distinct from stored_owner or (p_set_trash and trash_at is distinct from stored_trash))
     returning 1
   )
-  select count(*) filter (where stored is null), (select count(*) from changed), count(*) filter (where stored) - (select count(*) from changed)
+  select count(*) filter (where not stored), (select count(*) from changed), count(*) filter (where stored) - (select count(*) from changed)
   into nodes_inserted, nodes_updated, nodes_unchanged
   from staged;
 
@@ -470,14 +554,23 @@ begin
   -- steps must be index probes, not scans (see bench/graph/load.ts).
   perform set_config('enable_seqscan', 'off', true);
   -- New nodes come with their owners: a new node's owner is new or stored,
-  -- and no stored node points at a new one yet, so no cycle can close.
+  -- and no stored node points at a new one yet, so no cycle can close. In
+  -- id order, so that the primary key is written in order. Their owners'
+  -- edges are written here, in key order, each owner's kind by one probe
+  -- (_import_edges_by_trigger).
+  perform permgraph._import_edges_by_trigger(false);
   if nodes_inserted > 0 then
     insert into permgraph.nodes (id, kind, owner_id, trash_at)
-    select s.id, s.kind, s.owner_id, case when p_set_trash then s.trash_at::timestamptz end
-    from permgraph.import_nodes s
-    left join lateral (select true as stored from permgraph.nodes n where n.id = s.id offset 0) n on true
-    where s.run = p_run and s.problem is null and n.stored is null
-    order by s.id;
+    select v.id, v.kind, v.owner_id, case when p_set_trash then v.trash_at::timestamptz end
+    from pg_temp.import_valid v
+    where not v.stored
+    order by v.id;
+    insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
+    select v.owner_id, v.id, '', 3, coalesce(o.kind, 'group'), v.kind
+    from pg_temp.import_valid v
+    left join lateral (select n.kind from permgraph.nodes n where n.id = v.owner_id offset 0) o on true
+    where not v.stored and v.owner_id is not null and v.owner_id <> v.id and v.kind <> 'object'
+    order by v.owner_id, v.id;
   end if;
   if nodes_updated > 0 then
     -- Stored nodes whose owner changes lose their old owner first, so every
@@ -491,39 +584,41 @@ begin
   end if;
   perform set_config('enable_seqscan', seqscan, true);
 
-  -- Grants: the stored ones the input names (one probe of the unique index
-  -- each) are updated where they change, the others inserted by a plain
-  -- INSERT. No writer can add a grant meanwhile (validation locked them
-  -- out), so no conflict can arise, and INSERT ... ON CONFLICT, whose
-  -- speculative insertion (a pre-check, a lock and a confirmation record
-  -- per row) took ~1.5 times as long as a plain INSERT of the same 1 M rows,
-  -- is not needed. Validation has rejected duplicate keys within the run.
-  drop table if exists pg_temp.import_grants_stored;
-  create temp table import_grants_stored on commit drop as
-    select s.seq, s.tail_id, s.head_id, s.source, (p_levels ->> s.level)::smallint as level,
-           case when p_set_expiry then s.expires_at::timestamptz else g.expires_at end as expires_at,
-           (g.level is distinct from (p_levels ->> s.level)::smallint
-            or (p_set_expiry and g.expires_at is distinct from s.expires_at::timestamptz)) as changes
-    from permgraph.import_grants s
-    cross join lateral (select g.level, g.expires_at from permgraph.grants g
-                        where g.tail_id = s.tail_id and g.head_id = s.head_id and g.source = s.source offset 0) g
-    where s.run = p_run and s.problem is null;
-  alter table pg_temp.import_grants_stored add primary key (seq);
-  analyze pg_temp.import_grants_stored;
+  -- Grants, from import_grants_valid (_import_validate: each valid staged
+  -- grant with its level and its stored version): the stored ones that
+  -- change are updated, the others inserted by a plain INSERT. No writer
+  -- can add a grant meanwhile (validation locked them out), so no conflict
+  -- can arise, and INSERT ... ON CONFLICT, whose speculative insertion (a
+  -- pre-check, a lock and a confirmation record per row) took ~1.5 times as
+  -- long as a plain INSERT of the same 1 M rows, is not needed. Validation
+  -- has rejected duplicate keys within the run.
+  drop table if exists pg_temp.import_grants_changed;
+  create temp table import_grants_changed on commit drop as
+    select c.tail_id, c.head_id, c.source, c.level,
+           case when p_set_expiry then c.expires_at else c.stored_expires end as expires_at
+    from pg_temp.import_grants_valid c
+    where c.stored and (c.level is distinct from c.stored_level or (p_set_expiry and c.expires_at is distinct from c.stored_expires));
+  analyze pg_temp.import_grants_changed;
   update permgraph.grants g set level = c.level, expires_at = c.expires_at
-  from pg_temp.import_grants_stored c
-  where c.changes and g.tail_id = c.tail_id and g.head_id = c.head_id and g.source = c.source;
+  from pg_temp.import_grants_changed c
+  where g.tail_id = c.tail_id and g.head_id = c.head_id and g.source = c.source;
   get diagnostics grants_updated = row_count;
+  -- In key order, as validation wrote them (a scan of the table just
+  -- written returns them so; no sort needed): the unique index and the
+  -- edges' primary key are then written in order. Their edges are written
+  -- here, set-based, with the kinds validation found
+  -- (_import_edges_by_trigger).
   insert into permgraph.grants (tail_id, head_id, level, source, expires_at)
-  select s.tail_id, s.head_id, (p_levels ->> s.level)::smallint, s.source, case when p_set_expiry then s.expires_at::timestamptz end
-  from permgraph.import_grants s
-  left join lateral (select true as stored from pg_temp.import_grants_stored c where c.seq = s.seq offset 0) c on true
-  where s.run = p_run and s.problem is null and c.stored is null
-  -- In key order: the unique index, the edges' primary key and the
-  -- lookups of the grants' ends then walk their btrees in order.
-  order by s.tail_id, s.head_id, s.source;
+  select c.tail_id, c.head_id, c.level, c.source, case when p_set_expiry then c.expires_at end
+  from pg_temp.import_grants_valid c
+  where not c.stored;
   get diagnostics grants_inserted = row_count;
-  select count(*) into grants_valid from permgraph.import_grants where run = p_run and problem is null;
+  insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind, expires_at)
+  select c.tail_id, c.head_id, c.source, c.level, c.tail_kind, c.head_kind, case when p_set_expiry then c.expires_at end
+  from pg_temp.import_grants_valid c
+  where not c.stored;
+  perform permgraph._import_edges_by_trigger(true);
+  select count(*) into grants_valid from pg_temp.import_grants_valid;
   perform permgraph._import_statement_checks(true);
   perform permgraph._import_reference_checks(true);
 

@@ -63,7 +63,7 @@ declare
     -- list_rows runs as the caller (it reads the caller's own table), and so
     -- its plan choice (which reads nothing) and its read of the user's owners
     'permgraph.list_rows(anyelement, name, name, text, integer, text, integer)',
-    'permgraph._listing_plan(bigint, boolean, bigint, boolean, double precision, double precision, integer)',
+    'permgraph._listing_plan(bigint, boolean, bigint, boolean, double precision, double precision, integer, boolean)',
     'permgraph._listing_owners(text, integer, text[], bigint)',
     'permgraph.explain(text, text, integer)',
     'permgraph.current_token()', 'permgraph.is_applied(text)', 'permgraph.status()', 'permgraph.current_actor()',

@@ -92,6 +92,13 @@ async function* readRecords(path: string, columns: string[], skip: number): Asyn
   }
 }
 
+/**
+ * Bytes read (and parsed) at a time: small enough that parsing one chunk
+ * holds the event loop for a few milliseconds only, while the import writes
+ * the previous batch (staging.ts).
+ */
+const READ_CHUNK = 1 << 16;
+
 const QUOTE = 34;
 const COMMA = 44;
 const LF = 10;
@@ -110,7 +117,7 @@ interface Parsed {
  * must have `width` fields (the header's count); null: the first record only.
  */
 async function* parseFile(path: string, width: number | null): AsyncGenerator<Parsed[]> {
-  const stream = createReadStream(path, { encoding: 'utf8', highWaterMark: 1 << 20 });
+  const stream = createReadStream(path, { encoding: 'utf8', highWaterMark: READ_CHUNK });
   let carry = ''; // the start of a record the previous chunk ended in
   let line = 1; // line where `carry` starts
   let first = true;

@@ -172,6 +172,7 @@ describe('permgraph import: load locks and foreign keys', async () => {
       select t.tgname as name, t.tgenabled = 'O' as enabled from pg_trigger t
       where t.tgrelid in ('permgraph.nodes'::regclass, 'permgraph.grants'::regclass) and t.tgname like '%validate_inserted'
          or t.tgrelid in ('permgraph.nodes'::regclass, 'permgraph.grants'::regclass) and t.tgname like '%validate_updated'
+         or t.tgrelid in ('permgraph.nodes'::regclass, 'permgraph.grants'::regclass) and t.tgname like '%capture_inserted' -- the load writes its edges itself
       order by 1`);
   }
 
@@ -273,7 +274,10 @@ describe('permgraph import: load locks and foreign keys', async () => {
       const after: RefGraph = { ...stored, nodes: [u('ann'), g('a', 'b'), g('b', 'ann'), o('doc', 'b')] };
       expect(await readPermissions(db)).toEqual(model.computePermissions(after));
       expect(await statementChecks(db)).toEqual(
-        ['grants_validate_inserted', 'grants_validate_updated', 'nodes_validate_inserted', 'nodes_validate_updated'].map((name) => ({ name, enabled: true })),
+        ['grants_capture_inserted', 'grants_validate_inserted', 'grants_validate_updated', 'nodes_capture_inserted', 'nodes_validate_inserted', 'nodes_validate_updated'].map((name) => ({
+          name,
+          enabled: true,
+        })),
       );
     }
   });
@@ -281,7 +285,10 @@ describe('permgraph import: load locks and foreign keys', async () => {
   it('the load turns its integrity triggers off only inside its own transaction, and only after validating in it', async () => {
     await loadGraph(db, { nodes: [], grants: [] });
     const on = await statementChecks(db);
-    expect(on.map((t) => t.enabled)).toEqual([true, true, true, true]);
+    expect(on.map((t) => t.name)).toEqual([
+      'grants_capture_inserted', 'grants_validate_inserted', 'grants_validate_updated', 'nodes_capture_inserted', 'nodes_validate_inserted', 'nodes_validate_updated',
+    ]);
+    expect(on.map((t) => t.enabled)).toEqual([true, true, true, true, true, true]);
     const files = { nodes: { file: await writeText('nodes.csv', nodesCsv) }, grants: { file: await writeText('grants.csv', grantsCsv) } };
     for (const exclusive of [false, true]) {
       await loadGraph(db, { nodes: [], grants: [] });
@@ -302,6 +309,16 @@ describe('permgraph import: load locks and foreign keys', async () => {
       await expect(db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('doc', 'eng', 1)`)).rejects.toThrow(
         'grant tail "doc" is an object',
       );
+      // And a node and a grant written after it get their edges from the capture triggers again.
+      await db.query(sql`insert into permgraph.nodes (id, kind, owner_id) values (${`after-${exclusive}`}, 'group', 'ann')`);
+      await db.query(sql`insert into permgraph.grants (tail_id, head_id, level, source) values ('bob', 'doc', 1, ${`after-${exclusive}`})`);
+      expect(await db.query(sql`
+        select tail_id, head_id, tail_kind, head_kind, level from permgraph.edges
+        where (head_id = ${`after-${exclusive}`} and source = '') or (tail_id = 'bob' and head_id = 'doc' and source = ${`after-${exclusive}`})
+        order by 1, 2`)).toEqual([
+        { tail_id: 'ann', head_id: `after-${exclusive}`, tail_kind: 'user', head_kind: 'group', level: 3 },
+        { tail_id: 'bob', head_id: 'doc', tail_kind: 'user', head_kind: 'object', level: 1 },
+      ]);
     }
     // Without validating first, in the same transaction, the load refuses to run.
     await expect(db.tx((tx) => tx.query(sql`select permgraph._import_load('never', false, false, '{}'::jsonb)`))).rejects.toThrow(

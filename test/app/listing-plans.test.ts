@@ -179,7 +179,7 @@ describe('listing plans: rows, scan and hash give the same pages', async () => {
           await db.query(sql`analyze public.app_rows`);
           await db.query(sql`analyze permgraph.nodes`);
           const [{ cap }] = await db.query(sql`
-            select (permgraph._listing_plan(null, false, null, false, 1, c.reltuples, ${limit}::integer)).count_cap::integer as cap
+            select (permgraph._listing_plan(null, false, null, false, 1, c.reltuples, ${limit}::integer, false)).count_cap::integer as cap
             from pg_class c where c.oid = 'public.app_rows'::regclass`);
           expect(groupIds.length, 'the owners of all exceed the capped count').toBeGreaterThan(cap);
           const now = new Date();
@@ -209,20 +209,21 @@ describe('listing plans: rows, scan and hash give the same pages', async () => {
         fc.double({ min: 0, max: 5_000, noNaN: true }),
         fc.integer({ min: 1, max: 10_000_000 }),
         fc.integer({ min: 1, max: 100_000 }),
-        async (beyondCap, ownerShare, direct, perOwner, candidates, limit) => {
+        fc.boolean(),
+        async (beyondCap, ownerShare, direct, perOwner, candidates, limit, nodes) => {
           const [{ cap }] = await db.query(sql`
-            select (permgraph._listing_plan(null, ${direct}, null, false, ${perOwner}::float8, ${candidates}::float8, ${limit}::integer)).count_cap::float8 as cap`);
+            select (permgraph._listing_plan(null, ${direct}, null, false, ${perOwner}::float8, ${candidates}::float8, ${limit}::integer, ${nodes})).count_cap::float8 as cap`);
           // a user with more rows than the cap: up to 21 times as many
           const rowCount = Math.floor(cap * (1 + beyondCap)) + 1;
           const owners = Math.floor(rowCount * ownerShare);
           const [{ full }] = await db.query(sql`
-            select (permgraph._listing_plan(${rowCount}::bigint, ${direct}, ${owners}::bigint, true, ${perOwner}::float8, ${candidates}::float8, ${limit}::integer)).plan as full`);
+            select (permgraph._listing_plan(${rowCount}::bigint, ${direct}, ${owners}::bigint, true, ${perOwner}::float8, ${candidates}::float8, ${limit}::integer, ${nodes})).plan as full`);
           expect(['rows', 'scan', 'hash']).toContain(full);
           // the first cap + 1 rows hold at least this many of the owners
           const read = cap + 1;
           const ownersRead = Math.max(0, owners - (rowCount - read));
           const [{ capped }] = await db.query(sql`
-            select (permgraph._listing_plan(${read}::bigint, ${direct}, ${ownersRead}::bigint, false, ${perOwner}::float8, ${candidates}::float8, ${limit}::integer)).plan as capped`);
+            select (permgraph._listing_plan(${read}::bigint, ${direct}, ${ownersRead}::bigint, false, ${perOwner}::float8, ${candidates}::float8, ${limit}::integer, ${nodes})).plan as capped`);
           expect([null, 'scan']).toContain(capped);
           if (capped !== null) expect(capped).toBe(full);
         },
@@ -395,6 +396,48 @@ describe('listing plans: rows, scan and hash give the same pages', async () => {
     for (const plan of plans) {
       for (const node of planNodes(plan.plan)) {
         expect(work(node), `${node['Node Type']} in ${describeQuery(plan.query)}`).toBeLessThanOrEqual(bound);
+      }
+    }
+  });
+  it('list_targets under the rows and scan plans: a page is index walks driven by the user\'s rows, never a loop over them per page node', async () => {
+    // 300 groups each owning two objects, the user reaching every group
+    // through a team, as 19 others do (so that the permissions are no table
+    // a sequential read costs nothing). The statements are planned once per session (generic
+    // plans, which estimate a user's rows at the average): a page that
+    // joined its candidates to the user's rows was once planned as a loop
+    // over the 300 owner rows for each of the page's nodes.
+    const groups = Array.from({ length: 300 }, (_, i) => g(`g${String(i).padStart(3, '0')}`));
+    const objects = groups.flatMap((gr, i) => [o(`o${String(2 * i).padStart(3, '0')}`, gr.id), o(`o${String(2 * i + 1).padStart(3, '0')}`, gr.id)]);
+    const others = Array.from({ length: 19 }, (_, i) => `v${String(i).padStart(2, '0')}`);
+    const graph: RefGraph = {
+      nodes: [u('ann'), ...others.map((id) => u(id)), g('team'), ...groups, ...objects],
+      grants: [grant('ann', 2, 'team'), ...others.map((id) => grant(id, 1, 'team')), ...groups.map((gr) => grant('team', 1, gr.id))],
+    };
+    await loadGraph(db, graph);
+    await refresh(db);
+    await db.query(sql`analyze permgraph.nodes`);
+    await db.query(sql`analyze permgraph.permissions`);
+    const expected = expectedTargets(graph, 'ann', 1, new Date());
+    const [{ rows: userRows }] = await db.query(sql`select count(*)::integer as rows from permgraph.permissions where user_id = 'ann'`);
+    const bound = 2 * (graph.nodes.length + userRows);
+    for (const plan of ['rows', 'scan'] as const) {
+      let listed: string[][] = [];
+      const plans = await capturePlans(url, async (client) => {
+        await client.query('begin');
+        await client.query(`select set_config('permgraph.listing_plan', '${plan}', true)`);
+        listed = [];
+        // past the plan cache's first five custom plans: the generic plan is the one kept
+        for (let call = 0; call < 7; call++) {
+          const result = await client.query(`select target_id from permgraph.list_targets('ann', 1, null, null, 31)`);
+          listed.push(result.rows.map((r: { target_id: string }) => r.target_id));
+        }
+        await client.query('commit');
+      });
+      for (const page of listed) expect(page, plan).toEqual(expected.slice(0, 31));
+      for (const captured of plans) {
+        for (const node of planNodes(captured.plan)) {
+          expect(work(node), `${plan}: ${node['Node Type']} in ${describeQuery(captured.query)}`).toBeLessThanOrEqual(bound);
+        }
       }
     }
   });

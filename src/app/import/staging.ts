@@ -119,18 +119,28 @@ async function stageCsv(
     await afterBatch();
     ctx.options.onProgress?.({ phase: table, done: bytes, total: input.file.size, unit: 'bytes', rows });
   };
-  // Batches are written one after the other (reading the next batch while
-  // one is written was slower: parsing a chunk holds the event loop, and so
-  // the writing transaction's round trips).
+  // The next batch is parsed while the last one is written: the client's
+  // parse and the server's COPY then run on two cores at once. At most one
+  // batch is being written, and the next starts once it has committed (and
+  // afterBatch has run), so the committed batches are always a prefix of
+  // the file. (The file is read in small chunks, csv.ts, so that parsing one
+  // holds up the writing transaction's round trips only briefly.)
+  let writing: Promise<void> | null = null;
   const write = async (bytes: number) => {
     const full = batch;
     batch = emptyBatch(columns.length);
-    await flush(full, bytes);
+    if (writing) await writing;
+    writing = flush(full, bytes);
+    writing.catch(() => {}); // awaited before the next batch, or at the end
   };
   const skip = lastKey === null ? 0 : Number(lastKey);
   try {
     await readBatches();
+    if (writing) await writing;
   } finally {
+    // A failure while parsing (malformed CSV) waits for the batch in flight:
+    // what runs next (abandon) drops what was staged.
+    await (writing as Promise<void> | null)?.catch(() => {});
     await copier?.end();
   }
   ctx.options.onProgress?.({ phase: table, done: input.file.size, total: input.file.size, unit: 'bytes', rows });
