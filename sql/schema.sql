@@ -711,6 +711,255 @@ CREATE OR REPLACE FUNCTION permgraph._applier_role_key()
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$ select 7238001003::bigint $function$;
 
+-- permgraph._apply_local_additions(bigint,boolean): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._apply_local_additions(p_max_rows bigint, p_recording boolean, OUT region_pairs bigint, OUT inserted bigint, OUT updated bigint, OUT trash_roots text[])
+ RETURNS record
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+ SET enable_hashjoin TO 'off'
+ SET enable_mergejoin TO 'off'
+ SET enable_bitmapscan TO 'off'
+ SET plan_cache_mode TO 'force_generic_plan'
+AS $function$
+begin
+  with recursive added as (
+    select e.tail_id, e.tail_kind, e.head_id, e.head_kind, e.level
+    from (select distinct tail_id, head_id from permgraph.changes where new_level is not null) c
+    cross join lateral (select e.tail_id, e.tail_kind, e.head_id, e.head_kind, e.level
+                        from permgraph.edges e
+                        where e.tail_id = c.tail_id and e.head_id = c.head_id offset 0) e
+    union all
+    select c.tail_id, 'user', c.head_id, 'user', 3::smallint
+    from permgraph.changes c
+    where c.tail_id = c.head_id and c.tail_kind = 'user' and c.new_level is not null
+  ), candidate(user_id, node_id, node_kind, level, last_edge_manage) as (
+    select a.tail_id, a.head_id, a.head_kind, a.level, a.level = 3 and a.head_kind = 'user'
+    from added a
+    where a.tail_kind = 'user'
+    union all
+    select p.user_id, a.head_id, a.head_kind, least(p.level, a.level), a.level = 3 and a.head_kind = 'user'
+    from added a
+    cross join lateral (select p.user_id, p.level from permgraph.permissions p where p.target_id = a.tail_id offset 0) p
+    where a.tail_kind = 'group'
+  ), walk(user_id, node_id, node_kind, level, last_edge_manage, old_level, old_traverse_owned) as (
+    -- The test of _compute_additions (a path is followed while it raises
+    -- the stored row of the pair it reaches), made by reading that row
+    -- once, by key, and carrying it along for the diff, which then probes
+    -- nothing again.
+    select c.user_id, c.node_id, c.node_kind, c.level, c.last_edge_manage, p.level, p.traverse_owned
+    from candidate c
+    left join lateral (select p.level, p.traverse_owned from permgraph.permissions p
+                       where p.user_id = c.user_id and p.target_id = c.node_id offset 0) p on true
+    where p.level is null or p.level < c.level
+       or not p.traverse_owned and permgraph._path_traverses(c.node_kind, c.last_edge_manage)
+    union
+    select w.user_id, e.node_id, e.node_kind, e.level, e.last_edge_manage, p.level, p.traverse_owned
+    from walk w
+    cross join lateral (
+      select e.head_id as node_id, e.head_kind as node_kind, least(w.level, e.level) as level,
+             e.level = 3 and e.head_kind = 'user' as last_edge_manage
+      from permgraph.edges e where e.tail_id = w.node_id offset 0) e
+    left join lateral (select p.level, p.traverse_owned from permgraph.permissions p
+                       where p.user_id = w.user_id and p.target_id = e.node_id offset 0) p on true
+    where w.node_kind = 'group'
+      and (p.level is null or p.level < e.level
+           or not p.traverse_owned and permgraph._path_traverses(e.node_kind, e.last_edge_manage))
+  ), walk_capped as materialized (
+    select user_id, node_id, node_kind, level, last_edge_manage, old_level, old_traverse_owned
+    from walk limit p_max_rows + 1
+  ), fits as (
+    select count(*) <= p_max_rows as ok from walk_capped
+  ), diff as (
+    -- each pair the walk reached, once (grouping, not joining: see
+    -- _apply_local_change), with its stored row as the walk read it (no
+    -- row has a valid_until here)
+    select user_id, target_id, greatest(level, old_level)::smallint as level,
+           coalesce(old_traverse_owned, false) or traverses as traverse_owned, null::timestamptz as valid_until,
+           old_level is null as is_new, old_level, old_traverse_owned, null::timestamptz as old_valid_until
+    from (select user_id, node_id as target_id, max(level) as level,
+                 bool_or(permgraph._path_traverses(node_kind, last_edge_manage)) as traverses,
+                 min(old_level) as old_level, bool_or(old_traverse_owned) as old_traverse_owned
+          from walk_capped
+          where (select ok from fits)
+          group by user_id, node_id) n
+  ), updated_rows as (
+    update permgraph.permissions p set level = d.level, traverse_owned = d.traverse_owned
+    from diff d
+    where not d.is_new and p.user_id = d.user_id and p.target_id = d.target_id
+      and (p.level, p.traverse_owned) is distinct from (d.level, d.traverse_owned)
+    returning 1
+  ), inserted_rows as (
+    insert into permgraph.permissions (user_id, target_id, level, traverse_owned, valid_until)
+    select user_id, target_id, level, traverse_owned, valid_until from diff where is_new
+    order by user_id, target_id
+    returning 1
+  ), recorded as (
+    insert into permgraph.permission_changes (user_id, target_id, old_level, new_level, old_traverse_owned, new_traverse_owned,
+                                              old_valid_until, new_valid_until)
+    select user_id, target_id, old_level, level, old_traverse_owned, traverse_owned, old_valid_until, valid_until
+    from diff
+    where p_recording and (old_level, old_traverse_owned) is distinct from (level, traverse_owned)
+  )
+  select case when (select ok from fits) then (select count(*) from diff) end,
+         (select count(*) from inserted_rows), (select count(*) from updated_rows),
+         (select array_agg(distinct c.head_id) from permgraph.changes c where c.trash_changed)
+  into region_pairs, inserted, updated, trash_roots;
+end $function$;
+
+-- permgraph._apply_local_change(bigint,boolean): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._apply_local_change(p_max_pairs bigint, p_recording boolean, OUT region_pairs bigint, OUT inserted bigint, OUT updated bigint, OUT deleted bigint, OUT trash_roots text[])
+ RETURNS record
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+ SET enable_hashjoin TO 'off'
+ SET enable_mergejoin TO 'off'
+ SET enable_bitmapscan TO 'off'
+ SET plan_cache_mode TO 'force_generic_plan'
+AS $function$
+begin
+  with recursive batch as (
+    select distinct tail_id, tail_kind, head_id, head_kind
+    from permgraph.changes where not trash_changed
+  ), removed as (
+    -- (as in _build_region) changed edges the current graph no longer has
+    select b.tail_id, b.tail_kind, b.head_id, b.head_kind
+    from batch b
+    where not coalesce((select true from permgraph.edges e
+                        where e.tail_id = b.tail_id and e.head_id = b.head_id limit 1), false)
+  ), removed_into as (
+    select coalesce(jsonb_object_agg(head_id, tails), '{}') as by_head
+    from (select head_id, jsonb_agg(jsonb_build_array(tail_id, tail_kind)) as tails
+          from removed group by head_id) r
+  ), down(origin, node_id, node_kind) as (
+    -- downward through the current edges only (see _build_region for why)
+    select distinct head_id, head_id, head_kind from batch
+    union
+    select d.origin, e.head_id, e.head_kind
+    from down d
+    cross join lateral (select head_id, head_kind from permgraph.edges where tail_id = d.node_id offset 0) e
+    where d.node_kind = 'group'
+  ), up(origin, node_id, node_kind) as (
+    -- upward through the union graph: current edges and the removed ones
+    select distinct tail_id, tail_id, tail_kind from batch
+    union
+    select u.origin, e.tail_id, e.tail_kind
+    from up u
+    cross join lateral (
+      select tail_id, tail_kind from permgraph.edges where head_id = u.node_id
+      union all
+      select (t ->> 0) collate "C", t ->> 1
+      from jsonb_array_elements((select by_head from removed_into) -> u.node_id) t) e
+    where u.node_kind = 'group'
+  ), down_capped as materialized (
+    -- A walk is read only this far: one longer than the bound cannot give a
+    -- region within it (each of its rows is a region pair once a user is
+    -- above), so the batch falls back without walking the rest. (A walk
+    -- with no user above is cut short too: a missed chance, never an error.)
+    select origin, node_id, node_kind from down limit p_max_pairs + 1
+  ), up_capped as materialized (
+    select origin, node_id, node_kind from up limit p_max_pairs + 1
+  ), up_users as (
+    select distinct origin, node_id as user_id from up_capped where node_kind = 'user'
+  ), estimate as (
+    select case when (select count(*) from down_capped) > p_max_pairs
+                  or (select count(*) from up_capped) > p_max_pairs then p_max_pairs + 1
+                else (select coalesce(sum(uc.n * dc.n), 0)
+                      from batch c
+                      join (select origin, count(*) as n from up_users group by origin) uc on uc.origin = c.tail_id
+                      join (select origin, count(*) as n from down_capped group by origin) dc on dc.origin = c.head_id) end as pairs
+  ), region as materialized (
+    select distinct u.user_id, d.node_id as target_id
+    from batch c
+    join up_users u on u.origin = c.tail_id
+    join down_capped d on d.origin = c.head_id
+    where (select pairs from estimate) <= p_max_pairs
+  ), region_index as (
+    select coalesce(jsonb_object_agg(user_id, targets), '{}') as by_user
+    from (select user_id, jsonb_object_agg(target_id, true) as targets from region group by user_id) r
+  ), region_users as (
+    select n.id as user_id
+    from (select distinct user_id from region) r
+    cross join lateral (select n.id from permgraph.nodes n where n.id = r.user_id and n.kind = 'user' offset 0) n
+  ), walk(user_id, node_id, node_kind, level, last_edge_manage) as (
+    -- the region's users' own edges into it
+    select ru.user_id, e.head_id, e.head_kind, e.level, e.level = 3 and e.head_kind = 'user'
+    from region_users ru
+    cross join lateral (select e.head_id, e.head_kind, e.level from permgraph.edges e where e.tail_id = ru.user_id offset 0) e
+    where coalesce(((select by_user from region_index) -> ru.user_id) ? e.head_id, false)
+    union all
+    -- per region pair, its in-edges from groups outside the region, each
+    -- seeded with the user's stored row on the group (right: its paths did
+    -- not change)
+    select r.user_id, e.head_id, e.head_kind, least(s.level, e.level), e.level = 3 and e.head_kind = 'user'
+    from region r
+    cross join lateral (select e.head_id, e.head_kind, e.level, e.tail_id from permgraph.edges e
+                        where e.head_id = r.target_id and e.tail_kind = 'group' offset 0) e
+    cross join lateral (select p.level from permgraph.permissions p
+                        where p.user_id = r.user_id and p.target_id = e.tail_id offset 0) s
+    where not coalesce(((select by_user from region_index) -> r.user_id) ? e.tail_id, false)
+    union
+    select w.user_id, e.head_id, e.head_kind, least(w.level, e.level), e.level = 3 and e.head_kind = 'user'
+    from walk w
+    cross join lateral (select e.head_id, e.head_kind, e.level from permgraph.edges e where e.tail_id = w.node_id offset 0) e
+    where w.node_kind = 'group'
+      and coalesce(((select by_user from region_index) -> w.user_id) ? e.head_id, false)
+  ), computed as (
+    -- every region pair once: the best of its paths, or null when none is
+    -- left (the region's own rows come in with no level, so that such a
+    -- pair is not lost; grouping instead of joining, which would nest loops
+    -- over two CTEs)
+    select x.user_id, x.target_id, max(x.level)::smallint as level, bool_or(x.traverses) as traverse_owned
+    from (
+      select user_id, node_id as target_id, level, permgraph._path_traverses(node_kind, last_edge_manage) as traverses
+      from walk
+      union all
+      select r.user_id, r.target_id, null::smallint, null::boolean
+      from region r
+      union all
+      -- a user's own row
+      select r.user_id, r.target_id, 3::smallint, true
+      from region r
+      where r.user_id = r.target_id
+        and exists (select 1 from permgraph.nodes n where n.id = r.user_id and n.kind = 'user')
+    ) x
+    group by x.user_id, x.target_id
+  ), diff as (
+    select n.user_id, n.target_id, n.level, n.traverse_owned, null::timestamptz as valid_until,
+           p.level is null as is_new, n.level is null as is_gone,
+           p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until
+    from computed n
+    left join lateral (select p.level, p.traverse_owned, p.valid_until from permgraph.permissions p
+                       where p.user_id = n.user_id and p.target_id = n.target_id offset 0) p on true
+    where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, null::timestamptz)
+  ), deleted_rows as (
+    delete from permgraph.permissions p using diff d
+    where d.is_gone and p.user_id = d.user_id and p.target_id = d.target_id
+    returning 1
+  ), updated_rows as (
+    update permgraph.permissions p set level = d.level, traverse_owned = d.traverse_owned, valid_until = d.valid_until
+    from diff d
+    where not d.is_new and not d.is_gone and p.user_id = d.user_id and p.target_id = d.target_id
+    returning 1
+  ), inserted_rows as (
+    insert into permgraph.permissions (user_id, target_id, level, traverse_owned, valid_until)
+    select user_id, target_id, level, traverse_owned, valid_until from diff where is_new
+    order by user_id, target_id
+    returning 1
+  ), recorded as (
+    -- the change stream's events (170_changes.sql), only while a consumer is registered
+    insert into permgraph.permission_changes (user_id, target_id, old_level, new_level, old_traverse_owned, new_traverse_owned,
+                                              old_valid_until, new_valid_until)
+    select user_id, target_id, old_level, level, old_traverse_owned, traverse_owned, old_valid_until, valid_until
+    from diff where p_recording
+  )
+  select case when (select pairs from estimate) <= p_max_pairs then (select count(*) from region) end,
+         (select count(*) from inserted_rows), (select count(*) from updated_rows), (select count(*) from deleted_rows),
+         (select array_agg(distinct c.head_id) from permgraph.changes c where c.trash_changed)
+  into region_pairs, inserted, updated, deleted, trash_roots;
+end $function$;
+
 -- permgraph._apply_privileges(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._apply_privileges()
  RETURNS void
@@ -745,7 +994,7 @@ declare
     -- creating policies needs ownership of the application's table anyway
     'permgraph.enable_rls(regclass, name, name, boolean)', 'permgraph.disable_rls(regclass)'];
   worker_functions constant text[] := array[
-    'permgraph.apply_changes(integer, bigint, boolean, timestamptz, bigint)', 'permgraph.apply_job_chunk(bigint, timestamptz)',
+    'permgraph.apply_changes(integer, bigint, boolean, timestamptz, bigint, bigint)', 'permgraph.apply_job_chunk(bigint, timestamptz)',
     'permgraph.refresh()', 'permgraph.verify(timestamptz)',
     'permgraph._applier_role_key()'];
   -- The change stream's consumers (170_changes.sql), whatever their role:
@@ -1618,6 +1867,39 @@ AS $function$
       where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
     $full$, case p_source when 'lasting' then 'permgraph._computed_rows_lasting' when 'full' then 'pg_temp.permgraph_all' end) end)
 $function$;
+
+-- permgraph._end_batch(timestamp with time zone,timestamp with time zone,text,boolean,boolean,bigint,bigint,bigint,bigint,bigint,bigint,bigint,bigint): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._end_batch(p_started timestamp with time zone, p_batch_at timestamp with time zone, p_mode text, p_delta boolean, p_local boolean, p_pending bigint, p_expired bigint, p_pairs bigint, p_to_job bigint, p_deferred bigint, p_inserted bigint, p_updated bigint, p_deleted bigint)
+ RETURNS jsonb
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  job_active boolean;
+  result jsonb;
+begin
+  delete from permgraph.changes;
+  -- (nothing below starts or ends a job; the local path runs only without one)
+  job_active := not p_local and permgraph._long_job_active();
+  if job_active then
+    perform permgraph._prune_deleted_nodes();
+  else
+    delete from permgraph.deleted_nodes;
+  end if;
+  result := jsonb_build_object(
+    'mode', p_mode, 'delta', p_delta, 'local', p_local, 'changes', p_pending, 'expired', p_expired,
+    'region_pairs', p_pairs, 'to_long_job', p_to_job, 'deferred', p_deferred, 'long_job_active', job_active,
+    'inserted', p_inserted, 'updated', p_updated, 'deleted', p_deleted,
+    'ms', round((extract(epoch from clock_timestamp() - p_started) * 1000)::numeric, 3),
+    -- (the local path runs only while no row expires, and writes none that does)
+    'next_expiry_in_ms', case when not p_local then permgraph._next_expiry_in_ms(p_batch_at) end);
+  update permgraph.applier_state set
+    last_batch_at = now(), last_batch_mode = p_mode, last_batch_changes = p_pending,
+    last_batch_ms = (result ->> 'ms')::double precision,
+    rows_inserted = p_inserted, rows_updated = p_updated, rows_deleted = p_deleted,
+    last_batch_snapshot = pg_current_snapshot();  -- what is_applied() reads: see 080_freshness.sql
+  return result;
+end $function$;
 
 -- permgraph._end_long_job(text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._end_long_job(p_ended_by text)
@@ -2641,6 +2923,46 @@ begin
   end if;
 end $function$;
 
+-- permgraph._local_change_kind(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._local_change_kind()
+ RETURNS text
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+AS $function$
+begin
+  return case
+    when exists (select 1 from permgraph.edges where expires_at is not null)
+      or exists (select 1 from permgraph.permissions where valid_until is not null)
+      or exists (select 1 from permgraph.permission_bounds)
+      or exists (select 1 from permgraph.long_job where finished_at is null) then null
+    when not exists (select 1 from permgraph.deleted_nodes)
+     and not exists (select 1
+                     from (select tail_id, head_id, max(old_level) as removed
+                           from permgraph.changes where old_level is not null
+                           group by tail_id, head_id) r
+                     where r.removed > coalesce((select max(e.level) from permgraph.edges e
+                                                 where e.tail_id = r.tail_id and e.head_id = r.head_id), 0)) then 'adds'
+    else 'any' end;
+end $function$;
+
+-- permgraph._local_change_max_changes(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._local_change_max_changes()
+ RETURNS bigint
+ LANGUAGE sql
+ IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$ select 64::bigint $function$;
+
+-- permgraph._local_change_pairs(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._local_change_pairs()
+ RETURNS bigint
+ LANGUAGE sql
+ IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$ select 2000::bigint $function$;
+
 -- permgraph._long_job_active(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._long_job_active()
  RETURNS boolean
@@ -3013,7 +3335,6 @@ end $function$;
 CREATE OR REPLACE FUNCTION permgraph._refresh_trash(p_roots text[])
  RETURNS void
  LANGUAGE plpgsql
- SET client_min_messages TO 'warning'
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET jit TO 'off'
 AS $function$
@@ -3028,14 +3349,15 @@ begin
     )
     select array_agg(id) into scope from subtree;
   end if;
-  drop table if exists pg_temp.permgraph_trash_new;
-  create temp table permgraph_trash_new on commit drop as
-    select * from permgraph.effective_group_trash(scope);
-  delete from permgraph.trashed_groups t
-  where (scope is null or t.group_id = any (scope))
-    and not exists (select 1 from pg_temp.permgraph_trash_new n where n.group_id = t.group_id);
+  with fresh as materialized (
+    select group_id, trash_at from permgraph.effective_group_trash(scope)
+  ), gone as (
+    delete from permgraph.trashed_groups t
+    where (scope is null or t.group_id = any (scope))
+      and not exists (select 1 from fresh n where n.group_id = t.group_id)
+  )
   insert into permgraph.trashed_groups (group_id, trash_at)
-  select group_id, trash_at from pg_temp.permgraph_trash_new
+  select group_id, trash_at from fresh
   on conflict (group_id) do update set trash_at = excluded.trash_at
   where permgraph.trashed_groups.trash_at is distinct from excluded.trash_at;
 end $function$;
@@ -3540,8 +3862,8 @@ begin
   perform permgraph._prune_changes();
 end $function$;
 
--- permgraph.apply_changes(integer,bigint,boolean,timestamp with time zone,bigint): execute <owner>: EXECUTE; permgraph_worker: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph.apply_changes(p_max_changes integer DEFAULT 100000, p_max_pairs bigint DEFAULT NULL::bigint, p_force_full boolean DEFAULT false, p_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_chunk_pairs bigint DEFAULT NULL::bigint)
+-- permgraph.apply_changes(integer,bigint,boolean,timestamp with time zone,bigint,bigint): execute <owner>: EXECUTE; permgraph_worker: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph.apply_changes(p_max_changes integer DEFAULT 100000, p_max_pairs bigint DEFAULT NULL::bigint, p_force_full boolean DEFAULT false, p_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_chunk_pairs bigint DEFAULT NULL::bigint, p_local_pairs bigint DEFAULT NULL::bigint)
  RETURNS jsonb
  LANGUAGE plpgsql
  SECURITY DEFINER
@@ -3563,11 +3885,35 @@ declare
   max_pairs bigint := p_max_pairs;
   to_job bigint := 0;
   deferred bigint := 0;
-  job_active boolean;
-  result jsonb;
+  local_pairs bigint := coalesce(p_local_pairs, permgraph._local_change_pairs());
+  local_kind text;
+  local record;
 begin
   batch_at := permgraph._begin_applying('apply_changes', p_at);
   select count(*), coalesce(bool_or(tail_kind = '*'), false) into pending, needs_full from permgraph.changes;
+  if pending > 0 and local_pairs > 0 and pending <= least(p_max_changes, permgraph._local_change_max_changes())
+     and not p_force_full and not needs_full then
+    -- (a kind at all: no row expires, so expired = 0, and no job runs; a
+    -- region within p_chunk_pairs holds no change a job would take)
+    local_kind := permgraph._local_change_kind();
+    local_pairs := least(local_pairs, p_chunk_pairs, p_max_pairs);
+    if local_kind = 'adds' then
+      select a.region_pairs, a.inserted, a.updated, 0::bigint as deleted, a.trash_roots into local
+      from permgraph._apply_local_additions(local_pairs, permgraph._changes_begin_write()) a;
+    elsif local_kind = 'any' then
+      select * into local from permgraph._apply_local_change(local_pairs, permgraph._changes_begin_write());
+    end if;
+    -- (null region_pairs: the bound was exceeded and nothing was written)
+    if local_kind is not null then
+      if local.region_pairs is not null then
+        if local.trash_roots is not null then
+          perform permgraph._refresh_trash(local.trash_roots);
+        end if;
+        return permgraph._end_batch(started, batch_at, 'incremental', local_kind = 'adds', true, pending, 0,
+                                    local.region_pairs, 0, 0, local.inserted, local.updated, local.deleted);
+      end if;
+    end if;
+  end if;
   expired := permgraph._count_expired(batch_at);
   if pending = 0 and expired = 0 and not p_force_full then
     return jsonb_build_object('mode', 'none', 'changes', 0, 'expired', 0,
@@ -3623,28 +3969,8 @@ begin
       perform permgraph._refresh_trash(trash_roots);
     end if;
   end if;
-  -- Exactly the rows this snapshot saw (or all, with writers locked out):
-  -- their changes are applied, so deleted nodes' rows are gone too.
-  -- (While a job runs, its users may still hold rows of deleted nodes.)
-  delete from permgraph.changes;
-  job_active := permgraph._long_job_active();  -- (nothing below starts or ends one)
-  if job_active then
-    perform permgraph._prune_deleted_nodes();
-  else
-    delete from permgraph.deleted_nodes;
-  end if;
-  result := jsonb_build_object(
-    'mode', mode, 'delta', delta, 'changes', pending, 'expired', expired, 'region_pairs', pairs,
-    'to_long_job', to_job, 'deferred', deferred, 'long_job_active', job_active,
-    'inserted', diff.inserted, 'updated', diff.updated, 'deleted', diff.deleted,
-    'ms', round((extract(epoch from clock_timestamp() - started) * 1000)::numeric, 3),
-    'next_expiry_in_ms', permgraph._next_expiry_in_ms(batch_at));
-  update permgraph.applier_state set
-    last_batch_at = now(), last_batch_mode = mode, last_batch_changes = pending,
-    last_batch_ms = (result ->> 'ms')::double precision,
-    rows_inserted = diff.inserted, rows_updated = diff.updated, rows_deleted = diff.deleted,
-    last_batch_snapshot = pg_current_snapshot();  -- what is_applied() reads: see 080_freshness.sql
-  return result;
+  return permgraph._end_batch(started, batch_at, mode, delta, false, pending, expired, pairs, to_job, deferred,
+                              diff.inserted, diff.updated, diff.deleted);
 end $function$;
 
 -- permgraph.apply_job_chunk(bigint,timestamp with time zone): execute <owner>: EXECUTE; permgraph_worker: EXECUTE

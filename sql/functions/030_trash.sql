@@ -47,11 +47,13 @@ $$;
 
 -- Brings trashed_groups up to date for the given groups and every group they
 -- own, directly or through other groups (null: all groups), writing only
--- differences.
+-- differences. One statement, no work table: it runs in batches that trash
+-- or move one project, where creating and dropping a temporary table cost
+-- more than the rest of the batch (~1.5 ms on org small; bench/FINDINGS.md,
+-- finding 16). The delete and the upsert touch disjoint groups (those that
+-- lost their trash time, those that have one), so one snapshot serves both.
 create or replace function permgraph._refresh_trash(p_roots text[]) returns void
 language plpgsql
--- quiet the NOTICEs of drop table if exists
-set client_min_messages = warning
 set search_path = pg_catalog, pg_temp
 set jit = off
 as $$
@@ -66,14 +68,15 @@ begin
     )
     select array_agg(id) into scope from subtree;
   end if;
-  drop table if exists pg_temp.permgraph_trash_new;
-  create temp table permgraph_trash_new on commit drop as
-    select * from permgraph.effective_group_trash(scope);
-  delete from permgraph.trashed_groups t
-  where (scope is null or t.group_id = any (scope))
-    and not exists (select 1 from pg_temp.permgraph_trash_new n where n.group_id = t.group_id);
+  with fresh as materialized (
+    select group_id, trash_at from permgraph.effective_group_trash(scope)
+  ), gone as (
+    delete from permgraph.trashed_groups t
+    where (scope is null or t.group_id = any (scope))
+      and not exists (select 1 from fresh n where n.group_id = t.group_id)
+  )
   insert into permgraph.trashed_groups (group_id, trash_at)
-  select group_id, trash_at from pg_temp.permgraph_trash_new
+  select group_id, trash_at from fresh
   on conflict (group_id) do update set trash_at = excluded.trash_at
   where permgraph.trashed_groups.trash_at is distinct from excluded.trash_at;
 end $$;

@@ -55,6 +55,45 @@ begin
   return coalesce(p_at, clock_timestamp());
 end $$;
 
+-- The end of every batch that applied changes (apply_changes' two paths):
+-- the change rows this snapshot saw (or all, with writers locked out) are
+-- applied, so they go, and deleted nodes' rows are gone too (while a job
+-- runs, its users may still hold rows of deleted nodes); the batch's figures
+-- are recorded and returned. p_local: the one-statement path took it
+-- (055_local_change.sql).
+create or replace function permgraph._end_batch(p_started timestamptz, p_batch_at timestamptz, p_mode text,
+  p_delta boolean, p_local boolean, p_pending bigint, p_expired bigint, p_pairs bigint, p_to_job bigint,
+  p_deferred bigint, p_inserted bigint, p_updated bigint, p_deleted bigint) returns jsonb
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  job_active boolean;
+  result jsonb;
+begin
+  delete from permgraph.changes;
+  -- (nothing below starts or ends a job; the local path runs only without one)
+  job_active := not p_local and permgraph._long_job_active();
+  if job_active then
+    perform permgraph._prune_deleted_nodes();
+  else
+    delete from permgraph.deleted_nodes;
+  end if;
+  result := jsonb_build_object(
+    'mode', p_mode, 'delta', p_delta, 'local', p_local, 'changes', p_pending, 'expired', p_expired,
+    'region_pairs', p_pairs, 'to_long_job', p_to_job, 'deferred', p_deferred, 'long_job_active', job_active,
+    'inserted', p_inserted, 'updated', p_updated, 'deleted', p_deleted,
+    'ms', round((extract(epoch from clock_timestamp() - p_started) * 1000)::numeric, 3),
+    -- (the local path runs only while no row expires, and writes none that does)
+    'next_expiry_in_ms', case when not p_local then permgraph._next_expiry_in_ms(p_batch_at) end);
+  update permgraph.applier_state set
+    last_batch_at = now(), last_batch_mode = p_mode, last_batch_changes = p_pending,
+    last_batch_ms = (result ->> 'ms')::double precision,
+    rows_inserted = p_inserted, rows_updated = p_updated, rows_deleted = p_deleted,
+    last_batch_snapshot = pg_current_snapshot();  -- what is_applied() reads: see 080_freshness.sql
+  return result;
+end $$;
+
 -- Applies every pending change visible to this transaction, as one batch,
 -- and marks them done. This is the only code path that writes permissions:
 -- the worker, refresh() and tests all come through here.
@@ -76,6 +115,12 @@ end $$;
 -- runs, every batch, whatever its p_chunk_pairs, keeps the tokens of changes
 -- that touch the job's users waiting for it.
 --
+-- p_local_pairs (null: _local_change_pairs(), 0: off): a batch of at most
+-- _local_change_max_changes() changes, with no expiry, full recomputation
+-- or long job involved, whose region (or, when it only adds, whose rows
+-- that rise) is at most this many pairs, is applied by one statement
+-- (055_local_change.sql); otherwise it falls back to the path below.
+--
 -- Expiring grants: the batch computes the graph as of p_at (default: the
 -- clock once the lock is held), leaving out every grant expired by then, and
 -- adds to its region every row whose valid_until has passed: those rows are
@@ -88,7 +133,8 @@ create or replace function permgraph.apply_changes(
   p_max_pairs bigint default null,
   p_force_full boolean default false,
   p_at timestamptz default null,
-  p_chunk_pairs bigint default null
+  p_chunk_pairs bigint default null,
+  p_local_pairs bigint default null
 ) returns jsonb
 language plpgsql
 security definer
@@ -110,11 +156,35 @@ declare
   max_pairs bigint := p_max_pairs;
   to_job bigint := 0;
   deferred bigint := 0;
-  job_active boolean;
-  result jsonb;
+  local_pairs bigint := coalesce(p_local_pairs, permgraph._local_change_pairs());
+  local_kind text;
+  local record;
 begin
   batch_at := permgraph._begin_applying('apply_changes', p_at);
   select count(*), coalesce(bool_or(tail_kind = '*'), false) into pending, needs_full from permgraph.changes;
+  if pending > 0 and local_pairs > 0 and pending <= least(p_max_changes, permgraph._local_change_max_changes())
+     and not p_force_full and not needs_full then
+    -- (a kind at all: no row expires, so expired = 0, and no job runs; a
+    -- region within p_chunk_pairs holds no change a job would take)
+    local_kind := permgraph._local_change_kind();
+    local_pairs := least(local_pairs, p_chunk_pairs, p_max_pairs);
+    if local_kind = 'adds' then
+      select a.region_pairs, a.inserted, a.updated, 0::bigint as deleted, a.trash_roots into local
+      from permgraph._apply_local_additions(local_pairs, permgraph._changes_begin_write()) a;
+    elsif local_kind = 'any' then
+      select * into local from permgraph._apply_local_change(local_pairs, permgraph._changes_begin_write());
+    end if;
+    -- (null region_pairs: the bound was exceeded and nothing was written)
+    if local_kind is not null then
+      if local.region_pairs is not null then
+        if local.trash_roots is not null then
+          perform permgraph._refresh_trash(local.trash_roots);
+        end if;
+        return permgraph._end_batch(started, batch_at, 'incremental', local_kind = 'adds', true, pending, 0,
+                                    local.region_pairs, 0, 0, local.inserted, local.updated, local.deleted);
+      end if;
+    end if;
+  end if;
   expired := permgraph._count_expired(batch_at);
   if pending = 0 and expired = 0 and not p_force_full then
     return jsonb_build_object('mode', 'none', 'changes', 0, 'expired', 0,
@@ -170,28 +240,8 @@ begin
       perform permgraph._refresh_trash(trash_roots);
     end if;
   end if;
-  -- Exactly the rows this snapshot saw (or all, with writers locked out):
-  -- their changes are applied, so deleted nodes' rows are gone too.
-  -- (While a job runs, its users may still hold rows of deleted nodes.)
-  delete from permgraph.changes;
-  job_active := permgraph._long_job_active();  -- (nothing below starts or ends one)
-  if job_active then
-    perform permgraph._prune_deleted_nodes();
-  else
-    delete from permgraph.deleted_nodes;
-  end if;
-  result := jsonb_build_object(
-    'mode', mode, 'delta', delta, 'changes', pending, 'expired', expired, 'region_pairs', pairs,
-    'to_long_job', to_job, 'deferred', deferred, 'long_job_active', job_active,
-    'inserted', diff.inserted, 'updated', diff.updated, 'deleted', diff.deleted,
-    'ms', round((extract(epoch from clock_timestamp() - started) * 1000)::numeric, 3),
-    'next_expiry_in_ms', permgraph._next_expiry_in_ms(batch_at));
-  update permgraph.applier_state set
-    last_batch_at = now(), last_batch_mode = mode, last_batch_changes = pending,
-    last_batch_ms = (result ->> 'ms')::double precision,
-    rows_inserted = diff.inserted, rows_updated = diff.updated, rows_deleted = diff.deleted,
-    last_batch_snapshot = pg_current_snapshot();  -- what is_applied() reads: see 080_freshness.sql
-  return result;
+  return permgraph._end_batch(started, batch_at, mode, delta, false, pending, expired, pairs, to_job, deferred,
+                              diff.inserted, diff.updated, diff.deleted);
 end $$;
 
 -- Recomputes the whole table (writing only differences) and marks every

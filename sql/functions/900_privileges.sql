@@ -70,7 +70,7 @@ declare
     -- creating policies needs ownership of the application's table anyway
     'permgraph.enable_rls(regclass, name, name, boolean)', 'permgraph.disable_rls(regclass)'];
   worker_functions constant text[] := array[
-    'permgraph.apply_changes(integer, bigint, boolean, timestamptz, bigint)', 'permgraph.apply_job_chunk(bigint, timestamptz)',
+    'permgraph.apply_changes(integer, bigint, boolean, timestamptz, bigint, bigint)', 'permgraph.apply_job_chunk(bigint, timestamptz)',
     'permgraph.refresh()', 'permgraph.verify(timestamptz)',
     'permgraph._applier_role_key()'];
   -- The change stream's consumers (170_changes.sql), whatever their role:

@@ -8,6 +8,8 @@ export interface BatchResult {
   mode: 'none' | 'incremental' | 'full';
   /** An incremental batch that only added edges, computed semi-naively: only the rows that rise. */
   delta: boolean;
+  /** An incremental batch applied by the one-statement path for small batches (sql/functions/055_local_change.sql). */
+  local: boolean;
   changes: number;
   /** Rows whose valid_until had passed, recomputed by this batch (an expiry needs no other change). */
   expired: number;
@@ -46,6 +48,13 @@ export interface ApplyOptions {
    * tests, and for applying expiries ahead of time.
    */
   at?: Date;
+  /**
+   * The largest region (pairs) a small batch is applied by in one statement
+   * (sql/functions/055_local_change.sql); a larger one takes the ordinary
+   * path. Unset: the engine's default; 0: never (tests and benchmarks
+   * compare the two paths with it).
+   */
+  localPairs?: number;
 }
 
 /**
@@ -85,13 +94,15 @@ function applyStatement(options: ApplyOptions, forceFull: boolean) {
       p_max_pairs => ${options.maxPairs ?? null}::bigint,
       p_force_full => ${forceFull},
       p_at => ${options.at ?? null}::timestamptz,
-      p_chunk_pairs => ${options.chunkPairs ?? null}::bigint) as result`;
+      p_chunk_pairs => ${options.chunkPairs ?? null}::bigint,
+      p_local_pairs => ${options.localPairs ?? null}::bigint) as result`;
 }
 
 function toBatchResult(raw: Record<string, unknown>): BatchResult {
   return {
     mode: raw.mode as BatchResult['mode'],
     delta: raw.delta === true,
+    local: raw.local === true,
     changes: Number(raw.changes ?? 0),
     expired: Number(raw.expired ?? 0),
     regionPairs: raw.region_pairs == null ? null : Number(raw.region_pairs),

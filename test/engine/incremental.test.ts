@@ -25,21 +25,27 @@ describe('incremental apply_changes() against the reference model', async () => 
     return new GraphState(graph);
   }
 
-  it('random change sequences in random batch splits equal the model after every batch', async () => {
+  it('random change sequences in random batch splits equal the model after every batch, on both incremental paths', async () => {
+    // Small batches take the one-statement path (sql/functions/055_local_change.sql) unless
+    // localPairs is 0; both paths must hold the invariant, so both are drawn, and counted.
+    const batches = { local: 0, ordinary: 0 };
     await fc.assert(
       fc.asyncProperty(
         graphArbitrary({ users: 8, groups: 10, objects: 5, grants: 30 }),
         fc.array(fc.tuple(mutationArbitrary, fc.boolean()), { minLength: 1, maxLength: 25 }),
         fc.constantFrom<number | undefined>(undefined, undefined, 3), // tiny region limit forces the full fallback
-        async (graph, steps, maxPairs) => {
+        fc.constantFrom<number | undefined>(undefined, 0), // 0: the one-statement path is off
+        async (graph, steps, maxPairs, localPairs) => {
           const state = await start(graph);
           const log: string[] = [];
           for (const [index, [mutation, endBatch]] of steps.entries()) {
             log.push(await state.apply(db, mutation));
             if (endBatch || index === steps.length - 1) {
-              const result = await applyChanges(db, maxPairs === undefined ? {} : { maxPairs });
+              const result = await applyChanges(db, { maxPairs, localPairs });
               await expectTableMatches(state, log.join('; '));
               if (maxPairs === undefined) expect(['none', 'incremental']).toContain(result.mode);
+              if (localPairs === 0) expect(result.local).toBe(false);
+              if (result.mode === 'incremental') batches[result.local ? 'local' : 'ordinary']++;
             }
           }
           expect((await verify(db)).differences).toEqual([]);
@@ -47,6 +53,26 @@ describe('incremental apply_changes() against the reference model', async () => 
       ),
       { numRuns: 150 },
     );
+    expect(batches.local).toBeGreaterThan(50);
+    expect(batches.ordinary).toBeGreaterThan(50);
+  });
+
+  it('a small batch is applied by one statement; more pairs than localPairs fall back to the ordinary path', async () => {
+    const nodes = [u('alice'), u('bob'), g('team'), ...Array.from({ length: 20 }, (_, i) => g(`p${i}`, 'team'))];
+    const state = await start({ nodes, grants: [grant('bob', 2, 'team')] });
+    await state.apply(db, { type: 'grant', tail: 0, head: 2, level: 1, source: 'a' }); // alice -> team: 21 pairs
+    // an addition: 21 rows rise, one more than allowed
+    expect(await applyChanges(db, { localPairs: 20 })).toMatchObject({ mode: 'incremental', delta: true, local: false, inserted: 21 });
+    await expectTableMatches(state, 'fallback');
+    await state.apply(db, { type: 'revoke', pick: [...state.grants.values()].findIndex((x) => x.tailId === 'alice') });
+    expect(await applyChanges(db, { localPairs: 20 })).toMatchObject({ mode: 'incremental', delta: false, local: false, deleted: 21 });
+    await expectTableMatches(state, 'fallback of a removal');
+    await state.apply(db, { type: 'grant', tail: 0, head: 2, level: 1, source: 'a' });
+    expect(await applyChanges(db, { localPairs: 21 })).toMatchObject({ mode: 'incremental', delta: true, local: true, regionPairs: 21, inserted: 21 });
+    await expectTableMatches(state, 'local addition');
+    await state.apply(db, { type: 'revoke', pick: [...state.grants.values()].findIndex((x) => x.tailId === 'alice') });
+    expect(await applyChanges(db, { localPairs: 21 })).toMatchObject({ mode: 'incremental', delta: false, local: true, regionPairs: 21, deleted: 21 });
+    await expectTableMatches(state, 'local removal');
   });
 
   it('batches that only add (new nodes, new grants, raised levels) take the semi-naive path and equal the model', async () => {
@@ -54,12 +80,14 @@ describe('incremental apply_changes() against the reference model', async () => 
       fc.record({ type: fc.constant('addNode' as const), kind: fc.constantFrom<Kind>('user', 'group', 'group', 'object'), owner: fc.option(fc.nat()), trash: fc.constant(null) }),
       fc.record({ type: fc.constant('grant' as const), tail: fc.nat(), head: fc.nat(), level: fc.constantFrom<Level>(1, 2, 3), source: fc.constantFrom('a', 'b', 'new') }),
     );
-    let deltaBatches = 0;
+    // Both semi-naive paths: the one statement of small batches, and the ordinary one (localPairs 0).
+    const deltaBatches = { local: 0, ordinary: 0 };
     await fc.assert(
       fc.asyncProperty(
         graphArbitrary({ users: 8, groups: 10, objects: 5, grants: 30 }),
         fc.array(fc.tuple(additions, fc.boolean()), { minLength: 1, maxLength: 20 }),
-        async (graph, steps) => {
+        fc.constantFrom<number | undefined>(undefined, 0),
+        async (graph, steps, localPairs) => {
           const state = await start(graph);
           const log: string[] = [];
           for (const [index, [mutation, endBatch]] of steps.entries()) {
@@ -68,10 +96,10 @@ describe('incremental apply_changes() against the reference model', async () => 
             // an upsert that lowers a level is not an addition: its batch takes the ordinary path
             const lowered = [...state.grants].some(([key, g]) => (levels.get(key) ?? 0) > g.level);
             if (endBatch || index === steps.length - 1 || lowered) {
-              const result = await applyChanges(db);
+              const result = await applyChanges(db, { localPairs });
               if (!lowered && result.mode !== 'none') {
                 expect(result.delta, log.join('; ')).toBe(true);
-                deltaBatches++;
+                deltaBatches[result.local ? 'local' : 'ordinary']++;
               }
               await expectTableMatches(state, log.join('; '));
             }
@@ -80,7 +108,8 @@ describe('incremental apply_changes() against the reference model', async () => 
       ),
       { numRuns: 100 },
     );
-    expect(deltaBatches).toBeGreaterThan(50);
+    expect(deltaBatches.local).toBeGreaterThan(25);
+    expect(deltaBatches.ordinary).toBeGreaterThan(25);
   });
 
   it('batches with regions above 200 pairs (indexed region tables) equal the model', async () => {
@@ -107,13 +136,13 @@ describe('incremental apply_changes() against the reference model', async () => 
 
   it('writes only rows whose value changed', async () => {
     await fc.assert(
-      fc.asyncProperty(graphArbitrary({ users: 8, groups: 10, objects: 5, grants: 30 }), mutationArbitrary, async (graph, mutation) => {
+      fc.asyncProperty(graphArbitrary({ users: 8, groups: 10, objects: 5, grants: 30 }), mutationArbitrary, fc.constantFrom<number | undefined>(undefined, 0), async (graph, mutation, localPairs) => {
         const state = await start(graph);
         const before = model.computePermissions(state.snapshot());
         const description = await state.apply(db, mutation);
         // The rows the batch finds: a deleted node's own rows may already be gone with the node.
         const stored = await readPermissions(db);
-        const result = await applyChanges(db);
+        const result = await applyChanges(db, { localPairs });
         const after = model.computePermissions(state.snapshot());
         const key = (r: model.PermissionRow) => `${r.userId}\u0000${r.targetId}`;
         const old = new Map(before.map((r) => [key(r), r]));
@@ -152,7 +181,7 @@ describe('incremental apply_changes() against the reference model', async () => 
     const state = await start({ nodes, grants: [grant('bob', 2, 'teamB')] });
     await state.apply(db, { type: 'grant', tail: 0, head: 2, level: 1, source: 'a' }); // alice -> teamA
     const result = await applyChanges(db);
-    expect(result).toMatchObject({ mode: 'incremental', regionPairs: 1, inserted: 1, updated: 0, deleted: 0 });
+    expect(result).toMatchObject({ mode: 'incremental', local: true, regionPairs: 1, inserted: 1, updated: 0, deleted: 0 });
     await expectTableMatches(state, 'local change');
   });
 

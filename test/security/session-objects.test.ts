@@ -19,11 +19,15 @@ const graph: RefGraph = {
   grants: [grant('alice', 2, 'eng'), grant('bob', 1, 'eng'), grant('carol', 3, 'ops')],
 };
 
-/** One batch on this session, as the worker runs it. */
-async function applyOn(session: Queryable): Promise<void> {
+/**
+ * One batch on this session, as the worker runs it. Small batches take the
+ * one-statement path, which uses no work table; localPairs 0 makes them
+ * take the ordinary one, whose work tables are what is tried here.
+ */
+async function applyOn(session: Queryable, localPairs: number | null = null): Promise<void> {
   await session.query(sql`begin isolation level repeatable read`);
   try {
-    await session.query(sql`select permgraph.apply_changes()`);
+    await session.query(sql`select permgraph.apply_changes(p_local_pairs => ${localPairs}::bigint)`);
     await session.query(sql`commit`);
   } catch (error) {
     await session.query(sql`rollback`);
@@ -73,13 +77,17 @@ describe('session objects of the caller never run as the owner', async () => {
         create trigger planted after insert or delete on pg_temp.permgraph_region
           for each statement execute function pg_temp.planted()`);
       await grantAs('bob', 1, 'ops');
-      const error = await failureOf(applyOn(session));
+      const error = await failureOf(applyOn(session, 0));
       expect(error.code).toBe('42501');
       expect(error.message).toMatch(/pg_temp\.permgraph_region/);
       expect(await plantedRuns()).toBe(0);
-      // Once the caller's own table is gone, the batch runs and is right.
-      await session.query(sql`drop table pg_temp.permgraph_region`);
+      // The one-statement path of small batches reads no table of the session: it applies.
       await applyOn(session);
+      await expectModel();
+      // Once the caller's own table is gone, the ordinary path runs and is right.
+      await session.query(sql`drop table pg_temp.permgraph_region`);
+      await revokeAs('bob', 'ops');
+      await applyOn(session, 0);
     });
     expect(await plantedRuns()).toBe(0);
     await expectModel();

@@ -1,0 +1,337 @@
+-- The local path: a small batch applied by one statement, with no work
+-- tables. A local change (a membership, a share, tens of rows altered) paid
+-- a dozen statements in the ordinary path (050_region.sql: the region into
+-- a work table, its recomputation into another, the diff), each with the
+-- executor start-up of a large plan, and that fixed cost was most of the
+-- batch (bench/FINDINGS.md, finding 14). Here the region, its
+-- recomputation and the diff against permissions, with the writes and the
+-- change stream's events, are the CTEs of one statement, planned once per
+-- session. apply_changes (060_apply.sql) takes this path when the batch is
+-- small and simple (_local_change_kind) and falls back to the ordinary one
+-- when its region turns out larger than the bound.
+-- The current definition of these functions: `permgraph migrate` re-applies
+-- this file whenever its content changes (sql/README.md).
+
+-- The default bound on the region (pairs) the local path recomputes in one
+-- statement, or for a batch that only adds, on the rows that rise
+-- (apply_changes' p_local_pairs; 0 turns the path off). Its walks probe a
+-- region kept as a JSON object and join without hashing, so its cost grows
+-- faster than the ordinary path's: on tree small, removals with regions of
+-- 800-3,300 pairs cost about the same on both paths, of 7,382 pairs up to
+-- twice as much on this one (bench/FINDINGS.md, finding 16).
+create or replace function permgraph._local_change_pairs() returns bigint
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$ select 2000::bigint $$;
+
+-- The most changes a batch the local path takes may hold. Its joins of the
+-- batch with its walks nest loops, so a large batch is left to the ordinary
+-- path's hashing. Measured on org small (random membership, share and level
+-- changes, server ms, local / ordinary): 1 change 1.5 / 2.5, 4 changes
+-- 12 / 17, 16 changes 97 / 119, 64 changes 402 / 443 (bench/FINDINGS.md,
+-- finding 16); the region bound above is what limits a batch first.
+create or replace function permgraph._local_change_max_changes() returns bigint
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$ select 64::bigint $$;
+
+-- Which local statement fits this batch: null when neither is exact
+-- beyond its size, 'adds' when it only adds (the semi-naive one), 'any'
+-- otherwise (the region one). Exact means: no edge expires, no row has a
+-- valid_until and no bounds are kept (both statements compute levels and
+-- traversal only: every time is 'infinity'), and no long job runs (its
+-- users' stored rows may be stale, and changes that touch them must be
+-- deferred: 065_long_job.sql). Only adds: _batch_only_adds (050_region.sql)
+-- with the tests above already made. One statement of probes of an index or
+-- of an (almost always) empty table.
+create or replace function permgraph._local_change_kind() returns text
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
+begin
+  return case
+    when exists (select 1 from permgraph.edges where expires_at is not null)
+      or exists (select 1 from permgraph.permissions where valid_until is not null)
+      or exists (select 1 from permgraph.permission_bounds)
+      or exists (select 1 from permgraph.long_job where finished_at is null) then null
+    when not exists (select 1 from permgraph.deleted_nodes)
+     and not exists (select 1
+                     from (select tail_id, head_id, max(old_level) as removed
+                           from permgraph.changes where old_level is not null
+                           group by tail_id, head_id) r
+                     where r.removed > coalesce((select max(e.level) from permgraph.edges e
+                                                 where e.tail_id = r.tail_id and e.head_id = r.head_id), 0)) then 'adds'
+    else 'any' end;
+end $$;
+
+-- Applies the pending changes in one statement, if their region is at most
+-- p_max_pairs: returns region_pairs null and writes nothing otherwise.
+-- The region is _build_region's (050_region.sql: every user above a changed
+-- edge's tail in the union of the old and new graphs, times every node below
+-- its head), its recomputation _compute_region's without expiries (seeded
+-- from the stored rows at the region's border), the diff _diff_statement's
+-- (040_compute.sql), with p_recording saying whether to record events.
+-- trash_roots: the groups whose trash changed, for _refresh_trash.
+--
+-- No plan here depends on statistics: the graph's tables are read only by
+-- key (LATERAL subqueries behind offset 0, or probes of a key), joins
+-- nest loops over the small batch, and the region is probed as a JSON
+-- object (user -> {target: true}) looked up by key, never scanned: a CTE has
+-- no index, and probing it by scanning made the walk quadratic in the region.
+create or replace function permgraph._apply_local_change(p_max_pairs bigint, p_recording boolean,
+  out region_pairs bigint, out inserted bigint, out updated bigint, out deleted bigint, out trash_roots text[])
+language plpgsql
+set search_path = pg_catalog, pg_temp
+set jit = off
+set enable_hashjoin = off
+set enable_mergejoin = off
+-- (a bitmap scan pays for a bitmap to fetch the one or two rows a key has)
+set enable_bitmapscan = off
+-- one plan for every batch: its shape is fixed by the settings above
+set plan_cache_mode = force_generic_plan
+as $$
+begin
+  with recursive batch as (
+    select distinct tail_id, tail_kind, head_id, head_kind
+    from permgraph.changes where not trash_changed
+  ), removed as (
+    -- (as in _build_region) changed edges the current graph no longer has
+    select b.tail_id, b.tail_kind, b.head_id, b.head_kind
+    from batch b
+    where not coalesce((select true from permgraph.edges e
+                        where e.tail_id = b.tail_id and e.head_id = b.head_id limit 1), false)
+  ), removed_into as (
+    select coalesce(jsonb_object_agg(head_id, tails), '{}') as by_head
+    from (select head_id, jsonb_agg(jsonb_build_array(tail_id, tail_kind)) as tails
+          from removed group by head_id) r
+  ), down(origin, node_id, node_kind) as (
+    -- downward through the current edges only (see _build_region for why)
+    select distinct head_id, head_id, head_kind from batch
+    union
+    select d.origin, e.head_id, e.head_kind
+    from down d
+    cross join lateral (select head_id, head_kind from permgraph.edges where tail_id = d.node_id offset 0) e
+    where d.node_kind = 'group'
+  ), up(origin, node_id, node_kind) as (
+    -- upward through the union graph: current edges and the removed ones
+    select distinct tail_id, tail_id, tail_kind from batch
+    union
+    select u.origin, e.tail_id, e.tail_kind
+    from up u
+    cross join lateral (
+      select tail_id, tail_kind from permgraph.edges where head_id = u.node_id
+      union all
+      select (t ->> 0) collate "C", t ->> 1
+      from jsonb_array_elements((select by_head from removed_into) -> u.node_id) t) e
+    where u.node_kind = 'group'
+  ), down_capped as materialized (
+    -- A walk is read only this far: one longer than the bound cannot give a
+    -- region within it (each of its rows is a region pair once a user is
+    -- above), so the batch falls back without walking the rest. (A walk
+    -- with no user above is cut short too: a missed chance, never an error.)
+    select origin, node_id, node_kind from down limit p_max_pairs + 1
+  ), up_capped as materialized (
+    select origin, node_id, node_kind from up limit p_max_pairs + 1
+  ), up_users as (
+    select distinct origin, node_id as user_id from up_capped where node_kind = 'user'
+  ), estimate as (
+    select case when (select count(*) from down_capped) > p_max_pairs
+                  or (select count(*) from up_capped) > p_max_pairs then p_max_pairs + 1
+                else (select coalesce(sum(uc.n * dc.n), 0)
+                      from batch c
+                      join (select origin, count(*) as n from up_users group by origin) uc on uc.origin = c.tail_id
+                      join (select origin, count(*) as n from down_capped group by origin) dc on dc.origin = c.head_id) end as pairs
+  ), region as materialized (
+    select distinct u.user_id, d.node_id as target_id
+    from batch c
+    join up_users u on u.origin = c.tail_id
+    join down_capped d on d.origin = c.head_id
+    where (select pairs from estimate) <= p_max_pairs
+  ), region_index as (
+    select coalesce(jsonb_object_agg(user_id, targets), '{}') as by_user
+    from (select user_id, jsonb_object_agg(target_id, true) as targets from region group by user_id) r
+  ), region_users as (
+    select n.id as user_id
+    from (select distinct user_id from region) r
+    cross join lateral (select n.id from permgraph.nodes n where n.id = r.user_id and n.kind = 'user' offset 0) n
+  ), walk(user_id, node_id, node_kind, level, last_edge_manage) as (
+    -- the region's users' own edges into it
+    select ru.user_id, e.head_id, e.head_kind, e.level, e.level = 3 and e.head_kind = 'user'
+    from region_users ru
+    cross join lateral (select e.head_id, e.head_kind, e.level from permgraph.edges e where e.tail_id = ru.user_id offset 0) e
+    where coalesce(((select by_user from region_index) -> ru.user_id) ? e.head_id, false)
+    union all
+    -- per region pair, its in-edges from groups outside the region, each
+    -- seeded with the user's stored row on the group (right: its paths did
+    -- not change)
+    select r.user_id, e.head_id, e.head_kind, least(s.level, e.level), e.level = 3 and e.head_kind = 'user'
+    from region r
+    cross join lateral (select e.head_id, e.head_kind, e.level, e.tail_id from permgraph.edges e
+                        where e.head_id = r.target_id and e.tail_kind = 'group' offset 0) e
+    cross join lateral (select p.level from permgraph.permissions p
+                        where p.user_id = r.user_id and p.target_id = e.tail_id offset 0) s
+    where not coalesce(((select by_user from region_index) -> r.user_id) ? e.tail_id, false)
+    union
+    select w.user_id, e.head_id, e.head_kind, least(w.level, e.level), e.level = 3 and e.head_kind = 'user'
+    from walk w
+    cross join lateral (select e.head_id, e.head_kind, e.level from permgraph.edges e where e.tail_id = w.node_id offset 0) e
+    where w.node_kind = 'group'
+      and coalesce(((select by_user from region_index) -> w.user_id) ? e.head_id, false)
+  ), computed as (
+    -- every region pair once: the best of its paths, or null when none is
+    -- left (the region's own rows come in with no level, so that such a
+    -- pair is not lost; grouping instead of joining, which would nest loops
+    -- over two CTEs)
+    select x.user_id, x.target_id, max(x.level)::smallint as level, bool_or(x.traverses) as traverse_owned
+    from (
+      select user_id, node_id as target_id, level, permgraph._path_traverses(node_kind, last_edge_manage) as traverses
+      from walk
+      union all
+      select r.user_id, r.target_id, null::smallint, null::boolean
+      from region r
+      union all
+      -- a user's own row
+      select r.user_id, r.target_id, 3::smallint, true
+      from region r
+      where r.user_id = r.target_id
+        and exists (select 1 from permgraph.nodes n where n.id = r.user_id and n.kind = 'user')
+    ) x
+    group by x.user_id, x.target_id
+  ), diff as (
+    select n.user_id, n.target_id, n.level, n.traverse_owned, null::timestamptz as valid_until,
+           p.level is null as is_new, n.level is null as is_gone,
+           p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until
+    from computed n
+    left join lateral (select p.level, p.traverse_owned, p.valid_until from permgraph.permissions p
+                       where p.user_id = n.user_id and p.target_id = n.target_id offset 0) p on true
+    where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, null::timestamptz)
+  ), deleted_rows as (
+    delete from permgraph.permissions p using diff d
+    where d.is_gone and p.user_id = d.user_id and p.target_id = d.target_id
+    returning 1
+  ), updated_rows as (
+    update permgraph.permissions p set level = d.level, traverse_owned = d.traverse_owned, valid_until = d.valid_until
+    from diff d
+    where not d.is_new and not d.is_gone and p.user_id = d.user_id and p.target_id = d.target_id
+    returning 1
+  ), inserted_rows as (
+    insert into permgraph.permissions (user_id, target_id, level, traverse_owned, valid_until)
+    select user_id, target_id, level, traverse_owned, valid_until from diff where is_new
+    order by user_id, target_id
+    returning 1
+  ), recorded as (
+    -- the change stream's events (170_changes.sql), only while a consumer is registered
+    insert into permgraph.permission_changes (user_id, target_id, old_level, new_level, old_traverse_owned, new_traverse_owned,
+                                              old_valid_until, new_valid_until)
+    select user_id, target_id, old_level, level, old_traverse_owned, traverse_owned, old_valid_until, valid_until
+    from diff where p_recording
+  )
+  select case when (select pairs from estimate) <= p_max_pairs then (select count(*) from region) end,
+         (select count(*) from inserted_rows), (select count(*) from updated_rows), (select count(*) from deleted_rows),
+         (select array_agg(distinct c.head_id) from permgraph.changes c where c.trash_changed)
+  into region_pairs, inserted, updated, deleted, trash_roots;
+end $$;
+
+-- Applies a batch that only adds (_local_change_kind() = 'adds') in one
+-- statement, semi-naively: _compute_additions (050_region.sql: new paths are
+-- stored ones extended by an added edge, followed while they raise the row
+-- of the pair they reach) and the diff, which for additions only inserts
+-- and raises. At most p_max_rows rows may rise: the walk is read no further
+-- than one more (it is evaluated as it is read), and then nothing is
+-- written and region_pairs is null, for the ordinary path to take the batch.
+-- Plans: as in _apply_local_change.
+create or replace function permgraph._apply_local_additions(p_max_rows bigint, p_recording boolean,
+  out region_pairs bigint, out inserted bigint, out updated bigint, out trash_roots text[])
+language plpgsql
+set search_path = pg_catalog, pg_temp
+set jit = off
+set enable_hashjoin = off
+set enable_mergejoin = off
+set enable_bitmapscan = off
+set plan_cache_mode = force_generic_plan
+as $$
+begin
+  with recursive added as (
+    select e.tail_id, e.tail_kind, e.head_id, e.head_kind, e.level
+    from (select distinct tail_id, head_id from permgraph.changes where new_level is not null) c
+    cross join lateral (select e.tail_id, e.tail_kind, e.head_id, e.head_kind, e.level
+                        from permgraph.edges e
+                        where e.tail_id = c.tail_id and e.head_id = c.head_id offset 0) e
+    union all
+    select c.tail_id, 'user', c.head_id, 'user', 3::smallint
+    from permgraph.changes c
+    where c.tail_id = c.head_id and c.tail_kind = 'user' and c.new_level is not null
+  ), candidate(user_id, node_id, node_kind, level, last_edge_manage) as (
+    select a.tail_id, a.head_id, a.head_kind, a.level, a.level = 3 and a.head_kind = 'user'
+    from added a
+    where a.tail_kind = 'user'
+    union all
+    select p.user_id, a.head_id, a.head_kind, least(p.level, a.level), a.level = 3 and a.head_kind = 'user'
+    from added a
+    cross join lateral (select p.user_id, p.level from permgraph.permissions p where p.target_id = a.tail_id offset 0) p
+    where a.tail_kind = 'group'
+  ), walk(user_id, node_id, node_kind, level, last_edge_manage, old_level, old_traverse_owned) as (
+    -- The test of _compute_additions (a path is followed while it raises
+    -- the stored row of the pair it reaches), made by reading that row
+    -- once, by key, and carrying it along for the diff, which then probes
+    -- nothing again.
+    select c.user_id, c.node_id, c.node_kind, c.level, c.last_edge_manage, p.level, p.traverse_owned
+    from candidate c
+    left join lateral (select p.level, p.traverse_owned from permgraph.permissions p
+                       where p.user_id = c.user_id and p.target_id = c.node_id offset 0) p on true
+    where p.level is null or p.level < c.level
+       or not p.traverse_owned and permgraph._path_traverses(c.node_kind, c.last_edge_manage)
+    union
+    select w.user_id, e.node_id, e.node_kind, e.level, e.last_edge_manage, p.level, p.traverse_owned
+    from walk w
+    cross join lateral (
+      select e.head_id as node_id, e.head_kind as node_kind, least(w.level, e.level) as level,
+             e.level = 3 and e.head_kind = 'user' as last_edge_manage
+      from permgraph.edges e where e.tail_id = w.node_id offset 0) e
+    left join lateral (select p.level, p.traverse_owned from permgraph.permissions p
+                       where p.user_id = w.user_id and p.target_id = e.node_id offset 0) p on true
+    where w.node_kind = 'group'
+      and (p.level is null or p.level < e.level
+           or not p.traverse_owned and permgraph._path_traverses(e.node_kind, e.last_edge_manage))
+  ), walk_capped as materialized (
+    select user_id, node_id, node_kind, level, last_edge_manage, old_level, old_traverse_owned
+    from walk limit p_max_rows + 1
+  ), fits as (
+    select count(*) <= p_max_rows as ok from walk_capped
+  ), diff as (
+    -- each pair the walk reached, once (grouping, not joining: see
+    -- _apply_local_change), with its stored row as the walk read it (no
+    -- row has a valid_until here)
+    select user_id, target_id, greatest(level, old_level)::smallint as level,
+           coalesce(old_traverse_owned, false) or traverses as traverse_owned, null::timestamptz as valid_until,
+           old_level is null as is_new, old_level, old_traverse_owned, null::timestamptz as old_valid_until
+    from (select user_id, node_id as target_id, max(level) as level,
+                 bool_or(permgraph._path_traverses(node_kind, last_edge_manage)) as traverses,
+                 min(old_level) as old_level, bool_or(old_traverse_owned) as old_traverse_owned
+          from walk_capped
+          where (select ok from fits)
+          group by user_id, node_id) n
+  ), updated_rows as (
+    update permgraph.permissions p set level = d.level, traverse_owned = d.traverse_owned
+    from diff d
+    where not d.is_new and p.user_id = d.user_id and p.target_id = d.target_id
+      and (p.level, p.traverse_owned) is distinct from (d.level, d.traverse_owned)
+    returning 1
+  ), inserted_rows as (
+    insert into permgraph.permissions (user_id, target_id, level, traverse_owned, valid_until)
+    select user_id, target_id, level, traverse_owned, valid_until from diff where is_new
+    order by user_id, target_id
+    returning 1
+  ), recorded as (
+    insert into permgraph.permission_changes (user_id, target_id, old_level, new_level, old_traverse_owned, new_traverse_owned,
+                                              old_valid_until, new_valid_until)
+    select user_id, target_id, old_level, level, old_traverse_owned, traverse_owned, old_valid_until, valid_until
+    from diff
+    where p_recording and (old_level, old_traverse_owned) is distinct from (level, traverse_owned)
+  )
+  select case when (select ok from fits) then (select count(*) from diff) end,
+         (select count(*) from inserted_rows), (select count(*) from updated_rows),
+         (select array_agg(distinct c.head_id) from permgraph.changes c where c.trash_changed)
+  into region_pairs, inserted, updated, trash_roots;
+end $$;
