@@ -285,9 +285,19 @@ end $$;
 -- traversal of what it owns), since a pair whose row stays the same passes
 -- nothing new on. So the work is the rows that change plus one probe per
 -- user upstream of each added edge, not users upstream x nodes downstream.
--- Fills pg_temp.permgraph_region with the pairs that change and
--- pg_temp.permgraph_rows with their new rows, for _write_diff.
-create or replace function permgraph._compute_additions() returns bigint
+--
+-- Computes and writes in one statement, with no work table: a row only
+-- rises here, so the new row of a pair is its stored one raised by the
+-- paths found, and the stored row the walk already looked up says whether
+-- to insert or update (by its address: no second probe). A batch of 5,000
+-- churn additions on org large (56k rows) spent about a third of its time
+-- copying the rows into two work tables, analyzing them and joining them
+-- back with permissions in the general diff (bench/FINDINGS.md, finding 8).
+-- p_recording: whether to record the change stream's events.
+-- Returns the pairs the walk reached and the rows inserted and updated
+-- (deleted: always 0, the shape of the other writers' results).
+create or replace function permgraph._write_additions(p_recording boolean,
+  out pairs bigint, out inserted bigint, out updated bigint, out deleted bigint)
 language plpgsql
 -- index probes per candidate, as in _compute_region
 set enable_hashjoin = off
@@ -296,11 +306,7 @@ set search_path = pg_catalog, pg_temp
 set jit = off
 set plan_cache_mode = force_generic_plan
 as $$
-declare
-  computed bigint;
 begin
-  perform permgraph._prepare_region_tables();
-  insert into pg_temp.permgraph_rows (user_id, target_id, level, traverse_owned)
   with recursive added as (
     -- the current edges of the pairs the batch added to (an edge added and
     -- raised in the same batch is seeded once, at its level now)
@@ -352,18 +358,41 @@ begin
                       where p.user_id = w.user_id and p.target_id = e.node_id and p.level >= e.level
                         and (p.traverse_owned or not permgraph._path_traverses(e.node_kind, e.last_edge_manage))
                       offset 0)
+  ), reached as materialized (
+    -- per pair: the best the new paths give
+    select user_id, node_id as target_id, max(level)::smallint as level,
+           bool_or(permgraph._path_traverses(node_kind, last_edge_manage)) as traverses
+    from walk
+    group by user_id, node_id
+  ), diff as materialized (
+    -- the stored row raised by them, where that changes it
+    select r.user_id, r.target_id, greatest(r.level, p.level)::smallint as level,
+           coalesce(p.traverse_owned, false) or r.traverses as traverse_owned,
+           p.user_id is null as is_new, p.ctid as old_ctid, p.level as old_level, p.traverse_owned as old_traverse_owned
+    from reached r
+    left join permgraph.permissions p on p.user_id = r.user_id and p.target_id = r.target_id
+    where p.user_id is null or r.level > p.level or (r.traverses and not p.traverse_owned)
+  ), inserted as (
+    insert into permgraph.permissions (user_id, target_id, level, traverse_owned)
+    select user_id, target_id, level, traverse_owned from diff where is_new
+    order by user_id, target_id  -- in primary-key order (see _diff_statement)
+    returning 1
+  ), updated as (
+    update permgraph.permissions p set level = d.level, traverse_owned = d.traverse_owned
+    from diff d
+    where not d.is_new and p.ctid = d.old_ctid
+    returning 1
+  ), unbound as (
+    -- no edge expires on this path, so a raised row has no lower levels
+    -- that outlast it (and permission_bounds is normally empty: one probe)
+    delete from permgraph.permission_bounds b using diff d
+    where (select exists (select 1 from permgraph.permission_bounds)) and b.user_id = d.user_id and b.target_id = d.target_id
+  ), recorded as (
+    -- the change stream's events (170_changes.sql), only while a consumer is registered
+    insert into permgraph.permission_changes (user_id, target_id, old_level, new_level, old_traverse_owned, new_traverse_owned)
+    select user_id, target_id, old_level, level, old_traverse_owned, traverse_owned
+    from diff where p_recording
   )
-  select w.user_id, w.node_id, greatest(max(w.level), max(p.level))::smallint,
-         coalesce(bool_or(p.traverse_owned), false) or bool_or(permgraph._path_traverses(w.node_kind, w.last_edge_manage))
-  from walk w
-  left join permgraph.permissions p on p.user_id = w.user_id and p.target_id = w.node_id
-  group by w.user_id, w.node_id;
-  get diagnostics computed = row_count;
-  insert into pg_temp.permgraph_region (user_id, target_id)
-  select user_id, target_id from pg_temp.permgraph_rows;
-  if computed > 200 then  -- (see _build_region)
-    analyze pg_temp.permgraph_region;
-    analyze pg_temp.permgraph_rows;
-  end if;
-  return computed;
+  select (select count(*) from reached), (select count(*) from inserted), (select count(*) from updated), 0
+  into pairs, inserted, updated, deleted;
 end $$;
