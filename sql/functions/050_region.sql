@@ -288,13 +288,13 @@ end $$;
 --
 -- Computes and writes in one statement, with no work table: a row only
 -- rises here, so the new row of a pair is its stored one raised by the
--- paths found, and the stored row the walk already looked up says whether
--- to insert or update (by its address: no second probe). A batch of 5,000
+-- paths found, and the stored row the walk looked up says whether to
+-- insert or update. A batch of 5,000
 -- churn additions on org large (56k rows) spent about a third of its time
 -- copying the rows into two work tables, analyzing them and joining them
 -- back with permissions in the general diff (bench/FINDINGS.md, finding 8).
 -- p_recording: whether to record the change stream's events.
--- Returns the pairs the walk reached and the rows inserted and updated
+-- Returns the pairs whose rows rise and the rows inserted and updated
 -- (deleted: always 0, the shape of the other writers' results).
 create or replace function permgraph._write_additions(p_recording boolean,
   out pairs bigint, out inserted bigint, out updated bigint, out deleted bigint)
@@ -331,47 +331,44 @@ begin
     from added a
     join permgraph.permissions p on p.target_id = a.tail_id
     where a.tail_kind = 'group'
-  ), walk(user_id, node_id, node_kind, level, last_edge_manage) as (
+  ), walk(user_id, node_id, node_kind, level, last_edge_manage, old_level, old_traverse) as (
     -- A path is followed while it raises the stored row of the pair it
     -- reaches: there is none, its level is lower, or the node is a user this
-    -- path's last edge manages while the row does not traverse. (The test is
-    -- written out in both terms: as a function it would not be inlined, and
-    -- it runs once per candidate.)
-    select c.user_id, c.node_id, c.node_kind, c.level, c.last_edge_manage
+    -- path's last edge manages while the row does not traverse. Each step
+    -- looks the stored row up by key once and carries it along (the
+    -- writes below need it; looking it up again per pair cost ~20% of a
+    -- batch of 5,000 churn additions). (offset 0 keeps the lookup a
+    -- subplan probing the whole key (user, target): as a join the planner
+    -- parameterises the probe by one side only and filters the target's
+    -- rows by user: 682k rows read to answer 30k probes on org small. The
+    -- test is written out: as a function it would not be inlined.)
+    select c.user_id, c.node_id, c.node_kind, c.level, c.last_edge_manage, s.level, s.traverse_owned
     from candidate c
-    where not exists (select 1 from permgraph.permissions p
-                      where p.user_id = c.user_id and p.target_id = c.node_id and p.level >= c.level
-                        and (p.traverse_owned or not permgraph._path_traverses(c.node_kind, c.last_edge_manage)))
+    left join lateral (select p.level, p.traverse_owned from permgraph.permissions p
+                       where p.user_id = c.user_id and p.target_id = c.node_id offset 0) s on true
+    where s.level is null or s.level < c.level
+       or (not s.traverse_owned and permgraph._path_traverses(c.node_kind, c.last_edge_manage))
     union
-    select w.user_id, e.node_id, e.node_kind, e.level, e.last_edge_manage
+    select w.user_id, e.node_id, e.node_kind, e.level, e.last_edge_manage, s.level, s.traverse_owned
     from walk w
     cross join lateral (
       select e.head_id as node_id, e.head_kind as node_kind, least(w.level, e.level) as level,
              e.level = 3 and e.head_kind = 'user' as last_edge_manage
       from permgraph.edges e where e.tail_id = w.node_id) e
+    left join lateral (select p.level, p.traverse_owned from permgraph.permissions p
+                       where p.user_id = w.user_id and p.target_id = e.node_id offset 0) s on true
     where w.node_kind = 'group'
-      -- (offset 0 keeps this a subplan probing the key (target, user):
-      -- as an anti-join the planner parameterises the probe by one side
-      -- only, here e.node_id, and filters the target's rows by user: 682k
-      -- rows read to answer 30k probes on org small, 5x the whole walk)
-      and not exists (select 1 from permgraph.permissions p
-                      where p.user_id = w.user_id and p.target_id = e.node_id and p.level >= e.level
-                        and (p.traverse_owned or not permgraph._path_traverses(e.node_kind, e.last_edge_manage))
-                      offset 0)
-  ), reached as materialized (
-    -- per pair: the best the new paths give
-    select user_id, node_id as target_id, max(level)::smallint as level,
-           bool_or(permgraph._path_traverses(node_kind, last_edge_manage)) as traverses
+      and (s.level is null or s.level < e.level
+           or (not s.traverse_owned and permgraph._path_traverses(e.node_kind, e.last_edge_manage)))
+  ), diff as materialized (
+    -- per pair: the stored row raised by the paths found (each of them
+    -- raises it, so every pair here changes; its stored row is the same in
+    -- all of its walk rows)
+    select user_id, node_id as target_id, greatest(max(level), max(old_level))::smallint as level,
+           coalesce(bool_or(old_traverse), false) or bool_or(permgraph._path_traverses(node_kind, last_edge_manage)) as traverse_owned,
+           max(old_level) is null as is_new, max(old_level) as old_level, bool_or(old_traverse) as old_traverse_owned
     from walk
     group by user_id, node_id
-  ), diff as materialized (
-    -- the stored row raised by them, where that changes it
-    select r.user_id, r.target_id, greatest(r.level, p.level)::smallint as level,
-           coalesce(p.traverse_owned, false) or r.traverses as traverse_owned,
-           p.user_id is null as is_new, p.ctid as old_ctid, p.level as old_level, p.traverse_owned as old_traverse_owned
-    from reached r
-    left join permgraph.permissions p on p.user_id = r.user_id and p.target_id = r.target_id
-    where p.user_id is null or r.level > p.level or (r.traverses and not p.traverse_owned)
   ), inserted as (
     insert into permgraph.permissions (user_id, target_id, level, traverse_owned)
     select user_id, target_id, level, traverse_owned from diff where is_new
@@ -380,7 +377,7 @@ begin
   ), updated as (
     update permgraph.permissions p set level = d.level, traverse_owned = d.traverse_owned
     from diff d
-    where not d.is_new and p.ctid = d.old_ctid
+    where not d.is_new and p.user_id = d.user_id and p.target_id = d.target_id
     returning 1
   ), unbound as (
     -- no edge expires on this path, so a raised row has no lower levels
@@ -393,6 +390,6 @@ begin
     select user_id, target_id, old_level, level, old_traverse_owned, traverse_owned
     from diff where p_recording
   )
-  select (select count(*) from reached), (select count(*) from inserted), (select count(*) from updated), 0
+  select (select count(*) from diff), (select count(*) from inserted), (select count(*) from updated), 0
   into pairs, inserted, updated, deleted;
 end $$;
