@@ -1538,88 +1538,6 @@ begin
   end if;
 end $function$;
 
--- permgraph._compute_additions(): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._compute_additions()
- RETURNS bigint
- LANGUAGE plpgsql
- SET enable_hashjoin TO 'off'
- SET enable_mergejoin TO 'off'
- SET search_path TO 'pg_catalog', 'pg_temp'
- SET jit TO 'off'
- SET plan_cache_mode TO 'force_generic_plan'
-AS $function$
-declare
-  computed bigint;
-begin
-  perform permgraph._prepare_region_tables();
-  insert into pg_temp.permgraph_rows (user_id, target_id, level, traverse_owned)
-  with recursive added as (
-    -- the current edges of the pairs the batch added to (an edge added and
-    -- raised in the same batch is seeded once, at its level now)
-    select e.tail_id, e.tail_kind, e.head_id, e.head_kind, e.level
-    from (select distinct tail_id, head_id from permgraph.changes where new_level is not null) c
-    cross join lateral (select e.tail_id, e.tail_kind, e.head_id, e.head_kind, e.level
-                        from permgraph.edges e
-                        where e.tail_id = c.tail_id and e.head_id = c.head_id) e
-    union all
-    -- identity edges are not in edges: a new user's own row
-    select c.tail_id, 'user', c.head_id, 'user', 3::smallint
-    from permgraph.changes c
-    where c.tail_id = c.head_id and c.tail_kind = 'user' and c.new_level is not null
-  ), candidate(user_id, node_id, node_kind, level, last_edge_manage) as (
-    -- an added edge out of a user starts that user's paths (its identity edge too)
-    select a.tail_id, a.head_id, a.head_kind, a.level, a.level = 3 and a.head_kind = 'user'
-    from added a
-    where a.tail_kind = 'user'
-    union all
-    -- an added edge out of a group extends every stored path to the group
-    select p.user_id, a.head_id, a.head_kind, least(p.level, a.level), a.level = 3 and a.head_kind = 'user'
-    from added a
-    join permgraph.permissions p on p.target_id = a.tail_id
-    where a.tail_kind = 'group'
-  ), walk(user_id, node_id, node_kind, level, last_edge_manage) as (
-    -- A path is followed while it raises the stored row of the pair it
-    -- reaches: there is none, its level is lower, or the node is a user this
-    -- path's last edge manages while the row does not traverse. (The test is
-    -- written out in both terms: as a function it would not be inlined, and
-    -- it runs once per candidate.)
-    select c.user_id, c.node_id, c.node_kind, c.level, c.last_edge_manage
-    from candidate c
-    where not exists (select 1 from permgraph.permissions p
-                      where p.user_id = c.user_id and p.target_id = c.node_id and p.level >= c.level
-                        and (p.traverse_owned or not permgraph._path_traverses(c.node_kind, c.last_edge_manage)))
-    union
-    select w.user_id, e.node_id, e.node_kind, e.level, e.last_edge_manage
-    from walk w
-    cross join lateral (
-      select e.head_id as node_id, e.head_kind as node_kind, least(w.level, e.level) as level,
-             e.level = 3 and e.head_kind = 'user' as last_edge_manage
-      from permgraph.edges e where e.tail_id = w.node_id) e
-    where w.node_kind = 'group'
-      -- (offset 0 keeps this a subplan probing the key (target, user):
-      -- as an anti-join the planner parameterises the probe by one side
-      -- only, here e.node_id, and filters the target's rows by user: 682k
-      -- rows read to answer 30k probes on org small, 5x the whole walk)
-      and not exists (select 1 from permgraph.permissions p
-                      where p.user_id = w.user_id and p.target_id = e.node_id and p.level >= e.level
-                        and (p.traverse_owned or not permgraph._path_traverses(e.node_kind, e.last_edge_manage))
-                      offset 0)
-  )
-  select w.user_id, w.node_id, greatest(max(w.level), max(p.level))::smallint,
-         coalesce(bool_or(p.traverse_owned), false) or bool_or(permgraph._path_traverses(w.node_kind, w.last_edge_manage))
-  from walk w
-  left join permgraph.permissions p on p.user_id = w.user_id and p.target_id = w.node_id
-  group by w.user_id, w.node_id;
-  get diagnostics computed = row_count;
-  insert into pg_temp.permgraph_region (user_id, target_id)
-  select user_id, target_id from pg_temp.permgraph_rows;
-  if computed > 200 then  -- (see _build_region)
-    analyze pg_temp.permgraph_region;
-    analyze pg_temp.permgraph_rows;
-  end if;
-  return computed;
-end $function$;
-
 -- permgraph._compute_all(timestamp with time zone): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._compute_all(p_at timestamp with time zone)
  RETURNS void
@@ -1829,12 +1747,12 @@ AS $function$
   select format($diff$
     with diff as (%s    ), deleted as (
       delete from permgraph.permissions p using diff d
-      where d.is_gone and p.user_id = d.user_id and p.target_id = d.target_id
+      where d.is_gone and %2$s
       returning 1
     ), updated as (
       update permgraph.permissions p set level = d.level, traverse_owned = d.traverse_owned, valid_until = d.valid_until
       from diff d
-      where not d.is_new and not d.is_gone and p.user_id = d.user_id and p.target_id = d.target_id
+      where not d.is_new and not d.is_gone and %2$s
       returning 1
     ), inserted as (
       insert into permgraph.permissions (user_id, target_id, level, traverse_owned, valid_until)
@@ -1852,7 +1770,7 @@ AS $function$
     $diff$,
     case p_source when 'scoped' then $scoped$
       select r.user_id, r.target_id, n.level, n.traverse_owned, n.valid_until, p.user_id is null as is_new, n.user_id is null as is_gone,
-             p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until
+             p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until, p.ctid as old_ctid
       from pg_temp.permgraph_region r
       left join pg_temp.permgraph_rows n on n.user_id = r.user_id and n.target_id = r.target_id
       left join permgraph.permissions p on p.user_id = r.user_id and p.target_id = r.target_id
@@ -1865,7 +1783,12 @@ AS $function$
       from %s n
       full join permgraph.permissions p on p.user_id = n.user_id and p.target_id = n.target_id
       where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
-    $full$, case p_source when 'lasting' then 'permgraph._computed_rows_lasting' when 'full' then 'pg_temp.permgraph_all' end) end)
+    $full$, case p_source when 'lasting' then 'permgraph._computed_rows_lasting' when 'full' then 'pg_temp.permgraph_all' end) end,
+    -- the stored row to delete or update: by its address where the diff
+    -- read it (the scoped path: no second probe of the key per row; the
+    -- applier lock and one snapshot keep the address valid), by key after a
+    -- full join
+    case p_source when 'scoped' then 'p.ctid = d.old_ctid' else 'p.user_id = d.user_id and p.target_id = d.target_id' end)
 $function$;
 
 -- permgraph._end_batch(timestamp with time zone,timestamp with time zone,text,boolean,boolean,bigint,bigint,bigint,bigint,bigint,bigint,bigint,bigint): execute <owner>: EXECUTE
@@ -3720,6 +3643,104 @@ begin
   end if;
 end $function$;
 
+-- permgraph._write_additions(boolean): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._write_additions(p_recording boolean, OUT pairs bigint, OUT inserted bigint, OUT updated bigint, OUT deleted bigint)
+ RETURNS record
+ LANGUAGE plpgsql
+ SET enable_hashjoin TO 'off'
+ SET enable_mergejoin TO 'off'
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+ SET plan_cache_mode TO 'force_generic_plan'
+AS $function$
+begin
+  with recursive added as (
+    -- the current edges of the pairs the batch added to (an edge added and
+    -- raised in the same batch is seeded once, at its level now)
+    select e.tail_id, e.tail_kind, e.head_id, e.head_kind, e.level
+    from (select distinct tail_id, head_id from permgraph.changes where new_level is not null) c
+    cross join lateral (select e.tail_id, e.tail_kind, e.head_id, e.head_kind, e.level
+                        from permgraph.edges e
+                        where e.tail_id = c.tail_id and e.head_id = c.head_id) e
+    union all
+    -- identity edges are not in edges: a new user's own row
+    select c.tail_id, 'user', c.head_id, 'user', 3::smallint
+    from permgraph.changes c
+    where c.tail_id = c.head_id and c.tail_kind = 'user' and c.new_level is not null
+  ), candidate(user_id, node_id, node_kind, level, last_edge_manage) as (
+    -- an added edge out of a user starts that user's paths (its identity edge too)
+    select a.tail_id, a.head_id, a.head_kind, a.level, a.level = 3 and a.head_kind = 'user'
+    from added a
+    where a.tail_kind = 'user'
+    union all
+    -- an added edge out of a group extends every stored path to the group
+    select p.user_id, a.head_id, a.head_kind, least(p.level, a.level), a.level = 3 and a.head_kind = 'user'
+    from added a
+    join permgraph.permissions p on p.target_id = a.tail_id
+    where a.tail_kind = 'group'
+  ), walk(user_id, node_id, node_kind, level, last_edge_manage, old_level, old_traverse) as (
+    -- A path is followed while it raises the stored row of the pair it
+    -- reaches: there is none, its level is lower, or the node is a user this
+    -- path's last edge manages while the row does not traverse. Each step
+    -- looks the stored row up by key once and carries it along (the
+    -- writes below need it; looking it up again per pair cost ~20% of a
+    -- batch of 5,000 churn additions). (offset 0 keeps the lookup a
+    -- subplan probing the whole key (user, target): as a join the planner
+    -- parameterises the probe by one side only and filters the target's
+    -- rows by user: 682k rows read to answer 30k probes on org small. The
+    -- test is written out: as a function it would not be inlined.)
+    select c.user_id, c.node_id, c.node_kind, c.level, c.last_edge_manage, s.level, s.traverse_owned
+    from candidate c
+    left join lateral (select p.level, p.traverse_owned from permgraph.permissions p
+                       where p.user_id = c.user_id and p.target_id = c.node_id offset 0) s on true
+    where s.level is null or s.level < c.level
+       or (not s.traverse_owned and permgraph._path_traverses(c.node_kind, c.last_edge_manage))
+    union
+    select w.user_id, e.node_id, e.node_kind, e.level, e.last_edge_manage, s.level, s.traverse_owned
+    from walk w
+    cross join lateral (
+      select e.head_id as node_id, e.head_kind as node_kind, least(w.level, e.level) as level,
+             e.level = 3 and e.head_kind = 'user' as last_edge_manage
+      from permgraph.edges e where e.tail_id = w.node_id) e
+    left join lateral (select p.level, p.traverse_owned from permgraph.permissions p
+                       where p.user_id = w.user_id and p.target_id = e.node_id offset 0) s on true
+    where w.node_kind = 'group'
+      and (s.level is null or s.level < e.level
+           or (not s.traverse_owned and permgraph._path_traverses(e.node_kind, e.last_edge_manage)))
+  ), diff as materialized (
+    -- per pair: the stored row raised by the paths found (each of them
+    -- raises it, so every pair here changes; its stored row is the same in
+    -- all of its walk rows)
+    select user_id, node_id as target_id, greatest(max(level), max(old_level))::smallint as level,
+           coalesce(bool_or(old_traverse), false) or bool_or(permgraph._path_traverses(node_kind, last_edge_manage)) as traverse_owned,
+           max(old_level) is null as is_new, max(old_level) as old_level, bool_or(old_traverse) as old_traverse_owned
+    from walk
+    group by user_id, node_id
+  ), inserted as (
+    insert into permgraph.permissions (user_id, target_id, level, traverse_owned)
+    select user_id, target_id, level, traverse_owned from diff where is_new
+    order by user_id, target_id  -- in primary-key order (see _diff_statement)
+    returning 1
+  ), updated as (
+    update permgraph.permissions p set level = d.level, traverse_owned = d.traverse_owned
+    from diff d
+    where not d.is_new and p.user_id = d.user_id and p.target_id = d.target_id
+    returning 1
+  ), unbound as (
+    -- no edge expires on this path, so a raised row has no lower levels
+    -- that outlast it (and permission_bounds is normally empty: one probe)
+    delete from permgraph.permission_bounds b using diff d
+    where (select exists (select 1 from permgraph.permission_bounds)) and b.user_id = d.user_id and b.target_id = d.target_id
+  ), recorded as (
+    -- the change stream's events (170_changes.sql), only while a consumer is registered
+    insert into permgraph.permission_changes (user_id, target_id, old_level, new_level, old_traverse_owned, new_traverse_owned)
+    select user_id, target_id, old_level, level, old_traverse_owned, traverse_owned
+    from diff where p_recording
+  )
+  select (select count(*) from diff), (select count(*) from inserted), (select count(*) from updated), 0
+  into pairs, inserted, updated, deleted;
+end $function$;
+
 -- permgraph._write_all(timestamp with time zone): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._write_all(p_at timestamp with time zone, OUT inserted bigint, OUT updated bigint, OUT deleted bigint)
  RETURNS record
@@ -3804,7 +3825,7 @@ CREATE OR REPLACE FUNCTION permgraph._write_region_diff(p_recording boolean, OUT
 AS $function$begin 
     with diff as (
       select r.user_id, r.target_id, n.level, n.traverse_owned, n.valid_until, p.user_id is null as is_new, n.user_id is null as is_gone,
-             p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until
+             p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until, p.ctid as old_ctid
       from pg_temp.permgraph_region r
       left join pg_temp.permgraph_rows n on n.user_id = r.user_id and n.target_id = r.target_id
       left join permgraph.permissions p on p.user_id = r.user_id and p.target_id = r.target_id
@@ -3812,12 +3833,12 @@ AS $function$begin
         and r.user_id is not null
         ), deleted as (
       delete from permgraph.permissions p using diff d
-      where d.is_gone and p.user_id = d.user_id and p.target_id = d.target_id
+      where d.is_gone and p.ctid = d.old_ctid
       returning 1
     ), updated as (
       update permgraph.permissions p set level = d.level, traverse_owned = d.traverse_owned, valid_until = d.valid_until
       from diff d
-      where not d.is_new and not d.is_gone and p.user_id = d.user_id and p.target_id = d.target_id
+      where not d.is_new and not d.is_gone and p.ctid = d.old_ctid
       returning 1
     ), inserted as (
       insert into permgraph.permissions (user_id, target_id, level, traverse_owned, valid_until)
@@ -3944,7 +3965,8 @@ begin
   else
     mode := 'incremental';
     if delta then
-      pairs := permgraph._compute_additions();
+      select * into diff from permgraph._write_additions(permgraph._changes_begin_write());
+      pairs := diff.pairs;
     else
       if expired > 0 then
         insert into pg_temp.permgraph_region (user_id, target_id)
@@ -3959,7 +3981,9 @@ begin
         perform permgraph._compute_region(batch_at);
       end if;
     end if;
-    if pairs > 0 then
+    if delta then
+      null;  -- written by _write_additions
+    elsif pairs > 0 then
       select * into diff from permgraph._write_diff(true);
     else
       select 0::bigint as inserted, 0::bigint as updated, 0::bigint as deleted into diff;

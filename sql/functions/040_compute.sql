@@ -357,12 +357,12 @@ as $body$
   select format($diff$
     with diff as (%s    ), deleted as (
       delete from permgraph.permissions p using diff d
-      where d.is_gone and p.user_id = d.user_id and p.target_id = d.target_id
+      where d.is_gone and %2$s
       returning 1
     ), updated as (
       update permgraph.permissions p set level = d.level, traverse_owned = d.traverse_owned, valid_until = d.valid_until
       from diff d
-      where not d.is_new and not d.is_gone and p.user_id = d.user_id and p.target_id = d.target_id
+      where not d.is_new and not d.is_gone and %2$s
       returning 1
     ), inserted as (
       insert into permgraph.permissions (user_id, target_id, level, traverse_owned, valid_until)
@@ -380,7 +380,7 @@ as $body$
     $diff$,
     case p_source when 'scoped' then $scoped$
       select r.user_id, r.target_id, n.level, n.traverse_owned, n.valid_until, p.user_id is null as is_new, n.user_id is null as is_gone,
-             p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until
+             p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until, p.ctid as old_ctid
       from pg_temp.permgraph_region r
       left join pg_temp.permgraph_rows n on n.user_id = r.user_id and n.target_id = r.target_id
       left join permgraph.permissions p on p.user_id = r.user_id and p.target_id = r.target_id
@@ -393,7 +393,12 @@ as $body$
       from %s n
       full join permgraph.permissions p on p.user_id = n.user_id and p.target_id = n.target_id
       where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
-    $full$, case p_source when 'lasting' then 'permgraph._computed_rows_lasting' when 'full' then 'pg_temp.permgraph_all' end) end)
+    $full$, case p_source when 'lasting' then 'permgraph._computed_rows_lasting' when 'full' then 'pg_temp.permgraph_all' end) end,
+    -- the stored row to delete or update: by its address where the diff
+    -- read it (the scoped path: no second probe of the key per row; the
+    -- applier lock and one snapshot keep the address valid), by key after a
+    -- full join
+    case p_source when 'scoped' then 'p.ctid = d.old_ctid' else 'p.user_id = d.user_id and p.target_id = d.target_id' end)
 $body$;
 
 -- The incremental path's statement runs as static SQL in a PL/pgSQL

@@ -285,9 +285,19 @@ end $$;
 -- traversal of what it owns), since a pair whose row stays the same passes
 -- nothing new on. So the work is the rows that change plus one probe per
 -- user upstream of each added edge, not users upstream x nodes downstream.
--- Fills pg_temp.permgraph_region with the pairs that change and
--- pg_temp.permgraph_rows with their new rows, for _write_diff.
-create or replace function permgraph._compute_additions() returns bigint
+--
+-- Computes and writes in one statement, with no work table: a row only
+-- rises here, so the new row of a pair is its stored one raised by the
+-- paths found, and the stored row the walk looked up says whether to
+-- insert or update. A batch of 5,000
+-- churn additions on org large (56k rows) spent about a third of its time
+-- copying the rows into two work tables, analyzing them and joining them
+-- back with permissions in the general diff (bench/FINDINGS.md, finding 8).
+-- p_recording: whether to record the change stream's events.
+-- Returns the pairs whose rows rise and the rows inserted and updated
+-- (deleted: always 0, the shape of the other writers' results).
+create or replace function permgraph._write_additions(p_recording boolean,
+  out pairs bigint, out inserted bigint, out updated bigint, out deleted bigint)
 language plpgsql
 -- index probes per candidate, as in _compute_region
 set enable_hashjoin = off
@@ -296,11 +306,7 @@ set search_path = pg_catalog, pg_temp
 set jit = off
 set plan_cache_mode = force_generic_plan
 as $$
-declare
-  computed bigint;
 begin
-  perform permgraph._prepare_region_tables();
-  insert into pg_temp.permgraph_rows (user_id, target_id, level, traverse_owned)
   with recursive added as (
     -- the current edges of the pairs the batch added to (an edge added and
     -- raised in the same batch is seeded once, at its level now)
@@ -325,45 +331,65 @@ begin
     from added a
     join permgraph.permissions p on p.target_id = a.tail_id
     where a.tail_kind = 'group'
-  ), walk(user_id, node_id, node_kind, level, last_edge_manage) as (
+  ), walk(user_id, node_id, node_kind, level, last_edge_manage, old_level, old_traverse) as (
     -- A path is followed while it raises the stored row of the pair it
     -- reaches: there is none, its level is lower, or the node is a user this
-    -- path's last edge manages while the row does not traverse. (The test is
-    -- written out in both terms: as a function it would not be inlined, and
-    -- it runs once per candidate.)
-    select c.user_id, c.node_id, c.node_kind, c.level, c.last_edge_manage
+    -- path's last edge manages while the row does not traverse. Each step
+    -- looks the stored row up by key once and carries it along (the
+    -- writes below need it; looking it up again per pair cost ~20% of a
+    -- batch of 5,000 churn additions). (offset 0 keeps the lookup a
+    -- subplan probing the whole key (user, target): as a join the planner
+    -- parameterises the probe by one side only and filters the target's
+    -- rows by user: 682k rows read to answer 30k probes on org small. The
+    -- test is written out: as a function it would not be inlined.)
+    select c.user_id, c.node_id, c.node_kind, c.level, c.last_edge_manage, s.level, s.traverse_owned
     from candidate c
-    where not exists (select 1 from permgraph.permissions p
-                      where p.user_id = c.user_id and p.target_id = c.node_id and p.level >= c.level
-                        and (p.traverse_owned or not permgraph._path_traverses(c.node_kind, c.last_edge_manage)))
+    left join lateral (select p.level, p.traverse_owned from permgraph.permissions p
+                       where p.user_id = c.user_id and p.target_id = c.node_id offset 0) s on true
+    where s.level is null or s.level < c.level
+       or (not s.traverse_owned and permgraph._path_traverses(c.node_kind, c.last_edge_manage))
     union
-    select w.user_id, e.node_id, e.node_kind, e.level, e.last_edge_manage
+    select w.user_id, e.node_id, e.node_kind, e.level, e.last_edge_manage, s.level, s.traverse_owned
     from walk w
     cross join lateral (
       select e.head_id as node_id, e.head_kind as node_kind, least(w.level, e.level) as level,
              e.level = 3 and e.head_kind = 'user' as last_edge_manage
       from permgraph.edges e where e.tail_id = w.node_id) e
+    left join lateral (select p.level, p.traverse_owned from permgraph.permissions p
+                       where p.user_id = w.user_id and p.target_id = e.node_id offset 0) s on true
     where w.node_kind = 'group'
-      -- (offset 0 keeps this a subplan probing the key (target, user):
-      -- as an anti-join the planner parameterises the probe by one side
-      -- only, here e.node_id, and filters the target's rows by user: 682k
-      -- rows read to answer 30k probes on org small, 5x the whole walk)
-      and not exists (select 1 from permgraph.permissions p
-                      where p.user_id = w.user_id and p.target_id = e.node_id and p.level >= e.level
-                        and (p.traverse_owned or not permgraph._path_traverses(e.node_kind, e.last_edge_manage))
-                      offset 0)
+      and (s.level is null or s.level < e.level
+           or (not s.traverse_owned and permgraph._path_traverses(e.node_kind, e.last_edge_manage)))
+  ), diff as materialized (
+    -- per pair: the stored row raised by the paths found (each of them
+    -- raises it, so every pair here changes; its stored row is the same in
+    -- all of its walk rows)
+    select user_id, node_id as target_id, greatest(max(level), max(old_level))::smallint as level,
+           coalesce(bool_or(old_traverse), false) or bool_or(permgraph._path_traverses(node_kind, last_edge_manage)) as traverse_owned,
+           max(old_level) is null as is_new, max(old_level) as old_level, bool_or(old_traverse) as old_traverse_owned
+    from walk
+    group by user_id, node_id
+  ), inserted as (
+    insert into permgraph.permissions (user_id, target_id, level, traverse_owned)
+    select user_id, target_id, level, traverse_owned from diff where is_new
+    order by user_id, target_id  -- in primary-key order (see _diff_statement)
+    returning 1
+  ), updated as (
+    update permgraph.permissions p set level = d.level, traverse_owned = d.traverse_owned
+    from diff d
+    where not d.is_new and p.user_id = d.user_id and p.target_id = d.target_id
+    returning 1
+  ), unbound as (
+    -- no edge expires on this path, so a raised row has no lower levels
+    -- that outlast it (and permission_bounds is normally empty: one probe)
+    delete from permgraph.permission_bounds b using diff d
+    where (select exists (select 1 from permgraph.permission_bounds)) and b.user_id = d.user_id and b.target_id = d.target_id
+  ), recorded as (
+    -- the change stream's events (170_changes.sql), only while a consumer is registered
+    insert into permgraph.permission_changes (user_id, target_id, old_level, new_level, old_traverse_owned, new_traverse_owned)
+    select user_id, target_id, old_level, level, old_traverse_owned, traverse_owned
+    from diff where p_recording
   )
-  select w.user_id, w.node_id, greatest(max(w.level), max(p.level))::smallint,
-         coalesce(bool_or(p.traverse_owned), false) or bool_or(permgraph._path_traverses(w.node_kind, w.last_edge_manage))
-  from walk w
-  left join permgraph.permissions p on p.user_id = w.user_id and p.target_id = w.node_id
-  group by w.user_id, w.node_id;
-  get diagnostics computed = row_count;
-  insert into pg_temp.permgraph_region (user_id, target_id)
-  select user_id, target_id from pg_temp.permgraph_rows;
-  if computed > 200 then  -- (see _build_region)
-    analyze pg_temp.permgraph_region;
-    analyze pg_temp.permgraph_rows;
-  end if;
-  return computed;
+  select (select count(*) from diff), (select count(*) from inserted), (select count(*) from updated), 0
+  into pairs, inserted, updated, deleted;
 end $$;

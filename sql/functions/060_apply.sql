@@ -215,7 +215,8 @@ begin
   else
     mode := 'incremental';
     if delta then
-      pairs := permgraph._compute_additions();
+      select * into diff from permgraph._write_additions(permgraph._changes_begin_write());
+      pairs := diff.pairs;
     else
       if expired > 0 then
         insert into pg_temp.permgraph_region (user_id, target_id)
@@ -230,7 +231,9 @@ begin
         perform permgraph._compute_region(batch_at);
       end if;
     end if;
-    if pairs > 0 then
+    if delta then
+      null;  -- written by _write_additions
+    elsif pairs > 0 then
       select * into diff from permgraph._write_diff(true);
     else
       select 0::bigint as inserted, 0::bigint as updated, 0::bigint as deleted into diff;

@@ -76,7 +76,13 @@ describe('session objects of the caller never run as the owner', async () => {
         end $$;
         create trigger planted after insert or delete on pg_temp.permgraph_region
           for each statement execute function pg_temp.planted()`);
+      // A batch that only adds uses no work table (050_region.sql, _write_additions): it
+      // applies, and the planted table is never written.
       await grantAs('bob', 1, 'ops');
+      await applyOn(session, 0);
+      expect(await plantedRuns()).toBe(0);
+      // A removal recomputes its region in the work tables: refused.
+      await revokeAs('carol', 'ops');
       const error = await failureOf(applyOn(session, 0));
       expect(error.code).toBe('42501');
       expect(error.message).toMatch(/pg_temp\.permgraph_region/);
