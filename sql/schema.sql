@@ -711,102 +711,6 @@ CREATE OR REPLACE FUNCTION permgraph._applier_role_key()
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$ select 7238001003::bigint $function$;
 
--- permgraph._apply_local_additions(bigint,boolean): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._apply_local_additions(p_max_rows bigint, p_recording boolean, OUT region_pairs bigint, OUT inserted bigint, OUT updated bigint, OUT trash_roots text[])
- RETURNS record
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
- SET jit TO 'off'
- SET enable_hashjoin TO 'off'
- SET enable_mergejoin TO 'off'
- SET enable_bitmapscan TO 'off'
- SET plan_cache_mode TO 'force_generic_plan'
-AS $function$
-begin
-  with recursive added as (
-    select e.tail_id, e.tail_kind, e.head_id, e.head_kind, e.level
-    from (select distinct tail_id, head_id from permgraph.changes where new_level is not null) c
-    cross join lateral (select e.tail_id, e.tail_kind, e.head_id, e.head_kind, e.level
-                        from permgraph.edges e
-                        where e.tail_id = c.tail_id and e.head_id = c.head_id offset 0) e
-    union all
-    select c.tail_id, 'user', c.head_id, 'user', 3::smallint
-    from permgraph.changes c
-    where c.tail_id = c.head_id and c.tail_kind = 'user' and c.new_level is not null
-  ), candidate(user_id, node_id, node_kind, level, last_edge_manage) as (
-    select a.tail_id, a.head_id, a.head_kind, a.level, a.level = 3 and a.head_kind = 'user'
-    from added a
-    where a.tail_kind = 'user'
-    union all
-    select p.user_id, a.head_id, a.head_kind, least(p.level, a.level), a.level = 3 and a.head_kind = 'user'
-    from added a
-    cross join lateral (select p.user_id, p.level from permgraph.permissions p where p.target_id = a.tail_id offset 0) p
-    where a.tail_kind = 'group'
-  ), walk(user_id, node_id, node_kind, level, last_edge_manage, old_level, old_traverse_owned) as (
-    -- The test of _compute_additions (a path is followed while it raises
-    -- the stored row of the pair it reaches), made by reading that row
-    -- once, by key, and carrying it along for the diff, which then probes
-    -- nothing again.
-    select c.user_id, c.node_id, c.node_kind, c.level, c.last_edge_manage, p.level, p.traverse_owned
-    from candidate c
-    left join lateral (select p.level, p.traverse_owned from permgraph.permissions p
-                       where p.user_id = c.user_id and p.target_id = c.node_id offset 0) p on true
-    where p.level is null or p.level < c.level
-       or not p.traverse_owned and permgraph._path_traverses(c.node_kind, c.last_edge_manage)
-    union
-    select w.user_id, e.node_id, e.node_kind, e.level, e.last_edge_manage, p.level, p.traverse_owned
-    from walk w
-    cross join lateral (
-      select e.head_id as node_id, e.head_kind as node_kind, least(w.level, e.level) as level,
-             e.level = 3 and e.head_kind = 'user' as last_edge_manage
-      from permgraph.edges e where e.tail_id = w.node_id offset 0) e
-    left join lateral (select p.level, p.traverse_owned from permgraph.permissions p
-                       where p.user_id = w.user_id and p.target_id = e.node_id offset 0) p on true
-    where w.node_kind = 'group'
-      and (p.level is null or p.level < e.level
-           or not p.traverse_owned and permgraph._path_traverses(e.node_kind, e.last_edge_manage))
-  ), walk_capped as materialized (
-    select user_id, node_id, node_kind, level, last_edge_manage, old_level, old_traverse_owned
-    from walk limit p_max_rows + 1
-  ), fits as (
-    select count(*) <= p_max_rows as ok from walk_capped
-  ), diff as (
-    -- each pair the walk reached, once (grouping, not joining: see
-    -- _apply_local_change), with its stored row as the walk read it (no
-    -- row has a valid_until here)
-    select user_id, target_id, greatest(level, old_level)::smallint as level,
-           coalesce(old_traverse_owned, false) or traverses as traverse_owned, null::timestamptz as valid_until,
-           old_level is null as is_new, old_level, old_traverse_owned, null::timestamptz as old_valid_until
-    from (select user_id, node_id as target_id, max(level) as level,
-                 bool_or(permgraph._path_traverses(node_kind, last_edge_manage)) as traverses,
-                 min(old_level) as old_level, bool_or(old_traverse_owned) as old_traverse_owned
-          from walk_capped
-          where (select ok from fits)
-          group by user_id, node_id) n
-  ), updated_rows as (
-    update permgraph.permissions p set level = d.level, traverse_owned = d.traverse_owned
-    from diff d
-    where not d.is_new and p.user_id = d.user_id and p.target_id = d.target_id
-      and (p.level, p.traverse_owned) is distinct from (d.level, d.traverse_owned)
-    returning 1
-  ), inserted_rows as (
-    insert into permgraph.permissions (user_id, target_id, level, traverse_owned, valid_until)
-    select user_id, target_id, level, traverse_owned, valid_until from diff where is_new
-    order by user_id, target_id
-    returning 1
-  ), recorded as (
-    insert into permgraph.permission_changes (user_id, target_id, old_level, new_level, old_traverse_owned, new_traverse_owned,
-                                              old_valid_until, new_valid_until)
-    select user_id, target_id, old_level, level, old_traverse_owned, traverse_owned, old_valid_until, valid_until
-    from diff
-    where p_recording and (old_level, old_traverse_owned) is distinct from (level, traverse_owned)
-  )
-  select case when (select ok from fits) then (select count(*) from diff) end,
-         (select count(*) from inserted_rows), (select count(*) from updated_rows),
-         (select array_agg(distinct c.head_id) from permgraph.changes c where c.trash_changed)
-  into region_pairs, inserted, updated, trash_roots;
-end $function$;
-
 -- permgraph._apply_local_change(bigint,boolean): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._apply_local_change(p_max_pairs bigint, p_recording boolean, OUT region_pairs bigint, OUT inserted bigint, OUT updated bigint, OUT deleted bigint, OUT trash_roots text[])
  RETURNS record
@@ -1184,9 +1088,21 @@ CREATE OR REPLACE FUNCTION permgraph._batch_only_adds()
 AS $function$
 begin
   return not exists (select 1 from permgraph.changes where tail_kind = '*')
-     and not exists (select 1 from permgraph.deleted_nodes)
      and not permgraph._any_edge_expires()
      and not exists (select 1 from permgraph.permissions where valid_until is not null)
+     and permgraph._batch_removes_nothing();
+end $function$;
+
+-- permgraph._batch_removes_nothing(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._batch_removes_nothing()
+ RETURNS boolean
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+AS $function$
+begin
+  return not exists (select 1 from permgraph.deleted_nodes)
      and not exists (select 1
                      from (select tail_id, head_id, max(old_level) as removed
                            from permgraph.changes where old_level is not null
@@ -2860,13 +2776,7 @@ begin
       or exists (select 1 from permgraph.permissions where valid_until is not null)
       or exists (select 1 from permgraph.permission_bounds)
       or exists (select 1 from permgraph.long_job where finished_at is null) then null
-    when not exists (select 1 from permgraph.deleted_nodes)
-     and not exists (select 1
-                     from (select tail_id, head_id, max(old_level) as removed
-                           from permgraph.changes where old_level is not null
-                           group by tail_id, head_id) r
-                     where r.removed > coalesce((select max(e.level) from permgraph.edges e
-                                                 where e.tail_id = r.tail_id and e.head_id = r.head_id), 0)) then 'adds'
+    when permgraph._batch_removes_nothing() then 'adds'
     else 'any' end;
 end $function$;
 
@@ -3643,8 +3553,8 @@ begin
   end if;
 end $function$;
 
--- permgraph._write_additions(boolean): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._write_additions(p_recording boolean, OUT pairs bigint, OUT inserted bigint, OUT updated bigint, OUT deleted bigint)
+-- permgraph._write_additions(boolean,bigint): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._write_additions(p_recording boolean, p_max_rows bigint DEFAULT NULL::bigint, OUT pairs bigint, OUT inserted bigint, OUT updated bigint, OUT deleted bigint)
  RETURNS record
  LANGUAGE plpgsql
  SET enable_hashjoin TO 'off'
@@ -3707,6 +3617,10 @@ begin
     where w.node_kind = 'group'
       and (s.level is null or s.level < e.level
            or (not s.traverse_owned and permgraph._path_traverses(e.node_kind, e.last_edge_manage)))
+  ), walk_bounded as materialized (
+    select * from walk limit p_max_rows + 1  -- (limit null: all)
+  ), fits as (
+    select p_max_rows is null or count(*) <= p_max_rows as ok from walk_bounded
   ), diff as materialized (
     -- per pair: the stored row raised by the paths found (each of them
     -- raises it, so every pair here changes; its stored row is the same in
@@ -3714,7 +3628,8 @@ begin
     select user_id, node_id as target_id, greatest(max(level), max(old_level))::smallint as level,
            coalesce(bool_or(old_traverse), false) or bool_or(permgraph._path_traverses(node_kind, last_edge_manage)) as traverse_owned,
            max(old_level) is null as is_new, max(old_level) as old_level, bool_or(old_traverse) as old_traverse_owned
-    from walk
+    from walk_bounded
+    where (select ok from fits)
     group by user_id, node_id
   ), inserted as (
     insert into permgraph.permissions (user_id, target_id, level, traverse_owned)
@@ -3737,7 +3652,8 @@ begin
     select user_id, target_id, old_level, level, old_traverse_owned, traverse_owned
     from diff where p_recording
   )
-  select (select count(*) from diff), (select count(*) from inserted), (select count(*) from updated), 0
+  select case when (select ok from fits) then (select count(*) from diff) end,
+         (select count(*) from inserted), (select count(*) from updated), 0
   into pairs, inserted, updated, deleted;
 end $function$;
 
@@ -3919,8 +3835,10 @@ begin
     local_kind := permgraph._local_change_kind();
     local_pairs := least(local_pairs, p_chunk_pairs, p_max_pairs);
     if local_kind = 'adds' then
-      select a.region_pairs, a.inserted, a.updated, 0::bigint as deleted, a.trash_roots into local
-      from permgraph._apply_local_additions(local_pairs, permgraph._changes_begin_write()) a;
+      select a.pairs as region_pairs, a.inserted, a.updated, a.deleted,
+             (select array_agg(distinct c.head_id) from permgraph.changes c where c.trash_changed) as trash_roots
+      into local
+      from permgraph._write_additions(permgraph._changes_begin_write(), local_pairs) a;
     elsif local_kind = 'any' then
       select * into local from permgraph._apply_local_change(local_pairs, permgraph._changes_begin_write());
     end if;

@@ -267,9 +267,23 @@ set jit = off
 as $$
 begin
   return not exists (select 1 from permgraph.changes where tail_kind = '*')
-     and not exists (select 1 from permgraph.deleted_nodes)
      and not permgraph._any_edge_expires()
      and not exists (select 1 from permgraph.permissions where valid_until is not null)
+     and permgraph._batch_removes_nothing();
+end $$;
+
+-- Whether the batch's changes remove no path: no node deleted, and per pair
+-- of the batch's removed edges, the current graph still holds an edge of at
+-- least their best level (the change rows do not say in which order an edge
+-- came and went). With nothing expiring (the callers' other tests), such a
+-- batch only adds.
+create or replace function permgraph._batch_removes_nothing() returns boolean
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
+begin
+  return not exists (select 1 from permgraph.deleted_nodes)
      and not exists (select 1
                      from (select tail_id, head_id, max(old_level) as removed
                            from permgraph.changes where old_level is not null
@@ -293,10 +307,14 @@ end $$;
 -- churn additions on org large (56k rows) spent about a third of its time
 -- copying the rows into two work tables, analyzing them and joining them
 -- back with permissions in the general diff (bench/FINDINGS.md, finding 8).
--- p_recording: whether to record the change stream's events.
+-- p_recording: whether to record the change stream's events. p_max_rows:
+-- at most this many pairs may rise (null: no bound); the walk is read no
+-- further than one more (it is evaluated as it is read), and then nothing is
+-- written and pairs is null. The local path (055_local_change.sql) bounds
+-- it, and falls back to the ordinary path when the bound is exceeded.
 -- Returns the pairs whose rows rise and the rows inserted and updated
 -- (deleted: always 0, the shape of the other writers' results).
-create or replace function permgraph._write_additions(p_recording boolean,
+create or replace function permgraph._write_additions(p_recording boolean, p_max_rows bigint default null,
   out pairs bigint, out inserted bigint, out updated bigint, out deleted bigint)
 language plpgsql
 -- index probes per candidate, as in _compute_region
@@ -360,6 +378,10 @@ begin
     where w.node_kind = 'group'
       and (s.level is null or s.level < e.level
            or (not s.traverse_owned and permgraph._path_traverses(e.node_kind, e.last_edge_manage)))
+  ), walk_bounded as materialized (
+    select * from walk limit p_max_rows + 1  -- (limit null: all)
+  ), fits as (
+    select p_max_rows is null or count(*) <= p_max_rows as ok from walk_bounded
   ), diff as materialized (
     -- per pair: the stored row raised by the paths found (each of them
     -- raises it, so every pair here changes; its stored row is the same in
@@ -367,7 +389,8 @@ begin
     select user_id, node_id as target_id, greatest(max(level), max(old_level))::smallint as level,
            coalesce(bool_or(old_traverse), false) or bool_or(permgraph._path_traverses(node_kind, last_edge_manage)) as traverse_owned,
            max(old_level) is null as is_new, max(old_level) as old_level, bool_or(old_traverse) as old_traverse_owned
-    from walk
+    from walk_bounded
+    where (select ok from fits)
     group by user_id, node_id
   ), inserted as (
     insert into permgraph.permissions (user_id, target_id, level, traverse_owned)
@@ -390,6 +413,7 @@ begin
     select user_id, target_id, old_level, level, old_traverse_owned, traverse_owned
     from diff where p_recording
   )
-  select (select count(*) from diff), (select count(*) from inserted), (select count(*) from updated), 0
+  select case when (select ok from fits) then (select count(*) from diff) end,
+         (select count(*) from inserted), (select count(*) from updated), 0
   into pairs, inserted, updated, deleted;
 end $$;

@@ -169,8 +169,10 @@ begin
     local_kind := permgraph._local_change_kind();
     local_pairs := least(local_pairs, p_chunk_pairs, p_max_pairs);
     if local_kind = 'adds' then
-      select a.region_pairs, a.inserted, a.updated, 0::bigint as deleted, a.trash_roots into local
-      from permgraph._apply_local_additions(local_pairs, permgraph._changes_begin_write()) a;
+      select a.pairs as region_pairs, a.inserted, a.updated, a.deleted,
+             (select array_agg(distinct c.head_id) from permgraph.changes c where c.trash_changed) as trash_roots
+      into local
+      from permgraph._write_additions(permgraph._changes_begin_write(), local_pairs) a;
     elsif local_kind = 'any' then
       select * into local from permgraph._apply_local_change(local_pairs, permgraph._changes_begin_write());
     end if;
