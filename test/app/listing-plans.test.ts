@@ -16,7 +16,7 @@ import { refresh } from '../../src/engine/apply.ts';
 import * as model from '../reference/model.ts';
 import type { Level, RefGraph } from '../reference/model.ts';
 import { expectedRowAccess } from '../helpers/app-rows.ts';
-import { g, grant, o, u } from '../helpers/builders.ts';
+import { expiring, g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { PAST, graphArbitrary, loadGraph } from '../helpers/graph.ts';
 import { capturePlans, describeQuery, work, type PlanNode } from '../helpers/plans.ts';
@@ -441,5 +441,41 @@ describe('listing plans: rows, scan and hash give the same pages', async () => {
       }
     }
   });
-});
 
+  it('list_targets\' rows plan, its children of all owners at once (up to 8 per page row) and owner by owner past that: pages equal the model and the scan plan', async () => {
+    // Owners with 0-30 children each: with pages of 1-6 the children of the
+    // user's owners are sometimes within the cap (8 x the page) and sometimes
+    // past it, so both ways of the rows plan find pages; levels and
+    // valid_until (expiring grants) must equal the scan plan's, which reads
+    // the user's rows by a probe per node. The children's ids interleave
+    // across owners, so that the index's (owner, id) order is not id order.
+    const soon = new Date(Date.now() + 3_600_000);
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.record({ children: fc.nat(30), level: fc.constantFrom<Level>(1, 2, 3), expires: fc.boolean(), trashed: fc.boolean() }), { minLength: 1, maxLength: 5 }),
+        fc.integer({ min: 1, max: 6 }),
+        levelArb,
+        async (owners, limit, level) => {
+          const groups = owners.map((w, i) => g(`g${i}`, null, w.trashed && i === 0 ? PAST : null));
+          const children = owners.flatMap((w, i) => Array.from({ length: w.children }, (_, j) => {
+            const id = `c${String(j).padStart(2, '0')}-${i}`;  // owners' children interleave in id order
+            return j % 5 === 4 ? g(id, `g${i}`) : o(id, `g${i}`, j % 7 === 6 ? PAST : null);
+          }));
+          const graph: RefGraph = {
+            nodes: [u('ann'), ...groups, ...children],
+            grants: owners.map((w, i) => (w.expires ? expiring('ann', w.level, `g${i}`, soon) : grant('ann', w.level, `g${i}`))),
+          };
+          await loadGraph(db, graph);
+          await refresh(db);
+          const now = new Date();
+          const rows = await allTargets('rows', 'ann', level, limit);
+          expect(rows.map((t) => t.id), `rows plan, pages of ${limit}`).toEqual(expectedTargets(graph, 'ann', level, now));
+          expect(rows).toEqual(await allTargets('scan', 'ann', level, limit));
+          const objects = await allTargets('rows', 'ann', level, limit, 'object');
+          expect(objects.map((t) => t.id)).toEqual(expectedTargets(graph, 'ann', level, now, 'object'));
+        },
+      ),
+      { numRuns: 25 },
+    );
+  }, 300_000);
+});
