@@ -613,6 +613,8 @@ declare
   table_rows double precision;
   choice record;
   owner_read record;    -- _listing_owners
+  -- the rows plan's rows read at once, at most (then owner by owner)
+  rows_cap bigint := 32 * p_limit::bigint;
 begin
   if p_level is null or p_level not between 1 and 3 then
     raise exception 'permgraph: level must be 1 (read), 2 (write) or 3 (manage), got %', coalesce(p_level::text, 'null')
@@ -734,7 +736,30 @@ begin
        order by h.%4$I limit $4', tbl, owner_any, after_cond, p_id_column)
       using p_user_id, p_level, p_after, p_limit, owners;
   else
-    -- rows: the user's owners, each one's first rows by the (owner, id)
+    -- rows, all the owners' rows at once: one scan of the (owner, id) index
+    -- with the owners as its array keys (owner_id = any), then the first
+    -- p_limit by id. PostgreSQL 17 and later step from one owner's entries
+    -- to the next within the index's pages: org large's heaviest users' 408
+    -- owners cost ~15 index searches instead of 408 descents and rescans of
+    -- a lateral subquery. It reads every row of every owner after the
+    -- cursor, not p_limit per owner, so only where the statistics expect at
+    -- most rows_cap of them, and it stops at rows_cap: past that it returns
+    -- nothing and the owner-by-owner walk below finds the page. Text owner
+    -- columns only: the owners are text ids, which another type's column
+    -- could not be compared with by its index.
+    if owner_type in ('text'::regtype, 'varchar'::regtype)
+       and cardinality(owners) * coalesce(per_owner, rows_cap) <= rows_cap then
+      return query execute format(
+        'with k as materialized (
+           select d.* from %2$s d where d.%3$I = any ($5::text[] collate %4$s) %5$s limit $6 + 1)
+         select k.* from k where (select count(*) from k) <= $6
+         order by k.%1$I limit $4', p_id_column, tbl, p_owner_column, owner_collation, after_cond)
+        using p_user_id, p_level, p_after, p_limit, owners, rows_cap;
+      if found then
+        return;
+      end if;
+    end if;
+    -- rows, owner by owner: the user's owners, each one's first rows by the (owner, id)
     -- index (whole rows: fetching the page by id afterwards cost as much for
     -- a page and twice as much for a whole listing)
     return query execute format(
