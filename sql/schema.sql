@@ -2772,10 +2772,10 @@ CREATE OR REPLACE FUNCTION permgraph._local_change_kind()
 AS $function$
 begin
   return case
-    when exists (select 1 from permgraph.edges where expires_at is not null)
+    when permgraph._any_edge_expires()
       or exists (select 1 from permgraph.permissions where valid_until is not null)
       or exists (select 1 from permgraph.permission_bounds)
-      or exists (select 1 from permgraph.long_job where finished_at is null) then null
+      or permgraph._long_job_active() then null
     when permgraph._batch_removes_nothing() then 'adds'
     else 'any' end;
 end $function$;
@@ -3897,14 +3897,10 @@ begin
       select count(*) into pairs from pg_temp.permgraph_region;
       if pairs > 0 then
         perform permgraph._compute_region(batch_at);
+        select * into diff from permgraph._write_diff(true);
+      else
+        select 0::bigint as inserted, 0::bigint as updated, 0::bigint as deleted into diff;
       end if;
-    end if;
-    if delta then
-      null;  -- written by _write_additions
-    elsif pairs > 0 then
-      select * into diff from permgraph._write_diff(true);
-    else
-      select 0::bigint as inserted, 0::bigint as updated, 0::bigint as deleted into diff;
     end if;
     select array_agg(distinct head_id) into trash_roots from permgraph.changes where trash_changed;
     if trash_roots is not null then

@@ -52,10 +52,10 @@ set jit = off
 as $$
 begin
   return case
-    when exists (select 1 from permgraph.edges where expires_at is not null)
+    when permgraph._any_edge_expires()
       or exists (select 1 from permgraph.permissions where valid_until is not null)
       or exists (select 1 from permgraph.permission_bounds)
-      or exists (select 1 from permgraph.long_job where finished_at is null) then null
+      or permgraph._long_job_active() then null
     when permgraph._batch_removes_nothing() then 'adds'
     else 'any' end;
 end $$;

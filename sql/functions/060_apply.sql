@@ -231,14 +231,10 @@ begin
       select count(*) into pairs from pg_temp.permgraph_region;
       if pairs > 0 then
         perform permgraph._compute_region(batch_at);
+        select * into diff from permgraph._write_diff(true);
+      else
+        select 0::bigint as inserted, 0::bigint as updated, 0::bigint as deleted into diff;
       end if;
-    end if;
-    if delta then
-      null;  -- written by _write_additions
-    elsif pairs > 0 then
-      select * into diff from permgraph._write_diff(true);
-    else
-      select 0::bigint as inserted, 0::bigint as updated, 0::bigint as deleted into diff;
     end if;
     select array_agg(distinct head_id) into trash_roots from permgraph.changes where trash_changed;
     if trash_roots is not null then
