@@ -2018,12 +2018,11 @@ CREATE OR REPLACE FUNCTION permgraph._hidden(p_kind text, p_id text, p_owner_id 
 AS $function$
 begin
   if p_kind = 'user' then
-    return false;
+    return not exists (select from permgraph._not_trashed('user', p_id, p_owner_id, p_trash_at));
   elsif p_kind = 'group' then
-    return exists (select 1 from permgraph.trashed_groups t where t.group_id = p_id and t.trash_at <= now());
+    return not exists (select from permgraph._not_trashed('group', p_id, p_owner_id, p_trash_at));
   end if;
-  return coalesce(p_trash_at <= now(), false)
-         or exists (select 1 from permgraph.trashed_groups t where t.group_id = p_owner_id and t.trash_at <= now());
+  return not exists (select from permgraph._not_trashed('object', p_id, p_owner_id, p_trash_at));
 end $function$;
 
 -- permgraph._id_problem(text): execute <owner>: EXECUTE
@@ -3045,6 +3044,25 @@ begin
      where n.owner_id is not null and n.owner_id is distinct from p.owner_id), true);
   return null;
 end $function$;
+
+-- permgraph._not_trashed(text,text,text,timestamp with time zone): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._not_trashed(p_kind text, p_id text, p_owner_id text, p_trash_at timestamp with time zone)
+ RETURNS TABLE(shown boolean)
+ LANGUAGE sql
+ STABLE
+BEGIN ATOMIC
+ SELECT true
+   WHERE
+         CASE p_kind
+             WHEN 'user'::text THEN true
+             WHEN 'group'::text THEN (NOT (EXISTS ( SELECT 1
+                FROM permgraph.trashed_groups t
+               WHERE ((t.group_id = _not_trashed.p_id) AND (t.trash_at <= now())))))
+             ELSE (((p_trash_at IS NULL) OR (p_trash_at > now())) AND (NOT (EXISTS ( SELECT 1
+                FROM permgraph.trashed_groups t
+               WHERE ((t.group_id = _not_trashed.p_owner_id) AND (t.trash_at <= now()))))))
+         END;
+END;
 
 -- permgraph._notify_changes(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._notify_changes()
@@ -4589,9 +4607,9 @@ begin
     return query
     select n.id::text, n.kind, 3::smallint, null::timestamptz
     from permgraph.nodes n
+    cross join lateral permgraph._not_trashed(n.kind, n.id, n.owner_id, n.trash_at) nt
     where n.id >= from_id and not (skip_from and n.id = from_id)
       and (p_kind is null or n.kind = p_kind)
-      and not permgraph.is_trashed(n.id)
     order by n.id
     limit p_limit;
     return;
@@ -4649,6 +4667,7 @@ begin
              d.level as direct_level, d.valid_until as direct_until,
              o.level as owner_level, o.valid_until as owner_until
       from permgraph.nodes n
+      cross join lateral permgraph._not_trashed(n.kind, n.id, n.owner_id, n.trash_at) nt
       left join lateral (select p.level, p.valid_until from permgraph.permissions p
                          where p.user_id = p_user_id and p.target_id = n.id
                            and (p.valid_until is null or p.valid_until > now())
@@ -4662,14 +4681,6 @@ begin
       where n.id >= from_id and not (skip_from and n.id = from_id)
         and (p_kind is null or n.kind = p_kind)
         and (d.level >= p_level or o.level >= p_level)
-        and case n.kind
-              when 'user' then true
-              when 'group' then not exists (select 1 from permgraph.trashed_groups t
-                                            where t.group_id = n.id and t.trash_at <= now())
-              else (n.trash_at is null or n.trash_at > now())
-                   and not exists (select 1 from permgraph.trashed_groups t
-                                   where t.group_id = n.owner_id and t.trash_at <= now())
-            end
       order by n.id
       limit p_limit
     ) s
@@ -4700,19 +4711,12 @@ begin
               d.level as direct_level, d.valid_until as direct_until,
               o.level as owner_level, o.valid_until as owner_until
        from permgraph.nodes n
+       cross join lateral permgraph._not_trashed(n.kind, n.id, n.owner_id, n.trash_at) nt
        left join mine d on d.target_id = n.id
        left join mine o on o.target_id = n.owner_id and o.traverse_owned
        where n.id >= $3 collate "C" and not ($4 and n.id = $3 collate "C")
          and ($5::text is null or n.kind = $5)
          and (d.level >= $2 or o.level >= $2)
-         and case n.kind
-               when ''user'' then true
-               when ''group'' then not exists (select 1 from permgraph.trashed_groups t
-                                             where t.group_id = n.id and t.trash_at <= now())
-               else (n.trash_at is null or n.trash_at > now())
-                    and not exists (select 1 from permgraph.trashed_groups t
-                                    where t.group_id = n.owner_id and t.trash_at <= now())
-             end
        offset 0) h
       order by h.id
       limit $7
@@ -4737,6 +4741,7 @@ begin
     with ch as materialized (
       select n.id, n.kind, n.owner_id
       from permgraph.nodes n
+      cross join lateral permgraph._not_trashed(n.kind, n.id, n.owner_id, n.trash_at) nt
       where n.owner_id = any (array(
               select p.target_id from permgraph.permissions p
               where p.user_id = p_user_id and p.level >= p_level and p.traverse_owned
@@ -4744,14 +4749,6 @@ begin
                 and not (p.target_id = any (gone))))
         and n.id >= from_id and not (skip_from and n.id = from_id)
         and (p_kind is null or n.kind = p_kind)
-        and case n.kind
-              when 'user' then true
-              when 'group' then not exists (select 1 from permgraph.trashed_groups t
-                                            where t.group_id = n.id and t.trash_at <= now())
-              else (n.trash_at is null or n.trash_at > now())
-                   and not exists (select 1 from permgraph.trashed_groups t
-                                   where t.group_id = n.owner_id and t.trash_at <= now())
-            end
       limit children_cap + 1)
     select c.id::text, c.kind, greatest(c.direct_level, o.level)::smallint,
            permgraph._best_level_until(greatest(c.direct_level, o.level),
@@ -4765,20 +4762,13 @@ begin
          from permgraph.permissions p
          cross join lateral (select x.id, x.kind, x.owner_id, x.trash_at from permgraph.nodes x
                              where x.id = p.target_id limit 1) n
+         cross join lateral permgraph._not_trashed(n.kind, n.id, n.owner_id, n.trash_at) nt
          where p.user_id = p_user_id and p.target_id >= from_id
            and not (skip_from and p.target_id = from_id)
            and p.level >= p_level
            and (p.valid_until is null or p.valid_until > now())
            and not (p.target_id = any (gone))
            and (p_kind is null or n.kind = p_kind)
-           and case n.kind
-                 when 'user' then true
-                 when 'group' then not exists (select 1 from permgraph.trashed_groups t
-                                               where t.group_id = n.id and t.trash_at <= now())
-                 else (n.trash_at is null or n.trash_at > now())
-                      and not exists (select 1 from permgraph.trashed_groups t
-                                      where t.group_id = n.owner_id and t.trash_at <= now())
-               end
          order by p.target_id
          limit p_limit)
         union all
@@ -4831,20 +4821,13 @@ begin
          from permgraph.permissions p
          cross join lateral (select x.id, x.kind, x.owner_id, x.trash_at from permgraph.nodes x
                              where x.id = p.target_id limit 1) n
+         cross join lateral permgraph._not_trashed(n.kind, n.id, n.owner_id, n.trash_at) nt
          where p.user_id = p_user_id and p.target_id >= from_id
            and not (skip_from and p.target_id = from_id)
            and p.level >= p_level
            and (p.valid_until is null or p.valid_until > now())
            and not (p.target_id = any (gone))
            and (p_kind is null or n.kind = p_kind)
-           and case n.kind
-                 when 'user' then true
-                 when 'group' then not exists (select 1 from permgraph.trashed_groups t
-                                               where t.group_id = n.id and t.trash_at <= now())
-                 else (n.trash_at is null or n.trash_at > now())
-                      and not exists (select 1 from permgraph.trashed_groups t
-                                      where t.group_id = n.owner_id and t.trash_at <= now())
-               end
          order by p.target_id
          limit p_limit)
         union all
@@ -4853,17 +4836,10 @@ begin
         cross join lateral (
           select n.id, n.kind
           from permgraph.nodes n
+          cross join lateral permgraph._not_trashed(n.kind, n.id, n.owner_id, n.trash_at) nt
           where n.owner_id = p.target_id
             and n.id >= from_id and not (skip_from and n.id = from_id)
             and (p_kind is null or n.kind = p_kind)
-            and case n.kind
-                  when 'user' then true
-                  when 'group' then not exists (select 1 from permgraph.trashed_groups t
-                                                where t.group_id = n.id and t.trash_at <= now())
-                  else (n.trash_at is null or n.trash_at > now())
-                       and not exists (select 1 from permgraph.trashed_groups t
-                                       where t.group_id = n.owner_id and t.trash_at <= now())
-                end
           order by n.id
           limit p_limit
         ) ch

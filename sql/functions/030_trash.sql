@@ -81,23 +81,60 @@ begin
   where permgraph.trashed_groups.trash_at is distinct from excluded.trash_at;
 end $$;
 
--- Whether a node is hidden by trash right now (semantics.md, "Trash").
--- Whether a node with these values is hidden by trash right now: the rule of
--- semantics.md in one place, for callers that already hold the node's row.
+-- The trash rule of semantics.md ("Trash"), once: one row when trash does
+-- not hide a node with these values right now, no row when it does (users
+-- never; a group when its effective trash time has passed; an object when
+-- its own trash_at or its owner group's effective trash time has). Every
+-- listing reads it laterally, as a filter on the nodes it walks:
+--   from permgraph.nodes n cross join lateral permgraph._not_trashed(n.kind, n.id, n.owner_id, n.trash_at)
+-- A table function with an SQL-standard body and no SET clause: the planner
+-- inlines it into the calling statement, where it is the same filter as the
+-- rule written out (the EXISTS probes of trashed_groups per node), and its
+-- names were resolved when it was created, so no search_path reaches it. A
+-- scalar SQL function with a subquery, or one with a SET clause, or a
+-- PL/pgSQL one, would be called once per node instead (test/app/listing-plans.test.ts
+-- checks that every listing statement inlines it).
+-- Created through EXECUTE: the migration runner splits a file at every
+-- semicolon outside quotes, and a BEGIN ATOMIC body holds its own.
+do $do$
+begin
+  execute $fn$
+create or replace function permgraph._not_trashed(p_kind text, p_id text, p_owner_id text, p_trash_at timestamptz)
+returns table (shown boolean)
+language sql stable
+begin atomic
+  select true
+  where case p_kind
+          when 'user' then true
+          when 'group' then not exists (select 1 from permgraph.trashed_groups t
+                                        where t.group_id = p_id and t.trash_at <= now())
+          else (p_trash_at is null or p_trash_at > now())
+               and not exists (select 1 from permgraph.trashed_groups t
+                               where t.group_id = p_owner_id and t.trash_at <= now())
+        end;
+end
+$fn$;
+end $do$;
+
+-- Whether a node with these values is hidden by trash right now, for callers
+-- that already hold the node's row (check(), is_trashed()): the rule above.
 -- PL/pgSQL, whose plans are cached for the session: as an SQL function with
--- a SET clause it was planned at every call (36 us of a 90 us check()).
+-- a SET clause it was planned at every call (36 us of a 90 us check()). One
+-- statement per kind, the kind a constant: each plan then holds only that
+-- kind's probe of trashed_groups. With the kind a parameter, one plan held
+-- the whole rule and started both probes on every call, and the plan cache
+-- kept planning it afresh (custom plans): 15 against 8 us a call (org small).
 create or replace function permgraph._hidden(p_kind text, p_id text, p_owner_id text, p_trash_at timestamptz) returns boolean
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
 as $$
 begin
   if p_kind = 'user' then
-    return false;
+    return not exists (select from permgraph._not_trashed('user', p_id, p_owner_id, p_trash_at));
   elsif p_kind = 'group' then
-    return exists (select 1 from permgraph.trashed_groups t where t.group_id = p_id and t.trash_at <= now());
+    return not exists (select from permgraph._not_trashed('group', p_id, p_owner_id, p_trash_at));
   end if;
-  return coalesce(p_trash_at <= now(), false)
-         or exists (select 1 from permgraph.trashed_groups t where t.group_id = p_owner_id and t.trash_at <= now());
+  return not exists (select from permgraph._not_trashed('object', p_id, p_owner_id, p_trash_at));
 end $$;
 
 -- Whether a node is hidden by trash right now (semantics.md, "Trash").

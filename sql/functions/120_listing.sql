@@ -1,7 +1,8 @@
 -- Permission-aware listings (keyset pages). They follow the rule of the
 -- semantics: u may act on x at level L iff a row (u, x) has level >= L, or
 -- x's owner o has a row (u, o) with level >= L and traverse_owned; trashed
--- groups and objects are hidden (permgraph.is_trashed). They read the rows
+-- groups and objects are hidden (permgraph._not_trashed, read laterally
+-- with every node, where the planner inlines it). They read the rows
 -- through permgraph.effective_permissions, so a row whose valid_until has
 -- passed counts as absent (expiring grants).
 --
@@ -115,9 +116,9 @@ begin
     return query
     select n.id::text, n.kind, 3::smallint, null::timestamptz
     from permgraph.nodes n
+    cross join lateral permgraph._not_trashed(n.kind, n.id, n.owner_id, n.trash_at) nt
     where n.id >= from_id and not (skip_from and n.id = from_id)
       and (p_kind is null or n.kind = p_kind)
-      and not permgraph.is_trashed(n.id)
     order by n.id
     limit p_limit;
     return;
@@ -175,6 +176,7 @@ begin
              d.level as direct_level, d.valid_until as direct_until,
              o.level as owner_level, o.valid_until as owner_until
       from permgraph.nodes n
+      cross join lateral permgraph._not_trashed(n.kind, n.id, n.owner_id, n.trash_at) nt
       left join lateral (select p.level, p.valid_until from permgraph.permissions p
                          where p.user_id = p_user_id and p.target_id = n.id
                            and (p.valid_until is null or p.valid_until > now())
@@ -188,14 +190,6 @@ begin
       where n.id >= from_id and not (skip_from and n.id = from_id)
         and (p_kind is null or n.kind = p_kind)
         and (d.level >= p_level or o.level >= p_level)
-        and case n.kind
-              when 'user' then true
-              when 'group' then not exists (select 1 from permgraph.trashed_groups t
-                                            where t.group_id = n.id and t.trash_at <= now())
-              else (n.trash_at is null or n.trash_at > now())
-                   and not exists (select 1 from permgraph.trashed_groups t
-                                   where t.group_id = n.owner_id and t.trash_at <= now())
-            end
       order by n.id
       limit p_limit
     ) s
@@ -226,19 +220,12 @@ begin
               d.level as direct_level, d.valid_until as direct_until,
               o.level as owner_level, o.valid_until as owner_until
        from permgraph.nodes n
+       cross join lateral permgraph._not_trashed(n.kind, n.id, n.owner_id, n.trash_at) nt
        left join mine d on d.target_id = n.id
        left join mine o on o.target_id = n.owner_id and o.traverse_owned
        where n.id >= $3 collate "C" and not ($4 and n.id = $3 collate "C")
          and ($5::text is null or n.kind = $5)
          and (d.level >= $2 or o.level >= $2)
-         and case n.kind
-               when ''user'' then true
-               when ''group'' then not exists (select 1 from permgraph.trashed_groups t
-                                             where t.group_id = n.id and t.trash_at <= now())
-               else (n.trash_at is null or n.trash_at > now())
-                    and not exists (select 1 from permgraph.trashed_groups t
-                                    where t.group_id = n.owner_id and t.trash_at <= now())
-             end
        offset 0) h
       order by h.id
       limit $7
@@ -263,6 +250,7 @@ begin
     with ch as materialized (
       select n.id, n.kind, n.owner_id
       from permgraph.nodes n
+      cross join lateral permgraph._not_trashed(n.kind, n.id, n.owner_id, n.trash_at) nt
       where n.owner_id = any (array(
               select p.target_id from permgraph.permissions p
               where p.user_id = p_user_id and p.level >= p_level and p.traverse_owned
@@ -270,14 +258,6 @@ begin
                 and not (p.target_id = any (gone))))
         and n.id >= from_id and not (skip_from and n.id = from_id)
         and (p_kind is null or n.kind = p_kind)
-        and case n.kind
-              when 'user' then true
-              when 'group' then not exists (select 1 from permgraph.trashed_groups t
-                                            where t.group_id = n.id and t.trash_at <= now())
-              else (n.trash_at is null or n.trash_at > now())
-                   and not exists (select 1 from permgraph.trashed_groups t
-                                   where t.group_id = n.owner_id and t.trash_at <= now())
-            end
       limit children_cap + 1)
     select c.id::text, c.kind, greatest(c.direct_level, o.level)::smallint,
            permgraph._best_level_until(greatest(c.direct_level, o.level),
@@ -291,20 +271,13 @@ begin
          from permgraph.permissions p
          cross join lateral (select x.id, x.kind, x.owner_id, x.trash_at from permgraph.nodes x
                              where x.id = p.target_id limit 1) n
+         cross join lateral permgraph._not_trashed(n.kind, n.id, n.owner_id, n.trash_at) nt
          where p.user_id = p_user_id and p.target_id >= from_id
            and not (skip_from and p.target_id = from_id)
            and p.level >= p_level
            and (p.valid_until is null or p.valid_until > now())
            and not (p.target_id = any (gone))
            and (p_kind is null or n.kind = p_kind)
-           and case n.kind
-                 when 'user' then true
-                 when 'group' then not exists (select 1 from permgraph.trashed_groups t
-                                               where t.group_id = n.id and t.trash_at <= now())
-                 else (n.trash_at is null or n.trash_at > now())
-                      and not exists (select 1 from permgraph.trashed_groups t
-                                      where t.group_id = n.owner_id and t.trash_at <= now())
-               end
          order by p.target_id
          limit p_limit)
         union all
@@ -357,20 +330,13 @@ begin
          from permgraph.permissions p
          cross join lateral (select x.id, x.kind, x.owner_id, x.trash_at from permgraph.nodes x
                              where x.id = p.target_id limit 1) n
+         cross join lateral permgraph._not_trashed(n.kind, n.id, n.owner_id, n.trash_at) nt
          where p.user_id = p_user_id and p.target_id >= from_id
            and not (skip_from and p.target_id = from_id)
            and p.level >= p_level
            and (p.valid_until is null or p.valid_until > now())
            and not (p.target_id = any (gone))
            and (p_kind is null or n.kind = p_kind)
-           and case n.kind
-                 when 'user' then true
-                 when 'group' then not exists (select 1 from permgraph.trashed_groups t
-                                               where t.group_id = n.id and t.trash_at <= now())
-                 else (n.trash_at is null or n.trash_at > now())
-                      and not exists (select 1 from permgraph.trashed_groups t
-                                      where t.group_id = n.owner_id and t.trash_at <= now())
-               end
          order by p.target_id
          limit p_limit)
         union all
@@ -379,17 +345,10 @@ begin
         cross join lateral (
           select n.id, n.kind
           from permgraph.nodes n
+          cross join lateral permgraph._not_trashed(n.kind, n.id, n.owner_id, n.trash_at) nt
           where n.owner_id = p.target_id
             and n.id >= from_id and not (skip_from and n.id = from_id)
             and (p_kind is null or n.kind = p_kind)
-            and case n.kind
-                  when 'user' then true
-                  when 'group' then not exists (select 1 from permgraph.trashed_groups t
-                                                where t.group_id = n.id and t.trash_at <= now())
-                  else (n.trash_at is null or n.trash_at > now())
-                       and not exists (select 1 from permgraph.trashed_groups t
-                                       where t.group_id = n.owner_id and t.trash_at <= now())
-                end
           order by n.id
           limit p_limit
         ) ch

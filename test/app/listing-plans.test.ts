@@ -18,7 +18,7 @@ import type { Level, RefGraph } from '../reference/model.ts';
 import { expectedRowAccess } from '../helpers/app-rows.ts';
 import { expiring, g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { PAST, graphArbitrary, loadGraph } from '../helpers/graph.ts';
+import { FUTURE, PAST, graphArbitrary, loadGraph } from '../helpers/graph.ts';
 import { capturePlans, describeQuery, work, type PlanNode } from '../helpers/plans.ts';
 
 const levelArb = fc.constantFrom<Level>(1, 2, 3);
@@ -514,4 +514,61 @@ describe('listing plans: rows, scan and hash give the same pages', async () => {
       { numRuns: 25 },
     );
   }, 300_000);
+});
+
+describe('the trash rule in listings: one table function, inlined', async () => {
+  const { db, url } = await createTestDatabase();
+
+  it('every list_targets statement (each plan, superusers) and check() inline permgraph._not_trashed: no call per node, answers equal the model', async () => {
+    // Trash of every sort: groups trashed in the past and the future, a group
+    // under a trashed group, objects trashed themselves or through their
+    // owner. 20 groups of 3 objects: pages of 3 take the rows plan's walk
+    // owner by owner (past its cap of 8 x the page), pages of 1,000 its
+    // single scan of all the owners' children.
+    const groups = Array.from({ length: 20 }, (_, i) => g(`g${String(i).padStart(2, '0')}`, i === 7 ? 'g03' : null, i === 3 ? PAST : i === 5 ? FUTURE : null));
+    const objects = groups.flatMap((gr, i) => [0, 1, 2].map((j) => o(`o${String(3 * i + j).padStart(2, '0')}`, gr.id, j === 1 && i % 4 === 0 ? PAST : null)));
+    const graph: RefGraph = {
+      nodes: [u('ann'), u('root'), g('team'), ...groups, ...objects],
+      grants: [grant('ann', 1, 'team'), ...groups.map((gr) => grant('team', 1, gr.id)), grant('ann', 2, 'o10')],
+    };
+    await loadGraph(db, graph);
+    await db.query(sql`update permgraph.nodes set is_superuser = true where id = 'root'`);
+    await refresh(db);
+    const now = new Date();
+    const expected = expectedTargets(graph, 'ann', 1, now);
+    const visible = graph.nodes.filter((n) => n.kind === 'user' || (model.effectiveTrashAt(graph, n.id) ?? FUTURE) > now).map((n) => n.id).sort(model.compareIds);
+    expect(graph.nodes.length - visible.length, 'trash hides two groups and eleven objects').toBe(13);
+
+    const listed = new Map<string, string[]>();
+    const checks: boolean[] = [];
+    const plans = await capturePlans(url, async (client) => {
+      for (const plan of ['rows', 'scan', 'hash'] as const) {
+        for (const [user, limit] of [['ann', 3], ['ann', 1000], ['root', 7]] as const) {
+          await client.query('begin');
+          await client.query(`select set_config('permgraph.listing_plan', $1, true)`, [plan]);
+          const ids: string[] = [];
+          let after: string | null = null;
+          for (;;) {
+            const page = await client.query(`select target_id from permgraph.list_targets($1, 1, null, $2, $3)`, [user, after, limit]);
+            ids.push(...page.rows.map((r: { target_id: string }) => r.target_id));
+            if (page.rows.length < limit) break;
+            after = ids[ids.length - 1]!;
+          }
+          await client.query('commit');
+          listed.set(`${plan} ${user} ${limit}`, ids);
+        }
+      }
+      for (const node of graph.nodes) {
+        const result = await client.query(`select permgraph.check('ann', $1, 1) as ok`, [node.id]);
+        checks.push(result.rows[0].ok);
+      }
+    });
+    for (const [key, ids] of listed) expect(ids, key).toEqual(key.includes('root') ? visible : expected);
+    expect(checks).toEqual(graph.nodes.map((n) => model.check(graph, 'ann', n.id, 1, now)));
+
+    const calls = plans.flatMap((p) => planNodes(p.plan).filter((n) => n['Function Name'] === '_not_trashed').map(() => describeQuery(p.query)));
+    expect(calls, 'no statement calls _not_trashed (a Function Scan per node)').toEqual([]);
+    const probing = plans.filter((p) => planNodes(p.plan).some((n) => n['Relation Name'] === 'trashed_groups'));
+    expect(probing.length, 'the rule is there: statements probe trashed_groups').toBeGreaterThanOrEqual(8);
+  });
 });
