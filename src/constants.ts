@@ -86,18 +86,6 @@ export const MAX_PAGE_LIMIT = 10_000;
 /** Rows per committed staging batch of an import. */
 export const DEFAULT_IMPORT_BATCH_SIZE = 10_000;
 
-/**
- * temp_buffers of the connection an import validates and loads on, when it
- * has one of its own (ImportOptions.connectionUrl, src/app/import/session.ts).
- * At 1 M nodes + 1 M grants its temporary tables and their indexes hold
- * some 400 MB, which the default 8 MB sends through the operating system
- * page by page. The memory is taken as the tables grow (a small import
- * takes little) and given back when the connection closes, at the end of
- * the run. PostgreSQL reads the setting when the session first touches a
- * temporary table, so it is set as the connection opens.
- */
-export const IMPORT_TEMP_BUFFERS = '512MB';
-
 /** How many problems an import summary lists. */
 export const DEFAULT_IMPORT_MAX_PROBLEMS = 20;
 

@@ -5,16 +5,11 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { importGraph, ImportInterruptedError } from '../../src/app/import/index.ts';
+import { importGraph } from '../../src/app/import/index.ts';
 import { copyValue } from '../../src/app/import/staging.ts';
-import { IMPORT_LOCK_CLASS } from '../../src/constants.ts';
 import { clientConfig, sql, type Queryable } from '../../src/db/pool.ts';
-import { g, grant, o, u } from '../helpers/builders.ts';
-import { waitUntil } from '../helpers/cli.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { loadGraph, readPermissions } from '../helpers/graph.ts';
-import * as model from '../reference/model.ts';
-import type { RefGraph } from '../reference/model.ts';
+import { loadGraph } from '../helpers/graph.ts';
 
 const scratch = await mkdtemp(path.join(tmpdir(), 'permgraph-import-copy-'));
 afterAll(() => rm(scratch, { recursive: true, force: true }));
@@ -96,44 +91,5 @@ describe('permgraph import: staging with COPY', async () => {
     const grants = await writeText('grants.csv', 'tail_id,head_id,level\nbob,eng,write\nann,doc,read\n');
     const summary = await importGraph(db, { nodes: { file: nodes }, grants: { file: grants }, connectionUrl: url, batchSize: 2 });
     expect(summary).toMatchObject({ loaded: true, invalid: 0, nodes: { inserted: 4 }, grants: { inserted: 2 } });
-  });
-
-  it('validates and loads on a connection of its own, which the interruption cancels and the run closes', async () => {
-    await loadGraph(db, { nodes: [], grants: [] });
-    const graph: RefGraph = { nodes: [u('ann'), g('eng', 'ann'), o('doc', 'eng')], grants: [grant('ann', 2, 'eng')] };
-    const nodes = await writeText('nodes.csv', 'id,kind,owner_id\ndoc,object,eng\neng,group,ann\nann,user,\n');
-    const grants = await writeText('grants.csv', 'tail_id,head_id,level\nann,eng,write\n');
-    const options = { nodes: { file: nodes }, grants: { file: grants }, name: 'own-session', connectionUrl: url };
-    const controller = new AbortController();
-    // The load's lock waits for this one: its statement is running when the signal comes.
-    const outcome = await db.tx(async (locker) => {
-      await locker.query(sql`lock table permgraph.nodes in access exclusive mode`);
-      const running = importGraph(db, { ...options, signal: controller.signal }).catch((e: unknown) => e);
-      let waiting = 0;
-      await waitUntil(async () => {
-        const [row] = await db.query(sql`
-          select pid from pg_stat_activity
-          where datname = current_database() and state = 'active' and wait_event_type = 'Lock' and query like '%lock table permgraph.nodes, permgraph.grants%'`);
-        waiting = Number(row?.pid ?? 0);
-        return row !== undefined;
-      }, 'the load to wait for the lock');
-      // The run's own connection holds the run's advisory lock; the waiting one is another.
-      const [run] = await db.query(sql`select pid from pg_locks where locktype = 'advisory' and classid = ${IMPORT_LOCK_CLASS} and granted`);
-      controller.abort('SIGINT');
-      return { error: await running, waiting, run: Number(run.pid) };
-    });
-    expect(outcome.error).toBeInstanceOf(ImportInterruptedError);
-    expect(outcome.waiting).not.toBe(outcome.run);
-    // Closed by the run: its memory (temp_buffers) goes with it.
-    await waitUntil(async () => (await db.query(sql`select 1 from pg_stat_activity where pid = ${outcome.waiting}`)).length === 0, 'the load session to close');
-    expect((await db.query(sql`select count(*)::int as n from permgraph.nodes`))[0].n).toBe(0);
-
-    const [{ max }] = await db.query(sql`select coalesce(max(id), 0)::bigint as max from permgraph.audit_log`);
-    const resumed = await importGraph(db, { ...options, resume: true, actor: 'carol@example.com' });
-    expect(resumed).toMatchObject({ loaded: true, resumed: true, invalid: 0 });
-    expect(await readPermissions(db)).toEqual(model.computePermissions(graph));
-    expect(await db.query(sql`select actor, action from permgraph.audit_log where id > ${max} order by id`)).toEqual([
-      { actor: 'carol@example.com', action: 'import' },
-    ]);
   });
 });

@@ -10,8 +10,7 @@
 //    interrupted here continues after its last committed batch (`resume`).
 // 2. Validate (validate.ts; set-based, sql/functions/150_import.sql): every bad
 //    row gets its reason.
-// 3. Load + refresh (load.ts), in ONE transaction (given the pool and the
-//    database's URL, on a connection of its own: session.ts): upsert the valid rows with
+// 3. Load + refresh (load.ts), in ONE transaction: upsert the valid rows with
 //    change capture and per-row audit off, write one audit row for the run, and
 //    run permgraph.refresh() once. A crash here rolls the whole step back; resume
 //    redoes it. So the graph is never half-loaded.
@@ -26,7 +25,6 @@ import { sql, type Queryable } from '../../db/pool.ts';
 import { InvalidInputError, SqlState, sqlStateOf } from '../../errors.ts';
 import { canonicalJson, describeInput, fileFingerprints, GRANT_COLUMNS, NODE_COLUMNS, prepare } from './inputs.ts';
 import { loadRun } from './load.ts';
-import { withLoadSession } from './session.ts';
 import { discardStaging, dropQueryTables, readQuery, stage } from './staging.ts';
 import { ImportInterruptedError, type ImportOptions, type ImportSummary, type RunContext, type RunRow, type Step } from './types.ts';
 
@@ -82,18 +80,7 @@ export async function importGraph(db: Queryable, options: ImportOptions): Promis
       if (!lock?.ok) throw new InvalidInputError(`import "${name}" is running in another session`);
       interrupt.watch(Number(lock.pid));
       try {
-        // Only given the pool: a caller's transaction must hold the load (session.ts).
-        const loadSessionUrl = options.connectionUrl && !dryRun && isConnectionPool(db) ? options.connectionUrl : null;
-        const context: RunContext = {
-          name,
-          options,
-          batchSize,
-          nodes,
-          grants,
-          checkInterrupted: interrupt.check,
-          loadSessionUrl,
-          watchBackend: interrupt.watch,
-        };
+        const context: RunContext = { name, options, batchSize, nodes, grants, checkInterrupted: interrupt.check };
         interrupt.check();
         if (dryRun) {
           // The queries run read-only before the transaction that rolls back.
@@ -195,7 +182,7 @@ async function runPhases(
     if (error instanceof InvalidInputError) await abandon(ctx, step, error.message);
     throw error;
   }
-  return withLoadSession(ctx, conn, step, (loadStep) => loadRun(ctx, loadStep, resumed));
+  return loadRun(ctx, step, resumed);
 }
 
 /** A bad input found while staging (malformed CSV, a failing query): drop what was staged and mark the run failed. */
@@ -211,15 +198,13 @@ async function abandon(ctx: RunContext, step: Step, reason: string): Promise<voi
 
 /**
  * What the run does about its signal: check() throws once it fired; watch()
- * names a backend of the run (its connection's, and that of a connection of
- * its own while it is open: session.ts; watch returns the function that
- * forgets it), whose running statement is then cancelled from another
- * connection of the pool, again every 250 ms until stop() (a cancel that
- * lands between two statements is lost); explain() turns the error that the
- * cancelled statement raised into ImportInterruptedError.
+ * names the run's backend, whose running statement is then cancelled from
+ * another connection of the pool, again every 250 ms until stop() (a cancel
+ * that lands between two statements is lost); explain() turns the error that
+ * the cancelled statement raised into ImportInterruptedError.
  */
 function interruption(db: Queryable, name: string, dryRun: boolean, signal: AbortSignal | undefined) {
-  const pids = new Set<number>();
+  let pid: number | null = null;
   let timer: NodeJS.Timeout | null = null;
   let pending: Promise<unknown> = Promise.resolve();
   const reason = () => {
@@ -227,8 +212,8 @@ function interruption(db: Queryable, name: string, dryRun: boolean, signal: Abor
     return typeof r === 'string' ? r : r instanceof Error && r.name !== 'AbortError' ? r.message : 'aborted';
   };
   const cancel = () => {
-    if (pids.size === 0 || !isConnectionPool(db)) return;
-    pending = db.query(sql`select pg_cancel_backend(pid) from unnest(${[...pids]}::int[]) pid`).catch(() => {});
+    if (pid === null || !isConnectionPool(db)) return;
+    pending = db.query(sql`select pg_cancel_backend(${pid})`).catch(() => {});
   };
   const onAbort = () => {
     cancel();
@@ -239,12 +224,9 @@ function interruption(db: Queryable, name: string, dryRun: boolean, signal: Abor
     check(): void {
       if (signal?.aborted) throw new ImportInterruptedError(name, dryRun, reason());
     },
-    watch(backend: number): () => void {
-      pids.add(backend);
+    watch(backend: number): void {
+      pid = backend;
       if (signal?.aborted) onAbort();
-      return () => {
-        pids.delete(backend);
-      };
     },
     explain(error: unknown): unknown {
       if (!signal?.aborted || error instanceof ImportInterruptedError) return error;
@@ -254,7 +236,7 @@ function interruption(db: Queryable, name: string, dryRun: boolean, signal: Abor
       signal?.removeEventListener('abort', onAbort);
       if (timer) clearInterval(timer);
       timer = null;
-      pids.clear();
+      pid = null;
       await pending;
     },
   };

@@ -156,8 +156,4 @@ export interface RunContext {
   grants: Prepared | null;
   /** Throws ImportInterruptedError once the run's signal has fired (called between statements). */
   checkInterrupted: () => void;
-  /** The URL of the connection of its own that the last transaction runs on (session.ts), or null: the run's connection. */
-  loadSessionUrl: string | null;
-  /** Has the run's interruption cancel this backend's statements too (a connection of the run's own), until the returned function is called. */
-  watchBackend: (pid: number) => () => void;
 }
