@@ -2092,19 +2092,6 @@ begin
   return permgraph._set_aside('import', drops, rebuilds);
 end $function$;
 
--- permgraph._import_edges_by_trigger(boolean): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._import_edges_by_trigger(p_enabled boolean)
- RETURNS void
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-declare
-  verb constant text := case when p_enabled then 'enable' else 'disable' end;
-begin
-  execute format('alter table permgraph.nodes %s trigger nodes_capture_inserted', verb);
-  execute format('alter table permgraph.grants %s trigger grants_capture_inserted', verb);
-end $function$;
-
 -- permgraph._import_foreign_keys(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._import_foreign_keys()
  RETURNS TABLE(table_name regclass, constraint_name name, definition text)
@@ -2158,7 +2145,7 @@ begin
   for fk in select * from permgraph._import_foreign_keys() loop
     execute format('set constraints permgraph.%I immediate', fk.constraint_name);
   end loop;
-  perform permgraph._import_statement_checks(false);
+  perform permgraph._import_load_triggers(false);
   perform permgraph._import_reference_checks(false);
   perform set_config('permgraph.capture', 'off', true);
   perform set_config('permgraph.audit', 'off', true);
@@ -2191,8 +2178,7 @@ begin
   -- and no stored node points at a new one yet, so no cycle can close. In
   -- id order, so that the primary key is written in order. Their owners'
   -- edges are written here, in key order, each owner's kind by one probe
-  -- (_import_edges_by_trigger).
-  perform permgraph._import_edges_by_trigger(false);
+  -- (the capture trigger is off: _import_load_triggers).
   if nodes_inserted > 0 then
     insert into permgraph.nodes (id, kind, owner_id, trash_at)
     select v.id, v.kind, v.owner_id, case when p_set_trash then v.trash_at::timestamptz end
@@ -2241,7 +2227,7 @@ begin
   -- written returns them so; no sort needed): the unique index and the
   -- edges' primary key are then written in order. Their edges are written
   -- here, set-based, with the kinds validation found
-  -- (_import_edges_by_trigger).
+  -- (_import_load_triggers).
   insert into permgraph.grants (tail_id, head_id, level, source, expires_at)
   select c.tail_id, c.head_id, c.level, c.source, case when p_set_expiry then c.expires_at end
   from pg_temp.import_grants_valid c
@@ -2251,15 +2237,29 @@ begin
   select c.tail_id, c.head_id, c.source, c.level, c.tail_kind, c.head_kind, case when p_set_expiry then c.expires_at end
   from pg_temp.import_grants_valid c
   where not c.stored;
-  perform permgraph._import_edges_by_trigger(true);
   select count(*) into grants_valid from pg_temp.import_grants_valid;
-  perform permgraph._import_statement_checks(true);
+  perform permgraph._import_load_triggers(true);
   perform permgraph._import_reference_checks(true);
 
   return jsonb_build_object(
     'nodes_inserted', nodes_inserted, 'nodes_updated', nodes_updated, 'nodes_unchanged', nodes_unchanged,
     'grants_inserted', grants_inserted, 'grants_updated', grants_updated,
     'grants_unchanged', grants_valid - grants_inserted - grants_updated);
+end $function$;
+
+-- permgraph._import_load_triggers(boolean): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._import_load_triggers(p_enabled boolean)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  verb constant text := case when p_enabled then 'enable' else 'disable' end;
+begin
+  execute format('alter table permgraph.nodes %1$s trigger nodes_validate_inserted, %1$s trigger nodes_validate_updated, '
+                 '%1$s trigger nodes_capture_inserted, %1$s trigger nodes_audit_inserted', verb);
+  execute format('alter table permgraph.grants %1$s trigger grants_validate_inserted, %1$s trigger grants_validate_updated, '
+                 '%1$s trigger grants_capture_inserted, %1$s trigger grants_audit_inserted', verb);
 end $function$;
 
 -- permgraph._import_reference_checks(boolean): execute <owner>: EXECUTE
@@ -2301,19 +2301,6 @@ AS $function$
     and not i.indisunique and not exists (select 1 from pg_constraint c where c.conindid = i.indexrelid)
   order by i.indexrelid::regclass::text
 $function$;
-
--- permgraph._import_statement_checks(boolean): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._import_statement_checks(p_enabled boolean)
- RETURNS void
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-declare
-  verb constant text := case when p_enabled then 'enable' else 'disable' end;
-begin
-  execute format('alter table permgraph.nodes %1$s trigger nodes_validate_inserted, %1$s trigger nodes_validate_updated', verb);
-  execute format('alter table permgraph.grants %1$s trigger grants_validate_inserted, %1$s trigger grants_validate_updated', verb);
-end $function$;
 
 -- permgraph._import_validate(text,jsonb): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._import_validate(p_run text, p_levels jsonb)

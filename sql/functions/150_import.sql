@@ -397,44 +397,39 @@ begin
           select 'g', problem is null from permgraph.import_grants where run = p_run) rows);
 end $$;
 
--- The per-statement integrity triggers of nodes and grants (owners, cycles,
--- grant ends: sql/functions/010_integrity.sql), on or off for the rest of
--- the transaction. Only the tables' owner may do this (as with any ALTER
--- TABLE), and it takes SHARE ROW EXCLUSIVE locks: other sessions never see
--- them off (the catalog change is theirs only at commit, and _import_load
--- turns them back on before it returns).
-create or replace function permgraph._import_statement_checks(p_enabled boolean) returns void
+-- The statement triggers of nodes and grants whose work the load does
+-- itself, or that have nothing to do in it, on or off for the rest of the
+-- transaction:
+-- - the per-statement integrity checks of inserted and updated rows
+--   (owners, cycles, grant ends: sql/functions/010_integrity.sql): they
+--   would check again, row for row, what _import_validate has checked on
+--   the graph the load produces;
+-- - the capture triggers of inserted rows (nodes_capture_inserted,
+--   grants_capture_inserted, sql/functions/020_capture.sql): with capture
+--   off (as in the load) all they do is write the edges of what was
+--   inserted, reading the kinds they lack by joining the whole of nodes
+--   (twice for grants) after spooling the inserted rows; _import_load
+--   writes the same edges itself, in key order, from what validation found;
+-- - the audit triggers of inserted rows (sql/functions/140_audit.sql): with
+--   auditing off (as in the load, which writes one summary row instead)
+--   they write nothing, but PostgreSQL still collects every inserted row
+--   into their transition table first (for 1 M grants, ~47 MB spilled to
+--   temporary files).
+-- Only the tables' owner may do this (as with any ALTER TABLE), and it
+-- takes SHARE ROW EXCLUSIVE locks: other sessions never see them off (the
+-- catalog change is theirs only at commit, and _import_load turns them
+-- back on before it returns).
+create or replace function permgraph._import_load_triggers(p_enabled boolean) returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 declare
   verb constant text := case when p_enabled then 'enable' else 'disable' end;
 begin
-  execute format('alter table permgraph.nodes %1$s trigger nodes_validate_inserted, %1$s trigger nodes_validate_updated', verb);
-  execute format('alter table permgraph.grants %1$s trigger grants_validate_inserted, %1$s trigger grants_validate_updated', verb);
-end $$;
-
--- The capture triggers of inserted nodes and grants
--- (nodes_capture_inserted, grants_capture_inserted,
--- sql/functions/020_capture.sql), on or off for the rest of the
--- transaction, like _import_statement_checks. With capture off (as in the
--- load) all they do is write the edges of what was inserted: a grant's
--- (tail_id, head_id, source, level, tail_kind, head_kind, expires_at), and
--- an owned user's or group's (owner_id, id, '', 3, owner's kind, kind),
--- reading the kinds they lack by joining the whole of nodes (twice for
--- grants) after spooling the inserted rows. _import_load writes the same
--- edges itself, in key order, from what validation found (the kinds of
--- every grant's ends are in import_grants_valid) or by one probe of nodes
--- per owned node.
-create or replace function permgraph._import_edges_by_trigger(p_enabled boolean) returns void
-language plpgsql
-set search_path = pg_catalog, pg_temp
-as $$
-declare
-  verb constant text := case when p_enabled then 'enable' else 'disable' end;
-begin
-  execute format('alter table permgraph.nodes %s trigger nodes_capture_inserted', verb);
-  execute format('alter table permgraph.grants %s trigger grants_capture_inserted', verb);
+  execute format('alter table permgraph.nodes %1$s trigger nodes_validate_inserted, %1$s trigger nodes_validate_updated, '
+                 '%1$s trigger nodes_capture_inserted, %1$s trigger nodes_audit_inserted', verb);
+  execute format('alter table permgraph.grants %1$s trigger grants_validate_inserted, %1$s trigger grants_validate_updated, '
+                 '%1$s trigger grants_capture_inserted, %1$s trigger grants_audit_inserted', verb);
 end $$;
 
 -- The row checks of the foreign keys into nodes held by nodes and grants
@@ -444,11 +439,11 @@ end $$;
 -- 1 M grants, ~2.8 M lookups). Off for the load, when the caller may: only a
 -- superuser may turn internal triggers off, so for any other role this does
 -- nothing and returns false. Safe only after _import_validate in the same
--- transaction, for the reason of _import_statement_checks: validation has
+-- transaction, for the reason of _import_load_triggers: validation has
 -- checked that every owner and grant end exists after the load, and its
 -- lock keeps any writer (a delete of a node) out until the commit. The
 -- foreign keys' other triggers (ON DELETE on nodes) stay on. Like
--- _import_statement_checks, it is an ALTER TABLE inside the transaction
+-- _import_load_triggers, it is an ALTER TABLE inside the transaction
 -- (SHARE ROW EXCLUSIVE locks, which the import holds already): others never
 -- see the triggers off.
 create or replace function permgraph._import_reference_checks(p_enabled boolean) returns boolean
@@ -524,7 +519,7 @@ begin
   for fk in select * from permgraph._import_foreign_keys() loop
     execute format('set constraints permgraph.%I immediate', fk.constraint_name);
   end loop;
-  perform permgraph._import_statement_checks(false);
+  perform permgraph._import_load_triggers(false);
   perform permgraph._import_reference_checks(false);
   perform set_config('permgraph.capture', 'off', true);
   perform set_config('permgraph.audit', 'off', true);
@@ -557,8 +552,7 @@ begin
   -- and no stored node points at a new one yet, so no cycle can close. In
   -- id order, so that the primary key is written in order. Their owners'
   -- edges are written here, in key order, each owner's kind by one probe
-  -- (_import_edges_by_trigger).
-  perform permgraph._import_edges_by_trigger(false);
+  -- (the capture trigger is off: _import_load_triggers).
   if nodes_inserted > 0 then
     insert into permgraph.nodes (id, kind, owner_id, trash_at)
     select v.id, v.kind, v.owner_id, case when p_set_trash then v.trash_at::timestamptz end
@@ -607,7 +601,7 @@ begin
   -- written returns them so; no sort needed): the unique index and the
   -- edges' primary key are then written in order. Their edges are written
   -- here, set-based, with the kinds validation found
-  -- (_import_edges_by_trigger).
+  -- (_import_load_triggers).
   insert into permgraph.grants (tail_id, head_id, level, source, expires_at)
   select c.tail_id, c.head_id, c.level, c.source, case when p_set_expiry then c.expires_at end
   from pg_temp.import_grants_valid c
@@ -617,9 +611,8 @@ begin
   select c.tail_id, c.head_id, c.source, c.level, c.tail_kind, c.head_kind, case when p_set_expiry then c.expires_at end
   from pg_temp.import_grants_valid c
   where not c.stored;
-  perform permgraph._import_edges_by_trigger(true);
   select count(*) into grants_valid from pg_temp.import_grants_valid;
-  perform permgraph._import_statement_checks(true);
+  perform permgraph._import_load_triggers(true);
   perform permgraph._import_reference_checks(true);
 
   return jsonb_build_object(

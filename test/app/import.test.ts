@@ -410,6 +410,15 @@ describe('permgraph import', async () => {
     const [last] = await db.query(sql`select actor, source from permgraph.audit_log where action = 'import' order by id desc limit 1`);
     expect(last).toEqual({ actor: 'carol@example.com', source: 'audited-2' });
     await expect(importGraph(db, { nodes: { file: again.nodes }, actor: ' ' })).rejects.toThrow(/the actor must not be empty/);
+    // The load's own switches are back on: no trigger of nodes or grants stays disabled, and the next write is audited and captured.
+    expect(await db.query(sql`
+      select tgname from pg_trigger where tgrelid in ('permgraph.nodes'::regclass, 'permgraph.grants'::regclass) and tgenabled = 'D'`)).toEqual([]);
+    await db.query(sql`insert into permgraph.nodes (id, kind, owner_id) values ('cid', 'group', 'bea')`);
+    expect(await db.query(sql`select action, head_id from permgraph.audit_log where id > ${max} and action <> 'import' order by id`)).toEqual([
+      { action: 'create_node', head_id: 'cid' },
+    ]);
+    expect(await db.query(sql`select tail_id, head_id from permgraph.changes where head_id = 'cid' and tail_id = 'bea'`)).toEqual([{ tail_id: 'bea', head_id: 'cid' }]);
+    expect(await db.query(sql`select tail_id, head_id, level from permgraph.edges where head_id = 'cid'`)).toEqual([{ tail_id: 'bea', head_id: 'cid', level: 3 }]);
   });
 
   it('grants may carry expires_at: an instant with its offset, empty = never; a bad one is an error of its line; absent keeps the stored one', async () => {
