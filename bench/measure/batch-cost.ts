@@ -1,10 +1,9 @@
 // What one batch costs the worker's backend per change, by batch size and
-// kind (the worker benchmark's churn: additions, removals, both), and what
-// the writers' statements cost per change with and without the capture and
-// audit triggers. A scratch profile for bench/FINDINGS.md (finding 8), run
-// on a database kept by `npm run bench -- --size large --shape org --keep`:
+// kind (the worker benchmark's churn: additions, removals, both). A scratch
+// profile for bench/FINDINGS.md (finding 8), run on a database kept by
+// `npm run bench -- --size large --shape org --keep`:
 //
-//   npx tsx bench/measure/batch-cost.ts [sizes, default 64,500,2000,5000] [writes-only]
+//   npx tsx bench/measure/batch-cost.ts [sizes, default 64,500,2000,5000]
 //
 // Each batch is made and applied inside a REPEATABLE READ transaction that
 // is rolled back (removals: their additions are committed and applied first,
@@ -102,35 +101,8 @@ async function batchCost(pool: ReturnType<typeof openPool>, kind: 'adds' | 'remo
   });
 }
 
-/**
- * Backend CPU of the writers' statements per change: `perTx` changes in one
- * statement, as the benchmark's writers commit them, each in its own
- * transaction (rolled back: the commit's flush is not counted), with the
- * capture and audit triggers or without them.
- */
-async function writeCost(pool: ReturnType<typeof openPool>, perTx: number, triggers: boolean, statements: number): Promise<number> {
-  return pool.task(async (conn) => {
-    const [{ pid }] = await conn.query(sql`select pg_backend_pid() as pid`);
-    const churn = await Churn.load(conn, 2 * perTx * statements);
-    let cpu = 0;
-    for (let s = 0; s < statements; s++) {
-      await conn.query(sql`begin`);
-      try {
-        if (!triggers) await conn.query(sql`set local permgraph.capture = 'off'; set local permgraph.audit = 'off'`);
-        const before = cpuMs(pid);
-        await churn.commit(conn, s * perTx, perTx); // (fresh pairs each time: the rollback undoes them)
-        cpu += cpuMs(pid) - before;
-      } finally {
-        await conn.query(sql`rollback`);
-      }
-    }
-    return cpu / (perTx * statements);
-  });
-}
-
 async function main(): Promise<void> {
   const sizes = (process.argv[2] ?? '64,500,2000,5000').split(',').filter(Boolean).map(Number);
-  const whole = process.argv[3] !== 'writes-only';
   const server = await startServer();
   const pool = openPool(withDatabase(server.url, DATABASE), { poolSize: 1, applicationName: 'permgraph-bench-batch-cost' });
   try {
@@ -138,7 +110,7 @@ async function main(): Promise<void> {
     await pool.query(sql`delete from permgraph.grants where source = 'bench-churn'`);
     await pool.query(APPLY);
     console.log('kind\tchanges\tbatches\tmode\tcpu ms/change\twall ms/change\tserver ms (sum)');
-    for (const n of whole ? sizes : []) {
+    for (const n of sizes) {
       for (let r = 0; r < REPEATS; r++) {
         for (const kind of ['adds', 'removes', 'mixed'] as const) {
           const s = await batchCost(pool, kind, n);
@@ -147,17 +119,10 @@ async function main(): Promise<void> {
       }
     }
     // the same 10,000 changes as one batch or capped into several
-    for (let r = 0; r < (whole ? REPEATS : 0); r++) {
+    for (let r = 0; r < REPEATS; r++) {
       for (const [kind, batches, split] of [['adds', 1, false], ['adds', 5, false], ['adds', 20, false], ['removes', 1, false], ['removes', 5, false], ['removes', 20, false], ['mixed', 1, false], ['mixed', 1, true], ['mixed', 5, true]] as const) {
         const s = await batchCost(pool, kind, 10_000, batches, split);
         console.log(`${kind}${split ? ' split adds|removes' : ''}\t10000\t${batches}\t${s.mode}\t${(s.cpuMs / 10_000).toFixed(3)}\t${(s.wallMs / 10_000).toFixed(3)}\t${s.serverMs.toFixed(0)}`);
-      }
-    }
-    for (const perTx of [1, 4, 20]) {
-      for (let r = 0; r < REPEATS; r++) {
-        const on = await writeCost(pool, perTx, true, Math.ceil(400 / perTx));
-        const off = await writeCost(pool, perTx, false, Math.ceil(400 / perTx));
-        console.log(`write ${perTx}/statement: backend cpu ms/change with triggers ${on.toFixed(3)}, capture+audit off ${off.toFixed(3)}`);
       }
     }
   } finally {
