@@ -2,6 +2,31 @@
 -- The schema permgraph creates, as the catalog holds it (test/db/schema-dump.test.ts fails when stale).
 -- PostgreSQL 18
 
+view permgraph._batch_changes
+  id bigint
+  tail_id text collate "C"
+  head_id text collate "C"
+  tail_kind text
+  head_kind text
+  old_level smallint
+  new_level smallint
+  trash_changed boolean
+  xact_id xid8
+  captured_at timestamp with time zone
+  as SELECT id,
+    tail_id,
+    head_id,
+    tail_kind,
+    head_kind,
+    old_level,
+    new_level,
+    trash_changed,
+    xact_id,
+    captured_at
+   FROM permgraph.changes c
+  WHERE ((NOT ( SELECT permgraph._batch_takes_removals_only() AS _batch_takes_removals_only)) OR ((old_level IS NOT NULL) AND ((new_level IS NULL) OR (new_level < old_level))));
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
+
 view permgraph._computed_rows
   user_id text collate "C"
   target_id text collate "C"
@@ -1087,7 +1112,7 @@ CREATE OR REPLACE FUNCTION permgraph._batch_only_adds()
  SET jit TO 'off'
 AS $function$
 begin
-  return not exists (select 1 from permgraph.changes where tail_kind = '*')
+  return not exists (select 1 from permgraph._batch_changes where tail_kind = '*')
      and not permgraph._any_edge_expires()
      and not exists (select 1 from permgraph.permissions where valid_until is not null)
      and permgraph._batch_removes_nothing();
@@ -1105,11 +1130,19 @@ begin
   return not exists (select 1 from permgraph.deleted_nodes)
      and not exists (select 1
                      from (select tail_id, head_id, max(old_level) as removed
-                           from permgraph.changes where old_level is not null
+                           from permgraph._batch_changes where old_level is not null
                            group by tail_id, head_id) r
                      where r.removed > coalesce((select max(e.level) from permgraph.edges e
                                                  where e.tail_id = r.tail_id and e.head_id = r.head_id), 0));
 end $function$;
+
+-- permgraph._batch_takes_removals_only(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._batch_takes_removals_only()
+ RETURNS boolean
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$ select coalesce(pg_catalog.current_setting('permgraph.batch_part', true), '') = 'removals' $function$;
 
 -- permgraph._begin_applying(text,timestamp with time zone): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._begin_applying(p_caller text, p_at timestamp with time zone)
@@ -1166,7 +1199,7 @@ begin
   insert into pg_temp.permgraph_region (user_id, target_id)
   with recursive batch as (
     select distinct tail_id, tail_kind, head_id, head_kind
-    from permgraph.changes where not trash_changed
+    from permgraph._batch_changes where not trash_changed
   ), removed as (
     -- changed edges the current graph no longer has: with permgraph.edges they
     -- make the union of the old and new graphs
@@ -1717,7 +1750,13 @@ declare
   job_active boolean;
   result jsonb;
 begin
-  delete from permgraph.changes;
+  if permgraph._batch_takes_removals_only() then
+    -- the removals of a split queue (045_batch_split.sql): the rest stays pending
+    delete from permgraph.changes where id in (select id from permgraph._batch_changes);
+    perform pg_catalog.set_config('permgraph.batch_part', '', true);
+  else
+    delete from permgraph.changes;
+  end if;
   -- (nothing below starts or ends a job; the local path runs only without one)
   job_active := not p_local and permgraph._long_job_active();
   if job_active then
@@ -3448,6 +3487,29 @@ begin
   return moved;
 end $function$;
 
+-- permgraph._take_removals_first(bigint): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._take_removals_first(p_pending bigint)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  removals bigint;
+begin
+  if p_pending <= permgraph._local_change_max_changes()
+     or exists (select 1 from permgraph.deleted_nodes)
+     or exists (select 1 from permgraph.changes where tail_kind = '*' or trash_changed) then
+    return null;
+  end if;
+  perform pg_catalog.set_config('permgraph.batch_part', 'removals', true);
+  select count(*) into removals from permgraph._batch_changes;
+  if removals > 0 and removals < p_pending then
+    return removals;
+  end if;
+  perform pg_catalog.set_config('permgraph.batch_part', '', true);
+  return null;
+end $function$;
+
 -- permgraph._upstream_users(text[],text[]): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._upstream_users(p_tails text[], p_kinds text[])
  RETURNS TABLE(o_origin text, o_user_id text)
@@ -3573,14 +3635,14 @@ begin
     -- the current edges of the pairs the batch added to (an edge added and
     -- raised in the same batch is seeded once, at its level now)
     select e.tail_id, e.tail_kind, e.head_id, e.head_kind, e.level
-    from (select distinct tail_id, head_id from permgraph.changes where new_level is not null) c
+    from (select distinct tail_id, head_id from permgraph._batch_changes where new_level is not null) c
     cross join lateral (select e.tail_id, e.tail_kind, e.head_id, e.head_kind, e.level
                         from permgraph.edges e
                         where e.tail_id = c.tail_id and e.head_id = c.head_id) e
     union all
     -- identity edges are not in edges: a new user's own row
     select c.tail_id, 'user', c.head_id, 'user', 3::smallint
-    from permgraph.changes c
+    from permgraph._batch_changes c
     where c.tail_id = c.head_id and c.tail_kind = 'user' and c.new_level is not null
   ), candidate(user_id, node_id, node_kind, level, last_edge_manage) as (
     -- an added edge out of a user starts that user's paths (its identity edge too)
@@ -3875,6 +3937,10 @@ begin
   if not go_full and permgraph._long_job_active() then
     deferred := permgraph._defer_overlapping_changes();
   end if;
+  if not go_full and expired = 0 and not permgraph._long_job_active() then
+    -- a large queue of removals and additions: the removals now, the rest next (045_batch_split.sql)
+    pending := coalesce(permgraph._take_removals_first(pending), pending);
+  end if;
   if not go_full and expired = 0 and permgraph._batch_only_adds() then
     delta := true;  -- semi-naive: only the rows that rise are computed (050_region.sql)
   elsif not go_full then
@@ -3882,6 +3948,10 @@ begin
   end if;
   if go_full then
     mode := 'full';
+    if permgraph._batch_takes_removals_only() then  -- (the region was too large: the whole queue, then)
+      perform pg_catalog.set_config('permgraph.batch_part', '', true);
+      select count(*) into pending from permgraph.changes;
+    end if;
     select * into diff from permgraph._write_all(batch_at);
     perform permgraph._end_long_job('full');  -- every row is recomputed: a running job is done
     perform permgraph._refresh_trash(null);

@@ -83,7 +83,7 @@ begin
   insert into pg_temp.permgraph_region (user_id, target_id)
   with recursive batch as (
     select distinct tail_id, tail_kind, head_id, head_kind
-    from permgraph.changes where not trash_changed
+    from permgraph._batch_changes where not trash_changed
   ), removed as (
     -- changed edges the current graph no longer has: with permgraph.edges they
     -- make the union of the old and new graphs
@@ -266,7 +266,7 @@ set search_path = pg_catalog, pg_temp
 set jit = off
 as $$
 begin
-  return not exists (select 1 from permgraph.changes where tail_kind = '*')
+  return not exists (select 1 from permgraph._batch_changes where tail_kind = '*')
      and not permgraph._any_edge_expires()
      and not exists (select 1 from permgraph.permissions where valid_until is not null)
      and permgraph._batch_removes_nothing();
@@ -286,7 +286,7 @@ begin
   return not exists (select 1 from permgraph.deleted_nodes)
      and not exists (select 1
                      from (select tail_id, head_id, max(old_level) as removed
-                           from permgraph.changes where old_level is not null
+                           from permgraph._batch_changes where old_level is not null
                            group by tail_id, head_id) r
                      where r.removed > coalesce((select max(e.level) from permgraph.edges e
                                                  where e.tail_id = r.tail_id and e.head_id = r.head_id), 0));
@@ -329,14 +329,14 @@ begin
     -- the current edges of the pairs the batch added to (an edge added and
     -- raised in the same batch is seeded once, at its level now)
     select e.tail_id, e.tail_kind, e.head_id, e.head_kind, e.level
-    from (select distinct tail_id, head_id from permgraph.changes where new_level is not null) c
+    from (select distinct tail_id, head_id from permgraph._batch_changes where new_level is not null) c
     cross join lateral (select e.tail_id, e.tail_kind, e.head_id, e.head_kind, e.level
                         from permgraph.edges e
                         where e.tail_id = c.tail_id and e.head_id = c.head_id) e
     union all
     -- identity edges are not in edges: a new user's own row
     select c.tail_id, 'user', c.head_id, 'user', 3::smallint
-    from permgraph.changes c
+    from permgraph._batch_changes c
     where c.tail_id = c.head_id and c.tail_kind = 'user' and c.new_level is not null
   ), candidate(user_id, node_id, node_kind, level, last_edge_manage) as (
     -- an added edge out of a user starts that user's paths (its identity edge too)

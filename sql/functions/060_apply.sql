@@ -71,7 +71,13 @@ declare
   job_active boolean;
   result jsonb;
 begin
-  delete from permgraph.changes;
+  if permgraph._batch_takes_removals_only() then
+    -- the removals of a split queue (045_batch_split.sql): the rest stays pending
+    delete from permgraph.changes where id in (select id from permgraph._batch_changes);
+    perform pg_catalog.set_config('permgraph.batch_part', '', true);
+  else
+    delete from permgraph.changes;
+  end if;
   -- (nothing below starts or ends a job; the local path runs only without one)
   job_active := not p_local and permgraph._long_job_active();
   if job_active then
@@ -204,6 +210,10 @@ begin
   if not go_full and permgraph._long_job_active() then
     deferred := permgraph._defer_overlapping_changes();
   end if;
+  if not go_full and expired = 0 and not permgraph._long_job_active() then
+    -- a large queue of removals and additions: the removals now, the rest next (045_batch_split.sql)
+    pending := coalesce(permgraph._take_removals_first(pending), pending);
+  end if;
   if not go_full and expired = 0 and permgraph._batch_only_adds() then
     delta := true;  -- semi-naive: only the rows that rise are computed (050_region.sql)
   elsif not go_full then
@@ -211,6 +221,10 @@ begin
   end if;
   if go_full then
     mode := 'full';
+    if permgraph._batch_takes_removals_only() then  -- (the region was too large: the whole queue, then)
+      perform pg_catalog.set_config('permgraph.batch_part', '', true);
+      select count(*) into pending from permgraph.changes;
+    end if;
     select * into diff from permgraph._write_all(batch_at);
     perform permgraph._end_long_job('full');  -- every row is recomputed: a running job is done
     perform permgraph._refresh_trash(null);

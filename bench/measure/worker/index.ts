@@ -18,6 +18,7 @@ import { verify } from '../../../src/engine/verify.ts';
 import { Worker } from '../../../src/worker/worker.ts';
 import type { Size } from '../../graph/types.ts';
 import { progress } from '../../lib/progress.ts';
+import { OBSERVER_APPLICATION_NAME, WRITER_APPLICATION_NAME } from './cpu.ts';
 import { BatchLog, TokenWatcher } from './observers.ts';
 import { changesOf, drainBacklog, offerRate, type BacklogResult, type RateResult, type WorkerPlan } from './phases.ts';
 import { Churn, MEMBERSHIP_EVERY } from './workload.ts';
@@ -49,8 +50,8 @@ export interface WorkerResult {
 /** Runs the worker benchmarks on the database at url (a loaded, refreshed graph). */
 export async function measureWorkerOn(url: string, graph: string, size: Size, runVerify: boolean, chunkPairs: number | null = DEFAULT_CHUNK_PAIRS): Promise<WorkerResult> {
   const plan = WORKER_PLANS[size];
-  const writers = openPool(url, { poolSize: plan.writers, applicationName: 'permgraph-bench-writer' });
-  const observer = openPool(url, { poolSize: 1, applicationName: 'permgraph-bench-observer' });
+  const writers = openPool(url, { poolSize: plan.writers, applicationName: WRITER_APPLICATION_NAME });
+  const observer = openPool(url, { poolSize: 1, applicationName: OBSERVER_APPLICATION_NAME });
   const bar = progress('worker end to end', plan.rates.length + plan.searchSteps + 1);
   try {
     const fixed = plan.rates.reduce((sum, rate) => sum + changesOf({ rate, seconds: plan.rateSeconds }), 0);
@@ -64,7 +65,7 @@ export async function measureWorkerOn(url: string, graph: string, size: Size, ru
     try {
       let first = 0;
       const run = async (rate: number, seconds: number, search: boolean) => {
-        const result = await offerRate(writers, churn, watcher, log, plan, { rate, seconds, search, first });
+        const result = await offerRate(writers, observer, churn, watcher, log, plan, { rate, seconds, search, first });
         first += changesOf({ rate, seconds });
         rates.push(result);
         bar.tick();

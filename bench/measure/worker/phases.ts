@@ -5,6 +5,7 @@ import { DEFAULT_POLL_INTERVAL_MS } from '../../../src/constants.ts';
 import { sql, type ConnectionPool, type Queryable } from '../../../src/db/pool.ts';
 import { Worker } from '../../../src/worker/worker.ts';
 import { round, roundSummary, summarize, type Summary } from '../../lib/stats.ts';
+import { startCpuMeter, type CpuUse } from './cpu.ts';
 import { BatchLog, MemorySampler, tempBytes, type BatchTotals, type TokenWatcher } from './observers.ts';
 import { commitBacklog, type Churn } from './workload.ts';
 
@@ -50,6 +51,8 @@ export interface RateResult {
   drainAfterMs: number;
   drained: boolean;
   batches: BatchTotals;
+  /** CPU seconds per process group from the phase's start to its last change applied (absent in older runs). */
+  cpu?: CpuUse;
 }
 
 export interface BacklogResult {
@@ -94,10 +97,11 @@ export interface Phase {
   first: number;
 }
 
-export async function offerRate(writers: ConnectionPool, churn: Churn, watcher: TokenWatcher, log: BatchLog, plan: WorkerPlan, phase: Phase): Promise<RateResult> {
+export async function offerRate(writers: ConnectionPool, observer: Queryable, churn: Churn, watcher: TokenWatcher, log: BatchLog, plan: WorkerPlan, phase: Phase): Promise<RateResult> {
   const { rate, first } = phase;
   const total = changesOf(phase);
   const committed: Committed[] = [];
+  const cpu = await startCpuMeter(observer);
   const started = performance.now();
   let next = 0;
   let transactions = 0;
@@ -124,6 +128,7 @@ export async function offerRate(writers: ConnectionPool, churn: Churn, watcher: 
   const drained = (await Promise.race([all, timeout(plan.drainTimeoutMs)])) !== 'timeout';
   const appliedAt = drained ? await all : [];
   const finished = performance.now();
+  const cpuUse = await cpu.stop();
   const lags = appliedAt.map((at, i) => at - (committed[i] as Committed).committedAt);
   const lastThirdP99 = summarize(lags.slice(Math.floor((lags.length * 2) / 3))).p99;
   // (reduce, not Math.max(...): 150,000 arguments overflow the stack at 5,000/s for 30 s)
@@ -144,6 +149,7 @@ export async function offerRate(writers: ConnectionPool, churn: Churn, watcher: 
     drainAfterMs: round(finished - lastCommit, 1),
     drained,
     batches: log.totals(started, finished),
+    cpu: cpuUse,
   };
 }
 

@@ -1,0 +1,86 @@
+-- Splitting a large mixed batch: removals first, additions in the next batch.
+-- The current definition of these functions and this view: `permgraph
+-- migrate` re-applies this file whenever its content changes (sql/README.md).
+--
+-- Why. A batch that only adds is walked semi-naively and written in one
+-- statement (_write_additions, 050_region.sql); one that also removes takes
+-- the region path for its additions too. Measured on org large (10,000
+-- churn changes, half additions and half removals, backend CPU):
+-- ~0.30-0.33 ms per change as one batch, ~0.25-0.28 as two, the removals'
+-- and the additions' (bench/FINDINGS.md, finding 8). A worker that falls
+-- behind gathers such batches.
+--
+-- What. When the pending queue holds more changes than the one-statement
+-- path takes (_local_change_max_changes) and mixes changes that remove or
+-- lower an edge with changes that add or raise one, apply_changes takes
+-- only the removals (and lowerings), in queue order, and leaves the rest
+-- pending; the worker's next batch, started right away, finds them. Not
+-- with node deletions, trash changes, expiries or a running long job
+-- (those batches stay whole, as before).
+--
+-- Why it is exact. Let the batch take the removals R and leave the
+-- additions A, with the graph G now (A's edges included) and the table
+-- equal to the computation of G with R and A undone. The region of R,
+-- walked through the union of G and R's removed edges (_build_region), is
+-- every pair with a path through an edge of R in either graph: A removes
+-- no edge, so that union is the old and new graphs' union, and the
+-- recomputation writes the pairs of the region as they are in G. Every
+-- other pair has no path through an edge of R, so its row differs from G's
+-- only through A's edges: rows too low by paths through added edges, which
+-- is what the next batch, additions only, raises. What must not happen is
+-- removed edges on both sides of a split (a cap at a plain prefix of the
+-- queue does that): a path u -r1-> g -r2-> t whose r1 is applied first is
+-- found by neither batch, the first walking down from g through current
+-- edges only, the second up from g without r1, and the row of (u, t)
+-- stays (test/engine/batch-split.test.ts holds such a split off). Why
+-- removals first rather than additions first (as exact, by the same
+-- argument): a revocation then waits for no addition. A freshness token is
+-- applied only once all its change rows are (080_freshness.sql), so a
+-- writer's transaction that both removed and added is applied with the
+-- second batch; meanwhile no row is above what the current graph gives
+-- (the removals are in, some additions not yet).
+
+-- Whether the current batch takes only the pending removals: set by
+-- apply_changes for one batch (transaction-local, reset by _end_batch), so
+-- that the functions reading the queue need no new parameter.
+create or replace function permgraph._batch_takes_removals_only() returns boolean
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$ select coalesce(pg_catalog.current_setting('permgraph.batch_part', true), '') = 'removals' $$;
+
+-- The pending changes the current batch applies: every row of
+-- permgraph.changes, or only those that remove or lower an edge. Every
+-- read of the queue by the batch's region and additions goes through it.
+-- (the setting is read once per query: an uncorrelated scalar subquery)
+create or replace view permgraph._batch_changes as
+  select c.*
+  from permgraph.changes c
+  where not (select permgraph._batch_takes_removals_only())
+     or (c.old_level is not null and (c.new_level is null or c.new_level < c.old_level));
+
+-- Splits the pending queue when it is one to split (see the top of this
+-- file): more changes than the one-statement path takes, some removing or
+-- lowering an edge and some not, and none deleting a node or changing a
+-- trash flag; the caller tests the rest (no expiry, no long job). Returns
+-- how many changes the batch takes, the removals, with _batch_changes
+-- narrowed to them; null when the batch stays whole.
+create or replace function permgraph._take_removals_first(p_pending bigint) returns bigint
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  removals bigint;
+begin
+  if p_pending <= permgraph._local_change_max_changes()
+     or exists (select 1 from permgraph.deleted_nodes)
+     or exists (select 1 from permgraph.changes where tail_kind = '*' or trash_changed) then
+    return null;
+  end if;
+  perform pg_catalog.set_config('permgraph.batch_part', 'removals', true);
+  select count(*) into removals from permgraph._batch_changes;
+  if removals > 0 and removals < p_pending then
+    return removals;
+  end if;
+  perform pg_catalog.set_config('permgraph.batch_part', '', true);
+  return null;
+end $$;
