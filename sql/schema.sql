@@ -736,9 +736,9 @@ CREATE OR REPLACE FUNCTION permgraph._applier_role_key()
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$ select 7238001003::bigint $function$;
 
--- permgraph._apply_local_change(bigint,boolean): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._apply_local_change(p_max_pairs bigint, p_recording boolean, OUT region_pairs bigint, OUT inserted bigint, OUT updated bigint, OUT deleted bigint, OUT trash_roots text[])
- RETURNS record
+-- permgraph._apply_local_batch(integer,bigint,boolean,timestamp with time zone): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._apply_local_batch(p_max_changes integer, p_max_pairs bigint, p_trash boolean, p_started timestamp with time zone)
+ RETURNS jsonb
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET jit TO 'off'
@@ -747,10 +747,26 @@ CREATE OR REPLACE FUNCTION permgraph._apply_local_change(p_max_pairs bigint, p_r
  SET enable_bitmapscan TO 'off'
  SET plan_cache_mode TO 'force_generic_plan'
 AS $function$
+declare
+  recording boolean;
+  result jsonb;
+  trash_roots text[];
 begin
-  with recursive batch as (
+  if p_max_pairs <= 0 then
+    return null;
+  end if;
+  recording := permgraph._changes_begin_write();
+  with recursive pending as (
+    -- one row, the batch's size, when the path fits it; none otherwise
+    select count(*) as changes
+    from permgraph.changes
+    having count(*) between 1 and least(p_max_changes, permgraph._local_change_max_changes())
+       and not bool_or(tail_kind = '*')
+       and (p_trash or not bool_or(trash_changed))
+       and permgraph._local_change_exact()
+  ), batch as (
     select distinct tail_id, tail_kind, head_id, head_kind
-    from permgraph.changes where not trash_changed
+    from permgraph.changes where not trash_changed and exists (select 1 from pending)
   ), removed as (
     -- (as in _build_region) changed edges the current graph no longer has
     select b.tail_id, b.tail_kind, b.head_id, b.head_kind
@@ -798,12 +814,14 @@ begin
                       from batch c
                       join (select origin, count(*) as n from up_users group by origin) uc on uc.origin = c.tail_id
                       join (select origin, count(*) as n from down_capped group by origin) dc on dc.origin = c.head_id) end as pairs
+  ), applies as (
+    select exists (select 1 from pending) and (select pairs from estimate) <= p_max_pairs as ok
   ), region as materialized (
     select distinct u.user_id, d.node_id as target_id
     from batch c
     join up_users u on u.origin = c.tail_id
     join down_capped d on d.origin = c.head_id
-    where (select pairs from estimate) <= p_max_pairs
+    where (select ok from applies)
   ), region_index as (
     select coalesce(jsonb_object_agg(user_id, targets), '{}') as by_user
     from (select user_id, jsonb_object_agg(target_id, true) as targets from region group by user_id) r
@@ -881,12 +899,39 @@ begin
     insert into permgraph.permission_changes (user_id, target_id, old_level, new_level, old_traverse_owned, new_traverse_owned,
                                               old_valid_until, new_valid_until)
     select user_id, target_id, old_level, level, old_traverse_owned, traverse_owned, old_valid_until, valid_until
-    from diff where p_recording
+    from diff where recording
+  ), applied_changes as (
+    -- the end of the batch: the change rows this snapshot saw are applied
+    delete from permgraph.changes where (select ok from applies)
+  ), applied_deletions as (
+    delete from permgraph.deleted_nodes where (select ok from applies)
+  ), figures as (
+    select (select changes from pending) as changes, (select count(*) from region) as region_pairs,
+           (select count(*) from inserted_rows) as inserted, (select count(*) from updated_rows) as updated,
+           (select count(*) from deleted_rows) as deleted,
+           round((extract(epoch from clock_timestamp() - p_started) * 1000)::numeric, 3) as ms
+  ), recorded_batch as (
+    update permgraph.applier_state set
+      last_batch_at = now(), last_batch_mode = 'incremental', last_batch_changes = f.changes,
+      last_batch_ms = f.ms, rows_inserted = f.inserted, rows_updated = f.updated, rows_deleted = f.deleted,
+      last_batch_snapshot = pg_current_snapshot()  -- this statement's: see above
+    from figures f
+    where (select ok from applies)
   )
-  select case when (select pairs from estimate) <= p_max_pairs then (select count(*) from region) end,
-         (select count(*) from inserted_rows), (select count(*) from updated_rows), (select count(*) from deleted_rows),
+  select jsonb_build_object(
+           'mode', 'incremental', 'delta', false, 'local', true, 'changes', f.changes, 'expired', 0,
+           'region_pairs', f.region_pairs, 'to_long_job', 0, 'deferred', 0, 'long_job_active', false,
+           'inserted', f.inserted, 'updated', f.updated, 'deleted', f.deleted, 'ms', f.ms,
+           -- (the path runs only while no row expires, and writes none that does)
+           'next_expiry_in_ms', null),
          (select array_agg(distinct c.head_id) from permgraph.changes c where c.trash_changed)
-  into region_pairs, inserted, updated, deleted, trash_roots;
+  into result, trash_roots
+  from figures f
+  where (select ok from applies);
+  if trash_roots is not null then
+    perform permgraph._refresh_trash(trash_roots);
+  end if;
+  return result;
 end $function$;
 
 -- permgraph._apply_privileges(): execute <owner>: EXECUTE
@@ -924,6 +969,7 @@ declare
     'permgraph.enable_rls(regclass, name, name, boolean)', 'permgraph.disable_rls(regclass)'];
   worker_functions constant text[] := array[
     'permgraph.apply_changes(integer, bigint, boolean, timestamptz, bigint, bigint)', 'permgraph.apply_job_chunk(bigint, timestamptz)',
+    'permgraph.apply_local_changes(integer, bigint, bigint, bigint)',
     'permgraph.refresh()', 'permgraph.verify(timestamptz)',
     'permgraph._applier_role_key()'];
   -- The change stream's consumers (170_changes.sql), whatever their role:
@@ -2787,6 +2833,21 @@ begin
   end if;
 end $function$;
 
+-- permgraph._local_change_exact(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._local_change_exact()
+ RETURNS boolean
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+AS $function$
+begin
+  return not (permgraph._any_edge_expires()
+              or exists (select 1 from permgraph.permissions where valid_until is not null)
+              or exists (select 1 from permgraph.permission_bounds)
+              or permgraph._long_job_active());
+end $function$;
+
 -- permgraph._local_change_kind(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._local_change_kind()
  RETURNS text
@@ -2797,10 +2858,7 @@ CREATE OR REPLACE FUNCTION permgraph._local_change_kind()
 AS $function$
 begin
   return case
-    when permgraph._any_edge_expires()
-      or exists (select 1 from permgraph.permissions where valid_until is not null)
-      or exists (select 1 from permgraph.permission_bounds)
-      or permgraph._long_job_active() then null
+    when not permgraph._local_change_exact() then null
     when permgraph._batch_removes_nothing() then 'adds'
     else 'any' end;
 end $function$;
@@ -3892,6 +3950,7 @@ declare
   local_pairs bigint := coalesce(p_local_pairs, permgraph._local_change_pairs());
   local_kind text;
   local record;
+  local_result jsonb;
 begin
   batch_at := permgraph._begin_applying('apply_changes', p_at);
   select count(*), coalesce(bool_or(tail_kind = '*'), false) into pending, needs_full from permgraph.changes;
@@ -3907,10 +3966,14 @@ begin
       into local
       from permgraph._write_additions(permgraph._changes_begin_write(), local_pairs) a;
     elsif local_kind = 'any' then
-      select * into local from permgraph._apply_local_change(local_pairs, permgraph._changes_begin_write());
+      -- (the batch, its end and its result in one statement; null: it did not fit)
+      local_result := permgraph._apply_local_batch(p_max_changes, local_pairs, true, started);
+      if local_result is not null then
+        return local_result;
+      end if;
     end if;
     -- (null region_pairs: the bound was exceeded and nothing was written)
-    if local_kind is not null then
+    if local_kind = 'adds' then
       if local.region_pairs is not null then
         if local.trash_roots is not null then
           perform permgraph._refresh_trash(local.trash_roots);
@@ -4044,6 +4107,20 @@ begin
     'mode', 'chunk', 'users', coalesce(cardinality(chunk_users), 0), 'users_remaining', remaining,
     'region_pairs', pairs, 'inserted', diff.inserted, 'updated', diff.updated, 'deleted', diff.deleted,
     'finished', remaining = 0, 'ms', elapsed);
+end $function$;
+
+-- permgraph.apply_local_changes(integer,bigint,bigint,bigint): execute <owner>: EXECUTE; permgraph_worker: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph.apply_local_changes(p_max_changes integer DEFAULT 100000, p_max_pairs bigint DEFAULT NULL::bigint, p_chunk_pairs bigint DEFAULT NULL::bigint, p_local_pairs bigint DEFAULT NULL::bigint)
+ RETURNS jsonb
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+AS $function$
+begin
+  return permgraph._apply_local_batch(
+    p_max_changes, least(coalesce(p_local_pairs, permgraph._local_change_pairs()), p_chunk_pairs, p_max_pairs),
+    current_setting('transaction_isolation') <> 'read committed', clock_timestamp());
 end $function$;
 
 -- permgraph.can(text,text,text,integer): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE

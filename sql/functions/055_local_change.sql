@@ -35,16 +35,30 @@ language sql immutable
 set search_path = pg_catalog, pg_temp
 as $$ select 64::bigint $$;
 
+-- Whether the local statements are exact for the graph as it is: no edge
+-- expires, no row has a valid_until and no bounds are kept (both statements
+-- compute levels and traversal only: every time is 'infinity'), and no long
+-- job runs (its users' stored rows may be stale, and changes that touch them
+-- must be deferred: 065_long_job.sql). Probes of an index or of an (almost
+-- always) empty table; stable, so that inside _apply_local_batch's
+-- statement it reads that statement's snapshot.
+create or replace function permgraph._local_change_exact() returns boolean
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
+begin
+  return not (permgraph._any_edge_expires()
+              or exists (select 1 from permgraph.permissions where valid_until is not null)
+              or exists (select 1 from permgraph.permission_bounds)
+              or permgraph._long_job_active());
+end $$;
+
 -- Which local statement fits this batch: null when neither is exact
--- beyond its size, 'adds' when it only adds (the semi-naive one), 'any'
--- otherwise (the region one). Exact means: no edge expires, no row has a
--- valid_until and no bounds are kept (both statements compute levels and
--- traversal only: every time is 'infinity'), and no long job runs (its
--- users' stored rows may be stale, and changes that touch them must be
--- deferred: 065_long_job.sql). Only adds: _batch_only_adds (050_region.sql)
--- with the tests above already made; such a batch is written by
--- _write_additions with its bound. One statement of probes of an index or
--- of an (almost always) empty table.
+-- (_local_change_exact), 'adds' when it only adds (the semi-naive one),
+-- 'any' otherwise (the region one, _apply_local_batch). Only adds:
+-- _batch_removes_nothing (050_region.sql); such a batch is written by
+-- _write_additions with its bound.
 create or replace function permgraph._local_change_kind() returns text
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
@@ -52,30 +66,44 @@ set jit = off
 as $$
 begin
   return case
-    when permgraph._any_edge_expires()
-      or exists (select 1 from permgraph.permissions where valid_until is not null)
-      or exists (select 1 from permgraph.permission_bounds)
-      or permgraph._long_job_active() then null
+    when not permgraph._local_change_exact() then null
     when permgraph._batch_removes_nothing() then 'adds'
     else 'any' end;
 end $$;
 
--- Applies the pending changes in one statement, if their region is at most
--- p_max_pairs: returns region_pairs null and writes nothing otherwise.
+-- Applies the whole batch in one statement, when the local path fits it:
+-- returns apply_changes' result, or null having written nothing. Fits: 1 to
+-- least(p_max_changes, _local_change_max_changes()) pending changes, no
+-- full recomputation asked for ('*'), _local_change_exact(), no trash
+-- change unless p_trash, and a region of at most p_max_pairs pairs.
+-- The caller holds the applier lock or gets it here (_changes_begin_write
+-- takes it, and learns whether to record events).
+--
+-- One statement, so one snapshot even under READ COMMITTED with writers
+-- running: the checks above, the batch, the graph it is computed from, the
+-- change rows deleted (exactly those it read), deleted_nodes emptied and
+-- applier_state's last_batch_snapshot (the statement's own snapshot, which
+-- is what is_applied needs: 080_freshness.sql). That is what lets
+-- apply_local_changes run without a transaction block of its own and
+-- without locking writers out. The one thing outside it is the trash
+-- refresh (a second statement, a second snapshot under READ COMMITTED),
+-- hence p_trash: true only where the batch's snapshot holds for the whole
+-- transaction (REPEATABLE READ, or writers locked out).
+--
 -- The region is _build_region's (050_region.sql: every user above a changed
 -- edge's tail in the union of the old and new graphs, times every node below
 -- its head), its recomputation _compute_region's without expiries (seeded
 -- from the stored rows at the region's border), the diff _diff_statement's
--- (040_compute.sql), with p_recording saying whether to record events.
--- trash_roots: the groups whose trash changed, for _refresh_trash.
+-- (040_compute.sql). The end of the batch is _end_batch's (060_apply.sql)
+-- for a batch with no long job and no expiry.
 --
 -- No plan here depends on statistics: the graph's tables are read only by
 -- key (LATERAL subqueries behind offset 0, or probes of a key), joins
 -- nest loops over the small batch, and the region is probed as a JSON
 -- object (user -> {target: true}) looked up by key, never scanned: a CTE has
 -- no index, and probing it by scanning made the walk quadratic in the region.
-create or replace function permgraph._apply_local_change(p_max_pairs bigint, p_recording boolean,
-  out region_pairs bigint, out inserted bigint, out updated bigint, out deleted bigint, out trash_roots text[])
+create or replace function permgraph._apply_local_batch(p_max_changes integer, p_max_pairs bigint, p_trash boolean,
+  p_started timestamptz) returns jsonb
 language plpgsql
 set search_path = pg_catalog, pg_temp
 set jit = off
@@ -86,10 +114,26 @@ set enable_bitmapscan = off
 -- one plan for every batch: its shape is fixed by the settings above
 set plan_cache_mode = force_generic_plan
 as $$
+declare
+  recording boolean;
+  result jsonb;
+  trash_roots text[];
 begin
-  with recursive batch as (
+  if p_max_pairs <= 0 then
+    return null;
+  end if;
+  recording := permgraph._changes_begin_write();
+  with recursive pending as (
+    -- one row, the batch's size, when the path fits it; none otherwise
+    select count(*) as changes
+    from permgraph.changes
+    having count(*) between 1 and least(p_max_changes, permgraph._local_change_max_changes())
+       and not bool_or(tail_kind = '*')
+       and (p_trash or not bool_or(trash_changed))
+       and permgraph._local_change_exact()
+  ), batch as (
     select distinct tail_id, tail_kind, head_id, head_kind
-    from permgraph.changes where not trash_changed
+    from permgraph.changes where not trash_changed and exists (select 1 from pending)
   ), removed as (
     -- (as in _build_region) changed edges the current graph no longer has
     select b.tail_id, b.tail_kind, b.head_id, b.head_kind
@@ -137,12 +181,14 @@ begin
                       from batch c
                       join (select origin, count(*) as n from up_users group by origin) uc on uc.origin = c.tail_id
                       join (select origin, count(*) as n from down_capped group by origin) dc on dc.origin = c.head_id) end as pairs
+  ), applies as (
+    select exists (select 1 from pending) and (select pairs from estimate) <= p_max_pairs as ok
   ), region as materialized (
     select distinct u.user_id, d.node_id as target_id
     from batch c
     join up_users u on u.origin = c.tail_id
     join down_capped d on d.origin = c.head_id
-    where (select pairs from estimate) <= p_max_pairs
+    where (select ok from applies)
   ), region_index as (
     select coalesce(jsonb_object_agg(user_id, targets), '{}') as by_user
     from (select user_id, jsonb_object_agg(target_id, true) as targets from region group by user_id) r
@@ -220,10 +266,66 @@ begin
     insert into permgraph.permission_changes (user_id, target_id, old_level, new_level, old_traverse_owned, new_traverse_owned,
                                               old_valid_until, new_valid_until)
     select user_id, target_id, old_level, level, old_traverse_owned, traverse_owned, old_valid_until, valid_until
-    from diff where p_recording
+    from diff where recording
+  ), applied_changes as (
+    -- the end of the batch: the change rows this snapshot saw are applied
+    delete from permgraph.changes where (select ok from applies)
+  ), applied_deletions as (
+    delete from permgraph.deleted_nodes where (select ok from applies)
+  ), figures as (
+    select (select changes from pending) as changes, (select count(*) from region) as region_pairs,
+           (select count(*) from inserted_rows) as inserted, (select count(*) from updated_rows) as updated,
+           (select count(*) from deleted_rows) as deleted,
+           round((extract(epoch from clock_timestamp() - p_started) * 1000)::numeric, 3) as ms
+  ), recorded_batch as (
+    update permgraph.applier_state set
+      last_batch_at = now(), last_batch_mode = 'incremental', last_batch_changes = f.changes,
+      last_batch_ms = f.ms, rows_inserted = f.inserted, rows_updated = f.updated, rows_deleted = f.deleted,
+      last_batch_snapshot = pg_current_snapshot()  -- this statement's: see above
+    from figures f
+    where (select ok from applies)
   )
-  select case when (select pairs from estimate) <= p_max_pairs then (select count(*) from region) end,
-         (select count(*) from inserted_rows), (select count(*) from updated_rows), (select count(*) from deleted_rows),
+  select jsonb_build_object(
+           'mode', 'incremental', 'delta', false, 'local', true, 'changes', f.changes, 'expired', 0,
+           'region_pairs', f.region_pairs, 'to_long_job', 0, 'deferred', 0, 'long_job_active', false,
+           'inserted', f.inserted, 'updated', f.updated, 'deleted', f.deleted, 'ms', f.ms,
+           -- (the path runs only while no row expires, and writes none that does)
+           'next_expiry_in_ms', null),
          (select array_agg(distinct c.head_id) from permgraph.changes c where c.trash_changed)
-  into region_pairs, inserted, updated, deleted, trash_roots;
+  into result, trash_roots
+  from figures f
+  where (select ok from applies);
+  if trash_roots is not null then
+    perform permgraph._refresh_trash(trash_roots);
+  end if;
+  return result;
+end $$;
+
+-- Applies the pending changes if the local path fits them (_apply_local_batch),
+-- as the one statement of its own transaction: under READ COMMITTED too,
+-- with writers running and not locked out, since everything it reads and
+-- writes is one statement's snapshot. Returns apply_changes' result, or
+-- null having written nothing (then apply_changes, in a REPEATABLE READ
+-- transaction, is the way). This is how applyChanges() (src/engine/apply.ts)
+-- applies a local change in one round trip instead of three (BEGIN, the
+-- call, COMMIT), and without apply_changes' statements around the one that
+-- does the work. A batch that changes trash takes apply_changes under READ
+-- COMMITTED (see p_trash above). The parameters are apply_changes'; the
+-- bound on the region is the least of p_local_pairs (null: the default,
+-- _local_change_pairs(); 0: never), p_chunk_pairs and p_max_pairs.
+create or replace function permgraph.apply_local_changes(
+  p_max_changes integer default 100000,  -- = DEFAULT_MAX_BATCH in src/engine/apply.ts
+  p_max_pairs bigint default null,
+  p_chunk_pairs bigint default null,
+  p_local_pairs bigint default null
+) returns jsonb
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
+begin
+  return permgraph._apply_local_batch(
+    p_max_changes, least(coalesce(p_local_pairs, permgraph._local_change_pairs()), p_chunk_pairs, p_max_pairs),
+    current_setting('transaction_isolation') <> 'read committed', clock_timestamp());
 end $$;

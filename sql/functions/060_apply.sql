@@ -165,6 +165,7 @@ declare
   local_pairs bigint := coalesce(p_local_pairs, permgraph._local_change_pairs());
   local_kind text;
   local record;
+  local_result jsonb;
 begin
   batch_at := permgraph._begin_applying('apply_changes', p_at);
   select count(*), coalesce(bool_or(tail_kind = '*'), false) into pending, needs_full from permgraph.changes;
@@ -180,10 +181,14 @@ begin
       into local
       from permgraph._write_additions(permgraph._changes_begin_write(), local_pairs) a;
     elsif local_kind = 'any' then
-      select * into local from permgraph._apply_local_change(local_pairs, permgraph._changes_begin_write());
+      -- (the batch, its end and its result in one statement; null: it did not fit)
+      local_result := permgraph._apply_local_batch(p_max_changes, local_pairs, true, started);
+      if local_result is not null then
+        return local_result;
+      end if;
     end if;
     -- (null region_pairs: the bound was exceeded and nothing was written)
-    if local_kind is not null then
+    if local_kind = 'adds' then
       if local.region_pairs is not null then
         if local.trash_roots is not null then
           perform permgraph._refresh_trash(local.trash_roots);

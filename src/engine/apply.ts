@@ -1,4 +1,4 @@
-import type { Connection } from '@databases/pg';
+import { isTransaction, type Connection } from '@databases/pg';
 import { sql, type Queryable } from '../db/pool.ts';
 import { DEFAULT_MAX_BATCH } from '../constants.ts';
 import { inSnapshot, withRetries } from '../db/transaction.ts';
@@ -59,7 +59,8 @@ export interface ApplyOptions {
 
 /**
  * Applies every change committed before the call, as one batch in one
- * REPEATABLE READ transaction (writers are never blocked).
+ * transaction that never blocks writers: a small batch as one statement
+ * (applyLocalChanges below), any other in REPEATABLE READ.
  */
 export async function applyChanges(db: Queryable, options: ApplyOptions = {}): Promise<BatchResult> {
   return runApply(db, options, false);
@@ -83,8 +84,35 @@ export async function applyChangesOnSession(conn: Connection, options: ApplyOpti
 }
 
 async function runApply(db: Queryable, options: ApplyOptions, forceFull: boolean): Promise<BatchResult> {
+  if (!forceFull) {
+    const local = await applyLocalChanges(db, options);
+    if (local) return local;
+  }
   const [row] = await inSnapshot(db, (tx) => tx.query(applyStatement(options, forceFull)));
   return toBatchResult(row.result);
+}
+
+/**
+ * A small batch in one round trip: apply_local_changes() as the one
+ * statement of its own transaction, at the connection's isolation level
+ * (READ COMMITTED is fine: it is one statement, one snapshot, and it does
+ * not lock writers out; sql/functions/055_local_change.sql). Null when the
+ * local path does not fit the batch (nothing was written; the caller takes
+ * apply_changes), or cannot be tried here: inside a caller's transaction
+ * (its statements would be part of it), with a time to compute at (the
+ * local path computes no expiries), or with the local path off.
+ */
+async function applyLocalChanges(db: Queryable, options: ApplyOptions): Promise<BatchResult | null> {
+  if (isTransaction(db) || options.at !== undefined || options.localPairs === 0) return null;
+  const [row] = await withRetries(() =>
+    db.query(sql`
+      select permgraph.apply_local_changes(
+        p_max_changes => ${options.maxChanges ?? DEFAULT_MAX_BATCH}::integer,
+        p_max_pairs => ${options.maxPairs ?? null}::bigint,
+        p_chunk_pairs => ${options.chunkPairs ?? null}::bigint,
+        p_local_pairs => ${options.localPairs ?? null}::bigint) as result`),
+  );
+  return row.result === null ? null : toBatchResult(row.result);
 }
 
 function applyStatement(options: ApplyOptions, forceFull: boolean) {

@@ -1,17 +1,18 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { sql } from '../../src/db/pool.ts';
+import { openPool, sql } from '../../src/db/pool.ts';
 import { applyChanges, refresh } from '../../src/engine/apply.ts';
+import { currentToken, isApplied } from '../../src/engine/freshness.ts';
 import { verify } from '../../src/engine/verify.ts';
 import * as model from '../reference/model.ts';
 import type { Kind, Level, RefGraph } from '../reference/model.ts';
 import { u, g, grant } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { graphArbitrary, loadGraph, readPermissions, readTrashedGroups } from '../helpers/graph.ts';
-import { GraphState, mutationArbitrary } from '../helpers/mutations.ts';
+import { GraphState, grantKey, mutationArbitrary } from '../helpers/mutations.ts';
 
 describe('incremental apply_changes() against the reference model', async () => {
-  const { db } = await createTestDatabase();
+  const { db, url } = await createTestDatabase();
 
   async function expectTableMatches(state: GraphState, context: string): Promise<void> {
     const graph = state.snapshot();
@@ -28,24 +29,29 @@ describe('incremental apply_changes() against the reference model', async () => 
   it('random change sequences in random batch splits equal the model after every batch, on both incremental paths', async () => {
     // Small batches take the one-statement path (sql/functions/055_local_change.sql) unless
     // localPairs is 0; both paths must hold the invariant, so both are drawn, and counted.
-    const batches = { local: 0, ordinary: 0 };
+    const batches = { local: 0, ordinary: 0, ownTransaction: 0 };
     await fc.assert(
       fc.asyncProperty(
         graphArbitrary({ users: 8, groups: 10, objects: 5, grants: 30 }),
         fc.array(fc.tuple(mutationArbitrary, fc.boolean()), { minLength: 1, maxLength: 25 }),
         fc.constantFrom<number | undefined>(undefined, undefined, 3), // tiny region limit forces the full fallback
         fc.constantFrom<number | undefined>(undefined, 0), // 0: the one-statement path is off
-        async (graph, steps, maxPairs, localPairs) => {
+        // inside a caller's transaction, applyChanges() is apply_changes(); on the pool, a small batch
+        // is apply_local_changes() as a transaction of its own (READ COMMITTED)
+        fc.boolean(),
+        async (graph, steps, maxPairs, localPairs, inTransaction) => {
           const state = await start(graph);
           const log: string[] = [];
           for (const [index, [mutation, endBatch]] of steps.entries()) {
             log.push(await state.apply(db, mutation));
             if (endBatch || index === steps.length - 1) {
-              const result = await applyChanges(db, { maxPairs, localPairs });
+              const options = { maxPairs, localPairs };
+              const result = inTransaction ? await db.tx((tx) => applyChanges(tx, options)) : await applyChanges(db, options);
               await expectTableMatches(state, log.join('; '));
               if (maxPairs === undefined) expect(['none', 'incremental']).toContain(result.mode);
               if (localPairs === 0) expect(result.local).toBe(false);
               if (result.mode === 'incremental') batches[result.local ? 'local' : 'ordinary']++;
+              if (result.local && !inTransaction) batches.ownTransaction++;
             }
           }
           expect((await verify(db)).differences).toEqual([]);
@@ -55,24 +61,33 @@ describe('incremental apply_changes() against the reference model', async () => 
     );
     expect(batches.local).toBeGreaterThan(50);
     expect(batches.ordinary).toBeGreaterThan(50);
+    expect(batches.ownTransaction).toBeGreaterThan(25);
   });
 
   it('a small batch is applied by one statement; more pairs than localPairs fall back to the ordinary path', async () => {
     const nodes = [u('alice'), u('bob'), g('team'), ...Array.from({ length: 20 }, (_, i) => g(`p${i}`, 'team'))];
     const state = await start({ nodes, grants: [grant('bob', 2, 'team')] });
     await state.apply(db, { type: 'grant', tail: 0, head: 2, level: 1, source: 'a' }); // alice -> team: 21 pairs
-    // an addition: 21 rows rise, one more than allowed
+    // an addition: 21 rows rise (and its region is 21 pairs), one more than allowed
     expect(await applyChanges(db, { localPairs: 20 })).toMatchObject({ mode: 'incremental', delta: true, local: false, inserted: 21 });
     await expectTableMatches(state, 'fallback');
     await state.apply(db, { type: 'revoke', pick: [...state.grants.values()].findIndex((x) => x.tailId === 'alice') });
     expect(await applyChanges(db, { localPairs: 20 })).toMatchObject({ mode: 'incremental', delta: false, local: false, deleted: 21 });
     await expectTableMatches(state, 'fallback of a removal');
     await state.apply(db, { type: 'grant', tail: 0, head: 2, level: 1, source: 'a' });
-    expect(await applyChanges(db, { localPairs: 21 })).toMatchObject({ mode: 'incremental', delta: true, local: true, regionPairs: 21, inserted: 21 });
+    // applyChanges() on a pool: apply_local_changes(), the region statement as a transaction of its own
+    expect(await applyChanges(db, { localPairs: 21 })).toMatchObject({ mode: 'incremental', delta: false, local: true, regionPairs: 21, inserted: 21 });
     await expectTableMatches(state, 'local addition');
     await state.apply(db, { type: 'revoke', pick: [...state.grants.values()].findIndex((x) => x.tailId === 'alice') });
     expect(await applyChanges(db, { localPairs: 21 })).toMatchObject({ mode: 'incremental', delta: false, local: true, regionPairs: 21, deleted: 21 });
     await expectTableMatches(state, 'local removal');
+    // inside a caller's transaction: apply_changes(), whose local path computes an addition semi-naively
+    await state.apply(db, { type: 'grant', tail: 0, head: 2, level: 1, source: 'a' });
+    expect(await db.tx((tx) => applyChanges(tx, { localPairs: 21 }))).toMatchObject({ mode: 'incremental', delta: true, local: true, regionPairs: 21, inserted: 21 });
+    await expectTableMatches(state, 'local addition in a transaction');
+    await state.apply(db, { type: 'revoke', pick: [...state.grants.values()].findIndex((x) => x.tailId === 'alice') });
+    expect(await db.tx((tx) => applyChanges(tx, { localPairs: 21 }))).toMatchObject({ mode: 'incremental', delta: false, local: true, regionPairs: 21, deleted: 21 });
+    await expectTableMatches(state, 'local removal in a transaction');
   });
 
   // Batches of additions only (new nodes, new grants, raised levels), which take the semi-naive path:
@@ -82,14 +97,17 @@ describe('incremental apply_changes() against the reference model', async () => 
       fc.record({ type: fc.constant('addNode' as const), kind: fc.constantFrom<Kind>('user', 'group', 'group', 'object'), owner: fc.option(fc.nat()), trash: fc.constant(null) }),
       fc.record({ type: fc.constant('grant' as const), tail: fc.nat(), head: fc.nat(), level: fc.constantFrom<Level>(1, 2, 3), source: fc.constantFrom('a', 'b', 'new') }),
     );
-    // Both semi-naive paths: the one statement of small batches, and the ordinary one (localPairs 0).
+    // Both semi-naive paths of apply_changes: the one statement of small batches, and the ordinary one
+    // (localPairs 0); apply_changes runs when applyChanges() is called inside a transaction (on a pool,
+    // a small batch is applied by apply_local_changes' region statement instead, which is drawn too).
     const deltaBatches = { local: 0, ordinary: 0 };
     await fc.assert(
       fc.asyncProperty(
         graphArbitrary(size, minFraction),
         fc.array(fc.tuple(additions, fc.boolean()), { minLength: 1, maxLength: 20 }),
         fc.constantFrom<number | undefined>(undefined, 0),
-        async (graph, steps, localPairs) => {
+        fc.boolean(),
+        async (graph, steps, localPairs, inTransaction) => {
           const state = await start(graph);
           const log: string[] = [];
           for (const [index, [mutation, endBatch]] of steps.entries()) {
@@ -98,10 +116,12 @@ describe('incremental apply_changes() against the reference model', async () => 
             // an upsert that lowers a level is not an addition: its batch takes the ordinary path
             const lowered = [...state.grants].some(([key, g]) => (levels.get(key) ?? 0) > g.level);
             if (endBatch || index === steps.length - 1 || lowered) {
-              const result = await applyChanges(db, { localPairs });
+              const result = inTransaction ? await db.tx((tx) => applyChanges(tx, { localPairs })) : await applyChanges(db, { localPairs });
               if (!lowered && result.mode !== 'none') {
-                expect(result.delta, log.join('; ')).toBe(true);
-                deltaBatches[result.local ? 'local' : 'ordinary']++;
+                // (on the pool, apply_local_changes computes the region, not the delta; it leaves a
+                // batch that changes trash to apply_changes)
+                if (inTransaction || !result.local) expect(result.delta, log.join('; ')).toBe(true);
+                if (result.delta) deltaBatches[result.local ? 'local' : 'ordinary']++;
               }
               await expectTableMatches(state, log.join('; '));
             }
@@ -188,6 +208,45 @@ describe('incremental apply_changes() against the reference model', async () => 
     await applyChanges(db);
     expect(await readPermissions(db)).toContainEqual({ userId: 'a', targetId: 'b', level: 2, traverseOwned: false, validUntil: null });
     await expectTableMatches(state, 'revoke manage');
+  });
+
+  it('on a pool, a small batch is one statement of its own: it neither waits for nor takes an open writer, and tokens say so', async () => {
+    // apply_local_changes() runs under READ COMMITTED with writers running: everything it reads
+    // and writes (the batch, the graph, the change rows it deletes, the snapshot is_applied reads)
+    // must be one statement's snapshot, and it must not lock writers out as apply_changes() does
+    // at that level.
+    const state = await start({ nodes: [u('alice'), u('bob'), u('carol'), g('team'), g('docs', 'team')], grants: [grant('alice', 2, 'team'), grant('bob', 1, 'team')] });
+    const writer = openPool(url, { poolSize: 1 });
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let holding!: () => void;
+    const held = new Promise<void>((resolve) => (holding = resolve));
+    const open = writer.tx(async (tx) => {
+      await tx.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('carol', 'team', 3)`);
+      holding();
+      await released;
+      return currentToken(tx);
+    });
+    try {
+      await held;
+      const early = await db.tx(async (tx) => {
+        await state.apply(tx, { type: 'revoke', pick: [...state.grants.values()].findIndex((x) => x.tailId === 'bob') });
+        return currentToken(tx);
+      });
+      const result = await Promise.race([applyChanges(db), new Promise<null>((resolve) => setTimeout(() => resolve(null), 5_000))]);
+      expect(result, 'applyChanges() waited for the open writer').toMatchObject({ mode: 'incremental', local: true, deleted: 2 });
+      expect(await isApplied(db, early)).toBe(true);
+      await expectTableMatches(state, 'the committed revoke, not the open grant');
+    } finally {
+      release();
+    }
+    const late = await open;
+    await writer.dispose();
+    state.grants.set(grantKey(grant('carol', 3, 'team')), grant('carol', 3, 'team'));
+    expect(await isApplied(db, late)).toBe(false);
+    expect(await applyChanges(db)).toMatchObject({ mode: 'incremental', local: true, inserted: 2 });
+    expect(await isApplied(db, late)).toBe(true);
+    await expectTableMatches(state, 'the grant, once committed');
   });
 
   it('a local change writes a local region, not the table', async () => {
