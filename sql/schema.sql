@@ -746,6 +746,7 @@ CREATE OR REPLACE FUNCTION permgraph._apply_local_batch(p_max_changes integer, p
  SET enable_mergejoin TO 'off'
  SET enable_bitmapscan TO 'off'
  SET plan_cache_mode TO 'force_generic_plan'
+ SET max_parallel_workers_per_gather TO '0'
 AS $function$
 declare
   recording boolean;
@@ -930,6 +931,9 @@ begin
   where (select ok from applies);
   if trash_roots is not null then
     perform permgraph._refresh_trash(trash_roots);
+    -- the batch's time includes its trash refresh (figures above was taken before it)
+    result := jsonb_set(result, '{ms}', to_jsonb(round((extract(epoch from clock_timestamp() - p_started) * 1000)::numeric, 3)));
+    update permgraph.applier_state set last_batch_ms = (result ->> 'ms')::double precision;
   end if;
   return result;
 end $function$;
@@ -4243,6 +4247,7 @@ CREATE OR REPLACE FUNCTION permgraph.effective_group_trash(p_ids text[])
  STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET jit TO 'off'
+ SET plan_cache_mode TO 'force_custom_plan'
 AS $function$
   -- Both steps are index probes whatever the statistics (bench/FINDINGS.md
   -- 13: once planned generically, the owner step hashed every group of org

@@ -5,12 +5,19 @@
 
 -- Effective trash time of each group in p_ids (null: every group): the
 -- earliest trash_at on its chain of group owners (a user owner ends it).
+-- Planned for its argument every time: a generic plan has to plan the
+-- every-group branch, sized for the whole graph (a Gather on a large one),
+-- for calls with a few ids too, and a Gather starts its workers before the
+-- branch's one-time filter (p_ids is null) can skip it: ~4-5 ms per call on
+-- org large, under the force_generic_plan that _apply_local_batch's callees
+-- inherit (bench/FINDINGS.md, finding 17).
 create or replace function permgraph.effective_group_trash(p_ids text[])
 returns table (group_id text, trash_at timestamptz)
 language sql stable
 security definer
 set search_path = pg_catalog, pg_temp
 set jit = off
+set plan_cache_mode = force_custom_plan
 as $$
   -- Both steps are index probes whatever the statistics (bench/FINDINGS.md
   -- 13: once planned generically, the owner step hashed every group of org

@@ -113,6 +113,9 @@ set enable_mergejoin = off
 set enable_bitmapscan = off
 -- one plan for every batch: its shape is fixed by the settings above
 set plan_cache_mode = force_generic_plan
+-- no parallel plans here or in what it calls (the trash refresh): starting a
+-- worker costs more than any statement of a batch this small
+set max_parallel_workers_per_gather = 0
 as $$
 declare
   recording boolean;
@@ -297,6 +300,9 @@ begin
   where (select ok from applies);
   if trash_roots is not null then
     perform permgraph._refresh_trash(trash_roots);
+    -- the batch's time includes its trash refresh (figures above was taken before it)
+    result := jsonb_set(result, '{ms}', to_jsonb(round((extract(epoch from clock_timestamp() - p_started) * 1000)::numeric, 3)));
+    update permgraph.applier_state set last_batch_ms = (result ->> 'ms')::double precision;
   end if;
   return result;
 end $$;

@@ -110,3 +110,43 @@ describe('a batch handles rows in proportion to its region, not to the graph', a
     expect(h.rows, `${h.type} ${h.relation ?? ''} in: ${describeQuery(h.query)}`).toBeLessThanOrEqual(allowed(batch));
   });
 });
+
+// A batch of a few changes is applied by one statement (_apply_local_batch,
+// 055_local_change.sql), whose function sets plan_cache_mode =
+// force_generic_plan, a setting its callees inherit. A batch that moves a
+// group refreshes trash for the subtree from inside it (030_trash.sql), and
+// the generic plan of effective_group_trash planned its whole-graph branch
+// (the one a full recomputation takes) with a Gather: a Gather starts its
+// workers before the branch's one-time filter can say there is nothing to
+// do, ~4-5 ms per batch on org large for a batch whose own statement took
+// ~1 ms (bench/FINDINGS.md, finding 17). Here the planner is told that
+// parallel plans cost nothing, so any statement of the local batch that can
+// be planned parallel is.
+describe('a batch that moves a group starts no parallel workers', async () => {
+  const { db, url } = await createTestDatabase();
+  let current: RefGraph = {
+    nodes: [g('top'), g('other'), g('sub', 'top'), o('sub-o', 'sub'), ...range(300).map((i) => u(`m${i}`))],
+    grants: [...range(300).map((i) => grant(`m${i}`, 1, i % 2 ? 'top' : 'other'))],
+  };
+  await loadGraph(db, current);
+  await db.query(sql`select permgraph.refresh()`);
+  await db.query(sql`analyze permgraph.edges; analyze permgraph.permissions; analyze permgraph.nodes`);
+
+  it('the move and its trash refresh plan no Gather, and the table equals the model', async () => {
+    await db.query(sql`update permgraph.nodes set owner_id = 'other' where id = 'sub'`);
+    const plans = await capturePlans(url, async (client) => {
+      await client.query(`set parallel_setup_cost = 0; set parallel_tuple_cost = 0; set min_parallel_table_scan_size = 0;
+                          set min_parallel_index_scan_size = 0`);
+      await client.query('begin isolation level repeatable read');
+      await client.query('select permgraph.apply_changes()');
+      await client.query('commit');
+    });
+    current = { ...current, nodes: current.nodes.map((n) => (n.id === 'sub' ? { ...n, ownerId: 'other' } : n)) };
+    expect(await readPermissions(db)).toEqual(model.computePermissions(current));
+    // the local statement and everything it calls (the trash refresh)
+    const local = plans.filter((p) => /with recursive pending as|subtree\(id\)|chain\(group_id|with fresh as materialized/.test(p.query));
+    expect(local.length).toBeGreaterThanOrEqual(4);
+    const parallel = local.filter((p) => JSON.stringify(p.plan).includes('"Gather'));
+    expect(parallel.map((p) => describeQuery(p.query))).toEqual([]);
+  });
+});
