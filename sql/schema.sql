@@ -4122,6 +4122,9 @@ CREATE OR REPLACE FUNCTION permgraph.apply_local_changes(p_max_changes integer D
  SET jit TO 'off'
 AS $function$
 begin
+  if permgraph._local_change_kind() = 'adds' then
+    return null;
+  end if;
   return permgraph._apply_local_batch(
     p_max_changes, least(coalesce(p_local_pairs, permgraph._local_change_pairs()), p_chunk_pairs, p_max_pairs),
     current_setting('transaction_isolation') <> 'read committed', clock_timestamp());

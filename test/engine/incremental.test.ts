@@ -75,8 +75,9 @@ describe('incremental apply_changes() against the reference model', async () => 
     expect(await applyChanges(db, { localPairs: 20 })).toMatchObject({ mode: 'incremental', delta: false, local: false, deleted: 21 });
     await expectTableMatches(state, 'fallback of a removal');
     await state.apply(db, { type: 'grant', tail: 0, head: 2, level: 1, source: 'a' });
-    // applyChanges() on a pool: apply_local_changes(), the region statement as a transaction of its own
-    expect(await applyChanges(db, { localPairs: 21 })).toMatchObject({ mode: 'incremental', delta: false, local: true, regionPairs: 21, inserted: 21 });
+    // applyChanges() on a pool: an addition is left to apply_changes(), whose local path computes it
+    // semi-naively; a removal is apply_local_changes(), the region statement as a transaction of its own
+    expect(await applyChanges(db, { localPairs: 21 })).toMatchObject({ mode: 'incremental', delta: true, local: true, regionPairs: 21, inserted: 21 });
     await expectTableMatches(state, 'local addition');
     await state.apply(db, { type: 'revoke', pick: [...state.grants.values()].findIndex((x) => x.tailId === 'alice') });
     expect(await applyChanges(db, { localPairs: 21 })).toMatchObject({ mode: 'incremental', delta: false, local: true, regionPairs: 21, deleted: 21 });
@@ -98,8 +99,8 @@ describe('incremental apply_changes() against the reference model', async () => 
       fc.record({ type: fc.constant('grant' as const), tail: fc.nat(), head: fc.nat(), level: fc.constantFrom<Level>(1, 2, 3), source: fc.constantFrom('a', 'b', 'new') }),
     );
     // Both semi-naive paths of apply_changes: the one statement of small batches, and the ordinary one
-    // (localPairs 0); apply_changes runs when applyChanges() is called inside a transaction (on a pool,
-    // a small batch is applied by apply_local_changes' region statement instead, which is drawn too).
+    // (localPairs 0); applyChanges() runs apply_changes inside a transaction and on a pool alike
+    // (apply_local_changes leaves a batch that only adds to it).
     const deltaBatches = { local: 0, ordinary: 0 };
     await fc.assert(
       fc.asyncProperty(
@@ -118,9 +119,7 @@ describe('incremental apply_changes() against the reference model', async () => 
             if (endBatch || index === steps.length - 1 || lowered) {
               const result = inTransaction ? await db.tx((tx) => applyChanges(tx, { localPairs })) : await applyChanges(db, { localPairs });
               if (!lowered && result.mode !== 'none') {
-                // (on the pool, apply_local_changes computes the region, not the delta; it leaves a
-                // batch that changes trash to apply_changes)
-                if (inTransaction || !result.local) expect(result.delta, log.join('; ')).toBe(true);
+                expect(result.delta, log.join('; ')).toBe(true);
                 if (result.delta) deltaBatches[result.local ? 'local' : 'ordinary']++;
               }
               await expectTableMatches(state, log.join('; '));
@@ -247,6 +246,17 @@ describe('incremental apply_changes() against the reference model', async () => 
     expect(await applyChanges(db)).toMatchObject({ mode: 'incremental', local: true, inserted: 2 });
     expect(await isApplied(db, late)).toBe(true);
     await expectTableMatches(state, 'the grant, once committed');
+  });
+
+  it('an addition that raises nothing costs no region, on a pool too', async () => {
+    // alice already manages the 20 projects through ops; a read grant on team raises no row. Its
+    // region (alice x team's 21 nodes) is what the region statement would compute; the semi-naive
+    // path probes alice's row on team and stops (issue 12, goal 2: additions cost what rises).
+    const nodes = [u('alice'), g('ops'), g('team', 'ops'), ...Array.from({ length: 20 }, (_, i) => g(`p${i}`, 'team'))];
+    const state = await start({ nodes, grants: [grant('alice', 3, 'ops')] });
+    await state.apply(db, { type: 'grant', tail: 0, head: 2, level: 1, source: 'a' }); // alice -> team
+    expect(await applyChanges(db)).toMatchObject({ mode: 'incremental', delta: true, local: true, regionPairs: 0, inserted: 0, updated: 0, deleted: 0 });
+    await expectTableMatches(state, 'an addition that raises nothing');
   });
 
   it('a local change writes a local region, not the table', async () => {
