@@ -910,7 +910,7 @@ begin
     select (select changes from pending) as changes, (select count(*) from region) as region_pairs,
            (select count(*) from inserted_rows) as inserted, (select count(*) from updated_rows) as updated,
            (select count(*) from deleted_rows) as deleted,
-           round((extract(epoch from clock_timestamp() - p_started) * 1000)::numeric, 3) as ms
+           permgraph._ms_since(p_started) as ms
   ), recorded_batch as (
     update permgraph.applier_state set
       last_batch_at = now(), last_batch_mode = 'incremental', last_batch_changes = f.changes,
@@ -932,7 +932,7 @@ begin
   if trash_roots is not null then
     perform permgraph._refresh_trash(trash_roots);
     -- the batch's time includes its trash refresh (figures above was taken before it)
-    result := jsonb_set(result, '{ms}', to_jsonb(round((extract(epoch from clock_timestamp() - p_started) * 1000)::numeric, 3)));
+    result := jsonb_set(result, '{ms}', to_jsonb(permgraph._ms_since(p_started)));
     update permgraph.applier_state set last_batch_ms = (result ->> 'ms')::double precision;
   end if;
   return result;
@@ -1818,7 +1818,7 @@ begin
     'mode', p_mode, 'delta', p_delta, 'local', p_local, 'changes', p_pending, 'expired', p_expired,
     'region_pairs', p_pairs, 'to_long_job', p_to_job, 'deferred', p_deferred, 'long_job_active', job_active,
     'inserted', p_inserted, 'updated', p_updated, 'deleted', p_deleted,
-    'ms', round((extract(epoch from clock_timestamp() - p_started) * 1000)::numeric, 3),
+    'ms', permgraph._ms_since(p_started),
     -- (the local path runs only while no row expires, and writes none that does)
     'next_expiry_in_ms', case when not p_local then permgraph._next_expiry_in_ms(p_batch_at) end);
   update permgraph.applier_state set
@@ -2893,6 +2893,13 @@ AS $function$
 begin
   return exists (select 1 from permgraph.long_job where finished_at is null);
 end $function$;
+
+-- permgraph._ms_since(timestamp with time zone): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._ms_since(p_started timestamp with time zone)
+ RETURNS numeric
+ LANGUAGE sql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$ select round((extract(epoch from clock_timestamp() - p_started) * 1000)::numeric, 3) $function$;
 
 -- permgraph._next_expiry_in_ms(timestamp with time zone): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._next_expiry_in_ms(p_at timestamp with time zone)
@@ -4095,7 +4102,7 @@ begin
     delete from permgraph.long_job_users where user_id = any(chunk_users);
   end if;
   select count(*) into remaining from permgraph.long_job_users;
-  elapsed := round((extract(epoch from clock_timestamp() - started) * 1000)::numeric, 3);
+  elapsed := permgraph._ms_since(started);
   update permgraph.long_job set
     users_done = users_done + coalesce(cardinality(chunk_users), 0),
     pairs_per_user = case when chunk_users is null then pairs_per_user else pairs::double precision / cardinality(chunk_users) end,

@@ -279,7 +279,7 @@ begin
     select (select changes from pending) as changes, (select count(*) from region) as region_pairs,
            (select count(*) from inserted_rows) as inserted, (select count(*) from updated_rows) as updated,
            (select count(*) from deleted_rows) as deleted,
-           round((extract(epoch from clock_timestamp() - p_started) * 1000)::numeric, 3) as ms
+           permgraph._ms_since(p_started) as ms
   ), recorded_batch as (
     update permgraph.applier_state set
       last_batch_at = now(), last_batch_mode = 'incremental', last_batch_changes = f.changes,
@@ -301,7 +301,7 @@ begin
   if trash_roots is not null then
     perform permgraph._refresh_trash(trash_roots);
     -- the batch's time includes its trash refresh (figures above was taken before it)
-    result := jsonb_set(result, '{ms}', to_jsonb(round((extract(epoch from clock_timestamp() - p_started) * 1000)::numeric, 3)));
+    result := jsonb_set(result, '{ms}', to_jsonb(permgraph._ms_since(p_started)));
     update permgraph.applier_state set last_batch_ms = (result ->> 'ms')::double precision;
   end if;
   return result;

@@ -55,6 +55,13 @@ begin
   return coalesce(p_at, clock_timestamp());
 end $$;
 
+-- Milliseconds since p_started, to the microsecond: the ms of every
+-- batch's and chunk's result.
+create or replace function permgraph._ms_since(p_started timestamptz) returns numeric
+language sql volatile
+set search_path = pg_catalog, pg_temp
+as $$ select round((extract(epoch from clock_timestamp() - p_started) * 1000)::numeric, 3) $$;
+
 -- The end of every batch that applied changes (apply_changes' two paths):
 -- the change rows this snapshot saw (or all, with writers locked out) are
 -- applied, so they go, and deleted nodes' rows are gone too (while a job
@@ -89,7 +96,7 @@ begin
     'mode', p_mode, 'delta', p_delta, 'local', p_local, 'changes', p_pending, 'expired', p_expired,
     'region_pairs', p_pairs, 'to_long_job', p_to_job, 'deferred', p_deferred, 'long_job_active', job_active,
     'inserted', p_inserted, 'updated', p_updated, 'deleted', p_deleted,
-    'ms', round((extract(epoch from clock_timestamp() - p_started) * 1000)::numeric, 3),
+    'ms', permgraph._ms_since(p_started),
     -- (the local path runs only while no row expires, and writes none that does)
     'next_expiry_in_ms', case when not p_local then permgraph._next_expiry_in_ms(p_batch_at) end);
   update permgraph.applier_state set

@@ -355,7 +355,7 @@ begin
     delete from permgraph.long_job_users where user_id = any(chunk_users);
   end if;
   select count(*) into remaining from permgraph.long_job_users;
-  elapsed := round((extract(epoch from clock_timestamp() - started) * 1000)::numeric, 3);
+  elapsed := permgraph._ms_since(started);
   update permgraph.long_job set
     users_done = users_done + coalesce(cardinality(chunk_users), 0),
     pairs_per_user = case when chunk_users is null then pairs_per_user else pairs::double precision / cardinality(chunk_users) end,
