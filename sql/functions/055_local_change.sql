@@ -322,7 +322,7 @@ end $$;
 -- (every user above the change times every node below it), and on a deep
 -- graph the region is far larger: a raised level on deep small, 1,764 region
 -- pairs for 160 rows that rise, 23 ms here against 5 ms semi-naive, where
--- the round trip saved is ~0.3 ms (bench/FINDINGS.md, finding 18). The
+-- the round trip saved is ~0.3 ms (bench/FINDINGS.md, finding 19). The
 -- check reads its own snapshot; if the batch changes before the statement
 -- below, either way is still exact (this only chooses the path). The
 -- parameters are apply_changes'; the bound on the region is the least of
