@@ -187,7 +187,8 @@ begin
 
     -- Owners: must exist after the load, must not be objects, only users may
     -- own themselves. After the first round, only the nodes whose owner was
-    -- just rejected can have changed.
+    -- just rejected can have changed. An owner staged and valid is found in
+    -- import_valid; only the others are looked up in the graph.
     insert into pg_temp.import_bad (seq, id, line, problem)
     select v.seq, v.id, v.line, case
         when v.owner_id = v.id then format('ownership cycle: %s %s cannot own itself', v.kind, permgraph._describe_id(v.id))
@@ -200,7 +201,7 @@ begin
     from pg_temp.import_valid v
     left join pg_temp.import_valid o on o.id = v.owner_id
     left join pg_temp.import_rejected r on r.id = v.owner_id
-    left join lateral (select n.kind from permgraph.nodes n where n.id = v.owner_id offset 0) n on true
+    left join lateral (select n.kind from permgraph.nodes n where n.id = v.owner_id and o.id is null offset 0) n on true
     where v.owner_id is not null
       and (round = 1 or v.owner_id in (select x.id from pg_temp.import_removed x))
       and ((v.owner_id = v.id and v.kind <> 'user')
@@ -211,14 +212,15 @@ begin
     -- Cycles. Each one passes through a node whose owner the load sets or
     -- changes (the stored graph has none), so walk up from those nodes
     -- through the owners the load leaves: import_g is them and everything
-    -- above them, each with its owner after the load.
+    -- above them, each with its owner after the load. (Whether the load
+    -- sets or changes a staged node's owner, import_valid tells: it holds the
+    -- stored owner.)
     drop table if exists pg_temp.import_g;
     create temp table import_g on commit drop as
       with recursive up(id, owner_id) as (
         select c.id, c.owner_id
         from pg_temp.import_valid c
-        left join lateral (select n.owner_id from permgraph.nodes n where n.id = c.id offset 0) n on true
-        where c.kind <> 'object' and c.owner_id is not null and c.owner_id <> c.id and c.owner_id is distinct from n.owner_id
+        where c.kind <> 'object' and c.owner_id is not null and c.owner_id <> c.id and c.owner_id is distinct from c.stored_owner
         union
         select m.id, m.owner_id
         from up cross join lateral (
@@ -322,8 +324,10 @@ begin
   -- the form of expires_at) and both its ends after the load (an object
   -- holds no grant); then, among the rows without a problem, duplicates
   -- (sorted by key, the first row is kept); then one probe of the graph for
-  -- each row kept. Every row goes to import_grants_valid, in key order, with
-  -- its problem; then the bad rows move to import_bad.
+  -- each row kept whose ends are both stored nodes (a grant with an end that
+  -- the load creates cannot be stored: the foreign keys, and no writer can
+  -- add one meanwhile). Every row goes to import_grants_valid, in key order,
+  -- with its problem; then the bad rows move to import_bad.
   insert into pg_temp.import_grants_valid (seq, line, tail_id, head_id, source, level, expires_at, tail_kind, head_kind, problem, rank, first_line,
                                            stored, stored_level, stored_expires)
   select k.seq, k.line, k.tail_id, k.head_id, k.source,
@@ -333,7 +337,8 @@ begin
     select c.*, row_number() over w as rank, first_value(c.line) over w as first_line
     from (
       select g.seq, g.line, g.tail_id, g.head_id, g.source, g.level, g.expires_at,
-             coalesce(tv.kind, tn.kind) as tail_kind, coalesce(hv.kind, hn.kind) as head_kind, coalesce(case
+             coalesce(tv.kind, tn.kind) as tail_kind, coalesce(hv.kind, hn.kind) as head_kind,
+             coalesce(tv.stored, tn.kind is not null) and coalesce(hv.stored, hn.kind is not null) as ends_stored, coalesce(case
           when g.tail_id is null or length(g.tail_id) not between 1 and 256 or g.tail_id ~ '[[:cntrl:]]'
             then permgraph._import_id_problem('tail_id', g.tail_id)
           when g.head_id is null or length(g.head_id) not between 1 and 256 or g.head_id ~ '[[:cntrl:]]'
@@ -369,7 +374,7 @@ begin
     window w as (partition by c.tail_id, c.head_id, c.source order by c.problem is not null, c.seq)
   ) k
   left join lateral (select s.level, s.expires_at from permgraph.grants s
-                     where k.problem is null and k.rank = 1
+                     where k.problem is null and k.rank = 1 and k.ends_stored
                        and s.tail_id = k.tail_id and s.head_id = k.head_id and s.source = k.source offset 0) s on true;
   insert into pg_temp.import_bad (seq, problem)
   select d.seq, case
