@@ -2125,6 +2125,33 @@ AS $function$
   end
 $function$;
 
+-- permgraph._import_discard_staging(text): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._import_discard_staging(p_run text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET enable_seqscan TO 'off'
+AS $function$
+declare
+  alone boolean := false;
+begin
+  begin
+    lock table permgraph.import_nodes, permgraph.import_grants in access exclusive mode nowait;
+    alone := not exists (select 1 from permgraph.import_nodes where run < p_run)
+         and not exists (select 1 from permgraph.import_nodes where run > p_run)
+         and not exists (select 1 from permgraph.import_grants where run < p_run)
+         and not exists (select 1 from permgraph.import_grants where run > p_run);
+  exception when lock_not_available then
+    alone := false;
+  end;
+  if alone then
+    truncate permgraph.import_nodes, permgraph.import_grants;
+  else
+    delete from permgraph.import_nodes where run = p_run;
+    delete from permgraph.import_grants where run = p_run;
+  end if;
+end $function$;
+
 -- permgraph._import_drop_foreign_keys(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._import_drop_foreign_keys()
  RETURNS integer

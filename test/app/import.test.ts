@@ -192,6 +192,41 @@ describe('permgraph import', async () => {
     );
   });
 
+  it('a finished import drops only its own staged rows: another run, interrupted while staging, keeps its rows and resumes', async () => {
+    await emptyGraph(db);
+    const node = (id: string, kind: model.Kind, ownerId: string | null = null): RefNode => ({ id, kind, ownerId, trashAt: null });
+    const first: RefGraph = {
+      nodes: [node('ua', 'user'), node('ga', 'group', 'ua'), node('oa', 'object', 'ga'), node('ob', 'object', 'ga')],
+      grants: [{ tailId: 'ua', headId: 'oa', level: 1, source: 's' }],
+    };
+    const second: RefGraph = {
+      nodes: [node('ub', 'user'), node('gb', 'group', 'ub')],
+      grants: [{ tailId: 'ub', headId: 'gb', level: 2, source: 's' }],
+    };
+    const firstFiles = await writeCsvs(first);
+    const secondFiles = await writeCsvs(second);
+    const staged = async (run: string) => {
+      const [row] = await db.query(sql`
+        select (select count(*) from permgraph.import_nodes where run = ${run})::int as nodes,
+               (select count(*) from permgraph.import_grants where run = ${run})::int as grants`);
+      return row;
+    };
+    const options = { nodes: { file: firstFiles.nodes }, grants: { file: firstFiles.grants }, name: 'staged-first', batchSize: 2 };
+    const crash = new Error('simulated crash');
+    await expect(importGraph(db, { ...options, afterBatch: (n) => { if (n === 1) throw crash; } })).rejects.toBe(crash);
+    expect(await staged('staged-first')).toEqual({ nodes: 2, grants: 0 });
+    // Another import runs to the end meanwhile.
+    await expect(importGraph(db, { nodes: { file: secondFiles.nodes }, grants: { file: secondFiles.grants }, name: 'second' })).resolves.toMatchObject({
+      loaded: true,
+      invalid: 0,
+    });
+    expect(await staged('second')).toEqual({ nodes: 0, grants: 0 });
+    expect(await staged('staged-first')).toEqual({ nodes: 2, grants: 0 });
+    await expect(importGraph(db, { ...options, resume: true })).resolves.toMatchObject({ loaded: true, resumed: true, invalid: 0 });
+    await expectImported(db, { nodes: [...first.nodes, ...second.nodes], grants: [...first.grants, ...second.grants] });
+    expect(await snapshotCounts(db)).toMatchObject({ staged_nodes: 0, staged_grants: 0 });
+  });
+
   it('dry run writes nothing and reports what would change', async () => {
     await emptyGraph(db);
     const files = await writeCsvs({
