@@ -2369,9 +2369,9 @@ AS $function$
 declare
   verb constant text := case when p_enabled then 'enable' else 'disable' end;
 begin
-  execute format('alter table permgraph.nodes %1$s trigger nodes_validate_inserted, %1$s trigger nodes_validate_updated, '
+  execute format('alter table permgraph.nodes %1$s trigger nodes_validate, %1$s trigger nodes_validate_inserted, %1$s trigger nodes_validate_updated, '
                  '%1$s trigger nodes_capture_inserted, %1$s trigger nodes_audit_inserted', verb);
-  execute format('alter table permgraph.grants %1$s trigger grants_validate_inserted, %1$s trigger grants_validate_updated, '
+  execute format('alter table permgraph.grants %1$s trigger grants_validate, %1$s trigger grants_validate_inserted, %1$s trigger grants_validate_updated, '
                  '%1$s trigger grants_capture_inserted, %1$s trigger grants_audit_inserted', verb);
 end $function$;
 

@@ -468,13 +468,16 @@ begin
           select 'g', problem is null from permgraph.import_grants where run = p_run) rows);
 end $$;
 
--- The statement triggers of nodes and grants whose work the load does
--- itself, or that have nothing to do in it, on or off for the rest of the
--- transaction:
+-- The triggers of nodes and grants whose work the load does itself, or
+-- that have nothing to do in it, on or off for the rest of the transaction:
 -- - the per-statement integrity checks of inserted and updated rows
 --   (owners, cycles, grant ends: sql/functions/010_integrity.sql): they
 --   would check again, row for row, what _import_validate has checked on
 --   the graph the load produces;
+-- - the per-row checks before an insert (nodes_validate, grants_validate:
+--   ids, kinds, a group owning itself, levels): _import_validate has
+--   rejected every such row, yet each inserted row evaluated their WHEN
+--   clauses (a regular expression on every node id);
 -- - the capture triggers of inserted rows (nodes_capture_inserted,
 --   grants_capture_inserted, sql/functions/020_capture.sql): with capture
 --   off (as in the load) all they do is write the edges of what was
@@ -497,9 +500,9 @@ as $$
 declare
   verb constant text := case when p_enabled then 'enable' else 'disable' end;
 begin
-  execute format('alter table permgraph.nodes %1$s trigger nodes_validate_inserted, %1$s trigger nodes_validate_updated, '
+  execute format('alter table permgraph.nodes %1$s trigger nodes_validate, %1$s trigger nodes_validate_inserted, %1$s trigger nodes_validate_updated, '
                  '%1$s trigger nodes_capture_inserted, %1$s trigger nodes_audit_inserted', verb);
-  execute format('alter table permgraph.grants %1$s trigger grants_validate_inserted, %1$s trigger grants_validate_updated, '
+  execute format('alter table permgraph.grants %1$s trigger grants_validate, %1$s trigger grants_validate_inserted, %1$s trigger grants_validate_updated, '
                  '%1$s trigger grants_capture_inserted, %1$s trigger grants_audit_inserted', verb);
 end $$;
 
