@@ -402,39 +402,43 @@ begin
   from (
     select c.*, row_number() over w as rank, first_value(c.line) over w as first_line
     from (
-      select g.seq, g.line, g.tail_id, g.head_id, g.source, g.level, g.expires_at,
-             coalesce(tv.kind, tn.kind) as tail_kind, coalesce(hv.kind, hn.kind) as head_kind,
-             coalesce(tv.stored, tn.kind is not null) and coalesce(hv.stored, hn.kind is not null) as ends_stored, coalesce(case
-          when g.tail_id is null or length(g.tail_id) not between 1 and 256 or g.tail_id ~ '[[:cntrl:]]'
-            then permgraph._import_id_problem('tail_id', g.tail_id)
-          when g.head_id is null or length(g.head_id) not between 1 and 256 or g.head_id ~ '[[:cntrl:]]'
-            then permgraph._import_id_problem('head_id', g.head_id)
-          when g.level is null then 'level is missing'
-          when jsonb_typeof(p_levels -> g.level) is distinct from 'number'
-            then coalesce(p_levels ->> g.level, format('level %s was not resolved', permgraph._describe_id(g.level)))
-          when coalesce(tv.kind, tn.kind) is null and tr.id is not null then
-            format('grant tail %s is not loaded: its row is invalid (%s)', permgraph._describe_id(g.tail_id), coalesce('line ' || tr.line, 'see its row'))
-          when coalesce(tv.kind, tn.kind) is null then
-            format('grant tail %s does not exist (neither in the input nor in the database)', permgraph._describe_id(g.tail_id))
-          when coalesce(tv.kind, tn.kind) = 'object' then
-            format('grant tail %s is an object; only users and groups can hold grants', permgraph._describe_id(g.tail_id))
-          when coalesce(hv.kind, hn.kind) is null and hr.id is not null then
-            format('grant head %s is not loaded: its row is invalid (%s)', permgraph._describe_id(g.head_id), coalesce('line ' || hr.line, 'see its row'))
-          when coalesce(hv.kind, hn.kind) is null then
-            format('grant head %s does not exist (neither in the input nor in the database)', permgraph._describe_id(g.head_id))
-          when g.expires_at !~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$' then
+      select e.seq, e.line, e.tail_id, e.head_id, e.source, e.level, e.expires_at, e.tail_kind, e.head_kind,
+             coalesce(e.tail_stored, e.tail_kind is not null) and coalesce(e.head_stored, e.head_kind is not null) as ends_stored, coalesce(case
+          when e.tail_id is null or length(e.tail_id) not between 1 and 256 or e.tail_id ~ '[[:cntrl:]]'
+            then permgraph._import_id_problem('tail_id', e.tail_id)
+          when e.head_id is null or length(e.head_id) not between 1 and 256 or e.head_id ~ '[[:cntrl:]]'
+            then permgraph._import_id_problem('head_id', e.head_id)
+          when e.level is null then 'level is missing'
+          when jsonb_typeof(p_levels -> e.level) is distinct from 'number'
+            then coalesce(p_levels ->> e.level, format('level %s was not resolved', permgraph._describe_id(e.level)))
+          when e.tail_kind is null then
+            coalesce((select format('grant tail %s is not loaded: its row is invalid (%s)', permgraph._describe_id(e.tail_id), coalesce('line ' || r.line, 'see its row'))
+                      from pg_temp.import_rejected r where r.id = e.tail_id),
+                     format('grant tail %s does not exist (neither in the input nor in the database)', permgraph._describe_id(e.tail_id)))
+          when e.tail_kind = 'object' then
+            format('grant tail %s is an object; only users and groups can hold grants', permgraph._describe_id(e.tail_id))
+          when e.head_kind is null then
+            coalesce((select format('grant head %s is not loaded: its row is invalid (%s)', permgraph._describe_id(e.head_id), coalesce('line ' || r.line, 'see its row'))
+                      from pg_temp.import_rejected r where r.id = e.head_id),
+                     format('grant head %s does not exist (neither in the input nor in the database)', permgraph._describe_id(e.head_id)))
+          when e.expires_at !~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$' then
             format('expires_at %s is not a timestamp with a time zone offset (ISO 8601, e.g. 2030-01-31T12:00:00Z)',
-                   permgraph._describe_id(g.expires_at))
-        end, cb.problem) as problem
-      from permgraph.import_grants g
-      left join pg_temp.import_valid tv on tv.id = g.tail_id
-      left join pg_temp.import_valid hv on hv.id = g.head_id
-      left join lateral (select n.kind from permgraph.nodes n where n.id = g.tail_id and tv.id is null offset 0) tn on true
-      left join lateral (select n.kind from permgraph.nodes n where n.id = g.head_id and hv.id is null offset 0) hn on true
-      left join lateral (select r.id, r.line from pg_temp.import_rejected r where r.id = g.tail_id and tv.id is null and tn.kind is null offset 0) tr on true
-      left join lateral (select r.id, r.line from pg_temp.import_rejected r where r.id = g.head_id and hv.id is null and hn.kind is null offset 0) hr on true
-      left join pg_temp.import_bad cb on cb.seq = g.seq -- a bad expires_at
-      where g.run = p_run and g.problem is null
+                   permgraph._describe_id(e.expires_at))
+        end, e.bad_expiry) as problem
+      from (
+        -- Each end's kind after the load: staged (a hash of import_valid),
+        -- else stored (a probe of the graph, only for the ends not staged).
+        select g.seq, g.line, g.tail_id, g.head_id, g.source, g.level, g.expires_at, tv.stored as tail_stored, hv.stored as head_stored,
+               coalesce(tv.kind, (select n.kind from permgraph.nodes n where n.id = g.tail_id)) as tail_kind,
+               coalesce(hv.kind, (select n.kind from permgraph.nodes n where n.id = g.head_id)) as head_kind,
+               cb.problem as bad_expiry
+        from permgraph.import_grants g
+        left join pg_temp.import_valid tv on tv.id = g.tail_id
+        left join pg_temp.import_valid hv on hv.id = g.head_id
+        left join pg_temp.import_bad cb on cb.seq = g.seq -- a bad expires_at
+        where g.run = p_run and g.problem is null
+        offset 0 -- each end looked up once
+      ) e
       offset 0 -- each row's problem worked out once (not again for the window's sort key)
     ) c
     window w as (partition by c.tail_id, c.head_id, c.source order by c.problem is not null, c.seq)
