@@ -12,11 +12,12 @@
 -- - validation runs with enable_nestloop off: rows of the run meet rows of
 --   the run (and of the temporary tables) only in hash or merge joins,
 --   linear whatever the estimates;
--- - the only nested loops are the LATERAL lookups written as such, each an
+-- - the only nested loops are the LATERAL lookups written as such (and
+--   scalar subqueries, run once for each row that needs one), each an
 --   index probe: into permgraph.nodes by its primary key (so a small import
 --   into a large graph probes, and never scans, the graph), into the
 --   temporary table of valid staged nodes by id, and down the ownership
---   graph by owner. Each has OFFSET 0, which keeps the planner from pulling
+--   graph by owner. Each LATERAL has OFFSET 0, which keeps the planner from pulling
 --   it up into a plain join (that it would then hash: a scan of the whole
 --   graph, or of the whole ownership table at every step of a walk);
 -- - rows are compared with other rows of the same run by window functions
