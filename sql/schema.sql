@@ -2130,20 +2130,20 @@ CREATE OR REPLACE FUNCTION permgraph._import_discard_staging(p_run text)
  RETURNS void
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
- SET enable_seqscan TO 'off'
 AS $function$
 declare
   alone boolean := false;
 begin
-  begin
-    lock table permgraph.import_nodes, permgraph.import_grants in access exclusive mode nowait;
-    alone := not exists (select 1 from permgraph.import_nodes where run < p_run)
-         and not exists (select 1 from permgraph.import_nodes where run > p_run)
-         and not exists (select 1 from permgraph.import_grants where run < p_run)
-         and not exists (select 1 from permgraph.import_grants where run > p_run);
-  exception when lock_not_available then
-    alone := false;
-  end;
+  -- Other runs' rows are looked for first without the lock (if there are
+  -- some, it is not taken at all), then again under it.
+  if permgraph._import_staged_alone(p_run) then
+    begin
+      lock table permgraph.import_nodes, permgraph.import_grants in access exclusive mode nowait;
+      alone := permgraph._import_staged_alone(p_run);
+    exception when lock_not_available then
+      alone := false;
+    end;
+  end if;
   if alone then
     truncate permgraph.import_nodes, permgraph.import_grants;
   else
@@ -2413,6 +2413,20 @@ AS $function$
   where i.indrelid in ('permgraph.nodes'::regclass, 'permgraph.grants'::regclass, 'permgraph.edges'::regclass)
     and not i.indisunique and not exists (select 1 from pg_constraint c where c.conindid = i.indexrelid)
   order by i.indexrelid::regclass::text
+$function$;
+
+-- permgraph._import_staged_alone(text): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._import_staged_alone(p_run text)
+ RETURNS boolean
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET enable_seqscan TO 'off'
+AS $function$
+  select not exists (select 1 from permgraph.import_nodes where run < p_run)
+     and not exists (select 1 from permgraph.import_nodes where run > p_run)
+     and not exists (select 1 from permgraph.import_grants where run < p_run)
+     and not exists (select 1 from permgraph.import_grants where run > p_run)
 $function$;
 
 -- permgraph._import_validate(text,jsonb): execute <owner>: EXECUTE

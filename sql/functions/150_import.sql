@@ -44,6 +44,18 @@ exception when data_exception then
   return false;
 end $$;
 
+-- Whether no run but p_run has rows staged (by the primary key (run, seq)).
+create or replace function permgraph._import_staged_alone(p_run text) returns boolean
+language sql stable
+set search_path = pg_catalog, pg_temp
+set enable_seqscan = off
+as $$
+  select not exists (select 1 from permgraph.import_nodes where run < p_run)
+     and not exists (select 1 from permgraph.import_nodes where run > p_run)
+     and not exists (select 1 from permgraph.import_grants where run < p_run)
+     and not exists (select 1 from permgraph.import_grants where run > p_run)
+$$;
+
 -- Drops the staged rows of run p_run (at the end of an import, or when a run
 -- starts over or fails). When no other run has rows staged, the usual case,
 -- both staging tables are truncated: deleting a million-row run's rows one
@@ -53,25 +65,24 @@ end $$;
 -- them (an import staging or validating), the run's rows are deleted
 -- instead; once held, other imports' staging waits for this transaction.
 -- Nothing else reads the staging tables (TRUNCATE is not MVCC-safe: an
--- older snapshot would see them empty). The function's own statement
--- probes the primary key (run, seq) for other runs, never scans.
+-- older snapshot would see them empty).
 create or replace function permgraph._import_discard_staging(p_run text) returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
-set enable_seqscan = off
 as $$
 declare
   alone boolean := false;
 begin
-  begin
-    lock table permgraph.import_nodes, permgraph.import_grants in access exclusive mode nowait;
-    alone := not exists (select 1 from permgraph.import_nodes where run < p_run)
-         and not exists (select 1 from permgraph.import_nodes where run > p_run)
-         and not exists (select 1 from permgraph.import_grants where run < p_run)
-         and not exists (select 1 from permgraph.import_grants where run > p_run);
-  exception when lock_not_available then
-    alone := false;
-  end;
+  -- Other runs' rows are looked for first without the lock (if there are
+  -- some, it is not taken at all), then again under it.
+  if permgraph._import_staged_alone(p_run) then
+    begin
+      lock table permgraph.import_nodes, permgraph.import_grants in access exclusive mode nowait;
+      alone := permgraph._import_staged_alone(p_run);
+    exception when lock_not_available then
+      alone := false;
+    end;
+  end if;
   if alone then
     truncate permgraph.import_nodes, permgraph.import_grants;
   else

@@ -227,6 +227,36 @@ describe('permgraph import', async () => {
     expect(await snapshotCounts(db)).toMatchObject({ staged_nodes: 0, staged_grants: 0 });
   });
 
+  it('a finished import does not wait for the staging tables: with another session reading them, it deletes its rows instead of truncating', async () => {
+    await emptyGraph(db);
+    const graph: RefGraph = {
+      nodes: [{ id: 'uc', kind: 'user', ownerId: null, trashAt: null }, { id: 'gc', kind: 'group', ownerId: 'uc', trashAt: null }],
+      grants: [{ tailId: 'uc', headId: 'gc', level: 1, source: 's' }],
+    };
+    const files = await writeCsvs(graph);
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let locked!: () => void;
+    const isLocked = new Promise<void>((resolve) => (locked = resolve));
+    const reader = db.tx(async (tx) => {
+      await tx.query(sql`lock table permgraph.import_nodes in access share mode`);
+      locked();
+      await released;
+    });
+    await isLocked;
+    try {
+      await expect(importGraph(db, { nodes: { file: files.nodes }, grants: { file: files.grants }, name: 'beside-a-reader' })).resolves.toMatchObject({
+        loaded: true,
+        invalid: 0,
+      });
+    } finally {
+      release();
+      await reader;
+    }
+    await expectImported(db, graph);
+    expect(await snapshotCounts(db)).toMatchObject({ staged_nodes: 0, staged_grants: 0 });
+  });
+
   it('dry run writes nothing and reports what would change', async () => {
     await emptyGraph(db);
     const files = await writeCsvs({
