@@ -2129,6 +2129,33 @@ AS $function$
   end
 $function$;
 
+-- permgraph._import_discard_staging(text): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._import_discard_staging(p_run text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  alone boolean := false;
+begin
+  -- Other runs' rows are looked for first without the lock (if there are
+  -- some, it is not taken at all), then again under it.
+  if permgraph._import_staged_alone(p_run) then
+    begin
+      lock table permgraph.import_nodes, permgraph.import_grants in access exclusive mode nowait;
+      alone := permgraph._import_staged_alone(p_run);
+    exception when lock_not_available then
+      alone := false;
+    end;
+  end if;
+  if alone then
+    truncate permgraph.import_nodes, permgraph.import_grants;
+  else
+    delete from permgraph.import_nodes where run = p_run;
+    delete from permgraph.import_grants where run = p_run;
+  end if;
+end $function$;
+
 -- permgraph._import_drop_foreign_keys(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._import_drop_foreign_keys()
  RETURNS integer
@@ -2265,15 +2292,16 @@ begin
   perform set_config('enable_seqscan', 'off', true);
   -- New nodes come with their owners: a new node's owner is new or stored,
   -- and no stored node points at a new one yet, so no cycle can close. In
-  -- id order, so that the primary key is written in order. Their owners'
+  -- id order, so that the primary key is written in order: the order in
+  -- which validation wrote import_valid (a scan of it returns them so; no
+  -- sort, and it has no index to read them by). Their owners'
   -- edges are written here, in key order, each owner's kind by one probe
   -- (the capture trigger is off: _import_load_triggers).
   if nodes_inserted > 0 then
     insert into permgraph.nodes (id, kind, owner_id, trash_at)
     select v.id, v.kind, v.owner_id, case when p_set_trash then v.trash_at::timestamptz end
     from pg_temp.import_valid v
-    where not v.stored
-    order by v.id;
+    where not v.stored;
     insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
     select v.owner_id, v.id, '', 3, coalesce(o.kind, 'group'), v.kind
     from pg_temp.import_valid v
@@ -2345,9 +2373,9 @@ AS $function$
 declare
   verb constant text := case when p_enabled then 'enable' else 'disable' end;
 begin
-  execute format('alter table permgraph.nodes %1$s trigger nodes_validate_inserted, %1$s trigger nodes_validate_updated, '
+  execute format('alter table permgraph.nodes %1$s trigger nodes_validate, %1$s trigger nodes_validate_inserted, %1$s trigger nodes_validate_updated, '
                  '%1$s trigger nodes_capture_inserted, %1$s trigger nodes_audit_inserted', verb);
-  execute format('alter table permgraph.grants %1$s trigger grants_validate_inserted, %1$s trigger grants_validate_updated, '
+  execute format('alter table permgraph.grants %1$s trigger grants_validate, %1$s trigger grants_validate_inserted, %1$s trigger grants_validate_updated, '
                  '%1$s trigger grants_capture_inserted, %1$s trigger grants_audit_inserted', verb);
 end $function$;
 
@@ -2391,6 +2419,20 @@ AS $function$
   order by i.indexrelid::regclass::text
 $function$;
 
+-- permgraph._import_staged_alone(text): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._import_staged_alone(p_run text)
+ RETURNS boolean
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET enable_seqscan TO 'off'
+AS $function$
+  select not exists (select 1 from permgraph.import_nodes where run < p_run)
+     and not exists (select 1 from permgraph.import_nodes where run > p_run)
+     and not exists (select 1 from permgraph.import_grants where run < p_run)
+     and not exists (select 1 from permgraph.import_grants where run > p_run)
+$function$;
+
 -- permgraph._import_validate(text,jsonb): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._import_validate(p_run text, p_levels jsonb)
  RETURNS jsonb
@@ -2410,6 +2452,8 @@ declare
   seen boolean;
   path text[];
   pos integer;
+  keyed boolean := false;
+  widened boolean;
 begin
   -- Writers of nodes and grants wait from here until the import commits
   -- (the caller may hold a stronger lock already): what this finds about the
@@ -2487,7 +2531,8 @@ begin
     delete from pg_temp.import_valid v
     where v.problem is not null or exists (select 1 from pg_temp.import_bad b where b.seq = v.seq);
   end if;
-  alter table pg_temp.import_valid add primary key (id);
+  -- (Its primary key is built only if a walk below needs it: the common
+  -- case needs none, and building it took ~0.4 s at 1 M nodes.)
   analyze pg_temp.import_valid;
 
   loop
@@ -2508,7 +2553,8 @@ begin
 
     -- Owners: must exist after the load, must not be objects, only users may
     -- own themselves. After the first round, only the nodes whose owner was
-    -- just rejected can have changed.
+    -- just rejected can have changed. An owner staged and valid is found in
+    -- import_valid; only the others are looked up in the graph.
     insert into pg_temp.import_bad (seq, id, line, problem)
     select v.seq, v.id, v.line, case
         when v.owner_id = v.id then format('ownership cycle: %s %s cannot own itself', v.kind, permgraph._describe_id(v.id))
@@ -2521,7 +2567,7 @@ begin
     from pg_temp.import_valid v
     left join pg_temp.import_valid o on o.id = v.owner_id
     left join pg_temp.import_rejected r on r.id = v.owner_id
-    left join lateral (select n.kind from permgraph.nodes n where n.id = v.owner_id offset 0) n on true
+    left join lateral (select n.kind from permgraph.nodes n where n.id = v.owner_id and o.id is null offset 0) n on true
     where v.owner_id is not null
       and (round = 1 or v.owner_id in (select x.id from pg_temp.import_removed x))
       and ((v.owner_id = v.id and v.kind <> 'user')
@@ -2530,29 +2576,53 @@ begin
     continue when marked > 0;
 
     -- Cycles. Each one passes through a node whose owner the load sets or
-    -- changes (the stored graph has none), so walk up from those nodes
-    -- through the owners the load leaves: import_g is them and everything
-    -- above them, each with its owner after the load.
+    -- changes (the stored graph has none): S, the staged nodes whose owner
+    -- differs from their stored one (import_valid holds it). import_g is
+    -- the part of the graph after the load that a cycle can be in, each node
+    -- with its owner after the load:
+    -- - when S holds no stored node (an import of new nodes, or one that
+    --   moves no stored node), S itself. A node outside S keeps its stored
+    --   owner, which is then outside S too (a stored node), and so on up to
+    --   a root: no cycle can leave S. A node of S whose owner is outside S
+    --   is a root of import_g (its owner there is null);
+    -- - otherwise S and everything above it, walked up from S through the
+    --   owners the load leaves, one probe each.
     drop table if exists pg_temp.import_g;
-    create temp table import_g on commit drop as
-      with recursive up(id, owner_id) as (
-        select c.id, c.owner_id
+    select exists (
+      select 1 from pg_temp.import_valid c
+      where c.stored and c.kind <> 'object' and c.owner_id is not null and c.owner_id <> c.id and c.owner_id is distinct from c.stored_owner
+    ) into widened;
+    if not widened then
+      create temp table import_g on commit drop as
+        select c.id, case when o.id is not null then c.owner_id end as owner_id
         from pg_temp.import_valid c
-        left join lateral (select n.owner_id from permgraph.nodes n where n.id = c.id offset 0) n on true
-        where c.kind <> 'object' and c.owner_id is not null and c.owner_id <> c.id and c.owner_id is distinct from n.owner_id
-        union
-        select m.id, m.owner_id
-        from up cross join lateral (
-          -- the owner as the load leaves it: staged, else stored (one probe each)
-          select coalesce(v.id, n.id) as id, case when v.id is not null then v.owner_id else n.owner_id end as owner_id
-          from (select) one
-          left join lateral (select v.id, v.owner_id from pg_temp.import_valid v where v.id = up.owner_id offset 0) v on true
-          left join lateral (select n.id, n.owner_id from permgraph.nodes n where n.id = up.owner_id and v.id is null offset 0) n on true
-          where v.id is not null or n.id is not null
-          offset 0
-        ) m
-        where up.owner_id is not null and up.owner_id <> up.id
-      ) select id, owner_id from up;
+        left join pg_temp.import_valid o
+          on o.id = c.owner_id and o.kind <> 'object' and o.owner_id is not null and o.owner_id <> o.id and o.owner_id is distinct from o.stored_owner
+        where c.kind <> 'object' and c.owner_id is not null and c.owner_id <> c.id and c.owner_id is distinct from c.stored_owner;
+    else
+      if not keyed then
+        alter table pg_temp.import_valid add primary key (id);
+        keyed := true;
+      end if;
+      create temp table import_g on commit drop as
+        with recursive up(id, owner_id) as (
+          select c.id, c.owner_id
+          from pg_temp.import_valid c
+          where c.kind <> 'object' and c.owner_id is not null and c.owner_id <> c.id and c.owner_id is distinct from c.stored_owner
+          union
+          select m.id, m.owner_id
+          from up cross join lateral (
+            -- the owner as the load leaves it: staged, else stored (one probe each)
+            select coalesce(v.id, n.id) as id, case when v.id is not null then v.owner_id else n.owner_id end as owner_id
+            from (select) one
+            left join lateral (select v.id, v.owner_id from pg_temp.import_valid v where v.id = up.owner_id offset 0) v on true
+            left join lateral (select n.id, n.owner_id from permgraph.nodes n where n.id = up.owner_id and v.id is null offset 0) n on true
+            where v.id is not null or n.id is not null
+            offset 0
+          ) m
+          where up.owner_id is not null and up.owner_id <> up.id
+        ) select id, owner_id from up;
+    end if;
     create index on pg_temp.import_g (owner_id);
     analyze pg_temp.import_g;
     -- Down from the roots (no owner, or a user owning itself); what is not
@@ -2602,6 +2672,10 @@ begin
     end loop;
     -- Only the staged nodes on a cycle are rejected: what hangs below a cycle
     -- is checked again once they fall back (next round).
+    if not keyed then
+      alter table pg_temp.import_valid add primary key (id);
+      keyed := true;
+    end if;
     insert into pg_temp.import_bad (seq, id, line, problem)
     select v.seq, v.id, v.line, format('ownership cycle: %s (the owner of each node is the next one)', u.cycle)
     from pg_temp.import_unrooted u
@@ -2643,8 +2717,10 @@ begin
   -- the form of expires_at) and both its ends after the load (an object
   -- holds no grant); then, among the rows without a problem, duplicates
   -- (sorted by key, the first row is kept); then one probe of the graph for
-  -- each row kept. Every row goes to import_grants_valid, in key order, with
-  -- its problem; then the bad rows move to import_bad.
+  -- each row kept whose ends are both stored nodes (a grant with an end that
+  -- the load creates cannot be stored: the foreign keys, and no writer can
+  -- add one meanwhile). Every row goes to import_grants_valid, in key order,
+  -- with its problem; then the bad rows move to import_bad.
   insert into pg_temp.import_grants_valid (seq, line, tail_id, head_id, source, level, expires_at, tail_kind, head_kind, problem, rank, first_line,
                                            stored, stored_level, stored_expires)
   select k.seq, k.line, k.tail_id, k.head_id, k.source,
@@ -2653,44 +2729,49 @@ begin
   from (
     select c.*, row_number() over w as rank, first_value(c.line) over w as first_line
     from (
-      select g.seq, g.line, g.tail_id, g.head_id, g.source, g.level, g.expires_at,
-             coalesce(tv.kind, tn.kind) as tail_kind, coalesce(hv.kind, hn.kind) as head_kind, coalesce(case
-          when g.tail_id is null or length(g.tail_id) not between 1 and 256 or g.tail_id ~ '[[:cntrl:]]'
-            then permgraph._import_id_problem('tail_id', g.tail_id)
-          when g.head_id is null or length(g.head_id) not between 1 and 256 or g.head_id ~ '[[:cntrl:]]'
-            then permgraph._import_id_problem('head_id', g.head_id)
-          when g.level is null then 'level is missing'
-          when jsonb_typeof(p_levels -> g.level) is distinct from 'number'
-            then coalesce(p_levels ->> g.level, format('level %s was not resolved', permgraph._describe_id(g.level)))
-          when coalesce(tv.kind, tn.kind) is null and tr.id is not null then
-            format('grant tail %s is not loaded: its row is invalid (%s)', permgraph._describe_id(g.tail_id), coalesce('line ' || tr.line, 'see its row'))
-          when coalesce(tv.kind, tn.kind) is null then
-            format('grant tail %s does not exist (neither in the input nor in the database)', permgraph._describe_id(g.tail_id))
-          when coalesce(tv.kind, tn.kind) = 'object' then
-            format('grant tail %s is an object; only users and groups can hold grants', permgraph._describe_id(g.tail_id))
-          when coalesce(hv.kind, hn.kind) is null and hr.id is not null then
-            format('grant head %s is not loaded: its row is invalid (%s)', permgraph._describe_id(g.head_id), coalesce('line ' || hr.line, 'see its row'))
-          when coalesce(hv.kind, hn.kind) is null then
-            format('grant head %s does not exist (neither in the input nor in the database)', permgraph._describe_id(g.head_id))
-          when g.expires_at !~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$' then
+      select e.seq, e.line, e.tail_id, e.head_id, e.source, e.level, e.expires_at, e.tail_kind, e.head_kind,
+             coalesce(e.tail_stored, e.tail_kind is not null) and coalesce(e.head_stored, e.head_kind is not null) as ends_stored, coalesce(case
+          when e.tail_id is null or length(e.tail_id) not between 1 and 256 or e.tail_id ~ '[[:cntrl:]]'
+            then permgraph._import_id_problem('tail_id', e.tail_id)
+          when e.head_id is null or length(e.head_id) not between 1 and 256 or e.head_id ~ '[[:cntrl:]]'
+            then permgraph._import_id_problem('head_id', e.head_id)
+          when e.level is null then 'level is missing'
+          when jsonb_typeof(p_levels -> e.level) is distinct from 'number'
+            then coalesce(p_levels ->> e.level, format('level %s was not resolved', permgraph._describe_id(e.level)))
+          when e.tail_kind is null then
+            coalesce((select format('grant tail %s is not loaded: its row is invalid (%s)', permgraph._describe_id(e.tail_id), coalesce('line ' || r.line, 'see its row'))
+                      from pg_temp.import_rejected r where r.id = e.tail_id),
+                     format('grant tail %s does not exist (neither in the input nor in the database)', permgraph._describe_id(e.tail_id)))
+          when e.tail_kind = 'object' then
+            format('grant tail %s is an object; only users and groups can hold grants', permgraph._describe_id(e.tail_id))
+          when e.head_kind is null then
+            coalesce((select format('grant head %s is not loaded: its row is invalid (%s)', permgraph._describe_id(e.head_id), coalesce('line ' || r.line, 'see its row'))
+                      from pg_temp.import_rejected r where r.id = e.head_id),
+                     format('grant head %s does not exist (neither in the input nor in the database)', permgraph._describe_id(e.head_id)))
+          when e.expires_at !~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$' then
             format('expires_at %s is not a timestamp with a time zone offset (ISO 8601, e.g. 2030-01-31T12:00:00Z)',
-                   permgraph._describe_id(g.expires_at))
-        end, cb.problem) as problem
-      from permgraph.import_grants g
-      left join pg_temp.import_valid tv on tv.id = g.tail_id
-      left join pg_temp.import_valid hv on hv.id = g.head_id
-      left join lateral (select n.kind from permgraph.nodes n where n.id = g.tail_id and tv.id is null offset 0) tn on true
-      left join lateral (select n.kind from permgraph.nodes n where n.id = g.head_id and hv.id is null offset 0) hn on true
-      left join lateral (select r.id, r.line from pg_temp.import_rejected r where r.id = g.tail_id and tv.id is null and tn.kind is null offset 0) tr on true
-      left join lateral (select r.id, r.line from pg_temp.import_rejected r where r.id = g.head_id and hv.id is null and hn.kind is null offset 0) hr on true
-      left join pg_temp.import_bad cb on cb.seq = g.seq -- a bad expires_at
-      where g.run = p_run and g.problem is null
+                   permgraph._describe_id(e.expires_at))
+        end, e.bad_expiry) as problem
+      from (
+        -- Each end's kind after the load: staged (a hash of import_valid),
+        -- else stored (a probe of the graph, only for the ends not staged).
+        select g.seq, g.line, g.tail_id, g.head_id, g.source, g.level, g.expires_at, tv.stored as tail_stored, hv.stored as head_stored,
+               coalesce(tv.kind, (select n.kind from permgraph.nodes n where n.id = g.tail_id)) as tail_kind,
+               coalesce(hv.kind, (select n.kind from permgraph.nodes n where n.id = g.head_id)) as head_kind,
+               cb.problem as bad_expiry
+        from permgraph.import_grants g
+        left join pg_temp.import_valid tv on tv.id = g.tail_id
+        left join pg_temp.import_valid hv on hv.id = g.head_id
+        left join pg_temp.import_bad cb on cb.seq = g.seq -- a bad expires_at
+        where g.run = p_run and g.problem is null
+        offset 0 -- each end looked up once
+      ) e
       offset 0 -- each row's problem worked out once (not again for the window's sort key)
     ) c
     window w as (partition by c.tail_id, c.head_id, c.source order by c.problem is not null, c.seq)
   ) k
   left join lateral (select s.level, s.expires_at from permgraph.grants s
-                     where k.problem is null and k.rank = 1
+                     where k.problem is null and k.rank = 1 and k.ends_stored
                        and s.tail_id = k.tail_id and s.head_id = k.head_id and s.source = k.source offset 0) s on true;
   insert into pg_temp.import_bad (seq, problem)
   select d.seq, case

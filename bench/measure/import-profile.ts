@@ -2,6 +2,7 @@
 // statement by statement (auto_explain, nested statements, durations).
 //   npx tsx bench/measure/import-profile.ts --size 200000 [--batch 10000] [--exclusive] [--insert] [--plans] [--timing]
 //     [--min MS] (log statements above MS ms; default 300) [--temp-buffers MB] (the session's temp_buffers, set before validating)
+//     [--history] (first the benchmark's history: earlier imports and other nodes, import.ts)
 // Each phase prints its wall-clock time and the backend's CPU time.
 // The load takes its locks as src/app/import/load.ts does (--exclusive: ImportOptions.exclusive).
 import { readFileSync } from 'node:fs';
@@ -10,7 +11,7 @@ import { importGraph } from '../../src/app/import/index.ts';
 import { resolveLevels } from '../../src/app/import/validate.ts';
 import { sql } from '../../src/db/pool.ts';
 import { freshDatabase, startServer } from '../lib/server.ts';
-import { writePair } from './import.ts';
+import { seedHistory, writePair } from './import.ts';
 
 const arg = (name: string, fallback: number) => (process.argv.includes(name) ? Number(process.argv[process.argv.indexOf(name) + 1]) : fallback);
 const size = arg('--size', 200000);
@@ -18,6 +19,7 @@ const batchSize = arg('--batch', 10000);
 const server = await startServer();
 try {
   const bdb = await freshDatabase(server.url, `import_profile`);
+  if (process.argv.includes('--history')) await seedHistory(bdb.db, bdb.url);
   const files = await writePair(`profile-${size}`, 'n', size);
   const stopped = new Error('staged');
   const t0 = performance.now();
@@ -40,6 +42,7 @@ try {
   // The backend's own CPU time (utime + stime, from /proc: the server runs on this machine), which moves far less than
   // wall-clock time when the machine is shared.
   const { rows: [{ pid }] } = await client.query('select pg_backend_pid() as pid');
+  if (process.argv.includes('--pid')) console.log(`backend pid ${pid}`);
   const cpu = () => {
     const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
     return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime: fields 14 and 15 of stat, in ticks of 1/100 s

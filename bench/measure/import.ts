@@ -96,7 +96,7 @@ export async function measureImport(serverUrl: string, sizes: readonly number[],
 }
 
 /** Earlier imports, many nodes written otherwise, and staging statistics taken while the staging tables were empty. */
-async function seedHistory(db: Queryable, connectionUrl: string): Promise<ImportResult['history']> {
+export async function seedHistory(db: Queryable, connectionUrl: string): Promise<ImportResult['history']> {
   for (let i = 0; i < HISTORY.imports; i++) {
     const files = await writePair(`history-${i}`, `h${i}`, HISTORY.nodesPerImport);
     await importGraph(db, { ...files, name: `history-${i}`, connectionUrl });

@@ -192,6 +192,71 @@ describe('permgraph import', async () => {
     );
   });
 
+  it('a finished import drops only its own staged rows: another run, interrupted while staging, keeps its rows and resumes', async () => {
+    await emptyGraph(db);
+    const node = (id: string, kind: model.Kind, ownerId: string | null = null): RefNode => ({ id, kind, ownerId, trashAt: null });
+    const first: RefGraph = {
+      nodes: [node('ua', 'user'), node('ga', 'group', 'ua'), node('oa', 'object', 'ga'), node('ob', 'object', 'ga')],
+      grants: [{ tailId: 'ua', headId: 'oa', level: 1, source: 's' }],
+    };
+    const second: RefGraph = {
+      nodes: [node('ub', 'user'), node('gb', 'group', 'ub')],
+      grants: [{ tailId: 'ub', headId: 'gb', level: 2, source: 's' }],
+    };
+    const firstFiles = await writeCsvs(first);
+    const secondFiles = await writeCsvs(second);
+    const staged = async (run: string) => {
+      const [row] = await db.query(sql`
+        select (select count(*) from permgraph.import_nodes where run = ${run})::int as nodes,
+               (select count(*) from permgraph.import_grants where run = ${run})::int as grants`);
+      return row;
+    };
+    const options = { nodes: { file: firstFiles.nodes }, grants: { file: firstFiles.grants }, name: 'staged-first', batchSize: 2 };
+    const crash = new Error('simulated crash');
+    await expect(importGraph(db, { ...options, afterBatch: (n) => { if (n === 1) throw crash; } })).rejects.toBe(crash);
+    expect(await staged('staged-first')).toEqual({ nodes: 2, grants: 0 });
+    // Another import runs to the end meanwhile.
+    await expect(importGraph(db, { nodes: { file: secondFiles.nodes }, grants: { file: secondFiles.grants }, name: 'second' })).resolves.toMatchObject({
+      loaded: true,
+      invalid: 0,
+    });
+    expect(await staged('second')).toEqual({ nodes: 0, grants: 0 });
+    expect(await staged('staged-first')).toEqual({ nodes: 2, grants: 0 });
+    await expect(importGraph(db, { ...options, resume: true })).resolves.toMatchObject({ loaded: true, resumed: true, invalid: 0 });
+    await expectImported(db, { nodes: [...first.nodes, ...second.nodes], grants: [...first.grants, ...second.grants] });
+    expect(await snapshotCounts(db)).toMatchObject({ staged_nodes: 0, staged_grants: 0 });
+  });
+
+  it('a finished import does not wait for the staging tables: with another session reading them, it deletes its rows instead of truncating', async () => {
+    await emptyGraph(db);
+    const graph: RefGraph = {
+      nodes: [{ id: 'uc', kind: 'user', ownerId: null, trashAt: null }, { id: 'gc', kind: 'group', ownerId: 'uc', trashAt: null }],
+      grants: [{ tailId: 'uc', headId: 'gc', level: 1, source: 's' }],
+    };
+    const files = await writeCsvs(graph);
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let locked!: () => void;
+    const isLocked = new Promise<void>((resolve) => (locked = resolve));
+    const reader = db.tx(async (tx) => {
+      await tx.query(sql`lock table permgraph.import_nodes in access share mode`);
+      locked();
+      await released;
+    });
+    await isLocked;
+    try {
+      await expect(importGraph(db, { nodes: { file: files.nodes }, grants: { file: files.grants }, name: 'beside-a-reader' })).resolves.toMatchObject({
+        loaded: true,
+        invalid: 0,
+      });
+    } finally {
+      release();
+      await reader;
+    }
+    await expectImported(db, graph);
+    expect(await snapshotCounts(db)).toMatchObject({ staged_nodes: 0, staged_grants: 0 });
+  });
+
   it('dry run writes nothing and reports what would change', async () => {
     await emptyGraph(db);
     const files = await writeCsvs({

@@ -411,6 +411,5 @@ async function stageNullKeys(tx: Queryable, name: string, table: 'nodes' | 'gran
 
 /** Drops what a run staged. */
 export async function discardStaging(db: Queryable, name: string): Promise<void> {
-  await db.query(sql`delete from permgraph.import_nodes where run = ${name}`);
-  await db.query(sql`delete from permgraph.import_grants where run = ${name}`);
+  await db.query(sql`select permgraph._import_discard_staging(${name})`);
 }

@@ -17,8 +17,9 @@ export type LevelMap = Record<string, number | string>;
 /** Validates the run's staged rows (inside the load's transaction) and counts them. */
 export async function validateRun(tx: Queryable, ctx: RunContext, resumed: boolean, levels: LevelMap): Promise<ValidatedRun> {
   const [{ counts }] = await tx.query(sql`select permgraph._import_validate(${ctx.name}, ${JSON.stringify(levels)}::jsonb) as counts`);
-  const problems = await listProblems(tx, ctx, ctx.options.maxProblems ?? DEFAULT_IMPORT_MAX_PROBLEMS);
   const invalid = Number(counts.nodes_invalid) + Number(counts.grants_invalid);
+  // (Looking for problems where the counts found none would read every staged row again: ~0.2 s at 1M + 1M.)
+  const problems = invalid > 0 ? await listProblems(tx, ctx, ctx.options.maxProblems ?? DEFAULT_IMPORT_MAX_PROBLEMS) : [];
   return {
     name: ctx.name,
     dryRun: ctx.options.dryRun === true,
