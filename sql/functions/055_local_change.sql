@@ -340,7 +340,10 @@ set search_path = pg_catalog, pg_temp
 set jit = off
 as $$
 begin
-  if permgraph._local_change_kind() = 'adds' then
+  -- (not _local_change_kind(): its exactness probes are made again by the
+  -- statement below; a batch that removes nothing and is not exact goes to
+  -- apply_changes either way)
+  if permgraph._batch_removes_nothing() then
     return null;
   end if;
   return permgraph._apply_local_batch(
