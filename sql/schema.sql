@@ -753,9 +753,6 @@ declare
   result jsonb;
   trash_roots text[];
 begin
-  if p_max_pairs <= 0 then
-    return null;
-  end if;
   recording := permgraph._changes_begin_write();
   with recursive pending as (
     -- one row, the batch's size, when the path fits it; none otherwise
@@ -930,12 +927,33 @@ begin
   from figures f
   where (select ok from applies);
   if trash_roots is not null then
-    perform permgraph._refresh_trash(trash_roots);
-    -- the batch's time includes its trash refresh (figures above was taken before it)
-    result := jsonb_set(result, '{ms}', to_jsonb(permgraph._ms_since(p_started)));
-    update permgraph.applier_state set last_batch_ms = (result ->> 'ms')::double precision;
+    result := permgraph._finish_local_batch(result, trash_roots, p_started);
   end if;
   return result;
+end $function$;
+
+-- permgraph._apply_local_path(integer,bigint,boolean,timestamp with time zone): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._apply_local_path(p_max_changes integer, p_max_pairs bigint, p_trash boolean, p_started timestamp with time zone)
+ RETURNS jsonb
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+AS $function$
+declare
+  additions record;
+begin
+  if p_max_pairs <= 0 then
+    return null;
+  end if;
+  if not permgraph._batch_removes_nothing() then
+    return permgraph._apply_local_batch(p_max_changes, p_max_pairs, p_trash, p_started);
+  end if;
+  select a.batch, a.trash_roots into additions
+  from permgraph._write_additions(permgraph._changes_begin_write(), p_max_pairs, true, p_max_changes, p_trash, p_started) a;
+  if additions.trash_roots is not null then
+    return permgraph._finish_local_batch(additions.batch, additions.trash_roots, p_started);
+  end if;
+  return additions.batch;
 end $function$;
 
 -- permgraph._apply_privileges(): execute <owner>: EXECUTE
@@ -1957,6 +1975,24 @@ begin
   end if;
 end $function$;
 
+-- permgraph._finish_local_batch(jsonb,text[],timestamp with time zone): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._finish_local_batch(p_result jsonb, p_trash_roots text[], p_started timestamp with time zone)
+ RETURNS jsonb
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+ SET max_parallel_workers_per_gather TO '0'
+AS $function$
+begin
+  if p_result is null then
+    return null;
+  end if;
+  perform permgraph._refresh_trash(p_trash_roots);
+  p_result := jsonb_set(p_result, '{ms}', to_jsonb(permgraph._ms_since(p_started)));
+  update permgraph.applier_state set last_batch_ms = (p_result ->> 'ms')::double precision;
+  return p_result;
+end $function$;
+
 -- permgraph._grants_capture(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._grants_capture()
  RETURNS trigger
@@ -2933,21 +2969,6 @@ begin
               or permgraph._long_job_active());
 end $function$;
 
--- permgraph._local_change_kind(): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._local_change_kind()
- RETURNS text
- LANGUAGE plpgsql
- STABLE
- SET search_path TO 'pg_catalog', 'pg_temp'
- SET jit TO 'off'
-AS $function$
-begin
-  return case
-    when not permgraph._local_change_exact() then null
-    when permgraph._batch_removes_nothing() then 'adds'
-    else 'any' end;
-end $function$;
-
 -- permgraph._local_change_max_changes(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._local_change_max_changes()
  RETURNS bigint
@@ -3770,8 +3791,8 @@ begin
   end if;
 end $function$;
 
--- permgraph._write_additions(boolean,bigint): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._write_additions(p_recording boolean, p_max_rows bigint DEFAULT NULL::bigint, OUT pairs bigint, OUT inserted bigint, OUT updated bigint, OUT deleted bigint)
+-- permgraph._write_additions(boolean,bigint,boolean,integer,boolean,timestamp with time zone): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._write_additions(p_recording boolean, p_max_rows bigint DEFAULT NULL::bigint, p_local boolean DEFAULT false, p_max_changes integer DEFAULT NULL::integer, p_trash boolean DEFAULT false, p_started timestamp with time zone DEFAULT NULL::timestamp with time zone, OUT pairs bigint, OUT inserted bigint, OUT updated bigint, OUT deleted bigint, OUT batch jsonb, OUT trash_roots text[])
  RETURNS record
  LANGUAGE plpgsql
  SET enable_hashjoin TO 'off'
@@ -3781,11 +3802,23 @@ CREATE OR REPLACE FUNCTION permgraph._write_additions(p_recording boolean, p_max
  SET plan_cache_mode TO 'force_generic_plan'
 AS $function$
 begin
-  with recursive added as (
+  with recursive pending as (
+    -- (p_local) one row, the batch's size, when the local path takes it
+    select count(*) as changes
+    from permgraph.changes
+    having count(*) between 1 and least(p_max_changes, permgraph._local_change_max_changes())
+       and not bool_or(tail_kind = '*')
+       and (p_trash or not bool_or(trash_changed))
+       and permgraph._local_change_exact()
+       and permgraph._batch_removes_nothing()
+  ), takes as (
+    select not p_local or exists (select 1 from pending) as ok
+  ), added as (
     -- the current edges of the pairs the batch added to (an edge added and
     -- raised in the same batch is seeded once, at its level now)
     select e.tail_id, e.tail_kind, e.head_id, e.head_kind, e.level
-    from (select distinct tail_id, head_id from permgraph._batch_changes where new_level is not null) c
+    from (select distinct tail_id, head_id from permgraph._batch_changes
+          where new_level is not null and (select ok from takes)) c
     cross join lateral (select e.tail_id, e.tail_kind, e.head_id, e.head_kind, e.level
                         from permgraph.edges e
                         where e.tail_id = c.tail_id and e.head_id = c.head_id) e
@@ -3793,7 +3826,7 @@ begin
     -- identity edges are not in edges: a new user's own row
     select c.tail_id, 'user', c.head_id, 'user', 3::smallint
     from permgraph._batch_changes c
-    where c.tail_id = c.head_id and c.tail_kind = 'user' and c.new_level is not null
+    where c.tail_id = c.head_id and c.tail_kind = 'user' and c.new_level is not null and (select ok from takes)
   ), candidate(user_id, node_id, node_kind, level, last_edge_manage) as (
     -- an added edge out of a user starts that user's paths (its identity edge too)
     select a.tail_id, a.head_id, a.head_kind, a.level, a.level = 3 and a.head_kind = 'user'
@@ -3837,7 +3870,7 @@ begin
   ), walk_bounded as materialized (
     select * from walk limit p_max_rows + 1  -- (limit null: all)
   ), fits as (
-    select p_max_rows is null or count(*) <= p_max_rows as ok from walk_bounded
+    select (select ok from takes) and (p_max_rows is null or count(*) <= p_max_rows) as ok from walk_bounded
   ), diff as materialized (
     -- per pair: the stored row raised by the paths found (each of them
     -- raises it, so every pair here changes; its stored row is the same in
@@ -3868,10 +3901,31 @@ begin
     insert into permgraph.permission_changes (user_id, target_id, old_level, new_level, old_traverse_owned, new_traverse_owned)
     select user_id, target_id, old_level, level, old_traverse_owned, traverse_owned
     from diff where p_recording
+  ), applied_changes as (
+    -- (p_local) the end of the batch: the change rows this snapshot saw are
+    -- applied (a batch that removes nothing deleted no node)
+    delete from permgraph.changes where p_local and (select ok from fits)
+  ), figures as (
+    select case when (select ok from fits) then (select count(*) from diff) end as pairs,
+           (select count(*) from inserted) as inserted, (select count(*) from updated) as updated,
+           (select changes from pending where p_local) as changes, permgraph._ms_since(p_started) as ms
+  ), recorded_batch as (
+    update permgraph.applier_state set
+      last_batch_at = now(), last_batch_mode = 'incremental', last_batch_changes = f.changes,
+      last_batch_ms = f.ms, rows_inserted = f.inserted, rows_updated = f.updated, rows_deleted = 0,
+      last_batch_snapshot = pg_current_snapshot()  -- this statement's (see _apply_local_batch)
+    from figures f
+    where p_local and (select ok from fits)
   )
-  select case when (select ok from fits) then (select count(*) from diff) end,
-         (select count(*) from inserted), (select count(*) from updated), 0
-  into pairs, inserted, updated, deleted;
+  select f.pairs, f.inserted, f.updated, 0,
+         case when p_local and f.pairs is not null then jsonb_build_object(
+           'mode', 'incremental', 'delta', true, 'local', true, 'changes', f.changes, 'expired', 0,
+           'region_pairs', f.pairs, 'to_long_job', 0, 'deferred', 0, 'long_job_active', false,
+           'inserted', f.inserted, 'updated', f.updated, 'deleted', 0, 'ms', f.ms,
+           'next_expiry_in_ms', null) end,
+         case when p_local then (select array_agg(distinct c.head_id) from permgraph.changes c where c.trash_changed) end
+  into pairs, inserted, updated, deleted, batch, trash_roots
+  from figures f;
 end $function$;
 
 -- permgraph._write_all(timestamp with time zone): execute <owner>: EXECUTE
@@ -4040,39 +4094,18 @@ declare
   to_job bigint := 0;
   deferred bigint := 0;
   local_pairs bigint := coalesce(p_local_pairs, permgraph._local_change_pairs());
-  local_kind text;
-  local record;
   local_result jsonb;
 begin
   batch_at := permgraph._begin_applying('apply_changes', p_at);
   select count(*), coalesce(bool_or(tail_kind = '*'), false) into pending, needs_full from permgraph.changes;
   if pending > 0 and local_pairs > 0 and pending <= least(p_max_changes, permgraph._local_change_max_changes())
      and not p_force_full and not needs_full then
-    -- (a kind at all: no row expires, so expired = 0, and no job runs; a
-    -- region within p_chunk_pairs holds no change a job would take)
-    local_kind := permgraph._local_change_kind();
-    local_pairs := least(local_pairs, p_chunk_pairs, p_max_pairs);
-    if local_kind = 'adds' then
-      select a.pairs as region_pairs, a.inserted, a.updated, a.deleted,
-             (select array_agg(distinct c.head_id) from permgraph.changes c where c.trash_changed) as trash_roots
-      into local
-      from permgraph._write_additions(permgraph._changes_begin_write(), local_pairs) a;
-    elsif local_kind = 'any' then
-      -- (the batch, its end and its result in one statement; null: it did not fit)
-      local_result := permgraph._apply_local_batch(p_max_changes, local_pairs, true, started);
-      if local_result is not null then
-        return local_result;
-      end if;
-    end if;
-    -- (null region_pairs: the bound was exceeded and nothing was written)
-    if local_kind = 'adds' then
-      if local.region_pairs is not null then
-        if local.trash_roots is not null then
-          perform permgraph._refresh_trash(local.trash_roots);
-        end if;
-        return permgraph._end_batch(started, batch_at, 'incremental', local_kind = 'adds', true, pending, 0,
-                                    local.region_pairs, 0, 0, local.inserted, local.updated, local.deleted);
-      end if;
+    -- (the batch, its end and its result in one statement; null: it did
+    -- not fit. A batch it takes has no expiry, so expired = 0, and no job
+    -- runs; a region within p_chunk_pairs holds no change a job would take)
+    local_result := permgraph._apply_local_path(p_max_changes, least(local_pairs, p_chunk_pairs, p_max_pairs), true, started);
+    if local_result is not null then
+      return local_result;
     end if;
   end if;
   expired := permgraph._count_expired(batch_at);
@@ -4210,13 +4243,7 @@ CREATE OR REPLACE FUNCTION permgraph.apply_local_changes(p_max_changes integer D
  SET jit TO 'off'
 AS $function$
 begin
-  -- (not _local_change_kind(): its exactness probes are made again by the
-  -- statement below; a batch that removes nothing and is not exact goes to
-  -- apply_changes either way)
-  if permgraph._batch_removes_nothing() then
-    return null;
-  end if;
-  return permgraph._apply_local_batch(
+  return permgraph._apply_local_path(
     p_max_changes, least(coalesce(p_local_pairs, permgraph._local_change_pairs()), p_chunk_pairs, p_max_pairs),
     current_setting('transaction_isolation') <> 'read committed', clock_timestamp());
 end $function$;

@@ -314,8 +314,26 @@ end $$;
 -- it, and falls back to the ordinary path when the bound is exceeded.
 -- Returns the pairs whose rows rise and the rows inserted and updated
 -- (deleted: always 0, the shape of the other writers' results).
+--
+-- p_local: the local path's batch in this one statement, as
+-- _apply_local_batch does for the other batches (055_local_change.sql,
+-- where the argument is): the statement also checks that the batch is one
+-- the path takes (at most p_max_changes changes, no full recomputation,
+-- no trash change unless p_trash, _local_change_exact(), and
+-- _batch_removes_nothing(), all in its own snapshot) and ends the batch:
+-- the change rows it read are deleted and applier_state records its
+-- figures and its snapshot. batch is then apply_changes' result (null
+-- when it wrote nothing) and trash_roots the groups whose trash changed,
+-- left to the caller (_finish_local_batch). So a batch that only adds is
+-- one statement under READ COMMITTED too, and applyChanges() on a pool
+-- applies it in one round trip: before, apply_local_changes() left it to
+-- apply_changes() (BEGIN, the call and its statements, COMMIT after an
+-- attempt that returned null; bench/FINDINGS.md, finding 20).
 create or replace function permgraph._write_additions(p_recording boolean, p_max_rows bigint default null,
-  out pairs bigint, out inserted bigint, out updated bigint, out deleted bigint)
+  p_local boolean default false, p_max_changes integer default null, p_trash boolean default false,
+  p_started timestamptz default null,
+  out pairs bigint, out inserted bigint, out updated bigint, out deleted bigint,
+  out batch jsonb, out trash_roots text[])
 language plpgsql
 -- index probes per candidate, as in _compute_region
 set enable_hashjoin = off
@@ -325,11 +343,23 @@ set jit = off
 set plan_cache_mode = force_generic_plan
 as $$
 begin
-  with recursive added as (
+  with recursive pending as (
+    -- (p_local) one row, the batch's size, when the local path takes it
+    select count(*) as changes
+    from permgraph.changes
+    having count(*) between 1 and least(p_max_changes, permgraph._local_change_max_changes())
+       and not bool_or(tail_kind = '*')
+       and (p_trash or not bool_or(trash_changed))
+       and permgraph._local_change_exact()
+       and permgraph._batch_removes_nothing()
+  ), takes as (
+    select not p_local or exists (select 1 from pending) as ok
+  ), added as (
     -- the current edges of the pairs the batch added to (an edge added and
     -- raised in the same batch is seeded once, at its level now)
     select e.tail_id, e.tail_kind, e.head_id, e.head_kind, e.level
-    from (select distinct tail_id, head_id from permgraph._batch_changes where new_level is not null) c
+    from (select distinct tail_id, head_id from permgraph._batch_changes
+          where new_level is not null and (select ok from takes)) c
     cross join lateral (select e.tail_id, e.tail_kind, e.head_id, e.head_kind, e.level
                         from permgraph.edges e
                         where e.tail_id = c.tail_id and e.head_id = c.head_id) e
@@ -337,7 +367,7 @@ begin
     -- identity edges are not in edges: a new user's own row
     select c.tail_id, 'user', c.head_id, 'user', 3::smallint
     from permgraph._batch_changes c
-    where c.tail_id = c.head_id and c.tail_kind = 'user' and c.new_level is not null
+    where c.tail_id = c.head_id and c.tail_kind = 'user' and c.new_level is not null and (select ok from takes)
   ), candidate(user_id, node_id, node_kind, level, last_edge_manage) as (
     -- an added edge out of a user starts that user's paths (its identity edge too)
     select a.tail_id, a.head_id, a.head_kind, a.level, a.level = 3 and a.head_kind = 'user'
@@ -381,7 +411,7 @@ begin
   ), walk_bounded as materialized (
     select * from walk limit p_max_rows + 1  -- (limit null: all)
   ), fits as (
-    select p_max_rows is null or count(*) <= p_max_rows as ok from walk_bounded
+    select (select ok from takes) and (p_max_rows is null or count(*) <= p_max_rows) as ok from walk_bounded
   ), diff as materialized (
     -- per pair: the stored row raised by the paths found (each of them
     -- raises it, so every pair here changes; its stored row is the same in
@@ -412,8 +442,29 @@ begin
     insert into permgraph.permission_changes (user_id, target_id, old_level, new_level, old_traverse_owned, new_traverse_owned)
     select user_id, target_id, old_level, level, old_traverse_owned, traverse_owned
     from diff where p_recording
+  ), applied_changes as (
+    -- (p_local) the end of the batch: the change rows this snapshot saw are
+    -- applied (a batch that removes nothing deleted no node)
+    delete from permgraph.changes where p_local and (select ok from fits)
+  ), figures as (
+    select case when (select ok from fits) then (select count(*) from diff) end as pairs,
+           (select count(*) from inserted) as inserted, (select count(*) from updated) as updated,
+           (select changes from pending where p_local) as changes, permgraph._ms_since(p_started) as ms
+  ), recorded_batch as (
+    update permgraph.applier_state set
+      last_batch_at = now(), last_batch_mode = 'incremental', last_batch_changes = f.changes,
+      last_batch_ms = f.ms, rows_inserted = f.inserted, rows_updated = f.updated, rows_deleted = 0,
+      last_batch_snapshot = pg_current_snapshot()  -- this statement's (see _apply_local_batch)
+    from figures f
+    where p_local and (select ok from fits)
   )
-  select case when (select ok from fits) then (select count(*) from diff) end,
-         (select count(*) from inserted), (select count(*) from updated), 0
-  into pairs, inserted, updated, deleted;
+  select f.pairs, f.inserted, f.updated, 0,
+         case when p_local and f.pairs is not null then jsonb_build_object(
+           'mode', 'incremental', 'delta', true, 'local', true, 'changes', f.changes, 'expired', 0,
+           'region_pairs', f.pairs, 'to_long_job', 0, 'deferred', 0, 'long_job_active', false,
+           'inserted', f.inserted, 'updated', f.updated, 'deleted', 0, 'ms', f.ms,
+           'next_expiry_in_ms', null) end,
+         case when p_local then (select array_agg(distinct c.head_id) from permgraph.changes c where c.trash_changed) end
+  into pairs, inserted, updated, deleted, batch, trash_roots
+  from figures f;
 end $$;

@@ -6,9 +6,12 @@
 -- batch (bench/FINDINGS.md, finding 14). Here the region, its
 -- recomputation and the diff against permissions, with the writes and the
 -- change stream's events, are the CTEs of one statement, planned once per
--- session. apply_changes (060_apply.sql) takes this path when the batch is
--- small and simple (_local_change_kind) and falls back to the ordinary one
--- when its region turns out larger than the bound.
+-- session; a batch that only adds is written by the semi-naive statement
+-- (_write_additions, 050_region.sql), which ends its batch the same way.
+-- apply_changes (060_apply.sql) and apply_local_changes take this path
+-- (_apply_local_path) when the batch is small and simple, and fall back to
+-- the ordinary one when it is not or its region turns out larger than the
+-- bound.
 -- The current definition of these functions: `permgraph migrate` re-applies
 -- this file whenever its content changes (sql/README.md).
 
@@ -40,8 +43,8 @@ as $$ select 64::bigint $$;
 -- compute levels and traversal only: every time is 'infinity'), and no long
 -- job runs (its users' stored rows may be stale, and changes that touch them
 -- must be deferred: 065_long_job.sql). Probes of an index or of an (almost
--- always) empty table; stable, so that inside _apply_local_batch's
--- statement it reads that statement's snapshot.
+-- always) empty table; stable, so that inside a local statement
+-- (_apply_local_batch, _write_additions) it reads that statement's snapshot.
 create or replace function permgraph._local_change_exact() returns boolean
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
@@ -52,23 +55,6 @@ begin
               or exists (select 1 from permgraph.permissions where valid_until is not null)
               or exists (select 1 from permgraph.permission_bounds)
               or permgraph._long_job_active());
-end $$;
-
--- Which local statement fits this batch: null when neither is exact
--- (_local_change_exact), 'adds' when it only adds (the semi-naive one),
--- 'any' otherwise (the region one, _apply_local_batch). Only adds:
--- _batch_removes_nothing (050_region.sql); such a batch is written by
--- _write_additions with its bound.
-create or replace function permgraph._local_change_kind() returns text
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-set jit = off
-as $$
-begin
-  return case
-    when not permgraph._local_change_exact() then null
-    when permgraph._batch_removes_nothing() then 'adds'
-    else 'any' end;
 end $$;
 
 -- Applies the whole batch in one statement, when the local path fits it:
@@ -122,9 +108,6 @@ declare
   result jsonb;
   trash_roots text[];
 begin
-  if p_max_pairs <= 0 then
-    return null;
-  end if;
   recording := permgraph._changes_begin_write();
   with recursive pending as (
     -- one row, the batch's size, when the path fits it; none otherwise
@@ -299,15 +282,68 @@ begin
   from figures f
   where (select ok from applies);
   if trash_roots is not null then
-    perform permgraph._refresh_trash(trash_roots);
-    -- the batch's time includes its trash refresh (figures above was taken before it)
-    result := jsonb_set(result, '{ms}', to_jsonb(permgraph._ms_since(p_started)));
-    update permgraph.applier_state set last_batch_ms = (result ->> 'ms')::double precision;
+    result := permgraph._finish_local_batch(result, trash_roots, p_started);
   end if;
   return result;
 end $$;
 
--- Applies the pending changes if the local path fits them (_apply_local_batch),
+-- The rest of a local batch after its statement (_apply_local_batch, or
+-- _write_additions with p_local): the trash of p_trash_roots refreshed (a
+-- second statement: the callers pass roots only where the snapshot holds
+-- for the transaction, see p_trash above), and the batch's time then
+-- includes it. Returns p_result, the statement's result (null: it wrote
+-- nothing, and nothing is done).
+create or replace function permgraph._finish_local_batch(p_result jsonb, p_trash_roots text[], p_started timestamptz)
+returns jsonb
+language plpgsql
+set search_path = pg_catalog, pg_temp
+set jit = off
+-- (as in _apply_local_batch: no parallel worker for the trash refresh)
+set max_parallel_workers_per_gather = 0
+as $$
+begin
+  if p_result is null then
+    return null;
+  end if;
+  perform permgraph._refresh_trash(p_trash_roots);
+  p_result := jsonb_set(p_result, '{ms}', to_jsonb(permgraph._ms_since(p_started)));
+  update permgraph.applier_state set last_batch_ms = (p_result ->> 'ms')::double precision;
+  return p_result;
+end $$;
+
+-- The local path for the pending batch, whichever statement fits it: a
+-- batch that removes nothing (_batch_removes_nothing) by the semi-naive
+-- one (_write_additions with p_local: its cost follows the rows that rise),
+-- any other by the region one (_apply_local_batch). Both check in their own
+-- snapshot that the path takes the batch, so the test here only chooses
+-- between them (if the batch changes before the statement, the statement
+-- sees it). Returns apply_changes' result, or null having written nothing
+-- (then the ordinary path is the way). The parameters are
+-- _apply_local_batch's; p_max_pairs <= 0: never.
+create or replace function permgraph._apply_local_path(p_max_changes integer, p_max_pairs bigint, p_trash boolean,
+  p_started timestamptz) returns jsonb
+language plpgsql
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
+declare
+  additions record;
+begin
+  if p_max_pairs <= 0 then
+    return null;
+  end if;
+  if not permgraph._batch_removes_nothing() then
+    return permgraph._apply_local_batch(p_max_changes, p_max_pairs, p_trash, p_started);
+  end if;
+  select a.batch, a.trash_roots into additions
+  from permgraph._write_additions(permgraph._changes_begin_write(), p_max_pairs, true, p_max_changes, p_trash, p_started) a;
+  if additions.trash_roots is not null then
+    return permgraph._finish_local_batch(additions.batch, additions.trash_roots, p_started);
+  end if;
+  return additions.batch;
+end $$;
+
+-- Applies the pending changes if the local path fits them (_apply_local_path),
 -- as the one statement of its own transaction: under READ COMMITTED too,
 -- with writers running and not locked out, since everything it reads and
 -- writes is one statement's snapshot. Returns apply_changes' result, or
@@ -316,18 +352,10 @@ end $$;
 -- applies a local change in one round trip instead of three (BEGIN, the
 -- call, COMMIT), and without apply_changes' statements around the one that
 -- does the work. A batch that changes trash takes apply_changes under READ
--- COMMITTED (see p_trash above). A batch that only adds is left to
--- apply_changes too: its semi-naive statement (_write_additions) costs what
--- the rows that rise cost, the region statement here what the region does
--- (every user above the change times every node below it), and on a deep
--- graph the region is far larger: a raised level on deep small, 1,764 region
--- pairs for 160 rows that rise, 23 ms here against 5 ms semi-naive, where
--- the round trip saved is ~0.3 ms (bench/FINDINGS.md, finding 19). The
--- check reads its own snapshot; if the batch changes before the statement
--- below, either way is still exact (this only chooses the path). The
--- parameters are apply_changes'; the bound on the region is the least of
--- p_local_pairs (null: the default, _local_change_pairs(); 0: never),
--- p_chunk_pairs and p_max_pairs.
+-- COMMITTED (see p_trash above). The parameters are apply_changes'; the
+-- bound on the region (for a batch that only adds, on the rows that rise)
+-- is the least of p_local_pairs (null: the default, _local_change_pairs();
+-- 0: never), p_chunk_pairs and p_max_pairs.
 create or replace function permgraph.apply_local_changes(
   p_max_changes integer default 100000,  -- = DEFAULT_MAX_BATCH in src/engine/apply.ts
   p_max_pairs bigint default null,
@@ -340,13 +368,7 @@ set search_path = pg_catalog, pg_temp
 set jit = off
 as $$
 begin
-  -- (not _local_change_kind(): its exactness probes are made again by the
-  -- statement below; a batch that removes nothing and is not exact goes to
-  -- apply_changes either way)
-  if permgraph._batch_removes_nothing() then
-    return null;
-  end if;
-  return permgraph._apply_local_batch(
+  return permgraph._apply_local_path(
     p_max_changes, least(coalesce(p_local_pairs, permgraph._local_change_pairs()), p_chunk_pairs, p_max_pairs),
     current_setting('transaction_isolation') <> 'read committed', clock_timestamp());
 end $$;

@@ -170,39 +170,18 @@ declare
   to_job bigint := 0;
   deferred bigint := 0;
   local_pairs bigint := coalesce(p_local_pairs, permgraph._local_change_pairs());
-  local_kind text;
-  local record;
   local_result jsonb;
 begin
   batch_at := permgraph._begin_applying('apply_changes', p_at);
   select count(*), coalesce(bool_or(tail_kind = '*'), false) into pending, needs_full from permgraph.changes;
   if pending > 0 and local_pairs > 0 and pending <= least(p_max_changes, permgraph._local_change_max_changes())
      and not p_force_full and not needs_full then
-    -- (a kind at all: no row expires, so expired = 0, and no job runs; a
-    -- region within p_chunk_pairs holds no change a job would take)
-    local_kind := permgraph._local_change_kind();
-    local_pairs := least(local_pairs, p_chunk_pairs, p_max_pairs);
-    if local_kind = 'adds' then
-      select a.pairs as region_pairs, a.inserted, a.updated, a.deleted,
-             (select array_agg(distinct c.head_id) from permgraph.changes c where c.trash_changed) as trash_roots
-      into local
-      from permgraph._write_additions(permgraph._changes_begin_write(), local_pairs) a;
-    elsif local_kind = 'any' then
-      -- (the batch, its end and its result in one statement; null: it did not fit)
-      local_result := permgraph._apply_local_batch(p_max_changes, local_pairs, true, started);
-      if local_result is not null then
-        return local_result;
-      end if;
-    end if;
-    -- (null region_pairs: the bound was exceeded and nothing was written)
-    if local_kind = 'adds' then
-      if local.region_pairs is not null then
-        if local.trash_roots is not null then
-          perform permgraph._refresh_trash(local.trash_roots);
-        end if;
-        return permgraph._end_batch(started, batch_at, 'incremental', local_kind = 'adds', true, pending, 0,
-                                    local.region_pairs, 0, 0, local.inserted, local.updated, local.deleted);
-      end if;
+    -- (the batch, its end and its result in one statement; null: it did
+    -- not fit. A batch it takes has no expiry, so expired = 0, and no job
+    -- runs; a region within p_chunk_pairs holds no change a job would take)
+    local_result := permgraph._apply_local_path(p_max_changes, least(local_pairs, p_chunk_pairs, p_max_pairs), true, started);
+    if local_result is not null then
+      return local_result;
     end if;
   end if;
   expired := permgraph._count_expired(batch_at);

@@ -75,10 +75,16 @@ describe('incremental apply_changes() against the reference model', async () => 
     expect(await applyChanges(db, { localPairs: 20 })).toMatchObject({ mode: 'incremental', delta: false, local: false, deleted: 21 });
     await expectTableMatches(state, 'fallback of a removal');
     await state.apply(db, { type: 'grant', tail: 0, head: 2, level: 1, source: 'a' });
-    // applyChanges() on a pool: an addition is left to apply_changes(), whose local path computes it
-    // semi-naively; a removal is apply_local_changes(), the region statement as a transaction of its own
-    expect(await applyChanges(db, { localPairs: 21 })).toMatchObject({ mode: 'incremental', delta: true, local: true, regionPairs: 21, inserted: 21 });
+    // applyChanges() on a pool: apply_local_changes(), one statement as a transaction of its own,
+    // semi-naive for an addition, the region statement for a removal
+    const [direct] = await db.query(sql`select permgraph.apply_local_changes(p_local_pairs => 21) as result`);
+    expect(direct.result).toMatchObject({ mode: 'incremental', delta: true, local: true, region_pairs: 21, inserted: 21 });
     await expectTableMatches(state, 'local addition');
+    await state.apply(db, { type: 'revoke', pick: [...state.grants.values()].findIndex((x) => x.tailId === 'alice') });
+    await applyChanges(db);
+    await state.apply(db, { type: 'grant', tail: 0, head: 2, level: 1, source: 'a' });
+    expect(await applyChanges(db, { localPairs: 21 })).toMatchObject({ mode: 'incremental', delta: true, local: true, regionPairs: 21, inserted: 21 });
+    await expectTableMatches(state, 'local addition through applyChanges()');
     await state.apply(db, { type: 'revoke', pick: [...state.grants.values()].findIndex((x) => x.tailId === 'alice') });
     expect(await applyChanges(db, { localPairs: 21 })).toMatchObject({ mode: 'incremental', delta: false, local: true, regionPairs: 21, deleted: 21 });
     await expectTableMatches(state, 'local removal');
@@ -99,8 +105,8 @@ describe('incremental apply_changes() against the reference model', async () => 
       fc.record({ type: fc.constant('grant' as const), tail: fc.nat(), head: fc.nat(), level: fc.constantFrom<Level>(1, 2, 3), source: fc.constantFrom('a', 'b', 'new') }),
     );
     // Both semi-naive paths of apply_changes: the one statement of small batches, and the ordinary one
-    // (localPairs 0); applyChanges() runs apply_changes inside a transaction and on a pool alike
-    // (apply_local_changes leaves a batch that only adds to it).
+    // (localPairs 0); applyChanges() runs apply_changes inside a transaction, apply_local_changes on a
+    // pool (the same statement, under READ COMMITTED).
     const deltaBatches = { local: 0, ordinary: 0 };
     await fc.assert(
       fc.asyncProperty(
@@ -209,7 +215,7 @@ describe('incremental apply_changes() against the reference model', async () => 
     await expectTableMatches(state, 'revoke manage');
   });
 
-  it('on a pool, a small batch is one statement of its own: it neither waits for nor takes an open writer, and tokens say so', async () => {
+  it.each(['a removal', 'an addition'])('on a pool, a small batch (%s) is one statement of its own: it neither waits for nor takes an open writer, and tokens say so', async (kind) => {
     // apply_local_changes() runs under READ COMMITTED with writers running: everything it reads
     // and writes (the batch, the graph, the change rows it deletes, the snapshot is_applied reads)
     // must be one statement's snapshot, and it must not lock writers out as apply_changes() does
@@ -229,13 +235,16 @@ describe('incremental apply_changes() against the reference model', async () => 
     try {
       await held;
       const early = await db.tx(async (tx) => {
-        await state.apply(tx, { type: 'revoke', pick: [...state.grants.values()].findIndex((x) => x.tailId === 'bob') });
+        if (kind === 'a removal') await state.apply(tx, { type: 'revoke', pick: [...state.grants.values()].findIndex((x) => x.tailId === 'bob') });
+        else await state.apply(tx, { type: 'grant', tail: 1, head: 4, level: 3, source: 'a' }); // bob manages docs
         return currentToken(tx);
       });
       const result = await Promise.race([applyChanges(db), new Promise<null>((resolve) => setTimeout(() => resolve(null), 5_000))]);
-      expect(result, 'applyChanges() waited for the open writer').toMatchObject({ mode: 'incremental', local: true, deleted: 2 });
+      expect(result, 'applyChanges() waited for the open writer').toMatchObject(
+        kind === 'a removal' ? { mode: 'incremental', local: true, delta: false, deleted: 2 } : { mode: 'incremental', local: true, delta: true, updated: 1 },
+      );
       expect(await isApplied(db, early)).toBe(true);
-      await expectTableMatches(state, 'the committed revoke, not the open grant');
+      await expectTableMatches(state, `the committed change (${kind}), not the open grant`);
     } finally {
       release();
     }
