@@ -27,9 +27,9 @@ export type { BacklogResult, RateResult, WorkerPlan } from './phases.ts';
 export type { BatchTotals } from './observers.ts';
 
 export const WORKER_PLANS: Record<Size, WorkerPlan> = {
-  small: { rates: [100, 500, 2000], rateSeconds: 3, searchSteps: 2, searchSeconds: 2, writers: 4, backlog: 20_000, drainTimeoutMs: 120_000 },
+  small: { rates: [100, 500, 2000], rateSeconds: 3, searchSteps: 2, searchSeconds: 2, present: 2_000, writers: 4, backlog: 20_000, drainTimeoutMs: 120_000 },
   // (large also offers goal 4's 5,000/s: bisection only runs below the lowest rate not kept up)
-  large: { rates: [100, 500, 2000, 5000], rateSeconds: 30, searchSteps: 3, searchSeconds: 15, writers: 4, backlog: 1_000_000, drainTimeoutMs: 900_000 },
+  large: { rates: [100, 500, 2000, 5000], rateSeconds: 30, searchSteps: 3, searchSeconds: 15, present: 20_000, writers: 4, backlog: 1_000_000, drainTimeoutMs: 900_000 },
 };
 
 /** The bisection stops when the bracket is this narrow (changes/s). */
@@ -55,12 +55,15 @@ export async function measureWorkerOn(url: string, graph: string, size: Size, ru
   const bar = progress('worker end to end', plan.rates.length + plan.searchSteps + 1);
   try {
     const fixed = plan.rates.reduce((sum, rate) => sum + changesOf({ rate, seconds: plan.rateSeconds }), 0);
-    const churn = await Churn.load(writers, fixed + plan.searchSteps * changesOf({ rate: Math.max(...plan.rates), seconds: plan.searchSeconds }));
+    const total = fixed + plan.searchSteps * changesOf({ rate: Math.max(...plan.rates), seconds: plan.searchSeconds });
+    const churn = await Churn.load(writers, total, { seed: plan.present });
     const log = new BatchLog();
     const worker = new Worker({ url, pollIntervalMs: DEFAULT_POLL_INTERVAL_MS, chunkPairs });
     log.listen(worker);
     await worker.start();
     const watcher = new TokenWatcher(observer);
+    // the pairs the first removals take, applied before anything is timed
+    await watcher.applied(await churn.seed(writers));
     const rates: RateResult[] = [];
     try {
       let first = 0;
@@ -96,7 +99,7 @@ export async function measureWorkerOn(url: string, graph: string, size: Size, ru
     return {
       graph,
       plan,
-      mix: `churn: 1 in ${MEMBERSHIP_EVERY} changes adds or removes a team membership, the others share or unshare an object with a user`,
+      mix: `churn: 1 in ${MEMBERSHIP_EVERY} changes adds or removes a team membership, the others share or unshare an object with a user; half additions, half removals in every phase (${plan.present} changes' pairs added first)`,
       rates,
       sustained: { keptUpPerSecond: keptUp.length ? Math.max(...keptUp) : null, appliedPerSecond: Math.max(...rates.map((r) => r.appliedPerSecond)) },
       backlog,

@@ -18,6 +18,12 @@ export interface WorkerPlan {
   searchSteps: number;
   /** ... lasting this long each. */
   searchSeconds: number;
+  /**
+   * Churn changes' worth of pairs added (and applied) before the first
+   * phase, which the removals take from: every phase is then half additions,
+   * half removals (workload.ts, the balanced order).
+   */
+  present: number;
   /** Writer connections (one change per transaction each). */
   writers: number;
   /** Changes committed with the worker stopped, then drained. */

@@ -3,6 +3,15 @@
 // earlier change added. Four in five share an object with a user (one
 // permission row); one in five adds a user to a team or takes them out again
 // (the team's closure: tens to hundreds of rows on org).
+//
+// Two orders. Toggle (the default): the pairs are cycled, so a first pass
+// over them adds and a second removes. Balanced (the rate phases): pairs are
+// added beforehand (seed()), then even changes add a fresh pair and odd ones
+// remove the oldest present pair of their kind, so every stretch of the
+// sequence is half additions, half removals. The rate phases used the toggle
+// order until finding 21 (bench/FINDINGS.md): sized for the whole run, its
+// first pass covered every fixed rate, so 5,000/s offered only additions
+// (the cheap kind, semi-naive) and the bisection after it only removals.
 import { sql, type Queryable } from '../../../src/db/pool.ts';
 
 /** One change in this many is a team membership; the others share an object. */
@@ -23,16 +32,32 @@ interface Pair {
  * that a pair is added once and removed once, far apart, over the run.
  */
 export class Churn {
+  /** Pairs of each kind taken so far: toggle order, every use; balanced, the additions. */
   private used = { membership: 0, share: 0 };
+  /** Balanced order: pairs of each kind removed so far (the present ones are pool[removed .. used)). */
+  private removed = { membership: 0, share: 0 };
 
-  private constructor(private readonly pools: Record<ToggleKind, Pair[]>) {}
+  private constructor(private readonly pools: Record<ToggleKind, Pair[]>, private readonly seedChanges: number | null) {}
 
-  static async load(db: Queryable, changes: number): Promise<Churn> {
-    const { memberships, shares } = pairsFor(changes);
+  /**
+   * Pairs for `changes` changes. `balanced.seed`: the balanced order, with
+   * that many changes' worth of pairs added by seed() first.
+   */
+  static async load(db: Queryable, changes: number, balanced?: { seed: number }): Promise<Churn> {
+    // (balanced: each change adds at most once every two changes, after the seed)
+    const { memberships, shares } = balanced ? pairsFor(balanced.seed * 2 + changes + 2 * MEMBERSHIP_EVERY) : pairsFor(changes);
     return new Churn({ // one spare pair each for rounding
       membership: await freshPairs(db, 'group', 't%', memberships + 1),
       share: await freshPairs(db, 'object', '%', shares + 1),
-    });
+    }, balanced?.seed ?? null);
+  }
+
+  /** Balanced order: commits the seed's additions (present before the first change); returns its token. */
+  async seed(db: Queryable): Promise<string> {
+    if (this.seedChanges === null) throw new Error('bench churn: seed() is for the balanced order');
+    const adds: Pair[] = [];
+    for (let i = 0; i < this.seedChanges; i++) adds.push(this.add(kindOf(i)));
+    return this.write(db, adds, [], this.seedChanges);
   }
 
   /** Commits changes first .. first+count-1 in one transaction; returns its freshness token. */
@@ -40,12 +65,38 @@ export class Churn {
     const adds: Pair[] = [];
     const removes: Pair[] = [];
     for (let i = first; i < first + count; i++) {
-      const kind: ToggleKind = i % MEMBERSHIP_EVERY === 0 ? 'membership' : 'share';
-      const pool = this.pools[kind];
-      const pair = pool[this.used[kind]++ % pool.length] as Pair;
-      pair.present = !pair.present;
-      (pair.present ? adds : removes).push(pair);
+      const kind = kindOf(i);
+      if (this.seedChanges === null) {
+        const pool = this.pools[kind];
+        const pair = pool[this.used[kind]++ % pool.length] as Pair;
+        pair.present = !pair.present;
+        (pair.present ? adds : removes).push(pair);
+      } else if (i % 2 === 1 && this.removed[kind] < this.used[kind]) {
+        removes.push(this.remove(kind));
+      } else {
+        adds.push(this.add(kind));
+      }
     }
+    return this.write(db, adds, removes, count);
+  }
+
+  /** Balanced order: the next fresh pair of `kind`, now present. */
+  private add(kind: ToggleKind): Pair {
+    const pool = this.pools[kind];
+    if (this.used[kind] >= pool.length) throw new Error(`bench churn: out of fresh ${kind} pairs (${pool.length})`);
+    const pair = pool[this.used[kind]++] as Pair;
+    pair.present = true;
+    return pair;
+  }
+
+  /** Balanced order: the oldest present pair of `kind`, now absent. */
+  private remove(kind: ToggleKind): Pair {
+    const pair = this.pools[kind][this.removed[kind]++] as Pair;
+    pair.present = false;
+    return pair;
+  }
+
+  private async write(db: Queryable, adds: Pair[], removes: Pair[], count: number): Promise<string> {
     const [row] = await db.query(sql`
       with added as (
         insert into permgraph.grants (tail_id, head_id, level, source)
@@ -63,6 +114,9 @@ export class Churn {
     return row.token as string;
   }
 }
+
+/** One change in MEMBERSHIP_EVERY is a membership, by its place in the sequence. */
+const kindOf = (i: number): ToggleKind => (i % MEMBERSHIP_EVERY === 0 ? 'membership' : 'share');
 
 /** Pairs for `changes` churn changes of the mix, each added once and removed once. */
 export function pairsFor(changes: number): { memberships: number; shares: number } {
