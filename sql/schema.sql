@@ -736,8 +736,8 @@ CREATE OR REPLACE FUNCTION permgraph._applier_role_key()
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$ select 7238001003::bigint $function$;
 
--- permgraph._apply_local_batch(integer,bigint,boolean,timestamp with time zone): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._apply_local_batch(p_max_changes integer, p_max_pairs bigint, p_trash boolean, p_started timestamp with time zone)
+-- permgraph._apply_local_batch(integer,bigint,timestamp with time zone): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._apply_local_batch(p_max_changes integer, p_max_pairs bigint, p_started timestamp with time zone)
  RETURNS jsonb
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
@@ -760,7 +760,6 @@ begin
     from permgraph.changes
     having count(*) between 1 and least(p_max_changes, permgraph._local_change_max_changes())
        and not bool_or(tail_kind = '*')
-       and (p_trash or not bool_or(trash_changed))
        and permgraph._local_change_exact()
   ), batch as (
     select distinct tail_id, tail_kind, head_id, head_kind
@@ -932,8 +931,8 @@ begin
   return result;
 end $function$;
 
--- permgraph._apply_local_path(integer,bigint,boolean,timestamp with time zone): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._apply_local_path(p_max_changes integer, p_max_pairs bigint, p_trash boolean, p_started timestamp with time zone)
+-- permgraph._apply_local_path(integer,bigint,timestamp with time zone): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._apply_local_path(p_max_changes integer, p_max_pairs bigint, p_started timestamp with time zone)
  RETURNS jsonb
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
@@ -946,10 +945,10 @@ begin
     return null;
   end if;
   if not permgraph._batch_removes_nothing() then
-    return permgraph._apply_local_batch(p_max_changes, p_max_pairs, p_trash, p_started);
+    return permgraph._apply_local_batch(p_max_changes, p_max_pairs, p_started);
   end if;
   select a.batch, a.trash_roots into additions
-  from permgraph._write_additions(permgraph._changes_begin_write(), p_max_pairs, true, p_max_changes, p_trash, p_started) a;
+  from permgraph._write_additions(permgraph._changes_begin_write(), p_max_pairs, true, p_max_changes, p_started) a;
   if additions.trash_roots is not null then
     return permgraph._finish_local_batch(additions.batch, additions.trash_roots, p_started);
   end if;
@@ -3791,8 +3790,8 @@ begin
   end if;
 end $function$;
 
--- permgraph._write_additions(boolean,bigint,boolean,integer,boolean,timestamp with time zone): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._write_additions(p_recording boolean, p_max_rows bigint DEFAULT NULL::bigint, p_local boolean DEFAULT false, p_max_changes integer DEFAULT NULL::integer, p_trash boolean DEFAULT false, p_started timestamp with time zone DEFAULT NULL::timestamp with time zone, OUT pairs bigint, OUT inserted bigint, OUT updated bigint, OUT deleted bigint, OUT batch jsonb, OUT trash_roots text[])
+-- permgraph._write_additions(boolean,bigint,boolean,integer,timestamp with time zone): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._write_additions(p_recording boolean, p_max_rows bigint DEFAULT NULL::bigint, p_local boolean DEFAULT false, p_max_changes integer DEFAULT NULL::integer, p_started timestamp with time zone DEFAULT NULL::timestamp with time zone, OUT pairs bigint, OUT inserted bigint, OUT updated bigint, OUT deleted bigint, OUT batch jsonb, OUT trash_roots text[])
  RETURNS record
  LANGUAGE plpgsql
  SET enable_hashjoin TO 'off'
@@ -3808,7 +3807,6 @@ begin
     from permgraph.changes
     having count(*) between 1 and least(p_max_changes, permgraph._local_change_max_changes())
        and not bool_or(tail_kind = '*')
-       and (p_trash or not bool_or(trash_changed))
        and permgraph._local_change_exact()
        and permgraph._batch_removes_nothing()
   ), takes as (
@@ -4103,7 +4101,7 @@ begin
     -- (the batch, its end and its result in one statement; null: it did
     -- not fit. A batch it takes has no expiry, so expired = 0, and no job
     -- runs; a region within p_chunk_pairs holds no change a job would take)
-    local_result := permgraph._apply_local_path(p_max_changes, least(local_pairs, p_chunk_pairs, p_max_pairs), true, started);
+    local_result := permgraph._apply_local_path(p_max_changes, least(local_pairs, p_chunk_pairs, p_max_pairs), started);
     if local_result is not null then
       return local_result;
     end if;
@@ -4244,8 +4242,7 @@ CREATE OR REPLACE FUNCTION permgraph.apply_local_changes(p_max_changes integer D
 AS $function$
 begin
   return permgraph._apply_local_path(
-    p_max_changes, least(coalesce(p_local_pairs, permgraph._local_change_pairs()), p_chunk_pairs, p_max_pairs),
-    current_setting('transaction_isolation') <> 'read committed', clock_timestamp());
+    p_max_changes, least(coalesce(p_local_pairs, permgraph._local_change_pairs()), p_chunk_pairs, p_max_pairs), clock_timestamp());
 end $function$;
 
 -- permgraph.can(text,text,text,integer): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE

@@ -319,8 +319,8 @@ end $$;
 -- _apply_local_batch does for the other batches (055_local_change.sql,
 -- where the argument is): the statement also checks that the batch is one
 -- the path takes (at most p_max_changes changes, no full recomputation,
--- no trash change unless p_trash, _local_change_exact(), and
--- _batch_removes_nothing(), all in its own snapshot) and ends the batch:
+-- _local_change_exact(), and _batch_removes_nothing(), all in its own
+-- snapshot) and ends the batch:
 -- the change rows it read are deleted and applier_state records its
 -- figures and its snapshot. batch is then apply_changes' result (null
 -- when it wrote nothing) and trash_roots the groups whose trash changed,
@@ -330,8 +330,7 @@ end $$;
 -- apply_changes() (BEGIN, the call and its statements, COMMIT after an
 -- attempt that returned null; bench/FINDINGS.md, finding 20).
 create or replace function permgraph._write_additions(p_recording boolean, p_max_rows bigint default null,
-  p_local boolean default false, p_max_changes integer default null, p_trash boolean default false,
-  p_started timestamptz default null,
+  p_local boolean default false, p_max_changes integer default null, p_started timestamptz default null,
   out pairs bigint, out inserted bigint, out updated bigint, out deleted bigint,
   out batch jsonb, out trash_roots text[])
 language plpgsql
@@ -349,7 +348,6 @@ begin
     from permgraph.changes
     having count(*) between 1 and least(p_max_changes, permgraph._local_change_max_changes())
        and not bool_or(tail_kind = '*')
-       and (p_trash or not bool_or(trash_changed))
        and permgraph._local_change_exact()
        and permgraph._batch_removes_nothing()
   ), takes as (

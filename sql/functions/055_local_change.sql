@@ -60,8 +60,8 @@ end $$;
 -- Applies the whole batch in one statement, when the local path fits it:
 -- returns apply_changes' result, or null having written nothing. Fits: 1 to
 -- least(p_max_changes, _local_change_max_changes()) pending changes, no
--- full recomputation asked for ('*'), _local_change_exact(), no trash
--- change unless p_trash, and a region of at most p_max_pairs pairs.
+-- full recomputation asked for ('*'), _local_change_exact(), and a region
+-- of at most p_max_pairs pairs.
 -- The caller holds the applier lock or gets it here (_changes_begin_write
 -- takes it, and learns whether to record events).
 --
@@ -72,9 +72,7 @@ end $$;
 -- is what is_applied needs: 080_freshness.sql). That is what lets
 -- apply_local_changes run without a transaction block of its own and
 -- without locking writers out. The one thing outside it is the trash
--- refresh (a second statement, a second snapshot under READ COMMITTED),
--- hence p_trash: true only where the batch's snapshot holds for the whole
--- transaction (REPEATABLE READ, or writers locked out).
+-- refresh (_finish_local_batch), which may read a later snapshot.
 --
 -- The region is _build_region's (050_region.sql: every user above a changed
 -- edge's tail in the union of the old and new graphs, times every node below
@@ -88,7 +86,7 @@ end $$;
 -- nest loops over the small batch, and the region is probed as a JSON
 -- object (user -> {target: true}) looked up by key, never scanned: a CTE has
 -- no index, and probing it by scanning made the walk quadratic in the region.
-create or replace function permgraph._apply_local_batch(p_max_changes integer, p_max_pairs bigint, p_trash boolean,
+create or replace function permgraph._apply_local_batch(p_max_changes integer, p_max_pairs bigint,
   p_started timestamptz) returns jsonb
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -115,7 +113,6 @@ begin
     from permgraph.changes
     having count(*) between 1 and least(p_max_changes, permgraph._local_change_max_changes())
        and not bool_or(tail_kind = '*')
-       and (p_trash or not bool_or(trash_changed))
        and permgraph._local_change_exact()
   ), batch as (
     select distinct tail_id, tail_kind, head_id, head_kind
@@ -288,11 +285,22 @@ begin
 end $$;
 
 -- The rest of a local batch after its statement (_apply_local_batch, or
--- _write_additions with p_local): the trash of p_trash_roots refreshed (a
--- second statement: the callers pass roots only where the snapshot holds
--- for the transaction, see p_trash above), and the batch's time then
--- includes it. Returns p_result, the statement's result (null: it wrote
--- nothing, and nothing is done).
+-- _write_additions with p_local): the trash of p_trash_roots refreshed,
+-- and the batch's time then includes it. Returns p_result, the statement's
+-- result (null: it wrote nothing, and nothing is done).
+--
+-- Under READ COMMITTED the refresh reads a later snapshot than the batch,
+-- and that is still exact. trashed_groups is a function of nodes alone
+-- (owners and trash_at; no permission row depends on it), and
+-- _refresh_trash recomputes the groups it covers from the nodes it reads:
+-- a group's row comes out as of that later snapshot, never older. A node
+-- changed in between has change rows of its own, which this batch did not
+-- read and did not delete, so the next batch refreshes what they touch
+-- again (rows that came out ahead are written as they are). Batches run
+-- one at a time (the applier lock, held to commit), and only the applier
+-- writes trashed_groups. Before finding 20 (bench/FINDINGS.md) such a batch
+-- was left to apply_changes on a pool: BEGIN, the call, COMMIT, after an
+-- attempt that returned null.
 create or replace function permgraph._finish_local_batch(p_result jsonb, p_trash_roots text[], p_started timestamptz)
 returns jsonb
 language plpgsql
@@ -320,7 +328,7 @@ end $$;
 -- sees it). Returns apply_changes' result, or null having written nothing
 -- (then the ordinary path is the way). The parameters are
 -- _apply_local_batch's; p_max_pairs <= 0: never.
-create or replace function permgraph._apply_local_path(p_max_changes integer, p_max_pairs bigint, p_trash boolean,
+create or replace function permgraph._apply_local_path(p_max_changes integer, p_max_pairs bigint,
   p_started timestamptz) returns jsonb
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -333,10 +341,10 @@ begin
     return null;
   end if;
   if not permgraph._batch_removes_nothing() then
-    return permgraph._apply_local_batch(p_max_changes, p_max_pairs, p_trash, p_started);
+    return permgraph._apply_local_batch(p_max_changes, p_max_pairs, p_started);
   end if;
   select a.batch, a.trash_roots into additions
-  from permgraph._write_additions(permgraph._changes_begin_write(), p_max_pairs, true, p_max_changes, p_trash, p_started) a;
+  from permgraph._write_additions(permgraph._changes_begin_write(), p_max_pairs, true, p_max_changes, p_started) a;
   if additions.trash_roots is not null then
     return permgraph._finish_local_batch(additions.batch, additions.trash_roots, p_started);
   end if;
@@ -351,8 +359,7 @@ end $$;
 -- transaction, is the way). This is how applyChanges() (src/engine/apply.ts)
 -- applies a local change in one round trip instead of three (BEGIN, the
 -- call, COMMIT), and without apply_changes' statements around the one that
--- does the work. A batch that changes trash takes apply_changes under READ
--- COMMITTED (see p_trash above). The parameters are apply_changes'; the
+-- does the work. The parameters are apply_changes'; the
 -- bound on the region (for a batch that only adds, on the rows that rise)
 -- is the least of p_local_pairs (null: the default, _local_change_pairs();
 -- 0: never), p_chunk_pairs and p_max_pairs.
@@ -369,6 +376,5 @@ set jit = off
 as $$
 begin
   return permgraph._apply_local_path(
-    p_max_changes, least(coalesce(p_local_pairs, permgraph._local_change_pairs()), p_chunk_pairs, p_max_pairs),
-    current_setting('transaction_isolation') <> 'read committed', clock_timestamp());
+    p_max_changes, least(coalesce(p_local_pairs, permgraph._local_change_pairs()), p_chunk_pairs, p_max_pairs), clock_timestamp());
 end $$;

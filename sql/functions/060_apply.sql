@@ -179,7 +179,7 @@ begin
     -- (the batch, its end and its result in one statement; null: it did
     -- not fit. A batch it takes has no expiry, so expired = 0, and no job
     -- runs; a region within p_chunk_pairs holds no change a job would take)
-    local_result := permgraph._apply_local_path(p_max_changes, least(local_pairs, p_chunk_pairs, p_max_pairs), true, started);
+    local_result := permgraph._apply_local_path(p_max_changes, least(local_pairs, p_chunk_pairs, p_max_pairs), started);
     if local_result is not null then
       return local_result;
     end if;
