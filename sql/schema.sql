@@ -24,7 +24,12 @@ view permgraph._batch_changes
     xact_id,
     captured_at
    FROM permgraph.changes c
-  WHERE ((NOT ( SELECT permgraph._batch_takes_removals_only() AS _batch_takes_removals_only)) OR ((old_level IS NOT NULL) AND ((new_level IS NULL) OR (new_level < old_level))));
+  WHERE
+        CASE ( SELECT permgraph._batch_part() AS _batch_part)
+            WHEN 'removals'::text THEN ((old_level IS NOT NULL) AND ((new_level IS NULL) OR (new_level < old_level)))
+            WHEN 'additions'::text THEN (NOT ((old_level IS NOT NULL) AND ((new_level IS NULL) OR (new_level < old_level))))
+            ELSE true
+        END;
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
 
 view permgraph._computed_rows
@@ -311,6 +316,8 @@ table permgraph.applier_state
   rows_updated bigint
   rows_deleted bigint
   last_batch_snapshot pg_snapshot
+  last_batch_part text
+  constraint applier_state_last_batch_part_check CHECK ((last_batch_part = ANY (ARRAY['removals'::text, 'additions'::text])))
   constraint applier_state_pkey PRIMARY KEY (singleton)
   constraint applier_state_singleton_check CHECK (singleton)
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
@@ -911,6 +918,7 @@ begin
     update permgraph.applier_state set
       last_batch_at = now(), last_batch_mode = 'incremental', last_batch_changes = f.changes,
       last_batch_ms = f.ms, rows_inserted = f.inserted, rows_updated = f.updated, rows_deleted = f.deleted,
+      last_batch_part = null,  -- the whole queue (045_batch_split.sql)
       last_batch_snapshot = pg_current_snapshot()  -- this statement's: see above
     from figures f
     where (select ok from applies)
@@ -1185,6 +1193,14 @@ begin
      and permgraph._batch_removes_nothing();
 end $function$;
 
+-- permgraph._batch_part(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._batch_part()
+ RETURNS text
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$ select coalesce(pg_catalog.current_setting('permgraph.batch_part', true), '') $function$;
+
 -- permgraph._batch_removes_nothing(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._batch_removes_nothing()
  RETURNS boolean
@@ -1202,14 +1218,6 @@ begin
                      where r.removed > coalesce((select max(e.level) from permgraph.edges e
                                                  where e.tail_id = r.tail_id and e.head_id = r.head_id), 0));
 end $function$;
-
--- permgraph._batch_takes_removals_only(): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._batch_takes_removals_only()
- RETURNS boolean
- LANGUAGE sql
- STABLE
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$ select coalesce(pg_catalog.current_setting('permgraph.batch_part', true), '') = 'removals' $function$;
 
 -- permgraph._begin_applying(text,timestamp with time zone): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._begin_applying(p_caller text, p_at timestamp with time zone)
@@ -1815,10 +1823,12 @@ CREATE OR REPLACE FUNCTION permgraph._end_batch(p_started timestamp with time zo
 AS $function$
 declare
   job_active boolean;
+  part text;
   result jsonb;
 begin
-  if permgraph._batch_takes_removals_only() then
-    -- the removals of a split queue (045_batch_split.sql): the rest stays pending
+  part := permgraph._batch_part();
+  if part <> '' then
+    -- one part of a split queue (045_batch_split.sql): the rest stays pending
     delete from permgraph.changes where id in (select id from permgraph._batch_changes);
     perform pg_catalog.set_config('permgraph.batch_part', '', true);
   else
@@ -1842,6 +1852,7 @@ begin
     last_batch_at = now(), last_batch_mode = p_mode, last_batch_changes = p_pending,
     last_batch_ms = (result ->> 'ms')::double precision,
     rows_inserted = p_inserted, rows_updated = p_updated, rows_deleted = p_deleted,
+    last_batch_part = nullif(part, ''),  -- which part the next split takes (045_batch_split.sql)
     last_batch_snapshot = pg_current_snapshot();  -- what is_applied() reads: see 080_freshness.sql
   return result;
 end $function$;
@@ -3608,6 +3619,32 @@ begin
   return permgraph._set_aside('fill', drops, rebuilds);
 end $function$;
 
+-- permgraph._split_batch(bigint): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._split_batch(p_pending bigint)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  part text;
+  taken bigint;
+begin
+  if p_pending <= permgraph._local_change_max_changes()
+     or exists (select 1 from permgraph.deleted_nodes)
+     or exists (select 1 from permgraph.changes where tail_kind = '*' or trash_changed) then
+    return null;
+  end if;
+  select case when last_batch_part = 'removals' then 'additions' else 'removals' end into part
+  from permgraph.applier_state;
+  perform pg_catalog.set_config('permgraph.batch_part', coalesce(part, 'removals'), true);
+  select count(*) into taken from permgraph._batch_changes;
+  if taken > 0 and taken < p_pending then
+    return taken;
+  end if;
+  perform pg_catalog.set_config('permgraph.batch_part', '', true);
+  return null;
+end $function$;
+
 -- permgraph._split_off_long_job(bigint): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._split_off_long_job(p_chunk_pairs bigint)
  RETURNS bigint
@@ -3655,29 +3692,6 @@ begin
     changes = changes + moved, region_estimate = region_estimate + big_pairs, users_total = users_total + users_added
   where finished_at is null;
   return moved;
-end $function$;
-
--- permgraph._take_removals_first(bigint): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._take_removals_first(p_pending bigint)
- RETURNS bigint
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-declare
-  removals bigint;
-begin
-  if p_pending <= permgraph._local_change_max_changes()
-     or exists (select 1 from permgraph.deleted_nodes)
-     or exists (select 1 from permgraph.changes where tail_kind = '*' or trash_changed) then
-    return null;
-  end if;
-  perform pg_catalog.set_config('permgraph.batch_part', 'removals', true);
-  select count(*) into removals from permgraph._batch_changes;
-  if removals > 0 and removals < p_pending then
-    return removals;
-  end if;
-  perform pg_catalog.set_config('permgraph.batch_part', '', true);
-  return null;
 end $function$;
 
 -- permgraph._upstream_users(text[],text[]): execute <owner>: EXECUTE
@@ -3911,6 +3925,7 @@ begin
     update permgraph.applier_state set
       last_batch_at = now(), last_batch_mode = 'incremental', last_batch_changes = f.changes,
       last_batch_ms = f.ms, rows_inserted = f.inserted, rows_updated = f.updated, rows_deleted = 0,
+      last_batch_part = null,  -- the whole queue (045_batch_split.sql)
       last_batch_snapshot = pg_current_snapshot()  -- this statement's (see _apply_local_batch)
     from figures f
     where p_local and (select ok from fits)
@@ -4095,6 +4110,8 @@ declare
   local_result jsonb;
 begin
   batch_at := permgraph._begin_applying('apply_changes', p_at);
+  -- (the whole queue unless _split_batch says otherwise; never a caller's setting)
+  perform pg_catalog.set_config('permgraph.batch_part', '', true);
   select count(*), coalesce(bool_or(tail_kind = '*'), false) into pending, needs_full from permgraph.changes;
   if pending > 0 and local_pairs > 0 and pending <= least(p_max_changes, permgraph._local_change_max_changes())
      and not p_force_full and not needs_full then
@@ -4124,8 +4141,8 @@ begin
     deferred := permgraph._defer_overlapping_changes();
   end if;
   if not go_full and expired = 0 and not permgraph._long_job_active() then
-    -- a large queue of removals and additions: the removals now, the rest next (045_batch_split.sql)
-    pending := coalesce(permgraph._take_removals_first(pending), pending);
+    -- a large queue of removals and additions: one kind now, the other next (045_batch_split.sql)
+    pending := coalesce(permgraph._split_batch(pending), pending);
   end if;
   if not go_full and expired = 0 and permgraph._batch_only_adds() then
     delta := true;  -- semi-naive: only the rows that rise are computed (050_region.sql)
@@ -4134,7 +4151,7 @@ begin
   end if;
   if go_full then
     mode := 'full';
-    if permgraph._batch_takes_removals_only() then  -- (the region was too large: the whole queue, then)
+    if permgraph._batch_part() <> '' then  -- (the region was too large: the whole queue, then)
       perform pg_catalog.set_config('permgraph.batch_part', '', true);
       select count(*) into pending from permgraph.changes;
     end if;

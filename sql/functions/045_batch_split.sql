@@ -39,47 +39,71 @@
 -- writer's transaction that both removed and added is applied with the
 -- second batch; meanwhile no row is above what the current graph gives
 -- (the removals are in, some additions not yet).
+--
+-- Alternation. Under a steady stream of both kinds, new removals arrive
+-- while a removals batch runs, so the next batch is mixed again, and
+-- taking its removals again would leave the additions pending for good: a
+-- worker offered 2,000 churn changes/s took ten removals batches in a row,
+-- each larger and slower, while 29,000 additions waited (bench/FINDINGS.md,
+-- finding 22). So the batch after a removals batch takes the additions
+-- instead (applier_state.last_batch_part says which part the last batch
+-- took), and every change waits for at most one batch of the other kind.
+-- Additions first is exact by the argument above with the parts swapped:
+-- rows raised by extending a stored row that still counts a pending
+-- removal's edge are pairs with a path through that edge in the union
+-- graph, which is the removals batch's region, recomputed there; and where
+-- such a row stopped the semi-naive walk (it did not rise), the pairs below
+-- are below the removed edge's head too, so in the same region.
 
--- Whether the current batch takes only the pending removals: set by
--- apply_changes for one batch (transaction-local, reset by _end_batch), so
--- that the functions reading the queue need no new parameter.
-create or replace function permgraph._batch_takes_removals_only() returns boolean
+-- Which part of the pending queue the current batch takes: 'removals',
+-- 'additions' (every change that does not remove or lower an edge), or ''
+-- (all of it). Set by apply_changes for one batch (transaction-local, reset
+-- at its start and by _end_batch), so that the functions reading the queue
+-- need no new parameter.
+create or replace function permgraph._batch_part() returns text
 language sql stable
 set search_path = pg_catalog, pg_temp
-as $$ select coalesce(pg_catalog.current_setting('permgraph.batch_part', true), '') = 'removals' $$;
+as $$ select coalesce(pg_catalog.current_setting('permgraph.batch_part', true), '') $$;
 
 -- The pending changes the current batch applies: every row of
--- permgraph.changes, or only those that remove or lower an edge. Every
--- read of the queue by the batch's region and additions goes through it.
+-- permgraph.changes, or only its part (_batch_part). Every read of the
+-- queue by the batch's region and additions goes through it.
 -- (the setting is read once per query: an uncorrelated scalar subquery)
 create or replace view permgraph._batch_changes as
   select c.*
   from permgraph.changes c
-  where not (select permgraph._batch_takes_removals_only())
-     or (c.old_level is not null and (c.new_level is null or c.new_level < c.old_level));
+  where case (select permgraph._batch_part())
+          when 'removals' then c.old_level is not null and (c.new_level is null or c.new_level < c.old_level)
+          when 'additions' then not (c.old_level is not null and (c.new_level is null or c.new_level < c.old_level))
+          else true end;
 
 -- Splits the pending queue when it is one to split (see the top of this
 -- file): more changes than the one-statement path takes, some removing or
 -- lowering an edge and some not, and none deleting a node or changing a
--- trash flag; the caller tests the rest (no expiry, no long job). Returns
--- how many changes the batch takes, the removals, with _batch_changes
--- narrowed to them; null when the batch stays whole.
-create or replace function permgraph._take_removals_first(p_pending bigint) returns bigint
+-- trash flag; the caller tests the rest (no expiry, no long job). The part
+-- taken is the removals, unless the last batch took them (then the
+-- additions: see Alternation above). Returns how many changes the batch
+-- takes, with _batch_changes narrowed to them; null when the batch stays
+-- whole.
+create or replace function permgraph._split_batch(p_pending bigint) returns bigint
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  removals bigint;
+  part text;
+  taken bigint;
 begin
   if p_pending <= permgraph._local_change_max_changes()
      or exists (select 1 from permgraph.deleted_nodes)
      or exists (select 1 from permgraph.changes where tail_kind = '*' or trash_changed) then
     return null;
   end if;
-  perform pg_catalog.set_config('permgraph.batch_part', 'removals', true);
-  select count(*) into removals from permgraph._batch_changes;
-  if removals > 0 and removals < p_pending then
-    return removals;
+  select case when last_batch_part = 'removals' then 'additions' else 'removals' end into part
+  from permgraph.applier_state;
+  perform pg_catalog.set_config('permgraph.batch_part', coalesce(part, 'removals'), true);
+  select count(*) into taken from permgraph._batch_changes;
+  if taken > 0 and taken < p_pending then
+    return taken;
   end if;
   perform pg_catalog.set_config('permgraph.batch_part', '', true);
   return null;

@@ -264,6 +264,7 @@ begin
     update permgraph.applier_state set
       last_batch_at = now(), last_batch_mode = 'incremental', last_batch_changes = f.changes,
       last_batch_ms = f.ms, rows_inserted = f.inserted, rows_updated = f.updated, rows_deleted = f.deleted,
+      last_batch_part = null,  -- the whole queue (045_batch_split.sql)
       last_batch_snapshot = pg_current_snapshot()  -- this statement's: see above
     from figures f
     where (select ok from applies)

@@ -76,10 +76,12 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   job_active boolean;
+  part text;
   result jsonb;
 begin
-  if permgraph._batch_takes_removals_only() then
-    -- the removals of a split queue (045_batch_split.sql): the rest stays pending
+  part := permgraph._batch_part();
+  if part <> '' then
+    -- one part of a split queue (045_batch_split.sql): the rest stays pending
     delete from permgraph.changes where id in (select id from permgraph._batch_changes);
     perform pg_catalog.set_config('permgraph.batch_part', '', true);
   else
@@ -103,6 +105,7 @@ begin
     last_batch_at = now(), last_batch_mode = p_mode, last_batch_changes = p_pending,
     last_batch_ms = (result ->> 'ms')::double precision,
     rows_inserted = p_inserted, rows_updated = p_updated, rows_deleted = p_deleted,
+    last_batch_part = nullif(part, ''),  -- which part the next split takes (045_batch_split.sql)
     last_batch_snapshot = pg_current_snapshot();  -- what is_applied() reads: see 080_freshness.sql
   return result;
 end $$;
@@ -173,6 +176,8 @@ declare
   local_result jsonb;
 begin
   batch_at := permgraph._begin_applying('apply_changes', p_at);
+  -- (the whole queue unless _split_batch says otherwise; never a caller's setting)
+  perform pg_catalog.set_config('permgraph.batch_part', '', true);
   select count(*), coalesce(bool_or(tail_kind = '*'), false) into pending, needs_full from permgraph.changes;
   if pending > 0 and local_pairs > 0 and pending <= least(p_max_changes, permgraph._local_change_max_changes())
      and not p_force_full and not needs_full then
@@ -202,8 +207,8 @@ begin
     deferred := permgraph._defer_overlapping_changes();
   end if;
   if not go_full and expired = 0 and not permgraph._long_job_active() then
-    -- a large queue of removals and additions: the removals now, the rest next (045_batch_split.sql)
-    pending := coalesce(permgraph._take_removals_first(pending), pending);
+    -- a large queue of removals and additions: one kind now, the other next (045_batch_split.sql)
+    pending := coalesce(permgraph._split_batch(pending), pending);
   end if;
   if not go_full and expired = 0 and permgraph._batch_only_adds() then
     delta := true;  -- semi-naive: only the rows that rise are computed (050_region.sql)
@@ -212,7 +217,7 @@ begin
   end if;
   if go_full then
     mode := 'full';
-    if permgraph._batch_takes_removals_only() then  -- (the region was too large: the whole queue, then)
+    if permgraph._batch_part() <> '' then  -- (the region was too large: the whole queue, then)
       perform pg_catalog.set_config('permgraph.batch_part', '', true);
       select count(*) into pending from permgraph.changes;
     end if;

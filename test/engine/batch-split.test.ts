@@ -1,5 +1,6 @@
 // A large pending queue that mixes removals with additions is applied in
-// two batches, the removals first (sql/functions/045_batch_split.sql).
+// two batches, the removals first, or the additions when the last batch
+// took removals (sql/functions/045_batch_split.sql).
 // Checked against the reference model: after the queue is drained the table
 // equals a full recomputation, and between the two batches no row is above
 // what the current graph gives; freshness tokens still mean "fully applied".
@@ -113,6 +114,61 @@ describe('a large mixed queue is applied removals first', async () => {
     const batches = await drain(state, 'r1, additions, r2');
     expect(batches.map((b) => [b.changes, b.delta])).toEqual([[2, false], [objects.length, true]]);
     await expectTableMatches(state, 'r1, additions, r2');
+  });
+
+  it('random bursts of changes arriving between batches (alternating parts) drain to the model', async () => {
+    const parts = { removals: 0, additions: 0 };
+    await fc.assert(
+      fc.asyncProperty(
+        graphArbitrary({ users: 8, groups: 10, objects: 5, grants: 30 }),
+        fc.array(fc.oneof(fc.array(churnOnly, { minLength: 1, maxLength: 10 }), fc.array(churnOnly, { minLength: LOCAL_MAX_CHANGES + 5, maxLength: 100 })), { minLength: 2, maxLength: 5 }),
+        async (graph, bursts) => {
+          const state = await start(graph);
+          const log: string[] = [];
+          for (const burst of bursts) {
+            for (const step of burst) log.push(await state.apply(db, step));
+            const result = await applyChanges(db);
+            // a split batch leaves the other part pending
+            if (result.mode === 'incremental' && (await pending()) > 0) parts[result.delta ? 'additions' : 'removals']++;
+          }
+          for (let i = 0; i < 3 && (await applyChanges(db)).mode !== 'none'; i++);
+          expect(await pending(), log.join('; ')).toBe(0);
+          await expectTableMatches(state, log.join('; '));
+        },
+      ),
+      { numRuns: 40 },
+    );
+    expect(parts.removals).toBeGreaterThan(5);
+    expect(parts.additions).toBeGreaterThan(2);
+  });
+
+  it('removals that keep arriving do not leave the additions pending: the batch after a removals batch takes the additions', async () => {
+    // (045_batch_split.sql, Alternation: a worker under a steady stream of both kinds took removals
+    // batch after batch while the additions waited)
+    const objects = Array.from({ length: LOCAL_MAX_CHANGES + 6 }, (_, i) => o(`z${i}`));
+    const state = await start({
+      nodes: [u('alice'), u('bob'), g('eng'), g('ops'), o('doc'), ...objects],
+      grants: [grant('alice', 3, 'eng'), grant('eng', 3, 'ops'), grant('ops', 2, 'doc'), grant('bob', 1, 'eng')],
+    });
+    const grants = () => [...state.grants.values()];
+    const additions = await db.tx(async (tx) => {
+      for (let i = 0; i < objects.length; i++) await state.apply(tx, { type: 'grant', tail: 1, head: 5 + i, level: 1, source: 'a' }); // bob -> z_i
+      return currentToken(tx);
+    });
+    await state.apply(db, { type: 'revoke', pick: grants().findIndex((x) => x.tailId === 'alice') }); // alice -/-> eng
+    expect(await applyChanges(db)).toMatchObject({ mode: 'incremental', delta: false, changes: 1 });
+    const late = await db.tx(async (tx) => {
+      await state.apply(tx, { type: 'revoke', pick: grants().findIndex((x) => x.tailId === 'eng') }); // eng -/-> ops, meanwhile
+      return currentToken(tx);
+    });
+    // the queue is mixed again: this time its additions go, and the new removal waits one batch
+    expect(await applyChanges(db)).toMatchObject({ mode: 'incremental', delta: true, changes: objects.length });
+    expect(await isApplied(db, additions)).toBe(true);
+    expect(await isApplied(db, late)).toBe(false);
+    expect(await applyChanges(db)).toMatchObject({ mode: 'incremental', delta: false, changes: 1 });
+    expect(await isApplied(db, late)).toBe(true);
+    await expectTableMatches(state, 'removal, additions, removal');
+    expect((await verify(db)).differences).toEqual([]);
   });
 
   it('a token is applied once all its changes are: the removals batch leaves a writer that also added pending', async () => {
