@@ -1828,8 +1828,12 @@ declare
 begin
   part := permgraph._batch_part();
   if part <> '' then
-    -- one part of a split queue (045_batch_split.sql): the rest stays pending
-    delete from permgraph.changes where id in (select id from permgraph._batch_changes);
+    -- one part of a split queue (045_batch_split.sql): the rest stays pending.
+    -- Through the view (a filter of changes, so automatically updatable):
+    -- one scan. A semi-join of changes with itself was planned from the
+    -- queue's statistics, and with those of an empty queue it nested loops:
+    -- 11 s to delete 4,000 rows (bench/FINDINGS.md, finding 23).
+    delete from permgraph._batch_changes;
     perform pg_catalog.set_config('permgraph.batch_part', '', true);
   else
     delete from permgraph.changes;
