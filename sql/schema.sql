@@ -763,11 +763,7 @@ begin
   recording := permgraph._changes_begin_write();
   with recursive pending as (
     -- one row, the batch's size, when the path fits it; none otherwise
-    select count(*) as changes
-    from permgraph.changes
-    having count(*) between 1 and least(p_max_changes, permgraph._local_change_max_changes())
-       and not bool_or(tail_kind = '*')
-       and permgraph._local_change_exact()
+    select n as changes from permgraph._local_batch_size(p_max_changes) n where n is not null
   ), batch as (
     select distinct tail_id, tail_kind, head_id, head_kind
     from permgraph.changes where not trash_changed and exists (select 1 from pending)
@@ -2968,6 +2964,19 @@ begin
   end if;
 end $function$;
 
+-- permgraph._local_batch_size(integer): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._local_batch_size(p_max_changes integer)
+ RETURNS bigint
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+  select count(*) from permgraph.changes
+  having count(*) between 1 and least(p_max_changes, permgraph._local_change_max_changes())
+     and not bool_or(tail_kind = '*')
+     and permgraph._local_change_exact()
+$function$;
+
 -- permgraph._local_change_exact(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._local_change_exact()
  RETURNS boolean
@@ -3821,12 +3830,8 @@ AS $function$
 begin
   with recursive pending as (
     -- (p_local) one row, the batch's size, when the local path takes it
-    select count(*) as changes
-    from permgraph.changes
-    having count(*) between 1 and least(p_max_changes, permgraph._local_change_max_changes())
-       and not bool_or(tail_kind = '*')
-       and permgraph._local_change_exact()
-       and permgraph._batch_removes_nothing()
+    select n as changes from permgraph._local_batch_size(p_max_changes) n
+    where n is not null and permgraph._batch_removes_nothing()
   ), takes as (
     select not p_local or exists (select 1 from pending) as ok
   ), added as (

@@ -344,12 +344,8 @@ as $$
 begin
   with recursive pending as (
     -- (p_local) one row, the batch's size, when the local path takes it
-    select count(*) as changes
-    from permgraph.changes
-    having count(*) between 1 and least(p_max_changes, permgraph._local_change_max_changes())
-       and not bool_or(tail_kind = '*')
-       and permgraph._local_change_exact()
-       and permgraph._batch_removes_nothing()
+    select n as changes from permgraph._local_batch_size(p_max_changes) n
+    where n is not null and permgraph._batch_removes_nothing()
   ), takes as (
     select not p_local or exists (select 1 from pending) as ok
   ), added as (

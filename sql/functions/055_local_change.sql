@@ -57,6 +57,21 @@ begin
               or permgraph._long_job_active());
 end $$;
 
+-- The pending batch's size when a local statement may take it: 1 to
+-- least(p_max_changes, _local_change_max_changes()) changes, no full
+-- recomputation asked for ('*'), and _local_change_exact(); null otherwise.
+-- Stable, so that inside a local statement (_apply_local_batch,
+-- _write_additions) it reads that statement's snapshot.
+create or replace function permgraph._local_batch_size(p_max_changes integer) returns bigint
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select count(*) from permgraph.changes
+  having count(*) between 1 and least(p_max_changes, permgraph._local_change_max_changes())
+     and not bool_or(tail_kind = '*')
+     and permgraph._local_change_exact()
+$$;
+
 -- Applies the whole batch in one statement, when the local path fits it:
 -- returns apply_changes' result, or null having written nothing. Fits: 1 to
 -- least(p_max_changes, _local_change_max_changes()) pending changes, no
@@ -109,11 +124,7 @@ begin
   recording := permgraph._changes_begin_write();
   with recursive pending as (
     -- one row, the batch's size, when the path fits it; none otherwise
-    select count(*) as changes
-    from permgraph.changes
-    having count(*) between 1 and least(p_max_changes, permgraph._local_change_max_changes())
-       and not bool_or(tail_kind = '*')
-       and permgraph._local_change_exact()
+    select n as changes from permgraph._local_batch_size(p_max_changes) n where n is not null
   ), batch as (
     select distinct tail_id, tail_kind, head_id, head_kind
     from permgraph.changes where not trash_changed and exists (select 1 from pending)
