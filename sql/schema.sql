@@ -919,12 +919,7 @@ begin
     from figures f
     where (select ok from applies)
   )
-  select jsonb_build_object(
-           'mode', 'incremental', 'delta', false, 'local', true, 'changes', f.changes, 'expired', 0,
-           'region_pairs', f.region_pairs, 'to_long_job', 0, 'deferred', 0, 'long_job_active', false,
-           'inserted', f.inserted, 'updated', f.updated, 'deleted', f.deleted, 'ms', f.ms,
-           -- (the path runs only while no row expires, and writes none that does)
-           'next_expiry_in_ms', null),
+  select permgraph._local_batch_result(false, f.changes, f.region_pairs, f.inserted, f.updated, f.deleted, f.ms),
          (select array_agg(distinct c.head_id) from permgraph.changes c where c.trash_changed)
   into result, trash_roots
   from figures f
@@ -1811,8 +1806,8 @@ AS $function$
     case p_source when 'scoped' then 'p.ctid = d.old_ctid' else 'p.user_id = d.user_id and p.target_id = d.target_id' end)
 $function$;
 
--- permgraph._end_batch(timestamp with time zone,timestamp with time zone,text,boolean,boolean,bigint,bigint,bigint,bigint,bigint,bigint,bigint,bigint): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._end_batch(p_started timestamp with time zone, p_batch_at timestamp with time zone, p_mode text, p_delta boolean, p_local boolean, p_pending bigint, p_expired bigint, p_pairs bigint, p_to_job bigint, p_deferred bigint, p_inserted bigint, p_updated bigint, p_deleted bigint)
+-- permgraph._end_batch(timestamp with time zone,timestamp with time zone,text,boolean,bigint,bigint,bigint,bigint,bigint,bigint,bigint,bigint): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._end_batch(p_started timestamp with time zone, p_batch_at timestamp with time zone, p_mode text, p_delta boolean, p_pending bigint, p_expired bigint, p_pairs bigint, p_to_job bigint, p_deferred bigint, p_inserted bigint, p_updated bigint, p_deleted bigint)
  RETURNS jsonb
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
@@ -1834,20 +1829,19 @@ begin
   else
     delete from permgraph.changes;
   end if;
-  -- (nothing below starts or ends a job; the local path runs only without one)
-  job_active := not p_local and permgraph._long_job_active();
+  -- (nothing below starts or ends a job)
+  job_active := permgraph._long_job_active();
   if job_active then
     perform permgraph._prune_deleted_nodes();
   else
     delete from permgraph.deleted_nodes;
   end if;
   result := jsonb_build_object(
-    'mode', p_mode, 'delta', p_delta, 'local', p_local, 'changes', p_pending, 'expired', p_expired,
+    'mode', p_mode, 'delta', p_delta, 'local', false, 'changes', p_pending, 'expired', p_expired,
     'region_pairs', p_pairs, 'to_long_job', p_to_job, 'deferred', p_deferred, 'long_job_active', job_active,
     'inserted', p_inserted, 'updated', p_updated, 'deleted', p_deleted,
     'ms', permgraph._ms_since(p_started),
-    -- (the local path runs only while no row expires, and writes none that does)
-    'next_expiry_in_ms', case when not p_local then permgraph._next_expiry_in_ms(p_batch_at) end);
+    'next_expiry_in_ms', permgraph._next_expiry_in_ms(p_batch_at));
   update permgraph.applier_state set
     last_batch_at = now(), last_batch_mode = p_mode, last_batch_changes = p_pending,
     last_batch_ms = (result ->> 'ms')::double precision,
@@ -2964,6 +2958,20 @@ begin
   end if;
 end $function$;
 
+-- permgraph._local_batch_result(boolean,bigint,bigint,bigint,bigint,bigint,numeric): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._local_batch_result(p_delta boolean, p_changes bigint, p_pairs bigint, p_inserted bigint, p_updated bigint, p_deleted bigint, p_ms numeric)
+ RETURNS jsonb
+ LANGUAGE sql
+ IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+  select jsonb_build_object(
+    'mode', 'incremental', 'delta', p_delta, 'local', true, 'changes', p_changes, 'expired', 0,
+    'region_pairs', p_pairs, 'to_long_job', 0, 'deferred', 0, 'long_job_active', false,
+    'inserted', p_inserted, 'updated', p_updated, 'deleted', p_deleted, 'ms', p_ms,
+    'next_expiry_in_ms', null)
+$function$;
+
 -- permgraph._local_batch_size(integer): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._local_batch_size(p_max_changes integer)
  RETURNS bigint
@@ -3940,11 +3948,8 @@ begin
     where p_local and (select ok from fits)
   )
   select f.pairs, f.inserted, f.updated, 0,
-         case when p_local and f.pairs is not null then jsonb_build_object(
-           'mode', 'incremental', 'delta', true, 'local', true, 'changes', f.changes, 'expired', 0,
-           'region_pairs', f.pairs, 'to_long_job', 0, 'deferred', 0, 'long_job_active', false,
-           'inserted', f.inserted, 'updated', f.updated, 'deleted', 0, 'ms', f.ms,
-           'next_expiry_in_ms', null) end,
+         case when p_local and f.pairs is not null
+              then permgraph._local_batch_result(true, f.changes, f.pairs, f.inserted, f.updated, 0, f.ms) end,
          case when p_local then (select array_agg(distinct c.head_id) from permgraph.changes c where c.trash_changed) end
   into pairs, inserted, updated, deleted, batch, trash_roots
   from figures f;
@@ -4194,7 +4199,7 @@ begin
       perform permgraph._refresh_trash(trash_roots);
     end if;
   end if;
-  return permgraph._end_batch(started, batch_at, mode, delta, false, pending, expired, pairs, to_job, deferred,
+  return permgraph._end_batch(started, batch_at, mode, delta, pending, expired, pairs, to_job, deferred,
                               diff.inserted, diff.updated, diff.deleted);
 end $function$;
 

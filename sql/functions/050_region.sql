@@ -454,11 +454,8 @@ begin
     where p_local and (select ok from fits)
   )
   select f.pairs, f.inserted, f.updated, 0,
-         case when p_local and f.pairs is not null then jsonb_build_object(
-           'mode', 'incremental', 'delta', true, 'local', true, 'changes', f.changes, 'expired', 0,
-           'region_pairs', f.pairs, 'to_long_job', 0, 'deferred', 0, 'long_job_active', false,
-           'inserted', f.inserted, 'updated', f.updated, 'deleted', 0, 'ms', f.ms,
-           'next_expiry_in_ms', null) end,
+         case when p_local and f.pairs is not null
+              then permgraph._local_batch_result(true, f.changes, f.pairs, f.inserted, f.updated, 0, f.ms) end,
          case when p_local then (select array_agg(distinct c.head_id) from permgraph.changes c where c.trash_changed) end
   into pairs, inserted, updated, deleted, batch, trash_roots
   from figures f;

@@ -72,6 +72,22 @@ as $$
      and permgraph._local_change_exact()
 $$;
 
+-- apply_changes' result for a batch a local statement applied (the
+-- region one, or the semi-naive one when p_delta): no expiry, long job or
+-- deferral is involved, since the path runs only while no row expires and
+-- no job runs, and it writes no row that expires.
+create or replace function permgraph._local_batch_result(p_delta boolean, p_changes bigint, p_pairs bigint,
+  p_inserted bigint, p_updated bigint, p_deleted bigint, p_ms numeric) returns jsonb
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+  select jsonb_build_object(
+    'mode', 'incremental', 'delta', p_delta, 'local', true, 'changes', p_changes, 'expired', 0,
+    'region_pairs', p_pairs, 'to_long_job', 0, 'deferred', 0, 'long_job_active', false,
+    'inserted', p_inserted, 'updated', p_updated, 'deleted', p_deleted, 'ms', p_ms,
+    'next_expiry_in_ms', null)
+$$;
+
 -- Applies the whole batch in one statement, when the local path fits it:
 -- returns apply_changes' result, or null having written nothing. Fits: 1 to
 -- least(p_max_changes, _local_change_max_changes()) pending changes, no
@@ -280,12 +296,7 @@ begin
     from figures f
     where (select ok from applies)
   )
-  select jsonb_build_object(
-           'mode', 'incremental', 'delta', false, 'local', true, 'changes', f.changes, 'expired', 0,
-           'region_pairs', f.region_pairs, 'to_long_job', 0, 'deferred', 0, 'long_job_active', false,
-           'inserted', f.inserted, 'updated', f.updated, 'deleted', f.deleted, 'ms', f.ms,
-           -- (the path runs only while no row expires, and writes none that does)
-           'next_expiry_in_ms', null),
+  select permgraph._local_batch_result(false, f.changes, f.region_pairs, f.inserted, f.updated, f.deleted, f.ms),
          (select array_agg(distinct c.head_id) from permgraph.changes c where c.trash_changed)
   into result, trash_roots
   from figures f

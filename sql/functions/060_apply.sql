@@ -62,14 +62,14 @@ language sql volatile
 set search_path = pg_catalog, pg_temp
 as $$ select round((extract(epoch from clock_timestamp() - p_started) * 1000)::numeric, 3) $$;
 
--- The end of every batch that applied changes (apply_changes' two paths):
--- the change rows this snapshot saw (or all, with writers locked out) are
--- applied, so they go, and deleted nodes' rows are gone too (while a job
--- runs, its users may still hold rows of deleted nodes); the batch's figures
--- are recorded and returned. p_local: the one-statement path took it
--- (055_local_change.sql).
+-- The end of every batch the ordinary path applied (the local statements
+-- end theirs themselves, 055_local_change.sql): the change rows this
+-- snapshot saw (or all, with writers locked out) are applied, so they go,
+-- and deleted nodes' rows are gone too (while a job runs, its users may
+-- still hold rows of deleted nodes); the batch's figures are recorded and
+-- returned.
 create or replace function permgraph._end_batch(p_started timestamptz, p_batch_at timestamptz, p_mode text,
-  p_delta boolean, p_local boolean, p_pending bigint, p_expired bigint, p_pairs bigint, p_to_job bigint,
+  p_delta boolean, p_pending bigint, p_expired bigint, p_pairs bigint, p_to_job bigint,
   p_deferred bigint, p_inserted bigint, p_updated bigint, p_deleted bigint) returns jsonb
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -91,20 +91,19 @@ begin
   else
     delete from permgraph.changes;
   end if;
-  -- (nothing below starts or ends a job; the local path runs only without one)
-  job_active := not p_local and permgraph._long_job_active();
+  -- (nothing below starts or ends a job)
+  job_active := permgraph._long_job_active();
   if job_active then
     perform permgraph._prune_deleted_nodes();
   else
     delete from permgraph.deleted_nodes;
   end if;
   result := jsonb_build_object(
-    'mode', p_mode, 'delta', p_delta, 'local', p_local, 'changes', p_pending, 'expired', p_expired,
+    'mode', p_mode, 'delta', p_delta, 'local', false, 'changes', p_pending, 'expired', p_expired,
     'region_pairs', p_pairs, 'to_long_job', p_to_job, 'deferred', p_deferred, 'long_job_active', job_active,
     'inserted', p_inserted, 'updated', p_updated, 'deleted', p_deleted,
     'ms', permgraph._ms_since(p_started),
-    -- (the local path runs only while no row expires, and writes none that does)
-    'next_expiry_in_ms', case when not p_local then permgraph._next_expiry_in_ms(p_batch_at) end);
+    'next_expiry_in_ms', permgraph._next_expiry_in_ms(p_batch_at));
   update permgraph.applier_state set
     last_batch_at = now(), last_batch_mode = p_mode, last_batch_changes = p_pending,
     last_batch_ms = (result ->> 'ms')::double precision,
@@ -255,7 +254,7 @@ begin
       perform permgraph._refresh_trash(trash_roots);
     end if;
   end if;
-  return permgraph._end_batch(started, batch_at, mode, delta, false, pending, expired, pairs, to_job, deferred,
+  return permgraph._end_batch(started, batch_at, mode, delta, pending, expired, pairs, to_job, deferred,
                               diff.inserted, diff.updated, diff.deleted);
 end $$;
 
