@@ -8,6 +8,3 @@ alter table permgraph.applier_state add column last_batch_part text
 drop view if exists permgraph._batch_changes;
 drop function if exists permgraph._batch_takes_removals_only();
 drop function if exists permgraph._take_removals_first(bigint);
--- (and _end_batch loses its p_local: only the ordinary path calls it now)
-drop function if exists permgraph._end_batch(timestamptz, timestamptz, text, boolean, boolean, bigint, bigint, bigint, bigint,
-  bigint, bigint, bigint, bigint);
