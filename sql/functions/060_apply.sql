@@ -15,8 +15,11 @@ set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
 begin
+  -- (having: null when no row expires; greatest() skips a null min and
+  -- said 0, "now", which made an idle worker poll every millisecond)
   return (select greatest(0, ceil(extract(epoch from min(valid_until) - clock_timestamp()) * 1000))::bigint
-          from permgraph.permissions where valid_until > p_at);
+          from permgraph.permissions where valid_until > p_at
+          having min(valid_until) is not null);
 end $$;
 
 -- Rows whose valid_until has passed by p_at: the rows an expiry changes.
@@ -113,6 +116,18 @@ begin
   return result;
 end $$;
 
+-- apply_changes' result when nothing is pending and no row has expired
+-- by p_at: no batch, nothing written (apply_local_changes gives it too).
+create or replace function permgraph._nothing_to_apply(p_at timestamptz) returns jsonb
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  return jsonb_build_object('mode', 'none', 'changes', 0, 'expired', 0,
+                            'next_expiry_in_ms', permgraph._next_expiry_in_ms(p_at),
+                            'long_job_active', permgraph._long_job_active());
+end $$;
+
 -- Applies every pending change visible to this transaction, as one batch,
 -- and marks them done. This is the only code path that writes permissions:
 -- the worker, refresh() and tests all come through here.
@@ -194,9 +209,7 @@ begin
   end if;
   expired := permgraph._count_expired(batch_at);
   if pending = 0 and expired = 0 and not p_force_full then
-    return jsonb_build_object('mode', 'none', 'changes', 0, 'expired', 0,
-                              'next_expiry_in_ms', permgraph._next_expiry_in_ms(batch_at),
-                              'long_job_active', permgraph._long_job_active());
+    return permgraph._nothing_to_apply(batch_at);
   end if;
   if max_pairs is null then
     select greatest(50000, (reltuples * 0.25)::bigint) into max_pairs

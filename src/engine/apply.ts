@@ -97,7 +97,8 @@ async function runApply(db: Queryable, options: ApplyOptions, forceFull: boolean
  * statement of its own transaction, at the connection's isolation level
  * (READ COMMITTED is fine: it is one statement, one snapshot, and it does
  * not lock writers out; sql/functions/055_local_change.sql). A batch that
- * only adds is computed semi-naively there too. Null when the local path
+ * only adds is computed semi-naively there too; nothing pending and
+ * nothing expired is answered there ('none'). Null when the local path
  * does not fit the batch (nothing was written; the caller takes
  * apply_changes), or cannot be tried here: inside a caller's transaction
  * (its statements would be part of it), with a time to compute at (the

@@ -290,6 +290,27 @@ describe('incremental apply_changes() against the reference model', async () => 
     }
   });
 
+  it('on a pool, nothing to apply is answered by one statement, as apply_changes answers it; a row that expired is applied', async () => {
+    const nodes = [u('alice'), g('team'), g('proj', 'team')];
+    const state = await start({ nodes, grants: [grant('alice', 1, 'team')] });
+    const none = { mode: 'none', changes: 0, expired: 0, next_expiry_in_ms: null, long_job_active: false };
+    const [local] = await db.query(sql`select permgraph.apply_local_changes() as result`);
+    expect(local.result).toEqual(none);
+    const [ordinary] = await db.tx(async (tx) => tx.query(sql`select permgraph.apply_changes() as result`));
+    expect(ordinary.result).toEqual(none);
+    // A grant expiring in a moment, applied; once it has expired, the queue is empty but the table
+    // is not current: the one-statement answer must not be "none".
+    const expiresAt = new Date(Date.now() + 400);
+    await state.apply(db, { type: 'grant', tail: 0, head: 2, level: 3, source: 'a', expiresAt });
+    expect(await applyChanges(db)).toMatchObject({ mode: 'incremental', changes: 1 });
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, expiresAt.getTime() - Date.now()) + 50));
+    const [pending] = await db.query(sql`select permgraph.apply_local_changes() as result`);
+    expect(pending.result).toBeNull();
+    expect(await applyChanges(db)).toMatchObject({ mode: 'incremental', changes: 0, expired: 1 });
+    await expectTableMatches(state, 'after the expiry');
+    expect((await db.query(sql`select permgraph.apply_local_changes() as result`))[0].result).toEqual(none);
+  });
+
   it('an addition that raises nothing costs no region, on a pool too', async () => {
     // alice already manages the 20 projects through ops; a read grant on team raises no row. Its
     // region (alice x team's 21 nodes) is what the region statement would compute; the semi-naive

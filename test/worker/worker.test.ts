@@ -77,6 +77,24 @@ describe('worker', async () => {
     expect((await readPermissions(db)).find((r) => r.targetId === 'g')).toMatchObject({ level: 1, validUntil: null });
   });
 
+  it('an idle worker waits for a notification or its poll interval: it does not poll the database in a loop', async () => {
+    // With no row expiring, apply_changes said the next expiry was 0 ms away (greatest() skipped the
+    // null), and the worker polled every millisecond: ~500 transactions a second doing nothing.
+    await loadGraph(db, { nodes: [u('u'), g('g')], grants: [grant('u', 1, 'g')] });
+    await refresh(db);
+    await startWorker({ pollIntervalMs: 600_000 });
+    await new Promise((r) => setTimeout(r, 500));
+    // (transactions committed in this database; backends report them at least once a second)
+    const commits = async () => {
+      await db.query(sql`select pg_stat_clear_snapshot()`);
+      const [row] = await db.query(sql`select xact_commit::bigint as n from pg_stat_database where datname = current_database()`);
+      return Number(row.n);
+    };
+    const before = await commits();
+    await new Promise((r) => setTimeout(r, 2500));
+    expect((await commits()) - before).toBeLessThan(50);
+  });
+
   it('applies changes made with plain SQL, woken by NOTIFY; a token resolves after apply', async () => {
     const state = await seed();
     await startWorker({ pollIntervalMs: 60_000 }); // only notifications can wake it in time
