@@ -13,7 +13,7 @@ import { describe, expect, it } from 'vitest';
 import { sql } from '../../src/db/pool.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { loadGraph, readPermissions } from '../helpers/graph.ts';
+import { insertGrants, loadGraph, readPermissions } from '../helpers/graph.ts';
 import { type CapturedPlan, capturePlans, describeQuery, heaviest } from '../helpers/plans.ts';
 import * as model from '../reference/model.ts';
 import type { RefGrant, RefGraph } from '../reference/model.ts';
@@ -78,12 +78,23 @@ describe('a batch handles rows in proportion to its region, not to the graph', a
   /** Work allowed: a few times what the batch reads and writes, plus a constant; the graph is ~50,000 rows. */
   const allowed = (b: Batch) => 10 * (b.changes + b.region_pairs + b.inserted + b.updated + b.deleted) + 2000;
 
+  /** Applies batches until none is pending, each in its own transaction, tracing every statement; appends them to `batches`. */
+  async function applyAllTraced(batches: Batch[]): Promise<CapturedPlan[]> {
+    return capturePlans(url, async (client) => {
+      for (;;) {
+        await client.query('begin isolation level repeatable read');
+        const r = (await client.query('select permgraph.apply_changes() as r')).rows[0].r as Batch & { mode: string };
+        await client.query('commit');
+        if (r.mode === 'none') break;
+        batches.push(r);
+      }
+    });
+  }
+
   it('additions (semi-naive): five users join a team that reaches a group of 4,000 members', async () => {
     const added: RefGrant[] = range(5).map((i) => grant(`x${i}`, i === 0 ? 3 : 1, 't'));
     const { batch, heaviest: h } = await applyTraced(
-      () => db.query(sql`insert into permgraph.grants (tail_id, head_id, level, source)
-                         select * from unnest(${added.map((a) => a.tailId)}::text[], ${added.map((a) => a.headId)}::text[],
-                                              ${added.map((a) => a.level)}::smallint[], ${added.map((a) => a.source)}::text[])`).then(() => {}),
+      () => insertGrants(db, added),
       { ...current, grants: [...current.grants, ...added] },
     );
     expect(batch).toMatchObject({ delta: true, changes: 5 });
@@ -107,19 +118,9 @@ describe('a batch handles rows in proportion to its region, not to the graph', a
     const removed = new Set(range(200).flatMap((i) => [`b${i}-m2`, `b${i}-m3`]));
     const added: RefGrant[] = range(15).flatMap((i) => range(7).map((j) => grant(`x${5 + i}`, 1, `b${j}`)));
     await db.query(sql`delete from permgraph.grants where tail_id = any(${[...removed]}::text[])`);
-    await db.query(sql`insert into permgraph.grants (tail_id, head_id, level, source)
-                       select * from unnest(${added.map((a) => a.tailId)}::text[], ${added.map((a) => a.headId)}::text[],
-                                            ${added.map((a) => a.level)}::smallint[], ${added.map((a) => a.source)}::text[])`);
+    await insertGrants(db, added);
     const batches: Batch[] = [];
-    const plans = await capturePlans(url, async (client) => {
-      for (;;) {
-        await client.query('begin isolation level repeatable read');
-        const r = (await client.query('select permgraph.apply_changes() as r')).rows[0].r as Batch & { mode: string };
-        await client.query('commit');
-        if (r.mode === 'none') break;
-        batches.push(r);
-      }
-    });
+    const plans = await applyAllTraced(batches);
     current = { ...current, grants: [...current.grants.filter((x) => !removed.has(x.tailId)), ...added] };
     expect(await readPermissions(db)).toEqual(model.computePermissions(current));
     expect(batches.map((b) => [b.changes, b.delta])).toEqual([[400, false], [105, true]]);
@@ -137,36 +138,23 @@ describe('a batch handles rows in proportion to its region, not to the graph', a
     const left = new Set(range(200).flatMap((i) => [7, 8].map((j) => `b${i}-m${j}`)));
     const raised = new Set(range(200).map((i) => `b${i}-m6`));
     const moved = new Set(range(40).map((i) => `b${i}`));
-    const trashed = new Set(range(40, 60).map((i) => `b${i}`));
+    const trashed = new Set(range(20).map((i) => `b${40 + i}`));
     const gone = new Set(range(20).map((i) => `b${100 + i}-m5`));
     const trashAt = new Date(Date.now() - 86_400_000);
-    const batches: (Batch & { mode: string })[] = [];
+    const batches: Batch[] = [];
     const plans: CapturedPlan[] = [];
-    const applyAll = async () => {
-      plans.push(...(await capturePlans(url, async (client) => {
-        for (;;) {
-          await client.query('begin isolation level repeatable read');
-          const r = (await client.query('select permgraph.apply_changes() as r')).rows[0].r as Batch & { mode: string };
-          await client.query('commit');
-          if (r.mode === 'none') break;
-          batches.push(r);
-        }
-      })));
-    };
     // Memberships joined, left and raised: a mixed queue, split into its parts.
-    await db.query(sql`insert into permgraph.grants (tail_id, head_id, level, source)
-                       select * from unnest(${joined.map((a) => a.tailId)}::text[], ${joined.map((a) => a.headId)}::text[],
-                                            ${joined.map((a) => a.level)}::smallint[], ${joined.map((a) => a.source)}::text[])`);
+    await insertGrants(db, joined);
     await db.query(sql`delete from permgraph.grants where tail_id = any(${[...left]}::text[])`);
     await db.query(sql`update permgraph.grants set level = 2 where tail_id = any(${[...raised]}::text[])`);
-    await applyAll();
+    plans.push(...(await applyAllTraced(batches)));
     expect(batches.map((b) => b.delta)).toEqual([false, true]);  // removals, then additions
     // Groups moved and trashed, users deleted, more memberships left: one batch, nothing split.
     await db.query(sql`delete from permgraph.grants where tail_id = any(${range(200).map((i) => `b${i}-m9`)}::text[])`);
     await db.query(sql`update permgraph.nodes set owner_id = 't' where id = any(${[...moved]}::text[])`);
     await db.query(sql`update permgraph.nodes set trash_at = ${trashAt} where id = any(${[...trashed]}::text[])`);
     await db.query(sql`delete from permgraph.nodes where id = any(${[...gone]}::text[])`);
-    await applyAll();
+    plans.push(...(await applyAllTraced(batches)));
     expect(batches.length).toBe(3);
     current = {
       nodes: current.nodes
