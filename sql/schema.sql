@@ -823,8 +823,11 @@ begin
     join down_capped d on d.origin = c.head_id
     where (select ok from applies)
   ), region_index as (
-    select coalesce(jsonb_object_agg(user_id, targets), '{}') as by_user
-    from (select user_id, jsonb_object_agg(target_id, true) as targets from region group by user_id) r
+    -- one flat object keyed by pair: a probe is a binary search of its
+    -- keys. (Nested by user, each probe extracted the user's object, a
+    -- copy of all the user's region pairs: quadratic in the region.)
+    select coalesce(jsonb_object_agg(permgraph._pair_key(user_id, target_id), true), '{}') as pairs
+    from region
   ), region_users as (
     select n.id as user_id
     from (select distinct user_id from region) r
@@ -834,7 +837,7 @@ begin
     select ru.user_id, e.head_id, e.head_kind, e.level, e.level = 3 and e.head_kind = 'user'
     from region_users ru
     cross join lateral (select e.head_id, e.head_kind, e.level from permgraph.edges e where e.tail_id = ru.user_id offset 0) e
-    where coalesce(((select by_user from region_index) -> ru.user_id) ? e.head_id, false)
+    where (select pairs from region_index) ? permgraph._pair_key(ru.user_id, e.head_id)
     union all
     -- per region pair, its in-edges from groups outside the region, each
     -- seeded with the user's stored row on the group (right: its paths did
@@ -845,13 +848,13 @@ begin
                         where e.head_id = r.target_id and e.tail_kind = 'group' offset 0) e
     cross join lateral (select p.level from permgraph.permissions p
                         where p.user_id = r.user_id and p.target_id = e.tail_id offset 0) s
-    where not coalesce(((select by_user from region_index) -> r.user_id) ? e.tail_id, false)
+    where not (select pairs from region_index) ? permgraph._pair_key(r.user_id, e.tail_id)
     union
     select w.user_id, e.head_id, e.head_kind, least(w.level, e.level), e.level = 3 and e.head_kind = 'user'
     from walk w
     cross join lateral (select e.head_id, e.head_kind, e.level from permgraph.edges e where e.tail_id = w.node_id offset 0) e
     where w.node_kind = 'group'
-      and coalesce(((select by_user from region_index) -> w.user_id) ? e.head_id, false)
+      and (select pairs from region_index) ? permgraph._pair_key(w.user_id, e.head_id)
   ), computed as (
     -- every region pair once: the best of its paths, or null when none is
     -- left (the region's own rows come in with no level, so that such a
@@ -3327,6 +3330,13 @@ CREATE OR REPLACE FUNCTION permgraph._ownership_lock_key()
  IMMUTABLE
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$ select 7238001001::bigint $function$;
+
+-- permgraph._pair_key(text,text): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._pair_key(p_user_id text, p_target_id text)
+ RETURNS text
+ LANGUAGE sql
+ IMMUTABLE
+RETURN ((p_user_id || chr(1)) || p_target_id);
 
 -- permgraph._path_traverses(text,boolean): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._path_traverses(p_head_kind text, p_last_edge_manage boolean)

@@ -72,6 +72,14 @@ as $$
      and permgraph._local_change_exact()
 $$;
 
+-- One key for a pair (user, target) in the local statement's region
+-- object: the two ids joined by a control character, which no node id may
+-- hold (nodes_validate and import refuse them), so distinct pairs never
+-- share a key. An SQL-standard body: resolved when created, and inlined.
+create or replace function permgraph._pair_key(p_user_id text, p_target_id text) returns text
+language sql immutable
+return p_user_id || chr(1) || p_target_id;
+
 -- apply_changes' result for a batch a local statement applied (the
 -- region one, or the semi-naive one when p_delta): no expiry, long job or
 -- deferral is involved, since the path runs only while no row expires and
@@ -115,8 +123,9 @@ $$;
 -- No plan here depends on statistics: the graph's tables are read only by
 -- key (LATERAL subqueries behind offset 0, or probes of a key), joins
 -- nest loops over the small batch, and the region is probed as a JSON
--- object (user -> {target: true}) looked up by key, never scanned: a CTE has
--- no index, and probing it by scanning made the walk quadratic in the region.
+-- object ({pair key: true}, _pair_key) looked up by key, never scanned: a
+-- CTE has no index, and probing it by scanning made the walk quadratic in
+-- the region.
 create or replace function permgraph._apply_local_batch(p_max_changes integer, p_max_pairs bigint,
   p_started timestamptz) returns jsonb
 language plpgsql
@@ -200,8 +209,11 @@ begin
     join down_capped d on d.origin = c.head_id
     where (select ok from applies)
   ), region_index as (
-    select coalesce(jsonb_object_agg(user_id, targets), '{}') as by_user
-    from (select user_id, jsonb_object_agg(target_id, true) as targets from region group by user_id) r
+    -- one flat object keyed by pair: a probe is a binary search of its
+    -- keys. (Nested by user, each probe extracted the user's object, a
+    -- copy of all the user's region pairs: quadratic in the region.)
+    select coalesce(jsonb_object_agg(permgraph._pair_key(user_id, target_id), true), '{}') as pairs
+    from region
   ), region_users as (
     select n.id as user_id
     from (select distinct user_id from region) r
@@ -211,7 +223,7 @@ begin
     select ru.user_id, e.head_id, e.head_kind, e.level, e.level = 3 and e.head_kind = 'user'
     from region_users ru
     cross join lateral (select e.head_id, e.head_kind, e.level from permgraph.edges e where e.tail_id = ru.user_id offset 0) e
-    where coalesce(((select by_user from region_index) -> ru.user_id) ? e.head_id, false)
+    where (select pairs from region_index) ? permgraph._pair_key(ru.user_id, e.head_id)
     union all
     -- per region pair, its in-edges from groups outside the region, each
     -- seeded with the user's stored row on the group (right: its paths did
@@ -222,13 +234,13 @@ begin
                         where e.head_id = r.target_id and e.tail_kind = 'group' offset 0) e
     cross join lateral (select p.level from permgraph.permissions p
                         where p.user_id = r.user_id and p.target_id = e.tail_id offset 0) s
-    where not coalesce(((select by_user from region_index) -> r.user_id) ? e.tail_id, false)
+    where not (select pairs from region_index) ? permgraph._pair_key(r.user_id, e.tail_id)
     union
     select w.user_id, e.head_id, e.head_kind, least(w.level, e.level), e.level = 3 and e.head_kind = 'user'
     from walk w
     cross join lateral (select e.head_id, e.head_kind, e.level from permgraph.edges e where e.tail_id = w.node_id offset 0) e
     where w.node_kind = 'group'
-      and coalesce(((select by_user from region_index) -> w.user_id) ? e.head_id, false)
+      and (select pairs from region_index) ? permgraph._pair_key(w.user_id, e.head_id)
   ), computed as (
     -- every region pair once: the best of its paths, or null when none is
     -- left (the region's own rows come in with no level, so that such a
