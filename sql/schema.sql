@@ -3017,7 +3017,7 @@ CREATE OR REPLACE FUNCTION permgraph._local_change_pairs()
  LANGUAGE sql
  IMMUTABLE
  SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$ select 2000::bigint $function$;
+AS $function$ select 5000::bigint $function$;
 
 -- permgraph._long_job_active(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._long_job_active()

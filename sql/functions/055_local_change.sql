@@ -17,15 +17,17 @@
 
 -- The default bound on the region (pairs) the local path recomputes in one
 -- statement, or for a batch that only adds, on the rows that rise
--- (apply_changes' p_local_pairs; 0 turns the path off). Its walks probe a
--- region kept as a JSON object and join without hashing, so its cost grows
--- faster than the ordinary path's: on tree small, removals with regions of
--- 800-3,300 pairs cost about the same on both paths, of 7,382 pairs up to
--- twice as much on this one (bench/FINDINGS.md, finding 16).
+-- (apply_changes' p_local_pairs; 0 turns the path off). Its walks join
+-- without hashing, so past some size the ordinary path's hash joins and
+-- indexed work tables win; since the region is probed by pair key
+-- (finding 25 in bench/FINDINGS.md; nested by user it was quadratic,
+-- finding 16) that is past 15,000 pairs on tree small: removals of 2,000-
+-- 3,300 pairs cost 20-35% less here than on the ordinary path (org small,
+-- tree small), of 14,762 pairs 333 against 432 ms, of 22,143 the same.
 create or replace function permgraph._local_change_pairs() returns bigint
 language sql immutable
 set search_path = pg_catalog, pg_temp
-as $$ select 2000::bigint $$;
+as $$ select 5000::bigint $$;
 
 -- The most changes a batch the local path takes may hold. Its joins of the
 -- batch with its walks nest loops, so a large batch is left to the ordinary
