@@ -173,9 +173,16 @@ begin
     from down d
     cross join lateral (select head_id, head_kind from permgraph.edges where tail_id = d.node_id offset 0) e
     where d.node_kind = 'group'
+  ), appears as (
+    -- whether an edge appeared in this batch: a change row from absent to
+    -- present (a new grant or owner, an updated grant, a new user's
+    -- identity), whatever else the batch did with that edge
+    select exists (select 1 from permgraph.changes
+                   where not trash_changed and old_level is null and new_level is not null) as edge_appeared
   ), up(origin, node_id, node_kind) as (
     -- upward through the union graph: current edges and the removed ones
-    select distinct tail_id, tail_id, tail_kind from batch
+    -- (only when an edge appeared; otherwise stored_up)
+    select distinct tail_id, tail_id, tail_kind from batch where (select edge_appeared from appears)
     union
     select u.origin, e.tail_id, e.tail_kind
     from up u
@@ -185,6 +192,21 @@ begin
       select (t ->> 0) collate "C", t ->> 1
       from jsonb_array_elements((select by_head from removed_into) -> u.node_id) t) e
     where u.node_kind = 'group'
+  ), stored_up(origin, node_id, node_kind) as (
+    -- When no edge appeared, every edge of the current graph was in the
+    -- graph the table was last computed from (the old one), so the union
+    -- graph's paths into a changed edge's tail are the old graph's, and a
+    -- user has one exactly when the table holds its row on the tail (or is
+    -- the tail): this statement takes the whole queue, and runs only with
+    -- no expiry and no long job (_local_change_exact), so the table is the
+    -- old graph's full computation. Those users are read by the target
+    -- index instead of walked: on the deep shape the walk up from a group
+    -- climbed the chain above it, hundreds of levels.
+    select distinct tail_id, tail_id, tail_kind from batch where not (select edge_appeared from appears)
+    union all
+    select t.tail_id, p.user_id, 'user'
+    from (select distinct tail_id from batch where not (select edge_appeared from appears)) t
+    cross join lateral (select p.user_id from permgraph.permissions p where p.target_id = t.tail_id offset 0) p
   ), down_capped as materialized (
     -- A walk is read only this far: one longer than the bound cannot give a
     -- region within it (each of its rows is a region pair once a user is
@@ -192,7 +214,7 @@ begin
     -- with no user above is cut short too: a missed chance, never an error.)
     select origin, node_id, node_kind from down limit p_max_pairs + 1
   ), up_capped as materialized (
-    select origin, node_id, node_kind from up limit p_max_pairs + 1
+    select origin, node_id, node_kind from (select * from up union all select * from stored_up) u limit p_max_pairs + 1
   ), up_users as (
     select distinct origin, node_id as user_id from up_capped where node_kind = 'user'
   ), estimate as (
