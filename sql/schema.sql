@@ -767,16 +767,6 @@ begin
   ), batch as (
     select distinct tail_id, tail_kind, head_id, head_kind
     from permgraph.changes where not trash_changed and exists (select 1 from pending)
-  ), removed as (
-    -- (as in _build_region) changed edges the current graph no longer has
-    select b.tail_id, b.tail_kind, b.head_id, b.head_kind
-    from batch b
-    where not coalesce((select true from permgraph.edges e
-                        where e.tail_id = b.tail_id and e.head_id = b.head_id limit 1), false)
-  ), removed_into as (
-    select coalesce(jsonb_object_agg(head_id, tails), '{}') as by_head
-    from (select head_id, jsonb_agg(jsonb_build_array(tail_id, tail_kind)) as tails
-          from removed group by head_id) r
   ), down(origin, node_id, node_kind) as (
     -- downward through the current edges only (see _build_region for why)
     select distinct head_id, head_id, head_kind from batch
@@ -785,39 +775,28 @@ begin
     from down d
     cross join lateral (select head_id, head_kind from permgraph.edges where tail_id = d.node_id offset 0) e
     where d.node_kind = 'group'
-  ), appears as (
-    -- whether an edge appeared in this batch: a change row from absent to
-    -- present (a new grant or owner, an updated grant, a new user's
-    -- identity), whatever else the batch did with that edge
-    select exists (select 1 from permgraph.changes
-                   where not trash_changed and old_level is null and new_level is not null) as edge_appeared
   ), up(origin, node_id, node_kind) as (
-    -- upward through the union graph: current edges and the removed ones
-    -- (only when an edge appeared; otherwise stored_up)
-    select distinct tail_id, tail_id, tail_kind from batch where (select edge_appeared from appears)
-    union
-    select u.origin, e.tail_id, e.tail_kind
-    from up u
-    cross join lateral (
-      select tail_id, tail_kind from permgraph.edges where head_id = u.node_id
-      union all
-      select (t ->> 0) collate "C", t ->> 1
-      from jsonb_array_elements((select by_head from removed_into) -> u.node_id) t) e
-    where u.node_kind = 'group'
-  ), stored_up(origin, node_id, node_kind) as (
-    -- When no edge appeared, every edge of the current graph was in the
-    -- graph the table was last computed from (the old one), so the union
-    -- graph's paths into a changed edge's tail are the old graph's, and a
-    -- user has one exactly when the table holds its row on the tail (or is
-    -- the tail): this statement takes the whole queue, and runs only with
-    -- no expiry and no long job (_local_change_exact), so the table is the
-    -- old graph's full computation. Those users are read by the target
-    -- index instead of walked: on the deep shape the walk up from a group
-    -- climbed the chain above it, hundreds of levels.
-    select distinct tail_id, tail_id, tail_kind from batch where not (select edge_appeared from appears)
+    -- The users above each changed edge's tail, read from the table, not
+    -- walked. This statement takes the whole queue and runs only with no
+    -- expiry and no long job (_local_change_exact), so the table is the
+    -- full computation of the old graph (before the batch), and a user has
+    -- an old path into a node exactly when the table holds its row on it.
+    -- Only a pair with a path through a changed edge, in the old graph or
+    -- in the new, can change. On a new path take its first changed edge
+    -- f: the edges before f are unchanged, so old, and the user has a row
+    -- on f's tail (or is it); every edge is current, so the target is
+    -- below f's head in the current graph. On an old path take its last
+    -- changed edge r: the user has a row on r's tail (or is it); the edges
+    -- after r are unchanged, so current, and the target is below r's head.
+    -- So every such pair is in the region built from these users and the
+    -- walk down (and these users are within the walk up through the union
+    -- graph that _build_region needs, where the table can lag the queue).
+    -- On the deep shape the walk up from a group climbed the chain above
+    -- it, hundreds of levels.
+    select distinct tail_id, tail_id, tail_kind from batch
     union all
     select t.tail_id, p.user_id, 'user'
-    from (select distinct tail_id from batch where not (select edge_appeared from appears)) t
+    from (select distinct tail_id from batch) t
     cross join lateral (select p.user_id from permgraph.permissions p where p.target_id = t.tail_id offset 0) p
   ), down_capped as materialized (
     -- A walk is read only this far: one longer than the bound cannot give a
@@ -826,7 +805,7 @@ begin
     -- with no user above is cut short too: a missed chance, never an error.)
     select origin, node_id, node_kind from down limit p_max_pairs + 1
   ), up_capped as materialized (
-    select origin, node_id, node_kind from (select * from up union all select * from stored_up) u limit p_max_pairs + 1
+    select origin, node_id, node_kind from up limit p_max_pairs + 1
   ), up_users as (
     select distinct origin, node_id as user_id from up_capped where node_kind = 'user'
   ), estimate as (
