@@ -158,7 +158,7 @@ begin
     select distinct tail_id, tail_kind, head_id, head_kind
     from permgraph.changes where not trash_changed and exists (select 1 from pending)
   ), down(origin, node_id, node_kind) as (
-    -- downward through the current edges only (see _build_region for why)
+    -- downward through the current edges only (why that is enough: see up)
     select distinct head_id, head_id, head_kind from batch
     union
     select d.origin, e.head_id, e.head_kind
