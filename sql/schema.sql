@@ -4433,44 +4433,49 @@ end $function$;
 -- permgraph.effective_group_trash(text[]): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.effective_group_trash(p_ids text[])
  RETURNS TABLE(group_id text, trash_at timestamp with time zone)
- LANGUAGE sql
+ LANGUAGE plpgsql
  STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET jit TO 'off'
- SET plan_cache_mode TO 'force_custom_plan'
 AS $function$
-  -- Both steps are index probes whatever the statistics (bench/FINDINGS.md
-  -- 13: once planned generically, the owner step hashed every group of org
-  -- large, ~95 ms for a batch that trashed one project): the seed is split
-  -- on p_ids so that a generic plan keeps the key lookup, and the owner is
-  -- looked up per chain row (offset 0: never flattened into a join).
-  with recursive chain(group_id, owner_id, trash_at) as (
-    select n.id, n.owner_id, n.trash_at
-    from permgraph.nodes n
-    where p_ids is not null and n.id = any (p_ids) and n.kind = 'group'
-    union all
-    select c.group_id, o.owner_id, o.trash_at
-    from chain c
-    cross join lateral (select o.owner_id, o.trash_at from permgraph.nodes o
-                        where o.id = c.owner_id and o.kind = 'group' offset 0) o
-  ), down(group_id, trash_at) as (
-    -- Every group (a full recomputation): down from the groups no group
-    -- owns, each group once, instead of up from each group through all its
-    -- owners (tree small: 10 instead of 116 ms, the 7,381 projects 4 deep;
-    -- bench/FINDINGS.md, finding 10). least() skips nulls.
+#variable_conflict use_column
+begin
+  if p_ids is not null then
+    -- Up each group's chain of owners, the owner looked up per chain row
+    -- (offset 0: never flattened into a join, which once planned
+    -- generically hashed every group of org large, ~95 ms for a batch that
+    -- trashed one project; bench/FINDINGS.md, finding 13).
+    return query
+    with recursive chain(group_id, owner_id, trash_at) as (
+      select n.id, n.owner_id, n.trash_at
+      from permgraph.nodes n
+      where n.id = any (p_ids) and n.kind = 'group'
+      union all
+      select c.group_id, o.owner_id, o.trash_at
+      from chain c
+      cross join lateral (select o.owner_id, o.trash_at from permgraph.nodes o
+                          where o.id = c.owner_id and o.kind = 'group' offset 0) o
+    )
+    select c.group_id, min(c.trash_at) from chain c group by c.group_id having min(c.trash_at) is not null;
+    return;
+  end if;
+  -- Every group (a full recomputation): down from the groups no group owns,
+  -- each group once, instead of up from each group through all its owners
+  -- (tree small: 10 instead of 116 ms, the 7,381 projects 4 deep;
+  -- bench/FINDINGS.md, finding 10). least() skips nulls.
+  return query
+  with recursive down(group_id, trash_at) as (
     select n.id, n.trash_at
     from permgraph.nodes n
-    where p_ids is null and n.kind = 'group'
+    where n.kind = 'group'
       and not exists (select 1 from permgraph.nodes o where o.id = n.owner_id and o.kind = 'group')
     union all
     select n.id, least(d.trash_at, n.trash_at)
     from down d
     join permgraph.nodes n on n.owner_id = d.group_id and n.kind = 'group'
   )
-  select group_id, min(trash_at) from chain group by group_id having min(trash_at) is not null
-  union all
-  select group_id, trash_at from down where trash_at is not null
-$function$;
+  select d.group_id, d.trash_at from down d where d.trash_at is not null;
+end $function$;
 
 -- permgraph.enable_rls(regclass,name,name,boolean): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.enable_rls(p_table regclass, p_id_column name, p_owner_column name, p_match_row_id boolean DEFAULT false)

@@ -5,52 +5,62 @@
 
 -- Effective trash time of each group in p_ids (null: every group): the
 -- earliest trash_at on its chain of group owners (a user owner ends it).
--- Planned for its argument every time: a generic plan has to plan the
--- every-group branch, sized for the whole graph (a Gather on a large one),
--- for calls with a few ids too, and a Gather starts its workers before the
--- branch's one-time filter (p_ids is null) can skip it: ~4-5 ms per call on
--- org large, under the force_generic_plan that _apply_local_batch's callees
--- inherit (bench/FINDINGS.md, finding 17).
+-- Two statements, one per case, each planned once per session: a batch that
+-- trashes, moves or deletes one node asks for a few groups, and planning
+-- one statement holding both cases cost more than running it (as an SQL
+-- function it was planned at every call, ~0.4 ms of a ~1.1 ms batch that
+-- deleted a project on org small; bench/FINDINGS.md, finding 27). Apart,
+-- neither plan depends on what is asked: the few groups' chains are key
+-- probes whatever the statistics, and the every-group walk takes no
+-- parameter. (Together, a generic plan had to plan the every-group branch
+-- for calls with a few ids too, sized for the whole graph: a Gather that
+-- started its workers before the branch's one-time filter could skip it,
+-- ~4-5 ms per call on org large; finding 17.)
 create or replace function permgraph.effective_group_trash(p_ids text[])
 returns table (group_id text, trash_at timestamptz)
-language sql stable
+language plpgsql stable
 security definer
 set search_path = pg_catalog, pg_temp
 set jit = off
-set plan_cache_mode = force_custom_plan
 as $$
-  -- Both steps are index probes whatever the statistics (bench/FINDINGS.md
-  -- 13: once planned generically, the owner step hashed every group of org
-  -- large, ~95 ms for a batch that trashed one project): the seed is split
-  -- on p_ids so that a generic plan keeps the key lookup, and the owner is
-  -- looked up per chain row (offset 0: never flattened into a join).
-  with recursive chain(group_id, owner_id, trash_at) as (
-    select n.id, n.owner_id, n.trash_at
-    from permgraph.nodes n
-    where p_ids is not null and n.id = any (p_ids) and n.kind = 'group'
-    union all
-    select c.group_id, o.owner_id, o.trash_at
-    from chain c
-    cross join lateral (select o.owner_id, o.trash_at from permgraph.nodes o
-                        where o.id = c.owner_id and o.kind = 'group' offset 0) o
-  ), down(group_id, trash_at) as (
-    -- Every group (a full recomputation): down from the groups no group
-    -- owns, each group once, instead of up from each group through all its
-    -- owners (tree small: 10 instead of 116 ms, the 7,381 projects 4 deep;
-    -- bench/FINDINGS.md, finding 10). least() skips nulls.
+#variable_conflict use_column
+begin
+  if p_ids is not null then
+    -- Up each group's chain of owners, the owner looked up per chain row
+    -- (offset 0: never flattened into a join, which once planned
+    -- generically hashed every group of org large, ~95 ms for a batch that
+    -- trashed one project; bench/FINDINGS.md, finding 13).
+    return query
+    with recursive chain(group_id, owner_id, trash_at) as (
+      select n.id, n.owner_id, n.trash_at
+      from permgraph.nodes n
+      where n.id = any (p_ids) and n.kind = 'group'
+      union all
+      select c.group_id, o.owner_id, o.trash_at
+      from chain c
+      cross join lateral (select o.owner_id, o.trash_at from permgraph.nodes o
+                          where o.id = c.owner_id and o.kind = 'group' offset 0) o
+    )
+    select c.group_id, min(c.trash_at) from chain c group by c.group_id having min(c.trash_at) is not null;
+    return;
+  end if;
+  -- Every group (a full recomputation): down from the groups no group owns,
+  -- each group once, instead of up from each group through all its owners
+  -- (tree small: 10 instead of 116 ms, the 7,381 projects 4 deep;
+  -- bench/FINDINGS.md, finding 10). least() skips nulls.
+  return query
+  with recursive down(group_id, trash_at) as (
     select n.id, n.trash_at
     from permgraph.nodes n
-    where p_ids is null and n.kind = 'group'
+    where n.kind = 'group'
       and not exists (select 1 from permgraph.nodes o where o.id = n.owner_id and o.kind = 'group')
     union all
     select n.id, least(d.trash_at, n.trash_at)
     from down d
     join permgraph.nodes n on n.owner_id = d.group_id and n.kind = 'group'
   )
-  select group_id, min(trash_at) from chain group by group_id having min(trash_at) is not null
-  union all
-  select group_id, trash_at from down where trash_at is not null
-$$;
+  select d.group_id, d.trash_at from down d where d.trash_at is not null;
+end $$;
 
 -- Brings trashed_groups up to date for the given groups and every group they
 -- own, directly or through other groups (null: all groups), writing only
