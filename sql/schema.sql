@@ -3788,6 +3788,7 @@ CREATE OR REPLACE FUNCTION permgraph._validate_owned(p_ids text[], p_changed boo
  RETURNS void
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
+ SET plan_cache_mode TO 'force_generic_plan'
 AS $function$
 declare
   bad record;
@@ -3824,16 +3825,18 @@ begin
   -- that comes back to its start is a cycle. A walk also stops at a node it
   -- has already passed (a cycle among other nodes of the statement, which
   -- their own walks report).
+  -- (Each step looks its owner up by key: offset 0 keeps it a probe.)
   with recursive walk(start_id, node_id, path) as (
     select n.id::text, n.owner_id::text, array[n.id::text, n.owner_id::text]
     from permgraph.nodes n
     where n.id = any (p_ids) and n.kind <> 'object' and n.owner_id is not null and n.owner_id <> n.id
     union all
     select w.start_id, o.owner_id::text, w.path || o.owner_id::text
-    from walk w join permgraph.nodes o on o.id = w.node_id
+    from walk w
+    cross join lateral (select o.owner_id from permgraph.nodes o
+                        where o.id = w.node_id and o.owner_id is not null and o.owner_id <> o.id offset 0) o
     where w.node_id <> w.start_id
       and not (w.node_id = any (w.path[1:cardinality(w.path) - 1]))
-      and o.owner_id is not null and o.owner_id <> o.id
   )
   select min(array_to_string(w.path, ' -> ')) filter (where w.node_id = w.start_id), array_agg(distinct w.node_id)
   into cycle_path, visited

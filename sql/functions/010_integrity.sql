@@ -128,9 +128,17 @@ end $$;
 -- changed owner of a user or group can close a cycle together with another
 -- transaction's change, so those statements serialize on one advisory lock
 -- before walking; objects never own, so they never wait either.
+--
+-- Every statement here reads nodes by key, so each is planned once per
+-- session (a generic plan) and planned the same whatever p_ids holds: a
+-- moved group paid ~0.4 ms of planning per statement as custom plans
+-- (0.57 ms a call on org small), and the generic plan of a walk joined to
+-- nodes hashed every node at each step (1.4 ms; bench/FINDINGS.md,
+-- finding 27).
 create or replace function permgraph._validate_owned(p_ids text[], p_changed boolean) returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan
 as $$
 declare
   bad record;
@@ -167,16 +175,18 @@ begin
   -- that comes back to its start is a cycle. A walk also stops at a node it
   -- has already passed (a cycle among other nodes of the statement, which
   -- their own walks report).
+  -- (Each step looks its owner up by key: offset 0 keeps it a probe.)
   with recursive walk(start_id, node_id, path) as (
     select n.id::text, n.owner_id::text, array[n.id::text, n.owner_id::text]
     from permgraph.nodes n
     where n.id = any (p_ids) and n.kind <> 'object' and n.owner_id is not null and n.owner_id <> n.id
     union all
     select w.start_id, o.owner_id::text, w.path || o.owner_id::text
-    from walk w join permgraph.nodes o on o.id = w.node_id
+    from walk w
+    cross join lateral (select o.owner_id from permgraph.nodes o
+                        where o.id = w.node_id and o.owner_id is not null and o.owner_id <> o.id offset 0) o
     where w.node_id <> w.start_id
       and not (w.node_id = any (w.path[1:cardinality(w.path) - 1]))
-      and o.owner_id is not null and o.owner_id <> o.id
   )
   select min(array_to_string(w.path, ' -> ')) filter (where w.node_id = w.start_id), array_agg(distinct w.node_id)
   into cycle_path, visited
