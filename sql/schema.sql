@@ -752,6 +752,7 @@ CREATE OR REPLACE FUNCTION permgraph._apply_local_batch(p_max_changes integer, p
  SET enable_hashjoin TO 'off'
  SET enable_mergejoin TO 'off'
  SET enable_bitmapscan TO 'off'
+ SET enable_seqscan TO 'off'
  SET plan_cache_mode TO 'force_generic_plan'
  SET max_parallel_workers_per_gather TO '0'
 AS $function$
@@ -3443,23 +3444,39 @@ CREATE OR REPLACE FUNCTION permgraph._refresh_trash(p_roots text[])
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET jit TO 'off'
+ SET plan_cache_mode TO 'force_generic_plan'
 AS $function$
 declare
   scope text[];
 begin
-  if p_roots is not null then
-    with recursive subtree(id) as (
-      select unnest(p_roots) collate "C"  -- deleted roots too: they must lose their row
-      union
-      select n.id from subtree s join permgraph.nodes n on n.owner_id = s.id where n.kind = 'group'
+  if p_roots is null then
+    with fresh as materialized (
+      select group_id, trash_at from permgraph.effective_group_trash(null)
+    ), gone as (
+      delete from permgraph.trashed_groups t
+      where not exists (select 1 from fresh n where n.group_id = t.group_id)
     )
-    select array_agg(id) into scope from subtree;
+    insert into permgraph.trashed_groups (group_id, trash_at)
+    select group_id, trash_at from fresh
+    on conflict (group_id) do update set trash_at = excluded.trash_at
+    where permgraph.trashed_groups.trash_at is distinct from excluded.trash_at;
+    return;
   end if;
+  -- the roots and the groups below them, each one's children probed by key
+  -- (offset 0: never a join the planner could hash)
+  with recursive subtree(id) as (
+    select unnest(p_roots) collate "C"  -- deleted roots too: they must lose their row
+    union
+    select n.id
+    from subtree s
+    cross join lateral (select n.id from permgraph.nodes n where n.owner_id = s.id and n.kind = 'group' offset 0) n
+  )
+  select array_agg(id) into scope from subtree;
   with fresh as materialized (
     select group_id, trash_at from permgraph.effective_group_trash(scope)
   ), gone as (
     delete from permgraph.trashed_groups t
-    where (scope is null or t.group_id = any (scope))
+    where t.group_id = any (scope)
       and not exists (select 1 from fresh n where n.group_id = t.group_id)
   )
   insert into permgraph.trashed_groups (group_id, trash_at)
@@ -4440,6 +4457,7 @@ CREATE OR REPLACE FUNCTION permgraph.effective_group_trash(p_ids text[])
  STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET jit TO 'off'
+ SET plan_cache_mode TO 'force_generic_plan'
 AS $function$
 #variable_conflict use_column
 begin

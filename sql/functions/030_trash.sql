@@ -5,23 +5,24 @@
 
 -- Effective trash time of each group in p_ids (null: every group): the
 -- earliest trash_at on its chain of group owners (a user owner ends it).
--- Two statements, one per case, each planned once per session: a batch that
--- trashes, moves or deletes one node asks for a few groups, and planning
--- one statement holding both cases cost more than running it (as an SQL
--- function it was planned at every call, ~0.4 ms of a ~1.1 ms batch that
--- deleted a project on org small; bench/FINDINGS.md, finding 27). Apart,
--- neither plan depends on what is asked: the few groups' chains are key
--- probes whatever the statistics, and the every-group walk takes no
--- parameter. (Together, a generic plan had to plan the every-group branch
--- for calls with a few ids too, sized for the whole graph: a Gather that
--- started its workers before the branch's one-time filter could skip it,
--- ~4-5 ms per call on org large; finding 17.)
+-- Two statements, one per case, each planned once per session (a generic
+-- plan, whoever calls): a batch that trashes, moves or deletes one node asks
+-- for a few groups, and planning one statement holding both cases cost more
+-- than running it (as an SQL function it was planned at every call, ~0.4 ms
+-- of a ~1.1 ms batch that deleted a project on org small; bench/FINDINGS.md,
+-- finding 27). Apart, neither plan depends on what is asked: the few
+-- groups' chains are key probes whatever the statistics, and the every-group
+-- walk takes no parameter. (Together, a generic plan had to plan the
+-- every-group branch for calls with a few ids too, sized for the whole
+-- graph: a Gather that started its workers before the branch's one-time
+-- filter could skip it, ~4-5 ms per call on org large; finding 17.)
 create or replace function permgraph.effective_group_trash(p_ids text[])
 returns table (group_id text, trash_at timestamptz)
 language plpgsql stable
 security definer
 set search_path = pg_catalog, pg_temp
 set jit = off
+set plan_cache_mode = force_generic_plan
 as $$
 #variable_conflict use_column
 begin
@@ -64,32 +65,53 @@ end $$;
 
 -- Brings trashed_groups up to date for the given groups and every group they
 -- own, directly or through other groups (null: all groups), writing only
--- differences. One statement, no work table: it runs in batches that trash
--- or move one project, where creating and dropping a temporary table cost
--- more than the rest of the batch (~1.5 ms on org small; bench/FINDINGS.md,
+-- differences. No work table: it runs in batches that trash, move or
+-- delete one node, where creating and dropping a temporary table cost more
+-- than the rest of the batch (~1.5 ms on org small; bench/FINDINGS.md,
 -- finding 16). The delete and the upsert touch disjoint groups (those that
 -- lost their trash time, those that have one), so one snapshot serves both.
+-- Planned once per session (a generic plan): for a subtree every read is by
+-- key, whatever the statistics (as custom plans each statement was planned
+-- at most calls, ~0.1 ms each, and the generic plan of a join to nodes read
+-- every node at each step of the subtree; finding 27); all groups (a full
+-- recomputation) is a statement of its own with no parameter.
 create or replace function permgraph._refresh_trash(p_roots text[]) returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
 set jit = off
+set plan_cache_mode = force_generic_plan
 as $$
 declare
   scope text[];
 begin
-  if p_roots is not null then
-    with recursive subtree(id) as (
-      select unnest(p_roots) collate "C"  -- deleted roots too: they must lose their row
-      union
-      select n.id from subtree s join permgraph.nodes n on n.owner_id = s.id where n.kind = 'group'
+  if p_roots is null then
+    with fresh as materialized (
+      select group_id, trash_at from permgraph.effective_group_trash(null)
+    ), gone as (
+      delete from permgraph.trashed_groups t
+      where not exists (select 1 from fresh n where n.group_id = t.group_id)
     )
-    select array_agg(id) into scope from subtree;
+    insert into permgraph.trashed_groups (group_id, trash_at)
+    select group_id, trash_at from fresh
+    on conflict (group_id) do update set trash_at = excluded.trash_at
+    where permgraph.trashed_groups.trash_at is distinct from excluded.trash_at;
+    return;
   end if;
+  -- the roots and the groups below them, each one's children probed by key
+  -- (offset 0: never a join the planner could hash)
+  with recursive subtree(id) as (
+    select unnest(p_roots) collate "C"  -- deleted roots too: they must lose their row
+    union
+    select n.id
+    from subtree s
+    cross join lateral (select n.id from permgraph.nodes n where n.owner_id = s.id and n.kind = 'group' offset 0) n
+  )
+  select array_agg(id) into scope from subtree;
   with fresh as materialized (
     select group_id, trash_at from permgraph.effective_group_trash(scope)
   ), gone as (
     delete from permgraph.trashed_groups t
-    where (scope is null or t.group_id = any (scope))
+    where t.group_id = any (scope)
       and not exists (select 1 from fresh n where n.group_id = t.group_id)
   )
   insert into permgraph.trashed_groups (group_id, trash_at)

@@ -139,6 +139,11 @@ set enable_hashjoin = off
 set enable_mergejoin = off
 -- (a bitmap scan pays for a bitmap to fetch the one or two rows a key has)
 set enable_bitmapscan = off
+-- (and a key's rows are read by its index even where the statistics say a
+-- key has many: on a small graph whose groups own 50 nodes each a probe of
+-- edges by tail became a read of all of them, per step of every walk;
+-- bench/FINDINGS.md, finding 27)
+set enable_seqscan = off
 -- one plan for every batch: its shape is fixed by the settings above
 set plan_cache_mode = force_generic_plan
 -- no parallel plans here or in what it calls (the trash refresh): starting a

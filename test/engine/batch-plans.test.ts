@@ -223,3 +223,61 @@ describe('a batch that moves a group starts no parallel workers', async () => {
     expect(parallel.map((p) => describeQuery(p.query))).toEqual([]);
   });
 });
+
+// Small graphs must not be slower per change than large ones (issue 12).
+// The local statements (055_local_change.sql, and the semi-naive one in
+// 050_region.sql) read every key they need by its index; the planner,
+// though, chooses between an index and a sequential scan from the
+// statistics, and on a small graph whose groups each own 50 nodes a probe
+// of edges by tail looked cheaper as a read of all of edges (~1% of it per
+// key), so every step of every walk read the whole table (bench/FINDINGS.md,
+// finding 27). Here: 6,000 projects, each owning 50.
+describe('on a small graph of groups that own many nodes, a local batch still reads by key', async () => {
+  const { db, url } = await createTestDatabase();
+  const projects = range(6000).map((i) => g(`p${i}`, i === 0 ? null : `p${Math.floor((i - 1) / 50)}`));
+  let current: RefGraph = {
+    nodes: [...projects, ...range(5).map((i) => u(`m${i}`))],
+    grants: range(5).map((i) => grant(`m${i}`, 1, 'p0')),
+  };
+  await loadGraph(db, current);
+  await db.query(sql`select permgraph.refresh()`);
+  await db.query(sql`analyze permgraph.edges; analyze permgraph.permissions; analyze permgraph.nodes; analyze permgraph.changes`);
+
+  /** Writes the change, applies it under auto_explain, checks the table against the model; the heaviest plan node. */
+  async function applyTraced(write: () => Promise<unknown>, next: RefGraph) {
+    await write();
+    let batch: Batch | undefined;
+    const plans = await capturePlans(url, async (client) => {
+      await client.query('begin isolation level repeatable read');
+      batch = (await client.query('select permgraph.apply_changes() as r')).rows[0].r as Batch;
+      await client.query('commit');
+    });
+    current = next;
+    expect(await readPermissions(db)).toEqual(model.computePermissions(current));
+    const h = plans.map(({ query, plan }) => ({ query, ...heaviest(plan) })).sort((a, b) => b.rows - a.rows)[0]!;
+    return { batch: batch!, h };
+  }
+
+  it('a project moved to another owner (the region statement, then the trash refresh)', async () => {
+    const { batch, h } = await applyTraced(
+      () => db.query(sql`update permgraph.nodes set owner_id = 'p1' where id = 'p5999'`),
+      { ...current, nodes: current.nodes.map((n) => (n.id === 'p5999' ? { ...n, ownerId: 'p1' } : n)) },
+    );
+    expect(batch).toMatchObject({ delta: false });
+    expect(h.rows, `${h.type} ${h.relation ?? ''} in: ${describeQuery(h.query)}`).toBeLessThanOrEqual(2000);
+  });
+
+  it('a project created and a user granted a project (the semi-naive statement)', async () => {
+    const created = g('p-new', 'p7');
+    const granted = grant('m0', 2, 'p9');
+    const { batch, h } = await applyTraced(
+      async () => {
+        await db.query(sql`insert into permgraph.nodes (id, kind, owner_id) values ('p-new', 'group', 'p7')`);
+        await insertGrants(db, [granted]);
+      },
+      { nodes: [...current.nodes, created], grants: [...current.grants, granted] },
+    );
+    expect(batch).toMatchObject({ delta: true });
+    expect(h.rows, `${h.type} ${h.relation ?? ''} in: ${describeQuery(h.query)}`).toBeLessThanOrEqual(2000);
+  });
+});
