@@ -231,7 +231,8 @@ describe('a batch that moves a group starts no parallel workers', async () => {
 // statistics, and on a small graph whose groups each own 50 nodes a probe
 // of edges by tail looked cheaper as a read of all of edges (~1% of it per
 // key), so every step of every walk read the whole table (bench/FINDINGS.md,
-// finding 27). Here: 6,000 projects, each owning 50.
+// finding 27). Here: 6,000 projects, each owning 50, changed through each
+// path (the region statement, the semi-naive one, the ordinary path).
 describe('on a small graph of groups that own many nodes, a local batch still reads by key', async () => {
   const { db, url } = await createTestDatabase();
   const projects = range(6000).map((i) => g(`p${i}`, i === 0 ? null : `p${Math.floor((i - 1) / 50)}`));
@@ -279,5 +280,15 @@ describe('on a small graph of groups that own many nodes, a local batch still re
     );
     expect(batch).toMatchObject({ delta: true });
     expect(h.rows, `${h.type} ${h.relation ?? ''} in: ${describeQuery(h.query)}`).toBeLessThanOrEqual(2000);
+  });
+
+  it('100 projects moved in one batch (the ordinary path)', async () => {
+    const moved = new Set(range(100).map((i) => `p${5000 + i}`));
+    const { batch, h } = await applyTraced(
+      () => db.query(sql`update permgraph.nodes set owner_id = 'p2' where id = any(${[...moved]}::text[])`),
+      { ...current, nodes: current.nodes.map((n) => (moved.has(n.id) ? { ...n, ownerId: 'p2' } : n)) },
+    );
+    expect(batch).toMatchObject({ delta: false });
+    expect(h.rows, `${h.type} ${h.relation ?? ''} in: ${describeQuery(h.query)}`).toBeLessThanOrEqual(2000 + 10 * (batch.changes + batch.region_pairs));
   });
 });
