@@ -1215,6 +1215,13 @@ begin
                                                  where e.tail_id = r.tail_id and e.head_id = r.head_id), 0));
 end $function$;
 
+-- permgraph._batch_result(text,boolean,boolean,bigint,bigint,bigint,bigint,bigint,boolean,bigint,bigint,bigint,numeric,bigint): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._batch_result(p_mode text, p_delta boolean, p_local boolean, p_changes bigint, p_expired bigint, p_pairs bigint, p_to_job bigint, p_deferred bigint, p_job_active boolean, p_inserted bigint, p_updated bigint, p_deleted bigint, p_ms numeric, p_next_expiry_in_ms bigint)
+ RETURNS jsonb
+ LANGUAGE sql
+ IMMUTABLE
+RETURN jsonb_build_object('mode', p_mode, 'delta', p_delta, 'local', p_local, 'changes', p_changes, 'expired', p_expired, 'region_pairs', p_pairs, 'to_long_job', p_to_job, 'deferred', p_deferred, 'long_job_active', p_job_active, 'inserted', p_inserted, 'updated', p_updated, 'deleted', p_deleted, 'ms', p_ms, 'next_expiry_in_ms', p_next_expiry_in_ms);
+
 -- permgraph._begin_applying(text,timestamp with time zone): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._begin_applying(p_caller text, p_at timestamp with time zone)
  RETURNS timestamp with time zone
@@ -1841,12 +1848,9 @@ begin
   else
     delete from permgraph.deleted_nodes;
   end if;
-  result := jsonb_build_object(
-    'mode', p_mode, 'delta', p_delta, 'local', false, 'changes', p_pending, 'expired', p_expired,
-    'region_pairs', p_pairs, 'to_long_job', p_to_job, 'deferred', p_deferred, 'long_job_active', job_active,
-    'inserted', p_inserted, 'updated', p_updated, 'deleted', p_deleted,
-    'ms', permgraph._ms_since(p_started),
-    'next_expiry_in_ms', permgraph._next_expiry_in_ms(p_batch_at));
+  result := permgraph._batch_result(p_mode, p_delta, false, p_pending, p_expired, p_pairs, p_to_job, p_deferred,
+                                    job_active, p_inserted, p_updated, p_deleted, permgraph._ms_since(p_started),
+                                    permgraph._next_expiry_in_ms(p_batch_at));
   update permgraph.applier_state set
     last_batch_at = now(), last_batch_mode = p_mode, last_batch_changes = p_pending,
     last_batch_ms = (result ->> 'ms')::double precision,
@@ -2968,14 +2972,7 @@ CREATE OR REPLACE FUNCTION permgraph._local_batch_result(p_delta boolean, p_chan
  RETURNS jsonb
  LANGUAGE sql
  IMMUTABLE
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-  select jsonb_build_object(
-    'mode', 'incremental', 'delta', p_delta, 'local', true, 'changes', p_changes, 'expired', 0,
-    'region_pairs', p_pairs, 'to_long_job', 0, 'deferred', 0, 'long_job_active', false,
-    'inserted', p_inserted, 'updated', p_updated, 'deleted', p_deleted, 'ms', p_ms,
-    'next_expiry_in_ms', null)
-$function$;
+RETURN permgraph._batch_result('incremental'::text, p_delta, true, p_changes, (0)::bigint, p_pairs, (0)::bigint, (0)::bigint, false, p_inserted, p_updated, p_deleted, p_ms, NULL::bigint);
 
 -- permgraph._local_batch_size(integer): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._local_batch_size(p_max_changes integer)

@@ -82,21 +82,29 @@ create or replace function permgraph._pair_key(p_user_id text, p_target_id text)
 language sql immutable
 return p_user_id || chr(1) || p_target_id;
 
--- apply_changes' result for a batch a local statement applied (the
--- region one, or the semi-naive one when p_delta): no expiry, long job or
--- deferral is involved, since the path runs only while no row expires and
--- no job runs, and it writes no row that expires.
+-- apply_changes' result for a batch that ran, whichever path applied it:
+-- this one (_local_batch_result below) and the ordinary one (_end_batch,
+-- 060_apply.sql). The keys are BatchResult's (src/engine/apply.ts). An
+-- SQL-standard body: resolved when created, and inlined.
+create or replace function permgraph._batch_result(p_mode text, p_delta boolean, p_local boolean,
+  p_changes bigint, p_expired bigint, p_pairs bigint, p_to_job bigint, p_deferred bigint, p_job_active boolean,
+  p_inserted bigint, p_updated bigint, p_deleted bigint, p_ms numeric, p_next_expiry_in_ms bigint) returns jsonb
+language sql immutable
+return pg_catalog.jsonb_build_object(
+  'mode', p_mode, 'delta', p_delta, 'local', p_local, 'changes', p_changes, 'expired', p_expired,
+  'region_pairs', p_pairs, 'to_long_job', p_to_job, 'deferred', p_deferred, 'long_job_active', p_job_active,
+  'inserted', p_inserted, 'updated', p_updated, 'deleted', p_deleted, 'ms', p_ms,
+  'next_expiry_in_ms', p_next_expiry_in_ms);
+
+-- The result of a batch a local statement applied (the region one, or the
+-- semi-naive one when p_delta): no expiry, long job or deferral is
+-- involved, since the path runs only while no row expires and no job runs,
+-- and it writes no row that expires.
 create or replace function permgraph._local_batch_result(p_delta boolean, p_changes bigint, p_pairs bigint,
   p_inserted bigint, p_updated bigint, p_deleted bigint, p_ms numeric) returns jsonb
 language sql immutable
-set search_path = pg_catalog, pg_temp
-as $$
-  select jsonb_build_object(
-    'mode', 'incremental', 'delta', p_delta, 'local', true, 'changes', p_changes, 'expired', 0,
-    'region_pairs', p_pairs, 'to_long_job', 0, 'deferred', 0, 'long_job_active', false,
-    'inserted', p_inserted, 'updated', p_updated, 'deleted', p_deleted, 'ms', p_ms,
-    'next_expiry_in_ms', null)
-$$;
+return permgraph._batch_result('incremental', p_delta, true, p_changes, 0, p_pairs, 0, 0, false,
+                               p_inserted, p_updated, p_deleted, p_ms, null);
 
 -- Applies the whole batch in one statement, when the local path fits it:
 -- returns apply_changes' result, or null having written nothing. Fits: 1 to

@@ -101,12 +101,9 @@ begin
   else
     delete from permgraph.deleted_nodes;
   end if;
-  result := jsonb_build_object(
-    'mode', p_mode, 'delta', p_delta, 'local', false, 'changes', p_pending, 'expired', p_expired,
-    'region_pairs', p_pairs, 'to_long_job', p_to_job, 'deferred', p_deferred, 'long_job_active', job_active,
-    'inserted', p_inserted, 'updated', p_updated, 'deleted', p_deleted,
-    'ms', permgraph._ms_since(p_started),
-    'next_expiry_in_ms', permgraph._next_expiry_in_ms(p_batch_at));
+  result := permgraph._batch_result(p_mode, p_delta, false, p_pending, p_expired, p_pairs, p_to_job, p_deferred,
+                                    job_active, p_inserted, p_updated, p_deleted, permgraph._ms_since(p_started),
+                                    permgraph._next_expiry_in_ms(p_batch_at));
   update permgraph.applier_state set
     last_batch_at = now(), last_batch_mode = p_mode, last_batch_changes = p_pending,
     last_batch_ms = (result ->> 'ms')::double precision,
