@@ -44,6 +44,8 @@ function graph(): RefGraph {
   };
 }
 
+type TestDb = Awaited<ReturnType<typeof createTestDatabase>>['db'];
+
 interface Batch {
   changes: number;
   region_pairs: number;
@@ -53,26 +55,41 @@ interface Batch {
   delta: boolean;
 }
 
-describe('a batch handles rows in proportion to its region, not to the graph', async () => {
+/** A test database holding `graph`, its table refreshed and its statistics taken. */
+async function refreshedDatabase(graph: RefGraph) {
   const { db, url } = await createTestDatabase();
-  let current = graph();
-  await loadGraph(db, current);
+  await loadGraph(db, graph);
   await db.query(sql`select permgraph.refresh()`);
   await db.query(sql`analyze permgraph.edges; analyze permgraph.permissions; analyze permgraph.nodes; analyze permgraph.changes`);
+  return { db, url };
+}
 
-  /** Writes the change, applies it under auto_explain, checks the table against the model and returns the heaviest plan node. */
-  async function applyTraced(write: () => Promise<void>, next: RefGraph) {
-    await write();
-    let batch: Batch | undefined;
-    const plans = await capturePlans(url, async (client) => {
-      await client.query('begin isolation level repeatable read');
-      batch = (await client.query('select permgraph.apply_changes() as r')).rows[0].r as Batch;
-      await client.query('commit');
-    });
+/**
+ * Writes a change, applies it under auto_explain (apply_changes in a
+ * REPEATABLE READ transaction, as the worker does), checks the table against
+ * the model of `next`, and returns the batch and its heaviest plan node.
+ */
+async function applyTracedOn(db: TestDb, url: string, write: () => Promise<unknown>, next: RefGraph) {
+  await write();
+  let batch: Batch | undefined;
+  const plans = await capturePlans(url, async (client) => {
+    await client.query('begin isolation level repeatable read');
+    batch = (await client.query('select permgraph.apply_changes() as r')).rows[0].r as Batch;
+    await client.query('commit');
+  });
+  expect(await readPermissions(db)).toEqual(model.computePermissions(next));
+  const nodes = plans.map(({ query, plan }) => ({ query, ...heaviest(plan) })).sort((a, b) => b.rows - a.rows);
+  return { batch: batch!, heaviest: nodes[0]! };
+}
+
+describe('a batch handles rows in proportion to its region, not to the graph', async () => {
+  let current = graph();
+  const { db, url } = await refreshedDatabase(current);
+
+  async function applyTraced(write: () => Promise<unknown>, next: RefGraph) {
+    const traced = await applyTracedOn(db, url, write, next);
     current = next;
-    expect(await readPermissions(db)).toEqual(model.computePermissions(current));
-    const nodes = plans.map(({ query, plan }) => ({ query, ...heaviest(plan) })).sort((a, b) => b.rows - a.rows);
-    return { batch: batch!, heaviest: nodes[0]! };
+    return traced;
   }
 
   /** Work allowed: a few times what the batch reads and writes, plus a constant; the graph is ~50,000 rows. */
@@ -196,14 +213,11 @@ describe('a batch handles rows in proportion to its region, not to the graph', a
 // parallel plans cost nothing, so any statement of the local batch that can
 // be planned parallel is.
 describe('a batch that moves a group starts no parallel workers', async () => {
-  const { db, url } = await createTestDatabase();
   let current: RefGraph = {
     nodes: [g('top'), g('other'), g('sub', 'top'), o('sub-o', 'sub'), ...range(300).map((i) => u(`m${i}`))],
     grants: [...range(300).map((i) => grant(`m${i}`, 1, i % 2 ? 'top' : 'other'))],
   };
-  await loadGraph(db, current);
-  await db.query(sql`select permgraph.refresh()`);
-  await db.query(sql`analyze permgraph.edges; analyze permgraph.permissions; analyze permgraph.nodes`);
+  const { db, url } = await refreshedDatabase(current);
 
   it('the move and its trash refresh plan no Gather, and the table equals the model', async () => {
     await db.query(sql`update permgraph.nodes set owner_id = 'other' where id = 'sub'`);
@@ -234,33 +248,21 @@ describe('a batch that moves a group starts no parallel workers', async () => {
 // finding 27). Here: 6,000 projects, each owning 50, changed through each
 // path (the region statement, the semi-naive one, the ordinary path).
 describe('on a small graph of groups that own many nodes, a local batch still reads by key', async () => {
-  const { db, url } = await createTestDatabase();
   const projects = range(6000).map((i) => g(`p${i}`, i === 0 ? null : `p${Math.floor((i - 1) / 50)}`));
   let current: RefGraph = {
     nodes: [...projects, ...range(5).map((i) => u(`m${i}`))],
     grants: range(5).map((i) => grant(`m${i}`, 1, 'p0')),
   };
-  await loadGraph(db, current);
-  await db.query(sql`select permgraph.refresh()`);
-  await db.query(sql`analyze permgraph.edges; analyze permgraph.permissions; analyze permgraph.nodes; analyze permgraph.changes`);
+  const { db, url } = await refreshedDatabase(current);
 
-  /** Writes the change, applies it under auto_explain, checks the table against the model; the heaviest plan node. */
   async function applyTraced(write: () => Promise<unknown>, next: RefGraph) {
-    await write();
-    let batch: Batch | undefined;
-    const plans = await capturePlans(url, async (client) => {
-      await client.query('begin isolation level repeatable read');
-      batch = (await client.query('select permgraph.apply_changes() as r')).rows[0].r as Batch;
-      await client.query('commit');
-    });
+    const traced = await applyTracedOn(db, url, write, next);
     current = next;
-    expect(await readPermissions(db)).toEqual(model.computePermissions(current));
-    const h = plans.map(({ query, plan }) => ({ query, ...heaviest(plan) })).sort((a, b) => b.rows - a.rows)[0]!;
-    return { batch: batch!, h };
+    return traced;
   }
 
   it('a project moved to another owner (the region statement, then the trash refresh)', async () => {
-    const { batch, h } = await applyTraced(
+    const { batch, heaviest: h } = await applyTraced(
       () => db.query(sql`update permgraph.nodes set owner_id = 'p1' where id = 'p5999'`),
       { ...current, nodes: current.nodes.map((n) => (n.id === 'p5999' ? { ...n, ownerId: 'p1' } : n)) },
     );
@@ -271,7 +273,7 @@ describe('on a small graph of groups that own many nodes, a local batch still re
   it('a project created and a user granted a project (the semi-naive statement)', async () => {
     const created = g('p-new', 'p7');
     const granted = grant('m0', 2, 'p9');
-    const { batch, h } = await applyTraced(
+    const { batch, heaviest: h } = await applyTraced(
       async () => {
         await db.query(sql`insert into permgraph.nodes (id, kind, owner_id) values ('p-new', 'group', 'p7')`);
         await insertGrants(db, [granted]);
@@ -284,7 +286,7 @@ describe('on a small graph of groups that own many nodes, a local batch still re
 
   it('100 projects moved in one batch (the ordinary path)', async () => {
     const moved = new Set(range(100).map((i) => `p${5000 + i}`));
-    const { batch, h } = await applyTraced(
+    const { batch, heaviest: h } = await applyTraced(
       () => db.query(sql`update permgraph.nodes set owner_id = 'p2' where id = any(${[...moved]}::text[])`),
       { ...current, nodes: current.nodes.map((n) => (moved.has(n.id) ? { ...n, ownerId: 'p2' } : n)) },
     );
