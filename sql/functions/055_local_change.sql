@@ -209,8 +209,50 @@ begin
     select origin, node_id, node_kind from down limit p_max_pairs + 1
   ), up_capped as materialized (
     select origin, node_id, node_kind from up limit p_max_pairs + 1
+  ), batch_head as (
+    -- the batch's one head, when every changed edge ends at the same group
+    select min(head_id) as head_id from batch
+    having count(distinct head_id) = 1 and bool_and(head_kind = 'group')
+  ), head_in as materialized (
+    -- its in-edges from groups
+    select e.tail_id, e.level
+    from batch_head h
+    cross join lateral (select e.tail_id, e.level from permgraph.edges e
+                        where e.head_id = h.head_id and e.tail_kind = 'group' offset 0) e
+  ), single_head as materialized (
+    -- The batch's one head h, when every changed edge ends at the same group
+    -- and no group with an edge into h is below it (no cycle through h):
+    -- then only pairs below h can change (a path through a changed edge
+    -- passes through h), and a user whose row on h the batch leaves as it
+    -- was has no row below h that changes either (its paths through h are
+    -- that row extended by unchanged edges, and its other paths hold no
+    -- changed edge). That row is computed in up_users from h's in-edges:
+    -- the user's own edge, and each group's edge with the user's stored
+    -- row on the group, right since the group is not below h. A membership
+    -- ended by a user who keeps the same level through another team, or a
+    -- group moved between two owners its users see alike, then costs a few
+    -- probes per user instead of its region (bench/FINDINGS.md, finding 28).
+    -- Only where something is below h: for h alone the probes cost what
+    -- recomputing the pair does.
+    select h.head_id
+    from batch_head h
+    where not exists (select 1 from head_in i where i.tail_id in (select node_id from down_capped))
+      and (select count(*) from down_capped) > 1
   ), up_users as (
-    select distinct origin, node_id as user_id from up_capped where node_kind = 'user'
+    select distinct u.origin, u.node_id as user_id
+    from up_capped u
+    where u.node_kind = 'user'
+      and (not exists (select 1 from single_head)
+           -- (single head) the users whose row on h the batch changes
+           or (select p.level from permgraph.permissions p
+               where p.user_id = u.node_id and p.target_id = (select head_id from single_head))
+              is distinct from
+              greatest((select max(e.level) from permgraph.edges e
+                        where e.tail_id = u.node_id and e.head_id = (select head_id from single_head)),
+                       (select max(least(s.level, i.level))
+                        from head_in i
+                        cross join lateral (select s.level from permgraph.permissions s
+                                            where s.user_id = u.node_id and s.target_id = i.tail_id offset 0) s)))
   ), estimate as (
     select case when (select count(*) from down_capped) > p_max_pairs
                   or (select count(*) from up_capped) > p_max_pairs then p_max_pairs + 1
