@@ -215,16 +215,21 @@ describe('incremental apply_changes() against the reference model', async () => 
     await expectTableMatches(state, 'revoke manage');
   });
 
+  // Project p and the five groups below it, shared with teams t1 and t2; a is in both, b only in
+  // t1, c only in t2. Revoking t1's share is a batch whose one head is p (055_local_change.sql,
+  // single_head: only rows below p can change, and a user whose row on p stays has none that
+  // changes; bench/FINDINGS.md, finding 28).
+  const below = ['p', 'p1', 'p2', 'p3', 'p1a', 'p1b'];
+  const twoTeams = (extra: RefGraph['grants']): RefGraph => ({
+    nodes: [u('a'), u('b'), u('c'), g('t1'), g('t2'), g('p'), g('p1', 'p'), g('p2', 'p'), g('p3', 'p'), g('p1a', 'p1'), g('p1b', 'p1')],
+    grants: [grant('a', 2, 't1'), grant('a', 1, 't2'), grant('b', 1, 't1'), grant('c', 1, 't2'), grant('t1', 1, 'p'), grant('t2', 1, 'p'), ...extra],
+  });
+  const revokeT1Share = (state: GraphState) =>
+    state.apply(db, { type: 'revoke', pick: [...state.grants.values()].findIndex((x) => x.tailId === 't1' && x.headId === 'p') });
+
   it('a share revoked from a team whose members keep their level through another team: their rows below are left alone', async () => {
-    // (055_local_change.sql, single_head: every changed edge ends at p, so only rows below p can
-    // change, and a user whose row on p stays has none that changes; bench/FINDINGS.md, finding 28)
-    const below = ['p', 'p1', 'p2', 'p3', 'p1a', 'p1b'];
-    const nodes = [u('a'), u('b'), u('c'), g('t1'), g('t2'), g('p'), g('p1', 'p'), g('p2', 'p'), g('p3', 'p'), g('p1a', 'p1'), g('p1b', 'p1')];
-    const state = await start({
-      nodes,
-      grants: [grant('a', 2, 't1'), grant('a', 1, 't2'), grant('b', 1, 't1'), grant('c', 1, 't2'), grant('t1', 1, 'p'), grant('t2', 1, 'p')],
-    });
-    await state.apply(db, { type: 'revoke', pick: [...state.grants.values()].findIndex((x) => x.tailId === 't1' && x.headId === 'p') });
+    const state = await start(twoTeams([]));
+    await revokeT1Share(state);
     // a still reads p through t2: only b's rows below p are recomputed (and deleted)
     expect(await applyChanges(db)).toMatchObject({ mode: 'incremental', local: true, delta: false, regionPairs: below.length, deleted: below.length });
     await expectTableMatches(state, 'share revoked, a keeps p through t2');
@@ -233,14 +238,8 @@ describe('incremental apply_changes() against the reference model', async () => 
   it('the same revoke where a group below p has an edge back into p: every user above is recomputed', async () => {
     // (a cycle through p: the group's stored row may itself come through the revoked share, so it
     // cannot vouch for the user's row on p)
-    const below = ['p', 'p1', 'p2', 'p3', 'p1a', 'p1b'];
-    const nodes = [u('a'), u('b'), u('c'), g('t1'), g('t2'), g('p'), g('p1', 'p'), g('p2', 'p'), g('p3', 'p'), g('p1a', 'p1'), g('p1b', 'p1')];
-    const state = await start({
-      nodes,
-      grants: [grant('a', 2, 't1'), grant('a', 1, 't2'), grant('b', 1, 't1'), grant('c', 1, 't2'), grant('t1', 1, 'p'), grant('t2', 1, 'p'),
-               grant('p1a', 1, 'p')],
-    });
-    await state.apply(db, { type: 'revoke', pick: [...state.grants.values()].findIndex((x) => x.tailId === 't1' && x.headId === 'p') });
+    const state = await start(twoTeams([grant('p1a', 1, 'p')]));
+    await revokeT1Share(state);
     expect(await applyChanges(db)).toMatchObject({ mode: 'incremental', local: true, delta: false, regionPairs: 2 * below.length, deleted: below.length });
     await expectTableMatches(state, 'share revoked, a cycle through p');
   });
