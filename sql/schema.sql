@@ -3486,33 +3486,26 @@ CREATE OR REPLACE FUNCTION permgraph._refresh_trash(p_roots text[])
  SET plan_cache_mode TO 'force_generic_plan'
 AS $function$
 declare
-  scope text[];
+  scope text[];    -- the groups whose stored rows may go
+  asked text[];    -- the groups to compute (null: all)
 begin
   if p_roots is null then
-    with fresh as materialized (
-      select group_id, trash_at from permgraph.effective_group_trash(null)
-    ), gone as (
-      delete from permgraph.trashed_groups t
-      where not exists (select 1 from fresh n where n.group_id = t.group_id)
+    scope := array(select t.group_id from permgraph.trashed_groups t);
+  else
+    -- the roots and the groups below them, each one's children probed by
+    -- key (offset 0: never a join the planner could hash)
+    with recursive subtree(id) as (
+      select unnest(p_roots) collate "C"  -- deleted roots too: they must lose their row
+      union
+      select n.id
+      from subtree s
+      cross join lateral (select n.id from permgraph.nodes n where n.owner_id = s.id and n.kind = 'group' offset 0) n
     )
-    insert into permgraph.trashed_groups (group_id, trash_at)
-    select group_id, trash_at from fresh
-    on conflict (group_id) do update set trash_at = excluded.trash_at
-    where permgraph.trashed_groups.trash_at is distinct from excluded.trash_at;
-    return;
+    select array_agg(id) into scope from subtree;
+    asked := scope;
   end if;
-  -- the roots and the groups below them, each one's children probed by key
-  -- (offset 0: never a join the planner could hash)
-  with recursive subtree(id) as (
-    select unnest(p_roots) collate "C"  -- deleted roots too: they must lose their row
-    union
-    select n.id
-    from subtree s
-    cross join lateral (select n.id from permgraph.nodes n where n.owner_id = s.id and n.kind = 'group' offset 0) n
-  )
-  select array_agg(id) into scope from subtree;
   with fresh as materialized (
-    select group_id, trash_at from permgraph.effective_group_trash(scope)
+    select group_id, trash_at from permgraph.effective_group_trash(asked)
   ), gone as (
     delete from permgraph.trashed_groups t
     where t.group_id = any (scope)
