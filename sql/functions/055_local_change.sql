@@ -210,7 +210,6 @@ begin
   ), up_capped as materialized (
     select origin, node_id, node_kind from up limit p_max_pairs + 1
   ), batch_head as (
-    -- the batch's one head, when every changed edge ends at the same group
     select min(head_id) as head_id from batch
     having count(distinct head_id) = 1 and bool_and(head_kind = 'group')
   ), head_in as materialized (
@@ -241,14 +240,13 @@ begin
   ), up_users as (
     select distinct u.origin, u.node_id as user_id
     from up_capped u
+    left join single_head h on true
     where u.node_kind = 'user'
-      and (not exists (select 1 from single_head)
+      and (h.head_id is null
            -- (single head) the users whose row on h the batch changes
-           or (select p.level from permgraph.permissions p
-               where p.user_id = u.node_id and p.target_id = (select head_id from single_head))
+           or (select p.level from permgraph.permissions p where p.user_id = u.node_id and p.target_id = h.head_id)
               is distinct from
-              greatest((select max(e.level) from permgraph.edges e
-                        where e.tail_id = u.node_id and e.head_id = (select head_id from single_head)),
+              greatest((select max(e.level) from permgraph.edges e where e.tail_id = u.node_id and e.head_id = h.head_id),
                        (select max(least(s.level, i.level))
                         from head_in i
                         cross join lateral (select s.level from permgraph.permissions s
