@@ -215,6 +215,10 @@ create or replace function permgraph._nodes_validate_inserted() returns trigger
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
+-- the walk probes owners by key whatever size the plan was made for
+-- (planned at the session's first call and kept: 020_capture.sql)
+set enable_hashjoin = off
+set enable_mergejoin = off
 as $$
 declare
   bad_owners text[];
@@ -274,6 +278,10 @@ create or replace function permgraph._nodes_validate_deleted() returns trigger
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
+-- owned nodes probed by owner (nodes_owner_idx) whatever size the plan was
+-- made for (planned at the session's first call and kept: 020_capture.sql)
+set enable_hashjoin = off
+set enable_mergejoin = off
 as $$
 declare
   bad record;
@@ -294,9 +302,14 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
+  -- the nodes given another owner: old and new rows compared by EXCEPT,
+  -- never joined (a join planned at a one-row UPDATE, the session's first,
+  -- nested loops over both tables of a bulk one: 020_capture.sql)
   perform permgraph._validate_owned(
-    (select array_agg(n.id) from updated_nodes n join previous_nodes p on p.id = n.id
-     where n.owner_id is not null and n.owner_id is distinct from p.owner_id), true);
+    (select array_agg(c.id)
+     from (select n.id, n.owner_id from updated_nodes n where n.owner_id is not null
+           except
+           select p.id, p.owner_id from previous_nodes p) c), true);
   return null;
 end $$;
 

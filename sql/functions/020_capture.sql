@@ -39,6 +39,19 @@ end $$;
 -- appeared, vanished or changed level (old_level -> new_level, null for
 -- absent), an identity edge of a user, or a group whose effective trash time
 -- may have changed (trash_changed).
+--
+-- Plans that hold for any size. A trigger function's statements are planned
+-- once per session, with the size the transition tables had at that first
+-- call, and the plan is kept for every later statement of the session. So
+-- no plan here may depend on that size (test/engine/capture-plans.test.ts):
+-- - a transition table joins nodes or edges by key, one index probe per
+--   row: the functions turn hash and merge joins off (a plan made for a
+--   bulk statement read all of nodes, twice, for every one-row write after
+--   it: 90-170 ms a write on a graph of 264,000 nodes);
+-- - old and new rows are compared by EXCEPT, never joined (a join planned
+--   for a one-row UPDATE nested loops over both tables in a bulk UPDATE
+--   after it: 11,111 grants took 80 s). EXCEPT treats nulls as equal, as
+--   IS NOT DISTINCT FROM does, and hashes or sorts, whatever the estimate.
 
 -- Nodes: ownership of a user or group is an edge (owner -> node, level 3;
 -- objects' owners are resolved at query time), every user has an identity
@@ -51,6 +64,9 @@ create or replace function permgraph._nodes_capture() returns trigger
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
+-- (joins of a transition table with nodes or edges: index probes; above)
+set enable_hashjoin = off
+set enable_mergejoin = off
 as $$
 begin
   if tg_op = 'INSERT' then
@@ -59,14 +75,20 @@ begin
     from new_rows n left join permgraph.nodes o on o.id = n.owner_id
     where n.owner_id is not null and n.owner_id <> n.id and n.kind <> 'object';
   elsif tg_op = 'UPDATE' then
+    -- An ownership edge whose (owner, node) pair the new rows no longer
+    -- hold went away (its node's owner changed); one the old rows did not
+    -- hold came. Ids and kinds never change.
     delete from permgraph.edges e
-    using old_rows o join new_rows n on n.id = o.id
-    where n.owner_id is distinct from o.owner_id and o.owner_id is not null and o.owner_id <> o.id and o.kind <> 'object'
-      and e.tail_id = o.owner_id and e.head_id = o.id and e.source = '';
+    using (select o.owner_id, o.id from old_rows o where o.owner_id is not null and o.owner_id <> o.id and o.kind <> 'object'
+           except
+           select n.owner_id, n.id from new_rows n) gone
+    where e.tail_id = gone.owner_id and e.head_id = gone.id and e.source = '';
     insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
-    select n.owner_id, n.id, '', 3, coalesce(w.kind, 'group'), n.kind
-    from new_rows n join old_rows o on o.id = n.id left join permgraph.nodes w on w.id = n.owner_id
-    where n.owner_id is distinct from o.owner_id and n.owner_id is not null and n.owner_id <> n.id and n.kind <> 'object';
+    select came.owner_id, came.id, '', 3, coalesce(w.kind, 'group'), came.kind
+    from (select n.owner_id, n.id, n.kind from new_rows n where n.owner_id is not null and n.owner_id <> n.id and n.kind <> 'object'
+          except
+          select o.owner_id, o.id, o.kind from old_rows o) came
+    left join permgraph.nodes w on w.id = came.owner_id;
   else
     delete from permgraph.edges e
     using old_rows o
@@ -92,18 +114,25 @@ begin
     select n.id, n.id, 'group', 'group', null::smallint, null::smallint, true
     from new_rows n where n.kind = 'group' and (n.trash_at is not null or n.owner_id is not null);
   elsif tg_op = 'UPDATE' then
+    -- the ownership edges that went and came (as above), and the groups
+    -- whose trash time or owner changed
     insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level, trash_changed)
-    select o.owner_id, o.id, coalesce(w.kind, 'group'), o.kind, 3::smallint, null::smallint, false
-    from old_rows o join new_rows n on n.id = o.id left join permgraph.nodes w on w.id = o.owner_id
-    where n.owner_id is distinct from o.owner_id and o.owner_id is not null and o.owner_id <> o.id and o.kind <> 'object'
+    select gone.owner_id, gone.id, coalesce(w.kind, 'group'), gone.kind, 3::smallint, null::smallint, false
+    from (select o.owner_id, o.id, o.kind from old_rows o where o.owner_id is not null and o.owner_id <> o.id and o.kind <> 'object'
+          except
+          select n.owner_id, n.id, n.kind from new_rows n) gone
+    left join permgraph.nodes w on w.id = gone.owner_id
     union all
-    select n.owner_id, n.id, coalesce(w.kind, 'group'), n.kind, null::smallint, 3::smallint, false
-    from new_rows n join old_rows o on o.id = n.id left join permgraph.nodes w on w.id = n.owner_id
-    where n.owner_id is distinct from o.owner_id and n.owner_id is not null and n.owner_id <> n.id and n.kind <> 'object'
+    select came.owner_id, came.id, coalesce(w.kind, 'group'), came.kind, null::smallint, 3::smallint, false
+    from (select n.owner_id, n.id, n.kind from new_rows n where n.owner_id is not null and n.owner_id <> n.id and n.kind <> 'object'
+          except
+          select o.owner_id, o.id, o.kind from old_rows o) came
+    left join permgraph.nodes w on w.id = came.owner_id
     union all
-    select n.id, n.id, 'group', 'group', null::smallint, null::smallint, true
-    from new_rows n join old_rows o on o.id = n.id
-    where n.kind = 'group' and (n.trash_at is distinct from o.trash_at or n.owner_id is distinct from o.owner_id);
+    select g.id, g.id, 'group', 'group', null::smallint, null::smallint, true
+    from (select n.id, n.owner_id, n.trash_at from new_rows n where n.kind = 'group'
+          except
+          select o.id, o.owner_id, o.trash_at from old_rows o) g;
   else
     insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level, trash_changed)
     select o.owner_id, o.id, coalesce(w.kind, 'group'), o.kind, 3::smallint, null::smallint, false
@@ -133,6 +162,9 @@ create or replace function permgraph._grants_capture() returns trigger
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
+-- (joins of a transition table with nodes or edges: index probes; above)
+set enable_hashjoin = off
+set enable_mergejoin = off
 as $$
 declare
   capture constant boolean := permgraph._capture_enabled();
@@ -165,18 +197,19 @@ begin
     insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
     select r.tail_id, r.head_id, r.tail_kind, r.head_kind, r.level, null from removed r;
   else
+    -- The grants that went (an old row no new row repeats: key, level and
+    -- expiry) and came (the other way round).
     delete from permgraph.edges e
-    using old_rows o
-    where e.tail_id = o.tail_id and e.head_id = o.head_id and e.source = o.source
-      and not exists (select 1 from new_rows n
-                      where n.tail_id = o.tail_id and n.head_id = o.head_id and n.source = o.source and n.level = o.level
-                        and n.expires_at is not distinct from o.expires_at);
+    using (select o.tail_id, o.head_id, o.source, o.level, o.expires_at from old_rows o
+           except
+           select n.tail_id, n.head_id, n.source, n.level, n.expires_at from new_rows n) gone
+    where e.tail_id = gone.tail_id and e.head_id = gone.head_id and e.source = gone.source;
     insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind, expires_at)
-    select n.tail_id, n.head_id, n.source, n.level, coalesce(t.kind, 'group'), coalesce(h.kind, 'group'), n.expires_at
-    from new_rows n left join permgraph.nodes t on t.id = n.tail_id left join permgraph.nodes h on h.id = n.head_id
-    where not exists (select 1 from old_rows o
-                      where o.tail_id = n.tail_id and o.head_id = n.head_id and o.source = n.source and o.level = n.level
-                        and o.expires_at is not distinct from n.expires_at);
+    select came.tail_id, came.head_id, came.source, came.level, coalesce(t.kind, 'group'), coalesce(h.kind, 'group'), came.expires_at
+    from (select n.tail_id, n.head_id, n.source, n.level, n.expires_at from new_rows n
+          except
+          select o.tail_id, o.head_id, o.source, o.level, o.expires_at from old_rows o) came
+    left join permgraph.nodes t on t.id = came.tail_id left join permgraph.nodes h on h.id = came.head_id;
     if capture then
       -- Only edges that changed: a grant moved to another source keeps the
       -- same edge (tail, head, level, expiry) and needs no recomputation.
@@ -185,15 +218,15 @@ begin
       insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
       select c.tail_id, c.head_id, coalesce(t.kind, 'group'), coalesce(h.kind, 'group'), c.old_level, c.new_level
       from (
-        select o.tail_id, o.head_id, o.level as old_level, null::smallint as new_level
-        from old_rows o
-        where not exists (select 1 from new_rows n where n.tail_id = o.tail_id and n.head_id = o.head_id and n.level = o.level
-                                                     and n.expires_at is not distinct from o.expires_at)
+        select gone.tail_id, gone.head_id, gone.level as old_level, null::smallint as new_level
+        from (select o.tail_id, o.head_id, o.level, o.expires_at from old_rows o
+              except
+              select n.tail_id, n.head_id, n.level, n.expires_at from new_rows n) gone
         union all
-        select n.tail_id, n.head_id, null, n.level
-        from new_rows n
-        where not exists (select 1 from old_rows o where o.tail_id = n.tail_id and o.head_id = n.head_id and o.level = n.level
-                                                     and o.expires_at is not distinct from n.expires_at)
+        select came.tail_id, came.head_id, null, came.level
+        from (select n.tail_id, n.head_id, n.level, n.expires_at from new_rows n
+              except
+              select o.tail_id, o.head_id, o.level, o.expires_at from old_rows o) came
       ) c
       left join permgraph.nodes t on t.id = c.tail_id left join permgraph.nodes h on h.id = c.head_id;
     end if;

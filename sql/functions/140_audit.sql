@@ -78,6 +78,11 @@ create or replace function permgraph._audit_nodes() returns trigger
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
+-- Its only joins pair old and new rows by id: hashed, never a nested loop.
+-- The plan is made at the session's first call, with that statement's
+-- sizes, and kept (020_capture.sql): one planned for a one-row UPDATE
+-- nested loops over both tables of a bulk UPDATE after it.
+set enable_nestloop = off
 as $$
 begin
   if not permgraph._audit_enabled() then

@@ -1,0 +1,123 @@
+// The writers' statement triggers (capture, audit, validation) plan each
+// statement once per session, with the size the transition tables had at
+// that first call: a plan made for a bulk statement was kept for every
+// one-row write after it (two sequential reads of nodes, or one of edges, per
+// write: 90-170 ms on org large), and one made for a one-row UPDATE nested
+// loops over old and new rows in a bulk UPDATE after it (11,111 grants:
+// 80 s). Whatever came first in the session, a one-row write must handle a
+// few rows and a bulk one rows in proportion to its size. Plans are captured
+// with auto_explain (row counts, never times).
+import type pg from 'pg';
+import { describe, expect, it } from 'vitest';
+import { applyChanges } from '../../src/engine/apply.ts';
+import { sql } from '../../src/db/pool.ts';
+import { createTestDatabase } from '../helpers/database.ts';
+import { insertGrants, insertNodes, readPermissions, readTrashedGroups } from '../helpers/graph.ts';
+import { capturePlans, describeQuery, heaviest, type CapturedPlan } from '../helpers/plans.ts';
+import * as model from '../reference/model.ts';
+import type { Kind, Level, RefGrant, RefGraph, RefNode } from '../reference/model.ts';
+
+const USERS = 800;
+const GROUPS = 400;
+const OBJECTS = 800;
+/** Rows a bulk statement writes. */
+const BULK = 1_000;
+/** The most rows any plan node of a one-row write may handle (a sequential read of nodes handles 2,000 and more). */
+const ONE_ROW_LIMIT = 50;
+
+function baseGraph(): RefGraph {
+  const nodes: RefNode[] = [];
+  for (let i = 0; i < USERS; i++) nodes.push({ id: `u${i}`, kind: 'user', ownerId: null, trashAt: null });
+  for (let i = 0; i < GROUPS; i++) nodes.push({ id: `g${i}`, kind: 'group', ownerId: `u${i % USERS}`, trashAt: null });
+  for (let i = 0; i < OBJECTS; i++) nodes.push({ id: `o${i}`, kind: 'object', ownerId: `g${i % GROUPS}`, trashAt: null });
+  const grants: RefGrant[] = [];
+  for (let i = 0; i < USERS; i++) grants.push({ tailId: `u${i}`, headId: `g${(7 * i) % GROUPS}`, level: 1, source: 'base' });
+  return { nodes, grants };
+}
+
+/** Bulk writes of grants and nodes (each one statement of BULK rows), leaving the graph as it was. */
+async function bulkWrites(client: pg.Client): Promise<void> {
+  await client.query(`
+    insert into permgraph.grants (tail_id, head_id, level, source)
+    select 'u' || i, 'o' || (i * 3 % ${OBJECTS}), 1, 'bulk' from generate_series(0, ${BULK - 1}) i where i < ${USERS}
+    union all
+    select 'g' || (i % ${GROUPS}), 'o' || (i * 5 % ${OBJECTS}), 2, 'bulk' from generate_series(${USERS}, ${BULK - 1}) i`);
+  await client.query(`update permgraph.grants set level = 3 where source = 'bulk'`);
+  await client.query(`delete from permgraph.grants where source = 'bulk'`);
+  await client.query(`
+    insert into permgraph.nodes (id, kind, owner_id)
+    select 'bg' || i, 'group', 'g' || (i % ${GROUPS}) from generate_series(0, ${BULK - 1}) i`);
+  await client.query(`update permgraph.nodes set owner_id = 'g' || ((substr(id, 3)::int + 1) % ${GROUPS}) where id like 'bg%'`);
+  await client.query(`update permgraph.nodes set trash_at = now() + interval '1 day' where id like 'bg%'`);
+  await client.query(`delete from permgraph.nodes where id like 'bg%'`);
+}
+
+/** One-row writes of grants and nodes, leaving the graph as it was. */
+async function oneRowWrites(client: pg.Client): Promise<void> {
+  await client.query(`insert into permgraph.grants (tail_id, head_id, level, source) values ('u1', 'o2', 1, 'one')`);
+  await client.query(`update permgraph.grants set level = 2 where tail_id = 'u1' and head_id = 'o2' and source = 'one'`);
+  await client.query(`delete from permgraph.grants where tail_id = 'u1' and head_id = 'o2' and source = 'one'`);
+  await client.query(`insert into permgraph.nodes (id, kind, owner_id) values ('one-group', 'group', 'g3')`);
+  await client.query(`update permgraph.nodes set owner_id = 'g4' where id = 'one-group'`);
+  await client.query(`update permgraph.nodes set trash_at = now() + interval '1 day' where id = 'one-group'`);
+  await client.query(`delete from permgraph.nodes where id = 'one-group'`);
+}
+
+const logging = (client: pg.Client, on: boolean) => client.query(`set auto_explain.log_min_duration = ${on ? 0 : -1}`);
+
+/** Every captured plan of a statement that touched permgraph's tables handles at most `limit` rows in any node. */
+function expectAtMost(plans: CapturedPlan[], limit: number): void {
+  const ours = plans.filter((p) => /permgraph\.|new_rows|old_rows|written|inserted_nodes|deleted_nodes_now|updated_nodes/.test(p.query));
+  expect(ours.length).toBeGreaterThan(10);
+  const over = ours
+    .map(({ query, plan }) => ({ query, h: heaviest(plan) }))
+    .filter(({ h }) => h.rows > limit)
+    .map(({ query, h }) => `${h.rows} rows: ${h.type}${h.relation ? ` on ${h.relation}` : ''} in: ${describeQuery(query)}`);
+  expect(over, `plan nodes above ${limit} rows`).toEqual([]);
+}
+
+describe('writers\' statement triggers whatever came first in the session', async () => {
+  const { db, url } = await createTestDatabase();
+  const graph = baseGraph();
+  await insertNodes(db, graph.nodes);
+  await insertGrants(db, graph.grants);
+  await db.query(sql`analyze permgraph.nodes; analyze permgraph.edges; analyze permgraph.grants`);
+  await applyChanges(db);
+
+  it('a one-row write after bulk writes reads a few rows, not the nodes or edges', async () => {
+    const plans = await capturePlans(url, async (client) => {
+      await logging(client, false);
+      await bulkWrites(client);
+      await logging(client, true);
+      await oneRowWrites(client);
+    });
+    expectAtMost(plans, ONE_ROW_LIMIT);
+  });
+
+  it('a bulk write after one-row writes stays linear (no nested loop over old and new rows)', async () => {
+    const plans = await capturePlans(url, async (client) => {
+      await logging(client, false);
+      await oneRowWrites(client);
+      await logging(client, true);
+      await bulkWrites(client);
+    });
+    // A nested loop over 1,000 old and 1,000 new rows handles 1,000,000.
+    expectAtMost(plans, 5 * (BULK + graph.nodes.length + graph.grants.length + GROUPS));
+  });
+
+  it('what the writes captured, applied, equals the reference model', async () => {
+    await applyChanges(db);
+    const nodes: { id: string; kind: Kind; owner_id: string | null; trash_at: Date | null }[] =
+      await db.query(sql`select id, kind, owner_id, trash_at from permgraph.nodes`);
+    const grants: { tail_id: string; head_id: string; level: Level; source: string }[] =
+      await db.query(sql`select tail_id, head_id, level, source from permgraph.grants`);
+    const now: RefGraph = {
+      nodes: nodes.map((n) => ({ id: n.id, kind: n.kind, ownerId: n.owner_id, trashAt: n.trash_at })),
+      grants: grants.map((g) => ({ tailId: g.tail_id, headId: g.head_id, level: g.level, source: g.source })),
+    };
+    expect(now.nodes.length).toBe(graph.nodes.length);
+    expect(now.grants.length).toBe(graph.grants.length);
+    expect(await readPermissions(db)).toEqual(model.computePermissions(now));
+    expect(await readTrashedGroups(db)).toEqual(model.computeTrashedGroups(now));
+  });
+});
