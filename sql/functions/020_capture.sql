@@ -44,10 +44,16 @@ end $$;
 -- once per session, with the size the transition tables had at that first
 -- call, and the plan is kept for every later statement of the session. So
 -- no plan here may depend on that size (test/engine/capture-plans.test.ts):
--- - a transition table joins nodes or edges by key, one index probe per
---   row: the functions turn hash and merge joins off (a plan made for a
+-- - a transition table's rows look their nodes up, and find the edges a
+--   statement deletes, by primary key, one probe per row: LATERAL with
+--   OFFSET 0, which no plan can turn around or hash (a hash join made for a
 --   bulk statement read all of nodes, twice, for every one-row write after
---   it: 90-170 ms a write on a graph of 264,000 nodes);
+--   it: 90-170 ms a write on a graph of 264,000 nodes; with hash joins
+--   turned off instead, statistics taken before a bulk load turned the
+--   join around: edges read once per deleted node). Edges are deleted by
+--   the row ids those probes found: only capture writes edges, under the
+--   lock of the grant or node row that the edge stands for, so no other
+--   transaction moves them meanwhile;
 -- - old and new rows are compared by EXCEPT, never joined (a join planned
 --   for a one-row UPDATE nested loops over both tables in a bulk UPDATE
 --   after it: 11,111 grants took 80 s). EXCEPT treats nulls as equal, as
@@ -64,36 +70,38 @@ create or replace function permgraph._nodes_capture() returns trigger
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
--- (joins of a transition table with nodes or edges: index probes; above)
-set enable_hashjoin = off
-set enable_mergejoin = off
 as $$
 begin
   if tg_op = 'INSERT' then
     insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
     select n.owner_id, n.id, '', 3, coalesce(o.kind, 'group'), n.kind
-    from new_rows n left join permgraph.nodes o on o.id = n.owner_id
+    from new_rows n left join lateral (select o.kind from permgraph.nodes o where o.id = n.owner_id offset 0) o on true
     where n.owner_id is not null and n.owner_id <> n.id and n.kind <> 'object';
   elsif tg_op = 'UPDATE' then
     -- An ownership edge whose (owner, node) pair the new rows no longer
     -- hold went away (its node's owner changed); one the old rows did not
     -- hold came. Ids and kinds never change.
     delete from permgraph.edges e
-    using (select o.owner_id, o.id from old_rows o where o.owner_id is not null and o.owner_id <> o.id and o.kind <> 'object'
-           except
-           select n.owner_id, n.id from new_rows n) gone
-    where e.tail_id = gone.owner_id and e.head_id = gone.id and e.source = '';
+    where e.ctid = any (array(
+      select x.ctid
+      from (select o.owner_id, o.id from old_rows o where o.owner_id is not null and o.owner_id <> o.id and o.kind <> 'object'
+            except
+            select n.owner_id, n.id from new_rows n) gone
+      cross join lateral (select x.ctid from permgraph.edges x
+                          where x.tail_id = gone.owner_id and x.head_id = gone.id and x.source = '' offset 0) x));
     insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
     select came.owner_id, came.id, '', 3, coalesce(w.kind, 'group'), came.kind
     from (select n.owner_id, n.id, n.kind from new_rows n where n.owner_id is not null and n.owner_id <> n.id and n.kind <> 'object'
           except
           select o.owner_id, o.id, o.kind from old_rows o) came
-    left join permgraph.nodes w on w.id = came.owner_id;
+    left join lateral (select w.kind from permgraph.nodes w where w.id = came.owner_id offset 0) w on true;
   else
     delete from permgraph.edges e
-    using old_rows o
-    where o.owner_id is not null and o.owner_id <> o.id and o.kind <> 'object'
-      and e.tail_id = o.owner_id and e.head_id = o.id and e.source = '';
+    where e.ctid = any (array(
+      select x.ctid from old_rows o
+      cross join lateral (select x.ctid from permgraph.edges x
+                          where x.tail_id = o.owner_id and x.head_id = o.id and x.source = '' offset 0) x
+      where o.owner_id is not null and o.owner_id <> o.id and o.kind <> 'object'));
     -- The deleted nodes' rows become unreadable now (every read path skips
     -- ids listed here) and are removed by the worker's next batch. Deleting
     -- them here would make every concurrent batch that touches them fail.
@@ -106,7 +114,7 @@ begin
   if tg_op = 'INSERT' then
     insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level, trash_changed)
     select n.owner_id, n.id, coalesce(o.kind, 'group'), n.kind, null::smallint, 3::smallint, false
-    from new_rows n left join permgraph.nodes o on o.id = n.owner_id
+    from new_rows n left join lateral (select o.kind from permgraph.nodes o where o.id = n.owner_id offset 0) o on true
     where n.owner_id is not null and n.owner_id <> n.id and n.kind <> 'object'
     union all
     select n.id, n.id, 'user', 'user', null::smallint, 3::smallint, false from new_rows n where n.kind = 'user'
@@ -121,13 +129,13 @@ begin
     from (select o.owner_id, o.id, o.kind from old_rows o where o.owner_id is not null and o.owner_id <> o.id and o.kind <> 'object'
           except
           select n.owner_id, n.id, n.kind from new_rows n) gone
-    left join permgraph.nodes w on w.id = gone.owner_id
+    left join lateral (select w.kind from permgraph.nodes w where w.id = gone.owner_id offset 0) w on true
     union all
     select came.owner_id, came.id, coalesce(w.kind, 'group'), came.kind, null::smallint, 3::smallint, false
     from (select n.owner_id, n.id, n.kind from new_rows n where n.owner_id is not null and n.owner_id <> n.id and n.kind <> 'object'
           except
           select o.owner_id, o.id, o.kind from old_rows o) came
-    left join permgraph.nodes w on w.id = came.owner_id
+    left join lateral (select w.kind from permgraph.nodes w where w.id = came.owner_id offset 0) w on true
     union all
     select g.id, g.id, 'group', 'group', null::smallint, null::smallint, true
     from (select n.id, n.owner_id, n.trash_at from new_rows n where n.kind = 'group'
@@ -136,7 +144,7 @@ begin
   else
     insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level, trash_changed)
     select o.owner_id, o.id, coalesce(w.kind, 'group'), o.kind, 3::smallint, null::smallint, false
-    from old_rows o left join permgraph.nodes w on w.id = o.owner_id
+    from old_rows o left join lateral (select w.kind from permgraph.nodes w where w.id = o.owner_id offset 0) w on true
     where o.owner_id is not null and o.owner_id <> o.id and o.kind <> 'object'
     union all
     select o.id, o.id, 'user', 'user', 3::smallint, null::smallint, false from old_rows o where o.kind = 'user'
@@ -162,9 +170,6 @@ create or replace function permgraph._grants_capture() returns trigger
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
--- (joins of a transition table with nodes or edges: index probes; above)
-set enable_hashjoin = off
-set enable_mergejoin = off
 as $$
 declare
   capture constant boolean := permgraph._capture_enabled();
@@ -173,25 +178,31 @@ begin
   if tg_op = 'INSERT' and not capture then
     insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind, expires_at)
     select n.tail_id, n.head_id, n.source, n.level, coalesce(t.kind, 'group'), coalesce(h.kind, 'group'), n.expires_at
-    from new_rows n left join permgraph.nodes t on t.id = n.tail_id left join permgraph.nodes h on h.id = n.head_id;
+    from new_rows n left join lateral (select t.kind from permgraph.nodes t where t.id = n.tail_id offset 0) t on true
+    left join lateral (select h.kind from permgraph.nodes h where h.id = n.head_id offset 0) h on true;
   elsif tg_op = 'INSERT' then
     with added as (
       insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind, expires_at)
       select n.tail_id, n.head_id, n.source, n.level, coalesce(t.kind, 'group'), coalesce(h.kind, 'group'), n.expires_at
-      from new_rows n left join permgraph.nodes t on t.id = n.tail_id left join permgraph.nodes h on h.id = n.head_id
+      from new_rows n left join lateral (select t.kind from permgraph.nodes t where t.id = n.tail_id offset 0) t on true
+      left join lateral (select h.kind from permgraph.nodes h where h.id = n.head_id offset 0) h on true
       returning tail_id, head_id, tail_kind, head_kind, level
     )
     insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
     select a.tail_id, a.head_id, a.tail_kind, a.head_kind, null, a.level from added a;
   elsif tg_op = 'DELETE' and not capture then
     delete from permgraph.edges e
-    using old_rows o
-    where e.tail_id = o.tail_id and e.head_id = o.head_id and e.source = o.source;
+    where e.ctid = any (array(
+      select x.ctid from old_rows o
+      cross join lateral (select x.ctid from permgraph.edges x
+                          where x.tail_id = o.tail_id and x.head_id = o.head_id and x.source = o.source offset 0) x));
   elsif tg_op = 'DELETE' then
     with removed as (
       delete from permgraph.edges e
-      using old_rows o
-      where e.tail_id = o.tail_id and e.head_id = o.head_id and e.source = o.source
+      where e.ctid = any (array(
+        select x.ctid from old_rows o
+        cross join lateral (select x.ctid from permgraph.edges x
+                            where x.tail_id = o.tail_id and x.head_id = o.head_id and x.source = o.source offset 0) x))
       returning e.tail_id, e.head_id, e.tail_kind, e.head_kind, e.level
     )
     insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
@@ -200,16 +211,20 @@ begin
     -- The grants that went (an old row no new row repeats: key, level and
     -- expiry) and came (the other way round).
     delete from permgraph.edges e
-    using (select o.tail_id, o.head_id, o.source, o.level, o.expires_at from old_rows o
-           except
-           select n.tail_id, n.head_id, n.source, n.level, n.expires_at from new_rows n) gone
-    where e.tail_id = gone.tail_id and e.head_id = gone.head_id and e.source = gone.source;
+    where e.ctid = any (array(
+      select x.ctid
+      from (select o.tail_id, o.head_id, o.source, o.level, o.expires_at from old_rows o
+            except
+            select n.tail_id, n.head_id, n.source, n.level, n.expires_at from new_rows n) gone
+      cross join lateral (select x.ctid from permgraph.edges x
+                          where x.tail_id = gone.tail_id and x.head_id = gone.head_id and x.source = gone.source offset 0) x));
     insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind, expires_at)
     select came.tail_id, came.head_id, came.source, came.level, coalesce(t.kind, 'group'), coalesce(h.kind, 'group'), came.expires_at
     from (select n.tail_id, n.head_id, n.source, n.level, n.expires_at from new_rows n
           except
           select o.tail_id, o.head_id, o.source, o.level, o.expires_at from old_rows o) came
-    left join permgraph.nodes t on t.id = came.tail_id left join permgraph.nodes h on h.id = came.head_id;
+    left join lateral (select t.kind from permgraph.nodes t where t.id = came.tail_id offset 0) t on true
+    left join lateral (select h.kind from permgraph.nodes h where h.id = came.head_id offset 0) h on true;
     if capture then
       -- Only edges that changed: a grant moved to another source keeps the
       -- same edge (tail, head, level, expiry) and needs no recomputation.
@@ -228,7 +243,8 @@ begin
               except
               select o.tail_id, o.head_id, o.level, o.expires_at from old_rows o) came
       ) c
-      left join permgraph.nodes t on t.id = c.tail_id left join permgraph.nodes h on h.id = c.head_id;
+      left join lateral (select t.kind from permgraph.nodes t where t.id = c.tail_id offset 0) t on true
+      left join lateral (select h.kind from permgraph.nodes h where h.id = c.head_id offset 0) h on true;
     end if;
   end if;
   return null;

@@ -120,6 +120,33 @@ describe('writers\' statement triggers whatever came first in the session', asyn
   });
 });
 
+describe('writers\' statement triggers with statistics taken before the bulk write', async () => {
+  const { db, url } = await createTestDatabase();
+
+  it('bulk writes of owned nodes stay linear when the statistics say no node has an owner', async () => {
+    // Analyzed while no node has an owner and edges hold no ownership edge:
+    // a plan free to turn a join around then reads the owned nodes, or the
+    // ownership edges, once for every row of the statement.
+    const users = Array.from({ length: USERS }, (_, i): RefNode => ({ id: `u${i}`, kind: 'user', ownerId: null, trashAt: null }));
+    const groups = Array.from({ length: GROUPS }, (_, i): RefNode => ({ id: `g${i}`, kind: 'group', ownerId: null, trashAt: null }));
+    await insertNodes(db, [...users, ...groups]);
+    await db.query(sql`analyze permgraph.nodes; analyze permgraph.edges`);
+    const plans = await plansAfter(url, async () => {}, async (client) => {
+      await client.query(`
+        insert into permgraph.nodes (id, kind, owner_id)
+        select 'bg' || i, 'group', 'g' || (i % ${GROUPS}) from generate_series(0, ${BULK - 1}) i`);
+      await client.query(`
+        insert into permgraph.nodes (id, kind, owner_id)
+        select 'bo' || i, 'object', 'bg' || (i % ${BULK}) from generate_series(0, ${BULK - 1}) i`);
+      await client.query(`update permgraph.nodes set owner_id = 'g' || ((substr(id, 3)::int + 1) % ${GROUPS}) where id like 'bg%'`);
+      await client.query(`delete from permgraph.nodes where id like 'bo%'`);
+      await client.query(`delete from permgraph.nodes where id like 'bg%'`);
+    });
+    // A turned-around loop handles BULK × BULK = 1,000,000 rows.
+    expectAtMost(plans, 5 * (BULK + USERS + GROUPS));
+  });
+});
+
 // The UPDATE branches compare a statement's old and new rows as sets
 // (EXCEPT): random multi-row UPDATEs of grants (level, expiry, source) and
 // of nodes (owner, trash), mixed with one-row changes on the same
