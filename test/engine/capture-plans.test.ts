@@ -5,8 +5,9 @@
 // write: 90-170 ms on org large), and one made for a one-row UPDATE nested
 // loops over old and new rows in a bulk UPDATE after it (11,111 grants:
 // 80 s). Whatever came first in the session, a one-row write must handle a
-// few rows and a bulk one rows in proportion to its size. Plans are captured
-// with auto_explain (row counts, never times).
+// few rows and a bulk one rows in proportion to its size, whatever the
+// statistics say. Plans are captured with auto_explain (row counts, never
+// times).
 import fc from 'fast-check';
 import type pg from 'pg';
 import { describe, expect, it } from 'vitest';
