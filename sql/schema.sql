@@ -3320,25 +3320,13 @@ begin
         permgraph._describe_id(bad.id), permgraph._describe_id(bad.owner_id) using errcode = '23514';
     end if;
   end if;
-  -- The walk of _validate_owned, from the inserted users and groups that
-  -- have an owner, each step a probe of the owner by key (LATERAL, OFFSET 0):
-  -- the plan is made at the session's first call and kept (020_capture.sql),
-  -- and a join the planner may turn around read the nodes with an owner
-  -- once for every walk row (5,000 groups: 25,000,000 rows, 6.8 s).
-  with recursive walk(start_id, node_id, path) as (
-    select n.id::text, n.owner_id::text, array[n.id::text, n.owner_id::text]
-    from inserted_nodes n
-    where n.kind <> 'object' and n.owner_id is not null and n.owner_id <> n.id
-    union all
-    select w.start_id, o.owner_id::text, w.path || o.owner_id::text
-    from walk w
-    cross join lateral (select o.id, o.owner_id from permgraph.nodes o where o.id = w.node_id offset 0) o
-    where w.node_id <> w.start_id
-      and not (w.node_id = any (w.path[1:cardinality(w.path) - 1]))
-      and o.owner_id is not null and o.owner_id <> o.id
-  )
-  select min(array_to_string(w.path, ' -> ')) filter (where w.node_id = w.start_id) into cycle_path
-  from walk w;
+  -- The walk of _validate_owned (_ownership_cycle), from the inserted users
+  -- and groups that have an owner.
+  select c.cycle_path into cycle_path
+  from (select array_agg(n.id::text) as starts, array_agg(n.owner_id::text) as owners
+        from inserted_nodes n
+        where n.kind <> 'object' and n.owner_id is not null and n.owner_id <> n.id) s
+  cross join lateral permgraph._ownership_cycle(s.starts, s.owners, false) c;
   if cycle_path is not null then
     raise exception 'permgraph: ownership cycle: % (the owner of each node is the next one)', cycle_path
       using errcode = '23514';
@@ -3407,6 +3395,32 @@ AS $function$
 begin
   perform pg_notify('permgraph_changes', '');  -- identical notifications fold into one per transaction
   return null;
+end $function$;
+
+-- permgraph._ownership_cycle(text[],text[],boolean): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._ownership_cycle(p_starts text[], p_owners text[], p_visited boolean, OUT cycle_path text, OUT visited text[])
+ RETURNS record
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET plan_cache_mode TO 'force_generic_plan'
+AS $function$
+begin
+  with recursive walk(start_id, node_id, path) as (
+    select s.id, s.owner_id, array[s.id, s.owner_id]
+    from unnest(p_starts, p_owners) as s(id, owner_id)
+    union all
+    select w.start_id, o.owner_id::text, w.path || o.owner_id::text
+    from walk w
+    cross join lateral (select o.id, o.owner_id from permgraph.nodes o where o.id = w.node_id offset 0) o
+    where w.node_id <> w.start_id
+      and not (w.node_id = any (w.path[1:cardinality(w.path) - 1]))
+      and o.owner_id is not null and o.owner_id <> o.id
+  )
+  select min(array_to_string(w.path, ' -> ')) filter (where w.node_id = w.start_id),
+         array_agg(distinct w.node_id) filter (where p_visited)
+  into cycle_path, visited
+  from walk w;
 end $function$;
 
 -- permgraph._ownership_lock_key(): execute <owner>: EXECUTE
@@ -3912,29 +3926,14 @@ begin
   if p_changed then
     perform pg_advisory_xact_lock(permgraph._ownership_lock_key());
   end if;
-  -- Walk up from each node through its owners, one step per round; a walk
-  -- that comes back to its start is a cycle. A walk also stops at a node it
-  -- has already passed (a cycle among other nodes of the statement, which
-  -- their own walks report).
-  -- (Each step looks its owner up by key: offset 0 keeps it a probe, and
-  -- the probe has no other condition, so it is one of the primary key: with
-  -- the owner test inside it, statistics that say no node has an owner
-  -- made it a scan of nodes_owner_idx for every step.)
-  with recursive walk(start_id, node_id, path) as (
-    select n.id::text, n.owner_id::text, array[n.id::text, n.owner_id::text]
-    from permgraph.nodes n
-    where n.id = any (p_ids) and n.kind <> 'object' and n.owner_id is not null and n.owner_id <> n.id
-    union all
-    select w.start_id, o.owner_id::text, w.path || o.owner_id::text
-    from walk w
-    cross join lateral (select o.id, o.owner_id from permgraph.nodes o where o.id = w.node_id offset 0) o
-    where w.node_id <> w.start_id
-      and not (w.node_id = any (w.path[1:cardinality(w.path) - 1]))
-      and o.owner_id is not null and o.owner_id <> o.id
-  )
-  select min(array_to_string(w.path, ' -> ')) filter (where w.node_id = w.start_id), array_agg(distinct w.node_id)
-  into cycle_path, visited
-  from walk w;
+  -- Walk up from each user or group through its owners (_ownership_cycle);
+  -- the nodes it passes are kept for the lock below.
+  select c.cycle_path, c.visited into cycle_path, visited
+  from (select array_agg(n.id::text) as starts, array_agg(n.owner_id::text) as owners
+        from permgraph.nodes n
+        where n.id = any (p_ids) and n.kind <> 'object' and n.owner_id is not null and n.owner_id <> n.id) s
+  cross join lateral permgraph._ownership_cycle(s.starts, s.owners,
+                                                p_changed and current_setting('transaction_isolation') <> 'read committed') c;
   if cycle_path is not null then
     raise exception 'permgraph: ownership cycle: % (the owner of each node is the next one)', cycle_path
       using errcode = '23514';
