@@ -2053,22 +2053,30 @@ CREATE OR REPLACE FUNCTION permgraph._grants_capture()
  LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
+ SET enable_nestloop TO 'off'
 AS $function$
 declare
   capture constant boolean := permgraph._capture_enabled();
 begin
   -- Each branch names only the transition tables its event has.
   if tg_op = 'INSERT' and not capture then
+    with ends as materialized (
+      select e.id, x.kind
+      from (select n.tail_id as id from new_rows n union select n.head_id from new_rows n) e
+      left join lateral (select x.kind from permgraph.nodes x where x.id = e.id offset 0) x on true
+    )
     insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind, expires_at)
     select n.tail_id, n.head_id, n.source, n.level, coalesce(t.kind, 'group'), coalesce(h.kind, 'group'), n.expires_at
-    from new_rows n left join lateral (select t.kind from permgraph.nodes t where t.id = n.tail_id offset 0) t on true
-    left join lateral (select h.kind from permgraph.nodes h where h.id = n.head_id offset 0) h on true;
+    from new_rows n join ends t on t.id = n.tail_id join ends h on h.id = n.head_id;
   elsif tg_op = 'INSERT' then
-    with added as (
+    with ends as materialized (
+      select e.id, x.kind
+      from (select n.tail_id as id from new_rows n union select n.head_id from new_rows n) e
+      left join lateral (select x.kind from permgraph.nodes x where x.id = e.id offset 0) x on true
+    ), added as (
       insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind, expires_at)
       select n.tail_id, n.head_id, n.source, n.level, coalesce(t.kind, 'group'), coalesce(h.kind, 'group'), n.expires_at
-      from new_rows n left join lateral (select t.kind from permgraph.nodes t where t.id = n.tail_id offset 0) t on true
-      left join lateral (select h.kind from permgraph.nodes h where h.id = n.head_id offset 0) h on true
+      from new_rows n join ends t on t.id = n.tail_id join ends h on h.id = n.head_id
       returning tail_id, head_id, tail_kind, head_kind, level
     )
     insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
