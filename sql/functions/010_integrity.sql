@@ -47,18 +47,24 @@ $$;
 -- away. The setting permgraph.nodes_locked = on only says "look": the lock
 -- itself is what is checked, so setting it without the lock changes nothing
 -- (and without the setting, pg_locks, which copies the whole lock table, is
--- never read).
+-- never read). PL/pgSQL, not SQL: an SQL function with a SET clause is never
+-- inlined, and its query was parsed and planned again at every call, once
+-- per statement that writes grants or nodes.
 create or replace function permgraph._nodes_locked_against_deletes() returns boolean
-language sql stable
+language plpgsql stable
 set search_path = pg_catalog, pg_temp
 as $$
-  select coalesce(current_setting('permgraph.nodes_locked', true), '') = 'on' and exists (
+begin
+  if coalesce(current_setting('permgraph.nodes_locked', true), '') <> 'on' then
+    return false;
+  end if;
+  return exists (
     select 1 from pg_locks l
     where l.locktype = 'relation' and l.relation = 'permgraph.nodes'::regclass
       and l.database = (select d.oid from pg_database d where d.datname = current_database())
       and l.pid = pg_backend_pid() and l.granted
-      and l.mode in ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock'))
-$$;
+      and l.mode in ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock'));
+end $$;
 
 -- Row by row: what one row can show on its own. Owners and cycles are
 -- checked per statement (below), so the order of rows within a statement
