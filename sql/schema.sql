@@ -630,7 +630,6 @@ CREATE TRIGGER grants_audit_updated AFTER UPDATE ON permgraph.grants REFERENCING
 CREATE TRIGGER grants_capture_deleted AFTER DELETE ON permgraph.grants REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._grants_capture();
 CREATE TRIGGER grants_capture_inserted AFTER INSERT ON permgraph.grants REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._grants_capture();
 CREATE TRIGGER grants_capture_updated AFTER UPDATE ON permgraph.grants REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._grants_capture();
-CREATE TRIGGER grants_notify AFTER INSERT OR DELETE OR UPDATE ON permgraph.grants FOR EACH STATEMENT EXECUTE FUNCTION permgraph._notify_changes();
 CREATE TRIGGER grants_truncate AFTER TRUNCATE ON permgraph.grants FOR EACH STATEMENT EXECUTE FUNCTION permgraph._capture_truncate();
 CREATE TRIGGER grants_validate BEFORE INSERT OR UPDATE ON permgraph.grants FOR EACH ROW WHEN (((new.level IS NULL) OR ((new.level < 1) OR (new.level > 3)) OR (length(new.tail_id) > 256) OR (length(new.head_id) > 256))) EXECUTE FUNCTION permgraph._grants_validate();
 CREATE TRIGGER grants_validate_inserted AFTER INSERT ON permgraph.grants REFERENCING NEW TABLE AS written FOR EACH STATEMENT EXECUTE FUNCTION permgraph._grants_validate_written();
@@ -642,7 +641,6 @@ CREATE TRIGGER nodes_audit_updated AFTER UPDATE ON permgraph.nodes REFERENCING O
 CREATE TRIGGER nodes_capture_deleted AFTER DELETE ON permgraph.nodes REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._nodes_capture();
 CREATE TRIGGER nodes_capture_inserted AFTER INSERT ON permgraph.nodes REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._nodes_capture();
 CREATE TRIGGER nodes_capture_updated AFTER UPDATE ON permgraph.nodes REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._nodes_capture();
-CREATE TRIGGER nodes_notify AFTER INSERT OR DELETE OR UPDATE ON permgraph.nodes FOR EACH STATEMENT EXECUTE FUNCTION permgraph._notify_changes();
 CREATE TRIGGER nodes_truncate AFTER TRUNCATE ON permgraph.nodes FOR EACH STATEMENT EXECUTE FUNCTION permgraph._capture_truncate();
 CREATE TRIGGER nodes_validate BEFORE INSERT ON permgraph.nodes FOR EACH ROW WHEN (((new.id IS NULL) OR ((length(new.id) < 1) OR (length(new.id) > 256)) OR (new.id ~ '[[:cntrl:]]'::text) OR (new.kind IS NULL) OR (new.kind <> ALL (ARRAY['user'::text, 'group'::text, 'object'::text])) OR ((new.owner_id = new.id) AND (new.kind <> 'user'::text)) OR (new.is_superuser AND (new.kind <> 'user'::text)))) EXECUTE FUNCTION permgraph._nodes_validate();
 CREATE TRIGGER nodes_validate_changed BEFORE UPDATE ON permgraph.nodes FOR EACH ROW WHEN (((new.id IS DISTINCT FROM old.id) OR (new.kind IS DISTINCT FROM old.kind) OR ((new.owner_id = new.id) AND (new.kind <> 'user'::text)) OR (new.is_superuser AND (new.kind <> 'user'::text)))) EXECUTE FUNCTION permgraph._nodes_validate();
@@ -2057,6 +2055,7 @@ CREATE OR REPLACE FUNCTION permgraph._grants_capture()
 AS $function$
 declare
   capture constant boolean := permgraph._capture_enabled();
+  captured bigint := 0;  -- change rows written
 begin
   -- Each branch names only the transition tables its event has.
   if tg_op = 'INSERT' and not capture then
@@ -2081,6 +2080,7 @@ begin
     )
     insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
     select a.tail_id, a.head_id, a.tail_kind, a.head_kind, null, a.level from added a;
+    get diagnostics captured = row_count;
   elsif tg_op = 'DELETE' and not capture then
     delete from permgraph.edges e
     where e.ctid = any (array(
@@ -2098,6 +2098,7 @@ begin
     )
     insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
     select r.tail_id, r.head_id, r.tail_kind, r.head_kind, r.level, null from removed r;
+    get diagnostics captured = row_count;
   else
     -- The grants that went (an old row no new row repeats: key, level and
     -- expiry) and came (the other way round).
@@ -2136,7 +2137,11 @@ begin
       ) c
       left join lateral (select t.kind from permgraph.nodes t where t.id = c.tail_id offset 0) t on true
       left join lateral (select h.kind from permgraph.nodes h where h.id = c.head_id offset 0) h on true;
+      get diagnostics captured = row_count;
     end if;
+  end if;
+  if captured > 0 then
+    perform pg_notify('permgraph_changes', '');
   end if;
   return null;
 end $function$;
@@ -3120,6 +3125,9 @@ CREATE OR REPLACE FUNCTION permgraph._nodes_capture()
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
+declare
+  captured bigint := 0;  -- change rows written
+  gone bigint := 0;      -- nodes deleted
 begin
   if tg_op = 'INSERT' then
     insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
@@ -3155,10 +3163,16 @@ begin
     -- ids listed here) and are removed by the worker's next batch. Deleting
     -- them here would make every concurrent batch that touches them fail.
     insert into permgraph.deleted_nodes (id) select o.id from old_rows o;
+    get diagnostics gone = row_count;
   end if;
 
   if not permgraph._capture_enabled() then
-    return null; -- bulk import by the schema's owner, which runs a full refresh instead
+    -- bulk import by the schema's owner, which runs a full refresh instead;
+    -- the worker still removes deleted nodes' rows
+    if gone > 0 then
+      perform pg_notify('permgraph_changes', '');
+    end if;
+    return null;
   end if;
   if tg_op = 'INSERT' then
     insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level, trash_changed)
@@ -3200,23 +3214,31 @@ begin
     union all
     select o.id, o.id, 'group', 'group', null::smallint, null::smallint, true from old_rows o where o.kind = 'group';
   end if;
+  get diagnostics captured = row_count;
+  if captured + gone > 0 then
+    perform pg_notify('permgraph_changes', '');
+  end if;
   return null;
 end $function$;
 
 -- permgraph._nodes_locked_against_deletes(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._nodes_locked_against_deletes()
  RETURNS boolean
- LANGUAGE sql
+ LANGUAGE plpgsql
  STABLE
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
-  select coalesce(current_setting('permgraph.nodes_locked', true), '') = 'on' and exists (
+begin
+  if coalesce(current_setting('permgraph.nodes_locked', true), '') <> 'on' then
+    return false;
+  end if;
+  return exists (
     select 1 from pg_locks l
     where l.locktype = 'relation' and l.relation = 'permgraph.nodes'::regclass
       and l.database = (select d.oid from pg_database d where d.datname = current_database())
       and l.pid = pg_backend_pid() and l.granted
-      and l.mode in ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock'))
-$function$;
+      and l.mode in ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock'));
+end $function$;
 
 -- permgraph._nodes_validate(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._nodes_validate()
@@ -3391,18 +3413,6 @@ begin
   return jsonb_build_object('mode', 'none', 'changes', 0, 'expired', 0,
                             'next_expiry_in_ms', permgraph._next_expiry_in_ms(p_at),
                             'long_job_active', permgraph._long_job_active());
-end $function$;
-
--- permgraph._notify_changes(): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._notify_changes()
- RETURNS trigger
- LANGUAGE plpgsql
- SECURITY DEFINER
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-begin
-  perform pg_notify('permgraph_changes', '');  -- identical notifications fold into one per transaction
-  return null;
 end $function$;
 
 -- permgraph._ownership_cycle(text[],text[],boolean): execute <owner>: EXECUTE

@@ -1,8 +1,12 @@
 -- Change capture. Every change to nodes and grants, by any client, is written
 -- to permgraph.changes in the same transaction, and the edge table is kept in
--- step; a payload-free wake-up is sent on channel permgraph_changes. The
--- notification is only a hint: the worker also polls, and the changes table
--- is the record of truth.
+-- step; a statement that wrote change rows (or deleted nodes) sends a
+-- payload-free wake-up on channel permgraph_changes (identical
+-- notifications fold into one per transaction). The notification is only a
+-- hint: the worker also polls, and the changes table is the record of truth.
+-- It is sent by the capture functions themselves, not by a trigger of its
+-- own: a statement that changed nothing wakes no worker, and a write pays
+-- one trigger call fewer.
 -- The current definition of these functions: `permgraph migrate` re-applies
 -- this file whenever its content changes (sql/README.md).
 
@@ -76,6 +80,9 @@ language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+  captured bigint := 0;  -- change rows written
+  gone bigint := 0;      -- nodes deleted
 begin
   if tg_op = 'INSERT' then
     insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
@@ -111,10 +118,16 @@ begin
     -- ids listed here) and are removed by the worker's next batch. Deleting
     -- them here would make every concurrent batch that touches them fail.
     insert into permgraph.deleted_nodes (id) select o.id from old_rows o;
+    get diagnostics gone = row_count;
   end if;
 
   if not permgraph._capture_enabled() then
-    return null; -- bulk import by the schema's owner, which runs a full refresh instead
+    -- bulk import by the schema's owner, which runs a full refresh instead;
+    -- the worker still removes deleted nodes' rows
+    if gone > 0 then
+      perform pg_notify('permgraph_changes', '');
+    end if;
+    return null;
   end if;
   if tg_op = 'INSERT' then
     insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level, trash_changed)
@@ -156,6 +169,10 @@ begin
     union all
     select o.id, o.id, 'group', 'group', null::smallint, null::smallint, true from old_rows o where o.kind = 'group';
   end if;
+  get diagnostics captured = row_count;
+  if captured + gone > 0 then
+    perform pg_notify('permgraph_changes', '');
+  end if;
   return null;
 end $$;
 
@@ -182,6 +199,7 @@ set enable_nestloop = off
 as $$
 declare
   capture constant boolean := permgraph._capture_enabled();
+  captured bigint := 0;  -- change rows written
 begin
   -- Each branch names only the transition tables its event has.
   if tg_op = 'INSERT' and not capture then
@@ -206,6 +224,7 @@ begin
     )
     insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
     select a.tail_id, a.head_id, a.tail_kind, a.head_kind, null, a.level from added a;
+    get diagnostics captured = row_count;
   elsif tg_op = 'DELETE' and not capture then
     delete from permgraph.edges e
     where e.ctid = any (array(
@@ -223,6 +242,7 @@ begin
     )
     insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
     select r.tail_id, r.head_id, r.tail_kind, r.head_kind, r.level, null from removed r;
+    get diagnostics captured = row_count;
   else
     -- The grants that went (an old row no new row repeats: key, level and
     -- expiry) and came (the other way round).
@@ -261,7 +281,11 @@ begin
       ) c
       left join lateral (select t.kind from permgraph.nodes t where t.id = c.tail_id offset 0) t on true
       left join lateral (select h.kind from permgraph.nodes h where h.id = c.head_id offset 0) h on true;
+      get diagnostics captured = row_count;
     end if;
+  end if;
+  if captured > 0 then
+    perform pg_notify('permgraph_changes', '');
   end if;
   return null;
 end $$;
@@ -282,16 +306,6 @@ begin
   insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level, trash_changed)
   values ('*', '*', '*', '*', null, null, true);
   perform pg_notify('permgraph_changes', '');
-  return null;
-end $$;
-
-create or replace function permgraph._notify_changes() returns trigger
-language plpgsql
-security definer
-set search_path = pg_catalog, pg_temp
-as $$
-begin
-  perform pg_notify('permgraph_changes', '');  -- identical notifications fold into one per transaction
   return null;
 end $$;
 
@@ -330,16 +344,6 @@ drop trigger if exists grants_capture_deleted on permgraph.grants;
 create trigger grants_capture_deleted after delete on permgraph.grants
   referencing old table as old_rows
   for each statement execute function permgraph._grants_capture();
-
-drop trigger if exists nodes_notify on permgraph.nodes;
-
-create trigger nodes_notify after insert or update or delete on permgraph.nodes
-  for each statement execute function permgraph._notify_changes();
-
-drop trigger if exists grants_notify on permgraph.grants;
-
-create trigger grants_notify after insert or update or delete on permgraph.grants
-  for each statement execute function permgraph._notify_changes();
 
 drop trigger if exists nodes_truncate on permgraph.nodes;
 
