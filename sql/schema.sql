@@ -3043,15 +3043,21 @@ RETURN permgraph._batch_result('incremental'::text, p_delta, true, p_changes, (0
 -- permgraph._local_batch_size(integer): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._local_batch_size(p_max_changes integer)
  RETURNS bigint
- LANGUAGE sql
+ LANGUAGE plpgsql
  STABLE
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
-  select count(*) from permgraph.changes
-  having count(*) between 1 and least(p_max_changes, permgraph._local_change_max_changes())
-     and not bool_or(tail_kind = '*')
-     and permgraph._local_change_exact()
-$function$;
+declare
+  pending bigint;
+  full_asked boolean;
+begin
+  select count(*), coalesce(bool_or(c.tail_kind = '*'), false) into pending, full_asked from permgraph.changes c;
+  if pending between 1 and least(p_max_changes, permgraph._local_change_max_changes())
+     and not full_asked and permgraph._local_change_exact() then
+    return pending;
+  end if;
+  return null;
+end $function$;
 
 -- permgraph._local_change_exact(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._local_change_exact()
