@@ -1157,6 +1157,7 @@ CREATE OR REPLACE FUNCTION permgraph._audit_nodes()
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET enable_nestloop TO 'off'
+ SET jit TO 'off'
 AS $function$
 begin
   if not permgraph._audit_enabled() then
@@ -2052,6 +2053,7 @@ CREATE OR REPLACE FUNCTION permgraph._grants_capture()
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET enable_nestloop TO 'off'
+ SET jit TO 'off'
 AS $function$
 declare
   capture constant boolean := permgraph._capture_enabled();
@@ -2541,6 +2543,7 @@ CREATE OR REPLACE FUNCTION permgraph._import_staged_alone(p_run text)
  STABLE
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET enable_seqscan TO 'off'
+ SET jit TO 'off'
 AS $function$
   select not exists (select 1 from permgraph.import_nodes where run < p_run)
      and not exists (select 1 from permgraph.import_nodes where run > p_run)

@@ -49,6 +49,7 @@ create or replace function permgraph._import_staged_alone(p_run text) returns bo
 language sql stable
 set search_path = pg_catalog, pg_temp
 set enable_seqscan = off
+set jit = off  -- (with a method off: test/engine/plan-settings.test.ts)
 as $$
   select not exists (select 1 from permgraph.import_nodes where run < p_run)
      and not exists (select 1 from permgraph.import_nodes where run > p_run)
