@@ -4820,12 +4820,15 @@ AS $function$
 declare
   xact xid8;
 begin
-  begin
-    xact := p_token::xid8;
-  exception when others then
+  -- A token is current_token()'s text: a transaction id in decimal digits.
+  -- Checked here rather than left to the cast: before PostgreSQL 16 the
+  -- input of xid8 took any text as a number ('not-a-token' read as 0, so
+  -- applied; '12abc' as 12; '-5' wrapped around).
+  if p_token !~ '^[0-9]{1,20}$' or p_token::numeric > 18446744073709551615 then
     raise exception 'permgraph: "%" is not a freshness token (expected a transaction id)', p_token
       using errcode = '22023';
-  end;
+  end if;
+  xact := p_token::xid8;
   return not exists (select 1 from permgraph.changes where xact_id = xact)
     -- a long job's changes, and changes that touch its users (065_long_job.sql)
     and not exists (select 1 from permgraph.long_job_changes where xact_id = xact)

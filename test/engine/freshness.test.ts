@@ -103,5 +103,10 @@ describe('freshness tokens', async () => {
     expect(await isApplied(db, next)).toBe(false);
     await expect(isApplied(db, 'not-a-token')).rejects.toThrow(InvalidInputError);
     await expect(isApplied(db, 'not-a-token')).rejects.toThrow(/"not-a-token" is not a freshness token/);
+    // what the input of xid8 read as numbers before PostgreSQL 16 (0, 12, a
+    // wrapped -5, 42, 16, the largest id), so that is_applied answered them
+    for (const malformed of ['12abc', '-5', ' 42', '0x10', '18446744073709551616', '99999999999999999999999']) {
+      await expect(isApplied(db, malformed), malformed).rejects.toThrow(InvalidInputError);
+    }
   });
 });
