@@ -1890,7 +1890,9 @@ begin
   end if;
   result := permgraph._batch_result(p_mode, p_delta, false, p_pending, p_expired, p_pairs, p_to_job, p_deferred,
                                     job_active, p_inserted, p_updated, p_deleted, permgraph._ms_since(p_started),
-                                    permgraph._next_expiry_in_ms(p_batch_at));
+                                    permgraph._next_expiry_in_ms(p_batch_at))
+            -- (one part of a split queue: the rest is pending, to apply next)
+            || jsonb_build_object('more_pending', part <> '');
   update permgraph.applier_state set
     last_batch_at = now(), last_batch_mode = p_mode, last_batch_changes = p_pending,
     last_batch_ms = (result ->> 'ms')::double precision,
@@ -3812,7 +3814,8 @@ declare
   part text;
   taken bigint;
 begin
-  if p_pending <= permgraph._local_change_max_changes()
+  if coalesce(pg_catalog.current_setting('permgraph.split_mixed_batches', true), '') <> 'on'
+     or p_pending <= permgraph._local_change_max_changes()
      or exists (select 1 from permgraph.deleted_nodes)
      or exists (select 1 from permgraph.changes where tail_kind = '*' or trash_changed) then
     return null;

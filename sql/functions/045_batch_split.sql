@@ -14,9 +14,15 @@
 -- path takes (_local_change_max_changes) and mixes changes that remove or
 -- lower an edge with changes that add or raise one, apply_changes takes
 -- only the removals (and lowerings), in queue order, and leaves the rest
--- pending; the worker's next batch, started right away, finds them. Not
--- with node deletions, trash changes, expiries or a running long job
--- (those batches stay whole, as before).
+-- pending; its result says so (more_pending), and the worker's next batch,
+-- started right away, takes them. Not with node deletions, trash changes,
+-- expiries or a running long job (those batches stay whole, as before).
+--
+-- Only in a session that asks for it (the setting
+-- permgraph.split_mixed_batches = on; the worker's, src/engine/apply.ts
+-- useWorkerSession): anywhere else apply_changes() applies every change it
+-- sees as one batch, as its callers are promised (a synchronous apply,
+-- `worker --once`, a test that applies and then reads).
 --
 -- Why it is exact. Let the batch take the removals R and leave the
 -- additions A, with the graph G now (A's edges included) and the table
@@ -78,7 +84,7 @@ create or replace view permgraph._batch_changes as
           else true end;
 
 -- Splits the pending queue when it is one to split (see the top of this
--- file): more changes than the one-statement path takes, some removing or
+-- file): a session that asks for it, more changes than the one-statement path takes, some removing or
 -- lowering an edge and some not, and none deleting a node or changing a
 -- trash flag; the caller tests the rest (no expiry, no long job). The part
 -- taken is the removals, unless the last batch took them (then the
@@ -93,7 +99,8 @@ declare
   part text;
   taken bigint;
 begin
-  if p_pending <= permgraph._local_change_max_changes()
+  if coalesce(pg_catalog.current_setting('permgraph.split_mixed_batches', true), '') <> 'on'
+     or p_pending <= permgraph._local_change_max_changes()
      or exists (select 1 from permgraph.deleted_nodes)
      or exists (select 1 from permgraph.changes where tail_kind = '*' or trash_changed) then
     return null;

@@ -103,7 +103,9 @@ begin
   end if;
   result := permgraph._batch_result(p_mode, p_delta, false, p_pending, p_expired, p_pairs, p_to_job, p_deferred,
                                     job_active, p_inserted, p_updated, p_deleted, permgraph._ms_since(p_started),
-                                    permgraph._next_expiry_in_ms(p_batch_at));
+                                    permgraph._next_expiry_in_ms(p_batch_at))
+            -- (one part of a split queue: the rest is pending, to apply next)
+            || jsonb_build_object('more_pending', part <> '');
   update permgraph.applier_state set
     last_batch_at = now(), last_batch_mode = p_mode, last_batch_changes = p_pending,
     last_batch_ms = (result ->> 'ms')::double precision,
@@ -127,7 +129,9 @@ end $$;
 
 -- Applies every pending change visible to this transaction, as one batch,
 -- and marks them done. This is the only code path that writes permissions:
--- the worker, refresh() and tests all come through here.
+-- the worker, refresh() and tests all come through here. (In the worker's
+-- session a large mixed queue is split: its removals now, the rest next,
+-- with more_pending true in the result; 045_batch_split.sql.)
 --
 -- Consistency: the batch and the graph must be read from the same state.
 -- Under REPEATABLE READ (what the worker uses) the snapshot guarantees it and

@@ -14,20 +14,6 @@ export async function inSnapshot<T>(db: Queryable, fn: (tx: Transaction) => Prom
   return withRetries(() => db.tx(fn, { isolationLevel: IsolationLevel.REPEATABLE_READ }), attempts);
 }
 
-/**
- * Makes every transaction a dedicated connection starts REPEATABLE READ by
- * default, so that one statement is one snapshot: a batch is then a single
- * round trip (no BEGIN and COMMIT of its own). Only for a connection nobody
- * else uses (the worker's); undo it with resetSnapshotSession.
- */
-export async function useSnapshotSession(conn: Connection): Promise<void> {
-  await conn.query(sql`set default_transaction_isolation = 'repeatable read'`);
-}
-
-export async function resetSnapshotSession(conn: Connection): Promise<void> {
-  await conn.query(sql`reset default_transaction_isolation`);
-}
-
 /** Runs fn again after a serialization failure or deadlock (each attempt must start afresh). */
 export async function withRetries<T>(fn: () => Promise<T>, attempts = 8): Promise<T> {
   for (let attempt = 1; ; attempt++) {

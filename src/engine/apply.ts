@@ -28,6 +28,13 @@ export interface BatchResult {
   deferred: number;
   /** A long job is running after this batch: apply its chunks (applyJobChunk). */
   longJobActive: boolean;
+  /**
+   * The batch took one part of a large queue of removals and additions
+   * (the removals, or the additions after a removals batch) and left the
+   * rest pending: apply again now. Only in a worker session (useWorkerSession);
+   * anywhere else a batch takes every pending change.
+   */
+  morePending: boolean;
 }
 
 export interface ApplyOptions {
@@ -72,11 +79,33 @@ export async function refresh(db: Queryable, options: Pick<ApplyOptions, 'at'> =
 }
 
 /**
- * applyChanges() as one statement, its own transaction: for a dedicated
- * connection on which useSnapshotSession() made REPEATABLE READ the default
- * (the worker's), so that a batch costs one round trip instead of three.
- * On a connection left at READ COMMITTED it is still correct, but
- * apply_changes() then locks writers out for the batch (060_apply.sql).
+ * Makes a dedicated connection (the worker's) a worker session. Every
+ * transaction it starts is REPEATABLE READ by default, so that one
+ * statement is one snapshot: a batch is then a single round trip (no BEGIN
+ * and COMMIT of its own). And a large queue that mixes removals and
+ * additions is applied as two batches, the removals first, then the rest
+ * (more_pending; sql/functions/045_batch_split.sql): cheaper, and a
+ * revocation waits for no addition. Only for a connection nobody else
+ * uses; undo it with resetWorkerSession.
+ */
+export async function useWorkerSession(conn: Connection): Promise<void> {
+  await conn.query(sql`
+    set default_transaction_isolation = 'repeatable read';
+    set permgraph.split_mixed_batches = on`);
+}
+
+export async function resetWorkerSession(conn: Connection): Promise<void> {
+  await conn.query(sql`
+    reset default_transaction_isolation;
+    reset permgraph.split_mixed_batches`);
+}
+
+/**
+ * applyChanges() as one statement, its own transaction: for a connection
+ * made a worker session (useWorkerSession), so that a batch costs one
+ * round trip instead of three. On a connection left at READ COMMITTED it
+ * is still correct, but apply_changes() then locks writers out for the
+ * batch (060_apply.sql).
  */
 export async function applyChangesOnSession(conn: Connection, options: ApplyOptions = {}): Promise<BatchResult> {
   const [row] = await withRetries(() => conn.query(applyStatement(options, false)));
@@ -144,5 +173,6 @@ function toBatchResult(raw: Record<string, unknown>): BatchResult {
     toLongJob: Number(raw.to_long_job ?? 0),
     deferred: Number(raw.deferred ?? 0),
     longJobActive: raw.long_job_active === true,
+    morePending: raw.more_pending === true,
   };
 }

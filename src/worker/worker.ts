@@ -4,8 +4,7 @@ import type { Subscriber } from 'pg-listen';
 import { openPool, sql, type ConnectionPool } from '../db/pool.ts';
 import type { Connection } from '@databases/pg';
 import { DEFAULT_CHUNK_PAIRS, DEFAULT_MAX_BATCH, DEFAULT_POLL_INTERVAL_MS, DEFAULT_STANDBY_INTERVAL_MS, WORKER_APPLICATION_NAME } from '../constants.ts';
-import { applyChangesOnSession, type BatchResult } from '../engine/apply.ts';
-import { resetSnapshotSession, useSnapshotSession } from '../db/transaction.ts';
+import { applyChangesOnSession, resetWorkerSession, useWorkerSession, type BatchResult } from '../engine/apply.ts';
 import { applyJobChunk, type ChunkResult } from '../engine/long-job.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
@@ -116,7 +115,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.setRole('active');
       // Each batch is one statement in its own REPEATABLE READ transaction:
       // one round trip, and writers never wait for it.
-      await useSnapshotSession(conn);
+      await useWorkerSession(conn);
       while (!this.stopping) {
         const result = await applyChangesOnSession(conn, { maxChanges: this.options.maxBatch, chunkPairs: this.options.chunkPairs ?? undefined });
         if (result.mode !== 'none') {
@@ -130,12 +129,16 @@ export class Worker extends EventEmitter<WorkerEvents> {
           this.emit('chunk', chunk);
           continue;
         }
-        if (result.mode !== 'none') continue; // more may have arrived meanwhile
+        // Changes committed after this batch's snapshot have notified the
+        // listener, so the wait below returns at once if any came; without
+        // LISTEN, look again now. (Looking again regardless cost a second
+        // transaction per batch, empty under a trickle of changes.)
+        if (result.morePending || (result.mode !== 'none' && !this.options.listen)) continue;
         await this.wakeup.wait(untilNextWake(this.options.pollIntervalMs, result.nextExpiryInMs));
       }
     } finally {
       // A session lock and setting outlive the task on a pooled connection: undo them.
-      await resetSnapshotSession(conn).catch(() => {});
+      await resetWorkerSession(conn).catch(() => {});
       await conn.query(sql`select pg_advisory_unlock(permgraph._applier_role_key())`).catch(() => {});
     }
   }

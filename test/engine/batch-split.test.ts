@@ -1,13 +1,14 @@
-// A large pending queue that mixes removals with additions is applied in
-// two batches, the removals first, or the additions when the last batch
-// took removals (sql/functions/045_batch_split.sql).
+// In a worker session, a large pending queue that mixes removals with
+// additions is applied in two batches, the removals first, or the additions
+// when the last batch took removals (sql/functions/045_batch_split.sql);
+// anywhere else apply_changes() takes the whole queue as one batch.
 // Checked against the reference model: after the queue is drained the table
 // equals a full recomputation, and between the two batches no row is above
 // what the current graph gives; freshness tokens still mean "fully applied".
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { sql, type Queryable } from '../../src/db/pool.ts';
-import { applyChanges, refresh, type BatchResult } from '../../src/engine/apply.ts';
+import { applyChanges, applyChangesOnSession, refresh, resetWorkerSession, useWorkerSession, type BatchResult } from '../../src/engine/apply.ts';
 import { currentToken, isApplied } from '../../src/engine/freshness.ts';
 import { verify } from '../../src/engine/verify.ts';
 import * as model from '../reference/model.ts';
@@ -47,11 +48,26 @@ describe('a large mixed queue is applied removals first', async () => {
 
   const pending = async (q: Queryable = db) => Number((await q.query(sql`select count(*) as n from permgraph.changes`))[0].n);
 
+  /** One batch as the worker applies it: its statement, on a connection made a worker session. */
+  async function applyAsWorker(): Promise<BatchResult> {
+    const result = await db.task(async (conn) => {
+      await useWorkerSession(conn);
+      try {
+        return await applyChangesOnSession(conn);
+      } finally {
+        await resetWorkerSession(conn);
+      }
+    });
+    // the result says whether it left a part of the queue pending
+    expect(result.morePending).toBe((await pending()) > 0);
+    return result;
+  }
+
   /** Applies batches until nothing is pending; returns them. */
   async function drain(state: GraphState, context: string): Promise<BatchResult[]> {
     const batches: BatchResult[] = [];
     for (;;) {
-      const result = await applyChanges(db);
+      const result = await applyAsWorker();
       if (result.mode === 'none') return batches;
       batches.push(result);
       if ((await pending()) > 0) await expectNoRowAbove(state, `${context} (after batch ${batches.length})`);
@@ -68,6 +84,27 @@ describe('a large mixed queue is applied removals first', async () => {
     { weight: 1, arbitrary: fc.record({ type: fc.constant('addNode' as const), kind: fc.constantFrom<Kind>('user', 'object'), owner: fc.option(fc.nat()), trash: fc.constant(null) }) },
   );
   const anyChange: fc.Arbitrary<Mutation> = fc.oneof({ weight: 10, arbitrary: churnOnly }, { weight: 1, arbitrary: mutationArbitrary });
+
+  it('outside a worker session a large mixed queue is one batch: apply_changes() and applyChanges() apply every change they see', async () => {
+    const objects = Array.from({ length: LOCAL_MAX_CHANGES + 6 }, (_, i) => o(`w${i}`));
+    for (const apply of [
+      async () => (await db.query(sql`select permgraph.apply_changes() as r`))[0].r as { mode: string; changes: number; more_pending: boolean },
+      async () => { const b = await applyChanges(db); return { mode: b.mode, changes: b.changes, more_pending: b.morePending }; },
+    ]) {
+      const state = await start({ nodes: [u('erin'), u('finn'), g('crew'), o('memo'), ...objects], grants: [grant('erin', 2, 'crew'), grant('crew', 2, 'memo')] });
+      await db.query(sql`delete from permgraph.grants where tail_id = 'erin' and head_id = 'crew'`);
+      state.grants.delete(grantKey(grant('erin', 2, 'crew')));
+      for (const x of objects) {
+        await db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('finn', ${x.id}, 1)`);
+        const added = grant('finn', 1, x.id);
+        state.grants.set(grantKey(added), added);
+      }
+      expect(await pending()).toBe(objects.length + 1);
+      expect(await apply()).toMatchObject({ mode: 'incremental', changes: objects.length + 1, more_pending: false });
+      expect(await pending()).toBe(0);
+      await expectTableMatches(state, 'one batch');
+    }
+  });
 
   it('random queues of more than 64 changes, drained batch by batch, equal the model; a split batch takes exactly the removals', async () => {
     let split = 0;
@@ -127,11 +164,11 @@ describe('a large mixed queue is applied removals first', async () => {
           const log: string[] = [];
           for (const burst of bursts) {
             for (const step of burst) log.push(await state.apply(db, step));
-            const result = await applyChanges(db);
+            const result = await applyAsWorker();
             // a split batch leaves the other part pending
             if (result.mode === 'incremental' && (await pending()) > 0) parts[result.delta ? 'additions' : 'removals']++;
           }
-          for (let i = 0; i < 3 && (await applyChanges(db)).mode !== 'none'; i++);
+          for (let i = 0; i < 3 && (await applyAsWorker()).mode !== 'none'; i++);
           expect(await pending(), log.join('; ')).toBe(0);
           await expectTableMatches(state, log.join('; '));
         },
@@ -156,16 +193,16 @@ describe('a large mixed queue is applied removals first', async () => {
       return currentToken(tx);
     });
     await state.apply(db, { type: 'revoke', pick: grants().findIndex((x) => x.tailId === 'alice') }); // alice -/-> eng
-    expect(await applyChanges(db)).toMatchObject({ mode: 'incremental', delta: false, changes: 1 });
+    expect(await applyAsWorker()).toMatchObject({ mode: 'incremental', delta: false, changes: 1 });
     const late = await db.tx(async (tx) => {
       await state.apply(tx, { type: 'revoke', pick: grants().findIndex((x) => x.tailId === 'eng') }); // eng -/-> ops, meanwhile
       return currentToken(tx);
     });
     // the queue is mixed again: this time its additions go, and the new removal waits one batch
-    expect(await applyChanges(db)).toMatchObject({ mode: 'incremental', delta: true, changes: objects.length });
+    expect(await applyAsWorker()).toMatchObject({ mode: 'incremental', delta: true, changes: objects.length });
     expect(await isApplied(db, additions)).toBe(true);
     expect(await isApplied(db, late)).toBe(false);
-    expect(await applyChanges(db)).toMatchObject({ mode: 'incremental', delta: false, changes: 1 });
+    expect(await applyAsWorker()).toMatchObject({ mode: 'incremental', delta: false, changes: 1 });
     expect(await isApplied(db, late)).toBe(true);
     await expectTableMatches(state, 'removal, additions, removal');
     expect((await verify(db)).differences).toEqual([]);
@@ -191,7 +228,7 @@ describe('a large mixed queue is applied removals first', async () => {
       const added = grant('dave', 1, `y${i}`);
       state.grants.set(grantKey(added), added);
     }
-    const first = await applyChanges(db);
+    const first = await applyAsWorker();
     expect(first).toMatchObject({ mode: 'incremental', changes: 1 });
     expect(await pending()).toBe(objects.length);
     expect(await isApplied(db, mixed)).toBe(false);
@@ -199,7 +236,7 @@ describe('a large mixed queue is applied removals first', async () => {
     await expectNoRowAbove(state, 'after the removals');
     // carol's rows through the team are gone already
     expect((await readPermissions(db)).filter((r) => r.userId === 'carol' && r.targetId !== 'carol')).toEqual([]);
-    expect(await applyChanges(db)).toMatchObject({ mode: 'incremental', delta: true, changes: objects.length });
+    expect(await applyAsWorker()).toMatchObject({ mode: 'incremental', delta: true, changes: objects.length });
     expect(await isApplied(db, mixed)).toBe(true);
     expect(await isApplied(db, addOnly)).toBe(true);
     await expectTableMatches(state, 'drained');

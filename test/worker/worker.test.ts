@@ -8,7 +8,7 @@ import { verify } from '../../src/engine/verify.ts';
 import * as model from '../reference/model.ts';
 import { createWorkerMetrics, serveMetrics } from '../../src/worker/metrics.ts';
 import { Worker, type WorkerOptions } from '../../src/worker/worker.ts';
-import { expiring, g, grant, u } from '../helpers/builders.ts';
+import { expiring, g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { graphArbitrary, loadGraph, readPermissions, wholeSecondAfter } from '../helpers/graph.ts';
 import { GraphState, grantKey, mutationArbitrary } from '../helpers/mutations.ts';
@@ -110,6 +110,28 @@ describe('worker', async () => {
     state.grants.set('fresh', grant('fresh-user', 2, 'fresh-team'));
     await mutate(state, 30, 1);
     await expectConverged(state);
+  });
+
+  it('drains a large mixed queue, split into removals and additions, without waiting for a notification or a poll', async () => {
+    // One transaction, one notification: the worker's first batch takes the removal and says more is
+    // pending (045_batch_split.sql); the additions must follow at once, not at the next poll.
+    const objects = Array.from({ length: 70 }, (_, i) => `doc${i}`);
+    const graph = { nodes: [u('ann'), u('ben'), g('crew'), o('memo'), ...objects.map((id) => o(id))], grants: [grant('ann', 2, 'crew'), grant('crew', 2, 'memo')] };
+    await loadGraph(db, graph);
+    await refresh(db);
+    const batches: BatchResult[] = [];
+    const worker = await startWorker({ pollIntervalMs: 600_000 });
+    worker.on('batch', (batch) => batches.push(batch));
+    await new Promise((r) => setTimeout(r, 500)); // idle: its start-up wake-ups (connected, first look) are spent
+    const token = await db.tx(async (tx) => {
+      await tx.query(sql`delete from permgraph.grants where tail_id = 'ann' and head_id = 'crew'`);
+      for (const id of objects) await tx.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('ben', ${id}, 1)`);
+      return currentToken(tx);
+    });
+    await waitFor(db, token, 20_000);
+    expect(batches.map((b) => [b.changes, b.morePending])).toEqual([[1, true], [objects.length, false]]);
+    const expected = { nodes: graph.nodes, grants: [grant('crew', 2, 'memo'), ...objects.map((id) => grant('ben', 1, id))] };
+    expect(await readPermissions(db)).toEqual(model.computePermissions(expected));
   });
 
   it('applies batches while a writer holds an open transaction: one snapshot per batch statement, no lock on writers', async () => {
