@@ -8,6 +8,7 @@ import { summarize } from '../lib/stats.ts';
 import type { KindResult } from '../measure/incremental.ts';
 import type { WorkerResult } from '../measure/worker/index.ts';
 import { holSection } from './hol-section.ts';
+import { cpuPerChange, limitsSection } from './limits-section.ts';
 import { newestPhase, runSource } from './provenance.ts';
 import { APPLY_VS_COMMIT_GOAL, CAPTURE_GOAL, soloSection, STOCK_SERVER_GOAL, WRITE_AND_APPLY_VS_COMMIT_GOAL } from './solo-section.ts';
 import { formatValue, renderBarChart } from './svg.ts';
@@ -363,6 +364,17 @@ function workerSection(e: Entry, chart: string | null): string[] {
   for (const r of w.rates) {
     lines.push(`| ${num(r.offeredPerSecond)}${r.search ? ' (bisection)' : ''} | ${r.achievedPerSecond} | ${num(r.changes)} | ${r.changesPerTransaction} | ${ms(r.lag.median)} | ${ms(r.lag.p95)} | ${ms(r.lag.p99)} | ${ms(r.lag.max)} | ${ms(r.lastThirdP99)} | ${r.keptUp ? 'yes' : 'NO'} | ${r.appliedPerSecond} | ${r.drained ? ms(r.drainAfterMs) : 'not drained'} | ${r.batches.count}: ${modes(r.batches.modes)} | ${num(r.batches.rowsWritten)} | ${ms(r.batches.busyMs)} |`);
   }
+  const measured = w.rates.map((r) => ({ r, cpu: cpuPerChange(r) })).filter((x) => x.cpu !== null);
+  if (measured.length) {
+    lines.push('', 'Who used the cores: CPU time of each process group from the phase\'s start to its last change applied, per change, and the cores the whole machine kept busy meanwhile (anyone\'s work).', '',
+      '| offered changes/s | worker\'s backend | writers\' backends | benchmark process (clients) | lag observer | all, per change | machine busy (cores) |',
+      '|---:|---:|---:|---:|---:|---:|---:|');
+    const us = (s: number) => `${Math.round(s * 1e6).toLocaleString('en-US')} µs`;
+    for (const { r, cpu } of measured) {
+      const busy = r.cpu?.machineBusyS == null ? 'n/a' : (r.cpu.machineBusyS / r.cpu.seconds).toFixed(2);
+      lines.push(`| ${num(r.offeredPerSecond)}${r.search ? ' (bisection)' : ''} | ${us(cpu!.worker)} | ${us(cpu!.writers)} | ${us(cpu!.client)} | ${us(cpu!.observer)} | ${us(cpu!.total)} | ${busy} of ${r.cpu!.cores} |`);
+    }
+  }
   const s = w.sustained;
   lines.push('', `Sustained: lag stayed bounded up to **${s.keptUpPerSecond === null ? 'none of the offered rates' : `${num(s.keptUpPerSecond)} changes/s`}** offered; the highest rate applied was **${s.appliedPerSecond} changes/s**.`);
   const b = w.backlog;
@@ -461,7 +473,9 @@ export async function writeReport(): Promise<string> {
   const runs = await loadRuns();
   const entries = latest(runs);
   await mkdir(path.join(RESULTS_DIR, 'charts'), { recursive: true });
-  const lines = [...header(runs, entries), '', ...summaryTable(entries), '', ...goals(entries, runs), '', ...scaling(entries), '', ...soloSection(runs), '', ...importSection(runs), '', ...holSection(runs), '',
+  const largeOrg = entries.find((e) => e.shape.shape === 'org' && e.shape.size === 'large');
+  const largeOrgRates = largeOrg ? workerOf(largeOrg)?.rates ?? null : null;
+  const lines = [...header(runs, entries), '', ...summaryTable(entries), '', ...goals(entries, runs), '', ...limitsSection(runs, largeOrgRates, SUSTAINED_GOAL), '', ...scaling(entries), '', ...soloSection(runs), '', ...importSection(runs), '', ...holSection(runs), '',
     'Engine problems found while building these benchmarks, with EXPLAIN evidence: [bench/FINDINGS.md](../FINDINGS.md).', '', '## Details'];
   for (const e of entries) {
     const chart = await charts(e, RESULTS_DIR);

@@ -1,0 +1,50 @@
+// The report's section on what limits each goal of issue 12 that a run
+// missed. Where the run itself measured the limit (the CPU every change
+// costs in the worker phases, the floors beside each measure), the figures
+// come from it; the rest summarizes the profiles in bench/FINDINGS.md,
+// which each line names.
+import type { RateResult } from '../measure/worker/phases.ts';
+import { newestPhase, type Runs } from './provenance.ts';
+import { formatValue } from './svg.ts';
+
+const ms = (v: number) => formatValue(v, 'ms');
+const us = (seconds: number, changes: number) => `${Math.round((seconds / changes) * 1e6).toLocaleString('en-US')} µs`;
+
+/** CPU per change of a rate phase, by group; null where /proc was not readable. */
+export function cpuPerChange(r: RateResult): { worker: number; writers: number; client: number; observer: number; total: number } | null {
+  const c = r.cpu;
+  if (!c || c.workerBackendS === null || c.writerBackendsS === null || r.changes === 0) return null;
+  const worker = c.workerBackendS / r.changes;
+  const writers = c.writerBackendsS / r.changes;
+  const client = c.benchProcessS / r.changes;
+  const observer = (c.observerBackendS ?? 0) / r.changes;
+  return { worker, writers, client, observer, total: worker + writers + client + observer };
+}
+
+/** Goal 4: the rate the measured CPU per change allows on the run's cores, from the fastest phase kept up. */
+function throughputLimit(rates: RateResult[], goal: number): string | null {
+  const kept = rates.filter((r) => r.keptUp && cpuPerChange(r) !== null).sort((a, b) => b.offeredPerSecond - a.offeredPerSecond)[0];
+  if (!kept) return null;
+  const cpu = cpuPerChange(kept)!;
+  const cores = kept.cpu!.cores;
+  const ceiling = Math.round(cores / cpu.total);
+  const budget = Math.round((cores / goal) * 1e6);
+  // The worker applies on one server backend: at most one core, whatever the machine has.
+  const fastest = rates.filter((r) => cpuPerChange(r) !== null).sort((a, b) => b.appliedPerSecond - a.appliedPerSecond)[0]!;
+  const workerAtFastest = cpuPerChange(fastest)!.worker;
+  const oneCore = Math.round(1 / workerAtFastest);
+  const workerShare = fastest.cpu!.workerBackendS! / fastest.cpu!.seconds;
+  return `**Goal 4 (throughput): CPU per change, and the worker's one core.** At ${kept.offeredPerSecond.toLocaleString('en-US')} changes/s (the fastest phase kept up, ${kept.changesPerTransaction} changes per writer transaction) every change cost ${us(cpu.total, 1)} of CPU: the worker's server backend ${us(cpu.worker, 1)} (its batches: region, recomputation, diff, writes), the writers' backends ${us(cpu.writers, 1)} (the INSERT or DELETE, its statement triggers: validation, the edge, the change row, the audit row, and the commit), this benchmark's Node process ${us(cpu.client, 1)} (the writers' and the worker's client side) and the lag observer ${us(cpu.observer, 1)}. ${cores} cores at that cost carry about ${ceiling.toLocaleString('en-US')} changes/s, which is where lag stops staying bounded; ${goal.toLocaleString('en-US')}/s needs ${budget} µs per change for all of them together. A writer that commits one change per transaction pays its statement and commit per change; when writers fall behind and commit several per transaction, their share per change falls (the 5,000/s phase), and the worker's batches grow (bench/FINDINGS.md 21, 22, 31). Above that the worker itself is the limit: it applies on one server backend, so on one core at most. In the phase that applied the most (${fastest.appliedPerSecond.toLocaleString('en-US')}/s, offered ${fastest.offeredPerSecond.toLocaleString('en-US')}/s) its backend was busy ${Math.round(workerShare * 100)}% of a core at ${us(workerAtFastest, 1)} per change (${Math.round(fastest.changes / Math.max(1, fastest.batches.count)).toLocaleString('en-US')} changes a batch on average), which one core turns into about ${oneCore.toLocaleString('en-US')} changes/s; ${goal.toLocaleString('en-US')}/s needs the worker at ${Math.round(1e6 / goal)} µs per change or less.`;
+}
+
+export function limitsSection(runs: Runs, largeOrgRates: RateResult[] | null, sustainedGoal: number): string[] {
+  const lines = ['## What limits the goals missed', ''];
+  lines.push('**Goal 1 (a local change ≤ 4× a one-row commit).** A local change is one statement on the server, one round trip and one commit, like the floor; what the floor does not have is the statement. Profiled on org small (bench/FINDINGS.md 27): the round trip ~0.18 ms and the commit\'s flush ~0.4 ms (the floor\'s own costs), the call around the statement ~0.1 ms, the statement\'s fixed part 0.23 ms (0.31 ms for a batch that only adds: starting a plan of some hundred nodes, the checks that the path fits), and its work 0.5–1.5 ms for a region of 11–40 pairs (walks, diff and writes at 10–30 µs a pair, each a probe or an index entry). So 4× a 0.43–0.6 ms floor leaves ~1 ms for the statement, which a region of ~30 pairs already takes. Write + apply adds the change\'s own commit, which is no plain INSERT either: the grant is validated, and writes its edge, a change row and an audit row (see goal 3); 6× leaves it ~0.5 ms.', '');
+  const capture = newestPhase(runs, 'capture')?.result;
+  lines.push(`**Goal 3 (bulk insert ≤ 2× no triggers).** ${capture ? `Measured ${capture.ratio}×. ` : ''}The grants are not the only rows written: each also writes an edge and a change row, and, with the audit log on (the default), an audit row; four tables and their indexes against one. Measured trigger by trigger on 100,000 grants (bench/FINDINGS.md 30): the plain INSERT with its foreign keys 1.6 s; validation +0.3 s (each distinct node probed once), capture +1.4 s (the edges and the change rows), audit +1.45 s. The audit row alone costs about what the grant itself does, so 2× would need capture and audit together to cost less than the plain INSERT.`, '');
+  const throughput = largeOrgRates ? throughputLimit(largeOrgRates, sustainedGoal) : null;
+  if (throughput) lines.push(throughput, '');
+  lines.push('**Goal 6 (first page ≤ 2 ms).** The first pages measure 1–2 ms on the server for the heaviest users (the "server side" rows in the details); the client medians add the round trip and, on this 2-core machine, the wait for a core, and move by ±1 ms between runs of the same code (bench/FINDINGS.md 24, 27). What the functions add over the bare keyset query is 0.4–0.5 ms: the catalog lookup of the application table (list_rows), reading the user\'s owners, choosing a plan, and planning the dynamic query, which is per call. Whole lists above budget are bound by reading the rows themselves: the unfiltered read of as many rows beside each.', '');
+  lines.push('**Goal 7 (a refresh that changes nothing ≤ 0.5× the floor).** It recomputes every row and compares it with the stored one, writing nothing; its ratio to the floor moves with the machine\'s speed from run to run with the same code (wide small: 0.35–0.65× over five runs of one day, bench/FINDINGS.md 31), so it is met on a quiet run and missed on a slow one.');
+  return lines;
+}
