@@ -13,6 +13,7 @@
 import { readFileSync } from 'node:fs';
 import { sql, openPool, type Queryable } from '../../src/db/pool.ts';
 import { startServer, withDatabase } from '../lib/server.ts';
+import { resetWorkerSession, useWorkerSession } from '../../src/engine/apply.ts';
 import { Churn } from './worker/workload.ts';
 
 const DATABASE = 'permgraph_bench_org_large';
@@ -35,7 +36,6 @@ async function timed(db: Queryable, pid: number, query: ReturnType<typeof sql>):
 
 const APPLY = sql`select permgraph.apply_changes() as r`;
 
-/** Applies `n` changes of `kind` in `batches` equal batches, in a rolled-back transaction. */
 /**
  * Applies `n` changes of `kind` in `batches` equal batches, in a rolled-back
  * transaction; `split`: the mixed changes as two batches, the additions
@@ -43,6 +43,8 @@ const APPLY = sql`select permgraph.apply_changes() as r`;
  */
 async function batchCost(pool: ReturnType<typeof openPool>, kind: 'adds' | 'removes' | 'mixed', n: number, batches = 1, split = false): Promise<Sample> {
   return pool.task(async (conn) => {
+    // the worker's session: a large mixed queue is split as the worker splits it
+    await useWorkerSession(conn);
     const [{ pid }] = await conn.query(sql`select pg_backend_pid() as pid`);
     // removals and the mixed batch's removed half: additions committed and applied first
     const present = kind === 'adds' ? 0 : kind === 'removes' ? n : n / 2;
@@ -60,7 +62,7 @@ async function batchCost(pool: ReturnType<typeof openPool>, kind: 'adds' | 'remo
     const remove = (count: number) => conn.query(sql`
       delete from permgraph.grants where (tail_id, head_id, source) in (
         select tail_id, head_id, source from permgraph.grants where source = 'bench-churn' limit ${count})`);
-    // until nothing is pending: the engine may apply a mixed queue in two batches (045_batch_split.sql)
+    // until nothing is pending: a worker session applies a large mixed queue in two batches (045_batch_split.sql)
     const apply = async (sample: Sample) => {
       const modes: string[] = [];
       for (;;) {
@@ -97,6 +99,7 @@ async function batchCost(pool: ReturnType<typeof openPool>, kind: 'adds' | 'remo
       await conn.query(sql`delete from permgraph.grants where source = 'bench-churn'`);
       await conn.query(APPLY);
     }
+    await resetWorkerSession(conn);
     return sample;
   });
 }
