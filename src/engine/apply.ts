@@ -91,14 +91,18 @@ export async function refresh(db: Queryable, options: Pick<ApplyOptions, 'at'> =
 export async function useWorkerSession(conn: Connection): Promise<void> {
   await conn.query(sql`
     set default_transaction_isolation = 'repeatable read';
-    set permgraph.split_mixed_batches = on`);
+    set ${splitSetting} = on`);
 }
 
 export async function resetWorkerSession(conn: Connection): Promise<void> {
   await conn.query(sql`
     reset default_transaction_isolation;
-    reset permgraph.split_mixed_batches`);
+    reset ${splitSetting}`);
 }
+
+/** The session setting that makes apply_changes() split a large mixed queue (sql/functions/045_batch_split.sql). */
+export const SPLIT_MIXED_BATCHES_SETTING = 'permgraph.split_mixed_batches';
+const splitSetting = sql.ident(...SPLIT_MIXED_BATCHES_SETTING.split('.'));
 
 /**
  * applyChanges() as one statement, its own transaction: for a connection

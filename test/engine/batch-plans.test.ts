@@ -11,6 +11,7 @@
 // Each result is checked against the reference model too.
 import { describe, expect, it } from 'vitest';
 import { sql } from '../../src/db/pool.ts';
+import { SPLIT_MIXED_BATCHES_SETTING } from '../../src/engine/apply.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { insertGrants, loadGraph, readPermissions } from '../helpers/graph.ts';
@@ -73,6 +74,7 @@ async function applyTracedOn(db: TestDb, url: string, write: () => Promise<unkno
   await write();
   let batch: Batch | undefined;
   const plans = await capturePlans(url, async (client) => {
+    await client.query("select set_config($1, 'on', false)", [SPLIT_MIXED_BATCHES_SETTING]); // the worker's session
     await client.query('begin isolation level repeatable read');
     batch = (await client.query('select permgraph.apply_changes() as r')).rows[0].r as Batch;
     await client.query('commit');
@@ -98,6 +100,7 @@ describe('a batch handles rows in proportion to its region, not to the graph', a
   /** Applies batches until none is pending, each in its own transaction, tracing every statement; appends them to `batches`. */
   async function applyAllTraced(batches: Batch[]): Promise<CapturedPlan[]> {
     return capturePlans(url, async (client) => {
+      await client.query("select set_config($1, 'on', false)", [SPLIT_MIXED_BATCHES_SETTING]); // the worker's session: it splits a mixed queue
       for (;;) {
         await client.query('begin isolation level repeatable read');
         const r = (await client.query('select permgraph.apply_changes() as r')).rows[0].r as Batch & { mode: string };
