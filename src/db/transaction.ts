@@ -1,7 +1,7 @@
 import { IsolationLevel } from '@databases/pg';
-import type { Connection, Transaction } from '@databases/pg';
+import type { Transaction } from '@databases/pg';
 import { isRetryable } from '../errors.ts';
-import { sql, type Queryable } from './pool.ts';
+import type { Queryable } from './pool.ts';
 
 export { IsolationLevel };
 
