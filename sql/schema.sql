@@ -4188,6 +4188,7 @@ CREATE OR REPLACE FUNCTION permgraph._write_region_diff(p_recording boolean, OUT
  SET jit TO 'off'
  SET enable_hashjoin TO 'off'
  SET enable_mergejoin TO 'off'
+ SET enable_memoize TO 'off'
  SET plan_cache_mode TO 'force_generic_plan'
 AS $function$begin 
     with diff as (
