@@ -94,3 +94,11 @@ export const DEFAULT_AUDIT_LIMIT = 100;
 
 /** A pending change older than this is a doctor warning (seconds). */
 export const DEFAULT_MAX_LAG_SECONDS = 60;
+
+/**
+ * `permgraph doctor` warns when the change queue's table is larger than this
+ * many pages (8 kB) and mostly dead space: every batch reads the queue whole,
+ * several times (bench/FINDINGS.md 33: 569 pages of dead rows made a
+ * one-change batch 2.8 ms on the server instead of 0.8).
+ */
+export const QUEUE_BLOAT_WARN_PAGES = 500;

@@ -1,5 +1,5 @@
 // `permgraph doctor`: health checks an operator (or a readiness probe) runs.
-import { DEFAULT_MAX_LAG_SECONDS } from '../constants.ts';
+import { DEFAULT_MAX_LAG_SECONDS, QUEUE_BLOAT_WARN_PAGES } from '../constants.ts';
 import { sql, type Queryable } from '../db/pool.ts';
 import { schemaState } from '../migrations/migrate.ts';
 import { indexesInDump, readCommittedDump } from '../migrations/schema-dump.ts';
@@ -7,7 +7,7 @@ import { indexesInDump, readCommittedDump } from '../migrations/schema-dump.ts';
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 
 export interface DoctorCheck {
-  name: 'schema' | 'indexes' | 'settings' | 'worker' | 'backlog' | 'imports';
+  name: 'schema' | 'indexes' | 'settings' | 'worker' | 'backlog' | 'queue' | 'imports';
   status: CheckStatus;
   /** One line: what was found and, when not ok, what to do. */
   message: string;
@@ -31,10 +31,10 @@ export async function runDoctor(db: Queryable, options: DoctorOptions = {}): Pro
   const [{ has_status: hasStatus }] = await db.query(sql`select to_regprocedure('permgraph.status()') is not null as has_status`);
   if (!hasStatus) {
     const message = 'not checked: permgraph.status() is missing (see the schema check)';
-    checks.push({ name: 'worker', status: 'warn', message }, { name: 'backlog', status: 'warn', message });
+    checks.push({ name: 'worker', status: 'warn', message }, { name: 'backlog', status: 'warn', message }, { name: 'queue', status: 'warn', message });
   } else {
     const [{ status }] = await db.query(sql`select permgraph.status() as status`);
-    checks.push(workerCheck(status), backlogCheck(status, options.maxLagSeconds ?? DEFAULT_MAX_LAG_SECONDS));
+    checks.push(workerCheck(status), backlogCheck(status, options.maxLagSeconds ?? DEFAULT_MAX_LAG_SECONDS), await queueCheck(db, status));
   }
   checks.push(await importsCheck(db));
   return checks;
@@ -128,6 +128,29 @@ function backlogCheck(status: Status, maxLagSeconds: number): DoctorCheck {
   if (age <= maxLagSeconds) return { name: 'backlog', status: 'ok', message: text };
   return { name: 'backlog', status: 'warn', message: `${text} (over ${maxLagSeconds} s: is the worker keeping up?)` };
 }
+
+/**
+ * The change queue's table. Every batch reads the queue whole, several
+ * times, and its rows die as fast as batches apply them: until autovacuum
+ * reclaims them, at most once per autovacuum_naptime, the table holds every
+ * change applied meanwhile, and each batch reads that dead space too.
+ */
+async function queueCheck(db: Queryable, status: Status): Promise<DoctorCheck> {
+  const [{ pages, naptime }] = await db.query(sql`
+    select pg_catalog.pg_relation_size('permgraph.changes'::regclass) / 8192 as pages,
+           pg_catalog.current_setting('autovacuum_naptime') as naptime`);
+  const pending = Number(status.pending_changes);
+  const text = `the change queue's table holds ${num(Number(pages))} pages (${(Number(pages) / 128).toFixed(1)} MB) for ${num(pending)} pending change(s)`;
+  // (a page holds ~70 change rows: fewer than 10 a page is mostly dead space, not a backlog)
+  if (Number(pages) <= QUEUE_BLOAT_WARN_PAGES || pending >= 10 * Number(pages)) return { name: 'queue', status: 'ok', message: text };
+  return {
+    name: 'queue',
+    status: 'warn',
+    message: `${text}: every batch reads it whole, dead rows included, until autovacuum reclaims them, at most every autovacuum_naptime (${naptime}); where changes come at hundreds a second, lower it (e.g. 10s)`,
+  };
+}
+
+const num = (n: number) => n.toLocaleString('en-US');
 
 async function importsCheck(db: Queryable): Promise<DoctorCheck> {
   const [{ present }] = await db.query(sql`select to_regclass('permgraph.import_runs') is not null as present`);
