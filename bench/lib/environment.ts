@@ -28,6 +28,7 @@ const RECORDED_SETTINGS = [
   'jit', 'shared_buffers', 'work_mem', 'maintenance_work_mem', 'effective_cache_size', 'synchronous_commit',
   'fsync', 'full_page_writes', 'wal_level', 'max_wal_size', 'checkpoint_timeout', 'random_page_cost',
   'max_parallel_workers_per_gather', 'max_parallel_workers', 'max_connections', 'default_transaction_isolation',
+  'autovacuum_naptime',
 ];
 
 export function machineInfo(): MachineInfo {
