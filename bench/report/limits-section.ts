@@ -8,7 +8,8 @@ import { newestPhase, type Runs } from './provenance.ts';
 import { formatValue } from './svg.ts';
 
 const ms = (v: number) => formatValue(v, 'ms');
-const us = (seconds: number, changes: number) => `${Math.round((seconds / changes) * 1e6).toLocaleString('en-US')} µs`;
+/** CPU seconds per change, in µs. */
+export const us = (seconds: number) => `${Math.round(seconds * 1e6).toLocaleString('en-US')} µs`;
 
 /** CPU per change of a rate phase, by group; null where /proc was not readable. */
 export function cpuPerChange(r: RateResult): { worker: number; writers: number; client: number; observer: number; total: number } | null {
@@ -23,18 +24,21 @@ export function cpuPerChange(r: RateResult): { worker: number; writers: number; 
 
 /** Goal 4: the rate the measured CPU per change allows on the run's cores, from the fastest phase kept up. */
 function throughputLimit(rates: RateResult[], goal: number): string | null {
-  const kept = rates.filter((r) => r.keptUp && cpuPerChange(r) !== null).sort((a, b) => b.offeredPerSecond - a.offeredPerSecond)[0];
-  if (!kept) return null;
-  const cpu = cpuPerChange(kept)!;
+  const measured = rates.flatMap((r) => {
+    const cpu = cpuPerChange(r);
+    return cpu ? [{ r, cpu }] : [];
+  });
+  const keptUp = measured.filter((m) => m.r.keptUp).sort((a, b) => b.r.offeredPerSecond - a.r.offeredPerSecond)[0];
+  if (!keptUp) return null;
+  const { r: kept, cpu } = keptUp;
   const cores = kept.cpu!.cores;
   const ceiling = Math.round(cores / cpu.total);
   const budget = Math.round((cores / goal) * 1e6);
   // The worker applies on one server backend: at most one core, whatever the machine has.
-  const fastest = rates.filter((r) => cpuPerChange(r) !== null).sort((a, b) => b.appliedPerSecond - a.appliedPerSecond)[0]!;
-  const workerAtFastest = cpuPerChange(fastest)!.worker;
+  const { r: fastest, cpu: { worker: workerAtFastest } } = measured.sort((a, b) => b.r.appliedPerSecond - a.r.appliedPerSecond)[0]!;
   const oneCore = Math.round(1 / workerAtFastest);
   const workerShare = fastest.cpu!.workerBackendS! / fastest.cpu!.seconds;
-  return `**Goal 4 (throughput): CPU per change, and the worker's one core.** At ${kept.offeredPerSecond.toLocaleString('en-US')} changes/s (the fastest phase kept up, ${kept.changesPerTransaction} changes per writer transaction) every change cost ${us(cpu.total, 1)} of CPU: the worker's server backend ${us(cpu.worker, 1)} (its batches: region, recomputation, diff, writes), the writers' backends ${us(cpu.writers, 1)} (the INSERT or DELETE, its statement triggers: validation, the edge, the change row, the audit row, and the commit), this benchmark's Node process ${us(cpu.client, 1)} (the writers' and the worker's client side) and the lag observer ${us(cpu.observer, 1)}. ${cores} cores at that cost carry about ${ceiling.toLocaleString('en-US')} changes/s, which is where lag stops staying bounded; ${goal.toLocaleString('en-US')}/s needs ${budget} µs per change for all of them together. A writer that commits one change per transaction pays its statement and commit per change; when writers fall behind and commit several per transaction, their share per change falls (the 5,000/s phase), and the worker's batches grow (bench/FINDINGS.md 21, 22, 31). Above that the worker itself is the limit: it applies on one server backend, so on one core at most. In the phase that applied the most (${fastest.appliedPerSecond.toLocaleString('en-US')}/s, offered ${fastest.offeredPerSecond.toLocaleString('en-US')}/s) its backend was busy ${Math.round(workerShare * 100)}% of a core at ${us(workerAtFastest, 1)} per change (${Math.round(fastest.changes / Math.max(1, fastest.batches.count)).toLocaleString('en-US')} changes a batch on average), which one core turns into about ${oneCore.toLocaleString('en-US')} changes/s; ${goal.toLocaleString('en-US')}/s needs the worker at ${Math.round(1e6 / goal)} µs per change or less.`;
+  return `**Goal 4 (throughput): CPU per change, and the worker's one core.** At ${kept.offeredPerSecond.toLocaleString('en-US')} changes/s (the fastest phase kept up, ${kept.changesPerTransaction} changes per writer transaction) every change cost ${us(cpu.total)} of CPU: the worker's server backend ${us(cpu.worker)} (its batches: region, recomputation, diff, writes), the writers' backends ${us(cpu.writers)} (the INSERT or DELETE, its statement triggers: validation, the edge, the change row, the audit row, and the commit), this benchmark's Node process ${us(cpu.client)} (the writers' and the worker's client side) and the lag observer ${us(cpu.observer)}. ${cores} cores at that cost carry about ${ceiling.toLocaleString('en-US')} changes/s, which is where lag stops staying bounded; ${goal.toLocaleString('en-US')}/s needs ${budget} µs per change for all of them together. A writer that commits one change per transaction pays its statement and commit per change; when writers fall behind and commit several per transaction, their share per change falls (the 5,000/s phase), and the worker's batches grow (bench/FINDINGS.md 21, 22, 31). Above that the worker itself is the limit: it applies on one server backend, so on one core at most. In the phase that applied the most (${fastest.appliedPerSecond.toLocaleString('en-US')}/s, offered ${fastest.offeredPerSecond.toLocaleString('en-US')}/s) its backend was busy ${Math.round(workerShare * 100)}% of a core at ${us(workerAtFastest)} per change (${Math.round(fastest.changes / Math.max(1, fastest.batches.count)).toLocaleString('en-US')} changes a batch on average), which one core turns into about ${oneCore.toLocaleString('en-US')} changes/s; ${goal.toLocaleString('en-US')}/s needs the worker at ${Math.round(1e6 / goal)} µs per change or less.`;
 }
 
 /** What the run measured that the section cites: the worker phases on org large, and the first pages timed in the server. */

@@ -8,7 +8,7 @@ import { summarize } from '../lib/stats.ts';
 import type { KindResult } from '../measure/incremental.ts';
 import type { WorkerResult } from '../measure/worker/index.ts';
 import { holSection } from './hol-section.ts';
-import { cpuPerChange, limitsSection } from './limits-section.ts';
+import { cpuPerChange, limitsSection, us } from './limits-section.ts';
 import { newestPhase, runSource } from './provenance.ts';
 import { APPLY_VS_COMMIT_GOAL, CAPTURE_GOAL, soloSection, STOCK_SERVER_GOAL, WRITE_AND_APPLY_VS_COMMIT_GOAL } from './solo-section.ts';
 import { formatValue, renderBarChart } from './svg.ts';
@@ -369,7 +369,6 @@ function workerSection(e: Entry, chart: string | null): string[] {
     lines.push('', 'Who used the cores: CPU time of each process group from the phase\'s start to its last change applied, per change, and the cores the whole machine kept busy meanwhile (anyone\'s work).', '',
       '| offered changes/s | worker\'s backend | writers\' backends | benchmark process (clients) | lag observer | all, per change | machine busy (cores) |',
       '|---:|---:|---:|---:|---:|---:|---:|');
-    const us = (s: number) => `${Math.round(s * 1e6).toLocaleString('en-US')} µs`;
     for (const { r, cpu } of measured) {
       const busy = r.cpu?.machineBusyS == null ? 'n/a' : (r.cpu.machineBusyS / r.cpu.seconds).toFixed(2);
       lines.push(`| ${num(r.offeredPerSecond)}${r.search ? ' (bisection)' : ''} | ${us(cpu!.worker)} | ${us(cpu!.writers)} | ${us(cpu!.client)} | ${us(cpu!.observer)} | ${us(cpu!.total)} | ${busy} of ${r.cpu!.cores} |`);

@@ -84,13 +84,13 @@ create or replace view permgraph._batch_changes as
           else true end;
 
 -- Splits the pending queue when it is one to split (see the top of this
--- file): a session that asks for it, more changes than the one-statement path takes, some removing or
--- lowering an edge and some not, and none deleting a node or changing a
--- trash flag; the caller tests the rest (no expiry, no long job). The part
--- taken is the removals, unless the last batch took them (then the
--- additions: see Alternation above). Returns how many changes the batch
--- takes, with _batch_changes narrowed to them; null when the batch stays
--- whole.
+-- file): a session that asks for it, more changes than the one-statement
+-- path takes, some removing or lowering an edge and some not, and none
+-- deleting a node or changing a trash flag; the caller tests the rest (no
+-- expiry, no long job). The part taken is the removals, unless the last
+-- batch took them (then the additions: see Alternation above). Returns how
+-- many changes the batch takes, with _batch_changes narrowed to them; null
+-- when the batch stays whole.
 create or replace function permgraph._split_batch(p_pending bigint) returns bigint
 language plpgsql
 set search_path = pg_catalog, pg_temp

@@ -136,17 +136,18 @@ function backlogCheck(status: Status, maxLagSeconds: number): DoctorCheck {
  * change applied meanwhile, and each batch reads that dead space too.
  */
 async function queueCheck(db: Queryable, status: Status): Promise<DoctorCheck> {
-  const [{ pages, naptime }] = await db.query(sql`
+  const [row] = await db.query(sql`
     select pg_catalog.pg_relation_size('permgraph.changes'::regclass) / 8192 as pages,
            pg_catalog.current_setting('autovacuum_naptime') as naptime`);
+  const pages = Number(row.pages);
   const pending = Number(status.pending_changes);
-  const text = `the change queue's table holds ${num(Number(pages))} pages (${(Number(pages) / 128).toFixed(1)} MB) for ${num(pending)} pending change(s)`;
+  const text = `the change queue's table holds ${num(pages)} pages (${(pages / 128).toFixed(1)} MB) for ${num(pending)} pending change(s)`;
   // (a page holds ~70 change rows: fewer than 10 a page is mostly dead space, not a backlog)
-  if (Number(pages) <= QUEUE_BLOAT_WARN_PAGES || pending >= 10 * Number(pages)) return { name: 'queue', status: 'ok', message: text };
+  if (pages <= QUEUE_BLOAT_WARN_PAGES || pending >= 10 * pages) return { name: 'queue', status: 'ok', message: text };
   return {
     name: 'queue',
     status: 'warn',
-    message: `${text}: every batch reads it whole, dead rows included, until autovacuum reclaims them, at most every autovacuum_naptime (${naptime}); where changes come at hundreds a second, lower it (e.g. 10s)`,
+    message: `${text}: every batch reads it whole, dead rows included, until autovacuum reclaims them, at most every autovacuum_naptime (${row.naptime}); where changes come at hundreds a second, lower it (e.g. 10s)`,
   };
 }
 
