@@ -156,6 +156,10 @@ const num = (n: number) => n.toLocaleString('en-US');
 async function importsCheck(db: Queryable): Promise<DoctorCheck> {
   const [{ present }] = await db.query(sql`select to_regclass('permgraph.import_runs') is not null as present`);
   if (!present) return { name: 'imports', status: 'warn', message: 'not checked: permgraph.import_runs is missing (see the schema check)' };
+  // (imports run as the schema's owner, and only it reads their log: the
+  // worker's and the readers' logins get this warning, not a permission error)
+  const [{ readable }] = await db.query(sql`select pg_catalog.has_table_privilege('permgraph.import_runs', 'select') as readable`);
+  if (!readable) return { name: 'imports', status: 'warn', message: 'not checked: this login may not read permgraph.import_runs (run doctor as the schema\'s owner to see interrupted imports)' };
   const rows: { name: string; phase: string }[] = await db.query(sql`
     select name, phase from permgraph.import_runs where phase not in ('done', 'failed') order by started_at limit 5`);
   if (rows.length === 0) return { name: 'imports', status: 'ok', message: 'no interrupted imports' };
