@@ -481,6 +481,9 @@ as $$
 declare
   at timestamptz;
 begin
+  -- (the whole queue: which part a batch takes is apply_changes' to say in
+  -- a worker session, never a caller's setting; 045_batch_split.sql)
+  perform pg_catalog.set_config('permgraph.batch_part', '', true);
   -- Nothing pending and nothing expired: apply_changes' answer, with no
   -- lock and no transaction of its own (BEGIN, apply_changes, COMMIT cost
   -- ~2 ms on org small where this costs a round trip). Exact without the

@@ -106,6 +106,25 @@ describe('a large mixed queue is applied removals first', async () => {
     }
   });
 
+  it.each(['removals', 'additions'])("a caller's own permgraph.batch_part = %s is ignored: applyChanges() takes the whole queue", async (part) => {
+    const state = await start({ nodes: [u('gina'), u('hal'), g('ops'), o('log'), o('map')], grants: [grant('gina', 2, 'ops'), grant('ops', 2, 'log')] });
+    await db.query(sql`delete from permgraph.grants where tail_id = 'gina' and head_id = 'ops'`);
+    state.grants.delete(grantKey(grant('gina', 2, 'ops')));
+    await db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('hal', 'map', 1)`);
+    state.grants.set(grantKey(grant('hal', 1, 'map')), grant('hal', 1, 'map'));
+    const result = await db.task(async (conn) => {
+      await conn.query(sql`select pg_catalog.set_config('permgraph.batch_part', ${part}, false)`);
+      try {
+        return await applyChanges(conn);
+      } finally {
+        await conn.query(sql`reset permgraph.batch_part`);
+      }
+    });
+    expect(result).toMatchObject({ mode: 'incremental', local: true, changes: 2, morePending: false });
+    expect(await pending()).toBe(0);
+    await expectTableMatches(state, `session batch_part = ${part}`);
+  });
+
   it('random queues of more than 64 changes, drained batch by batch, equal the model; a split batch takes exactly the removals', async () => {
     let split = 0;
     await fc.assert(
