@@ -765,7 +765,7 @@ begin
     select n as changes from permgraph._local_batch_size(p_max_changes) n where n is not null
   ), batch as (
     select distinct tail_id, tail_kind, head_id, head_kind
-    from permgraph.changes where not trash_changed and exists (select 1 from pending)
+    from permgraph._batch_changes where not trash_changed and exists (select 1 from pending)
   ), down(origin, node_id, node_kind) as (
     -- downward through the current edges only (why that is enough: see up)
     select distinct head_id, head_id, head_kind from batch
@@ -780,6 +780,8 @@ begin
     -- expiry and no long job (_local_change_exact), so the table is the
     -- full computation of the old graph (before the batch), and a user has
     -- an old path into a node exactly when the table holds its row on it.
+    -- (A part of a split queue, its removals, is exact too, by the argument
+    -- in 045_batch_split.sql.)
     -- Only a pair with a path through a changed edge, in the old graph or
     -- in the new, can change. On a new path take its first changed edge
     -- f: the edges before f are unchanged, so old, and the user has a row
@@ -945,7 +947,8 @@ begin
     from diff where recording
   ), applied_changes as (
     -- the end of the batch: the change rows this snapshot saw are applied
-    delete from permgraph.changes where (select ok from applies)
+    -- (through the view: only the part a split took)
+    delete from permgraph._batch_changes where (select ok from applies)
   ), applied_deletions as (
     delete from permgraph.deleted_nodes where (select ok from applies)
   ), figures as (
@@ -957,13 +960,13 @@ begin
     update permgraph.applier_state set
       last_batch_at = now(), last_batch_mode = 'incremental', last_batch_changes = f.changes,
       last_batch_ms = f.ms, rows_inserted = f.inserted, rows_updated = f.updated, rows_deleted = f.deleted,
-      last_batch_part = null,  -- the whole queue (045_batch_split.sql)
+      last_batch_part = nullif(permgraph._batch_part(), ''),  -- which part the next split takes (045_batch_split.sql)
       last_batch_snapshot = pg_current_snapshot()  -- this statement's: see above
     from figures f
     where (select ok from applies)
   )
   select permgraph._local_batch_result(false, f.changes, f.region_pairs, f.inserted, f.updated, f.deleted, f.ms),
-         (select array_agg(distinct c.head_id) from permgraph.changes c where c.trash_changed)
+         (select array_agg(distinct c.head_id) from permgraph._batch_changes c where c.trash_changed)
   into result, trash_roots
   from figures f
   where (select ok from applies);
@@ -3056,7 +3059,7 @@ declare
   pending bigint;
   full_asked boolean;
 begin
-  select count(*), coalesce(bool_or(c.tail_kind = '*'), false) into pending, full_asked from permgraph.changes c;
+  select count(*), coalesce(bool_or(c.tail_kind = '*'), false) into pending, full_asked from permgraph._batch_changes c;
   if pending between 1 and least(p_max_changes, permgraph._local_change_max_changes())
      and not full_asked and permgraph._local_change_exact() then
     return pending;
@@ -3815,7 +3818,7 @@ declare
   taken bigint;
 begin
   if coalesce(pg_catalog.current_setting('permgraph.split_mixed_batches', true), '') <> 'on'
-     or p_pending <= permgraph._local_change_max_changes()
+     or p_pending < permgraph._split_min_changes()
      or exists (select 1 from permgraph.deleted_nodes)
      or exists (select 1 from permgraph.changes where tail_kind = '*' or trash_changed) then
     return null;
@@ -3830,6 +3833,14 @@ begin
   perform pg_catalog.set_config('permgraph.batch_part', '', true);
   return null;
 end $function$;
+
+-- permgraph._split_min_changes(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._split_min_changes()
+ RETURNS bigint
+ LANGUAGE sql
+ IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$ select 24::bigint $function$;
 
 -- permgraph._split_off_long_job(bigint): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._split_off_long_job(p_chunk_pairs bigint)
@@ -4085,8 +4096,9 @@ begin
     from diff where p_recording
   ), applied_changes as (
     -- (p_local) the end of the batch: the change rows this snapshot saw are
-    -- applied (a batch that removes nothing deleted no node)
-    delete from permgraph.changes where p_local and (select ok from fits)
+    -- applied (a batch that removes nothing deleted no node; through the
+    -- view: only the part a split took)
+    delete from permgraph._batch_changes where p_local and (select ok from fits)
   ), figures as (
     select case when (select ok from fits) then (select count(*) from diff) end as pairs,
            (select count(*) from inserted) as inserted, (select count(*) from updated) as updated,
@@ -4095,7 +4107,7 @@ begin
     update permgraph.applier_state set
       last_batch_at = now(), last_batch_mode = 'incremental', last_batch_changes = f.changes,
       last_batch_ms = f.ms, rows_inserted = f.inserted, rows_updated = f.updated, rows_deleted = 0,
-      last_batch_part = null,  -- the whole queue (045_batch_split.sql)
+      last_batch_part = nullif(permgraph._batch_part(), ''),  -- which part the next split takes (045_batch_split.sql)
       last_batch_snapshot = pg_current_snapshot()  -- this statement's (see _apply_local_batch)
     from figures f
     where p_local and (select ok from fits)
@@ -4103,7 +4115,7 @@ begin
   select f.pairs, f.inserted, f.updated, 0,
          case when p_local and f.pairs is not null
               then permgraph._local_batch_result(true, f.changes, f.pairs, f.inserted, f.updated, 0, f.ms) end,
-         case when p_local then (select array_agg(distinct c.head_id) from permgraph.changes c where c.trash_changed) end
+         case when p_local then (select array_agg(distinct c.head_id) from permgraph._batch_changes c where c.trash_changed) end
   into pairs, inserted, updated, deleted, batch, trash_roots
   from figures f;
 end $function$;
@@ -4276,20 +4288,30 @@ declare
   deferred bigint := 0;
   local_pairs bigint := coalesce(p_local_pairs, permgraph._local_change_pairs());
   local_result jsonb;
+  local_pending bigint;
 begin
   batch_at := permgraph._begin_applying('apply_changes', p_at);
   -- (the whole queue unless _split_batch says otherwise; never a caller's setting)
   perform pg_catalog.set_config('permgraph.batch_part', '', true);
   select count(*), coalesce(bool_or(tail_kind = '*'), false) into pending, needs_full from permgraph.changes;
-  if pending > 0 and local_pairs > 0 and pending <= least(p_max_changes, permgraph._local_change_max_changes())
-     and not p_force_full and not needs_full then
-    -- (the batch, its end and its result in one statement; null: it did
-    -- not fit. A batch it takes has no expiry, so expired = 0, and no job
-    -- runs; a region within p_chunk_pairs holds no change a job would take)
-    local_result := permgraph._apply_local_path(p_max_changes, least(local_pairs, p_chunk_pairs, p_max_pairs), started);
-    if local_result is not null then
-      return local_result;
+  if pending > 0 and local_pairs > 0 and not p_force_full and not needs_full then
+    -- (a worker session's split first: its part may fit the local path;
+    -- 045_batch_split.sql)
+    local_pending := coalesce(permgraph._split_batch(pending), pending);
+    if local_pending <= least(p_max_changes, permgraph._local_change_max_changes()) then
+      -- (the batch, its end and its result in one statement; null: it did
+      -- not fit. A batch it takes has no expiry, so expired = 0, and no job
+      -- runs; a region within p_chunk_pairs holds no change a job would take)
+      local_result := permgraph._apply_local_path(p_max_changes, least(local_pairs, p_chunk_pairs, p_max_pairs), started);
+      if local_result is not null then
+        -- (one part of a split queue: the rest is pending, to apply next)
+        local_result := local_result || jsonb_build_object('more_pending', permgraph._batch_part() <> '');
+        perform pg_catalog.set_config('permgraph.batch_part', '', true);
+        return local_result;
+      end if;
     end if;
+    -- (the ordinary path takes the whole queue, and splits it on its own terms)
+    perform pg_catalog.set_config('permgraph.batch_part', '', true);
   end if;
   expired := permgraph._count_expired(batch_at);
   if pending = 0 and expired = 0 and not p_force_full then

@@ -10,13 +10,26 @@
 -- and the additions' (bench/FINDINGS.md, finding 8). A worker that falls
 -- behind gathers such batches.
 --
--- What. When the pending queue holds more changes than the one-statement
--- path takes (_local_change_max_changes) and mixes changes that remove or
--- lower an edge with changes that add or raise one, apply_changes takes
--- only the removals (and lowerings), in queue order, and leaves the rest
--- pending; its result says so (more_pending), and the worker's next batch,
--- started right away, takes them. Not with node deletions, trash changes,
--- expiries or a running long job (those batches stay whole, as before).
+-- The same holds for the small batches a worker takes while it keeps up
+-- (tens of changes, applied by the one-statement path, 055_local_change.sql):
+-- the region statement recomputes the additions' regions as well, where the
+-- semi-naive one follows only the rows that rise. Org large, churn applied
+-- as one mixed batch or as its removals then its additions, both by that
+-- path (server time per change, medians of 24-30 interleaved rounds;
+-- bench/FINDINGS.md, finding 34): 16 changes 416 vs 440 us (two batches'
+-- fixed costs outweigh it), 24 changes 473 vs 384, 32 changes 405 vs 333,
+-- 48 changes 387 vs 335, 64 changes 374 vs 300.
+--
+-- What. When the pending queue holds at least _split_min_changes() changes
+-- and mixes changes that remove or lower an edge with changes that add or
+-- raise one, apply_changes takes only the removals (and lowerings), in
+-- queue order, and leaves the rest pending; its result says so
+-- (more_pending), and the worker's next batch, started right away, takes
+-- them. A part of at most _local_change_max_changes() changes is applied by
+-- the one-statement path like a whole small queue (the statements read the
+-- queue through _batch_changes), a larger one by the ordinary path. Not
+-- with node deletions, trash changes, expiries or a running long job (those
+-- batches stay whole, as before).
 --
 -- Only in a session that asks for it (the setting
 -- permgraph.split_mixed_batches = on; the worker's, src/engine/apply.ts
@@ -38,7 +51,16 @@
 -- queue does that): a path u -r1-> g -r2-> t whose r1 is applied first is
 -- found by neither batch, the first walking down from g through current
 -- edges only, the second up from g without r1, and the row of (u, t)
--- stays (test/engine/batch-split.test.ts holds such a split off). Why
+-- stays (test/engine/batch-split.test.ts holds such a split off). The
+-- one-statement path on a part: its region statement reads the users above
+-- a removed edge from the stored rows on its tail, where the ordinary path
+-- walks up the union graph. A user whose only old path to that tail runs
+-- through a pending addition has no such row, but no stored row of theirs
+-- counts a path through the removed edge either (the addition was never
+-- applied), and no new path runs through it: nothing of theirs is left to
+-- lower. Rows left too high by an additions batch (below) are on paths
+-- whose last removed edge r has every later edge current, and the user's
+-- old path up to r's tail is stored: the region of r holds them. Why
 -- removals first rather than additions first (as exact, by the same
 -- argument): a revocation then waits for no addition. A freshness token is
 -- applied only once all its change rows are (080_freshness.sql), so a
@@ -83,9 +105,16 @@ create or replace view permgraph._batch_changes as
           when 'additions' then not (c.old_level is not null and (c.new_level is null or c.new_level < c.old_level))
           else true end;
 
+-- The fewest pending changes a worker session splits (see the top of this
+-- file: below it, the second batch's fixed costs outweigh what it saves).
+create or replace function permgraph._split_min_changes() returns bigint
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$ select 24::bigint $$;
+
 -- Splits the pending queue when it is one to split (see the top of this
--- file): a session that asks for it, more changes than the one-statement
--- path takes, some removing or lowering an edge and some not, and none
+-- file): a session that asks for it, at least _split_min_changes() changes,
+-- some removing or lowering an edge and some not, and none
 -- deleting a node or changing a trash flag; the caller tests the rest (no
 -- expiry, no long job). The part taken is the removals, unless the last
 -- batch took them (then the additions: see Alternation above). Returns how
@@ -100,7 +129,7 @@ declare
   taken bigint;
 begin
   if coalesce(pg_catalog.current_setting('permgraph.split_mixed_batches', true), '') <> 'on'
-     or p_pending <= permgraph._local_change_max_changes()
+     or p_pending < permgraph._split_min_changes()
      or exists (select 1 from permgraph.deleted_nodes)
      or exists (select 1 from permgraph.changes where tail_kind = '*' or trash_changed) then
     return null;

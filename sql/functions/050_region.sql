@@ -438,8 +438,9 @@ begin
     from diff where p_recording
   ), applied_changes as (
     -- (p_local) the end of the batch: the change rows this snapshot saw are
-    -- applied (a batch that removes nothing deleted no node)
-    delete from permgraph.changes where p_local and (select ok from fits)
+    -- applied (a batch that removes nothing deleted no node; through the
+    -- view: only the part a split took)
+    delete from permgraph._batch_changes where p_local and (select ok from fits)
   ), figures as (
     select case when (select ok from fits) then (select count(*) from diff) end as pairs,
            (select count(*) from inserted) as inserted, (select count(*) from updated) as updated,
@@ -448,7 +449,7 @@ begin
     update permgraph.applier_state set
       last_batch_at = now(), last_batch_mode = 'incremental', last_batch_changes = f.changes,
       last_batch_ms = f.ms, rows_inserted = f.inserted, rows_updated = f.updated, rows_deleted = 0,
-      last_batch_part = null,  -- the whole queue (045_batch_split.sql)
+      last_batch_part = nullif(permgraph._batch_part(), ''),  -- which part the next split takes (045_batch_split.sql)
       last_batch_snapshot = pg_current_snapshot()  -- this statement's (see _apply_local_batch)
     from figures f
     where p_local and (select ok from fits)
@@ -456,7 +457,7 @@ begin
   select f.pairs, f.inserted, f.updated, 0,
          case when p_local and f.pairs is not null
               then permgraph._local_batch_result(true, f.changes, f.pairs, f.inserted, f.updated, 0, f.ms) end,
-         case when p_local then (select array_agg(distinct c.head_id) from permgraph.changes c where c.trash_changed) end
+         case when p_local then (select array_agg(distinct c.head_id) from permgraph._batch_changes c where c.trash_changed) end
   into pairs, inserted, updated, deleted, batch, trash_roots
   from figures f;
 end $$;

@@ -62,6 +62,8 @@ end $$;
 -- The pending batch's size when a local statement may take it: 1 to
 -- least(p_max_changes, _local_change_max_changes()) changes, no full
 -- recomputation asked for ('*'), and _local_change_exact(); null otherwise.
+-- The batch is the queue, or the part of it a worker session's split took
+-- (_batch_changes, 045_batch_split.sql).
 -- Stable, so that inside a local statement (_apply_local_batch,
 -- _write_additions) it reads that statement's snapshot. PL/pgSQL, so that
 -- _local_change_exact() runs once, after the count, and only when the count
@@ -77,7 +79,7 @@ declare
   pending bigint;
   full_asked boolean;
 begin
-  select count(*), coalesce(bool_or(c.tail_kind = '*'), false) into pending, full_asked from permgraph.changes c;
+  select count(*), coalesce(bool_or(c.tail_kind = '*'), false) into pending, full_asked from permgraph._batch_changes c;
   if pending between 1 and least(p_max_changes, permgraph._local_change_max_changes())
      and not full_asked and permgraph._local_change_exact() then
     return pending;
@@ -180,7 +182,7 @@ begin
     select n as changes from permgraph._local_batch_size(p_max_changes) n where n is not null
   ), batch as (
     select distinct tail_id, tail_kind, head_id, head_kind
-    from permgraph.changes where not trash_changed and exists (select 1 from pending)
+    from permgraph._batch_changes where not trash_changed and exists (select 1 from pending)
   ), down(origin, node_id, node_kind) as (
     -- downward through the current edges only (why that is enough: see up)
     select distinct head_id, head_id, head_kind from batch
@@ -195,6 +197,8 @@ begin
     -- expiry and no long job (_local_change_exact), so the table is the
     -- full computation of the old graph (before the batch), and a user has
     -- an old path into a node exactly when the table holds its row on it.
+    -- (A part of a split queue, its removals, is exact too, by the argument
+    -- in 045_batch_split.sql.)
     -- Only a pair with a path through a changed edge, in the old graph or
     -- in the new, can change. On a new path take its first changed edge
     -- f: the edges before f are unchanged, so old, and the user has a row
@@ -360,7 +364,8 @@ begin
     from diff where recording
   ), applied_changes as (
     -- the end of the batch: the change rows this snapshot saw are applied
-    delete from permgraph.changes where (select ok from applies)
+    -- (through the view: only the part a split took)
+    delete from permgraph._batch_changes where (select ok from applies)
   ), applied_deletions as (
     delete from permgraph.deleted_nodes where (select ok from applies)
   ), figures as (
@@ -372,13 +377,13 @@ begin
     update permgraph.applier_state set
       last_batch_at = now(), last_batch_mode = 'incremental', last_batch_changes = f.changes,
       last_batch_ms = f.ms, rows_inserted = f.inserted, rows_updated = f.updated, rows_deleted = f.deleted,
-      last_batch_part = null,  -- the whole queue (045_batch_split.sql)
+      last_batch_part = nullif(permgraph._batch_part(), ''),  -- which part the next split takes (045_batch_split.sql)
       last_batch_snapshot = pg_current_snapshot()  -- this statement's: see above
     from figures f
     where (select ok from applies)
   )
   select permgraph._local_batch_result(false, f.changes, f.region_pairs, f.inserted, f.updated, f.deleted, f.ms),
-         (select array_agg(distinct c.head_id) from permgraph.changes c where c.trash_changed)
+         (select array_agg(distinct c.head_id) from permgraph._batch_changes c where c.trash_changed)
   into result, trash_roots
   from figures f
   where (select ok from applies);

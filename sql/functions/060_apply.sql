@@ -151,7 +151,8 @@ end $$;
 -- that touch the job's users waiting for it.
 --
 -- p_local_pairs (null: _local_change_pairs(), 0: off): a batch of at most
--- _local_change_max_changes() changes, with no expiry, full recomputation
+-- _local_change_max_changes() changes (the queue, or in a worker session
+-- the part of it a split takes), with no expiry, full recomputation
 -- or long job involved, whose region (or, when it only adds, whose rows
 -- that rise) is at most this many pairs, is applied by one statement
 -- (055_local_change.sql); otherwise it falls back to the path below.
@@ -193,20 +194,30 @@ declare
   deferred bigint := 0;
   local_pairs bigint := coalesce(p_local_pairs, permgraph._local_change_pairs());
   local_result jsonb;
+  local_pending bigint;
 begin
   batch_at := permgraph._begin_applying('apply_changes', p_at);
   -- (the whole queue unless _split_batch says otherwise; never a caller's setting)
   perform pg_catalog.set_config('permgraph.batch_part', '', true);
   select count(*), coalesce(bool_or(tail_kind = '*'), false) into pending, needs_full from permgraph.changes;
-  if pending > 0 and local_pairs > 0 and pending <= least(p_max_changes, permgraph._local_change_max_changes())
-     and not p_force_full and not needs_full then
-    -- (the batch, its end and its result in one statement; null: it did
-    -- not fit. A batch it takes has no expiry, so expired = 0, and no job
-    -- runs; a region within p_chunk_pairs holds no change a job would take)
-    local_result := permgraph._apply_local_path(p_max_changes, least(local_pairs, p_chunk_pairs, p_max_pairs), started);
-    if local_result is not null then
-      return local_result;
+  if pending > 0 and local_pairs > 0 and not p_force_full and not needs_full then
+    -- (a worker session's split first: its part may fit the local path;
+    -- 045_batch_split.sql)
+    local_pending := coalesce(permgraph._split_batch(pending), pending);
+    if local_pending <= least(p_max_changes, permgraph._local_change_max_changes()) then
+      -- (the batch, its end and its result in one statement; null: it did
+      -- not fit. A batch it takes has no expiry, so expired = 0, and no job
+      -- runs; a region within p_chunk_pairs holds no change a job would take)
+      local_result := permgraph._apply_local_path(p_max_changes, least(local_pairs, p_chunk_pairs, p_max_pairs), started);
+      if local_result is not null then
+        -- (one part of a split queue: the rest is pending, to apply next)
+        local_result := local_result || jsonb_build_object('more_pending', permgraph._batch_part() <> '');
+        perform pg_catalog.set_config('permgraph.batch_part', '', true);
+        return local_result;
+      end if;
     end if;
+    -- (the ordinary path takes the whole queue, and splits it on its own terms)
+    perform pg_catalog.set_config('permgraph.batch_part', '', true);
   end if;
   expired := permgraph._count_expired(batch_at);
   if pending = 0 and expired = 0 and not p_force_full then

@@ -29,8 +29,8 @@ export interface BatchResult {
   /** A long job is running after this batch: apply its chunks (applyJobChunk). */
   longJobActive: boolean;
   /**
-   * The batch took one part of a large queue of removals and additions
-   * (the removals, or the additions after a removals batch) and left the
+   * The batch took one part of a queue of removals and additions (24
+   * changes or more: the removals, or the additions after a removals batch) and left the
    * rest pending: apply again now. Only in a worker session (useWorkerSession);
    * anywhere else a batch takes every pending change.
    */
@@ -82,7 +82,7 @@ export async function refresh(db: Queryable, options: Pick<ApplyOptions, 'at'> =
  * Makes a dedicated connection (the worker's) a worker session. Every
  * transaction it starts is REPEATABLE READ by default, so that one
  * statement is one snapshot: a batch is then a single round trip (no BEGIN
- * and COMMIT of its own). And a large queue that mixes removals and
+ * and COMMIT of its own). And a queue of 24 changes or more that mixes removals and
  * additions is applied as two batches, the removals first, then the rest
  * (more_pending; sql/functions/045_batch_split.sql): cheaper, and a
  * revocation waits for no addition. Only for a connection nobody else
@@ -100,7 +100,7 @@ export async function resetWorkerSession(conn: Connection): Promise<void> {
     reset ${splitSetting}`);
 }
 
-/** The session setting that makes apply_changes() split a large mixed queue (sql/functions/045_batch_split.sql). */
+/** The session setting that makes apply_changes() split a mixed queue (sql/functions/045_batch_split.sql). */
 export const SPLIT_MIXED_BATCHES_SETTING = 'permgraph.split_mixed_batches';
 const splitSetting = sql.ident(...SPLIT_MIXED_BATCHES_SETTING.split('.'));
 

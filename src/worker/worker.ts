@@ -114,8 +114,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     try {
       this.setRole('active');
       // Each batch is one statement in its own REPEATABLE READ transaction:
-      // one round trip, and writers never wait for it; a large mixed queue
-      // is applied removals first (useWorkerSession).
+      // one round trip, and writers never wait for it; a mixed queue is
+      // applied removals first (useWorkerSession).
       await useWorkerSession(conn);
       while (!this.stopping) {
         const result = await applyChangesOnSession(conn, { maxChanges: this.options.maxBatch, chunkPairs: this.options.chunkPairs ?? undefined });

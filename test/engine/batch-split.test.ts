@@ -1,7 +1,9 @@
-// In a worker session, a large pending queue that mixes removals with
-// additions is applied in two batches, the removals first, or the additions
-// when the last batch took removals (sql/functions/045_batch_split.sql);
-// anywhere else apply_changes() takes the whole queue as one batch.
+// In a worker session, a pending queue of 24 changes or more that mixes
+// removals with additions is applied in two batches, the removals first, or
+// the additions when the last batch took removals, each part by the
+// one-statement path when it has at most 64 changes
+// (sql/functions/045_batch_split.sql); anywhere else apply_changes() takes
+// the whole queue as one batch.
 // Checked against the reference model: after the queue is drained the table
 // equals a full recomputation, and between the two batches no row is above
 // what the current graph gives; freshness tokens still mean "fully applied".
@@ -20,6 +22,8 @@ import { GraphState, grantKey, mutationArbitrary, type Mutation } from '../helpe
 
 /** More pending changes than this take the one-statement path whole (= _local_change_max_changes()). */
 const LOCAL_MAX_CHANGES = 64;
+/** The fewest pending changes a worker session splits (= _split_min_changes()). */
+const SPLIT_MIN_CHANGES = 24;
 
 describe('a large mixed queue is applied removals first', async () => {
   const { db } = await createTestDatabase();
@@ -125,12 +129,13 @@ describe('a large mixed queue is applied removals first', async () => {
     await expectTableMatches(state, `session batch_part = ${part}`);
   });
 
-  it('random queues of more than 64 changes, drained batch by batch, equal the model; a split batch takes exactly the removals', async () => {
+  it('random queues of 24 to 120 changes, drained batch by batch, equal the model; a split batch takes exactly the removals', async () => {
     let split = 0;
+    let localParts = 0;
     await fc.assert(
       fc.asyncProperty(
         graphArbitrary({ users: 8, groups: 10, objects: 5, grants: 30 }),
-        fc.constantFrom(churnOnly, churnOnly, churnOnly, anyChange).chain((changes) => fc.array(changes, { minLength: LOCAL_MAX_CHANGES + 10, maxLength: 120 })),
+        fc.constantFrom(churnOnly, churnOnly, churnOnly, anyChange).chain((changes) => fc.array(changes, { minLength: SPLIT_MIN_CHANGES, maxLength: 120 })),
         async (graph, steps) => {
           const state = await start(graph);
           const log: string[] = [];
@@ -146,19 +151,25 @@ describe('a large mixed queue is applied removals first', async () => {
             expect(batches[0]!.changes, context).toBe(queued[0]!.removals);
             expect(batches[0]!.changes + batches[1]!.changes, context).toBe(queued[0]!.all);
             expect(batches[1]!.mode, context).toBe('incremental');
+            localParts += batches.filter((b) => b.local).length;
           }
           await expectTableMatches(state, context);
           expect((await verify(db)).differences, context).toEqual([]);
         },
       ),
-      { numRuns: 40 },
+      { numRuns: 60 },
     );
-    expect(split).toBeGreaterThan(10);
+    expect(split).toBeGreaterThan(15);
+    // parts of at most 64 changes were applied by the one-statement path
+    expect(localParts).toBeGreaterThan(10);
   });
 
-  it('a removal on each side of a long run of additions: both are applied first, and the path through both is gone', async () => {
+  it.each([
+    ['a long run of additions (the ordinary path\'s split)', LOCAL_MAX_CHANGES + 6, false],
+    ['a short run of additions (the one-statement path on each part)', SPLIT_MIN_CHANGES, true],
+  ])('a removal on each side of %s: both are applied first, and the path through both is gone', async (_, additions, local) => {
     // alice -r1-> eng -r2-> ops -> doc: alice reaches doc only through r1 and r2.
-    const objects = Array.from({ length: LOCAL_MAX_CHANGES + 6 }, (_, i) => o(`x${i}`));
+    const objects = Array.from({ length: additions }, (_, i) => o(`x${i}`));
     const state = await start({
       nodes: [u('alice'), u('bob'), g('eng'), g('ops'), o('doc'), ...objects],
       grants: [grant('alice', 3, 'eng'), grant('eng', 3, 'ops'), grant('ops', 2, 'doc')],
@@ -169,6 +180,7 @@ describe('a large mixed queue is applied removals first', async () => {
     await state.apply(db, { type: 'revoke', pick: grants().findIndex((x) => x.tailId === 'eng') }); // r2
     const batches = await drain(state, 'r1, additions, r2');
     expect(batches.map((b) => [b.changes, b.delta])).toEqual([[2, false], [objects.length, true]]);
+    if (local) expect(batches.map((b) => b.local)).toEqual([true, true]);
     await expectTableMatches(state, 'r1, additions, r2');
   });
 
@@ -177,7 +189,14 @@ describe('a large mixed queue is applied removals first', async () => {
     await fc.assert(
       fc.asyncProperty(
         graphArbitrary({ users: 8, groups: 10, objects: 5, grants: 30 }),
-        fc.array(fc.oneof(fc.array(churnOnly, { minLength: 1, maxLength: 10 }), fc.array(churnOnly, { minLength: LOCAL_MAX_CHANGES + 5, maxLength: 100 })), { minLength: 2, maxLength: 5 }),
+        fc.array(
+          fc.oneof(
+            fc.array(churnOnly, { minLength: 1, maxLength: 10 }),
+            fc.array(churnOnly, { minLength: SPLIT_MIN_CHANGES, maxLength: LOCAL_MAX_CHANGES }),
+            fc.array(churnOnly, { minLength: LOCAL_MAX_CHANGES + 5, maxLength: 100 }),
+          ),
+          { minLength: 2, maxLength: 5 },
+        ),
         async (graph, bursts) => {
           const state = await start(graph);
           const log: string[] = [];
