@@ -29,10 +29,10 @@ export interface BatchResult {
   /** A long job is running after this batch: apply its chunks (applyJobChunk). */
   longJobActive: boolean;
   /**
-   * The batch took one part of a queue of removals and additions (24
-   * changes or more: the removals, or the additions after a removals batch) and left the
-   * rest pending: apply again now. Only in a worker session (useWorkerSession);
-   * anywhere else a batch takes every pending change.
+   * The batch took one part of a queue of 24 or more removals and
+   * additions (the removals, or the additions after a removals batch) and
+   * left the rest pending: apply again now. Only in a worker session
+   * (useWorkerSession); anywhere else a batch takes every pending change.
    */
   morePending: boolean;
 }
@@ -82,8 +82,8 @@ export async function refresh(db: Queryable, options: Pick<ApplyOptions, 'at'> =
  * Makes a dedicated connection (the worker's) a worker session. Every
  * transaction it starts is REPEATABLE READ by default, so that one
  * statement is one snapshot: a batch is then a single round trip (no BEGIN
- * and COMMIT of its own). And a queue of 24 changes or more that mixes removals and
- * additions is applied as two batches, the removals first, then the rest
+ * and COMMIT of its own). And a queue of 24 or more changes that mixes
+ * removals and additions is applied as two batches, the removals first, then the rest
  * (more_pending; sql/functions/045_batch_split.sql): cheaper, and a
  * revocation waits for no addition. Only for a connection nobody else
  * uses; undo it with resetWorkerSession.
