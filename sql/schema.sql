@@ -24,12 +24,12 @@ view permgraph._batch_changes
     xact_id,
     captured_at
    FROM permgraph.changes c
-  WHERE
+  WHERE ((xact_id >= ( SELECT permgraph._queue_low_water() AS _queue_low_water)) AND
         CASE ( SELECT permgraph._batch_part() AS _batch_part)
             WHEN 'removals'::text THEN ((old_level IS NOT NULL) AND ((new_level IS NULL) OR (new_level < old_level)))
             WHEN 'additions'::text THEN (NOT ((old_level IS NOT NULL) AND ((new_level IS NULL) OR (new_level < old_level))))
             ELSE true
-        END;
+        END);
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
 
 view permgraph._computed_rows
@@ -317,6 +317,7 @@ table permgraph.applier_state
   rows_deleted bigint
   last_batch_snapshot pg_snapshot
   last_batch_part text
+  queue_low_water xid8
   constraint applier_state_last_batch_part_check CHECK ((last_batch_part = ANY (ARRAY['removals'::text, 'additions'::text])))
   constraint applier_state_pkey PRIMARY KEY (singleton)
   constraint applier_state_singleton_check CHECK (singleton)
@@ -961,6 +962,8 @@ begin
       last_batch_at = now(), last_batch_mode = 'incremental', last_batch_changes = f.changes,
       last_batch_ms = f.ms, rows_inserted = f.inserted, rows_updated = f.updated, rows_deleted = f.deleted,
       last_batch_part = nullif(permgraph._batch_part(), ''),  -- which part the next split takes (045_batch_split.sql)
+      -- the whole queue this snapshot saw is applied: the low-water mark rises (045_batch_split.sql)
+      queue_low_water = case when permgraph._batch_part() = '' then pg_snapshot_xmin(pg_current_snapshot()) else queue_low_water end,
       last_batch_snapshot = pg_current_snapshot()  -- this statement's: see above
     from figures f
     where (select ok from applies)
@@ -1224,6 +1227,7 @@ CREATE OR REPLACE FUNCTION permgraph._batch_only_adds()
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET jit TO 'off'
+ SET enable_seqscan TO 'off'
 AS $function$
 begin
   return not exists (select 1 from permgraph._batch_changes where tail_kind = '*')
@@ -1247,6 +1251,7 @@ CREATE OR REPLACE FUNCTION permgraph._batch_removes_nothing()
  STABLE
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET jit TO 'off'
+ SET enable_seqscan TO 'off'
 AS $function$
 begin
   return not exists (select 1 from permgraph.deleted_nodes)
@@ -1264,6 +1269,19 @@ CREATE OR REPLACE FUNCTION permgraph._batch_result(p_mode text, p_delta boolean,
  LANGUAGE sql
  IMMUTABLE
 RETURN jsonb_build_object('mode', p_mode, 'delta', p_delta, 'local', p_local, 'changes', p_changes, 'expired', p_expired, 'region_pairs', p_pairs, 'to_long_job', p_to_job, 'deferred', p_deferred, 'long_job_active', p_job_active, 'inserted', p_inserted, 'updated', p_updated, 'deleted', p_deleted, 'ms', p_ms, 'next_expiry_in_ms', p_next_expiry_in_ms);
+
+-- permgraph._batch_trash_roots(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._batch_trash_roots()
+ RETURNS text[]
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+ SET enable_seqscan TO 'off'
+AS $function$
+begin
+  return (select array_agg(distinct c.head_id) from permgraph._batch_changes c where c.trash_changed);
+end $function$;
 
 -- permgraph._begin_applying(text,timestamp with time zone): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._begin_applying(p_caller text, p_at timestamp with time zone)
@@ -1782,6 +1800,18 @@ begin
   return deferred_rows;
 end $function$;
 
+-- permgraph._delete_batch_changes(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._delete_batch_changes()
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+ SET enable_seqscan TO 'off'
+AS $function$
+begin
+  delete from permgraph._batch_changes;
+end $function$;
+
 -- permgraph._describe_id(text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._describe_id(p_id text)
  RETURNS text
@@ -1871,6 +1901,8 @@ declare
   job_active boolean;
   part text;
   result jsonb;
+  -- (taken before the rows go: see _queue_low_water, 045_batch_split.sql)
+  low_water xid8 := pg_snapshot_xmin(pg_current_snapshot());
 begin
   part := permgraph._batch_part();
   if part <> '' then
@@ -1879,10 +1911,13 @@ begin
     -- one scan. A semi-join of changes with itself was planned from the
     -- queue's statistics, and with those of an empty queue it nested loops:
     -- 11 s to delete 4,000 rows (bench/FINDINGS.md, finding 23).
-    delete from permgraph._batch_changes;
+    perform permgraph._delete_batch_changes();
     perform pg_catalog.set_config('permgraph.batch_part', '', true);
-  else
+  elsif p_mode = 'full' then
+    -- (every row: a full recomputation read none of them)
     delete from permgraph.changes;
+  else
+    perform permgraph._delete_batch_changes();
   end if;
   -- (nothing below starts or ends a job)
   job_active := permgraph._long_job_active();
@@ -1901,6 +1936,8 @@ begin
     last_batch_ms = (result ->> 'ms')::double precision,
     rows_inserted = p_inserted, rows_updated = p_updated, rows_deleted = p_deleted,
     last_batch_part = nullif(part, ''),  -- which part the next split takes (045_batch_split.sql)
+    -- the whole queue is applied: the mark rises (a part leaves it)
+    queue_low_water = case when part = '' then low_water else queue_low_water end,
     last_batch_snapshot = pg_current_snapshot();  -- what is_applied() reads: see 080_freshness.sql
   return result;
 end $function$;
@@ -3054,6 +3091,8 @@ CREATE OR REPLACE FUNCTION permgraph._local_batch_size(p_max_changes integer)
  LANGUAGE plpgsql
  STABLE
  SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+ SET enable_seqscan TO 'off'
 AS $function$
 declare
   pending bigint;
@@ -3477,6 +3516,19 @@ CREATE OR REPLACE FUNCTION permgraph._path_traverses(p_head_kind text, p_last_ed
  IMMUTABLE
 RETURN CASE p_head_kind WHEN 'group'::text THEN true WHEN 'object'::text THEN false ELSE p_last_edge_manage END;
 
+-- permgraph._pending_changes(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._pending_changes(OUT pending bigint, OUT needs_full boolean)
+ RETURNS record
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+ SET enable_seqscan TO 'off'
+AS $function$
+begin
+  select count(*), coalesce(bool_or(c.tail_kind = '*'), false) into pending, needs_full from permgraph._batch_changes c;
+end $function$;
+
 -- permgraph._permission_changes_channel(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._permission_changes_channel()
  RETURNS text
@@ -3543,6 +3595,14 @@ begin
   where not exists (select 1 from permgraph.permissions p where p.user_id = d.id)
     and not exists (select 1 from permgraph.permissions p where p.target_id = d.id);
 end $function$;
+
+-- permgraph._queue_low_water(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._queue_low_water()
+ RETURNS xid8
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$ select coalesce((select s.queue_low_water from permgraph.applier_state s), '0'::xid8) $function$;
 
 -- permgraph._rebuild_set_aside(text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._rebuild_set_aside(p_purpose text)
@@ -3812,6 +3872,8 @@ CREATE OR REPLACE FUNCTION permgraph._split_batch(p_pending bigint)
  RETURNS bigint
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+ SET enable_seqscan TO 'off'
 AS $function$
 declare
   part text;
@@ -3820,7 +3882,7 @@ begin
   if coalesce(pg_catalog.current_setting('permgraph.split_mixed_batches', true), '') <> 'on'
      or p_pending < permgraph._split_min_changes()
      or exists (select 1 from permgraph.deleted_nodes)
-     or exists (select 1 from permgraph.changes where tail_kind = '*' or trash_changed) then
+     or exists (select 1 from permgraph._batch_changes where tail_kind = '*' or trash_changed) then
     return null;
   end if;
   select case when last_batch_part = 'removals' then 'additions' else 'removals' end into part
@@ -3995,6 +4057,7 @@ CREATE OR REPLACE FUNCTION permgraph._write_additions(p_recording boolean, p_max
  LANGUAGE plpgsql
  SET enable_hashjoin TO 'off'
  SET enable_mergejoin TO 'off'
+ SET enable_seqscan TO 'off'
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET jit TO 'off'
  SET plan_cache_mode TO 'force_generic_plan'
@@ -4108,6 +4171,8 @@ begin
       last_batch_at = now(), last_batch_mode = 'incremental', last_batch_changes = f.changes,
       last_batch_ms = f.ms, rows_inserted = f.inserted, rows_updated = f.updated, rows_deleted = 0,
       last_batch_part = nullif(permgraph._batch_part(), ''),  -- which part the next split takes (045_batch_split.sql)
+      -- the whole queue this snapshot saw is applied: the low-water mark rises (045_batch_split.sql)
+      queue_low_water = case when permgraph._batch_part() = '' then pg_snapshot_xmin(pg_current_snapshot()) else queue_low_water end,
       last_batch_snapshot = pg_current_snapshot()  -- this statement's (see _apply_local_batch)
     from figures f
     where p_local and (select ok from fits)
@@ -4293,7 +4358,7 @@ begin
   batch_at := permgraph._begin_applying('apply_changes', p_at);
   -- (the whole queue unless _split_batch says otherwise; never a caller's setting)
   perform pg_catalog.set_config('permgraph.batch_part', '', true);
-  select count(*), coalesce(bool_or(tail_kind = '*'), false) into pending, needs_full from permgraph.changes;
+  select p.pending, p.needs_full into pending, needs_full from permgraph._pending_changes() p;
   if pending > 0 and local_pairs > 0 and not p_force_full and not needs_full then
     -- (a worker session's split first: its part may fit the local path;
     -- 045_batch_split.sql)
@@ -4341,7 +4406,7 @@ begin
     mode := 'full';
     if permgraph._batch_part() <> '' then  -- (the region was too large: the whole queue, then)
       perform pg_catalog.set_config('permgraph.batch_part', '', true);
-      select count(*) into pending from permgraph.changes;
+      select p.pending into pending from permgraph._pending_changes() p;
     end if;
     select * into diff from permgraph._write_all(batch_at);
     perform permgraph._end_long_job('full');  -- every row is recomputed: a running job is done
@@ -4368,7 +4433,7 @@ begin
         select 0::bigint as inserted, 0::bigint as updated, 0::bigint as deleted into diff;
       end if;
     end if;
-    select array_agg(distinct head_id) into trash_roots from permgraph.changes where trash_changed;
+    trash_roots := permgraph._batch_trash_roots();
     if trash_roots is not null then
       perform permgraph._refresh_trash(trash_roots);
     end if;
@@ -4459,7 +4524,7 @@ begin
   -- statement's snapshot means every change committed before the call was
   -- applied by a committed batch (one still running would leave its rows
   -- visible here).
-  if not exists (select 1 from permgraph.changes) then
+  if (select p.pending from permgraph._pending_changes() p) = 0 then
     at := clock_timestamp();
     if permgraph._count_expired(at) = 0 then
       return permgraph._nothing_to_apply(at);

@@ -93,17 +93,53 @@ language sql stable
 set search_path = pg_catalog, pg_temp
 as $$ select coalesce(pg_catalog.current_setting('permgraph.batch_part', true), '') $$;
 
+-- The queue's low-water mark: every change row that is not yet applied
+-- has an xact_id at or above it. A batch that applies the whole visible
+-- queue records the oldest transaction its snapshot saw running
+-- (pg_snapshot_xmin: _end_batch, and the local statements in 050_region.sql
+-- and 055_local_change.sql). Why that holds: a transaction below it had
+-- finished when the snapshot was taken, so its change rows, if it
+-- committed, were visible to the batch and deleted by it; a transaction
+-- running then, or started later, has an xid at or above it (and
+-- capture records the writer's own, pg_current_xact_id()). A split part
+-- leaves the mark where it was. Reads of the queue start at the mark by
+-- changes_xact_idx, so the rows earlier batches deleted, dead until vacuum
+-- reclaims them, are not visited: with the default autovacuum_naptime (a
+-- minute) a busy queue held 37,000 of them, and a one-change batch that
+-- read them whole took 2.76 ms instead of 0.81 (bench/FINDINGS.md 33).
+-- '0' before the first such batch.
+create or replace function permgraph._queue_low_water() returns xid8
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$ select coalesce((select s.queue_low_water from permgraph.applier_state s), '0'::xid8) $$;
+
 -- The pending changes the current batch applies: every row of
--- permgraph.changes, or only its part (_batch_part). Every read of the
--- queue by the batch's region and additions goes through it.
--- (the setting is read once per query: an uncorrelated scalar subquery)
+-- permgraph.changes above the low-water mark, or only its part
+-- (_batch_part). Every read of the queue by a batch goes through it; a
+-- statement that reads it should read it by changes_xact_idx (the
+-- functions that only read the queue turn sequential scans off).
+-- (the setting and the mark are read once per query: uncorrelated scalar subqueries)
 create or replace view permgraph._batch_changes as
   select c.*
   from permgraph.changes c
-  where case (select permgraph._batch_part())
+  where c.xact_id >= (select permgraph._queue_low_water())
+    and case (select permgraph._batch_part())
           when 'removals' then c.old_level is not null and (c.new_level is null or c.new_level < c.old_level)
           when 'additions' then not (c.old_level is not null and (c.new_level is null or c.new_level < c.old_level))
           else true end;
+
+-- How many changes the current batch has pending (_batch_changes), and
+-- whether one asks for a full recomputation ('*').
+create or replace function permgraph._pending_changes(out pending bigint, out needs_full boolean)
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+set jit = off
+-- (from the low-water mark by the index, past the dead rows below it)
+set enable_seqscan = off
+as $$
+begin
+  select count(*), coalesce(bool_or(c.tail_kind = '*'), false) into pending, needs_full from permgraph._batch_changes c;
+end $$;
 
 -- The fewest pending changes a worker session splits (see the top of this
 -- file: below it, the second batch's fixed costs outweigh what it saves).
@@ -123,6 +159,9 @@ as $$ select 24::bigint $$;
 create or replace function permgraph._split_batch(p_pending bigint) returns bigint
 language plpgsql
 set search_path = pg_catalog, pg_temp
+set jit = off
+-- (the queue from its low-water mark by the index, past the dead rows below it)
+set enable_seqscan = off
 as $$
 declare
   part text;
@@ -131,7 +170,7 @@ begin
   if coalesce(pg_catalog.current_setting('permgraph.split_mixed_batches', true), '') <> 'on'
      or p_pending < permgraph._split_min_changes()
      or exists (select 1 from permgraph.deleted_nodes)
-     or exists (select 1 from permgraph.changes where tail_kind = '*' or trash_changed) then
+     or exists (select 1 from permgraph._batch_changes where tail_kind = '*' or trash_changed) then
     return null;
   end if;
   select case when last_batch_part = 'removals' then 'additions' else 'removals' end into part

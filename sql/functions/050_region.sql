@@ -264,6 +264,8 @@ create or replace function permgraph._batch_only_adds() returns boolean
 language plpgsql
 set search_path = pg_catalog, pg_temp
 set jit = off
+-- (the queue from its low-water mark by the index: 045_batch_split.sql)
+set enable_seqscan = off
 as $$
 begin
   return not exists (select 1 from permgraph._batch_changes where tail_kind = '*')
@@ -281,6 +283,8 @@ create or replace function permgraph._batch_removes_nothing() returns boolean
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
 set jit = off
+-- (the queue from its low-water mark by the index: 045_batch_split.sql)
+set enable_seqscan = off
 as $$
 begin
   return not exists (select 1 from permgraph.deleted_nodes)
@@ -337,6 +341,8 @@ language plpgsql
 -- index probes per candidate, as in _compute_region
 set enable_hashjoin = off
 set enable_mergejoin = off
+-- (and the queue from its low-water mark by the index: 045_batch_split.sql)
+set enable_seqscan = off
 set search_path = pg_catalog, pg_temp
 set jit = off
 set plan_cache_mode = force_generic_plan
@@ -450,6 +456,8 @@ begin
       last_batch_at = now(), last_batch_mode = 'incremental', last_batch_changes = f.changes,
       last_batch_ms = f.ms, rows_inserted = f.inserted, rows_updated = f.updated, rows_deleted = 0,
       last_batch_part = nullif(permgraph._batch_part(), ''),  -- which part the next split takes (045_batch_split.sql)
+      -- the whole queue this snapshot saw is applied: the low-water mark rises (045_batch_split.sql)
+      queue_low_water = case when permgraph._batch_part() = '' then pg_snapshot_xmin(pg_current_snapshot()) else queue_low_water end,
       last_batch_snapshot = pg_current_snapshot()  -- this statement's (see _apply_local_batch)
     from figures f
     where p_local and (select ok from fits)

@@ -74,6 +74,9 @@ end $$;
 create or replace function permgraph._local_batch_size(p_max_changes integer) returns bigint
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
+set jit = off
+-- (the queue from its low-water mark by the index: 045_batch_split.sql)
+set enable_seqscan = off
 as $$
 declare
   pending bigint;
@@ -378,6 +381,8 @@ begin
       last_batch_at = now(), last_batch_mode = 'incremental', last_batch_changes = f.changes,
       last_batch_ms = f.ms, rows_inserted = f.inserted, rows_updated = f.updated, rows_deleted = f.deleted,
       last_batch_part = nullif(permgraph._batch_part(), ''),  -- which part the next split takes (045_batch_split.sql)
+      -- the whole queue this snapshot saw is applied: the low-water mark rises (045_batch_split.sql)
+      queue_low_water = case when permgraph._batch_part() = '' then pg_snapshot_xmin(pg_current_snapshot()) else queue_low_water end,
       last_batch_snapshot = pg_current_snapshot()  -- this statement's: see above
     from figures f
     where (select ok from applies)
@@ -497,7 +502,7 @@ begin
   -- statement's snapshot means every change committed before the call was
   -- applied by a committed batch (one still running would leave its rows
   -- visible here).
-  if not exists (select 1 from permgraph.changes) then
+  if (select p.pending from permgraph._pending_changes() p) = 0 then
     at := clock_timestamp();
     if permgraph._count_expired(at) = 0 then
       return permgraph._nothing_to_apply(at);

@@ -65,6 +65,30 @@ language sql volatile
 set search_path = pg_catalog, pg_temp
 as $$ select round((extract(epoch from clock_timestamp() - p_started) * 1000)::numeric, 3) $$;
 
+-- The groups whose trash flag the current batch's changes set or cleared
+-- (null: none), by the low-water mark's index (045_batch_split.sql).
+create or replace function permgraph._batch_trash_roots() returns text[]
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+set jit = off
+set enable_seqscan = off
+as $$
+begin
+  return (select array_agg(distinct c.head_id) from permgraph._batch_changes c where c.trash_changed);
+end $$;
+
+-- The change rows of the current batch (_batch_changes) go: it applied
+-- them. By the low-water mark's index (045_batch_split.sql).
+create or replace function permgraph._delete_batch_changes() returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+set jit = off
+set enable_seqscan = off
+as $$
+begin
+  delete from permgraph._batch_changes;
+end $$;
+
 -- The end of every batch the ordinary path applied (the local statements
 -- end theirs themselves, 055_local_change.sql): the change rows this
 -- snapshot saw (or all, with writers locked out) are applied, so they go,
@@ -81,6 +105,8 @@ declare
   job_active boolean;
   part text;
   result jsonb;
+  -- (taken before the rows go: see _queue_low_water, 045_batch_split.sql)
+  low_water xid8 := pg_snapshot_xmin(pg_current_snapshot());
 begin
   part := permgraph._batch_part();
   if part <> '' then
@@ -89,10 +115,13 @@ begin
     -- one scan. A semi-join of changes with itself was planned from the
     -- queue's statistics, and with those of an empty queue it nested loops:
     -- 11 s to delete 4,000 rows (bench/FINDINGS.md, finding 23).
-    delete from permgraph._batch_changes;
+    perform permgraph._delete_batch_changes();
     perform pg_catalog.set_config('permgraph.batch_part', '', true);
-  else
+  elsif p_mode = 'full' then
+    -- (every row: a full recomputation read none of them)
     delete from permgraph.changes;
+  else
+    perform permgraph._delete_batch_changes();
   end if;
   -- (nothing below starts or ends a job)
   job_active := permgraph._long_job_active();
@@ -111,6 +140,8 @@ begin
     last_batch_ms = (result ->> 'ms')::double precision,
     rows_inserted = p_inserted, rows_updated = p_updated, rows_deleted = p_deleted,
     last_batch_part = nullif(part, ''),  -- which part the next split takes (045_batch_split.sql)
+    -- the whole queue is applied: the mark rises (a part leaves it)
+    queue_low_water = case when part = '' then low_water else queue_low_water end,
     last_batch_snapshot = pg_current_snapshot();  -- what is_applied() reads: see 080_freshness.sql
   return result;
 end $$;
@@ -199,7 +230,7 @@ begin
   batch_at := permgraph._begin_applying('apply_changes', p_at);
   -- (the whole queue unless _split_batch says otherwise; never a caller's setting)
   perform pg_catalog.set_config('permgraph.batch_part', '', true);
-  select count(*), coalesce(bool_or(tail_kind = '*'), false) into pending, needs_full from permgraph.changes;
+  select p.pending, p.needs_full into pending, needs_full from permgraph._pending_changes() p;
   if pending > 0 and local_pairs > 0 and not p_force_full and not needs_full then
     -- (a worker session's split first: its part may fit the local path;
     -- 045_batch_split.sql)
@@ -247,7 +278,7 @@ begin
     mode := 'full';
     if permgraph._batch_part() <> '' then  -- (the region was too large: the whole queue, then)
       perform pg_catalog.set_config('permgraph.batch_part', '', true);
-      select count(*) into pending from permgraph.changes;
+      select p.pending into pending from permgraph._pending_changes() p;
     end if;
     select * into diff from permgraph._write_all(batch_at);
     perform permgraph._end_long_job('full');  -- every row is recomputed: a running job is done
@@ -274,7 +305,7 @@ begin
         select 0::bigint as inserted, 0::bigint as updated, 0::bigint as deleted into diff;
       end if;
     end if;
-    select array_agg(distinct head_id) into trash_roots from permgraph.changes where trash_changed;
+    trash_roots := permgraph._batch_trash_roots();
     if trash_roots is not null then
       perform permgraph._refresh_trash(trash_roots);
     end if;

@@ -1,0 +1,99 @@
+// The change queue's low-water mark (sql/functions/045_batch_split.sql): a
+// batch that applies the whole visible queue records the oldest transaction
+// its snapshot saw running, and later batches read the queue from there by
+// its xact_id index. Checked two ways: a writer whose transaction was
+// running when a batch took its snapshot, and commits after it, is applied
+// by the next batch on every path (against the reference model); and a
+// batch after many applied changes (dead rows, autovacuum off) does not
+// read them.
+import { describe, expect, it } from 'vitest';
+import type { SQLQuery } from '@databases/pg';
+import { sql, type Queryable } from '../../src/db/pool.ts';
+import { applyChanges, applyChangesOnSession, refresh, resetWorkerSession, useWorkerSession } from '../../src/engine/apply.ts';
+import * as model from '../reference/model.ts';
+import { g, grant, o, u } from '../helpers/builders.ts';
+import { createTestDatabase } from '../helpers/database.ts';
+import { loadGraph, readPermissions } from '../helpers/graph.ts';
+import { GraphState, grantKey } from '../helpers/mutations.ts';
+
+describe('the change queue is read from its low-water mark', async () => {
+  const { db } = await createTestDatabase();
+
+  /** Each way a batch is applied; inTransaction: its statement, run inside a caller's transaction. */
+  const paths: [string, () => Promise<unknown>, SQLQuery][] = [
+    ['applyChanges(), the one-statement path', () => applyChanges(db), sql`select permgraph.apply_local_changes()`],
+    ['applyChanges(), the ordinary path', () => applyChanges(db, { localPairs: 0 }), sql`select permgraph.apply_changes(p_local_pairs => 0)`],
+    ['a worker session', () => db.task(async (conn) => {
+      await useWorkerSession(conn);
+      try {
+        return await applyChangesOnSession(conn);
+      } finally {
+        await resetWorkerSession(conn);
+      }
+    }), sql`set local permgraph.split_mixed_batches = on; select permgraph.apply_changes()`],
+    ['refresh()', () => refresh(db), sql`select permgraph.refresh()`],
+  ];
+
+  it.each(paths)('%s: a writer running when a batch took its snapshot, committed after it, is applied by the next batch', async (_, apply) => {
+    const state = new GraphState({ nodes: [u('alice'), u('bob'), g('eng'), o('doc')], grants: [grant('alice', 2, 'eng'), grant('eng', 2, 'doc')] });
+    await loadGraph(db, state.snapshot());
+    await refresh(db);
+    const [{ before }] = await db.query(sql`select coalesce(queue_low_water, '0')::text as before from permgraph.applier_state`);
+    const writerXact = await db.tx(async (writer) => {
+      // bob joins eng in a transaction that stays open across the batch
+      await writer.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('bob', 'eng', 1)`);
+      const [{ xact }] = await writer.query(sql`select pg_current_xact_id()::text as xact`);
+      // alice leaves eng, committed: the batch applies it, and cannot see bob's change
+      await db.query(sql`delete from permgraph.grants where tail_id = 'alice' and head_id = 'eng'`);
+      await apply();
+      return xact as string;
+    });
+    state.grants.delete(grantKey(grant('alice', 2, 'eng')));
+    state.grants.set(grantKey(grant('bob', 1, 'eng')), grant('bob', 1, 'eng'));
+    // the batch raised the mark, and kept it at or below the running writer
+    const [{ mark }] = await db.query(sql`select queue_low_water::text as mark from permgraph.applier_state`);
+    expect(BigInt(mark)).toBeGreaterThan(BigInt(before));
+    expect(BigInt(mark)).toBeLessThanOrEqual(BigInt(writerXact));
+    await apply();
+    expect(await pending(db)).toBe(0);
+    expect(await readPermissions(db)).toEqual(model.computePermissions(state.snapshot()));
+  });
+
+  it.each(paths.slice(0, 3))('%s: a batch does not read the change rows earlier batches deleted', async (_, __, inTransaction) => {
+    const objects = Array.from({ length: 3000 }, (_, i) => o(`d${i}`));
+    const state = new GraphState({ nodes: [u('carol'), u('dan'), g('ops'), o('log'), ...objects], grants: [grant('ops', 1, 'log')] });
+    await loadGraph(db, state.snapshot());
+    await refresh(db);
+    await db.query(sql`alter table permgraph.changes set (autovacuum_enabled = off)`);
+    try {
+      // 3,000 changes applied: 3,000 dead rows that no vacuum reclaims
+      await db.query(sql`
+        insert into permgraph.grants (tail_id, head_id, level)
+        select 'carol', 'd' || i, 1 from generate_series(0, 2999) i`);
+      await applyChanges(db);
+      const [{ pages }] = await db.query(sql`select pg_relation_size('permgraph.changes') / current_setting('block_size')::int as pages`);
+      expect(Number(pages)).toBeGreaterThan(20);
+      // one more change, applied with the heap blocks of the queue counted
+      await db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('dan', 'ops', 1)`);
+      // (in a transaction, so that the blocks it fetched can be read before
+      // commit; the counter may still hold the connection's earlier ones)
+      const blocks = await db.tx(async (tx) => {
+        const fetched = async () =>
+          Number((await tx.query(sql`select pg_stat_get_xact_blocks_fetched('permgraph.changes'::regclass) as n`))[0].n);
+        const before = await fetched();
+        await tx.query(inTransaction);
+        return (await fetched()) - before;
+      });
+      expect(await pending(db)).toBe(0);
+      // (every read of the queue would fetch all of its pages, several times per batch)
+      expect(blocks).toBeLessThan(Number(pages));
+      for (const x of objects) state.grants.set(grantKey(grant('carol', 1, x.id)), grant('carol', 1, x.id));
+      state.grants.set(grantKey(grant('dan', 1, 'ops')), grant('dan', 1, 'ops'));
+      expect(await readPermissions(db)).toEqual(model.computePermissions(state.snapshot()));
+    } finally {
+      await db.query(sql`alter table permgraph.changes reset (autovacuum_enabled)`);
+    }
+  });
+});
+
+const pending = async (db: Queryable) => Number((await db.query(sql`select count(*) as n from permgraph.changes`))[0].n);
