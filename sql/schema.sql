@@ -969,7 +969,7 @@ begin
     where (select ok from applies)
   )
   select permgraph._local_batch_result(false, f.changes, f.region_pairs, f.inserted, f.updated, f.deleted, f.ms),
-         (select array_agg(distinct c.head_id) from permgraph._batch_changes c where c.trash_changed)
+         permgraph._batch_trash_roots()
   into result, trash_roots
   from figures f
   where (select ok from applies);
@@ -1905,20 +1905,19 @@ declare
   low_water xid8 := pg_snapshot_xmin(pg_current_snapshot());
 begin
   part := permgraph._batch_part();
-  if part <> '' then
-    -- one part of a split queue (045_batch_split.sql): the rest stays pending.
-    -- Through the view (a filter of changes, so automatically updatable):
-    -- one scan. A semi-join of changes with itself was planned from the
-    -- queue's statistics, and with those of an empty queue it nested loops:
-    -- 11 s to delete 4,000 rows (bench/FINDINGS.md, finding 23).
-    perform permgraph._delete_batch_changes();
-    perform pg_catalog.set_config('permgraph.batch_part', '', true);
-  elsif p_mode = 'full' then
+  if p_mode = 'full' then
     -- (every row: a full recomputation read none of them)
     delete from permgraph.changes;
   else
+    -- the batch's rows, or its part of a split queue (045_batch_split.sql):
+    -- the rest stays pending. Through the view (a filter of changes, so
+    -- automatically updatable): one scan. A semi-join of changes with
+    -- itself was planned from the queue's statistics, and with those of an
+    -- empty queue it nested loops: 11 s to delete 4,000 rows
+    -- (bench/FINDINGS.md, finding 23).
     perform permgraph._delete_batch_changes();
   end if;
+  perform pg_catalog.set_config('permgraph.batch_part', '', true);
   -- (nothing below starts or ends a job)
   job_active := permgraph._long_job_active();
   if job_active then
@@ -3091,14 +3090,12 @@ CREATE OR REPLACE FUNCTION permgraph._local_batch_size(p_max_changes integer)
  LANGUAGE plpgsql
  STABLE
  SET search_path TO 'pg_catalog', 'pg_temp'
- SET jit TO 'off'
- SET enable_seqscan TO 'off'
 AS $function$
 declare
   pending bigint;
   full_asked boolean;
 begin
-  select count(*), coalesce(bool_or(c.tail_kind = '*'), false) into pending, full_asked from permgraph._batch_changes c;
+  select p.pending, p.needs_full into pending, full_asked from permgraph._pending_changes() p;
   if pending between 1 and least(p_max_changes, permgraph._local_change_max_changes())
      and not full_asked and permgraph._local_change_exact() then
     return pending;
@@ -4180,7 +4177,7 @@ begin
   select f.pairs, f.inserted, f.updated, 0,
          case when p_local and f.pairs is not null
               then permgraph._local_batch_result(true, f.changes, f.pairs, f.inserted, f.updated, 0, f.ms) end,
-         case when p_local then (select array_agg(distinct c.head_id) from permgraph._batch_changes c where c.trash_changed) end
+         case when p_local then permgraph._batch_trash_roots() end
   into pairs, inserted, updated, deleted, batch, trash_roots
   from figures f;
 end $function$;

@@ -141,6 +141,18 @@ begin
   select count(*), coalesce(bool_or(c.tail_kind = '*'), false) into pending, needs_full from permgraph._batch_changes c;
 end $$;
 
+-- The groups whose trash flag the current batch's changes set or cleared
+-- (null: none), by the low-water mark's index (045_batch_split.sql).
+create or replace function permgraph._batch_trash_roots() returns text[]
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+set jit = off
+set enable_seqscan = off
+as $$
+begin
+  return (select array_agg(distinct c.head_id) from permgraph._batch_changes c where c.trash_changed);
+end $$;
+
 -- The fewest pending changes a worker session splits (see the top of this
 -- file: below it, the second batch's fixed costs outweigh what it saves).
 create or replace function permgraph._split_min_changes() returns bigint

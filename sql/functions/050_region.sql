@@ -465,7 +465,7 @@ begin
   select f.pairs, f.inserted, f.updated, 0,
          case when p_local and f.pairs is not null
               then permgraph._local_batch_result(true, f.changes, f.pairs, f.inserted, f.updated, 0, f.ms) end,
-         case when p_local then (select array_agg(distinct c.head_id) from permgraph._batch_changes c where c.trash_changed) end
+         case when p_local then permgraph._batch_trash_roots() end
   into pairs, inserted, updated, deleted, batch, trash_roots
   from figures f;
 end $$;

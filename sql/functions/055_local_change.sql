@@ -74,15 +74,12 @@ end $$;
 create or replace function permgraph._local_batch_size(p_max_changes integer) returns bigint
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
-set jit = off
--- (the queue from its low-water mark by the index: 045_batch_split.sql)
-set enable_seqscan = off
 as $$
 declare
   pending bigint;
   full_asked boolean;
 begin
-  select count(*), coalesce(bool_or(c.tail_kind = '*'), false) into pending, full_asked from permgraph._batch_changes c;
+  select p.pending, p.needs_full into pending, full_asked from permgraph._pending_changes() p;
   if pending between 1 and least(p_max_changes, permgraph._local_change_max_changes())
      and not full_asked and permgraph._local_change_exact() then
     return pending;
@@ -388,7 +385,7 @@ begin
     where (select ok from applies)
   )
   select permgraph._local_batch_result(false, f.changes, f.region_pairs, f.inserted, f.updated, f.deleted, f.ms),
-         (select array_agg(distinct c.head_id) from permgraph._batch_changes c where c.trash_changed)
+         permgraph._batch_trash_roots()
   into result, trash_roots
   from figures f
   where (select ok from applies);

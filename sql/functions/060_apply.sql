@@ -65,18 +65,6 @@ language sql volatile
 set search_path = pg_catalog, pg_temp
 as $$ select round((extract(epoch from clock_timestamp() - p_started) * 1000)::numeric, 3) $$;
 
--- The groups whose trash flag the current batch's changes set or cleared
--- (null: none), by the low-water mark's index (045_batch_split.sql).
-create or replace function permgraph._batch_trash_roots() returns text[]
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-set jit = off
-set enable_seqscan = off
-as $$
-begin
-  return (select array_agg(distinct c.head_id) from permgraph._batch_changes c where c.trash_changed);
-end $$;
-
 -- The change rows of the current batch (_batch_changes) go: it applied
 -- them. By the low-water mark's index (045_batch_split.sql).
 create or replace function permgraph._delete_batch_changes() returns void
@@ -109,20 +97,19 @@ declare
   low_water xid8 := pg_snapshot_xmin(pg_current_snapshot());
 begin
   part := permgraph._batch_part();
-  if part <> '' then
-    -- one part of a split queue (045_batch_split.sql): the rest stays pending.
-    -- Through the view (a filter of changes, so automatically updatable):
-    -- one scan. A semi-join of changes with itself was planned from the
-    -- queue's statistics, and with those of an empty queue it nested loops:
-    -- 11 s to delete 4,000 rows (bench/FINDINGS.md, finding 23).
-    perform permgraph._delete_batch_changes();
-    perform pg_catalog.set_config('permgraph.batch_part', '', true);
-  elsif p_mode = 'full' then
+  if p_mode = 'full' then
     -- (every row: a full recomputation read none of them)
     delete from permgraph.changes;
   else
+    -- the batch's rows, or its part of a split queue (045_batch_split.sql):
+    -- the rest stays pending. Through the view (a filter of changes, so
+    -- automatically updatable): one scan. A semi-join of changes with
+    -- itself was planned from the queue's statistics, and with those of an
+    -- empty queue it nested loops: 11 s to delete 4,000 rows
+    -- (bench/FINDINGS.md, finding 23).
     perform permgraph._delete_batch_changes();
   end if;
+  perform pg_catalog.set_config('permgraph.batch_part', '', true);
   -- (nothing below starts or ends a job)
   job_active := permgraph._long_job_active();
   if job_active then

@@ -9,7 +9,7 @@
 // what the current graph gives; freshness tokens still mean "fully applied".
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { sql, type Queryable } from '../../src/db/pool.ts';
+import { sql } from '../../src/db/pool.ts';
 import { applyChanges, applyChangesOnSession, refresh, resetWorkerSession, useWorkerSession, type BatchResult } from '../../src/engine/apply.ts';
 import { currentToken, isApplied } from '../../src/engine/freshness.ts';
 import { verify } from '../../src/engine/verify.ts';
@@ -17,7 +17,7 @@ import * as model from '../reference/model.ts';
 import type { Kind, Level, RefGraph } from '../reference/model.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { graphArbitrary, loadGraph, readPermissions, readTrashedGroups } from '../helpers/graph.ts';
+import { countPendingChanges, graphArbitrary, loadGraph, readPermissions, readTrashedGroups } from '../helpers/graph.ts';
 import { GraphState, grantKey, mutationArbitrary, type Mutation } from '../helpers/mutations.ts';
 
 /** More pending changes than this take the one-statement path whole (= _local_change_max_changes()). */
@@ -50,7 +50,7 @@ describe('a large mixed queue is applied removals first', async () => {
     }
   }
 
-  const pending = async (q: Queryable = db) => Number((await q.query(sql`select count(*) as n from permgraph.changes`))[0].n);
+  const pending = () => countPendingChanges(db);
 
   /** One batch as the worker applies it: its statement, on a connection made a worker session. */
   async function applyAsWorker(): Promise<BatchResult> {
