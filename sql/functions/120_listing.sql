@@ -245,7 +245,11 @@ begin
     -- cursor, not p_limit per owner, so it stops at children_cap of them:
     -- past that the statement returns nothing and the per-owner walk below
     -- finds the page. The page is the first p_limit ids of the user's own
-    -- rows and of those children, as below.
+    -- rows and of those children, as below, merged in id order, so that
+    -- only the own rows before the page's end are read. An own row whose
+    -- node is among the children (found in a hash of them) is known to be
+    -- shown, and of which kind; only the others probe nodes for their kind
+    -- and trash (org large's heaviest users: 0.1 ms of a 1.5 ms page).
     return query
     with ch as materialized (
       select n.id, n.kind, n.owner_id
@@ -267,17 +271,21 @@ begin
              max(f.level) filter (where f.direct) as direct_level,
              (array_agg(f.valid_until) filter (where f.direct))[1] as direct_until
       from (
-        (select n.id, n.kind, p.level, p.valid_until, true as direct, null::text as owner_id
+        (select p.target_id as id, k.kind, p.level, p.valid_until, true as direct, null::text as owner_id
          from permgraph.permissions p
-         cross join lateral (select x.id, x.kind, x.owner_id, x.trash_at from permgraph.nodes x
-                             where x.id = p.target_id limit 1) n
-         cross join lateral permgraph._not_trashed(n.kind, n.id, n.owner_id, n.trash_at) nt
+         cross join lateral (
+           (select null::text as kind where p.target_id in (select ch.id from ch))  -- its kind: ch's
+           union all
+           (select n.kind from permgraph.nodes n
+            cross join lateral permgraph._not_trashed(n.kind, n.id, n.owner_id, n.trash_at) nt
+            where n.id = p.target_id and (p_kind is null or n.kind = p_kind)
+            limit 1)
+           limit 1) k
          where p.user_id = p_user_id and p.target_id >= from_id
            and not (skip_from and p.target_id = from_id)
            and p.level >= p_level
            and (p.valid_until is null or p.valid_until > now())
            and not (p.target_id = any (gone))
-           and (p_kind is null or n.kind = p_kind)
          order by p.target_id
          limit p_limit)
         union all
