@@ -153,9 +153,18 @@ function header(runs: { run: RunResult; file: string }[], entries: Entry[]): str
     const commit = run.git.commit ? `${run.git.commit.slice(0, 10)}${run.git.dirty ? ' (uncommitted changes)' : ''}` : 'unknown';
     lines.push(`| ${file} | ${commit} | ${run.size} | ${run.postgres?.version.split(' on ')[0] ?? 'its own server'} (${run.server}) | ${run.machine.cpus} cores, ${run.machine.memoryGiB} GiB, ${run.machine.cpuModel} | ${run.machine.loadAverage?.[0] ?? '?'} → ${run.machine.loadAverageAtEnd?.[0] ?? '?'} | ${(run.durationMs / 1000).toFixed(0)} s |`);
   }
-  const first = entries[0]?.run;
-  if (first?.postgres) lines.push('', `Server settings: ${Object.entries(first.postgres.settings).map(([k, v]) => `\`${k}=${v}\``).join(', ')}.`);
+  lines.push(...settingsLines(used.map((file) => ({ file, run: runs.find((r) => r.file === file)?.run as RunResult }))));
   return lines;
+}
+
+/** The server settings of the runs used: one line when they agree, else one per run file. */
+function settingsLines(used: { file: string; run: RunResult }[]): string[] {
+  const listed = (run: RunResult) => Object.entries(run.postgres?.settings ?? {}).map(([k, v]) => `\`${k}=${v}\``).join(', ');
+  const withSettings = used.filter((u) => u.run.postgres);
+  const distinct = new Set(withSettings.map((u) => listed(u.run)));
+  if (distinct.size === 0) return [];
+  if (distinct.size === 1) return ['', `Server settings: ${[...distinct][0]}.`];
+  return ['', ...withSettings.map((u) => `Server settings of ${u.file}: ${listed(u.run)}.`).flatMap((line) => [line, ''])].slice(0, -1);
 }
 
 function summaryTable(entries: Entry[]): string[] {
