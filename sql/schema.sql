@@ -24,7 +24,8 @@ view permgraph._batch_changes
     xact_id,
     captured_at
    FROM permgraph.changes c
-  WHERE ((xact_id >= ( SELECT permgraph._queue_low_water() AS _queue_low_water)) AND
+  WHERE ((xact_id >= ( SELECT COALESCE(( SELECT s.queue_low_water
+                   FROM permgraph.applier_state s), '0'::xid8) AS "coalesce")) AND
         CASE ( SELECT permgraph._batch_part() AS _batch_part)
             WHEN 'removals'::text THEN ((old_level IS NOT NULL) AND ((new_level IS NULL) OR (new_level < old_level)))
             WHEN 'additions'::text THEN (NOT ((old_level IS NOT NULL) AND ((new_level IS NULL) OR (new_level < old_level))))
@@ -1241,8 +1242,7 @@ CREATE OR REPLACE FUNCTION permgraph._batch_part()
  RETURNS text
  LANGUAGE sql
  STABLE
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$ select coalesce(pg_catalog.current_setting('permgraph.batch_part', true), '') $function$;
+RETURN COALESCE(current_setting('permgraph.batch_part'::text, true), ''::text);
 
 -- permgraph._batch_removes_nothing(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._batch_removes_nothing()
@@ -3592,14 +3592,6 @@ begin
   where not exists (select 1 from permgraph.permissions p where p.user_id = d.id)
     and not exists (select 1 from permgraph.permissions p where p.target_id = d.id);
 end $function$;
-
--- permgraph._queue_low_water(): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._queue_low_water()
- RETURNS xid8
- LANGUAGE sql
- STABLE
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$ select coalesce((select s.queue_low_water from permgraph.applier_state s), '0'::xid8) $function$;
 
 -- permgraph._rebuild_set_aside(text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._rebuild_set_aside(p_purpose text)

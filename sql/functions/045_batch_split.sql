@@ -87,46 +87,51 @@
 -- 'additions' (every change that does not remove or lower an edge), or ''
 -- (all of it). Set by apply_changes for one batch (transaction-local, reset
 -- at its start and by _end_batch), so that the functions reading the queue
--- need no new parameter.
+-- need no new parameter. An SQL-standard body with no SET clause (its
+-- names resolved when it was created): the planner inlines it into the
+-- queries that read it, where a SET clause had it planned at every call.
 create or replace function permgraph._batch_part() returns text
 language sql stable
-set search_path = pg_catalog, pg_temp
-as $$ select coalesce(pg_catalog.current_setting('permgraph.batch_part', true), '') $$;
-
--- The queue's low-water mark: every change row that is not yet applied
--- has an xact_id at or above it. A batch that applies the whole visible
--- queue records the oldest transaction its snapshot saw running
--- (pg_snapshot_xmin: _end_batch, and the local statements in 050_region.sql
--- and 055_local_change.sql). Why that holds: a transaction below it had
--- finished when the snapshot was taken, so its change rows, if it
--- committed, were visible to the batch and deleted by it; a transaction
--- running then, or started later, has an xid at or above it (and
--- capture records the writer's own, pg_current_xact_id()). A split part
--- leaves the mark where it was. Reads of the queue start at the mark by
--- changes_xact_idx, so the rows earlier batches deleted, dead until vacuum
--- reclaims them, are not visited: with the default autovacuum_naptime (a
--- minute) a busy queue held 37,000 of them, and a one-change batch that
--- read them whole took 2.76 ms instead of 0.81 (bench/FINDINGS.md 33).
--- '0' before the first such batch.
-create or replace function permgraph._queue_low_water() returns xid8
-language sql stable
-set search_path = pg_catalog, pg_temp
-as $$ select coalesce((select s.queue_low_water from permgraph.applier_state s), '0'::xid8) $$;
+return coalesce(pg_catalog.current_setting('permgraph.batch_part', true), '');
 
 -- The pending changes the current batch applies: every row of
--- permgraph.changes above the low-water mark, or only its part
+-- permgraph.changes above the queue's low-water mark, or only its part
 -- (_batch_part). Every read of the queue by a batch goes through it; a
 -- statement that reads it should read it by changes_xact_idx (the
 -- functions that only read the queue turn sequential scans off).
--- (the setting and the mark are read once per query: uncorrelated scalar subqueries)
+--
+-- The low-water mark (applier_state.queue_low_water): every change row
+-- that is not yet applied has an xact_id at or above it. A batch that
+-- applies the whole visible queue records the oldest transaction its
+-- snapshot saw running (pg_snapshot_xmin: _end_batch, and the local
+-- statements in 050_region.sql and 055_local_change.sql). Why that holds:
+-- a transaction below it had finished when the snapshot was taken, so its
+-- change rows, if it committed, were visible to the batch and deleted by
+-- it; a transaction running then, or started later, has an xid at or above
+-- it (and capture records the writer's own, pg_current_xact_id()). A split
+-- part leaves the mark where it was. Reads of the queue start at the mark
+-- by changes_xact_idx, so the rows earlier batches deleted, dead until
+-- vacuum reclaims them, are not visited: with the default
+-- autovacuum_naptime (a minute) a busy queue held 37,000 of them, and a
+-- one-change batch that read them whole took 2.76 ms instead of 0.81
+-- (bench/FINDINGS.md 33). '0' before the first such batch.
+--
+-- The mark and the part are each read once per query (an uncorrelated
+-- scalar subquery), the mark by the view itself and the part by
+-- _batch_part, inlined. Both were SQL functions with a SET clause, which
+-- the planner never inlines: planned again at every query that read the
+-- view, 50-80 us of each read, several reads a batch (bench/FINDINGS.md 36).
 create or replace view permgraph._batch_changes as
   select c.*
   from permgraph.changes c
-  where c.xact_id >= (select permgraph._queue_low_water())
+  where c.xact_id >= (select coalesce((select s.queue_low_water from permgraph.applier_state s), '0'::xid8))
     and case (select permgraph._batch_part())
           when 'removals' then c.old_level is not null and (c.new_level is null or c.new_level < c.old_level)
           when 'additions' then not (c.old_level is not null and (c.new_level is null or c.new_level < c.old_level))
           else true end;
+
+-- (the mark was read through this function until the view read it itself)
+drop function if exists permgraph._queue_low_water();
 
 -- How many changes the current batch has pending (_batch_changes), and
 -- whether one asks for a full recomputation ('*').
