@@ -1449,10 +1449,10 @@ end $function$;
 -- permgraph._can(text,text,text,integer,boolean): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._can(p_user_id text, p_id text, p_owner_id text, p_level integer, p_include_trash boolean)
  RETURNS boolean
- LANGUAGE sql
+ LANGUAGE plpgsql
  STABLE
  SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$select ((p_include_trash or not (
+AS $function$begin return ((p_include_trash or not (
       exists (select 1 from permgraph.trashed_groups permgraph_tg
               where permgraph_tg.group_id = p_id and permgraph_tg.trash_at <= now())
       or exists (select 1 from permgraph.nodes permgraph_n
@@ -1470,7 +1470,7 @@ AS $function$select ((p_include_trash or not (
                   where permgraph_p.user_id = p_user_id and permgraph_p.target_id = p_id and permgraph_p.level >= p_level)
        or exists (select 1 from permgraph.effective_permissions permgraph_p
                   where permgraph_p.user_id = p_user_id and permgraph_p.target_id = p_owner_id and permgraph_p.level >= p_level
-                    and permgraph_p.traverse_owned)))$function$;
+                    and permgraph_p.traverse_owned))); end$function$;
 
 -- permgraph._capture_enabled(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._capture_enabled()
@@ -4923,12 +4923,13 @@ end $function$;
 -- permgraph.is_trashed(text): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.is_trashed(p_id text)
  RETURNS boolean
- LANGUAGE sql
+ LANGUAGE plpgsql
  STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
-  select permgraph._hidden(n.kind, n.id, n.owner_id, n.trash_at) from permgraph.nodes n where n.id = p_id
-$function$;
+begin
+  return (select permgraph._hidden(n.kind, n.id, n.owner_id, n.trash_at) from permgraph.nodes n where n.id = p_id);
+end $function$;
 
 -- permgraph.list_rows(anyelement,name,name,text,integer,text,integer): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.list_rows(p_rows anyelement, p_id_column name, p_owner_column name, p_user_id text, p_level integer DEFAULT 1, p_after text DEFAULT NULL::text, p_limit integer DEFAULT 100)

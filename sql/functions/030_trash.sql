@@ -170,11 +170,15 @@ begin
   return not exists (select from permgraph._not_trashed('object', p_id, p_owner_id, p_trash_at));
 end $$;
 
--- Whether a node is hidden by trash right now (semantics.md, "Trash").
+-- Whether a node is hidden by trash right now (semantics.md, "Trash");
+-- null for an unknown id. PL/pgSQL, its query planned once per session (an
+-- SQL function with a SET clause is planned at every call on PostgreSQL
+-- 14-17: bench/FINDINGS.md 36).
 create or replace function permgraph.is_trashed(p_id text) returns boolean
-language sql stable
+language plpgsql stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select permgraph._hidden(n.kind, n.id, n.owner_id, n.trash_at) from permgraph.nodes n where n.id = p_id
-$$;
+begin
+  return (select permgraph._hidden(n.kind, n.id, n.owner_id, n.trash_at) from permgraph.nodes n where n.id = p_id);
+end $$;

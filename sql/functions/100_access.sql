@@ -63,12 +63,16 @@ $body$;
 
 -- _check: a registered node, its owner from nodes.owner_id.
 -- _can: an application row that carries its own owner (it need not be a node).
+-- PL/pgSQL, so that the predicate's query is planned once per session: as
+-- an SQL function with a SET clause its body was planned at every call on
+-- PostgreSQL 14-17, 384 against 67 us for check() on org small with
+-- PostgreSQL 15 (bench/FINDINGS.md 36).
 do $$
 begin
   execute format(
     'create or replace function permgraph._can(p_user_id text, p_id text, p_owner_id text, p_level integer, p_include_trash boolean)
-       returns boolean language sql stable set search_path = pg_catalog, pg_temp as %L',
-    'select ' || permgraph._access_predicate('p_user_id', 'p_id', 'p_owner_id', 'p_level', 'p_include_trash'));
+       returns boolean language plpgsql stable set search_path = pg_catalog, pg_temp as %L',
+    'begin return ' || permgraph._access_predicate('p_user_id', 'p_id', 'p_owner_id', 'p_level', 'p_include_trash') || '; end');
 end $$;
 
 -- _check: a registered node, its owner from nodes.owner_id. Written out
