@@ -3149,8 +3149,7 @@ end $function$;
 CREATE OR REPLACE FUNCTION permgraph._ms_since(p_started timestamp with time zone)
  RETURNS numeric
  LANGUAGE sql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$ select round((extract(epoch from clock_timestamp() - p_started) * 1000)::numeric, 3) $function$;
+RETURN round((EXTRACT(epoch FROM (clock_timestamp() - p_started)) * (1000)::numeric), 3);
 
 -- permgraph._next_expiry_in_ms(timestamp with time zone): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._next_expiry_in_ms(p_at timestamp with time zone)

@@ -59,11 +59,13 @@ begin
 end $$;
 
 -- Milliseconds since p_started, to the microsecond: the ms of every
--- batch's and chunk's result.
+-- batch's and chunk's result. An SQL-standard body with no SET clause (its
+-- names resolved when it was created), inlined into the statements that
+-- call it: with a SET clause it was planned at every batch on PostgreSQL
+-- 14-17 (bench/FINDINGS.md 36).
 create or replace function permgraph._ms_since(p_started timestamptz) returns numeric
 language sql volatile
-set search_path = pg_catalog, pg_temp
-as $$ select round((extract(epoch from clock_timestamp() - p_started) * 1000)::numeric, 3) $$;
+return round((extract(epoch from clock_timestamp() - p_started) * 1000)::numeric, 3);
 
 -- The change rows of the current batch (_batch_changes) go: it applied
 -- them. By the low-water mark's index (045_batch_split.sql).
