@@ -119,8 +119,9 @@ return coalesce(pg_catalog.current_setting('permgraph.batch_part', true), '');
 -- The mark and the part are each read once per query (an uncorrelated
 -- scalar subquery), the mark by the view itself and the part by
 -- _batch_part, inlined. Both were SQL functions with a SET clause, which
--- the planner never inlines: planned again at every query that read the
--- view, 50-80 us of each read, several reads a batch (bench/FINDINGS.md 36).
+-- the planner never inlines: on PostgreSQL 14-17 planned again at every
+-- query that read the view, 20-45 us of each read there, several reads a
+-- batch (bench/FINDINGS.md 36).
 create or replace view permgraph._batch_changes as
   select c.*
   from permgraph.changes c
