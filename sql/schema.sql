@@ -1901,7 +1901,7 @@ declare
   job_active boolean;
   part text;
   result jsonb;
-  -- (taken before the rows go: see _queue_low_water, 045_batch_split.sql)
+  -- (taken before the rows go: see the low-water mark, _batch_changes in 045_batch_split.sql)
   low_water xid8 := pg_snapshot_xmin(pg_current_snapshot());
 begin
   part := permgraph._batch_part();
