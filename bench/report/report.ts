@@ -164,7 +164,7 @@ function settingsLines(used: { file: string; run: RunResult }[]): string[] {
   const distinct = new Set(withSettings.map((u) => listed(u.run)));
   if (distinct.size === 0) return [];
   if (distinct.size === 1) return ['', `Server settings: ${[...distinct][0]}.`];
-  return ['', ...withSettings.map((u) => `Server settings of ${u.file}: ${listed(u.run)}.`).flatMap((line) => [line, ''])].slice(0, -1);
+  return withSettings.flatMap((u) => ['', `Server settings of ${u.file}: ${listed(u.run)}.`]);
 }
 
 function summaryTable(entries: Entry[]): string[] {
