@@ -87,9 +87,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
   async stop(): Promise<void> {
     if (this.stopping) return this.loop;
     this.stopping = true;
+    // The listener goes first: a stopping worker needs no wake-ups, and a
+    // listener closed before the server drops its connection does not try
+    // to reconnect (Ctrl-C under `npm start` also stops the embedded server,
+    // which terminates every connection while the last batch finishes).
+    const listenerClosed = this.subscriber?.close().catch(() => {});
     this.wakeup.notify();
     await this.loop;
-    await this.subscriber?.close().catch(() => {});
+    await listenerClosed;
     await this.pool.dispose();
     this.emit('stopped');
   }

@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
+import { pino } from 'pino';
 import { LISTENER_APPLICATION_NAME, WORKER_APPLICATION_NAME } from '../../src/constants.ts';
 import { openPool, sql } from '../../src/db/pool.ts';
 import { applyChanges, refresh, type BatchResult } from '../../src/engine/apply.ts';
@@ -9,6 +10,7 @@ import * as model from '../reference/model.ts';
 import { createWorkerMetrics, serveMetrics } from '../../src/worker/metrics.ts';
 import { Worker, type WorkerOptions } from '../../src/worker/worker.ts';
 import { expiring, g, grant, o, u } from '../helpers/builders.ts';
+import { waitUntil } from '../helpers/cli.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { graphArbitrary, loadGraph, readPermissions, wholeSecondAfter } from '../helpers/graph.ts';
 import { GraphState, grantKey, mutationArbitrary } from '../helpers/mutations.ts';
@@ -223,6 +225,37 @@ describe('worker', async () => {
     expect(failures).toBeGreaterThanOrEqual(3);
     expect(worker.role).toBe('active');
     await workerBackends(killed);
+  });
+
+  it('a stopping worker closes its listener first: the server dropping it meanwhile starts no reconnect', async () => {
+    // Ctrl-C under `npm start` reaches the embedded server too, which ends
+    // every connection while the worker finishes its last batch.
+    const state = await seed();
+    const lines: string[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+    const worker = await startWorker({ logger, pollIntervalMs: 60_000 });
+    const [listener] = (await workerBackends([])).filter((b) => b.app === LISTENER_APPLICATION_NAME);
+    let stopped: Promise<void> | undefined;
+    await db.tx(async (tx) => {
+      // The worker's next batch waits for this lock, so stop() has a batch to wait for.
+      await tx.query(sql`lock table permgraph.permissions in access exclusive mode`);
+      await mutate(state, 5, 77);
+      await waitUntil(async () => {
+        const [row] = await db.query(sql`
+          select count(*)::int as n from pg_stat_activity
+          where datname = current_database() and application_name = ${WORKER_APPLICATION_NAME} and wait_event_type = 'Lock'`);
+        return row.n === 1;
+      }, 'the worker batch to wait for the lock');
+      stopped = worker.stop();
+      await db.query(sql`select pg_terminate_backend(pid) from pg_stat_activity where pid = ${listener!.pid}`);
+      await new Promise((r) => setTimeout(r, 800)); // longer than the listener's retry interval
+    });
+    await stopped;
+    const messages = lines.map((line) => JSON.parse(line).msg as string);
+    expect(messages).not.toContain('listener reconnecting');
+    // The last batch committed or rolled back whole: what it left pending applies cleanly.
+    await applyChanges(db);
+    expect(await readPermissions(db)).toEqual(model.computePermissions(state.snapshot()));
   });
 
   it('runs one active applier; a standby takes over when it stops', async () => {
