@@ -27,8 +27,8 @@ view permgraph._batch_changes
   WHERE ((xact_id >= ( SELECT COALESCE(( SELECT s.queue_low_water
                    FROM permgraph.applier_state s), '0'::xid8) AS "coalesce")) AND
         CASE ( SELECT permgraph._batch_part() AS _batch_part)
-            WHEN 'removals'::text THEN ((old_level IS NOT NULL) AND ((new_level IS NULL) OR (new_level < old_level)))
-            WHEN 'additions'::text THEN (NOT ((old_level IS NOT NULL) AND ((new_level IS NULL) OR (new_level < old_level))))
+            WHEN 'removals'::text THEN permgraph._change_removes(old_level, new_level)
+            WHEN 'additions'::text THEN (NOT permgraph._change_removes(old_level, new_level))
             ELSE true
         END);
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
@@ -980,8 +980,8 @@ begin
   return result;
 end $function$;
 
--- permgraph._apply_local_path(integer,bigint,timestamp with time zone): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._apply_local_path(p_max_changes integer, p_max_pairs bigint, p_started timestamp with time zone)
+-- permgraph._apply_local_path(integer,bigint,timestamp with time zone,boolean): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._apply_local_path(p_max_changes integer, p_max_pairs bigint, p_started timestamp with time zone, p_adds_only boolean)
  RETURNS jsonb
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
@@ -993,7 +993,7 @@ begin
   if p_max_pairs <= 0 then
     return null;
   end if;
-  if not permgraph._batch_removes_nothing() then
+  if not p_adds_only and not permgraph._batch_removes_nothing() then
     return permgraph._apply_local_batch(p_max_changes, p_max_pairs, p_started);
   end if;
   select a.batch, a.trash_roots into additions
@@ -1267,7 +1267,7 @@ end $function$;
 CREATE OR REPLACE FUNCTION permgraph._batch_result(p_mode text, p_delta boolean, p_local boolean, p_changes bigint, p_expired bigint, p_pairs bigint, p_to_job bigint, p_deferred bigint, p_job_active boolean, p_inserted bigint, p_updated bigint, p_deleted bigint, p_ms numeric, p_next_expiry_in_ms bigint)
  RETURNS jsonb
  LANGUAGE sql
- IMMUTABLE
+ STABLE
 RETURN jsonb_build_object('mode', p_mode, 'delta', p_delta, 'local', p_local, 'changes', p_changes, 'expired', p_expired, 'region_pairs', p_pairs, 'to_long_job', p_to_job, 'deferred', p_deferred, 'long_job_active', p_job_active, 'inserted', p_inserted, 'updated', p_updated, 'deleted', p_deleted, 'ms', p_ms, 'next_expiry_in_ms', p_next_expiry_in_ms);
 
 -- permgraph._batch_trash_roots(): execute <owner>: EXECUTE
@@ -1567,6 +1567,13 @@ begin
   from candidates c
   join (select d.origin, count(*) as nodes from down d group by d.origin) n on n.origin = c.head_id;
 end $function$;
+
+-- permgraph._change_removes(smallint,smallint): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._change_removes(p_old_level smallint, p_new_level smallint)
+ RETURNS boolean
+ LANGUAGE sql
+ IMMUTABLE
+RETURN ((p_old_level IS NOT NULL) AND ((p_new_level IS NULL) OR (p_new_level < p_old_level)));
 
 -- permgraph._changes_begin_write(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._changes_begin_write()
@@ -3081,7 +3088,7 @@ end $function$;
 CREATE OR REPLACE FUNCTION permgraph._local_batch_result(p_delta boolean, p_changes bigint, p_pairs bigint, p_inserted bigint, p_updated bigint, p_deleted bigint, p_ms numeric)
  RETURNS jsonb
  LANGUAGE sql
- IMMUTABLE
+ STABLE
 RETURN permgraph._batch_result('incremental'::text, p_delta, true, p_changes, (0)::bigint, p_pairs, (0)::bigint, (0)::bigint, false, p_inserted, p_updated, p_deleted, p_ms, NULL::bigint);
 
 -- permgraph._local_batch_size(integer): execute <owner>: EXECUTE
@@ -3513,7 +3520,7 @@ CREATE OR REPLACE FUNCTION permgraph._path_traverses(p_head_kind text, p_last_ed
 RETURN CASE p_head_kind WHEN 'group'::text THEN true WHEN 'object'::text THEN false ELSE p_last_edge_manage END;
 
 -- permgraph._pending_changes(): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._pending_changes(OUT pending bigint, OUT needs_full boolean)
+CREATE OR REPLACE FUNCTION permgraph._pending_changes(OUT pending bigint, OUT needs_full boolean, OUT adds_only boolean)
  RETURNS record
  LANGUAGE plpgsql
  STABLE
@@ -3522,7 +3529,10 @@ CREATE OR REPLACE FUNCTION permgraph._pending_changes(OUT pending bigint, OUT ne
  SET enable_seqscan TO 'off'
 AS $function$
 begin
-  select count(*), coalesce(bool_or(c.tail_kind = '*'), false) into pending, needs_full from permgraph._batch_changes c;
+  select count(*), coalesce(bool_or(c.tail_kind = '*'), false),
+         coalesce(bool_and(c.old_level is null), true)
+  into pending, needs_full, adds_only
+  from permgraph._batch_changes c;
 end $function$;
 
 -- permgraph._permission_changes_channel(): execute <owner>: EXECUTE
@@ -4328,6 +4338,7 @@ declare
   started timestamptz := clock_timestamp();
   pending bigint;
   needs_full boolean;
+  adds_only boolean;
   mode text;
   trash_roots text[];
   batch_at timestamptz;
@@ -4346,7 +4357,7 @@ begin
   batch_at := permgraph._begin_applying('apply_changes', p_at);
   -- (the whole queue unless _split_batch says otherwise; never a caller's setting)
   perform pg_catalog.set_config('permgraph.batch_part', '', true);
-  select p.pending, p.needs_full into pending, needs_full from permgraph._pending_changes() p;
+  select p.pending, p.needs_full, p.adds_only into pending, needs_full, adds_only from permgraph._pending_changes() p;
   if pending > 0 and local_pairs > 0 and not p_force_full and not needs_full then
     -- (a worker session's split first: its part may fit the local path;
     -- 045_batch_split.sql)
@@ -4355,7 +4366,8 @@ begin
       -- (the batch, its end and its result in one statement; null: it did
       -- not fit. A batch it takes has no expiry, so expired = 0, and no job
       -- runs; a region within p_chunk_pairs holds no change a job would take)
-      local_result := permgraph._apply_local_path(p_max_changes, least(local_pairs, p_chunk_pairs, p_max_pairs), started);
+      -- (a queue that only adds has parts that only add)
+      local_result := permgraph._apply_local_path(p_max_changes, least(local_pairs, p_chunk_pairs, p_max_pairs), started, adds_only);
       if local_result is not null then
         -- (one part of a split queue: the rest is pending, to apply next)
         local_result := local_result || jsonb_build_object('more_pending', permgraph._batch_part() <> '');
@@ -4500,10 +4512,12 @@ CREATE OR REPLACE FUNCTION permgraph.apply_local_changes(p_max_changes integer D
 AS $function$
 declare
   at timestamptz;
+  queue record;
 begin
   -- (the whole queue: which part a batch takes is apply_changes' to say in
   -- a worker session, never a caller's setting; 045_batch_split.sql)
   perform pg_catalog.set_config('permgraph.batch_part', '', true);
+  select p.pending, p.adds_only into queue from permgraph._pending_changes() p;
   -- Nothing pending and nothing expired: apply_changes' answer, with no
   -- lock and no transaction of its own (BEGIN, apply_changes, COMMIT cost
   -- ~2 ms on org small where this costs a round trip). Exact without the
@@ -4512,14 +4526,15 @@ begin
   -- statement's snapshot means every change committed before the call was
   -- applied by a committed batch (one still running would leave its rows
   -- visible here).
-  if (select p.pending from permgraph._pending_changes() p) = 0 then
+  if queue.pending = 0 then
     at := clock_timestamp();
     if permgraph._count_expired(at) = 0 then
       return permgraph._nothing_to_apply(at);
     end if;
   end if;
   return permgraph._apply_local_path(
-    p_max_changes, least(coalesce(p_local_pairs, permgraph._local_change_pairs()), p_chunk_pairs, p_max_pairs), clock_timestamp());
+    p_max_changes, least(coalesce(p_local_pairs, permgraph._local_change_pairs()), p_chunk_pairs, p_max_pairs), clock_timestamp(),
+    queue.adds_only);
 end $function$;
 
 -- permgraph.can(text,text,text,integer): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE

@@ -83,6 +83,13 @@
 -- such a row stopped the semi-naive walk (it did not rise), the pairs below
 -- are below the removed edge's head too, so in the same region.
 
+-- Whether a change row removes or lowers an edge (a removal, in the
+-- split's terms; every other row adds or raises one). An SQL-standard body,
+-- inlined where it is used.
+create or replace function permgraph._change_removes(p_old_level smallint, p_new_level smallint) returns boolean
+language sql immutable
+return p_old_level is not null and (p_new_level is null or p_new_level < p_old_level);
+
 -- Which part of the pending queue the current batch takes: 'removals',
 -- 'additions' (every change that does not remove or lower an edge), or ''
 -- (all of it). Set by apply_changes for one batch (transaction-local, reset
@@ -127,16 +134,23 @@ create or replace view permgraph._batch_changes as
   from permgraph.changes c
   where c.xact_id >= (select coalesce((select s.queue_low_water from permgraph.applier_state s), '0'::xid8))
     and case (select permgraph._batch_part())
-          when 'removals' then c.old_level is not null and (c.new_level is null or c.new_level < c.old_level)
-          when 'additions' then not (c.old_level is not null and (c.new_level is null or c.new_level < c.old_level))
+          when 'removals' then permgraph._change_removes(c.old_level, c.new_level)
+          when 'additions' then not permgraph._change_removes(c.old_level, c.new_level)
           else true end;
 
 -- (the mark was read through this function until the view read it itself)
 drop function if exists permgraph._queue_low_water();
 
--- How many changes the current batch has pending (_batch_changes), and
--- whether one asks for a full recomputation ('*').
-create or replace function permgraph._pending_changes(out pending bigint, out needs_full boolean)
+-- How many changes the current batch has pending (_batch_changes), whether
+-- one asks for a full recomputation ('*'), and whether every one adds an
+-- edge that was not there (old_level null: a new grant, node or owner),
+-- which lets the local path choose its statement without a query of its
+-- own (055_local_change.sql). One read of the queue for the three.
+-- (Its result gained adds_only, and a function's result type cannot change
+-- in place: dropped first. DROP FUNCTION ignores OUT arguments.)
+drop function if exists permgraph._pending_changes();
+
+create or replace function permgraph._pending_changes(out pending bigint, out needs_full boolean, out adds_only boolean)
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
 set jit = off
@@ -144,7 +158,10 @@ set jit = off
 set enable_seqscan = off
 as $$
 begin
-  select count(*), coalesce(bool_or(c.tail_kind = '*'), false) into pending, needs_full from permgraph._batch_changes c;
+  select count(*), coalesce(bool_or(c.tail_kind = '*'), false),
+         coalesce(bool_and(c.old_level is null), true)
+  into pending, needs_full, adds_only
+  from permgraph._batch_changes c;
 end $$;
 
 -- The groups whose trash flag the current batch's changes set or cleared

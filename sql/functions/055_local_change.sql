@@ -98,11 +98,14 @@ return p_user_id || chr(1) || p_target_id;
 -- apply_changes' result for a batch that ran, whichever path applied it:
 -- this one (_local_batch_result below) and the ordinary one (_end_batch,
 -- 060_apply.sql). The keys are BatchResult's (src/engine/apply.ts). An
--- SQL-standard body: resolved when created, and inlined.
+-- SQL-standard body: resolved when created, and inlined. Stable, as
+-- jsonb_build_object is: the planner inlines no function whose body is
+-- more volatile than it is declared, and as immutable this one was called,
+-- ~30 us a batch (bench/FINDINGS.md 37).
 create or replace function permgraph._batch_result(p_mode text, p_delta boolean, p_local boolean,
   p_changes bigint, p_expired bigint, p_pairs bigint, p_to_job bigint, p_deferred bigint, p_job_active boolean,
   p_inserted bigint, p_updated bigint, p_deleted bigint, p_ms numeric, p_next_expiry_in_ms bigint) returns jsonb
-language sql immutable
+language sql stable
 return pg_catalog.jsonb_build_object(
   'mode', p_mode, 'delta', p_delta, 'local', p_local, 'changes', p_changes, 'expired', p_expired,
   'region_pairs', p_pairs, 'to_long_job', p_to_job, 'deferred', p_deferred, 'long_job_active', p_job_active,
@@ -115,7 +118,7 @@ return pg_catalog.jsonb_build_object(
 -- and it writes no row that expires.
 create or replace function permgraph._local_batch_result(p_delta boolean, p_changes bigint, p_pairs bigint,
   p_inserted bigint, p_updated bigint, p_deleted bigint, p_ms numeric) returns jsonb
-language sql immutable
+language sql stable
 return permgraph._batch_result('incremental', p_delta, true, p_changes, 0, p_pairs, 0, 0, false,
                                p_inserted, p_updated, p_deleted, p_ms, null);
 
@@ -430,17 +433,27 @@ begin
   return p_result;
 end $$;
 
+-- (its signature gained p_adds_only: the old one goes first)
+drop function if exists permgraph._apply_local_path(integer, bigint, timestamptz);
+
 -- The local path for the pending batch, whichever statement fits it: a
 -- batch that removes nothing (_batch_removes_nothing) by the semi-naive
 -- one (_write_additions with p_local: its cost follows the rows that rise),
 -- any other by the region one (_apply_local_batch). Both check in their own
--- snapshot that the path takes the batch, so the test here only chooses
--- between them (if the batch changes before the statement, the statement
--- sees it). Returns apply_changes' result, or null having written nothing
--- (then the ordinary path is the way). The parameters are
+-- snapshot that the path takes the batch, so the choice here is only which
+-- to try (if the batch changes before the statement, the statement sees
+-- it, and a wrong guess costs a fall back to the ordinary path, never a
+-- wrong row). p_adds_only: whether every change of the batch adds an edge,
+-- as the caller's read of the queue saw it (_pending_changes); such a
+-- batch goes to the semi-naive statement without asking
+-- _batch_removes_nothing() first, ~75 us of a ~2 ms local change
+-- (bench/FINDINGS.md 37). Any other batch is asked: a raised level comes as
+-- the old edge's removal and the new edge's addition, and removes nothing.
+-- Returns apply_changes' result, or null having written nothing (then the
+-- ordinary path is the way). The other parameters are
 -- _apply_local_batch's; p_max_pairs <= 0: never.
 create or replace function permgraph._apply_local_path(p_max_changes integer, p_max_pairs bigint,
-  p_started timestamptz) returns jsonb
+  p_started timestamptz, p_adds_only boolean) returns jsonb
 language plpgsql
 set search_path = pg_catalog, pg_temp
 set jit = off
@@ -451,7 +464,7 @@ begin
   if p_max_pairs <= 0 then
     return null;
   end if;
-  if not permgraph._batch_removes_nothing() then
+  if not p_adds_only and not permgraph._batch_removes_nothing() then
     return permgraph._apply_local_batch(p_max_changes, p_max_pairs, p_started);
   end if;
   select a.batch, a.trash_roots into additions
@@ -487,10 +500,12 @@ set jit = off
 as $$
 declare
   at timestamptz;
+  queue record;
 begin
   -- (the whole queue: which part a batch takes is apply_changes' to say in
   -- a worker session, never a caller's setting; 045_batch_split.sql)
   perform pg_catalog.set_config('permgraph.batch_part', '', true);
+  select p.pending, p.adds_only into queue from permgraph._pending_changes() p;
   -- Nothing pending and nothing expired: apply_changes' answer, with no
   -- lock and no transaction of its own (BEGIN, apply_changes, COMMIT cost
   -- ~2 ms on org small where this costs a round trip). Exact without the
@@ -499,12 +514,13 @@ begin
   -- statement's snapshot means every change committed before the call was
   -- applied by a committed batch (one still running would leave its rows
   -- visible here).
-  if (select p.pending from permgraph._pending_changes() p) = 0 then
+  if queue.pending = 0 then
     at := clock_timestamp();
     if permgraph._count_expired(at) = 0 then
       return permgraph._nothing_to_apply(at);
     end if;
   end if;
   return permgraph._apply_local_path(
-    p_max_changes, least(coalesce(p_local_pairs, permgraph._local_change_pairs()), p_chunk_pairs, p_max_pairs), clock_timestamp());
+    p_max_changes, least(coalesce(p_local_pairs, permgraph._local_change_pairs()), p_chunk_pairs, p_max_pairs), clock_timestamp(),
+    queue.adds_only);
 end $$;

@@ -201,6 +201,7 @@ declare
   started timestamptz := clock_timestamp();
   pending bigint;
   needs_full boolean;
+  adds_only boolean;
   mode text;
   trash_roots text[];
   batch_at timestamptz;
@@ -219,7 +220,7 @@ begin
   batch_at := permgraph._begin_applying('apply_changes', p_at);
   -- (the whole queue unless _split_batch says otherwise; never a caller's setting)
   perform pg_catalog.set_config('permgraph.batch_part', '', true);
-  select p.pending, p.needs_full into pending, needs_full from permgraph._pending_changes() p;
+  select p.pending, p.needs_full, p.adds_only into pending, needs_full, adds_only from permgraph._pending_changes() p;
   if pending > 0 and local_pairs > 0 and not p_force_full and not needs_full then
     -- (a worker session's split first: its part may fit the local path;
     -- 045_batch_split.sql)
@@ -228,7 +229,8 @@ begin
       -- (the batch, its end and its result in one statement; null: it did
       -- not fit. A batch it takes has no expiry, so expired = 0, and no job
       -- runs; a region within p_chunk_pairs holds no change a job would take)
-      local_result := permgraph._apply_local_path(p_max_changes, least(local_pairs, p_chunk_pairs, p_max_pairs), started);
+      -- (a queue that only adds has parts that only add)
+      local_result := permgraph._apply_local_path(p_max_changes, least(local_pairs, p_chunk_pairs, p_max_pairs), started, adds_only);
       if local_result is not null then
         -- (one part of a split queue: the rest is pending, to apply next)
         local_result := local_result || jsonb_build_object('more_pending', permgraph._batch_part() <> '');
