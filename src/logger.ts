@@ -1,12 +1,15 @@
-import { pino, type Logger } from 'pino';
+import { pino, type DestinationStream, type Logger } from 'pino';
 
 export type { Logger };
 
-/** Structured JSON logs to stderr, so stdout stays free for command output. */
-export function createLogger(options: { level?: string; name?: string } = {}): Logger {
+/**
+ * Structured logs, as JSON lines to stderr unless `destination` takes them
+ * (the command line's text format), so stdout stays free for command output.
+ */
+export function createLogger(options: { level?: string; name?: string; destination?: DestinationStream } = {}): Logger {
   return pino(
     { name: options.name ?? 'permgraph', level: options.level ?? process.env.PERMGRAPH_LOG_LEVEL ?? 'info' },
-    pino.destination(2),
+    options.destination ?? pino.destination(2),
   );
 }
 

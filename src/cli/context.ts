@@ -5,10 +5,12 @@ import type { ConnectionPool } from '../db/pool.ts';
 import type { ResolvedDatabase } from '../db/resolve.ts';
 import type { Logger } from '../logger.ts';
 import { ExitCode } from './errors.ts';
+import { resolveLogFormat, textLogDestination } from './log-format.ts';
 
 export interface GlobalOptions {
   databaseUrl?: string;
   logLevel?: string;
+  logFormat?: string;
   json?: boolean;
 }
 
@@ -71,7 +73,8 @@ export async function withContext<T>(options: GlobalOptions, run: (context: Comm
       import('../db/resolve.ts'),
       import('../db/pool.ts'),
     ]);
-    const logger = createLogger({ level: options.logLevel ?? 'warn' });
+    const format = resolveLogFormat(options.logFormat);
+    const logger = createLogger({ level: options.logLevel ?? 'warn', destination: format === 'text' ? textLogDestination() : undefined });
     interrupt.logger = logger;
     interrupt.check();
     const database = await resolveDatabase({ databaseUrl: options.databaseUrl, logger });

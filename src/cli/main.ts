@@ -16,7 +16,8 @@ const json = (() => {
 const program = new Command('permgraph')
   .description('materialized permission graph for PostgreSQL')
   .option('--database-url <url>', 'PostgreSQL connection string (default: $DATABASE_URL, else the embedded server)')
-  .option('--log-level <level>', 'trace|debug|info|warn|error|silent (logs are JSON on stderr)')
+  .option('--log-level <level>', 'trace|debug|info|warn|error|silent (logs go to stderr)')
+  .option('--log-format <format>', 'json|text (default: text on a terminal, else JSON lines)')
   .option('--json', 'machine-readable output on stdout, keys in camelCase; a failure is {"error": {"message", "code", "exitCode"}} on stderr')
   .showHelpAfterError()
   // With --json, commander's own error text and help are replaced by the JSON failure (main below).
