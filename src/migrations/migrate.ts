@@ -103,7 +103,7 @@ export async function migrate(db: Queryable, logger: Logger = silentLogger): Pro
     const done: string[] = [];
     for (const migration of migrations) {
       if (applied.has(migration.version)) continue;
-      logger.info({ migration: migration.name }, 'applying migration');
+      logger.debug({ migration: migration.name }, 'applying migration');
       await tx.query(sql.__dangerous__rawValue(migration.text));
       await tx.query(sql`
         insert into permgraph.migrations (version, name, checksum)
@@ -114,6 +114,8 @@ export async function migrate(db: Queryable, logger: Logger = silentLogger): Pro
     if (done.length || functions.length) {
       // Objects created by this run start with default privileges: take them away again.
       await tx.query(sql`select permgraph._apply_privileges()`);
+      // (one line for the run; each file at debug)
+      logger.info({ migrations: done.length, functionFiles: functions.length, schemaVersion: migrations.at(-1)?.name }, 'schema migrated');
     }
     return { applied: done, functions };
   });
@@ -125,7 +127,7 @@ async function applyChangedFunctionFiles(tx: Queryable, files: SqlFile[], logger
   const applied: string[] = [];
   for (const file of files) {
     if (appliedChecksums.get(file.name) === file.checksum) continue;
-    logger.info({ functions: file.name }, 'applying function file');
+    logger.debug({ functions: file.name }, 'applying function file');
     await tx.query(sql.__dangerous__rawValue(file.text));
     await tx.query(sql`
       insert into permgraph.function_files (name, checksum) values (${file.name}, ${file.checksum})
