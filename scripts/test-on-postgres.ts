@@ -8,9 +8,9 @@
 // the `postgres` OS user, which must exist.
 import { execFileSync, spawnSync, type SpawnSyncOptions } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { freePort } from '../src/db/embedded.ts';
 
 /** The binaries of each major version: the newest release of the same series as the pinned embedded server's. */
 const PINNED_EMBEDDED = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { dependencies: Record<string, string> })
@@ -106,15 +106,4 @@ function runServerTool(tool: string, args: string[]): void {
 
 function userId(name: string): number {
   return Number(execFileSync('id', ['-u', name], { encoding: 'utf8' }).trim());
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 }

@@ -184,7 +184,7 @@ async function portIsFree(port: number): Promise<boolean> {
 }
 
 /** A free TCP port chosen by the kernel; never 5432, which a system server may hold. */
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   for (;;) {
     const port = await new Promise<number>((resolve, reject) => {
       const probe = createServer();
