@@ -96,7 +96,11 @@ function fetchBinaries(binaryVersion: string): string {
     if (!existsSync(at)) symlinkSync(path.relative(path.dirname(at), path.join(unpacked, source)), at);
   }
   execFileSync('chmod', ['-R', 'a+rX', unpacked]);
-  renameSync(unpacked, target);
+  try {
+    renameSync(unpacked, target);
+  } catch (error) {
+    if (!existsSync(target)) throw error; // (another run fetched the same version meanwhile: use its copy)
+  }
   rmSync(work, { recursive: true, force: true });
   if (!readdirSync(path.join(target, 'native', 'bin')).includes('postgres')) fail(`${name} holds no postgres binary`);
   return target;
