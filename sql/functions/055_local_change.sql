@@ -446,7 +446,7 @@ drop function if exists permgraph._apply_local_path(integer, bigint, timestamptz
 -- wrong row). p_adds_only: whether every change of the batch adds an edge,
 -- as the caller's read of the queue saw it (_pending_changes); such a
 -- batch goes to the semi-naive statement without asking
--- _batch_removes_nothing() first, ~75 us of a ~2 ms local change
+-- _batch_removes_nothing() first, some tens of us of a ~2 ms local change
 -- (bench/FINDINGS.md 37). Any other batch is asked: a raised level comes as
 -- the old edge's removal and the new edge's addition, and removes nothing.
 -- Returns apply_changes' result, or null having written nothing (then the
