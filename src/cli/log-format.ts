@@ -17,7 +17,12 @@ const LEVEL_NAMES: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INF
 /** Fields every entry has, which the text line shows in its own places or leaves out. */
 const FRAME_FIELDS = new Set(['level', 'time', 'msg', 'pid', 'hostname', 'name']);
 
-/** One pino JSON entry as `HH:MM:SS.mmm LEVEL message key=value …` (an error as its message, its stack below from debug on). */
+/**
+ * One pino JSON entry as `HH:MM:SS.mmm LEVEL message key=value …` (an error
+ * as its message, its stack below from debug on). A nested object is spread
+ * into dotted keys (`batch.mode=local batch.rows_written=8`), so a batch's
+ * summary reads as fields rather than as one long JSON value.
+ */
 export function formatLogLine(json: string): string {
   let entry: Record<string, unknown>;
   try {
@@ -37,9 +42,18 @@ export function formatLogLine(json: string): string {
       if (level <= 20 && typeof err.stack === 'string') stack = `\n${err.stack.replace(/^/gm, '    ')}`;
       continue;
     }
-    parts.push(`${key}=${typeof value === 'string' && /^[^\s"=]+$/.test(value) ? value : JSON.stringify(value)}`);
+    parts.push(...fields(key, value));
   }
   return parts.filter((part) => part !== '').join(' ') + stack;
+}
+
+/** `key=value` pairs of one field; a plain object's fields under `key.`, an empty one as `{}`. */
+function fields(key: string, value: unknown): string[] {
+  if (value !== null && typeof value === 'object' && !Array.isArray(value) && Object.keys(value).length > 0) {
+    return Object.entries(value).flatMap(([inner, innerValue]) => fields(`${key}.${inner}`, innerValue));
+  }
+  const text = typeof value === 'string' && /^[^\s"=]+$/.test(value) ? value : JSON.stringify(value);
+  return [`${key}=${text}`];
 }
 
 /** HH:MM:SS.mmm in local time. */

@@ -34,10 +34,10 @@ describe('log format', () => {
   it('formats what a pino logger writes to it, line by line', () => {
     const lines: string[] = [];
     const logger = pino({ level: 'info' }, textLogDestination((text) => void lines.push(text)));
-    logger.info({ batch: { mode: 'incremental' } }, 'applied');
+    logger.info({ batch: { mode: 'incremental', rows: { inserted: 2, deleted: 0 }, ids: ['a', 'b'], none: {} } }, 'applied');
     logger.debug('not at this level');
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/^\d\d:\d\d:\d\d\.\d{3} INFO  applied batch=\{"mode":"incremental"\}\n$/);
+    expect(lines[0]).toMatch(/^\d\d:\d\d:\d\d\.\d{3} INFO  applied batch\.mode=incremental batch\.rows\.inserted=2 batch\.rows\.deleted=0 batch\.ids=\["a","b"\] batch\.none=\{\}\n$/);
   });
 
   it('defaults to text on a terminal and JSON elsewhere; anything but json or text is a usage error', () => {
