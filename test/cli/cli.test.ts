@@ -138,7 +138,11 @@ describe('permgraph CLI', async () => {
             const [row] = await db.query(sql`select count(*)::int as n from pg_stat_activity where pid = any(${waiting}::int[])`);
             return row.n === 0;
           }, `the backend of ${args[0]} to go away`);
-          const [held] = await tx.query(sql`select count(*)::int as n from pg_locks where locktype = 'relation' and relation = 'permgraph.permissions'::regclass and mode = 'AccessExclusiveLock' and granted`);
+          // pg_locks is the whole server's, and the files' databases are clones with the same table oids.
+          const [held] = await tx.query(sql`
+            select count(*)::int as n from pg_locks
+            where locktype = 'relation' and relation = 'permgraph.permissions'::regclass and mode = 'AccessExclusiveLock' and granted
+              and database = (select oid from pg_database where datname = current_database())`);
           expect(held.n).toBe(1);
         }
       });

@@ -82,7 +82,10 @@ describe('permgraph import / audit / doctor (CLI)', async () => {
       });
       // The killed session's backend ends (rolling its batch back) once it sees the closed socket.
       await waitUntil(async () => {
-        const [row] = await locker.query(sql`select count(*)::int as n from pg_locks where locktype = 'advisory' and classid = ${IMPORT_LOCK_CLASS}`);
+        const [row] = await locker.query(sql`
+          select count(*)::int as n from pg_locks
+          where locktype = 'advisory' and classid = ${IMPORT_LOCK_CLASS}
+            and database = (select oid from pg_database where datname = current_database())`);
         return row.n === 0;
       }, 'the killed import session to end');
     } finally {

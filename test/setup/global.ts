@@ -17,7 +17,38 @@ declare module 'vitest' {
   }
 }
 
+interface TestServer {
+  serverUrl: string;
+  template: string;
+  teardown: () => Promise<void>;
+}
+
+/**
+ * Every project of vitest.config.ts runs this setup in the one main process,
+ * each loading this module afresh: the first starts the server and the
+ * template, the others share them (through globalThis), and the last
+ * teardown stops them.
+ */
+const SHARED = Symbol.for('permgraph.test.server');
+type Shared = { server: Promise<TestServer>; users: number };
+const registry = globalThis as { [SHARED]?: Shared };
+
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const shared = (registry[SHARED] ??= { server: startServer(), users: 0 });
+  shared.users += 1;
+  const { serverUrl, template, teardown } = await shared.server;
+  project.provide('pgServerUrl', serverUrl);
+  project.provide('pgTemplate', template);
+  return async () => {
+    shared.users -= 1;
+    if (shared.users === 0) {
+      delete registry[SHARED];
+      await teardown();
+    }
+  };
+}
+
+async function startServer(): Promise<TestServer> {
   let server: EmbeddedServer | undefined;
   let scratch: string | undefined;
   let serverUrl = process.env.DATABASE_URL;
@@ -39,13 +70,11 @@ export default async function setup(project: TestProject): Promise<() => Promise
   } finally {
     await templateDb.dispose();
   }
-  project.provide('pgServerUrl', serverUrl);
-  project.provide('pgTemplate', template);
-
-  return async () => {
+  const teardown = async () => {
     await admin.query(sql`drop database if exists ${sql.ident(template)} with (force)`);
     await admin.dispose();
     await server?.stop();
     if (scratch) await rm(scratch, { recursive: true, force: true });
   };
+  return { serverUrl, template, teardown };
 }
