@@ -3042,24 +3042,28 @@ declare
   rows_cost double precision;
   scan_cost double precision;
   hash_cost double precision;
+  ordered_cost double precision;  -- infinity where there is no ordered plan (p_nodes)
+  ordered_floor double precision; -- what ordered costs at least, however much the user sees
 begin
-  if forced is not null and forced not in ('rows', 'scan', 'hash') then
-    raise exception 'permgraph: permgraph.listing_plan must be rows, scan or hash (or unset), got "%"', forced
+  if forced is not null and forced not in ('rows', 'scan', 'hash', 'ordered') then
+    raise exception 'permgraph: permgraph.listing_plan must be rows, scan, hash or ordered (or unset), got "%"', forced
       using errcode = '22023';
   end if;
   -- With c rows of owners, scan costs at most scan_bound / c, rows at least
-  -- c * (read_row + descent + per_row * entry) and hash at least
-  -- c * read_row + candidates * hashed: count_cap is the larger of the c at
-  -- which each of those reaches scan's bound.
+  -- c * (read_row + descent + per_row * entry), hash at least
+  -- c * read_row + candidates * hashed and ordered at least c * read_row:
+  -- count_cap is the larger of the c at which each of those reaches scan's
+  -- bound.
   scan_bound := probed * p_limit * candidates / per_row;
   count_cap := least(1000000, greatest(64, ceil(greatest(
     sqrt(scan_bound / (read_row + descent + per_row * entry)),
-    (sqrt((candidates * hashed) ^ 2 + 4 * read_row * scan_bound) - candidates * hashed) / (2 * read_row)))))::bigint;
+    (sqrt((candidates * hashed) ^ 2 + 4 * read_row * scan_bound) - candidates * hashed) / (2 * read_row),
+    case when p_nodes then 0 else sqrt(scan_bound / read_row) end))))::bigint;
   if p_rows is null then
     return;
   end if;
   if forced is not null then
-    plan := forced;
+    plan := case when forced = 'ordered' and p_nodes then 'hash' else forced end;
     return;
   end if;
   user_rows := p_rows;
@@ -3068,15 +3072,21 @@ begin
   rows_cost := user_rows * (read_row + descent)
                + least(visible, user_rows * p_limit) * entry;
   hash_cost := user_rows * read_row + candidates * hashed + visible * entry;
+  ordered_cost := case when p_nodes then 'infinity'
+                       else user_rows * read_row + least(candidates, p_limit * candidates / visible) * (entry + hashed) end;
+  ordered_floor := case when p_nodes then 'infinity'
+                        else user_rows * read_row + least(candidates, p_limit) * (entry + hashed) end;
   if coalesce(p_candidates, -1) <= 0 then
     -- nothing known of the candidates (never analyzed): the plan whose cost
     -- the user's own rows bound, once they are all counted
     plan := case when p_complete then 'rows' end;
   elsif not p_complete then
-    -- lower bounds of rows and hash, an upper bound of scan
-    plan := case when scan_cost <= least(rows_cost, hash_cost) then 'scan' end;
-  elsif scan_cost <= least(rows_cost, hash_cost) then
+    -- lower bounds of rows, hash and ordered, an upper bound of scan
+    plan := case when scan_cost <= least(rows_cost, hash_cost, ordered_floor) then 'scan' end;
+  elsif scan_cost <= least(rows_cost, hash_cost, ordered_cost) then
     plan := 'scan';
+  elsif ordered_cost <= least(rows_cost, hash_cost) then
+    plan := 'ordered';
   elsif rows_cost < hash_cost then
     plan := 'rows';
   else
@@ -5082,6 +5092,17 @@ begin
          and not exists (select 1 from permgraph.trashed_groups t where t.group_id = %3$s and t.trash_at <= now())
        order by d.%4$I limit $4', tbl, after_cond, owner_key, p_id_column)
       using p_user_id, p_level, p_after, p_limit, gone;
+  elsif choice.plan = 'ordered' then
+    -- the table in id order from the cursor, each row's owner looked up in
+    -- the owners (a hashed "= any" of the constant array), until the page
+    -- is full. The ordered subquery (offset 0: kept apart, filter above it)
+    -- leaves the planner the id index or a sort of the whole table, and
+    -- under a limit the index wins.
+    return query execute format(
+      'select d.* from (select d.* from %1$s d where true %3$s order by d.%4$I offset 0) d
+       where %2$s = any ($5::text[])
+       limit $4', tbl, owner_any, after_cond, p_id_column)
+      using p_user_id, p_level, p_after, p_limit, owners;
   elsif choice.plan = 'hash' then
     -- the table read once, each row's owner looked up in the owners (a
     -- hashed "= any" of the constant array: a hash probe per row, several
@@ -5110,7 +5131,7 @@ begin
        and cardinality(owners) * coalesce(per_owner, rows_cap) <= rows_cap then
       return query execute format(
         'with k as materialized (
-           select d.* from %2$s d where d.%3$I = any ($5::text[] collate %4$s) %5$s limit $6 + 1)
+           select d.* from %2$s d where d.%3$I = any ((select $5::text[])::text[] collate %4$s) %5$s limit $6 + 1)
          select k.* from k where (select count(*) from k) <= $6
          order by k.%1$I limit $4', p_id_column, tbl, p_owner_column, owner_collation, after_cond)
         using p_user_id, p_level, p_after, p_limit, owners, rows_cap;
