@@ -42,6 +42,20 @@ function planNodes(node: PlanNode): PlanNode[] {
 describe('listing plans: rows, scan, hash and ordered give the same pages', async () => {
   const { db, url } = await createTestDatabase();
 
+  /** (Re)creates public.app_rows, rows owned through owner_id, with the (owner, id) index the rows plan walks. */
+  async function createAppRows({ ownerIndex = true } = {}): Promise<void> {
+    await db.query(sql`drop table if exists public.app_rows`);
+    await db.query(sql`create table public.app_rows (id text primary key, owner_id text)`);
+    if (ownerIndex) await db.query(sql`create index on public.app_rows (owner_id, id)`);
+  }
+
+  /** Replaces the rows of public.app_rows and analyzes it (the plans' choice reads its statistics). */
+  async function fillAppRows(rows: { id: string; ownerId: string | null }[]): Promise<void> {
+    await db.query(sql`truncate public.app_rows`);
+    await db.query(sql`insert into public.app_rows select * from unnest(${rows.map((r) => r.id)}::text[], ${rows.map((r) => r.ownerId)}::text[])`);
+    await db.query(sql`analyze public.app_rows`);
+  }
+
   /** Runs body in a transaction with permgraph.listing_plan set (null: the automatic choice). */
   async function withPlan<T>(plan: Plan, body: (tx: Transaction) => Promise<T>): Promise<T> {
     return db.tx(async (tx) => {
@@ -105,9 +119,7 @@ describe('listing plans: rows, scan, hash and ordered give the same pages', asyn
   });
 
   it('one user sees almost everything, another almost nothing: the automatic choice and every plan agree with the model', async () => {
-    await db.query(sql`drop table if exists public.app_rows`);
-    await db.query(sql`create table public.app_rows (id text primary key, owner_id text)`);
-    await db.query(sql`create index on public.app_rows (owner_id, id)`);
+    await createAppRows();
     await fc.assert(
       fc.asyncProperty(
         fc.array(fc.record({ owner: fc.nat(39) }), { minLength: 0, maxLength: 12 }),
@@ -128,11 +140,9 @@ describe('listing plans: rows, scan, hash and ordered give the same pages', asyn
           };
           await loadGraph(db, graph);
           await refresh(db);
-          await db.query(sql`truncate public.app_rows`);
           // rows owned by groups, a user, nobody, and an id that is no node
           const rows = Array.from({ length: 300 }, (_, i) => ({ id: `r${String(i).padStart(3, '0')}`, ownerId: i % 97 === 5 ? null : i % 89 === 1 ? 'all' : groups[(i * 11) % 40]!.id }));
-          await db.query(sql`insert into public.app_rows select * from unnest(${rows.map((r) => r.id)}::text[], ${rows.map((r) => r.ownerId)}::text[])`);
-          await db.query(sql`analyze public.app_rows`);
+          await fillAppRows(rows);
           await db.query(sql`analyze permgraph.nodes`);
           const now = new Date();
           for (const user of ['all', 'few']) {
@@ -154,9 +164,7 @@ describe('listing plans: rows, scan, hash and ordered give the same pages', asyn
     // 'some' a random subset directly; pages are small, so the count is capped
     // well below their owners (checked below) and the choice must either be
     // sure of the scan or read every owner before walking them.
-    await db.query(sql`drop table if exists public.app_rows`);
-    await db.query(sql`create table public.app_rows (id text primary key, owner_id text)`);
-    await db.query(sql`create index on public.app_rows (owner_id, id)`);
+    await createAppRows();
     const groupIds = Array.from({ length: 300 }, (_, i) => `g${String(i).padStart(3, '0')}`);
     await fc.assert(
       fc.asyncProperty(
@@ -175,10 +183,8 @@ describe('listing plans: rows, scan, hash and ordered give the same pages', asyn
           };
           await loadGraph(db, graph);
           await refresh(db);
-          await db.query(sql`truncate public.app_rows`);
           const rows = groupIds.map((id, i) => ({ id: `r${String(i * 7919 % 300).padStart(3, '0')}`, ownerId: id }));
-          await db.query(sql`insert into public.app_rows select * from unnest(${rows.map((r) => r.id)}::text[], ${rows.map((r) => r.ownerId)}::text[])`);
-          await db.query(sql`analyze public.app_rows`);
+          await fillAppRows(rows);
           await db.query(sql`analyze permgraph.nodes`);
           const [{ cap }] = await db.query(sql`
             select (permgraph._listing_plan(null, false, null, false, 1, c.reltuples, ${limit}::integer, false)).count_cap::integer as cap
@@ -239,8 +245,7 @@ describe('listing plans: rows, scan, hash and ordered give the same pages', asyn
     await loadGraph(db, graph);
     await db.query(sql`update permgraph.nodes set is_superuser = true where id = 'root'`);
     await refresh(db);
-    await db.query(sql`drop table if exists public.app_rows`);
-    await db.query(sql`create table public.app_rows (id text primary key, owner_id text)`);
+    await createAppRows({ ownerIndex: false });
     await db.query(sql`insert into public.app_rows values ('a', 'team'), ('b', 'old'), ('c', null), ('d', 'nobody')`);
     for (const plan of PLANS) {
       expect(await allRows(plan, 'root', 3, 2)).toEqual(['a', 'c', 'd']);
@@ -314,12 +319,9 @@ describe('listing plans: rows, scan, hash and ordered give the same pages', asyn
     };
     await loadGraph(db, graph);
     await refresh(db);
-    await db.query(sql`drop table if exists public.app_rows`);
-    await db.query(sql`create table public.app_rows (id text primary key, owner_id text)`);
-    await db.query(sql`create index on public.app_rows (owner_id, id)`);
+    await createAppRows();
     const rows = Array.from({ length: 2000 }, (_, i) => ({ id: `r${String(i * 7919 % 2000).padStart(4, '0')}`, ownerId: groups[i % 200]!.id }));
-    await db.query(sql`insert into public.app_rows select * from unnest(${rows.map((r) => r.id)}::text[], ${rows.map((r) => r.ownerId)}::text[])`);
-    await db.query(sql`analyze public.app_rows`);
+    await fillAppRows(rows);
     const expected = rows.filter((r) => expectedRowAccess(graph, new Set(), 'all', r, 1, new Date())).length;
     let listed = 0;
     const plans = await capturePlans(url, async (client) => {
@@ -348,12 +350,9 @@ describe('listing plans: rows, scan, hash and ordered give the same pages', asyn
     };
     await loadGraph(db, graph);
     await refresh(db);
-    await db.query(sql`drop table if exists public.app_rows`);
-    await db.query(sql`create table public.app_rows (id text primary key, owner_id text)`);
-    await db.query(sql`create index on public.app_rows (owner_id, id)`);
+    await createAppRows();
     const rows = Array.from({ length: 4000 }, (_, i) => ({ id: `r${String(i * 7919 % 4000).padStart(4, '0')}`, ownerId: groups[i % 200]!.id }));
-    await db.query(sql`insert into public.app_rows select * from unnest(${rows.map((r) => r.id)}::text[], ${rows.map((r) => r.ownerId)}::text[])`);
-    await db.query(sql`analyze public.app_rows`);
+    await fillAppRows(rows);
     const expected = rows.filter((r) => expectedRowAccess(graph, new Set(), 'ann', r, 1, new Date())).map((r) => r.id).sort(model.compareIds);
     const pages: string[][] = [];
     const plans = await capturePlans(url, async (client) => {
@@ -393,12 +392,9 @@ describe('listing plans: rows, scan, hash and ordered give the same pages', asyn
     };
     await loadGraph(db, graph);
     await refresh(db);
-    await db.query(sql`drop table if exists public.app_rows`);
-    await db.query(sql`create table public.app_rows (id text primary key, owner_id text)`);
-    await db.query(sql`create index on public.app_rows (owner_id, id)`);
+    await createAppRows();
     const rows = Array.from({ length: 60 }, (_, i) => ({ id: `r${String(i).padStart(2, '0')}`, ownerId: groups[i % 12]!.id }));
-    await db.query(sql`insert into public.app_rows select * from unnest(${rows.map((r) => r.id)}::text[], ${rows.map((r) => r.ownerId)}::text[])`);
-    await db.query(sql`analyze public.app_rows`);
+    await fillAppRows(rows);
     await db.query(sql`delete from permgraph.nodes where id in ('g03', 'g07', 'ann')`);
     const after: RefGraph = {
       nodes: graph.nodes.filter((n) => !['g03', 'g07', 'ann'].includes(n.id)),
@@ -531,9 +527,7 @@ describe('listing plans: rows, scan, hash and ordered give the same pages', asyn
     // first (the (owner, id) index's order is not id order); with pages of
     // 1-3 the owners' rows are sometimes within the cap (32 x the page),
     // sometimes past it.
-    await db.query(sql`drop table if exists public.app_rows`);
-    await db.query(sql`create table public.app_rows (id text primary key, owner_id text)`);
-    await db.query(sql`create index on public.app_rows (owner_id, id)`);
+    await createAppRows();
     await fc.assert(
       fc.asyncProperty(
         fc.array(fc.record({ rows: fc.nat(80), level: fc.constantFrom<Level>(1, 2, 3), trashed: fc.boolean() }), { minLength: 1, maxLength: 5 }),
@@ -546,13 +540,11 @@ describe('listing plans: rows, scan, hash and ordered give the same pages', asyn
           };
           await loadGraph(db, graph);
           await refresh(db);
-          await db.query(sql`truncate public.app_rows`);
           const rows = owners.flatMap((w, i) => Array.from({ length: w.rows }, (_, j) => ({ id: `r${String(j).padStart(2, '0')}-${9 - i}`, ownerId: j % 9 === 8 ? 'bob' : `g${i}` })))
             // and 200 owners of one row each (no nodes): the statistics' rows per owner
             // fall to ~1, so the hard cap, not the estimate, must catch heavy owners
             .concat(Array.from({ length: 200 }, (_, k) => ({ id: `x${String(k).padStart(3, '0')}`, ownerId: `x${k}` })));
-          await db.query(sql`insert into public.app_rows select * from unnest(${rows.map((r) => r.id)}::text[], ${rows.map((r) => r.ownerId)}::text[])`);
-          await db.query(sql`analyze public.app_rows`);
+          await fillAppRows(rows);
           const now = new Date();
           const expected = rows.filter((r) => expectedRowAccess(graph, new Set(), 'ann', r, level, now)).map((r) => r.id).sort(model.compareIds);
           expect(await allRows('rows', 'ann', level, limit), `rows plan, pages of ${limit}`).toEqual(expected);
