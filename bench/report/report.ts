@@ -151,7 +151,7 @@ function header(runs: { run: RunResult; file: string }[], entries: Entry[]): str
   for (const file of used) {
     const run = runs.find((r) => r.file === file)?.run as RunResult;
     const commit = run.git.commit ? `${run.git.commit.slice(0, 10)}${run.git.dirty ? ' (uncommitted changes)' : ''}` : 'unknown';
-    lines.push(`| ${file} | ${commit} | ${run.size} | ${run.postgres?.version.split(' on ')[0] ?? 'its own server'} (${run.server}) | ${run.machine.cpus} cores, ${run.machine.memoryGiB} GiB, ${run.machine.cpuModel} | ${run.machine.loadAverage?.[0] ?? '?'} → ${run.machine.loadAverageAtEnd?.[0] ?? '?'} | ${(run.durationMs / 1000).toFixed(0)} s |`);
+    lines.push(`| ${file} | ${commit} | ${run.size} | ${run.postgres?.version.split(' on ')[0] ?? 'its own server'} (${run.server}) | ${run.machine.cpus} cores, ${run.machine.memoryGiB} GiB, ${run.machine.cpuModel}, ${run.machine.platform} | ${run.machine.loadAverage?.[0] ?? '?'} → ${run.machine.loadAverageAtEnd?.[0] ?? '?'} | ${(run.durationMs / 1000).toFixed(0)} s |`);
   }
   lines.push(...settingsLines(used.map((file) => ({ file, run: runs.find((r) => r.file === file)?.run as RunResult }))));
   return lines;
