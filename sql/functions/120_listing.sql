@@ -453,7 +453,7 @@ end $$;
 -- candidates per listed row, one who owns thousands of owners reads them
 -- all before the first row can be returned by rows, hash or ordered.
 --
--- _listing_plan compares the three costs from: p_rows of the user's rows to
+-- _listing_plan compares their costs from: p_rows of the user's rows to
 -- read (list_targets, p_nodes: all of them, candidates themselves when
 -- p_direct; list_rows: the owners), p_owner_rows owners among them (rows with
 -- traverse_owned), p_per_owner candidates per owner (a sample), p_candidates
@@ -599,7 +599,7 @@ declare
   owners text[];        -- the user's owners that may own visible rows
   complete boolean;     -- owners holds all of them
   per_owner double precision;
-  top_owner_rows double precision; -- the rows of the most common owner (null: no owner is)
+  top_owner_rows double precision; -- the rows of the most common owner (null: the table has no statistics)
   table_rows double precision;
   choice record;
   owner_read record;    -- _listing_owners
@@ -626,7 +626,8 @@ begin
          c.reltuples,
          case when s.n_distinct > 0 then c.reltuples * (1 - s.null_frac) / s.n_distinct
               when s.n_distinct < 0 then (1 - s.null_frac) / -s.n_distinct end,
-         c.reltuples * s.top_freq,
+         -- (no statistics: unknown; statistics without common values: none stands out)
+         case when s.n_distinct is not null then c.reltuples * coalesce(s.top_freq, 0) end,
          coalesce((select u.is_superuser from permgraph.nodes u where u.id = p_user_id and u.kind = 'user'), false),
          exists (select 1 from permgraph.deleted_nodes dn where dn.id = p_user_id),
          array(select dn.id from permgraph.deleted_nodes dn)
@@ -755,7 +756,7 @@ begin
     -- most twice rows_cap rows, they are read whole and sorted for the
     -- first p_limit. Text owner columns only: the owners are text ids, which
     -- another type's column could not be compared with by its index.
-    if owner_type in ('text'::regtype, 'varchar'::regtype)
+    if owner_type in ('text'::regtype, 'varchar'::regtype) and top_owner_rows is not null
        and cardinality(owners) * greatest(per_owner, top_owner_rows) <= 2 * rows_cap then
       return query execute format(
         'select d.* from %2$s d where d.%3$I = any ((select $5::text[])::text[] collate %4$s) %5$s

@@ -340,6 +340,41 @@ describe('listing plans: rows, scan, hash and ordered give the same pages', asyn
     expect(nodes.map((n) => n['Node Type']).filter((t) => t.endsWith('Join') || t === 'Nested Loop' || t === 'Hash'), `no join in ${describeQuery(reads[0]!.query)}`).toEqual([]);
   });
 
+  it('the rows plan never reads all of a heavy owner\'s rows for a page, with or without statistics', async () => {
+    // One owner with 5,000 rows beside 60 with one each, for a page of 100
+    // (the read of every owner's rows at once stops at 3,200): the average
+    // owner owns 83 and a sample of the first owners 1, so only the
+    // statistics' most common owner says that reading their rows whole
+    // would read 5,000, and without statistics nothing does.
+    const groups = [...Array.from({ length: 60 }, (_, i) => g(`g${String(i).padStart(2, '0')}`)), g('heavy')];
+    await loadGraph(db, { nodes: [u('ann'), ...groups], grants: groups.map((gr) => grant('ann', 1, gr.id)) });
+    await refresh(db);
+    await createAppRows();
+    const rows = [
+      ...Array.from({ length: 5000 }, (_, i) => ({ id: `h${String(i).padStart(4, '0')}`, ownerId: 'heavy' })),
+      ...groups.slice(0, 60).map((gr) => ({ id: `s${gr.id}`, ownerId: gr.id })),
+    ];
+    await db.query(sql`insert into public.app_rows select * from unnest(${rows.map((r) => r.id)}::text[], ${rows.map((r) => r.ownerId)}::text[])`);
+    for (const analyzed of [false, true]) {
+      if (analyzed) await db.query(sql`analyze public.app_rows`);
+      let page: string[] = [];
+      const plans = await capturePlans(url, async (client) => {
+        await client.query('begin');
+        await client.query(`select set_config('permgraph.listing_plan', 'rows', true)`);
+        const result = await client.query(`select id from permgraph.list_rows(null::public.app_rows, 'id', 'owner_id', 'ann', 1, null, 100)`);
+        page = result.rows.map((r: { id: string }) => r.id);
+        await client.query('commit');
+      });
+      const what = analyzed ? 'analyzed' : 'never analyzed';
+      expect(page, what).toEqual(rows.slice(0, 100).map((r) => r.id));
+      // a statement that reads every owner's rows at once (if any: the
+      // owner-by-owner walk reads at most a page per owner) stops at 3,201
+      const allOwners = plans.filter((p) => p.query.includes('= any ((select $5::text[])'));
+      const read = allOwners.flatMap((p) => planNodes(p.plan).filter((n) => n['Relation Name'] === 'app_rows').map(work));
+      expect(read.filter((n) => n > 3201), `rows read at once (${what})`).toEqual([]);
+    }
+  });
+
   it('the ordered plan walks the table in id order and stops at the page: no sort, no join, about limit / (share seen) rows read', async () => {
     // A first page for a user who sees a tenth of the table: the rows of
     // every tenth group, spread over the ids.
