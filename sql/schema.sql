@@ -4978,6 +4978,7 @@ declare
   owner_key text;        -- the owner column as a permission target id
   owner_match text;      -- "this row's owner is o.target_id", usable by an index on the owner column
   owner_any text;        -- the owner column as an expression, compared with a set of ids
+  owners_rows text;      -- the rows plan's read of every owner's rows at once (text owner columns)
   after_cond text := '';
   is_superuser boolean;
   user_gone boolean;    -- the user was deleted since the last batch
@@ -5142,23 +5143,26 @@ begin
     -- most twice rows_cap rows, they are read whole and sorted for the
     -- first p_limit. Text owner columns only: the owners are text ids, which
     -- another type's column could not be compared with by its index.
-    if owner_type in ('text'::regtype, 'varchar'::regtype) and top_owner_rows is not null
-       and cardinality(owners) * greatest(per_owner, top_owner_rows) <= 2 * rows_cap then
-      return query execute format(
-        'select d.* from %2$s d where d.%3$I = any ((select $5::text[])::text[] collate %4$s) %5$s
-         order by d.%1$I limit $4', p_id_column, tbl, p_owner_column, owner_collation, after_cond)
-        using p_user_id, p_level, p_after, p_limit, owners;
-      return;
-    elsif owner_type in ('text'::regtype, 'varchar'::regtype)
-       and cardinality(owners) * coalesce(per_owner, rows_cap) <= rows_cap then
-      return query execute format(
-        'with k as materialized (
-           select d.* from %2$s d where d.%3$I = any ((select $5::text[])::text[] collate %4$s) %5$s limit $6 + 1)
-         select k.* from k where (select count(*) from k) <= $6
-         order by k.%1$I limit $4', p_id_column, tbl, p_owner_column, owner_collation, after_cond)
-        using p_user_id, p_level, p_after, p_limit, owners, rows_cap;
-      if found then
+    if owner_type in ('text'::regtype, 'varchar'::regtype) then
+      -- (the owners through an InitPlan: the index scan takes them as
+      -- runtime keys, where a constant array was planned owner by owner
+      -- against the column's statistics, ~1 ms for 170 owners)
+      owners_rows := format('select d.* from %s d where d.%I = any ((select $5::text[])::text[] collate %s) %s',
+                            tbl, p_owner_column, owner_collation, after_cond);
+      if top_owner_rows is not null
+         and cardinality(owners) * greatest(per_owner, top_owner_rows) <= 2 * rows_cap then
+        return query execute format('%s order by d.%I limit $4', owners_rows, p_id_column)
+          using p_user_id, p_level, p_after, p_limit, owners;
         return;
+      elsif cardinality(owners) * coalesce(per_owner, rows_cap) <= rows_cap then
+        return query execute format(
+          'with k as materialized (%s limit $6 + 1)
+           select k.* from k where (select count(*) from k) <= $6
+           order by k.%I limit $4', owners_rows, p_id_column)
+          using p_user_id, p_level, p_after, p_limit, owners, rows_cap;
+        if found then
+          return;
+        end if;
       end if;
     end if;
     -- rows, owner by owner: the user's owners, each one's first rows by the (owner, id)
