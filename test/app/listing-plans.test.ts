@@ -588,6 +588,94 @@ describe('listing plans: rows, scan, hash and ordered give the same pages', asyn
       { numRuns: 25 },
     );
   }, 300_000);
+
+  /** The statements of a list_rows call that read app_rows up to an id bound (the rows plan's bounded read). */
+  const boundedReads = (plans: { query: string; plan: PlanNode }[]) => plans.filter((p) => /<= \$6::/.test(p.query));
+
+  it('list_rows\' rows plan reads up to an id bound from the statistics first: pages equal the model wherever the user\'s rows lie', async () => {
+    // 40 groups of 4-12 rows, the user granted some of them, their rows
+    // spread over the table, all before everyone else's or all after (where
+    // the bound read finds less than a page and the rest is read after it),
+    // with others' rows around them; pages of 1-6 from every cursor, the
+    // rows plan and the automatic choice.
+    await createAppRows();
+    const groups = Array.from({ length: 40 }, (_, i) => g(`g${String(i).padStart(2, '0')}`));
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.integer({ min: 4, max: 12 }), { minLength: 40, maxLength: 40 }),
+        fc.uniqueArray(fc.nat(39), { minLength: 8, maxLength: 40 }),
+        fc.constantFrom('spread', 'first', 'last'),
+        fc.integer({ min: 1, max: 6 }),
+        levelArb,
+        async (sizes, granted, layout, limit, level) => {
+          const graph: RefGraph = {
+            nodes: [u('ann'), u('bob'), ...groups],
+            grants: granted.map((i, k) => grant('ann', k % 3 === 0 ? 1 : 3, groups[i]!.id)),
+          };
+          await loadGraph(db, graph);
+          await refresh(db);
+          const owned = groups.flatMap((gr, i) => Array.from({ length: sizes[i]! }, () => gr.id));
+          const annsFirst = (a: string, b: string) => Number(!granted.includes(Number(a.slice(1)))) - Number(!granted.includes(Number(b.slice(1))));
+          const order = layout === 'spread' ? owned : [...owned].sort((a, b) => (layout === 'first' ? annsFirst(a, b) : -annsFirst(a, b)));
+          // (and 300 rows of owners no one is granted, among them)
+          const rows = order.flatMap((ownerId, k) => [{ ownerId }, ...(k % 2 === 0 ? [{ ownerId: `x${k % 50}` }] : [])])
+            .concat(Array.from({ length: 300 - Math.ceil(order.length / 2) }, (_, k) => ({ ownerId: `y${k % 50}` })))
+            .map((r, k) => ({ id: `r${String(k).padStart(4, '0')}`, ownerId: r.ownerId }));
+          await fillAppRows(rows);
+          const now = new Date();
+          const expected = rows.filter((r) => expectedRowAccess(graph, new Set(), 'ann', r, level, now)).map((r) => r.id).sort(model.compareIds);
+          for (const plan of ['rows', null] as const) {
+            expect(await allRows(plan, 'ann', level, limit), `${plan ?? 'auto'} plan, ${layout}, pages of ${limit}`).toEqual(expected);
+          }
+        },
+      ),
+      { numRuns: 20 },
+    );
+  }, 300_000);
+
+  it('list_rows\' rows plan: a first page reads the owners\' rows up to the bound only, and the rest of the page after it when the bound falls short', async () => {
+    // ann sees 50 of 100 groups of 20 rows (1,000 of 4,000 rows), and the
+    // statistics say 8 rows per owner (500 owners): a page of 20 is
+    // expected below the bound at 2 x 20 / (50 x 8) of the table (400 rows,
+    // 100 of them ann's), where reading every owner's rows at once reads
+    // 1,000.
+    const groups = Array.from({ length: 100 }, (_, i) => g(`g${String(i).padStart(3, '0')}`));
+    const graph: RefGraph = { nodes: [u('ann'), ...groups], grants: groups.filter((_, i) => i % 2 === 0).map((gr) => grant('ann', 1, gr.id)) };
+    await loadGraph(db, graph);
+    await refresh(db);
+    await createAppRows();
+    for (const layout of ['spread', 'last'] as const) {
+      // spread: every other row is ann's; last: ann's rows after everyone else's
+      const owners = Array.from({ length: 2000 }, (_, i) => groups[i % 100]!.id);
+      const order = layout === 'spread' ? owners : [...owners.filter((_, i) => i % 2 === 1), ...owners.filter((_, i) => i % 2 === 0)];
+      const rows = [...order, ...Array.from({ length: 2000 }, (_, i) => `x${i % 400}`)]
+        .map((ownerId, k) => ({ id: `r${String(layout === 'spread' ? (k < 2000 ? 2 * k : 2 * (k - 2000) + 1) : k).padStart(4, '0')}`, ownerId }));
+      await fillAppRows(rows);
+      const expected = rows.filter((r) => expectedRowAccess(graph, new Set(), 'ann', r, 1, new Date())).map((r) => r.id).sort(model.compareIds);
+      let page: string[] = [];
+      const plans = await capturePlans(url, async (client) => {
+        await client.query('begin');
+        await client.query(`select set_config('permgraph.listing_plan', 'rows', true)`);
+        page = (await client.query(`select id from permgraph.list_rows(null::public.app_rows, 'id', 'owner_id', 'ann', 1, null, 20)`)).rows.map((r: { id: string }) => r.id);
+        await client.query('commit');
+      });
+      expect(page, layout).toEqual(expected.slice(0, 20));
+      const bounded = boundedReads(plans);
+      expect(bounded, `${layout}: one read up to a bound`).toHaveLength(1);
+      const read = planNodes(bounded[0]!.plan).filter((n) => n['Relation Name'] === 'app_rows');
+      const reads = plans.filter((p) => planNodes(p.plan).some((n) => n['Relation Name'] === 'app_rows'));
+      if (layout === 'spread') {
+        // (by the (owner, id) index, ann's rows below the bound; or by the
+        // id index, every row below it: either way a tenth of the table)
+        expect(read.reduce((sum, n) => sum + work(n), 0), 'rows read up to the bound').toBeLessThan(500);
+        expect(bounded[0]!.plan['Actual Rows'], 'the page is found below the bound').toBe(20);
+        expect(reads, 'one read').toHaveLength(1);
+      } else {
+        expect(bounded[0]!.plan['Actual Rows'], 'none of ann\'s rows lie below the bound').toBe(0);
+        expect(reads, 'the rest of the page is read after the bound').toHaveLength(2);
+      }
+    }
+  });
 });
 
 describe('the trash rule in listings: one table function, inlined', async () => {
