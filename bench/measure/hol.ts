@@ -137,8 +137,14 @@ async function runMode(url: string, db: ConnectionPool, writers: ConnectionPool,
     await sleep(plan.marginSeconds * 1000);
     const token = await bigGrant(db, true);
     const committed = performance.now();
-    const applied = await Promise.race([watcher.applied(token), sleep(plan.timeoutMs, 'timeout' as const)]);
-    if (applied === 'timeout') throw new Error(`hol: the big grant was not applied within ${plan.timeoutMs} ms (chunkPairs ${chunkPairs})`);
+    // (the timeout's timer cancelled once the race is decided: left running,
+    // it kept the process alive for up to timeoutMs after the results)
+    const timeout = new AbortController();
+    const applied = await Promise.race([
+      watcher.applied(token),
+      sleep(plan.timeoutMs, 'timeout' as const, { signal: timeout.signal }).catch(() => 'cancelled' as const),
+    ]).finally(() => timeout.abort());
+    if (typeof applied !== 'number') throw new Error(`hol: the big grant was not applied within ${plan.timeoutMs} ms (chunkPairs ${chunkPairs})`);
     await sleep(plan.marginSeconds * 1000);
     await stream.stop();
     const lags = await Promise.all(stream.changes.map(async (c) => ({ committedAt: c.committedAt, lag: (await c.appliedAt) - c.committedAt })));
