@@ -4982,7 +4982,8 @@ declare
   owner_match text;      -- "this row's owner is o.target_id", usable by an index on the owner column
   owner_any text;        -- the owner column as an expression, compared with a set of ids
   owners_rows text;      -- the rows plan's read of every owner's rows at once (text owner columns), before its id range
-  after_cond text := '';
+  keyset_cond text;      -- "the row's id is after $3"
+  after_cond text := '';  -- keyset_cond where there is a cursor
   is_superuser boolean;
   user_gone boolean;    -- the user was deleted since the last batch
   gone text[];          -- nodes deleted since the last batch
@@ -5002,6 +5003,7 @@ declare
   page_share double precision;  -- the share of the table expected to hold twice the page
   bound text;           -- the bounded read's last id (cast to the id column's type)
   bound_share double precision;  -- the share of the table up to it, by the statistics
+  owners_max_rows double precision;  -- the owners' rows if each owned as many as the most common owner (null: no statistics)
   id_bounds text;       -- the histogram of the id column (pg_stats), as text
   got bigint;
 begin
@@ -5058,8 +5060,9 @@ begin
   -- a constant array does not estimate each element against the column's
   -- most common values: with 7,384 owners that cost more than the read)
   owner_any := format('((d.%I)::text || %L) collate "C"', p_owner_column, '');
+  keyset_cond := format('and d.%I > $3::%s', p_id_column, id_type);
   if p_after is not null then
-    after_cond := format('and d.%I > $3::%s', p_id_column, id_type);
+    after_cond := keyset_cond;
   end if;
 
   if is_superuser then
@@ -5171,7 +5174,8 @@ begin
     -- since this read has no stop.
     if owner_type in ('text'::regtype, 'varchar'::regtype) then
       page_share := 2.0 * p_limit / greatest(cardinality(owners) * per_owner, 1);
-      if page_share < 0.5 and top_owner_rows is not null then
+      owners_max_rows := case when top_owner_rows is not null then cardinality(owners) * greatest(per_owner, top_owner_rows) end;
+      if page_share < 0.5 and owners_max_rows is not null then
         -- (the histogram read here, not with the catalog above: a read of
         -- pg_stats costs ~0.1 ms, which users who see little need not pay)
         select st.histogram_bounds::text into id_bounds from pg_stats st
@@ -5187,7 +5191,7 @@ begin
            cross join lateral (select ceil($3 * (cardinality(x.h) - 1))::integer as n) k
            where p.at + k.n + 1 < cardinality(x.h)', id_type, coalesce('collate ' || id_collation, ''))
           into bound, bound_share using id_bounds, p_after, page_share;
-        if cardinality(owners) * greatest(per_owner, top_owner_rows) * bound_share > 2 * rows_cap then
+        if owners_max_rows * bound_share > 2 * rows_cap then
           bound := null;
         end if;
       end if;
@@ -5206,10 +5210,9 @@ begin
         end if;
         page_after := bound;
         page_limit := p_limit - got;
-        after_cond := format('and d.%I > $3::%s', p_id_column, id_type);
+        after_cond := keyset_cond;
       end if;
-      if top_owner_rows is not null
-         and cardinality(owners) * greatest(per_owner, top_owner_rows) <= 2 * rows_cap then
+      if owners_max_rows <= 2 * rows_cap then
         return query execute format('%s %s order by d.%I limit $4', owners_rows, after_cond, p_id_column)
           using p_user_id, p_level, page_after, page_limit, owners;
         return;
