@@ -34,6 +34,16 @@ function expectedTargets(graph: RefGraph, user: string, level: Level, now: Date,
     .sort(model.compareIds);
 }
 
+/** ann, a team she reads, and `count` groups g000…; the team reads those for which `seen(i)` holds. */
+function teamSeeing(count: number, seen: (i: number) => boolean): { groups: ReturnType<typeof g>[]; graph: RefGraph } {
+  const groups = Array.from({ length: count }, (_, i) => g(`g${String(i).padStart(3, '0')}`));
+  const graph: RefGraph = {
+    nodes: [u('ann'), g('team'), ...groups],
+    grants: [grant('ann', 1, 'team'), ...groups.filter((_, i) => seen(i)).map((gr) => grant('team', 1, gr.id))],
+  };
+  return { groups, graph };
+}
+
 /** Every node of a plan, depth first. */
 function planNodes(node: PlanNode): PlanNode[] {
   return [node, ...(node.Plans ?? []).flatMap(planNodes)];
@@ -378,11 +388,7 @@ describe('listing plans: rows, scan, hash and ordered give the same pages', asyn
   it('the ordered plan walks the table in id order and stops at the page: no sort, no join, about limit / (share seen) rows read', async () => {
     // A first page for a user who sees a tenth of the table: the rows of
     // every tenth group, spread over the ids.
-    const groups = Array.from({ length: 200 }, (_, i) => g(`g${String(i).padStart(3, '0')}`));
-    const graph: RefGraph = {
-      nodes: [u('ann'), g('team'), ...groups],
-      grants: [grant('ann', 1, 'team'), ...groups.filter((_, i) => i % 10 === 0).map((gr) => grant('team', 1, gr.id))],
-    };
+    const { groups, graph } = teamSeeing(200, (i) => i % 10 === 0);
     await loadGraph(db, graph);
     await refresh(db);
     await createAppRows();
@@ -450,11 +456,7 @@ describe('listing plans: rows, scan, hash and ordered give the same pages', asyn
     // 600 nodes, the user reaching 40 groups; under a page's limit the join
     // was once planned as a walk of the nodes in id order with a loop over
     // the user's rows for each node (cyclic: 760 nodes x 170 rows for a page).
-    const groups = Array.from({ length: 600 }, (_, i) => g(`g${String(i).padStart(3, '0')}`));
-    const graph: RefGraph = {
-      nodes: [u('ann'), g('team'), ...groups],
-      grants: [grant('ann', 1, 'team'), ...groups.filter((_, i) => i % 15 === 14).map((gr) => grant('team', 1, gr.id))],
-    };
+    const { graph } = teamSeeing(600, (i) => i % 15 === 14);
     await loadGraph(db, graph);
     await refresh(db);
     await db.query(sql`analyze permgraph.nodes`);
