@@ -37,11 +37,14 @@ function captureLines(runs: Runs): string[] {
   if (!found) return ['Not measured yet: `npm run bench -- --capture`.'];
   const r = found.result;
   return [
-    `${runSource(found.run, found.file)} One INSERT … SELECT of ${r.grants.toLocaleString('en-US')} grants into \`permgraph.grants\` (validation, edge upkeep, change capture and audit, all per statement) against the same INSERT into a plain table with the same columns, constraints, indexes and foreign keys and no triggers; ${r.permgraph.n} of each, alternating, each rolled back${r.deferredChecksTimed ? ' after `set constraints all immediate` (the grants\' foreign keys are deferred to commit; the clock stops once they are checked)' : ' with the grants\' deferred foreign keys never checked (a run from before they were timed: it flatters permgraph by about 1.3 s)'}.`,
+    `${runSource(found.run, found.file)} One INSERT … SELECT of ${r.grants.toLocaleString('en-US')} grants into \`permgraph.grants\` (validation, edge upkeep, change capture and audit, all per statement) against the same INSERT into a plain table with the same columns, constraints, indexes and foreign keys and no triggers${r.withoutAudit ? ', and into `permgraph.grants` with the audit log off (`set local permgraph.audit = off`, as the schema\'s owner may): what capture costs without the audit rows' : ''}; ${r.permgraph.n} of each, alternating, each rolled back${r.deferredChecksTimed ? ' after `set constraints all immediate` (the grants\' foreign keys are deferred to commit; the clock stops once they are checked)' : ' with the grants\' deferred foreign keys never checked (a run from before they were timed: it flatters permgraph by about 1.3 s)'}.`,
     '',
     '| insert into | median | min | max | ratio |',
     '|---|---:|---:|---:|---|',
     `| permgraph.grants | ${ms(r.permgraph.median)} | ${ms(r.permgraph.min)} | ${ms(r.permgraph.max)} | **${r.ratio}×** (goal ≤ ${CAPTURE_GOAL}×) |`,
+    ...(r.withoutAudit
+      ? [`| permgraph.grants, audit log off | ${ms(r.withoutAudit.median)} | ${ms(r.withoutAudit.min)} | ${ms(r.withoutAudit.max)} | ${r.ratioWithoutAudit}× |`]
+      : []),
     `| plain table, no triggers | ${ms(r.plainTable.median)} | ${ms(r.plainTable.min)} | ${ms(r.plainTable.max)} | |`,
   ];
 }
