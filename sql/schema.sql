@@ -3465,12 +3465,16 @@ BEGIN ATOMIC
    WHERE
          CASE p_kind
              WHEN 'user'::text THEN true
-             WHEN 'group'::text THEN (NOT (EXISTS ( SELECT 1
+             WHEN 'group'::text THEN (NOT ((EXISTS ( SELECT 1
+                FROM permgraph.trashed_groups a
+               WHERE (a.trash_at <= now()))) AND (EXISTS ( SELECT 1
                 FROM permgraph.trashed_groups t
-               WHERE ((t.group_id = _not_trashed.p_id) AND (t.trash_at <= now())))))
-             ELSE (((p_trash_at IS NULL) OR (p_trash_at > now())) AND (NOT (EXISTS ( SELECT 1
+               WHERE ((t.group_id = _not_trashed.p_id) AND (t.trash_at <= now()))))))
+             ELSE (((p_trash_at IS NULL) OR (p_trash_at > now())) AND (NOT ((EXISTS ( SELECT 1
+                FROM permgraph.trashed_groups a
+               WHERE (a.trash_at <= now()))) AND (EXISTS ( SELECT 1
                 FROM permgraph.trashed_groups t
-               WHERE ((t.group_id = _not_trashed.p_owner_id) AND (t.trash_at <= now()))))))
+               WHERE ((t.group_id = _not_trashed.p_owner_id) AND (t.trash_at <= now())))))))
          END;
 END;
 
