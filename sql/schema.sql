@@ -684,17 +684,19 @@ CREATE OR REPLACE FUNCTION permgraph._access_predicate(p_user text, p_id text, p
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
   select format($f$((%5$s or not (
-      exists (select 1 from permgraph.trashed_groups permgraph_tg
-              where permgraph_tg.group_id = %2$s and permgraph_tg.trash_at <= now())
-      or exists (select 1 from permgraph.nodes permgraph_n
-                 where permgraph_n.id = %2$s and permgraph_n.kind = 'object' and permgraph_n.trash_at <= now())
-      or exists (select 1 from permgraph.nodes permgraph_n
-                 join permgraph.trashed_groups permgraph_tg on permgraph_tg.group_id = permgraph_n.owner_id
-                 where permgraph_n.id = %2$s and permgraph_n.kind = 'object' and permgraph_tg.trash_at <= now())
-      or (exists (select 1 from permgraph.trashed_groups permgraph_tg
-                  where permgraph_tg.group_id = %3$s and permgraph_tg.trash_at <= now())
-          -- a scalar subquery, never hashed: only probed for rows whose owner is trashed
-          and (select permgraph_n.kind from permgraph.nodes permgraph_n where permgraph_n.id = %2$s) is distinct from 'user')))
+      exists (select 1 from permgraph.nodes permgraph_n
+              where permgraph_n.id = %2$s and permgraph_n.kind = 'object' and permgraph_n.trash_at <= now())
+      -- the probes of trashed groups only when some group is trashed now (evaluated once per query)
+      or ((select exists (select 1 from permgraph.trashed_groups permgraph_tg where permgraph_tg.trash_at <= now()))
+          and (exists (select 1 from permgraph.trashed_groups permgraph_tg
+                       where permgraph_tg.group_id = %2$s and permgraph_tg.trash_at <= now())
+               or exists (select 1 from permgraph.nodes permgraph_n
+                          join permgraph.trashed_groups permgraph_tg on permgraph_tg.group_id = permgraph_n.owner_id
+                          where permgraph_n.id = %2$s and permgraph_n.kind = 'object' and permgraph_tg.trash_at <= now())
+               or (exists (select 1 from permgraph.trashed_groups permgraph_tg
+                           where permgraph_tg.group_id = %3$s and permgraph_tg.trash_at <= now())
+                   -- a scalar subquery, never hashed: only probed for rows whose owner is trashed
+                   and (select permgraph_n.kind from permgraph.nodes permgraph_n where permgraph_n.id = %2$s) is distinct from 'user')))))
   and ((select exists (select 1 from permgraph.nodes permgraph_su
                        where permgraph_su.id = %1$s and permgraph_su.kind = 'user' and permgraph_su.is_superuser))
        or exists (select 1 from permgraph.effective_permissions permgraph_p
@@ -1453,17 +1455,19 @@ CREATE OR REPLACE FUNCTION permgraph._can(p_user_id text, p_id text, p_owner_id 
  STABLE
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$begin return ((p_include_trash or not (
-      exists (select 1 from permgraph.trashed_groups permgraph_tg
-              where permgraph_tg.group_id = p_id and permgraph_tg.trash_at <= now())
-      or exists (select 1 from permgraph.nodes permgraph_n
-                 where permgraph_n.id = p_id and permgraph_n.kind = 'object' and permgraph_n.trash_at <= now())
-      or exists (select 1 from permgraph.nodes permgraph_n
-                 join permgraph.trashed_groups permgraph_tg on permgraph_tg.group_id = permgraph_n.owner_id
-                 where permgraph_n.id = p_id and permgraph_n.kind = 'object' and permgraph_tg.trash_at <= now())
-      or (exists (select 1 from permgraph.trashed_groups permgraph_tg
-                  where permgraph_tg.group_id = p_owner_id and permgraph_tg.trash_at <= now())
-          -- a scalar subquery, never hashed: only probed for rows whose owner is trashed
-          and (select permgraph_n.kind from permgraph.nodes permgraph_n where permgraph_n.id = p_id) is distinct from 'user')))
+      exists (select 1 from permgraph.nodes permgraph_n
+              where permgraph_n.id = p_id and permgraph_n.kind = 'object' and permgraph_n.trash_at <= now())
+      -- the probes of trashed groups only when some group is trashed now (evaluated once per query)
+      or ((select exists (select 1 from permgraph.trashed_groups permgraph_tg where permgraph_tg.trash_at <= now()))
+          and (exists (select 1 from permgraph.trashed_groups permgraph_tg
+                       where permgraph_tg.group_id = p_id and permgraph_tg.trash_at <= now())
+               or exists (select 1 from permgraph.nodes permgraph_n
+                          join permgraph.trashed_groups permgraph_tg on permgraph_tg.group_id = permgraph_n.owner_id
+                          where permgraph_n.id = p_id and permgraph_n.kind = 'object' and permgraph_tg.trash_at <= now())
+               or (exists (select 1 from permgraph.trashed_groups permgraph_tg
+                           where permgraph_tg.group_id = p_owner_id and permgraph_tg.trash_at <= now())
+                   -- a scalar subquery, never hashed: only probed for rows whose owner is trashed
+                   and (select permgraph_n.kind from permgraph.nodes permgraph_n where permgraph_n.id = p_id) is distinct from 'user')))))
   and ((select exists (select 1 from permgraph.nodes permgraph_su
                        where permgraph_su.id = p_user_id and permgraph_su.kind = 'user' and permgraph_su.is_superuser))
        or exists (select 1 from permgraph.effective_permissions permgraph_p
