@@ -623,6 +623,7 @@ CREATE INDEX permissions_target_idx ON permgraph.permissions USING btree (target
 CREATE INDEX permissions_valid_until_idx ON permgraph.permissions USING btree (valid_until) WHERE (valid_until IS NOT NULL);
 CREATE UNIQUE INDEX roles_pkey ON permgraph.roles USING btree (name);
 CREATE UNIQUE INDEX trashed_groups_pkey ON permgraph.trashed_groups USING btree (group_id);
+CREATE INDEX trashed_groups_trash_at_idx ON permgraph.trashed_groups USING btree (trash_at);
 
 CREATE TRIGGER audit_log_append_only BEFORE DELETE OR UPDATE OR TRUNCATE ON permgraph.audit_log FOR EACH STATEMENT EXECUTE FUNCTION permgraph._audit_refuse_change();
 CREATE TRIGGER grants_audit_deleted AFTER DELETE ON permgraph.grants REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._audit_grants();
@@ -687,7 +688,7 @@ AS $function$
       exists (select 1 from permgraph.nodes permgraph_n
               where permgraph_n.id = %2$s and permgraph_n.kind = 'object' and permgraph_n.trash_at <= now())
       -- the probes of trashed groups only when some group is trashed now (evaluated once per query)
-      or ((select exists (select 1 from permgraph.trashed_groups permgraph_tg where permgraph_tg.trash_at <= now()))
+      or (coalesce((select min(permgraph_tg.trash_at) from permgraph.trashed_groups permgraph_tg) <= now(), false)
           and (exists (select 1 from permgraph.trashed_groups permgraph_tg
                        where permgraph_tg.group_id = %2$s and permgraph_tg.trash_at <= now())
                or exists (select 1 from permgraph.nodes permgraph_n
@@ -1458,7 +1459,7 @@ AS $function$begin return ((p_include_trash or not (
       exists (select 1 from permgraph.nodes permgraph_n
               where permgraph_n.id = p_id and permgraph_n.kind = 'object' and permgraph_n.trash_at <= now())
       -- the probes of trashed groups only when some group is trashed now (evaluated once per query)
-      or ((select exists (select 1 from permgraph.trashed_groups permgraph_tg where permgraph_tg.trash_at <= now()))
+      or (coalesce((select min(permgraph_tg.trash_at) from permgraph.trashed_groups permgraph_tg) <= now(), false)
           and (exists (select 1 from permgraph.trashed_groups permgraph_tg
                        where permgraph_tg.group_id = p_id and permgraph_tg.trash_at <= now())
                or exists (select 1 from permgraph.nodes permgraph_n
@@ -3469,14 +3470,12 @@ BEGIN ATOMIC
    WHERE
          CASE p_kind
              WHEN 'user'::text THEN true
-             WHEN 'group'::text THEN (NOT ((EXISTS ( SELECT 1
-                FROM permgraph.trashed_groups a
-               WHERE (a.trash_at <= now()))) AND (EXISTS ( SELECT 1
+             WHEN 'group'::text THEN (NOT (COALESCE((( SELECT min(a.trash_at) AS min
+                FROM permgraph.trashed_groups a) <= now()), false) AND (EXISTS ( SELECT 1
                 FROM permgraph.trashed_groups t
                WHERE ((t.group_id = _not_trashed.p_id) AND (t.trash_at <= now()))))))
-             ELSE (((p_trash_at IS NULL) OR (p_trash_at > now())) AND (NOT ((EXISTS ( SELECT 1
-                FROM permgraph.trashed_groups a
-               WHERE (a.trash_at <= now()))) AND (EXISTS ( SELECT 1
+             ELSE (((p_trash_at IS NULL) OR (p_trash_at > now())) AND (NOT (COALESCE((( SELECT min(a.trash_at) AS min
+                FROM permgraph.trashed_groups a) <= now()), false) AND (EXISTS ( SELECT 1
                 FROM permgraph.trashed_groups t
                WHERE ((t.group_id = _not_trashed.p_owner_id) AND (t.trash_at <= now())))))))
          END;
@@ -5070,9 +5069,9 @@ begin
   -- most common values: with 7,384 owners that cost more than the read)
   owner_any := format('((d.%I)::text || %L) collate "C"', p_owner_column, '');
   keyset_cond := format('and d.%I > $3::%s', p_id_column, id_type);
-  -- (trashed_groups probed per row only when some group is trashed now:
-  -- the first EXISTS is evaluated once per query; bench/FINDINGS.md 43)
-  owner_shown := format('not (exists (select 1 from permgraph.trashed_groups a where a.trash_at <= now())
+  -- (trashed_groups probed per row only when some group is trashed now: the
+  -- earliest trash time is read once per query; bench/FINDINGS.md 43)
+  owner_shown := format('not (coalesce((select min(a.trash_at) from permgraph.trashed_groups a) <= now(), false)
                               and exists (select 1 from permgraph.trashed_groups t where t.group_id = %s and t.trash_at <= now()))',
                         owner_key);
   if p_after is not null then

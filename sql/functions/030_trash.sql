@@ -128,9 +128,10 @@ end $$;
 -- PL/pgSQL one, would be called once per node instead (test/app/listing-plans.test.ts
 -- checks that every listing statement inlines it).
 -- Each probe of trashed_groups is guarded by whether any group is trashed
--- now at all: an uncorrelated EXISTS, which the statement evaluates once
--- (an InitPlan), so that while no group is trashed (the usual state) a
--- listing probes nothing per node. list_targets' first pages read ~300
+-- now at all: the earliest trash time, an uncorrelated subquery that the
+-- statement evaluates once (an InitPlan) by one descent of
+-- trashed_groups_trash_at_idx (migration 044), so that while no group is
+-- trashed (the usual state) a listing probes nothing per node. list_targets' first pages read ~300
 -- nodes on org small and cyclic small: 10-16% faster (bench/FINDINGS.md 43).
 -- Created through EXECUTE: the migration runner splits a file at every
 -- semicolon outside quotes, and a BEGIN ATOMIC body holds its own.
@@ -144,11 +145,11 @@ begin atomic
   select true
   where case p_kind
           when 'user' then true
-          when 'group' then not (exists (select 1 from permgraph.trashed_groups a where a.trash_at <= now())
+          when 'group' then not (coalesce((select min(a.trash_at) from permgraph.trashed_groups a) <= now(), false)
                                  and exists (select 1 from permgraph.trashed_groups t
                                              where t.group_id = p_id and t.trash_at <= now()))
           else (p_trash_at is null or p_trash_at > now())
-               and not (exists (select 1 from permgraph.trashed_groups a where a.trash_at <= now())
+               and not (coalesce((select min(a.trash_at) from permgraph.trashed_groups a) <= now(), false)
                         and exists (select 1 from permgraph.trashed_groups t
                                     where t.group_id = p_owner_id and t.trash_at <= now()))
         end;

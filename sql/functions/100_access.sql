@@ -29,7 +29,8 @@ $$;
 -- trashed nodes (long listings). A function call can be neither probed nor
 -- hashed without calling it on every node. The superuser test does not
 -- mention the row: in a policy it runs once per query (an InitPlan), and so
--- does the test that any group is trashed now, which guards the probes of
+-- does the test that any group is trashed now (its earliest trash time,
+-- one descent of trashed_groups_trash_at_idx), which guards the probes of
 -- trashed_groups: while none is, a row pays none of them (RLS first pages of
 -- org small 20-25% faster; bench/FINDINGS.md 43). It reads
 -- nodes itself rather than calling _is_superuser(): a policy runs as the
@@ -46,7 +47,7 @@ as $body$
       exists (select 1 from permgraph.nodes permgraph_n
               where permgraph_n.id = %2$s and permgraph_n.kind = 'object' and permgraph_n.trash_at <= now())
       -- the probes of trashed groups only when some group is trashed now (evaluated once per query)
-      or ((select exists (select 1 from permgraph.trashed_groups permgraph_tg where permgraph_tg.trash_at <= now()))
+      or (coalesce((select min(permgraph_tg.trash_at) from permgraph.trashed_groups permgraph_tg) <= now(), false)
           and (exists (select 1 from permgraph.trashed_groups permgraph_tg
                        where permgraph_tg.group_id = %2$s and permgraph_tg.trash_at <= now())
                or exists (select 1 from permgraph.nodes permgraph_n

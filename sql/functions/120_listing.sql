@@ -676,9 +676,9 @@ begin
   -- most common values: with 7,384 owners that cost more than the read)
   owner_any := format('((d.%I)::text || %L) collate "C"', p_owner_column, '');
   keyset_cond := format('and d.%I > $3::%s', p_id_column, id_type);
-  -- (trashed_groups probed per row only when some group is trashed now:
-  -- the first EXISTS is evaluated once per query; bench/FINDINGS.md 43)
-  owner_shown := format('not (exists (select 1 from permgraph.trashed_groups a where a.trash_at <= now())
+  -- (trashed_groups probed per row only when some group is trashed now: the
+  -- earliest trash time is read once per query; bench/FINDINGS.md 43)
+  owner_shown := format('not (coalesce((select min(a.trash_at) from permgraph.trashed_groups a) <= now(), false)
                               and exists (select 1 from permgraph.trashed_groups t where t.group_id = %s and t.trash_at <= now()))',
                         owner_key);
   if p_after is not null then
