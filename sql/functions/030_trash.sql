@@ -131,8 +131,9 @@ end $$;
 -- now at all: the earliest trash time, an uncorrelated subquery that the
 -- statement evaluates once (an InitPlan) by one descent of
 -- trashed_groups_trash_at_idx (migration 044), so that while no group is
--- trashed (the usual state) a listing probes nothing per node. list_targets' first pages read ~300
--- nodes on org small and cyclic small: 10-16% faster (bench/FINDINGS.md 43).
+-- trashed (the usual state) a listing probes nothing per node.
+-- list_targets' first pages, ~300 nodes on org small and cyclic small:
+-- 10-16% faster (bench/FINDINGS.md 43).
 -- Created through EXECUTE: the migration runner splits a file at every
 -- semicolon outside quotes, and a BEGIN ATOMIC body holds its own.
 do $do$
