@@ -1,4 +1,4 @@
-// The benchmark runner: npm run bench [-- --size large] [--shape org,deep] [--graph DIR] [--seed N]
+// The benchmark runner: npm run bench [-- --size large] [--shape org,deep] [--graph DIR] [--seed N] [--postgres 15]
 import { Command } from 'commander';
 import { DEFAULT_CHUNK_PAIRS } from '../src/constants.ts';
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -14,6 +14,7 @@ import { say } from './lib/progress.ts';
 import { SOLO_PHASES, type GraphInfo, type RunResult, type ShapeResult } from './lib/result.ts';
 import { freshDatabase, RESULTS_DIR, startServer } from './lib/server.ts';
 import { appliedMigrations } from '../src/migrations/migrate.ts';
+import { isSupportedMajor, POSTGRES_BINARIES } from '../scripts/lib/postgres-cluster.ts';
 import { measureIncremental } from './measure/incremental.ts';
 import { measureReads } from './measure/reads.ts';
 import { measureRefresh } from './measure/refresh.ts';
@@ -37,6 +38,8 @@ interface Options {
   import: boolean;
   hol: boolean;
   workerChunkPairs: number | null;
+  /** The major version of PostgreSQL to run on (a throwaway cluster); undefined: the embedded server. */
+  postgres?: string;
 }
 
 function parseOptions(): Options {
@@ -59,14 +62,25 @@ function parseOptions(): Options {
     .option('--capture', 'only measure one INSERT of 100,000 grants against a plain table with the same indexes (bench/measure/capture.ts), then exit', false)
     .option('--import', 'only measure permgraph import at three sizes (--size) onto a database holding data (bench/measure/import.ts); saved and reported', false)
     .option('--hol', 'only measure head-of-line blocking: a huge grant on org (--size) with a stream of small changes, chunking off and on (bench/measure/hol.ts); saved and reported', false)
+    .option('--postgres <major>', `run on a throwaway cluster of this major version of PostgreSQL (${Object.keys(POSTGRES_BINARIES).join(', ')}) with the embedded server's settings; the report compares it with the embedded one`)
     .parse();
-  const o = program.opts<{ size: string; shape: string; graph?: string; seed: string; keep: boolean; skipReads: boolean; skipIncremental: boolean; worker: boolean; coldstart: boolean; stock: boolean; stream: boolean; expiry: boolean; capture: boolean; import: boolean; hol: boolean; workerChunkPairs: string }>();
-  if (o.size !== 'small' && o.size !== 'large') throw new Error(`--size must be small or large, got ${o.size}`);
-  if (!/^\d+$/.test(o.workerChunkPairs)) throw new Error(`--worker-chunk-pairs must be a whole number, got ${o.workerChunkPairs}`);
+  const o = program.opts<{ size: string; shape: string; graph?: string; seed: string; keep: boolean; skipReads: boolean; skipIncremental: boolean; worker: boolean; coldstart: boolean; stock: boolean; stream: boolean; expiry: boolean; capture: boolean; import: boolean; hol: boolean; workerChunkPairs: string; postgres?: string }>();
+  // (commander's error: the message and exit code 1, no stack trace)
+  const refuse: (message: string) => never = (message) => program.error(`bench: ${message}`);
+  if (o.size !== 'small' && o.size !== 'large') refuse(`--size must be small or large, got ${o.size}`);
+  if (!/^\d+$/.test(o.workerChunkPairs)) refuse(`--worker-chunk-pairs must be a whole number, got ${o.workerChunkPairs}`);
   const shapes = o.shape.split(',').map((s) => s.trim()).filter(Boolean);
-  for (const s of shapes) if (!SHAPES.includes(s as Shape)) throw new Error(`unknown shape ${s}; use ${SHAPES.join(', ')}`);
+  for (const s of shapes) if (!SHAPES.includes(s as Shape)) refuse(`unknown shape ${s}; use ${SHAPES.join(', ')}`);
+  if (o.postgres !== undefined) {
+    if (!isSupportedMajor(o.postgres)) refuse(`--postgres must be a major version of PostgreSQL: ${Object.keys(POSTGRES_BINARIES).join(', ')} (got ${o.postgres})`);
+    if (process.env.DATABASE_URL) refuse('--postgres starts a server of its own: unset DATABASE_URL, or drop --postgres');
+    if (o.keep) refuse('--keep keeps the databases, and --postgres deletes its cluster afterwards: run that version yourself and point DATABASE_URL at it');
+    if (o.coldstart || o.stock || o.stream || o.expiry || o.capture) {
+      refuse('--postgres applies to the shapes\' runs, --import and --hol; --coldstart, --stock, --stream, --expiry and --capture start servers of their own');
+    }
+  }
   return { size: o.size, shapes: shapes as Shape[], graph: o.graph, seed: o.seed, keep: o.keep, skipReads: o.skipReads, skipIncremental: o.skipIncremental, worker: o.worker, coldstart: o.coldstart, stock: o.stock, stream: o.stream, expiry: o.expiry, capture: o.capture, import: o.import, hol: o.hol,
-    workerChunkPairs: o.workerChunkPairs === '0' ? null : Number(o.workerChunkPairs) };
+    workerChunkPairs: o.workerChunkPairs === '0' ? null : Number(o.workerChunkPairs), postgres: o.postgres };
 }
 
 interface Target {
@@ -195,7 +209,7 @@ async function main(): Promise<void> {
     return;
   }
   const list = options.import || options.hol ? [] : await targets(options);
-  const server = await startServer();
+  const server = await startServer(options.postgres);
   const stopOnSignal = () => {
     say('interrupted: stopping the benchmark server');
     void server.stop().finally(() => process.exit(130));

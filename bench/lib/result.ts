@@ -51,7 +51,8 @@ export interface RunResult {
   machine: MachineInfo & { loadAverageAtEnd?: number[] };
   /** Null for a phase that starts its own server (--stock, --capture) or none (--coldstart); its result describes it. */
   postgres: PostgresInfo | null;
-  server: 'embedded' | 'DATABASE_URL' | 'own';
+  /** cluster: a throwaway cluster of another major version (--postgres); own: the phase started its own server. */
+  server: 'embedded' | 'DATABASE_URL' | 'cluster' | 'own';
   plan: RunPlan;
   shapes: ShapeResult[];
   /** `permgraph import` onto a database holding data (bench/measure/import.ts; `--import` runs only this). */

@@ -1,5 +1,7 @@
-// The PostgreSQL the benchmark runs on: its own embedded server (default) or
-// the server of DATABASE_URL. Each graph gets a fresh database named
+// The PostgreSQL the benchmark runs on: its own embedded server (default),
+// the server of DATABASE_URL, or (--postgres <major>) a throwaway cluster of
+// another major version with the embedded server's settings
+// (scripts/lib/postgres-cluster.ts). Each graph gets a fresh database named
 // permgraph_bench_<name>; no other database is touched.
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
@@ -7,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { startEmbedded } from '../../src/db/embedded.ts';
 import { openPool, sql, type ConnectionPool } from '../../src/db/pool.ts';
 import { migrate } from '../../src/migrations/migrate.ts';
+import { EMBEDDED_MAJOR, startCluster } from '../../scripts/lib/postgres-cluster.ts';
 
 export const BENCH_DIR = fileURLToPath(new URL('../', import.meta.url));
 export const RESULTS_DIR = path.join(BENCH_DIR, 'results');
@@ -30,13 +33,25 @@ export const EMBEDDED_SETTINGS: Record<string, string> = {
 
 export interface BenchServer {
   url: string;
-  origin: 'embedded' | 'DATABASE_URL';
+  /** cluster: a throwaway cluster of the major version asked for (--postgres). */
+  origin: 'embedded' | 'DATABASE_URL' | 'cluster';
   stop(): Promise<void>;
 }
 
-export async function startServer(): Promise<BenchServer> {
+/**
+ * The server of a run: DATABASE_URL's when set (the runner refuses it with
+ * a major version); else, for a major version
+ * other than the embedded server's, a throwaway cluster of it with the
+ * embedded server's settings (so that versions compare like for like);
+ * else the embedded server.
+ */
+export async function startServer(postgresMajor?: string): Promise<BenchServer> {
   const fromEnv = process.env.DATABASE_URL;
   if (fromEnv) return { url: fromEnv, origin: 'DATABASE_URL', stop: async () => {} };
+  if (postgresMajor && postgresMajor !== EMBEDDED_MAJOR) {
+    const cluster = await startCluster({ major: postgresMajor, settings: EMBEDDED_SETTINGS, log: (line) => console.log(`  ${line}`) });
+    return { url: cluster.url, origin: 'cluster', stop: async () => cluster.stop() };
+  }
   await mkdir(TMP_DIR, { recursive: true });
   const server = await startEmbedded({ dataDir: path.join(TMP_DIR, 'pgdata'), settings: EMBEDDED_SETTINGS });
   if (!server.ownedByUs) {
