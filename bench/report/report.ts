@@ -12,6 +12,8 @@ import { cpuPerChange, limitsSection, us } from './limits-section.ts';
 import { newestPhase, runSource } from './provenance.ts';
 import { APPLY_VS_COMMIT_GOAL, CAPTURE_GOAL, soloSection, STOCK_SERVER_GOAL, WRITE_AND_APPLY_VS_COMMIT_GOAL } from './solo-section.ts';
 import { formatValue, renderBarChart } from './svg.ts';
+import { majorOf, versionsSection, type VersionFigures } from './versions-section.ts';
+import { EMBEDDED_MAJOR } from '../../scripts/lib/postgres-cluster.ts';
 
 /** The phases of a (size, shape) measured by a full run, each of which may come from a different run. */
 const SHAPE_PHASES = ['refresh', 'incremental', 'reads', 'worker'] as const;
@@ -482,14 +484,51 @@ function firstPagesServer(entries: Entry[]): number[] {
     .filter((v): v is number => typeof v === 'number' && Number.isFinite(v));
 }
 
+/** One (size, shape) of one version, for the section on other versions of PostgreSQL. */
+function versionFigures(e: Entry): VersionFigures {
+  const r = e.shape.refresh;
+  const listings = e.shape.reads?.listings ?? [];
+  const worst = (values: (number | undefined)[]) => {
+    const found = values.filter((v): v is number => typeof v === 'number' && Number.isFinite(v));
+    return found.length ? Math.max(...found) : null;
+  };
+  return {
+    shape: e.shape.shape,
+    size: e.shape.size,
+    file: e.file,
+    version: e.run.postgres?.version.split(' ')[1] ?? '?',
+    refreshVsFloor: r.ratioToFloor,
+    noopVsFloor: upToDateRatio(r),
+    incrementalMedian: e.shape.incremental ? pooled(e, 'random').median : null,
+    localVsCommit: localChanges(e)?.vsCommit?.applyRatio ?? null,
+    checkServer: e.shape.reads?.check.server.permgraph.median ?? null,
+    firstPageServer: worst(listings.map((l) => l.firstPageServer?.permgraph.median)),
+    targetsFirstPageServer: worst(listings.map((l) => l.targets?.firstPageServer.median)),
+    wholeListServer: worst(listings.map((l) => l.wholeServer?.permgraph.median)),
+  };
+}
+
+/** The other major versions measured, each with its newest figures. */
+function otherVersions(all: { run: RunResult; file: string }[]): VersionFigures[] {
+  const majors = [...new Set(all.map((r) => majorOf(r.run)))].filter((m): m is string => m !== null && m !== EMBEDDED_MAJOR);
+  return majors.flatMap((major) => latest(all.filter((r) => majorOf(r.run) === major)).map(versionFigures));
+}
+
+/** A section's lines and the blank line after them; nothing for an empty section. */
+const paragraph = (lines: string[]): string[] => (lines.length ? [...lines, ''] : []);
+
 /** Writes REPORT.md and the charts; returns the report's path. */
 export async function writeReport(): Promise<string> {
-  const runs = await loadRuns();
+  const all = await loadRuns();
+  // The report is the embedded server's; runs on other versions only go to
+  // their own section (phases that started servers of their own have none).
+  const runs = all.filter((r) => (majorOf(r.run) ?? EMBEDDED_MAJOR) === EMBEDDED_MAJOR);
   const entries = latest(runs);
   await mkdir(path.join(RESULTS_DIR, 'charts'), { recursive: true });
   const largeOrg = entries.find((e) => e.shape.shape === 'org' && e.shape.size === 'large');
   const largeOrgRates = largeOrg ? workerOf(largeOrg)?.rates ?? null : null;
   const lines = [...header(runs, entries), '', ...summaryTable(entries), '', ...goals(entries, runs), '', ...limitsSection(runs, { largeOrgRates, sustainedGoal: SUSTAINED_GOAL, firstPagesServerMs: firstPagesServer(entries) }), '', ...scaling(entries), '', ...soloSection(runs), '', ...importSection(runs), '', ...holSection(runs), '',
+    ...paragraph(versionsSection(EMBEDDED_MAJOR, [...entries.map(versionFigures), ...otherVersions(all)])),
     'Engine problems found while building these benchmarks, with EXPLAIN evidence: [bench/FINDINGS.md](../FINDINGS.md).', '', '## Details'];
   for (const e of entries) {
     const chart = await charts(e, RESULTS_DIR);

@@ -1,0 +1,53 @@
+// The report's section on other major versions of PostgreSQL (`npm run
+// bench -- --postgres 15`): the main report is the embedded server's; runs
+// on other versions are set beside it here, shape by shape, each version's
+// newest run (never mixed into the goals).
+import type { RunResult } from '../lib/result.ts';
+import { formatValue } from './svg.ts';
+
+/** The major version of PostgreSQL a run measured; null for phases that started servers of their own. */
+export function majorOf(run: RunResult): string | null {
+  return /^PostgreSQL (\d+)/.exec(run.postgres?.version ?? '')?.[1] ?? null;
+}
+
+/** What one (size, shape) measured on one version; null where that phase was not measured. */
+export interface VersionFigures {
+  shape: string;
+  size: string;
+  /** The run file of its refresh (its other phases may come from older runs of the same version). */
+  file: string;
+  version: string;
+  refreshVsFloor: number;
+  noopVsFloor: number;
+  incrementalMedian: number | null;
+  localVsCommit: number | null;
+  checkServer: number | null;
+  firstPageServer: number | null;
+  targetsFirstPageServer: number | null;
+  wholeListServer: number | null;
+}
+
+const ms = (v: number | null) => (v === null || !Number.isFinite(v) ? 'n/a' : formatValue(v, 'ms'));
+const times = (v: number | null) => (v === null || !Number.isFinite(v) ? 'n/a' : `${v}×`);
+
+/** Rows grouped by shape and size, the embedded server's version first in each group; empty when no other version was measured. */
+export function versionsSection(embeddedMajor: string, figures: VersionFigures[]): string[] {
+  const majors = [...new Set(figures.map((f) => f.version.split('.')[0]!))];
+  if (!majors.some((m) => m !== embeddedMajor)) return [];
+  const groups = [...new Set(figures.map((f) => `${f.size}/${f.shape}`))];
+  const lines = [
+    '## Other versions of PostgreSQL', '',
+    `The figures above are the embedded PostgreSQL ${embeddedMajor}'s. The same benchmark on throwaway clusters of other major versions (\`npm run bench -- --postgres <major>\`: the same settings, the same machine, another hour), each version's newest run; a row compares with the one above it only as far as the machine's drift between hours allows (±30% on this 2-core host for the same code: bench/FINDINGS.md 31). Server-side medians; the first pages are the slowest among the heaviest users.`, '',
+    '| shape | size | PostgreSQL | run file | refresh ÷ floor | no-op ÷ floor | incr. median | local ÷ commit | check() server | first page (list_rows) | first page (list_targets) | whole list (list_rows) |',
+    '|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  const rank = (f: VersionFigures) => (f.version.startsWith(`${embeddedMajor}.`) ? 0 : Number(f.version.split('.')[0]));
+  for (const group of groups) {
+    const rows = figures.filter((f) => `${f.size}/${f.shape}` === group).sort((a, b) => rank(a) - rank(b));
+    if (rows.length < 2) continue;  // (a shape measured on one version only compares with nothing)
+    for (const f of rows) {
+      lines.push(`| ${f.shape} | ${f.size} | ${f.version} | ${f.file} | ${f.refreshVsFloor}× | ${f.noopVsFloor}× | ${ms(f.incrementalMedian)} | ${times(f.localVsCommit)} | ${ms(f.checkServer)} | ${ms(f.firstPageServer)} | ${ms(f.targetsFirstPageServer)} | ${ms(f.wholeListServer)} |`);
+    }
+  }
+  return lines;
+}
