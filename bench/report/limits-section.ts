@@ -41,15 +41,46 @@ function throughputLimit(rates: RateResult[], goal: number): string | null {
   return `**Goal 4 (throughput): CPU per change, and the worker's one core.** At ${kept.offeredPerSecond.toLocaleString('en-US')} changes/s (the fastest phase kept up, ${kept.changesPerTransaction} changes per writer transaction) every change cost ${us(cpu.total)} of CPU: the worker's server backend ${us(cpu.worker)} (its batches: region, recomputation, diff, writes), the writers' backends ${us(cpu.writers)} (the INSERT or DELETE, its statement triggers: validation, the edge, the change row, the audit row, and the commit), this benchmark's Node process ${us(cpu.client)} (the writers' and the worker's client side) and the lag observer ${us(cpu.observer)}. ${cores} cores at that cost carry about ${ceiling.toLocaleString('en-US')} changes/s, which is where lag stops staying bounded; ${goal.toLocaleString('en-US')}/s needs ${budget} µs per change for all of them together. A writer that commits one change per transaction pays its statement and commit per change; when writers fall behind and commit several per transaction, their share per change falls (the 5,000/s phase), and the worker's batches grow (bench/FINDINGS.md 21, 22, 31). Above that the worker itself is the limit: it applies on one server backend, so on one core at most. In the phase that applied the most (${fastest.appliedPerSecond.toLocaleString('en-US')}/s, offered ${fastest.offeredPerSecond.toLocaleString('en-US')}/s) its backend was busy ${Math.round(workerShare * 100)}% of a core at ${us(workerAtFastest)} per change (${Math.round(fastest.changes / Math.max(1, fastest.batches.count)).toLocaleString('en-US')} changes a batch on average), which one core turns into about ${oneCore.toLocaleString('en-US')} changes/s; ${goal.toLocaleString('en-US')}/s needs the worker at ${Math.round(1e6 / goal)} µs per change or less.`;
 }
 
+/**
+ * check()'s server-side medians (every shape and size) of the clean runs on
+ * each machine, in the order the machines were first used: the machine,
+ * its runs, and the lowest and highest median.
+ */
+function checkByMachine(runs: Runs): { machine: string; runs: number; min: number; max: number }[] {
+  const byMachine = new Map<string, { runs: number; values: number[] }>();
+  for (const { run } of runs) {
+    if (run.git.dirty !== false) continue;
+    const values = run.shapes.flatMap((s) => (s.reads ? [s.reads.check.server.permgraph.median] : []));
+    if (!values.length) continue;
+    const entry = byMachine.get(run.machine.platform) ?? { runs: 0, values: [] };
+    entry.runs += 1;
+    entry.values.push(...values);
+    byMachine.set(run.machine.platform, entry);
+  }
+  return [...byMachine].map(([machine, { runs: n, values }]) => ({ machine, runs: n, min: Math.min(...values), max: Math.max(...values) }));
+}
+
+/** The check() goal on the machine of the newest runs, beside the machine before it. */
+function checkLimit(runs: Runs, goalMs: number): string | null {
+  const machines = checkByMachine(runs);
+  const now = machines.at(-1);
+  if (!now || now.max <= goalMs) return null;
+  const before = machines.at(-2);
+  const range = (m: { min: number; max: number }) => `${Math.round(m.min * 1000)}–${Math.round(m.max * 1000)} µs`;
+  return `**check() < ${Math.round(goalMs * 1000)} µs: the machine.** On the machine of the newest runs (${now.machine}, ${now.runs} runs) check() read ${range(now)} server-side${before ? `; on the machine before it (${before.machine}, ${before.runs} runs) ${range(before)}. bench/FINDINGS.md 44 compares the two on code with the same check(): about 3× slower here, as is every fixed cost of a statement` : ''}. A check is a handful of primary-key probes, each its own statement in PL/pgSQL; starting those statements' plans is ~40% of its CPU, the probes themselves ~12% (FINDINGS 44), and one statement for the whole check was slower still (FINDINGS 42).`;
+}
+
 /** What the run measured that the section cites: the worker phases on org large, and the first pages timed in the server. */
 export interface LimitInputs {
   largeOrgRates: RateResult[] | null;
   sustainedGoal: number;
+  /** The check() goal, server side, ms. */
+  checkGoalMs: number;
   /** Server-side medians of every first page measured (list_rows and list_targets, heaviest users, every shape), ms. */
   firstPagesServerMs: number[];
 }
 
-export function limitsSection(runs: Runs, { largeOrgRates, sustainedGoal, firstPagesServerMs }: LimitInputs): string[] {
+export function limitsSection(runs: Runs, { largeOrgRates, sustainedGoal, checkGoalMs, firstPagesServerMs }: LimitInputs): string[] {
   const lines = ['## What limits the goals missed', ''];
   lines.push('**Goal 1 (a local change ≤ 4× a one-row commit).** A local change is one statement on the server, one round trip and one commit, like the floor; what the floor does not have is the statement. Profiled on org small (bench/FINDINGS.md 27): the round trip ~0.18 ms and the commit\'s flush ~0.4 ms (the floor\'s own costs), the call around the statement ~0.1 ms, the statement\'s fixed part 0.23 ms (0.31 ms for a batch that only adds: starting a plan of some hundred nodes, the checks that the path fits), and its work 0.5–1.5 ms for a region of 11–40 pairs (walks, diff and writes at 10–30 µs a pair, each a probe or an index entry). So 4× a 0.43–0.6 ms floor leaves ~1 ms for the statement, which a region of ~30 pairs already takes. Most of the statement\'s fixed part is starting its plan: in a profile of a backend applying local batches, the executor\'s start-up is 17% of its CPU, ~0.3 ms a batch, which a cached plan does not save (bench/FINDINGS.md 37). Write + apply adds the change\'s own commit, which is no plain INSERT either: the grant is validated, and writes its edge, a change row and an audit row (see goal 3), ~140 µs of statement triggers on a one-row write (FINDINGS 37); 6× leaves it ~0.5 ms.', '');
   const capture = newestPhase(runs, 'capture')?.result;
@@ -58,6 +89,8 @@ export function limitsSection(runs: Runs, { largeOrgRates, sustainedGoal, firstP
   if (throughput) lines.push(throughput, '');
   const pages = firstPagesServerMs.length ? `${ms(Math.min(...firstPagesServerMs))}–${ms(Math.max(...firstPagesServerMs))}` : 'not measured';
   lines.push(`**Goal 6 (first page ≤ 2 ms).** The first pages measured ${pages} on the server for the heaviest users of these runs (the "server side" rows in the details); the client medians add the round trip and, on this 2-core machine, the wait for a core, and move by ±1 ms between runs of the same code (bench/FINDINGS.md 24, 27). What the functions add over the page\'s own reads is ~0.4 ms: the catalog lookup of the application table (list_rows), reading the user\'s owners, choosing a plan, and planning the dynamic query, which is per call. The rest is the page itself. org\'s heaviest users see ~3% of the table through 300–400 owners: list_rows reads their owners\' rows only up to an id bound that the id column\'s histogram places past twice the page (~200 rows instead of ~2,900, bench/FINDINGS.md 39), but one index scan still steps from each owner\'s entries to the next, ~2 µs an owner (~0.8 ms for 408), and reading the 408 owners first costs ~0.3 ms; list_targets reads every child of those owners (one or two each) and probes the owner\'s row for each node of the page. Less would need the owners\' rows merged in id order without visiting every owner, which no PostgreSQL index scan does. Whole lists above budget are bound by reading the rows themselves: the unfiltered read of as many rows beside each.`, '');
+  const check = checkLimit(runs, checkGoalMs);
+  if (check) lines.push(check, '');
   lines.push('**Goal 7 (a refresh that changes nothing ≤ 0.5× the floor).** It recomputes every row and compares it with the stored one, writing nothing; its ratio to the floor moves with the machine\'s speed from run to run with the same code (wide small: 0.35–0.65× over five runs of one day, bench/FINDINGS.md 31), so it is met on a quiet run and missed on a slow one.');
   return lines;
 }
