@@ -491,6 +491,7 @@ function firstPagesServer(entries: Entry[]): number[] {
 function versionFigures(e: Entry): VersionFigures {
   const r = e.shape.refresh;
   const listings = e.shape.reads?.listings ?? [];
+  const worker = workerOf(e);
   const worst = (values: (number | undefined)[]) => {
     const found = values.filter((v): v is number => typeof v === 'number' && Number.isFinite(v));
     return found.length ? Math.max(...found) : null;
@@ -508,6 +509,7 @@ function versionFigures(e: Entry): VersionFigures {
     firstPageServer: worst(listings.map((l) => l.firstPageServer?.permgraph.median)),
     targetsFirstPageServer: worst(listings.map((l) => l.targets?.firstPageServer.median)),
     wholeListServer: worst(listings.map((l) => l.wholeServer?.permgraph.median)),
+    worker: worker ? { keptUp: worker.sustained.keptUpPerSecond, applied: worker.sustained.appliedPerSecond } : null,
   };
 }
 
