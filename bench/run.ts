@@ -219,7 +219,7 @@ async function main(): Promise<void> {
   const shapes: ShapeResult[] = [];
   try {
     const postgres = await withPool(server.url, postgresInfo);
-    say(`PostgreSQL ${postgres.version.split(' ').slice(0, 2).join(' ')} (${server.origin}), jit=${postgres.settings.jit}`);
+    say(`${postgres.version.split(' ').slice(0, 2).join(' ')} (${server.origin}), jit=${postgres.settings.jit}`);
     for (const target of list) shapes.push(await measureShape(server.url, target, options, plan));
     let imported: RunResult['import'];
     if (options.import) {

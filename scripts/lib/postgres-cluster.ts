@@ -131,12 +131,20 @@ function fetchBinaries(binaryVersion: string, log: (line: string) => void): stri
   return target;
 }
 
-/** Runs one of the version's server tools (in the cluster's directory, which the `postgres` OS user can enter), as that user when this process is root. */
+/**
+ * Runs one of the version's server tools (in the cluster's directory, which
+ * the `postgres` OS user can enter), as that user when this process is
+ * root. Its output is shown only when it fails (initdb's and pg_ctl's
+ * progress would interleave with the caller's own).
+ */
 function runServerTool(binDir: string, dataDir: string, asRoot: boolean, tool: string, args: string[]): void {
   const command = path.join(binDir, tool);
-  const options: SpawnSyncOptions = { stdio: 'inherit', cwd: dataDir };
+  const options: SpawnSyncOptions = { stdio: ['ignore', 'pipe', 'pipe'], cwd: dataDir, encoding: 'utf8' };
   const result = asRoot ? spawnSync('runuser', ['-u', SERVER_USER, '--', command, ...args], options) : spawnSync(command, args, options);
-  if (result.status !== 0) throw new Error(`${tool} ${args[0]} failed (exit ${result.status ?? result.signal})`);
+  if (result.status !== 0) {
+    const output = `${result.stdout ?? ''}${result.stderr ?? ''}`.trim();
+    throw new Error(`${tool} ${args[0]} failed (exit ${result.status ?? result.signal})${output ? `:\n${output}` : ''}`);
+  }
 }
 
 function userId(name: string): number {
