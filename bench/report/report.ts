@@ -509,6 +509,7 @@ function versionFigures(e: Entry): VersionFigures {
     firstPageServer: worst(listings.map((l) => l.firstPageServer?.permgraph.median)),
     targetsFirstPageServer: worst(listings.map((l) => l.targets?.firstPageServer.median)),
     wholeListServer: worst(listings.map((l) => l.wholeServer?.permgraph.median)),
+    settings: e.run.postgres?.settings ?? {},
     worker: worker ? { keptUp: worker.sustained.keptUpPerSecond, applied: worker.sustained.appliedPerSecond } : null,
   };
 }

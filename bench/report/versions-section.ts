@@ -25,6 +25,8 @@ export interface VersionFigures {
   firstPageServer: number | null;
   targetsFirstPageServer: number | null;
   wholeListServer: number | null;
+  /** The server's settings the run recorded (compared with the embedded server's run of the same shape). */
+  settings: Record<string, string>;
   /** The worker phases (org): the highest rate offered that it kept up with, and the most it applied, changes/s. */
   worker: { keptUp: number | null; applied: number } | null;
 }
@@ -39,17 +41,26 @@ export function versionsSection(embeddedMajor: string, figures: VersionFigures[]
   const groups = [...new Set(figures.map((f) => `${f.size}/${f.shape}`))];
   const lines = [
     '## Other versions of PostgreSQL', '',
-    `The figures above are the embedded PostgreSQL ${embeddedMajor}'s. The same benchmark on throwaway clusters of other major versions (\`npm run bench -- --postgres <major>\`: the same settings, the same machine, another hour), each version's newest run; a row compares with the one above it only as far as the machine's drift between hours allows (±30% on this 2-core host for the same code: bench/FINDINGS.md 31). Server-side medians; the first pages are the slowest among the heaviest users.`, '',
-    '| shape | size | PostgreSQL | run file | refresh ÷ floor | no-op ÷ floor | incr. median | local ÷ commit | check() server | first page (list_rows) | first page (list_targets) | whole list (list_rows) | worker: kept up / applied |',
-    '|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    `The figures above are the embedded PostgreSQL ${embeddedMajor}'s. The same benchmark on throwaway clusters of other major versions (\`npm run bench -- --postgres <major>\`: the same settings, the same machine, another hour), each version's newest run; a row compares with the one above it only as far as the machine's drift between hours allows (±30% on this 2-core host for the same code: bench/FINDINGS.md 31). Server-side medians; the first pages are the slowest among the heaviest users. "settings": the server settings each run recorded, against the first row's of its shape (\`same\`, or the ones that differ).`, '',
+    '| shape | size | PostgreSQL | run file | settings | refresh ÷ floor | no-op ÷ floor | incr. median | local ÷ commit | check() server | first page (list_rows) | first page (list_targets) | whole list (list_rows) | worker: kept up / applied |',
+    '|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   const rank = (f: VersionFigures) => (f.version.startsWith(`${embeddedMajor}.`) ? 0 : Number(f.version.split('.')[0]));
   for (const group of groups) {
     const rows = figures.filter((f) => `${f.size}/${f.shape}` === group).sort((a, b) => rank(a) - rank(b));
     if (rows.length < 2) continue;  // (a shape measured on one version only compares with nothing)
+    const reference = rows[0]!;
     for (const f of rows) {
-      lines.push(`| ${f.shape} | ${f.size} | ${f.version} | ${f.file} | ${f.refreshVsFloor}× | ${f.noopVsFloor}× | ${ms(f.incrementalMedian)} | ${times(f.localVsCommit)} | ${ms(f.checkServer)} | ${ms(f.firstPageServer)} | ${ms(f.targetsFirstPageServer)} | ${ms(f.wholeListServer)} | ${f.worker ? `${f.worker.keptUp?.toLocaleString('en-US') ?? 'none'} / ${f.worker.applied.toLocaleString('en-US')} changes/s` : 'n/a'} |`);
+      lines.push(`| ${f.shape} | ${f.size} | ${f.version} | ${f.file} | ${f === reference ? 'the reference' : settingsAgainst(f.settings, reference)} | ${f.refreshVsFloor}× | ${f.noopVsFloor}× | ${ms(f.incrementalMedian)} | ${times(f.localVsCommit)} | ${ms(f.checkServer)} | ${ms(f.firstPageServer)} | ${ms(f.targetsFirstPageServer)} | ${ms(f.wholeListServer)} | ${f.worker ? `${f.worker.keptUp?.toLocaleString('en-US') ?? 'none'} / ${f.worker.applied.toLocaleString('en-US')} changes/s` : 'n/a'} |`);
     }
   }
   return lines;
+}
+
+/** "same" when a run recorded the reference run's settings, else the ones that differ (name=value, the reference's in parentheses). */
+function settingsAgainst(settings: Record<string, string>, reference: VersionFigures): string {
+  const names = [...new Set([...Object.keys(settings), ...Object.keys(reference.settings)])].sort();
+  const differ = names.filter((n) => settings[n] !== reference.settings[n]);
+  if (!differ.length) return 'same';
+  return differ.map((n) => `\`${n}=${settings[n] ?? 'unset'}\` (${reference.settings[n] ?? 'unset'})`).join(', ');
 }
