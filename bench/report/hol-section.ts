@@ -1,6 +1,7 @@
 // The report's section on head-of-line blocking (bench/measure/hol.ts).
 import type { RunResult } from '../lib/result.ts';
 import { runSource } from './provenance.ts';
+import { majorOf } from './versions-section.ts';
 import { formatValue } from './svg.ts';
 
 /** Goal of issue 12: the small changes' lag p99 stays at or under this while a huge change is applied. */
@@ -9,17 +10,22 @@ const HOL_TARGET_P99_MS = 1000;
 const ms = (v: number) => (Number.isFinite(v) ? formatValue(v, 'ms') : 'n/a');
 const num = (v: number) => v.toLocaleString('en-US');
 
-/** The newest `--hol` measurement of a clean commit, per size. */
-export function holSection(runs: { run: RunResult; file: string }[]): string[] {
+/**
+ * The newest `--hol` measurement of a clean commit, per size and major
+ * version of PostgreSQL: the embedded server's first, then any other
+ * version's (`--hol --postgres <major>`).
+ */
+export function holSection(runs: { run: RunResult; file: string }[], embeddedMajor: string): string[] {
   const lines = ['## Head-of-line blocking', ''];
   const newest = new Map<string, { run: RunResult; file: string }>();
-  for (const r of runs) if (r.run.hol && r.run.git.dirty === false) newest.set(r.run.size, r);
+  for (const r of runs) if (r.run.hol && r.run.git.dirty === false) newest.set(`${r.run.size}/${majorOf(r.run)}`, r);
   if (newest.size === 0) return [...lines, 'Not measured yet: `npm run bench -- --hol [--size large]`.'];
-  for (const { run, file } of newest.values()) {
+  const embeddedFirst = [...newest.values()].sort((a, b) => Number(majorOf(b.run) === embeddedMajor) - Number(majorOf(a.run) === embeddedMajor));
+  for (const { run, file } of embeddedFirst) {
     const h = run.hol!;
     lines.push(
       `${runSource(run, file)} ` +
-        `Org ${h.size} (${num(h.permissionsBefore)} rows): one grant of a ${num(h.plan.teamMembers)}-member team onto a group owning ${num(h.plan.ownedGroups)} groups creates **${num(h.bigGrantRows)} rows**, ` +
+        `Org ${h.size} on ${run.postgres?.version.split(' ').slice(0, 2).join(' ') ?? 'PostgreSQL'} (${num(h.permissionsBefore)} rows): one grant of a ${num(h.plan.teamMembers)}-member team onto a group owning ${num(h.plan.ownedGroups)} groups creates **${num(h.bigGrantRows)} rows**, ` +
         `while ${h.plan.streamPerSecond} small changes/s (users outside the team) are committed. Lag = commit → token applied. ` +
         `Chunking off is the behaviour before long jobs (the grant is one batch); on is the worker's default. Goal: the stream's p99 lag ≤ ${ms(HOL_TARGET_P99_MS)} while the grant is pending.`,
       '',

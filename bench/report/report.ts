@@ -450,14 +450,23 @@ async function charts(e: Entry, dir: string): Promise<{ incremental: string; rea
 const IMPORT_TARGET_ROWS_PER_SECOND = 50_000;
 
 /** The newest `--import` measurement of a clean commit (bench/measure/import.ts; see latest()). */
-function importSection(runs: { run: RunResult; file: string }[]): string[] {
-  const found = newestPhase(runs, 'import');
+function importSection(all: { run: RunResult; file: string }[]): string[] {
   const lines = ['## Import', ''];
-  if (!found) return [...lines, 'Not measured yet: `npm run bench -- --import [--size large]`.'];
-  const { run, file, result: r } = found;
+  // the embedded server's newest, then each other version's (--import --postgres <major>)
+  const majors = [...new Set(all.filter((r) => r.run.import !== undefined).map((r) => majorOf(r.run) ?? EMBEDDED_MAJOR))]
+    .sort((a, b) => Number(b === EMBEDDED_MAJOR) - Number(a === EMBEDDED_MAJOR) || Number(a) - Number(b));
+  const found = majors.flatMap((major) => newestPhase(all.filter((r) => (majorOf(r.run) ?? EMBEDDED_MAJOR) === major), 'import') ?? []);
+  if (!found.length) return [...lines, 'Not measured yet: `npm run bench -- --import [--size large]`.'];
+  for (const measured of found) lines.push(...importRun(measured), '');
+  return lines.slice(0, -1);
+}
+
+/** One `--import` run's figures. */
+function importRun({ run, file, result: r }: { run: RunResult; file: string; result: NonNullable<RunResult['import']> }): string[] {
+  const lines: string[] = [];
   const h = r.history;
   lines.push(
-    `${runSource(run, file)} ` +
+    `${runSource(run, file)} On ${run.postgres?.version.split(' ').slice(0, 2).join(' ') ?? 'PostgreSQL'}. ` +
       `Each size is imported with \`importGraph\` (what \`permgraph import\` runs) into a fresh database that already holds ${num(h.nodes)} nodes and ${num(h.grants)} grants: ` +
       `${h.imports} earlier imports of ${num(h.nodesPerImport)} nodes and as many grants, ${num(h.otherNodes)} nodes written otherwise, and staging statistics taken while the staging tables were empty ` +
       '(where validation used to go quadratic: 5,001 nodes took 15.6 s, 20,001 took 7 min 17 s in issue 11). ' +
@@ -533,7 +542,7 @@ export async function writeReport(): Promise<string> {
   await mkdir(path.join(RESULTS_DIR, 'charts'), { recursive: true });
   const largeOrg = entries.find((e) => e.shape.shape === 'org' && e.shape.size === 'large');
   const largeOrgRates = largeOrg ? workerOf(largeOrg)?.rates ?? null : null;
-  const lines = [...header(runs, entries), '', ...summaryTable(entries), '', ...goals(entries, runs), '', ...limitsSection(runs, { largeOrgRates, sustainedGoal: SUSTAINED_GOAL, checkGoalMs: CHECK_GOAL_MS, firstPagesServerMs: firstPagesServer(entries) }), '', ...scaling(entries), '', ...soloSection(runs), '', ...importSection(runs), '', ...holSection(runs), '',
+  const lines = [...header(runs, entries), '', ...summaryTable(entries), '', ...goals(entries, runs), '', ...limitsSection(runs, { largeOrgRates, sustainedGoal: SUSTAINED_GOAL, checkGoalMs: CHECK_GOAL_MS, firstPagesServerMs: firstPagesServer(entries) }), '', ...scaling(entries), '', ...soloSection(runs), '', ...importSection(all), '', ...holSection(all, EMBEDDED_MAJOR), '',
     ...paragraph(versionsSection(EMBEDDED_MAJOR, [...entries.map(versionFigures), ...otherVersions(all)])),
     'Engine problems found while building these benchmarks, with EXPLAIN evidence: [bench/FINDINGS.md](../FINDINGS.md).', '', '## Details'];
   for (const e of entries) {
