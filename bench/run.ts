@@ -8,7 +8,7 @@ import { generateCsv, DEFAULT_SEED } from './generate.ts';
 import { createDocs } from './graph/docs.ts';
 import { loadGraph } from './graph/load.ts';
 import { SHAPES, type Shape, type Size } from './graph/types.ts';
-import { gitInfo, machineInfo, postgresInfo } from './lib/environment.ts';
+import { gitInfo, machineInfo, postgresInfo, postgresName } from './lib/environment.ts';
 import { PLANS, type RunPlan } from './lib/plan.ts';
 import { say } from './lib/progress.ts';
 import { SOLO_PHASES, type GraphInfo, type RunResult, type ShapeResult } from './lib/result.ts';
@@ -219,7 +219,7 @@ async function main(): Promise<void> {
   const shapes: ShapeResult[] = [];
   try {
     const postgres = await withPool(server.url, postgresInfo);
-    say(`${postgres.version.split(' ').slice(0, 2).join(' ')} (${server.origin}), jit=${postgres.settings.jit}`);
+    say(`${postgresName(postgres.version)} (${server.origin}), jit=${postgres.settings.jit}`);
     for (const target of list) shapes.push(await measureShape(server.url, target, options, plan));
     let imported: RunResult['import'];
     if (options.import) {

@@ -55,6 +55,11 @@ export function gitInfo(): GitInfo {
   }
 }
 
+/** A server's name and version from version()'s text: "PostgreSQL 18.4". */
+export function postgresName(version: string): string {
+  return version.split(' ').slice(0, 2).join(' ');
+}
+
 export async function postgresInfo(db: Queryable): Promise<PostgresInfo> {
   const [version] = await db.query(sql`select version() as v`);
   const rows: { name: string; setting: string; unit: string | null }[] = await db.query(

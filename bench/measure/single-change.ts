@@ -18,6 +18,7 @@ import { applyChanges } from '../../src/engine/apply.ts';
 import { migrate } from '../../src/migrations/migrate.ts';
 import { generateCsv } from '../generate.ts';
 import { loadGraph } from '../graph/load.ts';
+import { postgresName } from '../lib/environment.ts';
 import { say } from '../lib/progress.ts';
 import { createRng } from '../lib/rng.ts';
 import { TMP_DIR, withDatabase } from '../lib/server.ts';
@@ -107,7 +108,7 @@ export async function measureStockServer(seed = 'stock'): Promise<StockServerRes
       const jitOff = await graphDatabase(server.url, 'permgraph_bench_stock_jit_off', graph.dir, true);
       pools.push(jitOff);
       const [settings] = await stock.query(sql`select version() as version, current_setting('jit') as jit, current_setting('jit_above_cost') as jit_above_cost`);
-      say(`stock server: ${String(settings.version).split(' ').slice(0, 2).join(' ')}, jit=${settings.jit}, jit_above_cost=${settings.jit_above_cost}`);
+      say(`stock server: ${postgresName(String(settings.version))}, jit=${settings.jit}, jit_above_cost=${settings.jit_above_cost}`);
       // Interleave the three so drift on a shared machine hits them alike.
       const defaultSamples: number[] = [];
       const jitOffSamples: ChangeSamples = { apply: [], writeAndApply: [], rows: [] };

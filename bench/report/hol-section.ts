@@ -1,7 +1,8 @@
 // The report's section on head-of-line blocking (bench/measure/hol.ts).
 import type { RunResult } from '../lib/result.ts';
 import { runSource } from './provenance.ts';
-import { majorOf } from './versions-section.ts';
+import { postgresName } from '../lib/environment.ts';
+import { embeddedFirst, majorOf } from './versions-section.ts';
 import { formatValue } from './svg.ts';
 
 /** Goal of issue 12: the small changes' lag p99 stays at or under this while a huge change is applied. */
@@ -20,12 +21,12 @@ export function holSection(runs: { run: RunResult; file: string }[], embeddedMaj
   const newest = new Map<string, { run: RunResult; file: string }>();
   for (const r of runs) if (r.run.hol && r.run.git.dirty === false) newest.set(`${r.run.size}/${majorOf(r.run)}`, r);
   if (newest.size === 0) return [...lines, 'Not measured yet: `npm run bench -- --hol [--size large]`.'];
-  const embeddedFirst = [...newest.values()].sort((a, b) => Number(majorOf(b.run) === embeddedMajor) - Number(majorOf(a.run) === embeddedMajor));
-  for (const { run, file } of embeddedFirst) {
+  const first = embeddedFirst(embeddedMajor);
+  for (const { run, file } of [...newest.values()].sort((a, b) => first(majorOf(a.run) ?? embeddedMajor, majorOf(b.run) ?? embeddedMajor))) {
     const h = run.hol!;
     lines.push(
       `${runSource(run, file)} ` +
-        `Org ${h.size} on ${run.postgres?.version.split(' ').slice(0, 2).join(' ') ?? 'PostgreSQL'} (${num(h.permissionsBefore)} rows): one grant of a ${num(h.plan.teamMembers)}-member team onto a group owning ${num(h.plan.ownedGroups)} groups creates **${num(h.bigGrantRows)} rows**, ` +
+        `Org ${h.size} on ${run.postgres ? postgresName(run.postgres.version) : 'PostgreSQL'} (${num(h.permissionsBefore)} rows): one grant of a ${num(h.plan.teamMembers)}-member team onto a group owning ${num(h.plan.ownedGroups)} groups creates **${num(h.bigGrantRows)} rows**, ` +
         `while ${h.plan.streamPerSecond} small changes/s (users outside the team) are committed. Lag = commit → token applied. ` +
         `Chunking off is the behaviour before long jobs (the grant is one batch); on is the worker's default. Goal: the stream's p99 lag ≤ ${ms(HOL_TARGET_P99_MS)} while the grant is pending.`,
       '',

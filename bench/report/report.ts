@@ -12,7 +12,8 @@ import { cpuPerChange, limitsSection, us } from './limits-section.ts';
 import { newestPhase, runSource } from './provenance.ts';
 import { APPLY_VS_COMMIT_GOAL, CAPTURE_GOAL, soloSection, STOCK_SERVER_GOAL, WRITE_AND_APPLY_VS_COMMIT_GOAL } from './solo-section.ts';
 import { formatValue, renderBarChart } from './svg.ts';
-import { majorOf, versionsSection, type VersionFigures } from './versions-section.ts';
+import { embeddedFirst, majorOf, versionsSection, type VersionFigures } from './versions-section.ts';
+import { postgresName } from '../lib/environment.ts';
 import { EMBEDDED_MAJOR } from '../../scripts/lib/postgres-cluster.ts';
 
 /** The phases of a (size, shape) measured by a full run, each of which may come from a different run. */
@@ -156,7 +157,7 @@ function header(runs: { run: RunResult; file: string }[], entries: Entry[]): str
   for (const file of used) {
     const run = runs.find((r) => r.file === file)?.run as RunResult;
     const commit = run.git.commit ? `${run.git.commit.slice(0, 10)}${run.git.dirty ? ' (uncommitted changes)' : ''}` : 'unknown';
-    lines.push(`| ${file} | ${commit} | ${run.size} | ${run.postgres?.version.split(' on ')[0] ?? 'its own server'} (${run.server}) | ${run.machine.cpus} cores, ${run.machine.memoryGiB} GiB, ${run.machine.cpuModel}, ${run.machine.platform} | ${run.machine.loadAverage?.[0] ?? '?'} → ${run.machine.loadAverageAtEnd?.[0] ?? '?'} | ${(run.durationMs / 1000).toFixed(0)} s |`);
+    lines.push(`| ${file} | ${commit} | ${run.size} | ${run.postgres ? postgresName(run.postgres.version) : 'its own server'} (${run.server}) | ${run.machine.cpus} cores, ${run.machine.memoryGiB} GiB, ${run.machine.cpuModel}, ${run.machine.platform} | ${run.machine.loadAverage?.[0] ?? '?'} → ${run.machine.loadAverageAtEnd?.[0] ?? '?'} | ${(run.durationMs / 1000).toFixed(0)} s |`);
   }
   lines.push(...settingsLines(used.map((file) => ({ file, run: runs.find((r) => r.file === file)?.run as RunResult }))));
   return lines;
@@ -453,9 +454,8 @@ const IMPORT_TARGET_ROWS_PER_SECOND = 50_000;
 function importSection(all: { run: RunResult; file: string }[]): string[] {
   const lines = ['## Import', ''];
   // the embedded server's newest, then each other version's (--import --postgres <major>)
-  const majors = [...new Set(all.filter((r) => r.run.import !== undefined).map((r) => majorOf(r.run) ?? EMBEDDED_MAJOR))]
-    .sort((a, b) => Number(b === EMBEDDED_MAJOR) - Number(a === EMBEDDED_MAJOR) || Number(a) - Number(b));
-  const found = majors.flatMap((major) => newestPhase(all.filter((r) => (majorOf(r.run) ?? EMBEDDED_MAJOR) === major), 'import') ?? []);
+  const majors = [...new Set(all.filter((r) => r.run.import !== undefined).map(versionOf))].sort(embeddedFirst(EMBEDDED_MAJOR));
+  const found = majors.flatMap((major) => newestPhase(all.filter((r) => versionOf(r) === major), 'import') ?? []);
   if (!found.length) return [...lines, 'Not measured yet: `npm run bench -- --import [--size large]`.'];
   for (const measured of found) lines.push(...importRun(measured), '');
   return lines.slice(0, -1);
@@ -466,7 +466,7 @@ function importRun({ run, file, result: r }: { run: RunResult; file: string; res
   const lines: string[] = [];
   const h = r.history;
   lines.push(
-    `${runSource(run, file)} On ${run.postgres?.version.split(' ').slice(0, 2).join(' ') ?? 'PostgreSQL'}. ` +
+    `${runSource(run, file)} On ${run.postgres ? postgresName(run.postgres.version) : 'PostgreSQL'}. ` +
       `Each size is imported with \`importGraph\` (what \`permgraph import\` runs) into a fresh database that already holds ${num(h.nodes)} nodes and ${num(h.grants)} grants: ` +
       `${h.imports} earlier imports of ${num(h.nodesPerImport)} nodes and as many grants, ${num(h.otherNodes)} nodes written otherwise, and staging statistics taken while the staging tables were empty ` +
       '(where validation used to go quadratic: 5,001 nodes took 15.6 s, 20,001 took 7 min 17 s in issue 11). ' +
@@ -509,7 +509,7 @@ function versionFigures(e: Entry): VersionFigures {
     shape: e.shape.shape,
     size: e.shape.size,
     file: e.file,
-    version: e.run.postgres?.version.split(' ')[1] ?? '?',
+    version: e.run.postgres ? postgresName(e.run.postgres.version).split(' ')[1]! : '?',
     refreshVsFloor: r.ratioToFloor,
     noopVsFloor: upToDateRatio(r),
     incrementalMedian: e.shape.incremental ? pooled(e, 'random').median : null,
@@ -529,6 +529,9 @@ function otherVersions(all: { run: RunResult; file: string }[]): VersionFigures[
   return majors.flatMap((major) => latest(all.filter((r) => majorOf(r.run) === major)).map(versionFigures));
 }
 
+/** A run's major version of PostgreSQL; a phase that started a server of its own counts as the embedded server's. */
+const versionOf = (r: { run: RunResult }): string => majorOf(r.run) ?? EMBEDDED_MAJOR;
+
 /** A section's lines and the blank line after them; nothing for an empty section. */
 const paragraph = (lines: string[]): string[] => (lines.length ? [...lines, ''] : []);
 
@@ -537,7 +540,7 @@ export async function writeReport(): Promise<string> {
   const all = await loadRuns();
   // The report is the embedded server's; runs on other versions only go to
   // their own section (phases that started servers of their own have none).
-  const runs = all.filter((r) => (majorOf(r.run) ?? EMBEDDED_MAJOR) === EMBEDDED_MAJOR);
+  const runs = all.filter((r) => versionOf(r) === EMBEDDED_MAJOR);
   const entries = latest(runs);
   await mkdir(path.join(RESULTS_DIR, 'charts'), { recursive: true });
   const largeOrg = entries.find((e) => e.shape.shape === 'org' && e.shape.size === 'large');

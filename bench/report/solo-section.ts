@@ -3,6 +3,7 @@
 // default settings (issue 12 goal 1, issue 11), the writers' cost of capture
 // (issue 12 goal 3) and the CLI's cold start (issue 11).
 import { newestPhase, runSource, type Runs } from './provenance.ts';
+import { postgresName } from '../lib/environment.ts';
 import { formatValue } from './svg.ts';
 
 
@@ -21,7 +22,7 @@ function stockLines(runs: Runs): string[] {
   if (!found) return ['Not measured yet: `npm run bench -- --stock`.'];
   const r = found.result;
   return [
-    `${runSource(found.run, found.file)} A second embedded server with no settings at all (${r.server.version.split(' ').slice(0, 2).join(' ')}, \`jit=${r.server.jit}\`, \`jit_above_cost=${r.server.jitAboveCost}\`), org small loaded into two databases, one left at the defaults and one with \`jit = off\`; the same single changes (add/remove a member, share/unshare a project) applied through \`applyChanges()\`, interleaved with a one-row INSERT + COMMIT into a table with two indexes (the floor). Median ${r.rowsAltered} rows altered per change.`,
+    `${runSource(found.run, found.file)} A second embedded server with no settings at all (${postgresName(r.server.version)}, \`jit=${r.server.jit}\`, \`jit_above_cost=${r.server.jitAboveCost}\`), org small loaded into two databases, one left at the defaults and one with \`jit = off\`; the same single changes (add/remove a member, share/unshare a project) applied through \`applyChanges()\`, interleaved with a one-row INSERT + COMMIT into a table with two indexes (the floor). Median ${r.rowsAltered} rows altered per change.`,
     '',
     '| measured | median | p95 | max | n | ratio |',
     '|---|---:|---:|---:|---:|---|',

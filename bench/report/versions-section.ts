@@ -10,6 +10,11 @@ export function majorOf(run: RunResult): string | null {
   return /^PostgreSQL (\d+)/.exec(run.postgres?.version ?? '')?.[1] ?? null;
 }
 
+/** Orders major versions: the embedded server's first, then the others from the oldest. */
+export function embeddedFirst(embeddedMajor: string): (a: string, b: string) => number {
+  return (a, b) => Number(b === embeddedMajor) - Number(a === embeddedMajor) || Number(a) - Number(b);
+}
+
 /** What one (size, shape) measured on one version; null where that phase was not measured. */
 export interface VersionFigures {
   shape: string;
@@ -31,23 +36,26 @@ export interface VersionFigures {
   worker: { keptUp: number | null; applied: number } | null;
 }
 
+/** A row's major version ("15" of "15.18"). */
+const major = (f: VersionFigures): string => f.version.split('.')[0]!;
+
 const ms = (v: number | null) => (v === null || !Number.isFinite(v) ? 'n/a' : formatValue(v, 'ms'));
 const times = (v: number | null) => (v === null || !Number.isFinite(v) ? 'n/a' : `${v}×`);
 
 /** Rows grouped by shape and size, the embedded server's version first in each group; empty when no other version was measured. */
 export function versionsSection(embeddedMajor: string, figures: VersionFigures[]): string[] {
-  const majors = [...new Set(figures.map((f) => f.version.split('.')[0]!))];
+  const majors = [...new Set(figures.map(major))];
   if (!majors.some((m) => m !== embeddedMajor)) return [];
   const groups = [...new Set(figures.map((f) => `${f.size}/${f.shape}`))];
+  const first = embeddedFirst(embeddedMajor);
   const lines = [
     '## Other versions of PostgreSQL', '',
     `The figures above are the embedded PostgreSQL ${embeddedMajor}'s. The same benchmark on throwaway clusters of other major versions (\`npm run bench -- --postgres <major>\`: the same settings, the same machine, another hour), each version's newest run; a row compares with the one above it only as far as the machine's drift between hours allows (±30% on this 2-core host for the same code: bench/FINDINGS.md 31). Server-side medians; the first pages are the slowest among the heaviest users. "settings": the server settings each run recorded, against the first row's of its shape (\`same\`, or the ones that differ).`, '',
     '| shape | size | PostgreSQL | run file | settings | refresh ÷ floor | no-op ÷ floor | incr. median | local ÷ commit | check() server | first page (list_rows) | first page (list_targets) | whole list (list_rows) | worker: kept up / applied |',
     '|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
-  const rank = (f: VersionFigures) => (f.version.startsWith(`${embeddedMajor}.`) ? 0 : Number(f.version.split('.')[0]));
   for (const group of groups) {
-    const rows = figures.filter((f) => `${f.size}/${f.shape}` === group).sort((a, b) => rank(a) - rank(b));
+    const rows = figures.filter((f) => `${f.size}/${f.shape}` === group).sort((a, b) => first(major(a), major(b)));
     if (rows.length < 2) continue;  // (a shape measured on one version only compares with nothing)
     const reference = rows[0]!;
     for (const f of rows) {
