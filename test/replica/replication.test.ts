@@ -1,6 +1,8 @@
 // Reads on replicas, with real clusters: a primary (wal_level = logical), a
 // hot standby streaming from it, and a third cluster subscribing to the
 // primary's permission table by logical replication (docs/replicas.md).
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Permgraph } from '../../src/client.ts';
 import { openPool, sql, type ConnectionPool, type Queryable } from '../../src/db/pool.ts';
@@ -11,6 +13,7 @@ import * as model from '../reference/model.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
 import { ClusterSet, currentWalLsn, pauseReplay, PRIMARY_SETTINGS, resumeReplay, until, waitForReplay, type Cluster } from '../helpers/cluster.ts';
 import { loadGraph, readPermissions } from '../helpers/graph.ts';
+import { parseBlocks, REPO, splitStatements } from '../docs/doctest.ts';
 
 const APP_DB = 'app';
 const READER = 'app_reader';
@@ -29,6 +32,16 @@ const after: model.RefGraph = {
 
 /** Then dave, a new user, reads ops. */
 const withDave: model.RefGraph = { nodes: [...after.nodes, u('dave')], grants: [...after.grants, grant('dave', 1, 'ops')] };
+
+/** The statements of docs/replicas.md's subscriber block that create its tables (all but `create subscription`). */
+function documentedSubscriberTables(): string[] {
+  const page = readFileSync(path.join(REPO, 'docs/replicas.md'), 'utf8');
+  const block = parseBlocks(page).find((b) => b.lang === 'sql' && b.code.includes('create subscription'));
+  if (!block) throw new Error('docs/replicas.md: no sql block with `create subscription` (the subscriber\'s tables)');
+  const statements = splitStatements(block.code).map((s) => s.text).filter((text) => !/^\s*create subscription/i.test(text));
+  expect(statements.some((text) => /create table permgraph\.applier_state/i.test(text))).toBe(true);
+  return statements;
+}
 
 /** Every (user, node, level) for which check() says yes, as "user node level". */
 async function allowed(db: Queryable, graph: model.RefGraph): Promise<string[]> {
@@ -205,19 +218,14 @@ describe('replicas', () => {
   });
 
   it('a publication of permgraph.permissions keeps a copy in another database equal to the table', async () => {
-    // The subscriber's tables: the primary's columns and primary keys (DDL is not replicated).
+    // The subscriber's tables, as docs/replicas.md creates them (DDL is not
+    // replicated): its block, run here, so that the page cannot fall behind
+    // a column the primary's tables gained. The subscription is created
+    // below, with this cluster's connection instead of the page's example.
     const subscriberAdmin = open(subscriberCluster.url());
     await subscriberAdmin.query(sql`create database ${sql.ident(APP_DB)}`);
     const subscriber = open(subscriberCluster.url(APP_DB));
-    await subscriber.query(sql`create schema permgraph`);
-    for (const [table, key] of [['permissions', 'user_id, target_id'], ['applier_state', 'singleton']] as const) {
-      const [{ columns }] = await primary.query(sql`
-        select string_agg(format('%I %s%s', a.attname, format_type(a.atttypid, a.atttypmod),
-                                 case when a.attcollation <> 0 then format(' collate %I', c.collname) else '' end), ', ' order by a.attnum) as columns
-        from pg_attribute a left join pg_collation c on c.oid = a.attcollation
-        where a.attrelid = ${`permgraph.${table}`}::regclass and a.attnum > 0 and not a.attisdropped`);
-      await subscriber.query(sql.__dangerous__rawValue(`create table permgraph.${table} (${columns}, primary key (${key}))`));
-    }
+    for (const statement of documentedSubscriberTables()) await subscriber.query(sql.__dangerous__rawValue(statement));
 
     // On the primary: the publication, and a role that may stream it and read the tables.
     await primary.query(sql`create publication permgraph_permissions for table permgraph.permissions, permgraph.applier_state`);
