@@ -11,7 +11,9 @@
 --                     captured changes, tombstones, audit rows) is written by
 --                     security definer triggers owned by the schema's owner.
 --   permgraph_worker  the reader's rights, plus the engine's entry points:
---                     apply_changes, refresh, verify (security definer).
+--                     apply_changes, apply_local_changes, apply_job_chunk,
+--                     refresh, verify (security definer), and the key of the
+--                     applier role's advisory lock.
 -- No role but the schema's owner can write any other table, and PUBLIC can
 -- execute no permgraph function. Rights are granted to each role directly
 -- (not through membership in permgraph_reader) so that an owner who may not
