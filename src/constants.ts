@@ -92,6 +92,26 @@ export const DEFAULT_IMPORT_MAX_PROBLEMS = 20;
 /** Page size of the audit log when none is given. */
 export const DEFAULT_AUDIT_LIMIT = 100;
 
+/** The actions of the audit log's entries (its CHECK constraint's list), in the order the docs give them. */
+export const AUDIT_ACTIONS = [
+  'grant',
+  'revoke',
+  'change_level',
+  /** Only the grant's expires_at changed (oldExpiresAt/newExpiresAt). */
+  'change_expiry',
+  'set_owner',
+  'create_node',
+  'delete_node',
+  'set_trash',
+  'import',
+  'truncate',
+  /** A role or operation of the catalog added, changed or removed (details: kind, name; old/new level). */
+  'catalog',
+  'prune_audit',
+  /** Written by releases before 0.2, when the log could be truncated: old logs may hold it. */
+  'truncate_audit',
+] as const;
+
 /** A pending change older than this is a doctor warning (seconds). */
 export const DEFAULT_MAX_LAG_SECONDS = 60;
 

@@ -5,7 +5,7 @@
  */
 import { sql, type Queryable } from '../db/pool.ts';
 import { check } from '../engine/check.ts';
-import { withInputErrors } from '../errors.ts';
+import { InvalidInputError, withInputErrors } from '../errors.ts';
 import { isLevelInput, parseLevel } from '../levels.ts';
 import type { Level } from '../types.ts';
 
@@ -33,6 +33,25 @@ export async function checkAccess(db: Queryable, userId: string, targetId: strin
   }
   const operation = String(levelOrOperation);
   return { operation, allowed: await checkOperation(db, userId, targetId, operation) };
+}
+
+/**
+ * Refuses a question about ids that are not nodes, with an InvalidInputError
+ * worded as the listings and explain word theirs: the user must be a node of
+ * kind user, the target a node. check() itself answers false for ids it does
+ * not know (an application asking about a row it has not registered is
+ * denied); a person at the command line who typed an id wrong needs to be
+ * told so instead.
+ */
+export async function requireUserAndTarget(db: Queryable, userId: string, targetId: string): Promise<void> {
+  const rows: { id: string; kind: string }[] = await db.query(
+    sql`select n.id, n.kind from permgraph.nodes n where n.id = any (${[userId, targetId]}::text[])`,
+  );
+  const kindOf = new Map(rows.map((r) => [r.id, r.kind]));
+  const userKind = kindOf.get(userId);
+  if (userKind === undefined) throw new InvalidInputError(`user ${JSON.stringify(userId)} does not exist`);
+  if (userKind !== 'user') throw new InvalidInputError(`${JSON.stringify(userId)} is a ${userKind}, not a user (permissions start at users)`);
+  if (!kindOf.has(targetId)) throw new InvalidInputError(`target ${JSON.stringify(targetId)} does not exist`);
 }
 
 /** permgraph.check_op(): may the user perform the named operation on the node? */

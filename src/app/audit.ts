@@ -1,26 +1,11 @@
 // Reading the append-only audit log (sql/functions/140_audit.sql) and naming the actor of a
 // transaction's changes. Triggers write the log; nothing here writes it.
-import { DEFAULT_AUDIT_LIMIT } from '../constants.ts';
+import { AUDIT_ACTIONS, DEFAULT_AUDIT_LIMIT } from '../constants.ts';
 import { sql, type Queryable } from '../db/pool.ts';
 import { InvalidInputError, SqlState, withInputErrors } from '../errors.ts';
 
-export type AuditAction =
-  | 'grant'
-  | 'revoke'
-  | 'change_level'
-  /** Only the grant's expires_at changed (oldExpiresAt/newExpiresAt). */
-  | 'change_expiry'
-  | 'set_owner'
-  | 'create_node'
-  | 'delete_node'
-  | 'set_trash'
-  | 'import'
-  | 'truncate'
-  /** Written by releases before 0.2, when the log could be truncated. */
-  | 'truncate_audit'
-  | 'prune_audit'
-  /** A role or operation of the catalog added, changed or removed (details: kind, name; old/new level). */
-  | 'catalog';
+/** What an audit entry records (AUDIT_ACTIONS says each one's meaning). */
+export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 
 export interface AuditEntry {
   id: number;
@@ -67,18 +52,13 @@ export interface AuditPage {
   nextCursor: number | null;
 }
 
-const ACTIONS: readonly AuditAction[] = [
-  'grant', 'revoke', 'change_level', 'change_expiry', 'set_owner', 'create_node', 'delete_node', 'set_trash', 'import', 'truncate', 'truncate_audit',
-  'prune_audit', 'catalog',
-];
-
 /** Lists audit entries oldest first, keyset-paginated on id. */
 export async function listAudit(db: Queryable, filter: AuditFilter = {}): Promise<AuditPage> {
   const limit = filter.limit ?? DEFAULT_AUDIT_LIMIT;
   if (!Number.isInteger(limit) || limit <= 0) throw new InvalidInputError(`limit must be a positive integer, got ${limit}`);
   if (filter.after !== undefined && !Number.isInteger(filter.after)) throw new InvalidInputError(`cursor must be an entry id, got ${filter.after}`);
-  if (filter.action !== undefined && !ACTIONS.includes(filter.action)) {
-    throw new InvalidInputError(`action must be one of ${ACTIONS.join(', ')}, got "${filter.action}"`);
+  if (filter.action !== undefined && !(AUDIT_ACTIONS as readonly string[]).includes(filter.action)) {
+    throw new InvalidInputError(`action must be one of ${AUDIT_ACTIONS.join(', ')}, got "${filter.action}"`);
   }
   const conditions = [sql`true`];
   if (filter.after !== undefined) conditions.push(sql`id > ${filter.after}`);

@@ -20,11 +20,16 @@ export function action<O>(program: Command, run: Action<O>, defaults: { logLevel
   };
 }
 
+/** A command's end on a database without the permgraph schema (requireSchema, and status, which shows the other states). */
+export function schemaNotFound(): ExitCode {
+  return new ExitCode(1, 'permgraph schema not found in this database: run `permgraph migrate` first', 'not_migrated');
+}
+
 /** Fails with a one-line reason unless the schema matches this package. */
 export async function requireSchema(ctx: CommandContext): Promise<void> {
   const { schemaState } = await import('../migrations/migrate.ts'); // loaded lazily: see context.ts
   const { state, pending } = await schemaState(ctx.db);
-  if (state === 'missing') throw new ExitCode(1, 'permgraph schema not found in this database: run `permgraph migrate` first', 'not_migrated');
+  if (state === 'missing') throw schemaNotFound();
   if (state === 'behind') throw new ExitCode(1, `permgraph schema is behind this package (pending: ${pending.join(', ')}): run \`permgraph migrate\``, 'not_migrated');
   if (state === 'ahead') throw new ExitCode(1, 'permgraph schema is newer than this package: upgrade permgraph', 'not_migrated');
 }

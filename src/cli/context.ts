@@ -5,7 +5,7 @@ import type { ConnectionPool } from '../db/pool.ts';
 import type { ResolvedDatabase } from '../db/resolve.ts';
 import type { Logger } from '../logger.ts';
 import { ExitCode } from './errors.ts';
-import { resolveLogFormat, textLogDestination } from './log-format.ts';
+import { resolveLogFormat, resolveLogLevel, textLogDestination } from './log-format.ts';
 
 export interface GlobalOptions {
   databaseUrl?: string;
@@ -74,7 +74,7 @@ export async function withContext<T>(options: GlobalOptions, run: (context: Comm
       import('../db/pool.ts'),
     ]);
     const format = resolveLogFormat(options.logFormat);
-    const logger = createLogger({ level: options.logLevel ?? 'warn', destination: format === 'text' ? textLogDestination() : undefined });
+    const logger = createLogger({ level: resolveLogLevel(options.logLevel ?? 'warn'), destination: format === 'text' ? textLogDestination() : undefined });
     interrupt.logger = logger;
     interrupt.check();
     const database = await resolveDatabase({ databaseUrl: options.databaseUrl, logger });

@@ -12,6 +12,16 @@ export function resolveLogFormat(flag: string | undefined, stderrIsTerminal: boo
   throw new ExitCode(2, `--log-format must be json or text, got "${flag}"`);
 }
 
+/** The levels --log-level takes (pino's, but fatal: the command line logs nothing at it). */
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'silent'] as const;
+
+/** --log-level, checked here so that a wrong one is a usage error naming it, not a failure deep in the logger. */
+export function resolveLogLevel(flag: string): (typeof LOG_LEVELS)[number] {
+  const level = LOG_LEVELS.find((known) => known === flag);
+  if (level === undefined) throw new ExitCode(2, `--log-level must be ${LOG_LEVELS.slice(0, -1).join(', ')} or ${LOG_LEVELS.at(-1)}, got "${flag}"`);
+  return level;
+}
+
 /** pino's numeric levels, as printed. */
 const LEVEL_NAMES: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' };
 /** Fields every entry has, which the text line shows in its own places or leaves out. */

@@ -5,6 +5,7 @@
 import { Command, CommanderError } from 'commander';
 import { registerCommands } from './commands/index.ts';
 import { describeFailure, reportFailure } from './errors.ts';
+import { LOG_LEVELS } from './log-format.ts';
 
 /** --json anywhere before a `--`: failures are then reported as JSON too, usage errors included. */
 const json = (() => {
@@ -16,7 +17,7 @@ const json = (() => {
 const program = new Command('permgraph')
   .description('materialized permission graph for PostgreSQL')
   .option('--database-url <url>', 'PostgreSQL connection string (default: $DATABASE_URL, else the embedded server)')
-  .option('--log-level <level>', 'trace|debug|info|warn|error|silent (logs go to stderr)')
+  .option('--log-level <level>', `${LOG_LEVELS.join('|')} (logs go to stderr)`)
   .option('--log-format <format>', 'json|text (default: text on a terminal, else JSON lines)')
   .option('--json', 'machine-readable output on stdout, keys in camelCase; a failure is {"error": {"message", "code", "exitCode"}} on stderr')
   .showHelpAfterError()

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { listAudit, setActor, type AuditEntry } from '../../src/app/audit.ts';
+import { AUDIT_ACTIONS } from '../../src/constants.ts';
 import { sql, type Queryable } from '../../src/db/pool.ts';
 import type { RefGraph } from '../reference/model.ts';
 import { createTestDatabase } from '../helpers/database.ts';
@@ -186,5 +187,15 @@ describe('audit log', async () => {
     }
     await expect(listAudit(db, { since: 'not a time' })).rejects.toThrow(/since\/until must be a timestamp/);
     await expect(listAudit(db, { limit: 0 })).rejects.toThrow(/limit must be a positive integer/);
+  });
+
+  it('the actions the API and the CLI accept are the ones the table may hold', async () => {
+    const [{ definition }] = await db.query(sql`
+      select pg_get_constraintdef(c.oid) as definition from pg_constraint c
+      where c.conrelid = 'permgraph.audit_log'::regclass and c.conname = 'audit_log_action_valid'`);
+    const allowed = [...(definition as string).matchAll(/'([a-z_]+)'::text/g)].map((m) => m[1]!);
+    expect(allowed.length).toBeGreaterThan(0);
+    expect([...AUDIT_ACTIONS].sort()).toEqual(allowed.sort());
+    for (const action of AUDIT_ACTIONS) expect((await listAudit(db, { action })).entries.every((e) => e.action === action)).toBe(true);
   });
 });

@@ -5,7 +5,7 @@ import { openPool, sql } from '../../src/db/pool.ts';
 import { refresh } from '../../src/engine/apply.ts';
 import * as model from '../reference/model.ts';
 import { g, grant, u } from '../helpers/builders.ts';
-import { createTestDatabase } from '../helpers/database.ts';
+import { createEmptyDatabase, createTestDatabase } from '../helpers/database.ts';
 import { collect, killWorkerMidBatch, runCli, spawnCli, waitUntil, wideGraph } from '../helpers/cli.ts';
 import { loadGraph, readPermissions } from '../helpers/graph.ts';
 
@@ -21,6 +21,8 @@ function expectCamelCase(value: unknown, path = '$'): void {
 
 describe('permgraph CLI', async () => {
   const { db, url } = await createTestDatabase();
+  /** A database without the permgraph schema. */
+  const empty = await createEmptyDatabase();
   const cli = (...args: string[]) => runCli(['--database-url', url, ...args]);
 
   it('migrate is idempotent', async () => {
@@ -54,6 +56,15 @@ describe('permgraph CLI', async () => {
     expect(denied).toMatchObject({ code: 3, stderr: '' });
     expect(JSON.parse(denied.stdout)).toEqual({ user: 'ann', target: 'docs', level: 3, allowed: false });
     expect((await runCli(['check', '--help'])).stdout).toContain('Exit status: 0 allowed; 3 denied; 1 error');
+    // An id that is not a node is an error, as in list, who and explain, not a "no" (check() itself answers false).
+    const [noUser, noTarget, notUser] = await Promise.all([
+      cli('check', 'nobody', 'docs', 'read'),
+      cli('check', 'ann', 'nothing', 'read'),
+      cli('check', 'docs', 'ann', 'read'),
+    ]);
+    expect(noUser).toEqual({ code: 1, stdout: '', stderr: 'permgraph: user "nobody" does not exist\n' });
+    expect(noTarget).toEqual({ code: 1, stdout: '', stderr: 'permgraph: target "nothing" does not exist\n' });
+    expect(notUser).toEqual({ code: 1, stdout: '', stderr: 'permgraph: "docs" is a group, not a user (permissions start at users)\n' });
   });
 
   it('bad input: one-line reason, non-zero exit', async () => {
@@ -90,6 +101,24 @@ describe('permgraph CLI', async () => {
     const unreachable = await runCli(['--json', '--database-url', 'postgres://nobody:x@127.0.0.1:1/none', 'status']);
     expect(unreachable.code).toBe(1);
     expect(JSON.parse(unreachable.stderr)).toMatchObject({ error: { code: 'connection', exitCode: 1 } });
+    const notMigrated = { code: 1, error: { message: 'permgraph schema not found in this database: run `permgraph migrate` first', code: 'not_migrated', exitCode: 1 } };
+    const onEmpty = async (args: string[]) => {
+      const result = await runCli(['--json', '--database-url', empty.url, ...args]);
+      return { code: result.code, ...JSON.parse(result.stderr) };
+    };
+    const [status, check, badLevel, unknownId] = await Promise.all([
+      onEmpty(['status']),
+      onEmpty(['check', 'ann', 'docs', 'read']),
+      failure(['--log-level', 'loud', 'status']),
+      failure(['check', 'nobody', 'docs', 'read']),
+    ]);
+    expect(status).toEqual(notMigrated);
+    expect(check).toEqual(notMigrated);
+    expect(badLevel).toEqual({
+      code: 2,
+      error: { message: '--log-level must be trace, debug, info, warn, error or silent, got "loud"', code: 'usage', exitCode: 2 },
+    });
+    expect(unknownId).toEqual({ code: 1, error: { message: 'user "nobody" does not exist', code: 'invalid_input', exitCode: 1 } });
   });
 
   it('--json output is camelCase in every command', async () => {

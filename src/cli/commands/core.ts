@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { action, ExitCode, positiveInteger, requireSchema } from '../action.ts';
+import { action, ExitCode, positiveInteger, requireSchema, schemaNotFound } from '../action.ts';
 import { EXIT } from '../errors.ts';
 import { camelCaseKeys } from '../json.ts';
 
@@ -61,11 +61,12 @@ export function registerCoreCommands(program: Command): void {
     .argument('<user>', 'the user (a node of kind user)')
     .argument('<target>', 'the node asked about')
     .argument('<level-or-operation>', '1|2|3, read|write|manage, or an operation of the catalog (e.g. document.edit)')
-    .addHelpText('after', '\nExit status: 0 allowed; 3 denied; 1 error (e.g. an unknown user, level or operation); 2 usage error.\nWith --json the answer is printed either way: {"user", "target", "level" or "operation", "allowed"}.')
+    .addHelpText('after', '\nExit status: 0 allowed; 3 denied; 1 error (e.g. an unknown user, target, level or operation); 2 usage error.\nWith --json the answer is printed either way: {"user", "target", "level" or "operation", "allowed"}.')
     .action(
       action(program, async (ctx, _options, [user, target, asked]) => {
         await requireSchema(ctx);
-        const { checkAccess } = await import('../../app/access.ts');
+        const { checkAccess, requireUserAndTarget } = await import('../../app/access.ts');
+        await requireUserAndTarget(ctx.db, user!, target!);
         const answer = await checkAccess(ctx.db, user!, target!, asked!); // { level | operation, allowed }
         if (ctx.options.json) ctx.emitJson({ user, target, ...answer });
         ctx.say(answer.allowed ? 'yes' : 'no');
@@ -81,7 +82,7 @@ export function registerCoreCommands(program: Command): void {
       action(program, async (ctx) => {
         const [{ schemaState }, { sql }] = await Promise.all([import('../../migrations/migrate.ts'), import('../../db/pool.ts')]);
         const schema = await schemaState(ctx.db);
-        if (schema.state === 'missing') throw new ExitCode(1, 'permgraph schema not found: run `permgraph migrate`');
+        if (schema.state === 'missing') throw schemaNotFound();
         const [row] = await ctx.db.query(sql`select permgraph.status() as status`);
         // permgraph.status() speaks SQL's snake_case; the command line speaks camelCase.
         const status = camelCaseKeys({ schema: schema.state, ...row.status }) as Record<string, any>;

@@ -2,7 +2,7 @@ import type cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 import type { AuditAction } from '../../app/audit.ts';
 import type { ImportProgress, ImportSource, ImportSummary, OnInvalid } from '../../app/import/index.ts';
-import { DEFAULT_AUDIT_LIMIT, DEFAULT_IMPORT_BATCH_SIZE, DEFAULT_IMPORT_MAX_PROBLEMS, DEFAULT_MAX_LAG_SECONDS } from '../../constants.ts';
+import { AUDIT_ACTIONS, DEFAULT_AUDIT_LIMIT, DEFAULT_IMPORT_BATCH_SIZE, DEFAULT_IMPORT_MAX_PROBLEMS, DEFAULT_MAX_LAG_SECONDS } from '../../constants.ts';
 import { action, actorOption, ExitCode, positiveInteger, requireSchema } from '../action.ts';
 import type { CommandContext } from '../context.ts';
 import { EXIT } from '../errors.ts';
@@ -61,7 +61,7 @@ export function registerOpsCommands(program: Command): void {
     .option('--actor <actor>', 'only changes by this actor (permgraph.actor, else the database role)')
     .option('--target <id>', 'only changes about this node (as grant tail or head, or the node changed)')
     .option('--source <source>', 'only changes with this grant source (or import run name)')
-    .option('--action <action>', 'only this action: grant, revoke, change_level, change_expiry, set_owner, create_node, delete_node, set_trash, import, truncate, catalog, prune_audit')
+    .option('--action <action>', `only this action: ${AUDIT_ACTIONS.join(', ')} (the last written by releases before 0.2 only)`)
     .option('--since <time>', 'only changes at or after this time (e.g. 2024-05-01T12:00:00Z)')
     .option('--until <time>', 'only changes before this time')
     .option('--limit <n>', 'at most n entries', String(DEFAULT_AUDIT_LIMIT))
