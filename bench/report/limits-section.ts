@@ -42,6 +42,23 @@ function throughputLimit(rates: RateResult[], goal: number): string | null {
 }
 
 /**
+ * Goal 4 against what the table must hold: the permission rows the rate
+ * phases' incremental batches wrote per change, at the goal's rate, as a
+ * share of one backend writing rows at the write floor measured in the same
+ * run (INSERT … SELECT into the table's indexes, the cheapest way to write
+ * them). Phases with a full recomputation are left out: its rows are the
+ * whole table's, not the changes'.
+ */
+function writeFloorBound(rates: RateResult[], floorRowsPerSecond: number | null, goal: number): string | null {
+  const incremental = rates.filter((r) => Object.keys(r.batches.modes).every((mode) => mode === 'incremental') && r.changes > 0);
+  const changes = incremental.reduce((sum, r) => sum + r.changes, 0);
+  if (!floorRowsPerSecond || changes === 0) return null;
+  const perChange = incremental.reduce((sum, r) => sum + r.batches.rowsWritten, 0) / changes;
+  const rowsPerSecond = goal * perChange;
+  return ` The rows themselves bound it too: these phases' batches wrote ${perChange.toFixed(1)} permission rows per change (inserted, updated or deleted: a membership brings or takes the team's whole closure), so ${goal.toLocaleString('en-US')} changes/s are ${Math.round(rowsPerSecond).toLocaleString('en-US')} rows/s, ${Math.round((rowsPerSecond / floorRowsPerSecond) * 100)}% of the ${Math.round(floorRowsPerSecond).toLocaleString('en-US')} rows/s one backend inserts at the write floor of the same run (INSERT … SELECT into the same indexes). Deleting a row costs less than inserting one (no index entry is written), but the worker must also find every row it writes, and the writers and this benchmark's clients share the same ${rates[0]?.cpu?.cores ?? 2} cores.`;
+}
+
+/**
  * check()'s server-side medians (every shape and size) of the clean runs on
  * each machine, in the order the machines were first used: the machine,
  * its runs, and the lowest and highest median.
@@ -73,6 +90,8 @@ function checkLimit(runs: Runs, goalMs: number): string | null {
 /** What the run measured that the section cites: the worker phases on org large, and the first pages timed in the server. */
 export interface LimitInputs {
   largeOrgRates: RateResult[] | null;
+  /** Rows per second of org large's write floor (the refresh phase of the same run). */
+  largeOrgFloorRowsPerSecond: number | null;
   sustainedGoal: number;
   /** The check() goal, server side, ms. */
   checkGoalMs: number;
@@ -80,13 +99,13 @@ export interface LimitInputs {
   firstPagesServerMs: number[];
 }
 
-export function limitsSection(runs: Runs, { largeOrgRates, sustainedGoal, checkGoalMs, firstPagesServerMs }: LimitInputs): string[] {
+export function limitsSection(runs: Runs, { largeOrgRates, largeOrgFloorRowsPerSecond, sustainedGoal, checkGoalMs, firstPagesServerMs }: LimitInputs): string[] {
   const lines = ['## What limits the goals missed', ''];
   lines.push('**Goal 1 (a local change ≤ 4× a one-row commit).** A local change is one statement on the server, one round trip and one commit, like the floor; what the floor does not have is the statement. Profiled on org small (bench/FINDINGS.md 27): the round trip ~0.18 ms and the commit\'s flush ~0.4 ms (the floor\'s own costs), the call around the statement ~0.1 ms, the statement\'s fixed part 0.23 ms (0.31 ms for a batch that only adds: starting a plan of some hundred nodes, the checks that the path fits), and its work 0.5–1.5 ms for a region of 11–40 pairs (walks, diff and writes at 10–30 µs a pair, each a probe or an index entry). So 4× a 0.43–0.6 ms floor leaves ~1 ms for the statement, which a region of ~30 pairs already takes. Most of the statement\'s fixed part is starting its plan: in a profile of a backend applying local batches, the executor\'s start-up is 17% of its CPU, ~0.3 ms a batch, which a cached plan does not save (bench/FINDINGS.md 37). Write + apply adds the change\'s own commit, which is no plain INSERT either: the grant is validated, and writes its edge, a change row and an audit row (see goal 3), ~140 µs of statement triggers on a one-row write (FINDINGS 37); 6× leaves it ~0.5 ms.', '');
   const capture = newestPhase(runs, 'capture')?.result;
   lines.push(`**Goal 3 (bulk insert ≤ 2× no triggers).** ${capture ? `Measured ${capture.ratio}×${capture.ratioWithoutAudit ? `, ${capture.ratioWithoutAudit}× with the audit log off (same rounds)` : ''}. ` : ''}The grants are not the only rows written: each also writes an edge and a change row, and, with the audit log on (the default), an audit row; four tables and eleven index entries against one table and two. On 100,000 grants (bench/FINDINGS.md 30, 41): the plain INSERT is mostly its foreign-key checks, which the grants pay too; capture adds the edges (a heap and two indexes) and the change rows, about as much as the plain INSERT's own rows and checks; the audit rows add a table with five indexes. The same code read 1.96–2.4× in six runs on this host this stop. What would meet the goal is one table's writes fewer: without the audit rows, or without the audit log's four secondary indexes (1.7–1.9×), but those indexes are the log's reads by actor, node and time, and the cheaper kinds measured (GIN for nodes, BRIN for time) trade them (finding 41).`, '');
   const throughput = largeOrgRates ? throughputLimit(largeOrgRates, sustainedGoal) : null;
-  if (throughput) lines.push(throughput, '');
+  if (throughput) lines.push(throughput + (writeFloorBound(largeOrgRates!, largeOrgFloorRowsPerSecond, sustainedGoal) ?? ''), '');
   const pages = firstPagesServerMs.length ? `${ms(Math.min(...firstPagesServerMs))}–${ms(Math.max(...firstPagesServerMs))}` : 'not measured';
   lines.push(`**Goal 6 (first page ≤ 2 ms).** The first pages measured ${pages} on the server for the heaviest users of these runs (the "server side" rows in the details); the client medians add the round trip and, on this 2-core machine, the wait for a core, and move by ±1 ms between runs of the same code (bench/FINDINGS.md 24, 27). What the functions add over the page\'s own reads is ~0.4 ms: the catalog lookup of the application table (list_rows), reading the user\'s owners, choosing a plan, and planning the dynamic query, which is per call. The rest is the page itself. org\'s heaviest users see ~3% of the table through 300–400 owners: list_rows reads their owners\' rows only up to an id bound that the id column\'s histogram places past twice the page (~200 rows instead of ~2,900, bench/FINDINGS.md 39), but one index scan still steps from each owner\'s entries to the next, ~2 µs an owner (~0.8 ms for 408), and reading the 408 owners first costs ~0.3 ms; list_targets reads every child of those owners (one or two each) and probes the owner\'s row for each node of the page. Less would need the owners\' rows merged in id order without visiting every owner, which no PostgreSQL index scan does. Whole lists above budget are bound by reading the rows themselves: the unfiltered read of as many rows beside each.`, '');
   const check = checkLimit(runs, checkGoalMs);
