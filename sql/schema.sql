@@ -4534,6 +4534,9 @@ CREATE OR REPLACE FUNCTION permgraph.apply_local_changes(p_max_changes integer D
  SET jit TO 'off'
 AS $function$
 declare
+  -- the batch's clock starts here, as apply_changes' does at its top: the
+  -- read of the queue below is part of what a batch costs
+  started timestamptz := clock_timestamp();
   at timestamptz;
   queue record;
 begin
@@ -4556,7 +4559,7 @@ begin
     end if;
   end if;
   return permgraph._apply_local_path(
-    p_max_changes, least(coalesce(p_local_pairs, permgraph._local_change_pairs()), p_chunk_pairs, p_max_pairs), clock_timestamp(),
+    p_max_changes, least(coalesce(p_local_pairs, permgraph._local_change_pairs()), p_chunk_pairs, p_max_pairs), started,
     queue.adds_only);
 end $function$;
 

@@ -499,6 +499,9 @@ set search_path = pg_catalog, pg_temp
 set jit = off
 as $$
 declare
+  -- the batch's clock starts here, as apply_changes' does at its top: the
+  -- read of the queue below is part of what a batch costs
+  started timestamptz := clock_timestamp();
   at timestamptz;
   queue record;
 begin
@@ -521,6 +524,6 @@ begin
     end if;
   end if;
   return permgraph._apply_local_path(
-    p_max_changes, least(coalesce(p_local_pairs, permgraph._local_change_pairs()), p_chunk_pairs, p_max_pairs), clock_timestamp(),
+    p_max_changes, least(coalesce(p_local_pairs, permgraph._local_change_pairs()), p_chunk_pairs, p_max_pairs), started,
     queue.adds_only);
 end $$;
