@@ -1,5 +1,7 @@
 import databases, { sql, type ConnectionPool, type Queryable } from '@databases/pg';
+import pg, { type ClientConfig } from 'pg';
 import { DEFAULT_APPLICATION_NAME } from '../constants.ts';
+import { isTlsRefused, tlsPlan } from './tls.ts';
 
 export { sql };
 export type { ConnectionPool, Queryable };
@@ -16,12 +18,17 @@ export interface PoolOptions {
 /** A connection pool on an explicit URL (never silently on DATABASE_URL: callers decide). */
 export function openPool(url: string, options: PoolOptions = {}): ConnectionPool {
   // @databases/pg is CommonJS; its callable export is reachable as .default in ESM.
+  const plan = tlsPlan(url);
   return databases.default({
-    connectionString: url,
+    // (under allow and prefer the URL as given: the pool reads a client
+    // certificate's files from it itself)
+    connectionString: plan.plainIfRefused ? url : plan.url,
     bigIntMode: 'number',
     poolSize: options.poolSize ?? 10,
     applicationName: options.applicationName ?? DEFAULT_APPLICATION_NAME,
-    ssl: urlRequestsSsl(url) ? 'prefer' : 'disable',
+    // TLS as the URL's sslmode says, read as libpq reads it (tls.ts); the
+    // pool's own 'prefer' is what falls back to plain text for allow and prefer.
+    ssl: plan.tls === null ? 'disable' : plan.plainIfRefused ? 'prefer' : plan.tls,
     // Pinned on every connection, so no statement permgraph sends can resolve
     // a name to an object someone planted in public (a function taking
     // text[] beats pg_catalog's polymorphic unnest wherever public is on the
@@ -34,26 +41,24 @@ export function openPool(url: string, options: PoolOptions = {}): ConnectionPool
 }
 
 /**
- * The settings of a raw pg.Client on the pool's terms (for what the pool
- * cannot do, such as COPY FROM STDIN): a URL that asks for SSL gets it
- * without certificate verification, as the pool's 'prefer' does (node-pg
- * would otherwise read sslmode=require as verify-full, and refuse servers
- * the pool accepts). The ssl parameters are taken out of the URL, since
- * node-pg lets them override the ssl option. Unlike the pool's 'prefer', no
- * fallback to a plain connection.
+ * The settings of a raw pg.Client on the pool's terms (tlsPlan): for what
+ * the pool cannot do, COPY FROM STDIN (import) and LISTEN (pg-listen). Under
+ * allow and prefer, whether the server takes TLS is asked once, by
+ * connecting: node-pg, unlike the pool, has no fallback of its own.
  */
-export function clientConfig(url: string, applicationName: string): { connectionString: string; ssl: false | { rejectUnauthorized: false }; application_name: string } {
-  if (!urlRequestsSsl(url)) return { connectionString: url, ssl: false, application_name: applicationName };
-  const stripped = new URL(url);
-  for (const key of ['sslmode', 'ssl', 'sslcert', 'sslkey', 'sslrootcert', 'uselibpqcompat']) stripped.searchParams.delete(key);
-  return { connectionString: stripped.toString(), ssl: { rejectUnauthorized: false }, application_name: applicationName };
-}
-
-function urlRequestsSsl(url: string): boolean {
+export async function clientConfig(url: string, applicationName: string): Promise<ClientConfig> {
+  const plan = tlsPlan(url);
+  const config = { connectionString: plan.url, ssl: plan.tls ?? false, application_name: applicationName };
+  if (!plan.plainIfRefused) return config;
+  const probe = new pg.Client(config);
+  probe.on('error', () => {});
   try {
-    const mode = new URL(url).searchParams.get('sslmode');
-    return mode !== null && mode !== 'disable';
-  } catch {
-    return false;
+    await probe.connect();
+    return config;
+  } catch (error) {
+    if (isTlsRefused(error)) return { ...config, ssl: false };
+    throw error;
+  } finally {
+    await probe.end().catch(() => {});
   }
 }

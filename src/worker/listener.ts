@@ -1,5 +1,6 @@
 import pgListen, { type Subscriber } from 'pg-listen';
 import { CHANGES_CHANNEL, LISTENER_APPLICATION_NAME } from '../constants.ts';
+import { clientConfig } from '../db/pool.ts';
 import type { Logger } from '../logger.ts';
 
 /**
@@ -15,8 +16,9 @@ export async function startListener(
   { channel = CHANGES_CHANNEL, applicationName = LISTENER_APPLICATION_NAME }: { channel?: string; applicationName?: string } = {},
 ): Promise<Subscriber> {
   // pg-listen is CommonJS; its factory is the .default export.
+  // (TLS on the pool's terms: node-pg's own reading of sslmode differs, src/db/tls.ts)
   const subscriber = pgListen.default(
-    { connectionString: url, application_name: applicationName },
+    await clientConfig(url, applicationName),
     { retryLimit: Infinity, retryTimeout: Infinity, retryInterval: 500, paranoidChecking: 10_000 },
   );
   subscriber.events.on('notification', onWake);

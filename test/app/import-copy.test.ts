@@ -7,7 +7,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { importGraph } from '../../src/app/import/index.ts';
 import { copyValue } from '../../src/app/import/staging.ts';
-import { clientConfig, sql, type Queryable } from '../../src/db/pool.ts';
+import { sql, type Queryable } from '../../src/db/pool.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { loadGraph } from '../helpers/graph.ts';
 
@@ -42,16 +42,6 @@ describe('permgraph import: staging with COPY', async () => {
     expect(copyValue('a\tb\nc\rd\\e')).toBe('a\\tb\\nc\\rd\\\\e');
     expect(copyValue('\\.')).toBe('\\\\.');
     expect(copyValue('plain ✓ "quoted", comma')).toBe('plain ✓ "quoted", comma');
-  });
-
-  it('the COPY connection takes SSL on the terms of the pool: requested in the URL, not verified', () => {
-    expect(clientConfig('postgres://a@h/db', 'x')).toEqual({ connectionString: 'postgres://a@h/db', ssl: false, application_name: 'x' });
-    expect(clientConfig('postgres://a@h/db?sslmode=disable', 'x').ssl).toBe(false);
-    expect(clientConfig('postgres://a:p@h:5433/db?sslmode=require&connect_timeout=5', 'x')).toEqual({
-      connectionString: 'postgres://a:p@h:5433/db?connect_timeout=5',
-      ssl: { rejectUnauthorized: false },
-      application_name: 'x',
-    });
   });
 
   it('stages exactly what the INSERT batches stage, in batches with their progress', async () => {

@@ -207,7 +207,7 @@ function copyText(run: string, { seqs, lines, problems, values }: Batch): string
  */
 async function copyConnection(step: Step, url: string) {
   const [{ application_name }] = await step((tx) => tx.query(sql`select current_setting('application_name') as application_name`));
-  const client = new pg.Client(clientConfig(url, String(application_name)));
+  const client = new pg.Client(await clientConfig(url, String(application_name)));
   client.on('error', () => {}); // a broken connection fails the batch's query, which reports it
   await client.connect();
   await client.query(`set search_path = ${PINNED_SEARCH_PATH.join(', ')}`);

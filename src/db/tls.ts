@@ -1,0 +1,91 @@
+// TLS for every connection permgraph opens, from the URL's sslmode read as
+// libpq reads it, so that a URL means the same to permgraph as to psql: the
+// pool, the COPY connection of an import and the worker's LISTEN connection
+// alike. Until this module, every sslmode but disable became "TLS if the
+// server offers it, certificate unchecked" on the pool (require fell back to
+// plain text, verify-full verified nothing), while the listener, through
+// node-pg's own reading, took require as verify-full.
+import { existsSync, readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import path from 'node:path';
+import type { ConnectionOptions } from 'node:tls';
+import { InvalidInputError } from '../errors.ts';
+
+/** libpq's sslmode values; `no-verify` (node-pg's name for require) is taken as require. */
+export const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'] as const;
+export type SslMode = (typeof SSL_MODES)[number];
+
+/** The URL parameters about TLS, which every client library reads its own way: taken out of the URL handed on. */
+const SSL_PARAMETERS = ['sslmode', 'ssl', 'sslcert', 'sslkey', 'sslrootcert', 'sslpassword', 'uselibpqcompat'];
+
+export interface TlsPlan {
+  mode: SslMode;
+  /** The URL without its TLS parameters (the options below say it all). */
+  url: string;
+  /** Options of the TLS session; null: a plain connection. */
+  tls: ConnectionOptions | null;
+  /** A server that offers no TLS is still used, in plain text (allow, prefer). */
+  plainIfRefused: boolean;
+}
+
+/**
+ * What the URL asks for. Without sslmode: a plain connection (as before;
+ * libpq's default, prefer, would add an SSL request to every connection to a
+ * local server). require: TLS or no connection, the certificate unchecked
+ * (as libpq, checked like verify-ca when sslrootcert names a file).
+ * verify-ca: the chain checked against sslrootcert (else
+ * ~/.postgresql/root.crt, else the system's trusted authorities; `system`
+ * names those); verify-full: the chain and the host name. sslcert and
+ * sslkey: a client certificate.
+ */
+export function tlsPlan(url: string): TlsPlan {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    // Not a URL (a key=value string, or nonsense): the driver says what it makes of it.
+    return { mode: 'disable', url, tls: null, plainIfRefused: false };
+  }
+  const params = parsed.searchParams;
+  const raw = params.get('sslmode');
+  const mode = raw === null ? 'disable' : raw === 'no-verify' ? 'require' : SSL_MODES.find((m) => m === raw);
+  if (mode === undefined) {
+    throw new InvalidInputError(`sslmode must be one of ${SSL_MODES.join(', ')}, got "${raw}"`);
+  }
+  for (const key of SSL_PARAMETERS) params.delete(key);
+  const stripped = parsed.toString();
+  if (mode === 'disable') return { mode, url: stripped, tls: null, plainIfRefused: false };
+
+  const query = new URL(url).searchParams;
+  const file = (key: string) => {
+    const name = query.get(key);
+    if (!name) return undefined;
+    try {
+      return readFileSync(name, 'utf8');
+    } catch (error) {
+      throw new InvalidInputError(`${key} ${JSON.stringify(name)} cannot be read: ${(error as Error).message}`);
+    }
+  };
+  const client = { cert: file('sslcert'), key: file('sslkey') };
+  const rootCert = query.get('sslrootcert');
+  const verify = mode === 'verify-ca' || mode === 'verify-full' || (mode === 'require' && !!rootCert && rootCert !== 'system');
+  if (!verify) {
+    return { mode, url: stripped, tls: { ...client, rejectUnauthorized: false }, plainIfRefused: mode === 'allow' || mode === 'prefer' };
+  }
+  const defaultRoot = path.join(homedir(), '.postgresql', 'root.crt');
+  const ca = rootCert === 'system' ? undefined : rootCert ? file('sslrootcert') : existsSync(defaultRoot) ? readFileSync(defaultRoot, 'utf8') : undefined;
+  const tls: ConnectionOptions = { ...client, ca, rejectUnauthorized: true };
+  if (mode === 'verify-full') {
+    // node-pg hands TLS a socket it opened, so the name to check is given
+    // here: TLS checks the certificate against `host` (an IP address too).
+    tls.host = parsed.hostname.replace(/^\[(.*)\]$/, '$1') || 'localhost';
+  } else {
+    tls.checkServerIdentity = () => undefined;
+  }
+  return { mode, url: stripped, tls, plainIfRefused: false };
+}
+
+/** node-pg's error when the server answers an SSL request with "no". */
+export function isTlsRefused(error: unknown): boolean {
+  return error instanceof Error && /does not support SSL/i.test(error.message);
+}

@@ -1,0 +1,145 @@
+// TLS as the URL's sslmode says, read as libpq reads it (src/db/tls.ts), on
+// every kind of connection permgraph opens: the pool, a raw client (import's
+// COPY) and the worker's listener. Against a server with TLS on (a
+// certificate for "localhost" signed by a test authority, test/fixtures/tls)
+// and against the suite's server, which has no TLS.
+import { execFileSync } from 'node:child_process';
+import { chmod, chown, copyFile } from 'node:fs/promises';
+import path from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { LISTENER_APPLICATION_NAME } from '../../src/constants.ts';
+import { clientConfig, openPool, sql } from '../../src/db/pool.ts';
+import { tlsPlan } from '../../src/db/tls.ts';
+import { InvalidInputError } from '../../src/errors.ts';
+import { silentLogger } from '../../src/logger.ts';
+import { startListener } from '../../src/worker/listener.ts';
+import { ClusterSet, type Cluster } from '../helpers/cluster.ts';
+import { REPO } from '../docs/doctest.ts';
+
+const FIXTURES = path.join(REPO, 'test/fixtures/tls');
+const CA = path.join(FIXTURES, 'ca.crt');
+const OTHER_CA = path.join(FIXTURES, 'other-ca.crt');
+
+/** The URL with another host and these query parameters. */
+function withTls(url: string, host: string, params: Record<string, string>): string {
+  const u = new URL(url);
+  u.hostname = host;
+  for (const [key, value] of Object.entries(params)) u.searchParams.set(key, value);
+  return u.toString();
+}
+
+/** Whether the pool's connection to `url` is encrypted (it fails if the connection is refused). */
+async function poolUsesTls(url: string): Promise<boolean> {
+  const pool = openPool(url, { poolSize: 1 });
+  try {
+    const [row] = await pool.query(sql`select ssl from pg_stat_ssl where pid = pg_backend_pid()`);
+    return row.ssl as boolean;
+  } finally {
+    await pool.dispose();
+  }
+}
+
+/** The same through a raw pg.Client on clientConfig's settings. */
+async function clientUsesTls(url: string): Promise<boolean> {
+  const client = new pg.Client(await clientConfig(url, 'permgraph-tls-test'));
+  client.on('error', () => {});
+  await client.connect();
+  try {
+    const { rows } = await client.query('select ssl from pg_stat_ssl where pid = pg_backend_pid()');
+    return rows[0].ssl as boolean;
+  } finally {
+    await client.end();
+  }
+}
+
+describe('sslmode, as libpq reads it', () => {
+  it('the plan of each mode: plain, fallback, unverified, verified chain, verified host; the TLS parameters leave the URL', () => {
+    const base = 'postgres://u:p@db.example:5433/app?application_name=x';
+    expect(tlsPlan(base)).toMatchObject({ mode: 'disable', tls: null, plainIfRefused: false });
+    expect(tlsPlan(`${base}&sslmode=prefer`)).toMatchObject({ mode: 'prefer', tls: { rejectUnauthorized: false }, plainIfRefused: true });
+    expect(tlsPlan(`${base}&sslmode=allow`).plainIfRefused).toBe(true);
+    const required = tlsPlan(`${base}&sslmode=require&sslcert=`);
+    expect(required).toMatchObject({ mode: 'require', tls: { rejectUnauthorized: false }, plainIfRefused: false });
+    expect(required.url).toBe('postgres://u:p@db.example:5433/app?application_name=x');
+    expect(tlsPlan(`${base}&sslmode=no-verify`).mode).toBe('require');
+    const full = tlsPlan(`${base}&sslmode=verify-full&sslrootcert=${CA}`);
+    expect(full.tls).toMatchObject({ rejectUnauthorized: true, host: 'db.example' });
+    expect(full.tls?.ca).toContain('BEGIN CERTIFICATE');
+    const chain = tlsPlan(`${base}&sslmode=verify-ca&sslrootcert=${CA}`);
+    expect(chain.tls?.rejectUnauthorized).toBe(true);
+    expect(chain.tls?.checkServerIdentity?.('anything', {} as never)).toBeUndefined();
+    // libpq: require with a root certificate checks the chain, as verify-ca
+    expect(tlsPlan(`${base}&sslmode=require&sslrootcert=${CA}`).tls?.rejectUnauthorized).toBe(true);
+    expect(() => tlsPlan(`${base}&sslmode=required`)).toThrow(InvalidInputError);
+    expect(() => tlsPlan(`${base}&sslmode=required`)).toThrow('sslmode must be one of disable, allow, prefer, require, verify-ca, verify-full, got "required"');
+    expect(() => tlsPlan(`${base}&sslmode=verify-full&sslrootcert=/nonexistent/root.crt`)).toThrow(/^sslrootcert "\/nonexistent\/root.crt" cannot be read/);
+  });
+
+  describe('against servers', () => {
+    let clusters: ClusterSet;
+    let tlsServer: Cluster;
+    const plainServer = () => inject('pgServerUrl');
+
+    beforeAll(async () => {
+      clusters = await ClusterSet.create();
+      // The key must belong to the server's OS user and be private to it.
+      for (const file of ['server.crt', 'server.key']) await copyFile(path.join(FIXTURES, file), path.join(clusters.scratch, file));
+      const key = path.join(clusters.scratch, 'server.key');
+      await chmod(key, 0o600);
+      if (process.getuid?.() === 0) {
+        const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }));
+        await chown(key, uid, uid);
+      }
+      tlsServer = await clusters.startFresh('tls', {
+        ssl: 'on',
+        ssl_cert_file: path.join(clusters.scratch, 'server.crt'),
+        ssl_key_file: key,
+        listen_addresses: 'localhost',
+      });
+    });
+    afterAll(async () => {
+      await clusters?.stopAll();
+    });
+
+    it('require: encrypted, any certificate; refused by a server without TLS, never plain text', async () => {
+      expect(await poolUsesTls(withTls(tlsServer.url(), '127.0.0.1', { sslmode: 'require' }))).toBe(true);
+      expect(await clientUsesTls(withTls(tlsServer.url(), '127.0.0.1', { sslmode: 'require' }))).toBe(true);
+      await expect(poolUsesTls(withTls(plainServer(), '127.0.0.1', { sslmode: 'require' }))).rejects.toThrow(/does not support SSL/);
+      await expect(clientUsesTls(withTls(plainServer(), '127.0.0.1', { sslmode: 'require' }))).rejects.toThrow(/does not support SSL/);
+    });
+
+    it('prefer: encrypted where the server offers it, plain text where it does not', async () => {
+      expect(await poolUsesTls(withTls(tlsServer.url(), '127.0.0.1', { sslmode: 'prefer' }))).toBe(true);
+      expect(await clientUsesTls(withTls(tlsServer.url(), '127.0.0.1', { sslmode: 'prefer' }))).toBe(true);
+      expect(await poolUsesTls(withTls(plainServer(), '127.0.0.1', { sslmode: 'prefer' }))).toBe(false);
+      expect(await clientUsesTls(withTls(plainServer(), '127.0.0.1', { sslmode: 'prefer' }))).toBe(false);
+    });
+
+    it('verify-ca checks the chain; verify-full the chain and the host name', async () => {
+      const url = (host: string, mode: string, root?: string) => withTls(tlsServer.url(), host, { sslmode: mode, ...(root ? { sslrootcert: root } : {}) });
+      expect(await poolUsesTls(url('127.0.0.1', 'verify-ca', CA))).toBe(true); // the certificate names localhost, not 127.0.0.1: no matter
+      expect(await poolUsesTls(url('localhost', 'verify-full', CA))).toBe(true);
+      expect(await clientUsesTls(url('localhost', 'verify-full', CA))).toBe(true);
+      await expect(poolUsesTls(url('127.0.0.1', 'verify-full', CA))).rejects.toThrow(/127\.0\.0\.1/);
+      await expect(clientUsesTls(url('127.0.0.1', 'verify-full', CA))).rejects.toThrow(/127\.0\.0\.1/);
+      await expect(poolUsesTls(url('localhost', 'verify-ca', OTHER_CA))).rejects.toThrow(/certificate/);
+      await expect(clientUsesTls(url('localhost', 'verify-full', OTHER_CA))).rejects.toThrow(/certificate/);
+      // no root certificate given: the system's authorities, which do not know the test one
+      await expect(poolUsesTls(url('localhost', 'verify-full'))).rejects.toThrow(/certificate/);
+    });
+
+    it("the worker's listener connects on the same terms", async () => {
+      const listener = await startListener(withTls(tlsServer.url(), '127.0.0.1', { sslmode: 'require' }), () => {}, silentLogger);
+      try {
+        const admin = openPool(tlsServer.url(), { poolSize: 1 });
+        const rows = await admin.query(sql`
+          select s.ssl from pg_stat_activity a join pg_stat_ssl s using (pid) where a.application_name = ${LISTENER_APPLICATION_NAME}`);
+        await admin.dispose();
+        expect(rows).toEqual([{ ssl: true }]);
+      } finally {
+        await listener.close();
+      }
+    });
+  });
+});
