@@ -85,7 +85,13 @@ export async function migrate(db: Queryable, logger: Logger = silentLogger): Pro
     // Whatever the session's path, names in the files resolve to pg_catalog or
     // are schema-qualified (an SQL-standard function body is resolved now).
     await tx.query(sql`set local search_path = pg_catalog, pg_temp`);
-    await tx.query(sql`
+    // The history tables, on the first run only: CREATE SCHEMA IF NOT EXISTS
+    // needs CREATE on the database even when the schema is there, so a
+    // worker's login (which a deployment also runs `migrate` or `worker
+    // --migrate` as, to find nothing to do) would fail on it.
+    const [{ present }] = await tx.query(sql`
+      select to_regclass('permgraph.migrations') is not null and to_regclass('permgraph.function_files') is not null as present`);
+    if (!present) await tx.query(sql`
       create schema if not exists permgraph;
       create table if not exists permgraph.migrations (
         version integer primary key,

@@ -1,14 +1,23 @@
 import { describe, expect, it } from 'vitest';
 import { sql } from '../../src/db/pool.ts';
 import { loadFunctionFiles, loadMigrations, migrate, schemaState } from '../../src/migrations/migrate.ts';
+import { runCli } from '../helpers/cli.ts';
 import { createEmptyDatabase, createTestDatabase } from '../helpers/database.ts';
+import { createLogin } from '../helpers/logins.ts';
 
 describe('migrations', async () => {
-  const { db } = await createTestDatabase();
+  const { db, url } = await createTestDatabase();
 
   it('re-running is a no-op', async () => {
     expect(await migrate(db)).toEqual({ applied: [], functions: [] });
     expect((await schemaState(db)).state).toBe('ok');
+  });
+
+  it("a worker's login may run it on an up-to-date schema: nothing to do, nothing it may not", async () => {
+    const worker = await createLogin(db, url, 'migrate', 'permgraph_worker');
+    expect(await migrate(worker.db)).toEqual({ applied: [], functions: [] });
+    const result = await runCli(['--database-url', worker.url, 'worker', '--migrate', '--once']);
+    expect(result.code, result.stderr).toBe(0);
   });
 
   it('concurrent runs on an empty database apply each migration and function file exactly once', async () => {
