@@ -1203,9 +1203,17 @@ CREATE OR REPLACE FUNCTION permgraph._audit_refuse_change()
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
+declare
+  stack text;
 begin
-  if tg_op = 'DELETE' and current_setting('permgraph.pruning_audit_log', true) = 'on' and permgraph._session_is_owner() then
-    return null;  -- inside prune_audit_log(), which records the pruning itself
+  -- The one DELETE let through is prune_audit_log()'s own, which records the
+  -- pruning: told by the call stack, which only that function's code puts
+  -- there (a session setting, as it once was, any owner's session could set
+  -- and then empty the log without a trace).
+  get diagnostics stack = pg_context;
+  if tg_op = 'DELETE' and permgraph._session_is_owner()
+     and position(E'\nPL/pgSQL function permgraph.prune_audit_log(timestamp with time zone) line ' in stack) > 0 then
+    return null;
   end if;
   raise exception 'permgraph: audit_log is append-only: % is refused (the schema''s owner may drop old entries with permgraph.prune_audit_log(before))', tg_op
     using errcode = '42501';
@@ -5624,10 +5632,8 @@ begin
     raise exception 'permgraph: only the owner of schema permgraph may prune the audit log; % may not', session_user
       using errcode = '42501';
   end if;
-  perform set_config('permgraph.pruning_audit_log', 'on', true);
-  delete from permgraph.audit_log where at < p_before;
+  delete from permgraph.audit_log where at < p_before;  -- (let through by _audit_refuse_change)
   get diagnostics pruned = row_count;
-  perform set_config('permgraph.pruning_audit_log', 'off', true);
   insert into permgraph.audit_log (action, details)
   values ('prune_audit', jsonb_build_object('before', p_before, 'entries', pruned));
   return pruned;

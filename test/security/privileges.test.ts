@@ -306,6 +306,12 @@ describe('security model through real login roles', async () => {
         expect(error.code).toBe('42501');
         expect(error.message).toMatch(/^permgraph: audit_log is append-only/);
       }
+      // nor with the setting prune_audit_log once used to let its own DELETE through
+      const forged = await failureOf(owner.tx(async (tx) => {
+        await tx.query(sql`set local permgraph.pruning_audit_log = on`);
+        await tx.query(sql`delete from permgraph.audit_log`);
+      }));
+      expect(forged.message).toMatch(/^permgraph: audit_log is append-only: DELETE is refused/);
       expect((await failureOf(writer.db.query(sql`select permgraph.prune_audit_log(now())`))).code).toBe('42501');
       const [{ pruned }] = await owner.query(sql`select permgraph.prune_audit_log(now() + interval '1 minute') as pruned`);
       expect(pruned).toBe(before);
