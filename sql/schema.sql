@@ -1063,8 +1063,10 @@ begin
   execute format('revoke all on all tables in schema permgraph from public, %s', roles);
   execute format('revoke all on all sequences in schema permgraph from public, %s', roles);
   execute format('revoke all on all functions in schema permgraph from public, %s', roles);
-  -- and from functions the owner creates later, until this runs again
-  execute 'alter default privileges in schema permgraph revoke execute on functions from public';
+  -- (functions created later get PUBLIC's EXECUTE until this runs again:
+  -- ALTER DEFAULT PRIVILEGES IN SCHEMA cannot revoke PostgreSQL's own
+  -- default, only what it granted, and FOR ROLE without IN SCHEMA would
+  -- change the owner's functions in every schema; docs/security.md)
 
   execute format('grant select on %s to %s', readable, roles);
   execute 'grant insert, update, delete on permgraph.nodes, permgraph.grants to permgraph_writer';
