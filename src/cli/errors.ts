@@ -7,9 +7,10 @@ import { InvalidInputError, PermgraphError, sqlStateOf } from '../errors.ts';
  * Exit statuses, the same for every command: 0 success, 1 failure (bad input,
  * database or connection errors, verify's differences, doctor's failed
  * checks), 2 usage error (unknown command or option, malformed flag value),
- * 3 denied (`permgraph check` only), 130 / 143 interrupted by SIGINT / SIGTERM.
+ * 3 denied (`permgraph check` only), 130 / 143 interrupted by SIGINT / SIGTERM,
+ * 141 when what reads stdout stopped reading (as a process SIGPIPE ended).
  */
-export const EXIT = { ok: 0, failure: 1, usage: 2, denied: 3, sigint: 130, sigterm: 143 } as const;
+export const EXIT = { ok: 0, failure: 1, usage: 2, denied: 3, sigint: 130, sigterm: 143, sigpipe: 141 } as const;
 
 /**
  * Thrown by commands that must exit non-zero (e.g. verify found differences):

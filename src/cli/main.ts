@@ -4,7 +4,7 @@
 // when it runs, so `permgraph --help` stays close to bare node's start-up time.
 import { Command, CommanderError } from 'commander';
 import { registerCommands } from './commands/index.ts';
-import { describeFailure, reportFailure } from './errors.ts';
+import { describeFailure, EXIT, reportFailure } from './errors.ts';
 import { LOG_LEVELS } from './log-format.ts';
 
 /** --json anywhere before a `--`: failures are then reported as JSON too, usage errors included. */
@@ -26,11 +26,19 @@ const program = new Command('permgraph')
   .addHelpText(
     'after',
     '\nExit status: 0 success; 1 failure; 2 usage error; 3 denied (check); 130/143 interrupted by SIGINT/SIGTERM\n' +
-      '(the statement running on the server is cancelled first).',
+      '(the statement running on the server is cancelled first); 141 the output\'s reader stopped reading.',
   )
   .exitOverride();
 registerCommands(program);
 for (const command of program.commands) command.exitOverride();
+
+// Whatever read stdout stopped reading (`permgraph audit | head -1`): end
+// quietly with the status of a Unix tool that SIGPIPE ended, not with an
+// unhandled 'error' event's stack trace.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(EXIT.sigpipe);
+  throw error;
+});
 
 /** Runs the CLI and returns the exit code: one line (or one JSON object) on stderr for any failure. */
 async function main(argv: string[]): Promise<number> {

@@ -121,6 +121,13 @@ describe('permgraph CLI', async () => {
     expect(unknownId).toEqual({ code: 1, error: { message: 'user "nobody" does not exist', code: 'invalid_input', exitCode: 1 } });
   });
 
+  it('a reader that stops reading (| head -1): exit 141, nothing on stderr, no stack trace', async () => {
+    await loadGraph(db, { nodes: [u('ann'), g('docs')], grants: [grant('ann', 2, 'docs')] });
+    const child = spawnCli(['--database-url', url, 'status']);
+    child.stdout!.destroy(); // the reader is gone before the command prints
+    expect(await collect(child)).toEqual({ code: 141, stdout: '', stderr: '' });
+  });
+
   it('--json output is camelCase in every command', async () => {
     await loadGraph(db, { nodes: [u('ann'), g('docs')], grants: [grant('ann', 2, 'docs')] });
     for (const args of [['migrate'], ['worker', '--once'], ['refresh'], ['status'], ['verify'], ['check', 'ann', 'docs', 'read'], ['doctor']]) {
