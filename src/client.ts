@@ -142,7 +142,10 @@ export class Permgraph {
   }
 
   removeNode(id: string): Promise<FreshnessToken> {
-    return this.write((tx) => tx.query(sql`delete from permgraph.nodes where id = ${id}`));
+    return this.write(async (tx) => {
+      const rows = await tx.query(sql`delete from permgraph.nodes where id = ${id} returning id`);
+      if (rows.length === 0) throw new InvalidInputError(`node "${id}" does not exist`);
+    });
   }
 
   /**

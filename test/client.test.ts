@@ -49,6 +49,9 @@ describe('TypeScript API (Permgraph)', async () => {
     await expect(pg.grant('alice', 'eng', 4 as 1)).rejects.toThrow(/level must be 1 \(read\), 2 \(write\) or 3 \(manage\), got 4/);
     await expect(pg.grant('alice', 'nobody', 'read')).rejects.toThrow(/grant head "nobody" does not exist/);
     await expect(pg.setOwner('ghost', 'eng')).rejects.toThrow(/node "ghost" does not exist/);
+    await expect(pg.setTrash('ghost', null)).rejects.toThrow(/node "ghost" does not exist/);
+    await expect(pg.removeNode('ghost')).rejects.toThrow(InvalidInputError);
+    await expect(pg.removeNode('ghost')).rejects.toThrow(/node "ghost" does not exist/);
     await expect(pg.setOwner('eng', 'roadmap')).rejects.toThrow(/ownership cycle/);
     await expect(pg.addNode('x', 'robot' as 'user')).rejects.toThrow(/kind must be user, group or object/);
   });

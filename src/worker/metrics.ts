@@ -110,7 +110,8 @@ export function createWorkerMetrics(worker: Worker, db: Queryable): Registry {
 /** Serves the registry at /metrics. */
 export async function serveMetrics(registry: Registry, port: number, host = '0.0.0.0'): Promise<Server> {
   const server = createServer((req, res) => {
-    if (req.url !== '/metrics') {
+    // the path alone: a scrape may add a query string (Prometheus' `params`)
+    if (new URL(req.url ?? '/', 'http://metrics').pathname !== '/metrics') {
       res.writeHead(404).end('not found\n');
       return;
     }

@@ -330,6 +330,8 @@ describe('worker', async () => {
       expect(body).toMatch(/^permgraph_batch_duration_seconds_count [1-9]/m);
       expect(body).toMatch(/^permgraph_rows_written_total\{op="insert"\} \d+/m);
       expect((await fetch(`http://127.0.0.1:${port}/other`)).status).toBe(404);
+      // a scrape's query string (Prometheus' `params`) is not another path
+      expect(await (await fetch(`http://127.0.0.1:${port}/metrics?module=permgraph`)).text()).toMatch(/^permgraph_worker_active 1$/m);
     } finally {
       server.close();
     }
