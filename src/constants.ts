@@ -108,6 +108,8 @@ export const AUDIT_ACTIONS = [
   /** A role or operation of the catalog added, changed or removed (details: kind, name; old/new level). */
   'catalog',
   'prune_audit',
+  /** A user made an application superuser or no longer one (details: superuser, the new value). */
+  'set_superuser',
   /** Written by releases before 0.2, when the log could be truncated: old logs may hold it. */
   'truncate_audit',
 ] as const;

@@ -92,22 +92,29 @@ begin
     return null;
   end if;
   if tg_op = 'INSERT' then
-    insert into permgraph.audit_log (action, head_id, node_kind, new_owner, new_trash_at)
-    select 'create_node', n.id, n.kind, n.owner_id, n.trash_at from new_rows n order by n.id;
+    -- (a user created a superuser says so: details {"superuser": true})
+    insert into permgraph.audit_log (action, head_id, node_kind, new_owner, new_trash_at, details)
+    select 'create_node', n.id, n.kind, n.owner_id, n.trash_at,
+           case when n.is_superuser then jsonb_build_object('superuser', true) end
+    from new_rows n order by n.id;
   elsif tg_op = 'DELETE' then
     insert into permgraph.audit_log (action, head_id, node_kind, old_owner, old_trash_at)
     select 'delete_node', o.id, o.kind, o.owner_id, o.trash_at from old_rows o order by o.id;
   else
     -- Ids never change (nodes_validate refuses it): old and new rows pair up by id.
-    insert into permgraph.audit_log (action, head_id, node_kind, old_owner, new_owner, old_trash_at, new_trash_at)
-    select c.action, c.id, c.kind, c.old_owner, c.new_owner, c.old_trash_at, c.new_trash_at
+    insert into permgraph.audit_log (action, head_id, node_kind, old_owner, new_owner, old_trash_at, new_trash_at, details)
+    select c.action, c.id, c.kind, c.old_owner, c.new_owner, c.old_trash_at, c.new_trash_at, c.details
     from (
       select 'set_owner' as action, 1 as step, n.id, n.kind, o.owner_id as old_owner, n.owner_id as new_owner,
-             null::timestamptz as old_trash_at, null::timestamptz as new_trash_at
+             null::timestamptz as old_trash_at, null::timestamptz as new_trash_at, null::jsonb as details
       from old_rows o join new_rows n on n.id = o.id where n.owner_id is distinct from o.owner_id
       union all
-      select 'set_trash', 2, n.id, n.kind, null, null, o.trash_at, n.trash_at
+      select 'set_trash', 2, n.id, n.kind, null, null, o.trash_at, n.trash_at, null
       from old_rows o join new_rows n on n.id = o.id where n.trash_at is distinct from o.trash_at
+      union all
+      -- an application superuser passes every check: who made one, or unmade it
+      select 'set_superuser', 3, n.id, n.kind, null, null, null, null, jsonb_build_object('superuser', n.is_superuser)
+      from old_rows o join new_rows n on n.id = o.id where n.is_superuser is distinct from o.is_superuser
     ) c
     order by c.id, c.step;
   end if;

@@ -80,8 +80,9 @@ export function describeEntry(e: AuditEntry): string {
       }
       case 'change_expiry': return `${e.tailId} -> ${e.headId} level ${level(e.newLevel)} expires ${expiry(e.oldExpiresAt)} => ${expiry(e.newExpiresAt)} (source ${e.source})`;
       case 'set_owner': return `${e.nodeKind} ${e.headId} owner ${e.oldOwner ?? 'none'} => ${e.newOwner ?? 'none'}`;
-      case 'create_node': return `${e.nodeKind} ${e.headId}${e.newOwner ? ` owner ${e.newOwner}` : ''}${e.newTrashAt ? ` trash_at ${e.newTrashAt.toISOString()}` : ''}`;
+      case 'create_node': return `${e.nodeKind} ${e.headId}${e.newOwner ? ` owner ${e.newOwner}` : ''}${e.newTrashAt ? ` trash_at ${e.newTrashAt.toISOString()}` : ''}${e.details?.superuser === true ? ' superuser' : ''}`;
       case 'delete_node': return `${e.nodeKind} ${e.headId}${e.oldOwner ? ` (owner was ${e.oldOwner})` : ''}`;
+      case 'set_superuser': return `${e.nodeKind} ${e.headId} superuser ${e.details?.superuser === true ? 'on' : 'off'}`;
       case 'set_trash': return `${e.nodeKind} ${e.headId} trash_at ${e.oldTrashAt?.toISOString() ?? 'none'} => ${e.newTrashAt?.toISOString() ?? 'none'}`;
       case 'import': return `run ${e.source}: ${JSON.stringify(e.details)}`;
       case 'truncate': return `table ${String(e.details?.table)}`;

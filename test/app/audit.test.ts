@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { listAudit, setActor, type AuditEntry } from '../../src/app/audit.ts';
+import { setSuperuser } from '../../src/app/rls.ts';
 import { AUDIT_ACTIONS } from '../../src/constants.ts';
 import { sql, type Queryable } from '../../src/db/pool.ts';
 import type { RefGraph } from '../reference/model.ts';
@@ -118,6 +119,28 @@ describe('audit log', async () => {
       { head_id: 'by-setting', db_role: writer.name },
       { head_id: 'by-set-role', db_role: role },
     ]);
+  });
+
+  it('making a user an application superuser, or no longer one, is recorded with who did it', async () => {
+    await loadGraph(db, { nodes: [], grants: [] });
+    const from = await lastId(db);
+    await db.query(sql`insert into permgraph.nodes (id, kind) values ('ursula', 'user'), ('plain', 'user')`);
+    await db.query(sql`insert into permgraph.nodes (id, kind, is_superuser) values ('root', 'user', true)`);
+    await db.tx(async (tx) => {
+      await setActor(tx, 'admin@example.com');
+      await setSuperuser(tx, 'ursula', true);
+      await setSuperuser(tx, 'plain', false); // no change, no entry
+    });
+    await setSuperuser(db, 'ursula', false);
+    const entries = (await listAudit(db, { after: from })).entries;
+    expect(entries.map((e) => [e.action, e.headId, e.details, e.action === 'set_superuser' ? e.actor : null])).toEqual([
+      ['create_node', 'plain', null, null], // (one statement's entries in id order)
+      ['create_node', 'ursula', null, null],
+      ['create_node', 'root', { superuser: true }, null],
+      ['set_superuser', 'ursula', { superuser: true }, 'admin@example.com'],
+      ['set_superuser', 'ursula', { superuser: false }, role],
+    ]);
+    expect((await listAudit(db, { action: 'set_superuser', target: 'ursula' })).entries).toHaveLength(2);
   });
 
   it('UPDATE, DELETE and TRUNCATE on audit_log are refused; pruning leaves a trace', async () => {
