@@ -1,7 +1,7 @@
 // `permgraph doctor`: health checks an operator (or a readiness probe) runs.
 import { DEFAULT_MAX_LAG_SECONDS, QUEUE_DEAD_SPACE_PAGES } from '../constants.ts';
 import { sql, type Queryable } from '../db/pool.ts';
-import { schemaState } from '../migrations/migrate.ts';
+import { modifiedMigrations, schemaState } from '../migrations/migrate.ts';
 import { indexesInDump, readCommittedDump } from '../migrations/schema-dump.ts';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
@@ -47,6 +47,7 @@ async function schemaCheck(db: Queryable): Promise<DoctorCheck> {
     case 'missing': return { name: 'schema', status: 'fail', message: 'schema missing: run `permgraph migrate`' };
     case 'behind': return { name: 'schema', status: 'fail', message: `schema behind this package (pending: ${pending.join(', ')}): run \`permgraph migrate\`` };
     case 'ahead': return { name: 'schema', status: 'fail', message: 'schema ahead of this package (a newer permgraph migrated it): upgrade permgraph' };
+    case 'modified': return { name: 'schema', status: 'fail', message: modifiedMigrations(pending) };
   }
 }
 

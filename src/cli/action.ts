@@ -27,11 +27,12 @@ export function schemaNotFound(): ExitCode {
 
 /** Fails with a one-line reason unless the schema matches this package. */
 export async function requireSchema(ctx: CommandContext): Promise<void> {
-  const { schemaState } = await import('../migrations/migrate.ts'); // loaded lazily: see context.ts
+  const { modifiedMigrations, schemaState } = await import('../migrations/migrate.ts'); // loaded lazily: see context.ts
   const { state, pending } = await schemaState(ctx.db);
   if (state === 'missing') throw schemaNotFound();
   if (state === 'behind') throw new ExitCode(1, `permgraph schema is behind this package (pending: ${pending.join(', ')}): run \`permgraph migrate\``, 'not_migrated');
   if (state === 'ahead') throw new ExitCode(1, 'permgraph schema is newer than this package: upgrade permgraph', 'not_migrated');
+  if (state === 'modified') throw new ExitCode(1, modifiedMigrations(pending), 'migration_checksum');
 }
 
 export function positiveInteger(value: string, flag: string): number {

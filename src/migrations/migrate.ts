@@ -161,12 +161,19 @@ function assertConsistent(files: Migration[], applied: Map<number, AppliedMigrat
   }
 }
 
-export type SchemaState = 'ok' | 'behind' | 'ahead' | 'missing';
+/** What schemaState's 'modified' means, for doctor and the commands that refuse it. */
+export function modifiedMigrations(names: string[]): string {
+  return `migrations applied by the database differ from this package's: ${names.join(', ')} (an applied migration was edited; migrate refuses until they match)`;
+}
+
+export type SchemaState = 'ok' | 'behind' | 'ahead' | 'missing' | 'modified';
 
 /**
  * How the database's schema compares with this package: `pending` names the
  * migrations not yet applied and the function files not applied in their
- * current content; either makes the state 'behind'.
+ * current content; either makes the state 'behind'. 'modified': a migration
+ * the database applied differs from this package's file of that name (which
+ * migrate refuses, MigrationChecksumError); `pending` names them.
  */
 export async function schemaState(db: Queryable): Promise<{ state: SchemaState; pending: string[] }> {
   const [files, functionFiles] = await Promise.all([loadMigrations(), loadFunctionFiles()]);
@@ -174,6 +181,9 @@ export async function schemaState(db: Queryable): Promise<{ state: SchemaState; 
   if (applied.length === 0) return { state: 'missing', pending: files.map((f) => f.name) };
   const known = new Set(files.map((f) => f.version));
   if (applied.some((a) => !known.has(a.version))) return { state: 'ahead', pending: [] };
+  const checksums = new Map(files.map((f) => [f.version, f.checksum]));
+  const modified = applied.filter((a) => checksums.get(a.version) !== a.checksum).map((a) => a.name);
+  if (modified.length) return { state: 'modified', pending: modified };
   const done = new Set(applied.map((a) => a.version));
   const appliedFunctions = await appliedFunctionChecksums(db);
   const pending = [

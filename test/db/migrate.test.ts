@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { sql } from '../../src/db/pool.ts';
 import { loadFunctionFiles, loadMigrations, migrate, schemaState } from '../../src/migrations/migrate.ts';
+import { runDoctor } from '../../src/app/doctor.ts';
 import { runCli } from '../helpers/cli.ts';
 import { createEmptyDatabase, createTestDatabase } from '../helpers/database.ts';
 import { createLogin } from '../helpers/logins.ts';
@@ -36,7 +37,14 @@ describe('migrations', async () => {
     const [first] = await loadMigrations();
     await db.query(sql`update permgraph.migrations set checksum = 'deadbeef' where version = ${first!.version}`);
     await expect(migrate(db)).rejects.toThrow(/was changed after it was applied/);
+    // and what reports on the schema says so, rather than 'ok'
+    expect(await schemaState(db)).toEqual({ state: 'modified', pending: [first!.name] });
+    const [schemaCheck] = (await runDoctor(db)).filter((c) => c.name === 'schema');
+    expect(schemaCheck).toMatchObject({ status: 'fail', message: expect.stringContaining(first!.name) });
+    const verify = await runCli(['--json', '--database-url', url, 'verify']);
+    expect({ code: verify.code, failure: JSON.parse(verify.stderr).error.code }).toEqual({ code: 1, failure: 'migration_checksum' });
     await db.query(sql`update permgraph.migrations set checksum = ${first!.checksum} where version = ${first!.version}`);
+    expect((await schemaState(db)).state).toBe('ok');
   });
 
   it('a changed function file is applied again, and only that one', async () => {

@@ -87,7 +87,7 @@ export function registerCoreCommands(program: Command): void {
         // permgraph.status() speaks SQL's snake_case; the command line speaks camelCase.
         const status = camelCaseKeys({ schema: schema.state, ...row.status }) as Record<string, any>;
         if (ctx.options.json) return ctx.emitJson(status);
-        ctx.say(`schema:           ${schema.state}${schema.pending.length ? ` (pending: ${schema.pending.join(', ')})` : ''}`);
+        ctx.say(`schema:           ${schema.state}${schema.pending.length ? ` (${schema.state === 'modified' ? 'changed' : 'pending'}: ${schema.pending.join(', ')})` : ''}`);
         ctx.say(`pending changes:  ${status.pendingChanges}`);
         ctx.say(`oldest pending:   ${status.oldestPendingAgeS == null ? '-' : `${Number(status.oldestPendingAgeS).toFixed(1)} s ago`}`);
         const last = status.lastBatch;
