@@ -111,12 +111,13 @@ async function settingsCheck(db: Queryable): Promise<DoctorCheck> {
 interface Status {
   pending_changes: number;
   oldest_pending_age_s: number | null;
-  worker: { pid: number; application_name: string; since: string } | null;
+  worker: { pid: number; application_name: string; since: string | null } | null;
 }
 
 function workerCheck(status: Status): DoctorCheck {
   if (status.worker) {
-    return { name: 'worker', status: 'ok', message: `active worker: backend pid ${status.worker.pid} (${status.worker.application_name}) since ${status.worker.since}` };
+    const since = status.worker.since === null ? '' : ` since ${status.worker.since}`; // (null: hidden from the schema's owner, see status)
+    return { name: 'worker', status: 'ok', message: `active worker: backend pid ${status.worker.pid} (${status.worker.application_name})${since}` };
   }
   return { name: 'worker', status: 'warn', message: 'no worker holds the applier role: captured changes wait until `permgraph worker` runs' };
 }

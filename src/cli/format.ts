@@ -93,3 +93,14 @@ export function describeEntry(e: AuditEntry): string {
   })();
   return `${e.id}\t${e.at.toISOString()}\t${e.actor}\t${e.action}\t${what}`;
 }
+
+/**
+ * Where the active worker connects from and since when. PostgreSQL shows
+ * another role's session's address and start only to superusers and
+ * members of pg_read_all_stats (status() runs as the schema's owner): both
+ * null then, which is not a local socket.
+ */
+export function workerConnection(worker: { clientAddr: string | null; since: string | null }): string {
+  if (worker.since === null) return 'its address and start hidden from the schema\'s owner (grant it pg_read_all_stats to see them)';
+  return `from ${worker.clientAddr ?? 'local socket'}, since ${worker.since}`;
+}

@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
 import { registerCommands } from '../../src/cli/commands/index.ts';
+import { workerConnection } from '../../src/cli/format.ts';
 import { openPool, sql } from '../../src/db/pool.ts';
 import { refresh } from '../../src/engine/apply.ts';
 import * as model from '../reference/model.ts';
@@ -205,6 +206,10 @@ describe('permgraph CLI', async () => {
     expect(after).toMatchObject({ pendingChanges: 0, lastBatch: { lastBatchMode: 'incremental' } });
     expectCamelCase(after);
     expect((await cli('status')).stdout).toMatch(/^pending changes: {2}0$/m);
+    // an owner without pg_read_all_stats sees neither address nor start of another role's session: hidden, not "local socket"
+    expect(workerConnection({ clientAddr: null, since: null })).toBe("its address and start hidden from the schema's owner (grant it pg_read_all_stats to see them)");
+    expect(workerConnection({ clientAddr: null, since: '2026-12-05T02:00:00Z' })).toBe('from local socket, since 2026-12-05T02:00:00Z');
+    expect(workerConnection({ clientAddr: '10.0.0.7', since: '2026-12-05T02:00:00Z' })).toBe('from 10.0.0.7, since 2026-12-05T02:00:00Z');
   });
 
   it('worker: SIGTERM stops it cleanly with exit 0', async () => {

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { action, ExitCode, positiveInteger, requireSchema, schemaNotFound } from '../action.ts';
 import { EXIT } from '../errors.ts';
+import { workerConnection } from '../format.ts';
 import { camelCaseKeys } from '../json.ts';
 
 // The implementations are imported inside each action, so that registering the
@@ -92,7 +93,7 @@ export function registerCoreCommands(program: Command): void {
         ctx.say(`oldest pending:   ${status.oldestPendingAgeS == null ? '-' : `${Number(status.oldestPendingAgeS).toFixed(1)} s ago`}`);
         const last = status.lastBatch;
         ctx.say(`last batch:       ${last?.lastBatchAt ? `${last.lastBatchMode}, ${last.lastBatchChanges} change(s), ${Number(last.lastBatchMs).toFixed(1)} ms, at ${last.lastBatchAt}` : 'never'}`);
-        ctx.say(`worker:           ${status.worker ? `active (backend pid ${status.worker.pid}, ${status.worker.applicationName}, from ${status.worker.clientAddr ?? 'local socket'}, since ${status.worker.since})` : 'none holds the applier role'}`);
+        ctx.say(`worker:           ${status.worker ? `active (backend pid ${status.worker.pid}, ${status.worker.applicationName}, ${workerConnection(status.worker)})` : 'none holds the applier role'}`);
         ctx.say(`permission rows:  ${status.permissionRows}`);
         const job = status.longJob;
         if (job) {
