@@ -52,6 +52,9 @@ describe('TypeScript API (Permgraph)', async () => {
     await expect(pg.setTrash('ghost', null)).rejects.toThrow(/node "ghost" does not exist/);
     await expect(pg.removeNode('ghost')).rejects.toThrow(InvalidInputError);
     await expect(pg.removeNode('ghost')).rejects.toThrow(/node "ghost" does not exist/);
+    // a size or a timeout that would leave a call waiting forever
+    await expect(Permgraph.connect({ databaseUrl: url, poolSize: -1 })).rejects.toThrow('poolSize must be a positive integer, got -1');
+    await expect(pg.waitFor(await pg.addNode('waiting', 'user'), Number.NaN)).rejects.toThrow(/timeout must be a number of milliseconds, 0 or more, got NaN/);
     await expect(pg.setOwner('eng', 'roadmap')).rejects.toThrow(/ownership cycle/);
     await expect(pg.addNode('x', 'robot' as 'user')).rejects.toThrow(/kind must be user, group or object/);
   });

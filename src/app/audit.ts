@@ -1,6 +1,7 @@
 // Reading the append-only audit log (sql/functions/140_audit.sql) and naming the actor of a
 // transaction's changes. Triggers write the log; nothing here writes it.
 import { AUDIT_ACTIONS, DEFAULT_AUDIT_LIMIT } from '../constants.ts';
+import { pageLimit } from './listing.ts';
 import { sql, type Queryable } from '../db/pool.ts';
 import { InvalidInputError, SqlState, withInputErrors } from '../errors.ts';
 
@@ -54,9 +55,11 @@ export interface AuditPage {
 
 /** Lists audit entries oldest first, keyset-paginated on id. */
 export async function listAudit(db: Queryable, filter: AuditFilter = {}): Promise<AuditPage> {
-  const limit = filter.limit ?? DEFAULT_AUDIT_LIMIT;
-  if (!Number.isInteger(limit) || limit <= 0) throw new InvalidInputError(`limit must be a positive integer, got ${limit}`);
-  if (filter.after !== undefined && !Number.isInteger(filter.after)) throw new InvalidInputError(`cursor must be an entry id, got ${filter.after}`);
+  // (as the listings: pages never truncate silently, so a larger limit is an error)
+  const limit = pageLimit(filter.limit, DEFAULT_AUDIT_LIMIT);
+  if (filter.after !== undefined && !(Number.isSafeInteger(filter.after) && filter.after >= 0)) {
+    throw new InvalidInputError(`cursor must be an entry id, got ${filter.after}`);
+  }
   if (filter.action !== undefined && !(AUDIT_ACTIONS as readonly string[]).includes(filter.action)) {
     throw new InvalidInputError(`action must be one of ${AUDIT_ACTIONS.join(', ')}, got "${filter.action}"`);
   }
@@ -81,6 +84,9 @@ export async function listAudit(db: Queryable, filter: AuditFilter = {}): Promis
 }
 
 function timeParam(value: Date | string): string {
+  if (value instanceof Date && Number.isNaN(value.getTime())) {
+    throw new InvalidInputError('since/until must be a timestamp such as 2024-05-01T12:00:00Z: got an invalid Date');
+  }
   return value instanceof Date ? value.toISOString() : value;
 }
 

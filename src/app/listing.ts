@@ -89,8 +89,9 @@ export async function listUsers(db: Queryable, targetId: string, options: ListUs
   return toPage(rows.map((r) => ({ id: r.user_id, level: r.level, validUntil: r.valid_until })), limit, 'users');
 }
 
-function pageLimit(limit: number | undefined): number {
-  if (limit === undefined) return DEFAULT_PAGE_LIMIT;
+/** A page's size: the default when none is given, else an integer from 1 to MAX_PAGE_LIMIT (listings and the audit log). */
+export function pageLimit(limit: number | undefined, defaultLimit: number = DEFAULT_PAGE_LIMIT): number {
+  if (limit === undefined) return defaultLimit;
   if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE_LIMIT) {
     throw new InvalidInputError(`limit must be an integer from 1 to ${MAX_PAGE_LIMIT}, got ${JSON.stringify(limit)}`);
   }

@@ -1,6 +1,7 @@
 import databases, { sql, type ConnectionPool, type Queryable } from '@databases/pg';
 import pg, { type ClientConfig } from 'pg';
 import { DEFAULT_APPLICATION_NAME } from '../constants.ts';
+import { InvalidInputError } from '../errors.ts';
 import { isTlsRefused, tlsPlan } from './tls.ts';
 
 export { sql };
@@ -17,6 +18,9 @@ export interface PoolOptions {
 
 /** A connection pool on an explicit URL (never silently on DATABASE_URL: callers decide). */
 export function openPool(url: string, options: PoolOptions = {}): ConnectionPool {
+  const poolSize = options.poolSize ?? 10;
+  // (a size below 1 would leave every query waiting for a connection forever)
+  if (!Number.isInteger(poolSize) || poolSize < 1) throw new InvalidInputError(`poolSize must be a positive integer, got ${poolSize}`);
   // @databases/pg is CommonJS; its callable export is reachable as .default in ESM.
   const plan = tlsPlan(url);
   return databases.default({
@@ -24,7 +28,7 @@ export function openPool(url: string, options: PoolOptions = {}): ConnectionPool
     // certificate's files from it itself)
     connectionString: plan.plainIfRefused ? url : plan.url,
     bigIntMode: 'number',
-    poolSize: options.poolSize ?? 10,
+    poolSize,
     applicationName: options.applicationName ?? DEFAULT_APPLICATION_NAME,
     // TLS as the URL's sslmode says, read as libpq reads it (tls.ts); the
     // pool's own 'prefer' is what falls back to plain text for allow and prefer.

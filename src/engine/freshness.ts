@@ -1,5 +1,5 @@
 import { sql, type Queryable } from '../db/pool.ts';
-import { PermgraphError, withInputErrors } from '../errors.ts';
+import { InvalidInputError, PermgraphError, withInputErrors } from '../errors.ts';
 
 /**
  * Identifies the changes of one writing transaction (its transaction id), for
@@ -53,6 +53,8 @@ export async function isApplied(db: Queryable, token: FreshnessToken): Promise<b
  * so the standby answers from what it has replayed.
  */
 export async function waitFor(db: Queryable, token: FreshnessToken, timeoutMs = 10_000): Promise<void> {
+  // (NaN, e.g. Number() of an unset variable, would wait forever)
+  if (!Number.isFinite(timeoutMs) || timeoutMs < 0) throw new InvalidInputError(`timeout must be a number of milliseconds, 0 or more, got ${timeoutMs}`);
   const deadline = Date.now() + timeoutMs;
   for (let delay = 2; ; delay = Math.min(delay * 2, 100)) {
     if (await isApplied(db, token)) return;

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { listAudit, setActor, type AuditEntry } from '../../src/app/audit.ts';
 import { setSuperuser } from '../../src/app/rls.ts';
 import { AUDIT_ACTIONS } from '../../src/constants.ts';
+import { InvalidInputError } from '../../src/errors.ts';
 import { sql, type Queryable } from '../../src/db/pool.ts';
 import type { RefGraph } from '../reference/model.ts';
 import { createTestDatabase } from '../helpers/database.ts';
@@ -209,7 +210,10 @@ describe('audit log', async () => {
       expect(paged, JSON.stringify(filter)).toEqual(expected);
     }
     await expect(listAudit(db, { since: 'not a time' })).rejects.toThrow(/since\/until must be a timestamp/);
-    await expect(listAudit(db, { limit: 0 })).rejects.toThrow(/limit must be a positive integer/);
+    await expect(listAudit(db, { limit: 0 })).rejects.toThrow(/limit must be an integer from 1 to 10000, got 0/);
+    await expect(listAudit(db, { limit: 10_001 })).rejects.toThrow(/limit must be an integer from 1 to 10000, got 10001/);
+    await expect(listAudit(db, { after: 2 ** 63 })).rejects.toThrow(InvalidInputError);
+    await expect(listAudit(db, { since: new Date('x') })).rejects.toThrow(/since\/until must be a timestamp .*invalid Date/);
   });
 
   it('the actions the API and the CLI accept are the ones the table may hold', async () => {
