@@ -16,6 +16,7 @@ import { applyChanges, refresh, type ApplyOptions, type BatchResult } from './en
 import { applyJobChunk, type ChunkOptions, type ChunkResult } from './engine/long-job.ts';
 import { changes, dropConsumer, registerConsumer, type ChangeBatch, type ChangesOptions, type Registration } from './engine/changes.ts';
 import { waitFor, writeWithToken, type FreshnessToken } from './engine/freshness.ts';
+import { writableMoment } from './expiry.ts';
 import { verify, type VerifyResult } from './engine/verify.ts';
 import { InvalidInputError, PermgraphError } from './errors.ts';
 import type { Logger } from './logger.ts';
@@ -123,7 +124,7 @@ export class Permgraph {
 
   addNode(id: string, kind: NodeKind, options: { ownerId?: string | null; trashAt?: Date | null } = {}): Promise<FreshnessToken> {
     return this.write((tx) =>
-      tx.query(sql`insert into permgraph.nodes (id, kind, owner_id, trash_at) values (${id}, ${kind}, ${options.ownerId ?? null}, ${options.trashAt ?? null})`),
+      tx.query(sql`insert into permgraph.nodes (id, kind, owner_id, trash_at) values (${id}, ${kind}, ${options.ownerId ?? null}, ${trashTime(options.trashAt)})`),
     );
   }
 
@@ -136,7 +137,7 @@ export class Permgraph {
 
   setTrash(id: string, trashAt: Date | null): Promise<FreshnessToken> {
     return this.write(async (tx) => {
-      const rows = await tx.query(sql`update permgraph.nodes set trash_at = ${trashAt} where id = ${id} returning id`);
+      const rows = await tx.query(sql`update permgraph.nodes set trash_at = ${trashTime(trashAt)} where id = ${id} returning id`);
       if (rows.length === 0) throw new InvalidInputError(`node "${id}" does not exist`);
     });
   }
@@ -305,4 +306,9 @@ export class Permgraph {
     this.actorScope.getStore()?.tokens.add(token);
     return token;
   }
+}
+
+/** A trash time as the API takes it: null, or a moment permgraph can store (writableMoment). */
+function trashTime(value: Date | null | undefined): Date | null {
+  return value == null ? null : writableMoment(value, 'trash time');
 }

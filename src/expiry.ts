@@ -25,10 +25,7 @@ const MAX_DURATION_MS = 100 * 366 * UNIT_MS.d!;
 /** The moment of `value` (a Date or ISO text), or an InvalidInputError naming it. null/undefined: never. */
 export function parseExpiresAt(value: unknown, what = 'expiry'): Date | null {
   if (value === undefined || value === null) return null;
-  if (value instanceof Date) {
-    if (Number.isNaN(value.getTime())) throw new InvalidInputError(`${what} is an invalid Date`);
-    return value;
-  }
+  if (value instanceof Date) return writableMoment(value, what);
   if (typeof value !== 'string') {
     throw new InvalidInputError(`${what} must be a Date or an ISO 8601 timestamp such as 2030-01-31T18:00:00Z, got ${JSON.stringify(value)}`);
   }
@@ -37,7 +34,22 @@ export function parseExpiresAt(value: unknown, what = 'expiry'): Date | null {
   if (Number.isNaN(time)) {
     throw new InvalidInputError(`${what} ${JSON.stringify(value)} is not an ISO 8601 timestamp with a time zone, such as 2030-01-31T18:00:00Z`);
   }
-  return new Date(time);
+  return writableMoment(new Date(time), what);
+}
+
+/**
+ * A Date as a moment permgraph can store: valid, and in the years 1 to 9999,
+ * which ISO 8601 text carries as PostgreSQL reads it (new Date(8.64e15), a
+ * common "never", is year 275760: pass null for never). Used for expiries
+ * and trash times alike; an InvalidInputError naming the value otherwise.
+ */
+export function writableMoment(value: Date, what: string): Date {
+  if (Number.isNaN(value.getTime())) throw new InvalidInputError(`${what} is an invalid Date`);
+  const year = value.getUTCFullYear();
+  if (year < 1 || year > 9999) {
+    throw new InvalidInputError(`${what} ${value.toISOString()} is outside the years 1 to 9999 (for "never", pass null)`);
+  }
+  return value;
 }
 
 /** Whether the text's year-month-day exists (Date.parse rolls 2030-02-31 over into March). */

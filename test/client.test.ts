@@ -52,6 +52,11 @@ describe('TypeScript API (Permgraph)', async () => {
     await expect(pg.setTrash('ghost', null)).rejects.toThrow(/node "ghost" does not exist/);
     await expect(pg.removeNode('ghost')).rejects.toThrow(InvalidInputError);
     await expect(pg.removeNode('ghost')).rejects.toThrow(/node "ghost" does not exist/);
+    // moments PostgreSQL would not read back as written: refused, named (for "never", null)
+    await expect(pg.grant('alice', 'eng', 'read', { expiresAt: new Date(8.64e15) })).rejects.toThrow('expiresAt +275760-09-13T00:00:00.000Z is outside the years 1 to 9999 (for "never", pass null)');
+    await expect(pg.grant('alice', 'eng', 'read', { expiresAt: '0000-01-01T00:00:00Z' })).rejects.toThrow(InvalidInputError);
+    await expect(pg.setTrash('spec', new Date('x'))).rejects.toThrow('trash time is an invalid Date');
+    await expect(pg.addNode('x2', 'object', { ownerId: 'eng', trashAt: new Date('x') })).rejects.toThrow(InvalidInputError);
     // a size or a timeout that would leave a call waiting forever
     await expect(Permgraph.connect({ databaseUrl: url, poolSize: -1 })).rejects.toThrow('poolSize must be a positive integer, got -1');
     await expect(pg.waitFor(await pg.addNode('waiting', 'user'), Number.NaN)).rejects.toThrow(/timeout must be a number of milliseconds, 0 or more, got NaN/);
