@@ -9,7 +9,7 @@ export const LEVEL_NAMES = { read: 1, write: 2, manage: 3 } as const;
 const DIGITS = /^\s*-?\d+\s*$/;
 
 /** A level's own name (never one an object inherits: 'constructor', 'toString'). */
-const isLevelName = (value: string): value is keyof typeof LEVEL_NAMES => Object.hasOwn(LEVEL_NAMES, value);
+export const isLevelName = (value: string): value is keyof typeof LEVEL_NAMES => Object.hasOwn(LEVEL_NAMES, value);
 
 /** Is this a level (1..3 as number or digits, or read/write/manage) rather than a role or operation name? */
 export function isLevelInput(value: string | number): boolean {

@@ -6,7 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { sql, type Queryable } from '../db/pool.ts';
 import { InvalidInputError, withInputErrors } from '../errors.ts';
-import { LEVEL_NAMES, parseLevel } from '../levels.ts';
+import { isLevelName, LEVEL_NAMES, parseLevel } from '../levels.ts';
 import type { Level } from '../types.ts';
 import { applyActor } from './audit.ts';
 import { parsePositionedJson, type SourcePosition } from './positioned-json.ts';
@@ -78,8 +78,8 @@ function validateEntries(entries: RawEntry[], source: string): Catalog {
         entry.nameAt,
       );
     }
-    if (entry.section === 'roles' && entry.name in LEVEL_NAMES) {
-      throw new CatalogError(`role name ${JSON.stringify(entry.name)} is reserved: it already means level ${LEVEL_NAMES[entry.name as keyof typeof LEVEL_NAMES]}`, source, entry.nameAt);
+    if (entry.section === 'roles' && isLevelName(entry.name)) {
+      throw new CatalogError(`role name ${JSON.stringify(entry.name)} is reserved: it already means level ${LEVEL_NAMES[entry.name]}`, source, entry.nameAt);
     }
     const previous = seen.get(entry.name);
     if (previous) {
@@ -94,7 +94,7 @@ function validateEntries(entries: RawEntry[], source: string): Catalog {
     const level =
       typeof entry.level === 'number' && Number.isInteger(entry.level) && entry.level >= 1 && entry.level <= 3
         ? parseLevel(entry.level)
-        : typeof entry.level === 'string' && entry.level in LEVEL_NAMES
+        : typeof entry.level === 'string' && isLevelName(entry.level)
           ? parseLevel(entry.level)
           : null;
     if (level === null) {
@@ -204,11 +204,20 @@ export async function syncRoles(
   options: { dryRun?: boolean; /** Who the audit log records as making the changes (default: the database login). */ actor?: string } = {},
 ): Promise<SyncResult> {
   const dryRun = options.dryRun ?? false;
-  // A catalog built in code gets the same checks as one read from a file.
-  const checked = validateEntries(
-    (Object.keys(SECTIONS) as Section[]).flatMap((section) => catalog[section].map((e) => ({ section, name: e.name, level: e.level as unknown }))),
-    '<catalog>',
-  );
+  // A catalog built in code gets the same checks as one read from a file,
+  // its shape first (JavaScript callers, or a cast, can pass anything).
+  const sections = (Object.keys(SECTIONS) as Section[]).map((section) => {
+    const entries: unknown = (catalog as Partial<Catalog> | null)?.[section];
+    if (!Array.isArray(entries)) {
+      throw new CatalogError(`"${section}" must be a list of { name, level } (use [] for none), got ${entries === null ? 'null' : typeof entries}`, '<catalog>');
+    }
+    return entries.map((e: unknown) => {
+      const entry = e as { name?: unknown; level?: unknown } | null;
+      if (typeof entry?.name !== 'string') throw new CatalogError(`every entry of "${section}" needs a name (a string), got ${JSON.stringify(e)}`, '<catalog>');
+      return { section, name: entry.name, level: entry.level };
+    });
+  });
+  const checked = validateEntries(sections.flat(), '<catalog>');
   return withInputErrors(() =>
     db.tx(async (tx) => {
       // Concurrent syncs take turns; readers of the catalog are not blocked.

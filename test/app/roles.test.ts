@@ -226,6 +226,14 @@ describe('roles, operations, superusers, can()', async () => {
       const bad: Catalog = { roles: [{ name: 'viewer', level: 4 as Level }], operations: [] };
       await expect(syncRoles(db, bad)).rejects.toThrow(/level of role "viewer" must be 1 \(read\), 2 \(write\) or 3 \(manage\).*got 4/);
       await expect(syncRoles(db, { roles: [{ name: 'x', level: 1 }], operations: [{ name: 'x', level: 1 }] })).rejects.toThrow(/"x" is both a role and an operation/);
+      // a section missing or null (JavaScript, or a cast): a CatalogError, not a TypeError
+      await expect(syncRoles(db, { roles: [{ name: 'x', level: 1 }] } as unknown as Catalog)).rejects.toThrow(CatalogError);
+      await expect(syncRoles(db, { roles: null, operations: [] } as unknown as Catalog)).rejects.toThrow('<catalog>: "roles" must be a list of { name, level } (use [] for none), got null');
+      await expect(syncRoles(db, { roles: [{ level: 1 }], operations: [] } as unknown as Catalog)).rejects.toThrow(/every entry of "roles" needs a name/);
+      // names an object inherits are names like any other: a role, not a level
+      await syncRoles(db, { roles: [...CATALOG.roles, { name: 'constructor', level: 2 }], operations: CATALOG.operations });
+      expect(await parseLevelOrRole(db, 'constructor')).toBe(2);
+      await syncRoles(db, CATALOG);
       expect(await catalogInDb()).toEqual(CATALOG);
     });
   });
