@@ -71,6 +71,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.pool = openPool(options.url, { poolSize: 1, applicationName: WORKER_APPLICATION_NAME });
   }
 
+  /** 'active' (the applier), 'standby', or undefined before start() and once stop() has returned. */
   get role(): 'active' | 'standby' | undefined {
     return this.currentRole;
   }
@@ -94,6 +95,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const listenerClosed = this.subscriber?.close().catch(() => {});
     this.wakeup.notify();
     await this.loop;
+    this.currentRole = undefined; // the lock is released: neither applier nor standby
     await listenerClosed;
     await this.pool.dispose();
     this.emit('stopped');

@@ -268,6 +268,7 @@ describe('worker', async () => {
     await mutate(state, 15, 3);
     await expectConverged(state);
     await active.stop();
+    expect(active.role).toBeUndefined(); // stopped: neither the applier nor waiting to be
     await mutate(state, 15, 4);
     await expectConverged(state);
     expect(standby.role).toBe('active');
