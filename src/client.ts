@@ -15,7 +15,7 @@ import { resolveDatabase, type ResolvedDatabase } from './db/resolve.ts';
 import { applyChanges, refresh, type ApplyOptions, type BatchResult } from './engine/apply.ts';
 import { applyJobChunk, type ChunkOptions, type ChunkResult } from './engine/long-job.ts';
 import { changes, dropConsumer, registerConsumer, type ChangeBatch, type ChangesOptions, type Registration } from './engine/changes.ts';
-import { waitFor, writeWithToken, type FreshnessToken } from './engine/freshness.ts';
+import { currentToken, waitFor, writeWithToken, type FreshnessToken } from './engine/freshness.ts';
 import { writableMoment } from './expiry.ts';
 import { verify, type VerifyResult } from './engine/verify.ts';
 import { InvalidInputError, PermgraphError } from './errors.ts';
@@ -108,11 +108,13 @@ export class Permgraph {
   }
 
   /** Resolves when the permission table reflects the write behind `token`. */
-  waitFor(token: FreshnessToken, timeoutMs?: number): Promise<void> {
-    if (this.actorScope.getStore()?.tokens.has(token)) {
-      return Promise.reject(
-        new PermgraphError(`token ${token} is the transaction of asActor, which commits only when asActor returns: wait for it after asActor`),
-      );
+  async waitFor(token: FreshnessToken, timeoutMs?: number): Promise<void> {
+    const scope = this.actorScope.getStore();
+    // A token of asActor's own transaction (from this API's writes, or from
+    // currentToken(tx) after writes of fn's own SQL) waits for a commit that
+    // only asActor's return makes: refused rather than timed out.
+    if (scope && (scope.tokens.has(token) || (await currentToken(scope.tx)) === token)) {
+      throw new PermgraphError(`token ${token} is the transaction of asActor, which commits only when asActor returns: wait for it after asActor`);
     }
     return waitFor(this.db, token, timeoutMs);
   }
@@ -213,8 +215,10 @@ export class Permgraph {
    * writes). All of it commits when fn returns, or none of it. Nested calls
    * use a savepoint and restore the outer actor. importGraph records the
    * actor too, but commits on its own connections, as refresh, applyChanges,
-   * verify, migrate, doctor and workers run on theirs; waitFor on a token of
-   * this transaction is refused (it commits only when asActor returns).
+   * applyJobChunk, verify, migrate, doctor, workers and the change stream
+   * (registerConsumer, changes, dropConsumer) run on theirs; waitFor on a
+   * token of this transaction is refused (it commits only when asActor
+   * returns).
    */
   asActor<T>(actor: string, fn: (tx: Transaction) => Promise<T>): Promise<T> {
     const outer = this.actorScope.getStore();

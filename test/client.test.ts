@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openPool, sql } from '../src/db/pool.ts';
-import { InvalidInputError, PermgraphError, Permgraph } from '../src/index.ts';
+import { currentToken, InvalidInputError, PermgraphError, Permgraph } from '../src/index.ts';
 import * as model from './reference/model.ts';
 import { g, o, u } from './helpers/builders.ts';
 import { createTestDatabase } from './helpers/database.ts';
@@ -139,6 +139,17 @@ describe('TypeScript API (Permgraph)', async () => {
       } finally {
         await small.db.dispose();
       }
+    });
+
+    it("waitFor on the token of fn's own SQL writes inside asActor is refused, not timed out", async () => {
+      await pg.addNode('ow-user', 'user');
+      await pg.addNode('ow-team', 'group');
+      await pg.asActor('ann@example.com', async (tx) => {
+        await tx.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('ow-user', 'ow-team', 1)`);
+        const token = await currentToken(tx);
+        await expect(pg.waitFor(token, 300)).rejects.toThrow(/is the transaction of asActor, which commits only when asActor returns/);
+      });
+      expect(await db.query(sql`select actor from permgraph.audit_log where head_id = 'ow-team' and action = 'grant'`)).toEqual([{ actor: 'ann@example.com' }]);
     });
 
     it('on a pool of one connection; all or nothing; nested actors; waitFor inside is refused', async () => {
