@@ -1,8 +1,7 @@
 import databases, { sql, type ConnectionPool, type Queryable } from '@databases/pg';
-import pg, { type ClientConfig } from 'pg';
 import { DEFAULT_APPLICATION_NAME } from '../constants.ts';
 import { InvalidInputError } from '../errors.ts';
-import { isTlsRefused, tlsPlan } from './tls.ts';
+import { tlsPlan } from './tls.ts';
 
 export { sql };
 export type { ConnectionPool, Queryable };
@@ -42,27 +41,4 @@ export function openPool(url: string, options: PoolOptions = {}): ConnectionPool
     // is replaced on next use; the default handler would print to stderr.
     onError: options.onIdleError ?? (() => {}),
   });
-}
-
-/**
- * The settings of a raw pg.Client on the pool's terms (tlsPlan): for what
- * the pool cannot do, COPY FROM STDIN (import) and LISTEN (pg-listen). Under
- * allow and prefer, whether the server takes TLS is asked once, by
- * connecting: node-pg, unlike the pool, has no fallback of its own.
- */
-export async function clientConfig(url: string, applicationName: string): Promise<ClientConfig> {
-  const plan = tlsPlan(url);
-  const config = { connectionString: plan.url, ssl: plan.tls ?? false, application_name: applicationName };
-  if (!plan.plainIfRefused) return config;
-  const probe = new pg.Client(config);
-  probe.on('error', () => {});
-  try {
-    await probe.connect();
-    return config;
-  } catch (error) {
-    if (isTlsRefused(error)) return { ...config, ssl: false };
-    throw error;
-  } finally {
-    await probe.end().catch(() => {});
-  }
 }

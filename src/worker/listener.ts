@@ -1,6 +1,6 @@
 import pgListen, { type Subscriber } from 'pg-listen';
 import { CHANGES_CHANNEL, LISTENER_APPLICATION_NAME } from '../constants.ts';
-import { clientConfig } from '../db/pool.ts';
+import { clientConfig } from '../db/client-config.ts';
 import type { Logger } from '../logger.ts';
 
 /**

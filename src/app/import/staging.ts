@@ -18,7 +18,8 @@
 import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import { clientConfig, PINNED_SEARCH_PATH, sql, type Queryable } from '../../db/pool.ts';
+import { clientConfig } from '../../db/client-config.ts';
+import { PINNED_SEARCH_PATH, sql, type Queryable } from '../../db/pool.ts';
 import { readOnly, userQuery } from './inputs.ts';
 import type { Prepared, RunContext, Step } from './types.ts';
 
