@@ -7,7 +7,7 @@ import { refresh } from '../../src/engine/apply.ts';
 import * as model from '../reference/model.ts';
 import { g, grant, u } from '../helpers/builders.ts';
 import { createEmptyDatabase, createTestDatabase } from '../helpers/database.ts';
-import { collect, killWorkerMidBatch, runCli, spawnCli, waitUntil, wideGraph } from '../helpers/cli.ts';
+import { collect, DEV_BIN, killWorkerMidBatch, runCli, spawnCli, waitUntil, wideGraph } from '../helpers/cli.ts';
 import { loadGraph, readPermissions } from '../helpers/graph.ts';
 
 /** --json output is camelCase: no key anywhere with an underscore (audit entries' free-form details aside). */
@@ -29,6 +29,13 @@ describe('permgraph CLI', async () => {
   it('migrate is idempotent', async () => {
     const result = await cli('migrate');
     expect(result).toMatchObject({ code: 0, stdout: 'schema is up to date\n' });
+  });
+
+  it('the development entry (bin/permgraph.mjs, through tsx) runs the same CLI as the build the other tests run', async () => {
+    for (const args of [['--database-url', url, 'migrate'], ['check', '--help'], ['--database-url', url, 'check', 'nobody', 'nothing']]) {
+      const built = await runCli(args);
+      expect(await runCli(args, {}, DEV_BIN), args.join(' ')).toEqual(built);
+    }
   });
 
   it('refresh then verify succeeds; verify lists a tampered row and exits 1', async () => {

@@ -1,11 +1,15 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { inject } from 'vitest';
 import { sql, type Queryable } from '../../src/db/pool.ts';
 import { WORKER_APPLICATION_NAME } from '../../src/constants.ts';
 import type { RefGrant, RefGraph } from '../reference/model.ts';
 import { g, grant, u } from './builders.ts';
 
-export const BIN = fileURLToPath(new URL('../../bin/permgraph.mjs', import.meta.url));
+/** The package's compiled CLI, built for this run by test/setup/global.ts. */
+export const BIN = inject('cliBin');
+/** The development entry (`npm start`, `npm run permgraph`): the same CLI through tsx. */
+export const DEV_BIN = fileURLToPath(new URL('../../bin/permgraph.mjs', import.meta.url));
 
 export interface CliResult {
   code: number | null;
@@ -14,10 +18,10 @@ export interface CliResult {
 }
 
 /** Starts the real CLI as a child process (DATABASE_URL removed, so only the flag counts). */
-export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
+export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}, bin = BIN): ChildProcess {
   const childEnv: NodeJS.ProcessEnv = { ...process.env, ...env };
   delete childEnv.DATABASE_URL;
-  return spawn(process.execPath, [BIN, ...args], { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  return spawn(process.execPath, [bin, ...args], { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
 export function collect(child: ChildProcess): Promise<CliResult> {
@@ -28,8 +32,8 @@ export function collect(child: ChildProcess): Promise<CliResult> {
   return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
 }
 
-export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
-  return collect(spawnCli(args, env));
+export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, bin = BIN): Promise<CliResult> {
+  return collect(spawnCli(args, env, bin));
 }
 
 /** Polls predicate every 20 ms until it holds; fails after timeoutMs. */

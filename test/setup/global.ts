@@ -1,9 +1,13 @@
 // Starts one PostgreSQL for the whole run (DATABASE_URL's server, or an
 // embedded one on a free port), migrates a template database, and hands its
 // name to the test files, which each clone it (see test/helpers/database.ts).
-import { mkdtemp, rm } from 'node:fs/promises';
+// Meanwhile it compiles the CLI the tests run (see buildCli).
+import { execFile } from 'node:child_process';
+import { copyFile, mkdtemp, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import type { TestProject } from 'vitest/node';
 import { startEmbedded, type EmbeddedServer } from '../../src/db/embedded.ts';
 import { openPool, sql } from '../../src/db/pool.ts';
@@ -14,12 +18,14 @@ declare module 'vitest' {
   export interface ProvidedContext {
     pgServerUrl: string;
     pgTemplate: string;
+    cliBin: string;
   }
 }
 
 interface TestServer {
   serverUrl: string;
   template: string;
+  cliBin: string;
   teardown: () => Promise<void>;
 }
 
@@ -36,9 +42,10 @@ const registry = globalThis as { [SHARED]?: Shared };
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const shared = (registry[SHARED] ??= { server: startServer(), users: 0 });
   shared.users += 1;
-  const { serverUrl, template, teardown } = await shared.server;
+  const { serverUrl, template, cliBin, teardown } = await shared.server;
   project.provide('pgServerUrl', serverUrl);
   project.provide('pgTemplate', template);
+  project.provide('cliBin', cliBin);
   return async () => {
     shared.users -= 1;
     if (shared.users === 0) {
@@ -49,6 +56,40 @@ export default async function setup(project: TestProject): Promise<() => Promise
 }
 
 async function startServer(): Promise<TestServer> {
+  const [database, cli] = await Promise.all([startDatabase(), buildCli()]);
+  return {
+    serverUrl: database.serverUrl,
+    template: database.template,
+    cliBin: cli.bin,
+    teardown: async () => {
+      await database.teardown();
+      await cli.remove();
+    },
+  };
+}
+
+const REPO = fileURLToPath(new URL('../../', import.meta.url));
+
+/**
+ * The CLI the tests spawn is the package's own build, dist/cli/main.js as
+ * `npx permgraph` runs it with plain node: what ships is what is tested, and
+ * it starts in half the time of the development entry (bin/permgraph.mjs,
+ * which compiles src/ through tsx at every start; test/cli/cli.test.ts runs
+ * it too). Compiled from this checkout's src/ at every run, into a scratch
+ * package beside which sql/, node_modules and package.json are those of the
+ * checkout, so a test never runs a stale dist/.
+ */
+async function buildCli(): Promise<{ bin: string; remove: () => Promise<void> }> {
+  const root = await mkdtemp(path.join(tmpdir(), 'permgraph-cli-'));
+  const tsc = path.join(REPO, 'node_modules/typescript/bin/tsc');
+  await promisify(execFile)(process.execPath, [tsc, '-p', 'tsconfig.build.json', '--outDir', path.join(root, 'dist')], { cwd: REPO });
+  await symlink(path.join(REPO, 'sql'), path.join(root, 'sql'));
+  await symlink(path.join(REPO, 'node_modules'), path.join(root, 'node_modules'));
+  await copyFile(path.join(REPO, 'package.json'), path.join(root, 'package.json'));
+  return { bin: path.join(root, 'dist/cli/main.js'), remove: () => rm(root, { recursive: true, force: true }) };
+}
+
+async function startDatabase(): Promise<Omit<TestServer, 'cliBin'>> {
   let server: EmbeddedServer | undefined;
   let scratch: string | undefined;
   let serverUrl = process.env.DATABASE_URL;
