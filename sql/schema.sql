@@ -356,6 +356,7 @@ table permgraph.change_consumers
   acked_seq bigint not null
   registered_at timestamp with time zone not null default now()
   acked_at timestamp with time zone
+  owner_role name
   constraint change_consumers_pkey PRIMARY KEY (consumer)
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
 
@@ -1655,6 +1656,23 @@ begin
   end if;
 end $function$;
 
+-- permgraph._check_consumer_owner(text,name): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._check_consumer_owner(p_name text, p_owner name)
+ RETURNS void
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+begin
+  if p_owner is null
+     or coalesce((select pg_has_role(session_user, r.oid, 'MEMBER') from pg_roles r where r.rolname = p_owner), false)
+     or permgraph._session_is_owner() then
+    return;
+  end if;
+  raise exception 'permgraph: change consumer "%" belongs to role %; % may not use it', p_name, p_owner, session_user
+    using errcode = '42501', hint = 'connect as that role (or a member of it), or register a consumer of your own';
+end $function$;
+
 -- permgraph._compute_all(timestamp with time zone): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._compute_all(p_at timestamp with time zone)
  RETURNS void
@@ -1775,15 +1793,16 @@ CREATE OR REPLACE FUNCTION permgraph._consumer_acked_seq(p_name text)
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 declare
-  acked bigint;
+  entry permgraph.change_consumers;
 begin
   perform permgraph._check_consumer_name(p_name);
-  select c.acked_seq into acked from permgraph.change_consumers c where c.consumer = p_name;
-  if acked is null then
+  select c.* into entry from permgraph.change_consumers c where c.consumer = p_name;
+  if entry.acked_seq is null then
     raise exception 'permgraph: no change consumer named "%"', p_name
       using errcode = '22023', hint = 'register it first: select permgraph.register_consumer(name)';
   end if;
-  return acked;
+  perform permgraph._check_consumer_owner(p_name, entry.owner_role);
+  return entry.acked_seq;
 end $function$;
 
 -- permgraph._count_expired(timestamp with time zone): execute <owner>: EXECUTE
@@ -4687,6 +4706,9 @@ declare
   existed boolean;
 begin
   perform permgraph._begin_consumers_change(drop_consumer.name);
+  if exists (select 1 from permgraph.change_consumers c where c.consumer = drop_consumer.name) then
+    perform permgraph._consumer_acked_seq(drop_consumer.name);  -- refuses another role's consumer
+  end if;
   delete from permgraph.change_consumers c where c.consumer = drop_consumer.name;
   existed := found;
   perform permgraph._prune_changes();
@@ -5689,12 +5711,11 @@ declare
   acked bigint;
 begin
   perform permgraph._begin_consumers_change(register_consumer.name);
-  select c.acked_seq into acked from permgraph.change_consumers c where c.consumer = register_consumer.name;
-  if acked is not null then
-    return acked;
+  if exists (select 1 from permgraph.change_consumers c where c.consumer = register_consumer.name) then
+    return permgraph._consumer_acked_seq(register_consumer.name);
   end if;
   acked := permgraph._last_change_seq();
-  insert into permgraph.change_consumers (consumer, acked_seq) values (register_consumer.name, acked);
+  insert into permgraph.change_consumers (consumer, acked_seq, owner_role) values (register_consumer.name, acked, session_user);
   return acked;
 end $function$;
 

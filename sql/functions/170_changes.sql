@@ -72,21 +72,44 @@ begin
   end if;
 end $$;
 
--- The consumer's acknowledged seq; an unknown consumer is an error.
+-- A consumer belongs to the login that registered it (owner_role): only
+-- members of that role, and the schema's owner, may register it again, read
+-- it, acknowledge or drop it, so one application cannot skip or drop
+-- another's events. session_user, as _session_is_owner: these functions run
+-- as the schema's owner, and SET ROLE lends no consumer. A consumer from
+-- before owners existed (null) is everyone's; one whose role was dropped is
+-- left to the schema's owner.
+create or replace function permgraph._check_consumer_owner(p_name text, p_owner name) returns void
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if p_owner is null
+     or coalesce((select pg_has_role(session_user, r.oid, 'MEMBER') from pg_roles r where r.rolname = p_owner), false)
+     or permgraph._session_is_owner() then
+    return;
+  end if;
+  raise exception 'permgraph: change consumer "%" belongs to role %; % may not use it', p_name, p_owner, session_user
+    using errcode = '42501', hint = 'connect as that role (or a member of it), or register a consumer of your own';
+end $$;
+
+-- The consumer's acknowledged seq, once the session may use it; an unknown
+-- consumer is an error.
 create or replace function permgraph._consumer_acked_seq(p_name text) returns bigint
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  acked bigint;
+  entry permgraph.change_consumers;
 begin
   perform permgraph._check_consumer_name(p_name);
-  select c.acked_seq into acked from permgraph.change_consumers c where c.consumer = p_name;
-  if acked is null then
+  select c.* into entry from permgraph.change_consumers c where c.consumer = p_name;
+  if entry.acked_seq is null then
     raise exception 'permgraph: no change consumer named "%"', p_name
       using errcode = '22023', hint = 'register it first: select permgraph.register_consumer(name)';
   end if;
-  return acked;
+  perform permgraph._check_consumer_owner(p_name, entry.owner_role);
+  return entry.acked_seq;
 end $$;
 
 -- The last seq handed out (0 before the first): every event recorded later
@@ -122,13 +145,14 @@ begin
   update permgraph.applier_state set singleton = singleton;
 end $$;
 
--- Registers a consumer and returns the seq of its snapshot: the table
--- permgraph.permissions as read later in the same transaction (the applier
--- lock taken here is held until commit, so no batch commits in between).
--- Events with a greater seq are what changed since. Idempotent: an existing
--- consumer keeps its position and gets its acknowledged seq back (folding
--- the events after it into a newer table still gives the current table,
--- since each event carries the row's new value).
+-- Registers a consumer, owned by the session's login, and returns the seq
+-- of its snapshot: the table permgraph.permissions as read later in the same
+-- transaction (the applier lock taken here is held until commit, so no batch
+-- commits in between). Events with a greater seq are what changed since.
+-- Idempotent for whoever may use it: an existing consumer keeps its position
+-- and gets its acknowledged seq back (folding the events after it into a
+-- newer table still gives the current table, since each event carries the
+-- row's new value).
 create or replace function permgraph.register_consumer(name text) returns bigint
 language plpgsql
 security definer
@@ -138,12 +162,11 @@ declare
   acked bigint;
 begin
   perform permgraph._begin_consumers_change(register_consumer.name);
-  select c.acked_seq into acked from permgraph.change_consumers c where c.consumer = register_consumer.name;
-  if acked is not null then
-    return acked;
+  if exists (select 1 from permgraph.change_consumers c where c.consumer = register_consumer.name) then
+    return permgraph._consumer_acked_seq(register_consumer.name);
   end if;
   acked := permgraph._last_change_seq();
-  insert into permgraph.change_consumers (consumer, acked_seq) values (register_consumer.name, acked);
+  insert into permgraph.change_consumers (consumer, acked_seq, owner_role) values (register_consumer.name, acked, session_user);
   return acked;
 end $$;
 
@@ -202,8 +225,9 @@ begin
   perform permgraph._prune_changes();
 end $$;
 
--- Removes a consumer (true if there was one) and the events no other consumer
--- still needs. With no consumer left, batches record nothing again.
+-- Removes a consumer (true if there was one; another role's is refused) and
+-- the events no other consumer still needs. With no consumer left, batches
+-- record nothing again.
 create or replace function permgraph.drop_consumer(name text) returns boolean
 language plpgsql
 security definer
@@ -213,6 +237,9 @@ declare
   existed boolean;
 begin
   perform permgraph._begin_consumers_change(drop_consumer.name);
+  if exists (select 1 from permgraph.change_consumers c where c.consumer = drop_consumer.name) then
+    perform permgraph._consumer_acked_seq(drop_consumer.name);  -- refuses another role's consumer
+  end if;
   delete from permgraph.change_consumers c where c.consumer = drop_consumer.name;
   existed := found;
   perform permgraph._prune_changes();

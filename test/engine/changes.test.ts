@@ -359,6 +359,38 @@ describe('the derived-permission change stream', async () => {
     }
   });
 
+  it('a consumer belongs to the login that registered it: other logins may not use it; members of its role and the schema owner may', async () => {
+    await start({ nodes: [u('a'), g('t')], grants: [] });
+    const owner = await createLogin(db, url, 'feed_owner', 'permgraph_reader');
+    const other = await createLogin(db, url, 'feed_other', 'permgraph_reader');
+    const member = await createLogin(db, url, 'feed_member', 'permgraph_reader');
+    await db.query(sql`grant ${sql.ident(owner.name)} to ${sql.ident(member.name)}`);
+    await registerConsumer(owner.db, 'owned-feed');
+    expect(await db.query(sql`select owner_role::text from permgraph.change_consumers where consumer = 'owned-feed'`)).toEqual([{ owner_role: owner.name }]);
+    await db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('a', 't', 1)`);
+    await applyChanges(db);
+    const refused = { code: '42501', message: `permgraph: change consumer "owned-feed" belongs to role ${owner.name}; ${other.name} may not use it` };
+    await expect(readChanges(other.db, 'owned-feed')).rejects.toMatchObject(refused);
+    await expect(ackChanges(other.db, 'owned-feed', 1)).rejects.toMatchObject(refused);
+    await expect(registerConsumer(other.db, 'owned-feed')).rejects.toMatchObject(refused);
+    await expect(dropConsumer(other.db, 'owned-feed')).rejects.toMatchObject(refused);
+    // nothing moved: the owner still reads its one event
+    const events = await readChanges(owner.db, 'owned-feed');
+    expect(events.map((e) => [e.userId, e.targetId, e.newLevel])).toEqual([['a', 't', 1]]);
+    // a member of the owner's role may use it; so may the schema's owner
+    await expect(registerConsumer(member.db, 'owned-feed')).resolves.toMatchObject({ created: false });
+    await ackChanges(member.db, 'owned-feed', events[0]!.seq);
+    expect(await readChanges(owner.db, 'owned-feed')).toEqual([]);
+    await expect(readChanges(db, 'owned-feed')).resolves.toEqual([]);
+    // a consumer registered before owners existed is everyone's
+    await db.query(sql`update permgraph.change_consumers set owner_role = null where consumer = 'owned-feed'`);
+    await expect(readChanges(other.db, 'owned-feed')).resolves.toEqual([]);
+    // one whose role is gone is left to the schema's owner
+    await db.query(sql`update permgraph.change_consumers set owner_role = 'no_such_role_anymore' where consumer = 'owned-feed'`);
+    await expect(dropConsumer(owner.db, 'owned-feed')).rejects.toMatchObject({ code: '42501' });
+    expect(await dropConsumer(db, 'owned-feed')).toBe(true);
+  });
+
   it('a follower is woken by the batch that recorded events, and its fold stays equal to the table', async () => {
     const graph = fc.sample(graphArbitrary({ users: 10, groups: 12, objects: 5, grants: 40 }, 0.5), { numRuns: 1, seed: 42 })[0]!;
     const state = await start(graph);
