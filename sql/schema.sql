@@ -1038,7 +1038,8 @@ declare
     'permgraph._listing_plan(bigint, boolean, bigint, boolean, double precision, double precision, integer, boolean)',
     'permgraph._listing_owners(text, integer, text[], bigint)',
     'permgraph.explain(text, text, integer)',
-    'permgraph.current_token()', 'permgraph.is_applied(text)', 'permgraph.status()', 'permgraph.current_actor()',
+    'permgraph.current_token()', 'permgraph.is_applied(text)', 'permgraph.status()', 'permgraph.change_stream_status()',
+    'permgraph.current_actor()',
     -- creating policies needs ownership of the application's table anyway
     'permgraph.enable_rls(regclass, name, name, boolean)', 'permgraph.disable_rls(regclass)'];
   worker_functions constant text[] := array[
@@ -4635,6 +4636,23 @@ CREATE OR REPLACE FUNCTION permgraph.can_op(p_user_id text, p_id text, p_owner_i
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$ begin return permgraph._can(p_user_id, p_id, p_owner_id, permgraph.operation_level(p_operation), coalesce(p_include_trash, false)); end $function$;
 
+-- permgraph.change_stream_status(): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph.change_stream_status()
+ RETURNS jsonb
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+  select coalesce(jsonb_agg(jsonb_build_object(
+           'consumer', c.consumer, 'owner_role', c.owner_role, 'registered_at', c.registered_at,
+           'acked_seq', c.acked_seq, 'acked_at', c.acked_at,
+           'waiting_events', (select count(*) from permgraph.permission_changes e where e.seq > c.acked_seq),
+           'oldest_waiting_age_s', (select extract(epoch from now() - e.committed_at) from permgraph.permission_changes e
+                                    where e.seq > c.acked_seq order by e.seq limit 1))
+         order by c.consumer), '[]'::jsonb)
+  from permgraph.change_consumers c
+$function$;
+
 -- permgraph.check_op(text,text,text): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph.check_op(p_user_id text, p_target_id text, p_operation text)
  RETURNS boolean
@@ -5749,7 +5767,8 @@ AS $function$
     -- the running long job, or the last one (finished_at set); null if none yet
     'long_job', (select to_jsonb(j) - 'singleton'
                         || jsonb_build_object('users_remaining', (select count(*) from permgraph.long_job_users))
-                 from permgraph.long_job j)
+                 from permgraph.long_job j),
+    'change_consumers', permgraph.change_stream_status()
   )
 $function$;
 

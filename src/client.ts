@@ -14,7 +14,7 @@ import { openPool, sql, type ConnectionPool, type Queryable } from './db/pool.ts
 import { resolveDatabase, type ResolvedDatabase } from './db/resolve.ts';
 import { applyChanges, refresh, type ApplyOptions, type BatchResult } from './engine/apply.ts';
 import { applyJobChunk, type ChunkOptions, type ChunkResult } from './engine/long-job.ts';
-import { changes, dropConsumer, registerConsumer, type ChangeBatch, type ChangesOptions, type Registration } from './engine/changes.ts';
+import { changes, consumerStatus, dropConsumer, registerConsumer, type ChangeBatch, type ChangesOptions, type ConsumerStatus, type Registration } from './engine/changes.ts';
 import { currentToken, waitFor, writeWithToken, type FreshnessToken } from './engine/freshness.ts';
 import { writableMoment } from './expiry.ts';
 import { verify, type VerifyResult } from './engine/verify.ts';
@@ -293,6 +293,11 @@ export class Permgraph {
   /** Removes a change stream consumer and the events only it still needed; false if there was none. */
   dropConsumer(name: string): Promise<boolean> {
     return dropConsumer(this.db, name);
+  }
+
+  /** Every change stream consumer with its backlog: events waiting and the age of the oldest. */
+  consumerStatus(): Promise<ConsumerStatus[]> {
+    return consumerStatus(this.conn);
   }
 
   /** Runs a write in a transaction (inside asActor: a savepoint of its transaction) and returns its freshness token; database input errors become InvalidInputError. */

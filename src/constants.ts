@@ -117,6 +117,9 @@ export const AUDIT_ACTIONS = [
 /** A pending change older than this is a doctor warning (seconds). */
 export const DEFAULT_MAX_LAG_SECONDS = 60;
 
+/** A change stream consumer whose oldest unacknowledged event is older than this is a doctor warning (seconds). */
+export const DEFAULT_MAX_CONSUMER_LAG_SECONDS = 3600;
+
 /**
  * `permgraph doctor` says the change queue's table is mostly dead space when
  * it is larger than this many pages (8 kB) and holds fewer than 10 pending

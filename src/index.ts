@@ -8,8 +8,8 @@ export { parseLevel, LEVEL_NAMES } from './levels.ts';
 export { currentToken, isApplied, waitFor, FreshnessTimeoutError, type FreshnessToken } from './engine/freshness.ts';
 export { verify, type Difference, type VerifyResult } from './engine/verify.ts';
 export {
-  registerConsumer, readChanges, ackChanges, dropConsumer, changes,
-  type PermissionChange, type Registration, type ReadOptions, type ChangeBatch, type ChangesOptions,
+  registerConsumer, readChanges, ackChanges, dropConsumer, changes, consumerStatus,
+  type PermissionChange, type Registration, type ReadOptions, type ChangeBatch, type ChangesOptions, type ConsumerStatus,
 } from './engine/changes.ts';
 export { migrate, schemaState, loadMigrations, loadFunctionFiles, type MigrateResult } from './migrations/migrate.ts';
 export { assertServerVersion, MIN_SERVER_VERSION_NUM } from './db/server-version.ts';

@@ -72,6 +72,26 @@ language sql immutable
 set search_path = pg_catalog, pg_temp
 as $$ select 7238001003::bigint $$;
 
+-- The change stream's consumers (170_changes.sql), by name: whose each is,
+-- how far it has acknowledged, how many events wait for it and how old the
+-- oldest of them is. Events are kept for a consumer however old, so an
+-- abandoned one makes permission_changes grow: status, doctor and the
+-- worker's metrics show it. Defined here, before status(), which includes
+-- it. Runs as the caller: every role may read these tables.
+create or replace function permgraph.change_stream_status() returns jsonb
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select coalesce(jsonb_agg(jsonb_build_object(
+           'consumer', c.consumer, 'owner_role', c.owner_role, 'registered_at', c.registered_at,
+           'acked_seq', c.acked_seq, 'acked_at', c.acked_at,
+           'waiting_events', (select count(*) from permgraph.permission_changes e where e.seq > c.acked_seq),
+           'oldest_waiting_age_s', (select extract(epoch from now() - e.committed_at) from permgraph.permission_changes e
+                                    where e.seq > c.acked_seq order by e.seq limit 1))
+         order by c.consumer), '[]'::jsonb)
+  from permgraph.change_consumers c
+$$;
+
 create or replace function permgraph.status() returns jsonb
 language sql stable
 security definer
@@ -92,6 +112,7 @@ as $$
     -- the running long job, or the last one (finished_at set); null if none yet
     'long_job', (select to_jsonb(j) - 'singleton'
                         || jsonb_build_object('users_remaining', (select count(*) from permgraph.long_job_users))
-                 from permgraph.long_job j)
+                 from permgraph.long_job j),
+    'change_consumers', permgraph.change_stream_status()
   )
 $$;

@@ -68,7 +68,8 @@ declare
     'permgraph._listing_plan(bigint, boolean, bigint, boolean, double precision, double precision, integer, boolean)',
     'permgraph._listing_owners(text, integer, text[], bigint)',
     'permgraph.explain(text, text, integer)',
-    'permgraph.current_token()', 'permgraph.is_applied(text)', 'permgraph.status()', 'permgraph.current_actor()',
+    'permgraph.current_token()', 'permgraph.is_applied(text)', 'permgraph.status()', 'permgraph.change_stream_status()',
+    'permgraph.current_actor()',
     -- creating policies needs ownership of the application's table anyway
     'permgraph.enable_rls(regclass, name, name, boolean)', 'permgraph.disable_rls(regclass)'];
   worker_functions constant text[] := array[

@@ -1,5 +1,6 @@
 // `permgraph doctor`: health checks an operator (or a readiness probe) runs.
-import { DEFAULT_MAX_LAG_SECONDS, QUEUE_DEAD_SPACE_PAGES } from '../constants.ts';
+import { DEFAULT_MAX_CONSUMER_LAG_SECONDS, DEFAULT_MAX_LAG_SECONDS, QUEUE_DEAD_SPACE_PAGES } from '../constants.ts';
+import { consumerStatus } from '../engine/changes.ts';
 import { sql, type Queryable } from '../db/pool.ts';
 import { modifiedMigrations, schemaState } from '../migrations/migrate.ts';
 import { indexesInDump, readCommittedDump } from '../migrations/schema-dump.ts';
@@ -7,7 +8,7 @@ import { indexesInDump, readCommittedDump } from '../migrations/schema-dump.ts';
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 
 export interface DoctorCheck {
-  name: 'schema' | 'indexes' | 'settings' | 'worker' | 'backlog' | 'queue' | 'imports';
+  name: 'schema' | 'indexes' | 'settings' | 'worker' | 'backlog' | 'queue' | 'stream' | 'imports';
   status: CheckStatus;
   /** One line: what was found and, when not ok, what to do. */
   message: string;
@@ -16,6 +17,8 @@ export interface DoctorCheck {
 export interface DoctorOptions {
   /** A pending change older than this many seconds is a warning (default 60). */
   maxLagSeconds?: number;
+  /** A change stream consumer whose oldest unacknowledged event is older than this many seconds is a warning (default 3,600). */
+  maxConsumerLagSeconds?: number;
 }
 
 /**
@@ -36,7 +39,7 @@ export async function runDoctor(db: Queryable, options: DoctorOptions = {}): Pro
     const [{ status }] = await db.query(sql`select permgraph.status() as status`);
     checks.push(workerCheck(status), backlogCheck(status, options.maxLagSeconds ?? DEFAULT_MAX_LAG_SECONDS), await queueCheck(db, status));
   }
-  checks.push(await importsCheck(db));
+  checks.push(await streamCheck(db, options.maxConsumerLagSeconds ?? DEFAULT_MAX_CONSUMER_LAG_SECONDS), await importsCheck(db));
   return checks;
 }
 
@@ -160,6 +163,37 @@ async function queueCheck(db: Queryable, status: Status): Promise<DoctorCheck> {
 }
 
 const num = (n: number) => n.toLocaleString('en-US');
+
+/**
+ * The change stream's consumers. Events are kept until every consumer has
+ * acknowledged them, however old, so a consumer nobody runs any more makes
+ * permission_changes grow without end: one far behind is a warning.
+ */
+async function streamCheck(db: Queryable, maxConsumerLagSeconds: number): Promise<DoctorCheck> {
+  const [{ present }] = await db.query(sql`select to_regprocedure('permgraph.change_stream_status()') is not null as present`);
+  if (!present) return { name: 'stream', status: 'warn', message: 'not checked: permgraph.change_stream_status() is missing (see the schema check)' };
+  const consumers = await consumerStatus(db);
+  if (consumers.length === 0) return { name: 'stream', status: 'ok', message: 'no change stream consumers' };
+  const describe = (c: (typeof consumers)[number]) =>
+    `"${c.consumer}"${c.ownerRole === null ? '' : ` (${c.ownerRole})`}: ${num(c.waitingEvents)} event(s) waiting` +
+    (c.oldestWaitingAgeSeconds === null ? '' : `, oldest ${c.oldestWaitingAgeSeconds.toFixed(1)} s old`);
+  const behind = consumers.filter((c) => (c.oldestWaitingAgeSeconds ?? 0) > maxConsumerLagSeconds);
+  if (behind.length > 0) {
+    return {
+      name: 'stream',
+      status: 'warn',
+      message:
+        `change stream consumer(s) over ${maxConsumerLagSeconds} s behind: ${behind.slice(0, 5).map(describe).join('; ')}${behind.length > 5 ? `; and ${behind.length - 5} more` : ''}. ` +
+        'Their events are kept until they acknowledge them: drop one nobody runs any more (`permgraph changes --consumer NAME --drop`)',
+    };
+  }
+  const furthest = consumers.reduce((a, b) => ((b.oldestWaitingAgeSeconds ?? -1) > (a.oldestWaitingAgeSeconds ?? -1) ? b : a));
+  return {
+    name: 'stream',
+    status: 'ok',
+    message: `${consumers.length} change stream consumer(s); ${furthest.waitingEvents === 0 ? 'all caught up' : `furthest behind ${describe(furthest)}`}`,
+  };
+}
 
 async function importsCheck(db: Queryable): Promise<DoctorCheck> {
   const [{ present }] = await db.query(sql`select to_regclass('permgraph.import_runs') is not null as present`);

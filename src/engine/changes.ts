@@ -108,6 +108,34 @@ export async function dropConsumer(db: Queryable, name: string): Promise<boolean
   return row.existed === true;
 }
 
+/** One consumer of the change stream and how far behind it is (permgraph.change_stream_status()). */
+export interface ConsumerStatus {
+  consumer: string;
+  /** The login that registered it: only its members and the schema's owner may use it (null: registered before owners). */
+  ownerRole: string | null;
+  registeredAt: Date;
+  ackedSeq: number;
+  ackedAt: Date | null;
+  /** Events after its acknowledged seq: kept for it however old. */
+  waitingEvents: number;
+  /** Age of the oldest of them in seconds; null when none wait. */
+  oldestWaitingAgeSeconds: number | null;
+}
+
+/** Every consumer of the change stream, by name, with its backlog. */
+export async function consumerStatus(db: Queryable): Promise<ConsumerStatus[]> {
+  const [{ consumers }] = await db.query(sql`select permgraph.change_stream_status() as consumers`);
+  return (consumers as Record<string, any>[]).map((c) => ({
+    consumer: c.consumer,
+    ownerRole: c.owner_role,
+    registeredAt: new Date(c.registered_at),
+    ackedSeq: Number(c.acked_seq),
+    ackedAt: c.acked_at === null ? null : new Date(c.acked_at),
+    waitingEvents: Number(c.waiting_events),
+    oldestWaitingAgeSeconds: c.oldest_waiting_age_s === null ? null : Number(c.oldest_waiting_age_s),
+  }));
+}
+
 /** Events read together; ack() acknowledges them and every earlier one. */
 export interface ChangeBatch {
   events: PermissionChange[];

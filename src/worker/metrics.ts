@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { sql, type Queryable } from '../db/pool.ts';
+import { consumerStatus, type ConsumerStatus } from '../engine/changes.ts';
 import type { Worker } from './worker.ts';
 
 /**
@@ -52,6 +53,27 @@ export function createWorkerMetrics(worker: Worker, db: Queryable): Registry {
       this.set(Number(row.age));
     },
   });
+  // The change stream's consumers, one series each; a consumer dropped since
+  // the last scrape disappears. (Each gauge reads on its own: the registry
+  // collects its metrics concurrently.)
+  const consumerGauge = (name: string, help: string, value: (c: ConsumerStatus) => number) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ['consumer'],
+      registers: [registry],
+      async collect() {
+        const consumers = await consumerStatus(db);
+        this.reset();
+        for (const c of consumers) this.set({ consumer: c.consumer }, value(c));
+      },
+    });
+  consumerGauge('permgraph_change_stream_waiting_events', 'Events a change stream consumer has not acknowledged, kept for it however old', (c) => c.waitingEvents);
+  consumerGauge(
+    'permgraph_change_stream_oldest_waiting_age_seconds',
+    'Age of the oldest event a change stream consumer has not acknowledged (0 when none): how far behind it is',
+    (c) => c.oldestWaitingAgeSeconds ?? 0,
+  );
   new Gauge({
     name: 'permgraph_worker_active',
     help: '1 when this worker holds the applier role',

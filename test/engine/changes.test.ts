@@ -7,8 +7,10 @@ import { IsolationLevel, type SQLQuery } from '@databases/pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { sql, type ConnectionPool, type Queryable } from '../../src/db/pool.ts';
 import { applyChanges, refresh } from '../../src/engine/apply.ts';
-import { ackChanges, changes, dropConsumer, readChanges, registerConsumer, type PermissionChange, type Registration } from '../../src/engine/changes.ts';
+import { runDoctor } from '../../src/app/doctor.ts';
+import { ackChanges, changes, consumerStatus, dropConsumer, readChanges, registerConsumer, type PermissionChange, type Registration } from '../../src/engine/changes.ts';
 import { InvalidInputError } from '../../src/errors.ts';
+import { createWorkerMetrics } from '../../src/worker/metrics.ts';
 import { Worker } from '../../src/worker/worker.ts';
 import * as model from '../reference/model.ts';
 import type { PermissionRow, RefGraph } from '../reference/model.ts';
@@ -391,6 +393,55 @@ describe('the derived-permission change stream', async () => {
     expect(await dropConsumer(db, 'owned-feed')).toBe(true);
   });
 
+  it("status, doctor and the worker's metrics show each consumer's backlog: events waiting and the age of the oldest", async () => {
+    await start({ nodes: [u('a'), u('b'), g('t')], grants: [] });
+    const [{ login }] = await db.query(sql`select session_user::text as login`);
+    const behind = await registerConsumer(db, 'behind'); // never acknowledges
+    await registerConsumer(db, 'current');
+    for (const [user, level] of [['a', 1], ['b', 2]] as const) {
+      await db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values (${user}, 't', ${level})`);
+      await applyChanges(db);
+    }
+    // two rows of the table appeared since the registrations: two events wait
+    const events = await readChanges(db, 'behind');
+    expect(events.map((e) => [e.op, e.userId, e.targetId, e.newLevel]).sort()).toEqual([['insert', 'a', 't', 1], ['insert', 'b', 't', 2]]);
+    const lastSeq = Math.max(...events.map((e) => e.seq));
+    await ackChanges(db, 'current', lastSeq);
+    // the older of them an hour and a half old
+    await db.query(sql`update permgraph.permission_changes set committed_at = now() - interval '90 minutes' where seq = ${Math.min(...events.map((e) => e.seq))}`);
+
+    const status = await consumerStatus(db);
+    expect(status.map(({ consumer, ownerRole, ackedSeq, waitingEvents }) => ({ consumer, ownerRole, ackedSeq, waitingEvents }))).toEqual([
+      { consumer: 'behind', ownerRole: login, ackedSeq: behind.seq, waitingEvents: 2 },
+      { consumer: 'current', ownerRole: login, ackedSeq: lastSeq, waitingEvents: 0 },
+    ]);
+    expect(status[0]!.oldestWaitingAgeSeconds).toBeGreaterThanOrEqual(5400);
+    expect(status[0]!.oldestWaitingAgeSeconds).toBeLessThan(5400 + 600);
+    expect(status[1]!.oldestWaitingAgeSeconds).toBeNull();
+    const [{ whole }] = await db.query(sql`select permgraph.status() as whole`);
+    expect(whole.change_consumers.map((c: { consumer: string; waiting_events: number }) => [c.consumer, c.waiting_events])).toEqual([['behind', 2], ['current', 0]]);
+
+    const stream = async (maxConsumerLagSeconds?: number) => (await runDoctor(db, { maxConsumerLagSeconds })).find((c) => c.name === 'stream');
+    expect(await stream()).toMatchObject({
+      status: 'warn',
+      message: expect.stringMatching(new RegExp(`^change stream consumer\\(s\\) over 3600 s behind: "behind" \\(${login}\\): 2 event\\(s\\) waiting, oldest 54\\d\\d\\.\\d s old\\. .*--drop`)),
+    });
+    expect(await stream(7200)).toMatchObject({ status: 'ok', message: expect.stringMatching(/^2 change stream consumer\(s\); furthest behind "behind"/) });
+
+    const metrics = createWorkerMetrics(new Worker({ url, listen: false }), db);
+    const text = await metrics.metrics();
+    expect(text).toMatch(/^permgraph_change_stream_waiting_events\{consumer="behind"\} 2$/m);
+    expect(text).toMatch(/^permgraph_change_stream_waiting_events\{consumer="current"\} 0$/m);
+    expect(text).toMatch(/^permgraph_change_stream_oldest_waiting_age_seconds\{consumer="behind"\} 54\d\d(\.\d+)?$/m);
+    expect(text).toMatch(/^permgraph_change_stream_oldest_waiting_age_seconds\{consumer="current"\} 0$/m);
+
+    await dropConsumer(db, 'behind');
+    await dropConsumer(db, 'current');
+    expect(await consumerStatus(db)).toEqual([]);
+    expect(await stream()).toEqual({ name: 'stream', status: 'ok', message: 'no change stream consumers' });
+    expect(await metrics.metrics()).not.toMatch(/consumer="/);
+  });
+
   it('a follower is woken by the batch that recorded events, and its fold stays equal to the table', async () => {
     const graph = fc.sample(graphArbitrary({ users: 10, groups: 12, objects: 5, grants: 40 }, 0.5), { numRuns: 1, seed: 42 })[0]!;
     const state = await start(graph);
@@ -448,12 +499,18 @@ describe('the derived-permission change stream', async () => {
       expect((await cli('changes', '--consumer', 'cli', '--json')).stdout).toBe('');
       await state.apply(db, { type: 'grant', tail: 0, head: 1, level: 1, source: 'a' });
       await applyChanges(db);
+      // status lists the consumer and the two events waiting for it
+      const [{ login }] = await db.query(sql`select session_user::text as login`);
+      const status = (await cli('status')).stdout;
+      expect(status).toContain('\nchange stream:    1 consumer(s)\n');
+      expect(status).toMatch(new RegExp(`^  cli \\(${login}\\): 2 event\\(s\\) waiting, oldest \\d+\\.\\d s ago, acknowledged up to seq \\d+$`, 'm'));
       const human = await cli('changes', '--consumer', 'cli');
       expect(human.stdout.trimEnd().split('\n').map((line) => line.replace(/^\d+ /, '')).sort()).toEqual([
         'update ann -> docs: level 2 -> 1, traverse_owned true -> true',
         'update ann -> specs: level 2 -> 1, traverse_owned true -> true',
       ]);
       expect(await cli('changes', '--consumer', 'cli', '--drop')).toMatchObject({ code: 0, stdout: 'dropped consumer cli\n' });
+      expect((await cli('status')).stdout).toContain('\nchange stream:    no consumers\n');
       expect((await cli('changes', '--consumer', 'bad name')).stderr).toMatch(/^permgraph: a consumer name is 1 to 63 letters/);
     });
 

@@ -78,7 +78,7 @@ export function registerCoreCommands(program: Command): void {
 
   program
     .command('status')
-    .description('pending changes, age of the oldest, last applied batch, the active worker, and a long job\'s progress')
+    .description('pending changes, age of the oldest, last applied batch, the active worker, a long job\'s progress, and the change stream\'s consumers')
     .action(
       action(program, async (ctx) => {
         const [{ schemaState }, { sql }] = await Promise.all([import('../../migrations/migrate.ts'), import('../../db/pool.ts')]);
@@ -99,6 +99,12 @@ export function registerCoreCommands(program: Command): void {
         if (job) {
           const progress = `${job.usersDone}/${job.usersTotal} users, ${job.chunks} chunk(s), ${job.changes} change(s) (+${job.deferred} waiting for it)`;
           ctx.say(`long job:         ${job.finishedAt ? `last one finished at ${job.finishedAt} (${job.endedBy}), ${progress}` : `running since ${job.startedAt}, ${progress}`}`);
+        }
+        const consumers: Record<string, any>[] = status.changeConsumers ?? []; // (absent from the status() of an older schema)
+        ctx.say(`change stream:    ${consumers.length === 0 ? 'no consumers' : `${consumers.length} consumer(s)`}`);
+        for (const c of consumers) {
+          const oldest = c.oldestWaitingAgeS == null ? '' : `, oldest ${Number(c.oldestWaitingAgeS).toFixed(1)} s ago`;
+          ctx.say(`  ${c.consumer}${c.ownerRole ? ` (${c.ownerRole})` : ''}: ${c.waitingEvents} event(s) waiting${oldest}, acknowledged up to seq ${c.ackedSeq}`);
         }
       }),
     );

@@ -2,7 +2,7 @@ import type cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 import type { AuditAction } from '../../app/audit.ts';
 import type { ImportProgress, ImportSource, ImportSummary, OnInvalid } from '../../app/import/index.ts';
-import { AUDIT_ACTIONS, DEFAULT_AUDIT_LIMIT, DEFAULT_IMPORT_BATCH_SIZE, DEFAULT_IMPORT_MAX_PROBLEMS, DEFAULT_MAX_LAG_SECONDS } from '../../constants.ts';
+import { AUDIT_ACTIONS, DEFAULT_AUDIT_LIMIT, DEFAULT_IMPORT_BATCH_SIZE, DEFAULT_IMPORT_MAX_PROBLEMS, DEFAULT_MAX_CONSUMER_LAG_SECONDS, DEFAULT_MAX_LAG_SECONDS } from '../../constants.ts';
 import { action, actorOption, ExitCode, positiveInteger, requireSchema } from '../action.ts';
 import type { CommandContext } from '../context.ts';
 import { EXIT } from '../errors.ts';
@@ -70,12 +70,16 @@ export function registerOpsCommands(program: Command): void {
 
   program
     .command('doctor')
-    .description('check schema version, indexes, worker and backlog; exit 1 if any check fails')
+    .description('check schema version, indexes, settings, worker, backlog, change queue, change stream consumers and imports; exit 1 if any check fails')
     .option('--max-lag <seconds>', 'a pending change older than this is a warning', String(DEFAULT_MAX_LAG_SECONDS))
+    .option('--max-consumer-lag <seconds>', 'a change stream consumer whose oldest unacknowledged event is older than this is a warning', String(DEFAULT_MAX_CONSUMER_LAG_SECONDS))
     .action(
-      action<{ maxLag: string }>(program, async (ctx, flags) => {
+      action<{ maxLag: string; maxConsumerLag: string }>(program, async (ctx, flags) => {
         const { runDoctor } = await import('../../app/doctor.ts'); // implementations load lazily: see core.ts
-        const checks = await runDoctor(ctx.db, { maxLagSeconds: positiveInteger(flags.maxLag, '--max-lag') });
+        const checks = await runDoctor(ctx.db, {
+          maxLagSeconds: positiveInteger(flags.maxLag, '--max-lag'),
+          maxConsumerLagSeconds: positiveInteger(flags.maxConsumerLag, '--max-consumer-lag'),
+        });
         const failed = checks.filter((c) => c.status === 'fail');
         if (ctx.options.json) ctx.emitJson({ ok: failed.length === 0, checks });
         for (const c of checks) ctx.say(`${c.status.padEnd(4)}  ${c.name.padEnd(8)}  ${c.message}`);
