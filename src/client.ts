@@ -1,6 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { canAccessRow, checkAccess, checkOperation, parseLevelOrRole } from './app/access.ts';
-import { listAudit, setActor, type AuditFilter, type AuditPage } from './app/audit.ts';
+import { listAudit, pruneAudit, setActor, type AuditFilter, type AuditPage, type PruneAuditOptions, type PruneAuditResult } from './app/audit.ts';
 import { loadCatalogFile, syncRoles, type Catalog, type SyncResult } from './app/catalog.ts';
 import { runDoctor, type DoctorCheck, type DoctorOptions } from './app/doctor.ts';
 import { explain, type Explanation } from './app/explain.ts';
@@ -205,6 +205,11 @@ export class Permgraph {
   /** Audit entries, oldest first; pass nextCursor as `after` for the next page. */
   audit(filter: AuditFilter = {}): Promise<AuditPage> {
     return listAudit(this.conn, filter);
+  }
+
+  /** Deletes the audit entries before `before` or older than `olderThan` (the schema's owner only); `dryRun` counts them. */
+  pruneAudit(options: PruneAuditOptions): Promise<PruneAuditResult> {
+    return pruneAudit(this.conn, options);
   }
 
   /**

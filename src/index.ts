@@ -30,5 +30,5 @@ export { listTargets, listUsers, type Page, type TargetItem, type UserItem, type
 export { explain, type Explanation, type PathEdge, type ExplainReason, type PermissionRowUsed } from './app/explain.ts';
 export { syncGrants, type DesiredGrant, type SyncResult as SyncGrantsResult } from './app/sync-grants.ts';
 export { importGraph, ImportRejectedError, type ImportOptions, type ImportSummary, type ImportProblem } from './app/import/index.ts';
-export { listAudit, setActor, type AuditEntry, type AuditFilter, type AuditPage } from './app/audit.ts';
+export { listAudit, pruneAudit, setActor, type AuditEntry, type AuditFilter, type AuditPage, type PruneAuditOptions, type PruneAuditResult } from './app/audit.ts';
 export { runDoctor, type DoctorCheck } from './app/doctor.ts';

@@ -1,9 +1,11 @@
-// Reading the append-only audit log (sql/functions/140_audit.sql) and naming the actor of a
-// transaction's changes. Triggers write the log; nothing here writes it.
+// Reading the append-only audit log (sql/functions/140_audit.sql), pruning its
+// old entries, and naming the actor of a transaction's changes. Triggers write
+// the log; nothing here writes entries of its own.
 import { AUDIT_ACTIONS, DEFAULT_AUDIT_LIMIT } from '../constants.ts';
 import { pageLimit } from './listing.ts';
 import { sql, type Queryable } from '../db/pool.ts';
 import { InvalidInputError, SqlState, withInputErrors } from '../errors.ts';
+import { parseDuration, parseExpiresAt } from '../expiry.ts';
 
 /** What an audit entry records (AUDIT_ACTIONS says each one's meaning). */
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
@@ -110,6 +112,51 @@ function toEntry(r: Record<string, unknown>): AuditEntry {
     newExpiresAt: (r.new_expires_at as Date | null) ?? null,
     details: (r.details as Record<string, unknown> | null) ?? null,
   };
+}
+
+/** Which entries pruneAudit removes: those before a moment, or older than a duration back from the database's now. */
+export type PruneAuditOptions = ({ before: Date | string; olderThan?: undefined } | { olderThan: string; before?: undefined }) & {
+  /** Count the entries instead of deleting them. */
+  dryRun?: boolean;
+  /** Who the log's own entry of the prune names (default: the database login). */
+  actor?: string;
+};
+
+export interface PruneAuditResult {
+  /** Entries before this moment were (or, with dryRun, would be) deleted. */
+  before: Date;
+  entries: number;
+  dryRun: boolean;
+}
+
+/**
+ * Deletes the audit entries older than `before`, or than `olderThan` (a
+ * duration such as '365d') back from the database's now, through
+ * permgraph.prune_audit_log: the schema's owner only, and the prune is itself
+ * logged. A moment in the future is refused: it would delete entries
+ * written now. With dryRun, counts them and deletes nothing (any role that
+ * may read the log).
+ */
+export async function pruneAudit(db: Queryable, options: PruneAuditOptions): Promise<PruneAuditResult> {
+  if ((options.before === undefined) === (options.olderThan === undefined)) {
+    throw new InvalidInputError('give the entries to prune as before (a timestamp) or olderThan (a duration such as 365d), one of the two');
+  }
+  const before = options.before === undefined ? null : parseExpiresAt(options.before, 'before');
+  const olderThanSeconds = options.olderThan === undefined ? null : parseDuration(options.olderThan, 'olderThan') / 1000;
+  return db.tx(async (tx) => {
+    await applyActor(tx, options.actor);
+    const [moment] = await tx.query(sql`
+      select coalesce(${before}::timestamptz, now() - make_interval(secs => ${olderThanSeconds}::float8)) as before,
+             coalesce(${before}::timestamptz, now()) > now() as future`);
+    if (moment.future) {
+      throw new InvalidInputError(`before ${(moment.before as Date).toISOString()} is in the future (by the database's clock): it would prune entries written now`);
+    }
+    const dryRun = options.dryRun === true;
+    const [row] = dryRun
+      ? await tx.query(sql`select count(*)::bigint as entries from permgraph.audit_log where at < ${moment.before}::timestamptz`)
+      : await tx.query(sql`select permgraph.prune_audit_log(${moment.before}::timestamptz) as entries`);
+    return { before: moment.before as Date, entries: Number(row.entries), dryRun };
+  });
 }
 
 /**

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { listAudit, setActor, type AuditEntry } from '../../src/app/audit.ts';
+import { listAudit, pruneAudit, setActor, type AuditEntry } from '../../src/app/audit.ts';
 import { setSuperuser } from '../../src/app/rls.ts';
 import { AUDIT_ACTIONS } from '../../src/constants.ts';
 import { InvalidInputError } from '../../src/errors.ts';
@@ -156,6 +156,35 @@ describe('audit log', async () => {
     await db.query(sql`select permgraph.prune_audit_log(now() + interval '1 minute')`);
     const after = await allEntries(db);
     expect(after.map((e) => [e.action, e.actor])).toEqual([['prune_audit', role]]);
+  });
+
+  it('pruneAudit deletes exactly the entries before its moment, as the owner only, and logs it; a future moment or bad input deletes nothing', async () => {
+    await db.query(sql`insert into permgraph.nodes (id, kind) values ('old-entry', 'user')`);
+    // (5 ms apart: a Date keeps milliseconds, the log microseconds)
+    const [{ cut }] = await db.query(sql`select clock_timestamp() as cut from pg_sleep(0.005)`);
+    await db.query(sql`insert into permgraph.nodes (id, kind) values ('new-entry', 'user')`);
+    // the reference: which entries were written before the cut
+    const everything = await allEntries(db);
+    const older = everything.filter((e) => e.at < cut);
+    expect(older.map((e) => e.headId)).toContain('old-entry');
+    const newer = everything.filter((e) => e.at >= cut);
+    expect(newer.map((e) => e.headId)).toEqual(['new-entry']);
+
+    const reader = await createLogin(db, url, 'prune_reader', 'permgraph_worker');
+    await expect(pruneAudit(reader.db, { before: cut, dryRun: true })).resolves.toEqual({ before: cut, entries: older.length, dryRun: true });
+    await expect(pruneAudit(reader.db, { before: cut })).rejects.toMatchObject({ code: '42501', message: 'permission denied for function prune_audit_log' });
+    await expect(pruneAudit(db, { before: new Date(Date.now() + 3_600_000) })).rejects.toThrow(/is in the future \(by the database's clock\): it would prune entries written now/);
+    await expect(pruneAudit(db, { before: 'last tuesday' })).rejects.toThrow(InvalidInputError);
+    await expect(pruneAudit(db, { olderThan: '3 weeks' })).rejects.toThrow(/olderThan "3 weeks" is not a duration/);
+    await expect(pruneAudit(db, {} as never)).rejects.toThrow(/give the entries to prune as before \(a timestamp\) or olderThan/);
+    await expect(pruneAudit(db, { olderThan: '1d' })).resolves.toMatchObject({ entries: 0, dryRun: false }); // nothing a day old here
+    expect((await allEntries(db)).length).toBe(everything.length + 1); // the prune of nothing, logged
+
+    await expect(pruneAudit(db, { before: cut.toISOString(), actor: 'ops@example.com' })).resolves.toEqual({ before: cut, entries: older.length, dryRun: false });
+    const after = await allEntries(db);
+    expect(after.filter((e) => e.at < cut)).toEqual([]);
+    expect(after.filter((e) => e.action !== 'prune_audit').map((e) => e.id)).toEqual(newer.map((e) => e.id));
+    expect(after.at(-1)).toMatchObject({ action: 'prune_audit', actor: 'ops@example.com', details: { before: expect.any(String), entries: older.length } });
   });
 
   it('per-row auditing can be switched off for a transaction', async () => {

@@ -256,6 +256,35 @@ describe('permgraph import / audit / doctor (CLI)', async () => {
     expect((await cli('audit', '--limit', 'x')).code).toBe(2);
   });
 
+  it('prune-audit deletes the entries before a moment (or older than a duration), says how many, and refuses bad input with nothing deleted', async () => {
+    await db.query(sql`insert into permgraph.nodes (id, kind) values ('prune-old', 'user')`);
+    const [{ cut }] = await db.query(sql`select clock_timestamp() as cut from pg_sleep(0.005)`);
+    await db.query(sql`insert into permgraph.nodes (id, kind) values ('prune-new', 'user')`);
+    const count = async (where: 'before' | 'all') =>
+      Number((await db.query(where === 'all' ? sql`select count(*) as n from permgraph.audit_log` : sql`select count(*) as n from permgraph.audit_log where at < ${cut}`))[0].n);
+    const older = await count('before');
+    expect(older).toBeGreaterThan(0);
+    const total = await count('all');
+    const stamp = (cut as Date).toISOString();
+
+    for (const args of [[], ['--before', stamp, '--older-than', '1d']]) {
+      expect(await cli('prune-audit', ...args), args.join(' ')).toMatchObject({ code: 2, stderr: 'permgraph: give --before or --older-than, one of the two\n' });
+    }
+    const future = await cli('prune-audit', '--before', '2999-01-01T00:00:00Z');
+    expect(future).toMatchObject({ code: 1, stderr: expect.stringMatching(/^permgraph: before 2999-01-01T00:00:00.000Z is in the future/) });
+    expect((await cli('prune-audit', '--older-than', 'a while')).stderr).toMatch(/^permgraph: olderThan "a while" is not a duration/);
+    expect(await count('all')).toBe(total);
+
+    expect(await cli('prune-audit', '--before', stamp, '--dry-run')).toMatchObject({ code: 0, stdout: `would prune ${older.toLocaleString('en-US')} audit entries before ${stamp}\n` });
+    expect(await count('all')).toBe(total);
+    const json = await cli('--json', 'prune-audit', '--before', stamp, '--actor', 'ops@example.com');
+    expect(JSON.parse(json.stdout)).toEqual({ before: stamp, entries: older, dryRun: false });
+    expect(await count('before')).toBe(0);
+    expect(await count('all')).toBe(total - older + 1);
+    const [last] = await db.query(sql`select action, actor from permgraph.audit_log order by id desc limit 1`);
+    expect(last).toEqual({ action: 'prune_audit', actor: 'ops@example.com' });
+  });
+
   it('doctor: ok on a migrated database (warns without a worker), all ok with a worker', async () => {
     await db.query(sql`delete from permgraph.changes`);
     const noWorker = await cli('doctor');

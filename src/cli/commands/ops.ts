@@ -24,6 +24,13 @@ interface ImportFlags {
   actor?: string;
 }
 
+interface PruneFlags {
+  before?: string;
+  olderThan?: string;
+  dryRun?: boolean;
+  actor?: string;
+}
+
 interface AuditFlags {
   actor?: string;
   target?: string;
@@ -35,7 +42,7 @@ interface AuditFlags {
   after?: string;
 }
 
-/** import, audit, doctor. */
+/** import, audit, prune-audit, doctor. */
 export function registerOpsCommands(program: Command): void {
   program
     .command('import')
@@ -67,6 +74,15 @@ export function registerOpsCommands(program: Command): void {
     .option('--limit <n>', 'at most n entries', String(DEFAULT_AUDIT_LIMIT))
     .option('--after <cursor>', 'entries after this cursor (printed at the end of a full page)')
     .action(action<AuditFlags>(program, (ctx, flags) => runAudit(ctx, flags)));
+
+  program
+    .command('prune-audit')
+    .description("delete the audit log's entries before --before or older than --older-than (the schema's owner only; the prune itself is logged)")
+    .option('--before <time>', 'delete the entries before this time (e.g. 2025-01-01T00:00:00Z)')
+    .option('--older-than <duration>', "delete the entries older than this, back from the database's now (e.g. 365d, 90d12h)")
+    .option('--dry-run', 'count the entries; delete nothing')
+    .addOption(actorOption())
+    .action(action<PruneFlags>(program, (ctx, flags) => runPruneAudit(ctx, flags)));
 
   program
     .command('doctor')
@@ -229,4 +245,15 @@ async function runAudit(ctx: CommandContext, flags: AuditFlags): Promise<void> {
   if (page.entries.length === 0) ctx.say(after === undefined ? 'no audit entries match' : `no audit entries after ${after} match`);
   for (const entry of page.entries) ctx.say(describeEntry(entry));
   if (page.nextCursor !== null) ctx.say(`more: --after ${page.nextCursor}`);
+}
+
+async function runPruneAudit(ctx: CommandContext, flags: PruneFlags): Promise<void> {
+  if ((flags.before === undefined) === (flags.olderThan === undefined)) throw new ExitCode(2, 'give --before or --older-than, one of the two');
+  await requireSchema(ctx);
+  const { pruneAudit } = await import('../../app/audit.ts');
+  const when = flags.before === undefined ? { olderThan: flags.olderThan! } : { before: flags.before };
+  const result = await pruneAudit(ctx.db, { ...when, dryRun: flags.dryRun === true, actor: flags.actor });
+  if (ctx.options.json) return ctx.emitJson(result);
+  const entries = `${result.entries.toLocaleString('en-US')} audit entr${result.entries === 1 ? 'y' : 'ies'} before ${result.before.toISOString()}`;
+  ctx.say(result.dryRun ? `would prune ${entries}` : `pruned ${entries}`);
 }
