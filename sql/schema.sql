@@ -356,6 +356,7 @@ table permgraph.change_consumers
   acked_seq bigint not null
   registered_at timestamp with time zone not null default now()
   acked_at timestamp with time zone
+  owner_oid oid
   owner_role name
   constraint change_consumers_pkey PRIMARY KEY (consumer)
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
@@ -1657,20 +1658,21 @@ begin
   end if;
 end $function$;
 
--- permgraph._check_consumer_owner(text,name): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._check_consumer_owner(p_name text, p_owner name)
+-- permgraph._check_consumer_owner(text,oid,name): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._check_consumer_owner(p_name text, p_owner_oid oid, p_owner_role name)
  RETURNS void
  LANGUAGE plpgsql
  STABLE
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 begin
-  if p_owner is null
-     or coalesce((select pg_has_role(session_user, r.oid, 'MEMBER') from pg_roles r where r.rolname = p_owner), false)
+  if p_owner_oid is null
+     or coalesce((select pg_has_role(session_user, r.oid, 'MEMBER') from pg_roles r where r.oid = p_owner_oid), false)
      or permgraph._session_is_owner() then
     return;
   end if;
-  raise exception 'permgraph: change consumer "%" belongs to role %; % may not use it', p_name, p_owner, session_user
+  raise exception 'permgraph: change consumer "%" belongs to role %; % may not use it',
+    p_name, coalesce((select r.rolname from pg_roles r where r.oid = p_owner_oid), p_owner_role || ' (dropped)'), session_user
     using errcode = '42501', hint = 'connect as that role (or a member of it), or register a consumer of your own';
 end $function$;
 
@@ -1802,7 +1804,7 @@ begin
     raise exception 'permgraph: no change consumer named "%"', p_name
       using errcode = '22023', hint = 'register it first: select permgraph.register_consumer(name)';
   end if;
-  perform permgraph._check_consumer_owner(p_name, entry.owner_role);
+  perform permgraph._check_consumer_owner(p_name, entry.owner_oid, entry.owner_role);
   return entry.acked_seq;
 end $function$;
 
@@ -4640,17 +4642,19 @@ AS $function$ begin return permgraph._can(p_user_id, p_id, p_owner_id, permgraph
 CREATE OR REPLACE FUNCTION permgraph.change_stream_status()
  RETURNS jsonb
  LANGUAGE sql
- STABLE
+ STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
   select coalesce(jsonb_agg(jsonb_build_object(
-           'consumer', c.consumer, 'owner_role', c.owner_role, 'registered_at', c.registered_at,
+           'consumer', c.consumer, 'owner_role', coalesce(r.rolname, c.owner_role), 'registered_at', c.registered_at,
            'acked_seq', c.acked_seq, 'acked_at', c.acked_at,
-           'waiting_events', (select count(*) from permgraph.permission_changes e where e.seq > c.acked_seq),
+           'lag_events', greatest(last.seq - c.acked_seq, 0),
            'oldest_waiting_age_s', (select extract(epoch from now() - e.committed_at) from permgraph.permission_changes e
                                     where e.seq > c.acked_seq order by e.seq limit 1))
          order by c.consumer), '[]'::jsonb)
   from permgraph.change_consumers c
+  left join pg_roles r on r.oid = c.owner_oid
+  cross join (select case when s.is_called then s.last_value else 0 end as seq from permgraph.permission_changes_seq s) last
 $function$;
 
 -- permgraph.check_op(text,text,text): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
@@ -5733,7 +5737,8 @@ begin
     return permgraph._consumer_acked_seq(register_consumer.name);
   end if;
   acked := permgraph._last_change_seq();
-  insert into permgraph.change_consumers (consumer, acked_seq, owner_role) values (register_consumer.name, acked, session_user);
+  insert into permgraph.change_consumers (consumer, acked_seq, owner_oid, owner_role)
+  select register_consumer.name, acked, r.oid, r.rolname from pg_roles r where r.rolname = session_user;
   return acked;
 end $function$;
 

@@ -73,23 +73,32 @@ set search_path = pg_catalog, pg_temp
 as $$ select 7238001003::bigint $$;
 
 -- The change stream's consumers (170_changes.sql), by name: whose each is,
--- how far it has acknowledged, how many events wait for it and how old the
--- oldest of them is. Events are kept for a consumer however old, so an
+-- how far it has acknowledged, how far behind it is and how old the oldest
+-- event waiting for it is. Events are kept for a consumer however old, so an
 -- abandoned one makes permission_changes grow: status, doctor and the
--- worker's metrics show it. Defined here, before status(), which includes
--- it. Runs as the caller: every role may read these tables.
+-- worker's metrics show it. The lag is in seqs, as a message broker's
+-- consumer lag is in offsets: the last seq numbered minus the acknowledged
+-- one, an upper bound of the events waiting (rolled-back batches leave
+-- numbers unused), read from the sequence; counting the events instead
+-- costs a scan of every one, seconds for an abandoned consumer's millions,
+-- at every status, doctor and scrape. Both figures are one probe each.
+-- Defined here, before status(), which includes it. Security definer for
+-- the sequence, which no role may read itself.
 create or replace function permgraph.change_stream_status() returns jsonb
 language sql stable
+security definer
 set search_path = pg_catalog, pg_temp
 as $$
   select coalesce(jsonb_agg(jsonb_build_object(
-           'consumer', c.consumer, 'owner_role', c.owner_role, 'registered_at', c.registered_at,
+           'consumer', c.consumer, 'owner_role', coalesce(r.rolname, c.owner_role), 'registered_at', c.registered_at,
            'acked_seq', c.acked_seq, 'acked_at', c.acked_at,
-           'waiting_events', (select count(*) from permgraph.permission_changes e where e.seq > c.acked_seq),
+           'lag_events', greatest(last.seq - c.acked_seq, 0),
            'oldest_waiting_age_s', (select extract(epoch from now() - e.committed_at) from permgraph.permission_changes e
                                     where e.seq > c.acked_seq order by e.seq limit 1))
          order by c.consumer), '[]'::jsonb)
   from permgraph.change_consumers c
+  left join pg_roles r on r.oid = c.owner_oid
+  cross join (select case when s.is_called then s.last_value else 0 end as seq from permgraph.permission_changes_seq s) last
 $$;
 
 create or replace function permgraph.status() returns jsonb

@@ -72,24 +72,28 @@ begin
   end if;
 end $$;
 
--- A consumer belongs to the login that registered it (owner_role): only
+-- A consumer belongs to the login that registered it (owner_oid): only
 -- members of that role, and the schema's owner, may register it again, read
--- it, acknowledge or drop it, so one application cannot skip or drop
--- another's events. session_user, as _session_is_owner: these functions run
--- as the schema's owner, and SET ROLE lends no consumer. A consumer from
--- before owners existed (null) is everyone's; one whose role was dropped is
--- left to the schema's owner.
-create or replace function permgraph._check_consumer_owner(p_name text, p_owner name) returns void
+-- it through read_changes, acknowledge or drop it, so one application cannot
+-- skip or drop another's events. (Its events are no secret: every role may
+-- read permission_changes, as it may read permissions.) session_user, as
+-- _session_is_owner: these functions run as the schema's owner, and SET
+-- ROLE lends no consumer. By oid: a role dropped and created again under
+-- the same name is another role, and a renamed one is the same. A consumer
+-- from before owners existed (null) is everyone's; one whose role was
+-- dropped is left to the schema's owner.
+create or replace function permgraph._check_consumer_owner(p_name text, p_owner_oid oid, p_owner_role name) returns void
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-  if p_owner is null
-     or coalesce((select pg_has_role(session_user, r.oid, 'MEMBER') from pg_roles r where r.rolname = p_owner), false)
+  if p_owner_oid is null
+     or coalesce((select pg_has_role(session_user, r.oid, 'MEMBER') from pg_roles r where r.oid = p_owner_oid), false)
      or permgraph._session_is_owner() then
     return;
   end if;
-  raise exception 'permgraph: change consumer "%" belongs to role %; % may not use it', p_name, p_owner, session_user
+  raise exception 'permgraph: change consumer "%" belongs to role %; % may not use it',
+    p_name, coalesce((select r.rolname from pg_roles r where r.oid = p_owner_oid), p_owner_role || ' (dropped)'), session_user
     using errcode = '42501', hint = 'connect as that role (or a member of it), or register a consumer of your own';
 end $$;
 
@@ -108,7 +112,7 @@ begin
     raise exception 'permgraph: no change consumer named "%"', p_name
       using errcode = '22023', hint = 'register it first: select permgraph.register_consumer(name)';
   end if;
-  perform permgraph._check_consumer_owner(p_name, entry.owner_role);
+  perform permgraph._check_consumer_owner(p_name, entry.owner_oid, entry.owner_role);
   return entry.acked_seq;
 end $$;
 
@@ -166,7 +170,8 @@ begin
     return permgraph._consumer_acked_seq(register_consumer.name);
   end if;
   acked := permgraph._last_change_seq();
-  insert into permgraph.change_consumers (consumer, acked_seq, owner_role) values (register_consumer.name, acked, session_user);
+  insert into permgraph.change_consumers (consumer, acked_seq, owner_oid, owner_role)
+  select register_consumer.name, acked, r.oid, r.rolname from pg_roles r where r.rolname = session_user;
   return acked;
 end $$;
 

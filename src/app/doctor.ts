@@ -175,23 +175,23 @@ async function streamCheck(db: Queryable, maxConsumerLagSeconds: number): Promis
   const consumers = await consumerStatus(db);
   if (consumers.length === 0) return { name: 'stream', status: 'ok', message: 'no change stream consumers' };
   const describe = (c: (typeof consumers)[number]) =>
-    `"${c.consumer}"${c.ownerRole === null ? '' : ` (${c.ownerRole})`}: ${num(c.waitingEvents)} event(s) waiting` +
-    (c.oldestWaitingAgeSeconds === null ? '' : `, oldest ${c.oldestWaitingAgeSeconds.toFixed(1)} s old`);
-  const behind = consumers.filter((c) => (c.oldestWaitingAgeSeconds ?? 0) > maxConsumerLagSeconds);
+    `"${c.consumer}"${c.ownerRole === null ? '' : ` (${c.ownerRole})`}: ${num(c.lagEvents)} event(s) behind` +
+    (c.oldestWaitingAgeS === null ? '' : `, the oldest waiting ${c.oldestWaitingAgeS.toFixed(1)} s`);
+  const behind = consumers.filter((c) => (c.oldestWaitingAgeS ?? 0) > maxConsumerLagSeconds);
   if (behind.length > 0) {
     return {
       name: 'stream',
       status: 'warn',
       message:
         `change stream consumer(s) over ${maxConsumerLagSeconds} s behind: ${behind.slice(0, 5).map(describe).join('; ')}${behind.length > 5 ? `; and ${behind.length - 5} more` : ''}. ` +
-        'Their events are kept until they acknowledge them: drop one nobody runs any more (`permgraph changes --consumer NAME --drop`)',
+        'Their events are kept until they acknowledge them: drop one nobody runs any more (`permgraph changes --consumer NAME --drop`, as its owner or the schema\'s owner)',
     };
   }
-  const furthest = consumers.reduce((a, b) => ((b.oldestWaitingAgeSeconds ?? -1) > (a.oldestWaitingAgeSeconds ?? -1) ? b : a));
+  const furthest = consumers.reduce((a, b) => ((b.oldestWaitingAgeS ?? -1) > (a.oldestWaitingAgeS ?? -1) ? b : a));
   return {
     name: 'stream',
     status: 'ok',
-    message: `${consumers.length} change stream consumer(s); ${furthest.waitingEvents === 0 ? 'all caught up' : `furthest behind ${describe(furthest)}`}`,
+    message: `${consumers.length} change stream consumer(s); ${furthest.oldestWaitingAgeS === null ? 'none has events waiting' : `furthest behind ${describe(furthest)}`}`,
   };
 }
 

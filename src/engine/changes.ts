@@ -70,9 +70,14 @@ export async function registerConsumer<T = undefined>(
       // (under repeatable read, a batch committed before the lock would make
       // register_consumer fail with a serialization failure instead).
       await tx.query(sql`set transaction isolation level read committed`);
-      const [before] = await tx.query(sql`select exists (select 1 from permgraph.change_consumers where consumer = ${name}) as present`);
       const [row] = await tx.query(sql`select permgraph.register_consumer(${name}) as seq`);
-      const registration = { seq: Number(row.seq), created: !before.present };
+      // Created by this transaction: the row's xmin is its id. (Not read
+      // before the call: a concurrent registration of the same name could
+      // commit in between, and both would say created.)
+      const [mine] = await tx.query(sql`
+        select c.xmin::text = (pg_current_xact_id()::text::bigint % 4294967296)::text as created
+        from permgraph.change_consumers c where c.consumer = ${name}`);
+      const registration = { seq: Number(row.seq), created: mine.created === true };
       const snapshot = readSnapshot ? await readSnapshot(tx, registration) : (undefined as T);
       return { ...registration, snapshot };
     }),
@@ -116,10 +121,14 @@ export interface ConsumerStatus {
   registeredAt: Date;
   ackedSeq: number;
   ackedAt: Date | null;
-  /** Events after its acknowledged seq: kept for it however old. */
-  waitingEvents: number;
-  /** Age of the oldest of them in seconds; null when none wait. */
-  oldestWaitingAgeSeconds: number | null;
+  /**
+   * How far behind it is, in seqs: the last seq numbered minus its
+   * acknowledged one. An upper bound of the events waiting for it (kept for
+   * it however old): rolled-back batches leave numbers unused.
+   */
+  lagEvents: number;
+  /** Age in seconds of the oldest event waiting for it; null when none waits. */
+  oldestWaitingAgeS: number | null;
 }
 
 /** Every consumer of the change stream, by name, with its backlog. */
@@ -131,8 +140,8 @@ export async function consumerStatus(db: Queryable): Promise<ConsumerStatus[]> {
     registeredAt: new Date(c.registered_at),
     ackedSeq: Number(c.acked_seq),
     ackedAt: c.acked_at === null ? null : new Date(c.acked_at),
-    waitingEvents: Number(c.waiting_events),
-    oldestWaitingAgeSeconds: c.oldest_waiting_age_s === null ? null : Number(c.oldest_waiting_age_s),
+    lagEvents: Number(c.lag_events),
+    oldestWaitingAgeS: c.oldest_waiting_age_s === null ? null : Number(c.oldest_waiting_age_s),
   }));
 }
 

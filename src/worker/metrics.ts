@@ -68,11 +68,15 @@ export function createWorkerMetrics(worker: Worker, db: Queryable): Registry {
         for (const c of consumers) this.set({ consumer: c.consumer }, value(c));
       },
     });
-  consumerGauge('permgraph_change_stream_waiting_events', 'Events a change stream consumer has not acknowledged, kept for it however old', (c) => c.waitingEvents);
+  consumerGauge(
+    'permgraph_change_stream_lag_events',
+    'How far behind a change stream consumer is, in seqs: at most the events it has not acknowledged, which are kept for it however old',
+    (c) => c.lagEvents,
+  );
   consumerGauge(
     'permgraph_change_stream_oldest_waiting_age_seconds',
-    'Age of the oldest event a change stream consumer has not acknowledged (0 when none): how far behind it is',
-    (c) => c.oldestWaitingAgeSeconds ?? 0,
+    'Age of the oldest event a change stream consumer has not acknowledged (0 when none)',
+    (c) => c.oldestWaitingAgeS ?? 0,
   );
   new Gauge({
     name: 'permgraph_worker_active',

@@ -5,7 +5,7 @@
 import fc from 'fast-check';
 import { IsolationLevel, type SQLQuery } from '@databases/pg';
 import { afterEach, describe, expect, it } from 'vitest';
-import { sql, type ConnectionPool, type Queryable } from '../../src/db/pool.ts';
+import { openPool, sql, type ConnectionPool, type Queryable } from '../../src/db/pool.ts';
 import { applyChanges, refresh } from '../../src/engine/apply.ts';
 import { runDoctor } from '../../src/app/doctor.ts';
 import { ackChanges, changes, consumerStatus, dropConsumer, readChanges, registerConsumer, type PermissionChange, type Registration } from '../../src/engine/changes.ts';
@@ -334,6 +334,16 @@ describe('the derived-permission change stream', async () => {
     expect(await dropConsumer(db, 'ok')).toBe(true);
   });
 
+  it('of two concurrent registrations of one name, one creates the consumer and the other finds it', async () => {
+    await dropAllConsumers();
+    for (let round = 0; round < 5; round++) {
+      const both = await Promise.all([registerConsumer(db, `race-${round}`), registerConsumer(db, `race-${round}`)]);
+      expect(both.map((r) => r.created).sort()).toEqual([false, true]);
+      expect(both[0].seq).toBe(both[1].seq);
+    }
+    await dropAllConsumers();
+  });
+
   it('every role may consume; no role can write the stream\'s tables', async () => {
     await start({ nodes: [u('a'), g('t')], grants: [] });
     for (const role of ['permgraph_reader', 'permgraph_writer', 'permgraph_worker']) {
@@ -385,12 +395,28 @@ describe('the derived-permission change stream', async () => {
     expect(await readChanges(owner.db, 'owned-feed')).toEqual([]);
     await expect(readChanges(db, 'owned-feed')).resolves.toEqual([]);
     // a consumer registered before owners existed is everyone's
-    await db.query(sql`update permgraph.change_consumers set owner_role = null where consumer = 'owned-feed'`);
+    await db.query(sql`update permgraph.change_consumers set owner_oid = null, owner_role = null where consumer = 'owned-feed'`);
     await expect(readChanges(other.db, 'owned-feed')).resolves.toEqual([]);
-    // one whose role is gone is left to the schema's owner
-    await db.query(sql`update permgraph.change_consumers set owner_role = 'no_such_role_anymore' where consumer = 'owned-feed'`);
-    await expect(dropConsumer(owner.db, 'owned-feed')).rejects.toMatchObject({ code: '42501' });
     expect(await dropConsumer(db, 'owned-feed')).toBe(true);
+
+    // a role dropped and created again under the same name is another role:
+    // its consumers are left to the schema's owner
+    const gone = await createLogin(db, url, 'feed_gone', 'permgraph_reader');
+    await registerConsumer(gone.db, 'orphaned-feed');
+    await gone.db.dispose();
+    await db.query(sql`drop role ${sql.ident(gone.name)}`);
+    await db.query(sql`create role ${sql.ident(gone.name)} login password 'permgraph-test-login' in role permgraph_reader`);
+    const reborn = openPool(gone.url, { poolSize: 1 });
+    try {
+      await expect(readChanges(reborn, 'orphaned-feed')).rejects.toMatchObject({
+        code: '42501',
+        message: `permgraph: change consumer "orphaned-feed" belongs to role ${gone.name} (dropped); ${gone.name} may not use it`,
+      });
+      await expect(dropConsumer(reborn, 'orphaned-feed')).rejects.toMatchObject({ code: '42501' });
+    } finally {
+      await reborn.dispose();
+    }
+    expect(await dropConsumer(db, 'orphaned-feed')).toBe(true);
   });
 
   it("status, doctor and the worker's metrics show each consumer's backlog: events waiting and the age of the oldest", async () => {
@@ -410,28 +436,29 @@ describe('the derived-permission change stream', async () => {
     // the older of them an hour and a half old
     await db.query(sql`update permgraph.permission_changes set committed_at = now() - interval '90 minutes' where seq = ${Math.min(...events.map((e) => e.seq))}`);
 
+    // (no batch rolled back here, so the lag in seqs is the events waiting)
     const status = await consumerStatus(db);
-    expect(status.map(({ consumer, ownerRole, ackedSeq, waitingEvents }) => ({ consumer, ownerRole, ackedSeq, waitingEvents }))).toEqual([
-      { consumer: 'behind', ownerRole: login, ackedSeq: behind.seq, waitingEvents: 2 },
-      { consumer: 'current', ownerRole: login, ackedSeq: lastSeq, waitingEvents: 0 },
+    expect(status.map(({ consumer, ownerRole, ackedSeq, lagEvents }) => ({ consumer, ownerRole, ackedSeq, lagEvents }))).toEqual([
+      { consumer: 'behind', ownerRole: login, ackedSeq: behind.seq, lagEvents: 2 },
+      { consumer: 'current', ownerRole: login, ackedSeq: lastSeq, lagEvents: 0 },
     ]);
-    expect(status[0]!.oldestWaitingAgeSeconds).toBeGreaterThanOrEqual(5400);
-    expect(status[0]!.oldestWaitingAgeSeconds).toBeLessThan(5400 + 600);
-    expect(status[1]!.oldestWaitingAgeSeconds).toBeNull();
+    expect(status[0]!.oldestWaitingAgeS).toBeGreaterThanOrEqual(5400);
+    expect(status[0]!.oldestWaitingAgeS).toBeLessThan(5400 + 600);
+    expect(status[1]!.oldestWaitingAgeS).toBeNull();
     const [{ whole }] = await db.query(sql`select permgraph.status() as whole`);
-    expect(whole.change_consumers.map((c: { consumer: string; waiting_events: number }) => [c.consumer, c.waiting_events])).toEqual([['behind', 2], ['current', 0]]);
+    expect(whole.change_consumers.map((c: { consumer: string; lag_events: number }) => [c.consumer, c.lag_events])).toEqual([['behind', 2], ['current', 0]]);
 
     const stream = async (maxConsumerLagSeconds?: number) => (await runDoctor(db, { maxConsumerLagSeconds })).find((c) => c.name === 'stream');
     expect(await stream()).toMatchObject({
       status: 'warn',
-      message: expect.stringMatching(new RegExp(`^change stream consumer\\(s\\) over 3600 s behind: "behind" \\(${login}\\): 2 event\\(s\\) waiting, oldest 54\\d\\d\\.\\d s old\\. .*--drop`)),
+      message: expect.stringMatching(new RegExp(`^change stream consumer\\(s\\) over 3600 s behind: "behind" \\(${login}\\): 2 event\\(s\\) behind, the oldest waiting 54\\d\\d\\.\\d s\\. .*--drop`)),
     });
     expect(await stream(7200)).toMatchObject({ status: 'ok', message: expect.stringMatching(/^2 change stream consumer\(s\); furthest behind "behind"/) });
 
     const metrics = createWorkerMetrics(new Worker({ url, listen: false }), db);
     const text = await metrics.metrics();
-    expect(text).toMatch(/^permgraph_change_stream_waiting_events\{consumer="behind"\} 2$/m);
-    expect(text).toMatch(/^permgraph_change_stream_waiting_events\{consumer="current"\} 0$/m);
+    expect(text).toMatch(/^permgraph_change_stream_lag_events\{consumer="behind"\} 2$/m);
+    expect(text).toMatch(/^permgraph_change_stream_lag_events\{consumer="current"\} 0$/m);
     expect(text).toMatch(/^permgraph_change_stream_oldest_waiting_age_seconds\{consumer="behind"\} 54\d\d(\.\d+)?$/m);
     expect(text).toMatch(/^permgraph_change_stream_oldest_waiting_age_seconds\{consumer="current"\} 0$/m);
 
@@ -503,7 +530,7 @@ describe('the derived-permission change stream', async () => {
       const [{ login }] = await db.query(sql`select session_user::text as login`);
       const status = (await cli('status')).stdout;
       expect(status).toContain('\nchange stream:    1 consumer(s)\n');
-      expect(status).toMatch(new RegExp(`^  cli \\(${login}\\): 2 event\\(s\\) waiting, oldest \\d+\\.\\d s ago, acknowledged up to seq \\d+$`, 'm'));
+      expect(status).toMatch(new RegExp(`^  cli \\(${login}\\): 2 event\\(s\\) behind, the oldest waiting \\d+\\.\\d s, acknowledged up to seq \\d+$`, 'm'));
       const human = await cli('changes', '--consumer', 'cli');
       expect(human.stdout.trimEnd().split('\n').map((line) => line.replace(/^\d+ /, '')).sort()).toEqual([
         'update ann -> docs: level 2 -> 1, traverse_owned true -> true',

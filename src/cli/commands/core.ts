@@ -100,11 +100,11 @@ export function registerCoreCommands(program: Command): void {
           const progress = `${job.usersDone}/${job.usersTotal} users, ${job.chunks} chunk(s), ${job.changes} change(s) (+${job.deferred} waiting for it)`;
           ctx.say(`long job:         ${job.finishedAt ? `last one finished at ${job.finishedAt} (${job.endedBy}), ${progress}` : `running since ${job.startedAt}, ${progress}`}`);
         }
-        const consumers: Record<string, any>[] = status.changeConsumers ?? []; // (absent from the status() of an older schema)
-        ctx.say(`change stream:    ${consumers.length === 0 ? 'no consumers' : `${consumers.length} consumer(s)`}`);
-        for (const c of consumers) {
-          const oldest = c.oldestWaitingAgeS == null ? '' : `, oldest ${Number(c.oldestWaitingAgeS).toFixed(1)} s ago`;
-          ctx.say(`  ${c.consumer}${c.ownerRole ? ` (${c.ownerRole})` : ''}: ${c.waitingEvents} event(s) waiting${oldest}, acknowledged up to seq ${c.ackedSeq}`);
+        const consumers: Record<string, any>[] | undefined = status.changeConsumers; // (absent from the status() of an older schema)
+        ctx.say(`change stream:    ${consumers === undefined ? 'not shown by this schema (run `permgraph migrate`)' : consumers.length === 0 ? 'no consumers' : `${consumers.length} consumer(s)`}`);
+        for (const c of consumers ?? []) {
+          const oldest = c.oldestWaitingAgeS == null ? '' : `, the oldest waiting ${Number(c.oldestWaitingAgeS).toFixed(1)} s`;
+          ctx.say(`  ${c.consumer}${c.ownerRole ? ` (${c.ownerRole})` : ''}: ${c.lagEvents} event(s) behind${oldest}, acknowledged up to seq ${c.ackedSeq}`);
         }
       }),
     );
