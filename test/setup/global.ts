@@ -3,6 +3,7 @@
 // name to the test files, which each clone it (see test/helpers/database.ts).
 // Meanwhile it compiles the CLI the tests run (see buildCli).
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { copyFile, mkdtemp, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -10,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { TestProject } from 'vitest/node';
 import { startEmbedded, type EmbeddedServer } from '../../src/db/embedded.ts';
-import { openPool, sql } from '../../src/db/pool.ts';
+import { openPool, sql, type ConnectionPool } from '../../src/db/pool.ts';
 import { migrate } from '../../src/migrations/migrate.ts';
 import { withDatabase } from '../helpers/url.ts';
 
@@ -26,6 +27,7 @@ interface TestServer {
   serverUrl: string;
   template: string;
   cliBin: string;
+  rebuildCli: () => Promise<void>;
   teardown: () => Promise<void>;
 }
 
@@ -42,10 +44,12 @@ const registry = globalThis as { [SHARED]?: Shared };
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const shared = (registry[SHARED] ??= { server: startServer(), users: 0 });
   shared.users += 1;
-  const { serverUrl, template, cliBin, teardown } = await shared.server;
+  const { serverUrl, template, cliBin, rebuildCli, teardown } = await shared.server;
   project.provide('pgServerUrl', serverUrl);
   project.provide('pgTemplate', template);
   project.provide('cliBin', cliBin);
+  // (watch mode: src/ may have changed since the build)
+  project.onTestsRerun(rebuildCli);
   return async () => {
     shared.users -= 1;
     if (shared.users === 0) {
@@ -56,14 +60,21 @@ export default async function setup(project: TestProject): Promise<() => Promise
 }
 
 async function startServer(): Promise<TestServer> {
-  const [database, cli] = await Promise.all([startDatabase(), buildCli()]);
+  const [database, cli] = await Promise.allSettled([startDatabase(), buildCli()]);
+  if (database.status === 'rejected' || cli.status === 'rejected') {
+    // (whichever side did start is undone: no server or scratch left behind)
+    if (database.status === 'fulfilled') await database.value.teardown();
+    if (cli.status === 'fulfilled') await cli.value.remove();
+    throw database.status === 'rejected' ? database.reason : (cli as PromiseRejectedResult).reason;
+  }
   return {
-    serverUrl: database.serverUrl,
-    template: database.template,
-    cliBin: cli.bin,
+    serverUrl: database.value.serverUrl,
+    template: database.value.template,
+    cliBin: cli.value.bin,
+    rebuildCli: cli.value.rebuild,
     teardown: async () => {
-      await database.teardown();
-      await cli.remove();
+      await database.value.teardown();
+      await cli.value.remove();
     },
   };
 }
@@ -77,45 +88,70 @@ const REPO = fileURLToPath(new URL('../../', import.meta.url));
  * which compiles src/ through tsx at every start; test/cli/cli.test.ts runs
  * it too). Compiled from this checkout's src/ at every run, into a scratch
  * package beside which sql/, node_modules and package.json are those of the
- * checkout, so a test never runs a stale dist/.
+ * checkout, so a test never runs a stale dist/ (in watch mode it is built
+ * again before every rerun). Type errors do not stop it: `npm test` reports
+ * them (tsc --noEmit) before any test runs, and a single test file should
+ * run while another part of src/ is being edited.
  */
-async function buildCli(): Promise<{ bin: string; remove: () => Promise<void> }> {
+async function buildCli(): Promise<{ bin: string; rebuild: () => Promise<void>; remove: () => Promise<void> }> {
   const root = await mkdtemp(path.join(tmpdir(), 'permgraph-cli-'));
-  const tsc = path.join(REPO, 'node_modules/typescript/bin/tsc');
-  await promisify(execFile)(process.execPath, [tsc, '-p', 'tsconfig.build.json', '--outDir', path.join(root, 'dist')], { cwd: REPO });
-  await symlink(path.join(REPO, 'sql'), path.join(root, 'sql'));
-  await symlink(path.join(REPO, 'node_modules'), path.join(root, 'node_modules'));
-  await copyFile(path.join(REPO, 'package.json'), path.join(root, 'package.json'));
-  return { bin: path.join(root, 'dist/cli/main.js'), remove: () => rm(root, { recursive: true, force: true }) };
+  const remove = () => rm(root, { recursive: true, force: true });
+  const bin = path.join(root, 'dist/cli/main.js');
+  const rebuild = async () => {
+    await rm(path.join(root, 'dist'), { recursive: true, force: true });
+    const tsc = path.join(REPO, 'node_modules/typescript/bin/tsc');
+    const args = [tsc, '-p', 'tsconfig.build.json', '--outDir', path.join(root, 'dist'), '--noEmitOnError', 'false'];
+    const output = await promisify(execFile)(process.execPath, args, { cwd: REPO }).catch((error: { stdout?: string; stderr?: string }) => error);
+    if (!existsSync(bin)) {
+      throw new Error(`compiling the CLI for the tests (tsc ${args.slice(1).join(' ')}) emitted nothing:\n${output.stdout ?? ''}${output.stderr ?? ''}`);
+    }
+  };
+  try {
+    await rebuild();
+    await symlink(path.join(REPO, 'sql'), path.join(root, 'sql'));
+    await symlink(path.join(REPO, 'node_modules'), path.join(root, 'node_modules'));
+    await copyFile(path.join(REPO, 'package.json'), path.join(root, 'package.json'));
+  } catch (error) {
+    await remove();
+    throw error;
+  }
+  return { bin, rebuild, remove };
 }
 
-async function startDatabase(): Promise<Omit<TestServer, 'cliBin'>> {
+async function startDatabase(): Promise<{ serverUrl: string; template: string; teardown: () => Promise<void> }> {
   let server: EmbeddedServer | undefined;
   let scratch: string | undefined;
-  let serverUrl = process.env.DATABASE_URL;
-  if (!serverUrl) {
-    scratch = await mkdtemp(path.join(tmpdir(), 'permgraph-test-'));
-    server = await startEmbedded({
-      dataDir: path.join(scratch, 'data'),
-      // Durability is irrelevant for a throw-away test server; speed is not.
-      settings: { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off', max_connections: '300' },
-    });
-    serverUrl = server.url;
-  }
+  let admin: ConnectionPool | undefined;
   const template = `permgraph_template_${process.pid}_${Date.now()}`;
-  const admin = openPool(serverUrl, { poolSize: 1 });
-  await admin.query(sql`create database ${sql.ident(template)}`);
-  const templateDb = openPool(withDatabase(serverUrl, template), { poolSize: 1 });
-  try {
-    await migrate(templateDb);
-  } finally {
-    await templateDb.dispose();
-  }
+  // (also what a failed start undoes: nothing is left running or on disk)
   const teardown = async () => {
-    await admin.query(sql`drop database if exists ${sql.ident(template)} with (force)`);
-    await admin.dispose();
+    await admin?.query(sql`drop database if exists ${sql.ident(template)} with (force)`).catch(() => {});
+    await admin?.dispose();
     await server?.stop();
     if (scratch) await rm(scratch, { recursive: true, force: true });
   };
-  return { serverUrl, template, teardown };
+  try {
+    let serverUrl = process.env.DATABASE_URL;
+    if (!serverUrl) {
+      scratch = await mkdtemp(path.join(tmpdir(), 'permgraph-test-'));
+      server = await startEmbedded({
+        dataDir: path.join(scratch, 'data'),
+        // Durability is irrelevant for a throw-away test server; speed is not.
+        settings: { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off', max_connections: '300' },
+      });
+      serverUrl = server.url;
+    }
+    admin = openPool(serverUrl, { poolSize: 1 });
+    await admin.query(sql`create database ${sql.ident(template)}`);
+    const templateDb = openPool(withDatabase(serverUrl, template), { poolSize: 1 });
+    try {
+      await migrate(templateDb);
+    } finally {
+      await templateDb.dispose();
+    }
+    return { serverUrl, template, teardown };
+  } catch (error) {
+    await teardown();
+    throw error;
+  }
 }
