@@ -15,7 +15,7 @@ import { resolveDatabase, type ResolvedDatabase } from './db/resolve.ts';
 import { applyChanges, refresh, type ApplyOptions, type BatchResult } from './engine/apply.ts';
 import { applyJobChunk, type ChunkOptions, type ChunkResult } from './engine/long-job.ts';
 import { changes, consumerStatus, dropConsumer, registerConsumer, type ChangeBatch, type ChangesOptions, type ConsumerStatus, type Registration } from './engine/changes.ts';
-import { currentToken, waitFor, writeWithToken, type FreshnessToken } from './engine/freshness.ts';
+import { waitFor, writeWithToken, type FreshnessToken } from './engine/freshness.ts';
 import { writableMoment } from './expiry.ts';
 import { verify, type VerifyResult } from './engine/verify.ts';
 import { InvalidInputError, PermgraphError } from './errors.ts';
@@ -31,6 +31,8 @@ interface ActorScope {
   actor: string;
   tx: Transaction;
   tokens: Set<FreshnessToken>;
+  /** asActor has returned (its transaction is over). */
+  ended: boolean;
 }
 
 export interface ConnectOptions {
@@ -113,7 +115,7 @@ export class Permgraph {
     // A token of asActor's own transaction (from this API's writes, or from
     // currentToken(tx) after writes of fn's own SQL) waits for a commit that
     // only asActor's return makes: refused rather than timed out.
-    if (scope && (scope.tokens.has(token) || (await currentToken(scope.tx)) === token)) {
+    if (scope && !scope.ended && (scope.tokens.has(token) || (await transactionIdOf(scope.tx)) === token)) {
       throw new PermgraphError(`token ${token} is the transaction of asActor, which commits only when asActor returns: wait for it after asActor`);
     }
     return waitFor(this.db, token, timeoutMs);
@@ -223,13 +225,17 @@ export class Permgraph {
    * applyJobChunk, verify, migrate, doctor, workers and the change stream
    * (registerConsumer, changes, dropConsumer) run on theirs; waitFor on a
    * token of this transaction is refused (it commits only when asActor
-   * returns).
+   * returns). Calls of this API inside fn use fn's transaction: not from
+   * inside a savepoint of your own (tx.tx(…)), which holds it until the
+   * savepoint ends (nested asActor calls are the way to a savepoint).
    */
   asActor<T>(actor: string, fn: (tx: Transaction) => Promise<T>): Promise<T> {
     const outer = this.actorScope.getStore();
     const run = async (tx: Transaction): Promise<T> => {
       await setActor(tx, actor);
-      const result = await this.actorScope.run({ actor, tx, tokens: outer?.tokens ?? new Set() }, () => fn(tx));
+      const scope: ActorScope = { actor, tx, tokens: outer?.tokens ?? new Set(), ended: false };
+      // (ended: a callback fn left behind keeps the scope after asActor has returned)
+      const result = await this.actorScope.run(scope, () => fn(tx)).finally(() => (scope.ended = true));
       // set_config(…, true) survives the release of a savepoint: give the rest of the outer transaction its actor back
       if (outer) await setActor(tx, outer.actor);
       return result;
@@ -325,4 +331,18 @@ export class Permgraph {
 /** A trash time as the API takes it: null, or a moment permgraph can store (writableMoment). */
 function trashTime(value: Date | null | undefined): Date | null {
   return value == null ? null : writableMoment(value, 'trash time');
+}
+
+/**
+ * The id of asActor's transaction if it has one (it wrote), or null: without
+ * giving it one (pg_current_xact_id would), on a standby too, and null when
+ * the transaction cannot answer (a statement of fn's failed in it).
+ */
+async function transactionIdOf(tx: Transaction): Promise<FreshnessToken | null> {
+  try {
+    const [row] = await tx.query(sql`select pg_current_xact_id_if_assigned()::text as xid`);
+    return row.xid;
+  } catch {
+    return null;
+  }
 }

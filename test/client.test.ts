@@ -150,6 +150,25 @@ describe('TypeScript API (Permgraph)', async () => {
         await expect(pg.waitFor(token, 300)).rejects.toThrow(/is the transaction of asActor, which commits only when asActor returns/);
       });
       expect(await db.query(sql`select actor from permgraph.audit_log where head_id = 'ow-team' and action = 'grant'`)).toEqual([{ actor: 'ann@example.com' }]);
+
+      // Waiting on another transaction's token inside asActor: the check
+      // gives a read-only transaction no id, survives a failed statement of
+      // fn's, and a callback left behind may wait once asActor has returned.
+      const other = await pg.grant('ow-user', 'ow-team', 'read', { source: 'other' });
+      let later: (() => Promise<void>) | undefined;
+      await pg.asActor('ann@example.com', async (tx) => {
+        await pg.waitFor(other, 30_000);
+        expect(await tx.query(sql`select pg_current_xact_id_if_assigned() as xid`)).toEqual([{ xid: null }]);
+        later = () => pg.waitFor(other, 30_000);
+      });
+      await later!();
+      await expect(
+        pg.asActor('ann@example.com', async (tx) => {
+          await tx.query(sql`select 1/0`).catch(() => {});
+          await pg.waitFor(other, 30_000);
+          throw new Error('waited');
+        }),
+      ).rejects.toThrow('waited');
     });
 
     it('on a pool of one connection; all or nothing; nested actors; waitFor inside is refused', async () => {
