@@ -1,5 +1,6 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { withContext, type CommandContext, type GlobalOptions } from './context.ts';
+import { SqlState, sqlStateOf } from '../errors.ts';
 import { ExitCode } from './errors.ts';
 
 export { ExitCode };
@@ -16,8 +17,45 @@ export function action<O>(program: Command, run: Action<O>, defaults: { logLevel
     const command = args[args.length - 1] as Command;
     const options = command.opts() as O;
     const global = program.opts<GlobalOptions>();
-    await withContext({ ...global, logLevel: global.logLevel ?? defaults.logLevel }, (context) => run(context, options, command.args));
+    try {
+      await withContext({ ...global, logLevel: global.logLevel ?? defaults.logLevel }, (context) => run(context, options, command.args));
+    } catch (error) {
+      throw withRightsHint(error, commandPath(command));
+    }
   };
+}
+
+/** Which login each command needs (docs/security.md); the rest read, as permgraph_reader. */
+const RIGHTS_NEEDED: Record<string, string> = {
+  migrate: "the schema's owner",
+  dev: "the schema's owner (it migrates)",
+  import: "the schema's owner",
+  'roles sync': "the schema's owner",
+  'prune-audit': "the schema's owner",
+  worker: 'a login granted permgraph_worker',
+  refresh: 'a login granted permgraph_worker',
+  verify: 'a login granted permgraph_worker',
+  grant: 'a login granted permgraph_writer',
+  revoke: 'a login granted permgraph_writer',
+  'sync-grants': 'a login granted permgraph_writer',
+};
+
+function commandPath(command: Command): string {
+  const names: string[] = [];
+  for (let c: Command | null = command; c?.parent; c = c.parent) names.unshift(c.name());
+  return names.join(' ');
+}
+
+/**
+ * PostgreSQL's own "permission denied for …" says what was refused, not
+ * why: the login lacks the role the command needs. Said here, with the
+ * SQLSTATE kept. (The SQL side's own refusals name their reason already.)
+ */
+function withRightsHint(error: unknown, path: string): unknown {
+  const message = error instanceof Error ? error.message : '';
+  if (sqlStateOf(error) !== SqlState.insufficientPrivilege || !message.startsWith('permission denied for ')) return error;
+  const needs = RIGHTS_NEEDED[path] ?? 'a login granted permgraph_reader';
+  return Object.assign(new Error(`${message}: \`permgraph ${path}\` needs ${needs} (docs/security.md)`, { cause: error }), { code: SqlState.insufficientPrivilege });
 }
 
 /** A command's end on a database without the permgraph schema (requireSchema, and status, which shows the other states). */

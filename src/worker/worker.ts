@@ -8,6 +8,7 @@ import { applyChangesOnSession, resetWorkerSession, useWorkerSession, type Batch
 import { applyJobChunk, type ChunkResult } from '../engine/long-job.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
+import { PermgraphError } from '../errors.ts';
 import { startListener } from './listener.ts';
 import { Wakeup } from './wakeup.ts';
 
@@ -76,8 +77,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
     return this.currentRole;
   }
 
-  /** Starts listening and applying; resolves once the loop runs (as active or standby). */
+  /**
+   * Starts listening and applying; resolves once the loop runs (as active or
+   * standby). Refuses a login that may not be a worker, which would
+   * otherwise retry forever.
+   */
   async start(): Promise<void> {
+    await this.requireWorkerRights();
     if (this.options.listen) {
       this.subscriber = await startListener(this.options.url, () => this.wakeup.notify(), this.logger);
     }
@@ -99,6 +105,20 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await listenerClosed;
     await this.pool.dispose();
     this.emit('stopped');
+  }
+
+  private async requireWorkerRights(): Promise<void> {
+    const [row] = await this.pool.query(sql`
+      select session_user::text as login,
+             case when to_regprocedure('permgraph._applier_role_key()') is not null
+                  then has_function_privilege('permgraph._applier_role_key()', 'execute') end as may`);
+    if (row.may === true) return;
+    await this.pool.dispose();
+    throw new PermgraphError(
+      row.may === null
+        ? 'permgraph schema not found in this database: run `permgraph migrate` first'
+        : `${row.login} may not run the worker: grant it permgraph_worker (it may not execute the engine's functions)`,
+    );
   }
 
   private async runForever(): Promise<void> {

@@ -10,7 +10,8 @@ import * as model from '../reference/model.ts';
 import { createWorkerMetrics, serveMetrics } from '../../src/worker/metrics.ts';
 import { Worker, type WorkerOptions } from '../../src/worker/worker.ts';
 import { expiring, g, grant, o, u } from '../helpers/builders.ts';
-import { waitUntil } from '../helpers/cli.ts';
+import { runCli, waitUntil } from '../helpers/cli.ts';
+import { createLogin } from '../helpers/logins.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { graphArbitrary, loadGraph, readPermissions, wholeSecondAfter } from '../helpers/graph.ts';
 import { GraphState, grantKey, mutationArbitrary } from '../helpers/mutations.ts';
@@ -256,6 +257,21 @@ describe('worker', async () => {
     // The last batch committed or rolled back whole: what it left pending applies cleanly.
     await applyChanges(db);
     expect(await readPermissions(db)).toEqual(model.computePermissions(state.snapshot()));
+  });
+
+  it('refuses to start for a login that may not be a worker, with a reason that names the role to grant; so does the CLI', async () => {
+    const reader = await createLogin(db, url, 'not_a_worker', 'permgraph_reader');
+    const worker = new Worker({ url: reader.url, listen: false });
+    await expect(worker.start()).rejects.toThrow(`${reader.name} may not run the worker: grant it permgraph_worker (it may not execute the engine's functions)`);
+    const cli = await runCli(['--database-url', reader.url, 'worker']);
+    expect(cli).toMatchObject({ code: 1, stderr: expect.stringContaining(`permgraph: ${reader.name} may not run the worker: grant it permgraph_worker`) });
+    // a one-shot command's refusal by PostgreSQL says which login it needs
+    const once = await runCli(['--database-url', reader.url, 'worker', '--once']);
+    expect(once).toMatchObject({ code: 1, stderr: 'permgraph: permission denied for function apply_local_changes: `permgraph worker` needs a login granted permgraph_worker (docs/security.md)\n' });
+    const refreshed = await runCli(['--database-url', reader.url, '--json', 'refresh']);
+    expect(JSON.parse(refreshed.stderr)).toEqual({
+      error: { message: 'permission denied for function apply_changes: `permgraph refresh` needs a login granted permgraph_worker (docs/security.md)', code: 'database', exitCode: 1, sqlState: '42501' },
+    });
   });
 
   it('runs one active applier; a standby takes over when it stops', async () => {
