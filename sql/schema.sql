@@ -5761,13 +5761,35 @@ AS $function$
     'pending_changes', (select count(*) from permgraph.changes),
     'oldest_pending_age_s', (select extract(epoch from now() - min(captured_at)) from permgraph.changes),
     'last_batch', (select to_jsonb(s) - 'singleton' from permgraph.applier_state s),
+    -- whoever holds the applier role (may_apply false: a session that may
+    -- not apply changes took its advisory lock, which any login can, and
+    -- every worker waits as a standby)
     'worker', (select jsonb_build_object('pid', a.pid, 'application_name', a.application_name,
-                                         'client_addr', a.client_addr, 'since', a.backend_start)
+                                         'client_addr', a.client_addr, 'since', a.backend_start,
+                                         'role', a.usename,
+                                         'may_apply', has_function_privilege(a.usesysid, 'permgraph._applier_role_key()', 'execute'))
                from pg_locks l join pg_stat_activity a on a.pid = l.pid
                where l.locktype = 'advisory' and l.granted and l.objsubid = 1
                  and l.database = (select oid from pg_database where datname = current_database())
                  and ((l.classid::bigint << 32) | l.objid::bigint) = permgraph._applier_role_key()
                limit 1),
+    -- Sessions that may not apply changes holding the applier role's or a
+    -- batch's advisory lock: batches wait for them. A transaction
+    -- registering or dropping a change consumer holds the batch lock until
+    -- it commits, as it must; one left open, or any login taking either
+    -- key, stalls the worker.
+    'blocking_sessions', coalesce((
+      select jsonb_agg(jsonb_build_object('pid', a.pid, 'role', a.usename, 'application_name', a.application_name,
+                                          'lock', case when k.key = permgraph._applier_role_key() then 'role' else 'batch' end,
+                                          'state', a.state, 'since', coalesce(a.xact_start, a.backend_start))
+                       order by a.pid)
+      from pg_locks l
+      join pg_stat_activity a on a.pid = l.pid
+      cross join lateral (select (l.classid::bigint << 32) | l.objid::bigint as key) k
+      where l.locktype = 'advisory' and l.granted and l.objsubid = 1
+        and l.database = (select oid from pg_database where datname = current_database())
+        and k.key in (permgraph._applier_role_key(), permgraph._applier_lock_key())
+        and not has_function_privilege(a.usesysid, 'permgraph._applier_role_key()', 'execute')), '[]'::jsonb),
     'permission_rows', (select count(*) from permgraph.permissions),
     -- the running long job, or the last one (finished_at set); null if none yet
     'long_job', (select to_jsonb(j) - 'singleton'

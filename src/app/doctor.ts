@@ -115,9 +115,24 @@ interface Status {
   pending_changes: number;
   oldest_pending_age_s: number | null;
   worker: { pid: number; application_name: string; since: string | null } | null;
+  /** Absent from the status() of an older schema. */
+  blocking_sessions?: { pid: number; role: string; application_name: string; lock: 'role' | 'batch'; state: string | null; since: string | null }[];
 }
 
 function workerCheck(status: Status): DoctorCheck {
+  const blocking = status.blocking_sessions ?? [];
+  if (blocking.length > 0) {
+    const sessions = blocking.map(
+      (s) => `pid ${s.pid} (role ${s.role}, application "${s.application_name}", ${s.lock === 'role' ? "the applier role's lock" : "a batch's lock"}, ${s.state ?? 'state hidden'}${s.since ? ` since ${s.since}` : ''})`,
+    );
+    return {
+      name: 'worker',
+      status: 'warn',
+      message:
+        `session(s) that may not apply changes hold the applier's advisory locks, so batches wait: ${sessions.join('; ')}. ` +
+        'A transaction registering a change consumer holds one until it commits; one stuck can be ended with select pg_terminate_backend(pid)',
+    };
+  }
   if (status.worker) {
     const since = status.worker.since === null ? '' : ` since ${status.worker.since}`; // (null: hidden from the schema's owner, see status)
     return { name: 'worker', status: 'ok', message: `active worker: backend pid ${status.worker.pid} (${status.worker.application_name})${since}` };

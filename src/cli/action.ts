@@ -51,12 +51,14 @@ function commandPath(command: Command): string {
  * why: the login lacks the role the command needs. Said here, with the
  * SQLSTATE kept. (The SQL side's own refusals name their reason already.)
  */
-function withRightsHint(error: unknown, path: string): unknown {
+export function withRightsHint(error: unknown, path: string, needs = RIGHTS_NEEDED[path] ?? 'a login granted permgraph_reader'): unknown {
   const message = error instanceof Error ? error.message : '';
-  if (sqlStateOf(error) !== SqlState.insufficientPrivilege || !message.startsWith('permission denied for ')) return error;
-  const needs = RIGHTS_NEEDED[path] ?? 'a login granted permgraph_reader';
-  return Object.assign(new Error(`${message}: \`permgraph ${path}\` needs ${needs} (docs/security.md)`, { cause: error }), { code: SqlState.insufficientPrivilege });
+  if (sqlStateOf(error) !== SqlState.insufficientPrivilege || !message.startsWith('permission denied for ') || error instanceof RightsHinted) return error;
+  return Object.assign(new RightsHinted(`${message}: \`permgraph ${path}\` needs ${needs} (docs/security.md)`, { cause: error }), { code: SqlState.insufficientPrivilege });
 }
+
+/** A refusal already told which login it needs (withRightsHint). */
+class RightsHinted extends Error {}
 
 /** A command's end on a database without the permgraph schema (requireSchema, and status, which shows the other states). */
 export function schemaNotFound(): ExitCode {

@@ -9,6 +9,7 @@ import { QUEUE_DEAD_SPACE_PAGES } from '../../src/constants.ts';
 import { applyChanges, refresh } from '../../src/engine/apply.ts';
 import { verify } from '../../src/engine/verify.ts';
 import { createTestDatabase } from '../helpers/database.ts';
+import { runCli } from '../helpers/cli.ts';
 import { createLogin } from '../helpers/logins.ts';
 
 describe('doctor: server settings', async () => {
@@ -94,6 +95,32 @@ describe('doctor: server settings', async () => {
     await refresh(db);
     expect(await queue()).toMatchObject({ status: 'ok' });
     expect((await verify(db)).differences).toEqual([]);
+  });
+
+  it("names a session that may not apply changes but holds the applier's locks, which stalls every worker", async () => {
+    const worker = (await runDoctor(db)).find((c) => c.name === 'worker')!;
+    expect(worker.message).not.toMatch(/may not apply changes/);
+    const [{ key }] = await db.query(sql`select permgraph._applier_role_key() as key`);
+    // any login can take an advisory lock: this one has no permgraph role at all
+    const intruder = await createLogin(db, url, 'lock_squatter');
+    const reader = await createLogin(db, url, 'slow_registrar', 'permgraph_reader');
+    await intruder.db.task(async (squatter) => {
+      await squatter.query(sql`select pg_advisory_lock(${key}::bigint)`);
+      await reader.db.tx(async (registering) => {
+        await registering.query(sql`select permgraph.register_consumer('held-open')`);
+        const check = (await runDoctor(db)).find((c) => c.name === 'worker')!;
+        expect(check.status).toBe('warn');
+        expect(check.message).toMatch(new RegExp(`^session\\(s\\) that may not apply changes hold the applier's advisory locks, so batches wait: `));
+        expect(check.message).toContain(`(role ${intruder.name}, application "permgraph-test-lock_squatter", the applier role's lock, idle since `);
+        expect(check.message).toContain(`(role ${reader.name}, application "permgraph-test-slow_registrar", a batch's lock, idle in transaction since `);
+        const status = (await runCli(['--database-url', url, 'status'])).stdout;
+        expect(status).toContain(`\nblocking:         backend pid `);
+        expect(status).toContain(`(role ${intruder.name}, "permgraph-test-lock_squatter") holds the applier role's lock and may not apply changes: batches wait for it\n`);
+        await registering.query(sql`select permgraph.drop_consumer('held-open')`);
+      });
+      await squatter.query(sql`select pg_advisory_unlock(${key}::bigint)`);
+    });
+    expect((await runDoctor(db)).find((c) => c.name === 'worker')!.message).not.toMatch(/may not apply changes/);
   });
 
   it('runs every check for a login granted only permgraph_worker or permgraph_reader; what it may not read is a warning, not an error', async () => {

@@ -19,6 +19,17 @@ describe('migrations', async () => {
     expect(await migrate(worker.db)).toEqual({ applied: [], functions: [] });
     const result = await runCli(['--database-url', worker.url, 'worker', '--migrate', '--once']);
     expect(result.code, result.stderr).toBe(0);
+    // with a function file to apply again, it is refused, and told whose job that is
+    await db.query(sql`update permgraph.function_files set checksum = 'stale' where name = (select min(name) from permgraph.function_files)`);
+    try {
+      for (const args of [['migrate'], ['worker', '--migrate', '--once']]) {
+        const refused = await runCli(['--database-url', worker.url, ...args]);
+        expect(refused.code, args.join(' ')).toBe(1);
+        expect(refused.stderr, args.join(' ')).toMatch(/^permgraph: permission denied for .*: `permgraph (migrate|worker --migrate)` needs the schema's owner/);
+      }
+    } finally {
+      await migrate(db);
+    }
   });
 
   it('concurrent runs on an empty database apply each migration and function file exactly once', async () => {

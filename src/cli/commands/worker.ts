@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { DEFAULT_CHUNK_PAIRS, DEFAULT_MAX_BATCH, DEFAULT_POLL_INTERVAL_MS, DEFAULT_STANDBY_INTERVAL_MS } from '../../constants.ts'; // imports nothing: cheap for --help
 import type { BatchResult } from '../../engine/apply.ts';
 import type { Worker } from '../../worker/worker.ts';
-import { action, positiveInteger, requireSchema } from '../action.ts';
+import { action, positiveInteger, requireSchema, withRightsHint } from '../action.ts';
 import { onShutdownSignal, type CommandContext } from '../context.ts';
 
 /** worker, dev. */
@@ -72,7 +72,11 @@ async function runWorker(ctx: CommandContext, flags: WorkerFlags, onSchemaReady?
     import('../../migrations/migrate.ts'),
     import('../../worker/worker.ts'),
   ]);
-  if (flags.migrate) await migrate(ctx.db, ctx.logger);
+  if (flags.migrate) {
+    await migrate(ctx.db, ctx.logger).catch((error: unknown) => {
+      throw withRightsHint(error, 'worker --migrate', "the schema's owner (run `permgraph migrate` as it, and the worker without --migrate)");
+    });
+  }
   await requireSchema(ctx);
   await onSchemaReady?.();
   const maxBatch = positiveInteger(flags.maxBatch, '--max-batch');
