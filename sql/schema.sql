@@ -3396,7 +3396,8 @@ begin
     -- a user owning itself is allowed and changes nothing
   end if;
   if new.is_superuser and new.kind <> 'user' then
-    raise exception 'permgraph: only users can be superusers; node % is a %', permgraph._describe_id(new.id), new.kind
+    raise exception 'permgraph: only users can be superusers; node % is % %', permgraph._describe_id(new.id),
+      case new.kind when 'object' then 'an' else 'a' end, new.kind
       using errcode = '23514';
   end if;
   return new;
@@ -3802,7 +3803,8 @@ declare
   node_kind text := permgraph._require_node(p_id, 'user');
 begin
   if node_kind <> 'user' then
-    raise exception 'permgraph: "%" is a %, not a user (permissions start at users)', p_id, node_kind
+    raise exception 'permgraph: "%" is % %, not a user (permissions start at users)', p_id,
+      case node_kind when 'object' then 'an' else 'a' end, node_kind
       using errcode = '22023';
   end if;
 end $function$;

@@ -115,7 +115,8 @@ begin
     -- a user owning itself is allowed and changes nothing
   end if;
   if new.is_superuser and new.kind <> 'user' then
-    raise exception 'permgraph: only users can be superusers; node % is a %', permgraph._describe_id(new.id), new.kind
+    raise exception 'permgraph: only users can be superusers; node % is % %', permgraph._describe_id(new.id),
+      case new.kind when 'object' then 'an' else 'a' end, new.kind
       using errcode = '23514';
   end if;
   return new;

@@ -55,7 +55,8 @@ declare
   node_kind text := permgraph._require_node(p_id, 'user');
 begin
   if node_kind <> 'user' then
-    raise exception 'permgraph: "%" is a %, not a user (permissions start at users)', p_id, node_kind
+    raise exception 'permgraph: "%" is % %, not a user (permissions start at users)', p_id,
+      case node_kind when 'object' then 'an' else 'a' end, node_kind
       using errcode = '22023';
   end if;
 end $$;

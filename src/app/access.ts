@@ -32,7 +32,15 @@ export async function checkAccess(db: Queryable, userId: string, targetId: strin
     return { level, allowed: await check(db, userId, targetId, level) };
   }
   const operation = String(levelOrOperation);
-  return { operation, allowed: await checkOperation(db, userId, targetId, operation) };
+  try {
+    return { operation, allowed: await checkOperation(db, userId, targetId, operation) };
+  } catch (error) {
+    // (what was asked may have been meant as a level: say what those are too)
+    if (error instanceof InvalidInputError && error.message.startsWith('unknown operation ')) {
+      throw new InvalidInputError(`${error.message}; nor is it a level (read, write, manage or 1-3)`, error.sqlState, { cause: error });
+    }
+    throw error;
+  }
 }
 
 /**
@@ -50,7 +58,7 @@ export async function requireUserAndTarget(db: Queryable, userId: string, target
   const kindOf = new Map(rows.map((r) => [r.id, r.kind]));
   const userKind = kindOf.get(userId);
   if (userKind === undefined) throw new InvalidInputError(`user ${JSON.stringify(userId)} does not exist`);
-  if (userKind !== 'user') throw new InvalidInputError(`${JSON.stringify(userId)} is a ${userKind}, not a user (permissions start at users)`);
+  if (userKind !== 'user') throw new InvalidInputError(`${JSON.stringify(userId)} is ${userKind === 'object' ? 'an' : 'a'} ${userKind}, not a user (permissions start at users)`);
   if (!kindOf.has(targetId)) throw new InvalidInputError(`target ${JSON.stringify(targetId)} does not exist`);
 }
 

@@ -1,6 +1,7 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { withContext, type CommandContext, type GlobalOptions } from './context.ts';
-import { SqlState, sqlStateOf } from '../errors.ts';
+import { MAX_PAGE_LIMIT } from '../constants.ts';
+import { InvalidInputError, SqlState, sqlStateOf } from '../errors.ts';
 import { ExitCode } from './errors.ts';
 
 export { ExitCode };
@@ -79,6 +80,34 @@ export function positiveInteger(value: string, flag: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n <= 0) throw new ExitCode(2, `${flag} must be a positive integer, got "${value}"`);
   return n;
+}
+
+/** A page size flag (--limit of list, who, audit): 1 to MAX_PAGE_LIMIT, else a usage error. */
+export function pageSize(value: string, flag: string): number {
+  const n = positiveInteger(value, flag);
+  if (n > MAX_PAGE_LIMIT) throw new ExitCode(2, `${flag} must be at most ${MAX_PAGE_LIMIT}, got "${value}"`);
+  return n;
+}
+
+/** A TCP port to listen on: 1 to 65535, else a usage error. */
+export function portNumber(value: string, flag: string): number {
+  const n = positiveInteger(value, flag);
+  if (n > 65535) throw new ExitCode(2, `${flag} must be a port from 1 to 65535, got "${value}"`);
+  return n;
+}
+
+/**
+ * Runs the library's own check of a flag's value (a parser that throws
+ * InvalidInputError naming the flag), turning its refusal into a usage
+ * error: exit 2, as for every malformed flag.
+ */
+export function checkFlag<T>(check: () => T): T {
+  try {
+    return check();
+  } catch (error) {
+    if (error instanceof InvalidInputError) throw new ExitCode(2, error.message);
+    throw error;
+  }
 }
 
 /**

@@ -369,7 +369,7 @@ describe('roles, operations, superusers, can()', async () => {
       await loadGraph(db, graph);
       await expect(setSuperuser(db, 'eng', true)).rejects.toThrow(/^only users can be superusers; node "eng" is a group$/);
       await expect(setSuperuser(db, 'eng', true)).rejects.toBeInstanceOf(InvalidInputError);
-      await expect(setSuperuser(db, 'doc', true)).rejects.toThrow('node "doc" is a object');
+      await expect(setSuperuser(db, 'doc', true)).rejects.toThrow('node "doc" is an object');
       await expect(setSuperuser(db, 'nobody', true)).rejects.toThrow('node "nobody" does not exist');
       await expect(db.query(sql`insert into permgraph.nodes (id, kind, is_superuser) values ('g2', 'group', true)`)).rejects.toThrow(
         'permgraph: only users can be superusers; node "g2" is a group',

@@ -81,6 +81,8 @@ describe('permgraph CLI', async () => {
     expect(badLevel.stderr).toBe('permgraph: level must be 1 (read), 2 (write) or 3 (manage), got "4"\n');
     expect((await cli('no-such-command')).code).toBe(2);
     expect((await cli('worker', '--once', '--max-batch', 'lots')).stderr).toBe('permgraph: --max-batch must be a positive integer, got "lots"\n');
+    expect(await cli('worker', '--metrics-port', '99999')).toMatchObject({ code: 2, stderr: 'permgraph: --metrics-port must be a port from 1 to 65535, got "99999"\n' });
+    expect(await cli('worker', '--once', '--metrics-port', '9464')).toMatchObject({ code: 2, stderr: 'permgraph: --metrics-port has no use with --once, which exits after its batch\n' });
     const unreachable = await runCli(['--database-url', 'postgres://nobody:x@127.0.0.1:1/none', 'status']);
     expect(unreachable.code).toBe(1);
     expect(unreachable.stderr).toMatch(/^permgraph: .*ECONNREFUSED.*\n$/);

@@ -272,7 +272,8 @@ describe('permgraph import / audit / doctor (CLI)', async () => {
     }
     const future = await cli('prune-audit', '--before', '2999-01-01T00:00:00Z');
     expect(future).toMatchObject({ code: 1, stderr: expect.stringMatching(/^permgraph: before 2999-01-01T00:00:00.000Z is in the future/) });
-    expect((await cli('prune-audit', '--older-than', 'a while')).stderr).toMatch(/^permgraph: olderThan "a while" is not a duration/);
+    expect(await cli('prune-audit', '--older-than', 'a while')).toMatchObject({ code: 2, stderr: expect.stringMatching(/^permgraph: --older-than "a while" is not a duration/) });
+    expect(await cli('prune-audit', '--before', 'yesterday')).toMatchObject({ code: 2, stderr: expect.stringMatching(/^permgraph: --before "yesterday" is not an ISO 8601 timestamp/) });
     expect(await count('all')).toBe(total);
 
     expect(await cli('prune-audit', '--before', stamp, '--dry-run')).toMatchObject({ code: 0, stdout: `would prune ${older.toLocaleString('en-US')} audit entries before ${stamp}\n` });

@@ -8,7 +8,7 @@ import { parseDuration, parseExpiresAt } from '../../expiry.ts';
 import type { NodeKind } from '../../types.ts';
 
 // The implementations are imported inside each action: see core.ts.
-import { action, actorOption, ExitCode, positiveInteger, requireSchema } from '../action.ts';
+import { action, actorOption, checkFlag, ExitCode, pageSize, requireSchema } from '../action.ts';
 import type { CommandContext } from '../context.ts';
 import { describeGrant, formatExplanation, formatListedLevel, levelName } from '../format.ts';
 
@@ -35,7 +35,7 @@ export function registerAppCommands(program: Command): void {
         const page = await listTargets(ctx.db, user!, {
           level: options.level,
           kind: options.kind as NodeKind | undefined,
-          limit: positiveInteger(options.limit ?? String(DEFAULT_PAGE_LIMIT), '--limit'),
+          limit: pageSize(options.limit ?? String(DEFAULT_PAGE_LIMIT), '--limit'),
           after: options.after,
         });
         printPage(ctx, page, (item) => `${item.id}\t${item.kind}\t${formatListedLevel(item)}`);
@@ -55,7 +55,7 @@ export function registerAppCommands(program: Command): void {
         const { listUsers } = await import('../../app/listing.ts');
         const page = await listUsers(ctx.db, target!, {
           level: options.level,
-          limit: positiveInteger(options.limit ?? String(DEFAULT_PAGE_LIMIT), '--limit'),
+          limit: pageSize(options.limit ?? String(DEFAULT_PAGE_LIMIT), '--limit'),
           after: options.after,
         });
         printPage(ctx, page, (item) => `${item.id}\t${formatListedLevel(item)}`);
@@ -146,12 +146,8 @@ export function registerAppCommands(program: Command): void {
 /** --expires / --expires-in: malformed, or both, is a usage error (exit 2, one line naming the value); the library checks the rest. */
 function checkExpiryFlags(flags: { expires?: string; expiresIn?: string }): void {
   if (flags.expires !== undefined && flags.expiresIn !== undefined) throw new ExitCode(2, 'give --expires or --expires-in, not both');
-  try {
-    if (flags.expires !== undefined) parseExpiresAt(flags.expires, '--expires');
-    if (flags.expiresIn !== undefined) parseDuration(flags.expiresIn, '--expires-in');
-  } catch (error) {
-    throw new ExitCode(2, (error as Error).message);
-  }
+  if (flags.expires !== undefined) checkFlag(() => parseExpiresAt(flags.expires, '--expires'));
+  if (flags.expiresIn !== undefined) checkFlag(() => parseDuration(flags.expiresIn, '--expires-in'));
 }
 
 /** Items one per line (tab-separated), then how to get the next page. */

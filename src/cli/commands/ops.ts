@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import type { AuditAction } from '../../app/audit.ts';
 import type { ImportProgress, ImportSource, ImportSummary, OnInvalid } from '../../app/import/index.ts';
 import { AUDIT_ACTIONS, DEFAULT_AUDIT_LIMIT, DEFAULT_IMPORT_BATCH_SIZE, DEFAULT_IMPORT_MAX_PROBLEMS, DEFAULT_MAX_CONSUMER_LAG_SECONDS, DEFAULT_MAX_LAG_SECONDS } from '../../constants.ts';
-import { action, actorOption, ExitCode, positiveInteger, requireSchema } from '../action.ts';
+import { action, actorOption, checkFlag, ExitCode, pageSize, positiveInteger, requireSchema } from '../action.ts';
 import type { CommandContext } from '../context.ts';
 import { EXIT } from '../errors.ts';
 import { describeEntry } from '../format.ts';
@@ -229,7 +229,7 @@ function progressBar(lib: typeof cliProgress): { update: (p: ImportProgress) => 
 async function runAudit(ctx: CommandContext, flags: AuditFlags): Promise<void> {
   await requireSchema(ctx);
   const { listAudit } = await import('../../app/audit.ts');
-  const limit = positiveInteger(flags.limit, '--limit');
+  const limit = pageSize(flags.limit, '--limit');
   const after = flags.after === undefined ? undefined : positiveInteger(flags.after, '--after');
   const page = await listAudit(ctx.db, {
     actor: flags.actor,
@@ -249,6 +249,9 @@ async function runAudit(ctx: CommandContext, flags: AuditFlags): Promise<void> {
 
 async function runPruneAudit(ctx: CommandContext, flags: PruneFlags): Promise<void> {
   if ((flags.before === undefined) === (flags.olderThan === undefined)) throw new ExitCode(2, 'give --before or --older-than, one of the two');
+  const { parseDuration, parseExpiresAt } = await import('../../expiry.ts');
+  if (flags.before !== undefined) checkFlag(() => parseExpiresAt(flags.before, '--before'));
+  if (flags.olderThan !== undefined) checkFlag(() => parseDuration(flags.olderThan, '--older-than'));
   await requireSchema(ctx);
   const { pruneAudit } = await import('../../app/audit.ts');
   const when = flags.before === undefined ? { olderThan: flags.olderThan! } : { before: flags.before };

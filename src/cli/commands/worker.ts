@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { DEFAULT_CHUNK_PAIRS, DEFAULT_MAX_BATCH, DEFAULT_POLL_INTERVAL_MS, DEFAULT_STANDBY_INTERVAL_MS } from '../../constants.ts'; // imports nothing: cheap for --help
 import type { BatchResult } from '../../engine/apply.ts';
 import type { Worker } from '../../worker/worker.ts';
-import { action, positiveInteger, requireSchema, withRightsHint } from '../action.ts';
+import { action, ExitCode, portNumber, positiveInteger, requireSchema, withRightsHint } from '../action.ts';
 import { onShutdownSignal, type CommandContext } from '../context.ts';
 
 /** worker, dev. */
@@ -72,6 +72,8 @@ async function runWorker(ctx: CommandContext, flags: WorkerFlags, onSchemaReady?
     import('../../migrations/migrate.ts'),
     import('../../worker/worker.ts'),
   ]);
+  if (flags.once && flags.metricsPort !== undefined) throw new ExitCode(2, '--metrics-port has no use with --once, which exits after its batch');
+  const metricsPort = flags.metricsPort === undefined ? undefined : portNumber(flags.metricsPort, '--metrics-port');
   if (flags.migrate) {
     await migrate(ctx.db, ctx.logger).catch((error: unknown) => {
       throw withRightsHint(error, 'worker --migrate', "the schema's owner (run `permgraph migrate` as it, and the worker without --migrate)");
@@ -99,7 +101,7 @@ async function runWorker(ctx: CommandContext, flags: WorkerFlags, onSchemaReady?
     chunkPairs,
     listen: flags.listen,
   });
-  const metricsServer = flags.metricsPort === undefined ? undefined : await startMetrics(worker, ctx, positiveInteger(flags.metricsPort, '--metrics-port'));
+  const metricsServer = flags.metricsPort === undefined ? undefined : await startMetrics(worker, ctx, metricsPort!);
   if (metricsServer) ctx.logger.info({ port: flags.metricsPort }, 'serving metrics at /metrics');
   await worker.start();
   await onShutdownSignal(ctx.logger, async () => {
