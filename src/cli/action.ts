@@ -62,15 +62,18 @@ export function withRightsHint(error: unknown, path: string, needs = RIGHTS_NEED
 class RightsHinted extends Error {}
 
 /** A command's end on a database without the permgraph schema (requireSchema, and status, which shows the other states). */
-export function schemaNotFound(): ExitCode {
-  return new ExitCode(1, 'permgraph schema not found in this database: run `permgraph migrate` first', 'not_migrated');
+export function schemaNotFound(ctx: CommandContext): ExitCode {
+  // (with neither a URL nor DATABASE_URL the command ran on the embedded
+  // development server: in production, a missing or misspelt variable)
+  const where = ctx.database.origin === 'embedded' ? ' (the embedded development server: neither --database-url nor DATABASE_URL was given)' : '';
+  return new ExitCode(1, `permgraph schema not found in this database${where}: run \`permgraph migrate\` first`, 'not_migrated');
 }
 
 /** Fails with a one-line reason unless the schema matches this package. */
 export async function requireSchema(ctx: CommandContext): Promise<void> {
   const { modifiedMigrations, schemaState } = await import('../migrations/migrate.ts'); // loaded lazily: see context.ts
   const { state, pending } = await schemaState(ctx.db);
-  if (state === 'missing') throw schemaNotFound();
+  if (state === 'missing') throw schemaNotFound(ctx);
   if (state === 'behind') throw new ExitCode(1, `permgraph schema is behind this package (pending: ${pending.join(', ')}): run \`permgraph migrate\``, 'not_migrated');
   if (state === 'ahead') throw new ExitCode(1, 'permgraph schema is newer than this package: upgrade permgraph', 'not_migrated');
   if (state === 'modified') throw new ExitCode(1, modifiedMigrations(pending), 'migration_checksum');

@@ -1,3 +1,7 @@
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
 import { registerCommands } from '../../src/cli/commands/index.ts';
@@ -7,7 +11,7 @@ import { refresh } from '../../src/engine/apply.ts';
 import * as model from '../reference/model.ts';
 import { g, grant, u } from '../helpers/builders.ts';
 import { createEmptyDatabase, createTestDatabase } from '../helpers/database.ts';
-import { collect, DEV_BIN, killWorkerMidBatch, runCli, spawnCli, waitUntil, wideGraph } from '../helpers/cli.ts';
+import { BIN, collect, DEV_BIN, killWorkerMidBatch, runCli, spawnCli, waitUntil, wideGraph } from '../helpers/cli.ts';
 import { loadGraph, readPermissions } from '../helpers/graph.ts';
 
 /** --json output is camelCase: no key anywhere with an underscore (audit entries' free-form details aside). */
@@ -86,6 +90,22 @@ describe('permgraph CLI', async () => {
     const unreachable = await runCli(['--database-url', 'postgres://nobody:x@127.0.0.1:1/none', 'status']);
     expect(unreachable.code).toBe(1);
     expect(unreachable.stderr).toMatch(/^permgraph: .*ECONNREFUSED.*\n$/);
+  });
+
+  it('with neither --database-url nor DATABASE_URL a command runs on the embedded development server, and says so when the schema is missing', async () => {
+    const project = await mkdtemp(path.join(tmpdir(), 'permgraph-project-'));
+    try {
+      const env = { ...process.env };
+      delete env.DATABASE_URL;
+      const result = await collect(spawn(process.execPath, [BIN, 'status'], { cwd: project, env, stdio: ['ignore', 'pipe', 'pipe'] }));
+      expect(result).toMatchObject({
+        code: 1,
+        // (after, as root, a warning that the project directory was made traversable for the postgres OS user)
+        stderr: expect.stringMatching(/^permgraph: permgraph schema not found in this database \(the embedded development server: neither --database-url nor DATABASE_URL was given\): run `permgraph migrate` first\n$/m),
+      });
+    } finally {
+      await rm(project, { recursive: true, force: true });
+    }
   });
 
   it('--json: a failure is one JSON object on stderr with a stable code, usage errors included; nothing on stdout', async () => {

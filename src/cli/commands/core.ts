@@ -83,7 +83,7 @@ export function registerCoreCommands(program: Command): void {
       action(program, async (ctx) => {
         const [{ schemaState }, { sql }] = await Promise.all([import('../../migrations/migrate.ts'), import('../../db/pool.ts')]);
         const schema = await schemaState(ctx.db);
-        if (schema.state === 'missing') throw schemaNotFound();
+        if (schema.state === 'missing') throw schemaNotFound(ctx);
         const [row] = await ctx.db.query(sql`select permgraph.status() as status`);
         // permgraph.status() speaks SQL's snake_case; the command line speaks camelCase.
         const status = camelCaseKeys({ schema: schema.state, ...row.status }) as Record<string, any>;
