@@ -221,11 +221,19 @@ export async function syncRoles(
   return withInputErrors(() =>
     db.tx(async (tx) => {
       // Concurrent syncs take turns; readers of the catalog are not blocked.
-      await tx.query(sql`lock table permgraph.roles, permgraph.operations in share row exclusive mode`);
+      // A dry run writes nothing and takes no lock (which would need write
+      // rights): any login that may read the catalog may ask what a sync
+      // would change, from one snapshot of both tables.
+      if (!dryRun) await tx.query(sql`lock table permgraph.roles, permgraph.operations in share row exclusive mode`);
       await applyActor(tx, options.actor);
+      const entries: (CatalogEntry & { section: Section })[] = await tx.query(sql`
+        select 'roles' as section, name, level from permgraph.roles
+        union all
+        select 'operations', name, level from permgraph.operations
+        order by 1, 2`);
       const changes: CatalogChange[] = [];
       for (const section of Object.keys(SECTIONS) as Section[]) {
-        const current: CatalogEntry[] = await tx.query(sql`select name, level from ${TABLES[section]} order by name`);
+        const current = entries.filter((e) => e.section === section).map(({ name, level }) => ({ name, level }));
         const sectionChanges = diffSection(SECTIONS[section], current, checked[section]);
         changes.push(...sectionChanges);
         if (dryRun || sectionChanges.length === 0) continue;

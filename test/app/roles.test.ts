@@ -20,6 +20,7 @@ import { u, g, o, grant } from '../helpers/builders.ts';
 import { runCli } from '../helpers/cli.ts';
 import { expectedRowAccess, type AppRow } from '../helpers/app-rows.ts';
 import { createTestDatabase } from '../helpers/database.ts';
+import { createLogin } from '../helpers/logins.ts';
 import { PAST, graphArbitrary, loadGraph } from '../helpers/graph.ts';
 
 /** Before every trash time the graphs use: "include trash" is the model at this instant. */
@@ -170,6 +171,11 @@ describe('roles, operations, superusers, can()', async () => {
       const dry = await syncRoles(db, CATALOG, { dryRun: true });
       expect(dry.dryRun).toBe(true);
       expect(dry.changes).toHaveLength(6);
+      expect(await catalogInDb()).toEqual({ roles: [], operations: [] });
+      // a login that may only read the catalog may ask what a sync would change, and no more
+      const reader = await createLogin(db, url, 'catalog_reader', 'permgraph_reader');
+      expect(await syncRoles(reader.db, CATALOG, { dryRun: true })).toEqual(dry);
+      await expect(syncRoles(reader.db, CATALOG)).rejects.toMatchObject({ code: '42501' });
       expect(await catalogInDb()).toEqual({ roles: [], operations: [] });
 
       const first = await syncRoles(db, CATALOG);
