@@ -169,8 +169,8 @@ describe('permgraph list / who / explain / grant / revoke / sync-grants', async 
       () => fails(['revoke', 'ann', 'ghost'], 'node "ghost" does not exist'),
     ]);
     const bad = path.join(scratch, 'bad.json');
-    await writeFile(bad, '[{"tail": "ann", "head": "eng", "level": 1},');
-    await fails(['sync-grants', 'ldap', bad], /^permgraph: .*bad\.json is not valid JSON: .*\n$/);
+    await writeFile(bad, '[{"tail": "ann", "head": "eng", "level": 1},\n {"tail": "bob" "head": "eng", "level": 1}]');
+    await fails(['sync-grants', 'ldap', bad], /^permgraph: .*bad\.json:2:17: not valid JSON: .*\n$/);
     await writeFile(bad, JSON.stringify([{ tail: 'bob', head: 'eng', level: 1 }, { tail: 'spec', head: 'eng', level: 1 }]));
     await fails(['sync-grants', 'ldap', bad], 'sync-grants: grant #2 (spec -> eng): tail "spec" is an object; only users and groups can hold grants; nothing was written');
     await fails(['sync-grants', 'ldap', path.join(scratch, 'missing.json')], /^permgraph: cannot read .*missing\.json: ENOENT.*\n$/);

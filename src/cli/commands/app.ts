@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import type { Page } from '../../app/listing.ts';
+import { parsePositionedJson } from '../../app/positioned-json.ts';
 import type { DesiredGrant } from '../../app/sync-grants.ts';
 import { DEFAULT_GRANT_SOURCE, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT } from '../../constants.ts';
 import { InvalidInputError } from '../../errors.ts';
@@ -169,6 +170,11 @@ function parseGrantsFile(file: string, text: string): unknown {
   try {
     return JSON.parse(text);
   } catch (error) {
+    // Where, as a file a person edits wants it: the strict parser of the
+    // roles catalog finds the same error with its line and column.
+    parsePositionedJson(text, (reason, at) => {
+      throw new InvalidInputError(`${file}:${at.line}:${at.column}: not valid JSON: ${reason}`);
+    });
     throw new InvalidInputError(`${file} is not valid JSON: ${(error as Error).message}`);
   }
 }
