@@ -2049,8 +2049,8 @@ begin
   return path;
 end $function$;
 
--- permgraph._explain_tree(text,integer): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._explain_tree(p_user_id text, p_min_level integer)
+-- permgraph._explain_tree(text,integer,timestamp with time zone): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._explain_tree(p_user_id text, p_min_level integer, p_lasting_until timestamp with time zone DEFAULT '-infinity'::timestamp with time zone)
  RETURNS jsonb
  LANGUAGE plpgsql
  STABLE
@@ -2077,7 +2077,7 @@ begin
         from unnest(frontier_ids, frontier_kinds, frontier_ranks) as f(id, kind, rank)
         join permgraph.edges e on e.tail_id = f.id
         where e.level >= p_min_level
-          and (e.expires_at is null or e.expires_at > now())
+          and (e.expires_at is null or (e.expires_at > now() and e.expires_at >= p_lasting_until))
           and (f.kind = 'group' or depth = 0)
           and not (tree ? e.head_id)
         order by e.head_id, f.rank, e.level desc, e.source
@@ -4978,6 +4978,37 @@ begin
   cross join lateral (select (r ->> 'level')::integer as level, (r ->> 'expired')::boolean as expired,
                              (r ->> 'validUntil')::timestamptz as valid_until) x
   where r ->> 'target' = p_thing_id or (r ->> 'traverseOwned')::boolean;
+
+  -- The path shown should hold for as long as the answer does: the search
+  -- above takes the fewest edges whatever their expiry, so a grant ending in
+  -- an hour may be shown while another path, which never ends, gives the
+  -- validUntil reported. When the path ends before validUntil (or at all,
+  -- when validUntil is null), search again at the same level through edges
+  -- lasting that long, and show that path if it reaches; if none does (the
+  -- rows lag the edges), the first one stays. The lasting path may take the
+  -- other route (a thing the user owns is reached through the owner step
+  -- whatever its grants); through a group owner or the user's own, not
+  -- through another user who owns the thing (which must end with a manage
+  -- edge: traverse_path).
+  if best > 0 and until_rows > 0
+     and exists (select 1 from jsonb_array_elements(path) as e
+                 where e ->> 'expiresAt' is not null
+                   and (answer_until is null or (e ->> 'expiresAt')::timestamptz < answer_until)) then
+    tree := permgraph._explain_tree(p_user_id, best, coalesce(answer_until, 'infinity'));
+    if tree ? p_thing_id then
+      via := 'direct';
+      path := permgraph._explain_path(tree, p_thing_id);
+      traverse_path := null;
+    elsif owner_usable and (owner_kind = 'group' or thing.owner_id = p_user_id) and tree ? thing.owner_id then
+      via := 'owner';
+      path := permgraph._explain_path(tree, thing.owner_id);
+      if path = '[]' then
+        path := identity_edge;
+      end if;
+      path := path || jsonb_build_array(jsonb_build_object('tail', thing.owner_id, 'head', p_thing_id, 'level', 3, 'source', 'owner', 'expiresAt', null));
+      traverse_path := null;
+    end if;
+  end if;
 
   reason := case
     when hidden then 'trashed'

@@ -6,8 +6,8 @@ import { applyChanges, refresh } from '../../src/engine/apply.ts';
 import { check } from '../../src/engine/check.ts';
 import { InvalidInputError } from '../../src/errors.ts';
 import * as model from '../reference/model.ts';
-import type { Level, RefGraph } from '../reference/model.ts';
-import { u, g, o, grant } from '../helpers/builders.ts';
+import type { Level, RefGrant, RefGraph } from '../reference/model.ts';
+import { u, g, o, expiring, grant } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { FUTURE, PAST, graphArbitrary, loadGraph } from '../helpers/graph.ts';
 
@@ -167,6 +167,64 @@ describe('explain() against the reference model', async () => {
     });
     await refresh(db);
     expect((await explain(db, 'ann', 'doc')).path).toEqual([edge('ann', 2, 'a'), edge('a', 2, 'doc')]);
+  });
+
+  it('random graphs with expiring grants: every grant of the path shown lasts as long as the answer (validUntil)', async () => {
+    const picks = fc.array(fc.tuple(fc.nat(), fc.nat()), { minLength: 25, maxLength: 25 });
+    await fc.assert(
+      fc.asyncProperty(graphArbitrary({ users: 5, groups: 8, objects: 5, grants: 30 }, 0, true), picks, async (graph, choices) => {
+        await loadGraph(db, graph);
+        await refresh(db);
+        const users = graph.nodes.filter((n) => n.kind === 'user');
+        for (const [ui, ti] of choices) {
+          const user = users[ui % users.length]!.id;
+          const thing = graph.nodes[ti % graph.nodes.length]!;
+          const e = await explain(db, user, thing.id);
+          // (a path to another user who owns the thing must end with a manage edge: not searched for lasting ones)
+          const ownedByAnotherUser = thing.ownerId !== user && graph.nodes.find((n) => n.id === thing.ownerId)?.kind === 'user';
+          if (!e.allowed || e.via === 'superuser' || ownedByAnotherUser) continue;
+          for (const step of e.path) {
+            if (step.expiresAt === null) continue;
+            const label = `explain(${user}, ${thing.id}): ${step.tail} -> ${step.head} ends ${step.expiresAt.toISOString()}, validUntil ${e.validUntil?.toISOString() ?? 'never'}`;
+            expect(e.validUntil, label).not.toBeNull();
+            expect(step.expiresAt.getTime(), label).toBeGreaterThanOrEqual(e.validUntil!.getTime());
+          }
+        }
+      }),
+      { numRuns: 40 },
+    );
+  });
+
+  it('shows a path that holds as long as the answer does: past a shorter one whose grant ends sooner', async () => {
+    const hour = 3_600_000;
+    const soon = new Date(Date.now() + 2 * hour);
+    const later = new Date(Date.now() + 5 * hour);
+    const at = (ms: number) => new Date(Math.floor(ms / 1000) * 1000); // (whole seconds, as stored and compared)
+    const load = async (teamGrant: RefGrant) => {
+      await loadGraph(db, {
+        nodes: [u('erin'), g('oncall'), g('team'), g('proj'), o('doc', 'proj')],
+        // both paths have two edges, and 'oncall' sorts first
+        grants: [expiring('erin', 2, 'oncall', at(soon.getTime())), grant('oncall', 2, 'proj'), teamGrant, grant('team', 2, 'proj')],
+      });
+      await refresh(db);
+    };
+    // the lasting path never ends: it is shown, and validUntil is null
+    await load(grant('erin', 2, 'team'));
+    for (const [thing, via] of [['proj', 'direct'], ['doc', 'owner']] as const) {
+      const e = await explain(db, 'erin', thing);
+      expect(e, thing).toMatchObject({ allowed: true, via, validUntil: null });
+      expect(e.path.slice(0, 2), thing).toEqual([edge('erin', 2, 'team'), edge('team', 2, 'proj')]);
+    }
+    // both end: the one ending later gives validUntil, and is the one shown
+    await load(expiring('erin', 2, 'team', at(later.getTime())));
+    const both = await explain(db, 'erin', 'proj');
+    expect(both.validUntil).toEqual(at(later.getTime()));
+    expect(both.path).toEqual([{ ...edge('erin', 2, 'team'), expiresAt: at(later.getTime()) }, edge('team', 2, 'proj')]);
+    // only the short one: it is shown, and ends the answer
+    await load(grant('erin', 1, 'team'));
+    const short = await explain(db, 'erin', 'proj');
+    expect(short).toMatchObject({ bestLevel: 2, validUntil: at(soon.getTime()) });
+    expect(short.path.map((p) => p.head)).toEqual(['oncall', 'proj']);
   });
 
   it('says how many changes are pending, while check() still answers from the table that lags them', async () => {
