@@ -20,7 +20,8 @@ const program = new Command('permgraph')
   .option('--log-level <level>', `${LOG_LEVELS.join('|')} (logs go to stderr)`)
   .option('--log-format <format>', 'json|text (default: text on a terminal, else JSON lines)')
   .option('--json', 'machine-readable output on stdout, keys in camelCase; a failure is {"error": {"message", "code", "exitCode"}} on stderr')
-  .showHelpAfterError()
+  // one line and a pointer, not the whole help, after a usage error
+  .showHelpAfterError('(add --help for usage)')
   // With --json, commander's own error text and help are replaced by the JSON failure (main below).
   .configureOutput({ writeErr: (text) => void (json ? undefined : process.stderr.write(text)) })
   .addHelpText(

@@ -84,6 +84,8 @@ describe('permgraph CLI', async () => {
     expect(badLevel.code).toBe(1);
     expect(badLevel.stderr).toBe('permgraph: level must be 1 (read), 2 (write) or 3 (manage), got "4"\n');
     expect((await cli('no-such-command')).code).toBe(2);
+    // a usage error is its line and a pointer to --help, not the whole help
+    expect(await cli('check', 'ann')).toMatchObject({ code: 2, stdout: '', stderr: "error: missing required argument 'target'\n(add --help for usage)\n" });
     expect((await cli('worker', '--once', '--max-batch', 'lots')).stderr).toBe('permgraph: --max-batch must be a positive integer, got "lots"\n');
     expect(await cli('worker', '--metrics-port', '99999')).toMatchObject({ code: 2, stderr: 'permgraph: --metrics-port must be a port from 1 to 65535, got "99999"\n' });
     expect(await cli('worker', '--once', '--metrics-port', '9464')).toMatchObject({ code: 2, stderr: 'permgraph: --metrics-port has no use with --once, which exits after its batch\n' });
