@@ -238,9 +238,12 @@ begin
   -- lasting that long, and show that path if it reaches; if none does (the
   -- rows lag the edges), the first one stays. The lasting path may take the
   -- other route (a thing the user owns is reached through the owner step
-  -- whatever its grants); through a group owner or the user's own, not
-  -- through another user who owns the thing (which must end with a manage
-  -- edge: traverse_path).
+  -- whatever its grants): through a group owner, the user's own, or another
+  -- user who owns the thing at the manage level (below it, that route needs
+  -- a path ending with a manage edge as well, traverse_path: not searched).
+  -- The search is at the best level: when a lower level is asked, and only
+  -- a lower route lasts, the strongest path stays, and validUntil speaks of
+  -- the asked level.
   if best > 0 and until_rows > 0
      and exists (select 1 from jsonb_array_elements(path) as e
                  where e ->> 'expiresAt' is not null
@@ -250,7 +253,7 @@ begin
       via := 'direct';
       path := permgraph._explain_path(tree, p_thing_id);
       traverse_path := null;
-    elsif owner_usable and (owner_kind = 'group' or thing.owner_id = p_user_id) and tree ? thing.owner_id then
+    elsif owner_usable and (owner_kind = 'group' or thing.owner_id = p_user_id or best = 3) and tree ? thing.owner_id then
       via := 'owner';
       path := permgraph._explain_path(tree, thing.owner_id);
       if path = '[]' then

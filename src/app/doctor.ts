@@ -130,7 +130,7 @@ function workerCheck(status: Status): DoctorCheck {
       status: 'warn',
       message:
         `session(s) that may not apply changes hold the applier's advisory locks, so batches wait: ${sessions.join('; ')}. ` +
-        'A transaction registering a change consumer holds one until it commits; one stuck can be ended with select pg_terminate_backend(pid)',
+        'A transaction registering a change consumer holds one until it commits; a superuser (or a member of pg_signal_backend) can end one that is stuck with select pg_terminate_backend(pid)',
     };
   }
   if (status.worker) {

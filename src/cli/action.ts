@@ -31,7 +31,7 @@ const RIGHTS_NEEDED: Record<string, string> = {
   migrate: "the schema's owner",
   dev: "the schema's owner (it migrates)",
   import: "the schema's owner",
-  'roles sync': "the schema's owner",
+  'roles sync': "the schema's owner (a dry run: any permgraph role)",
   'prune-audit': "the schema's owner",
   worker: 'a login granted permgraph_worker',
   refresh: 'a login granted permgraph_worker',
@@ -48,13 +48,15 @@ function commandPath(command: Command): string {
 }
 
 /**
- * PostgreSQL's own "permission denied for …" says what was refused, not
- * why: the login lacks the role the command needs. Said here, with the
- * SQLSTATE kept. (The SQL side's own refusals name their reason already.)
+ * PostgreSQL's own refusals ("permission denied for …", "must be owner of
+ * …", as a migration's DROP or ALTER gets) say what was refused, not why:
+ * the login lacks the role the command needs. Said here, with the SQLSTATE
+ * kept. (The SQL side's own refusals name their reason already.)
  */
 export function withRightsHint(error: unknown, path: string, needs = RIGHTS_NEEDED[path] ?? 'a login granted permgraph_reader'): unknown {
   const message = error instanceof Error ? error.message : '';
-  if (sqlStateOf(error) !== SqlState.insufficientPrivilege || !message.startsWith('permission denied for ') || error instanceof RightsHinted) return error;
+  const postgresOwn = /^(permission denied for |must be owner of )/.test(message);
+  if (sqlStateOf(error) !== SqlState.insufficientPrivilege || !postgresOwn || error instanceof RightsHinted) return error;
   return Object.assign(new RightsHinted(`${message}: \`permgraph ${path}\` needs ${needs} (docs/security.md)`, { cause: error }), { code: SqlState.insufficientPrivilege });
 }
 

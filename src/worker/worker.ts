@@ -108,10 +108,21 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private async requireWorkerRights(): Promise<void> {
-    const [row] = await this.pool.query(sql`
-      select session_user::text as login,
-             case when to_regprocedure('permgraph._applier_role_key()') is not null
-                  then has_function_privilege('permgraph._applier_role_key()', 'execute') end as may`);
+    let row: { login: string; schema: boolean; may: boolean | null };
+    try {
+      // (to_regprocedure itself is refused without USAGE on the schema: asked last)
+      [row] = await this.pool.query(sql`
+        select session_user::text as login, to_regnamespace('permgraph') is not null as schema,
+               case when to_regnamespace('permgraph') is null then null
+                    when not has_schema_privilege('permgraph', 'usage') then false
+                    when to_regprocedure('permgraph._applier_role_key()') is null then null
+                    else has_function_privilege('permgraph._applier_role_key()', 'execute') end as may`);
+    } catch (error) {
+      // A server that cannot be reached now is what the loop retries (as a
+      // standby); only a definite answer refuses the start.
+      this.logger.warn({ err: error }, 'could not check the worker login\'s rights; starting anyway');
+      return;
+    }
     if (row.may === true) return;
     await this.pool.dispose();
     throw new PermgraphError(

@@ -180,9 +180,9 @@ describe('explain() against the reference model', async () => {
           const user = users[ui % users.length]!.id;
           const thing = graph.nodes[ti % graph.nodes.length]!;
           const e = await explain(db, user, thing.id);
-          // (a path to another user who owns the thing must end with a manage edge: not searched for lasting ones)
+          // (below manage, a path to another user who owns the thing must also end with a manage edge: not searched for lasting ones)
           const ownedByAnotherUser = thing.ownerId !== user && graph.nodes.find((n) => n.id === thing.ownerId)?.kind === 'user';
-          if (!e.allowed || e.via === 'superuser' || ownedByAnotherUser) continue;
+          if (!e.allowed || e.via === 'superuser' || (ownedByAnotherUser && e.bestLevel < 3)) continue;
           for (const step of e.path) {
             if (step.expiresAt === null) continue;
             const label = `explain(${user}, ${thing.id}): ${step.tail} -> ${step.head} ends ${step.expiresAt.toISOString()}, validUntil ${e.validUntil?.toISOString() ?? 'never'}`;
@@ -220,6 +220,15 @@ describe('explain() against the reference model', async () => {
     const both = await explain(db, 'erin', 'proj');
     expect(both.validUntil).toEqual(at(later.getTime()));
     expect(both.path).toEqual([{ ...edge('erin', 2, 'team'), expiresAt: at(later.getTime()) }, edge('team', 2, 'proj')]);
+    // a thing another user owns, reached at manage: the owner route through the lasting path
+    await loadGraph(db, {
+      nodes: [u('erin'), u('xena'), g('a'), g('b'), o('memo', 'xena')],
+      grants: [expiring('erin', 3, 'a', at(soon.getTime())), grant('a', 3, 'xena'), grant('erin', 3, 'b'), grant('b', 3, 'xena')],
+    });
+    await refresh(db);
+    const memo = await explain(db, 'erin', 'memo');
+    expect(memo).toMatchObject({ allowed: true, via: 'owner', bestLevel: 3, validUntil: null, traversePath: null });
+    expect(memo.path).toEqual([edge('erin', 3, 'b'), edge('b', 3, 'xena'), edge('xena', 3, 'memo', 'owner')]);
     // only the short one: it is shown, and ends the answer
     await load(grant('erin', 1, 'team'));
     const short = await explain(db, 'erin', 'proj');

@@ -30,6 +30,17 @@ describe('migrations', async () => {
     } finally {
       await migrate(db);
     }
+    // a migration's DROP of a function is refused with "must be owner of": told the same
+    await db.query(sql`
+      create function permgraph._explain_tree(text, integer) returns jsonb language sql as 'select null::jsonb';
+      delete from permgraph.migrations where version = 47`);
+    try {
+      const refused = await runCli(['--database-url', worker.url, 'migrate']);
+      expect(refused).toMatchObject({ code: 1, stderr: expect.stringMatching(/^permgraph: must be owner of function .*_explain_tree: `permgraph migrate` needs the schema's owner/) });
+    } finally {
+      await migrate(db);
+    }
+    expect(await db.query(sql`select count(*)::int as n from pg_proc where proname = '_explain_tree'`)).toEqual([{ n: 1 }]);
   });
 
   it('concurrent runs on an empty database apply each migration and function file exactly once', async () => {

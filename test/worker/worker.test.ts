@@ -263,6 +263,14 @@ describe('worker', async () => {
     const reader = await createLogin(db, url, 'not_a_worker', 'permgraph_reader');
     const worker = new Worker({ url: reader.url, listen: false });
     await expect(worker.start()).rejects.toThrow(`${reader.name} may not run the worker: grant it permgraph_worker (it may not execute the engine's functions)`);
+    // a login with no permgraph role at all (no USAGE on the schema) is told the same
+    const stranger = await createLogin(db, url, 'no_role');
+    await expect(new Worker({ url: stranger.url, listen: false }).start()).rejects.toThrow(`${stranger.name} may not run the worker: grant it permgraph_worker`);
+    // a server that cannot be reached is not a refusal: the worker starts, as a standby, and retries
+    const unreachable = new Worker({ url: 'postgres://nobody:x@127.0.0.1:1/none', listen: false, standbyIntervalMs: 50 });
+    await unreachable.start();
+    await waitUntil(async () => unreachable.role === 'standby', 'the unreachable worker to wait as a standby');
+    await unreachable.stop();
     const cli = await runCli(['--database-url', reader.url, 'worker']);
     expect(cli).toMatchObject({ code: 1, stderr: expect.stringContaining(`permgraph: ${reader.name} may not run the worker: grant it permgraph_worker`) });
     // a one-shot command's refusal by PostgreSQL says which login it needs

@@ -93,7 +93,8 @@ export function registerCoreCommands(program: Command): void {
         ctx.say(`oldest pending:   ${status.oldestPendingAgeS == null ? '-' : `${Number(status.oldestPendingAgeS).toFixed(1)} s ago`}`);
         const last = status.lastBatch;
         ctx.say(`last batch:       ${last?.lastBatchAt ? `${last.lastBatchMode}, ${last.lastBatchChanges} change(s), ${Number(last.lastBatchMs).toFixed(1)} ms, at ${last.lastBatchAt}` : 'never'}`);
-        ctx.say(`worker:           ${status.worker ? `active (backend pid ${status.worker.pid}, ${status.worker.applicationName}, ${workerConnection(status.worker)})` : 'none holds the applier role'}`);
+        const squatter = status.worker?.mayApply === false ? ', which may not apply changes: see blocking' : '';
+        ctx.say(`worker:           ${status.worker ? `active (backend pid ${status.worker.pid}, ${status.worker.applicationName}, ${workerConnection(status.worker)}${squatter})` : 'none holds the applier role'}`);
         for (const s of status.blockingSessions ?? []) {
           ctx.say(`blocking:         backend pid ${s.pid} (role ${s.role}, "${s.applicationName}") holds ${s.lock === 'role' ? "the applier role's lock" : "a batch's lock"} and may not apply changes: batches wait for it`);
         }
