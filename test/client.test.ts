@@ -1,7 +1,7 @@
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, onTestFinished } from 'vitest';
 import { openPool, sql } from '../src/db/pool.ts';
 import { currentToken, InvalidInputError, PermgraphError, Permgraph } from '../src/index.ts';
 import * as model from './reference/model.ts';
@@ -99,7 +99,9 @@ describe('TypeScript API (Permgraph)', async () => {
       });
       await api.grant('ax-user', 'ax-team', 'read', { source: 'outside' }); // outside asActor: the login
       await pg.asActor('root@example.com', () => pg.syncRoles({ roles: [{ name: 'ax-role', level: 1 }], operations: [] }));
-      const csv = path.join(await mkdtemp(path.join(tmpdir(), 'permgraph-client-')), 'nodes.csv');
+      const scratch = await mkdtemp(path.join(tmpdir(), 'permgraph-client-'));
+      onTestFinished(() => rm(scratch, { recursive: true, force: true }));
+      const csv = path.join(scratch, 'nodes.csv');
       await writeFile(csv, 'id,kind,owner_id\nax-doc,object,ax-team\n');
       const imported = await pg.asActor('importer@example.com', () => pg.importGraph({ nodes: { file: csv }, name: 'ax-import' }));
       expect(imported.loaded).toBe(true);

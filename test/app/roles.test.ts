@@ -2,11 +2,11 @@
 // check_op and can() (sql/functions/090_catalog.sql, 100_access.sql;
 // src/app/catalog.ts, access.ts, rls.ts), against the reference model
 // wherever permissions are involved.
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { canAccessRow, checkOperation, parseLevelOrRole } from '../../src/app/access.ts';
 import { CatalogError, loadCatalogFile, parseCatalog, syncRoles, type Catalog } from '../../src/app/catalog.ts';
 import { setSuperuser } from '../../src/app/rls.ts';
@@ -148,6 +148,7 @@ describe('catalog file parsing', () => {
 
   it('loadCatalogFile names the file in errors, and a missing file', async () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'permgraph-catalog-'));
+    onTestFinished(() => rm(dir, { recursive: true, force: true }));
     const file = path.join(dir, 'bad.json');
     await writeFile(file, '{\n  "roles": {"viewer": 1},\n  "operations": {"doc.read": 9}\n}\n');
     await expect(loadCatalogFile(file)).rejects.toThrow(`${file}:3:30: level of operation "doc.read"`);
@@ -250,6 +251,7 @@ describe('roles, operations, superusers, can()', async () => {
     it('prints the diff, --dry-run changes nothing, a second run prints "no changes", --json for scripts', async () => {
       await syncRoles(db, { roles: [], operations: [] });
       const dir = await mkdtemp(path.join(tmpdir(), 'permgraph-catalog-'));
+      onTestFinished(() => rm(dir, { recursive: true, force: true }));
       const file = path.join(dir, 'catalog.json');
       await writeFile(file, CATALOG_TEXT);
 
@@ -281,6 +283,7 @@ describe('roles, operations, superusers, can()', async () => {
     it('a malformed file: exit 1, one line with file, line, column and reason; nothing changed', async () => {
       await syncRoles(db, CATALOG);
       const dir = await mkdtemp(path.join(tmpdir(), 'permgraph-catalog-'));
+      onTestFinished(() => rm(dir, { recursive: true, force: true }));
       const file = path.join(dir, 'bad.json');
       const text = '{\n  "roles": {"viewer": 1},\n  "operations": {"doc.read": 1,}\n}\n';
       await writeFile(file, text);
