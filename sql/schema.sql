@@ -4865,6 +4865,7 @@ declare
   manage_source text;
   manage_expires timestamptz;
   identity_edge jsonb := jsonb_build_array(jsonb_build_object('tail', p_user_id, 'head', p_user_id, 'level', 3, 'source', 'identity', 'expiresAt', null));
+  owner_step jsonb;        -- the last edge of a path through the thing's owner
   reason text;
   rows_used jsonb;
   asked_level integer;     -- the level the answer is about: the asked one, else any (1)
@@ -4882,6 +4883,7 @@ begin
   perform permgraph._require_node(p_thing_id, 'thing');
   select n.id, n.kind, n.owner_id, n.trash_at into thing from permgraph.nodes n where n.id = p_thing_id;
   select n.kind into owner_kind from permgraph.nodes n where n.id = thing.owner_id;
+  owner_step := jsonb_build_array(jsonb_build_object('tail', thing.owner_id, 'head', p_thing_id, 'level', 3, 'source', 'owner', 'expiresAt', null));
   -- The same tables permgraph.check() reads for trash, reported as a time.
   effective_trash := case thing.kind
     when 'user' then null
@@ -4956,7 +4958,7 @@ begin
             'source', case when manage_source = '' then 'owner' else manage_source end,
             'expiresAt', manage_expires));
         end if;
-        path := path || jsonb_build_array(jsonb_build_object('tail', thing.owner_id, 'head', p_thing_id, 'level', 3, 'source', 'owner', 'expiresAt', null));
+        path := path || owner_step;
         exit;
       end if;
     end loop;
@@ -5008,7 +5010,7 @@ begin
       if path = '[]' then
         path := identity_edge;
       end if;
-      path := path || jsonb_build_array(jsonb_build_object('tail', thing.owner_id, 'head', p_thing_id, 'level', 3, 'source', 'owner', 'expiresAt', null));
+      path := path || owner_step;
       traverse_path := null;
     end if;
   end if;
@@ -5793,6 +5795,19 @@ CREATE OR REPLACE FUNCTION permgraph.status()
  STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
+  -- The sessions holding the applier role's advisory lock (the active
+  -- worker's, session-level) or a batch's (transaction-level), read once for
+  -- the two entries below, and whether each session may apply changes.
+  with applier_locks as (
+    select a.pid, a.usename, a.application_name, a.client_addr, a.backend_start, a.xact_start, a.state,
+           case when ((l.classid::bigint << 32) | l.objid::bigint) = permgraph._applier_role_key() then 'role' else 'batch' end as lock,
+           has_function_privilege(a.usesysid, 'permgraph._applier_role_key()', 'execute') as may_apply
+    from pg_locks l
+    join pg_stat_activity a on a.pid = l.pid
+    where l.locktype = 'advisory' and l.granted and l.objsubid = 1
+      and l.database = (select oid from pg_database where datname = current_database())
+      and ((l.classid::bigint << 32) | l.objid::bigint) in (permgraph._applier_role_key(), permgraph._applier_lock_key())
+  )
   select jsonb_build_object(
     'pending_changes', (select count(*) from permgraph.changes),
     'oldest_pending_age_s', (select extract(epoch from now() - min(captured_at)) from permgraph.changes),
@@ -5800,14 +5815,10 @@ AS $function$
     -- whoever holds the applier role (may_apply false: a session that may
     -- not apply changes took its advisory lock, which any login can, and
     -- every worker waits as a standby)
-    'worker', (select jsonb_build_object('pid', a.pid, 'application_name', a.application_name,
-                                         'client_addr', a.client_addr, 'since', a.backend_start,
-                                         'role', a.usename,
-                                         'may_apply', has_function_privilege(a.usesysid, 'permgraph._applier_role_key()', 'execute'))
-               from pg_locks l join pg_stat_activity a on a.pid = l.pid
-               where l.locktype = 'advisory' and l.granted and l.objsubid = 1
-                 and l.database = (select oid from pg_database where datname = current_database())
-                 and ((l.classid::bigint << 32) | l.objid::bigint) = permgraph._applier_role_key()
+    'worker', (select jsonb_build_object('pid', h.pid, 'application_name', h.application_name,
+                                         'client_addr', h.client_addr, 'since', h.backend_start,
+                                         'role', h.usename, 'may_apply', h.may_apply)
+               from applier_locks h where h.lock = 'role'
                limit 1),
     -- Sessions that may not apply changes holding the applier role's or a
     -- batch's advisory lock: batches wait for them. A transaction
@@ -5815,17 +5826,10 @@ AS $function$
     -- it commits, as it must; one left open, or any login taking either
     -- key, stalls the worker.
     'blocking_sessions', coalesce((
-      select jsonb_agg(jsonb_build_object('pid', a.pid, 'role', a.usename, 'application_name', a.application_name,
-                                          'lock', case when k.key = permgraph._applier_role_key() then 'role' else 'batch' end,
-                                          'state', a.state, 'since', coalesce(a.xact_start, a.backend_start))
-                       order by a.pid)
-      from pg_locks l
-      join pg_stat_activity a on a.pid = l.pid
-      cross join lateral (select (l.classid::bigint << 32) | l.objid::bigint as key) k
-      where l.locktype = 'advisory' and l.granted and l.objsubid = 1
-        and l.database = (select oid from pg_database where datname = current_database())
-        and k.key in (permgraph._applier_role_key(), permgraph._applier_lock_key())
-        and not has_function_privilege(a.usesysid, 'permgraph._applier_role_key()', 'execute')), '[]'::jsonb),
+      select jsonb_agg(jsonb_build_object('pid', h.pid, 'role', h.usename, 'application_name', h.application_name,
+                                          'lock', h.lock, 'state', h.state, 'since', coalesce(h.xact_start, h.backend_start))
+                       order by h.pid)
+      from applier_locks h where not h.may_apply), '[]'::jsonb),
     'permission_rows', (select count(*) from permgraph.permissions),
     -- the running long job, or the last one (finished_at set); null if none yet
     'long_job', (select to_jsonb(j) - 'singleton'

@@ -116,6 +116,7 @@ declare
   manage_source text;
   manage_expires timestamptz;
   identity_edge jsonb := jsonb_build_array(jsonb_build_object('tail', p_user_id, 'head', p_user_id, 'level', 3, 'source', 'identity', 'expiresAt', null));
+  owner_step jsonb;        -- the last edge of a path through the thing's owner
   reason text;
   rows_used jsonb;
   asked_level integer;     -- the level the answer is about: the asked one, else any (1)
@@ -133,6 +134,7 @@ begin
   perform permgraph._require_node(p_thing_id, 'thing');
   select n.id, n.kind, n.owner_id, n.trash_at into thing from permgraph.nodes n where n.id = p_thing_id;
   select n.kind into owner_kind from permgraph.nodes n where n.id = thing.owner_id;
+  owner_step := jsonb_build_array(jsonb_build_object('tail', thing.owner_id, 'head', p_thing_id, 'level', 3, 'source', 'owner', 'expiresAt', null));
   -- The same tables permgraph.check() reads for trash, reported as a time.
   effective_trash := case thing.kind
     when 'user' then null
@@ -207,7 +209,7 @@ begin
             'source', case when manage_source = '' then 'owner' else manage_source end,
             'expiresAt', manage_expires));
         end if;
-        path := path || jsonb_build_array(jsonb_build_object('tail', thing.owner_id, 'head', p_thing_id, 'level', 3, 'source', 'owner', 'expiresAt', null));
+        path := path || owner_step;
         exit;
       end if;
     end loop;
@@ -259,7 +261,7 @@ begin
       if path = '[]' then
         path := identity_edge;
       end if;
-      path := path || jsonb_build_array(jsonb_build_object('tail', thing.owner_id, 'head', p_thing_id, 'level', 3, 'source', 'owner', 'expiresAt', null));
+      path := path || owner_step;
       traverse_path := null;
     end if;
   end if;
