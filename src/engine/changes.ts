@@ -134,7 +134,12 @@ export interface ConsumerStatus {
 /** Every consumer of the change stream, by name, with its backlog. */
 export async function consumerStatus(db: Queryable): Promise<ConsumerStatus[]> {
   const [{ consumers }] = await db.query(sql`select permgraph.change_stream_status() as consumers`);
-  return (consumers as Record<string, any>[]).map((c) => ({
+  return toConsumerStatuses(consumers);
+}
+
+/** permgraph.change_stream_status()'s JSON (also status()'s change_consumers), typed. */
+export function toConsumerStatuses(consumers: Record<string, any>[]): ConsumerStatus[] {
+  return consumers.map((c) => ({
     consumer: c.consumer,
     ownerRole: c.owner_role,
     registeredAt: new Date(c.registered_at),
