@@ -101,8 +101,8 @@ async function runWorker(ctx: CommandContext, flags: WorkerFlags, onSchemaReady?
     chunkPairs,
     listen: flags.listen,
   });
-  const metricsServer = flags.metricsPort === undefined ? undefined : await startMetrics(worker, ctx, metricsPort!);
-  if (metricsServer) ctx.logger.info({ port: flags.metricsPort }, 'serving metrics at /metrics');
+  const metricsServer = metricsPort === undefined ? undefined : await startMetrics(worker, ctx, metricsPort);
+  if (metricsServer) ctx.logger.info({ port: metricsPort }, 'serving metrics at /metrics');
   await worker.start();
   await onShutdownSignal(ctx.logger, async () => {
     await worker.stop();
