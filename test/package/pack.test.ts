@@ -105,6 +105,25 @@ console.log(JSON.stringify(result));
     expect(JSON.parse(out.stdout)).toEqual({ write: true, manage: false, refused: true });
   });
 
+  // Node 20.19+ loads an ES module from require(): a CommonJS application
+  // gets the same API, provided the exports map has a condition require()
+  // matches ("default", not "import" alone).
+  it("the API from a CommonJS script: require('permgraph')", async () => {
+    await writeFile(
+      path.join(app, 'api.cjs'),
+      `const { Permgraph, parseLevel } = require('permgraph');
+(async () => {
+  const pg = await Permgraph.connect({ databaseUrl: process.argv[2] });
+  const readable = await pg.check('alice', 'roadmap', parseLevel('read'));
+  await pg.close();
+  console.log(JSON.stringify({ readable }));
+})();
+`,
+    );
+    const out = expectOk(await run(process.execPath, ['api.cjs', url], { cwd: app }), 'node api.cjs');
+    expect(JSON.parse(out.stdout)).toEqual({ readable: true });
+  });
+
   it("the declarations type-check a consumer's TypeScript (tsc, strict, no skipLibCheck)", async () => {
     await writeFile(
       path.join(app, 'tsconfig.json'),
