@@ -5799,7 +5799,7 @@ AS $function$
   -- worker's, session-level) or a batch's (transaction-level), read once for
   -- the two entries below, and whether each session may apply changes.
   with applier_locks as (
-    select a.pid, a.usename, a.application_name, a.client_addr, a.backend_start, a.xact_start, a.state,
+    select a.pid, a.usename, a.application_name, a.client_addr, a.backend_start, a.xact_start, a.state, a.state_change,
            case when ((l.classid::bigint << 32) | l.objid::bigint) = permgraph._applier_role_key() then 'role' else 'batch' end as lock,
            has_function_privilege(a.usesysid, 'permgraph._applier_role_key()', 'execute') as may_apply
     from pg_locks l
@@ -5820,16 +5820,23 @@ AS $function$
                                          'role', h.usename, 'may_apply', h.may_apply)
                from applier_locks h where h.lock = 'role'
                limit 1),
-    -- Sessions that may not apply changes holding the applier role's or a
-    -- batch's advisory lock: batches wait for them. A transaction
+    -- Sessions holding the applier role's or a batch's advisory lock that
+    -- batches wait for: any that may not apply changes (a transaction
     -- registering or dropping a change consumer holds the batch lock until
     -- it commits, as it must; one left open, or any login taking either
-    -- key, stalls the worker.
+    -- key, stalls the worker), and any left idle in a transaction that
+    -- holds a batch's lock, which may (an operator's psql after
+    -- apply_changes(), say). The worker's own gaps between statements
+    -- are a round trip: a second idle is far past them.
     'blocking_sessions', coalesce((
       select jsonb_agg(jsonb_build_object('pid', h.pid, 'role', h.usename, 'application_name', h.application_name,
-                                          'lock', h.lock, 'state', h.state, 'since', coalesce(h.xact_start, h.backend_start))
+                                          'lock', h.lock, 'state', h.state, 'since', coalesce(h.xact_start, h.backend_start),
+                                          'may_apply', h.may_apply)
                        order by h.pid)
-      from applier_locks h where not h.may_apply), '[]'::jsonb),
+      from applier_locks h
+      where not h.may_apply
+         or (h.lock = 'batch' and h.state like 'idle in transaction%' and h.state_change < statement_timestamp() - interval '1 second')),
+      '[]'::jsonb),
     'permission_rows', (select count(*) from permgraph.permissions),
     -- the running long job, or the last one (finished_at set); null if none yet
     'long_job', (select to_jsonb(j) - 'singleton'

@@ -122,21 +122,25 @@ interface Status {
   worker: { pid: number; application_name: string; since: string | null } | null;
   /** Absent from the status() of an older schema, as change_consumers. */
   change_consumers?: Record<string, any>[];
-  blocking_sessions?: { pid: number; role: string; application_name: string; lock: 'role' | 'batch'; state: string | null; since: string | null }[];
+  /** may_apply is absent from the status() of an older schema, which lists only sessions that may not. */
+  blocking_sessions?: { pid: number; role: string; application_name: string; lock: 'role' | 'batch'; state: string | null; since: string | null; may_apply?: boolean }[];
 }
 
 function workerCheck(status: Status): DoctorCheck {
   const blocking = status.blocking_sessions ?? [];
   if (blocking.length > 0) {
     const sessions = blocking.map(
-      (s) => `pid ${s.pid} (role ${s.role}, application "${s.application_name}", ${s.lock === 'role' ? "the applier role's lock" : "a batch's lock"}, ${s.state ?? 'state hidden'}${s.since ? ` since ${s.since}` : ''})`,
+      (s) =>
+        `pid ${s.pid} (role ${s.role}, application "${s.application_name}", ${s.lock === 'role' ? "the applier role's lock" : "a batch's lock"}, ` +
+        `${s.state ?? 'state hidden'}${s.since ? ` since ${s.since}` : ''}${s.may_apply === false || s.may_apply === undefined ? ', may not apply changes' : ''})`,
     );
     return {
       name: 'worker',
       status: 'warn',
       message:
-        `session(s) that may not apply changes hold the applier's advisory locks, so batches wait: ${sessions.join('; ')}. ` +
-        'A transaction registering a change consumer holds one until it commits; a superuser (or a member of pg_signal_backend) can end one that is stuck with select pg_terminate_backend(pid)',
+        `session(s) hold the applier's advisory locks, so batches wait: ${sessions.join('; ')}. ` +
+        'A transaction registering a change consumer, or one left open after apply_changes(), holds a batch\'s lock until it ends; ' +
+        'a superuser (or a member of pg_signal_backend) can end one that is stuck with select pg_terminate_backend(pid)',
     };
   }
   if (status.worker) {

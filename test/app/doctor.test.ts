@@ -110,8 +110,9 @@ describe('doctor: server settings', async () => {
         await registering.query(sql`select permgraph.register_consumer('held-open')`);
         const check = (await runDoctor(db)).find((c) => c.name === 'worker')!;
         expect(check.status).toBe('warn');
-        expect(check.message).toMatch(new RegExp(`^session\\(s\\) that may not apply changes hold the applier's advisory locks, so batches wait: `));
+        expect(check.message).toMatch(new RegExp(`^session\\(s\\) hold the applier's advisory locks, so batches wait: `));
         expect(check.message).toContain(`(role ${intruder.name}, application "permgraph-test-lock_squatter", the applier role's lock, idle since `);
+        expect(check.message).toMatch(/the applier role's lock, idle since [^)]*, may not apply changes\)/);
         expect(check.message).toContain(`(role ${reader.name}, application "permgraph-test-slow_registrar", a batch's lock, idle in transaction since `);
         const status = (await runCli(['--database-url', url, 'status'])).stdout;
         expect(status).toContain(`\nblocking:         backend pid `);
@@ -121,6 +122,25 @@ describe('doctor: server settings', async () => {
       await squatter.query(sql`select pg_advisory_unlock(${key}::bigint)`);
     });
     expect((await runDoctor(db)).find((c) => c.name === 'worker')!.message).not.toMatch(/may not apply changes/);
+  });
+
+  it('names a session that may apply changes but sits idle in a transaction holding a batch\'s lock; not one that is only between statements', async () => {
+    const worker = async () => (await runDoctor(db)).find((c) => c.name === 'worker')!;
+    await db.tx(async (operator) => {
+      await operator.query(sql`set local application_name = 'forgotten_psql'`);
+      await operator.query(sql`select permgraph.apply_changes()`);
+      // just after its statement: a gap the worker's own batches have too
+      expect((await worker()).message).not.toMatch(/forgotten_psql/);
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      const check = await worker();
+      expect(check.status).toBe('warn');
+      expect(check.message).toMatch(/^session\(s\) hold the applier's advisory locks, so batches wait: pid \d+ \(role [^,]+, application "forgotten_psql", a batch's lock, idle in transaction since [^)]+\)\. /);
+      expect(check.message).not.toMatch(/may not apply changes/);
+      expect(check.message).toContain('one left open after apply_changes()');
+      const status = (await runCli(['--database-url', url, 'status'])).stdout;
+      expect(status).toMatch(/\nblocking: {9}backend pid \d+ \(role [^,]+, "forgotten_psql"\) holds a batch's lock, idle in transaction: batches wait for it\n/);
+    });
+    expect((await worker()).message).not.toMatch(/forgotten_psql/);
   });
 
   it('runs every check for a login granted only permgraph_worker or permgraph_reader; what it may not read is a warning, not an error', async () => {

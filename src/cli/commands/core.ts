@@ -96,7 +96,8 @@ export function registerCoreCommands(program: Command): void {
         const squatter = status.worker?.mayApply === false ? ', which may not apply changes: see blocking' : '';
         ctx.say(`worker:           ${status.worker ? `active (backend pid ${status.worker.pid}, ${status.worker.applicationName}, ${workerConnection(status.worker)}${squatter})` : 'none holds the applier role'}`);
         for (const s of status.blockingSessions ?? []) {
-          ctx.say(`blocking:         backend pid ${s.pid} (role ${s.role}, "${s.applicationName}") holds ${s.lock === 'role' ? "the applier role's lock" : "a batch's lock"} and may not apply changes: batches wait for it`);
+          const why = s.mayApply === true ? `, ${s.state}` : ' and may not apply changes'; // (listed: may not apply, or idle in a transaction)
+          ctx.say(`blocking:         backend pid ${s.pid} (role ${s.role}, "${s.applicationName}") holds ${s.lock === 'role' ? "the applier role's lock" : "a batch's lock"}${why}: batches wait for it`);
         }
         ctx.say(`permission rows:  ${status.permissionRows}`);
         const job = status.longJob;
