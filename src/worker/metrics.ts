@@ -54,8 +54,8 @@ export function createWorkerMetrics(worker: Worker, db: Queryable): Registry {
     },
   });
   // The change stream's consumers, one series each; a consumer dropped since
-  // the last scrape disappears. (Each gauge reads on its own: the registry
-  // collects its metrics concurrently.)
+  // the last scrape disappears. Both gauges take one read per scrape.
+  const readConsumers = sharedRead(() => consumerStatus(db));
   const consumerGauge = (name: string, help: string, value: (c: ConsumerStatus) => number) =>
     new Gauge({
       name,
@@ -63,7 +63,7 @@ export function createWorkerMetrics(worker: Worker, db: Queryable): Registry {
       labelNames: ['consumer'],
       registers: [registry],
       async collect() {
-        const consumers = await consumerStatus(db);
+        const consumers = await readConsumers();
         this.reset();
         for (const c of consumers) this.set({ consumer: c.consumer }, value(c));
       },
@@ -94,17 +94,20 @@ export function createWorkerMetrics(worker: Worker, db: Queryable): Registry {
     buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers: [registry],
   });
+  // (not status(): it counts the whole permission table)
+  const readJob = sharedRead(async (): Promise<Record<string, any> | null> => {
+    const [job] = await db.query(sql`
+      select j.finished_at, j.started_at, j.users_total, (select count(*) from permgraph.long_job_users) as users_remaining
+      from permgraph.long_job j`);
+    return job ?? null;
+  });
   const jobGauge = (name: string, help: string, read: (job: Record<string, any> | null) => number) =>
     new Gauge({
       name,
       help,
       registers: [registry],
       async collect() {
-        // (not status(): it counts the whole permission table)
-        const [job] = await db.query(sql`
-          select j.finished_at, j.started_at, j.users_total, (select count(*) from permgraph.long_job_users) as users_remaining
-          from permgraph.long_job j`);
-        this.set(read(job ?? null));
+        this.set(read(await readJob()));
       },
     });
   const running = (job: Record<string, any> | null) => job !== null && job.finished_at === null;
@@ -131,6 +134,19 @@ export function createWorkerMetrics(worker: Worker, db: Queryable): Registry {
     rows.inc({ op: 'delete' }, batch.deleted);
   });
   return registry;
+}
+
+/**
+ * One read shared by the gauges that need it within a scrape: the registry
+ * starts every gauge's collect() at once, so they all join the read in
+ * flight, and the next scrape starts a new one.
+ */
+function sharedRead<T>(read: () => Promise<T>): () => Promise<T> {
+  let inFlight: Promise<T> | undefined;
+  return () =>
+    (inFlight ??= read().finally(() => {
+      inFlight = undefined;
+    }));
 }
 
 /** Serves the registry at /metrics. */

@@ -455,8 +455,13 @@ describe('the derived-permission change stream', async () => {
     });
     expect(await stream(7200)).toMatchObject({ status: 'ok', message: expect.stringMatching(/^2 change stream consumer\(s\); furthest behind "behind"/) });
 
-    const metrics = createWorkerMetrics(new Worker({ url, listen: false }), db);
+    // the two consumer gauges share one read of change_stream_status() per scrape
+    const reads: string[] = [];
+    const counted = { query: (query: Parameters<typeof db.query>[0]) => (reads.push(JSON.stringify(query)), db.query(query)) } as typeof db;
+    const metrics = createWorkerMetrics(new Worker({ url, listen: false }), counted);
     const text = await metrics.metrics();
+    expect(reads.filter((r) => r.includes('change_stream_status')).length).toBe(1);
+    expect(reads.filter((r) => r.includes('permgraph.long_job j')).length).toBe(1);
     expect(text).toMatch(/^permgraph_change_stream_lag_events\{consumer="behind"\} 2$/m);
     expect(text).toMatch(/^permgraph_change_stream_lag_events\{consumer="current"\} 0$/m);
     expect(text).toMatch(/^permgraph_change_stream_oldest_waiting_age_seconds\{consumer="behind"\} 54\d\d(\.\d+)?$/m);
@@ -467,6 +472,7 @@ describe('the derived-permission change stream', async () => {
     expect(await consumerStatus(db)).toEqual([]);
     expect(await stream()).toEqual({ name: 'stream', status: 'ok', message: 'no change stream consumers' });
     expect(await metrics.metrics()).not.toMatch(/consumer="/);
+    expect(reads.filter((r) => r.includes('change_stream_status')).length).toBe(2); // a new scrape, a new read
   });
 
   it('a follower is woken by the batch that recorded events, and its fold stays equal to the table', async () => {
