@@ -124,6 +124,11 @@ export function createWorkerMetrics(worker: Worker, db: Queryable): Registry {
     rows.inc({ op: 'update' }, chunk.updated);
     rows.inc({ op: 'delete' }, chunk.deleted);
   });
+  // Every failure the loop survives (a batch that failed, a connection lost):
+  // the worker retries as a standby, so the log and this counter are the
+  // only signs of a worker that keeps failing.
+  const errors = new Counter({ name: 'permgraph_worker_errors_total', help: 'Failures the worker retried after (a failed batch, a lost connection)', registers: [registry] });
+  worker.on('error', () => errors.inc());
   worker.on('batch', (batch) => {
     changes.inc(batch.changes);
     expired.inc(batch.expired);

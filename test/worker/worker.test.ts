@@ -206,6 +206,7 @@ describe('worker', async () => {
     const worker = await startWorker({ pollIntervalMs: 60_000 }); // catching up after reconnect must not rely on polling
     let failures = 0;
     worker.on('error', () => failures++);
+    const metrics = createWorkerMetrics(worker, db);
     const killed: number[] = [];
     for (let round = 0; round < 3; round++) {
       await mutate(state, 10, 10 + round);
@@ -224,6 +225,7 @@ describe('worker', async () => {
     await expectConverged(state);
     // The worker noticed every lost connection and came back on a new one as the active applier.
     expect(failures).toBeGreaterThanOrEqual(3);
+    expect(await metrics.metrics()).toMatch(new RegExp(`^permgraph_worker_errors_total ${failures}$`, 'm'));
     expect(worker.role).toBe('active');
     await workerBackends(killed);
   });
