@@ -679,7 +679,7 @@ begin
   return permgraph._check(p_user_id, p_target_id, p_level, coalesce(p_include_trash, false));
 end $function$;
 
--- permgraph._access_predicate(text,text,text,text,text): execute <owner>: EXECUTE
+-- permgraph._access_predicate(text,text,text,text,text): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._access_predicate(p_user text, p_id text, p_owner text, p_level text, p_include_trash text)
  RETURNS text
  LANGUAGE sql
@@ -1041,8 +1041,12 @@ declare
     'permgraph.explain(text, text, integer)',
     'permgraph.current_token()', 'permgraph.is_applied(text)', 'permgraph.status()', 'permgraph.change_stream_status()',
     'permgraph.current_actor()',
-    -- creating policies needs ownership of the application's table anyway
-    'permgraph.enable_rls(regclass, name, name, boolean)', 'permgraph.disable_rls(regclass)'];
+    -- creating policies needs ownership of the application's table anyway;
+    -- they run as the caller, so the caller runs their helpers too (which
+    -- read the catalog and build text, nothing else)
+    'permgraph.enable_rls(regclass, name, name, boolean)', 'permgraph.disable_rls(regclass)',
+    'permgraph._rls_policy_names()', 'permgraph._rls_column(regclass, name)', 'permgraph._rls_require_app_table(regclass)',
+    'permgraph._access_predicate(text, text, text, text, text)'];
   worker_functions constant text[] := array[
     'permgraph.apply_changes(integer, bigint, boolean, timestamptz, bigint, bigint)', 'permgraph.apply_job_chunk(bigint, timestamptz)',
     'permgraph.apply_local_changes(integer, bigint, bigint, bigint)',
@@ -3809,7 +3813,7 @@ begin
   end if;
 end $function$;
 
--- permgraph._rls_column(regclass,name): execute <owner>: EXECUTE
+-- permgraph._rls_column(regclass,name): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._rls_column(p_table regclass, p_column name)
  RETURNS text
  LANGUAGE plpgsql
@@ -3827,7 +3831,7 @@ begin
   return format('(%I.%I)::text collate "C"', (select relname from pg_class where oid = p_table), p_column);
 end $function$;
 
--- permgraph._rls_policy_names(): execute <owner>: EXECUTE
+-- permgraph._rls_policy_names(): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._rls_policy_names()
  RETURNS text[]
  LANGUAGE sql
@@ -3837,7 +3841,7 @@ AS $function$
   select array['permgraph_select', 'permgraph_insert', 'permgraph_update', 'permgraph_delete']
 $function$;
 
--- permgraph._rls_require_app_table(regclass): execute <owner>: EXECUTE
+-- permgraph._rls_require_app_table(regclass): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._rls_require_app_table(p_table regclass)
  RETURNS void
  LANGUAGE plpgsql

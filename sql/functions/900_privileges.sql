@@ -70,8 +70,12 @@ declare
     'permgraph.explain(text, text, integer)',
     'permgraph.current_token()', 'permgraph.is_applied(text)', 'permgraph.status()', 'permgraph.change_stream_status()',
     'permgraph.current_actor()',
-    -- creating policies needs ownership of the application's table anyway
-    'permgraph.enable_rls(regclass, name, name, boolean)', 'permgraph.disable_rls(regclass)'];
+    -- creating policies needs ownership of the application's table anyway;
+    -- they run as the caller, so the caller runs their helpers too (which
+    -- read the catalog and build text, nothing else)
+    'permgraph.enable_rls(regclass, name, name, boolean)', 'permgraph.disable_rls(regclass)',
+    'permgraph._rls_policy_names()', 'permgraph._rls_column(regclass, name)', 'permgraph._rls_require_app_table(regclass)',
+    'permgraph._access_predicate(text, text, text, text, text)'];
   worker_functions constant text[] := array[
     'permgraph.apply_changes(integer, bigint, boolean, timestamptz, bigint, bigint)', 'permgraph.apply_job_chunk(bigint, timestamptz)',
     'permgraph.apply_local_changes(integer, bigint, bigint, bigint)',

@@ -258,6 +258,31 @@ describe('row-level security through permgraph.enable_rls', async () => {
       expect((await observe('ann', [])).selected).toEqual(['r-eng', 'r-later']);
     });
 
+    it("a login that owns its table (not permgraph's owner) installs and removes the policies itself", async () => {
+      // the application's own login, granted permgraph_reader, owning a table in its own schema
+      const schema = `app_${app.name}`;
+      await db.query(sql`create schema ${sql.ident(schema)} authorization ${sql.ident(app.name)}`);
+      const table = `${schema}.own_docs`;
+      await app.db.query(sql`create table ${sql.ident(schema, 'own_docs')} (id text primary key, owner_id text)`);
+      await app.db.query(sql`insert into ${sql.ident(schema, 'own_docs')} values ('x-eng', 'eng'), ('x-bob', 'bob'), ('x-old', 'old')`);
+      const viewer = await createLogin(db, url, 'rls_viewer', 'permgraph_reader');
+      await app.db.query(sql`grant usage on schema ${sql.ident(schema)} to ${sql.ident(viewer.name)}`);
+      await app.db.query(sql`grant select on ${sql.ident(schema, 'own_docs')} to ${sql.ident(viewer.name)}`);
+      const seen = (user: string) =>
+        viewer.db.tx(async (tx) => {
+          await tx.query(sql`select set_config('permgraph.user_id', ${user}, true)`);
+          return idsOf(tx, sql`select id from ${sql.ident(schema, 'own_docs')}`);
+        });
+
+      await enableRowLevelSecurity(app.db, table, 'id', 'owner_id');
+      expect(await seen('ann')).toEqual(['x-eng']);
+      expect(await seen('bob')).toEqual(['x-bob']);
+      await disableRowLevelSecurity(app.db, table);
+      expect(await seen('ann')).toEqual(['x-bob', 'x-eng', 'x-old']);
+      // its table only: permgraph's owner's table stays out of its reach
+      await expect(enableRowLevelSecurity(app.db, 'public.docs', 'id', 'owner_id')).rejects.toThrow(/must be owner of (table|relation) docs/);
+    });
+
     it('with matchRowId, non-text ids are compared as text (a bigint id registered as node "42")', async () => {
       await db.query(sql`insert into permgraph.nodes (id, kind) values ('42', 'object')`);
       await db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('bob', '42', 1)`);
