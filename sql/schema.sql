@@ -636,7 +636,7 @@ CREATE TRIGGER grants_capture_deleted AFTER DELETE ON permgraph.grants REFERENCI
 CREATE TRIGGER grants_capture_inserted AFTER INSERT ON permgraph.grants REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._grants_capture();
 CREATE TRIGGER grants_capture_updated AFTER UPDATE ON permgraph.grants REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._grants_capture();
 CREATE TRIGGER grants_truncate AFTER TRUNCATE ON permgraph.grants FOR EACH STATEMENT EXECUTE FUNCTION permgraph._capture_truncate();
-CREATE TRIGGER grants_validate BEFORE INSERT OR UPDATE ON permgraph.grants FOR EACH ROW WHEN (((new.level IS NULL) OR ((new.level < 1) OR (new.level > 3)) OR (length(new.tail_id) > 256) OR (length(new.head_id) > 256))) EXECUTE FUNCTION permgraph._grants_validate();
+CREATE TRIGGER grants_validate BEFORE INSERT OR UPDATE ON permgraph.grants FOR EACH ROW WHEN (((new.level IS NULL) OR ((new.level < 1) OR (new.level > 3)) OR (length(new.tail_id) > 256) OR (length(new.head_id) > 256) OR (new.expires_at < '0001-01-01 00:00:00+00'::timestamp with time zone) OR (new.expires_at >= '10000-01-01 00:00:00+00'::timestamp with time zone))) EXECUTE FUNCTION permgraph._grants_validate();
 CREATE TRIGGER grants_validate_inserted AFTER INSERT ON permgraph.grants REFERENCING NEW TABLE AS written FOR EACH STATEMENT EXECUTE FUNCTION permgraph._grants_validate_written();
 CREATE TRIGGER grants_validate_updated AFTER UPDATE ON permgraph.grants REFERENCING NEW TABLE AS written FOR EACH STATEMENT EXECUTE FUNCTION permgraph._grants_validate_written();
 CREATE TRIGGER nodes_audit_deleted AFTER DELETE ON permgraph.nodes REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._audit_nodes();
@@ -647,8 +647,8 @@ CREATE TRIGGER nodes_capture_deleted AFTER DELETE ON permgraph.nodes REFERENCING
 CREATE TRIGGER nodes_capture_inserted AFTER INSERT ON permgraph.nodes REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._nodes_capture();
 CREATE TRIGGER nodes_capture_updated AFTER UPDATE ON permgraph.nodes REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._nodes_capture();
 CREATE TRIGGER nodes_truncate AFTER TRUNCATE ON permgraph.nodes FOR EACH STATEMENT EXECUTE FUNCTION permgraph._capture_truncate();
-CREATE TRIGGER nodes_validate BEFORE INSERT ON permgraph.nodes FOR EACH ROW WHEN (((new.id IS NULL) OR ((length(new.id) < 1) OR (length(new.id) > 256)) OR (new.id ~ '[[:cntrl:]]'::text) OR (new.kind IS NULL) OR (new.kind <> ALL (ARRAY['user'::text, 'group'::text, 'object'::text])) OR ((new.owner_id = new.id) AND (new.kind <> 'user'::text)) OR (new.is_superuser AND (new.kind <> 'user'::text)))) EXECUTE FUNCTION permgraph._nodes_validate();
-CREATE TRIGGER nodes_validate_changed BEFORE UPDATE ON permgraph.nodes FOR EACH ROW WHEN (((new.id IS DISTINCT FROM old.id) OR (new.kind IS DISTINCT FROM old.kind) OR ((new.owner_id = new.id) AND (new.kind <> 'user'::text)) OR (new.is_superuser AND (new.kind <> 'user'::text)))) EXECUTE FUNCTION permgraph._nodes_validate();
+CREATE TRIGGER nodes_validate BEFORE INSERT ON permgraph.nodes FOR EACH ROW WHEN (((new.id IS NULL) OR ((length(new.id) < 1) OR (length(new.id) > 256)) OR (new.id ~ '[[:cntrl:]]'::text) OR (new.kind IS NULL) OR (new.kind <> ALL (ARRAY['user'::text, 'group'::text, 'object'::text])) OR ((new.owner_id = new.id) AND (new.kind <> 'user'::text)) OR (new.is_superuser AND (new.kind <> 'user'::text)) OR (new.trash_at < '0001-01-01 00:00:00+00'::timestamp with time zone) OR (new.trash_at >= '10000-01-01 00:00:00+00'::timestamp with time zone))) EXECUTE FUNCTION permgraph._nodes_validate();
+CREATE TRIGGER nodes_validate_changed BEFORE UPDATE ON permgraph.nodes FOR EACH ROW WHEN (((new.id IS DISTINCT FROM old.id) OR (new.kind IS DISTINCT FROM old.kind) OR ((new.owner_id = new.id) AND (new.kind <> 'user'::text)) OR (new.is_superuser AND (new.kind <> 'user'::text)) OR ((new.trash_at IS DISTINCT FROM old.trash_at) AND ((new.trash_at < '0001-01-01 00:00:00+00'::timestamp with time zone) OR (new.trash_at >= '10000-01-01 00:00:00+00'::timestamp with time zone))))) EXECUTE FUNCTION permgraph._nodes_validate();
 CREATE TRIGGER nodes_validate_deleted AFTER DELETE ON permgraph.nodes REFERENCING OLD TABLE AS deleted_nodes_now FOR EACH STATEMENT EXECUTE FUNCTION permgraph._nodes_validate_deleted();
 CREATE TRIGGER nodes_validate_inserted AFTER INSERT ON permgraph.nodes REFERENCING NEW TABLE AS inserted_nodes FOR EACH STATEMENT EXECUTE FUNCTION permgraph._nodes_validate_inserted();
 CREATE TRIGGER nodes_validate_updated AFTER UPDATE ON permgraph.nodes REFERENCING OLD TABLE AS previous_nodes NEW TABLE AS updated_nodes FOR EACH STATEMENT EXECUTE FUNCTION permgraph._nodes_validate_updated();
@@ -2270,6 +2270,10 @@ begin
     raise exception 'permgraph: grant level must be 1 (read), 2 (write) or 3 (manage), got %', coalesce(new.level::text, 'null')
       using errcode = '23514';
   end if;
+  if not permgraph._moment_in_range(new.expires_at) then
+    raise exception 'permgraph: grant % -> % expires_at % is outside the years 1 to 9999 (for never, null)',
+      permgraph._describe_id(new.tail_id), permgraph._describe_id(new.head_id), new.expires_at using errcode = '22023';
+  end if;
   return new;
 end $function$;
 
@@ -2684,16 +2688,24 @@ begin
   drop table if exists pg_temp.import_removed;
   create temp table import_removed (id text collate "C" primary key) on commit drop;
 
-  -- trash_at: one cast of them all; only if one fails, find which. (A row
-  -- that also has a problem below is given that one instead.)
+  -- trash_at: one cast of them all, which also finds those out of range
+  -- (_moment_in_range: 'infinity' parses); only if a cast fails, find
+  -- which, one by one. (A row that also has a problem below is given that
+  -- one instead.)
   begin
-    perform count(s.trash_at::timestamptz) from permgraph.import_nodes s
-    where s.run = p_run and s.problem is null and s.trash_at is not null;
+    insert into pg_temp.import_bad (seq, id, line, problem)
+    select s.seq, s.id, s.line, format('trash_at %s is outside the years 1 to 9999 (for no trash time, leave it empty)', permgraph._describe_id(s.trash_at))
+    from permgraph.import_nodes s
+    where s.run = p_run and s.problem is null and s.trash_at is not null
+      and not permgraph._moment_in_range(s.trash_at::timestamptz);
   exception when data_exception then
     insert into pg_temp.import_bad (seq, id, line, problem)
-    select s.seq, s.id, s.line, format('trash_at %s is not a timestamp', permgraph._describe_id(s.trash_at))
+    select s.seq, s.id, s.line, case when permgraph._is_timestamptz(s.trash_at)
+                                     then format('trash_at %s is outside the years 1 to 9999 (for no trash time, leave it empty)', permgraph._describe_id(s.trash_at))
+                                     else format('trash_at %s is not a timestamp', permgraph._describe_id(s.trash_at)) end
     from permgraph.import_nodes s
-    where s.run = p_run and s.problem is null and s.trash_at is not null and not permgraph._is_timestamptz(s.trash_at);
+    where s.run = p_run and s.problem is null and s.trash_at is not null
+      and case when permgraph._is_timestamptz(s.trash_at) then not permgraph._moment_in_range(s.trash_at::timestamptz) else true end;
   end;
 
   -- The valid staged nodes, by id, each with its stored version (stored:
@@ -2904,16 +2916,21 @@ begin
   -- one by one, to find which. (A row that also has a problem below is
   -- given that one instead.)
   begin
-    perform count(g.expires_at::timestamptz) from permgraph.import_grants g
-    where g.run = p_run and g.problem is null and g.expires_at is not null
-      and g.expires_at ~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$';
-  exception when data_exception then
     insert into pg_temp.import_bad (seq, problem)
-    select g.seq, format('expires_at %s is not a valid timestamp', permgraph._describe_id(g.expires_at))
+    select g.seq, format('expires_at %s is outside the years 1 to 9999 (for never, leave it empty)', permgraph._describe_id(g.expires_at))
     from permgraph.import_grants g
     where g.run = p_run and g.problem is null and g.expires_at is not null
       and g.expires_at ~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$'
-      and not permgraph._is_timestamptz(g.expires_at);
+      and not permgraph._moment_in_range(g.expires_at::timestamptz);
+  exception when data_exception then
+    insert into pg_temp.import_bad (seq, problem)
+    select g.seq, case when permgraph._is_timestamptz(g.expires_at)
+                       then format('expires_at %s is outside the years 1 to 9999 (for never, leave it empty)', permgraph._describe_id(g.expires_at))
+                       else format('expires_at %s is not a valid timestamp', permgraph._describe_id(g.expires_at)) end
+    from permgraph.import_grants g
+    where g.run = p_run and g.problem is null and g.expires_at is not null
+      and g.expires_at ~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$'
+      and case when permgraph._is_timestamptz(g.expires_at) then not permgraph._moment_in_range(g.expires_at::timestamptz) else true end;
   end;
 
   -- The valid staged grants, in key order, each with its level resolved,
@@ -3216,6 +3233,13 @@ begin
   return exists (select 1 from permgraph.long_job where finished_at is null);
 end $function$;
 
+-- permgraph._moment_in_range(timestamp with time zone): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._moment_in_range(p_at timestamp with time zone)
+ RETURNS boolean
+ LANGUAGE sql
+ IMMUTABLE
+RETURN ((p_at IS NULL) OR ((p_at >= '0001-01-01 00:00:00+00'::timestamp with time zone) AND (p_at < '10000-01-01 00:00:00+00'::timestamp with time zone)));
+
 -- permgraph._ms_since(timestamp with time zone): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._ms_since(p_started timestamp with time zone)
  RETURNS numeric
@@ -3398,6 +3422,10 @@ begin
         using errcode = '23514';
     end if;
     -- a user owning itself is allowed and changes nothing
+  end if;
+  if (tg_op = 'INSERT' or new.trash_at is distinct from old.trash_at) and not permgraph._moment_in_range(new.trash_at) then
+    raise exception 'permgraph: node % trash_at % is outside the years 1 to 9999 (for no trash time, null)',
+      permgraph._describe_id(new.id), new.trash_at using errcode = '22023';
   end if;
   if new.is_superuser and new.kind <> 'user' then
     raise exception 'permgraph: only users can be superusers; node % is % %', permgraph._describe_id(new.id),

@@ -25,6 +25,17 @@ as $$
   end
 $$;
 
+-- Moments: what permgraph stores as a trash time or an expiry. Finite and
+-- in the years 1 to 9999 (UTC), which ISO 8601 text and a JavaScript Date
+-- both carry; 'infinity' is no moment (for never, null), and every reader
+-- of the tables, the command line and the TypeScript API included, must be
+-- able to show what is stored. src/expiry.ts (writableMoment) refuses the
+-- same in TypeScript; the triggers' WHEN clauses below repeat the test as
+-- plain expressions. Null (no moment) is in range.
+create or replace function permgraph._moment_in_range(p_at timestamptz) returns boolean
+language sql immutable
+return p_at is null or (p_at >= '0001-01-01 00:00:00+00'::timestamptz and p_at < '10000-01-01 00:00:00+00'::timestamptz);
+
 -- An id for an error message: quoted, control characters shown as '?', and
 -- cut after 64 characters (a 1 MB id must not come back in every error).
 create or replace function permgraph._describe_id(p_id text) returns text
@@ -113,6 +124,10 @@ begin
         using errcode = '23514';
     end if;
     -- a user owning itself is allowed and changes nothing
+  end if;
+  if (tg_op = 'INSERT' or new.trash_at is distinct from old.trash_at) and not permgraph._moment_in_range(new.trash_at) then
+    raise exception 'permgraph: node % trash_at % is outside the years 1 to 9999 (for no trash time, null)',
+      permgraph._describe_id(new.id), new.trash_at using errcode = '22023';
   end if;
   if new.is_superuser and new.kind <> 'user' then
     raise exception 'permgraph: only users can be superusers; node % is % %', permgraph._describe_id(new.id),
@@ -333,8 +348,8 @@ begin
   return null;
 end $$;
 
--- A grant row with a bad level or an end that cannot be a node's id (longer
--- than 256 characters), on its own: a BEFORE trigger, so the clear error
+-- A grant row with a bad level, an expiry out of range (_moment_in_range)
+-- or an end that cannot be a node's id (longer than 256 characters), on its own: a BEFORE trigger, so the clear error
 -- comes before the check constraint grants_level_valid's, and before a huge
 -- id reaches the unique index ("index row requires 11480 bytes"). Its WHEN
 -- clause keeps every other row from calling it. It reports the row's first
@@ -362,6 +377,10 @@ begin
   if new.level is null or new.level not between 1 and 3 then
     raise exception 'permgraph: grant level must be 1 (read), 2 (write) or 3 (manage), got %', coalesce(new.level::text, 'null')
       using errcode = '23514';
+  end if;
+  if not permgraph._moment_in_range(new.expires_at) then
+    raise exception 'permgraph: grant % -> % expires_at % is outside the years 1 to 9999 (for never, null)',
+      permgraph._describe_id(new.tail_id), permgraph._describe_id(new.head_id), new.expires_at using errcode = '22023';
   end if;
   return new;
 end $$;
@@ -414,7 +433,8 @@ begin
 end $$;
 
 -- The WHEN clauses: _nodes_validate's tests, without a function call
--- (length and the regular expression are _id_problem's rule).
+-- (length and the regular expression are _id_problem's rule, the range of
+-- trash_at _moment_in_range's).
 drop trigger if exists nodes_validate on permgraph.nodes;
 
 create trigger nodes_validate before insert on permgraph.nodes
@@ -422,7 +442,8 @@ create trigger nodes_validate before insert on permgraph.nodes
   when (new.id is null or length(new.id) not between 1 and 256 or new.id ~ '[[:cntrl:]]'
         or new.kind is null or new.kind not in ('user', 'group', 'object')
         or (new.owner_id = new.id and new.kind <> 'user')
-        or (new.is_superuser and new.kind <> 'user'))
+        or (new.is_superuser and new.kind <> 'user')
+        or new.trash_at < '0001-01-01 00:00:00+00'::timestamptz or new.trash_at >= '10000-01-01 00:00:00+00'::timestamptz)
   execute function permgraph._nodes_validate();
 
 drop trigger if exists nodes_validate_changed on permgraph.nodes;
@@ -431,7 +452,9 @@ create trigger nodes_validate_changed before update on permgraph.nodes
   for each row
   when (new.id is distinct from old.id or new.kind is distinct from old.kind
         or (new.owner_id = new.id and new.kind <> 'user')
-        or (new.is_superuser and new.kind <> 'user'))
+        or (new.is_superuser and new.kind <> 'user')
+        or (new.trash_at is distinct from old.trash_at
+            and (new.trash_at < '0001-01-01 00:00:00+00'::timestamptz or new.trash_at >= '10000-01-01 00:00:00+00'::timestamptz)))
   execute function permgraph._nodes_validate();
 
 drop trigger if exists nodes_validate_deleted on permgraph.nodes;
@@ -456,7 +479,8 @@ drop trigger if exists grants_validate on permgraph.grants;
 
 create trigger grants_validate before insert or update on permgraph.grants
   for each row
-  when (new.level is null or new.level not between 1 and 3 or length(new.tail_id) > 256 or length(new.head_id) > 256)
+  when (new.level is null or new.level not between 1 and 3 or length(new.tail_id) > 256 or length(new.head_id) > 256
+        or new.expires_at < '0001-01-01 00:00:00+00'::timestamptz or new.expires_at >= '10000-01-01 00:00:00+00'::timestamptz)
   execute function permgraph._grants_validate();
 
 drop trigger if exists grants_validate_inserted on permgraph.grants;

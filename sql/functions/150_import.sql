@@ -156,16 +156,24 @@ begin
   drop table if exists pg_temp.import_removed;
   create temp table import_removed (id text collate "C" primary key) on commit drop;
 
-  -- trash_at: one cast of them all; only if one fails, find which. (A row
-  -- that also has a problem below is given that one instead.)
+  -- trash_at: one cast of them all, which also finds those out of range
+  -- (_moment_in_range: 'infinity' parses); only if a cast fails, find
+  -- which, one by one. (A row that also has a problem below is given that
+  -- one instead.)
   begin
-    perform count(s.trash_at::timestamptz) from permgraph.import_nodes s
-    where s.run = p_run and s.problem is null and s.trash_at is not null;
+    insert into pg_temp.import_bad (seq, id, line, problem)
+    select s.seq, s.id, s.line, format('trash_at %s is outside the years 1 to 9999 (for no trash time, leave it empty)', permgraph._describe_id(s.trash_at))
+    from permgraph.import_nodes s
+    where s.run = p_run and s.problem is null and s.trash_at is not null
+      and not permgraph._moment_in_range(s.trash_at::timestamptz);
   exception when data_exception then
     insert into pg_temp.import_bad (seq, id, line, problem)
-    select s.seq, s.id, s.line, format('trash_at %s is not a timestamp', permgraph._describe_id(s.trash_at))
+    select s.seq, s.id, s.line, case when permgraph._is_timestamptz(s.trash_at)
+                                     then format('trash_at %s is outside the years 1 to 9999 (for no trash time, leave it empty)', permgraph._describe_id(s.trash_at))
+                                     else format('trash_at %s is not a timestamp', permgraph._describe_id(s.trash_at)) end
     from permgraph.import_nodes s
-    where s.run = p_run and s.problem is null and s.trash_at is not null and not permgraph._is_timestamptz(s.trash_at);
+    where s.run = p_run and s.problem is null and s.trash_at is not null
+      and case when permgraph._is_timestamptz(s.trash_at) then not permgraph._moment_in_range(s.trash_at::timestamptz) else true end;
   end;
 
   -- The valid staged nodes, by id, each with its stored version (stored:
@@ -376,16 +384,21 @@ begin
   -- one by one, to find which. (A row that also has a problem below is
   -- given that one instead.)
   begin
-    perform count(g.expires_at::timestamptz) from permgraph.import_grants g
-    where g.run = p_run and g.problem is null and g.expires_at is not null
-      and g.expires_at ~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$';
-  exception when data_exception then
     insert into pg_temp.import_bad (seq, problem)
-    select g.seq, format('expires_at %s is not a valid timestamp', permgraph._describe_id(g.expires_at))
+    select g.seq, format('expires_at %s is outside the years 1 to 9999 (for never, leave it empty)', permgraph._describe_id(g.expires_at))
     from permgraph.import_grants g
     where g.run = p_run and g.problem is null and g.expires_at is not null
       and g.expires_at ~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$'
-      and not permgraph._is_timestamptz(g.expires_at);
+      and not permgraph._moment_in_range(g.expires_at::timestamptz);
+  exception when data_exception then
+    insert into pg_temp.import_bad (seq, problem)
+    select g.seq, case when permgraph._is_timestamptz(g.expires_at)
+                       then format('expires_at %s is outside the years 1 to 9999 (for never, leave it empty)', permgraph._describe_id(g.expires_at))
+                       else format('expires_at %s is not a valid timestamp', permgraph._describe_id(g.expires_at)) end
+    from permgraph.import_grants g
+    where g.run = p_run and g.problem is null and g.expires_at is not null
+      and g.expires_at ~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$'
+      and case when permgraph._is_timestamptz(g.expires_at) then not permgraph._moment_in_range(g.expires_at::timestamptz) else true end;
   end;
 
   -- The valid staged grants, in key order, each with its level resolved,

@@ -13,7 +13,10 @@ export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 export interface AuditEntry {
   id: number;
   at: Date;
+  /** Who the application said made the change (permgraph.actor), else the login. */
   actor: string;
+  /** The database login that made the change, whatever actor it declared (null in entries older than the column). */
+  dbRole: string | null;
   action: AuditAction;
   /** The grant's tail (null for node actions). */
   tailId: string | null;
@@ -36,6 +39,8 @@ export interface AuditEntry {
 
 export interface AuditFilter {
   actor?: string;
+  /** Changes made by this database login (db_role), whatever actor it declared. No index serves it: the log is read in id order until a page is found. */
+  login?: string;
   /** Entries about this node: as the grant's tail or head, or the node changed. */
   target?: string;
   source?: string;
@@ -68,6 +73,7 @@ export async function listAudit(db: Queryable, filter: AuditFilter = {}): Promis
   const conditions = [sql`true`];
   if (filter.after !== undefined) conditions.push(sql`id > ${filter.after}`);
   if (filter.actor !== undefined) conditions.push(sql`actor = ${filter.actor}`);
+  if (filter.login !== undefined) conditions.push(sql`db_role = ${filter.login}`);
   if (filter.target !== undefined) conditions.push(sql`(head_id = ${filter.target} or tail_id = ${filter.target})`);
   if (filter.source !== undefined) conditions.push(sql`source = ${filter.source}`);
   if (filter.action !== undefined) conditions.push(sql`action = ${filter.action}`);
@@ -97,6 +103,7 @@ function toEntry(r: Record<string, unknown>): AuditEntry {
     id: Number(r.id),
     at: r.at as Date,
     actor: r.actor as string,
+    dbRole: (r.db_role as string | null) ?? null,
     action: r.action as AuditAction,
     tailId: (r.tail_id as string | null) ?? null,
     headId: (r.head_id as string | null) ?? null,

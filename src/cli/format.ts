@@ -5,6 +5,26 @@ import type { CatalogChange } from '../app/catalog.ts';
 import type { Explanation, PathEdge } from '../app/explain.ts';
 import type { Level } from '../types.ts';
 
+/**
+ * Text an application stored (an actor, a grant's source), on one line:
+ * control characters escaped, so that no value can start a line of its own
+ * or a column of the tab-separated output.
+ */
+export function printable(text: string): string {
+  const named: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+  return text.replace(/[\u0000-\u001f\u007f]/g, (c) => named[c] ?? `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
+/**
+ * A stored moment as ISO 8601. pg reads 'infinity' as a number and a year
+ * past 275760 as an invalid Date; the schema now refuses both
+ * (_moment_in_range), but an older row may hold one: shown, not thrown.
+ */
+export function isoMoment(at: Date | number): string {
+  if (typeof at === 'number') return at > 0 ? 'infinity' : '-infinity';
+  return Number.isNaN(at.getTime()) ? 'out of range' : at.toISOString();
+}
+
 /** "write", "read"…: the name of a level for people. */
 export function levelName(level: number): string {
   return ['none', 'read', 'write', 'manage'][level] ?? String(level);
@@ -12,40 +32,40 @@ export function levelName(level: number): string {
 
 /** A listed level, with the time it holds until when an expiry bounds it: `write` or `write until 2030-01-31T18:00:00.000Z`. */
 export function formatListedLevel(item: { level: number; validUntil: Date | null }): string {
-  return item.validUntil === null ? levelName(item.level) : `${levelName(item.level)} until ${item.validUntil.toISOString()}`;
+  return item.validUntil === null ? levelName(item.level) : `${levelName(item.level)} until ${isoMoment(item.validUntil)}`;
 }
 
 /** `alice -[write]-> eng (source ldap)`, with `until …` when the grant expires. */
 export function describeGrant(g: { tail: string; head: string; level: number; source: string; expiresAt: Date | null }): string {
-  return `${g.tail} -[${levelName(g.level)}]-> ${g.head} (source ${g.source}${g.expiresAt ? `, until ${g.expiresAt.toISOString()}` : ''})`;
+  return `${g.tail} -[${levelName(g.level)}]-> ${g.head} (source ${printable(g.source)}${g.expiresAt ? `, until ${isoMoment(g.expiresAt)}` : ''})`;
 }
 
 /** A human-readable account, one line per fact or edge. */
 export function formatExplanation(e: Explanation): string[] {
   const lines: string[] = [];
   if (e.allowed) {
-    const until = e.validUntil ? `, until ${e.validUntil.toISOString()}` : '';
+    const until = e.validUntil ? `, until ${isoMoment(e.validUntil)}` : '';
     lines.push(`${e.user} may ${e.level === null ? levelName(e.bestLevel) : levelName(e.level)} ${e.thing} (best level: ${levelName(e.bestLevel)}${e.via === 'owner' ? ', through its owner' : e.via === 'superuser' ? ', as a superuser' : ''}${until})`);
   } else {
     const why =
       e.reason === 'trashed'
-        ? `trashed since ${e.trashAt?.toISOString()}`
+        ? `trashed since ${isoMoment(e.trashAt!)}`
         : e.reason === 'level too low'
           ? `level too low (best: ${levelName(e.bestLevel)}${e.via === 'owner' ? ', through its owner' : ''})`
           : e.reason === 'expired'
-            ? `access expired at ${e.expiredAt?.toISOString()} and awaits recomputation ` +
+            ? `access expired at ${isoMoment(e.expiredAt!)} and awaits recomputation ` +
               `(refused until a worker recomputes the permission rows; the path below then gives ${levelName(e.bestLevel)})`
             : 'no path';
     lines.push(`${e.user} may not ${e.level === null ? 'access' : levelName(e.level)} ${e.thing}: ${why}`);
   }
   const edges = (path: PathEdge[]) =>
-    path.map((p) => `  ${p.tail} -[${levelName(p.level)}, ${p.source}${p.expiresAt ? `, until ${p.expiresAt.toISOString()}` : ''}]-> ${p.head}`);
+    path.map((p) => `  ${p.tail} -[${levelName(p.level)}, ${printable(p.source)}${p.expiresAt ? `, until ${isoMoment(p.expiresAt)}` : ''}]-> ${p.head}`);
   if (e.path.length) lines.push('path:', ...edges(e.path));
   if (e.traversePath) lines.push(`manage path to the owner (lets ${e.user} reach what it owns):`, ...edges(e.traversePath));
   // The permission rows check() reads, where an expiry bounds them.
   for (const row of e.rows.filter((r) => r.validUntil !== null)) {
     const what = `${levelName(row.level)}${row.traverseOwned ? ' and what it owns' : ''}`;
-    const when = row.expired ? `expired at ${row.validUntil!.toISOString()}, awaiting recomputation` : `valid until ${row.validUntil!.toISOString()}`;
+    const when = row.expired ? `expired at ${isoMoment(row.validUntil!)}, awaiting recomputation` : `valid until ${isoMoment(row.validUntil!)}`;
     lines.push(`row ${e.user} -> ${row.target}: ${what}, ${when}`);
   }
   if (e.pendingChanges > 0) {
@@ -68,30 +88,32 @@ export function describeChange(change: CatalogChange): string {
 /** One line describing an audit entry (tab-separated). */
 export function describeEntry(e: AuditEntry): string {
   const level = (n: number | null) => (n === null ? '-' : String(n));
-  const expiry = (at: Date | null) => at?.toISOString() ?? 'never';
-  const until = (at: Date | null) => (at ? ` until ${at.toISOString()}` : '');
+  const expiry = (at: Date | null) => (at ? isoMoment(at) : 'never');
+  const until = (at: Date | null) => (at ? ` until ${isoMoment(at)}` : '');
   const what = (() => {
     switch (e.action) {
-      case 'grant': return `${e.tailId} -> ${e.headId} level ${level(e.newLevel)}${until(e.newExpiresAt)} (source ${e.source})`;
-      case 'revoke': return `${e.tailId} -> ${e.headId} level ${level(e.oldLevel)}${until(e.oldExpiresAt)} (source ${e.source})`;
+      case 'grant': return `${e.tailId} -> ${e.headId} level ${level(e.newLevel)}${until(e.newExpiresAt)} (source ${printable(e.source ?? '')})`;
+      case 'revoke': return `${e.tailId} -> ${e.headId} level ${level(e.oldLevel)}${until(e.oldExpiresAt)} (source ${printable(e.source ?? '')})`;
       case 'change_level': {
         const expiryChange = e.oldExpiresAt?.getTime() === e.newExpiresAt?.getTime() ? until(e.newExpiresAt) : ` expires ${expiry(e.oldExpiresAt)} => ${expiry(e.newExpiresAt)}`;
-        return `${e.tailId} -> ${e.headId} level ${level(e.oldLevel)} => ${level(e.newLevel)}${expiryChange} (source ${e.source})`;
+        return `${e.tailId} -> ${e.headId} level ${level(e.oldLevel)} => ${level(e.newLevel)}${expiryChange} (source ${printable(e.source ?? '')})`;
       }
-      case 'change_expiry': return `${e.tailId} -> ${e.headId} level ${level(e.newLevel)} expires ${expiry(e.oldExpiresAt)} => ${expiry(e.newExpiresAt)} (source ${e.source})`;
+      case 'change_expiry': return `${e.tailId} -> ${e.headId} level ${level(e.newLevel)} expires ${expiry(e.oldExpiresAt)} => ${expiry(e.newExpiresAt)} (source ${printable(e.source ?? '')})`;
       case 'set_owner': return `${e.nodeKind} ${e.headId} owner ${e.oldOwner ?? 'none'} => ${e.newOwner ?? 'none'}`;
-      case 'create_node': return `${e.nodeKind} ${e.headId}${e.newOwner ? ` owner ${e.newOwner}` : ''}${e.newTrashAt ? ` trash_at ${e.newTrashAt.toISOString()}` : ''}${e.details?.superuser === true ? ' superuser' : ''}`;
+      case 'create_node': return `${e.nodeKind} ${e.headId}${e.newOwner ? ` owner ${e.newOwner}` : ''}${e.newTrashAt ? ` trash_at ${isoMoment(e.newTrashAt)}` : ''}${e.details?.superuser === true ? ' superuser' : ''}`;
       case 'delete_node': return `${e.nodeKind} ${e.headId}${e.oldOwner ? ` (owner was ${e.oldOwner})` : ''}`;
       case 'set_superuser': return `${e.nodeKind} ${e.headId} superuser ${e.details?.superuser === true ? 'on' : 'off'}`;
-      case 'set_trash': return `${e.nodeKind} ${e.headId} trash_at ${e.oldTrashAt?.toISOString() ?? 'none'} => ${e.newTrashAt?.toISOString() ?? 'none'}`;
-      case 'import': return `run ${e.source}: ${JSON.stringify(e.details)}`;
+      case 'set_trash': return `${e.nodeKind} ${e.headId} trash_at ${e.oldTrashAt ? isoMoment(e.oldTrashAt) : 'none'} => ${e.newTrashAt ? isoMoment(e.newTrashAt) : 'none'}`;
+      case 'import': return `run ${printable(e.source ?? '')}: ${JSON.stringify(e.details)}`;
       case 'truncate': return `table ${String(e.details?.table)}`;
       case 'truncate_audit': return 'audit log truncated';
       case 'prune_audit': return `entries before ${String(e.details?.before)} pruned (${String(e.details?.entries)})`;
       case 'catalog': return `${String(e.details?.kind)} ${String(e.details?.name)} level ${level(e.oldLevel)} => ${level(e.newLevel)}`;
     }
   })();
-  return `${e.id}\t${e.at.toISOString()}\t${e.actor}\t${e.action}\t${what}`;
+  // the login too when the application declared someone else: an actor is a claim, the login is not
+  const actor = e.dbRole === null || e.actor === e.dbRole ? printable(e.actor) : `${printable(e.actor)} (login ${printable(e.dbRole)})`;
+  return `${e.id}\t${isoMoment(e.at)}\t${actor}\t${e.action}\t${what}`;
 }
 
 /**

@@ -486,6 +486,34 @@ describe('permgraph import', async () => {
     expect(await db.query(sql`select tail_id, head_id, level from permgraph.edges where head_id = 'cid'`)).toEqual([{ tail_id: 'bea', head_id: 'cid', level: 3 }]);
   });
 
+  it('a trash_at outside the years 1 to 9999 (infinity included) is an error of its line, as is one that is no timestamp', async () => {
+    await emptyGraph(db);
+    const nodes = await writeText('nodes.csv', [
+      'id,kind,owner_id,trash_at',
+      't1,user,,',                  // line 2
+      't2,group,t1,infinity',      // line 3
+      't3,group,t1,-infinity',     // line 4
+      't4,group,t1,soon',          // line 5
+      't5,group,t1,2031-01-01T00:00:00Z', // line 6
+    ].join('\n') + '\n');
+    const summary = await importGraph(db, { nodes: { file: nodes }, onInvalid: 'skip' });
+    const at = (line: number, problem: string) => ({ table: 'nodes', origin: `${path.basename(nodes)} line ${line}`, line, problem });
+    expect(summary.problems).toEqual([
+      at(3, 'trash_at "infinity" is outside the years 1 to 9999 (for no trash time, leave it empty)'),
+      at(4, 'trash_at "-infinity" is outside the years 1 to 9999 (for no trash time, leave it empty)'),
+      at(5, 'trash_at "soon" is not a timestamp'),
+    ]);
+    expect(await db.query(sql`select id, trash_at from permgraph.nodes order by id`)).toEqual([
+      { id: 't1', trash_at: null },
+      { id: 't5', trash_at: new Date('2031-01-01T00:00:00Z') },
+    ]);
+    // without the bad cast, the range check alone (the statement's first try)
+    const onlyRange = await writeText('nodes.csv', 'id,kind,owner_id,trash_at\nt6,group,t1,infinity\n');
+    expect((await importGraph(db, { nodes: { file: onlyRange }, onInvalid: 'skip' })).problems).toEqual([
+      { ...at(2, 'trash_at "infinity" is outside the years 1 to 9999 (for no trash time, leave it empty)'), origin: `${path.basename(onlyRange)} line 2` },
+    ]);
+  });
+
   it('grants may carry expires_at: an instant with its offset, empty = never; a bad one is an error of its line; absent keeps the stored one', async () => {
     await emptyGraph(db);
     const nodes = await writeText('nodes.csv', 'id,kind,owner_id\nu1,user,\nu2,user,\ng1,group,u1\n');
@@ -497,6 +525,7 @@ describe('permgraph import', async () => {
       'u2,g1,1,b,2030-01-31T12:00:00',       // line 5: no offset
       'u1,g1,1,c,next tuesday',              // line 6
       'u2,g1,1,c,2030-02-30T12:00:00Z',      // line 7: no such day
+      'u1,g1,1,d,9999-12-31T23:00:00-05:00', // line 8: in the year 10000 (UTC), past what a Date carries as ISO text
     ].join('\n') + '\n');
     const summary = await importGraph(db, { nodes: { file: nodes }, grants: { file: grants }, onInvalid: 'skip' });
     const at = (line: number, problem: string) => ({ table: 'grants', origin: `${path.basename(grants)} line ${line}`, line, problem });
@@ -505,8 +534,9 @@ describe('permgraph import', async () => {
       at(5, `expires_at "2030-01-31T12:00:00" is not a timestamp with a time zone offset ${form}`),
       at(6, `expires_at "next tuesday" is not a timestamp with a time zone offset ${form}`),
       at(7, 'expires_at "2030-02-30T12:00:00Z" is not a valid timestamp'),
+      at(8, 'expires_at "9999-12-31T23:00:00-05:00" is outside the years 1 to 9999 (for never, leave it empty)'),
     ]);
-    expect(summary.grants).toMatchObject({ read: 6, invalid: 3, inserted: 3 });
+    expect(summary.grants).toMatchObject({ read: 7, invalid: 4, inserted: 3 });
     const stored = () => db.query(sql`select tail_id, head_id, source, level, expires_at from permgraph.grants order by tail_id, source`);
     const at2030 = new Date('2030-01-31T12:00:00Z');
     expect(await stored()).toEqual([

@@ -4,6 +4,7 @@ import path from 'node:path';
 import fc from 'fast-check';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { IMPORT_LOCK_CLASS } from '../../src/constants.ts';
+import { applyChanges } from '../../src/engine/apply.ts';
 import { openPool, sql, type Queryable } from '../../src/db/pool.ts';
 import * as model from '../reference/model.ts';
 import type { RefGraph } from '../reference/model.ts';
@@ -236,11 +237,16 @@ describe('permgraph import / audit / doctor (CLI)', async () => {
     const all = await cli('audit', '--target', 'ag1');
     expect(all.code).toBe(0);
     const lines = all.stdout.trim().split('\n');
+    const [{ login }] = await db.query(sql`select session_user::text as login`);
+    // a declared actor is shown with the login that declared it; the login alone when it is the actor
     expect(lines.map((l) => l.split('\t').slice(2).join(' | '))).toEqual([
-      'cli-tester | create_node | group ag1',
-      'cli-tester | grant | au1 -> ag1 level 2 (source ui)',
-      expect.stringMatching(/ \| change_level \| au1 -> ag1 level 2 => 3 \(source ui\)$/),
+      `cli-tester (login ${login}) | create_node | group ag1`,
+      `cli-tester (login ${login}) | grant | au1 -> ag1 level 2 (source ui)`,
+      `${login} | change_level | au1 -> ag1 level 2 => 3 (source ui)`,
     ]);
+    const byLogin = JSON.parse((await cli('--json', 'audit', '--login', login, '--target', 'ag1')).stdout);
+    expect(byLogin.entries.map((e: { actor: string; dbRole: string }) => [e.actor, e.dbRole])).toEqual([['cli-tester', login], ['cli-tester', login], [login, login]]);
+    expect(JSON.parse((await cli('--json', 'audit', '--login', 'nobody-at-all')).stdout).entries).toEqual([]);
     const first = await cli('audit', '--actor', 'cli-tester', '--limit', '2');
     expect(first.stdout).toMatch(/\nmore: --after \d+\n$/);
     const cursor = /--after (\d+)/.exec(first.stdout)![1]!;
@@ -254,6 +260,45 @@ describe('permgraph import / audit / doctor (CLI)', async () => {
     expect((await cli('audit', '--source', 'ui', '--action', 'change_level')).stdout.trim().split('\n')).toHaveLength(1);
     expect((await cli('audit', '--since', 'whenever')).stderr).toMatch(/^permgraph: since\/until must be a timestamp/);
     expect((await cli('audit', '--limit', 'x')).code).toBe(2);
+  });
+
+  it('audit and explain print stored text on its own line and column: control characters in actors and sources are escaped', async () => {
+    await db.tx(async (tx) => {
+      await tx.query(sql`select set_config('permgraph.actor', ${'mallory\tgrant\tforged\n999'}, true)`);
+      await tx.query(sql`insert into permgraph.nodes (id, kind) values ('cc-user', 'user'), ('cc-group', 'group')`);
+      await tx.query(sql`insert into permgraph.grants (tail_id, head_id, level, source) values ('cc-user', 'cc-group', 1, ${'x)\n1000\tforged line\u0007'})`);
+    });
+    const audit = await cli('audit', '--target', 'cc-group');
+    expect(audit.code).toBe(0);
+    const lines = audit.stdout.trimEnd().split('\n');
+    expect(lines).toHaveLength(2);
+    for (const line of lines) expect(line.split('\t')).toHaveLength(5);
+    expect(lines[1]).toMatch(/\tmallory\\tgrant\\tforged\\n999 \(login [^)]+\)\tgrant\tcc-user -> cc-group level 1 \(source x\)\\n1000\\tforged line\\x07\)$/);
+    await applyChanges(db);
+    const explain = await cli('explain', 'cc-user', 'cc-group');
+    expect(explain.stdout).toContain('  cc-user -[read, x)\\n1000\\tforged line\\x07]-> cc-group\n');
+    expect(explain.stdout.split('\n').filter((l) => l.includes('forged'))).toHaveLength(1);
+  });
+
+  it('a moment no Date can carry, stored before the schema refused it, is shown rather than thrown', async () => {
+    await db.query(sql`insert into permgraph.nodes (id, kind) values ('inf-user', 'user'), ('inf-group', 'group')`);
+    // the schema refuses it now…
+    await expect(db.query(sql`insert into permgraph.grants (tail_id, head_id, level, expires_at) values ('inf-user', 'inf-group', 1, 'infinity')`))
+      .rejects.toThrow(/grant "inf-user" -> "inf-group" expires_at infinity is outside the years 1 to 9999 \(for never, null\)/);
+    // …so write it the way an older release let it through
+    await db.query(sql`alter table permgraph.grants disable trigger grants_validate`);
+    try {
+      await db.query(sql`insert into permgraph.grants (tail_id, head_id, level, expires_at) values ('inf-user', 'inf-group', 1, 'infinity')`);
+    } finally {
+      await db.query(sql`alter table permgraph.grants enable trigger grants_validate`);
+    }
+    await applyChanges(db);
+    const audit = await cli('audit', '--target', 'inf-group', '--action', 'grant');
+    expect(audit).toMatchObject({ code: 0 });
+    expect(audit.stdout).toMatch(/\tgrant\tinf-user -> inf-group level 1 until infinity \(source default\)\n$/);
+    const explain = await cli('explain', 'inf-user', 'inf-group');
+    expect(explain.code).toBe(0);
+    expect(explain.stdout).toContain('  inf-user -[read, default, until out of range]-> inf-group\n'); // (explain's JSON carries it as text)
   });
 
   it('prune-audit deletes the entries before a moment (or older than a duration), says how many, and refuses bad input with nothing deleted', async () => {

@@ -373,6 +373,52 @@ describe('integrity rules', async () => {
     }
   });
 
+  describe('moments (a grant\'s expires_at, a node\'s trash_at): finite, in the years 1 to 9999', () => {
+    // Each is a timestamptz PostgreSQL accepts, but no ISO 8601 text or JavaScript Date carries it back.
+    for (const moment of ['infinity', '-infinity', '10000-01-01 00:00:00+00', '9999-12-31 23:00:00-05', '0001-01-01 00:00:00+00 BC']) {
+      it(`refuses ${moment}`, async () => {
+        await expectRefused(
+          sql`insert into permgraph.grants (tail_id, head_id, level, expires_at) values ('u1', 'gA', 1, ${moment}::timestamptz)`,
+          /^permgraph: grant "u1" -> "gA" expires_at .* is outside the years 1 to 9999 \(for never, null\)$/,
+          '22023',
+        );
+        await expectRefused(
+          sql`update permgraph.grants set expires_at = ${moment}::timestamptz where tail_id = 'u3' and head_id = 'gA'`,
+          /^permgraph: grant "u3" -> "gA" expires_at .* is outside the years 1 to 9999/,
+          '22023',
+        );
+        await expectRefused(
+          sql`insert into permgraph.nodes (id, kind, trash_at) values ('late', 'group', ${moment}::timestamptz)`,
+          /^permgraph: node "late" trash_at .* is outside the years 1 to 9999 \(for no trash time, null\)$/,
+          '22023',
+        );
+        await expectRefused(
+          sql`update permgraph.nodes set trash_at = ${moment}::timestamptz where id = 'gB'`,
+          /^permgraph: node "gB" trash_at .* is outside the years 1 to 9999/,
+          '22023',
+        );
+      });
+    }
+
+    it('accepts the first and last moments of that range, and null', async () => {
+      await db.query(sql`update permgraph.grants set expires_at = '9999-12-31 23:59:59.999999+00' where tail_id = 'u3' and head_id = 'gA'`);
+      await db.query(sql`update permgraph.nodes set trash_at = '0001-01-01 00:00:00+00' where id = 'gB'`);
+      await db.query(sql`update permgraph.nodes set trash_at = null where id = 'gB'`);
+      await db.query(sql`update permgraph.grants set expires_at = null where tail_id = 'u3' and head_id = 'gA'`);
+    });
+
+    it('a node already holding one (written before the rule) may still change its other columns', async () => {
+      await db.query(sql`alter table permgraph.nodes disable trigger nodes_validate_changed`);
+      try {
+        await db.query(sql`update permgraph.nodes set trash_at = 'infinity' where id = 'gB'`);
+      } finally {
+        await db.query(sql`alter table permgraph.nodes enable trigger nodes_validate_changed`);
+      }
+      await db.query(sql`update permgraph.nodes set owner_id = 'u1' where id = 'gB'`);
+      expect(await ownerOf('gB')).toBe('u1');
+    });
+  });
+
   describe('grants', () => {
     for (const level of [0, 4, -1, null]) {
       it(`refuses level ${level}`, async () => {

@@ -33,6 +33,7 @@ interface PruneFlags {
 
 interface AuditFlags {
   actor?: string;
+  login?: string;
   target?: string;
   source?: string;
   action?: string;
@@ -66,6 +67,7 @@ export function registerOpsCommands(program: Command): void {
     .command('audit')
     .description('list the audit log of grant and ownership changes, oldest first (keyset pages)')
     .option('--actor <actor>', 'only changes by this actor (permgraph.actor, else the database role)')
+    .option('--login <role>', 'only changes made by this database login, whatever actor it declared')
     .option('--target <id>', 'only changes about this node (as grant tail or head, or the node changed)')
     .option('--source <source>', 'only changes with this grant source (or import run name)')
     .option('--action <action>', `only this action: ${AUDIT_ACTIONS.join(', ')} (the last written by releases before 0.2 only)`)
@@ -233,6 +235,7 @@ async function runAudit(ctx: CommandContext, flags: AuditFlags): Promise<void> {
   const after = flags.after === undefined ? undefined : positiveInteger(flags.after, '--after');
   const page = await listAudit(ctx.db, {
     actor: flags.actor,
+    login: flags.login,
     target: flags.target,
     source: flags.source,
     action: flags.action as AuditAction | undefined,
