@@ -39,6 +39,49 @@ export const LISTENER_APPLICATION_NAME = 'permgraph-listener';
 /** application_name of every other pool permgraph opens. */
 export const DEFAULT_APPLICATION_NAME = 'permgraph';
 
+/**
+ * TCP keepalive on every connection permgraph opens: the first probe after
+ * this long idle (ms), so that a peer gone without closing (a partition, a
+ * host that died) is noticed in minutes, not after the OS's two hours.
+ */
+export const KEEPALIVE_INITIAL_DELAY_MS = 10_000;
+
+/**
+ * What the worker's applying session sets, whatever the login's or the
+ * database's defaults (each one the server has: transaction_timeout is
+ * PostgreSQL 17+). No timeout: a batch cancelled by a statement_timeout set
+ * for the login would be retried, and cancelled, forever; long jobs bound a
+ * batch's length instead. The server's side of dead-peer detection: its
+ * session holds the applier role's lock, so a worker that vanished must not
+ * keep it (standbys take over once the server ends that session: ~25 s of
+ * silence); WORKER_CLIENT_CHECK_INTERVAL_MS below does the same for a
+ * running batch.
+ */
+export const WORKER_SESSION_SETTINGS: Readonly<Record<string, string>> = {
+  statement_timeout: '0',
+  lock_timeout: '0',
+  idle_in_transaction_session_timeout: '0',
+  transaction_timeout: '0',
+  tcp_keepalives_idle: '10',
+  tcp_keepalives_interval: '5',
+  tcp_keepalives_count: '3',
+};
+
+/**
+ * client_connection_check_interval of the worker's applying session (ms):
+ * a batch whose worker died (killed, its host gone) is cancelled and rolled
+ * back within this long, instead of running on to commit while the next
+ * worker waits for its lock. Set apart from the others because a server
+ * built for a platform that cannot check refuses any value but 0.
+ */
+export const WORKER_CLIENT_CHECK_INTERVAL_MS = 2000;
+
+/**
+ * How long a metrics scrape waits for each read from the database (ms);
+ * past it, that gauge has no value in the scrape and the rest still answer.
+ */
+export const METRICS_DATABASE_TIMEOUT_MS = 5_000;
+
 /** The channel the capture triggers NOTIFY (payload-free) on every change. */
 export const CHANGES_CHANNEL = 'permgraph_changes';
 

@@ -3,6 +3,7 @@
 // not (pg's types are not among its dependencies), so it is not reachable
 // from them.
 import pg, { type ClientConfig } from 'pg';
+import { KEEPALIVE_INITIAL_DELAY_MS } from '../constants.ts';
 import { isTlsRefused, tlsPlan } from './tls.ts';
 
 /**
@@ -13,7 +14,14 @@ import { isTlsRefused, tlsPlan } from './tls.ts';
  */
 export async function clientConfig(url: string, applicationName: string): Promise<ClientConfig> {
   const plan = tlsPlan(url);
-  const config = { connectionString: plan.url, ssl: plan.tls ?? false, application_name: applicationName };
+  const config = {
+    connectionString: plan.url,
+    ssl: plan.tls ?? false,
+    application_name: applicationName,
+    // as the pool's connections (pool.ts)
+    keepAlive: true,
+    keepAliveInitialDelayMillis: KEEPALIVE_INITIAL_DELAY_MS,
+  };
   if (!plan.plainIfRefused) return config;
   const probe = new pg.Client(config);
   probe.on('error', () => {});

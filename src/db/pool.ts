@@ -1,5 +1,5 @@
 import databases, { sql, type ConnectionPool, type Queryable } from '@databases/pg';
-import { DEFAULT_APPLICATION_NAME } from '../constants.ts';
+import { DEFAULT_APPLICATION_NAME, KEEPALIVE_INITIAL_DELAY_MS } from '../constants.ts';
 import { InvalidInputError } from '../errors.ts';
 import { tlsPlan } from './tls.ts';
 
@@ -37,6 +37,10 @@ export function openPool(url: string, options: PoolOptions = {}): ConnectionPool
     // text[] beats pg_catalog's polymorphic unnest wherever public is on the
     // path). Applications name their own tables with their schema.
     schema: PINNED_SEARCH_PATH,
+    // A server gone without closing the connection is noticed (the OS's
+    // probes start after this delay) instead of a query waiting for hours.
+    keepAlive: true,
+    keepAliveInitialDelayMilliseconds: KEEPALIVE_INITIAL_DELAY_MS,
     // An idle connection dropped by the server (restart, pg_terminate_backend)
     // is replaced on next use; the default handler would print to stderr.
     onError: options.onIdleError ?? (() => {}),

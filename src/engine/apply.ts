@@ -1,7 +1,8 @@
 import { isTransaction, type Connection } from '@databases/pg';
 import { sql, type Queryable } from '../db/pool.ts';
-import { DEFAULT_MAX_BATCH } from '../constants.ts';
+import { DEFAULT_MAX_BATCH, WORKER_CLIENT_CHECK_INTERVAL_MS, WORKER_SESSION_SETTINGS } from '../constants.ts';
 import { inSnapshot, withRetries } from '../db/transaction.ts';
+import { SqlState, sqlStateOf } from '../errors.ts';
 
 export interface BatchResult {
   /** none: nothing was pending; incremental: only the affected region; full: whole-table recomputation. */
@@ -85,19 +86,33 @@ export async function refresh(db: Queryable, options: Pick<ApplyOptions, 'at'> =
  * and COMMIT of its own). And a queue of 24 or more changes that mixes
  * removals and additions is applied as two batches, the removals first, then the rest
  * (more_pending; sql/functions/045_batch_split.sql): cheaper, and a
- * revocation waits for no addition. Only for a connection nobody else
- * uses; undo it with resetWorkerSession.
+ * revocation waits for no addition. It also runs without timeouts and
+ * with dead-peer detection (WORKER_SESSION_SETTINGS). Only for a
+ * connection nobody else uses; undo it with resetWorkerSession.
  */
 export async function useWorkerSession(conn: Connection): Promise<void> {
   await conn.query(sql`
     set default_transaction_isolation = 'repeatable read';
     set ${splitSetting} = on`);
+  await conn.query(sql`
+    select set_config(s.name, v.value, false)
+    from jsonb_each_text(${JSON.stringify(WORKER_SESSION_SETTINGS)}::jsonb) v(name, value)
+    join pg_settings s on s.name = v.name`);
+  await conn
+    .query(sql`select set_config('client_connection_check_interval', ${String(WORKER_CLIENT_CHECK_INTERVAL_MS)}, false)`)
+    .catch((error: unknown) => {
+      // only a platform that cannot check refuses it (22023): the batch then runs on as before
+      if (sqlStateOf(error) !== SqlState.invalidParameterValue) throw error;
+    });
 }
 
 export async function resetWorkerSession(conn: Connection): Promise<void> {
   await conn.query(sql`
     reset default_transaction_isolation;
     reset ${splitSetting}`);
+  await conn.query(sql`
+    select set_config(s.name, s.reset_val, false) from pg_settings s
+    where s.name = any(${[...Object.keys(WORKER_SESSION_SETTINGS), 'client_connection_check_interval']}::text[])`);
 }
 
 /** The session setting that makes apply_changes() split a mixed queue (sql/functions/045_batch_split.sql). */
