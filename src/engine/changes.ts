@@ -3,7 +3,6 @@
 // acknowledge them, and follow new ones as batches commit them. The SQL side
 // (sql/functions/170_changes.sql) keeps the events and the positions;
 // docs/change-stream.md shows a search index kept in step with it.
-import type { Subscriber } from 'pg-listen';
 import { sql, type Queryable } from '../db/pool.ts';
 import {
   CHANGES_LISTENER_APPLICATION_NAME,
@@ -15,7 +14,7 @@ import { PermgraphError, withInputErrors } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
 import type { Level } from '../types.ts';
-import { startListener } from '../worker/listener.ts';
+import { startListener, type Listener } from '../worker/listener.ts';
 import { Wakeup } from '../worker/wakeup.ts';
 
 /**
@@ -183,7 +182,7 @@ export async function* changes(db: Queryable, name: string, options: ChangesOpti
   const wakeup = new Wakeup();
   const onAbort = () => wakeup.notify();
   options.signal?.addEventListener('abort', onAbort);
-  let subscriber: Subscriber | undefined;
+  let subscriber: Listener | undefined;
   try {
     if (options.follow && options.url && !options.signal?.aborted) {
       subscriber = await startListener(options.url, () => wakeup.notify(), logger, {

@@ -1,7 +1,15 @@
-import pgListen, { type Subscriber } from 'pg-listen';
+import pgListen from 'pg-listen';
 import { CHANGES_CHANNEL, LISTENER_APPLICATION_NAME } from '../constants.ts';
 import { clientConfig } from '../db/client-config.ts';
 import type { Logger } from '../logger.ts';
+
+/** A LISTEN connection; close() ends it, and any reconnecting it was doing. */
+export interface Listener {
+  close(): Promise<void>;
+}
+
+/** How long the listener waits between attempts to reconnect (ms). */
+const RETRY_INTERVAL_MS = 500;
 
 /**
  * LISTENs for wake-ups with pg-listen, reconnecting forever. onWake runs on
@@ -14,21 +22,48 @@ export async function startListener(
   onWake: () => void,
   logger: Logger,
   { channel = CHANGES_CHANNEL, applicationName = LISTENER_APPLICATION_NAME }: { channel?: string; applicationName?: string } = {},
-): Promise<Subscriber> {
+): Promise<Listener> {
+  let closed = false;
   // pg-listen is CommonJS; its factory is the .default export.
   // (TLS on the pool's terms: node-pg's own reading of sslmode differs, src/db/tls.ts)
-  const subscriber = pgListen.default(
-    await clientConfig(url, applicationName),
-    { retryLimit: Infinity, retryTimeout: Infinity, retryInterval: 500, paranoidChecking: 10_000 },
-  );
+  const subscriber = pgListen.default(await clientConfig(url, applicationName), {
+    retryLimit: Infinity,
+    retryTimeout: Infinity,
+    // pg-listen's close() does not end a reconnect loop under way (the
+    // server down): it would connect later, an orphan LISTEN keeping the
+    // process alive. Asked before every next attempt, this ends it.
+    retryInterval: () => {
+      if (closed) throw new Error('the listener was closed');
+      return RETRY_INTERVAL_MS;
+    },
+    paranoidChecking: 10_000,
+    // The payload is never read: any login may NOTIFY on the channel, and
+    // pg-listen's default JSON.parse logged an error for each payload that
+    // was not JSON. A notification only wakes.
+    parse: (payload: string) => payload,
+  });
+  const close = async () => {
+    closed = true;
+    await subscriber.close();
+  };
   subscriber.events.on('notification', onWake);
   subscriber.events.on('connected', () => {
+    if (closed) return void subscriber.close().catch(() => {}); // a reconnect that finished after close()
     logger.info('listener connected');
     onWake();
   });
-  subscriber.events.on('reconnect', (attempt: number) => logger.warn({ attempt }, 'listener reconnecting'));
-  subscriber.events.on('error', (error: Error) => logger.error({ err: error }, 'listener error'));
-  await subscriber.connect();
-  await subscriber.listenTo(channel);
-  return subscriber;
+  subscriber.events.on('reconnect', (attempt: number) => {
+    if (!closed) logger.warn({ attempt }, 'listener reconnecting');
+  });
+  subscriber.events.on('error', (error: Error) => {
+    if (!closed) logger.error({ err: error }, 'listener error');
+  });
+  try {
+    await subscriber.connect();
+    await subscriber.listenTo(channel);
+  } catch (error) {
+    await close().catch(() => {});
+    throw error;
+  }
+  return { close };
 }

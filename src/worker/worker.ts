@@ -1,6 +1,5 @@
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Subscriber } from 'pg-listen';
 import { openPool, sql, type ConnectionPool } from '../db/pool.ts';
 import type { Connection } from '@databases/pg';
 import { DEFAULT_CHUNK_PAIRS, DEFAULT_MAX_BATCH, DEFAULT_POLL_INTERVAL_MS, DEFAULT_STANDBY_INTERVAL_MS, WORKER_APPLICATION_NAME } from '../constants.ts';
@@ -9,7 +8,7 @@ import { applyJobChunk, type ChunkResult } from '../engine/long-job.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
 import { PermgraphError } from '../errors.ts';
-import { startListener } from './listener.ts';
+import { startListener, type Listener } from './listener.ts';
 import { Wakeup } from './wakeup.ts';
 
 export interface WorkerOptions {
@@ -53,8 +52,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private readonly logger: Logger;
   private readonly wakeup = new Wakeup();
   private readonly pool: ConnectionPool;
-  private subscriber: Subscriber | undefined;
+  private subscriber: Listener | undefined;
   private stopping = false;
+  private starting: Promise<void> | undefined;
+  private stopped: Promise<void> | undefined;
   private loop: Promise<void> | undefined;
   private currentRole: 'active' | 'standby' | undefined;
 
@@ -83,17 +84,40 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * otherwise retry forever.
    */
   async start(): Promise<void> {
-    await this.requireWorkerRights();
-    if (this.options.listen) {
-      this.subscriber = await startListener(this.options.url, () => this.wakeup.notify(), this.logger);
-    }
-    this.loop = this.runForever();
+    this.starting = this.open();
+    await this.starting;
   }
 
-  /** Finishes the current batch, releases the role, closes connections. */
-  async stop(): Promise<void> {
-    if (this.stopping) return this.loop;
-    this.stopping = true;
+  private async open(): Promise<void> {
+    try {
+      await this.requireWorkerRights();
+      if (this.options.listen) {
+        this.subscriber = await startListener(this.options.url, () => this.wakeup.notify(), this.logger);
+      }
+    } catch (error) {
+      // nothing of a worker that did not start stays open
+      await this.pool.dispose().catch(() => {});
+      throw error;
+    }
+    // (a stop() that came meanwhile closes the listener once this returns)
+    if (!this.stopping) this.loop = this.runForever();
+  }
+
+  /**
+   * Finishes the current batch, releases the role, closes connections. Also
+   * while start() runs (a signal during start-up): the worker then stops as
+   * soon as it has started, without taking the role.
+   */
+  stop(): Promise<void> {
+    if (!this.stopping) {
+      this.stopping = true;
+      this.stopped = this.close();
+    }
+    return this.stopped!;
+  }
+
+  private async close(): Promise<void> {
+    await this.starting?.catch(() => {});
     // The listener goes first: a stopping worker needs no wake-ups, and a
     // listener closed before the server drops its connection does not try
     // to reconnect (Ctrl-C under `npm start` also stops the embedded server,
@@ -103,7 +127,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await this.loop;
     this.currentRole = undefined; // the lock is released: neither applier nor standby
     await listenerClosed;
-    await this.pool.dispose();
+    await this.pool.dispose().catch(() => {});
     this.emit('stopped');
   }
 
@@ -124,7 +148,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
       return;
     }
     if (row.may === true) return;
-    await this.pool.dispose();
     throw new PermgraphError(
       row.may === null
         ? 'permgraph schema not found in this database: run `permgraph migrate` first'
@@ -148,13 +171,15 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private async serveWithConnection(conn: Connection): Promise<void> {
+    // Each batch is one statement in its own REPEATABLE READ transaction:
+    // one round trip, and writers never wait for it; a mixed queue is
+    // applied removals first; no timeout cancels a batch, and a session
+    // whose worker vanished ends (useWorkerSession). Before the role: its
+    // lock lives as long as this session.
+    await useWorkerSession(conn);
     if (!(await this.acquireRole(conn))) return;
     try {
       this.setRole('active');
-      // Each batch is one statement in its own REPEATABLE READ transaction:
-      // one round trip, and writers never wait for it; a mixed queue is
-      // applied removals first (useWorkerSession).
-      await useWorkerSession(conn);
       while (!this.stopping) {
         const result = await applyChangesOnSession(conn, { maxChanges: this.options.maxBatch, chunkPairs: this.options.chunkPairs ?? undefined });
         if (result.mode !== 'none') {

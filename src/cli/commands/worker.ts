@@ -103,11 +103,15 @@ async function runWorker(ctx: CommandContext, flags: WorkerFlags, onSchemaReady?
   });
   const metricsServer = metricsPort === undefined ? undefined : await startMetrics(worker, ctx, metricsPort);
   if (metricsServer) ctx.logger.info({ port: metricsPort }, 'serving metrics at /metrics');
-  await worker.start();
-  await onShutdownSignal(ctx.logger, async () => {
+  // Handled from before start(): a signal while it connects stops the
+  // worker as soon as it has started, instead of being taken for the
+  // cancelling of a statement and leaving it running.
+  const stopped = onShutdownSignal(ctx.logger, async () => {
     await worker.stop();
     metricsServer?.close();
   });
+  await worker.start();
+  await stopped;
   ctx.logger.info('worker stopped');
 }
 
