@@ -1,5 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { METRICS_DATABASE_TIMEOUT_MS } from '../constants.ts';
 import { sql, type Queryable } from '../db/pool.ts';
 import { consumerStatus, type ConsumerStatus } from '../engine/changes.ts';
 import type { Worker } from './worker.ts';
@@ -24,50 +25,50 @@ export function createWorkerMetrics(worker: Worker, db: Queryable): Registry {
     registers: [registry],
   });
   const rows = new Counter({ name: 'permgraph_rows_written_total', help: 'Rows of permissions written, by operation', labelNames: ['op'], registers: [registry] });
+  // Gauges read from the database at scrape time (databaseGauge): without
+  // a value when the database does not answer, which database_up says.
   new Gauge({
-    name: 'permgraph_pending_changes',
-    help: 'Captured changes not yet applied',
+    name: 'permgraph_database_up',
+    help: '1 when the database answered this scrape within its time limit, else 0 (the gauges read from it then have no value)',
     registers: [registry],
     async collect() {
-      const [row] = await db.query(sql`select count(*)::bigint as n from permgraph.changes`);
-      this.set(Number(row.n));
+      this.set(await timed(db.query(sql`select 1`)).then(() => 1, () => 0));
     },
   });
-  new Gauge({
-    name: 'permgraph_oldest_pending_age_seconds',
-    help: 'Age of the oldest captured change not yet applied (0 when none)',
-    registers: [registry],
-    async collect() {
-      const [row] = await db.query(sql`select coalesce(extract(epoch from now() - min(captured_at)), 0)::float8 as age from permgraph.changes`);
-      this.set(Number(row.age));
-    },
+  databaseGauge(registry, 'permgraph_pending_changes', 'Captured changes not yet applied', async (gauge) => {
+    const [row] = await db.query(sql`select count(*)::bigint as n from permgraph.changes`);
+    gauge.set(Number(row.n));
   });
-  new Gauge({
-    name: 'permgraph_overdue_expiry_seconds',
-    help: 'How long ago the earliest valid_until not yet recomputed passed (0 when none): the expiry lag',
-    registers: [registry],
-    async collect() {
+  databaseGauge(registry, 'permgraph_oldest_pending_age_seconds', 'Age of the oldest captured change not yet applied (0 when none)', async (gauge) => {
+    const [row] = await db.query(sql`select coalesce(extract(epoch from now() - min(captured_at)), 0)::float8 as age from permgraph.changes`);
+    gauge.set(Number(row.age));
+  });
+  databaseGauge(
+    registry,
+    'permgraph_overdue_expiry_seconds',
+    'How long ago the earliest valid_until not yet recomputed passed (0 when none): the expiry lag',
+    async (gauge) => {
       const [row] = await db.query(
         sql`select coalesce(extract(epoch from now() - min(valid_until)), 0)::float8 as age from permgraph.permissions where valid_until <= now()`,
       );
-      this.set(Number(row.age));
+      gauge.set(Number(row.age));
     },
-  });
+  );
   // The change stream's consumers, one series each; a consumer dropped since
   // the last scrape disappears. Both gauges take one read per scrape.
   const readConsumers = sharedRead(() => consumerStatus(db));
   const consumerGauge = (name: string, help: string, value: (c: ConsumerStatus) => number) =>
-    new Gauge({
+    databaseGauge(
+      registry,
       name,
       help,
-      labelNames: ['consumer'],
-      registers: [registry],
-      async collect() {
+      async (gauge) => {
         const consumers = await readConsumers();
-        this.reset();
-        for (const c of consumers) this.set({ consumer: c.consumer }, value(c));
+        gauge.reset();
+        for (const c of consumers) gauge.set({ consumer: c.consumer }, value(c));
       },
-    });
+      ['consumer'],
+    );
   consumerGauge(
     'permgraph_change_stream_lag_events',
     'How far behind a change stream consumer is, in seqs: at most the events it has not acknowledged, which are kept for it however old',
@@ -102,14 +103,7 @@ export function createWorkerMetrics(worker: Worker, db: Queryable): Registry {
     return job ?? null;
   });
   const jobGauge = (name: string, help: string, read: (job: Record<string, any> | null) => number) =>
-    new Gauge({
-      name,
-      help,
-      registers: [registry],
-      async collect() {
-        this.set(read(await readJob()));
-      },
-    });
+    databaseGauge(registry, name, help, async (gauge) => gauge.set(read(await readJob())));
   const running = (job: Record<string, any> | null) => job !== null && job.finished_at === null;
   jobGauge('permgraph_long_job_active', '1 while a long job runs', (job) => (running(job) ? 1 : 0));
   jobGauge('permgraph_long_job_users_total', 'Users the running long job recomputes (0 when none runs)', (job) => (running(job) ? Number(job!.users_total) : 0));
@@ -139,6 +133,36 @@ export function createWorkerMetrics(worker: Worker, db: Queryable): Registry {
     rows.inc({ op: 'delete' }, batch.deleted);
   });
   return registry;
+}
+
+/**
+ * A gauge whose value is read from the database at scrape time. When the
+ * read fails or takes longer than METRICS_DATABASE_TIMEOUT_MS, the gauge
+ * has no value in that scrape (NaN, or no series when labelled), instead of
+ * failing the whole scrape: the
+ * worker's own counters and permgraph_worker_active (and database_up 0)
+ * still reach the alerts that need them most, when the database is down.
+ */
+function databaseGauge(registry: Registry, name: string, help: string, read: (gauge: Gauge) => Promise<void>, labelNames: string[] = []): Gauge {
+  return new Gauge({
+    name,
+    help,
+    labelNames,
+    registers: [registry],
+    async collect() {
+      // (a labelled gauge loses its series; an unlabelled one would read 0 after reset(), so it reads NaN)
+      await timed(read(this)).catch(() => (labelNames.length > 0 ? this.reset() : this.set(Number.NaN)));
+    },
+  });
+}
+
+/** The promise, or a rejection once the scrape's time for the database is up (the query itself runs on). */
+function timed<T>(promise: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error('the database did not answer in time')), METRICS_DATABASE_TIMEOUT_MS);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 /**
