@@ -338,6 +338,61 @@ describe('worker', async () => {
     expect(await readPermissions(db)).toEqual(model.computePermissions(state.snapshot()));
   });
 
+  it('a login whose default statement_timeout would cancel its batches: the worker runs without it, and with dead-peer detection', async () => {
+    const login = await createLogin(db, url, 'timed_worker', 'permgraph_worker');
+    await db.query(sql`alter role ${sql.ident(login.name)} set statement_timeout = '50ms'`);
+    await db.query(sql`alter role ${sql.ident(login.name)} set lock_timeout = '10ms'`);
+    const state = await seed();
+    // a batch that waits 300 ms for the batch lock, and must not be cancelled for it
+    const holder = openPool(url, { poolSize: 1 });
+    try {
+      const worker = new Worker({ url: login.url, pollIntervalMs: 100 });
+      workers.push(worker);
+      const failures: string[] = [];
+      worker.on('error', (error) => failures.push(error.message));
+      await holder.tx(async (tx) => {
+        await tx.query(sql`select pg_advisory_xact_lock(permgraph._applier_lock_key())`);
+        await worker.start();
+        await mutate(state, 10, 41);
+        await new Promise((r) => setTimeout(r, 300)); // the worker's batch waits for the lock meanwhile
+      });
+      await expectConverged(state);
+      // neither timeout cancelled a batch (each would have been a failure, retried)
+      expect(failures).toEqual([]);
+    } finally {
+      await holder.dispose();
+    }
+  });
+
+  it('stop() during start() stops the worker once started: no role taken, no listener left', async () => {
+    const worker = new Worker({ url, pollIntervalMs: 100 });
+    workers.push(worker);
+    const starting = worker.start();
+    const stopping = worker.stop();
+    await starting;
+    await stopping;
+    expect(worker.role).toBeUndefined();
+    await waitUntil(async () => {
+      const rows = await db.query(sql`
+        select 1 from pg_stat_activity where datname = current_database()
+          and application_name = any(${[LISTENER_APPLICATION_NAME, WORKER_APPLICATION_NAME]}::text[])`);
+      return rows.length === 0;
+    }, 'the worker\'s connections to close');
+  });
+
+  it('a notification with any payload only wakes the worker: no error logged for one that is not JSON', async () => {
+    const state = await seed();
+    const lines: string[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+    const worker = await startWorker({ logger, pollIntervalMs: 60_000 });
+    await waitUntil(async () => lines.some((l) => l.includes('listener connected')), 'the listener to connect');
+    await mutate(state, 5, 43);
+    await db.query(sql`select pg_notify('permgraph_changes', 'not json {')`);
+    await expectConverged(state);
+    expect(worker.role).toBe('active');
+    expect(lines.filter((l) => JSON.parse(l).level >= 50)).toEqual([]);
+  });
+
   it('serves Prometheus metrics of what it applied and of the backlog', async () => {
     const state = await seed();
     const worker = await startWorker({ pollIntervalMs: 50 });
@@ -361,6 +416,26 @@ describe('worker', async () => {
       expect(await (await fetch(`http://127.0.0.1:${port}/metrics?module=permgraph`)).text()).toMatch(/^permgraph_worker_active 1$/m);
     } finally {
       server.close();
+    }
+  });
+
+  it('metrics answer while the database does not: database_up 0, the worker\'s own series, no value for what is read from it', async () => {
+    const gone = new URL(url);
+    gone.port = '1'; // nothing listens there: connections are refused at once
+    const unreachable = openPool(gone.toString(), { poolSize: 1 });
+    try {
+      // (the pool retries a refused connection for ~10 s: the scrape answers after its own time limit, 5 s)
+      const text = await createWorkerMetrics(new Worker({ url, listen: false }), unreachable).metrics();
+      expect(text).toMatch(/^permgraph_database_up 0$/m);
+      expect(text).toMatch(/^permgraph_worker_active 0$/m);
+      expect(text).toMatch(/^permgraph_changes_applied_total 0$/m);
+      // (prom-client writes NaN as "Nan", which Prometheus reads as NaN: it ignores case)
+      expect(text).toMatch(/^permgraph_pending_changes nan$/im);
+      expect(text).toMatch(/^permgraph_long_job_active nan$/im);
+      expect(text).toMatch(/^# TYPE permgraph_change_stream_lag_events gauge\n(?!permgraph_change_stream_lag_events)/m);
+      expect(await createWorkerMetrics(new Worker({ url, listen: false }), db).metrics()).toMatch(/^permgraph_database_up 1$/m);
+    } finally {
+      void unreachable.dispose().catch(() => {}); // (resolves once its connection attempts give up)
     }
   });
 });
