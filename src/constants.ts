@@ -11,6 +11,9 @@ export const DEFAULT_POLL_INTERVAL_MS = 1000;
 /** How often a standby worker tries to take over the applier role (ms). */
 export const DEFAULT_STANDBY_INTERVAL_MS = 1000;
 
+/** The longest a worker waits before it tries again after failures in a row (ms; retryDelay). */
+export const MAX_RETRY_DELAY_MS = 30_000;
+
 /**
  * More pending changes than this are applied by a full recomputation. The
  * affected region's size (at most a quarter of the table) is the main guard;

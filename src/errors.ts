@@ -79,9 +79,27 @@ const SQL_MESSAGE_PREFIX = 'permgraph: ';
 export function sqlStateOf(error: unknown): string | undefined {
   if (typeof error === 'object' && error !== null && 'code' in error) {
     const code = (error as { code: unknown }).code;
-    if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) return code;
+    // (a SQLSTATE's class is digits, F0, HV, P0 or XX: never a system error such as EPIPE)
+    if (typeof code === 'string' && /^[0-9FHPX][0-9A-Z]{4}$/.test(code)) return code;
   }
   return undefined;
+}
+
+/** Node's system errors of a connection that failed or was lost. */
+const CONNECTION_SYSTEM_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EHOSTUNREACH', 'ETIMEDOUT', 'EAI_AGAIN', 'EPIPE']);
+
+/**
+ * Whether the error is the connection's rather than the statement's: the
+ * network (a system error, or node-pg's connection ending under a query),
+ * or the server refusing or ending the session (class 08; 57P01-57P03, an
+ * administrator's shutdown or a server that is starting or crashed).
+ */
+export function isConnectionError(error: unknown): boolean {
+  const systemCode = (error as NodeJS.ErrnoException | null)?.code;
+  if (typeof systemCode === 'string' && CONNECTION_SYSTEM_ERRORS.has(systemCode)) return true;
+  if (error instanceof Error && /^Connection terminated/.test(error.message)) return true;
+  const state = sqlStateOf(error);
+  return state !== undefined && (state.startsWith('08') || ['57P01', '57P02', '57P03'].includes(state));
 }
 
 /** Transient failures after which a whole transaction may simply be retried. */

@@ -1,7 +1,7 @@
 // How a command ends when it does not succeed: its exit status, and the
 // failure as one line for people or, with --json, as a JSON object for
 // scripts. Imports nothing that loads a database driver (see main.ts).
-import { InvalidInputError, PermgraphError, sqlStateOf } from '../errors.ts';
+import { InvalidInputError, isConnectionError, PermgraphError, sqlStateOf } from '../errors.ts';
 
 /**
  * Exit statuses, the same for every command: 0 success, 1 failure (bad input,
@@ -59,8 +59,6 @@ export interface Failure {
   sqlState?: string;
 }
 
-const CONNECTION_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EHOSTUNREACH', 'ETIMEDOUT', 'EAI_AGAIN', 'EPIPE']);
-
 /** What went wrong, for the exit status, the one line and the JSON. `usage` marks commander's parse errors. */
 export function describeFailure(error: unknown, usage = false): Failure {
   const text = error instanceof Error ? error.message : String(error);
@@ -74,9 +72,8 @@ export function describeFailure(error: unknown, usage = false): Failure {
   const name = error instanceof Error ? error.name : '';
   if (name === 'FreshnessTimeoutError') return { message, code: 'timeout', exitCode: EXIT.failure };
   if (name === 'MigrationChecksumError') return { message, code: 'migration_checksum', exitCode: EXIT.failure };
-  const systemCode = (error as NodeJS.ErrnoException | null)?.code;
-  if (typeof systemCode === 'string' && CONNECTION_ERRORS.has(systemCode)) return { message, code: 'connection', exitCode: EXIT.failure };
-  if (sqlState) return withState({ message, code: sqlState.startsWith('08') ? 'connection' : 'database', exitCode: EXIT.failure });
+  if (isConnectionError(error)) return withState({ message, code: 'connection', exitCode: EXIT.failure });
+  if (sqlState) return withState({ message, code: 'database', exitCode: EXIT.failure });
   if (error instanceof PermgraphError) return { message, code: 'failed', exitCode: EXIT.failure };
   return { message, code: 'internal', exitCode: EXIT.failure };
 }

@@ -2,7 +2,7 @@ import { isTransaction, type Connection } from '@databases/pg';
 import { sql, type Queryable } from '../db/pool.ts';
 import { DEFAULT_MAX_BATCH, WORKER_CLIENT_CHECK_INTERVAL_MS, WORKER_SESSION_SETTINGS } from '../constants.ts';
 import { inSnapshot, withRetries } from '../db/transaction.ts';
-import { SqlState, sqlStateOf } from '../errors.ts';
+import { PermgraphError, SqlState, sqlStateOf } from '../errors.ts';
 
 export interface BatchResult {
   /** none: nothing was pending; incremental: only the affected region; full: whole-table recomputation. */
@@ -113,6 +113,16 @@ export async function resetWorkerSession(conn: Connection): Promise<void> {
   await conn.query(sql`
     select set_config(s.name, s.reset_val, false) from pg_settings s
     where s.name = any(${[...Object.keys(WORKER_SESSION_SETTINGS), 'client_connection_check_interval']}::text[])`);
+}
+
+/** Why a worker, or `worker --once`, refuses a server in recovery. */
+export const STANDBY_REFUSAL =
+  'this server is a standby (in recovery), where nothing can be written: run the worker against the primary (docs/replicas.md)';
+
+/** Refuses a standby, which would fail every batch with "read-only transaction". */
+export async function requirePrimary(db: Queryable): Promise<void> {
+  const [{ standby }] = await db.query(sql`select pg_is_in_recovery() as standby`);
+  if (standby) throw new PermgraphError(STANDBY_REFUSAL);
 }
 
 /** The session setting that makes apply_changes() split a mixed queue (sql/functions/045_batch_split.sql). */

@@ -11,6 +11,9 @@ export interface Listener {
 /** How long the listener waits between attempts to reconnect (ms). */
 const RETRY_INTERVAL_MS = 500;
 
+/** Of the attempts to reconnect, the first and every this many after it are logged. */
+const RECONNECT_LOG_EVERY = 20;
+
 /**
  * LISTENs for wake-ups with pg-listen, reconnecting forever. onWake runs on
  * every notification and after every (re)connect, because notifications sent
@@ -53,7 +56,8 @@ export async function startListener(
     onWake();
   });
   subscriber.events.on('reconnect', (attempt: number) => {
-    if (!closed) logger.warn({ attempt }, 'listener reconnecting');
+    // every attempt is twice a second: the first, then one line every ten seconds
+    if (!closed && attempt % RECONNECT_LOG_EVERY === 1) logger.warn({ attempt }, 'listener reconnecting');
   });
   subscriber.events.on('error', (error: Error) => {
     if (!closed) logger.error({ err: error }, 'listener error');

@@ -2,12 +2,12 @@ import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { openPool, sql, type ConnectionPool } from '../db/pool.ts';
 import type { Connection } from '@databases/pg';
-import { DEFAULT_CHUNK_PAIRS, DEFAULT_MAX_BATCH, DEFAULT_POLL_INTERVAL_MS, DEFAULT_STANDBY_INTERVAL_MS, WORKER_APPLICATION_NAME } from '../constants.ts';
-import { applyChangesOnSession, resetWorkerSession, useWorkerSession, type BatchResult } from '../engine/apply.ts';
+import { DEFAULT_CHUNK_PAIRS, DEFAULT_MAX_BATCH, DEFAULT_POLL_INTERVAL_MS, DEFAULT_STANDBY_INTERVAL_MS, MAX_RETRY_DELAY_MS, WORKER_APPLICATION_NAME } from '../constants.ts';
+import { applyChangesOnSession, resetWorkerSession, STANDBY_REFUSAL, useWorkerSession, type BatchResult } from '../engine/apply.ts';
 import { applyJobChunk, type ChunkResult } from '../engine/long-job.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
-import { PermgraphError } from '../errors.ts';
+import { isConnectionError, PermgraphError, sqlStateOf } from '../errors.ts';
 import { startListener, type Listener } from './listener.ts';
 import { Wakeup } from './wakeup.ts';
 
@@ -54,6 +54,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private readonly pool: ConnectionPool;
   private subscriber: Listener | undefined;
   private stopping = false;
+  /** Failures since the last batch that succeeded: each retry waits longer (retryDelay). */
+  private failuresInARow = 0;
+  /** Aborted by stop(): ends a wait before the next try. */
+  private readonly stopSignal = new AbortController();
   private starting: Promise<void> | undefined;
   private stopped: Promise<void> | undefined;
   private loop: Promise<void> | undefined;
@@ -124,6 +128,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     // which terminates every connection while the last batch finishes).
     const listenerClosed = this.subscriber?.close().catch(() => {});
     this.wakeup.notify();
+    this.stopSignal.abort();
     await this.loop;
     this.currentRole = undefined; // the lock is released: neither applier nor standby
     await listenerClosed;
@@ -132,11 +137,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private async requireWorkerRights(): Promise<void> {
-    let row: { login: string; schema: boolean; may: boolean | null };
+    let row: { login: string; schema: boolean; may: boolean | null; standby: boolean };
     try {
       // (to_regprocedure itself is refused without USAGE on the schema: asked last)
       [row] = await this.pool.query(sql`
-        select session_user::text as login, to_regnamespace('permgraph') is not null as schema,
+        select session_user::text as login, to_regnamespace('permgraph') is not null as schema, pg_is_in_recovery() as standby,
                case when to_regnamespace('permgraph') is null then null
                     when not has_schema_privilege('permgraph', 'usage') then false
                     when to_regprocedure('permgraph._applier_role_key()') is null then null
@@ -147,6 +152,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.logger.warn({ err: error }, 'could not check the worker login\'s rights; starting anyway');
       return;
     }
+    if (row.standby) throw new PermgraphError(STANDBY_REFUSAL);
     if (row.may === true) return;
     throw new PermgraphError(
       row.may === null
@@ -162,10 +168,20 @@ export class Worker extends EventEmitter<WorkerEvents> {
       } catch (error) {
         if (this.stopping) break;
         this.setRole('standby');
-        this.logger.error({ err: error }, 'worker connection failed; retrying');
+        this.failuresInARow++;
+        const retryInMs = retryDelay(this.options.standbyIntervalMs, this.failuresInARow);
+        const connection = isConnectionError(error);
+        this.logger.error(
+          { err: error, sqlState: sqlStateOf(error), failuresInARow: this.failuresInARow, retryInMs },
+          connection ? 'lost the connection to the database; retrying' : 'applying changes failed; retrying',
+        );
         // EventEmitter throws on 'error' without listeners; the worker must survive.
         if (this.listenerCount('error') > 0) this.emit('error', error as Error);
-        await this.wakeup.wait(this.options.standbyIntervalMs);
+        // A lost connection is tried again at once when the listener is back
+        // (its reconnect wakes); a failed batch only when its time comes, not
+        // on every writer's notification.
+        if (connection) await this.wakeup.wait(retryInMs);
+        else await sleep(retryInMs, undefined, { signal: this.stopSignal.signal }).catch(() => {});
       }
     }
   }
@@ -182,6 +198,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.setRole('active');
       while (!this.stopping) {
         const result = await applyChangesOnSession(conn, { maxChanges: this.options.maxBatch, chunkPairs: this.options.chunkPairs ?? undefined });
+        this.failuresInARow = 0;
         if (result.mode !== 'none') {
           this.logger.info({ batch: result }, 'applied batch');
           this.emit('batch', result);
@@ -226,6 +243,16 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.logger.info({ role }, role === 'active' ? 'holding the applier role' : 'waiting as standby');
     this.emit('role', role);
   }
+}
+
+/**
+ * How long the worker waits before its next try after failures in a row:
+ * the standby interval, doubled with each failure after the first, at most
+ * MAX_RETRY_DELAY_MS. A batch that keeps failing, or a database that stays
+ * down, is then tried (and logged) twice a minute, not every second.
+ */
+export function retryDelay(standbyIntervalMs: number, failuresInARow: number): number {
+  return Math.min(standbyIntervalMs * 2 ** Math.max(0, Math.min(failuresInARow - 1, 30)), Math.max(standbyIntervalMs, MAX_RETRY_DELAY_MS));
 }
 
 /**

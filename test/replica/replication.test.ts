@@ -6,9 +6,11 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Permgraph } from '../../src/client.ts';
 import { openPool, sql, type ConnectionPool, type Queryable } from '../../src/db/pool.ts';
-import { applyChanges } from '../../src/engine/apply.ts';
+import { applyChanges, STANDBY_REFUSAL } from '../../src/engine/apply.ts';
 import { currentToken, FreshnessTimeoutError, isApplied, waitFor } from '../../src/engine/freshness.ts';
 import { migrate } from '../../src/migrations/migrate.ts';
+import { Worker } from '../../src/worker/worker.ts';
+import { runCli } from '../helpers/cli.ts';
 import * as model from '../reference/model.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
 import { ClusterSet, currentWalLsn, pauseReplay, PRIMARY_SETTINGS, resumeReplay, until, waitForReplay, type Cluster } from '../helpers/cluster.ts';
@@ -118,6 +120,14 @@ describe('replicas', () => {
   async function caughtUp(): Promise<void> {
     await waitForReplay(standbyAdmin, await currentWalLsn(primary));
   }
+
+  it('a worker pointed at the standby refuses to start, naming the primary; so does worker --once', async () => {
+    const worker = new Worker({ url: standbyCluster.url(APP_DB), listen: false });
+    await expect(worker.start()).rejects.toThrow(STANDBY_REFUSAL);
+    await worker.stop();
+    const once = await runCli(['--database-url', standbyCluster.url(APP_DB), 'worker', '--once']);
+    expect(once).toMatchObject({ code: 1, stderr: `permgraph: ${STANDBY_REFUSAL}\n` });
+  });
 
   it('a token is applied on a standby only once it has replayed the batch that applied it', async () => {
     await loadGraph(primary, before);

@@ -8,7 +8,7 @@ import { currentToken, waitFor } from '../../src/engine/freshness.ts';
 import { verify } from '../../src/engine/verify.ts';
 import * as model from '../reference/model.ts';
 import { createWorkerMetrics, serveMetrics } from '../../src/worker/metrics.ts';
-import { Worker, type WorkerOptions } from '../../src/worker/worker.ts';
+import { retryDelay, Worker, type WorkerOptions } from '../../src/worker/worker.ts';
 import { expiring, g, grant, o, u } from '../helpers/builders.ts';
 import { runCli, waitUntil } from '../helpers/cli.ts';
 import { createLogin } from '../helpers/logins.ts';
@@ -362,6 +362,11 @@ describe('worker', async () => {
     } finally {
       await holder.dispose();
     }
+  });
+
+  it('after failures in a row, each retry waits twice as long as the one before, up to 30 s', () => {
+    expect([1, 2, 3, 4, 5, 6, 7, 100].map((n) => retryDelay(1000, n))).toEqual([1000, 2000, 4000, 8000, 16_000, 30_000, 30_000, 30_000]);
+    expect(retryDelay(60_000, 3)).toBe(60_000); // a standby interval above the cap is kept
   });
 
   it('stop() during start() stops the worker once started: no role taken, no listener left', async () => {

@@ -66,7 +66,7 @@ interface WorkerFlags {
 
 async function runWorker(ctx: CommandContext, flags: WorkerFlags, onSchemaReady?: () => Promise<void>): Promise<void> {
   // Loaded here, not at the top: registering the commands must not load the database driver.
-  const [{ applyChanges }, { applyJobChunk }, { migrate }, { Worker }] = await Promise.all([
+  const [{ applyChanges, requirePrimary }, { applyJobChunk }, { migrate }, { Worker }] = await Promise.all([
     import('../../engine/apply.ts'),
     import('../../engine/long-job.ts'),
     import('../../migrations/migrate.ts'),
@@ -84,6 +84,7 @@ async function runWorker(ctx: CommandContext, flags: WorkerFlags, onSchemaReady?
   const maxBatch = positiveInteger(flags.maxBatch, '--max-batch');
   const chunkPairs = flags.chunkPairs === '0' ? null : positiveInteger(flags.chunkPairs, '--chunk-pairs');
   if (flags.once) {
+    await requirePrimary(ctx.db);
     // one batch, then the chunks of a long job (this batch's or an earlier worker's) until it is done
     const result = await applyChanges(ctx.db, { maxChanges: maxBatch });
     let chunks = 0;
