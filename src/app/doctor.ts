@@ -97,8 +97,9 @@ async function settingsCheck(db: Queryable): Promise<DoctorCheck> {
   const advice: string[] = [];
   if (Number(setting.get('statement_timeout') ?? 0) > 0) {
     advice.push(
-      `statement_timeout = ${setting.get('statement_timeout')} ms also cancels the worker's batches and refresh: ` +
-        'set it per application role (alter role … set statement_timeout) and leave the worker\'s login at 0',
+      `statement_timeout = ${setting.get('statement_timeout')} ms also cancels refresh, import and worker --once ` +
+        "(the worker's own session runs without it): set it per application role (alter role … set statement_timeout) " +
+        "and leave the owner's and the worker's logins at 0",
     );
   }
   if (Number(setting.get('idle_in_transaction_session_timeout') ?? 0) > 0) {

@@ -38,7 +38,7 @@ describe('doctor: server settings', async () => {
     try {
       const check = await settingsOf();
       expect(check.status).toBe('warn');
-      expect(check.message).toMatch(/^statement_timeout = 30000 ms also cancels the worker's batches and refresh: set it per application role/);
+      expect(check.message).toMatch(/^statement_timeout = 30000 ms also cancels refresh, import and worker --once \(the worker's own session runs without it\): set it per application role/);
     } finally {
       await db.query(sql`alter database ${sql.ident(name)} reset statement_timeout`);
     }

@@ -135,8 +135,8 @@ describe('permgraph list / who / explain / grant / revoke / sync-grants', async 
     ]);
     const listed = await cli('audit', '--action', 'catalog', '--actor', 'root@example.com');
     expect(listed.stdout.trimEnd().split('\n').map((l) => l.split('\t').slice(2).join(' | '))).toEqual([
-      'root@example.com | catalog | role viewer level - => 1',
-      'root@example.com | catalog | operation doc.edit level - => 2',
+      `root@example.com (login ${login}) | catalog | role viewer level - => 1`,
+      `root@example.com (login ${login}) | catalog | operation doc.edit level - => 2`,
     ]);
     const empty = await cli('grant', 'bob', 'eng', 'read', '--actor', ' ');
     expect(empty.code).toBe(2);
