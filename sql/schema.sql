@@ -2029,6 +2029,23 @@ exception
                           p_name, current_user);
 end $function$;
 
+-- permgraph._explain_manage_edge(text,text,jsonb,timestamp with time zone): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._explain_manage_edge(p_user_id text, p_owner text, p_tree jsonb, p_lasting_until timestamp with time zone)
+ RETURNS jsonb
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+  select jsonb_build_object('tail', e.tail_id, 'head', p_owner, 'level', 3,
+                            'source', case when e.source = '' then 'owner' else e.source end, 'expiresAt', e.expires_at)
+  from permgraph.edges e
+  where e.head_id = p_owner and e.level = 3
+    and (e.expires_at is null or (e.expires_at > now() and e.expires_at >= p_lasting_until))
+    and (e.tail_id = p_user_id or (e.tail_kind = 'group' and p_tree ? e.tail_id))
+  order by (p_tree -> e.tail_id ->> 'd')::integer, (p_tree -> e.tail_id ->> 'o')::bigint, e.source
+  limit 1
+$function$;
+
 -- permgraph._explain_path(jsonb,text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._explain_path(p_tree jsonb, p_node text)
  RETURNS jsonb
@@ -4893,9 +4910,10 @@ declare
   path jsonb := '[]';
   traverse_path jsonb;
   owner_usable boolean := false;
-  manage_tail text;
-  manage_source text;
-  manage_expires timestamptz;
+  manage_edge jsonb;       -- _explain_manage_edge: into another user who owns the thing
+  lasting_tree jsonb;      -- the search again, through edges lasting as long as the answer
+  lasting_path jsonb;
+  lasting_traverse jsonb;  -- '"none"': the owner route has no lasting manage edge
   identity_edge jsonb := jsonb_build_array(jsonb_build_object('tail', p_user_id, 'head', p_user_id, 'level', 3, 'source', 'identity', 'expiresAt', null));
   owner_step jsonb;        -- the last edge of a path through the thing's owner
   reason text;
@@ -4954,14 +4972,8 @@ begin
     elsif owner_kind = 'group' then
       owner_usable := tree_any ? thing.owner_id;
     elsif owner_kind = 'user' then
-      select e.tail_id, e.source, e.expires_at into manage_tail, manage_source, manage_expires
-      from permgraph.edges e
-      where e.head_id = thing.owner_id and e.level = 3
-        and (e.expires_at is null or e.expires_at > now())
-        and (e.tail_id = p_user_id or (e.tail_kind = 'group' and tree_any ? e.tail_id))
-      order by (tree_any -> e.tail_id ->> 'd')::integer, (tree_any -> e.tail_id ->> 'o')::bigint, e.source
-      limit 1;
-      owner_usable := found;
+      manage_edge := permgraph._explain_manage_edge(p_user_id, thing.owner_id, tree_any, '-infinity');
+      owner_usable := manage_edge is not null;
     end if;
   end if;
 
@@ -4985,10 +4997,7 @@ begin
         elsif owner_kind = 'user' and (path -> -1 ->> 'level')::integer <> 3 then
           -- the strongest path to the owner does not end with a manage edge:
           -- show the one that makes the owner's belongings reachable
-          traverse_path := permgraph._explain_path(tree_any, manage_tail) || jsonb_build_array(jsonb_build_object(
-            'tail', manage_tail, 'head', thing.owner_id, 'level', 3,
-            'source', case when manage_source = '' then 'owner' else manage_source end,
-            'expiresAt', manage_expires));
+          traverse_path := permgraph._explain_path(tree_any, manage_edge ->> 'tail') || jsonb_build_array(manage_edge);
         end if;
         path := path || owner_step;
         exit;
@@ -5016,19 +5025,19 @@ begin
   -- The path shown should hold for as long as the answer does: the search
   -- above takes the fewest edges whatever their expiry, so a grant ending in
   -- an hour may be shown while another path, which never ends, gives the
-  -- validUntil reported. When the path ends before validUntil (or at all,
+  -- validUntil reported. When the path (or the traverse path) ends before validUntil (or at all,
   -- when validUntil is null), search again at the same level through edges
   -- lasting that long, and show that path if it reaches; if none does (the
   -- rows lag the edges), the first one stays. The lasting path may take the
   -- other route (a thing the user owns is reached through the owner step
   -- whatever its grants): through a group owner, the user's own, or another
-  -- user who owns the thing at the manage level (below it, that route needs
-  -- a path ending with a manage edge as well, traverse_path: not searched).
-  -- The search is at the best level: when a lower level is asked, and only
-  -- a lower route lasts, the strongest path stays, and validUntil speaks of
-  -- the asked level.
+  -- user who owns the thing; below manage, that route also needs a manage
+  -- edge into that user, reached through lasting edges (traverse_path,
+  -- searched again as well). The search is at the best level: when a lower
+  -- level is asked, and only a lower route lasts, the strongest path stays,
+  -- and validUntil speaks of the asked level.
   if best > 0 and until_rows > 0
-     and exists (select 1 from jsonb_array_elements(path) as e
+     and exists (select 1 from jsonb_array_elements(path || coalesce(traverse_path, '[]')) as e
                  where e ->> 'expiresAt' is not null
                    and (answer_until is null or (e ->> 'expiresAt')::timestamptz < answer_until)) then
     tree := permgraph._explain_tree(p_user_id, best, coalesce(answer_until, 'infinity'));
@@ -5036,14 +5045,22 @@ begin
       via := 'direct';
       path := permgraph._explain_path(tree, p_thing_id);
       traverse_path := null;
-    elsif owner_usable and (owner_kind = 'group' or thing.owner_id = p_user_id or best = 3) and tree ? thing.owner_id then
-      via := 'owner';
-      path := permgraph._explain_path(tree, thing.owner_id);
-      if path = '[]' then
-        path := identity_edge;
+    elsif owner_usable and tree ? thing.owner_id then
+      lasting_path := permgraph._explain_path(tree, thing.owner_id);
+      lasting_traverse := null;
+      if owner_kind = 'user' and thing.owner_id <> p_user_id and (lasting_path -> -1 ->> 'level')::integer <> 3 then
+        lasting_tree := permgraph._explain_tree(p_user_id, 1, coalesce(answer_until, 'infinity'));
+        manage_edge := permgraph._explain_manage_edge(p_user_id, thing.owner_id, lasting_tree, coalesce(answer_until, 'infinity'));
+        -- (none that lasts: the first path stays)
+        lasting_traverse := case when manage_edge is not null
+                                 then permgraph._explain_path(lasting_tree, manage_edge ->> 'tail') || jsonb_build_array(manage_edge)
+                                 else '"none"' end;
       end if;
-      path := path || owner_step;
-      traverse_path := null;
+      if lasting_traverse is distinct from '"none"' then
+        via := 'owner';
+        path := case when lasting_path = '[]' then identity_edge else lasting_path end || owner_step;
+        traverse_path := lasting_traverse;
+      end if;
     end if;
   end if;
 

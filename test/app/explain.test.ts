@@ -180,10 +180,9 @@ describe('explain() against the reference model', async () => {
           const user = users[ui % users.length]!.id;
           const thing = graph.nodes[ti % graph.nodes.length]!;
           const e = await explain(db, user, thing.id);
-          // (below manage, a path to another user who owns the thing must also end with a manage edge: not searched for lasting ones)
-          const ownedByAnotherUser = thing.ownerId !== user && graph.nodes.find((n) => n.id === thing.ownerId)?.kind === 'user';
-          if (!e.allowed || e.via === 'superuser' || (ownedByAnotherUser && e.bestLevel < 3)) continue;
-          for (const step of e.path) {
+          if (!e.allowed || e.via === 'superuser') continue;
+          // the traverse path (a manage edge into another user who owns the thing) must last as well
+          for (const step of [...e.path, ...(e.traversePath ?? [])]) {
             if (step.expiresAt === null) continue;
             const label = `explain(${user}, ${thing.id}): ${step.tail} -> ${step.head} ends ${step.expiresAt.toISOString()}, validUntil ${e.validUntil?.toISOString() ?? 'never'}`;
             expect(e.validUntil, label).not.toBeNull();
@@ -229,6 +228,21 @@ describe('explain() against the reference model', async () => {
     const memo = await explain(db, 'erin', 'memo');
     expect(memo).toMatchObject({ allowed: true, via: 'owner', bestLevel: 3, validUntil: null, traversePath: null });
     expect(memo.path).toEqual([edge('erin', 3, 'b'), edge('b', 3, 'xena'), edge('xena', 3, 'memo', 'owner')]);
+    // …and below manage: the path to the owner is the user's own write grant, and the
+    // manage edge into the owner that makes its belongings reachable must last too
+    await loadGraph(db, {
+      nodes: [u('erin'), u('xena'), g('a'), g('b'), g('c'), o('memo', 'xena')],
+      grants: [
+        grant('erin', 2, 'xena'),
+        expiring('erin', 1, 'a', at(soon.getTime())), grant('a', 3, 'xena'), // the nearest manage edge is reached by a grant ending soon
+        grant('erin', 1, 'c'), grant('c', 1, 'b'), grant('b', 3, 'xena'), // this one does not
+      ],
+    });
+    await refresh(db);
+    const below = await explain(db, 'erin', 'memo');
+    expect(below).toMatchObject({ allowed: true, via: 'owner', bestLevel: 2, validUntil: null });
+    expect(below.path).toEqual([edge('erin', 2, 'xena'), edge('xena', 3, 'memo', 'owner')]);
+    expect(below.traversePath).toEqual([edge('erin', 1, 'c'), edge('c', 1, 'b'), edge('b', 3, 'xena')]);
     // only the short one: it is shown, and ends the answer
     await load(grant('erin', 1, 'team'));
     const short = await explain(db, 'erin', 'proj');
