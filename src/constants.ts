@@ -45,14 +45,18 @@ export const DEFAULT_APPLICATION_NAME = 'permgraph';
 /**
  * TCP keepalive on every connection permgraph opens: the first probe after
  * this long idle (ms), so that a peer gone without closing (a partition, a
- * host that died) is noticed in minutes, not after the OS's two hours.
+ * host that died) is noticed in minutes (the OS's interval and count then:
+ * ~11 min on Linux), not after the OS's two hours.
  */
 export const KEEPALIVE_INITIAL_DELAY_MS = 10_000;
+
+/** How long a raw client (LISTEN, COPY) may take to connect (ms): a host that drops packets otherwise takes minutes. */
+export const CONNECT_TIMEOUT_MS = 10_000;
 
 /**
  * What the worker's applying session sets, whatever the login's or the
  * database's defaults (each one the server has: transaction_timeout is
- * PostgreSQL 17+). No timeout: a batch cancelled by a statement_timeout set
+ * PostgreSQL 17+). idle_session_timeout would end a standby's session. No timeout: a batch cancelled by a statement_timeout set
  * for the login would be retried, and cancelled, forever; long jobs bound a
  * batch's length instead. The server's side of dead-peer detection: its
  * session holds the applier role's lock, so a worker that vanished must not
@@ -65,9 +69,13 @@ export const WORKER_SESSION_SETTINGS: Readonly<Record<string, string>> = {
   lock_timeout: '0',
   idle_in_transaction_session_timeout: '0',
   transaction_timeout: '0',
+  idle_session_timeout: '0',
   tcp_keepalives_idle: '10',
   tcp_keepalives_interval: '5',
   tcp_keepalives_count: '3',
+  // (keepalives probe an idle connection only: a result sent that the
+  // worker never acknowledges is retransmitted for ~15 min, unless this)
+  tcp_user_timeout: '25000',
 };
 
 /**

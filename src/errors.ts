@@ -79,14 +79,20 @@ const SQL_MESSAGE_PREFIX = 'permgraph: ';
 export function sqlStateOf(error: unknown): string | undefined {
   if (typeof error === 'object' && error !== null && 'code' in error) {
     const code = (error as { code: unknown }).code;
-    // (a SQLSTATE's class is digits, F0, HV, P0 or XX: never a system error such as EPIPE)
-    if (typeof code === 'string' && /^[0-9FHPX][0-9A-Z]{4}$/.test(code)) return code;
+    // (a system error, such as EPIPE, is no SQLSTATE even when five letters long)
+    if ('syscall' in error || 'errno' in error) return undefined;
+    if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) return code;
   }
   return undefined;
 }
 
 /** Node's system errors of a connection that failed or was lost. */
-const CONNECTION_SYSTEM_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EHOSTUNREACH', 'ETIMEDOUT', 'EAI_AGAIN', 'EPIPE']);
+const CONNECTION_SYSTEM_ERRORS = new Set([
+  'ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'ENOTFOUND', 'EHOSTUNREACH', 'EHOSTDOWN', 'ENETUNREACH', 'ETIMEDOUT', 'EAI_AGAIN', 'EPIPE',
+]);
+
+/** What node-pg says of a connection that ended, or that it will no longer use. */
+const CONNECTION_LOST_MESSAGES = /^(Connection terminated|Client has encountered a connection error and is not queryable)/;
 
 /**
  * Whether the error is the connection's rather than the statement's: the
@@ -95,9 +101,11 @@ const CONNECTION_SYSTEM_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOU
  * administrator's shutdown or a server that is starting or crashed).
  */
 export function isConnectionError(error: unknown): boolean {
-  const systemCode = (error as NodeJS.ErrnoException | null)?.code;
-  if (typeof systemCode === 'string' && CONNECTION_SYSTEM_ERRORS.has(systemCode)) return true;
-  if (error instanceof Error && /^Connection terminated/.test(error.message)) return true;
+  const system = error as NodeJS.ErrnoException | null;
+  if (typeof system?.code === 'string' && CONNECTION_SYSTEM_ERRORS.has(system.code)) return true;
+  // a Unix socket whose server is down: its file is gone
+  if (system?.code === 'ENOENT' && system.syscall === 'connect') return true;
+  if (error instanceof Error && CONNECTION_LOST_MESSAGES.test(error.message)) return true;
   const state = sqlStateOf(error);
   return state !== undefined && (state.startsWith('08') || ['57P01', '57P02', '57P03'].includes(state));
 }

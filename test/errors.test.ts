@@ -3,28 +3,35 @@
 import { describe, expect, it } from 'vitest';
 import { isConnectionError, sqlStateOf } from '../src/errors.ts';
 
-const withCode = (code: string, message = 'x') => Object.assign(new Error(message), { code });
+/** An error as the server sends it (node-pg's DatabaseError carries the SQLSTATE in code). */
+const fromServer = (code: string, message = 'x') => Object.assign(new Error(message), { code, severity: 'ERROR' });
+/** An error as Node's sockets raise it. */
+const fromSystem = (code: string, syscall = 'connect') => Object.assign(new Error(`${syscall} ${code}`), { code, syscall, errno: -1 });
 
 describe('errors', () => {
-  it('sqlStateOf reads a SQLSTATE, never a system error code of five letters', () => {
-    expect(sqlStateOf(withCode('57014'))).toBe('57014');
-    expect(sqlStateOf(withCode('P0001'))).toBe('P0001');
-    expect(sqlStateOf(withCode('XX000'))).toBe('XX000');
-    expect(sqlStateOf(withCode('HV000'))).toBe('HV000');
-    expect(sqlStateOf(withCode('EPIPE'))).toBeUndefined();
-    expect(sqlStateOf(withCode('ECONNREFUSED'))).toBeUndefined();
+  it('sqlStateOf reads a SQLSTATE, custom classes included, never a system error code of five letters', () => {
+    for (const state of ['57014', 'P0001', 'XX000', 'HV000', 'U0001']) expect(sqlStateOf(fromServer(state))).toBe(state);
+    expect(sqlStateOf(fromSystem('EPIPE', 'write'))).toBeUndefined();
+    expect(sqlStateOf(fromSystem('ECONNREFUSED'))).toBeUndefined();
     expect(sqlStateOf(new Error('no code'))).toBeUndefined();
   });
 
   it('isConnectionError: the network, node-pg losing the connection, the server refusing or ending the session; not a statement', () => {
     for (const error of [
-      withCode('ECONNREFUSED'), withCode('ECONNRESET'), withCode('EPIPE'), withCode('ENOTFOUND'),
-      withCode('08006'), withCode('08P01'), withCode('57P01'), withCode('57P03'),
+      fromSystem('ECONNREFUSED'), fromSystem('ECONNRESET', 'read'), fromSystem('EPIPE', 'write'), fromSystem('ENOTFOUND', 'getaddrinfo'),
+      fromSystem('ENETUNREACH'), fromSystem('EHOSTDOWN'), fromSystem('ECONNABORTED'),
+      fromSystem('ENOENT'), // a Unix socket whose server is down
+      fromServer('08006'), fromServer('08P01'), fromServer('57P01'), fromServer('57P03'),
       new Error('Connection terminated unexpectedly'),
+      new Error('Client has encountered a connection error and is not queryable'),
     ]) {
-      expect(isConnectionError(error), error.message + (error as { code?: string }).code).toBe(true);
+      expect(isConnectionError(error), error.message).toBe(true);
     }
-    for (const error of [withCode('57014'), withCode('55P03'), withCode('25006'), withCode('42501'), new Error('boom'), 'text', null]) {
+    for (const error of [
+      fromServer('57014'), fromServer('55P03'), fromServer('25006'), fromServer('42501'),
+      fromSystem('ENOENT', 'open'), // a file, not a socket
+      new Error('boom'), 'text', null,
+    ]) {
       expect(isConnectionError(error), String(error)).toBe(false);
     }
   });

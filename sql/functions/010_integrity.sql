@@ -31,10 +31,12 @@ $$;
 -- of the tables, the command line and the TypeScript API included, must be
 -- able to show what is stored. src/expiry.ts (writableMoment) refuses the
 -- same in TypeScript; the triggers' WHEN clauses below repeat the test as
--- plain expressions. Null (no moment) is in range.
+-- plain expressions. Null for null (no moment), which no caller refuses.
+-- p_at appears once: inlined into the import's checks, where it is a cast
+-- of staged text, it is cast once per row.
 create or replace function permgraph._moment_in_range(p_at timestamptz) returns boolean
 language sql immutable
-return p_at is null or (p_at >= '0001-01-01 00:00:00+00'::timestamptz and p_at < '10000-01-01 00:00:00+00'::timestamptz);
+return p_at <@ tstzrange('0001-01-01 00:00:00+00'::timestamptz, '10000-01-01 00:00:00+00'::timestamptz);
 
 -- An id for an error message: quoted, control characters shown as '?', and
 -- cut after 64 characters (a 1 MB id must not come back in every error).

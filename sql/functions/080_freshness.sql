@@ -118,6 +118,17 @@ as $$
     where l.locktype = 'advisory' and l.granted and l.objsubid = 1
       and l.database = (select oid from pg_database where datname = current_database())
       and ((l.classid::bigint << 32) | l.objid::bigint) in (permgraph._applier_role_key(), permgraph._applier_lock_key())
+  ),
+  -- since when a session (a worker's batch, say) has waited for a batch's
+  -- lock: pg_locks shows every session's waits to every login (PostgreSQL
+  -- 14+), where pg_stat_activity hides other logins' states from an owner
+  -- without pg_read_all_stats
+  batch_wait as (
+    select min(l.waitstart) as since
+    from pg_locks l
+    where l.locktype = 'advisory' and not l.granted and l.objsubid = 1
+      and l.database = (select oid from pg_database where datname = current_database())
+      and ((l.classid::bigint << 32) | l.objid::bigint) = permgraph._applier_lock_key()
   )
   select jsonb_build_object(
     'pending_changes', (select count(*) from permgraph.changes),
@@ -135,10 +146,11 @@ as $$
     -- batches wait for: any that may not apply changes (a transaction
     -- registering or dropping a change consumer holds the batch lock until
     -- it commits, as it must; one left open, or any login taking either
-    -- key, stalls the worker), and any left idle in a transaction that
-    -- holds a batch's lock, which may (an operator's psql after
-    -- apply_changes(), say). The worker's own gaps between statements
-    -- are a round trip: a second idle is far past them.
+    -- key, stalls the worker), and any other than the active worker that
+    -- holds a batch's lock while idle in its transaction, or while another
+    -- session has waited for that lock, for over a second (an operator's
+    -- psql left open after apply_changes(), say). The worker's own gaps
+    -- between statements are a round trip: a second is far past them.
     'blocking_sessions', coalesce((
       select jsonb_agg(jsonb_build_object('pid', h.pid, 'role', h.usename, 'application_name', h.application_name,
                                           'lock', h.lock, 'state', h.state, 'since', coalesce(h.xact_start, h.backend_start),
@@ -146,7 +158,10 @@ as $$
                        order by h.pid)
       from applier_locks h
       where not h.may_apply
-         or (h.lock = 'batch' and h.state like 'idle in transaction%' and h.state_change < statement_timestamp() - interval '1 second')),
+         or (h.lock = 'batch'
+             and not exists (select 1 from applier_locks r where r.lock = 'role' and r.pid = h.pid)
+             and ((h.state like 'idle in transaction%' and h.state_change < statement_timestamp() - interval '1 second')
+                  or (select w.since from batch_wait w) < statement_timestamp() - interval '1 second'))),
       '[]'::jsonb),
     'permission_rows', (select count(*) from permgraph.permissions),
     -- the running long job, or the last one (finished_at set); null if none yet

@@ -25,6 +25,11 @@ export function isoMoment(at: Date | number): string {
   return Number.isNaN(at.getTime()) ? 'out of range' : at.toISOString();
 }
 
+/** Whether two stored moments are the same (either may be a number, as isoMoment says). */
+function sameMoment(a: Date | number | null, b: Date | number | null): boolean {
+  return Object.is(a === null ? null : Number(a), b === null ? null : Number(b));
+}
+
 /** "write", "read"…: the name of a level for people. */
 export function levelName(level: number): string {
   return ['none', 'read', 'write', 'manage'][level] ?? String(level);
@@ -95,7 +100,7 @@ export function describeEntry(e: AuditEntry): string {
       case 'grant': return `${e.tailId} -> ${e.headId} level ${level(e.newLevel)}${until(e.newExpiresAt)} (source ${printable(e.source ?? '')})`;
       case 'revoke': return `${e.tailId} -> ${e.headId} level ${level(e.oldLevel)}${until(e.oldExpiresAt)} (source ${printable(e.source ?? '')})`;
       case 'change_level': {
-        const expiryChange = e.oldExpiresAt?.getTime() === e.newExpiresAt?.getTime() ? until(e.newExpiresAt) : ` expires ${expiry(e.oldExpiresAt)} => ${expiry(e.newExpiresAt)}`;
+        const expiryChange = sameMoment(e.oldExpiresAt, e.newExpiresAt) ? until(e.newExpiresAt) : ` expires ${expiry(e.oldExpiresAt)} => ${expiry(e.newExpiresAt)}`;
         return `${e.tailId} -> ${e.headId} level ${level(e.oldLevel)} => ${level(e.newLevel)}${expiryChange} (source ${printable(e.source ?? '')})`;
       }
       case 'change_expiry': return `${e.tailId} -> ${e.headId} level ${level(e.newLevel)} expires ${expiry(e.oldExpiresAt)} => ${expiry(e.newExpiresAt)} (source ${printable(e.source ?? '')})`;

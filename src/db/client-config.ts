@@ -3,7 +3,7 @@
 // not (pg's types are not among its dependencies), so it is not reachable
 // from them.
 import pg, { type ClientConfig } from 'pg';
-import { KEEPALIVE_INITIAL_DELAY_MS } from '../constants.ts';
+import { CONNECT_TIMEOUT_MS, KEEPALIVE_INITIAL_DELAY_MS } from '../constants.ts';
 import { isTlsRefused, tlsPlan } from './tls.ts';
 
 /**
@@ -21,6 +21,7 @@ export async function clientConfig(url: string, applicationName: string): Promis
     // as the pool's connections (pool.ts)
     keepAlive: true,
     keepAliveInitialDelayMillis: KEEPALIVE_INITIAL_DELAY_MS,
+    connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
   };
   if (!plan.plainIfRefused) return config;
   const probe = new pg.Client(config);

@@ -60,7 +60,9 @@ export async function startListener(
     if (!closed && attempt % RECONNECT_LOG_EVERY === 1) logger.warn({ attempt }, 'listener reconnecting');
   });
   subscriber.events.on('error', (error: Error) => {
-    if (!closed) logger.error({ err: error }, 'listener error');
+    // (closed: a reconnect whose LISTEN failed after close() left its client open)
+    if (closed) return void subscriber.close().catch(() => {});
+    logger.error({ err: error }, 'listener error');
   });
   try {
     await subscriber.connect();

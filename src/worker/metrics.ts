@@ -32,9 +32,10 @@ export function createWorkerMetrics(worker: Worker, db: Queryable): Registry {
     help: '1 when the database answered this scrape within its time limit, else 0 (the gauges read from it then have no value)',
     registers: [registry],
     async collect() {
-      this.set(await timed(db.query(sql`select 1`)).then(() => 1, () => 0));
+      this.set(await timed(ping()).then(() => 1, () => 0));
     },
   });
+  const ping = sharedRead(() => db.query(sql`select 1`));
   databaseGauge(registry, 'permgraph_pending_changes', 'Captured changes not yet applied', async (gauge) => {
     const [row] = await db.query(sql`select count(*)::bigint as n from permgraph.changes`);
     gauge.set(Number(row.n));
@@ -144,16 +145,20 @@ export function createWorkerMetrics(worker: Worker, db: Queryable): Registry {
  * still reach the alerts that need them most, when the database is down.
  */
 function databaseGauge(registry: Registry, name: string, help: string, read: (gauge: Gauge) => Promise<void>, labelNames: string[] = []): Gauge {
-  return new Gauge({
+  const gauge: Gauge = new Gauge({
     name,
     help,
     labelNames,
     registers: [registry],
     async collect() {
       // (a labelled gauge loses its series; an unlabelled one would read 0 after reset(), so it reads NaN)
-      await timed(read(this)).catch(() => (labelNames.length > 0 ? this.reset() : this.set(Number.NaN)));
+      await timed(readOnce()).catch(() => (labelNames.length > 0 ? this.reset() : this.set(Number.NaN)));
     },
   });
+  // A read still running when the next scrape comes is joined, not started
+  // again: at most one per gauge in flight, however slow the database.
+  const readOnce = sharedRead(() => read(gauge));
+  return gauge;
 }
 
 /** The promise, or a rejection once the scrape's time for the database is up (the query itself runs on). */

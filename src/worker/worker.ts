@@ -56,6 +56,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private stopping = false;
   /** Failures since the last batch that succeeded: each retry waits longer (retryDelay). */
   private failuresInARow = 0;
+  private lastFailureAt = 0;
   /** Aborted by stop(): ends a wait before the next try. */
   private readonly stopSignal = new AbortController();
   private starting: Promise<void> | undefined;
@@ -83,19 +84,23 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   /**
-   * Starts listening and applying; resolves once the loop runs (as active or
-   * standby). Refuses a login that may not be a worker, which would
-   * otherwise retry forever.
+   * Starts listening and applying; resolves once the loop runs (it takes
+   * the role, or waits as a standby, on its own: see role and the 'role'
+   * event). Refuses a login that may not be a worker, which would otherwise
+   * retry forever, and a server in recovery. A second call returns the
+   * first one's promise; a worker once stopped (or stopping) does not start
+   * again: create a new one.
    */
-  async start(): Promise<void> {
-    this.starting = this.open();
-    await this.starting;
+  start(): Promise<void> {
+    if (this.stopping) return Promise.reject(new PermgraphError('this worker was stopped: create a new Worker to start again'));
+    this.starting ??= this.open();
+    return this.starting;
   }
 
   private async open(): Promise<void> {
     try {
       await this.requireWorkerRights();
-      if (this.options.listen) {
+      if (this.options.listen && !this.stopping) {
         this.subscriber = await startListener(this.options.url, () => this.wakeup.notify(), this.logger);
       }
     } catch (error) {
@@ -148,7 +153,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
                     else has_function_privilege('permgraph._applier_role_key()', 'execute') end as may`);
     } catch (error) {
       // A server that cannot be reached now is what the loop retries (as a
-      // standby); only a definite answer refuses the start.
+      // standby); only a definite answer refuses the start. (With listening
+      // on, the listener's own first connection fails the start instead.)
       this.logger.warn({ err: error }, 'could not check the worker login\'s rights; starting anyway');
       return;
     }
@@ -168,6 +174,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
       } catch (error) {
         if (this.stopping) break;
         this.setRole('standby');
+        // failures more than twice the longest wait apart are not in a row
+        if (Date.now() - this.lastFailureAt > 2 * MAX_RETRY_DELAY_MS) this.failuresInARow = 0;
+        this.lastFailureAt = Date.now();
         this.failuresInARow++;
         const retryInMs = retryDelay(this.options.standbyIntervalMs, this.failuresInARow);
         const connection = isConnectionError(error);
@@ -178,9 +187,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
         // EventEmitter throws on 'error' without listeners; the worker must survive.
         if (this.listenerCount('error') > 0) this.emit('error', error as Error);
         // A lost connection is tried again at once when the listener is back
-        // (its reconnect wakes); a failed batch only when its time comes, not
-        // on every writer's notification.
-        if (connection) await this.wakeup.wait(retryInMs);
+        // (its reconnect wakes), the first few times; a failed batch, or a
+        // connection lost again and again (a batch that crashes the
+        // server?), only when its time comes, not on every wake-up.
+        if (connection && this.failuresInARow <= EARLY_RETRIES) await this.wakeup.wait(retryInMs);
         else await sleep(retryInMs, undefined, { signal: this.stopSignal.signal }).catch(() => {});
       }
     }
@@ -232,7 +242,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       const [row] = await conn.query(sql`select pg_try_advisory_lock(permgraph._applier_role_key()) as acquired`);
       if (row.acquired) return true;
       this.setRole('standby');
-      await sleep(this.options.standbyIntervalMs);
+      await sleep(this.options.standbyIntervalMs, undefined, { signal: this.stopSignal.signal }).catch(() => {});
     }
     return false;
   }
@@ -244,6 +254,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.emit('role', role);
   }
 }
+
+/** Connection failures in a row after which a wake-up no longer cuts the wait short. */
+const EARLY_RETRIES = 3;
 
 /**
  * How long the worker waits before its next try after failures in a row:

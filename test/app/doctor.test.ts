@@ -143,6 +143,30 @@ describe('doctor: server settings', async () => {
     expect((await worker()).message).not.toMatch(/forgotten_psql/);
   });
 
+  it('names a session holding a batch\'s lock that another has waited for over a second, busy or not (pg_locks shows waits to any login)', async () => {
+    const worker = async () => (await runDoctor(db)).find((c) => c.name === 'worker')!;
+    const [holder, waiter] = [openPool(url, { poolSize: 1, applicationName: 'long_refresh' }), openPool(url, { poolSize: 1 })];
+    let waiting: Promise<unknown> | undefined;
+    try {
+      await holder.tx(async (tx) => {
+        await tx.query(sql`select pg_advisory_xact_lock(permgraph._applier_lock_key())`);
+        const busy = tx.query(sql`select pg_sleep(2.5)`); // active, not idle: only the waiting tells
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        expect((await worker()).message).not.toMatch(/long_refresh/); // nobody waits yet
+        waiting = waiter.query(sql`select permgraph.apply_changes()`);
+        await new Promise((resolve) => setTimeout(resolve, 1_500));
+        const check = await worker();
+        expect(check.status).toBe('warn');
+        expect(check.message).toMatch(/pid \d+ \(role [^,]+, application "long_refresh", a batch's lock, active since [^)]+\)/);
+        await busy;
+      });
+      await waiting; // (it ran once the holder committed)
+    } finally {
+      await Promise.all([holder.dispose(), waiter.dispose()]);
+    }
+    expect((await worker()).message).not.toMatch(/long_refresh/);
+  });
+
   it('runs every check for a login granted only permgraph_worker or permgraph_reader; what it may not read is a warning, not an error', async () => {
     for (const role of ['permgraph_worker', 'permgraph_reader']) {
       const login = await createLogin(db, url, role.replace('permgraph_', 'doctor_'), role);

@@ -289,6 +289,8 @@ describe('permgraph import / audit / doctor (CLI)', async () => {
     await db.query(sql`alter table permgraph.grants disable trigger grants_validate`);
     try {
       await db.query(sql`insert into permgraph.grants (tail_id, head_id, level, expires_at) values ('inf-user', 'inf-group', 1, 'infinity')`);
+      await db.query(sql`update permgraph.grants set level = 2 where tail_id = 'inf-user' and head_id = 'inf-group'`);
+      await db.query(sql`update permgraph.grants set level = 1 where tail_id = 'inf-user' and head_id = 'inf-group'`);
     } finally {
       await db.query(sql`alter table permgraph.grants enable trigger grants_validate`);
     }
@@ -296,6 +298,9 @@ describe('permgraph import / audit / doctor (CLI)', async () => {
     const audit = await cli('audit', '--target', 'inf-group', '--action', 'grant');
     expect(audit).toMatchObject({ code: 0 });
     expect(audit.stdout).toMatch(/\tgrant\tinf-user -> inf-group level 1 until infinity \(source default\)\n$/);
+    const changes = await cli('audit', '--target', 'inf-group', '--action', 'change_level');
+    expect(changes).toMatchObject({ code: 0 });
+    expect(changes.stdout).toMatch(/\tchange_level\tinf-user -> inf-group level 1 => 2 until infinity \(source default\)\n.*\tchange_level\tinf-user -> inf-group level 2 => 1 until infinity/);
     const explain = await cli('explain', 'inf-user', 'inf-group');
     expect(explain.code).toBe(0);
     expect(explain.stdout).toContain('  inf-user -[read, default, until out of range]-> inf-group\n'); // (explain's JSON carries it as text)

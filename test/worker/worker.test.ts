@@ -385,6 +385,23 @@ describe('worker', async () => {
     }, 'the worker\'s connections to close');
   });
 
+  it('start() twice is one start; a stopped worker does not start again', async () => {
+    const worker = new Worker({ url, pollIntervalMs: 100 });
+    workers.push(worker);
+    const [first, second] = [worker.start(), worker.start()];
+    expect(second).toBe(first);
+    await first;
+    await waitUntil(async () => worker.role === 'active', 'the worker to take the role');
+    await worker.stop();
+    await expect(worker.start()).rejects.toThrow(/this worker was stopped: create a new Worker to start again/);
+    await waitUntil(async () => {
+      const rows = await db.query(sql`
+        select 1 from pg_stat_activity where datname = current_database()
+          and application_name = any(${[LISTENER_APPLICATION_NAME, WORKER_APPLICATION_NAME]}::text[])`);
+      return rows.length === 0;
+    }, 'the worker\'s connections to close');
+  });
+
   it('a notification with any payload only wakes the worker: no error logged for one that is not JSON', async () => {
     const state = await seed();
     const lines: string[] = [];
