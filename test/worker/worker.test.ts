@@ -369,6 +369,16 @@ describe('worker', async () => {
     expect(retryDelay(60_000, 3)).toBe(60_000); // a standby interval above the cap is kept
   });
 
+  /** Waits until no connection of a worker (its own or its listener's) is left on the server. */
+  async function workerConnectionsClosed(): Promise<void> {
+    await waitUntil(async () => {
+      const rows = await db.query(sql`
+        select 1 from pg_stat_activity where datname = current_database()
+          and application_name = any(${[LISTENER_APPLICATION_NAME, WORKER_APPLICATION_NAME]}::text[])`);
+      return rows.length === 0;
+    }, 'the worker\'s connections to close');
+  }
+
   it('stop() during start() stops the worker once started: no role taken, no listener left', async () => {
     const worker = new Worker({ url, pollIntervalMs: 100 });
     workers.push(worker);
@@ -377,12 +387,7 @@ describe('worker', async () => {
     await starting;
     await stopping;
     expect(worker.role).toBeUndefined();
-    await waitUntil(async () => {
-      const rows = await db.query(sql`
-        select 1 from pg_stat_activity where datname = current_database()
-          and application_name = any(${[LISTENER_APPLICATION_NAME, WORKER_APPLICATION_NAME]}::text[])`);
-      return rows.length === 0;
-    }, 'the worker\'s connections to close');
+    await workerConnectionsClosed();
   });
 
   it('start() twice is one start; a stopped worker does not start again', async () => {
@@ -394,12 +399,7 @@ describe('worker', async () => {
     await waitUntil(async () => worker.role === 'active', 'the worker to take the role');
     await worker.stop();
     await expect(worker.start()).rejects.toThrow(/this worker was stopped: create a new Worker to start again/);
-    await waitUntil(async () => {
-      const rows = await db.query(sql`
-        select 1 from pg_stat_activity where datname = current_database()
-          and application_name = any(${[LISTENER_APPLICATION_NAME, WORKER_APPLICATION_NAME]}::text[])`);
-      return rows.length === 0;
-    }, 'the worker\'s connections to close');
+    await workerConnectionsClosed();
   });
 
   it('a notification with any payload only wakes the worker: no error logged for one that is not JSON', async () => {
