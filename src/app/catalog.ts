@@ -78,8 +78,10 @@ function validateEntries(entries: RawEntry[], source: string): Catalog {
         entry.nameAt,
       );
     }
-    if (entry.section === 'roles' && isLevelName(entry.name)) {
-      throw new CatalogError(`role name ${JSON.stringify(entry.name)} is reserved: it already means level ${LEVEL_NAMES[entry.name]}`, source, entry.nameAt);
+    // (an operation named "write" would make check(…, 'write') mean level 2
+    // in one call and the operation in another)
+    if (isLevelName(entry.name)) {
+      throw new CatalogError(`${what} name ${JSON.stringify(entry.name)} is reserved: it already means level ${LEVEL_NAMES[entry.name]}`, source, entry.nameAt);
     }
     const previous = seen.get(entry.name);
     if (previous) {

@@ -89,6 +89,7 @@ describe('catalog file parsing', () => {
     ['a name with a space', '{"roles": {}, "operations": {"doc read": 1}}', '"doc read"', /operation name "doc read" is not valid/],
     ['a name starting with a digit', '{"roles": {"2fast": 1}, "operations": {}}', '"2fast"', /role name "2fast" is not valid/],
     ['a role named like a level', '{"roles": {"write": 3}, "operations": {}}', '"write"', /role name "write" is reserved/],
+    ['an operation named like a level', '{"roles": {}, "operations": {"manage": 1}}', '"manage"', /operation name "manage" is reserved: it already means level 3/],
   ];
   for (const [name, text, at, reason] of malformed) {
     it(`rejects ${name} with its line and column`, () => {
