@@ -36,7 +36,11 @@ interface ActorScope {
 }
 
 export interface ConnectOptions {
-  /** Default: DATABASE_URL, else the embedded server in .permgraph/. */
+  /**
+   * Default (the option left out): DATABASE_URL, else the embedded
+   * development server in .permgraph/ (refused with NODE_ENV=production).
+   * Given as undefined or '' it is an error: an unset environment variable.
+   */
   databaseUrl?: string;
   logger?: Logger;
   poolSize?: number;
@@ -59,7 +63,18 @@ export class Permgraph {
 
   static async connect(options: ConnectOptions = {}): Promise<Permgraph> {
     const logger = options.logger ?? silentLogger;
+    // Given, but empty: an unset environment variable, most likely. Leaving
+    // the option out is how to ask for DATABASE_URL or the embedded server.
+    if ('databaseUrl' in options && !options.databaseUrl) {
+      throw new InvalidInputError(
+        `databaseUrl is ${options.databaseUrl === '' ? 'empty' : String(options.databaseUrl)} (an unset environment variable?): ` +
+          'pass a PostgreSQL URL, or leave the option out to use DATABASE_URL (then, in development, the embedded server)',
+      );
+    }
     const database = await resolveDatabase({ databaseUrl: options.databaseUrl, logger });
+    if (database.origin === 'embedded') {
+      logger.warn({ url: database.url }, 'no database URL given and DATABASE_URL is unset: using the embedded development PostgreSQL in .permgraph/');
+    }
     const db = openPool(database.url, { poolSize: options.poolSize });
     try {
       await assertServerVersion(db);

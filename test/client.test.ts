@@ -43,6 +43,29 @@ describe('TypeScript API (Permgraph)', async () => {
     expect(await readPermissions(db)).toEqual(model.computePermissions(graph));
   });
 
+  it('connect: a databaseUrl given but empty (an unset environment variable) is refused; with NODE_ENV=production so is the embedded fallback', async () => {
+    for (const databaseUrl of [undefined, '']) {
+      await expect(Permgraph.connect({ databaseUrl })).rejects.toThrow(
+        new InvalidInputError(
+          `databaseUrl is ${databaseUrl === '' ? 'empty' : 'undefined'} (an unset environment variable?): ` +
+            'pass a PostgreSQL URL, or leave the option out to use DATABASE_URL (then, in development, the embedded server)',
+        ),
+      );
+    }
+    const saved = { url: process.env.DATABASE_URL, env: process.env.NODE_ENV };
+    onTestFinished(() => {
+      for (const [name, value] of [['DATABASE_URL', saved.url], ['NODE_ENV', saved.env]] as const) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+    });
+    delete process.env.DATABASE_URL;
+    process.env.NODE_ENV = 'production';
+    await expect(Permgraph.connect()).rejects.toThrow(
+      /^no database URL \(neither given nor in DATABASE_URL\) and NODE_ENV is production: the embedded PostgreSQL is for development only$/,
+    );
+  });
+
   it('bad input is an InvalidInputError naming the problem', async () => {
     await expect(pg.grant('spec', 'eng', 'read')).rejects.toThrow(InvalidInputError);
     await expect(pg.grant('spec', 'eng', 'read')).rejects.toThrow(/grant tail "spec" is an object/);
