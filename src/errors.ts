@@ -31,6 +31,18 @@ export class InvalidInputError extends PermgraphError {
   }
 }
 
+/**
+ * The database refused the login this call ran as (SQLSTATE 42501): it
+ * lacks the permgraph role the call needs (docs/security.md), or a change
+ * consumer belongs to another login. `code` keeps the SQLSTATE, as the
+ * driver's error had it.
+ */
+export class PermissionDeniedError extends PermgraphError {
+  override name = 'PermissionDeniedError';
+  readonly sqlState = '42501';
+  readonly code = '42501';
+}
+
 /** An applied migration file was edited after it ran. */
 export class MigrationChecksumError extends PermgraphError {
   override name = 'MigrationChecksumError';
@@ -126,7 +138,8 @@ export type InputErrorReasons = Partial<Record<string, (message: string) => stri
  * The one mapping from a database error to permgraph's errors: an error
  * caused by bad input (see inputErrorStates, or a state the caller names in
  * `reasons`) becomes an InvalidInputError with the SQLSTATE in sqlState and
- * the message without the SQL side's prefix. PermgraphErrors and every other
+ * the message without the SQL side's prefix; a refused login (42501), a
+ * PermissionDeniedError. PermgraphErrors and every other
  * error (transient, connection, bugs) are returned unchanged.
  */
 export function translateDbError(error: unknown, reasons: InputErrorReasons = {}): unknown {
@@ -138,6 +151,7 @@ export function translateDbError(error: unknown, reasons: InputErrorReasons = {}
   const reason = reasons[state] ?? reasons[state.slice(0, 2)];
   if (reason) return new InvalidInputError(reason(message), state, { cause: error });
   if (inputErrorStates.has(state)) return new InvalidInputError(message, state, { cause: error });
+  if (state === SqlState.insufficientPrivilege) return new PermissionDeniedError(message, { cause: error });
   return error;
 }
 

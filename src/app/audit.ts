@@ -150,7 +150,7 @@ export async function pruneAudit(db: Queryable, options: PruneAuditOptions): Pro
   }
   const before = options.before === undefined ? null : parseExpiresAt(options.before, 'before');
   const olderThanSeconds = options.olderThan === undefined ? null : parseDuration(options.olderThan, 'olderThan') / 1000;
-  return db.tx(async (tx) => {
+  return withInputErrors(() => db.tx(async (tx) => {
     await applyActor(tx, options.actor);
     const [moment] = await tx.query(sql`
       select coalesce(${before}::timestamptz, now() - make_interval(secs => ${olderThanSeconds}::float8)) as before,
@@ -163,7 +163,7 @@ export async function pruneAudit(db: Queryable, options: PruneAuditOptions): Pro
       ? await tx.query(sql`select count(*)::bigint as entries from permgraph.audit_log where at < ${moment.before}::timestamptz`)
       : await tx.query(sql`select permgraph.prune_audit_log(${moment.before}::timestamptz) as entries`);
     return { before: moment.before as Date, entries: Number(row.entries), dryRun };
-  });
+  }));
 }
 
 /**

@@ -2,7 +2,7 @@ import { isTransaction, type Connection } from '@databases/pg';
 import { sql, type Queryable } from '../db/pool.ts';
 import { DEFAULT_MAX_BATCH, WORKER_CLIENT_CHECK_INTERVAL_MS, WORKER_SESSION_SETTINGS } from '../constants.ts';
 import { inSnapshot, withRetries } from '../db/transaction.ts';
-import { PermgraphError, SqlState, sqlStateOf } from '../errors.ts';
+import { PermgraphError, SqlState, sqlStateOf, withInputErrors } from '../errors.ts';
 
 export interface BatchResult {
   /** none: nothing was pending; incremental: only the affected region; full: whole-table recomputation. */
@@ -71,12 +71,12 @@ export interface ApplyOptions {
  * (applyLocalChanges below), any other in REPEATABLE READ.
  */
 export async function applyChanges(db: Queryable, options: ApplyOptions = {}): Promise<BatchResult> {
-  return runApply(db, options, false);
+  return withInputErrors(() => runApply(db, options, false));
 }
 
 /** Recomputes the whole table, writing only rows whose value differs, and marks pending changes done. */
 export async function refresh(db: Queryable, options: Pick<ApplyOptions, 'at'> = {}): Promise<BatchResult> {
-  return runApply(db, options, true);
+  return withInputErrors(() => runApply(db, options, true));
 }
 
 /**

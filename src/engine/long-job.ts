@@ -1,5 +1,6 @@
 import { sql, type Queryable } from '../db/pool.ts';
 import { inSnapshot } from '../db/transaction.ts';
+import { withInputErrors } from '../errors.ts';
 
 /** What one chunk of a long job did (sql/functions/065_long_job.sql). */
 export interface ChunkResult {
@@ -33,11 +34,13 @@ export interface ChunkOptions {
  * recomputed from the current graph, and only differences are written.
  */
 export async function applyJobChunk(db: Queryable, options: ChunkOptions = {}): Promise<ChunkResult> {
-  const [row] = await inSnapshot(db, (tx) =>
-    tx.query(sql`
-      select permgraph.apply_job_chunk(
-        p_max_pairs => ${options.maxPairs ?? null}::bigint,
-        p_at => ${options.at ?? null}::timestamptz) as result`),
+  const [row] = await withInputErrors(() =>
+    inSnapshot(db, (tx) =>
+      tx.query(sql`
+        select permgraph.apply_job_chunk(
+          p_max_pairs => ${options.maxPairs ?? null}::bigint,
+          p_at => ${options.at ?? null}::timestamptz) as result`),
+    ),
   );
   const raw = row.result as Record<string, unknown>;
   return {

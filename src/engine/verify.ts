@@ -1,5 +1,6 @@
 import { sql, type Queryable } from '../db/pool.ts';
 import { inSnapshot } from '../db/transaction.ts';
+import { withInputErrors } from '../errors.ts';
 
 export interface Difference {
   relation: 'permissions' | 'permission_bounds' | 'trashed_groups';
@@ -21,7 +22,7 @@ export interface VerifyResult {
  * recomputes them.
  */
 export async function verify(db: Queryable, options: { at?: Date } = {}): Promise<VerifyResult> {
-  return inSnapshot(db, async (tx) => {
+  return withInputErrors(() => inSnapshot(db, async (tx) => {
     const differences: Difference[] = await tx.query(
       sql`select relation, key, stored, expected from permgraph.verify(${options.at ?? null}::timestamptz)`,
     );
@@ -29,5 +30,5 @@ export async function verify(db: Queryable, options: { at?: Date } = {}): Promis
     const [pending] = await tx.query(sql`
       select (select count(*) from permgraph.changes) + (select count(*) from permgraph.long_job_changes where not deferred) as n`);
     return { differences, pendingChanges: Number(pending.n) };
-  });
+  }));
 }

@@ -381,7 +381,8 @@ describe('the derived-permission change stream', async () => {
     expect(await db.query(sql`select owner_role::text from permgraph.change_consumers where consumer = 'owned-feed'`)).toEqual([{ owner_role: owner.name }]);
     await db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('a', 't', 1)`);
     await applyChanges(db);
-    const refused = { code: '42501', message: `permgraph: change consumer "owned-feed" belongs to role ${owner.name}; ${other.name} may not use it` };
+    // (a PermissionDeniedError: callers catch PermgraphError, and the SQLSTATE stays in code)
+    const refused = { name: 'PermissionDeniedError', code: '42501', message: `change consumer "owned-feed" belongs to role ${owner.name}; ${other.name} may not use it` };
     await expect(readChanges(other.db, 'owned-feed')).rejects.toMatchObject(refused);
     await expect(ackChanges(other.db, 'owned-feed', 1)).rejects.toMatchObject(refused);
     await expect(registerConsumer(other.db, 'owned-feed')).rejects.toMatchObject(refused);
@@ -410,7 +411,7 @@ describe('the derived-permission change stream', async () => {
     try {
       await expect(readChanges(reborn, 'orphaned-feed')).rejects.toMatchObject({
         code: '42501',
-        message: `permgraph: change consumer "orphaned-feed" belongs to role ${gone.name} (dropped); ${gone.name} may not use it`,
+        message: `change consumer "orphaned-feed" belongs to role ${gone.name} (dropped); ${gone.name} may not use it`,
       });
       await expect(dropConsumer(reborn, 'orphaned-feed')).rejects.toMatchObject({ code: '42501' });
     } finally {

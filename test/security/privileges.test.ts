@@ -4,7 +4,10 @@
 // permgraph role at all. Every attack must fail and leave nothing written.
 import { describe, expect, it } from 'vitest';
 import { Worker } from '../../src/worker/worker.ts';
-import { applyChanges } from '../../src/engine/apply.ts';
+import { applyChanges, refresh } from '../../src/engine/apply.ts';
+import { verify } from '../../src/engine/verify.ts';
+import { pruneAudit } from '../../src/app/audit.ts';
+import { PermgraphError, PermissionDeniedError } from '../../src/errors.ts';
 import { sql, type ConnectionPool, type Queryable } from '../../src/db/pool.ts';
 import { computePermissions } from '../reference/model.ts';
 import type { RefGraph } from '../reference/model.ts';
@@ -236,6 +239,13 @@ describe('security model through real login roles', async () => {
       // The writer may not apply, the reader may not either, the worker may.
       expect((await failureOf(writer.db.query(sql`select permgraph.apply_changes()`))).code).toBe('42501');
       expect((await failureOf(reader.db.query(sql`select permgraph.refresh()`))).code).toBe('42501');
+      // through the library: a PermissionDeniedError (a PermgraphError), the SQLSTATE kept
+      for (const refusal of [applyChanges(writer.db), refresh(reader.db), verify(writer.db), pruneAudit(writer.db, { olderThan: '365d' })]) {
+        const error = await refusal.then(() => undefined, (e: unknown) => e);
+        expect(error).toBeInstanceOf(PermissionDeniedError);
+        expect(error).toBeInstanceOf(PermgraphError);
+        expect(error).toMatchObject({ code: '42501', sqlState: '42501', message: expect.stringMatching(/^permission denied for (function|table) /) });
+      }
       await applyChanges(worker.db);
       const expected = computePermissions({
         nodes: [...graph.nodes, u('carol'), o('plan', 'roadmap')],
