@@ -1,5 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { canAccessRow, checkAccess, checkOperation, parseLevelOrRole } from './app/access.ts';
+import type { CheckOptions } from './engine/check.ts';
 import { listAudit, pruneAudit, setActor, type AuditFilter, type AuditPage, type PruneAuditOptions, type PruneAuditResult } from './app/audit.ts';
 import { loadCatalogFile, syncRoles, type Catalog, type SyncResult } from './app/catalog.ts';
 import { runDoctor, type DoctorCheck, type DoctorOptions } from './app/doctor.ts';
@@ -119,9 +120,12 @@ export class Permgraph {
     return verify(this.db);
   }
 
-  /** May the user act on the node at this level (1..3, read/write/manage) or for this catalog operation? */
-  async check(userId: string, targetId: string, levelOrOperation: Level | string): Promise<boolean> {
-    return (await checkAccess(this.conn, userId, targetId, levelOrOperation)).allowed;
+  /**
+   * May the user act on the node at this level (1..3, read/write/manage) or
+   * for this catalog operation? includeTrash: as if nothing were trashed.
+   */
+  async check(userId: string, targetId: string, levelOrOperation: Level | string, options: CheckOptions = {}): Promise<boolean> {
+    return (await checkAccess(this.conn, userId, targetId, levelOrOperation, options)).allowed;
   }
 
   /** Resolves when the permission table reflects the write behind `token`. */

@@ -3,7 +3,7 @@ export { Permgraph, type ConnectOptions } from './client.ts';
 export type { Level, LevelInput, NodeKind } from './types.ts';
 export { applyChanges, refresh, type ApplyOptions, type BatchResult } from './engine/apply.ts';
 export { applyJobChunk, type ChunkOptions, type ChunkResult } from './engine/long-job.ts';
-export { check } from './engine/check.ts';
+export { check, type CheckOptions } from './engine/check.ts';
 export { parseLevel, LEVEL_NAMES } from './levels.ts';
 export { currentToken, isApplied, waitFor, FreshnessTimeoutError, type FreshnessToken } from './engine/freshness.ts';
 export { verify, type Difference, type VerifyResult } from './engine/verify.ts';

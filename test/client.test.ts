@@ -28,6 +28,8 @@ describe('TypeScript API (Permgraph)', async () => {
     expect(await pg.check('alice', 'spec', 'manage')).toBe(false);
     await pg.waitFor(await pg.setTrash('roadmap', new Date(Date.now() - 1000)));
     expect(await pg.check('alice', 'spec', 'read')).toBe(false); // trashed with its owner
+    expect(await pg.check('alice', 'spec', 'write', { includeTrash: true })).toBe(true); // as if nothing were trashed
+    expect(await pg.check('alice', 'spec', 'manage', { includeTrash: true })).toBe(false);
     await pg.waitFor(await pg.setTrash('roadmap', null));
     await pg.waitFor(await pg.revoke('alice', 'eng'));
     expect(await pg.check('alice', 'roadmap', 'read')).toBe(false);

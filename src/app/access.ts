@@ -4,7 +4,7 @@
  * application rows that carry their own owner column.
  */
 import { sql, type Queryable } from '../db/pool.ts';
-import { check } from '../engine/check.ts';
+import { check, type CheckOptions } from '../engine/check.ts';
 import { InvalidInputError, withInputErrors } from '../errors.ts';
 import { isLevelInput, parseLevel } from '../levels.ts';
 import type { Level } from '../types.ts';
@@ -26,14 +26,20 @@ export type AccessAnswer = { allowed: boolean } & ({ level: Level } | { operatio
  * May the user act on the node at a level (1..3, read/write/manage) or for an
  * operation of the catalog? What is not a level is taken for an operation name.
  */
-export async function checkAccess(db: Queryable, userId: string, targetId: string, levelOrOperation: Level | string): Promise<AccessAnswer> {
+export async function checkAccess(
+  db: Queryable,
+  userId: string,
+  targetId: string,
+  levelOrOperation: Level | string,
+  options: CheckOptions = {},
+): Promise<AccessAnswer> {
   if (isLevelInput(levelOrOperation)) {
     const level = parseLevel(levelOrOperation);
-    return { level, allowed: await check(db, userId, targetId, level) };
+    return { level, allowed: await check(db, userId, targetId, level, options) };
   }
   const operation = String(levelOrOperation);
   try {
-    return { operation, allowed: await checkOperation(db, userId, targetId, operation) };
+    return { operation, allowed: await checkOperation(db, userId, targetId, operation, options) };
   } catch (error) {
     // (what was asked may have been meant as a level: say what those are too)
     if (error instanceof InvalidInputError && error.message.startsWith('unknown operation ')) {
@@ -68,7 +74,7 @@ export async function checkOperation(
   userId: string,
   targetId: string,
   operation: string,
-  options: { includeTrash?: boolean } = {},
+  options: CheckOptions = {},
 ): Promise<boolean> {
   const [row] = await withInputErrors(() =>
     db.query(sql`select permgraph.check_op(${userId}, ${targetId}, ${operation}, ${options.includeTrash ?? false}) as allowed`),
