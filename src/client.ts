@@ -146,9 +146,13 @@ export class Permgraph {
   }
 
   addNode(id: string, kind: NodeKind, options: { ownerId?: string | null; trashAt?: Date | null } = {}): Promise<FreshnessToken> {
-    return this.write((tx) =>
-      tx.query(sql`insert into permgraph.nodes (id, kind, owner_id, trash_at) values (${id}, ${kind}, ${options.ownerId ?? null}, ${trashTime(options.trashAt)})`),
-    );
+    return this.write(async (tx) => {
+      const rows = await tx.query(sql`
+        insert into permgraph.nodes (id, kind, owner_id, trash_at) values (${id}, ${kind}, ${options.ownerId ?? null}, ${trashTime(options.trashAt)})
+        on conflict (id) do nothing returning id`);
+      // (not the unique index's own message, which names the index, not the id)
+      if (rows.length === 0) throw new InvalidInputError(`node ${JSON.stringify(id)} already exists`);
+    });
   }
 
   setOwner(id: string, ownerId: string | null): Promise<FreshnessToken> {

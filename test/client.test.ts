@@ -77,6 +77,7 @@ describe('TypeScript API (Permgraph)', async () => {
     await expect(pg.setTrash('ghost', null)).rejects.toThrow(/node "ghost" does not exist/);
     await expect(pg.removeNode('ghost')).rejects.toThrow(InvalidInputError);
     await expect(pg.removeNode('ghost')).rejects.toThrow(/node "ghost" does not exist/);
+    await expect(pg.addNode('alice', 'user')).rejects.toThrow(new InvalidInputError('node "alice" already exists'));
     // moments PostgreSQL would not read back as written: refused, named (for "never", null)
     await expect(pg.grant('alice', 'eng', 'read', { expiresAt: new Date(8.64e15) })).rejects.toThrow('expiresAt +275760-09-13T00:00:00.000Z is outside the years 1 to 9999 (for "never", pass null)');
     await expect(pg.grant('alice', 'eng', 'read', { expiresAt: '0000-01-01T00:00:00Z' })).rejects.toThrow(InvalidInputError);
