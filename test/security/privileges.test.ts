@@ -240,8 +240,10 @@ describe('security model through real login roles', async () => {
       expect((await failureOf(writer.db.query(sql`select permgraph.apply_changes()`))).code).toBe('42501');
       expect((await failureOf(reader.db.query(sql`select permgraph.refresh()`))).code).toBe('42501');
       // through the library: a PermissionDeniedError (a PermgraphError), the SQLSTATE kept
-      for (const refusal of [applyChanges(writer.db), refresh(reader.db), verify(writer.db), pruneAudit(writer.db, { olderThan: '365d' })]) {
-        const error = await refusal.then(() => undefined, (e: unknown) => e);
+      // (each started only when awaited: a rejection nobody awaits yet would be unhandled)
+      const refusals = [() => applyChanges(writer.db), () => refresh(reader.db), () => verify(writer.db), () => pruneAudit(writer.db, { olderThan: '365d' })];
+      for (const refusal of refusals) {
+        const error = await refusal().then(() => undefined, (e: unknown) => e);
         expect(error).toBeInstanceOf(PermissionDeniedError);
         expect(error).toBeInstanceOf(PermgraphError);
         expect(error).toMatchObject({ code: '42501', sqlState: '42501', message: expect.stringMatching(/^permission denied for (function|table) /) });
