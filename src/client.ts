@@ -1,5 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { canAccessRow, checkAccess, checkOperation, parseLevelOrRole } from './app/access.ts';
+import { canAccessRow, checkAccess, checkMany, checkOperation, parseLevelOrRole } from './app/access.ts';
 import type { CheckOptions } from './engine/check.ts';
 import { listAudit, pruneAudit, setActor, type AuditFilter, type AuditPage, type PruneAuditOptions, type PruneAuditResult } from './app/audit.ts';
 import { loadCatalogFile, syncRoles, type Catalog, type SyncResult } from './app/catalog.ts';
@@ -34,6 +34,12 @@ interface ActorScope {
   tokens: Set<FreshnessToken>;
   /** asActor has returned (its transaction is over). */
   ended: boolean;
+}
+
+/** Options of the class's checks: CheckOptions, and a token the answer must reflect. */
+export interface FreshCheckOptions extends CheckOptions {
+  /** Answer only once the permission table reflects the write behind this token (as waitFor, with its default timeout). */
+  atLeastAsFreshAs?: FreshnessToken;
 }
 
 export interface ConnectOptions {
@@ -122,10 +128,23 @@ export class Permgraph {
 
   /**
    * May the user act on the node at this level (1..3, read/write/manage) or
-   * for this catalog operation? includeTrash: as if nothing were trashed.
+   * for this catalog operation? includeTrash: as if nothing were trashed;
+   * atLeastAsFreshAs: answer only once the table reflects that write.
    */
-  async check(userId: string, targetId: string, levelOrOperation: Level | string, options: CheckOptions = {}): Promise<boolean> {
+  async check(userId: string, targetId: string, levelOrOperation: Level | string, options: FreshCheckOptions = {}): Promise<boolean> {
+    await this.freshAs(options);
     return (await checkAccess(this.conn, userId, targetId, levelOrOperation, options)).allowed;
+  }
+
+  /** check() for many targets of one user in one round trip; the answers in the order of targetIds (at most 10,000). */
+  async checkMany(userId: string, targetIds: readonly string[], levelOrOperation: Level | string, options: FreshCheckOptions = {}): Promise<boolean[]> {
+    await this.freshAs(options);
+    return checkMany(this.conn, userId, targetIds, levelOrOperation, options);
+  }
+
+  /** Waits for options.atLeastAsFreshAs, if given: read-your-writes without a waitFor of one's own. */
+  private async freshAs(options: FreshCheckOptions): Promise<void> {
+    if (options.atLeastAsFreshAs !== undefined) await this.waitFor(options.atLeastAsFreshAs);
   }
 
   /** Resolves when the permission table reflects the write behind `token`. */

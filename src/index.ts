@@ -1,5 +1,5 @@
 // permgraph's public TypeScript API.
-export { Permgraph, type ConnectOptions } from './client.ts';
+export { Permgraph, type ConnectOptions, type FreshCheckOptions } from './client.ts';
 export type { Level, LevelInput, NodeKind } from './types.ts';
 export { applyChanges, refresh, type ApplyOptions, type BatchResult } from './engine/apply.ts';
 export { applyJobChunk, type ChunkOptions, type ChunkResult } from './engine/long-job.ts';

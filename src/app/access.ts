@@ -41,12 +41,50 @@ export async function checkAccess(
   try {
     return { operation, allowed: await checkOperation(db, userId, targetId, operation, options) };
   } catch (error) {
-    // (what was asked may have been meant as a level: say what those are too)
-    if (error instanceof InvalidInputError && error.message.startsWith('unknown operation ')) {
-      throw new InvalidInputError(`${error.message}; nor is it a level (read, write, manage or 1-3)`, error.sqlState, { cause: error });
-    }
-    throw error;
+    throw withLevelHint(error);
   }
+}
+
+/** The most targets one checkMany() call answers (as a page of a listing). */
+export const MAX_CHECK_MANY = 10_000;
+
+/**
+ * checkAccess for many targets of one user in one statement (one round
+ * trip): each answer by permgraph.check() or check_op(), the same rule,
+ * in the order of targetIds (duplicates answered each time; an unknown id
+ * is false, as check() says).
+ */
+export async function checkMany(
+  db: Queryable,
+  userId: string,
+  targetIds: readonly string[],
+  levelOrOperation: Level | string,
+  options: CheckOptions = {},
+): Promise<boolean[]> {
+  if (!Array.isArray(targetIds)) throw new InvalidInputError('targetIds must be an array of node ids');
+  if (targetIds.length > MAX_CHECK_MANY) {
+    throw new InvalidInputError(`checkMany answers at most ${MAX_CHECK_MANY.toLocaleString('en-US')} targets a call, got ${targetIds.length}`);
+  }
+  if (targetIds.some((id) => typeof id !== 'string')) throw new InvalidInputError('targetIds must be an array of node ids (strings)');
+  if (targetIds.length === 0) return [];
+  const includeTrash = options.includeTrash === true;
+  const answer = isLevelInput(levelOrOperation)
+    ? sql`permgraph.check(${userId}, t.id, ${parseLevel(levelOrOperation)}, ${includeTrash})`
+    : sql`permgraph.check_op(${userId}, t.id, ${String(levelOrOperation)}, ${includeTrash})`;
+  const rows: { allowed: boolean }[] = await withInputErrors(() =>
+    db.query(sql`select ${answer} as allowed from unnest(${targetIds}::text[]) with ordinality t(id, ord) order by t.ord`),
+  ).catch((error: unknown) => {
+    throw withLevelHint(error);
+  });
+  return rows.map((r) => r.allowed === true);
+}
+
+/** An unknown operation may have been meant as a level: say what those are too. */
+function withLevelHint(error: unknown): unknown {
+  if (error instanceof InvalidInputError && error.message.startsWith('unknown operation ')) {
+    return new InvalidInputError(`${error.message}; nor is it a level (read, write, manage or 1-3)`, error.sqlState, { cause: error });
+  }
+  return error;
 }
 
 /**

@@ -1,0 +1,68 @@
+// checkMany (src/app/access.ts): many targets of one user in one statement,
+// each answered by the access rule, against the reference model; and the
+// class's atLeastAsFreshAs, which waits for a write before it answers.
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { checkMany, MAX_CHECK_MANY } from '../../src/app/access.ts';
+import { Permgraph } from '../../src/client.ts';
+import { sql } from '../../src/db/pool.ts';
+import { applyChanges, refresh } from '../../src/engine/apply.ts';
+import { InvalidInputError } from '../../src/errors.ts';
+import * as model from '../reference/model.ts';
+import type { Level } from '../reference/model.ts';
+import { g, u } from '../helpers/builders.ts';
+import { createTestDatabase } from '../helpers/database.ts';
+import { graphArbitrary, loadGraph } from '../helpers/graph.ts';
+
+describe('checkMany', async () => {
+  const { db, url } = await createTestDatabase();
+
+  it('random graphs (trash, expiring grants): each answer equals the model, in the order asked, duplicates and unknown ids included', async () => {
+    await fc.assert(
+      fc.asyncProperty(graphArbitrary({ users: 5, groups: 8, objects: 6, grants: 30 }, 0.3, true), fc.integer({ min: 1, max: 3 }), async (graph, level) => {
+        await loadGraph(db, graph);
+        await refresh(db);
+        const now = new Date();
+        const untrashed: model.RefGraph = { ...graph, nodes: graph.nodes.map((n) => ({ ...n, trashAt: null })) };
+        const targets = [...graph.nodes.map((n) => n.id).reverse(), 'not-a-node', graph.nodes[0]!.id];
+        for (const user of graph.nodes.filter((n) => n.kind === 'user')) {
+          const expected = targets.map((t) => model.check(graph, user.id, t, level as Level, now));
+          expect(await checkMany(db, user.id, targets, level as Level), user.id).toEqual(expected);
+          const ignoringTrash = targets.map((t) => model.check(untrashed, user.id, t, level as Level, now));
+          expect(await checkMany(db, user.id, targets, level as Level, { includeTrash: true }), user.id).toEqual(ignoringTrash);
+        }
+      }),
+      { numRuns: 15 },
+    );
+  });
+
+  it('operations of the catalog, as check_op; an unknown one is refused naming the levels; bounds', async () => {
+    await loadGraph(db, { nodes: [u('ann'), g('team'), g('other')], grants: [{ tailId: 'ann', headId: 'team', level: 2, source: 'default' }] });
+    await refresh(db);
+    await db.query(sql`insert into permgraph.operations (name, level) values ('doc.edit', 2), ('doc.delete', 3) on conflict (name) do update set level = excluded.level`);
+    expect(await checkMany(db, 'ann', ['team', 'other', 'team'], 'doc.edit')).toEqual([true, false, true]);
+    expect(await checkMany(db, 'ann', ['team'], 'doc.delete')).toEqual([false]);
+    expect(await checkMany(db, 'ann', [], 'read')).toEqual([]);
+    await expect(checkMany(db, 'ann', ['team'], 'doc.fly')).rejects.toThrow(/^unknown operation "doc\.fly".*; nor is it a level \(read, write, manage or 1-3\)$/);
+    await expect(checkMany(db, 'ann', Array.from({ length: MAX_CHECK_MANY + 1 }, () => 'team'), 'read')).rejects.toThrow(
+      new InvalidInputError('checkMany answers at most 10,000 targets a call, got 10001'),
+    );
+    await expect(checkMany(db, 'ann', ['team', 7 as unknown as string], 'read')).rejects.toThrow(InvalidInputError);
+  });
+
+  it('pg.check and pg.checkMany with atLeastAsFreshAs answer only once the write behind the token is applied', async () => {
+    await loadGraph(db, { nodes: [u('bea'), g('lab')], grants: [] });
+    await refresh(db);
+    const pg = Permgraph.fromPool(db, url);
+    const token = await pg.grant('bea', 'lab', 'write');
+    // no worker runs: the table does not have it yet
+    expect(await pg.check('bea', 'lab', 'write')).toBe(false);
+    const fresh = Promise.all([pg.check('bea', 'lab', 'write', { atLeastAsFreshAs: token }), pg.checkMany('bea', ['lab'], 'read', { atLeastAsFreshAs: token })]);
+    let answered = false;
+    void fresh.then(() => (answered = true));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(answered).toBe(false); // still waiting for the write
+    await applyChanges(db);
+    expect(await fresh).toEqual([true, [true]]);
+  });
+});
