@@ -5066,11 +5066,14 @@ begin
 
   reason := case
     when hidden then 'trashed'
+    -- check() refuses because the rows that would allow have expired and
+    -- await their recomputation: access ended at expiredAt. When the path
+    -- allows, the recomputation brings the access back; when it does not
+    -- (the grant that gave it has ended), this says why until then, where
+    -- 'no path' or 'level too low' would not.
+    when expired_allows and not live_allows then 'expired'
     when best = 0 then 'no path'
     when best < coalesce(p_level, 1) then 'level too low'
-    -- the path allows, but check() does not: the rows that would have
-    -- expired, and only their recomputation brings the access back
-    when expired_allows and not live_allows then 'expired'
   end;
   return jsonb_build_object(
     'user', p_user_id, 'thing', p_thing_id, 'thingKind', thing.kind, 'level', p_level,

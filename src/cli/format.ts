@@ -59,7 +59,11 @@ export function formatExplanation(e: Explanation): string[] {
           ? `level too low (best: ${levelName(e.bestLevel)}${e.via === 'owner' ? ', through its owner' : ''})`
           : e.reason === 'expired'
             ? `access expired at ${isoMoment(e.expiredAt!)} and awaits recomputation ` +
-              `(refused until a worker recomputes the permission rows; the path below then gives ${levelName(e.bestLevel)})`
+              (e.bestLevel >= (e.level ?? 1)
+                ? `(refused until a worker recomputes the permission rows; the path below then gives ${levelName(e.bestLevel)})`
+                : e.bestLevel === 0
+                  ? '(the grants that gave it have ended: no path is left)'
+                  : `(the grants that gave it have ended: what is left gives ${levelName(e.bestLevel)})`)
             : 'no path';
     lines.push(`${e.user} may not ${e.level === null ? 'access' : levelName(e.level)} ${e.thing}: ${why}`);
   }

@@ -21,6 +21,7 @@ import { g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { graphArbitrary, loadGraph } from '../helpers/graph.ts';
 import { createLogin } from '../helpers/logins.ts';
+import { runCli } from '../helpers/cli.ts';
 
 const HOUR = 3600 * 1000;
 const AGO = () => new Date(Date.now() - HOUR);
@@ -244,6 +245,20 @@ describe('reads treat a row whose valid_until has passed as absent', async () =>
     expect(await explain(db, 'ann', 'roadmap')).toMatchObject({ allowed: true, validUntil: ahead });
   });
 
+  it("explain says 'expired' when the grant that gave access has ended and its rows await recomputation; 'no path' after it", async () => {
+    // dan reads spec by two grants; both end (the edges' expiry and the rows' valid_until alike), and no batch runs yet
+    const ended = AGO();
+    await db.query(sql`update permgraph.grants set expires_at = ${ended} where tail_id = 'dan'`);
+    await setValidUntil(db, 'dan', 'spec', ended);
+    await setValidUntil(db, 'dan', 'roadmap', ended);
+    expect(await check(db, 'dan', 'spec', 1)).toBe(false);
+    expect(await explain(db, 'dan', 'spec', 1)).toMatchObject({ allowed: false, reason: 'expired', bestLevel: 0, path: [], expiredAt: ended });
+    const cli = await runCli(['--database-url', url, 'explain', 'dan', 'spec', '--level', 'read']);
+    expect(cli.stdout).toContain(`dan may not read spec: access expired at ${ended.toISOString()} and awaits recomputation (the grants that gave it have ended: no path is left)\n`);
+    await applyChanges(db);
+    expect(await explain(db, 'dan', 'spec', 1)).toMatchObject({ allowed: false, reason: 'no path', expiredAt: null });
+  });
+
   describe('row-level security policies', () => {
     beforeAll(async () => {
       await db.query(sql`create table public.docs (id text primary key, owner_id text)`);
@@ -310,7 +325,10 @@ describe('expiring grants through the engine', async () => {
     expect(await check(db, 'u', 'doc', 1)).toBe(false);
     expect(ids(await listTargets(db, 'u'))).toEqual(['u']);
     expect(ids(await listUsers(db, 'doc'))).toEqual([]);
-    expect(await explain(db, 'u', 'doc')).toMatchObject({ allowed: false, reason: 'no path', rows: [{ target: 'g', expired: true, validUntil: at }] });
+    // until a batch recomputes the rows, explain says why access ended, and when
+    expect(await explain(db, 'u', 'doc')).toMatchObject({
+      allowed: false, reason: 'expired', bestLevel: 0, expiredAt: at, rows: [{ target: 'g', expired: true, validUntil: at }],
+    });
   });
 
   it('the worked example: write expiring at T next to read forever; nothing from T until the batch, then read', async () => {
