@@ -106,29 +106,31 @@ language sql stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  -- The sessions holding the applier role's advisory lock (the active
-  -- worker's, session-level) or a batch's (transaction-level), read once for
-  -- the two entries below, and whether each session may apply changes.
-  with applier_locks as (
-    select a.pid, a.usename, a.application_name, a.client_addr, a.backend_start, a.xact_start, a.state, a.state_change,
-           case when ((l.classid::bigint << 32) | l.objid::bigint) = permgraph._applier_role_key() then 'role' else 'batch' end as lock,
-           has_function_privilege(a.usesysid, 'permgraph._applier_role_key()', 'execute') as may_apply
+  -- The applier's advisory locks, held or waited for: the role's (the
+  -- active worker's, session-level) and a batch's (transaction-level), read
+  -- from pg_locks once for the entries below.
+  with applier_lock_entries as (
+    select l.pid, l.granted, l.waitstart,
+           case when ((l.classid::bigint << 32) | l.objid::bigint) = permgraph._applier_role_key() then 'role' else 'batch' end as lock
     from pg_locks l
-    join pg_stat_activity a on a.pid = l.pid
-    where l.locktype = 'advisory' and l.granted and l.objsubid = 1
+    where l.locktype = 'advisory' and l.objsubid = 1
       and l.database = (select oid from pg_database where datname = current_database())
       and ((l.classid::bigint << 32) | l.objid::bigint) in (permgraph._applier_role_key(), permgraph._applier_lock_key())
+  ),
+  -- the sessions holding them, and whether each may apply changes
+  applier_locks as (
+    select a.pid, a.usename, a.application_name, a.client_addr, a.backend_start, a.xact_start, a.state, a.state_change, k.lock,
+           has_function_privilege(a.usesysid, 'permgraph._applier_role_key()', 'execute') as may_apply
+    from applier_lock_entries k
+    join pg_stat_activity a on a.pid = k.pid
+    where k.granted
   ),
   -- since when a session (a worker's batch, say) has waited for a batch's
   -- lock: pg_locks shows every session's waits to every login (PostgreSQL
   -- 14+), where pg_stat_activity hides other logins' states from an owner
   -- without pg_read_all_stats
   batch_wait as (
-    select min(l.waitstart) as since
-    from pg_locks l
-    where l.locktype = 'advisory' and not l.granted and l.objsubid = 1
-      and l.database = (select oid from pg_database where datname = current_database())
-      and ((l.classid::bigint << 32) | l.objid::bigint) = permgraph._applier_lock_key()
+    select min(k.waitstart) as since from applier_lock_entries k where not k.granted and k.lock = 'batch'
   )
   select jsonb_build_object(
     'pending_changes', (select count(*) from permgraph.changes),
