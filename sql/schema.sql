@@ -4913,7 +4913,7 @@ declare
   manage_edge jsonb;       -- _explain_manage_edge: into another user who owns the thing
   lasting_tree jsonb;      -- the search again, through edges lasting as long as the answer
   lasting_path jsonb;
-  lasting_traverse jsonb;  -- '"none"': the owner route has no lasting manage edge
+  owner_route_lasts boolean;  -- below manage, another user's route also needs a lasting manage edge
   identity_edge jsonb := jsonb_build_array(jsonb_build_object('tail', p_user_id, 'head', p_user_id, 'level', 3, 'source', 'identity', 'expiresAt', null));
   owner_step jsonb;        -- the last edge of a path through the thing's owner
   reason text;
@@ -5025,8 +5025,9 @@ begin
   -- The path shown should hold for as long as the answer does: the search
   -- above takes the fewest edges whatever their expiry, so a grant ending in
   -- an hour may be shown while another path, which never ends, gives the
-  -- validUntil reported. When the path (or the traverse path) ends before validUntil (or at all,
-  -- when validUntil is null), search again at the same level through edges
+  -- validUntil reported. When the path (or the traverse path) ends before
+  -- validUntil (or at all, when validUntil is null), search again at the
+  -- same level through edges
   -- lasting that long, and show that path if it reaches; if none does (the
   -- rows lag the edges), the first one stays. The lasting path may take the
   -- other route (a thing the user owns is reached through the owner step
@@ -5047,19 +5048,19 @@ begin
       traverse_path := null;
     elsif owner_usable and tree ? thing.owner_id then
       lasting_path := permgraph._explain_path(tree, thing.owner_id);
-      lasting_traverse := null;
+      manage_edge := null;
       if owner_kind = 'user' and thing.owner_id <> p_user_id and (lasting_path -> -1 ->> 'level')::integer <> 3 then
         lasting_tree := permgraph._explain_tree(p_user_id, 1, coalesce(answer_until, 'infinity'));
         manage_edge := permgraph._explain_manage_edge(p_user_id, thing.owner_id, lasting_tree, coalesce(answer_until, 'infinity'));
-        -- (none that lasts: the first path stays)
-        lasting_traverse := case when manage_edge is not null
-                                 then permgraph._explain_path(lasting_tree, manage_edge ->> 'tail') || jsonb_build_array(manage_edge)
-                                 else '"none"' end;
+        owner_route_lasts := manage_edge is not null;  -- (none that lasts: the first path stays)
+      else
+        owner_route_lasts := true;
       end if;
-      if lasting_traverse is distinct from '"none"' then
+      if owner_route_lasts then
         via := 'owner';
         path := case when lasting_path = '[]' then identity_edge else lasting_path end || owner_step;
-        traverse_path := lasting_traverse;
+        traverse_path := case when manage_edge is not null
+                              then permgraph._explain_path(lasting_tree, manage_edge ->> 'tail') || jsonb_build_array(manage_edge) end;
       end if;
     end if;
   end if;
@@ -5847,29 +5848,31 @@ CREATE OR REPLACE FUNCTION permgraph.status()
  STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
-  -- The sessions holding the applier role's advisory lock (the active
-  -- worker's, session-level) or a batch's (transaction-level), read once for
-  -- the two entries below, and whether each session may apply changes.
-  with applier_locks as (
-    select a.pid, a.usename, a.application_name, a.client_addr, a.backend_start, a.xact_start, a.state, a.state_change,
-           case when ((l.classid::bigint << 32) | l.objid::bigint) = permgraph._applier_role_key() then 'role' else 'batch' end as lock,
-           has_function_privilege(a.usesysid, 'permgraph._applier_role_key()', 'execute') as may_apply
+  -- The applier's advisory locks, held or waited for: the role's (the
+  -- active worker's, session-level) and a batch's (transaction-level), read
+  -- from pg_locks once for the entries below.
+  with applier_lock_entries as (
+    select l.pid, l.granted, l.waitstart,
+           case when ((l.classid::bigint << 32) | l.objid::bigint) = permgraph._applier_role_key() then 'role' else 'batch' end as lock
     from pg_locks l
-    join pg_stat_activity a on a.pid = l.pid
-    where l.locktype = 'advisory' and l.granted and l.objsubid = 1
+    where l.locktype = 'advisory' and l.objsubid = 1
       and l.database = (select oid from pg_database where datname = current_database())
       and ((l.classid::bigint << 32) | l.objid::bigint) in (permgraph._applier_role_key(), permgraph._applier_lock_key())
+  ),
+  -- the sessions holding them, and whether each may apply changes
+  applier_locks as (
+    select a.pid, a.usename, a.application_name, a.client_addr, a.backend_start, a.xact_start, a.state, a.state_change, k.lock,
+           has_function_privilege(a.usesysid, 'permgraph._applier_role_key()', 'execute') as may_apply
+    from applier_lock_entries k
+    join pg_stat_activity a on a.pid = k.pid
+    where k.granted
   ),
   -- since when a session (a worker's batch, say) has waited for a batch's
   -- lock: pg_locks shows every session's waits to every login (PostgreSQL
   -- 14+), where pg_stat_activity hides other logins' states from an owner
   -- without pg_read_all_stats
   batch_wait as (
-    select min(l.waitstart) as since
-    from pg_locks l
-    where l.locktype = 'advisory' and not l.granted and l.objsubid = 1
-      and l.database = (select oid from pg_database where datname = current_database())
-      and ((l.classid::bigint << 32) | l.objid::bigint) = permgraph._applier_lock_key()
+    select min(k.waitstart) as since from applier_lock_entries k where not k.granted and k.lock = 'batch'
   )
   select jsonb_build_object(
     'pending_changes', (select count(*) from permgraph.changes),

@@ -351,8 +351,9 @@ begin
 end $$;
 
 -- A grant row with a bad level, an expiry out of range (_moment_in_range)
--- or an end that cannot be a node's id (longer than 256 characters), on its own: a BEFORE trigger, so the clear error
--- comes before the check constraint grants_level_valid's, and before a huge
+-- or an end that cannot be a node's id (longer than 256 characters), on its
+-- own: a BEFORE trigger, so the clear error comes before the check
+-- constraint grants_level_valid's, and before a huge
 -- id reaches the unique index ("index row requires 11480 bytes"). Its WHEN
 -- clause keeps every other row from calling it. It reports the row's first
 -- problem in the order of the per-statement check below, then the level.

@@ -135,7 +135,7 @@ declare
   manage_edge jsonb;       -- _explain_manage_edge: into another user who owns the thing
   lasting_tree jsonb;      -- the search again, through edges lasting as long as the answer
   lasting_path jsonb;
-  lasting_traverse jsonb;  -- '"none"': the owner route has no lasting manage edge
+  owner_route_lasts boolean;  -- below manage, another user's route also needs a lasting manage edge
   identity_edge jsonb := jsonb_build_array(jsonb_build_object('tail', p_user_id, 'head', p_user_id, 'level', 3, 'source', 'identity', 'expiresAt', null));
   owner_step jsonb;        -- the last edge of a path through the thing's owner
   reason text;
@@ -247,8 +247,9 @@ begin
   -- The path shown should hold for as long as the answer does: the search
   -- above takes the fewest edges whatever their expiry, so a grant ending in
   -- an hour may be shown while another path, which never ends, gives the
-  -- validUntil reported. When the path (or the traverse path) ends before validUntil (or at all,
-  -- when validUntil is null), search again at the same level through edges
+  -- validUntil reported. When the path (or the traverse path) ends before
+  -- validUntil (or at all, when validUntil is null), search again at the
+  -- same level through edges
   -- lasting that long, and show that path if it reaches; if none does (the
   -- rows lag the edges), the first one stays. The lasting path may take the
   -- other route (a thing the user owns is reached through the owner step
@@ -269,19 +270,19 @@ begin
       traverse_path := null;
     elsif owner_usable and tree ? thing.owner_id then
       lasting_path := permgraph._explain_path(tree, thing.owner_id);
-      lasting_traverse := null;
+      manage_edge := null;
       if owner_kind = 'user' and thing.owner_id <> p_user_id and (lasting_path -> -1 ->> 'level')::integer <> 3 then
         lasting_tree := permgraph._explain_tree(p_user_id, 1, coalesce(answer_until, 'infinity'));
         manage_edge := permgraph._explain_manage_edge(p_user_id, thing.owner_id, lasting_tree, coalesce(answer_until, 'infinity'));
-        -- (none that lasts: the first path stays)
-        lasting_traverse := case when manage_edge is not null
-                                 then permgraph._explain_path(lasting_tree, manage_edge ->> 'tail') || jsonb_build_array(manage_edge)
-                                 else '"none"' end;
+        owner_route_lasts := manage_edge is not null;  -- (none that lasts: the first path stays)
+      else
+        owner_route_lasts := true;
       end if;
-      if lasting_traverse is distinct from '"none"' then
+      if owner_route_lasts then
         via := 'owner';
         path := case when lasting_path = '[]' then identity_edge else lasting_path end || owner_step;
-        traverse_path := lasting_traverse;
+        traverse_path := case when manage_edge is not null
+                              then permgraph._explain_path(lasting_tree, manage_edge ->> 'tail') || jsonb_build_array(manage_edge) end;
       end if;
     end if;
   end if;
