@@ -56,9 +56,10 @@ export const CONNECT_TIMEOUT_MS = 10_000;
 /**
  * What the worker's applying session sets, whatever the login's or the
  * database's defaults (each one the server has: transaction_timeout is
- * PostgreSQL 17+). idle_session_timeout would end a standby's session. No timeout: a batch cancelled by a statement_timeout set
- * for the login would be retried, and cancelled, forever; long jobs bound a
- * batch's length instead. The server's side of dead-peer detection: its
+ * PostgreSQL 17+). No timeout: a batch cancelled by a statement_timeout set
+ * for the login would be retried, and cancelled, forever (long jobs bound a
+ * batch's length instead), and idle_session_timeout would end a standby's
+ * session. The server's side of dead-peer detection: its
  * session holds the applier role's lock, so a worker that vanished must not
  * keep it (standbys take over once the server ends that session: ~25 s of
  * silence); WORKER_CLIENT_CHECK_INTERVAL_MS below does the same for a

@@ -99,7 +99,7 @@ export async function useWorkerSession(conn: Connection): Promise<void> {
     from jsonb_each_text(${JSON.stringify(WORKER_SESSION_SETTINGS)}::jsonb) v(name, value)
     join pg_settings s on s.name = v.name`);
   await conn
-    .query(sql`select set_config('client_connection_check_interval', ${String(WORKER_CLIENT_CHECK_INTERVAL_MS)}, false)`)
+    .query(sql`select set_config(${CLIENT_CHECK_SETTING}, ${String(WORKER_CLIENT_CHECK_INTERVAL_MS)}, false)`)
     .catch((error: unknown) => {
       // only a platform that cannot check refuses it (22023): the batch then runs on as before
       if (sqlStateOf(error) !== SqlState.invalidParameterValue) throw error;
@@ -112,8 +112,11 @@ export async function resetWorkerSession(conn: Connection): Promise<void> {
     reset ${splitSetting}`);
   await conn.query(sql`
     select set_config(s.name, s.reset_val, false) from pg_settings s
-    where s.name = any(${[...Object.keys(WORKER_SESSION_SETTINGS), 'client_connection_check_interval']}::text[])`);
+    where s.name = any(${[...Object.keys(WORKER_SESSION_SETTINGS), CLIENT_CHECK_SETTING]}::text[])`);
 }
+
+/** Set apart from WORKER_SESSION_SETTINGS: see WORKER_CLIENT_CHECK_INTERVAL_MS. */
+const CLIENT_CHECK_SETTING = 'client_connection_check_interval';
 
 /** Why a worker, or `worker --once`, refuses a server in recovery. */
 export const STANDBY_REFUSAL =

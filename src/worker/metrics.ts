@@ -140,9 +140,9 @@ export function createWorkerMetrics(worker: Worker, db: Queryable): Registry {
  * A gauge whose value is read from the database at scrape time. When the
  * read fails or takes longer than METRICS_DATABASE_TIMEOUT_MS, the gauge
  * has no value in that scrape (NaN, or no series when labelled), instead of
- * failing the whole scrape: the
- * worker's own counters and permgraph_worker_active (and database_up 0)
- * still reach the alerts that need them most, when the database is down.
+ * failing the whole scrape: the worker's own counters and
+ * permgraph_worker_active (and database_up 0) still reach the alerts that
+ * need them most, when the database is down.
  */
 function databaseGauge(registry: Registry, name: string, help: string, read: (gauge: Gauge) => Promise<void>, labelNames: string[] = []): Gauge {
   const gauge: Gauge = new Gauge({
