@@ -2442,6 +2442,13 @@ begin
   return permgraph._set_aside('import', drops, rebuilds);
 end $function$;
 
+-- permgraph._import_expiry_form(text): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._import_expiry_form(p_value text)
+ RETURNS boolean
+ LANGUAGE sql
+ IMMUTABLE
+RETURN (p_value ~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$'::text);
+
 -- permgraph._import_foreign_keys(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._import_foreign_keys()
  RETURNS TABLE(table_name regclass, constraint_name name, definition text)
@@ -2613,6 +2620,13 @@ begin
                  '%1$s trigger grants_capture_inserted, %1$s trigger grants_audit_inserted', verb);
 end $function$;
 
+-- permgraph._import_moment_out_of_range(text,text,text): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._import_moment_out_of_range(p_column text, p_value text, p_empty_means text)
+ RETURNS text
+ LANGUAGE sql
+ STABLE
+RETURN format('%s %s is outside the years 1 to 9999 (for %s, leave it empty)'::text, p_column, permgraph._describe_id(p_value), p_empty_means);
+
 -- permgraph._import_reference_checks(boolean): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._import_reference_checks(p_enabled boolean)
  RETURNS boolean
@@ -2711,14 +2725,14 @@ begin
   -- one instead.)
   begin
     insert into pg_temp.import_bad (seq, id, line, problem)
-    select s.seq, s.id, s.line, format('trash_at %s is outside the years 1 to 9999 (for no trash time, leave it empty)', permgraph._describe_id(s.trash_at))
+    select s.seq, s.id, s.line, permgraph._import_moment_out_of_range('trash_at', s.trash_at, 'no trash time')
     from permgraph.import_nodes s
     where s.run = p_run and s.problem is null and s.trash_at is not null
       and not permgraph._moment_in_range(s.trash_at::timestamptz);
   exception when data_exception then
     insert into pg_temp.import_bad (seq, id, line, problem)
     select s.seq, s.id, s.line, case when permgraph._is_timestamptz(s.trash_at)
-                                     then format('trash_at %s is outside the years 1 to 9999 (for no trash time, leave it empty)', permgraph._describe_id(s.trash_at))
+                                     then permgraph._import_moment_out_of_range('trash_at', s.trash_at, 'no trash time')
                                      else format('trash_at %s is not a timestamp', permgraph._describe_id(s.trash_at)) end
     from permgraph.import_nodes s
     where s.run = p_run and s.problem is null and s.trash_at is not null
@@ -2928,25 +2942,25 @@ begin
 
   -- Grants. expires_at (empty: never) is a timestamp with its offset, so
   -- that it means the same instant whatever the session's time zone: its
-  -- form is checked row by row (a regular expression, below); the values of
+  -- form is checked row by row (_import_expiry_form, below); the values of
   -- that form with one another in one cast first, and only if that fails,
   -- one by one, to find which. (A row that also has a problem below is
   -- given that one instead.)
   begin
     insert into pg_temp.import_bad (seq, problem)
-    select g.seq, format('expires_at %s is outside the years 1 to 9999 (for never, leave it empty)', permgraph._describe_id(g.expires_at))
+    select g.seq, permgraph._import_moment_out_of_range('expires_at', g.expires_at, 'never')
     from permgraph.import_grants g
     where g.run = p_run and g.problem is null and g.expires_at is not null
-      and g.expires_at ~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$'
+      and permgraph._import_expiry_form(g.expires_at)
       and not permgraph._moment_in_range(g.expires_at::timestamptz);
   exception when data_exception then
     insert into pg_temp.import_bad (seq, problem)
     select g.seq, case when permgraph._is_timestamptz(g.expires_at)
-                       then format('expires_at %s is outside the years 1 to 9999 (for never, leave it empty)', permgraph._describe_id(g.expires_at))
+                       then permgraph._import_moment_out_of_range('expires_at', g.expires_at, 'never')
                        else format('expires_at %s is not a valid timestamp', permgraph._describe_id(g.expires_at)) end
     from permgraph.import_grants g
     where g.run = p_run and g.problem is null and g.expires_at is not null
-      and g.expires_at ~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$'
+      and permgraph._import_expiry_form(g.expires_at)
       and case when permgraph._is_timestamptz(g.expires_at) then not permgraph._moment_in_range(g.expires_at::timestamptz) else true end;
   end;
 
@@ -2996,7 +3010,7 @@ begin
             coalesce((select format('grant head %s is not loaded: its row is invalid (%s)', permgraph._describe_id(e.head_id), coalesce('line ' || r.line, 'see its row'))
                       from pg_temp.import_rejected r where r.id = e.head_id),
                      format('grant head %s does not exist (neither in the input nor in the database)', permgraph._describe_id(e.head_id)))
-          when e.expires_at !~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$' then
+          when not permgraph._import_expiry_form(e.expires_at) then
             format('expires_at %s is not a timestamp with a time zone offset (ISO 8601, e.g. 2030-01-31T12:00:00Z)',
                    permgraph._describe_id(e.expires_at))
         end, e.bad_expiry) as problem
