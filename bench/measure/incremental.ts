@@ -39,8 +39,10 @@ export interface KindResult {
   raw: number[];
   /** Rows each sample altered (inserted + updated + deleted), in the order of raw: a local change alters at most 100 ... */
   rawWritten?: number[];
-  /** ... and the change's own commit + its apply, ms (goal 1's write + apply). */
+  /** ... and the change's own commit + its apply, ms (goal 1's write + apply) ... */
   rawWriteAndApply?: number[];
+  /** ... and the apply's server side (apply_changes()' own 'ms', before its commit): where a slow sample spent its time. */
+  rawServerMs?: number[];
   skipped?: string;
 }
 
@@ -102,6 +104,7 @@ function summarizeKind(kind: ChangeKind, scope: Scope, samples: (Sample & { targ
     raw: samples.map((s) => round(s.clientMs)),
     rawWritten: samples.map(rowsAltered),
     rawWriteAndApply: samples.map((s) => round(s.writeAndApplyMs)),
+    rawServerMs: samples.map((s) => round(s.batch.ms)),
   };
 }
 

@@ -97,11 +97,32 @@ export interface LimitInputs {
   checkGoalMs: number;
   /** Server-side medians of every first page measured (list_rows and list_targets, heaviest users, every shape), ms. */
   firstPagesServerMs: number[];
+  /** Org large's local changes: their p99, and the p99 of the same samples' server side (null: not recorded). */
+  largeOrgLocalTail: LocalTail | null;
 }
 
-export function limitsSection(runs: Runs, { largeOrgRates, largeOrgFloorRowsPerSecond, sustainedGoal, checkGoalMs, firstPagesServerMs }: LimitInputs): string[] {
+export interface LocalTail {
+  p99: number;
+  serverP99: number | null;
+  goal: number;
+}
+
+/**
+ * Goal 1's p99, when missed: whether the slowest changes were slow in
+ * their statement or waited outside it (the commit's flush, the client).
+ */
+function localTailLimit({ p99, serverP99, goal }: LocalTail): string {
+  const side = serverP99 === null
+    ? 'This run did not record the server side of each sample.'
+    : serverP99 * 2 <= p99
+      ? `The server side of the same samples has a p99 of ${ms(serverP99)}: the slowest changes waited outside their statement, in their commit's flush or in this 2-core machine's clients, not in the engine.`
+      : `The server side of the same samples has a p99 of ${ms(serverP99)}: the slowest changes were slow in their statement.`;
+  return ` Its p99 on org large, ${ms(p99)}, is over the goal's ${goal} ms. ${side}`;
+}
+
+export function limitsSection(runs: Runs, { largeOrgRates, largeOrgFloorRowsPerSecond, sustainedGoal, checkGoalMs, firstPagesServerMs, largeOrgLocalTail }: LimitInputs): string[] {
   const lines = ['## What limits the goals missed', ''];
-  lines.push('**Goal 1 (a local change ≤ 4× a one-row commit).** A local change is one statement on the server, one round trip and one commit, like the floor; what the floor does not have is the statement. Profiled on org small (bench/FINDINGS.md 27): the round trip ~0.18 ms and the commit\'s flush ~0.4 ms (the floor\'s own costs), the call around the statement ~0.1 ms, the statement\'s fixed part 0.23 ms (0.31 ms for a batch that only adds: starting a plan of some hundred nodes, the checks that the path fits), and its work 0.5–1.5 ms for a region of 11–40 pairs (walks, diff and writes at 10–30 µs a pair, each a probe or an index entry). So 4× a 0.43–0.6 ms floor leaves ~1 ms for the statement, which a region of ~30 pairs already takes. Most of the statement\'s fixed part is starting its plan: in a profile of a backend applying local batches, the executor\'s start-up is 17% of its CPU, ~0.3 ms a batch, which a cached plan does not save (bench/FINDINGS.md 37). Write + apply adds the change\'s own commit, which is no plain INSERT either: the grant is validated, and writes its edge, a change row and an audit row (see goal 3), ~140 µs of statement triggers on a one-row write (FINDINGS 37); 6× leaves it ~0.5 ms.', '');
+  lines.push('**Goal 1 (a local change ≤ 4× a one-row commit).** A local change is one statement on the server, one round trip and one commit, like the floor; what the floor does not have is the statement. Profiled on org small (bench/FINDINGS.md 27): the round trip ~0.18 ms and the commit\'s flush ~0.4 ms (the floor\'s own costs), the call around the statement ~0.1 ms, the statement\'s fixed part 0.23 ms (0.31 ms for a batch that only adds: starting a plan of some hundred nodes, the checks that the path fits), and its work 0.5–1.5 ms for a region of 11–40 pairs (walks, diff and writes at 10–30 µs a pair, each a probe or an index entry). So 4× a 0.43–0.6 ms floor leaves ~1 ms for the statement, which a region of ~30 pairs already takes. Most of the statement\'s fixed part is starting its plan: in a profile of a backend applying local batches, the executor\'s start-up is 17% of its CPU, ~0.3 ms a batch, which a cached plan does not save (bench/FINDINGS.md 37). Write + apply adds the change\'s own commit, which is no plain INSERT either: the grant is validated, and writes its edge, a change row and an audit row (see goal 3), ~140 µs of statement triggers on a one-row write (FINDINGS 37); 6× leaves it ~0.5 ms.' + (largeOrgLocalTail && largeOrgLocalTail.p99 > largeOrgLocalTail.goal ? localTailLimit(largeOrgLocalTail) : ''), '');
   const capture = newestPhase(runs, 'capture')?.result;
   lines.push(`**Goal 3 (bulk insert ≤ 2× no triggers).** ${capture ? `Measured ${capture.ratio}×${capture.ratioWithoutAudit ? `, ${capture.ratioWithoutAudit}× with the audit log off (same rounds)` : ''}. ` : ''}The grants are not the only rows written: each also writes an edge and a change row, and, with the audit log on (the default), an audit row; four tables and eleven index entries against one table and two. On 100,000 grants (bench/FINDINGS.md 30, 41): the plain INSERT is mostly its foreign-key checks, which the grants pay too; capture adds the edges (a heap and two indexes) and the change rows, about as much as the plain INSERT's own rows and checks; the audit rows add a table with five indexes. The same code read 1.96–2.44× in seven runs on this host (stops 35 and 36). What would meet the goal is one table's writes fewer: without the audit rows, or without the audit log's four secondary indexes (1.7–1.9×), but those indexes are the log's reads by actor, node and time, and the cheaper kinds measured (GIN for nodes, BRIN for time) trade them (finding 41).`, '');
   const throughput = largeOrgRates ? throughputLimit(largeOrgRates, sustainedGoal) : null;
