@@ -2029,22 +2029,69 @@ exception
                           p_name, current_user);
 end $function$;
 
--- permgraph._explain_manage_edge(text,text,jsonb,timestamp with time zone): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._explain_manage_edge(p_user_id text, p_owner text, p_tree jsonb, p_lasting_until timestamp with time zone)
+-- permgraph._explain_access_ended(text,text,text,text,integer): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._explain_access_ended(p_user_id text, p_thing_id text, p_owner_id text, p_owner_kind text, p_level integer)
  RETURNS jsonb
- LANGUAGE sql
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+AS $function$
+declare
+  moments timestamptz[];
+  lo integer := 0;   -- the latest moment known to allow (0: none yet)
+  hi integer;        -- no moment after this one allows
+  mid integer;
+  probe jsonb;
+  route jsonb;       -- the route of moments[lo]
+begin
+  select array_agg(m order by m) into moments
+  from (select distinct e.expires_at as m
+        from permgraph.edges e
+        where e.tail_id in (select jsonb_object_keys(permgraph._explain_tree(p_user_id, 1, '-infinity', true)))
+          and e.expires_at <= now()) x;
+  hi := coalesce(array_length(moments, 1), 0);
+  while lo < hi loop
+    mid := (lo + hi + 1) / 2;
+    probe := permgraph._explain_route_before(p_user_id, p_thing_id, p_owner_id, p_owner_kind, p_level, moments[mid]);
+    if probe is not null then
+      lo := mid;
+      route := probe;
+    else
+      hi := mid - 1;
+    end if;
+  end loop;
+  if lo = 0 then
+    return null;
+  end if;
+  return route || jsonb_build_object(
+    'at', moments[lo], 'level', p_level,
+    'expiredGrants', (
+      select coalesce(jsonb_agg(s.e order by s.at, s.n), '[]'::jsonb)
+      from (select distinct on (x.e ->> 'tail', x.e ->> 'head', x.e ->> 'source') x.e, (x.e ->> 'expiresAt')::timestamptz as at, x.n
+            from jsonb_array_elements((route -> 'path') || coalesce(nullif(route -> 'traversePath', 'null'::jsonb), '[]'::jsonb)) with ordinality as x(e, n)
+            where (x.e ->> 'expiresAt')::timestamptz <= now()
+            order by x.e ->> 'tail', x.e ->> 'head', x.e ->> 'source', x.n) s));
+end $function$;
+
+-- permgraph._explain_manage_edge(text,text,jsonb,timestamp with time zone,boolean): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._explain_manage_edge(p_user_id text, p_owner text, p_tree jsonb, p_lasting_until timestamp with time zone, p_expired boolean DEFAULT false)
+ RETURNS jsonb
+ LANGUAGE plpgsql
  STABLE
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
-  select jsonb_build_object('tail', e.tail_id, 'head', p_owner, 'level', 3,
-                            'source', case when e.source = '' then 'owner' else e.source end, 'expiresAt', e.expires_at)
-  from permgraph.edges e
-  where e.head_id = p_owner and e.level = 3
-    and (e.expires_at is null or (e.expires_at > now() and e.expires_at >= p_lasting_until))
-    and (e.tail_id = p_user_id or (e.tail_kind = 'group' and p_tree ? e.tail_id))
-  order by (p_tree -> e.tail_id ->> 'd')::integer, (p_tree -> e.tail_id ->> 'o')::bigint, e.source
-  limit 1
-$function$;
+begin
+  return (
+    select jsonb_build_object('tail', e.tail_id, 'head', p_owner, 'level', 3,
+                              'source', case when e.source = '' then 'owner' else e.source end, 'expiresAt', e.expires_at)
+    from permgraph.edges e
+    where e.head_id = p_owner and e.level = 3
+      and (e.expires_at is null or ((p_expired or e.expires_at > now()) and e.expires_at >= p_lasting_until))
+      and (e.tail_id = p_user_id or (e.tail_kind = 'group' and p_tree ? e.tail_id))
+    order by (p_tree -> e.tail_id ->> 'd')::integer, (p_tree -> e.tail_id ->> 'o')::bigint, e.source
+    limit 1);
+end $function$;
 
 -- permgraph._explain_path(jsonb,text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._explain_path(p_tree jsonb, p_node text)
@@ -2070,8 +2117,49 @@ begin
   return path;
 end $function$;
 
--- permgraph._explain_tree(text,integer,timestamp with time zone): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._explain_tree(p_user_id text, p_min_level integer, p_lasting_until timestamp with time zone DEFAULT '-infinity'::timestamp with time zone)
+-- permgraph._explain_route_before(text,text,text,text,integer,timestamp with time zone): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._explain_route_before(p_user_id text, p_thing_id text, p_owner_id text, p_owner_kind text, p_level integer, p_before timestamp with time zone)
+ RETURNS jsonb
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+AS $function$
+declare
+  tree jsonb := permgraph._explain_tree(p_user_id, p_level, p_before, true);
+  tree_any jsonb;
+  path jsonb;
+  manage_edge jsonb;
+  traverse_path jsonb;
+  identity_edge jsonb := jsonb_build_array(jsonb_build_object('tail', p_user_id, 'head', p_user_id, 'level', 3, 'source', 'identity', 'expiresAt', null));
+begin
+  if tree ? p_thing_id then
+    path := permgraph._explain_path(tree, p_thing_id);
+    return jsonb_build_object('via', 'direct', 'path', case when path = '[]' then identity_edge else path end, 'traversePath', null);
+  end if;
+  if p_owner_id is null or p_owner_id = p_thing_id or not (tree ? p_owner_id) then
+    return null;
+  end if;
+  path := permgraph._explain_path(tree, p_owner_id);
+  if path = '[]' then
+    path := identity_edge;
+  elsif p_owner_kind = 'user' and (path -> -1 ->> 'level')::integer <> 3 then
+    -- below manage: the owner's belongings need a manage edge into it
+    tree_any := case when p_level = 1 then tree else permgraph._explain_tree(p_user_id, 1, p_before, true) end;
+    manage_edge := permgraph._explain_manage_edge(p_user_id, p_owner_id, tree_any, p_before, true);
+    if manage_edge is null then
+      return null;
+    end if;
+    traverse_path := permgraph._explain_path(tree_any, manage_edge ->> 'tail') || jsonb_build_array(manage_edge);
+  end if;
+  return jsonb_build_object(
+    'via', 'owner',
+    'path', path || jsonb_build_array(jsonb_build_object('tail', p_owner_id, 'head', p_thing_id, 'level', 3, 'source', 'owner', 'expiresAt', null)),
+    'traversePath', traverse_path);
+end $function$;
+
+-- permgraph._explain_tree(text,integer,timestamp with time zone,boolean): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._explain_tree(p_user_id text, p_min_level integer, p_lasting_until timestamp with time zone DEFAULT '-infinity'::timestamp with time zone, p_expired boolean DEFAULT false)
  RETURNS jsonb
  LANGUAGE plpgsql
  STABLE
@@ -2098,7 +2186,7 @@ begin
         from unnest(frontier_ids, frontier_kinds, frontier_ranks) as f(id, kind, rank)
         join permgraph.edges e on e.tail_id = f.id
         where e.level >= p_min_level
-          and (e.expires_at is null or (e.expires_at > now() and e.expires_at >= p_lasting_until))
+          and (e.expires_at is null or ((p_expired or e.expires_at > now()) and e.expires_at >= p_lasting_until))
           and (f.kind = 'group' or depth = 0)
           and not (tree ? e.head_id)
         order by e.head_id, f.rank, e.level desc, e.source
@@ -4939,6 +5027,7 @@ declare
   answer_until timestamptz;
   until_rows integer;
   expired_at timestamptz;
+  access_ended jsonb;
 begin
   if p_level is not null then
     perform permgraph._require_level(p_level);
@@ -4973,7 +5062,7 @@ begin
       'user', p_user_id, 'thing', p_thing_id, 'thingKind', thing.kind, 'level', p_level,
       'allowed', true, 'reason', null, 'bestLevel', 3, 'via', 'superuser',
       'path', '[]'::jsonb, 'traversePath', null, 'trashAt', effective_trash,
-      'rows', rows_used, 'validUntil', null, 'expiredAt', null);
+      'rows', rows_used, 'validUntil', null, 'expiredAt', null, 'accessEnded', null);
   end if;
 
   tree_any := permgraph._explain_tree(p_user_id, 1);
@@ -5090,13 +5179,18 @@ begin
     when best = 0 then 'no path'
     when best < coalesce(p_level, 1) then 'level too low'
   end;
+  -- Access the graph does not give (any more?): did grants that have expired give it?
+  if not hidden and best < asked_level then
+    access_ended := permgraph._explain_access_ended(p_user_id, p_thing_id, thing.owner_id, owner_kind, asked_level);
+  end if;
   return jsonb_build_object(
     'user', p_user_id, 'thing', p_thing_id, 'thingKind', thing.kind, 'level', p_level,
     'allowed', reason is null, 'reason', reason, 'bestLevel', best, 'via', via,
     'path', path, 'traversePath', traverse_path, 'trashAt', effective_trash,
     'rows', rows_used,
     'validUntil', case when reason is null and until_rows > 0 then answer_until end,
-    'expiredAt', case when reason = 'expired' then expired_at end);
+    'expiredAt', case when reason = 'expired' then expired_at end,
+    'accessEnded', access_ended);
 end $function$;
 
 -- permgraph.is_applied(text): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE

@@ -27,7 +27,7 @@ export { parseExpiresAt, parseDuration, type ExpiryInput } from './expiry.ts';
 // Kept for compatibility: the CLI's wording of a catalog change.
 export { describeChange } from './cli/format.ts';
 export { listTargets, listUsers, type Page, type TargetItem, type UserItem, type ListTargetsOptions, type ListUsersOptions } from './app/listing.ts';
-export { explain, type Explanation, type PathEdge, type ExplainReason, type PermissionRowUsed } from './app/explain.ts';
+export { explain, type Explanation, type PathEdge, type ExplainReason, type PermissionRowUsed, type AccessEnded } from './app/explain.ts';
 export { syncGrants, type DesiredGrant, type SyncResult as SyncGrantsResult } from './app/sync-grants.ts';
 export { importGraph, ImportRejectedError, type ImportOptions, type ImportSummary, type ImportProblem } from './app/import/index.ts';
 export { listAudit, pruneAudit, setActor, type AuditEntry, type AuditFilter, type AuditPage, type PruneAuditOptions, type PruneAuditResult } from './app/audit.ts';

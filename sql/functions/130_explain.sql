@@ -15,7 +15,14 @@
 -- between parallel edges the strongest, then the smallest source.
 -- p_lasting_until: only edges that last until then (expires_at null or at or
 -- after it; 'infinity': only edges that never expire).
-create or replace function permgraph._explain_tree(p_user_id text, p_min_level integer, p_lasting_until timestamptz default '-infinity') returns jsonb
+-- p_expired: take the grants that have expired too (the graph as it was
+-- before they did; with p_lasting_until, the graph just before that moment,
+-- which is what accessEnded searches).
+-- (Its signature gained p_expired: the three-argument one goes first, since
+-- a call with two or three arguments would match both.)
+drop function if exists permgraph._explain_tree(text, integer, timestamptz);
+create or replace function permgraph._explain_tree(p_user_id text, p_min_level integer, p_lasting_until timestamptz default '-infinity',
+                                                   p_expired boolean default false) returns jsonb
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
 set jit = off
@@ -40,7 +47,7 @@ begin
         from unnest(frontier_ids, frontier_kinds, frontier_ranks) as f(id, kind, rank)
         join permgraph.edges e on e.tail_id = f.id
         where e.level >= p_min_level
-          and (e.expires_at is null or (e.expires_at > now() and e.expires_at >= p_lasting_until))
+          and (e.expires_at is null or ((p_expired or e.expires_at > now()) and e.expires_at >= p_lasting_until))
           and (f.kind = 'group' or depth = 0)
           and not (tree ? e.head_id)
         order by e.head_id, f.rank, e.level desc, e.source
@@ -80,22 +87,138 @@ end $$;
 -- The manage edge into p_owner (a user) that lets p_user_id reach what
 -- p_owner owns: from p_user_id itself, or from a group in p_tree (a search
 -- from p_user_id, _explain_tree), the nearest first; only edges lasting
--- until p_lasting_until. As a path step (the traverse path's last edge),
--- or null when there is none.
-create or replace function permgraph._explain_manage_edge(p_user_id text, p_owner text, p_tree jsonb, p_lasting_until timestamptz)
+-- until p_lasting_until (p_expired: expired grants too, as _explain_tree).
+-- As a path step (the traverse path's last edge), or null when there is none.
+-- PL/pgSQL, whose plan lasts the session: accessEnded calls it once per
+-- moment it tries (an SQL function with a SET clause is planned at every
+-- call, test/engine/plan-settings.test.ts). (Its signature gained
+-- p_expired: the four-argument one goes first.)
+drop function if exists permgraph._explain_manage_edge(text, text, jsonb, timestamptz);
+create or replace function permgraph._explain_manage_edge(p_user_id text, p_owner text, p_tree jsonb, p_lasting_until timestamptz,
+                                                          p_expired boolean default false)
 returns jsonb
-language sql stable
+language plpgsql stable
 set search_path = pg_catalog, pg_temp
 as $$
-  select jsonb_build_object('tail', e.tail_id, 'head', p_owner, 'level', 3,
-                            'source', case when e.source = '' then 'owner' else e.source end, 'expiresAt', e.expires_at)
-  from permgraph.edges e
-  where e.head_id = p_owner and e.level = 3
-    and (e.expires_at is null or (e.expires_at > now() and e.expires_at >= p_lasting_until))
-    and (e.tail_id = p_user_id or (e.tail_kind = 'group' and p_tree ? e.tail_id))
-  order by (p_tree -> e.tail_id ->> 'd')::integer, (p_tree -> e.tail_id ->> 'o')::bigint, e.source
-  limit 1
-$$;
+begin
+  return (
+    select jsonb_build_object('tail', e.tail_id, 'head', p_owner, 'level', 3,
+                              'source', case when e.source = '' then 'owner' else e.source end, 'expiresAt', e.expires_at)
+    from permgraph.edges e
+    where e.head_id = p_owner and e.level = 3
+      and (e.expires_at is null or ((p_expired or e.expires_at > now()) and e.expires_at >= p_lasting_until))
+      and (e.tail_id = p_user_id or (e.tail_kind = 'group' and p_tree ? e.tail_id))
+    order by (p_tree -> e.tail_id ->> 'd')::integer, (p_tree -> e.tail_id ->> 'o')::bigint, e.source
+    limit 1);
+end $$;
+
+-- A route by which p_user_id could act on p_thing_id at p_level on the
+-- graph just before p_before, the grants that have expired by now included
+-- (edges lasting until p_before: _explain_tree with p_expired), by the rule
+-- explain() follows: directly, else through the thing's owner (a group; the
+-- user itself; another user, whose belongings need a manage edge into that
+-- user, lasting as long). {via, path, traversePath} as explain() reports
+-- them, or null when there is none.
+create or replace function permgraph._explain_route_before(p_user_id text, p_thing_id text, p_owner_id text, p_owner_kind text,
+                                                           p_level integer, p_before timestamptz)
+returns jsonb
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
+declare
+  tree jsonb := permgraph._explain_tree(p_user_id, p_level, p_before, true);
+  tree_any jsonb;
+  path jsonb;
+  manage_edge jsonb;
+  traverse_path jsonb;
+  identity_edge jsonb := jsonb_build_array(jsonb_build_object('tail', p_user_id, 'head', p_user_id, 'level', 3, 'source', 'identity', 'expiresAt', null));
+begin
+  if tree ? p_thing_id then
+    path := permgraph._explain_path(tree, p_thing_id);
+    return jsonb_build_object('via', 'direct', 'path', case when path = '[]' then identity_edge else path end, 'traversePath', null);
+  end if;
+  if p_owner_id is null or p_owner_id = p_thing_id or not (tree ? p_owner_id) then
+    return null;
+  end if;
+  path := permgraph._explain_path(tree, p_owner_id);
+  if path = '[]' then
+    path := identity_edge;
+  elsif p_owner_kind = 'user' and (path -> -1 ->> 'level')::integer <> 3 then
+    -- below manage: the owner's belongings need a manage edge into it
+    tree_any := case when p_level = 1 then tree else permgraph._explain_tree(p_user_id, 1, p_before, true) end;
+    manage_edge := permgraph._explain_manage_edge(p_user_id, p_owner_id, tree_any, p_before, true);
+    if manage_edge is null then
+      return null;
+    end if;
+    traverse_path := permgraph._explain_path(tree_any, manage_edge ->> 'tail') || jsonb_build_array(manage_edge);
+  end if;
+  return jsonb_build_object(
+    'via', 'owner',
+    'path', path || jsonb_build_array(jsonb_build_object('tail', p_owner_id, 'head', p_thing_id, 'level', 3, 'source', 'owner', 'expiresAt', null)),
+    'traversePath', traverse_path);
+end $$;
+
+-- accessEnded: how p_user_id's access to p_thing_id at p_level ended, when
+-- the graph now does not allow it but the graph with the grants that have
+-- expired would. at: the latest moment T such that the graph of the grants
+-- not yet expired at T allowed the access just before T; that is, over the
+-- routes that allowed, the latest of the earliest expiry on each (a route's
+-- path and its traverse path together; ownership and identity never
+-- expire). With the route that allowed until then ({via, path,
+-- traversePath}, as explain() shows them) and expiredGrants, its grants
+-- that have expired, earliest first (the first ended the access). Null
+-- when the grants that have expired would not allow either.
+--
+-- Cost: T is one of the moments at which a grant leaving a node the search
+-- reaches (expired grants included) has expired, and whether a route lasts
+-- until a moment only turns from yes to no as the moment grows: a binary
+-- search over those k moments, one search of the edges to find them, then
+-- at most ceil(log2(k + 1)) routes tried, each one or two searches of
+-- _explain_tree and a lookup of a manage edge. Only explain()'s
+-- not-allowed answers pay it.
+create or replace function permgraph._explain_access_ended(p_user_id text, p_thing_id text, p_owner_id text, p_owner_kind text, p_level integer)
+returns jsonb
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
+declare
+  moments timestamptz[];
+  lo integer := 0;   -- the latest moment known to allow (0: none yet)
+  hi integer;        -- no moment after this one allows
+  mid integer;
+  probe jsonb;
+  route jsonb;       -- the route of moments[lo]
+begin
+  select array_agg(m order by m) into moments
+  from (select distinct e.expires_at as m
+        from permgraph.edges e
+        where e.tail_id in (select jsonb_object_keys(permgraph._explain_tree(p_user_id, 1, '-infinity', true)))
+          and e.expires_at <= now()) x;
+  hi := coalesce(array_length(moments, 1), 0);
+  while lo < hi loop
+    mid := (lo + hi + 1) / 2;
+    probe := permgraph._explain_route_before(p_user_id, p_thing_id, p_owner_id, p_owner_kind, p_level, moments[mid]);
+    if probe is not null then
+      lo := mid;
+      route := probe;
+    else
+      hi := mid - 1;
+    end if;
+  end loop;
+  if lo = 0 then
+    return null;
+  end if;
+  return route || jsonb_build_object(
+    'at', moments[lo], 'level', p_level,
+    'expiredGrants', (
+      select coalesce(jsonb_agg(s.e order by s.at, s.n), '[]'::jsonb)
+      from (select distinct on (x.e ->> 'tail', x.e ->> 'head', x.e ->> 'source') x.e, (x.e ->> 'expiresAt')::timestamptz as at, x.n
+            from jsonb_array_elements((route -> 'path') || coalesce(nullif(route -> 'traversePath', 'null'::jsonb), '[]'::jsonb)) with ordinality as x(e, n)
+            where (x.e ->> 'expiresAt')::timestamptz <= now()
+            order by x.e ->> 'tail', x.e ->> 'head', x.e ->> 'source', x.n) s));
+end $$;
 
 -- Why may (or may not) p_user_id act on p_thing_id (at p_level, if given)?
 -- The strongest path, computed from the current edges without the expired
@@ -113,6 +236,13 @@ $$;
 -- holds. validUntil, when allowed: until when check() keeps allowing without
 -- a recomputation (the latest valid_until of the rows allowing; null: no
 -- expiry ends it). See the TypeScript Explanation type for the fields.
+--
+-- accessEnded: when the graph now does not allow at the level asked (any,
+-- when none is) and the thing is not trashed, but the graph with the grants
+-- that have expired would allow, how and when that access ended
+-- (_explain_access_ended). The reason stays what it was ('no path', 'level
+-- too low', or 'expired' while the rows await their recomputation): this
+-- says why, and does not change when the worker catches up.
 create or replace function permgraph.explain(p_user_id text, p_thing_id text, p_level integer default null) returns jsonb
 language plpgsql stable
 security definer
@@ -147,6 +277,7 @@ declare
   answer_until timestamptz;
   until_rows integer;
   expired_at timestamptz;
+  access_ended jsonb;
 begin
   if p_level is not null then
     perform permgraph._require_level(p_level);
@@ -181,7 +312,7 @@ begin
       'user', p_user_id, 'thing', p_thing_id, 'thingKind', thing.kind, 'level', p_level,
       'allowed', true, 'reason', null, 'bestLevel', 3, 'via', 'superuser',
       'path', '[]'::jsonb, 'traversePath', null, 'trashAt', effective_trash,
-      'rows', rows_used, 'validUntil', null, 'expiredAt', null);
+      'rows', rows_used, 'validUntil', null, 'expiredAt', null, 'accessEnded', null);
   end if;
 
   tree_any := permgraph._explain_tree(p_user_id, 1);
@@ -298,11 +429,16 @@ begin
     when best = 0 then 'no path'
     when best < coalesce(p_level, 1) then 'level too low'
   end;
+  -- Access the graph does not give (any more?): did grants that have expired give it?
+  if not hidden and best < asked_level then
+    access_ended := permgraph._explain_access_ended(p_user_id, p_thing_id, thing.owner_id, owner_kind, asked_level);
+  end if;
   return jsonb_build_object(
     'user', p_user_id, 'thing', p_thing_id, 'thingKind', thing.kind, 'level', p_level,
     'allowed', reason is null, 'reason', reason, 'bestLevel', best, 'via', via,
     'path', path, 'traversePath', traverse_path, 'trashAt', effective_trash,
     'rows', rows_used,
     'validUntil', case when reason is null and until_rows > 0 then answer_until end,
-    'expiredAt', case when reason = 'expired' then expired_at end);
+    'expiredAt', case when reason = 'expired' then expired_at end,
+    'accessEnded', access_ended);
 end $$;

@@ -3,7 +3,9 @@
 // from the user, expired grants left out. check() and the listings answer
 // from the permission table, which lags the edges while changes are pending
 // (explain says how many) and while rows past their valid_until await their
-// recomputation (explain shows those rows, and reason 'expired').
+// recomputation (explain shows those rows, and reason 'expired'). When access
+// is refused and grants that have expired would give it, accessEnded says
+// which and when it ended.
 import { sql, type Queryable } from '../db/pool.ts';
 import { withInputErrors } from '../errors.ts';
 import { parseLevel } from '../levels.ts';
@@ -36,6 +38,35 @@ export interface PermissionRowUsed {
   validUntil: Date | null;
   /** validUntil has passed: reads treat the row as absent until the engine recomputes it. */
   expired: boolean;
+}
+
+/**
+ * How access ended that grants which have expired gave: the graph now does
+ * not allow at the level (no path, or a lower one), but with the expired
+ * grants (still in the grants table until someone deletes them) it would.
+ */
+export interface AccessEnded {
+  /**
+   * When the access ended: the graph of the grants not yet expired allowed
+   * it until this moment and not from it on. Over the routes that allowed,
+   * the latest of each one's earliest expiry (ownership and identity never
+   * expire).
+   */
+  at: Date;
+  /** The level it is about: the one asked, else 1 (any access). */
+  level: Level;
+  /** The route that allowed until `at`: to the thing itself, or through its owner (as Explanation.via). */
+  via: 'direct' | 'owner';
+  /** Its path, found as Explanation.path is, expired grants included: each edge with its expiresAt. */
+  path: PathEdge[];
+  /** As Explanation.traversePath, on that route: the manage path into an owner that is another user, when `path` does not end with one. */
+  traversePath: PathEdge[] | null;
+  /**
+   * The grants of path and traversePath that have expired, earliest first:
+   * those that expired at `at` ended the access; renewing them all would
+   * give it back through this route.
+   */
+  expiredGrants: PathEdge[];
 }
 
 export interface Explanation {
@@ -81,6 +112,15 @@ export interface Explanation {
   /** With reason 'expired': when the access ended (the validUntil of the expired rows). */
   expiredAt: Date | null;
   /**
+   * When not allowed and not trashed, and the current grants do not give the
+   * level asked (reason 'no path' or 'level too low'; or 'expired' with
+   * bestLevel below it) but the grants that have expired would: how and when
+   * that access ended. Null otherwise. It does not change when the worker
+   * recomputes the rows; the reason does ('expired' becomes 'no path' or
+   * 'level too low'), and keeps its meaning.
+   */
+  accessEnded: AccessEnded | null;
+  /**
    * Changes captured but not yet applied to the permission table, counted in
    * the same snapshot as the search. explain reads the current edges, while
    * check() and the listings read the table: when this is not 0, they may
@@ -107,6 +147,16 @@ export async function explain(db: Queryable, userId: string, thingId: string, le
     rows: raw.rows.map((r) => ({ ...r, validUntil: toDate(r.validUntil) })),
     validUntil: toDate(raw.validUntil),
     expiredAt: toDate(raw.expiredAt),
+    accessEnded:
+      raw.accessEnded === null
+        ? null
+        : {
+            ...raw.accessEnded,
+            at: new Date(raw.accessEnded.at),
+            path: edges(raw.accessEnded.path),
+            traversePath: raw.accessEnded.traversePath === null ? null : edges(raw.accessEnded.traversePath),
+            expiredGrants: edges(raw.accessEnded.expiredGrants),
+          },
     pendingChanges: Number(row.pending),
   };
 }
@@ -115,11 +165,17 @@ const toDate = (value: string | null): Date | null => (value === null ? null : n
 
 type Dated<T, K extends keyof T> = Omit<T, K> & { [P in K]: string | null };
 type RawEdge = Dated<PathEdge, 'expiresAt'>;
-type RawExplanation = Omit<Explanation, 'path' | 'traversePath' | 'trashAt' | 'rows' | 'validUntil' | 'expiredAt' | 'pendingChanges'> & {
+type RawExplanation = Omit<Explanation, 'path' | 'traversePath' | 'trashAt' | 'rows' | 'validUntil' | 'expiredAt' | 'accessEnded' | 'pendingChanges'> & {
   path: RawEdge[];
   traversePath: RawEdge[] | null;
   trashAt: string | null;
   rows: Dated<PermissionRowUsed, 'validUntil'>[];
   validUntil: string | null;
   expiredAt: string | null;
+  accessEnded: (Omit<AccessEnded, 'at' | 'path' | 'traversePath' | 'expiredGrants'> & {
+    at: string;
+    path: RawEdge[];
+    traversePath: RawEdge[] | null;
+    expiredGrants: RawEdge[];
+  }) | null;
 };

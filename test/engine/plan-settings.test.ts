@@ -44,7 +44,6 @@ describe('plan settings of the engine functions', () => {
     expect(rows.map((r) => r.name)).toEqual([
       '_import_foreign_keys', '_import_secondary_indexes', '_import_staged_alone', // once per import
       '_is_superuser', // from list_targets and explain as a PL/pgSQL expression: its plan lasts the transaction
-      '_explain_manage_edge', // at most twice per explain()
       '_last_change_seq', '_prune_changes', // the change stream's registration and acknowledgements
       '_session_is_owner', // only when a session switched capture or audit off, or uses a consumer of another login
       'operation_level', 'role_level', // one catalog lookup per check_op/can_op: check() + ~10 us on 15 and 18 alike

@@ -39,9 +39,10 @@ export interface GraphSize {
  * user or group, a user may own itself), grants are random (group cycles,
  * parallel grants from several sources, users granted to groups and to
  * users), some groups form a deep chain, and trash times are past or future.
- * With `expiring`, grants expire now and then (expiryArbitrary).
+ * With `expiring`, grants expire now and then (expiryArbitrary, or the
+ * arbitrary given).
  */
-export function graphArbitrary(max: GraphSize, minFraction = 0, expiring = false): fc.Arbitrary<RefGraph> {
+export function graphArbitrary(max: GraphSize, minFraction = 0, expiring: boolean | fc.Arbitrary<Date | null> = false): fc.Arbitrary<RefGraph> {
   const count = (most: number, least: number) => fc.integer({ min: Math.max(least, Math.floor(most * minFraction)), max: most });
   return fc
     .record({
@@ -72,7 +73,7 @@ export function graphArbitrary(max: GraphSize, minFraction = 0, expiring = false
               head: fc.nat(),
               level: fc.constantFrom<Level>(1, 2, 3),
               source: fc.constantFrom('a', 'b', 'c'),
-              expiresAt: expiring ? expiryArbitrary : fc.constant(null),
+              expiresAt: expiring === true ? expiryArbitrary : expiring === false ? fc.constant<Date | null>(null) : expiring,
             }),
             { minLength: Math.floor(max.grants * minFraction), maxLength: max.grants },
           ),

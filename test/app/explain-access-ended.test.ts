@@ -1,0 +1,269 @@
+// explain()'s accessEnded: when access is refused and grants that have
+// expired (still in permgraph.grants) would give it, which grants and when
+// the access ended, also after the worker has recomputed the rows. Checked
+// against the reference model evaluated at the moments around the one
+// reported, never against the engine.
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { explain, type Explanation, type PathEdge } from '../../src/app/explain.ts';
+import { sql } from '../../src/db/pool.ts';
+import { applyChanges, refresh } from '../../src/engine/apply.ts';
+import { check } from '../../src/engine/check.ts';
+import * as model from '../reference/model.ts';
+import type { Level, RefGraph } from '../reference/model.ts';
+import { expiring, g, grant, o, u } from '../helpers/builders.ts';
+import { createTestDatabase } from '../helpers/database.ts';
+import { FUTURE, PAST, graphArbitrary, loadGraph, wholeSecondAfter } from '../helpers/graph.ts';
+
+const HOUR = 3600 * 1000;
+/** Moments a grant expired at, hours ago (whole seconds: stored and compared exactly), earliest first. */
+const AGO = [5, 3, 2, 1].map((h) => wholeSecondAfter(Date.now() - h * HOUR));
+const AHEAD = wholeSecondAfter(Date.now() + 2 * HOUR);
+const ms = (at: Date | null | undefined) => at?.getTime() ?? Infinity;
+
+const edge = (tail: string, level: Level, head: string, source = 'default', expiresAt: Date | null = null): PathEdge => ({ tail, head, level, source, expiresAt });
+const ownerStep = (owner: string, thing: string): PathEdge => edge(owner, 3, thing, 'owner');
+
+/** The graph with every grant's expiry taken away: the grants that have expired restored. */
+const restored = (graph: RefGraph): RefGraph => ({ nodes: graph.nodes, grants: graph.grants.map((gr) => ({ ...gr, expiresAt: null })) });
+
+/**
+ * Checks a path edge by edge against the graph: it starts at the user, each
+ * edge is a grant of the graph with that level, source and expiry (expired
+ * ones included), an ownership, or the user's identity, it continues only
+ * out of groups (or the start), and it ends at `end`.
+ */
+function expectPathInGraph(graph: RefGraph, user: string, path: PathEdge[], end: string, label: string): void {
+  const kind = (id: string) => graph.nodes.find((n) => n.id === id)!.kind;
+  expect(path.length, label).toBeGreaterThan(0);
+  expect(path[0]!.tail, label).toBe(user);
+  expect(path[path.length - 1]!.head, label).toBe(end);
+  path.forEach((e, i) => {
+    if (i > 0) {
+      expect(e.tail, label).toBe(path[i - 1]!.head);
+      const ownerStepAtEnd = i === path.length - 1 && e.source === 'owner';
+      if (!ownerStepAtEnd && !(i === 1 && path[0]!.source === 'identity')) expect(kind(e.tail), `${label}: the path leaves ${e.tail}`).toBe('group');
+    }
+    if (e.source === 'owner') {
+      expect(graph.nodes.find((n) => n.id === e.head)!.ownerId, label).toBe(e.tail);
+      expect(e).toEqual(edge(e.tail, 3, e.head, 'owner'));
+    } else if (e.source === 'identity') {
+      expect(e).toEqual(edge(user, 3, user, 'identity'));
+    } else {
+      const found = graph.grants.find((gr) => gr.tailId === e.tail && gr.headId === e.head && gr.source === e.source);
+      expect(found, `${label}: grant ${JSON.stringify(e)}`).toBeDefined();
+      expect({ level: e.level, expiresAt: ms(e.expiresAt) }, label).toEqual({ level: found!.level, expiresAt: ms(found!.expiresAt) });
+    }
+  });
+}
+
+/**
+ * What the model says about accessEnded for one explanation: present exactly
+ * when the thing is not trashed, the graph now refuses the level and the
+ * graph with the expired grants restored allows it; then the model allows
+ * just before `at` and refuses at `at`, and the route shown is one of the
+ * graph's, through grants whose earliest expiry is `at`.
+ */
+function expectAccessEndedAgrees(graph: RefGraph, e: Explanation, level: Level | null, now: Date): boolean {
+  const asked = level ?? 1;
+  const label = `explain(${e.user}, ${e.thing}, ${level})`;
+  const refusedNow = !model.check(graph, e.user, e.thing, asked, now);
+  const allowedRestored = model.check(restored(graph), e.user, e.thing, asked, now);
+  expect(e.accessEnded !== null, `${label}: refused now ${refusedNow}, allowed with the expired grants ${allowedRestored}`).toBe(refusedNow && allowedRestored);
+  const ended = e.accessEnded;
+  if (ended === null) return false;
+  expect(e.allowed, label).toBe(false);
+  expect(ended.level, label).toBe(asked);
+  expect(ended.at.getTime(), label).toBeLessThanOrEqual(now.getTime());
+  expect(model.check(graph, e.user, e.thing, asked, new Date(ended.at.getTime() - 1)), `${label}: allowed just before ${ended.at.toISOString()}`).toBe(true);
+  expect(model.check(graph, e.user, e.thing, asked, ended.at), `${label}: refused at ${ended.at.toISOString()}`).toBe(false);
+
+  // the route shown: the graph's, at the level, lasting exactly until `at`
+  const thing = graph.nodes.find((n) => n.id === e.thing)!;
+  expectPathInGraph(graph, e.user, ended.path, thing.id, label);
+  const steps = [...ended.path, ...(ended.traversePath ?? [])];
+  if (ended.via === 'owner') {
+    expect(ended.path[ended.path.length - 1], label).toEqual(ownerStep(thing.ownerId!, thing.id));
+    const owner = graph.nodes.find((n) => n.id === thing.ownerId)!;
+    const toOwner = ended.path.slice(0, -1);
+    expect(Math.min(...toOwner.map((s) => s.level)), label).toBeGreaterThanOrEqual(asked);
+    if (owner.kind === 'user' && owner.id !== e.user && toOwner[toOwner.length - 1]!.level !== 3) {
+      expectPathInGraph(graph, e.user, ended.traversePath!, owner.id, label);
+      expect(ended.traversePath![ended.traversePath!.length - 1]!.level, label).toBe(3);
+    } else {
+      expect(ended.traversePath, label).toBeNull();
+    }
+  } else {
+    expect(Math.min(...ended.path.map((s) => s.level)), label).toBeGreaterThanOrEqual(asked);
+    expect(ended.traversePath, label).toBeNull();
+  }
+  expect(Math.min(...steps.map((s) => ms(s.expiresAt))), label).toBe(ended.at.getTime());
+  // the grants of the route that have expired, earliest first, each once
+  const expired = steps.filter((s, i) => ms(s.expiresAt) <= now.getTime() && steps.findIndex((t) => t.tail === s.tail && t.head === s.head && t.source === s.source) === i);
+  expect([...ended.expiredGrants].sort((a, b) => ms(a.expiresAt) - ms(b.expiresAt)), label).toEqual(ended.expiredGrants);
+  expect(new Set(ended.expiredGrants.map((s) => JSON.stringify(s))), label).toEqual(new Set(expired.map((s) => JSON.stringify(s))));
+  expect(ended.expiredGrants[0]!.expiresAt, label).toEqual(ended.at);
+  return true;
+}
+
+describe('explain(): accessEnded, when access that expired grants gave has ended', async () => {
+  const { db } = await createTestDatabase();
+
+  it('random graphs with expiries, after a batch: present exactly when the expired grants would allow, and says when access ended', async () => {
+    // expiries: mostly none; four moments past, one ahead
+    const expiries = fc.constantFrom<Date | null>(null, null, null, ...AGO, AHEAD);
+    const picks = fc.array(fc.tuple(fc.nat(), fc.nat(), fc.option(fc.constantFrom<Level>(1, 2, 3))), { minLength: 15, maxLength: 15 });
+    let reported = 0;
+    await fc.assert(
+      fc.asyncProperty(graphArbitrary({ users: 5, groups: 5, objects: 5, grants: 30 }, 0.5, expiries), picks, fc.boolean(), async (graph, choices, batch) => {
+        if (batch) {
+          // the expired grants were not yet expired when the rows were computed; a batch applies their new expiry
+          await loadGraph(db, restored(graph));
+          await refresh(db);
+          for (const gr of graph.grants.filter((x) => x.expiresAt != null)) {
+            await db.query(sql`update permgraph.grants set expires_at = ${gr.expiresAt} where tail_id = ${gr.tailId} and head_id = ${gr.headId} and source = ${gr.source}`);
+          }
+          await applyChanges(db);
+        } else {
+          await loadGraph(db, graph);
+          await refresh(db);
+        }
+        const now = new Date();
+        const users = graph.nodes.filter((n) => n.kind === 'user');
+        // the random questions, and every one to which the model says the hint belongs
+        const questions: [string, string, Level | null][] = choices.map(([ui, ti, level]) => [users[ui % users.length]!.id, graph.nodes[ti % graph.nodes.length]!.id, level]);
+        for (const user of users) {
+          for (const thing of graph.nodes) {
+            for (const level of [1, 2, 3] as const) {
+              if (!model.check(graph, user.id, thing.id, level, now) && model.check(restored(graph), user.id, thing.id, level, now)) questions.push([user.id, thing.id, level]);
+            }
+          }
+        }
+        for (const [user, thing, level] of questions) {
+          const e = await explain(db, user, thing, level);
+          expect(e.pendingChanges).toBe(0);
+          if (expectAccessEndedAgrees(graph, e, level, now)) reported++;
+        }
+      }),
+      { numRuns: 60 },
+    );
+    expect(reported).toBeGreaterThan(100); // the property had something to check
+  });
+
+  it('names the expired grant and when access ended, on the path explain would have shown', async () => {
+    await loadGraph(db, {
+      nodes: [u('alice'), g('g1'), g('p'), o('spec', 'p')],
+      grants: [grant('alice', 3, 'g1'), expiring('g1', 1, 'p', AGO[1]!, 'member')],
+    });
+    await refresh(db);
+    const e = await explain(db, 'alice', 'spec', 'read');
+    expect(e).toMatchObject({ allowed: false, reason: 'no path', bestLevel: 0, path: [], expiredAt: null, pendingChanges: 0 });
+    expect(e.accessEnded).toEqual({
+      at: AGO[1],
+      level: 1,
+      via: 'owner',
+      path: [edge('alice', 3, 'g1'), edge('g1', 1, 'p', 'member', AGO[1]), ownerStep('p', 'spec')],
+      traversePath: null,
+      expiredGrants: [edge('g1', 1, 'p', 'member', AGO[1])],
+    });
+    // the group itself: directly
+    expect((await explain(db, 'alice', 'p')).accessEnded).toMatchObject({ at: AGO[1], level: 1, via: 'direct', path: [edge('alice', 3, 'g1'), edge('g1', 1, 'p', 'member', AGO[1])] });
+    // what the expired grant never gave: no hint
+    expect(await explain(db, 'alice', 'spec', 'write')).toMatchObject({ reason: 'no path', accessEnded: null });
+    // what still allows: none
+    expect(await explain(db, 'alice', 'g1', 'manage')).toMatchObject({ allowed: true, accessEnded: null });
+  });
+
+  it('of several routes, the one that lasted longest: the latest of their earliest expiries', async () => {
+    await loadGraph(db, {
+      nodes: [u('bo'), g('a'), g('b'), g('c'), g('proj')],
+      grants: [
+        // through a: ended at AGO[0] (its second grant lasted longer, but the path needs both)
+        expiring('bo', 2, 'a', AGO[3]!), expiring('a', 2, 'proj', AGO[0]!),
+        // through b: ended at AGO[2], the latest
+        expiring('bo', 2, 'b', AGO[2]!), grant('b', 2, 'proj'),
+        // through c: ended at AGO[1]
+        grant('bo', 2, 'c'), expiring('c', 2, 'proj', AGO[1]!),
+      ],
+    });
+    await refresh(db);
+    const e = await explain(db, 'bo', 'proj');
+    expect(e).toMatchObject({ reason: 'no path' });
+    expect(e.accessEnded).toMatchObject({ at: AGO[2], via: 'direct', path: [edge('bo', 2, 'b', 'default', AGO[2]), edge('b', 2, 'proj')] });
+    // two expired grants on the route: both listed, the one that ended the access first
+    await db.query(sql`update permgraph.grants set expires_at = ${AGO[3]} where tail_id = 'b' and head_id = 'proj'`);
+    await applyChanges(db);
+    const both = await explain(db, 'bo', 'proj');
+    expect(both.accessEnded).toMatchObject({ at: AGO[2], path: [edge('bo', 2, 'b', 'default', AGO[2]), edge('b', 2, 'proj', 'default', AGO[3])] });
+    expect(both.accessEnded!.expiredGrants).toEqual([edge('bo', 2, 'b', 'default', AGO[2]), edge('b', 2, 'proj', 'default', AGO[3])]);
+  });
+
+  it("'level too low': the level that ended, while a lower one remains", async () => {
+    await loadGraph(db, {
+      nodes: [u('cy'), g('team'), o('doc', 'team')],
+      grants: [grant('cy', 1, 'team', 'ldap'), expiring('cy', 3, 'team', AGO[2]!, 'admin-ui')],
+    });
+    await refresh(db);
+    const e = await explain(db, 'cy', 'doc', 'write');
+    expect(e).toMatchObject({ allowed: false, reason: 'level too low', bestLevel: 1 });
+    expect(e.accessEnded).toEqual({
+      at: AGO[2], level: 2, via: 'owner', traversePath: null,
+      path: [edge('cy', 3, 'team', 'admin-ui', AGO[2]), ownerStep('team', 'doc')],
+      expiredGrants: [edge('cy', 3, 'team', 'admin-ui', AGO[2])],
+    });
+    expect(await explain(db, 'cy', 'doc', 'read')).toMatchObject({ allowed: true, accessEnded: null });
+    expect(await explain(db, 'cy', 'doc')).toMatchObject({ allowed: true, accessEnded: null });
+  });
+
+  it("a thing another user owns: the expired manage edge into that user, on the traverse path", async () => {
+    await loadGraph(db, {
+      nodes: [u('di'), u('xena'), g('m'), o('memo', 'xena')],
+      grants: [grant('di', 2, 'xena'), grant('di', 1, 'm'), expiring('m', 3, 'xena', AGO[1]!)],
+    });
+    await refresh(db);
+    const e = await explain(db, 'di', 'memo', 'write');
+    expect(e).toMatchObject({ allowed: false, reason: 'no path' });
+    expect(e.accessEnded).toEqual({
+      at: AGO[1], level: 2, via: 'owner',
+      path: [edge('di', 2, 'xena'), ownerStep('xena', 'memo')],
+      traversePath: [edge('di', 1, 'm'), edge('m', 3, 'xena', 'default', AGO[1])],
+      expiredGrants: [edge('m', 3, 'xena', 'default', AGO[1])],
+    });
+  });
+
+  it('trash wins, and a superuser is allowed: no hint', async () => {
+    await loadGraph(db, {
+      nodes: [u('ed'), g('bin', null, PAST), g('later', null, FUTURE)],
+      grants: [expiring('ed', 1, 'bin', AGO[0]!), expiring('ed', 1, 'later', AGO[0]!)],
+    });
+    await refresh(db);
+    expect(await explain(db, 'ed', 'bin')).toMatchObject({ reason: 'trashed', accessEnded: null });
+    expect((await explain(db, 'ed', 'later')).accessEnded).toMatchObject({ at: AGO[0] }); // trashed only later
+    await db.query(sql`update permgraph.nodes set is_superuser = true where id = 'ed'`);
+    expect(await explain(db, 'ed', 'later')).toMatchObject({ allowed: true, via: 'superuser', accessEnded: null });
+  });
+
+  it("the same before and after the worker recomputes the rows: 'expired', then 'no path'", async () => {
+    await loadGraph(db, { nodes: [u('fay'), g('eng'), o('spec', 'eng')], grants: [expiring('fay', 2, 'eng', AHEAD)] });
+    await refresh(db);
+    // the grant has ended since the rows were computed, and they await their recomputation
+    await db.query(sql`update permgraph.grants set expires_at = ${AGO[3]} where tail_id = 'fay'`);
+    await db.query(sql`update permgraph.permissions set valid_until = ${AGO[3]} where user_id = 'fay' and target_id = 'eng'`);
+    const before = await explain(db, 'fay', 'spec', 'write');
+    expect(before).toMatchObject({ allowed: false, reason: 'expired', expiredAt: AGO[3], bestLevel: 0 });
+    const hint = {
+      at: AGO[3], level: 2, via: 'owner', traversePath: null,
+      path: [edge('fay', 2, 'eng', 'default', AGO[3]), ownerStep('eng', 'spec')],
+      expiredGrants: [edge('fay', 2, 'eng', 'default', AGO[3])],
+    };
+    expect(before.accessEnded).toEqual(hint);
+    await applyChanges(db);
+    const after = await explain(db, 'fay', 'spec', 'write');
+    expect(after).toMatchObject({ allowed: false, reason: 'no path', expiredAt: null, pendingChanges: 0 });
+    expect(after.accessEnded).toEqual(hint);
+    expect(await check(db, 'fay', 'spec', 2)).toBe(false);
+    // deleting the expired grant removes the hint with it
+    await db.query(sql`delete from permgraph.grants where tail_id = 'fay'`);
+    expect(await explain(db, 'fay', 'spec', 'write')).toMatchObject({ reason: 'no path', accessEnded: null });
+  });
+});
