@@ -69,8 +69,22 @@ export function formatExplanation(e: Explanation): string[] {
   }
   const edges = (path: PathEdge[]) =>
     path.map((p) => `  ${p.tail} -[${levelName(p.level)}, ${printable(p.source)}${p.expiresAt ? `, until ${isoMoment(p.expiresAt)}` : ''}]-> ${p.head}`);
+  const ended = e.accessEnded;
+  if (ended) {
+    // which expired grant(s) ended the access, and those of the same route that expired after
+    const named = (g: PathEdge) => `${printable(g.tail)} -[${levelName(g.level)}]-> ${printable(g.head)} (source ${printable(g.source)})`;
+    const first = ended.expiredGrants.filter((g) => g.expiresAt?.getTime() === ended.at.getTime());
+    const later = ended.expiredGrants.filter((g) => g.expiresAt?.getTime() !== ended.at.getTime());
+    const what = e.level === null ? 'access' : `${levelName(ended.level)} access`;
+    lines.push(`${what} ended at ${isoMoment(ended.at)}, when grant${first.length > 1 ? 's' : ''} ${first.map(named).join(' and ')} expired`);
+    if (later.length) lines.push(`also expired on that route since: ${later.map((g) => `grant ${named(g)} at ${isoMoment(g.expiresAt!)}`).join(', ')}`);
+  }
   if (e.path.length) lines.push('path:', ...edges(e.path));
   if (e.traversePath) lines.push(`manage path to the owner (lets ${e.user} reach what it owns):`, ...edges(e.traversePath));
+  if (ended) {
+    lines.push(`path until ${isoMoment(ended.at)}${ended.via === 'owner' ? ' (through its owner)' : ''}:`, ...edges(ended.path));
+    if (ended.traversePath) lines.push(`manage path to the owner until then (it let ${e.user} reach what it owns):`, ...edges(ended.traversePath));
+  }
   // The permission rows check() reads, where an expiry bounds them.
   for (const row of e.rows.filter((r) => r.validUntil !== null)) {
     const what = `${levelName(row.level)}${row.traverseOwned ? ' and what it owns' : ''}`;

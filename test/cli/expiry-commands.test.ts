@@ -1,13 +1,14 @@
 // The command line and expiring grants: grant --expires / --expires-in,
 // sync-grants files with expiresAt, and valid_until in the output of list,
-// who, explain and audit (human lines, and camelCase JSON).
+// who, explain and audit (human lines, and camelCase JSON), and what explain
+// says of access that an expired grant gave.
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { sql } from '../../src/db/pool.ts';
-import { refresh } from '../../src/engine/apply.ts';
-import { g, grant, o, u } from '../helpers/builders.ts';
+import { applyChanges, refresh } from '../../src/engine/apply.ts';
+import { expiring, g, grant, o, u } from '../helpers/builders.ts';
 import { runCli } from '../helpers/cli.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { loadGraph } from '../helpers/graph.ts';
@@ -140,6 +141,76 @@ describe('permgraph grant --expires / --expires-in, sync-grants expiresAt, valid
     await loadGraph(db, graph);
     await db.query(sql`insert into permgraph.grants (tail_id, head_id, level, expires_at) values ('ann', 'eng', 3, '2034-02-03T04:05:06Z')`);
     expect((await cli('explain', 'ann', 'eng')).stdout).toContain('\n  ann -[manage, default, until 2034-02-03T04:05:06.000Z]-> eng\n');
+  });
+
+  it('explain says which expired grant ended the access and when, before and after the worker recomputes the rows', async () => {
+    const second = (ms: number) => new Date(Math.floor(ms / 1000) * 1000);
+    const ago = second(Date.now() - 2 * HOUR);
+    const before = second(Date.now() - 3 * HOUR);
+    await loadGraph(db, {
+      nodes: [u('alice'), g('g1'), g('p'), o('spec', 'p')],
+      grants: [grant('alice', 3, 'g1'), expiring('g1', 1, 'p', ago, 'member')],
+    });
+    await refresh(db);
+    expect((await cli('explain', 'alice', 'spec', '--level', 'read')).stdout).toBe(
+      [
+        'alice may not read spec: no path',
+        `read access ended at ${ago.toISOString()}, when grant g1 -[read]-> p (source member) expired`,
+        `path until ${ago.toISOString()} (through its owner):`,
+        '  alice -[manage, default]-> g1',
+        `  g1 -[read, member, until ${ago.toISOString()}]-> p`,
+        '  p -[manage, owner]-> spec',
+        '',
+      ].join('\n'),
+    );
+    const hint = {
+      at: ago.toISOString(), level: 1, via: 'owner', traversePath: null,
+      path: [
+        { tail: 'alice', head: 'g1', level: 3, source: 'default', expiresAt: null },
+        { tail: 'g1', head: 'p', level: 1, source: 'member', expiresAt: ago.toISOString() },
+        { tail: 'p', head: 'spec', level: 3, source: 'owner', expiresAt: null },
+      ],
+      expiredGrants: [{ tail: 'g1', head: 'p', level: 1, source: 'member', expiresAt: ago.toISOString() }],
+    };
+    expect(JSON.parse((await cli('--json', 'explain', 'alice', 'spec')).stdout)).toMatchObject({ allowed: false, reason: 'no path', accessEnded: hint });
+
+    // a level that ended while a lower one remains; two expired grants on the route, the first ended it;
+    // a source with a control character is shown escaped
+    await loadGraph(db, {
+      nodes: [u('cy'), g('lead'), g('team'), o('doc', 'team')],
+      grants: [grant('cy', 1, 'team', 'ldap'), expiring('cy', 3, 'lead', ago, 'admin\tui'), expiring('lead', 3, 'team', before, 'sync')],
+    });
+    await refresh(db);
+    expect((await cli('explain', 'cy', 'doc', '--level', 'write')).stdout).toBe(
+      [
+        'cy may not write doc: level too low (best: read, through its owner)',
+        `write access ended at ${before.toISOString()}, when grant lead -[manage]-> team (source sync) expired`,
+        `also expired on that route since: grant cy -[manage]-> lead (source admin\\tui) at ${ago.toISOString()}`,
+        'path:',
+        '  cy -[read, ldap]-> team',
+        '  team -[manage, owner]-> doc',
+        `path until ${before.toISOString()} (through its owner):`,
+        `  cy -[manage, admin\\tui, until ${ago.toISOString()}]-> lead`,
+        `  lead -[manage, sync, until ${before.toISOString()}]-> team`,
+        '  team -[manage, owner]-> doc',
+        '',
+      ].join('\n'),
+    );
+    expect((await cli('explain', 'cy', 'doc')).stdout).toBe('cy may read doc (best level: read, through its owner)\npath:\n  cy -[read, ldap]-> team\n  team -[manage, owner]-> doc\n');
+
+    // before the recomputation: 'expired', and the same hint
+    await loadGraph(db, { nodes: [u('fay'), g('eng')], grants: [expiring('fay', 2, 'eng', new Date(Date.now() + HOUR))] });
+    await refresh(db);
+    await db.query(sql`update permgraph.grants set expires_at = ${ago} where tail_id = 'fay'`);
+    await db.query(sql`update permgraph.permissions set valid_until = ${ago} where user_id = 'fay' and target_id = 'eng'`);
+    const lines = async () => (await cli('explain', 'fay', 'eng', '--level', 'write')).stdout.split('\n').slice(0, 2);
+    const ended = `write access ended at ${ago.toISOString()}, when grant fay -[write]-> eng (source default) expired`;
+    expect(await lines()).toEqual([
+      `fay may not write eng: access expired at ${ago.toISOString()} and awaits recomputation (the grants that gave it have ended: no path is left)`,
+      ended,
+    ]);
+    await applyChanges(db);
+    expect(await lines()).toEqual(['fay may not write eng: no path', ended]);
   });
 
   it('audit shows the expiries of grants and the change_expiry action', async () => {

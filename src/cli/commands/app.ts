@@ -66,7 +66,8 @@ export function registerAppCommands(program: Command): void {
   program
     .command('explain')
     .description(
-      'why USER may (or may not) act on THING: the strongest path, or the reason there is none; exit 0 either way. ' +
+      'why USER may (or may not) act on THING: the strongest path, or the reason there is none ' +
+        '(and, when grants that have expired gave the access, which ones and when it ended); exit 0 either way. ' +
         'It reads the current grants and owners: when changes are pending, it says so (check and list answer from the permission table, which may not reflect them yet)',
     )
     .argument('<user>', 'the user (a node of kind user)')
