@@ -2045,6 +2045,11 @@ declare
   probe jsonb;
   route jsonb;       -- the route of moments[lo]
 begin
+  -- (most graphs hold no grant that has expired: one probe of
+  -- edges_expiring_idx, and no search)
+  if not exists (select 1 from permgraph.edges e where e.expires_at <= now()) then
+    return null;
+  end if;
   select array_agg(m order by m) into moments
   from (select distinct e.expires_at as m
         from permgraph.edges e

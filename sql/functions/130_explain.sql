@@ -18,9 +18,6 @@
 -- p_expired: take the grants that have expired too (the graph as it was
 -- before they did; with p_lasting_until, the graph just before that moment,
 -- which is what accessEnded searches).
--- (Its signature gained p_expired: the three-argument one goes first, since
--- a call with two or three arguments would match both.)
-drop function if exists permgraph._explain_tree(text, integer, timestamptz);
 create or replace function permgraph._explain_tree(p_user_id text, p_min_level integer, p_lasting_until timestamptz default '-infinity',
                                                    p_expired boolean default false) returns jsonb
 language plpgsql stable
@@ -91,9 +88,7 @@ end $$;
 -- As a path step (the traverse path's last edge), or null when there is none.
 -- PL/pgSQL, whose plan lasts the session: accessEnded calls it once per
 -- moment it tries (an SQL function with a SET clause is planned at every
--- call, test/engine/plan-settings.test.ts). (Its signature gained
--- p_expired: the four-argument one goes first.)
-drop function if exists permgraph._explain_manage_edge(text, text, jsonb, timestamptz);
+-- call, test/engine/plan-settings.test.ts).
 create or replace function permgraph._explain_manage_edge(p_user_id text, p_owner text, p_tree jsonb, p_lasting_until timestamptz,
                                                           p_expired boolean default false)
 returns jsonb
@@ -191,6 +186,11 @@ declare
   probe jsonb;
   route jsonb;       -- the route of moments[lo]
 begin
+  -- (most graphs hold no grant that has expired: one probe of
+  -- edges_expiring_idx, and no search)
+  if not exists (select 1 from permgraph.edges e where e.expires_at <= now()) then
+    return null;
+  end if;
   select array_agg(m order by m) into moments
   from (select distinct e.expires_at as m
         from permgraph.edges e
