@@ -43,6 +43,16 @@ export class PermissionDeniedError extends PermgraphError {
   readonly code = '42501';
 }
 
+/**
+ * The worker closed its connection because the database stopped answering
+ * on it (a network partition: src/worker/watchdog.ts); `cause` is the
+ * driver's error for the statement it closed the connection under. A
+ * connection error (isConnectionError): the worker reconnects.
+ */
+export class ConnectionStalledError extends PermgraphError {
+  override name = 'ConnectionStalledError';
+}
+
 /** An applied migration file was edited after it ran. */
 export class MigrationChecksumError extends PermgraphError {
   override name = 'MigrationChecksumError';
@@ -108,11 +118,13 @@ const CONNECTION_LOST_MESSAGES = /^(Connection terminated|Client has encountered
 
 /**
  * Whether the error is the connection's rather than the statement's: the
- * network (a system error, or node-pg's connection ending under a query),
+ * network (a system error, node-pg's connection ending under a query, or
+ * the worker's watchdog closing a stalled connection),
  * or the server refusing or ending the session (class 08; 57P01-57P03, an
  * administrator's shutdown or a server that is starting or crashed).
  */
 export function isConnectionError(error: unknown): boolean {
+  if (error instanceof ConnectionStalledError) return true;
   const system = error as NodeJS.ErrnoException | null;
   if (typeof system?.code === 'string' && CONNECTION_SYSTEM_ERRORS.has(system.code)) return true;
   // a Unix socket whose server is down: its file is gone

@@ -1,7 +1,7 @@
 // Which errors are the connection's and which are a SQLSTATE (src/errors.ts):
 // the worker's log and retry, and the CLI's failure codes, rest on them.
 import { describe, expect, it } from 'vitest';
-import { isConnectionError, sqlStateOf } from '../src/errors.ts';
+import { ConnectionStalledError, isConnectionError, sqlStateOf } from '../src/errors.ts';
 
 /** An error as the server sends it (node-pg's DatabaseError carries the SQLSTATE in code). */
 const fromServer = (code: string, message = 'x') => Object.assign(new Error(message), { code, severity: 'ERROR' });
@@ -16,7 +16,7 @@ describe('errors', () => {
     expect(sqlStateOf(new Error('no code'))).toBeUndefined();
   });
 
-  it('isConnectionError: the network, node-pg losing the connection, the server refusing or ending the session; not a statement', () => {
+  it('isConnectionError: the network, node-pg losing the connection, a stalled connection closed, the server refusing or ending the session; not a statement', () => {
     for (const error of [
       fromSystem('ECONNREFUSED'), fromSystem('ECONNRESET', 'read'), fromSystem('EPIPE', 'write'), fromSystem('ENOTFOUND', 'getaddrinfo'),
       fromSystem('ENETUNREACH'), fromSystem('EHOSTDOWN'), fromSystem('ECONNABORTED'),
@@ -24,6 +24,7 @@ describe('errors', () => {
       fromServer('08006'), fromServer('08P01'), fromServer('57P01'), fromServer('57P03'),
       new Error('Connection terminated unexpectedly'),
       new Error('Client has encountered a connection error and is not queryable'),
+      new ConnectionStalledError('the database stopped answering'), // the worker's watchdog closed it
     ]) {
       expect(isConnectionError(error), error.message).toBe(true);
     }
