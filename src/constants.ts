@@ -54,6 +54,34 @@ export const KEEPALIVE_INITIAL_DELAY_MS = 10_000;
 export const CONNECT_TIMEOUT_MS = 10_000;
 
 /**
+ * The worker's own detection of a stalled network (src/worker/watchdog.ts),
+ * which TCP keepalives leave to the OS (~11 min on Linux): a statement on
+ * the worker's connection still unanswered after this long makes the worker
+ * ask the server, over a fresh connection, whether its session is still
+ * there and busy, and again this often while the answer is missing; the
+ * LISTEN connection runs a check query this often. A probe costs a
+ * connection, and only a statement this slow, which everyday batches
+ * (milliseconds) never are, is probed.
+ */
+export const STALL_CHECK_INTERVAL_MS = 5_000;
+
+/**
+ * How long a probe (connecting included), or the LISTEN connection's check
+ * query, may take (ms): a server that does not answer in time counts as
+ * unreachable. Generous next to a connection's few milliseconds, so that a
+ * server busy with a full recomputation is not taken for a partition.
+ */
+export const STALL_CHECK_TIMEOUT_MS = 5_000;
+
+/**
+ * How long closing a raw client (the LISTEN connection, a probe) waits for
+ * the server to close its side (ms) before closing the socket itself: on a
+ * stalled network node-pg's polite end() waits until the OS gives up
+ * (minutes).
+ */
+export const END_TIMEOUT_MS = 1_000;
+
+/**
  * What the worker's applying session sets, whatever the login's or the
  * database's defaults (each one the server has: transaction_timeout is
  * PostgreSQL 17+). No timeout: a batch cancelled by a statement_timeout set
