@@ -88,12 +88,16 @@ export async function refresh(db: Queryable, options: Pick<ApplyOptions, 'at'> =
  * (more_pending; sql/functions/045_batch_split.sql): cheaper, and a
  * revocation waits for no addition. It also runs without timeouts and
  * with dead-peer detection (WORKER_SESSION_SETTINGS). Only for a
- * connection nobody else uses; undo it with resetWorkerSession.
+ * connection nobody else uses; undo it with resetWorkerSession. Returns
+ * the session's identity on the server, which the worker's watchdog asks
+ * about when the connection stops answering.
  */
-export async function useWorkerSession(conn: Connection): Promise<void> {
-  await conn.query(sql`
+export async function useWorkerSession(conn: Connection): Promise<SessionIdentity> {
+  const [session] = await conn.query(sql`
     set default_transaction_isolation = 'repeatable read';
-    set ${splitSetting} = on`);
+    set ${splitSetting} = on;
+    select pg_backend_pid() as pid,
+           (select extract(epoch from backend_start)::text from pg_stat_activity where pid = pg_backend_pid()) as started`);
   await conn.query(sql`
     select set_config(s.name, v.value, false)
     from jsonb_each_text(${JSON.stringify(WORKER_SESSION_SETTINGS)}::jsonb) v(name, value)
@@ -104,6 +108,17 @@ export async function useWorkerSession(conn: Connection): Promise<void> {
       // only a platform that cannot check refuses it (22023): the batch then runs on as before
       if (sqlStateOf(error) !== SqlState.invalidParameterValue) throw error;
     });
+  return { pid: Number(session.pid), startedAt: session.started ?? null };
+}
+
+/**
+ * A session as the server knows it: its backend's pid, and when that
+ * backend started (epoch seconds, exact, as text; null if unknown): a pid
+ * alone may have been reused by a later session.
+ */
+export interface SessionIdentity {
+  pid: number;
+  startedAt: string | null;
 }
 
 export async function resetWorkerSession(conn: Connection): Promise<void> {
