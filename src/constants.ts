@@ -73,6 +73,9 @@ export const STALL_CHECK_INTERVAL_MS = 5_000;
  */
 export const STALL_CHECK_TIMEOUT_MS = 5_000;
 
+/** application_name of the watchdog's probes (short-lived connections). */
+export const WATCHDOG_APPLICATION_NAME = 'permgraph-watchdog';
+
 /**
  * How long closing a raw client (the LISTEN connection, a probe) waits for
  * the server to close its side (ms) before closing the socket itself: on a

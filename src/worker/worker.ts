@@ -2,14 +2,26 @@ import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { openPool, sql, type ConnectionPool } from '../db/pool.ts';
 import type { Connection } from '@databases/pg';
-import { DEFAULT_CHUNK_PAIRS, DEFAULT_MAX_BATCH, DEFAULT_POLL_INTERVAL_MS, DEFAULT_STANDBY_INTERVAL_MS, MAX_RETRY_DELAY_MS, WORKER_APPLICATION_NAME } from '../constants.ts';
+import {
+  DEFAULT_CHUNK_PAIRS,
+  DEFAULT_MAX_BATCH,
+  DEFAULT_POLL_INTERVAL_MS,
+  DEFAULT_STANDBY_INTERVAL_MS,
+  MAX_RETRY_DELAY_MS,
+  STALL_CHECK_INTERVAL_MS,
+  STALL_CHECK_TIMEOUT_MS,
+  WORKER_APPLICATION_NAME,
+} from '../constants.ts';
+import { closeConnectionNow } from '../db/close-connection.ts';
 import { applyChangesOnSession, resetWorkerSession, STANDBY_REFUSAL, useWorkerSession, type BatchResult } from '../engine/apply.ts';
 import { applyJobChunk, type ChunkResult } from '../engine/long-job.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
 import { isConnectionError, PermgraphError, sqlStateOf } from '../errors.ts';
 import { startListener, type Listener } from './listener.ts';
+import { createProbe, type Probe } from './probe.ts';
 import { Wakeup } from './wakeup.ts';
+import { ConnectionWatchdog, type WatchdogTimings } from './watchdog.ts';
 
 export interface WorkerOptions {
   url: string;
@@ -28,6 +40,13 @@ export interface WorkerOptions {
    * batch is applied whole (and may hold up the changes behind it).
    */
   chunkPairs?: number | null;
+  /**
+   * How the worker notices that the database stopped answering on its
+   * connections (a network partition), instead of waiting for the OS
+   * (src/worker/watchdog.ts): checkIntervalMs (STALL_CHECK_INTERVAL_MS),
+   * checkTimeoutMs (STALL_CHECK_TIMEOUT_MS). Shorter ones are for tests.
+   */
+  watchdog?: Partial<WatchdogTimings>;
 }
 
 export interface WorkerEvents {
@@ -48,8 +67,12 @@ export interface WorkerEvents {
  * came meanwhile.
  */
 export class Worker extends EventEmitter<WorkerEvents> {
-  readonly options: Required<Omit<WorkerOptions, 'logger'>>;
+  readonly options: Required<Omit<WorkerOptions, 'logger' | 'watchdog'>> & { watchdog: WatchdogTimings };
   private readonly logger: Logger;
+  /** Asks the server about the worker's session when a statement goes unanswered. */
+  private readonly probe: Probe;
+  /** The watchdog of the connection in use, if any. */
+  private watchdog: ConnectionWatchdog | undefined;
   private readonly wakeup = new Wakeup();
   private readonly pool: ConnectionPool;
   private subscriber: Listener | undefined;
@@ -73,8 +96,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
       listen: true,
       chunkPairs: DEFAULT_CHUNK_PAIRS,
       ...options,
+      watchdog: { checkIntervalMs: STALL_CHECK_INTERVAL_MS, checkTimeoutMs: STALL_CHECK_TIMEOUT_MS, ...options.watchdog },
     };
     this.logger = options.logger ?? silentLogger;
+    this.probe = createProbe(options.url, this.options.watchdog.checkTimeoutMs);
     this.pool = openPool(options.url, { poolSize: 1, applicationName: WORKER_APPLICATION_NAME });
   }
 
@@ -101,7 +126,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     try {
       await this.requireWorkerRights();
       if (this.options.listen && !this.stopping) {
-        this.subscriber = await startListener(this.options.url, () => this.wakeup.notify(), this.logger);
+        this.subscriber = await startListener(this.options.url, () => this.wakeup.notify(), this.logger, this.options.watchdog);
       }
     } catch (error) {
       // nothing of a worker that did not start stays open
@@ -134,6 +159,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const listenerClosed = this.subscriber?.close().catch(() => {});
     this.wakeup.notify();
     this.stopSignal.abort();
+    // a batch on a stalled connection would keep stop() waiting for the OS
+    this.watchdog?.stop();
     await this.loop;
     this.currentRole = undefined; // the lock is released: neither applier nor standby
     await listenerClosed;
@@ -197,17 +224,31 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private async serveWithConnection(conn: Connection): Promise<void> {
+    // Every statement on the connection is watched: on a stalled network it
+    // is closed (the statement fails as a lost connection) and the loop
+    // reconnects, instead of waiting for the OS's keepalives.
+    const watchdog = new ConnectionWatchdog({ timings: this.options.watchdog, probe: this.probe, closeConnection: () => closeConnectionNow(conn), logger: this.logger });
+    if (this.stopping) watchdog.stop();
+    this.watchdog = watchdog;
+    try {
+      await this.serveWatched(conn, watchdog);
+    } finally {
+      this.watchdog = undefined;
+    }
+  }
+
+  private async serveWatched(conn: Connection, watchdog: ConnectionWatchdog): Promise<void> {
     // Each batch is one statement in its own REPEATABLE READ transaction:
     // one round trip, and writers never wait for it; a mixed queue is
     // applied removals first; no timeout cancels a batch, and a session
     // whose worker vanished ends (useWorkerSession). Before the role: its
     // lock lives as long as this session.
-    await useWorkerSession(conn);
-    if (!(await this.acquireRole(conn))) return;
+    watchdog.identify(await watchdog.watch('the session set-up', () => useWorkerSession(conn)));
+    if (!(await this.acquireRole(conn, watchdog))) return;
     try {
       this.setRole('active');
       while (!this.stopping) {
-        const result = await applyChangesOnSession(conn, { maxChanges: this.options.maxBatch, chunkPairs: this.options.chunkPairs ?? undefined });
+        const result = await watchdog.watch('a batch', () => applyChangesOnSession(conn, { maxChanges: this.options.maxBatch, chunkPairs: this.options.chunkPairs ?? undefined }));
         this.failuresInARow = 0;
         if (result.mode !== 'none') {
           this.logger.info({ batch: result }, 'applied batch');
@@ -215,7 +256,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         }
         if (result.longJobActive) {
           // One chunk, then the changes that came meanwhile: they never wait for more than a chunk.
-          const chunk = await applyJobChunk(conn);
+          const chunk = await watchdog.watch('a long job chunk', () => applyJobChunk(conn));
           this.logger.info({ chunk }, chunk.finished ? 'finished long job' : 'applied long job chunk');
           this.emit('chunk', chunk);
           continue;
@@ -231,15 +272,16 @@ export class Worker extends EventEmitter<WorkerEvents> {
       }
     } finally {
       // A session lock and setting outlive the task on a pooled connection: undo them.
-      await resetWorkerSession(conn).catch(() => {});
-      await conn.query(sql`select pg_advisory_unlock(permgraph._applier_role_key())`).catch(() => {});
+      // (on a connection closed as stalled, both fail at once)
+      await watchdog.watch('the session reset', () => resetWorkerSession(conn)).catch(() => {});
+      await watchdog.watch('the applier role\'s release', () => conn.query(sql`select pg_advisory_unlock(permgraph._applier_role_key())`)).catch(() => {});
     }
   }
 
   /** Takes the applier role, waiting as a standby while another worker holds it. */
-  private async acquireRole(conn: Connection): Promise<boolean> {
+  private async acquireRole(conn: Connection, watchdog: ConnectionWatchdog): Promise<boolean> {
     while (!this.stopping) {
-      const [row] = await conn.query(sql`select pg_try_advisory_lock(permgraph._applier_role_key()) as acquired`);
+      const [row] = await watchdog.watch('the applier role\'s lock', () => conn.query(sql`select pg_try_advisory_lock(permgraph._applier_role_key()) as acquired`));
       if (row.acquired) return true;
       this.setRole('standby');
       await sleep(this.options.standbyIntervalMs, undefined, { signal: this.stopSignal.signal }).catch(() => {});

@@ -1,0 +1,115 @@
+import pg, { type ClientConfig } from 'pg';
+import { END_TIMEOUT_MS, WATCHDOG_APPLICATION_NAME } from '../constants.ts';
+import { clientConfig } from '../db/client-config.ts';
+import { SocketKeeper } from '../db/socket-keeper.ts';
+import type { SessionIdentity } from '../engine/apply.ts';
+import { isConnectionError, sqlStateOf } from '../errors.ts';
+
+/** What a probe learned of a session whose statement has gone unanswered. */
+export type ProbeOutcome =
+  /** The session is there and not idle: running the statement, or waiting for a lock (state null: the server did not say). */
+  | { kind: 'alive'; state: string | null }
+  /** The server answered and has no such session: it ended (its own keepalives found the network dead). */
+  | { kind: 'gone' }
+  /**
+   * The session has been idle for at least stuckAfterMs while the worker
+   * waits: the statement never reached it, or its answer never came back.
+   * ended: the probe ended the session, which would otherwise hold the
+   * applier role until the server's keepalives give up on it.
+   */
+  | { kind: 'stuck'; state: string; idleMs: number; ended: boolean }
+  /** No answer within the time allowed (connecting included), or the network failed: the server cannot be reached. */
+  | { kind: 'unanswered'; reason: string }
+  /** The server answered with an error (too many connections, a password changed, …): it is up, and nothing more is known. */
+  | { kind: 'refused'; reason: string };
+
+/** Asks the server about a session; without one (not read yet), only whether the server answers. */
+export type Probe = (session: SessionIdentity | undefined, stuckAfterMs: number) => Promise<ProbeOutcome>;
+
+/** The states of a session waiting for its client's next message. */
+const IDLE_STATES = ['idle', 'idle in transaction', 'idle in transaction (aborted)'];
+
+/**
+ * Probes over a fresh connection each time (the stalled one is of no use),
+ * as the same login. Without pg_read_all_stats a login reads the state and
+ * start of its own role's sessions only: another role's show null (so
+ * does its own session to a login whose sessions switch role, ALTER ROLE …
+ * SET role), and then the probe learns only whether the session is there,
+ * never taking what it cannot read for a stall. Each probe, connecting
+ * included, takes at most timeoutMs: then its socket is closed, whatever
+ * node-pg is waiting for.
+ */
+export function createProbe(url: string, timeoutMs: number): Probe {
+  // read once (under sslmode allow/prefer it connects to learn whether the server takes TLS)
+  let config: Promise<ClientConfig> | undefined;
+  const readConfig = () =>
+    (config ??= clientConfig(url, WATCHDOG_APPLICATION_NAME).catch((error: unknown) => {
+      config = undefined;
+      throw error;
+    }));
+  return async (session, stuckAfterMs) => {
+    const sockets = new SocketKeeper();
+    let timer: NodeJS.Timeout | undefined;
+    let expired = false;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        expired = true;
+        sockets.destroyAll();
+        reject(new Error(`no answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+    });
+    deadline.catch(() => {}); // (raced below; its rejection must not go unhandled when nothing awaits it)
+    let client: pg.Client | undefined;
+    try {
+      const base = await Promise.race([readConfig(), deadline]);
+      client = new pg.Client({ ...base, connectionTimeoutMillis: timeoutMs, stream: sockets.stream });
+      client.on('error', () => {}); // (its errors reach the calls awaited here)
+      await Promise.race([client.connect(), deadline]);
+      return await Promise.race([askAbout(client, session, stuckAfterMs), deadline]);
+    } catch (error) {
+      // Only silence, or the network failing, says the server is out of reach;
+      // an error the server sent (an SQLSTATE) says it is up.
+      const reason = expired ? `no answer within ${timeoutMs} ms` : error instanceof Error ? error.message : String(error);
+      const unanswered = expired || (sqlStateOf(error) === undefined && isConnectionError(error));
+      return unanswered ? { kind: 'unanswered', reason } : { kind: 'refused', reason };
+    } finally {
+      clearTimeout(timer);
+      // a goodbye, not waited for: the outcome is known
+      if (client) void sockets.endWithin(client.end(), END_TIMEOUT_MS);
+    }
+  };
+}
+
+async function askAbout(client: pg.Client, session: SessionIdentity | undefined, stuckAfterMs: number): Promise<ProbeOutcome> {
+  if (session === undefined) {
+    await client.query('select 1');
+    return { kind: 'alive', state: null };
+  }
+  // (the pid with its start, where both are known: a pid alone may be a later session's)
+  const { rows } = await client.query<{ state: string | null; state_ms: number | null }>(
+    `select state, (extract(epoch from clock_timestamp() - state_change) * 1000)::float8 as state_ms
+     from pg_stat_activity
+     where pid = $1 and ($2::numeric is null or backend_start is null or extract(epoch from backend_start) = $2::numeric)`,
+    [session.pid, session.startedAt],
+  );
+  const [row] = rows;
+  if (row === undefined) return { kind: 'gone' };
+  if (row.state === null || !IDLE_STATES.includes(row.state) || row.state_ms === null || row.state_ms < stuckAfterMs) {
+    return { kind: 'alive', state: row.state };
+  }
+  // Idle while the worker waits: ended here (if still idle), so that the
+  // applier role it holds is free for the worker's next connection.
+  const ended = await client
+    .query<{ ended: boolean }>(
+      `select pg_terminate_backend(pid) as ended from pg_stat_activity
+       where pid = $1 and state = any($2::text[]) and state_change <= clock_timestamp() - $3 * interval '1 millisecond'`,
+      [session.pid, IDLE_STATES, stuckAfterMs],
+    )
+    .then(
+      ({ rows: [terminated] }) => (terminated === undefined ? 'busy again' : terminated.ended),
+      () => false, // (not allowed to: the server's own keepalives end it later)
+    );
+  // (it came to life between the two questions: the statement arrived after all)
+  if (ended === 'busy again') return { kind: 'alive', state: null };
+  return { kind: 'stuck', state: row.state, idleMs: Math.round(row.state_ms), ended };
+}

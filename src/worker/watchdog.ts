@@ -1,0 +1,158 @@
+import type { SessionIdentity } from '../engine/apply.ts';
+import { ConnectionStalledError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import type { Probe, ProbeOutcome } from './probe.ts';
+import { Wakeup } from './wakeup.ts';
+
+export interface WatchdogTimings {
+  /** A statement unanswered this long is probed, and again this often while still unanswered (ms). */
+  checkIntervalMs: number;
+  /** How long a probe, or the LISTEN connection's check, may take (ms). */
+  checkTimeoutMs: number;
+}
+
+export interface WatchdogOptions {
+  timings: WatchdogTimings;
+  probe: Probe;
+  /** Closes the connection at once, so that the statement it runs fails with a connection error; false if it could not. */
+  closeConnection: () => boolean;
+  logger: Logger;
+}
+
+/** Unanswered probes in a row that make a stall (one while stopping): a server slow to accept one connection is not a partition. */
+const UNANSWERED_PROBES_FOR_STALL = 2;
+
+/**
+ * Watches the statements of one connection (the worker's) and closes the
+ * connection when the database has stopped answering on it: on a network
+ * that silently drops packets, node-pg would wait for the OS's TCP
+ * keepalives (~11 min on Linux), and the worker with it, while the server
+ * already gave its applier role to a standby (~25 s: WORKER_SESSION_SETTINGS).
+ *
+ * A statement still unanswered after checkIntervalMs is not yet a stall: a
+ * full recomputation takes minutes, and a batch may wait for a lock. So
+ * the server is asked, over a fresh connection (createProbe), about the
+ * session the statement runs in, and again every checkIntervalMs while it
+ * runs. The connection is closed when
+ * - the server has no such session any more: its keepalives ended it, or
+ *   client_connection_check_interval did once they failed, even in the
+ *   middle of a batch;
+ * - the session has been idle for checkIntervalMs while the worker waits
+ *   for it: the statement never reached it, or its answer never came back
+ *   (the probe ends that session, which holds the applier role);
+ * - two probes in a row got no answer in checkTimeoutMs (connecting
+ *   included): the server cannot be reached at all.
+ * A session that is there and busy (running, or waiting for a lock) is
+ * left alone however long it takes, and a server that answers a probe with
+ * an error (too many connections…) proves nothing either way.
+ *
+ * The statement then fails with a ConnectionStalledError (a connection
+ * error): the worker retries on a new connection, as after any lost one.
+ */
+export class ConnectionWatchdog {
+  private session: SessionIdentity | undefined;
+  private stopping = false;
+  /** The wake-up of the watch under way (a connection runs one statement at a time). */
+  private readonly watches = new Set<Wakeup>();
+
+  constructor(private readonly options: WatchdogOptions) {}
+
+  /** The connection's session, once read: probes before it only ask whether the server answers. */
+  identify(session: SessionIdentity): void {
+    this.session = session;
+  }
+
+  /**
+   * The worker is stopping: the statement under way is probed now rather
+   * than when its time comes, and from now on one unanswered probe is
+   * enough. A busy session is still waited for (stop() finishes the batch).
+   */
+  stop(): void {
+    this.stopping = true;
+    for (const wake of this.watches) wake.notify();
+  }
+
+  /** Runs `run` (statements on the watched connection), closing the connection if it stalls meanwhile. */
+  async watch<T>(what: string, run: () => Promise<T>): Promise<T> {
+    const watch: Watch = { what, startedAt: Date.now(), wake: new Wakeup(), settled: false, stall: undefined };
+    this.watches.add(watch.wake);
+    void this.supervise(watch);
+    try {
+      return await run();
+    } catch (error) {
+      if (watch.stall !== undefined) throw new ConnectionStalledError(`the database stopped answering: ${watch.stall}; closed the connection`, { cause: error });
+      throw error;
+    } finally {
+      watch.settled = true;
+      this.watches.delete(watch.wake);
+      watch.wake.notify(); // (a probe under way finishes within its timeout, and is ignored)
+    }
+  }
+
+  private async supervise(watch: Watch): Promise<void> {
+    const { checkIntervalMs } = this.options.timings;
+    let unanswered = 0;
+    let refusalLogged = false;
+    let nextProbeInMs = checkIntervalMs;
+    for (;;) {
+      await watch.wake.wait(nextProbeInMs);
+      if (watch.settled) return;
+      nextProbeInMs = checkIntervalMs;
+      const outcome = await this.options.probe(this.session, checkIntervalMs).catch(
+        (error: unknown): ProbeOutcome => ({ kind: 'refused', reason: `the probe failed: ${String(error)}` }), // (a bug here proves no stall)
+      );
+      if (watch.settled) return;
+      const context = { operation: watch.what, waitedMs: Date.now() - watch.startedAt, backendPid: this.session?.pid, probe: outcome };
+      switch (outcome.kind) {
+        case 'alive':
+          unanswered = 0;
+          this.options.logger.debug(context, 'still waiting for the database; its session is alive');
+          break;
+        case 'refused':
+          unanswered = 0;
+          if (!refusalLogged) this.options.logger.warn(context, 'still waiting for the database; a probe was refused, so whether its session is alive is unknown');
+          refusalLogged = true;
+          break;
+        case 'unanswered':
+          unanswered++;
+          if (unanswered >= UNANSWERED_PROBES_FOR_STALL || this.stopping) {
+            return this.declareStall(watch, context, `${watch.what} got no answer for ${seconds(context.waitedMs)}, nor did ${unanswered} probe(s) over a new connection (${outcome.reason})`);
+          }
+          this.options.logger.warn(context, 'still waiting for the database; a probe got no answer: probing again');
+          nextProbeInMs = 0; // a second opinion at once
+          break;
+        case 'gone':
+          return this.declareStall(watch, context, `${watch.what} got no answer for ${seconds(context.waitedMs)}, and the server has no session ${this.session?.pid} any more`);
+        case 'stuck':
+          return this.declareStall(
+            watch,
+            context,
+            `${watch.what} got no answer for ${seconds(context.waitedMs)}, while its session ${this.session?.pid} has been ${outcome.state} for ${seconds(outcome.idleMs)}` +
+              (outcome.ended ? ' (the probe ended it)' : ''),
+          );
+      }
+    }
+  }
+
+  private declareStall(watch: Watch, context: object, reason: string): void {
+    watch.stall = reason;
+    this.options.logger.error({ ...context, reason }, 'the database stopped answering the worker\'s connection: closing it to reconnect');
+    if (!this.options.closeConnection()) {
+      this.options.logger.error(context, 'could not close the stalled connection: the worker waits until the operating system gives up on it');
+    }
+  }
+}
+
+interface Watch {
+  what: string;
+  startedAt: number;
+  /** Notified when the watched statements settle, and by stop(). */
+  wake: Wakeup;
+  settled: boolean;
+  /** Why the connection was closed, once it was. */
+  stall: string | undefined;
+}
+
+function seconds(ms: number): string {
+  return `${(ms / 1000).toFixed(1)} s`;
+}
