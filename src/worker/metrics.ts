@@ -3,6 +3,7 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { METRICS_DATABASE_TIMEOUT_MS } from '../constants.ts';
 import { sql, type Queryable } from '../db/pool.ts';
 import { consumerStatus, type ConsumerStatus } from '../engine/changes.ts';
+import { ConnectionStalledError } from '../errors.ts';
 import type { Worker } from './worker.ts';
 
 /**
@@ -123,7 +124,16 @@ export function createWorkerMetrics(worker: Worker, db: Queryable): Registry {
   // the worker retries as a standby, so the log and this counter are the
   // only signs of a worker that keeps failing.
   const errors = new Counter({ name: 'permgraph_worker_errors_total', help: 'Failures the worker retried after (a failed batch, a lost connection)', registers: [registry] });
-  worker.on('error', () => errors.inc());
+  // Of those, the connections its watchdog closed because the database stopped answering (src/worker/watchdog.ts).
+  const stalls = new Counter({
+    name: 'permgraph_worker_stalled_connections_total',
+    help: 'Connections the worker closed because the database stopped answering on them (a network partition); each is also a failure in permgraph_worker_errors_total',
+    registers: [registry],
+  });
+  worker.on('error', (error) => {
+    errors.inc();
+    if (error instanceof ConnectionStalledError) stalls.inc();
+  });
   worker.on('batch', (batch) => {
     changes.inc(batch.changes);
     expired.inc(batch.expired);
