@@ -1,0 +1,96 @@
+// A TCP proxy in front of the test server that can stall like a network
+// partition: connections stay open, bytes are taken and held, nothing is
+// forwarded and nothing is closed (no RST, no FIN), so that each side only
+// learns of it from its own timeouts.
+import { connect, createServer, type Socket } from 'node:net';
+
+export interface TcpProxy {
+  /** The URL given, pointing at the proxy instead. */
+  url: string;
+  /**
+   * Stops forwarding on every open connection. New connections are held
+   * too (accepted, then nothing: a connect that never completes its
+   * handshake), or with newConnections 'forward' pass as usual: a path
+   * that broke for one connection only (a middlebox that lost its state).
+   */
+  stall(options?: { newConnections?: 'hold' | 'forward' }): void;
+  /**
+   * Forwards again, as a healed network delivers what was retransmitted:
+   * the bytes held first, then the close of a side that closed meanwhile
+   * (whose peer would answer the other side's next packet with a reset).
+   */
+  resume(): void;
+  close(): Promise<void>;
+}
+
+/** One direction of a connection: what it holds while stalled, and whether its sender closed. */
+interface Flow {
+  from: Socket;
+  to: Socket;
+  held: Buffer[];
+  closed: boolean;
+}
+
+/** Starts a proxy to the host and port of `url` (a postgres:// URL) on a free local port. */
+export async function startTcpProxy(url: string): Promise<TcpProxy> {
+  const target = new URL(url);
+  const upstreamPort = Number(target.port || 5432);
+  const upstreamHost = target.hostname;
+  const links = new Set<{ flows: Flow[]; stalled: boolean }>();
+  let holdNew = false;
+
+  const deliver = (flow: Flow) => {
+    for (const chunk of flow.held.splice(0)) flow.to.write(chunk);
+    if (flow.closed) flow.to.end(); // (after the bytes held: end() sends them first)
+  };
+
+  const server = createServer((client) => {
+    const upstream = connect(upstreamPort, upstreamHost);
+    const link = { flows: [] as Flow[], stalled: holdNew };
+    for (const [from, to] of [[client, upstream], [upstream, client]] as const) {
+      const flow: Flow = { from, to, held: [], closed: false };
+      link.flows.push(flow);
+      from.on('data', (chunk: Buffer) => (link.stalled ? flow.held.push(chunk) : flow.to.write(chunk)));
+      from.on('close', () => {
+        flow.closed = true;
+        if (!link.stalled) flow.to.end();
+      });
+      from.on('error', () => {}); // (a side's failure reaches the other as its close)
+    }
+    links.add(link);
+    const forget = () => {
+      if (client.destroyed && upstream.destroyed) links.delete(link);
+    };
+    client.on('close', forget);
+    upstream.on('close', forget);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const address = server.address();
+  if (address === null || typeof address === 'string') throw new Error('the proxy has no TCP port');
+  const proxied = new URL(url);
+  proxied.hostname = '127.0.0.1';
+  proxied.port = String(address.port);
+
+  return {
+    url: proxied.toString(),
+    stall({ newConnections = 'hold' } = {}) {
+      holdNew = newConnections === 'hold';
+      for (const link of links) link.stalled = true;
+    },
+    resume() {
+      holdNew = false;
+      for (const link of links) {
+        if (!link.stalled) continue;
+        link.stalled = false;
+        link.flows.forEach(deliver);
+      }
+    },
+    async close() {
+      for (const link of links) for (const flow of link.flows) flow.from.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}

@@ -1,0 +1,276 @@
+// The worker's own detection of a stalled network (src/worker/watchdog.ts):
+// workers reach the server through a TCP proxy that can stall like a
+// partition (test/helpers/tcp-proxy.ts), with the watchdog's intervals cut
+// short. No assertion is about speed: the waits are for outcomes.
+import { afterEach, describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { pino } from 'pino';
+import { WORKER_APPLICATION_NAME } from '../../src/constants.ts';
+import { openPool, sql } from '../../src/db/pool.ts';
+import { applyChanges, refresh } from '../../src/engine/apply.ts';
+import { verify } from '../../src/engine/verify.ts';
+import { ConnectionStalledError } from '../../src/errors.ts';
+import type { Logger } from '../../src/logger.ts';
+import { createWorkerMetrics } from '../../src/worker/metrics.ts';
+import type { ProbeOutcome } from '../../src/worker/probe.ts';
+import { ConnectionWatchdog } from '../../src/worker/watchdog.ts';
+import { Worker, type WorkerOptions } from '../../src/worker/worker.ts';
+import * as model from '../reference/model.ts';
+import { waitUntil } from '../helpers/cli.ts';
+import { createTestDatabase } from '../helpers/database.ts';
+import { graphArbitrary, loadGraph, readPermissions } from '../helpers/graph.ts';
+import { createLogin } from '../helpers/logins.ts';
+import { GraphState, mutationArbitrary } from '../helpers/mutations.ts';
+import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
+
+/** Short enough for tests; the probe's timeout is still far above a local connection's milliseconds. */
+const WATCHDOG = { checkIntervalMs: 300, checkTimeoutMs: 3000 };
+
+/** What the worker logs when its watchdog closes a connection. */
+const STALL_MESSAGE = "the database stopped answering the worker's connection: closing it to reconnect";
+
+describe('the worker on a stalled network', async () => {
+  const { db, url } = await createTestDatabase();
+  const cleanups: (() => Promise<void>)[] = [];
+
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+
+  async function proxyTo(target: string): Promise<TcpProxy> {
+    const proxy = await startTcpProxy(target);
+    cleanups.push(() => proxy.close());
+    return proxy;
+  }
+
+  /** A worker, its log lines (debug and up) and the errors it survived. */
+  async function startWorker(options: WorkerOptions): Promise<{ worker: Worker; messages: () => string[]; logs: () => Record<string, any>[]; errors: Error[] }> {
+    const lines: string[] = [];
+    const logger: Logger = pino({ level: 'debug' }, { write: (line: string) => void lines.push(line) });
+    const worker = new Worker({ pollIntervalMs: 200, standbyIntervalMs: 100, watchdog: WATCHDOG, logger, ...options });
+    const errors: Error[] = [];
+    worker.on('error', (error) => errors.push(error));
+    cleanups.push(() => worker.stop());
+    await worker.start();
+    await waitUntil(async () => worker.role === 'active', 'the worker to take the applier role');
+    const logs = () => lines.map((line) => JSON.parse(line) as Record<string, any>);
+    return { worker, errors, logs, messages: () => logs().map((entry) => entry.msg as string) };
+  }
+
+  async function seed(): Promise<GraphState> {
+    const graph = fc.sample(graphArbitrary({ users: 10, groups: 12, objects: 5, grants: 40 }, 0.5), { numRuns: 1, seed: 42 })[0]!;
+    await loadGraph(db, graph);
+    await refresh(db);
+    return new GraphState(graph);
+  }
+
+  async function mutate(state: GraphState, count: number, seedValue: number): Promise<void> {
+    for (const m of fc.sample(mutationArbitrary, { numRuns: count, seed: seedValue })) await state.apply(db, m);
+  }
+
+  /** Nothing pending, and the table is what the reference model and a full recomputation say. */
+  async function expectConverged(state: GraphState): Promise<void> {
+    await waitUntil(async () => (await db.query(sql`select count(*)::int as n from permgraph.changes`))[0].n === 0, 'the worker to drain the changes');
+    expect(await readPermissions(db)).toEqual(model.computePermissions(state.snapshot()));
+    expect((await verify(db)).differences).toEqual([]);
+  }
+
+  /** The pid of the worker's session on the server (not its listener's), once there is exactly one. */
+  async function workerBackendPid(): Promise<number> {
+    let pid = 0;
+    await waitUntil(async () => {
+      const rows = await db.query(sql`select pid from pg_stat_activity where datname = current_database() and application_name = ${WORKER_APPLICATION_NAME}`);
+      pid = rows.length === 1 ? rows[0].pid : 0;
+      return pid !== 0;
+    }, "the worker's session");
+    return pid;
+  }
+
+  /**
+   * Runs `during` while another session holds a lock that the worker's next
+   * batch waits for (changes are written, and the batch is seen waiting),
+   * then releases it.
+   */
+  async function withBatchWaitingForLock(state: GraphState, seedValue: number, during: () => Promise<void>): Promise<void> {
+    const holder = openPool(url, { poolSize: 1 });
+    try {
+      await holder.tx(async (tx) => {
+        await tx.query(sql`lock table permgraph.permissions in access exclusive mode`);
+        await mutate(state, 5, seedValue);
+        await waitUntil(async () => {
+          const [row] = await db.query(sql`
+            select count(*)::int as n from pg_stat_activity
+            where datname = current_database() and application_name = ${WORKER_APPLICATION_NAME} and wait_event_type = 'Lock'`);
+          return row.n === 1;
+        }, 'the worker batch to wait for the lock');
+        await during();
+      });
+    } finally {
+      await holder.dispose();
+    }
+  }
+
+  it('notices a partition during a batch, closes its connection and catches up once the network is back; the LISTEN connection too', async () => {
+    const state = await seed();
+    const proxy = await proxyTo(url);
+    const { worker, errors, messages } = await startWorker({ url: proxy.url });
+    const metrics = createWorkerMetrics(worker, db);
+    await waitUntil(async () => messages().includes('listener connected'), 'the listener to connect');
+    await withBatchWaitingForLock(state, 101, async () => {
+      proxy.stall();
+      // Nothing answers now: not the batch, not the probes, not the listener's check.
+      await waitUntil(async () => errors.some((e) => e instanceof ConnectionStalledError), 'the worker to notice the stall');
+      await waitUntil(async () => messages().includes('listener reconnecting'), 'the listener to notice the stall');
+    });
+    // The lock is released: the old session may commit its batch, whose answer the proxy holds.
+    proxy.resume();
+    await mutate(state, 5, 102);
+    await expectConverged(state);
+    await waitUntil(async () => worker.role === 'active', 'the worker to take the role again');
+    expect(messages()).toContain(STALL_MESSAGE);
+    const stall = errors.find((e) => e instanceof ConnectionStalledError)!;
+    expect(stall.message).toMatch(/^the database stopped answering: a batch got no answer for [\d.]+ s, nor did 2 probe\(s\) over a new connection/);
+    const text = await metrics.metrics();
+    expect(Number(/^permgraph_worker_stalled_connections_total (\d+)$/m.exec(text)?.[1])).toBeGreaterThanOrEqual(1);
+    expect(Number(/^permgraph_worker_errors_total (\d+)$/m.exec(text)?.[1])).toBe(errors.length);
+  });
+
+  /** A batch that waits for a lock through many of the watchdog's intervals finishes on its first connection; returns the states the probes read. */
+  async function expectLongBatchLeftAlone(workerUrl: string, seedValue: number): Promise<(string | null)[]> {
+    const state = await seed();
+    const proxy = await proxyTo(workerUrl);
+    const { errors, messages, logs } = await startWorker({ url: proxy.url, listen: false });
+    const pid = await workerBackendPid();
+    const probed = () => logs().filter((entry) => entry.msg === 'still waiting for the database; its session is alive');
+    await withBatchWaitingForLock(state, seedValue, async () => {
+      await waitUntil(async () => probed().length >= 5, 'the watchdog to probe the waiting batch');
+    });
+    await expectConverged(state);
+    expect(errors).toEqual([]);
+    expect(messages()).not.toContain(STALL_MESSAGE);
+    expect(await workerBackendPid()).toBe(pid); // the same session all along
+    return [...new Set(probed().map((entry) => entry.probe.state as string | null))];
+  }
+
+  it('leaves a batch that is merely long alone: its session is alive and busy, as a login that sees its own sessions can tell', async () => {
+    const login = await createLogin(db, url, 'watched_worker', 'permgraph_worker');
+    expect(await expectLongBatchLeftAlone(login.url, 201)).toEqual(['active']);
+  });
+
+  it('leaves it alone too for a login that cannot read its own session\'s state (its sessions switch role): there is a session, which is enough', async () => {
+    const login = await createLogin(db, url, 'switching_worker', 'permgraph_worker');
+    await db.query(sql`alter role ${sql.ident(login.name)} set role = 'permgraph_worker'`);
+    expect(await expectLongBatchLeftAlone(login.url, 202)).toEqual([null]);
+  });
+
+  it("a connection that stalls alone while the server is reachable: the probe finds its session idle, ends it, and the worker goes on over a new one", async () => {
+    // (a middlebox that lost one connection's state: that connection hangs, new ones pass)
+    const login = await createLogin(db, url, 'stuck_worker', 'permgraph_worker');
+    const state = await seed();
+    const proxy = await proxyTo(login.url);
+    const { worker, errors } = await startWorker({ url: proxy.url, listen: false });
+    const pid = await workerBackendPid();
+    proxy.stall({ newConnections: 'forward' });
+    await mutate(state, 10, 301);
+    // Applied while the old connection is still stalled: the probe ended its
+    // session, so the applier role it held is free for the new one.
+    await expectConverged(state);
+    expect(worker.role).toBe('active');
+    const stall = errors.find((e) => e instanceof ConnectionStalledError);
+    expect(stall?.message).toMatch(new RegExp(`its session ${pid} has been idle( in transaction)? for [\\d.]+ s \\(the probe ended it\\)`));
+    expect(await workerBackendPid()).not.toBe(pid);
+    proxy.resume();
+  });
+
+  it('a connection that stalls alone during a batch whose session the server then ends: the probe finds it gone', async () => {
+    const state = await seed();
+    const proxy = await proxyTo(url);
+    const { errors } = await startWorker({ url: proxy.url, listen: false });
+    const pid = await workerBackendPid();
+    await withBatchWaitingForLock(state, 401, async () => {
+      proxy.stall({ newConnections: 'forward' });
+      // what the server's keepalives do to a session whose client went silent
+      await db.query(sql`select pg_terminate_backend(${pid}::int)`);
+      await waitUntil(async () => errors.some((e) => e instanceof ConnectionStalledError), 'the worker to notice its session is gone');
+    });
+    await expectConverged(state);
+    expect(errors.find((e) => e instanceof ConnectionStalledError)?.message).toContain(`the server has no session ${pid} any more`);
+    proxy.resume();
+  });
+
+  it('stop() during a stalled batch returns without waiting for the network; what the batch did is whole', async () => {
+    const state = await seed();
+    const proxy = await proxyTo(url);
+    const { worker, messages } = await startWorker({ url: proxy.url });
+    await waitUntil(async () => messages().includes('listener connected'), 'the listener to connect');
+    let stopped = false;
+    await withBatchWaitingForLock(state, 501, async () => {
+      proxy.stall();
+      await new Promise((r) => setTimeout(r, 100)); // (the stall is under way before the stop)
+      const stopping = worker.stop().then(() => (stopped = true));
+      await waitUntil(async () => stopped, 'stop() to return', 60_000);
+      await stopping;
+    });
+    expect(worker.role).toBeUndefined();
+    proxy.resume();
+    // The batch committed or rolled back whole: what it left pending applies cleanly.
+    await waitUntil(async () => (await db.query(sql`select count(*)::int as n from pg_stat_activity where datname = current_database() and application_name = ${WORKER_APPLICATION_NAME}`))[0].n === 0, "the old session to end");
+    await applyChanges(db);
+    expect(await readPermissions(db)).toEqual(model.computePermissions(state.snapshot()));
+  });
+});
+
+describe('the watchdog decides from its probes', () => {
+  /** A watchdog whose probes answer `outcomes` in turn (the last one again), over a statement that never ends unless closed. */
+  async function watchHanging(outcomes: ProbeOutcome[], waitMs: number): Promise<{ closed: boolean; error: unknown; probes: number }> {
+    let probes = 0;
+    let fail!: (error: Error) => void;
+    const hanging = new Promise<never>((_, reject) => (fail = reject));
+    const watchdog = new ConnectionWatchdog({
+      timings: { checkIntervalMs: 10, checkTimeoutMs: 10 },
+      probe: async () => outcomes[Math.min(probes++, outcomes.length - 1)]!,
+      closeConnection: () => {
+        fail(new Error('Connection terminated unexpectedly'));
+        return true;
+      },
+      logger: pino({ level: 'silent' }),
+    });
+    watchdog.identify({ pid: 1, startedAt: null });
+    let error: unknown;
+    const watched = watchdog.watch('a batch', () => hanging).catch((e: unknown) => (error = e));
+    await Promise.race([watched, new Promise((r) => setTimeout(r, waitMs))]);
+    fail(new Error('ended by the test'));
+    await watched;
+    return { closed: error instanceof ConnectionStalledError, error, probes };
+  }
+
+  it('a session alive and busy, or a server that refuses the probe, never closes the connection', async () => {
+    expect(await watchHanging([{ kind: 'alive', state: 'active' }], 200)).toMatchObject({ closed: false });
+    expect(await watchHanging([{ kind: 'refused', reason: 'too many clients already' }], 200)).toMatchObject({ closed: false });
+  });
+
+  it('one unanswered probe is not a stall; two in a row are', async () => {
+    const once = await watchHanging([{ kind: 'unanswered', reason: 'timeout' }, { kind: 'alive', state: 'active' }], 200);
+    expect(once).toMatchObject({ closed: false });
+    expect(once.probes).toBeGreaterThan(2);
+    expect(await watchHanging([{ kind: 'unanswered', reason: 'timeout' }], 5_000)).toMatchObject({ closed: true, probes: 2 });
+  });
+
+  it('a session gone, or idle while the worker waits for it, is a stall at once', async () => {
+    expect(await watchHanging([{ kind: 'gone' }], 5_000)).toMatchObject({ closed: true, probes: 1 });
+    expect(await watchHanging([{ kind: 'stuck', state: 'idle', idleMs: 20, ended: true }], 5_000)).toMatchObject({ closed: true, probes: 1 });
+  });
+
+  it('a statement that answers in time is never probed', async () => {
+    let probes = 0;
+    const watchdog = new ConnectionWatchdog({
+      timings: { checkIntervalMs: 50, checkTimeoutMs: 50 },
+      probe: async () => (probes++, { kind: 'alive', state: 'active' }),
+      closeConnection: () => true,
+      logger: pino({ level: 'silent' }),
+    });
+    expect(await watchdog.watch('a batch', async () => 'done')).toBe('done');
+    await new Promise((r) => setTimeout(r, 150));
+    expect(probes).toBe(0);
+  });
+});
