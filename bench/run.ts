@@ -6,7 +6,7 @@ import path from 'node:path';
 import type { ConnectionPool } from '../src/db/pool.ts';
 import { generateCsv, DEFAULT_SEED } from './generate.ts';
 import { createDocs } from './graph/docs.ts';
-import { loadGraph } from './graph/load.ts';
+import { GraphInputError, loadGraph } from './graph/load.ts';
 import { SHAPES, type Shape, type Size } from './graph/types.ts';
 import { gitInfo, machineInfo, postgresInfo, postgresName } from './lib/environment.ts';
 import { PLANS, type RunPlan } from './lib/plan.ts';
@@ -244,6 +244,8 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  process.stderr.write(`bench: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  // A problem with the input (a CSV pair) is told without a stack trace.
+  const text = error instanceof GraphInputError ? error.message : error instanceof Error ? (error.stack ?? error.message) : String(error);
+  process.stderr.write(`bench: ${text}\n`);
   process.exit(1);
 });
