@@ -12,7 +12,7 @@ import { gitInfo, machineInfo, postgresInfo, postgresName } from './lib/environm
 import { PLANS, type RunPlan } from './lib/plan.ts';
 import { say } from './lib/progress.ts';
 import { SOLO_PHASES, type GraphInfo, type RunResult, type ShapeResult } from './lib/result.ts';
-import { freshDatabase, RESULTS_DIR, startServer } from './lib/server.ts';
+import { dropOpenDatabases, freshDatabase, RESULTS_DIR, startServer } from './lib/server.ts';
 import { appliedMigrations } from '../src/migrations/migrate.ts';
 import { isSupportedMajor, POSTGRES_BINARIES } from '../scripts/lib/postgres-cluster.ts';
 import { measureIncremental } from './measure/incremental.ts';
@@ -210,12 +210,24 @@ async function main(): Promise<void> {
   }
   const list = options.import || options.hol ? [] : await targets(options);
   const server = await startServer(options.postgres);
-  const stopOnSignal = () => {
-    say('interrupted: stopping the benchmark server');
-    void server.stop().finally(() => process.exit(130));
+  let stopping: Promise<void> | null = null;
+  const stopServer = () => (stopping ??= server.stop());
+  // On, not once, for the whole shutdown: a second signal (tsx relays the
+  // terminal's SIGINT to this process again when it does not answer within
+  // 30 ms, as when a cluster's synchronous pg_ctl stop holds the event loop)
+  // found no listener and killed the process mid-stop, leaving the
+  // throwaway cluster's directory behind.
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (interrupted) return;
+    interrupted = true;
+    say(`interrupted (${signal}): ${options.keep ? '' : 'dropping the benchmark databases, '}stopping the benchmark server`);
+    void (async () => {
+      if (!options.keep) await dropOpenDatabases();
+      await stopServer();
+    })().finally(() => process.exit(130));
   };
-  process.once('SIGINT', stopOnSignal);
-  process.once('SIGTERM', stopOnSignal);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   const shapes: ShapeResult[] = [];
   try {
     const postgres = await withPool(server.url, postgresInfo);
@@ -239,11 +251,16 @@ async function main(): Promise<void> {
     const report = await writeReport();
     say(`\nresults: ${path.relative(process.cwd(), file)}\nreport:  ${path.relative(process.cwd(), report)} (${(run.durationMs / 1000).toFixed(0)}s in all)`);
   } finally {
-    await server.stop();
+    await stopServer();
   }
 }
 
+/** Set once a signal interrupts the run: its handler exits (130) once the databases are dropped and the server stopped. */
+let interrupted = false;
+
 main().catch((error: unknown) => {
+  // (the queries the interruption cut short fail meanwhile: not the error to show)
+  if (interrupted) return;
   // A problem with the input (a CSV pair) is told without a stack trace.
   const text = error instanceof GraphInputError ? error.message : error instanceof Error ? (error.stack ?? error.message) : String(error);
   process.stderr.write(`bench: ${text}\n`);

@@ -49,8 +49,20 @@ export async function startServer(postgresMajor?: string): Promise<BenchServer> 
   const fromEnv = process.env.DATABASE_URL;
   if (fromEnv) return { url: fromEnv, origin: 'DATABASE_URL', stop: async () => {} };
   if (postgresMajor && postgresMajor !== EMBEDDED_MAJOR) {
-    const cluster = await startCluster({ major: postgresMajor, settings: EMBEDDED_SETTINGS, log: (line) => console.log(`  ${line}`) });
-    return { url: cluster.url, origin: 'cluster', stop: async () => cluster.stop() };
+    // (progress on stderr, as every other line the runner prints but its results)
+    const cluster = await startCluster({ major: postgresMajor, settings: EMBEDDED_SETTINGS, log: (line) => process.stderr.write(`  ${line}\n`) });
+    // Stopped and deleted even when the process exits without stop() (an
+    // uncaught error, a second signal): cluster.stop() is synchronous, as
+    // an 'exit' listener must be. The embedded server has its own such hook.
+    let stopped = false;
+    const stop = () => {
+      if (stopped) return;
+      stopped = true;
+      process.off('exit', stop);
+      cluster.stop();
+    };
+    process.on('exit', stop);
+    return { url: cluster.url, origin: 'cluster', stop: async () => stop() };
   }
   await mkdir(TMP_DIR, { recursive: true });
   const server = await startEmbedded({ dataDir: path.join(TMP_DIR, 'pgdata'), settings: EMBEDDED_SETTINGS });
@@ -74,6 +86,22 @@ export interface BenchDatabase {
   drop(): Promise<void>;
 }
 
+/** The benchmark databases created and not dropped yet, for dropOpenDatabases(). */
+const openDatabases = new Set<BenchDatabase>();
+
+/**
+ * Drops every benchmark database this process created and has not dropped
+ * (best effort): a run interrupted by a signal leaves none behind on the
+ * server, as a finished run leaves none without --keep. Returns their names.
+ */
+export async function dropOpenDatabases(): Promise<string[]> {
+  const dropped: string[] = [];
+  for (const bdb of [...openDatabases]) {
+    await bdb.drop().then(() => dropped.push(bdb.name), () => {});
+  }
+  return dropped;
+}
+
 /** Drops and re-creates permgraph_bench_<name>, migrated, with jit off for every session. */
 export async function freshDatabase(serverUrl: string, name: string): Promise<BenchDatabase> {
   const database = `permgraph_bench_${name.replace(/[^a-z0-9_]/gi, '_').toLowerCase()}`;
@@ -87,14 +115,13 @@ export async function freshDatabase(serverUrl: string, name: string): Promise<Be
   }
   const url = withDatabase(serverUrl, database);
   const db = openPool(url, { poolSize: 8, applicationName: 'permgraph-bench' });
-  await migrate(db);
-  await db.query(sql`create schema if not exists bench`);
-  return {
+  const bdb: BenchDatabase = {
     name: database,
     url,
     db,
     drop: async () => {
-      await db.dispose();
+      openDatabases.delete(bdb);
+      await db.dispose().catch(() => {}); // (already disposed when a signal interrupts the run meanwhile)
       const again = openPool(serverUrl, { poolSize: 1, applicationName: 'permgraph-bench' });
       try {
         await again.query(sql`drop database if exists ${sql.ident(database)} with (force)`);
@@ -103,4 +130,8 @@ export async function freshDatabase(serverUrl: string, name: string): Promise<Be
       }
     },
   };
+  openDatabases.add(bdb);
+  await migrate(db);
+  await db.query(sql`create schema if not exists bench`);
+  return bdb;
 }
