@@ -116,7 +116,7 @@ async function measureShape(serverUrl: string, target: Target, options: Options,
       `refresh wrote ${loaded.permissions} permission rows in ${(loaded.refreshMs / 1000).toFixed(1)}s`);
     const docs = await createDocs(bdb.db);
     const graph: GraphInfo = {
-      name: target.name, source: target.source, dir: path.relative(process.cwd(), target.dir), nodes: loaded.nodes,
+      name: target.name, source: target.source, dir: target.source === 'csv' ? target.dir : path.relative(process.cwd(), target.dir), nodes: loaded.nodes,
       grants: loaded.grants, permissions: loaded.permissions, docs, generateMs: target.generateMs, loadMs: Math.round(loaded.loadMs),
     };
     const refresh = await measureRefresh(bdb.db, plan, loaded.refreshMs, loaded.permissions);

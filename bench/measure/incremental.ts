@@ -4,7 +4,7 @@ import { sql, type Queryable } from '../../src/db/pool.ts';
 import { applyChanges, type BatchResult } from '../../src/engine/apply.ts';
 import { verify } from '../../src/engine/verify.ts';
 import type { RunPlan } from '../lib/plan.ts';
-import { progress } from '../lib/progress.ts';
+import { progress, say } from '../lib/progress.ts';
 import { createRng, type Rng } from '../lib/rng.ts';
 import { round, roundSummary, summarize, type Summary } from '../lib/stats.ts';
 import { installAudit, readAudit, removeAudit, resetAudit } from './audit.ts';
@@ -128,6 +128,10 @@ async function latencyPhase(db: Queryable, scope: Scope, pools: Pools, plan: Run
     );
   }
   bar.done();
+  const skipped = results.filter((r) => r.skipped).map((r) => r.kind);
+  if (skipped.length) {
+    say(`  incremental (${scope}): no candidate for ${skipped.join(', ')} (targets are found by id: users u…, teams t…, projects p…, objects o…; bench/README.md)`);
+  }
   return results;
 }
 

@@ -54,7 +54,8 @@ function latest(runs: { run: RunResult; file: string }[]): Entry[] {
   for (const { run, file } of runs) {
     if (run.git.dirty !== false) continue;
     for (const measured of run.shapes) {
-      const key = `${measured.size}/${measured.shape}`;
+      // (an external pair, --graph DIR, is named after its directory: one named org is not the generated org)
+      const key = `${external(measured) ? 'csv:' : ''}${measured.size}/${measured.shape}`;
       const before = byKey.get(key);
       const shape = { ...measured };
       const from = Object.fromEntries(SHAPE_PHASES.map((p) => [p, file])) as Record<ShapePhase, string>;
@@ -70,6 +71,9 @@ function latest(runs: { run: RunResult; file: string }[]): Entry[] {
   const rank = (e: Entry) => (order.indexOf(e.shape.shape) + 1 || 99) + (e.shape.size === 'large' ? 100 : 0);
   return [...byKey.values()].sort((a, b) => rank(a) - rank(b));
 }
+
+/** A graph measured from a CSV pair given with --graph, not a generated shape. */
+const external = (shape: ShapeResult): boolean => shape.graph.source === 'csv';
 
 function kinds(e: Entry, scope: 'random' | 'probe'): KindResult[] {
   return (e.shape.incremental?.kinds ?? []).filter((k) => k.scope === scope && !k.skipped);
@@ -540,7 +544,7 @@ function versionFigures(e: Entry): VersionFigures {
 /** The other major versions measured, each with its newest figures. */
 function otherVersions(all: { run: RunResult; file: string }[]): VersionFigures[] {
   const majors = [...new Set(all.map((r) => majorOf(r.run)))].filter((m): m is string => m !== null && m !== EMBEDDED_MAJOR);
-  return majors.flatMap((major) => latest(all.filter((r) => majorOf(r.run) === major)).map(versionFigures));
+  return majors.flatMap((major) => latest(all.filter((r) => majorOf(r.run) === major)).filter((e) => !external(e.shape)).map(versionFigures));
 }
 
 /** A run's major version of PostgreSQL; a phase that started a server of its own counts as the embedded server's. */
@@ -555,7 +559,12 @@ export async function writeReport(): Promise<string> {
   // The report is the embedded server's; runs on other versions only go to
   // their own section (phases that started servers of their own have none).
   const runs = all.filter((r) => versionOf(r) === EMBEDDED_MAJOR);
-  const entries = latest(runs);
+  // The summary, the goals and the comparisons are the generated shapes'; a
+  // graph given with --graph (any CSV pair, named after its directory) only
+  // gets its details, at the end.
+  const measured = latest(runs);
+  const entries = measured.filter((e) => !external(e.shape));
+  const externals = measured.filter((e) => external(e.shape));
   await mkdir(path.join(RESULTS_DIR, 'charts'), { recursive: true });
   const largeOrg = entries.find((e) => e.shape.shape === 'org' && e.shape.size === 'large');
   const largeOrgRates = largeOrg ? workerOf(largeOrg)?.rates ?? null : null;
@@ -565,6 +574,13 @@ export async function writeReport(): Promise<string> {
   for (const e of entries) {
     const chart = await charts(e, RESULTS_DIR);
     lines.push('', `### ${e.shape.shape} (${e.shape.size})`, '', ...sourcesOf(e), ...refreshSection(e), '', '#### Incremental', '', ...incrementalSection(e, chart.incremental), '', '#### Reads', '', ...readsSection(e, chart.reads), ...workerSection(e, chart.lag));
+  }
+  if (externals.length) {
+    lines.push('', '## Graphs given as CSV (`--graph`)', '', 'Measured like the shapes above, but left out of the summary and the goals: any pair of files, named after its directory. The change kinds pick their targets by the generators\' id conventions (users `u…`, teams `t…`, projects `p…`, objects `o…`); a kind with no candidate is skipped.');
+    for (const e of externals) {
+      const chart = await charts({ ...e, shape: { ...e.shape, shape: `csv-${e.shape.shape}` } }, RESULTS_DIR);
+      lines.push('', `### ${e.shape.shape} (from ${e.shape.graph.dir})`, '', `${runSource(e.run, e.file)}`, '', ...sourcesOf(e), ...refreshSection(e), '', '#### Incremental', '', ...incrementalSection(e, chart.incremental), '', '#### Reads', '', ...readsSection(e, chart.reads));
+    }
   }
   const file = path.join(RESULTS_DIR, 'REPORT.md');
   await writeFile(file, `${lines.join('\n')}\n`);
