@@ -258,7 +258,11 @@ function goals(entries: Entry[], runs: { run: RunResult; file: string }[]): stri
   const worker = largeOrg ? workerOf(largeOrg) : null;
   const workerWhere = worker ? 'org large, churn' : 'org large not run';
   const at500 = worker?.rates.find((r) => r.offeredPerSecond === 500);
-  rows.push([`worker sustains ≥ ${num(SUSTAINED_GOAL)} changes/s, lag p99 ≤ 1 s (goal 4)`, workerWhere, worker ? `kept up to ${worker.sustained.keptUpPerSecond ?? 'none'}/s offered; applied at most ${worker.sustained.appliedPerSecond}/s` : 'n/a',
+  // "kept up" is the p99 over a phase's last third (lag that grows shows there); the whole phase's p99 beside it,
+  // since it may be far above 1 s (org large at 2,000/s: 733 ms over the last third, 5.8 s over the phase)
+  const kept = worker?.rates.filter((r) => r.keptUp && r.offeredPerSecond === worker.sustained.keptUpPerSecond)[0];
+  const keptLag = kept ? ` (lag p99 ${ms(kept.lastThirdP99)} over its last third, ${ms(kept.lag.p99)} over the whole phase)` : '';
+  rows.push([`worker sustains ≥ ${num(SUSTAINED_GOAL)} changes/s, lag p99 ≤ 1 s over each phase's last third (goal 4)`, workerWhere, worker ? `kept up to ${worker.sustained.keptUpPerSecond ?? 'none'}/s offered${keptLag}; applied at most ${worker.sustained.appliedPerSecond}/s` : 'n/a',
     worker ? status((worker.sustained.keptUpPerSecond ?? 0) >= SUSTAINED_GOAL) : 'not measured']);
   rows.push(['lag p99 < 1 s at 500 changes/s', workerWhere, at500 ? p99(at500.lag) : 'n/a', at500 ? status(at500.drained && at500.lag.p99 < 1000) : 'not measured']);
   for (const e of entries) {
@@ -418,7 +422,7 @@ function workerSection(e: Entry, chart: string | null): string[] {
   const s = w.sustained;
   lines.push('', `Sustained: lag stayed bounded up to **${s.keptUpPerSecond === null ? 'none of the offered rates' : `${num(s.keptUpPerSecond)} changes/s`}** offered; the highest rate applied was **${s.appliedPerSecond} changes/s**.`);
   const b = w.backlog;
-  lines.push('', `Backlog: **${num(b.changes)} changes** (${num(b.shares)} object shares and unshares, ${num(b.memberships)} membership adds and removes, committed set-based in ${ms(b.commitMs)} with the worker stopped) ${b.drained ? `drained in **${ms(b.drainMs)}**` : `NOT drained within ${ms(b.drainMs)}`} in ${b.batches.count} batches (${modes(b.batches.modes)}, ${num(b.batches.rowsWritten)} rows written). Worker process peak RSS **${b.workerPeakRssMiB} MiB** (+${b.workerRssDeltaMiB} MiB, heap +${b.workerHeapDeltaMiB} MiB); its server backend's peak private memory ${b.backendPeakAnonMiB === null ? 'n/a (server not local)' : `${b.backendPeakAnonMiB} MiB`}; temporary files ${b.tempMiB} MiB.`);
+  lines.push('', `Backlog: **${num(b.changes)} changes** (${num(b.shares)} object shares and unshares, ${num(b.memberships)} membership adds and removes, committed set-based in ${ms(b.commitMs)} with the worker stopped; every pair is added and then removed again: the backlog's net effect is nil, so its drain tells what a long queue costs, not what writing a million changes' rows would) ${b.drained ? `drained in **${ms(b.drainMs)}**` : `NOT drained within ${ms(b.drainMs)}`} in ${b.batches.count} batches (${modes(b.batches.modes)}, ${num(b.batches.rowsWritten)} rows written). Worker process peak RSS **${b.workerPeakRssMiB} MiB** (+${b.workerRssDeltaMiB} MiB, heap +${b.workerHeapDeltaMiB} MiB); its server backend's peak private memory ${b.backendPeakAnonMiB === null ? 'n/a (server not local)' : `${b.backendPeakAnonMiB} MiB`}; temporary files ${b.tempMiB} MiB.`);
   const v = w.verify;
   lines.push('', 'skipped' in v ? `Verification: skipped (${v.skipped}).` : `Verification after the worker phases (\`permgraph.verify()\`): **${v.differences} difference(s)**, ${v.pending} pending.`);
   if (chart) lines.push('', `![worker lag](${chart})`);
