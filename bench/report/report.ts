@@ -243,8 +243,10 @@ function goals(entries: Entry[], runs: { run: RunResult; file: string }[]): stri
     rows.push([`write + apply ≤ ${WRITE_AND_APPLY_VS_COMMIT_GOAL}× it (goal 1)`, where, r ? `${r.writeAndApplyRatio}×` : 'n/a', status(r ? r.writeAndApplyRatio <= WRITE_AND_APPLY_VS_COMMIT_GOAL : null)]);
   }
   const stock = newestPhase(runs, 'stock')?.result;
-  rows.push([`local change applies in ≤ ${APPLY_VS_COMMIT_GOAL}× a one-row insert + commit (goal 1)`, 'org small, --stock', stock ? `${stock.applyVsFloor}×` : 'n/a', status(stock ? stock.applyVsFloor <= APPLY_VS_COMMIT_GOAL : null)]);
-  rows.push([`write + apply ≤ ${WRITE_AND_APPLY_VS_COMMIT_GOAL}× it (goal 1)`, 'org small, --stock', stock ? `${stock.writeAndApplyVsFloor}×` : 'n/a', status(stock ? stock.writeAndApplyVsFloor <= WRITE_AND_APPLY_VS_COMMIT_GOAL : null)]);
+  // (--stock times every sampled change, local or not: not the ≤ 100-row selection of the rows above)
+  const stockWhere = `org small, --stock: every sampled change${stock ? ` (median ${stock.rowsAltered} rows altered)` : ''}`;
+  rows.push([`local change applies in ≤ ${APPLY_VS_COMMIT_GOAL}× a one-row insert + commit (goal 1)`, stockWhere, stock ? `${stock.applyVsFloor}×` : 'n/a', status(stock ? stock.applyVsFloor <= APPLY_VS_COMMIT_GOAL : null)]);
+  rows.push([`write + apply ≤ ${WRITE_AND_APPLY_VS_COMMIT_GOAL}× it (goal 1)`, stockWhere, stock ? `${stock.writeAndApplyVsFloor}×` : 'n/a', status(stock ? stock.writeAndApplyVsFloor <= WRITE_AND_APPLY_VS_COMMIT_GOAL : null)]);
   rows.push([`one change on a default server (jit on) ≤ ${STOCK_SERVER_GOAL}× with jit off (issue 11)`, 'org small, --stock', stock ? `${stock.ratio}×` : 'n/a', status(stock ? stock.ratio <= STOCK_SERVER_GOAL : null)]);
   const largeOrg = entries.find((e) => e.shape.shape === 'org' && e.shape.size === 'large');
   const local = largeOrg ? localChanges(largeOrg) : null;
