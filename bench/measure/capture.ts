@@ -15,7 +15,8 @@ import { fileURLToPath } from 'node:url';
 import { startEmbedded } from '../../src/db/embedded.ts';
 import { openPool, sql, type ConnectionPool } from '../../src/db/pool.ts';
 import { migrate } from '../../src/migrations/migrate.ts';
-import { say } from '../lib/progress.ts';
+import { progress, say } from '../lib/progress.ts';
+import { postgresInfo, type PostgresInfo } from '../lib/environment.ts';
 import { TMP_DIR } from '../lib/server.ts';
 import { round, summarize, type Summary } from '../lib/stats.ts';
 
@@ -41,6 +42,10 @@ export interface CaptureResult {
    * (deferred to commit) were never checked, the plain table's were.
    */
   deferredChecksTimed?: boolean;
+  /** The server it ran on (one of its own, settings below: not the main runs'); absent in older results. */
+  server?: PostgresInfo;
+  /** Every sample in the order taken (ms), rounds alternating the three; absent in older results. */
+  raw?: Record<Variant, number[]>;
 }
 
 class Rollback extends Error {}
@@ -84,10 +89,16 @@ export async function measureCapture(): Promise<CaptureResult> {
         add foreign key (tail_id) references permgraph.nodes (id) on delete cascade,
         add foreign key (head_id) references permgraph.nodes (id) on delete cascade;
       analyze`);
+    const info = await postgresInfo(db);
     const times: Record<Variant, number[]> = { plainTable: [], permgraph: [], withoutAudit: [] };
+    const bar = progress(`capture: ${ROUNDS} rounds of 3 inserts of ${GRANTS.toLocaleString('en-US')} grants`, ROUNDS * 3);
     for (let i = 0; i < ROUNDS; i++) {
-      for (const variant of ['plainTable', 'permgraph', 'withoutAudit'] as const) times[variant].push(await timedInsert(db, variant));
+      for (const variant of ['plainTable', 'permgraph', 'withoutAudit'] as const) {
+        times[variant].push(await timedInsert(db, variant));
+        bar.tick();
+      }
     }
+    bar.done();
     const [permgraph, plainTable, withoutAudit] = [summarize(times.permgraph), summarize(times.plainTable), summarize(times.withoutAudit)];
     return {
       grants: GRANTS,
@@ -97,6 +108,8 @@ export async function measureCapture(): Promise<CaptureResult> {
       withoutAudit,
       ratioWithoutAudit: round(withoutAudit.median / plainTable.median, 2),
       deferredChecksTimed: true,
+      server: info,
+      raw: { plainTable: times.plainTable.map((v) => round(v, 1)), permgraph: times.permgraph.map((v) => round(v, 1)), withoutAudit: times.withoutAudit.map((v) => round(v, 1)) },
     };
   } finally {
     await db.dispose();
