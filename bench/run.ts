@@ -11,6 +11,7 @@ import { SHAPES, type Shape, type Size } from './graph/types.ts';
 import { gitInfo, machineInfo, postgresInfo, postgresName } from './lib/environment.ts';
 import { PLANS, type RunPlan } from './lib/plan.ts';
 import { say } from './lib/progress.ts';
+import { summarize } from './lib/stats.ts';
 import { SOLO_PHASES, type GraphInfo, type RunResult, type ShapeResult } from './lib/result.ts';
 import { dropOpenDatabases, freshDatabase, RESULTS_DIR, startServer } from './lib/server.ts';
 import { appliedMigrations } from '../src/migrations/migrate.ts';
@@ -19,6 +20,7 @@ import { measureIncremental } from './measure/incremental.ts';
 import { measureReads } from './measure/reads.ts';
 import { measureRefresh } from './measure/refresh.ts';
 import { writeReport } from './report/report.ts';
+import { formatValue } from './report/svg.ts';
 import { measureWorkerOn } from './measure/worker/index.ts';
 
 interface Options {
@@ -133,6 +135,26 @@ async function measureShape(serverUrl: string, target: Target, options: Options,
   }
 }
 
+/** The run's figures, on stdout (progress and everything else the runner says go to stderr). */
+function out(text: string): void {
+  process.stdout.write(`${text}\n`);
+}
+
+/** A few lines per measured graph: the headline figures (REPORT.md has them all). */
+function formatShape(s: ShapeResult): string {
+  const f = (v: number | undefined) => (v === undefined || !Number.isFinite(v) ? 'n/a' : formatValue(v, 'ms'));
+  const lines = [`${s.shape} (${s.size}): ${s.graph.nodes.toLocaleString('en-US')} nodes, ${s.graph.grants.toLocaleString('en-US')} grants, ${s.graph.permissions.toLocaleString('en-US')} permission rows`,
+    `  refresh from empty ${f(s.refresh.fromEmpty.median)} (${s.refresh.ratioToFloor}× the write floor), up to date ${f(s.refresh.upToDate.median)}`];
+  if (s.incremental) {
+    const local = s.incremental.kinds.filter((k) => k.scope === 'random' && !k.skipped).flatMap((k) => k.raw.filter((_, i) => (k.rawWritten?.[i] ?? Infinity) <= 100));
+    const median = local.length ? summarize(local).median : Number.NaN;
+    const floor = s.incremental.commitFloor?.median;
+    lines.push(`  random local changes (≤ 100 rows): median ${f(median)} of ${local.length}${floor ? `, ${(median / floor).toFixed(1)}× the one-row commit (${f(floor)})` : ''}`);
+  }
+  if (s.reads) lines.push(`  check() server side ${f(s.reads.check.server.permgraph.median)} (recursion ${f(s.reads.check.server.recursive.median)})`);
+  return lines.join('\n');
+}
+
 async function saveRun(run: RunResult): Promise<string> {
   const dir = path.join(RESULTS_DIR, 'runs');
   await mkdir(dir, { recursive: true });
@@ -158,19 +180,19 @@ async function runSoloPhase(options: Options): Promise<Partial<RunResult> | null
   if (options.coldstart) {
     const { formatColdStart, measureColdStart } = await import('./measure/coldstart.ts');
     const coldstart = measureColdStart();
-    say(formatColdStart(coldstart));
+    out(formatColdStart(coldstart));
     return { coldstart };
   }
   if (options.stock) {
     const { formatStockServer, measureStockServer } = await import('./measure/single-change.ts');
     const stock = await measureStockServer(options.seed);
-    say(formatStockServer(stock));
+    out(formatStockServer(stock));
     return { stock };
   }
   if (options.capture) {
     const { formatCapture, measureCapture } = await import('./measure/capture.ts');
     const capture = await measureCapture();
-    say(formatCapture(capture));
+    out(formatCapture(capture));
     return { capture };
   }
   return null;
@@ -195,17 +217,17 @@ async function main(): Promise<void> {
   if (soloPhase) {
     const file = await saveRun(envelope(soloPhase));
     const report = await writeReport();
-    say(`\nresults: ${path.relative(process.cwd(), file)}\nreport:  ${path.relative(process.cwd(), report)}`);
+    out(`\nresults: ${path.relative(process.cwd(), file)}\nreport:  ${path.relative(process.cwd(), report)}`);
     return;
   }
   if (options.stream) {
     const { formatStream, measureStream } = await import('./measure/stream.ts');
-    say(formatStream(await measureStream(options.size, options.seed)));
+    out(formatStream(await measureStream(options.size, options.seed)));
     return;
   }
   if (options.expiry) {
     const { formatExpiry, measureExpiry } = await import('./measure/expiry.ts');
-    say(formatExpiry(await measureExpiry(options.size, options.seed)));
+    out(formatExpiry(await measureExpiry(options.size, options.seed)));
     return;
   }
   const list = options.import || options.hol ? [] : await targets(options);
@@ -244,12 +266,13 @@ async function main(): Promise<void> {
       const { measureHol, formatHol } = await import('./measure/hol.ts');
       say(`\n== head-of-line blocking (org ${options.size})`);
       hol = await measureHol(server.url, options.size, options.seed);
-      say(formatHol(hol));
+      out(formatHol(hol));
     }
     const run = envelope({ postgres, server: server.origin, shapes, ...(imported ? { import: imported } : {}), ...(hol ? { hol } : {}) });
     const file = await saveRun(run);
     const report = await writeReport();
-    say(`\nresults: ${path.relative(process.cwd(), file)}\nreport:  ${path.relative(process.cwd(), report)} (${(run.durationMs / 1000).toFixed(0)}s in all)`);
+    for (const shape of shapes) out(formatShape(shape));
+    out(`\nresults: ${path.relative(process.cwd(), file)}\nreport:  ${path.relative(process.cwd(), report)} (${(run.durationMs / 1000).toFixed(0)}s in all)`);
   } finally {
     await stopServer();
   }
