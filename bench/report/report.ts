@@ -126,7 +126,7 @@ function localChanges(e: Entry): {
       if (k.rawWritten![i]! > LOCAL_CHANGE_ROWS) return;
       apply.push(v);
       if (k.rawWriteAndApply) writeAndApply.push(k.rawWriteAndApply[i]!);
-      if (k.rawServerMs) server.push(k.rawServerMs[i]!);
+      if (k.rawServer) server.push(k.rawServer[i]!);
     });
   }
   if (!apply.length) return null;
