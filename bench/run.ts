@@ -213,6 +213,26 @@ async function main(): Promise<void> {
       postgres: null, server: 'own', plan, shapes: [], ...extra,
     };
   };
+  // The server a run starts (assigned below; the phases run alone stop their own).
+  let stopping: Promise<void> | null = null;
+  let stopServer: () => Promise<void> = async () => {};
+  // On, not once, for the whole shutdown: a second signal (tsx relays the
+  // terminal's SIGINT to this process again when it does not answer within
+  // 30 ms, as when a cluster's synchronous pg_ctl stop holds the event loop)
+  // found no listener and killed the process mid-stop, leaving the
+  // throwaway cluster's directory behind. Installed before any phase: the
+  // embedded servers of the phases run alone are stopped by their 'exit' hook.
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (interrupted) return;
+    interrupted = true;
+    say(`interrupted (${signal}): ${options.keep ? '' : 'dropping the benchmark databases, '}stopping the benchmark server`);
+    void (async () => {
+      if (!options.keep) await dropOpenDatabases();
+      await stopServer();
+    })().finally(() => process.exit(130));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   const soloPhase = await runSoloPhase(options);
   if (soloPhase) {
     const file = await saveRun(envelope(soloPhase));
@@ -232,24 +252,7 @@ async function main(): Promise<void> {
   }
   const list = options.import || options.hol ? [] : await targets(options);
   const server = await startServer(options.postgres);
-  let stopping: Promise<void> | null = null;
-  const stopServer = () => (stopping ??= server.stop());
-  // On, not once, for the whole shutdown: a second signal (tsx relays the
-  // terminal's SIGINT to this process again when it does not answer within
-  // 30 ms, as when a cluster's synchronous pg_ctl stop holds the event loop)
-  // found no listener and killed the process mid-stop, leaving the
-  // throwaway cluster's directory behind.
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (interrupted) return;
-    interrupted = true;
-    say(`interrupted (${signal}): ${options.keep ? '' : 'dropping the benchmark databases, '}stopping the benchmark server`);
-    void (async () => {
-      if (!options.keep) await dropOpenDatabases();
-      await stopServer();
-    })().finally(() => process.exit(130));
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  stopServer = () => (stopping ??= server.stop());
   const shapes: ShapeResult[] = [];
   try {
     const postgres = await withPool(server.url, postgresInfo);
