@@ -8,7 +8,7 @@ import { generateCsv, DEFAULT_SEED } from './generate.ts';
 import { createDocs } from './graph/docs.ts';
 import { GraphInputError, loadGraph } from './graph/load.ts';
 import { SHAPES, type Shape, type Size } from './graph/types.ts';
-import { gitInfo, machineInfo, postgresInfo, postgresName } from './lib/environment.ts';
+import { calibrate, gitInfo, machineInfo, postgresInfo, postgresName, type Calibration } from './lib/environment.ts';
 import { PLANS, type RunPlan } from './lib/plan.ts';
 import { say } from './lib/progress.ts';
 import { summarize } from './lib/stats.ts';
@@ -204,13 +204,14 @@ async function main(): Promise<void> {
   const git = gitInfo(); // at the start: the sql/ files are read by migrate() when the run starts
   const plan = PLANS[options.size];
   const startedAt = new Date();
+  let calibration: Calibration | undefined;
   const envelope = (extra: Partial<RunResult>): RunResult => {
     const finishedAt = new Date();
     return {
       version: 1, startedAt: startedAt.toISOString(), finishedAt: finishedAt.toISOString(),
       durationMs: finishedAt.getTime() - startedAt.getTime(), size: options.size, seed: options.seed,
       command: process.argv.slice(2).join(' '), git, machine: { ...machine, loadAverageAtEnd: machineInfo().loadAverage },
-      postgres: null, server: 'own', plan, shapes: [], ...extra,
+      postgres: null, server: 'own', plan, ...(calibration ? { calibration } : {}), shapes: [], ...extra,
     };
   };
   // The server a run starts (assigned below; the phases run alone stop their own).
@@ -235,6 +236,7 @@ async function main(): Promise<void> {
   process.on('SIGTERM', onSignal);
   const soloPhase = await runSoloPhase(options);
   if (soloPhase) {
+    calibration = await calibrate(null); // (their servers are gone: the client's loop only)
     const file = await saveRun(envelope(soloPhase));
     const report = await writeReport();
     out(`\nresults: ${path.relative(process.cwd(), file)}\nreport:  ${path.relative(process.cwd(), report)}`);
@@ -256,6 +258,7 @@ async function main(): Promise<void> {
   const shapes: ShapeResult[] = [];
   try {
     const postgres = await withPool(server.url, postgresInfo);
+    calibration = await withPool(server.url, calibrate);
     say(`${postgresName(postgres.version)} (${server.origin}), jit=${postgres.settings.jit}`);
     for (const target of list) shapes.push(await measureShape(server.url, target, options, plan));
     let imported: RunResult['import'];

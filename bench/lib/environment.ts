@@ -69,3 +69,51 @@ export async function postgresInfo(db: Queryable): Promise<PostgresInfo> {
   for (const row of rows) settings[row.name] = row.unit ? `${row.setting} (${row.unit})` : row.setting;
   return { version: String(version?.v ?? 'unknown'), settings };
 }
+
+/**
+ * How fast this machine is right now, by fixed work timed beside the run:
+ * the kernel string, cores and CPU model do not tell apart the hosts the
+ * figures came from (two hosts reporting the same strings differed 3× in
+ * every statement's fixed cost, bench/FINDINGS.md 44). Each is the fastest
+ * of several repetitions, so another engineer's load moves it little.
+ */
+export interface Calibration {
+  /** A fixed integer loop in this Node process (2·10⁷ steps), ms. */
+  clientLoopMs: number;
+  /** One trivial PL/pgSQL statement (PERFORM 1) on the server, µs: the fixed cost every statement pays. Null without a server. */
+  serverStatementUs: number | null;
+}
+
+export async function calibrate(db: Queryable | null): Promise<Calibration> {
+  let clientLoopMs = Infinity;
+  for (let r = 0; r < 7; r++) {
+    const started = performance.now();
+    let x = 0;
+    for (let i = 0; i < 2e7; i++) x = (x * 31 + i) | 0;
+    clientLoopMs = Math.min(clientLoopMs, performance.now() - started);
+    if (x === 0.5) clientLoopMs = -1; // (never: keeps the loop from being optimized away)
+  }
+  let serverStatementUs: number | null = null;
+  if (db) {
+    // (a temporary function: nothing is left in the database it runs in; db must hold one connection.
+    // Best effort: a role without TEMP on DATABASE_URL's database records none)
+    try {
+      await db.query(sql`
+        create or replace function pg_temp.bench_calibrate(n int) returns double precision language plpgsql as $fn$
+        declare started timestamptz := clock_timestamp();
+        begin
+          for i in 1 .. n loop perform 1; end loop;
+          return extract(epoch from clock_timestamp() - started) * 1e6 / n;
+        end $fn$`);
+      let best = Infinity;
+      for (let r = 0; r < 5; r++) {
+        const [row] = await db.query(sql`select pg_temp.bench_calibrate(20000) as us`);
+        best = Math.min(best, Number(row?.us));
+      }
+      serverStatementUs = Math.round(best * 100) / 100;
+    } catch {
+      serverStatementUs = null;
+    }
+  }
+  return { clientLoopMs: Math.round(clientLoopMs * 10) / 10, serverStatementUs };
+}

@@ -8,7 +8,7 @@ import type { ReadsResult } from '../measure/reads.ts';
 import type { RefreshResult } from '../measure/refresh.ts';
 import type { StockServerResult } from '../measure/single-change.ts';
 import type { WorkerResult } from '../measure/worker/index.ts';
-import type { GitInfo, MachineInfo, PostgresInfo } from './environment.ts';
+import type { Calibration, GitInfo, MachineInfo, PostgresInfo } from './environment.ts';
 import type { RunPlan } from './plan.ts';
 
 export interface GraphInfo {
@@ -54,6 +54,8 @@ export interface RunResult {
   /** cluster: a throwaway cluster of another major version (--postgres); own: the phase started its own server. */
   server: 'embedded' | 'DATABASE_URL' | 'cluster' | 'own';
   plan: RunPlan;
+  /** Fixed work timed at the start of the run: which host, how fast (absent in older results). */
+  calibration?: Calibration;
   shapes: ShapeResult[];
   /** `permgraph import` onto a database holding data (bench/measure/import.ts; `--import` runs only this). */
   import?: ImportResult;

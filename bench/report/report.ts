@@ -179,15 +179,21 @@ function speedups(e: Entry): Record<'check' | 'first page' | 'whole list' | 'who
 
 function header(runs: { run: RunResult; file: string }[], entries: Entry[]): string[] {
   const used = [...new Set(entries.flatMap((e) => Object.values(e.from)))].sort();
-  const lines = ['# permgraph benchmark report', '', `Generated ${new Date().toISOString()} from the newest result of each phase of each size and shape in \`bench/results/runs/\` (${runs.length} run files).`, '', '| run file | commit | size | PostgreSQL | machine | load average (start → end) | duration |', '|---|---|---|---|---|---|---|'];
+  const lines = ['# permgraph benchmark report', '', `Generated ${new Date().toISOString()} from the newest result of each phase of each size and shape in \`bench/results/runs/\` (${runs.length} run files).`, '', '| run file | commit | size | PostgreSQL | machine | speed: client loop / server statement | load average (start → end) | duration |', '|---|---|---|---|---|---|---|---|'];
   for (const file of used) {
     const run = runs.find((r) => r.file === file)?.run as RunResult;
     const commit = run.git.commit ? `${run.git.commit.slice(0, 10)}${run.git.dirty ? ' (uncommitted changes)' : ''}` : 'unknown';
-    lines.push(`| ${file} | ${commit} | ${run.size} | ${run.postgres ? postgresName(run.postgres.version) : 'its own server'} (${run.server}) | ${run.machine.cpus} cores, ${run.machine.memoryGiB} GiB, ${run.machine.cpuModel}, ${run.machine.platform} | ${run.machine.loadAverage?.[0] ?? '?'} → ${run.machine.loadAverageAtEnd?.[0] ?? '?'} | ${(run.durationMs / 1000).toFixed(0)} s |`);
+    lines.push(`| ${file} | ${commit} | ${run.size} | ${run.postgres ? postgresName(run.postgres.version) : 'its own server'} (${run.server}) | ${run.machine.cpus} cores, ${run.machine.memoryGiB} GiB, ${run.machine.cpuModel}, ${run.machine.platform} | ${speed(run)} | ${run.machine.loadAverage?.[0] ?? '?'} → ${run.machine.loadAverageAtEnd?.[0] ?? '?'} | ${(run.durationMs / 1000).toFixed(0)} s |`);
   }
   lines.push(...settingsLines(used.map((file) => ({ file, run: runs.find((r) => r.file === file)?.run as RunResult }))));
   return lines;
 }
+
+/** The run's calibration (bench/lib/environment.ts): the same strings above have been hosts 3× apart. */
+const speed = (run: RunResult): string => {
+  const c = run.calibration;
+  return c ? `${c.clientLoopMs} ms / ${c.serverStatementUs === null ? 'n/a' : `${c.serverStatementUs} µs`}` : 'not recorded';
+};
 
 /** The server settings of the runs used: one line when they agree, else one per run file. */
 function settingsLines(used: { file: string; run: RunResult }[]): string[] {
