@@ -73,6 +73,9 @@ function parseOptions(): Options {
   if (!/^\d+$/.test(o.workerChunkPairs)) refuse(`--worker-chunk-pairs must be a whole number, got ${o.workerChunkPairs}`);
   const shapes = o.shape.split(',').map((s) => s.trim()).filter(Boolean);
   for (const s of shapes) if (!SHAPES.includes(s as Shape)) refuse(`unknown shape ${s}; use ${SHAPES.join(', ')}`);
+  // (an empty list ran nothing and saved an empty result as a run; a shape beside --graph was ignored)
+  if (shapes.length === 0) refuse(`--shape needs at least one of ${SHAPES.join(', ')}`);
+  if (o.graph !== undefined && program.getOptionValueSource('shape') === 'cli') refuse('--graph measures that CSV pair instead of the generated shapes: drop --shape');
   if (o.postgres !== undefined) {
     if (!isSupportedMajor(o.postgres)) refuse(`--postgres must be a major version of PostgreSQL: ${Object.keys(POSTGRES_BINARIES).join(', ')} (got ${o.postgres})`);
     if (process.env.DATABASE_URL) refuse('--postgres starts a server of its own: unset DATABASE_URL, or drop --postgres');
