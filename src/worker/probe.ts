@@ -23,8 +23,13 @@ export type ProbeOutcome =
   /** The server answered with an error (too many connections, a password changed, …): it is up, and nothing more is known. */
   | { kind: 'refused'; reason: string };
 
-/** Asks the server about a session; without one (not read yet), only whether the server answers. */
-export type Probe = (session: SessionIdentity | undefined, stuckAfterMs: number) => Promise<ProbeOutcome>;
+/**
+ * Asks the server about a session; without one (not read yet), only whether
+ * the server answers. signal: aborted once the answer no longer matters (the
+ * statement was answered meanwhile): the probe then ends at once, and ends
+ * no session (its outcome, 'refused', means nothing).
+ */
+export type Probe = (session: SessionIdentity | undefined, stuckAfterMs: number, signal?: AbortSignal) => Promise<ProbeOutcome>;
 
 /** The states of a session waiting for its client's next message. */
 const IDLE_STATES = ['idle', 'idle in transaction', 'idle in transaction (aborted)'];
@@ -47,26 +52,33 @@ export function createProbe(url: string, timeoutMs: number): Probe {
       config = undefined;
       throw error;
     }));
-  return async (session, stuckAfterMs) => {
+  return async (session, stuckAfterMs, signal) => {
     const sockets = new SocketKeeper();
-    let timer: NodeJS.Timeout | undefined;
     let expired = false;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        expired = true;
-        sockets.destroyAll();
-        reject(new Error(`no answer within ${timeoutMs} ms`));
-      }, timeoutMs);
-    });
-    deadline.catch(() => {}); // (raced below; its rejection must not go unhandled when nothing awaits it)
+    // Ended by its deadline or by the caller: the sockets closed at once, whatever node-pg is waiting for.
+    let fail!: (error: Error) => void;
+    const ended = new Promise<never>((_, reject) => (fail = reject));
+    ended.catch(() => {}); // (raced below; its rejection must not go unhandled when nothing awaits it)
+    const end = (error: Error) => {
+      sockets.destroyAll();
+      fail(error);
+    };
+    const timer = setTimeout(() => {
+      expired = true;
+      end(new Error(`no answer within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const abandon = () => end(new Error(ABANDONED));
+    signal?.addEventListener('abort', abandon, { once: true });
     let client: pg.Client | undefined;
     try {
-      const base = await Promise.race([readConfig(), deadline]);
+      if (signal?.aborted) throw new Error(ABANDONED);
+      const base = await Promise.race([readConfig(), ended]);
       client = new pg.Client({ ...base, connectionTimeoutMillis: timeoutMs, stream: sockets.stream });
       client.on('error', () => {}); // (its errors reach the calls awaited here)
-      await Promise.race([client.connect(), deadline]);
-      return await Promise.race([askAbout(client, session, stuckAfterMs), deadline]);
+      await Promise.race([client.connect(), ended]);
+      return await Promise.race([askAbout(client, session, stuckAfterMs, signal), ended]);
     } catch (error) {
+      if (signal?.aborted) return { kind: 'refused', reason: ABANDONED };
       // Only silence, or the network failing, says the server is out of reach;
       // an error the server sent (an SQLSTATE) says it is up.
       const reason = expired ? `no answer within ${timeoutMs} ms` : error instanceof Error ? error.message : String(error);
@@ -74,13 +86,16 @@ export function createProbe(url: string, timeoutMs: number): Probe {
       return unanswered ? { kind: 'unanswered', reason } : { kind: 'refused', reason };
     } finally {
       clearTimeout(timer);
+      signal?.removeEventListener('abort', abandon);
       // a goodbye, not waited for: the outcome is known
       if (client) void sockets.endWithin(client.end(), END_TIMEOUT_MS);
     }
   };
 }
 
-async function askAbout(client: pg.Client, session: SessionIdentity | undefined, stuckAfterMs: number): Promise<ProbeOutcome> {
+const ABANDONED = 'abandoned: the statement it was about has been answered';
+
+async function askAbout(client: pg.Client, session: SessionIdentity | undefined, stuckAfterMs: number, signal: AbortSignal | undefined): Promise<ProbeOutcome> {
   if (session === undefined) {
     await client.query('select 1');
     return { kind: 'alive', state: null };
@@ -98,7 +113,10 @@ async function askAbout(client: pg.Client, session: SessionIdentity | undefined,
     return { kind: 'alive', state: row.state };
   }
   // Idle while the worker waits: ended here (if still idle), so that the
-  // applier role it holds is free for the worker's next connection.
+  // applier role it holds is free for the worker's next connection. Not
+  // once the worker has its answer after all: it may sit idle on the
+  // session next, as it does between batches.
+  if (signal?.aborted) throw new Error(ABANDONED);
   const ended = await client
     .query<{ ended: boolean }>(
       `select pg_terminate_backend(pid) as ended from pg_stat_activity

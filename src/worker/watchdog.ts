@@ -44,7 +44,9 @@ const UNANSWERED_PROBES_FOR_STALL = 2;
  *   included): the server cannot be reached at all.
  * A session that is there and busy (running, or waiting for a lock) is
  * left alone however long it takes, and a server that answers a probe with
- * an error (too many connections…) proves nothing either way.
+ * an error (too many connections…) proves nothing either way. A
+ * probe still under way when the statement settles is abandoned, ending
+ * nothing.
  *
  * The statement then fails with a ConnectionStalledError (a connection
  * error): the worker retries on a new connection, as after any lost one.
@@ -74,7 +76,7 @@ export class ConnectionWatchdog {
 
   /** Runs `run` (statements on the watched connection), closing the connection if it stalls meanwhile. */
   async watch<T>(what: string, run: () => Promise<T>): Promise<T> {
-    const watch: Watch = { what, startedAt: Date.now(), wake: new Wakeup(), settled: false, stall: undefined };
+    const watch: Watch = { what, startedAt: Date.now(), wake: new Wakeup(), answered: new AbortController(), settled: false, stall: undefined };
     this.watches.add(watch.wake);
     void this.supervise(watch);
     try {
@@ -85,7 +87,10 @@ export class ConnectionWatchdog {
     } finally {
       watch.settled = true;
       this.watches.delete(watch.wake);
-      watch.wake.notify(); // (a probe under way finishes within its timeout, and is ignored)
+      watch.wake.notify();
+      // A probe under way is abandoned: it must not end the session, on
+      // which the worker may now wait idle, nor keep a socket open.
+      watch.answered.abort();
     }
   }
 
@@ -98,7 +103,7 @@ export class ConnectionWatchdog {
       await watch.wake.wait(nextProbeInMs);
       if (watch.settled) return;
       nextProbeInMs = checkIntervalMs;
-      const outcome = await this.options.probe(this.session, checkIntervalMs).catch(
+      const outcome = await this.options.probe(this.session, checkIntervalMs, watch.answered.signal).catch(
         (error: unknown): ProbeOutcome => ({ kind: 'refused', reason: `the probe failed: ${String(error)}` }), // (a bug here proves no stall)
       );
       if (watch.settled) return;
@@ -148,6 +153,8 @@ interface Watch {
   startedAt: number;
   /** Notified when the watched statements settle, and by stop(). */
   wake: Wakeup;
+  /** Aborted when the watched statements settle: a probe under way is abandoned. */
+  answered: AbortController;
   settled: boolean;
   /** Why the connection was closed, once it was. */
   stall: string | undefined;

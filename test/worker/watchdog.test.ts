@@ -12,7 +12,8 @@ import { verify } from '../../src/engine/verify.ts';
 import { ConnectionStalledError } from '../../src/errors.ts';
 import type { Logger } from '../../src/logger.ts';
 import { createWorkerMetrics } from '../../src/worker/metrics.ts';
-import type { ProbeOutcome } from '../../src/worker/probe.ts';
+import { closeConnectionNow } from '../../src/db/close-connection.ts';
+import { createProbe, type Probe, type ProbeOutcome } from '../../src/worker/probe.ts';
 import { ConnectionWatchdog } from '../../src/worker/watchdog.ts';
 import { Worker, type WorkerOptions } from '../../src/worker/worker.ts';
 import * as model from '../reference/model.ts';
@@ -196,6 +197,41 @@ describe('the worker on a stalled network', async () => {
     await expectConverged(state);
     expect(errors.find((e) => e instanceof ConnectionStalledError)?.message).toContain(`the server has no session ${pid} any more`);
     proxy.resume();
+  });
+
+  it('a probe under way when the statement is answered ends nothing: the worker may sit idle on that session next', async () => {
+    // The statement was answered before the probe read the session (a client
+    // slow to read its answer: the worker's event loop was busy); the session
+    // is idle, legitimately, while the worker goes on without it.
+    const pool = openPool(url, { poolSize: 1 });
+    cleanups.push(() => pool.dispose());
+    const probe = createProbe(url, 3000);
+    const probes: Promise<ProbeOutcome>[] = [];
+    let probeStarted!: () => void;
+    const started = new Promise<void>((resolve) => (probeStarted = resolve));
+    await pool.task(async (conn) => {
+      const [me] = await conn.query(sql`select pid, extract(epoch from backend_start)::text as started from pg_stat_activity where pid = pg_backend_pid()`);
+      const watchdog = new ConnectionWatchdog({
+        timings: { checkIntervalMs: 300, checkTimeoutMs: 3000 },
+        probe: (...args: Parameters<Probe>) => {
+          const outcome = probe(...args);
+          probes.push(outcome);
+          probeStarted();
+          return outcome;
+        },
+        closeConnection: () => closeConnectionNow(conn),
+        logger: pino({ level: 'silent' }),
+      });
+      watchdog.identify({ pid: me.pid, startedAt: me.started });
+      await watchdog.watch('a batch', async () => {
+        await conn.query(sql`select 1`);
+        await started; // the answer read only once the probe has started
+      });
+      await Promise.all(probes);
+      await new Promise((r) => setTimeout(r, 100));
+      expect((await conn.query(sql`select pg_backend_pid() as pid`))[0].pid).toBe(me.pid);
+    });
+    expect(probes.length).toBe(1);
   });
 
   it('stop() during a stalled batch returns without waiting for the network; what the batch did is whole', async () => {
