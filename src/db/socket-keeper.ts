@@ -11,14 +11,24 @@ import { Socket } from 'node:net';
  */
 export class SocketKeeper {
   private readonly sockets = new Set<Socket>();
+  private heardFrom = false;
 
   /** node-pg's `stream` option: a plain socket, as node-pg makes by default, remembered until it closes. */
   readonly stream = (): Socket => {
     const socket = new Socket();
     this.sockets.add(socket);
     socket.once('close', () => this.sockets.delete(socket));
+    socket.once('data', () => (this.heardFrom = true));
     return socket;
   };
+
+  /**
+   * Whether the server sent anything on one of the sockets (its first
+   * answer to the login, or to the TLS request): the network to it works.
+   */
+  get heard(): boolean {
+    return this.heardFrom;
+  }
 
   /** Closes every socket still open, without a goodbye. */
   destroyAll(): void {

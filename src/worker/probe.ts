@@ -20,6 +20,13 @@ export type ProbeOutcome =
   | { kind: 'stuck'; state: string; idleMs: number; ended: boolean }
   /** No answer within the time allowed (connecting included), or the network failed: the server cannot be reached. */
   | { kind: 'unanswered'; reason: string }
+  /**
+   * The server began to answer (the login), then did not finish within the
+   * time allowed: it is reachable, only slow (a server too busy to start a
+   * session, a pooler whose pool is full and queues the probe), and whether
+   * the session is alive is unknown.
+   */
+  | { kind: 'slow'; reason: string }
   /** The server answered with an error (too many connections, a password changed, …): it is up, and nothing more is known. */
   | { kind: 'refused'; reason: string };
 
@@ -80,7 +87,9 @@ export function createProbe(url: string, timeoutMs: number): Probe {
     } catch (error) {
       if (signal?.aborted) return { kind: 'refused', reason: ABANDONED };
       // Only silence, or the network failing, says the server is out of reach;
-      // an error the server sent (an SQLSTATE) says it is up.
+      // an error the server sent (an SQLSTATE) says it is up, and so does a
+      // login it began to answer (it is slow, not out of reach).
+      if (expired && sockets.heard) return { kind: 'slow', reason: `the server began to answer, then not within ${timeoutMs} ms` };
       const reason = expired ? `no answer within ${timeoutMs} ms` : error instanceof Error ? error.message : String(error);
       const unanswered = expired || (sqlStateOf(error) === undefined && isConnectionError(error));
       return unanswered ? { kind: 'unanswered', reason } : { kind: 'refused', reason };

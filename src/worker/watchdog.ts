@@ -44,7 +44,8 @@ const UNANSWERED_PROBES_FOR_STALL = 2;
  *   included): the server cannot be reached at all.
  * A session that is there and busy (running, or waiting for a lock) is
  * left alone however long it takes, and a server that answers a probe with
- * an error (too many connections…) proves nothing either way. A
+ * an error (too many connections…), or begins to answer it but is too slow
+ * to finish (a pooler whose pool is full), proves nothing either way. A
  * probe still under way when the statement settles is abandoned, ending
  * nothing.
  *
@@ -114,8 +115,16 @@ export class ConnectionWatchdog {
           this.options.logger.debug(context, 'still waiting for the database; its session is alive');
           break;
         case 'refused':
+        case 'slow':
           unanswered = 0;
-          if (!refusalLogged) this.options.logger.warn(context, 'still waiting for the database; a probe was refused, so whether its session is alive is unknown');
+          if (!refusalLogged) {
+            this.options.logger.warn(
+              context,
+              outcome.kind === 'refused'
+                ? 'still waiting for the database; a probe was refused, so whether its session is alive is unknown'
+                : 'still waiting for the database; the server was slow to answer a probe, so whether its session is alive is unknown',
+            );
+          }
           refusalLogged = true;
           break;
         case 'unanswered':

@@ -14,6 +14,7 @@ import type { Logger } from '../../src/logger.ts';
 import { createWorkerMetrics } from '../../src/worker/metrics.ts';
 import { closeConnectionNow } from '../../src/db/close-connection.ts';
 import { createProbe, type Probe, type ProbeOutcome } from '../../src/worker/probe.ts';
+import { createServer, type Socket } from 'node:net';
 import { ConnectionWatchdog } from '../../src/worker/watchdog.ts';
 import { Worker, type WorkerOptions } from '../../src/worker/worker.ts';
 import * as model from '../reference/model.ts';
@@ -283,6 +284,7 @@ describe('the watchdog decides from its probes', () => {
   it('a session alive and busy, or a server that refuses the probe, never closes the connection', async () => {
     expect(await watchHanging([{ kind: 'alive', state: 'active' }], 200)).toMatchObject({ closed: false });
     expect(await watchHanging([{ kind: 'refused', reason: 'too many clients already' }], 200)).toMatchObject({ closed: false });
+    expect(await watchHanging([{ kind: 'slow', reason: 'logged in, then no answer within 10 ms' }], 200)).toMatchObject({ closed: false });
   });
 
   it('one unanswered probe is not a stall; two in a row are', async () => {
@@ -308,5 +310,55 @@ describe('the watchdog decides from its probes', () => {
     expect(await watchdog.watch('a batch', async () => 'done')).toBe('done');
     await new Promise((r) => setTimeout(r, 150));
     expect(probes).toBe(0);
+  });
+});
+
+describe('a probe tells a slow server from an unreachable one', () => {
+  /**
+   * A server that takes the connection and says it is logged in
+   * (AuthenticationOk), then answers nothing more: a server too busy to
+   * start the session, or a pooler whose pool is full, which queues the
+   * client until a server connection is free.
+   */
+  async function startSilentAfterLogin(): Promise<{ url: string; close: () => Promise<void> }> {
+    const sockets = new Set<Socket>();
+    const server = createServer((socket) => {
+      sockets.add(socket);
+      socket.on('error', () => {});
+      socket.once('data', () => socket.write(Buffer.from([0x52, 0, 0, 0, 8, 0, 0, 0, 0]))); // 'R', length 8, AuthenticationOk
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as { port: number };
+    return {
+      url: `postgres://someone@127.0.0.1:${port}/somedb`,
+      close: async () => {
+        for (const socket of sockets) socket.destroy();
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+      },
+    };
+  }
+
+  it('a server that answered the login but not in time is slow, not out of reach: the watchdog does not count it as unanswered', async () => {
+    const server = await startSilentAfterLogin();
+    try {
+      const outcome = await createProbe(server.url, 300)({ pid: 1, startedAt: null }, 300);
+      expect(outcome.kind).toBe('slow');
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('one that never says anything is unanswered', async () => {
+    const sockets = new Set<Socket>();
+    const server = createServer((socket) => void sockets.add(socket.on('error', () => {})));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as { port: number };
+    try {
+      const outcome = await createProbe(`postgres://someone@127.0.0.1:${port}/somedb`, 300)({ pid: 1, startedAt: null }, 300);
+      expect(outcome.kind).toBe('unanswered');
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 });
