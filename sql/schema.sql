@@ -2038,6 +2038,7 @@ CREATE OR REPLACE FUNCTION permgraph._explain_access_ended(p_user_id text, p_thi
  SET jit TO 'off'
 AS $function$
 declare
+  tree_all jsonb;    -- the search with every grant that has expired
   moments timestamptz[];
   lo integer := 0;   -- the latest moment known to allow (0: none yet)
   hi integer;        -- no moment after this one allows
@@ -2050,10 +2051,16 @@ begin
   if not exists (select 1 from permgraph.edges e where e.expires_at <= now()) then
     return null;
   end if;
+  tree_all := permgraph._explain_tree(p_user_id, 1, '-infinity', true);
+  -- (neither the thing nor its owner within reach even so: no route at any
+  -- moment, and no search; the usual case of a refusal)
+  if not (tree_all ? p_thing_id or (p_owner_id is not null and p_owner_id <> p_thing_id and tree_all ? p_owner_id)) then
+    return null;
+  end if;
   select array_agg(m order by m) into moments
   from (select distinct e.expires_at as m
         from permgraph.edges e
-        where e.tail_id in (select jsonb_object_keys(permgraph._explain_tree(p_user_id, 1, '-infinity', true)))
+        where e.tail_id in (select jsonb_object_keys(tree_all))
           and e.expires_at <= now()) x;
   hi := coalesce(array_length(moments, 1), 0);
   while lo < hi loop
