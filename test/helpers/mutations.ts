@@ -3,7 +3,8 @@
 import fc from 'fast-check';
 import { sql, type Queryable } from '../../src/db/pool.ts';
 import type { Kind, Level, RefGrant, RefGraph, RefNode } from '../reference/model.ts';
-import { expiryArbitrary, FUTURE, PAST } from './graph.ts';
+import { refresh } from '../../src/engine/apply.ts';
+import { expiryArbitrary, FUTURE, graphArbitrary, loadGraph, PAST } from './graph.ts';
 
 export type Mutation =
   | { type: 'addNode'; kind: Kind; owner: number | null; trash: Date | null }
@@ -135,4 +136,17 @@ export class GraphState {
 
 export function grantKey(g: RefGrant): string {
   return `${g.tailId}\u0000${g.headId}\u0000${g.source}`;
+}
+
+/** The worker tests' starting point: one small random graph (always the same), loaded and refreshed. */
+export async function seedSmallGraph(db: Queryable): Promise<GraphState> {
+  const graph = fc.sample(graphArbitrary({ users: 10, groups: 12, objects: 5, grants: 40 }, 0.5), { numRuns: 1, seed: 42 })[0]!;
+  await loadGraph(db, graph);
+  await refresh(db);
+  return new GraphState(graph);
+}
+
+/** count random mutations (the same ones for the same seed), applied to the database and to state. */
+export async function applyRandomMutations(db: Queryable, state: GraphState, count: number, seed: number): Promise<void> {
+  for (const m of fc.sample(mutationArbitrary, { numRuns: count, seed })) await state.apply(db, m);
 }

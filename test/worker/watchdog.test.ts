@@ -3,11 +3,10 @@
 // partition (test/helpers/tcp-proxy.ts), with the watchdog's intervals cut
 // short. No assertion is about speed: the waits are for outcomes.
 import { afterEach, describe, expect, it } from 'vitest';
-import fc from 'fast-check';
 import { pino } from 'pino';
 import { WORKER_APPLICATION_NAME } from '../../src/constants.ts';
 import { openPool, sql } from '../../src/db/pool.ts';
-import { applyChanges, refresh } from '../../src/engine/apply.ts';
+import { applyChanges } from '../../src/engine/apply.ts';
 import { verify } from '../../src/engine/verify.ts';
 import { ConnectionStalledError } from '../../src/errors.ts';
 import type { Logger } from '../../src/logger.ts';
@@ -20,9 +19,9 @@ import { Worker, type WorkerOptions } from '../../src/worker/worker.ts';
 import * as model from '../reference/model.ts';
 import { waitUntil } from '../helpers/cli.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { graphArbitrary, loadGraph, readPermissions } from '../helpers/graph.ts';
+import { readPermissions } from '../helpers/graph.ts';
 import { createLogin } from '../helpers/logins.ts';
-import { GraphState, mutationArbitrary } from '../helpers/mutations.ts';
+import { applyRandomMutations, GraphState, seedSmallGraph } from '../helpers/mutations.ts';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
 
 /** Short enough for tests; the probe's timeout is still far above a local connection's milliseconds. */
@@ -59,16 +58,8 @@ describe('the worker on a stalled network', async () => {
     return { worker, errors, logs, messages: () => logs().map((entry) => entry.msg as string) };
   }
 
-  async function seed(): Promise<GraphState> {
-    const graph = fc.sample(graphArbitrary({ users: 10, groups: 12, objects: 5, grants: 40 }, 0.5), { numRuns: 1, seed: 42 })[0]!;
-    await loadGraph(db, graph);
-    await refresh(db);
-    return new GraphState(graph);
-  }
-
-  async function mutate(state: GraphState, count: number, seedValue: number): Promise<void> {
-    for (const m of fc.sample(mutationArbitrary, { numRuns: count, seed: seedValue })) await state.apply(db, m);
-  }
+  const seed = () => seedSmallGraph(db);
+  const mutate = (state: GraphState, count: number, seedValue: number) => applyRandomMutations(db, state, count, seedValue);
 
   /** Nothing pending, and the table is what the reference model and a full recomputation say. */
   async function expectConverged(state: GraphState): Promise<void> {

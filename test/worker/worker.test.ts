@@ -1,5 +1,4 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import fc from 'fast-check';
 import { pino } from 'pino';
 import { LISTENER_APPLICATION_NAME, WORKER_APPLICATION_NAME } from '../../src/constants.ts';
 import { openPool, sql } from '../../src/db/pool.ts';
@@ -13,8 +12,8 @@ import { expiring, g, grant, o, u } from '../helpers/builders.ts';
 import { runCli, waitUntil } from '../helpers/cli.ts';
 import { createLogin } from '../helpers/logins.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { graphArbitrary, loadGraph, readPermissions, wholeSecondAfter } from '../helpers/graph.ts';
-import { GraphState, grantKey, mutationArbitrary } from '../helpers/mutations.ts';
+import { loadGraph, readPermissions, wholeSecondAfter } from '../helpers/graph.ts';
+import { applyRandomMutations, GraphState, grantKey, seedSmallGraph } from '../helpers/mutations.ts';
 
 describe('worker', async () => {
   const { db, url } = await createTestDatabase();
@@ -47,16 +46,8 @@ describe('worker', async () => {
     expect((await verify(db)).differences).toEqual([]);
   }
 
-  async function seed(): Promise<GraphState> {
-    const graph = fc.sample(graphArbitrary({ users: 10, groups: 12, objects: 5, grants: 40 }, 0.5), { numRuns: 1, seed: 42 })[0]!;
-    await loadGraph(db, graph);
-    await refresh(db);
-    return new GraphState(graph);
-  }
-
-  async function mutate(state: GraphState, count: number, seedValue: number): Promise<void> {
-    for (const m of fc.sample(mutationArbitrary, { numRuns: count, seed: seedValue })) await state.apply(db, m);
-  }
+  const seed = () => seedSmallGraph(db);
+  const mutate = (state: GraphState, count: number, seedValue: number) => applyRandomMutations(db, state, count, seedValue);
 
   it('applies an expiry on time by itself: a timer to the earliest valid_until, no write and no polling', async () => {
     // u writes g until two seconds from now, and reads it for ever.
