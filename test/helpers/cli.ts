@@ -45,6 +45,16 @@ export async function waitUntil(predicate: () => Promise<boolean>, what: string,
   }
 }
 
+/** Waits until the worker's batch waits for a lock (a test holds one the batch needs). */
+export async function waitForWorkerBlocked(db: Queryable): Promise<void> {
+  await waitUntil(async () => {
+    const [row] = await db.query(sql`
+      select count(*)::int as n from pg_stat_activity
+      where datname = current_database() and application_name = ${WORKER_APPLICATION_NAME} and wait_event_type = 'Lock'`);
+    return row.n === 1;
+  }, 'the worker batch to wait for the lock');
+}
+
 /** A graph whose batches take long enough to be interrupted: many users × many groups, through one team. */
 export function wideGraph(users: number, groups: number): RefGraph {
   const nodes = [...Array.from({ length: users }, (_, i) => u(`u${i}`)), g('team'), ...Array.from({ length: groups }, (_, i) => g(`p${i}`))];

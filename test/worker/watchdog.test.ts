@@ -17,7 +17,7 @@ import { createServer, type Socket } from 'node:net';
 import { ConnectionWatchdog } from '../../src/worker/watchdog.ts';
 import { Worker, type WorkerOptions } from '../../src/worker/worker.ts';
 import * as model from '../reference/model.ts';
-import { waitUntil } from '../helpers/cli.ts';
+import { waitForWorkerBlocked, waitUntil } from '../helpers/cli.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { readPermissions } from '../helpers/graph.ts';
 import { createLogin } from '../helpers/logins.ts';
@@ -90,12 +90,7 @@ describe('the worker on a stalled network', async () => {
       await holder.tx(async (tx) => {
         await tx.query(sql`lock table permgraph.permissions in access exclusive mode`);
         await mutate(state, 5, seedValue);
-        await waitUntil(async () => {
-          const [row] = await db.query(sql`
-            select count(*)::int as n from pg_stat_activity
-            where datname = current_database() and application_name = ${WORKER_APPLICATION_NAME} and wait_event_type = 'Lock'`);
-          return row.n === 1;
-        }, 'the worker batch to wait for the lock');
+        await waitForWorkerBlocked(db);
         await during();
       });
     } finally {

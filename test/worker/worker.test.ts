@@ -9,7 +9,7 @@ import * as model from '../reference/model.ts';
 import { createWorkerMetrics, serveMetrics } from '../../src/worker/metrics.ts';
 import { retryDelay, Worker, type WorkerOptions } from '../../src/worker/worker.ts';
 import { expiring, g, grant, o, u } from '../helpers/builders.ts';
-import { runCli, waitUntil } from '../helpers/cli.ts';
+import { runCli, waitForWorkerBlocked, waitUntil } from '../helpers/cli.ts';
 import { createLogin } from '../helpers/logins.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { loadGraph, readPermissions, wholeSecondAfter } from '../helpers/graph.ts';
@@ -234,12 +234,7 @@ describe('worker', async () => {
       // The worker's next batch waits for this lock, so stop() has a batch to wait for.
       await tx.query(sql`lock table permgraph.permissions in access exclusive mode`);
       await mutate(state, 5, 77);
-      await waitUntil(async () => {
-        const [row] = await db.query(sql`
-          select count(*)::int as n from pg_stat_activity
-          where datname = current_database() and application_name = ${WORKER_APPLICATION_NAME} and wait_event_type = 'Lock'`);
-        return row.n === 1;
-      }, 'the worker batch to wait for the lock');
+      await waitForWorkerBlocked(db);
       stopped = worker.stop();
       await db.query(sql`select pg_terminate_backend(pid) from pg_stat_activity where pid = ${listener!.pid}`);
       await new Promise((r) => setTimeout(r, 800)); // longer than the listener's retry interval
