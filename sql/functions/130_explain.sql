@@ -113,7 +113,9 @@ end $$;
 -- explain() follows: directly, else through the thing's owner (a group; the
 -- user itself; another user, whose belongings need a manage edge into that
 -- user, lasting as long). {via, path, traversePath} as explain() reports
--- them, or null when there is none.
+-- them, or null when there is none. Used by accessEnded (a moment before
+-- now), and by explain() for a path that lasts as long as its answer (a
+-- moment after now, where no expired grant qualifies).
 create or replace function permgraph._explain_route_before(p_user_id text, p_thing_id text, p_owner_id text, p_owner_kind text,
                                                            p_level integer, p_before timestamptz)
 returns jsonb
@@ -271,9 +273,7 @@ declare
   traverse_path jsonb;
   owner_usable boolean := false;
   manage_edge jsonb;       -- _explain_manage_edge: into another user who owns the thing
-  lasting_tree jsonb;      -- the search again, through edges lasting as long as the answer
-  lasting_path jsonb;
-  owner_route_lasts boolean;  -- below manage, another user's route also needs a lasting manage edge
+  lasting_route jsonb;     -- the route again, through edges lasting as long as the answer (_explain_route_before)
   identity_edge jsonb := jsonb_build_array(jsonb_build_object('tail', p_user_id, 'head', p_user_id, 'level', 3, 'source', 'identity', 'expiresAt', null));
   owner_step jsonb;        -- the last edge of a path through the thing's owner
   reason text;
@@ -402,27 +402,15 @@ begin
      and exists (select 1 from jsonb_array_elements(path || coalesce(traverse_path, '[]')) as e
                  where e ->> 'expiresAt' is not null
                    and (answer_until is null or (e ->> 'expiresAt')::timestamptz < answer_until)) then
-    tree := permgraph._explain_tree(p_user_id, best, coalesce(answer_until, 'infinity'));
-    if tree ? p_thing_id then
-      via := 'direct';
-      path := permgraph._explain_path(tree, p_thing_id);
-      traverse_path := null;
-    elsif owner_usable and tree ? thing.owner_id then
-      lasting_path := permgraph._explain_path(tree, thing.owner_id);
-      manage_edge := null;
-      if owner_kind = 'user' and thing.owner_id <> p_user_id and (lasting_path -> -1 ->> 'level')::integer <> 3 then
-        lasting_tree := permgraph._explain_tree(p_user_id, 1, coalesce(answer_until, 'infinity'));
-        manage_edge := permgraph._explain_manage_edge(p_user_id, thing.owner_id, lasting_tree, coalesce(answer_until, 'infinity'));
-        owner_route_lasts := manage_edge is not null;  -- (none that lasts: the first path stays)
-      else
-        owner_route_lasts := true;
-      end if;
-      if owner_route_lasts then
-        via := 'owner';
-        path := case when lasting_path = '[]' then identity_edge else lasting_path end || owner_step;
-        traverse_path := case when manage_edge is not null
-                              then permgraph._explain_path(lasting_tree, manage_edge ->> 'tail') || jsonb_build_array(manage_edge) end;
-      end if;
+    -- (the route explain() would find at that level on the graph of the
+    -- edges lasting until then: _explain_route_before, which accessEnded
+    -- uses too; with a moment after now, no expired grant is taken)
+    lasting_route := permgraph._explain_route_before(p_user_id, p_thing_id, thing.owner_id, owner_kind, best,
+                                                     coalesce(answer_until, 'infinity'));
+    if lasting_route is not null then
+      via := lasting_route ->> 'via';
+      path := lasting_route -> 'path';
+      traverse_path := nullif(lasting_route -> 'traversePath', 'null'::jsonb);
     end if;
   end if;
 
