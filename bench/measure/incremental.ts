@@ -23,9 +23,9 @@ export interface KindResult {
   kind: ChangeKind;
   scope: Scope;
   samples: number;
-  /** Client round trip of applyChanges() (BEGIN … apply_changes() … COMMIT); ms. */
+  /** Client time of applyChanges(): one statement, apply_local_changes(), for a batch the local path takes; else BEGIN … apply_changes() … COMMIT; ms. */
   latency: Summary;
-  /** apply_changes()'s own 'ms' (server side, before commit). */
+  /** The applying function's own 'ms' (server side, before commit). */
   serverMs: Summary;
   modes: Record<string, number>;
   /** inserted + updated + deleted reported by apply_changes(). */
