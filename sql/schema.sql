@@ -2038,52 +2038,98 @@ CREATE OR REPLACE FUNCTION permgraph._explain_access_ended(p_user_id text, p_thi
  SET jit TO 'off'
 AS $function$
 declare
-  tree_all jsonb;    -- the search with every grant that has expired
-  moments timestamptz[];
-  lo integer := 0;   -- the latest moment known to allow (0: none yet)
-  hi integer;        -- no moment after this one allows
-  mid integer;
-  probe jsonb;
-  route jsonb;       -- the route of moments[lo]
+  ended_at timestamptz;
+  route jsonb;
 begin
   -- (most graphs hold no grant that has expired: one probe of
   -- edges_expiring_idx, and no search)
   if not exists (select 1 from permgraph.edges e where e.expires_at <= now()) then
     return null;
   end if;
-  tree_all := permgraph._explain_tree(p_user_id, 1, '-infinity', true);
-  -- (neither the thing nor its owner within reach even so: no route at any
-  -- moment, and no search; the usual case of a refusal)
-  if not (tree_all ? p_thing_id or (p_owner_id is not null and p_owner_id <> p_thing_id and tree_all ? p_owner_id)) then
+  with lasting as materialized (
+    select l.node_id, case p_level when 1 then l.until_1 when 2 then l.until_2 else l.until_3 end as until_level, l.until_1
+    from permgraph._explain_lasting(p_user_id) l
+  )
+  select greatest(
+           coalesce((select l.until_level from lasting l where l.node_id = p_thing_id), '-infinity'),
+           case
+             when p_owner_id is null or p_owner_id = p_thing_id then '-infinity'
+             when p_owner_id = p_user_id then 'infinity'
+             when p_owner_kind = 'user' then least(
+               coalesce((select l.until_level from lasting l where l.node_id = p_owner_id), '-infinity'),
+               coalesce((select max(least(l.until_1, coalesce(e.expires_at, 'infinity')))
+                         from permgraph.edges e
+                         join lasting l on l.node_id = e.tail_id
+                         where e.head_id = p_owner_id and e.level = 3
+                           and (e.tail_id = p_user_id or e.tail_kind = 'group')), '-infinity'))
+             else coalesce((select l.until_level from lasting l where l.node_id = p_owner_id), '-infinity')
+           end)
+    into ended_at;
+  -- (no route at any moment; or one that lasts past now, which explain()
+  -- would have found: it calls this only when the graph now refuses)
+  if ended_at = '-infinity' or ended_at > now() then
     return null;
   end if;
-  select array_agg(m order by m) into moments
-  from (select distinct e.expires_at as m
-        from permgraph.edges e
-        where e.tail_id in (select jsonb_object_keys(tree_all))
-          and e.expires_at <= now()) x;
-  hi := coalesce(array_length(moments, 1), 0);
-  while lo < hi loop
-    mid := (lo + hi + 1) / 2;
-    probe := permgraph._explain_route_before(p_user_id, p_thing_id, p_owner_id, p_owner_kind, p_level, moments[mid]);
-    if probe is not null then
-      lo := mid;
-      route := probe;
-    else
-      hi := mid - 1;
-    end if;
-  end loop;
-  if lo = 0 then
+  route := permgraph._explain_route_before(p_user_id, p_thing_id, p_owner_id, p_owner_kind, p_level, ended_at);
+  -- (never, by the rule above; if the two disagreed, no hint rather than a wrong one)
+  if route is null then
     return null;
   end if;
   return route || jsonb_build_object(
-    'at', moments[lo], 'level', p_level,
+    'at', ended_at, 'level', p_level,
     'expiredGrants', (
       select coalesce(jsonb_agg(s.e order by s.at, s.n), '[]'::jsonb)
       from (select distinct on (x.e ->> 'tail', x.e ->> 'head', x.e ->> 'source') x.e, (x.e ->> 'expiresAt')::timestamptz as at, x.n
             from jsonb_array_elements((route -> 'path') || coalesce(nullif(route -> 'traversePath', 'null'::jsonb), '[]'::jsonb)) with ordinality as x(e, n)
             where (x.e ->> 'expiresAt')::timestamptz <= now()
             order by x.e ->> 'tail', x.e ->> 'head', x.e ->> 'source', x.n) s));
+end $function$;
+
+-- permgraph._explain_lasting(text): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._explain_lasting(p_user_id text)
+ RETURNS TABLE(node_id text, until_1 timestamp with time zone, until_2 timestamp with time zone, until_3 timestamp with time zone)
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+AS $function$
+declare
+  -- every node reached, with its values
+  reached_ids text[] := array[p_user_id];
+  reached_1 timestamptz[] := array['infinity'::timestamptz];
+  reached_2 timestamptz[] := array['infinity'::timestamptz];
+  reached_3 timestamptz[] := array['infinity'::timestamptz];
+  -- the nodes whose values grew in the last round (first, the start), with their new values
+  grown_ids text[] := array[p_user_id];
+  grown_kinds text[] := array['user'];
+  grown_1 timestamptz[] := array['infinity'::timestamptz];
+  grown_2 timestamptz[] := array['infinity'::timestamptz];
+  grown_3 timestamptz[] := array['infinity'::timestamptz];
+begin
+  loop
+    select array_agg(c.id), array_agg(c.kind),
+           array_agg(greatest(c.v1, r.v1)), array_agg(greatest(c.v2, r.v2)), array_agg(greatest(c.v3, r.v3))
+      into grown_ids, grown_kinds, grown_1, grown_2, grown_3
+    from (
+      select e.head_id as id, e.head_kind as kind,
+             max(least(f.v1, coalesce(e.expires_at, 'infinity'))) as v1,
+             coalesce(max(least(f.v2, coalesce(e.expires_at, 'infinity'))) filter (where e.level >= 2), '-infinity') as v2,
+             coalesce(max(least(f.v3, coalesce(e.expires_at, 'infinity'))) filter (where e.level >= 3), '-infinity') as v3
+      from unnest(grown_ids, grown_kinds, grown_1, grown_2, grown_3) as f(id, kind, v1, v2, v3)
+      join permgraph.edges e on e.tail_id = f.id
+      -- (the start is in the first round only: nothing exceeds its values)
+      where f.kind = 'group' or f.id = p_user_id
+      group by e.head_id, e.head_kind
+    ) c
+    left join unnest(reached_ids, reached_1, reached_2, reached_3) as r(id, v1, v2, v3) on r.id = c.id
+    where r.id is null or c.v1 > r.v1 or c.v2 > r.v2 or c.v3 > r.v3;
+    exit when grown_ids is null;
+    select array_agg(coalesce(g.id, r.id)), array_agg(coalesce(g.v1, r.v1)), array_agg(coalesce(g.v2, r.v2)), array_agg(coalesce(g.v3, r.v3))
+      into reached_ids, reached_1, reached_2, reached_3
+    from unnest(reached_ids, reached_1, reached_2, reached_3) as r(id, v1, v2, v3)
+    full join unnest(grown_ids, grown_1, grown_2, grown_3) as g(id, v1, v2, v3) on g.id = r.id;
+  end loop;
+  return query select * from unnest(reached_ids, reached_1, reached_2, reached_3);
 end $function$;
 
 -- permgraph._explain_manage_edge(text,text,jsonb,timestamp with time zone,boolean): execute <owner>: EXECUTE

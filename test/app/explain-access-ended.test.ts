@@ -150,6 +150,48 @@ describe('explain(): accessEnded, when access that expired grants gave has ended
     expect(reported).toBeGreaterThan(100); // the property had something to check
   });
 
+  it('things that other users own, expiries on the path to the owner and on the manage edge into it: the same property', async () => {
+    // Three users, three groups, three objects each owned by a user: most
+    // hints go through the owner, and need a manage edge into it, whose own
+    // path may expire before or after the path to the owner.
+    const expiries = fc.constantFrom<Date | null>(null, null, ...AGO, AHEAD);
+    const ids = ['u0', 'u1', 'u2', 'g0', 'g1', 'g2', 'o0', 'o1', 'o2'];
+    const arbitrary = fc
+      .record({
+        owners: fc.array(fc.nat(2), { minLength: 3, maxLength: 3 }),
+        grants: fc.array(
+          fc.record({ tail: fc.nat(5), head: fc.nat(5), level: fc.constantFrom<Level>(1, 2, 3), source: fc.constantFrom('a', 'b'), expiresAt: expiries }),
+          { minLength: 6, maxLength: 20 },
+        ),
+      })
+      .map(({ owners, grants }): RefGraph => ({
+        nodes: [u('u0'), u('u1'), u('u2'), g('g0'), g('g1'), g('g2'), ...owners.map((owner, i) => o(`o${i}`, `u${owner}`))],
+        grants: [
+          ...new Map(
+            grants.map((x) => [`${x.tail} ${x.head} ${x.source}`, x.expiresAt ? expiring(ids[x.tail]!, x.level, ids[x.head]!, x.expiresAt, x.source) : grant(ids[x.tail]!, x.level, ids[x.head]!, x.source)]),
+          ).values(),
+        ],
+      }));
+    let traversed = 0;
+    await fc.assert(
+      fc.asyncProperty(arbitrary, async (graph) => {
+        await loadGraph(db, graph);
+        await refresh(db);
+        const now = new Date();
+        for (const user of ['u0', 'u1', 'u2']) {
+          for (const thing of ['o0', 'o1', 'o2']) {
+            for (const level of [null, 1, 2, 3] as const) {
+              const e = await explain(db, user, thing, level);
+              if (expectAccessEndedAgrees(graph, e, level, now) && e.accessEnded!.traversePath) traversed++;
+            }
+          }
+        }
+      }),
+      { numRuns: 100 },
+    );
+    expect(traversed).toBeGreaterThan(20); // routes through a manage edge into the owner were checked
+  });
+
   it('names the expired grant and when access ended, on the path explain would have shown', async () => {
     await loadGraph(db, {
       nodes: [u('alice'), g('g1'), g('p'), o('spec', 'p')],
@@ -228,6 +270,16 @@ describe('explain(): accessEnded, when access that expired grants gave has ended
       path: [edge('di', 2, 'xena'), ownerStep('xena', 'memo')],
       traversePath: [edge('di', 1, 'm'), edge('m', 3, 'xena', 'default', AGO[1])],
       expiredGrants: [edge('m', 3, 'xena', 'default', AGO[1])],
+    });
+    // the manage edge lasts, but the grant that reached its tail ended earlier: that one ended the access
+    await db.query(sql`update permgraph.grants set expires_at = null where tail_id = 'm'`);
+    await db.query(sql`update permgraph.grants set expires_at = ${AGO[2]} where tail_id = 'di' and head_id = 'm'`);
+    await applyChanges(db);
+    expect((await explain(db, 'di', 'memo', 'write')).accessEnded).toEqual({
+      at: AGO[2], level: 2, via: 'owner',
+      path: [edge('di', 2, 'xena'), ownerStep('xena', 'memo')],
+      traversePath: [edge('di', 1, 'm', 'default', AGO[2]), edge('m', 3, 'xena')],
+      expiredGrants: [edge('di', 1, 'm', 'default', AGO[2])],
     });
   });
 
