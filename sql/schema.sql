@@ -2040,6 +2040,7 @@ AS $function$
 declare
   ended_at timestamptz;
   route jsonb;
+  expired_grants jsonb;
 begin
   -- (most graphs hold no grant that has expired: one probe of
   -- edges_expiring_idx, and no search)
@@ -2075,14 +2076,15 @@ begin
   if route is null then
     return null;
   end if;
+  select coalesce(jsonb_agg(s.e order by s.at, s.n), '[]'::jsonb)
+    into expired_grants
+  from (select distinct on (x.e ->> 'tail', x.e ->> 'head', x.e ->> 'source') x.e, (x.e ->> 'expiresAt')::timestamptz as at, x.n
+        from jsonb_array_elements((route -> 'path') || coalesce(nullif(route -> 'traversePath', 'null'::jsonb), '[]'::jsonb)) with ordinality as x(e, n)
+        where (x.e ->> 'expiresAt')::timestamptz <= now()
+        order by x.e ->> 'tail', x.e ->> 'head', x.e ->> 'source', x.n) s;
   return route || jsonb_build_object(
-    'at', ended_at, 'level', p_level,
-    'expiredGrants', (
-      select coalesce(jsonb_agg(s.e order by s.at, s.n), '[]'::jsonb)
-      from (select distinct on (x.e ->> 'tail', x.e ->> 'head', x.e ->> 'source') x.e, (x.e ->> 'expiresAt')::timestamptz as at, x.n
-            from jsonb_array_elements((route -> 'path') || coalesce(nullif(route -> 'traversePath', 'null'::jsonb), '[]'::jsonb)) with ordinality as x(e, n)
-            where (x.e ->> 'expiresAt')::timestamptz <= now()
-            order by x.e ->> 'tail', x.e ->> 'head', x.e ->> 'source', x.n) s));
+    'at', ended_at, 'level', p_level, 'expiredGrants', expired_grants,
+    'endedBy', (select count(*) from jsonb_array_elements(expired_grants) as x(e) where (x.e ->> 'expiresAt')::timestamptz = ended_at));
 end $function$;
 
 -- permgraph._explain_lasting(text): execute <owner>: EXECUTE

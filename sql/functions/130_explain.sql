@@ -227,9 +227,12 @@ end $$;
 -- routes that allowed, the latest of the earliest expiry on each (a route's
 -- path and its traverse path together; ownership and identity never
 -- expire). With the route that allowed until then ({via, path,
--- traversePath}, as explain() shows them) and expiredGrants, its grants
--- that have expired, earliest first (the first ended the access). Null
--- when the grants that have expired would not allow either.
+-- traversePath}, as explain() shows them), expiredGrants, its grants
+-- that have expired, earliest first, and endedBy, how many of them, from
+-- the first, expired at `at` (compared here, to the microsecond: a client
+-- that reads the moments into milliseconds cannot tell them apart): those
+-- ended the access. Null when the grants that have expired would not allow
+-- either.
 --
 -- T, by the rule of _explain_route_before (a route exists just before T
 -- exactly when T is at most this): the later of
@@ -256,6 +259,7 @@ as $$
 declare
   ended_at timestamptz;
   route jsonb;
+  expired_grants jsonb;
 begin
   -- (most graphs hold no grant that has expired: one probe of
   -- edges_expiring_idx, and no search)
@@ -291,14 +295,15 @@ begin
   if route is null then
     return null;
   end if;
+  select coalesce(jsonb_agg(s.e order by s.at, s.n), '[]'::jsonb)
+    into expired_grants
+  from (select distinct on (x.e ->> 'tail', x.e ->> 'head', x.e ->> 'source') x.e, (x.e ->> 'expiresAt')::timestamptz as at, x.n
+        from jsonb_array_elements((route -> 'path') || coalesce(nullif(route -> 'traversePath', 'null'::jsonb), '[]'::jsonb)) with ordinality as x(e, n)
+        where (x.e ->> 'expiresAt')::timestamptz <= now()
+        order by x.e ->> 'tail', x.e ->> 'head', x.e ->> 'source', x.n) s;
   return route || jsonb_build_object(
-    'at', ended_at, 'level', p_level,
-    'expiredGrants', (
-      select coalesce(jsonb_agg(s.e order by s.at, s.n), '[]'::jsonb)
-      from (select distinct on (x.e ->> 'tail', x.e ->> 'head', x.e ->> 'source') x.e, (x.e ->> 'expiresAt')::timestamptz as at, x.n
-            from jsonb_array_elements((route -> 'path') || coalesce(nullif(route -> 'traversePath', 'null'::jsonb), '[]'::jsonb)) with ordinality as x(e, n)
-            where (x.e ->> 'expiresAt')::timestamptz <= now()
-            order by x.e ->> 'tail', x.e ->> 'head', x.e ->> 'source', x.n) s));
+    'at', ended_at, 'level', p_level, 'expiredGrants', expired_grants,
+    'endedBy', (select count(*) from jsonb_array_elements(expired_grants) as x(e) where (x.e ->> 'expiresAt')::timestamptz = ended_at));
 end $$;
 
 -- Why may (or may not) p_user_id act on p_thing_id (at p_level, if given)?

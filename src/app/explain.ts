@@ -63,10 +63,17 @@ export interface AccessEnded {
   traversePath: PathEdge[] | null;
   /**
    * The grants of path and traversePath that have expired, earliest first:
-   * those that expired at `at` ended the access; renewing them all would
-   * give it back through this route.
+   * the first `endedBy` of them expired at `at` and ended the access;
+   * renewing them all would give it back through this route.
    */
   expiredGrants: PathEdge[];
+  /**
+   * How many of expiredGrants, from the first, expired exactly at `at`. The
+   * database compares the moments to the microsecond; a Date keeps only
+   * milliseconds, so two expiries less than a millisecond apart look equal
+   * in `at` and `expiresAt` while only the earlier one ended the access.
+   */
+  endedBy: number;
 }
 
 export interface Explanation {

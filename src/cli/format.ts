@@ -73,8 +73,9 @@ export function formatExplanation(e: Explanation): string[] {
   if (ended) {
     // which expired grant(s) ended the access, and those of the same route that expired after
     const named = (g: PathEdge) => `${printable(g.tail)} -[${levelName(g.level)}]-> ${printable(g.head)} (source ${printable(g.source)})`;
-    const first = ended.expiredGrants.filter((g) => g.expiresAt?.getTime() === ended.at.getTime());
-    const later = ended.expiredGrants.filter((g) => g.expiresAt?.getTime() !== ended.at.getTime());
+    // (endedBy: counted by the database to the microsecond, where milliseconds may not tell them apart)
+    const first = ended.expiredGrants.slice(0, ended.endedBy);
+    const later = ended.expiredGrants.slice(ended.endedBy);
     const what = e.level === null ? 'access' : `${levelName(ended.level)} access`;
     lines.push(`${what} ended at ${isoMoment(ended.at)}, when grant${first.length > 1 ? 's' : ''} ${first.map(named).join(' and ')} expired`);
     if (later.length) lines.push(`also expired on that route since: ${later.map((g) => `grant ${named(g)} at ${isoMoment(g.expiresAt!)}`).join(', ')}`);

@@ -103,6 +103,8 @@ function expectAccessEndedAgrees(graph: RefGraph, e: Explanation, level: Level |
   expect([...ended.expiredGrants].sort((a, b) => ms(a.expiresAt) - ms(b.expiresAt)), label).toEqual(ended.expiredGrants);
   expect(new Set(ended.expiredGrants.map((s) => JSON.stringify(s))), label).toEqual(new Set(expired.map((s) => JSON.stringify(s))));
   expect(ended.expiredGrants[0]!.expiresAt, label).toEqual(ended.at);
+  // (the expiries here are whole seconds: milliseconds compare them exactly)
+  expect(ended.endedBy, label).toBe(ended.expiredGrants.filter((s) => ms(s.expiresAt) === ended.at.getTime()).length);
   return true;
 }
 
@@ -207,6 +209,7 @@ describe('explain(): accessEnded, when access that expired grants gave has ended
       path: [edge('alice', 3, 'g1'), edge('g1', 1, 'p', 'member', AGO[1]), ownerStep('p', 'spec')],
       traversePath: null,
       expiredGrants: [edge('g1', 1, 'p', 'member', AGO[1])],
+      endedBy: 1,
     });
     // the group itself: directly
     expect((await explain(db, 'alice', 'p')).accessEnded).toMatchObject({ at: AGO[1], level: 1, via: 'direct', path: [edge('alice', 3, 'g1'), edge('g1', 1, 'p', 'member', AGO[1])] });
@@ -238,6 +241,20 @@ describe('explain(): accessEnded, when access that expired grants gave has ended
     const both = await explain(db, 'bo', 'proj');
     expect(both.accessEnded).toMatchObject({ at: AGO[2], path: [edge('bo', 2, 'b', 'default', AGO[2]), edge('b', 2, 'proj', 'default', AGO[3])] });
     expect(both.accessEnded!.expiredGrants).toEqual([edge('bo', 2, 'b', 'default', AGO[2]), edge('b', 2, 'proj', 'default', AGO[3])]);
+    expect(both.accessEnded!.endedBy).toBe(1);
+    // both at the same moment: both ended it
+    await db.query(sql`update permgraph.grants set expires_at = ${AGO[2]} where tail_id = 'b' and head_id = 'proj'`);
+    await applyChanges(db);
+    expect((await explain(db, 'bo', 'proj')).accessEnded).toMatchObject({ at: AGO[2], endedBy: 2 });
+    // less than a millisecond apart, which Dates do not show: only the earlier one ended it
+    await db.query(sql`update permgraph.grants set expires_at = ${AGO[2]}::timestamptz + interval '700 microseconds' where tail_id = 'bo' and head_id = 'b'`);
+    await db.query(sql`update permgraph.grants set expires_at = ${AGO[2]}::timestamptz + interval '200 microseconds' where tail_id = 'b' and head_id = 'proj'`);
+    await applyChanges(db);
+    const close = (await explain(db, 'bo', 'proj')).accessEnded!;
+    expect(close.expiredGrants.map((e) => `${e.tail}->${e.head}`)).toEqual(['b->proj', 'bo->b']);
+    expect(close.endedBy).toBe(1);
+    const [{ at }] = await db.query(sql`select (permgraph.explain('bo', 'proj') -> 'accessEnded' ->> 'at')::timestamptz = ${AGO[2]}::timestamptz + interval '200 microseconds' as at`);
+    expect(at).toBe(true);
   });
 
   it("'level too low': the level that ended, while a lower one remains", async () => {
@@ -252,6 +269,7 @@ describe('explain(): accessEnded, when access that expired grants gave has ended
       at: AGO[2], level: 2, via: 'owner', traversePath: null,
       path: [edge('cy', 3, 'team', 'admin-ui', AGO[2]), ownerStep('team', 'doc')],
       expiredGrants: [edge('cy', 3, 'team', 'admin-ui', AGO[2])],
+      endedBy: 1,
     });
     expect(await explain(db, 'cy', 'doc', 'read')).toMatchObject({ allowed: true, accessEnded: null });
     expect(await explain(db, 'cy', 'doc')).toMatchObject({ allowed: true, accessEnded: null });
@@ -270,6 +288,7 @@ describe('explain(): accessEnded, when access that expired grants gave has ended
       path: [edge('di', 2, 'xena'), ownerStep('xena', 'memo')],
       traversePath: [edge('di', 1, 'm'), edge('m', 3, 'xena', 'default', AGO[1])],
       expiredGrants: [edge('m', 3, 'xena', 'default', AGO[1])],
+      endedBy: 1,
     });
     // the manage edge lasts, but the grant that reached its tail ended earlier: that one ended the access
     await db.query(sql`update permgraph.grants set expires_at = null where tail_id = 'm'`);
@@ -280,6 +299,7 @@ describe('explain(): accessEnded, when access that expired grants gave has ended
       path: [edge('di', 2, 'xena'), ownerStep('xena', 'memo')],
       traversePath: [edge('di', 1, 'm', 'default', AGO[2]), edge('m', 3, 'xena')],
       expiredGrants: [edge('di', 1, 'm', 'default', AGO[2])],
+      endedBy: 1,
     });
   });
 
@@ -307,6 +327,7 @@ describe('explain(): accessEnded, when access that expired grants gave has ended
       at: AGO[3], level: 2, via: 'owner', traversePath: null,
       path: [edge('fay', 2, 'eng', 'default', AGO[3]), ownerStep('eng', 'spec')],
       expiredGrants: [edge('fay', 2, 'eng', 'default', AGO[3])],
+      endedBy: 1,
     };
     expect(before.accessEnded).toEqual(hint);
     await applyChanges(db);

@@ -171,6 +171,7 @@ describe('permgraph grant --expires / --expires-in, sync-grants expiresAt, valid
         { tail: 'p', head: 'spec', level: 3, source: 'owner', expiresAt: null },
       ],
       expiredGrants: [{ tail: 'g1', head: 'p', level: 1, source: 'member', expiresAt: ago.toISOString() }],
+      endedBy: 1,
     };
     expect(JSON.parse((await cli('--json', 'explain', 'alice', 'spec')).stdout)).toMatchObject({ allowed: false, reason: 'no path', accessEnded: hint });
 
@@ -197,6 +198,21 @@ describe('permgraph grant --expires / --expires-in, sync-grants expiresAt, valid
       ].join('\n'),
     );
     expect((await cli('explain', 'cy', 'doc')).stdout).toBe('cy may read doc (best level: read, through its owner)\npath:\n  cy -[read, ldap]-> team\n  team -[manage, owner]-> doc\n');
+
+    // two grants of the route expired less than a millisecond apart: only the first ended the access
+    // (the database keeps microseconds, a Date milliseconds)
+    await loadGraph(db, {
+      nodes: [u('hal'), g('lead'), g('team'), o('doc', 'team')],
+      grants: [expiring('hal', 2, 'lead', ago), expiring('lead', 2, 'team', ago)],
+    });
+    await db.query(sql`update permgraph.grants set expires_at = ${ago}::timestamptz + interval '600 microseconds' where tail_id = 'hal'`);
+    await db.query(sql`update permgraph.grants set expires_at = ${ago}::timestamptz + interval '100 microseconds' where tail_id = 'lead'`);
+    await refresh(db);
+    expect((await cli('explain', 'hal', 'doc', '--level', 'write')).stdout.split('\n').slice(0, 3)).toEqual([
+      'hal may not write doc: no path',
+      `write access ended at ${ago.toISOString()}, when grant lead -[write]-> team (source default) expired`,
+      `also expired on that route since: grant hal -[write]-> lead (source default) at ${ago.toISOString()}`,
+    ]);
 
     // before the recomputation: 'expired', and the same hint
     await loadGraph(db, { nodes: [u('fay'), g('eng')], grants: [expiring('fay', 2, 'eng', new Date(Date.now() + HOUR))] });
