@@ -1,0 +1,152 @@
+// permgraph through PgBouncer, as an operator runs it: applications reach
+// the database through a transaction pooler (or a session pooler), with
+// real non-superuser logins, and the worker connects directly
+// (docs/operations.md, "Connection poolers"). Skipped, saying why, where
+// the pgbouncer binary is missing.
+import pg from 'pg';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { Permgraph } from '../../src/client.ts';
+import { WORKER_APPLICATION_NAME } from '../../src/constants.ts';
+import { sql, type Queryable } from '../../src/db/pool.ts';
+import { Worker } from '../../src/worker/worker.ts';
+import { runCli, waitUntil } from '../helpers/cli.ts';
+import { createTestDatabase } from '../helpers/database.ts';
+import { createLogin } from '../helpers/logins.ts';
+import { PGBOUNCER_MISSING, startPgBouncer, type PoolMode } from '../helpers/pgbouncer.ts';
+
+/** The sessions holding the applier role's advisory lock (the active worker's, or one left behind). */
+async function applierRoleHolders(db: Queryable): Promise<number[]> {
+  const rows = await db.query(sql`
+    select l.pid from pg_locks l
+    where l.locktype = 'advisory' and l.granted and l.objsubid = 1
+      and l.database = (select oid from pg_database where datname = current_database())
+      and ((l.classid::bigint << 32) | l.objid::bigint) = permgraph._applier_role_key()`);
+  return rows.map((r: { pid: number }) => r.pid);
+}
+
+/** One statement on a plain node-pg client of its own: an application's own connection through the pooler. */
+async function onOwnConnection<T extends Record<string, unknown>>(url: string, text: string): Promise<T> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return (await client.query<T>(text)).rows[0]!;
+  } finally {
+    await client.end();
+  }
+}
+
+if (PGBOUNCER_MISSING) {
+  it.skip(`through PgBouncer: skipped, ${PGBOUNCER_MISSING}`, () => {});
+} else {
+  describe('through PgBouncer', async () => {
+    const { db: owner, url } = await createTestDatabase();
+    const writer = await createLogin(owner, url, 'writer', 'permgraph_writer');
+    const reader = await createLogin(owner, url, 'reader', 'permgraph_reader');
+    const workerLogin = await createLogin(owner, url, 'worker', 'permgraph_worker');
+    const appLogin = await createLogin(owner, url, 'app', 'permgraph_writer');
+    const bouncer = await startPgBouncer(url, [writer.url, reader.url, workerLogin.url, appLogin.url]);
+    afterAll(() => bouncer.stop());
+
+    const opened: { close(): Promise<void> }[] = [];
+    const workers: Worker[] = [];
+    afterEach(async () => {
+      await Promise.all(workers.splice(0).map((w) => w.stop()));
+      await Promise.all(opened.splice(0).map((c) => c.close()));
+    });
+    async function connect(loginUrl: string, mode: PoolMode | 'direct'): Promise<Permgraph> {
+      const pg = await Permgraph.connect({ databaseUrl: mode === 'direct' ? loginUrl : bouncer.url(loginUrl, mode), poolSize: 4 });
+      opened.push(pg);
+      return pg;
+    }
+    /** The worker as docs/operations.md has it run: its own login, connected directly. */
+    async function directWorker(): Promise<Worker> {
+      const worker = new Worker({ url: workerLogin.url, pollIntervalMs: 200, standbyIntervalMs: 100 });
+      workers.push(worker);
+      await worker.start();
+      await waitUntil(async () => worker.role === 'active', 'the direct worker to take the applier role');
+      return worker;
+    }
+
+    describe.each(['transaction', 'session'] as const)('the application API in %s pooling', (mode) => {
+      it('writes, waits for its writes, checks, lists, explains, audits and follows the change stream, with writer and reader logins', async () => {
+        await directWorker();
+        const app = await connect(writer.url, mode);
+        const ask = await connect(reader.url, mode);
+        const p = `${mode}-`; // ids of this mode's graph
+        const [alice, bob, eng, roadmap, spec] = ['alice', 'bob', 'eng', 'roadmap', 'spec'].map((id) => p + id);
+        await app.addNode(alice!, 'user');
+        await app.addNode(bob!, 'user');
+        await app.addNode(eng!, 'group');
+        await app.addNode(roadmap!, 'group', { ownerId: eng });
+        await app.addNode(spec!, 'object', { ownerId: roadmap });
+        const consumer = `${p}search-index`;
+        expect((await ask.registerConsumer(consumer)).created).toBe(true);
+
+        // read-your-writes through the pooler: waitFor, and a check that waits for a token itself
+        await app.waitFor(await app.grant(alice!, eng!, 'write', { source: 'admin-ui' }));
+        expect(await ask.check(alice!, spec!, 'write')).toBe(true);
+        expect(await ask.check(alice!, spec!, 'manage')).toBe(false);
+        expect(await ask.check(bob!, spec!, 'read', { atLeastAsFreshAs: await app.grant(bob!, roadmap!, 'read') })).toBe(true);
+        expect(await ask.checkMany(bob!, [spec!, eng!, roadmap!, `${p}nobody`], 'read')).toEqual([true, false, true, false]);
+        expect(await ask.can(alice!, { id: 'row-1', ownerId: roadmap! }, 'write')).toBe(true);
+        // (objects are reached through their owner: alice's listing is her own row, eng, roadmap and spec)
+        expect((await ask.listTargets(alice!, { level: 'write' })).items.map((i) => [i.id, i.level])).toEqual([
+          [alice, 3], [eng, 2], [roadmap, 2], [spec, 2],
+        ]);
+        expect((await ask.listUsers(spec!)).items.map((i) => [i.id, i.level])).toEqual([[alice, 2], [bob, 1]]);
+        const why = await ask.explain(bob!, spec!, 'read');
+        expect(why.allowed).toBe(true);
+        expect(why.path.map((edge) => [edge.tail, edge.head])).toEqual([[bob, roadmap], [roadmap, spec]]);
+
+        // a sync of one source, a write as a declared actor, a revocation
+        const synced = await app.syncGrants(`${p}ldap`, [{ tail: bob!, head: eng!, level: 'read' }]);
+        expect(synced).toMatchObject({ inserted: 1, updated: 0, deleted: 0 });
+        await app.waitFor(synced.token);
+        expect(await ask.check(bob!, eng!, 'read')).toBe(true);
+        await app.asActor(`${p}carol@example.com`, () => app.grant(bob!, roadmap!, 'manage', { source: 'review' }));
+        const { entries } = await ask.audit({ actor: `${p}carol@example.com` });
+        expect(entries.map((e) => [e.action, e.dbRole])).toEqual([['grant', writer.name]]);
+        await app.waitFor(await app.revoke(bob!, roadmap!, { source: 'review' }));
+        expect(await ask.check(bob!, spec!, 'manage')).toBe(false);
+
+        // the change stream: every event since the registration, then nothing left once acknowledged
+        const seen: string[] = [];
+        for await (const batch of ask.changes(consumer)) {
+          seen.push(...batch.events.map((e) => `${e.op} ${e.userId} ${e.targetId}`));
+          await batch.ack();
+        }
+        expect(seen).toContain(`insert ${alice} ${eng}`);
+        expect(seen).toContain(`insert ${bob} ${roadmap}`);
+        expect((await ask.consumerStatus()).find((c) => c.consumer === consumer)).toMatchObject({ lagEvents: 0 });
+        // following: woken by NOTIFY in session pooling, by its polling in transaction pooling (notifications are lost there)
+        const follower = new AbortController();
+        const followed = (async () => {
+          const events: string[] = [];
+          for await (const batch of ask.changes(consumer, { follow: true, pollIntervalMs: 100, signal: follower.signal })) {
+            events.push(...batch.events.map((e) => `${e.op} ${e.userId} ${e.targetId}`));
+            await batch.ack();
+            if (events.includes(`update ${bob} ${eng}`)) follower.abort();
+          }
+          return events;
+        })();
+        // (one batch raises bob on eng and on roadmap, which eng owns: one transaction, read together)
+        await app.waitFor(await app.grant(bob!, eng!, 'write', { source: 'promotion' }));
+        expect((await followed).sort()).toEqual([`update ${bob} ${eng}`, `update ${bob} ${roadmap}`]);
+        expect(await ask.dropConsumer(consumer)).toBe(true);
+      });
+
+      it('the command line: grant, check, explain and `worker --once` as the worker login', async () => {
+        const p = `cli-${mode}-`;
+        await owner.query(sql`insert into permgraph.nodes (id, kind) values (${`${p}dana`}, 'user'), (${`${p}ops`}, 'group')`);
+        const granted = await runCli(['grant', `${p}dana`, `${p}ops`, 'write', '--database-url', bouncer.url(writer.url, mode)]);
+        expect(granted.code, granted.stderr).toBe(0);
+        const once = await runCli(['worker', '--once', '--database-url', bouncer.url(workerLogin.url, mode)]);
+        expect(once.code, once.stderr).toBe(0);
+        const checked = await runCli(['check', `${p}dana`, `${p}ops`, 'write', '--database-url', bouncer.url(reader.url, mode)]);
+        expect([checked.code, checked.stdout.trim()]).toEqual([0, 'yes']);
+        const explained = await runCli(['explain', `${p}dana`, `${p}ops`, '--database-url', bouncer.url(reader.url, mode)]);
+        expect(explained.stdout).toContain(`${p}dana -[write, default]-> ${p}ops`);
+      });
+    });
+  });
+}
