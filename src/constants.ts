@@ -73,6 +73,17 @@ export const STALL_CHECK_INTERVAL_MS = 5_000;
  */
 export const STALL_CHECK_TIMEOUT_MS = 5_000;
 
+/**
+ * How long the check for a transaction pooler (src/db/pooler.ts) waits for
+ * a second connection's server session (ms): a session pooler whose pool
+ * is full keeps it waiting while the first connection keeps its own, where
+ * a transaction pooler would have handed it the first one's idle session.
+ */
+export const POOLER_CHECK_TIMEOUT_MS = 2_000;
+
+/** application_name of that check's connections (short-lived). */
+export const POOLER_CHECK_APPLICATION_NAME = 'permgraph-pooler-check';
+
 /** application_name of the watchdog's probes (short-lived connections). */
 export const WATCHDOG_APPLICATION_NAME = 'permgraph-watchdog';
 

@@ -53,6 +53,17 @@ export class ConnectionStalledError extends PermgraphError {
   override name = 'ConnectionStalledError';
 }
 
+/**
+ * The worker's connections go through a pooler that gives one server
+ * session to several clients in turn (transaction pooling:
+ * src/db/pooler.ts), where the applier role, a session's advisory lock,
+ * would pass to other clients and outlive the worker: the worker refuses
+ * to start, or stops.
+ */
+export class SharedSessionError extends PermgraphError {
+  override name = 'SharedSessionError';
+}
+
 /** An applied migration file was edited after it ran. */
 export class MigrationChecksumError extends PermgraphError {
   override name = 'MigrationChecksumError';

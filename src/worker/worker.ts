@@ -17,7 +17,8 @@ import { applyChangesOnSession, resetWorkerSession, STANDBY_REFUSAL, useWorkerSe
 import { applyJobChunk, type ChunkResult } from '../engine/long-job.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
-import { isConnectionError, PermgraphError, sqlStateOf } from '../errors.ts';
+import { isConnectionError, PermgraphError, SharedSessionError, sqlStateOf } from '../errors.ts';
+import { connectionPath, type ConnectionPath } from '../db/pooler.ts';
 import { startListener, type Listener } from './listener.ts';
 import { createProbe, type Probe } from './probe.ts';
 import { Wakeup } from './wakeup.ts';
@@ -86,6 +87,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private stopped: Promise<void> | undefined;
   private loop: Promise<void> | undefined;
   private currentRole: 'active' | 'standby' | undefined;
+  /** Whether the check for a transaction pooler has had its answer (it waits for a server that answers). */
+  private pathChecked = false;
+  private failed: SharedSessionError | undefined;
 
   constructor(options: WorkerOptions) {
     super();
@@ -109,10 +113,22 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   /**
+   * Why the worker stopped by itself, if it did (it then emits 'stopped'):
+   * it found a transaction pooler between it and the server only after it
+   * started (the server could not be reached then). A worker never stops
+   * by itself otherwise.
+   */
+  get failure(): Error | undefined {
+    return this.failed;
+  }
+
+  /**
    * Starts listening and applying; resolves once the loop runs (it takes
    * the role, or waits as a standby, on its own: see role and the 'role'
    * event). Refuses a login that may not be a worker, which would otherwise
-   * retry forever, and a server in recovery. A second call returns the
+   * retry forever, a server in recovery, and a transaction pooler
+   * (SharedSessionError: the worker needs a session of its own, see
+   * requireOwnSessions). A second call returns the
    * first one's promise; a worker once stopped (or stopping) does not start
    * again: create a new one.
    */
@@ -124,6 +140,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   private async open(): Promise<void> {
     try {
+      await this.requireOwnSessions(true);
       await this.requireWorkerRights();
       if (this.options.listen && !this.stopping) {
         this.subscriber = await startListener(this.options.url, () => this.wakeup.notify(), this.logger, this.options.watchdog);
@@ -194,12 +211,50 @@ export class Worker extends EventEmitter<WorkerEvents> {
     );
   }
 
+  /**
+   * Refuses a transaction pooler between the worker and the server
+   * (src/db/pooler.ts). The applier role is a session's advisory lock
+   * (acquireRole), and a worker's session holds its settings
+   * (useWorkerSession): such a pooler would run the lock on a server
+   * session that it then hands to other clients, so that another worker
+   * of the same login takes the role too (the lock is re-entrant within a
+   * session), and it keeps the lock on that session after the worker stops
+   * (its unlock may reach another session), where it keeps every worker a
+   * standby. A session pooler keeps the worker's connection on one server
+   * session, and resets it when the worker disconnects: it is fine. Asked
+   * at start; a server that cannot be reached then (starting: the loop
+   * tries again) is asked when the loop first connects.
+   */
+  private async requireOwnSessions(starting: boolean): Promise<void> {
+    if (this.pathChecked) return;
+    let path: ConnectionPath;
+    try {
+      path = await connectionPath(this.options.url, { sharing: true });
+    } catch (error) {
+      if (!starting) throw error;
+      this.logger.warn({ err: error }, 'could not check how the worker\'s connections reach the server; asking again once it answers');
+      return;
+    }
+    this.pathChecked = true;
+    if (path === 'shared') throw new SharedSessionError(SHARED_SESSION_REFUSAL);
+    if (path === 'pooled') this.logger.info('connected through a pooler that keeps each connection on a server session of its own (session pooling)');
+  }
+
   private async runForever(): Promise<void> {
     while (!this.stopping) {
       try {
+        await this.requireOwnSessions(false);
         await this.pool.task((conn) => this.serveWithConnection(conn));
       } catch (error) {
         if (this.stopping) break;
+        if (error instanceof SharedSessionError) {
+          // Never retried: it is how the worker reaches the server, not a passing failure.
+          this.failed = error;
+          this.logger.error({ err: error }, 'stopping: the worker cannot run behind a transaction pooler');
+          if (this.listenerCount('error') > 0) this.emit('error', error);
+          void this.stop();
+          break;
+        }
         this.setRole('standby');
         // failures more than twice the longest wait apart are not in a row
         if (Date.now() - this.lastFailureAt > 2 * MAX_RETRY_DELAY_MS) this.failuresInARow = 0;
@@ -296,6 +351,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.emit('role', role);
   }
 }
+
+/** Why the worker refuses a transaction pooler (requireOwnSessions). */
+export const SHARED_SESSION_REFUSAL =
+  "this URL goes through a transaction pooler (two of its connections were served by one server session): the worker holds the applier role as a session's advisory lock, " +
+  'which such a pooler would pass on to its other clients and keep after the worker stops; connect the worker directly to PostgreSQL, ' +
+  'or through a pooler in session mode (docs/operations.md, "Connection poolers")';
 
 /** Connection failures in a row after which a wake-up no longer cuts the wait short. */
 const EARLY_RETRIES = 3;

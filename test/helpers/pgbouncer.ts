@@ -57,12 +57,16 @@ export const PGBOUNCER_MISSING: string | undefined =
 export async function startPgBouncer(
   databaseUrl: string,
   loginUrls: string[],
-  { transactionPoolSize = 1, sessionPoolSize = 10 }: { transactionPoolSize?: number; sessionPoolSize?: number } = {},
+  {
+    transactionPoolSize = 1,
+    sessionPoolSize = 10,
+    port: wanted,
+  }: { transactionPoolSize?: number; sessionPoolSize?: number; /** default: a free one */ port?: number } = {},
 ): Promise<PgBouncer> {
   if (BINARY === undefined) throw new Error(PGBOUNCER_MISSING);
   const target = new URL(databaseUrl);
   const database = decodeURIComponent(target.pathname.slice(1));
-  const port = await freePort();
+  const port = wanted ?? (await freePort());
   // As root it runs as the `postgres` OS user (PgBouncer refuses root), who must read its files.
   const dir = await mkdtemp(path.join(tmpdir(), 'permgraph-pgbouncer-'));
   await chmod(dir, 0o755);

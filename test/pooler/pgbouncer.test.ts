@@ -6,10 +6,10 @@
 import pg from 'pg';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { Permgraph } from '../../src/client.ts';
-import { WORKER_APPLICATION_NAME } from '../../src/constants.ts';
+import { SharedSessionError } from '../../src/errors.ts';
 import { sql, type Queryable } from '../../src/db/pool.ts';
 import { Worker } from '../../src/worker/worker.ts';
-import { runCli, waitUntil } from '../helpers/cli.ts';
+import { runCli, spawnCli, waitUntil } from '../helpers/cli.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { createLogin } from '../helpers/logins.ts';
 import { PGBOUNCER_MISSING, startPgBouncer, type PoolMode } from '../helpers/pgbouncer.ts';
@@ -146,6 +146,73 @@ if (PGBOUNCER_MISSING) {
         expect([checked.code, checked.stdout.trim()]).toEqual([0, 'yes']);
         const explained = await runCli(['explain', `${p}dana`, `${p}ops`, '--database-url', bouncer.url(reader.url, mode)]);
         expect(explained.stdout).toContain(`${p}dana -[write, default]-> ${p}ops`);
+      });
+    });
+
+    describe('the worker', () => {
+      it('refuses a transaction pooler, naming it, and takes no lock there: two such workers never both hold the applier role', async () => {
+        // (before the refusal both took the role: the pooler ran both advisory locks on the one server session they shared)
+        const pooled = [0, 1].map(() => new Worker({ url: bouncer.url(workerLogin.url, 'transaction'), pollIntervalMs: 200, standbyIntervalMs: 100 }));
+        workers.push(...pooled);
+        const outcomes = await Promise.allSettled(pooled.map((w) => w.start()));
+        expect(outcomes.map((o) => o.status)).toEqual(['rejected', 'rejected']);
+        for (const outcome of outcomes) {
+          expect(String((outcome as PromiseRejectedResult).reason)).toMatch(/transaction pool.*connect the worker directly/);
+        }
+        expect(pooled.map((w) => w.role)).toEqual([undefined, undefined]);
+        expect(await applierRoleHolders(owner)).toEqual([]);
+        // and nothing is left on the pooler's server session that would keep a worker connected directly waiting as a standby
+        await directWorker();
+        // The command line says so and exits 1.
+        const cli = await runCli(['worker', '--database-url', bouncer.url(workerLogin.url, 'transaction')]);
+        expect(cli.code).toBe(1);
+        expect(cli.stderr).toMatch(/^permgraph: this URL goes through a transaction pooler .*connect the worker directly/m);
+      });
+
+      it('stops by itself, saying why, when it finds the transaction pooler only once the server answers', async () => {
+        // The pooler's port, with nothing listening on it yet when the worker starts.
+        const later = await startPgBouncer(url, [workerLogin.url]);
+        const pooledUrl = later.url(workerLogin.url, 'transaction');
+        const port = Number(new URL(pooledUrl).port);
+        await later.stop();
+        const worker = new Worker({ url: pooledUrl, listen: false, pollIntervalMs: 200, standbyIntervalMs: 100 });
+        workers.push(worker);
+        const stopped = new Promise<void>((resolve) => worker.once('stopped', resolve));
+        await worker.start(); // (nothing answers: the worker starts, and retries)
+        const back = await startPgBouncer(url, [workerLogin.url], { port });
+        try {
+          await stopped;
+        } finally {
+          await back.stop();
+        }
+        expect(worker.failure).toBeInstanceOf(SharedSessionError);
+        expect(worker.failure?.message).toMatch(/transaction pool.*connect the worker directly/);
+        expect(worker.role).toBeUndefined();
+        expect(await applierRoleHolders(owner)).toEqual([]);
+      });
+
+      it('runs in session pooling: one applier, a standby that takes over when it stops or is killed', async () => {
+        const sessionUrl = bouncer.url(workerLogin.url, 'session');
+        const first = new Worker({ url: sessionUrl, pollIntervalMs: 200, standbyIntervalMs: 100 });
+        const second = new Worker({ url: sessionUrl, pollIntervalMs: 200, standbyIntervalMs: 100 });
+        workers.push(first, second);
+        await first.start();
+        await waitUntil(async () => first.role === 'active', 'the first worker to take the role');
+        await second.start();
+        await waitUntil(async () => second.role === 'standby', 'the second worker to wait as a standby');
+        expect(await applierRoleHolders(owner)).toHaveLength(1);
+        await first.stop();
+        await waitUntil(async () => second.role === 'active', 'the standby to take over');
+        await second.stop();
+        expect(await applierRoleHolders(owner)).toEqual([]);
+        // A worker killed outright: the pooler sees its client gone and resets the server session (DISCARD ALL), lock and all.
+        const killed = spawnCli(['worker', '--database-url', sessionUrl]);
+        try {
+          await waitUntil(async () => (await applierRoleHolders(owner)).length === 1, 'the command line worker to take the role');
+        } finally {
+          killed.kill('SIGKILL');
+        }
+        await directWorker();
       });
     });
   });

@@ -111,8 +111,12 @@ async function runWorker(ctx: CommandContext, flags: WorkerFlags, onSchemaReady?
     await worker.stop();
     metricsServer?.close();
   });
+  // (it stops by itself only when it finds a transaction pooler after starting: Worker.failure)
+  const stoppedItself = new Promise<void>((resolve) => worker.once('stopped', resolve));
   await worker.start();
-  await stopped;
+  await Promise.race([stopped, stoppedItself]);
+  metricsServer?.close();
+  if (worker.failure) throw worker.failure;
   ctx.logger.info('worker stopped');
 }
 

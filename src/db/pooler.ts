@@ -1,0 +1,95 @@
+// Whether a URL's connections reach PostgreSQL directly or through a
+// connection pooler (PgBouncer, and its kind), told from what the server
+// and the pooler answer, never from the URL.
+import pg, { type ClientConfig } from 'pg';
+import { END_TIMEOUT_MS, POOLER_CHECK_APPLICATION_NAME, POOLER_CHECK_TIMEOUT_MS } from '../constants.ts';
+import { clientConfig } from './client-config.ts';
+import { SocketKeeper } from './socket-keeper.ts';
+
+/**
+ * How a URL's connections reach the server:
+ * - `direct`: each is a server session of its own (the server's process id
+ *   is the one the connection announced at its start: nothing in between
+ *   rewrote it).
+ * - `pooled`: through a pooler (it announced a process id of its own), which
+ *   kept each connection on one server session as far as the check saw:
+ *   session pooling, as far as can be told.
+ * - `shared`: through a pooler that gave two connections the same server
+ *   session, or moved one from session to session: transaction (or
+ *   statement) pooling. That is proof: no session pooler and no server ever
+ *   does it. Whatever one connection sets or locks for its session then
+ *   passes to other clients, and what it set before may be gone.
+ */
+export type ConnectionPath = 'direct' | 'pooled' | 'shared';
+
+/**
+ * Tells how `url`'s connections reach the server, over connections of its
+ * own (at most two, closed before it returns). Without `sharing`, only
+ * `direct` or `pooled` (one connection). With it, a pooler is also asked
+ * whether it shares server sessions: one connection asks for its server's
+ * process id twice, another asks inside a transaction (which keeps its
+ * server session for it), then the first asks again. A session pooler keeps
+ * the first on one session throughout and the second on another; a
+ * transaction pooler hands the first's idle session to the second (PgBouncer
+ * reuses its most recently freed session), or moves the first (round robin,
+ * or another client took its session meanwhile). A pooler whose pool is
+ * full keeps the second waiting: after POOLER_CHECK_TIMEOUT_MS the first
+ * asks again, and answers at once on its own session in session pooling
+ * (in transaction pooling it waits too, and the check fails, or it moves).
+ * Only `shared` is certain: a transaction pooler whose other clients happen
+ * to take and return its sessions in step with the check may pass for a
+ * session pooler.
+ */
+export async function connectionPath(url: string, { sharing = false }: { sharing?: boolean } = {}): Promise<ConnectionPath> {
+  const config = await clientConfig(url, POOLER_CHECK_APPLICATION_NAME);
+  const sockets = new SocketKeeper();
+  const clients: pg.Client[] = [];
+  const open = async (options: Partial<ClientConfig> = {}) => {
+    const client = new pg.Client({ ...config, ...options, stream: sockets.stream });
+    client.on('error', () => {}); // (its errors reach the calls awaited below)
+    clients.push(client);
+    await client.connect();
+    return client;
+  };
+  try {
+    const first = await open({ query_timeout: POOLER_CHECK_TIMEOUT_MS });
+    const firstPid = await serverPid(first);
+    if (announcedPid(first) === firstPid) return 'direct';
+    if (!sharing) return 'pooled';
+    if ((await serverPid(first)) !== firstPid) return 'shared';
+    const second = await open({ query_timeout: POOLER_CHECK_TIMEOUT_MS });
+    let began = false;
+    try {
+      let secondPid: number | undefined;
+      try {
+        await second.query('begin');
+        began = true;
+        secondPid = await serverPid(second);
+      } catch {
+        // No server session for it within the time: a full session pool (the
+        // first keeps its own, and answers on it), or a transaction pool
+        // whose every session is in use (the first waits too, or moves).
+      }
+      if (secondPid === firstPid) return 'shared';
+      // (the second keeps its session, if it got one, while the first asks again)
+      return (await serverPid(first)) === firstPid ? 'pooled' : 'shared';
+    } finally {
+      // Its session goes back to the pool clean: one left in a transaction
+      // is closed by the pooler, and whoever waits for it waits longer.
+      if (began) await second.query('rollback').catch(() => {});
+    }
+  } finally {
+    await Promise.all(clients.map((client) => sockets.endWithin(client.end(), END_TIMEOUT_MS)));
+  }
+}
+
+/** The process id of the server session that ran this statement. */
+async function serverPid(client: pg.Client): Promise<number> {
+  const { rows } = await client.query<{ pid: number }>('select pg_catalog.pg_backend_pid() as pid');
+  return Number(rows[0]!.pid);
+}
+
+/** The process id the connection announced at its start (BackendKeyData): the server's own, unless a pooler made one up. */
+function announcedPid(client: pg.Client): number | null {
+  return (client as pg.Client & { processID?: number | null }).processID ?? null;
+}
