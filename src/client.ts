@@ -11,7 +11,7 @@ import { listTargets, listUsers, type ListTargetsOptions, type ListUsersOptions,
 import { disableRowLevelSecurity, enableRowLevelSecurity, setSuperuser, type RowLevelSecurityOptions } from './app/rls.ts';
 import { syncGrants, type DesiredGrant, type SyncResult as SyncGrantsResult } from './app/sync-grants.ts';
 import type { Transaction } from '@databases/pg';
-import { openPool, sql, type ConnectionPool, type Queryable } from './db/pool.ts';
+import { openApplicationPool, sql, type ConnectionPool, type Queryable } from './db/pool.ts';
 import { resolveDatabase, type ResolvedDatabase } from './db/resolve.ts';
 import { applyChanges, refresh, type ApplyOptions, type BatchResult } from './engine/apply.ts';
 import { applyJobChunk, type ChunkOptions, type ChunkResult } from './engine/long-job.ts';
@@ -82,11 +82,12 @@ export class Permgraph {
     if (database.origin === 'embedded') {
       logger.warn({ url: database.url }, 'no database URL given and DATABASE_URL is unset: using the embedded development PostgreSQL in .permgraph/');
     }
-    const db = openPool(database.url, { poolSize: options.poolSize });
+    let db: ConnectionPool | undefined;
     try {
+      db = await openApplicationPool(database.url, { poolSize: options.poolSize });
       await assertServerVersion(db);
     } catch (error) {
-      await db.dispose();
+      await db?.dispose();
       await database.release();
       throw error;
     }

@@ -68,7 +68,7 @@ type StopSignal = keyof typeof SIGNAL_EXIT;
 export async function withContext<T>(options: GlobalOptions, run: (context: CommandContext) => Promise<T>): Promise<T> {
   const interrupt = new Interrupt();
   try {
-    const [{ createLogger }, { resolveDatabase }, { openPool }] = await Promise.all([
+    const [{ createLogger }, { resolveDatabase }, { openApplicationPool }] = await Promise.all([
       import('../logger.ts'),
       import('../db/resolve.ts'),
       import('../db/pool.ts'),
@@ -78,7 +78,10 @@ export async function withContext<T>(options: GlobalOptions, run: (context: Comm
     interrupt.logger = logger;
     interrupt.check();
     const database = await resolveDatabase({ databaseUrl: options.databaseUrl, logger });
-    const db = openPool(database.url, { applicationName: interrupt.applicationName });
+    const db = await openApplicationPool(database.url, { applicationName: interrupt.applicationName }).catch(async (error: unknown) => {
+      await database.release();
+      throw error;
+    });
     interrupt.url = database.url;
     const context: CommandContext = {
       database,

@@ -1,6 +1,7 @@
 import databases, { sql, type ConnectionPool, type Queryable } from '@databases/pg';
 import { DEFAULT_APPLICATION_NAME, KEEPALIVE_INITIAL_DELAY_MS } from '../constants.ts';
 import { InvalidInputError } from '../errors.ts';
+import { connectionPath } from './pooler.ts';
 import { tlsPlan } from './tls.ts';
 
 export { sql };
@@ -13,6 +14,13 @@ export interface PoolOptions {
   poolSize?: number;
   applicationName?: string;
   onIdleError?: (error: Error) => void;
+  /**
+   * SET search_path = PINNED_SEARCH_PATH on each connection (default true).
+   * A session setting: through a transaction pooler it would land on one
+   * server session and pass to whichever client the pooler hands that
+   * session next (see openApplicationPool).
+   */
+  pinSearchPath?: boolean;
 }
 
 /** A connection pool on an explicit URL (never silently on DATABASE_URL: callers decide). */
@@ -36,7 +44,7 @@ export function openPool(url: string, options: PoolOptions = {}): ConnectionPool
     // a name to an object someone planted in public (a function taking
     // text[] beats pg_catalog's polymorphic unnest wherever public is on the
     // path). Applications name their own tables with their schema.
-    schema: PINNED_SEARCH_PATH,
+    schema: options.pinSearchPath === false ? undefined : PINNED_SEARCH_PATH,
     // A server gone without closing the connection is noticed (the OS's
     // probes start after this delay) instead of a query waiting for hours.
     keepAlive: true,
@@ -45,4 +53,20 @@ export function openPool(url: string, options: PoolOptions = {}): ConnectionPool
     // is replaced on next use; the default handler would print to stderr.
     onError: options.onIdleError ?? (() => {}),
   });
+}
+
+/**
+ * The pool of Permgraph.connect() and of the command line, whose URL may
+ * lead to a connection pooler: the search path is pinned only on a direct
+ * connection (src/db/pooler.ts). Through a pooler every connection is a
+ * series of server sessions that other clients share (a transaction
+ * pooler's), or may be: the SET would pass to the application's own
+ * connections of the same login, whose unqualified names would then fail
+ * to resolve, and permgraph's later statements could run on sessions
+ * without it anyway. Its statements then resolve names through the
+ * login's own search_path (docs/security.md, "Search paths"). Costs one
+ * connection, to ask.
+ */
+export async function openApplicationPool(url: string, options: Omit<PoolOptions, 'pinSearchPath'> = {}): Promise<ConnectionPool> {
+  return openPool(url, { ...options, pinSearchPath: (await connectionPath(url)) === 'direct' });
 }

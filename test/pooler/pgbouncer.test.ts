@@ -215,5 +215,20 @@ if (PGBOUNCER_MISSING) {
         await directWorker();
       });
     });
+
+    describe('session state', () => {
+      it("leaves the pooler's server sessions as it found them: an application's own connection keeps its login's search_path", async () => {
+        const reference = await onOwnConnection<{ search_path: string }>(appLogin.url, 'show search_path'); // the login's own, directly
+        // (connected directly, permgraph pins its own path for its connections)
+        const direct = await connect(appLogin.url, 'direct');
+        expect(await direct.db.query(sql`select current_setting('search_path') as search_path`)).toEqual([{ search_path: 'pg_catalog, pg_temp' }]);
+        const app = await connect(appLogin.url, 'transaction');
+        await app.addNode('state-user', 'user');
+        expect(await app.check('state-user', 'state-user', 'read')).toBe(false); // (not applied: no worker runs here)
+        // The transaction pool has one server session for this login: permgraph's connections used it just now.
+        const seen = await onOwnConnection<{ search_path: string }>(bouncer.url(appLogin.url, 'transaction'), 'show search_path');
+        expect(seen).toEqual(reference);
+      });
+    });
   });
 }
