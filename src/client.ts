@@ -288,7 +288,7 @@ export class Permgraph {
 
   /** Schema, index, worker, backlog and import health checks. */
   doctor(options: DoctorOptions = {}): Promise<DoctorCheck[]> {
-    return runDoctor(this.db, options);
+    return runDoctor(this.db, { url: this.url, ...options });
   }
 
   /** Makes the roles/operations catalog equal to `catalog` (or the JSON file at that path). */

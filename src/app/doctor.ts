@@ -2,13 +2,14 @@
 import { DEFAULT_MAX_CONSUMER_LAG_SECONDS, DEFAULT_MAX_LAG_SECONDS, QUEUE_DEAD_SPACE_PAGES } from '../constants.ts';
 import { toConsumerStatuses } from '../engine/changes.ts';
 import { sql, type Queryable } from '../db/pool.ts';
+import { connectionPath, type ConnectionPath } from '../db/pooler.ts';
 import { modifiedMigrations, schemaState } from '../migrations/migrate.ts';
 import { indexesInDump, readCommittedDump } from '../migrations/schema-dump.ts';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 
 export interface DoctorCheck {
-  name: 'schema' | 'indexes' | 'settings' | 'worker' | 'backlog' | 'queue' | 'stream' | 'imports';
+  name: 'pooling' | 'schema' | 'indexes' | 'settings' | 'worker' | 'backlog' | 'queue' | 'stream' | 'imports';
   status: CheckStatus;
   /** One line: what was found and, when not ok, what to do. */
   message: string;
@@ -19,6 +20,8 @@ export interface DoctorOptions {
   maxLagSeconds?: number;
   /** A change stream consumer whose oldest unacknowledged event is older than this many seconds is a warning (default 3,600). */
   maxConsumerLagSeconds?: number;
+  /** The URL `db` connects with: the `pooling` check asks how it reaches the server (without it, that check is left out). */
+  url?: string;
 }
 
 /**
@@ -30,7 +33,9 @@ export async function expectedIndexes(): Promise<{ table: string; index: string 
 }
 
 export async function runDoctor(db: Queryable, options: DoctorOptions = {}): Promise<DoctorCheck[]> {
-  const checks: DoctorCheck[] = [await schemaCheck(db), await indexCheck(db), await settingsCheck(db)];
+  const checks: DoctorCheck[] = [];
+  if (options.url !== undefined) checks.push(await poolingCheck(options.url));
+  checks.push(await schemaCheck(db), await indexCheck(db), await settingsCheck(db));
   const [{ has_status: hasStatus }] = await db.query(sql`select to_regprocedure('permgraph.status()') is not null as has_status`);
   if (!hasStatus) {
     const message = 'not checked: permgraph.status() is missing (see the schema check)';
@@ -46,6 +51,40 @@ export async function runDoctor(db: Queryable, options: DoctorOptions = {}): Pro
   }
   checks.push(await importsCheck(db));
   return checks;
+}
+
+/**
+ * How the URL reaches the server (src/db/pooler.ts): directly, or through a
+ * connection pooler, and whether that pooler shares server sessions between
+ * clients (transaction pooling), where applications work and the worker
+ * refuses to run (docs/operations.md, "Connection poolers"). Sharing is
+ * reported only when seen, which proves it.
+ */
+async function poolingCheck(url: string): Promise<DoctorCheck> {
+  let path: ConnectionPath;
+  try {
+    path = await connectionPath(url, { sharing: true });
+  } catch (error) {
+    return { name: 'pooling', status: 'warn', message: `not checked: ${error instanceof Error ? error.message : String(error)}` };
+  }
+  switch (path) {
+    case 'direct':
+      return { name: 'pooling', status: 'ok', message: 'direct to PostgreSQL (no connection pooler): fine for applications and for the worker' };
+    case 'pooled':
+      return {
+        name: 'pooling',
+        status: 'ok',
+        message: 'through a connection pooler that kept each connection on a server session of its own (session pooling): fine for applications and for the worker',
+      };
+    case 'shared':
+      return {
+        name: 'pooling',
+        status: 'warn',
+        message:
+          'through a transaction pooler (two connections were served by one server session): fine for applications, ' +
+          'but the worker refuses it: connect the worker directly to PostgreSQL, or through session pooling',
+      };
+  }
 }
 
 async function schemaCheck(db: Queryable): Promise<DoctorCheck> {

@@ -230,5 +230,20 @@ if (PGBOUNCER_MISSING) {
         expect(seen).toEqual(reference);
       });
     });
+
+    describe('doctor', () => {
+      it('tells a transaction pooler (where the worker cannot run) from a session pooler and a direct connection', async () => {
+        const found: Record<string, unknown> = {};
+        for (const where of ['direct', 'session', 'transaction'] as const) {
+          const checks = await (await connect(reader.url, where)).doctor();
+          found[where] = checks.find((c) => c.name === 'pooling');
+        }
+        expect(found).toEqual({
+          direct: { name: 'pooling', status: 'ok', message: expect.stringMatching(/^direct to PostgreSQL/) },
+          session: { name: 'pooling', status: 'ok', message: expect.stringMatching(/^through a connection pooler that kept/) },
+          transaction: { name: 'pooling', status: 'warn', message: expect.stringMatching(/^through a transaction pooler.*connect the worker directly/) },
+        });
+      });
+    });
   });
 }

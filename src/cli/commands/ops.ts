@@ -88,7 +88,7 @@ export function registerOpsCommands(program: Command): void {
 
   program
     .command('doctor')
-    .description('check schema version, indexes, settings, worker, backlog, change queue, change stream consumers and imports; exit 1 if any check fails')
+    .description('check the connection (pooler), schema version, indexes, settings, worker, backlog, change queue, change stream consumers and imports; exit 1 if any check fails')
     .option('--max-lag <seconds>', 'a pending change older than this is a warning', String(DEFAULT_MAX_LAG_SECONDS))
     .option('--max-consumer-lag <seconds>', 'a change stream consumer whose oldest unacknowledged event is older than this is a warning', String(DEFAULT_MAX_CONSUMER_LAG_SECONDS))
     .action(
@@ -97,6 +97,7 @@ export function registerOpsCommands(program: Command): void {
         const checks = await runDoctor(ctx.db, {
           maxLagSeconds: positiveInteger(flags.maxLag, '--max-lag'),
           maxConsumerLagSeconds: positiveInteger(flags.maxConsumerLag, '--max-consumer-lag'),
+          url: ctx.database.url,
         });
         const failed = checks.filter((c) => c.status === 'fail');
         if (ctx.options.json) ctx.emitJson({ ok: failed.length === 0, checks });
