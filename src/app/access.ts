@@ -72,7 +72,7 @@ export async function checkMany(
     ? sql`permgraph.check(${userId}, t.id, ${parseLevel(levelOrOperation)}, ${includeTrash})`
     : sql`permgraph.check_op(${userId}, t.id, ${String(levelOrOperation)}, ${includeTrash})`;
   const rows: { allowed: boolean }[] = await withInputErrors(() =>
-    db.query(sql`select ${answer} as allowed from unnest(${targetIds}::text[]) with ordinality t(id, ord) order by t.ord`),
+    db.query(sql`select ${answer} as allowed from pg_catalog.unnest(${targetIds}::text[]) with ordinality t(id, ord) order by t.ord`),
   ).catch((error: unknown) => {
     throw withLevelHint(error);
   });

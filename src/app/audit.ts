@@ -153,7 +153,7 @@ export async function pruneAudit(db: Queryable, options: PruneAuditOptions): Pro
   return withInputErrors(() => db.tx(async (tx) => {
     await applyActor(tx, options.actor);
     const [moment] = await tx.query(sql`
-      select coalesce(${before}::timestamptz, now() - make_interval(secs => ${olderThanSeconds}::float8)) as before,
+      select coalesce(${before}::timestamptz, now() - pg_catalog.make_interval(secs => ${olderThanSeconds}::float8)) as before,
              coalesce(${before}::timestamptz, now()) > now() as future`);
     if (moment.future) {
       throw new InvalidInputError(`before ${(moment.before as Date).toISOString()} is in the future (by the database's clock): it would prune entries written now`);

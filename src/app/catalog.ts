@@ -245,7 +245,7 @@ export async function syncRoles(
         if (upserts.length) {
           await tx.query(sql`
             insert into ${TABLES[section]} (name, level)
-            select * from unnest(${upserts.map((c) => c.name)}::text[], ${upserts.map((c) => c.to)}::smallint[])
+            select * from rows from (pg_catalog.unnest(${upserts.map((c) => c.name)}::text[]), pg_catalog.unnest(${upserts.map((c) => c.to)}::smallint[]))
             on conflict (name) do update set level = excluded.level`);
         }
       }

@@ -17,7 +17,7 @@ export async function resolveExpiry(tx: Queryable, input: ExpiryInput, what = 'e
   checkExpiryInput(input);
   const at =
     input.expiresIn !== undefined
-      ? ((await tx.query(sql`select now() + make_interval(secs => ${parseDuration(input.expiresIn) / 1000}) as at`))[0].at as Date)
+      ? ((await tx.query(sql`select now() + pg_catalog.make_interval(secs => ${parseDuration(input.expiresIn) / 1000}) as at`))[0].at as Date)
       : parseExpiresAt(input.expiresAt, what);
   if (at !== null) await requireFuture(tx, [at], [what]);
   return at;
@@ -27,7 +27,7 @@ export async function resolveExpiry(tx: Queryable, input: ExpiryInput, what = 'e
 export async function requireFuture(tx: Queryable, moments: readonly (Date | null)[], labels: readonly string[]): Promise<void> {
   const [first]: { ord: number; now: Date }[] = await tx.query(sql`
     select m.ord, now() as now
-    from unnest(${moments.map((m) => (m === null ? null : m.toISOString()))}::timestamptz[]) with ordinality as m(at, ord)
+    from pg_catalog.unnest(${moments.map((m) => (m === null ? null : m.toISOString()))}::timestamptz[]) with ordinality as m(at, ord)
     where m.at <= now()
     order by m.ord
     limit 1`);

@@ -59,7 +59,7 @@ export async function disableRowLevelSecurity(db: Queryable, table: string): Pro
  */
 async function requireTable(db: Queryable, table: string): Promise<void> {
   const rows: { found: boolean; parts: number | null }[] = await withInputErrors(
-    () => db.query(sql`select to_regclass(${table}) is not null as found, cardinality(parse_ident(${table}, false)) as parts`),
+    () => db.query(sql`select to_regclass(${table}) is not null as found, pg_catalog.cardinality(pg_catalog.parse_ident(${table}, false)) as parts`),
     { '22': () => `${JSON.stringify(table)} is not a table name` },
   );
   const [row] = rows;

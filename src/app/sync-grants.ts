@@ -71,8 +71,8 @@ export async function syncGrants(
       const [counts] = await tx.query(sql`
         with desired as (
           select tail_id, head_id, level, expires_at
-          from unnest(${tails}::text[], ${heads}::text[], ${levels}::smallint[],
-                      ${expiries.map((e) => (e === null ? null : e.toISOString()))}::timestamptz[]) as d(tail_id, head_id, level, expires_at)
+          from rows from (pg_catalog.unnest(${tails}::text[]), pg_catalog.unnest(${heads}::text[]), pg_catalog.unnest(${levels}::smallint[]),
+                          pg_catalog.unnest(${expiries.map((e) => (e === null ? null : e.toISOString()))}::timestamptz[])) as d(tail_id, head_id, level, expires_at)
         ), removed as (
           delete from permgraph.grants g
           where g.source = ${source}
@@ -151,7 +151,7 @@ async function requireKnownEnds(tx: Queryable, tails: string[], heads: string[])
   const problems: { ord: number; tail_id: string; head_id: string; tail_kind: string | null; head_known: boolean; total: number }[] =
     await tx.query(sql`
       select d.ord, d.tail_id, d.head_id, t.kind as tail_kind, h.id is not null as head_known, count(*) over () as total
-      from unnest(${tails}::text[], ${heads}::text[]) with ordinality as d(tail_id, head_id, ord)
+      from rows from (pg_catalog.unnest(${tails}::text[]), pg_catalog.unnest(${heads}::text[])) with ordinality as d(tail_id, head_id, ord)
       left join permgraph.nodes t on t.id = d.tail_id
       left join permgraph.nodes h on h.id = d.head_id
       where t.id is null or h.id is null or t.kind = 'object'

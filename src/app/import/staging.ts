@@ -75,7 +75,7 @@ function capped(table: 'nodes' | 'grants', t: ReturnType<typeof sql.ident>) {
   }
   return sql`coalesce(${t}.problem, case ${long('tail_id')} ${long('head_id')}
                when length(${t}.source) > ${sql.__dangerous__rawValue(String(SOURCE_LIMIT))}
-               then format('source %s is %s characters long (at most ${sql.__dangerous__rawValue(String(SOURCE_LIMIT))} in an import)',
+               then pg_catalog.format('source %s is %s characters long (at most ${sql.__dangerous__rawValue(String(SOURCE_LIMIT))} in an import)',
                            permgraph._describe_id(${t}.source), length(${t}.source)) end),
              ${cut('tail_id')}, ${cut('head_id')}, ${t}.level, ${cut('source', SOURCE_LIMIT)}, ${t}.expires_at`;
 }
@@ -108,7 +108,8 @@ async function stageCsv(
         with staged as (
           insert into ${target}
           select ${ctx.name}, t.seq, t.line, ${capped(table, sql.ident('t'))}
-          from unnest(${seqs}::bigint[], ${lines}::bigint[], ${problems}::text[], ${sql.join(values.map((v) => sql`${v}::text[]`), sql`, `)})
+          from rows from (pg_catalog.unnest(${seqs}::bigint[]), pg_catalog.unnest(${lines}::bigint[]), pg_catalog.unnest(${problems}::text[]),
+                          ${sql.join(values.map((v) => sql`pg_catalog.unnest(${v}::text[])`), sql`, `)})
             as t(seq, line, problem, ${names})
           returning 1
         )

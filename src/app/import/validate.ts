@@ -71,13 +71,13 @@ async function listProblems(tx: Queryable, ctx: RunContext, limit: number): Prom
   const label = (input: RunContext['nodes']) => (input?.kind === 'csv' ? input.label : '');
   const rows: { tbl: 'nodes' | 'grants'; line: number | null; key: string; problem: string }[] = await tx.query(sql`
     (select 'nodes' as tbl, line, seq, 0 as ord, problem,
-            case when id is null then format('row with null id (kind %s, owner_id %s)', permgraph._describe_id(kind), permgraph._describe_id(owner_id))
-                 else format('id %s', permgraph._describe_id(id)) end as key
+            case when id is null then pg_catalog.format('row with null id (kind %s, owner_id %s)', permgraph._describe_id(kind), permgraph._describe_id(owner_id))
+                 else pg_catalog.format('id %s', permgraph._describe_id(id)) end as key
      from permgraph.import_nodes where run = ${ctx.name} and problem is not null
      order by seq limit ${limit})
     union all
     (select 'grants', line, seq, 1, problem,
-            format('grant %s -> %s (source %s)', permgraph._describe_id(tail_id), permgraph._describe_id(head_id), permgraph._describe_id(source))
+            pg_catalog.format('grant %s -> %s (source %s)', permgraph._describe_id(tail_id), permgraph._describe_id(head_id), permgraph._describe_id(source))
      from permgraph.import_grants where run = ${ctx.name} and problem is not null
      order by seq limit ${limit})
     order by ord, seq limit ${limit}`);

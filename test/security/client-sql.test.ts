@@ -1,0 +1,146 @@
+// The statements the TypeScript side sends run in the caller's session,
+// with the caller's rights and its search_path. Permgraph.connect() pins
+// that path on a direct connection, but not behind a connection pooler
+// (src/db/pool.ts), and Permgraph.fromPool() runs on the application's own
+// pool, as it is. There, a login allowed to create objects in a schema on
+// the path (public, on PostgreSQL 14 by default) could plant functions
+// that match better than pg_catalog's polymorphic ones (unnest(anyarray),
+// cardinality(anyarray), format(text, variadic "any")) and have them run as
+// whoever calls the API: the application's login, or the schema's owner
+// for an import. So the client's SQL names those functions by schema. Each
+// entry point below runs through unpinned pools, on the logins' default
+// path; no planted function may run, and the answers must be the model's.
+import { beforeEach, describe, expect, it } from 'vitest';
+import { Permgraph } from '../../src/client.ts';
+import { openPool, sql, type ConnectionPool } from '../../src/db/pool.ts';
+import { computePermissions, type RefGraph } from '../reference/model.ts';
+import { g, grant, o, u } from '../helpers/builders.ts';
+import { createTestDatabase } from '../helpers/database.ts';
+import { loadGraph } from '../helpers/graph.ts';
+import { createLogin } from '../helpers/logins.ts';
+
+const graph: RefGraph = {
+  nodes: [u('alice'), u('bob'), g('eng'), g('secret'), o('doc', 'eng')],
+  grants: [grant('alice', 2, 'eng'), grant('bob', 1, 'eng')],
+};
+
+/** Functions that beat pg_catalog's polymorphic ones for the types the client passes, recording who ran them. */
+async function plantFunctions(attacker: ConnectionPool): Promise<void> {
+  await attacker.query(sql`
+    create table public.planted_calls (caller text, what text);
+    grant insert on public.planted_calls to public;
+    create function public.unnest(text[]) returns setof text language plpgsql as $$
+    begin
+      insert into public.planted_calls values (current_user, 'unnest(text[])');
+      return query select pg_catalog.unnest($1);
+    end $$;
+    create function public.unnest(timestamptz[]) returns setof timestamptz language plpgsql as $$
+    begin
+      insert into public.planted_calls values (current_user, 'unnest(timestamptz[])');
+      return query select pg_catalog.unnest($1);
+    end $$;
+    create function public.unnest(smallint[]) returns setof smallint language plpgsql as $$
+    begin
+      insert into public.planted_calls values (current_user, 'unnest(smallint[])');
+      return query select pg_catalog.unnest($1);
+    end $$;
+    create function public.cardinality(text[]) returns integer language plpgsql as $$
+    begin
+      insert into public.planted_calls values (current_user, 'cardinality(text[])');
+      return pg_catalog.cardinality($1);
+    end $$;
+    create function public.format(text, text) returns text language plpgsql as $$
+    begin
+      insert into public.planted_calls values (current_user, 'format(text, text)');
+      return pg_catalog.format($1, $2);
+    end $$;
+    create function public.format(text, text, text, text) returns text language plpgsql as $$
+    begin
+      insert into public.planted_calls values (current_user, 'format(text, text, text, text)');
+      return pg_catalog.format($1, $2, $3, $4);
+    end $$;`);
+}
+
+/**
+ * A pool as an application's own, or Permgraph.connect()'s behind a pooler:
+ * nothing pinned, the login's default path ("$user", public). pg_catalog is
+ * searched first, yet a function of public whose argument types match
+ * exactly still beats a polymorphic one of pg_catalog.
+ */
+function unpinnedPool(url: string): ConnectionPool {
+  return openPool(url, { poolSize: 2, pinSearchPath: false });
+}
+
+describe('the client\'s own SQL on an unpinned search path', async () => {
+  const { db: owner, url } = await createTestDatabase();
+  await loadGraph(owner, graph);
+  await owner.query(sql`select permgraph.refresh()`);
+  const app = await createLogin(owner, url, 'app', 'permgraph_writer');
+  const mallory = await createLogin(owner, url, 'mallory', 'permgraph_writer');
+  await owner.query(sql`grant create on schema public to ${sql.ident(mallory.name)}`);
+  await plantFunctions(mallory.db);
+  const appPool = unpinnedPool(app.url);
+  const ownerPool = unpinnedPool(url);
+  const asApp = Permgraph.fromPool(appPool, app.url);
+  const asOwner = Permgraph.fromPool(ownerPool, url);
+
+  beforeEach(async () => {
+    await owner.query(sql`truncate public.planted_calls`);
+  });
+
+  async function plantedCalls(): Promise<{ caller: string; what: string }[]> {
+    return owner.query(sql`select distinct caller, what from public.planted_calls order by 1, 2`);
+  }
+
+  it('the pools resolve names through the default path, where the planted functions win', async () => {
+    const [{ path }] = await appPool.query(sql`select current_setting('search_path') as path`);
+    expect(path).toBe('"$user", public');
+    const [{ n }] = await appPool.query(sql`select count(*)::int as n from unnest(${['a', 'b']}::text[])`);
+    expect(n).toBe(2);
+    expect(await plantedCalls()).toEqual([{ caller: app.name, what: 'unnest(text[])' }]);
+  });
+
+  it('checkMany, grant with an expiry, syncGrants: the model\'s answers, no planted call', async () => {
+    const model = computePermissions(graph);
+    const expected = ['eng', 'doc', 'secret', 'nowhere'].map((target) =>
+      model.some((row) => row.userId === 'alice' && row.level >= 1 && (row.targetId === target || (target === 'doc' && row.targetId === 'eng' && row.traverseOwned))));
+    expect(expected).toEqual([true, true, false, false]);
+    expect(await asApp.checkMany('alice', ['eng', 'doc', 'secret', 'nowhere'], 'read')).toEqual(expected);
+    await asApp.grant('bob', 'secret', 'read', { expiresIn: '1d' });
+    const synced = await asApp.syncGrants('hr', [{ tail: 'alice', head: 'secret', level: 'write', expiresAt: new Date(Date.now() + 86_400_000) }]);
+    expect(synced.inserted).toBe(1);
+    const stored = await owner.query(sql`select tail_id, head_id, level, source from permgraph.grants where head_id = 'secret' order by 1`);
+    expect(stored).toEqual([
+      { tail_id: 'alice', head_id: 'secret', level: 2, source: 'hr' },
+      { tail_id: 'bob', head_id: 'secret', level: 1, source: 'default' },
+    ]);
+    expect(await plantedCalls()).toEqual([]);
+  });
+
+  it('row-level security on an application table and the catalog sync: no planted call', async () => {
+    await owner.query(sql`create table public.docs (id text primary key, owner_id text)`);
+    await asOwner.enableRowLevelSecurity('public.docs', 'id', 'owner_id');
+    await asOwner.disableRowLevelSecurity('public.docs');
+    const result = await asOwner.syncRoles({ roles: [{ name: 'viewer', level: 1 }], operations: [{ name: 'view', level: 1 }] });
+    expect(result.changes.length).toBeGreaterThan(0);
+    expect(await owner.query(sql`select name, level from permgraph.roles order by 1`)).toContainEqual({ name: 'viewer', level: 1 });
+    expect(await plantedCalls()).toEqual([]);
+  });
+
+  it('an import with an invalid row skipped, as the owner: no planted call runs as the owner', async () => {
+    const summary = await asOwner.importGraph({
+      nodes: { query: "select 'carol' as id, 'user' as kind, null::text as owner_id" },
+      grants: { query: "select * from (values ('carol', 'eng', '1'), ('carol', 'eng2', '1')) g(tail_id, head_id, level)" },
+      onInvalid: 'skip',
+    });
+    expect(summary).toMatchObject({ loaded: true, invalid: 1 });
+    const [carol] = await owner.query(sql`select count(*)::int as n from permgraph.grants where tail_id = 'carol'`);
+    expect(carol.n).toBe(1);
+    expect(await plantedCalls()).toEqual([]);
+  });
+
+  it('(afterwards) the pools are closed', async () => {
+    await appPool.dispose();
+    await ownerPool.dispose();
+  });
+});
