@@ -28,13 +28,18 @@ export type ProbeOutcome =
    */
   | { kind: 'slow'; reason: string }
   /** The server answered with an error (too many connections, a password changed, …): it is up, and nothing more is known. */
-  | { kind: 'refused'; reason: string };
+  | { kind: 'refused'; reason: string }
+  /**
+   * The statement it was about was answered meanwhile (the caller's signal):
+   * the probe stopped where it was, ended no session, and learned nothing.
+   */
+  | { kind: 'abandoned' };
 
 /**
  * Asks the server about a session; without one (not read yet), only whether
  * the server answers. signal: aborted once the answer no longer matters (the
- * statement was answered meanwhile): the probe then ends at once, and ends
- * no session (its outcome, 'refused', means nothing).
+ * statement was answered meanwhile): the probe then ends at once, ends no
+ * session, and its outcome is 'abandoned'.
  */
 export type Probe = (session: SessionIdentity | undefined, stuckAfterMs: number, signal?: AbortSignal) => Promise<ProbeOutcome>;
 
@@ -85,7 +90,7 @@ export function createProbe(url: string, timeoutMs: number): Probe {
       await Promise.race([client.connect(), ended]);
       return await Promise.race([askAbout(client, session, stuckAfterMs, signal), ended]);
     } catch (error) {
-      if (signal?.aborted) return { kind: 'refused', reason: ABANDONED };
+      if (signal?.aborted) return { kind: 'abandoned' };
       // Only silence, or the network failing, says the server is out of reach;
       // an error the server sent (an SQLSTATE) says it is up, and so does a
       // login it began to answer (it is slow, not out of reach).
@@ -102,6 +107,7 @@ export function createProbe(url: string, timeoutMs: number): Probe {
   };
 }
 
+/** Thrown inside a probe that was abandoned (its outcome is then 'abandoned'). */
 const ABANDONED = 'abandoned: the statement it was about has been answered';
 
 async function askAbout(client: pg.Client, session: SessionIdentity | undefined, stuckAfterMs: number, signal: AbortSignal | undefined): Promise<ProbeOutcome> {

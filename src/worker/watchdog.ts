@@ -135,6 +135,8 @@ export class ConnectionWatchdog {
           this.options.logger.warn(context, 'still waiting for the database; a probe got no answer: probing again');
           nextProbeInMs = 0; // a second opinion at once
           break;
+        case 'abandoned':
+          return; // (the statement was answered: settled above)
         case 'gone':
           return this.declareStall(watch, context, `${watch.what} got no answer for ${seconds(context.waitedMs)}, and the server has no session ${this.session?.pid} any more`);
         case 'stuck':

@@ -299,33 +299,41 @@ describe('the watchdog decides from its probes', () => {
   });
 });
 
-describe('a probe tells a slow server from an unreachable one', () => {
-  /**
-   * A server that takes the connection and says it is logged in
-   * (AuthenticationOk), then answers nothing more: a server too busy to
-   * start the session, or a pooler whose pool is full, which queues the
-   * client until a server connection is free.
-   */
-  async function startSilentAfterLogin(): Promise<{ url: string; close: () => Promise<void> }> {
-    const sockets = new Set<Socket>();
-    const server = createServer((socket) => {
-      sockets.add(socket);
-      socket.on('error', () => {});
-      socket.once('data', () => socket.write(Buffer.from([0x52, 0, 0, 0, 8, 0, 0, 0, 0]))); // 'R', length 8, AuthenticationOk
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const { port } = server.address() as { port: number };
-    return {
-      url: `postgres://someone@127.0.0.1:${port}/somedb`,
-      close: async () => {
-        for (const socket of sockets) socket.destroy();
-        await new Promise<void>((resolve) => server.close(() => resolve()));
-      },
-    };
-  }
+/**
+ * A server that takes connections and says nothing (a host whose network
+ * drops every packet after the handshake), or, with answerLogin, says only
+ * that the client is logged in (AuthenticationOk) and nothing more: a server
+ * too busy to start the session, or a connection pooler whose pool is full,
+ * which queues the client until a server connection is free. `open` holds
+ * the connections the client has not closed.
+ */
+async function startMuteServer({ answerLogin = false } = {}): Promise<{ url: string; open: Set<Socket>; connections: () => number; close: () => Promise<void> }> {
+  const open = new Set<Socket>();
+  const all = new Set<Socket>();
+  const server = createServer((socket) => {
+    open.add(socket);
+    all.add(socket);
+    socket.on('error', () => {});
+    socket.once('close', () => open.delete(socket));
+    socket.resume(); // (read, so that the client's close is seen)
+    if (answerLogin) socket.once('data', () => socket.write(Buffer.from([0x52, 0, 0, 0, 8, 0, 0, 0, 0]))); // 'R', length 8, AuthenticationOk
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  return {
+    url: `postgres://someone@127.0.0.1:${port}/somedb`,
+    open,
+    connections: () => all.size,
+    close: async () => {
+      for (const socket of all) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
 
+describe('a probe tells a slow server from an unreachable one', () => {
   it('a server that answered the login but not in time is slow, not out of reach: the watchdog does not count it as unanswered', async () => {
-    const server = await startSilentAfterLogin();
+    const server = await startMuteServer({ answerLogin: true });
     try {
       const outcome = await createProbe(server.url, 300)({ pid: 1, startedAt: null }, 300);
       expect(outcome.kind).toBe('slow');
@@ -335,16 +343,26 @@ describe('a probe tells a slow server from an unreachable one', () => {
   });
 
   it('one that never says anything is unanswered', async () => {
-    const sockets = new Set<Socket>();
-    const server = createServer((socket) => void sockets.add(socket.on('error', () => {})));
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const { port } = server.address() as { port: number };
+    const server = await startMuteServer();
     try {
-      const outcome = await createProbe(`postgres://someone@127.0.0.1:${port}/somedb`, 300)({ pid: 1, startedAt: null }, 300);
+      const outcome = await createProbe(server.url, 300)({ pid: 1, startedAt: null }, 300);
       expect(outcome.kind).toBe('unanswered');
     } finally {
-      for (const socket of sockets) socket.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await server.close();
+    }
+  });
+
+  it('a probe abandoned under way (its statement was answered) says so, not that the server refused it, and closes its connection', async () => {
+    const server = await startMuteServer();
+    try {
+      const answered = new AbortController();
+      const probing = createProbe(server.url, 60_000)({ pid: 1, startedAt: null }, 300, answered.signal);
+      await waitUntil(async () => server.connections() === 1, 'the probe to connect');
+      answered.abort();
+      expect(await probing).toEqual({ kind: 'abandoned' });
+      await waitUntil(async () => server.open.size === 0, 'the probe to close its connection');
+    } finally {
+      await server.close();
     }
   });
 });
