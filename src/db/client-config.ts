@@ -3,16 +3,31 @@
 // not (pg's types are not among its dependencies), so it is not reachable
 // from them.
 import pg, { type ClientConfig } from 'pg';
-import { CONNECT_TIMEOUT_MS, KEEPALIVE_INITIAL_DELAY_MS } from '../constants.ts';
+import { CONNECT_TIMEOUT_MS, END_TIMEOUT_MS, KEEPALIVE_INITIAL_DELAY_MS } from '../constants.ts';
+import { SocketKeeper } from './socket-keeper.ts';
 import { isTlsRefused, tlsPlan } from './tls.ts';
+
+export interface ClientConfigOptions {
+  /**
+   * Where the connection asking whether the server takes TLS (allow,
+   * prefer) keeps its socket, so that the caller can close it with its own
+   * (the watchdog's probe, at its deadline or when abandoned). Default: a
+   * keeper of its own.
+   */
+  sockets?: SocketKeeper;
+  /** How long that connection may take to connect (ms; default CONNECT_TIMEOUT_MS). */
+  connectTimeoutMs?: number;
+}
 
 /**
  * The settings of a raw pg.Client on the pool's terms (tlsPlan): for what
  * the pool cannot do, COPY FROM STDIN (import) and LISTEN (pg-listen). Under
  * allow and prefer, whether the server takes TLS is asked once, by
- * connecting: node-pg, unlike the pool, has no fallback of its own.
+ * connecting: node-pg, unlike the pool, has no fallback of its own. That
+ * connection's goodbye is waited for END_TIMEOUT_MS at most (a stalled
+ * network never answers it).
  */
-export async function clientConfig(url: string, applicationName: string): Promise<ClientConfig> {
+export async function clientConfig(url: string, applicationName: string, options: ClientConfigOptions = {}): Promise<ClientConfig> {
   const plan = tlsPlan(url);
   const config = {
     connectionString: plan.url,
@@ -24,15 +39,16 @@ export async function clientConfig(url: string, applicationName: string): Promis
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
   };
   if (!plan.plainIfRefused) return config;
-  const probe = new pg.Client(config);
-  probe.on('error', () => {});
+  const sockets = options.sockets ?? new SocketKeeper();
+  const check = new pg.Client({ ...config, connectionTimeoutMillis: options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS, stream: sockets.stream });
+  check.on('error', () => {});
   try {
-    await probe.connect();
+    await check.connect();
     return config;
   } catch (error) {
     if (isTlsRefused(error)) return { ...config, ssl: false };
     throw error;
   } finally {
-    await probe.end().catch(() => {});
+    await sockets.endWithin(check.end(), END_TIMEOUT_MS);
   }
 }

@@ -57,10 +57,12 @@ const IDLE_STATES = ['idle', 'idle in transaction', 'idle in transaction (aborte
  * node-pg is waiting for.
  */
 export function createProbe(url: string, timeoutMs: number): Probe {
-  // read once (under sslmode allow/prefer it connects to learn whether the server takes TLS)
+  // Read once. Under sslmode allow/prefer it connects to learn whether the
+  // server takes TLS: on the sockets of the probe that reads it, within its
+  // time, so that the probe's deadline or abandonment ends that connection too.
   let config: Promise<ClientConfig> | undefined;
-  const readConfig = () =>
-    (config ??= clientConfig(url, WATCHDOG_APPLICATION_NAME).catch((error: unknown) => {
+  const readConfig = (sockets: SocketKeeper) =>
+    (config ??= clientConfig(url, WATCHDOG_APPLICATION_NAME, { sockets, connectTimeoutMs: timeoutMs }).catch((error: unknown) => {
       config = undefined;
       throw error;
     }));
@@ -84,7 +86,7 @@ export function createProbe(url: string, timeoutMs: number): Probe {
     let client: pg.Client | undefined;
     try {
       if (signal?.aborted) throw new Error(ABANDONED);
-      const base = await Promise.race([readConfig(), ended]);
+      const base = await Promise.race([readConfig(sockets), ended]);
       client = new pg.Client({ ...base, connectionTimeoutMillis: timeoutMs, stream: sockets.stream });
       client.on('error', () => {}); // (its errors reach the calls awaited here)
       await Promise.race([client.connect(), ended]);

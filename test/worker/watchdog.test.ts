@@ -4,7 +4,7 @@
 // short. No assertion is about speed: the waits are for outcomes.
 import { afterEach, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
-import { WORKER_APPLICATION_NAME } from '../../src/constants.ts';
+import { CONNECT_TIMEOUT_MS, WORKER_APPLICATION_NAME } from '../../src/constants.ts';
 import { openPool, sql } from '../../src/db/pool.ts';
 import { applyChanges } from '../../src/engine/apply.ts';
 import { verify } from '../../src/engine/verify.ts';
@@ -361,6 +361,29 @@ describe('a probe tells a slow server from an unreachable one', () => {
       answered.abort();
       expect(await probing).toEqual({ kind: 'abandoned' });
       await waitUntil(async () => server.open.size === 0, 'the probe to close its connection');
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('under sslmode=prefer its one-time TLS check is bound by the probe too: it ends at the deadline, or when the probe is abandoned', async () => {
+    // (the check asks whether the server takes TLS: a server that never
+    // answers leaves it waiting; bounded on its own only by CONNECT_TIMEOUT_MS)
+    const server = await startMuteServer();
+    const url = `${server.url}?sslmode=prefer`;
+    // (half the check's own timeout: had the probe not closed it, it would still be open)
+    const closedByTheProbe = (what: string) => waitUntil(async () => server.open.size === 0, what, CONNECT_TIMEOUT_MS / 2);
+    try {
+      expect((await createProbe(url, 300)({ pid: 1, startedAt: null }, 300)).kind).toBe('unanswered');
+      expect(server.connections()).toBe(1);
+      await closedByTheProbe('the probe to close its TLS check at its deadline');
+
+      const answered = new AbortController();
+      const probing = createProbe(url, 60_000)({ pid: 1, startedAt: null }, 300, answered.signal);
+      await waitUntil(async () => server.connections() === 2, 'the second probe to connect');
+      answered.abort();
+      expect(await probing).toEqual({ kind: 'abandoned' });
+      await closedByTheProbe('the abandoned probe to close its TLS check');
     } finally {
       await server.close();
     }
