@@ -82,15 +82,16 @@ export async function startListener(
     // was not JSON. A notification only wakes.
     parse: (payload: string) => payload,
   });
+  // (a connection with nothing in flight ends politely, waiting for the
+  // server's side to close: on a stalled network, for minutes)
+  const end = () => sockets.endWithin(subscriber.close(), END_TIMEOUT_MS);
   const close = async () => {
     closed = true;
-    // (a connection with nothing in flight ends politely, waiting for the
-    // server's side to close: on a stalled network, for minutes)
-    await sockets.endWithin(subscriber.close(), END_TIMEOUT_MS);
+    await end();
   };
   subscriber.events.on('notification', onWake);
   subscriber.events.on('connected', () => {
-    if (closed) return void subscriber.close().catch(() => {}); // a reconnect that finished after close()
+    if (closed) return void end(); // a reconnect that finished after close()
     logger.info('listener connected');
     onWake();
   });
@@ -100,7 +101,7 @@ export async function startListener(
   });
   subscriber.events.on('error', (error: Error) => {
     // (closed: a reconnect whose LISTEN failed after close() left its client open)
-    if (closed) return void subscriber.close().catch(() => {});
+    if (closed) return void end();
     logger.error({ err: error }, 'listener error');
   });
   try {

@@ -9,7 +9,8 @@ import { openPool, sql } from '../../src/db/pool.ts';
 import { applyChanges } from '../../src/engine/apply.ts';
 import { verify } from '../../src/engine/verify.ts';
 import { ConnectionStalledError } from '../../src/errors.ts';
-import type { Logger } from '../../src/logger.ts';
+import { silentLogger, type Logger } from '../../src/logger.ts';
+import { startListener } from '../../src/worker/listener.ts';
 import { createWorkerMetrics } from '../../src/worker/metrics.ts';
 import { closeConnectionNow } from '../../src/db/close-connection.ts';
 import { createProbe, type Probe, type ProbeOutcome } from '../../src/worker/probe.ts';
@@ -23,6 +24,7 @@ import { readPermissions } from '../helpers/graph.ts';
 import { createLogin } from '../helpers/logins.ts';
 import { applyRandomMutations, GraphState, seedSmallGraph } from '../helpers/mutations.ts';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
+import { startFakePostgres } from '../helpers/fake-postgres.ts';
 
 /** Short enough for tests; the probe's timeout is still far above a local connection's milliseconds. */
 const WATCHDOG = { checkIntervalMs: 300, checkTimeoutMs: 3000 };
@@ -386,6 +388,28 @@ describe('a probe tells a slow server from an unreachable one', () => {
       await closedByTheProbe('the abandoned probe to close its TLS check');
     } finally {
       await server.close();
+    }
+  });
+});
+
+describe('the LISTEN connection, closed while it reconnects', () => {
+  it('a reconnect that finishes after close() is closed without waiting for the server to answer its goodbye: LISTEN done, or refused', async () => {
+    for (const listenAnswer of ['ok', 'error'] as const) {
+      const server = await startFakePostgres();
+      try {
+        // (no check query during the test: its intervals are far longer)
+        const listener = await startListener(server.url, () => {}, silentLogger, { checkIntervalMs: 600_000, checkTimeoutMs: 600_000 });
+        server.holdNewConnections();
+        server.dropAll(); // the listener reconnects, on a connection the server holds unanswered
+        await waitUntil(async () => server.connections() === 2, 'the listener to reconnect');
+        await listener.close();
+        server.listenAnswer = listenAnswer;
+        server.release(); // the reconnect finishes after close(): logged in, then its LISTEN answered
+        // the server never answers the goodbye: the listener closes its socket itself
+        await waitUntil(async () => server.open.size === 0, `the listener to close the connection it made after close() (LISTEN ${listenAnswer})`);
+      } finally {
+        await server.close();
+      }
     }
   });
 });
