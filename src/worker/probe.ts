@@ -36,12 +36,11 @@ export type ProbeOutcome =
   | { kind: 'abandoned' };
 
 /**
- * Asks the server about a session; without one (not read yet), only whether
- * the server answers. signal: aborted once the answer no longer matters (the
- * statement was answered meanwhile): the probe then ends at once, ends no
- * session, and its outcome is 'abandoned'.
+ * Asks the server about a session. signal: aborted once the answer no
+ * longer matters (the statement was answered meanwhile): the probe then
+ * ends at once, ends no session, and its outcome is 'abandoned'.
  */
-export type Probe = (session: SessionIdentity | undefined, stuckAfterMs: number, signal?: AbortSignal) => Promise<ProbeOutcome>;
+export type Probe = (session: SessionIdentity, stuckAfterMs: number, signal?: AbortSignal) => Promise<ProbeOutcome>;
 
 /** The states of a session waiting for its client's next message. */
 const IDLE_STATES = ['idle', 'idle in transaction', 'idle in transaction (aborted)'];
@@ -112,11 +111,7 @@ export function createProbe(url: string, timeoutMs: number): Probe {
 /** Thrown inside a probe that was abandoned (its outcome is then 'abandoned'). */
 const ABANDONED = 'abandoned: the statement it was about has been answered';
 
-async function askAbout(client: pg.Client, session: SessionIdentity | undefined, stuckAfterMs: number, signal: AbortSignal | undefined): Promise<ProbeOutcome> {
-  if (session === undefined) {
-    await client.query('select 1');
-    return { kind: 'alive', state: null };
-  }
+async function askAbout(client: pg.Client, session: SessionIdentity, stuckAfterMs: number, signal: AbortSignal | undefined): Promise<ProbeOutcome> {
   // (the pid with its start, where both are known: a pid alone may be a later session's)
   const { rows } = await client.query<{ state: string | null; state_ms: number | null }>(
     `select state, (extract(epoch from clock_timestamp() - state_change) * 1000)::float8 as state_ms

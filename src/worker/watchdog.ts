@@ -7,7 +7,11 @@ import { Wakeup } from './wakeup.ts';
 export interface WatchdogTimings {
   /** A statement unanswered this long is probed, and again this often while still unanswered (ms). */
   checkIntervalMs: number;
-  /** How long a probe, or the LISTEN connection's check, may take (ms). */
+  /**
+   * How long a probe, or the LISTEN connection's check, may take (ms). A
+   * statement before the session is known (its set-up) has checkIntervalMs
+   * + checkTimeoutMs to answer.
+   */
   checkTimeoutMs: number;
 }
 
@@ -49,6 +53,11 @@ const UNANSWERED_PROBES_FOR_STALL = 2;
  * probe still under way when the statement settles is abandoned, ending
  * nothing.
  *
+ * Statements before the session is known (identify: the session's set-up,
+ * a few settings that take milliseconds) cannot be asked about: they are
+ * given checkIntervalMs + checkTimeoutMs, the time a stall takes to be
+ * confirmed by one probe, and the connection is closed past it.
+ *
  * The statement then fails with a ConnectionStalledError (a connection
  * error): the worker retries on a new connection, as after any lost one.
  */
@@ -60,7 +69,7 @@ export class ConnectionWatchdog {
 
   constructor(private readonly options: WatchdogOptions) {}
 
-  /** The connection's session, once read: probes before it only ask whether the server answers. */
+  /** The connection's session, once read: statements before it have a deadline instead of probes. */
   identify(session: SessionIdentity): void {
     this.session = session;
   }
@@ -95,7 +104,19 @@ export class ConnectionWatchdog {
     }
   }
 
+  /** A statement before the session is known: a stall once its time is up (a stop() does not shorten it). */
+  private async superviseUnidentified(watch: Watch): Promise<void> {
+    const { checkIntervalMs, checkTimeoutMs } = this.options.timings;
+    const deadline = watch.startedAt + checkIntervalMs + checkTimeoutMs;
+    while (!watch.settled && Date.now() < deadline) await watch.wake.wait(deadline - Date.now());
+    if (watch.settled) return;
+    const waitedMs = Date.now() - watch.startedAt;
+    this.declareStall(watch, { operation: watch.what, waitedMs }, `${watch.what} got no answer for ${seconds(waitedMs)}, which takes milliseconds`);
+  }
+
   private async supervise(watch: Watch): Promise<void> {
+    const session = this.session;
+    if (session === undefined) return this.superviseUnidentified(watch);
     const { checkIntervalMs } = this.options.timings;
     let unanswered = 0;
     let refusalLogged = false;
@@ -104,11 +125,11 @@ export class ConnectionWatchdog {
       await watch.wake.wait(nextProbeInMs);
       if (watch.settled) return;
       nextProbeInMs = checkIntervalMs;
-      const outcome = await this.options.probe(this.session, checkIntervalMs, watch.answered.signal).catch(
+      const outcome = await this.options.probe(session, checkIntervalMs, watch.answered.signal).catch(
         (error: unknown): ProbeOutcome => ({ kind: 'refused', reason: `the probe failed: ${String(error)}` }), // (a bug here proves no stall)
       );
       if (watch.settled) return;
-      const context = { operation: watch.what, waitedMs: Date.now() - watch.startedAt, backendPid: this.session?.pid, probe: outcome };
+      const context = { operation: watch.what, waitedMs: Date.now() - watch.startedAt, backendPid: session.pid, probe: outcome };
       switch (outcome.kind) {
         case 'alive':
           unanswered = 0;
@@ -138,12 +159,12 @@ export class ConnectionWatchdog {
         case 'abandoned':
           return; // (the statement was answered: settled above)
         case 'gone':
-          return this.declareStall(watch, context, `${watch.what} got no answer for ${seconds(context.waitedMs)}, and the server has no session ${this.session?.pid} any more`);
+          return this.declareStall(watch, context, `${watch.what} got no answer for ${seconds(context.waitedMs)}, and the server has no session ${session.pid} any more`);
         case 'stuck':
           return this.declareStall(
             watch,
             context,
-            `${watch.what} got no answer for ${seconds(context.waitedMs)}, while its session ${this.session?.pid} has been ${outcome.state} for ${seconds(outcome.idleMs)}` +
+            `${watch.what} got no answer for ${seconds(context.waitedMs)}, while its session ${session.pid} has been ${outcome.state} for ${seconds(outcome.idleMs)}` +
               (outcome.ended ? ' (the probe ended it)' : ''),
           );
       }

@@ -1,7 +1,9 @@
 // A TCP proxy in front of the test server that can stall like a network
 // partition: connections stay open, bytes are taken and held, nothing is
 // forwarded and nothing is closed (no RST, no FIN), so that each side only
-// learns of it from its own timeouts.
+// learns of it from its own timeouts. A side's goodbye (its half of the
+// connection closed) is forwarded as such, and held while stalled: the
+// proxy never answers it on the other side's behalf.
 import { connect, createServer, type Socket } from 'node:net';
 
 export interface TcpProxy {
@@ -14,6 +16,12 @@ export interface TcpProxy {
    * that broke for one connection only (a middlebox that lost its state).
    */
   stall(options?: { newConnections?: 'hold' | 'forward' }): void;
+  /**
+   * Stalls the first connection whose client sends `text` (in one chunk),
+   * from that chunk on, which is held too; other connections pass. One
+   * connection only: a path that breaks at that moment for that connection.
+   */
+  stallWhen(text: string): void;
   /**
    * Forwards again, as a healed network delivers what was retransmitted:
    * the bytes held first, then the close of a side that closed meanwhile
@@ -38,23 +46,36 @@ export async function startTcpProxy(url: string): Promise<TcpProxy> {
   const upstreamHost = target.hostname;
   const links = new Set<{ flows: Flow[]; stalled: boolean }>();
   let holdNew = false;
+  let stallOn: Buffer | undefined;
 
   const deliver = (flow: Flow) => {
     for (const chunk of flow.held.splice(0)) flow.to.write(chunk);
     if (flow.closed) flow.to.end(); // (after the bytes held: end() sends them first)
   };
 
-  const server = createServer((client) => {
-    const upstream = connect(upstreamPort, upstreamHost);
+  // (half-open both ways: a side that ends its half is not answered with an end by the proxy)
+  const server = createServer({ allowHalfOpen: true }, (client) => {
+    const upstream = connect({ port: upstreamPort, host: upstreamHost, allowHalfOpen: true });
     const link = { flows: [] as Flow[], stalled: holdNew };
     for (const [from, to] of [[client, upstream], [upstream, client]] as const) {
       const flow: Flow = { from, to, held: [], closed: false };
       link.flows.push(flow);
-      from.on('data', (chunk: Buffer) => (link.stalled ? flow.held.push(chunk) : flow.to.write(chunk)));
-      from.on('close', () => {
+      from.on('data', (chunk: Buffer) => {
+        if (from === client && stallOn !== undefined && chunk.includes(stallOn)) {
+          stallOn = undefined;
+          link.stalled = true;
+        }
+        if (link.stalled) flow.held.push(chunk);
+        else flow.to.write(chunk);
+      });
+      // its half ended ('end'), or the whole socket gone ('close': an error, a reset)
+      const ended = () => {
+        if (flow.closed) return;
         flow.closed = true;
         if (!link.stalled) flow.to.end();
-      });
+      };
+      from.on('end', ended);
+      from.on('close', ended);
       from.on('error', () => {}); // (a side's failure reaches the other as its close)
     }
     links.add(link);
@@ -79,6 +100,9 @@ export async function startTcpProxy(url: string): Promise<TcpProxy> {
     stall({ newConnections = 'hold' } = {}) {
       holdNew = newConnections === 'hold';
       for (const link of links) link.stalled = true;
+    },
+    stallWhen(text) {
+      stallOn = Buffer.from(text, 'utf8');
     },
     resume() {
       holdNew = false;

@@ -172,6 +172,19 @@ describe('the worker on a stalled network', async () => {
     proxy.resume();
   });
 
+  it('a connection that stalls during its set-up, before its session is known to ask about: closed once the set-up\'s time is up, and the worker goes on over a new one', async () => {
+    const state = await seed();
+    const proxy = await proxyTo(url);
+    // (the set-up's first statement: that connection stalls there, new ones pass)
+    proxy.stallWhen('default_transaction_isolation');
+    const { errors } = await startWorker({ url: proxy.url, listen: false });
+    const stall = errors.find((e) => e instanceof ConnectionStalledError);
+    expect(stall?.message).toMatch(/^the database stopped answering: the session set-up got no answer for [\d.]+ s/);
+    await mutate(state, 5, 351);
+    await expectConverged(state);
+    proxy.resume();
+  });
+
   it('a connection that stalls alone during a batch whose session the server then ends: the probe finds it gone', async () => {
     const state = await seed();
     const proxy = await proxyTo(url);
@@ -247,7 +260,7 @@ describe('the worker on a stalled network', async () => {
 
 describe('the watchdog decides from its probes', () => {
   /** A watchdog whose probes answer `outcomes` in turn (the last one again), over a statement that never ends unless closed. */
-  async function watchHanging(outcomes: ProbeOutcome[], waitMs: number): Promise<{ closed: boolean; error: unknown; probes: number }> {
+  async function watchHanging(outcomes: ProbeOutcome[], waitMs: number, { identified = true } = {}): Promise<{ closed: boolean; error: unknown; probes: number }> {
     let probes = 0;
     let fail!: (error: Error) => void;
     const hanging = new Promise<never>((_, reject) => (fail = reject));
@@ -260,7 +273,7 @@ describe('the watchdog decides from its probes', () => {
       },
       logger: pino({ level: 'silent' }),
     });
-    watchdog.identify({ pid: 1, startedAt: null });
+    if (identified) watchdog.identify({ pid: 1, startedAt: null });
     let error: unknown;
     const watched = watchdog.watch('a batch', () => hanging).catch((e: unknown) => (error = e));
     await Promise.race([watched, new Promise((r) => setTimeout(r, waitMs))]);
@@ -287,6 +300,12 @@ describe('the watchdog decides from its probes', () => {
     expect(await watchHanging([{ kind: 'stuck', state: 'idle', idleMs: 20, ended: true }], 5_000)).toMatchObject({ closed: true, probes: 1 });
   });
 
+  it('a statement before the session is known is never probed, and is closed once its time is up', async () => {
+    const unknown = await watchHanging([{ kind: 'alive', state: 'active' }], 5_000, { identified: false });
+    expect(unknown).toMatchObject({ closed: true, probes: 0 });
+    expect((unknown.error as Error).message).toMatch(/^the database stopped answering: a batch got no answer for [\d.]+ s, which takes milliseconds; closed the connection$/);
+  });
+
   it('a statement that answers in time is never probed', async () => {
     let probes = 0;
     const watchdog = new ConnectionWatchdog({
@@ -295,6 +314,7 @@ describe('the watchdog decides from its probes', () => {
       closeConnection: () => true,
       logger: pino({ level: 'silent' }),
     });
+    watchdog.identify({ pid: 1, startedAt: null });
     expect(await watchdog.watch('a batch', async () => 'done')).toBe('done');
     await new Promise((r) => setTimeout(r, 150));
     expect(probes).toBe(0);
