@@ -4,6 +4,7 @@
 // from them.
 import pg, { type ClientConfig } from 'pg';
 import { CONNECT_TIMEOUT_MS, END_TIMEOUT_MS, KEEPALIVE_INITIAL_DELAY_MS } from '../constants.ts';
+import type { PeerAddress } from './close-connection.ts';
 import { SocketKeeper } from './socket-keeper.ts';
 import { isTlsRefused, tlsPlan } from './tls.ts';
 
@@ -17,6 +18,13 @@ export interface ClientConfigOptions {
   sockets?: SocketKeeper;
   /** How long that connection may take to connect (ms; default CONNECT_TIMEOUT_MS). */
   connectTimeoutMs?: number;
+  /**
+   * Connect to this address instead of the URL's host and port: the server
+   * a pooled connection on the same URL reached, where the URL's host may
+   * lead to several. verify-full still checks the certificate against the
+   * URL's host name.
+   */
+  address?: PeerAddress;
 }
 
 /**
@@ -30,7 +38,7 @@ export interface ClientConfigOptions {
 export async function clientConfig(url: string, applicationName: string, options: ClientConfigOptions = {}): Promise<ClientConfig> {
   const plan = tlsPlan(url);
   const config = {
-    connectionString: plan.url,
+    connectionString: options.address ? atAddress(plan.url, options.address) : plan.url,
     ssl: plan.tls ?? false,
     application_name: applicationName,
     // as the pool's connections (pool.ts)
@@ -51,4 +59,19 @@ export async function clientConfig(url: string, applicationName: string, options
   } finally {
     await sockets.endWithin(check.end(), END_TIMEOUT_MS);
   }
+}
+
+/** The URL with its host and port replaced by `address` (a URL node-pg cannot read either is left as it is, to fail as it would). */
+function atAddress(url: string, address: PeerAddress): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return url;
+  }
+  parsed.hostname = address.host.includes(':') ? `[${address.host}]` : address.host;
+  parsed.port = String(address.port);
+  // (node-pg reads these before the URL's host)
+  for (const key of ['host', 'hostaddr', 'port']) parsed.searchParams.delete(key);
+  return parsed.toString();
 }

@@ -1,8 +1,19 @@
 import type { Connection } from '@databases/pg';
 
-/** The part of @databases/pg's connection that closeConnectionNow reaches: its driver's node-pg client. */
+/** The part of @databases/pg's connection reached here: its driver's node-pg client's socket. */
 interface PooledConnectionInternals {
-  _driver?: { client?: { connection?: { stream?: { destroy?: () => void } } } };
+  _driver?: { client?: { connection?: { stream?: { destroy?: () => void; remoteAddress?: string; remotePort?: number } } } };
+}
+
+/** A TCP address: an IP address (v4 or v6) and a port. */
+export interface PeerAddress {
+  host: string;
+  port: number;
+}
+
+/** The socket of a pooled connection (see closeConnectionNow for how it is reached). */
+function socketOf(conn: Connection) {
+  return (conn as unknown as PooledConnectionInternals)._driver?.client?.connection?.stream;
 }
 
 /**
@@ -17,8 +28,20 @@ interface PooledConnectionInternals {
  * version): test/worker/watchdog.test.ts then fails.
  */
 export function closeConnectionNow(conn: Connection): boolean {
-  const socket = (conn as unknown as PooledConnectionInternals)._driver?.client?.connection?.stream;
+  const socket = socketOf(conn);
   if (typeof socket?.destroy !== 'function') return false;
   socket.destroy();
   return true;
+}
+
+/**
+ * The address a pooled connection's socket is connected to: the one server
+ * it reached, where the URL's host may lead to several (several hosts
+ * listed, a name with several addresses). Undefined over a Unix socket, or
+ * when the socket is not where closeConnectionNow finds it.
+ */
+export function connectionPeer(conn: Connection): PeerAddress | undefined {
+  const socket = socketOf(conn);
+  const { remoteAddress: host, remotePort: port } = socket ?? {};
+  return typeof host === 'string' && typeof port === 'number' ? { host, port } : undefined;
 }

@@ -97,7 +97,8 @@ export async function useWorkerSession(conn: Connection): Promise<SessionIdentit
     set default_transaction_isolation = 'repeatable read';
     set ${splitSetting} = on;
     select pg_backend_pid() as pid,
-           (select extract(epoch from backend_start)::text from pg_stat_activity where pid = pg_backend_pid()) as started`);
+           (select extract(epoch from backend_start)::text from pg_stat_activity where pid = pg_backend_pid()) as started,
+           host(inet_server_addr()) as server_address, inet_server_port() as server_port`);
   await conn.query(sql`
     select set_config(s.name, v.value, false)
     from jsonb_each_text(${JSON.stringify(WORKER_SESSION_SETTINGS)}::jsonb) v(name, value)
@@ -108,7 +109,11 @@ export async function useWorkerSession(conn: Connection): Promise<SessionIdentit
       // only a platform that cannot check refuses it (22023): the batch then runs on as before
       if (sqlStateOf(error) !== SqlState.invalidParameterValue) throw error;
     });
-  return { pid: Number(session.pid), startedAt: session.started ?? null };
+  return {
+    pid: Number(session.pid),
+    startedAt: session.started ?? null,
+    server: { address: session.server_address ?? null, port: session.server_port === null ? null : Number(session.server_port) },
+  };
 }
 
 /**
@@ -119,6 +124,12 @@ export async function useWorkerSession(conn: Connection): Promise<SessionIdentit
 export interface SessionIdentity {
   pid: number;
   startedAt: string | null;
+  /**
+   * The server's address and port for the session's connection
+   * (inet_server_addr(), inet_server_port(); both null over a Unix socket);
+   * undefined: not known. A pid means something on this server only.
+   */
+  server?: { address: string | null; port: number | null };
 }
 
 export async function resetWorkerSession(conn: Connection): Promise<void> {

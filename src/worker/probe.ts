@@ -1,6 +1,7 @@
 import pg, { type ClientConfig } from 'pg';
 import { END_TIMEOUT_MS, WATCHDOG_APPLICATION_NAME } from '../constants.ts';
 import { clientConfig } from '../db/client-config.ts';
+import type { PeerAddress } from '../db/close-connection.ts';
 import { SocketKeeper } from '../db/socket-keeper.ts';
 import type { SessionIdentity } from '../engine/apply.ts';
 import { isConnectionError, sqlStateOf } from '../errors.ts';
@@ -30,17 +31,33 @@ export type ProbeOutcome =
   /** The server answered with an error (too many connections, a password changed, …): it is up, and nothing more is known. */
   | { kind: 'refused'; reason: string }
   /**
+   * The probe reached another server than the session's (a name or a load
+   * balancer that leads to several): what it would find there says nothing
+   * of the session. server: that server's address and port, as it says.
+   */
+  | { kind: 'elsewhere'; server: string }
+  /**
    * The statement it was about was answered meanwhile (the caller's signal):
    * the probe stopped where it was, ended no session, and learned nothing.
    */
   | { kind: 'abandoned' };
 
 /**
+ * The session a probe asks about: who it is on the server, and the address
+ * its connection reached (peer; undefined over a Unix socket), where the
+ * probe connects too rather than to the URL's host, which may lead to
+ * several servers (several hosts listed, a name with several addresses).
+ */
+export interface ProbedSession extends SessionIdentity {
+  peer?: PeerAddress;
+}
+
+/**
  * Asks the server about a session. signal: aborted once the answer no
  * longer matters (the statement was answered meanwhile): the probe then
  * ends at once, ends no session, and its outcome is 'abandoned'.
  */
-export type Probe = (session: SessionIdentity, stuckAfterMs: number, signal?: AbortSignal) => Promise<ProbeOutcome>;
+export type Probe = (session: ProbedSession, stuckAfterMs: number, signal?: AbortSignal) => Promise<ProbeOutcome>;
 
 /** The states of a session waiting for its client's next message. */
 const IDLE_STATES = ['idle', 'idle in transaction', 'idle in transaction (aborted)'];
@@ -53,18 +70,27 @@ const IDLE_STATES = ['idle', 'idle in transaction', 'idle in transaction (aborte
  * SET role), and then the probe learns only whether the session is there,
  * never taking what it cannot read for a stall. Each probe, connecting
  * included, takes at most timeoutMs: then its socket is closed, whatever
- * node-pg is waiting for.
+ * node-pg is waiting for. A probe that finds itself on another server than
+ * the session's (SessionIdentity.server) reads nothing there: 'elsewhere'.
  */
 export function createProbe(url: string, timeoutMs: number): Probe {
-  // Read once. Under sslmode allow/prefer it connects to learn whether the
-  // server takes TLS: on the sockets of the probe that reads it, within its
-  // time, so that the probe's deadline or abandonment ends that connection too.
-  let config: Promise<ClientConfig> | undefined;
-  const readConfig = (sockets: SocketKeeper) =>
-    (config ??= clientConfig(url, WATCHDOG_APPLICATION_NAME, { sockets, connectTimeoutMs: timeoutMs }).catch((error: unknown) => {
-      config = undefined;
-      throw error;
-    }));
+  // Read once for each address. Under sslmode allow/prefer it connects to
+  // learn whether the server takes TLS: on the sockets of the probe that
+  // reads it, within its time, so that the probe's deadline or abandonment
+  // ends that connection too.
+  const configs = new Map<string, Promise<ClientConfig>>();
+  const readConfig = (address: PeerAddress | undefined, sockets: SocketKeeper) => {
+    const key = address ? `${address.host} ${address.port}` : '';
+    let config = configs.get(key);
+    if (config === undefined) {
+      config = clientConfig(url, WATCHDOG_APPLICATION_NAME, { sockets, connectTimeoutMs: timeoutMs, address }).catch((error: unknown) => {
+        configs.delete(key);
+        throw error;
+      });
+      configs.set(key, config);
+    }
+    return config;
+  };
   return async (session, stuckAfterMs, signal) => {
     const sockets = new SocketKeeper();
     let expired = false;
@@ -85,7 +111,7 @@ export function createProbe(url: string, timeoutMs: number): Probe {
     let client: pg.Client | undefined;
     try {
       if (signal?.aborted) throw new Error(ABANDONED);
-      const base = await Promise.race([readConfig(sockets), ended]);
+      const base = await Promise.race([readConfig(session.peer, sockets), ended]);
       client = new pg.Client({ ...base, connectionTimeoutMillis: timeoutMs, stream: sockets.stream });
       client.on('error', () => {}); // (its errors reach the calls awaited here)
       await Promise.race([client.connect(), ended]);
@@ -112,15 +138,24 @@ export function createProbe(url: string, timeoutMs: number): Probe {
 const ABANDONED = 'abandoned: the statement it was about has been answered';
 
 async function askAbout(client: pg.Client, session: SessionIdentity, stuckAfterMs: number, signal: AbortSignal | undefined): Promise<ProbeOutcome> {
-  // (the pid with its start, where both are known: a pid alone may be a later session's)
-  const { rows } = await client.query<{ state: string | null; state_ms: number | null }>(
-    `select state, (extract(epoch from clock_timestamp() - state_change) * 1000)::float8 as state_ms
-     from pg_stat_activity
-     where pid = $1 and ($2::numeric is null or backend_start is null or extract(epoch from backend_start) = $2::numeric)`,
+  // (the pid with its start, where both are known: a pid alone may be a later
+  // session's; and the server, where a pid means something)
+  const {
+    rows: [row],
+  } = await client.query<{ server_address: string | null; server_port: number | null; found: boolean | null; state: string | null; state_ms: number | null }>(
+    `select host(inet_server_addr()) as server_address, inet_server_port() as server_port, a.found, a.state, a.state_ms
+     from (select) here
+     left join (select true as found, state, (extract(epoch from clock_timestamp() - state_change) * 1000)::float8 as state_ms
+                from pg_stat_activity
+                where pid = $1 and ($2::numeric is null or backend_start is null or extract(epoch from backend_start) = $2::numeric)) a on true`,
     [session.pid, session.startedAt],
   );
-  const [row] = rows;
-  if (row === undefined) return { kind: 'gone' };
+  if (row === undefined) throw new Error('the probe\'s question had no answer row'); // (never: one row always)
+  const server = { address: row.server_address, port: row.server_port === null ? null : Number(row.server_port) };
+  if (session.server !== undefined && (server.address !== session.server.address || server.port !== session.server.port)) {
+    return { kind: 'elsewhere', server: `${server.address ?? 'a Unix socket'} port ${server.port ?? '-'}` };
+  }
+  if (!row.found) return { kind: 'gone' };
   if (row.state === null || !IDLE_STATES.includes(row.state) || row.state_ms === null || row.state_ms < stuckAfterMs) {
     return { kind: 'alive', state: row.state };
   }

@@ -1,7 +1,6 @@
-import type { SessionIdentity } from '../engine/apply.ts';
 import { ConnectionStalledError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
-import type { Probe, ProbeOutcome } from './probe.ts';
+import type { Probe, ProbedSession, ProbeOutcome } from './probe.ts';
 import { Wakeup } from './wakeup.ts';
 
 export interface WatchdogTimings {
@@ -26,6 +25,13 @@ export interface WatchdogOptions {
 /** Unanswered probes in a row that make a stall (one while stopping): a server slow to accept one connection is not a partition. */
 const UNANSWERED_PROBES_FOR_STALL = 2;
 
+/** What is logged (once a statement) of the probes that prove nothing either way. */
+const UNKNOWN_OUTCOME_MESSAGES = {
+  refused: 'still waiting for the database; a probe was refused, so whether its session is alive is unknown',
+  slow: 'still waiting for the database; the server was slow to answer a probe, so whether its session is alive is unknown',
+  elsewhere: "still waiting for the database; a probe reached another server than its session's, so whether its session is alive is unknown",
+} as const;
+
 /**
  * Watches the statements of one connection (the worker's) and closes the
  * connection when the database has stopped answering on it: on a network
@@ -49,7 +55,10 @@ const UNANSWERED_PROBES_FOR_STALL = 2;
  * A session that is there and busy (running, or waiting for a lock) is
  * left alone however long it takes, and a server that answers a probe with
  * an error (too many connections…), or begins to answer it but is too slow
- * to finish (a pooler whose pool is full), proves nothing either way. A
+ * to finish (a pooler whose pool is full), proves nothing either way; nor
+ * does a probe that reached another server than the session's (probes
+ * connect to the address the session's connection reached, but a load
+ * balancer there may lead elsewhere). A
  * probe still under way when the statement settles is abandoned, ending
  * nothing.
  *
@@ -62,7 +71,7 @@ const UNANSWERED_PROBES_FOR_STALL = 2;
  * error): the worker retries on a new connection, as after any lost one.
  */
 export class ConnectionWatchdog {
-  private session: SessionIdentity | undefined;
+  private session: ProbedSession | undefined;
   private stopping = false;
   /** The wake-up of the watch under way (a connection runs one statement at a time). */
   private readonly watches = new Set<Wakeup>();
@@ -70,7 +79,7 @@ export class ConnectionWatchdog {
   constructor(private readonly options: WatchdogOptions) {}
 
   /** The connection's session, once read: statements before it have a deadline instead of probes. */
-  identify(session: SessionIdentity): void {
+  identify(session: ProbedSession): void {
     this.session = session;
   }
 
@@ -119,7 +128,7 @@ export class ConnectionWatchdog {
     if (session === undefined) return this.superviseUnidentified(watch);
     const { checkIntervalMs } = this.options.timings;
     let unanswered = 0;
-    let refusalLogged = false;
+    let unknownLogged = false;
     let nextProbeInMs = checkIntervalMs;
     for (;;) {
       await watch.wake.wait(nextProbeInMs);
@@ -137,16 +146,10 @@ export class ConnectionWatchdog {
           break;
         case 'refused':
         case 'slow':
+        case 'elsewhere':
           unanswered = 0;
-          if (!refusalLogged) {
-            this.options.logger.warn(
-              context,
-              outcome.kind === 'refused'
-                ? 'still waiting for the database; a probe was refused, so whether its session is alive is unknown'
-                : 'still waiting for the database; the server was slow to answer a probe, so whether its session is alive is unknown',
-            );
-          }
-          refusalLogged = true;
+          if (!unknownLogged) this.options.logger.warn(context, UNKNOWN_OUTCOME_MESSAGES[outcome.kind]);
+          unknownLogged = true;
           break;
         case 'unanswered':
           unanswered++;

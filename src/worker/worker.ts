@@ -12,7 +12,7 @@ import {
   STALL_CHECK_TIMEOUT_MS,
   WORKER_APPLICATION_NAME,
 } from '../constants.ts';
-import { closeConnectionNow } from '../db/close-connection.ts';
+import { closeConnectionNow, connectionPeer } from '../db/close-connection.ts';
 import { applyChangesOnSession, resetWorkerSession, STANDBY_REFUSAL, useWorkerSession, type BatchResult } from '../engine/apply.ts';
 import { applyJobChunk, type ChunkResult } from '../engine/long-job.ts';
 import type { Logger } from '../logger.ts';
@@ -298,7 +298,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
     // applied removals first; no timeout cancels a batch, and a session
     // whose worker vanished ends (useWorkerSession). Before the role: its
     // lock lives as long as this session.
-    watchdog.identify(await watchdog.watch('the session set-up', () => useWorkerSession(conn)));
+    // (probes connect to where this connection went: the URL may lead to several servers)
+    const session = await watchdog.watch('the session set-up', () => useWorkerSession(conn));
+    watchdog.identify({ ...session, peer: connectionPeer(conn) });
     if (!(await this.acquireRole(conn, watchdog))) return;
     try {
       this.setRole('active');

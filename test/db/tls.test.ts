@@ -9,7 +9,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { LISTENER_APPLICATION_NAME } from '../../src/constants.ts';
-import { clientConfig } from '../../src/db/client-config.ts';
+import { clientConfig, type ClientConfigOptions } from '../../src/db/client-config.ts';
 import { openPool, sql } from '../../src/db/pool.ts';
 import { tlsPlan } from '../../src/db/tls.ts';
 import { InvalidInputError } from '../../src/errors.ts';
@@ -42,8 +42,8 @@ async function poolUsesTls(url: string): Promise<boolean> {
 }
 
 /** The same through a raw pg.Client on clientConfig's settings. */
-async function clientUsesTls(url: string): Promise<boolean> {
-  const client = new pg.Client(await clientConfig(url, 'permgraph-tls-test'));
+async function clientUsesTls(url: string, options: ClientConfigOptions = {}): Promise<boolean> {
+  const client = new pg.Client(await clientConfig(url, 'permgraph-tls-test', options));
   client.on('error', () => {});
   await client.connect();
   try {
@@ -128,6 +128,16 @@ describe('sslmode, as libpq reads it', () => {
       await expect(clientUsesTls(url('localhost', 'verify-full', OTHER_CA))).rejects.toThrow(/certificate/);
       // no root certificate given: the system's authorities, which do not know the test one
       await expect(poolUsesTls(url('localhost', 'verify-full'))).rejects.toThrow(/certificate/);
+    });
+
+    it("a raw client sent to the address a session reached (the watchdog's probe) still checks the URL's host name", async () => {
+      const url = (host: string, mode: string) => withTls(tlsServer.url(), host, { sslmode: mode, sslrootcert: CA });
+      const address = { host: '127.0.0.1', port: tlsServer.port };
+      // the URL's port leads nowhere: only the address is connected to
+      const elsewhere = (u: string) => Object.assign(new URL(u), { port: '1' }).toString();
+      expect(await clientUsesTls(elsewhere(url('localhost', 'verify-full')), { address })).toBe(true);
+      await expect(clientUsesTls(elsewhere(url('127.0.0.1', 'verify-full')), { address })).rejects.toThrow(/127\.0\.0\.1/);
+      expect(await clientUsesTls(elsewhere(url('localhost', 'prefer')), { address })).toBe(true);
     });
 
     it("the worker's listener connects on the same terms", async () => {

@@ -28,6 +28,13 @@ export interface TcpProxy {
    * (whose peer would answer the other side's next packet with a reset).
    */
   resume(): void;
+  /**
+   * New connections go to the server of `url` from now on (one name, or one
+   * load balancer, that leads to several servers); those open stay where they are.
+   */
+  retarget(url: string): void;
+  /** Connections taken so far. */
+  connections(): number;
   close(): Promise<void>;
 }
 
@@ -39,11 +46,19 @@ interface Flow {
   closed: boolean;
 }
 
-/** Starts a proxy to the host and port of `url` (a postgres:// URL) on a free local port. */
-export async function startTcpProxy(url: string): Promise<TcpProxy> {
+/** The host and port of a postgres:// URL. */
+function addressOf(url: string): { host: string; port: number } {
   const target = new URL(url);
-  const upstreamPort = Number(target.port || 5432);
-  const upstreamHost = target.hostname;
+  return { host: target.hostname, port: Number(target.port || 5432) };
+}
+
+/**
+ * Starts a proxy to the host and port of `url` (a postgres:// URL) on a free
+ * port of `host` (default 127.0.0.1; any 127.x.y.z is local too).
+ */
+export async function startTcpProxy(url: string, { host = '127.0.0.1' } = {}): Promise<TcpProxy> {
+  let upstream = addressOf(url);
+  let accepted = 0;
   const links = new Set<{ flows: Flow[]; stalled: boolean }>();
   let holdNew = false;
   let stallOn: Buffer | undefined;
@@ -55,9 +70,10 @@ export async function startTcpProxy(url: string): Promise<TcpProxy> {
 
   // (half-open both ways: a side that ends its half is not answered with an end by the proxy)
   const server = createServer({ allowHalfOpen: true }, (client) => {
-    const upstream = connect({ port: upstreamPort, host: upstreamHost, allowHalfOpen: true });
+    accepted++;
+    const toServer = connect({ ...upstream, allowHalfOpen: true });
     const link = { flows: [] as Flow[], stalled: holdNew };
-    for (const [from, to] of [[client, upstream], [upstream, client]] as const) {
+    for (const [from, to] of [[client, toServer], [toServer, client]] as const) {
       const flow: Flow = { from, to, held: [], closed: false };
       link.flows.push(flow);
       from.on('data', (chunk: Buffer) => {
@@ -80,19 +96,19 @@ export async function startTcpProxy(url: string): Promise<TcpProxy> {
     }
     links.add(link);
     const forget = () => {
-      if (client.destroyed && upstream.destroyed) links.delete(link);
+      if (client.destroyed && toServer.destroyed) links.delete(link);
     };
     client.on('close', forget);
-    upstream.on('close', forget);
+    toServer.on('close', forget);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
+    server.listen(0, host, resolve);
   });
   const address = server.address();
   if (address === null || typeof address === 'string') throw new Error('the proxy has no TCP port');
   const proxied = new URL(url);
-  proxied.hostname = '127.0.0.1';
+  proxied.hostname = host;
   proxied.port = String(address.port);
 
   return {
@@ -112,6 +128,10 @@ export async function startTcpProxy(url: string): Promise<TcpProxy> {
         link.flows.forEach(deliver);
       }
     },
+    retarget(to) {
+      upstream = addressOf(to);
+    },
+    connections: () => accepted,
     async close() {
       for (const link of links) for (const flow of link.flows) flow.from.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));

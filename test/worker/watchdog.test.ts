@@ -21,10 +21,12 @@ import * as model from '../reference/model.ts';
 import { waitForWorkerBlocked, waitUntil } from '../helpers/cli.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { readPermissions } from '../helpers/graph.ts';
+import { ClusterSet } from '../helpers/cluster.ts';
 import { createLogin } from '../helpers/logins.ts';
 import { applyRandomMutations, GraphState, seedSmallGraph } from '../helpers/mutations.ts';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
 import { startFakePostgres } from '../helpers/fake-postgres.ts';
+import { withDatabase } from '../helpers/url.ts';
 
 /** Short enough for tests; the probe's timeout is still far above a local connection's milliseconds. */
 const WATCHDOG = { checkIntervalMs: 300, checkTimeoutMs: 3000 };
@@ -33,7 +35,7 @@ const WATCHDOG = { checkIntervalMs: 300, checkTimeoutMs: 3000 };
 const STALL_MESSAGE = "the database stopped answering the worker's connection: closing it to reconnect";
 
 describe('the worker on a stalled network', async () => {
-  const { db, url } = await createTestDatabase();
+  const { db, url, name } = await createTestDatabase();
   const cleanups: (() => Promise<void>)[] = [];
 
   afterEach(async () => {
@@ -201,6 +203,50 @@ describe('the worker on a stalled network', async () => {
     proxy.resume();
   });
 
+  it('a URL that lists several hosts: the probe asks the server the session is connected to, and a long batch is left alone', async () => {
+    const state = await seed();
+    const proxy = await startTcpProxy(url, { host: '127.0.0.3' });
+    cleanups.push(() => proxy.close());
+    // Nothing listens on 127.0.0.2 at that port: the worker's connection
+    // goes to the second host, as libpq's would.
+    const hosts = new URL(proxy.url);
+    const severalHosts = proxy.url.replace(`@${hosts.host}/`, `@127.0.0.2,${hosts.host}/`);
+    expect(severalHosts).toContain('@127.0.0.2,127.0.0.3:');
+    const { errors, logs } = await startWorker({ url: severalHosts, listen: false });
+    const pid = await workerBackendPid();
+    const alive = () => logs().filter((entry) => entry.msg === 'still waiting for the database; its session is alive');
+    await withBatchWaitingForLock(state, 701, async () => {
+      await waitUntil(async () => alive().length >= 3 || errors.length > 0, 'the watchdog to probe the waiting batch');
+    });
+    await expectConverged(state);
+    expect(errors).toEqual([]);
+    expect(await workerBackendPid()).toBe(pid);
+  });
+
+  it('a probe that reaches another server than its session\'s (a name, or a load balancer, that leads to several) takes nothing it finds there for its session', async () => {
+    const clusters = await ClusterSet.create();
+    cleanups.push(() => clusters.stopAll());
+    const other = await clusters.startFresh('other');
+    const otherAdmin = openPool(other.url(), { poolSize: 1 });
+    await otherAdmin.query(sql`create database ${sql.ident(name)}`); // (the same name, empty: no session of the worker's there)
+    await otherAdmin.dispose();
+    const state = await seed();
+    const proxy = await proxyTo(url);
+    const { errors, logs } = await startWorker({ url: proxy.url, listen: false });
+    const pid = await workerBackendPid();
+    proxy.retarget(withDatabase(other.url(), name)); // the probes' connections now reach the other server
+    const probesSoFar = proxy.connections();
+    await withBatchWaitingForLock(state, 702, async () => {
+      await waitUntil(async () => proxy.connections() >= probesSoFar + 3 || errors.length > 0, 'the watchdog to probe the waiting batch');
+    });
+    await expectConverged(state);
+    expect(errors).toEqual([]);
+    expect(await workerBackendPid()).toBe(pid);
+    expect(logs().filter((entry) => entry.probe?.kind === 'elsewhere').map((entry) => entry.msg)).toEqual([
+      "still waiting for the database; a probe reached another server than its session's, so whether its session is alive is unknown",
+    ]);
+  });
+
   it('a probe under way when the statement is answered ends nothing: the worker may sit idle on that session next', async () => {
     // The statement was answered before the probe read the session (a client
     // slow to read its answer: the worker's event loop was busy); the session
@@ -282,10 +328,11 @@ describe('the watchdog decides from its probes', () => {
     return { closed: error instanceof ConnectionStalledError, error, probes };
   }
 
-  it('a session alive and busy, or a server that refuses the probe, never closes the connection', async () => {
+  it('a session alive and busy, a server that refuses the probe or is slow to answer it, or another server than the session\'s, never closes the connection', async () => {
     expect(await watchHanging([{ kind: 'alive', state: 'active' }], 200)).toMatchObject({ closed: false });
     expect(await watchHanging([{ kind: 'refused', reason: 'too many clients already' }], 200)).toMatchObject({ closed: false });
     expect(await watchHanging([{ kind: 'slow', reason: 'logged in, then no answer within 10 ms' }], 200)).toMatchObject({ closed: false });
+    expect(await watchHanging([{ kind: 'elsewhere', server: '10.0.0.2 port 5432' }], 200)).toMatchObject({ closed: false });
   });
 
   it('one unanswered probe is not a stall; two in a row are', async () => {
