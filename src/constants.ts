@@ -74,6 +74,17 @@ export const STALL_CHECK_INTERVAL_MS = 5_000;
 export const STALL_CHECK_TIMEOUT_MS = 5_000;
 
 /**
+ * The longest wait between two probes of one statement (ms). A probe that
+ * finds the worker's session there and busy makes the next one wait twice
+ * as long as the last, up to this: a 10-minute batch is probed 21 times
+ * rather than 120 (a connection each). A stall during such a batch is met
+ * by the next probe, at most this long after the last one: a server out of
+ * reach is then noticed within this plus two probes' time (40 s), where a
+ * short statement's takes 15 s.
+ */
+export const STALL_CHECK_MAX_INTERVAL_MS = 30_000;
+
+/**
  * How long the check for a transaction pooler (src/db/pooler.ts) waits for
  * a second connection's server session (ms): a session pooler whose pool
  * is full keeps it waiting while the first connection keeps its own, where

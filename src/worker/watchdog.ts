@@ -4,8 +4,14 @@ import type { Probe, ProbedSession, ProbeOutcome } from './probe.ts';
 import { Wakeup } from './wakeup.ts';
 
 export interface WatchdogTimings {
-  /** A statement unanswered this long is probed, and again this often while still unanswered (ms). */
+  /**
+   * A statement unanswered this long is probed, and again this often while
+   * still unanswered (ms); after a probe that found its session busy, twice
+   * as long as the last wait, up to maxCheckIntervalMs.
+   */
   checkIntervalMs: number;
+  /** The longest wait between two probes of one statement (ms). */
+  maxCheckIntervalMs: number;
   /**
    * How long a probe, or the LISTEN connection's check, may take (ms). A
    * statement before the session is known (its set-up) has checkIntervalMs
@@ -42,8 +48,10 @@ const UNKNOWN_OUTCOME_MESSAGES = {
  * A statement still unanswered after checkIntervalMs is not yet a stall: a
  * full recomputation takes minutes, and a batch may wait for a lock. So
  * the server is asked, over a fresh connection (createProbe), about the
- * session the statement runs in, and again every checkIntervalMs while it
- * runs. The connection is closed when
+ * session the statement runs in, and again while it runs: checkIntervalMs
+ * later, or, after a probe that found the session busy, twice as long as the
+ * last wait, up to maxCheckIntervalMs (a long batch is not probed, a
+ * connection each time, every few seconds). The connection is closed when
  * - the server has no such session any more: its keepalives ended it, or
  *   client_connection_check_interval did once they failed, even in the
  *   middle of a batch;
@@ -126,14 +134,15 @@ export class ConnectionWatchdog {
   private async supervise(watch: Watch): Promise<void> {
     const session = this.session;
     if (session === undefined) return this.superviseUnidentified(watch);
-    const { checkIntervalMs } = this.options.timings;
+    const { checkIntervalMs, maxCheckIntervalMs } = this.options.timings;
     let unanswered = 0;
     let unknownLogged = false;
-    let nextProbeInMs = checkIntervalMs;
+    /** The wait between probes: doubled after each probe that found the session busy. */
+    let interval = checkIntervalMs;
+    let nextProbeInMs = interval;
     for (;;) {
       await watch.wake.wait(nextProbeInMs);
       if (watch.settled) return;
-      nextProbeInMs = checkIntervalMs;
       const outcome = await this.options.probe(session, checkIntervalMs, watch.answered.signal).catch(
         (error: unknown): ProbeOutcome => ({ kind: 'refused', reason: `the probe failed: ${String(error)}` }), // (a bug here proves no stall)
       );
@@ -142,7 +151,8 @@ export class ConnectionWatchdog {
       switch (outcome.kind) {
         case 'alive':
           unanswered = 0;
-          this.options.logger.debug(context, 'still waiting for the database; its session is alive');
+          interval = Math.max(checkIntervalMs, Math.min(interval * 2, maxCheckIntervalMs));
+          this.options.logger.debug({ ...context, nextCheckInMs: interval }, 'still waiting for the database; its session is alive');
           break;
         case 'refused':
         case 'slow':
@@ -158,7 +168,7 @@ export class ConnectionWatchdog {
           }
           this.options.logger.warn(context, 'still waiting for the database; a probe got no answer: probing again');
           nextProbeInMs = 0; // a second opinion at once
-          break;
+          continue;
         case 'abandoned':
           return; // (the statement was answered: settled above)
         case 'gone':
@@ -171,6 +181,7 @@ export class ConnectionWatchdog {
               (outcome.ended ? ' (the probe ended it)' : ''),
           );
       }
+      nextProbeInMs = interval;
     }
   }
 

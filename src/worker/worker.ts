@@ -9,6 +9,7 @@ import {
   DEFAULT_STANDBY_INTERVAL_MS,
   MAX_RETRY_DELAY_MS,
   STALL_CHECK_INTERVAL_MS,
+  STALL_CHECK_MAX_INTERVAL_MS,
   STALL_CHECK_TIMEOUT_MS,
   WORKER_APPLICATION_NAME,
 } from '../constants.ts';
@@ -45,7 +46,8 @@ export interface WorkerOptions {
    * How the worker notices that the database stopped answering on its
    * connections (a network partition), instead of waiting for the OS
    * (src/worker/watchdog.ts): checkIntervalMs (STALL_CHECK_INTERVAL_MS),
-   * checkTimeoutMs (STALL_CHECK_TIMEOUT_MS). Shorter ones are for tests.
+   * checkTimeoutMs (STALL_CHECK_TIMEOUT_MS), maxCheckIntervalMs
+   * (STALL_CHECK_MAX_INTERVAL_MS). Shorter ones are for tests.
    */
   watchdog?: Partial<WatchdogTimings>;
 }
@@ -100,7 +102,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       listen: true,
       chunkPairs: DEFAULT_CHUNK_PAIRS,
       ...options,
-      watchdog: { checkIntervalMs: STALL_CHECK_INTERVAL_MS, checkTimeoutMs: STALL_CHECK_TIMEOUT_MS, ...options.watchdog },
+      watchdog: { checkIntervalMs: STALL_CHECK_INTERVAL_MS, checkTimeoutMs: STALL_CHECK_TIMEOUT_MS, maxCheckIntervalMs: STALL_CHECK_MAX_INTERVAL_MS, ...options.watchdog },
     };
     this.logger = options.logger ?? silentLogger;
     this.probe = createProbe(options.url, this.options.watchdog.checkTimeoutMs);

@@ -29,7 +29,10 @@ import { startFakePostgres } from '../helpers/fake-postgres.ts';
 import { withDatabase } from '../helpers/url.ts';
 
 /** Short enough for tests; the probe's timeout is still far above a local connection's milliseconds. */
-const WATCHDOG = { checkIntervalMs: 300, checkTimeoutMs: 3000 };
+const WATCHDOG = { checkIntervalMs: 300, checkTimeoutMs: 3000, maxCheckIntervalMs: 1200 };
+
+/** What the watchdog logs (at debug) of each probe that found the session alive. */
+const ALIVE_MESSAGE = 'still waiting for the database; its session is alive';
 
 /** What the worker logs when its watchdog closes a connection. */
 const STALL_MESSAGE = "the database stopped answering the worker's connection: closing it to reconnect";
@@ -127,13 +130,30 @@ describe('the worker on a stalled network', async () => {
     expect(Number(/^permgraph_worker_errors_total (\d+)$/m.exec(text)?.[1])).toBe(errors.length);
   });
 
+  it('a partition after a long busy batch, once the probes are at their longest interval, is still noticed', async () => {
+    const state = await seed();
+    const proxy = await proxyTo(url);
+    const { errors, logs } = await startWorker({ url: proxy.url, listen: false });
+    const atLongest = () => logs().filter((entry) => entry.msg === ALIVE_MESSAGE && entry.nextCheckInMs === WATCHDOG.maxCheckIntervalMs);
+    await withBatchWaitingForLock(state, 801, async () => {
+      await waitUntil(async () => atLongest().length >= 2, 'the probes to reach their longest interval');
+      expect(errors).toEqual([]);
+      proxy.stall();
+      await waitUntil(async () => errors.some((e) => e instanceof ConnectionStalledError), 'the worker to notice the stall');
+    });
+    proxy.resume();
+    await mutate(state, 5, 802);
+    await expectConverged(state);
+    expect(errors.find((e) => e instanceof ConnectionStalledError)?.message).toMatch(/^the database stopped answering: a batch got no answer for [\d.]+ s, nor did 2 probe\(s\) over a new connection/);
+  });
+
   /** A batch that waits for a lock through many of the watchdog's intervals finishes on its first connection; returns the states the probes read. */
   async function expectLongBatchLeftAlone(workerUrl: string, seedValue: number): Promise<(string | null)[]> {
     const state = await seed();
     const proxy = await proxyTo(workerUrl);
     const { errors, messages, logs } = await startWorker({ url: proxy.url, listen: false });
     const pid = await workerBackendPid();
-    const probed = () => logs().filter((entry) => entry.msg === 'still waiting for the database; its session is alive');
+    const probed = () => logs().filter((entry) => entry.msg === ALIVE_MESSAGE);
     await withBatchWaitingForLock(state, seedValue, async () => {
       await waitUntil(async () => probed().length >= 5, 'the watchdog to probe the waiting batch');
     });
@@ -214,7 +234,7 @@ describe('the worker on a stalled network', async () => {
     expect(severalHosts).toContain('@127.0.0.2,127.0.0.3:');
     const { errors, logs } = await startWorker({ url: severalHosts, listen: false });
     const pid = await workerBackendPid();
-    const alive = () => logs().filter((entry) => entry.msg === 'still waiting for the database; its session is alive');
+    const alive = () => logs().filter((entry) => entry.msg === ALIVE_MESSAGE);
     await withBatchWaitingForLock(state, 701, async () => {
       await waitUntil(async () => alive().length >= 3 || errors.length > 0, 'the watchdog to probe the waiting batch');
     });
@@ -260,7 +280,7 @@ describe('the worker on a stalled network', async () => {
     await pool.task(async (conn) => {
       const [me] = await conn.query(sql`select pid, extract(epoch from backend_start)::text as started from pg_stat_activity where pid = pg_backend_pid()`);
       const watchdog = new ConnectionWatchdog({
-        timings: { checkIntervalMs: 300, checkTimeoutMs: 3000 },
+        timings: WATCHDOG,
         probe: (...args: Parameters<Probe>) => {
           const outcome = probe(...args);
           probes.push(outcome);
@@ -306,18 +326,22 @@ describe('the worker on a stalled network', async () => {
 
 describe('the watchdog decides from its probes', () => {
   /** A watchdog whose probes answer `outcomes` in turn (the last one again), over a statement that never ends unless closed. */
-  async function watchHanging(outcomes: ProbeOutcome[], waitMs: number, { identified = true } = {}): Promise<{ closed: boolean; error: unknown; probes: number }> {
+  async function watchHanging(
+    outcomes: ProbeOutcome[],
+    waitMs: number,
+    { identified = true, logger = pino({ level: 'silent' }) as Logger } = {},
+  ): Promise<{ closed: boolean; error: unknown; probes: number }> {
     let probes = 0;
     let fail!: (error: Error) => void;
     const hanging = new Promise<never>((_, reject) => (fail = reject));
     const watchdog = new ConnectionWatchdog({
-      timings: { checkIntervalMs: 10, checkTimeoutMs: 10 },
+      timings: { checkIntervalMs: 10, checkTimeoutMs: 10, maxCheckIntervalMs: 40 },
       probe: async () => outcomes[Math.min(probes++, outcomes.length - 1)]!,
       closeConnection: () => {
         fail(new Error('Connection terminated unexpectedly'));
         return true;
       },
-      logger: pino({ level: 'silent' }),
+      logger,
     });
     if (identified) watchdog.identify({ pid: 1, startedAt: null });
     let error: unknown;
@@ -347,6 +371,16 @@ describe('the watchdog decides from its probes', () => {
     expect(await watchHanging([{ kind: 'stuck', state: 'idle', idleMs: 20, ended: true }], 5_000)).toMatchObject({ closed: true, probes: 1 });
   });
 
+  it('after each probe that finds the session busy the next waits twice as long, up to the longest interval; a stall after that is met as before', async () => {
+    const lines: Record<string, any>[] = [];
+    const logger: Logger = pino({ level: 'debug' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    const busy: ProbeOutcome = { kind: 'alive', state: 'active' };
+    const outcome = await watchHanging([busy, busy, busy, busy, busy, { kind: 'unanswered', reason: 'timeout' }], 10_000, { logger });
+    expect(outcome).toMatchObject({ closed: true, probes: 7 });
+    // (the check interval is 10 ms and the longest 40 ms)
+    expect(lines.filter((entry) => entry.msg === ALIVE_MESSAGE).map((entry) => entry.nextCheckInMs)).toEqual([20, 40, 40, 40, 40]);
+  });
+
   it('a statement before the session is known is never probed, and is closed once its time is up', async () => {
     const unknown = await watchHanging([{ kind: 'alive', state: 'active' }], 5_000, { identified: false });
     expect(unknown).toMatchObject({ closed: true, probes: 0 });
@@ -356,7 +390,7 @@ describe('the watchdog decides from its probes', () => {
   it('a statement that answers in time is never probed', async () => {
     let probes = 0;
     const watchdog = new ConnectionWatchdog({
-      timings: { checkIntervalMs: 50, checkTimeoutMs: 50 },
+      timings: { checkIntervalMs: 50, checkTimeoutMs: 50, maxCheckIntervalMs: 50 },
       probe: async () => (probes++, { kind: 'alive', state: 'active' }),
       closeConnection: () => true,
       logger: pino({ level: 'silent' }),
