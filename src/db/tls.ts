@@ -43,7 +43,15 @@ export function tlsPlan(url: string): TlsPlan {
   try {
     parsed = new URL(url);
   } catch {
-    // Not a URL (a key=value string, or nonsense): the driver says what it makes of it.
+    // Not a URL (a key=value string, several hosts each with its port, or
+    // nonsense): the driver says what it makes of it. Not of TLS parameters,
+    // though: the pool is told 'disable' here, and would connect in plain
+    // text whatever they ask for.
+    if (SSL_PARAMETERS.some((key) => new RegExp(`(^|[?&\\s])${key}\\s*=`, 'i').test(url))) {
+      throw new InvalidInputError(
+        'TLS settings (sslmode, sslrootcert, …) are read from a postgres:// URL only, with one host or several sharing a port (host1,host2:port); this connection string is not one',
+      );
+    }
     return { mode: 'disable', url, tls: null, plainIfRefused: false };
   }
   const params = parsed.searchParams;

@@ -77,6 +77,17 @@ describe('sslmode, as libpq reads it', () => {
     expect(() => tlsPlan(`${base}&sslmode=verify-full&sslrootcert=/nonexistent/root.crt`)).toThrow(/^sslrootcert "\/nonexistent\/root.crt" cannot be read/);
   });
 
+  it('TLS parameters in a connection string that is not a one-host URL are refused, not dropped', () => {
+    // (several hosts each with its port, which the pool reads and URL does not; key=value strings)
+    for (const text of ['postgres://u:p@h1:5432,h2:5433/app?sslmode=verify-full', 'host=db.example user=u sslmode=require', 'host=db.example sslrootcert=/root.crt']) {
+      expect(() => tlsPlan(text)).toThrow(InvalidInputError);
+      expect(() => tlsPlan(text)).toThrow(/^TLS settings \(sslmode, sslrootcert, …\) are read from a postgres:\/\/ URL only/);
+    }
+    // without TLS parameters: handed on as before
+    expect(tlsPlan('postgres://u:p@h1:5432,h2:5433/app')).toMatchObject({ mode: 'disable', tls: null, url: 'postgres://u:p@h1:5432,h2:5433/app' });
+    expect(tlsPlan('host=db.example user=u')).toMatchObject({ mode: 'disable', tls: null });
+  });
+
   describe('against servers', () => {
     let clusters: ClusterSet;
     let tlsServer: Cluster;
@@ -138,6 +149,12 @@ describe('sslmode, as libpq reads it', () => {
       expect(await clientUsesTls(elsewhere(url('localhost', 'verify-full')), { address })).toBe(true);
       await expect(clientUsesTls(elsewhere(url('127.0.0.1', 'verify-full')), { address })).rejects.toThrow(/127\.0\.0\.1/);
       expect(await clientUsesTls(elsewhere(url('localhost', 'prefer')), { address })).toBe(true);
+    });
+
+    it('several hosts each with its port and verify-full: refused, never plain text', async () => {
+      const url = new URL(withTls(tlsServer.url(), 'localhost', { sslmode: 'verify-full', sslrootcert: CA }));
+      const severalHosts = url.toString().replace(`@${url.host}/`, `@${url.host},${url.host}/`);
+      await expect(poolUsesTls(severalHosts)).rejects.toThrow(InvalidInputError);
     });
 
     it("the worker's listener connects on the same terms", async () => {
