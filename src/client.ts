@@ -11,7 +11,8 @@ import { listTargets, listUsers, type ListTargetsOptions, type ListUsersOptions,
 import { disableRowLevelSecurity, enableRowLevelSecurity, setSuperuser, type RowLevelSecurityOptions } from './app/rls.ts';
 import { syncGrants, type DesiredGrant, type SyncResult as SyncGrantsResult } from './app/sync-grants.ts';
 import type { Transaction } from '@databases/pg';
-import { openApplicationPool, sql, type ConnectionPool, type Queryable } from './db/pool.ts';
+import { sql, type ConnectionPool, type Queryable } from './db/pool.ts';
+import { openApplicationPool } from './db/pooler.ts';
 import { resolveDatabase, type ResolvedDatabase } from './db/resolve.ts';
 import { applyChanges, refresh, type ApplyOptions, type BatchResult } from './engine/apply.ts';
 import { applyJobChunk, type ChunkOptions, type ChunkResult } from './engine/long-job.ts';

@@ -71,7 +71,7 @@ export async function withContext<T>(options: GlobalOptions, run: (context: Comm
     const [{ createLogger }, { resolveDatabase }, { openApplicationPool }] = await Promise.all([
       import('../logger.ts'),
       import('../db/resolve.ts'),
-      import('../db/pool.ts'),
+      import('../db/pooler.ts'),
     ]);
     const format = resolveLogFormat(options.logFormat);
     const logger = createLogger({ level: resolveLogLevel(options.logLevel ?? 'warn'), destination: format === 'text' ? textLogDestination() : undefined });

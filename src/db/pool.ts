@@ -1,7 +1,6 @@
 import databases, { sql, type ConnectionPool, type Queryable } from '@databases/pg';
 import { DEFAULT_APPLICATION_NAME, KEEPALIVE_INITIAL_DELAY_MS } from '../constants.ts';
 import { InvalidInputError } from '../errors.ts';
-import { connectionPath } from './pooler.ts';
 import { tlsPlan } from './tls.ts';
 
 export { sql };
@@ -53,20 +52,4 @@ export function openPool(url: string, options: PoolOptions = {}): ConnectionPool
     // is replaced on next use; the default handler would print to stderr.
     onError: options.onIdleError ?? (() => {}),
   });
-}
-
-/**
- * The pool of Permgraph.connect() and of the command line, whose URL may
- * lead to a connection pooler: the search path is pinned only on a direct
- * connection (src/db/pooler.ts). Through a pooler every connection is a
- * series of server sessions that other clients share (a transaction
- * pooler's), or may be: the SET would pass to the application's own
- * connections of the same login, whose unqualified names would then fail
- * to resolve, and permgraph's later statements could run on sessions
- * without it anyway. Its statements then resolve names through the
- * login's own search_path (docs/security.md, "Search paths"). Costs one
- * connection, to ask.
- */
-export async function openApplicationPool(url: string, options: Omit<PoolOptions, 'pinSearchPath'> = {}): Promise<ConnectionPool> {
-  return openPool(url, { ...options, pinSearchPath: (await connectionPath(url)) === 'direct' });
 }

@@ -4,6 +4,8 @@
 import pg, { type ClientConfig } from 'pg';
 import { END_TIMEOUT_MS, POOLER_CHECK_APPLICATION_NAME, POOLER_CHECK_TIMEOUT_MS } from '../constants.ts';
 import { clientConfig } from './client-config.ts';
+import { connectionPeer, type PeerAddress } from './close-connection.ts';
+import { openPool, type ConnectionPool, type PoolOptions } from './pool.ts';
 import { SocketKeeper } from './socket-keeper.ts';
 
 /**
@@ -41,7 +43,7 @@ export type ConnectionPath = 'direct' | 'pooled' | 'shared';
  * session pooler.
  */
 export async function connectionPath(url: string, { sharing = false }: { sharing?: boolean } = {}): Promise<ConnectionPath> {
-  const config = await clientConfig(url, POOLER_CHECK_APPLICATION_NAME);
+  const config = await clientConfig(url, POOLER_CHECK_APPLICATION_NAME, { address: await reachedAddress(url) });
   const sockets = new SocketKeeper();
   const clients: pg.Client[] = [];
   const open = async (options: Partial<ClientConfig> = {}) => {
@@ -92,4 +94,37 @@ async function serverPid(client: pg.Client): Promise<number> {
 /** The process id the connection announced at its start (BackendKeyData): the server's own, unless a pooler made one up. */
 function announcedPid(client: pg.Client): number | null {
   return (client as pg.Client & { processID?: number | null }).processID ?? null;
+}
+
+/**
+ * The address a connection of the pool's own on `url` reaches: the check's
+ * raw clients connect there, so that they meet the server (or pooler) the
+ * pool's connections meet. node-pg alone cannot read a URL that lists
+ * several hosts ('h1,h2:5432'), which the pool can, and a name that leads
+ * to several addresses could send the check elsewhere. Undefined over a
+ * Unix socket: the URL's own path is the one place it leads.
+ */
+async function reachedAddress(url: string): Promise<PeerAddress | undefined> {
+  const pool = openPool(url, { poolSize: 1, pinSearchPath: false, applicationName: POOLER_CHECK_APPLICATION_NAME });
+  try {
+    return await pool.task(async (conn) => connectionPeer(conn));
+  } finally {
+    await pool.dispose();
+  }
+}
+
+/**
+ * The pool of Permgraph.connect() and of the command line, whose URL may
+ * lead to a connection pooler: the search path is pinned only on a direct
+ * connection (connectionPath). Through a pooler every connection is a
+ * series of server sessions that other clients share (a transaction
+ * pooler's), or may be: the SET would pass to the application's own
+ * connections of the same login, whose unqualified names would then fail
+ * to resolve, and permgraph's later statements could run on sessions
+ * without it anyway. Its statements then resolve names through the
+ * login's own search_path (docs/security.md, "Search paths"). Costs two
+ * connections, to ask.
+ */
+export async function openApplicationPool(url: string, options: Omit<PoolOptions, 'pinSearchPath'> = {}): Promise<ConnectionPool> {
+  return openPool(url, { ...options, pinSearchPath: (await connectionPath(url)) === 'direct' });
 }
