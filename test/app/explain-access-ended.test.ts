@@ -191,7 +191,9 @@ describe('explain(): accessEnded, when access that expired grants gave has ended
       }),
       { numRuns: 100 },
     );
-    expect(traversed).toBeGreaterThan(20); // routes through a manage edge into the owner were checked
+    // routes through a manage edge into the owner were checked (14 to ~30 of
+    // them a run: the bound only says the property had such routes to check)
+    expect(traversed).toBeGreaterThan(5);
   });
 
   it('names the expired grant and when access ended, on the path explain would have shown', async () => {
