@@ -18,19 +18,61 @@ export interface BatchTotals {
   busyMs: number;
 }
 
-/** Polls which committed changes have been applied; times each one. */
+/** Up to this many outstanding tokens, a poll probes them all at once. */
+const PROBE_ALL_UP_TO = 50;
+
+/**
+ * Polls which committed changes have been applied; times each one.
+ *
+ * A token counts as applied once no change row of its transaction is left
+ * in permgraph.changes or permgraph.long_job_changes (a long job's changes,
+ * and those waiting for it: sql/functions/065_long_job.sql). Every token is
+ * seen applied at the first poll after the transaction that applied it,
+ * however many are outstanding. (A poll used to probe only the oldest 50,
+ * so a backlog of N tokens applied by one batch took N / 50 polls to be
+ * seen, and the later ones' lag grew with the backlog.)
+ *
+ * Up to PROBE_ALL_UP_TO outstanding tokens, a poll probes them all in one
+ * query. Beyond that it stays exact without probing them all at every poll
+ * (200 per 10 ms took server CPU the worker needed: bench/FINDINGS.md 8):
+ * change rows go only in a transaction that applies them, and each such
+ * transaction updates permgraph.applier_state (every batch that writes, at
+ * its end: 060_apply.sql, 170_changes.sql) or permgraph.long_job (the chunk
+ * that ends a job). Their rows' versions (xmin) are the poll's marker. A
+ * poll reads the marker and probes the tokens added since the last poll;
+ * only when the marker has moved while older tokens wait are all
+ * outstanding tokens probed again. So each token is probed once when it
+ * arrives and once per applying transaction while it waits. With no token
+ * outstanding the watcher sends nothing. (A horizon of the lowest pending
+ * transaction id alone would not be exact: a long job's change keeps the
+ * lowest id pending while later ones are applied, as in --hol.)
+ *
+ * A token is timed at the moment the answer that showed it applied came
+ * back (its snapshot is no later), or, when the full probe found the marker
+ * unchanged since the poll before it, at that poll's answer: whatever
+ * applied it had committed by then.
+ */
 export class TokenWatcher {
-  private readonly pending = new Map<string, (appliedAt: number) => void>();
+  /** Outstanding tokens, oldest first, each with its place in the order of registration. */
+  private readonly pending = new Map<string, { resolve: (appliedAt: number) => void; order: number }>();
+  private registered = 0;
+  /** Outstanding tokens not probed yet. */
+  private fresh: string[] = [];
+  /** The marker of the snapshot in which every outstanding token not in fresh was last seen pending. */
+  private marker: string | null = null;
   private running = true;
   private readonly loop: Promise<void>;
 
-  constructor(private readonly db: Queryable, private readonly intervalMs = 10) {
+  constructor(private readonly db: Queryable, private readonly intervalMs = 10, private readonly probeAllUpTo = PROBE_ALL_UP_TO) {
     this.loop = this.poll();
   }
 
   /** Resolves with the time (performance.now()) the token was first seen applied. */
   applied(token: string): Promise<number> {
-    return new Promise((resolve) => this.pending.set(token, resolve));
+    return new Promise((resolve) => {
+      this.pending.set(token, { resolve, order: this.registered++ });
+      this.fresh.push(token);
+    });
   }
 
   async stop(): Promise<void> {
@@ -40,26 +82,52 @@ export class TokenWatcher {
 
   private async poll(): Promise<void> {
     while (this.running) {
-      // The oldest first: a batch applies every change committed before it.
-      // Checking the oldest few is enough: while they wait, newer ones do too.
-      const tokens = [...this.pending.keys()].slice(0, 50);
-      let allApplied = false;
-      if (tokens.length > 0) {
-        // (a long job's changes, and those waiting for it, are in long_job_changes: sql/functions/065_long_job.sql)
-        const rows: { token: string }[] = await this.db.query(sql`
-          select xact_id::text as token from permgraph.changes where xact_id = any(${tokens}::xid8[])
-          union
-          select xact_id::text from permgraph.long_job_changes where xact_id = any(${tokens}::xid8[])`);
-        const now = performance.now();
-        const waiting = new Set(rows.map((r) => r.token));
-        for (const token of tokens) {
-          if (waiting.has(token)) continue;
-          this.pending.get(token)?.(now);
-          this.pending.delete(token);
+      if (this.pending.size > 0 && this.pending.size <= this.probeAllUpTo) {
+        // few outstanding: all of them in one query, as cheap as the marker's
+        const all = [...this.pending.keys()];
+        this.fresh = [];
+        const seen = await this.probe(all);
+        this.resolve(all, seen.waiting, seen.at);
+        this.marker = seen.marker;
+      } else if (this.pending.size > 0) {
+        // (every token registered before this poll's first query was committed before its snapshot)
+        const before = this.registered;
+        const fresh = this.fresh;
+        this.fresh = [];
+        const older = this.pending.size - fresh.length;
+        const first = await this.probe(fresh);
+        this.resolve(fresh, first.waiting, first.at);
+        if (older > 0 && first.marker !== this.marker) {
+          // something was applied since the older tokens were seen pending: any of them may be
+          const known = [...this.pending].filter(([, p]) => p.order < before).map(([token]) => token);
+          const full = await this.probe(known);
+          this.resolve(known, full.waiting, full.marker === first.marker ? first.at : full.at);
+          this.marker = full.marker;
+        } else {
+          this.marker = first.marker;
         }
-        allApplied = waiting.size === 0 && this.pending.size > 0;
       }
-      if (!allApplied) await sleep(this.intervalMs);
+      await sleep(this.intervalMs);
+    }
+  }
+
+  /** The marker and, of `tokens`, those still pending, in one snapshot; `at`: when the answer came back. */
+  private async probe(tokens: string[]): Promise<{ marker: string; waiting: Set<string>; at: number }> {
+    const rows: { marker: string; waiting: string[] }[] = await this.db.query(sql`
+      select coalesce((select xmin::text from permgraph.applier_state), '-') || '/' || coalesce((select xmin::text from permgraph.long_job), '-') as marker,
+             array(select t::text from unnest(${tokens}::xid8[]) t
+                   where exists (select 1 from permgraph.changes c where c.xact_id = t)
+                      or exists (select 1 from permgraph.long_job_changes l where l.xact_id = t)) as waiting`);
+    const at = performance.now();
+    const row = rows[0] as { marker: string; waiting: string[] };
+    return { marker: row.marker, waiting: new Set(row.waiting), at };
+  }
+
+  private resolve(tokens: string[], waiting: Set<string>, at: number): void {
+    for (const token of tokens) {
+      if (waiting.has(token)) continue;
+      this.pending.get(token)?.resolve(at);
+      this.pending.delete(token);
     }
   }
 }
