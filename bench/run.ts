@@ -274,7 +274,7 @@ async function main(): Promise<void> {
     if (options.hol) {
       const { measureHol, formatHol } = await import('./measure/hol.ts');
       say(`\n== head-of-line blocking (org ${options.size})`);
-      hol = await measureHol(server.url, options.size, options.seed);
+      hol = await measureHol(server.url, options.size, options.seed, { keep: options.keep });
       out(formatHol(hol));
     }
     const run = envelope({ postgres, server: server.origin, shapes, ...(imported ? { import: imported } : {}), ...(hol ? { hol } : {}) });

@@ -6,7 +6,7 @@
 // memberships of users outside the big team, so none of it waits for the job
 // by design); each change's lag is commit -> its token applied (its change
 // rows gone from permgraph.changes and permgraph.long_job_changes).
-//   npm run bench -- --hol [--size large]     (saved and reported)
+//   npm run bench -- --hol [--size large] [--keep]    (saved and reported; --keep keeps its database)
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DEFAULT_CHUNK_PAIRS } from '../../src/constants.ts';
 import { openPool, sql, type ConnectionPool, type Queryable } from '../../src/db/pool.ts';
@@ -191,7 +191,8 @@ const grantRows = async (db: Queryable) =>
 
 const count = async (db: Queryable) => Number((await db.query(sql`select count(*)::bigint as n from permgraph.permissions`))[0].n);
 
-export async function measureHol(serverUrl: string, size: Size, seed: string): Promise<HolResult> {
+/** `keep`: the database is kept afterwards (the org graph with the scenario, the big grant revoked), as --keep keeps the shapes'. */
+export async function measureHol(serverUrl: string, size: Size, seed: string, options: { keep?: boolean } = {}): Promise<HolResult> {
   const plan = HOL_PLANS[size];
   const graphDir = (await generateCsv('org', size, seed)).dir;
   const bdb = await freshDatabase(serverUrl, `hol_org_${size}`);
@@ -219,7 +220,12 @@ export async function measureHol(serverUrl: string, size: Size, seed: string): P
     return { size, plan, permissionsBefore, bigGrantRows, modes, verify: { differences: differences.length } };
   } finally {
     await writers.dispose();
-    await bdb.drop();
+    if (options.keep) {
+      await bdb.db.dispose();
+      say(`hol: kept the database ${bdb.name}`);
+    } else {
+      await bdb.drop();
+    }
   }
 }
 
