@@ -5,18 +5,28 @@
 // imported by the command that needs them. The development entry
 // (bin/permgraph.mjs, through tsx) is measured for comparison.
 //
+// dist/ is built first (tsc -p tsconfig.build.json, what `npm pack` runs)
+// when it is not the build of this tree's src/, and the runner says so on
+// stderr either way; --no-build measures dist/ as it is (and says when it
+// is stale).
+//
 //   npx tsx bench/measure/coldstart.ts [--runs 21] [--no-build]
 //   npm run bench -- --coldstart
 //
 // A measurement, never a test threshold: start-up time depends on the machine.
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { say } from '../lib/progress.ts';
 import { summarize, type Summary } from '../lib/stats.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const BUILT_BIN = path.join(ROOT, 'dist', 'cli', 'main.js');
+const SRC = path.join(ROOT, 'src');
+const DIST = path.join(ROOT, 'dist');
+const BUILT_BIN = path.join(DIST, 'cli', 'main.js');
+/** Settings the build reads besides src/ (module format, compiler options). */
+const BUILD_SETTINGS = ['tsconfig.build.json', 'tsconfig.json', 'package.json'].map((f) => path.join(ROOT, f));
 const DEV_BIN = path.join(ROOT, 'bin', 'permgraph.mjs');
 
 export interface ColdStartCase {
@@ -40,6 +50,44 @@ export function buildDist(): void {
   if (result.status !== 0) throw new Error(`tsc -p tsconfig.build.json failed (exit ${result.status})`);
 }
 
+/**
+ * Why dist/ is not the build of this tree's src/, or null when it is: by
+ * modification times, as make decides. A source file whose .js is missing
+ * or older than it, or a build setting changed after the bin was built.
+ */
+export function distStaleness(): string | null {
+  const rel = (file: string) => path.relative(ROOT, file);
+  if (!existsSync(BUILT_BIN)) return `${rel(BUILT_BIN)} is missing`;
+  const sources = readdirSync(SRC, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'));
+  for (const source of sources.map((f) => path.join(SRC, f))) {
+    const built = path.join(DIST, path.relative(SRC, source)).replace(/\.ts$/, '.js');
+    if (!existsSync(built)) return `${rel(built)} is missing`;
+    if (statSync(source).mtimeMs > statSync(built).mtimeMs) return `${rel(source)} changed after ${rel(built)} was built`;
+  }
+  const bin = statSync(BUILT_BIN).mtimeMs;
+  for (const setting of BUILD_SETTINGS) {
+    if (statSync(setting).mtimeMs > bin) return `${rel(setting)} changed after ${rel(BUILT_BIN)} was built`;
+  }
+  return null;
+}
+
+/**
+ * Builds dist/ when it is stale (build) and says on stderr what it found
+ * and did: the bin measured is then this tree's. Without build, dist/ is
+ * measured as it is, stale or not (said too).
+ */
+function prepareDist(build: boolean): void {
+  const stale = distStaleness();
+  if (stale === null) {
+    say('coldstart: dist/ is the build of this tree\'s src/: measured as it is');
+  } else if (build) {
+    say(`coldstart: dist/ needs building (${stale}): rebuilding it (tsc -p tsconfig.build.json)`);
+    buildDist();
+  } else {
+    say(`coldstart: dist/ needs building (${stale}); measured as it is anyway (--no-build)`);
+  }
+}
+
 function timeOnce(argv: string[]): number {
   const started = process.hrtime.bigint();
   const result = spawnSync(process.execPath, argv, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' } });
@@ -51,7 +99,7 @@ function timeOnce(argv: string[]): number {
 /** Runs every case `runs` times, interleaved so that machine noise hits all of them alike. */
 export function measureColdStart(options: { runs?: number; build?: boolean } = {}): ColdStartResult {
   const runs = options.runs ?? 21;
-  if (options.build ?? true) buildDist();
+  prepareDist(options.build ?? true);
   if (!existsSync(BUILT_BIN)) throw new Error(`${BUILT_BIN} is missing: run without --no-build (or npm pack)`);
   const cases: { name: string; argv: string[] }[] = [
     { name: 'node -e 0', argv: ['-e', '0'] },
