@@ -52,7 +52,7 @@ function parseOptions(): Options {
     .option('--shape <shapes>', `comma-separated: ${SHAPES.join(',')}`, SHAPES.join(','))
     .option('--graph <dir>', 'measure an external nodes.csv/grants.csv pair instead of generated shapes')
     .option('--seed <seed>', 'generator seed', DEFAULT_SEED)
-    .option('--keep', 'keep the benchmark databases afterwards', false)
+    .option('--keep', 'keep the benchmark databases afterwards (the shapes\', --import\'s and --hol\'s; refused with --coldstart, --stock, --capture, --stream and --expiry)', false)
     .option('--skip-reads', 'skip the read benchmarks', false)
     .option('--skip-incremental', 'skip the incremental benchmarks', false)
     .option('--no-worker', 'skip the worker end-to-end benchmarks')
@@ -76,6 +76,10 @@ function parseOptions(): Options {
   // (an empty list ran nothing and saved an empty result as a run; a shape beside --graph was ignored)
   if (shapes.length === 0) refuse(`--shape needs at least one of ${SHAPES.join(', ')}`);
   if (o.graph !== undefined && program.getOptionValueSource('shape') === 'cli') refuse('--graph measures that CSV pair instead of the generated shapes: drop --shape');
+  // (they ran and dropped or deleted everything, --keep or not)
+  if (o.keep && (o.coldstart || o.stock || o.capture || o.stream || o.expiry)) {
+    refuse('--keep keeps the databases of the shapes\' runs, --import and --hol; --coldstart has none, --stock and --capture delete the servers they start, --stream and --expiry drop theirs');
+  }
   if (o.postgres !== undefined) {
     if (!isSupportedMajor(o.postgres)) refuse(`--postgres must be a major version of PostgreSQL: ${Object.keys(POSTGRES_BINARIES).join(', ')} (got ${o.postgres})`);
     if (process.env.DATABASE_URL) refuse('--postgres starts a server of its own: unset DATABASE_URL, or drop --postgres');
