@@ -430,11 +430,19 @@ function workerSection(e: Entry, chart: string | null): string[] {
   const s = w.sustained;
   lines.push('', `Sustained: lag stayed bounded up to **${s.keptUpPerSecond === null ? 'none of the offered rates' : `${num(s.keptUpPerSecond)} changes/s`}** offered; the highest rate applied was **${s.appliedPerSecond} changes/s**.`);
   const b = w.backlog;
-  lines.push('', `Backlog: **${num(b.changes)} changes** (${num(b.shares)} object shares and unshares, ${num(b.memberships)} membership adds and removes, committed set-based in ${ms(b.commitMs)} with the worker stopped; every pair is added and then removed again: the backlog's net effect is nil, so its drain tells what a long queue costs, not what writing a million changes' rows would) ${b.drained ? `drained in **${ms(b.drainMs)}**` : `NOT drained within ${ms(b.drainMs)}`} in ${b.batches.count} batches (${modes(b.batches.modes)}, ${num(b.batches.rowsWritten)} rows written). Worker process peak RSS **${b.workerPeakRssMiB} MiB** (+${b.workerRssDeltaMiB} MiB, heap +${b.workerHeapDeltaMiB} MiB); its server backend's peak private memory ${b.backendPeakAnonMiB === null ? 'n/a (server not local)' : `${b.backendPeakAnonMiB} MiB`}; temporary files ${b.tempMiB} MiB.`);
+  lines.push('', `Backlog: **${num(b.changes)} changes** (${num(b.shares)} object shares and unshares, ${num(b.memberships)} membership adds and removes, committed set-based in ${ms(b.commitMs)} with the worker stopped; ${backlogNet(b)}) ${b.drained ? `drained in **${ms(b.drainMs)}**` : `NOT drained within ${ms(b.drainMs)}`} in ${b.batches.count} batches (${modes(b.batches.modes)}, ${num(b.batches.rowsWritten)} rows written). Worker process peak RSS **${b.workerPeakRssMiB} MiB** (+${b.workerRssDeltaMiB} MiB, heap +${b.workerHeapDeltaMiB} MiB); its server backend's peak private memory ${b.backendPeakAnonMiB === null ? 'n/a (server not local)' : `${b.backendPeakAnonMiB} MiB`}; temporary files ${b.tempMiB} MiB.`);
   const v = w.verify;
   lines.push('', 'skipped' in v ? `Verification: skipped (${v.skipped}).` : `Verification after the worker phases (\`permgraph.verify()\`): **${v.differences} difference(s)**, ${v.pending} pending.`);
   if (chart) lines.push('', `![worker lag](${chart})`);
   return lines;
+}
+
+/** What the backlog leaves behind (runs before it left anything: every pair added and removed again). */
+function backlogNet(b: WorkerResult['backlog']): string {
+  if (b.keptPairs === undefined) {
+    return 'every pair is added and then removed again: the backlog\'s net effect is nil, so its drain tells what a long queue costs, not what writing its changes\' rows would';
+  }
+  return `most pairs are added and then removed again, and ${num(b.keptPairs)} stay added: the drain reads the whole queue and writes the rows of those`;
 }
 
 async function charts(e: Entry, dir: string): Promise<{ incremental: string; reads: string; lag: string | null }> {

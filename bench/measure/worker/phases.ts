@@ -28,6 +28,8 @@ export interface WorkerPlan {
   writers: number;
   /** Changes committed with the worker stopped, then drained. */
   backlog: number;
+  /** Of the backlog's pairs, the share left added (the rest are added and removed again: workload.ts, backlogPlan). */
+  backlogKept: number;
   /** Give up waiting for a drain after this long. */
   drainTimeoutMs: number;
 }
@@ -63,8 +65,11 @@ export interface RateResult {
 
 export interface BacklogResult {
   changes: number;
+  /** Membership and share changes committed (additions and removals). */
   memberships: number;
   shares: number;
+  /** Pairs the backlog left added: its net effect (absent in runs before it had one: every pair was removed again). */
+  keptPairs?: number;
   /** Committing the backlog set-based, worker stopped. */
   commitMs: number;
   drainMs: number;
@@ -161,7 +166,7 @@ export async function offerRate(writers: ConnectionPool, observer: Queryable, ch
 
 export async function drainBacklog(url: string, db: Queryable, plan: WorkerPlan, chunkPairs: number | null): Promise<BacklogResult> {
   const commitStarted = performance.now();
-  const committed = await commitBacklog(db, plan.backlog);
+  const committed = await commitBacklog(db, plan.backlog, plan.backlogKept);
   const commitMs = performance.now() - commitStarted;
   const [pending] = await db.query(sql`select count(*)::bigint as n from permgraph.changes`);
   global.gc?.();
@@ -176,7 +181,9 @@ export async function drainBacklog(url: string, db: Queryable, plan: WorkerPlan,
   try {
     while (performance.now() - started < plan.drainTimeoutMs) {
       await memory.findBackends(); // the worker connects lazily, and may reconnect
-      const [row] = await db.query(sql`select not exists (select 1 from permgraph.changes) as empty`);
+      // (a long job's changes wait in long_job_changes: drained when both are empty)
+      const [row] = await db.query(sql`
+        select not exists (select 1 from permgraph.changes) and not exists (select 1 from permgraph.long_job_changes) as empty`);
       if (row.empty) {
         drained = true;
         break;
