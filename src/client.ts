@@ -242,10 +242,14 @@ export class Permgraph {
     return result;
   }
 
-  /** Bulk-loads nodes and grants (CSV files or queries); resumable; one refresh at the end. */
+  /**
+   * Bulk-loads nodes and grants (CSV files or queries); resumable; one
+   * refresh at the end. Refuses a transaction pooler (SharedSessionError).
+   */
   importGraph(options: ImportOptions): Promise<ImportSummary> {
     // Its own connections and transactions (it commits batch by batch), but inside asActor its audit row names that actor.
-    return importGraph(this.db, { actor: this.actorScope.getStore()?.actor, ...options });
+    // (the URL: checked for a transaction pooler, and CSV rows staged with COPY, as the command line does)
+    return importGraph(this.db, { actor: this.actorScope.getStore()?.actor, connectionUrl: this.url, ...options });
   }
 
   /** Audit entries, oldest first; pass nextCursor as `after` for the next page. */

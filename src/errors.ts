@@ -54,11 +54,13 @@ export class ConnectionStalledError extends PermgraphError {
 }
 
 /**
- * The worker's connections go through a pooler that gives one server
- * session to several clients in turn (transaction pooling:
- * src/db/pooler.ts), where the applier role, a session's advisory lock,
- * would pass to other clients and outlive the worker: the worker refuses
- * to start, or stops.
+ * The connections of the worker or of an import go through a pooler that
+ * gives one server session to several clients in turn (transaction
+ * pooling: src/db/pooler.ts), where what they keep on their session (the
+ * worker's applier role, a session's advisory lock; an import's lock,
+ * temporary tables and search_path) would pass to other clients, outlive
+ * them, or be missing from their next transaction: the worker refuses to
+ * start, or stops; an import refuses to run (sharedSessionError).
  */
 export class SharedSessionError extends PermgraphError {
   override name = 'SharedSessionError';

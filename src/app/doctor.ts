@@ -57,7 +57,7 @@ export async function runDoctor(db: Queryable, options: DoctorOptions = {}): Pro
  * How the URL reaches the server (src/db/pooler.ts): directly, or through a
  * connection pooler, and whether that pooler shares server sessions between
  * clients (transaction pooling), where applications work and the worker
- * refuses to run (docs/operations.md, "Connection poolers"). Sharing is
+ * and imports refuse to run (docs/operations.md, "Connection poolers"). Sharing is
  * reported only when seen, which proves it.
  */
 async function poolingCheck(url: string): Promise<DoctorCheck> {
@@ -69,12 +69,12 @@ async function poolingCheck(url: string): Promise<DoctorCheck> {
   }
   switch (path) {
     case 'direct':
-      return { name: 'pooling', status: 'ok', message: 'direct to PostgreSQL (no connection pooler): fine for applications and for the worker' };
+      return { name: 'pooling', status: 'ok', message: 'direct to PostgreSQL (no connection pooler): fine for applications, the worker and imports' };
     case 'pooled':
       return {
         name: 'pooling',
         status: 'ok',
-        message: 'through a connection pooler that kept each connection on a server session of its own (session pooling): fine for applications and for the worker',
+        message: 'through a connection pooler that kept each connection on a server session of its own (session pooling): fine for applications, the worker and imports',
       };
     case 'shared':
       return {
@@ -82,7 +82,7 @@ async function poolingCheck(url: string): Promise<DoctorCheck> {
         status: 'warn',
         message:
           'through a transaction pooler (two connections were served by one server session): fine for applications, ' +
-          'but the worker refuses it: connect the worker directly to PostgreSQL, or through session pooling',
+          'but the worker and imports refuse it: connect the worker and imports directly to PostgreSQL, or through session pooling',
       };
   }
 }

@@ -3,6 +3,7 @@
 // and the pooler answer, never from the URL.
 import pg, { type ClientConfig } from 'pg';
 import { END_TIMEOUT_MS, POOLER_CHECK_APPLICATION_NAME, POOLER_CHECK_TIMEOUT_MS } from '../constants.ts';
+import { SharedSessionError } from '../errors.ts';
 import { clientConfig } from './client-config.ts';
 import { connectionPeer, type PeerAddress } from './close-connection.ts';
 import { openPool, type ConnectionPool, type PoolOptions } from './pool.ts';
@@ -83,6 +84,18 @@ export async function connectionPath(url: string, { sharing = false }: { sharing
   } finally {
     await Promise.all(clients.map((client) => sockets.endWithin(client.end(), END_TIMEOUT_MS)));
   }
+}
+
+/**
+ * The refusal of a transaction pooler ('shared') by `who` (the worker, an
+ * import), which needs a server session of its own because `why`: what
+ * was seen, why it matters, and what to do instead.
+ */
+export function sharedSessionError(who: string, why: string): SharedSessionError {
+  return new SharedSessionError(
+    `this URL goes through a transaction pooler (two of its connections were served by one server session): ${why}; ` +
+      `connect ${who} directly to PostgreSQL, or through a pooler in session mode (docs/operations.md, "Connection poolers")`,
+  );
 }
 
 /** The process id of the server session that ran this statement. */

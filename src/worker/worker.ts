@@ -19,7 +19,7 @@ import { applyJobChunk, type ChunkResult } from '../engine/long-job.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
 import { isConnectionError, PermgraphError, SharedSessionError, sqlStateOf } from '../errors.ts';
-import { connectionPath, type ConnectionPath } from '../db/pooler.ts';
+import { connectionPath, sharedSessionError, type ConnectionPath } from '../db/pooler.ts';
 import { startListener, type Listener } from './listener.ts';
 import { createProbe, type Probe } from './probe.ts';
 import { Wakeup } from './wakeup.ts';
@@ -238,7 +238,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       return;
     }
     this.pathChecked = true;
-    if (path === 'shared') throw new SharedSessionError(SHARED_SESSION_REFUSAL);
+    if (path === 'shared') throw sharedSessionError('the worker', SHARED_SESSION_REASON);
     if (path === 'pooled') this.logger.info('connected through a pooler that keeps each connection on a server session of its own (session pooling)');
   }
 
@@ -357,10 +357,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
 }
 
 /** Why the worker refuses a transaction pooler (requireOwnSessions). */
-export const SHARED_SESSION_REFUSAL =
-  "this URL goes through a transaction pooler (two of its connections were served by one server session): the worker holds the applier role as a session's advisory lock, " +
-  'which such a pooler would pass on to its other clients and keep after the worker stops; connect the worker directly to PostgreSQL, ' +
-  'or through a pooler in session mode (docs/operations.md, "Connection poolers")';
+const SHARED_SESSION_REASON =
+  "the worker holds the applier role as a session's advisory lock, which such a pooler would pass on to its other clients and keep after the worker stops";
 
 /** Connection failures in a row after which a wake-up no longer cuts the wait short. */
 const EARLY_RETRIES = 3;

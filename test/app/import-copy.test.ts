@@ -10,6 +10,7 @@ import { copyValue } from '../../src/app/import/staging.ts';
 import { sql, type Queryable } from '../../src/db/pool.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { loadGraph } from '../helpers/graph.ts';
+import { createLogin } from '../helpers/logins.ts';
 
 const scratch = await mkdtemp(path.join(tmpdir(), 'permgraph-import-copy-'));
 afterAll(() => rm(scratch, { recursive: true, force: true }));
@@ -69,10 +70,12 @@ describe('permgraph import: staging with COPY', async () => {
     expect(String(byCopy.nodes.find((r) => String(r.id).startsWith('LLL'))?.problem)).toMatch(/^id "L+…" \(300 characters\) is 300 characters long/);
     expect(byCopy.grants.find((r) => r.tail_id === 'tab\there')).toMatchObject({ source: 's\\N' });
 
-    // The COPY path is the one taken when the URL is given: a URL that leads nowhere fails the run.
-    await expect(staged(db, 'nowhere', files, 'postgres://nobody@127.0.0.1:1/none')).rejects.toThrow(/ECONNREFUSED|connect/);
+    // The COPY path is the one taken when the URL is given: a URL whose login may not write the staging tables fails the run.
+    // (a URL that leads nowhere fails before, when the run asks how it reaches the server)
+    const nobody = await createLogin(db, url, 'nobody');
+    await expect(staged(db, 'nowhere', files, nobody.url)).rejects.toThrow(/permission denied/);
     // A dry run stages in its own transaction: no COPY connection.
-    expect(await importGraph(db, { ...files, name: 'dry', dryRun: true, onInvalid: 'skip', connectionUrl: 'postgres://nobody@127.0.0.1:1/none' })).toMatchObject({ dryRun: true });
+    expect(await importGraph(db, { ...files, name: 'dry', dryRun: true, onInvalid: 'skip', connectionUrl: nobody.url })).toMatchObject({ dryRun: true });
   });
 
   it('a run staged with COPY loads like any other', async () => {

@@ -3,9 +3,13 @@
 // real non-superuser logins, and the worker connects directly
 // (docs/operations.md, "Connection poolers"). Skipped, saying why, where
 // the pgbouncer binary is missing.
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import pg from 'pg';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { Permgraph } from '../../src/client.ts';
+import { IMPORT_LOCK_CLASS } from '../../src/constants.ts';
 import { SharedSessionError } from '../../src/errors.ts';
 import { sql, type Queryable } from '../../src/db/pool.ts';
 import { Worker } from '../../src/worker/worker.ts';
@@ -35,6 +39,27 @@ async function onOwnConnection<T extends Record<string, unknown>>(url: string, t
   }
 }
 
+/**
+ * What a server session keeps for its next client, as a client of the
+ * pooler's one server session for a login sees it: settings made with SET
+ * (not those PgBouncer itself sets for each client: application_name,
+ * client_encoding…), advisory locks, temporary tables, prepared statements
+ * and LISTEN channels.
+ */
+async function sessionState(url: string): Promise<Record<string, unknown>> {
+  return onOwnConnection(url, `
+    select
+      (select coalesce(json_agg(name || ' = ' || setting order by name), '[]') from pg_catalog.pg_settings
+        where source = 'session'
+          and name not in ('application_name', 'client_encoding', 'DateStyle', 'IntervalStyle', 'TimeZone', 'standard_conforming_strings')) as settings,
+      (select coalesce(json_agg(l.classid || '/' || l.objid || '/' || l.objsubid), '[]') from pg_catalog.pg_locks l
+        where l.pid = pg_catalog.pg_backend_pid() and l.locktype = 'advisory') as advisory_locks,
+      (select coalesce(json_agg(c.relname order by c.relname), '[]') from pg_catalog.pg_class c
+        where c.relnamespace = pg_catalog.pg_my_temp_schema()) as temporary_relations,
+      (select coalesce(json_agg(p.name), '[]') from pg_catalog.pg_prepared_statements p) as prepared,
+      (select coalesce(json_agg(c), '[]') from pg_catalog.pg_listening_channels() c) as listening`);
+}
+
 if (PGBOUNCER_MISSING) {
   it.skip(`through PgBouncer: skipped, ${PGBOUNCER_MISSING}`, () => {});
 } else {
@@ -44,8 +69,11 @@ if (PGBOUNCER_MISSING) {
     const reader = await createLogin(owner, url, 'reader', 'permgraph_reader');
     const workerLogin = await createLogin(owner, url, 'worker', 'permgraph_worker');
     const appLogin = await createLogin(owner, url, 'app', 'permgraph_writer');
-    const bouncer = await startPgBouncer(url, [writer.url, reader.url, workerLogin.url, appLogin.url]);
+    // (the schema's owner too, as imports run)
+    const bouncer = await startPgBouncer(url, [writer.url, reader.url, workerLogin.url, appLogin.url, url]);
     afterAll(() => bouncer.stop());
+    const scratch = await mkdtemp(path.join(tmpdir(), 'permgraph-pooler-'));
+    afterAll(() => rm(scratch, { recursive: true, force: true }));
 
     const opened: { close(): Promise<void> }[] = [];
     const workers: Worker[] = [];
@@ -231,8 +259,77 @@ if (PGBOUNCER_MISSING) {
       });
     });
 
+    describe('import', () => {
+      /** A table of the application's, the source of a query import: people `${prefix}1`…`${prefix}5`. */
+      async function people(prefix: string): Promise<{ query: string; ids: string[] }> {
+        const name = `${prefix.replaceAll('-', '_')}people`;
+        const table = sql.ident('public', name);
+        await owner.query(sql`create table ${table} (login text)`);
+        await owner.query(sql`insert into ${table} select ${prefix} || g from generate_series(1, 5) g`);
+        const ids = (await owner.query(sql`select login from ${table} order by login`)).map((r: { login: string }) => r.login);
+        return { query: `select login as id, 'user' as kind, null as owner_id from public.${name}`, ids };
+      }
+      /** A nodes CSV of users `${prefix}1`…`${prefix}4`. */
+      async function csv(prefix: string): Promise<{ file: string; ids: string[] }> {
+        const ids = [1, 2, 3, 4].map((i) => `${prefix}${i}`);
+        const file = path.join(scratch, `${prefix}nodes.csv`);
+        await writeFile(file, `id,kind,owner_id\n${ids.map((id) => `${id},user,`).join('\n')}\n`);
+        return { file, ids };
+      }
+      const nodesLike = async (prefix: string) =>
+        (await owner.query(sql`select id from permgraph.nodes where starts_with(id, ${prefix}) order by id`)).map((r: { id: string }) => r.id);
+      const importLocks = () =>
+        owner.query(sql`
+          select pid from pg_locks
+          where locktype = 'advisory' and classid = ${IMPORT_LOCK_CLASS} and database = (select oid from pg_database where datname = current_database())`);
+      const runsNamed = (name: string) => owner.query(sql`select phase from permgraph.import_runs where name = ${name}`);
+
+      it('refuses a transaction pooler, naming it, before it writes or sets anything: by the API and the command line', async () => {
+        // What the owner login's other clients get from the pooler's one server session for it.
+        const left = () => sessionState(bouncer.url(url, 'transaction'));
+        const before = await left();
+        const source = await people('tx-query-');
+        const importer = await connect(url, 'transaction');
+        const outcome = await importer.importGraph({ nodes: { query: source.query }, name: 'tx-query' }).then(
+          (summary) => `loaded ${summary.nodes.inserted}`,
+          (error: unknown) => error,
+        );
+        // (before the refusal the import ran: it loaded, and its query's search_path stayed on the pooler's session for the login's other clients)
+        expect(await left()).toEqual(before);
+        expect(await nodesLike('tx-query-')).toEqual([]);
+        expect(outcome).toBeInstanceOf(SharedSessionError);
+        expect(String((outcome as Error).message)).toMatch(/^this URL goes through a transaction pooler .*connect the import directly to PostgreSQL, or through a pooler in session mode/);
+        expect(await runsNamed('tx-query')).toEqual([]);
+        expect(await importLocks()).toEqual([]);
+
+        // The command line (CSV, staged with COPY on a connection of its own) says so and exits 1.
+        const input = await csv('tx-csv-');
+        const cli = await runCli(['import', '--nodes', input.file, '--name', 'tx-csv', '--database-url', bouncer.url(url, 'transaction')]);
+        expect(await left()).toEqual(before);
+        expect(await nodesLike('tx-csv-')).toEqual([]);
+        expect([cli.code, cli.stderr]).toEqual([1, expect.stringMatching(/^permgraph: this URL goes through a transaction pooler .*connect the import directly/m)]);
+        expect(await runsNamed('tx-csv')).toEqual([]);
+        expect(await importLocks()).toEqual([]);
+      });
+
+      it.each(['session', 'direct'] as const)('runs %s: a query import by the API and a CSV import by the command line load their rows', async (mode) => {
+        const source = await people(`${mode}-query-`);
+        const importer = await connect(url, mode);
+        const summary = await importer.importGraph({ nodes: { query: source.query }, name: `${mode}-query`, batchSize: 2 });
+        expect(summary).toMatchObject({ loaded: true, nodes: { read: 5, inserted: 5, invalid: 0 } });
+        expect(await nodesLike(`${mode}-query-`)).toEqual(source.ids);
+        const input = await csv(`${mode}-csv-`);
+        const cliUrl = mode === 'direct' ? url : bouncer.url(url, mode);
+        const cli = await runCli(['import', '--nodes', input.file, '--name', `${mode}-csv`, '--batch-size', '2', '--database-url', cliUrl]);
+        expect(cli.code, cli.stderr).toBe(0);
+        expect(await nodesLike(`${mode}-csv-`)).toEqual(input.ids);
+        expect(await runsNamed(`${mode}-csv`)).toEqual([{ phase: 'done' }]);
+        expect(await importLocks()).toEqual([]);
+      });
+    });
+
     describe('doctor', () => {
-      it('tells a transaction pooler (where the worker cannot run) from a session pooler and a direct connection', async () => {
+      it('tells a transaction pooler (where the worker and imports cannot run) from a session pooler and a direct connection', async () => {
         const found: Record<string, unknown> = {};
         for (const where of ['direct', 'session', 'transaction'] as const) {
           const checks = await (await connect(reader.url, where)).doctor();
@@ -241,7 +338,7 @@ if (PGBOUNCER_MISSING) {
         expect(found).toEqual({
           direct: { name: 'pooling', status: 'ok', message: expect.stringMatching(/^direct to PostgreSQL/) },
           session: { name: 'pooling', status: 'ok', message: expect.stringMatching(/^through a connection pooler that kept/) },
-          transaction: { name: 'pooling', status: 'warn', message: expect.stringMatching(/^through a transaction pooler.*connect the worker directly/) },
+          transaction: { name: 'pooling', status: 'warn', message: expect.stringMatching(/^through a transaction pooler.*the worker and imports refuse it: connect the worker and imports directly/) },
         });
       });
     });

@@ -18,10 +18,24 @@
 // Interrupting (options.signal) cancels the statement the run has on the
 // server (pg_cancel_backend, from another connection of the pool), so no
 // query outlives the run; the run stays resumable.
+//
+// All of it needs a server session of its own for the run: the run's lock
+// is a session's advisory lock, a query's rows wait in a temporary table,
+// inputs.ts pins the session's search_path, and the interrupt cancels by
+// that session's process id. A transaction pooler hands the session to
+// other clients between the run's transactions and may give the run another
+// one for the next: the lock, the tables and the path would pass to them
+// (of two query imports sharing a session, one loaded the other's rows; the
+// path reached the login's other clients), the unlock could reach another
+// session and leave the run locked out for good, and an interrupt would
+// cancel whichever client's statement ran on the first session. Given the
+// URL (connectionUrl), the run refuses such a pooler before it starts
+// (sharedSessionError, src/db/pooler.ts).
 import { createHash } from 'node:crypto';
 import { isConnectionPool } from '@databases/pg';
 import { DEFAULT_IMPORT_BATCH_SIZE, IMPORT_LOCK_CLASS } from '../../constants.ts';
 import { sql, type Queryable } from '../../db/pool.ts';
+import { connectionPath, sharedSessionError } from '../../db/pooler.ts';
 import { InvalidInputError, SqlState, sqlStateOf } from '../../errors.ts';
 import { canonicalJson, describeInput, fileFingerprints, GRANT_COLUMNS, NODE_COLUMNS, prepare } from './inputs.ts';
 import { loadRun } from './load.ts';
@@ -50,8 +64,10 @@ class DryRunRollback extends Error {
 
 /**
  * Runs an import; see the file comment. Throws InvalidInputError for bad
- * inputs (nothing written), ImportRejectedError for invalid rows (unless
- * onInvalid is 'skip'), ImportInterruptedError when options.signal fires.
+ * inputs (nothing written), SharedSessionError when options.connectionUrl
+ * goes through a transaction pooler (nothing run), ImportRejectedError for
+ * invalid rows (unless onInvalid is 'skip'), ImportInterruptedError when
+ * options.signal fires.
  */
 export async function importGraph(db: Queryable, options: ImportOptions): Promise<ImportSummary> {
   if (!options.nodes && !options.grants) throw new InvalidInputError('nothing to import: give nodes and/or grants');
@@ -68,6 +84,9 @@ export async function importGraph(db: Queryable, options: ImportOptions): Promis
   const name = options.name ?? `import-${createHash('sha256').update(JSON.stringify(inputs)).digest('hex').slice(0, 10)}`;
   if (name.trim() === '') throw new InvalidInputError('the import name must not be empty');
   const dryRun = options.dryRun === true;
+  if (options.connectionUrl !== undefined && (await connectionPath(options.connectionUrl, { sharing: true })) === 'shared') {
+    throw sharedSessionError('the import', SHARED_SESSION_REASON);
+  }
   const interrupt = interruption(db, name, dryRun, options.signal);
   try {
     interrupt.check();
@@ -115,6 +134,11 @@ export async function importGraph(db: Queryable, options: ImportOptions): Promis
     await interrupt.stop();
   }
 }
+
+/** Why an import refuses a transaction pooler (see the file comment). */
+const SHARED_SESSION_REASON =
+  "an import keeps its run's lock, its query's rows (a temporary table) and its search_path on its server session, and is interrupted by " +
+  "cancelling that session's statement, which such a pooler would share with its other clients, or lose between the import's transactions";
 
 /** Runs a clean-up statement again if the last cancel of an interrupted run reached it (it may arrive late). */
 async function uncancelled<T>(run: () => Promise<T>): Promise<T> {

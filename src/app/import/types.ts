@@ -42,9 +42,13 @@ export interface ImportOptions {
    */
   exclusive?: boolean;
   /**
-   * The database's connection URL (as the pool's): CSV rows are then staged
-   * with COPY, on a connection of its own, instead of INSERT batches (faster;
-   * the same rows, batches and progress). Not used by a dry run.
+   * The database's connection URL (as the pool's). The run first asks how
+   * it reaches the server, and refuses a transaction pooler
+   * (SharedSessionError: the run needs a server session of its own; see
+   * index.ts). CSV rows are then staged with COPY, on a connection of its
+   * own, instead of INSERT batches (faster; the same rows, batches and
+   * progress); not by a dry run. Without it, neither: a pool through a
+   * transaction pooler is not noticed.
    */
   connectionUrl?: string;
   /** Rows per staging transaction (default 10,000). */
