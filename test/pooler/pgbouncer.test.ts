@@ -14,7 +14,7 @@ import { SharedSessionError } from '../../src/errors.ts';
 import { sql, type Queryable } from '../../src/db/pool.ts';
 import { Worker } from '../../src/worker/worker.ts';
 import { runCli, spawnCli, waitUntil } from '../helpers/cli.ts';
-import { createTestDatabase } from '../helpers/database.ts';
+import { createEmptyDatabase, createTestDatabase } from '../helpers/database.ts';
 import { createLogin } from '../helpers/logins.ts';
 import { PGBOUNCER_MISSING, startPgBouncer, type PoolMode } from '../helpers/pgbouncer.ts';
 
@@ -256,6 +256,47 @@ if (PGBOUNCER_MISSING) {
         // The transaction pool has one server session for this login: permgraph's connections used it just now.
         const seen = await onOwnConnection<{ search_path: string }>(bouncer.url(appLogin.url, 'transaction'), 'show search_path');
         expect(seen).toEqual(reference);
+      });
+
+      it('refresh, verify and migrate work through a transaction pooler and leave its server session as they found it', async () => {
+        // (each is one transaction: nothing of theirs outlives it on the session)
+        const pooled = bouncer.url(url, 'transaction'); // the owner's pool: one server session
+        const before = await sessionState(pooled);
+        expect(before).toEqual({ settings: [], advisory_locks: [], temporary_relations: [], prepared: [], listening: [] });
+        // (what one client leaves there, the next one sees)
+        await onOwnConnection(pooled, "select pg_catalog.set_config('work_mem', '7MB', false)");
+        expect(await sessionState(pooled)).toMatchObject({ settings: ['work_mem = 7168'] });
+        await onOwnConnection(pooled, 'reset work_mem');
+        expect(await sessionState(pooled)).toEqual(before);
+        // a user with read on a group that owns another: the refresh writes her rows for both
+        await owner.query(sql`insert into permgraph.nodes (id, kind) values ('state-ann', 'user'), ('state-team', 'group')`);
+        await owner.query(sql`insert into permgraph.nodes (id, kind, owner_id) values ('state-sub', 'group', 'state-team')`);
+        await owner.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('state-ann', 'state-team', 1)`);
+        const refreshed = await runCli(['refresh', '--database-url', pooled]);
+        expect(refreshed.code, refreshed.stderr).toBe(0);
+        expect(await sessionState(pooled)).toEqual(before);
+        expect(await owner.query(sql`select target_id, level from permgraph.permissions where user_id = 'state-ann' order by target_id`)).toEqual([
+          { target_id: 'state-ann', level: 3 }, { target_id: 'state-sub', level: 1 }, { target_id: 'state-team', level: 1 },
+        ]);
+        const verified = await runCli(['verify', '--database-url', pooled]);
+        expect([verified.code, verified.stdout.trim()]).toEqual([0, 'ok: the table equals a full recomputation']);
+        expect(await sessionState(pooled)).toEqual(before);
+        // migrate: with nothing to do, and a whole schema on a database that has none
+        const current = await runCli(['migrate', '--database-url', pooled]);
+        expect([current.code, current.stdout.trim()]).toEqual([0, 'schema is up to date']);
+        expect(await sessionState(pooled)).toEqual(before);
+        const empty = await createEmptyDatabase();
+        const fresh = await startPgBouncer(empty.url, [empty.url]);
+        try {
+          const emptyPooled = fresh.url(empty.url, 'transaction');
+          const emptyBefore = await sessionState(emptyPooled);
+          const migrated = await runCli(['migrate', '--database-url', emptyPooled]);
+          expect(migrated.code, migrated.stderr).toBe(0);
+          expect(await sessionState(emptyPooled)).toEqual(emptyBefore);
+          expect((await runCli(['status', '--database-url', emptyPooled])).stdout).toMatch(/^schema: +ok/m);
+        } finally {
+          await fresh.stop();
+        }
       });
     });
 
