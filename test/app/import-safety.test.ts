@@ -9,7 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { importGraph, ImportInterruptedError, ImportRejectedError } from '../../src/app/import/index.ts';
 import { singleStatement, userQuery } from '../../src/app/import/inputs.ts';
 import { syncRoles } from '../../src/app/catalog.ts';
-import { sql, type Queryable } from '../../src/db/pool.ts';
+import { openPool, sql, type Queryable } from '../../src/db/pool.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
 import { waitUntil } from '../helpers/cli.ts';
 import { createTestDatabase } from '../helpers/database.ts';
@@ -41,7 +41,7 @@ async function relationExists(db: Queryable, name: string): Promise<boolean> {
 }
 
 describe('permgraph import: queries, ids, levels, interruption', async () => {
-  const { db } = await createTestDatabase();
+  const { db, url } = await createTestDatabase();
 
   it('an import query runs as one read-only statement: the injection of issue 10 creates nothing', async () => {
     await loadGraph(db, { nodes: [], grants: [] });
@@ -99,6 +99,33 @@ describe('permgraph import: queries, ids, levels, interruption', async () => {
     await expect(db.tx((tx) => importGraph(tx, { nodes: { query: "select 'x' as id, 'user' as kind, null as owner_id" } }))).rejects.toThrow(
       /runs in a READ ONLY transaction of its own: import from a connection or a pool, not inside a transaction/,
     );
+  });
+
+  it("on a pool that keeps the login's search_path, the query runs with the import's path, and the connection keeps its own", async () => {
+    // An application's own pool (Permgraph.fromPool), or Permgraph.connect() through a pooler: nothing pins the path.
+    const own = openPool(url, { poolSize: 1, pinSearchPath: false });
+    const sessionPath = async () => (await own.query(sql`select pg_catalog.current_setting('search_path') as path`))[0].path;
+    try {
+      const loginPath = await sessionPath();
+      expect(loginPath).toBe('"$user", public');
+      await db.query(sql`create table if not exists public.app_users (login text)`);
+      await db.query(sql`insert into public.app_users values ('own-pool-user')`);
+      await expect(importGraph(own, { nodes: { query: "select login as id, 'user' as kind, null as owner_id from app_users" } })).rejects.toThrow(
+        'the nodes query failed: relation "app_users" does not exist (import queries run with search_path = pg_catalog, pg_temp',
+      );
+      // (before, the import pinned the path of the pool's connection for good: the application's unqualified names then failed on it)
+      expect(await sessionPath()).toBe(loginPath);
+      const summary = await importGraph(own, { nodes: { query: "select login as id, 'user' as kind, null as owner_id from public.app_users" }, onInvalid: 'skip' });
+      expect(summary.nodes).toMatchObject({ read: 1, invalid: 0 });
+      expect(await sessionPath()).toBe(loginPath);
+      // What the query sets for the session itself is undone too.
+      await importGraph(own, {
+        nodes: { query: "select login as id, 'user' as kind, null as owner_id from public.app_users where pg_catalog.set_config('search_path', 'pg_temp', false) is not null" },
+      });
+      expect(await sessionPath()).toBe(loginPath);
+    } finally {
+      await own.dispose();
+    }
   });
 
   it('a ";" inside strings, quoted names, dollar quotes or comments does not end the statement', () => {

@@ -21,8 +21,8 @@
 //
 // All of it needs a server session of its own for the run: the run's lock
 // is a session's advisory lock, a query's rows wait in a temporary table,
-// inputs.ts pins the session's search_path, and the interrupt cancels by
-// that session's process id. A transaction pooler hands the session to
+// the COPY connection sets its session's search_path (staging.ts), and the
+// interrupt cancels by that session's process id. A transaction pooler hands the session to
 // other clients between the run's transactions and may give the run another
 // one for the next: the lock, the tables and the path would pass to them
 // (of two query imports sharing a session, one loaded the other's rows; the

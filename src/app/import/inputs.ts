@@ -8,13 +8,14 @@
 //   alone (not split by the driver) with a bound parameter, so over the
 //   extended protocol, where PostgreSQL itself refuses a second statement;
 // - in a READ ONLY transaction of its own: a function that writes fails;
-// - with search_path = pg_catalog, pg_temp (every permgraph connection's):
-//   tables are named with their schema, and an unqualified name is refused
-//   with an error that says so.
+// - with search_path = pg_catalog, pg_temp for its transaction, whatever
+//   the connection's (a pool through a pooler, or an application's own,
+//   keeps the login's): tables are named with their schema, and an
+//   unqualified name is refused with an error that says so.
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { isTransaction } from '@databases/pg';
-import { sql, type Queryable } from '../../db/pool.ts';
+import { PINNED_SEARCH_PATH, sql, type Queryable } from '../../db/pool.ts';
 import { InvalidInputError, SqlState, SqlStateClass, sqlStateOf, translateDbError } from '../../errors.ts';
 import { openCsv } from '../csv.ts';
 import type { ImportSource, Prepared } from './types.ts';
@@ -97,9 +98,13 @@ export async function prepare(
 
 /**
  * Runs statements that contain an operator's query in a READ ONLY
- * transaction of their own, mapping its errors to InvalidInputErrors that
- * name the query (see the file comment). Session settings the query may have
- * changed with set_config() are pinned back afterwards.
+ * transaction of their own, with the pinned search_path for that
+ * transaction, mapping its errors to InvalidInputErrors that name the query
+ * (see the file comment). A search_path the query may have set for the
+ * session with set_config() is put back as the session had it: pinned on
+ * permgraph's direct connections, the login's on any other, where pinning
+ * it would change the path of a connection the application's own queries
+ * use too.
  */
 export async function readOnly<T>(
   db: Queryable,
@@ -112,12 +117,21 @@ export async function readOnly<T>(
       `${label} runs in a READ ONLY transaction of its own: import from a connection or a pool, not inside a transaction`,
     );
   }
+  let sessionPath: string | undefined;
   try {
-    return await db.tx(run, { readOnly: true });
+    return await db.tx(async (tx) => {
+      [{ path: sessionPath }] = await tx.query(sql`select pg_catalog.current_setting('search_path') as path`);
+      await tx.query(sql`select pg_catalog.set_config('search_path', ${PINNED_SEARCH_PATH.join(', ')}, true)`);
+      return run(tx);
+    }, { readOnly: true });
   } catch (error) {
     throw queryError(error, label, reasons);
   } finally {
-    await db.query(sql`select pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)`).catch(() => {});
+    if (sessionPath !== undefined) {
+      await db
+        .query(sql`select pg_catalog.set_config('search_path', ${sessionPath}, false) where pg_catalog.current_setting('search_path') <> ${sessionPath}`)
+        .catch(() => {});
+    }
   }
 }
 
