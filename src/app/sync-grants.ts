@@ -64,7 +64,7 @@ export async function syncGrants(
     db.tx(async (tx) => {
       // Under READ COMMITTED each statement after the lock sees the previous
       // sync of this source committed, so the two never interleave.
-      await tx.query(sql`select pg_advisory_xact_lock(hashtextextended(${SYNC_GRANTS_LOCK_PREFIX + source}, 0))`);
+      await tx.query(sql`select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(${SYNC_GRANTS_LOCK_PREFIX + source}::text, 0))`);
       await applyActor(tx, options.actor);
       await requireKnownEnds(tx, tails, heads);
       await requireFuture(tx, expiries, grants.map((g, i) => `sync-grants: grant #${i + 1} (${g.tail} -> ${g.head}) expires at`));

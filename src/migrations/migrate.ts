@@ -81,10 +81,12 @@ export async function migrate(db: Queryable, logger: Logger = silentLogger): Pro
   await assertServerVersion(db);
   const [migrations, functionFiles] = await Promise.all([loadMigrations(), loadFunctionFiles()]);
   return db.tx(async (tx) => {
-    await tx.query(sql`select pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`);
     // Whatever the session's path, names in the files resolve to pg_catalog or
     // are schema-qualified (an SQL-standard function body is resolved now).
+    // First: on a path of the caller's (a pool of its own, a pooler's
+    // session), an unqualified call could run a function planted there.
     await tx.query(sql`set local search_path = pg_catalog, pg_temp`);
+    await tx.query(sql`select pg_advisory_xact_lock(${MIGRATION_LOCK_KEY}::bigint)`);
     // The history tables, on the first run only: CREATE SCHEMA IF NOT EXISTS
     // needs CREATE on the database even when the schema is there, so a
     // worker's login (which a deployment also runs `migrate` or `worker

@@ -5,12 +5,16 @@
 // pool, as it is. There, a login allowed to create objects in a schema on
 // the path (public, on PostgreSQL 14 by default) could plant functions
 // that match better than pg_catalog's polymorphic ones (unnest(anyarray),
-// cardinality(anyarray), format(text, variadic "any")) and have them run as
-// whoever calls the API: the application's login, or the schema's owner
-// for an import. So the client's SQL names those functions by schema. Each
+// cardinality(anyarray), format(text, variadic "any")), or than those the
+// client passes a literal of another type or a parameter of unknown type
+// (hashtextextended(text, bigint) given 0, pg_advisory_xact_lock(bigint)
+// given a parameter), and have them run as whoever calls the API: the
+// application's login, or the schema's owner for an import or a
+// migration. So the client's SQL names those functions by schema. Each
 // entry point below runs through unpinned pools, on the logins' default
 // path; no planted function may run, and the answers must be the model's.
 import { beforeEach, describe, expect, it } from 'vitest';
+import { ImportInterruptedError } from '../../src/app/import/types.ts';
 import { Permgraph } from '../../src/client.ts';
 import { openPool, sql, type ConnectionPool } from '../../src/db/pool.ts';
 import { computePermissions, type RefGraph } from '../reference/model.ts';
@@ -18,6 +22,7 @@ import { g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { loadGraph } from '../helpers/graph.ts';
 import { createLogin } from '../helpers/logins.ts';
+import { waitUntil } from '../helpers/cli.ts';
 
 const graph: RefGraph = {
   nodes: [u('alice'), u('bob'), g('eng'), g('secret'), o('doc', 'eng')],
@@ -58,6 +63,26 @@ async function plantFunctions(attacker: ConnectionPool): Promise<void> {
     begin
       insert into public.planted_calls values (current_user, 'format(text, text, text, text)');
       return pg_catalog.format($1, $2, $3, $4);
+    end $$;`);
+  // Not polymorphic, but matched better for what the client passes: an
+  // integer literal where pg_catalog takes a bigint (an exact match beats an
+  // implicit cast), and a parameter whose type the statement leaves unknown,
+  // which goes to a candidate taking text first.
+  await attacker.query(sql`
+    create function public.hashtextextended(text, integer) returns bigint language plpgsql as $$
+    begin
+      insert into public.planted_calls values (current_user, 'hashtextextended(text, integer)');
+      return pg_catalog.hashtextextended($1, $2);
+    end $$;
+    create function public.pg_advisory_xact_lock(text) returns void language plpgsql as $$
+    begin
+      insert into public.planted_calls values (current_user, 'pg_advisory_xact_lock(text)');
+      perform pg_catalog.pg_advisory_xact_lock($1::bigint);
+    end $$;
+    create function public.pg_cancel_backend(text) returns boolean language plpgsql as $$
+    begin
+      insert into public.planted_calls values (current_user, 'pg_cancel_backend(text)');
+      return false;
     end $$;`);
 }
 
@@ -115,6 +140,36 @@ describe('the client\'s own SQL on an unpinned search path', async () => {
       { tail_id: 'bob', head_id: 'secret', level: 1, source: 'default' },
     ]);
     expect(await plantedCalls()).toEqual([]);
+  });
+
+  it('migrate, as the owner, on an unpinned session: no planted call', async () => {
+    expect(await asOwner.migrate()).toEqual({ applied: [], functions: [] });
+    expect(await plantedCalls()).toEqual([]);
+  });
+
+  it('an import interrupted while its statement runs: cancelled, and no planted call runs as the owner', async () => {
+    const controller = new AbortController();
+    let settled = false;
+    // (the run waits for this lock: its statement is running on the server when the signal comes)
+    const { running } = await owner.tx(async (locker) => {
+      await locker.query(sql`lock table permgraph.nodes in access exclusive mode`);
+      const running = asOwner
+        .importGraph({ nodes: { query: "select 'erin' as id, 'user' as kind, null::text as owner_id" }, name: 'interrupted', signal: controller.signal })
+        .then(() => 'not interrupted', (e: unknown) => e)
+        .finally(() => (settled = true));
+      await waitUntil(async () => {
+        const rows = await owner.query(sql`
+          select 1 from pg_stat_activity
+          where datname = current_database() and state = 'active' and wait_event_type = 'Lock' and query like '%lock table permgraph.nodes, permgraph.grants%'`);
+        return rows.length > 0;
+      }, 'the import to wait for the lock');
+      controller.abort('SIGINT');
+      // cancelled (the run ends), or a planted function took the cancel's place (it waits on)
+      await waitUntil(async () => settled || (await plantedCalls()).length > 0, 'the import to be cancelled');
+      return { running }; // (not awaited here: the run may wait for this transaction's lock)
+    });
+    expect(await plantedCalls()).toEqual([]);
+    expect(await running).toBeInstanceOf(ImportInterruptedError);
   });
 
   it('row-level security on an application table and the catalog sync: no planted call', async () => {

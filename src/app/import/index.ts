@@ -237,7 +237,7 @@ function interruption(db: Queryable, name: string, dryRun: boolean, signal: Abor
   };
   const cancel = () => {
     if (pid === null || !isConnectionPool(db)) return;
-    pending = db.query(sql`select pg_cancel_backend(${pid})`).catch(() => {});
+    pending = db.query(sql`select pg_catalog.pg_cancel_backend(${pid}::integer)`).catch(() => {});
   };
   const onAbort = () => {
     cancel();
