@@ -140,12 +140,16 @@ const ABANDONED = 'abandoned: the statement it was about has been answered';
 async function askAbout(client: pg.Client, session: SessionIdentity, stuckAfterMs: number, signal: AbortSignal | undefined): Promise<ProbeOutcome> {
   // (the pid with its start, where both are known: a pid alone may be a later
   // session's; and the server, where a pid means something)
+  // The connection runs on the login's own search_path, which may list a
+  // schema others can create in: every operand below has the exact type of
+  // pg_catalog's operator or function, so nothing planted there matches better
+  // (docs/security.md, "Search paths").
   const {
     rows: [row],
   } = await client.query<{ server_address: string | null; server_port: number | null; found: boolean | null; state: string | null; state_ms: number | null }>(
     `select host(inet_server_addr()) as server_address, inet_server_port() as server_port, a.found, a.state, a.state_ms
      from (select) here
-     left join (select true as found, state, (extract(epoch from clock_timestamp() - state_change) * 1000)::float8 as state_ms
+     left join (select true as found, state, (extract(epoch from clock_timestamp() - state_change) * 1000::numeric)::float8 as state_ms
                 from pg_stat_activity
                 where pid = $1 and ($2::numeric is null or backend_start is null or extract(epoch from backend_start) = $2::numeric)) a on true`,
     [session.pid, session.startedAt],
@@ -167,7 +171,7 @@ async function askAbout(client: pg.Client, session: SessionIdentity, stuckAfterM
   const ended = await client
     .query<{ ended: boolean }>(
       `select pg_terminate_backend(pid) as ended from pg_stat_activity
-       where pid = $1 and state = any($2::text[]) and state_change <= clock_timestamp() - $3 * interval '1 millisecond'`,
+       where pid = $1 and state = any($2::text[]) and state_change <= clock_timestamp() - $3::float8 * interval '1 millisecond'`,
       [session.pid, IDLE_STATES, stuckAfterMs],
     )
     .then(

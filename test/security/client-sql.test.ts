@@ -15,7 +15,9 @@
 // path; no planted function may run, and the answers must be the model's.
 import { beforeEach, describe, expect, it } from 'vitest';
 import { ImportInterruptedError } from '../../src/app/import/types.ts';
+import pg from 'pg';
 import { Permgraph } from '../../src/client.ts';
+import { createProbe } from '../../src/worker/probe.ts';
 import { openPool, sql, type ConnectionPool } from '../../src/db/pool.ts';
 import { computePermissions, type RefGraph } from '../reference/model.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
@@ -84,6 +86,20 @@ async function plantFunctions(attacker: ConnectionPool): Promise<void> {
       insert into public.planted_calls values (current_user, 'pg_cancel_backend(text)');
       return false;
     end $$;`);
+  // Operators too: numeric * an integer literal, a parameter of unknown type * interval.
+  await attacker.query(sql`
+    create function public.planted_times(numeric, integer) returns numeric language plpgsql as $$
+    begin
+      insert into public.planted_calls values (current_user, 'numeric * integer');
+      return $1 * $2::numeric;
+    end $$;
+    create operator public.* (leftarg = numeric, rightarg = integer, function = public.planted_times);
+    create function public.planted_times(text, interval) returns interval language plpgsql as $$
+    begin
+      insert into public.planted_calls values (current_user, 'text * interval');
+      return $1::float8 * $2;
+    end $$;
+    create operator public.* (leftarg = text, rightarg = interval, function = public.planted_times);`);
 }
 
 /**
@@ -191,6 +207,27 @@ describe('the client\'s own SQL on an unpinned search path', async () => {
     expect(summary).toMatchObject({ loaded: true, invalid: 1 });
     const [carol] = await owner.query(sql`select count(*)::int as n from permgraph.grants where tail_id = 'carol'`);
     expect(carol.n).toBe(1);
+    expect(await plantedCalls()).toEqual([]);
+  });
+
+  it("the worker's probe, on its raw connection as the worker's login: no planted call, and the session it finds idle is ended", async () => {
+    const workerLogin = await createLogin(owner, url, 'worker', 'permgraph_worker');
+    // A session of the worker's login, idle while its worker would wait for an answer: stuck.
+    const session = new pg.Client({ connectionString: workerLogin.url });
+    session.on('error', () => {});
+    await session.connect();
+    try {
+      const {
+        rows: [me],
+      } = await session.query<{ pid: number; started: string }>(
+        'select pg_backend_pid() as pid, extract(epoch from backend_start)::text as started from pg_stat_activity where pid = pg_backend_pid()',
+      );
+      const outcome = await createProbe(workerLogin.url, 10_000)({ pid: me!.pid, startedAt: me!.started }, 0);
+      expect(outcome).toMatchObject({ kind: 'stuck', ended: true });
+      expect(await owner.query(sql`select pid from pg_stat_activity where pid = ${me!.pid}::integer`)).toEqual([]);
+    } finally {
+      await session.end().catch(() => {});
+    }
     expect(await plantedCalls()).toEqual([]);
   });
 
