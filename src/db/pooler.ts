@@ -28,7 +28,8 @@ export type ConnectionPath = 'direct' | 'pooled' | 'shared';
 /**
  * Tells how `url`'s connections reach the server, over connections of its
  * own (at most two, closed before it returns). Without `sharing`, only
- * `direct` or `pooled` (one connection). With it, a pooler is also asked
+ * `direct` or `pooled` (one connection, whose question waits for a server
+ * session as long as the pooler makes it). With it, a pooler is also asked
  * whether it shares server sessions: one connection asks for its server's
  * process id twice, another asks inside a transaction (which keeps its
  * server session for it), then the first asks again. A session pooler keeps
@@ -55,7 +56,10 @@ export async function connectionPath(url: string, { sharing = false }: { sharing
     return client;
   };
   try {
-    const first = await open({ query_timeout: POOLER_CHECK_TIMEOUT_MS });
+    // Bounded only when asking about sharing (the worker's check, doctor's):
+    // an application's connect() waits for a busy pool's session as any of
+    // its statements would, rather than failing after POOLER_CHECK_TIMEOUT_MS.
+    const first = await open(sharing ? { query_timeout: POOLER_CHECK_TIMEOUT_MS } : {});
     const firstPid = await serverPid(first);
     if (announcedPid(first) === firstPid) return 'direct';
     if (!sharing) return 'pooled';

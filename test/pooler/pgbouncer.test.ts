@@ -9,7 +9,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { Permgraph } from '../../src/client.ts';
-import { IMPORT_LOCK_CLASS } from '../../src/constants.ts';
+import { IMPORT_LOCK_CLASS, POOLER_CHECK_TIMEOUT_MS } from '../../src/constants.ts';
 import { SharedSessionError } from '../../src/errors.ts';
 import { sql, type Queryable } from '../../src/db/pool.ts';
 import { Worker } from '../../src/worker/worker.ts';
@@ -366,6 +366,33 @@ if (PGBOUNCER_MISSING) {
         expect(await nodesLike(`${mode}-csv-`)).toEqual(input.ids);
         expect(await runsNamed(`${mode}-csv`)).toEqual([{ phase: 'done' }]);
         expect(await importLocks()).toEqual([]);
+      });
+    });
+
+    describe('connecting', () => {
+      it("waits, like any statement, while the transaction pool's sessions are all in use, rather than failing its check of how it connects", async () => {
+        const pooled = bouncer.url(appLogin.url, 'transaction');
+        // Another client of the login holds the pool's one server session in a transaction.
+        const holder = new pg.Client({ connectionString: pooled });
+        holder.on('error', () => {});
+        await holder.connect();
+        try {
+          await holder.query('begin');
+          await holder.query('select 1');
+          let settled = false;
+          const connecting = Permgraph.connect({ databaseUrl: pooled, poolSize: 2 })
+            .then((app) => (opened.push(app), app), (error: unknown) => error)
+            .finally(() => (settled = true));
+          // (held past the check's wait for a second connection's session, then given back)
+          const heldUntil = Date.now() + POOLER_CHECK_TIMEOUT_MS + 1_000;
+          await waitUntil(async () => settled || Date.now() > heldUntil, 'the session to have been held long enough');
+          await holder.query('commit');
+          const app = await connecting;
+          expect(app).toBeInstanceOf(Permgraph);
+          expect(await (app as Permgraph).db.query(sql`select current_user as login`)).toEqual([{ login: appLogin.name }]);
+        } finally {
+          await holder.end().catch(() => {});
+        }
       });
     });
 
