@@ -21,8 +21,9 @@ export interface ClientConfigOptions {
   /**
    * Connect to this address instead of the URL's host and port: the server
    * a pooled connection on the same URL reached, where the URL's host may
-   * lead to several. verify-full still checks the certificate against the
-   * URL's host name.
+   * lead to several. verify-full still checks the certificate against a
+   * host name: the address's `name` (the one of several hosts that
+   * connection reached), else the URL's.
    */
   address?: PeerAddress;
 }
@@ -37,9 +38,11 @@ export interface ClientConfigOptions {
  */
 export async function clientConfig(url: string, applicationName: string, options: ClientConfigOptions = {}): Promise<ClientConfig> {
   const plan = tlsPlan(url);
+  // (verify-full names the host to check: of a URL listing several, the URL's "h1,h2" names none of them)
+  const name = options.address?.name;
   const config = {
     connectionString: options.address ? atAddress(plan.url, options.address) : plan.url,
-    ssl: plan.tls ?? false,
+    ssl: plan.tls && plan.tls.host !== undefined && name !== undefined ? { ...plan.tls, host: name } : (plan.tls ?? false),
     application_name: applicationName,
     // as the pool's connections (pool.ts)
     keepAlive: true,

@@ -2,13 +2,19 @@ import type { Connection } from '@databases/pg';
 
 /** The part of @databases/pg's connection reached here: its driver's node-pg client's socket. */
 interface PooledConnectionInternals {
-  _driver?: { client?: { connection?: { stream?: { destroy?: () => void; remoteAddress?: string; remotePort?: number } } } };
+  _driver?: { client?: { host?: unknown; connection?: { stream?: { destroy?: () => void; remoteAddress?: string; remotePort?: number } } } };
 }
 
 /** A TCP address: an IP address (v4 or v6) and a port. */
 export interface PeerAddress {
   host: string;
   port: number;
+  /**
+   * The host name the connection was made to (of a URL listing several, the
+   * one that answered): what verify-full checks the server's certificate
+   * against. Undefined: the URL's.
+   */
+  name?: string;
 }
 
 /** The socket of a pooled connection (see closeConnectionNow for how it is reached). */
@@ -43,5 +49,7 @@ export function closeConnectionNow(conn: Connection): boolean {
 export function connectionPeer(conn: Connection): PeerAddress | undefined {
   const socket = socketOf(conn);
   const { remoteAddress: host, remotePort: port } = socket ?? {};
-  return typeof host === 'string' && typeof port === 'number' ? { host, port } : undefined;
+  if (typeof host !== 'string' || typeof port !== 'number') return undefined;
+  const name = (conn as unknown as PooledConnectionInternals)._driver?.client?.host;
+  return typeof name === 'string' && name !== '' ? { host, port, name } : { host, port };
 }

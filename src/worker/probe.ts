@@ -80,7 +80,7 @@ export function createProbe(url: string, timeoutMs: number): Probe {
   // ends that connection too.
   const configs = new Map<string, Promise<ClientConfig>>();
   const readConfig = (address: PeerAddress | undefined, sockets: SocketKeeper) => {
-    const key = address ? `${address.host} ${address.port}` : '';
+    const key = address ? `${address.host} ${address.port} ${address.name ?? ''}` : '';
     let config = configs.get(key);
     if (config === undefined) {
       config = clientConfig(url, WATCHDOG_APPLICATION_NAME, { sockets, connectTimeoutMs: timeoutMs, address }).catch((error: unknown) => {

@@ -15,6 +15,8 @@ import { tlsPlan } from '../../src/db/tls.ts';
 import { InvalidInputError } from '../../src/errors.ts';
 import { silentLogger } from '../../src/logger.ts';
 import { startListener } from '../../src/worker/listener.ts';
+import { createProbe } from '../../src/worker/probe.ts';
+import { connectionPeer } from '../../src/db/close-connection.ts';
 import { ClusterSet, type Cluster } from '../helpers/cluster.ts';
 import { REPO } from '../docs/doctest.ts';
 
@@ -149,6 +151,27 @@ describe('sslmode, as libpq reads it', () => {
       expect(await clientUsesTls(elsewhere(url('localhost', 'verify-full')), { address })).toBe(true);
       await expect(clientUsesTls(elsewhere(url('127.0.0.1', 'verify-full')), { address })).rejects.toThrow(/127\.0\.0\.1/);
       expect(await clientUsesTls(elsewhere(url('localhost', 'prefer')), { address })).toBe(true);
+    });
+
+    it("the watchdog's probe of a session reached through a URL listing several hosts, under verify-full, checks the name of the host that session reached", async () => {
+      const url = new URL(withTls(tlsServer.url(), 'localhost', { sslmode: 'verify-full', sslrootcert: CA }));
+      const severalHosts = url.toString().replace(`@${url.host}/`, `@localhost,${url.host}/`);
+      expect(severalHosts).toContain('@localhost,localhost:');
+      const pool = openPool(severalHosts, { poolSize: 1 });
+      try {
+        expect(await pool.query(sql`select ssl from pg_stat_ssl where pid = pg_backend_pid()`)).toEqual([{ ssl: true }]);
+        await pool.task(async (conn) => {
+          const [me] = await conn.query(sql`
+            select pg_backend_pid() as pid, extract(epoch from backend_start)::text as started from pg_stat_activity where pid = pg_backend_pid()`);
+          const peer = connectionPeer(conn);
+          expect(peer).toMatchObject({ port: tlsServer.port });
+          // (the session sits idle while it is asked about: alive, being far from stuck)
+          const outcome = await createProbe(severalHosts, 10_000)({ pid: Number(me.pid), startedAt: me.started, peer }, 600_000);
+          expect(outcome).toEqual({ kind: 'alive', state: 'idle' });
+        });
+      } finally {
+        await pool.dispose();
+      }
     });
 
     it('several hosts each with its port and verify-full: refused, never plain text', async () => {
