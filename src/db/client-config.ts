@@ -64,15 +64,19 @@ export async function clientConfig(url: string, applicationName: string, options
   }
 }
 
-/** The URL with its host and port replaced by `address` (a URL node-pg cannot read either is left as it is, to fail as it would). */
+/** The URL with its host, or the list of hosts it names, replaced by `address` (any other string is left as it is, to fail as it would). */
 function atAddress(url: string, address: PeerAddress): string {
+  const hostname = address.host.includes(':') ? `[${address.host}]` : address.host;
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch {
-    return url;
+    // libpq's several hosts each with its own port ('h1:5432,h2:5433'),
+    // which URL cannot parse: the list is replaced by the one address
+    const several = /^(postgres(?:ql)?:\/\/(?:[^@/?#]*@)?)[^/?#]*(.*)$/s.exec(url);
+    return several ? `${several[1]}${hostname}:${address.port}${several[2]}` : url;
   }
-  parsed.hostname = address.host.includes(':') ? `[${address.host}]` : address.host;
+  parsed.hostname = hostname;
   parsed.port = String(address.port);
   // (node-pg reads these before the URL's host)
   for (const key of ['host', 'hostaddr', 'port']) parsed.searchParams.delete(key);

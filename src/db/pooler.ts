@@ -27,7 +27,8 @@ export type ConnectionPath = 'direct' | 'pooled' | 'shared';
 
 /**
  * Tells how `url`'s connections reach the server, over connections of its
- * own (at most two, closed before it returns). Without `sharing`, only
+ * own (one of a pool, to learn the address the URL leads to, then at most
+ * two at that address; all closed before it returns). Without `sharing`, only
  * `direct` or `pooled` (one connection, whose question waits for a server
  * session as long as the pooler makes it). With it, a pooler is also asked
  * whether it shares server sessions: one connection asks for its server's
