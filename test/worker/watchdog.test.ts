@@ -249,9 +249,17 @@ describe('the worker on a stalled network', async () => {
     const other = await clusters.startFresh('other');
     const otherAdmin = openPool(other.url(), { poolSize: 1 });
     await otherAdmin.query(sql`create database ${sql.ident(name)}`); // (the same name, empty: no session of the worker's there)
+    // the worker's login and password there too, so that its probes get in,
+    // as on a second server of one deployment (under `npm run test:postgres`
+    // the suite's own server trusts its logins, and its URL has no password)
+    const login = new URL(url);
+    login.password ||= 'permgraph-test-password';
+    const [{ statement }] = await otherAdmin.query(sql`
+      select format('alter role %I password %L', ${decodeURIComponent(login.username)}::text, ${decodeURIComponent(login.password)}::text) as statement`);
+    await otherAdmin.query(sql.__dangerous__rawValue(statement));
     await otherAdmin.dispose();
     const state = await seed();
-    const proxy = await proxyTo(url);
+    const proxy = await proxyTo(login.toString());
     const { errors, logs } = await startWorker({ url: proxy.url, listen: false });
     const pid = await workerBackendPid();
     proxy.retarget(withDatabase(other.url(), name)); // the probes' connections now reach the other server
