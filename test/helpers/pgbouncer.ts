@@ -50,6 +50,13 @@ export const PGBOUNCER_MISSING: string | undefined =
   BINARY === undefined ? 'no pgbouncer binary on PATH or in /usr/sbin (install it: apt-get install pgbouncer)' : undefined;
 
 /**
+ * The password a login whose URL has none (a server that trusts its
+ * logins: `npm run test:postgres`) uses with PgBouncer, whose clients
+ * always authenticate; the trusting server ignores it.
+ */
+const NO_PASSWORD = 'permgraph-test-no-password';
+
+/**
  * Starts PgBouncer on a free port in front of `databaseUrl`'s database, for
  * the logins whose URLs (with their passwords) are given. Stop it with
  * stop(); a process that exits stops it too.
@@ -71,7 +78,7 @@ export async function startPgBouncer(
   const dir = await mkdtemp(path.join(tmpdir(), 'permgraph-pgbouncer-'));
   await chmod(dir, 0o755);
   const quote = (value: string) => `"${value.replaceAll('"', '""')}"`;
-  const users = loginUrls.map((url) => new URL(url)).map((u) => `${quote(decodeURIComponent(u.username))} ${quote(decodeURIComponent(u.password))}`);
+  const users = loginUrls.map((url) => new URL(url)).map((u) => `${quote(decodeURIComponent(u.username))} ${quote(decodeURIComponent(u.password) || NO_PASSWORD)}`);
   await writeFile(path.join(dir, 'userlist.txt'), `${users.join('\n')}\n`, { mode: 0o644 });
   const server = `host=${target.hostname} port=${target.port || 5432} dbname=${database}`;
   const ini = [
@@ -115,6 +122,7 @@ export async function startPgBouncer(
   return {
     url(loginUrl, mode) {
       const pooled = new URL(loginUrl);
+      pooled.password ||= NO_PASSWORD;
       pooled.hostname = '127.0.0.1';
       pooled.port = String(port);
       pooled.pathname = `/${mode}`;
