@@ -2,7 +2,7 @@ import type { Connection } from '@databases/pg';
 
 /** The part of @databases/pg's connection reached here: its driver's node-pg client's socket. */
 interface PooledConnectionInternals {
-  _driver?: { client?: { host?: unknown; connection?: { stream?: { destroy?: () => void; remoteAddress?: string; remotePort?: number } } } };
+  _driver?: { client?: { host?: unknown; processID?: unknown; connection?: { stream?: { destroy?: () => void; remoteAddress?: string; remotePort?: number } } } };
 }
 
 /** A TCP address: an IP address (v4 or v6) and a port. */
@@ -52,4 +52,15 @@ export function connectionPeer(conn: Connection): PeerAddress | undefined {
   if (typeof host !== 'string' || typeof port !== 'number') return undefined;
   const name = (conn as unknown as PooledConnectionInternals)._driver?.client?.host;
   return typeof name === 'string' && name !== '' ? { host, port, name } : { host, port };
+}
+
+/**
+ * The process id a pooled connection's server announced at its start
+ * (BackendKeyData): the server session's own, unless a pooler made one up
+ * (src/db/pooler.ts). Undefined when it is not where connectionPeer finds
+ * the socket.
+ */
+export function announcedPid(conn: Connection): number | undefined {
+  const pid = (conn as unknown as PooledConnectionInternals)._driver?.client?.processID;
+  return typeof pid === 'number' ? pid : undefined;
 }

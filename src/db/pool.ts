@@ -20,6 +20,8 @@ export interface PoolOptions {
    * session next (see openApplicationPool).
    */
   pinSearchPath?: boolean;
+  /** How long a query may wait for its answer (ms; default: no bound). */
+  queryTimeoutMs?: number;
 }
 
 /** A connection pool on an explicit URL (never silently on DATABASE_URL: callers decide). */
@@ -51,5 +53,6 @@ export function openPool(url: string, options: PoolOptions = {}): ConnectionPool
     // An idle connection dropped by the server (restart, pg_terminate_backend)
     // is replaced on next use; the default handler would print to stderr.
     onError: options.onIdleError ?? (() => {}),
+    queryTimeoutMilliseconds: options.queryTimeoutMs,
   });
 }

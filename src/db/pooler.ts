@@ -5,8 +5,8 @@ import pg, { type ClientConfig } from 'pg';
 import { END_TIMEOUT_MS, POOLER_CHECK_APPLICATION_NAME, POOLER_CHECK_TIMEOUT_MS } from '../constants.ts';
 import { SharedSessionError } from '../errors.ts';
 import { clientConfig } from './client-config.ts';
-import { connectionPeer, type PeerAddress } from './close-connection.ts';
-import { openPool, type ConnectionPool, type PoolOptions } from './pool.ts';
+import { announcedPid, connectionPeer, type PeerAddress } from './close-connection.ts';
+import { openPool, sql, type ConnectionPool, type PoolOptions } from './pool.ts';
 import { SocketKeeper } from './socket-keeper.ts';
 
 /**
@@ -27,10 +27,9 @@ export type ConnectionPath = 'direct' | 'pooled' | 'shared';
 
 /**
  * Tells how `url`'s connections reach the server, over connections of its
- * own (one of a pool, to learn the address the URL leads to, then at most
- * two at that address; all closed before it returns). Without `sharing`, only
- * `direct` or `pooled` (one connection, whose question waits for a server
- * session as long as the pooler makes it). With it, a pooler is also asked
+ * own, all closed before it returns: one of a pool (firstLook), which
+ * answers `direct`, or without `sharing` `pooled`. With it, a pooler is
+ * also asked, over two raw connections to the address the first reached,
  * whether it shares server sessions: one connection asks for its server's
  * process id twice, another asks inside a transaction (which keeps its
  * server session for it), then the first asks again. A session pooler keeps
@@ -46,7 +45,10 @@ export type ConnectionPath = 'direct' | 'pooled' | 'shared';
  * session pooler.
  */
 export async function connectionPath(url: string, { sharing = false }: { sharing?: boolean } = {}): Promise<ConnectionPath> {
-  const config = await clientConfig(url, POOLER_CHECK_APPLICATION_NAME, { address: await reachedAddress(url) });
+  const seen = await firstLook(url, sharing);
+  if (seen.direct) return 'direct';
+  if (!sharing) return 'pooled';
+  const config = await clientConfig(url, POOLER_CHECK_APPLICATION_NAME, { address: seen.address });
   const sockets = new SocketKeeper();
   const clients: pg.Client[] = [];
   const open = async (options: Partial<ClientConfig> = {}) => {
@@ -57,13 +59,8 @@ export async function connectionPath(url: string, { sharing = false }: { sharing
     return client;
   };
   try {
-    // Bounded only when asking about sharing (the worker's check, doctor's):
-    // an application's connect() waits for a busy pool's session as any of
-    // its statements would, rather than failing after POOLER_CHECK_TIMEOUT_MS.
-    const first = await open(sharing ? { query_timeout: POOLER_CHECK_TIMEOUT_MS } : {});
+    const first = await open({ query_timeout: POOLER_CHECK_TIMEOUT_MS });
     const firstPid = await serverPid(first);
-    if (announcedPid(first) === firstPid) return 'direct';
-    if (!sharing) return 'pooled';
     if ((await serverPid(first)) !== firstPid) return 'shared';
     const second = await open({ query_timeout: POOLER_CHECK_TIMEOUT_MS });
     let began = false;
@@ -109,23 +106,30 @@ async function serverPid(client: pg.Client): Promise<number> {
   return Number(rows[0]!.pid);
 }
 
-/** The process id the connection announced at its start (BackendKeyData): the server's own, unless a pooler made one up. */
-function announcedPid(client: pg.Client): number | null {
-  return (client as pg.Client & { processID?: number | null }).processID ?? null;
-}
-
 /**
- * The address a connection of the pool's own on `url` reaches: the check's
- * raw clients connect there, so that they meet the server (or pooler) the
- * pool's connections meet. node-pg alone cannot read a URL that lists
- * several hosts ('h1,h2:5432'), which the pool can, and a name that leads
- * to several addresses could send the check elsewhere. Undefined over a
- * Unix socket: the URL's own path is the one place it leads.
+ * The first question, asked on a connection of a pool on `url`: whether
+ * that connection is a server session of its own (the process id it
+ * announced at its start is the server's: nothing in between made one
+ * up), and the address it reached. The pool reads URLs that list several
+ * hosts ('h1,h2:5432', 'h1:5432,h2:5433'), which node-pg alone cannot, so
+ * the raw clients of the sharing check connect to that address: they meet
+ * the server (or pooler) the pool's connections meet. Bounded only when
+ * asking about sharing (the worker's check, doctor's): an application's
+ * connect() waits for a busy pool's session as any of its statements
+ * would, rather than failing after POOLER_CHECK_TIMEOUT_MS.
  */
-async function reachedAddress(url: string): Promise<PeerAddress | undefined> {
-  const pool = openPool(url, { poolSize: 1, pinSearchPath: false, applicationName: POOLER_CHECK_APPLICATION_NAME });
+async function firstLook(url: string, bounded: boolean): Promise<{ direct: boolean; address: PeerAddress | undefined }> {
+  const pool = openPool(url, {
+    poolSize: 1,
+    pinSearchPath: false,
+    applicationName: POOLER_CHECK_APPLICATION_NAME,
+    queryTimeoutMs: bounded ? POOLER_CHECK_TIMEOUT_MS : undefined,
+  });
   try {
-    return await pool.task(async (conn) => connectionPeer(conn));
+    return await pool.task(async (conn) => {
+      const [{ pid }] = await conn.query(sql`select pg_catalog.pg_backend_pid() as pid`);
+      return { direct: announcedPid(conn) === Number(pid), address: connectionPeer(conn) };
+    });
   } finally {
     await pool.dispose();
   }
