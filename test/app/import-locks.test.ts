@@ -12,7 +12,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { importGraph, ImportRejectedError } from '../../src/app/import/index.ts';
 import { sql, type Queryable } from '../../src/db/pool.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
-import { waitUntil } from '../helpers/cli.ts';
+import { waitForImportBlocked } from '../helpers/cli.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { loadGraph, readPermissions } from '../helpers/graph.ts';
 import * as model from '../reference/model.ts';
@@ -255,12 +255,7 @@ describe('permgraph import: load locks and foreign keys', async () => {
         await writer.query(sql`begin`);
         await writer.query(sql`update permgraph.nodes set owner_id = 'b' where id = 'a'`);
         const running = importGraph(db, { ...files, name: `raced-${exclusive}`, exclusive }).catch((e: unknown) => e);
-        await waitUntil(async () => {
-          const rows = await db.query(sql`
-            select 1 from pg_stat_activity
-            where datname = current_database() and wait_event_type = 'Lock' and query like '%lock table permgraph.nodes, permgraph.grants%'`);
-          return rows.length > 0;
-        }, 'the import to wait for the writer');
+        await waitForImportBlocked(db);
         await writer.query(sql`commit`);
         return running;
       });

@@ -11,7 +11,7 @@ import { singleStatement, userQuery } from '../../src/app/import/inputs.ts';
 import { syncRoles } from '../../src/app/catalog.ts';
 import { openPool, sql, type Queryable } from '../../src/db/pool.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
-import { waitUntil } from '../helpers/cli.ts';
+import { waitForImportBlocked } from '../helpers/cli.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { loadGraph, readPermissions } from '../helpers/graph.ts';
 import * as model from '../reference/model.ts';
@@ -257,12 +257,7 @@ describe('permgraph import: queries, ids, levels, interruption', async () => {
     const outcome = await db.tx(async (locker) => {
       await locker.query(sql`lock table permgraph.nodes in access exclusive mode`);
       const running = importGraph(db, { ...options, signal: controller.signal }).catch((e: unknown) => e);
-      await waitUntil(async () => {
-        const rows = await db.query(sql`
-          select 1 from pg_stat_activity
-          where datname = current_database() and state = 'active' and wait_event_type = 'Lock' and query like '%lock table permgraph.nodes, permgraph.grants%'`);
-        return rows.length > 0;
-      }, 'the import to wait for the lock');
+      await waitForImportBlocked(db);
       controller.abort('SIGINT');
       const error = await running;
       // No statement of the run is left behind (it would still wait for the lock this transaction holds).

@@ -8,7 +8,7 @@ import { applyChanges } from '../../src/engine/apply.ts';
 import { openPool, sql, type Queryable } from '../../src/db/pool.ts';
 import * as model from '../reference/model.ts';
 import type { RefGraph } from '../reference/model.ts';
-import { collect, runCli, spawnCli } from '../helpers/cli.ts';
+import { collect, runCli, spawnCli, waitForImportBlocked, waitUntil } from '../helpers/cli.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { graphArbitrary, loadGraph, readPermissions } from '../helpers/graph.ts';
 import { withDatabase } from '../helpers/url.ts';
@@ -33,14 +33,6 @@ async function counts(db: Queryable) {
     select (select count(*) from permgraph.nodes)::int as nodes, (select count(*) from permgraph.grants)::int as grants,
            (select count(*) from permgraph.permissions)::int as permissions, (select count(*) from permgraph.audit_log)::int as audit`);
   return row;
-}
-
-async function waitUntil(predicate: () => Promise<boolean>, what: string, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await predicate())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 const bigGraph = fc.sample(graphArbitrary({ users: 40, groups: 60, objects: 30, grants: 200 }, 1), { seed: 7, numRuns: 1 })[0]!;
@@ -116,14 +108,7 @@ describe('permgraph import / audit / doctor (CLI)', async () => {
         await tx.query(sql`lock table permgraph.nodes in access exclusive mode`);
         const child = spawnCli(['--database-url', url, ...args]);
         const exited = collect(child);
-        let backend = 0;
-        await waitUntil(async () => {
-          const [row] = await locker.query(sql`
-            select pid from pg_stat_activity
-            where datname = current_database() and state = 'active' and wait_event_type = 'Lock' and query like '%lock table permgraph.nodes, permgraph.grants%'`);
-          backend = row?.pid ?? 0;
-          return backend !== 0;
-        }, 'the import to wait inside its validation');
+        const backend = await waitForImportBlocked(locker);
         child.kill('SIGINT');
         const outcome = await exited;
         // Nothing of the import still runs: without the cancel, its statement would wait for this lock for as long as it is held.

@@ -55,6 +55,23 @@ export async function waitForWorkerBlocked(db: Queryable): Promise<void> {
   }, 'the worker batch to wait for the lock');
 }
 
+/**
+ * Waits until an import's statement waits for the lock it takes on nodes
+ * and grants (a test holds one it needs); returns its backend's pid.
+ */
+export async function waitForImportBlocked(db: Queryable): Promise<number> {
+  let pid = 0;
+  await waitUntil(async () => {
+    const [row] = await db.query(sql`
+      select pid from pg_stat_activity
+      where datname = current_database() and state = 'active' and wait_event_type = 'Lock'
+        and query like '%lock table permgraph.nodes, permgraph.grants%'`);
+    pid = row?.pid ?? 0;
+    return pid !== 0;
+  }, 'the import to wait for its lock');
+  return pid;
+}
+
 /** A graph whose batches take long enough to be interrupted: many users × many groups, through one team. */
 export function wideGraph(users: number, groups: number): RefGraph {
   const nodes = [...Array.from({ length: users }, (_, i) => u(`u${i}`)), g('team'), ...Array.from({ length: groups }, (_, i) => g(`p${i}`))];

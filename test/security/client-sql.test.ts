@@ -24,7 +24,7 @@ import { g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { loadGraph } from '../helpers/graph.ts';
 import { createLogin } from '../helpers/logins.ts';
-import { waitUntil } from '../helpers/cli.ts';
+import { waitForImportBlocked, waitUntil } from '../helpers/cli.ts';
 
 const graph: RefGraph = {
   nodes: [u('alice'), u('bob'), g('eng'), g('secret'), o('doc', 'eng')],
@@ -173,12 +173,7 @@ describe('the client\'s own SQL on an unpinned search path', async () => {
         .importGraph({ nodes: { query: "select 'erin' as id, 'user' as kind, null::text as owner_id" }, name: 'interrupted', signal: controller.signal })
         .then(() => 'not interrupted', (e: unknown) => e)
         .finally(() => (settled = true));
-      await waitUntil(async () => {
-        const rows = await owner.query(sql`
-          select 1 from pg_stat_activity
-          where datname = current_database() and state = 'active' and wait_event_type = 'Lock' and query like '%lock table permgraph.nodes, permgraph.grants%'`);
-        return rows.length > 0;
-      }, 'the import to wait for the lock');
+      await waitForImportBlocked(owner);
       controller.abort('SIGINT');
       // cancelled (the run ends), or a planted function took the cancel's place (it waits on)
       await waitUntil(async () => settled || (await plantedCalls()).length > 0, 'the import to be cancelled');
