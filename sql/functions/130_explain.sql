@@ -245,7 +245,11 @@ end $$;
 --     _explain_route_before looks for that edge only when the path it
 --     shows to the owner does not end with one; when it does, its last
 --     edge is one such, so the rule is the same.
--- Then the route at T, with _explain_route_before. Cost: one search of the
+-- Then the route at T, with _explain_route_before, at the strongest level
+-- a route had just before T (the highest level, from p_level up, whose own
+-- T by the same rule is T too): the path explain() would have shown then,
+-- the strongest (when a read route and a manage route ended together, the
+-- manage one), not the fewest edges at p_level. Cost: one search of the
 -- edges reached with the grants that have expired (a few rounds, about as
 -- many as the longest of the routes found), then, when a route existed,
 -- one or two searches of _explain_tree for the route shown. Only
@@ -258,6 +262,7 @@ set jit = off
 as $$
 declare
   ended_at timestamptz;
+  route_level integer;   -- the strongest level a route had just before ended_at
   route jsonb;
   expired_grants jsonb;
 begin
@@ -267,30 +272,47 @@ begin
     return null;
   end if;
   with lasting as materialized (
-    select l.node_id, case p_level when 1 then l.until_1 when 2 then l.until_2 else l.until_3 end as until_level, l.until_1
+    select l.node_id, l.until_1, l.until_2, l.until_3
     from permgraph._explain_lasting(p_user_id) l
+  ),
+  -- how long the thing and its owner are reached, at each level from p_level up
+  reached as (
+    select v.level, l.node_id, case v.level when 1 then l.until_1 when 2 then l.until_2 else l.until_3 end as until_level
+    from generate_series(p_level, 3) as v(level)
+    join lasting l on l.node_id in (p_thing_id, p_owner_id)
+  ),
+  -- how long a manage edge into an owner that is another user lasts (at any level)
+  manage_into_owner as (
+    select coalesce(max(least(l.until_1, coalesce(e.expires_at, 'infinity'))), '-infinity') as until_any
+    from permgraph.edges e
+    join lasting l on l.node_id = e.tail_id
+    where p_owner_kind = 'user' and e.head_id = p_owner_id and e.level = 3
+      and (e.tail_id = p_user_id or e.tail_kind = 'group')
+  ),
+  ended as (
+    select v.level, greatest(
+             coalesce((select r.until_level from reached r where r.level = v.level and r.node_id = p_thing_id), '-infinity'),
+             case
+               when p_owner_id is null or p_owner_id = p_thing_id then '-infinity'
+               when p_owner_id = p_user_id then 'infinity'
+               when p_owner_kind = 'user' then least(
+                 coalesce((select r.until_level from reached r where r.level = v.level and r.node_id = p_owner_id), '-infinity'),
+                 m.until_any)
+               else coalesce((select r.until_level from reached r where r.level = v.level and r.node_id = p_owner_id), '-infinity')
+             end) as at
+    from generate_series(p_level, 3) as v(level)
+    cross join manage_into_owner m
   )
-  select greatest(
-           coalesce((select l.until_level from lasting l where l.node_id = p_thing_id), '-infinity'),
-           case
-             when p_owner_id is null or p_owner_id = p_thing_id then '-infinity'
-             when p_owner_id = p_user_id then 'infinity'
-             when p_owner_kind = 'user' then least(
-               coalesce((select l.until_level from lasting l where l.node_id = p_owner_id), '-infinity'),
-               coalesce((select max(least(l.until_1, coalesce(e.expires_at, 'infinity')))
-                         from permgraph.edges e
-                         join lasting l on l.node_id = e.tail_id
-                         where e.head_id = p_owner_id and e.level = 3
-                           and (e.tail_id = p_user_id or e.tail_kind = 'group')), '-infinity'))
-             else coalesce((select l.until_level from lasting l where l.node_id = p_owner_id), '-infinity')
-           end)
-    into ended_at;
+  select a.at, (select max(b.level) from ended b where b.at = a.at)
+    into ended_at, route_level
+  from ended a
+  where a.level = p_level;
   -- (no route at any moment; or one that lasts past now, which explain()
   -- would have found: it calls this only when the graph now refuses)
   if ended_at = '-infinity' or ended_at > now() then
     return null;
   end if;
-  route := permgraph._explain_route_before(p_user_id, p_thing_id, p_owner_id, p_owner_kind, p_level, ended_at);
+  route := permgraph._explain_route_before(p_user_id, p_thing_id, p_owner_id, p_owner_kind, route_level, ended_at);
   -- (never, by the rule above; if the two disagreed, no hint rather than a wrong one)
   if route is null then
     return null;

@@ -57,7 +57,12 @@ export interface AccessEnded {
   level: Level;
   /** The route that allowed until `at`: to the thing itself, or through its owner (as Explanation.via). */
   via: 'direct' | 'owner';
-  /** Its path, found as Explanation.path is, expired grants included: each edge with its expiresAt. */
+  /**
+   * Its path, found as Explanation.path is, expired grants included: each
+   * edge with its expiresAt. The strongest just before `at`, so it may be
+   * above `level` (read asked, read and manage routes that ended together:
+   * the manage one).
+   */
   path: PathEdge[];
   /** As Explanation.traversePath, on that route: the manage path into an owner that is another user, when `path` does not end with one. */
   traversePath: PathEdge[] | null;

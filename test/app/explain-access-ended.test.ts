@@ -78,7 +78,11 @@ function expectAccessEndedAgrees(graph: RefGraph, e: Explanation, level: Level |
   expect(model.check(graph, e.user, e.thing, asked, new Date(ended.at.getTime() - 1)), `${label}: allowed just before ${ended.at.toISOString()}`).toBe(true);
   expect(model.check(graph, e.user, e.thing, asked, ended.at), `${label}: refused at ${ended.at.toISOString()}`).toBe(false);
 
-  // the route shown: the graph's, at the level, lasting exactly until `at`
+  // the route shown: the graph's, lasting exactly until `at`, and the one
+  // explain() showed just before: at the strongest level there was then
+  // (at least the level asked), directly when the thing's own row gave it
+  const before = new Date(ended.at.getTime() - 1);
+  const strongest = ([3, 2, 1] as const).find((l) => model.check(graph, e.user, e.thing, l, before));
   const thing = graph.nodes.find((n) => n.id === e.thing)!;
   expectPathInGraph(graph, e.user, ended.path, thing.id, label);
   const steps = [...ended.path, ...(ended.traversePath ?? [])];
@@ -86,7 +90,9 @@ function expectAccessEndedAgrees(graph: RefGraph, e: Explanation, level: Level |
     expect(ended.path[ended.path.length - 1], label).toEqual(ownerStep(thing.ownerId!, thing.id));
     const owner = graph.nodes.find((n) => n.id === thing.ownerId)!;
     const toOwner = ended.path.slice(0, -1);
-    expect(Math.min(...toOwner.map((s) => s.level)), label).toBeGreaterThanOrEqual(asked);
+    expect(Math.min(...toOwner.map((s) => s.level)), `${label}: the strongest route just before`).toBe(strongest);
+    const directRow = model.computePermissions(graph, before).find((r) => r.userId === e.user && r.targetId === e.thing);
+    expect(directRow?.level ?? 0, `${label}: no direct route as strong just before`).toBeLessThan(strongest!);
     if (owner.kind === 'user' && owner.id !== e.user && toOwner[toOwner.length - 1]!.level !== 3) {
       expectPathInGraph(graph, e.user, ended.traversePath!, owner.id, label);
       expect(ended.traversePath![ended.traversePath!.length - 1]!.level, label).toBe(3);
@@ -94,7 +100,7 @@ function expectAccessEndedAgrees(graph: RefGraph, e: Explanation, level: Level |
       expect(ended.traversePath, label).toBeNull();
     }
   } else {
-    expect(Math.min(...ended.path.map((s) => s.level)), label).toBeGreaterThanOrEqual(asked);
+    expect(Math.min(...ended.path.map((s) => s.level)), `${label}: the strongest route just before`).toBe(strongest);
     expect(ended.traversePath, label).toBeNull();
   }
   expect(Math.min(...steps.map((s) => ms(s.expiresAt))), label).toBe(ended.at.getTime());
@@ -257,6 +263,39 @@ describe('explain(): accessEnded, when access that expired grants gave has ended
     expect(close.endedBy).toBe(1);
     const [{ at }] = await db.query(sql`select (permgraph.explain('bo', 'proj') -> 'accessEnded' ->> 'at')::timestamptz = ${AGO[2]}::timestamptz + interval '200 microseconds' as at`);
     expect(at).toBe(true);
+  });
+
+  it('read asked, read and manage through two routes that expired: the one that lasted, and when both did, the stronger', async () => {
+    // bea reads doc directly, and manages it through team, which owns it
+    const nodes = [u('bea'), g('team'), o('doc', 'team')];
+    const readUntil = (at: Date) => expiring('bea', 1, 'doc', at, 'share');
+    const manageUntil = (at: Date) => expiring('bea', 3, 'team', at, 'admin-ui');
+    const readRoute = (at: Date) => ({ via: 'direct', path: [edge('bea', 1, 'doc', 'share', at)], traversePath: null });
+    const manageRoute = (at: Date) => ({ via: 'owner', path: [edge('bea', 3, 'team', 'admin-ui', at), ownerStep('team', 'doc')], traversePath: null });
+    const cases = [
+      // read lasted longer: access to read ended with it
+      { read: AGO[2]!, manage: AGO[0]!, at: AGO[2]!, route: readRoute(AGO[2]!), best: 1 },
+      // manage lasted longer: it gave read too, until it ended
+      { read: AGO[0]!, manage: AGO[2]!, at: AGO[2]!, route: manageRoute(AGO[2]!), best: 3 },
+      // both ended together: just before, explain showed the strongest path, manage through the owner
+      { read: AGO[2]!, manage: AGO[2]!, at: AGO[2]!, route: manageRoute(AGO[2]!), best: 3 },
+    ];
+    for (const c of cases) {
+      const graph = { nodes, grants: [readUntil(c.read), manageUntil(c.manage)] };
+      await loadGraph(db, graph);
+      await refresh(db);
+      const now = new Date();
+      // the reference: read allowed just before the moment and not at it, at the best level shown
+      const before = new Date(c.at.getTime() - 1);
+      expect([model.check(graph, 'bea', 'doc', 1, before), model.check(graph, 'bea', 'doc', 1, c.at)]).toEqual([true, false]);
+      expect(([1, 2, 3] as const).filter((level) => model.check(graph, 'bea', 'doc', level, before)).pop()).toBe(c.best);
+      for (const level of ['read', null] as const) {
+        const e = await explain(db, 'bea', 'doc', level);
+        expect(e).toMatchObject({ allowed: false, reason: 'no path' });
+        expect(e.accessEnded, JSON.stringify(c)).toEqual({ at: c.at, level: 1, ...c.route, expiredGrants: c.route.path.filter((s) => s.expiresAt), endedBy: 1 });
+        expectAccessEndedAgrees(graph, e, level === null ? null : 1, now);
+      }
+    }
   });
 
   it("'level too low': the level that ended, while a lower one remains", async () => {
