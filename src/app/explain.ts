@@ -17,8 +17,10 @@ export interface PathEdge {
   head: string;
   level: Level;
   source: string;
-  /** When the grant of this step expires (null: never; always null for ownership and identity). */
+  /** When the grant of this step expires (null: never; always null for ownership and identity). To the millisecond: see expiresAtExact. */
   expiresAt: Date | null;
+  /** expiresAt as the database stores it, to the microsecond: ISO 8601 in UTC, e.g. 2030-01-31T18:00:00.000250Z. */
+  expiresAtExact: string | null;
 }
 
 /**
@@ -34,8 +36,10 @@ export interface PermissionRowUsed {
   target: string;
   level: Level;
   traverseOwned: boolean;
-  /** The earliest expiry at which this row would change (null: never). */
+  /** The earliest expiry at which this row would change (null: never). To the millisecond: see validUntilExact. */
   validUntil: Date | null;
+  /** validUntil to the microsecond (as PathEdge.expiresAtExact). */
+  validUntilExact: string | null;
   /** validUntil has passed: reads treat the row as absent until the engine recomputes it. */
   expired: boolean;
 }
@@ -50,9 +54,11 @@ export interface AccessEnded {
    * When the access ended: the graph of the grants not yet expired allowed
    * it until this moment and not from it on. Over the routes that allowed,
    * the latest of each one's earliest expiry (ownership and identity never
-   * expire).
+   * expire). To the millisecond: see atExact.
    */
   at: Date;
+  /** `at` to the microsecond (as PathEdge.expiresAtExact): the expiresAtExact of the first `endedBy` expiredGrants. */
+  atExact: string;
   /** The level it is about: the one asked, else 1 (any access). */
   level: Level;
   /** The route that allowed until `at`: to the thing itself, or through its owner (as Explanation.via). */
@@ -76,7 +82,8 @@ export interface AccessEnded {
    * How many of expiredGrants, from the first, expired exactly at `at`. The
    * database compares the moments to the microsecond; a Date keeps only
    * milliseconds, so two expiries less than a millisecond apart look equal
-   * in `at` and `expiresAt` while only the earlier one ended the access.
+   * in `at` and `expiresAt` (not in atExact and expiresAtExact) while only
+   * the earlier one ended the access.
    */
   endedBy: number;
 }
@@ -107,8 +114,10 @@ export interface Explanation {
    * is what makes the owner's belongings reachable (traverse_owned).
    */
   traversePath: PathEdge[] | null;
-  /** The thing's effective trash time (past or future), if any. */
+  /** The thing's effective trash time (past or future), if any. To the millisecond: see trashAtExact. */
   trashAt: Date | null;
+  /** trashAt to the microsecond (as PathEdge.expiresAtExact). */
+  trashAtExact: string | null;
   /**
    * The permission rows check() answers from: the user's row on the thing,
    * then the one on its owner, where the table has them (expired ones
@@ -118,11 +127,16 @@ export interface Explanation {
   /**
    * When allowed: until when check() keeps allowing without a recomputation
    * (the latest validUntil of the rows that allow); null when no expiry ends
-   * it, when not allowed, or when the table has not caught up yet.
+   * it, when not allowed, or when the table has not caught up yet. To the
+   * millisecond: see validUntilExact.
    */
   validUntil: Date | null;
-  /** With reason 'expired': when the access ended (the validUntil of the expired rows). */
+  /** validUntil to the microsecond (as PathEdge.expiresAtExact). */
+  validUntilExact: string | null;
+  /** With reason 'expired': when the access ended (the validUntil of the expired rows). To the millisecond: see expiredAtExact. */
   expiredAt: Date | null;
+  /** expiredAt to the microsecond (as PathEdge.expiresAtExact). */
+  expiredAtExact: string | null;
   /**
    * When not allowed and not trashed, and the current grants do not give the
    * level asked (reason 'no path' or 'level too low'; or 'expired' with
@@ -150,44 +164,74 @@ export async function explain(db: Queryable, userId: string, thingId: string, le
              (select count(*) from permgraph.changes)::bigint as pending`),
   );
   const raw: RawExplanation = row.result;
-  const edges = (path: RawEdge[]): PathEdge[] => path.map((e) => ({ ...e, expiresAt: toDate(e.expiresAt) }));
+  const edges = (path: RawEdge[]): PathEdge[] => path.map((e) => ({ ...e, ...moment('expiresAt', e.expiresAt) }));
+  const ended = ({ at, ...rest }: RawAccessEnded): AccessEnded => {
+    const atExact = exactMoment(at);
+    return {
+      ...rest,
+      at: new Date(atExact),
+      atExact,
+      path: edges(rest.path),
+      traversePath: rest.traversePath === null ? null : edges(rest.traversePath),
+      expiredGrants: edges(rest.expiredGrants),
+    };
+  };
   return {
     ...raw,
     path: edges(raw.path),
     traversePath: raw.traversePath === null ? null : edges(raw.traversePath),
-    trashAt: toDate(raw.trashAt),
-    rows: raw.rows.map((r) => ({ ...r, validUntil: toDate(r.validUntil) })),
-    validUntil: toDate(raw.validUntil),
-    expiredAt: toDate(raw.expiredAt),
-    accessEnded:
-      raw.accessEnded === null
-        ? null
-        : {
-            ...raw.accessEnded,
-            at: new Date(raw.accessEnded.at),
-            path: edges(raw.accessEnded.path),
-            traversePath: raw.accessEnded.traversePath === null ? null : edges(raw.accessEnded.traversePath),
-            expiredGrants: edges(raw.accessEnded.expiredGrants),
-          },
+    ...moment('trashAt', raw.trashAt),
+    rows: raw.rows.map((r) => ({ ...r, ...moment('validUntil', r.validUntil) })),
+    ...moment('validUntil', raw.validUntil),
+    ...moment('expiredAt', raw.expiredAt),
+    accessEnded: raw.accessEnded === null ? null : ended(raw.accessEnded),
     pendingChanges: Number(row.pending),
   };
 }
 
-const toDate = (value: string | null): Date | null => (value === null ? null : new Date(value));
+/**
+ * A moment of the database's JSON, in ISO 8601 in UTC with the six digits
+ * of microseconds timestamptz keeps: 2030-01-31T18:00:00.000250Z. The
+ * database writes it in the session's time zone, whose offset may have
+ * seconds (a zone's local mean time, before 1900 or so) and may put the
+ * first moments of year 1 in 1 BC, neither of which Date reads, and drops
+ * trailing zeros. Text of another shape ('infinity', which an older row may
+ * hold) is returned as it is.
+ */
+function exactMoment(text: string): string {
+  const m = /^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?(?:Z|([+-])(\d\d)(?::(\d\d))?(?::(\d\d))?)( BC)?$/.exec(text);
+  if (m === null) return text;
+  const [, year, month, day, hour, minute, second, fraction = '', sign, offsetHours = '0', offsetMinutes = '0', offsetSeconds = '0', bc] = m;
+  const offset = (sign === '-' ? -1 : 1) * ((Number(offsetHours) * 60 + Number(offsetMinutes)) * 60 + Number(offsetSeconds));
+  const local = new Date(0);
+  // (setUTCFullYear: Date.UTC reads the years 0 to 99 as 1900 to 1999)
+  // (1 BC is the year 0 of ISO 8601)
+  local.setUTCFullYear(bc ? 1 - Number(year) : Number(year), Number(month) - 1, Number(day));
+  local.setUTCHours(Number(hour), Number(minute), Number(second) - offset, 0);
+  const micros = fraction.padEnd(6, '0');
+  return `${local.toISOString().slice(0, -'.000Z'.length)}.${micros}Z`;
+}
 
-type Dated<T, K extends keyof T> = Omit<T, K> & { [P in K]: string | null };
+/**
+ * { [name]: the moment as a Date (to the millisecond: a Date holds no
+ * more), [name + 'Exact']: its exact text (exactMoment) }, both null for null.
+ */
+function moment<K extends string>(name: K, text: string | null): Record<K, Date | null> & Record<`${K}Exact`, string | null> {
+  const exact = text === null ? null : exactMoment(text);
+  return { [name]: exact === null ? null : new Date(exact), [`${name}Exact`]: exact } as Record<K, Date | null> & Record<`${K}Exact`, string | null>;
+}
+
+type Dated<T, K extends keyof T & string> = Omit<T, K | `${K}Exact`> & { [P in K]: string | null };
 type RawEdge = Dated<PathEdge, 'expiresAt'>;
-type RawExplanation = Omit<Explanation, 'path' | 'traversePath' | 'trashAt' | 'rows' | 'validUntil' | 'expiredAt' | 'accessEnded' | 'pendingChanges'> & {
+type RawExplanation = Omit<Dated<Explanation, 'trashAt' | 'validUntil' | 'expiredAt'>, 'path' | 'traversePath' | 'rows' | 'accessEnded' | 'pendingChanges'> & {
   path: RawEdge[];
   traversePath: RawEdge[] | null;
-  trashAt: string | null;
   rows: Dated<PermissionRowUsed, 'validUntil'>[];
-  validUntil: string | null;
-  expiredAt: string | null;
-  accessEnded: (Omit<AccessEnded, 'at' | 'path' | 'traversePath' | 'expiredGrants'> & {
-    at: string;
-    path: RawEdge[];
-    traversePath: RawEdge[] | null;
-    expiredGrants: RawEdge[];
-  }) | null;
+  accessEnded: RawAccessEnded | null;
+};
+type RawAccessEnded = Omit<AccessEnded, 'at' | 'atExact' | 'path' | 'traversePath' | 'expiredGrants'> & {
+  at: string;
+  path: RawEdge[];
+  traversePath: RawEdge[] | null;
+  expiredGrants: RawEdge[];
 };

@@ -357,10 +357,10 @@ describe('expiring grants through the engine', async () => {
     const e = await explain(db, 'u', 'doc');
     expect(e).toMatchObject({ bestLevel: 1, via: 'owner' });
     expect(e.path).toEqual([
-      { tail: 'u', head: 'g', level: 1, source: 'new', expiresAt: ahead },
-      { tail: 'g', head: 'doc', level: 3, source: 'owner', expiresAt: null },
+      { tail: 'u', head: 'g', level: 1, source: 'new', expiresAt: ahead, expiresAtExact: ahead.toISOString().replace(/Z$/, '000Z') },
+      { tail: 'g', head: 'doc', level: 3, source: 'owner', expiresAt: null, expiresAtExact: null },
     ]);
-    expect((await explain(db, 'v', 'doc')).path[0]).toEqual({ tail: 'v', head: 'g', level: 2, source: 'default', expiresAt: null });
+    expect((await explain(db, 'v', 'doc')).path[0]).toEqual({ tail: 'v', head: 'g', level: 2, source: 'default', expiresAt: null, expiresAtExact: null });
     await db.query(sql`update permgraph.grants set expires_at = now() - interval '1 second' where source = 'new'`);
     expect(await explain(db, 'u', 'doc')).toMatchObject({ allowed: false, reason: 'no path', bestLevel: 0, path: [] });
   });

@@ -21,7 +21,11 @@ const AGO = [5, 3, 2, 1].map((h) => wholeSecondAfter(Date.now() - h * HOUR));
 const AHEAD = wholeSecondAfter(Date.now() + 2 * HOUR);
 const ms = (at: Date | null | undefined) => at?.getTime() ?? Infinity;
 
-const edge = (tail: string, level: Level, head: string, source = 'default', expiresAt: Date | null = null): PathEdge => ({ tail, head, level, source, expiresAt });
+/** A moment of whole milliseconds as the database stores it: ISO 8601 with six digits. */
+const exact = (at: Date) => at.toISOString().replace(/Z$/, '000Z');
+const edge = (tail: string, level: Level, head: string, source = 'default', expiresAt: Date | null = null): PathEdge => ({
+  tail, head, level, source, expiresAt, expiresAtExact: expiresAt && exact(expiresAt),
+});
 const ownerStep = (owner: string, thing: string): PathEdge => edge(owner, 3, thing, 'owner');
 
 /** The graph with every grant's expiry taken away: the grants that have expired restored. */
@@ -52,7 +56,11 @@ function expectPathInGraph(graph: RefGraph, user: string, path: PathEdge[], end:
     } else {
       const found = graph.grants.find((gr) => gr.tailId === e.tail && gr.headId === e.head && gr.source === e.source);
       expect(found, `${label}: grant ${JSON.stringify(e)}`).toBeDefined();
-      expect({ level: e.level, expiresAt: ms(e.expiresAt) }, label).toEqual({ level: found!.level, expiresAt: ms(found!.expiresAt) });
+      expect({ level: e.level, expiresAt: ms(e.expiresAt), expiresAtExact: e.expiresAtExact }, label).toEqual({
+        level: found!.level,
+        expiresAt: ms(found!.expiresAt),
+        expiresAtExact: found!.expiresAt ? exact(found!.expiresAt) : null,
+      });
     }
   });
 }
@@ -211,7 +219,7 @@ describe('explain(): accessEnded, when access that expired grants gave has ended
     const e = await explain(db, 'alice', 'spec', 'read');
     expect(e).toMatchObject({ allowed: false, reason: 'no path', bestLevel: 0, path: [], expiredAt: null, pendingChanges: 0 });
     expect(e.accessEnded).toEqual({
-      at: AGO[1],
+      at: AGO[1], atExact: exact(AGO[1]!),
       level: 1,
       via: 'owner',
       path: [edge('alice', 3, 'g1'), edge('g1', 1, 'p', 'member', AGO[1]), ownerStep('p', 'spec')],
@@ -261,6 +269,10 @@ describe('explain(): accessEnded, when access that expired grants gave has ended
     const close = (await explain(db, 'bo', 'proj')).accessEnded!;
     expect(close.expiredGrants.map((e) => `${e.tail}->${e.head}`)).toEqual(['b->proj', 'bo->b']);
     expect(close.endedBy).toBe(1);
+    // the exact texts tell them apart
+    const micros = (at: Date, n: number) => at.toISOString().replace(/\.000Z$/, `.000${n}Z`);
+    expect(close.atExact).toBe(micros(AGO[2]!, 200));
+    expect(close.expiredGrants.map((e) => e.expiresAtExact)).toEqual([micros(AGO[2]!, 200), micros(AGO[2]!, 700)]);
     const [{ at }] = await db.query(sql`select (permgraph.explain('bo', 'proj') -> 'accessEnded' ->> 'at')::timestamptz = ${AGO[2]}::timestamptz + interval '200 microseconds' as at`);
     expect(at).toBe(true);
   });
@@ -292,7 +304,7 @@ describe('explain(): accessEnded, when access that expired grants gave has ended
       for (const level of ['read', null] as const) {
         const e = await explain(db, 'bea', 'doc', level);
         expect(e).toMatchObject({ allowed: false, reason: 'no path' });
-        expect(e.accessEnded, JSON.stringify(c)).toEqual({ at: c.at, level: 1, ...c.route, expiredGrants: c.route.path.filter((s) => s.expiresAt), endedBy: 1 });
+        expect(e.accessEnded, JSON.stringify(c)).toEqual({ at: c.at, atExact: exact(c.at), level: 1, ...c.route, expiredGrants: c.route.path.filter((s) => s.expiresAt), endedBy: 1 });
         expectAccessEndedAgrees(graph, e, level === null ? null : 1, now);
       }
     }
@@ -307,7 +319,7 @@ describe('explain(): accessEnded, when access that expired grants gave has ended
     const e = await explain(db, 'cy', 'doc', 'write');
     expect(e).toMatchObject({ allowed: false, reason: 'level too low', bestLevel: 1 });
     expect(e.accessEnded).toEqual({
-      at: AGO[2], level: 2, via: 'owner', traversePath: null,
+      at: AGO[2], atExact: exact(AGO[2]!), level: 2, via: 'owner', traversePath: null,
       path: [edge('cy', 3, 'team', 'admin-ui', AGO[2]), ownerStep('team', 'doc')],
       expiredGrants: [edge('cy', 3, 'team', 'admin-ui', AGO[2])],
       endedBy: 1,
@@ -325,7 +337,7 @@ describe('explain(): accessEnded, when access that expired grants gave has ended
     const e = await explain(db, 'di', 'memo', 'write');
     expect(e).toMatchObject({ allowed: false, reason: 'no path' });
     expect(e.accessEnded).toEqual({
-      at: AGO[1], level: 2, via: 'owner',
+      at: AGO[1], atExact: exact(AGO[1]!), level: 2, via: 'owner',
       path: [edge('di', 2, 'xena'), ownerStep('xena', 'memo')],
       traversePath: [edge('di', 1, 'm'), edge('m', 3, 'xena', 'default', AGO[1])],
       expiredGrants: [edge('m', 3, 'xena', 'default', AGO[1])],
@@ -336,7 +348,7 @@ describe('explain(): accessEnded, when access that expired grants gave has ended
     await db.query(sql`update permgraph.grants set expires_at = ${AGO[2]} where tail_id = 'di' and head_id = 'm'`);
     await applyChanges(db);
     expect((await explain(db, 'di', 'memo', 'write')).accessEnded).toEqual({
-      at: AGO[2], level: 2, via: 'owner',
+      at: AGO[2], atExact: exact(AGO[2]!), level: 2, via: 'owner',
       path: [edge('di', 2, 'xena'), ownerStep('xena', 'memo')],
       traversePath: [edge('di', 1, 'm', 'default', AGO[2]), edge('m', 3, 'xena')],
       expiredGrants: [edge('di', 1, 'm', 'default', AGO[2])],
@@ -365,7 +377,7 @@ describe('explain(): accessEnded, when access that expired grants gave has ended
     const before = await explain(db, 'fay', 'spec', 'write');
     expect(before).toMatchObject({ allowed: false, reason: 'expired', expiredAt: AGO[3], bestLevel: 0 });
     const hint = {
-      at: AGO[3], level: 2, via: 'owner', traversePath: null,
+      at: AGO[3], atExact: exact(AGO[3]!), level: 2, via: 'owner', traversePath: null,
       path: [edge('fay', 2, 'eng', 'default', AGO[3]), ownerStep('eng', 'spec')],
       expiredGrants: [edge('fay', 2, 'eng', 'default', AGO[3])],
       endedBy: 1,

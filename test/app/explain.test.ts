@@ -11,7 +11,7 @@ import { u, g, o, expiring, grant } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { FUTURE, PAST, graphArbitrary, loadGraph } from '../helpers/graph.ts';
 
-const edge = (tail: string, level: Level, head: string, source = 'default'): PathEdge => ({ tail, head, level, source, expiresAt: null });
+const edge = (tail: string, level: Level, head: string, source = 'default'): PathEdge => ({ tail, head, level, source, expiresAt: null, expiresAtExact: null });
 
 /**
  * Checks a path edge by edge against the graph (not against the engine): it
@@ -31,7 +31,7 @@ function checkPath(graph: RefGraph, user: string, path: PathEdge[], end: string,
       if (!lastOwnerStep && !(i === 1 && path[0]!.source === 'identity')) expect(kind(e.tail), `path leaves ${e.tail}`).toBe('group');
     }
     if (e.source === 'identity') {
-      expect(e).toEqual({ tail: user, head: user, level: 3, source: 'identity', expiresAt: null });
+      expect(e).toEqual({ tail: user, head: user, level: 3, source: 'identity', expiresAt: null, expiresAtExact: null });
       expect(i).toBe(0);
     } else if (e.source === 'owner') {
       expect(graph.nodes.find((n) => n.id === e.head)!.ownerId, `owner of ${e.head}`).toBe(e.tail);
@@ -138,7 +138,7 @@ describe('explain() against the reference model', async () => {
     // identity, and a user's own things
     expect(await explain(db, 'a', 'a')).toMatchObject({ allowed: true, bestLevel: 3, path: [{ tail: 'a', head: 'a', level: 3, source: 'identity' }] });
     expect(await explain(db, 'userB', 'bdoc', 'manage')).toMatchObject({
-      allowed: true, via: 'owner', path: [{ tail: 'userB', head: 'userB', level: 3, source: 'identity', expiresAt: null }, edge('userB', 3, 'bdoc', 'owner')],
+      allowed: true, via: 'owner', path: [{ tail: 'userB', head: 'userB', level: 3, source: 'identity', expiresAt: null, expiresAtExact: null }, edge('userB', 3, 'bdoc', 'owner')],
     });
     expect(await explain(db, 'u2', 'c1')).toMatchObject({ allowed: false, reason: 'no path', bestLevel: 0, path: [], via: null });
   });
@@ -154,6 +154,51 @@ describe('explain() against the reference model', async () => {
     expect(sub.path).toEqual([edge('ann', 2, 'top'), edge('top', 3, 'sub', 'owner')]);
     expect(await explain(db, 'ann', 'doc')).toMatchObject({ allowed: false, reason: 'trashed', trashAt: PAST });
     expect(await explain(db, 'ann', 'later', 'write')).toMatchObject({ allowed: false, reason: 'level too low', trashAt: FUTURE });
+  });
+
+  it('moments to the microsecond: beside each Date, the exact text, in UTC whatever the session\'s time zone', async () => {
+    // whole milliseconds plus some microseconds, which a Date cannot hold
+    const ms = (at: number) => new Date(Math.floor(at / 1000) * 1000);
+    const ahead = ms(Date.now() + 3600_000);
+    const ago = ms(Date.now() - 3600_000);
+    // in 1900, Kathmandu's and St. John's offsets had seconds (+05:41:16, -03:30:52);
+    // and St. John's puts the first hours of year 1 in 1 BC
+    const longAgo = new Date('1900-01-01T00:00:00Z');
+    const yearOne = new Date('0001-01-01T00:00:00Z');
+    /** The moment `at` plus `micros` (under 1000) as the database stores it, in ISO 8601 with six digits. */
+    const exact = (at: Date, micros: number) => at.toISOString().replace(/Z$/, `${String(micros).padStart(3, '0')}Z`);
+    await loadGraph(db, { nodes: [u('ann'), u('bob'), g('eng'), o('spec', 'eng'), o('old', 'eng'), o('first', 'eng')], grants: [] });
+    await db.query(sql`update permgraph.nodes set trash_at = ${longAgo}::timestamptz + interval '1 microsecond' where id = 'old'`);
+    await db.query(sql`update permgraph.nodes set trash_at = ${yearOne}::timestamptz + interval '3 microseconds' where id = 'first'`);
+    await db.query(sql`insert into permgraph.grants (tail_id, head_id, level, expires_at) values
+      ('ann', 'eng', 2, ${ahead}::timestamptz + interval '250 microseconds'),
+      ('bob', 'eng', 1, ${ago}::timestamptz + interval '700 microseconds')`);
+    await refresh(db);
+    for (const zone of ['UTC', 'Europe/Berlin', 'Asia/Kathmandu', 'America/St_Johns']) {
+      const [allowed, ended, trashed, first] = await db.tx(async (tx) => {
+        await tx.query(sql`select set_config('timezone', ${zone}, true)`);
+        return Promise.all([explain(tx, 'ann', 'spec'), explain(tx, 'bob', 'spec'), explain(tx, 'ann', 'old'), explain(tx, 'ann', 'first')]);
+      });
+      expect(allowed, zone).toMatchObject({
+        allowed: true,
+        validUntil: ahead, validUntilExact: exact(ahead, 250),
+        rows: [{ target: 'eng', validUntil: ahead, validUntilExact: exact(ahead, 250) }],
+        path: [{ tail: 'ann', expiresAt: ahead, expiresAtExact: exact(ahead, 250) }, { tail: 'eng', expiresAt: null, expiresAtExact: null }],
+        trashAt: null, trashAtExact: null, expiredAt: null, expiredAtExact: null,
+      });
+      expect(ended.accessEnded, zone).toMatchObject({
+        at: ago, atExact: exact(ago, 700),
+        expiredGrants: [{ tail: 'bob', expiresAt: ago, expiresAtExact: exact(ago, 700) }],
+      });
+      expect(trashed, zone).toMatchObject({ reason: 'trashed', trashAt: longAgo, trashAtExact: exact(longAgo, 1) });
+      expect(first, zone).toMatchObject({ reason: 'trashed', trashAt: yearOne, trashAtExact: exact(yearOne, 3) });
+    }
+    // 'expired': the rows that allowed ended at a moment with microseconds
+    await db.query(sql`update permgraph.permissions set valid_until = ${ago}::timestamptz + interval '5 microseconds' where user_id = 'ann' and target_id = 'eng'`);
+    expect(await explain(db, 'ann', 'spec')).toMatchObject({
+      reason: 'expired', expiredAt: ago, expiredAtExact: exact(ago, 5),
+      rows: [{ validUntil: ago, validUntilExact: exact(ago, 5), expired: true }],
+    });
   });
 
   it('ties are broken deterministically: fewest edges, then smallest ids', async () => {
@@ -218,7 +263,10 @@ describe('explain() against the reference model', async () => {
     await load(expiring('erin', 2, 'team', at(later.getTime())));
     const both = await explain(db, 'erin', 'proj');
     expect(both.validUntil).toEqual(at(later.getTime()));
-    expect(both.path).toEqual([{ ...edge('erin', 2, 'team'), expiresAt: at(later.getTime()) }, edge('team', 2, 'proj')]);
+    expect(both.path).toEqual([
+      { ...edge('erin', 2, 'team'), expiresAt: at(later.getTime()), expiresAtExact: at(later.getTime()).toISOString().replace(/Z$/, '000Z') },
+      edge('team', 2, 'proj'),
+    ]);
     // a thing another user owns, reached at manage: the owner route through the lasting path
     await loadGraph(db, {
       nodes: [u('erin'), u('xena'), g('a'), g('b'), o('memo', 'xena')],
