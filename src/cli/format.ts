@@ -45,20 +45,24 @@ export function describeGrant(g: { tail: string; head: string; level: number; so
   return `${g.tail} -[${levelName(g.level)}]-> ${g.head} (source ${printable(g.source)}${g.expiresAt ? `, until ${isoMoment(g.expiresAt)}` : ''})`;
 }
 
-/** A human-readable account, one line per fact or edge. */
+/**
+ * A human-readable account, one line per fact or edge. Its moments are
+ * printed as the database stores them, to the microsecond (the …Exact
+ * fields), so that they compare with the grants table.
+ */
 export function formatExplanation(e: Explanation): string[] {
   const lines: string[] = [];
   if (e.allowed) {
-    const until = e.validUntil ? `, until ${isoMoment(e.validUntil)}` : '';
+    const until = e.validUntilExact ? `, until ${e.validUntilExact}` : '';
     lines.push(`${e.user} may ${e.level === null ? levelName(e.bestLevel) : levelName(e.level)} ${e.thing} (best level: ${levelName(e.bestLevel)}${e.via === 'owner' ? ', through its owner' : e.via === 'superuser' ? ', as a superuser' : ''}${until})`);
   } else {
     const why =
       e.reason === 'trashed'
-        ? `trashed since ${isoMoment(e.trashAt!)}`
+        ? `trashed since ${e.trashAtExact!}`
         : e.reason === 'level too low'
           ? `level too low (best: ${levelName(e.bestLevel)}${e.via === 'owner' ? ', through its owner' : ''})`
           : e.reason === 'expired'
-            ? `access expired at ${isoMoment(e.expiredAt!)} and awaits recomputation ` +
+            ? `access expired at ${e.expiredAtExact!} and awaits recomputation ` +
               (e.bestLevel >= (e.level ?? 1)
                 ? `(refused until a worker recomputes the permission rows; the path below then gives ${levelName(e.bestLevel)})`
                 : e.bestLevel === 0
@@ -68,28 +72,28 @@ export function formatExplanation(e: Explanation): string[] {
     lines.push(`${e.user} may not ${e.level === null ? 'access' : levelName(e.level)} ${e.thing}: ${why}`);
   }
   const edges = (path: PathEdge[]) =>
-    path.map((p) => `  ${p.tail} -[${levelName(p.level)}, ${printable(p.source)}${p.expiresAt ? `, until ${isoMoment(p.expiresAt)}` : ''}]-> ${p.head}`);
+    path.map((p) => `  ${p.tail} -[${levelName(p.level)}, ${printable(p.source)}${p.expiresAtExact ? `, until ${p.expiresAtExact}` : ''}]-> ${p.head}`);
   const ended = e.accessEnded;
   if (ended) {
     // which expired grant(s) ended the access, and those of the same route that expired after
     const named = (g: PathEdge) => `${printable(g.tail)} -[${levelName(g.level)}]-> ${printable(g.head)} (source ${printable(g.source)})`;
-    // (endedBy: counted by the database to the microsecond, where milliseconds may not tell them apart)
+    // (endedBy: counted by the database to the microsecond, as the moments are printed)
     const first = ended.expiredGrants.slice(0, ended.endedBy);
     const later = ended.expiredGrants.slice(ended.endedBy);
     const what = e.level === null ? 'access' : `${levelName(ended.level)} access`;
-    lines.push(`${what} ended at ${isoMoment(ended.at)}, when grant${first.length > 1 ? 's' : ''} ${first.map(named).join(' and ')} expired`);
-    if (later.length) lines.push(`also expired on that route since: ${later.map((g) => `grant ${named(g)} at ${isoMoment(g.expiresAt!)}`).join(', ')}`);
+    lines.push(`${what} ended at ${ended.atExact}, when grant${first.length > 1 ? 's' : ''} ${first.map(named).join(' and ')} expired`);
+    if (later.length) lines.push(`also expired on that route since: ${later.map((g) => `grant ${named(g)} at ${g.expiresAtExact!}`).join(', ')}`);
   }
   if (e.path.length) lines.push('path:', ...edges(e.path));
   if (e.traversePath) lines.push(`manage path to the owner (lets ${e.user} reach what it owns):`, ...edges(e.traversePath));
   if (ended) {
-    lines.push(`path until ${isoMoment(ended.at)}${ended.via === 'owner' ? ' (through its owner)' : ''}:`, ...edges(ended.path));
+    lines.push(`path until ${ended.atExact}${ended.via === 'owner' ? ' (through its owner)' : ''}:`, ...edges(ended.path));
     if (ended.traversePath) lines.push(`manage path to the owner until then (it let ${e.user} reach what it owns):`, ...edges(ended.traversePath));
   }
   // The permission rows check() reads, where an expiry bounds them.
-  for (const row of e.rows.filter((r) => r.validUntil !== null)) {
+  for (const row of e.rows.filter((r) => r.validUntilExact !== null)) {
     const what = `${levelName(row.level)}${row.traverseOwned ? ' and what it owns' : ''}`;
-    const when = row.expired ? `expired at ${isoMoment(row.validUntil!)}, awaiting recomputation` : `valid until ${isoMoment(row.validUntil!)}`;
+    const when = row.expired ? `expired at ${row.validUntilExact!}, awaiting recomputation` : `valid until ${row.validUntilExact!}`;
     lines.push(`row ${e.user} -> ${row.target}: ${what}, ${when}`);
   }
   if (e.pendingChanges > 0) {

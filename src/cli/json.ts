@@ -1,10 +1,29 @@
 // --json output is camelCase throughout, like the TypeScript API. Most
 // commands print the API's own objects; this converts the few that come
-// straight from SQL (snake_case column and key names).
+// straight from SQL (snake_case column and key names), and explain's
+// moments to the microsecond.
 
 /** A copy of value with every object key in camelCase (last_batch_at -> lastBatchAt); arrays, dates and scalars as they are. */
 export function camelCaseKeys(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(camelCaseKeys);
   if (value === null || typeof value !== 'object' || value instanceof Date) return value;
   return Object.fromEntries(Object.entries(value).map(([key, v]) => [key.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase()), camelCaseKeys(v)]));
+}
+
+/**
+ * A copy of value in which every field with an `…Exact` twin (explain's
+ * moments: a Date, and its text to the microsecond) takes the twin's value,
+ * and the twin goes: the JSON keeps the API's keys, and prints the moments
+ * as the database stores them.
+ */
+export function exactMoments(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(exactMoments);
+  if (value === null || typeof value !== 'object' || value instanceof Date) return value;
+  const fields = value as Record<string, unknown>;
+  const twin = (key: string) => `${key}Exact`;
+  return Object.fromEntries(
+    Object.entries(fields)
+      .filter(([key]) => !(key.endsWith('Exact') && key.slice(0, -'Exact'.length) in fields))
+      .map(([key, v]) => [key, twin(key) in fields ? fields[twin(key)] : exactMoments(v)]),
+  );
 }

@@ -14,6 +14,8 @@ import { createTestDatabase } from '../helpers/database.ts';
 import { loadGraph } from '../helpers/graph.ts';
 
 const HOUR = 3600 * 1000;
+/** A moment of whole milliseconds as explain prints it: to the microsecond the database stores. */
+const exact = (at: Date) => at.toISOString().replace(/Z$/, '000Z');
 
 describe('permgraph grant --expires / --expires-in, sync-grants expiresAt, valid_until in list, who, explain and audit', async () => {
   const { db, url } = await createTestDatabase();
@@ -114,33 +116,33 @@ describe('permgraph grant --expires / --expires-in, sync-grants expiresAt, valid
 
     expect((await cli('explain', 'ann', 'spec', '--level', 'write')).stdout).toBe(
       [
-        `ann may write spec (best level: write, through its owner, until ${iso})`,
+        `ann may write spec (best level: write, through its owner, until ${exact(ahead)})`,
         'path:',
         '  ann -[write, default]-> eng',
         '  eng -[manage, owner]-> spec',
-        `row ann -> eng: write and what it owns, valid until ${iso}`,
+        `row ann -> eng: write and what it owns, valid until ${exact(ahead)}`,
         '',
       ].join('\n'),
     );
     const bob = await cli('explain', 'bob', 'spec');
     expect(bob.code).toBe(0);
     expect(bob.stdout.split('\n').slice(0, 1)).toEqual([
-      `bob may not access spec: access expired at ${ago.toISOString()} and awaits recomputation (refused until a worker recomputes the permission rows; the path below then gives read)`,
+      `bob may not access spec: access expired at ${exact(ago)} and awaits recomputation (refused until a worker recomputes the permission rows; the path below then gives read)`,
     ]);
-    expect(bob.stdout).toContain(`\nrow bob -> eng: read and what it owns, expired at ${ago.toISOString()}, awaiting recomputation\n`);
+    expect(bob.stdout).toContain(`\nrow bob -> eng: read and what it owns, expired at ${exact(ago)}, awaiting recomputation\n`);
     expect(JSON.parse((await cli('--json', 'explain', 'bob', 'spec')).stdout)).toMatchObject({
       allowed: false,
       reason: 'expired',
-      expiredAt: ago.toISOString(),
+      expiredAt: exact(ago),
       validUntil: null,
-      rows: [{ target: 'eng', level: 1, traverseOwned: true, validUntil: ago.toISOString(), expired: true }],
+      rows: [{ target: 'eng', level: 1, traverseOwned: true, validUntil: exact(ago), expired: true }],
     });
   });
 
   it('explain shows the expiry of the grants on its path', async () => {
     await loadGraph(db, graph);
     await db.query(sql`insert into permgraph.grants (tail_id, head_id, level, expires_at) values ('ann', 'eng', 3, '2034-02-03T04:05:06Z')`);
-    expect((await cli('explain', 'ann', 'eng')).stdout).toContain('\n  ann -[manage, default, until 2034-02-03T04:05:06.000Z]-> eng\n');
+    expect((await cli('explain', 'ann', 'eng')).stdout).toContain('\n  ann -[manage, default, until 2034-02-03T04:05:06.000000Z]-> eng\n');
   });
 
   it('explain says which expired grant ended the access and when, before and after the worker recomputes the rows', async () => {
@@ -155,22 +157,22 @@ describe('permgraph grant --expires / --expires-in, sync-grants expiresAt, valid
     expect((await cli('explain', 'alice', 'spec', '--level', 'read')).stdout).toBe(
       [
         'alice may not read spec: no path',
-        `read access ended at ${ago.toISOString()}, when grant g1 -[read]-> p (source member) expired`,
-        `path until ${ago.toISOString()} (through its owner):`,
+        `read access ended at ${exact(ago)}, when grant g1 -[read]-> p (source member) expired`,
+        `path until ${exact(ago)} (through its owner):`,
         '  alice -[manage, default]-> g1',
-        `  g1 -[read, member, until ${ago.toISOString()}]-> p`,
+        `  g1 -[read, member, until ${exact(ago)}]-> p`,
         '  p -[manage, owner]-> spec',
         '',
       ].join('\n'),
     );
     const hint = {
-      at: ago.toISOString(), level: 1, via: 'owner', traversePath: null,
+      at: exact(ago), level: 1, via: 'owner', traversePath: null,
       path: [
         { tail: 'alice', head: 'g1', level: 3, source: 'default', expiresAt: null },
-        { tail: 'g1', head: 'p', level: 1, source: 'member', expiresAt: ago.toISOString() },
+        { tail: 'g1', head: 'p', level: 1, source: 'member', expiresAt: exact(ago) },
         { tail: 'p', head: 'spec', level: 3, source: 'owner', expiresAt: null },
       ],
-      expiredGrants: [{ tail: 'g1', head: 'p', level: 1, source: 'member', expiresAt: ago.toISOString() }],
+      expiredGrants: [{ tail: 'g1', head: 'p', level: 1, source: 'member', expiresAt: exact(ago) }],
       endedBy: 1,
     };
     expect(JSON.parse((await cli('--json', 'explain', 'alice', 'spec')).stdout)).toMatchObject({ allowed: false, reason: 'no path', accessEnded: hint });
@@ -185,14 +187,14 @@ describe('permgraph grant --expires / --expires-in, sync-grants expiresAt, valid
     expect((await cli('explain', 'cy', 'doc', '--level', 'write')).stdout).toBe(
       [
         'cy may not write doc: level too low (best: read, through its owner)',
-        `write access ended at ${before.toISOString()}, when grant lead -[manage]-> team (source sync) expired`,
-        `also expired on that route since: grant cy -[manage]-> lead (source admin\\tui) at ${ago.toISOString()}`,
+        `write access ended at ${exact(before)}, when grant lead -[manage]-> team (source sync) expired`,
+        `also expired on that route since: grant cy -[manage]-> lead (source admin\\tui) at ${exact(ago)}`,
         'path:',
         '  cy -[read, ldap]-> team',
         '  team -[manage, owner]-> doc',
-        `path until ${before.toISOString()} (through its owner):`,
-        `  cy -[manage, admin\\tui, until ${ago.toISOString()}]-> lead`,
-        `  lead -[manage, sync, until ${before.toISOString()}]-> team`,
+        `path until ${exact(before)} (through its owner):`,
+        `  cy -[manage, admin\\tui, until ${exact(ago)}]-> lead`,
+        `  lead -[manage, sync, until ${exact(before)}]-> team`,
         '  team -[manage, owner]-> doc',
         '',
       ].join('\n'),
@@ -208,11 +210,22 @@ describe('permgraph grant --expires / --expires-in, sync-grants expiresAt, valid
     await db.query(sql`update permgraph.grants set expires_at = ${ago}::timestamptz + interval '600 microseconds' where tail_id = 'hal'`);
     await db.query(sql`update permgraph.grants set expires_at = ${ago}::timestamptz + interval '100 microseconds' where tail_id = 'lead'`);
     await refresh(db);
-    expect((await cli('explain', 'hal', 'doc', '--level', 'write')).stdout.split('\n').slice(0, 3)).toEqual([
+    // (printed to the microsecond, as the grants table holds them)
+    const micros = (n: number) => ago.toISOString().replace(/Z$/, `${String(n).padStart(3, '0')}Z`);
+    const hal = await cli('explain', 'hal', 'doc', '--level', 'write');
+    expect(hal.stdout.split('\n').slice(0, 3)).toEqual([
       'hal may not write doc: no path',
-      `write access ended at ${ago.toISOString()}, when grant lead -[write]-> team (source default) expired`,
-      `also expired on that route since: grant hal -[write]-> lead (source default) at ${ago.toISOString()}`,
+      `write access ended at ${micros(100)}, when grant lead -[write]-> team (source default) expired`,
+      `also expired on that route since: grant hal -[write]-> lead (source default) at ${micros(600)}`,
     ]);
+    expect(hal.stdout).toContain(`\n  hal -[write, default, until ${micros(600)}]-> lead\n  lead -[write, default, until ${micros(100)}]-> team\n`);
+    // (JSON: the same keys as the library's Explanation, each moment exact; its …Exact fields are not repeated)
+    const halJson = (await cli('--json', 'explain', 'hal', 'doc', '--level', 'write')).stdout;
+    expect(JSON.parse(halJson).accessEnded).toMatchObject({
+      at: micros(100),
+      expiredGrants: [{ tail: 'lead', expiresAt: micros(100) }, { tail: 'hal', expiresAt: micros(600) }],
+    });
+    expect(halJson).not.toContain('Exact');
 
     // before the recomputation: 'expired', and the same hint
     await loadGraph(db, { nodes: [u('fay'), g('eng')], grants: [expiring('fay', 2, 'eng', new Date(Date.now() + HOUR))] });
@@ -220,9 +233,9 @@ describe('permgraph grant --expires / --expires-in, sync-grants expiresAt, valid
     await db.query(sql`update permgraph.grants set expires_at = ${ago} where tail_id = 'fay'`);
     await db.query(sql`update permgraph.permissions set valid_until = ${ago} where user_id = 'fay' and target_id = 'eng'`);
     const lines = async () => (await cli('explain', 'fay', 'eng', '--level', 'write')).stdout.split('\n').slice(0, 2);
-    const ended = `write access ended at ${ago.toISOString()}, when grant fay -[write]-> eng (source default) expired`;
+    const ended = `write access ended at ${exact(ago)}, when grant fay -[write]-> eng (source default) expired`;
     expect(await lines()).toEqual([
-      `fay may not write eng: access expired at ${ago.toISOString()} and awaits recomputation (the grants that gave it have ended: no path is left)`,
+      `fay may not write eng: access expired at ${exact(ago)} and awaits recomputation (the grants that gave it have ended: no path is left)`,
       ended,
     ]);
     await applyChanges(db);

@@ -12,6 +12,7 @@ import type { NodeKind } from '../../types.ts';
 import { action, actorOption, checkFlag, ExitCode, pageSize, requireSchema } from '../action.ts';
 import type { CommandContext } from '../context.ts';
 import { describeGrant, formatExplanation, formatListedLevel, levelName } from '../format.ts';
+import { exactMoments } from '../json.ts';
 
 interface PageFlags {
   level: string;
@@ -78,7 +79,7 @@ export function registerAppCommands(program: Command): void {
         await requireSchema(ctx);
         const { explain } = await import('../../app/explain.ts');
         const explanation = await explain(ctx.db, user!, thing!, options.level ?? null);
-        if (ctx.options.json) return ctx.emitJson(explanation);
+        if (ctx.options.json) return ctx.emitJson(exactMoments(explanation));
         for (const line of formatExplanation(explanation)) ctx.say(line);
       }),
     );
