@@ -24,83 +24,13 @@ import { g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { loadGraph } from '../helpers/graph.ts';
 import { createLogin } from '../helpers/logins.ts';
+import { clearPlantedCalls, plantedCalls, plantFunctions } from '../helpers/planted.ts';
 import { waitForImportBlocked, waitUntil } from '../helpers/cli.ts';
 
 const graph: RefGraph = {
   nodes: [u('alice'), u('bob'), g('eng'), g('secret'), o('doc', 'eng')],
   grants: [grant('alice', 2, 'eng'), grant('bob', 1, 'eng')],
 };
-
-/** Functions that beat pg_catalog's polymorphic ones for the types the client passes, recording who ran them. */
-async function plantFunctions(attacker: ConnectionPool): Promise<void> {
-  await attacker.query(sql`
-    create table public.planted_calls (caller text, what text);
-    grant insert on public.planted_calls to public;
-    create function public.unnest(text[]) returns setof text language plpgsql as $$
-    begin
-      insert into public.planted_calls values (current_user, 'unnest(text[])');
-      return query select pg_catalog.unnest($1);
-    end $$;
-    create function public.unnest(timestamptz[]) returns setof timestamptz language plpgsql as $$
-    begin
-      insert into public.planted_calls values (current_user, 'unnest(timestamptz[])');
-      return query select pg_catalog.unnest($1);
-    end $$;
-    create function public.unnest(smallint[]) returns setof smallint language plpgsql as $$
-    begin
-      insert into public.planted_calls values (current_user, 'unnest(smallint[])');
-      return query select pg_catalog.unnest($1);
-    end $$;
-    create function public.cardinality(text[]) returns integer language plpgsql as $$
-    begin
-      insert into public.planted_calls values (current_user, 'cardinality(text[])');
-      return pg_catalog.cardinality($1);
-    end $$;
-    create function public.format(text, text) returns text language plpgsql as $$
-    begin
-      insert into public.planted_calls values (current_user, 'format(text, text)');
-      return pg_catalog.format($1, $2);
-    end $$;
-    create function public.format(text, text, text, text) returns text language plpgsql as $$
-    begin
-      insert into public.planted_calls values (current_user, 'format(text, text, text, text)');
-      return pg_catalog.format($1, $2, $3, $4);
-    end $$;`);
-  // Not polymorphic, but matched better for what the client passes: an
-  // integer literal where pg_catalog takes a bigint (an exact match beats an
-  // implicit cast), and a parameter whose type the statement leaves unknown,
-  // which goes to a candidate taking text first.
-  await attacker.query(sql`
-    create function public.hashtextextended(text, integer) returns bigint language plpgsql as $$
-    begin
-      insert into public.planted_calls values (current_user, 'hashtextextended(text, integer)');
-      return pg_catalog.hashtextextended($1, $2);
-    end $$;
-    create function public.pg_advisory_xact_lock(text) returns void language plpgsql as $$
-    begin
-      insert into public.planted_calls values (current_user, 'pg_advisory_xact_lock(text)');
-      perform pg_catalog.pg_advisory_xact_lock($1::bigint);
-    end $$;
-    create function public.pg_cancel_backend(text) returns boolean language plpgsql as $$
-    begin
-      insert into public.planted_calls values (current_user, 'pg_cancel_backend(text)');
-      return false;
-    end $$;`);
-  // Operators too: numeric * an integer literal, a parameter of unknown type * interval.
-  await attacker.query(sql`
-    create function public.planted_times(numeric, integer) returns numeric language plpgsql as $$
-    begin
-      insert into public.planted_calls values (current_user, 'numeric * integer');
-      return $1 * $2::numeric;
-    end $$;
-    create operator public.* (leftarg = numeric, rightarg = integer, function = public.planted_times);
-    create function public.planted_times(text, interval) returns interval language plpgsql as $$
-    begin
-      insert into public.planted_calls values (current_user, 'text * interval');
-      return $1::float8 * $2;
-    end $$;
-    create operator public.* (leftarg = text, rightarg = interval, function = public.planted_times);`);
-}
 
 /**
  * A pool as an application's own, or Permgraph.connect()'s behind a pooler:
@@ -126,19 +56,15 @@ describe('the client\'s own SQL on an unpinned search path', async () => {
   const asOwner = Permgraph.fromPool(ownerPool, url);
 
   beforeEach(async () => {
-    await owner.query(sql`truncate public.planted_calls`);
+    await clearPlantedCalls(owner);
   });
-
-  async function plantedCalls(): Promise<{ caller: string; what: string }[]> {
-    return owner.query(sql`select distinct caller, what from public.planted_calls order by 1, 2`);
-  }
 
   it('the pools resolve names through the default path, where the planted functions win', async () => {
     const [{ path }] = await appPool.query(sql`select current_setting('search_path') as path`);
     expect(path).toBe('"$user", public');
     const [{ n }] = await appPool.query(sql`select count(*)::int as n from unnest(${['a', 'b']}::text[])`);
     expect(n).toBe(2);
-    expect(await plantedCalls()).toEqual([{ caller: app.name, what: 'unnest(text[])' }]);
+    expect(await plantedCalls(owner)).toEqual([{ caller: app.name, isSuperuser: false, what: 'unnest(text[])' }]);
   });
 
   it('checkMany, grant with an expiry, syncGrants: the model\'s answers, no planted call', async () => {
@@ -155,12 +81,12 @@ describe('the client\'s own SQL on an unpinned search path', async () => {
       { tail_id: 'alice', head_id: 'secret', level: 2, source: 'hr' },
       { tail_id: 'bob', head_id: 'secret', level: 1, source: 'default' },
     ]);
-    expect(await plantedCalls()).toEqual([]);
+    expect(await plantedCalls(owner)).toEqual([]);
   });
 
   it('migrate, as the owner, on an unpinned session: no planted call', async () => {
     expect(await asOwner.migrate()).toEqual({ applied: [], functions: [] });
-    expect(await plantedCalls()).toEqual([]);
+    expect(await plantedCalls(owner)).toEqual([]);
   });
 
   it('an import interrupted while its statement runs: cancelled, and no planted call runs as the owner', async () => {
@@ -176,10 +102,10 @@ describe('the client\'s own SQL on an unpinned search path', async () => {
       await waitForImportBlocked(owner);
       controller.abort('SIGINT');
       // cancelled (the run ends), or a planted function took the cancel's place (it waits on)
-      await waitUntil(async () => settled || (await plantedCalls()).length > 0, 'the import to be cancelled');
+      await waitUntil(async () => settled || (await plantedCalls(owner)).length > 0, 'the import to be cancelled');
       return { running }; // (not awaited here: the run may wait for this transaction's lock)
     });
-    expect(await plantedCalls()).toEqual([]);
+    expect(await plantedCalls(owner)).toEqual([]);
     expect(await running).toBeInstanceOf(ImportInterruptedError);
   });
 
@@ -190,7 +116,7 @@ describe('the client\'s own SQL on an unpinned search path', async () => {
     const result = await asOwner.syncRoles({ roles: [{ name: 'viewer', level: 1 }], operations: [{ name: 'view', level: 1 }] });
     expect(result.changes.length).toBeGreaterThan(0);
     expect(await owner.query(sql`select name, level from permgraph.roles order by 1`)).toContainEqual({ name: 'viewer', level: 1 });
-    expect(await plantedCalls()).toEqual([]);
+    expect(await plantedCalls(owner)).toEqual([]);
   });
 
   it('an import with an invalid row skipped, as the owner: no planted call runs as the owner', async () => {
@@ -202,7 +128,7 @@ describe('the client\'s own SQL on an unpinned search path', async () => {
     expect(summary).toMatchObject({ loaded: true, invalid: 1 });
     const [carol] = await owner.query(sql`select count(*)::int as n from permgraph.grants where tail_id = 'carol'`);
     expect(carol.n).toBe(1);
-    expect(await plantedCalls()).toEqual([]);
+    expect(await plantedCalls(owner)).toEqual([]);
   });
 
   it("the worker's probe, on its raw connection as the worker's login: no planted call, and the session it finds idle is ended", async () => {
@@ -223,7 +149,7 @@ describe('the client\'s own SQL on an unpinned search path', async () => {
     } finally {
       await session.end().catch(() => {});
     }
-    expect(await plantedCalls()).toEqual([]);
+    expect(await plantedCalls(owner)).toEqual([]);
   });
 
   it('(afterwards) the pools are closed', async () => {

@@ -15,6 +15,7 @@ import { g, grant, o, u } from '../helpers/builders.ts';
 import { createEmptyDatabase, createTestDatabase } from '../helpers/database.ts';
 import { insertGrants, insertNodes, loadGraph, readPermissions } from '../helpers/graph.ts';
 import { createLogin } from '../helpers/logins.ts';
+import { plantedCalls, plantFunctions, removePlanted } from '../helpers/planted.ts';
 import { runCli } from '../helpers/cli.ts';
 import { migrateAsReleased } from '../helpers/released.ts';
 import { failureOf } from '../helpers/failure.ts';
@@ -38,28 +39,6 @@ async function counts(db: Queryable): Promise<Record<string, number>> {
     result[table] = row.n;
   }
   return result;
-}
-
-/**
- * What a writer allowed to create objects in public plants (PostgreSQL 14's
- * default, granted explicitly here for 15+): functions that match better than
- * pg_catalog's polymorphic ones and record who ran them.
- */
-async function plantFunctions(attacker: ConnectionPool): Promise<void> {
-  await attacker.query(sql`
-    create table public.planted_calls (caller text, is_superuser boolean);
-    grant insert on public.planted_calls to public;
-    create function public.unnest(text[]) returns setof text language plpgsql as $$
-    begin
-      insert into public.planted_calls values (current_user, (select rolsuper from pg_catalog.pg_roles where rolname = current_user));
-      return query select pg_catalog.unnest($1);
-    end $$;
-    create function public.planted_accum(text[], text) returns text[] language plpgsql as $$
-    begin
-      insert into public.planted_calls values (current_user, (select rolsuper from pg_catalog.pg_roles where rolname = current_user));
-      return $1 || $2;
-    end $$;
-    create aggregate public.array_agg(text) (sfunc = public.planted_accum, stype = text[]);`);
 }
 
 /** A trash change and every engine and query entry point, run by the superuser with public first in its path. */
@@ -126,8 +105,7 @@ describe('security model through real login roles', async () => {
         await tx.query(sql`set local search_path = public, pg_catalog`);
         await tx.query(sql`select permgraph.apply_changes()`);
       });
-      const calls = await old.db.query(sql`select distinct caller, is_superuser from public.planted_calls`);
-      expect(calls).toContainEqual({ caller: 'postgres', is_superuser: true });
+      expect(await plantedCalls(old.db)).toContainEqual(expect.objectContaining({ caller: 'postgres', isSuperuser: true }));
     });
 
     it('now: no planted function runs, whatever the caller\'s search_path', async () => {
@@ -144,9 +122,8 @@ describe('security model through real login roles', async () => {
       await daemon.start();
       expect(await batch).toMatchObject({ mode: 'incremental', changes: 1 });
       await daemon.stop();
-      expect(await owner.query(sql`select * from public.planted_calls`)).toEqual([]);
-      await owner.query(sql`drop table public.planted_calls; drop aggregate public.array_agg(text);
-                             drop function public.planted_accum(text[], text); drop function public.unnest(text[])`);
+      expect(await plantedCalls(owner)).toEqual([]);
+      await removePlanted(owner);
     });
 
     it('every permgraph function pins its search_path (or has a body resolved when it was created)', async () => {
