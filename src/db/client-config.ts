@@ -38,11 +38,12 @@ export interface ClientConfigOptions {
  */
 export async function clientConfig(url: string, applicationName: string, options: ClientConfigOptions = {}): Promise<ClientConfig> {
   const plan = tlsPlan(url);
-  // (verify-full names the host to check: of a URL listing several, the URL's "h1,h2" names none of them)
+  // (verify-full checks the name of the host the address was reached by,
+  // not the address: of a URL listing several, the one that answered)
   const name = options.address?.name;
   const config = {
     connectionString: options.address ? atAddress(plan.url, options.address) : plan.url,
-    ssl: plan.tls && plan.tls.host !== undefined && name !== undefined ? { ...plan.tls, host: name } : (plan.tls ?? false),
+    ssl: plan.tls && plan.mode === 'verify-full' && name !== undefined ? { ...plan.tls, host: name } : (plan.tls ?? false),
     application_name: applicationName,
     // as the pool's connections (pool.ts)
     keepAlive: true,

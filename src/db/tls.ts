@@ -84,9 +84,13 @@ export function tlsPlan(url: string): TlsPlan {
   const ca = rootCert === 'system' ? undefined : rootCert ? file('sslrootcert') : existsSync(defaultRoot) ? readFileSync(defaultRoot, 'utf8') : undefined;
   const tls: ConnectionOptions = { ...client, ca, rejectUnauthorized: true };
   if (mode === 'verify-full') {
-    // node-pg hands TLS a socket it opened, so the name to check is given
-    // here: TLS checks the certificate against `host` (an IP address too).
-    tls.host = parsed.hostname.replace(/^\[(.*)\]$/, '$1') || 'localhost';
+    // TLS checks the certificate against `host` (an IP address among its
+    // names, else a host name), which node-pg sets to the host each
+    // connection went to. Set here for a URL naming one host (or none: a
+    // Unix socket, checked as localhost); of a URL listing several
+    // ("ip1,ip2"), each connection's own is the one to check, never the list.
+    const hostname = parsed.hostname.replace(/^\[(.*)\]$/, '$1');
+    if (!hostname.includes(',')) tls.host = hostname || 'localhost';
   } else {
     tls.checkServerIdentity = () => undefined;
   }

@@ -1,8 +1,10 @@
 // TLS as the URL's sslmode says, read as libpq reads it (src/db/tls.ts), on
 // every kind of connection permgraph opens: the pool, a raw client (import's
 // COPY) and the worker's listener. Against a server with TLS on (a
-// certificate for "localhost" signed by a test authority, test/fixtures/tls)
-// and against the suite's server, which has no TLS.
+// certificate for "localhost" signed by a test authority, test/fixtures/tls),
+// one whose certificate names the IP address 127.0.0.1 instead (signed by
+// another test authority: ip-ca.crt), and against the suite's server, which
+// has no TLS.
 import { execFileSync } from 'node:child_process';
 import { chmod, chown, copyFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -18,11 +20,19 @@ import { startListener } from '../../src/worker/listener.ts';
 import { createProbe } from '../../src/worker/probe.ts';
 import { connectionPeer } from '../../src/db/close-connection.ts';
 import { ClusterSet, type Cluster } from '../helpers/cluster.ts';
+import { startTcpProxy } from '../helpers/tcp-proxy.ts';
 import { REPO } from '../docs/doctest.ts';
 
 const FIXTURES = path.join(REPO, 'test/fixtures/tls');
 const CA = path.join(FIXTURES, 'ca.crt');
 const OTHER_CA = path.join(FIXTURES, 'other-ca.crt');
+/**
+ * The authority of ip-server.crt, a certificate for 127.0.0.1 only (an IP
+ * address among its names, no host name). Made with openssl for 100 years
+ * (`req -x509` for the authority, then `x509 -req` with subjectAltName
+ * IP:127.0.0.1); the authority's key was not kept.
+ */
+const IP_CA = path.join(FIXTURES, 'ip-ca.crt');
 
 /** The URL with another host and these query parameters. */
 function withTls(url: string, host: string, params: Record<string, string>): string {
@@ -93,24 +103,31 @@ describe('sslmode, as libpq reads it', () => {
   describe('against servers', () => {
     let clusters: ClusterSet;
     let tlsServer: Cluster;
+    let ipServer: Cluster;
     const plainServer = () => inject('pgServerUrl');
 
-    beforeAll(async () => {
-      clusters = await ClusterSet.create();
+    /** A server with TLS on, presenting the certificate `name`.crt (key `name`.key) of the fixtures. */
+    async function startTlsServer(name: string): Promise<Cluster> {
       // The key must belong to the server's OS user and be private to it.
-      for (const file of ['server.crt', 'server.key']) await copyFile(path.join(FIXTURES, file), path.join(clusters.scratch, file));
-      const key = path.join(clusters.scratch, 'server.key');
+      for (const ext of ['crt', 'key']) await copyFile(path.join(FIXTURES, `${name}.${ext}`), path.join(clusters.scratch, `${name}.${ext}`));
+      const key = path.join(clusters.scratch, `${name}.key`);
       await chmod(key, 0o600);
       if (process.getuid?.() === 0) {
         const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }));
         await chown(key, uid, uid);
       }
-      tlsServer = await clusters.startFresh('tls', {
+      return clusters.startFresh(name, {
         ssl: 'on',
-        ssl_cert_file: path.join(clusters.scratch, 'server.crt'),
+        ssl_cert_file: path.join(clusters.scratch, `${name}.crt`),
         ssl_key_file: key,
         listen_addresses: 'localhost',
       });
+    }
+
+    beforeAll(async () => {
+      clusters = await ClusterSet.create();
+      tlsServer = await startTlsServer('server');
+      ipServer = await startTlsServer('ip-server');
     });
     afterAll(async () => {
       await clusters?.stopAll();
@@ -178,6 +195,39 @@ describe('sslmode, as libpq reads it', () => {
       const url = new URL(withTls(tlsServer.url(), 'localhost', { sslmode: 'verify-full', sslrootcert: CA }));
       const severalHosts = url.toString().replace(`@${url.host}/`, `@${url.host},${url.host}/`);
       await expect(poolUsesTls(severalHosts)).rejects.toThrow(InvalidInputError);
+    });
+
+    it('verify-full on a URL listing several IP addresses checks each connection against the address it went to', async () => {
+      /** The server's URL under verify-full, listing `hosts` (which share its port) instead of its host. */
+      const listing = (server: Cluster, hosts: string, root: string, port = server.port) =>
+        withTls(server.url(), 'localhost', { sslmode: 'verify-full', sslrootcert: root }).replace(`@localhost:${server.port}/`, `@${hosts}:${port}/`);
+      // Nothing listens on 127.0.0.2: connections go on to 127.0.0.1, the
+      // address the certificate names.
+      const reached = listing(ipServer, '127.0.0.2,127.0.0.1', IP_CA);
+      expect(reached).toContain('@127.0.0.2,127.0.0.1:');
+      expect(await poolUsesTls(reached)).toBe(true);
+      const pool = openPool(reached, { poolSize: 1 });
+      try {
+        // the raw clients sent to the address a pooled connection reached (pooler check, watchdog probe)
+        const peer = await pool.task(async (conn) => connectionPeer(conn));
+        expect(peer).toEqual({ host: '127.0.0.1', port: ipServer.port, name: '127.0.0.1' });
+        expect(await clientUsesTls(reached, { address: peer })).toBe(true);
+      } finally {
+        await pool.dispose();
+      }
+      // A certificate for another name (localhost) at the address reached: refused.
+      await expect(poolUsesTls(listing(tlsServer, '127.0.0.2,127.0.0.1', CA))).rejects.toThrow(/IP: 127\.0\.0\.1 is not in the cert's list/);
+      // A certificate for one of the listed addresses, reached at another
+      // (a proxy on 127.0.0.2 in front of the server; nothing on 127.0.0.1
+      // at the proxy's port): refused, though the URL names 127.0.0.1.
+      const proxy = await startTcpProxy(ipServer.url(), { host: '127.0.0.2' });
+      try {
+        const elsewhere = listing(ipServer, '127.0.0.1,127.0.0.2', IP_CA, Number(new URL(proxy.url).port));
+        await expect(poolUsesTls(elsewhere)).rejects.toThrow(/IP: 127\.0\.0\.2 is not in the cert's list: 127\.0\.0\.1/);
+        expect(proxy.connections()).toBeGreaterThan(0);
+      } finally {
+        await proxy.close();
+      }
     });
 
     it("the worker's listener connects on the same terms", async () => {
