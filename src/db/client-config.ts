@@ -2,11 +2,15 @@
 // declarations name pg's types, which the package's public declarations must
 // not (pg's types are not among its dependencies), so it is not reachable
 // from them.
+import connectionString from '@databases/pg-connection-string';
 import pg, { type ClientConfig } from 'pg';
 import { CONNECT_TIMEOUT_MS, END_TIMEOUT_MS, KEEPALIVE_INITIAL_DELAY_MS } from '../constants.ts';
 import type { PeerAddress } from './close-connection.ts';
 import { SocketKeeper } from './socket-keeper.ts';
 import { isTlsRefused, tlsPlan } from './tls.ts';
+
+/** Where a raw client connects instead of the URL's host: a reached address (PeerAddress), or one of the hosts a URL lists, whose port may be the default. */
+export type HostAddress = Omit<PeerAddress, 'port'> & { port?: number };
 
 export interface ClientConfigOptions {
   /**
@@ -25,12 +29,13 @@ export interface ClientConfigOptions {
    * host name: the address's `name` (the one of several hosts that
    * connection reached), else the URL's.
    */
-  address?: PeerAddress;
+  address?: HostAddress;
 }
 
 /**
  * The settings of a raw pg.Client on the pool's terms (tlsPlan): for what
- * the pool cannot do, COPY FROM STDIN (import) and LISTEN (pg-listen). Under
+ * the pool cannot do, COPY FROM STDIN (import) and LISTEN (the worker's
+ * listener), and for connections to an address a pooled one reached. Under
  * allow and prefer, whether the server takes TLS is asked once, by
  * connecting: node-pg, unlike the pool, has no fallback of its own. That
  * connection's goodbye is waited for END_TIMEOUT_MS at most (a stalled
@@ -65,9 +70,79 @@ export async function clientConfig(url: string, applicationName: string, options
   }
 }
 
+/**
+ * The hosts a postgres:// URL lists, in its order, each with its port (one
+ * port for all, or one each), as the pool reads them: with the pool's own
+ * parser, so that a raw client tries the servers the pool tries. Undefined
+ * for a URL naming one host or none (a Unix socket), and for any other
+ * string: node-pg reads those itself.
+ */
+export function listedHosts(url: string): HostAddress[] | undefined {
+  if (!/^postgres(?:ql)?:\/\//i.test(url)) return undefined;
+  let hosts: string[];
+  let ports: (number | null)[];
+  try {
+    ({ host: hosts, port: ports } = connectionString.default(url, { unrecognisedOptionMode: 'ignore' }));
+  } catch {
+    return undefined; // (the pool refuses it too)
+  }
+  if (hosts.length < 2 || (ports.length > 1 && ports.length !== hosts.length)) return undefined;
+  return hosts.map((host, i) => {
+    const port = (ports.length > 1 ? ports[i] : ports[0]) ?? undefined;
+    return port === undefined ? { host, name: host } : { host, port, name: host };
+  });
+}
+
+export interface ConnectOptions {
+  /** Where its connections keep their sockets (default: a keeper of its own), for the caller to close at once. */
+  sockets?: SocketKeeper;
+  /** Settings over clientConfig's (query_timeout, …). */
+  settings?: Partial<ClientConfig>;
+  /**
+   * Run on each new connection before it is taken (LISTEN): a host where
+   * it fails is passed over like one that refused the connection.
+   */
+  prepare?: (client: pg.Client) => Promise<unknown>;
+  /** Once aborted, no further host is tried. */
+  signal?: AbortSignal;
+}
+
+/**
+ * A raw pg.Client on the pool's terms (clientConfig), connected to the
+ * first of the URL's hosts that takes it. A URL that lists several
+ * ('h1,h2:5432', 'h1:5432,h2:5433'), which node-pg alone cannot read, is
+ * tried host by host in its order, from the first every time, as the pool
+ * and libpq try it: a client connecting again after its server went
+ * reaches whichever listed server answers now. A URL naming one host is
+ * node-pg's to read. Throws the last host's error when none takes it; each
+ * connection that failed is closed (its goodbye waited for END_TIMEOUT_MS
+ * at most).
+ */
+export async function connectClient(url: string, applicationName: string, options: ConnectOptions = {}): Promise<pg.Client> {
+  const sockets = options.sockets ?? new SocketKeeper();
+  let failure: unknown;
+  for (const address of listedHosts(url) ?? [undefined]) {
+    options.signal?.throwIfAborted();
+    let client: pg.Client | undefined;
+    try {
+      const config = await clientConfig(url, applicationName, { sockets, address });
+      client = new pg.Client({ ...config, ...options.settings, stream: sockets.stream });
+      client.on('error', () => {}); // (its errors reach the calls awaited here, then its user's handlers)
+      await client.connect();
+      await options.prepare?.(client);
+      return client;
+    } catch (error) {
+      failure = error;
+      if (client) await sockets.endWithin(client.end(), END_TIMEOUT_MS);
+    }
+  }
+  throw failure;
+}
+
 /** The URL with its host, or the list of hosts it names, replaced by `address` (any other string is left as it is, to fail as it would). */
-function atAddress(url: string, address: PeerAddress): string {
+function atAddress(url: string, address: HostAddress): string {
   const hostname = address.host.includes(':') ? `[${address.host}]` : address.host;
+  const port = address.port === undefined ? '' : String(address.port);
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -75,10 +150,10 @@ function atAddress(url: string, address: PeerAddress): string {
     // libpq's several hosts each with its own port ('h1:5432,h2:5433'),
     // which URL cannot parse: the list is replaced by the one address
     const several = /^(postgres(?:ql)?:\/\/(?:[^@/?#]*@)?)[^/?#]*(.*)$/s.exec(url);
-    return several ? `${several[1]}${hostname}:${address.port}${several[2]}` : url;
+    return several ? `${several[1]}${hostname}${port && `:${port}`}${several[2]}` : url;
   }
   parsed.hostname = hostname;
-  parsed.port = String(address.port);
+  parsed.port = port;
   // (node-pg reads these before the URL's host)
   for (const key of ['host', 'hostaddr', 'port']) parsed.searchParams.delete(key);
   return parsed.toString();

@@ -215,8 +215,21 @@ describe('sslmode, as libpq reads it', () => {
       } finally {
         await pool.dispose();
       }
+      // The worker's listener, which goes through the list host by host itself.
+      const listener = await startListener(reached, () => {}, silentLogger);
+      try {
+        const admin = openPool(ipServer.url(), { poolSize: 1 });
+        const rows = await admin.query(sql`
+          select s.ssl from pg_stat_activity a join pg_stat_ssl s using (pid) where a.application_name = ${LISTENER_APPLICATION_NAME}`);
+        await admin.dispose();
+        expect(rows).toEqual([{ ssl: true }]);
+      } finally {
+        await listener.close();
+      }
       // A certificate for another name (localhost) at the address reached: refused.
-      await expect(poolUsesTls(listing(tlsServer, '127.0.0.2,127.0.0.1', CA))).rejects.toThrow(/IP: 127\.0\.0\.1 is not in the cert's list/);
+      const wrongName = listing(tlsServer, '127.0.0.2,127.0.0.1', CA);
+      await expect(poolUsesTls(wrongName)).rejects.toThrow(/IP: 127\.0\.0\.1 is not in the cert's list/);
+      await expect(startListener(wrongName, () => {}, silentLogger)).rejects.toThrow(/IP: 127\.0\.0\.1 is not in the cert's list/);
       // A certificate for one of the listed addresses, reached at another
       // (a proxy on 127.0.0.2 in front of the server; nothing on 127.0.0.1
       // at the proxy's port): refused, though the URL names 127.0.0.1.
