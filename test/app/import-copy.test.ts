@@ -78,6 +78,21 @@ describe('permgraph import: staging with COPY', async () => {
     expect(await importGraph(db, { ...files, name: 'dry', dryRun: true, onInvalid: 'skip', connectionUrl: nobody.url })).toMatchObject({ dryRun: true });
   });
 
+  it('stages through a URL that lists several hosts, the first of them down, as through the server\'s own', async () => {
+    await loadGraph(db, { nodes: [], grants: [] });
+    const nodes = await writeText('nodes.csv', 'id,kind,owner_id\ndoc,object,eng\neng,group,ann\nann,user,\n"tab\there",user,\n');
+    const grants = await writeText('grants.csv', 'tail_id,head_id,level\n"tab\there",eng,write\nann,doc,read\n');
+    const files = { nodes: { file: nodes }, grants: { file: grants } };
+    const { host, hostname, port } = new URL(url);
+    const byServer = await staged(db, 'one-host', files, url);
+    // (nothing listens on port 1, nor on 127.0.0.2: the next host is the server)
+    for (const [name, hosts] of [['own-ports', `127.0.0.1:1,${host}`], ['shared-port', `127.0.0.2,${hostname}:${port}`]] as const) {
+      const several = url.replace(`@${host}/`, `@${hosts}/`);
+      expect(several).not.toBe(url);
+      expect(await staged(db, name, files, several), name).toEqual(byServer);
+    }
+  });
+
   it('a run staged with COPY loads like any other', async () => {
     await loadGraph(db, { nodes: [], grants: [] });
     const nodes = await writeText('nodes.csv', 'id,kind,owner_id\ndoc,object,eng\neng,group,ann\nann,user,\nbob,user,\n');

@@ -16,9 +16,8 @@
 // it by key (`key > last order by key`), so a resumed run re-runs the query
 // for the rows after the last committed key only.
 import { pipeline } from 'node:stream/promises';
-import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import { clientConfig } from '../../db/client-config.ts';
+import { connectClient } from '../../db/client-config.ts';
 import { PINNED_SEARCH_PATH, sql, type Queryable } from '../../db/pool.ts';
 import { readOnly, userQuery } from './inputs.ts';
 import type { Prepared, RunContext, Step } from './types.ts';
@@ -205,13 +204,13 @@ function copyText(run: string, { seqs, lines, problems, values }: Batch): string
  * A connection of its own for COPY (the import's pooled connections cannot
  * stream one), named like the run's connection (so what cancels the run's
  * statements by application name cancels its COPY too), with the same
- * pinned search_path and SSL settings (clientConfig). Each batch: COPY and the run's progress, one transaction.
+ * pinned search_path and SSL settings (connectClient). Each batch: COPY and the run's progress, one transaction.
  */
 async function copyConnection(step: Step, url: string) {
   const [{ application_name }] = await step((tx) => tx.query(sql`select current_setting('application_name') as application_name`));
-  const client = new pg.Client(await clientConfig(url, String(application_name)));
+  // (the first of the URL's hosts that takes it, as the pool's: node-pg alone reads one host)
+  const client = await connectClient(url, String(application_name));
   client.on('error', () => {}); // a broken connection fails the batch's query, which reports it
-  await client.connect();
   await client.query(`set search_path = ${PINNED_SEARCH_PATH.join(', ')}`);
   return {
     async batch(target: string, text: string, run: string, lastKey: string, rows: number) {
