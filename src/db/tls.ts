@@ -39,21 +39,21 @@ export interface TlsPlan {
  * sslkey: a client certificate.
  */
 export function tlsPlan(url: string): TlsPlan {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    // Not a URL (a key=value string, several hosts each with its port, or
-    // nonsense): the driver says what it makes of it. Not of TLS parameters,
-    // though: the pool is told 'disable' here, and would connect in plain
-    // text whatever they ask for.
+  const read = readUrl(url);
+  if (read === undefined) {
+    // Not a postgres:// URL (a key=value string, or nonsense): the driver
+    // says what it makes of it. Not of TLS parameters, though: the pool is
+    // told 'disable' here, and would connect in plain text whatever they
+    // ask for.
     if (SSL_PARAMETERS.some((key) => new RegExp(`(^|[?&\\s])${key}\\s*=`, 'i').test(url))) {
       throw new InvalidInputError(
-        'TLS settings (sslmode, sslrootcert, …) are read from a postgres:// URL only, with one host or several sharing a port (host1,host2:port); this connection string is not one',
+        'TLS settings (sslmode, sslrootcert, …) are read from a postgres:// URL only (one host, or several: host1,host2:port or host1:port1,host2:port2); this connection string is not one',
       );
     }
     return { mode: 'disable', url, tls: null, plainIfRefused: false };
   }
+  const { parsed, several, restore } = read;
+  const query = new URLSearchParams(parsed.searchParams);
   const params = parsed.searchParams;
   const raw = params.get('sslmode');
   const mode = raw === null ? 'disable' : raw === 'no-verify' ? 'require' : SSL_MODES.find((m) => m === raw);
@@ -61,10 +61,9 @@ export function tlsPlan(url: string): TlsPlan {
     throw new InvalidInputError(`sslmode must be one of ${SSL_MODES.join(', ')}, got "${raw}"`);
   }
   for (const key of SSL_PARAMETERS) params.delete(key);
-  const stripped = parsed.toString();
+  const stripped = restore(parsed.toString());
   if (mode === 'disable') return { mode, url: stripped, tls: null, plainIfRefused: false };
 
-  const query = new URL(url).searchParams;
   const file = (key: string) => {
     const name = query.get(key);
     if (!name) return undefined;
@@ -89,12 +88,37 @@ export function tlsPlan(url: string): TlsPlan {
     // connection went to. Set here for a URL naming one host (or none: a
     // Unix socket, checked as localhost); of a URL listing several
     // ("ip1,ip2"), each connection's own is the one to check, never the list.
-    const hostname = parsed.hostname.replace(/^\[(.*)\]$/, '$1');
-    if (!hostname.includes(',')) tls.host = hostname || 'localhost';
+    if (!several) tls.host = parsed.hostname.replace(/^\[(.*)\]$/, '$1') || 'localhost';
   } else {
     tls.checkServerIdentity = () => undefined;
   }
   return { mode, url: stripped, tls, plainIfRefused: false };
+}
+
+/** A URL listing several hosts each with its port ('h1:5432,h2:5433'): its scheme and login, the list, and the rest. */
+const HOST_LIST = /^(postgres(?:ql)?:\/\/(?:[^@/?#]*@)?)([^/?#]*,[^/?#]*)(.*)$/is;
+/** What stands for such a list while URL reads the rest, which it cannot with the list in it. */
+const HOST_LIST_PLACEHOLDER = 'permgraph-host-list.invalid';
+
+/**
+ * A postgres:// URL read by URL: as it is, or, when it lists several hosts
+ * each with its port, with that list set aside (`restore` puts it back into
+ * a URL written from `parsed`). Undefined for anything else.
+ */
+function readUrl(url: string): { parsed: URL; several: boolean; restore: (text: string) => string } | undefined {
+  try {
+    const parsed = new URL(url);
+    return { parsed, several: parsed.hostname.includes(','), restore: (text) => text };
+  } catch {
+    const list = HOST_LIST.exec(url);
+    if (list === null) return undefined;
+    try {
+      const parsed = new URL(`${list[1]}${HOST_LIST_PLACEHOLDER}${list[3]}`);
+      return { parsed, several: true, restore: (text) => text.replace(HOST_LIST_PLACEHOLDER, () => list[2]!) };
+    } catch {
+      return undefined;
+    }
+  }
 }
 
 /** node-pg's error when the server answers an SSL request with "no". */

@@ -89,15 +89,24 @@ describe('sslmode, as libpq reads it', () => {
     expect(() => tlsPlan(`${base}&sslmode=verify-full&sslrootcert=/nonexistent/root.crt`)).toThrow(/^sslrootcert "\/nonexistent\/root.crt" cannot be read/);
   });
 
-  it('TLS parameters in a connection string that is not a one-host URL are refused, not dropped', () => {
-    // (several hosts each with its port, which the pool reads and URL does not; key=value strings)
-    for (const text of ['postgres://u:p@h1:5432,h2:5433/app?sslmode=verify-full', 'host=db.example user=u sslmode=require', 'host=db.example sslrootcert=/root.crt']) {
+  it('TLS parameters in a connection string that is not a postgres:// URL are refused, not dropped', () => {
+    for (const text of ['host=db.example user=u sslmode=require', 'host=db.example sslrootcert=/root.crt']) {
       expect(() => tlsPlan(text)).toThrow(InvalidInputError);
       expect(() => tlsPlan(text)).toThrow(/^TLS settings \(sslmode, sslrootcert, …\) are read from a postgres:\/\/ URL only/);
     }
-    // without TLS parameters: handed on as before
-    expect(tlsPlan('postgres://u:p@h1:5432,h2:5433/app')).toMatchObject({ mode: 'disable', tls: null, url: 'postgres://u:p@h1:5432,h2:5433/app' });
     expect(tlsPlan('host=db.example user=u')).toMatchObject({ mode: 'disable', tls: null });
+  });
+
+  it('a URL listing several hosts each with its port, which URL cannot parse, is read too; none of them is the host verify-full checks', () => {
+    const several = 'postgres://u:p@h1:5432,h2:5433/app?application_name=x';
+    expect(tlsPlan(several)).toMatchObject({ mode: 'disable', tls: null, url: several });
+    const full = tlsPlan(`${several}&sslmode=verify-full&sslrootcert=${CA}`);
+    expect(full).toMatchObject({ mode: 'verify-full', url: several, tls: { rejectUnauthorized: true }, plainIfRefused: false });
+    expect(full.tls?.ca).toContain('BEGIN CERTIFICATE');
+    expect(full.tls?.host).toBeUndefined();
+    expect(tlsPlan('postgres://u:p@h1,h2:5433/app?sslmode=verify-full').tls?.host).toBeUndefined();
+    expect(tlsPlan(`${several}&sslmode=prefer`)).toMatchObject({ mode: 'prefer', url: several, plainIfRefused: true });
+    expect(() => tlsPlan(`${several}&sslmode=required`)).toThrow('sslmode must be one of');
   });
 
   describe('against servers', () => {
@@ -191,10 +200,22 @@ describe('sslmode, as libpq reads it', () => {
       }
     });
 
-    it('several hosts each with its port and verify-full: refused, never plain text', async () => {
-      const url = new URL(withTls(tlsServer.url(), 'localhost', { sslmode: 'verify-full', sslrootcert: CA }));
-      const severalHosts = url.toString().replace(`@${url.host}/`, `@${url.host},${url.host}/`);
-      await expect(poolUsesTls(severalHosts)).rejects.toThrow(InvalidInputError);
+    it('several hosts each with its port: verify-full checks the host each connection reached; require never falls back to plain text', async () => {
+      // (port 1 of 127.0.0.1 first, where nothing listens; then the server)
+      const ownPorts = (server: Cluster | string, root: string, mode = 'verify-full') => {
+        const u = new URL(withTls(typeof server === 'string' ? server : server.url(), '127.0.0.1', { sslmode: mode, sslrootcert: root }));
+        return u.toString().replace(`@${u.host}/`, `@127.0.0.1:1,${u.host}/`);
+      };
+      expect(ownPorts(ipServer, IP_CA)).toMatch(/@127\.0\.0\.1:1,127\.0\.0\.1:\d+\//);
+      expect(await poolUsesTls(ownPorts(ipServer, IP_CA))).toBe(true);
+      const listener = await startListener(ownPorts(ipServer, IP_CA), () => {}, silentLogger);
+      await listener.close();
+      // a certificate for localhost at 127.0.0.1
+      await expect(poolUsesTls(ownPorts(tlsServer, CA))).rejects.toThrow(/IP: 127\.0\.0\.1 is not in the cert's list/);
+      await expect(startListener(ownPorts(tlsServer, CA), () => {}, silentLogger)).rejects.toThrow(/IP: 127\.0\.0\.1 is not in the cert's list/);
+      // a server without TLS
+      await expect(poolUsesTls(ownPorts(plainServer(), CA, 'require'))).rejects.toThrow(/does not support SSL/);
+      await expect(startListener(ownPorts(plainServer(), CA, 'require'), () => {}, silentLogger)).rejects.toThrow(/does not support SSL/);
     });
 
     it('verify-full on a URL listing several IP addresses checks each connection against the address it went to', async () => {
