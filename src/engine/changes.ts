@@ -154,6 +154,12 @@ export interface ChangeBatch {
   events: PermissionChange[];
   /** The seq of the last event. */
   lastSeq: number;
+  /**
+   * Stores the consumer's position at lastSeq. With `follow`, a lost
+   * connection does not fail it: it is tried again after a pause until it
+   * is stored, or `signal` aborts (then it throws, and the events are
+   * delivered again to the consumer's next reader).
+   */
   ack(): Promise<void>;
 }
 
@@ -190,6 +196,20 @@ export async function* changes(db: Queryable, name: string, options: ChangesOpti
         applicationName: CHANGES_LISTENER_APPLICATION_NAME,
       });
     }
+    // A follower's acknowledgment outlives a lost connection as its reads
+    // do: it is tried again after a pause until it is stored (or `signal`
+    // aborts, and the batch is delivered again to the consumer's next reader).
+    const acknowledge = async (seq: number): Promise<void> => {
+      for (;;) {
+        try {
+          return await ackChanges(db, name, seq);
+        } catch (error) {
+          if (!options.follow || error instanceof PermgraphError || options.signal?.aborted) throw error;
+          logger.warn({ err: error }, 'acknowledging changes failed; retrying');
+          await wakeup.wait(pollIntervalMs);
+        }
+      }
+    };
     let position: number | null = null;
     while (!options.signal?.aborted) {
       let events: PermissionChange[];
@@ -206,7 +226,7 @@ export async function* changes(db: Queryable, name: string, options: ChangesOpti
       if (events.length > 0) {
         const lastSeq = events[events.length - 1]!.seq;
         position = lastSeq;
-        yield { events, lastSeq, ack: () => ackChanges(db, name, lastSeq) };
+        yield { events, lastSeq, ack: () => acknowledge(lastSeq) };
         continue;
       }
       if (!options.follow) return;

@@ -504,6 +504,45 @@ describe('the derived-permission change stream', async () => {
     expect(await eventCount(db)).toBe(0);
   });
 
+  it('a follower outlives a lost connection while reading and while acknowledging, and acknowledges everything it received', async () => {
+    const graph = fc.sample(graphArbitrary({ users: 8, groups: 10, objects: 5, grants: 30 }, 0.5), { numRuns: 1, seed: 7 })[0]!;
+    const state = await start(graph);
+    const reg = await registerConsumer(db, 'flaky', (tx) => readPermissions(tx));
+    // Every other read and every other acknowledgment of the stream fails as
+    // a dropped connection does (node-pg's own error), before reaching the server.
+    const calls = { read: 0, ack: 0 };
+    const flaky = new Proxy(db, {
+      get(target, key, receiver) {
+        if (key !== 'query') return Reflect.get(target, key, receiver);
+        return async (query: SQLQuery) => {
+          const text = JSON.stringify(query);
+          const kind = text.includes('ack_changes') ? 'ack' : text.includes('read_changes') ? 'read' : undefined;
+          if (kind && calls[kind]++ % 2 === 0) throw new Error('Connection terminated unexpectedly');
+          return target.query(query);
+        };
+      },
+    }) as Queryable;
+    const copy = copyOf(reg.snapshot);
+    const stop = new AbortController();
+    const following = (async () => {
+      for await (const batch of changes(flaky, 'flaky', { follow: true, pollIntervalMs: 20, maxEvents: 5, signal: stop.signal })) {
+        fold(copy, batch.events, 'flaky');
+        await batch.ack();
+      }
+    })();
+    for (const m of fc.sample(mutationArbitrary, { numRuns: 15, seed: 11 })) {
+      await state.apply(db, m);
+      await applyChanges(db);
+    }
+    const expected = model.computePermissions(state.snapshot());
+    await waitUntil(async () => JSON.stringify(rowsOf(copy)) === JSON.stringify(expected), 'the follower to catch up');
+    await waitUntil(async () => (await eventCount(db)) === 0, 'every event to be acknowledged');
+    stop.abort();
+    await following; // ends on abort, having thrown nothing
+    expect(calls.ack).toBeGreaterThan(1);
+    expect(calls.read).toBeGreaterThan(1);
+  });
+
   describe('permgraph changes', () => {
     const cli = (...args: string[]) => runCli(['--database-url', url, ...args]);
 
