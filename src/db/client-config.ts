@@ -34,8 +34,8 @@ export interface ClientConfigOptions {
 
 /**
  * The settings of a raw pg.Client on the pool's terms (tlsPlan): for what
- * the pool cannot do, COPY FROM STDIN (import) and LISTEN (the worker's
- * listener), and for connections to an address a pooled one reached. Under
+ * the pool cannot do, COPY FROM STDIN (import) and LISTEN (pg-listen, the
+ * worker's listener), and for connections to an address a pooled one reached. Under
  * allow and prefer, whether the server takes TLS is asked once, by
  * connecting: node-pg, unlike the pool, has no fallback of its own. That
  * connection's goodbye is waited for END_TIMEOUT_MS at most (a stalled
@@ -93,50 +93,49 @@ export function listedHosts(url: string): HostAddress[] | undefined {
   });
 }
 
-export interface ConnectOptions {
-  /** Where its connections keep their sockets (default: a keeper of its own), for the caller to close at once. */
-  sockets?: SocketKeeper;
-  /** Settings over clientConfig's (query_timeout, …). */
-  settings?: Partial<ClientConfig>;
-  /**
-   * Run on each new connection before it is taken (LISTEN): a host where
-   * it fails is passed over like one that refused the connection.
-   */
-  prepare?: (client: pg.Client) => Promise<unknown>;
-  /** Once aborted, no further host is tried. */
-  signal?: AbortSignal;
+/**
+ * `attempt` on the hosts a URL lists (listedHosts), one by one in the URL's
+ * order from the first, as the pool and libpq try them: the first that
+ * succeeds gives the result. Started again after its server went, it
+ * reaches whichever listed server answers now. A URL naming one host is
+ * tried once, with no address (node-pg reads it). Throws the last host's
+ * error when none succeeds; once `signal` is aborted, no further host is
+ * tried.
+ */
+export async function onFirstHost<T>(url: string, attempt: (address: HostAddress | undefined) => Promise<T>, signal?: AbortSignal): Promise<T> {
+  let failure: unknown;
+  for (const address of listedHosts(url) ?? [undefined]) {
+    signal?.throwIfAborted();
+    try {
+      return await attempt(address);
+    } catch (error) {
+      failure = error;
+    }
+  }
+  throw failure;
 }
 
 /**
  * A raw pg.Client on the pool's terms (clientConfig), connected to the
- * first of the URL's hosts that takes it. A URL that lists several
- * ('h1,h2:5432', 'h1:5432,h2:5433'), which node-pg alone cannot read, is
- * tried host by host in its order, from the first every time, as the pool
- * and libpq try it: a client connecting again after its server went
- * reaches whichever listed server answers now. A URL naming one host is
- * node-pg's to read. Throws the last host's error when none takes it; each
- * connection that failed is closed (its goodbye waited for END_TIMEOUT_MS
- * at most).
+ * first of the URL's hosts that takes it (onFirstHost): a URL that lists
+ * several ('h1,h2:5432', 'h1:5432,h2:5433') node-pg alone cannot read.
+ * Each connection that failed is closed (its goodbye waited for
+ * END_TIMEOUT_MS at most).
  */
-export async function connectClient(url: string, applicationName: string, options: ConnectOptions = {}): Promise<pg.Client> {
-  const sockets = options.sockets ?? new SocketKeeper();
-  let failure: unknown;
-  for (const address of listedHosts(url) ?? [undefined]) {
-    options.signal?.throwIfAborted();
+export async function connectClient(url: string, applicationName: string): Promise<pg.Client> {
+  const sockets = new SocketKeeper();
+  return onFirstHost(url, async (address) => {
     let client: pg.Client | undefined;
     try {
-      const config = await clientConfig(url, applicationName, { sockets, address });
-      client = new pg.Client({ ...config, ...options.settings, stream: sockets.stream });
+      client = new pg.Client({ ...(await clientConfig(url, applicationName, { sockets, address })), stream: sockets.stream });
       client.on('error', () => {}); // (its errors reach the calls awaited here, then its user's handlers)
       await client.connect();
-      await options.prepare?.(client);
       return client;
     } catch (error) {
-      failure = error;
       if (client) await sockets.endWithin(client.end(), END_TIMEOUT_MS);
+      throw error;
     }
-  }
-  throw failure;
+  });
 }
 
 /** The URL with its host, or the list of hosts it names, replaced by `address` (any other string is left as it is, to fail as it would). */

@@ -1,7 +1,7 @@
 import { Socket } from 'node:net';
 
 /**
- * The sockets of raw node-pg clients (the LISTEN connection's, the watchdog's probes),
+ * The sockets of raw node-pg clients (pg-listen's LISTEN connections, the watchdog's probes),
  * kept so that they can be closed at once. node-pg's end() says goodbye and
  * waits for the server to close its side, which a stalled network never
  * does (the OS gives up after minutes). Pass `stream` as the client's

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type pg from 'pg';
+import pgListen, { type Subscriber } from 'pg-listen';
 import { CHANGES_CHANNEL, LISTENER_APPLICATION_NAME, END_TIMEOUT_MS, STALL_CHECK_INTERVAL_MS, STALL_CHECK_TIMEOUT_MS } from '../constants.ts';
-import { connectClient } from '../db/client-config.ts';
+import { clientConfig, onFirstHost, type HostAddress } from '../db/client-config.ts';
 import { SocketKeeper } from '../db/socket-keeper.ts';
 import type { Logger } from '../logger.ts';
 
@@ -13,7 +13,12 @@ export interface Listener {
 export interface ListenerOptions {
   channel?: string;
   applicationName?: string;
-  /** How long after the previous check query's answer the connection runs the next (default STALL_CHECK_INTERVAL_MS). */
+  /**
+   * The connection runs a check query this long after the previous one's
+   * time to answer is up (default STALL_CHECK_INTERVAL_MS): pg-listen
+   * starts one on a fixed interval, which must not come while the previous
+   * one still waits (node-pg would queue it, and warn).
+   */
   checkIntervalMs?: number;
   /** How long any of its queries may go unanswered before it reconnects (default STALL_CHECK_TIMEOUT_MS). */
   checkTimeoutMs?: number;
@@ -25,29 +30,34 @@ const RETRY_INTERVAL_MS = 500;
 /** Of the attempts to reconnect, the first and every this many after it are logged. */
 const RECONNECT_LOG_EVERY = 20;
 
-/** One LISTENing connection and its sockets. */
-interface Connection {
-  client: pg.Client;
+/** One pg-listen subscriber, on one of the URL's hosts, and its sockets. */
+interface Subscription {
+  subscriber: Subscriber;
   sockets: SocketKeeper;
 }
 
 /**
- * LISTENs for wake-ups, reconnecting forever. onWake runs on every
- * notification and after every (re)connect, because notifications sent
- * while disconnected are lost and the worker must catch up. The worker's
- * channel by default; the change stream's followers pass theirs.
+ * LISTENs for wake-ups with pg-listen, reconnecting forever. onWake runs on
+ * every notification and after every (re)connect, because notifications
+ * sent while disconnected are lost and the worker must catch up. The
+ * worker's channel by default; the change stream's followers pass theirs.
  *
  * Every connection, the first and each one after a loss, goes to the first
  * of the URL's hosts that takes it and its LISTEN, tried in the URL's order
- * (connectClient): on a URL listing several hosts ('h1,h2:5432',
+ * (onFirstHost): on a URL listing several hosts ('h1,h2:5432',
  * 'h1:5432,h2:5433'), where the pool connects too, and after a failover
  * wherever a listed server answers now, never again and again to the host
- * that went.
+ * that went. pg-listen builds every client of a subscriber from one fixed
+ * node-pg config, which names one host: so each connection is a subscriber
+ * of its own, on the host it reached, that never reconnects itself. When it
+ * loses its connection, it gives up at once (its 'error'), and the listener
+ * goes through the hosts again from the first, with a new subscriber.
  *
  * A connection that stops answering (a network partition drops packets
- * silently: no error comes for minutes) is noticed by its check query,
- * which must answer within checkTimeoutMs: past it, node-pg fails the
- * query and the listener reconnects ("listener reconnecting").
+ * silently: no error comes for minutes) is noticed by its check query
+ * (pg-listen's paranoid check), which must answer within checkTimeoutMs:
+ * past it, node-pg fails the query and the listener reconnects ("listener
+ * reconnecting").
  */
 export async function startListener(
   url: string,
@@ -63,77 +73,96 @@ export async function startListener(
   let closed = false;
   /** Aborted by close(): ends a wait between attempts, and an attempt under way. */
   const stopped = new AbortController();
-  let current: Connection | undefined;
-  let nextCheck: NodeJS.Timeout | undefined;
+  /** The subscription that is listening, if any. */
+  let current: Subscription | undefined;
 
   // (a connection with nothing in flight ends politely, waiting for the
   // server's side to close: on a stalled network, for minutes)
-  const end = ({ client, sockets }: Connection) => sockets.endWithin(client.end(), END_TIMEOUT_MS);
+  const end = ({ subscriber, sockets }: Subscription) => sockets.endWithin(subscriber.close(), END_TIMEOUT_MS);
 
-  const open = async (): Promise<Connection> => {
+  /** A subscriber on `address` (undefined: the URL's one host), once it has connected and LISTENs; closed if it does not get that far. */
+  const subscribe = async (address: HostAddress | undefined): Promise<Subscription> => {
     // Its own sockets: close() cuts an attempt short by closing them, and
     // a lost connection's goodbye closes only its own.
     const sockets = new SocketKeeper();
     const cut = () => sockets.destroyAll();
     stopped.signal.addEventListener('abort', cut);
     try {
-      const client = await connectClient(url, applicationName, {
-        sockets,
+      // (TLS on the pool's terms: node-pg's own reading of sslmode differs, src/db/tls.ts)
+      const config = {
+        ...(await clientConfig(url, applicationName, { sockets, address })),
         // Bounds every query of the connection: a check that times out
-        // makes the listener replace the connection. A LISTEN that timed
-        // out stays sent: TCP delivers it once the network is back, or
-        // that host is passed over.
-        settings: { query_timeout: checkTimeoutMs },
-        prepare: (c) => c.query(`listen ${c.escapeIdentifier(channel)}`),
-        signal: stopped.signal,
+        // makes pg-listen drop the connection (node-pg's end() closes one
+        // with a query in flight at once). A LISTEN that timed out passes
+        // that host over.
+        query_timeout: checkTimeoutMs,
+        // its sockets, for close() on a stalled network
+        stream: sockets.stream,
+      };
+      stopped.signal.throwIfAborted();
+      // pg-listen is CommonJS; its factory is the .default export.
+      const subscriber = pgListen.default(config, {
+        // No attempt of its own to reconnect: its loop tries while
+        // `attempt < retryLimit`, from 1. A lost connection makes it emit
+        // 'error' at once, and the next connection is the listener's to
+        // make, from the first host.
+        retryLimit: 1,
+        paranoidChecking: checkIntervalMs + checkTimeoutMs,
+        // The payload is never read: any login may NOTIFY on the channel,
+        // and pg-listen's default JSON.parse reported an error for each
+        // payload that was not JSON. A notification only wakes.
+        parse: (payload: string) => payload,
       });
-      return { client, sockets };
+      const subscription: Subscription = { subscriber, sockets };
+      subscriber.events.on('notification', () => {
+        if (current === subscription) onWake();
+      });
+      // (also one whose first connect failed, after the listener passed it
+      // over: pg-listen reports that loss too; an EventEmitter throws on an
+      // 'error' nobody listens to)
+      subscriber.events.on('error', () => lost(subscription));
+      try {
+        // ('connected', which pg-listen emits here before the LISTEN, is
+        // not waited for: the listener is connected once it LISTENs)
+        await subscriber.connect();
+        await subscriber.listenTo(channel);
+        return subscription;
+      } catch (error) {
+        await end(subscription);
+        throw error;
+      }
     } finally {
       stopped.signal.removeEventListener('abort', cut);
     }
   };
 
-  /** The check query, checkIntervalMs after the previous one's answer: one at a time, never queued behind another. */
-  const scheduleCheck = (connection: Connection) => {
-    nextCheck = setTimeout(() => {
-      connection.client.query('select 1').then(
-        () => {
-          if (current === connection) scheduleCheck(connection);
-        },
-        (error: unknown) => lost(connection, error),
-      );
-    }, checkIntervalMs);
-  };
+  /** The first of the URL's hosts that takes a subscriber, from the first. */
+  const open = () => onFirstHost(url, subscribe, stopped.signal);
 
-  const adopt = (connection: Connection) => {
-    current = connection;
-    const { client } = connection;
-    client.on('notification', () => onWake());
-    client.on('error', (error) => lost(connection, error));
-    client.on('end', () => lost(connection, new Error('the connection ended')));
-    scheduleCheck(connection);
+  const adopt = (subscription: Subscription) => {
+    current = subscription;
     logger.info('listener connected');
     onWake();
   };
 
-  const lost = (connection: Connection, cause: unknown) => {
-    if (closed || current !== connection) return;
+  const lost = (subscription: Subscription) => {
+    if (closed || current !== subscription) return;
     current = undefined;
-    clearTimeout(nextCheck);
-    void end(connection);
-    void reconnect(cause);
+    void end(subscription);
+    void reconnect();
   };
 
-  const reconnect = async (cause: unknown) => {
-    let failure = cause;
+  const reconnect = async () => {
+    let failure: unknown;
     for (let attempt = 1; !closed; attempt++) {
-      // every attempt is twice a second: the first, then one line every ten seconds
+      // every attempt is twice a second: the first, then one line every ten
+      // seconds, with why the last one failed
       if (attempt % RECONNECT_LOG_EVERY === 1) logger.warn({ attempt, err: failure }, 'listener reconnecting');
       try {
-        const connection = await open();
+        const subscription = await open();
         // (a connection finished after close(): nobody listens on it)
-        if (closed) return void (await end(connection));
-        return adopt(connection);
+        if (closed) return void (await end(subscription));
+        return adopt(subscription);
       } catch (error) {
         failure = error;
       }
@@ -144,10 +173,9 @@ export async function startListener(
   const close = async () => {
     closed = true;
     stopped.abort();
-    clearTimeout(nextCheck);
-    const connection = current;
+    const subscription = current;
     current = undefined;
-    if (connection) await end(connection);
+    if (subscription) await end(subscription);
   };
 
   try {

@@ -82,6 +82,30 @@ describe('the LISTEN connection on a URL listing several hosts', async () => {
     await notified('a wake-up by NOTIFY after reconnecting again');
   });
 
+  it('after a loss the listener starts over from the first host, which answers again, not from the host it was on', async () => {
+    const channel = 'permgraph_test_first_again';
+    const [a, b] = [await startTcpProxy(url), await startTcpProxy(url)];
+    cleanups.push(() => a.close(), () => b.close());
+    const hostOf = (proxy: TcpProxy) => new URL(proxy.url).host;
+    // The first host's server is down: a's connections are closed at once
+    // (its upstream is a port where nothing listens).
+    a.retarget(listing('127.0.0.1:1'));
+    const { logger, count } = recorder();
+    let wakes = 0;
+    const listener = await startListener(listing(`${hostOf(a)},${hostOf(b)}`), () => wakes++, logger, { channel });
+    cleanups.push(() => listener.close());
+    expect([a.connections(), b.connections()]).toEqual([1, 1]);
+    a.retarget(url); // the first host's server is back
+    await db.query(sql`
+      select pg_terminate_backend(pid) from pg_stat_activity where datname = current_database() and application_name = ${LISTENER_APPLICATION_NAME}`);
+    await waitUntil(async () => count('listener connected') === 2, 'the listener to reconnect');
+    // the first host again, not b, where the lost connection was
+    expect([a.connections(), b.connections()]).toEqual([2, 1]);
+    const before = wakes;
+    await db.query(sql`select pg_notify(${channel}, '')`);
+    await waitUntil(async () => wakes > before, 'a wake-up by NOTIFY through the first host');
+  });
+
   it('the listener on hosts that share a port (the first down) is woken by NOTIFY', async () => {
     const channel = 'permgraph_test_shared_port';
     const { hostname, port } = new URL(url);
