@@ -378,6 +378,14 @@ table permgraph.changes
 sequence permgraph.changes_id_seq
   privileges <owner>: SELECT,UPDATE,USAGE
 
+table permgraph.cluster_identity
+  singleton boolean not null default true
+  system_identifier bigint not null
+  postmaster_started timestamp with time zone not null
+  constraint cluster_identity_pkey PRIMARY KEY (singleton)
+  constraint cluster_identity_singleton_check CHECK (singleton)
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
+
 table permgraph.deleted_nodes
   id text collate "C" not null
   deleted_at timestamp with time zone not null default clock_timestamp()
@@ -598,6 +606,7 @@ CREATE INDEX audit_log_tail_idx ON permgraph.audit_log USING btree (tail_id, id)
 CREATE UNIQUE INDEX change_consumers_pkey ON permgraph.change_consumers USING btree (consumer);
 CREATE UNIQUE INDEX changes_pkey ON permgraph.changes USING btree (id);
 CREATE INDEX changes_xact_idx ON permgraph.changes USING btree (xact_id);
+CREATE UNIQUE INDEX cluster_identity_pkey ON permgraph.cluster_identity USING btree (singleton);
 CREATE INDEX deleted_nodes_id_idx ON permgraph.deleted_nodes USING btree (id);
 CREATE INDEX edges_expiring_idx ON permgraph.edges USING btree (expires_at) WHERE (expires_at IS NOT NULL);
 CREATE INDEX edges_group_in_idx ON permgraph.edges USING btree (head_id) INCLUDE (tail_id, level, head_kind, expires_at) WHERE (tail_kind = 'group'::text);
@@ -709,6 +718,32 @@ AS $function$
                     and permgraph_p.traverse_owned)))$f$,
     p_user, p_id, p_owner, p_level, p_include_trash)
 $function$;
+
+-- permgraph._adopt_restored_state(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._adopt_restored_state()
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  home boolean;
+begin
+  if permgraph._recorded_by_this_server() then
+    return;
+  end if;
+  home := permgraph._home_cluster();
+  if home is false then
+    update permgraph.change_consumers c
+    set owner_oid = coalesce((select r.oid from pg_roles r where r.rolname = c.owner_role), 0)
+    where c.owner_oid is not null;
+  end if;
+  if home is not true then
+    update permgraph.applier_state set queue_low_water = null, last_batch_snapshot = null;
+  end if;
+  insert into permgraph.cluster_identity (system_identifier, postmaster_started)
+  select c.system_identifier, pg_postmaster_start_time() from pg_control_system() c
+  on conflict (singleton) do update set system_identifier = excluded.system_identifier, postmaster_started = excluded.postmaster_started;
+end $function$;
 
 -- permgraph._analyze_graph(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._analyze_graph()
@@ -1321,6 +1356,7 @@ begin
   if current_setting('transaction_isolation') = 'read committed' then
     lock table permgraph.nodes, permgraph.grants in share mode;
   end if;
+  perform permgraph._adopt_restored_state();
   if p_at < now() then
     raise exception 'permgraph: %(p_at => %) is in the past; it must not be earlier than now() (%)', p_caller, p_at, now()
       using errcode = '22023';
@@ -1338,6 +1374,9 @@ begin
   perform permgraph._check_consumer_name(p_name);
   perform pg_catalog.pg_advisory_xact_lock(permgraph._applier_lock_key());
   update permgraph.applier_state set singleton = singleton;
+  -- (consumers restored from another cluster get their owners back first:
+  -- 048_cluster_identity.sql)
+  perform permgraph._adopt_restored_state();
 end $function$;
 
 -- permgraph._best_level_until(integer,integer,timestamp with time zone,integer,timestamp with time zone): execute <owner>: EXECUTE
@@ -1669,14 +1708,19 @@ CREATE OR REPLACE FUNCTION permgraph._check_consumer_owner(p_name text, p_owner_
  STABLE
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
+declare
+  owner_oid oid := p_owner_oid;
 begin
-  if p_owner_oid is null
-     or coalesce((select pg_has_role(session_user, r.oid, 'MEMBER') from pg_roles r where r.oid = p_owner_oid), false)
+  if p_owner_oid is not null and permgraph._home_cluster() is false then
+    owner_oid := coalesce((select r.oid from pg_roles r where r.rolname = p_owner_role), 0);
+  end if;
+  if owner_oid is null
+     or coalesce((select pg_has_role(session_user, r.oid, 'MEMBER') from pg_roles r where r.oid = owner_oid), false)
      or permgraph._session_is_owner() then
     return;
   end if;
   raise exception 'permgraph: change consumer "%" belongs to role %; % may not use it',
-    p_name, coalesce((select r.rolname from pg_roles r where r.oid = p_owner_oid), p_owner_role || ' (dropped)'), session_user
+    p_name, coalesce((select r.rolname from pg_roles r where r.oid = owner_oid), p_owner_role || ' (dropped)'), session_user
     using errcode = '42501', hint = 'connect as that role (or a member of it), or register a consumer of your own';
 end $function$;
 
@@ -2513,6 +2557,13 @@ begin
   end if;
   return not exists (select from permgraph._not_trashed('object', p_id, p_owner_id, p_trash_at));
 end $function$;
+
+-- permgraph._home_cluster(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._home_cluster()
+ RETURNS boolean
+ LANGUAGE sql
+ STABLE
+RETURN (SELECT CASE WHEN (i.postmaster_started = pg_postmaster_start_time()) THEN true ELSE (i.system_identifier = (SELECT c.system_identifier FROM pg_control_system() c(pg_control_version, catalog_version_no, system_identifier, pg_control_last_modified))) END AS "case" FROM permgraph.cluster_identity i);
 
 -- permgraph._id_problem(text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._id_problem(p_id text)
@@ -3918,6 +3969,13 @@ begin
   return n;
 end $function$;
 
+-- permgraph._recorded_by_this_server(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._recorded_by_this_server()
+ RETURNS boolean
+ LANGUAGE sql
+ STABLE
+RETURN COALESCE((SELECT (i.postmaster_started = pg_postmaster_start_time()) FROM permgraph.cluster_identity i), false);
+
 -- permgraph._refresh_trash(text[]): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._refresh_trash(p_roots text[])
  RETURNS void
@@ -4810,6 +4868,13 @@ declare
   at timestamptz;
   queue record;
 begin
+  -- A state this server run has not recorded (restored from another
+  -- cluster, not recorded yet, or the server started since): its queue's
+  -- mark may lie above the changes written here, and apply_changes adopts
+  -- it first (048_cluster_identity.sql).
+  if not permgraph._recorded_by_this_server() then
+    return null;
+  end if;
   -- (the whole queue: which part a batch takes is apply_changes' to say in
   -- a worker session, never a caller's setting; 045_batch_split.sql)
   perform pg_catalog.set_config('permgraph.batch_part', '', true);
@@ -5279,7 +5344,10 @@ begin
   return not exists (select 1 from permgraph.changes where xact_id = xact)
     -- a long job's changes, and changes that touch its users (065_long_job.sql)
     and not exists (select 1 from permgraph.long_job_changes where xact_id = xact)
-    and (coalesce((select pg_visible_in_snapshot(xact, s.last_batch_snapshot) from permgraph.applier_state s), false)
+    -- (a snapshot of this cluster's: one restored from another holds other
+    -- transaction ids, 048_cluster_identity.sql)
+    and (coalesce((select pg_visible_in_snapshot(xact, s.last_batch_snapshot) from permgraph.applier_state s
+                   where permgraph._home_cluster()), false)
          or case when pg_is_in_recovery() then xact < pg_snapshot_xmin(pg_current_snapshot())
                  else pg_visible_in_snapshot(xact, pg_current_snapshot()) end);
 end $function$;
@@ -6084,7 +6152,10 @@ AS $function$
     'long_job', (select to_jsonb(j) - 'singleton'
                         || jsonb_build_object('users_remaining', (select count(*) from permgraph.long_job_users))
                  from permgraph.long_job j),
-    'change_consumers', permgraph.change_stream_status()
+    'change_consumers', permgraph.change_stream_status(),
+    -- a logical backup of another cluster restored here, which no batch has
+    -- adopted yet (048_cluster_identity.sql)
+    'restored_from_another_cluster', coalesce(permgraph._home_cluster() is false, false)
   )
 $function$;
 

@@ -121,7 +121,10 @@ return coalesce(pg_catalog.current_setting('permgraph.batch_part', true), '');
 -- vacuum reclaims them, are not visited: with the default
 -- autovacuum_naptime (a minute) a busy queue held 37,000 of them, and a
 -- one-change batch that read them whole took 2.76 ms instead of 0.81
--- (bench/FINDINGS.md 33). '0' before the first such batch.
+-- (bench/FINDINGS.md 33). '0' before the first such batch. A mark is
+-- this cluster's transaction id: one restored from another cluster (a
+-- logical backup) is forgotten by the first batch here, before it reads
+-- the queue (048_cluster_identity.sql).
 --
 -- The mark and the part are each read once per query (an uncorrelated
 -- scalar subquery), the mark by the view itself and the part by

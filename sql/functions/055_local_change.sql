@@ -505,6 +505,13 @@ declare
   at timestamptz;
   queue record;
 begin
+  -- A state this server run has not recorded (restored from another
+  -- cluster, not recorded yet, or the server started since): its queue's
+  -- mark may lie above the changes written here, and apply_changes adopts
+  -- it first (048_cluster_identity.sql).
+  if not permgraph._recorded_by_this_server() then
+    return null;
+  end if;
   -- (the whole queue: which part a batch takes is apply_changes' to say in
   -- a worker session, never a caller's setting; 045_batch_split.sql)
   perform pg_catalog.set_config('permgraph.batch_part', '', true);

@@ -38,7 +38,8 @@ end $$;
 -- apply_job_chunk): take the applier lock, so batches and chunks run one at a
 -- time; under READ COMMITTED lock writers out, since each statement would
 -- otherwise read a newer graph (under REPEATABLE READ, the worker's choice,
--- the snapshot does it and writers never wait); refuse a time in the past,
+-- the snapshot does it and writers never wait); adopt a state restored from
+-- another cluster (048_cluster_identity.sql); refuse a time in the past,
 -- which would write rows that reads already treat as expired. Returns the
 -- time the batch computes the graph at: p_at, or the clock once the lock is
 -- held.
@@ -51,6 +52,7 @@ begin
   if current_setting('transaction_isolation') = 'read committed' then
     lock table permgraph.nodes, permgraph.grants in share mode;
   end if;
+  perform permgraph._adopt_restored_state();
   if p_at < now() then
     raise exception 'permgraph: %(p_at => %) is in the past; it must not be earlier than now() (%)', p_caller, p_at, now()
       using errcode = '22023';

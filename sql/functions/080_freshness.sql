@@ -60,7 +60,10 @@ begin
   return not exists (select 1 from permgraph.changes where xact_id = xact)
     -- a long job's changes, and changes that touch its users (065_long_job.sql)
     and not exists (select 1 from permgraph.long_job_changes where xact_id = xact)
-    and (coalesce((select pg_visible_in_snapshot(xact, s.last_batch_snapshot) from permgraph.applier_state s), false)
+    -- (a snapshot of this cluster's: one restored from another holds other
+    -- transaction ids, 048_cluster_identity.sql)
+    and (coalesce((select pg_visible_in_snapshot(xact, s.last_batch_snapshot) from permgraph.applier_state s
+                   where permgraph._home_cluster()), false)
          or case when pg_is_in_recovery() then xact < pg_snapshot_xmin(pg_current_snapshot())
                  else pg_visible_in_snapshot(xact, pg_current_snapshot()) end);
 end $$;
@@ -170,6 +173,9 @@ as $$
     'long_job', (select to_jsonb(j) - 'singleton'
                         || jsonb_build_object('users_remaining', (select count(*) from permgraph.long_job_users))
                  from permgraph.long_job j),
-    'change_consumers', permgraph.change_stream_status()
+    'change_consumers', permgraph.change_stream_status(),
+    -- a logical backup of another cluster restored here, which no batch has
+    -- adopted yet (048_cluster_identity.sql)
+    'restored_from_another_cluster', coalesce(permgraph._home_cluster() is false, false)
   )
 $$;

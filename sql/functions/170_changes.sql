@@ -81,19 +81,26 @@ end $$;
 -- ROLE lends no consumer. By oid: a role dropped and created again under
 -- the same name is another role, and a renamed one is the same. A consumer
 -- from before owners existed (null) is everyone's; one whose role was
--- dropped is left to the schema's owner.
+-- dropped is left to the schema's owner. One restored from another cluster,
+-- before a batch here has adopted it, is its role's by name: the oid is
+-- that cluster's (048_cluster_identity.sql).
 create or replace function permgraph._check_consumer_owner(p_name text, p_owner_oid oid, p_owner_role name) returns void
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+  owner_oid oid := p_owner_oid;
 begin
-  if p_owner_oid is null
-     or coalesce((select pg_has_role(session_user, r.oid, 'MEMBER') from pg_roles r where r.oid = p_owner_oid), false)
+  if p_owner_oid is not null and permgraph._home_cluster() is false then
+    owner_oid := coalesce((select r.oid from pg_roles r where r.rolname = p_owner_role), 0);
+  end if;
+  if owner_oid is null
+     or coalesce((select pg_has_role(session_user, r.oid, 'MEMBER') from pg_roles r where r.oid = owner_oid), false)
      or permgraph._session_is_owner() then
     return;
   end if;
   raise exception 'permgraph: change consumer "%" belongs to role %; % may not use it',
-    p_name, coalesce((select r.rolname from pg_roles r where r.oid = p_owner_oid), p_owner_role || ' (dropped)'), session_user
+    p_name, coalesce((select r.rolname from pg_roles r where r.oid = owner_oid), p_owner_role || ' (dropped)'), session_user
     using errcode = '42501', hint = 'connect as that role (or a member of it), or register a consumer of your own';
 end $$;
 
@@ -147,6 +154,9 @@ begin
   perform permgraph._check_consumer_name(p_name);
   perform pg_catalog.pg_advisory_xact_lock(permgraph._applier_lock_key());
   update permgraph.applier_state set singleton = singleton;
+  -- (consumers restored from another cluster get their owners back first:
+  -- 048_cluster_identity.sql)
+  perform permgraph._adopt_restored_state();
 end $$;
 
 -- Registers a consumer, owned by the session's login, and returns the seq

@@ -162,6 +162,8 @@ interface Status {
   worker: { pid: number; application_name: string; since: string | null } | null;
   /** Absent from the status() of an older schema, as change_consumers. */
   change_consumers?: Record<string, any>[];
+  /** Absent from the status() of an older schema. */
+  restored_from_another_cluster?: boolean;
   /** may_apply is absent from the status() of an older schema, which lists only sessions that may not. */
   blocking_sessions?: { pid: number; role: string; application_name: string; lock: 'role' | 'batch'; state: string | null; since: string | null; may_apply?: boolean }[];
 }
@@ -205,9 +207,19 @@ function backlogCheck(status: Status, maxLagSeconds: number): DoctorCheck {
  * at or above; a pending row below it would never be applied (the mark's
  * rule broken), and a full recomputation applies every row. The table's
  * size is reported too: its dead rows, which batches skip, stay until
- * autovacuum reclaims them.
+ * autovacuum reclaims them. A mark restored from another cluster (a logical
+ * backup) is that cluster's transaction id, which says nothing about the
+ * changes written here: the next batch forgets it and reads the whole queue
+ * (sql/functions/048_cluster_identity.sql).
  */
 async function queueCheck(db: Queryable, status: Status): Promise<DoctorCheck> {
+  if (status.restored_from_another_cluster) {
+    return {
+      name: 'queue',
+      status: 'ok',
+      message: `restored from another cluster: the next batch reads the whole change queue (${num(Number(status.pending_changes))} pending change(s)) and takes the restored state as this cluster's`,
+    };
+  }
   const [row] = await db.query(sql`
     select pg_catalog.pg_relation_size('permgraph.changes'::regclass) / 8192 as pages,
            (select count(*) from permgraph.changes c join permgraph.applier_state s on c.xact_id < s.queue_low_water) as below`);

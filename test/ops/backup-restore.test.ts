@@ -1,0 +1,250 @@
+// Backups and restores of a database with permgraph in it
+// (docs/operations.md, "Backups and restores"), with the tools an operator
+// uses: pg_dump in its custom format and pg_restore, pg_dumpall
+// --roles-only for the roles, pg_basebackup for a physical backup. They
+// run on throwaway clusters of the newest PostgreSQL installed on this
+// machine (the embedded server ships no pg_dump, and pg_dump refuses a
+// server newer than itself); where none is installed the tests skip and
+// say why.
+//
+// The source is a cluster whose transaction ids are far ahead of a fresh
+// one's, as a production server's are: what permgraph stores in terms of
+// one cluster (transaction ids, role oids) must not mislead it in another.
+// Every table is judged against the reference model and the engine's own
+// full recomputation (verify), never against the code under test alone.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { openPool, sql, type ConnectionPool, type Queryable } from '../../src/db/pool.ts';
+import { applyChanges } from '../../src/engine/apply.ts';
+import { migrate } from '../../src/migrations/migrate.ts';
+import { findInstalledPostgres, startClusterWith, type Cluster, type PostgresBinaries } from '../../scripts/lib/postgres-cluster.ts';
+import * as model from '../reference/model.ts';
+import type { RefGrant, RefGraph, RefNode } from '../reference/model.ts';
+import { expiring, g, grant, o, u } from '../helpers/builders.ts';
+import { runCli, waitUntil } from '../helpers/cli.ts';
+import { failureOf } from '../helpers/failure.ts';
+import { insertGrants, insertNodes, readPermissions } from '../helpers/graph.ts';
+import { withDatabase } from '../helpers/url.ts';
+
+const POSTGRES = findInstalledPostgres();
+
+/** Durability is irrelevant for throwaway clusters; speed is not. */
+const FAST = { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off' };
+const OWNER = 'permgraph_owner';
+const PASSWORD = 'backup-test';
+/** The application's logins, one per permgraph role. */
+const LOGINS = { writer: 'app_web', worker: 'app_worker', reader: 'app_reader' } as const;
+const CONSUMER = 'search';
+
+/** The URL of `database` on the cluster, as `user` (the clusters trust every login; the password is what a real one needs). */
+function urlOf(cluster: Cluster, database: string, user = 'postgres'): string {
+  const url = new URL(withDatabase(cluster.url, database));
+  url.username = user;
+  if (user !== 'postgres') url.password = PASSWORD;
+  return url.toString();
+}
+
+interface Tool {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function tool(binaries: PostgresBinaries, name: string, args: string[]): Tool {
+  const result = spawnSync(path.join(binaries.binDir, name), args, { encoding: 'utf8' });
+  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+/** `permgraph doctor --json` as `url`'s login: its exit status and checks by name. */
+async function doctor(url: string): Promise<{ code: number | null; checks: Record<string, { status: string; message: string }> }> {
+  const run = await runCli(['--database-url', url, '--json', 'doctor']);
+  const { checks } = JSON.parse(run.stdout) as { checks: { name: string; status: string; message: string }[] };
+  return { code: run.code, checks: Object.fromEntries(checks.map((c) => [c.name, { status: c.status, message: c.message }])) };
+}
+
+/** The table as the reference model computes it for `graph` now. */
+function expectedTable(graph: RefGraph): model.PermissionRow[] {
+  return model.computePermissions(graph, new Date());
+}
+
+/** A write as `db`'s login in one transaction, with the transaction's freshness token. */
+async function tokenOf(db: Queryable, write: (tx: Queryable) => Promise<unknown>): Promise<string> {
+  return db.tx(async (tx) => {
+    await write(tx);
+    const [{ token }] = await tx.query(sql`select permgraph.current_token() as token`);
+    return token as string;
+  });
+}
+
+async function isApplied(db: Queryable, token: string): Promise<boolean> {
+  const [{ applied }] = await db.query(sql`select permgraph.is_applied(${token}) as applied`);
+  return applied as boolean;
+}
+
+if (typeof POSTGRES === 'string') {
+  it.skip(`backups and restores: skipped, ${POSTGRES}`, () => {});
+} else {
+  const binaries = POSTGRES;
+
+  describe(`backups and restores (PostgreSQL ${binaries.version} in ${binaries.binDir})`, async () => {
+    const pools: ConnectionPool[] = [];
+    const open = (url: string): ConnectionPool => {
+      const pool = openPool(url, { poolSize: 2 });
+      pools.push(pool);
+      return pool;
+    };
+    const clusters: Cluster[] = [];
+    const start = async (options: Parameters<typeof startClusterWith>[1] = {}): Promise<Cluster> => {
+      const cluster = await startClusterWith(binaries, { settings: FAST, ...options });
+      clusters.push(cluster);
+      return cluster;
+    };
+    const scratch = mkdtempSync(path.join(tmpdir(), 'permgraph-backup-'));
+    afterAll(async () => {
+      await Promise.all(pools.map((pool) => pool.dispose()));
+      for (const cluster of clusters.reverse()) cluster.stop();
+      rmSync(scratch, { recursive: true, force: true });
+    });
+
+    // The source: an application database migrated by its own owner (not a
+    // superuser), its logins, and a graph in every state a backup can
+    // catch: rows applied, changes still queued (no worker running), an
+    // expiring grant, one whose expiry has passed unapplied, a change
+    // stream consumer, the audit log.
+    const source = await start();
+    const sourceAdmin = open(source.url);
+    // Transaction ids far ahead of a fresh cluster's (each subtransaction
+    // that writes takes one)
+    await sourceAdmin.query(sql`create table public.xid_burner (i integer)`);
+    await sourceAdmin.query(sql.__dangerous__rawValue(`
+      do $$ begin for i in 1..30000 loop begin insert into public.xid_burner values (i); exception when others then null; end; end loop; end $$`));
+    await sourceAdmin.query(sql.__dangerous__rawValue(`create role ${OWNER} login createrole password '${PASSWORD}'`));
+    await sourceAdmin.query(sql.__dangerous__rawValue(`create database app owner ${OWNER}`));
+    const sourceOwner = open(urlOf(source, 'app', OWNER));
+    await migrate(sourceOwner);
+    for (const [role, login] of Object.entries(LOGINS)) {
+      await sourceOwner.query(sql.__dangerous__rawValue(`create role ${login} login password '${PASSWORD}' in role permgraph_${role}`));
+    }
+    const sourceWriter = open(urlOf(source, 'app', LOGINS.writer));
+    const sourceWorker = open(urlOf(source, 'app', LOGINS.worker));
+    const sourceReader = open(urlOf(source, 'app', LOGINS.reader));
+
+    const soon = new Date(Date.now() + 1500);
+    const nodes: RefNode[] = [u('alice'), u('bob'), u('carol'), u('dave'), g('eng'), g('roadmap', 'eng'), o('spec', 'roadmap'), g('ops')];
+    let grants: RefGrant[] = [
+      grant('alice', 2, 'eng'),
+      grant('bob', 1, 'ops'),
+      grant('ops', 3, 'carol'),
+      expiring('carol', 3, 'eng', new Date(Date.now() + 3600_000)),
+      expiring('dave', 2, 'roadmap', soon),
+    ];
+    await insertNodes(sourceWriter, nodes);
+    await insertGrants(sourceWriter, grants);
+    await applyChanges(sourceWorker);
+    await sourceReader.query(sql`select permgraph.register_consumer(${CONSUMER})`);
+    // queued: a revoke, a new user and its grant, a raised level
+    nodes.push(u('erin'));
+    await tokenOf(sourceWriter, async (tx) => {
+      await tx.query(sql`delete from permgraph.grants where tail_id = 'alice' and head_id = 'eng'`);
+      await insertNodes(tx, [u('erin')]);
+      await insertGrants(tx, [grant('erin', 2, 'ops')]);
+      await tx.query(sql`update permgraph.grants set level = 2 where tail_id = 'bob' and head_id = 'ops'`);
+    });
+    grants = [...grants.filter((x) => x.tailId !== 'alice' && x.tailId !== 'bob'), grant('erin', 2, 'ops'), grant('bob', 2, 'ops')];
+    // dave's grant expires with nobody to apply it: reads deny it, its row stays stored
+    await waitUntil(async () => Date.now() > soon.getTime() + 100, "dave's grant to expire");
+    const [{ n: queued }] = await sourceOwner.query(sql`select count(*)::int as n from permgraph.changes`);
+    expect(queued).toBeGreaterThan(0);
+    const [{ n: auditEntries }] = await sourceOwner.query(sql`select count(*)::int as n from permgraph.audit_log`);
+    const sourceGraph = (): RefGraph => ({ nodes: [...nodes], grants: [...grants] });
+
+    // The backups: the whole database, and without the permission table's rows.
+    const dump = path.join(scratch, 'app.dump');
+    const dumpWithoutRows = path.join(scratch, 'app-without-permissions.dump');
+    const roles = path.join(scratch, 'roles.sql');
+    for (const [file, extra] of [[dump, []], [dumpWithoutRows, ['--exclude-table-data=permgraph.permissions']]] as const) {
+      const run = tool(binaries, 'pg_dump', ['--format=custom', `--file=${file}`, ...extra, urlOf(source, 'app')]);
+      expect(run.stderr).toBe('');
+      expect(run.code).toBe(0);
+    }
+    expect(tool(binaries, 'pg_dumpall', ['--roles-only', `--file=${roles}`, `--dbname=${source.url}`]).code).toBe(0);
+
+    /** A target cluster with the source's roles, as pg_dumpall --roles-only and psql carry them over. */
+    const withRoles = await start();
+    // (psql goes on past "role postgres already exists")
+    expect(tool(binaries, 'psql', ['--quiet', `--file=${roles}`, withRoles.url]).code).toBe(0);
+
+    /** Restores `file` into a new database `name` of `cluster`, owned by `owner`, as pg_restore does (extra: its options). */
+    function restore(cluster: Cluster, name: string, file: string, options: { owner?: string; extra?: string[] } = {}): Tool {
+      const created = tool(binaries, 'psql', ['--quiet', '-v', 'ON_ERROR_STOP=1', '-c',
+        `create database ${name}${options.owner ? ` owner ${options.owner}` : ''}`, cluster.url]);
+      expect(created.stderr).toBe('');
+      return tool(binaries, 'pg_restore', ['--dbname', urlOf(cluster, name), ...(options.extra ?? []), file]);
+    }
+
+    it('a custom-format dump restores into a fresh cluster whose roles came first: the schema, queue, audit log and rights hold, and new writes are applied', async () => {
+      const restored = restore(withRoles, 'app', dump, { owner: OWNER });
+      expect(restored.stderr).toBe('');
+      expect(restored.code).toBe(0);
+      const ownerUrl = urlOf(withRoles, 'app', OWNER);
+      const owner = open(ownerUrl);
+      const writer = open(urlOf(withRoles, 'app', LOGINS.writer));
+      const reader = open(urlOf(withRoles, 'app', LOGINS.reader));
+      const workerUrl = urlOf(withRoles, 'app', LOGINS.worker);
+
+      // The schema's history came with it: nothing to migrate.
+      const migrated = await runCli(['--database-url', ownerUrl, 'migrate']);
+      expect(migrated.stdout.trim()).toBe('schema is up to date');
+      expect(migrated.code).toBe(0);
+      let checks = await doctor(ownerUrl);
+      expect(Object.entries(checks.checks).filter(([, c]) => c.status === 'fail')).toEqual([]);
+      expect(checks.code).toBe(0);
+      expect((await owner.query(sql`select count(*)::int as n from permgraph.audit_log`))[0].n).toBe(auditEntries);
+      expect((await owner.query(sql`select count(*)::int as n from permgraph.changes`))[0].n).toBe(queued);
+
+      // The change stream's consumer is still its login's, before any batch
+      // here too: the reader reads it, a writer may not acknowledge it.
+      expect(await reader.query(sql`select seq from permgraph.read_changes(${CONSUMER})`)).toEqual([]);
+      expect((await failureOf(writer.query(sql`select permgraph.ack_changes(${CONSUMER}, 1)`))).code).toBe('42501');
+
+      // The application writes before any worker runs on the restored database.
+      nodes.push(u('fay'));
+      const token = await tokenOf(writer, async (tx) => {
+        await insertNodes(tx, [u('fay')]);
+        await insertGrants(tx, [grant('fay', 1, 'eng')]);
+      });
+      grants.push(grant('fay', 1, 'eng'));
+      expect(await isApplied(reader, token)).toBe(false);
+
+      const once = await runCli(['--database-url', workerUrl, 'worker', '--once']);
+      expect(once.stderr).toBe('');
+      expect(once.code).toBe(0);
+      expect(await isApplied(reader, token)).toBe(true);
+      expect(await readPermissions(reader)).toEqual(expectedTable(sourceGraph()));
+      expect((await runCli(['--database-url', workerUrl, 'verify'])).code).toBe(0);
+      checks = await doctor(ownerUrl);
+      expect(checks.checks.queue!.status).toBe('ok');
+      expect(checks.code).toBe(0);
+
+      // The roles' rights came back with the roles: a writer writes the graph
+      // and nothing else, a reader only reads.
+      for (const [db, statement] of [
+        [writer, sql`insert into permgraph.permissions values ('fay', 'ops', 3, true)`],
+        [writer, sql`delete from permgraph.changes`],
+        [writer, sql`select permgraph.apply_changes()`],
+        [reader, sql`insert into permgraph.nodes (id, kind) values ('mallory', 'user')`],
+      ] as const) {
+        expect((await failureOf(db.query(statement))).code).toBe('42501');
+      }
+
+      // The change stream's consumer is still its login's, and has the events
+      // of the batch applied since.
+      const events = await reader.query(sql`select user_id, target_id from permgraph.read_changes(${CONSUMER})`);
+      expect(events.map((e: { user_id: string; target_id: string }) => `${e.user_id} ${e.target_id}`)).toContain('fay eng');
+      expect((await failureOf(writer.query(sql`select permgraph.ack_changes(${CONSUMER}, 1)`))).code).toBe('42501');
+    });
+  });
+}
