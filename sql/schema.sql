@@ -3886,6 +3886,13 @@ CREATE OR REPLACE FUNCTION permgraph._permission_changes_channel()
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$ select 'permgraph_permission_changes'::text $function$;
 
+-- permgraph._permissions_missing(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._permissions_missing()
+ RETURNS boolean
+ LANGUAGE sql
+ STABLE
+RETURN ((NOT (EXISTS (SELECT 1 FROM permgraph.permissions))) AND (EXISTS (SELECT 1 FROM permgraph.nodes WHERE (nodes.kind = 'user'::text))));
+
 -- permgraph._prepare_region_tables(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._prepare_region_tables()
  RETURNS void
@@ -4704,12 +4711,15 @@ declare
   local_pairs bigint := coalesce(p_local_pairs, permgraph._local_change_pairs());
   local_result jsonb;
   local_pending bigint;
+  rows_missing boolean;
 begin
   batch_at := permgraph._begin_applying('apply_changes', p_at);
   -- (the whole queue unless _split_batch says otherwise; never a caller's setting)
   perform pg_catalog.set_config('permgraph.batch_part', '', true);
   select p.pending, p.needs_full, p.adds_only into pending, needs_full, adds_only from permgraph._pending_changes() p;
-  if pending > 0 and local_pairs > 0 and not p_force_full and not needs_full then
+  -- (an empty table under a graph with users: a full recomputation, pending changes or not)
+  rows_missing := permgraph._permissions_missing();
+  if pending > 0 and local_pairs > 0 and not p_force_full and not needs_full and not rows_missing then
     -- (a worker session's split first: its part may fit the local path;
     -- 045_batch_split.sql)
     local_pending := coalesce(permgraph._split_batch(pending), pending);
@@ -4730,14 +4740,14 @@ begin
     perform pg_catalog.set_config('permgraph.batch_part', '', true);
   end if;
   expired := permgraph._count_expired(batch_at);
-  if pending = 0 and expired = 0 and not p_force_full then
+  if pending = 0 and expired = 0 and not p_force_full and not rows_missing then
     return permgraph._nothing_to_apply(batch_at);
   end if;
   if max_pairs is null then
     select greatest(50000, (reltuples * 0.25)::bigint) into max_pairs
     from pg_class where oid = 'permgraph.permissions'::regclass;
   end if;
-  go_full := p_force_full or needs_full or pending > p_max_changes or expired > max_pairs;
+  go_full := p_force_full or needs_full or rows_missing or pending > p_max_changes or expired > max_pairs;
   if not go_full and p_chunk_pairs is not null then
     to_job := permgraph._split_off_long_job(p_chunk_pairs);
   end if;
@@ -4813,6 +4823,12 @@ declare
   elapsed double precision;
 begin
   batch_at := permgraph._begin_applying('apply_job_chunk', p_at);
+  -- (a chunk writes its users' rows only; the table's others would stay
+  -- missing, and the table no longer look empty: 060_apply.sql)
+  if permgraph._permissions_missing() then
+    raise exception 'permgraph: permgraph.permissions is empty while the graph has users: a full recomputation comes first'
+      using errcode = '55000', hint = 'select permgraph.apply_changes() (it recomputes the table in full, and ends the job) or permgraph.refresh()';
+  end if;
   if p_max_pairs < 1 then
     raise exception 'permgraph: apply_job_chunk(p_max_pairs => %) must be at least 1', p_max_pairs using errcode = '22023';
   end if;
@@ -4871,8 +4887,10 @@ begin
   -- A state this server run has not recorded (restored from another
   -- cluster, not recorded yet, or the server started since): its queue's
   -- mark may lie above the changes written here, and apply_changes adopts
-  -- it first (048_cluster_identity.sql).
-  if not permgraph._recorded_by_this_server() then
+  -- it first (048_cluster_identity.sql). A table whose rows are missing:
+  -- apply_changes recomputes it in full (_permissions_missing,
+  -- 060_apply.sql).
+  if not permgraph._recorded_by_this_server() or permgraph._permissions_missing() then
     return null;
   end if;
   -- (the whole queue: which part a batch takes is apply_changes' to say in
@@ -5341,7 +5359,10 @@ begin
       using errcode = '22023';
   end if;
   xact := p_token::xid8;
-  return not exists (select 1 from permgraph.changes where xact_id = xact)
+  -- (a table whose rows are missing reflects no token until the batch that
+  -- recomputes it: 060_apply.sql)
+  return not permgraph._permissions_missing()
+    and not exists (select 1 from permgraph.changes where xact_id = xact)
     -- a long job's changes, and changes that touch its users (065_long_job.sql)
     and not exists (select 1 from permgraph.long_job_changes where xact_id = xact)
     -- (a snapshot of this cluster's: one restored from another holds other
@@ -6148,6 +6169,9 @@ AS $function$
                   or (select w.since from batch_wait w) < statement_timestamp() - interval '1 second'))),
       '[]'::jsonb),
     'permission_rows', (select count(*) from permgraph.permissions),
+    -- empty under a graph with users: restored without its rows, or
+    -- truncated; the next batch recomputes it in full (060_apply.sql)
+    'permissions_missing', permgraph._permissions_missing(),
     -- the running long job, or the last one (finished_at set); null if none yet
     'long_job', (select to_jsonb(j) - 'singleton'
                         || jsonb_build_object('users_remaining', (select count(*) from permgraph.long_job_users))

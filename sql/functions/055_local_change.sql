@@ -508,8 +508,10 @@ begin
   -- A state this server run has not recorded (restored from another
   -- cluster, not recorded yet, or the server started since): its queue's
   -- mark may lie above the changes written here, and apply_changes adopts
-  -- it first (048_cluster_identity.sql).
-  if not permgraph._recorded_by_this_server() then
+  -- it first (048_cluster_identity.sql). A table whose rows are missing:
+  -- apply_changes recomputes it in full (_permissions_missing,
+  -- 060_apply.sql).
+  if not permgraph._recorded_by_this_server() or permgraph._permissions_missing() then
     return null;
   end if;
   -- (the whole queue: which part a batch takes is apply_changes' to say in

@@ -34,6 +34,21 @@ begin
   return (select count(*) from permgraph.permissions where valid_until <= p_at);
 end $$;
 
+-- Whether permgraph.permissions has lost its rows: it is empty while the
+-- graph has a user, whose row on itself every batch writes. A backup
+-- restored without the table's data (pg_dump --exclude-table-data, since
+-- the table is derived and most of a dump's size), or a truncated table.
+-- An incremental batch would then write the rows of its region only (and
+-- one that only adds extends the stored rows, of which there are none),
+-- leaving every other row missing for good: the batch recomputes the table
+-- in full instead, and is_applied holds every token back until it has
+-- (080_freshness.sql). Two probes, the second only for an empty table. An
+-- SQL-standard body (resolved when created, no SET clause, inlined: see
+-- _batch_part): a SET clause cost ~20 us a call, at every batch.
+create or replace function permgraph._permissions_missing() returns boolean
+language sql stable
+return not exists (select 1 from permgraph.permissions) and exists (select 1 from permgraph.nodes where kind = 'user');
+
 -- What every transaction that writes permissions does first (apply_changes,
 -- apply_job_chunk): take the applier lock, so batches and chunks run one at a
 -- time; under READ COMMITTED lock writers out, since each statement would
@@ -218,12 +233,15 @@ declare
   local_pairs bigint := coalesce(p_local_pairs, permgraph._local_change_pairs());
   local_result jsonb;
   local_pending bigint;
+  rows_missing boolean;
 begin
   batch_at := permgraph._begin_applying('apply_changes', p_at);
   -- (the whole queue unless _split_batch says otherwise; never a caller's setting)
   perform pg_catalog.set_config('permgraph.batch_part', '', true);
   select p.pending, p.needs_full, p.adds_only into pending, needs_full, adds_only from permgraph._pending_changes() p;
-  if pending > 0 and local_pairs > 0 and not p_force_full and not needs_full then
+  -- (an empty table under a graph with users: a full recomputation, pending changes or not)
+  rows_missing := permgraph._permissions_missing();
+  if pending > 0 and local_pairs > 0 and not p_force_full and not needs_full and not rows_missing then
     -- (a worker session's split first: its part may fit the local path;
     -- 045_batch_split.sql)
     local_pending := coalesce(permgraph._split_batch(pending), pending);
@@ -244,14 +262,14 @@ begin
     perform pg_catalog.set_config('permgraph.batch_part', '', true);
   end if;
   expired := permgraph._count_expired(batch_at);
-  if pending = 0 and expired = 0 and not p_force_full then
+  if pending = 0 and expired = 0 and not p_force_full and not rows_missing then
     return permgraph._nothing_to_apply(batch_at);
   end if;
   if max_pairs is null then
     select greatest(50000, (reltuples * 0.25)::bigint) into max_pairs
     from pg_class where oid = 'permgraph.permissions'::regclass;
   end if;
-  go_full := p_force_full or needs_full or pending > p_max_changes or expired > max_pairs;
+  go_full := p_force_full or needs_full or rows_missing or pending > p_max_changes or expired > max_pairs;
   if not go_full and p_chunk_pairs is not null then
     to_job := permgraph._split_off_long_job(p_chunk_pairs);
   end if;

@@ -333,6 +333,12 @@ declare
   elapsed double precision;
 begin
   batch_at := permgraph._begin_applying('apply_job_chunk', p_at);
+  -- (a chunk writes its users' rows only; the table's others would stay
+  -- missing, and the table no longer look empty: 060_apply.sql)
+  if permgraph._permissions_missing() then
+    raise exception 'permgraph: permgraph.permissions is empty while the graph has users: a full recomputation comes first'
+      using errcode = '55000', hint = 'select permgraph.apply_changes() (it recomputes the table in full, and ends the job) or permgraph.refresh()';
+  end if;
   if p_max_pairs < 1 then
     raise exception 'permgraph: apply_job_chunk(p_max_pairs => %) must be at least 1', p_max_pairs using errcode = '22023';
   end if;

@@ -6,10 +6,12 @@
 -- epoch included, so comparisons never wrap around). The token T is applied,
 -- as seen by a reader's snapshot, when no captured change of T is left in
 -- permgraph.changes or permgraph.long_job_changes (a long job's changes, and
--- those that touch a user the job has not recomputed yet: 065_long_job.sql)
--- and T is known to be finished:
+-- those that touch a user the job has not recomputed yet: 065_long_job.sql),
+-- the table has its rows (not emptied by a restore without them:
+-- _permissions_missing, 060_apply.sql) and T is known to be finished:
 --   * T is visible in the snapshot the last batch applied
---     (applier_state.last_batch_snapshot, recorded by apply_changes): that
+--     (applier_state.last_batch_snapshot, recorded by apply_changes in this
+--     cluster: 048_cluster_identity.sql): that
 --     batch saw T's changes and applied them in the same transaction that
 --     recorded it. A writer that commits late (running when the batch took
 --     its snapshot) is not visible in it, whatever its id: a later batch
@@ -57,7 +59,10 @@ begin
       using errcode = '22023';
   end if;
   xact := p_token::xid8;
-  return not exists (select 1 from permgraph.changes where xact_id = xact)
+  -- (a table whose rows are missing reflects no token until the batch that
+  -- recomputes it: 060_apply.sql)
+  return not permgraph._permissions_missing()
+    and not exists (select 1 from permgraph.changes where xact_id = xact)
     -- a long job's changes, and changes that touch its users (065_long_job.sql)
     and not exists (select 1 from permgraph.long_job_changes where xact_id = xact)
     -- (a snapshot of this cluster's: one restored from another holds other
@@ -169,6 +174,9 @@ as $$
                   or (select w.since from batch_wait w) < statement_timestamp() - interval '1 second'))),
       '[]'::jsonb),
     'permission_rows', (select count(*) from permgraph.permissions),
+    -- empty under a graph with users: restored without its rows, or
+    -- truncated; the next batch recomputes it in full (060_apply.sql)
+    'permissions_missing', permgraph._permissions_missing(),
     -- the running long job, or the last one (finished_at set); null if none yet
     'long_job', (select to_jsonb(j) - 'singleton'
                         || jsonb_build_object('users_remaining', (select count(*) from permgraph.long_job_users))

@@ -9,7 +9,7 @@ import { indexesInDump, readCommittedDump } from '../migrations/schema-dump.ts';
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 
 export interface DoctorCheck {
-  name: 'pooling' | 'schema' | 'indexes' | 'settings' | 'worker' | 'backlog' | 'queue' | 'stream' | 'imports';
+  name: 'pooling' | 'schema' | 'indexes' | 'settings' | 'worker' | 'backlog' | 'table' | 'queue' | 'stream' | 'imports';
   status: CheckStatus;
   /** One line: what was found and, when not ok, what to do. */
   message: string;
@@ -39,12 +39,13 @@ export async function runDoctor(db: Queryable, options: DoctorOptions = {}): Pro
   const [{ has_status: hasStatus }] = await db.query(sql`select to_regprocedure('permgraph.status()') is not null as has_status`);
   if (!hasStatus) {
     const message = 'not checked: permgraph.status() is missing (see the schema check)';
-    for (const name of ['worker', 'backlog', 'queue', 'stream'] as const) checks.push({ name, status: 'warn', message });
+    for (const name of ['worker', 'backlog', 'table', 'queue', 'stream'] as const) checks.push({ name, status: 'warn', message });
   } else {
     const [{ status }] = await db.query(sql`select permgraph.status() as status`);
     checks.push(
       workerCheck(status),
       backlogCheck(status, options.maxLagSeconds ?? DEFAULT_MAX_LAG_SECONDS),
+      permissionsCheck(status),
       await queueCheck(db, status),
       streamCheck(status, options.maxConsumerLagSeconds ?? DEFAULT_MAX_CONSUMER_LAG_SECONDS),
     );
@@ -158,6 +159,9 @@ async function settingsCheck(db: Queryable): Promise<DoctorCheck> {
 
 interface Status {
   pending_changes: number;
+  permission_rows: number;
+  /** Absent from the status() of an older schema. */
+  permissions_missing?: boolean;
   oldest_pending_age_s: number | null;
   worker: { pid: number; application_name: string; since: string | null } | null;
   /** Absent from the status() of an older schema, as change_consumers. */
@@ -199,6 +203,28 @@ function backlogCheck(status: Status, maxLagSeconds: number): DoctorCheck {
   const text = `${pending} pending change(s), oldest ${age.toFixed(1)} s old`;
   if (age <= maxLagSeconds) return { name: 'backlog', status: 'ok', message: text };
   return { name: 'backlog', status: 'warn', message: `${text} (over ${maxLagSeconds} s: is the worker keeping up?)` };
+}
+
+/**
+ * The permission table: empty while the graph has users, it has lost its
+ * rows (a backup restored without them, pg_dump --exclude-table-data; a
+ * truncate). Reads then deny everything and say nothing; the next batch
+ * recomputes the table in full (sql/functions/060_apply.sql).
+ */
+function permissionsCheck(status: Status): DoctorCheck {
+  if (status.permissions_missing === undefined) {
+    return { name: 'table', status: 'warn', message: "not checked: this schema's permgraph.status() does not say (see the schema check)" };
+  }
+  if (status.permissions_missing) {
+    return {
+      name: 'table',
+      status: 'fail',
+      message:
+        'permgraph.permissions is empty while the graph has users (a backup restored without its rows, or a truncated table): ' +
+        'every check denies and no freshness token is applied until it is recomputed: the worker\'s next batch recomputes it in full, or run `permgraph refresh`',
+    };
+  }
+  return { name: 'table', status: 'ok', message: `${num(Number(status.permission_rows))} permission row(s)` };
 }
 
 /**

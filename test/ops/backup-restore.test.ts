@@ -159,7 +159,8 @@ if (typeof POSTGRES === 'string') {
     const [{ n: queued }] = await sourceOwner.query(sql`select count(*)::int as n from permgraph.changes`);
     expect(queued).toBeGreaterThan(0);
     const [{ n: auditEntries }] = await sourceOwner.query(sql`select count(*)::int as n from permgraph.audit_log`);
-    const sourceGraph = (): RefGraph => ({ nodes: [...nodes], grants: [...grants] });
+    /** The graph the backups hold. */
+    const dumped: RefGraph = { nodes: [...nodes], grants: [...grants] };
 
     // The backups: the whole database, and without the permission table's rows.
     const dump = path.join(scratch, 'app.dump');
@@ -211,19 +212,18 @@ if (typeof POSTGRES === 'string') {
       expect((await failureOf(writer.query(sql`select permgraph.ack_changes(${CONSUMER}, 1)`))).code).toBe('42501');
 
       // The application writes before any worker runs on the restored database.
-      nodes.push(u('fay'));
       const token = await tokenOf(writer, async (tx) => {
         await insertNodes(tx, [u('fay')]);
         await insertGrants(tx, [grant('fay', 1, 'eng')]);
       });
-      grants.push(grant('fay', 1, 'eng'));
+      const graph: RefGraph = { nodes: [...dumped.nodes, u('fay')], grants: [...dumped.grants, grant('fay', 1, 'eng')] };
       expect(await isApplied(reader, token)).toBe(false);
 
       const once = await runCli(['--database-url', workerUrl, 'worker', '--once']);
       expect(once.stderr).toBe('');
       expect(once.code).toBe(0);
       expect(await isApplied(reader, token)).toBe(true);
-      expect(await readPermissions(reader)).toEqual(expectedTable(sourceGraph()));
+      expect(await readPermissions(reader)).toEqual(expectedTable(graph));
       expect((await runCli(['--database-url', workerUrl, 'verify'])).code).toBe(0);
       checks = await doctor(ownerUrl);
       expect(checks.checks.queue!.status).toBe('ok');
@@ -245,6 +245,43 @@ if (typeof POSTGRES === 'string') {
       const events = await reader.query(sql`select user_id, target_id from permgraph.read_changes(${CONSUMER})`);
       expect(events.map((e: { user_id: string; target_id: string }) => `${e.user_id} ${e.target_id}`)).toContain('fay eng');
       expect((await failureOf(writer.query(sql`select permgraph.ack_changes(${CONSUMER}, 1)`))).code).toBe('42501');
+    });
+
+    it("a dump without the permission table's rows: doctor fails, tokens wait, and the worker's next batch recomputes the table in full", async () => {
+      const restored = restore(withRoles, 'app_without_rows', dumpWithoutRows, { owner: OWNER });
+      expect(restored.stderr).toBe('');
+      expect(restored.code).toBe(0);
+      const ownerUrl = urlOf(withRoles, 'app_without_rows', OWNER);
+      const workerUrl = urlOf(withRoles, 'app_without_rows', LOGINS.worker);
+      const writer = open(urlOf(withRoles, 'app_without_rows', LOGINS.writer));
+      const reader = open(urlOf(withRoles, 'app_without_rows', LOGINS.reader));
+      expect(await readPermissions(reader)).toEqual([]);
+
+      // Reads deny what the graph grants (they fail closed), and say nothing
+      // is wrong: doctor does.
+      const allowed = async () => (await reader.query(sql`select permgraph.check('bob', 'ops', 1) as allowed`))[0].allowed;
+      expect(model.check(dumped, 'bob', 'ops', 1, new Date())).toBe(true);
+      expect(await allowed()).toBe(false);
+      const before = await doctor(ownerUrl);
+      expect(before.code).toBe(1);
+      expect(before.checks.table).toMatchObject({ status: 'fail' });
+      expect(before.checks.table!.message).toContain('permgraph refresh');
+
+      // A write's token is not applied while the table is missing, even one
+      // that changed nothing (it needs no batch of its own).
+      const token = await tokenOf(writer, async () => {});
+      expect(await isApplied(reader, token)).toBe(false);
+
+      const once = await runCli(['--database-url', workerUrl, 'worker', '--once']);
+      expect(once.stderr).toBe('');
+      expect(once.stdout).toMatch(/^full: /);
+      expect(await isApplied(reader, token)).toBe(true);
+      expect(await allowed()).toBe(true);
+      expect(await readPermissions(reader)).toEqual(expectedTable(dumped));
+      expect((await runCli(['--database-url', workerUrl, 'verify'])).code).toBe(0);
+      const after = await doctor(ownerUrl);
+      expect(after.checks.table).toMatchObject({ status: 'ok' });
+      expect(after.code).toBe(0);
     });
   });
 }
