@@ -1051,57 +1051,18 @@ CREATE OR REPLACE FUNCTION permgraph._apply_privileges()
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 declare
-  roles constant text := 'permgraph_reader, permgraph_writer, permgraph_worker';
-  readable constant text :=
-    'permgraph.nodes, permgraph.grants, permgraph.edges, permgraph.permissions, permgraph.effective_permissions, '
-    'permgraph.trashed_groups, permgraph.deleted_nodes, permgraph.changes, permgraph.applier_state, '
-    'permgraph.long_job, permgraph.long_job_users, permgraph.long_job_changes, '
-    'permgraph.roles, permgraph.operations, permgraph.audit_log, '
-    'permgraph.permission_changes, permgraph.change_consumers, '
-    -- what the CLI reads to tell whether the schema matches the package
-    'permgraph.migrations, permgraph.function_files';
-  query_functions constant text[] := array[
-    'permgraph.check(text, text, integer)', 'permgraph.check(text, text, integer, boolean)',
-    'permgraph.check_op(text, text, text)', 'permgraph.check_op(text, text, text, boolean)',
-    'permgraph.can(text, text, text, integer)', 'permgraph.can(text, text, text, integer, boolean)',
-    'permgraph.can_op(text, text, text, text)', 'permgraph.can_op(text, text, text, text, boolean)',
-    'permgraph.is_trashed(text)', 'permgraph.effective_group_trash(text[])',
-    'permgraph.role_level(text)', 'permgraph.operation_level(text)',
-    'permgraph.list_targets(text, integer, text, text, integer)', 'permgraph.list_users(text, integer, text, integer)',
-    -- list_rows runs as the caller (it reads the caller's own table), and so
-    -- its plan choice (which reads nothing) and its read of the user's owners
-    'permgraph.list_rows(anyelement, name, name, text, integer, text, integer)',
-    'permgraph._listing_plan(bigint, boolean, bigint, boolean, double precision, double precision, integer, boolean)',
-    'permgraph._listing_owners(text, integer, text[], bigint)',
-    'permgraph.explain(text, text, integer)',
-    'permgraph.current_token()', 'permgraph.is_applied(text)', 'permgraph.status()', 'permgraph.change_stream_status()',
-    'permgraph.current_actor()',
-    -- creating policies needs ownership of the application's table anyway;
-    -- they run as the caller, so the caller runs their helpers too (which
-    -- read the catalog and build text, nothing else)
-    'permgraph.enable_rls(regclass, name, name, boolean)', 'permgraph.disable_rls(regclass)',
-    'permgraph._rls_policy_names()', 'permgraph._rls_column(regclass, name)', 'permgraph._rls_require_app_table(regclass)',
-    'permgraph._access_predicate(text, text, text, text, text)'];
-  worker_functions constant text[] := array[
-    'permgraph.apply_changes(integer, bigint, boolean, timestamptz, bigint, bigint)', 'permgraph.apply_job_chunk(bigint, timestamptz)',
-    'permgraph.apply_local_changes(integer, bigint, bigint, bigint)',
-    'permgraph.refresh()', 'permgraph.verify(timestamptz)',
-    'permgraph._applier_role_key()'];
-  -- The change stream's consumers (170_changes.sql), whatever their role:
-  -- security definer, so consumers move their own position and nobody
-  -- writes the stream's tables directly.
-  consumer_functions constant text[] := array[
-    'permgraph.register_consumer(text)', 'permgraph.read_changes(text, integer, bigint)',
-    'permgraph.ack_changes(text, bigint)', 'permgraph.drop_consumer(text)'];
-  signature text;
+  roles text;
+  owner name := (select n.nspowner::regrole::text from pg_namespace n where n.nspname = 'permgraph');
+  statement record;
 begin
-  perform permgraph._ensure_role('permgraph_reader');
-  perform permgraph._ensure_role('permgraph_writer');
-  perform permgraph._ensure_role('permgraph_worker');
+  if not pg_has_role(current_user, (select n.nspowner from pg_namespace n where n.nspname = 'permgraph'), 'USAGE') then
+    raise exception 'permgraph: the roles'' rights are granted by the schema''s owner, %; % is not it', owner, current_user
+      using errcode = '42501', hint = format('run permgraph migrate as %s', owner);
+  end if;
+  perform permgraph._ensure_role(r) from (select distinct grantee as r from permgraph._granted_rights()) g;
+  select string_agg(distinct quote_ident(grantee), ', ') into roles from permgraph._granted_rights();
 
   execute 'revoke all on schema permgraph from public';
-  execute format('grant usage on schema permgraph to %s', roles);
-
   execute format('revoke all on all tables in schema permgraph from public, %s', roles);
   execute format('revoke all on all sequences in schema permgraph from public, %s', roles);
   execute format('revoke all on all functions in schema permgraph from public, %s', roles);
@@ -1110,17 +1071,14 @@ begin
   -- default, only what it granted, and FOR ROLE without IN SCHEMA would
   -- change the owner's functions in every schema; docs/security.md)
 
-  execute format('grant select on %s to %s', readable, roles);
-  execute 'grant insert, update, delete on permgraph.nodes, permgraph.grants to permgraph_writer';
-
-  foreach signature in array query_functions loop
-    execute format('grant execute on function %s to %s', signature, roles);
-  end loop;
-  foreach signature in array worker_functions loop
-    execute format('grant execute on function %s to permgraph_worker', signature);
-  end loop;
-  foreach signature in array consumer_functions loop
-    execute format('grant execute on function %s to %s', signature, roles);
+  -- one GRANT for the objects that the same roles get the same privilege on
+  for statement in
+    select format('grant %s on %s %s to %s', privilege, kind, string_agg(object, ', ' order by object), grantees) as text
+    from (select privilege, kind, object, string_agg(quote_ident(grantee), ', ' order by grantee) as grantees
+          from permgraph._granted_rights() group by privilege, kind, object) o
+    group by privilege, kind, grantees
+  loop
+    execute statement.text;
   end loop;
 end $function$;
 
@@ -2369,6 +2327,72 @@ begin
   return p_result;
 end $function$;
 
+-- permgraph._granted_rights(): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._granted_rights()
+ RETURNS TABLE(grantee text, privilege text, kind text, object text)
+ LANGUAGE plpgsql
+ IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  roles constant text[] := array['permgraph_reader', 'permgraph_writer', 'permgraph_worker'];
+  readable constant text[] := array[
+    'permgraph.nodes', 'permgraph.grants', 'permgraph.edges', 'permgraph.permissions', 'permgraph.effective_permissions',
+    'permgraph.trashed_groups', 'permgraph.deleted_nodes', 'permgraph.changes', 'permgraph.applier_state',
+    'permgraph.long_job', 'permgraph.long_job_users', 'permgraph.long_job_changes',
+    'permgraph.roles', 'permgraph.operations', 'permgraph.audit_log',
+    'permgraph.permission_changes', 'permgraph.change_consumers',
+    -- what the CLI reads to tell whether the schema matches the package
+    'permgraph.migrations', 'permgraph.function_files'];
+  query_functions constant text[] := array[
+    'permgraph.check(text, text, integer)', 'permgraph.check(text, text, integer, boolean)',
+    'permgraph.check_op(text, text, text)', 'permgraph.check_op(text, text, text, boolean)',
+    'permgraph.can(text, text, text, integer)', 'permgraph.can(text, text, text, integer, boolean)',
+    'permgraph.can_op(text, text, text, text)', 'permgraph.can_op(text, text, text, text, boolean)',
+    'permgraph.is_trashed(text)', 'permgraph.effective_group_trash(text[])',
+    'permgraph.role_level(text)', 'permgraph.operation_level(text)',
+    'permgraph.list_targets(text, integer, text, text, integer)', 'permgraph.list_users(text, integer, text, integer)',
+    -- list_rows runs as the caller (it reads the caller's own table), and so
+    -- its plan choice (which reads nothing) and its read of the user's owners
+    'permgraph.list_rows(anyelement, name, name, text, integer, text, integer)',
+    'permgraph._listing_plan(bigint, boolean, bigint, boolean, double precision, double precision, integer, boolean)',
+    'permgraph._listing_owners(text, integer, text[], bigint)',
+    'permgraph.explain(text, text, integer)',
+    'permgraph.current_token()', 'permgraph.is_applied(text)', 'permgraph.status()', 'permgraph.change_stream_status()',
+    'permgraph.current_actor()',
+    -- creating policies needs ownership of the application's table anyway;
+    -- they run as the caller, so the caller runs their helpers too (which
+    -- read the catalog and build text, nothing else)
+    'permgraph.enable_rls(regclass, name, name, boolean)', 'permgraph.disable_rls(regclass)',
+    'permgraph._rls_policy_names()', 'permgraph._rls_column(regclass, name)', 'permgraph._rls_require_app_table(regclass)',
+    'permgraph._access_predicate(text, text, text, text, text)',
+    -- doctor's check of these rights, as any of the roles (it reads the catalog)
+    'permgraph._granted_rights()', 'permgraph._missing_rights()'];
+  worker_functions constant text[] := array[
+    'permgraph.apply_changes(integer, bigint, boolean, timestamptz, bigint, bigint)', 'permgraph.apply_job_chunk(bigint, timestamptz)',
+    'permgraph.apply_local_changes(integer, bigint, bigint, bigint)',
+    'permgraph.refresh()', 'permgraph.verify(timestamptz)',
+    'permgraph._applier_role_key()'];
+  -- The change stream's consumers (170_changes.sql), whatever their role:
+  -- security definer, so consumers move their own position and nobody
+  -- writes the stream's tables directly.
+  consumer_functions constant text[] := array[
+    'permgraph.register_consumer(text)', 'permgraph.read_changes(text, integer, bigint)',
+    'permgraph.ack_changes(text, bigint)', 'permgraph.drop_consumer(text)'];
+begin
+  return query
+    select r, 'usage', 'schema', 'permgraph' from unnest(roles) r
+    union all
+    select r, 'select', 'table', t from unnest(roles) r, unnest(readable) t
+    union all
+    select 'permgraph_writer', p, 'table', t
+    from unnest(array['insert', 'update', 'delete']) p, unnest(array['permgraph.nodes', 'permgraph.grants']) t
+    union all
+    select r, 'execute', 'function', f from unnest(roles) r, unnest(query_functions || consumer_functions) f
+    union all
+    select 'permgraph_worker', 'execute', 'function', f from unnest(worker_functions) f;
+end $function$;
+
 -- permgraph._grants_capture(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._grants_capture()
  RETURNS trigger
@@ -3480,6 +3504,30 @@ AS $function$
 begin
   return exists (select 1 from permgraph.long_job where finished_at is null);
 end $function$;
+
+-- permgraph._missing_rights(): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._missing_rights()
+ RETURNS text[]
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+  select coalesce(array_agg(m.line order by m.missing_role desc, m.line), '{}')
+  from (
+    select distinct true as missing_role, format('role %s does not exist', r.grantee) as line
+    from permgraph._granted_rights() r
+    where not exists (select 1 from pg_roles a where a.rolname = r.grantee)
+    union all
+    select false, format('%s lacks %s on %s %s', r.grantee, upper(r.privilege), r.kind, r.object)
+    from permgraph._granted_rights() r
+    where case
+      when not exists (select 1 from pg_roles a where a.rolname = r.grantee) then false
+      when r.kind = 'schema' then not has_schema_privilege(r.grantee, r.object, r.privilege)
+      when r.kind = 'table' then not has_table_privilege(r.grantee, r.object, r.privilege)
+      else not has_function_privilege(r.grantee, r.object, r.privilege)
+    end
+  ) m
+$function$;
 
 -- permgraph._moment_in_range(timestamp with time zone): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._moment_in_range(p_at timestamp with time zone)

@@ -9,7 +9,7 @@ import { indexesInDump, readCommittedDump } from '../migrations/schema-dump.ts';
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 
 export interface DoctorCheck {
-  name: 'pooling' | 'schema' | 'indexes' | 'settings' | 'worker' | 'backlog' | 'table' | 'queue' | 'stream' | 'imports';
+  name: 'pooling' | 'schema' | 'indexes' | 'rights' | 'owner' | 'settings' | 'worker' | 'backlog' | 'table' | 'queue' | 'stream' | 'imports';
   status: CheckStatus;
   /** One line: what was found and, when not ok, what to do. */
   message: string;
@@ -35,7 +35,7 @@ export async function expectedIndexes(): Promise<{ table: string; index: string 
 export async function runDoctor(db: Queryable, options: DoctorOptions = {}): Promise<DoctorCheck[]> {
   const checks: DoctorCheck[] = [];
   if (options.url !== undefined) checks.push(await poolingCheck(options.url));
-  checks.push(await schemaCheck(db), await indexCheck(db), await settingsCheck(db));
+  checks.push(await schemaCheck(db), await indexCheck(db), await rightsCheck(db), await ownerCheck(db), await settingsCheck(db));
   const [{ has_status: hasStatus }] = await db.query(sql`select to_regprocedure('permgraph.status()') is not null as has_status`);
   if (!hasStatus) {
     const message = 'not checked: permgraph.status() is missing (see the schema check)';
@@ -122,6 +122,71 @@ async function indexCheck(db: Queryable): Promise<DoctorCheck> {
     invalid.length ? `invalid (a failed concurrent build? rebuild with REINDEX): ${invalid.join(', ')}` : '',
   ].filter(Boolean);
   return { name: 'indexes', status: 'fail', message: parts.join('; ') };
+}
+
+/**
+ * The three roles and their rights (sql/functions/900_privileges.sql). A
+ * backup restored into a cluster without the roles has none of them:
+ * pg_restore cannot grant a role that does not exist, and every login of
+ * the application is then refused. `permgraph migrate` creates the roles
+ * and grants them again.
+ */
+async function rightsCheck(db: Queryable): Promise<DoctorCheck> {
+  const [{ present, allowed }] = await db.query(sql`
+    select to_regprocedure('permgraph._missing_rights()') is not null as present,
+           coalesce(pg_catalog.has_function_privilege(to_regprocedure('permgraph._missing_rights()'), 'execute'), false) as allowed`);
+  if (!present) return { name: 'rights', status: 'warn', message: 'not checked: permgraph._missing_rights() is missing (see the schema check)' };
+  if (!allowed) {
+    return { name: 'rights', status: 'warn', message: "not checked: this login may not run permgraph._missing_rights(), so its role lacks its rights: run doctor as the schema's owner" };
+  }
+  const [{ missing }] = await db.query(sql`select permgraph._missing_rights() as missing`);
+  const lines = missing as string[];
+  if (lines.length === 0) {
+    return { name: 'rights', status: 'ok', message: 'permgraph_reader, permgraph_writer and permgraph_worker exist and hold their rights' };
+  }
+  return {
+    name: 'rights',
+    status: 'fail',
+    message:
+      `${num(lines.length)} of the roles' rights missing (${lines.slice(0, 3).join('; ')}${lines.length > 3 ? '; …' : ''}), as after a restore into a cluster without the roles: ` +
+      "run `permgraph migrate` as the schema's owner: it creates the missing roles and grants them their rights",
+  };
+}
+
+/**
+ * Who the schema belongs to. Its SECURITY DEFINER functions (the triggers
+ * on nodes and grants, the batches, the queries) run with their owner's
+ * rights, which is the schema's owner as migrate creates them: a
+ * superuser's when a superuser migrated it, or restored it with
+ * `pg_restore --no-owner` or without its owner's role.
+ */
+async function ownerCheck(db: Queryable): Promise<DoctorCheck> {
+  const [row] = await db.query(sql`
+    select pg_catalog.pg_get_userbyid(n.nspowner) as owner, r.rolsuper as superuser,
+           (select count(*) from pg_catalog.pg_proc p where p.pronamespace = n.oid and p.prosecdef) as definers,
+           (select pg_catalog.string_agg(p.oid::pg_catalog.regprocedure::text || ' (' || pg_catalog.pg_get_userbyid(p.proowner) || ')', ', ')
+            from pg_catalog.pg_proc p where p.pronamespace = n.oid and p.prosecdef and p.proowner <> n.nspowner) as others
+    from pg_catalog.pg_namespace n join pg_catalog.pg_roles r on r.oid = n.nspowner
+    where n.nspname = 'permgraph'`);
+  if (!row) return { name: 'owner', status: 'warn', message: 'not checked: schema permgraph is missing (see the schema check)' };
+  const definers = Number(row.definers);
+  if (row.others) {
+    return {
+      name: 'owner',
+      status: 'warn',
+      message: `SECURITY DEFINER functions of another role than the schema's owner ${row.owner} run with that role's rights: ${row.others}`,
+    };
+  }
+  if (row.superuser) {
+    return {
+      name: 'owner',
+      status: 'warn',
+      message:
+        `schema permgraph belongs to ${row.owner}, a superuser: its ${definers} SECURITY DEFINER functions run with a superuser's rights. ` +
+        'Fine for development; in production let a role that is not one own it (migrate as that role, or restore a backup with `pg_restore --no-owner --role=ROLE`)',
+    };
+  }
+  return { name: 'owner', status: 'ok', message: `schema permgraph belongs to ${row.owner}, not a superuser; its ${definers} SECURITY DEFINER functions run as ${row.owner}` };
 }
 
 /**

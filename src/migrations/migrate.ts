@@ -67,6 +67,13 @@ export interface MigrateResult {
   applied: string[];
   /** Function files (re-)applied by this run because they were new or changed. */
   functions: string[];
+  /**
+   * The roles' rights this run found missing and granted, on a schema it
+   * otherwise left as it was (a backup restored into a cluster without the
+   * roles: sql/functions/900_privileges.sql); empty when it applied
+   * anything, which grants every right anyway.
+   */
+  rights: string[];
 }
 
 /**
@@ -75,7 +82,8 @@ export interface MigrateResult {
  * both in name order, in one transaction under an advisory lock. An applied
  * migration whose content changed is an error: the database would no longer
  * match its history. Function files are the opposite: each is the current
- * definition, so a changed one is simply applied again.
+ * definition, so a changed one is simply applied again. Then it grants the
+ * three roles their rights, when it applied anything or finds one missing.
  */
 export async function migrate(db: Queryable, logger: Logger = silentLogger): Promise<MigrateResult> {
   await assertServerVersion(db);
@@ -119,13 +127,16 @@ export async function migrate(db: Queryable, logger: Logger = silentLogger): Pro
       done.push(migration.name);
     }
     const functions = await applyChangedFunctionFiles(tx, functionFiles, logger);
-    if (done.length || functions.length) {
+    // (a run that applied nothing asks whether a right is missing: any of the roles may ask)
+    const rights: string[] = done.length || functions.length ? [] : (await tx.query(sql`select permgraph._missing_rights() as missing`))[0].missing;
+    if (done.length || functions.length || rights.length) {
       // Objects created by this run start with default privileges: take them away again.
       await tx.query(sql`select permgraph._apply_privileges()`);
       // (one line for the run; each file at debug)
-      logger.info({ migrations: done.length, functionFiles: functions.length, schemaVersion: migrations.at(-1)?.name }, 'schema migrated');
+      if (rights.length) logger.info({ rights: rights.length, missing: rights.slice(0, 5) }, "granted the roles' missing rights");
+      else logger.info({ migrations: done.length, functionFiles: functions.length, schemaVersion: migrations.at(-1)?.name }, 'schema migrated');
     }
-    return { applied: done, functions };
+    return { applied: done, functions, rights };
   });
 }
 

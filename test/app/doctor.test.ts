@@ -171,7 +171,7 @@ describe('doctor: server settings', async () => {
     for (const role of ['permgraph_worker', 'permgraph_reader']) {
       const login = await createLogin(db, url, role.replace('permgraph_', 'doctor_'), role);
       const checks = await runDoctor(login.db);
-      expect(checks.map((c) => c.name), role).toEqual(['schema', 'indexes', 'settings', 'worker', 'backlog', 'table', 'queue', 'stream', 'imports']);
+      expect(checks.map((c) => c.name), role).toEqual(['schema', 'indexes', 'rights', 'owner', 'settings', 'worker', 'backlog', 'table', 'queue', 'stream', 'imports']);
       expect(checks.find((c) => c.name === 'queue'), role).toMatchObject({ status: 'ok' });
       expect(checks.find((c) => c.name === 'imports'), role).toMatchObject({
         status: 'warn',

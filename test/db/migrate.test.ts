@@ -10,13 +10,13 @@ describe('migrations', async () => {
   const { db, url } = await createTestDatabase();
 
   it('re-running is a no-op', async () => {
-    expect(await migrate(db)).toEqual({ applied: [], functions: [] });
+    expect(await migrate(db)).toEqual({ applied: [], functions: [], rights: [] });
     expect((await schemaState(db)).state).toBe('ok');
   });
 
   it("a worker's login may run it on an up-to-date schema: nothing to do, nothing it may not", async () => {
     const worker = await createLogin(db, url, 'migrate', 'permgraph_worker');
-    expect(await migrate(worker.db)).toEqual({ applied: [], functions: [] });
+    expect(await migrate(worker.db)).toEqual({ applied: [], functions: [], rights: [] });
     const result = await runCli(['--database-url', worker.url, 'worker', '--migrate', '--once']);
     expect(result.code, result.stderr).toBe(0);
     // with a function file to apply again, it is refused, and told whose job that is
@@ -77,7 +77,7 @@ describe('migrations', async () => {
     await db.query(sql`update permgraph.function_files set checksum = 'outdated' where name = ${file.name}`);
     expect(await schemaState(db)).toEqual({ state: 'behind', pending: [`functions/${file.name}`] });
 
-    expect(await migrate(db)).toEqual({ applied: [], functions: [file.name] });
+    expect(await migrate(db)).toEqual({ applied: [], functions: [file.name], rights: [] });
     const [{ traverses }] = await db.query(sql`select permgraph._path_traverses('group', false) as traverses`);
     expect(traverses).toBe(true);
     expect((await schemaState(db)).state).toBe('ok');

@@ -283,5 +283,81 @@ if (typeof POSTGRES === 'string') {
       expect(after.checks.table).toMatchObject({ status: 'ok' });
       expect(after.code).toBe(0);
     });
+
+    it('into a cluster without the roles: restored as its superuser, doctor says what is wrong; restored with --no-owner as a deployment role, migrate creates the roles and grants their rights, and the owner is no superuser', async () => {
+      const bare = await start();
+
+      // As the cluster's superuser, without the roles: every object becomes
+      // the superuser's, and no role is granted anything.
+      const plain = restore(bare, 'app_plain', dump);
+      expect(plain.code).toBe(1);
+      expect(plain.stderr).toContain(`role "${OWNER}" does not exist`);
+      expect(plain.stderr).toContain('role "permgraph_reader" does not exist');
+      const asSuperuser = await doctor(urlOf(bare, 'app_plain'));
+      expect(asSuperuser.code).toBe(1);
+      expect(asSuperuser.checks.rights).toMatchObject({ status: 'fail' });
+      expect(asSuperuser.checks.rights!.message).toContain('role permgraph_writer does not exist');
+      expect(asSuperuser.checks.owner).toMatchObject({ status: 'warn' });
+      expect(asSuperuser.checks.owner!.message).toContain('postgres, a superuser');
+
+      // As the deployment role this cluster has (another name than the
+      // source's owner): pg_restore --no-owner --role. What fails is
+      // granting the roles that do not exist yet.
+      const bareAdmin = open(bare.url);
+      await bareAdmin.query(sql.__dangerous__rawValue(`create role deploy login createrole password '${PASSWORD}'`));
+      const restored = restore(bare, 'app', dump, { owner: 'deploy', extra: ['--no-owner', '--role=deploy'] });
+      expect(restored.code).toBe(1);
+      const errors = restored.stderr.split('\n').filter((line) => line.includes('ERROR:'));
+      expect(errors.length).toBeGreaterThan(0);
+      for (const line of errors) expect(line).toMatch(/ERROR: {2}role "permgraph_(reader|writer|worker)" does not exist/);
+      const deployUrl = urlOf(bare, 'app', 'deploy');
+      expect((await doctor(deployUrl)).checks.rights).toMatchObject({ status: 'fail' });
+
+      // migrate has nothing to apply, but finds the rights missing: it
+      // creates the roles and grants them.
+      const migrated = await runCli(['--database-url', deployUrl, 'migrate']);
+      expect(migrated.stderr).toBe('');
+      expect(migrated.code).toBe(0);
+      expect(migrated.stdout).toMatch(/^granted the roles their missing rights \(\d+\)/);
+      expect((await runCli(['--database-url', deployUrl, 'migrate'])).stdout.trim()).toBe('schema is up to date');
+      const checks = await doctor(deployUrl);
+      expect(checks.checks.rights).toMatchObject({ status: 'ok' });
+      expect(checks.checks.owner).toMatchObject({ status: 'ok' });
+      expect(checks.code).toBe(0);
+
+      // Nothing runs with more rights than before: every object, each
+      // SECURITY DEFINER function among them, is the deployment role's.
+      const deploy = open(deployUrl);
+      const owners = await deploy.query(sql`
+        select distinct r.rolname as owner, r.rolsuper as superuser, p.prosecdef as definer
+        from pg_proc p join pg_roles r on r.oid = p.proowner
+        where p.pronamespace = 'permgraph'::regnamespace
+        union
+        select distinct r.rolname, r.rolsuper, null::boolean from pg_class c join pg_roles r on r.oid = c.relowner
+        where c.relnamespace = 'permgraph'::regnamespace
+        order by 3`);
+      expect(owners).toEqual([
+        { owner: 'deploy', superuser: false, definer: false },
+        { owner: 'deploy', superuser: false, definer: true },
+        { owner: 'deploy', superuser: false, definer: null },
+      ]);
+
+      // The application's logins, as on any new cluster: the graph is
+      // written, captured and applied, and the rights hold.
+      for (const [role, login] of Object.entries(LOGINS)) {
+        await deploy.query(sql.__dangerous__rawValue(`create role ${login} login password '${PASSWORD}' in role permgraph_${role}`));
+      }
+      const writer = open(urlOf(bare, 'app', LOGINS.writer));
+      const reader = open(urlOf(bare, 'app', LOGINS.reader));
+      const workerUrl = urlOf(bare, 'app', LOGINS.worker);
+      const token = await tokenOf(writer, (tx) => insertGrants(tx, [grant('dave', 3, 'ops')]));
+      expect((await runCli(['--database-url', workerUrl, 'worker', '--once'])).code).toBe(0);
+      expect(await isApplied(reader, token)).toBe(true);
+      expect(await readPermissions(reader)).toEqual(expectedTable({ nodes: dumped.nodes, grants: [...dumped.grants, grant('dave', 3, 'ops')] }));
+      expect((await runCli(['--database-url', workerUrl, 'verify'])).code).toBe(0);
+      expect((await failureOf(writer.query(sql`insert into permgraph.permissions values ('dave', 'eng', 3, true)`))).code).toBe('42501');
+      // (the consumer's login, created before the first batch here, is its owner again)
+      expect(await reader.query(sql`select seq from permgraph.read_changes(${CONSUMER}) limit 1`)).toHaveLength(1);
+    });
   });
 }

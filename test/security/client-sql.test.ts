@@ -85,7 +85,7 @@ describe('the client\'s own SQL on an unpinned search path', async () => {
   });
 
   it('migrate, as the owner, on an unpinned session: no planted call', async () => {
-    expect(await asOwner.migrate()).toEqual({ applied: [], functions: [] });
+    expect(await asOwner.migrate()).toEqual({ applied: [], functions: [], rights: [] });
     expect(await plantedCalls(owner)).toEqual([]);
   });
 

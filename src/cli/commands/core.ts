@@ -15,10 +15,11 @@ export function registerCoreCommands(program: Command): void {
     .action(
       action(program, async (ctx) => {
         const { migrate } = await import('../../migrations/migrate.ts');
-        const { applied, functions } = await migrate(ctx.db, ctx.logger);
-        if (ctx.options.json) ctx.emitJson({ applied, functions });
+        const { applied, functions, rights } = await migrate(ctx.db, ctx.logger);
+        if (ctx.options.json) ctx.emitJson({ applied, functions, rights });
         const changed = [...applied, ...functions.map((name) => `functions/${name}`)];
-        ctx.say(changed.length ? `applied ${changed.join(', ')}` : 'schema is up to date');
+        if (rights.length) ctx.say(`granted the roles their missing rights (${rights.length}): ${rights.slice(0, 3).join('; ')}${rights.length > 3 ? '; …' : ''}`);
+        else ctx.say(changed.length ? `applied ${changed.join(', ')}` : 'schema is up to date');
       }),
     );
 
