@@ -12,7 +12,7 @@
 // one cluster (transaction ids, role oids) must not mislead it in another.
 // Every table is judged against the reference model and the engine's own
 // full recomputation (verify), never against the code under test alone.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -103,10 +103,13 @@ if (typeof POSTGRES === 'string') {
       return cluster;
     };
     const scratch = mkdtempSync(path.join(tmpdir(), 'permgraph-backup-'));
+    // (the clusters stop themselves at exit too, should the set-up below fail)
+    const removeScratch = () => rmSync(scratch, { recursive: true, force: true });
+    process.once('exit', removeScratch);
     afterAll(async () => {
       await Promise.all(pools.map((pool) => pool.dispose()));
       for (const cluster of clusters.reverse()) cluster.stop();
-      rmSync(scratch, { recursive: true, force: true });
+      removeScratch();
     });
 
     // The source: an application database migrated by its own owner (not a
@@ -218,11 +221,16 @@ if (typeof POSTGRES === 'string') {
       });
       const graph: RefGraph = { nodes: [...dumped.nodes, u('fay')], grants: [...dumped.grants, grant('fay', 1, 'eng')] };
       expect(await isApplied(reader, token)).toBe(false);
+      const restoredFromElsewhere = async () =>
+        (await reader.query(sql`select permgraph.status() -> 'restored_from_another_cluster' as restored`))[0].restored;
+      expect(await restoredFromElsewhere()).toBe(true);
+      expect((await runCli(['--database-url', ownerUrl, 'status'])).stdout).toContain('\nrestored:         from another cluster;');
 
       const once = await runCli(['--database-url', workerUrl, 'worker', '--once']);
       expect(once.stderr).toBe('');
       expect(once.code).toBe(0);
       expect(await isApplied(reader, token)).toBe(true);
+      expect(await restoredFromElsewhere()).toBe(false);
       expect(await readPermissions(reader)).toEqual(expectedTable(graph));
       expect((await runCli(['--database-url', workerUrl, 'verify'])).code).toBe(0);
       checks = await doctor(ownerUrl);
@@ -277,8 +285,14 @@ if (typeof POSTGRES === 'string') {
       expect(once.stdout).toMatch(/^full: /);
       expect(await isApplied(reader, token)).toBe(true);
       expect(await allowed()).toBe(true);
-      expect(await readPermissions(reader)).toEqual(expectedTable(dumped));
+      const table = await readPermissions(reader);
+      expect(table).toEqual(expectedTable(dumped));
       expect((await runCli(['--database-url', workerUrl, 'verify'])).code).toBe(0);
+      // The change stream's consumer gets every row of it, as new.
+      const events = await reader.query(sql`select user_id, target_id, old_level from permgraph.read_changes(${CONSUMER}, 100000)`);
+      expect(events.map((e: { user_id: string; target_id: string }) => `${e.user_id} ${e.target_id}`).sort())
+        .toEqual(table.map((r) => `${r.userId} ${r.targetId}`).sort());
+      expect(events.every((e: { old_level: number | null }) => e.old_level === null)).toBe(true);
       const after = await doctor(ownerUrl);
       expect(after.checks.table).toMatchObject({ status: 'ok' });
       expect(after.code).toBe(0);
@@ -358,6 +372,25 @@ if (typeof POSTGRES === 'string') {
       expect((await failureOf(writer.query(sql`insert into permgraph.permissions values ('dave', 'eng', 3, true)`))).code).toBe('42501');
       // (the consumer's login, created before the first batch here, is its owner again)
       expect(await reader.query(sql`select seq from permgraph.read_changes(${CONSUMER}) limit 1`)).toHaveLength(1);
+    });
+
+    it('a physical backup needs nothing special: a base backup started as a server of its own applies the queue, and new writes, as the original would', async () => {
+      const copy = await start({ baseBackupOf: source });
+      const ownerUrl = urlOf(copy, 'app', OWNER);
+      const workerUrl = urlOf(copy, 'app', LOGINS.worker);
+      const writer = open(urlOf(copy, 'app', LOGINS.writer));
+      const reader = open(urlOf(copy, 'app', LOGINS.reader));
+      const before = await doctor(ownerUrl);
+      expect(Object.entries(before.checks).filter(([, c]) => c.status === 'fail')).toEqual([]);
+      expect(before.checks.queue!.message).not.toContain('restored from another cluster');
+      expect((await reader.query(sql`select permgraph.status() -> 'restored_from_another_cluster' as restored`))[0].restored).toBe(false);
+
+      const token = await tokenOf(writer, (tx) => insertGrants(tx, [grant('carol', 1, 'ops')]));
+      expect((await runCli(['--database-url', workerUrl, 'worker', '--once'])).code).toBe(0);
+      expect(await isApplied(reader, token)).toBe(true);
+      expect(await readPermissions(reader)).toEqual(expectedTable({ nodes: dumped.nodes, grants: [...dumped.grants, grant('carol', 1, 'ops')] }));
+      expect((await runCli(['--database-url', workerUrl, 'verify'])).code).toBe(0);
+      expect((await reader.query(sql`select seq from permgraph.read_changes(${CONSUMER}) limit 1`)).length).toBe(1);
     });
   });
 }
