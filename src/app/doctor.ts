@@ -158,11 +158,14 @@ async function rightsCheck(db: Queryable): Promise<DoctorCheck> {
  * on nodes and grants, the batches, the queries) run with their owner's
  * rights, which is the schema's owner as migrate creates them: a
  * superuser's when a superuser migrated it, or restored it with
- * `pg_restore --no-owner` or without its owner's role.
+ * `pg_restore --no-owner` or without its owner's role. The owner must also
+ * be able to read the cluster's identity (sql/functions/048_cluster_identity.sql).
  */
 async function ownerCheck(db: Queryable): Promise<DoctorCheck> {
   const [row] = await db.query(sql`
     select pg_catalog.pg_get_userbyid(n.nspowner) as owner, r.rolsuper as superuser,
+           pg_catalog.has_function_privilege(n.nspowner, 'pg_catalog.pg_control_system()', 'execute') as reads_identity,
+           pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(n.nspowner)) as owner_ident,
            (select count(*) from pg_catalog.pg_proc p where p.pronamespace = n.oid and p.prosecdef) as definers,
            (select pg_catalog.string_agg(p.oid::pg_catalog.regprocedure::text || ' (' || pg_catalog.pg_get_userbyid(p.proowner) || ')', ', ')
             from pg_catalog.pg_proc p where p.pronamespace = n.oid and p.prosecdef and p.proowner <> n.nspowner) as others
@@ -170,6 +173,17 @@ async function ownerCheck(db: Queryable): Promise<DoctorCheck> {
     where n.nspname = 'permgraph'`);
   if (!row) return { name: 'owner', status: 'warn', message: 'not checked: schema permgraph is missing (see the schema check)' };
   const definers = Number(row.definers);
+  if (!row.reads_identity) {
+    // (a hardened server revokes it from PUBLIC, which PostgreSQL grants it to)
+    return {
+      name: 'owner',
+      status: 'fail',
+      message:
+        `the schema's owner ${row.owner} may not execute pg_catalog.pg_control_system(): the first batch after each start of the server reads ` +
+        "the cluster's identity with it (to tell a backup restored from another cluster) and fails without it. " +
+        `Run, as a superuser: grant execute on function pg_catalog.pg_control_system() to ${row.owner_ident}`,
+    };
+  }
   if (row.others) {
     return {
       name: 'owner',

@@ -179,4 +179,24 @@ describe('doctor: server settings', async () => {
       });
     }
   });
+
+  it("fails the owner check when the schema's owner may not read the cluster's identity, which every batch after a server start needs", async () => {
+    const owner = () => runDoctor(db).then((checks) => checks.find((c) => c.name === 'owner')!);
+    const deployer = await createLogin(db, url, 'deployer');
+    await db.query(sql`alter schema permgraph owner to ${sql.ident(deployer.name)}`);
+    try {
+      expect((await owner()).message).not.toMatch(/pg_control_system/);
+      // what a hardened server does (pg_catalog's rights are the database's own)
+      await db.query(sql`revoke execute on function pg_catalog.pg_control_system() from public`);
+      try {
+        const check = await owner();
+        expect(check.status).toBe('fail');
+        expect(check.message).toContain(`grant execute on function pg_catalog.pg_control_system() to ${deployer.name}`);
+      } finally {
+        await db.query(sql`grant execute on function pg_catalog.pg_control_system() to public`);
+      }
+    } finally {
+      await db.query(sql`alter schema permgraph owner to current_user`);
+    }
+  });
 });
