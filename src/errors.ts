@@ -66,6 +66,22 @@ export class SharedSessionError extends PermgraphError {
   override name = 'SharedSessionError';
 }
 
+/**
+ * A statement meant for one server session (the worker's: queryOnSession)
+ * was answered by another, and not run there: a transaction pooler moved
+ * the connection (its pool mode changed while the worker ran). The worker
+ * stops with a SharedSessionError that says so.
+ */
+export class SessionMovedError extends PermgraphError {
+  override name = 'SessionMovedError';
+  constructor(
+    readonly sessionPid: number,
+    readonly servedBy: number,
+  ) {
+    super(`a statement for server session ${sessionPid} was answered by server session ${servedBy}, and not run`);
+  }
+}
+
 /** An applied migration file was edited after it ran. */
 export class MigrationChecksumError extends PermgraphError {
   override name = 'MigrationChecksumError';

@@ -28,27 +28,37 @@ export type ConnectionPath = 'direct' | 'pooled' | 'shared';
 /**
  * Tells how `url`'s connections reach the server, over connections of its
  * own, all closed before it returns: one of a pool (firstLook), which
- * answers `direct`, or without `sharing` `pooled`. With it, a pooler is
- * also asked, over two raw connections to the address the first reached,
- * whether it shares server sessions: one connection asks for its server's
- * process id twice, another asks inside a transaction (which keeps its
- * server session for it), then the first asks again. A session pooler keeps
- * the first on one session throughout and the second on another; a
- * transaction pooler hands the first's idle session to the second (PgBouncer
- * reuses its most recently freed session), or moves the first (round robin,
- * or another client took its session meanwhile). A pooler whose pool is
- * full keeps the second waiting: after POOLER_CHECK_TIMEOUT_MS the first
- * asks again, and answers at once on its own session in session pooling
- * (in transaction pooling it waits too, and the check fails, or it moves).
- * Only `shared` is certain: a transaction pooler whose other clients happen
- * to take and return its sessions in step with the check may pass for a
- * session pooler.
+ * answers `direct`, or without `sharing` `pooled`. With it, the pooler is
+ * asked whether it shares server sessions (sharesSessions), at the
+ * address the first connection reached.
  */
 export async function connectionPath(url: string, { sharing = false }: { sharing?: boolean } = {}): Promise<ConnectionPath> {
   const seen = await firstLook(url, sharing);
   if (seen.direct) return 'direct';
   if (!sharing) return 'pooled';
-  const config = await clientConfig(url, POOLER_CHECK_APPLICATION_NAME, { address: seen.address });
+  return (await sharesSessions(url, seen.address)) ? 'shared' : 'pooled';
+}
+
+/**
+ * Whether the pooler that `url` leads to shares server sessions between
+ * its connections: transaction (or statement) pooling. Asked over two raw
+ * connections of its own to `address` (where a connection of the caller's
+ * went: connectionPeer; undefined, the URL's host), closed before it
+ * returns: one connection asks for its server's process id twice, another
+ * asks inside a transaction (which keeps its server session for it), then
+ * the first asks again. A session pooler keeps the first on one session
+ * throughout and the second on another; a transaction pooler hands the
+ * first's idle session to the second (PgBouncer reuses its most recently
+ * freed session), or moves the first (round robin, or another client took
+ * its session meanwhile). A pooler whose pool is full keeps the second
+ * waiting: after POOLER_CHECK_TIMEOUT_MS the first asks again, and answers
+ * at once on its own session in session pooling (in transaction pooling it
+ * waits too, and the check fails, or it moves). Only true is certain: a
+ * transaction pooler whose other clients happen to take and return its
+ * sessions in step with the check may pass for a session pooler.
+ */
+export async function sharesSessions(url: string, address: PeerAddress | undefined): Promise<boolean> {
+  const config = await clientConfig(url, POOLER_CHECK_APPLICATION_NAME, { address });
   const sockets = new SocketKeeper();
   const clients: pg.Client[] = [];
   const open = async (options: Partial<ClientConfig> = {}) => {
@@ -61,7 +71,7 @@ export async function connectionPath(url: string, { sharing = false }: { sharing
   try {
     const first = await open({ query_timeout: POOLER_CHECK_TIMEOUT_MS });
     const firstPid = await serverPid(first);
-    if ((await serverPid(first)) !== firstPid) return 'shared';
+    if ((await serverPid(first)) !== firstPid) return true;
     const second = await open({ query_timeout: POOLER_CHECK_TIMEOUT_MS });
     let began = false;
     try {
@@ -75,9 +85,9 @@ export async function connectionPath(url: string, { sharing = false }: { sharing
         // first keeps its own, and answers on it), or a transaction pool
         // whose every session is in use (the first waits too, or moves).
       }
-      if (secondPid === firstPid) return 'shared';
+      if (secondPid === firstPid) return true;
       // (the second keeps its session, if it got one, while the first asks again)
-      return (await serverPid(first)) === firstPid ? 'pooled' : 'shared';
+      return (await serverPid(first)) !== firstPid;
     } finally {
       // Its session goes back to the pool clean: one left in a transaction
       // is closed by the pooler, and whoever waits for it waits longer.
@@ -91,11 +101,12 @@ export async function connectionPath(url: string, { sharing = false }: { sharing
 /**
  * The refusal of a transaction pooler ('shared') by `who` (the worker, an
  * import), which needs a server session of its own because `why`: what
- * was seen, why it matters, and what to do instead.
+ * was `seen` (by default sharesSessions' proof), why it matters, and what
+ * to do instead.
  */
-export function sharedSessionError(who: string, why: string): SharedSessionError {
+export function sharedSessionError(who: string, why: string, seen = 'two of its connections were served by one server session'): SharedSessionError {
   return new SharedSessionError(
-    `this URL goes through a transaction pooler (two of its connections were served by one server session): ${why}; ` +
+    `this URL goes through a transaction pooler (${seen}): ${why}; ` +
       `connect ${who} directly to PostgreSQL, or through a pooler in session mode (docs/operations.md, "Connection poolers")`,
   );
 }

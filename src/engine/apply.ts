@@ -1,8 +1,8 @@
-import { isTransaction, type Connection } from '@databases/pg';
+import { isTransaction, type Connection, type SQLQuery } from '@databases/pg';
 import { sql, type Queryable } from '../db/pool.ts';
 import { DEFAULT_MAX_BATCH, WORKER_CLIENT_CHECK_INTERVAL_MS, WORKER_SESSION_SETTINGS } from '../constants.ts';
 import { inSnapshot, withRetries } from '../db/transaction.ts';
-import { PermgraphError, SqlState, sqlStateOf, withInputErrors } from '../errors.ts';
+import { PermgraphError, SessionMovedError, SqlState, sqlStateOf, withInputErrors } from '../errors.ts';
 
 export interface BatchResult {
   /** none: nothing was pending; incremental: only the affected region; full: whole-table recomputation. */
@@ -163,11 +163,32 @@ const splitSetting = sql.ident(...SPLIT_MIXED_BATCHES_SETTING.split('.'));
  * made a worker session (useWorkerSession), so that a batch costs one
  * round trip instead of three. On a connection left at READ COMMITTED it
  * is still correct, but apply_changes() then locks writers out for the
- * batch (060_apply.sql).
+ * batch (060_apply.sql). Given the `session` useWorkerSession returned,
+ * the batch runs on that server session only (queryOnSession).
  */
-export async function applyChangesOnSession(conn: Connection, options: ApplyOptions = {}): Promise<BatchResult> {
-  const [row] = await withRetries(() => conn.query(applyStatement(options, false)));
-  return toBatchResult(row.result);
+export async function applyChangesOnSession(conn: Connection, options: ApplyOptions = {}, session?: SessionIdentity): Promise<BatchResult> {
+  const call = applyCall(options, false);
+  const result = await withRetries(async () =>
+    session === undefined ? (await conn.query(sql`select ${call} as result`))[0].result : await queryOnSession(conn, session, call),
+  );
+  return toBatchResult(result);
+}
+
+/**
+ * The value of `expression`, computed on the server session `session`
+ * only: a connection through a pooler that moved it to another session (a
+ * transaction pooler's) gets SessionMovedError, and nothing was run. The
+ * statement says which session answered it; the expression is evaluated
+ * only where that is `session` (a volatile function in CASE is computed
+ * for the branch taken only). A server reuses a process id only once its
+ * session has ended, and a pooler's other sessions are alive.
+ */
+export async function queryOnSession<T = unknown>(conn: Connection, session: SessionIdentity, expression: SQLQuery): Promise<T> {
+  const [row] = await conn.query(sql`
+    select pg_catalog.pg_backend_pid() as served_by,
+           case when pg_catalog.pg_backend_pid() = ${session.pid}::integer then ${expression} end as result`);
+  if (Number(row.served_by) !== session.pid) throw new SessionMovedError(session.pid, Number(row.served_by));
+  return row.result as T;
 }
 
 async function runApply(db: Queryable, options: ApplyOptions, forceFull: boolean): Promise<BatchResult> {
@@ -175,7 +196,7 @@ async function runApply(db: Queryable, options: ApplyOptions, forceFull: boolean
     const local = await applyLocalChanges(db, options);
     if (local) return local;
   }
-  const [row] = await inSnapshot(db, (tx) => tx.query(applyStatement(options, forceFull)));
+  const [row] = await inSnapshot(db, (tx) => tx.query(sql`select ${applyCall(options, forceFull)} as result`));
   return toBatchResult(row.result);
 }
 
@@ -204,15 +225,16 @@ async function applyLocalChanges(db: Queryable, options: ApplyOptions): Promise<
   return row.result === null ? null : toBatchResult(row.result);
 }
 
-function applyStatement(options: ApplyOptions, forceFull: boolean) {
+/** The call of apply_changes() for these options: one batch's value (its jsonb result). */
+function applyCall(options: ApplyOptions, forceFull: boolean): SQLQuery {
   return sql`
-    select permgraph.apply_changes(
+    permgraph.apply_changes(
       p_max_changes => ${options.maxChanges ?? DEFAULT_MAX_BATCH}::integer,
       p_max_pairs => ${options.maxPairs ?? null}::bigint,
       p_force_full => ${forceFull},
       p_at => ${options.at ?? null}::timestamptz,
       p_chunk_pairs => ${options.chunkPairs ?? null}::bigint,
-      p_local_pairs => ${options.localPairs ?? null}::bigint) as result`;
+      p_local_pairs => ${options.localPairs ?? null}::bigint)`;
 }
 
 function toBatchResult(raw: Record<string, unknown>): BatchResult {

@@ -13,13 +13,21 @@ import {
   STALL_CHECK_TIMEOUT_MS,
   WORKER_APPLICATION_NAME,
 } from '../constants.ts';
-import { closeConnectionNow, connectionPeer } from '../db/close-connection.ts';
-import { applyChangesOnSession, resetWorkerSession, STANDBY_REFUSAL, useWorkerSession, type BatchResult } from '../engine/apply.ts';
+import { announcedPid, closeConnectionNow, connectionPeer } from '../db/close-connection.ts';
+import {
+  applyChangesOnSession,
+  queryOnSession,
+  resetWorkerSession,
+  STANDBY_REFUSAL,
+  useWorkerSession,
+  type BatchResult,
+  type SessionIdentity,
+} from '../engine/apply.ts';
 import { applyJobChunk, type ChunkResult } from '../engine/long-job.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
-import { isConnectionError, PermgraphError, SharedSessionError, sqlStateOf } from '../errors.ts';
-import { connectionPath, sharedSessionError, type ConnectionPath } from '../db/pooler.ts';
+import { isConnectionError, PermgraphError, SessionMovedError, SharedSessionError, sqlStateOf } from '../errors.ts';
+import { connectionPath, sharedSessionError, sharesSessions, type ConnectionPath } from '../db/pooler.ts';
 import { startListener, type Listener } from './listener.ts';
 import { createProbe, type Probe } from './probe.ts';
 import { Wakeup } from './wakeup.ts';
@@ -89,8 +97,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private stopped: Promise<void> | undefined;
   private loop: Promise<void> | undefined;
   private currentRole: 'active' | 'standby' | undefined;
-  /** Whether the check for a transaction pooler has had its answer (it waits for a server that answers). */
-  private pathChecked = false;
   private failed: SharedSessionError | undefined;
 
   constructor(options: WorkerOptions) {
@@ -117,8 +123,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /**
    * Why the worker stopped by itself, if it did (it then emits 'stopped'):
    * it found a transaction pooler between it and the server only after it
-   * started (the server could not be reached then). A worker never stops
-   * by itself otherwise.
+   * started (the server could not be reached then, or the pooler's mode
+   * changed, or the URL led elsewhere after a failover). A worker never
+   * stops by itself otherwise.
    */
   get failure(): Error | undefined {
     return this.failed;
@@ -142,7 +149,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   private async open(): Promise<void> {
     try {
-      await this.requireOwnSessions(true);
+      await this.requireOwnSessions();
       await this.requireWorkerRights();
       if (this.options.listen && !this.stopping) {
         this.subscriber = await startListener(this.options.url, () => this.wakeup.notify(), this.logger, this.options.watchdog);
@@ -224,28 +231,50 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * (its unlock may reach another session), where it keeps every worker a
    * standby. A session pooler keeps the worker's connection on one server
    * session, and resets it when the worker disconnects: it is fine. Asked
-   * at start; a server that cannot be reached then (starting: the loop
-   * tries again) is asked when the loop first connects.
+   * at start, before anything is opened; a server that cannot be reached
+   * then (the loop tries again) is asked about each connection the loop
+   * opens (requireOwnSession).
    */
-  private async requireOwnSessions(starting: boolean): Promise<void> {
-    if (this.pathChecked) return;
+  private async requireOwnSessions(): Promise<void> {
     let path: ConnectionPath;
     try {
       path = await connectionPath(this.options.url, { sharing: true });
     } catch (error) {
-      if (!starting) throw error;
-      this.logger.warn({ err: error }, 'could not check how the worker\'s connections reach the server; asking again once it answers');
+      this.logger.warn({ err: error }, 'could not check how the worker\'s connections reach the server; asking again when it connects');
       return;
     }
-    this.pathChecked = true;
     if (path === 'shared') throw sharedSessionError('the worker', SHARED_SESSION_REASON);
     if (path === 'pooled') this.logger.info('connected through a pooler that keeps each connection on a server session of its own (session pooling)');
+  }
+
+  /**
+   * The check of requireOwnSessions, for the connection the loop opened
+   * (on every reconnect: the pooler may have been reloaded in another
+   * mode, or a failover may have led the URL to another one since the
+   * worker started), before anything is set on its session; again when
+   * the worker takes the role after waiting as a standby. A connection
+   * whose server session is the one it announced at its start is direct,
+   * and asks nothing more; through a pooler, the pooler at the address the
+   * connection reached is asked whether it shares server sessions (two
+   * connections of its own). A check that gets no answer proves nothing:
+   * the worker goes on, logging it (its statements still run on its own
+   * session only: queryOnSession).
+   */
+  private async requireOwnSession(conn: Connection, serverPid: number): Promise<void> {
+    if (announcedPid(conn) === serverPid) return;
+    let shared: boolean;
+    try {
+      shared = await sharesSessions(this.options.url, connectionPeer(conn));
+    } catch (error) {
+      this.logger.warn({ err: error }, 'could not check whether the pooler shares server sessions between its clients; going on');
+      return;
+    }
+    if (shared) throw sharedSessionError('the worker', SHARED_SESSION_REASON);
   }
 
   private async runForever(): Promise<void> {
     while (!this.stopping) {
       try {
-        await this.requireOwnSessions(false);
         await this.pool.task((conn) => this.serveWithConnection(conn));
       } catch (error) {
         if (this.stopping) break;
@@ -295,19 +324,26 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private async serveWatched(conn: Connection, watchdog: ConnectionWatchdog): Promise<void> {
+    // Nothing is set on a session that a transaction pooler shares.
+    const serverPid = await watchdog.watch('the first statement', () => queryServerPid(conn));
+    await this.requireOwnSession(conn, serverPid);
     // Each batch is one statement in its own REPEATABLE READ transaction:
     // one round trip, and writers never wait for it; a mixed queue is
     // applied removals first; no timeout cancels a batch, and a session
     // whose worker vanished ends (useWorkerSession). Before the role: its
     // lock lives as long as this session.
-    // (probes connect to where this connection went: the URL may lead to several servers)
     const session = await watchdog.watch('the session set-up', () => useWorkerSession(conn));
+    // (probes connect to where this connection went: the URL may lead to several servers)
     watchdog.identify({ ...session, peer: connectionPeer(conn) });
-    if (!(await this.acquireRole(conn, watchdog))) return;
+    let left = false;
     try {
+      if (session.pid !== serverPid) throw new SessionMovedError(serverPid, session.pid);
+      if (!(await this.acquireRole(conn, watchdog, session, serverPid))) return;
       this.setRole('active');
       while (!this.stopping) {
-        const result = await watchdog.watch('a batch', () => applyChangesOnSession(conn, { maxChanges: this.options.maxBatch, chunkPairs: this.options.chunkPairs ?? undefined }));
+        const result = await watchdog.watch('a batch', () =>
+          applyChangesOnSession(conn, { maxChanges: this.options.maxBatch, chunkPairs: this.options.chunkPairs ?? undefined }, session),
+        );
         this.failuresInARow = 0;
         if (result.mode !== 'none') {
           this.logger.info({ batch: result }, 'applied batch');
@@ -329,23 +365,78 @@ export class Worker extends EventEmitter<WorkerEvents> {
         if (result.mode !== 'none') continue;
         await this.wakeup.wait(untilNextWake(this.options.pollIntervalMs, result.nextExpiryInMs));
       }
+    } catch (error) {
+      if (!(error instanceof SharedSessionError || error instanceof SessionMovedError)) throw error;
+      left = true;
+      await this.leaveSharedSession(conn, watchdog, session);
+      throw error instanceof SessionMovedError
+        ? sharedSessionError('the worker', SHARED_SESSION_REASON, `its connection was moved from server session ${error.sessionPid} to ${error.servedBy}`)
+        : error;
     } finally {
-      // A session lock and setting outlive the task on a pooled connection: undo them.
-      // (on a connection closed as stalled, both fail at once)
-      await watchdog.watch('the session reset', () => resetWorkerSession(conn)).catch(() => {});
-      await watchdog.watch('the applier role\'s release', () => conn.query(sql`select pg_advisory_unlock(permgraph._applier_role_key())`)).catch(() => {});
+      // A session lock and setting outlive the task on a pooled connection:
+      // undo them. (On a connection closed as stalled, both fail at once.)
+      if (!left) {
+        await watchdog.watch('the session reset', () => resetWorkerSession(conn)).catch(() => {});
+        await watchdog
+          .watch("the applier role's release", () => queryOnSession(conn, session, sql`pg_catalog.pg_advisory_unlock(permgraph._applier_role_key())`))
+          .catch((error: unknown) => (error instanceof SessionMovedError ? this.leaveSharedSession(conn, watchdog, session) : undefined));
+      }
     }
   }
 
-  /** Takes the applier role, waiting as a standby while another worker holds it. */
-  private async acquireRole(conn: Connection, watchdog: ConnectionWatchdog): Promise<boolean> {
+  /**
+   * Takes the applier role, waiting as a standby while another worker
+   * holds it. Only on the worker's own server session (queryOnSession).
+   * Taken after waiting, it asks again how the connection reaches the
+   * server (requireOwnSession): a pooler may have been reloaded in
+   * transaction mode meanwhile.
+   */
+  private async acquireRole(conn: Connection, watchdog: ConnectionWatchdog, session: SessionIdentity, serverPid: number): Promise<boolean> {
+    let waited = false;
     while (!this.stopping) {
-      const [row] = await watchdog.watch('the applier role\'s lock', () => conn.query(sql`select pg_try_advisory_lock(permgraph._applier_role_key()) as acquired`));
-      if (row.acquired) return true;
+      const acquired = await watchdog.watch("the applier role's lock", () =>
+        queryOnSession<boolean>(conn, session, sql`pg_catalog.pg_try_advisory_lock(permgraph._applier_role_key())`),
+      );
+      if (acquired) {
+        if (waited) await this.requireOwnSession(conn, serverPid);
+        return true;
+      }
+      waited = true;
       this.setRole('standby');
       await sleep(this.options.standbyIntervalMs, undefined, { signal: this.stopSignal.signal }).catch(() => {});
     }
     return false;
+  }
+
+  /**
+   * Ends the worker's server session, found behind a transaction pooler
+   * after its settings (and perhaps the applier role's lock) were put on
+   * it: the pooler would keep them on that session for its other clients
+   * (REPEATABLE READ by default, no timeouts), and the lock where an
+   * unlock sent through the pooler may never arrive, keeping every worker
+   * a standby until the pooler closes the session. Matched by its process
+   * id and start, so that no later session is ended. A transaction of
+   * another client running on it then fails (a connection error).
+   */
+  private async leaveSharedSession(conn: Connection, watchdog: ConnectionWatchdog, session: SessionIdentity): Promise<void> {
+    try {
+      const [row] = await watchdog.watch('the end of its server session', () =>
+        conn.query(sql`
+          select count(*) filter (where pg_catalog.pg_terminate_backend(a.pid))::int as ended
+          from pg_catalog.pg_stat_activity a
+          where a.pid = ${session.pid}::integer
+            and (${session.startedAt}::numeric is null or extract(epoch from a.backend_start) = ${session.startedAt}::numeric)`),
+      );
+      if (row.ended === 0) this.logger.info({ backendPid: session.pid }, 'its server session had already ended');
+      else this.logger.info({ backendPid: session.pid }, 'ended its server session, with its settings and lock, behind the transaction pooler');
+    } catch (error) {
+      // (the statement may have reached that very session, which then ended: it is gone either way)
+      if (isConnectionError(error)) return;
+      this.logger.warn(
+        { err: error, backendPid: session.pid },
+        'could not end its server session behind the transaction pooler: its settings and the applier role\'s lock stay there until the pooler closes it',
+      );
+    }
   }
 
   private setRole(role: 'active' | 'standby'): void {
@@ -354,6 +445,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.logger.info({ role }, role === 'active' ? 'holding the applier role' : 'waiting as standby');
     this.emit('role', role);
   }
+}
+
+/** The process id of the server session that answered, on a new connection. */
+async function queryServerPid(conn: Connection): Promise<number> {
+  const [row] = await conn.query(sql`select pg_catalog.pg_backend_pid() as pid`);
+  return Number(row.pid);
 }
 
 /** Why the worker refuses a transaction pooler (requireOwnSessions). */

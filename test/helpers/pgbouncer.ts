@@ -25,6 +25,12 @@ export interface PgBouncer {
   url(loginUrl: string, mode: PoolMode): string;
   /** What PgBouncer logged (its warnings included). */
   log(): string;
+  /**
+   * Rewrites the configuration with the `session` database pooled in `mode`
+   * instead, and has PgBouncer reload it (SIGHUP), as an operator does;
+   * resolves once it has. Its clients stay connected.
+   */
+  reload(sessionDatabaseMode: PoolMode): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -54,6 +60,9 @@ export const PGBOUNCER_MISSING: string | undefined =
  * logins: `npm run test:postgres`) uses with PgBouncer, whose clients
  * always authenticate; the trusting server ignores it.
  */
+/** What PgBouncer logs when it has read its configuration again. */
+const RELOADED = 'got SIGHUP, re-reading config';
+
 const NO_PASSWORD = 'permgraph-test-no-password';
 
 /**
@@ -81,10 +90,10 @@ export async function startPgBouncer(
   const users = loginUrls.map((url) => new URL(url)).map((u) => `${quote(decodeURIComponent(u.username))} ${quote(decodeURIComponent(u.password) || NO_PASSWORD)}`);
   await writeFile(path.join(dir, 'userlist.txt'), `${users.join('\n')}\n`, { mode: 0o644 });
   const server = `host=${target.hostname} port=${target.port || 5432} dbname=${database}`;
-  const ini = [
+  const ini = (sessionDatabaseMode: PoolMode) => [
     '[databases]',
     `transaction = ${server} pool_mode=transaction pool_size=${transactionPoolSize}`,
-    `session = ${server} pool_mode=session pool_size=${sessionPoolSize}`,
+    `session = ${server} pool_mode=${sessionDatabaseMode} pool_size=${sessionPoolSize}`,
     '[pgbouncer]',
     'listen_addr = 127.0.0.1',
     `listen_port = ${port}`,
@@ -96,7 +105,7 @@ export async function startPgBouncer(
     'query_wait_timeout = 20',
   ];
   const config = path.join(dir, 'pgbouncer.ini');
-  await writeFile(config, `${ini.join('\n')}\n`, { mode: 0o644 });
+  await writeFile(config, `${ini('session').join('\n')}\n`, { mode: 0o644 });
   const asRoot = process.getuid?.() === 0;
   const child = spawn(BINARY, [...(asRoot ? ['-u', 'postgres'] : []), config], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
@@ -129,6 +138,16 @@ export async function startPgBouncer(
       return pooled.toString();
     },
     log: () => output,
+    async reload(sessionDatabaseMode) {
+      await writeFile(config, `${ini(sessionDatabaseMode).join('\n')}\n`, { mode: 0o644 });
+      const reloads = output.split(RELOADED).length;
+      child.kill('SIGHUP');
+      const deadline = Date.now() + 20_000;
+      while (output.split(RELOADED).length === reloads) {
+        if (Date.now() > deadline) throw new Error(`pgbouncer did not reload within 20 s:\n${output}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    },
     stop,
   };
 }

@@ -7,12 +7,13 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
+import { pino } from 'pino';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { Permgraph } from '../../src/client.ts';
 import { IMPORT_LOCK_CLASS, POOLER_CHECK_TIMEOUT_MS } from '../../src/constants.ts';
 import { SharedSessionError } from '../../src/errors.ts';
 import { sql, type Queryable } from '../../src/db/pool.ts';
-import { Worker } from '../../src/worker/worker.ts';
+import { Worker, type WorkerOptions } from '../../src/worker/worker.ts';
 import { runCli, spawnCli, waitUntil } from '../helpers/cli.ts';
 import { createEmptyDatabase, createTestDatabase } from '../helpers/database.ts';
 import { createLogin } from '../helpers/logins.ts';
@@ -217,6 +218,113 @@ if (PGBOUNCER_MISSING) {
         expect(worker.failure?.message).toMatch(/transaction pool.*connect the worker directly/);
         expect(worker.role).toBeUndefined();
         expect(await applierRoleHolders(owner)).toEqual([]);
+      });
+
+      /** A worker whose log lines are kept: said(message) counts those saying it. */
+      function loggedWorker(options: WorkerOptions): { worker: Worker; said: (message: string) => number; stopped: Promise<void> } {
+        const lines: { msg: string }[] = [];
+        const worker = new Worker({ ...options, logger: pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) }) });
+        workers.push(worker);
+        const stopped = new Promise<void>((resolve) => worker.once('stopped', resolve));
+        return { worker, said: (message) => lines.filter((line) => line.msg === message).length, stopped };
+      }
+      const HOLDING = 'holding the applier role';
+      /** Ends the server sessions holding the applier role, as a failover or a restarted server would. */
+      async function breakRoleHolders(): Promise<void> {
+        for (const pid of await applierRoleHolders(owner)) await owner.query(sql`select pg_terminate_backend(${pid})`);
+      }
+
+      it('asks again when it reconnects: its session pool reloaded as a transaction pool and its session broken, it stops, saying why, rather than take the role there', async () => {
+        // (before, it reconnected and took the role again, on a server session the pooler now shares)
+        const own = await startPgBouncer(url, [workerLogin.url]);
+        try {
+          // (polling seldom: its connection is still on its server session when that ends, and the pooler closes it)
+          const { worker, said, stopped } = loggedWorker({ url: own.url(workerLogin.url, 'session'), listen: false, pollIntervalMs: 5_000, standbyIntervalMs: 100 });
+          await worker.start();
+          await waitUntil(async () => worker.role === 'active', 'the worker to take the role');
+          await waitUntil(async () => {
+            const sessions = await owner.query(sql`select state, query from pg_stat_activity where pid = any(${await applierRoleHolders(owner)}::int[])`);
+            return sessions.length === 1 && sessions[0].state === 'idle' && sessions[0].query.includes('apply_changes');
+          }, 'the worker to wait for its next poll, its first batch applied');
+          await own.reload('transaction');
+          await breakRoleHolders();
+          await waitUntil(async () => worker.failure !== undefined || said(HOLDING) > 1, 'the worker to stop, or to take the role again');
+          expect(said(HOLDING)).toBe(1);
+          expect(worker.failure).toBeInstanceOf(SharedSessionError);
+          expect(worker.failure?.message).toMatch(/transaction pool.*connect the worker directly/);
+          await stopped;
+          expect(worker.role).toBeUndefined();
+          expect(await applierRoleHolders(owner)).toEqual([]);
+        } finally {
+          await own.stop();
+        }
+      });
+
+      it('stops at its next batch, without running it, when the pooler moves its connection to another server session, and ends the session its lock is on', async () => {
+        // (before, its batches ran on whichever session the pooler gave it, while its lock and settings stayed on the old one)
+        const own = await startPgBouncer(url, [workerLogin.url]);
+        const other = new pg.Client({ connectionString: own.url(workerLogin.url, 'session') });
+        other.on('error', () => {});
+        try {
+          const { worker, stopped } = loggedWorker({ url: own.url(workerLogin.url, 'session'), listen: false, pollIntervalMs: 200, standbyIntervalMs: 100 });
+          let batches = 0;
+          worker.on('batch', () => batches++);
+          await worker.start();
+          await waitUntil(async () => worker.role === 'active', 'the worker to take the role');
+          const [holder] = await applierRoleHolders(owner);
+          await own.reload('transaction');
+          // Another client of the login takes the worker's server session, once the pooler has let go of it between two batches.
+          await other.connect();
+          await waitUntil(async () => {
+            await other.query('begin');
+            if ((await other.query('select pg_backend_pid() as pid')).rows[0].pid === holder) return true;
+            await other.query('rollback');
+            return false;
+          }, "the other client to get the worker's server session");
+          await owner.query(sql`insert into permgraph.nodes (id, kind) values ('moved-user', 'user')`);
+          await waitUntil(async () => worker.failure !== undefined || batches > 0, 'the worker to stop, or to apply the change elsewhere');
+          expect(batches).toBe(0);
+          expect(worker.failure).toBeInstanceOf(SharedSessionError);
+          expect(worker.failure?.message).toMatch(
+            new RegExp(`^this URL goes through a transaction pooler \\(its connection was moved from server session ${holder} to \\d+\\): .*connect the worker directly`),
+          );
+          await stopped;
+          // Its session, lock and settings with it, is gone (and the other client's transaction on it too).
+          expect(await applierRoleHolders(owner)).toEqual([]);
+          await expect(other.query('select 1')).rejects.toThrow();
+        } finally {
+          await other.end().catch(() => {});
+          await own.stop();
+        }
+      });
+
+      it('two workers on a session pool reloaded as a transaction pool: neither holds the applier role there, both stop saying why, and no lock is left', async () => {
+        // (before, the standby took the role once the active one's session broke, while that one reconnected and took it too)
+        const own = await startPgBouncer(url, [workerLogin.url]);
+        try {
+          const sessionUrl = own.url(workerLogin.url, 'session');
+          const pair = [0, 1].map(() => loggedWorker({ url: sessionUrl, listen: false, pollIntervalMs: 200, standbyIntervalMs: 100 }));
+          const [first, second] = pair.map((p) => p.worker) as [Worker, Worker];
+          await first.start();
+          await waitUntil(async () => first.role === 'active', 'the first worker to take the role');
+          await second.start();
+          await waitUntil(async () => second.role === 'standby', 'the second worker to wait as a standby');
+          await own.reload('transaction');
+          await breakRoleHolders();
+          const holding = () => pair.reduce((n, p) => n + p.said(HOLDING), 0);
+          await waitUntil(async () => (first.failure !== undefined && second.failure !== undefined) || holding() > 1, 'both workers to stop, or one to take the role again');
+          expect(holding()).toBe(1);
+          for (const worker of [first, second]) {
+            expect(worker.failure).toBeInstanceOf(SharedSessionError);
+            expect(worker.failure?.message).toMatch(/transaction pool.*connect the worker directly/);
+          }
+          await Promise.all(pair.map((p) => p.stopped));
+          expect(await applierRoleHolders(owner)).toEqual([]);
+        } finally {
+          await own.stop();
+        }
+        // nothing of theirs is left on the pooler's sessions to keep a worker connected directly waiting
+        await directWorker();
       });
 
       it('runs in session pooling: one applier, a standby that takes over when it stops or is killed', async () => {
