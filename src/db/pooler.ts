@@ -3,7 +3,7 @@
 // and the pooler answer, never from the URL.
 import pg, { type ClientConfig } from 'pg';
 import { END_TIMEOUT_MS, POOLER_CHECK_APPLICATION_NAME, POOLER_CHECK_TIMEOUT_MS } from '../constants.ts';
-import { SharedSessionError } from '../errors.ts';
+import { PermgraphError, SharedSessionError } from '../errors.ts';
 import { clientConfig } from './client-config.ts';
 import { announcedPid, connectionPeer, type PeerAddress } from './close-connection.ts';
 import { openPool, sql, type ConnectionPool, type PoolOptions } from './pool.ts';
@@ -33,7 +33,7 @@ export type ConnectionPath = 'direct' | 'pooled' | 'shared';
  * address the first connection reached.
  */
 export async function connectionPath(url: string, { sharing = false }: { sharing?: boolean } = {}): Promise<ConnectionPath> {
-  const seen = await firstLook(url, sharing);
+  const seen = await firstLook(url, sharing).catch(explainTimeout);
   if (seen.direct) return 'direct';
   if (!sharing) return 'pooled';
   return (await sharesSessions(url, seen.address)) ? 'shared' : 'pooled';
@@ -58,6 +58,10 @@ export async function connectionPath(url: string, { sharing = false }: { sharing
  * sessions in step with the check may pass for a session pooler.
  */
 export async function sharesSessions(url: string, address: PeerAddress | undefined): Promise<boolean> {
+  return askSharing(url, address).catch(explainTimeout);
+}
+
+async function askSharing(url: string, address: PeerAddress | undefined): Promise<boolean> {
   const config = await clientConfig(url, POOLER_CHECK_APPLICATION_NAME, { address });
   const sockets = new SocketKeeper();
   const clients: pg.Client[] = [];
@@ -109,6 +113,24 @@ export function sharedSessionError(who: string, why: string, seen = 'two of its 
     `this URL goes through a transaction pooler (${seen}): ${why}; ` +
       `connect ${who} directly to PostgreSQL, or through a pooler in session mode (docs/operations.md, "Connection poolers")`,
   );
+}
+
+/**
+ * What a statement of the check that got no answer in time means (node-pg
+ * failed it with "Query read timeout"): its connection was let in, the
+ * login answered, and then no server session answered it. A connection
+ * pooler does that while the server sessions of its pool are all in use:
+ * it queues the client (PgBouncer, up to its query_wait_timeout).
+ */
+function explainTimeout(error: unknown): never {
+  if (error instanceof Error && error.message === 'Query read timeout') {
+    throw new PermgraphError(
+      `no server session answered within ${POOLER_CHECK_TIMEOUT_MS / 1000} s, though the connection was let in: ` +
+        'a connection pooler whose server sessions are all in use (PgBouncer: pool_size), or a server too busy to answer',
+      { cause: error },
+    );
+  }
+  throw error;
 }
 
 /** The process id of the server session that ran this statement. */

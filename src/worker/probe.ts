@@ -37,6 +37,12 @@ export type ProbeOutcome =
    */
   | { kind: 'elsewhere'; server: string }
   /**
+   * Asked about no session (none is known yet: undefined): a new
+   * connection was let in and its statement answered in time, so the
+   * server and the network to it work.
+   */
+  | { kind: 'answered' }
+  /**
    * The statement it was about was answered meanwhile (the caller's signal):
    * the probe stopped where it was, ended no session, and learned nothing.
    */
@@ -53,11 +59,14 @@ export interface ProbedSession extends SessionIdentity {
 }
 
 /**
- * Asks the server about a session. signal: aborted once the answer no
- * longer matters (the statement was answered meanwhile): the probe then
- * ends at once, ends no session, and its outcome is 'abandoned'.
+ * Asks the server about a session, or, with none known yet (undefined),
+ * only whether a new connection to the URL is let in and answered
+ * ('answered', 'slow', 'unanswered' or 'refused'). signal: aborted once
+ * the answer no longer matters (the statement was answered meanwhile):
+ * the probe then ends at once, ends no session, and its outcome is
+ * 'abandoned'.
  */
-export type Probe = (session: ProbedSession, stuckAfterMs: number, signal?: AbortSignal) => Promise<ProbeOutcome>;
+export type Probe = (session: ProbedSession | undefined, stuckAfterMs: number, signal?: AbortSignal) => Promise<ProbeOutcome>;
 
 /** The states of a session waiting for its client's next message. */
 const IDLE_STATES = ['idle', 'idle in transaction', 'idle in transaction (aborted)'];
@@ -111,10 +120,11 @@ export function createProbe(url: string, timeoutMs: number): Probe {
     let client: pg.Client | undefined;
     try {
       if (signal?.aborted) throw new Error(ABANDONED);
-      const base = await Promise.race([readConfig(session.peer, sockets), ended]);
+      const base = await Promise.race([readConfig(session?.peer, sockets), ended]);
       client = new pg.Client({ ...base, connectionTimeoutMillis: timeoutMs, stream: sockets.stream });
       client.on('error', () => {}); // (its errors reach the calls awaited here)
       await Promise.race([client.connect(), ended]);
+      if (session === undefined) return await Promise.race([client.query('select').then((): ProbeOutcome => ({ kind: 'answered' })), ended]);
       return await Promise.race([askAbout(client, session, stuckAfterMs, signal), ended]);
     } catch (error) {
       if (signal?.aborted) return { kind: 'abandoned' };

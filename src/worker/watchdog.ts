@@ -36,7 +36,19 @@ const UNKNOWN_OUTCOME_MESSAGES = {
   refused: 'still waiting for the database; a probe was refused, so whether its session is alive is unknown',
   slow: 'still waiting for the database; the server was slow to answer a probe, so whether its session is alive is unknown',
   elsewhere: "still waiting for the database; a probe reached another server than its session's, so whether its session is alive is unknown",
+  answered: 'still waiting for the database; a probe asked nothing about its session, so whether it is alive is unknown', // (never: a session is asked about)
 } as const;
+
+/**
+ * What the worker logs (once) while a connection of its waits for a server
+ * session: a probe's new connection was let in (the login answered), but
+ * not its statement. A connection pooler does that while the server
+ * sessions of its pool are all in use by other clients (PgBouncer queues
+ * the client until one is free, or its query_wait_timeout), and so does a
+ * server too busy to start a session. Not a network stall.
+ */
+export const WAITING_FOR_SERVER_SESSION =
+  'waiting for a server session: new connections are let in, but their statements wait, as behind a connection pooler whose server sessions are all in use (or a server too busy to start one)';
 
 /**
  * Watches the statements of one connection (the worker's) and closes the
@@ -73,7 +85,11 @@ const UNKNOWN_OUTCOME_MESSAGES = {
  * Statements before the session is known (identify: the session's set-up,
  * a few settings that take milliseconds) cannot be asked about: they are
  * given checkIntervalMs + checkTimeoutMs, the time a stall takes to be
- * confirmed by one probe, and the connection is closed past it.
+ * confirmed by one probe, and the connection is closed past it. Unless a
+ * probe then finds new connections let in but their statements waiting
+ * (WAITING_FOR_SERVER_SESSION: a pooler's queue, which this statement
+ * waits in too, and which a new connection would join at its end): that
+ * is logged, and waited for while probes keep finding it.
  *
  * The statement then fails with a ConnectionStalledError (a connection
  * error): the worker retries on a new connection, as after any lost one.
@@ -121,10 +137,34 @@ export class ConnectionWatchdog {
     }
   }
 
-  /** A statement before the session is known: a stall once its time is up (a stop() does not shorten it). */
+  /**
+   * A statement before the session is known: a stall once its time is up
+   * (a stop() does not shorten it), unless the probe at checkIntervalMs,
+   * which asks only whether a new connection is answered, is let in and
+   * then kept waiting ('slow'): then it waits on, probing again less and
+   * less often (up to maxCheckIntervalMs), until a probe finds otherwise
+   * (a stall at once), or the worker stops (a stall: its connection is
+   * closed rather than left in the queue).
+   */
   private async superviseUnidentified(watch: Watch): Promise<void> {
-    const { checkIntervalMs, checkTimeoutMs } = this.options.timings;
+    const { checkIntervalMs, checkTimeoutMs, maxCheckIntervalMs } = this.options.timings;
     const deadline = watch.startedAt + checkIntervalMs + checkTimeoutMs;
+    let nextProbeAt = watch.startedAt + checkIntervalMs;
+    let interval = checkIntervalMs;
+    let queued = false;
+    for (;;) {
+      // (while queued, a stop() ends the wait)
+      while (!watch.settled && !(queued && this.stopping) && Date.now() < nextProbeAt) await watch.wake.wait(nextProbeAt - Date.now());
+      if (watch.settled || (queued && this.stopping)) break;
+      const outcome = await this.options.probe(undefined, checkIntervalMs, watch.answered.signal).catch(
+        (error: unknown): ProbeOutcome => ({ kind: 'refused', reason: `the probe failed: ${String(error)}` }),
+      );
+      if (watch.settled || outcome.kind !== 'slow') break;
+      if (!queued) this.options.logger.warn({ operation: watch.what, waitedMs: Date.now() - watch.startedAt, probe: outcome }, WAITING_FOR_SERVER_SESSION);
+      queued = true;
+      interval = Math.min(interval * 2, Math.max(checkIntervalMs, maxCheckIntervalMs));
+      nextProbeAt = Date.now() + interval;
+    }
     while (!watch.settled && Date.now() < deadline) await watch.wake.wait(deadline - Date.now());
     if (watch.settled) return;
     const waitedMs = Date.now() - watch.startedAt;
@@ -157,6 +197,7 @@ export class ConnectionWatchdog {
         case 'refused':
         case 'slow':
         case 'elsewhere':
+        case 'answered':
           unanswered = 0;
           if (!unknownLogged) this.options.logger.warn(context, UNKNOWN_OUTCOME_MESSAGES[outcome.kind]);
           unknownLogged = true;

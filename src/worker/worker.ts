@@ -31,7 +31,7 @@ import { connectionPath, sharedSessionError, sharesSessions, type ConnectionPath
 import { startListener, type Listener } from './listener.ts';
 import { createProbe, type Probe } from './probe.ts';
 import { Wakeup } from './wakeup.ts';
-import { ConnectionWatchdog, type WatchdogTimings } from './watchdog.ts';
+import { ConnectionWatchdog, WAITING_FOR_SERVER_SESSION, type WatchdogTimings } from './watchdog.ts';
 
 export interface WorkerOptions {
   url: string;
@@ -274,8 +274,16 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   private async runForever(): Promise<void> {
     while (!this.stopping) {
+      // (aborted once the task starts, or the pool fails to connect)
+      const connected = new AbortController();
+      void this.noticeConnecting(connected.signal);
       try {
-        await this.pool.task((conn) => this.serveWithConnection(conn));
+        await this.pool
+          .task((conn) => {
+            connected.abort();
+            return this.serveWithConnection(conn);
+          })
+          .finally(() => connected.abort());
       } catch (error) {
         if (this.stopping) break;
         if (error instanceof SharedSessionError) {
@@ -309,6 +317,28 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
   }
 
+  /**
+   * Says why the loop waits for its connection, if it does for longer than
+   * checkIntervalMs: the pool connects and pins its search path before the
+   * task starts, where no watchdog watches. A probe of a new connection
+   * then, and less and less often after, tells a pooler's queue
+   * (WAITING_FOR_SERVER_SESSION: logged once; the connection waits in it,
+   * and a new one would join it at its end) from a server that answers.
+   */
+  private async noticeConnecting(connected: AbortSignal): Promise<void> {
+    const { checkIntervalMs, maxCheckIntervalMs } = this.options.watchdog;
+    for (let interval = checkIntervalMs; !this.stopping; interval = Math.min(interval * 2, Math.max(checkIntervalMs, maxCheckIntervalMs))) {
+      await sleep(interval, undefined, { signal: connected }).catch(() => {});
+      if (connected.aborted || this.stopping) return;
+      const outcome = await this.probe(undefined, checkIntervalMs, connected);
+      if (connected.aborted || this.stopping) return;
+      if (outcome.kind === 'slow') {
+        this.logger.warn({ operation: 'connecting', probe: outcome }, WAITING_FOR_SERVER_SESSION);
+        return;
+      }
+    }
+  }
+
   private async serveWithConnection(conn: Connection): Promise<void> {
     // Every statement on the connection is watched: on a stalled network it
     // is closed (the statement fails as a lost connection) and the loop
@@ -325,7 +355,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   private async serveWatched(conn: Connection, watchdog: ConnectionWatchdog): Promise<void> {
     // Nothing is set on a session that a transaction pooler shares.
-    const serverPid = await watchdog.watch('the first statement', () => queryServerPid(conn));
+    const serverPid = await watchdog.watch("the connection's first statement", () => queryServerPid(conn));
     await this.requireOwnSession(conn, serverPid);
     // Each batch is one statement in its own REPEATABLE READ transaction:
     // one round trip, and writers never wait for it; a mixed queue is

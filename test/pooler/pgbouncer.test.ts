@@ -221,12 +221,12 @@ if (PGBOUNCER_MISSING) {
       });
 
       /** A worker whose log lines are kept: said(message) counts those saying it. */
-      function loggedWorker(options: WorkerOptions): { worker: Worker; said: (message: string) => number; stopped: Promise<void> } {
-        const lines: { msg: string }[] = [];
+      function loggedWorker(options: WorkerOptions): { worker: Worker; lines: Record<string, any>[]; said: (message: string) => number; stopped: Promise<void> } {
+        const lines: Record<string, any>[] = [];
         const worker = new Worker({ ...options, logger: pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) }) });
         workers.push(worker);
         const stopped = new Promise<void>((resolve) => worker.once('stopped', resolve));
-        return { worker, said: (message) => lines.filter((line) => line.msg === message).length, stopped };
+        return { worker, lines, said: (message) => lines.filter((line) => line.msg === message).length, stopped };
       }
       const HOLDING = 'holding the applier role';
       /** Ends the server sessions holding the applier role, as a failover or a restarted server would. */
@@ -325,6 +325,61 @@ if (PGBOUNCER_MISSING) {
         }
         // nothing of theirs is left on the pooler's sessions to keep a worker connected directly waiting
         await directWorker();
+      });
+
+      it("says it waits for a server session while a full session pool keeps it queued, at start and when it reconnects, and takes the role once one is free", async () => {
+        const own = await startPgBouncer(url, [workerLogin.url], { sessionPoolSize: 3 });
+        const sessionUrl = own.url(workerLogin.url, 'session');
+        const others: pg.Client[] = [];
+        /** Another client of the login, which holds one of the pool's three server sessions from its first statement on, or waits for one. */
+        const occupy = async (): Promise<{ answered: Promise<unknown> }> => {
+          const other = new pg.Client({ connectionString: sessionUrl });
+          other.on('error', () => {});
+          others.push(other);
+          await other.connect();
+          const answered = other.query('select 1');
+          answered.catch(() => {});
+          return { answered };
+        };
+        const free = () => Promise.all(others.splice(0).map((other) => other.end().catch(() => {})));
+        const WAITING = /^waiting for a server session: new connections are let in, but their statements wait, as behind a connection pooler/;
+        try {
+          for (const { answered } of await Promise.all([occupy(), occupy(), occupy()])) await answered;
+          const { worker, lines } = loggedWorker({
+            url: sessionUrl, listen: false, pollIntervalMs: 200, standbyIntervalMs: 100, watchdog: { checkIntervalMs: 500, checkTimeoutMs: 500 },
+          });
+          const starting = worker.start();
+          // At start: the check of how it connects finds no server session to answer it.
+          await waitUntil(async () => lines.length > 0, 'the worker to say something');
+          // (before: "Query read timeout")
+          expect(lines[0]).toMatchObject({
+            msg: "could not check how the worker's connections reach the server; asking again when it connects",
+            err: { message: expect.stringMatching(/^no server session answered within 2 s, though the connection was let in: a connection pooler whose server sessions are all in use/) },
+          });
+          await free();
+          await starting;
+          await waitUntil(async () => worker.role === 'active', 'the worker to take the role');
+
+          // Full again, a third client queued for the next free session; then the worker's session breaks and it reconnects into the queue.
+          for (const { answered } of await Promise.all([occupy(), occupy()])) await answered;
+          const queued = (await occupy()).answered;
+          const seen = lines.length;
+          await breakRoleHolders();
+          const since = () => lines.slice(seen);
+          // (before, nothing was said until PgBouncer gave up on the connection: "query_wait_timeout")
+          await waitUntil(async () => since().some((line) => WAITING.test(line.msg) || /query_wait_timeout/.test(line.err?.message ?? '')), 'the worker to say why it waits');
+          expect(since().filter((line) => line.level >= 40).map((line) => line.msg)).toEqual([
+            'lost the connection to the database; retrying',
+            expect.stringMatching(WAITING),
+          ]);
+          await queued;
+          await free();
+          await waitUntil(async () => worker.role === 'active', 'the worker to take the role again');
+          expect(since().some((line) => /stopped answering/.test(line.msg))).toBe(false);
+        } finally {
+          await free();
+          await own.stop();
+        }
       });
 
       it('runs in session pooling: one applier, a standby that takes over when it stops or is killed', async () => {

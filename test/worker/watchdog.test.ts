@@ -33,6 +33,8 @@ const WATCHDOG = { checkIntervalMs: 300, checkTimeoutMs: 3000, maxCheckIntervalM
 
 /** What the watchdog logs (at debug) of each probe that found the session alive. */
 const ALIVE_MESSAGE = 'still waiting for the database; its session is alive';
+const WAITING_FOR_SESSION =
+  'waiting for a server session: new connections are let in, but their statements wait, as behind a connection pooler whose server sessions are all in use (or a server too busy to start one)';
 
 /** What the worker logs when its watchdog closes a connection. */
 const STALL_MESSAGE = "the database stopped answering the worker's connection: closing it to reconnect";
@@ -389,10 +391,22 @@ describe('the watchdog decides from its probes', () => {
     expect(lines.filter((entry) => entry.msg === ALIVE_MESSAGE).map((entry) => entry.nextCheckInMs)).toEqual([20, 40, 40, 40, 40]);
   });
 
-  it('a statement before the session is known is never probed, and is closed once its time is up', async () => {
-    const unknown = await watchHanging([{ kind: 'alive', state: 'active' }], 5_000, { identified: false });
-    expect(unknown).toMatchObject({ closed: true, probes: 0 });
-    expect((unknown.error as Error).message).toMatch(/^the database stopped answering: a batch got no answer for [\d.]+ s, which takes milliseconds; closed the connection$/);
+  it('a statement before the session is known: the probe asks only whether a new connection is answered, and the statement is closed once its time is up', async () => {
+    for (const outcome of [{ kind: 'answered' }, { kind: 'unanswered', reason: 'timeout' }, { kind: 'refused', reason: 'too many clients already' }] as ProbeOutcome[]) {
+      const unknown = await watchHanging([outcome], 5_000, { identified: false });
+      expect(unknown, outcome.kind).toMatchObject({ closed: true, probes: 1 });
+      expect((unknown.error as Error).message).toMatch(/^the database stopped answering: a batch got no answer for [\d.]+ s, which takes milliseconds; closed the connection$/);
+    }
+  });
+
+  it('a statement before the session is known, while new connections are let in but their statements wait (a pooler whose sessions are all in use): waited for, saying so once, not closed as a stall', async () => {
+    // (before, it was closed as a stall once its time was up, and the worker reconnected into the same queue)
+    const lines: Record<string, any>[] = [];
+    const logger: Logger = pino({ level: 'debug' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    const queued = await watchHanging([{ kind: 'slow', reason: 'the server began to answer, then not within 10 ms' }], 300, { identified: false, logger });
+    expect(queued).toMatchObject({ closed: false });
+    expect(queued.probes).toBeGreaterThan(1);
+    expect(lines.filter((entry) => entry.level >= 40).map((entry) => entry.msg)).toEqual([WAITING_FOR_SESSION]);
   });
 
   it('a statement that answers in time is never probed', async () => {
@@ -448,6 +462,8 @@ describe('a probe tells a slow server from an unreachable one', () => {
     try {
       const outcome = await createProbe(server.url, 300)({ pid: 1, startedAt: null }, 300);
       expect(outcome.kind).toBe('slow');
+      // (asking about no session: a connection's set-up, a queue in a pooler)
+      expect((await createProbe(server.url, 300)(undefined, 300)).kind).toBe('slow');
     } finally {
       await server.close();
     }
