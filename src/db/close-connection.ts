@@ -1,8 +1,18 @@
-import type { Connection } from '@databases/pg';
+import type { Connection, Transaction } from '@databases/pg';
+import { connect } from 'node:net';
+import { CANCEL_REQUEST_CODE } from '../constants.ts';
 
-/** The part of @databases/pg's connection reached here: its driver's node-pg client's socket. */
+/** The part of @databases/pg's connection (or transaction) reached here: its driver's node-pg client, and that client's socket. */
 interface PooledConnectionInternals {
-  _driver?: { client?: { host?: unknown; processID?: unknown; connection?: { stream?: { destroy?: () => void; remoteAddress?: string; remotePort?: number } } } };
+  _driver?: {
+    client?: {
+      host?: unknown;
+      port?: unknown;
+      processID?: unknown;
+      secretKey?: unknown;
+      connection?: { stream?: { destroy?: () => void; remoteAddress?: string; remotePort?: number } };
+    };
+  };
 }
 
 /** A TCP address: an IP address (v4 or v6) and a port. */
@@ -63,4 +73,63 @@ export function connectionPeer(conn: Connection): PeerAddress | undefined {
 export function announcedPid(conn: Connection): number | undefined {
   const pid = (conn as unknown as PooledConnectionInternals)._driver?.client?.processID;
   return typeof pid === 'number' ? pid : undefined;
+}
+
+/**
+ * What a CancelRequest for a pooled connection's statement needs: the
+ * process id and secret key its server announced at its start
+ * (BackendKeyData; a pooler's own, which it maps to the server session
+ * it has linked to this connection at the moment), and where to send it:
+ * the address the connection's socket reached, or its Unix socket's path.
+ */
+export interface CancelTarget {
+  processID: number;
+  secretKey: number;
+  to: PeerAddress | { path: string };
+}
+
+/** The CancelTarget of a pooled connection, or of the transaction it runs; undefined when node-pg's client is not where closeConnectionNow finds it. */
+export function cancelTargetOf(conn: Connection | Transaction): CancelTarget | undefined {
+  const client = (conn as unknown as PooledConnectionInternals)._driver?.client;
+  const { processID, secretKey, host, port } = client ?? {};
+  if (typeof processID !== 'number' || typeof secretKey !== 'number') return undefined;
+  const peer = connectionPeer(conn as Connection);
+  if (peer !== undefined) return { processID, secretKey, to: peer };
+  // (node-pg's path of a Unix socket, as it connects: the directory, then .s.PGSQL.<port>)
+  if (typeof host === 'string' && host.startsWith('/')) return { processID, secretKey, to: { path: `${host}/.s.PGSQL.${typeof port === 'number' ? port : 5432}` } };
+  return undefined;
+}
+
+/**
+ * Asks the server (or pooler) of a connection to cancel the statement the
+ * connection runs, by the protocol's CancelRequest over a connection of
+ * its own: the key names that one session (through a pooler, the server
+ * session the pooler has linked to that client connection then, if any),
+ * and a session that is idle ignores it. Resolves once delivered (the
+ * server closes the connection), fails after timeoutMs. Sent in plain
+ * text, as libpq's PQcancel sends it: it carries only the key.
+ */
+export async function sendCancelRequest(target: CancelTarget, timeoutMs: number): Promise<void> {
+  const packet = Buffer.alloc(16);
+  packet.writeInt32BE(16, 0);
+  packet.writeInt32BE(CANCEL_REQUEST_CODE, 4);
+  packet.writeInt32BE(target.processID, 8);
+  packet.writeInt32BE(target.secretKey, 12);
+  const socket = 'path' in target.to ? connect(target.to.path) : connect(target.to.port, target.to.host);
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`the cancel request was not delivered within ${timeoutMs} ms`));
+    }, timeoutMs);
+    socket.once('connect', () => socket.end(packet));
+    socket.once('error', (error) => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(error);
+    });
+    socket.once('close', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
 }

@@ -14,7 +14,7 @@ import { IMPORT_LOCK_CLASS, POOLER_CHECK_TIMEOUT_MS } from '../../src/constants.
 import { SharedSessionError } from '../../src/errors.ts';
 import { sql, type Queryable } from '../../src/db/pool.ts';
 import { Worker, type WorkerOptions } from '../../src/worker/worker.ts';
-import { runCli, spawnCli, waitUntil } from '../helpers/cli.ts';
+import { collect, runCli, spawnCli, waitUntil } from '../helpers/cli.ts';
 import { createEmptyDatabase, createTestDatabase } from '../helpers/database.ts';
 import { createLogin } from '../helpers/logins.ts';
 import { PGBOUNCER_MISSING, startPgBouncer, type PoolMode } from '../helpers/pgbouncer.ts';
@@ -175,6 +175,38 @@ if (PGBOUNCER_MISSING) {
         expect([checked.code, checked.stdout.trim()]).toEqual([0, 'yes']);
         const explained = await runCli(['explain', `${p}dana`, `${p}ops`, '--database-url', bouncer.url(reader.url, mode)]);
         expect(explained.stdout).toContain(`${p}dana -[write, default]-> ${p}ops`);
+      });
+
+      it('the command line: Ctrl-C cancels the statement it runs through the pooler, and exits 130', async () => {
+        // (before, in transaction pooling, the interrupt's pg_cancel_backend query waited for the pool's one server
+        // session, which the interrupted statement held: the command never stopped)
+        const p = `ctrl-c-${mode}-`;
+        await owner.query(sql`insert into permgraph.nodes (id, kind) values (${`${p}erin`}, 'user'), (${`${p}docs`}, 'group')`);
+        const lockWaiters = () =>
+          owner.query(sql`
+            select pid from pg_stat_activity
+            where datname = current_database() and usename = ${reader.name} and wait_event_type = 'Lock'`);
+        // The permission table locked on a direct connection: the check waits for it, on the server.
+        await owner.tx(async (tx) => {
+          await tx.query(sql`lock table permgraph.permissions in access exclusive mode`);
+          const child = spawnCli(['check', `${p}erin`, `${p}docs`, 'read', '--database-url', bouncer.url(reader.url, mode)]);
+          const done = collect(child);
+          try {
+            await waitUntil(async () => (await lockWaiters()).length > 0, 'the check to wait for the lock');
+            child.kill('SIGINT');
+            await waitUntil(async () => child.exitCode !== null, 'the command to exit');
+            expect(await done).toEqual({ code: 130, stdout: '', stderr: 'permgraph: interrupted by SIGINT\n' });
+          } finally {
+            child.kill('SIGKILL');
+          }
+          // Its statement was cancelled, while the lock is still held: nothing waits for it any more.
+          await waitUntil(async () => (await lockWaiters()).length === 0, 'the statement to be cancelled');
+          const [held] = await tx.query(sql`
+            select count(*)::int as n from pg_locks
+            where locktype = 'relation' and relation = 'permgraph.permissions'::regclass and mode = 'AccessExclusiveLock' and granted
+              and database = (select oid from pg_database where datname = current_database())`);
+          expect(held.n).toBe(1);
+        });
       });
     });
 
