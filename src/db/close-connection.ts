@@ -105,9 +105,13 @@ export function cancelTargetOf(conn: Connection | Transaction): CancelTarget | u
  * connection runs, by the protocol's CancelRequest over a connection of
  * its own: the key names that one session (through a pooler, the server
  * session the pooler has linked to that client connection then, if any),
- * and a session that is idle ignores it. Resolves once delivered (the
- * server closes the connection), fails after timeoutMs. Sent in plain
- * text, as libpq's PQcancel sends it: it carries only the key.
+ * and a session that is idle ignores it. Sent in plain text, as libpq's
+ * PQcancel sends it: it carries only the key. Resolves once the server
+ * has closed that connection, which it does when it has the request (as
+ * libpq, this side never closes first: a request cut short may be lost,
+ * and PgBouncer 1.18 crashed, "bad client state", when the client closed
+ * while it forwarded one). Fails after timeoutMs, leaving the socket to
+ * close then (unreferenced: it keeps no process alive).
  */
 export async function sendCancelRequest(target: CancelTarget, timeoutMs: number): Promise<void> {
   const packet = Buffer.alloc(16);
@@ -116,17 +120,16 @@ export async function sendCancelRequest(target: CancelTarget, timeoutMs: number)
   packet.writeInt32BE(target.processID, 8);
   packet.writeInt32BE(target.secretKey, 12);
   const socket = 'path' in target.to ? connect(target.to.path) : connect(target.to.port, target.to.host);
+  socket.unref();
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error(`the cancel request was not delivered within ${timeoutMs} ms`));
-    }, timeoutMs);
-    socket.once('connect', () => socket.end(packet));
+    const timer = setTimeout(() => reject(new Error(`the cancel request was not taken within ${timeoutMs} ms`)), timeoutMs);
+    socket.once('connect', () => socket.write(packet));
     socket.once('error', (error) => {
       clearTimeout(timer);
       socket.destroy();
       reject(error);
     });
+    // (the server's close ends this side too: allowHalfOpen is off)
     socket.once('close', () => {
       clearTimeout(timer);
       resolve();
