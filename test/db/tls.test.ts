@@ -66,6 +66,23 @@ async function clientUsesTls(url: string, options: ClientConfigOptions = {}): Pr
   }
 }
 
+/** Whether the worker's listener on `url` is encrypted, as `server` (reached as its admin) sees its session. */
+async function listenerUsesTls(url: string, server: { url(): string }): Promise<boolean[]> {
+  const listener = await startListener(url, () => {}, silentLogger);
+  try {
+    const admin = openPool(server.url(), { poolSize: 1 });
+    try {
+      const rows = await admin.query(sql`
+        select s.ssl from pg_stat_activity a join pg_stat_ssl s using (pid) where a.application_name = ${LISTENER_APPLICATION_NAME}`);
+      return rows.map((row) => row.ssl as boolean);
+    } finally {
+      await admin.dispose();
+    }
+  } finally {
+    await listener.close();
+  }
+}
+
 describe('sslmode, as libpq reads it', () => {
   it('the plan of each mode: plain, fallback, unverified, verified chain, verified host; the TLS parameters leave the URL', () => {
     const base = 'postgres://u:p@db.example:5433/app?application_name=x';
@@ -237,16 +254,7 @@ describe('sslmode, as libpq reads it', () => {
         await pool.dispose();
       }
       // The worker's listener, which goes through the list host by host itself.
-      const listener = await startListener(reached, () => {}, silentLogger);
-      try {
-        const admin = openPool(ipServer.url(), { poolSize: 1 });
-        const rows = await admin.query(sql`
-          select s.ssl from pg_stat_activity a join pg_stat_ssl s using (pid) where a.application_name = ${LISTENER_APPLICATION_NAME}`);
-        await admin.dispose();
-        expect(rows).toEqual([{ ssl: true }]);
-      } finally {
-        await listener.close();
-      }
+      expect(await listenerUsesTls(reached, ipServer)).toEqual([true]);
       // A certificate for another name (localhost) at the address reached: refused.
       const wrongName = listing(tlsServer, '127.0.0.2,127.0.0.1', CA);
       await expect(poolUsesTls(wrongName)).rejects.toThrow(/IP: 127\.0\.0\.1 is not in the cert's list/);
@@ -265,16 +273,7 @@ describe('sslmode, as libpq reads it', () => {
     });
 
     it("the worker's listener connects on the same terms", async () => {
-      const listener = await startListener(withTls(tlsServer.url(), '127.0.0.1', { sslmode: 'require' }), () => {}, silentLogger);
-      try {
-        const admin = openPool(tlsServer.url(), { poolSize: 1 });
-        const rows = await admin.query(sql`
-          select s.ssl from pg_stat_activity a join pg_stat_ssl s using (pid) where a.application_name = ${LISTENER_APPLICATION_NAME}`);
-        await admin.dispose();
-        expect(rows).toEqual([{ ssl: true }]);
-      } finally {
-        await listener.close();
-      }
+      expect(await listenerUsesTls(withTls(tlsServer.url(), '127.0.0.1', { sslmode: 'require' }), tlsServer)).toEqual([true]);
     });
   });
 });
