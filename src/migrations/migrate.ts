@@ -116,6 +116,7 @@ export async function migrate(db: Queryable, logger: Logger = silentLogger): Pro
       );`);
     const applied = new Map((await appliedMigrations(tx)).map((m) => [m.version, m]));
     assertConsistent(migrations, applied);
+    if (migrations.some((m) => !applied.has(m.version))) await assertReadsClusterIdentity(tx);
     const done: string[] = [];
     for (const migration of migrations) {
       if (applied.has(migration.version)) continue;
@@ -138,6 +139,26 @@ export async function migrate(db: Queryable, logger: Logger = silentLogger): Pro
     }
     return { applied: done, functions, rights };
   });
+}
+
+/**
+ * The schema's owner reads the cluster's identity with pg_control_system()
+ * (migration 049, and the first batch after each start of the server:
+ * sql/functions/048_cluster_identity.sql). PostgreSQL lets every role call
+ * it; a hardened server that revoked it from PUBLIC would fail the
+ * migration with a bare "permission denied", which reads as if the login
+ * were not the owner.
+ */
+async function assertReadsClusterIdentity(tx: Queryable): Promise<void> {
+  const [row] = await tx.query(sql`
+    select pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'execute') as allowed,
+           pg_catalog.quote_ident(current_user) as owner`);
+  if (row.allowed) return;
+  throw new PermgraphError(
+    `the schema's owner ${row.owner} may not execute pg_catalog.pg_control_system(); as a superuser, run: ` +
+      `grant execute on function pg_catalog.pg_control_system() to ${row.owner} ` +
+      "(permgraph reads the cluster's identity with it, to tell a backup restored from another cluster)",
+  );
 }
 
 async function applyChangedFunctionFiles(tx: Queryable, files: SqlFile[], logger: Logger): Promise<string[]> {

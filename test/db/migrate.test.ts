@@ -55,6 +55,21 @@ describe('migrations', async () => {
     expect((await schemaState(empty.db)).state).toBe('ok');
   });
 
+  it("on a server that revoked pg_control_system() from PUBLIC, migrate as an owner that is no superuser says what to grant, and writes nothing", async () => {
+    const hardened = await createEmptyDatabase();
+    const owner = await createLogin(hardened.db, hardened.url, 'hardened');
+    await hardened.db.query(sql`grant create on database ${sql.ident(hardened.name)} to ${sql.ident(owner.name)}`);
+    // (pg_catalog's rights are each database's own)
+    await hardened.db.query(sql`revoke execute on function pg_catalog.pg_control_system() from public`);
+    await expect(migrate(owner.db)).rejects.toThrow(
+      `may not execute pg_catalog.pg_control_system(); as a superuser, run: grant execute on function pg_catalog.pg_control_system() to ${owner.name}`,
+    );
+    expect(await hardened.db.query(sql`select to_regnamespace('permgraph') is null as absent`)).toEqual([{ absent: true }]);
+    await hardened.db.query(sql`grant execute on function pg_catalog.pg_control_system() to ${sql.ident(owner.name)}`);
+    expect((await migrate(owner.db)).applied).toEqual((await loadMigrations()).map((m) => m.name));
+    expect((await schemaState(owner.db)).state).toBe('ok');
+  });
+
   it('an applied file whose content changed is an error', async () => {
     const [first] = await loadMigrations();
     await db.query(sql`update permgraph.migrations set checksum = 'deadbeef' where version = ${first!.version}`);
