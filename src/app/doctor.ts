@@ -3,7 +3,7 @@ import { DEFAULT_MAX_CONSUMER_LAG_SECONDS, DEFAULT_MAX_LAG_SECONDS, QUEUE_DEAD_S
 import { toConsumerStatuses } from '../engine/changes.ts';
 import { sql, type Queryable } from '../db/pool.ts';
 import { connectionPath, type ConnectionPath } from '../db/pooler.ts';
-import { modifiedMigrations, schemaState } from '../migrations/migrate.ts';
+import { missingClusterIdentityGrant, modifiedMigrations, schemaState } from '../migrations/migrate.ts';
 import { indexesInDump, readCommittedDump } from '../migrations/schema-dump.ts';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
@@ -164,8 +164,6 @@ async function rightsCheck(db: Queryable): Promise<DoctorCheck> {
 async function ownerCheck(db: Queryable): Promise<DoctorCheck> {
   const [row] = await db.query(sql`
     select pg_catalog.pg_get_userbyid(n.nspowner) as owner, r.rolsuper as superuser,
-           pg_catalog.has_function_privilege(n.nspowner, 'pg_catalog.pg_control_system()', 'execute') as reads_identity,
-           pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(n.nspowner)) as owner_ident,
            (select count(*) from pg_catalog.pg_proc p where p.pronamespace = n.oid and p.prosecdef) as definers,
            (select pg_catalog.string_agg(p.oid::pg_catalog.regprocedure::text || ' (' || pg_catalog.pg_get_userbyid(p.proowner) || ')', ', ')
             from pg_catalog.pg_proc p where p.pronamespace = n.oid and p.prosecdef and p.proowner <> n.nspowner) as others
@@ -173,7 +171,8 @@ async function ownerCheck(db: Queryable): Promise<DoctorCheck> {
     where n.nspname = 'permgraph'`);
   if (!row) return { name: 'owner', status: 'warn', message: 'not checked: schema permgraph is missing (see the schema check)' };
   const definers = Number(row.definers);
-  if (!row.reads_identity) {
+  const identityGrant = await missingClusterIdentityGrant(db, row.owner);
+  if (identityGrant !== null) {
     // (a hardened server revokes it from PUBLIC, which PostgreSQL grants it to)
     return {
       name: 'owner',
@@ -181,7 +180,7 @@ async function ownerCheck(db: Queryable): Promise<DoctorCheck> {
       message:
         `the schema's owner ${row.owner} may not execute pg_catalog.pg_control_system(): the first batch after each start of the server reads ` +
         "the cluster's identity with it (to tell a backup restored from another cluster) and fails without it. " +
-        `Run, as a superuser: grant execute on function pg_catalog.pg_control_system() to ${row.owner_ident}`,
+        `Run, as a superuser: ${identityGrant}`,
     };
   }
   if (row.others) {

@@ -145,18 +145,24 @@ export async function migrate(db: Queryable, logger: Logger = silentLogger): Pro
  * The schema's owner reads the cluster's identity with pg_control_system()
  * (migration 049, and the first batch after each start of the server:
  * sql/functions/048_cluster_identity.sql). PostgreSQL lets every role call
- * it; a hardened server that revoked it from PUBLIC would fail the
- * migration with a bare "permission denied", which reads as if the login
- * were not the owner.
+ * it; a hardened server may have revoked it from PUBLIC. The GRANT that
+ * `role` (the session's user when not given) lacks for it, or null: what
+ * migrate refuses on and doctor's owner check fails on.
  */
+export async function missingClusterIdentityGrant(db: Queryable, role?: string): Promise<string | null> {
+  const [row] = await db.query(sql`
+    select pg_catalog.has_function_privilege(coalesce(${role ?? null}::text, current_user), 'pg_catalog.pg_control_system()', 'execute') as allowed,
+           pg_catalog.quote_ident(coalesce(${role ?? null}::text, current_user)) as grantee`);
+  return row.allowed ? null : `grant execute on function pg_catalog.pg_control_system() to ${row.grantee}`;
+}
+
+/** Without that right the migration would fail with a bare "permission denied", which reads as if the login were not the owner. */
 async function assertReadsClusterIdentity(tx: Queryable): Promise<void> {
-  const [row] = await tx.query(sql`
-    select pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'execute') as allowed,
-           pg_catalog.quote_ident(current_user) as owner`);
-  if (row.allowed) return;
+  const grant = await missingClusterIdentityGrant(tx);
+  if (grant === null) return;
+  const [{ owner }] = await tx.query(sql`select pg_catalog.quote_ident(current_user) as owner`);
   throw new PermgraphError(
-    `the schema's owner ${row.owner} may not execute pg_catalog.pg_control_system(); as a superuser, run: ` +
-      `grant execute on function pg_catalog.pg_control_system() to ${row.owner} ` +
+    `the schema's owner ${owner} may not execute pg_catalog.pg_control_system(); as a superuser, run: ${grant} ` +
       "(permgraph reads the cluster's identity with it, to tell a backup restored from another cluster)",
   );
 }
