@@ -1,6 +1,7 @@
 // Whether a URL's connections reach PostgreSQL directly or through a
 // connection pooler (PgBouncer, and its kind), told from what the server
 // and the pooler answer, never from the URL.
+import type { Connection } from '@databases/pg';
 import pg, { type ClientConfig } from 'pg';
 import { END_TIMEOUT_MS, POOLER_CHECK_APPLICATION_NAME, POOLER_CHECK_TIMEOUT_MS } from '../constants.ts';
 import { PermgraphError, SharedSessionError } from '../errors.ts';
@@ -159,13 +160,21 @@ async function firstLook(url: string, bounded: boolean): Promise<{ direct: boole
     queryTimeoutMs: bounded ? POOLER_CHECK_TIMEOUT_MS : undefined,
   });
   try {
-    return await pool.task(async (conn) => {
-      const [{ pid }] = await conn.query(sql`select pg_catalog.pg_backend_pid() as pid`);
-      return { direct: announcedPid(conn) === Number(pid), address: connectionPeer(conn) };
-    });
+    return await pool.task(async (conn) => ({ direct: (await serverSession(conn)).direct, address: connectionPeer(conn) }));
   } finally {
     await pool.dispose();
   }
+}
+
+/**
+ * The server session that answered a statement on `conn` (its process id),
+ * and whether it is the one the connection announced at its start: then
+ * nothing in between made one up, and the connection is direct.
+ */
+export async function serverSession(conn: Connection): Promise<{ pid: number; direct: boolean }> {
+  const [row] = await conn.query(sql`select pg_catalog.pg_backend_pid() as pid`);
+  const pid = Number(row.pid);
+  return { pid, direct: announcedPid(conn) === pid };
 }
 
 /**

@@ -13,7 +13,7 @@ import {
   STALL_CHECK_TIMEOUT_MS,
   WORKER_APPLICATION_NAME,
 } from '../constants.ts';
-import { announcedPid, closeConnectionNow, connectionPeer } from '../db/close-connection.ts';
+import { closeConnectionNow, connectionPeer } from '../db/close-connection.ts';
 import {
   applyChangesOnSession,
   queryOnSession,
@@ -27,7 +27,7 @@ import { applyJobChunk, type ChunkResult } from '../engine/long-job.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
 import { isConnectionError, PermgraphError, SessionMovedError, SharedSessionError, sqlStateOf } from '../errors.ts';
-import { connectionPath, sharedSessionError, sharesSessions, type ConnectionPath } from '../db/pooler.ts';
+import { connectionPath, serverSession, sharedSessionError, sharesSessions, type ConnectionPath } from '../db/pooler.ts';
 import { startListener, type Listener } from './listener.ts';
 import { createProbe, type Probe } from './probe.ts';
 import { Wakeup } from './wakeup.ts';
@@ -260,8 +260,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * the worker goes on, logging it (its statements still run on its own
    * session only: queryOnSession).
    */
-  private async requireOwnSession(conn: Connection, serverPid: number): Promise<void> {
-    if (announcedPid(conn) === serverPid) return;
+  private async requireOwnSession(conn: Connection, direct: boolean): Promise<void> {
+    if (direct) return;
     let shared: boolean;
     try {
       shared = await sharesSessions(this.options.url, connectionPeer(conn));
@@ -355,8 +355,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   private async serveWatched(conn: Connection, watchdog: ConnectionWatchdog): Promise<void> {
     // Nothing is set on a session that a transaction pooler shares.
-    const serverPid = await watchdog.watch("the connection's first statement", () => queryServerPid(conn));
-    await this.requireOwnSession(conn, serverPid);
+    const { pid: serverPid, direct } = await watchdog.watch("the connection's first statement", () => serverSession(conn));
+    await this.requireOwnSession(conn, direct);
     // Each batch is one statement in its own REPEATABLE READ transaction:
     // one round trip, and writers never wait for it; a mixed queue is
     // applied removals first; no timeout cancels a batch, and a session
@@ -368,7 +368,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     let left = false;
     try {
       if (session.pid !== serverPid) throw new SessionMovedError(serverPid, session.pid);
-      if (!(await this.acquireRole(conn, watchdog, session, serverPid))) return;
+      if (!(await this.acquireRole(conn, watchdog, session, direct))) return;
       this.setRole('active');
       while (!this.stopping) {
         const result = await watchdog.watch('a batch', () =>
@@ -421,14 +421,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * server (requireOwnSession): a pooler may have been reloaded in
    * transaction mode meanwhile.
    */
-  private async acquireRole(conn: Connection, watchdog: ConnectionWatchdog, session: SessionIdentity, serverPid: number): Promise<boolean> {
+  private async acquireRole(conn: Connection, watchdog: ConnectionWatchdog, session: SessionIdentity, direct: boolean): Promise<boolean> {
     let waited = false;
     while (!this.stopping) {
       const acquired = await watchdog.watch("the applier role's lock", () =>
         queryOnSession<boolean>(conn, session, sql`pg_catalog.pg_try_advisory_lock(permgraph._applier_role_key())`),
       );
       if (acquired) {
-        if (waited) await this.requireOwnSession(conn, serverPid);
+        if (waited) await this.requireOwnSession(conn, direct);
         return true;
       }
       waited = true;
@@ -475,12 +475,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.logger.info({ role }, role === 'active' ? 'holding the applier role' : 'waiting as standby');
     this.emit('role', role);
   }
-}
-
-/** The process id of the server session that answered, on a new connection. */
-async function queryServerPid(conn: Connection): Promise<number> {
-  const [row] = await conn.query(sql`select pg_catalog.pg_backend_pid() as pid`);
-  return Number(row.pid);
 }
 
 /** Why the worker refuses a transaction pooler (requireOwnSessions). */
