@@ -7,7 +7,7 @@ import pg, { type ClientConfig } from 'pg';
 import { CONNECT_TIMEOUT_MS, END_TIMEOUT_MS, KEEPALIVE_INITIAL_DELAY_MS } from '../constants.ts';
 import type { PeerAddress } from './close-connection.ts';
 import { SocketKeeper } from './socket-keeper.ts';
-import { isTlsRefused, tlsPlan } from './tls.ts';
+import { isTlsRefused, splitHostList, tlsPlan } from './tls.ts';
 
 /** Where a raw client connects instead of the URL's host: a reached address (PeerAddress), or one of the hosts a URL lists, whose port may be the default. */
 export type HostAddress = Omit<PeerAddress, 'port'> & { port?: number };
@@ -148,8 +148,8 @@ function atAddress(url: string, address: HostAddress): string {
   } catch {
     // libpq's several hosts each with its own port ('h1:5432,h2:5433'),
     // which URL cannot parse: the list is replaced by the one address
-    const several = /^(postgres(?:ql)?:\/\/(?:[^@/?#]*@)?)[^/?#]*(.*)$/s.exec(url);
-    return several ? `${several[1]}${hostname}${port && `:${port}`}${several[2]}` : url;
+    const several = splitHostList(url);
+    return several ? `${several.head}${hostname}${port && `:${port}`}${several.rest}` : url;
   }
   parsed.hostname = hostname;
   parsed.port = port;

@@ -95,8 +95,14 @@ export function tlsPlan(url: string): TlsPlan {
   return { mode, url: stripped, tls, plainIfRefused: false };
 }
 
-/** A URL listing several hosts each with its port ('h1:5432,h2:5433'): its scheme and login, the list, and the rest. */
+/** A URL listing several hosts (each with its port, 'h1:5432,h2:5433', which URL cannot read): its scheme and login, the list, and the rest. */
 const HOST_LIST = /^(postgres(?:ql)?:\/\/(?:[^@/?#]*@)?)([^/?#]*,[^/?#]*)(.*)$/is;
+
+/** Such a URL split into its scheme and login (`head`), its list of hosts, and the rest; undefined for any other string. */
+export function splitHostList(url: string): { head: string; hosts: string; rest: string } | undefined {
+  const list = HOST_LIST.exec(url);
+  return list === null ? undefined : { head: list[1]!, hosts: list[2]!, rest: list[3]! };
+}
 /** What stands for such a list while URL reads the rest, which it cannot with the list in it. */
 const HOST_LIST_PLACEHOLDER = 'permgraph-host-list.invalid';
 
@@ -110,11 +116,11 @@ function readUrl(url: string): { parsed: URL; several: boolean; restore: (text: 
     const parsed = new URL(url);
     return { parsed, several: parsed.hostname.includes(','), restore: (text) => text };
   } catch {
-    const list = HOST_LIST.exec(url);
-    if (list === null) return undefined;
+    const list = splitHostList(url);
+    if (list === undefined) return undefined;
     try {
-      const parsed = new URL(`${list[1]}${HOST_LIST_PLACEHOLDER}${list[3]}`);
-      return { parsed, several: true, restore: (text) => text.replace(HOST_LIST_PLACEHOLDER, () => list[2]!) };
+      const parsed = new URL(`${list.head}${HOST_LIST_PLACEHOLDER}${list.rest}`);
+      return { parsed, several: true, restore: (text) => text.replace(HOST_LIST_PLACEHOLDER, () => list.hosts) };
     } catch {
       return undefined;
     }
