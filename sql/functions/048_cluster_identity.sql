@@ -63,12 +63,15 @@ language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 declare
+  this_cluster bigint;
   home boolean;
 begin
   if permgraph._recorded_by_this_server() then
     return;
   end if;
-  home := permgraph._home_cluster();
+  -- (read once: what _home_cluster() would read again, past the check above)
+  this_cluster := (select c.system_identifier from pg_control_system() c);
+  home := (select i.system_identifier = this_cluster from permgraph.cluster_identity i);
   if home is false then
     update permgraph.change_consumers c
     set owner_oid = coalesce((select r.oid from pg_roles r where r.rolname = c.owner_role), 0)
@@ -78,6 +81,6 @@ begin
     update permgraph.applier_state set queue_low_water = null, last_batch_snapshot = null;
   end if;
   insert into permgraph.cluster_identity (system_identifier, postmaster_started)
-  select c.system_identifier, pg_postmaster_start_time() from pg_control_system() c
+  values (this_cluster, pg_postmaster_start_time())
   on conflict (singleton) do update set system_identifier = excluded.system_identifier, postmaster_started = excluded.postmaster_started;
 end $$;
