@@ -6,6 +6,7 @@
 // recomputation (explain shows those rows, and reason 'expired'). When access
 // is refused and grants that have expired would give it, accessEnded says
 // which and when it ended.
+import { exactMoment, moment } from '../db/moment.ts';
 import { sql, type Queryable } from '../db/pool.ts';
 import { withInputErrors } from '../errors.ts';
 import { parseLevel } from '../levels.ts';
@@ -187,38 +188,6 @@ export async function explain(db: Queryable, userId: string, thingId: string, le
     accessEnded: raw.accessEnded === null ? null : ended(raw.accessEnded),
     pendingChanges: Number(row.pending),
   };
-}
-
-/**
- * A moment of the database's JSON, in ISO 8601 in UTC with the six digits
- * of microseconds timestamptz keeps: 2030-01-31T18:00:00.000250Z. The
- * database writes it in the session's time zone, whose offset may have
- * seconds (a zone's local mean time, before 1900 or so) and may put the
- * first moments of year 1 in 1 BC, neither of which Date reads, and drops
- * trailing zeros. Text of another shape ('infinity', which an older row may
- * hold) is returned as it is.
- */
-function exactMoment(text: string): string {
-  const m = /^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?(?:Z|([+-])(\d\d)(?::(\d\d))?(?::(\d\d))?)( BC)?$/.exec(text);
-  if (m === null) return text;
-  const [, year, month, day, hour, minute, second, fraction = '', sign, offsetHours = '0', offsetMinutes = '0', offsetSeconds = '0', bc] = m;
-  const offset = (sign === '-' ? -1 : 1) * ((Number(offsetHours) * 60 + Number(offsetMinutes)) * 60 + Number(offsetSeconds));
-  const local = new Date(0);
-  // (setUTCFullYear: Date.UTC reads the years 0 to 99 as 1900 to 1999)
-  // (1 BC is the year 0 of ISO 8601)
-  local.setUTCFullYear(bc ? 1 - Number(year) : Number(year), Number(month) - 1, Number(day));
-  local.setUTCHours(Number(hour), Number(minute), Number(second) - offset, 0);
-  const micros = fraction.padEnd(6, '0');
-  return `${local.toISOString().slice(0, -'.000Z'.length)}.${micros}Z`;
-}
-
-/**
- * { [name]: the moment as a Date (to the millisecond: a Date holds no
- * more), [name + 'Exact']: its exact text (exactMoment) }, both null for null.
- */
-function moment<K extends string>(name: K, text: string | null): Record<K, Date | null> & Record<`${K}Exact`, string | null> {
-  const exact = text === null ? null : exactMoment(text);
-  return { [name]: exact === null ? null : new Date(exact), [`${name}Exact`]: exact } as Record<K, Date | null> & Record<`${K}Exact`, string | null>;
 }
 
 type Dated<T, K extends keyof T & string> = Omit<T, K | `${K}Exact`> & { [P in K]: string | null };

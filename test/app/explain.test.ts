@@ -162,22 +162,24 @@ describe('explain() against the reference model', async () => {
     const ahead = ms(Date.now() + 3600_000);
     const ago = ms(Date.now() - 3600_000);
     // in 1900, Kathmandu's and St. John's offsets had seconds (+05:41:16, -03:30:52);
-    // and St. John's puts the first hours of year 1 in 1 BC
+    // and St. John's puts the first hours of year 1 in 1 BC; Berlin and
+    // Kathmandu put the last hour of 9999 in year 10000
     const longAgo = new Date('1900-01-01T00:00:00Z');
     const yearOne = new Date('0001-01-01T00:00:00Z');
     /** The moment `at` plus `micros` (under 1000) as the database stores it, in ISO 8601 with six digits. */
     const exact = (at: Date, micros: number) => at.toISOString().replace(/Z$/, `${String(micros).padStart(3, '0')}Z`);
-    await loadGraph(db, { nodes: [u('ann'), u('bob'), g('eng'), o('spec', 'eng'), o('old', 'eng'), o('first', 'eng')], grants: [] });
+    await loadGraph(db, { nodes: [u('ann'), u('bob'), g('eng'), o('spec', 'eng'), o('old', 'eng'), o('first', 'eng'), o('last', 'eng')], grants: [] });
     await db.query(sql`update permgraph.nodes set trash_at = ${longAgo}::timestamptz + interval '1 microsecond' where id = 'old'`);
     await db.query(sql`update permgraph.nodes set trash_at = ${yearOne}::timestamptz + interval '3 microseconds' where id = 'first'`);
+    await db.query(sql`update permgraph.nodes set trash_at = '9999-12-31T23:00:00.000700Z' where id = 'last'`);
     await db.query(sql`insert into permgraph.grants (tail_id, head_id, level, expires_at) values
       ('ann', 'eng', 2, ${ahead}::timestamptz + interval '250 microseconds'),
       ('bob', 'eng', 1, ${ago}::timestamptz + interval '700 microseconds')`);
     await refresh(db);
     for (const zone of ['UTC', 'Europe/Berlin', 'Asia/Kathmandu', 'America/St_Johns']) {
-      const [allowed, ended, trashed, first] = await db.tx(async (tx) => {
+      const [allowed, ended, trashed, first, last] = await db.tx(async (tx) => {
         await tx.query(sql`select set_config('timezone', ${zone}, true)`);
-        return Promise.all([explain(tx, 'ann', 'spec'), explain(tx, 'bob', 'spec'), explain(tx, 'ann', 'old'), explain(tx, 'ann', 'first')]);
+        return Promise.all([explain(tx, 'ann', 'spec'), explain(tx, 'bob', 'spec'), explain(tx, 'ann', 'old'), explain(tx, 'ann', 'first'), explain(tx, 'ann', 'last')]);
       });
       expect(allowed, zone).toMatchObject({
         allowed: true,
@@ -192,6 +194,7 @@ describe('explain() against the reference model', async () => {
       });
       expect(trashed, zone).toMatchObject({ reason: 'trashed', trashAt: longAgo, trashAtExact: exact(longAgo, 1) });
       expect(first, zone).toMatchObject({ reason: 'trashed', trashAt: yearOne, trashAtExact: exact(yearOne, 3) });
+      expect(last, zone).toMatchObject({ allowed: true, trashAt: new Date('9999-12-31T23:00:00.000Z'), trashAtExact: '9999-12-31T23:00:00.000700Z' });
     }
     // 'expired': the rows that allowed ended at a moment with microseconds
     await db.query(sql`update permgraph.permissions set valid_until = ${ago}::timestamptz + interval '5 microseconds' where user_id = 'ann' and target_id = 'eng'`);
