@@ -3,6 +3,7 @@
 // the log; nothing here writes entries of its own.
 import { AUDIT_ACTIONS, DEFAULT_AUDIT_LIMIT } from '../constants.ts';
 import { pageLimit } from './listing.ts';
+import { moment } from '../db/moment.ts';
 import { sql, type Queryable } from '../db/pool.ts';
 import { InvalidInputError, SqlState, withInputErrors } from '../errors.ts';
 import { parseDuration, parseExpiresAt } from '../expiry.ts';
@@ -10,9 +11,17 @@ import { parseDuration, parseExpiresAt } from '../expiry.ts';
 /** What an audit entry records (AUDIT_ACTIONS says each one's meaning). */
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 
+/**
+ * An entry of the audit log. Each moment is a Date, which keeps
+ * milliseconds, with its text to the microsecond beside it, as the log
+ * stores it: ISO 8601 in UTC, e.g. 2030-01-31T18:00:00.000250Z (atExact,
+ * oldTrashAtExact, …).
+ */
 export interface AuditEntry {
   id: number;
+  /** When the change was made (the writing transaction's now()). To the millisecond: see atExact. */
   at: Date;
+  atExact: string;
   /** Who the application said made the change (permgraph.actor), else the login. */
   actor: string;
   /** The database login that made the change, whatever actor it declared (null in entries older than the column). */
@@ -29,11 +38,15 @@ export interface AuditEntry {
   newOwner: string | null;
   nodeKind: string | null;
   oldTrashAt: Date | null;
+  oldTrashAtExact: string | null;
   newTrashAt: Date | null;
+  newTrashAtExact: string | null;
   /** A grant's expiry before the change (revoke, change_level, change_expiry; null: never or not a grant). */
   oldExpiresAt: Date | null;
+  oldExpiresAtExact: string | null;
   /** A grant's expiry after the change (grant, change_level, change_expiry; null: never or not a grant). */
   newExpiresAt: Date | null;
+  newExpiresAtExact: string | null;
   details: Record<string, unknown> | null;
 }
 
@@ -45,7 +58,11 @@ export interface AuditFilter {
   target?: string;
   source?: string;
   action?: AuditAction;
-  /** Inclusive lower / exclusive upper bound on the time (Date or any PostgreSQL timestamptz text). */
+  /**
+   * Inclusive lower / exclusive upper bound on the time (Date or any
+   * PostgreSQL timestamptz text). A Date keeps milliseconds: to bound by an
+   * entry's moment exactly, pass its atExact.
+   */
   since?: Date | string;
   until?: Date | string;
   /** Entries after this cursor (an entry id, as returned in nextCursor). */
@@ -82,8 +99,11 @@ export async function listAudit(db: Queryable, filter: AuditFilter = {}): Promis
   const badTime = (message: string) => `since/until must be a timestamp such as 2024-05-01T12:00:00Z: ${message}`;
   const rows: Record<string, unknown>[] = await withInputErrors(
     () =>
+      // (each moment also as its JSON text, read by moment: to the microsecond)
       db.query(sql`
-        select * from permgraph.audit_log where ${sql.join(conditions, sql` and `)}
+        select *, to_json(at) as at_json, to_json(old_trash_at) as old_trash_at_json, to_json(new_trash_at) as new_trash_at_json,
+               to_json(old_expires_at) as old_expires_at_json, to_json(new_expires_at) as new_expires_at_json
+        from permgraph.audit_log where ${sql.join(conditions, sql` and `)}
         order by id limit ${limit + 1}`),
     { [SqlState.invalidDatetimeFormat]: badTime, [SqlState.datetimeFieldOverflow]: badTime },
   );
@@ -99,9 +119,12 @@ function timeParam(value: Date | string): string {
 }
 
 function toEntry(r: Record<string, unknown>): AuditEntry {
+  const { at, atExact } = moment('at', r.at_json as string);
+  const moments = (name: 'oldTrashAt' | 'newTrashAt' | 'oldExpiresAt' | 'newExpiresAt', column: string) => moment(name, r[`${column}_json`] as string | null);
   return {
     id: Number(r.id),
-    at: r.at as Date,
+    at: at!,
+    atExact: atExact!,
     actor: r.actor as string,
     dbRole: (r.db_role as string | null) ?? null,
     action: r.action as AuditAction,
@@ -113,10 +136,10 @@ function toEntry(r: Record<string, unknown>): AuditEntry {
     oldOwner: (r.old_owner as string | null) ?? null,
     newOwner: (r.new_owner as string | null) ?? null,
     nodeKind: (r.node_kind as string | null) ?? null,
-    oldTrashAt: (r.old_trash_at as Date | null) ?? null,
-    newTrashAt: (r.new_trash_at as Date | null) ?? null,
-    oldExpiresAt: (r.old_expires_at as Date | null) ?? null,
-    newExpiresAt: (r.new_expires_at as Date | null) ?? null,
+    ...moments('oldTrashAt', 'old_trash_at'),
+    ...moments('newTrashAt', 'new_trash_at'),
+    ...moments('oldExpiresAt', 'old_expires_at'),
+    ...moments('newExpiresAt', 'new_expires_at'),
     details: (r.details as Record<string, unknown> | null) ?? null,
   };
 }

@@ -1,6 +1,7 @@
 // Permission-aware listings with keyset pagination: the nodes a user may act
 // on (listTargets) and the users who may act on a node (listUsers). Both run
 // the SQL functions of sql/functions/120_listing.sql (permgraph.list_targets / list_users).
+import { moment } from '../db/moment.ts';
 import { sql, type Queryable } from '../db/pool.ts';
 import { DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT } from '../constants.ts';
 import { InvalidInputError, withInputErrors } from '../errors.ts';
@@ -39,18 +40,23 @@ export interface TargetItem {
   /**
    * Until when this level holds without a recomputation: the permission rows
    * it comes from have a grant on their paths that expires then (reads drop
-   * them at that second; the worker then recomputes them, and a lower level
-   * may come back). null: no expiry ends it.
+   * them at that moment; the worker then recomputes them, and a lower level
+   * may come back). null: no expiry ends it. To the millisecond: see
+   * validUntilExact.
    */
   validUntil: Date | null;
+  /** validUntil as the database stores it, to the microsecond: ISO 8601 in UTC, e.g. 2030-01-31T18:00:00.000250Z. */
+  validUntilExact: string | null;
 }
 
 export interface UserItem {
   id: string;
   /** This user's best level on the node. */
   level: Level;
-  /** Until when this level holds without a recomputation (see TargetItem.validUntil); null: no expiry ends it. */
+  /** Until when this level holds without a recomputation (see TargetItem.validUntil); null: no expiry ends it. To the millisecond: see validUntilExact. */
   validUntil: Date | null;
+  /** validUntil to the microsecond (as TargetItem.validUntilExact). */
+  validUntilExact: string | null;
 }
 
 /** Which listing a cursor belongs to, so a cursor is never reused across kinds of listing. */
@@ -71,11 +77,12 @@ export async function listTargets(db: Queryable, userId: string, options: ListTa
   if (options.kind !== undefined && !NODE_KINDS.includes(options.kind)) {
     throw new InvalidInputError(`kind must be user, group or object, got ${JSON.stringify(options.kind)}`);
   }
-  const rows: { target_id: string; kind: NodeKind; level: Level; valid_until: Date | null }[] = await withInputErrors(() =>
-    db.query(sql`select target_id, kind, level, valid_until from permgraph.list_targets(
+  // (valid_until as its JSON text, read by moment: to the microsecond)
+  const rows: { target_id: string; kind: NodeKind; level: Level; valid_until: string | null }[] = await withInputErrors(() =>
+    db.query(sql`select target_id, kind, level, to_json(valid_until) as valid_until from permgraph.list_targets(
           ${userId}, ${level}::integer, ${options.kind ?? null}::text, ${after}::text, ${limit + 1}::integer)`),
   );
-  return toPage(rows.map((r) => ({ id: r.target_id, kind: r.kind, level: r.level, validUntil: r.valid_until })), limit, 'targets');
+  return toPage(rows.map((r) => ({ id: r.target_id, kind: r.kind, level: r.level, ...moment('validUntil', r.valid_until) })), limit, 'targets');
 }
 
 /** The users who may act on node `targetId` at `level` (directly or through its owner), ordered by user id. */
@@ -83,10 +90,10 @@ export async function listUsers(db: Queryable, targetId: string, options: ListUs
   const level = parseLevel(options.level ?? 1);
   const limit = pageLimit(options.limit);
   const after = decodeCursor(options.after, 'users');
-  const rows: { user_id: string; level: Level; valid_until: Date | null }[] = await withInputErrors(() =>
-    db.query(sql`select user_id, level, valid_until from permgraph.list_users(${targetId}, ${level}::integer, ${after}::text, ${limit + 1}::integer)`),
+  const rows: { user_id: string; level: Level; valid_until: string | null }[] = await withInputErrors(() =>
+    db.query(sql`select user_id, level, to_json(valid_until) as valid_until from permgraph.list_users(${targetId}, ${level}::integer, ${after}::text, ${limit + 1}::integer)`),
   );
-  return toPage(rows.map((r) => ({ id: r.user_id, level: r.level, validUntil: r.valid_until })), limit, 'users');
+  return toPage(rows.map((r) => ({ id: r.user_id, level: r.level, ...moment('validUntil', r.valid_until) })), limit, 'users');
 }
 
 /** A page's size: the default when none is given, else an integer from 1 to MAX_PAGE_LIMIT (listings and the audit log). */

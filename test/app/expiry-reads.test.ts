@@ -41,6 +41,8 @@ async function setValidUntil(db: Queryable, user: string, target: string, validU
 }
 
 const ids = (page: { items: { id: string }[] }) => page.items.map((i) => i.id);
+/** A moment of whole milliseconds, as set here, to the microsecond the database stores. */
+const exactOf = (at: Date) => at.toISOString().replace(/Z$/, '000Z');
 
 describe('reads treat a row whose valid_until has passed as absent', async () => {
   const { db, url } = await createTestDatabase();
@@ -119,21 +121,21 @@ describe('reads treat a row whose valid_until has passed as absent', async () =>
     await setValidUntil(db, 'ann', 'eng', AGO());
     expect(await listTargets(db, 'ann')).toEqual({
       items: [
-        { id: 'ann', kind: 'user', level: 3, validUntil: null },
-        { id: 'roadmap', kind: 'group', level: 2, validUntil: null },
-        { id: 'spec', kind: 'object', level: 2, validUntil: null },
+        { id: 'ann', kind: 'user', level: 3, validUntil: null, validUntilExact: null },
+        { id: 'roadmap', kind: 'group', level: 2, validUntil: null, validUntilExact: null },
+        { id: 'spec', kind: 'object', level: 2, validUntil: null, validUntilExact: null },
       ],
       next: null,
     });
     await setValidUntil(db, 'ann', 'roadmap', ahead);
-    expect(await listTargets(db, 'ann', { kind: 'object' })).toEqual({ items: [{ id: 'spec', kind: 'object', level: 2, validUntil: ahead }], next: null });
+    expect(await listTargets(db, 'ann', { kind: 'object' })).toEqual({ items: [{ id: 'spec', kind: 'object', level: 2, validUntil: ahead, validUntilExact: exactOf(ahead) }], next: null });
     await setValidUntil(db, 'ann', 'roadmap', AGO());
     expect(ids(await listTargets(db, 'ann'))).toEqual(['ann']);
     // keyset pages skip expired rows too
     await setValidUntil(db, 'bob', 'roadmap', ahead);
     const first = await listTargets(db, 'bob', { limit: 1 });
     expect(ids(first)).toEqual(['bob']);
-    expect(await listTargets(db, 'bob', { limit: 1, after: first.next })).toMatchObject({ items: [{ id: 'roadmap', validUntil: ahead }] });
+    expect(await listTargets(db, 'bob', { limit: 1, after: first.next })).toMatchObject({ items: [{ id: 'roadmap', validUntil: ahead, validUntilExact: exactOf(ahead) }] });
     const [sqlRow] = await db.query(sql`select * from permgraph.list_targets('bob', 1, 'object', null, 10)`);
     expect(sqlRow).toEqual({ target_id: 'spec', kind: 'object', level: 1, valid_until: ahead });
   });
@@ -145,22 +147,22 @@ describe('reads treat a row whose valid_until has passed as absent', async () =>
     const item = async () => (await listTargets(db, 'dan', { kind: 'object' })).items;
     const who = async () => (await listUsers(db, 'spec')).items.find((i) => i.id === 'dan');
     await setValidUntil(db, 'dan', 'spec', soon);
-    expect(await item()).toEqual([{ id: 'spec', kind: 'object', level: 1, validUntil: null }]);
-    expect(await who()).toEqual({ id: 'dan', level: 1, validUntil: null });
+    expect(await item()).toEqual([{ id: 'spec', kind: 'object', level: 1, validUntil: null, validUntilExact: null }]);
+    expect(await who()).toEqual({ id: 'dan', level: 1, validUntil: null, validUntilExact: null });
     await setValidUntil(db, 'dan', 'roadmap', later);
-    expect(await item()).toEqual([{ id: 'spec', kind: 'object', level: 1, validUntil: later }]);
-    expect(await who()).toEqual({ id: 'dan', level: 1, validUntil: later });
+    expect(await item()).toEqual([{ id: 'spec', kind: 'object', level: 1, validUntil: later, validUntilExact: exactOf(later) }]);
+    expect(await who()).toEqual({ id: 'dan', level: 1, validUntil: later, validUntilExact: exactOf(later) });
     await setValidUntil(db, 'dan', 'spec', null);
-    expect(await item()).toEqual([{ id: 'spec', kind: 'object', level: 1, validUntil: null }]);
+    expect(await item()).toEqual([{ id: 'spec', kind: 'object', level: 1, validUntil: null, validUntilExact: null }]);
     // a higher level through one row: that row's valid_until alone
     await db.query(sql`update permgraph.permissions set level = 2 where user_id = 'dan' and target_id = 'roadmap'`);
-    expect(await item()).toEqual([{ id: 'spec', kind: 'object', level: 2, validUntil: later }]);
-    expect(await who()).toEqual({ id: 'dan', level: 2, validUntil: later });
+    expect(await item()).toEqual([{ id: 'spec', kind: 'object', level: 2, validUntil: later, validUntilExact: exactOf(later) }]);
+    expect(await who()).toEqual({ id: 'dan', level: 2, validUntil: later, validUntilExact: exactOf(later) });
     // once that row has expired, the other row's level and valid_until
     await setValidUntil(db, 'dan', 'roadmap', AGO());
     await setValidUntil(db, 'dan', 'spec', soon);
-    expect(await item()).toEqual([{ id: 'spec', kind: 'object', level: 1, validUntil: soon }]);
-    expect(await who()).toEqual({ id: 'dan', level: 1, validUntil: soon });
+    expect(await item()).toEqual([{ id: 'spec', kind: 'object', level: 1, validUntil: soon, validUntilExact: exactOf(soon) }]);
+    expect(await who()).toEqual({ id: 'dan', level: 1, validUntil: soon, validUntilExact: exactOf(soon) });
   });
 
   it('list_users / listUsers (who): expired rows give nobody access; the others carry their valid_until', async () => {
@@ -170,12 +172,12 @@ describe('reads treat a row whose valid_until has passed as absent', async () =>
     await setValidUntil(db, 'bob', 'roadmap', ahead);
     expect(await listUsers(db, 'spec')).toEqual({
       items: [
-        { id: 'bob', level: 1, validUntil: ahead },
-        { id: 'dan', level: 1, validUntil: null },
+        { id: 'bob', level: 1, validUntil: ahead, validUntilExact: exactOf(ahead) },
+        { id: 'dan', level: 1, validUntil: null, validUntilExact: null },
       ],
       next: null,
     });
-    expect(await listUsers(db, 'eng')).toEqual({ items: [{ id: 'ann', level: 2, validUntil: null }], next: null });
+    expect(await listUsers(db, 'eng')).toEqual({ items: [{ id: 'ann', level: 2, validUntil: null, validUntilExact: null }], next: null });
     await setValidUntil(db, 'ann', 'eng', AGO());
     expect(await listUsers(db, 'eng')).toEqual({ items: [], next: null });
     const rows = await db.query(sql`select * from permgraph.list_users('roadmap', 1, null, 10)`);
@@ -189,7 +191,7 @@ describe('reads treat a row whose valid_until has passed as absent', async () =>
     await db.query(sql`update permgraph.nodes set is_superuser = true where id = 'bob'`);
     await setValidUntil(db, 'bob', 'roadmap', AGO());
     expect(await check(db, 'bob', 'spec', 3)).toBe(true);
-    expect((await listUsers(db, 'spec')).items.find((i) => i.id === 'bob')).toEqual({ id: 'bob', level: 3, validUntil: null });
+    expect((await listUsers(db, 'spec')).items.find((i) => i.id === 'bob')).toEqual({ id: 'bob', level: 3, validUntil: null, validUntilExact: null });
     expect((await explain(db, 'bob', 'spec')).validUntil).toBeNull();
   });
 
@@ -220,10 +222,10 @@ describe('reads treat a row whose valid_until has passed as absent', async () =>
     await setValidUntil(db, 'dan', 'spec', later);
     await setValidUntil(db, 'dan', 'roadmap', ahead);
     const dan = await explain(db, 'dan', 'spec', 1);
-    expect(dan).toMatchObject({ allowed: true, validUntil: later });
+    expect(dan).toMatchObject({ allowed: true, validUntil: later, validUntilExact: exactOf(later) });
     expect(dan.rows.map((r) => [r.target, r.validUntil])).toEqual([['spec', later], ['roadmap', ahead]]);
     await setValidUntil(db, 'dan', 'spec', AGO());
-    expect(await explain(db, 'dan', 'spec', 1)).toMatchObject({ allowed: true, validUntil: ahead });
+    expect(await explain(db, 'dan', 'spec', 1)).toMatchObject({ allowed: true, validUntil: ahead, validUntilExact: exactOf(ahead) });
     await setValidUntil(db, 'dan', 'roadmap', AGO());
     expect(await explain(db, 'dan', 'spec', 1)).toMatchObject({ allowed: false, reason: 'expired' });
     expect(await check(db, 'dan', 'spec', 1)).toBe(false);
@@ -242,7 +244,7 @@ describe('reads treat a row whose valid_until has passed as absent', async () =>
     // with the best level held by a live bounded row, validUntil is that row's
     const ahead = AHEAD();
     await setValidUntil(db, 'ann', 'roadmap', ahead);
-    expect(await explain(db, 'ann', 'roadmap')).toMatchObject({ allowed: true, validUntil: ahead });
+    expect(await explain(db, 'ann', 'roadmap')).toMatchObject({ allowed: true, validUntil: ahead, validUntilExact: exactOf(ahead) });
   });
 
   it("explain says 'expired' when the grant that gave access has ended and its rows await recomputation; 'no path' after it", async () => {
@@ -315,19 +317,20 @@ describe('expiring grants through the engine', async () => {
   }
 
   it('a grant that expires ends access through check, listings and explain at its expiry, with no worker running', async () => {
-    const [{ at }] = await db.query(sql`
+    // (now() has microseconds: the exact expiry as the database writes it in UTC, beside the Date)
+    const [{ at, exact }] = await db.query(sql`
       insert into permgraph.grants (tail_id, head_id, level, expires_at) values ('u', 'g', 2, now() + interval '2 seconds')
-      returning expires_at as at`);
+      returning expires_at as at, to_char(expires_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as exact`);
     await applyChanges(db);
     expect(await check(db, 'u', 'doc', 2)).toBe(true);
-    expect((await listTargets(db, 'u', { kind: 'object' })).items).toEqual([{ id: 'doc', kind: 'object', level: 2, validUntil: at }]);
+    expect((await listTargets(db, 'u', { kind: 'object' })).items).toEqual([{ id: 'doc', kind: 'object', level: 2, validUntil: at, validUntilExact: exact }]);
     await waitPast(at);
     expect(await check(db, 'u', 'doc', 1)).toBe(false);
     expect(ids(await listTargets(db, 'u'))).toEqual(['u']);
     expect(ids(await listUsers(db, 'doc'))).toEqual([]);
     // until a batch recomputes the rows, explain says why access ended, and when
     expect(await explain(db, 'u', 'doc')).toMatchObject({
-      allowed: false, reason: 'expired', bestLevel: 0, expiredAt: at, rows: [{ target: 'g', expired: true, validUntil: at }],
+      allowed: false, reason: 'expired', bestLevel: 0, expiredAt: at, rows: [{ target: 'g', expired: true, validUntil: at, validUntilExact: exact }],
     });
   });
 

@@ -141,13 +141,13 @@ describe('listTargets / listUsers against the reference model', async () => {
     await loadGraph(db, graph);
     await refresh(db);
     expect((await listTargets(db, 'ann')).items).toEqual([
-      { id: 'ann', kind: 'user', level: 3, validUntil: null },
-      { id: 'bob', kind: 'user', level: 2, validUntil: null },
-      { id: 'doc', kind: 'object', level: 2, validUntil: null },
-      { id: 'team', kind: 'group', level: 2, validUntil: null },
+      { id: 'ann', kind: 'user', level: 3, validUntil: null, validUntilExact: null },
+      { id: 'bob', kind: 'user', level: 2, validUntil: null, validUntilExact: null },
+      { id: 'doc', kind: 'object', level: 2, validUntil: null, validUntilExact: null },
+      { id: 'team', kind: 'group', level: 2, validUntil: null, validUntilExact: null },
     ]);
     expect((await listTargets(db, 'ann', { level: 'manage' })).items.map((t) => t.id)).toEqual(['ann']);
-    expect((await listUsers(db, 'doc', { level: 'write' })).items).toEqual([{ id: 'ann', level: 2, validUntil: null }]);
+    expect((await listUsers(db, 'doc', { level: 'write' })).items).toEqual([{ id: 'ann', level: 2, validUntil: null, validUntilExact: null }]);
     expect((await listUsers(db, 'gone')).items).toEqual([]);
   });
 
@@ -249,7 +249,7 @@ describe('listTargets / listUsers against the reference model', async () => {
     const first = await listTargets(db, 'ann', { limit: 2 });
     expect(first.items.map((t) => t.id)).toEqual(['ann', 'b']);
     const second = await listTargets(db, 'ann', { limit: 2, after: first.next });
-    expect(second).toEqual({ items: [{ id: 'c', kind: 'group', level: 3, validUntil: null }, { id: 'd', kind: 'group', level: 3, validUntil: null }], next: null });
+    expect(second).toEqual({ items: [{ id: 'c', kind: 'group', level: 3, validUntil: null, validUntilExact: null }, { id: 'd', kind: 'group', level: 3, validUntil: null, validUntilExact: null }], next: null });
     expect((await listTargets(db, 'ann', { limit: 10_000 })).items).toHaveLength(4);
   });
 });
