@@ -15,34 +15,23 @@ export function printable(text: string): string {
   return text.replace(/[\u0000-\u001f\u007f]/g, (c) => named[c] ?? `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
 
-/**
- * A stored moment as ISO 8601. pg reads 'infinity' as a number and a year
- * past 275760 as an invalid Date; the schema now refuses both
- * (_moment_in_range), but an older row may hold one: shown, not thrown.
- */
-export function isoMoment(at: Date | number): string {
-  if (typeof at === 'number') return at > 0 ? 'infinity' : '-infinity';
-  return Number.isNaN(at.getTime()) ? 'out of range' : at.toISOString();
-}
-
-/** Whether two stored moments are the same (either may be a number, as isoMoment says). */
-function sameMoment(a: Date | number | null, b: Date | number | null): boolean {
-  return Object.is(a === null ? null : Number(a), b === null ? null : Number(b));
-}
-
 /** "write", "read"…: the name of a level for people. */
 export function levelName(level: number): string {
   return ['none', 'read', 'write', 'manage'][level] ?? String(level);
 }
 
-/** A listed level, with the time it holds until when an expiry bounds it: `write` or `write until 2030-01-31T18:00:00.000Z`. */
-export function formatListedLevel(item: { level: number; validUntil: Date | null }): string {
-  return item.validUntil === null ? levelName(item.level) : `${levelName(item.level)} until ${isoMoment(item.validUntil)}`;
+/**
+ * A listed level, with the time it holds until when an expiry bounds it, to
+ * the microsecond the database stores: `write` or `write until
+ * 2030-01-31T18:00:00.000250Z`.
+ */
+export function formatListedLevel(item: { level: number; validUntilExact: string | null }): string {
+  return item.validUntilExact === null ? levelName(item.level) : `${levelName(item.level)} until ${item.validUntilExact}`;
 }
 
-/** `alice -[write]-> eng (source ldap)`, with `until …` when the grant expires. */
+/** `alice -[write]-> eng (source ldap)`, with `until …` when the grant expires (the expiry written: a valid Date, see writeGrant). */
 export function describeGrant(g: { tail: string; head: string; level: number; source: string; expiresAt: Date | null }): string {
-  return `${g.tail} -[${levelName(g.level)}]-> ${g.head} (source ${printable(g.source)}${g.expiresAt ? `, until ${isoMoment(g.expiresAt)}` : ''})`;
+  return `${g.tail} -[${levelName(g.level)}]-> ${g.head} (source ${printable(g.source)}${g.expiresAt ? `, until ${g.expiresAt.toISOString()}` : ''})`;
 }
 
 /**
@@ -113,25 +102,29 @@ export function describeChange(change: CatalogChange): string {
   return `~ ${change.kind} ${change.name}: ${named(change.from!)} -> ${named(change.to!)}`;
 }
 
-/** One line describing an audit entry (tab-separated). */
+/**
+ * One line describing an audit entry (tab-separated). Its moments are
+ * printed as the log stores them, to the microsecond (the …Exact fields),
+ * and compared so: an expiry moved by less than a millisecond is a change.
+ */
 export function describeEntry(e: AuditEntry): string {
   const level = (n: number | null) => (n === null ? '-' : String(n));
-  const expiry = (at: Date | null) => (at ? isoMoment(at) : 'never');
-  const until = (at: Date | null) => (at ? ` until ${isoMoment(at)}` : '');
+  const expiry = (at: string | null) => at ?? 'never';
+  const until = (at: string | null) => (at === null ? '' : ` until ${at}`);
   const what = (() => {
     switch (e.action) {
-      case 'grant': return `${e.tailId} -> ${e.headId} level ${level(e.newLevel)}${until(e.newExpiresAt)} (source ${printable(e.source ?? '')})`;
-      case 'revoke': return `${e.tailId} -> ${e.headId} level ${level(e.oldLevel)}${until(e.oldExpiresAt)} (source ${printable(e.source ?? '')})`;
+      case 'grant': return `${e.tailId} -> ${e.headId} level ${level(e.newLevel)}${until(e.newExpiresAtExact)} (source ${printable(e.source ?? '')})`;
+      case 'revoke': return `${e.tailId} -> ${e.headId} level ${level(e.oldLevel)}${until(e.oldExpiresAtExact)} (source ${printable(e.source ?? '')})`;
       case 'change_level': {
-        const expiryChange = sameMoment(e.oldExpiresAt, e.newExpiresAt) ? until(e.newExpiresAt) : ` expires ${expiry(e.oldExpiresAt)} => ${expiry(e.newExpiresAt)}`;
+        const expiryChange = e.oldExpiresAtExact === e.newExpiresAtExact ? until(e.newExpiresAtExact) : ` expires ${expiry(e.oldExpiresAtExact)} => ${expiry(e.newExpiresAtExact)}`;
         return `${e.tailId} -> ${e.headId} level ${level(e.oldLevel)} => ${level(e.newLevel)}${expiryChange} (source ${printable(e.source ?? '')})`;
       }
-      case 'change_expiry': return `${e.tailId} -> ${e.headId} level ${level(e.newLevel)} expires ${expiry(e.oldExpiresAt)} => ${expiry(e.newExpiresAt)} (source ${printable(e.source ?? '')})`;
+      case 'change_expiry': return `${e.tailId} -> ${e.headId} level ${level(e.newLevel)} expires ${expiry(e.oldExpiresAtExact)} => ${expiry(e.newExpiresAtExact)} (source ${printable(e.source ?? '')})`;
       case 'set_owner': return `${e.nodeKind} ${e.headId} owner ${e.oldOwner ?? 'none'} => ${e.newOwner ?? 'none'}`;
-      case 'create_node': return `${e.nodeKind} ${e.headId}${e.newOwner ? ` owner ${e.newOwner}` : ''}${e.newTrashAt ? ` trash_at ${isoMoment(e.newTrashAt)}` : ''}${e.details?.superuser === true ? ' superuser' : ''}`;
+      case 'create_node': return `${e.nodeKind} ${e.headId}${e.newOwner ? ` owner ${e.newOwner}` : ''}${e.newTrashAtExact === null ? '' : ` trash_at ${e.newTrashAtExact}`}${e.details?.superuser === true ? ' superuser' : ''}`;
       case 'delete_node': return `${e.nodeKind} ${e.headId}${e.oldOwner ? ` (owner was ${e.oldOwner})` : ''}`;
       case 'set_superuser': return `${e.nodeKind} ${e.headId} superuser ${e.details?.superuser === true ? 'on' : 'off'}`;
-      case 'set_trash': return `${e.nodeKind} ${e.headId} trash_at ${e.oldTrashAt ? isoMoment(e.oldTrashAt) : 'none'} => ${e.newTrashAt ? isoMoment(e.newTrashAt) : 'none'}`;
+      case 'set_trash': return `${e.nodeKind} ${e.headId} trash_at ${e.oldTrashAtExact ?? 'none'} => ${e.newTrashAtExact ?? 'none'}`;
       case 'import': return `run ${printable(e.source ?? '')}: ${JSON.stringify(e.details)}`;
       case 'truncate': return `table ${String(e.details?.table)}`;
       case 'truncate_audit': return 'audit log truncated';
@@ -141,7 +134,7 @@ export function describeEntry(e: AuditEntry): string {
   })();
   // the login too when the application declared someone else: an actor is a claim, the login is not
   const actor = e.dbRole === null || e.actor === e.dbRole ? printable(e.actor) : `${printable(e.actor)} (login ${printable(e.dbRole)})`;
-  return `${e.id}\t${isoMoment(e.at)}\t${actor}\t${e.action}\t${what}`;
+  return `${e.id}\t${e.atExact}\t${actor}\t${e.action}\t${what}`;
 }
 
 /**

@@ -1,7 +1,7 @@
 // --json output is camelCase throughout, like the TypeScript API. Most
 // commands print the API's own objects; this converts the few that come
-// straight from SQL (snake_case column and key names), and explain's
-// moments to the microsecond.
+// straight from SQL (snake_case column and key names), and the library's
+// moments (explain's, the listings', the audit log's) to the microsecond.
 
 /** A copy of value with every object key in camelCase (last_batch_at -> lastBatchAt); arrays, dates and scalars as they are. */
 export function camelCaseKeys(value: unknown): unknown {
@@ -11,7 +11,7 @@ export function camelCaseKeys(value: unknown): unknown {
 }
 
 /**
- * A copy of value in which every field with an `…Exact` twin (explain's
+ * A copy of value in which every field with an `…Exact` twin (the library's
  * moments: a Date, and its text to the microsecond) takes the twin's value,
  * and the twin goes: the JSON keeps the API's keys, and prints the moments
  * as the database stores them.

@@ -14,11 +14,11 @@ import { createTestDatabase } from '../helpers/database.ts';
 import { loadGraph } from '../helpers/graph.ts';
 
 const HOUR = 3600 * 1000;
-/** A moment of whole milliseconds as explain prints it: to the microsecond the database stores. */
+/** A moment of whole milliseconds as list, who, explain and audit print it: to the microsecond the database stores. */
 const exact = (at: Date) => at.toISOString().replace(/Z$/, '000Z');
 
 describe('permgraph grant --expires / --expires-in, sync-grants expiresAt, valid_until in list, who, explain and audit', async () => {
-  const { db, url } = await createTestDatabase();
+  const { db, url, name } = await createTestDatabase();
   const cli = (...args: string[]) => runCli(['--database-url', url, ...args]);
   const scratch = await mkdtemp(path.join(tmpdir(), 'permgraph-expiry-cli-'));
   afterAll(() => rm(scratch, { recursive: true, force: true }));
@@ -102,7 +102,7 @@ describe('permgraph grant --expires / --expires-in, sync-grants expiresAt, valid
     const ago = new Date(Math.floor((Date.now() - HOUR) / 1000) * 1000);
     await db.query(sql`update permgraph.permissions set valid_until = ${ahead} where user_id = 'ann' and target_id = 'eng'`);
     await db.query(sql`update permgraph.permissions set valid_until = ${ago} where user_id = 'bob' and target_id = 'eng'`);
-    const iso = ahead.toISOString();
+    const iso = exact(ahead);
 
     expect((await cli('list', 'ann')).stdout).toBe(`ann\tuser\tmanage\neng\tgroup\twrite until ${iso}\nspec\tobject\twrite until ${iso}\n`);
     expect(JSON.parse((await cli('--json', 'list', 'ann', '--kind', 'object')).stdout)).toEqual({
@@ -242,6 +242,64 @@ describe('permgraph grant --expires / --expires-in, sync-grants expiresAt, valid
     expect(await lines()).toEqual(['fay may not write eng: no path', ended]);
   });
 
+  it('list, who and audit print moments to the microsecond, as the database stores them, in UTC whatever its time zone (JSON too)', async () => {
+    await loadGraph(db, { ...graph, nodes: [...graph.nodes, g('far')] });
+    // a grant whose expiry moves by 450 microseconds within one millisecond, with its level
+    await db.tx(async (tx) => {
+      await tx.query(sql`select set_config('permgraph.actor', 'exact-cli', true)`);
+      await tx.query(sql`insert into permgraph.grants (tail_id, head_id, level, source, expires_at) values ('ann', 'eng', 1, 'exact', '2100-01-01T00:00:00.000250Z')`);
+    });
+    await db.tx(async (tx) => {
+      await tx.query(sql`select set_config('permgraph.actor', 'exact-cli', true)`);
+      await tx.query(sql`update permgraph.grants set level = 2, expires_at = '2100-01-01T00:00:00.000700Z' where source = 'exact'`);
+    });
+    // an entry written by hand at a moment of our choosing, with trash times at both ends of the years
+    await db.query(sql`insert into permgraph.audit_log (at, actor, action, head_id, node_kind, old_trash_at, new_trash_at) values
+      ('2030-01-31T18:00:00.000001Z', 'exact-cli', 'set_trash', 'far', 'group', '0001-01-01T00:00:00.000001Z', '9999-12-31T23:00:00.000700Z')`);
+    await refresh(db);
+    // the times of the entries the triggers wrote (now()), as the database writes them in UTC
+    const written: string[] = (await db.query(sql`
+      select to_char(at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as at from permgraph.audit_log where actor = 'exact-cli' and action <> 'set_trash' order by id`)).map((r: { at: string }) => r.at);
+    expect(written).toHaveLength(2);
+    // the CLI's sessions in a zone east of UTC, whose offset was +05:41:16 in year 1 and puts the end of 9999 in 10000
+    await db.query(sql`alter database ${sql.ident(name)} set timezone = 'Asia/Kathmandu'`);
+    try {
+      expect((await cli('list', 'ann')).stdout).toBe(
+        'ann\tuser\tmanage\neng\tgroup\twrite until 2100-01-01T00:00:00.000700Z\nspec\tobject\twrite until 2100-01-01T00:00:00.000700Z\n',
+      );
+      expect(JSON.parse((await cli('--json', 'list', 'ann', '--kind', 'group')).stdout)).toEqual({
+        items: [{ id: 'eng', kind: 'group', level: 2, validUntil: '2100-01-01T00:00:00.000700Z' }],
+        next: null,
+      });
+      expect((await cli('who', 'spec')).stdout).toBe('ann\twrite until 2100-01-01T00:00:00.000700Z\nbob\tread\n');
+      expect(JSON.parse((await cli('--json', 'who', 'spec')).stdout)).toEqual({
+        items: [{ id: 'ann', level: 2, validUntil: '2100-01-01T00:00:00.000700Z' }, { id: 'bob', level: 1, validUntil: null }],
+        next: null,
+      });
+      // (time, action and what changed: the actor column names the test server's login too)
+      const lines = (await cli('audit', '--actor', 'exact-cli')).stdout.trimEnd().split('\n').map((line) => line.split('\t').filter((_, i) => i !== 0 && i !== 2).join('\t'));
+      expect(lines).toEqual([
+        `${written[0]}\tgrant\tann -> eng level 1 until 2100-01-01T00:00:00.000250Z (source exact)`,
+        `${written[1]}\tchange_level\tann -> eng level 1 => 2 expires 2100-01-01T00:00:00.000250Z => 2100-01-01T00:00:00.000700Z (source exact)`,
+        '2030-01-31T18:00:00.000001Z\tset_trash\tgroup far trash_at 0001-01-01T00:00:00.000001Z => 9999-12-31T23:00:00.000700Z',
+      ]);
+      const json = JSON.parse((await cli('--json', 'audit', '--actor', 'exact-cli')).stdout);
+      expect(json.entries).toMatchObject([
+        { action: 'grant', at: written[0], oldExpiresAt: null, newExpiresAt: '2100-01-01T00:00:00.000250Z' },
+        { action: 'change_level', at: written[1], oldExpiresAt: '2100-01-01T00:00:00.000250Z', newExpiresAt: '2100-01-01T00:00:00.000700Z' },
+        { action: 'set_trash', at: '2030-01-31T18:00:00.000001Z', oldTrashAt: '0001-01-01T00:00:00.000001Z', newTrashAt: '9999-12-31T23:00:00.000700Z' },
+      ]);
+      // the JSON keeps the API's keys: the exact text in place of each Date, no ...Exact keys
+      expect(Object.keys(json.entries[2]).filter((key) => key.endsWith('Exact'))).toEqual([]);
+      // the time printed bounds --since / --until to the microsecond
+      const between = await cli('audit', '--actor', 'exact-cli', '--since', '2030-01-31T18:00:00.000001Z', '--until', '2030-01-31T18:00:00.000002Z');
+      expect(between.stdout.split('\t')[3]).toBe('set_trash');
+      expect((await cli('audit', '--actor', 'exact-cli', '--since', '2030-01-31T18:00:00.000002Z', '--until', '2031-01-01T00:00:00Z')).stdout).toBe('no audit entries match\n');
+    } finally {
+      await db.query(sql`alter database ${sql.ident(name)} reset timezone`);
+    }
+  });
+
   it('audit shows the expiries of grants and the change_expiry action', async () => {
     await loadGraph(db, graph);
     await cli('grant', 'ann', 'eng', 'read', '--expires', '2035-01-01T00:00:00Z', '--actor', 'expiry-cli');
@@ -249,11 +307,11 @@ describe('permgraph grant --expires / --expires-in, sync-grants expiresAt, valid
     await cli('revoke', 'ann', 'eng', '--actor', 'expiry-cli');
     const lines = (await cli('audit', '--actor', 'expiry-cli')).stdout.trimEnd().split('\n').map((line) => line.split('\t').slice(3).join('\t'));
     expect(lines).toEqual([
-      'grant\tann -> eng level 1 until 2035-01-01T00:00:00.000Z (source default)',
-      'change_expiry\tann -> eng level 1 expires 2035-01-01T00:00:00.000Z => 2036-01-01T00:00:00.000Z (source default)',
-      'revoke\tann -> eng level 1 until 2036-01-01T00:00:00.000Z (source default)',
+      'grant\tann -> eng level 1 until 2035-01-01T00:00:00.000000Z (source default)',
+      'change_expiry\tann -> eng level 1 expires 2035-01-01T00:00:00.000000Z => 2036-01-01T00:00:00.000000Z (source default)',
+      'revoke\tann -> eng level 1 until 2036-01-01T00:00:00.000000Z (source default)',
     ]);
     const json = JSON.parse((await cli('--json', 'audit', '--actor', 'expiry-cli', '--action', 'change_expiry')).stdout);
-    expect(json.entries).toMatchObject([{ action: 'change_expiry', oldExpiresAt: '2035-01-01T00:00:00.000Z', newExpiresAt: '2036-01-01T00:00:00.000Z' }]);
+    expect(json.entries).toMatchObject([{ action: 'change_expiry', oldExpiresAt: '2035-01-01T00:00:00.000000Z', newExpiresAt: '2036-01-01T00:00:00.000000Z' }]);
   });
 });

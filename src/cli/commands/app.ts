@@ -155,7 +155,7 @@ function checkExpiryFlags(flags: { expires?: string; expiresIn?: string }): void
 
 /** Items one per line (tab-separated), then how to get the next page. */
 function printPage<T>(ctx: CommandContext, page: Page<T>, line: (item: T) => string): void {
-  if (ctx.options.json) return ctx.emitJson(page);
+  if (ctx.options.json) return ctx.emitJson(exactMoments(page));
   for (const item of page.items) ctx.say(line(item));
   if (page.next) ctx.say(`-- more: --after ${page.next}`);
 }

@@ -7,6 +7,7 @@ import { action, actorOption, checkFlag, ExitCode, pageSize, positiveInteger, re
 import type { CommandContext } from '../context.ts';
 import { EXIT } from '../errors.ts';
 import { describeEntry } from '../format.ts';
+import { exactMoments } from '../json.ts';
 
 interface ImportFlags {
   nodes?: string;
@@ -245,7 +246,7 @@ async function runAudit(ctx: CommandContext, flags: AuditFlags): Promise<void> {
     after,
     limit,
   });
-  if (ctx.options.json) return ctx.emitJson(page);
+  if (ctx.options.json) return ctx.emitJson(exactMoments(page));
   if (page.entries.length === 0) ctx.say(after === undefined ? 'no audit entries match' : `no audit entries after ${after} match`);
   for (const entry of page.entries) ctx.say(describeEntry(entry));
   if (page.nextCursor !== null) ctx.say(`more: --after ${page.nextCursor}`);
