@@ -5,7 +5,7 @@
 import connectionString from '@databases/pg-connection-string';
 import pg, { type ClientConfig } from 'pg';
 import { CONNECT_TIMEOUT_MS, END_TIMEOUT_MS, KEEPALIVE_INITIAL_DELAY_MS } from '../constants.ts';
-import type { PeerAddress } from './close-connection.ts';
+import { isSocketDirectory, type PeerAddress } from './close-connection.ts';
 import { SocketKeeper } from './socket-keeper.ts';
 import { isTlsRefused, splitHostList, tlsPlan } from './tls.ts';
 
@@ -138,9 +138,15 @@ export async function connectClient(url: string, applicationName: string): Promi
   });
 }
 
-/** The URL with its host, or the list of hosts it names, replaced by `address` (any other string is left as it is, to fail as it would). */
+/**
+ * The URL with its host, or the list of hosts it names, replaced by
+ * `address` (any other string is left as it is, to fail as it would). A
+ * Unix socket's directory is written %-encoded, as a URL names one
+ * (postgres://%2Frun%2Fpostgresql/db): as it is, URL would not take it as a
+ * host, and the list would stay.
+ */
 function atAddress(url: string, address: HostAddress): string {
-  const hostname = address.host.includes(':') ? `[${address.host}]` : address.host;
+  const hostname = isSocketDirectory(address.host) ? encodeURIComponent(address.host) : address.host.includes(':') ? `[${address.host}]` : address.host;
   const port = address.port === undefined ? '' : String(address.port);
   let parsed: URL;
   try {

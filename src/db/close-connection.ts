@@ -15,7 +15,10 @@ interface PooledConnectionInternals {
   };
 }
 
-/** A TCP address: an IP address (v4 or v6) and a port. */
+/**
+ * Where a connection went: a TCP address (an IP address, v4 or v6, and a
+ * port), or a Unix socket's directory (isSocketDirectory) and port.
+ */
 export interface PeerAddress {
   host: string;
   port: number;
@@ -25,6 +28,11 @@ export interface PeerAddress {
    * against. Undefined: the URL's.
    */
   name?: string;
+}
+
+/** Whether a host, as node-pg and libpq read it, is the directory of a Unix socket (its socket: `${host}/.s.PGSQL.${port}`). */
+export function isSocketDirectory(host: string): boolean {
+  return host.startsWith('/');
 }
 
 /** The socket of a pooled connection (see closeConnectionNow for how it is reached). */

@@ -11,7 +11,7 @@
 // is copied, the copy gets standby.signal and a primary_conninfo, and both
 // start. A cleanly shut down data directory is a consistent base backup.
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { appendFile, chmod, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -48,10 +48,14 @@ export class ClusterSet {
     return new ClusterSet(scratch);
   }
 
-  /** A new cluster (initdb) on a free port, with `settings` on its command line. */
-  async startFresh(name: string, settings: Record<string, string> = {}): Promise<Cluster> {
+  /**
+   * A new cluster (initdb) on a free port, or on `port` (clusters that listen
+   * on Unix sockets only, in directories of their own, may share one), with
+   * `settings` on its command line.
+   */
+  async startFresh(name: string, settings: Record<string, string> = {}, port?: number): Promise<Cluster> {
     const dataDir = path.join(this.scratch, name);
-    const port = await freeTcpPort();
+    port ??= await freeTcpPort();
     return this.track(await startEmbeddedCluster(name, dataDir, port, { ...FAST, ...settings }));
   }
 
@@ -80,6 +84,14 @@ export class ClusterSet {
     await appendFile(path.join(dataDir, 'postgresql.auto.conf'), `primary_conninfo = '${conninfo}'\nprimary_slot_name = '${name}'\n`);
     const port = await freeTcpPort();
     return this.track(await startServerProcess(name, dataDir, port, { ...primarySettings, hot_standby: 'on' }));
+  }
+
+  /** A new directory for Unix sockets in the scratch directory, where the server's OS user may create its socket. */
+  async socketDirectory(name: string): Promise<string> {
+    const dir = path.join(this.scratch, name);
+    await mkdir(dir);
+    await chmod(dir, 0o777);
+    return dir;
   }
 
   /** Stops every cluster still running (standbys first), then removes the scratch directory. */
@@ -141,6 +153,19 @@ async function startServerProcess(name: string, dataDir: string, port: number, s
     await exited;
   };
   return { name, dataDir, port, url: (database = 'postgres') => embeddedUrl(port, database), stop };
+}
+
+/** Settings for a cluster that listens on a Unix socket in `directory` only (no TCP). */
+export function socketsOnly(directory: string): Record<string, string> {
+  return { listen_addresses: '', unix_socket_directories: directory };
+}
+
+/**
+ * The URL of a cluster's `postgres` superuser on `database` through the Unix
+ * sockets in `directories` (libpq's host=/dir1,/dir2), all on `port`.
+ */
+export function socketUrl(directories: string[], port: number, database = 'postgres'): string {
+  return embeddedUrl(port, database).replace('@127.0.0.1:', `@${directories.map(encodeURIComponent).join(',')}:`);
 }
 
 /** A TCP port the kernel hands out as free; never 5432, which a system server may hold. */

@@ -10,7 +10,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { CHANGES_LISTENER_APPLICATION_NAME, LISTENER_APPLICATION_NAME, WORKER_APPLICATION_NAME } from '../../src/constants.ts';
-import { sql } from '../../src/db/pool.ts';
+import { openPool, sql } from '../../src/db/pool.ts';
 import { applyChanges, type BatchResult } from '../../src/engine/apply.ts';
 import { registerConsumer } from '../../src/engine/changes.ts';
 import { verify } from '../../src/engine/verify.ts';
@@ -19,6 +19,7 @@ import { startListener } from '../../src/worker/listener.ts';
 import { Worker } from '../../src/worker/worker.ts';
 import * as model from '../reference/model.ts';
 import { collect, spawnCli, waitUntil } from '../helpers/cli.ts';
+import { ClusterSet, socketsOnly, socketUrl } from '../helpers/cluster.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { readPermissions } from '../helpers/graph.ts';
 import { applyRandomMutations, GraphState, seedSmallGraph } from '../helpers/mutations.ts';
@@ -117,6 +118,24 @@ describe('the LISTEN connection on a URL listing several hosts', async () => {
     const before = wakes;
     await db.query(sql`select pg_notify(${channel}, '')`);
     await waitUntil(async () => wakes > before, 'a wake-up by NOTIFY');
+  });
+
+  it('the listener on a URL listing Unix socket directories (host=/…/a,/…/b, nothing listening in the first) is woken by NOTIFY', async () => {
+    // (before, the one host was written into the URL as a host name, which a
+    // directory is not: the URL kept its list, read by node-pg as one socket path)
+    const clusters = await ClusterSet.create();
+    cleanups.push(() => clusters.stopAll());
+    const [empty, dir] = [await clusters.socketDirectory('run-a'), await clusters.socketDirectory('run-b')];
+    const server = await clusters.startFresh('b', socketsOnly(dir));
+    const channel = 'permgraph_test_socket_directories';
+    const { logger } = recorder();
+    let wakes = 0;
+    const listener = await startListener(socketUrl([empty, dir], server.port), () => wakes++, logger, { channel });
+    cleanups.push(() => listener.close());
+    const notifier = openPool(socketUrl([dir], server.port), { poolSize: 1 });
+    cleanups.push(() => notifier.dispose());
+    await notifier.query(sql`select pg_notify(${channel}, '')`);
+    await waitUntil(async () => wakes > 0, 'a wake-up by NOTIFY through the second directory');
   });
 
   it('a worker on such a URL applies changes woken by NOTIFY, and still does once the host it listens on has gone', async () => {
