@@ -59,17 +59,23 @@ export function closeConnectionNow(conn: Connection): boolean {
 }
 
 /**
- * The address a pooled connection's socket is connected to: the one server
- * it reached, where the URL's host may lead to several (several hosts
- * listed, a name with several addresses). Undefined over a Unix socket, or
- * when the socket is not where closeConnectionNow finds it.
+ * Where a pooled connection went: the one server it reached, where the
+ * URL's host may lead to several (several hosts listed, a name with several
+ * addresses). Over TCP, the address its socket is connected to, with the
+ * host name it was reached by (name); over a Unix socket, the socket's
+ * directory and port, as node-pg connected to them (of a URL listing several
+ * directories, the one that answered). Undefined when the socket or its
+ * client is not where closeConnectionNow finds them.
  */
 export function connectionPeer(conn: Connection): PeerAddress | undefined {
   const socket = socketOf(conn);
+  const client = (conn as unknown as PooledConnectionInternals)._driver?.client;
+  const name = client?.host;
   const { remoteAddress: host, remotePort: port } = socket ?? {};
-  if (typeof host !== 'string' || typeof port !== 'number') return undefined;
-  const name = (conn as unknown as PooledConnectionInternals)._driver?.client?.host;
-  return typeof name === 'string' && name !== '' ? { host, port, name } : { host, port };
+  if (typeof host === 'string' && typeof port === 'number') return typeof name === 'string' && name !== '' ? { host, port, name } : { host, port };
+  // (a Unix socket has no remote address: node-pg's host is its directory)
+  if (socket !== undefined && typeof name === 'string' && isSocketDirectory(name) && typeof client?.port === 'number') return { host: name, port: client.port };
+  return undefined;
 }
 
 /**
@@ -99,13 +105,12 @@ export interface CancelTarget {
 /** The CancelTarget of a pooled connection, or of the transaction it runs; undefined when node-pg's client is not where closeConnectionNow finds it. */
 export function cancelTargetOf(conn: Connection | Transaction): CancelTarget | undefined {
   const client = (conn as unknown as PooledConnectionInternals)._driver?.client;
-  const { processID, secretKey, host, port } = client ?? {};
+  const { processID, secretKey } = client ?? {};
   if (typeof processID !== 'number' || typeof secretKey !== 'number') return undefined;
   const peer = connectionPeer(conn as Connection);
-  if (peer !== undefined) return { processID, secretKey, to: peer };
+  if (peer === undefined) return undefined;
   // (node-pg's path of a Unix socket, as it connects: the directory, then .s.PGSQL.<port>)
-  if (typeof host === 'string' && host.startsWith('/')) return { processID, secretKey, to: { path: `${host}/.s.PGSQL.${typeof port === 'number' ? port : 5432}` } };
-  return undefined;
+  return { processID, secretKey, to: isSocketDirectory(peer.host) ? { path: `${peer.host}/.s.PGSQL.${peer.port}` } : peer };
 }
 
 /**

@@ -49,10 +49,11 @@ export type ProbeOutcome =
   | { kind: 'abandoned' };
 
 /**
- * The session a probe asks about: who it is on the server, and the address
- * its connection reached (peer; undefined over a Unix socket), where the
- * probe connects too rather than to the URL's host, which may lead to
- * several servers (several hosts listed, a name with several addresses).
+ * The session a probe asks about: who it is on the server, and where its
+ * connection went (peer: connectionPeer, a TCP address or a Unix socket's
+ * directory; undefined when not known), where the probe connects too
+ * rather than to the URL's host, which may lead to several servers (several
+ * hosts or socket directories listed, a name with several addresses).
  */
 export interface ProbedSession extends SessionIdentity {
   peer?: PeerAddress;

@@ -15,13 +15,14 @@ import { createWorkerMetrics } from '../../src/worker/metrics.ts';
 import { closeConnectionNow } from '../../src/db/close-connection.ts';
 import { createProbe, type Probe, type ProbeOutcome } from '../../src/worker/probe.ts';
 import { createServer, type Socket } from 'node:net';
+import { migrate } from '../../src/migrations/migrate.ts';
 import { ConnectionWatchdog } from '../../src/worker/watchdog.ts';
 import { Worker, type WorkerOptions } from '../../src/worker/worker.ts';
 import * as model from '../reference/model.ts';
 import { waitForWorkerBlocked, waitUntil } from '../helpers/cli.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { readPermissions } from '../helpers/graph.ts';
-import { ClusterSet } from '../helpers/cluster.ts';
+import { ClusterSet, socketsOnly, socketUrl } from '../helpers/cluster.ts';
 import { createLogin } from '../helpers/logins.ts';
 import { applyRandomMutations, GraphState, seedSmallGraph } from '../helpers/mutations.ts';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
@@ -275,6 +276,56 @@ describe('the worker on a stalled network', async () => {
     expect(logs().filter((entry) => entry.probe?.kind === 'elsewhere').map((entry) => entry.msg)).toEqual([
       "still waiting for the database; a probe reached another server than its session's, so whether its session is alive is unknown",
     ]);
+  });
+
+  it('a URL that lists several socket directories: the probe asks the server the session reached there, not the URL, and a long batch is left alone', async () => {
+    // Two servers on one port, each listening only on a socket directory of
+    // its own. The first listed (a) has no database of the worker's name when
+    // the worker connects, so its connection goes to the second (b), as
+    // libpq's would; then a gets one, as a second server of one deployment
+    // might, where the worker's session is not.
+    const clusters = await ClusterSet.create();
+    cleanups.push(() => clusters.stopAll());
+    const dirs = { a: await clusters.socketDirectory('run-a'), b: await clusters.socketDirectory('run-b') };
+    const b = await clusters.startFresh('b', socketsOnly(dirs.b));
+    await clusters.startFresh('a', socketsOnly(dirs.a), b.port);
+    const database = 'permgraph_sockets';
+    const at = (directories: string[]) => socketUrl(directories, b.port, database);
+    const createDatabase = async (dir: string) => {
+      const admin = openPool(socketUrl([dir], b.port), { poolSize: 1 });
+      await admin.query(sql`create database ${sql.ident(database)}`);
+      await admin.dispose();
+    };
+    await createDatabase(dirs.b);
+    const onB = openPool(at([dirs.b]), { poolSize: 4 });
+    cleanups.push(() => onB.dispose());
+    await migrate(onB);
+    const state = await seedSmallGraph(onB);
+    const { worker, errors, logs, messages } = await startWorker({ url: at([dirs.a, dirs.b]) });
+    await waitUntil(async () => messages().includes('listener connected'), 'the listener to connect');
+    const workerPid = async () =>
+      (await onB.query(sql`select pid from pg_stat_activity where datname = current_database() and application_name = ${WORKER_APPLICATION_NAME}`)).map((r: { pid: number }) => r.pid);
+    const [pid] = await workerPid();
+    expect(pid, "the worker's session on b").toBeDefined();
+    await createDatabase(dirs.a);
+    const alive = () => logs().filter((entry) => entry.msg === ALIVE_MESSAGE);
+    const holder = openPool(at([dirs.b]), { poolSize: 1 });
+    try {
+      await holder.tx(async (tx) => {
+        await tx.query(sql`lock table permgraph.permissions in access exclusive mode`);
+        await applyRandomMutations(onB, state, 5, 703);
+        await waitForWorkerBlocked(onB);
+        await waitUntil(async () => alive().length >= 3 || errors.length > 0, 'the watchdog to probe the waiting batch');
+      });
+    } finally {
+      await holder.dispose();
+    }
+    await waitUntil(async () => (await onB.query(sql`select count(*)::int as n from permgraph.changes`))[0].n === 0, 'the worker to drain the changes');
+    expect(errors).toEqual([]);
+    expect(messages()).not.toContain(STALL_MESSAGE);
+    expect(await readPermissions(onB)).toEqual(model.computePermissions(state.snapshot()));
+    expect(await workerPid()).toEqual([pid]); // the same session all along
+    expect(worker.role).toBe('active');
   });
 
   it('a probe under way when the statement is answered ends nothing: the worker may sit idle on that session next', async () => {
