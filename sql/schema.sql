@@ -382,6 +382,8 @@ table permgraph.cluster_identity
   singleton boolean not null default true
   system_identifier bigint not null
   postmaster_started timestamp with time zone not null
+  database_oid oid
+  relation_oid oid
   constraint cluster_identity_pkey PRIMARY KEY (singleton)
   constraint cluster_identity_singleton_check CHECK (singleton)
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
@@ -728,6 +730,7 @@ AS $function$
 declare
   this_cluster bigint;
   home boolean;
+  foreign_oids boolean;
 begin
   if permgraph._recorded_by_this_server() then
     return;
@@ -735,17 +738,25 @@ begin
   -- (read once: what _home_cluster() would read again, past the check above)
   this_cluster := (select c.system_identifier from pg_control_system() c);
   home := (select i.system_identifier = this_cluster from permgraph.cluster_identity i);
-  if home is false then
-    update permgraph.change_consumers c
-    set owner_oid = coalesce((select r.oid from pg_roles r where r.rolname = c.owner_role), 0)
-    where c.owner_oid is not null;
-  end if;
   if home is not true then
+    -- (_stored_oids_foreign(), past the identifier read above: null when no row)
+    foreign_oids := (select not coalesce(i.database_oid = (select d.oid from pg_database d where d.datname = current_database())
+                                         and i.relation_oid = 'permgraph.cluster_identity'::regclass, false)
+                     from permgraph.cluster_identity i);
+    if foreign_oids then
+      update permgraph.change_consumers c
+      set owner_oid = permgraph._consumer_owner_here(c.owner_oid, c.owner_role, foreign_oids)
+      where c.owner_oid is not null
+        and c.owner_oid is distinct from permgraph._consumer_owner_here(c.owner_oid, c.owner_role, foreign_oids);
+    end if;
     update permgraph.applier_state set queue_low_water = null, last_batch_snapshot = null;
   end if;
-  insert into permgraph.cluster_identity (system_identifier, postmaster_started)
-  values (this_cluster, pg_postmaster_start_time())
-  on conflict (singleton) do update set system_identifier = excluded.system_identifier, postmaster_started = excluded.postmaster_started;
+  insert into permgraph.cluster_identity (system_identifier, postmaster_started, database_oid, relation_oid)
+  values (this_cluster, pg_postmaster_start_time(), (select d.oid from pg_database d where d.datname = current_database()),
+          'permgraph.cluster_identity'::regclass)
+  on conflict (singleton) do update
+  set system_identifier = excluded.system_identifier, postmaster_started = excluded.postmaster_started,
+      database_oid = excluded.database_oid, relation_oid = excluded.relation_oid;
 end $function$;
 
 -- permgraph._analyze_graph(): execute <owner>: EXECUTE
@@ -1672,8 +1683,8 @@ AS $function$
 declare
   owner_oid oid := p_owner_oid;
 begin
-  if p_owner_oid is not null and permgraph._home_cluster() is false then
-    owner_oid := coalesce((select r.oid from pg_roles r where r.rolname = p_owner_role), 0);
+  if p_owner_oid is not null and not permgraph._recorded_by_this_server() then
+    owner_oid := permgraph._consumer_owner_here(p_owner_oid, p_owner_role, permgraph._stored_oids_foreign());
   end if;
   if owner_oid is null
      or coalesce((select pg_has_role(session_user, r.oid, 'MEMBER') from pg_roles r where r.oid = owner_oid), false)
@@ -1816,6 +1827,17 @@ begin
   perform permgraph._check_consumer_owner(p_name, entry.owner_oid, entry.owner_role);
   return entry.acked_seq;
 end $function$;
+
+-- permgraph._consumer_owner_here(oid,name,boolean): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._consumer_owner_here(p_owner_oid oid, p_owner_role name, p_foreign boolean)
+ RETURNS oid
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+  select case when p_owner_oid is null or p_foreign is not true then p_owner_oid
+              else coalesce((select r.oid from pg_roles r where r.rolname = p_owner_role), 0) end
+$function$;
 
 -- permgraph._count_expired(timestamp with time zone): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._count_expired(p_at timestamp with time zone)
@@ -4359,6 +4381,13 @@ begin
   where finished_at is null;
   return moved;
 end $function$;
+
+-- permgraph._stored_oids_foreign(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._stored_oids_foreign()
+ RETURNS boolean
+ LANGUAGE sql
+ STABLE
+RETURN (SELECT CASE WHEN permgraph._home_cluster() THEN false ELSE (NOT COALESCE(((i.database_oid = (SELECT d.oid FROM pg_database d WHERE (d.datname = current_database()))) AND (i.relation_oid = ('permgraph.cluster_identity'::regclass)::oid)), false)) END AS "case" FROM permgraph.cluster_identity i);
 
 -- permgraph._upstream_users(text[],text[]): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._upstream_users(p_tails text[], p_kinds text[])

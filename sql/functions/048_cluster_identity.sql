@@ -19,6 +19,10 @@
 --     another oid, and the oid may be another role's.
 -- A physical copy (a standby, pg_basebackup, a promoted standby) is the
 -- same cluster: same system identifier, same transaction ids and oids.
+-- pg_upgrade makes another cluster (initdb gives it a new system
+-- identifier) with the same transaction ids and oids: the first batch
+-- forgets the mark and the snapshot (harmless: the whole queue is read
+-- once) and keeps the consumers' owners (migration 050).
 
 -- The row of cluster_identity also holds the start time of the server
 -- (pg_postmaster_start_time()) that last recorded it: a row recorded by the
@@ -44,20 +48,49 @@ return (select case when i.postmaster_started = pg_catalog.pg_postmaster_start_t
                     else i.system_identifier = (select c.system_identifier from pg_catalog.pg_control_system() c) end
         from permgraph.cluster_identity i);
 
+-- Whether the role oids stored with the state (a change consumer's owner)
+-- name other roles here than where they were recorded: false in the
+-- cluster that recorded them, and after pg_upgrade of it (a new cluster
+-- that keeps every oid: the oids of this database and of cluster_identity
+-- are the ones recorded, migration 050); true after a logical restore
+-- elsewhere (or a pg_upgrade to PostgreSQL 14, which gives the database a
+-- new oid: there the owners are found by name, as after a restore); null
+-- when not recorded (a schema migrated from before 049, until its next
+-- batch).
+create or replace function permgraph._stored_oids_foreign() returns boolean
+language sql stable
+return (select case when permgraph._home_cluster() then false
+                    else not coalesce(i.database_oid = (select d.oid from pg_catalog.pg_database d where d.datname = pg_catalog.current_database())
+                                      and i.relation_oid = 'permgraph.cluster_identity'::pg_catalog.regclass, false) end
+        from permgraph.cluster_identity i);
+
+-- A change consumer's owner in this cluster, given its stored oid and the
+-- name its role had when it registered the consumer (owner_role: not
+-- updated when the role is renamed), and p_foreign, _stored_oids_foreign():
+--   * true: the role of that name, as pg_restore finds the owner of every
+--     object (roles are restored by name, with pg_dumpall --roles-only), or
+--     oid 0, no role's, when none has it: such a consumer is the schema
+--     owner's to use or drop;
+--   * false: the stored oid (the role, whatever its name now);
+--   * null (not recorded): the stored oid (most likely recorded here).
+create or replace function permgraph._consumer_owner_here(p_owner_oid oid, p_owner_role name, p_foreign boolean) returns oid
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select case when p_owner_oid is null or p_foreign is not true then p_owner_oid
+              else coalesce((select r.oid from pg_roles r where r.rolname = p_owner_role), 0) end
+$$;
+
 -- What every batch does first, with the applier lock held (_begin_applying,
 -- and the registering or dropping of a change consumer): when the stored
 -- state is another cluster's, or not recorded, it forgets the queue's
 -- mark (this batch reads the whole queue, and records a mark of this
 -- cluster's) and the last batch's snapshot (is_applied goes by the
--- reader's own snapshot until the batch records one). A consumer's owner
--- restored from another cluster is found again by its name, as pg_restore
--- finds the owner of every object: the login of that name (roles are
--- restored by name, with pg_dumpall --roles-only), or, if no role has it,
--- oid 0, no role's: such a consumer is the schema owner's to use or drop.
--- (Not when the cluster is not recorded: those owners were most likely
--- recorded here.) Then it records this cluster and this server run: the
--- first ordinary batch after each start of the server writes the row, the
--- others find it theirs and write nothing.
+-- reader's own snapshot until the batch records one), and gives each
+-- change consumer its owner here (_consumer_owner_here). Then it records
+-- this cluster, this server run and the oids that tell a pg_upgrade from
+-- a restore: the first ordinary batch after each start of the server
+-- writes the row, the others find it theirs and write nothing.
 create or replace function permgraph._adopt_restored_state() returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -65,6 +98,7 @@ as $$
 declare
   this_cluster bigint;
   home boolean;
+  foreign_oids boolean;
 begin
   if permgraph._recorded_by_this_server() then
     return;
@@ -72,15 +106,23 @@ begin
   -- (read once: what _home_cluster() would read again, past the check above)
   this_cluster := (select c.system_identifier from pg_control_system() c);
   home := (select i.system_identifier = this_cluster from permgraph.cluster_identity i);
-  if home is false then
-    update permgraph.change_consumers c
-    set owner_oid = coalesce((select r.oid from pg_roles r where r.rolname = c.owner_role), 0)
-    where c.owner_oid is not null;
-  end if;
   if home is not true then
+    -- (_stored_oids_foreign(), past the identifier read above: null when no row)
+    foreign_oids := (select not coalesce(i.database_oid = (select d.oid from pg_database d where d.datname = current_database())
+                                         and i.relation_oid = 'permgraph.cluster_identity'::regclass, false)
+                     from permgraph.cluster_identity i);
+    if foreign_oids then
+      update permgraph.change_consumers c
+      set owner_oid = permgraph._consumer_owner_here(c.owner_oid, c.owner_role, foreign_oids)
+      where c.owner_oid is not null
+        and c.owner_oid is distinct from permgraph._consumer_owner_here(c.owner_oid, c.owner_role, foreign_oids);
+    end if;
     update permgraph.applier_state set queue_low_water = null, last_batch_snapshot = null;
   end if;
-  insert into permgraph.cluster_identity (system_identifier, postmaster_started)
-  values (this_cluster, pg_postmaster_start_time())
-  on conflict (singleton) do update set system_identifier = excluded.system_identifier, postmaster_started = excluded.postmaster_started;
+  insert into permgraph.cluster_identity (system_identifier, postmaster_started, database_oid, relation_oid)
+  values (this_cluster, pg_postmaster_start_time(), (select d.oid from pg_database d where d.datname = current_database()),
+          'permgraph.cluster_identity'::regclass)
+  on conflict (singleton) do update
+  set system_identifier = excluded.system_identifier, postmaster_started = excluded.postmaster_started,
+      database_oid = excluded.database_oid, relation_oid = excluded.relation_oid;
 end $$;

@@ -82,8 +82,9 @@ end $$;
 -- the same name is another role, and a renamed one is the same. A consumer
 -- from before owners existed (null) is everyone's; one whose role was
 -- dropped is left to the schema's owner. One restored from another cluster,
--- before a batch here has adopted it, is its role's by name: the oid is
--- that cluster's (048_cluster_identity.sql).
+-- before a batch here has adopted it, is its owner's there as the batch
+-- will find it (by name after a logical restore, by oid after pg_upgrade:
+-- _consumer_owner_here, 048_cluster_identity.sql).
 create or replace function permgraph._check_consumer_owner(p_name text, p_owner_oid oid, p_owner_role name) returns void
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
@@ -91,8 +92,8 @@ as $$
 declare
   owner_oid oid := p_owner_oid;
 begin
-  if p_owner_oid is not null and permgraph._home_cluster() is false then
-    owner_oid := coalesce((select r.oid from pg_roles r where r.rolname = p_owner_role), 0);
+  if p_owner_oid is not null and not permgraph._recorded_by_this_server() then
+    owner_oid := permgraph._consumer_owner_here(p_owner_oid, p_owner_role, permgraph._stored_oids_foreign());
   end if;
   if owner_oid is null
      or coalesce((select pg_has_role(session_user, r.oid, 'MEMBER') from pg_roles r where r.oid = owner_oid), false)
