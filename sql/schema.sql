@@ -743,7 +743,7 @@ begin
     foreign_oids := (select not coalesce(i.database_oid = (select d.oid from pg_database d where d.datname = current_database())
                                          and i.relation_oid = 'permgraph.cluster_identity'::regclass, false)
                      from permgraph.cluster_identity i);
-    if foreign_oids then
+    if foreign_oids is not false then
       update permgraph.change_consumers c
       set owner_oid = permgraph._consumer_owner_here(c.owner_oid, c.owner_role, foreign_oids)
       where c.owner_oid is not null
@@ -1835,7 +1835,7 @@ CREATE OR REPLACE FUNCTION permgraph._consumer_owner_here(p_owner_oid oid, p_own
  STABLE
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
-  select case when p_owner_oid is null or p_foreign is not true then p_owner_oid
+  select case when p_owner_oid is null or p_foreign is false then p_owner_oid
               else coalesce((select r.oid from pg_roles r where r.rolname = p_owner_role), 0) end
 $function$;
 

@@ -39,7 +39,8 @@ language sql stable
 return coalesce((select i.postmaster_started = pg_catalog.pg_postmaster_start_time() from permgraph.cluster_identity i), false);
 
 -- Whether the stored state was recorded in this cluster: true; in another
--- (a logical backup of it restored here): false; null when not recorded (a
+-- (a logical backup of it restored here, or the cluster pg_upgrade made
+-- this one from): false; null when not recorded (a
 -- schema migrated from before 049, until its next batch). Reads the
 -- control file only when another server run recorded it.
 create or replace function permgraph._home_cluster() returns boolean
@@ -64,20 +65,29 @@ return (select case when permgraph._home_cluster() then false
                                       and i.relation_oid = 'permgraph.cluster_identity'::pg_catalog.regclass, false) end
         from permgraph.cluster_identity i);
 
--- A change consumer's owner in this cluster, given its stored oid and the
--- name its role had when it registered the consumer (owner_role: not
--- updated when the role is renamed), and p_foreign, _stored_oids_foreign():
---   * true: the role of that name, as pg_restore finds the owner of every
---     object (roles are restored by name, with pg_dumpall --roles-only), or
---     oid 0, no role's, when none has it: such a consumer is the schema
---     owner's to use or drop;
---   * false: the stored oid (the role, whatever its name now);
---   * null (not recorded): the stored oid (most likely recorded here).
+-- A change consumer's owner in this cluster, given its stored oid, the name
+-- its role had when it registered the consumer (owner_role: not updated
+-- when the role is renamed) and p_foreign, _stored_oids_foreign():
+--   * false (recorded here, or pg_upgrade of it): the stored oid, the role
+--     whatever its name now;
+--   * true (another cluster's) or null (not recorded: the oid may be this
+--     cluster's or another's, and owner_role tells): the role of that
+--     name, as pg_restore finds the owner of every object (roles are
+--     restored by name, with pg_dumpall --roles-only): the stored oid's own
+--     role when it still has the name. Or oid 0, no role's, when none has
+--     the name: such a consumer is the schema owner's to use or drop. So an
+--     oid that names another role here never makes that role the owner.
+--     Not recorded, in the cluster that recorded the oid, this differs from
+--     keeping it only for a login renamed since it registered the consumer
+--     (before the first batch of a release with 049), whose consumer goes
+--     to the role given the old name since, or to the schema's owner, and
+--     for one dropped and created again under its name, which gets the
+--     consumer.
 create or replace function permgraph._consumer_owner_here(p_owner_oid oid, p_owner_role name, p_foreign boolean) returns oid
 language sql stable
 set search_path = pg_catalog, pg_temp
 as $$
-  select case when p_owner_oid is null or p_foreign is not true then p_owner_oid
+  select case when p_owner_oid is null or p_foreign is false then p_owner_oid
               else coalesce((select r.oid from pg_roles r where r.rolname = p_owner_role), 0) end
 $$;
 
@@ -111,7 +121,7 @@ begin
     foreign_oids := (select not coalesce(i.database_oid = (select d.oid from pg_database d where d.datname = current_database())
                                          and i.relation_oid = 'permgraph.cluster_identity'::regclass, false)
                      from permgraph.cluster_identity i);
-    if foreign_oids then
+    if foreign_oids is not false then
       update permgraph.change_consumers c
       set owner_oid = permgraph._consumer_owner_here(c.owner_oid, c.owner_role, foreign_oids)
       where c.owner_oid is not null

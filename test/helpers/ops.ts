@@ -61,6 +61,13 @@ export async function tokenOf(db: Queryable, write: (tx: Queryable) => Promise<u
   });
 }
 
+/** A change consumer's unacknowledged events, as `db`'s login reads them: "seq user target" each. */
+export async function readEvents(db: Queryable, consumer: string): Promise<string[]> {
+  const events: { seq: string; user_id: string; target_id: string }[] =
+    await db.query(sql`select seq, user_id, target_id from permgraph.read_changes(${consumer}, 100000)`);
+  return events.map((e) => `${e.seq} ${e.user_id} ${e.target_id}`);
+}
+
 export async function isApplied(db: Queryable, token: string): Promise<boolean> {
   const [{ applied }] = await db.query(sql`select permgraph.is_applied(${token}) as applied`);
   return applied as boolean;

@@ -1,8 +1,14 @@
 // The schema as the last release before sql/functions/ installed it, for
 // upgrade tests and for showing that a security test detects an attack that
-// worked on that release.
+// worked on that release; and the schema as any earlier commit of this
+// repository installed it, read from its history with git.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { sql, type Queryable } from '../../src/db/pool.ts';
-import { loadMigrations } from '../../src/migrations/migrate.ts';
+import { loadFunctionFiles, loadMigrations } from '../../src/migrations/migrate.ts';
 
 /** SHA-256 of sql/NNN_*.sql at commit d676c7c, the last release before sql/functions/. */
 export const RELEASED_AT_D676C7C: Record<string, string> = {
@@ -37,3 +43,53 @@ export async function migrateAsReleased(db: Queryable): Promise<void> {
   });
 }
 
+
+/** The last commit before migration 049 (permgraph.cluster_identity): what a database migrated then holds. */
+export const BEFORE_049 = '2a25ad8f999489063a9778feb896099c93f7712e';
+
+const REPOSITORY = fileURLToPath(new URL('../..', import.meta.url));
+
+/** Why this repository's history cannot give the schema at `commit` (a copy without it, git missing), or null when it can. */
+export function historyMissing(commit: string): string | null {
+  const found = spawnSync('git', ['cat-file', '-e', `${commit}^{commit}`], { cwd: REPOSITORY, encoding: 'utf8' });
+  return found.status === 0 ? null : `git cannot read commit ${commit.slice(0, 12)} of this repository (${(found.stderr || found.error?.message || '').trim()})`;
+}
+
+/**
+ * What `permgraph migrate` did at `commit` to a database without the
+ * schema: that commit's migrations, then its function files, each applied
+ * in order and recorded, then the roles' rights, in one transaction.
+ */
+export async function migrateAsAt(db: Queryable, commit: string): Promise<void> {
+  const scratch = mkdtempSync(path.join(tmpdir(), 'permgraph-sql-'));
+  try {
+    const archive = spawnSync('git', ['archive', '--output', path.join(scratch, 'sql.tar'), commit, 'sql/migrations', 'sql/functions'], { cwd: REPOSITORY, encoding: 'utf8' });
+    if (archive.status !== 0) throw new Error(`git archive ${commit}: ${archive.stderr}`);
+    const unpacked = spawnSync('tar', ['xf', path.join(scratch, 'sql.tar'), '-C', scratch], { encoding: 'utf8' });
+    if (unpacked.status !== 0) throw new Error(`tar: ${unpacked.stderr}`);
+    const migrations = await loadMigrations(path.join(scratch, 'sql', 'migrations'));
+    const functionFiles = await loadFunctionFiles(path.join(scratch, 'sql', 'functions'));
+    await db.tx(async (tx) => {
+      await tx.query(sql`set local search_path = pg_catalog, pg_temp`);
+      await tx.query(sql`
+        create schema if not exists permgraph;
+        create table if not exists permgraph.migrations (
+          version integer primary key, name text not null, checksum text not null,
+          applied_at timestamptz not null default now());
+        create table if not exists permgraph.function_files (
+          name text primary key, checksum text not null, applied_at timestamptz not null default now());`);
+      for (const migration of migrations) {
+        await tx.query(sql.__dangerous__rawValue(migration.text));
+        await tx.query(sql`insert into permgraph.migrations (version, name, checksum)
+                           values (${migration.version}, ${migration.name}, ${migration.checksum})`);
+      }
+      for (const file of functionFiles) {
+        await tx.query(sql.__dangerous__rawValue(file.text));
+        await tx.query(sql`insert into permgraph.function_files (name, checksum) values (${file.name}, ${file.checksum})`);
+      }
+      await tx.query(sql`select permgraph._apply_privileges()`);
+    });
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
+}

@@ -26,11 +26,21 @@ import { runCli, waitUntil } from '../helpers/cli.ts';
 import { failureOf } from '../helpers/failure.ts';
 import { insertGrants, insertNodes, readPermissions } from '../helpers/graph.ts';
 import {
-  burnTransactionIds, clusterSet, doctor, expectedTable, isApplied, LOGINS, OWNER, PASSWORD, setUpApplication, tokenOf, tool, urlOf, type Tool,
+  burnTransactionIds, clusterSet, doctor, expectedTable, isApplied, LOGINS, OWNER, PASSWORD, readEvents, setUpApplication, tokenOf, tool, urlOf, type Tool,
 } from '../helpers/ops.ts';
+import { BEFORE_049, historyMissing, migrateAsAt } from '../helpers/released.ts';
 
 const POSTGRES = findInstalledPostgres();
 const CONSUMER = 'search';
+/** Why a database as migrated before 049 cannot be built here (no git history), or null. */
+const NO_049 = historyMissing(BEFORE_049);
+/** The consumer of that database, and the login that registers it: the source cluster's first role. */
+const FEED = 'feed';
+const FEED_LOGIN = 'app_feed';
+/** Another consumer of that database, whose login is renamed afterwards. */
+const TAIL = 'tail';
+const TAIL_LOGIN = 'app_tail';
+const TAIL_LOGIN_RENAMED = 'app_tail_v2';
 
 if (typeof POSTGRES === 'string') {
   it.skip(`backups and restores: skipped, ${POSTGRES}`, () => {});
@@ -55,6 +65,7 @@ if (typeof POSTGRES === 'string') {
     // stream consumer, the audit log.
     const source = await start();
     const sourceAdmin = open(source.url);
+    await sourceAdmin.query(sql.__dangerous__rawValue(`create role ${FEED_LOGIN} login password '${PASSWORD}'`));
     await burnTransactionIds(sourceAdmin, 30000);
     const { owner: sourceOwner, writer: sourceWriter, worker: sourceWorker, reader: sourceReader } = await setUpApplication(source, sourceAdmin, open);
 
@@ -87,6 +98,44 @@ if (typeof POSTGRES === 'string') {
     const [{ n: auditEntries }] = await sourceOwner.query(sql`select count(*)::int as n from permgraph.audit_log`);
     /** The graph the backups hold. */
     const dumped: RefGraph = { nodes: [...nodes], grants: [...grants] };
+
+    // A database as migrated before migration 049 (the commit before it,
+    // read from git), so that its stored state records no cluster, with a
+    // change consumer registered by the cluster's first role, events it has
+    // not acknowledged, a mark and a snapshot, and changes queued.
+    const dump048 = path.join(scratch, 'app048.dump');
+    const graph048: RefGraph = { nodes: [u('ann'), u('ben'), g('docs'), g('wiki', 'docs')], grants: [grant('ann', 1, 'docs'), grant('ben', 2, 'wiki'), grant('ben', 1, 'docs')] };
+    let feedOid = 0;
+    let feedEvents: string[] = [];
+    if (NO_049 === null) {
+      await sourceAdmin.query(sql.__dangerous__rawValue(`grant permgraph_reader to ${FEED_LOGIN}`));
+      await sourceAdmin.query(sql.__dangerous__rawValue(`create database app048 owner ${OWNER}`));
+      const owner048 = open(urlOf(source, 'app048', OWNER));
+      await migrateAsAt(owner048, BEFORE_049);
+      expect((await owner048.query(sql`select to_regclass('permgraph.cluster_identity') as t`))[0].t).toBeNull();
+      const writer048 = open(urlOf(source, 'app048', LOGINS.writer));
+      const worker048 = open(urlOf(source, 'app048', LOGINS.worker));
+      const feed048 = open(urlOf(source, 'app048', FEED_LOGIN));
+      await insertNodes(writer048, graph048.nodes);
+      await insertGrants(writer048, graph048.grants.slice(0, 1));
+      await worker048.query(sql`select permgraph.apply_changes()`);
+      await feed048.query(sql`select permgraph.register_consumer(${FEED})`);
+      await sourceAdmin.query(sql.__dangerous__rawValue(`create role ${TAIL_LOGIN} login password '${PASSWORD}' in role permgraph_reader`));
+      const tail048 = open(urlOf(source, 'app048', TAIL_LOGIN));
+      await tail048.query(sql`select permgraph.register_consumer(${TAIL})`);
+      await tail048.dispose();
+      await sourceAdmin.query(sql.__dangerous__rawValue(`alter role ${TAIL_LOGIN} rename to ${TAIL_LOGIN_RENAMED}`));
+      await insertGrants(writer048, graph048.grants.slice(1, 2));
+      await worker048.query(sql`select permgraph.apply_changes()`);
+      feedEvents = await readEvents(feed048, FEED);
+      expect(feedEvents.length).toBeGreaterThan(0);
+      // (queued)
+      await insertGrants(writer048, graph048.grants.slice(2));
+      feedOid = Number((await sourceAdmin.query(sql`select oid::bigint as oid from pg_roles where rolname = ${FEED_LOGIN}`))[0].oid);
+      const run = tool(binaries, 'pg_dump', ['--format=custom', `--file=${dump048}`, urlOf(source, 'app048')]);
+      expect(run.stderr).toBe('');
+      expect(run.code).toBe(0);
+    }
 
     // The backups: the whole database, and without the permission table's rows.
     const dump = path.join(scratch, 'app.dump');
@@ -295,6 +344,76 @@ if (typeof POSTGRES === 'string') {
       expect((await failureOf(writer.query(sql`insert into permgraph.permissions values ('dave', 'eng', 3, true)`))).code).toBe('42501');
       // (the consumer's login, created before the first batch here, is its owner again)
       expect(await reader.query(sql`select seq from permgraph.read_changes(${CONSUMER}) limit 1`)).toHaveLength(1);
+    });
+
+    const before049 = NO_049 === null ? it : it.skip;
+    const skipped049 = NO_049 === null ? '' : ` (skipped: ${NO_049})`;
+
+    before049(`a dump taken before migration 049, restored where its consumer's login has another oid and that oid is another role's, then migrated: the consumer is its login's${skipped049}`, async () => {
+      const decoyed = await start();
+      const admin = open(decoyed.url);
+      // Roles created before the source's: the oid of the consumer's login
+      // in the source is a decoy's here.
+      for (let i = 1; (await admin.query(sql`select 1 from pg_roles where oid >= ${feedOid}`)).length === 0; i++) {
+        await admin.query(sql.__dangerous__rawValue(`create role decoy_${i} login password '${PASSWORD}'`));
+      }
+      const [decoy] = await admin.query(sql`select rolname from pg_roles where oid = ${feedOid}`);
+      expect(decoy?.rolname).toMatch(/^decoy_/);
+      expect(tool(binaries, 'psql', ['--quiet', `--file=${roles}`, decoyed.url]).code).toBe(0);
+      const restored = restore(decoyed, 'app048', dump048, { owner: OWNER });
+      expect(restored.stderr).toBe('');
+      expect(restored.code).toBe(0);
+      const ownerUrl = urlOf(decoyed, 'app048', OWNER);
+      const migrated = await runCli(['--database-url', ownerUrl, 'migrate']);
+      expect(migrated.stderr).toBe('');
+      expect(migrated.code).toBe(0);
+      expect((await runCli(['--database-url', ownerUrl, 'migrate'])).stdout.trim()).toBe('schema is up to date');
+      const feed = open(urlOf(decoyed, 'app048', FEED_LOGIN));
+      const decoyLogin = open(urlOf(decoyed, 'app048', decoy.rolname));
+      const writer = open(urlOf(decoyed, 'app048', LOGINS.writer));
+
+      // Before any batch and after one, the consumer is its login's, with
+      // its events; the role that has its old oid here may not use it.
+      expect(await readEvents(feed, FEED)).toEqual(feedEvents);
+      expect((await failureOf(decoyLogin.query(sql`select permgraph.ack_changes(${FEED}, 1)`))).code).toBe('42501');
+      const token = await tokenOf(writer, (tx) => insertGrants(tx, [grant('ann', 3, 'wiki')]));
+      const graph: RefGraph = { nodes: graph048.nodes, grants: [...graph048.grants, grant('ann', 3, 'wiki')] };
+      const once = await runCli(['--database-url', urlOf(decoyed, 'app048', LOGINS.worker), 'worker', '--once']);
+      expect(once.stderr).toBe('');
+      expect(once.code).toBe(0);
+      expect(await isApplied(feed, token)).toBe(true);
+      expect(await readPermissions(feed)).toEqual(expectedTable(graph));
+      expect((await runCli(['--database-url', urlOf(decoyed, 'app048', LOGINS.worker), 'verify'])).code).toBe(0);
+      const checks = await doctor(ownerUrl);
+      expect(Object.entries(checks.checks).filter(([, c]) => c.status === 'fail')).toEqual([]);
+      const events = await readEvents(feed, FEED);
+      expect(events.slice(0, feedEvents.length)).toEqual(feedEvents);
+      expect(events.slice(feedEvents.length).map((e) => e.split(' ').slice(1).join(' '))).toContain('ann wiki');
+      expect((await failureOf(decoyLogin.query(sql`select permgraph.ack_changes(${FEED}, 1)`))).code).toBe('42501');
+    });
+
+    before049(`the same database migrated in place, in the cluster that registered its consumers: each stays its login's, a renamed one's once its name is brought up to date${skipped049}`, async () => {
+      const ownerUrl = urlOf(source, 'app048', OWNER);
+      // What docs/operations.md has the schema's owner run before upgrading
+      // from a release before 049: the names of renamed logins.
+      await open(ownerUrl).query(sql`
+        update permgraph.change_consumers c set owner_role = r.rolname
+        from pg_roles r where r.oid = c.owner_oid and r.rolname <> c.owner_role`);
+      const migrated = await runCli(['--database-url', ownerUrl, 'migrate']);
+      expect(migrated.stderr).toBe('');
+      expect(migrated.code).toBe(0);
+      const feed = open(urlOf(source, 'app048', FEED_LOGIN));
+      const tail = open(urlOf(source, 'app048', TAIL_LOGIN_RENAMED));
+      const reader = open(urlOf(source, 'app048', LOGINS.reader));
+      expect(await readEvents(feed, FEED)).toEqual(feedEvents);
+      expect(await readEvents(tail, TAIL)).toEqual(feedEvents);
+      expect((await failureOf(reader.query(sql`select permgraph.ack_changes(${FEED}, 1)`))).code).toBe('42501');
+      const once = await runCli(['--database-url', urlOf(source, 'app048', LOGINS.worker), 'worker', '--once']);
+      expect(once.code).toBe(0);
+      expect(await readPermissions(feed)).toEqual(expectedTable(graph048));
+      expect((await readEvents(feed, FEED)).slice(0, feedEvents.length)).toEqual(feedEvents);
+      expect(await readEvents(tail, TAIL)).toEqual(await readEvents(feed, FEED));
+      for (const consumer of [FEED, TAIL]) expect((await failureOf(reader.query(sql`select permgraph.ack_changes(${consumer}, 1)`))).code).toBe('42501');
     });
 
     it('a physical backup needs nothing special: a base backup started as a server of its own applies the queue, and new writes, as the original would', async () => {

@@ -28,7 +28,9 @@ import { expiring, g, grant, o, u } from '../helpers/builders.ts';
 import { runCli, waitUntil } from '../helpers/cli.ts';
 import { failureOf } from '../helpers/failure.ts';
 import { insertGrants, insertNodes, readPermissions } from '../helpers/graph.ts';
-import { burnTransactionIds, clusterSet, doctor, expectedTable, isApplied, LOGINS, OWNER, PASSWORD, setUpApplication, tokenOf, urlOf } from '../helpers/ops.ts';
+import {
+  burnTransactionIds, clusterSet, doctor, expectedTable, isApplied, LOGINS, OWNER, PASSWORD, readEvents, setUpApplication, tokenOf, urlOf,
+} from '../helpers/ops.ts';
 
 const PAIR = findUpgradePair();
 const SEARCH = 'search';
@@ -37,13 +39,6 @@ const AUDIT = 'audit';
 const AUDIT_LOGIN = 'app_audit';
 const AUDIT_LOGIN_RENAMED = 'app_audit_v2';
 
-interface Event {
-  seq: string;
-  user_id: string;
-  target_id: string;
-}
-const readEvents = async (db: Queryable, consumer: string): Promise<string[]> =>
-  (await db.query(sql`select seq, user_id, target_id from permgraph.read_changes(${consumer}, 100000)`)).map((e: Event) => `${e.seq} ${e.user_id} ${e.target_id}`);
 const systemIdentifier = async (db: Queryable): Promise<string> =>
   (await db.query(sql`select system_identifier::text as id from pg_control_system()`))[0].id;
 const roleOids = async (db: Queryable): Promise<Record<string, number>> =>
