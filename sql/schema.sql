@@ -1833,11 +1833,7 @@ CREATE OR REPLACE FUNCTION permgraph._consumer_owner_here(p_owner_oid oid, p_own
  RETURNS oid
  LANGUAGE sql
  STABLE
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-  select case when p_owner_oid is null or p_foreign is false then p_owner_oid
-              else coalesce((select r.oid from pg_roles r where r.rolname = p_owner_role), 0) end
-$function$;
+RETURN CASE WHEN ((p_owner_oid IS NULL) OR (p_foreign IS FALSE)) THEN p_owner_oid ELSE COALESCE((SELECT r.oid FROM pg_roles r WHERE (r.rolname = _consumer_owner_here.p_owner_role)), (0)::oid) END;
 
 -- permgraph._count_expired(timestamp with time zone): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._count_expired(p_at timestamp with time zone)

@@ -83,13 +83,12 @@ return (select case when permgraph._home_cluster() then false
 --     to the role given the old name since, or to the schema's owner, and
 --     for one dropped and created again under its name, which gets the
 --     consumer.
+-- (An SQL-standard body, resolved when created, no SET clause: see
+-- _batch_part.)
 create or replace function permgraph._consumer_owner_here(p_owner_oid oid, p_owner_role name, p_foreign boolean) returns oid
 language sql stable
-set search_path = pg_catalog, pg_temp
-as $$
-  select case when p_owner_oid is null or p_foreign is false then p_owner_oid
-              else coalesce((select r.oid from pg_roles r where r.rolname = p_owner_role), 0) end
-$$;
+return case when p_owner_oid is null or p_foreign is false then p_owner_oid
+            else coalesce((select r.oid from pg_catalog.pg_roles r where r.rolname = p_owner_role), 0::oid) end;
 
 -- What every batch does first, with the applier lock held (_begin_applying,
 -- and the registering or dropping of a change consumer): when the stored
