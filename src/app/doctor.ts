@@ -321,7 +321,7 @@ async function queueCheck(db: Queryable, status: Status): Promise<DoctorCheck> {
     return {
       name: 'queue',
       status: 'ok',
-      message: `restored from another cluster: the next batch reads the whole change queue (${num(Number(status.pending_changes))} pending change(s)) and takes the restored state as this cluster's`,
+      message: `restored from another cluster (a logical backup restored here, or pg_upgrade): the next batch reads the whole change queue (${num(Number(status.pending_changes))} pending change(s)) and takes the restored state as this cluster's`,
     };
   }
   const [row] = await db.query(sql`

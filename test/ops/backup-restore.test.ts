@@ -196,7 +196,7 @@ if (typeof POSTGRES === 'string') {
       const restoredFromElsewhere = async () =>
         (await reader.query(sql`select permgraph.status() -> 'restored_from_another_cluster' as restored`))[0].restored;
       expect(await restoredFromElsewhere()).toBe(true);
-      expect((await runCli(['--database-url', ownerUrl, 'status'])).stdout).toContain('\nrestored:         from another cluster;');
+      expect((await runCli(['--database-url', ownerUrl, 'status'])).stdout).toContain('\nrestored:         from another cluster (a logical backup restored here, or pg_upgrade);');
 
       const once = await runCli(['--database-url', workerUrl, 'worker', '--once']);
       expect(once.stderr).toBe('');

@@ -100,7 +100,7 @@ export function registerCoreCommands(program: Command): void {
           const why = s.mayApply === true ? `, ${s.state}` : ' and may not apply changes'; // (listed: may not apply, or idle in a transaction)
           ctx.say(`blocking:         backend pid ${s.pid} (role ${s.role}, "${s.applicationName}") holds ${s.lock === 'role' ? "the applier role's lock" : "a batch's lock"}${why}: batches wait for it`);
         }
-        if (status.restoredFromAnotherCluster) ctx.say('restored:         from another cluster; the next batch takes its state as this cluster\'s');
+        if (status.restoredFromAnotherCluster) ctx.say('restored:         from another cluster (a logical backup restored here, or pg_upgrade); the next batch takes its state as this cluster\'s');
         ctx.say(`permission rows:  ${status.permissionRows}${status.permissionsMissing ? ' (missing: the graph has users; the next batch, or `permgraph refresh`, recomputes the table)' : ''}`);
         const job = status.longJob;
         if (job) {
