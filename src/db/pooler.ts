@@ -124,7 +124,7 @@ export function sharedSessionError(who: string, why: string, seen = 'two of its 
  * it queues the client (PgBouncer, up to its query_wait_timeout).
  */
 function explainTimeout(error: unknown): never {
-  if (error instanceof Error && error.message === 'Query read timeout') {
+  if (isQueryReadTimeout(error)) {
     throw new PermgraphError(
       `no server session answered within ${POOLER_CHECK_TIMEOUT_MS / 1000} s, though the connection was let in: ` +
         'a connection pooler whose server sessions are all in use (PgBouncer: pool_size), or a server too busy to answer',
@@ -132,6 +132,18 @@ function explainTimeout(error: unknown): never {
     );
   }
   throw error;
+}
+
+/** What node-pg says of a statement that got no answer within its client's query_timeout (the connection stays open). */
+const QUERY_READ_TIMEOUT_MESSAGE = 'Query read timeout';
+
+/**
+ * Whether node-pg gave up waiting for a statement's answer (query_timeout):
+ * on a connection that a pooler let in, the statement may be waiting for a
+ * server session (a pool whose sessions are all in use), not lost.
+ */
+export function isQueryReadTimeout(error: unknown): boolean {
+  return error instanceof Error && error.message === QUERY_READ_TIMEOUT_MESSAGE;
 }
 
 /** The process id of the server session that ran this statement. */

@@ -2,8 +2,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pgListen, { type Subscriber } from 'pg-listen';
 import { CHANGES_CHANNEL, LISTENER_APPLICATION_NAME, END_TIMEOUT_MS, STALL_CHECK_INTERVAL_MS, STALL_CHECK_TIMEOUT_MS } from '../constants.ts';
 import { clientConfig, onFirstHost, type HostAddress } from '../db/client-config.ts';
+import { isQueryReadTimeout } from '../db/pooler.ts';
 import { SocketKeeper } from '../db/socket-keeper.ts';
 import type { Logger } from '../logger.ts';
+import { WAITING_FOR_SERVER_SESSION } from './watchdog.ts';
 
 /** A LISTEN connection; close() ends it, and any reconnecting it was doing. */
 export interface Listener {
@@ -58,6 +60,20 @@ interface Subscription {
  * (pg-listen's paranoid check), which must answer within checkTimeoutMs:
  * past it, node-pg fails the query and the listener reconnects ("listener
  * reconnecting").
+ *
+ * A connection let in (its login answered) whose LISTEN then gets no
+ * answer within checkTimeoutMs waits for a server session, as a connection
+ * pooler keeps its clients while every session of its pool is in use
+ * (PgBouncer in session pooling, whose pool the worker's own connection or
+ * the application's fill), or a server too busy to start one. That is no
+ * failure: the listener says so once (WAITING_FOR_SERVER_SESSION, until it
+ * listens again), tries again and again as after a loss, and listens as
+ * soon as a try gets a session; meanwhile its user polls. Found at start,
+ * startListener returns with those tries under way, rather than fail. Each
+ * try waits checkTimeoutMs in the pooler's queue, not longer: every query
+ * of a pg-listen connection, the LISTEN and its checks, is bounded by the
+ * one query_timeout, and a check is due every checkIntervalMs +
+ * checkTimeoutMs, which node-pg would queue behind a LISTEN still waiting.
  */
 export async function startListener(
   url: string,
@@ -75,6 +91,10 @@ export async function startListener(
   const stopped = new AbortController();
   /** The subscription that is listening, if any. */
   let current: Subscription | undefined;
+  /** Whether a try since the last open() was let in, then kept waiting for a server session (subscribe). */
+  let keptWaiting = false;
+  /** Whether WAITING_FOR_SERVER_SESSION was logged since the listener last listened. */
+  let saidWaiting = false;
 
   // (a connection with nothing in flight ends politely, waiting for the
   // server's side to close: on a stalled network, for minutes)
@@ -121,14 +141,18 @@ export async function startListener(
       // over: pg-listen reports that loss too; an EventEmitter throws on an
       // 'error' nobody listens to)
       subscriber.events.on('error', () => lost(subscription));
+      let letIn = false;
       try {
         // ('connected', which pg-listen emits here before the LISTEN, is
         // not waited for: the listener is connected once it LISTENs)
         await subscriber.connect();
+        letIn = true;
         await subscriber.listenTo(channel);
         return subscription;
       } catch (error) {
+        // (its place in a pooler's queue goes with it: the next try waits at the end)
         await end(subscription);
+        if (letIn && isQueryReadTimeout(error)) keptWaiting = true;
         throw error;
       }
     } finally {
@@ -137,12 +161,24 @@ export async function startListener(
   };
 
   /** The first of the URL's hosts that takes a subscriber, from the first. */
-  const open = () => onFirstHost(url, subscribe, stopped.signal);
+  const open = () => {
+    keptWaiting = false;
+    return onFirstHost(url, subscribe, stopped.signal);
+  };
 
   const adopt = (subscription: Subscription) => {
     current = subscription;
+    saidWaiting = false;
     logger.info('listener connected');
     onWake();
+  };
+
+  /** After a try that failed: whether it waited for a server session, said once until the listener listens again. */
+  const waitedForSession = (): boolean => {
+    if (!keptWaiting) return false;
+    if (!saidWaiting) logger.warn({ operation: 'LISTEN', waitedMs: checkTimeoutMs }, WAITING_FOR_SERVER_SESSION);
+    saidWaiting = true;
+    return true;
   };
 
   const lost = (subscription: Subscription) => {
@@ -152,12 +188,17 @@ export async function startListener(
     void reconnect();
   };
 
-  const reconnect = async () => {
+  /**
+   * Tries until a subscriber listens, or close(). `waiting`: the try before
+   * (startListener's first) waited for a server session, which was said.
+   */
+  const reconnect = async (waiting = false) => {
     let failure: unknown;
     for (let attempt = 1; !closed; attempt++) {
-      // every attempt is twice a second: the first, then one line every ten
-      // seconds, with why the last one failed
-      if (attempt % RECONNECT_LOG_EVERY === 1) logger.warn({ attempt, err: failure }, 'listener reconnecting');
+      // attempts half a second apart: the first, then every 20th (ten
+      // seconds of quick failures), with why the last one failed; none
+      // while tries wait for a server session (said once)
+      if (attempt % RECONNECT_LOG_EVERY === 1 && !waiting) logger.warn({ attempt, err: failure }, 'listener reconnecting');
       try {
         const subscription = await open();
         // (a connection finished after close(): nobody listens on it)
@@ -165,6 +206,7 @@ export async function startListener(
         return adopt(subscription);
       } catch (error) {
         failure = error;
+        waiting = waitedForSession();
       }
       await sleep(RETRY_INTERVAL_MS, undefined, { signal: stopped.signal }).catch(() => {});
     }
@@ -181,8 +223,12 @@ export async function startListener(
   try {
     adopt(await open());
   } catch (error) {
-    await close();
-    throw error;
+    // (kept waiting for a server session: no failure, the tries go on)
+    if (!waitedForSession()) {
+      await close();
+      throw error;
+    }
+    void reconnect(true);
   }
   return { close };
 }

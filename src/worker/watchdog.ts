@@ -42,7 +42,9 @@ const UNKNOWN_OUTCOME_MESSAGES = {
 /**
  * What the worker logs (once) while a connection of its waits for a server
  * session: a probe's new connection was let in (the login answered), but
- * not its statement. A connection pooler does that while the server
+ * not its statement. A LISTEN connection (listener.ts: the worker's, a
+ * change stream follower's) logs it once too, having been let in itself
+ * and its LISTEN left unanswered. A connection pooler does that while the server
  * sessions of its pool are all in use by other clients (PgBouncer queues
  * the client until one is free, or its query_wait_timeout), and so does a
  * server too busy to start a session. Not a network stall.

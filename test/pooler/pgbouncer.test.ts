@@ -10,7 +10,7 @@ import pg from 'pg';
 import { pino } from 'pino';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { Permgraph } from '../../src/client.ts';
-import { IMPORT_LOCK_CLASS, POOLER_CHECK_TIMEOUT_MS } from '../../src/constants.ts';
+import { IMPORT_LOCK_CLASS, LISTENER_APPLICATION_NAME, POOLER_CHECK_TIMEOUT_MS } from '../../src/constants.ts';
 import { SharedSessionError } from '../../src/errors.ts';
 import { sql, type Queryable } from '../../src/db/pool.ts';
 import { Worker, type WorkerOptions } from '../../src/worker/worker.ts';
@@ -60,6 +60,30 @@ async function sessionState(url: string): Promise<Record<string, unknown>> {
       (select coalesce(json_agg(p.name), '[]') from pg_catalog.pg_prepared_statements p) as prepared,
       (select coalesce(json_agg(c), '[]') from pg_catalog.pg_listening_channels() c) as listening`);
 }
+
+/**
+ * Other clients of a pool (`url`), each holding one of its server sessions
+ * from its first statement on (session pooling), or waiting for one: a
+ * pool its own clients use up.
+ */
+function sessionHolders(url: string): { occupy(): Promise<{ answered: Promise<unknown> }>; free(): Promise<unknown> } {
+  const clients: pg.Client[] = [];
+  return {
+    async occupy() {
+      const client = new pg.Client({ connectionString: url });
+      client.on('error', () => {});
+      clients.push(client);
+      await client.connect();
+      const answered = client.query('select 1');
+      answered.catch(() => {});
+      return { answered };
+    },
+    free: () => Promise.all(clients.splice(0).map((client) => client.end().catch(() => {}))),
+  };
+}
+
+/** What the worker's connections, and its listener's, log once when a pooler keeps them waiting for a server session. */
+const WAITING_FOR_SESSION = /^waiting for a server session: new connections are let in, but their statements wait, as behind a connection pooler/;
 
 if (PGBOUNCER_MISSING) {
   it.skip(`through PgBouncer: skipped, ${PGBOUNCER_MISSING}`, () => {});
@@ -369,19 +393,9 @@ if (PGBOUNCER_MISSING) {
       it("says it waits for a server session while a full session pool keeps it queued, at start and when it reconnects, and takes the role once one is free", async () => {
         const own = await startPgBouncer(url, [workerLogin.url], { sessionPoolSize: 3 });
         const sessionUrl = own.url(workerLogin.url, 'session');
-        const others: pg.Client[] = [];
-        /** Another client of the login, which holds one of the pool's three server sessions from its first statement on, or waits for one. */
-        const occupy = async (): Promise<{ answered: Promise<unknown> }> => {
-          const other = new pg.Client({ connectionString: sessionUrl });
-          other.on('error', () => {});
-          others.push(other);
-          await other.connect();
-          const answered = other.query('select 1');
-          answered.catch(() => {});
-          return { answered };
-        };
-        const free = () => Promise.all(others.splice(0).map((other) => other.end().catch(() => {})));
-        const WAITING = /^waiting for a server session: new connections are let in, but their statements wait, as behind a connection pooler/;
+        // (other clients of the login, each holding one of the pool's three server sessions, or waiting for one)
+        const { occupy, free } = sessionHolders(sessionUrl);
+        const WAITING = WAITING_FOR_SESSION;
         try {
           for (const { answered } of await Promise.all([occupy(), occupy(), occupy()])) await answered;
           const { worker, lines } = loggedWorker({
@@ -421,6 +435,59 @@ if (PGBOUNCER_MISSING) {
         }
       });
 
+      it('starts while a full session pool queues its LISTEN connection: applies changes by polling meanwhile, says once that the listener waits for a server session, and listens once one is free; the same when the listener reconnects', async () => {
+        // (before, start() failed: the LISTEN got no answer within its check time, "Query read timeout")
+        const own = await startPgBouncer(url, [workerLogin.url], { sessionPoolSize: 2 });
+        const sessionUrl = own.url(workerLogin.url, 'session');
+        const holders = sessionHolders(sessionUrl);
+        try {
+          // One of the pool's two sessions is another client's: the worker's own connection gets the other, its LISTEN none.
+          await (await holders.occupy()).answered;
+          const { worker, lines, said } = loggedWorker({
+            url: sessionUrl, pollIntervalMs: 200, standbyIntervalMs: 100, watchdog: { checkIntervalMs: 500, checkTimeoutMs: 500 },
+          });
+          const applied: string[] = [];
+          worker.on('batch', () => applied.push('batch'));
+          await worker.start();
+          await waitUntil(async () => worker.role === 'active', 'the worker to take the role');
+          const waiting = () => lines.filter((line) => WAITING_FOR_SESSION.test(line.msg));
+          await waitUntil(async () => waiting().length > 0, 'the listener to say that it waits for a server session');
+          // Meanwhile the worker polls and applies on its own connection.
+          await owner.query(sql`insert into permgraph.nodes (id, kind) values ('queued-listener-user', 'user')`);
+          await waitUntil(async () => applied.length > 0, 'the worker to apply the change');
+          expect(await owner.query(sql`select level from permgraph.permissions where user_id = 'queued-listener-user'`)).toEqual([{ level: 3 }]);
+          expect(said('listener connected')).toBe(0);
+          await holders.free();
+          await waitUntil(async () => said('listener connected') === 1, 'the listener to connect once a session is free');
+          // It listens on a server session of its own now.
+          const listening = await owner.query(sql`
+            select query from pg_stat_activity where datname = current_database() and application_name = ${LISTENER_APPLICATION_NAME}`);
+          expect(listening).toEqual([{ query: expect.stringMatching(/^(LISTEN |SELECT pg_backend_pid)/) }]);
+          // Said once; nothing failed, nothing stopped.
+          expect(waiting()).toHaveLength(1);
+          expect(waiting()[0]).toMatchObject({ level: 40, operation: 'LISTEN' });
+          expect(lines.filter((line) => line.level >= 50)).toEqual([]);
+          expect(lines.some((line) => line.msg === 'listener reconnecting')).toBe(false);
+          expect(worker.failure).toBeUndefined();
+
+          // Full again, another client queued for the next free session; then the listener's session breaks, and the queued client gets one.
+          const queued = (await holders.occupy()).answered;
+          const seen = lines.length;
+          await owner.query(sql`
+            select pg_terminate_backend(pid) from pg_stat_activity where datname = current_database() and application_name = ${LISTENER_APPLICATION_NAME}`);
+          await queued;
+          const since = () => lines.slice(seen);
+          await waitUntil(async () => since().some((line) => WAITING_FOR_SESSION.test(line.msg)), 'the listener to say again that it waits');
+          await holders.free();
+          await waitUntil(async () => said('listener connected') === 2, 'the listener to connect again once a session is free');
+          expect(since().filter((line) => line.level >= 40).map((line) => line.msg)).toEqual(['listener reconnecting', expect.stringMatching(WAITING_FOR_SESSION)]);
+          expect(worker.role).toBe('active');
+        } finally {
+          await holders.free();
+          await own.stop();
+        }
+      });
+
       it('runs in session pooling: one applier, a standby that takes over when it stops or is killed', async () => {
         const sessionUrl = bouncer.url(workerLogin.url, 'session');
         const first = new Worker({ url: sessionUrl, pollIntervalMs: 200, standbyIntervalMs: 100 });
@@ -443,6 +510,45 @@ if (PGBOUNCER_MISSING) {
           killed.kill('SIGKILL');
         }
         await directWorker();
+      });
+    });
+
+    describe('following the change stream', () => {
+      it('`changes --follow` while a full session pool queues its LISTEN connection: prints what it polls, says once that it waits for a server session, listens once one is free, and stops at SIGINT', async () => {
+        // (before, it exited 1 once its LISTEN got no answer within its check time: "Query read timeout")
+        await directWorker();
+        const own = await startPgBouncer(url, [reader.url], { sessionPoolSize: 2 });
+        const followerUrl = own.url(reader.url, 'session');
+        const holders = sessionHolders(followerUrl);
+        const child = spawnCli(['changes', '--consumer', 'queued-follower', '--register', '--follow', '--poll-interval', '200', '--log-level', 'info', '--log-format', 'json', '--database-url', followerUrl]);
+        let stdout = '';
+        let stderr = '';
+        child.stdout?.on('data', (chunk) => (stdout += chunk));
+        child.stderr?.on('data', (chunk) => (stderr += chunk));
+        const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+        const logged = () => stderr.split('\n').filter((line) => line.startsWith('{')).map((line) => JSON.parse(line) as Record<string, any>);
+        const running = () => child.exitCode === null && child.signalCode === null;
+        try {
+          // One of the pool's two sessions is another client's: the follower's reads get the other, its LISTEN none.
+          await (await holders.occupy()).answered;
+          await waitUntil(async () => stderr.includes('registered consumer queued-follower') || !running(), 'the follower to register');
+          await owner.query(sql`insert into permgraph.nodes (id, kind) values ('queued-follower-user', 'user')`);
+          await waitUntil(async () => stdout.includes('insert queued-follower-user -> queued-follower-user') || !running(), `the follower to print the event (stderr: ${stderr})`);
+          await waitUntil(async () => logged().some((line) => WAITING_FOR_SESSION.test(line.msg)) || !running(), 'the follower to say that its listener waits');
+          expect(running(), stderr).toBe(true);
+          expect(logged().some((line) => line.msg === 'listener connected')).toBe(false);
+          await holders.free();
+          await waitUntil(async () => logged().some((line) => line.msg === 'listener connected') || !running(), 'the listener to connect once a session is free');
+          expect(running(), stderr).toBe(true);
+          child.kill('SIGINT');
+          expect(await exited).toBe(0);
+          expect(logged().filter((line) => WAITING_FOR_SESSION.test(line.msg))).toHaveLength(1);
+          expect(logged().filter((line) => line.level >= 50)).toEqual([]);
+        } finally {
+          child.kill('SIGKILL');
+          await holders.free();
+          await own.stop();
+        }
       });
     });
 
