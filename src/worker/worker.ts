@@ -98,6 +98,15 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private loop: Promise<void> | undefined;
   private currentRole: 'active' | 'standby' | undefined;
   private failed: SharedSessionError | undefined;
+  /**
+   * The server session the last connection set up (useWorkerSession), until
+   * the applier role's lock was released on it (serveWatched's finally). A
+   * connection lost first leaves the lock and settings there: a server ends
+   * the session soon after, a session pooler resets it, but a transaction
+   * pooler (a pool reloaded in that mode, where the worker was alone on its
+   * session) keeps the session, lock and all, for its other clients.
+   */
+  private unreleased: SessionIdentity | undefined;
 
   constructor(options: WorkerOptions) {
     super();
@@ -356,13 +365,20 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private async serveWatched(conn: Connection, watchdog: ConnectionWatchdog): Promise<void> {
     // Nothing is set on a session that a transaction pooler shares.
     const { pid: serverPid, direct } = await watchdog.watch("the connection's first statement", () => serverSession(conn));
-    await this.requireOwnSession(conn, direct);
+    try {
+      await this.requireOwnSession(conn, direct);
+    } catch (error) {
+      // The session a lost connection left behind the transaction pooler just found, if it still holds the role.
+      if (error instanceof SharedSessionError && this.unreleased) await this.leaveSharedSession(conn, watchdog, this.unreleased, { holdingRole: true });
+      throw error;
+    }
     // Each batch is one statement in its own REPEATABLE READ transaction:
     // one round trip, and writers never wait for it; a mixed queue is
     // applied removals first; no timeout cancels a batch, and a session
     // whose worker vanished ends (useWorkerSession). Before the role: its
     // lock lives as long as this session.
     const session = await watchdog.watch('the session set-up', () => useWorkerSession(conn));
+    this.unreleased = session;
     // (probes connect to where this connection went: the URL may lead to several servers)
     watchdog.identify({ ...session, peer: connectionPeer(conn) });
     let left = false;
@@ -399,17 +415,23 @@ export class Worker extends EventEmitter<WorkerEvents> {
       if (!(error instanceof SharedSessionError || error instanceof SessionMovedError)) throw error;
       left = true;
       await this.leaveSharedSession(conn, watchdog, session);
+      this.unreleased = undefined;
       throw error instanceof SessionMovedError
         ? sharedSessionError('the worker', SHARED_SESSION_REASON, `its connection was moved from server session ${error.sessionPid} to ${error.servedBy}`)
         : error;
     } finally {
       // A session lock and setting outlive the task on a pooled connection:
-      // undo them. (On a connection closed as stalled, both fail at once.)
+      // undo them. (On a connection closed as stalled, both fail at once,
+      // and the session stays `unreleased`.)
       if (!left) {
         await watchdog.watch('the session reset', () => resetWorkerSession(conn)).catch(() => {});
-        await watchdog
+        const released = await watchdog
           .watch("the applier role's release", () => queryOnSession(conn, session, sql`pg_catalog.pg_advisory_unlock(permgraph._applier_role_key())`))
-          .catch((error: unknown) => (error instanceof SessionMovedError ? this.leaveSharedSession(conn, watchdog, session) : undefined));
+          .then(
+            () => true,
+            async (error: unknown) => error instanceof SessionMovedError && (await this.leaveSharedSession(conn, watchdog, session), true),
+          );
+        if (released) this.unreleased = undefined;
       }
     }
   }
@@ -447,17 +469,22 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * a standby until the pooler closes the session. Matched by its process
    * id and start, so that no later session is ended. A transaction of
    * another client running on it then fails (a connection error).
+   * holdingRole: only if it still holds the applier role's lock (a session
+   * a lost connection left: a session pooler may have reset it since, and
+   * given it to another client).
    */
-  private async leaveSharedSession(conn: Connection, watchdog: ConnectionWatchdog, session: SessionIdentity): Promise<void> {
+  private async leaveSharedSession(conn: Connection, watchdog: ConnectionWatchdog, session: SessionIdentity, { holdingRole = false } = {}): Promise<void> {
     try {
       const [row] = await watchdog.watch('the end of its server session', () =>
         conn.query(sql`
           select count(*) filter (where pg_catalog.pg_terminate_backend(a.pid))::int as ended
           from pg_catalog.pg_stat_activity a
           where a.pid = ${session.pid}::integer
-            and (${session.startedAt}::numeric is null or extract(epoch from a.backend_start) = ${session.startedAt}::numeric)`),
+            and (${session.startedAt}::numeric is null or extract(epoch from a.backend_start) = ${session.startedAt}::numeric)
+            -- (status() names the session holding the applier role's lock)
+            and (not ${holdingRole}::boolean or a.pid = (permgraph.status() -> 'worker' ->> 'pid')::integer)`),
       );
-      if (row.ended === 0) this.logger.info({ backendPid: session.pid }, 'its server session had already ended');
+      if (row.ended === 0) this.logger.info({ backendPid: session.pid }, holdingRole ? 'its earlier server session no longer holds the applier role' : 'its server session had already ended');
       else this.logger.info({ backendPid: session.pid }, 'ended its server session, with its settings and lock, behind the transaction pooler');
     } catch (error) {
       // (the statement may have reached that very session, which then ended: it is gone either way)

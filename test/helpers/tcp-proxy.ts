@@ -29,6 +29,12 @@ export interface TcpProxy {
    */
   resume(): void;
   /**
+   * Closes every connection open now, both of its sides at once, as a
+   * middlebox that lost them (or a restarted host in between) resets
+   * them: each side learns of it at once. New connections pass as before.
+   */
+  reset(): void;
+  /**
    * New connections go to the server of `url` from now on (one name, or one
    * load balancer, that leads to several servers); those open stay where they are.
    */
@@ -127,6 +133,9 @@ export async function startTcpProxy(url: string, { host = '127.0.0.1' } = {}): P
         link.stalled = false;
         link.flows.forEach(deliver);
       }
+    },
+    reset() {
+      for (const link of links) for (const flow of link.flows) flow.from.resetAndDestroy();
     },
     retarget(to) {
       upstream = addressOf(to);

@@ -18,6 +18,7 @@ import { collect, runCli, spawnCli, waitUntil } from '../helpers/cli.ts';
 import { createEmptyDatabase, createTestDatabase } from '../helpers/database.ts';
 import { createLogin } from '../helpers/logins.ts';
 import { PGBOUNCER_MISSING, startPgBouncer, type PoolMode } from '../helpers/pgbouncer.ts';
+import { startTcpProxy } from '../helpers/tcp-proxy.ts';
 
 /** The sessions holding the applier role's advisory lock (the active worker's, or one left behind). */
 async function applierRoleHolders(db: Queryable): Promise<number[]> {
@@ -316,6 +317,88 @@ if (PGBOUNCER_MISSING) {
           expect(worker.role).toBeUndefined();
           expect(await applierRoleHolders(owner)).toEqual([]);
         } finally {
+          await own.stop();
+        }
+      });
+
+      it("alone on its server session after a reload, its connection to the pooler reset: it stops at its reconnect, and ends that session, which still held the applier role's lock", async () => {
+        // (before, it stopped and left the lock on the pooler's idle server session, where a transaction pool
+        // resets nothing: a worker connected directly then waited as a standby until the pooler closed it)
+        const own = await startPgBouncer(url, [workerLogin.url]);
+        // (between the worker and the pooler: a network that resets its connections)
+        const proxy = await startTcpProxy(own.url(workerLogin.url, 'session'));
+        try {
+          const { worker, said, stopped } = loggedWorker({ url: proxy.url, listen: false, pollIntervalMs: 5_000, standbyIntervalMs: 100 });
+          await worker.start();
+          await waitUntil(async () => worker.role === 'active', 'the worker to take the role');
+          const [holder] = await applierRoleHolders(owner);
+          await own.reload('transaction');
+          const [{ reloadedAt }] = await owner.query(sql`select clock_timestamp() as "reloadedAt"`);
+          // Its poll after the reload: once it is answered, the pooler gives the worker's server session back to its
+          // pool between the worker's statements, and back to the worker, alone on it, for each. The next poll is 5 s away.
+          await waitUntil(async () => {
+            const [session] = await owner.query(sql`select state, query_start from pg_stat_activity where pid = ${holder}::int`);
+            return session?.state === 'idle' && session.query_start > reloadedAt;
+          }, 'the worker to poll after the reload');
+          expect(worker.failure).toBeUndefined();
+          proxy.reset();
+          await stopped;
+          expect(said(HOLDING)).toBe(1);
+          expect(worker.failure).toBeInstanceOf(SharedSessionError);
+          expect(worker.failure?.message).toMatch(/transaction pool.*connect the worker directly/);
+          // (its end may have been asked on that very session, which the pooler gave its new connection: it ends as it answers)
+          await waitUntil(async () => (await owner.query(sql`select pid from pg_stat_activity where pid = ${holder}::int`)).length === 0, 'its server session to end');
+          expect(await applierRoleHolders(owner)).toEqual([]);
+        } finally {
+          await proxy.close();
+          await own.stop();
+        }
+        // nothing of its is left on the pooler's sessions to keep a worker connected directly waiting
+        await directWorker();
+      });
+
+      it("ends no session that no longer holds the applier role: its connection reset in session pooling, the pool reloaded before it reconnects, another client on its old session", async () => {
+        const own = await startPgBouncer(url, [workerLogin.url]);
+        const proxy = await startTcpProxy(own.url(workerLogin.url, 'session'));
+        const others: pg.Client[] = [];
+        try {
+          // (polling seldom: its connection is reset between two statements, and the pooler resets its session rather than close it)
+          const { worker, said, stopped } = loggedWorker({ url: proxy.url, listen: false, pollIntervalMs: 5_000, standbyIntervalMs: 100 });
+          await worker.start();
+          await waitUntil(async () => worker.role === 'active', 'the worker to take the role');
+          const [holder] = await applierRoleHolders(owner);
+          const sessionOf = async () => (await owner.query(sql`select state, query from pg_stat_activity where pid = ${holder}::int`))[0];
+          await waitUntil(async () => {
+            const session = await sessionOf();
+            return session?.state === 'idle' && session.query.includes('apply_changes');
+          }, 'the worker to wait for its next poll, its first batch applied');
+          // Its connection reset, and its next ones held: the session pooler resets its server session, lock and all.
+          proxy.stall({ newConnections: 'hold' });
+          proxy.reset();
+          await waitUntil(async () => (await sessionOf())?.query === 'DISCARD ALL', 'the pooler to reset its server session');
+          expect(await applierRoleHolders(owner)).toEqual([]);
+          await own.reload('transaction');
+          // Other clients of the login, each in a transaction on a server session of the pool, until one is on the worker's old one.
+          let onIt: pg.Client | undefined;
+          while (onIt === undefined) {
+            const other = new pg.Client({ connectionString: own.url(workerLogin.url, 'session') });
+            other.on('error', () => {});
+            others.push(other);
+            await other.connect();
+            await other.query('begin');
+            if ((await other.query('select pg_backend_pid() as pid')).rows[0].pid === holder) onIt = other;
+          }
+          for (const other of others) if (other !== onIt) await other.query('rollback');
+          proxy.resume();
+          await stopped;
+          expect(worker.failure).toBeInstanceOf(SharedSessionError);
+          expect(said('its earlier server session no longer holds the applier role')).toBe(1);
+          // The other client's transaction on it goes on.
+          expect((await onIt.query('select pg_backend_pid() as pid')).rows).toEqual([{ pid: holder }]);
+          await onIt.query('commit');
+        } finally {
+          await Promise.all(others.map((other) => other.end().catch(() => {})));
+          await proxy.close();
           await own.stop();
         }
       });
