@@ -268,6 +268,19 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * connections of its own). A check that gets no answer proves nothing:
    * the worker goes on, logging it (its statements still run on its own
    * session only: queryOnSession).
+   *
+   * Between these checks, a worker alone on its server session behind a
+   * pool reloaded in transaction mode is not found: the pooler gives it
+   * that session back for each statement, so its lock and settings stay
+   * where they are, and no statement of its can tell the pooler's mode.
+   * What one can tell without a round trip of its own, which session
+   * answered it, every batch asks (queryOnSession): the worker is caught
+   * once another client holds its session as its next statement comes.
+   * Not caught: another client given the session between the worker's
+   * statements, which then runs with the worker's settings and lock, and
+   * a worker killed there, whose session the pooler keeps, lock and all
+   * (docs/operations.md, "A worker left alone on its server session
+   * after a reload").
    */
   private async requireOwnSession(conn: Connection, direct: boolean): Promise<void> {
     if (direct) return;
