@@ -18,7 +18,7 @@ import { applyChanges, refresh, type ApplyOptions, type BatchResult } from './en
 import { applyJobChunk, type ChunkOptions, type ChunkResult } from './engine/long-job.ts';
 import { changes, consumerStatus, dropConsumer, registerConsumer, type ChangeBatch, type ChangesOptions, type ConsumerStatus, type Registration } from './engine/changes.ts';
 import { waitFor, writeWithToken, type FreshnessToken } from './engine/freshness.ts';
-import { writableMoment } from './expiry.ts';
+import { parseExactMoment } from './expiry.ts';
 import { verify, type VerifyResult } from './engine/verify.ts';
 import { InvalidInputError, PermgraphError } from './errors.ts';
 import type { Logger } from './logger.ts';
@@ -166,10 +166,10 @@ export class Permgraph {
     return new Worker({ logger: this.logger, ...options, url: this.url });
   }
 
-  addNode(id: string, kind: NodeKind, options: { ownerId?: string | null; trashAt?: Date | null } = {}): Promise<FreshnessToken> {
+  addNode(id: string, kind: NodeKind, options: { ownerId?: string | null; trashAt?: Date | string | null } = {}): Promise<FreshnessToken> {
     return this.write(async (tx) => {
       const rows = await tx.query(sql`
-        insert into permgraph.nodes (id, kind, owner_id, trash_at) values (${id}, ${kind}, ${options.ownerId ?? null}, ${trashTime(options.trashAt)})
+        insert into permgraph.nodes (id, kind, owner_id, trash_at) values (${id}, ${kind}, ${options.ownerId ?? null}, ${trashTime(options.trashAt)}::timestamptz)
         on conflict (id) do nothing returning id`);
       // (not the unique index's own message, which names the index, not the id)
       if (rows.length === 0) throw new InvalidInputError(`node ${JSON.stringify(id)} already exists`);
@@ -183,9 +183,9 @@ export class Permgraph {
     });
   }
 
-  setTrash(id: string, trashAt: Date | null): Promise<FreshnessToken> {
+  setTrash(id: string, trashAt: Date | string | null): Promise<FreshnessToken> {
     return this.write(async (tx) => {
-      const rows = await tx.query(sql`update permgraph.nodes set trash_at = ${trashTime(trashAt)} where id = ${id} returning id`);
+      const rows = await tx.query(sql`update permgraph.nodes set trash_at = ${trashTime(trashAt)}::timestamptz where id = ${id} returning id`);
       if (rows.length === 0) throw new InvalidInputError(`node "${id}" does not exist`);
     });
   }
@@ -376,9 +376,9 @@ export class Permgraph {
   }
 }
 
-/** A trash time as the API takes it: null, or a moment permgraph can store (writableMoment). */
-function trashTime(value: Date | null | undefined): Date | null {
-  return value == null ? null : writableMoment(value, 'trash time');
+/** A trash time as the API takes it (a Date, ISO 8601 text with its zone, or null), as written: its exact text (parseExactMoment). */
+function trashTime(value: Date | string | null | undefined): string | null {
+  return parseExactMoment(value, 'trash time');
 }
 
 /**

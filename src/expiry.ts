@@ -15,35 +15,71 @@ export interface ExpiryInput {
   expiresIn?: string;
 }
 
-/** A date ('2030-01-31', midnight UTC) or a date and time with a time zone (Z or ±hh:mm). */
-const ISO_TIMESTAMP = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:\d{2}))?$/;
+/** A date ('2030-01-31', midnight UTC) or a date and time with a time zone (Z or ±hh:mm); the group: the fraction of a second. */
+const ISO_TIMESTAMP = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.(\d{1,6}))?)?(?:Z|[+-]\d{2}:\d{2}))?$/;
 const DURATION = /^(?:\d+[smhd])+$/;
 const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 /** Far enough for any grant, and well inside what timestamptz and Date hold. */
 const MAX_DURATION_MS = 100 * 366 * UNIT_MS.d!;
 
-/** The moment of `value` (a Date or ISO text), or an InvalidInputError naming it. null/undefined: never. */
+/**
+ * The moment of `value` (a Date or ISO text) as permgraph writes it, or an
+ * InvalidInputError naming it; null/undefined: never. Text keeps the
+ * microseconds timestamptz stores: see parseExactMoment, which this is to
+ * the millisecond, as a Date.
+ */
 export function parseExpiresAt(value: unknown, what = 'expiry'): Date | null {
+  const exact = parseExactMoment(value, what);
+  return exact === null ? null : new Date(exact);
+}
+
+/**
+ * The moment a caller gives (a grant's expiry, a node's trash time, a cut-off
+ * of the audit log) as permgraph writes it: ISO 8601 in UTC with the six
+ * digits of microseconds timestamptz keeps (2030-01-31T18:00:00.000250Z),
+ * the form every moment the library reads comes in (src/db/moment.ts); an
+ * InvalidInputError naming the value otherwise. null/undefined: none.
+ *
+ * A Date gives its milliseconds ('.123' is '.123000'); text is ISO 8601 with
+ * a time zone (Z or ±hh:mm), its fraction up to six digits, or a date alone
+ * (midnight UTC), and is converted to UTC here, not by the session, so that
+ * it names the same instant whatever the session's time zone. Bound as a
+ * parameter and cast to timestamptz, it is stored to the microsecond typed:
+ * a Date would keep milliseconds only.
+ */
+export function parseExactMoment(value: unknown, what = 'expiry'): string | null {
   if (value === undefined || value === null) return null;
-  if (value instanceof Date) return writableMoment(value, what);
+  if (value instanceof Date) {
+    writableMoment(value, what);
+    return value.toISOString().replace(/Z$/, '000Z');
+  }
   if (typeof value !== 'string') {
     throw new InvalidInputError(`${what} must be a Date or an ISO 8601 timestamp such as 2030-01-31T18:00:00Z, got ${JSON.stringify(value)}`);
   }
   const text = value.trim();
-  const time = ISO_TIMESTAMP.test(text) && calendarDate(text) ? Date.parse(text.replace(' ', 'T')) : NaN;
-  if (Number.isNaN(time)) {
+  const m = ISO_TIMESTAMP.exec(text);
+  // (the whole seconds through Date.parse, which checks the fields and the
+  // offset; the fraction as typed: offsets are whole minutes, so it is the
+  // fraction of the instant in UTC too)
+  const wholeSeconds = m !== null && calendarDate(text) ? Date.parse(text.replace(' ', 'T').replace(/\.\d+/, '')) : NaN;
+  if (Number.isNaN(wholeSeconds)) {
     throw new InvalidInputError(`${what} ${JSON.stringify(value)} is not an ISO 8601 timestamp with a time zone, such as 2030-01-31T18:00:00Z`);
   }
-  return writableMoment(new Date(time), what);
+  const at = new Date(wholeSeconds);
+  const year = at.getUTCFullYear();
+  if (year < 1 || year > 9999) {
+    throw new InvalidInputError(`${what} ${JSON.stringify(value)} is outside the years 1 to 9999 (for "never", pass null)`);
+  }
+  return `${at.toISOString().slice(0, -'.000Z'.length)}.${(m![1] ?? '').padEnd(6, '0')}Z`;
 }
 
 /**
  * A Date as a moment permgraph can store: valid, and in the years 1 to 9999,
  * which ISO 8601 text carries as PostgreSQL reads it (new Date(8.64e15), a
- * common "never", is year 275760: pass null for never). Used for expiries
- * and trash times alike; an InvalidInputError naming the value otherwise.
+ * common "never", is year 275760: pass null for never). An
+ * InvalidInputError naming the value otherwise.
  */
-export function writableMoment(value: Date, what: string): Date {
+function writableMoment(value: Date, what: string): Date {
   if (Number.isNaN(value.getTime())) throw new InvalidInputError(`${what} is an invalid Date`);
   const year = value.getUTCFullYear();
   if (year < 1 || year > 9999) {
@@ -76,6 +112,6 @@ export function checkExpiryInput(input: ExpiryInput): void {
     throw new InvalidInputError('give an expiry as expiresAt or as expiresIn, not both');
   }
   if (input.expiresIn !== undefined) parseDuration(input.expiresIn, 'expiresIn');
-  else parseExpiresAt(input.expiresAt, 'expiresAt');
+  else parseExactMoment(input.expiresAt, 'expiresAt');
 }
 

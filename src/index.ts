@@ -23,7 +23,7 @@ export * from './app/catalog.ts';
 export * from './app/access.ts';
 export * from './app/rls.ts';
 export { writeGrant, revokeGrant, type GrantResult, type RevokeResult, type GrantOptions, type WriteGrantOptions } from './app/grants.ts';
-export { parseExpiresAt, parseDuration, type ExpiryInput } from './expiry.ts';
+export { parseExpiresAt, parseExactMoment, parseDuration, type ExpiryInput } from './expiry.ts';
 // Kept for compatibility: the CLI's wording of a catalog change.
 export { describeChange } from './cli/format.ts';
 export { listTargets, listUsers, type Page, type TargetItem, type UserItem, type ListTargetsOptions, type ListUsersOptions } from './app/listing.ts';

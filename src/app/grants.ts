@@ -29,8 +29,10 @@ export interface WriteGrantOptions extends GrantOptions, ExpiryInput {}
 export interface GrantResult {
   /** The level written (a role name resolved through the catalog). */
   level: Level;
-  /** When the grant expires, as written (null: never). */
+  /** When the grant expires, as written (null: never). To the millisecond: see expiresAtExact. */
   expiresAt: Date | null;
+  /** expiresAt as written, to the microsecond: ISO 8601 in UTC, e.g. 2030-01-31T18:00:00.000250Z. */
+  expiresAtExact: string | null;
   token: FreshnessToken;
 }
 
@@ -62,12 +64,12 @@ export async function writeGrant(
     await applyActor(tx, options.actor);
     await tx.query(sql`
       insert into permgraph.grants (tail_id, head_id, level, source, expires_at)
-      values (${tailId}, ${headId}, ${level}, ${source}, ${expiresAt})
+      values (${tailId}, ${headId}, ${level}, ${source}, ${expiresAt}::timestamptz)
       on conflict (tail_id, head_id, source) do update set level = excluded.level, expires_at = excluded.expires_at
       where (permgraph.grants.level, permgraph.grants.expires_at) is distinct from (excluded.level, excluded.expires_at)`);
     return expiresAt;
   });
-  return { level, expiresAt, token };
+  return { level, expiresAt: expiresAt === null ? null : new Date(expiresAt), expiresAtExact: expiresAt, token };
 }
 
 /**

@@ -9,7 +9,7 @@ import { InvalidInputError, withInputErrors } from '../errors.ts';
 import { parseLevel } from '../levels.ts';
 import type { Level, LevelInput } from '../types.ts';
 import { applyActor } from './audit.ts';
-import { parseExpiresAt } from '../expiry.ts';
+import { parseExactMoment } from '../expiry.ts';
 import { requireFuture } from './expiry.ts';
 
 export interface DesiredGrant {
@@ -37,7 +37,8 @@ interface ValidGrant {
   tail: string;
   head: string;
   level: Level;
-  expiresAt: Date | null;
+  /** The exact text to write (parseExactMoment), null: never. */
+  expiresAt: string | null;
 }
 
 /**
@@ -72,7 +73,7 @@ export async function syncGrants(
         with desired as (
           select tail_id, head_id, level, expires_at
           from rows from (pg_catalog.unnest(${tails}::text[]), pg_catalog.unnest(${heads}::text[]), pg_catalog.unnest(${levels}::smallint[]),
-                          pg_catalog.unnest(${expiries.map((e) => (e === null ? null : e.toISOString()))}::timestamptz[])) as d(tail_id, head_id, level, expires_at)
+                          pg_catalog.unnest(${expiries}::timestamptz[])) as d(tail_id, head_id, level, expires_at)
         ), removed as (
           delete from permgraph.grants g
           where g.source = ${source}
@@ -130,9 +131,9 @@ export function validateDesiredGrants(desired: unknown): ValidGrant[] {
     } catch (error) {
       throw new InvalidInputError(`sync-grants: ${where}: ${(error as Error).message}`);
     }
-    let expiry: Date | null;
+    let expiry: string | null;
     try {
-      expiry = parseExpiresAt(expiresAt, '"expiresAt"');
+      expiry = parseExactMoment(expiresAt, '"expiresAt"');
     } catch (error) {
       throw new InvalidInputError(`sync-grants: ${where}: ${(error as Error).message}`);
     }

@@ -29,9 +29,9 @@ export function formatListedLevel(item: { level: number; validUntilExact: string
   return item.validUntilExact === null ? levelName(item.level) : `${levelName(item.level)} until ${item.validUntilExact}`;
 }
 
-/** `alice -[write]-> eng (source ldap)`, with `until …` when the grant expires (the expiry written: a valid Date, see writeGrant). */
-export function describeGrant(g: { tail: string; head: string; level: number; source: string; expiresAt: Date | null }): string {
-  return `${g.tail} -[${levelName(g.level)}]-> ${g.head} (source ${printable(g.source)}${g.expiresAt ? `, until ${g.expiresAt.toISOString()}` : ''})`;
+/** `alice -[write]-> eng (source ldap)`, with `until …` when the grant expires (the expiry written, to the microsecond). */
+export function describeGrant(g: { tail: string; head: string; level: number; source: string; expiresAtExact: string | null }): string {
+  return `${g.tail} -[${levelName(g.level)}]-> ${g.head} (source ${printable(g.source)}${g.expiresAtExact ? `, until ${g.expiresAtExact}` : ''})`;
 }
 
 /**

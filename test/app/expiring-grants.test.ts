@@ -8,7 +8,7 @@ import { syncGrants, type DesiredGrant } from '../../src/app/sync-grants.ts';
 import { Permgraph } from '../../src/client.ts';
 import { sql, type Queryable } from '../../src/db/pool.ts';
 import { InvalidInputError } from '../../src/errors.ts';
-import { parseDuration, parseExpiresAt } from '../../src/expiry.ts';
+import { parseDuration, parseExactMoment, parseExpiresAt } from '../../src/expiry.ts';
 import { g, grant, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { loadGraph } from '../helpers/graph.ts';
@@ -22,9 +22,30 @@ describe('parsing an expiry', () => {
     expect(parseExpiresAt('2030-01-31 18:00Z')).toEqual(new Date(Date.UTC(2030, 0, 31, 18)));
     expect(parseExpiresAt('2030-01-31')).toEqual(new Date(Date.UTC(2030, 0, 31)));
     const date = new Date(Date.UTC(2031, 5, 1));
-    expect(parseExpiresAt(date)).toBe(date);
+    expect(parseExpiresAt(date)).toEqual(date);
     expect(parseExpiresAt(null)).toBeNull();
     expect(parseExpiresAt(undefined)).toBeNull();
+  });
+
+  it('parseExactMoment: the moment as written, in UTC to the microsecond, the fraction as typed', () => {
+    const cases: [Date | string, string][] = [
+      ['2030-01-31T18:00:00.000001Z', '2030-01-31T18:00:00.000001Z'],
+      ['2030-01-31T18:00:00.00025Z', '2030-01-31T18:00:00.000250Z'],
+      ['2030-01-31T23:45:00.0007+05:45', '2030-01-31T18:00:00.000700Z'],
+      ['2030-01-31 14:30:00.999999-03:30', '2030-01-31T18:00:00.999999Z'],
+      ['2030-02-01T01:00+07:00', '2030-01-31T18:00:00.000000Z'],
+      ['2030-01-31', '2030-01-31T00:00:00.000000Z'],
+      ['0001-01-01T00:00:00.000001Z', '0001-01-01T00:00:00.000001Z'],
+      ['0001-01-01T01:00:00.000250+01:00', '0001-01-01T00:00:00.000250Z'],
+      ['9999-12-31T23:59:59.999999Z', '9999-12-31T23:59:59.999999Z'],
+      [' 2030-01-31T18:00:00.7Z ', '2030-01-31T18:00:00.700000Z'],
+      [new Date('2030-01-31T18:00:00.123Z'), '2030-01-31T18:00:00.123000Z'],
+    ];
+    for (const [given, exact] of cases) expect(parseExactMoment(given), String(given)).toBe(exact);
+    expect(parseExactMoment(null)).toBeNull();
+    expect(() => parseExactMoment('2030-01-31T18:00:00.0000001Z')).toThrow(/is not an ISO 8601 timestamp/); // (seven digits: timestamptz keeps six)
+    expect(() => parseExactMoment('2030-01-31T25:00:00Z')).toThrow(/is not an ISO 8601 timestamp/);
+    expect(() => parseExactMoment('0001-01-01T00:00:00.5+00:01', 'trash time')).toThrow('trash time "0001-01-01T00:00:00.5+00:01" is outside the years 1 to 9999');
   });
 
   it.each([
@@ -105,7 +126,7 @@ describe('expiring grants through the API', async () => {
 
   it.each([
     [{ expiresAt: new Date(Date.now() - HOUR) }, /^expiry \d{4}-\d\d-\d\dT[\d:.]+Z is not in the future \(the database's time is .*\); nothing was written$/],
-    [{ expiresAt: '2001-09-09T01:46:40Z' }, /^expiry 2001-09-09T01:46:40.000Z is not in the future/],
+    [{ expiresAt: '2001-09-09T01:46:40Z' }, /^expiry 2001-09-09T01:46:40.000000Z is not in the future/],
     [{ expiresAt: 'next week' }, /^expiresAt "next week" is not an ISO 8601 timestamp/],
     [{ expiresAt: new Date(NaN) }, /^expiresAt is an invalid Date$/],
     [{ expiresIn: '3 days' }, /^expiresIn "3 days" is not a duration/],
@@ -211,7 +232,7 @@ describe('expiring grants through the API', async () => {
         { tail: 'ann', head: 'eng', level: 1 },
         { tail: 'bob', head: 'ops', level: 1, expiresAt: '2001-01-01T00:00:00Z' },
       ]),
-    ).rejects.toThrow(/^sync-grants: grant #2 \(bob -> ops\) expires at 2001-01-01T00:00:00.000Z is not in the future \(the database's time is .*\); nothing was written$/);
+    ).rejects.toThrow(/^sync-grants: grant #2 \(bob -> ops\) expires at 2001-01-01T00:00:00.000000Z is not in the future \(the database's time is .*\); nothing was written$/);
     await expect(syncGrants(db, 'ldap', [{ tail: 'ann', head: 'eng', level: 1, expiresAt: 'soon' }])).rejects.toThrow(
       /^sync-grants: grant #1: "expiresAt" "soon" is not an ISO 8601 timestamp/,
     );

@@ -29,7 +29,7 @@ describe('permgraph grant --expires / --expires-in, sync-grants expiresAt, valid
     await loadGraph(db, graph);
     const granted = await cli('grant', 'ann', 'eng', 'write', '--expires', '2031-05-01T12:00:00+02:00');
     expect(granted).toMatchObject({ code: 0, stderr: '' });
-    expect(granted.stdout).toMatch(/^granted ann -\[write\]-> eng \(source default, until 2031-05-01T10:00:00\.000Z\); token \d+\n$/);
+    expect(granted.stdout).toMatch(/^granted ann -\[write\]-> eng \(source default, until 2031-05-01T10:00:00\.000000Z\); token \d+\n$/);
     const json = JSON.parse((await cli('--json', 'grant', 'ann', 'spec', 'read', '--expires-in', '90m', '--source', 'temp')).stdout);
     expect(json).toMatchObject({ tail: 'ann', head: 'spec', level: 1, source: 'temp' });
     const expiresAt = new Date(json.expiresAt).getTime();
@@ -50,7 +50,7 @@ describe('permgraph grant --expires / --expires-in, sync-grants expiresAt, valid
     const cases: [string[], number, RegExp][] = [
       [['--expires', 'tomorrow'], 2, /^permgraph: --expires "tomorrow" is not an ISO 8601 timestamp with a time zone, such as 2030-01-31T18:00:00Z\n$/],
       [['--expires', '2030-01-31T18:00:00'], 2, /^permgraph: --expires "2030-01-31T18:00:00" is not an ISO 8601 timestamp with a time zone, such as 2030-01-31T18:00:00Z\n$/],
-      [['--expires', '2001-01-01T00:00:00Z'], 1, /^permgraph: expiry 2001-01-01T00:00:00\.000Z is not in the future \(the database's time is [^)]*\); nothing was written\n$/],
+      [['--expires', '2001-01-01T00:00:00Z'], 1, /^permgraph: expiry 2001-01-01T00:00:00\.000000Z is not in the future \(the database's time is [^)]*\); nothing was written\n$/],
       [['--expires-in', '5x'], 2, /^permgraph: --expires-in "5x" is not a duration: digits and a unit, s, m, h or d \(e\.g\. 90m, 12h, 7d, 1d12h\)\n$/],
       [['--expires-in', '0m'], 2, /^permgraph: --expires-in "0m" is not longer than zero\n$/],
       [['--expires', '2031-01-01T00:00:00Z', '--expires-in', '1h'], 2, /^permgraph: give --expires or --expires-in, not both\n$/],
@@ -88,10 +88,37 @@ describe('permgraph grant --expires / --expires-in, sync-grants expiresAt, valid
     await writeFile(file, JSON.stringify([{ tail: 'ann', head: 'eng', level: 'read', expiresAt: '2020-01-01T00:00:00Z' }]));
     const refused = await cli('sync-grants', 'ldap', file);
     expect(refused.code).toBe(1);
-    expect(refused.stderr).toMatch(/^permgraph: sync-grants: grant #1 \(ann -> eng\) expires at 2020-01-01T00:00:00\.000Z is not in the future .*; nothing was written\n$/);
+    expect(refused.stderr).toMatch(/^permgraph: sync-grants: grant #1 \(ann -> eng\) expires at 2020-01-01T00:00:00\.000000Z is not in the future .*; nothing was written\n$/);
     await writeFile(file, JSON.stringify([{ tail: 'ann', head: 'eng', level: 'read', expiresAt: 'someday' }]));
     expect((await cli('sync-grants', 'ldap', file)).stderr).toMatch(/^permgraph: sync-grants: grant #1: "expiresAt" "someday" is not an ISO 8601 timestamp/);
     expect(await grants()).toEqual(before);
+  });
+
+  it('grant --expires and sync-grants write the moment typed to the microsecond, whatever the session\'s time zone, and say it', async () => {
+    await loadGraph(db, graph);
+    const stored = async (source: string) =>
+      (await db.query(sql`select to_char(expires_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as at from permgraph.grants where source = ${source} order by tail_id`)).map((r: { at: string }) => r.at);
+    const file = path.join(scratch, 'exact.json');
+    await db.query(sql`alter database ${sql.ident(name)} set timezone = 'America/St_Johns'`);
+    try {
+      const granted = await cli('grant', 'ann', 'eng', 'write', '--expires', '2100-01-01T05:45:00.00025+05:45', '--source', 'typed');
+      expect(granted).toMatchObject({ code: 0, stderr: '' });
+      expect(granted.stdout).toMatch(/^granted ann -\[write\]-> eng \(source typed, until 2100-01-01T00:00:00\.000250Z\); token \d+\n$/);
+      expect(await stored('typed')).toEqual(['2100-01-01T00:00:00.000250Z']);
+      const json = JSON.parse((await cli('--json', 'grant', 'ann', 'eng', 'write', '--expires', '2100-01-01T00:00:00.000001Z', '--source', 'typed')).stdout);
+      expect(json).toMatchObject({ tail: 'ann', head: 'eng', level: 2, source: 'typed', expiresAt: '2100-01-01T00:00:00.000001Z' });
+      expect(Object.keys(json).filter((key) => key.endsWith('Exact'))).toEqual([]);
+      expect(await stored('typed')).toEqual(['2100-01-01T00:00:00.000001Z']);
+      await writeFile(file, JSON.stringify([{ tail: 'ann', head: 'eng', level: 'read', expiresAt: '2100-01-01T00:00:00.0007Z' }, { tail: 'bob', head: 'eng', level: 1, expiresAt: '2099-12-31T20:30:00.000001-03:30' }]));
+      expect((await cli('sync-grants', 'typed-sync', file)).stdout).toMatch(/^synced source typed-sync: 2 inserted, 0 updated, 0 deleted;/);
+      expect(await stored('typed-sync')).toEqual(['2100-01-01T00:00:00.000700Z', '2100-01-01T00:00:00.000001Z']);
+      // moved by 450 microseconds: an update
+      await writeFile(file, JSON.stringify([{ tail: 'ann', head: 'eng', level: 'read', expiresAt: '2100-01-01T00:00:00.00025Z' }, { tail: 'bob', head: 'eng', level: 1, expiresAt: '2099-12-31T20:30:00.000001-03:30' }]));
+      expect((await cli('sync-grants', 'typed-sync', file)).stdout).toMatch(/^synced source typed-sync: 0 inserted, 1 updated, 0 deleted;/);
+      expect(await stored('typed-sync')).toEqual(['2100-01-01T00:00:00.000250Z', '2100-01-01T00:00:00.000001Z']);
+    } finally {
+      await db.query(sql`alter database ${sql.ident(name)} reset timezone`);
+    }
   });
 
   it('list, who and explain show valid_until where a row has one (JSON: validUntil)', async () => {

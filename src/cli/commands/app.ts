@@ -5,7 +5,7 @@ import { parsePositionedJson } from '../../app/positioned-json.ts';
 import type { DesiredGrant } from '../../app/sync-grants.ts';
 import { DEFAULT_GRANT_SOURCE, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT } from '../../constants.ts';
 import { InvalidInputError } from '../../errors.ts';
-import { parseDuration, parseExpiresAt } from '../../expiry.ts';
+import { parseDuration, parseExactMoment } from '../../expiry.ts';
 import type { NodeKind } from '../../types.ts';
 
 // The implementations are imported inside each action: see core.ts.
@@ -99,14 +99,14 @@ export function registerAppCommands(program: Command): void {
         checkExpiryFlags(options);
         await requireSchema(ctx);
         const { writeGrant } = await import('../../app/grants.ts');
-        const { level, expiresAt, token } = await writeGrant(ctx.db, tail!, head!, levelArg!, {
+        const { level, expiresAt, expiresAtExact, token } = await writeGrant(ctx.db, tail!, head!, levelArg!, {
           source: options.source,
           expiresAt: options.expires,
           expiresIn: options.expiresIn,
           actor: options.actor,
         });
-        if (ctx.options.json) ctx.emitJson({ tail, head, level, source: options.source, expiresAt, token });
-        ctx.say(`granted ${describeGrant({ tail: tail!, head: head!, level, source: options.source, expiresAt })}; token ${token}`);
+        if (ctx.options.json) ctx.emitJson(exactMoments({ tail, head, level, source: options.source, expiresAt, expiresAtExact, token }));
+        ctx.say(`granted ${describeGrant({ tail: tail!, head: head!, level, source: options.source, expiresAtExact })}; token ${token}`);
       }),
     );
 
@@ -149,7 +149,7 @@ export function registerAppCommands(program: Command): void {
 /** --expires / --expires-in: malformed, or both, is a usage error (exit 2, one line naming the value); the library checks the rest. */
 function checkExpiryFlags(flags: { expires?: string; expiresIn?: string }): void {
   if (flags.expires !== undefined && flags.expiresIn !== undefined) throw new ExitCode(2, 'give --expires or --expires-in, not both');
-  if (flags.expires !== undefined) checkFlag(() => parseExpiresAt(flags.expires, '--expires'));
+  if (flags.expires !== undefined) checkFlag(() => parseExactMoment(flags.expires, '--expires'));
   if (flags.expiresIn !== undefined) checkFlag(() => parseDuration(flags.expiresIn, '--expires-in'));
 }
 
