@@ -6116,7 +6116,12 @@ begin
   delete from permgraph.audit_log where at < p_before;  -- (let through by _audit_refuse_change)
   get diagnostics pruned = row_count;
   insert into permgraph.audit_log (action, details)
-  values ('prune_audit', jsonb_build_object('before', p_before, 'entries', pruned));
+  values ('prune_audit', jsonb_build_object(
+    'before', case when isfinite(p_before)
+                   then to_char(p_before at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+                        || case when p_before < '0001-01-01 00:00:00+00'::timestamptz then ' BC' else '' end
+                   else p_before::text end,
+    'entries', pruned));
   return pruned;
 end $function$;
 

@@ -158,6 +158,9 @@ end $$;
 -- The one way to drop old audit history: entries older than p_before go,
 -- and a 'prune_audit' entry records how many, up to when, and who. Only the
 -- schema's owner may (nobody else may execute this or delete from the log).
+-- The cut-off is recorded as the library gives every moment, in UTC to the
+-- microsecond (2030-01-31T18:00:00.000250Z; ' BC' after a year before 1,
+-- infinity as such), not in the time zone of the session that pruned.
 create or replace function permgraph.prune_audit_log(p_before timestamptz) returns bigint
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -175,7 +178,12 @@ begin
   delete from permgraph.audit_log where at < p_before;  -- (let through by _audit_refuse_change)
   get diagnostics pruned = row_count;
   insert into permgraph.audit_log (action, details)
-  values ('prune_audit', jsonb_build_object('before', p_before, 'entries', pruned));
+  values ('prune_audit', jsonb_build_object(
+    'before', case when isfinite(p_before)
+                   then to_char(p_before at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+                        || case when p_before < '0001-01-01 00:00:00+00'::timestamptz then ' BC' else '' end
+                   else p_before::text end,
+    'entries', pruned));
   return pruned;
 end $$;
 

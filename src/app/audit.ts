@@ -3,10 +3,10 @@
 // the log; nothing here writes entries of its own.
 import { AUDIT_ACTIONS, DEFAULT_AUDIT_LIMIT } from '../constants.ts';
 import { pageLimit } from './listing.ts';
-import { moment } from '../db/moment.ts';
 import { sql, type Queryable } from '../db/pool.ts';
 import { InvalidInputError, SqlState, withInputErrors } from '../errors.ts';
-import { parseDuration, parseExpiresAt } from '../expiry.ts';
+import { exactMoment, moment } from '../db/moment.ts';
+import { parseDuration, parseExactMoment } from '../expiry.ts';
 
 /** What an audit entry records (AUDIT_ACTIONS says each one's meaning). */
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
@@ -140,8 +140,19 @@ function toEntry(r: Record<string, unknown>): AuditEntry {
     ...moments('newTrashAt', 'new_trash_at'),
     ...moments('oldExpiresAt', 'old_expires_at'),
     ...moments('newExpiresAt', 'new_expires_at'),
-    details: (r.details as Record<string, unknown> | null) ?? null,
+    details: entryDetails(r.action as AuditAction, (r.details as Record<string, unknown> | null) ?? null),
   };
+}
+
+/**
+ * An entry's details as the log holds them, but for a prune's cut-off
+ * (details.before), given in UTC to the microsecond as every moment of an
+ * entry: prune_audit_log writes it so, releases before it wrote it in the
+ * time zone of the session that pruned.
+ */
+function entryDetails(action: AuditAction, details: Record<string, unknown> | null): Record<string, unknown> | null {
+  if (action !== 'prune_audit' || typeof details?.before !== 'string') return details;
+  return { ...details, before: exactMoment(details.before) };
 }
 
 /** Which entries pruneAudit removes: those before a moment, or older than a duration back from the database's now. */
@@ -153,8 +164,10 @@ export type PruneAuditOptions = ({ before: Date | string; olderThan?: undefined 
 };
 
 export interface PruneAuditResult {
-  /** Entries before this moment were (or, with dryRun, would be) deleted. */
+  /** Entries before this moment were (or, with dryRun, would be) deleted. To the millisecond: see beforeExact. */
   before: Date;
+  /** `before` to the microsecond, the cut-off the database compared with: ISO 8601 in UTC, e.g. 2030-01-31T18:00:00.000250Z. */
+  beforeExact: string;
   entries: number;
   dryRun: boolean;
 }
@@ -171,21 +184,23 @@ export async function pruneAudit(db: Queryable, options: PruneAuditOptions): Pro
   if ((options.before === undefined) === (options.olderThan === undefined)) {
     throw new InvalidInputError('give the entries to prune as before (a timestamp) or olderThan (a duration such as 365d), one of the two');
   }
-  const before = options.before === undefined ? null : parseExpiresAt(options.before, 'before');
+  const before = options.before === undefined ? null : parseExactMoment(options.before, 'before');
   const olderThanSeconds = options.olderThan === undefined ? null : parseDuration(options.olderThan, 'olderThan') / 1000;
   return withInputErrors(() => db.tx(async (tx) => {
     await applyActor(tx, options.actor);
-    const [moment] = await tx.query(sql`
-      select coalesce(${before}::timestamptz, now() - pg_catalog.make_interval(secs => ${olderThanSeconds}::float8)) as before,
+    // (the cut-off read as its JSON text, to the microsecond, and deleted by with that text: a Date would cut it to the millisecond)
+    const [cut] = await tx.query(sql`
+      select to_json(coalesce(${before}::timestamptz, now() - pg_catalog.make_interval(secs => ${olderThanSeconds}::float8))) as before,
              coalesce(${before}::timestamptz, now()) > now() as future`);
-    if (moment.future) {
-      throw new InvalidInputError(`before ${(moment.before as Date).toISOString()} is in the future (by the database's clock): it would prune entries written now`);
+    const { before: at, beforeExact } = moment('before', cut.before as string);
+    if (cut.future) {
+      throw new InvalidInputError(`before ${beforeExact!} is in the future (by the database's clock): it would prune entries written now`);
     }
     const dryRun = options.dryRun === true;
     const [row] = dryRun
-      ? await tx.query(sql`select count(*)::bigint as entries from permgraph.audit_log where at < ${moment.before}::timestamptz`)
-      : await tx.query(sql`select permgraph.prune_audit_log(${moment.before}::timestamptz) as entries`);
-    return { before: moment.before as Date, entries: Number(row.entries), dryRun };
+      ? await tx.query(sql`select count(*)::bigint as entries from permgraph.audit_log where at < ${beforeExact}::timestamptz`)
+      : await tx.query(sql`select permgraph.prune_audit_log(${beforeExact}::timestamptz) as entries`);
+    return { before: at!, beforeExact: beforeExact!, entries: Number(row.entries), dryRun };
   }));
 }
 

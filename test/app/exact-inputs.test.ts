@@ -10,6 +10,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { listAudit, pruneAudit } from '../../src/app/audit.ts';
 import { writeGrant } from '../../src/app/grants.ts';
 import { importGraph } from '../../src/app/import/index.ts';
 import { syncGrants } from '../../src/app/sync-grants.ts';
@@ -23,7 +24,7 @@ import { loadGraph } from '../helpers/graph.ts';
 
 const ZONES = ['UTC', 'Europe/Berlin', 'Asia/Kathmandu', 'America/St_Johns'];
 /** A timestamptz column as the database writes it in UTC, to the microsecond. */
-const utc = (column: SQLQuery) => sql`to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+const utc = (column: SQLQuery) => sql`to_char((${column}) at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
 
 describe('moments given to the library are written to the microsecond', async () => {
   const { db, url } = await createTestDatabase();
@@ -148,5 +149,43 @@ describe('moments given to the library are written to the microsecond', async ()
     await importGraph(db, { nodes: { file: path.join(dir, 'nodes.csv') }, grants: { file: path.join(dir, 'grants.csv') } });
     expect(await trash('imp-g')).toBe('2030-01-31T18:00:00.000001Z');
     expect([await expiry('imp-u', 'imp-g', 'imp'), await expiry('imp-u', 'imp-g', 'imp2')]).toEqual(['2100-01-01T00:00:00.000250Z', '2100-01-01T00:00:00.000700Z']);
+  });
+
+  it('pruneAudit: the cut-off to the microsecond deletes what is before it, and is said and logged as such, in UTC', async () => {
+    // each zone's entries a year before the last zone's cut-off, which leaves them alone
+    for (const [i, zone] of ZONES.entries()) {
+      const year = 2000 - i;
+      await db.query(sql`insert into permgraph.audit_log (at, actor, action, head_id, node_kind) values
+        (${`${year}-01-01T00:00:00.000001Z`}, 'prune-exact', 'set_trash', 'x', 'group'),
+        (${`${year}-01-01T00:00:00.000250Z`}, 'prune-exact', 'set_trash', 'x', 'group'),
+        (${`${year}-01-01T00:00:00.000700Z`}, 'prune-exact', 'set_trash', 'x', 'group')`);
+      const cut = `${year}-01-01T00:00:00.000250Z`;
+      const given = `${year}-01-01T05:45:00.00025+05:45`; // (the same instant)
+      const said = { before: new Date(`${year}-01-01T00:00:00.000Z`), beforeExact: cut };
+      expect(await under(zone, (tx) => pruneAudit(tx, { before: given, dryRun: true })), zone).toEqual({ ...said, entries: 1, dryRun: true });
+      expect(await under(zone, (tx) => pruneAudit(tx, { before: given, actor: `prune-${zone}` })), zone).toEqual({ ...said, entries: 1, dryRun: false });
+      const left = await db.query(sql`select ${utc(sql.ident('at'))} as at from permgraph.audit_log where actor = 'prune-exact' and at >= ${`${year}-01-01Z`} and at < ${`${year + 1}-01-01Z`} order by at`);
+      expect(left.map((r: { at: string }) => r.at), zone).toEqual([cut, `${year}-01-01T00:00:00.000700Z`]);
+      // the log's own entry of the prune names the cut-off in UTC, in the table and as listAudit reads it
+      const [logged] = await db.query(sql`select details->>'before' as before from permgraph.audit_log where actor = ${`prune-${zone}`}`);
+      expect(logged.before, zone).toBe(cut);
+      expect((await listAudit(db, { actor: `prune-${zone}` })).entries.map((e) => e.details), zone).toEqual([{ before: cut, entries: 1 }]);
+      // olderThan: the writing transaction's now() (the entry's at) minus the duration, to the microsecond
+      const older = await under(zone, (tx) => pruneAudit(tx, { olderThan: '3650d', actor: `older-${zone}` }));
+      const [entry] = await db.query(sql`
+        select ${utc(sql`at - interval '315360000 seconds'`)} as cut, details->>'before' as before
+        from permgraph.audit_log where actor = ${`older-${zone}`}`);
+      expect({ exact: older.beforeExact, logged: entry.before }, zone).toEqual({ exact: entry.cut, logged: entry.cut });
+    }
+  });
+
+  it('listAudit gives the cut-off of a prune logged in a session\'s time zone, by an older release, in UTC too', async () => {
+    await db.query(sql`insert into permgraph.audit_log (at, actor, action, details) values
+      ('2030-01-31T18:00:00Z', 'old-prune', 'prune_audit', '{"before": "2030-01-31T19:00:00.0007+01:00", "entries": 3}'),
+      ('2030-01-31T18:00:01Z', 'old-prune', 'prune_audit', '{"before": "0001-12-31T20:29:08.000001-03:30:52 BC", "entries": 0}')`);
+    expect((await listAudit(db, { actor: 'old-prune' })).entries.map((e) => e.details)).toEqual([
+      { before: '2030-01-31T18:00:00.000700Z', entries: 3 },
+      { before: '0001-01-01T00:00:00.000001Z', entries: 0 },
+    ]);
   });
 });

@@ -254,14 +254,14 @@ async function runAudit(ctx: CommandContext, flags: AuditFlags): Promise<void> {
 
 async function runPruneAudit(ctx: CommandContext, flags: PruneFlags): Promise<void> {
   if ((flags.before === undefined) === (flags.olderThan === undefined)) throw new ExitCode(2, 'give --before or --older-than, one of the two');
-  const { parseDuration, parseExpiresAt } = await import('../../expiry.ts');
-  if (flags.before !== undefined) checkFlag(() => parseExpiresAt(flags.before, '--before'));
+  const { parseDuration, parseExactMoment } = await import('../../expiry.ts');
+  if (flags.before !== undefined) checkFlag(() => parseExactMoment(flags.before, '--before'));
   if (flags.olderThan !== undefined) checkFlag(() => parseDuration(flags.olderThan, '--older-than'));
   await requireSchema(ctx);
   const { pruneAudit } = await import('../../app/audit.ts');
   const when = flags.before === undefined ? { olderThan: flags.olderThan! } : { before: flags.before };
   const result = await pruneAudit(ctx.db, { ...when, dryRun: flags.dryRun === true, actor: flags.actor });
-  if (ctx.options.json) return ctx.emitJson(result);
-  const entries = `${result.entries.toLocaleString('en-US')} audit entr${result.entries === 1 ? 'y' : 'ies'} before ${result.before.toISOString()}`;
+  if (ctx.options.json) return ctx.emitJson(exactMoments(result));
+  const entries = `${result.entries.toLocaleString('en-US')} audit entr${result.entries === 1 ? 'y' : 'ies'} before ${result.beforeExact}`;
   ctx.say(result.dryRun ? `would prune ${entries}` : `pruned ${entries}`);
 }
