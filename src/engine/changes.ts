@@ -3,6 +3,7 @@
 // acknowledge them, and follow new ones as batches commit them. The SQL side
 // (sql/functions/170_changes.sql) keeps the events and the positions;
 // docs/change-stream.md shows a search index kept in step with it.
+import { moment } from '../db/moment.ts';
 import { sql, type Queryable } from '../db/pool.ts';
 import {
   CHANGES_LISTENER_APPLICATION_NAME,
@@ -32,11 +33,20 @@ export interface PermissionChange {
   newLevel: Level | null;
   oldTraverseOwned: boolean | null;
   newTraverseOwned: boolean | null;
-  /** Always null until permissions has a valid_until column (expiring grants). */
+  /**
+   * The row's valid_until (null: no expiring grant bounds it). Each moment
+   * is a Date, which keeps milliseconds, with its text to the microsecond
+   * beside it, as the tables hold it: ISO 8601 in UTC, e.g.
+   * 2030-01-31T18:00:00.000250Z (oldValidUntilExact, …). An expiry moved by
+   * less than a millisecond changes the Exact text only.
+   */
   oldValidUntil: Date | null;
+  oldValidUntilExact: string | null;
   newValidUntil: Date | null;
+  newValidUntilExact: string | null;
   /** When the batch that recorded it started, moments before its commit. */
   committedAt: Date;
+  committedAtExact: string;
 }
 
 export interface Registration<T> {
@@ -95,7 +105,7 @@ export async function readChanges(db: Queryable, name: string, options: ReadOpti
   const rows: ChangeRow[] = await withInputErrors(() =>
     db.query(sql`
       select seq, user_id, target_id, old_level, new_level, old_traverse_owned, new_traverse_owned,
-             old_valid_until, new_valid_until, committed_at
+             to_json(old_valid_until) as old_valid_until, to_json(new_valid_until) as new_valid_until, to_json(committed_at) as committed_at
       from permgraph.read_changes(${name}, ${options.maxEvents ?? DEFAULT_CHANGES_BATCH}::integer, ${options.afterSeq ?? null}::bigint)`),
   );
   return rows.map(toChange);
@@ -117,9 +127,13 @@ export interface ConsumerStatus {
   consumer: string;
   /** The login that registered it: only its members and the schema's owner may use it (null: registered before owners). */
   ownerRole: string | null;
+  /** When it was registered (a Date, to the millisecond; registeredAtExact: to the microsecond, in UTC, as the table holds it). */
   registeredAt: Date;
+  registeredAtExact: string;
   ackedSeq: number;
+  /** When it last acknowledged (null: never), as registeredAt. */
   ackedAt: Date | null;
+  ackedAtExact: string | null;
   /**
    * How far behind it is, in seqs: the last seq numbered minus its
    * acknowledged one. An upper bound of the events waiting for it (kept for
@@ -136,14 +150,14 @@ export async function consumerStatus(db: Queryable): Promise<ConsumerStatus[]> {
   return toConsumerStatuses(consumers);
 }
 
-/** permgraph.change_stream_status()'s JSON (also status()'s change_consumers), typed. */
+/** permgraph.change_stream_status()'s JSON (also status()'s change_consumers), typed; its moments read as the database's JSON writes them (src/db/moment.ts). */
 export function toConsumerStatuses(consumers: Record<string, any>[]): ConsumerStatus[] {
   return consumers.map((c) => ({
     consumer: c.consumer,
     ownerRole: c.owner_role,
-    registeredAt: new Date(c.registered_at),
+    ...(moment('registeredAt', c.registered_at) as { registeredAt: Date; registeredAtExact: string }),
     ackedSeq: Number(c.acked_seq),
-    ackedAt: c.acked_at === null ? null : new Date(c.acked_at),
+    ...moment('ackedAt', c.acked_at),
     lagEvents: Number(c.lag_events),
     oldestWaitingAgeS: c.oldest_waiting_age_s === null ? null : Number(c.oldest_waiting_age_s),
   }));
@@ -246,9 +260,10 @@ interface ChangeRow {
   new_level: Level | null;
   old_traverse_owned: boolean | null;
   new_traverse_owned: boolean | null;
-  old_valid_until: Date | null;
-  new_valid_until: Date | null;
-  committed_at: Date;
+  /** (the moments as their JSON text, read by moment: to the microsecond) */
+  old_valid_until: string | null;
+  new_valid_until: string | null;
+  committed_at: string;
 }
 
 function toChange(row: ChangeRow): PermissionChange {
@@ -261,8 +276,8 @@ function toChange(row: ChangeRow): PermissionChange {
     newLevel: row.new_level,
     oldTraverseOwned: row.old_traverse_owned,
     newTraverseOwned: row.new_traverse_owned,
-    oldValidUntil: row.old_valid_until,
-    newValidUntil: row.new_valid_until,
-    committedAt: row.committed_at,
+    ...moment('oldValidUntil', row.old_valid_until),
+    ...moment('newValidUntil', row.new_valid_until),
+    ...(moment('committedAt', row.committed_at) as { committedAt: Date; committedAtExact: string }),
   };
 }

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { DEFAULT_CHANGES_BATCH, DEFAULT_POLL_INTERVAL_MS } from '../../constants.ts'; // imports nothing: cheap for --help
 import type { PermissionChange } from '../../engine/changes.ts';
 import { action, positiveInteger, requireSchema } from '../action.ts';
+import { exactMoments } from '../json.ts';
 import { onShutdownSignal, type CommandContext } from '../context.ts';
 
 interface ChangesFlags {
@@ -64,7 +65,8 @@ async function runChanges(ctx: CommandContext, flags: ChangesFlags): Promise<voi
       logger: ctx.logger,
     });
     for await (const batch of stream) {
-      const lines = batch.events.map((e) => (ctx.options.json ? JSON.stringify(e) : describeChange(e)));
+      // (JSON: each moment's exact text in place of its Date, as the other commands print them)
+      const lines = batch.events.map((e) => (ctx.options.json ? JSON.stringify(exactMoments(e)) : describeChange(e)));
       await writeStdout(`${lines.join('\n')}\n`);
       // Only what reached stdout is acknowledged: a failed write (a closed pipe) leaves it for the next run.
       await batch.ack();
@@ -79,14 +81,22 @@ function writeStdout(text: string): Promise<void> {
   return new Promise((resolve, reject) => process.stdout.write(text, (error) => (error ? reject(error) : resolve())));
 }
 
-/** One event as a line: `12 insert alice -> eng: level 2, traverse_owned true`. */
+/**
+ * One event as a line: `12 insert alice -> eng: level 2, traverse_owned
+ * true`, with the row's valid_until where it has one, to the microsecond
+ * (`, valid_until 2030-01-31T18:00:00.000250Z`; an update: `valid_until OLD
+ * -> NEW`, `none` for no expiry).
+ */
 export function describeChange(e: PermissionChange): string {
-  const value = (level: number | null, traverse: boolean | null) => `level ${level}, traverse_owned ${traverse}`;
+  const until = (at: string | null) => (at === null ? '' : `, valid_until ${at}`);
+  const value = (level: number | null, traverse: boolean | null, at: string | null) => `level ${level}, traverse_owned ${traverse}${until(at)}`;
+  const untilChange =
+    e.oldValidUntilExact === null && e.newValidUntilExact === null ? '' : `, valid_until ${e.oldValidUntilExact ?? 'none'} -> ${e.newValidUntilExact ?? 'none'}`;
   const what =
     e.op === 'insert'
-      ? value(e.newLevel, e.newTraverseOwned)
+      ? value(e.newLevel, e.newTraverseOwned, e.newValidUntilExact)
       : e.op === 'delete'
-        ? `was ${value(e.oldLevel, e.oldTraverseOwned)}`
-        : `level ${e.oldLevel} -> ${e.newLevel}, traverse_owned ${e.oldTraverseOwned} -> ${e.newTraverseOwned}`;
+        ? `was ${value(e.oldLevel, e.oldTraverseOwned, e.oldValidUntilExact)}`
+        : `level ${e.oldLevel} -> ${e.newLevel}, traverse_owned ${e.oldTraverseOwned} -> ${e.newTraverseOwned}${untilChange}`;
   return `${e.seq} ${e.op} ${e.userId} -> ${e.targetId}: ${what}`;
 }
