@@ -2,6 +2,7 @@
 // commands print the API's own objects; this converts the few that come
 // straight from SQL (snake_case column and key names), and the library's
 // moments (explain's, the listings', the audit log's) to the microsecond.
+import { exactMoment } from '../db/moment.ts';
 
 /** A copy of value with every object key in camelCase (last_batch_at -> lastBatchAt); arrays, dates and scalars as they are. */
 export function camelCaseKeys(value: unknown): unknown {
@@ -25,5 +26,20 @@ export function exactMoments(value: unknown): unknown {
     Object.entries(fields)
       .filter(([key]) => !(key.endsWith('Exact') && key.slice(0, -'Exact'.length) in fields))
       .map(([key, v]) => [key, twin(key) in fields ? fields[twin(key)] : exactMoments(v)]),
+  );
+}
+
+/**
+ * A copy of camelCased SQL JSON (permgraph.status()'s) in which the moments
+ * of permgraph's tables, the keys ending in `At` (lastBatchAt, startedAt,
+ * registeredAt, …), are in UTC to the microsecond (exactMoment), as the
+ * library gives every moment, instead of in the session's time zone as the
+ * database writes JSON. Other values as they are.
+ */
+export function tableMomentsInUtc(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(tableMomentsInUtc);
+  if (value === null || typeof value !== 'object' || value instanceof Date) return value;
+  return Object.fromEntries(
+    Object.entries(value).map(([key, v]) => [key, key.endsWith('At') && typeof v === 'string' ? exactMoment(v) : tableMomentsInUtc(v)]),
   );
 }

@@ -25,7 +25,7 @@ function expectCamelCase(value: unknown, path = '$'): void {
 }
 
 describe('permgraph CLI', async () => {
-  const { db, url } = await createTestDatabase();
+  const { db, url, name } = await createTestDatabase();
   /** A database without the permgraph schema. */
   const empty = await createEmptyDatabase();
   const cli = (...args: string[]) => runCli(['--database-url', url, ...args]);
@@ -241,6 +241,24 @@ describe('permgraph CLI', async () => {
     expect(workerConnection({ clientAddr: null, since: null })).toBe("its address and start hidden from the schema's owner (grant it pg_read_all_stats to see them)");
     expect(workerConnection({ clientAddr: null, since: '2026-12-05T02:00:00Z' })).toBe('from local socket, since 2026-12-05T02:00:00Z');
     expect(workerConnection({ clientAddr: '10.0.0.7', since: '2026-12-05T02:00:00Z' })).toBe('from 10.0.0.7, since 2026-12-05T02:00:00Z');
+  });
+
+  it('status prints the moments of its tables in UTC to the microsecond, whatever the session\'s time zone (JSON too)', async () => {
+    expect((await cli('worker', '--once')).code).toBe(0); // (applier_state has its row)
+    await db.query(sql`update permgraph.applier_state set last_batch_at = '2030-01-31T18:00:00.000250Z'`);
+    await db.query(sql`select permgraph.register_consumer('status-exact')`);
+    const [{ registered }] = await db.query(sql`
+      select to_char(registered_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as registered from permgraph.change_consumers where consumer = 'status-exact'`);
+    await db.query(sql`alter database ${sql.ident(name)} set timezone = 'Asia/Kathmandu'`);
+    try {
+      const json = JSON.parse((await cli('--json', 'status')).stdout);
+      expect(json.lastBatch.lastBatchAt).toBe('2030-01-31T18:00:00.000250Z');
+      expect(json.changeConsumers.find((c: { consumer: string }) => c.consumer === 'status-exact')).toMatchObject({ registeredAt: registered, ackedAt: null });
+      expect((await cli('status')).stdout).toMatch(/^last batch: {7}incremental, \d+ change\(s\), [\d.]+ ms, at 2030-01-31T18:00:00\.000250Z$/m);
+    } finally {
+      await db.query(sql`alter database ${sql.ident(name)} reset timezone`);
+      await db.query(sql`select permgraph.drop_consumer('status-exact')`);
+    }
   });
 
   it('worker: SIGTERM stops it cleanly with exit 0', async () => {
