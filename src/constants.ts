@@ -74,6 +74,15 @@ export const STALL_CHECK_INTERVAL_MS = 5_000;
 export const STALL_CHECK_TIMEOUT_MS = 5_000;
 
 /**
+ * How long ending a stuck or shared session of the worker's waits for its
+ * process to exit (ms; pg_terminate_backend's timeout): the signal alone
+ * returns at once, and the applier role's lock stays taken until the
+ * process is gone, so a worker reconnecting right after would find its own
+ * old session still holding the role. Well within a probe's time.
+ */
+export const SESSION_END_WAIT_MS = 1_000;
+
+/**
  * The longest wait between two probes of one statement (ms). A probe that
  * finds the worker's session there and busy makes the next one wait twice
  * as long as the last, up to this: a 10-minute batch is probed 21 times

@@ -1,5 +1,5 @@
 import pg, { type ClientConfig } from 'pg';
-import { END_TIMEOUT_MS, WATCHDOG_APPLICATION_NAME } from '../constants.ts';
+import { END_TIMEOUT_MS, SESSION_END_WAIT_MS, WATCHDOG_APPLICATION_NAME } from '../constants.ts';
 import { clientConfig } from '../db/client-config.ts';
 import type { PeerAddress } from '../db/close-connection.ts';
 import { SocketKeeper } from '../db/socket-keeper.ts';
@@ -181,9 +181,9 @@ async function askAbout(client: pg.Client, session: SessionIdentity, stuckAfterM
   if (signal?.aborted) throw new Error(ABANDONED);
   const ended = await client
     .query<{ ended: boolean }>(
-      `select pg_terminate_backend(pid) as ended from pg_stat_activity
+      `select pg_terminate_backend(pid, $4) as ended from pg_stat_activity
        where pid = $1 and state = any($2::text[]) and state_change <= clock_timestamp() - $3::float8 * interval '1 millisecond'`,
-      [session.pid, IDLE_STATES, stuckAfterMs],
+      [session.pid, IDLE_STATES, stuckAfterMs, SESSION_END_WAIT_MS],
     )
     .then(
       ({ rows: [terminated] }) => (terminated === undefined ? 'busy again' : terminated.ended),

@@ -8,6 +8,7 @@ import {
   DEFAULT_POLL_INTERVAL_MS,
   DEFAULT_STANDBY_INTERVAL_MS,
   MAX_RETRY_DELAY_MS,
+  SESSION_END_WAIT_MS,
   STALL_CHECK_INTERVAL_MS,
   STALL_CHECK_MAX_INTERVAL_MS,
   STALL_CHECK_TIMEOUT_MS,
@@ -490,7 +491,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     try {
       const [row] = await watchdog.watch('the end of its server session', () =>
         conn.query(sql`
-          select count(*) filter (where pg_catalog.pg_terminate_backend(a.pid))::int as ended
+          select count(*) filter (where pg_catalog.pg_terminate_backend(a.pid, ${SESSION_END_WAIT_MS}::bigint))::int as ended
           from pg_catalog.pg_stat_activity a
           where a.pid = ${session.pid}::integer
             and (${session.startedAt}::numeric is null or extract(epoch from a.backend_start) = ${session.startedAt}::numeric)

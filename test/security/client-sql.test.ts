@@ -138,6 +138,10 @@ describe('the client\'s own SQL on an unpinned search path', async () => {
     session.on('error', () => {});
     await session.connect();
     try {
+      // (temporary tables, as the worker's session holds its work tables: a
+      // backend drops them as it exits, so it stays listed a while after the
+      // signal, which "ended" must have waited out)
+      await session.query(`do $$ begin for i in 1..400 loop execute format('create temp table work_%s (id text primary key)', i); end loop; end $$`);
       const {
         rows: [me],
       } = await session.query<{ pid: number; started: string }>(
