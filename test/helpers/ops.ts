@@ -9,7 +9,8 @@ import { openPool, sql, type ConnectionPool, type Queryable } from '../../src/db
 import { migrate } from '../../src/migrations/migrate.ts';
 import { startClusterWith, type Cluster, type PostgresBinaries, type StartOptions } from '../../scripts/lib/postgres-cluster.ts';
 import * as model from '../reference/model.ts';
-import type { RefGraph } from '../reference/model.ts';
+import type { RefGrant, RefGraph, RefNode } from '../reference/model.ts';
+import { expiring, g, grant, o, u } from './builders.ts';
 import { runCli } from './cli.ts';
 import { withDatabase } from './url.ts';
 
@@ -124,5 +125,25 @@ export async function setUpApplication(cluster: Cluster, admin: Queryable, open:
     writer: open(urlOf(cluster, 'app', LOGINS.writer)),
     worker: open(urlOf(cluster, 'app', LOGINS.worker)),
     reader: open(urlOf(cluster, 'app', LOGINS.reader)),
+  };
+}
+
+/**
+ * The graph both operations tests start from: users, a team owning a
+ * project that owns a document, grants at each level, one expiring in an
+ * hour and one `soon` (1.5 s after the call: the tests see it pass).
+ */
+export function startingGraph(): { soon: Date; nodes: RefNode[]; grants: RefGrant[] } {
+  const soon = new Date(Date.now() + 1500);
+  return {
+    soon,
+    nodes: [u('alice'), u('bob'), u('carol'), u('dave'), g('eng'), g('roadmap', 'eng'), o('spec', 'roadmap'), g('ops')],
+    grants: [
+      grant('alice', 2, 'eng'),
+      grant('bob', 1, 'ops'),
+      grant('ops', 3, 'carol'),
+      expiring('carol', 3, 'eng', new Date(Date.now() + 3600_000)),
+      expiring('dave', 2, 'roadmap', soon),
+    ],
   };
 }

@@ -20,13 +20,13 @@ import { sql } from '../../src/db/pool.ts';
 import { applyChanges } from '../../src/engine/apply.ts';
 import { findInstalledPostgres, type Cluster } from '../../scripts/lib/postgres-cluster.ts';
 import * as model from '../reference/model.ts';
-import type { RefGrant, RefGraph, RefNode } from '../reference/model.ts';
-import { expiring, g, grant, o, u } from '../helpers/builders.ts';
+import type { RefGraph } from '../reference/model.ts';
+import { g, grant, u } from '../helpers/builders.ts';
 import { runCli, waitUntil } from '../helpers/cli.ts';
 import { failureOf } from '../helpers/failure.ts';
 import { insertGrants, insertNodes, readPermissions } from '../helpers/graph.ts';
 import {
-  burnTransactionIds, clusterSet, doctor, expectedTable, isApplied, LOGINS, OWNER, PASSWORD, readEvents, setUpApplication, tokenOf, tool, urlOf, type Tool,
+  burnTransactionIds, clusterSet, doctor, expectedTable, isApplied, LOGINS, OWNER, PASSWORD, readEvents, setUpApplication, startingGraph, tokenOf, tool, urlOf, type Tool,
 } from '../helpers/ops.ts';
 import { BEFORE_049, historyMissing, migrateAsAt } from '../helpers/released.ts';
 
@@ -69,15 +69,9 @@ if (typeof POSTGRES === 'string') {
     await burnTransactionIds(sourceAdmin, 30000);
     const { owner: sourceOwner, writer: sourceWriter, worker: sourceWorker, reader: sourceReader } = await setUpApplication(source, sourceAdmin, open);
 
-    const soon = new Date(Date.now() + 1500);
-    const nodes: RefNode[] = [u('alice'), u('bob'), u('carol'), u('dave'), g('eng'), g('roadmap', 'eng'), o('spec', 'roadmap'), g('ops')];
-    let grants: RefGrant[] = [
-      grant('alice', 2, 'eng'),
-      grant('bob', 1, 'ops'),
-      grant('ops', 3, 'carol'),
-      expiring('carol', 3, 'eng', new Date(Date.now() + 3600_000)),
-      expiring('dave', 2, 'roadmap', soon),
-    ];
+    const initial = startingGraph();
+    const { soon, nodes } = initial;
+    let grants = initial.grants;
     await insertNodes(sourceWriter, nodes);
     await insertGrants(sourceWriter, grants);
     await applyChanges(sourceWorker);

@@ -23,13 +23,13 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { sql, type Queryable } from '../../src/db/pool.ts';
 import { applyChanges } from '../../src/engine/apply.ts';
 import { findUpgradePair } from '../../scripts/lib/postgres-cluster.ts';
-import type { RefGrant, RefGraph, RefNode } from '../reference/model.ts';
-import { expiring, g, grant, o, u } from '../helpers/builders.ts';
+import type { RefGraph } from '../reference/model.ts';
+import { grant, u } from '../helpers/builders.ts';
 import { runCli, waitUntil } from '../helpers/cli.ts';
 import { failureOf } from '../helpers/failure.ts';
 import { insertGrants, insertNodes, readPermissions } from '../helpers/graph.ts';
 import {
-  burnTransactionIds, clusterSet, doctor, expectedTable, isApplied, LOGINS, OWNER, PASSWORD, readEvents, setUpApplication, tokenOf, urlOf,
+  burnTransactionIds, clusterSet, doctor, expectedTable, isApplied, LOGINS, OWNER, PASSWORD, readEvents, setUpApplication, startingGraph, tokenOf, urlOf,
 } from '../helpers/ops.ts';
 
 const PAIR = findUpgradePair();
@@ -64,15 +64,9 @@ if (typeof PAIR === 'string') {
     await audit(AUDIT_LOGIN);
     const auditor = open(urlOf(old, 'app', AUDIT_LOGIN));
 
-    const soon = new Date(Date.now() + 1500);
-    const nodes: RefNode[] = [u('alice'), u('bob'), u('carol'), u('dave'), g('eng'), g('roadmap', 'eng'), o('spec', 'roadmap'), g('ops')];
-    let grants: RefGrant[] = [
-      grant('alice', 2, 'eng'),
-      grant('bob', 1, 'ops'),
-      grant('ops', 3, 'carol'),
-      expiring('carol', 3, 'eng', new Date(Date.now() + 3600_000)),
-      expiring('dave', 2, 'roadmap', soon),
-    ];
+    const initial = startingGraph();
+    const { soon, nodes } = initial;
+    let grants = initial.grants;
     await insertNodes(app.writer, nodes);
     await insertGrants(app.writer, grants.slice(0, 2));
     await applyChanges(app.worker);
