@@ -30,16 +30,17 @@ export function exactMoments(value: unknown): unknown {
 }
 
 /**
- * A copy of camelCased SQL JSON (permgraph.status()'s) in which the moments
- * of permgraph's tables, the keys ending in `At` (lastBatchAt, startedAt,
- * registeredAt, …), are in UTC to the microsecond (exactMoment), as the
- * library gives every moment, instead of in the session's time zone as the
- * database writes JSON. Other values as they are.
+ * A copy of camelCased SQL JSON (permgraph.status()'s) in which its moments,
+ * the keys ending in `At` (lastBatchAt, startedAt, registeredAt, …: columns
+ * of permgraph's tables) and the sessions' `since` (pg_stat_activity's),
+ * are in UTC to the microsecond (exactMoment), as the library gives every
+ * moment, instead of in the session's time zone as the database writes
+ * JSON. Other values as they are.
  */
-export function tableMomentsInUtc(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(tableMomentsInUtc);
+export function statusMomentsInUtc(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(statusMomentsInUtc);
   if (value === null || typeof value !== 'object' || value instanceof Date) return value;
   return Object.fromEntries(
-    Object.entries(value).map(([key, v]) => [key, key.endsWith('At') && typeof v === 'string' ? exactMoment(v) : tableMomentsInUtc(v)]),
+    Object.entries(value).map(([key, v]) => [key, (key.endsWith('At') || key === 'since') && typeof v === 'string' ? exactMoment(v) : statusMomentsInUtc(v)]),
   );
 }

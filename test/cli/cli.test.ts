@@ -244,7 +244,8 @@ describe('permgraph CLI', async () => {
   });
 
   it('status prints the moments of its tables in UTC to the microsecond, whatever the session\'s time zone (JSON too)', async () => {
-    expect((await cli('worker', '--once')).code).toBe(0); // (applier_state has its row)
+    await db.query(sql`insert into permgraph.nodes (id, kind) values ('status-exact-user', 'user')`);
+    expect((await cli('worker', '--once')).code).toBe(0); // (applier_state has its row: a batch ran)
     await db.query(sql`update permgraph.applier_state set last_batch_at = '2030-01-31T18:00:00.000250Z'`);
     await db.query(sql`select permgraph.register_consumer('status-exact')`);
     const [{ registered }] = await db.query(sql`
@@ -254,7 +255,21 @@ describe('permgraph CLI', async () => {
       const json = JSON.parse((await cli('--json', 'status')).stdout);
       expect(json.lastBatch.lastBatchAt).toBe('2030-01-31T18:00:00.000250Z');
       expect(json.changeConsumers.find((c: { consumer: string }) => c.consumer === 'status-exact')).toMatchObject({ registeredAt: registered, ackedAt: null });
-      expect((await cli('status')).stdout).toMatch(/^last batch: {7}incremental, \d+ change\(s\), [\d.]+ ms, at 2030-01-31T18:00:00\.000250Z$/m);
+      expect((await cli('status')).stdout).toMatch(/^last batch: {7}(incremental|full), \d+ change\(s\), [\d.]+ ms, at 2030-01-31T18:00:00\.000250Z$/m);
+      // A session holding the applier role: its start (pg_stat_activity's) in UTC too, in status and doctor
+      await db.task(async (holder) => {
+        const [{ since }] = await holder.query(sql`
+          select to_char(backend_start at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as since from pg_stat_activity where pid = pg_backend_pid()`);
+        await holder.query(sql`select pg_advisory_lock(permgraph._applier_role_key())`);
+        try {
+          expect(JSON.parse((await cli('--json', 'status')).stdout).worker.since).toBe(since);
+          expect((await cli('status')).stdout).toMatch(new RegExp(`^worker: {11}active \\(.*, since ${since.replace(/[.]/g, '\\.')}\\)$`, 'm'));
+          const doctor = JSON.parse((await cli('--json', 'doctor')).stdout);
+          expect(doctor.checks.find((c: { name: string }) => c.name === 'worker').message).toMatch(new RegExp(` since ${since.replace(/[.]/g, '\\.')}$`));
+        } finally {
+          await holder.query(sql`select pg_advisory_unlock(permgraph._applier_role_key())`);
+        }
+      });
     } finally {
       await db.query(sql`alter database ${sql.ident(name)} reset timezone`);
       await db.query(sql`select permgraph.drop_consumer('status-exact')`);

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { action, ExitCode, positiveInteger, requireSchema, schemaNotFound } from '../action.ts';
 import { EXIT } from '../errors.ts';
 import { workerConnection } from '../format.ts';
-import { camelCaseKeys, tableMomentsInUtc } from '../json.ts';
+import { camelCaseKeys, statusMomentsInUtc } from '../json.ts';
 
 // The implementations are imported inside each action, so that registering the
 // commands (and `permgraph --help`) loads no database driver.
@@ -87,8 +87,8 @@ export function registerCoreCommands(program: Command): void {
         if (schema.state === 'missing') throw schemaNotFound(ctx);
         const [row] = await ctx.db.query(sql`select permgraph.status() as status`);
         // permgraph.status() speaks SQL's snake_case, and writes moments in the session's time zone;
-        // the command line speaks camelCase, and gives the tables' moments in UTC to the microsecond.
-        const status = tableMomentsInUtc(camelCaseKeys({ schema: schema.state, ...row.status })) as Record<string, any>;
+        // the command line speaks camelCase, and gives its moments in UTC to the microsecond.
+        const status = statusMomentsInUtc(camelCaseKeys({ schema: schema.state, ...row.status })) as Record<string, any>;
         if (ctx.options.json) return ctx.emitJson(status);
         ctx.say(`schema:           ${schema.state}${schema.pending.length ? ` (${schema.state === 'modified' ? 'changed' : 'pending'}: ${schema.pending.join(', ')})` : ''}`);
         ctx.say(`pending changes:  ${status.pendingChanges}`);
