@@ -55,12 +55,21 @@ language sql stable
 return format('%s %s is outside the years 1 to 9999 (for %s, leave it empty)',
               p_column, permgraph._describe_id(p_value), p_empty_means);
 
--- Whether a staged expires_at has the form of a timestamp with its offset
--- (so that it means the same instant whatever the session's time zone).
--- An SQL-standard body, inlined.
-create or replace function permgraph._import_expiry_form(p_value text) returns boolean
+-- Whether a staged moment (trash_at, expires_at) has the form of a
+-- timestamp with its offset, so that it means the same instant whatever the
+-- session's time zone (an offset may have seconds: PostgreSQL writes a
+-- zone's local mean time so, e.g. -03:30:52). A query's timestamptz column
+-- reaches staging in this form whatever the session's DateStyle
+-- (src/app/import/staging.ts). An SQL-standard body, inlined.
+create or replace function permgraph._import_moment_form(p_value text) returns boolean
 language sql immutable
-return p_value ~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$';
+return p_value ~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2}(:?[0-9]{2})?)?)\s*$';
+
+-- The problem of a staged moment without that form.
+create or replace function permgraph._import_moment_without_offset(p_column text, p_value text) returns text
+language sql stable
+return format('%s %s is not a timestamp with a time zone offset (ISO 8601, e.g. 2030-01-31T12:00:00Z)',
+              p_column, permgraph._describe_id(p_value));
 
 -- Whether no run but p_run has rows staged (by the primary key (run, seq)).
 create or replace function permgraph._import_staged_alone(p_run text) returns boolean
@@ -174,24 +183,31 @@ begin
   drop table if exists pg_temp.import_removed;
   create temp table import_removed (id text collate "C" primary key) on commit drop;
 
-  -- trash_at: one cast of them all, which also finds those out of range
-  -- (_moment_in_range: 'infinity' parses); only if a cast fails, find
-  -- which, one by one. (A row that also has a problem below is given that
-  -- one instead.)
+  -- trash_at: a timestamp with its offset (_import_moment_form, as
+  -- expires_at below); those of that form with one another in one cast,
+  -- which also finds those out of range (_moment_in_range: 'infinity'
+  -- parses); only if a cast fails, find which, one by one. (A row that also
+  -- has a problem below is given that one instead.)
   begin
     insert into pg_temp.import_bad (seq, id, line, problem)
-    select s.seq, s.id, s.line, permgraph._import_moment_out_of_range('trash_at', s.trash_at, 'no trash time')
+    select s.seq, s.id, s.line, case when permgraph._import_moment_form(s.trash_at)
+                                     then permgraph._import_moment_out_of_range('trash_at', s.trash_at, 'no trash time')
+                                     else permgraph._import_moment_without_offset('trash_at', s.trash_at) end
     from permgraph.import_nodes s
     where s.run = p_run and s.problem is null and s.trash_at is not null
-      and not permgraph._moment_in_range(s.trash_at::timestamptz);
+      and case when permgraph._import_moment_form(s.trash_at) then not permgraph._moment_in_range(s.trash_at::timestamptz) else true end;
   exception when data_exception then
     insert into pg_temp.import_bad (seq, id, line, problem)
-    select s.seq, s.id, s.line, case when permgraph._is_timestamptz(s.trash_at)
+    select s.seq, s.id, s.line, case when not permgraph._import_moment_form(s.trash_at)
+                                     then permgraph._import_moment_without_offset('trash_at', s.trash_at)
+                                     when permgraph._is_timestamptz(s.trash_at)
                                      then permgraph._import_moment_out_of_range('trash_at', s.trash_at, 'no trash time')
-                                     else format('trash_at %s is not a timestamp', permgraph._describe_id(s.trash_at)) end
+                                     else format('trash_at %s is not a valid timestamp', permgraph._describe_id(s.trash_at)) end
     from permgraph.import_nodes s
     where s.run = p_run and s.problem is null and s.trash_at is not null
-      and case when permgraph._is_timestamptz(s.trash_at) then not permgraph._moment_in_range(s.trash_at::timestamptz) else true end;
+      and case when not permgraph._import_moment_form(s.trash_at) then true
+               when permgraph._is_timestamptz(s.trash_at) then not permgraph._moment_in_range(s.trash_at::timestamptz)
+               else true end;
   end;
 
   -- The valid staged nodes, by id, each with its stored version (stored:
@@ -397,7 +413,7 @@ begin
 
   -- Grants. expires_at (empty: never) is a timestamp with its offset, so
   -- that it means the same instant whatever the session's time zone: its
-  -- form is checked row by row (_import_expiry_form, below); the values of
+  -- form is checked row by row (_import_moment_form, below); the values of
   -- that form with one another in one cast first, and only if that fails,
   -- one by one, to find which. (A row that also has a problem below is
   -- given that one instead.)
@@ -406,7 +422,7 @@ begin
     select g.seq, permgraph._import_moment_out_of_range('expires_at', g.expires_at, 'never')
     from permgraph.import_grants g
     where g.run = p_run and g.problem is null and g.expires_at is not null
-      and permgraph._import_expiry_form(g.expires_at)
+      and permgraph._import_moment_form(g.expires_at)
       and not permgraph._moment_in_range(g.expires_at::timestamptz);
   exception when data_exception then
     insert into pg_temp.import_bad (seq, problem)
@@ -415,7 +431,7 @@ begin
                        else format('expires_at %s is not a valid timestamp', permgraph._describe_id(g.expires_at)) end
     from permgraph.import_grants g
     where g.run = p_run and g.problem is null and g.expires_at is not null
-      and permgraph._import_expiry_form(g.expires_at)
+      and permgraph._import_moment_form(g.expires_at)
       and case when permgraph._is_timestamptz(g.expires_at) then not permgraph._moment_in_range(g.expires_at::timestamptz) else true end;
   end;
 
@@ -465,9 +481,8 @@ begin
             coalesce((select format('grant head %s is not loaded: its row is invalid (%s)', permgraph._describe_id(e.head_id), coalesce('line ' || r.line, 'see its row'))
                       from pg_temp.import_rejected r where r.id = e.head_id),
                      format('grant head %s does not exist (neither in the input nor in the database)', permgraph._describe_id(e.head_id)))
-          when not permgraph._import_expiry_form(e.expires_at) then
-            format('expires_at %s is not a timestamp with a time zone offset (ISO 8601, e.g. 2030-01-31T12:00:00Z)',
-                   permgraph._describe_id(e.expires_at))
+          when not permgraph._import_moment_form(e.expires_at) then
+            permgraph._import_moment_without_offset('expires_at', e.expires_at)
         end, e.bad_expiry) as problem
       from (
         -- Each end's kind after the load: staged (a hash of import_valid),

@@ -486,31 +486,37 @@ describe('permgraph import', async () => {
     expect(await db.query(sql`select tail_id, head_id, level from permgraph.edges where head_id = 'cid'`)).toEqual([{ tail_id: 'bea', head_id: 'cid', level: 3 }]);
   });
 
-  it('a trash_at outside the years 1 to 9999 (infinity included) is an error of its line, as is one that is no timestamp', async () => {
+  it('a trash_at is an instant with its offset: one without, one that is no timestamp or one outside the years 1 to 9999 is an error of its line', async () => {
     await emptyGraph(db);
     const nodes = await writeText('nodes.csv', [
       'id,kind,owner_id,trash_at',
-      't1,user,,',                  // line 2
-      't2,group,t1,infinity',      // line 3
-      't3,group,t1,-infinity',     // line 4
-      't4,group,t1,soon',          // line 5
-      't5,group,t1,2031-01-01T00:00:00Z', // line 6
+      't1,user,,',
+      't2,group,t1,infinity',                   // line 3
+      't3,group,t1,9999-12-31T23:00:00-05:00',  // line 4: in the year 10000 (UTC)
+      't4,group,t1,soon',                       // line 5
+      't5,group,t1,2031-01-01T00:00:00Z',       // line 6
+      't6,group,t1,2030-02-30T00:00:00Z',       // line 7: no such day
+      't7,group,t1,2031-01-01T00:00:00',        // line 8: no offset
     ].join('\n') + '\n');
     const summary = await importGraph(db, { nodes: { file: nodes }, onInvalid: 'skip' });
     const at = (line: number, problem: string) => ({ table: 'nodes', origin: `${path.basename(nodes)} line ${line}`, line, problem });
+    const form = '(ISO 8601, e.g. 2030-01-31T12:00:00Z)';
     expect(summary.problems).toEqual([
-      at(3, 'trash_at "infinity" is outside the years 1 to 9999 (for no trash time, leave it empty)'),
-      at(4, 'trash_at "-infinity" is outside the years 1 to 9999 (for no trash time, leave it empty)'),
-      at(5, 'trash_at "soon" is not a timestamp'),
+      at(3, `trash_at "infinity" is not a timestamp with a time zone offset ${form}`),
+      at(4, 'trash_at "9999-12-31T23:00:00-05:00" is outside the years 1 to 9999 (for no trash time, leave it empty)'),
+      at(5, `trash_at "soon" is not a timestamp with a time zone offset ${form}`),
+      at(7, 'trash_at "2030-02-30T00:00:00Z" is not a valid timestamp'),
+      at(8, `trash_at "2031-01-01T00:00:00" is not a timestamp with a time zone offset ${form}`),
     ]);
     expect(await db.query(sql`select id, trash_at from permgraph.nodes order by id`)).toEqual([
       { id: 't1', trash_at: null },
       { id: 't5', trash_at: new Date('2031-01-01T00:00:00Z') },
     ]);
-    // without the bad cast, the range check alone (the statement's first try)
-    const onlyRange = await writeText('nodes.csv', 'id,kind,owner_id,trash_at\nt6,group,t1,infinity\n');
-    expect((await importGraph(db, { nodes: { file: onlyRange }, onInvalid: 'skip' })).problems).toEqual([
-      { ...at(2, 'trash_at "infinity" is outside the years 1 to 9999 (for no trash time, leave it empty)'), origin: `${path.basename(onlyRange)} line 2` },
+    // without a bad cast, the form and range checks alone (the statement's first try)
+    const noBadCast = await writeText('nodes.csv', 'id,kind,owner_id,trash_at\nt8,group,t1,0001-01-01T00:00:00+01:00\nt9,group,t1,-infinity\n');
+    expect((await importGraph(db, { nodes: { file: noBadCast }, onInvalid: 'skip' })).problems).toEqual([
+      { ...at(2, 'trash_at "0001-01-01T00:00:00+01:00" is outside the years 1 to 9999 (for no trash time, leave it empty)'), origin: `${path.basename(noBadCast)} line 2` },
+      { ...at(3, `trash_at "-infinity" is not a timestamp with a time zone offset ${form}`), origin: `${path.basename(noBadCast)} line 3` },
     ]);
   });
 

@@ -254,6 +254,19 @@ async function recordProgress(tx: Queryable, name: string, lastKey: string, rows
     where name = ${name}`);
 }
 
+/**
+ * A query's moment column (trash_at, expires_at) as the text staged for it,
+ * empty text as none (as in a CSV). Through JSON rather than a cast to
+ * text: a timestamptz becomes ISO 8601 with its offset whatever the
+ * session's DateStyle (cast under `SQL, DMY` it would be
+ * `31/01/2030 13:00:00 CET`, which no longer names one instant), a
+ * timestamp without one stays without (and is refused, as in a CSV), and
+ * text stays as it is.
+ */
+function momentText(column: ReturnType<typeof sql>) {
+  return sql`nullif(pg_catalog.to_json(${column}) #>> '{}', '')`;
+}
+
 /** The temporary table a query's rows are read into (one per input table, per session). */
 function sourceTable(table: 'nodes' | 'grants') {
   return table === 'nodes' ? sql`pg_temp.import_source_nodes` : sql`pg_temp.import_source_grants`;
@@ -280,7 +293,7 @@ export async function readQuery(conn: Queryable, table: 'nodes' | 'grants', inpu
   const key = lastKey === null ? null : (JSON.parse(lastKey) as string[]);
   await readOnly(conn, input.label, async (tx) => {
     if (table === 'nodes') {
-      const trash = input.optional.includes('trash_at') ? sql`(q.trash_at)::text` : sql`null::text`;
+      const trash = input.optional.includes('trash_at') ? momentText(sql`q.trash_at`) : sql`null::text`;
       const after = key?.[0] ?? null;
       await userQuery(tx, sql`
         insert into ${target} (problem, id, kind, owner_id, trash_at)
@@ -291,7 +304,7 @@ export async function readQuery(conn: Queryable, table: 'nodes' | 'grants', inpu
         where ${after}::text is null or w.id > ${after}::text collate "C"`);
     } else {
       const source = input.optional.includes('source') ? sql`coalesce(nullif((q.source)::text, ''), 'default')` : sql`'default'::text`;
-      const expiry = input.optional.includes('expires_at') ? sql`nullif((q.expires_at)::text, '')` : sql`null::text`;
+      const expiry = input.optional.includes('expires_at') ? momentText(sql`q.expires_at`) : sql`null::text`;
       const [t, h, s] = key ?? [null, null, null];
       await userQuery(tx, sql`
         insert into ${target} (problem, tail_id, head_id, level, source, expires_at)
