@@ -4,7 +4,7 @@
 import { AUDIT_ACTIONS, DEFAULT_AUDIT_LIMIT } from '../constants.ts';
 import { pageLimit } from './listing.ts';
 import { sql, type Queryable } from '../db/pool.ts';
-import { InvalidInputError, SqlState, withInputErrors } from '../errors.ts';
+import { InvalidInputError, withInputErrors } from '../errors.ts';
 import { exactMoment, moment } from '../db/moment.ts';
 import { parseDuration, parseExactMoment } from '../expiry.ts';
 
@@ -59,9 +59,10 @@ export interface AuditFilter {
   source?: string;
   action?: AuditAction;
   /**
-   * Inclusive lower / exclusive upper bound on the time (Date or any
-   * PostgreSQL timestamptz text). A Date keeps milliseconds: to bound by an
-   * entry's moment exactly, pass its atExact.
+   * Inclusive lower / exclusive upper bound on the time: a Date, or ISO 8601
+   * text with its time zone (parseExactMoment; text without one would name
+   * another instant in each session's zone, and is refused). A Date keeps
+   * milliseconds: to bound by an entry's moment exactly, pass its atExact.
    */
   since?: Date | string;
   until?: Date | string;
@@ -94,28 +95,18 @@ export async function listAudit(db: Queryable, filter: AuditFilter = {}): Promis
   if (filter.target !== undefined) conditions.push(sql`(head_id = ${filter.target} or tail_id = ${filter.target})`);
   if (filter.source !== undefined) conditions.push(sql`source = ${filter.source}`);
   if (filter.action !== undefined) conditions.push(sql`action = ${filter.action}`);
-  if (filter.since !== undefined) conditions.push(sql`at >= ${timeParam(filter.since)}::timestamptz`);
-  if (filter.until !== undefined) conditions.push(sql`at < ${timeParam(filter.until)}::timestamptz`);
-  const badTime = (message: string) => `since/until must be a timestamp such as 2024-05-01T12:00:00Z: ${message}`;
-  const rows: Record<string, unknown>[] = await withInputErrors(
-    () =>
-      // (each moment also as its JSON text, read by moment: to the microsecond)
-      db.query(sql`
-        select *, to_json(at) as at_json, to_json(old_trash_at) as old_trash_at_json, to_json(new_trash_at) as new_trash_at_json,
-               to_json(old_expires_at) as old_expires_at_json, to_json(new_expires_at) as new_expires_at_json
-        from permgraph.audit_log where ${sql.join(conditions, sql` and `)}
-        order by id limit ${limit + 1}`),
-    { [SqlState.invalidDatetimeFormat]: badTime, [SqlState.datetimeFieldOverflow]: badTime },
-  );
+  const since = parseExactMoment(filter.since, 'since');
+  const until = parseExactMoment(filter.until, 'until');
+  if (since !== null) conditions.push(sql`at >= ${since}::timestamptz`);
+  if (until !== null) conditions.push(sql`at < ${until}::timestamptz`);
+  // (each moment also as its JSON text, read by moment: to the microsecond)
+  const rows: Record<string, unknown>[] = await db.query(sql`
+    select *, to_json(at) as at_json, to_json(old_trash_at) as old_trash_at_json, to_json(new_trash_at) as new_trash_at_json,
+           to_json(old_expires_at) as old_expires_at_json, to_json(new_expires_at) as new_expires_at_json
+    from permgraph.audit_log where ${sql.join(conditions, sql` and `)}
+    order by id limit ${limit + 1}`);
   const entries = rows.slice(0, limit).map(toEntry);
   return { entries, nextCursor: rows.length > limit ? entries[entries.length - 1]!.id : null };
-}
-
-function timeParam(value: Date | string): string {
-  if (value instanceof Date && Number.isNaN(value.getTime())) {
-    throw new InvalidInputError('since/until must be a timestamp such as 2024-05-01T12:00:00Z: got an invalid Date');
-  }
-  return value instanceof Date ? value.toISOString() : value;
 }
 
 function toEntry(r: Record<string, unknown>): AuditEntry {

@@ -179,6 +179,28 @@ describe('moments given to the library are written to the microsecond', async ()
     }
   });
 
+  it('listAudit: since/until are moments with their zone, to the microsecond; text without one is refused, whatever the session\'s zone', async () => {
+    await db.query(sql`insert into permgraph.audit_log (at, actor, action, head_id, node_kind) values
+      ('2030-01-31T18:00:00.000001Z', 'bounds', 'set_trash', 'b1', 'group'),
+      ('2030-01-31T18:00:00.000002Z', 'bounds', 'set_trash', 'b2', 'group')`);
+    const heads = (page: { entries: { headId: string | null }[] }) => page.entries.map((e) => e.headId);
+    for (const zone of ZONES) {
+      // the same instant as 18:00:00.000001Z, written with an offset
+      expect(heads(await under(zone, (tx) => listAudit(tx, { actor: 'bounds', since: '2030-01-31T23:45:00.000001+05:45', until: '2030-01-31T18:00:00.000002Z' }))), zone).toEqual(['b1']);
+      expect(heads(await under(zone, (tx) => listAudit(tx, { actor: 'bounds', since: '2030-01-31 14:30:00.000002-03:30' }))), zone).toEqual(['b2']);
+      expect(heads(await under(zone, (tx) => listAudit(tx, { actor: 'bounds', until: new Date('2030-01-31T18:00:00.001Z') }))), zone).toEqual(['b1', 'b2']);
+      // without a zone, each session would read another instant: refused, naming the bound
+      const cases: [string, string][] = [['since', '2030-01-31 18:00:00.000001'], ['until', '2030-01-31T18:00:00.000002'], ['since', 'yesterday']];
+      for (const [bound, given] of cases) {
+        const refused = under(zone, (tx) => listAudit(tx, { actor: 'bounds', [bound]: given }));
+        await expect(refused, `${zone} ${bound} ${given}`).rejects.toThrow(InvalidInputError);
+        await expect(under(zone, (tx) => listAudit(tx, { actor: 'bounds', [bound]: given })), `${zone} ${bound} ${given}`).rejects.toThrow(
+          `${bound} "${given}" is not an ISO 8601 timestamp with a time zone, such as 2030-01-31T18:00:00Z`,
+        );
+      }
+    }
+  });
+
   it('listAudit gives the cut-off of a prune logged in a session\'s time zone, by an older release, in UTC too', async () => {
     await db.query(sql`insert into permgraph.audit_log (at, actor, action, details) values
       ('2030-01-31T18:00:00Z', 'old-prune', 'prune_audit', '{"before": "2030-01-31T19:00:00.0007+01:00", "entries": 3}'),

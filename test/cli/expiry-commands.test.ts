@@ -322,6 +322,10 @@ describe('permgraph grant --expires / --expires-in, sync-grants expiresAt, valid
       const between = await cli('audit', '--actor', 'exact-cli', '--since', '2030-01-31T18:00:00.000001Z', '--until', '2030-01-31T18:00:00.000002Z');
       expect(between.stdout.split('\t')[3]).toBe('set_trash');
       expect((await cli('audit', '--actor', 'exact-cli', '--since', '2030-01-31T18:00:00.000002Z', '--until', '2031-01-01T00:00:00Z')).stdout).toBe('no audit entries match\n');
+      // a bound without a zone (here Kathmandu's 18:00:00.000001Z) is refused, not read in the session's zone
+      const zoneless = await cli('audit', '--actor', 'exact-cli', '--since', '2030-01-31 23:45:00.000001');
+      expect(zoneless).toMatchObject({ code: 1, stdout: '' });
+      expect(zoneless.stderr).toBe('permgraph: since "2030-01-31 23:45:00.000001" is not an ISO 8601 timestamp with a time zone, such as 2030-01-31T18:00:00Z\n');
     } finally {
       await db.query(sql`alter database ${sql.ident(name)} reset timezone`);
     }
