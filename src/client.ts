@@ -378,7 +378,7 @@ export class Permgraph {
 
 /** A trash time as the API takes it (a Date, ISO 8601 text with its zone, or null), as written: its exact text (parseExactMoment). */
 function trashTime(value: Date | string | null | undefined): string | null {
-  return parseExactMoment(value, 'trash time');
+  return parseExactMoment(value, 'trash time', 'no trash time');
 }
 
 /**

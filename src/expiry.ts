@@ -39,6 +39,8 @@ export function parseExpiresAt(value: unknown, what = 'expiry'): Date | null {
  * digits of microseconds timestamptz keeps (2030-01-31T18:00:00.000250Z),
  * the form every moment the library reads comes in (src/db/moment.ts); an
  * InvalidInputError naming the value otherwise. null/undefined: none.
+ * nullMeans: what null stands for where the caller takes it ('never' for an
+ * expiry), which an out-of-range error suggests; null: no such hint.
  *
  * A Date gives its milliseconds ('.123' is '.123000'); text is ISO 8601 with
  * a time zone (Z or ±hh:mm), its fraction up to six digits, or a date alone
@@ -47,10 +49,10 @@ export function parseExpiresAt(value: unknown, what = 'expiry'): Date | null {
  * parameter and cast to timestamptz, it is stored to the microsecond typed:
  * a Date would keep milliseconds only.
  */
-export function parseExactMoment(value: unknown, what = 'expiry'): string | null {
+export function parseExactMoment(value: unknown, what = 'expiry', nullMeans: string | null = 'never'): string | null {
   if (value === undefined || value === null) return null;
   if (value instanceof Date) {
-    writableMoment(value, what);
+    writableMoment(value, what, nullMeans);
     return value.toISOString().replace(/Z$/, '000Z');
   }
   if (typeof value !== 'string') {
@@ -68,7 +70,7 @@ export function parseExactMoment(value: unknown, what = 'expiry'): string | null
   const at = new Date(wholeSeconds);
   const year = at.getUTCFullYear();
   if (year < 1 || year > 9999) {
-    throw new InvalidInputError(`${what} ${JSON.stringify(value)} is outside the years 1 to 9999 (for "never", pass null)`);
+    throw new InvalidInputError(`${what} ${JSON.stringify(value)} is outside the years 1 to 9999${forNull(nullMeans)}`);
   }
   return `${at.toISOString().slice(0, -'.000Z'.length)}.${(m![1] ?? '').padEnd(6, '0')}Z`;
 }
@@ -79,14 +81,17 @@ export function parseExactMoment(value: unknown, what = 'expiry'): string | null
  * common "never", is year 275760: pass null for never). An
  * InvalidInputError naming the value otherwise.
  */
-function writableMoment(value: Date, what: string): Date {
+function writableMoment(value: Date, what: string, nullMeans: string | null): Date {
   if (Number.isNaN(value.getTime())) throw new InvalidInputError(`${what} is an invalid Date`);
   const year = value.getUTCFullYear();
   if (year < 1 || year > 9999) {
-    throw new InvalidInputError(`${what} ${value.toISOString()} is outside the years 1 to 9999 (for "never", pass null)`);
+    throw new InvalidInputError(`${what} ${value.toISOString()} is outside the years 1 to 9999${forNull(nullMeans)}`);
   }
   return value;
 }
+
+/** The hint of an out-of-range moment's error: what to pass instead, where null means something (nullMeans). */
+const forNull = (nullMeans: string | null) => (nullMeans === null ? '' : ` (for "${nullMeans}", pass null)`);
 
 /** Whether the text's year-month-day exists (Date.parse rolls 2030-02-31 over into March). */
 function calendarDate(text: string): boolean {

@@ -95,8 +95,8 @@ export async function listAudit(db: Queryable, filter: AuditFilter = {}): Promis
   if (filter.target !== undefined) conditions.push(sql`(head_id = ${filter.target} or tail_id = ${filter.target})`);
   if (filter.source !== undefined) conditions.push(sql`source = ${filter.source}`);
   if (filter.action !== undefined) conditions.push(sql`action = ${filter.action}`);
-  const since = parseExactMoment(filter.since, 'since');
-  const until = parseExactMoment(filter.until, 'until');
+  const since = parseExactMoment(filter.since, 'since', null);
+  const until = parseExactMoment(filter.until, 'until', null);
   if (since !== null) conditions.push(sql`at >= ${since}::timestamptz`);
   if (until !== null) conditions.push(sql`at < ${until}::timestamptz`);
   // (each moment also as its JSON text, read by moment: to the microsecond)
@@ -175,7 +175,7 @@ export async function pruneAudit(db: Queryable, options: PruneAuditOptions): Pro
   if ((options.before === undefined) === (options.olderThan === undefined)) {
     throw new InvalidInputError('give the entries to prune as before (a timestamp) or olderThan (a duration such as 365d), one of the two');
   }
-  const before = options.before === undefined ? null : parseExactMoment(options.before, 'before');
+  const before = options.before === undefined ? null : parseExactMoment(options.before, 'before', null);
   const olderThanSeconds = options.olderThan === undefined ? null : parseDuration(options.olderThan, 'olderThan') / 1000;
   return withInputErrors(() => db.tx(async (tx) => {
     await applyActor(tx, options.actor);

@@ -131,7 +131,7 @@ describe('moments given to the library are written to the microsecond', async ()
       ['soon', /^trash time "soon" is not an ISO 8601 timestamp with a time zone, such as 2030-01-31T18:00:00Z$/],
       ['2030-01-31T18:00:00', /^trash time "2030-01-31T18:00:00" is not an ISO 8601 timestamp with a time zone/],
       ['2030-02-30T00:00:00Z', /^trash time "2030-02-30T00:00:00Z" is not an ISO 8601 timestamp with a time zone/],
-      ['0001-01-01T00:00:00+01:00', /^trash time "0001-01-01T00:00:00\+01:00" is outside the years 1 to 9999/],
+      ['0001-01-01T00:00:00+01:00', /^trash time "0001-01-01T00:00:00\+01:00" is outside the years 1 to 9999 \(for "no trash time", pass null\)$/],
       [new Date(Number.NaN), /^trash time is an invalid Date$/],
     ];
     for (const [given, message] of cases) {
@@ -198,6 +198,10 @@ describe('moments given to the library are written to the microsecond', async ()
           `${bound} "${given}" is not an ISO 8601 timestamp with a time zone, such as 2030-01-31T18:00:00Z`,
         );
       }
+      // out of range: no hint to pass null for "never", which a bound does not mean
+      await expect(under(zone, (tx) => listAudit(tx, { since: '0001-01-01T00:00:00+01:00' })), zone).rejects.toThrow(
+        /^since "0001-01-01T00:00:00\+01:00" is outside the years 1 to 9999$/,
+      );
     }
   });
 

@@ -255,7 +255,7 @@ async function runAudit(ctx: CommandContext, flags: AuditFlags): Promise<void> {
 async function runPruneAudit(ctx: CommandContext, flags: PruneFlags): Promise<void> {
   if ((flags.before === undefined) === (flags.olderThan === undefined)) throw new ExitCode(2, 'give --before or --older-than, one of the two');
   const { parseDuration, parseExactMoment } = await import('../../expiry.ts');
-  if (flags.before !== undefined) checkFlag(() => parseExactMoment(flags.before, '--before'));
+  if (flags.before !== undefined) checkFlag(() => parseExactMoment(flags.before, '--before', null));
   if (flags.olderThan !== undefined) checkFlag(() => parseDuration(flags.olderThan, '--older-than'));
   await requireSchema(ctx);
   const { pruneAudit } = await import('../../app/audit.ts');
