@@ -740,9 +740,7 @@ begin
   home := (select i.system_identifier = this_cluster from permgraph.cluster_identity i);
   if home is not true then
     -- (_stored_oids_foreign(), past the identifier read above: null when no row)
-    foreign_oids := (select not coalesce(i.database_oid = (select d.oid from pg_database d where d.datname = current_database())
-                                         and i.relation_oid = 'permgraph.cluster_identity'::regclass, false)
-                     from permgraph.cluster_identity i);
+    foreign_oids := not permgraph._recorded_oids_hold();
     if foreign_oids is not false then
       update permgraph.change_consumers c
       set owner_oid = permgraph._consumer_owner_here(c.owner_oid, c.owner_role, foreign_oids)
@@ -4065,6 +4063,13 @@ CREATE OR REPLACE FUNCTION permgraph._recorded_by_this_server()
  STABLE
 RETURN COALESCE((SELECT (i.postmaster_started = pg_postmaster_start_time()) FROM permgraph.cluster_identity i), false);
 
+-- permgraph._recorded_oids_hold(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._recorded_oids_hold()
+ RETURNS boolean
+ LANGUAGE sql
+ STABLE
+RETURN (SELECT COALESCE(((i.database_oid = (SELECT d.oid FROM pg_database d WHERE (d.datname = current_database()))) AND (i.relation_oid = ('permgraph.cluster_identity'::regclass)::oid)), false) AS "coalesce" FROM permgraph.cluster_identity i);
+
 -- permgraph._refresh_trash(text[]): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._refresh_trash(p_roots text[])
  RETURNS void
@@ -4396,7 +4401,7 @@ CREATE OR REPLACE FUNCTION permgraph._stored_oids_foreign()
  RETURNS boolean
  LANGUAGE sql
  STABLE
-RETURN (SELECT CASE WHEN permgraph._home_cluster() THEN false ELSE (NOT COALESCE(((i.database_oid = (SELECT d.oid FROM pg_database d WHERE (d.datname = current_database()))) AND (i.relation_oid = ('permgraph.cluster_identity'::regclass)::oid)), false)) END AS "case" FROM permgraph.cluster_identity i);
+RETURN CASE WHEN permgraph._home_cluster() THEN false ELSE (NOT permgraph._recorded_oids_hold()) END;
 
 -- permgraph._upstream_users(text[],text[]): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._upstream_users(p_tails text[], p_kinds text[])

@@ -49,6 +49,18 @@ return (select case when i.postmaster_started = pg_catalog.pg_postmaster_start_t
                     else i.system_identifier = (select c.system_identifier from pg_catalog.pg_control_system() c) end
         from permgraph.cluster_identity i);
 
+-- Whether the oids recorded with the cluster (migration 050) are this
+-- database's and cluster_identity's here: true in the cluster that recorded
+-- them and after pg_upgrade of it, which keeps every oid; false after a
+-- logical restore, which makes new ones, or when none were recorded (a row
+-- restored from a cluster that recorded none); null when no row. An
+-- SQL-standard body, inlined.
+create or replace function permgraph._recorded_oids_hold() returns boolean
+language sql stable
+return (select coalesce(i.database_oid = (select d.oid from pg_catalog.pg_database d where d.datname = pg_catalog.current_database())
+                        and i.relation_oid = 'permgraph.cluster_identity'::pg_catalog.regclass, false)
+        from permgraph.cluster_identity i);
+
 -- Whether the role oids stored with the state (a change consumer's owner)
 -- name other roles here than where they were recorded: false in the
 -- cluster that recorded them, and after pg_upgrade of it (a new cluster
@@ -60,10 +72,7 @@ return (select case when i.postmaster_started = pg_catalog.pg_postmaster_start_t
 -- batch).
 create or replace function permgraph._stored_oids_foreign() returns boolean
 language sql stable
-return (select case when permgraph._home_cluster() then false
-                    else not coalesce(i.database_oid = (select d.oid from pg_catalog.pg_database d where d.datname = pg_catalog.current_database())
-                                      and i.relation_oid = 'permgraph.cluster_identity'::pg_catalog.regclass, false) end
-        from permgraph.cluster_identity i);
+return case when permgraph._home_cluster() then false else not permgraph._recorded_oids_hold() end;
 
 -- A change consumer's owner in this cluster, given its stored oid, the name
 -- its role had when it registered the consumer (owner_role: not updated
@@ -117,9 +126,7 @@ begin
   home := (select i.system_identifier = this_cluster from permgraph.cluster_identity i);
   if home is not true then
     -- (_stored_oids_foreign(), past the identifier read above: null when no row)
-    foreign_oids := (select not coalesce(i.database_oid = (select d.oid from pg_database d where d.datname = current_database())
-                                         and i.relation_oid = 'permgraph.cluster_identity'::regclass, false)
-                     from permgraph.cluster_identity i);
+    foreign_oids := not permgraph._recorded_oids_hold();
     if foreign_oids is not false then
       update permgraph.change_consumers c
       set owner_oid = permgraph._consumer_owner_here(c.owner_oid, c.owner_role, foreign_oids)
