@@ -52,7 +52,8 @@ export function parseExpiresAt(value: unknown, what = 'expiry'): Date | null {
 export function parseExactMoment(value: unknown, what = 'expiry', nullMeans: string | null = 'never'): string | null {
   if (value === undefined || value === null) return null;
   if (value instanceof Date) {
-    writableMoment(value, what, nullMeans);
+    if (Number.isNaN(value.getTime())) throw new InvalidInputError(`${what} is an invalid Date`);
+    requireStorableYear(value, value.toISOString(), what, nullMeans);
     return value.toISOString().replace(/Z$/, '000Z');
   }
   if (typeof value !== 'string') {
@@ -68,30 +69,21 @@ export function parseExactMoment(value: unknown, what = 'expiry', nullMeans: str
     throw new InvalidInputError(`${what} ${JSON.stringify(value)} is not an ISO 8601 timestamp with a time zone, such as 2030-01-31T18:00:00Z`);
   }
   const at = new Date(wholeSeconds);
-  const year = at.getUTCFullYear();
-  if (year < 1 || year > 9999) {
-    throw new InvalidInputError(`${what} ${JSON.stringify(value)} is outside the years 1 to 9999${forNull(nullMeans)}`);
-  }
+  requireStorableYear(at, JSON.stringify(value), what, nullMeans);
   return `${at.toISOString().slice(0, -'.000Z'.length)}.${(m![1] ?? '').padEnd(6, '0')}Z`;
 }
 
 /**
- * A Date as a moment permgraph can store: valid, and in the years 1 to 9999,
- * which ISO 8601 text carries as PostgreSQL reads it (new Date(8.64e15), a
- * common "never", is year 275760: pass null for never). An
- * InvalidInputError naming the value otherwise.
+ * Refuses a moment outside the years 1 to 9999, which ISO 8601 text carries
+ * as PostgreSQL reads it (new Date(8.64e15), a common "never", is year
+ * 275760): an InvalidInputError naming it as given (shown), with what to
+ * pass instead where null means something (nullMeans).
  */
-function writableMoment(value: Date, what: string, nullMeans: string | null): Date {
-  if (Number.isNaN(value.getTime())) throw new InvalidInputError(`${what} is an invalid Date`);
-  const year = value.getUTCFullYear();
-  if (year < 1 || year > 9999) {
-    throw new InvalidInputError(`${what} ${value.toISOString()} is outside the years 1 to 9999${forNull(nullMeans)}`);
-  }
-  return value;
+function requireStorableYear(at: Date, shown: string, what: string, nullMeans: string | null): void {
+  const year = at.getUTCFullYear();
+  if (year >= 1 && year <= 9999) return;
+  throw new InvalidInputError(`${what} ${shown} is outside the years 1 to 9999${nullMeans === null ? '' : ` (for "${nullMeans}", pass null)`}`);
 }
-
-/** The hint of an out-of-range moment's error: what to pass instead, where null means something (nullMeans). */
-const forNull = (nullMeans: string | null) => (nullMeans === null ? '' : ` (for "${nullMeans}", pass null)`);
 
 /** Whether the text's year-month-day exists (Date.parse rolls 2030-02-31 over into March). */
 function calendarDate(text: string): boolean {
