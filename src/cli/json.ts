@@ -4,11 +4,25 @@
 // moments (explain's, the listings', the audit log's) to the microsecond.
 import { exactMoment } from '../db/moment.ts';
 
+/**
+ * A copy of value in which each object, at any depth (not a Date), is
+ * rebuilt by `rebuild` from its fields, given `inner` to convert the values
+ * it keeps; arrays and scalars as they are, their items converted.
+ */
+function mapObjects(value: unknown, rebuild: (fields: Record<string, unknown>, inner: (v: unknown) => unknown) => Record<string, unknown>): unknown {
+  const inner = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(inner);
+    if (v === null || typeof v !== 'object' || v instanceof Date) return v;
+    return rebuild(v as Record<string, unknown>, inner);
+  };
+  return inner(value);
+}
+
 /** A copy of value with every object key in camelCase (last_batch_at -> lastBatchAt); arrays, dates and scalars as they are. */
 export function camelCaseKeys(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(camelCaseKeys);
-  if (value === null || typeof value !== 'object' || value instanceof Date) return value;
-  return Object.fromEntries(Object.entries(value).map(([key, v]) => [key.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase()), camelCaseKeys(v)]));
+  return mapObjects(value, (fields, inner) =>
+    Object.fromEntries(Object.entries(fields).map(([key, v]) => [key.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase()), inner(v)])),
+  );
 }
 
 /**
@@ -18,14 +32,13 @@ export function camelCaseKeys(value: unknown): unknown {
  * as the database stores them.
  */
 export function exactMoments(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(exactMoments);
-  if (value === null || typeof value !== 'object' || value instanceof Date) return value;
-  const fields = value as Record<string, unknown>;
   const twin = (key: string) => `${key}Exact`;
-  return Object.fromEntries(
-    Object.entries(fields)
-      .filter(([key]) => !(key.endsWith('Exact') && key.slice(0, -'Exact'.length) in fields))
-      .map(([key, v]) => [key, twin(key) in fields ? fields[twin(key)] : exactMoments(v)]),
+  return mapObjects(value, (fields, inner) =>
+    Object.fromEntries(
+      Object.entries(fields)
+        .filter(([key]) => !(key.endsWith('Exact') && key.slice(0, -'Exact'.length) in fields))
+        .map(([key, v]) => [key, twin(key) in fields ? fields[twin(key)] : inner(v)]),
+    ),
   );
 }
 
@@ -38,9 +51,9 @@ export function exactMoments(value: unknown): unknown {
  * JSON. Other values as they are.
  */
 export function statusMomentsInUtc(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(statusMomentsInUtc);
-  if (value === null || typeof value !== 'object' || value instanceof Date) return value;
-  return Object.fromEntries(
-    Object.entries(value).map(([key, v]) => [key, (key.endsWith('At') || key === 'since') && typeof v === 'string' ? exactMoment(v) : statusMomentsInUtc(v)]),
+  return mapObjects(value, (fields, inner) =>
+    Object.fromEntries(
+      Object.entries(fields).map(([key, v]) => [key, (key.endsWith('At') || key === 'since') && typeof v === 'string' ? exactMoment(v) : inner(v)]),
+    ),
   );
 }
