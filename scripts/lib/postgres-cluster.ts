@@ -155,7 +155,9 @@ export async function startClusterWith(binaries: PostgresBinaries, options: Star
 const INSTALLED_TOOLS = ['postgres', 'initdb', 'pg_ctl', 'pg_dump', 'pg_dumpall', 'pg_restore', 'pg_basebackup', 'psql'];
 /** What pg_upgrade requires of the binaries it upgrades from (it reads the old control file with the old version's tools), and initdb. */
 const UPGRADED_FROM_TOOLS = ['postgres', 'initdb', 'pg_ctl', 'pg_controldata', 'pg_resetwal'];
-const WHERE_LOOKED = 'pg_config --bindir, /usr/lib/postgresql/*/bin, /usr/pgsql-*/bin';
+/** Why no installed PostgreSQL has all of `tools`. */
+const noneInstalledWith = (tools: readonly string[]) =>
+  `no PostgreSQL 14 or later with ${tools.join(', ')} in one directory (pg_config --bindir, /usr/lib/postgresql/*/bin, /usr/pgsql-*/bin): install one (Debian: apt-get install postgresql)`;
 
 /**
  * Every PostgreSQL (14 or later) installed on this machine with all of
@@ -200,8 +202,7 @@ export function installedPostgres(tools: readonly string[]): PostgresBinaries[] 
  * server and the client tools (INSTALLED_TOOLS). A string: why none was found.
  */
 export function findInstalledPostgres(): PostgresBinaries | string {
-  return installedPostgres(INSTALLED_TOOLS)[0] ??
-    `no PostgreSQL 14 or later with ${INSTALLED_TOOLS.join(', ')} in one directory (${WHERE_LOOKED}): install one (Debian: apt-get install postgresql)`;
+  return installedPostgres(INSTALLED_TOOLS)[0] ?? noneInstalledWith(INSTALLED_TOOLS);
 }
 
 /**
@@ -213,8 +214,9 @@ export function findInstalledPostgres(): PostgresBinaries | string {
  * convert the catalog). A string: why there are none.
  */
 export function findUpgradePair(): { from: PostgresBinaries; to: PostgresBinaries } | string {
-  const to = installedPostgres([...INSTALLED_TOOLS, 'pg_upgrade'])[0];
-  if (!to) return `no PostgreSQL 14 or later with pg_upgrade and ${INSTALLED_TOOLS.join(', ')} in one directory (${WHERE_LOOKED}): install one (Debian: apt-get install postgresql)`;
+  const upgradeTools = ['pg_upgrade', ...INSTALLED_TOOLS];
+  const to = installedPostgres(upgradeTools)[0];
+  if (!to) return noneInstalledWith(upgradeTools);
   const from = installedPostgres(UPGRADED_FROM_TOOLS).filter((b) => Number(b.major) <= Number(to.major)).at(-1) ?? to;
   return { from, to };
 }
