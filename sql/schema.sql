@@ -2623,6 +2623,41 @@ AS $function$
   end
 $function$;
 
+-- permgraph._import_check_moments(text,text): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._import_check_moments(p_run text, p_column text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  empty_means constant text := case p_column when 'trash_at' then 'no trash time' when 'expires_at' then 'never' end;
+  careful boolean := false;
+begin
+  if empty_means is null then
+    raise exception 'no staged moment column %', p_column;
+  end if;
+  loop
+    begin
+      insert into pg_temp.import_bad (seq, id, line, problem)
+      select m.seq, m.id, m.line, m.problem
+      from (select s.seq, s.id, s.line, permgraph._import_moment_problem(p_column, s.value, empty_means, careful) as problem
+            from (select n.seq, n.id, n.line, n.trash_at as value from permgraph.import_nodes n
+                  where p_column = 'trash_at' and n.run = p_run and n.problem is null and n.trash_at is not null
+                  union all
+                  select g.seq, null, null, g.expires_at from permgraph.import_grants g
+                  where p_column = 'expires_at' and g.run = p_run and g.problem is null and g.expires_at is not null) s
+            offset 0) m -- each row's problem worked out once
+      where m.problem is not null;
+      return;
+    exception when data_exception then
+      if careful then
+        raise;
+      end if;
+      careful := true;
+    end;
+  end loop;
+end $function$;
+
 -- permgraph._import_discard_staging(text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._import_discard_staging(p_run text)
  RETURNS void
@@ -2768,7 +2803,7 @@ begin
   create temp table import_changed (id text collate "C" primary key, owner_id text collate "C", owner_changed boolean, trash_at timestamptz)
     on commit drop;
   with staged as (
-    select v.id, v.owner_id, case when p_set_trash then v.trash_at::timestamptz end as trash_at, v.stored, v.stored_owner, v.stored_trash
+    select v.id, v.owner_id, case when p_set_trash then permgraph._import_moment(v.trash_at) end as trash_at, v.stored, v.stored_owner, v.stored_trash
     from pg_temp.import_valid v
   ), changed as (
     insert into pg_temp.import_changed
@@ -2793,7 +2828,7 @@ begin
   -- (the capture trigger is off: _import_load_triggers).
   if nodes_inserted > 0 then
     insert into permgraph.nodes (id, kind, owner_id, trash_at)
-    select v.id, v.kind, v.owner_id, case when p_set_trash then v.trash_at::timestamptz end
+    select v.id, v.kind, v.owner_id, case when p_set_trash then permgraph._import_moment(v.trash_at) end
     from pg_temp.import_valid v
     where not v.stored;
     insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
@@ -2873,26 +2908,26 @@ begin
                  '%1$s trigger grants_capture_inserted, %1$s trigger grants_audit_inserted', verb);
 end $function$;
 
+-- permgraph._import_moment(text): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._import_moment(p_value text)
+ RETURNS timestamp with time zone
+ LANGUAGE sql
+ STABLE
+RETURN (CASE WHEN (p_value ~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}\s*$'::text) THEN ("substring"(p_value, '[0-9]{4}-[0-9]{2}-[0-9]{2}'::text) || 'T00:00:00Z'::text) ELSE p_value END)::timestamp with time zone;
+
 -- permgraph._import_moment_form(text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._import_moment_form(p_value text)
  RETURNS boolean
  LANGUAGE sql
  IMMUTABLE
-RETURN (p_value ~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2}(:?[0-9]{2})?)?)\s*$'::text);
+RETURN (p_value ~ '^\s*([0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9]{4,}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2}(:?[0-9]{2})?)?)(\s+BC)?|[+-]?infinity)\s*$'::text);
 
--- permgraph._import_moment_out_of_range(text,text,text): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._import_moment_out_of_range(p_column text, p_value text, p_empty_means text)
+-- permgraph._import_moment_problem(text,text,text,boolean): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._import_moment_problem(p_column text, p_value text, p_empty_means text, p_careful boolean)
  RETURNS text
  LANGUAGE sql
  STABLE
-RETURN format('%s %s is outside the years 1 to 9999 (for %s, leave it empty)'::text, p_column, permgraph._describe_id(p_value), p_empty_means);
-
--- permgraph._import_moment_without_offset(text,text): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._import_moment_without_offset(p_column text, p_value text)
- RETURNS text
- LANGUAGE sql
- STABLE
-RETURN format('%s %s is not a timestamp with a time zone offset (ISO 8601, e.g. 2030-01-31T12:00:00Z)'::text, p_column, permgraph._describe_id(p_value));
+RETURN CASE WHEN (p_value IS NULL) THEN NULL::text WHEN (NOT permgraph._import_moment_form(p_value)) THEN format('%s %s is neither a timestamp with a time zone offset nor a date (ISO 8601, e.g. 2030-01-31T12:00:00Z, or 2030-01-31: its midnight UTC)'::text, p_column, permgraph._describe_id(p_value)) WHEN (p_careful AND (NOT permgraph._is_timestamptz(p_value))) THEN format('%s %s is not a valid timestamp'::text, p_column, permgraph._describe_id(p_value)) WHEN (NOT permgraph._moment_in_range(permgraph._import_moment(p_value))) THEN format('%s %s is outside the years 1 to 9999 (for %s, leave it empty)'::text, p_column, permgraph._describe_id(p_value), p_empty_means) ELSE NULL::text END;
 
 -- permgraph._import_reference_checks(boolean): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._import_reference_checks(p_enabled boolean)
@@ -2986,32 +3021,9 @@ begin
   drop table if exists pg_temp.import_removed;
   create temp table import_removed (id text collate "C" primary key) on commit drop;
 
-  -- trash_at: a timestamp with its offset (_import_moment_form, as
-  -- expires_at below); those of that form with one another in one cast,
-  -- which also finds those out of range (_moment_in_range: 'infinity'
-  -- parses); only if a cast fails, find which, one by one. (A row that also
-  -- has a problem below is given that one instead.)
-  begin
-    insert into pg_temp.import_bad (seq, id, line, problem)
-    select s.seq, s.id, s.line, case when permgraph._import_moment_form(s.trash_at)
-                                     then permgraph._import_moment_out_of_range('trash_at', s.trash_at, 'no trash time')
-                                     else permgraph._import_moment_without_offset('trash_at', s.trash_at) end
-    from permgraph.import_nodes s
-    where s.run = p_run and s.problem is null and s.trash_at is not null
-      and case when permgraph._import_moment_form(s.trash_at) then not permgraph._moment_in_range(s.trash_at::timestamptz) else true end;
-  exception when data_exception then
-    insert into pg_temp.import_bad (seq, id, line, problem)
-    select s.seq, s.id, s.line, case when not permgraph._import_moment_form(s.trash_at)
-                                     then permgraph._import_moment_without_offset('trash_at', s.trash_at)
-                                     when permgraph._is_timestamptz(s.trash_at)
-                                     then permgraph._import_moment_out_of_range('trash_at', s.trash_at, 'no trash time')
-                                     else format('trash_at %s is not a valid timestamp', permgraph._describe_id(s.trash_at)) end
-    from permgraph.import_nodes s
-    where s.run = p_run and s.problem is null and s.trash_at is not null
-      and case when not permgraph._import_moment_form(s.trash_at) then true
-               when permgraph._is_timestamptz(s.trash_at) then not permgraph._moment_in_range(s.trash_at::timestamptz)
-               else true end;
-  end;
+  -- trash_at (_import_check_moments, as expires_at below). A row that also
+  -- has a problem below is given that one instead.
+  perform permgraph._import_check_moments(p_run, 'trash_at');
 
   -- The valid staged nodes, by id, each with its stored version (stored:
   -- whether there is one), which the load reads instead of the staging
@@ -3214,29 +3226,9 @@ begin
     where u.cycle is not null;
   end loop;
 
-  -- Grants. expires_at (empty: never) is a timestamp with its offset, so
-  -- that it means the same instant whatever the session's time zone: its
-  -- form is checked row by row (_import_moment_form, below); the values of
-  -- that form with one another in one cast first, and only if that fails,
-  -- one by one, to find which. (A row that also has a problem below is
-  -- given that one instead.)
-  begin
-    insert into pg_temp.import_bad (seq, problem)
-    select g.seq, permgraph._import_moment_out_of_range('expires_at', g.expires_at, 'never')
-    from permgraph.import_grants g
-    where g.run = p_run and g.problem is null and g.expires_at is not null
-      and permgraph._import_moment_form(g.expires_at)
-      and not permgraph._moment_in_range(g.expires_at::timestamptz);
-  exception when data_exception then
-    insert into pg_temp.import_bad (seq, problem)
-    select g.seq, case when permgraph._is_timestamptz(g.expires_at)
-                       then permgraph._import_moment_out_of_range('expires_at', g.expires_at, 'never')
-                       else format('expires_at %s is not a valid timestamp', permgraph._describe_id(g.expires_at)) end
-    from permgraph.import_grants g
-    where g.run = p_run and g.problem is null and g.expires_at is not null
-      and permgraph._import_moment_form(g.expires_at)
-      and case when permgraph._is_timestamptz(g.expires_at) then not permgraph._moment_in_range(g.expires_at::timestamptz) else true end;
-  end;
+  -- Grants. expires_at (empty: never; _import_check_moments, as trash_at
+  -- above). A row that also has a problem below is given that one instead.
+  perform permgraph._import_check_moments(p_run, 'expires_at');
 
   -- The valid staged grants, in key order, each with its level resolved,
   -- the kinds of its ends and its stored version (stored: whether there is
@@ -3249,9 +3241,9 @@ begin
     stored boolean not null, stored_level smallint, stored_expires timestamptz
   ) on commit drop;
 
-  -- One sorted pass over the run's grants: each row on its own (ids, level,
-  -- the form of expires_at) and both its ends after the load (an object
-  -- holds no grant); then, among the rows without a problem, duplicates
+  -- One sorted pass over the run's grants: each row on its own (ids, level;
+  -- then a bad expires_at, found above) and both its ends after the load (an
+  -- object holds no grant); then, among the rows without a problem, duplicates
   -- (sorted by key, the first row is kept); then one probe of the graph for
   -- each row kept whose ends are both stored nodes (a grant with an end that
   -- the load creates cannot be stored: the foreign keys, and no writer can
@@ -3260,7 +3252,7 @@ begin
   insert into pg_temp.import_grants_valid (seq, line, tail_id, head_id, source, level, expires_at, tail_kind, head_kind, problem, rank, first_line,
                                            stored, stored_level, stored_expires)
   select k.seq, k.line, k.tail_id, k.head_id, k.source,
-         case when k.problem is null then (p_levels ->> k.level)::smallint end, case when k.problem is null then k.expires_at::timestamptz end,
+         case when k.problem is null then (p_levels ->> k.level)::smallint end, case when k.problem is null then permgraph._import_moment(k.expires_at) end,
          k.tail_kind, k.head_kind, k.problem, k.rank, k.first_line, s.level is not null, s.level, s.expires_at
   from (
     select c.*, row_number() over w as rank, first_value(c.line) over w as first_line
@@ -3284,8 +3276,6 @@ begin
             coalesce((select format('grant head %s is not loaded: its row is invalid (%s)', permgraph._describe_id(e.head_id), coalesce('line ' || r.line, 'see its row'))
                       from pg_temp.import_rejected r where r.id = e.head_id),
                      format('grant head %s does not exist (neither in the input nor in the database)', permgraph._describe_id(e.head_id)))
-          when not permgraph._import_moment_form(e.expires_at) then
-            permgraph._import_moment_without_offset('expires_at', e.expires_at)
         end, e.bad_expiry) as problem
       from (
         -- Each end's kind after the load: staged (a hash of import_valid),

@@ -44,32 +44,89 @@ exception when data_exception then
   return false;
 end $$;
 
--- The problem of a staged moment (trash_at, expires_at) that parses but
--- lies outside the years 1 to 9999, as the triggers refuse it
--- (_moment_in_range, 010_integrity.sql); p_empty_means: what an empty
--- value means instead. An SQL-standard body: resolved when created, and
--- inlined where the load's checks call it.
-create or replace function permgraph._import_moment_out_of_range(p_column text, p_value text, p_empty_means text)
-returns text
-language sql stable
-return format('%s %s is outside the years 1 to 9999 (for %s, leave it empty)',
-              p_column, permgraph._describe_id(p_value), p_empty_means);
-
--- Whether a staged moment (trash_at, expires_at) has the form of a
--- timestamp with its offset, so that it means the same instant whatever the
--- session's time zone (an offset may have seconds: PostgreSQL writes a
--- zone's local mean time so, e.g. -03:30:52). A query's timestamptz column
+-- Whether a staged moment (trash_at, expires_at) has the form of one that
+-- means the same instant whatever the session's time zone: a timestamp with
+-- its offset (an offset may have seconds: PostgreSQL writes a zone's local
+-- mean time so, e.g. -03:30:52; and a timestamptz outside the years 1 to
+-- 9999 has a fifth digit of year, or BC, or is infinity, which are of the
+-- form so that _import_moment_problem names them for what they are), or a
+-- date alone, the start of that day in UTC (_import_moment), as the API
+-- reads it (parseExactMoment, src/expiry.ts). A query's timestamptz column
 -- reaches staging in this form whatever the session's DateStyle
 -- (src/app/import/staging.ts). An SQL-standard body, inlined.
 create or replace function permgraph._import_moment_form(p_value text) returns boolean
 language sql immutable
-return p_value ~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2}(:?[0-9]{2})?)?)\s*$';
+return p_value ~ '^\s*([0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9]{4,}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2}(:?[0-9]{2})?)?)(\s+BC)?|[+-]?infinity)\s*$';
 
--- The problem of a staged moment without that form.
-create or replace function permgraph._import_moment_without_offset(p_column text, p_value text) returns text
+-- The instant of a staged moment of that form: a timestamp with its offset
+-- as it says, a date alone at 00:00 UTC (never in the session's zone).
+-- Every cast of a staged moment goes through here. An SQL-standard body,
+-- inlined.
+create or replace function permgraph._import_moment(p_value text) returns timestamptz
 language sql stable
-return format('%s %s is not a timestamp with a time zone offset (ISO 8601, e.g. 2030-01-31T12:00:00Z)',
-              p_column, permgraph._describe_id(p_value));
+return (case when p_value ~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}\s*$'
+             then substring(p_value from '[0-9]{4}-[0-9]{2}-[0-9]{2}') || 'T00:00:00Z'
+             else p_value end)::timestamptz;
+
+-- The problem of a staged moment (p_column: trash_at or expires_at; an
+-- empty one is none, which p_empty_means says), null if it has none: not of
+-- the form above; of the form but no instant (2030-02-30), named only when
+-- p_careful (otherwise its cast raises: _import_check_moments); or outside
+-- the years 1 to 9999, infinity too, as the triggers refuse it
+-- (_moment_in_range, 010_integrity.sql). Whether a date alone exists does
+-- not depend on the session's zone, so it is tried as given. An
+-- SQL-standard body, inlined.
+create or replace function permgraph._import_moment_problem(p_column text, p_value text, p_empty_means text, p_careful boolean)
+returns text
+language sql stable
+return case
+  when p_value is null then null
+  when not permgraph._import_moment_form(p_value)
+    then format('%s %s is neither a timestamp with a time zone offset nor a date (ISO 8601, e.g. 2030-01-31T12:00:00Z, or 2030-01-31: its midnight UTC)',
+                p_column, permgraph._describe_id(p_value))
+  when p_careful and not permgraph._is_timestamptz(p_value)
+    then format('%s %s is not a valid timestamp', p_column, permgraph._describe_id(p_value))
+  when not permgraph._moment_in_range(permgraph._import_moment(p_value))
+    then format('%s %s is outside the years 1 to 9999 (for %s, leave it empty)', p_column, permgraph._describe_id(p_value), p_empty_means)
+end;
+
+-- Marks in import_bad (_import_validate) the rows of run p_run whose
+-- p_column (trash_at of the staged nodes, expires_at of the staged grants)
+-- has a problem (_import_moment_problem). All of them in one statement
+-- first, whose casts raise on a value of the form that names no instant;
+-- only then one by one, to find which (a subtransaction each).
+create or replace function permgraph._import_check_moments(p_run text, p_column text) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  empty_means constant text := case p_column when 'trash_at' then 'no trash time' when 'expires_at' then 'never' end;
+  careful boolean := false;
+begin
+  if empty_means is null then
+    raise exception 'no staged moment column %', p_column;
+  end if;
+  loop
+    begin
+      insert into pg_temp.import_bad (seq, id, line, problem)
+      select m.seq, m.id, m.line, m.problem
+      from (select s.seq, s.id, s.line, permgraph._import_moment_problem(p_column, s.value, empty_means, careful) as problem
+            from (select n.seq, n.id, n.line, n.trash_at as value from permgraph.import_nodes n
+                  where p_column = 'trash_at' and n.run = p_run and n.problem is null and n.trash_at is not null
+                  union all
+                  select g.seq, null, null, g.expires_at from permgraph.import_grants g
+                  where p_column = 'expires_at' and g.run = p_run and g.problem is null and g.expires_at is not null) s
+            offset 0) m -- each row's problem worked out once
+      where m.problem is not null;
+      return;
+    exception when data_exception then
+      if careful then
+        raise;
+      end if;
+      careful := true;
+    end;
+  end loop;
+end $$;
 
 -- Whether no run but p_run has rows staged (by the primary key (run, seq)).
 create or replace function permgraph._import_staged_alone(p_run text) returns boolean
@@ -183,32 +240,9 @@ begin
   drop table if exists pg_temp.import_removed;
   create temp table import_removed (id text collate "C" primary key) on commit drop;
 
-  -- trash_at: a timestamp with its offset (_import_moment_form, as
-  -- expires_at below); those of that form with one another in one cast,
-  -- which also finds those out of range (_moment_in_range: 'infinity'
-  -- parses); only if a cast fails, find which, one by one. (A row that also
-  -- has a problem below is given that one instead.)
-  begin
-    insert into pg_temp.import_bad (seq, id, line, problem)
-    select s.seq, s.id, s.line, case when permgraph._import_moment_form(s.trash_at)
-                                     then permgraph._import_moment_out_of_range('trash_at', s.trash_at, 'no trash time')
-                                     else permgraph._import_moment_without_offset('trash_at', s.trash_at) end
-    from permgraph.import_nodes s
-    where s.run = p_run and s.problem is null and s.trash_at is not null
-      and case when permgraph._import_moment_form(s.trash_at) then not permgraph._moment_in_range(s.trash_at::timestamptz) else true end;
-  exception when data_exception then
-    insert into pg_temp.import_bad (seq, id, line, problem)
-    select s.seq, s.id, s.line, case when not permgraph._import_moment_form(s.trash_at)
-                                     then permgraph._import_moment_without_offset('trash_at', s.trash_at)
-                                     when permgraph._is_timestamptz(s.trash_at)
-                                     then permgraph._import_moment_out_of_range('trash_at', s.trash_at, 'no trash time')
-                                     else format('trash_at %s is not a valid timestamp', permgraph._describe_id(s.trash_at)) end
-    from permgraph.import_nodes s
-    where s.run = p_run and s.problem is null and s.trash_at is not null
-      and case when not permgraph._import_moment_form(s.trash_at) then true
-               when permgraph._is_timestamptz(s.trash_at) then not permgraph._moment_in_range(s.trash_at::timestamptz)
-               else true end;
-  end;
+  -- trash_at (_import_check_moments, as expires_at below). A row that also
+  -- has a problem below is given that one instead.
+  perform permgraph._import_check_moments(p_run, 'trash_at');
 
   -- The valid staged nodes, by id, each with its stored version (stored:
   -- whether there is one), which the load reads instead of the staging
@@ -411,29 +445,9 @@ begin
     where u.cycle is not null;
   end loop;
 
-  -- Grants. expires_at (empty: never) is a timestamp with its offset, so
-  -- that it means the same instant whatever the session's time zone: its
-  -- form is checked row by row (_import_moment_form, below); the values of
-  -- that form with one another in one cast first, and only if that fails,
-  -- one by one, to find which. (A row that also has a problem below is
-  -- given that one instead.)
-  begin
-    insert into pg_temp.import_bad (seq, problem)
-    select g.seq, permgraph._import_moment_out_of_range('expires_at', g.expires_at, 'never')
-    from permgraph.import_grants g
-    where g.run = p_run and g.problem is null and g.expires_at is not null
-      and permgraph._import_moment_form(g.expires_at)
-      and not permgraph._moment_in_range(g.expires_at::timestamptz);
-  exception when data_exception then
-    insert into pg_temp.import_bad (seq, problem)
-    select g.seq, case when permgraph._is_timestamptz(g.expires_at)
-                       then permgraph._import_moment_out_of_range('expires_at', g.expires_at, 'never')
-                       else format('expires_at %s is not a valid timestamp', permgraph._describe_id(g.expires_at)) end
-    from permgraph.import_grants g
-    where g.run = p_run and g.problem is null and g.expires_at is not null
-      and permgraph._import_moment_form(g.expires_at)
-      and case when permgraph._is_timestamptz(g.expires_at) then not permgraph._moment_in_range(g.expires_at::timestamptz) else true end;
-  end;
+  -- Grants. expires_at (empty: never; _import_check_moments, as trash_at
+  -- above). A row that also has a problem below is given that one instead.
+  perform permgraph._import_check_moments(p_run, 'expires_at');
 
   -- The valid staged grants, in key order, each with its level resolved,
   -- the kinds of its ends and its stored version (stored: whether there is
@@ -446,9 +460,9 @@ begin
     stored boolean not null, stored_level smallint, stored_expires timestamptz
   ) on commit drop;
 
-  -- One sorted pass over the run's grants: each row on its own (ids, level,
-  -- the form of expires_at) and both its ends after the load (an object
-  -- holds no grant); then, among the rows without a problem, duplicates
+  -- One sorted pass over the run's grants: each row on its own (ids, level;
+  -- then a bad expires_at, found above) and both its ends after the load (an
+  -- object holds no grant); then, among the rows without a problem, duplicates
   -- (sorted by key, the first row is kept); then one probe of the graph for
   -- each row kept whose ends are both stored nodes (a grant with an end that
   -- the load creates cannot be stored: the foreign keys, and no writer can
@@ -457,7 +471,7 @@ begin
   insert into pg_temp.import_grants_valid (seq, line, tail_id, head_id, source, level, expires_at, tail_kind, head_kind, problem, rank, first_line,
                                            stored, stored_level, stored_expires)
   select k.seq, k.line, k.tail_id, k.head_id, k.source,
-         case when k.problem is null then (p_levels ->> k.level)::smallint end, case when k.problem is null then k.expires_at::timestamptz end,
+         case when k.problem is null then (p_levels ->> k.level)::smallint end, case when k.problem is null then permgraph._import_moment(k.expires_at) end,
          k.tail_kind, k.head_kind, k.problem, k.rank, k.first_line, s.level is not null, s.level, s.expires_at
   from (
     select c.*, row_number() over w as rank, first_value(c.line) over w as first_line
@@ -481,8 +495,6 @@ begin
             coalesce((select format('grant head %s is not loaded: its row is invalid (%s)', permgraph._describe_id(e.head_id), coalesce('line ' || r.line, 'see its row'))
                       from pg_temp.import_rejected r where r.id = e.head_id),
                      format('grant head %s does not exist (neither in the input nor in the database)', permgraph._describe_id(e.head_id)))
-          when not permgraph._import_moment_form(e.expires_at) then
-            permgraph._import_moment_without_offset('expires_at', e.expires_at)
         end, e.bad_expiry) as problem
       from (
         -- Each end's kind after the load: staged (a hash of import_valid),
@@ -669,7 +681,7 @@ begin
   create temp table import_changed (id text collate "C" primary key, owner_id text collate "C", owner_changed boolean, trash_at timestamptz)
     on commit drop;
   with staged as (
-    select v.id, v.owner_id, case when p_set_trash then v.trash_at::timestamptz end as trash_at, v.stored, v.stored_owner, v.stored_trash
+    select v.id, v.owner_id, case when p_set_trash then permgraph._import_moment(v.trash_at) end as trash_at, v.stored, v.stored_owner, v.stored_trash
     from pg_temp.import_valid v
   ), changed as (
     insert into pg_temp.import_changed
@@ -694,7 +706,7 @@ begin
   -- (the capture trigger is off: _import_load_triggers).
   if nodes_inserted > 0 then
     insert into permgraph.nodes (id, kind, owner_id, trash_at)
-    select v.id, v.kind, v.owner_id, case when p_set_trash then v.trash_at::timestamptz end
+    select v.id, v.kind, v.owner_id, case when p_set_trash then permgraph._import_moment(v.trash_at) end
     from pg_temp.import_valid v
     where not v.stored;
     insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)

@@ -500,13 +500,13 @@ describe('permgraph import', async () => {
     ].join('\n') + '\n');
     const summary = await importGraph(db, { nodes: { file: nodes }, onInvalid: 'skip' });
     const at = (line: number, problem: string) => ({ table: 'nodes', origin: `${path.basename(nodes)} line ${line}`, line, problem });
-    const form = '(ISO 8601, e.g. 2030-01-31T12:00:00Z)';
+    const form = '(ISO 8601, e.g. 2030-01-31T12:00:00Z, or 2030-01-31: its midnight UTC)';
     expect(summary.problems).toEqual([
-      at(3, `trash_at "infinity" is not a timestamp with a time zone offset ${form}`),
+      at(3, 'trash_at "infinity" is outside the years 1 to 9999 (for no trash time, leave it empty)'),
       at(4, 'trash_at "9999-12-31T23:00:00-05:00" is outside the years 1 to 9999 (for no trash time, leave it empty)'),
-      at(5, `trash_at "soon" is not a timestamp with a time zone offset ${form}`),
+      at(5, `trash_at "soon" is neither a timestamp with a time zone offset nor a date ${form}`),
       at(7, 'trash_at "2030-02-30T00:00:00Z" is not a valid timestamp'),
-      at(8, `trash_at "2031-01-01T00:00:00" is not a timestamp with a time zone offset ${form}`),
+      at(8, `trash_at "2031-01-01T00:00:00" is neither a timestamp with a time zone offset nor a date ${form}`),
     ]);
     expect(await db.query(sql`select id, trash_at from permgraph.nodes order by id`)).toEqual([
       { id: 't1', trash_at: null },
@@ -516,7 +516,7 @@ describe('permgraph import', async () => {
     const noBadCast = await writeText('nodes.csv', 'id,kind,owner_id,trash_at\nt8,group,t1,0001-01-01T00:00:00+01:00\nt9,group,t1,-infinity\n');
     expect((await importGraph(db, { nodes: { file: noBadCast }, onInvalid: 'skip' })).problems).toEqual([
       { ...at(2, 'trash_at "0001-01-01T00:00:00+01:00" is outside the years 1 to 9999 (for no trash time, leave it empty)'), origin: `${path.basename(noBadCast)} line 2` },
-      { ...at(3, `trash_at "-infinity" is not a timestamp with a time zone offset ${form}`), origin: `${path.basename(noBadCast)} line 3` },
+      { ...at(3, 'trash_at "-infinity" is outside the years 1 to 9999 (for no trash time, leave it empty)'), origin: `${path.basename(noBadCast)} line 3` },
     ]);
   });
 
@@ -535,10 +535,10 @@ describe('permgraph import', async () => {
     ].join('\n') + '\n');
     const summary = await importGraph(db, { nodes: { file: nodes }, grants: { file: grants }, onInvalid: 'skip' });
     const at = (line: number, problem: string) => ({ table: 'grants', origin: `${path.basename(grants)} line ${line}`, line, problem });
-    const form = '(ISO 8601, e.g. 2030-01-31T12:00:00Z)';
+    const form = '(ISO 8601, e.g. 2030-01-31T12:00:00Z, or 2030-01-31: its midnight UTC)';
     expect(summary.problems).toEqual([
-      at(5, `expires_at "2030-01-31T12:00:00" is not a timestamp with a time zone offset ${form}`),
-      at(6, `expires_at "next tuesday" is not a timestamp with a time zone offset ${form}`),
+      at(5, `expires_at "2030-01-31T12:00:00" is neither a timestamp with a time zone offset nor a date ${form}`),
+      at(6, `expires_at "next tuesday" is neither a timestamp with a time zone offset nor a date ${form}`),
       at(7, 'expires_at "2030-02-30T12:00:00Z" is not a valid timestamp'),
       at(8, 'expires_at "9999-12-31T23:00:00-05:00" is outside the years 1 to 9999 (for never, leave it empty)'),
     ]);

@@ -260,8 +260,9 @@ async function recordProgress(tx: Queryable, name: string, lastKey: string, rows
  * text: a timestamptz becomes ISO 8601 with its offset whatever the
  * session's DateStyle (cast under `SQL, DMY` it would be
  * `31/01/2030 13:00:00 CET`, which no longer names one instant), a
- * timestamp without one stays without (and is refused, as in a CSV), and
- * text stays as it is.
+ * timestamp without one stays without (and is refused, as in a CSV), a
+ * date is YYYY-MM-DD (its midnight UTC, as in a CSV), and text stays as it
+ * is.
  */
 function momentText(column: ReturnType<typeof sql>) {
   return sql`nullif(pg_catalog.to_json(${column}) #>> '{}', '')`;

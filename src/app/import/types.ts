@@ -10,7 +10,7 @@ export type OnInvalid = 'skip' | 'fail';
 export type ImportPhase = 'nodes' | 'grants' | 'validate' | 'load';
 
 export interface ImportOptions {
-  /** CSV with header id,kind,owner_id[,trash_at], or a query returning those columns; trash_at (and a grant's expires_at) is ISO 8601 with its offset, empty for none. */
+  /** CSV with header id,kind,owner_id[,trash_at], or a query returning those columns; trash_at (and a grant's expires_at) is ISO 8601 with its offset, or a date alone (its midnight UTC, as parseExactMoment reads it), empty for none. */
   nodes?: ImportSource;
   /** CSV with header tail_id,head_id,level[,source][,expires_at], or a query returning those columns. */
   grants?: ImportSource;
