@@ -2,10 +2,10 @@
 import { DEFAULT_MAX_CONSUMER_LAG_SECONDS, DEFAULT_MAX_LAG_SECONDS, QUEUE_DEAD_SPACE_PAGES } from '../constants.ts';
 import { toConsumerStatuses } from '../engine/changes.ts';
 import { sql, type Queryable } from '../db/pool.ts';
-import { exactMoment } from '../db/moment.ts';
 import { connectionPath, type ConnectionPath } from '../db/pooler.ts';
 import { missingClusterIdentityGrant, modifiedMigrations, schemaState } from '../migrations/migrate.ts';
 import { indexesInDump, readCommittedDump } from '../migrations/schema-dump.ts';
+import { readStatus } from './status.ts';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 
@@ -42,7 +42,7 @@ export async function runDoctor(db: Queryable, options: DoctorOptions = {}): Pro
     const message = 'not checked: permgraph.status() is missing (see the schema check)';
     for (const name of ['worker', 'backlog', 'table', 'queue', 'stream'] as const) checks.push({ name, status: 'warn', message });
   } else {
-    const [{ status }] = await db.query(sql`select permgraph.status() as status`);
+    const status = (await readStatus(db)) as Status; // (its moments in UTC)
     checks.push(
       workerCheck(status),
       backlogCheck(status, options.maxLagSeconds ?? DEFAULT_MAX_LAG_SECONDS),
@@ -236,6 +236,7 @@ async function settingsCheck(db: Queryable): Promise<DoctorCheck> {
   return { name: 'settings', status: 'warn', message: advice.join('; ') };
 }
 
+/** permgraph.status() as readStatus gives it: its moments (since) in UTC to the microsecond. */
 interface Status {
   pending_changes: number;
   permission_rows: number;
@@ -257,7 +258,7 @@ function workerCheck(status: Status): DoctorCheck {
     const sessions = blocking.map(
       (s) =>
         `pid ${s.pid} (role ${s.role}, application "${s.application_name}", ${s.lock === 'role' ? "the applier role's lock" : "a batch's lock"}, ` +
-        `${s.state ?? 'state hidden'}${s.since ? ` since ${exactMoment(s.since)}` : ''}${s.may_apply === false || s.may_apply === undefined ? ', may not apply changes' : ''})`,
+        `${s.state ?? 'state hidden'}${s.since ? ` since ${s.since}` : ''}${s.may_apply === false || s.may_apply === undefined ? ', may not apply changes' : ''})`,
     );
     return {
       name: 'worker',
@@ -269,7 +270,7 @@ function workerCheck(status: Status): DoctorCheck {
     };
   }
   if (status.worker) {
-    const since = status.worker.since === null ? '' : ` since ${exactMoment(status.worker.since)}`; // (null: hidden from the schema's owner, see status)
+    const since = status.worker.since === null ? '' : ` since ${status.worker.since}`; // (null: hidden from the schema's owner, see status)
     return { name: 'worker', status: 'ok', message: `active worker: backend pid ${status.worker.pid} (${status.worker.application_name})${since}` };
   }
   return { name: 'worker', status: 'warn', message: 'no worker holds the applier role: captured changes wait until `permgraph worker` runs' };

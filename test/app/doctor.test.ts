@@ -128,6 +128,9 @@ describe('doctor: server settings', async () => {
     const worker = async () => (await runDoctor(db)).find((c) => c.name === 'worker')!;
     await db.tx(async (operator) => {
       await operator.query(sql`set local application_name = 'forgotten_psql'`);
+      // when its transaction started, in UTC to the microsecond, as status and doctor must show it whatever their zone
+      const [{ since }] = await operator.query(sql`
+        select to_char(xact_start at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as since from pg_stat_activity where pid = pg_backend_pid()`);
       await operator.query(sql`select permgraph.apply_changes()`);
       // just after its statement: a gap the worker's own batches have too
       expect((await worker()).message).not.toMatch(/forgotten_psql/);
@@ -139,6 +142,18 @@ describe('doctor: server settings', async () => {
       expect(check.message).toContain('one left open after apply_changes()');
       const status = (await runCli(['--database-url', url, 'status'])).stdout;
       expect(status).toMatch(/\nblocking: {9}backend pid \d+ \(role [^,]+, "forgotten_psql"\) holds a batch's lock, idle in transaction: batches wait for it\n/);
+      // read by sessions in St. John's (-03:30): the same instant, in UTC
+      await db.query(sql`alter database ${sql.ident(name)} set timezone = 'America/St_Johns'`);
+      const zoned = openPool(url, { poolSize: 1 });
+      try {
+        expect((await zoned.query(sql`select current_setting('timezone') as zone`))[0].zone).toBe('America/St_Johns');
+        expect((await runDoctor(zoned)).find((c) => c.name === 'worker')!.message).toContain(`application "forgotten_psql", a batch's lock, idle in transaction since ${since})`);
+        const json = JSON.parse((await runCli(['--database-url', url, '--json', 'status'])).stdout);
+        expect(json.blockingSessions).toEqual([expect.objectContaining({ applicationName: 'forgotten_psql', since })]);
+      } finally {
+        await zoned.dispose();
+        await db.query(sql`alter database ${sql.ident(name)} reset timezone`);
+      }
     });
     expect((await worker()).message).not.toMatch(/forgotten_psql/);
   });

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { action, ExitCode, positiveInteger, requireSchema, schemaNotFound } from '../action.ts';
 import { EXIT } from '../errors.ts';
 import { workerConnection } from '../format.ts';
-import { camelCaseKeys, statusMomentsInUtc } from '../json.ts';
+import { camelCaseKeys } from '../json.ts';
 
 // The implementations are imported inside each action, so that registering the
 // commands (and `permgraph --help`) loads no database driver.
@@ -82,13 +82,11 @@ export function registerCoreCommands(program: Command): void {
     .description('pending changes, age of the oldest, last applied batch, the active worker, a long job\'s progress, and the change stream\'s consumers')
     .action(
       action(program, async (ctx) => {
-        const [{ schemaState }, { sql }] = await Promise.all([import('../../migrations/migrate.ts'), import('../../db/pool.ts')]);
+        const [{ schemaState }, { readStatus }] = await Promise.all([import('../../migrations/migrate.ts'), import('../../app/status.ts')]);
         const schema = await schemaState(ctx.db);
         if (schema.state === 'missing') throw schemaNotFound(ctx);
-        const [row] = await ctx.db.query(sql`select permgraph.status() as status`);
-        // permgraph.status() speaks SQL's snake_case, and writes moments in the session's time zone;
-        // the command line speaks camelCase, and gives its moments in UTC to the microsecond.
-        const status = statusMomentsInUtc(camelCaseKeys({ schema: schema.state, ...row.status })) as Record<string, any>;
+        // (its moments in UTC to the microsecond already; permgraph.status() speaks SQL's snake_case, the command line camelCase)
+        const status = camelCaseKeys({ schema: schema.state, ...(await readStatus(ctx.db)) }) as Record<string, any>;
         if (ctx.options.json) return ctx.emitJson(status);
         ctx.say(`schema:           ${schema.state}${schema.pending.length ? ` (${schema.state === 'modified' ? 'changed' : 'pending'}: ${schema.pending.join(', ')})` : ''}`);
         ctx.say(`pending changes:  ${status.pendingChanges}`);
