@@ -15,8 +15,13 @@ export interface ExpiryInput {
   expiresIn?: string;
 }
 
-/** A date ('2030-01-31', midnight UTC) or a date and time with a time zone (Z or ±hh:mm); the group: the fraction of a second. */
-const ISO_TIMESTAMP = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.(\d{1,6}))?)?(?:Z|[+-]\d{2}:\d{2}))?$/;
+/**
+ * A date ('2030-01-31', midnight UTC) or a date and time with a time zone in
+ * any of ISO 8601's forms (Z, ±hh:mm, ±hhmm, ±hh; z as RFC 3339 allows), as
+ * PostgreSQL reads them too (import casts its rows' moments so); groups: the
+ * date and time, the fraction of a second, and the offset.
+ */
+const ISO_TIMESTAMP = /^(\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2})?)?)(?:\.(\d{1,6}))?(Z|z|[+-]\d{2}(?::?\d{2})?)?$/;
 const DURATION = /^(?:\d+[smhd])+$/;
 const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 /** Far enough for any grant, and well inside what timestamptz and Date hold. */
@@ -43,7 +48,7 @@ export function parseExpiresAt(value: unknown, what = 'expiry'): Date | null {
  * expiry), which an out-of-range error suggests; null: no such hint.
  *
  * A Date gives its milliseconds ('.123' is '.123000'); text is ISO 8601 with
- * a time zone (Z or ±hh:mm), its fraction up to six digits, or a date alone
+ * a time zone (Z, ±hh:mm, ±hhmm or ±hh), its fraction up to six digits, or a date alone
  * (midnight UTC), and is converted to UTC here, not by the session, so that
  * it names the same instant whatever the session's time zone. Bound as a
  * parameter and cast to timestamptz, it is stored to the microsecond typed:
@@ -62,15 +67,30 @@ export function parseExactMoment(value: unknown, what = 'expiry', nullMeans: str
   const text = value.trim();
   const m = ISO_TIMESTAMP.exec(text);
   // (the whole seconds through Date.parse, which checks the fields and the
-  // offset; the fraction as typed: offsets are whole minutes, so it is the
-  // fraction of the instant in UTC too)
-  const wholeSeconds = m !== null && calendarDate(text) ? Date.parse(text.replace(' ', 'T').replace(/\.\d+/, '')) : NaN;
+  // offset, written as ±hh:mm, the one form it is sure to read; the fraction
+  // as typed: offsets are whole minutes, so it is the fraction of the
+  // instant in UTC too)
+  const wholeSeconds = m !== null && calendarDate(text) && wellFormed(m) ? Date.parse(m[1]!.replace(' ', 'T') + extendedOffset(m[3])) : NaN;
   if (Number.isNaN(wholeSeconds)) {
     throw new InvalidInputError(`${what} ${JSON.stringify(value)} is not an ISO 8601 timestamp with a time zone, such as 2030-01-31T18:00:00Z`);
   }
   const at = new Date(wholeSeconds);
   requireStorableYear(at, JSON.stringify(value), what, nullMeans);
-  return `${at.toISOString().slice(0, -'.000Z'.length)}.${(m![1] ?? '').padEnd(6, '0')}Z`;
+  return `${at.toISOString().slice(0, -'.000Z'.length)}.${(m![2] ?? '').padEnd(6, '0')}Z`;
+}
+
+/** A date alone has neither a time nor an offset; a date and time has both, and a fraction only after its seconds. */
+function wellFormed([, dateTime, fraction, offset]: RegExpExecArray): boolean {
+  if (dateTime!.length === 10) return fraction === undefined && offset === undefined;
+  return offset !== undefined && (fraction === undefined || dateTime!.length === 19);
+}
+
+/** An ISO 8601 offset as ±hh:mm, or Z ('' for none: a date alone, midnight UTC). */
+function extendedOffset(offset: string | undefined): string {
+  if (offset === undefined) return '';
+  if (offset.toUpperCase() === 'Z') return 'Z';
+  const digits = offset.slice(1).replace(':', ''); // (hh or hhmm)
+  return `${offset[0]}${digits.slice(0, 2)}:${digits.slice(2) || '00'}`;
 }
 
 /**

@@ -1,6 +1,7 @@
 // Writing expiring grants (docs/api.md): what grant(), syncGrants() and the
 // audit log do with an expiry, and what they refuse. The parsers alone are
 // tested first, without a database.
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { listAudit } from '../../src/app/audit.ts';
 import { writeGrant } from '../../src/app/grants.ts';
@@ -80,6 +81,37 @@ describe('parsing an expiry', () => {
 
 describe('expiring grants through the API', async () => {
   const { db } = await createTestDatabase();
+
+  it('parseExactMoment reads every ISO 8601 form of an offset as PostgreSQL does, to the microsecond', async () => {
+    // PostgreSQL's own cast, in a session whose zone is not UTC, is the
+    // reference: import casts its rows' moments so, and the API must name
+    // the same instant for the same text (2030-01-31T12:00+0545 in a CSV and
+    // in `grant --expires`).
+    const pad = (n: number, width = 2) => String(n).padStart(width, '0');
+    const moment = fc.record({
+      at: fc.date({ min: new Date('0002-01-01T00:00:00Z'), max: new Date('9998-12-31T00:00:00Z'), noInvalidDate: true }),
+      micros: fc.integer({ min: 0, max: 999 }),
+      separator: fc.constantFrom('T', ' '),
+      offsetMinutes: fc.integer({ min: -15 * 60 - 59, max: 15 * 60 + 59 }),
+      offsetForm: fc.constantFrom('Z', 'z', '+hh:mm', '+hhmm', '+hh'),
+    }).map(({ at, micros, separator, offsetMinutes, offsetForm }) => {
+      const minutes = offsetForm === '+hh' ? Math.trunc(offsetMinutes / 60) * 60 : offsetForm.startsWith('+') ? offsetMinutes : 0;
+      const local = new Date(at.getTime() + minutes * 60_000).toISOString(); // (the wall clock at that offset)
+      const sign = minutes < 0 ? '-' : '+';
+      const [hh, mm] = [pad(Math.trunc(Math.abs(minutes) / 60)), pad(Math.abs(minutes) % 60)];
+      const offset = { Z: 'Z', z: 'z', '+hh:mm': `${sign}${hh}:${mm}`, '+hhmm': `${sign}${hh}${mm}`, '+hh': `${sign}${hh}` }[offsetForm];
+      return `${local.slice(0, 10)}${separator}${local.slice(11, 23)}${pad(micros, 3)}${offset}`;
+    });
+    await fc.assert(
+      fc.asyncProperty(moment, async (text) => {
+        const [row] = await db.query(sql`
+          select to_char(${text}::timestamptz at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as utc
+          from (select set_config('timezone', 'Asia/Kathmandu', true)) zone`);
+        expect(parseExactMoment(text), text).toBe(row.utc);
+      }),
+      { numRuns: 300 },
+    );
+  });
   const fresh = () => loadGraph(db, { nodes: [u('ann'), u('bob'), g('eng'), g('ops')], grants: [grant('bob', 1, 'ops')] });
   const stored = async (tail: string, head: string, source = 'default') =>
     db.query(sql`select level, expires_at from permgraph.grants where tail_id = ${tail} and head_id = ${head} and source = ${source}`);
