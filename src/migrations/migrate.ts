@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { MIGRATION_LOCK_KEY } from '../constants.ts';
 import { sql, type Queryable } from '../db/pool.ts';
 import { assertServerVersion } from '../db/server-version.ts';
-import { MigrationChecksumError, PermgraphError } from '../errors.ts';
+import { MigrationChecksumError, PermgraphError, PermissionDeniedError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
 
@@ -101,6 +101,7 @@ export async function migrate(db: Queryable, logger: Logger = silentLogger): Pro
     // --migrate` as, to find nothing to do) would fail on it.
     const [{ present }] = await tx.query(sql`
       select to_regclass('permgraph.migrations') is not null and to_regclass('permgraph.function_files') is not null as present`);
+    if (!present) await assertMayCreateSchema(tx);
     if (!present) await tx.query(sql`
       create schema if not exists permgraph;
       create table if not exists permgraph.migrations (
@@ -164,6 +165,25 @@ async function assertReadsClusterIdentity(tx: Queryable): Promise<void> {
   throw new PermgraphError(
     `the schema's owner ${owner} may not execute pg_catalog.pg_control_system(); as a superuser, run: ${grant} ` +
       "(permgraph reads the cluster's identity with it, to tell a backup restored from another cluster)",
+  );
+}
+
+/**
+ * The first run creates the schema, which needs CREATE on the database.
+ * Without it PostgreSQL says only "permission denied for database app",
+ * which reads as if the login were not the one to own the schema, when the
+ * intended owner merely lacks that one right (operations.md, Roles and logins).
+ */
+async function assertMayCreateSchema(tx: Queryable): Promise<void> {
+  const [row] = await tx.query(sql`
+    select pg_catalog.has_database_privilege(pg_catalog.current_database(), 'CREATE') as allowed,
+           pg_catalog.quote_ident(pg_catalog.current_database()) as database,
+           pg_catalog.quote_ident(current_user) as login`);
+  if (row.allowed) return;
+  throw new PermissionDeniedError(
+    `the first \`permgraph migrate\` creates schema permgraph, which needs CREATE on database ${row.database}: ` +
+      `as its owner or a superuser, run: grant create on database ${row.database} to ${row.login} ` +
+      '(or migrate as the role that is to own the schema and has that right)',
   );
 }
 

@@ -70,6 +70,23 @@ describe('migrations', async () => {
     expect((await schemaState(owner.db)).state).toBe('ok');
   });
 
+  it('the first migrate by a login without CREATE on the database says to grant it (not that the login is not the owner), and writes nothing', async () => {
+    const fresh = await createEmptyDatabase();
+    const owner = await createLogin(fresh.db, fresh.url, 'nocreate');
+    const grant = `grant create on database ${fresh.name} to ${owner.name}`;
+    await expect(migrate(owner.db)).rejects.toMatchObject({
+      name: 'PermissionDeniedError',
+      message: expect.stringContaining(`the first \`permgraph migrate\` creates schema permgraph, which needs CREATE on database ${fresh.name}: as its owner or a superuser, run: ${grant}`),
+    });
+    const cli = await runCli(['--database-url', owner.url, 'migrate']);
+    expect(cli.code).toBe(1);
+    expect(cli.stderr).toContain(`run: ${grant}`);
+    expect(cli.stderr).not.toContain("needs the schema's owner");
+    expect(await fresh.db.query(sql`select to_regnamespace('permgraph') is null as absent`)).toEqual([{ absent: true }]);
+    await fresh.db.query(sql.__dangerous__rawValue(grant));
+    expect((await migrate(owner.db)).applied).toEqual((await loadMigrations()).map((m) => m.name));
+  });
+
   it('an applied file whose content changed is an error', async () => {
     const [first] = await loadMigrations();
     await db.query(sql`update permgraph.migrations set checksum = 'deadbeef' where version = ${first!.version}`);
