@@ -5,7 +5,8 @@ import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { importGraph, ImportRejectedError, type ImportOptions } from '../../src/app/import/index.ts';
 import { sql, type Queryable } from '../../src/db/pool.ts';
-import { InvalidInputError } from '../../src/errors.ts';
+import { InvalidInputError, PermissionDeniedError } from '../../src/errors.ts';
+import { withRightsHint } from '../../src/cli/action.ts';
 import * as model from '../reference/model.ts';
 import type { RefGraph, RefNode } from '../reference/model.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
@@ -411,6 +412,24 @@ describe('permgraph import', async () => {
     await expect(importGraph(db, { nodes: { query: 'select 1 as id' } })).rejects.toThrow(/the nodes query must return columns id, kind, owner_id/);
     await expect(importGraph(db, { nodes: { query: 'selec nonsense' } })).rejects.toThrow(/the nodes query is not valid SQL/);
     await expect(importGraph(db, {})).rejects.toThrow(/nothing to import/);
+    expect(await snapshotCounts(db)).toEqual(before);
+  });
+
+  it("a query the importing login may not run is refused as such, not as invalid SQL nor as the wrong login's command", async () => {
+    // What PostgreSQL raises when the schema's owner lacks SELECT on an
+    // application table (the test's owner is a superuser, which PostgreSQL
+    // never refuses: the function raises the same SQLSTATE and message).
+    await db.query(sql`
+      create function public.denied_rows() returns table (id text, kind text, owner_id text)
+      language plpgsql as $$ begin raise exception 'permission denied for table documents' using errcode = '42501'; end $$`);
+    const before = await snapshotCounts(db);
+    const error = await importGraph(db, { nodes: { query: 'select * from public.denied_rows()' } }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(PermissionDeniedError);
+    expect((error as Error).message).toBe(
+      'the nodes query was refused: permission denied for table documents (import queries run as the importing login, the schema\'s owner: grant it SELECT on the tables they read)',
+    );
+    // the command line adds no "needs the schema's owner": the login is the owner, it lacks a right on the app's table
+    expect(withRightsHint(error, 'import')).toBe(error);
     expect(await snapshotCounts(db)).toEqual(before);
   });
 

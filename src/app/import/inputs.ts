@@ -16,7 +16,7 @@ import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { isTransaction } from '@databases/pg';
 import { PINNED_SEARCH_PATH, sql, type Queryable } from '../../db/pool.ts';
-import { InvalidInputError, SqlState, SqlStateClass, sqlStateOf, translateDbError } from '../../errors.ts';
+import { InvalidInputError, PermissionDeniedError, SqlState, SqlStateClass, sqlStateOf, translateDbError } from '../../errors.ts';
 import { openCsv } from '../csv.ts';
 import type { ImportSource, Prepared } from './types.ts';
 
@@ -143,6 +143,16 @@ export async function userQuery(db: Queryable, query: ReturnType<typeof sql>): P
 
 function queryError(error: unknown, label: string, own: Record<string, (reason: string) => string>): unknown {
   if (sqlStateOf(error) === undefined) return error;
+  if (sqlStateOf(error) === SqlState.insufficientPrivilege) {
+    // (class 42 below would call it invalid SQL, and the command line's hint
+    // would say the login is not the schema's owner: it is, and lacks a right
+    // on the application's table)
+    const reason = (error instanceof Error ? error.message : String(error)).split('\n\n')[0]!;
+    return new PermissionDeniedError(
+      `${label} was refused: ${reason} (import queries run as the importing login, the schema's owner: grant it SELECT on the tables they read)`,
+      { cause: error },
+    );
+  }
   const hint = 'import queries run with search_path = pg_catalog, pg_temp';
   const reasons: Record<string, (reason: string) => string> = {
     ...own,
