@@ -83,7 +83,7 @@ describe('migrations', async () => {
     expect(cli.stderr).toContain(`run: ${grant}`);
     expect(cli.stderr).not.toContain("needs the schema's owner");
     expect(await fresh.db.query(sql`select to_regnamespace('permgraph') is null as absent`)).toEqual([{ absent: true }]);
-    await fresh.db.query(sql.__dangerous__rawValue(grant));
+    await fresh.db.query(sql`grant create on database ${sql.ident(fresh.name)} to ${sql.ident(owner.name)}`);
     expect((await migrate(owner.db)).applied).toEqual((await loadMigrations()).map((m) => m.name));
   });
 
