@@ -10,7 +10,9 @@ import { withRightsHint } from '../../src/cli/action.ts';
 import * as model from '../reference/model.ts';
 import type { RefGraph, RefNode } from '../reference/model.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
-import { createTestDatabase } from '../helpers/database.ts';
+import { createEmptyDatabase, createTestDatabase } from '../helpers/database.ts';
+import { createLogin } from '../helpers/logins.ts';
+import { migrate } from '../../src/migrations/migrate.ts';
 import { graphArbitrary, loadGraph, readPermissions, readTrashedGroups } from '../helpers/graph.ts';
 
 const SIZE = { users: 8, groups: 10, objects: 6, grants: 30 };
@@ -426,11 +428,38 @@ describe('permgraph import', async () => {
     const error = await importGraph(db, { nodes: { query: 'select * from public.denied_rows()' } }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(PermissionDeniedError);
     expect((error as Error).message).toBe(
-      'the nodes query was refused: permission denied for table documents (import queries run as the importing login, the schema\'s owner: grant it SELECT on the tables they read)',
+      'the nodes query was refused: permission denied for table documents (import queries run as the importing login, the schema\'s owner, ' +
+        'with row-level security off so that no policy hides rows from them: it needs SELECT on the tables they read, and, on a table with ' +
+        'row-level security, to own the table, to have BYPASSRLS, or to read it through a view that the table\'s owner owns)',
     );
     // the command line adds no "needs the schema's owner": the login is the owner, it lacks a right on the app's table
     expect(withRightsHint(error, 'import')).toBe(error);
     expect(await snapshotCounts(db)).toEqual(before);
+  });
+
+  it('a query over a table whose row-level security would hide rows from the importing login is refused, not loaded short', async () => {
+    // A real owner that is no superuser (superusers bypass every policy),
+    // importing from an application table that permgraph.enable_rls guards:
+    // the policy shows it no row (no permgraph.user_id is set), so before,
+    // the import loaded nothing and said so as a success.
+    const fresh = await createEmptyDatabase();
+    const owner = await createLogin(fresh.db, fresh.url, 'rlsimport');
+    await fresh.db.query(sql`grant create on database ${sql.ident(fresh.name)} to ${sql.ident(owner.name)}`);
+    await migrate(owner.db);
+    await fresh.db.query(sql`create table public.documents (id text primary key, owner_id text)`);
+    await fresh.db.query(sql`insert into public.documents values ('doc-1', null), ('doc-2', null)`);
+    await fresh.db.query(sql`select permgraph.enable_rls('public.documents', 'id', 'owner_id')`);
+    await fresh.db.query(sql`grant select on public.documents to ${sql.ident(owner.name)}`);
+    const query = "select id, 'object' as kind, owner_id from public.documents";
+    const error = await importGraph(owner.db, { nodes: { query } }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(PermissionDeniedError);
+    expect((error as Error).message).toMatch(/^the nodes query was refused: query would be affected by row-level security policy for table "documents" \(.*BYPASSRLS.*\)$/);
+    expect(await fresh.db.query(sql`select count(*)::int as nodes from permgraph.nodes`)).toEqual([{ nodes: 0 }]);
+    // read through a view the table's owner owns, the same rows load whole
+    await fresh.db.query(sql`create view public.documents_to_import as select id, owner_id from public.documents`);
+    await fresh.db.query(sql`grant select on public.documents_to_import to ${sql.ident(owner.name)}`);
+    await importGraph(owner.db, { nodes: { query: "select id, 'object' as kind, owner_id from public.documents_to_import" } });
+    expect(await fresh.db.query(sql`select id from permgraph.nodes order by id`)).toEqual([{ id: 'doc-1' }, { id: 'doc-2' }]);
   });
 
   it('re-import upserts: owners, trash and levels change; a swap of owner and owned loads without a transient cycle', async () => {

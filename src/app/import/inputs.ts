@@ -122,6 +122,9 @@ export async function readOnly<T>(
     return await db.tx(async (tx) => {
       [{ path: sessionPath }] = await tx.query(sql`select pg_catalog.current_setting('search_path') as path`);
       await tx.query(sql`select pg_catalog.set_config('search_path', ${PINNED_SEARCH_PATH.join(', ')}, true)`);
+      // (as pg_dump does: a table whose row-level security would hide rows
+      // from this login raises an error, rather than the run loading short)
+      await tx.query(sql`select pg_catalog.set_config('row_security', 'off', true)`);
       return run(tx);
     }, { readOnly: true });
   } catch (error) {
@@ -149,7 +152,9 @@ function queryError(error: unknown, label: string, own: Record<string, (reason: 
     // on the application's table)
     const reason = (error instanceof Error ? error.message : String(error)).split('\n\n')[0]!;
     return new PermissionDeniedError(
-      `${label} was refused: ${reason} (import queries run as the importing login, the schema's owner: grant it SELECT on the tables they read)`,
+      `${label} was refused: ${reason} (import queries run as the importing login, the schema's owner, with row-level security off so that no ` +
+        "policy hides rows from them: it needs SELECT on the tables they read, and, on a table with row-level security, to own the table, " +
+        'to have BYPASSRLS, or to read it through a view that the table\'s owner owns)',
       { cause: error },
     );
   }
