@@ -31,7 +31,7 @@ export function openPool(url: string, options: PoolOptions = {}): ConnectionPool
   if (!Number.isInteger(poolSize) || poolSize < 1) throw new InvalidInputError(`poolSize must be a positive integer, got ${poolSize}`);
   // @databases/pg is CommonJS; its callable export is reachable as .default in ESM.
   const plan = tlsPlan(url);
-  return databases.default({
+  return readingUrl(() => databases.default({
     // (under allow and prefer the URL as given: the pool reads a client
     // certificate's files from it itself)
     connectionString: plan.plainIfRefused ? url : plan.url,
@@ -54,5 +54,20 @@ export function openPool(url: string, options: PoolOptions = {}): ConnectionPool
     // is replaced on next use; the default handler would print to stderr.
     onError: options.onIdleError ?? (() => {}),
     queryTimeoutMilliseconds: options.queryTimeoutMs,
-  });
+  }));
+}
+
+/**
+ * Runs the pool's construction, which parses the URL (and throws on nothing
+ * else): a malformed one is an InvalidInputError that says it is the
+ * database URL, without the URL (it may hold a password) and without the
+ * parser's link to an old PostgreSQL manual.
+ */
+function readingUrl(open: () => ConnectionPool): ConnectionPool {
+  try {
+    return open();
+  } catch (error) {
+    const reason = (error instanceof Error ? error.message : String(error)).replace(/\s*See https?:\S+ for examples\.$/, '');
+    throw new InvalidInputError(`the database URL is not a PostgreSQL connection string: ${reason}`, undefined, { cause: error });
+  }
 }
