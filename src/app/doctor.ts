@@ -5,7 +5,7 @@ import { sql, type Queryable } from '../db/pool.ts';
 import { connectionPath, type ConnectionPath } from '../db/pooler.ts';
 import { missingClusterIdentityGrant, modifiedMigrations, schemaState } from '../migrations/migrate.ts';
 import { indexesInDump, readCommittedDump } from '../migrations/schema-dump.ts';
-import { readStatus } from './status.ts';
+import { readStatus, type Status } from './status.ts';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 
@@ -42,7 +42,7 @@ export async function runDoctor(db: Queryable, options: DoctorOptions = {}): Pro
     const message = 'not checked: permgraph.status() is missing (see the schema check)';
     for (const name of ['worker', 'backlog', 'table', 'queue', 'stream'] as const) checks.push({ name, status: 'warn', message });
   } else {
-    const status = (await readStatus(db)) as Status; // (its moments in UTC)
+    const status = await readStatus(db); // (its moments in UTC)
     checks.push(
       workerCheck(status),
       backlogCheck(status, options.maxLagSeconds ?? DEFAULT_MAX_LAG_SECONDS),
@@ -236,21 +236,6 @@ async function settingsCheck(db: Queryable): Promise<DoctorCheck> {
   return { name: 'settings', status: 'warn', message: advice.join('; ') };
 }
 
-/** permgraph.status() as readStatus gives it: its moments (since) in UTC to the microsecond. */
-interface Status {
-  pending_changes: number;
-  permission_rows: number;
-  /** Absent from the status() of an older schema. */
-  permissions_missing?: boolean;
-  oldest_pending_age_s: number | null;
-  worker: { pid: number; application_name: string; since: string | null } | null;
-  /** Absent from the status() of an older schema, as change_consumers. */
-  change_consumers?: Record<string, any>[];
-  /** Absent from the status() of an older schema. */
-  restored_from_another_cluster?: boolean;
-  /** may_apply is absent from the status() of an older schema, which lists only sessions that may not. */
-  blocking_sessions?: { pid: number; role: string; application_name: string; lock: 'role' | 'batch'; state: string | null; since: string | null; may_apply?: boolean }[];
-}
 
 function workerCheck(status: Status): DoctorCheck {
   const blocking = status.blocking_sessions ?? [];
