@@ -9,7 +9,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { listAudit, pruneAudit } from '../../src/app/audit.ts';
 import { writeGrant } from '../../src/app/grants.ts';
 import { importGraph } from '../../src/app/import/index.ts';
@@ -143,7 +143,7 @@ describe('moments given to the library are written to the microsecond', async ()
 
   it('import: the CSV\'s expires_at and trash_at are cast by PostgreSQL, to the microsecond', async () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'permgraph-exact-inputs-'));
-    afterAll(() => rm(dir, { recursive: true, force: true }));
+    onTestFinished(() => rm(dir, { recursive: true, force: true }));
     await writeFile(path.join(dir, 'nodes.csv'), 'id,kind,owner_id,trash_at\nimp-u,user,,\nimp-g,group,,2030-01-31T23:45:00.000001+05:45\n');
     await writeFile(path.join(dir, 'grants.csv'), 'tail_id,head_id,level,source,expires_at\nimp-u,imp-g,1,imp,2100-01-01T00:00:00.00025Z\nimp-u,imp-g,1,imp2,2099-12-31T20:30:00.0007-03:30\n');
     await importGraph(db, { nodes: { file: path.join(dir, 'nodes.csv') }, grants: { file: path.join(dir, 'grants.csv') } });

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { afterAll, inject } from 'vitest';
+import { inject } from 'vitest';
 import { openPool, sql, type ConnectionPool } from '../../src/db/pool.ts';
+import { cleanUpAfter } from './cleanup.ts';
 import { withDatabase } from './url.ts';
 
 export interface TestDatabase {
@@ -11,7 +12,7 @@ export interface TestDatabase {
 
 /**
  * A fresh database cloned from the migrated template, dropped (WITH FORCE)
- * after the file's tests. Worker tests commit for real, so no rollback tricks.
+ * after the file's tests (after the test, when a test makes it). Worker tests commit for real, so no rollback tricks.
  */
 export async function createTestDatabase(): Promise<TestDatabase> {
   return createDatabase(inject('pgTemplate'));
@@ -29,7 +30,7 @@ async function createDatabase(template: string): Promise<TestDatabase> {
   await admin.query(sql`create database ${sql.ident(name)} template ${sql.ident(template)}`);
   const url = withDatabase(serverUrl, name);
   const db = openPool(url, { poolSize: 8 });
-  afterAll(async () => {
+  cleanUpAfter(async () => {
     await db.dispose();
     await admin.query(sql`drop database if exists ${sql.ident(name)} with (force)`);
     await admin.dispose();

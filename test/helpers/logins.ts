@@ -1,10 +1,10 @@
 // Real login roles for security tests: each one a LOGIN role of its own
 // (roles are server-wide, so names carry a random suffix), granted one of
 // permgraph's roles (or none), with its own connection pool. Everything is
-// dropped after the test file.
+// dropped after the test file (after the test, when a test makes it).
 import { randomBytes } from 'node:crypto';
-import { afterAll } from 'vitest';
 import { openPool, sql, type ConnectionPool } from '../../src/db/pool.ts';
+import { cleanUpAfter } from './cleanup.ts';
 
 export interface Login {
   name: string;
@@ -26,7 +26,7 @@ export async function createLogin(admin: ConnectionPool, databaseUrl: string, la
   url.username = name;
   url.password = PASSWORD;
   const db = openPool(url.toString(), { poolSize: 2, applicationName: `permgraph-test-${label}` });
-  afterAll(async () => {
+  cleanUpAfter(async () => {
     await db.dispose();
     await admin.query(sql`drop owned by ${sql.ident(name)} cascade`);
     await admin.query(sql`drop role ${sql.ident(name)}`);

@@ -125,10 +125,15 @@ async function startDatabase(): Promise<{ serverUrl: string; template: string; t
   const template = `permgraph_template_${process.pid}_${Date.now()}`;
   // (also what a failed start undoes: nothing is left running or on disk)
   const teardown = async () => {
+    const left = admin ? await leftBehind(admin, template).catch(() => []) : [];
     await admin?.query(sql`drop database if exists ${sql.ident(template)} with (force)`).catch(() => {});
     await admin?.dispose();
     await server?.stop();
     if (scratch) await rm(scratch, { recursive: true, force: true });
+    if (left.length > 0) {
+      process.exitCode = 1; // (vitest reports an error of a teardown, but exits 0)
+      throw new Error(`the tests left behind what test/helpers made for them (a helper called where its clean-up never runs?): ${left.join(', ')}`);
+    }
   };
   try {
     let serverUrl = process.env.DATABASE_URL;
@@ -154,4 +159,23 @@ async function startDatabase(): Promise<{ serverUrl: string; template: string; t
     await teardown();
     throw error;
   }
+}
+
+/**
+ * The test databases (test/helpers/database.ts) and login roles
+ * (test/helpers/logins.ts) still on the server once every file has run:
+ * each helper drops what it made after its test or file, so what is left
+ * was never cleaned up (as under a hook that never ran: afterAll() inside a
+ * test). Those of runs before this one on a shared DATABASE_URL server are
+ * not counted: only those made since this run's template.
+ */
+async function leftBehind(admin: ConnectionPool, template: string): Promise<string[]> {
+  // (databases and roles take their oids from one server-wide counter)
+  const rows = await admin.query(sql`
+    with run as (select oid as since from pg_database where datname = ${template})
+    select 'database ' || datname as what from pg_database, run where datname like 'permgraph\_test\_%' and oid > since
+    union all
+    select 'role ' || rolname from pg_roles, run where rolname like 'login\_%' and oid > since
+    order by 1`);
+  return rows.map((row: { what: string }) => row.what);
 }
