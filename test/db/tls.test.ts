@@ -152,8 +152,7 @@ describe('sslmode, as libpq reads it', () => {
 
     beforeAll(async () => {
       clusters = await ClusterSet.create();
-      tlsServer = await startTlsServer('server');
-      ipServer = await startTlsServer('ip-server');
+      [tlsServer, ipServer] = await Promise.all([startTlsServer('server'), startTlsServer('ip-server')]);
     });
     afterAll(async () => {
       await clusters?.stopAll();
