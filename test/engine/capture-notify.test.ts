@@ -9,13 +9,14 @@ import { createTestDatabase } from '../helpers/database.ts';
 
 const CHANNEL = 'permgraph_changes';
 
-describe('capture wakes the worker only when it recorded something', () => {
+describe('capture wakes the worker only when it recorded something', async () => {
+  // (made as the file is collected: its clean-up, an afterAll, is ignored when made in beforeAll)
+  const { url } = await createTestDatabase();
   let writer: pg.Client;
   let listener: pg.Client;
   let received = 0;
 
   beforeAll(async () => {
-    const { url } = await createTestDatabase();
     writer = new pg.Client({ connectionString: url });
     listener = new pg.Client({ connectionString: url });
     await writer.connect();

@@ -73,8 +73,11 @@ async function startServer(): Promise<TestServer> {
     cliBin: cli.value.bin,
     rebuildCli: cli.value.rebuild,
     teardown: async () => {
-      await database.value.teardown();
-      await cli.value.remove();
+      try {
+        await database.value.teardown();
+      } finally {
+        await cli.value.remove();
+      }
     },
   };
 }
