@@ -80,16 +80,24 @@ describe('permgraph CLI', async () => {
   });
 
   it('bad input: one-line reason, non-zero exit', async () => {
-    const badLevel = await cli('check', 'ann', 'docs', '4');
+    // (each its own process, none of them writing: run at once)
+    const [badLevel, noCommand, missing, maxBatch, metricsPort, metricsOnce, unreachable] = await Promise.all([
+      cli('check', 'ann', 'docs', '4'),
+      cli('no-such-command'),
+      cli('check', 'ann'),
+      cli('worker', '--once', '--max-batch', 'lots'),
+      cli('worker', '--metrics-port', '99999'),
+      cli('worker', '--once', '--metrics-port', '9464'),
+      runCli(['--database-url', 'postgres://nobody:x@127.0.0.1:1/none', 'status']),
+    ]);
     expect(badLevel.code).toBe(1);
     expect(badLevel.stderr).toBe('permgraph: level must be 1 (read), 2 (write) or 3 (manage), got "4"\n');
-    expect((await cli('no-such-command')).code).toBe(2);
+    expect(noCommand.code).toBe(2);
     // a usage error is its line and a pointer to --help, not the whole help
-    expect(await cli('check', 'ann')).toMatchObject({ code: 2, stdout: '', stderr: "error: missing required argument 'target'\n(add --help for usage)\n" });
-    expect((await cli('worker', '--once', '--max-batch', 'lots')).stderr).toBe('permgraph: --max-batch must be a positive integer, got "lots"\n');
-    expect(await cli('worker', '--metrics-port', '99999')).toMatchObject({ code: 2, stderr: 'permgraph: --metrics-port must be a port from 1 to 65535, got "99999"\n' });
-    expect(await cli('worker', '--once', '--metrics-port', '9464')).toMatchObject({ code: 2, stderr: 'permgraph: --metrics-port has no use with --once, which exits after its batch\n' });
-    const unreachable = await runCli(['--database-url', 'postgres://nobody:x@127.0.0.1:1/none', 'status']);
+    expect(missing).toMatchObject({ code: 2, stdout: '', stderr: "error: missing required argument 'target'\n(add --help for usage)\n" });
+    expect(maxBatch.stderr).toBe('permgraph: --max-batch must be a positive integer, got "lots"\n');
+    expect(metricsPort).toMatchObject({ code: 2, stderr: 'permgraph: --metrics-port must be a port from 1 to 65535, got "99999"\n' });
+    expect(metricsOnce).toMatchObject({ code: 2, stderr: 'permgraph: --metrics-port has no use with --once, which exits after its batch\n' });
     expect(unreachable.code).toBe(1);
     expect(unreachable.stderr).toMatch(/^permgraph: .*ECONNREFUSED.*\n$/);
   });
@@ -117,33 +125,38 @@ describe('permgraph CLI', async () => {
       expect(result.stderr.trimEnd().split('\n'), args.join(' ')).toHaveLength(1);
       return { code: result.code, ...JSON.parse(result.stderr) };
     };
-    expect(await failure(['check', 'ann', 'docs', '4'])).toEqual({
-      code: 1,
-      error: { message: 'level must be 1 (read), 2 (write) or 3 (manage), got "4"', code: 'invalid_input', exitCode: 1 },
-    });
-    expect(await failure(['list', 'nobody'])).toEqual({
-      code: 1,
-      error: { message: 'user "nobody" does not exist', code: 'invalid_input', exitCode: 1, sqlState: '22023' },
-    });
-    expect(await failure(['no-such-command'])).toEqual({ code: 2, error: { message: "unknown command 'no-such-command'", code: 'usage', exitCode: 2 } });
-    expect(await failure(['worker', '--once', '--max-batch', 'lots'])).toEqual({
-      code: 2,
-      error: { message: '--max-batch must be a positive integer, got "lots"', code: 'usage', exitCode: 2 },
-    });
-    const unreachable = await runCli(['--json', '--database-url', 'postgres://nobody:x@127.0.0.1:1/none', 'status']);
-    expect(unreachable.code).toBe(1);
-    expect(JSON.parse(unreachable.stderr)).toMatchObject({ error: { code: 'connection', exitCode: 1 } });
-    const notMigrated = { code: 1, error: { message: 'permgraph schema not found in this database: run `permgraph migrate` first', code: 'not_migrated', exitCode: 1 } };
     const onEmpty = async (args: string[]) => {
       const result = await runCli(['--json', '--database-url', empty.url, ...args]);
       return { code: result.code, ...JSON.parse(result.stderr) };
     };
-    const [status, check, badLevel, unknownId] = await Promise.all([
+    // (each its own process, none of them writing: run at once)
+    const [level4, noUser, noCommand, maxBatch, unreachable, status, check, badLevel, unknownId] = await Promise.all([
+      failure(['check', 'ann', 'docs', '4']),
+      failure(['list', 'nobody']),
+      failure(['no-such-command']),
+      failure(['worker', '--once', '--max-batch', 'lots']),
+      runCli(['--json', '--database-url', 'postgres://nobody:x@127.0.0.1:1/none', 'status']),
       onEmpty(['status']),
       onEmpty(['check', 'ann', 'docs', 'read']),
       failure(['--log-level', 'loud', 'status']),
       failure(['check', 'nobody', 'docs', 'read']),
     ]);
+    expect(level4).toEqual({
+      code: 1,
+      error: { message: 'level must be 1 (read), 2 (write) or 3 (manage), got "4"', code: 'invalid_input', exitCode: 1 },
+    });
+    expect(noUser).toEqual({
+      code: 1,
+      error: { message: 'user "nobody" does not exist', code: 'invalid_input', exitCode: 1, sqlState: '22023' },
+    });
+    expect(noCommand).toEqual({ code: 2, error: { message: "unknown command 'no-such-command'", code: 'usage', exitCode: 2 } });
+    expect(maxBatch).toEqual({
+      code: 2,
+      error: { message: '--max-batch must be a positive integer, got "lots"', code: 'usage', exitCode: 2 },
+    });
+    expect(unreachable.code).toBe(1);
+    expect(JSON.parse(unreachable.stderr)).toMatchObject({ error: { code: 'connection', exitCode: 1 } });
+    const notMigrated = { code: 1, error: { message: 'permgraph schema not found in this database: run `permgraph migrate` first', code: 'not_migrated', exitCode: 1 } };
     expect(status).toEqual(notMigrated);
     expect(check).toEqual(notMigrated);
     expect(badLevel).toEqual({
@@ -221,10 +234,11 @@ describe('permgraph CLI', async () => {
   });
 
   it('every command has --help', async () => {
-    for (const command of ['migrate', 'refresh', 'verify', 'check', 'status', 'worker', 'dev']) {
-      const result = await runCli([command, '--help']);
-      expect(result.code, command).toBe(0);
-      expect(result.stdout, command).toContain(`Usage: permgraph ${command}`);
+    const commands = ['migrate', 'refresh', 'verify', 'check', 'status', 'worker', 'dev'];
+    const results = await Promise.all(commands.map((command) => runCli([command, '--help'])));
+    for (const [i, command] of commands.entries()) {
+      expect(results[i]!.code, command).toBe(0);
+      expect(results[i]!.stdout, command).toContain(`Usage: permgraph ${command}`);
     }
   });
 
