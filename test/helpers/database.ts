@@ -25,7 +25,7 @@ export async function createEmptyDatabase(): Promise<TestDatabase> {
 
 async function createDatabase(template: string): Promise<TestDatabase> {
   const serverUrl = inject('pgServerUrl');
-  const name = `permgraph_test_${randomBytes(6).toString('hex')}`;
+  const name = `permgraph_test_${inject('pgRunTag')}_${randomBytes(6).toString('hex')}`;
   const admin = openPool(serverUrl, { poolSize: 1 });
   await admin.query(sql`create database ${sql.ident(name)} template ${sql.ident(template)}`);
   const url = withDatabase(serverUrl, name);

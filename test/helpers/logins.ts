@@ -1,8 +1,9 @@
 // Real login roles for security tests: each one a LOGIN role of its own
-// (roles are server-wide, so names carry a random suffix), granted one of
+// (roles are server-wide, so names carry the run's tag and a random suffix), granted one of
 // permgraph's roles (or none), with its own connection pool. Everything is
 // dropped after the test file (after the test, when a test makes it).
 import { randomBytes } from 'node:crypto';
+import { inject } from 'vitest';
 import { openPool, sql, type ConnectionPool } from '../../src/db/pool.ts';
 import { cleanUpAfter } from './cleanup.ts';
 
@@ -16,7 +17,7 @@ const PASSWORD = 'permgraph-test-login';
 
 /** Creates a login role granted `member` (e.g. 'permgraph_writer'), or nothing. */
 export async function createLogin(admin: ConnectionPool, databaseUrl: string, label: string, member?: string): Promise<Login> {
-  const name = `login_${label}_${randomBytes(4).toString('hex')}`;
+  const name = `login_${inject('pgRunTag')}_${label}_${randomBytes(4).toString('hex')}`;
   await admin.query(sql`create role ${sql.ident(name)} login nosuperuser nocreaterole nocreatedb nobypassrls`);
   // CREATE/ALTER ROLE take no bind parameters: the server quotes the password (format %L).
   const [{ statement }] = await admin.query(sql`select format('alter role %I password %L', ${name}::text, ${PASSWORD}::text) as statement`);

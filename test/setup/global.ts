@@ -3,6 +3,7 @@
 // name to the test files, which each clone it (see test/helpers/database.ts).
 // Meanwhile it compiles the CLI the tests run (see buildCli).
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { copyFile, mkdtemp, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -19,6 +20,8 @@ declare module 'vitest' {
   export interface ProvidedContext {
     pgServerUrl: string;
     pgTemplate: string;
+    /** In the names of this run's test databases and logins (test/helpers), so that its teardown tells them from another run's on a shared server. */
+    pgRunTag: string;
     cliBin: string;
   }
 }
@@ -26,6 +29,7 @@ declare module 'vitest' {
 interface TestServer {
   serverUrl: string;
   template: string;
+  runTag: string;
   cliBin: string;
   rebuildCli: () => Promise<void>;
   teardown: () => Promise<void>;
@@ -44,9 +48,10 @@ const registry = globalThis as { [SHARED]?: Shared };
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const shared = (registry[SHARED] ??= { server: startServer(), users: 0 });
   shared.users += 1;
-  const { serverUrl, template, cliBin, rebuildCli, teardown } = await shared.server;
+  const { serverUrl, template, runTag, cliBin, rebuildCli, teardown } = await shared.server;
   project.provide('pgServerUrl', serverUrl);
   project.provide('pgTemplate', template);
+  project.provide('pgRunTag', runTag);
   project.provide('cliBin', cliBin);
   // (watch mode: src/ may have changed since the build)
   project.onTestsRerun(rebuildCli);
@@ -70,6 +75,7 @@ async function startServer(): Promise<TestServer> {
   return {
     serverUrl: database.value.serverUrl,
     template: database.value.template,
+    runTag: database.value.runTag,
     cliBin: cli.value.bin,
     rebuildCli: cli.value.rebuild,
     teardown: async () => {
@@ -121,14 +127,15 @@ async function buildCli(): Promise<{ bin: string; rebuild: () => Promise<void>; 
   return { bin, rebuild, remove };
 }
 
-async function startDatabase(): Promise<{ serverUrl: string; template: string; teardown: () => Promise<void> }> {
+async function startDatabase(): Promise<{ serverUrl: string; template: string; runTag: string; teardown: () => Promise<void> }> {
   let server: EmbeddedServer | undefined;
   let scratch: string | undefined;
   let admin: ConnectionPool | undefined;
   const template = `permgraph_template_${process.pid}_${Date.now()}`;
+  const runTag = randomBytes(3).toString('hex');
   // (also what a failed start undoes: nothing is left running or on disk)
   const teardown = async () => {
-    const left = admin ? await leftBehind(admin, template).catch(() => []) : [];
+    const left = admin ? await leftBehind(admin, runTag).catch(() => []) : [];
     await admin?.query(sql`drop database if exists ${sql.ident(template)} with (force)`).catch(() => {});
     await admin?.dispose();
     await server?.stop();
@@ -157,7 +164,7 @@ async function startDatabase(): Promise<{ serverUrl: string; template: string; t
     } finally {
       await templateDb.dispose();
     }
-    return { serverUrl, template, teardown };
+    return { serverUrl, template, runTag, teardown };
   } catch (error) {
     await teardown();
     throw error;
@@ -166,19 +173,18 @@ async function startDatabase(): Promise<{ serverUrl: string; template: string; t
 
 /**
  * The test databases (test/helpers/database.ts) and login roles
- * (test/helpers/logins.ts) still on the server once every file has run:
- * each helper drops what it made after its test or file, so what is left
- * was never cleaned up (as under a hook that never ran: afterAll() inside a
- * test). Those of runs before this one on a shared DATABASE_URL server are
- * not counted: only those made since this run's template.
+ * (test/helpers/logins.ts) of this run still on the server once every file
+ * has run: each helper drops what it made after its test or file, so what
+ * is left was never cleaned up (as under a hook that never ran: afterAll()
+ * inside a test). Their names carry the run's tag, so that another run on
+ * a shared DATABASE_URL server, before this one or at the same time, is
+ * never counted.
  */
-async function leftBehind(admin: ConnectionPool, template: string): Promise<string[]> {
-  // (databases and roles take their oids from one server-wide counter)
+async function leftBehind(admin: ConnectionPool, runTag: string): Promise<string[]> {
   const rows = await admin.query(sql`
-    with run as (select oid as since from pg_database where datname = ${template})
-    select 'database ' || datname as what from pg_database, run where datname like 'permgraph\_test\_%' and oid > since
+    select 'database ' || datname as what from pg_database where datname like ${`permgraph\\_test\\_${runTag}\\_%`}
     union all
-    select 'role ' || rolname from pg_roles, run where rolname like 'login\_%' and oid > since
+    select 'role ' || rolname from pg_roles where rolname like ${`login\\_${runTag}\\_%`}
     order by 1`);
   return rows.map((row: { what: string }) => row.what);
 }
