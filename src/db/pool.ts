@@ -1,7 +1,8 @@
 import databases, { sql, type ConnectionPool, type Queryable } from '@databases/pg';
+import connectionString from '@databases/pg-connection-string';
 import { DEFAULT_APPLICATION_NAME, KEEPALIVE_INITIAL_DELAY_MS } from '../constants.ts';
 import { InvalidInputError } from '../errors.ts';
-import { tlsPlan } from './tls.ts';
+import { NODE_PG_SSL_SWITCH, tlsPlan, withoutNodePgSwitch } from './tls.ts';
 
 export { sql };
 export type { ConnectionPool, Queryable };
@@ -31,10 +32,10 @@ export function openPool(url: string, options: PoolOptions = {}): ConnectionPool
   if (!Number.isInteger(poolSize) || poolSize < 1) throw new InvalidInputError(`poolSize must be a positive integer, got ${poolSize}`);
   // @databases/pg is CommonJS; its callable export is reachable as .default in ESM.
   const plan = tlsPlan(url);
-  return readingUrl(() => databases.default({
+  return readingUrl(url, () => databases.default({
     // (under allow and prefer the URL as given: the pool reads a client
     // certificate's files from it itself)
-    connectionString: plan.plainIfRefused ? url : plan.url,
+    connectionString: plan.plainIfRefused ? withoutNodePgSwitch(url) : plan.url,
     bigIntMode: 'number',
     poolSize,
     applicationName: options.applicationName ?? DEFAULT_APPLICATION_NAME,
@@ -61,13 +62,21 @@ export function openPool(url: string, options: PoolOptions = {}): ConnectionPool
  * Runs the pool's construction, which parses the URL (and throws on nothing
  * else): a malformed one is an InvalidInputError that says it is the
  * database URL, without the URL (it may hold a password) and without the
- * parser's link to an old PostgreSQL manual.
+ * parser's link to an old PostgreSQL manual. So is a URL with a parameter
+ * that the pool's parser does not know (but NODE_PG_SSL_SWITCH, read by
+ * tls.ts), as libpq refuses one ("invalid URI query parameter"): the
+ * parser would print a warning to stderr, past the logger, and connect
+ * without it (a typo in sslmode's name, a statement_timeout that node-pg
+ * would apply to some connections, the pool to none).
  */
-function readingUrl(open: () => ConnectionPool): ConnectionPool {
+function readingUrl(url: string, open: () => ConnectionPool): ConnectionPool {
+  const unknown: string[] = [];
   try {
-    return open();
+    connectionString.default(url, { env: {}, unrecognisedOptionMode: (name) => void (name === NODE_PG_SSL_SWITCH || unknown.push(name)) });
+    if (unknown.length === 0) return open();
   } catch (error) {
     const reason = (error instanceof Error ? error.message : String(error)).replace(/\s*See https?:\S+ for examples\.$/, '');
     throw new InvalidInputError(`the database URL is not a PostgreSQL connection string: ${reason}`, undefined, { cause: error });
   }
+  throw new InvalidInputError(`the database URL has a parameter permgraph does not know: ${unknown.map((name) => JSON.stringify(name)).join(', ')}`);
 }

@@ -15,8 +15,14 @@ import { InvalidInputError } from '../errors.ts';
 export const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'] as const;
 export type SslMode = (typeof SSL_MODES)[number];
 
+/**
+ * node-pg's own switch to read sslmode as libpq does, which permgraph
+ * always does: taken, and ignored. The pool's parser does not know it.
+ */
+export const NODE_PG_SSL_SWITCH = 'uselibpqcompat';
+
 /** The URL parameters about TLS, which every client library reads its own way: taken out of the URL handed on. */
-const SSL_PARAMETERS = ['sslmode', 'ssl', 'sslcert', 'sslkey', 'sslrootcert', 'sslpassword', 'uselibpqcompat'];
+const SSL_PARAMETERS = ['sslmode', 'ssl', 'sslcert', 'sslkey', 'sslrootcert', 'sslpassword', NODE_PG_SSL_SWITCH];
 
 export interface TlsPlan {
   mode: SslMode;
@@ -125,6 +131,16 @@ function readUrl(url: string): { parsed: URL; several: boolean; restore: (text: 
       return undefined;
     }
   }
+}
+
+/**
+ * The URL without NODE_PG_SSL_SWITCH, the rest of its text as it was (a
+ * URL written again by URL would turn a %20 into a +, which the pool's
+ * parser reads as a +): for the pool under allow and prefer, which is
+ * handed the URL with its TLS parameters.
+ */
+export function withoutNodePgSwitch(url: string): string {
+  return url.replace(new RegExp(`([?&])${NODE_PG_SSL_SWITCH}=[^&#]*&?`, 'gi'), '$1').replace(/[?&](?=#|$)/, '');
 }
 
 /** node-pg's error when the server answers an SSL request with "no". */

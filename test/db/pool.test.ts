@@ -1,7 +1,7 @@
 // Opening a pool (src/db/pool.ts) on what an operator typed as the database
 // URL: a malformed one is refused at once, naming the problem, before any
 // connection is tried.
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { openPool } from '../../src/db/pool.ts';
 import { InvalidInputError } from '../../src/errors.ts';
 
@@ -15,6 +15,48 @@ describe('openPool', () => {
     expect(attempt).toThrow(InvalidInputError);
     expect(attempt).toThrow(message);
     expect(attempt).not.toThrow(/https?:|secret/); // (no link to an old manual; never the password)
+  });
+
+  // libpq refuses a parameter it does not know ('invalid URI query
+  // parameter'); the pool's parser printed a warning to stderr, past the
+  // injected logger, and went on without it (a statement_timeout there
+  // bounded node-pg's own connections, not the pool's).
+  it.each([
+    ['postgres://app:secret@db.example/app?foo=bar', 'foo'],
+    ['postgres://app:secret@db.example/app?sslmode=require&sslmdoe=verify-full', 'sslmdoe'],
+    ['postgres://app:secret@db.example/app?statement_timeout=1000', 'statement_timeout'],
+    ['postgres://app:secret@h1:5432,h2:5433/app?foo=bar', 'foo'],
+    ['host=/run/postgresql dbname=app password=secret foo=bar', 'foo'],
+  ])('refuses %j, whose parameter %s it does not know, with an InvalidInputError naming it, printing nothing', (url, name) => {
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => {});
+    try {
+      const attempt = () => openPool(url);
+      expect(attempt).toThrow(InvalidInputError);
+      expect(attempt).toThrow(`the database URL has a parameter permgraph does not know: "${name}"`);
+      expect(attempt).not.toThrow(/https?:|secret/);
+      expect(warn).not.toHaveBeenCalled();
+    } finally {
+      warn.mockRestore();
+    }
+  });
+
+  it.each([
+    'application_name=app&fallback_application_name=x&options=-c%20work_mem%3D8MB&client_encoding=UTF8',
+    'connect_timeout=5&keepalives=1&keepalives_idle=30&keepalives_interval=5&keepalives_count=3&tcp_user_timeout=1000',
+    'target_session_attrs=read-write',
+    'sslmode=require&sslcert=&sslkey=&sslpassword=x',
+    'sslmode=prefer&uselibpqcompat=true',
+    'ssl=true',
+    'dbname=other&user=u&port=5433',
+  ])('takes the connection parameters of PostgreSQL and node-pg (%s) without a word', async (query) => {
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => {});
+    try {
+      // (nothing connects: a pool opens its connections on first use)
+      await openPool(`postgres://app@db.example/app?${query}`).dispose();
+      expect(warn).not.toHaveBeenCalled();
+    } finally {
+      warn.mockRestore();
+    }
   });
 
   it('refuses a pool size below one', () => {
