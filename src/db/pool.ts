@@ -78,5 +78,12 @@ function readingUrl(url: string, open: () => ConnectionPool): ConnectionPool {
     const reason = (error instanceof Error ? error.message : String(error)).replace(/\s*See https?:\S+ for examples\.$/, '');
     throw new InvalidInputError(`the database URL is not a PostgreSQL connection string: ${reason}`, undefined, { cause: error });
   }
+  if (unknown.includes('channel_binding')) {
+    // (hosted servers put it in the URLs they hand out: say what to do)
+    throw new InvalidInputError(
+      'the database URL asks for channel_binding, which permgraph\'s connections do not do: remove it, and have TLS ' +
+        'check the server instead (sslmode=verify-full), which also keeps a server in the middle out',
+    );
+  }
   throw new InvalidInputError(`the database URL has a parameter permgraph does not know: ${unknown.map((name) => JSON.stringify(name)).join(', ')}`);
 }
