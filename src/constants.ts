@@ -54,6 +54,14 @@ export const KEEPALIVE_INITIAL_DELAY_MS = 10_000;
 export const CONNECT_TIMEOUT_MS = 10_000;
 
 /**
+ * How long a first connection is tried again while the server is starting
+ * (ms; isServerStarting), after waits of 100, 200, 300… ms, as @databases/pg
+ * tries its pool's first one (whatever the error, there). Any other failure
+ * is reported at once (src/db/client-config.ts, connectClient).
+ */
+export const SERVER_STARTING_RETRY_MS = 2_000;
+
+/**
  * The worker's own detection of a stalled network (src/worker/watchdog.ts),
  * which TCP keepalives leave to the OS (~11 min on Linux): a statement on
  * the worker's connection still unanswered after this long makes the worker

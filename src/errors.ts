@@ -105,6 +105,8 @@ export const SqlState = {
   /** what the append-only audit log raises on UPDATE and DELETE */
   insufficientPrivilege: '42501',
   adminShutdown: '57P01',
+  /** "the database system is starting up" (or shutting down, or in recovery): a login refused for now */
+  cannotConnectNow: '57P03',
   queryCanceled: '57014',
 } as const;
 
@@ -161,6 +163,19 @@ export function isConnectionError(error: unknown): boolean {
   if (error instanceof Error && CONNECTION_LOST_MESSAGES.test(error.message)) return true;
   const state = sqlStateOf(error);
   return state !== undefined && (state.startsWith('08') || ['57P01', '57P02', '57P03'].includes(state));
+}
+
+/**
+ * Whether a connection failed as one to a server that is starting fails:
+ * the login refused for now (57P03), or the connection closed under it
+ * right after the server's boot. Trying again may cure these, and only
+ * these: a wrong password (28P01), a role or a database that does not exist
+ * (28000, 3D000), a certificate refused, a port nothing listens on
+ * (ECONNREFUSED: psql does not try again either) fail the same way each time.
+ */
+export function isServerStarting(error: unknown): boolean {
+  if (sqlStateOf(error) === SqlState.cannotConnectNow) return true;
+  return error instanceof Error && /^Connection terminated unexpectedly/.test(error.message);
 }
 
 /** Transient failures after which a whole transaction may simply be retried. */

@@ -4,7 +4,9 @@
 // from them.
 import connectionString from '@databases/pg-connection-string';
 import pg, { type ClientConfig } from 'pg';
-import { CONNECT_TIMEOUT_MS, END_TIMEOUT_MS, KEEPALIVE_INITIAL_DELAY_MS } from '../constants.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CONNECT_TIMEOUT_MS, END_TIMEOUT_MS, KEEPALIVE_INITIAL_DELAY_MS, SERVER_STARTING_RETRY_MS } from '../constants.ts';
+import { isServerStarting } from '../errors.ts';
 import { isSocketDirectory, type PeerAddress } from './close-connection.ts';
 import { SocketKeeper } from './socket-keeper.ts';
 import { isTlsRefused, splitHostList, tlsPlan } from './tls.ts';
@@ -120,22 +122,43 @@ export async function onFirstHost<T>(url: string, attempt: (address: HostAddress
  * first of the URL's hosts that takes it (onFirstHost): a URL that lists
  * several ('h1,h2:5432', 'h1:5432,h2:5433') node-pg alone cannot read.
  * Each connection that failed is closed (its goodbye waited for
- * END_TIMEOUT_MS at most).
+ * END_TIMEOUT_MS at most). A server that is starting (isServerStarting) is
+ * tried again, all the hosts each time, for SERVER_STARTING_RETRY_MS; any
+ * other failure is reported at once, after one attempt: the first
+ * connection of every command, of Permgraph.connect() and of the worker's
+ * start is this one (src/db/pooler.ts), which the pool's retries for
+ * whatever error (@databases/pg, 2 s: six failed logins for a wrong
+ * password) then never meet. `sockets` keeps its socket (as clientConfig's
+ * option), for a caller that bounds its goodbye; `queryTimeoutMs` bounds
+ * each statement's wait for its answer (node-pg's query_timeout).
  */
-export async function connectClient(url: string, applicationName: string): Promise<pg.Client> {
-  const sockets = new SocketKeeper();
-  return onFirstHost(url, async (address) => {
-    let client: pg.Client | undefined;
+export async function connectClient(
+  url: string,
+  applicationName: string,
+  { sockets = new SocketKeeper(), queryTimeoutMs }: { sockets?: SocketKeeper; queryTimeoutMs?: number } = {},
+): Promise<pg.Client> {
+  const attempt = () =>
+    onFirstHost(url, async (address) => {
+      let client: pg.Client | undefined;
+      try {
+        client = new pg.Client({ ...(await clientConfig(url, applicationName, { sockets, address })), query_timeout: queryTimeoutMs, stream: sockets.stream });
+        client.on('error', () => {}); // (its errors reach the calls awaited here, then its user's handlers)
+        await client.connect();
+        return client;
+      } catch (error) {
+        if (client) await sockets.endWithin(client.end(), END_TIMEOUT_MS);
+        throw error;
+      }
+    });
+  const start = Date.now();
+  for (let tries = 1; ; tries++) {
     try {
-      client = new pg.Client({ ...(await clientConfig(url, applicationName, { sockets, address })), stream: sockets.stream });
-      client.on('error', () => {}); // (its errors reach the calls awaited here, then its user's handlers)
-      await client.connect();
-      return client;
+      return await attempt();
     } catch (error) {
-      if (client) await sockets.endWithin(client.end(), END_TIMEOUT_MS);
-      throw error;
+      if (!isServerStarting(error) || Date.now() - start >= SERVER_STARTING_RETRY_MS) throw error;
     }
-  });
+    await sleep(tries * 100);
+  }
 }
 
 /**

@@ -4,15 +4,16 @@ import { CANCEL_REQUEST_CODE } from '../constants.ts';
 
 /** The part of @databases/pg's connection (or transaction) reached here: its driver's node-pg client, and that client's socket. */
 interface PooledConnectionInternals {
-  _driver?: {
-    client?: {
-      host?: unknown;
-      port?: unknown;
-      processID?: unknown;
-      secretKey?: unknown;
-      connection?: { stream?: { destroy?: () => void; remoteAddress?: string; remotePort?: number } };
-    };
-  };
+  _driver?: { client?: ClientInternals };
+}
+
+/** The part of a node-pg client reached here: where it connected, what its server announced, and its socket. */
+interface ClientInternals {
+  host?: unknown;
+  port?: unknown;
+  processID?: unknown;
+  secretKey?: unknown;
+  connection?: { stream?: { destroy?: () => void; remoteAddress?: string; remotePort?: number } };
 }
 
 /**
@@ -68,8 +69,13 @@ export function closeConnectionNow(conn: Connection): boolean {
  * client is not where closeConnectionNow finds them.
  */
 export function connectionPeer(conn: Connection): PeerAddress | undefined {
-  const socket = socketOf(conn);
-  const client = (conn as unknown as PooledConnectionInternals)._driver?.client;
+  return clientPeer((conn as unknown as PooledConnectionInternals)._driver?.client);
+}
+
+/** Where a node-pg client's connection went, read as connectionPeer reads a pooled one's (a raw client's, too). */
+export function clientPeer(raw: object | undefined): PeerAddress | undefined {
+  const client = raw as ClientInternals | undefined;
+  const socket = client?.connection?.stream;
   const name = client?.host;
   const { remoteAddress: host, remotePort: port } = socket ?? {};
   if (typeof host === 'string' && typeof port === 'number') return typeof name === 'string' && name !== '' ? { host, port, name } : { host, port };
@@ -85,7 +91,12 @@ export function connectionPeer(conn: Connection): PeerAddress | undefined {
  * the socket.
  */
 export function announcedPid(conn: Connection): number | undefined {
-  const pid = (conn as unknown as PooledConnectionInternals)._driver?.client?.processID;
+  return clientAnnouncedPid((conn as unknown as PooledConnectionInternals)._driver?.client);
+}
+
+/** The process id a node-pg client's server announced at its start (announcedPid, of a raw client too). */
+export function clientAnnouncedPid(raw: object | undefined): number | undefined {
+  const pid = (raw as ClientInternals | undefined)?.processID;
   return typeof pid === 'number' ? pid : undefined;
 }
 

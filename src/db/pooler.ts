@@ -5,8 +5,8 @@ import type { Connection } from '@databases/pg';
 import pg, { type ClientConfig } from 'pg';
 import { END_TIMEOUT_MS, POOLER_CHECK_APPLICATION_NAME, POOLER_CHECK_TIMEOUT_MS } from '../constants.ts';
 import { PermgraphError, SharedSessionError } from '../errors.ts';
-import { clientConfig } from './client-config.ts';
-import { announcedPid, connectionPeer, type PeerAddress } from './close-connection.ts';
+import { clientConfig, connectClient } from './client-config.ts';
+import { announcedPid, clientAnnouncedPid, clientPeer, type PeerAddress } from './close-connection.ts';
 import { openPool, sql, type ConnectionPool, type PoolOptions } from './pool.ts';
 import { SocketKeeper } from './socket-keeper.ts';
 
@@ -153,28 +153,28 @@ async function serverPid(client: pg.Client): Promise<number> {
 }
 
 /**
- * The first question, asked on a connection of a pool on `url`: whether
+ * The first question, asked on a connection of its own to `url`: whether
  * that connection is a server session of its own (the process id it
  * announced at its start is the server's: nothing in between made one
- * up), and the address it reached. The pool reads URLs that list several
- * hosts ('h1,h2:5432', 'h1:5432,h2:5433'), which node-pg alone cannot, so
- * the raw clients of the sharing check connect to that address: they meet
- * the server (or pooler) the pool's connections meet. Bounded only when
- * asking about sharing (the worker's check, doctor's): an application's
- * connect() waits for a busy pool's session as any of its statements
- * would, rather than failing after POOLER_CHECK_TIMEOUT_MS.
+ * up), and the address it reached. It is the first connection of every
+ * command, of Permgraph.connect() and of the worker's start: made by
+ * connectClient, which reports a failure that trying again cannot cure
+ * after one attempt, where a pool's first connection would try again for
+ * 2 s whatever the error. It reads URLs that list several hosts
+ * ('h1,h2:5432', 'h1:5432,h2:5433') as the pool does (onFirstHost), so
+ * the raw clients of the sharing check connect to the address it reached:
+ * they meet the server (or pooler) the pool's connections meet. Bounded
+ * only when asking about sharing (the worker's check, doctor's): an
+ * application's connect() waits for a busy pool's session as any of its
+ * statements would, rather than failing after POOLER_CHECK_TIMEOUT_MS.
  */
 async function firstLook(url: string, bounded: boolean): Promise<{ direct: boolean; address: PeerAddress | undefined }> {
-  const pool = openPool(url, {
-    poolSize: 1,
-    pinSearchPath: false,
-    applicationName: POOLER_CHECK_APPLICATION_NAME,
-    queryTimeoutMs: bounded ? POOLER_CHECK_TIMEOUT_MS : undefined,
-  });
+  const sockets = new SocketKeeper();
+  const client = await connectClient(url, POOLER_CHECK_APPLICATION_NAME, { sockets, queryTimeoutMs: bounded ? POOLER_CHECK_TIMEOUT_MS : undefined });
   try {
-    return await pool.task(async (conn) => ({ direct: (await serverSession(conn)).direct, address: connectionPeer(conn) }));
+    return { direct: clientAnnouncedPid(client) === (await serverPid(client)), address: clientPeer(client) };
   } finally {
-    await pool.dispose();
+    await sockets.endWithin(client.end(), END_TIMEOUT_MS);
   }
 }
 

@@ -22,6 +22,12 @@ export interface FakePostgres {
   release(): void;
   /** How a LISTEN is answered: done, or an error (as a server that refuses it). */
   listenAnswer: 'ok' | 'error';
+  /**
+   * How many logins from now on are refused as a server that is starting
+   * refuses them (FATAL 57P03 "the database system is starting up", then
+   * the connection closed); those after are let in.
+   */
+  startingUp: number;
   /** Closes every connection from the server's side (a restart, a pg_terminate_backend). */
   dropAll(): void;
   close(): Promise<void>;
@@ -41,8 +47,10 @@ const authenticationOk = () => message('R', Buffer.from([0, 0, 0, 0]));
 const readyForQuery = () => message('Z', Buffer.from('I'));
 const commandComplete = (tag: string) => message('C', cstring(tag));
 const notice = () => message('N', Buffer.concat([Buffer.from('S'), cstring('NOTICE'), Buffer.from('M'), cstring('still here'), Buffer.from([0])]));
-const errorResponse = (text: string) =>
-  message('E', Buffer.concat([Buffer.from('S'), cstring('ERROR'), Buffer.from('C'), cstring('XX000'), Buffer.from('M'), cstring(text), Buffer.from([0])]));
+const errorOf = (severity: string, code: string, text: string) =>
+  message('E', Buffer.concat([Buffer.from('S'), cstring(severity), Buffer.from('C'), cstring(code), Buffer.from('M'), cstring(text), Buffer.from([0])]));
+const errorResponse = (text: string) => errorOf('ERROR', 'XX000', text);
+const fatal = (code: string, text: string) => errorOf('FATAL', code, text);
 
 export async function startFakePostgres(): Promise<FakePostgres> {
   const open = new Set<Socket>();
@@ -65,6 +73,11 @@ export async function startFakePostgres(): Promise<FakePostgres> {
           if (code === SSL_REQUEST) {
             socket.write('N');
             continue;
+          }
+          if (fake.startingUp > 0) {
+            fake.startingUp--;
+            socket.end(fatal('57P03', 'the database system is starting up'));
+            return;
           }
           started = true;
           socket.write(Buffer.concat([authenticationOk(), readyForQuery()]));
@@ -116,6 +129,7 @@ export async function startFakePostgres(): Promise<FakePostgres> {
       for (const answer of held.splice(0)) answer();
     },
     listenAnswer: 'ok',
+    startingUp: 0,
     dropAll() {
       for (const socket of open) socket.destroy();
     },
