@@ -236,7 +236,6 @@ async function settingsCheck(db: Queryable): Promise<DoctorCheck> {
   return { name: 'settings', status: 'warn', message: advice.join('; ') };
 }
 
-
 function workerCheck(status: Status): DoctorCheck {
   const blocking = status.blocking_sessions ?? [];
   if (blocking.length > 0) {

@@ -101,20 +101,22 @@ export async function migrate(db: Queryable, logger: Logger = silentLogger): Pro
     // --migrate` as, to find nothing to do) would fail on it.
     const [{ present }] = await tx.query(sql`
       select to_regclass('permgraph.migrations') is not null and to_regclass('permgraph.function_files') is not null as present`);
-    if (!present) await assertMayCreateSchema(tx);
-    if (!present) await tx.query(sql`
-      create schema if not exists permgraph;
-      create table if not exists permgraph.migrations (
-        version integer primary key,
-        name text not null,
-        checksum text not null,
-        applied_at timestamptz not null default now()
-      );
-      create table if not exists permgraph.function_files (
-        name text primary key,
-        checksum text not null,
-        applied_at timestamptz not null default now()
-      );`);
+    if (!present) {
+      await assertMayCreateSchema(tx);
+      await tx.query(sql`
+        create schema if not exists permgraph;
+        create table if not exists permgraph.migrations (
+          version integer primary key,
+          name text not null,
+          checksum text not null,
+          applied_at timestamptz not null default now()
+        );
+        create table if not exists permgraph.function_files (
+          name text primary key,
+          checksum text not null,
+          applied_at timestamptz not null default now()
+        );`);
+    }
     const applied = new Map((await appliedMigrations(tx)).map((m) => [m.version, m]));
     assertConsistent(migrations, applied);
     if (migrations.some((m) => !applied.has(m.version))) await assertReadsClusterIdentity(tx);

@@ -121,10 +121,12 @@ export async function readOnly<T>(
   try {
     return await db.tx(async (tx) => {
       [{ path: sessionPath }] = await tx.query(sql`select pg_catalog.current_setting('search_path') as path`);
-      await tx.query(sql`select pg_catalog.set_config('search_path', ${PINNED_SEARCH_PATH.join(', ')}, true)`);
-      // (as pg_dump does: a table whose row-level security would hide rows
-      // from this login raises an error, rather than the run loading short)
-      await tx.query(sql`select pg_catalog.set_config('row_security', 'off', true)`);
+      // (row_security off, as pg_dump reads: a table whose row-level
+      // security would hide rows from this login raises an error, rather
+      // than the run loading short)
+      await tx.query(sql`
+        select pg_catalog.set_config('search_path', ${PINNED_SEARCH_PATH.join(', ')}, true),
+               pg_catalog.set_config('row_security', 'off', true)`);
       return run(tx);
     }, { readOnly: true });
   } catch (error) {
