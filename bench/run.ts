@@ -39,6 +39,7 @@ interface Options {
   capture: boolean;
   import: boolean;
   hol: boolean;
+  scaling: boolean;
   workerChunkPairs: number | null;
   /** The major version of PostgreSQL to run on (a throwaway cluster); undefined: the embedded server. */
   postgres?: string;
@@ -52,7 +53,7 @@ function parseOptions(): Options {
     .option('--shape <shapes>', `comma-separated: ${SHAPES.join(',')}`, SHAPES.join(','))
     .option('--graph <dir>', 'measure an external nodes.csv/grants.csv pair instead of generated shapes')
     .option('--seed <seed>', 'generator seed', DEFAULT_SEED)
-    .option('--keep', 'keep the benchmark databases afterwards (the shapes\', --import\'s and --hol\'s; refused with --coldstart, --stock, --capture, --stream and --expiry)', false)
+    .option('--keep', 'keep the benchmark databases afterwards (the shapes\', --import\'s, --hol\'s and --scaling\'s; refused with --coldstart, --stock, --capture, --stream and --expiry)', false)
     .option('--skip-reads', 'skip the read benchmarks', false)
     .option('--skip-incremental', 'skip the incremental benchmarks', false)
     .option('--no-worker', 'skip the worker end-to-end benchmarks')
@@ -64,12 +65,14 @@ function parseOptions(): Options {
     .option('--capture', 'only measure one INSERT of 100,000 grants against a plain table with the same indexes (bench/measure/capture.ts), then exit', false)
     .option('--import', 'only measure permgraph import at three sizes (--size) onto a database holding data (bench/measure/import.ts); saved and reported', false)
     .option('--hol', 'only measure head-of-line blocking: a huge grant on org (--size) with a stream of small changes, chunking off and on (bench/measure/hol.ts); saved and reported', false)
+    .option('--scaling', 'only measure the same changes on org small and org large side by side, in two databases of one server (bench/measure/scaling.ts; both sizes, so no --size); saved and reported', false)
     .option('--postgres <major>', `run on a throwaway cluster of this major version of PostgreSQL (${Object.keys(POSTGRES_BINARIES).join(', ')}) with the embedded server's settings; the report compares it with the embedded one`)
     .parse();
-  const o = program.opts<{ size: string; shape: string; graph?: string; seed: string; keep: boolean; skipReads: boolean; skipIncremental: boolean; worker: boolean; coldstart: boolean; stock: boolean; stream: boolean; expiry: boolean; capture: boolean; import: boolean; hol: boolean; workerChunkPairs: string; postgres?: string }>();
+  const o = program.opts<{ size: string; shape: string; graph?: string; seed: string; keep: boolean; skipReads: boolean; skipIncremental: boolean; worker: boolean; coldstart: boolean; stock: boolean; stream: boolean; expiry: boolean; capture: boolean; import: boolean; hol: boolean; scaling: boolean; workerChunkPairs: string; postgres?: string }>();
   // (commander's error: the message and exit code 1, no stack trace)
   const refuse: (message: string) => never = (message) => program.error(`bench: ${message}`);
   if (o.size !== 'small' && o.size !== 'large') refuse(`--size must be small or large, got ${o.size}`);
+  if (o.scaling && program.getOptionValueSource('size') === 'cli') refuse('--scaling measures org small and org large side by side: drop --size');
   if (!/^\d+$/.test(o.workerChunkPairs)) refuse(`--worker-chunk-pairs must be a whole number, got ${o.workerChunkPairs}`);
   const shapes = o.shape.split(',').map((s) => s.trim()).filter(Boolean);
   for (const s of shapes) if (!SHAPES.includes(s as Shape)) refuse(`unknown shape ${s}; use ${SHAPES.join(', ')}`);
@@ -78,17 +81,17 @@ function parseOptions(): Options {
   if (o.graph !== undefined && program.getOptionValueSource('shape') === 'cli') refuse('--graph measures that CSV pair instead of the generated shapes: drop --shape');
   // (they ran and dropped or deleted everything, --keep or not)
   if (o.keep && (o.coldstart || o.stock || o.capture || o.stream || o.expiry)) {
-    refuse('--keep keeps the databases of the shapes\' runs, --import and --hol; --coldstart has none, --stock and --capture delete the servers they start, --stream and --expiry drop theirs');
+    refuse('--keep keeps the databases of the shapes\' runs, --import, --hol and --scaling; --coldstart has none, --stock and --capture delete the servers they start, --stream and --expiry drop theirs');
   }
   if (o.postgres !== undefined) {
     if (!isSupportedMajor(o.postgres)) refuse(`--postgres must be a major version of PostgreSQL: ${Object.keys(POSTGRES_BINARIES).join(', ')} (got ${o.postgres})`);
     if (process.env.DATABASE_URL) refuse('--postgres starts a server of its own: unset DATABASE_URL, or drop --postgres');
     if (o.keep) refuse('--keep keeps the databases, and --postgres deletes its cluster afterwards: run that version yourself and point DATABASE_URL at it');
     if (o.coldstart || o.stock || o.stream || o.expiry || o.capture) {
-      refuse('--postgres applies to the shapes\' runs, --import and --hol; --coldstart, --stock, --stream, --expiry and --capture start servers of their own');
+      refuse('--postgres applies to the shapes\' runs, --import, --hol and --scaling; --coldstart, --stock, --stream, --expiry and --capture start servers of their own');
     }
   }
-  return { size: o.size, shapes: shapes as Shape[], graph: o.graph, seed: o.seed, keep: o.keep, skipReads: o.skipReads, skipIncremental: o.skipIncremental, worker: o.worker, coldstart: o.coldstart, stock: o.stock, stream: o.stream, expiry: o.expiry, capture: o.capture, import: o.import, hol: o.hol,
+  return { size: o.size, shapes: shapes as Shape[], graph: o.graph, seed: o.seed, keep: o.keep, skipReads: o.skipReads, skipIncremental: o.skipIncremental, worker: o.worker, coldstart: o.coldstart, stock: o.stock, stream: o.stream, expiry: o.expiry, capture: o.capture, import: o.import, hol: o.hol, scaling: o.scaling,
     workerChunkPairs: o.workerChunkPairs === '0' ? null : Number(o.workerChunkPairs), postgres: o.postgres };
 }
 
@@ -259,7 +262,7 @@ async function main(): Promise<void> {
     out(formatExpiry(await measureExpiry(options.size, options.seed)));
     return;
   }
-  const list = options.import || options.hol ? [] : await targets(options);
+  const list = options.import || options.hol || options.scaling ? [] : await targets(options);
   const server = await startServer(options.postgres);
   stopServer = () => (stopping ??= server.stop());
   const shapes: ShapeResult[] = [];
@@ -281,7 +284,14 @@ async function main(): Promise<void> {
       hol = await measureHol(server.url, options.size, options.seed, { keep: options.keep });
       out(formatHol(hol));
     }
-    const run = envelope({ postgres, server: server.origin, shapes, ...(imported ? { import: imported } : {}), ...(hol ? { hol } : {}) });
+    let scaling: RunResult['scaling'];
+    if (options.scaling) {
+      const { measureScaling, formatScaling } = await import('./measure/scaling.ts');
+      say('\n== small against large, side by side (org)');
+      scaling = await measureScaling(server.url, options.seed, { keep: options.keep });
+      out(formatScaling(scaling));
+    }
+    const run = envelope({ postgres, server: server.origin, shapes, ...(imported ? { import: imported } : {}), ...(hol ? { hol } : {}), ...(scaling ? { scaling } : {}) });
     const file = await saveRun(run);
     const report = await writeReport();
     for (const shape of shapes) out(formatShape(shape));

@@ -2,6 +2,7 @@
 import type { CaptureResult } from '../measure/capture.ts';
 import type { ColdStartResult } from '../measure/coldstart.ts';
 import type { HolResult } from '../measure/hol.ts';
+import type { ScalingResult } from '../measure/scaling.ts';
 import type { ImportResult } from '../measure/import.ts';
 import type { IncrementalResult } from '../measure/incremental.ts';
 import type { ReadsResult } from '../measure/reads.ts';
@@ -61,6 +62,8 @@ export interface RunResult {
   import?: ImportResult;
   /** Head-of-line blocking: a huge grant with a stream of small changes, chunking off and on (bench/measure/hol.ts; `--hol` runs only this). */
   hol?: HolResult;
+  /** The same probe changes on org small and org large side by side (bench/measure/scaling.ts; `--scaling` runs only this). */
+  scaling?: ScalingResult;
   /** One change on a server with default settings, and against the one-row commit floor (`--stock`). */
   stock?: StockServerResult;
   /** One INSERT of 100,000 grants against a plain table (`--capture`). */
@@ -70,4 +73,4 @@ export interface RunResult {
 }
 
 /** The phases run alone, each saved as a run of its own. */
-export const SOLO_PHASES = ['import', 'hol', 'stock', 'capture', 'coldstart'] as const;
+export const SOLO_PHASES = ['import', 'hol', 'scaling', 'stock', 'capture', 'coldstart'] as const;

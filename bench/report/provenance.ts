@@ -5,7 +5,7 @@ import type { RunResult } from '../lib/result.ts';
 export type Runs = { run: RunResult; file: string }[];
 
 /** The phases found at most once per report: the newest clean run holding each. */
-type NewestPhase = 'import' | 'stock' | 'capture' | 'coldstart';
+type NewestPhase = 'import' | 'scaling' | 'stock' | 'capture' | 'coldstart';
 
 /** The newest run of a clean commit holding this phase, with the phase's result. */
 export function newestPhase<K extends NewestPhase>(runs: Runs, phase: K): { run: RunResult; file: string; result: NonNullable<RunResult[K]> } | null {

@@ -9,7 +9,7 @@ import type { KindResult } from '../measure/incremental.ts';
 import type { WorkerResult } from '../measure/worker/index.ts';
 import { holSection } from './hol-section.ts';
 import { cpuPerChange, limitsSection, us, type LocalTail } from './limits-section.ts';
-import { newestPhase, runSource } from './provenance.ts';
+import { newestPhase, runSource, type Runs } from './provenance.ts';
 import { APPLY_VS_COMMIT_GOAL, CAPTURE_GOAL, soloSection, STOCK_SERVER_GOAL, WRITE_AND_APPLY_VS_COMMIT_GOAL } from './solo-section.ts';
 import { formatValue, renderBarChart } from './svg.ts';
 import { embeddedFirst, majorOf, versionsSection, type VersionFigures } from './versions-section.ts';
@@ -305,21 +305,41 @@ function goals(entries: Entry[], runs: { run: RunResult; file: string }[]): stri
   return ['## Goals', '', '| goal | where | measured | status |', '|---|---|---:|---|', ...rows.map((r) => `| ${r.join(' | ')} |`)];
 }
 
-function scaling(entries: Entry[]): string[] {
-  const lines = ['## Cost follows the affected subgraph', '', 'The same changes inside the fixed-size probe cluster (ids `x…`, identical at every size) on the small and the large graph. Equal regions and writes with similar latency mean the cost does not grow with the graph.', ''];
-  let any = false;
-  for (const shape of ['org']) {
-    const small = entries.find((e) => e.shape.shape === shape && e.shape.size === 'small');
-    const large = entries.find((e) => e.shape.shape === shape && e.shape.size === 'large');
-    if (!small || !large) continue;
-    any = true;
-    lines.push(`| ${shape}: change | small median | large median | small region | large region | small written | large written |`, '|---|---:|---:|---:|---:|---:|---:|');
-    for (const k of kinds(small, 'probe')) {
-      const l = kinds(large, 'probe').find((x) => x.kind === k.kind);
-      lines.push(`| ${k.kind} | ${ms(k.latency.median)} | ${ms(l?.latency.median)} | ${k.regionPairs.median} | ${l?.regionPairs.median ?? 'n/a'} | ${k.written.median} | ${l?.written.median ?? 'n/a'} |`);
+/**
+ * Whether a change costs what its region costs whatever the graph's size:
+ * the same probe-cluster changes on org small and org large. Side by side
+ * (`--scaling`: one server, ABBA) when measured; else from the newest
+ * small and large runs, which ran hours apart on a host whose speed moves
+ * (their calibrations say by how much), so their latencies compare loosely.
+ */
+function scaling(entries: Entry[], runs: Runs): string[] {
+  const lines = ['## Cost follows the affected subgraph', ''];
+  const side = newestPhase(runs, 'scaling');
+  if (side) {
+    const r = side.result;
+    lines.push(
+      `${runSource(side.run, side.file)} The same changes inside the fixed-size probe cluster (ids \`x…\`, identical at every size) on org small (${num(r.graphs.small.permissions)} rows) and org large (${num(r.graphs.large.permissions)} rows), in two databases of one server, applied to each in turn (ABBA), ${r.samplesPerKind} of each kind on each. Equal regions and writes at equal cost mean the cost does not grow with the graph, and a small graph pays no more than a large one (issue 12). Server side: the applying function's own time.`,
+      '',
+      '| org: change | small median | large median | small ÷ large | server side, small | large | small ÷ large | region small / large | written small / large |',
+      '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+    );
+    for (const k of r.kinds) {
+      lines.push(`| ${k.kind} | ${ms(k.small.latency.median)} | ${ms(k.large.latency.median)} | ${k.latencyRatio}× | ${ms(k.small.serverMs.median)} | ${ms(k.large.serverMs.median)} | ${k.serverRatio}× | ${k.small.regionPairs.median} / ${k.large.regionPairs.median} | ${k.small.written.median} / ${k.large.written.median} |`);
     }
+    lines.push(`| all kinds pooled | | | **${r.pooled.latencyRatio}×** | | | **${r.pooled.serverRatio}×** | | |`);
+    return lines;
   }
-  if (!any) lines.push('Not available yet: needs a small and a large run of org (`npm run bench -- --size large --shape org`).');
+  const small = entries.find((e) => e.shape.shape === 'org' && e.shape.size === 'small');
+  const large = entries.find((e) => e.shape.shape === 'org' && e.shape.size === 'large');
+  if (!small || !large) return [...lines, 'Not available yet: `npm run bench -- --scaling` measures org small and org large side by side.'];
+  lines.push(
+    'The same changes inside the fixed-size probe cluster (ids `x…`, identical at every size) on the small and the large graph, from the newest run of each: runs at different times, whose host speeds differ as their calibrations in the table at the top say. `npm run bench -- --scaling` measures them side by side.', '',
+    '| org: change | small median | large median | small region | large region | small written | large written |', '|---|---:|---:|---:|---:|---:|---:|',
+  );
+  for (const k of kinds(small, 'probe')) {
+    const l = kinds(large, 'probe').find((x) => x.kind === k.kind);
+    lines.push(`| ${k.kind} | ${ms(k.latency.median)} | ${ms(l?.latency.median)} | ${k.regionPairs.median} | ${l?.regionPairs.median ?? 'n/a'} | ${k.written.median} | ${l?.written.median ?? 'n/a'} |`);
+  }
   return lines;
 }
 
@@ -598,7 +618,7 @@ export async function writeReport(): Promise<string> {
   const largeOrgRates = largeOrg ? workerOf(largeOrg)?.rates ?? null : null;
   const lines = [...header(runs, entries), '', ...summaryTable(entries), '', ...goals(entries, runs), '', ...limitsSection(runs, { largeOrgRates, largeOrgFloorRowsPerSecond: largeOrg?.shape.refresh.floorRowsPerSecond ?? null, sustainedGoal: SUSTAINED_GOAL, checkGoalMs: CHECK_GOAL_MS, firstPagesServerMs: firstPagesServer(entries),
     checkServerMs: entries.flatMap((e) => (e.shape.reads ? [e.shape.reads.check.server.permgraph.median] : [])),
-    noopVsFloor: entries.map((e) => upToDateRatio(e.shape.refresh)), noopGoal: NOOP_REFRESH_GOAL, largeOrgLocalTail: largeOrgLocalTail(largeOrg) }), '', ...scaling(entries), '', ...soloSection(runs), '', ...importSection(all), '', ...holSection(all, EMBEDDED_MAJOR), '',
+    noopVsFloor: entries.map((e) => upToDateRatio(e.shape.refresh)), noopGoal: NOOP_REFRESH_GOAL, largeOrgLocalTail: largeOrgLocalTail(largeOrg) }), '', ...scaling(entries, runs), '', ...soloSection(runs), '', ...importSection(all), '', ...holSection(all, EMBEDDED_MAJOR), '',
     ...paragraph(versionsSection(EMBEDDED_MAJOR, [...entries.map(versionFigures), ...otherVersions(all)])),
     'Engine problems found while building these benchmarks, with EXPLAIN evidence: [bench/FINDINGS.md](../FINDINGS.md).', '', '## Details'];
   for (const e of entries) {
