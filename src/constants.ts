@@ -43,14 +43,15 @@ export const LISTENER_APPLICATION_NAME = 'permgraph-listener';
 export const DEFAULT_APPLICATION_NAME = 'permgraph';
 
 /**
- * TCP keepalive on every connection permgraph opens: the first probe after
+ * TCP keepalive on every connection permgraph opens (unless the URL sets
+ * keepalives=0 or keepalives_idle): the first probe after
  * this long idle (ms), so that a peer gone without closing (a partition, a
  * host that died) is noticed in minutes (the OS's interval and count then:
  * ~11 min on Linux), not after the OS's two hours.
  */
 export const KEEPALIVE_INITIAL_DELAY_MS = 10_000;
 
-/** How long a raw client (LISTEN, COPY) may take to connect (ms): a host that drops packets otherwise takes minutes. */
+/** How long each connection (the pool's, a raw client's) may take to connect (ms) when the URL sets no connect_timeout: a host that drops packets otherwise takes minutes. */
 export const CONNECT_TIMEOUT_MS = 10_000;
 
 /**

@@ -5,11 +5,12 @@
 import connectionString from '@databases/pg-connection-string';
 import pg, { type ClientConfig } from 'pg';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CONNECT_TIMEOUT_MS, END_TIMEOUT_MS, KEEPALIVE_INITIAL_DELAY_MS, SERVER_STARTING_RETRY_MS } from '../constants.ts';
+import { END_TIMEOUT_MS, SERVER_STARTING_RETRY_MS } from '../constants.ts';
 import { isServerStarting } from '../errors.ts';
 import { isSocketDirectory, type PeerAddress } from './close-connection.ts';
 import { SocketKeeper } from './socket-keeper.ts';
 import { isTlsRefused, splitHostList, tlsPlan } from './tls.ts';
+import { readUrlParameters } from './url-parameters.ts';
 
 /** Where a raw client connects instead of the URL's host: a reached address (PeerAddress), or one of the hosts a URL lists, whose port may be the default. */
 export type HostAddress = Omit<PeerAddress, 'port'> & { port?: number };
@@ -22,7 +23,7 @@ export interface ClientConfigOptions {
    * keeper of its own.
    */
   sockets?: SocketKeeper;
-  /** How long that connection may take to connect (ms; default CONNECT_TIMEOUT_MS). */
+  /** How long that connection may take to connect (ms; default, and at most, the URL's connect_timeout: url-parameters.ts). */
   connectTimeoutMs?: number;
   /**
    * Connect to this address instead of the URL's host and port: the server
@@ -45,6 +46,7 @@ export interface ClientConfigOptions {
  */
 export async function clientConfig(url: string, applicationName: string, options: ClientConfigOptions = {}): Promise<ClientConfig> {
   const plan = tlsPlan(url);
+  const settings = readUrlParameters(url);
   // (verify-full checks the name of the host the address was reached by,
   // not the address: of a URL listing several, the one that answered)
   const name = options.address?.name;
@@ -52,14 +54,14 @@ export async function clientConfig(url: string, applicationName: string, options
     connectionString: options.address ? atAddress(plan.url, options.address) : plan.url,
     ssl: plan.tls && plan.mode === 'verify-full' && name !== undefined ? { ...plan.tls, host: name } : (plan.tls ?? false),
     application_name: applicationName,
-    // as the pool's connections (pool.ts)
-    keepAlive: true,
-    keepAliveInitialDelayMillis: KEEPALIVE_INITIAL_DELAY_MS,
-    connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+    // as the pool's connections (pool.ts): node-pg reads neither from the URL
+    keepAlive: settings.keepAlive,
+    keepAliveInitialDelayMillis: settings.keepAliveInitialDelayMs,
+    connectionTimeoutMillis: settings.connectTimeoutMs,
   };
   if (!plan.plainIfRefused) return config;
   const sockets = options.sockets ?? new SocketKeeper();
-  const check = new pg.Client({ ...config, connectionTimeoutMillis: options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS, stream: sockets.stream });
+  const check = new pg.Client({ ...config, connectionTimeoutMillis: tighterConnectTimeout(config.connectionTimeoutMillis, options.connectTimeoutMs), stream: sockets.stream });
   check.on('error', () => {});
   try {
     await check.connect();
@@ -70,6 +72,16 @@ export async function clientConfig(url: string, applicationName: string, options
   } finally {
     await sockets.endWithin(check.end(), END_TIMEOUT_MS);
   }
+}
+
+/**
+ * The shorter of two bounds on connecting (ms; 0 is none, as node-pg's
+ * connectionTimeoutMillis): the URL's, and a caller's own (the watchdog's
+ * probe, whose whole probe has a deadline).
+ */
+export function tighterConnectTimeout(urlMs: number, callerMs: number | undefined): number {
+  if (callerMs === undefined || callerMs <= 0) return urlMs;
+  return urlMs > 0 ? Math.min(urlMs, callerMs) : callerMs;
 }
 
 /**

@@ -1,8 +1,8 @@
 import databases, { sql, type ConnectionPool, type Queryable } from '@databases/pg';
-import connectionString from '@databases/pg-connection-string';
-import { DEFAULT_APPLICATION_NAME, KEEPALIVE_INITIAL_DELAY_MS } from '../constants.ts';
+import { DEFAULT_APPLICATION_NAME } from '../constants.ts';
 import { InvalidInputError } from '../errors.ts';
-import { NODE_PG_SSL_SWITCH, tlsPlan, withoutNodePgSwitch } from './tls.ts';
+import { tlsPlan, withoutNodePgSwitch } from './tls.ts';
+import { notAConnectionString, readUrlParameters } from './url-parameters.ts';
 
 export { sql };
 export type { ConnectionPool, Queryable };
@@ -32,7 +32,8 @@ export function openPool(url: string, options: PoolOptions = {}): ConnectionPool
   if (!Number.isInteger(poolSize) || poolSize < 1) throw new InvalidInputError(`poolSize must be a positive integer, got ${poolSize}`);
   // @databases/pg is CommonJS; its callable export is reachable as .default in ESM.
   const plan = tlsPlan(url);
-  return readingUrl(url, () => databases.default({
+  const settings = readUrlParameters(url);
+  return readingUrl(() => databases.default({
     // (under allow and prefer the URL as given: the pool reads a client
     // certificate's files from it itself)
     connectionString: plan.plainIfRefused ? withoutNodePgSwitch(url) : plan.url,
@@ -47,10 +48,13 @@ export function openPool(url: string, options: PoolOptions = {}): ConnectionPool
     // text[] beats pg_catalog's polymorphic unnest wherever public is on the
     // path). Applications name their own tables with their schema.
     schema: options.pinSearchPath === false ? undefined : PINNED_SEARCH_PATH,
-    // A server gone without closing the connection is noticed (the OS's
-    // probes start after this delay) instead of a query waiting for hours.
-    keepAlive: true,
-    keepAliveInitialDelayMilliseconds: KEEPALIVE_INITIAL_DELAY_MS,
+    // What the URL says of connecting and keepalives (url-parameters.ts),
+    // as every raw client takes it: by default a server gone without
+    // closing the connection is noticed (the OS's probes start after
+    // KEEPALIVE_INITIAL_DELAY_MS) instead of a query waiting for hours.
+    connectionTimeoutMilliseconds: settings.connectTimeoutMs,
+    keepAlive: settings.keepAlive,
+    keepAliveInitialDelayMilliseconds: settings.keepAliveInitialDelayMs,
     // An idle connection dropped by the server (restart, pg_terminate_backend)
     // is replaced on next use; the default handler would print to stderr.
     onError: options.onIdleError ?? (() => {}),
@@ -59,31 +63,14 @@ export function openPool(url: string, options: PoolOptions = {}): ConnectionPool
 }
 
 /**
- * Runs the pool's construction, which parses the URL (and throws on nothing
- * else): a malformed one is an InvalidInputError that says it is the
- * database URL, without the URL (it may hold a password) and without the
- * parser's link to an old PostgreSQL manual. So is a URL with a parameter
- * that the pool's parser does not know (but NODE_PG_SSL_SWITCH, read by
- * tls.ts), as libpq refuses one ("invalid URI query parameter"): the
- * parser would print a warning to stderr, past the logger, and connect
- * without it (a typo in sslmode's name, a statement_timeout that node-pg
- * would apply to some connections, the pool to none).
+ * Runs the pool's construction, which reads the URL again (its hosts and
+ * ports) and throws on nothing else: a URL it cannot read is an
+ * InvalidInputError, as readUrlParameters' are.
  */
-function readingUrl(url: string, open: () => ConnectionPool): ConnectionPool {
-  const unknown: string[] = [];
+function readingUrl(open: () => ConnectionPool): ConnectionPool {
   try {
-    connectionString.default(url, { env: {}, unrecognisedOptionMode: (name) => void (name === NODE_PG_SSL_SWITCH || unknown.push(name)) });
-    if (unknown.length === 0) return open();
+    return open();
   } catch (error) {
-    const reason = (error instanceof Error ? error.message : String(error)).replace(/\s*See https?:\S+ for examples\.$/, '');
-    throw new InvalidInputError(`the database URL is not a PostgreSQL connection string: ${reason}`, undefined, { cause: error });
+    throw notAConnectionString(error);
   }
-  if (unknown.includes('channel_binding')) {
-    // (hosted servers put it in the URLs they hand out: say what to do)
-    throw new InvalidInputError(
-      'the database URL asks for channel_binding, which permgraph\'s connections do not do: remove it, and have TLS ' +
-        'check the server instead (sslmode=verify-full), which also keeps a server in the middle out',
-    );
-  }
-  throw new InvalidInputError(`the database URL has a parameter permgraph does not know: ${unknown.map((name) => JSON.stringify(name)).join(', ')}`);
 }

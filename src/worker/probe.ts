@@ -1,6 +1,6 @@
 import pg, { type ClientConfig } from 'pg';
 import { END_TIMEOUT_MS, SESSION_END_WAIT_MS, WATCHDOG_APPLICATION_NAME } from '../constants.ts';
-import { clientConfig } from '../db/client-config.ts';
+import { clientConfig, tighterConnectTimeout } from '../db/client-config.ts';
 import type { PeerAddress } from '../db/close-connection.ts';
 import { SocketKeeper } from '../db/socket-keeper.ts';
 import type { SessionIdentity } from '../engine/apply.ts';
@@ -122,7 +122,7 @@ export function createProbe(url: string, timeoutMs: number): Probe {
     try {
       if (signal?.aborted) throw new Error(ABANDONED);
       const base = await Promise.race([readConfig(session?.peer, sockets), ended]);
-      client = new pg.Client({ ...base, connectionTimeoutMillis: timeoutMs, stream: sockets.stream });
+      client = new pg.Client({ ...base, connectionTimeoutMillis: tighterConnectTimeout(base.connectionTimeoutMillis ?? 0, timeoutMs), stream: sockets.stream });
       client.on('error', () => {}); // (its errors reach the calls awaited here)
       await Promise.race([client.connect(), ended]);
       if (session === undefined) return await Promise.race([client.query('select').then((): ProbeOutcome => ({ kind: 'answered' })), ended]);

@@ -1,0 +1,105 @@
+// The database URL's parameters, read once for every connection permgraph
+// opens: the pool (pool.ts) and the raw node-pg clients (client-config.ts:
+// the first connection, LISTEN, COPY, the watchdog's probes). A parameter
+// that libpq knows is either applied alike by all of them or refused,
+// named as libpq names it, with what to do instead: the pool's parser knew
+// them all and the pool passed none to its connections, while node-pg's raw
+// clients applied some (options, replication), so that one URL meant two
+// things in one process. TLS's parameters are tls.ts's.
+import connectionString from '@databases/pg-connection-string';
+import { CONNECT_TIMEOUT_MS, KEEPALIVE_INITIAL_DELAY_MS } from '../constants.ts';
+import { InvalidInputError } from '../errors.ts';
+import { NODE_PG_SSL_SWITCH } from './tls.ts';
+
+/** What every connection takes from the URL, beyond its host, login and TLS. */
+export interface UrlSettings {
+  /** How long each connection may take to connect, to each host tried (ms; 0: no bound). */
+  connectTimeoutMs: number;
+  /** Whether its socket sends TCP keepalive probes. */
+  keepAlive: boolean;
+  /** After how long idle it starts them (ms; 0: the OS's own delay). */
+  keepAliveInitialDelayMs: number;
+}
+
+type Parsed = ReturnType<typeof connectionString.default>;
+
+/**
+ * Each libpq parameter that the pool's parser knows and neither it nor
+ * tls.ts applies: what it does to every connection, or, as a string, why
+ * it is refused and what to do instead (after "the database URL sets NAME").
+ */
+const PARAMETERS: Record<string, (parsed: Parsed, settings: UrlSettings) => string | undefined> = {
+  // libpq: seconds, each host on its own; 0 waits for ever; 1 is read as 2.
+  connect_timeout: ({ connect_timeout: seconds = 0 }, settings) => void (settings.connectTimeoutMs = seconds === 1 ? 2000 : seconds * 1000),
+  keepalives: ({ keepalives }, settings) => void (settings.keepAlive = keepalives !== false),
+  // libpq: 0 is the OS's own delay, as it is Node's
+  keepalives_idle: ({ keepalives_idle: seconds = 0 }, settings) => void (settings.keepAliveInitialDelayMs = seconds * 1000),
+  keepalives_interval: () => nodeCannotSet('the time between keepalive probes', "the operating system's applies (on Linux, net.ipv4.tcp_keepalive_intvl)"),
+  keepalives_count: () => nodeCannotSet('how many keepalive probes may go unanswered', "the operating system's number applies (on Linux, net.ipv4.tcp_keepalive_probes)"),
+  tcp_user_timeout: () => nodeCannotSet('how long sent data may go unacknowledged', "the operating system's retransmissions limit it (on Linux, net.ipv4.tcp_retries2)"),
+  // (node-pg always asks the server for UTF8, whatever the URL says)
+  client_encoding: ({ client_encoding: name = '' }) =>
+    ['utf8', 'unicode'].includes(name.toLowerCase().replace(/[^a-z0-9]/g, ''))
+      ? undefined
+      : ", but permgraph's connections speak UTF8 only: remove it (the server converts to and from the database's encoding)",
+  options: ({ options = '' }) =>
+    options.trim() === ''
+      ? undefined
+      : ', which permgraph\'s pool cannot pass to its connections: remove it, and set those settings for the login or the database ' +
+        "instead (ALTER ROLE name SET statement_timeout = '5s', or ALTER DATABASE name SET ...), which every connection then " +
+        'starts with, through a connection pooler too',
+  target_session_attrs: ({ target_session_attrs }) =>
+    target_session_attrs === 'any' ? undefined : TARGET_SESSION_ATTRS,
+  replication: () => ': permgraph\'s connections are not replication connections; remove it',
+  channel_binding: () =>
+    // (hosted servers put it in the URLs they hand out)
+    ', which permgraph\'s connections do not do: remove it, and have TLS check the server instead (sslmode=verify-full), ' +
+    'which also keeps a server in the middle out',
+};
+
+/** Why target_session_attrs is refused, whatever its value but any (the parser refuses the values it does not know itself). */
+const TARGET_SESSION_ATTRS =
+  ', but permgraph\'s connections take the first listed server that answers, primary or standby, and check neither: ' +
+  'only target_session_attrs=any is taken; list the primary alone, or a name or a proxy that follows failover ' +
+  '(a worker pointed at a standby refuses to start)';
+
+function nodeCannotSet(what: string, instead: string): string {
+  return `, ${what}, which Node.js cannot set for a socket: remove it; ${instead}`;
+}
+
+/**
+ * The URL's settings for every connection (UrlSettings), read with the
+ * pool's parser, as libpq reads it (no environment variables): throws an
+ * InvalidInputError for a URL the parser cannot read (without the URL,
+ * which may hold a password, and without the parser's link to an old
+ * PostgreSQL manual), for a parameter it does not know (as libpq refuses
+ * one, "invalid URI query parameter": the parser would print a warning to
+ * stderr, past the logger, and go on without it), and for one that the
+ * table above refuses.
+ */
+export function readUrlParameters(url: string): UrlSettings {
+  const unknown: string[] = [];
+  let parsed: Parsed;
+  try {
+    parsed = connectionString.default(url, { env: {}, unrecognisedOptionMode: (name) => void (name === NODE_PG_SSL_SWITCH || unknown.push(name)) });
+  } catch (error) {
+    if (/"target_session_attrs"/.test(String(error))) throw new InvalidInputError(`the database URL sets target_session_attrs${TARGET_SESSION_ATTRS}`);
+    throw notAConnectionString(error);
+  }
+  const settings: UrlSettings = { connectTimeoutMs: CONNECT_TIMEOUT_MS, keepAlive: true, keepAliveInitialDelayMs: KEEPALIVE_INITIAL_DELAY_MS };
+  for (const name of [...Object.keys(parsed), ...unknown]) {
+    const rule = PARAMETERS[name];
+    const refusal = rule?.(parsed, settings);
+    if (refusal !== undefined) throw new InvalidInputError(`the database URL sets ${name}${refusal}`);
+  }
+  if (unknown.length > 0) {
+    throw new InvalidInputError(`the database URL has a parameter permgraph does not know: ${unknown.map((name) => JSON.stringify(name)).join(', ')}`);
+  }
+  return settings;
+}
+
+/** A URL the pool's parser (or the pool, reading what it parsed) cannot read, said without the URL and without the parser's link. */
+export function notAConnectionString(error: unknown): InvalidInputError {
+  const reason = (error instanceof Error ? error.message : String(error)).replace(/\s*See https?:\S+ for examples\.$/, '');
+  return new InvalidInputError(`the database URL is not a PostgreSQL connection string: ${reason}`, undefined, { cause: error });
+}
