@@ -16,12 +16,21 @@ export interface ExpiryInput {
 }
 
 /**
- * A date ('2030-01-31', midnight UTC) or a date and time with a time zone in
- * any of ISO 8601's forms (Z, ±hh:mm, ±hhmm, ±hh; z as RFC 3339 allows), as
- * PostgreSQL reads them too (import casts its rows' moments so); groups: the
- * date and time, the fraction of a second, and the offset.
+ * The forms of a moment's text, the same as import's (_import_moment_form,
+ * sql/functions/150_import.sql): a date alone ('2030-01-31', midnight UTC),
+ * or a date and time with its offset in any of ISO 8601's forms (Z, ±hh:mm,
+ * ±hhmm, ±hh; z as RFC 3339 allows), or with seconds (±hh:mm:ss, as
+ * PostgreSQL writes a zone's local mean time, -03:30:52), after a space or
+ * none; and what PostgreSQL writes of a timestamptz outside the years 1 to
+ * 9999 (a fifth digit of year, BC, ±infinity), so that it is named for what
+ * it is. Groups: year, month, day; hour, minute, second, fraction (up to the
+ * six digits timestamptz keeps), offset, BC; infinity.
  */
-const ISO_TIMESTAMP = /^(\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2})?)?)(?:\.(\d{1,6}))?(Z|z|[+-]\d{2}(?::?\d{2})?)?$/;
+const DATE_ALONE = /^(\d{4})-(\d{2})-(\d{2})$/;
+const DATE_TIME = /^(\d{4,})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?\s*(Z|z|[+-]\d{2}(?::\d{2}(?::\d{2})?|\d{2})?)(\s+BC)?$/;
+const INFINITY = /^[+-]?infinity$/;
+/** PostgreSQL's limit of an offset, 15:59:59, in seconds. */
+const MAX_OFFSET_S = 15 * 3600 + 59 * 60 + 59;
 const DURATION = /^(?:\d+[smhd])+$/;
 const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 /** Far enough for any grant, and well inside what timestamptz and Date hold. */
@@ -48,8 +57,10 @@ export function parseExpiresAt(value: unknown, what = 'expiry'): Date | null {
  * expiry), which an out-of-range error suggests; null: no such hint.
  *
  * A Date gives its milliseconds ('.123' is '.123000'); text is ISO 8601 with
- * a time zone (Z, ±hh:mm, ±hhmm or ±hh), its fraction up to six digits, or a date alone
- * (midnight UTC), and is converted to UTC here, not by the session, so that
+ * a time zone (Z, ±hh:mm, ±hhmm, ±hh or ±hh:mm:ss), its fraction up to six
+ * digits, or a date alone (midnight UTC), read as import reads it and as
+ * PostgreSQL's cast does where both take it (readMoment), and is converted
+ * to UTC here, not by the session, so that
  * it names the same instant whatever the session's time zone. Bound as a
  * parameter and cast to timestamptz, it is stored to the microsecond typed:
  * a Date would keep milliseconds only.
@@ -65,32 +76,61 @@ export function parseExactMoment(value: unknown, what = 'expiry', nullMeans: str
     throw new InvalidInputError(`${what} must be a Date or an ISO 8601 timestamp such as 2030-01-31T18:00:00Z, got ${JSON.stringify(value)}`);
   }
   const text = value.trim();
-  const m = ISO_TIMESTAMP.exec(text);
-  // (the whole seconds through Date.parse, which checks the fields and the
-  // offset, written as ±hh:mm, the one form it is sure to read; the fraction
-  // as typed: offsets are whole minutes, so it is the fraction of the
-  // instant in UTC too)
-  const wholeSeconds = m !== null && calendarDate(text) && wellFormed(m) ? Date.parse(m[1]!.replace(' ', 'T') + extendedOffset(m[3])) : NaN;
-  if (Number.isNaN(wholeSeconds)) {
-    throw new InvalidInputError(`${what} ${JSON.stringify(value)} is not an ISO 8601 timestamp with a time zone, such as 2030-01-31T18:00:00Z`);
+  const shown = JSON.stringify(value);
+  const moment = INFINITY.test(text) ? 'outside' : readMoment(text);
+  if (moment === null) {
+    throw new InvalidInputError(`${what} ${shown} is not an ISO 8601 timestamp with a time zone, such as 2030-01-31T18:00:00Z`);
   }
-  const at = new Date(wholeSeconds);
-  requireStorableYear(at, JSON.stringify(value), what, nullMeans);
-  return `${at.toISOString().slice(0, -'.000Z'.length)}.${(m![2] ?? '').padEnd(6, '0')}Z`;
+  if (moment === 'outside') throw outsideTheYears(shown, what, nullMeans);
+  requireStorableYear(moment.at, shown, what, nullMeans);
+  return `${moment.at.toISOString().slice(0, -'.000Z'.length)}.${moment.fraction.padEnd(6, '0')}Z`;
 }
 
-/** A date alone has neither a time nor an offset; a date and time has both, and a fraction only after its seconds. */
-function wellFormed([, dateTime, fraction, offset]: RegExpExecArray): boolean {
-  if (dateTime!.length === 10) return fraction === undefined && offset === undefined;
-  return offset !== undefined && (fraction === undefined || dateTime!.length === 19);
+/**
+ * The instant of a moment's text (in whole seconds; its fraction as typed:
+ * offsets are whole seconds, so it is the fraction of the instant in UTC
+ * too), with PostgreSQL's rules for its fields: a day of the proleptic
+ * Gregorian calendar, 24:00:00 the start of the next day, a leap second :60
+ * the start of the next minute (without a fraction, as 24:00), an offset up
+ * to 15:59:59. 'outside': a year 0 (which PostgreSQL refuses), or one
+ * outside 1 to 9999 whose fields it would refuse, or a year beyond what a
+ * Date holds. null: none of the forms, or fields it refuses.
+ */
+function readMoment(text: string): { at: Date; fraction: string } | 'outside' | null {
+  const alone = DATE_ALONE.exec(text);
+  const m = alone ?? DATE_TIME.exec(text);
+  if (m === null) return null;
+  const [, yearText, monthText, dayText, hourText = '0', minuteText = '0', secondText = '0', fraction = '', offset = 'Z', bc] = m;
+  const year = Number(yearText);
+  const [month, day, hour, minute, second] = [monthText, dayText, hourText, minuteText, secondText].map(Number) as [number, number, number, number, number];
+  const offsetSeconds = offsetInSeconds(offset);
+  const astronomical = bc === undefined ? year : 1 - year; // (1 BC is year 0)
+  const noFraction = /^0*$/.test(fraction);
+  const fieldsExist = month >= 1 && month <= 12 && day >= 1 && day <= daysInMonth(astronomical, month)
+    && minute <= 59 && (hour < 24 ? second <= 59 || (second === 60 && noFraction) : hour === 24 && minute === 0 && second === 0 && noFraction)
+    && offsetSeconds !== null;
+  if (year === 0 || (!fieldsExist && (year > 9999 || bc !== undefined))) return 'outside';
+  if (!fieldsExist) return null;
+  const at = new Date(0);
+  at.setUTCFullYear(astronomical, month - 1, day);
+  at.setUTCHours(hour, minute, second - offsetSeconds, 0);
+  return Number.isNaN(at.getTime()) ? 'outside' : { at, fraction };
 }
 
-/** An ISO 8601 offset as ±hh:mm, or Z ('' for none: a date alone, midnight UTC). */
-function extendedOffset(offset: string | undefined): string {
-  if (offset === undefined) return '';
-  if (offset.toUpperCase() === 'Z') return 'Z';
-  const digits = offset.slice(1).replace(':', ''); // (hh or hhmm)
-  return `${offset[0]}${digits.slice(0, 2)}:${digits.slice(2) || '00'}`;
+/** An offset in seconds east of UTC (Z, ±hh, ±hhmm, ±hh:mm, ±hh:mm:ss), null beyond PostgreSQL's 15:59:59 or 59 minutes or seconds. */
+function offsetInSeconds(offset: string): number | null {
+  if (offset.toUpperCase() === 'Z') return 0;
+  const digits = offset.slice(1).replaceAll(':', ''); // (hh, hhmm or hhmmss)
+  const [hours, minutes, seconds] = [0, 2, 4].map((at) => Number(digits.slice(at, at + 2) || '0')) as [number, number, number];
+  const total = hours * 3600 + minutes * 60 + seconds;
+  if (minutes > 59 || seconds > 59 || total > MAX_OFFSET_S) return null;
+  return offset.startsWith('-') ? -total : total;
+}
+
+/** Days in a month of the proleptic Gregorian calendar (astronomical years: 0 is 1 BC). */
+function daysInMonth(year: number, month: number): number {
+  const leap = year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
+  return month === 2 ? (leap ? 29 : 28) : [4, 6, 9, 11].includes(month) ? 30 : 31;
 }
 
 /**
@@ -102,13 +142,11 @@ function extendedOffset(offset: string | undefined): string {
 function requireStorableYear(at: Date, shown: string, what: string, nullMeans: string | null): void {
   const year = at.getUTCFullYear();
   if (year >= 1 && year <= 9999) return;
-  throw new InvalidInputError(`${what} ${shown} is outside the years 1 to 9999${nullMeans === null ? '' : ` (for "${nullMeans}", pass null)`}`);
+  throw outsideTheYears(shown, what, nullMeans);
 }
 
-/** Whether the text's year-month-day exists (Date.parse rolls 2030-02-31 over into March). */
-function calendarDate(text: string): boolean {
-  const [year, month, day] = text.slice(0, 10).split('-').map(Number) as [number, number, number];
-  return month >= 1 && month <= 12 && day >= 1 && day <= new Date(Date.UTC(year, month, 0)).getUTCDate();
+function outsideTheYears(shown: string, what: string, nullMeans: string | null): InvalidInputError {
+  return new InvalidInputError(`${what} ${shown} is outside the years 1 to 9999${nullMeans === null ? '' : ` (for "${nullMeans}", pass null)`}`);
 }
 
 /** Milliseconds of a duration such as '90m', '12h', '7d' or '1d12h', or an InvalidInputError naming it. */
