@@ -2920,14 +2920,14 @@ CREATE OR REPLACE FUNCTION permgraph._import_moment_form(p_value text)
  RETURNS boolean
  LANGUAGE sql
  IMMUTABLE
-RETURN (p_value ~ '^\s*([0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9]{4,}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2}(:?[0-9]{2})?)?)(\s+BC)?|[+-]?infinity)\s*$'::text);
+RETURN (p_value ~ '^\s*([0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9]{4,}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2}(:?[0-9]{2})?)?)(\s+BC)?|[+-]?infinity)\s*$'::text);
 
 -- permgraph._import_moment_problem(text,text,text,boolean): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._import_moment_problem(p_column text, p_value text, p_empty_means text, p_careful boolean)
  RETURNS text
  LANGUAGE sql
  STABLE
-RETURN CASE WHEN (p_value IS NULL) THEN NULL::text WHEN (NOT permgraph._import_moment_form(p_value)) THEN format('%s %s is neither a timestamp with a time zone offset nor a date (ISO 8601, e.g. 2030-01-31T12:00:00Z, or 2030-01-31: its midnight UTC)'::text, p_column, permgraph._describe_id(p_value)) WHEN (p_careful AND (NOT permgraph._is_timestamptz(p_value))) THEN format('%s %s is not a valid timestamp'::text, p_column, permgraph._describe_id(p_value)) WHEN (NOT permgraph._moment_in_range(permgraph._import_moment(p_value))) THEN format('%s %s is outside the years 1 to 9999 (for %s, leave it empty)'::text, p_column, permgraph._describe_id(p_value), p_empty_means) ELSE NULL::text END;
+RETURN CASE WHEN (p_value IS NULL) THEN NULL::text WHEN (NOT permgraph._import_moment_form(p_value)) THEN format('%s %s is neither a timestamp with a time zone offset nor a date (ISO 8601, e.g. 2030-01-31T12:00:00Z, or 2030-01-31: its midnight UTC)'::text, p_column, permgraph._describe_id(p_value)) WHEN (p_careful AND (NOT permgraph._is_timestamptz(p_value)) AND ((("substring"(p_value, '^\s*([0-9]+)-'::text))::numeric >= (1)::numeric) AND (("substring"(p_value, '^\s*([0-9]+)-'::text))::numeric <= (9999)::numeric)) AND (p_value !~ 'BC\s*$'::text)) THEN format('%s %s is not a valid timestamp'::text, p_column, permgraph._describe_id(p_value)) WHEN (NOT permgraph._moment_in_range(CASE WHEN (p_careful AND (NOT permgraph._is_timestamptz(p_value))) THEN '-infinity'::timestamp with time zone ELSE permgraph._import_moment(p_value) END)) THEN format('%s %s is outside the years 1 to 9999 (for %s, leave it empty)'::text, p_column, permgraph._describe_id(p_value), p_empty_means) ELSE NULL::text END;
 
 -- permgraph._import_reference_checks(boolean): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._import_reference_checks(p_enabled boolean)

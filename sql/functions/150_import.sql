@@ -49,14 +49,16 @@ end $$;
 -- its offset (an offset may have seconds: PostgreSQL writes a zone's local
 -- mean time so, e.g. -03:30:52; and a timestamptz outside the years 1 to
 -- 9999 has a fifth digit of year, or BC, or is infinity, which are of the
--- form so that _import_moment_problem names them for what they are), or a
--- date alone, the start of that day in UTC (_import_moment), as the API
--- reads it (parseExactMoment, src/expiry.ts). A query's timestamptz column
+-- form so that _import_moment_problem names them for what they are), its
+-- fraction of a second up to the six digits a timestamptz keeps (more
+-- would be rounded, not stored as typed), or a date alone, the start of
+-- that day in UTC (_import_moment); the same forms as the API's
+-- (parseExactMoment, src/expiry.ts). A query's timestamptz column
 -- reaches staging in this form whatever the session's DateStyle
 -- (src/app/import/staging.ts). An SQL-standard body, inlined.
 create or replace function permgraph._import_moment_form(p_value text) returns boolean
 language sql immutable
-return p_value ~ '^\s*([0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9]{4,}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2}(:?[0-9]{2})?)?)(\s+BC)?|[+-]?infinity)\s*$';
+return p_value ~ '^\s*([0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9]{4,}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2}(:?[0-9]{2})?)?)(\s+BC)?|[+-]?infinity)\s*$';
 
 -- The instant of a staged moment of that form: a timestamp with its offset
 -- as it says, a date alone at 00:00 UTC (never in the session's zone).
@@ -73,9 +75,11 @@ return (case when p_value ~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}\s*$'
 -- the form above; of the form but no instant (2030-02-30), named only when
 -- p_careful (otherwise its cast raises: _import_check_moments); or outside
 -- the years 1 to 9999, infinity too, as the triggers refuse it
--- (_moment_in_range, 010_integrity.sql). Whether a date alone exists does
--- not depend on the session's zone, so it is tried as given. An
--- SQL-standard body, inlined.
+-- (_moment_in_range, 010_integrity.sql), and so is a text with no instant
+-- whose year as written is outside them (year 0, which PostgreSQL refuses,
+-- or beyond what it holds), as the API names them (parseExactMoment,
+-- src/expiry.ts). Whether a date alone exists does not depend on the
+-- session's zone, so it is tried as given. An SQL-standard body, inlined.
 create or replace function permgraph._import_moment_problem(p_column text, p_value text, p_empty_means text, p_careful boolean)
 returns text
 language sql stable
@@ -85,8 +89,11 @@ return case
     then format('%s %s is neither a timestamp with a time zone offset nor a date (ISO 8601, e.g. 2030-01-31T12:00:00Z, or 2030-01-31: its midnight UTC)',
                 p_column, permgraph._describe_id(p_value))
   when p_careful and not permgraph._is_timestamptz(p_value)
+       and substring(p_value from '^\s*([0-9]+)-')::numeric between 1 and 9999 and p_value !~ 'BC\s*$'
     then format('%s %s is not a valid timestamp', p_column, permgraph._describe_id(p_value))
-  when not permgraph._moment_in_range(permgraph._import_moment(p_value))
+  -- (no instant, in a year outside them: -infinity stands for it)
+  when not permgraph._moment_in_range(case when p_careful and not permgraph._is_timestamptz(p_value) then '-infinity'::timestamptz
+                                           else permgraph._import_moment(p_value) end)
     then format('%s %s is outside the years 1 to 9999 (for %s, leave it empty)', p_column, permgraph._describe_id(p_value), p_empty_means)
 end;
 
