@@ -5,6 +5,7 @@
 // no database (the CLI checks its flags with it before connecting); whether
 // the moment lies in the future is decided by the database's clock, the one
 // every read compares it with (src/app/expiry.ts).
+import { instantOf, utcText } from './db/moment.ts';
 import { InvalidInputError } from './errors.ts';
 
 /** How a caller may give a grant's expiry. Omitted (or both undefined/null): the grant never expires. */
@@ -83,7 +84,7 @@ export function parseExactMoment(value: unknown, what = 'expiry', nullMeans: str
   }
   if (moment === 'outside') throw outsideTheYears(shown, what, nullMeans);
   requireStorableYear(moment.at, shown, what, nullMeans);
-  return `${moment.at.toISOString().slice(0, -'.000Z'.length)}.${moment.fraction.padEnd(6, '0')}Z`;
+  return utcText(moment.at, moment.fraction);
 }
 
 /**
@@ -111,9 +112,7 @@ function readMoment(text: string): { at: Date; fraction: string } | 'outside' | 
     && offsetSeconds !== null;
   if (year === 0 || (!fieldsExist && (year > 9999 || bc !== undefined))) return 'outside';
   if (!fieldsExist) return null;
-  const at = new Date(0);
-  at.setUTCFullYear(astronomical, month - 1, day);
-  at.setUTCHours(hour, minute, second - offsetSeconds, 0);
+  const at = instantOf(astronomical, month, day, hour, minute, second, offsetSeconds);
   return Number.isNaN(at.getTime()) ? 'outside' : { at, fraction };
 }
 

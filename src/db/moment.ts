@@ -20,14 +20,30 @@ export function exactMoment(text: string): string {
   if (m === null) return text;
   const [, year, month, day, hour, minute, second, fraction = '', sign, offsetHours = '0', offsetMinutes = '0', offsetSeconds = '0', bc] = m;
   const offset = (sign === '-' ? -1 : 1) * ((Number(offsetHours) * 60 + Number(offsetMinutes)) * 60 + Number(offsetSeconds));
-  const local = new Date(0);
-  // (setUTCFullYear: Date.UTC reads the years 0 to 99 as 1900 to 1999)
   // (1 BC is the year 0 of ISO 8601)
-  local.setUTCFullYear(bc ? 1 - Number(year) : Number(year), Number(month) - 1, Number(day));
-  local.setUTCHours(Number(hour), Number(minute), Number(second) - offset, 0);
-  if (Number.isNaN(local.getTime())) return text; // (past the year 275760)
-  const micros = fraction.padEnd(6, '0');
-  return `${local.toISOString().slice(0, -'.000Z'.length)}.${micros}Z`;
+  const at = instantOf(bc ? 1 - Number(year) : Number(year), Number(month), Number(day), Number(hour), Number(minute), Number(second), offset);
+  if (Number.isNaN(at.getTime())) return text; // (past the year 275760)
+  return utcText(at, fraction);
+}
+
+/**
+ * The instant (whole seconds) of a moment's fields written at an offset of
+ * `offsetSeconds` east of UTC: the year astronomical (1 BC is 0), an hour
+ * 24 or a second 60 carried into the next day or minute. An invalid Date
+ * past the years a Date holds. For the database's text (exactMoment) and a
+ * user's (parseExactMoment, src/expiry.ts), which check their fields first.
+ */
+export function instantOf(year: number, month: number, day: number, hour: number, minute: number, second: number, offsetSeconds: number): Date {
+  const at = new Date(0);
+  // (setUTCFullYear: Date.UTC reads the years 0 to 99 as 1900 to 1999)
+  at.setUTCFullYear(year, month - 1, day);
+  at.setUTCHours(hour, minute, second - offsetSeconds, 0);
+  return at;
+}
+
+/** An instant's whole seconds and a fraction's digits (up to six, as written: offsets are whole seconds, so it is the UTC instant's fraction too) as the exact text: 2030-01-31T18:00:00.000250Z. */
+export function utcText(wholeSeconds: Date, fraction: string): string {
+  return `${wholeSeconds.toISOString().slice(0, -'.000Z'.length)}.${fraction.padEnd(6, '0')}Z`;
 }
 
 /**
