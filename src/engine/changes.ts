@@ -11,7 +11,7 @@ import {
   DEFAULT_POLL_INTERVAL_MS,
   PERMISSION_CHANGES_CHANNEL,
 } from '../constants.ts';
-import { PermgraphError, withInputErrors } from '../errors.ts';
+import { isConnectionError, withInputErrors } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
 import type { Level } from '../types.ts';
@@ -218,7 +218,7 @@ export async function* changes(db: Queryable, name: string, options: ChangesOpti
         try {
           return await ackChanges(db, name, seq);
         } catch (error) {
-          if (!options.follow || error instanceof PermgraphError || options.signal?.aborted) throw error;
+          if (!options.follow || !isConnectionError(error) || options.signal?.aborted) throw error;
           logger.warn({ err: error }, 'acknowledging changes failed; retrying');
           await wakeup.wait(pollIntervalMs);
         }
@@ -230,9 +230,10 @@ export async function* changes(db: Queryable, name: string, options: ChangesOpti
       try {
         events = await readChanges(db, name, { maxEvents: options.maxEvents, afterSeq: position });
       } catch (error) {
-        // Bad input (an unknown or dropped consumer) ends the iteration; a lost
-        // connection does not end a follower, which reads again after a pause.
-        if (!options.follow || error instanceof PermgraphError) throw error;
+        // A lost connection does not end a follower, which reads again after a
+        // pause; anything else ends the iteration: bad input (an unknown or
+        // dropped consumer), and a pool closed under it, which no pause cures.
+        if (!options.follow || !isConnectionError(error)) throw error;
         logger.warn({ err: error }, 'reading changes failed; retrying');
         await wakeup.wait(pollIntervalMs);
         continue;

@@ -543,6 +543,35 @@ describe('the derived-permission change stream', async () => {
     expect(calls.read).toBeGreaterThan(1);
   });
 
+  it('a follower whose pool was closed under it throws, while reading and while acknowledging, instead of retrying forever', async () => {
+    const state = await start({ nodes: [u('ann'), g('docs')], grants: [] });
+    await registerConsumer(db, 'closed');
+    // Waiting for events when its pool is closed (an application shutting down).
+    const waiting = await openPool(url);
+    const reading = (async () => {
+      for await (const batch of changes(waiting, 'closed', { follow: true, url, pollIntervalMs: 20 })) await batch.ack();
+    })();
+    await waitUntil(async () => {
+      const rows = await db.query(sql`select 1 from pg_stat_activity where datname = current_database() and query like 'LISTEN %'`);
+      return rows.length > 0;
+    }, 'the follower to LISTEN');
+    await waiting.dispose();
+    await expect(reading).rejects.toThrow(/disposed/);
+    // Holding a batch when its pool is closed: the acknowledgment fails for good.
+    await state.apply(db, { type: 'grant', tail: 0, head: 1, level: 1, source: 'a' });
+    await applyChanges(db);
+    const holding = await openPool(url);
+    const acknowledging = (async () => {
+      for await (const batch of changes(holding, 'closed', { follow: true, pollIntervalMs: 20 })) {
+        await holding.dispose();
+        await batch.ack();
+      }
+    })();
+    await expect(acknowledging).rejects.toThrow(/disposed/);
+    // Nothing was acknowledged: the events wait for the consumer's next reader.
+    expect((await readChanges(db, 'closed')).length).toBeGreaterThan(0);
+  });
+
   describe('permgraph changes', () => {
     const cli = (...args: string[]) => runCli(['--database-url', url, ...args]);
 
