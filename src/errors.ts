@@ -129,7 +129,12 @@ const inputErrorStates = new Set<string>([
 /** What the SQL side puts before every message it raises (see the file comment). */
 const SQL_MESSAGE_PREFIX = 'permgraph: ';
 
+/**
+ * The SQLSTATE of a database error, or of permgraph's error translated from
+ * one (an InvalidInputError's sqlState); undefined for any other error.
+ */
 export function sqlStateOf(error: unknown): string | undefined {
+  if (error instanceof InvalidInputError) return error.sqlState;
   if (typeof error === 'object' && error !== null && 'code' in error) {
     const code = (error as { code: unknown }).code;
     // (a system error, such as EPIPE, is no SQLSTATE even when five letters long)

@@ -1,7 +1,7 @@
 // Which errors are the connection's and which are a SQLSTATE (src/errors.ts):
 // the worker's log and retry, and the CLI's failure codes, rest on them.
 import { describe, expect, it } from 'vitest';
-import { ConnectionStalledError, isConnectionError, sqlStateOf } from '../src/errors.ts';
+import { ConnectionStalledError, InvalidInputError, isConnectionError, PermissionDeniedError, sqlStateOf, translateDbError } from '../src/errors.ts';
 
 /** An error as the server sends it (node-pg's DatabaseError carries the SQLSTATE in code). */
 const fromServer = (code: string, message = 'x') => Object.assign(new Error(message), { code, severity: 'ERROR' });
@@ -14,6 +14,19 @@ describe('errors', () => {
     expect(sqlStateOf(fromSystem('EPIPE', 'write'))).toBeUndefined();
     expect(sqlStateOf(fromSystem('ECONNREFUSED'))).toBeUndefined();
     expect(sqlStateOf(new Error('no code'))).toBeUndefined();
+  });
+
+  it('sqlStateOf reads the SQLSTATE that permgraph\'s own errors carry, as they carry it in sqlState', () => {
+    // What an application catching the API's errors gets: the database's error translated.
+    const input = translateDbError(fromServer('23514', 'permgraph: grant tail "x" is an object'));
+    expect(input).toBeInstanceOf(InvalidInputError);
+    expect((input as InvalidInputError).sqlState).toBe('23514');
+    expect(sqlStateOf(input)).toBe('23514');
+    const denied = translateDbError(fromServer('42501', 'permission denied for table grants'));
+    expect(denied).toBeInstanceOf(PermissionDeniedError);
+    expect(sqlStateOf(denied)).toBe('42501');
+    // Input refused before any SQL ran has none.
+    expect(sqlStateOf(new InvalidInputError('level must be 1 (read), 2 (write) or 3 (manage), got 4'))).toBeUndefined();
   });
 
   it('isConnectionError: the network, node-pg losing the connection, a stalled connection closed, the server refusing or ending the session; not a statement', () => {

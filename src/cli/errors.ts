@@ -66,7 +66,7 @@ export function describeFailure(error: unknown, usage = false): Failure {
   const message = text.split('\n')[0]!.replace(/^permgraph: /, '');
   if (usage) return { message: message.replace(/^error: /, ''), code: 'usage', exitCode: EXIT.usage };
   if (error instanceof ExitCode) return { message, code: error.failure, exitCode: error.code };
-  const sqlState = error instanceof InvalidInputError ? error.sqlState : sqlStateOf(error);
+  const sqlState = sqlStateOf(error);
   const withState = (failure: Failure): Failure => (sqlState ? { ...failure, sqlState } : failure);
   if (error instanceof InvalidInputError) return withState({ message, code: 'invalid_input', exitCode: EXIT.failure });
   const name = error instanceof Error ? error.name : '';
