@@ -22,7 +22,14 @@ export type SslMode = (typeof SSL_MODES)[number];
 export const NODE_PG_SSL_SWITCH = 'uselibpqcompat';
 
 /** The URL parameters about TLS, which every client library reads its own way: taken out of the URL handed on. */
-const SSL_PARAMETERS = ['sslmode', 'ssl', 'sslcert', 'sslkey', 'sslrootcert', 'sslpassword', NODE_PG_SSL_SWITCH];
+const SSL_PARAMETERS = [
+  'sslmode', 'ssl', 'sslcert', 'sslkey', 'sslrootcert', 'sslpassword', 'sslcrl', 'ssl_min_protocol_version', 'ssl_max_protocol_version',
+  NODE_PG_SSL_SWITCH,
+];
+
+/** libpq's TLS protocol versions, oldest first: Node's names for them too (minVersion, maxVersion). */
+const TLS_VERSIONS = ['TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3'] as const;
+type TlsVersion = (typeof TLS_VERSIONS)[number];
 
 export interface TlsPlan {
   mode: SslMode;
@@ -42,7 +49,11 @@ export interface TlsPlan {
  * verify-ca: the chain checked against sslrootcert (else
  * ~/.postgresql/root.crt, else the system's trusted authorities; `system`
  * names those); verify-full: the chain and the host name. sslcert and
- * sslkey: a client certificate.
+ * sslkey: a client certificate, sslpassword the key's passphrase.
+ * ssl_min_protocol_version and ssl_max_protocol_version: the TLS versions
+ * taken. sslcrl: certificates revoked, where the chain is checked (libpq
+ * reads it nowhere else). The parameters are read as the pool's parser (and
+ * libpq) reads them, a + being a +, and so is the URL handed on (urlWithout).
  */
 export function tlsPlan(url: string): TlsPlan {
   const read = readUrl(url);
@@ -58,17 +69,26 @@ export function tlsPlan(url: string): TlsPlan {
     }
     return { mode: 'disable', url, tls: null, plainIfRefused: false };
   }
-  const { parsed, several, restore } = read;
-  const query = new URLSearchParams(parsed.searchParams);
-  const params = parsed.searchParams;
-  const raw = params.get('sslmode');
+  const { parsed, several } = read;
+  const query = queryParameters(url);
+  const raw = query.get('sslmode') ?? null;
   const mode = raw === null ? 'disable' : raw === 'no-verify' ? 'require' : SSL_MODES.find((m) => m === raw);
   if (mode === undefined) {
     throw new InvalidInputError(`sslmode must be one of ${SSL_MODES.join(', ')}, got "${raw}"`);
   }
-  for (const key of SSL_PARAMETERS) params.delete(key);
-  const stripped = restore(parsed.toString());
+  const stripped = urlWithout(url, SSL_PARAMETERS);
   if (mode === 'disable') return { mode, url: stripped, tls: null, plainIfRefused: false };
+  const versions = protocolVersions(query);
+  const passphrase = query.get('sslpassword') || undefined;
+  if ((mode === 'allow' || mode === 'prefer') && (versions.minVersion || versions.maxVersion || passphrase)) {
+    // (the pool's own fallback to plain text reads the client certificate's
+    // files itself, and nothing more)
+    const names = ['ssl_min_protocol_version', 'ssl_max_protocol_version', 'sslpassword'].filter((key) => query.get(key));
+    throw new InvalidInputError(
+      `the database URL sets ${names.join(' and ')} under sslmode=${mode}, which permgraph's pool cannot apply where it falls back to plain text: ` +
+        'use sslmode=require or stronger (verify-full), or remove it',
+    );
+  }
 
   const file = (key: string) => {
     const name = query.get(key);
@@ -79,7 +99,7 @@ export function tlsPlan(url: string): TlsPlan {
       throw new InvalidInputError(`${key} ${JSON.stringify(name)} cannot be read: ${(error as Error).message}`);
     }
   };
-  const client = { cert: file('sslcert'), key: file('sslkey') };
+  const client: ConnectionOptions = { cert: file('sslcert'), key: file('sslkey'), ...(passphrase === undefined ? {} : { passphrase }), ...versions };
   const rootCert = query.get('sslrootcert');
   const verify = mode === 'verify-ca' || mode === 'verify-full' || (mode === 'require' && !!rootCert && rootCert !== 'system');
   if (!verify) {
@@ -87,7 +107,8 @@ export function tlsPlan(url: string): TlsPlan {
   }
   const defaultRoot = path.join(homedir(), '.postgresql', 'root.crt');
   const ca = rootCert === 'system' ? undefined : rootCert ? file('sslrootcert') : existsSync(defaultRoot) ? readFileSync(defaultRoot, 'utf8') : undefined;
-  const tls: ConnectionOptions = { ...client, ca, rejectUnauthorized: true };
+  const crl = file('sslcrl');
+  const tls: ConnectionOptions = { ...client, ca, ...(crl === undefined ? {} : { crl }), rejectUnauthorized: true };
   if (mode === 'verify-full') {
     // TLS checks the certificate against `host` (an IP address among its
     // names, else a host name), which node-pg sets to the host each
@@ -99,6 +120,66 @@ export function tlsPlan(url: string): TlsPlan {
     tls.checkServerIdentity = () => undefined;
   }
   return { mode, url: stripped, tls, plainIfRefused: false };
+}
+
+/**
+ * The URL's parameters as the pool's parser reads them (and libpq): the
+ * text after the first ?, pairs split at & and =, each name and value
+ * percent-decoded and nothing more (a + stays a +, where URLSearchParams
+ * reads a space); of a name given twice, the last value.
+ */
+function queryParameters(url: string): Map<string, string> {
+  const values = new Map<string, string>();
+  const start = url.indexOf('?');
+  if (start < 0) return values;
+  for (const pair of url.slice(start + 1).split('&')) {
+    const at = pair.indexOf('=');
+    if (at < 0) continue; // (the pool's parser refuses it: url-parameters.ts)
+    values.set(decode(pair.slice(0, at)), decode(pair.slice(at + 1)));
+  }
+  return values;
+}
+
+function decode(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    throw new InvalidInputError(`the database URL is not a PostgreSQL connection string: ${JSON.stringify(text)} is not percent-encoded text`);
+  }
+}
+
+/**
+ * The URL without the parameters `names`, the rest of its text as given
+ * but each + of its parameters written %2B: node-pg reads the URL handed to
+ * it through URLSearchParams, which would take a + for a space.
+ */
+function urlWithout(url: string, names: readonly string[]): string {
+  const start = url.indexOf('?');
+  if (start < 0) return url;
+  const kept = url
+    .slice(start + 1)
+    .split('&')
+    .filter((pair) => pair !== '' && !names.includes(decode(pair.split('=', 1)[0]!)))
+    .map((pair) => pair.replaceAll('+', '%2B'));
+  return kept.length === 0 ? url.slice(0, start) : `${url.slice(0, start)}?${kept.join('&')}`;
+}
+
+/** ssl_min_protocol_version and ssl_max_protocol_version, as Node's TLS takes them. */
+function protocolVersions(query: Map<string, string>): { minVersion?: TlsVersion; maxVersion?: TlsVersion } {
+  const read = (key: string) => {
+    const value = query.get(key);
+    if (!value) return undefined;
+    const version = TLS_VERSIONS.find((v) => v === value);
+    if (version === undefined) throw new InvalidInputError(`${key} must be one of ${TLS_VERSIONS.join(', ')}, got ${JSON.stringify(value)}`);
+    return version;
+  };
+  const minVersion = read('ssl_min_protocol_version');
+  const maxVersion = read('ssl_max_protocol_version');
+  if (minVersion && maxVersion && TLS_VERSIONS.indexOf(minVersion) > TLS_VERSIONS.indexOf(maxVersion)) {
+    // (libpq: "invalid SSL protocol version range")
+    throw new InvalidInputError(`the database URL's ssl_min_protocol_version (${minVersion}) is above its ssl_max_protocol_version (${maxVersion})`);
+  }
+  return { ...(minVersion ? { minVersion } : {}), ...(maxVersion ? { maxVersion } : {}) };
 }
 
 /** A URL listing several hosts (each with its port, 'h1:5432,h2:5433', which URL cannot read): its scheme and login, the list, and the rest. */

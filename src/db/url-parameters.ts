@@ -21,7 +21,8 @@ export interface UrlSettings {
   keepAliveInitialDelayMs: number;
 }
 
-type Parsed = ReturnType<typeof connectionString.default>;
+/** The URL's parameters: as the pool's parser read those it knows, as given those it does not. */
+type Parsed = ReturnType<typeof connectionString.default> & Record<string, string | undefined>;
 
 /**
  * Each libpq parameter that the pool's parser knows and neither it nor
@@ -51,6 +52,44 @@ const PARAMETERS: Record<string, (parsed: Parsed, settings: UrlSettings) => stri
   target_session_attrs: ({ target_session_attrs }) =>
     target_session_attrs === 'any' ? undefined : TARGET_SESSION_ATTRS,
   replication: () => ': permgraph\'s connections are not replication connections; remove it',
+  // libpq: prefer goes on without GSS encryption when there are no GSS
+  // credentials, as permgraph's connections always do
+  gssencmode: ({ gssencmode }) =>
+    gssencmode === 'require'
+      ? "=require, but permgraph's connections cannot encrypt with GSSAPI: remove it, and encrypt with TLS instead (sslmode=verify-full)"
+      : undefined,
+  krbsrvname: () => KERBEROS,
+  gsslib: () => KERBEROS,
+  service: () =>
+    ', a service of a pg_service.conf file, which permgraph does not read: remove it, and put that service\'s settings in the URL instead',
+  // (node-pg reads the password file every connection reads: PGPASSFILE's, else ~/.pgpass)
+  passfile: () =>
+    ", which permgraph's connections do not read: remove it, and name the file in the PGPASSFILE environment variable " +
+    'instead (every connection reads that file, else ~/.pgpass), or put the password in the URL',
+  hostaddr: ({ hostaddr = [] }) =>
+    hostaddr.length === 0
+      ? undefined
+      : ", which permgraph's connections do not use: remove it, and put the address in the host's place instead " +
+        "(under sslmode=verify-full the server's certificate must then name that address)",
+  requirepeer: () =>
+    ", which permgraph's connections cannot check (Node.js does not read the user at the other end of a Unix socket): " +
+    'remove it, and connect over TCP with sslmode=verify-full instead, which checks the server',
+  // libpq: asks for TLS compression, which OpenSSL no longer does
+  sslcompression: ({ sslcompression }) =>
+    sslcompression === true ? "=1, but permgraph's connections do not compress TLS: remove it" : undefined,
+  // (parameters of libpq that the pool's parser does not know)
+  // libpq: 1 (its default) sends the host name, not an address, in the TLS
+  // handshake (SNI), as node-pg always does
+  sslsni: ({ sslsni }) =>
+    sslsni === '1' ? undefined : ", but permgraph's connections always send a server's host name (SNI): remove it",
+  sslcrldir: () =>
+    ', a directory that permgraph does not read: remove it, and put the certificate revocation lists in one file ' +
+    '(cat them) named by sslcrl instead',
+  // libpq: disable (its default) tries the hosts in the order listed
+  load_balance_hosts: ({ load_balance_hosts }) =>
+    load_balance_hosts === 'disable'
+      ? undefined
+      : ", but permgraph's connections try the hosts in the order listed: remove it, and list them in the order to try",
   channel_binding: () =>
     // (hosted servers put it in the URLs they hand out)
     ', which permgraph\'s connections do not do: remove it, and have TLS check the server instead (sslmode=verify-full), ' +
@@ -62,6 +101,11 @@ const TARGET_SESSION_ATTRS =
   ', but permgraph\'s connections take the first listed server that answers, primary or standby, and check neither: ' +
   'only target_session_attrs=any is taken; list the primary alone, or a name or a proxy that follows failover ' +
   '(a worker pointed at a standby refuses to start)';
+
+/** Why Kerberos's parameters are refused. */
+const KERBEROS =
+  ", for Kerberos (GSSAPI) logins, which permgraph's connections cannot do: remove it, and log in with a password " +
+  '(SCRAM) or a client certificate (sslcert, sslkey) instead';
 
 function nodeCannotSet(what: string, instead: string): string {
   return `, ${what}, which Node.js cannot set for a socket: remove it; ${instead}`;
@@ -78,22 +122,27 @@ function nodeCannotSet(what: string, instead: string): string {
  * table above refuses.
  */
 export function readUrlParameters(url: string): UrlSettings {
-  const unknown: string[] = [];
+  const unknown = new Map<string, string>();
   let parsed: Parsed;
   try {
-    parsed = connectionString.default(url, { env: {}, unrecognisedOptionMode: (name) => void (name === NODE_PG_SSL_SWITCH || unknown.push(name)) });
+    parsed = connectionString.default(url, {
+      env: {},
+      unrecognisedOptionMode: (name, value) => void (name === NODE_PG_SSL_SWITCH || unknown.set(name, value)),
+    }) as Parsed;
   } catch (error) {
     if (/"target_session_attrs"/.test(String(error))) throw new InvalidInputError(`the database URL sets target_session_attrs${TARGET_SESSION_ATTRS}`);
     throw notAConnectionString(error);
   }
   const settings: UrlSettings = { connectTimeoutMs: CONNECT_TIMEOUT_MS, keepAlive: true, keepAliveInitialDelayMs: KEEPALIVE_INITIAL_DELAY_MS };
-  for (const name of [...Object.keys(parsed), ...unknown]) {
+  const values: Parsed = { ...Object.fromEntries(unknown), ...parsed };
+  for (const name of [...Object.keys(parsed), ...unknown.keys()]) {
     const rule = PARAMETERS[name];
-    const refusal = rule?.(parsed, settings);
+    const refusal = rule?.(values, settings);
     if (refusal !== undefined) throw new InvalidInputError(`the database URL sets ${name}${refusal}`);
   }
-  if (unknown.length > 0) {
-    throw new InvalidInputError(`the database URL has a parameter permgraph does not know: ${unknown.map((name) => JSON.stringify(name)).join(', ')}`);
+  const unknownNames = [...unknown.keys()].filter((name) => !(name in PARAMETERS));
+  if (unknownNames.length > 0) {
+    throw new InvalidInputError(`the database URL has a parameter permgraph does not know: ${unknownNames.map((name) => JSON.stringify(name)).join(', ')}`);
   }
   return settings;
 }

@@ -7,15 +7,77 @@
 // What a connection applied is read where it lands: the server's own
 // settings (show), the sockets' keepalive switches (Node's setKeepAlive),
 // and when a server that never answers sees the connection given up.
+import { copyFile, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer, Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { TLSSocket } from 'node:tls';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { clientConfig, connectClient } from '../../src/db/client-config.ts';
 import { openPool, sql } from '../../src/db/pool.ts';
+import { tlsPlan } from '../../src/db/tls.ts';
 import { InvalidInputError } from '../../src/errors.ts';
 import { cleanUpAfter } from '../helpers/cleanup.ts';
 import { createTestDatabase } from '../helpers/database.ts';
+import { REPO } from '../docs/doctest.ts';
+
+/** The test certificates (tls.test.ts): server.crt names localhost, signed by ca.crt; other-ca.crt signed nothing here. */
+const FIXTURES = path.join(REPO, 'test/fixtures/tls');
+
+/**
+ * A server that answers a connection's SSL request, completes the TLS
+ * handshake with server.crt (within `versions`), and refuses the login that
+ * follows ("fake server: no login"): a client that gets that far took the
+ * server's certificate. `protocols` are the TLS versions of those handshakes.
+ */
+async function startTlsServer(versions: { minVersion?: 'TLSv1.2' | 'TLSv1.3'; maxVersion?: 'TLSv1.2' | 'TLSv1.3' } = {}) {
+  const [cert, key] = await Promise.all([readFile(path.join(FIXTURES, 'server.crt'), 'utf8'), readFile(path.join(FIXTURES, 'server.key'), 'utf8')]);
+  const protocols: (string | null)[] = [];
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => {});
+    socket.once('data', () => {
+      socket.write('S');
+      const secure = new TLSSocket(socket, { isServer: true, cert, key, ...versions });
+      secure.on('error', () => socket.destroy());
+      secure.once('secure', () => protocols.push(secure.getProtocol()));
+      secure.once('data', () => {
+        const text = Buffer.from('SFATAL\0C28000\0Mfake server: no login\0\0');
+        const header = Buffer.alloc(5);
+        header.write('E');
+        header.writeInt32BE(text.length + 4, 1);
+        secure.end(Buffer.concat([header, text]));
+      });
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  cleanUpAfter(async () => {
+    for (const socket of sockets) socket.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  return { url: `postgres://someone@localhost:${(server.address() as { port: number }).port}/somedb`, protocols };
+}
+
+/** `name`, a copy of a test certificate in a directory of its own, named `as` (a name with a +, say). */
+async function certificateNamed(name: string, as: string): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'permgraph-url-parameters-'));
+  cleanUpAfter(() => rm(dir, { recursive: true, force: true }));
+  await copyFile(path.join(FIXTURES, name), path.join(dir, as));
+  return path.join(dir, as);
+}
+
+/** A file's path as a URL's parameter value, percent-encoded as the pool's parser wants it, but a + left a + (as libpq reads it, and the parser). */
+const inUrl = (file: string) => encodeURIComponent(file).replaceAll('%2B', '+');
+
+/** What connecting `ask` to `url` ends in: its error's message, or 'connected'. */
+const outcome = (ask: (url: string, statement: string) => Promise<unknown>, url: string) =>
+  ask(url, 'select 1').then(
+    () => 'connected',
+    (error: unknown) => (error instanceof Error ? error.message : String(error)),
+  );
 
 /** A server that takes connections and reads what they send, and never answers: `open` are those its clients have not closed. */
 async function startSilentServer(): Promise<{ url: string; open: Set<Socket>; connections: () => number }> {
@@ -105,11 +167,72 @@ describe('libpq parameters of the database URL', async () => {
       ['tcp_user_timeout=1000', 'tcp_user_timeout', /Node\.js cannot set for a socket: remove it/],
       // (node-pg's raw clients opened a replication connection, the pool did not)
       ['replication=database', 'replication', /not replication connections/],
+      // (parsed, then applied by none)
+      ['gssencmode=require', 'gssencmode', /cannot encrypt with GSSAPI: remove it, and encrypt with TLS instead/],
+      ['krbsrvname=postgres', 'krbsrvname', /Kerberos \(GSSAPI\) logins, which permgraph's connections cannot do/],
+      ['gsslib=gssapi', 'gsslib', /Kerberos \(GSSAPI\) logins, which permgraph's connections cannot do/],
+      ['service=app', 'service', /pg_service\.conf file, which permgraph does not read/],
+      ['passfile=%2Ftmp%2Fpgpass', 'passfile', /PGPASSFILE environment variable/],
+      ['hostaddr=127.0.0.1', 'hostaddr', /put the address in the host's place/],
+      ['requirepeer=postgres', 'requirepeer', /cannot check/],
+      ['sslcompression=1', 'sslcompression', /do not compress TLS/],
+      // (libpq's, unknown to the pool's parser: refused with what to do)
+      ['sslsni=0', 'sslsni', /always send a server's host name/],
+      ['sslcrldir=%2Ftmp', 'sslcrldir', /named by sslcrl instead/],
+      ['load_balance_hosts=random', 'load_balance_hosts', /try the hosts in the order listed/],
+      // (the pool's fallback to plain text cannot carry them)
+      ['sslmode=prefer&ssl_min_protocol_version=TLSv1.3', 'ssl_min_protocol_version', /under sslmode=prefer.*use sslmode=require or stronger/],
+      ['sslmode=allow&ssl_max_protocol_version=TLSv1.2', 'ssl_max_protocol_version', /under sslmode=allow.*use sslmode=require or stronger/],
+      ['sslmode=prefer&sslpassword=x', 'sslpassword', /under sslmode=prefer.*use sslmode=require or stronger/],
     ])('%s is refused with an InvalidInputError naming %s, saying what to do instead', async (query, name, advice) => {
       const error = await ask(withQuery(url, query), 'select 1').then(() => undefined, (e: unknown) => e);
       expect(error).toBeInstanceOf(InvalidInputError);
-      expect((error as Error).message).toMatch(new RegExp(`^the database URL sets ${name}[ ,:]`));
+      expect((error as Error).message).toMatch(new RegExp(`^the database URL sets ${name}[ ,:=]`));
       expect((error as Error).message).toMatch(advice);
+    });
+
+    it.each([
+      'gssencmode=disable',
+      // (libpq, finding no GSS credentials, goes on without GSS encryption)
+      'gssencmode=prefer',
+      'sslcompression=0',
+      'sslsni=1',
+      'load_balance_hosts=disable',
+      'tty=x',
+      'fallback_application_name=x',
+      // (no TLS: libpq reads none of them)
+      'sslmode=disable&ssl_min_protocol_version=TLSv1.3&sslcrl=%2Fnonexistent',
+    ])('%s is taken as libpq takes it: the connection is made', async (query) => {
+      expect(await ask(withQuery(url, query), 'select 1')).toBe(1);
+    });
+
+    it('sslrootcert naming a file with a + in its name is that file, as libpq and the pool\'s parser read it, not one with a space', async () => {
+      const server = await startTlsServer();
+      const trusted = await certificateNamed('ca.crt', 'root+ca.crt');
+      expect(await outcome(ask, withQuery(server.url, `sslmode=verify-full&sslrootcert=${inUrl(trusted)}`))).toMatch(/fake server: no login/);
+      // (the file named is the one checked against: another authority is refused)
+      const other = await certificateNamed('other-ca.crt', 'other+ca.crt');
+      expect(await outcome(ask, withQuery(server.url, `sslmode=verify-full&sslrootcert=${inUrl(other)}`))).toMatch(/self[- ]signed|unable to verify|certificate/i);
+    });
+
+    it('ssl_min_protocol_version and ssl_max_protocol_version bound the TLS version of the handshake', async () => {
+      const server = await startTlsServer();
+      expect(await outcome(ask, withQuery(server.url, 'sslmode=require&ssl_max_protocol_version=TLSv1.2'))).toMatch(/fake server: no login/);
+      expect(await outcome(ask, withQuery(server.url, 'sslmode=require'))).toMatch(/fake server: no login/);
+      expect(new Set(server.protocols)).toEqual(new Set(['TLSv1.2', 'TLSv1.3']));
+      expect(server.protocols[0]).toBe('TLSv1.2');
+      expect(server.protocols.at(-1)).toBe('TLSv1.3');
+      const old = await startTlsServer({ maxVersion: 'TLSv1.2' });
+      expect(await outcome(ask, withQuery(old.url, 'sslmode=require&ssl_min_protocol_version=TLSv1.3'))).toMatch(/protocol/i);
+      expect(old.protocols).toEqual([]);
+    });
+
+    it('sslcrl is read into the TLS session of every connection that checks the chain (a file that is not a CRL is refused by it)', async () => {
+      const server = await startTlsServer();
+      const root = path.join(FIXTURES, 'ca.crt');
+      expect(await outcome(ask, withQuery(server.url, `sslmode=verify-full&sslrootcert=${inUrl(root)}&sslcrl=${inUrl(root)}`))).toMatch(/Failed to parse CRL/);
+      // (libpq reads it only to check the chain: under require, not at all)
+      expect(await outcome(ask, withQuery(server.url, `sslmode=require&sslcrl=${inUrl(root)}`))).toMatch(/fake server: no login/);
     });
 
     it('keepalives_idle is when every socket starts its keepalive probes; keepalives=0 turns them off', async () => {
@@ -149,5 +272,17 @@ describe('libpq parameters of the database URL', async () => {
         await expect(attempt).rejects.toThrow(); // (the pool's: waiting for a connection, 60 s of fake time)
       }
     });
+  });
+
+  it("tlsPlan: the URL handed on keeps its other parameters' text, a + written %2B (node-pg would read a space); sslcrl, sslpassword and the versions become TLS options", async () => {
+    const crl = await certificateNamed('ca.crt', 'revoked+list.pem');
+    const plan = tlsPlan(`postgres://u@db.example/app?application_name=a+b&sslmode=verify-ca&sslrootcert=${path.join(FIXTURES, 'ca.crt')}&sslcrl=${crl}&sslpassword=p+q&ssl_min_protocol_version=TLSv1.3&options=`);
+    expect(plan.url).toBe('postgres://u@db.example/app?application_name=a%2Bb&options=');
+    expect(new URL(plan.url).searchParams.get('application_name')).toBe('a+b');
+    expect(plan.tls).toMatchObject({ crl: await readFile(crl, 'utf8'), passphrase: 'p+q', minVersion: 'TLSv1.3', rejectUnauthorized: true });
+    expect(() => tlsPlan('postgres://u@db.example/app?sslmode=require&ssl_min_protocol_version=TLSv1.3&ssl_max_protocol_version=TLSv1.2')).toThrow(
+      /ssl_min_protocol_version \(TLSv1\.3\) is above its ssl_max_protocol_version \(TLSv1\.2\)/,
+    );
+    expect(() => tlsPlan('postgres://u@db.example/app?sslmode=require&ssl_min_protocol_version=TLSv9')).toThrow(InvalidInputError);
   });
 });
