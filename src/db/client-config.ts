@@ -9,8 +9,8 @@ import { END_TIMEOUT_MS, SERVER_STARTING_RETRY_MS } from '../constants.ts';
 import { isServerStarting } from '../errors.ts';
 import { isSocketDirectory, type PeerAddress } from './close-connection.ts';
 import { SocketKeeper } from './socket-keeper.ts';
-import { isTlsRefused, splitHostList, tlsPlan } from './tls.ts';
-import { readUrlParameters } from './url-parameters.ts';
+import { isTlsRefused, splitHostList, tlsPlan, urlWithout } from './tls.ts';
+import { CONNECTION_NAME_PARAMETERS, readUrlParameters } from './url-parameters.ts';
 
 /** Where a raw client connects instead of the URL's host: a reached address (PeerAddress), or one of the hosts a URL lists, whose port may be the default. */
 export type HostAddress = Omit<PeerAddress, 'port'> & { port?: number };
@@ -50,8 +50,10 @@ export async function clientConfig(url: string, applicationName: string, options
   // (verify-full checks the name of the host the address was reached by,
   // not the address: of a URL listing several, the one that answered)
   const name = options.address?.name;
+  const named = urlWithout(plan.url, CONNECTION_NAME_PARAMETERS);
   const config = {
-    connectionString: options.address ? atAddress(plan.url, options.address) : plan.url,
+    // (the connection is named here: see CONNECTION_NAME_PARAMETERS)
+    connectionString: options.address ? atAddress(named, options.address) : named,
     ssl: plan.tls && plan.mode === 'verify-full' && name !== undefined ? { ...plan.tls, host: name } : (plan.tls ?? false),
     application_name: applicationName,
     // as the pool's connections (pool.ts): node-pg reads neither from the URL

@@ -128,7 +128,7 @@ export function tlsPlan(url: string): TlsPlan {
  * percent-decoded and nothing more (a + stays a +, where URLSearchParams
  * reads a space); of a name given twice, the last value.
  */
-function queryParameters(url: string): Map<string, string> {
+export function queryParameters(url: string): Map<string, string> {
   const values = new Map<string, string>();
   const start = url.indexOf('?');
   if (start < 0) return values;
@@ -153,7 +153,7 @@ function decode(text: string): string {
  * but each + of its parameters written %2B: node-pg reads the URL handed to
  * it through URLSearchParams, which would take a + for a space.
  */
-function urlWithout(url: string, names: readonly string[]): string {
+export function urlWithout(url: string, names: readonly string[]): string {
   const start = url.indexOf('?');
   if (start < 0) return url;
   const kept = url
@@ -195,19 +195,18 @@ const HOST_LIST_PLACEHOLDER = 'permgraph-host-list.invalid';
 
 /**
  * A postgres:// URL read by URL: as it is, or, when it lists several hosts
- * each with its port, with that list set aside (`restore` puts it back into
- * a URL written from `parsed`). Undefined for anything else.
+ * each with its port, with that list set aside. Undefined for anything else.
  */
-function readUrl(url: string): { parsed: URL; several: boolean; restore: (text: string) => string } | undefined {
+function readUrl(url: string): { parsed: URL; several: boolean } | undefined {
   try {
     const parsed = new URL(url);
-    return { parsed, several: parsed.hostname.includes(','), restore: (text) => text };
+    return { parsed, several: parsed.hostname.includes(',') };
   } catch {
     const list = splitHostList(url);
     if (list === undefined) return undefined;
     try {
       const parsed = new URL(`${list.head}${HOST_LIST_PLACEHOLDER}${list.rest}`);
-      return { parsed, several: true, restore: (text) => text.replace(HOST_LIST_PLACEHOLDER, () => list.hosts) };
+      return { parsed, several: true };
     } catch {
       return undefined;
     }

@@ -9,7 +9,16 @@
 import connectionString from '@databases/pg-connection-string';
 import { CONNECT_TIMEOUT_MS, KEEPALIVE_INITIAL_DELAY_MS } from '../constants.ts';
 import { InvalidInputError } from '../errors.ts';
-import { NODE_PG_SSL_SWITCH } from './tls.ts';
+import { NODE_PG_SSL_SWITCH, queryParameters } from './tls.ts';
+
+/**
+ * The URL's parameters that name a connection, which none of permgraph's
+ * takes: permgraph names each of its own (the pool, the worker's, LISTEN's,
+ * the watchdog's probes, the pooler check's), so that pg_stat_activity
+ * tells them apart. The pool's name is its caller's (applicationName);
+ * node-pg would let these rename the raw clients alone.
+ */
+export const CONNECTION_NAME_PARAMETERS = ['application_name', 'fallback_application_name'] as const;
 
 /** What every connection takes from the URL, beyond its host, login and TLS. */
 export interface UrlSettings {
@@ -29,7 +38,11 @@ type Parsed = ReturnType<typeof connectionString.default> & Record<string, strin
  * tls.ts applies: what it does to every connection, or, as a string, why
  * it is refused and what to do instead (after "the database URL sets NAME").
  */
-const PARAMETERS: Record<string, (parsed: Parsed, settings: UrlSettings) => string | undefined> = {
+const PARAMETERS: Record<string, (parsed: Parsed, settings: UrlSettings, query: Map<string, string>) => string | undefined> = {
+  // (the pool's parser reads it before the path's database, node-pg not at
+  // all: the pool and the raw clients would open two databases)
+  dbname: (_parsed, _settings, query) =>
+    query.has('dbname') ? ", which permgraph's connections do not all read: remove it, and put the database in the URL's path instead (postgres://host/dbname)" : undefined,
   // libpq: seconds, each host on its own; 0 waits for ever; 1 is read as 2.
   connect_timeout: ({ connect_timeout: seconds = 0 }, settings) => void (settings.connectTimeoutMs = seconds === 1 ? 2000 : seconds * 1000),
   keepalives: ({ keepalives }, settings) => void (settings.keepAlive = keepalives !== false),
@@ -135,9 +148,10 @@ export function readUrlParameters(url: string): UrlSettings {
   }
   const settings: UrlSettings = { connectTimeoutMs: CONNECT_TIMEOUT_MS, keepAlive: true, keepAliveInitialDelayMs: KEEPALIVE_INITIAL_DELAY_MS };
   const values: Parsed = { ...Object.fromEntries(unknown), ...parsed };
+  const query = queryParameters(url);
   for (const name of [...Object.keys(parsed), ...unknown.keys()]) {
     const rule = PARAMETERS[name];
-    const refusal = rule?.(values, settings);
+    const refusal = rule?.(values, settings, query);
     if (refusal !== undefined) throw new InvalidInputError(`the database URL sets ${name}${refusal}`);
   }
   const unknownNames = [...unknown.keys()].filter((name) => !(name in PARAMETERS));

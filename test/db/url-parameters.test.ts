@@ -147,6 +147,15 @@ describe('libpq parameters of the database URL', async () => {
       }
     });
 
+    it("application_name in the URL names none of permgraph's connections: each keeps the name permgraph gives it", async () => {
+      // (node-pg let the URL's name override a raw client's: the listener,
+      // the watchdog and the pooler check took the URL's, the pool kept
+      // permgraph's)
+      const named = await ask(withQuery(url, 'application_name=from-the-url'), "select current_setting('application_name')");
+      expect(named).not.toBe('from-the-url');
+      expect(named).toBe(_kind === 'pool' ? 'permgraph' : 'url-parameters-test');
+    });
+
     it('target_session_attrs=any is taken, and the connection is the server listed', async () => {
       expect(await ask(withQuery(url, 'target_session_attrs=any'), 'select pg_catalog.pg_is_in_recovery()')).toBe(false);
     });
@@ -167,6 +176,8 @@ describe('libpq parameters of the database URL', async () => {
       ['tcp_user_timeout=1000', 'tcp_user_timeout', /Node\.js cannot set for a socket: remove it/],
       // (node-pg's raw clients opened a replication connection, the pool did not)
       ['replication=database', 'replication', /not replication connections/],
+      // (the pool's parser reads it before the path's database, node-pg not at all: two databases for one URL)
+      ['dbname=template1', 'dbname', /put the database in the URL's path/],
       // (parsed, then applied by none)
       ['gssencmode=require', 'gssencmode', /cannot encrypt with GSSAPI: remove it, and encrypt with TLS instead/],
       ['krbsrvname=postgres', 'krbsrvname', /Kerberos \(GSSAPI\) logins, which permgraph's connections cannot do/],
