@@ -72,6 +72,15 @@ export function tlsPlan(url: string): TlsPlan {
   const { parsed, several } = read;
   const query = queryParameters(url);
   const raw = query.get('sslmode') ?? null;
+  if (raw === null && query.has('ssl')) {
+    // (node-pg's switch, which libpq does not know: the pool's parser reads
+    // ssl=true as require, node-pg as verify-full; read as neither, it was
+    // a plain connection)
+    throw new InvalidInputError(
+      "the database URL sets ssl, node-pg's switch, which means require to one library and verify-full to another: " +
+        'remove it, and say which with sslmode instead: verify-full checks the server\'s certificate and name, require only encrypts',
+    );
+  }
   const mode = raw === null ? 'disable' : raw === 'no-verify' ? 'require' : SSL_MODES.find((m) => m === raw);
   if (mode === undefined) {
     throw new InvalidInputError(`sslmode must be one of ${SSL_MODES.join(', ')}, got "${raw}"`);

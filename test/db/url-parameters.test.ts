@@ -176,6 +176,11 @@ describe('libpq parameters of the database URL', async () => {
       ['tcp_user_timeout=1000', 'tcp_user_timeout', /Node\.js cannot set for a socket: remove it/],
       // (node-pg's raw clients opened a replication connection, the pool did not)
       ['replication=database', 'replication', /not replication connections/],
+      // (node-pg's switch, read as require by the pool's parser and as
+      // verify-full by node-pg; permgraph, reading sslmode only, connected
+      // in plain text, a server offering TLS or not)
+      ['ssl=true', 'ssl', /say which with sslmode instead: verify-full/],
+      ['ssl=1', 'ssl', /say which with sslmode instead: verify-full/],
       // (the pool's parser reads it before the path's database, node-pg not at all: two databases for one URL)
       ['dbname=template1', 'dbname', /put the database in the URL's path/],
       // (parsed, then applied by none)
