@@ -21,6 +21,7 @@ import { waitFor, writeWithToken, type FreshnessToken } from './engine/freshness
 import { parseExactMoment } from './expiry.ts';
 import { verify, type VerifyResult } from './engine/verify.ts';
 import { InvalidInputError, PermgraphError } from './errors.ts';
+import { generatorWithRightsOf, withRightsOf, type Operation } from './rights.ts';
 import type { Logger } from './logger.ts';
 import { silentLogger } from './logger.ts';
 import { migrate, type MigrateResult } from './migrations/migrate.ts';
@@ -107,25 +108,25 @@ export class Permgraph {
   }
 
   migrate(): Promise<MigrateResult> {
-    return migrate(this.db, this.logger);
+    return withRightsOf('migrate', () => migrate(this.db, this.logger));
   }
 
   refresh(): Promise<BatchResult> {
-    return refresh(this.db);
+    return withRightsOf('refresh', () => refresh(this.db));
   }
 
   /** Applies pending changes now, synchronously (the worker's code path). */
   applyChanges(options?: ApplyOptions): Promise<BatchResult> {
-    return applyChanges(this.db, options);
+    return withRightsOf('applyChanges', () => applyChanges(this.db, options));
   }
 
   /** Applies the next chunk of the running long job, if any (what the worker does between batches). */
   applyJobChunk(options?: ChunkOptions): Promise<ChunkResult> {
-    return applyJobChunk(this.db, options);
+    return withRightsOf('applyJobChunk', () => applyJobChunk(this.db, options));
   }
 
   verify(): Promise<VerifyResult> {
-    return verify(this.db);
+    return withRightsOf('verify', () => verify(this.db));
   }
 
   /**
@@ -134,14 +135,18 @@ export class Permgraph {
    * atLeastAsFreshAs: answer only once the table reflects that write.
    */
   async check(userId: string, targetId: string, levelOrOperation: Level | string, options: FreshCheckOptions = {}): Promise<boolean> {
-    await this.freshAs(options);
-    return (await checkAccess(this.conn, userId, targetId, levelOrOperation, options)).allowed;
+    return withRightsOf('check', async () => {
+      await this.freshAs(options);
+      return (await checkAccess(this.conn, userId, targetId, levelOrOperation, options)).allowed;
+    });
   }
 
   /** check() for many targets of one user in one round trip; the answers in the order of targetIds (at most 10,000). */
   async checkMany(userId: string, targetIds: readonly string[], levelOrOperation: Level | string, options: FreshCheckOptions = {}): Promise<boolean[]> {
-    await this.freshAs(options);
-    return checkMany(this.conn, userId, targetIds, levelOrOperation, options);
+    return withRightsOf('checkMany', async () => {
+      await this.freshAs(options);
+      return checkMany(this.conn, userId, targetIds, levelOrOperation, options);
+    });
   }
 
   /** Waits for options.atLeastAsFreshAs, if given: read-your-writes without a waitFor of one's own. */
@@ -158,7 +163,7 @@ export class Permgraph {
     if (scope && !scope.ended && (scope.tokens.has(token) || (await transactionIdOf(scope.tx)) === token)) {
       throw new PermgraphError(`token ${token} is the transaction of asActor, which commits only when asActor returns: wait for it after asActor`);
     }
-    return waitFor(this.db, token, timeoutMs);
+    return withRightsOf('waitFor', () => waitFor(this.db, token, timeoutMs));
   }
 
   /** A worker daemon on this database (call start()/stop()). */
@@ -167,7 +172,7 @@ export class Permgraph {
   }
 
   addNode(id: string, kind: NodeKind, options: { ownerId?: string | null; trashAt?: Date | string | null } = {}): Promise<FreshnessToken> {
-    return this.write(async (tx) => {
+    return this.write('addNode', async (tx) => {
       const rows = await tx.query(sql`
         insert into permgraph.nodes (id, kind, owner_id, trash_at) values (${id}, ${kind}, ${options.ownerId ?? null}, ${trashTime(options.trashAt)}::timestamptz)
         on conflict (id) do nothing returning id`);
@@ -177,21 +182,21 @@ export class Permgraph {
   }
 
   setOwner(id: string, ownerId: string | null): Promise<FreshnessToken> {
-    return this.write(async (tx) => {
+    return this.write('setOwner', async (tx) => {
       const rows = await tx.query(sql`update permgraph.nodes set owner_id = ${ownerId} where id = ${id} returning id`);
       if (rows.length === 0) throw new InvalidInputError(`node "${id}" does not exist`);
     });
   }
 
   setTrash(id: string, trashAt: Date | string | null): Promise<FreshnessToken> {
-    return this.write(async (tx) => {
+    return this.write('setTrash', async (tx) => {
       const rows = await tx.query(sql`update permgraph.nodes set trash_at = ${trashTime(trashAt)}::timestamptz where id = ${id} returning id`);
       if (rows.length === 0) throw new InvalidInputError(`node "${id}" does not exist`);
     });
   }
 
   removeNode(id: string): Promise<FreshnessToken> {
-    return this.write(async (tx) => {
+    return this.write('removeNode', async (tx) => {
       const rows = await tx.query(sql`delete from permgraph.nodes where id = ${id} returning id`);
       if (rows.length === 0) throw new InvalidInputError(`node "${id}" does not exist`);
     });
@@ -209,7 +214,7 @@ export class Permgraph {
     levelOrRole: Level | string,
     options: { source?: string; expiresAt?: Date | string | null; expiresIn?: string } = {},
   ): Promise<FreshnessToken> {
-    return this.noteToken((await writeGrant(this.conn, tailId, headId, levelOrRole, options)).token);
+    return this.noteToken((await withRightsOf('grant', () => writeGrant(this.conn, tailId, headId, levelOrRole, options))).token);
   }
 
   /**
@@ -217,27 +222,27 @@ export class Permgraph {
    * there was, and to have unknown ids refused, use revokeGrant(pg.db, …).
    */
   revoke(tailId: string, headId: string, options: { source?: string } = {}): Promise<FreshnessToken> {
-    return this.write((tx) => deleteGrant(tx, tailId, headId, options));
+    return this.write('revoke', (tx) => deleteGrant(tx, tailId, headId, options));
   }
 
   /** Nodes the user may act on (owner rule and trash included), one keyset page. */
   listTargets(userId: string, options?: ListTargetsOptions): Promise<Page<TargetItem>> {
-    return listTargets(this.conn, userId, options);
+    return withRightsOf('listTargets', () => listTargets(this.conn, userId, options));
   }
 
   /** Users who may act on the node ("who can see this"), one keyset page. */
   listUsers(targetId: string, options?: ListUsersOptions): Promise<Page<UserItem>> {
-    return listUsers(this.conn, targetId, options);
+    return withRightsOf('listUsers', () => listUsers(this.conn, targetId, options));
   }
 
   /** The strongest path granting access, or why there is none. */
   explain(userId: string, thingId: string, level?: LevelInput | null): Promise<Explanation> {
-    return explain(this.conn, userId, thingId, level);
+    return withRightsOf('explain', () => explain(this.conn, userId, thingId, level));
   }
 
   /** Makes the grants of `source` exactly `desired`, atomically, writing only the differences. */
   async syncGrants(source: string, desired: readonly DesiredGrant[]): Promise<SyncGrantsResult> {
-    const result = await syncGrants(this.conn, source, desired);
+    const result = await withRightsOf('syncGrants', () => syncGrants(this.conn, source, desired));
     this.noteToken(result.token);
     return result;
   }
@@ -249,17 +254,17 @@ export class Permgraph {
   importGraph(options: ImportOptions): Promise<ImportSummary> {
     // Its own connections and transactions (it commits batch by batch), but inside asActor its audit row names that actor.
     // (the URL: checked for a transaction pooler, and CSV rows staged with COPY, as the command line does)
-    return importGraph(this.db, { actor: this.actorScope.getStore()?.actor, connectionUrl: this.url, ...options });
+    return withRightsOf('importGraph', () => importGraph(this.db, { actor: this.actorScope.getStore()?.actor, connectionUrl: this.url, ...options }));
   }
 
   /** Audit entries, oldest first; pass nextCursor as `after` for the next page. */
   audit(filter: AuditFilter = {}): Promise<AuditPage> {
-    return listAudit(this.conn, filter);
+    return withRightsOf('audit', () => listAudit(this.conn, filter));
   }
 
   /** Deletes the audit entries before `before` or older than `olderThan` (the schema's owner only); `dryRun` counts them. */
   pruneAudit(options: PruneAuditOptions): Promise<PruneAuditResult> {
-    return pruneAudit(this.conn, options);
+    return withRightsOf('pruneAudit', () => pruneAudit(this.conn, options));
   }
 
   /**
@@ -293,31 +298,32 @@ export class Permgraph {
 
   /** Schema, index, worker, backlog and import health checks. */
   doctor(options: DoctorOptions = {}): Promise<DoctorCheck[]> {
-    return runDoctor(this.db, { url: this.url, ...options });
+    return withRightsOf('doctor', () => runDoctor(this.db, { url: this.url, ...options }));
   }
 
   /** Makes the roles/operations catalog equal to `catalog` (or the JSON file at that path). */
   async syncRoles(catalog: Catalog | string, options: { dryRun?: boolean } = {}): Promise<SyncResult> {
-    return syncRoles(this.conn, typeof catalog === 'string' ? await loadCatalogFile(catalog) : catalog, options);
+    const desired = typeof catalog === 'string' ? await loadCatalogFile(catalog) : catalog;
+    return withRightsOf('syncRoles', () => syncRoles(this.conn, desired, options));
   }
 
   /** 1..3, read/write/manage, or a role name from the catalog. */
   levelOf(levelOrRole: string | number): Promise<Level> {
-    return parseLevelOrRole(this.conn, levelOrRole);
+    return withRightsOf('levelOf', () => parseLevelOrRole(this.conn, levelOrRole));
   }
 
   /** check() by operation name (e.g. 'document.delete'), via the catalog. */
   checkOperation(userId: string, targetId: string, operation: string, options: { includeTrash?: boolean } = {}): Promise<boolean> {
-    return checkOperation(this.conn, userId, targetId, operation, options);
+    return withRightsOf('checkOperation', () => checkOperation(this.conn, userId, targetId, operation, options));
   }
 
   /** For your own rows that carry an owner column (they need not be nodes). */
   can(userId: string, row: { id: string; ownerId: string | null }, levelOrOperation: Level | string, options: { includeTrash?: boolean } = {}): Promise<boolean> {
-    return canAccessRow(this.conn, { userId, ...row }, levelOrOperation, options);
+    return withRightsOf('can', () => canAccessRow(this.conn, { userId, ...row }, levelOrOperation, options));
   }
 
   setSuperuser(userId: string, flag: boolean): Promise<void> {
-    return setSuperuser(this.conn, userId, flag);
+    return withRightsOf('setSuperuser', () => setSuperuser(this.conn, userId, flag));
   }
 
   /**
@@ -326,11 +332,11 @@ export class Permgraph {
    * owner column only, unless `matchRowId` (see RowLevelSecurityOptions).
    */
   enableRowLevelSecurity(table: string, idColumn: string, ownerColumn: string | null, options: RowLevelSecurityOptions = {}): Promise<void> {
-    return enableRowLevelSecurity(this.conn, table, idColumn, ownerColumn, options);
+    return withRightsOf('enableRowLevelSecurity', () => enableRowLevelSecurity(this.conn, table, idColumn, ownerColumn, options));
   }
 
   disableRowLevelSecurity(table: string): Promise<void> {
-    return disableRowLevelSecurity(this.conn, table);
+    return withRightsOf('disableRowLevelSecurity', () => disableRowLevelSecurity(this.conn, table));
   }
 
   /**
@@ -341,27 +347,31 @@ export class Permgraph {
     name: string,
     readSnapshot?: (tx: Queryable, registration: { seq: number; created: boolean }) => Promise<T>,
   ): Promise<Registration<T>> {
-    return registerConsumer(this.db, name, readSnapshot);
+    return withRightsOf('registerConsumer', () => registerConsumer(this.db, name, readSnapshot));
   }
 
   /** The consumer's permission change events in batches, each with ack(); `follow` waits for more (LISTEN/NOTIFY). */
   changes(name: string, options: Omit<ChangesOptions, 'url'> = {}): AsyncGenerator<ChangeBatch, void, undefined> {
-    return changes(this.db, name, { logger: this.logger, ...options, url: this.url });
+    return generatorWithRightsOf('changes', changes(this.db, name, { logger: this.logger, ...options, url: this.url }));
   }
 
   /** Removes a change stream consumer and the events only it still needed; false if there was none. */
   dropConsumer(name: string): Promise<boolean> {
-    return dropConsumer(this.db, name);
+    return withRightsOf('dropConsumer', () => dropConsumer(this.db, name));
   }
 
   /** Every change stream consumer with its backlog: events waiting and the age of the oldest. */
   consumerStatus(): Promise<ConsumerStatus[]> {
-    return consumerStatus(this.conn);
+    return withRightsOf('consumerStatus', () => consumerStatus(this.conn));
   }
 
-  /** Runs a write in a transaction (inside asActor: a savepoint of its transaction) and returns its freshness token; database input errors become InvalidInputError. */
-  private async write(fn: (tx: Queryable) => Promise<unknown>): Promise<FreshnessToken> {
-    return this.noteToken((await writeWithToken(this.conn, fn)).token);
+  /**
+   * Runs a write of `operation` in a transaction (inside asActor: a savepoint
+   * of its transaction) and returns its freshness token; database input
+   * errors become InvalidInputError, refusals say what the write needs.
+   */
+  private async write(operation: Operation, fn: (tx: Queryable) => Promise<unknown>): Promise<FreshnessToken> {
+    return this.noteToken((await withRightsOf(operation, () => writeWithToken(this.conn, fn))).token);
   }
 
   /** Where an API call runs: inside asActor, in its transaction (which names the actor); else on the pool. */
@@ -394,3 +404,14 @@ async function transactionIdOf(tx: Transaction): Promise<FreshnessToken | null> 
     return null;
   }
 }
+
+/** The public methods of Permgraph, by name. */
+type PublicMethod = { [K in keyof Permgraph]: Permgraph[K] extends (...args: never[]) => unknown ? K : never }[keyof Permgraph];
+
+/**
+ * The compiler's check that every method running statements has its need in
+ * RIGHTS_NEEDED (src/rights.ts): close, worker and asActor run none of their
+ * own. A method missing there makes this line fail, naming it.
+ */
+type MethodWithoutItsNeed = Exclude<PublicMethod, Operation | 'close' | 'worker' | 'asActor'>;
+const everyMethodHasItsNeed: [MethodWithoutItsNeed] extends [never] ? true : MethodWithoutItsNeed = true;

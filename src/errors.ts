@@ -36,11 +36,30 @@ export class InvalidInputError extends PermgraphError {
  * lacks the permgraph role the call needs (docs/security.md), or a change
  * consumer belongs to another login. `code` keeps the SQLSTATE, as the
  * driver's error had it.
+ *
+ * PostgreSQL's own refusals ("permission denied for function …", "must be
+ * owner of …") name an internal object, not the call: `postgresMessage`
+ * keeps that text, and a library call adds to the message what it needs
+ * (withRightsNeeded: `operation`, `needs`). The SQL side's own refusals
+ * name their reason, and have neither.
  */
 export class PermissionDeniedError extends PermgraphError {
   override name = 'PermissionDeniedError';
   readonly sqlState = '42501';
   readonly code = '42501';
+  /** PostgreSQL's own text (without the driver's code frame), when the refusal is PostgreSQL's (a right the login lacks). */
+  readonly postgresMessage?: string;
+  /** The call refused (a method or function name, or a command), when it said what it needs. */
+  readonly operation?: string;
+  /** Who may make the call, in words: "a login granted permgraph_worker", "the schema's owner". */
+  readonly needs?: string;
+
+  constructor(message: string, options: ErrorOptions & { postgresMessage?: string; operation?: string; needs?: string } = {}) {
+    super(message, options);
+    this.postgresMessage = options.postgresMessage;
+    this.operation = options.operation;
+    this.needs = options.needs;
+  }
 }
 
 /**
@@ -212,8 +231,39 @@ export function translateDbError(error: unknown, reasons: InputErrorReasons = {}
   const reason = reasons[state] ?? reasons[state.slice(0, 2)];
   if (reason) return new InvalidInputError(reason(message), state, { cause: error });
   if (inputErrorStates.has(state)) return new InvalidInputError(message, state, { cause: error });
-  if (state === SqlState.insufficientPrivilege) return new PermissionDeniedError(message, { cause: error });
+  if (state === SqlState.insufficientPrivilege) {
+    // (PostgreSQL's own words, without the code frame of the statement the
+    // driver appends, which @databases/pg separates with a blank line; the
+    // SQL side's carry its prefix)
+    const postgresMessage = POSTGRES_REFUSAL.test(text) ? text.split('\n\n')[0] : undefined;
+    return new PermissionDeniedError(message, { cause: error, postgresMessage });
+  }
   return error;
+}
+
+/** How PostgreSQL words a right the login lacks: EXECUTE, SELECT, USAGE…, or the ownership a DROP or ALTER needs. */
+const POSTGRES_REFUSAL = /^(permission denied for |must be owner of )/;
+
+/**
+ * PostgreSQL's own refusal of `operation` (a database error, or the
+ * PermissionDeniedError translated from one), said as the call's: a
+ * PermissionDeniedError whose message keeps PostgreSQL's text and adds
+ * "<operation> needs <needs> (docs/security.md)" (on one line: the
+ * statement's code frame, of the library's own SQL, stays in `cause`, the
+ * driver's error). A refusal already told for an inner call is told again for this
+ * one (the call the caller made). Every other error, the SQL side's own
+ * refusals included, is returned unchanged.
+ */
+export function withRightsNeeded(error: unknown, operation: string, needs: string): unknown {
+  const denied = translateDbError(error);
+  if (!(denied instanceof PermissionDeniedError) || denied.postgresMessage === undefined) return error;
+  const { postgresMessage } = denied;
+  return new PermissionDeniedError(`${postgresMessage}: ${operation} needs ${needs} (docs/security.md)`, {
+    cause: denied.cause,
+    postgresMessage,
+    operation,
+    needs,
+  });
 }
 
 /** Runs `run`, throwing its database errors through translateDbError. */

@@ -1,7 +1,7 @@
 // Which errors are the connection's and which are a SQLSTATE (src/errors.ts):
 // the worker's log and retry, and the CLI's failure codes, rest on them.
 import { describe, expect, it } from 'vitest';
-import { ConnectionStalledError, InvalidInputError, isConnectionError, PermissionDeniedError, sqlStateOf, translateDbError } from '../src/errors.ts';
+import { ConnectionStalledError, InvalidInputError, isConnectionError, PermissionDeniedError, sqlStateOf, translateDbError, withRightsNeeded } from '../src/errors.ts';
 
 /** An error as the server sends it (node-pg's DatabaseError carries the SQLSTATE in code). */
 const fromServer = (code: string, message = 'x') => Object.assign(new Error(message), { code, severity: 'ERROR' });
@@ -27,6 +27,38 @@ describe('errors', () => {
     expect(sqlStateOf(denied)).toBe('42501');
     // Input refused before any SQL ran has none.
     expect(sqlStateOf(new InvalidInputError('level must be 1 (read), 2 (write) or 3 (manage), got 4'))).toBeUndefined();
+  });
+
+  it("withRightsNeeded tells PostgreSQL's own refusals with the call's need, once, as the outermost call's; the SQL side's stay as they are", () => {
+    // as @databases/pg words it: the server's message, then the statement's code frame after a blank line
+    const driver = fromServer('42501', 'permission denied for schema permgraph\n\n> 1 | select permgraph.check($1, $2, $3)\n    |        ^');
+    const told = withRightsNeeded(driver, 'check()', 'a login granted permgraph_reader');
+    expect(told).toBeInstanceOf(PermissionDeniedError);
+    expect(told).toMatchObject({
+      message: 'permission denied for schema permgraph: check() needs a login granted permgraph_reader (docs/security.md)',
+      postgresMessage: 'permission denied for schema permgraph',
+      operation: 'check()',
+      needs: 'a login granted permgraph_reader',
+      cause: driver,
+    });
+    expect(sqlStateOf(told)).toBe('42501');
+    // translated first (as every library call does), the same
+    expect(withRightsNeeded(translateDbError(driver), 'check()', 'a login granted permgraph_reader')).toMatchObject({ message: (told as Error).message, cause: driver });
+    // told again for an outer call: that call's need, not both
+    const outer = withRightsNeeded(told, '`permgraph check`', 'a login granted permgraph_reader');
+    expect(outer).toMatchObject({ message: 'permission denied for schema permgraph: `permgraph check` needs a login granted permgraph_reader (docs/security.md)', cause: driver });
+    const owner = withRightsNeeded(fromServer('42501', 'must be owner of function _explain_tree'), 'migrate()', "the schema's owner");
+    expect((owner as Error).message).toBe("must be owner of function _explain_tree: migrate() needs the schema's owner (docs/security.md)");
+    // the SQL side's own refusals, and every other error, unchanged
+    for (const error of [
+      fromServer('42501', 'permgraph: change consumer "feed" belongs to role app; other may not use it'),
+      translateDbError(fromServer('42501', 'permgraph: change consumer "feed" belongs to role app; other may not use it')),
+      new PermissionDeniedError('the nodes query was refused: permission denied for table documents (…)', { cause: fromServer('42501', 'permission denied for table documents') }),
+      fromServer('23514', 'permission denied for nothing: a check'),
+      new Error('permission denied for table grants'),
+    ]) {
+      expect(withRightsNeeded(error, 'check()', 'a login granted permgraph_reader')).toBe(error);
+    }
   });
 
   it('isConnectionError: the network, node-pg losing the connection, a stalled connection closed, the server refusing or ending the session; not a statement', () => {

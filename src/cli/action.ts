@@ -1,7 +1,8 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { withContext, type CommandContext, type GlobalOptions } from './context.ts';
 import { MAX_PAGE_LIMIT } from '../constants.ts';
-import { InvalidInputError, SqlState, sqlStateOf } from '../errors.ts';
+import { InvalidInputError, withRightsNeeded } from '../errors.ts';
+import { describeRightNeeded, RIGHTS_NEEDED, type Operation } from '../rights.ts';
 import { ExitCode } from './errors.ts';
 
 export { ExitCode };
@@ -26,19 +27,31 @@ export function action<O>(program: Command, run: Action<O>, defaults: { logLevel
   };
 }
 
-/** Which login each command needs (docs/security.md); the rest read, as permgraph_reader. */
-const RIGHTS_NEEDED: Record<string, string> = {
-  migrate: "the schema's owner",
-  dev: "the schema's owner (it migrates)",
-  import: "the schema's owner",
-  'roles sync': "the schema's owner (a dry run: any permgraph role)",
-  'prune-audit': "the schema's owner",
-  worker: 'a login granted permgraph_worker',
-  refresh: 'a login granted permgraph_worker',
-  verify: 'a login granted permgraph_worker',
-  grant: 'a login granted permgraph_writer',
-  revoke: 'a login granted permgraph_writer',
-  'sync-grants': 'a login granted permgraph_writer',
+/**
+ * The library's operation each command runs, whose need (src/rights.ts)
+ * the command has; `note` words what else the command line's user should
+ * know. A command not listed reads, as the reads do.
+ */
+const COMMAND_OPERATIONS: Record<string, { operation: Operation; note?: string }> = {
+  migrate: { operation: 'migrate' },
+  dev: { operation: 'migrate', note: 'it migrates' },
+  'worker --migrate': { operation: 'migrate', note: 'run `permgraph migrate` as it, and the worker without --migrate' },
+  import: { operation: 'importGraph' },
+  'roles sync': { operation: 'syncRoles' },
+  'prune-audit': { operation: 'pruneAudit' },
+  worker: { operation: 'applyChanges' },
+  refresh: { operation: 'refresh' },
+  verify: { operation: 'verify' },
+  grant: { operation: 'grant' },
+  revoke: { operation: 'revoke' },
+  'sync-grants': { operation: 'syncGrants' },
+  check: { operation: 'check' },
+  explain: { operation: 'explain' },
+  list: { operation: 'listTargets' },
+  who: { operation: 'listUsers' },
+  audit: { operation: 'audit' },
+  changes: { operation: 'changes' },
+  doctor: { operation: 'doctor' },
 };
 
 function commandPath(command: Command): string {
@@ -50,18 +63,22 @@ function commandPath(command: Command): string {
 /**
  * PostgreSQL's own refusals ("permission denied for …", "must be owner of
  * …", as a migration's DROP or ALTER gets) say what was refused, not why:
- * the login lacks the role the command needs. Said here, with the SQLSTATE
- * kept. (The SQL side's own refusals name their reason already.)
+ * the login lacks the role the command needs. Said here as the command's
+ * (withRightsNeeded), with the SQLSTATE kept, whatever the library call
+ * that was refused said. (The SQL side's own refusals name their reason
+ * already.)
  */
-export function withRightsHint(error: unknown, path: string, needs = RIGHTS_NEEDED[path] ?? 'a login granted permgraph_reader'): unknown {
-  const message = error instanceof Error ? error.message : '';
-  const postgresOwn = /^(permission denied for |must be owner of )/.test(message);
-  if (sqlStateOf(error) !== SqlState.insufficientPrivilege || !postgresOwn || error instanceof RightsHinted) return error;
-  return Object.assign(new RightsHinted(`${message}: \`permgraph ${path}\` needs ${needs} (docs/security.md)`, { cause: error }), { code: SqlState.insufficientPrivilege });
+export function withRightsHint(error: unknown, path: string): unknown {
+  if (toldByCommand.has(error as object)) return error; // (`worker --migrate`'s, through the worker's action)
+  const { operation, note } = COMMAND_OPERATIONS[path] ?? { operation: 'check' };
+  const need = RIGHTS_NEEDED[operation];
+  const told = withRightsNeeded(error, `\`permgraph ${path}\``, describeRightNeeded(need, note ?? need.note));
+  if (told !== error) toldByCommand.add(told as object);
+  return told;
 }
 
-/** A refusal already told which login it needs (withRightsHint). */
-class RightsHinted extends Error {}
+/** Refusals already told as a command's (withRightsHint). */
+const toldByCommand = new WeakSet<object>();
 
 /** A command's end on a database without the permgraph schema (requireSchema, and status, which shows the other states). */
 export function schemaNotFound(ctx: CommandContext): ExitCode {

@@ -76,7 +76,7 @@ async function runWorker(ctx: CommandContext, flags: WorkerFlags, onSchemaReady?
   const metricsPort = flags.metricsPort === undefined ? undefined : portNumber(flags.metricsPort, '--metrics-port');
   if (flags.migrate) {
     await migrate(ctx.db, ctx.logger).catch((error: unknown) => {
-      throw withRightsHint(error, 'worker --migrate', "the schema's owner (run `permgraph migrate` as it, and the worker without --migrate)");
+      throw withRightsHint(error, 'worker --migrate');
     });
   }
   await requireSchema(ctx);
