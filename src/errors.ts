@@ -175,8 +175,10 @@ const CONNECTION_LOST_MESSAGES = /^(Connection terminated|Client has encountered
  * Whether the error is the connection's rather than the statement's: the
  * network (a system error, node-pg's connection ending under a query, or
  * the worker's watchdog closing a stalled connection),
- * or the server refusing or ending the session (class 08; 57P01-57P03, an
- * administrator's shutdown or a server that is starting or crashed).
+ * or the server ending the session or refusing it for now (class 08;
+ * 57P01-57P03, an administrator's shutdown or a server that is starting or
+ * crashed). Not a login refused for good (28000, 28P01, 3D000: a role or a
+ * database that does not exist, a wrong password), which retrying cannot cure.
  */
 export function isConnectionError(error: unknown): boolean {
   if (error instanceof ConnectionStalledError) return true;

@@ -61,7 +61,7 @@ describe('errors', () => {
     }
   });
 
-  it('isConnectionError: the network, node-pg losing the connection, a stalled connection closed, the server refusing or ending the session; not a statement', () => {
+  it('isConnectionError: the network, node-pg losing the connection, a stalled connection closed, the server ending or refusing the session for now (class 08, 57P01-57P03); not a statement, nor a login refused for good', () => {
     for (const error of [
       fromSystem('ECONNREFUSED'), fromSystem('ECONNRESET', 'read'), fromSystem('EPIPE', 'write'), fromSystem('ENOTFOUND', 'getaddrinfo'),
       fromSystem('ENETUNREACH'), fromSystem('EHOSTDOWN'), fromSystem('ECONNABORTED'),
@@ -75,6 +75,8 @@ describe('errors', () => {
     }
     for (const error of [
       fromServer('57014'), fromServer('55P03'), fromServer('25006'), fromServer('42501'),
+      // logins refused for good: trying again cannot cure them (docs/api.md)
+      fromServer('28000'), fromServer('28P01'), fromServer('3D000'),
       fromSystem('ENOENT', 'open'), // a file, not a socket
       new Error('boom'), 'text', null,
     ]) {
