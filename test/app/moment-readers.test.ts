@@ -19,8 +19,12 @@ type Outcome = string | 'outside' | 'malformed';
 const OUTSIDE = 'outside';
 const MALFORMED = 'malformed';
 
-/** [text, outcome in both readers, for a malformed text whether PostgreSQL's cast reads it (then refused on purpose, as said)]. */
-const TABLE: [string, Outcome, ('reads' | 'refuses')?][] = [
+/**
+ * [text, outcome in both readers, for a malformed text whether PostgreSQL's
+ * cast reads it (then refused on purpose, as said); 'varies': some versions
+ * read it, others refuse it].
+ */
+const TABLE: [string, Outcome, ('reads' | 'refuses' | 'varies')?][] = [
   ['2030-01-31T18:00:00Z', '2030-01-31T18:00:00.000000Z'],
   ['2030-01-31 18:00:00.000250z', '2030-01-31T18:00:00.000250Z'],
   ['2030-01-31', '2030-01-31T00:00:00.000000Z'], // a date alone: midnight UTC, whatever the zone
@@ -68,7 +72,7 @@ const TABLE: [string, Outcome, ('reads' | 'refuses')?][] = [
   ['2030-01-01T00:00:00', MALFORMED, 'reads'],
   ['2030-01-01 00:00', MALFORMED, 'reads'],
   ['2030-01-01T00:00:00.1234567Z', MALFORMED, 'reads'],
-  ['2030-01-01T00:00:00.Z', MALFORMED, 'reads'],
+  ['2030-01-01T00:00:00.Z', MALFORMED, 'varies'], // (PostgreSQL 17 and 18 read it, 14 refuses it)
   ['2030-01-01t00:00:00Z', MALFORMED, 'reads'],
   ['2030-01-01T00:00:00UTC', MALFORMED, 'reads'],
   ['2030-01-01T00:00:00+1', MALFORMED, 'reads'],
@@ -153,7 +157,7 @@ describe('a moment\'s text reads the same in the API and in import', async () =>
           if ('error' in reference) expect.soft(reference.error, `PostgreSQL ${what}`).toMatch(/out of range/);
           else expect.soft(reference.year === null || reference.year < 1 || reference.year > 9999, `PostgreSQL ${what} ${reference.year}`).toBe(true);
         } else {
-          expect.soft('error' in reference ? 'refuses' : 'reads', `PostgreSQL ${what}`).toBe(pg);
+          if (pg !== 'varies') expect.soft('error' in reference ? 'refuses' : 'reads', `PostgreSQL ${what}`).toBe(pg);
         }
       } else {
         expect.soft(reference, `PostgreSQL ${what}`).toMatchObject({ utc: want });
