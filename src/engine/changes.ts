@@ -11,7 +11,7 @@ import {
   DEFAULT_POLL_INTERVAL_MS,
   PERMISSION_CHANGES_CHANNEL,
 } from '../constants.ts';
-import { isConnectionError, withInputErrors } from '../errors.ts';
+import { isConnectionError, isRetryable, withInputErrors } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
 import type { Level } from '../types.ts';
@@ -218,7 +218,7 @@ export async function* changes(db: Queryable, name: string, options: ChangesOpti
         try {
           return await ackChanges(db, name, seq);
         } catch (error) {
-          if (!options.follow || !isConnectionError(error) || options.signal?.aborted) throw error;
+          if (!options.follow || !passes(error) || options.signal?.aborted) throw error;
           logger.warn({ err: error }, 'acknowledging changes failed; retrying');
           await wakeup.wait(pollIntervalMs);
         }
@@ -230,10 +230,11 @@ export async function* changes(db: Queryable, name: string, options: ChangesOpti
       try {
         events = await readChanges(db, name, { maxEvents: options.maxEvents, afterSeq: position });
       } catch (error) {
-        // A lost connection does not end a follower, which reads again after a
-        // pause; anything else ends the iteration: bad input (an unknown or
-        // dropped consumer), and a pool closed under it, which no pause cures.
-        if (!options.follow || !isConnectionError(error)) throw error;
+        // A lost connection or a transient failure does not end a follower,
+        // which reads again after a pause (passes); anything else ends the
+        // iteration: bad input (an unknown or dropped consumer), and a pool
+        // closed under it, which no pause cures.
+        if (!options.follow || !passes(error)) throw error;
         logger.warn({ err: error }, 'reading changes failed; retrying');
         await wakeup.wait(pollIntervalMs);
         continue;
@@ -281,4 +282,14 @@ function toChange(row: ChangeRow): PermissionChange {
     ...moment('newValidUntil', row.new_valid_until),
     ...(moment('committedAt', row.committed_at) as { committedAt: Date; committedAtExact: string }),
   };
+}
+
+/**
+ * What a follower outlives, trying again after a pause: a lost connection,
+ * and a transaction that may simply be run again (a serialization failure,
+ * as a database whose default isolation is serializable gives, or a
+ * deadlock).
+ */
+function passes(error: unknown): boolean {
+  return isConnectionError(error) || isRetryable(error);
 }
