@@ -1,7 +1,7 @@
 import databases, { sql, type ConnectionPool, type Queryable } from '@databases/pg';
 import { DEFAULT_APPLICATION_NAME } from '../constants.ts';
 import { InvalidInputError } from '../errors.ts';
-import { tlsPlan, withoutNodePgSwitch } from './tls.ts';
+import { NODE_PG_SSL_SWITCH, tlsPlan, urlWithout } from './tls.ts';
 import { notAConnectionString, readUrlParameters } from './url-parameters.ts';
 
 export { sql };
@@ -34,9 +34,9 @@ export function openPool(url: string, options: PoolOptions = {}): ConnectionPool
   const plan = tlsPlan(url);
   const settings = readUrlParameters(url);
   return readingUrl(() => databases.default({
-    // (under allow and prefer the URL as given: the pool reads a client
-    // certificate's files from it itself)
-    connectionString: plan.plainIfRefused ? withoutNodePgSwitch(url) : plan.url,
+    // (under allow and prefer the URL with its TLS parameters: the pool
+    // reads a client certificate's files from it itself)
+    connectionString: plan.plainIfRefused ? urlWithout(url, [NODE_PG_SSL_SWITCH]) : plan.url,
     bigIntMode: 'number',
     poolSize,
     applicationName: options.applicationName ?? DEFAULT_APPLICATION_NAME,

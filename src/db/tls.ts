@@ -222,16 +222,6 @@ function readUrl(url: string): { parsed: URL; several: boolean } | undefined {
   }
 }
 
-/**
- * The URL without NODE_PG_SSL_SWITCH, the rest of its text as it was (a
- * URL written again by URL would turn a %20 into a +, which the pool's
- * parser reads as a +): for the pool under allow and prefer, which is
- * handed the URL with its TLS parameters.
- */
-export function withoutNodePgSwitch(url: string): string {
-  return url.replace(new RegExp(`([?&])${NODE_PG_SSL_SWITCH}=[^&#]*&?`, 'gi'), '$1').replace(/[?&](?=#|$)/, '');
-}
-
 /** node-pg's error when the server answers an SSL request with "no". */
 export function isTlsRefused(error: unknown): boolean {
   return error instanceof Error && /does not support SSL/i.test(error.message);
