@@ -234,13 +234,21 @@ export function translateDbError(error: unknown, reasons: InputErrorReasons = {}
   if (reason) return new InvalidInputError(reason(message), state, { cause: error });
   if (inputErrorStates.has(state)) return new InvalidInputError(message, state, { cause: error });
   if (state === SqlState.insufficientPrivilege) {
-    // (PostgreSQL's own words, without the code frame of the statement the
-    // driver appends, which @databases/pg separates with a blank line; the
-    // SQL side's carry its prefix)
-    const postgresMessage = POSTGRES_REFUSAL.test(text) ? text.split('\n\n')[0] : undefined;
+    // (PostgreSQL's own words, without the driver's code frame; the SQL
+    // side's carry its prefix)
+    const postgresMessage = POSTGRES_REFUSAL.test(text) ? withoutCodeFrame(text) : undefined;
     return new PermissionDeniedError(message, { cause: error, postgresMessage });
   }
   return error;
+}
+
+/**
+ * A database error's message without the code frame of the statement that
+ * @databases/pg appends after a blank line: the server's own words, on
+ * their first lines.
+ */
+export function withoutCodeFrame(message: string): string {
+  return message.split('\n\n')[0]!;
 }
 
 /** How PostgreSQL words a right the login lacks: EXECUTE, SELECT, USAGE…, or the ownership a DROP or ALTER needs. */

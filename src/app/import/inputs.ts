@@ -16,7 +16,7 @@ import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { isTransaction } from '@databases/pg';
 import { PINNED_SEARCH_PATH, sql, type Queryable } from '../../db/pool.ts';
-import { InvalidInputError, PermissionDeniedError, SqlState, SqlStateClass, sqlStateOf, translateDbError } from '../../errors.ts';
+import { InvalidInputError, PermissionDeniedError, SqlState, SqlStateClass, sqlStateOf, translateDbError, withoutCodeFrame } from '../../errors.ts';
 import { openCsv } from '../csv.ts';
 import type { ImportSource, Prepared } from './types.ts';
 
@@ -152,7 +152,7 @@ function queryError(error: unknown, label: string, own: Record<string, (reason: 
     // (class 42 below would call it invalid SQL, and the command line's hint
     // would say the login is not the schema's owner: it is, and lacks a right
     // on the application's table)
-    const reason = (error instanceof Error ? error.message : String(error)).split('\n\n')[0]!;
+    const reason = withoutCodeFrame(error instanceof Error ? error.message : String(error));
     return new PermissionDeniedError(
       `${label} was refused: ${reason} (import queries run as the importing login, the schema's owner, with row-level security off so that no ` +
         "policy hides rows from them: it needs SELECT on the tables they read, and, on a table with row-level security, to own the table, " +
@@ -176,7 +176,7 @@ function queryError(error: unknown, label: string, own: Record<string, (reason: 
   // The driver appends a code frame of the statement it wrapped the query
   // in; the message is about the operator's query.
   const withoutFrame = Object.fromEntries(
-    Object.entries(reasons).map(([state, reason]) => [state, (message: string) => reason(message.split('\n\n')[0]!)]),
+    Object.entries(reasons).map(([state, reason]) => [state, (message: string) => reason(withoutCodeFrame(message))]),
   );
   return translateDbError(error, withoutFrame);
 }
