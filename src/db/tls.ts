@@ -51,8 +51,8 @@ export interface TlsPlan {
  * names those); verify-full: the chain and the host name. sslcert and
  * sslkey: a client certificate, sslpassword the key's passphrase.
  * ssl_min_protocol_version and ssl_max_protocol_version: the TLS versions
- * taken. sslcrl: certificates revoked, where the chain is checked (libpq
- * reads it nowhere else). The parameters are read as the pool's parser (and
+ * taken. sslcrl: certificates revoked (else ~/.postgresql/root.crl), where
+ * the chain is checked (libpq reads it nowhere else). The parameters are read as the pool's parser (and
  * libpq) reads them, a + being a +, and so is the URL handed on (urlWithout).
  */
 export function tlsPlan(url: string): TlsPlan {
@@ -114,9 +114,10 @@ export function tlsPlan(url: string): TlsPlan {
   if (!verify) {
     return { mode, url: stripped, tls: { ...client, rejectUnauthorized: false }, plainIfRefused: mode === 'allow' || mode === 'prefer' };
   }
-  const defaultRoot = path.join(homedir(), '.postgresql', 'root.crt');
-  const ca = rootCert === 'system' ? undefined : rootCert ? file('sslrootcert') : existsSync(defaultRoot) ? readFileSync(defaultRoot, 'utf8') : undefined;
-  const crl = file('sslcrl');
+  const ca = rootCert === 'system' ? undefined : rootCert ? file('sslrootcert') : defaultFile('root.crt');
+  // (libpq's default list of revoked certificates, as its default root: a
+  // server certificate revoked there is refused by psql, and so here)
+  const crl = query.get('sslcrl') ? file('sslcrl') : defaultFile('root.crl');
   const tls: ConnectionOptions = { ...client, ca, ...(crl === undefined ? {} : { crl }), rejectUnauthorized: true };
   if (mode === 'verify-full') {
     // TLS checks the certificate against `host` (an IP address among its
@@ -129,6 +130,17 @@ export function tlsPlan(url: string): TlsPlan {
     tls.checkServerIdentity = () => undefined;
   }
   return { mode, url: stripped, tls, plainIfRefused: false };
+}
+
+/** libpq's default of a TLS file, ~/.postgresql/<name>, where it exists. */
+function defaultFile(name: string): string | undefined {
+  const file = path.join(homedir(), '.postgresql', name);
+  if (!existsSync(file)) return undefined;
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new InvalidInputError(`${JSON.stringify(file)} (libpq's default ${name}) cannot be read: ${(error as Error).message}`);
+  }
 }
 
 /**

@@ -7,7 +7,7 @@
 // What a connection applied is read where it lands: the server's own
 // settings (show), the sockets' keepalive switches (Node's setKeepAlive),
 // and when a server that never answers sees the connection given up.
-import { copyFile, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -28,12 +28,12 @@ const FIXTURES = path.join(REPO, 'test/fixtures/tls');
 
 /**
  * A server that answers a connection's SSL request, completes the TLS
- * handshake with server.crt (within `versions`), and refuses the login that
+ * handshake with `certificate`.crt (within `versions`), and refuses the login that
  * follows ("fake server: no login"): a client that gets that far took the
  * server's certificate. `protocols` are the TLS versions of those handshakes.
  */
-async function startTlsServer(versions: { minVersion?: 'TLSv1.2' | 'TLSv1.3'; maxVersion?: 'TLSv1.2' | 'TLSv1.3' } = {}) {
-  const [cert, key] = await Promise.all([readFile(path.join(FIXTURES, 'server.crt'), 'utf8'), readFile(path.join(FIXTURES, 'server.key'), 'utf8')]);
+async function startTlsServer(versions: { minVersion?: 'TLSv1.2' | 'TLSv1.3'; maxVersion?: 'TLSv1.2' | 'TLSv1.3' } = {}, certificate = 'server') {
+  const [cert, key] = await Promise.all([readFile(path.join(FIXTURES, `${certificate}.crt`), 'utf8'), readFile(path.join(FIXTURES, `${certificate}.key`), 'utf8')]);
   const protocols: (string | null)[] = [];
   const sockets = new Set<Socket>();
   const server = createServer((socket) => {
@@ -249,6 +249,26 @@ describe('libpq parameters of the database URL', async () => {
       expect(await outcome(ask, withQuery(server.url, `sslmode=verify-full&sslrootcert=${inUrl(root)}&sslcrl=${inUrl(root)}`))).toMatch(/Failed to parse CRL/);
       // (libpq reads it only to check the chain: under require, not at all)
       expect(await outcome(ask, withQuery(server.url, `sslmode=require&sslcrl=${inUrl(root)}`))).toMatch(/fake server: no login/);
+    });
+
+    it("without sslcrl, libpq's default list ~/.postgresql/root.crl is read where the chain is checked: a server certificate revoked there is refused", async () => {
+      // (revoked-server.crt is signed by revoking-ca.crt, whose list
+      // revoking-ca.crl revokes it)
+      const server = await startTlsServer({}, 'revoked-server');
+      const verified = withQuery(server.url, `sslmode=verify-full&sslrootcert=${inUrl(path.join(FIXTURES, 'revoking-ca.crt'))}`);
+      const home = await mkdtemp(path.join(tmpdir(), 'permgraph-url-parameters-home-'));
+      cleanUpAfter(() => rm(home, { recursive: true, force: true }));
+      vi.stubEnv('HOME', home);
+      cleanUpAfter(() => vi.unstubAllEnvs());
+      expect(await outcome(ask, verified)).toMatch(/fake server: no login/);
+      await mkdir(path.join(home, '.postgresql'));
+      await copyFile(path.join(FIXTURES, 'revoking-ca.crl'), path.join(home, '.postgresql', 'root.crl'));
+      expect(await outcome(ask, verified)).toMatch(/certificate revoked/);
+      // (named, the URL's list is read instead: one that does not revoke it)
+      const other = await certificateNamed('revoking-ca.crt', 'not-a-list.pem');
+      expect(await outcome(ask, `${verified}&sslcrl=${inUrl(other)}`)).toMatch(/Failed to parse CRL/);
+      // (under require the chain is not checked, and no list read)
+      expect(await outcome(ask, withQuery(server.url, 'sslmode=require'))).toMatch(/fake server: no login/);
     });
 
     it('keepalives_idle is when every socket starts its keepalive probes; keepalives=0 turns them off', async () => {
