@@ -43,6 +43,10 @@ const PARAMETERS: Record<string, (parsed: Parsed, settings: UrlSettings, query: 
   // all: the pool and the raw clients would open two databases)
   dbname: (_parsed, _settings, query) =>
     query.has('dbname') ? ", which permgraph's connections do not all read: remove it, and put the database in the URL's path instead (postgres://host/dbname)" : undefined,
+  // (libpq takes the query's in place of the address's; the pool's parser
+  // adds it to them, and would try another server than the raw clients)
+  host: ({ host = [] }, _settings, query) => givenTwice('host', host.length, query),
+  port: ({ port = [] }, _settings, query) => givenTwice('port', port.length, query),
   // libpq: seconds, each host on its own; 0 waits for ever; 1 is read as 2.
   connect_timeout: ({ connect_timeout: seconds = 0 }, settings) => void (settings.connectTimeoutMs = seconds === 1 ? 2000 : seconds * 1000),
   keepalives: ({ keepalives }, settings) => void (settings.keepAlive = keepalives !== false),
@@ -119,6 +123,14 @@ const TARGET_SESSION_ATTRS =
 const KERBEROS =
   ", for Kerberos (GSSAPI) logins, which permgraph's connections cannot do: remove it, and log in with a password " +
   '(SCRAM) or a client certificate (sslcert, sslkey) instead';
+
+/** Why a URL giving `name` both in its address and as a parameter is refused: the parser read more of them than the parameter lists. */
+function givenTwice(name: 'host' | 'port', read: number, query: Map<string, string>): string | undefined {
+  const listed = query.get(name)?.split(',').length ?? read;
+  if (read <= listed) return undefined;
+  return ` both in its address and as ?${name}=, which permgraph's connections would read differently: keep one of them ` +
+    (name === 'host' ? '(postgres://host:port/db, or ?host=/socket/dir for a Unix socket)' : '(postgres://host:port/db)');
+}
 
 function nodeCannotSet(what: string, instead: string): string {
   return `, ${what}, which Node.js cannot set for a socket: remove it; ${instead}`;

@@ -200,6 +200,11 @@ describe('libpq parameters of the database URL', async () => {
       ['sslmode=prefer&ssl_min_protocol_version=TLSv1.3', 'ssl_min_protocol_version', /under sslmode=prefer.*use sslmode=require or stronger/],
       ['sslmode=allow&ssl_max_protocol_version=TLSv1.2', 'ssl_max_protocol_version', /under sslmode=allow.*use sslmode=require or stronger/],
       ['sslmode=prefer&sslpassword=x', 'sslpassword', /under sslmode=prefer.*use sslmode=require or stronger/],
+      // (the test URL names its host and port in its address: libpq and the
+      // raw clients took the parameter's, the pool tried both hosts or
+      // refused two ports with its parser's garbled message)
+      ['port=5', 'port', /both in its address and as \?port=.*keep one of them/],
+      ['host=127.0.0.1', 'host', /both in its address and as \?host=.*keep one of them/],
     ])('%s is refused with an InvalidInputError naming %s, saying what to do instead', async (query, name, advice) => {
       const error = await ask(withQuery(url, query), 'select 1').then(() => undefined, (e: unknown) => e);
       expect(error).toBeInstanceOf(InvalidInputError);
