@@ -30,6 +30,12 @@ export interface ExpiryInput {
 const DATE_ALONE = /^(\d{4})-(\d{2})-(\d{2})$/;
 const DATE_TIME = /^(\d{4,})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?\s*(Z|z|[+-]\d{2}(?::\d{2}(?::\d{2})?|\d{2})?)(\s+BC)?$/;
 const INFINITY = /^[+-]?infinity$/;
+/**
+ * What a text of no moment is told, whatever is wrong with it: import's
+ * wording too (_import_moment_problem, 150_import.sql), so that one text
+ * is refused alike by both.
+ */
+const NOT_A_MOMENT = 'is neither a timestamp with a time zone offset nor a date (ISO 8601, e.g. 2030-01-31T12:00:00Z, or 2030-01-31: its midnight UTC)';
 /** PostgreSQL's limit of an offset, 15:59:59, in seconds. */
 const MAX_OFFSET_S = 15 * 3600 + 59 * 60 + 59;
 const DURATION = /^(?:\d+[smhd])+$/;
@@ -80,7 +86,7 @@ export function parseExactMoment(value: unknown, what = 'expiry', nullMeans: str
   const shown = JSON.stringify(value);
   const moment = INFINITY.test(text) ? 'outside' : readMoment(text);
   if (moment === null) {
-    throw new InvalidInputError(`${what} ${shown} is not an ISO 8601 timestamp with a time zone, such as 2030-01-31T18:00:00Z`);
+    throw new InvalidInputError(`${what} ${shown} ${NOT_A_MOMENT}`);
   }
   if (moment === 'outside') throw outsideTheYears(shown, what, nullMeans);
   requireStorableYear(moment.at, shown, what, nullMeans);

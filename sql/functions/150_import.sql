@@ -85,12 +85,14 @@ returns text
 language sql stable
 return case
   when p_value is null then null
+  -- (no such form, or of the form with a day, time or offset PostgreSQL
+  -- refuses, in a year within them: one wording for both, the API's too,
+  -- parseExactMoment in src/expiry.ts)
   when not permgraph._import_moment_form(p_value)
+       or (p_careful and not permgraph._is_timestamptz(p_value)
+           and substring(p_value from '^\s*([0-9]+)-')::numeric between 1 and 9999 and p_value !~ 'BC\s*$')
     then format('%s %s is neither a timestamp with a time zone offset nor a date (ISO 8601, e.g. 2030-01-31T12:00:00Z, or 2030-01-31: its midnight UTC)',
                 p_column, permgraph._describe_id(p_value))
-  when p_careful and not permgraph._is_timestamptz(p_value)
-       and substring(p_value from '^\s*([0-9]+)-')::numeric between 1 and 9999 and p_value !~ 'BC\s*$'
-    then format('%s %s is not a valid timestamp', p_column, permgraph._describe_id(p_value))
   -- (no instant, in a year outside them: -infinity stands for it)
   when not permgraph._moment_in_range(case when p_careful and not permgraph._is_timestamptz(p_value) then '-infinity'::timestamptz
                                            else permgraph._import_moment(p_value) end)

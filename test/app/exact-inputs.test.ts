@@ -128,9 +128,9 @@ describe('moments given to the library are written to the microsecond', async ()
   it('a trash time that is not an ISO 8601 timestamp with its zone is an InvalidInputError naming it; nothing is written', async () => {
     await pg.addNode('kept', 'group', { trashAt: '2030-01-31T18:00:00.000250Z' });
     const cases: [unknown, RegExp][] = [
-      ['soon', /^trash time "soon" is not an ISO 8601 timestamp with a time zone, such as 2030-01-31T18:00:00Z$/],
-      ['2030-01-31T18:00:00', /^trash time "2030-01-31T18:00:00" is not an ISO 8601 timestamp with a time zone/],
-      ['2030-02-30T00:00:00Z', /^trash time "2030-02-30T00:00:00Z" is not an ISO 8601 timestamp with a time zone/],
+      ['soon', /^trash time "soon" is neither a timestamp with a time zone offset nor a date \(ISO 8601, e\.g\. 2030-01-31T12:00:00Z, or 2030-01-31: its midnight UTC\)$/],
+      ['2030-01-31T18:00:00', /^trash time "2030-01-31T18:00:00" is neither a timestamp with a time zone offset nor a date/],
+      ['2030-02-30T00:00:00Z', /^trash time "2030-02-30T00:00:00Z" is neither a timestamp with a time zone offset nor a date/],
       ['0001-01-01T00:00:00+01:00', /^trash time "0001-01-01T00:00:00\+01:00" is outside the years 1 to 9999 \(for "no trash time", pass null\)$/],
       [new Date(Number.NaN), /^trash time is an invalid Date$/],
     ];
@@ -195,7 +195,7 @@ describe('moments given to the library are written to the microsecond', async ()
         const refused = under(zone, (tx) => listAudit(tx, { actor: 'bounds', [bound]: given }));
         await expect(refused, `${zone} ${bound} ${given}`).rejects.toThrow(InvalidInputError);
         await expect(under(zone, (tx) => listAudit(tx, { actor: 'bounds', [bound]: given })), `${zone} ${bound} ${given}`).rejects.toThrow(
-          `${bound} "${given}" is not an ISO 8601 timestamp with a time zone, such as 2030-01-31T18:00:00Z`,
+          `${bound} "${given}" is neither a timestamp with a time zone offset nor a date (ISO 8601, e.g. 2030-01-31T12:00:00Z, or 2030-01-31: its midnight UTC)`,
         );
       }
       // out of range: no hint to pass null for "never", which a bound does not mean

@@ -195,9 +195,9 @@ describe('import: moments carry their offset, whatever the session', async () =>
       expect((error as ImportRejectedError).summary.problems.map((p) => `${p.origin}: ${p.problem}`), timezone).toEqual([
         `${path.basename(nodes)} line 3: ${outside('trash_at', 'infinity', 'no trash time')}`,
         `${path.basename(nodes)} line 4: ${outside('trash_at', '10000-01-01T00:00:00Z', 'no trash time')}`,
-        `${path.basename(nodes)} line 5: trash_at "2030-02-30" is not a valid timestamp`,
+        `${path.basename(nodes)} line 5: trash_at "2030-02-30" ${NOT_A_MOMENT} ${FORM}`,
         `${path.basename(grants)} line 2: ${outside('expires_at', '-infinity', 'never')}`,
-        `${path.basename(grants)} line 3: expires_at "2031-02-29" is not a valid timestamp`,
+        `${path.basename(grants)} line 3: expires_at "2031-02-29" ${NOT_A_MOMENT} ${FORM}`,
       ]);
     }
 

@@ -14,7 +14,7 @@ import { sql } from '../../src/db/pool.ts';
 import { parseExactMoment } from '../../src/expiry.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 
-/** Outside: named as outside the years 1 to 9999. Malformed: refused as no moment (the two readers word that differently). */
+/** Outside: named as outside the years 1 to 9999. Malformed: refused as no moment, in the same words by both readers. */
 type Outcome = string | 'outside' | 'malformed';
 const OUTSIDE = 'outside';
 const MALFORMED = 'malformed';
@@ -84,11 +84,11 @@ const TABLE: [string, Outcome, ('reads' | 'refuses' | 'varies')?][] = [
 
 const API_REFUSALS: Record<string, RegExp> = {
   [OUTSIDE]: / is outside the years 1 to 9999 \(for "never", pass null\)$/,
-  [MALFORMED]: / is not an ISO 8601 timestamp with a time zone, such as 2030-01-31T18:00:00Z$/,
+  [MALFORMED]: / is neither a timestamp with a time zone offset nor a date \(ISO 8601, e\.g\. 2030-01-31T12:00:00Z, or 2030-01-31: its midnight UTC\)$/,
 };
 const IMPORT_REFUSALS: Record<string, RegExp> = {
   [OUTSIDE]: / is outside the years 1 to 9999 \(for no trash time, leave it empty\)$/,
-  [MALFORMED]: / is neither a timestamp with a time zone offset nor a date \(.*\)$| is not a valid timestamp$/,
+  [MALFORMED]: / is neither a timestamp with a time zone offset nor a date \(ISO 8601, e\.g\. 2030-01-31T12:00:00Z, or 2030-01-31: its midnight UTC\)$/,
 };
 
 describe('a moment\'s text reads the same in the API and in import', async () => {

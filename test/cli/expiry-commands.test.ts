@@ -48,8 +48,8 @@ describe('permgraph grant --expires / --expires-in, sync-grants expiresAt, valid
     await loadGraph(db, graph);
     const before = await grants();
     const cases: [string[], number, RegExp][] = [
-      [['--expires', 'tomorrow'], 2, /^permgraph: --expires "tomorrow" is not an ISO 8601 timestamp with a time zone, such as 2030-01-31T18:00:00Z\n$/],
-      [['--expires', '2030-01-31T18:00:00'], 2, /^permgraph: --expires "2030-01-31T18:00:00" is not an ISO 8601 timestamp with a time zone, such as 2030-01-31T18:00:00Z\n$/],
+      [['--expires', 'tomorrow'], 2, /^permgraph: --expires "tomorrow" is neither a timestamp with a time zone offset nor a date \(ISO 8601, e\.g\. 2030-01-31T12:00:00Z, or 2030-01-31: its midnight UTC\)\n$/],
+      [['--expires', '2030-01-31T18:00:00'], 2, /^permgraph: --expires "2030-01-31T18:00:00" is neither a timestamp with a time zone offset nor a date \(ISO 8601, e\.g\. 2030-01-31T12:00:00Z, or 2030-01-31: its midnight UTC\)\n$/],
       [['--expires', '2001-01-01T00:00:00Z'], 1, /^permgraph: expiry 2001-01-01T00:00:00\.000000Z is not in the future \(the database's time is [^)]*\); nothing was written\n$/],
       [['--expires-in', '5x'], 2, /^permgraph: --expires-in "5x" is not a duration: digits and a unit, s, m, h or d \(e\.g\. 90m, 12h, 7d, 1d12h\)\n$/],
       [['--expires-in', '0m'], 2, /^permgraph: --expires-in "0m" is not longer than zero\n$/],
@@ -90,7 +90,7 @@ describe('permgraph grant --expires / --expires-in, sync-grants expiresAt, valid
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/^permgraph: sync-grants: grant #1 \(ann -> eng\) expires at 2020-01-01T00:00:00\.000000Z is not in the future .*; nothing was written\n$/);
     await writeFile(file, JSON.stringify([{ tail: 'ann', head: 'eng', level: 'read', expiresAt: 'someday' }]));
-    expect((await cli('sync-grants', 'ldap', file)).stderr).toMatch(/^permgraph: sync-grants: grant #1: "expiresAt" "someday" is not an ISO 8601 timestamp/);
+    expect((await cli('sync-grants', 'ldap', file)).stderr).toMatch(/^permgraph: sync-grants: grant #1: "expiresAt" "someday" is neither a timestamp with a time zone offset nor a date/);
     expect(await grants()).toEqual(before);
   });
 
@@ -325,7 +325,7 @@ describe('permgraph grant --expires / --expires-in, sync-grants expiresAt, valid
       // a bound without a zone (here Kathmandu's 18:00:00.000001Z) is refused, not read in the session's zone
       const zoneless = await cli('audit', '--actor', 'exact-cli', '--since', '2030-01-31 23:45:00.000001');
       expect(zoneless).toMatchObject({ code: 1, stdout: '' });
-      expect(zoneless.stderr).toBe('permgraph: since "2030-01-31 23:45:00.000001" is not an ISO 8601 timestamp with a time zone, such as 2030-01-31T18:00:00Z\n');
+      expect(zoneless.stderr).toBe('permgraph: since "2030-01-31 23:45:00.000001" is neither a timestamp with a time zone offset nor a date (ISO 8601, e.g. 2030-01-31T12:00:00Z, or 2030-01-31: its midnight UTC)\n');
     } finally {
       await db.query(sql`alter database ${sql.ident(name)} reset timezone`);
     }
