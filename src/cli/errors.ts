@@ -63,9 +63,10 @@ export interface Failure {
 export function describeFailure(error: unknown, usage = false): Failure {
   const text = error instanceof Error ? error.message : String(error);
   // One line, named once: the SQL side's "permgraph: " and commander's "error: " go.
-  const message = text.split('\n')[0]!.replace(/^permgraph: /, '');
-  if (usage) return { message: message.replace(/^error: /, ''), code: 'usage', exitCode: EXIT.usage };
-  if (error instanceof ExitCode) return { message, code: error.failure, exitCode: error.code };
+  const firstLine = text.split('\n')[0]!.replace(/^permgraph: /, '');
+  if (usage) return { message: firstLine.replace(/^error: /, ''), code: 'usage', exitCode: EXIT.usage };
+  if (error instanceof ExitCode) return { message: firstLine, code: error.failure, exitCode: error.code };
+  const message = withServerHint(firstLine, error);
   const sqlState = sqlStateOf(error);
   const withState = (failure: Failure): Failure => (sqlState ? { ...failure, sqlState } : failure);
   if (error instanceof InvalidInputError) return withState({ message, code: 'invalid_input', exitCode: EXIT.failure });
@@ -76,6 +77,24 @@ export function describeFailure(error: unknown, usage = false): Failure {
   if (sqlState) return withState({ message, code: 'database', exitCode: EXIT.failure });
   if (error instanceof PermgraphError) return { message, code: 'failed', exitCode: EXIT.failure };
   return { message, code: 'internal', exitCode: EXIT.failure };
+}
+
+/**
+ * The reason followed by the server's HINT, when the database error (or the
+ * error translated from it, in `cause`) carries one: what to do about it,
+ * which the SQL side words for whoever reads the error (a role that
+ * `migrate` may not create: who can create it; a change consumer of another
+ * login: whose it is), and which the one line would otherwise drop.
+ */
+function withServerHint(message: string, error: unknown): string {
+  for (let e: unknown = error, depth = 0; typeof e === 'object' && e !== null && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
+    const hint = (e as { hint?: unknown }).hint;
+    if (typeof hint === 'string' && hint.trim() !== '' && sqlStateOf(e) !== undefined) {
+      const oneLine = hint.trim().replace(/\s*\n\s*/g, ' ');
+      return message.includes(oneLine) ? message : `${message}: ${oneLine}`;
+    }
+  }
+  return message;
 }
 
 /** Writes the failure on stderr: `permgraph: reason`, or with --json `{"error": {...}}` on one line. Nothing for an empty reason. */

@@ -583,7 +583,9 @@ describe('the derived-permission change stream', async () => {
       const state = await start({ nodes: [u('ann'), g('docs'), g('specs', 'docs')], grants: [] });
       const missing = await cli('changes', '--consumer', 'cli');
       expect(missing.code).toBe(1);
-      expect(missing.stderr).toMatch(/^permgraph: no change consumer named "cli"\n$/);
+      // what to do, in the command line's terms (the SQL side's hint names its function)
+      expect(missing.stderr).toBe('permgraph: no change consumer named "cli": register it with --register (a new consumer starts with the changes after now)\n');
+      expect(JSON.parse((await cli('--json', 'changes', '--consumer', 'cli')).stderr)).toMatchObject({ error: { code: 'invalid_input', sqlState: '22023' } });
       const registered = await cli('changes', '--consumer', 'cli', '--register');
       expect(registered).toMatchObject({ code: 0, stdout: 'no new changes for consumer cli\n' });
       expect(registered.stderr).toMatch(/^permgraph: registered consumer cli at seq \d+\n$/);
@@ -618,6 +620,23 @@ describe('the derived-permission change stream', async () => {
       expect(await cli('changes', '--consumer', 'cli', '--drop')).toMatchObject({ code: 0, stdout: 'dropped consumer cli\n' });
       expect((await cli('status')).stdout).toContain('\nchange stream:    no consumers\n');
       expect((await cli('changes', '--consumer', 'bad name')).stderr).toMatch(/^permgraph: a consumer name is 1 to 63 letters/);
+    });
+
+    it("another login's consumer: the refusal says what to do, as the server's hint words it", async () => {
+      await start({ nodes: [u('ann')], grants: [] });
+      const owner = await createLogin(db, url, 'cli_feed_owner', 'permgraph_reader');
+      const other = await createLogin(db, url, 'cli_feed_other', 'permgraph_reader');
+      await registerConsumer(owner.db, 'owned-cli');
+      const refused = await runCli(['--database-url', other.url, 'changes', '--consumer', 'owned-cli']);
+      expect(refused).toMatchObject({ code: 1, stdout: '' });
+      expect(refused.stderr).toBe(
+        `permgraph: change consumer "owned-cli" belongs to role ${owner.name}; ${other.name} may not use it: ` +
+          'connect as that role (or a member of it), or register a consumer of your own\n',
+      );
+      const json = JSON.parse((await runCli(['--database-url', other.url, '--json', 'changes', '--consumer', 'owned-cli', '--drop'])).stderr);
+      expect(json.error).toMatchObject({ code: 'database', sqlState: '42501' });
+      expect(json.error.message).toMatch(/may not use it: connect as that role \(or a member of it\), or register a consumer of your own$/);
+      expect(await dropConsumer(owner.db, 'owned-cli')).toBe(true);
     });
 
     it('--follow prints what batches commit until SIGTERM, then exits 0 having acknowledged it', async () => {

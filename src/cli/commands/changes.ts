@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { DEFAULT_CHANGES_BATCH, DEFAULT_POLL_INTERVAL_MS } from '../../constants.ts'; // imports nothing: cheap for --help
 import type { PermissionChange } from '../../engine/changes.ts';
+import { InvalidInputError, SqlState } from '../../errors.ts';
 import { action, positiveInteger, requireSchema } from '../action.ts';
 import { exactMoments } from '../json.ts';
 import { onShutdownSignal, type CommandContext } from '../context.ts';
@@ -74,7 +75,14 @@ async function runChanges(ctx: CommandContext, flags: ChangesFlags): Promise<voi
     }
     if (printed === 0 && !flags.follow) ctx.say(`no new changes for consumer ${name}`);
   })();
-  await finished;
+  await finished.catch((error: unknown) => {
+    // (the SQL side's hint, which the command line prints, names its
+    // function: here the flag does it, so the driver's error is left out)
+    if (error instanceof InvalidInputError && error.sqlState === SqlState.invalidParameterValue && /^no change consumer named /.test(error.message)) {
+      throw new InvalidInputError(`${error.message}: register it with --register (a new consumer starts with the changes after now)`, error.sqlState);
+    }
+    throw error;
+  });
 }
 
 function writeStdout(text: string): Promise<void> {
