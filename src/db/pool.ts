@@ -33,7 +33,7 @@ export function openPool(url: string, options: PoolOptions = {}): ConnectionPool
   // @databases/pg is CommonJS; its callable export is reachable as .default in ESM.
   const plan = tlsPlan(url);
   const settings = readUrlParameters(url);
-  return readingUrl(() => databases.default({
+  return readingUrl(url, () => databases.default({
     // (under allow and prefer the URL with its TLS parameters: the pool
     // reads a client certificate's files from it itself)
     connectionString: plan.plainIfRefused ? urlWithout(url, [NODE_PG_SSL_SWITCH]) : plan.url,
@@ -67,10 +67,10 @@ export function openPool(url: string, options: PoolOptions = {}): ConnectionPool
  * ports) and throws on nothing else: a URL it cannot read is an
  * InvalidInputError, as readUrlParameters' are.
  */
-function readingUrl(open: () => ConnectionPool): ConnectionPool {
+function readingUrl(url: string, open: () => ConnectionPool): ConnectionPool {
   try {
     return open();
   } catch (error) {
-    throw notAConnectionString(error);
+    throw notAConnectionString(error, url);
   }
 }

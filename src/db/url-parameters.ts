@@ -156,7 +156,7 @@ export function readUrlParameters(url: string): UrlSettings {
     }) as Parsed;
   } catch (error) {
     if (/"target_session_attrs"/.test(String(error))) throw new InvalidInputError(`the database URL sets target_session_attrs${TARGET_SESSION_ATTRS}`);
-    throw notAConnectionString(error);
+    throw notAConnectionString(error, url);
   }
   const settings: UrlSettings = { connectTimeoutMs: CONNECT_TIMEOUT_MS, keepAlive: true, keepAliveInitialDelayMs: KEEPALIVE_INITIAL_DELAY_MS };
   const values: Parsed = { ...Object.fromEntries(unknown), ...parsed };
@@ -173,8 +173,17 @@ export function readUrlParameters(url: string): UrlSettings {
   return settings;
 }
 
-/** A URL the pool's parser (or the pool, reading what it parsed) cannot read, said without the URL and without the parser's link. */
-export function notAConnectionString(error: unknown): InvalidInputError {
+/**
+ * A URL the pool's parser (or the pool, reading what it parsed, or node-pg,
+ * reading what a connection of its own is given) cannot read, said without
+ * the URL and without the parser's link. Of a postgres:// URL, with the
+ * likeliest cause, what a password holds: libpq reads `a#b` there as it
+ * is, node-pg reads a `#` as the URL's end and fails ("Invalid URL").
+ */
+export function notAConnectionString(error: unknown, url?: string): InvalidInputError {
   const reason = (error instanceof Error ? error.message : String(error)).replace(/\s*See https?:\S+ for examples\.$/, '');
-  return new InvalidInputError(`the database URL is not a PostgreSQL connection string: ${reason}`, undefined, { cause: error });
+  const advice = url !== undefined && /^postgres(?:ql)?:\/\//i.test(url) ? ` (${PERCENT_ENCODING_ADVICE})` : '';
+  return new InvalidInputError(`the database URL is not a PostgreSQL connection string: ${reason}${advice}`, undefined, { cause: error });
 }
+
+const PERCENT_ENCODING_ADVICE = 'a user name or password that holds @ : / ? # % or a space must be %-encoded in a URL: @ as %40, : as %3A, / as %2F, ? as %3F, # as %23, % as %25, a space as %20';

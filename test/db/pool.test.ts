@@ -2,12 +2,14 @@
 // URL: a malformed one is refused at once, naming the problem, before any
 // connection is tried.
 import { describe, expect, it, vi } from 'vitest';
+import { Permgraph } from '../../src/client.ts';
 import { openPool } from '../../src/db/pool.ts';
 import { InvalidInputError } from '../../src/errors.ts';
+import { runCli } from '../helpers/cli.ts';
 
 describe('openPool', () => {
   it.each([
-    ['postgres://app:secret@db.example:port/app', /^the database URL is not a PostgreSQL connection string: Expected "port" to be an integer$/],
+    ['postgres://app:secret@db.example:port/app', /^the database URL is not a PostgreSQL connection string: Expected "port" to be an integer \(a user name or password that holds @ : \/ \? # % or a space must be %-encoded in a URL: @ as %40, .* # as %23, % as %25, a space as %20\)$/],
     ['postgres//db.example/app', /^the database URL is not a PostgreSQL connection string: Expected either a Connection URI/],
     ['host=/run/postgresql port=abc', /^the database URL is not a PostgreSQL connection string: Expected "port" to be an integer$/],
   ])('refuses the malformed URL %j with an InvalidInputError that says so, without pointing elsewhere and without the URL', (url, message) => {
@@ -66,6 +68,27 @@ describe('openPool', () => {
     } finally {
       warn.mockRestore();
     }
+  });
+
+  // A password as an operator types it into a URL: what libpq reads as it
+  // is (a #), or a % that begins no %-encoded byte. The pool's parser took
+  // the first, and node-pg's own connections (the first one of every
+  // command and of Permgraph.connect()) failed with a bare "Invalid URL",
+  // which the command line called a bug; the second said "URI malformed".
+  it.each([
+    ['postgres://app:se#cret@127.0.0.1:1/app', 'Invalid URL'],
+    ['postgres://app:se%cret@127.0.0.1:1/app', 'URI malformed'],
+  ])('refuses %j, before connecting, saying to percent-encode the password', async (url, reason) => {
+    const refusal = await Permgraph.connect({ databaseUrl: url }).then(() => undefined, (e: unknown) => e);
+    expect(refusal).toBeInstanceOf(InvalidInputError);
+    expect((refusal as Error).message).toBe(
+      `the database URL is not a PostgreSQL connection string: ${reason} (a user name or password that holds @ : / ? # % or a space must be %-encoded in a URL: ` +
+        '@ as %40, : as %3A, / as %2F, ? as %3F, # as %23, % as %25, a space as %20)',
+    );
+    const cli = await runCli(['--json', '--database-url', url, 'status']);
+    expect(cli.code).toBe(1);
+    expect(JSON.parse(cli.stderr).error).toMatchObject({ code: 'invalid_input', message: (refusal as Error).message });
+    expect(cli.stderr).not.toMatch(/secret|se#|se%c/);
   });
 
   it('refuses a pool size below one', () => {
