@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
@@ -100,6 +101,23 @@ describe('permgraph CLI', async () => {
     expect(metricsOnce).toMatchObject({ code: 2, stderr: 'permgraph: --metrics-port has no use with --once, which exits after its batch\n' });
     expect(unreachable.code).toBe(1);
     expect(unreachable.stderr).toMatch(/^permgraph: .*ECONNREFUSED.*\n$/);
+  });
+
+  it('a --metrics-port that another process holds: the worker exits 1 naming the flag and what to do', async () => {
+    // (a second worker on the host given the first one's port, as a copied unit file does)
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, '0.0.0.0', resolve));
+    try {
+      const port = (holder.address() as AddressInfo).port;
+      const taken = await cli('worker', '--metrics-port', String(port));
+      expect(taken).toMatchObject({
+        code: 1,
+        stdout: '',
+        stderr: `permgraph: --metrics-port ${port}: the port is in use on this host (another worker's metrics?): give each worker on a host a port of its own\n`,
+      });
+    } finally {
+      await new Promise((resolve) => holder.close(resolve));
+    }
   });
 
   it('with neither --database-url nor DATABASE_URL a command runs on the embedded development server, and says so when the schema is missing', async () => {

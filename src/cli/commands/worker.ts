@@ -124,5 +124,15 @@ async function runWorker(ctx: CommandContext, flags: WorkerFlags, onSchemaReady?
 /** prom-client is loaded only when metrics are asked for: it adds a quarter second to every command's start. */
 async function startMetrics(worker: Worker, ctx: CommandContext, port: number) {
   const { createWorkerMetrics, serveMetrics } = await import('../../worker/metrics.ts');
-  return serveMetrics(createWorkerMetrics(worker, ctx.db), port);
+  try {
+    return await serveMetrics(createWorkerMetrics(worker, ctx.db), port);
+  } catch (error) {
+    // (Node's "listen EADDRINUSE: address already in use 0.0.0.0:9464" names neither the flag nor what to do)
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE') {
+      throw new ExitCode(1, `--metrics-port ${port}: the port is in use on this host (another worker's metrics?): give each worker on a host a port of its own`, 'failed', { cause: error });
+    }
+    if (code === 'EACCES') throw new ExitCode(1, `--metrics-port ${port}: not allowed to listen on that port (below 1024 needs privileges): choose a port above 1023`, 'failed', { cause: error });
+    throw error;
+  }
 }
