@@ -3053,7 +3053,8 @@ begin
       when r.rank > 1 and r.first_line is not null then
         format('duplicate id %s (first at line %s)', permgraph._describe_id(r.id), r.first_line)
       when r.rank > 1 then format('duplicate id %s (the query returns it more than once)', permgraph._describe_id(r.id))
-      else format('node %s exists as a %s; its kind cannot change to %s', permgraph._describe_id(r.id), r.stored_kind, r.kind)
+      else format('node %s exists as %s %s; its kind cannot change to %s', permgraph._describe_id(r.id),
+                  case when r.stored_kind = 'object' then 'an' else 'a' end, r.stored_kind, r.kind)
     end
   from (
     select s.seq, s.id, s.kind, s.owner_id, s.line, s.trash_at, s.local, n.kind as stored_kind, n.owner_id as stored_owner,

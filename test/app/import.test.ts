@@ -301,6 +301,7 @@ describe('permgraph import', async () => {
     'self,group,self',      // line 13 a group owning itself
     'me,user,me',           // line 14 ok: a user may own itself
     '"q,uoted",user,',      // line 15 ok
+    'oldfile,group,',       // line 16 kind change (oldfile is an object in the database)
   ].join('\n');
   const badGrants = [
     'tail_id,head_id,level,source',
@@ -317,6 +318,7 @@ describe('permgraph import', async () => {
   async function seedOld(): Promise<void> {
     await emptyGraph(db);
     await db.query(sql`insert into permgraph.nodes (id, kind) values ('old', 'group')`);
+    await db.query(sql`insert into permgraph.nodes (id, kind, owner_id) values ('oldfile', 'object', 'old')`);
     await db.query(sql`select permgraph.refresh()`);
   }
 
@@ -343,17 +345,19 @@ describe('permgraph import', async () => {
       at('nodes', 11, 'owner "nobody" does not exist (neither in the input nor in the database)'),
       at('nodes', 12, 'node "old" exists as a group; its kind cannot change to user'),
       at('nodes', 13, 'ownership cycle: group "self" cannot own itself'),
+      at('nodes', 16, 'node "oldfile" exists as an object; its kind cannot change to group'),
       at('grants', 3, 'level must be 1 (read), 2 (write) or 3 (manage), got "4"'),
       at('grants', 4, 'grant tail "doc" is an object; only users and groups can hold grants'),
       at('grants', 5, 'grant head "ghost" does not exist (neither in the input nor in the database)'),
       at('grants', 6, 'duplicate grant "u1" -> "g1" (source "app"; first at line 2)'),
       at('grants', 7, 'grant tail "x" is not loaded: its row is invalid (line 3)'),
     ]);
-    expect(summary.nodes).toMatchObject({ read: 14, invalid: 9, inserted: 5 });
+    expect(summary.nodes).toMatchObject({ read: 15, invalid: 10, inserted: 5 });
     expect(summary.grants).toMatchObject({ read: 8, invalid: 5, inserted: 3 });
     const expected: RefGraph = {
       nodes: [
         g('old'),
+        o('oldfile', 'old'),
         u('u1'),
         o('doc', 'g1'),
         g('g1', 'u1'),
@@ -378,7 +382,7 @@ describe('permgraph import', async () => {
     expect(error).toBeInstanceOf(ImportRejectedError);
     const rejected = error as ImportRejectedError;
     expect(rejected.message).toMatch(
-      /^import "import-[0-9a-f]{10}" refused: 14 invalid row\(s\), nothing loaded \(first: .* line 3: kind must be .*\); fix them, or pass --on-invalid skip to load the valid rows$/,
+      /^import "import-[0-9a-f]{10}" refused: 15 invalid row\(s\), nothing loaded \(first: .* line 3: kind must be .*\); fix them, or pass --on-invalid skip to load the valid rows$/,
     );
     expect(rejected.summary.onInvalid).toBe('fail');
     expect(rejected.summary.problems).toHaveLength(3);
