@@ -155,9 +155,8 @@ export async function onFirstHost<T>(url: string, attempt: (address: HostAddress
  * tried again, all the hosts each time, for SERVER_STARTING_RETRY_MS; any
  * other failure is reported at once, after one attempt: the first
  * connection of every command, of Permgraph.connect() and of the worker's
- * start is this one (src/db/pooler.ts), which the pool's retries for
- * whatever error (@databases/pg, 2 s: six failed logins for a wrong
- * password) then never meet. `sockets` keeps its socket (as clientConfig's
+ * start is this one (src/db/pooler.ts); a pool tries no connection again
+ * (src/db/pool-connections.ts). `sockets` keeps its socket (as clientConfig's
  * option), for a caller that bounds its goodbye; `queryTimeoutMs` bounds
  * each statement's wait for its answer (node-pg's query_timeout).
  */

@@ -1,6 +1,7 @@
 import databases, { sql, type ConnectionPool, type Queryable } from '@databases/pg';
 import { DEFAULT_APPLICATION_NAME } from '../constants.ts';
 import { InvalidInputError } from '../errors.ts';
+import { installDirectConnections } from './pool-connections.ts';
 import { NODE_PG_SSL_SWITCH, tlsPlan, urlWithout } from './tls.ts';
 import { notAConnectionString, readUrlParameters } from './url-parameters.ts';
 
@@ -33,6 +34,7 @@ export function openPool(url: string, options: PoolOptions = {}): ConnectionPool
   // @databases/pg is CommonJS; its callable export is reachable as .default in ESM.
   const plan = tlsPlan(url);
   const settings = readUrlParameters(url);
+  installDirectConnections();
   return readingUrl(url, () => databases.default({
     // (under allow and prefer the URL with its TLS parameters: the pool
     // reads a client certificate's files from it itself)

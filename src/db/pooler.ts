@@ -158,9 +158,8 @@ async function serverPid(client: pg.Client): Promise<number> {
  * announced at its start is the server's: nothing in between made one
  * up), and the address it reached. It is the first connection of every
  * command, of Permgraph.connect() and of the worker's start: made by
- * connectClient, which reports a failure that trying again cannot cure
- * after one attempt, where a pool's first connection would try again for
- * 2 s whatever the error. It reads URLs that list several hosts
+ * connectClient, which tries again only a server that is starting, and
+ * reports any other failure after one attempt. It reads URLs that list several hosts
  * ('h1,h2:5432', 'h1:5432,h2:5433') as the pool does (onFirstHost), so
  * the raw clients of the sharing check connect to the address it reached:
  * they meet the server (or pooler) the pool's connections meet. Bounded
