@@ -307,6 +307,11 @@ UNION ALL
   WHERE (NOT s.to_hub);
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
 
+view permgraph._ownership_change_lock
+  held boolean
+  as SELECT true AS held;
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
+
 table permgraph.applier_state
   singleton boolean not null default true
   last_batch_at timestamp with time zone
@@ -3911,14 +3916,6 @@ begin
   from walk w;
 end $function$;
 
--- permgraph._ownership_lock_key(): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._ownership_lock_key()
- RETURNS bigint
- LANGUAGE sql
- IMMUTABLE
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$ select 7238001001::bigint $function$;
-
 -- permgraph._pair_key(text,text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._pair_key(p_user_id text, p_target_id text)
  RETURNS text
@@ -4468,7 +4465,7 @@ begin
     return;
   end if;
   if p_changed then
-    perform pg_advisory_xact_lock(permgraph._ownership_lock_key());
+    lock table permgraph._ownership_change_lock in exclusive mode;
   end if;
   -- Walk up from each user or group through its owners (_ownership_cycle);
   -- the nodes it passes are kept for the lock below.

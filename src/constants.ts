@@ -204,7 +204,9 @@ export const DEFAULT_CHANGES_BATCH = 1000;
 // Every advisory lock permgraph takes, so that none collides with another.
 // Single bigint keys live in the 7238001xxx range; the SQL side defines its
 // own as functions (they are used inside SQL):
-//   7238001001  permgraph._ownership_lock_key()  ownership changes, one at a time
+//   7238001001  (retired, not to be reused: ownership changes took it until they locked
+//               permgraph._ownership_change_lock instead, which no other
+//               login can hold; docs/security.md)
 //   7238001002  permgraph._applier_lock_key()    one batch at a time (transaction lock)
 //   7238001003  permgraph._applier_role_key()    the active worker (session lock)
 

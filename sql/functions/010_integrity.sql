@@ -5,11 +5,21 @@
 -- this file whenever its content changes (sql/README.md).
 
 -- Serializes the cycle check of concurrent ownership changes: two
--- transactions could otherwise each add half of a cycle.
-create or replace function permgraph._ownership_lock_key() returns bigint
-language sql immutable
-set search_path = pg_catalog, pg_temp
-as $$ select 7238001001::bigint $$;
+-- transactions could otherwise each add half of a cycle. A lock on this
+-- view (LOCK TABLE, EXCLUSIVE mode, held to the end of the transaction),
+-- not an advisory lock: pg_advisory_lock is open to every login that may
+-- connect, and a login with no permgraph role at all that held the key
+-- stopped every owner change of a user or group until it let go
+-- (test/security/writers.test.ts). Locking the view in any mode that
+-- conflicts with EXCLUSIVE needs UPDATE, DELETE or TRUNCATE on it, which
+-- no role but the schema's owner has (and the ACCESS SHARE that a refused
+-- read of it may take for an instant conflicts with nothing here); the
+-- triggers that take it run as the owner. Locking a view locks the
+-- relations it reads, and this one reads none.
+create or replace view permgraph._ownership_change_lock as select true as held;
+
+-- (the advisory lock's key, until the view above replaced it)
+drop function if exists permgraph._ownership_lock_key();
 
 -- Ids: what permgraph accepts as a node id, everywhere (SQL, API, import).
 -- Null when p_id is acceptable, else what is wrong with it.
@@ -187,7 +197,7 @@ end $$;
 -- Cycles: a node inserted now cannot be the owner of anything another
 -- transaction writes (they cannot see it yet), so inserts never wait. A
 -- changed owner of a user or group can close a cycle together with another
--- transaction's change, so those statements serialize on one advisory lock
+-- transaction's change, so those statements serialize on one lock (_ownership_change_lock)
 -- before walking; objects never own, so they never wait either.
 --
 -- Every statement here reads nodes by key, so each is planned once per
@@ -227,7 +237,7 @@ begin
     return;
   end if;
   if p_changed then
-    perform pg_advisory_xact_lock(permgraph._ownership_lock_key());
+    lock table permgraph._ownership_change_lock in exclusive mode;
   end if;
   -- Walk up from each user or group through its owners (_ownership_cycle);
   -- the nodes it passes are kept for the lock below.
@@ -256,7 +266,7 @@ end $$;
 -- inserted id, probed into nodes twice, was most of a bulk insert's check):
 -- each distinct owner is looked up, and locked, once; the walk starts from
 -- the inserted rows. An inserted node changes no stored node's owner, so no
--- advisory lock (as _validate_owned with p_changed false).
+-- lock (as _validate_owned with p_changed false).
 create or replace function permgraph._nodes_validate_inserted() returns trigger
 language plpgsql
 security definer

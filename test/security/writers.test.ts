@@ -1,6 +1,6 @@
 // Writers never make the worker's batch fail, and unrelated writers never
-// wait for each other (findings 5 and 6 of the security review), through
-// real login roles.
+// wait for each other (findings 5 and 6 of the security review), nor for
+// a login that has no permgraph role (finding 7), through real login roles.
 import { IsolationLevel } from '@databases/pg';
 import { describe, expect, it } from 'vitest';
 import { sql } from '../../src/db/pool.ts';
@@ -10,6 +10,7 @@ import { g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { loadGraph, readPermissions } from '../helpers/graph.ts';
 import { createLogin } from '../helpers/logins.ts';
+import { failureOf } from '../helpers/failure.ts';
 
 const graph: RefGraph = {
   nodes: [u('alice'), u('bob'), u('carl'), g('eng'), g('ops'), g('roadmap', 'eng'), o('doc', 'eng')],
@@ -24,6 +25,7 @@ describe('writers and the worker', async () => {
   const otherWriter = await createLogin(owner, url, 'otherwriter', 'permgraph_writer');
   const worker = await createLogin(owner, url, 'delworker', 'permgraph_worker');
   const reader = await createLogin(owner, url, 'delreader', 'permgraph_reader');
+  const nobody = await createLogin(owner, url, 'delnobody');
 
   describe('finding 5: deleting nodes', () => {
     it('a delete committed during a repeatable-read batch does not make the batch fail', async () => {
@@ -134,6 +136,36 @@ describe('writers and the worker', async () => {
         { id: 'sub2', owner_id: 'team2' },
         { id: 'team2', owner_id: 'eng' },
       ]);
+    });
+  });
+  describe('finding 7: no other login can hold the lock that owner changes wait for', () => {
+    it('a login with no permgraph role holding the former advisory key, or trying the lock itself, stops no owner change', async () => {
+      await owner.query(sql`insert into permgraph.nodes (id, kind) values ('moved', 'group')`);
+      // (the key owner changes of users and groups serialized on: pg_advisory_lock is every login's)
+      const formerKey = 7238001001;
+      await nobody.db.task(async (session) => {
+        await session.query(sql`select pg_catalog.pg_advisory_lock(${formerKey}::bigint)`);
+        try {
+          await writer.db.tx(async (tx) => {
+            await tx.query(sql`set local lock_timeout = '2s'`);
+            await tx.query(sql`update permgraph.nodes set owner_id = 'eng' where id = 'moved'`);
+            // the change holds no advisory lock, which another login could have taken first
+            const advisory = await tx.query(sql`
+              select count(*)::int as n from pg_catalog.pg_locks where locktype = 'advisory' and pid = pg_catalog.pg_backend_pid()`);
+            expect(advisory).toEqual([{ n: 0 }]);
+          });
+          // the lock they take now, nobody but the schema's owner can
+          for (const login of [nobody, reader, writer]) {
+            const refused = await failureOf(login.db.tx((tx) => tx.query(sql`lock table permgraph._ownership_change_lock in access share mode`)));
+            expect(refused.code, login.name).toBe('42501');
+          }
+        } finally {
+          await session.query(sql`select pg_catalog.pg_advisory_unlock(${formerKey}::bigint)`);
+        }
+      });
+      expect(await owner.query(sql`select owner_id from permgraph.nodes where id = 'moved'`)).toEqual([{ owner_id: 'eng' }]);
+      await writer.db.query(sql`delete from permgraph.nodes where id = 'moved'`);
+      await worker.db.query(sql`select permgraph.apply_changes()`);
     });
   });
 });
