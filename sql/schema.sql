@@ -393,6 +393,16 @@ table permgraph.cluster_identity
   constraint cluster_identity_singleton_check CHECK (singleton)
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
 
+table permgraph.consumer_registrations
+  singleton boolean not null default true
+  seen bigint not null default 0
+  constraint consumer_registrations_pkey PRIMARY KEY (singleton)
+  constraint consumer_registrations_singleton_check CHECK (singleton)
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
+
+sequence permgraph.consumer_registrations_seq
+  privileges <owner>: SELECT,UPDATE,USAGE
+
 table permgraph.deleted_nodes
   id text collate "C" not null
   deleted_at timestamp with time zone not null default clock_timestamp()
@@ -614,6 +624,7 @@ CREATE UNIQUE INDEX change_consumers_pkey ON permgraph.change_consumers USING bt
 CREATE UNIQUE INDEX changes_pkey ON permgraph.changes USING btree (id);
 CREATE INDEX changes_xact_idx ON permgraph.changes USING btree (xact_id);
 CREATE UNIQUE INDEX cluster_identity_pkey ON permgraph.cluster_identity USING btree (singleton);
+CREATE UNIQUE INDEX consumer_registrations_pkey ON permgraph.consumer_registrations USING btree (singleton);
 CREATE INDEX deleted_nodes_id_idx ON permgraph.deleted_nodes USING btree (id);
 CREATE INDEX edges_expiring_idx ON permgraph.edges USING btree (expires_at) WHERE (expires_at IS NOT NULL);
 CREATE INDEX edges_group_in_idx ON permgraph.edges USING btree (head_id) INCLUDE (tail_id, level, head_kind, expires_at) WHERE (tail_kind = 'group'::text);
@@ -1348,7 +1359,6 @@ AS $function$
 begin
   perform permgraph._check_consumer_name(p_name);
   perform pg_catalog.pg_advisory_xact_lock(permgraph._applier_lock_key());
-  update permgraph.applier_state set singleton = singleton;
   -- (consumers restored from another cluster get their owners back first:
   -- 048_cluster_identity.sql)
   perform permgraph._adopt_restored_state();
@@ -1625,10 +1635,18 @@ CREATE OR REPLACE FUNCTION permgraph._changes_begin_write()
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET jit TO 'off'
 AS $function$
+declare
+  registered bigint;
 begin
   -- Re-entrant: apply_changes holds it already. See the file comment.
   perform pg_catalog.pg_advisory_xact_lock(permgraph._applier_lock_key());
-  if not exists (select 1 from permgraph.change_consumers) then
+  -- (a sequence's state, not a row version: the latest, whatever the
+  -- snapshot; read with the lock held, so no registration runs until this
+  -- transaction ends)
+  registered := (select case when q.is_called then q.last_value else 0 end from permgraph.consumer_registrations_seq q);
+  if registered is distinct from (select r.seen from permgraph.consumer_registrations r) then
+    update permgraph.consumer_registrations set seen = registered;
+  elsif not exists (select 1 from permgraph.change_consumers) then
     return false;
   end if;
   perform pg_catalog.pg_notify(permgraph._permission_changes_channel(), '');
@@ -6175,9 +6193,21 @@ begin
   if exists (select 1 from permgraph.change_consumers c where c.consumer = register_consumer.name) then
     return permgraph._consumer_acked_seq(register_consumer.name);
   end if;
+  -- A snapshot older than the last batch would not be the table as of the
+  -- seq returned: under REPEATABLE READ (or SERIALIZABLE), locking the row
+  -- every batch updates raises a serialization failure then. (A lock, not an
+  -- update: a batch that updates the row after this commits does not fail.
+  -- FOR SHARE: FOR KEY SHARE follows an update of other columns quietly.)
+  if current_setting('transaction_isolation') <> 'read committed' then
+    perform from permgraph.applier_state for share;
+  end if;
+  -- what a batch that cannot see this consumer yet learns it from (see the file comment)
+  perform pg_catalog.nextval('permgraph.consumer_registrations_seq');
   acked := permgraph._last_change_seq();
   insert into permgraph.change_consumers (consumer, acked_seq, owner_oid, owner_role)
   select register_consumer.name, acked, r.oid, r.rolname from pg_roles r where r.rolname = session_user;
+  -- (events a batch recorded for a consumer dropped meanwhile: see the file comment)
+  perform permgraph._prune_changes();
   return acked;
 end $function$;
 

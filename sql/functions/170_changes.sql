@@ -23,14 +23,25 @@
 -- take the applier lock too, so they run between batches. A batch in READ
 -- COMMITTED reads the consumers after taking the lock, so it sees them. A
 -- REPEATABLE READ batch (the worker's) took its snapshot before waiting for
--- the lock, so it may not see a consumer registered meanwhile: both
--- functions therefore update permgraph.applier_state, the row every batch
--- that writes updates at its end (060_apply.sql), and such a batch fails
--- there with a serialization failure and is retried on a fresh snapshot
--- (test/engine/changes.test.ts holds this). The same update makes a
--- REPEATABLE READ registration fail when its snapshot is older than the last
--- batch: the snapshot it returns is then always the table as of its seq.
---
+-- the lock, so it may not see a consumer registered meanwhile. Every
+-- registration therefore also takes a number of
+-- permgraph.consumer_registrations_seq, which no snapshot hides, and each
+-- batch compares the sequence with the count the batches before it
+-- accounted for (consumer_registrations.seen): when they differ, a
+-- registration may have committed after its snapshot, and the batch records
+-- events whether or not it sees a consumer (_changes_begin_write). Such a batch
+-- commits: until 053 a registration or a drop updated applier_state
+-- instead, which made every batch whose snapshot was older fail with a
+-- serialization failure at its end, so that a reader calling them back to
+-- back from a few connections kept every batch from completing
+-- (test/security/consumers.test.ts). A batch that sees a consumer records
+-- events whatever registers meanwhile, and one that sees a consumer dropped
+-- meanwhile records events that nobody needs, which the next registration,
+-- acknowledgement or drop deletes (_prune_changes). A REPEATABLE READ
+-- registration whose snapshot is older than the last batch fails (locking
+-- applier_state's row raises the serialization failure): the snapshot it
+-- returns is always the table as of its seq.
+
 -- A row whose valid_until changes is a change like any other: the events
 -- carry old_valid_until and new_valid_until next to the levels.
 
@@ -42,18 +53,30 @@ set search_path = pg_catalog, pg_temp
 as $$ select 'permgraph_permission_changes'::text $$;
 
 -- Called by _write_diff (040_compute.sql) before it writes: whether to record
--- events. The one cost on the write path without consumers is this check.
--- With consumers it queues the notification (sent on commit; dropped if the
--- batch rolls back; several in one transaction are sent once).
+-- events. The one cost on the write path without consumers is this check
+-- (a read of the registrations' sequence and two probes). With consumers it
+-- queues the notification (sent on commit; dropped if the batch rolls back;
+-- several in one transaction are sent once). After registrations the
+-- batches before it have not accounted for (see the file comment), it
+-- records events whether or not this snapshot shows a consumer, and marks
+-- them accounted for.
 create or replace function permgraph._changes_begin_write() returns boolean
 language plpgsql
 set search_path = pg_catalog, pg_temp
 set jit = off
 as $$
+declare
+  registered bigint;
 begin
   -- Re-entrant: apply_changes holds it already. See the file comment.
   perform pg_catalog.pg_advisory_xact_lock(permgraph._applier_lock_key());
-  if not exists (select 1 from permgraph.change_consumers) then
+  -- (a sequence's state, not a row version: the latest, whatever the
+  -- snapshot; read with the lock held, so no registration runs until this
+  -- transaction ends)
+  registered := (select case when q.is_called then q.last_value else 0 end from permgraph.consumer_registrations_seq q);
+  if registered is distinct from (select r.seen from permgraph.consumer_registrations r) then
+    update permgraph.consumer_registrations set seen = registered;
+  elsif not exists (select 1 from permgraph.change_consumers) then
     return false;
   end if;
   perform pg_catalog.pg_notify(permgraph._permission_changes_channel(), '');
@@ -144,9 +167,8 @@ as $$
   where seq <= coalesce((select min(acked_seq) from permgraph.change_consumers), 9223372036854775807)
 $$;
 
--- What registering or dropping a consumer does first: between batches, and
--- in conflict with every repeatable-read batch whose snapshot is older (see
--- the file comment).
+-- What registering or dropping a consumer does first: between batches
+-- (see the file comment).
 create or replace function permgraph._begin_consumers_change(p_name text) returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -154,7 +176,6 @@ as $$
 begin
   perform permgraph._check_consumer_name(p_name);
   perform pg_catalog.pg_advisory_xact_lock(permgraph._applier_lock_key());
-  update permgraph.applier_state set singleton = singleton;
   -- (consumers restored from another cluster get their owners back first:
   -- 048_cluster_identity.sql)
   perform permgraph._adopt_restored_state();
@@ -180,9 +201,21 @@ begin
   if exists (select 1 from permgraph.change_consumers c where c.consumer = register_consumer.name) then
     return permgraph._consumer_acked_seq(register_consumer.name);
   end if;
+  -- A snapshot older than the last batch would not be the table as of the
+  -- seq returned: under REPEATABLE READ (or SERIALIZABLE), locking the row
+  -- every batch updates raises a serialization failure then. (A lock, not an
+  -- update: a batch that updates the row after this commits does not fail.
+  -- FOR SHARE: FOR KEY SHARE follows an update of other columns quietly.)
+  if current_setting('transaction_isolation') <> 'read committed' then
+    perform from permgraph.applier_state for share;
+  end if;
+  -- what a batch that cannot see this consumer yet learns it from (see the file comment)
+  perform pg_catalog.nextval('permgraph.consumer_registrations_seq');
   acked := permgraph._last_change_seq();
   insert into permgraph.change_consumers (consumer, acked_seq, owner_oid, owner_role)
   select register_consumer.name, acked, r.oid, r.rolname from pg_roles r where r.rolname = session_user;
+  -- (events a batch recorded for a consumer dropped meanwhile: see the file comment)
+  perform permgraph._prune_changes();
   return acked;
 end $$;
 
