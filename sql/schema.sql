@@ -1636,17 +1636,23 @@ CREATE OR REPLACE FUNCTION permgraph._changes_begin_write()
  SET jit TO 'off'
 AS $function$
 declare
-  registered bigint;
+  state record;
 begin
   -- Re-entrant: apply_changes holds it already. See the file comment.
   perform pg_catalog.pg_advisory_xact_lock(permgraph._applier_lock_key());
-  -- (a sequence's state, not a row version: the latest, whatever the
-  -- snapshot; read with the lock held, so no registration runs until this
-  -- transaction ends)
-  registered := (select case when q.is_called then q.last_value else 0 end from permgraph.consumer_registrations_seq q);
-  if registered is distinct from (select r.seen from permgraph.consumer_registrations r) then
-    update permgraph.consumer_registrations set seen = registered;
-  elsif not exists (select 1 from permgraph.change_consumers) then
+  -- The registrations' sequence is its state, not a row version: the
+  -- latest, whatever the snapshot; read with the lock held, so no
+  -- registration runs until this transaction ends. (One statement for the
+  -- three reads: each statement of a batch's path costs its start-up, and
+  -- this one runs in every batch; three statements cost ~7 us more.)
+  select (select case when q.is_called then q.last_value else 0 end from permgraph.consumer_registrations_seq q) as registered,
+         r.seen,
+         exists (select 1 from permgraph.change_consumers) as consumers
+  into state
+  from permgraph.consumer_registrations r;
+  if state.registered is distinct from state.seen then
+    update permgraph.consumer_registrations set seen = state.registered;
+  elsif not state.consumers then
     return false;
   end if;
   perform pg_catalog.pg_notify(permgraph._permission_changes_channel(), '');
