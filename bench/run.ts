@@ -188,10 +188,26 @@ async function withPool<T>(url: string, fn: (db: ConnectionPool) => Promise<T>):
 /** The phases that start their own server (or none): measured, printed, and saved as a run of their own. */
 async function runSoloPhase(options: Options): Promise<Partial<RunResult> | null> {
   if (options.coldstart) {
-    const { formatColdStart, measureColdStart } = await import('./measure/coldstart.ts');
-    const coldstart = measureColdStart();
-    out(formatColdStart(coldstart));
-    return { coldstart };
+    const { COLDSTART_GRAPH, formatColdStart, measureColdStart } = await import('./measure/coldstart.ts');
+    const { sql } = await import('../src/db/pool.ts');
+    // (a server and a database for the cases that connect)
+    const server = await startServer();
+    try {
+      const bdb = await freshDatabase(server.url, 'coldstart');
+      try {
+        const { user, group } = COLDSTART_GRAPH;
+        await bdb.db.query(sql`insert into permgraph.nodes (id, kind) values (${user}, 'user'), (${group}, 'group')`);
+        await bdb.db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values (${user}, ${group}, 1)`);
+        await bdb.db.query(sql`select permgraph.apply_changes()`);
+        const coldstart = measureColdStart({ url: bdb.url });
+        out(formatColdStart(coldstart));
+        return { coldstart };
+      } finally {
+        await bdb.drop();
+      }
+    } finally {
+      await server.stop();
+    }
   }
   if (options.stock) {
     const { formatStockServer, measureStockServer } = await import('./measure/single-change.ts');

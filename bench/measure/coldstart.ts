@@ -5,6 +5,13 @@
 // imported by the command that needs them. The development entry
 // (bin/permgraph.mjs, through tsx) is measured for comparison.
 //
+// Given a database (`url`, as `npm run bench -- --coldstart` gives one), also
+// a command that connects and asks one question (`permgraph check`) against
+// the least a Node.js program can do for that: node-pg connecting and
+// running `select 1`. Its --help alone would not show what connecting costs
+// (a pool's first connection once slept 100 ms before trying:
+// bench/FINDINGS.md 49).
+//
 // dist/ is built first (tsc -p tsconfig.build.json, what `npm pack` runs)
 // when it is not the build of this tree's src/, and the runner says so on
 // stderr either way; --no-build measures dist/ as it is (and says when it
@@ -96,8 +103,18 @@ function timeOnce(argv: string[]): number {
   return ms;
 }
 
-/** Runs every case `runs` times, interleaved so that machine noise hits all of them alike. */
-export function measureColdStart(options: { runs?: number; build?: boolean } = {}): ColdStartResult {
+/**
+ * What `url`'s database must hold for the connecting cases: a user with a
+ * grant on a group, so that `permgraph check` answers yes (exit 0).
+ */
+export const COLDSTART_GRAPH = { user: 'coldstart-user', group: 'coldstart-group' };
+
+/** node-pg alone: connect, `select 1`, end (the baseline of a command that connects). */
+const NODE_PG_SELECT_1 = "const pg = require('pg'); const c = new pg.Client({ connectionString: process.argv[1] });" +
+  " c.connect().then(() => c.query('select 1')).then(() => c.end()).catch((e) => { console.error(e.message); process.exit(1); });";
+
+/** Runs every case `runs` times, interleaved so that machine noise hits all of them alike; `url`: also the connecting cases, on that database. */
+export function measureColdStart(options: { runs?: number; build?: boolean; url?: string } = {}): ColdStartResult {
   const runs = options.runs ?? 21;
   prepareDist(options.build ?? true);
   if (!existsSync(BUILT_BIN)) throw new Error(`${BUILT_BIN} is missing: run without --no-build (or npm pack)`);
@@ -105,6 +122,10 @@ export function measureColdStart(options: { runs?: number; build?: boolean } = {
     { name: 'node -e 0', argv: ['-e', '0'] },
     { name: 'permgraph --help (dist, plain node)', argv: [BUILT_BIN, '--help'] },
     { name: 'permgraph --help (bin/permgraph.mjs, tsx)', argv: [DEV_BIN, '--help'] },
+    ...(options.url === undefined ? [] : [
+      { name: 'node-pg: connect, select 1, end', argv: ['-e', NODE_PG_SELECT_1, options.url] },
+      { name: 'permgraph check (dist, plain node): connects, one question', argv: [BUILT_BIN, '--database-url', options.url, 'check', COLDSTART_GRAPH.user, COLDSTART_GRAPH.group, 'read'] },
+    ]),
   ];
   for (const c of cases) timeOnce(c.argv); // warm the file cache
   const samples = cases.map(() => [] as number[]);
