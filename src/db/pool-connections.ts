@@ -56,7 +56,7 @@ export function directConnections({ hosts, ssl, ...options }: SourceConfig, driv
   return async () => {
     let lastError: unknown = new Error('the database URL names no host');
     for (const { host, port } of hosts) {
-      const tls = ssl ? ssl.connectionOptions : false;
+      const tls = (ssl && ssl.connectionOptions) || false;
       try {
         return await connected(driverFor({ ...options, host, port, ssl: tls }));
       } catch (error) {
