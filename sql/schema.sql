@@ -446,6 +446,11 @@ table permgraph.function_files
   constraint function_files_pkey PRIMARY KEY (name)
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
 
+table permgraph.grant_source_locks
+  source text collate "C" not null
+  constraint grant_source_locks_pkey PRIMARY KEY (source)
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
+
 table permgraph.grants
   tail_id text collate "C" not null
   head_id text collate "C" not null
@@ -631,6 +636,7 @@ CREATE INDEX edges_group_in_idx ON permgraph.edges USING btree (head_id) INCLUDE
 CREATE INDEX edges_head_idx ON permgraph.edges USING btree (head_id, tail_id);
 CREATE UNIQUE INDEX edges_pkey ON permgraph.edges USING btree (tail_id, head_id, source);
 CREATE UNIQUE INDEX function_files_pkey ON permgraph.function_files USING btree (name);
+CREATE UNIQUE INDEX grant_source_locks_pkey ON permgraph.grant_source_locks USING btree (source);
 CREATE INDEX grants_head_idx ON permgraph.grants USING btree (head_id);
 CREATE UNIQUE INDEX grants_unique_per_source ON permgraph.grants USING btree (tail_id, head_id, source);
 CREATE UNIQUE INDEX import_grants_pkey ON permgraph.import_grants USING btree (run, seq);
@@ -2421,6 +2427,9 @@ declare
     'permgraph.apply_local_changes(integer, bigint, bigint, bigint)',
     'permgraph.refresh()', 'permgraph.verify(timestamptz)',
     'permgraph._applier_role_key()'];
+  -- What syncGrants takes as a writer (160_sync_grants.sql): the lock of a
+  -- grant source, which no role may take on the table itself.
+  writer_functions constant text[] := array['permgraph._lock_grant_source(text)'];
   -- The change stream's consumers (170_changes.sql), whatever their role:
   -- security definer, so consumers move their own position and nobody
   -- writes the stream's tables directly.
@@ -2437,6 +2446,8 @@ begin
     from unnest(array['insert', 'update', 'delete']) p, unnest(array['permgraph.nodes', 'permgraph.grants']) t
     union all
     select r, 'execute', 'function', f from unnest(roles) r, unnest(query_functions || consumer_functions) f
+    union all
+    select 'permgraph_writer', 'execute', 'function', f from unnest(writer_functions) f
     union all
     select 'permgraph_worker', 'execute', 'function', f from unnest(worker_functions) f;
 end $function$;
@@ -3545,6 +3556,20 @@ CREATE OR REPLACE FUNCTION permgraph._local_change_pairs()
  IMMUTABLE
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$ select 5000::bigint $function$;
+
+-- permgraph._lock_grant_source(text): execute <owner>: EXECUTE; permgraph_writer: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._lock_grant_source(p_source text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+begin
+  -- (a concurrent first sync of the source waits here for the other's row,
+  -- then finds it)
+  insert into permgraph.grant_source_locks (source) values (p_source) on conflict (source) do nothing;
+  perform from permgraph.grant_source_locks where source = p_source for update;
+end $function$;
 
 -- permgraph._long_job_active(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._long_job_active()

@@ -209,6 +209,9 @@ export const DEFAULT_CHANGES_BATCH = 1000;
 //               login can hold; docs/security.md)
 //   7238001002  permgraph._applier_lock_key()    one batch at a time (transaction lock)
 //   7238001003  permgraph._applier_role_key()    the active worker (session lock)
+// Retired too: the keys hashtextextended('permgraph.sync_grants:' || source, 0),
+// which syncGrants took until it locked its source's row of
+// permgraph.grant_source_locks instead (160_sync_grants.sql).
 
 /** Held (transaction-level) while migrating, so concurrent migrations apply each file once. */
 export const MIGRATION_LOCK_KEY = 7238001000;
@@ -216,8 +219,6 @@ export const MIGRATION_LOCK_KEY = 7238001000;
 /** Class (first int4 key) of the session lock held by an import run; the second key is hashtext(run name). */
 export const IMPORT_LOCK_CLASS = 7238010;
 
-/** Text hashed (hashtextextended, seed 0) with the source name into the transaction lock that serializes syncGrants of one source. */
-export const SYNC_GRANTS_LOCK_PREFIX = 'permgraph.sync_grants:';
 
 // ---------------------------------------------------------------------------
 // Grants, listings, imports, audit

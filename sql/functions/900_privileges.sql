@@ -9,7 +9,8 @@
 --                     joins read them as the querying role) and call the
 --                     query functions.
 --   permgraph_writer  the reader's rights, plus INSERT/UPDATE/DELETE on nodes
---                     and grants. Everything those writes cause (edges,
+--                     and grants, and the lock of a grant source that
+--                     syncGrants takes. Everything those writes cause (edges,
 --                     captured changes, tombstones, audit rows) is written by
 --                     security definer triggers owned by the schema's owner.
 --   permgraph_worker  the reader's rights, plus the engine's entry points:
@@ -88,6 +89,9 @@ declare
     'permgraph.apply_local_changes(integer, bigint, bigint, bigint)',
     'permgraph.refresh()', 'permgraph.verify(timestamptz)',
     'permgraph._applier_role_key()'];
+  -- What syncGrants takes as a writer (160_sync_grants.sql): the lock of a
+  -- grant source, which no role may take on the table itself.
+  writer_functions constant text[] := array['permgraph._lock_grant_source(text)'];
   -- The change stream's consumers (170_changes.sql), whatever their role:
   -- security definer, so consumers move their own position and nobody
   -- writes the stream's tables directly.
@@ -104,6 +108,8 @@ begin
     from unnest(array['insert', 'update', 'delete']) p, unnest(array['permgraph.nodes', 'permgraph.grants']) t
     union all
     select r, 'execute', 'function', f from unnest(roles) r, unnest(query_functions || consumer_functions) f
+    union all
+    select 'permgraph_writer', 'execute', 'function', f from unnest(writer_functions) f
     union all
     select 'permgraph_worker', 'execute', 'function', f from unnest(worker_functions) f;
 end $$;

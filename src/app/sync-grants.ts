@@ -2,7 +2,6 @@
 // external directory): one transaction, only the differences written, other
 // sources untouched. Writes are plain SQL on permgraph.grants, so the capture
 // triggers see them like any other write.
-import { SYNC_GRANTS_LOCK_PREFIX } from '../constants.ts';
 import { sql, type Queryable } from '../db/pool.ts';
 import { currentToken, type FreshnessToken } from '../engine/freshness.ts';
 import { InvalidInputError, withInputErrors } from '../errors.ts';
@@ -64,8 +63,9 @@ export async function syncGrants(
   return withInputErrors(() =>
     db.tx(async (tx) => {
       // Under READ COMMITTED each statement after the lock sees the previous
-      // sync of this source committed, so the two never interleave.
-      await tx.query(sql`select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(${SYNC_GRANTS_LOCK_PREFIX + source}::text, 0))`);
+      // sync of this source committed, so the two never interleave. (A lock
+      // only the schema's owner can take: 160_sync_grants.sql.)
+      await tx.query(sql`select permgraph._lock_grant_source(${source})`);
       await applyActor(tx, options.actor);
       await requireKnownEnds(tx, tails, heads);
       await requireFuture(tx, expiries, grants.map((g, i) => `sync-grants: grant #${i + 1} (${g.tail} -> ${g.head}) expires at`));

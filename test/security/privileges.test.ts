@@ -30,7 +30,7 @@ const graph: RefGraph = {
 const INTERNAL_TABLES = [
   'permissions', 'changes', 'edges', 'audit_log', 'trashed_groups', 'deleted_nodes', 'applier_state',
   'roles', 'operations', 'migrations', 'function_files', 'import_runs', 'import_nodes', 'import_grants',
-  'consumer_registrations',
+  'consumer_registrations', 'grant_source_locks',
 ];
 
 async function counts(db: Queryable): Promise<Record<string, number>> {

@@ -1,9 +1,10 @@
 // Writers never make the worker's batch fail, and unrelated writers never
 // wait for each other (findings 5 and 6 of the security review), nor for
-// a login that has no permgraph role (finding 7), through real login roles.
+// a login that has no permgraph role (findings 7 and 8), through real login roles.
 import { IsolationLevel } from '@databases/pg';
 import { describe, expect, it } from 'vitest';
 import { sql } from '../../src/db/pool.ts';
+import { syncGrants } from '../../src/app/sync-grants.ts';
 import { computePermissions } from '../reference/model.ts';
 import type { RefGraph } from '../reference/model.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
@@ -165,6 +166,60 @@ describe('writers and the worker', async () => {
       });
       expect(await owner.query(sql`select owner_id from permgraph.nodes where id = 'moved'`)).toEqual([{ owner_id: 'eng' }]);
       await writer.db.query(sql`delete from permgraph.nodes where id = 'moved'`);
+      await worker.db.query(sql`select permgraph.apply_changes()`);
+    });
+  });
+
+  describe('finding 8: no other login can hold the lock that syncs of a grant source wait for', () => {
+    /** The pid of `login`'s session that waits for a lock, once it does (for 10 s at most). */
+    async function waitingPid(login: string): Promise<number> {
+      for (const deadline = Date.now() + 10_000; Date.now() < deadline;) {
+        const [row] = await owner.query(sql`
+          select pid from pg_catalog.pg_stat_activity where usename = ${login} and wait_event_type = 'Lock'`);
+        if (row) return row.pid as number;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      throw new Error(`no session of ${login} waits for a lock`);
+    }
+
+    it('a login with no permgraph role holding the former advisory key stops no sync; two syncs of one source still take turns', async () => {
+      // (the key syncGrants of the source 'ldap' serialized on: pg_advisory_lock is every login's)
+      const [{ key }] = await owner.query(sql`select pg_catalog.hashtextextended('permgraph.sync_grants:ldap', 0) as key`);
+      await nobody.db.task(async (session) => {
+        await session.query(sql`select pg_catalog.pg_advisory_lock(${key}::bigint)`);
+        try {
+          await writer.db.task(async (conn) => {
+            await conn.query(sql`set lock_timeout = '2s'`);
+            const result = await syncGrants(conn, 'ldap', [{ tail: 'carl', head: 'roadmap', level: 1 }]);
+            expect(result).toMatchObject({ inserted: 1 });
+          });
+        } finally {
+          await session.query(sql`select pg_catalog.pg_advisory_unlock(${key}::bigint)`);
+        }
+      });
+      // the lock they take now, nobody but a writer's call of the function (and the owner) can
+      for (const login of [nobody, reader]) {
+        const refused = await failureOf(login.db.query(sql`select permgraph._lock_grant_source('ldap')`));
+        expect(refused.code, login.name).toBe('42501');
+      }
+      for (const login of [nobody, reader, writer]) {
+        const refused = await failureOf(login.db.tx((tx) => tx.query(sql`select 1 from permgraph.grant_source_locks for update`)));
+        expect(refused.code, login.name).toBe('42501');
+      }
+      // one sync of 'ldap' holds the source; a second waits for it, a sync of another source does not
+      let released!: () => void;
+      const holding = writer.db.tx(async (tx) => {
+        await tx.query(sql`select permgraph._lock_grant_source('ldap')`);
+        await new Promise<void>((resolve) => (released = resolve));
+      });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      await syncGrants(otherWriter.db, 'hr', [{ tail: 'alice', head: 'ops', level: 1 }]);
+      const second = syncGrants(otherWriter.db, 'ldap', []);
+      await waitingPid(otherWriter.name);
+      released();
+      await holding;
+      expect(await second).toMatchObject({ deleted: 1 });
+      await syncGrants(otherWriter.db, 'hr', []);
       await worker.db.query(sql`select permgraph.apply_changes()`);
     });
   });
