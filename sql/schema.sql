@@ -1653,12 +1653,21 @@ begin
   -- this one runs in every batch; three statements cost ~7 us more.)
   select (select case when q.is_called then q.last_value else 0 end from permgraph.consumer_registrations_seq q) as registered,
          r.seen,
-         exists (select 1 from permgraph.change_consumers) as consumers
+         exists (select 1 from permgraph.change_consumers) as consumers,
+         pg_catalog.current_setting('permgraph.registrations_recorded', true) as recorded
   into state
   from permgraph.consumer_registrations r;
   if state.registered is distinct from state.seen then
     update permgraph.consumer_registrations set seen = state.registered;
-  elsif not state.consumers then
+    -- A later batch of this transaction reads seen as updated here, and
+    -- the consumers through the same snapshot, which may not show the
+    -- registration: it records too (the setting ends with the transaction,
+    -- and with a savepoint rolled back, as the update does). Not needed
+    -- under READ COMMITTED, whose every statement sees the consumers.
+    if pg_catalog.current_setting('transaction_isolation') <> 'read committed' then
+      perform pg_catalog.set_config('permgraph.registrations_recorded', state.registered::text, true);
+    end if;
+  elsif not state.consumers and state.recorded is distinct from state.seen::text then
     return false;
   end if;
   perform pg_catalog.pg_notify(permgraph._permission_changes_channel(), '');

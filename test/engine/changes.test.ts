@@ -288,6 +288,29 @@ describe('the derived-permission change stream', async () => {
     expect(await readPermissions(db)).toContainEqual({ userId: 'a', targetId: 't', level: 2, traverseOwned: true, validUntil: null });
   });
 
+  it('a repeatable-read transaction whose snapshot predates a registration records every batch it runs, not only the first', async () => {
+    await start({ nodes: [u('a'), g('t'), g('s')], grants: [] });
+    await db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('a', 't', 2)`);
+    let reg!: Registration<PermissionRow[]>;
+    // Two batches in one transaction (a script's, in SQL): the first learns
+    // of the registration and marks it accounted for; the second must still
+    // record, since its snapshot shows no consumer either.
+    const batches = afterStaleSnapshot(
+      db,
+      sql`select permgraph.apply_changes();
+          insert into permgraph.grants (tail_id, head_id, level) values ('a', 's', 1);
+          select permgraph.apply_changes();`,
+      async () => {
+        reg = await registerConsumer(db, 'twice', (tx) => readPermissions(tx));
+      },
+    );
+    await expect(batches).resolves.toBeDefined();
+    const copy = copyOf(reg.snapshot);
+    fold(copy, await readChanges(db, 'twice'), 'after both batches');
+    expect(await readPermissions(db)).toContainEqual({ userId: 'a', targetId: 's', level: 1, traverseOwned: true, validUntil: null });
+    expect(rowsOf(copy)).toEqual(await readPermissions(db));
+  });
+
   it('a repeatable-read registration whose snapshot predates a batch fails rather than return a stale snapshot', async () => {
     await start({ nodes: [u('a'), g('t')], grants: [] });
     await db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('a', 't', 2)`);
