@@ -129,7 +129,7 @@ function givenTwice(name: 'host' | 'port', read: number, query: Map<string, stri
   const listed = query.get(name)?.split(',').length ?? read;
   if (read <= listed) return undefined;
   return ` both in its address and as ?${name}=, which permgraph's connections would read differently: keep one of them ` +
-    (name === 'host' ? '(postgres://host:port/db, or ?host=/socket/dir for a Unix socket)' : '(postgres://host:port/db)');
+    (name === 'host' ? '(postgres://host:port/db, or ?host=%2Fsocket%2Fdir for a Unix socket: a / in the query is written %2F)' : '(postgres://host:port/db)');
 }
 
 function nodeCannotSet(what: string, instead: string): string {

@@ -18,6 +18,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { clientConfig, connectClient } from '../../src/db/client-config.ts';
 import { openPool, sql } from '../../src/db/pool.ts';
 import { tlsPlan } from '../../src/db/tls.ts';
+import { readUrlParameters } from '../../src/db/url-parameters.ts';
 import { InvalidInputError } from '../../src/errors.ts';
 import { cleanUpAfter } from '../helpers/cleanup.ts';
 import { createTestDatabase } from '../helpers/database.ts';
@@ -325,5 +326,21 @@ describe('libpq parameters of the database URL', async () => {
       /ssl_min_protocol_version \(TLSv1\.3\) is above its ssl_max_protocol_version \(TLSv1\.2\)/,
     );
     expect(() => tlsPlan('postgres://u@db.example/app?sslmode=require&ssl_min_protocol_version=TLSv9')).toThrow(InvalidInputError);
+  });
+
+  it("a host both in the address and as ?host= is refused with a Unix socket's ?host= that the URL's parser takes", () => {
+    // (the parser refuses a bare / in the query: the advice must be written as it reads it)
+    const refusal = (() => {
+      try {
+        readUrlParameters('postgres://u@db.example/app?host=other.example');
+      } catch (error) {
+        return error as Error;
+      }
+      throw new Error('not refused');
+    })();
+    expect(refusal).toBeInstanceOf(InvalidInputError);
+    const advised = /\?host=(\S+) for a Unix socket/.exec(refusal.message)?.[1];
+    expect(advised).toBeDefined();
+    expect(() => readUrlParameters(`postgres://u@/app?host=${advised}`)).not.toThrow();
   });
 });
