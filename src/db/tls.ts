@@ -51,8 +51,8 @@ export interface TlsPlan {
  * names those); verify-full: the chain and the host name. sslcert and
  * sslkey: a client certificate, sslpassword the key's passphrase.
  * ssl_min_protocol_version and ssl_max_protocol_version: the TLS versions
- * taken. sslcrl: certificates revoked (else ~/.postgresql/root.crl), where
- * the chain is checked (libpq reads it nowhere else). The parameters are read as the pool's parser (and
+ * taken. sslcrl: certificates revoked (else ~/.postgresql/root.crl, but not
+ * with sslrootcert=system, as libpq), where the chain is checked (libpq reads it nowhere else). The parameters are read as the pool's parser (and
  * libpq) reads them, a + being a +, and so is the URL handed on (urlWithout).
  */
 export function tlsPlan(url: string): TlsPlan {
@@ -116,8 +116,11 @@ export function tlsPlan(url: string): TlsPlan {
   }
   const ca = rootCert === 'system' ? undefined : rootCert ? file('sslrootcert') : defaultFile('root.crt');
   // (libpq's default list of revoked certificates, as its default root: a
-  // server certificate revoked there is refused by psql, and so here)
-  const crl = query.get('sslcrl') ? file('sslcrl') : defaultFile('root.crl');
+  // server certificate revoked there is refused by psql, and so here; but
+  // libpq reads it only beside a root certificate file, never with the
+  // system's roots, where a list of one's own CA would leave a public
+  // server's certificate with no list of its issuer: refused)
+  const crl = query.get('sslcrl') ? file('sslcrl') : rootCert === 'system' ? undefined : defaultFile('root.crl');
   const tls: ConnectionOptions = { ...client, ca, ...(crl === undefined ? {} : { crl }), rejectUnauthorized: true };
   if (mode === 'verify-full') {
     // TLS checks the certificate against `host` (an IP address among its

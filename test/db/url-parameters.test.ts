@@ -328,6 +328,23 @@ describe('libpq parameters of the database URL', async () => {
     expect(() => tlsPlan('postgres://u@db.example/app?sslmode=require&ssl_min_protocol_version=TLSv9')).toThrow(InvalidInputError);
   });
 
+  it("sslrootcert=system reads no default ~/.postgresql/root.crl, as libpq reads none there: a list of another CA's revocations refuses no public server", async () => {
+    const home = await mkdtemp(path.join(tmpdir(), 'permgraph-url-parameters-home-'));
+    cleanUpAfter(() => rm(home, { recursive: true, force: true }));
+    vi.stubEnv('HOME', home);
+    cleanUpAfter(() => vi.unstubAllEnvs());
+    await mkdir(path.join(home, '.postgresql'));
+    await copyFile(path.join(FIXTURES, 'revoking-ca.crl'), path.join(home, '.postgresql', 'root.crl'));
+    // (libpq loads a CRL only beside a root certificate file: with the
+    // system's roots, neither its default list nor any other; a list given
+    // to Node's TLS is checked for every certificate of the chain, and one
+    // of another CA leaves the server's without a list: refused)
+    expect(tlsPlan('postgres://u@db.example/app?sslmode=verify-full&sslrootcert=system').tls).not.toHaveProperty('crl');
+    // (beside a root certificate file it is read, as libpq reads it)
+    const beside = tlsPlan(`postgres://u@db.example/app?sslmode=verify-full&sslrootcert=${path.join(FIXTURES, 'revoking-ca.crt')}`).tls;
+    expect(beside).toMatchObject({ crl: await readFile(path.join(FIXTURES, 'revoking-ca.crl'), 'utf8') });
+  });
+
   it("a host both in the address and as ?host= is refused with a Unix socket's ?host= that the URL's parser takes", () => {
     // (the parser refuses a bare / in the query: the advice must be written as it reads it)
     const refusal = (() => {
