@@ -2,6 +2,7 @@
 // The permgraph command (the package's bin, as dist/cli/main.js). Only commander
 // and the command definitions load here; each command imports its implementation
 // when it runs, so `permgraph --help` stays close to bare node's start-up time.
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { registerCommands } from './commands/index.ts';
 import { describeFailure, EXIT, reportFailure } from './errors.ts';
@@ -14,8 +15,12 @@ const json = (() => {
   return (end === -1 ? args : args.slice(0, end)).includes('--json');
 })();
 
+/** The package's version: package.json sits two levels up from src/cli/ and from dist/cli/ alike. */
+const version = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
 const program = new Command('permgraph')
   .description('materialized permission graph for PostgreSQL')
+  .version(version, '-V, --version', "print permgraph's version")
   .option('--database-url <url>', 'PostgreSQL connection string (default: $DATABASE_URL, else the embedded server)')
   .option('--log-level <level>', `${LOG_LEVELS.join('|')} (logs go to stderr)`)
   .option('--log-format <format>', 'json|text (default: text on a terminal, else JSON lines)')

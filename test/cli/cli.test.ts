@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { registerCommands } from '../../src/cli/commands/index.ts';
 import { workerConnection } from '../../src/cli/format.ts';
 import { openPool, sql } from '../../src/db/pool.ts';
+import { REPO } from '../docs/doctest.ts';
 import { refresh } from '../../src/engine/apply.ts';
 import * as model from '../reference/model.ts';
 import { g, grant, u } from '../helpers/builders.ts';
@@ -249,6 +250,13 @@ describe('permgraph CLI', async () => {
       await locker.dispose();
     }
     expect((await cli('refresh')).code).toBe(0);
+  });
+
+  it('--version (and -V) prints the version of package.json, exit 0', async () => {
+    const { version } = JSON.parse(await readFile(path.join(REPO, 'package.json'), 'utf8')) as { version: string };
+    for (const flag of ['--version', '-V']) {
+      expect(await runCli([flag])).toMatchObject({ code: 0, stdout: `${version}\n`, stderr: '' });
+    }
   });
 
   it('every command has --help', async () => {
