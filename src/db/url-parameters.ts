@@ -107,6 +107,22 @@ const PARAMETERS: Record<string, (parsed: Parsed, settings: UrlSettings, query: 
     load_balance_hosts === 'disable'
       ? undefined
       : ", but permgraph's connections try the hosts in the order listed: remove it, and list them in the order to try",
+  // (libpq 16 and later) node-pg answers whichever method the server asks for
+  require_auth: () =>
+    ", which permgraph's connections cannot enforce (they answer whichever login method the server asks for): remove it, " +
+    'and have TLS check the server instead (sslmode=verify-full), so that no other server can ask for the password',
+  // (libpq 16) allow, its default, sends the client certificate when the server asks for one, as node-pg does
+  sslcertmode: ({ sslcertmode }) =>
+    sslcertmode === 'allow'
+      ? undefined
+      : sslcertmode === 'disable'
+        ? "=disable, but permgraph's connections send the client certificate that sslcert names: remove sslcert and sslkey instead"
+        : `=${String(sslcertmode)}, but permgraph's connections cannot require a server to ask for a client certificate: remove it`,
+  // (libpq 17) postgres, its default, asks for TLS first in PostgreSQL's protocol, as node-pg does
+  sslnegotiation: ({ sslnegotiation }) =>
+    sslnegotiation === 'postgres'
+      ? undefined
+      : `=${String(sslnegotiation)}, but permgraph's connections ask for TLS in PostgreSQL's protocol first (sslnegotiation=postgres): remove it`,
   channel_binding: () =>
     // (hosted servers put it in the URLs they hand out)
     ', which permgraph\'s connections do not do: remove it, and have TLS check the server instead (sslmode=verify-full), ' +

@@ -197,6 +197,10 @@ describe('libpq parameters of the database URL', async () => {
       ['sslsni=0', 'sslsni', /always send a server's host name/],
       ['sslcrldir=%2Ftmp', 'sslcrldir', /named by sslcrl instead/],
       ['load_balance_hosts=random', 'load_balance_hosts', /try the hosts in the order listed/],
+      ['require_auth=scram-sha-256', 'require_auth', /cannot enforce .*sslmode=verify-full/],
+      ['sslcertmode=require', 'sslcertmode', /cannot require a server to ask for a client certificate/],
+      ['sslcertmode=disable', 'sslcertmode', /remove sslcert and sslkey instead/],
+      ['sslnegotiation=direct', 'sslnegotiation', /ask for TLS in PostgreSQL's protocol first/],
       // (the pool's fallback to plain text cannot carry them)
       ['sslmode=prefer&ssl_min_protocol_version=TLSv1.3', 'ssl_min_protocol_version', /under sslmode=prefer.*use sslmode=require or stronger/],
       ['sslmode=allow&ssl_max_protocol_version=TLSv1.2', 'ssl_max_protocol_version', /under sslmode=allow.*use sslmode=require or stronger/],
@@ -220,6 +224,8 @@ describe('libpq parameters of the database URL', async () => {
       'sslcompression=0',
       'sslsni=1',
       'load_balance_hosts=disable',
+      'sslcertmode=allow',
+      'sslnegotiation=postgres',
       'tty=x',
       'fallback_application_name=x',
       // (no TLS: libpq reads none of them)
