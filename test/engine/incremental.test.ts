@@ -46,9 +46,14 @@ describe('incremental apply_changes() against the reference model', async () => 
             log.push(await state.apply(db, mutation));
             if (endBatch || index === steps.length - 1) {
               const options = { maxPairs, localPairs };
+              // (an empty table under a graph with a user is a table that lost its
+              // rows, which a batch recomputes in full (_permissions_missing,
+              // 060_apply.sql): so is the first user added after every user was
+              // deleted, seed -560069969)
+              const [{ empty }] = await db.query(sql`select not exists (select 1 from permgraph.permissions) as empty`);
               const result = inTransaction ? await db.tx((tx) => applyChanges(tx, options)) : await applyChanges(db, options);
               await expectTableMatches(state, log.join('; '));
-              if (maxPairs === undefined) expect(['none', 'incremental']).toContain(result.mode);
+              if (maxPairs === undefined) expect(empty ? ['none', 'incremental', 'full'] : ['none', 'incremental']).toContain(result.mode);
               if (localPairs === 0) expect(result.local).toBe(false);
               if (result.mode === 'incremental') batches[result.local ? 'local' : 'ordinary']++;
               if (result.local && !inTransaction) batches.ownTransaction++;
