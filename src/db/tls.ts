@@ -101,12 +101,7 @@ export function tlsPlan(url: string): TlsPlan {
 
   const file = (key: string) => {
     const name = query.get(key);
-    if (!name) return undefined;
-    try {
-      return readFileSync(name, 'utf8');
-    } catch (error) {
-      throw new InvalidInputError(`${key} ${JSON.stringify(name)} cannot be read: ${(error as Error).message}`);
-    }
+    return name ? readTlsFile(name, `${key} ${JSON.stringify(name)}`) : undefined;
   };
   const client: ConnectionOptions = { cert: file('sslcert'), key: file('sslkey'), ...(passphrase === undefined ? {} : { passphrase }), ...versions };
   const rootCert = query.get('sslrootcert');
@@ -138,11 +133,15 @@ export function tlsPlan(url: string): TlsPlan {
 /** libpq's default of a TLS file, ~/.postgresql/<name>, where it exists. */
 function defaultFile(name: string): string | undefined {
   const file = path.join(homedir(), '.postgresql', name);
-  if (!existsSync(file)) return undefined;
+  return existsSync(file) ? readTlsFile(file, `${JSON.stringify(file)} (libpq's default ${name})`) : undefined;
+}
+
+/** A TLS file's text; one that cannot be read is an InvalidInputError naming it as `named` says. */
+function readTlsFile(file: string, named: string): string {
   try {
     return readFileSync(file, 'utf8');
   } catch (error) {
-    throw new InvalidInputError(`${JSON.stringify(file)} (libpq's default ${name}) cannot be read: ${(error as Error).message}`);
+    throw new InvalidInputError(`${named} cannot be read: ${(error as Error).message}`);
   }
 }
 
