@@ -10,7 +10,7 @@ import { isServerStarting } from '../errors.ts';
 import { isSocketDirectory, type PeerAddress } from './close-connection.ts';
 import { SocketKeeper } from './socket-keeper.ts';
 import { isTlsRefused, splitHostList, tlsPlan, urlWithout } from './tls.ts';
-import { CONNECTION_NAME_PARAMETERS, notAConnectionString, readUrlParameters } from './url-parameters.ts';
+import { CONNECTION_NAME_PARAMETERS, readingUrl, readUrlParameters } from './url-parameters.ts';
 
 /** Where a raw client connects instead of the URL's host: a reached address (PeerAddress), or one of the hosts a URL lists, whose port may be the default. */
 export type HostAddress = Omit<PeerAddress, 'port'> & { port?: number };
@@ -63,7 +63,7 @@ export async function clientConfig(url: string, applicationName: string, options
   };
   if (!plan.plainIfRefused) return config;
   const sockets = options.sockets ?? new SocketKeeper();
-  const check = readingUrl(url, () => new pg.Client({ ...config, connectionTimeoutMillis: tighterConnectTimeout(config.connectionTimeoutMillis, options.connectTimeoutMs), stream: sockets.stream }));
+  const check = newClient(url, { ...config, connectionTimeoutMillis: tighterConnectTimeout(config.connectionTimeoutMillis, options.connectTimeoutMs), stream: sockets.stream });
   check.on('error', () => {});
   try {
     await check.connect();
@@ -80,15 +80,10 @@ export async function clientConfig(url: string, applicationName: string, options
  * node-pg's client, which reads the URL itself as it is made: a URL the
  * pool's parser took and node-pg's cannot read (a `#` in a password, which
  * libpq reads as it is) is an InvalidInputError saying so, as the pool's
- * are (notAConnectionString), not node-pg's bare TypeError "Invalid URL".
+ * are, not node-pg's bare TypeError "Invalid URL".
  */
-function readingUrl(url: string, make: () => pg.Client): pg.Client {
-  try {
-    return make();
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException | null)?.code === 'ERR_INVALID_URL') throw notAConnectionString(error, url);
-    throw error;
-  }
+function newClient(url: string, config: pg.ClientConfig): pg.Client {
+  return readingUrl(url, () => new pg.Client(config), (error) => (error as NodeJS.ErrnoException | null)?.code === 'ERR_INVALID_URL');
 }
 
 /**
@@ -170,7 +165,7 @@ export async function connectClient(
       let client: pg.Client | undefined;
       try {
         const config = await clientConfig(url, applicationName, { sockets, address });
-        client = readingUrl(url, () => new pg.Client({ ...config, query_timeout: queryTimeoutMs, stream: sockets.stream }));
+        client = newClient(url, { ...config, query_timeout: queryTimeoutMs, stream: sockets.stream });
         client.on('error', () => {}); // (its errors reach the calls awaited here, then its user's handlers)
         await client.connect();
         return client;

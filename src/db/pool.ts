@@ -3,7 +3,7 @@ import { DEFAULT_APPLICATION_NAME } from '../constants.ts';
 import { InvalidInputError } from '../errors.ts';
 import { installDirectConnections } from './pool-connections.ts';
 import { NODE_PG_SSL_SWITCH, tlsPlan, urlWithout } from './tls.ts';
-import { notAConnectionString, readUrlParameters } from './url-parameters.ts';
+import { readingUrl, readUrlParameters } from './url-parameters.ts';
 
 export { sql };
 export type { ConnectionPool, Queryable };
@@ -62,17 +62,4 @@ export function openPool(url: string, options: PoolOptions = {}): ConnectionPool
     onError: options.onIdleError ?? (() => {}),
     queryTimeoutMilliseconds: options.queryTimeoutMs,
   }));
-}
-
-/**
- * Runs the pool's construction, which reads the URL again (its hosts and
- * ports) and throws on nothing else: a URL it cannot read is an
- * InvalidInputError, as readUrlParameters' are.
- */
-function readingUrl(url: string, open: () => ConnectionPool): ConnectionPool {
-  try {
-    return open();
-  } catch (error) {
-    throw notAConnectionString(error, url);
-  }
 }

@@ -196,7 +196,22 @@ export function readUrlParameters(url: string): UrlSettings {
  * likeliest cause, what a password holds: libpq reads `a#b` there as it
  * is, node-pg reads a `#` as the URL's end and fails ("Invalid URL").
  */
-export function notAConnectionString(error: unknown, url?: string): InvalidInputError {
+/**
+ * Makes what reads `url` as it is made (the pool, which reads its hosts and
+ * ports again; a node-pg client, which reads it with WHATWG URL): an error
+ * that `isUrlError` says is the URL's (every error, by default: the pool's
+ * construction throws on nothing else) is an InvalidInputError, as
+ * readUrlParameters' are (notAConnectionString).
+ */
+export function readingUrl<T>(url: string, make: () => T, isUrlError: (error: unknown) => boolean = () => true): T {
+  try {
+    return make();
+  } catch (error) {
+    throw isUrlError(error) ? notAConnectionString(error, url) : error;
+  }
+}
+
+function notAConnectionString(error: unknown, url?: string): InvalidInputError {
   const reason = (error instanceof Error ? error.message : String(error)).replace(/\s*See https?:\S+ for examples\.$/, '');
   const advice = url !== undefined && /^postgres(?:ql)?:\/\//i.test(url) ? ` (${PERCENT_ENCODING_ADVICE})` : '';
   return new InvalidInputError(`the database URL is not a PostgreSQL connection string: ${reason}${advice}`, undefined, { cause: error });
