@@ -1648,8 +1648,8 @@ begin
   perform pg_catalog.pg_advisory_xact_lock(permgraph._applier_lock_key());
   -- The registrations' sequence is its state, not a row version: the
   -- latest, whatever the snapshot; read with the lock held, so no
-  -- registration runs until this transaction ends. (One statement for the
-  -- three reads: each statement of a batch's path costs its start-up, and
+  -- registration runs until this transaction ends. (One statement for all
+  -- its reads: each statement of a batch's path costs its start-up, and
   -- this one runs in every batch; three statements cost ~7 us more.)
   select (select case when q.is_called then q.last_value else 0 end from permgraph.consumer_registrations_seq q) as registered,
          r.seen,
