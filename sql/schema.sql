@@ -4017,7 +4017,7 @@ CREATE OR REPLACE FUNCTION permgraph._permissions_missing()
  RETURNS boolean
  LANGUAGE sql
  STABLE
-RETURN ((NOT (EXISTS (SELECT 1 FROM permgraph.permissions))) AND (EXISTS (SELECT 1 FROM permgraph.nodes WHERE (nodes.kind = 'user'::text))));
+RETURN ((NOT (EXISTS (SELECT 1 FROM permgraph.permissions))) AND (EXISTS (SELECT 1 FROM permgraph.nodes u WHERE ((u.kind = 'user'::text) AND (NOT (EXISTS (SELECT 1 FROM permgraph.changes c WHERE ((c.tail_id = u.id) AND (c.head_id = u.id) AND (c.tail_kind = 'user'::text) AND (c.old_level IS NULL)))))))));
 
 -- permgraph._prepare_region_tables(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._prepare_region_tables()

@@ -35,19 +35,27 @@ begin
 end $$;
 
 -- Whether permgraph.permissions has lost its rows: it is empty while the
--- graph has a user, whose row on itself every batch writes. A backup
--- restored without the table's data (pg_dump --exclude-table-data, since
--- the table is derived and most of a dump's size), or a truncated table.
--- An incremental batch would then write the rows of its region only (and
--- one that only adds extends the stored rows, of which there are none),
--- leaving every other row missing for good: the batch recomputes the table
--- in full instead, and is_applied holds every token back until it has
--- (080_freshness.sql). Two probes, the second only for an empty table. An
--- SQL-standard body (resolved when created, no SET clause, inlined: see
--- _batch_part): a SET clause cost ~20 us a call, at every batch.
+-- graph has a user whose row on itself a batch has written, one whose
+-- identity change (tail and head the user, old_level null: 020_capture.sql)
+-- is not pending. A backup restored without the table's data (pg_dump
+-- --exclude-table-data, since the table is derived and most of a dump's
+-- size), or a truncated table. An incremental batch would then write the
+-- rows of its region only (and one that only adds extends the stored rows,
+-- of which there are none), leaving every other row missing for good: the
+-- batch recomputes the table in full instead, and is_applied holds every
+-- token back until it has (080_freshness.sql). Users still pending are no
+-- sign: the first user added after every user was deleted finds the table
+-- rightly empty, and its own batch writes its rows. Two probes, the second
+-- only for an empty table. An SQL-standard body (resolved when created, no
+-- SET clause, inlined: see _batch_part): a SET clause cost ~20 us a call,
+-- at every batch.
 create or replace function permgraph._permissions_missing() returns boolean
 language sql stable
-return not exists (select 1 from permgraph.permissions) and exists (select 1 from permgraph.nodes where kind = 'user');
+return not exists (select 1 from permgraph.permissions)
+  and exists (select 1 from permgraph.nodes u
+              where u.kind = 'user'
+                and not exists (select 1 from permgraph.changes c
+                                where c.tail_id = u.id and c.head_id = u.id and c.tail_kind = 'user' and c.old_level is null));
 
 -- What every transaction that writes permissions does first (apply_changes,
 -- apply_job_chunk): take the applier lock, so batches and chunks run one at a

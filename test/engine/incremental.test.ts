@@ -46,14 +46,9 @@ describe('incremental apply_changes() against the reference model', async () => 
             log.push(await state.apply(db, mutation));
             if (endBatch || index === steps.length - 1) {
               const options = { maxPairs, localPairs };
-              // (an empty table under a graph with a user is a table that lost its
-              // rows, which a batch recomputes in full (_permissions_missing,
-              // 060_apply.sql): so is the first user added after every user was
-              // deleted, seed -560069969)
-              const [{ empty }] = await db.query(sql`select not exists (select 1 from permgraph.permissions) as empty`);
               const result = inTransaction ? await db.tx((tx) => applyChanges(tx, options)) : await applyChanges(db, options);
               await expectTableMatches(state, log.join('; '));
-              if (maxPairs === undefined) expect(empty ? ['none', 'incremental', 'full'] : ['none', 'incremental']).toContain(result.mode);
+              if (maxPairs === undefined) expect(['none', 'incremental']).toContain(result.mode);
               if (localPairs === 0) expect(result.local).toBe(false);
               if (result.mode === 'incremental') batches[result.local ? 'local' : 'ordinary']++;
               if (result.local && !inTransaction) batches.ownTransaction++;
@@ -375,6 +370,35 @@ describe('incremental apply_changes() against the reference model', async () => 
     state.grants.forEach((x) => { if (x.tailId === 'c1') x.level = 3; });
     await applyChanges(db);
     await expectTableMatches(state, 'cycle');
+  });
+
+  it('the first user after every user was deleted is applied incrementally; a table emptied under a user is recomputed in full', async () => {
+    // (fast-check drew the first case, seed -560069969: the empty table read as one that lost its rows)
+    const state = await start({ nodes: [u('a'), g('t'), g('p', 't')], grants: [grant('a', 2, 't')] });
+    await db.query(sql`delete from permgraph.nodes where id = 'a'`);
+    state.nodes.delete('a');
+    state.grants.clear();
+    for (const localPairs of [undefined, 0]) {
+      await applyChanges(db, { localPairs });
+      await expectTableMatches(state, 'every user deleted');
+      expect(await readPermissions(db)).toEqual([]);
+      await db.query(sql`insert into permgraph.nodes (id, kind) values ('b', 'user')`);
+      await db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('b', 't', 1)`);
+      state.nodes.set('b', u('b'));
+      state.grants.set(grantKey(grant('b', 1, 't')), grant('b', 1, 't'));
+      expect(await applyChanges(db, { localPairs })).toMatchObject({ mode: 'incremental', local: localPairs !== 0 });
+      await expectTableMatches(state, `first user again, localPairs ${localPairs}`);
+      // A table emptied behind the engine's back, under a user it has applied:
+      // the next batch, whatever it holds, recomputes every row.
+      await db.query(sql`delete from permgraph.permissions`);
+      await db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('b', 'p', 2)`);
+      state.grants.set(grantKey(grant('b', 2, 'p')), grant('b', 2, 'p'));
+      expect(await applyChanges(db, { localPairs })).toMatchObject({ mode: 'full' });
+      await expectTableMatches(state, `emptied table, localPairs ${localPairs}`);
+      await db.query(sql`delete from permgraph.nodes where id = 'b'`);
+      state.nodes.delete('b');
+      state.grants.clear();
+    }
   });
 
   it('TRUNCATE of grants is captured and recomputed in full', async () => {
