@@ -1654,9 +1654,23 @@ begin
   select (select case when q.is_called then q.last_value else 0 end from permgraph.consumer_registrations_seq q) as registered,
          r.seen,
          exists (select 1 from permgraph.change_consumers) as consumers,
-         pg_catalog.current_setting('permgraph.registrations_recorded', true) as recorded
+         pg_catalog.current_setting('permgraph.registrations_recorded', true) as recorded,
+         exists (select 1 from permgraph.permission_changes) as events,
+         pg_catalog.current_setting('permgraph.events_recorded', true) as written
   into state
   from permgraph.consumer_registrations r;
+  -- Events while this snapshot shows no consumer, none of them this
+  -- transaction's: nobody can read them (see the file comment).
+  if state.events and not state.consumers and state.written is distinct from 'on' then
+    -- (a registration that committed after this snapshot deleted them too:
+    -- under REPEATABLE READ that is a serialization failure, which leaves
+    -- them to it rather than fail the batch)
+    begin
+      delete from permgraph.permission_changes;
+    exception when serialization_failure then
+      null;
+    end;
+  end if;
   if state.registered is distinct from state.seen then
     update permgraph.consumer_registrations set seen = state.registered;
     -- A later batch of this transaction reads seen as updated here, and
@@ -1670,6 +1684,9 @@ begin
   elsif not state.consumers and state.recorded is distinct from state.seen::text then
     return false;
   end if;
+  -- (events of this transaction, which a consumer this snapshot does not
+  -- show may be owed: no batch of it deletes them)
+  perform pg_catalog.set_config('permgraph.events_recorded', 'on', true);
   perform pg_catalog.pg_notify(permgraph._permission_changes_channel(), '');
   return true;
 end $function$;

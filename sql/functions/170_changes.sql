@@ -38,11 +38,27 @@
 -- back from a few connections kept every batch from completing
 -- (test/security/consumers.test.ts). A batch that sees a consumer records
 -- events whatever registers meanwhile, and one that sees a consumer dropped
--- meanwhile records events that nobody needs, which the next registration,
--- acknowledgement or drop deletes (_prune_changes). A REPEATABLE READ
+-- meanwhile records events that nobody needs. A REPEATABLE READ
 -- registration whose snapshot is older than the last batch fails (locking
 -- applier_state's row raises the serialization failure): the snapshot it
 -- returns is always the table as of its seq.
+--
+-- Why no event is kept for nobody. A batch that records for a registration
+-- that rolled back, or for a consumer dropped meanwhile, leaves events no
+-- consumer reads. The next batch deletes them (_changes_begin_write): when
+-- its snapshot shows events and no consumer, and this transaction recorded
+-- none, no consumer is owed any event it sees. Every event is written
+-- under the applier lock, and so is every registration, which starts at
+-- the last seq numbered: a registration this snapshot does not show
+-- committed after the batch that wrote the last event it shows (had it
+-- committed before that batch took the lock, the snapshot would show it),
+-- so it starts after every event the batch deletes, and one still running
+-- waits for the lock. A drop only deletes events too. Under REPEATABLE
+-- READ, a registration or acknowledgement that committed after the
+-- snapshot may have deleted them already: the batch then leaves them
+-- (their deletion is committed) rather than fail. Acknowledgements and
+-- drops delete what every remaining consumer has acknowledged
+-- (_prune_changes), with consumers left.
 
 -- A row whose valid_until changes is a change like any other: the events
 -- carry old_valid_until and new_valid_until next to the levels.
@@ -56,12 +72,13 @@ as $$ select 'permgraph_permission_changes'::text $$;
 
 -- Called by _write_diff (040_compute.sql) before it writes: whether to record
 -- events. The one cost on the write path without consumers is this check
--- (one statement: the registrations' sequence, two probes, a setting). With consumers it
+-- (one statement: the registrations' sequence, three probes, two settings). With consumers it
 -- queues the notification (sent on commit; dropped if the batch rolls back;
 -- several in one transaction are sent once). After registrations the
 -- batches before it have not accounted for (see the file comment), it
 -- records events whether or not this snapshot shows a consumer, and marks
--- them accounted for.
+-- them accounted for. And it deletes the events nobody can read (see "Why
+-- no event is kept for nobody" in the file comment).
 create or replace function permgraph._changes_begin_write() returns boolean
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -80,9 +97,23 @@ begin
   select (select case when q.is_called then q.last_value else 0 end from permgraph.consumer_registrations_seq q) as registered,
          r.seen,
          exists (select 1 from permgraph.change_consumers) as consumers,
-         pg_catalog.current_setting('permgraph.registrations_recorded', true) as recorded
+         pg_catalog.current_setting('permgraph.registrations_recorded', true) as recorded,
+         exists (select 1 from permgraph.permission_changes) as events,
+         pg_catalog.current_setting('permgraph.events_recorded', true) as written
   into state
   from permgraph.consumer_registrations r;
+  -- Events while this snapshot shows no consumer, none of them this
+  -- transaction's: nobody can read them (see the file comment).
+  if state.events and not state.consumers and state.written is distinct from 'on' then
+    -- (a registration that committed after this snapshot deleted them too:
+    -- under REPEATABLE READ that is a serialization failure, which leaves
+    -- them to it rather than fail the batch)
+    begin
+      delete from permgraph.permission_changes;
+    exception when serialization_failure then
+      null;
+    end;
+  end if;
   if state.registered is distinct from state.seen then
     update permgraph.consumer_registrations set seen = state.registered;
     -- A later batch of this transaction reads seen as updated here, and
@@ -96,6 +127,9 @@ begin
   elsif not state.consumers and state.recorded is distinct from state.seen::text then
     return false;
   end if;
+  -- (events of this transaction, which a consumer this snapshot does not
+  -- show may be owed: no batch of it deletes them)
+  perform pg_catalog.set_config('permgraph.events_recorded', 'on', true);
   perform pg_catalog.pg_notify(permgraph._permission_changes_channel(), '');
   return true;
 end $$;
@@ -174,8 +208,9 @@ set search_path = pg_catalog, pg_temp
 as $$ select case when s.is_called then s.last_value else 0 end from permgraph.permission_changes_seq s $$;
 
 -- Deletes the events every consumer has acknowledged (all of them when no
--- consumer is left). Run by acknowledgements and drops, not by batches: the
--- write path only inserts.
+-- consumer is left). Run by registrations, acknowledgements and drops;
+-- batches delete events only when no consumer is left (see the file
+-- comment).
 create or replace function permgraph._prune_changes() returns void
 language sql
 set search_path = pg_catalog, pg_temp

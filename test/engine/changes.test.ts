@@ -3,7 +3,7 @@
 // snapshot must give exactly the table, whatever the changes, crashes,
 // retries and concurrent batches; with no consumer nothing is recorded.
 import fc from 'fast-check';
-import type { SQLQuery } from '@databases/pg';
+import { IsolationLevel, type SQLQuery } from '@databases/pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openPool, sql, type ConnectionPool, type Queryable } from '../../src/db/pool.ts';
 import { applyChanges, refresh } from '../../src/engine/apply.ts';
@@ -309,6 +309,51 @@ describe('the derived-permission change stream', async () => {
     fold(copy, await readChanges(db, 'twice'), 'after both batches');
     expect(await readPermissions(db)).toContainEqual({ userId: 'a', targetId: 's', level: 1, traverseOwned: true, validUntil: null });
     expect(rowsOf(copy)).toEqual(await readPermissions(db));
+  });
+
+  it('events recorded for a registration that rolled back are deleted by the next batch, and a registration racing that batch gets its events', async () => {
+    await start({ nodes: [u('a'), g('t1'), g('t2'), g('t3'), g('t4')], grants: [] });
+    const rolledBack = async (name: string): Promise<void> => {
+      await expect(
+        db.tx(async (tx) => {
+          await tx.query(sql`select permgraph.register_consumer(${name})`);
+          throw new Error('roll back');
+        }),
+      ).rejects.toThrow('roll back');
+    };
+    const grantTo = (head: string) => db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('a', ${head}, 2)`);
+    const repeatableReadBatch = () => db.tx((tx) => tx.query(sql`select permgraph.apply_changes()`), { isolationLevel: IsolationLevel.REPEATABLE_READ });
+    // A repeatable-read batch cannot tell a rolled-back registration from one
+    // its snapshot hides: it records (170_changes.sql).
+    await rolledBack('ghost');
+    await grantTo('t1');
+    await repeatableReadBatch();
+    expect(await eventCount(db)).toBe(1);
+    // The next batch deletes them, even while a registration commits after
+    // its snapshot (whose own deletion of them the batch then yields to), and
+    // records what that consumer is owed.
+    await grantTo('t2');
+    let reg!: Registration<PermissionRow[]>;
+    await expect(
+      afterStaleSnapshot(db, sql`select permgraph.apply_changes()`, async () => {
+        reg = await registerConsumer(db, 'late', (tx) => readPermissions(tx));
+      }),
+    ).resolves.toBeDefined();
+    const copy = copyOf(reg.snapshot);
+    fold(copy, await readChanges(db, 'late'), 'after the racing batch');
+    expect(rowsOf(copy)).toEqual(await readPermissions(db));
+    expect(await dropConsumer(db, 'late')).toBe(true);
+    expect(await eventCount(db)).toBe(0);
+    // Rolled back again: what the batch after it records is gone after the
+    // next batch, whatever its isolation, with no consumer ever registered.
+    await rolledBack('ghost');
+    await grantTo('t3');
+    await repeatableReadBatch();
+    expect(await eventCount(db)).toBe(1);
+    await grantTo('t4');
+    await applyChanges(db);
+    expect(await readPermissions(db)).toContainEqual({ userId: 'a', targetId: 't4', level: 2, traverseOwned: true, validUntil: null });
+    expect(await eventCount(db)).toBe(0);
   });
 
   it('a repeatable-read registration whose snapshot predates a batch fails rather than return a stale snapshot', async () => {
