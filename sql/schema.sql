@@ -1881,7 +1881,7 @@ begin
   select c.* into entry from permgraph.change_consumers c where c.consumer = p_name;
   if entry.acked_seq is null then
     raise exception 'permgraph: no change consumer named "%"', p_name
-      using errcode = '22023', hint = 'register it first: select permgraph.register_consumer(name)';
+      using errcode = '42704', hint = 'register it first: select permgraph.register_consumer(name)';
   end if;
   perform permgraph._check_consumer_owner(p_name, entry.owner_oid, entry.owner_role);
   return entry.acked_seq;

@@ -121,6 +121,8 @@ export const SqlState = {
   invalidDatetimeFormat: '22007',
   datetimeFieldOverflow: '22008',
   undefinedColumn: '42703',
+  /** no change consumer of that name (sql/functions/170_changes.sql) */
+  undefinedObject: '42704',
   /** what the append-only audit log raises on UPDATE and DELETE */
   insufficientPrivilege: '42501',
   adminShutdown: '57P01',

@@ -180,7 +180,8 @@ begin
 end $$;
 
 -- The consumer's acknowledged seq, once the session may use it; an unknown
--- consumer is an error.
+-- consumer is an error of its own SQLSTATE, 42704 (undefined_object), by
+-- which callers tell it from bad input (src/engine/changes.ts).
 create or replace function permgraph._consumer_acked_seq(p_name text) returns bigint
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
@@ -192,7 +193,7 @@ begin
   select c.* into entry from permgraph.change_consumers c where c.consumer = p_name;
   if entry.acked_seq is null then
     raise exception 'permgraph: no change consumer named "%"', p_name
-      using errcode = '22023', hint = 'register it first: select permgraph.register_consumer(name)';
+      using errcode = '42704', hint = 'register it first: select permgraph.register_consumer(name)';
   end if;
   perform permgraph._check_consumer_owner(p_name, entry.owner_oid, entry.owner_role);
   return entry.acked_seq;

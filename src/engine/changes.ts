@@ -11,7 +11,7 @@ import {
   DEFAULT_POLL_INTERVAL_MS,
   PERMISSION_CHANGES_CHANNEL,
 } from '../constants.ts';
-import { isConnectionError, isRetryable, withInputErrors } from '../errors.ts';
+import { isConnectionError, isRetryable, SqlState, withInputErrors, type InputErrorReasons } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
 import type { Level } from '../types.ts';
@@ -67,6 +67,13 @@ export interface Registration<T> {
  * again is still safe (folding the events after its position into a newer
  * table gives the current table, since each event carries the row's new value).
  */
+/**
+ * An unknown consumer (SQLSTATE 42704, undefined_object): an
+ * InvalidInputError with that sqlState, by which callers tell it apart
+ * (the CLI's advice to --register).
+ */
+const consumerErrors: InputErrorReasons = { [SqlState.undefinedObject]: (message) => message };
+
 export async function registerConsumer<T = undefined>(
   db: Queryable, // a pool or a connection: the registration is a transaction of its own
   name: string,
@@ -90,6 +97,7 @@ export async function registerConsumer<T = undefined>(
       const snapshot = readSnapshot ? await readSnapshot(tx, registration) : (undefined as T);
       return { ...registration, snapshot };
     }),
+    consumerErrors,
   );
 }
 
@@ -107,18 +115,19 @@ export async function readChanges(db: Queryable, name: string, options: ReadOpti
       select seq, user_id, target_id, old_level, new_level, old_traverse_owned, new_traverse_owned,
              to_json(old_valid_until) as old_valid_until, to_json(new_valid_until) as new_valid_until, to_json(committed_at) as committed_at
       from permgraph.read_changes(${name}, ${options.maxEvents ?? DEFAULT_CHANGES_BATCH}::integer, ${options.afterSeq ?? null}::bigint)`),
+    consumerErrors,
   );
   return rows.map(toChange);
 }
 
 /** Marks the consumer's events up to seq consumed (a seq at or below its position changes nothing). */
 export async function ackChanges(db: Queryable, name: string, seq: number): Promise<void> {
-  await withInputErrors(() => db.query(sql`select permgraph.ack_changes(${name}, ${seq}::bigint)`));
+  await withInputErrors(() => db.query(sql`select permgraph.ack_changes(${name}, ${seq}::bigint)`), consumerErrors);
 }
 
 /** Removes the consumer and the events only it still needed; false if there was none. */
 export async function dropConsumer(db: Queryable, name: string): Promise<boolean> {
-  const [row] = await withInputErrors(() => db.query(sql`select permgraph.drop_consumer(${name}) as existed`));
+  const [row] = await withInputErrors(() => db.query(sql`select permgraph.drop_consumer(${name}) as existed`), consumerErrors);
   return row.existed === true;
 }
 

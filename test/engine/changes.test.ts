@@ -374,7 +374,10 @@ describe('the derived-permission change stream', async () => {
     expect(again).toMatchObject({ created: false });
     await expect(readChanges(db, 'missing')).rejects.toThrow('no change consumer named "missing"');
     await expect(readChanges(db, 'missing')).rejects.toBeInstanceOf(InvalidInputError);
+    // (its own SQLSTATE, undefined_object, which the CLI's advice to --register goes by)
+    await expect(readChanges(db, 'missing')).rejects.toMatchObject({ sqlState: '42704' });
     await expect(ackChanges(db, 'missing', 1)).rejects.toThrow('no change consumer named "missing"');
+    await expect(ackChanges(db, 'missing', 1)).rejects.toMatchObject({ sqlState: '42704' });
     await expect(readChanges(db, 'ok', { maxEvents: 0 })).rejects.toThrow('max_events must be between 1 and 1000000, got 0');
     await expect(db.query(sql`select permgraph.ack_changes('ok', null)`)).rejects.toThrow('seq must not be null');
     expect(await dropConsumer(db, 'ok')).toBe(true);
@@ -631,7 +634,7 @@ describe('the derived-permission change stream', async () => {
       expect(missing.code).toBe(1);
       // what to do, in the command line's terms (the SQL side's hint names its function)
       expect(missing.stderr).toBe('permgraph: no change consumer named "cli": register it with --register (a new consumer starts with the changes after now)\n');
-      expect(JSON.parse((await cli('--json', 'changes', '--consumer', 'cli')).stderr)).toMatchObject({ error: { code: 'invalid_input', sqlState: '22023' } });
+      expect(JSON.parse((await cli('--json', 'changes', '--consumer', 'cli')).stderr)).toMatchObject({ error: { code: 'invalid_input', sqlState: '42704' } });
       const registered = await cli('changes', '--consumer', 'cli', '--register');
       expect(registered).toMatchObject({ code: 0, stdout: 'no new changes for consumer cli\n' });
       expect(registered.stderr).toMatch(/^permgraph: registered consumer cli at seq \d+\n$/);

@@ -78,7 +78,7 @@ async function runChanges(ctx: CommandContext, flags: ChangesFlags): Promise<voi
   await finished.catch((error: unknown) => {
     // (the SQL side's hint, which the command line prints, names its
     // function: here the flag does it, so the driver's error is left out)
-    if (error instanceof InvalidInputError && error.sqlState === SqlState.invalidParameterValue && /^no change consumer named /.test(error.message)) {
+    if (error instanceof InvalidInputError && error.sqlState === SqlState.undefinedObject) {
       throw new InvalidInputError(`${error.message}: register it with --register (a new consumer starts with the changes after now)`, error.sqlState);
     }
     throw error;
