@@ -1653,12 +1653,17 @@ begin
   -- this one runs in every batch; three statements cost ~7 us more.)
   select (select case when q.is_called then q.last_value else 0 end from permgraph.consumer_registrations_seq q) as registered,
          r.seen,
-         exists (select 1 from permgraph.change_consumers) as consumers,
+         c.consumers,
          pg_catalog.current_setting('permgraph.registrations_recorded', true) as recorded,
-         exists (select 1 from permgraph.permission_changes) as events,
+         -- (read only when no consumer is: acknowledgements delete events in
+         -- bulk, and a scan of their dead rows would cost every batch until
+         -- vacuum came)
+         case when c.consumers then false
+              else exists (select 1 from permgraph.permission_changes) end as events,
          pg_catalog.current_setting('permgraph.events_recorded', true) as written
   into state
-  from permgraph.consumer_registrations r;
+  from permgraph.consumer_registrations r,
+       lateral (select exists (select 1 from permgraph.change_consumers) as consumers) c;
   -- Events while this snapshot shows no consumer, none of them this
   -- transaction's: nobody can read them (see the file comment).
   if state.events and not state.consumers and state.written is distinct from 'on' then
