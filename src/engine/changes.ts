@@ -59,6 +59,13 @@ export interface Registration<T> {
 }
 
 /**
+ * An unknown consumer (SQLSTATE 42704, undefined_object): an
+ * InvalidInputError with that sqlState, by which callers tell it apart
+ * (the CLI's advice to --register).
+ */
+const consumerErrors: InputErrorReasons = { [SqlState.undefinedObject]: (message) => message };
+
+/**
  * Registers a consumer (idempotent) and, in the same transaction, runs
  * readSnapshot: what it reads of permgraph.permissions is the table as of
  * the returned seq. The transaction holds the applier lock until it
@@ -67,13 +74,6 @@ export interface Registration<T> {
  * again is still safe (folding the events after its position into a newer
  * table gives the current table, since each event carries the row's new value).
  */
-/**
- * An unknown consumer (SQLSTATE 42704, undefined_object): an
- * InvalidInputError with that sqlState, by which callers tell it apart
- * (the CLI's advice to --register).
- */
-const consumerErrors: InputErrorReasons = { [SqlState.undefinedObject]: (message) => message };
-
 export async function registerConsumer<T = undefined>(
   db: Queryable, // a pool or a connection: the registration is a transaction of its own
   name: string,
