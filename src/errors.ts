@@ -129,6 +129,8 @@ export const SqlState = {
   /** "the database system is starting up" (or shutting down, or in recovery): a login refused for now */
   cannotConnectNow: '57P03',
   queryCanceled: '57014',
+  /** a lock not taken within lock_timeout, or at once under NOWAIT */
+  lockNotAvailable: '55P03',
 } as const;
 
 /** SQLSTATE classes (the first two characters) permgraph maps. */

@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { MIGRATION_LOCK_KEY } from '../constants.ts';
 import { sql, type Queryable } from '../db/pool.ts';
 import { assertServerVersion } from '../db/server-version.ts';
-import { MigrationChecksumError, PermgraphError, PermissionDeniedError } from '../errors.ts';
+import { MigrationChecksumError, PermgraphError, PermissionDeniedError, SqlState, sqlStateOf } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
 
@@ -88,6 +89,40 @@ export interface MigrateResult {
 export async function migrate(db: Queryable, logger: Logger = silentLogger): Promise<MigrateResult> {
   await assertServerVersion(db);
   const [migrations, functionFiles] = await Promise.all([loadMigrations(), loadFunctionFiles()]);
+  const started = Date.now();
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await migrateOnce(db, migrations, functionFiles, logger);
+    } catch (error) {
+      const state = sqlStateOf(error);
+      if (state !== SqlState.lockNotAvailable && state !== SqlState.deadlockDetected) throw error;
+      const waitedMs = Date.now() - started;
+      if (waitedMs + LOCK_RETRY_PAUSE_MS > LOCK_PATIENCE_MS) {
+        throw new PermgraphError(
+          `migrate gave way ${attempt} time(s) in ${Math.round(waitedMs / 1000)} s to transactions holding locks it needs ` +
+            `(the last: ${(error as Error).message}): find the long-running transaction on permgraph's tables in pg_stat_activity, ` +
+            'end it or wait for it, and run migrate again; nothing was changed',
+          { cause: error },
+        );
+      }
+      logger.warn({ attempt, sqlState: state, waitedMs, retryInMs: LOCK_RETRY_PAUSE_MS }, 'migrate gave way to a transaction holding a lock it needs; trying again');
+      await sleep(LOCK_RETRY_PAUSE_MS);
+    }
+  }
+}
+
+/**
+ * How long one attempt of migrate waits for a lock (lock_timeout) before it
+ * rolls back and gives way: every write and read of the table it waits for
+ * queues behind its request meanwhile (lockForUpgrade).
+ */
+const LOCK_WAIT_MS = 200;
+/** The pause between attempts, in which the queued writes and reads run. */
+const LOCK_RETRY_PAUSE_MS = 1000;
+/** How long migrate keeps trying: longer than a full recomputation's batch (60-90 s for 5.6 M rows), which holds nodes and grants. */
+const LOCK_PATIENCE_MS = 300_000;
+
+async function migrateOnce(db: Queryable, migrations: Migration[], functionFiles: SqlFile[], logger: Logger): Promise<MigrateResult> {
   return db.tx(async (tx) => {
     // Whatever the session's path, names in the files resolve to pg_catalog or
     // are schema-qualified (an SQL-standard function body is resolved now).
@@ -119,10 +154,12 @@ export async function migrate(db: Queryable, logger: Logger = silentLogger): Pro
     }
     const applied = new Map((await appliedMigrations(tx)).map((m) => [m.version, m]));
     assertConsistent(migrations, applied);
-    if (migrations.some((m) => !applied.has(m.version))) await assertReadsClusterIdentity(tx);
+    const pending = migrations.filter((m) => !applied.has(m.version));
+    if (pending.length) await assertReadsClusterIdentity(tx);
+    const changed = await changedFunctionFiles(tx, functionFiles);
+    if (pending.length || changed.length) await lockForUpgrade(tx);
     const done: string[] = [];
-    for (const migration of migrations) {
-      if (applied.has(migration.version)) continue;
+    for (const migration of pending) {
       logger.debug({ migration: migration.name }, 'applying migration');
       await tx.query(sql.__dangerous__rawValue(migration.text));
       await tx.query(sql`
@@ -130,7 +167,7 @@ export async function migrate(db: Queryable, logger: Logger = silentLogger): Pro
         values (${migration.version}, ${migration.name}, ${migration.checksum})`);
       done.push(migration.name);
     }
-    const functions = await applyChangedFunctionFiles(tx, functionFiles, logger);
+    const functions = await applyFunctionFiles(tx, changed, logger);
     // (a run that applied nothing asks whether a right is missing: any of the roles may ask)
     const rights: string[] = done.length || functions.length ? [] : (await tx.query(sql`select permgraph._missing_rights() as missing`))[0].missing;
     if (done.length || functions.length || rights.length) {
@@ -189,12 +226,55 @@ async function assertMayCreateSchema(tx: Queryable): Promise<void> {
   );
 }
 
-async function applyChangedFunctionFiles(tx: Queryable, files: SqlFile[], logger: Logger): Promise<string[]> {
+/**
+ * Before an upgrade changes anything: the locks every re-created trigger of
+ * nodes and grants takes (ACCESS EXCLUSIVE), first, and from here on no lock
+ * waited for longer than LOCK_WAIT_MS (then migrate() tries again). Grants
+ * first, waited for; then nodes, never waited for while grants is held:
+ * writers hold one of the two while they wait for the other (an insert into
+ * grants reads nodes; syncGrants reads nodes, then writes grants), so an
+ * upgrade queued for the second would close a cycle with them, and
+ * PostgreSQL's deadlock check could fail the writer (when its
+ * deadlock_timeout runs out first) as well as the upgrade. Nodes is tried
+ * without waiting (NOWAIT) until LOCK_WAIT_MS has passed, so neither writes
+ * nor the checks and listings that read nodes queue behind it.
+ */
+async function lockForUpgrade(tx: Queryable): Promise<void> {
+  await tx.query(sql`select pg_catalog.set_config('lock_timeout', ${`${LOCK_WAIT_MS}ms`}, true)`);
+  // (not on a first install, and not by a login that does not own them: the
+  // upgrade's first statement refuses that one, saying what it may not do)
+  const [{ owned }] = await tx.query(sql`
+    select count(*) = 2 as owned from pg_catalog.pg_class c
+    where c.oid in (to_regclass('permgraph.nodes'), to_regclass('permgraph.grants')) and pg_catalog.pg_has_role(c.relowner, 'USAGE')`);
+  if (!owned) return;
+  await tx.query(sql`lock table permgraph.grants in access exclusive mode`);
+  await tx.query(sql`
+    do $$
+    declare
+      give_up constant timestamptz := pg_catalog.clock_timestamp() + pg_catalog.current_setting('lock_timeout')::interval;
+    begin
+      loop
+        begin
+          lock table permgraph.nodes in access exclusive mode nowait;
+          return;
+        exception when lock_not_available then
+          if pg_catalog.clock_timestamp() >= give_up then raise; end if;
+          perform pg_catalog.pg_sleep(0.005);
+        end;
+      end loop;
+    end $$`);
+}
+
+/** The files of sql/functions/ that are new or whose content changed since they were last applied. */
+async function changedFunctionFiles(tx: Queryable, files: SqlFile[]): Promise<SqlFile[]> {
   const rows: { name: string; checksum: string }[] = await tx.query(sql`select name, checksum from permgraph.function_files`);
   const appliedChecksums = new Map(rows.map((r) => [r.name, r.checksum]));
+  return files.filter((file) => appliedChecksums.get(file.name) !== file.checksum);
+}
+
+async function applyFunctionFiles(tx: Queryable, files: SqlFile[], logger: Logger): Promise<string[]> {
   const applied: string[] = [];
   for (const file of files) {
-    if (appliedChecksums.get(file.name) === file.checksum) continue;
     logger.debug({ functions: file.name }, 'applying function file');
     await tx.query(sql.__dangerous__rawValue(file.text));
     await tx.query(sql`
