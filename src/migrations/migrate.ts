@@ -100,8 +100,9 @@ export async function migrate(db: Queryable, logger: Logger = silentLogger): Pro
       if (waitedMs + LOCK_RETRY_PAUSE_MS > LOCK_PATIENCE_MS) {
         throw new PermgraphError(
           `migrate gave way ${attempt} time(s) in ${Math.round(waitedMs / 1000)} s to transactions holding locks it needs ` +
-            `(the last: ${(error as Error).message}): find the long-running transaction on permgraph's tables in pg_stat_activity, ` +
-            'end it or wait for it, and run migrate again; nothing was changed',
+            `(the last: ${(error as Error).message}): nothing was changed. Find the long-running transaction on permgraph's tables ` +
+            "in pg_stat_activity and end it or wait for it; if it is the worker's (batches that take seconds, back to back), " +
+            'stop the workers, migrate, then start the upgraded ones (docs/operations.md, Upgrades)',
           { cause: error },
         );
       }
