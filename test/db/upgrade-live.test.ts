@@ -16,9 +16,6 @@ import { BEFORE_049, historyMissing, migrateAsAt } from '../helpers/released.ts'
 import { createEmptyDatabase } from '../helpers/database.ts';
 import { cleanUpAfter } from '../helpers/cleanup.ts';
 
-/** How long a write or a check may wait for an upgrade that itself waits. */
-const BOUNDED_MS = 1500;
-
 const missing = historyMissing(BEFORE_049);
 
 describe.skipIf(missing !== null)('upgrading a database in use', () => {
@@ -39,38 +36,40 @@ describe.skipIf(missing !== null)('upgrading a database in use', () => {
     const [long, migrating, writing, reading] = [own(), own(), own(), own()];
 
     // A long transaction that has read nodes, as a worker's long batch has.
+    let longOpen = true;
     const held = long.tx(async (tx) => {
       await tx.query(sql`select count(*) from permgraph.nodes`);
       await sleep(3000);
-    });
+    }).finally(() => { longOpen = false; });
     await sleep(200);
     const upgrade = migrate(migrating).then((result) => ({ result }), (error: unknown) => ({ error }));
     await sleep(800);
 
     // A writer's transaction: its insert locks grants, then its checks read nodes.
-    const timed = async <T>(run: () => Promise<T>) => {
-      const started = Date.now();
+    // And a check that the write does not change (an object's owner is read at
+    // check time, so one of doc's would depend on which came first).
+    // (whether each ended while the long transaction was still open: queued
+    // behind migrate's lock request, it would end only after it)
+    const settled = async <T>(run: () => Promise<T>) => {
       try {
-        return { value: await run(), ms: Date.now() - started };
+        return { value: await run(), whileLongOpen: longOpen };
       } catch (error) {
-        return { error, ms: Date.now() - started };
+        return { error, whileLongOpen: longOpen };
       }
     };
     const [write, read] = await Promise.all([
-      timed(() => writing.tx(async (tx) => {
+      settled(() => writing.tx(async (tx) => {
         await tx.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('bob', 'team', 1)`);
         await tx.query(sql`update permgraph.nodes set owner_id = 'other' where id = 'doc'`);
       })),
-      timed(async () => (await reading.query(sql`select permgraph.check('alice', 'doc', 2) as allowed`))[0].allowed),
+      settled(async () => (await reading.query(sql`select permgraph.check('alice', 'team', 2) as allowed`))[0].allowed),
     ]);
     await held;
     const upgraded = await upgrade;
 
-    expect(write).toEqual({ value: undefined, ms: expect.any(Number) });
-    expect(read).toEqual({ value: true, ms: expect.any(Number) });
+    expect(write).toEqual({ value: undefined, whileLongOpen: true });
+    expect(read).toEqual({ value: true, whileLongOpen: true });
     expect(upgraded).toEqual({ result: expect.objectContaining({ applied: expect.arrayContaining(['049_cluster_identity.sql']) }) });
-    expect(write.ms).toBeLessThan(BOUNDED_MS);
-    expect(read.ms).toBeLessThan(BOUNDED_MS);
 
     await db.query(sql`select permgraph.apply_changes()`);
     expect(await db.query(sql`select * from permgraph.verify()`)).toEqual([]);
