@@ -6,6 +6,7 @@ import { CANCEL_REPEAT_MS, CANCEL_REQUEST_TIMEOUT_MS } from '../constants.ts';
 import type { ConnectionPool } from '../db/pool.ts';
 import type { ResolvedDatabase } from '../db/resolve.ts';
 import type { Logger } from '../logger.ts';
+import { skipPgConfigSearch } from '../db/pg-config.ts';
 import { ExitCode } from './errors.ts';
 import { resolveLogFormat, resolveLogLevel, textLogDestination } from './log-format.ts';
 
@@ -69,6 +70,9 @@ type StopSignal = keyof typeof SIGNAL_EXIT;
 export async function withContext<T>(options: GlobalOptions, run: (context: CommandContext) => Promise<T>): Promise<T> {
   const interrupt = new Interrupt();
   try {
+    // This process gives every pool its URL: @databases/pg, loaded below, need
+    // not search the working directory for a configuration (src/db/pg-config.ts).
+    skipPgConfigSearch();
     const [{ createLogger }, { resolveDatabase }, { openApplicationPool }] = await Promise.all([
       import('../logger.ts'),
       import('../db/resolve.ts'),

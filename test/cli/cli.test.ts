@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -79,6 +80,31 @@ describe('permgraph CLI', async () => {
     expect(noUser).toEqual({ code: 1, stdout: '', stderr: 'permgraph: user "nobody" does not exist\n' });
     expect(noTarget).toEqual({ code: 1, stdout: '', stderr: 'permgraph: target "nothing" does not exist\n' });
     expect(notUser).toEqual({ code: 1, stdout: '', stderr: 'permgraph: "docs" is a group, not a user (permissions start at users)\n' });
+  });
+
+  it("runs in a directory whose package.json, .pgrc or pg.config.js is not @databases/pg's configuration, and executes none of them", async () => {
+    await loadGraph(db, { nodes: [u('ann'), g('docs')], grants: [grant('ann', 2, 'docs')] });
+    await refresh(db);
+    const root = await mkdtemp(path.join(tmpdir(), 'permgraph-cwd-'));
+    try {
+      const ran = path.join(root, 'ran');
+      // (each directory holds one file: the search of @databases/pg-config stopped at the first it found)
+      const files: Record<string, [string, string]> = {
+        'being-edited': ['package.json', '{"name": "app", '],
+        'other-pg-key': ['package.json', '{"name": "app", "pg": "^8.11.0"}'],
+        'pgrc-of-another-tool': ['.pgrc', 'host: [db'],
+        'config-script': ['pg.config.cjs', `require('node:fs').writeFileSync(${JSON.stringify(ran)}, 'ran'); module.exports = {};`],
+      };
+      for (const [dir, [file, text]] of Object.entries(files)) {
+        await mkdir(path.join(root, dir));
+        await writeFile(path.join(root, dir, file), text);
+      }
+      const results = await Promise.all(Object.keys(files).map((dir) => runCli(['--database-url', url, 'check', 'ann', 'docs', 'write'], {}, BIN, { cwd: path.join(root, dir) })));
+      for (const [k, dir] of Object.keys(files).entries()) expect(results[k], dir).toEqual({ code: 0, stdout: 'yes\n', stderr: '' });
+      expect(existsSync(ran)).toBe(false);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
   });
 
   it('bad input: one-line reason, non-zero exit', async () => {

@@ -17,11 +17,11 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Starts the real CLI as a child process (DATABASE_URL removed, so only the flag counts). */
-export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}, bin = BIN): ChildProcess {
+/** Starts the real CLI as a child process (DATABASE_URL removed, so only the flag counts), in `cwd` (default: this process's). */
+export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}, bin = BIN, { cwd }: { cwd?: string } = {}): ChildProcess {
   const childEnv: NodeJS.ProcessEnv = { ...process.env, ...env };
   delete childEnv.DATABASE_URL;
-  return spawn(process.execPath, [bin, ...args], { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  return spawn(process.execPath, [bin, ...args], { cwd, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
 export function collect(child: ChildProcess): Promise<CliResult> {
@@ -32,8 +32,8 @@ export function collect(child: ChildProcess): Promise<CliResult> {
   return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
 }
 
-export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, bin = BIN): Promise<CliResult> {
-  return collect(spawnCli(args, env, bin));
+export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, bin = BIN, options: { cwd?: string } = {}): Promise<CliResult> {
+  return collect(spawnCli(args, env, bin, options));
 }
 
 /** Polls predicate every 20 ms until it holds; fails after timeoutMs. */
