@@ -215,6 +215,21 @@ describe('incremental apply_changes() against the reference model', async () => 
     await expectTableMatches(state, 'revoke manage');
   });
 
+  it('a batch that drops a manage grant and raises a parallel read grant to write is a removal: the row falls to write', async () => {
+    // Two grants join ann -> team. One batch deletes the manage one and raises the read one to
+    // write: the pair loses level 3, so the batch removes a path even though it also adds one;
+    // the best level it removed (3), not the weakest (1), is what the remaining edges must cover.
+    const state = await start({
+      nodes: [u('ann'), g('team'), g('proj', 'team')],
+      grants: [grant('ann', 3, 'team', 'a'), grant('ann', 1, 'team', 'b')],
+    });
+    await state.apply(db, { type: 'revoke', pick: [...state.grants.values()].findIndex((x) => x.source === 'a') });
+    await state.apply(db, { type: 'grant', tail: 0, head: 1, level: 2, source: 'b' });
+    await applyChanges(db);
+    await expectTableMatches(state, 'manage dropped, read raised to write');
+    expect(await readPermissions(db)).toContainEqual({ userId: 'ann', targetId: 'team', level: 2, traverseOwned: true, validUntil: null });
+  });
+
   // Project p and the five groups below it, shared with teams t1 and t2; a is in both, b only in
   // t1, c only in t2. Revoking t1's share is a batch whose one head is p (055_local_change.sql,
   // single_head: only rows below p can change, and a user whose row on p stays has none that
