@@ -10,7 +10,7 @@ import { applyChanges, refresh } from '../../src/engine/apply.ts';
 import { InvalidInputError } from '../../src/errors.ts';
 import * as model from '../reference/model.ts';
 import type { Level } from '../reference/model.ts';
-import { g, u } from '../helpers/builders.ts';
+import { g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { graphArbitrary, loadGraph } from '../helpers/graph.ts';
 
@@ -64,5 +64,35 @@ describe('checkMany', async () => {
     expect(answered).toBe(false); // still waiting for the write
     await applyChanges(db);
     expect(await fresh).toEqual([true, [true]]);
+  });
+
+  it('a group or object whose effective trash time is exactly now is hidden: check, can, checkMany and list_targets agree with the model', async () => {
+    // semantics: hidden when the effective trash time is <= now(). Inside one transaction now()
+    // stands still, so trash_at = now() there is the boundary itself.
+    const graph: model.RefGraph = {
+      nodes: [u('ann'), g('team'), g('sub', 'team'), o('doc', 'team'), o('note', 'sub'), o('kept', 'team')],
+      grants: [grant('ann', 2, 'team')],
+    };
+    await loadGraph(db, graph);
+    await refresh(db);
+    await db.tx(async (tx) => {
+      const [{ now }] = await tx.query(sql`update permgraph.nodes set trash_at = now() where id in ('doc', 'sub') returning now() as now`);
+      await tx.query(sql`select permgraph.apply_changes()`);  // trashed_groups learns of sub
+      const at = now as Date;
+      const trashed: model.RefGraph = { ...graph, nodes: graph.nodes.map((n) => (n.id === 'doc' || n.id === 'sub' ? { ...n, trashAt: at } : n)) };
+      const ids = graph.nodes.map((n) => n.id);
+      const expected = ids.map((id) => model.check(trashed, 'ann', id, 1, at));
+      expect(expected).toEqual([true, true, false, false, false, true]);  // (the model's answer, spelled out)
+      const checks = await tx.query(sql`select x.id, permgraph.check('ann', x.id, 1) as allowed, permgraph.is_trashed(x.id) as trashed,
+                                               permgraph.can('ann', x.id, n.owner_id, 1) as can
+                                        from unnest(${ids}::text[]) with ordinality x(id, i) join permgraph.nodes n on n.id = x.id
+                                        order by x.i`);
+      expect(checks.map((r: { allowed: boolean }) => r.allowed)).toEqual(expected);
+      expect(checks.map((r: { can: boolean }) => r.can)).toEqual(expected);
+      expect(checks.map((r: { trashed: boolean }) => r.trashed)).toEqual(ids.map((id) => id === 'doc' || id === 'sub' || id === 'note'));
+      expect(await checkMany(tx, 'ann', ids, 1)).toEqual(expected);
+      const listed = await tx.query(sql`select target_id from permgraph.list_targets('ann')`);
+      expect(listed.map((r: { target_id: string }) => r.target_id).sort()).toEqual(ids.filter((_, i) => expected[i]).sort());
+    });
   });
 });
