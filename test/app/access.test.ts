@@ -66,6 +66,30 @@ describe('checkMany', async () => {
     expect(await fresh).toEqual([true, [true]]);
   });
 
+  it('a row whose valid_until has passed gives nothing through the owner either, before any batch recomputes it', async () => {
+    // semantics: a row with valid_until <= now() is absent for check until the engine recomputes
+    // it, for the owner rule (x owned by o, a row on o with traverse_owned) as for x itself.
+    const expiresAt = new Date(Date.now() + 3000);  // (time enough to load and refresh on a busy machine)
+    const graph: model.RefGraph = {
+      nodes: [u('ann'), g('team'), o('doc', 'team')],
+      grants: [{ tailId: 'ann', headId: 'team', level: 2, source: 'default', expiresAt }],
+    };
+    await loadGraph(db, graph);
+    await refresh(db);
+    expect(await checkMany(db, 'ann', ['team', 'doc'], 1)).toEqual([true, true]);
+    await new Promise((resolve) => setTimeout(resolve, expiresAt.getTime() - Date.now() + 200));
+    // no batch has run: the row (ann, team) is still stored, with its valid_until passed
+    const [{ stored }] = await db.query(sql`select count(*)::int as stored from permgraph.permissions where user_id = 'ann' and target_id = 'team'`);
+    expect(stored).toBe(1);
+    const now = new Date();
+    const expected = ['team', 'doc'].map((id) => model.check(graph, 'ann', id, 1, now));
+    expect(expected).toEqual([false, false]);
+    const [row] = await db.query(sql`select permgraph.check('ann', 'team', 1) as team, permgraph.check('ann', 'doc', 1) as doc,
+                                            permgraph.can('ann', 'doc', 'team', 1) as can_doc`);
+    expect([row.team, row.doc, row.can_doc]).toEqual([...expected, false]);
+    expect(await checkMany(db, 'ann', ['team', 'doc'], 1)).toEqual(expected);
+  });
+
   it('a group or object whose effective trash time is exactly now is hidden: check, can, checkMany and list_targets agree with the model', async () => {
     // semantics: hidden when the effective trash time is <= now(). Inside one transaction now()
     // stands still, so trash_at = now() there is the boundary itself.
