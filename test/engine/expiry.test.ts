@@ -101,6 +101,24 @@ describe('expiring grants', async () => {
     expect((await readPermissions(db)).find((r) => r.targetId === 't')).toMatchObject({ level: 1, validUntil: null });
   });
 
+  it('one batch that revokes both links of a chain u -> g1 -> g2 takes both rows away', async () => {
+    // With an expiring grant in the graph the batch is not taken by the one-statement path: its
+    // region is walked (_build_region), upward through the union of the old and new graphs. The
+    // row (u, g2) has its only path through both revoked edges.
+    const graph: RefGraph = {
+      nodes: [u('u'), u('v'), g('g1'), g('g2'), g('x')],
+      grants: [grant('u', 2, 'g1'), grant('g1', 1, 'g2'), expiring('v', 1, 'x', EXPIRIES[2]!)],
+    };
+    await loadGraph(db, graph);
+    await refresh(db);
+    const state = new GraphState(graph);
+    for (const [tail, head] of [['u', 'g1'], ['g1', 'g2']]) {
+      await state.apply(db, { type: 'revoke', pick: [...state.grants.values()].findIndex((x) => x.tailId === tail && x.headId === head) });
+    }
+    expect(await applyChanges(db)).toMatchObject({ mode: 'incremental', changes: 2 });
+    await expectTableAt(state.snapshot(), new Date(), 'after revoking u -> g1 and g1 -> g2');
+  });
+
   it('apply_changes refuses a time in the past', async () => {
     await expect(applyChanges(db, { at: new Date(Date.now() - HOUR) })).rejects.toThrow(/in the past/);
   });
