@@ -119,6 +119,22 @@ describe('expiring grants', async () => {
     await expectTableAt(state.snapshot(), new Date(), 'after revoking u -> g1 and g1 -> g2');
   });
 
+  it('a read path through a group does not keep the write level valid: valid_until is when the write grant expires', async () => {
+    // u writes g directly until h1; u also reads h, and h writes g, so u reads g through h for
+    // ever. At h1 the row falls to read: valid_until is h1, whatever the read path's times.
+    const [h1] = EXPIRIES as [Date];
+    const graph: RefGraph = {
+      nodes: [u('u'), g('g'), g('h')],
+      grants: [expiring('u', 2, 'g', h1), grant('u', 1, 'h'), grant('h', 2, 'g')],
+    };
+    await loadGraph(db, graph);
+    await refresh(db);
+    expect((await readPermissions(db)).find((r) => r.targetId === 'g')).toEqual({ userId: 'u', targetId: 'g', level: 2, traverseOwned: true, validUntil: h1 });
+    await expectTableAt(graph, new Date(), 'now');
+    await applyChanges(db, { at: h1 });
+    await expectTableAt(graph, h1, 'at h1');
+  });
+
   it('apply_changes refuses a time in the past', async () => {
     await expect(applyChanges(db, { at: new Date(Date.now() - HOUR) })).rejects.toThrow(/in the past/);
   });
