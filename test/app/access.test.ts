@@ -69,16 +69,21 @@ describe('checkMany', async () => {
   it('a row whose valid_until has passed gives nothing through the owner either, before any batch recomputes it', async () => {
     // semantics: a row with valid_until <= now() is absent for check until the engine recomputes
     // it, for the owner rule (x owned by o, a row on o with traverse_owned) as for x itself.
-    const expiresAt = new Date(Date.now() + 3000);  // (time enough to load and refresh on a busy machine)
+    const later = new Date(Date.now() + 3_600_000);
     const graph: model.RefGraph = {
       nodes: [u('ann'), g('team'), o('doc', 'team')],
-      grants: [{ tailId: 'ann', headId: 'team', level: 2, source: 'default', expiresAt }],
+      grants: [{ tailId: 'ann', headId: 'team', level: 2, source: 'default', expiresAt: later }],
     };
     await loadGraph(db, graph);
     await refresh(db);
     expect(await checkMany(db, 'ann', ['team', 'doc'], 1)).toEqual([true, true]);
-    await new Promise((resolve) => setTimeout(resolve, expiresAt.getTime() - Date.now() + 200));
-    // no batch has run: the row (ann, team) is still stored, with its valid_until passed
+    // The hour passes: the grant and the row computed from it end a second
+    // ago, and no batch has run (the grant's change stays pending), which
+    // is what the clock would leave, without waiting for it.
+    const passed = new Date(Date.now() - 1000);
+    await db.query(sql`update permgraph.grants set expires_at = ${passed} where tail_id = 'ann' and head_id = 'team'`);
+    await db.query(sql`update permgraph.permissions set valid_until = ${passed} where user_id = 'ann' and target_id = 'team'`);
+    graph.grants[0]!.expiresAt = passed;
     const [{ stored }] = await db.query(sql`select count(*)::int as stored from permgraph.permissions where user_id = 'ann' and target_id = 'team'`);
     expect(stored).toBe(1);
     const now = new Date();
