@@ -108,6 +108,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * session) keeps the session, lock and all, for its other clients.
    */
   private unreleased: SessionIdentity | undefined;
+  /** The batch or long job chunk under way on the applier's connection, if any: stop() waits for it, and says so. */
+  private running: { operation: string; since: number } | undefined;
 
   constructor(options: WorkerOptions) {
     super();
@@ -195,6 +197,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const listenerClosed = this.subscriber?.close().catch(() => {});
     this.wakeup.notify();
     this.stopSignal.abort();
+    // (a backlog's batch may run for minutes: a stop that seems ignored is a batch being finished)
+    if (this.running) {
+      this.logger.info({ operation: this.running.operation, runningMs: Date.now() - this.running.since }, 'stopping once the running batch has committed');
+    }
     // a batch on a stalled connection would keep stop() waiting for the OS
     this.watchdog?.stop();
     await this.loop;
@@ -202,6 +208,16 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await listenerClosed;
     await this.pool.dispose().catch(() => {});
     this.emit('stopped');
+  }
+
+  /** Runs a batch or a chunk, recorded as the one under way (see running). */
+  private async whileRunning<T>(operation: string, run: () => Promise<T>): Promise<T> {
+    this.running = { operation, since: Date.now() };
+    try {
+      return await run();
+    } finally {
+      this.running = undefined;
+    }
   }
 
   private async requireWorkerRights(): Promise<void> {
@@ -401,8 +417,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
       if (!(await this.acquireRole(conn, watchdog, session, direct))) return;
       this.setRole('active');
       while (!this.stopping) {
-        const result = await watchdog.watch('a batch', () =>
-          applyChangesOnSession(conn, { maxChanges: this.options.maxBatch, chunkPairs: this.options.chunkPairs ?? undefined }, session),
+        const result = await this.whileRunning('a batch', () =>
+          watchdog.watch('a batch', () =>
+            applyChangesOnSession(conn, { maxChanges: this.options.maxBatch, chunkPairs: this.options.chunkPairs ?? undefined }, session),
+          ),
         );
         this.failuresInARow = 0;
         if (result.mode !== 'none') {
@@ -411,7 +429,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         }
         if (result.longJobActive) {
           // One chunk, then the changes that came meanwhile: they never wait for more than a chunk.
-          const chunk = await watchdog.watch('a long job chunk', () => applyJobChunk(conn));
+          const chunk = await this.whileRunning('a long job chunk', () => watchdog.watch('a long job chunk', () => applyJobChunk(conn)));
           this.logger.info({ chunk }, chunk.finished ? 'finished long job' : 'applied long job chunk');
           this.emit('chunk', chunk);
           continue;

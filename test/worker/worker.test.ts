@@ -247,6 +247,39 @@ describe('worker', async () => {
     expect(await readPermissions(db)).toEqual(model.computePermissions(state.snapshot()));
   });
 
+  it('a stop that must wait for the running batch says so, with how long it has run', async () => {
+    // A backlog's batch can take minutes: an operator whose SIGTERM seems
+    // ignored must learn that the worker is finishing a batch, not hung.
+    const state = await seed();
+    const lines: string[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+    const worker = await startWorker({ logger, pollIntervalMs: 60_000 });
+    let stopped: Promise<void> | undefined;
+    await db.tx(async (tx) => {
+      // The worker's next batch waits for this lock: stop() has a batch to wait for.
+      await tx.query(sql`lock table permgraph.permissions in access exclusive mode`);
+      await mutate(state, 5, 78);
+      await waitForWorkerBlocked(db);
+      await new Promise((r) => setTimeout(r, 300));
+      stopped = worker.stop();
+      await waitUntil(async () => lines.some((l) => JSON.parse(l).msg === 'stopping once the running batch has committed'), 'the stop to say what it waits for');
+    });
+    await stopped;
+    const entries = lines.map((line) => JSON.parse(line) as { msg: string; operation?: string; runningMs?: number });
+    const waiting = entries.find((e) => e.msg === 'stopping once the running batch has committed')!;
+    expect(waiting.operation).toBe('a batch');
+    expect(waiting.runningMs).toBeGreaterThanOrEqual(300);
+    // The batch it waited for committed or rolled back whole: what it left
+    // pending applies cleanly.
+    await applyChanges(db);
+    expect(await readPermissions(db)).toEqual(model.computePermissions(state.snapshot()));
+    // An idle worker stops at once and says nothing of the kind.
+    const idle = await startWorker({ logger, pollIntervalMs: 60_000 });
+    lines.length = 0;
+    await idle.stop();
+    expect(lines.map((l) => JSON.parse(l).msg)).not.toContain('stopping once the running batch has committed');
+  });
+
   it('refuses to start for a login that may not be a worker, with a reason that names the role to grant; so does the CLI', async () => {
     const reader = await createLogin(db, url, 'not_a_worker', 'permgraph_reader');
     const worker = new Worker({ url: reader.url, listen: false });
