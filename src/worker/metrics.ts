@@ -41,10 +41,19 @@ export function createWorkerMetrics(worker: Worker, db: Queryable): Registry {
     const [row] = await db.query(sql`select count(*)::bigint as n from permgraph.changes`);
     gauge.set(Number(row.n));
   });
-  databaseGauge(registry, 'permgraph_oldest_pending_age_seconds', 'Age of the oldest captured change not yet applied (0 when none)', async (gauge) => {
-    const [row] = await db.query(sql`select coalesce(extract(epoch from now() - min(captured_at)), 0)::float8 as age from permgraph.changes`);
-    gauge.set(Number(row.age));
-  });
+  // The lag readers see: a long job's changes (its own, and those deferred
+  // behind it) have left the queue, but their tokens wait for its last chunk.
+  databaseGauge(
+    registry,
+    'permgraph_oldest_pending_age_seconds',
+    'Age of the oldest captured change whose token is not applied yet, queued or held by a long job (0 when none)',
+    async (gauge) => {
+      const [row] = await db.query(sql`
+        select coalesce(extract(epoch from now() - least((select min(captured_at) from permgraph.changes),
+                                                         (select min(captured_at) from permgraph.long_job_changes))), 0)::float8 as age`);
+      gauge.set(Number(row.age));
+    },
+  );
   databaseGauge(
     registry,
     'permgraph_overdue_expiry_seconds',

@@ -3,7 +3,8 @@ import { pino } from 'pino';
 import { LISTENER_APPLICATION_NAME, WORKER_APPLICATION_NAME } from '../../src/constants.ts';
 import { openPool, sql } from '../../src/db/pool.ts';
 import { applyChanges, refresh, type BatchResult } from '../../src/engine/apply.ts';
-import { currentToken, waitFor } from '../../src/engine/freshness.ts';
+import { currentToken, isApplied, waitFor } from '../../src/engine/freshness.ts';
+import { applyJobChunk } from '../../src/engine/long-job.ts';
 import { verify } from '../../src/engine/verify.ts';
 import * as model from '../reference/model.ts';
 import { createWorkerMetrics, serveMetrics } from '../../src/worker/metrics.ts';
@@ -458,6 +459,34 @@ describe('worker', async () => {
     } finally {
       server.close();
     }
+  });
+
+  it('the lag metric counts the changes a long job holds: their tokens wait for it, though the queue is empty', async () => {
+    // Found restarting a worker on a backlog with a big grant in it: for the
+    // minute its long job ran, oldest_pending_age_seconds read 0 while
+    // readers waited for 6,000 tokens, and the alert on it stayed quiet.
+    const members = Array.from({ length: 10 }, (_, i) => u(`m${i}`));
+    await loadGraph(db, {
+      nodes: [...members, g('team'), g('parent'), ...Array.from({ length: 10 }, (_, i) => g(`p${i}`, 'parent'))],
+      grants: members.map((m) => grant(m.id, 2, 'team')),
+    });
+    await db.query(sql`delete from permgraph.long_job_changes; delete from permgraph.long_job_users; delete from permgraph.long_job`);
+    await refresh(db);
+    const token = await db.tx(async (tx) => {
+      await tx.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('team', 'parent', 1)`); // 110 pairs
+      return currentToken(tx);
+    });
+    await new Promise((r) => setTimeout(r, 1100));
+    expect(await applyChanges(db, { chunkPairs: 30 })).toMatchObject({ longJobActive: true, toLongJob: 1 });
+    const registry = createWorkerMetrics(new Worker({ url, listen: false }), db);
+    const value = (text: string, name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1]);
+    const during = await registry.metrics();
+    expect(value(during, 'permgraph_pending_changes')).toBe(0); // the queue itself is empty
+    expect(await isApplied(db, token)).toBe(false);
+    expect(value(during, 'permgraph_oldest_pending_age_seconds')).toBeGreaterThanOrEqual(1);
+    for (let i = 0; i < 50 && !(await applyJobChunk(db)).finished; i++);
+    expect(await isApplied(db, token)).toBe(true);
+    expect(value(await registry.metrics(), 'permgraph_oldest_pending_age_seconds')).toBe(0);
   });
 
   it('metrics answer while the database does not: database_up 0, the worker\'s own series, no value for what is read from it', async () => {
