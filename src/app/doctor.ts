@@ -262,10 +262,17 @@ function workerCheck(status: Status): DoctorCheck {
 
 function backlogCheck(status: Status, maxLagSeconds: number): DoctorCheck {
   const pending = Number(status.pending_changes);
-  if (pending === 0) return { name: 'backlog', status: 'ok', message: 'no pending changes' };
+  // A long job's changes have left the queue, but their tokens wait for its last chunk.
+  const jobAge = status.long_job_oldest_change_age_s == null ? undefined : Number(status.long_job_oldest_change_age_s);
+  const job = status.long_job as { users_remaining?: number; users_total?: number } | null | undefined;
+  const jobText =
+    jobAge === undefined
+      ? ''
+      : `a long job holds changes whose tokens wait for it, the oldest ${jobAge.toFixed(1)} s old (${job?.users_remaining ?? '?'} of ${job?.users_total ?? '?'} users left)`;
+  if (pending === 0 && jobAge === undefined) return { name: 'backlog', status: 'ok', message: 'no pending changes' };
   const age = Number(status.oldest_pending_age_s ?? 0);
-  const text = `${pending} pending change(s), oldest ${age.toFixed(1)} s old`;
-  if (age <= maxLagSeconds) return { name: 'backlog', status: 'ok', message: text };
+  const text = [pending === 0 ? 'no pending changes' : `${pending} pending change(s), oldest ${age.toFixed(1)} s old`, jobText].filter(Boolean).join('; ');
+  if (Math.max(pending === 0 ? 0 : age, jobAge ?? 0) <= maxLagSeconds) return { name: 'backlog', status: 'ok', message: text };
   return { name: 'backlog', status: 'warn', message: `${text} (over ${maxLagSeconds} s: is the worker keeping up?)` };
 }
 

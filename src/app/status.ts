@@ -14,6 +14,8 @@ export interface Status {
   /** Absent from the status() of an older schema. */
   permissions_missing?: boolean;
   oldest_pending_age_s: number | null;
+  /** The oldest change a running long job holds, whose token waits for it; null when none, absent from an older schema's status(). */
+  long_job_oldest_change_age_s?: number | null;
   worker: { pid: number; application_name: string; since: string | null } | null;
   /** Absent from the status() of an older schema, as change_consumers. */
   change_consumers?: Record<string, any>[];

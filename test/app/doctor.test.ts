@@ -97,6 +97,29 @@ describe('doctor: server settings', async () => {
     expect((await verify(db)).differences).toEqual([]);
   });
 
+  it('counts a long job in the backlog: its changes left the queue, but their tokens wait for it', async () => {
+    // Found with a worker restarted on a backlog with big team grants in it:
+    // while its job ran, doctor said "no pending changes" whatever the wait.
+    const backlog = async () => (await runDoctor(db, { maxLagSeconds: 1 })).find((c) => c.name === 'backlog')!;
+    const members = Array.from({ length: 10 }, (_, i) => `lj_m${i}`);
+    const groups = Array.from({ length: 10 }, (_, i) => `lj_p${i}`);
+    await db.tx(async (tx) => {
+      await tx.query(sql`insert into permgraph.nodes (id, kind) select unnest(${members}::text[]), 'user'`);
+      await tx.query(sql`insert into permgraph.nodes (id, kind) values ('lj_team', 'group'), ('lj_parent', 'group')`);
+      await tx.query(sql`insert into permgraph.nodes (id, kind, owner_id) select unnest(${groups}::text[]), 'group', 'lj_parent'`);
+      await tx.query(sql`insert into permgraph.grants (tail_id, head_id, level) select unnest(${members}::text[]), 'lj_team', 2`);
+    });
+    await applyChanges(db);
+    await db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('lj_team', 'lj_parent', 1)`); // 110 pairs
+    expect(await applyChanges(db, { chunkPairs: 30 })).toMatchObject({ longJobActive: true, toLongJob: 1 });
+    await new Promise((r) => setTimeout(r, 1200));
+    const during = await backlog();
+    expect(during.status).toBe('warn');
+    expect(during.message).toMatch(/^no pending changes; a long job holds changes whose tokens wait for it, the oldest 1\.\d s old \(10 of 10 users left\) \(over 1 s/);
+    await refresh(db); // (ends the job)
+    expect(await backlog()).toMatchObject({ status: 'ok', message: 'no pending changes' });
+  });
+
   it("names a session that may not apply changes but holds the applier's locks, which stalls every worker", async () => {
     const worker = (await runDoctor(db)).find((c) => c.name === 'worker')!;
     expect(worker.message).not.toMatch(/may not apply changes/);
