@@ -90,12 +90,14 @@ export async function migrate(db: Queryable, logger: Logger = silentLogger): Pro
   await assertServerVersion(db);
   const [migrations, functionFiles] = await Promise.all([loadMigrations(), loadFunctionFiles()]);
   const started = Date.now();
+  let outwait = false;
   for (let attempt = 1; ; attempt++) {
     try {
-      return await migrateOnce(db, migrations, functionFiles, logger);
+      return await migrateOnce(db, migrations, functionFiles, logger, outwait);
     } catch (error) {
       const state = sqlStateOf(error);
       if (state !== SqlState.lockNotAvailable && state !== SqlState.deadlockDetected) throw error;
+      outwait = await autovacuumHoldsLock(db);
       const waitedMs = Date.now() - started;
       if (waitedMs + LOCK_RETRY_PAUSE_MS > LOCK_PATIENCE_MS) {
         throw new PermgraphError(
@@ -106,7 +108,12 @@ export async function migrate(db: Queryable, logger: Logger = silentLogger): Pro
           { cause: error },
         );
       }
-      logger.warn({ attempt, sqlState: state, waitedMs, retryInMs: LOCK_RETRY_PAUSE_MS }, 'migrate gave way to a transaction holding a lock it needs; trying again');
+      logger.warn(
+        { attempt, sqlState: state, waitedMs, retryInMs: LOCK_RETRY_PAUSE_MS, autovacuum: outwait },
+        outwait
+          ? 'migrate gave way to an autovacuum holding a lock it needs; trying again, waiting past deadlock_timeout for the server to cancel it'
+          : 'migrate gave way to a transaction holding a lock it needs; trying again',
+      );
       await sleep(LOCK_RETRY_PAUSE_MS);
     }
   }
@@ -123,7 +130,30 @@ const LOCK_RETRY_PAUSE_MS = 1000;
 /** How long migrate keeps trying: longer than a full recomputation's batch (60-90 s for 5.6 M rows), which holds nodes and grants. */
 const LOCK_PATIENCE_MS = 300_000;
 
-async function migrateOnce(db: Queryable, migrations: Migration[], functionFiles: SqlFile[], logger: Logger): Promise<MigrateResult> {
+/**
+ * Whether an autovacuum worker holds a lock on a relation of permgraph's
+ * now. PostgreSQL cancels an autovacuum (not one against wraparound) that
+ * keeps a lock from a backend only once that backend has waited
+ * deadlock_timeout (1 s by default) for it, in its deadlock check: a wait
+ * cut short by a lock_timeout below that never cancels it, and the
+ * autovacuum (of nodes, with cost-based delays, minutes) kept every
+ * attempt out. (pg_locks and pg_stat_activity's backend_type are open to
+ * every login.)
+ */
+async function autovacuumHoldsLock(db: Queryable): Promise<boolean> {
+  const [{ held }] = await db.query(sql`
+    select exists (
+      select 1 from pg_catalog.pg_locks l
+      join pg_catalog.pg_stat_activity a on a.pid = l.pid
+      join pg_catalog.pg_class c on c.oid = l.relation
+      where l.locktype = 'relation' and l.granted
+        and l.database = (select d.oid from pg_catalog.pg_database d where d.datname = pg_catalog.current_database())
+        and a.backend_type = 'autovacuum worker'
+        and c.relnamespace = (select n.oid from pg_catalog.pg_namespace n where n.nspname = 'permgraph')) as held`);
+  return held === true;
+}
+
+async function migrateOnce(db: Queryable, migrations: Migration[], functionFiles: SqlFile[], logger: Logger, outwait: boolean): Promise<MigrateResult> {
   return db.tx(async (tx) => {
     // Whatever the session's path, names in the files resolve to pg_catalog or
     // are schema-qualified (an SQL-standard function body is resolved now).
@@ -158,7 +188,7 @@ async function migrateOnce(db: Queryable, migrations: Migration[], functionFiles
     const pending = migrations.filter((m) => !applied.has(m.version));
     if (pending.length) await assertReadsClusterIdentity(tx);
     const changed = await changedFunctionFiles(tx, functionFiles);
-    if (pending.length || changed.length) await lockForUpgrade(tx);
+    if (pending.length || changed.length) await lockForUpgrade(tx, outwait);
     const done: string[] = [];
     for (const migration of pending) {
       logger.debug({ migration: migration.name }, 'applying migration');
@@ -238,10 +268,18 @@ async function assertMayCreateSchema(tx: Queryable): Promise<void> {
  * PostgreSQL's deadlock check could fail the writer (when its
  * deadlock_timeout runs out first) as well as the upgrade. Nodes is tried
  * without waiting (NOWAIT) until LOCK_WAIT_MS has passed, so neither writes
- * nor the checks and listings that read nodes queue behind it.
+ * nor the checks and listings that read nodes queue behind it, unless only
+ * autovacuum workers hold it: the server cancels one for a backend that
+ * waits for it (autovacuumHoldsLock). `outwait`: an autovacuum held a lock
+ * when the last attempt gave way; this one waits deadlock_timeout longer
+ * for every lock.
  */
-async function lockForUpgrade(tx: Queryable): Promise<void> {
-  await tx.query(sql`select pg_catalog.set_config('lock_timeout', ${`${LOCK_WAIT_MS}ms`}, true)`);
+async function lockForUpgrade(tx: Queryable, outwait: boolean): Promise<void> {
+  await tx.query(sql`
+    select pg_catalog.set_config('lock_timeout',
+      (${LOCK_WAIT_MS}::bigint + case when ${outwait}::boolean
+         then (extract(epoch from pg_catalog.current_setting('deadlock_timeout')::interval) * 1000)::bigint else 0 end)::text || 'ms',
+      true)`);
   // (not on a first install, and not by a login that does not own them: the
   // upgrade's first statement refuses that one, saying what it may not do)
   const [{ owned }] = await tx.query(sql`
@@ -259,6 +297,16 @@ async function lockForUpgrade(tx: Queryable): Promise<void> {
           lock table permgraph.nodes in access exclusive mode nowait;
           return;
         exception when lock_not_available then
+          -- (held by autovacuum workers only: waited for, which cancels them)
+          if not exists (select 1 from pg_catalog.pg_locks l
+                         left join pg_catalog.pg_stat_activity a on a.pid = l.pid
+                         where l.locktype = 'relation' and l.relation = 'permgraph.nodes'::pg_catalog.regclass and l.granted
+                           and l.database = (select d.oid from pg_catalog.pg_database d where d.datname = pg_catalog.current_database())
+                           and l.pid is distinct from pg_catalog.pg_backend_pid()
+                           and a.backend_type is distinct from 'autovacuum worker') then
+            lock table permgraph.nodes in access exclusive mode;
+            return;
+          end if;
           if pg_catalog.clock_timestamp() >= give_up then raise; end if;
           perform pg_catalog.pg_sleep(0.005);
         end;

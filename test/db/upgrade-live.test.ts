@@ -10,11 +10,14 @@
 // stays open 3 s while migrate runs.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
+import { EMBEDDED_MAJOR, startCluster } from '../../scripts/lib/postgres-cluster.ts';
 import { openPool, sql } from '../../src/db/pool.ts';
 import { migrate } from '../../src/migrations/migrate.ts';
 import { BEFORE_049, historyMissing, migrateAsAt } from '../helpers/released.ts';
 import { createEmptyDatabase } from '../helpers/database.ts';
 import { cleanUpAfter } from '../helpers/cleanup.ts';
+import { until } from '../helpers/cluster.ts';
+import { FAST } from '../helpers/ops.ts';
 
 const missing = historyMissing(BEFORE_049);
 
@@ -75,4 +78,40 @@ describe.skipIf(missing !== null)('upgrading a database in use', () => {
     expect(await db.query(sql`select * from permgraph.verify()`)).toEqual([]);
     expect(await db.query(sql`select permgraph.check('bob', 'doc', 1) as a, permgraph.check('alice', 'doc', 1) as b`)).toEqual([{ a: false, b: false }]);
   }, 30_000);
+
+  it('an autovacuum of nodes keeps migrate out only until the server cancels it for migrate', async () => {
+    // PostgreSQL cancels an autovacuum that holds a lock a backend waits for
+    // once that backend has waited deadlock_timeout (1 s), in its deadlock
+    // check; migrate's waits of 200 ms never got there, so it gave way for
+    // as long as the autovacuum ran (found by review: an autovacuum of nodes
+    // slowed down by cost-based delays kept it out for the whole run). A
+    // cluster of its own: autovacuum_naptime is the server's.
+    const cluster = await startCluster({ major: EMBEDDED_MAJOR, settings: { ...FAST, autovacuum_naptime: '1' } });
+    cleanUpAfter(() => cluster.stop());
+    const admin = openPool(cluster.url, { poolSize: 2 });
+    cleanUpAfter(() => admin.dispose());
+    await migrate(admin);
+    // Dead rows in nodes (triggers off: nothing captured), vacuumed at once and slowly.
+    await admin.tx(async (tx) => {
+      await tx.query(sql`set local session_replication_role = replica`);
+      await tx.query(sql`insert into permgraph.nodes (id, kind) select 'dead' || i, 'group' from generate_series(1, 10000) i`);
+      await tx.query(sql`delete from permgraph.nodes where id like 'dead%'`);
+    });
+    // An upgrade that re-creates nodes' triggers (140_audit.sql).
+    await admin.query(sql`update permgraph.function_files set checksum = 'an older release' where name = '140_audit.sql'`);
+    await admin.query(sql`
+      alter table permgraph.nodes set (autovacuum_vacuum_threshold = 0, autovacuum_vacuum_scale_factor = 0,
+        autovacuum_vacuum_cost_delay = 100, autovacuum_vacuum_cost_limit = 1, autovacuum_analyze_threshold = 2000000000)`);
+    const vacuumed = async () => (await admin.query(sql`select autovacuum_count from pg_stat_user_tables where relid = 'permgraph.nodes'::regclass`))[0].autovacuum_count;
+    await until('an autovacuum worker holds a lock on nodes', async () => (await admin.query(sql`
+      select exists (select 1 from pg_locks l join pg_stat_activity a on a.pid = l.pid
+                     where l.relation = 'permgraph.nodes'::regclass and a.backend_type = 'autovacuum worker') as held`))[0].held, async () => '', 60_000);
+
+    let migrated: { result?: unknown; error?: unknown } | undefined;
+    void migrate(admin).then((result) => (migrated = { result }), (error: unknown) => (migrated = { error }));
+    // (whichever comes first: the autovacuum completing, a minute at its pace, or migrate)
+    await until('migrate ends or the autovacuum of nodes completes', async () => migrated !== undefined || Number(await vacuumed()) > 0, async () => '', 180_000);
+    expect(Number(await vacuumed()), 'autovacuums of nodes completed before migrate ended').toBe(0);
+    expect(migrated).toEqual({ result: { applied: [], functions: ['140_audit.sql'], rights: [] } });
+  }, 300_000);
 });
