@@ -7,8 +7,7 @@
 // had nodes, it asked for grants, which a writer caught half-way (its insert
 // into grants waiting for nodes) held: a deadlock, which failed the migrate
 // (twice) or the writer's insert (40P01). Here a transaction that read nodes
-// stays open 3 s while migrate runs.
-import { setTimeout as sleep } from 'node:timers/promises';
+// stays open while migrate tries, and until a write and a check have ended.
 import { describe, expect, it } from 'vitest';
 import { EMBEDDED_MAJOR, startCluster } from '../../scripts/lib/postgres-cluster.ts';
 import { openPool, sql } from '../../src/db/pool.ts';
@@ -38,46 +37,70 @@ describe.skipIf(missing !== null)('upgrading a database in use', () => {
     };
     const [long, migrating, writing, reading] = [own(), own(), own(), own()];
 
-    // A long transaction that has read nodes, as a worker's long batch has.
+    // A long transaction that has read nodes, as a worker's long batch has:
+    // open until the write and the read below have ended (or failed).
     let longOpen = true;
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
     const held = long.tx(async (tx) => {
       await tx.query(sql`select count(*) from permgraph.nodes`);
-      await sleep(3000);
+      await released;
     }).finally(() => { longOpen = false; });
-    await sleep(200);
-    const upgrade = migrate(migrating).then((result) => ({ result }), (error: unknown) => ({ error }));
-    await sleep(800);
+    // (migrate's: no one else asks for ACCESS EXCLUSIVE on nodes or grants)
+    const upgradeLock = async (granted: boolean | null) =>
+      (await db.query(sql`select exists (select 1 from pg_locks where relation in ('permgraph.grants'::regclass, 'permgraph.nodes'::regclass) and mode = 'AccessExclusiveLock'
+                                         and database = (select oid from pg_database where datname = current_database())
+                                         and (${granted}::boolean is null or granted = ${granted}::boolean)) as found`))[0].found === true;
+    await until('the long transaction has read nodes', async () =>
+      (await db.query(sql`select exists (select 1 from pg_locks where relation = 'permgraph.nodes'::regclass and mode = 'AccessShareLock' and granted
+                                         and database = (select oid from pg_database where datname = current_database())) as found`))[0].found === true);
+    try {
+      const upgrade = migrate(migrating).then((result) => ({ result }), (error: unknown) => ({ error }));
+      // Started while migrate holds or waits for its first lock, as a writer
+      // that arrives during one of its attempts. (Missing that window makes
+      // the write one that arrives between attempts: a weaker test, never a
+      // false failure.)
+      await until('migrate takes or waits for grants or nodes', () => upgradeLock(null));
 
-    // A writer's transaction: its insert locks grants, then its checks read nodes.
-    // And a check that the write does not change (an object's owner is read at
-    // check time, so one of doc's would depend on which came first).
-    // (whether each ended while the long transaction was still open: queued
-    // behind migrate's lock request, it would end only after it)
-    const settled = async <T>(run: () => Promise<T>) => {
-      try {
-        return { value: await run(), whileLongOpen: longOpen };
-      } catch (error) {
-        return { error, whileLongOpen: longOpen };
-      }
-    };
-    const [write, read] = await Promise.all([
-      settled(() => writing.tx(async (tx) => {
-        await tx.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('bob', 'team', 1)`);
-        await tx.query(sql`update permgraph.nodes set owner_id = 'other' where id = 'doc'`);
-      })),
-      settled(async () => (await reading.query(sql`select permgraph.check('alice', 'team', 2) as allowed`))[0].allowed),
-    ]);
-    await held;
-    const upgraded = await upgrade;
+      // A writer's transaction: its insert locks grants, then its checks read nodes.
+      // And a check that the write does not change (an object's owner is read at
+      // check time, so one of doc's would depend on which came first).
+      // (whether each ended while the long transaction was still open: queued
+      // behind migrate's lock request, it would end only after it; the long
+      // transaction waits for both, so the bound below ends such a run)
+      type Settled = { value?: unknown; error?: unknown; whileLongOpen: boolean };
+      const settled = async (run: () => Promise<unknown>): Promise<Settled> => {
+        try {
+          return { value: await run(), whileLongOpen: longOpen };
+        } catch (error) {
+          return { error, whileLongOpen: longOpen };
+        }
+      };
+      let both: Settled[] | undefined;
+      void Promise.all([
+        settled(() => writing.tx(async (tx) => {
+          await tx.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('bob', 'team', 1)`);
+          await tx.query(sql`update permgraph.nodes set owner_id = 'other' where id = 'doc'`);
+        })),
+        settled(async () => (await reading.query(sql`select permgraph.check('alice', 'team', 2) as allowed`))[0].allowed),
+      ]).then((results) => (both = results));
+      await until('the write and the check end while the long transaction is open', async () => both !== undefined, async () => ({ migrateHoldsItsLock: await upgradeLock(true) }), 60_000);
+      release();
+      await held;
+      const [write, read] = both! as [Settled, Settled];
+      const upgraded = await upgrade;
 
-    expect(write).toEqual({ value: undefined, whileLongOpen: true });
-    expect(read).toEqual({ value: true, whileLongOpen: true });
-    expect(upgraded).toEqual({ result: expect.objectContaining({ applied: expect.arrayContaining(['049_cluster_identity.sql']) }) });
+      expect(write).toEqual({ value: undefined, whileLongOpen: true });
+      expect(read).toEqual({ value: true, whileLongOpen: true });
+      expect(upgraded).toEqual({ result: expect.objectContaining({ applied: expect.arrayContaining(['049_cluster_identity.sql']) }) });
+    } finally {
+      release();
+    }
 
     await db.query(sql`select permgraph.apply_changes()`);
     expect(await db.query(sql`select * from permgraph.verify()`)).toEqual([]);
     expect(await db.query(sql`select permgraph.check('bob', 'doc', 1) as a, permgraph.check('alice', 'doc', 1) as b`)).toEqual([{ a: false, b: false }]);
-  }, 30_000);
+  }, 120_000);
 
   it('an autovacuum of nodes keeps migrate out only until the server cancels it for migrate', async () => {
     // PostgreSQL cancels an autovacuum that holds a lock a backend waits for
