@@ -1347,6 +1347,8 @@ begin
   perform pg_advisory_xact_lock(permgraph._applier_lock_key());
   if current_setting('transaction_isolation') = 'read committed' then
     lock table permgraph.nodes, permgraph.grants in share mode;
+  else
+    perform 1 from permgraph.applier_state for no key update;
   end if;
   perform permgraph._adopt_restored_state();
   if p_at < now() then

@@ -66,6 +66,15 @@ return not exists (select 1 from permgraph.permissions)
 -- which would write rows that reads already treat as expired. Returns the
 -- time the batch computes the graph at: p_at, or the clock once the lock is
 -- held.
+-- Under REPEATABLE READ the snapshot was taken before the lock was waited
+-- for, so another session's batch may have committed meanwhile (an
+-- application applying on its pool while the worker runs). Such a batch
+-- would redo changes already applied against a table it cannot see: it
+-- failed at its first conflicting write, often a unique violation (23505),
+-- which is no serialization failure, so the worker logged an error and
+-- waited a second. Every batch ends by updating applier_state's one row:
+-- locking that row first fails a stale snapshot at once with 40001, which
+-- callers retry at once.
 create or replace function permgraph._begin_applying(p_caller text, p_at timestamptz) returns timestamptz
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -74,6 +83,8 @@ begin
   perform pg_advisory_xact_lock(permgraph._applier_lock_key());
   if current_setting('transaction_isolation') = 'read committed' then
     lock table permgraph.nodes, permgraph.grants in share mode;
+  else
+    perform 1 from permgraph.applier_state for no key update;
   end if;
   perform permgraph._adopt_restored_state();
   if p_at < now() then

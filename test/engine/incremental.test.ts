@@ -10,6 +10,8 @@ import { u, g, grant } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { graphArbitrary, loadGraph, PAST, readPermissions, readTrashedGroups } from '../helpers/graph.ts';
 import { GraphState, grantKey, mutationArbitrary } from '../helpers/mutations.ts';
+import { afterStaleSnapshot } from '../helpers/stale-snapshot.ts';
+import { SqlState, sqlStateOf } from '../../src/errors.ts';
 
 describe('incremental apply_changes() against the reference model', async () => {
   const { db, url } = await createTestDatabase();
@@ -414,6 +416,21 @@ describe('incremental apply_changes() against the reference model', async () => 
       state.nodes.delete('b');
       state.grants.clear();
     }
+  });
+
+  it('a repeatable-read batch whose snapshot predates another session\'s batch fails as a serialization failure, which a retry gets past', async () => {
+    // (an application applying on its pool while the worker runs: the worker's
+    // snapshot is taken before it waits for the applier lock)
+    const state = await start({ nodes: [u('a'), u('b'), g('t')], grants: [grant('b', 1, 't')] });
+    await db.query(sql`insert into permgraph.grants (tail_id, head_id, level, source) values ('a', 't', 2, 'default')`);
+    state.grants.set(grantKey(grant('a', 2, 't')), grant('a', 2, 't'));
+    const stale = await afterStaleSnapshot(db, sql`select permgraph.apply_changes()`, () => applyChanges(db)).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(sqlStateOf(stale)).toBe(SqlState.serializationFailure);
+    await expectTableMatches(state, 'after the stale batch');
+    expect(await applyChanges(db)).toMatchObject({ mode: 'none' });
   });
 
   it('TRUNCATE of grants is captured and recomputed in full', async () => {
