@@ -1347,9 +1347,8 @@ begin
   perform pg_advisory_xact_lock(permgraph._applier_lock_key());
   if current_setting('transaction_isolation') = 'read committed' then
     lock table permgraph.nodes, permgraph.grants in share mode;
-  else
-    perform 1 from permgraph.applier_state for no key update;
   end if;
+  perform permgraph._refuse_stale_snapshot();
   perform permgraph._adopt_restored_state();
   if p_at < now() then
     raise exception 'permgraph: %(p_at => %) is in the past; it must not be earlier than now() (%)', p_caller, p_at, now()
@@ -4198,6 +4197,18 @@ begin
   end if;
 end $function$;
 
+-- permgraph._refuse_stale_snapshot(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._refuse_stale_snapshot()
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+begin
+  if current_setting('transaction_isolation') <> 'read committed' then
+    perform from permgraph.applier_state for share;
+  end if;
+end $function$;
+
 -- permgraph._require_level(integer): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._require_level(p_level integer)
  RETURNS void
@@ -6258,13 +6269,8 @@ begin
     return permgraph._consumer_acked_seq(register_consumer.name);
   end if;
   -- A snapshot older than the last batch would not be the table as of the
-  -- seq returned: under REPEATABLE READ (or SERIALIZABLE), locking the row
-  -- every batch updates raises a serialization failure then. (A lock, not an
-  -- update: a batch that updates the row after this commits does not fail.
-  -- FOR SHARE: FOR KEY SHARE follows an update of other columns quietly.)
-  if current_setting('transaction_isolation') <> 'read committed' then
-    perform from permgraph.applier_state for share;
-  end if;
+  -- seq returned: it fails instead (060_apply.sql).
+  perform permgraph._refuse_stale_snapshot();
   -- what a batch that cannot see this consumer yet learns it from (see the file comment)
   perform pg_catalog.nextval('permgraph.consumer_registrations_seq');
   acked := permgraph._last_change_seq();

@@ -57,6 +57,26 @@ return not exists (select 1 from permgraph.permissions)
                 and not exists (select 1 from permgraph.changes c
                                 where c.tail_id = u.id and c.head_id = u.id and c.tail_kind = 'user' and c.old_level is null));
 
+-- Under REPEATABLE READ (or SERIALIZABLE): raises a serialization failure
+-- (40001) when a batch committed after this transaction's snapshot was
+-- taken. Every batch that applied something ends by updating
+-- applier_state's one row, and locking a row that a transaction the
+-- snapshot cannot see has updated fails so. A lock, not an update: a batch
+-- that updates the row after this transaction commits does not fail. FOR
+-- SHARE: FOR KEY SHARE follows an update of other columns quietly. Under
+-- READ COMMITTED every statement reads a fresh snapshot: nothing to do.
+-- Called by a batch (_begin_applying) and by a consumer's registration
+-- (register_consumer, 170_changes.sql), each after taking the applier lock.
+create or replace function permgraph._refuse_stale_snapshot() returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if current_setting('transaction_isolation') <> 'read committed' then
+    perform from permgraph.applier_state for share;
+  end if;
+end $$;
+
 -- What every transaction that writes permissions does first (apply_changes,
 -- apply_job_chunk): take the applier lock, so batches and chunks run one at a
 -- time; under READ COMMITTED lock writers out, since each statement would
@@ -72,9 +92,8 @@ return not exists (select 1 from permgraph.permissions)
 -- would redo changes already applied against a table it cannot see: it
 -- failed at its first conflicting write, often a unique violation (23505),
 -- which is no serialization failure, so the worker logged an error and
--- waited a second. Every batch ends by updating applier_state's one row:
--- locking that row first fails a stale snapshot at once with 40001, which
--- callers retry at once.
+-- waited a second. _refuse_stale_snapshot fails it at once with 40001,
+-- which callers retry at once.
 create or replace function permgraph._begin_applying(p_caller text, p_at timestamptz) returns timestamptz
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -83,9 +102,8 @@ begin
   perform pg_advisory_xact_lock(permgraph._applier_lock_key());
   if current_setting('transaction_isolation') = 'read committed' then
     lock table permgraph.nodes, permgraph.grants in share mode;
-  else
-    perform 1 from permgraph.applier_state for no key update;
   end if;
+  perform permgraph._refuse_stale_snapshot();
   perform permgraph._adopt_restored_state();
   if p_at < now() then
     raise exception 'permgraph: %(p_at => %) is in the past; it must not be earlier than now() (%)', p_caller, p_at, now()

@@ -260,13 +260,8 @@ begin
     return permgraph._consumer_acked_seq(register_consumer.name);
   end if;
   -- A snapshot older than the last batch would not be the table as of the
-  -- seq returned: under REPEATABLE READ (or SERIALIZABLE), locking the row
-  -- every batch updates raises a serialization failure then. (A lock, not an
-  -- update: a batch that updates the row after this commits does not fail.
-  -- FOR SHARE: FOR KEY SHARE follows an update of other columns quietly.)
-  if current_setting('transaction_isolation') <> 'read committed' then
-    perform from permgraph.applier_state for share;
-  end if;
+  -- seq returned: it fails instead (060_apply.sql).
+  perform permgraph._refuse_stale_snapshot();
   -- what a batch that cannot see this consumer yet learns it from (see the file comment)
   perform pg_catalog.nextval('permgraph.consumer_registrations_seq');
   acked := permgraph._last_change_seq();
