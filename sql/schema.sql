@@ -1665,9 +1665,10 @@ begin
   into state
   from permgraph.consumer_registrations r,
        lateral (select exists (select 1 from permgraph.change_consumers) as consumers) c;
-  -- Events while this snapshot shows no consumer, none of them this
-  -- transaction's: nobody can read them (see the file comment).
-  if state.events and not state.consumers and state.written is distinct from 'on' then
+  -- Events while this snapshot shows no consumer (events is read only
+  -- then), none of them this transaction's: nobody can read them (see the
+  -- file comment).
+  if state.events and state.written is distinct from 'on' then
     -- (a registration that committed after this snapshot deleted them too:
     -- under REPEATABLE READ that is a serialization failure, which leaves
     -- them to it rather than fail the batch)
