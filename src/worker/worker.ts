@@ -210,11 +210,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.emit('stopped');
   }
 
-  /** Runs a batch or a chunk, recorded as the one under way (see running). */
-  private async whileRunning<T>(operation: string, run: () => Promise<T>): Promise<T> {
+  /** Runs a batch or a chunk under the watchdog, recorded as the one under way (see running). */
+  private async whileRunning<T>(watchdog: ConnectionWatchdog, operation: string, run: () => Promise<T>): Promise<T> {
     this.running = { operation, since: Date.now() };
     try {
-      return await run();
+      return await watchdog.watch(operation, run);
     } finally {
       this.running = undefined;
     }
@@ -417,10 +417,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
       if (!(await this.acquireRole(conn, watchdog, session, direct))) return;
       this.setRole('active');
       while (!this.stopping) {
-        const result = await this.whileRunning('a batch', () =>
-          watchdog.watch('a batch', () =>
-            applyChangesOnSession(conn, { maxChanges: this.options.maxBatch, chunkPairs: this.options.chunkPairs ?? undefined }, session),
-          ),
+        const result = await this.whileRunning(watchdog, 'a batch', () =>
+          applyChangesOnSession(conn, { maxChanges: this.options.maxBatch, chunkPairs: this.options.chunkPairs ?? undefined }, session),
         );
         this.failuresInARow = 0;
         if (result.mode !== 'none') {
@@ -429,7 +427,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         }
         if (result.longJobActive) {
           // One chunk, then the changes that came meanwhile: they never wait for more than a chunk.
-          const chunk = await this.whileRunning('a long job chunk', () => watchdog.watch('a long job chunk', () => applyJobChunk(conn)));
+          const chunk = await this.whileRunning(watchdog, 'a long job chunk', () => applyJobChunk(conn));
           this.logger.info({ chunk }, chunk.finished ? 'finished long job' : 'applied long job chunk');
           this.emit('chunk', chunk);
           continue;
