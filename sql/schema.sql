@@ -522,6 +522,8 @@ table permgraph.long_job
   rows_inserted bigint not null default 0
   rows_updated bigint not null default 0
   rows_deleted bigint not null default 0
+  backlog_changes bigint not null default 0
+  released bigint not null default 0
   constraint long_job_ended_by_check CHECK ((ended_by = ANY (ARRAY['chunks'::text, 'full'::text])))
   constraint long_job_pkey PRIMARY KEY (singleton)
   constraint long_job_singleton_check CHECK (singleton)
@@ -542,6 +544,7 @@ table permgraph.long_job_changes
 
 table permgraph.long_job_users
   user_id text collate "C" not null
+  wanted boolean not null default false
   constraint long_job_users_pkey PRIMARY KEY (user_id)
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
 
@@ -645,6 +648,7 @@ CREATE UNIQUE INDEX import_runs_pkey ON permgraph.import_runs USING btree (name)
 CREATE INDEX long_job_changes_xact_idx ON permgraph.long_job_changes USING btree (xact_id);
 CREATE UNIQUE INDEX long_job_pkey ON permgraph.long_job USING btree (singleton);
 CREATE UNIQUE INDEX long_job_users_pkey ON permgraph.long_job_users USING btree (user_id);
+CREATE INDEX long_job_users_wanted_idx ON permgraph.long_job_users USING btree (user_id) WHERE wanted;
 CREATE UNIQUE INDEX migrations_pkey ON permgraph.migrations USING btree (version);
 CREATE INDEX nodes_owner_idx ON permgraph.nodes USING btree (owner_id, id) INCLUDE (kind, trash_at) WHERE (owner_id IS NOT NULL);
 CREATE UNIQUE INDEX nodes_pkey ON permgraph.nodes USING btree (id);
@@ -742,6 +746,23 @@ AS $function$
                     and permgraph_p.traverse_owned)))$f$,
     p_user, p_id, p_owner, p_level, p_include_trash)
 $function$;
+
+-- permgraph._add_job_users(text[],text[]): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._add_job_users(p_tails text[], p_kinds text[])
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+AS $function$
+declare
+  users_added bigint;
+begin
+  insert into permgraph.long_job_users (user_id)
+  select w.o_user_id from permgraph._upstream_users(p_tails, p_kinds, false) w
+  on conflict do nothing;
+  get diagnostics users_added = row_count;
+  return users_added;
+end $function$;
 
 -- permgraph._adopt_restored_state(): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._adopt_restored_state()
@@ -1274,6 +1295,54 @@ begin
     insert into permgraph.audit_log (action, details) values ('truncate', jsonb_build_object('table', tg_table_name));
   end if;
   return null;
+end $function$;
+
+-- permgraph._backlog_to_long_job(bigint): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._backlog_to_long_job(p_chunk_pairs bigint)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+ SET enable_seqscan TO 'off'
+AS $function$
+declare
+  moved bigint;
+  tails text[];
+  kinds text[];
+  users_added bigint;
+  user_count bigint;
+begin
+  perform permgraph._open_long_job(p_chunk_pairs);
+  -- (the whole queue: a split part, if any, is undone by the caller first)
+  with moved_rows as (
+    delete from permgraph._batch_changes c where not c.trash_changed
+    returning c.*
+  ), kept as (
+    insert into permgraph.long_job_changes (change_id, tail_id, head_id, tail_kind, head_kind, old_level, new_level,
+                                            xact_id, captured_at, deferred)
+    select id, tail_id, head_id, tail_kind, head_kind, old_level, new_level, xact_id, captured_at, false from moved_rows
+    returning tail_id, tail_kind
+  )
+  select coalesce(sum(t.n), 0), array_agg(t.tail_id::text), array_agg(t.tail_kind)
+  into moved, tails, kinds
+  from (select k.tail_id, k.tail_kind, count(*) as n from kept k group by k.tail_id, k.tail_kind) t;
+  if moved = 0 then
+    return 0;
+  end if;
+  -- A job running before this batch may have deferred some of these
+  -- changes: their copy as the job's own now holds their tokens.
+  delete from permgraph.long_job_changes d
+  where d.deferred
+    and exists (select 1 from permgraph.long_job_changes j where not j.deferred and j.change_id = d.change_id);
+  users_added := permgraph._add_job_users(tails, kinds);
+  select count(*) into user_count from permgraph.nodes where kind = 'user';
+  update permgraph.long_job set
+    changes = changes + moved, backlog_changes = backlog_changes + moved, users_total = users_total + users_added,
+    -- (sizes the first chunk: the table's rows per user, until a chunk has measured its own)
+    region_estimate = region_estimate + (users_added * (select greatest(1, reltuples) from pg_class where oid = 'permgraph.permissions'::regclass)
+                                         / greatest(1, user_count))::bigint
+  where finished_at is null;
+  return moved;
 end $function$;
 
 -- permgraph._batch_only_adds(): execute <owner>: EXECUTE
@@ -1927,10 +1996,13 @@ begin
     select array_agg(t.tail_id::text order by t.tail_id) as ids, array_agg(t.tail_kind order by t.tail_id) as kinds
     from (select distinct c.tail_id, c.tail_kind from permgraph.changes c where not c.trash_changed and c.tail_kind <> '*') t
   ), hit as (
-    select distinct w.o_origin
+    select w.o_origin, w.o_user_id
     from tails a
-    cross join lateral permgraph._upstream_users(a.ids, a.kinds) w
+    cross join lateral permgraph._upstream_users(a.ids, a.kinds, true) w
     where exists (select 1 from permgraph.long_job_users j where j.user_id = w.o_user_id)
+  ), marked as (
+    update permgraph.long_job_users j set wanted = true
+    where j.user_id in (select o_user_id from hit) and not j.wanted
   )
   insert into permgraph.long_job_changes (change_id, tail_id, head_id, tail_kind, head_kind, old_level, new_level,
                                           xact_id, captured_at, deferred)
@@ -3972,6 +4044,17 @@ begin
                             'long_job_active', permgraph._long_job_active());
 end $function$;
 
+-- permgraph._open_long_job(bigint): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._open_long_job(p_chunk_pairs bigint)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+begin
+  delete from permgraph.long_job where finished_at is not null;
+  insert into permgraph.long_job (chunk_pairs) values (p_chunk_pairs) on conflict (singleton) do nothing;
+end $function$;
+
 -- permgraph._ownership_cycle(text[],text[],boolean): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._ownership_cycle(p_starts text[], p_owners text[], p_visited boolean, OUT cycle_path text, OUT visited text[])
  RETURNS record
@@ -4453,8 +4536,7 @@ begin
   if cardinality(big_tails) = 0 then
     return 0;
   end if;
-  delete from permgraph.long_job where finished_at is not null;  -- the last job's figures make way
-  insert into permgraph.long_job (chunk_pairs) values (p_chunk_pairs) on conflict (singleton) do nothing;
+  perform permgraph._open_long_job(p_chunk_pairs);
   with moved_rows as (
     delete from permgraph.changes c
     using unnest(big_tails, big_heads) as b(tail_id, head_id)
@@ -4465,13 +4547,8 @@ begin
                                           xact_id, captured_at, deferred)
   select id, tail_id, head_id, tail_kind, head_kind, old_level, new_level, xact_id, captured_at, false from moved_rows;
   get diagnostics moved = row_count;
-  insert into permgraph.long_job_users (user_id)
-  select distinct w.o_user_id
-  from (select distinct j.tail_id, j.tail_kind from permgraph.long_job_changes j
-        where not j.deferred and j.tail_id = any(big_tails)) t
-  cross join lateral permgraph._upstream_users(array[t.tail_id::text], array[t.tail_kind]) w
-  on conflict do nothing;
-  get diagnostics users_added = row_count;
+  -- (the big changes' tails are groups: _change_region_sizes)
+  users_added := permgraph._add_job_users(big_tails, array_fill('group'::text, array[cardinality(big_tails)]));
   update permgraph.long_job set
     changes = changes + moved, region_estimate = region_estimate + big_pairs, users_total = users_total + users_added
   where finished_at is null;
@@ -4485,8 +4562,8 @@ CREATE OR REPLACE FUNCTION permgraph._stored_oids_foreign()
  STABLE
 RETURN CASE WHEN permgraph._home_cluster() THEN false ELSE (NOT permgraph._recorded_oids_hold()) END;
 
--- permgraph._upstream_users(text[],text[]): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._upstream_users(p_tails text[], p_kinds text[])
+-- permgraph._upstream_users(text[],text[],boolean): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._upstream_users(p_tails text[], p_kinds text[], p_by_tail boolean)
  RETURNS TABLE(o_origin text, o_user_id text)
  LANGUAGE plpgsql
  SET enable_nestloop TO 'off'
@@ -4506,7 +4583,8 @@ begin
     where not coalesce((select true from permgraph.edges e
                         where e.tail_id = r.tail_id and e.head_id = r.head_id limit 1), false)
   ), up(origin, node_id, node_kind) as (
-    select distinct t.id, t.id, t.kind from unnest(p_tails, p_kinds) as t(id, kind)
+    select distinct (case when p_by_tail then t.id else '' end) collate "C", t.id collate "C", t.kind
+    from unnest(p_tails, p_kinds) as t(id, kind)
     union
     select u.origin, e.tail_id, e.tail_kind
     from up u
@@ -4923,8 +5001,16 @@ begin
     select greatest(50000, (reltuples * 0.25)::bigint) into max_pairs
     from pg_class where oid = 'permgraph.permissions'::regclass;
   end if;
-  go_full := p_force_full or needs_full or rows_missing or pending > p_max_changes or expired > max_pairs;
-  if not go_full and p_chunk_pairs is not null then
+  go_full := p_force_full or needs_full or rows_missing or expired > max_pairs;
+  if not go_full and pending > p_max_changes then
+    if p_chunk_pairs is null then
+      go_full := true;
+    else
+      -- a backlog: recomputed in chunks, while later changes flow (065_long_job.sql)
+      to_job := permgraph._backlog_to_long_job(p_chunk_pairs);
+    end if;
+  end if;
+  if not go_full and p_chunk_pairs is not null and to_job = 0 then
     to_job := permgraph._split_off_long_job(p_chunk_pairs);
   end if;
   if not go_full and permgraph._long_job_active() then
@@ -4936,8 +5022,16 @@ begin
   end if;
   if not go_full and expired = 0 and permgraph._batch_only_adds() then
     delta := true;  -- semi-naive: only the rows that rise are computed (050_region.sql)
-  elsif not go_full then
-    go_full := not permgraph._build_region(max_pairs - expired);
+  elsif not go_full and not permgraph._build_region(max_pairs - expired) then
+    if p_chunk_pairs is null then
+      go_full := true;
+    else
+      -- a backlog whose region is too large: as above, the whole queue
+      perform pg_catalog.set_config('permgraph.batch_part', '', true);
+      to_job := to_job + permgraph._backlog_to_long_job(p_chunk_pairs);
+      -- (what is left to the batch: trash flags, and rows that expired)
+      perform permgraph._prepare_region_tables();
+    end if;
   end if;
   if go_full then
     mode := 'full';
@@ -4992,10 +5086,12 @@ declare
   job permgraph.long_job;
   batch_at timestamptz;
   bound bigint;
+  chunk_size bigint;
   chunk_users text[];
   pairs bigint;
   diff record;
   remaining bigint;
+  let_go bigint := 0;
   elapsed double precision;
 begin
   batch_at := permgraph._begin_applying('apply_job_chunk', p_at);
@@ -5013,10 +5109,14 @@ begin
     return jsonb_build_object('mode', 'none');
   end if;
   bound := coalesce(p_max_pairs, job.chunk_pairs);
+  chunk_size := greatest(1, floor(bound / greatest(1, coalesce(job.pairs_per_user,
+                                                               job.region_estimate::double precision / greatest(1, job.users_total)))))::bigint;
   select array_agg(user_id order by user_id) into chunk_users
-  from (select user_id from permgraph.long_job_users order by user_id
-        limit greatest(1, floor(bound / greatest(1, coalesce(job.pairs_per_user,
-                                                              job.region_estimate::double precision / greatest(1, job.users_total)))))::bigint) s;
+  from (select user_id from permgraph.long_job_users where wanted order by user_id limit chunk_size) s;
+  if chunk_users is null then
+    select array_agg(user_id order by user_id) into chunk_users
+    from (select user_id from permgraph.long_job_users order by user_id limit chunk_size) s;
+  end if;
   if chunk_users is null then  -- a job with no users (its changes reached none)
     pairs := 0;
     select 0::bigint as inserted, 0::bigint as updated, 0::bigint as deleted into diff;
@@ -5026,14 +5126,24 @@ begin
     select * into diff from permgraph._write_diff(true);
     delete from permgraph.long_job_users where user_id = any(chunk_users);
   end if;
+  -- Each deferred change's users in the job were marked wanted when it was
+  -- deferred (and this snapshot sees every batch before it): with none left,
+  -- every row those changes touch has been recomputed since they committed.
+  if not exists (select 1 from permgraph.long_job_users where wanted) then
+    delete from permgraph.long_job_changes where deferred;
+    get diagnostics let_go = row_count;
+  end if;
   select count(*) into remaining from permgraph.long_job_users;
   elapsed := permgraph._ms_since(started);
   update permgraph.long_job set
     users_done = users_done + coalesce(cardinality(chunk_users), 0),
-    pairs_per_user = case when chunk_users is null then pairs_per_user else pairs::double precision / cardinality(chunk_users) end,
+    -- (the mean over the job's chunks so far: a chunk of wanted users alone
+    -- is no sample of the rest)
+    pairs_per_user = case when chunk_users is null then pairs_per_user
+                          else (coalesce(pairs_per_user, 0) * users_done + pairs) / (users_done + cardinality(chunk_users)) end,
     chunks = chunks + 1, last_chunk_at = clock_timestamp(), last_chunk_ms = elapsed,
     rows_inserted = rows_inserted + diff.inserted, rows_updated = rows_updated + diff.updated,
-    rows_deleted = rows_deleted + diff.deleted
+    rows_deleted = rows_deleted + diff.deleted, released = released + let_go
   where finished_at is null;
   if remaining = 0 then
     perform permgraph._end_long_job('chunks');
@@ -5042,7 +5152,7 @@ begin
   return jsonb_build_object(
     'mode', 'chunk', 'users', coalesce(cardinality(chunk_users), 0), 'users_remaining', remaining,
     'region_pairs', pairs, 'inserted', diff.inserted, 'updated', diff.updated, 'deleted', diff.deleted,
-    'finished', remaining = 0, 'ms', elapsed);
+    'released', let_go, 'finished', remaining = 0, 'ms', elapsed);
 end $function$;
 
 -- permgraph.apply_local_changes(integer,bigint,bigint,bigint): execute <owner>: EXECUTE; permgraph_worker: EXECUTE

@@ -306,8 +306,16 @@ begin
     select greatest(50000, (reltuples * 0.25)::bigint) into max_pairs
     from pg_class where oid = 'permgraph.permissions'::regclass;
   end if;
-  go_full := p_force_full or needs_full or rows_missing or pending > p_max_changes or expired > max_pairs;
-  if not go_full and p_chunk_pairs is not null then
+  go_full := p_force_full or needs_full or rows_missing or expired > max_pairs;
+  if not go_full and pending > p_max_changes then
+    if p_chunk_pairs is null then
+      go_full := true;
+    else
+      -- a backlog: recomputed in chunks, while later changes flow (065_long_job.sql)
+      to_job := permgraph._backlog_to_long_job(p_chunk_pairs);
+    end if;
+  end if;
+  if not go_full and p_chunk_pairs is not null and to_job = 0 then
     to_job := permgraph._split_off_long_job(p_chunk_pairs);
   end if;
   if not go_full and permgraph._long_job_active() then
@@ -319,8 +327,16 @@ begin
   end if;
   if not go_full and expired = 0 and permgraph._batch_only_adds() then
     delta := true;  -- semi-naive: only the rows that rise are computed (050_region.sql)
-  elsif not go_full then
-    go_full := not permgraph._build_region(max_pairs - expired);
+  elsif not go_full and not permgraph._build_region(max_pairs - expired) then
+    if p_chunk_pairs is null then
+      go_full := true;
+    else
+      -- a backlog whose region is too large: as above, the whole queue
+      perform pg_catalog.set_config('permgraph.batch_part', '', true);
+      to_job := to_job + permgraph._backlog_to_long_job(p_chunk_pairs);
+      -- (what is left to the batch: trash flags, and rows that expired)
+      perform permgraph._prepare_region_tables();
+    end if;
   end if;
   if go_full then
     mode := 'full';

@@ -11,6 +11,15 @@
 -- transaction (apply_job_chunk). Between chunks, ordinary batches apply the
 -- other changes as before.
 --
+-- A backlog is the other case: tens of thousands of small changes queued
+-- while no worker ran, none of them big, but together more than
+-- p_max_changes, or with a region above p_max_pairs. Such a queue was one
+-- full recomputation in one transaction, and every change committed
+-- meanwhile waited for it (bench/FINDINGS.md 50). With p_chunk_pairs set,
+-- the batch moves the whole queue into the job instead
+-- (_backlog_to_long_job), and its users into D: the same move as for one
+-- big change, so the same argument below holds.
+--
 -- Why this is correct. A stored row belongs to one user, and every
 -- recomputation of user u's rows reads only u's own stored rows (the region
 -- path seeds (u, t) from (u, h), the additions path extends (u, h)). So a
@@ -58,7 +67,15 @@
 -- copy is kept there too (deferred): its effect on that user's rows is only
 -- certain once the job has recomputed them. So "applied" still means "every
 -- row this transaction's changes affect is right"; changes that touch no
--- user of the job are not held up by it.
+-- user of the job are not held up by it. The users in D that a deferred
+-- change touches are marked wanted when it is deferred; chunks take wanted
+-- users first, and once none is left every deferred change is let go: each
+-- of its users is either outside D (right since the batch that applied it)
+-- or was recomputed by a chunk whose snapshot came after that batch (batches
+-- and chunks take the applier lock in turn, and a chunk's snapshot is never
+-- older than the last batch: _refuse_stale_snapshot, 060_apply.sql). So a
+-- change made during a job waits for a chunk or two, not for the job; the
+-- job's own changes (a backlog's included) wait for its last chunk.
 --
 -- A full recomputation (refresh(), a truncate, a batch above p_max_changes)
 -- recomputes every row, and so ends a running job (ended_by = 'full').
@@ -76,8 +93,10 @@ end $$;
 -- in the union of the current graph and every edge that a pending change
 -- (captured or in the job) removed: every user whose rows a change out of
 -- that tail may affect, before or after it. The same walk as the `up` part
--- of _build_region, over both change tables.
-create or replace function permgraph._upstream_users(p_tails text[], p_kinds text[])
+-- of _build_region, over both change tables. With p_by_tail false the
+-- walk is made once for all the tails (o_origin is ''): a backlog's tens of
+-- thousands of tails need their users, not which tail leads to which.
+create or replace function permgraph._upstream_users(p_tails text[], p_kinds text[], p_by_tail boolean)
 returns table (o_origin text, o_user_id text)
 language plpgsql
 set enable_nestloop = off
@@ -97,7 +116,8 @@ begin
     where not coalesce((select true from permgraph.edges e
                         where e.tail_id = r.tail_id and e.head_id = r.head_id limit 1), false)
   ), up(origin, node_id, node_kind) as (
-    select distinct t.id, t.id, t.kind from unnest(p_tails, p_kinds) as t(id, kind)
+    select distinct (case when p_by_tail then t.id else '' end) collate "C", t.id collate "C", t.kind
+    from unnest(p_tails, p_kinds) as t(id, kind)
     union
     select u.origin, e.tail_id, e.tail_kind
     from up u
@@ -152,6 +172,35 @@ begin
   join (select d.origin, count(*) as nodes from down d group by d.origin) n on n.origin = c.head_id;
 end $$;
 
+-- Opens a job for changes to move into, unless one is running (then they
+-- extend it). The last finished job's row and figures make way.
+create or replace function permgraph._open_long_job(p_chunk_pairs bigint) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  delete from permgraph.long_job where finished_at is not null;
+  insert into permgraph.long_job (chunk_pairs) values (p_chunk_pairs) on conflict (singleton) do nothing;
+end $$;
+
+-- Adds to the job every user upstream of p_tails (_upstream_users): their
+-- rows are all to be recomputed, again if a chunk already did them, since
+-- they must now show the changes just moved. Returns how many joined.
+create or replace function permgraph._add_job_users(p_tails text[], p_kinds text[]) returns bigint
+language plpgsql
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
+declare
+  users_added bigint;
+begin
+  insert into permgraph.long_job_users (user_id)
+  select w.o_user_id from permgraph._upstream_users(p_tails, p_kinds, false) w
+  on conflict do nothing;
+  get diagnostics users_added = row_count;
+  return users_added;
+end $$;
+
 -- Moves the pending changes that are too big for one transaction into the
 -- long job (starting one, or extending the running one): each change whose
 -- own region exceeds p_chunk_pairs goes to long_job_changes, and every user
@@ -183,8 +232,7 @@ begin
   if cardinality(big_tails) = 0 then
     return 0;
   end if;
-  delete from permgraph.long_job where finished_at is not null;  -- the last job's figures make way
-  insert into permgraph.long_job (chunk_pairs) values (p_chunk_pairs) on conflict (singleton) do nothing;
+  perform permgraph._open_long_job(p_chunk_pairs);
   with moved_rows as (
     delete from permgraph.changes c
     using unnest(big_tails, big_heads) as b(tail_id, head_id)
@@ -195,23 +243,78 @@ begin
                                           xact_id, captured_at, deferred)
   select id, tail_id, head_id, tail_kind, head_kind, old_level, new_level, xact_id, captured_at, false from moved_rows;
   get diagnostics moved = row_count;
-  insert into permgraph.long_job_users (user_id)
-  select distinct w.o_user_id
-  from (select distinct j.tail_id, j.tail_kind from permgraph.long_job_changes j
-        where not j.deferred and j.tail_id = any(big_tails)) t
-  cross join lateral permgraph._upstream_users(array[t.tail_id::text], array[t.tail_kind]) w
-  on conflict do nothing;
-  get diagnostics users_added = row_count;
+  -- (the big changes' tails are groups: _change_region_sizes)
+  users_added := permgraph._add_job_users(big_tails, array_fill('group'::text, array[cardinality(big_tails)]));
   update permgraph.long_job set
     changes = changes + moved, region_estimate = region_estimate + big_pairs, users_total = users_total + users_added
   where finished_at is null;
   return moved;
 end $$;
 
+-- Moves the whole queue the batch sees into the long job, when it is a
+-- backlog too large for one batch (more than apply_changes' p_max_changes,
+-- or a region above its p_max_pairs): every change but trash flags, which
+-- rewrite no rows and stay for the batch. Applied as one batch it was a full
+-- recomputation in one transaction, and every change committed meanwhile
+-- waited for it: 60-90 s on org large after an outage (bench/FINDINGS.md
+-- 50). As a job, it is recomputed a chunk of users at a time, and a fresh
+-- change waits for a chunk or two (_defer_overlapping_changes,
+-- apply_job_chunk). Correct by the argument at the top of this file: the
+-- moved changes' users join D, and no change is left pending that rewrites
+-- rows. Returns the number of change rows moved.
+create or replace function permgraph._backlog_to_long_job(p_chunk_pairs bigint) returns bigint
+language plpgsql
+set search_path = pg_catalog, pg_temp
+set jit = off
+-- (the queue from its low-water mark by the index: 045_batch_split.sql)
+set enable_seqscan = off
+as $$
+declare
+  moved bigint;
+  tails text[];
+  kinds text[];
+  users_added bigint;
+  user_count bigint;
+begin
+  perform permgraph._open_long_job(p_chunk_pairs);
+  -- (the whole queue: a split part, if any, is undone by the caller first)
+  with moved_rows as (
+    delete from permgraph._batch_changes c where not c.trash_changed
+    returning c.*
+  ), kept as (
+    insert into permgraph.long_job_changes (change_id, tail_id, head_id, tail_kind, head_kind, old_level, new_level,
+                                            xact_id, captured_at, deferred)
+    select id, tail_id, head_id, tail_kind, head_kind, old_level, new_level, xact_id, captured_at, false from moved_rows
+    returning tail_id, tail_kind
+  )
+  select coalesce(sum(t.n), 0), array_agg(t.tail_id::text), array_agg(t.tail_kind)
+  into moved, tails, kinds
+  from (select k.tail_id, k.tail_kind, count(*) as n from kept k group by k.tail_id, k.tail_kind) t;
+  if moved = 0 then
+    return 0;
+  end if;
+  -- A job running before this batch may have deferred some of these
+  -- changes: their copy as the job's own now holds their tokens.
+  delete from permgraph.long_job_changes d
+  where d.deferred
+    and exists (select 1 from permgraph.long_job_changes j where not j.deferred and j.change_id = d.change_id);
+  users_added := permgraph._add_job_users(tails, kinds);
+  select count(*) into user_count from permgraph.nodes where kind = 'user';
+  update permgraph.long_job set
+    changes = changes + moved, backlog_changes = backlog_changes + moved, users_total = users_total + users_added,
+    -- (sizes the first chunk: the table's rows per user, until a chunk has measured its own)
+    region_estimate = region_estimate + (users_added * (select greatest(1, reltuples) from pg_class where oid = 'permgraph.permissions'::regclass)
+                                         / greatest(1, user_count))::bigint
+  where finished_at is null;
+  return moved;
+end $$;
+
 -- While a job runs: keeps a copy, in long_job_changes (deferred), of every
 -- pending change that may affect the rows of a user the job has not done
--- yet, so that its token is not applied before those rows are right.
--- Returns the number of change rows deferred.
+-- yet, so that its token is not applied before those rows are right. Those
+-- users are marked wanted: the next chunks take them first, and once none
+-- is left the deferred changes are let go (apply_job_chunk). Returns the
+-- number of change rows deferred.
 create or replace function permgraph._defer_overlapping_changes() returns bigint
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -224,10 +327,13 @@ begin
     select array_agg(t.tail_id::text order by t.tail_id) as ids, array_agg(t.tail_kind order by t.tail_id) as kinds
     from (select distinct c.tail_id, c.tail_kind from permgraph.changes c where not c.trash_changed and c.tail_kind <> '*') t
   ), hit as (
-    select distinct w.o_origin
+    select w.o_origin, w.o_user_id
     from tails a
-    cross join lateral permgraph._upstream_users(a.ids, a.kinds) w
+    cross join lateral permgraph._upstream_users(a.ids, a.kinds, true) w
     where exists (select 1 from permgraph.long_job_users j where j.user_id = w.o_user_id)
+  ), marked as (
+    update permgraph.long_job_users j set wanted = true
+    where j.user_id in (select o_user_id from hit) and not j.wanted
   )
   insert into permgraph.long_job_changes (change_id, tail_id, head_id, tail_kind, head_kind, old_level, new_level,
                                           xact_id, captured_at, deferred)
@@ -311,7 +417,10 @@ end $$;
 -- only differences. The number of users is sized so that the chunk's region
 -- is about the job's chunk_pairs (p_max_pairs overrides it), from the pairs
 -- per user the previous chunk found (the first uses the job's estimate),
--- and at least one user. The last chunk ends the job.
+-- and at least one user. Users a deferred change touches (wanted) come
+-- first, and alone: a chunk of them is over sooner, and when none is left
+-- the deferred changes are let go, their tokens applied. The last chunk
+-- ends the job.
 create or replace function permgraph.apply_job_chunk(
   p_max_pairs bigint default null,
   p_at timestamptz default null
@@ -326,10 +435,12 @@ declare
   job permgraph.long_job;
   batch_at timestamptz;
   bound bigint;
+  chunk_size bigint;
   chunk_users text[];
   pairs bigint;
   diff record;
   remaining bigint;
+  let_go bigint := 0;
   elapsed double precision;
 begin
   batch_at := permgraph._begin_applying('apply_job_chunk', p_at);
@@ -347,10 +458,14 @@ begin
     return jsonb_build_object('mode', 'none');
   end if;
   bound := coalesce(p_max_pairs, job.chunk_pairs);
+  chunk_size := greatest(1, floor(bound / greatest(1, coalesce(job.pairs_per_user,
+                                                               job.region_estimate::double precision / greatest(1, job.users_total)))))::bigint;
   select array_agg(user_id order by user_id) into chunk_users
-  from (select user_id from permgraph.long_job_users order by user_id
-        limit greatest(1, floor(bound / greatest(1, coalesce(job.pairs_per_user,
-                                                              job.region_estimate::double precision / greatest(1, job.users_total)))))::bigint) s;
+  from (select user_id from permgraph.long_job_users where wanted order by user_id limit chunk_size) s;
+  if chunk_users is null then
+    select array_agg(user_id order by user_id) into chunk_users
+    from (select user_id from permgraph.long_job_users order by user_id limit chunk_size) s;
+  end if;
   if chunk_users is null then  -- a job with no users (its changes reached none)
     pairs := 0;
     select 0::bigint as inserted, 0::bigint as updated, 0::bigint as deleted into diff;
@@ -360,14 +475,24 @@ begin
     select * into diff from permgraph._write_diff(true);
     delete from permgraph.long_job_users where user_id = any(chunk_users);
   end if;
+  -- Each deferred change's users in the job were marked wanted when it was
+  -- deferred (and this snapshot sees every batch before it): with none left,
+  -- every row those changes touch has been recomputed since they committed.
+  if not exists (select 1 from permgraph.long_job_users where wanted) then
+    delete from permgraph.long_job_changes where deferred;
+    get diagnostics let_go = row_count;
+  end if;
   select count(*) into remaining from permgraph.long_job_users;
   elapsed := permgraph._ms_since(started);
   update permgraph.long_job set
     users_done = users_done + coalesce(cardinality(chunk_users), 0),
-    pairs_per_user = case when chunk_users is null then pairs_per_user else pairs::double precision / cardinality(chunk_users) end,
+    -- (the mean over the job's chunks so far: a chunk of wanted users alone
+    -- is no sample of the rest)
+    pairs_per_user = case when chunk_users is null then pairs_per_user
+                          else (coalesce(pairs_per_user, 0) * users_done + pairs) / (users_done + cardinality(chunk_users)) end,
     chunks = chunks + 1, last_chunk_at = clock_timestamp(), last_chunk_ms = elapsed,
     rows_inserted = rows_inserted + diff.inserted, rows_updated = rows_updated + diff.updated,
-    rows_deleted = rows_deleted + diff.deleted
+    rows_deleted = rows_deleted + diff.deleted, released = released + let_go
   where finished_at is null;
   if remaining = 0 then
     perform permgraph._end_long_job('chunks');
@@ -376,5 +501,5 @@ begin
   return jsonb_build_object(
     'mode', 'chunk', 'users', coalesce(cardinality(chunk_users), 0), 'users_remaining', remaining,
     'region_pairs', pairs, 'inserted', diff.inserted, 'updated', diff.updated, 'deleted', diff.deleted,
-    'finished', remaining = 0, 'ms', elapsed);
+    'released', let_go, 'finished', remaining = 0, 'ms', elapsed);
 end $$;

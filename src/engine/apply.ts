@@ -23,7 +23,7 @@ export interface BatchResult {
   ms: number;
   /** Milliseconds until the earliest valid_until still ahead (the worker's timer); null when no row expires. */
   nextExpiryInMs: number | null;
-  /** Change rows this batch moved into a long job (their region was above chunkPairs). */
+  /** Change rows this batch moved into a long job (their region was above chunkPairs, or they were a backlog: see maxChanges). */
   toLongJob: number;
   /** Change rows applied by this batch whose tokens wait for the running long job (they touch its users). */
   deferred: number;
@@ -39,9 +39,14 @@ export interface BatchResult {
 }
 
 export interface ApplyOptions {
-  /** More pending changes than this are applied by a full recomputation. */
+  /**
+   * More pending changes than this are applied by a full recomputation, in
+   * one transaction; with chunkPairs set, they become a long job instead
+   * (a backlog, recomputed a chunk of users at a time while later changes
+   * flow).
+   */
   maxChanges?: number;
-  /** A larger affected region than this is applied by a full recomputation. */
+  /** A larger affected region than this is applied by a full recomputation (with chunkPairs set: a long job, as maxChanges). */
   maxPairs?: number;
   /**
    * A change whose own region is larger than this (pairs) becomes a long

@@ -15,6 +15,12 @@ export interface ChunkResult {
   inserted: number;
   updated: number;
   deleted: number;
+  /**
+   * Changes made during the job that waited for it, let go by this chunk:
+   * it recomputed the last of the users they touch, and their tokens are
+   * applied (chunks take those users first).
+   */
+  released: number;
   /** This chunk ended the job: its changes' freshness tokens are applied. */
   finished: boolean;
   /** Server-side duration. */
@@ -51,6 +57,7 @@ export async function applyJobChunk(db: Queryable, options: ChunkOptions = {}): 
     inserted: Number(raw.inserted ?? 0),
     updated: Number(raw.updated ?? 0),
     deleted: Number(raw.deleted ?? 0),
+    released: Number(raw.released ?? 0),
     finished: raw.finished === true,
     ms: Number(raw.ms ?? 0),
   };

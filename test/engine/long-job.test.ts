@@ -144,14 +144,16 @@ describe('long jobs: huge regions applied in chunks', async () => {
 
     // Chunks of about one user (15 pairs: a member has 13 rows), with changes in between:
     // one for a member already done (m0), one for a member not done yet (m8).
+    // The chunk after them takes m8 first, and lets its change go.
     let chunks = 0;
+    let notYet: Committed | undefined;
     for (;;) {
       const chunk = await applyJobChunk(db, { maxPairs: 15 });
       chunks++;
       expect(chunk).toMatchObject({ mode: 'chunk', users: 1 });
       if (chunks === 2) {
         const done = await commitGrant(state, 'm0', 'team', 0);
-        const notYet = await commitGrant(state, 'm8', 'team', 0);
+        notYet = await commitGrant(state, 'm8', 'team', 0);
         committed.push(done, notYet);
         expect(await applyChanges(db, { chunkPairs })).toMatchObject({ deferred: 1 });
         const applied = await expectTokensHonest(state, committed, 'revokes during the job');
@@ -159,6 +161,10 @@ describe('long jobs: huge regions applied in chunks', async () => {
         expect(applied).not.toContain(notYet.token);
       }
       const applied = await expectTokensHonest(state, committed, `after chunk ${chunks}`);
+      if (chunks === 3) {
+        expect(chunk).toMatchObject({ released: 1, finished: false });
+        expect(applied).toContain(notYet!.token);
+      }
       if (chunk.finished) {
         expect(applied.size).toBe(committed.length);
         break;
@@ -167,9 +173,82 @@ describe('long jobs: huge regions applied in chunks', async () => {
       expect(chunks).toBeLessThan(20);
     }
     expect(chunks).toBe(10);
-    expect(await longJob()).toMatchObject({ users_remaining: 0, ended_by: 'chunks', chunks: 10, users_done: 10, deferred: 2 });
+    expect(await longJob()).toMatchObject({ users_remaining: 0, ended_by: 'chunks', chunks: 10, users_done: 10, deferred: 2, released: 2 });
     await expectTableMatches(state, 'after the job');
     expect((await verify(db)).differences).toEqual([]);
+  });
+
+  it('a backlog too large for one batch becomes a job; a change made meanwhile waits for one chunk, not for the job', async () => {
+    const members = Array.from({ length: 10 }, (_, i) => u(`m${i}`));
+    const state = await start({
+      nodes: [...members, g('team'), ...Array.from({ length: 4 }, (_, i) => g(`p${i}`, 'team')), g('side'), g('other')],
+      grants: members.map((m) => grant(m.id, 1, 'team')),
+    });
+    // The backlog: six small changes, with a revoke among them, more than the batch's limit of 3.
+    const backlog = [
+      await commitGrant(state, 'm0', 'side', 2),
+      await commitGrant(state, 'm1', 'team', 0),
+      await commitGrant(state, 'team', 'other', 1),
+      await commitGrant(state, 'm2', 'other', 3),
+      await commitGrant(state, 'm3', 'side', 1),
+      await commitGrant(state, 'm4', 'p0', 3),
+    ];
+    const committed = [...backlog];
+    const limits = { maxChanges: 3, chunkPairs: 30 };
+    expect(await applyChanges(db, limits)).toMatchObject({ mode: 'incremental', toLongJob: 6, longJobActive: true });
+    expect(await longJob()).toMatchObject({ changes: 6, backlog_changes: 6, users_remaining: 10, finished_at: null });
+    expect([...(await expectTokensHonest(state, committed, 'backlog moved'))]).toEqual([]);
+
+    // A change made now: applied by the next batch, its token let go by the chunk after it.
+    const fresh = await commitGrant(state, 'm9', 'side', 3);
+    committed.push(fresh);
+    expect(await applyChanges(db, limits)).toMatchObject({ deferred: 1 });
+    expect(await expectTokensHonest(state, committed, 'fresh change deferred')).not.toContain(fresh.token);
+    expect(await applyJobChunk(db)).toMatchObject({ users: 1, released: 1, finished: false });
+    expect([...(await expectTokensHonest(state, committed, 'first chunk'))]).toEqual([fresh.token]);
+
+    let chunks = 1;
+    while (!(await applyJobChunk(db)).finished) expect(++chunks).toBeLessThan(20);
+    expect((await expectTokensHonest(state, committed, 'job done')).size).toBe(committed.length);
+    await expectTableMatches(state, 'after the backlog');
+
+    // A backlog within the change limit whose region is too large: the same, by the region bound.
+    const widened = await commitGrant(state, 'team', 'side', 1);
+    const more = [widened, await commitGrant(state, 'm5', 'team', 0)];
+    expect(await applyChanges(db, { maxPairs: 5, chunkPairs: 30 })).toMatchObject({ mode: 'incremental', toLongJob: 2 });
+    expect(await expectTokensHonest(state, [...committed, ...more], 'second backlog')).not.toContain(widened.token);
+    while (!(await applyJobChunk(db)).finished) expect(++chunks).toBeLessThan(40);
+    expect((await expectTokensHonest(state, [...committed, ...more], 'second job done')).size).toBe(committed.length + 2);
+    await expectTableMatches(state, 'after the second backlog');
+
+    // Without chunkPairs, a caller that applies synchronously still gets one full batch.
+    await commitGrant(state, 'm6', 'side', 1);
+    await commitGrant(state, 'm7', 'side', 1);
+    expect(await applyChanges(db, { maxChanges: 1 })).toMatchObject({ mode: 'full', longJobActive: false });
+    await expectTableMatches(state, 'full batch');
+  });
+
+  it("a change that reaches the job's users through the job's own edge waits until each of them is recomputed", async () => {
+    const members = Array.from({ length: 4 }, (_, i) => u(`m${i}`));
+    const state = await start({
+      nodes: [...members, g('team'), g('parent'), g('p0', 'parent'), g('p1', 'parent'), g('side')],
+      grants: members.map((m) => grant(m.id, 2, 'team')),
+    });
+    const big = await commitGrant(state, 'team', 'parent', 1);
+    expect(await applyChanges(db, { chunkPairs: 4 })).toMatchObject({ toLongJob: 1 });
+    // parent -> side: every member reaches side through the job's edge,
+    // which their stored rows do not show yet: the batch cannot give them
+    // (m, side), only their chunks can.
+    const through = await commitGrant(state, 'parent', 'side', 1);
+    const committed = [big, through];
+    expect(await applyChanges(db, { chunkPairs: 4 })).toMatchObject({ deferred: 1 });
+    for (let done = 1; done <= members.length; done++) {
+      const chunk = await applyJobChunk(db, { maxPairs: 1 });
+      expect(chunk).toMatchObject({ users: 1, released: done === members.length ? 1 : 0 });
+      const applied = await expectTokensHonest(state, committed, `after chunk ${done}`);
+      expect(applied.has(through.token), `after chunk ${done}`).toBe(done === members.length);
+    }
+    await expectTableMatches(state, 'after the job');
   });
 
   it('a full recomputation ends a running job', async () => {
@@ -224,10 +303,19 @@ describe('long jobs: huge regions applied in chunks', async () => {
     const step = fc.oneof(
       { weight: 4, arbitrary: mutationArbitrary.map((mutation) => ({ type: 'write' as const, mutation })) },
       { weight: 2, arbitrary: fc.constantFrom(1, 2, 4, 8, 40).map((chunkPairs) => ({ type: 'batch' as const, chunkPairs })) },
+      // a backlog: more changes, or a larger region, than one batch takes
+      {
+        weight: 1,
+        arbitrary: fc
+          .record({ chunkPairs: fc.constantFrom(4, 40), maxChanges: fc.constantFrom(1, 2, 100_000), maxPairs: fc.constantFrom(1, 8, 1_000_000) })
+          .map((limits) => ({ type: 'backlog' as const, ...limits })),
+      },
       { weight: 2, arbitrary: fc.constantFrom(1, 4, 30).map((maxPairs) => ({ type: 'chunk' as const, maxPairs })) },
     );
     let jobs = 0;
     let deferredBatches = 0;
+    let backlogs = 0;
+    let released = 0;
     await fc.assert(
       fc.asyncProperty(graphArbitrary({ users: 8, groups: 10, objects: 4, grants: 40 }, 0.5), fc.array(step, { minLength: 1, maxLength: 30 }), async (graph, steps) => {
         const state = await start(graph);
@@ -245,9 +333,17 @@ describe('long jobs: huge regions applied in chunks', async () => {
             if (result.toLongJob > 0) jobs++;
             if (result.deferred > 0) deferredBatches++;
             log.push(`batch(${s.chunkPairs}) -> ${result.mode} job=${result.toLongJob} deferred=${result.deferred}`);
+          } else if (s.type === 'backlog') {
+            const result = await applyChanges(db, s);
+            // (a queue above the limits is a long job, never a full recomputation)
+            expect(result.mode, log.join('; ')).not.toBe('full');
+            if (result.toLongJob > 0) backlogs++;
+            if (result.deferred > 0) deferredBatches++;
+            log.push(`backlog(${JSON.stringify(s)}) -> ${result.mode} job=${result.toLongJob} deferred=${result.deferred}`);
           } else {
             const chunk = await applyJobChunk(db, { maxPairs: s.maxPairs });
-            log.push(`chunk(${s.maxPairs}) -> ${chunk.mode} users=${chunk.users} left=${chunk.usersRemaining}`);
+            released += chunk.released;
+            log.push(`chunk(${s.maxPairs}) -> ${chunk.mode} users=${chunk.users} left=${chunk.usersRemaining} released=${chunk.released}`);
           }
           await expectTokensHonest(state, committed, log.join('; '));
         }
@@ -257,6 +353,7 @@ describe('long jobs: huge regions applied in chunks', async () => {
           if (batch.toLongJob > 0) jobs++;
           if (batch.deferred > 0) deferredBatches++;
           const chunk = await applyJobChunk(db, { maxPairs: 10 });
+          released += chunk.released;
           log.push(`drain: ${batch.mode}, ${chunk.mode}`);
           if (batch.mode === 'none' && chunk.mode === 'none') break;
           expect(round, log.join('; ')).toBeLessThan(500);
@@ -269,9 +366,13 @@ describe('long jobs: huge regions applied in chunks', async () => {
       { numRuns: 120 },
     );
     // the bounds above do force jobs, and changes that wait for them (over
-    // 120 random runs: 46-67 jobs and 40-54 deferring batches seen; a floor
-    // well below, since the seed changes every run)
-    expect(jobs).toBeGreaterThan(20);
+    // 120 random runs: 46-67 jobs and 40-54 deferring batches seen, 21-37
+    // once backlogs joined the steps; 7-16 backlogs, 52-95 changes let go
+    // before their job ended; a floor well below, since the seed changes
+    // every run)
+    expect(jobs).toBeGreaterThan(15);
     expect(deferredBatches).toBeGreaterThan(10);
+    expect(backlogs).toBeGreaterThan(3);
+    expect(released).toBeGreaterThan(10);
   });
 });

@@ -1,0 +1,22 @@
+-- permgraph 055: a backlog too large for one batch becomes a long job, and
+-- the changes that wait for a job are let go as soon as the users they touch
+-- are recomputed (sql/functions/065_long_job.sql has the design).
+
+-- The users of the job that a waiting (deferred) change touches: chunks
+-- take them first, and when none is left the waiting changes are applied.
+alter table permgraph.long_job_users add column if not exists wanted boolean not null default false;
+create index if not exists long_job_users_wanted_idx on permgraph.long_job_users (user_id) where wanted;
+
+-- A job running across this upgrade deferred its changes without marking
+-- their users: every user it has left is taken as wanted, so that those
+-- changes wait for the job's end, as they were promised.
+update permgraph.long_job_users set wanted = true
+where exists (select 1 from permgraph.long_job_changes where deferred);
+
+-- Changes the job took as a backlog (of `changes`), and deferred changes
+-- let go before the job ended (of `deferred`).
+alter table permgraph.long_job add column if not exists backlog_changes bigint not null default 0;
+alter table permgraph.long_job add column if not exists released bigint not null default 0;
+
+-- _upstream_users gains p_by_tail (a backlog's users need no tail each).
+drop function if exists permgraph._upstream_users(text[], text[]);
