@@ -451,6 +451,10 @@ function workerSection(e: Entry, chart: string | null): string[] {
   lines.push('', `Sustained: lag stayed bounded up to **${s.keptUpPerSecond === null ? 'none of the offered rates' : `${num(s.keptUpPerSecond)} changes/s`}** offered; the highest rate applied was **${s.appliedPerSecond} changes/s**.`);
   const b = w.backlog;
   lines.push('', `Backlog: **${num(b.changes)} changes** (${num(b.shares)} object shares and unshares, ${num(b.memberships)} membership adds and removes, committed set-based in ${ms(b.commitMs)} with the worker stopped; ${backlogNet(b)}) ${b.drained ? `drained in **${ms(b.drainMs)}**` : `NOT drained within ${ms(b.drainMs)}`} in ${b.batches.count} batches (${modes(b.batches.modes)}, ${num(b.batches.rowsWritten)} rows written). Worker process peak RSS **${b.workerPeakRssMiB} MiB** (+${b.workerRssDeltaMiB} MiB, heap +${b.workerHeapDeltaMiB} MiB); its server backend's peak private memory ${b.backendPeakAnonMiB === null ? 'n/a (server not local)' : `${b.backendPeakAnonMiB} MiB`}; temporary files ${b.tempMiB} MiB.`);
+  if (b.fresh) {
+    const f = b.fresh;
+    lines.push('', `Fresh writes while it drained: one change every ${f.intervalMs} ms from the worker's start, ${num(f.changes)} in all; commit → token applied median **${ms(f.lag.median)}**, p99 **${ms(f.lag.p99)}**, max ${ms(f.lag.max)} (what an application writing during the catch-up waits for).`);
+  }
   const v = w.verify;
   lines.push('', 'skipped' in v ? `Verification: skipped (${v.skipped}).` : `Verification after the worker phases (\`permgraph.verify()\`): **${v.differences} difference(s)**, ${v.pending} pending.`);
   if (chart) lines.push('', `![worker lag](${chart})`);

@@ -68,8 +68,8 @@ export async function measureWorkerOn(url: string, graph: string, size: Size, ru
     // the pairs the first removals take, applied before anything is timed
     await watcher.applied(await churn.seed(writers));
     const rates: RateResult[] = [];
+    let first = 0;
     try {
-      let first = 0;
       const run = async (rate: number, seconds: number, search: boolean) => {
         const result = await offerRate(writers, observer, churn, watcher, log, plan, { rate, seconds, search, first });
         first += changesOf({ rate, seconds });
@@ -90,7 +90,7 @@ export async function measureWorkerOn(url: string, graph: string, size: Size, ru
       await watcher.stop();
       await worker.stop();
     }
-    const backlog = await drainBacklog(url, observer, plan, chunkPairs);
+    const backlog = await drainBacklog(url, observer, plan, chunkPairs, { writers, churn, first });
     bar.tick();
     let checked: WorkerResult['verify'] = { skipped: 'a full recomputation is too slow on this graph (see refresh)' };
     if (runVerify) {

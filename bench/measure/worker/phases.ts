@@ -6,7 +6,7 @@ import { sql, type ConnectionPool, type Queryable } from '../../../src/db/pool.t
 import { Worker } from '../../../src/worker/worker.ts';
 import { round, roundSummary, summarize, type Summary } from '../../lib/stats.ts';
 import { startCpuMeter, type CpuUse } from './cpu.ts';
-import { BatchLog, MemorySampler, tempBytes, type BatchTotals, type TokenWatcher } from './observers.ts';
+import { BatchLog, MemorySampler, TokenWatcher, tempBytes, type BatchTotals } from './observers.ts';
 import { commitBacklog, type Churn } from './workload.ts';
 
 export interface WorkerPlan {
@@ -83,6 +83,22 @@ export interface BacklogResult {
   backendPeakAnonMiB: number | null;
   /** Temporary files the database wrote while draining. */
   tempMiB: number;
+  /**
+   * Fresh writes during the drain: one churn change at a time, every
+   * intervalMs from the worker's start until the backlog is drained, each
+   * timed from its commit to its token applied (absent in runs before it).
+   */
+  fresh?: { intervalMs: number; changes: number; lag: Summary };
+}
+
+/** How often a fresh change is committed while a backlog drains. */
+const FRESH_INTERVAL_MS = 250;
+
+/** What a fresh writer needs: the churn and where in it the rate phases stopped. */
+export interface FreshWrites {
+  writers: ConnectionPool;
+  churn: Churn;
+  first: number;
 }
 
 const timeout = (ms: number) => sleep(ms, 'timeout' as const, { ref: false });
@@ -164,7 +180,7 @@ export async function offerRate(writers: ConnectionPool, observer: Queryable, ch
   };
 }
 
-export async function drainBacklog(url: string, db: Queryable, plan: WorkerPlan, chunkPairs: number | null): Promise<BacklogResult> {
+export async function drainBacklog(url: string, db: Queryable, plan: WorkerPlan, chunkPairs: number | null, freshWrites: FreshWrites): Promise<BacklogResult> {
   const commitStarted = performance.now();
   const committed = await commitBacklog(db, plan.backlog, plan.backlogKept);
   const commitMs = performance.now() - commitStarted;
@@ -177,6 +193,7 @@ export async function drainBacklog(url: string, db: Queryable, plan: WorkerPlan,
   log.listen(worker);
   const started = performance.now();
   await worker.start();
+  const fresh = new FreshWriter(db, freshWrites);
   let drained = false;
   try {
     while (performance.now() - started < plan.drainTimeoutMs) {
@@ -191,6 +208,7 @@ export async function drainBacklog(url: string, db: Queryable, plan: WorkerPlan,
       await sleep(100);
     }
   } finally {
+    await fresh.stop();
     await worker.stop();
   }
   const drainMs = performance.now() - started;
@@ -205,5 +223,45 @@ export async function drainBacklog(url: string, db: Queryable, plan: WorkerPlan,
     batches: log.totals(started, performance.now()),
     ...memory.stop(),
     tempMiB: round(((await tempBytes(db)) - tempBefore) / 2 ** 20, 1),
+    fresh: fresh.result(),
   };
+}
+
+/**
+ * Commits one churn change every FRESH_INTERVAL_MS until stopped, and times
+ * each from its commit to its token applied: what an application writing
+ * while the worker catches up waits for.
+ */
+class FreshWriter {
+  private readonly watcher: TokenWatcher;
+  private readonly lags: Promise<number>[] = [];
+  private running = true;
+  private readonly loop: Promise<void>;
+  private settled: number[] = [];
+
+  constructor(observer: Queryable, private readonly writes: FreshWrites) {
+    this.watcher = new TokenWatcher(observer);
+    this.loop = this.write();
+  }
+
+  private async write(): Promise<void> {
+    for (let i = 0; this.running; i++) {
+      const token = await this.writes.churn.commit(this.writes.writers, this.writes.first + i, 1);
+      const committedAt = performance.now();
+      this.lags.push(this.watcher.applied(token).then((at) => at - committedAt));
+      await sleep(FRESH_INTERVAL_MS);
+    }
+  }
+
+  /** Stops writing and waits for every fresh change to be applied (the worker still runs). */
+  async stop(): Promise<void> {
+    this.running = false;
+    await this.loop;
+    this.settled = await Promise.all(this.lags);
+    await this.watcher.stop();
+  }
+
+  result(): BacklogResult['fresh'] {
+    return { intervalMs: FRESH_INTERVAL_MS, changes: this.settled.length, lag: roundSummary(summarize(this.settled)) };
+  }
 }
