@@ -24,7 +24,7 @@ import { InvalidInputError, PermgraphError } from './errors.ts';
 import { generatorWithRightsOf, withRightsOf, type Operation } from './rights.ts';
 import type { Logger } from './logger.ts';
 import { silentLogger } from './logger.ts';
-import { migrate, type MigrateResult } from './migrations/migrate.ts';
+import { migrate, type MigrateOptions, type MigrateResult } from './migrations/migrate.ts';
 import { assertServerVersion } from './db/server-version.ts';
 import type { Level, LevelInput, NodeKind } from './types.ts';
 import { Worker, type WorkerOptions } from './worker/worker.ts';
@@ -107,8 +107,9 @@ export class Permgraph {
     await this.database.release();
   }
 
-  migrate(): Promise<MigrateResult> {
-    return withRightsOf('migrate', () => migrate(this.db, this.logger));
+  /** Creates or upgrades the schema; `options`: a signal that stops it giving way, and how long it may (see MigrateOptions). */
+  migrate(options: MigrateOptions = {}): Promise<MigrateResult> {
+    return withRightsOf('migrate', () => migrate(this.db, this.logger, options));
   }
 
   refresh(): Promise<BatchResult> {

@@ -106,6 +106,35 @@ export class MigrationChecksumError extends PermgraphError {
   override name = 'MigrationChecksumError';
 }
 
+/**
+ * migrate gave up: for its whole patience (lockPatienceMs, 5 minutes by
+ * default) transactions kept holding a lock it needs, and each attempt gave
+ * way and rolled back, so nothing was changed. `code` and `sqlState` are
+ * 55P03 (lock_not_available), whatever the last attempt failed with (a
+ * lock timeout, or a deadlock: 40P01), which `cause` keeps. `table` is the
+ * table the last attempt could not lock (permgraph.grants or
+ * permgraph.nodes), or null when it gave way inside a migration or function
+ * file, whose statements' lock waits PostgreSQL does not name.
+ */
+export class MigrationLockTimeoutError extends PermgraphError {
+  override name = 'MigrationLockTimeoutError';
+  readonly sqlState = '55P03';
+  readonly code = '55P03';
+  /** The table the last attempt could not lock, schema-qualified, or null (see above). */
+  readonly table: string | null;
+  /** How many attempts gave way. */
+  readonly attempts: number;
+  /** How long migrate tried, from its first attempt to giving up, in milliseconds. */
+  readonly waitedMs: number;
+
+  constructor(message: string, details: { table: string | null; attempts: number; waitedMs: number }, options?: ErrorOptions) {
+    super(message, options);
+    this.table = details.table;
+    this.attempts = details.attempts;
+    this.waitedMs = details.waitedMs;
+  }
+}
+
 /** The SQLSTATEs permgraph raises, reacts to or maps. */
 export const SqlState = {
   serializationFailure: '40001',
@@ -154,7 +183,9 @@ const SQL_MESSAGE_PREFIX = 'permgraph: ';
 
 /**
  * The SQLSTATE of a database error, or of permgraph's error translated from
- * one (an InvalidInputError's sqlState); undefined for any other error.
+ * one (an InvalidInputError's sqlState, a PermissionDeniedError's code) or
+ * standing for one (MigrationLockTimeoutError's 55P03); undefined for any
+ * other error.
  */
 export function sqlStateOf(error: unknown): string | undefined {
   if (error instanceof InvalidInputError) return error.sqlState;

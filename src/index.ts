@@ -10,7 +10,7 @@ export type { Difference, VerifyResult } from './engine/verify.ts';
 export {
   type PermissionChange, type Registration, type ReadOptions, type ChangeBatch, type ChangesOptions, type ConsumerStatus,
 } from './engine/changes.ts';
-export { loadMigrations, loadFunctionFiles, type MigrateResult } from './migrations/migrate.ts';
+export { loadMigrations, loadFunctionFiles, type MigrateOptions, type MigrateResult } from './migrations/migrate.ts';
 export { assertServerVersion, MIN_SERVER_VERSION_NUM } from './db/server-version.ts';
 export { Worker, type WorkerOptions, type WorkerEvents } from './worker/worker.ts';
 export { createWorkerMetrics, serveMetrics } from './worker/metrics.ts';

@@ -1,7 +1,8 @@
 // Which errors are the connection's and which are a SQLSTATE (src/errors.ts):
 // the worker's log and retry, and the CLI's failure codes, rest on them.
 import { describe, expect, it } from 'vitest';
-import { ConnectionStalledError, InvalidInputError, isConnectionError, PermissionDeniedError, sqlStateOf, translateDbError, withRightsNeeded } from '../src/errors.ts';
+import { describeFailure } from '../src/cli/errors.ts';
+import { ConnectionStalledError, InvalidInputError, isConnectionError, MigrationLockTimeoutError, PermgraphError, PermissionDeniedError, sqlStateOf, translateDbError, withRightsNeeded } from '../src/errors.ts';
 
 /** An error as the server sends it (node-pg's DatabaseError carries the SQLSTATE in code). */
 const fromServer = (code: string, message = 'x') => Object.assign(new Error(message), { code, severity: 'ERROR' });
@@ -27,6 +28,17 @@ describe('errors', () => {
     expect(sqlStateOf(denied)).toBe('42501');
     // Input refused before any SQL ran has none.
     expect(sqlStateOf(new InvalidInputError('level must be 1 (read), 2 (write) or 3 (manage), got 4'))).toBeUndefined();
+  });
+
+  it("migrate giving up on its locks carries 55P03, and the CLI tells it from other failures by its own code", () => {
+    const gaveUp = new MigrationLockTimeoutError('migrate gave way 3 time(s) in 2 s …', { table: 'permgraph.nodes', attempts: 3, waitedMs: 2400 }, { cause: fromServer('55P03') });
+    expect(gaveUp).toBeInstanceOf(PermgraphError);
+    expect(sqlStateOf(gaveUp)).toBe('55P03');
+    expect(isConnectionError(gaveUp)).toBe(false);
+    expect(translateDbError(gaveUp)).toBe(gaveUp);
+    expect(describeFailure(gaveUp)).toEqual({ message: 'migrate gave way 3 time(s) in 2 s …', code: 'lock_timeout', exitCode: 1, sqlState: '55P03' });
+    // (a plain PermgraphError, as migrate threw before: the CLI's `failed`, like any command's own reason)
+    expect(describeFailure(new PermgraphError('migrate gave way 3 time(s) in 2 s …')).code).toBe('failed');
   });
 
   it("withRightsNeeded tells PostgreSQL's own refusals with the call's need, once, as the outermost call's; the SQL side's stay as they are", () => {

@@ -1,7 +1,7 @@
 // How a command ends when it does not succeed: its exit status, and the
 // failure as one line for people or, with --json, as a JSON object for
 // scripts. Imports nothing that loads a database driver (see main.ts).
-import { InvalidInputError, isConnectionError, PermgraphError, sqlStateOf } from '../errors.ts';
+import { InvalidInputError, isConnectionError, MigrationLockTimeoutError, PermgraphError, sqlStateOf } from '../errors.ts';
 
 /**
  * Exit statuses, the same for every command: 0 success, 1 failure (bad input,
@@ -34,8 +34,10 @@ export class ExitCode extends Error {
  * came from the database), not_migrated (no or another schema version),
  * differences (verify), checks_failed (doctor), interrupted (130/143),
  * connection (the server could not be reached), timeout, migration_checksum,
- * database (any other database error; with sqlState), failed (a command's own
- * reason), internal (a bug: please report it).
+ * lock_timeout (migrate gave way to transactions holding its locks for as
+ * long as it may, and gave up; with sqlState 55P03), database (any other
+ * database error; with sqlState), failed (a command's own reason), internal
+ * (a bug: please report it).
  */
 export type FailureCode =
   | 'usage'
@@ -48,6 +50,7 @@ export type FailureCode =
   | 'connection'
   | 'timeout'
   | 'migration_checksum'
+  | 'lock_timeout'
   | 'database'
   | 'failed'
   | 'internal';
@@ -73,6 +76,7 @@ export function describeFailure(error: unknown, usage = false): Failure {
   const name = error instanceof Error ? error.name : '';
   if (name === 'FreshnessTimeoutError') return { message, code: 'timeout', exitCode: EXIT.failure };
   if (name === 'MigrationChecksumError') return { message, code: 'migration_checksum', exitCode: EXIT.failure };
+  if (error instanceof MigrationLockTimeoutError) return withState({ message, code: 'lock_timeout', exitCode: EXIT.failure });
   if (isConnectionError(error)) return withState({ message, code: 'connection', exitCode: EXIT.failure });
   if (sqlState) return withState({ message, code: 'database', exitCode: EXIT.failure });
   if (error instanceof PermgraphError) return { message, code: 'failed', exitCode: EXIT.failure };

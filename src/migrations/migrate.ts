@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { MIGRATION_LOCK_KEY } from '../constants.ts';
 import { sql, type Queryable } from '../db/pool.ts';
 import { assertServerVersion } from '../db/server-version.ts';
-import { MigrationChecksumError, PermgraphError, PermissionDeniedError, SqlState, sqlStateOf } from '../errors.ts';
+import { InvalidInputError, MigrationChecksumError, MigrationLockTimeoutError, PermgraphError, PermissionDeniedError, SqlState, sqlStateOf, withoutCodeFrame } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
 
@@ -77,6 +77,25 @@ export interface MigrateResult {
   rights: string[];
 }
 
+export interface MigrateOptions {
+  /**
+   * Aborting it ends migrate's giving way: a pause between attempts ends at
+   * once, no attempt starts after it, and migrate rejects with the signal's
+   * reason, having changed nothing (an attempt that gave way rolled back).
+   * An attempt under way is not cut short: its waits for nodes' and grants'
+   * locks end within LOCK_WAIT_MS, but what it applies takes as long as it
+   * takes, and so does a wait for another migrate run (the advisory lock);
+   * if it commits, migrate resolves with what it applied.
+   */
+  signal?: AbortSignal;
+  /**
+   * How long migrate keeps trying while transactions hold locks it needs,
+   * in milliseconds, before it gives up (MigrationLockTimeoutError); 0:
+   * one attempt. Default LOCK_PATIENCE_MS (5 minutes).
+   */
+  lockPatienceMs?: number;
+}
+
 /**
  * Applies every migration not yet applied, then re-applies every function
  * file whose content changed since it was last applied (new ones included),
@@ -85,38 +104,77 @@ export interface MigrateResult {
  * match its history. Function files are the opposite: each is the current
  * definition, so a changed one is simply applied again. Then it grants the
  * three roles their rights, when it applied anything or finds one missing.
+ * On a database in use it gives way to transactions that hold the locks it
+ * needs, and tries again, for up to `options.lockPatienceMs`.
  */
-export async function migrate(db: Queryable, logger: Logger = silentLogger): Promise<MigrateResult> {
+export async function migrate(db: Queryable, logger: Logger = silentLogger, options: MigrateOptions = {}): Promise<MigrateResult> {
+  const { signal } = options;
+  const patienceMs = lockPatience(options.lockPatienceMs);
+  signal?.throwIfAborted();
   await assertServerVersion(db);
   const [migrations, functionFiles] = await Promise.all([loadMigrations(), loadFunctionFiles()]);
   const started = Date.now();
   let outwait = false;
   for (let attempt = 1; ; attempt++) {
+    signal?.throwIfAborted();
+    const waits: LockWaits = { table: null };
     try {
-      return await migrateOnce(db, migrations, functionFiles, logger, outwait);
+      return await migrateOnce(db, migrations, functionFiles, logger, outwait, waits);
     } catch (error) {
       const state = sqlStateOf(error);
       if (state !== SqlState.lockNotAvailable && state !== SqlState.deadlockDetected) throw error;
+      // (it gave way and rolled back: no further attempt once aborted)
+      signal?.throwIfAborted();
       outwait = await autovacuumHoldsLock(db);
       const waitedMs = Date.now() - started;
-      if (waitedMs + LOCK_RETRY_PAUSE_MS > LOCK_PATIENCE_MS) {
-        throw new PermgraphError(
+      if (waitedMs + LOCK_RETRY_PAUSE_MS > patienceMs) {
+        // (the table named: a lock_timeout's message names none)
+        const last = `${waits.table === null ? '' : `, for ${waits.table}`}: ${withoutCodeFrame((error as Error).message)}`;
+        throw new MigrationLockTimeoutError(
           `migrate gave way ${attempt} time(s) in ${Math.round(waitedMs / 1000)} s to transactions holding locks it needs ` +
-            `(the last: ${(error as Error).message}): nothing was changed. Find the long-running transaction on permgraph's tables ` +
+            `(the last${last}): nothing was changed. Find the long-running transaction on permgraph's tables ` +
             "in pg_stat_activity and end it or wait for it; if it is the worker's (batches that take seconds, back to back), " +
             'stop the workers, migrate, then start the upgraded ones (docs/operations.md, Upgrades)',
+          { table: waits.table, attempts: attempt, waitedMs },
           { cause: error },
         );
       }
       logger.warn(
-        { attempt, sqlState: state, waitedMs, retryInMs: LOCK_RETRY_PAUSE_MS, autovacuum: outwait },
+        { attempt, sqlState: state, table: waits.table, waitedMs, retryInMs: LOCK_RETRY_PAUSE_MS, autovacuum: outwait },
         outwait
           ? 'migrate gave way to an autovacuum holding a lock it needs; trying again, waiting past deadlock_timeout for the server to cancel it'
           : 'migrate gave way to a transaction holding a lock it needs; trying again',
       );
-      await sleep(LOCK_RETRY_PAUSE_MS);
+      await pause(LOCK_RETRY_PAUSE_MS, signal);
     }
   }
+}
+
+/** options.lockPatienceMs, checked: a number of milliseconds, 0 or more (default LOCK_PATIENCE_MS). */
+function lockPatience(value: number | undefined): number {
+  if (value === undefined) return LOCK_PATIENCE_MS;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
+    throw new InvalidInputError(`lockPatienceMs must be a finite number of milliseconds, 0 or more, got ${String(value)}`);
+  }
+  return value;
+}
+
+/** Sleeps `ms`, or until `signal` aborts: then it rejects with the signal's reason (node's own sleep rejects with an AbortError of its own). */
+async function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  try {
+    await sleep(ms, undefined, { signal });
+  } catch (error) {
+    signal?.throwIfAborted();
+    throw error;
+  }
+}
+
+/**
+ * The table an attempt of migrate is waiting for now (lockForUpgrade sets
+ * it), or null: what it says of the lock it could not take when it gives up.
+ */
+interface LockWaits {
+  table: string | null;
 }
 
 /**
@@ -127,7 +185,7 @@ export async function migrate(db: Queryable, logger: Logger = silentLogger): Pro
 const LOCK_WAIT_MS = 200;
 /** The pause between attempts, in which the queued writes and reads run. */
 const LOCK_RETRY_PAUSE_MS = 1000;
-/** How long migrate keeps trying: longer than a full recomputation's batch (60-90 s for 5.6 M rows), which holds nodes and grants. */
+/** How long migrate keeps trying by default (MigrateOptions.lockPatienceMs): longer than a full recomputation's batch (60-90 s for 5.6 M rows), which holds nodes and grants. */
 const LOCK_PATIENCE_MS = 300_000;
 
 /**
@@ -153,7 +211,7 @@ async function autovacuumHoldsLock(db: Queryable): Promise<boolean> {
   return held === true;
 }
 
-async function migrateOnce(db: Queryable, migrations: Migration[], functionFiles: SqlFile[], logger: Logger, outwait: boolean): Promise<MigrateResult> {
+async function migrateOnce(db: Queryable, migrations: Migration[], functionFiles: SqlFile[], logger: Logger, outwait: boolean, waits: LockWaits): Promise<MigrateResult> {
   return db.tx(async (tx) => {
     // Whatever the session's path, names in the files resolve to pg_catalog or
     // are schema-qualified (an SQL-standard function body is resolved now).
@@ -188,7 +246,7 @@ async function migrateOnce(db: Queryable, migrations: Migration[], functionFiles
     const pending = migrations.filter((m) => !applied.has(m.version));
     if (pending.length) await assertReadsClusterIdentity(tx);
     const changed = await changedFunctionFiles(tx, functionFiles);
-    if (pending.length || changed.length) await lockForUpgrade(tx, outwait);
+    if (pending.length || changed.length) await lockForUpgrade(tx, outwait, waits);
     const done: string[] = [];
     for (const migration of pending) {
       logger.debug({ migration: migration.name }, 'applying migration');
@@ -272,9 +330,9 @@ async function assertMayCreateSchema(tx: Queryable): Promise<void> {
  * autovacuum workers hold it: the server cancels one for a backend that
  * waits for it (autovacuumHoldsLock). `outwait`: an autovacuum held a lock
  * when the last attempt gave way; this one waits deadlock_timeout longer
- * for every lock.
+ * for every lock. `waits` names the table it waits for while it does.
  */
-async function lockForUpgrade(tx: Queryable, outwait: boolean): Promise<void> {
+async function lockForUpgrade(tx: Queryable, outwait: boolean, waits: LockWaits): Promise<void> {
   await tx.query(sql`
     select pg_catalog.set_config('lock_timeout',
       (${LOCK_WAIT_MS}::bigint + case when ${outwait}::boolean
@@ -286,7 +344,9 @@ async function lockForUpgrade(tx: Queryable, outwait: boolean): Promise<void> {
     select count(*) = 2 as owned from pg_catalog.pg_class c
     where c.oid in (to_regclass('permgraph.nodes'), to_regclass('permgraph.grants')) and pg_catalog.pg_has_role(c.relowner, 'USAGE')`);
   if (!owned) return;
+  waits.table = 'permgraph.grants';
   await tx.query(sql`lock table permgraph.grants in access exclusive mode`);
+  waits.table = 'permgraph.nodes';
   await tx.query(sql`
     do $$
     declare
@@ -312,6 +372,7 @@ async function lockForUpgrade(tx: Queryable, outwait: boolean): Promise<void> {
         end;
       end loop;
     end $$`);
+  waits.table = null;
 }
 
 /** The files of sql/functions/ that are new or whose content changed since they were last applied. */
