@@ -22,6 +22,13 @@ export interface CommandContext {
   db: ConnectionPool;
   logger: Logger;
   options: GlobalOptions;
+  /**
+   * Aborted by the SIGINT/SIGTERM that interrupts the command (see
+   * withContext), for a library call that waits between its statements,
+   * where no statement is running to be cancelled (migrate's pauses
+   * between attempts); not by a signal the command handles itself.
+   */
+  interrupted: AbortSignal;
   /** Human output on stdout (or nothing with --json: then print JSON yourself). */
   say(line: string): void;
   emitJson(value: unknown): void;
@@ -92,6 +99,7 @@ export async function withContext<T>(options: GlobalOptions, run: (context: Comm
       db: interrupt.guard(db),
       logger,
       options,
+      interrupted: interrupt.interrupted.signal,
       say: (line) => {
         if (!options.json) process.stdout.write(`${line}\n`);
       },
@@ -133,6 +141,8 @@ class Interrupt {
   /** Unique, so that an operator finds this process's sessions (pg_stat_activity). */
   readonly applicationName = `permgraph-cli-${process.pid}-${Math.random().toString(16).slice(2, 10)}`;
   logger: Logger | undefined;
+  /** Aborted with the command's exit when the signal comes (CommandContext.interrupted). */
+  readonly interrupted = new AbortController();
   private signal: StopSignal | undefined;
   /** The pool's connections (or transactions) that run the command's statements now. */
   private readonly running = new Set<object>();
@@ -153,7 +163,11 @@ class Interrupt {
   /** Throws the command's exit after a signal (with the error it unwound with, if any). */
   check(when = '', cause?: unknown): void {
     if (!this.signal) return;
-    throw new ExitCode(SIGNAL_EXIT[this.signal], `interrupted by ${this.signal}${when}`, 'interrupted', { cause });
+    throw this.exit(this.signal, when, cause);
+  }
+
+  private exit(signal: StopSignal, when = '', cause?: unknown): ExitCode {
+    return new ExitCode(SIGNAL_EXIT[signal], `interrupted by ${signal}${when}`, 'interrupted', { cause });
   }
 
   /**
@@ -213,6 +227,7 @@ class Interrupt {
     this.signal = signal;
     this.logger?.info({ signal }, 'cancelling the running statement (send again to exit at once)');
     this.cancelling = this.cancelLoop();
+    this.interrupted.abort(this.exit(signal));
   }
 
   /**

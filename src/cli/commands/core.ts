@@ -15,7 +15,7 @@ export function registerCoreCommands(program: Command): void {
     .action(
       action(program, async (ctx) => {
         const { migrate } = await import('../../migrations/migrate.ts');
-        const { applied, functions, rights } = await migrate(ctx.db, ctx.logger);
+        const { applied, functions, rights } = await migrate(ctx.db, ctx.logger, { signal: ctx.interrupted });
         if (ctx.options.json) ctx.emitJson({ applied, functions, rights });
         const changed = [...applied, ...functions.map((name) => `functions/${name}`)];
         if (rights.length) ctx.say(`granted the roles their missing rights (${rights.length}): ${rights.slice(0, 3).join('; ')}${rights.length > 3 ? '; …' : ''}`);

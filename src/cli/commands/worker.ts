@@ -75,7 +75,7 @@ async function runWorker(ctx: CommandContext, flags: WorkerFlags, onSchemaReady?
   if (flags.once && flags.metricsPort !== undefined) throw new ExitCode(2, '--metrics-port has no use with --once, which exits after its batch');
   const metricsPort = flags.metricsPort === undefined ? undefined : portNumber(flags.metricsPort, '--metrics-port');
   if (flags.migrate) {
-    await migrate(ctx.db, ctx.logger).catch((error: unknown) => {
+    await migrate(ctx.db, ctx.logger, { signal: ctx.interrupted }).catch((error: unknown) => {
       throw withRightsHint(error, 'worker --migrate');
     });
   }
