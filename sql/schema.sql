@@ -540,6 +540,7 @@ table permgraph.long_job_changes
   xact_id xid8 not null
   captured_at timestamp with time zone not null
   deferred boolean not null
+  release_after text collate "C"
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
 
 table permgraph.long_job_users
@@ -645,6 +646,7 @@ CREATE UNIQUE INDEX grants_unique_per_source ON permgraph.grants USING btree (ta
 CREATE UNIQUE INDEX import_grants_pkey ON permgraph.import_grants USING btree (run, seq);
 CREATE UNIQUE INDEX import_nodes_pkey ON permgraph.import_nodes USING btree (run, seq);
 CREATE UNIQUE INDEX import_runs_pkey ON permgraph.import_runs USING btree (name);
+CREATE INDEX long_job_changes_release_idx ON permgraph.long_job_changes USING btree (release_after) WHERE (release_after IS NOT NULL);
 CREATE INDEX long_job_changes_xact_idx ON permgraph.long_job_changes USING btree (xact_id);
 CREATE UNIQUE INDEX long_job_pkey ON permgraph.long_job USING btree (singleton);
 CREATE UNIQUE INDEX long_job_users_pkey ON permgraph.long_job_users USING btree (user_id);
@@ -1306,41 +1308,57 @@ CREATE OR REPLACE FUNCTION permgraph._backlog_to_long_job(p_chunk_pairs bigint)
  SET enable_seqscan TO 'off'
 AS $function$
 declare
-  moved bigint;
   tails text[];
   kinds text[];
+  origins text[];
+  last_users text[];
   users_added bigint;
-  user_count bigint;
+  moved bigint;
+  per_user double precision;
 begin
+  select array_agg(t.tail_id::text), array_agg(t.tail_kind) into tails, kinds
+  from (select distinct c.tail_id, c.tail_kind from permgraph._batch_changes c where not c.trash_changed) t;
+  if tails is null then
+    return 0;
+  end if;
   perform permgraph._open_long_job(p_chunk_pairs);
-  -- (the whole queue: a split part, if any, is undone by the caller first)
+  -- Each tail's users join the job; the last of them in the chunks' order
+  -- says when the changes out of that tail can be let go (release_after:
+  -- once every user left sorts after it, each of theirs is done).
+  with reach as materialized (
+    select w.o_origin, w.o_user_id from permgraph._upstream_users(tails, kinds, true) w
+  ), joined as (
+    insert into permgraph.long_job_users (user_id) select distinct r.o_user_id from reach r
+    on conflict do nothing
+    returning 1
+  )
+  select (select count(*) from joined), array_agg(l.o_origin), array_agg(l.last_user)
+  into users_added, origins, last_users
+  from (select r.o_origin, max(r.o_user_id collate "C") as last_user from reach r group by r.o_origin) l;
   with moved_rows as (
     delete from permgraph._batch_changes c where not c.trash_changed
     returning c.*
-  ), kept as (
-    insert into permgraph.long_job_changes (change_id, tail_id, head_id, tail_kind, head_kind, old_level, new_level,
-                                            xact_id, captured_at, deferred)
-    select id, tail_id, head_id, tail_kind, head_kind, old_level, new_level, xact_id, captured_at, false from moved_rows
-    returning tail_id, tail_kind
   )
-  select coalesce(sum(t.n), 0), array_agg(t.tail_id::text), array_agg(t.tail_kind)
-  into moved, tails, kinds
-  from (select k.tail_id, k.tail_kind, count(*) as n from kept k group by k.tail_id, k.tail_kind) t;
-  if moved = 0 then
-    return 0;
-  end if;
+  insert into permgraph.long_job_changes (change_id, tail_id, head_id, tail_kind, head_kind, old_level, new_level,
+                                          xact_id, captured_at, deferred, release_after)
+  select m.id, m.tail_id, m.head_id, m.tail_kind, m.head_kind, m.old_level, m.new_level, m.xact_id, m.captured_at, false,
+         -- ('': a tail no user reaches, let go by the next chunk)
+         coalesce(l.last_user, '')
+  from moved_rows m
+  left join unnest(origins, last_users) as l(origin, last_user) on l.origin = m.tail_id;
+  get diagnostics moved = row_count;
   -- A job running before this batch may have deferred some of these
   -- changes: their copy as the job's own now holds their tokens.
   delete from permgraph.long_job_changes d
   where d.deferred
     and exists (select 1 from permgraph.long_job_changes j where not j.deferred and j.change_id = d.change_id);
-  users_added := permgraph._add_job_users(tails, kinds);
-  select count(*) into user_count from permgraph.nodes where kind = 'user';
+  -- (sizes the first chunk: the stored rows of a sample of the job's users,
+  -- whose rows vary too much for the table's mean to do)
+  select avg((select count(*) from permgraph.permissions p where p.user_id = s.user_id)) into per_user
+  from (select j.user_id from permgraph.long_job_users j order by md5(j.user_id) limit 32) s;
   update permgraph.long_job set
     changes = changes + moved, backlog_changes = backlog_changes + moved, users_total = users_total + users_added,
-    -- (sizes the first chunk: the table's rows per user, until a chunk has measured its own)
-    region_estimate = region_estimate + (users_added * (select greatest(1, reltuples) from pg_class where oid = 'permgraph.permissions'::regclass)
-                                         / greatest(1, user_count))::bigint
+    region_estimate = region_estimate + (users_added * coalesce(per_user, 1))::bigint
   where finished_at is null;
   return moved;
 end $function$;
@@ -5028,6 +5046,7 @@ begin
     else
       -- a backlog whose region is too large: as above, the whole queue
       perform pg_catalog.set_config('permgraph.batch_part', '', true);
+      select p.pending into pending from permgraph._pending_changes() p;
       to_job := to_job + permgraph._backlog_to_long_job(p_chunk_pairs);
       -- (what is left to the batch: trash flags, and rows that expired)
       perform permgraph._prepare_region_tables();
@@ -5092,6 +5111,7 @@ declare
   diff record;
   remaining bigint;
   let_go bigint := 0;
+  let_go_backlog bigint;
   elapsed double precision;
 begin
   batch_at := permgraph._begin_applying('apply_job_chunk', p_at);
@@ -5133,6 +5153,13 @@ begin
     delete from permgraph.long_job_changes where deferred;
     get diagnostics let_go = row_count;
   end if;
+  -- A backlog's changes whose users are all done: each sorts at or before
+  -- its release_after (_backlog_to_long_job), and every user left sorts
+  -- after it. (No user left: the job ends below, and lets every change go.)
+  delete from permgraph.long_job_changes j
+  where j.release_after < (select min(u.user_id) from permgraph.long_job_users u);
+  get diagnostics let_go_backlog = row_count;
+  let_go := let_go + let_go_backlog;
   select count(*) into remaining from permgraph.long_job_users;
   elapsed := permgraph._ms_since(started);
   update permgraph.long_job set

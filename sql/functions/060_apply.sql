@@ -333,6 +333,7 @@ begin
     else
       -- a backlog whose region is too large: as above, the whole queue
       perform pg_catalog.set_config('permgraph.batch_part', '', true);
+      select p.pending into pending from permgraph._pending_changes() p;
       to_job := to_job + permgraph._backlog_to_long_job(p_chunk_pairs);
       -- (what is left to the batch: trash flags, and rows that expired)
       perform permgraph._prepare_region_tables();

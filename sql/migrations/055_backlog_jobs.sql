@@ -13,8 +13,16 @@ create index if not exists long_job_users_wanted_idx on permgraph.long_job_users
 update permgraph.long_job_users set wanted = true
 where exists (select 1 from permgraph.long_job_changes where deferred);
 
--- Changes the job took as a backlog (of `changes`), and deferred changes
--- let go before the job ended (of `deferred`).
+-- A change of a backlog can be let go before the job ends: once every user
+-- upstream of its tail is done, that is once no user left in the job sorts
+-- at or before the last of them (chunks go in user order). Null: at the
+-- job's end (a big change's whole region is the job).
+alter table permgraph.long_job_changes add column if not exists release_after text collate "C";
+create index if not exists long_job_changes_release_idx on permgraph.long_job_changes (release_after)
+  where release_after is not null;
+
+-- Changes the job took as a backlog (of `changes`), and changes let go
+-- before the job ended.
 alter table permgraph.long_job add column if not exists backlog_changes bigint not null default 0;
 alter table permgraph.long_job add column if not exists released bigint not null default 0;
 

@@ -16,9 +16,10 @@ export interface ChunkResult {
   updated: number;
   deleted: number;
   /**
-   * Changes made during the job that waited for it, let go by this chunk:
-   * it recomputed the last of the users they touch, and their tokens are
-   * applied (chunks take those users first).
+   * Changes whose tokens this chunk let go before the job's end: made
+   * during the job (they waited for it, and chunks take their users first),
+   * or of a backlog the job took, once the chunks have recomputed every
+   * user they touch.
    */
   released: number;
   /** This chunk ended the job: its changes' freshness tokens are applied. */
