@@ -16,6 +16,8 @@ export interface BatchTotals {
   rowsWritten: number;
   /** Time spent inside apply_changes (server side). */
   busyMs: number;
+  /** Chunks of long jobs applied meanwhile, and their time inside apply_job_chunk (absent in runs before they were counted). */
+  chunks?: { count: number; busyMs: number; maxMs: number };
 }
 
 /** Up to this many outstanding tokens, a poll probes them all at once. */
@@ -135,9 +137,11 @@ export class TokenWatcher {
 /** Batches the worker applied, with their end times, to be totalled per phase. */
 export class BatchLog {
   private readonly batches: { at: number; result: BatchResult }[] = [];
+  private readonly chunks: { at: number; ms: number }[] = [];
 
   listen(worker: Worker): void {
     worker.on('batch', (result) => this.batches.push({ at: performance.now(), result }));
+    worker.on('chunk', (chunk) => this.chunks.push({ at: performance.now(), ms: chunk.ms }));
   }
 
   totals(from: number, to: number): BatchTotals {
@@ -151,6 +155,12 @@ export class BatchLog {
       totals.busyMs += result.ms;
     }
     totals.busyMs = round(totals.busyMs, 1);
+    const chunks = this.chunks.filter(({ at }) => at >= from && at <= to);
+    totals.chunks = {
+      count: chunks.length,
+      busyMs: round(chunks.reduce((sum, c) => sum + c.ms, 0), 1),
+      maxMs: round(chunks.reduce((max, c) => Math.max(max, c.ms), 0), 1),
+    };
     return totals;
   }
 }
