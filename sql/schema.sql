@@ -646,7 +646,9 @@ CREATE UNIQUE INDEX grants_unique_per_source ON permgraph.grants USING btree (ta
 CREATE UNIQUE INDEX import_grants_pkey ON permgraph.import_grants USING btree (run, seq);
 CREATE UNIQUE INDEX import_nodes_pkey ON permgraph.import_nodes USING btree (run, seq);
 CREATE UNIQUE INDEX import_runs_pkey ON permgraph.import_runs USING btree (name);
+CREATE INDEX long_job_changes_deferred_idx ON permgraph.long_job_changes USING btree (change_id) WHERE deferred;
 CREATE INDEX long_job_changes_release_idx ON permgraph.long_job_changes USING btree (release_after) WHERE (release_after IS NOT NULL);
+CREATE INDEX long_job_changes_removed_idx ON permgraph.long_job_changes USING btree (head_id) WHERE (old_level IS NOT NULL);
 CREATE INDEX long_job_changes_xact_idx ON permgraph.long_job_changes USING btree (xact_id);
 CREATE UNIQUE INDEX long_job_pkey ON permgraph.long_job USING btree (singleton);
 CREATE UNIQUE INDEX long_job_users_pkey ON permgraph.long_job_users USING btree (user_id);
@@ -1335,6 +1337,10 @@ begin
   select (select count(*) from joined), array_agg(l.o_origin), array_agg(l.last_user)
   into users_added, origins, last_users
   from (select r.o_origin, max(r.o_user_id collate "C") as last_user from reach r group by r.o_origin) l;
+  -- A job running before this batch may have deferred some of these
+  -- changes: their copy as the job's own, below, holds their tokens now.
+  delete from permgraph.long_job_changes d
+  where d.deferred and d.change_id in (select c.id from permgraph._batch_changes c);
   with moved_rows as (
     delete from permgraph._batch_changes c where not c.trash_changed
     returning c.*
@@ -1347,11 +1353,6 @@ begin
   from moved_rows m
   left join unnest(origins, last_users) as l(origin, last_user) on l.origin = m.tail_id;
   get diagnostics moved = row_count;
-  -- A job running before this batch may have deferred some of these
-  -- changes: their copy as the job's own now holds their tokens.
-  delete from permgraph.long_job_changes d
-  where d.deferred
-    and exists (select 1 from permgraph.long_job_changes j where not j.deferred and j.change_id = d.change_id);
   -- (sizes the first chunk: the stored rows of a sample of the job's users,
   -- whose rows vary too much for the table's mean to do)
   select avg((select count(*) from permgraph.permissions p where p.user_id = s.user_id)) into per_user
@@ -1691,15 +1692,16 @@ CREATE OR REPLACE FUNCTION permgraph._change_region_sizes()
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET jit TO 'off'
  SET plan_cache_mode TO 'force_generic_plan'
+ SET enable_seqscan TO 'off'
 AS $function$
 begin
   return query
   with recursive group_tails as (
     select t.tail_id, (select count(*) from permgraph.permissions p where p.target_id = t.tail_id) as users
-    from (select distinct c.tail_id from permgraph.changes c where c.tail_kind = 'group' and not c.trash_changed) t
+    from (select distinct c.tail_id from permgraph._batch_changes c where c.tail_kind = 'group' and not c.trash_changed) t
   ), candidates as (
     select distinct c.tail_id, c.head_id, c.head_kind, t.users
-    from permgraph.changes c
+    from permgraph._batch_changes c
     join group_tails t on t.tail_id = c.tail_id
     where c.tail_kind = 'group' and not c.trash_changed and t.users > 1
   ), down(origin, node_id, node_kind) as (
@@ -2006,13 +2008,14 @@ CREATE OR REPLACE FUNCTION permgraph._defer_overlapping_changes()
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET jit TO 'off'
+ SET enable_seqscan TO 'off'
 AS $function$
 declare
   deferred_rows bigint;
 begin
   with tails as (
     select array_agg(t.tail_id::text order by t.tail_id) as ids, array_agg(t.tail_kind order by t.tail_id) as kinds
-    from (select distinct c.tail_id, c.tail_kind from permgraph.changes c where not c.trash_changed and c.tail_kind <> '*') t
+    from (select distinct c.tail_id, c.tail_kind from permgraph._batch_changes c where not c.trash_changed and c.tail_kind <> '*') t
   ), hit as (
     select w.o_origin, w.o_user_id
     from tails a
@@ -2025,7 +2028,7 @@ begin
   insert into permgraph.long_job_changes (change_id, tail_id, head_id, tail_kind, head_kind, old_level, new_level,
                                           xact_id, captured_at, deferred)
   select c.id, c.tail_id, c.head_id, c.tail_kind, c.head_kind, c.old_level, c.new_level, c.xact_id, c.captured_at, true
-  from permgraph.changes c
+  from permgraph._batch_changes c
   where not c.trash_changed and c.tail_id in (select o_origin from hit);
   get diagnostics deferred_rows = row_count;
   if deferred_rows > 0 then
@@ -4311,6 +4314,28 @@ begin
   end if;
 end $function$;
 
+-- permgraph._release_waiting_changes(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._release_waiting_changes()
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+ SET enable_seqscan TO 'off'
+AS $function$
+declare
+  deferred_rows bigint := 0;
+  backlog_rows bigint;
+begin
+  if not exists (select 1 from permgraph.long_job_users where wanted) then
+    delete from permgraph.long_job_changes where deferred;
+    get diagnostics deferred_rows = row_count;
+  end if;
+  delete from permgraph.long_job_changes j
+  where j.release_after < (select min(u.user_id) from permgraph.long_job_users u);
+  get diagnostics backlog_rows = row_count;
+  return deferred_rows + backlog_rows;
+end $function$;
+
 -- permgraph._require_level(integer): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._require_level(p_level integer)
  RETURNS void
@@ -4588,18 +4613,17 @@ CREATE OR REPLACE FUNCTION permgraph._upstream_users(p_tails text[], p_kinds tex
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET jit TO 'off'
  SET plan_cache_mode TO 'force_generic_plan'
+ SET enable_seqscan TO 'off'
 AS $function$
 begin
   return query
-  with recursive changed as (
-    select c.tail_id, c.tail_kind, c.head_id from permgraph.changes c where not c.trash_changed and c.tail_kind <> '*'
-    union
-    select j.tail_id, j.tail_kind, j.head_id from permgraph.long_job_changes j
-  ), removed as (
-    select r.tail_id, r.tail_kind, r.head_id
-    from changed r
-    where not coalesce((select true from permgraph.edges e
-                        where e.tail_id = r.tail_id and e.head_id = r.head_id limit 1), false)
+  with recursive removed_into as (
+    select coalesce(jsonb_object_agg(r.head_id, r.tails), '{}') as by_head
+    from (select c.head_id, jsonb_agg(jsonb_build_array(c.tail_id, c.tail_kind)) as tails
+          from permgraph._batch_changes c
+          where c.old_level is not null and not c.trash_changed and c.tail_kind <> '*'
+            and not exists (select 1 from permgraph.edges e where e.tail_id = c.tail_id and e.head_id = c.head_id)
+          group by c.head_id) r
   ), up(origin, node_id, node_kind) as (
     select distinct (case when p_by_tail then t.id else '' end) collate "C", t.id collate "C", t.kind
     from unnest(p_tails, p_kinds) as t(id, kind)
@@ -4609,7 +4633,12 @@ begin
     cross join lateral (
       select x.tail_id, x.tail_kind from permgraph.edges x where x.head_id = u.node_id
       union all
-      select x.tail_id, x.tail_kind from removed x where x.head_id = u.node_id) e
+      select (t ->> 0) collate "C", t ->> 1
+      from jsonb_array_elements((select by_head from removed_into) -> u.node_id) t
+      union all
+      select j.tail_id, j.tail_kind from permgraph.long_job_changes j
+      where j.head_id = u.node_id and j.old_level is not null
+        and not exists (select 1 from permgraph.edges e where e.tail_id = j.tail_id and e.head_id = j.head_id)) e
     where u.node_kind = 'group'
   )
   select distinct up.origin::text, up.node_id::text from up where up.node_kind = 'user';
@@ -5111,7 +5140,6 @@ declare
   diff record;
   remaining bigint;
   let_go bigint := 0;
-  let_go_backlog bigint;
   elapsed double precision;
 begin
   batch_at := permgraph._begin_applying('apply_job_chunk', p_at);
@@ -5131,6 +5159,12 @@ begin
   bound := coalesce(p_max_pairs, job.chunk_pairs);
   chunk_size := greatest(1, floor(bound / greatest(1, coalesce(job.pairs_per_user,
                                                                job.region_estimate::double precision / greatest(1, job.users_total)))))::bigint;
+  if job.pairs_per_user is null then
+    -- (the first chunk measures: an eighth of what the estimate allows, since
+    -- users differ a hundredfold after a backlog, and the first chunk sized
+    -- by a sample's mean took 75 heavy users and 767 ms on org small)
+    chunk_size := greatest(1, chunk_size / 8);
+  end if;
   select array_agg(user_id order by user_id) into chunk_users
   from (select user_id from permgraph.long_job_users where wanted order by user_id limit chunk_size) s;
   if chunk_users is null then
@@ -5146,20 +5180,7 @@ begin
     select * into diff from permgraph._write_diff(true);
     delete from permgraph.long_job_users where user_id = any(chunk_users);
   end if;
-  -- Each deferred change's users in the job were marked wanted when it was
-  -- deferred (and this snapshot sees every batch before it): with none left,
-  -- every row those changes touch has been recomputed since they committed.
-  if not exists (select 1 from permgraph.long_job_users where wanted) then
-    delete from permgraph.long_job_changes where deferred;
-    get diagnostics let_go = row_count;
-  end if;
-  -- A backlog's changes whose users are all done: each sorts at or before
-  -- its release_after (_backlog_to_long_job), and every user left sorts
-  -- after it. (No user left: the job ends below, and lets every change go.)
-  delete from permgraph.long_job_changes j
-  where j.release_after < (select min(u.user_id) from permgraph.long_job_users u);
-  get diagnostics let_go_backlog = row_count;
-  let_go := let_go + let_go_backlog;
+  let_go := permgraph._release_waiting_changes();
   select count(*) into remaining from permgraph.long_job_users;
   elapsed := permgraph._ms_since(started);
   update permgraph.long_job set

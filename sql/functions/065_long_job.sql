@@ -83,8 +83,9 @@
 -- moved), each of those users was recomputed by a chunk that saw the
 -- change, by the same argument as for deferred changes.
 --
--- A full recomputation (refresh(), a truncate, a batch above p_max_changes)
--- recomputes every row, and so ends a running job (ended_by = 'full').
+-- A full recomputation (refresh(), a truncate, a batch above p_max_changes
+-- without p_chunk_pairs) recomputes every row, and so ends a running job
+-- (ended_by = 'full').
 
 -- Whether a long job is running.
 create or replace function permgraph._long_job_active() returns boolean
@@ -102,6 +103,14 @@ end $$;
 -- of _build_region, over both change tables. With p_by_tail false the
 -- walk is made once for all the tails (o_origin is ''): a backlog's tens of
 -- thousands of tails need their users, not which tail leads to which.
+-- A removed edge is a change row that had a level (old_level: a removal,
+-- or a lowering, whose edge is still there) and whose edge is gone. The
+-- job's are looked up by head at each step of the walk
+-- (long_job_changes_removed_idx): a backlog leaves up to a million rows
+-- there, and reading them all made every batch during its job take seconds.
+-- The queue's are few, except in the batch that moves a backlog: they are
+-- gathered by head into one object, looked up by key at each step (as in
+-- _build_region: a CTE scanned at every step made a walk quadratic).
 create or replace function permgraph._upstream_users(p_tails text[], p_kinds text[], p_by_tail boolean)
 returns table (o_origin text, o_user_id text)
 language plpgsql
@@ -109,18 +118,18 @@ set enable_nestloop = off
 set search_path = pg_catalog, pg_temp
 set jit = off
 set plan_cache_mode = force_generic_plan
+-- (the queue by its index, as _change_region_sizes)
+set enable_seqscan = off
 as $$
 begin
   return query
-  with recursive changed as (
-    select c.tail_id, c.tail_kind, c.head_id from permgraph.changes c where not c.trash_changed and c.tail_kind <> '*'
-    union
-    select j.tail_id, j.tail_kind, j.head_id from permgraph.long_job_changes j
-  ), removed as (
-    select r.tail_id, r.tail_kind, r.head_id
-    from changed r
-    where not coalesce((select true from permgraph.edges e
-                        where e.tail_id = r.tail_id and e.head_id = r.head_id limit 1), false)
+  with recursive removed_into as (
+    select coalesce(jsonb_object_agg(r.head_id, r.tails), '{}') as by_head
+    from (select c.head_id, jsonb_agg(jsonb_build_array(c.tail_id, c.tail_kind)) as tails
+          from permgraph._batch_changes c
+          where c.old_level is not null and not c.trash_changed and c.tail_kind <> '*'
+            and not exists (select 1 from permgraph.edges e where e.tail_id = c.tail_id and e.head_id = c.head_id)
+          group by c.head_id) r
   ), up(origin, node_id, node_kind) as (
     select distinct (case when p_by_tail then t.id else '' end) collate "C", t.id collate "C", t.kind
     from unnest(p_tails, p_kinds) as t(id, kind)
@@ -130,7 +139,12 @@ begin
     cross join lateral (
       select x.tail_id, x.tail_kind from permgraph.edges x where x.head_id = u.node_id
       union all
-      select x.tail_id, x.tail_kind from removed x where x.head_id = u.node_id) e
+      select (t ->> 0) collate "C", t ->> 1
+      from jsonb_array_elements((select by_head from removed_into) -> u.node_id) t
+      union all
+      select j.tail_id, j.tail_kind from permgraph.long_job_changes j
+      where j.head_id = u.node_id and j.old_level is not null
+        and not exists (select 1 from permgraph.edges e where e.tail_id = j.tail_id and e.head_id = j.head_id)) e
     where u.node_kind = 'group'
   )
   select distinct up.origin::text, up.node_id::text from up where up.node_kind = 'user';
@@ -147,22 +161,26 @@ end $$;
 -- whole batch, as _build_region makes them, made batches of many small
 -- changes four times slower.) Stored rows lag behind the pending changes: a
 -- team created in the same batch as its big grant has none yet, and that
--- batch is applied whole.
+-- batch is applied whole. The queue is read from its low-water mark by the
+-- index (_batch_changes, 045_batch_split.sql): right after a backlog moved
+-- into a job, changes holds up to a million dead rows, and a scan of them
+-- was 40 ms of every batch during the job.
 create or replace function permgraph._change_region_sizes()
 returns table (o_tail_id text, o_head_id text, o_pairs bigint)
 language plpgsql
 set search_path = pg_catalog, pg_temp
 set jit = off
 set plan_cache_mode = force_generic_plan
+set enable_seqscan = off
 as $$
 begin
   return query
   with recursive group_tails as (
     select t.tail_id, (select count(*) from permgraph.permissions p where p.target_id = t.tail_id) as users
-    from (select distinct c.tail_id from permgraph.changes c where c.tail_kind = 'group' and not c.trash_changed) t
+    from (select distinct c.tail_id from permgraph._batch_changes c where c.tail_kind = 'group' and not c.trash_changed) t
   ), candidates as (
     select distinct c.tail_id, c.head_id, c.head_kind, t.users
-    from permgraph.changes c
+    from permgraph._batch_changes c
     join group_tails t on t.tail_id = c.tail_id
     where c.tail_kind = 'group' and not c.trash_changed and t.users > 1
   ), down(origin, node_id, node_kind) as (
@@ -303,6 +321,10 @@ begin
   select (select count(*) from joined), array_agg(l.o_origin), array_agg(l.last_user)
   into users_added, origins, last_users
   from (select r.o_origin, max(r.o_user_id collate "C") as last_user from reach r group by r.o_origin) l;
+  -- A job running before this batch may have deferred some of these
+  -- changes: their copy as the job's own, below, holds their tokens now.
+  delete from permgraph.long_job_changes d
+  where d.deferred and d.change_id in (select c.id from permgraph._batch_changes c);
   with moved_rows as (
     delete from permgraph._batch_changes c where not c.trash_changed
     returning c.*
@@ -315,11 +337,6 @@ begin
   from moved_rows m
   left join unnest(origins, last_users) as l(origin, last_user) on l.origin = m.tail_id;
   get diagnostics moved = row_count;
-  -- A job running before this batch may have deferred some of these
-  -- changes: their copy as the job's own now holds their tokens.
-  delete from permgraph.long_job_changes d
-  where d.deferred
-    and exists (select 1 from permgraph.long_job_changes j where not j.deferred and j.change_id = d.change_id);
   -- (sizes the first chunk: the stored rows of a sample of the job's users,
   -- whose rows vary too much for the table's mean to do)
   select avg((select count(*) from permgraph.permissions p where p.user_id = s.user_id)) into per_user
@@ -336,18 +353,20 @@ end $$;
 -- yet, so that its token is not applied before those rows are right. Those
 -- users are marked wanted: the next chunks take them first, and once none
 -- is left the deferred changes are let go (apply_job_chunk). Returns the
--- number of change rows deferred.
+-- number of change rows deferred. (The queue by its index, as
+-- _change_region_sizes.)
 create or replace function permgraph._defer_overlapping_changes() returns bigint
 language plpgsql
 set search_path = pg_catalog, pg_temp
 set jit = off
+set enable_seqscan = off
 as $$
 declare
   deferred_rows bigint;
 begin
   with tails as (
     select array_agg(t.tail_id::text order by t.tail_id) as ids, array_agg(t.tail_kind order by t.tail_id) as kinds
-    from (select distinct c.tail_id, c.tail_kind from permgraph.changes c where not c.trash_changed and c.tail_kind <> '*') t
+    from (select distinct c.tail_id, c.tail_kind from permgraph._batch_changes c where not c.trash_changed and c.tail_kind <> '*') t
   ), hit as (
     select w.o_origin, w.o_user_id
     from tails a
@@ -360,7 +379,7 @@ begin
   insert into permgraph.long_job_changes (change_id, tail_id, head_id, tail_kind, head_kind, old_level, new_level,
                                           xact_id, captured_at, deferred)
   select c.id, c.tail_id, c.head_id, c.tail_kind, c.head_kind, c.old_level, c.new_level, c.xact_id, c.captured_at, true
-  from permgraph.changes c
+  from permgraph._batch_changes c
   where not c.trash_changed and c.tail_id in (select o_origin from hit);
   get diagnostics deferred_rows = row_count;
   if deferred_rows > 0 then
@@ -433,6 +452,39 @@ begin
   return region_rows;
 end $$;
 
+-- After a chunk: lets go the changes that no longer wait for the job (the
+-- top of this file says why each is right), and returns how many.
+-- * Deferred changes, once no wanted user is left: each one's users in the
+--   job were marked wanted when it was deferred (and a chunk's snapshot sees
+--   every batch before it), so every row they touch has been recomputed
+--   since they committed.
+-- * A backlog's changes whose users are all done: each sorts at or before
+--   its release_after (_backlog_to_long_job), and every user left in the
+--   job sorts after it. (No user left: the job ends, and lets every change
+--   go.)
+-- Both by partial indexes: planned inside apply_job_chunk, each was a scan
+-- of the whole table, together 300 ms of every chunk after a backlog of a
+-- million changes on org large.
+create or replace function permgraph._release_waiting_changes() returns bigint
+language plpgsql
+set search_path = pg_catalog, pg_temp
+set jit = off
+set enable_seqscan = off
+as $$
+declare
+  deferred_rows bigint := 0;
+  backlog_rows bigint;
+begin
+  if not exists (select 1 from permgraph.long_job_users where wanted) then
+    delete from permgraph.long_job_changes where deferred;
+    get diagnostics deferred_rows = row_count;
+  end if;
+  delete from permgraph.long_job_changes j
+  where j.release_after < (select min(u.user_id) from permgraph.long_job_users u);
+  get diagnostics backlog_rows = row_count;
+  return deferred_rows + backlog_rows;
+end $$;
+
 -- Applies one chunk of the running long job, in the caller's transaction
 -- (REPEATABLE READ, as apply_changes): recomputes every row of the next
 -- users of the job, from the graph at p_at (default: the clock), writing
@@ -463,7 +515,6 @@ declare
   diff record;
   remaining bigint;
   let_go bigint := 0;
-  let_go_backlog bigint;
   elapsed double precision;
 begin
   batch_at := permgraph._begin_applying('apply_job_chunk', p_at);
@@ -483,6 +534,12 @@ begin
   bound := coalesce(p_max_pairs, job.chunk_pairs);
   chunk_size := greatest(1, floor(bound / greatest(1, coalesce(job.pairs_per_user,
                                                                job.region_estimate::double precision / greatest(1, job.users_total)))))::bigint;
+  if job.pairs_per_user is null then
+    -- (the first chunk measures: an eighth of what the estimate allows, since
+    -- users differ a hundredfold after a backlog, and the first chunk sized
+    -- by a sample's mean took 75 heavy users and 767 ms on org small)
+    chunk_size := greatest(1, chunk_size / 8);
+  end if;
   select array_agg(user_id order by user_id) into chunk_users
   from (select user_id from permgraph.long_job_users where wanted order by user_id limit chunk_size) s;
   if chunk_users is null then
@@ -498,20 +555,7 @@ begin
     select * into diff from permgraph._write_diff(true);
     delete from permgraph.long_job_users where user_id = any(chunk_users);
   end if;
-  -- Each deferred change's users in the job were marked wanted when it was
-  -- deferred (and this snapshot sees every batch before it): with none left,
-  -- every row those changes touch has been recomputed since they committed.
-  if not exists (select 1 from permgraph.long_job_users where wanted) then
-    delete from permgraph.long_job_changes where deferred;
-    get diagnostics let_go = row_count;
-  end if;
-  -- A backlog's changes whose users are all done: each sorts at or before
-  -- its release_after (_backlog_to_long_job), and every user left sorts
-  -- after it. (No user left: the job ends below, and lets every change go.)
-  delete from permgraph.long_job_changes j
-  where j.release_after < (select min(u.user_id) from permgraph.long_job_users u);
-  get diagnostics let_go_backlog = row_count;
-  let_go := let_go + let_go_backlog;
+  let_go := permgraph._release_waiting_changes();
   select count(*) into remaining from permgraph.long_job_users;
   elapsed := permgraph._ms_since(started);
   update permgraph.long_job set

@@ -6,6 +6,8 @@
 -- take them first, and when none is left the waiting changes are applied.
 alter table permgraph.long_job_users add column if not exists wanted boolean not null default false;
 create index if not exists long_job_users_wanted_idx on permgraph.long_job_users (user_id) where wanted;
+-- (and the deferred changes they let go, found without reading the job's own)
+create index if not exists long_job_changes_deferred_idx on permgraph.long_job_changes (change_id) where deferred;
 
 -- A job running across this upgrade deferred its changes without marking
 -- their users: every user it has left is taken as wanted, so that those
@@ -25,6 +27,11 @@ create index if not exists long_job_changes_release_idx on permgraph.long_job_ch
 -- before the job ended.
 alter table permgraph.long_job add column if not exists backlog_changes bigint not null default 0;
 alter table permgraph.long_job add column if not exists released bigint not null default 0;
+
+-- The walk up from a change (_upstream_users) looks up the job's removed
+-- edges by head: a backlog leaves up to a million change rows here.
+create index if not exists long_job_changes_removed_idx on permgraph.long_job_changes (head_id)
+  where old_level is not null;
 
 -- _upstream_users gains p_by_tail (a backlog's users need no tail each).
 drop function if exists permgraph._upstream_users(text[], text[]);
