@@ -16,6 +16,8 @@ export interface BatchTotals {
   rowsWritten: number;
   /** Time spent inside apply_changes (server side). */
   busyMs: number;
+  /** The longest batch (server side; absent in runs before it was kept). */
+  longestMs?: number;
   /** Chunks of long jobs applied meanwhile, and their time inside apply_job_chunk (absent in runs before they were counted). */
   chunks?: { count: number; busyMs: number; maxMs: number };
 }
@@ -145,7 +147,7 @@ export class BatchLog {
   }
 
   totals(from: number, to: number): BatchTotals {
-    const totals: BatchTotals = { count: 0, modes: {}, changes: 0, rowsWritten: 0, busyMs: 0 };
+    const totals: BatchTotals = { count: 0, modes: {}, changes: 0, rowsWritten: 0, busyMs: 0, longestMs: 0 };
     for (const { at, result } of this.batches) {
       if (at < from || at > to) continue;
       totals.count++;
@@ -153,6 +155,7 @@ export class BatchLog {
       totals.changes += result.changes;
       totals.rowsWritten += result.inserted + result.updated + result.deleted;
       totals.busyMs += result.ms;
+      totals.longestMs = Math.max(totals.longestMs ?? 0, result.ms);
     }
     totals.busyMs = round(totals.busyMs, 1);
     const chunks = this.chunks.filter(({ at }) => at >= from && at <= to);
