@@ -103,7 +103,10 @@ export function registerCoreCommands(program: Command): void {
         ctx.say(`permission rows:  ${status.permissionRows}${status.permissionsMissing ? ' (missing: the graph has users; the next batch, or `permgraph refresh`, recomputes the table)' : ''}`);
         const job = status.longJob;
         if (job) {
-          const progress = `${job.usersDone}/${job.usersTotal} users, ${job.chunks} chunk(s), ${job.changes} change(s) (+${job.deferred} waiting for it)`;
+          // (backlogChanges and released are absent from an older schema's status())
+          const backlog = job.backlogChanges ? `, ${job.backlogChanges} of them a backlog` : '';
+          const released = job.released === undefined ? '' : `, ${job.released} let go before its end`;
+          const progress = `${job.usersDone}/${job.usersTotal} users, ${job.chunks} chunk(s), ${job.changes} change(s)${backlog} (+${job.deferred} waiting for it)${released}`;
           ctx.say(`long job:         ${job.finishedAt ? `last one finished at ${job.finishedAt} (${job.endedBy}), ${progress}` : `running since ${job.startedAt}, ${progress}`}`);
         }
         const consumers: Record<string, any>[] | undefined = status.changeConsumers; // (absent from the status() of an older schema)
