@@ -3,7 +3,7 @@
 // costs in the worker phases, the floors beside each measure), the figures
 // come from it; the rest summarizes the profiles in bench/FINDINGS.md,
 // which each line names.
-import type { RateResult } from '../measure/worker/phases.ts';
+import type { BacklogResult, RateResult } from '../measure/worker/phases.ts';
 import { newestPhase, type Runs } from './provenance.ts';
 import { formatValue } from './svg.ts';
 
@@ -104,6 +104,20 @@ export interface LimitInputs {
   noopGoal: number;
   /** Org large's local changes: their p99, and the p99 of the same samples' server side (null: not recorded). */
   largeOrgLocalTail: LocalTail | null;
+  /** Org large's backlog phase: the paragraph on goal 5 for a backlog only when its fresh writes' p99 misses 1 s. */
+  largeOrgBacklog: BacklogResult | null;
+}
+
+/**
+ * Goal 5 for a backlog: what fresh writes waited for while a worker caught
+ * up. Null when the run measured none, or their p99 met the goal.
+ */
+function backlogLimit(b: BacklogResult): string | null {
+  const fresh = b.fresh;
+  if (!fresh || fresh.lag.p99 <= 1000) return null;
+  const chunks = b.batches.chunks;
+  const longest = b.batches.longestMs;
+  return `**Goal 5 for a backlog (writes during a catch-up, lag p99 ≤ 1 s).** A worker started on ${b.changes.toLocaleString('en-US')} queued changes ${chunks?.count ? `moved them into a long job and drained it in ${ms(b.drainMs)} (${chunks.count} chunks, the longest ${ms(chunks.maxMs)})` : `drained them in ${ms(b.drainMs)}`}; a write committed every ${fresh.intervalMs} ms meanwhile waited a median ${ms(fresh.lag.median)}, p99 ${ms(fresh.lag.p99)}. ${longest === undefined ? '' : `The tail is the batch that takes the backlog, ${ms(longest)}: `}every write committed while it runs waits for it. With chunking it moves each change row from the queue into the job's table (a million rows, their deletion and four indexes: ~6 µs a row, bench/FINDINGS.md 51), where before it recomputed the whole table (FINDINGS 50). After it, a write waits for a batch and a chunk, and a chunk holds whole users, recomputed from scratch (one of ~14,000 rows took 0.6 s in the profile). Less would need the backlog left in place (its rows marked as the job's by the snapshot that took them, with no row written), which every read of the queue would then have to step over.`;
 }
 
 export interface LocalTail {
@@ -125,13 +139,15 @@ function localTailLimit({ p99, serverP99, goal }: LocalTail): string {
   return ` Its p99 on org large, ${ms(p99)}, is over the goal's ${goal} ms. ${side}`;
 }
 
-export function limitsSection(runs: Runs, { largeOrgRates, largeOrgFloorRowsPerSecond, sustainedGoal, checkGoalMs, firstPagesServerMs, checkServerMs, noopVsFloor, noopGoal, largeOrgLocalTail }: LimitInputs): string[] {
+export function limitsSection(runs: Runs, { largeOrgRates, largeOrgFloorRowsPerSecond, sustainedGoal, checkGoalMs, firstPagesServerMs, checkServerMs, noopVsFloor, noopGoal, largeOrgLocalTail, largeOrgBacklog }: LimitInputs): string[] {
   const lines = ['## What limits the goals missed', ''];
   lines.push('**Goal 1 (a local change ≤ 4× a one-row commit).** A local change is one statement on the server, one round trip and one commit, like the floor; what the floor does not have is the statement. Profiled on org small (bench/FINDINGS.md 27): the round trip ~0.18 ms and the commit\'s flush ~0.4 ms (the floor\'s own costs), the call around the statement ~0.1 ms, the statement\'s fixed part 0.23 ms (0.31 ms for a batch that only adds: starting a plan of some hundred nodes, the checks that the path fits), and its work 0.5–1.5 ms for a region of 11–40 pairs (walks, diff and writes at 10–30 µs a pair, each a probe or an index entry). So 4× a 0.43–0.6 ms floor leaves ~1 ms for the statement, which a region of ~30 pairs already takes. Most of the statement\'s fixed part is starting its plan: in a profile of a backend applying local batches, the executor\'s start-up is 17% of its CPU, ~0.3 ms a batch, which a cached plan does not save (bench/FINDINGS.md 37). Write + apply adds the change\'s own commit, which is no plain INSERT either: the grant is validated, and writes its edge, a change row and an audit row (see goal 3), ~140 µs of statement triggers on a one-row write (FINDINGS 37); 6× leaves it ~0.5 ms.' + (largeOrgLocalTail && largeOrgLocalTail.p99 > largeOrgLocalTail.goal ? localTailLimit(largeOrgLocalTail) : ''), '');
   const capture = newestPhase(runs, 'capture')?.result;
   lines.push(`**Goal 3 (bulk insert ≤ 2× no triggers).** ${capture ? `Measured ${capture.ratio}×${capture.ratioWithoutAudit ? `, ${capture.ratioWithoutAudit}× with the audit log off (same rounds)` : ''}. ` : ''}The grants are not the only rows written: each also writes an edge and a change row, and, with the audit log on (the default), an audit row; four tables and eleven index entries against one table and two. On 100,000 grants (bench/FINDINGS.md 30, 41): the plain INSERT is mostly its foreign-key checks, which the grants pay too; capture adds the edges (a heap and two indexes) and the change rows, about as much as the plain INSERT's own rows and checks; the audit rows add a table with five indexes. The same code read 1.96–2.44× in seven runs on this host (stops 35 and 36). What would meet the goal is one table's writes fewer: without the audit rows, or without the audit log's four secondary indexes (1.7–1.9×), but those indexes are the log's reads by actor, node and time, and the cheaper kinds measured (GIN for nodes, BRIN for time) trade them (finding 41).`, '');
   const throughput = largeOrgRates ? throughputLimit(largeOrgRates, sustainedGoal) : null;
   if (throughput) lines.push(throughput + (writeFloorBound(largeOrgRates!, largeOrgFloorRowsPerSecond, sustainedGoal) ?? ''), '');
+  const backlog = largeOrgBacklog ? backlogLimit(largeOrgBacklog) : null;
+  if (backlog) lines.push(backlog, '');
   const pages = firstPagesServerMs.length ? `${ms(Math.min(...firstPagesServerMs))}–${ms(Math.max(...firstPagesServerMs))}` : 'not measured';
   lines.push(`**Goal 6 (first page ≤ 2 ms).** The first pages measured ${pages} on the server for the heaviest users of these runs (the "server side" rows in the details); the client medians add the round trip and, on this 2-core machine, the wait for a core, and move by ±1 ms between runs of the same code (bench/FINDINGS.md 24, 27). What the functions add over the page\'s own reads is ~0.4 ms: the catalog lookup of the application table (list_rows), reading the user\'s owners, choosing a plan, and planning the dynamic query, which is per call. The rest is the page itself. org\'s heaviest users see ~3% of the table through 300–400 owners: list_rows reads their owners\' rows only up to an id bound that the id column\'s histogram places past twice the page (~200 rows instead of ~2,900, bench/FINDINGS.md 39), but one index scan still steps from each owner\'s entries to the next, ~2 µs an owner (~0.8 ms for 408), and reading the 408 owners first costs ~0.3 ms; list_targets reads every child of those owners (one or two each) and probes the owner\'s row for each node of the page. Less would need the owners\' rows merged in id order without visiting every owner, which no PostgreSQL index scan does. Whole lists above budget are bound by reading the rows themselves: the unfiltered read of as many rows beside each.`, '');
   // (a section on the goals missed: these two only when this report's figures miss them; the

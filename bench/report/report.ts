@@ -15,6 +15,7 @@ import { formatValue, renderBarChart } from './svg.ts';
 import { embeddedFirst, majorOf, versionsSection, type VersionFigures } from './versions-section.ts';
 import { postgresName } from '../lib/environment.ts';
 import { EMBEDDED_MAJOR } from '../../scripts/lib/postgres-cluster.ts';
+import { DEFAULT_CHUNK_PAIRS } from '../../src/constants.ts';
 
 /** The phases of a (size, shape) measured by a full run, each of which may come from a different run. */
 const SHAPE_PHASES = ['refresh', 'incremental', 'reads', 'worker'] as const;
@@ -55,7 +56,9 @@ async function loadRuns(): Promise<{ run: RunResult; file: string }[]> {
  * (`--skip-reads`, `--no-worker`, ...) does not hide the last figures of
  * that phase. Runs made from a tree with uncommitted changes stay in runs/
  * but never feed the report: its figures must belong to a commit someone
- * can check out.
+ * can check out. A worker phase run with another chunk bound than the
+ * worker's default (--worker-chunk-pairs) is a variant, measured beside
+ * the default for comparison: it does not stand for the worker either.
  */
 function latest(runs: { run: RunResult; file: string }[]): Entry[] {
   const byKey = new Map<string, Entry>();
@@ -66,6 +69,8 @@ function latest(runs: { run: RunResult; file: string }[]): Entry[] {
       const key = `${external(measured) ? 'csv:' : ''}${measured.size}/${measured.shape}`;
       const before = byKey.get(key);
       const shape = { ...measured };
+      // (runs before the bound was recorded ran the default)
+      if (shape.worker && shape.worker.chunkPairs !== undefined && shape.worker.chunkPairs !== DEFAULT_CHUNK_PAIRS) shape.worker = null;
       const from = Object.fromEntries(SHAPE_PHASES.map((p) => [p, file])) as Record<ShapePhase, string>;
       for (const phase of ['incremental', 'reads', 'worker'] as const) {
         if (shape[phase] !== null || !before || before.shape[phase] === null) continue;
@@ -624,9 +629,10 @@ export async function writeReport(): Promise<string> {
   await mkdir(path.join(RESULTS_DIR, 'charts'), { recursive: true });
   const largeOrg = entries.find((e) => e.shape.shape === 'org' && e.shape.size === 'large');
   const largeOrgRates = largeOrg ? workerOf(largeOrg)?.rates ?? null : null;
+  const largeOrgBacklog = largeOrg ? workerOf(largeOrg)?.backlog ?? null : null;
   const lines = [...header(runs, entries), '', ...summaryTable(entries), '', ...goals(entries, runs), '', ...limitsSection(runs, { largeOrgRates, largeOrgFloorRowsPerSecond: largeOrg?.shape.refresh.floorRowsPerSecond ?? null, sustainedGoal: SUSTAINED_GOAL, checkGoalMs: CHECK_GOAL_MS, firstPagesServerMs: firstPagesServer(entries),
     checkServerMs: entries.flatMap((e) => (e.shape.reads ? [e.shape.reads.check.server.permgraph.median] : [])),
-    noopVsFloor: entries.map((e) => upToDateRatio(e.shape.refresh)), noopGoal: NOOP_REFRESH_GOAL, largeOrgLocalTail: largeOrgLocalTail(largeOrg) }), '', ...scaling(entries, runs), '', ...soloSection(runs), '', ...importSection(all), '', ...holSection(all, EMBEDDED_MAJOR), '',
+    noopVsFloor: entries.map((e) => upToDateRatio(e.shape.refresh)), noopGoal: NOOP_REFRESH_GOAL, largeOrgLocalTail: largeOrgLocalTail(largeOrg), largeOrgBacklog }), '', ...scaling(entries, runs), '', ...soloSection(runs), '', ...importSection(all), '', ...holSection(all, EMBEDDED_MAJOR), '',
     ...paragraph(versionsSection(EMBEDDED_MAJOR, [...entries.map(versionFigures), ...otherVersions(all)])),
     'Engine problems found while building these benchmarks, with EXPLAIN evidence: [bench/FINDINGS.md](../FINDINGS.md).', '', '## Details'];
   for (const e of entries) {
