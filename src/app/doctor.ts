@@ -262,7 +262,7 @@ function workerCheck(status: Status): DoctorCheck {
 
 function backlogCheck(status: Status, maxLagSeconds: number): DoctorCheck {
   const pending = Number(status.pending_changes);
-  // A long job's changes have left the queue, but their tokens wait for its last chunk.
+  // A long job's changes have left the queue, but their tokens wait until a chunk lets them go.
   const jobAge = status.long_job_oldest_change_age_s == null ? undefined : Number(status.long_job_oldest_change_age_s);
   const job = status.long_job as { users_remaining?: number; users_total?: number } | null | undefined;
   const jobText =

@@ -26,7 +26,9 @@ export async function verify(db: Queryable, options: { at?: Date } = {}): Promis
     const differences: Difference[] = await tx.query(
       sql`select relation, key, stored, expected from permgraph.verify(${options.at ?? null}::timestamptz)`,
     );
-    // (a long job's changes count until its last chunk: its users' rows differ meanwhile)
+    // (a long job's own changes count until a chunk lets them go: while any
+    // user is left in the job, a change that touches it is left too, and that
+    // user's rows may differ)
     const [pending] = await tx.query(sql`
       select (select count(*) from permgraph.changes) + (select count(*) from permgraph.long_job_changes where not deferred) as n`);
     return { differences, pendingChanges: Number(pending.n) };

@@ -42,7 +42,7 @@ export function createWorkerMetrics(worker: Worker, db: Queryable): Registry {
     gauge.set(Number(row.n));
   });
   // The lag readers see: a long job's changes (its own, and those deferred
-  // behind it) have left the queue, but their tokens wait for its last chunk.
+  // behind it) have left the queue, but their tokens wait until a chunk lets them go.
   databaseGauge(
     registry,
     'permgraph_oldest_pending_age_seconds',
