@@ -6,9 +6,9 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { sql, type Queryable } from '../../src/db/pool.ts';
-import { applyChanges, refresh } from '../../src/engine/apply.ts';
+import { applyChanges, refresh, type BatchResult } from '../../src/engine/apply.ts';
 import { currentToken, isApplied, waitFor } from '../../src/engine/freshness.ts';
-import { applyJobChunk } from '../../src/engine/long-job.ts';
+import { applyJobChunk, type ChunkResult } from '../../src/engine/long-job.ts';
 import { verify } from '../../src/engine/verify.ts';
 import { createWorkerMetrics } from '../../src/worker/metrics.ts';
 import { Worker } from '../../src/worker/worker.ts';
@@ -306,6 +306,34 @@ describe('long jobs: huge regions applied in chunks', async () => {
     expect(metrics).toContain('permgraph_long_job_active 0');
     expect(await longJob()).toMatchObject({ ended_by: 'chunks', users_total: 8, users_done: 8, chunks: chunks.length });
     await expectTableMatches(state, 'worker');
+  });
+
+  it('a worker started on a backlog takes it as a long job, lets its tokens go chunk by chunk, and ends equal to the model', async () => {
+    const members = Array.from({ length: 8 }, (_, i) => u(`m${i}`));
+    const state = await start({
+      nodes: [...members, g('team'), ...Array.from({ length: 4 }, (_, i) => g(`p${i}`, 'team')), g('side')],
+      grants: members.map((m) => grant(m.id, 1, 'team')),
+    });
+    // committed while no worker runs: more changes than its batch limit
+    const backlog = [];
+    for (const m of members) backlog.push(await commitGrant(state, m.id, 'side', 2));
+    const worker = new Worker({ url, pollIntervalMs: 50, maxBatch: 3, chunkPairs: 12, listen: false });
+    const batches: BatchResult[] = [];
+    const chunks: ChunkResult[] = [];
+    worker.on('batch', (batch) => batches.push(batch));
+    worker.on('chunk', (chunk) => chunks.push(chunk));
+    await worker.start();
+    try {
+      for (const c of backlog) await waitFor(db, c.token, 30_000);
+    } finally {
+      await worker.stop();
+    }
+    expect(batches[0]).toMatchObject({ mode: 'incremental', toLongJob: backlog.length, longJobActive: true });
+    expect(batches.filter((b) => b.mode === 'full')).toEqual([]);
+    // (about a member a chunk, 7 rows each: the first members' tokens are let go before the last chunk)
+    expect(chunks.length).toBeGreaterThan(1);
+    expect(chunks.slice(0, -1).some((c) => c.released > 0)).toBe(true);
+    await expectTableMatches(state, 'worker on a backlog');
   });
 
   it('random changes, batches and chunks in random order: tokens never run ahead of the table, and the end equals the model', async () => {
