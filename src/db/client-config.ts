@@ -149,8 +149,9 @@ export async function onFirstHost<T>(url: string, attempt: (address: HostAddress
  * END_TIMEOUT_MS at most). A server that is starting (isServerStarting) is
  * tried again, all the hosts each time, for SERVER_STARTING_RETRY_MS; any
  * other failure is reported at once, after one attempt: the first
- * connection of every command, of Permgraph.connect() and of the worker's
- * start is this one (src/db/pooler.ts); a pool tries no connection again
+ * connection of the worker's start is this one (src/db/pooler.ts), as the
+ * first of every command's pool and of Permgraph.connect()'s is opened
+ * (openApplicationPool); a pool tries no connection again
  * (src/db/pool-connections.ts). `sockets` keeps its socket (as clientConfig's
  * option), for a caller that bounds its goodbye; `queryTimeoutMs` bounds
  * each statement's wait for its answer (node-pg's query_timeout).
@@ -174,6 +175,16 @@ export async function connectClient(
         throw error;
       }
     });
+  return whileServerStarting(attempt);
+}
+
+/**
+ * `attempt` (a first connection), made again while it fails as one to a
+ * server that is starting (isServerStarting) fails, for
+ * SERVER_STARTING_RETRY_MS, with a growing pause; any other failure is
+ * thrown at once.
+ */
+export async function whileServerStarting<T>(attempt: () => Promise<T>): Promise<T> {
   const start = Date.now();
   for (let tries = 1; ; tries++) {
     try {

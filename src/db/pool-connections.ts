@@ -23,8 +23,18 @@ interface SourceConfig {
 
 /** @databases/pg's wrapper of a node-pg client, as its pool takes it. */
 interface Driver {
+  /** Its node-pg client. */
+  client: unknown;
   connect(): Promise<unknown>;
+  dispose(): Promise<unknown>;
 }
+
+/**
+ * What a pool does on each connection it opens, before its first use (the
+ * pool's own set-up, types and `schema`, follows): given the connection's
+ * node-pg client. A failure closes the connection and fails its opening.
+ */
+export type ConnectionSetUp = (client: unknown) => Promise<void>;
 type DriverClass = new (client: unknown, handlers: unknown, acquireLockTimeoutMilliseconds: unknown) => Driver;
 type Source = (config: SourceConfig, handlers: unknown, acquireLockTimeoutMilliseconds: unknown) => () => Promise<Driver>;
 
@@ -32,6 +42,25 @@ type Source = (config: SourceConfig, handlers: unknown, acquireLockTimeoutMillis
 const NO_TLS = /the server does not support ssl connections/i;
 
 let installed = false;
+
+/** The set-up of the pool being made (withConnectionSetUp), which its source of connections takes as it is made. */
+let pendingSetUp: ConnectionSetUp | undefined;
+
+/**
+ * Makes a pool (`make`, which must make exactly one, synchronously) whose
+ * connections each get `setUp` once connected. @databases/pg passes its
+ * source only the settings of node-pg, so the set-up reaches the source
+ * here: the pool's constructor makes its source synchronously, inside
+ * `make`.
+ */
+export function withConnectionSetUp<T>(setUp: ConnectionSetUp | undefined, make: () => T): T {
+  pendingSetUp = setUp;
+  try {
+    return make();
+  } finally {
+    pendingSetUp = undefined;
+  }
+}
 
 /** Replaces @databases/pg's source of connections with directConnections (idempotent). */
 export function installDirectConnections(): void {
@@ -43,7 +72,7 @@ export function installDirectConnections(): void {
   const Driver = (library('./Driver.js') as { default: DriverClass }).default;
   // (the node-pg the library itself loads, should it ever differ from ours)
   const { Client } = library('pg') as { Client: new (options: object) => unknown };
-  module.default = (config, handlers, lockTimeout) => directConnections(config, (options) => new Driver(new Client(options), handlers, lockTimeout));
+  module.default = (config, handlers, lockTimeout) => directConnections(config, (options) => new Driver(new Client(options), handlers, lockTimeout), pendingSetUp);
   installed = true;
 }
 
@@ -51,8 +80,24 @@ export function installDirectConnections(): void {
  * A source of connections: each host in turn, the first that connects
  * wins; under sslmode allow or prefer a host that refuses TLS is tried
  * again in plain text (as the library did). Throws the last host's error.
+ * The connection made is then set up (`setUp`), or closed if that fails.
  */
-export function directConnections({ hosts, ssl, ...options }: SourceConfig, driverFor: (options: object) => Driver): () => Promise<Driver> {
+export function directConnections({ hosts, ssl, ...options }: SourceConfig, driverFor: (options: object) => Driver, setUp?: ConnectionSetUp): () => Promise<Driver> {
+  const firstHost = firstHostConnection(hosts, ssl, options, driverFor);
+  if (!setUp) return firstHost;
+  return async () => {
+    const driver = await firstHost();
+    try {
+      await setUp(driver.client);
+    } catch (error) {
+      await driver.dispose().catch(() => {}); // (the setting-up error is the one to report)
+      throw error;
+    }
+    return driver;
+  };
+}
+
+function firstHostConnection(hosts: SourceConfig['hosts'], ssl: SourceConfig['ssl'], options: object, driverFor: (options: object) => Driver): () => Promise<Driver> {
   return async () => {
     let lastError: unknown = new Error('the database URL names no host');
     for (const { host, port } of hosts) {

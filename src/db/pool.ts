@@ -1,7 +1,8 @@
 import databases, { sql, type ConnectionPool, type Queryable } from '@databases/pg';
 import { DEFAULT_APPLICATION_NAME } from '../constants.ts';
 import { InvalidInputError } from '../errors.ts';
-import { installDirectConnections } from './pool-connections.ts';
+import { clientAnnouncedPid } from './close-connection.ts';
+import { installDirectConnections, withConnectionSetUp } from './pool-connections.ts';
 import { NODE_PG_SSL_SWITCH, tlsPlan, urlWithout } from './tls.ts';
 import { readingUrl, readUrlParameters } from './url-parameters.ts';
 
@@ -19,9 +20,10 @@ export interface PoolOptions {
    * SET search_path = PINNED_SEARCH_PATH on each connection (default true).
    * A session setting: through a transaction pooler it would land on one
    * server session and pass to whichever client the pooler hands that
-   * session next (see openApplicationPool).
+   * session next (see openApplicationPool). 'if-direct': on each connection
+   * that is a server session of its own, and on no other (pinIfDirect).
    */
-  pinSearchPath?: boolean;
+  pinSearchPath?: boolean | 'if-direct';
   /** How long a query may wait for its answer (ms; default: no bound). */
   queryTimeoutMs?: number;
 }
@@ -35,7 +37,8 @@ export function openPool(url: string, options: PoolOptions = {}): ConnectionPool
   const plan = tlsPlan(url);
   const settings = readUrlParameters(url);
   installDirectConnections();
-  return readingUrl(url, () => databases.default({
+  const pin = options.pinSearchPath ?? true;
+  return readingUrl(url, () => withConnectionSetUp(pin === 'if-direct' ? pinIfDirect : undefined, () => databases.default({
     // (under allow and prefer the URL with its TLS parameters: the pool
     // reads a client certificate's files from it itself)
     connectionString: plan.plainIfRefused ? urlWithout(url, [NODE_PG_SSL_SWITCH]) : plan.url,
@@ -49,7 +52,7 @@ export function openPool(url: string, options: PoolOptions = {}): ConnectionPool
     // a name to an object someone planted in public (a function taking
     // text[] beats pg_catalog's polymorphic unnest wherever public is on the
     // path). Applications name their own tables with their schema.
-    schema: options.pinSearchPath === false ? undefined : PINNED_SEARCH_PATH,
+    schema: pin === true ? PINNED_SEARCH_PATH : undefined,
     // What the URL says of connecting and keepalives (url-parameters.ts),
     // as every raw client takes it: by default a server gone without
     // closing the connection is noticed (the OS's probes start after
@@ -61,5 +64,27 @@ export function openPool(url: string, options: PoolOptions = {}): ConnectionPool
     // is replaced on next use; the default handler would print to stderr.
     onError: options.onIdleError ?? (() => {}),
     queryTimeoutMilliseconds: options.queryTimeoutMs,
-  }));
+  })));
 }
+
+/**
+ * Pins the search path (as `SET search_path`: for the session) only when
+ * the server session that runs the statement is the one the connection
+ * announced at its start (BackendKeyData): then nothing in between made
+ * its own process id up, and the connection is direct. Through a pooler
+ * the two differ, and nothing is set on the server session, which other
+ * clients may be handed next. Asked and set in one statement, one round
+ * trip, as a SET alone; every name in it is qualified (it runs on the
+ * login's own path). A connection whose announced id is unknown (node-pg
+ * keeps it elsewhere: another version) is left unpinned.
+ */
+async function pinIfDirect(client: unknown): Promise<void> {
+  const announced = clientAnnouncedPid(client as object);
+  if (announced === undefined) return;
+  await (client as { query(text: string, values: unknown[]): Promise<unknown> }).query(PIN_IF_DIRECT, [announced, PINNED_SEARCH_PATH.join(', ')]);
+}
+
+// (the path as SET writes it, its names being plain identifiers: current_setting shows the same)
+const PIN_IF_DIRECT =
+  'select case when pg_catalog.pg_backend_pid() operator(pg_catalog.=) $1::pg_catalog.int4 ' +
+  "then pg_catalog.set_config('search_path', $2::pg_catalog.text, false) end as search_path";

@@ -5,7 +5,7 @@ import type { Connection } from '@databases/pg';
 import pg, { type ClientConfig } from 'pg';
 import { END_TIMEOUT_MS, POOLER_CHECK_APPLICATION_NAME, POOLER_CHECK_TIMEOUT_MS } from '../constants.ts';
 import { PermgraphError, SharedSessionError } from '../errors.ts';
-import { clientConfig, connectClient } from './client-config.ts';
+import { clientConfig, connectClient, whileServerStarting } from './client-config.ts';
 import { announcedPid, clientAnnouncedPid, clientPeer, type PeerAddress } from './close-connection.ts';
 import { openPool, sql, type ConnectionPool, type PoolOptions } from './pool.ts';
 import { SocketKeeper } from './socket-keeper.ts';
@@ -156,16 +156,16 @@ async function serverPid(client: pg.Client): Promise<number> {
  * The first question, asked on a connection of its own to `url`: whether
  * that connection is a server session of its own (the process id it
  * announced at its start is the server's: nothing in between made one
- * up), and the address it reached. It is the first connection of every
- * command, of Permgraph.connect() and of the worker's start: made by
+ * up), and the address it reached. It is the first connection of the
+ * worker's start (and of doctor's and an import's checks): made by
  * connectClient, which tries again only a server that is starting, and
  * reports any other failure after one attempt. It reads URLs that list several hosts
  * ('h1,h2:5432', 'h1:5432,h2:5433') as the pool does (onFirstHost), so
  * the raw clients of the sharing check connect to the address it reached:
  * they meet the server (or pooler) the pool's connections meet. Bounded
- * only when asking about sharing (the worker's check, doctor's): an
- * application's connect() waits for a busy pool's session as any of its
- * statements would, rather than failing after POOLER_CHECK_TIMEOUT_MS.
+ * only when asking about sharing (the worker's check, doctor's, an
+ * import's); without it, it waits for a busy pool's session as any
+ * statement would, rather than failing after POOLER_CHECK_TIMEOUT_MS.
  */
 async function firstLook(url: string, bounded: boolean): Promise<{ direct: boolean; address: PeerAddress | undefined }> {
   const sockets = new SocketKeeper();
@@ -191,15 +191,26 @@ export async function serverSession(conn: Connection): Promise<{ pid: number; di
 /**
  * The pool of Permgraph.connect() and of the command line, whose URL may
  * lead to a connection pooler: the search path is pinned only on a direct
- * connection (connectionPath). Through a pooler every connection is a
- * series of server sessions that other clients share (a transaction
+ * connection, told on each connection as it opens (pinSearchPath
+ * 'if-direct'), with no connection of its own to ask (that one cost a
+ * connection and its handshake per command). Through a pooler every
+ * connection is a series of server sessions that other clients share (a transaction
  * pooler's), or may be: the SET would pass to the application's own
  * connections of the same login, whose unqualified names would then fail
  * to resolve, and permgraph's later statements could run on sessions
  * without it anyway. Its statements then resolve names through the
- * login's own search_path (docs/security.md, "Search paths"). Costs two
- * connections, to ask.
+ * login's own search_path (docs/security.md, "Search paths"). Its first
+ * connection is opened here, as connectClient opens one: tried again
+ * while the server is starting, any other failure reported after one
+ * attempt; it stays in the pool for the first statement.
  */
 export async function openApplicationPool(url: string, options: Omit<PoolOptions, 'pinSearchPath'> = {}): Promise<ConnectionPool> {
-  return openPool(url, { ...options, pinSearchPath: (await connectionPath(url)) === 'direct' });
+  const pool = openPool(url, { ...options, pinSearchPath: 'if-direct' });
+  try {
+    await whileServerStarting(() => pool.task(async () => {}));
+    return pool;
+  } catch (error) {
+    await pool.dispose();
+    throw error;
+  }
 }

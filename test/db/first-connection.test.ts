@@ -10,6 +10,7 @@ import { Socket } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { Permgraph } from '../../src/client.ts';
 import { connectClient } from '../../src/db/client-config.ts';
+import { openApplicationPool } from '../../src/db/pooler.ts';
 import { cleanUpAfter } from '../helpers/cleanup.ts';
 import { runCli } from '../helpers/cli.ts';
 import { createTestDatabase } from '../helpers/database.ts';
@@ -73,6 +74,18 @@ describe('a server that is starting', () => {
       fake.startingUp = 2;
       const client = await connectClient(fake.url, 'permgraph-test');
       client.end().catch(() => {}); // (the stand-in never answers a goodbye)
+      expect(fake.connections()).toBe(3);
+    } finally {
+      await fake.close();
+    }
+  });
+
+  it("is tried again by the pool of Permgraph.connect() and of every command, whose first connection stays in it", async () => {
+    const fake = await startFakePostgres();
+    try {
+      fake.startingUp = 2;
+      const pool = await openApplicationPool(fake.url, { poolSize: 1 });
+      pool.dispose().catch(() => {}); // (the stand-in never answers a goodbye)
       expect(fake.connections()).toBe(3);
     } finally {
       await fake.close();
