@@ -50,7 +50,7 @@ export async function clientConfig(url: string, applicationName: string, options
   // (verify-full checks the name of the host the address was reached by,
   // not the address: of a URL listing several, the one that answered)
   const name = options.address?.name;
-  const named = urlWithout(plan.url, CONNECTION_NAME_PARAMETERS);
+  const named = rawClientUrl(plan.url);
   const config = {
     // (the connection is named here: see CONNECTION_NAME_PARAMETERS)
     connectionString: options.address ? atAddress(named, options.address) : named,
@@ -74,6 +74,23 @@ export async function clientConfig(url: string, applicationName: string, options
   } finally {
     await sockets.endWithin(check.end(), END_TIMEOUT_MS);
   }
+}
+
+/** The URL a raw client is given: the connection is named by its config (see CONNECTION_NAME_PARAMETERS). */
+const rawClientUrl = (tlsPlanUrl: string) => urlWithout(tlsPlanUrl, CONNECTION_NAME_PARAMETERS);
+
+/**
+ * Refuses, before anything connects, a URL that raw clients (connectClient,
+ * clientConfig) cannot read, with the error they would give: a `#` in a
+ * password, which the pool's own parser takes. The pool of
+ * openApplicationPool opens no raw client, but the worker's and doctor's
+ * checks do: a URL that `Permgraph.connect()` took would fail there.
+ */
+export function refuseUrlRawClientsCannotRead(url: string): void {
+  const named = rawClientUrl(tlsPlan(url).url);
+  // (of a URL listing several hosts, each is given to a raw client alone: onFirstHost)
+  const first = listedHosts(url)?.[0];
+  newClient(url, { connectionString: first ? atAddress(named, first) : named });
 }
 
 /**

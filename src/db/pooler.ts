@@ -5,7 +5,7 @@ import type { Connection } from '@databases/pg';
 import pg, { type ClientConfig } from 'pg';
 import { END_TIMEOUT_MS, POOLER_CHECK_APPLICATION_NAME, POOLER_CHECK_TIMEOUT_MS } from '../constants.ts';
 import { PermgraphError, SharedSessionError } from '../errors.ts';
-import { clientConfig, connectClient, whileServerStarting } from './client-config.ts';
+import { clientConfig, connectClient, refuseUrlRawClientsCannotRead, whileServerStarting } from './client-config.ts';
 import { announcedPid, clientAnnouncedPid, clientPeer, type PeerAddress } from './close-connection.ts';
 import { openPool, sql, type ConnectionPool, type PoolOptions } from './pool.ts';
 import { SocketKeeper } from './socket-keeper.ts';
@@ -205,6 +205,7 @@ export async function serverSession(conn: Connection): Promise<{ pid: number; di
  * attempt; it stays in the pool for the first statement.
  */
 export async function openApplicationPool(url: string, options: Omit<PoolOptions, 'pinSearchPath'> = {}): Promise<ConnectionPool> {
+  refuseUrlRawClientsCannotRead(url);
   const pool = openPool(url, { ...options, pinSearchPath: 'if-direct' });
   try {
     await whileServerStarting(() => pool.task(async () => {}));
