@@ -65,7 +65,7 @@ export async function runDoctor(db: Queryable, options: DoctorOptions = {}): Pro
 async function poolingCheck(url: string): Promise<DoctorCheck> {
   let path: ConnectionPath;
   try {
-    path = await connectionPath(url, { sharing: true });
+    path = await connectionPath(url);
   } catch (error) {
     return { name: 'pooling', status: 'warn', message: `not checked: ${error instanceof Error ? error.message : String(error)}` };
   }

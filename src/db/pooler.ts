@@ -29,14 +29,14 @@ export type ConnectionPath = 'direct' | 'pooled' | 'shared';
 /**
  * Tells how `url`'s connections reach the server, over connections of its
  * own, all closed before it returns: one of a pool (firstLook), which
- * answers `direct`, or without `sharing` `pooled`. With it, the pooler is
- * asked whether it shares server sessions (sharesSessions), at the
- * address the first connection reached.
+ * answers `direct`; else the pooler is asked whether it shares server
+ * sessions (sharesSessions), at the address the first connection reached.
+ * (The worker's, doctor's and an import's question: the pool of
+ * openApplicationPool tells direct connections on its own.)
  */
-export async function connectionPath(url: string, { sharing = false }: { sharing?: boolean } = {}): Promise<ConnectionPath> {
-  const seen = await firstLook(url, sharing).catch(explainTimeout);
+export async function connectionPath(url: string): Promise<ConnectionPath> {
+  const seen = await firstLook(url).catch(explainTimeout);
   if (seen.direct) return 'direct';
-  if (!sharing) return 'pooled';
   return (await sharesSessions(url, seen.address)) ? 'shared' : 'pooled';
 }
 
@@ -162,14 +162,12 @@ async function serverPid(client: pg.Client): Promise<number> {
  * reports any other failure after one attempt. It reads URLs that list several hosts
  * ('h1,h2:5432', 'h1:5432,h2:5433') as the pool does (onFirstHost), so
  * the raw clients of the sharing check connect to the address it reached:
- * they meet the server (or pooler) the pool's connections meet. Bounded
- * only when asking about sharing (the worker's check, doctor's, an
- * import's); without it, it waits for a busy pool's session as any
- * statement would, rather than failing after POOLER_CHECK_TIMEOUT_MS.
+ * they meet the server (or pooler) the pool's connections meet. Bounded,
+ * as the sharing check is: its answer waits at most POOLER_CHECK_TIMEOUT_MS.
  */
-async function firstLook(url: string, bounded: boolean): Promise<{ direct: boolean; address: PeerAddress | undefined }> {
+async function firstLook(url: string): Promise<{ direct: boolean; address: PeerAddress | undefined }> {
   const sockets = new SocketKeeper();
-  const client = await connectClient(url, POOLER_CHECK_APPLICATION_NAME, { sockets, queryTimeoutMs: bounded ? POOLER_CHECK_TIMEOUT_MS : undefined });
+  const client = await connectClient(url, POOLER_CHECK_APPLICATION_NAME, { sockets, queryTimeoutMs: POOLER_CHECK_TIMEOUT_MS });
   try {
     return { direct: clientAnnouncedPid(client) === (await serverPid(client)), address: clientPeer(client) };
   } finally {

@@ -264,7 +264,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private async requireOwnSessions(): Promise<void> {
     let path: ConnectionPath;
     try {
-      path = await connectionPath(this.options.url, { sharing: true });
+      path = await connectionPath(this.options.url);
     } catch (error) {
       this.logger.warn({ err: error }, 'could not check how the worker\'s connections reach the server; asking again when it connects');
       return;

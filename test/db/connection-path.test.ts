@@ -1,8 +1,9 @@
 // A URL that lists several hosts, which the pool reads (@databases/pg
 // tries them in turn, like libpq) and node-pg alone does not: the
-// check of how the URL reaches the server (src/db/pooler.ts), which
-// Permgraph.connect(), every command and the worker run first, must reach
-// the server the pool reaches, or nothing connects at all.
+// check of how the URL reaches the server (src/db/pooler.ts), which the
+// worker, doctor and an import run first, must reach the server the pool
+// reaches, or nothing connects at all; and Permgraph.connect()'s pool, which
+// tells direct connections on its own, must connect too.
 import { describe, expect, it } from 'vitest';
 import { Permgraph } from '../../src/client.ts';
 import { sql } from '../../src/db/pool.ts';
@@ -18,7 +19,7 @@ describe('a URL that lists several hosts', async () => {
 
   it('the check of how it reaches the server finds the server the pool connects to', async () => {
     expect(await connectionPath(sharedPort)).toBe('direct');
-    expect(await connectionPath(ownPorts, { sharing: true })).toBe('direct');
+    expect(await connectionPath(ownPorts)).toBe('direct');
   });
 
   it('Permgraph.connect() connects, and pins the search path of its direct connections', async () => {

@@ -84,7 +84,7 @@ export async function importGraph(db: Queryable, options: ImportOptions): Promis
   const name = options.name ?? `import-${createHash('sha256').update(JSON.stringify(inputs)).digest('hex').slice(0, 10)}`;
   if (name.trim() === '') throw new InvalidInputError('the import name must not be empty');
   const dryRun = options.dryRun === true;
-  if (options.connectionUrl !== undefined && (await connectionPath(options.connectionUrl, { sharing: true })) === 'shared') {
+  if (options.connectionUrl !== undefined && (await connectionPath(options.connectionUrl)) === 'shared') {
     throw sharedSessionError('the import', SHARED_SESSION_REASON);
   }
   const interrupt = interruption(db, name, dryRun, options.signal);
