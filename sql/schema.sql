@@ -762,7 +762,7 @@ declare
   users_added bigint;
 begin
   insert into permgraph.long_job_users (user_id)
-  select w.o_user_id from permgraph._upstream_users(p_tails, p_kinds, false) w
+  select distinct w.o_user_id from permgraph._upstream_users(p_tails, p_kinds) w
   on conflict do nothing;
   get diagnostics users_added = row_count;
   return users_added;
@@ -1328,7 +1328,7 @@ begin
   -- says when the changes out of that tail can be let go (release_after:
   -- once every user left sorts after it, each of theirs is done).
   with reach as materialized (
-    select w.o_origin, w.o_user_id from permgraph._upstream_users(tails, kinds, true) w
+    select w.o_origin, w.o_user_id from permgraph._upstream_users(tails, kinds) w
   ), joined as (
     insert into permgraph.long_job_users (user_id) select distinct r.o_user_id from reach r
     on conflict do nothing
@@ -2019,7 +2019,7 @@ begin
   ), hit as (
     select w.o_origin, w.o_user_id
     from tails a
-    cross join lateral permgraph._upstream_users(a.ids, a.kinds, true) w
+    cross join lateral permgraph._upstream_users(a.ids, a.kinds) w
     where exists (select 1 from permgraph.long_job_users j where j.user_id = w.o_user_id)
   ), marked as (
     update permgraph.long_job_users j set wanted = true
@@ -4605,8 +4605,8 @@ CREATE OR REPLACE FUNCTION permgraph._stored_oids_foreign()
  STABLE
 RETURN CASE WHEN permgraph._home_cluster() THEN false ELSE (NOT permgraph._recorded_oids_hold()) END;
 
--- permgraph._upstream_users(text[],text[],boolean): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._upstream_users(p_tails text[], p_kinds text[], p_by_tail boolean)
+-- permgraph._upstream_users(text[],text[]): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._upstream_users(p_tails text[], p_kinds text[])
  RETURNS TABLE(o_origin text, o_user_id text)
  LANGUAGE plpgsql
  SET enable_nestloop TO 'off'
@@ -4625,7 +4625,7 @@ begin
             and not exists (select 1 from permgraph.edges e where e.tail_id = c.tail_id and e.head_id = c.head_id)
           group by c.head_id) r
   ), up(origin, node_id, node_kind) as (
-    select distinct (case when p_by_tail then t.id else '' end) collate "C", t.id collate "C", t.kind
+    select distinct t.id collate "C", t.id collate "C", t.kind
     from unnest(p_tails, p_kinds) as t(id, kind)
     union
     select u.origin, e.tail_id, e.tail_kind
@@ -6485,8 +6485,8 @@ AS $function$
     'pending_changes', (select count(*) from permgraph.changes),
     'oldest_pending_age_s', (select extract(epoch from now() - min(captured_at)) from permgraph.changes),
     -- the oldest change a running long job holds (its own, and those
-    -- deferred behind it): out of the queue, but its token waits for the
-    -- job's last chunk (065_long_job.sql); null when none
+    -- deferred behind it): out of the queue, but its token waits until a
+    -- chunk lets it go (065_long_job.sql); null when none
     'long_job_oldest_change_age_s', (select extract(epoch from now() - min(captured_at)) from permgraph.long_job_changes),
     'last_batch', (select to_jsonb(s) - 'singleton' from permgraph.applier_state s),
     -- whoever holds the applier role (may_apply false: a session that may

@@ -100,10 +100,7 @@ end $$;
 -- in the union of the current graph and every edge that a pending change
 -- (captured or in the job) removed: every user whose rows a change out of
 -- that tail may affect, before or after it. The same walk as the `up` part
--- of _build_region, over both change tables. With p_by_tail false the
--- walk is made once for all the tails (o_origin is ''): a backlog's tens of
--- thousands of tails need their users, not which tail leads to which.
--- A removed edge is a change row that had a level (old_level: a removal,
+-- of _build_region, over both change tables. A removed edge is a change row that had a level (old_level: a removal,
 -- or a lowering, whose edge is still there) and whose edge is gone. The
 -- job's are looked up by head at each step of the walk
 -- (long_job_changes_removed_idx): a backlog leaves up to a million rows
@@ -111,7 +108,7 @@ end $$;
 -- The queue's are few, except in the batch that moves a backlog: they are
 -- gathered by head into one object, looked up by key at each step (as in
 -- _build_region: a CTE scanned at every step made a walk quadratic).
-create or replace function permgraph._upstream_users(p_tails text[], p_kinds text[], p_by_tail boolean)
+create or replace function permgraph._upstream_users(p_tails text[], p_kinds text[])
 returns table (o_origin text, o_user_id text)
 language plpgsql
 set enable_nestloop = off
@@ -131,7 +128,7 @@ begin
             and not exists (select 1 from permgraph.edges e where e.tail_id = c.tail_id and e.head_id = c.head_id)
           group by c.head_id) r
   ), up(origin, node_id, node_kind) as (
-    select distinct (case when p_by_tail then t.id else '' end) collate "C", t.id collate "C", t.kind
+    select distinct t.id collate "C", t.id collate "C", t.kind
     from unnest(p_tails, p_kinds) as t(id, kind)
     union
     select u.origin, e.tail_id, e.tail_kind
@@ -219,7 +216,7 @@ declare
   users_added bigint;
 begin
   insert into permgraph.long_job_users (user_id)
-  select w.o_user_id from permgraph._upstream_users(p_tails, p_kinds, false) w
+  select distinct w.o_user_id from permgraph._upstream_users(p_tails, p_kinds) w
   on conflict do nothing;
   get diagnostics users_added = row_count;
   return users_added;
@@ -312,7 +309,7 @@ begin
   -- says when the changes out of that tail can be let go (release_after:
   -- once every user left sorts after it, each of theirs is done).
   with reach as materialized (
-    select w.o_origin, w.o_user_id from permgraph._upstream_users(tails, kinds, true) w
+    select w.o_origin, w.o_user_id from permgraph._upstream_users(tails, kinds) w
   ), joined as (
     insert into permgraph.long_job_users (user_id) select distinct r.o_user_id from reach r
     on conflict do nothing
@@ -370,7 +367,7 @@ begin
   ), hit as (
     select w.o_origin, w.o_user_id
     from tails a
-    cross join lateral permgraph._upstream_users(a.ids, a.kinds, true) w
+    cross join lateral permgraph._upstream_users(a.ids, a.kinds) w
     where exists (select 1 from permgraph.long_job_users j where j.user_id = w.o_user_id)
   ), marked as (
     update permgraph.long_job_users j set wanted = true

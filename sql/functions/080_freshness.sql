@@ -144,8 +144,8 @@ as $$
     'pending_changes', (select count(*) from permgraph.changes),
     'oldest_pending_age_s', (select extract(epoch from now() - min(captured_at)) from permgraph.changes),
     -- the oldest change a running long job holds (its own, and those
-    -- deferred behind it): out of the queue, but its token waits for the
-    -- job's last chunk (065_long_job.sql); null when none
+    -- deferred behind it): out of the queue, but its token waits until a
+    -- chunk lets it go (065_long_job.sql); null when none
     'long_job_oldest_change_age_s', (select extract(epoch from now() - min(captured_at)) from permgraph.long_job_changes),
     'last_batch', (select to_jsonb(s) - 'singleton' from permgraph.applier_state s),
     -- whoever holds the applier role (may_apply false: a session that may

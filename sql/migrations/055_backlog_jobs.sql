@@ -32,6 +32,3 @@ alter table permgraph.long_job add column if not exists released bigint not null
 -- edges by head: a backlog leaves up to a million change rows here.
 create index if not exists long_job_changes_removed_idx on permgraph.long_job_changes (head_id)
   where old_level is not null;
-
--- _upstream_users gains p_by_tail (a backlog's users need no tail each).
-drop function if exists permgraph._upstream_users(text[], text[]);
