@@ -524,6 +524,7 @@ table permgraph.long_job
   rows_deleted bigint not null default 0
   backlog_changes bigint not null default 0
   released bigint not null default 0
+  deferred_batches bigint not null default 0
   constraint long_job_ended_by_check CHECK ((ended_by = ANY (ARRAY['chunks'::text, 'full'::text])))
   constraint long_job_pkey PRIMARY KEY (singleton)
   constraint long_job_singleton_check CHECK (singleton)
@@ -541,11 +542,13 @@ table permgraph.long_job_changes
   captured_at timestamp with time zone not null
   deferred boolean not null
   release_after text collate "C"
+  deferred_round bigint
+  constraint long_job_changes_deferred_round_check CHECK ((deferred = (deferred_round IS NOT NULL)))
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
 
 table permgraph.long_job_users
   user_id text collate "C" not null
-  wanted boolean not null default false
+  wanted_round bigint
   constraint long_job_users_pkey PRIMARY KEY (user_id)
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
 
@@ -646,13 +649,13 @@ CREATE UNIQUE INDEX grants_unique_per_source ON permgraph.grants USING btree (ta
 CREATE UNIQUE INDEX import_grants_pkey ON permgraph.import_grants USING btree (run, seq);
 CREATE UNIQUE INDEX import_nodes_pkey ON permgraph.import_nodes USING btree (run, seq);
 CREATE UNIQUE INDEX import_runs_pkey ON permgraph.import_runs USING btree (name);
-CREATE INDEX long_job_changes_deferred_idx ON permgraph.long_job_changes USING btree (change_id) WHERE deferred;
+CREATE INDEX long_job_changes_deferred_round_idx ON permgraph.long_job_changes USING btree (deferred_round) WHERE deferred;
 CREATE INDEX long_job_changes_release_idx ON permgraph.long_job_changes USING btree (release_after) WHERE (release_after IS NOT NULL);
 CREATE INDEX long_job_changes_removed_idx ON permgraph.long_job_changes USING btree (head_id) WHERE (old_level IS NOT NULL);
 CREATE INDEX long_job_changes_xact_idx ON permgraph.long_job_changes USING btree (xact_id);
 CREATE UNIQUE INDEX long_job_pkey ON permgraph.long_job USING btree (singleton);
 CREATE UNIQUE INDEX long_job_users_pkey ON permgraph.long_job_users USING btree (user_id);
-CREATE INDEX long_job_users_wanted_idx ON permgraph.long_job_users USING btree (user_id) WHERE wanted;
+CREATE INDEX long_job_users_wanted_round_idx ON permgraph.long_job_users USING btree (wanted_round, user_id) WHERE (wanted_round IS NOT NULL);
 CREATE UNIQUE INDEX migrations_pkey ON permgraph.migrations USING btree (version);
 CREATE INDEX nodes_owner_idx ON permgraph.nodes USING btree (owner_id, id) INCLUDE (kind, trash_at) WHERE (owner_id IS NOT NULL);
 CREATE UNIQUE INDEX nodes_pkey ON permgraph.nodes USING btree (id);
@@ -2012,7 +2015,10 @@ CREATE OR REPLACE FUNCTION permgraph._defer_overlapping_changes()
 AS $function$
 declare
   deferred_rows bigint;
+  round bigint;
 begin
+  -- (the round this batch's deferrals take, if any: numbered only when used)
+  select j.deferred_batches + 1 into round from permgraph.long_job j where j.finished_at is null;
   with tails as (
     select array_agg(t.tail_id::text order by t.tail_id) as ids, array_agg(t.tail_kind order by t.tail_id) as kinds
     from (select distinct c.tail_id, c.tail_kind from permgraph._batch_changes c where not c.trash_changed and c.tail_kind <> '*') t
@@ -2022,17 +2028,18 @@ begin
     cross join lateral permgraph._upstream_users(a.ids, a.kinds) w
     where exists (select 1 from permgraph.long_job_users j where j.user_id = w.o_user_id)
   ), marked as (
-    update permgraph.long_job_users j set wanted = true
-    where j.user_id in (select o_user_id from hit) and not j.wanted
+    -- (a user an earlier round wanted keeps that round: its changes wait for it)
+    update permgraph.long_job_users j set wanted_round = round
+    where j.user_id in (select o_user_id from hit) and j.wanted_round is null
   )
   insert into permgraph.long_job_changes (change_id, tail_id, head_id, tail_kind, head_kind, old_level, new_level,
-                                          xact_id, captured_at, deferred)
-  select c.id, c.tail_id, c.head_id, c.tail_kind, c.head_kind, c.old_level, c.new_level, c.xact_id, c.captured_at, true
+                                          xact_id, captured_at, deferred, deferred_round)
+  select c.id, c.tail_id, c.head_id, c.tail_kind, c.head_kind, c.old_level, c.new_level, c.xact_id, c.captured_at, true, round
   from permgraph._batch_changes c
   where not c.trash_changed and c.tail_id in (select o_origin from hit);
   get diagnostics deferred_rows = row_count;
   if deferred_rows > 0 then
-    update permgraph.long_job set deferred = deferred + deferred_rows where finished_at is null;
+    update permgraph.long_job set deferred = deferred + deferred_rows, deferred_batches = round where finished_at is null;
   end if;
   return deferred_rows;
 end $function$;
@@ -4326,10 +4333,11 @@ declare
   deferred_rows bigint := 0;
   backlog_rows bigint;
 begin
-  if not exists (select 1 from permgraph.long_job_users where wanted) then
-    delete from permgraph.long_job_changes where deferred;
-    get diagnostics deferred_rows = row_count;
-  end if;
+  delete from permgraph.long_job_changes d
+  where d.deferred
+    and d.deferred_round < coalesce((select min(u.wanted_round) from permgraph.long_job_users u where u.wanted_round is not null),
+                                    9223372036854775807);
+  get diagnostics deferred_rows = row_count;
   delete from permgraph.long_job_changes j
   where j.release_after < (select min(u.user_id) from permgraph.long_job_users u);
   get diagnostics backlog_rows = row_count;
@@ -5166,7 +5174,8 @@ begin
     chunk_size := greatest(1, chunk_size / 8);
   end if;
   select array_agg(user_id order by user_id) into chunk_users
-  from (select user_id from permgraph.long_job_users where wanted order by user_id limit chunk_size) s;
+  from (select user_id from permgraph.long_job_users where wanted_round is not null
+        order by wanted_round, user_id limit chunk_size) s;
   if chunk_users is null then
     select array_agg(user_id order by user_id) into chunk_users
     from (select user_id from permgraph.long_job_users order by user_id limit chunk_size) s;

@@ -67,14 +67,19 @@
 -- copy is kept there too (deferred): its effect on that user's rows is only
 -- certain once the job has recomputed them. So "applied" still means "every
 -- row this transaction's changes affect is right"; changes that touch no
--- user of the job are not held up by it. The users in D that a deferred
--- change touches are marked wanted when it is deferred; chunks take wanted
--- users first, and once none is left every deferred change is let go: each
--- of its users is either outside D (right since the batch that applied it)
--- or was recomputed by a chunk whose snapshot came after that batch (batches
--- and chunks take the applier lock in turn, and a chunk's snapshot is never
--- older than the last batch: _refuse_stale_snapshot, 060_apply.sql). So a
--- change made during a job waits for a chunk or two, not for the job. A
+-- user of the job are not held up by it. Each batch that defers changes is
+-- a round (long_job.deferred_batches numbers them); the users in D that a
+-- deferred change touches are marked wanted by its round, unless an earlier
+-- round wanted them already. Chunks take wanted users first, earliest round
+-- first, and once no user left in D was wanted by round r or before, the
+-- changes deferred in round r are let go: each of their users is either
+-- outside D (right since the batch that applied them) or, wanted by r or
+-- before, was recomputed by a chunk whose snapshot came after that batch
+-- (batches and chunks take the applier lock in turn, and a chunk's
+-- snapshot is never older than the last batch: _refuse_stale_snapshot,
+-- 060_apply.sql). So a change made during a job waits for the chunks of
+-- its own users and of earlier rounds', not for the job, nor for the users
+-- of changes made after it. A
 -- big change's token waits for the job's last chunk (its region is the
 -- job). A backlog's changes are let go as the chunks pass their users:
 -- chunks take users in order (wanted ones aside, which only makes some
@@ -348,10 +353,10 @@ end $$;
 -- While a job runs: keeps a copy, in long_job_changes (deferred), of every
 -- pending change that may affect the rows of a user the job has not done
 -- yet, so that its token is not applied before those rows are right. Those
--- users are marked wanted: the next chunks take them first, and once none
--- is left the deferred changes are let go (apply_job_chunk). Returns the
--- number of change rows deferred. (The queue by its index, as
--- _change_region_sizes.)
+-- users are marked wanted by this batch's round: the next chunks take them
+-- first, and once they and every user an earlier round wanted are done,
+-- this round's changes are let go (apply_job_chunk). Returns the number of
+-- change rows deferred. (The queue by its index, as _change_region_sizes.)
 create or replace function permgraph._defer_overlapping_changes() returns bigint
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -360,7 +365,10 @@ set enable_seqscan = off
 as $$
 declare
   deferred_rows bigint;
+  round bigint;
 begin
+  -- (the round this batch's deferrals take, if any: numbered only when used)
+  select j.deferred_batches + 1 into round from permgraph.long_job j where j.finished_at is null;
   with tails as (
     select array_agg(t.tail_id::text order by t.tail_id) as ids, array_agg(t.tail_kind order by t.tail_id) as kinds
     from (select distinct c.tail_id, c.tail_kind from permgraph._batch_changes c where not c.trash_changed and c.tail_kind <> '*') t
@@ -370,17 +378,18 @@ begin
     cross join lateral permgraph._upstream_users(a.ids, a.kinds) w
     where exists (select 1 from permgraph.long_job_users j where j.user_id = w.o_user_id)
   ), marked as (
-    update permgraph.long_job_users j set wanted = true
-    where j.user_id in (select o_user_id from hit) and not j.wanted
+    -- (a user an earlier round wanted keeps that round: its changes wait for it)
+    update permgraph.long_job_users j set wanted_round = round
+    where j.user_id in (select o_user_id from hit) and j.wanted_round is null
   )
   insert into permgraph.long_job_changes (change_id, tail_id, head_id, tail_kind, head_kind, old_level, new_level,
-                                          xact_id, captured_at, deferred)
-  select c.id, c.tail_id, c.head_id, c.tail_kind, c.head_kind, c.old_level, c.new_level, c.xact_id, c.captured_at, true
+                                          xact_id, captured_at, deferred, deferred_round)
+  select c.id, c.tail_id, c.head_id, c.tail_kind, c.head_kind, c.old_level, c.new_level, c.xact_id, c.captured_at, true, round
   from permgraph._batch_changes c
   where not c.trash_changed and c.tail_id in (select o_origin from hit);
   get diagnostics deferred_rows = row_count;
   if deferred_rows > 0 then
-    update permgraph.long_job set deferred = deferred + deferred_rows where finished_at is null;
+    update permgraph.long_job set deferred = deferred + deferred_rows, deferred_batches = round where finished_at is null;
   end if;
   return deferred_rows;
 end $$;
@@ -451,10 +460,11 @@ end $$;
 
 -- After a chunk: lets go the changes that no longer wait for the job (the
 -- top of this file says why each is right), and returns how many.
--- * Deferred changes, once no wanted user is left: each one's users in the
---   job were marked wanted when it was deferred (and a chunk's snapshot sees
---   every batch before it), so every row they touch has been recomputed
---   since they committed.
+-- * Deferred changes of every round before the earliest one a user left in
+--   the job was wanted by (all of them when none is): each one's users in
+--   the job were marked wanted by its round or an earlier one when it was
+--   deferred (and a chunk's snapshot sees every batch before it), so every
+--   row they touch has been recomputed since they committed.
 -- * A backlog's changes whose users are all done: each sorts at or before
 --   its release_after (_backlog_to_long_job), and every user left in the
 --   job sorts after it. (No user left: the job ends, and lets every change
@@ -472,10 +482,11 @@ declare
   deferred_rows bigint := 0;
   backlog_rows bigint;
 begin
-  if not exists (select 1 from permgraph.long_job_users where wanted) then
-    delete from permgraph.long_job_changes where deferred;
-    get diagnostics deferred_rows = row_count;
-  end if;
+  delete from permgraph.long_job_changes d
+  where d.deferred
+    and d.deferred_round < coalesce((select min(u.wanted_round) from permgraph.long_job_users u where u.wanted_round is not null),
+                                    9223372036854775807);
+  get diagnostics deferred_rows = row_count;
   delete from permgraph.long_job_changes j
   where j.release_after < (select min(u.user_id) from permgraph.long_job_users u);
   get diagnostics backlog_rows = row_count;
@@ -489,9 +500,9 @@ end $$;
 -- is about the job's chunk_pairs (p_max_pairs overrides it), from the pairs
 -- per user the previous chunk found (the first uses the job's estimate),
 -- and at least one user. Users a deferred change touches (wanted) come
--- first, and alone: a chunk of them is over sooner, and when none is left
--- the deferred changes are let go, their tokens applied. The last chunk
--- ends the job.
+-- first, earliest round first, and alone: a chunk of them is over sooner,
+-- and each round's deferred changes are let go, their tokens applied, once
+-- its users and the earlier rounds' are done. The last chunk ends the job.
 create or replace function permgraph.apply_job_chunk(
   p_max_pairs bigint default null,
   p_at timestamptz default null
@@ -538,7 +549,8 @@ begin
     chunk_size := greatest(1, chunk_size / 8);
   end if;
   select array_agg(user_id order by user_id) into chunk_users
-  from (select user_id from permgraph.long_job_users where wanted order by user_id limit chunk_size) s;
+  from (select user_id from permgraph.long_job_users where wanted_round is not null
+        order by wanted_round, user_id limit chunk_size) s;
   if chunk_users is null then
     select array_agg(user_id order by user_id) into chunk_users
     from (select user_id from permgraph.long_job_users order by user_id limit chunk_size) s;

@@ -178,6 +178,35 @@ describe('long jobs: huge regions applied in chunks', async () => {
     expect((await verify(db)).differences).toEqual([]);
   });
 
+  it("a deferred change waits for its own users' chunks, not for users wanted by changes made after it", async () => {
+    const members = Array.from({ length: 10 }, (_, i) => u(`m${i}`));
+    const state = await start({
+      nodes: [...members, g('team'), g('parent'), ...Array.from({ length: 10 }, (_, i) => g(`p${i}`, 'parent')), g('side')],
+      grants: members.map((m) => grant(m.id, 2, 'team')),
+    });
+    const big = await commitGrant(state, 'team', 'parent', 1);
+    expect(await applyChanges(db, { chunkPairs: 30 })).toMatchObject({ toLongJob: 1 });
+    // Two batches, each deferring one change: m9's first, then m5's. m5
+    // sorts first, but m9 was wanted first, and its change is the older.
+    const first = await commitGrant(state, 'm9', 'side', 2);
+    expect(await applyChanges(db, { chunkPairs: 30 })).toMatchObject({ deferred: 1 });
+    const second = await commitGrant(state, 'm5', 'side', 2);
+    expect(await applyChanges(db, { chunkPairs: 30 })).toMatchObject({ deferred: 1 });
+    const committed = [big, first, second];
+
+    const [chunk1, applied1] = [await applyJobChunk(db, { maxPairs: 15 }), await expectTokensHonest(state, committed, 'first chunk')];
+    expect(chunk1).toMatchObject({ users: 1, released: 1 });
+    expect([...applied1]).toEqual([first.token]);
+    const [chunk2, applied2] = [await applyJobChunk(db, { maxPairs: 15 }), await expectTokensHonest(state, committed, 'second chunk')];
+    expect(chunk2).toMatchObject({ users: 1, released: 1 });
+    expect([...applied2]).toEqual([first.token, second.token]);
+
+    while (!(await applyJobChunk(db)).finished);
+    expect((await expectTokensHonest(state, committed, 'job done')).size).toBe(committed.length);
+    expect(await longJob()).toMatchObject({ deferred: 2, deferred_batches: 2, released: 2, ended_by: 'chunks' });
+    await expectTableMatches(state, 'after the job');
+  });
+
   it('a backlog too large for one batch becomes a job; a change made meanwhile waits for one chunk, not for the job', async () => {
     const members = Array.from({ length: 10 }, (_, i) => u(`m${i}`));
     const state = await start({

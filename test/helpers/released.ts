@@ -50,6 +50,9 @@ export const BEFORE_049 = '2a25ad8f999489063a9778feb896099c93f7712e';
 /** The last commit before migration 055 (backlogs as long jobs; long_job_users.wanted). */
 export const BEFORE_055 = '6aaa8196ebd470587fb7ab0cfa60ecf77814de42';
 
+/** The last commit before migration 056 (deferred changes let go by round; long_job_users.wanted_round). */
+export const BEFORE_056 = 'ed85373f63a32aaeba54c7591eca9314aafb03ef';
+
 const REPOSITORY = fileURLToPath(new URL('../..', import.meta.url));
 
 /** Why this repository's history cannot give the schema at `commit` (a copy without it, git missing), or null when it can. */
