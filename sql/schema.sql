@@ -1560,41 +1560,6 @@ begin
   return true;
 end $function$;
 
--- permgraph._build_user_region(text[],timestamp with time zone): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._build_user_region(p_users text[], p_at timestamp with time zone)
- RETURNS bigint
- LANGUAGE plpgsql
- SET enable_hashjoin TO 'off'
- SET enable_mergejoin TO 'off'
- SET search_path TO 'pg_catalog', 'pg_temp'
- SET jit TO 'off'
- SET plan_cache_mode TO 'force_generic_plan'
-AS $function$
-declare
-  region_rows bigint;
-begin
-  perform permgraph._prepare_region_tables();
-  insert into pg_temp.permgraph_region (user_id, target_id)
-  with recursive reach(user_id, node_id, node_kind) as (
-    select n.id, n.id, n.kind from permgraph.nodes n where n.id = any(p_users) and n.kind = 'user'
-    union
-    -- a path leaves its user by any edge, then only groups pass it on
-    select r.user_id, e.head_id, e.head_kind
-    from reach r
-    join permgraph.edges e on e.tail_id = r.node_id
-    where (r.node_kind = 'group' or r.node_id = r.user_id)
-      and (e.expires_at is null or e.expires_at > p_at)
-  )
-  select user_id, node_id from reach
-  union
-  select p.user_id, p.target_id from permgraph.permissions p where p.user_id = any(p_users);
-  get diagnostics region_rows = row_count;
-  if region_rows > 200 then  -- (see _build_region)
-    analyze pg_temp.permgraph_region;
-  end if;
-  return region_rows;
-end $function$;
-
 -- permgraph._can(text,text,text,integer,boolean): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._can(p_user_id text, p_id text, p_owner_id text, p_level integer, p_include_trash boolean)
  RETURNS boolean
@@ -1966,6 +1931,56 @@ begin
   end if;
 end $function$;
 
+-- permgraph._compute_users(text[],timestamp with time zone): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._compute_users(p_users text[], p_at timestamp with time zone)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+AS $function$
+declare
+  computed bigint;
+begin
+  perform permgraph._prepare_region_tables();
+  insert into pg_temp.permgraph_rows (user_id, target_id, level, traverse_owned, valid_until, bound1, bound2)
+  with recursive walk(user_id, node_id, node_kind, level, last_edge_manage, until) as (
+    select e.tail_id, e.head_id, e.head_kind, e.level, e.level = 3 and e.head_kind = 'user', coalesce(e.expires_at, 'infinity')
+    from permgraph.nodes u
+    join permgraph.edges e on e.tail_id = u.id
+    where u.id = any(p_users) and u.kind = 'user' and (e.expires_at is null or e.expires_at > p_at)
+    union
+    select w.user_id, e.head_id, e.head_kind, least(w.level, e.level), e.level = 3 and e.head_kind = 'user',
+           least(w.until, coalesce(e.expires_at, 'infinity'))
+    from walk w
+    join permgraph.edges e on e.tail_id = w.node_id
+    where w.node_kind = 'group' and (e.expires_at is null or e.expires_at > p_at)
+  ), paths as (
+    select user_id, node_id, node_kind, level, last_edge_manage, until from walk
+    union all
+    select u.id, u.id, 'user', 3::smallint, true, 'infinity'::timestamptz
+    from permgraph.nodes u
+    where u.id = any(p_users) and u.kind = 'user'
+  ), per_pair as (
+    select user_id, node_id as target_id, node_kind, max(level)::smallint as level,
+           max(until) as until1,
+           max(until) filter (where level >= 2) as until2,
+           max(until) filter (where level = 3) as until3,
+           max(until) filter (where permgraph._path_traverses(node_kind, last_edge_manage)) as traverse_until
+    from paths
+    group by user_id, node_id, node_kind
+  )
+  select user_id, target_id, level, traverse_until is not null,
+         permgraph._valid_until(level, until1, until2, until3, traverse_until),
+         case when node_kind = 'group' and level >= 2 and until1 > until2 then until1 end,
+         case when node_kind = 'group' and level = 3 and until2 > until3 then until2 end
+  from per_pair;
+  get diagnostics computed = row_count;
+  if computed > 200 then  -- (see _build_region)
+    analyze pg_temp.permgraph_rows;
+  end if;
+  return computed;
+end $function$;
+
 -- permgraph._consumer_acked_seq(text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._consumer_acked_seq(p_name text)
  RETURNS bigint
@@ -2120,7 +2135,15 @@ AS $function$
       left join permgraph.permissions p on p.user_id = r.user_id and p.target_id = r.target_id
       where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
         and r.user_id is not null
-    $scoped$ else format($full$
+    $scoped$ when 'users' then $users$
+      select coalesce(n.user_id, p.user_id) as user_id, coalesce(n.target_id, p.target_id) as target_id,
+             n.level, n.traverse_owned, n.valid_until, p.user_id is null as is_new, n.user_id is null as is_gone,
+             p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until, p.old_ctid
+      from pg_temp.permgraph_rows n
+      full join (select s.*, s.ctid as old_ctid from permgraph.permissions s where s.user_id = any($2)) p
+        on p.user_id = n.user_id and p.target_id = n.target_id
+      where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
+    $users$ else format($full$
       select coalesce(n.user_id, p.user_id) as user_id, coalesce(n.target_id, p.target_id) as target_id,
              n.level, n.traverse_owned, n.valid_until, p.user_id is null as is_new, n.user_id is null as is_gone,
              p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until
@@ -2132,7 +2155,7 @@ AS $function$
     -- read it (the scoped path: no second probe of the key per row; the
     -- applier lock and one snapshot keep the address valid), by key after a
     -- full join
-    case p_source when 'scoped' then 'p.ctid = d.old_ctid' else 'p.user_id = d.user_id and p.target_id = d.target_id' end)
+    case when p_source in ('scoped', 'users') then 'p.ctid = d.old_ctid' else 'p.user_id = d.user_id and p.target_id = d.target_id' end)
 $function$;
 
 -- permgraph._end_batch(timestamp with time zone,timestamp with time zone,text,boolean,bigint,bigint,bigint,bigint,bigint,bigint,bigint,bigint): execute <owner>: EXECUTE
@@ -4869,8 +4892,8 @@ begin
   end if;
 end $function$;
 
--- permgraph._write_bounds(boolean): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._write_bounds(p_scoped boolean)
+-- permgraph._write_bounds(boolean,text[]): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._write_bounds(p_scoped boolean, p_users text[] DEFAULT NULL::text[])
  RETURNS void
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
@@ -4883,7 +4906,9 @@ begin
      and not exists (select 1 from permgraph.permission_bounds) then
     return;
   end if;
-  if p_scoped then
+  if p_users is not null then
+    delete from permgraph.permission_bounds b where b.user_id = any(p_users);
+  elsif p_scoped then
     delete from permgraph.permission_bounds b using pg_temp.permgraph_region r
     where b.user_id = r.user_id and b.target_id = r.target_id;
   else
@@ -4899,8 +4924,8 @@ begin
     $bounds$, source);
 end $function$;
 
--- permgraph._write_diff(boolean,boolean): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._write_diff(p_scoped boolean, p_lasting boolean DEFAULT false, OUT inserted bigint, OUT updated bigint, OUT deleted bigint)
+-- permgraph._write_diff(boolean,boolean,text[]): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._write_diff(p_scoped boolean, p_lasting boolean DEFAULT false, p_users text[] DEFAULT NULL::text[], OUT inserted bigint, OUT updated bigint, OUT deleted bigint)
  RETURNS record
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
@@ -4909,7 +4934,9 @@ AS $function$
 declare
   recording boolean := permgraph._changes_begin_write();
 begin
-  if p_scoped then
+  if p_users is not null then
+    select d.inserted, d.updated, d.deleted into inserted, updated, deleted from permgraph._write_users_diff(recording, p_users) d;
+  elsif p_scoped then
     select d.inserted, d.updated, d.deleted into inserted, updated, deleted from permgraph._write_region_diff(recording) d;
   else
     execute permgraph._diff_statement(case when p_lasting then 'lasting' else 'full' end)
@@ -4918,7 +4945,7 @@ begin
   if p_lasting then
     delete from permgraph.permission_bounds;  -- no edge expires: no row has bounds
   else
-    perform permgraph._write_bounds(p_scoped);
+    perform permgraph._write_bounds(p_scoped or p_users is not null, p_users);
   end if;
 end $function$;
 
@@ -4941,6 +4968,46 @@ AS $function$begin
       left join permgraph.permissions p on p.user_id = r.user_id and p.target_id = r.target_id
       where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
         and r.user_id is not null
+        ), deleted as (
+      delete from permgraph.permissions p using diff d
+      where d.is_gone and p.ctid = d.old_ctid
+      returning 1
+    ), updated as (
+      update permgraph.permissions p set level = d.level, traverse_owned = d.traverse_owned, valid_until = d.valid_until
+      from diff d
+      where not d.is_new and not d.is_gone and p.ctid = d.old_ctid
+      returning 1
+    ), inserted as (
+      insert into permgraph.permissions (user_id, target_id, level, traverse_owned, valid_until)
+      select user_id, target_id, level, traverse_owned, valid_until from diff where is_new
+      order by user_id, target_id  -- in primary-key order: each index page is visited once, not once per row
+      returning 1
+    ), recorded as (
+      -- the change stream's events (170_changes.sql), only while a consumer is registered
+      insert into permgraph.permission_changes (user_id, target_id, old_level, new_level, old_traverse_owned, new_traverse_owned,
+                                                old_valid_until, new_valid_until)
+      select user_id, target_id, old_level, level, old_traverse_owned, traverse_owned, old_valid_until, valid_until
+      from diff where $1
+    )
+    select (select count(*) from inserted), (select count(*) from updated), (select count(*) from deleted)
+     into inserted, updated, deleted; end$function$;
+
+-- permgraph._write_users_diff(boolean,text[]): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._write_users_diff(p_recording boolean, p_users text[], OUT inserted bigint, OUT updated bigint, OUT deleted bigint)
+ RETURNS record
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+ SET plan_cache_mode TO 'force_custom_plan'
+AS $function$begin 
+    with diff as (
+      select coalesce(n.user_id, p.user_id) as user_id, coalesce(n.target_id, p.target_id) as target_id,
+             n.level, n.traverse_owned, n.valid_until, p.user_id is null as is_new, n.user_id is null as is_gone,
+             p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until, p.old_ctid
+      from pg_temp.permgraph_rows n
+      full join (select s.*, s.ctid as old_ctid from permgraph.permissions s where s.user_id = any($2)) p
+        on p.user_id = n.user_id and p.target_id = n.target_id
+      where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
         ), deleted as (
       delete from permgraph.permissions p using diff d
       where d.is_gone and p.ctid = d.old_ctid
@@ -5184,9 +5251,10 @@ begin
     pairs := 0;
     select 0::bigint as inserted, 0::bigint as updated, 0::bigint as deleted into diff;
   else
-    pairs := permgraph._build_user_region(chunk_users, batch_at);
-    perform permgraph._compute_region(batch_at);
-    select * into diff from permgraph._write_diff(true);
+    select permgraph._compute_users(chunk_users, batch_at) into pairs;
+    select * into diff from permgraph._write_diff(true, p_users => chunk_users);
+    -- (the chunk's region: the rows computed, and the stored rows gone)
+    pairs := pairs + diff.deleted;
     delete from permgraph.long_job_users where user_id = any(chunk_users);
   end if;
   let_go := permgraph._release_waiting_changes();

@@ -348,8 +348,10 @@ end $$;
 -- once, so there is no copy to write, analyze and join (bench/
 -- FINDINGS.md, finding 10). One statement writes just the differing rows.
 --
--- That statement, for one of the three sources ('scoped', 'lasting',
--- 'full'); $1: whether to record the change stream's events.
+-- That statement, for one of the four sources ('scoped', 'users',
+-- 'lasting', 'full'); $1: whether to record the change stream's events.
+-- 'users' (a long job's chunk, 065_long_job.sql) compares every stored row
+-- of the users in $2 with pg_temp.permgraph_rows, which holds all of theirs.
 create or replace function permgraph._diff_statement(p_source text) returns text
 language sql immutable
 set search_path = pg_catalog, pg_temp
@@ -386,7 +388,15 @@ as $body$
       left join permgraph.permissions p on p.user_id = r.user_id and p.target_id = r.target_id
       where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
         and r.user_id is not null
-    $scoped$ else format($full$
+    $scoped$ when 'users' then $users$
+      select coalesce(n.user_id, p.user_id) as user_id, coalesce(n.target_id, p.target_id) as target_id,
+             n.level, n.traverse_owned, n.valid_until, p.user_id is null as is_new, n.user_id is null as is_gone,
+             p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until, p.old_ctid
+      from pg_temp.permgraph_rows n
+      full join (select s.*, s.ctid as old_ctid from permgraph.permissions s where s.user_id = any($2)) p
+        on p.user_id = n.user_id and p.target_id = n.target_id
+      where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
+    $users$ else format($full$
       select coalesce(n.user_id, p.user_id) as user_id, coalesce(n.target_id, p.target_id) as target_id,
              n.level, n.traverse_owned, n.valid_until, p.user_id is null as is_new, n.user_id is null as is_gone,
              p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until
@@ -398,7 +408,7 @@ as $body$
     -- read it (the scoped path: no second probe of the key per row; the
     -- applier lock and one snapshot keep the address valid), by key after a
     -- full join
-    case p_source when 'scoped' then 'p.ctid = d.old_ctid' else 'p.user_id = d.user_id and p.target_id = d.target_id' end)
+    case when p_source in ('scoped', 'users') then 'p.ctid = d.old_ctid' else 'p.user_id = d.user_id and p.target_id = d.target_id' end)
 $body$;
 
 -- The incremental path's statement runs as static SQL in a PL/pgSQL
@@ -432,7 +442,26 @@ begin
     $function$, format('begin %s into inserted, updated, deleted; end', permgraph._diff_statement('scoped')));
 end $generate$;
 
-create or replace function permgraph._write_diff(p_scoped boolean, p_lasting boolean default false,
+-- A long job's chunk writes every row of a few users (065_long_job.sql): the
+-- same statement, comparing all their stored rows with all their computed
+-- ones. Those are thousands of rows a user after a backlog, and read whole
+-- on both sides, so they are joined by hash, planned for the users at hand.
+do $generate$
+begin
+  execute format($function$
+    create or replace function permgraph._write_users_diff(p_recording boolean, p_users text[],
+      out inserted bigint, out updated bigint, out deleted bigint)
+    language plpgsql
+    set search_path = pg_catalog, pg_temp
+    set jit = off
+    set plan_cache_mode = force_custom_plan
+    as %L
+    $function$, format('begin %s into inserted, updated, deleted; end', permgraph._diff_statement('users')));
+end $generate$;
+
+-- p_users: the rows of these users, all of them in pg_temp.permgraph_rows
+-- (a long job's chunk); else p_scoped: the region's pairs; else all rows.
+create or replace function permgraph._write_diff(p_scoped boolean, p_lasting boolean default false, p_users text[] default null,
   out inserted bigint, out updated bigint, out deleted bigint)
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -441,7 +470,9 @@ as $$
 declare
   recording boolean := permgraph._changes_begin_write();
 begin
-  if p_scoped then
+  if p_users is not null then
+    select d.inserted, d.updated, d.deleted into inserted, updated, deleted from permgraph._write_users_diff(recording, p_users) d;
+  elsif p_scoped then
     select d.inserted, d.updated, d.deleted into inserted, updated, deleted from permgraph._write_region_diff(recording) d;
   else
     execute permgraph._diff_statement(case when p_lasting then 'lasting' else 'full' end)
@@ -450,14 +481,14 @@ begin
   if p_lasting then
     delete from permgraph.permission_bounds;  -- no edge expires: no row has bounds
   else
-    perform permgraph._write_bounds(p_scoped);
+    perform permgraph._write_bounds(p_scoped or p_users is not null, p_users);
   end if;
 end $$;
 
--- permission_bounds follows the rows just written: in the region (scoped)
--- or everywhere. Nothing to do, and nothing read, while no edge expires and
--- the table is empty (the usual case).
-create or replace function permgraph._write_bounds(p_scoped boolean) returns void
+-- permission_bounds follows the rows just written: of the users p_users,
+-- in the region (scoped) or everywhere. Nothing to do, and nothing read,
+-- while no edge expires and the table is empty (the usual case).
+create or replace function permgraph._write_bounds(p_scoped boolean, p_users text[] default null) returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
 set jit = off
@@ -469,7 +500,9 @@ begin
      and not exists (select 1 from permgraph.permission_bounds) then
     return;
   end if;
-  if p_scoped then
+  if p_users is not null then
+    delete from permgraph.permission_bounds b where b.user_id = any(p_users);
+  elsif p_scoped then
     delete from permgraph.permission_bounds b using pg_temp.permgraph_region r
     where b.user_id = r.user_id and b.target_id = r.target_id;
   else

@@ -41,9 +41,9 @@
 --   rows of users in D may come out wrong, but those users are recomputed
 --   later anyway. So the invariant holds for the next batch.
 -- * A chunk: its users' rows equal the computation from the graph in its
---   snapshot (no seeding at all: every pair the user reaches, and every pair
---   it has a stored row for, is in the region, see _compute_region), so they
---   may leave D. Changes committed after that snapshot are pending, and
+--   snapshot (no seeding at all: each user is walked from scratch and every
+--   stored row of theirs compared, see _compute_users), so they may leave
+--   D. Changes committed after that snapshot are pending, and
 --   their region covers what they change.
 -- * A change committed later: its region, computed in the graph that has it,
 --   covers every pair it changes (as without jobs): new paths through a
@@ -420,42 +420,62 @@ begin
   update permgraph.long_job set finished_at = clock_timestamp(), ended_by = p_ended_by where finished_at is null;
 end $$;
 
--- The region of a chunk: every pair its users reach in the graph at p_at,
--- and every pair they have a stored row for. With all of them inside,
--- _compute_region seeds nothing from stored rows: it walks each user from
--- scratch, and _write_diff deletes the stored rows it no longer reaches.
-create or replace function permgraph._build_user_region(p_users text[], p_at timestamptz) returns bigint
+-- Every row of the users p_users at p_at, computed from scratch into
+-- pg_temp.permgraph_rows (a chunk: _write_diff(p_users => ...) then
+-- compares all their stored rows with these). The walk of _compute_region
+-- with no border to seed from: each user's edges, then groups pass paths
+-- on, one state per (node, level, last edge, until). Returns the rows.
+-- Before, a chunk built the region of its users (every pair they reach,
+-- and every pair they have a row for) and ran _compute_region on it, which
+-- probes the region at every step and looks for border edges into every
+-- pair of it, none of them there: a user with 13,800 rows took 0.6-0.9 s
+-- on org large after a backlog (bench/FINDINGS.md 52).
+create or replace function permgraph._compute_users(p_users text[], p_at timestamptz) returns bigint
 language plpgsql
--- per-user walks, by index probes (as _compute_region)
-set enable_hashjoin = off
-set enable_mergejoin = off
 set search_path = pg_catalog, pg_temp
 set jit = off
-set plan_cache_mode = force_generic_plan
 as $$
 declare
-  region_rows bigint;
+  computed bigint;
 begin
   perform permgraph._prepare_region_tables();
-  insert into pg_temp.permgraph_region (user_id, target_id)
-  with recursive reach(user_id, node_id, node_kind) as (
-    select n.id, n.id, n.kind from permgraph.nodes n where n.id = any(p_users) and n.kind = 'user'
+  insert into pg_temp.permgraph_rows (user_id, target_id, level, traverse_owned, valid_until, bound1, bound2)
+  with recursive walk(user_id, node_id, node_kind, level, last_edge_manage, until) as (
+    select e.tail_id, e.head_id, e.head_kind, e.level, e.level = 3 and e.head_kind = 'user', coalesce(e.expires_at, 'infinity')
+    from permgraph.nodes u
+    join permgraph.edges e on e.tail_id = u.id
+    where u.id = any(p_users) and u.kind = 'user' and (e.expires_at is null or e.expires_at > p_at)
     union
-    -- a path leaves its user by any edge, then only groups pass it on
-    select r.user_id, e.head_id, e.head_kind
-    from reach r
-    join permgraph.edges e on e.tail_id = r.node_id
-    where (r.node_kind = 'group' or r.node_id = r.user_id)
-      and (e.expires_at is null or e.expires_at > p_at)
+    select w.user_id, e.head_id, e.head_kind, least(w.level, e.level), e.level = 3 and e.head_kind = 'user',
+           least(w.until, coalesce(e.expires_at, 'infinity'))
+    from walk w
+    join permgraph.edges e on e.tail_id = w.node_id
+    where w.node_kind = 'group' and (e.expires_at is null or e.expires_at > p_at)
+  ), paths as (
+    select user_id, node_id, node_kind, level, last_edge_manage, until from walk
+    union all
+    select u.id, u.id, 'user', 3::smallint, true, 'infinity'::timestamptz
+    from permgraph.nodes u
+    where u.id = any(p_users) and u.kind = 'user'
+  ), per_pair as (
+    select user_id, node_id as target_id, node_kind, max(level)::smallint as level,
+           max(until) as until1,
+           max(until) filter (where level >= 2) as until2,
+           max(until) filter (where level = 3) as until3,
+           max(until) filter (where permgraph._path_traverses(node_kind, last_edge_manage)) as traverse_until
+    from paths
+    group by user_id, node_id, node_kind
   )
-  select user_id, node_id from reach
-  union
-  select p.user_id, p.target_id from permgraph.permissions p where p.user_id = any(p_users);
-  get diagnostics region_rows = row_count;
-  if region_rows > 200 then  -- (see _build_region)
-    analyze pg_temp.permgraph_region;
+  select user_id, target_id, level, traverse_until is not null,
+         permgraph._valid_until(level, until1, until2, until3, traverse_until),
+         case when node_kind = 'group' and level >= 2 and until1 > until2 then until1 end,
+         case when node_kind = 'group' and level = 3 and until2 > until3 then until2 end
+  from per_pair;
+  get diagnostics computed = row_count;
+  if computed > 200 then  -- (see _build_region)
+    analyze pg_temp.permgraph_rows;
   end if;
-  return region_rows;
+  return computed;
 end $$;
 
 -- After a chunk: lets go the changes that no longer wait for the job (the
@@ -559,9 +579,10 @@ begin
     pairs := 0;
     select 0::bigint as inserted, 0::bigint as updated, 0::bigint as deleted into diff;
   else
-    pairs := permgraph._build_user_region(chunk_users, batch_at);
-    perform permgraph._compute_region(batch_at);
-    select * into diff from permgraph._write_diff(true);
+    select permgraph._compute_users(chunk_users, batch_at) into pairs;
+    select * into diff from permgraph._write_diff(true, p_users => chunk_users);
+    -- (the chunk's region: the rows computed, and the stored rows gone)
+    pairs := pairs + diff.deleted;
     delete from permgraph.long_job_users where user_id = any(chunk_users);
   end if;
   let_go := permgraph._release_waiting_changes();

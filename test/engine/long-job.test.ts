@@ -17,7 +17,7 @@ import type { RefGraph } from '../reference/model.ts';
 import { g, grant, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { graphArbitrary, loadGraph, readPermissions, readTrashedGroups } from '../helpers/graph.ts';
-import { GraphState, mutationArbitrary, type Mutation } from '../helpers/mutations.ts';
+import { expiringMutationArbitrary, GraphState, mutationArbitrary, type Mutation } from '../helpers/mutations.ts';
 
 type Row = model.PermissionRow;
 const key = (r: Pick<Row, 'userId' | 'targetId'>) => `${r.userId}\u0000${r.targetId}`;
@@ -365,9 +365,10 @@ describe('long jobs: huge regions applied in chunks', async () => {
     await expectTableMatches(state, 'worker on a backlog');
   });
 
-  it('random changes, batches and chunks in random order: tokens never run ahead of the table, and the end equals the model', async () => {
+  /** Random writes, batches, backlogs and chunks, checked after every step; returns what the runs went through. */
+  async function runRandomJobs(mutations: fc.Arbitrary<Mutation>, numRuns: number) {
     const step = fc.oneof(
-      { weight: 4, arbitrary: mutationArbitrary.map((mutation) => ({ type: 'write' as const, mutation })) },
+      { weight: 4, arbitrary: mutations.map((mutation) => ({ type: 'write' as const, mutation })) },
       { weight: 2, arbitrary: fc.constantFrom(1, 2, 4, 8, 40).map((chunkPairs) => ({ type: 'batch' as const, chunkPairs })) },
       // a backlog: more changes, or a larger region, than one batch takes
       {
@@ -429,8 +430,13 @@ describe('long jobs: huge regions applied in chunks', async () => {
         await expectTableMatches(state, log.join('; '));
         expect((await verify(db)).differences, log.join('; ')).toEqual([]);
       }),
-      { numRuns: 120 },
+      { numRuns },
     );
+    return { jobs, deferredBatches, backlogs, released };
+  }
+
+  it('random changes, batches and chunks in random order: tokens never run ahead of the table, and the end equals the model', async () => {
+    const { jobs, deferredBatches, backlogs, released } = await runRandomJobs(mutationArbitrary, 120);
     // the bounds above do force jobs, and changes that wait for them (over
     // 120 random runs: 46-67 jobs and 40-54 deferring batches seen, 21-37
     // once backlogs joined the steps; 7-16 backlogs, 52-95 changes let go
@@ -440,5 +446,10 @@ describe('long jobs: huge regions applied in chunks', async () => {
     expect(deferredBatches).toBeGreaterThan(10);
     expect(backlogs).toBeGreaterThan(3);
     expect(released).toBeGreaterThan(10);
+  });
+
+  it('the same with grants that expire: chunks write the rows and their bounds as a full computation does', async () => {
+    const { jobs } = await runRandomJobs(expiringMutationArbitrary, 40);
+    expect(jobs).toBeGreaterThan(5);
   });
 });
