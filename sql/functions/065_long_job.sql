@@ -339,8 +339,8 @@ begin
   from moved_rows m
   left join unnest(origins, last_users) as l(origin, last_user) on l.origin = m.tail_id;
   get diagnostics moved = row_count;
-  -- (sizes the first chunk: the stored rows of a sample of the job's users,
-  -- whose rows vary too much for the table's mean to do)
+  -- (the job's region as status shows it: the stored rows of a sample of
+  -- its users, whose rows vary too much for the table's mean to do)
   select avg((select count(*) from permgraph.permissions p where p.user_id = s.user_id)) into per_user
   from (select j.user_id from permgraph.long_job_users j order by md5(j.user_id) limit 32) s;
   update permgraph.long_job set
@@ -420,9 +420,10 @@ begin
   update permgraph.long_job set finished_at = clock_timestamp(), ended_by = p_ended_by where finished_at is null;
 end $$;
 
--- Every row of the users p_users at p_at, computed from scratch into
--- pg_temp.permgraph_rows (a chunk: _write_diff(p_users => ...) then
--- compares all their stored rows with these). The walk of _compute_region
+-- Every row of the users p_users at p_at, computed from scratch and added
+-- to pg_temp.permgraph_rows (a chunk, which empties it first and measures
+-- its users by the rows returned; _write_diff(p_users => ...) then compares
+-- all their stored rows with these). The walk of _compute_region
 -- with no border to seed from: each user's edges, then groups pass paths
 -- on, one state per (node, level, last edge, until). Returns the rows.
 -- Before, a chunk built the region of its users (every pair they reach,
@@ -438,7 +439,6 @@ as $$
 declare
   computed bigint;
 begin
-  perform permgraph._prepare_region_tables();
   insert into pg_temp.permgraph_rows (user_id, target_id, level, traverse_owned, valid_until, bound1, bound2)
   with recursive walk(user_id, node_id, node_kind, level, last_edge_manage, until) as (
     select e.tail_id, e.head_id, e.head_kind, e.level, e.level = 3 and e.head_kind = 'user', coalesce(e.expires_at, 'infinity')
@@ -472,9 +472,6 @@ begin
          case when node_kind = 'group' and level = 3 and until2 > until3 then until2 end
   from per_pair;
   get diagnostics computed = row_count;
-  if computed > 200 then  -- (see _build_region)
-    analyze pg_temp.permgraph_rows;
-  end if;
   return computed;
 end $$;
 
@@ -516,13 +513,17 @@ end $$;
 -- Applies one chunk of the running long job, in the caller's transaction
 -- (REPEATABLE READ, as apply_changes): recomputes every row of the next
 -- users of the job, from the graph at p_at (default: the clock), writing
--- only differences. The number of users is sized so that the chunk's region
--- is about the job's chunk_pairs (p_max_pairs overrides it), from the pairs
--- per user the previous chunk found (the first uses the job's estimate),
--- and at least one user. Users a deferred change touches (wanted) come
--- first, earliest round first, and alone: a chunk of them is over sooner,
--- and each round's deferred changes are let go, their tokens applied, once
--- its users and the earlier rounds' are done. The last chunk ends the job.
+-- only differences. The chunk takes users until their rows reach the job's
+-- chunk_pairs (p_max_pairs overrides it), at least one: it computes one
+-- user, then as many more as the rest of the bound holds at the mean so
+-- far, at most as many again as it has. Sized in advance from the pairs
+-- per user of earlier chunks, chunks ran to 3-5 times the bound after a
+-- backlog (users' rows as stored leave out what the backlog adds, and
+-- differ a hundredfold: bench/FINDINGS.md 52). Users a deferred change
+-- touches (wanted) come first, earliest round first, and alone: a chunk of
+-- them is over sooner, and each round's deferred changes are let go, their
+-- tokens applied, once its users and the earlier rounds' are done. The last
+-- chunk ends the job.
 create or replace function permgraph.apply_job_chunk(
   p_max_pairs bigint default null,
   p_at timestamptz default null
@@ -537,9 +538,14 @@ declare
   job permgraph.long_job;
   batch_at timestamptz;
   bound bigint;
-  chunk_size bigint;
-  chunk_users text[];
-  pairs bigint;
+  wanted_only boolean;
+  chunk_users text[] := '{}';
+  next_users text[];
+  next_rounds bigint[];
+  last_user text collate "C" := '';
+  last_round bigint := -1;
+  take bigint := 1;
+  pairs bigint := 0;
   diff record;
   remaining bigint;
   let_go bigint := 0;
@@ -560,26 +566,35 @@ begin
     return jsonb_build_object('mode', 'none');
   end if;
   bound := coalesce(p_max_pairs, job.chunk_pairs);
-  chunk_size := greatest(1, floor(bound / greatest(1, coalesce(job.pairs_per_user,
-                                                               job.region_estimate::double precision / greatest(1, job.users_total)))))::bigint;
-  if job.pairs_per_user is null then
-    -- (the first chunk measures: an eighth of what the estimate allows, since
-    -- users differ a hundredfold after a backlog, and the first chunk sized
-    -- by a sample's mean took 75 heavy users and 767 ms on org small)
-    chunk_size := greatest(1, chunk_size / 8);
-  end if;
-  select array_agg(user_id order by user_id) into chunk_users
-  from (select user_id from permgraph.long_job_users where wanted_round is not null
-        order by wanted_round, user_id limit chunk_size) s;
-  if chunk_users is null then
-    select array_agg(user_id order by user_id) into chunk_users
-    from (select user_id from permgraph.long_job_users order by user_id limit chunk_size) s;
-  end if;
-  if chunk_users is null then  -- a job with no users (its changes reached none)
-    pairs := 0;
+  wanted_only := exists (select 1 from permgraph.long_job_users where wanted_round is not null);
+  perform permgraph._prepare_region_tables();
+  loop
+    if wanted_only then
+      select array_agg(s.user_id order by s.wanted_round, s.user_id), array_agg(s.wanted_round order by s.wanted_round, s.user_id)
+      into next_users, next_rounds
+      from (select j.user_id, j.wanted_round from permgraph.long_job_users j
+            where j.wanted_round is not null and (j.wanted_round, j.user_id) > (last_round, last_user)
+            order by j.wanted_round, j.user_id limit take) s;
+    else
+      select array_agg(s.user_id order by s.user_id) into next_users
+      from (select j.user_id from permgraph.long_job_users j where j.user_id > last_user order by j.user_id limit take) s;
+    end if;
+    exit when next_users is null;
+    pairs := pairs + permgraph._compute_users(next_users, batch_at);
+    chunk_users := chunk_users || next_users;
+    last_user := next_users[cardinality(next_users)];
+    last_round := coalesce(next_rounds[cardinality(next_rounds)], last_round);
+    take := least(cardinality(chunk_users),
+                  floor((bound - pairs) / (greatest(pairs, 1)::double precision / cardinality(chunk_users))))::bigint;
+    exit when take < 1;
+  end loop;
+  if cardinality(chunk_users) = 0 then  -- a job with no users (its changes reached none)
+    chunk_users := null;
     select 0::bigint as inserted, 0::bigint as updated, 0::bigint as deleted into diff;
   else
-    select permgraph._compute_users(chunk_users, batch_at) into pairs;
+    if pairs > 200 then  -- (see _build_region)
+      analyze pg_temp.permgraph_rows;
+    end if;
     select * into diff from permgraph._write_diff(true, p_users => chunk_users);
     -- (the chunk's region: the rows computed, and the stored rows gone)
     pairs := pairs + diff.deleted;

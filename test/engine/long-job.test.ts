@@ -266,6 +266,26 @@ describe('long jobs: huge regions applied in chunks', async () => {
     await expectTableMatches(state, 'full batch');
   });
 
+  it('a chunk stops at its bound by the rows it computes, however few rows its users had stored', async () => {
+    // Eight users with no row but their own; the backlog puts each into a
+    // team owning 30 groups: 32 rows each, none stored yet.
+    const newcomers = Array.from({ length: 8 }, (_, i) => u(`n${i}`));
+    const state = await start({ nodes: [...newcomers, g('team'), ...Array.from({ length: 30 }, (_, i) => g(`t${i}`, 'team'))], grants: [] });
+    const committed = [];
+    for (const n of newcomers) committed.push(await commitGrant(state, n.id, 'team', 1));
+    expect(await applyChanges(db, { maxChanges: 3, chunkPairs: 40 })).toMatchObject({ toLongJob: 8 });
+    const chunks: ChunkResult[] = [];
+    for (let finished = false; !finished; ) {
+      const chunk = await applyJobChunk(db);
+      chunks.push(chunk);
+      finished = chunk.finished;
+      expect(chunks.length).toBeLessThan(20);
+    }
+    expect(chunks.map((c) => [c.users, c.regionPairs])).toEqual(newcomers.map(() => [1, 32]));
+    expect((await expectTokensHonest(state, committed, 'job done')).size).toBe(committed.length);
+    await expectTableMatches(state, 'after the job');
+  });
+
   it("a change that reaches the job's users through the job's own edge waits until each of them is recomputed", async () => {
     const members = Array.from({ length: 4 }, (_, i) => u(`m${i}`));
     const state = await start({
