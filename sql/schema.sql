@@ -1935,6 +1935,9 @@ end $function$;
 CREATE OR REPLACE FUNCTION permgraph._compute_users(p_users text[], p_at timestamp with time zone)
  RETURNS bigint
  LANGUAGE plpgsql
+ SET enable_hashjoin TO 'off'
+ SET enable_mergejoin TO 'off'
+ SET plan_cache_mode TO 'force_generic_plan'
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET jit TO 'off'
 AS $function$

@@ -433,6 +433,11 @@ end $$;
 -- on org large after a backlog (bench/FINDINGS.md 52).
 create or replace function permgraph._compute_users(p_users text[], p_at timestamptz) returns bigint
 language plpgsql
+-- each step of the walk probes the edges by tail, whatever the statistics
+-- say of a few users; one plan for every call (a chunk makes several)
+set enable_hashjoin = off
+set enable_mergejoin = off
+set plan_cache_mode = force_generic_plan
 set search_path = pg_catalog, pg_temp
 set jit = off
 as $$
