@@ -41,7 +41,7 @@ export interface WorkerOptions {
   pollIntervalMs?: number;
   /** How often a standby tries to take over the applier role. */
   standbyIntervalMs?: number;
-  /** More pending changes than this are applied by one full recomputation. */
+  /** More pending changes than this are a backlog, taken as a long job (with chunkPairs null: one full recomputation). */
   maxBatch?: number;
   /** LISTEN for wake-ups (default true); without it the worker only polls. */
   listen?: boolean;
