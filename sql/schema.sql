@@ -524,7 +524,7 @@ table permgraph.long_job
   rows_deleted bigint not null default 0
   backlog_changes bigint not null default 0
   released bigint not null default 0
-  deferred_batches bigint not null default 0
+  deferred_rounds bigint not null default 0
   constraint long_job_ended_by_check CHECK ((ended_by = ANY (ARRAY['chunks'::text, 'full'::text])))
   constraint long_job_pkey PRIMARY KEY (singleton)
   constraint long_job_singleton_check CHECK (singleton)
@@ -2029,31 +2029,42 @@ CREATE OR REPLACE FUNCTION permgraph._defer_overlapping_changes()
 AS $function$
 declare
   deferred_rows bigint;
-  round bigint;
+  numbered bigint;  -- the rounds numbered before this batch
 begin
-  -- (the round this batch's deferrals take, if any: numbered only when used)
-  select j.deferred_batches + 1 into round from permgraph.long_job j where j.finished_at is null;
+  select j.deferred_rounds into numbered from permgraph.long_job j where j.finished_at is null;
   with tails as (
     select array_agg(t.tail_id::text order by t.tail_id) as ids, array_agg(t.tail_kind order by t.tail_id) as kinds
     from (select distinct c.tail_id, c.tail_kind from permgraph._batch_changes c where not c.trash_changed and c.tail_kind <> '*') t
-  ), hit as (
+  ), hit as materialized (
     select w.o_origin, w.o_user_id
     from tails a
     cross join lateral permgraph._upstream_users(a.ids, a.kinds) w
     where exists (select 1 from permgraph.long_job_users j where j.user_id = w.o_user_id)
+  ), tail_round as materialized (
+    -- (each tail its round, in the order of its first change: the writes
+    -- committed first, which have waited longest, are let go first)
+    select f.tail_id, numbered + dense_rank() over (order by f.first_id) as round
+    from (select c.tail_id, min(c.id) as first_id
+          from permgraph._batch_changes c
+          where not c.trash_changed and c.tail_id in (select o_origin from hit)
+          group by c.tail_id) f
   ), marked as (
     -- (a user an earlier round wanted keeps that round: its changes wait for it)
-    update permgraph.long_job_users j set wanted_round = round
-    where j.user_id in (select o_user_id from hit) and j.wanted_round is null
+    update permgraph.long_job_users j set wanted_round = w.round
+    from (select h.o_user_id, min(t.round) as round from hit h join tail_round t on t.tail_id = h.o_origin group by h.o_user_id) w
+    where j.user_id = w.o_user_id and j.wanted_round is null
   )
   insert into permgraph.long_job_changes (change_id, tail_id, head_id, tail_kind, head_kind, old_level, new_level,
                                           xact_id, captured_at, deferred, deferred_round)
-  select c.id, c.tail_id, c.head_id, c.tail_kind, c.head_kind, c.old_level, c.new_level, c.xact_id, c.captured_at, true, round
+  select c.id, c.tail_id, c.head_id, c.tail_kind, c.head_kind, c.old_level, c.new_level, c.xact_id, c.captured_at, true, t.round
   from permgraph._batch_changes c
-  where not c.trash_changed and c.tail_id in (select o_origin from hit);
+  join tail_round t on t.tail_id = c.tail_id
+  where not c.trash_changed;
   get diagnostics deferred_rows = row_count;
   if deferred_rows > 0 then
-    update permgraph.long_job set deferred = deferred + deferred_rows, deferred_batches = round where finished_at is null;
+    update permgraph.long_job set deferred = deferred + deferred_rows,
+      deferred_rounds = (select max(d.deferred_round) from permgraph.long_job_changes d where d.deferred)
+    where finished_at is null;
   end if;
   return deferred_rows;
 end $function$;
@@ -6613,7 +6624,7 @@ AS $function$
     -- truncated; the next batch recomputes it in full (060_apply.sql)
     'permissions_missing', permgraph._permissions_missing(),
     -- the running long job, or the last one (finished_at set); null if none yet
-    'long_job', (select to_jsonb(j) - 'singleton'
+    'long_job', (select to_jsonb(j) - 'singleton' - 'deferred_rounds'
                         || jsonb_build_object('users_remaining', (select count(*) from permgraph.long_job_users))
                  from permgraph.long_job j),
     'change_consumers', permgraph.change_stream_status(),

@@ -67,14 +67,16 @@
 -- copy is kept there too (deferred): its effect on that user's rows is only
 -- certain once the job has recomputed them. So "applied" still means "every
 -- row this transaction's changes affect is right"; changes that touch no
--- user of the job are not held up by it. Each batch that defers changes is
--- a round (long_job.deferred_batches numbers them); the users in D that a
--- deferred change touches are marked wanted by its round, unless an earlier
--- round wanted them already. Chunks take wanted users first, earliest round
--- first, and once no user left in D was wanted by round r or before, the
--- changes deferred in round r are let go: each of their users is either
--- outside D (right since the batch that applied them) or, wanted by r or
--- before, was recomputed by a chunk whose snapshot came after that batch
+-- user of the job are not held up by it. The changes a batch defers are
+-- let go in rounds: one per changed edge's tail, in the order of the tail's
+-- first change, after every earlier batch's (long_job.deferred_rounds
+-- numbers them). The users in D that a deferred change touches are marked
+-- wanted by its round, unless an earlier round wanted them already. Chunks
+-- take wanted users first, earliest round first, and once no user left in D
+-- was wanted by round r or before, the changes of round r are let go: each
+-- of their users is either outside D (right since the batch that applied
+-- them) or, wanted by r or before, was recomputed by a chunk whose snapshot
+-- came after that batch
 -- (batches and chunks take the applier lock in turn, and a chunk's
 -- snapshot is never older than the last batch: _refuse_stale_snapshot,
 -- 060_apply.sql). So a change made during a job waits for the chunks of
@@ -353,10 +355,11 @@ end $$;
 -- While a job runs: keeps a copy, in long_job_changes (deferred), of every
 -- pending change that may affect the rows of a user the job has not done
 -- yet, so that its token is not applied before those rows are right. Those
--- users are marked wanted by this batch's round: the next chunks take them
--- first, and once they and every user an earlier round wanted are done,
--- this round's changes are let go (apply_job_chunk). Returns the number of
--- change rows deferred. (The queue by its index, as _change_region_sizes.)
+-- users are marked wanted by the round of the change's tail: the next
+-- chunks take them first, and once they and every user an earlier round
+-- wanted are done, the round's changes are let go (apply_job_chunk).
+-- Returns the number of change rows deferred. (The queue by its index, as
+-- _change_region_sizes.)
 create or replace function permgraph._defer_overlapping_changes() returns bigint
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -365,31 +368,42 @@ set enable_seqscan = off
 as $$
 declare
   deferred_rows bigint;
-  round bigint;
+  numbered bigint;  -- the rounds numbered before this batch
 begin
-  -- (the round this batch's deferrals take, if any: numbered only when used)
-  select j.deferred_batches + 1 into round from permgraph.long_job j where j.finished_at is null;
+  select j.deferred_rounds into numbered from permgraph.long_job j where j.finished_at is null;
   with tails as (
     select array_agg(t.tail_id::text order by t.tail_id) as ids, array_agg(t.tail_kind order by t.tail_id) as kinds
     from (select distinct c.tail_id, c.tail_kind from permgraph._batch_changes c where not c.trash_changed and c.tail_kind <> '*') t
-  ), hit as (
+  ), hit as materialized (
     select w.o_origin, w.o_user_id
     from tails a
     cross join lateral permgraph._upstream_users(a.ids, a.kinds) w
     where exists (select 1 from permgraph.long_job_users j where j.user_id = w.o_user_id)
+  ), tail_round as materialized (
+    -- (each tail its round, in the order of its first change: the writes
+    -- committed first, which have waited longest, are let go first)
+    select f.tail_id, numbered + dense_rank() over (order by f.first_id) as round
+    from (select c.tail_id, min(c.id) as first_id
+          from permgraph._batch_changes c
+          where not c.trash_changed and c.tail_id in (select o_origin from hit)
+          group by c.tail_id) f
   ), marked as (
     -- (a user an earlier round wanted keeps that round: its changes wait for it)
-    update permgraph.long_job_users j set wanted_round = round
-    where j.user_id in (select o_user_id from hit) and j.wanted_round is null
+    update permgraph.long_job_users j set wanted_round = w.round
+    from (select h.o_user_id, min(t.round) as round from hit h join tail_round t on t.tail_id = h.o_origin group by h.o_user_id) w
+    where j.user_id = w.o_user_id and j.wanted_round is null
   )
   insert into permgraph.long_job_changes (change_id, tail_id, head_id, tail_kind, head_kind, old_level, new_level,
                                           xact_id, captured_at, deferred, deferred_round)
-  select c.id, c.tail_id, c.head_id, c.tail_kind, c.head_kind, c.old_level, c.new_level, c.xact_id, c.captured_at, true, round
+  select c.id, c.tail_id, c.head_id, c.tail_kind, c.head_kind, c.old_level, c.new_level, c.xact_id, c.captured_at, true, t.round
   from permgraph._batch_changes c
-  where not c.trash_changed and c.tail_id in (select o_origin from hit);
+  join tail_round t on t.tail_id = c.tail_id
+  where not c.trash_changed;
   get diagnostics deferred_rows = row_count;
   if deferred_rows > 0 then
-    update permgraph.long_job set deferred = deferred + deferred_rows, deferred_batches = round where finished_at is null;
+    update permgraph.long_job set deferred = deferred + deferred_rows,
+      deferred_rounds = (select max(d.deferred_round) from permgraph.long_job_changes d where d.deferred)
+    where finished_at is null;
   end if;
   return deferred_rows;
 end $$;

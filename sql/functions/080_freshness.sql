@@ -182,7 +182,7 @@ as $$
     -- truncated; the next batch recomputes it in full (060_apply.sql)
     'permissions_missing', permgraph._permissions_missing(),
     -- the running long job, or the last one (finished_at set); null if none yet
-    'long_job', (select to_jsonb(j) - 'singleton'
+    'long_job', (select to_jsonb(j) - 'singleton' - 'deferred_rounds'
                         || jsonb_build_object('users_remaining', (select count(*) from permgraph.long_job_users))
                  from permgraph.long_job j),
     'change_consumers', permgraph.change_stream_status(),

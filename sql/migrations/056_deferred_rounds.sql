@@ -2,12 +2,13 @@
 -- touches are recomputed, not once every user wanted by any deferred change
 -- is (sql/functions/065_long_job.sql has the design).
 
--- Each batch that defers changes is a round, numbered by the job
--- (deferred_batches). A deferred change records its round; a user of the job
--- records the first round that wanted it (null: not wanted). Chunks take
--- wanted users by round, and a round's changes go once no user left in the
--- job was wanted by it or an earlier one.
-alter table permgraph.long_job add column if not exists deferred_batches bigint not null default 0;
+-- Deferred changes are let go in rounds, numbered by the job
+-- (deferred_rounds): one per changed edge's tail of each batch that defers
+-- changes. A deferred change records its round; a user of the job records
+-- the first round that wanted it (null: not wanted). Chunks take wanted
+-- users by round, and a round's changes go once no user left in the job
+-- was wanted by it or an earlier one.
+alter table permgraph.long_job add column if not exists deferred_rounds bigint not null default 0;
 alter table permgraph.long_job_users add column if not exists wanted_round bigint;
 alter table permgraph.long_job_changes add column if not exists deferred_round bigint;
 
