@@ -26,21 +26,27 @@ async function commitGrant(db: Queryable, tail: string, head: string, level: num
 const isApplied = async (db: Queryable, token: string) =>
   (await db.query(sql`select permgraph.is_applied(${token}) as applied`))[0].applied as boolean;
 
+const members = ['m0', 'm1', 'm2', 'm3'];
+
+/** A database migrated as at `commit`, running a long job: team -> parent, 4 members x 4 groups. */
+async function jobAt(commit: string): Promise<Queryable> {
+  const { db } = await createEmptyDatabase();
+  await migrateAsAt(db, commit);
+  for (const m of members) await db.query(sql`insert into permgraph.nodes (id, kind) values (${m}, 'user')`);
+  await db.query(sql`
+    insert into permgraph.nodes (id, kind) values ('team', 'group'), ('parent', 'group'), ('side', 'group');
+    insert into permgraph.nodes (id, kind, owner_id) values ('p0', 'group', 'parent'), ('p1', 'group', 'parent')`);
+  for (const m of members) await db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values (${m}, 'team', 2)`);
+  await db.query(sql`select permgraph.apply_changes()`);
+  await commitGrant(db, 'team', 'parent', 1);
+  await db.query(sql`select permgraph.apply_changes(p_chunk_pairs => 4)`);
+  return db;
+}
+
 describe.skipIf(missing !== null)('upgrading while a long job runs', () => {
   it("a change deferred behind the job before the upgrade still waits for the job's end", async () => {
-    const { db } = await createEmptyDatabase();
-    await migrateAsAt(db, BEFORE_055);
-    const members = ['m0', 'm1', 'm2', 'm3'];
-    for (const m of members) await db.query(sql`insert into permgraph.nodes (id, kind) values (${m}, 'user')`);
-    await db.query(sql`
-      insert into permgraph.nodes (id, kind) values ('team', 'group'), ('parent', 'group'), ('side', 'group');
-      insert into permgraph.nodes (id, kind, owner_id) values ('p0', 'group', 'parent'), ('p1', 'group', 'parent')`);
-    for (const m of members) await db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values (${m}, 'team', 2)`);
-    await db.query(sql`select permgraph.apply_changes()`);
-    // the job: team -> parent, 4 members x 4 groups; then parent -> side,
-    // which reaches every member through the job's edge: deferred
-    await commitGrant(db, 'team', 'parent', 1);
-    await db.query(sql`select permgraph.apply_changes(p_chunk_pairs => 4)`);
+    const db = await jobAt(BEFORE_055);
+    // parent -> side reaches every member through the job's edge: deferred
     const through = await commitGrant(db, 'parent', 'side', 1);
     const [{ batch }] = await db.query(sql`select permgraph.apply_changes(p_chunk_pairs => 4) as batch`);
     expect(batch).toMatchObject({ deferred: 1, long_job_active: true });
@@ -56,17 +62,7 @@ describe.skipIf(missing !== null)('upgrading while a long job runs', () => {
   });
 
   it('changes deferred before 056 wait for every user wanted then, and changes deferred after it by their round', async () => {
-    const { db } = await createEmptyDatabase();
-    await migrateAsAt(db, BEFORE_056);
-    const members = ['m0', 'm1', 'm2', 'm3'];
-    for (const m of members) await db.query(sql`insert into permgraph.nodes (id, kind) values (${m}, 'user')`);
-    await db.query(sql`
-      insert into permgraph.nodes (id, kind) values ('team', 'group'), ('parent', 'group'), ('side', 'group');
-      insert into permgraph.nodes (id, kind, owner_id) values ('p0', 'group', 'parent'), ('p1', 'group', 'parent')`);
-    for (const m of members) await db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values (${m}, 'team', 2)`);
-    await db.query(sql`select permgraph.apply_changes()`);
-    await commitGrant(db, 'team', 'parent', 1);
-    await db.query(sql`select permgraph.apply_changes(p_chunk_pairs => 4)`);
+    const db = await jobAt(BEFORE_056);
     // two batches before the upgrade, each deferring a change of one member: m3, then m1
     const before = [await commitGrant(db, 'm3', 'side', 1)];
     await db.query(sql`select permgraph.apply_changes(p_chunk_pairs => 4)`);
