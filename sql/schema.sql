@@ -5223,9 +5223,11 @@ declare
   chunk_users text[] := '{}';
   next_users text[];
   next_rounds bigint[];
+  computed bigint;
   last_user text collate "C" := '';
   last_round bigint := -1;
   take bigint := 1;
+  measured bigint := 0;
   pairs bigint := 0;
   diff record;
   remaining bigint;
@@ -5261,12 +5263,16 @@ begin
       from (select j.user_id from permgraph.long_job_users j where j.user_id > last_user order by j.user_id limit take) s;
     end if;
     exit when next_users is null;
-    pairs := pairs + permgraph._compute_users(next_users, batch_at);
+    computed := permgraph._compute_users(next_users, batch_at);
+    pairs := pairs + computed;
+    -- (the rows the chunk writes: the computed ones, or the stored ones it
+    -- deletes, when there are more, as for users deleted during the job)
+    measured := measured + greatest(computed, (select count(*) from permgraph.permissions p where p.user_id = any(next_users)));
     chunk_users := chunk_users || next_users;
     last_user := next_users[cardinality(next_users)];
     last_round := coalesce(next_rounds[cardinality(next_rounds)], last_round);
     take := least(cardinality(chunk_users),
-                  floor((bound - pairs) / (greatest(pairs, 1)::double precision / cardinality(chunk_users))))::bigint;
+                  floor((bound - measured) / (greatest(measured, 1)::double precision / cardinality(chunk_users))))::bigint;
     exit when take < 1;
   end loop;
   if cardinality(chunk_users) = 0 then  -- a job with no users (its changes reached none)

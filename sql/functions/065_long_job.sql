@@ -532,8 +532,9 @@ end $$;
 -- Applies one chunk of the running long job, in the caller's transaction
 -- (REPEATABLE READ, as apply_changes): recomputes every row of the next
 -- users of the job, from the graph at p_at (default: the clock), writing
--- only differences. The chunk takes users until their rows reach the job's
--- chunk_pairs (p_max_pairs overrides it), at least one: it computes one
+-- only differences. The chunk takes users until their rows (computed, or
+-- stored when it deletes more) reach the job's chunk_pairs (p_max_pairs
+-- overrides it), at least one: it computes one
 -- user, then as many more as the rest of the bound holds at the mean so
 -- far, at most as many again as it has. Sized in advance from the pairs
 -- per user of earlier chunks, chunks ran to 3-5 times the bound after a
@@ -561,9 +562,11 @@ declare
   chunk_users text[] := '{}';
   next_users text[];
   next_rounds bigint[];
+  computed bigint;
   last_user text collate "C" := '';
   last_round bigint := -1;
   take bigint := 1;
+  measured bigint := 0;
   pairs bigint := 0;
   diff record;
   remaining bigint;
@@ -599,12 +602,16 @@ begin
       from (select j.user_id from permgraph.long_job_users j where j.user_id > last_user order by j.user_id limit take) s;
     end if;
     exit when next_users is null;
-    pairs := pairs + permgraph._compute_users(next_users, batch_at);
+    computed := permgraph._compute_users(next_users, batch_at);
+    pairs := pairs + computed;
+    -- (the rows the chunk writes: the computed ones, or the stored ones it
+    -- deletes, when there are more, as for users deleted during the job)
+    measured := measured + greatest(computed, (select count(*) from permgraph.permissions p where p.user_id = any(next_users)));
     chunk_users := chunk_users || next_users;
     last_user := next_users[cardinality(next_users)];
     last_round := coalesce(next_rounds[cardinality(next_rounds)], last_round);
     take := least(cardinality(chunk_users),
-                  floor((bound - pairs) / (greatest(pairs, 1)::double precision / cardinality(chunk_users))))::bigint;
+                  floor((bound - measured) / (greatest(measured, 1)::double precision / cardinality(chunk_users))))::bigint;
     exit when take < 1;
   end loop;
   if cardinality(chunk_users) = 0 then  -- a job with no users (its changes reached none)

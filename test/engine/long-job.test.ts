@@ -287,6 +287,28 @@ describe('long jobs: huge regions applied in chunks', async () => {
     await expectTableMatches(state, 'after the job');
   });
 
+  it('a chunk also counts the stored rows it deletes: users a backlog took out of a big group are not taken all at once', async () => {
+    // Ten members of team and of club, which owns 20 groups; a backlog
+    // takes each out of club: 21 of their 23 rows go, left stored until
+    // their chunk.
+    const members = Array.from({ length: 10 }, (_, i) => u(`m${i}`));
+    const state = await start({
+      nodes: [...members, g('team'), g('club'), ...Array.from({ length: 20 }, (_, i) => g(`c${i}`, 'club'))],
+      grants: members.flatMap((m) => [grant(m.id, 2, 'team'), grant(m.id, 1, 'club')]),
+    });
+    for (const m of members) await commitGrant(state, m.id, 'club', 0);
+    expect(await applyChanges(db, { maxChanges: 3, chunkPairs: 30 })).toMatchObject({ toLongJob: 10 });
+    const chunks: ChunkResult[] = [];
+    for (let finished = false; !finished; ) {
+      const chunk = await applyJobChunk(db);
+      chunks.push(chunk);
+      finished = chunk.finished;
+      expect(chunks.length).toBeLessThan(20);
+    }
+    expect(chunks.map((c) => [c.users, c.deleted])).toEqual(members.map(() => [1, 21]));
+    await expectTableMatches(state, 'after the job');
+  });
+
   it("a change that reaches the job's users through the job's own edge waits until each of them is recomputed", async () => {
     const members = Array.from({ length: 4 }, (_, i) => u(`m${i}`));
     const state = await start({
