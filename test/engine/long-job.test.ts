@@ -88,6 +88,18 @@ describe('long jobs: huge regions applied in chunks', async () => {
     expect(await readTrashedGroups(db), context).toEqual(model.computeTrashedGroups(graph));
   }
 
+  /** Applies chunks until the running job ends; returns them. */
+  async function chunksToTheEnd(): Promise<ChunkResult[]> {
+    const chunks: ChunkResult[] = [];
+    for (let finished = false; !finished; ) {
+      const chunk = await applyJobChunk(db);
+      chunks.push(chunk);
+      finished = chunk.finished;
+      expect(chunks.length).toBeLessThan(20);
+    }
+    return chunks;
+  }
+
   async function longJob(): Promise<Record<string, any> | null> {
     const [{ status }] = await db.query(sql`select permgraph.status() as status`);
     return status.long_job;
@@ -275,13 +287,7 @@ describe('long jobs: huge regions applied in chunks', async () => {
     const committed = [];
     for (const n of newcomers) committed.push(await commitGrant(state, n.id, 'team', 1));
     expect(await applyChanges(db, { maxChanges: 3, chunkPairs: 40 })).toMatchObject({ toLongJob: 8 });
-    const chunks: ChunkResult[] = [];
-    for (let finished = false; !finished; ) {
-      const chunk = await applyJobChunk(db);
-      chunks.push(chunk);
-      finished = chunk.finished;
-      expect(chunks.length).toBeLessThan(20);
-    }
+    const chunks = await chunksToTheEnd();
     expect(chunks.map((c) => [c.users, c.regionPairs])).toEqual(newcomers.map(() => [1, 32]));
     expect((await expectTokensHonest(state, committed, 'job done')).size).toBe(committed.length);
     await expectTableMatches(state, 'after the job');
@@ -298,13 +304,7 @@ describe('long jobs: huge regions applied in chunks', async () => {
     });
     for (const m of members) await commitGrant(state, m.id, 'club', 0);
     expect(await applyChanges(db, { maxChanges: 3, chunkPairs: 30 })).toMatchObject({ toLongJob: 10 });
-    const chunks: ChunkResult[] = [];
-    for (let finished = false; !finished; ) {
-      const chunk = await applyJobChunk(db);
-      chunks.push(chunk);
-      finished = chunk.finished;
-      expect(chunks.length).toBeLessThan(20);
-    }
+    const chunks = await chunksToTheEnd();
     expect(chunks.map((c) => [c.users, c.deleted])).toEqual(members.map(() => [1, 21]));
     await expectTableMatches(state, 'after the job');
   });
