@@ -2145,22 +2145,20 @@ AS $function$
       left join permgraph.permissions p on p.user_id = r.user_id and p.target_id = r.target_id
       where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
         and r.user_id is not null
-    $scoped$ when 'users' then $users$
+    $scoped$ else format($full$
       select coalesce(n.user_id, p.user_id) as user_id, coalesce(n.target_id, p.target_id) as target_id,
              n.level, n.traverse_owned, n.valid_until, p.user_id is null as is_new, n.user_id is null as is_gone,
-             p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until, p.old_ctid
-      from pg_temp.permgraph_rows n
-      full join (select s.*, s.ctid as old_ctid from permgraph.permissions s where s.user_id = any($2)) p
-        on p.user_id = n.user_id and p.target_id = n.target_id
-      where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
-    $users$ else format($full$
-      select coalesce(n.user_id, p.user_id) as user_id, coalesce(n.target_id, p.target_id) as target_id,
-             n.level, n.traverse_owned, n.valid_until, p.user_id is null as is_new, n.user_id is null as is_gone,
-             p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until
+             p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until%s
       from %s n
-      full join permgraph.permissions p on p.user_id = n.user_id and p.target_id = n.target_id
+      full join %s p on p.user_id = n.user_id and p.target_id = n.target_id
       where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
-    $full$, case p_source when 'lasting' then 'permgraph._computed_rows_lasting' when 'full' then 'pg_temp.permgraph_all' end) end,
+    $full$,
+      -- 'users': only their stored rows, each with its address
+      case p_source when 'users' then ', p.old_ctid' else '' end,
+      case p_source when 'lasting' then 'permgraph._computed_rows_lasting' when 'full' then 'pg_temp.permgraph_all'
+                    when 'users' then 'pg_temp.permgraph_rows' end,
+      case p_source when 'users' then '(select s.*, s.ctid as old_ctid from permgraph.permissions s where s.user_id = any($2))'
+                    else 'permgraph.permissions' end) end,
     -- the stored row to delete or update: by its address where the diff
     -- read it (the scoped path: no second probe of the key per row; the
     -- applier lock and one snapshot keep the address valid), by key after a
@@ -4363,7 +4361,7 @@ CREATE OR REPLACE FUNCTION permgraph._release_waiting_changes()
  SET enable_seqscan TO 'off'
 AS $function$
 declare
-  deferred_rows bigint := 0;
+  deferred_rows bigint;
   backlog_rows bigint;
 begin
   delete from permgraph.long_job_changes d
@@ -5015,8 +5013,7 @@ AS $function$begin
              n.level, n.traverse_owned, n.valid_until, p.user_id is null as is_new, n.user_id is null as is_gone,
              p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until, p.old_ctid
       from pg_temp.permgraph_rows n
-      full join (select s.*, s.ctid as old_ctid from permgraph.permissions s where s.user_id = any($2)) p
-        on p.user_id = n.user_id and p.target_id = n.target_id
+      full join (select s.*, s.ctid as old_ctid from permgraph.permissions s where s.user_id = any($2)) p on p.user_id = n.user_id and p.target_id = n.target_id
       where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
         ), deleted as (
       delete from permgraph.permissions p using diff d
@@ -5266,7 +5263,8 @@ begin
     computed := permgraph._compute_users(next_users, batch_at);
     pairs := pairs + computed;
     -- (the rows the chunk writes: the computed ones, or the stored ones it
-    -- deletes, when there are more, as for users deleted during the job)
+    -- deletes, when there are more, as for users a backlog took out of a
+    -- big group)
     measured := measured + greatest(computed, (select count(*) from permgraph.permissions p where p.user_id = any(next_users)));
     chunk_users := chunk_users || next_users;
     last_user := next_users[cardinality(next_users)];
@@ -5276,7 +5274,6 @@ begin
     exit when take < 1;
   end loop;
   if cardinality(chunk_users) = 0 then  -- a job with no users (its changes reached none)
-    chunk_users := null;
     select 0::bigint as inserted, 0::bigint as updated, 0::bigint as deleted into diff;
   else
     if pairs > 200 then  -- (see _build_region)
@@ -5291,10 +5288,9 @@ begin
   select count(*) into remaining from permgraph.long_job_users;
   elapsed := permgraph._ms_since(started);
   update permgraph.long_job set
-    users_done = users_done + coalesce(cardinality(chunk_users), 0),
-    -- (the mean over the job's chunks so far: a chunk of wanted users alone
-    -- is no sample of the rest)
-    pairs_per_user = case when chunk_users is null then pairs_per_user
+    users_done = users_done + cardinality(chunk_users),
+    -- (for status: the mean over the job's chunks so far)
+    pairs_per_user = case when cardinality(chunk_users) = 0 then pairs_per_user
                           else (coalesce(pairs_per_user, 0) * users_done + pairs) / (users_done + cardinality(chunk_users)) end,
     chunks = chunks + 1, last_chunk_at = clock_timestamp(), last_chunk_ms = elapsed,
     rows_inserted = rows_inserted + diff.inserted, rows_updated = rows_updated + diff.updated,
@@ -5305,7 +5301,7 @@ begin
     perform permgraph._prune_deleted_nodes();
   end if;
   return jsonb_build_object(
-    'mode', 'chunk', 'users', coalesce(cardinality(chunk_users), 0), 'users_remaining', remaining,
+    'mode', 'chunk', 'users', cardinality(chunk_users), 'users_remaining', remaining,
     'region_pairs', pairs, 'inserted', diff.inserted, 'updated', diff.updated, 'deleted', diff.deleted,
     'released', let_go, 'finished', remaining = 0, 'ms', elapsed);
 end $function$;

@@ -388,22 +388,20 @@ as $body$
       left join permgraph.permissions p on p.user_id = r.user_id and p.target_id = r.target_id
       where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
         and r.user_id is not null
-    $scoped$ when 'users' then $users$
+    $scoped$ else format($full$
       select coalesce(n.user_id, p.user_id) as user_id, coalesce(n.target_id, p.target_id) as target_id,
              n.level, n.traverse_owned, n.valid_until, p.user_id is null as is_new, n.user_id is null as is_gone,
-             p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until, p.old_ctid
-      from pg_temp.permgraph_rows n
-      full join (select s.*, s.ctid as old_ctid from permgraph.permissions s where s.user_id = any($2)) p
-        on p.user_id = n.user_id and p.target_id = n.target_id
-      where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
-    $users$ else format($full$
-      select coalesce(n.user_id, p.user_id) as user_id, coalesce(n.target_id, p.target_id) as target_id,
-             n.level, n.traverse_owned, n.valid_until, p.user_id is null as is_new, n.user_id is null as is_gone,
-             p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until
+             p.level as old_level, p.traverse_owned as old_traverse_owned, p.valid_until as old_valid_until%s
       from %s n
-      full join permgraph.permissions p on p.user_id = n.user_id and p.target_id = n.target_id
+      full join %s p on p.user_id = n.user_id and p.target_id = n.target_id
       where (p.level, p.traverse_owned, p.valid_until) is distinct from (n.level, n.traverse_owned, n.valid_until)
-    $full$, case p_source when 'lasting' then 'permgraph._computed_rows_lasting' when 'full' then 'pg_temp.permgraph_all' end) end,
+    $full$,
+      -- 'users': only their stored rows, each with its address
+      case p_source when 'users' then ', p.old_ctid' else '' end,
+      case p_source when 'lasting' then 'permgraph._computed_rows_lasting' when 'full' then 'pg_temp.permgraph_all'
+                    when 'users' then 'pg_temp.permgraph_rows' end,
+      case p_source when 'users' then '(select s.*, s.ctid as old_ctid from permgraph.permissions s where s.user_id = any($2))'
+                    else 'permgraph.permissions' end) end,
     -- the stored row to delete or update: by its address where the diff
     -- read it (the scoped path: no second probe of the key per row; the
     -- applier lock and one snapshot keep the address valid), by key after a

@@ -515,7 +515,7 @@ set jit = off
 set enable_seqscan = off
 as $$
 declare
-  deferred_rows bigint := 0;
+  deferred_rows bigint;
   backlog_rows bigint;
 begin
   delete from permgraph.long_job_changes d
@@ -605,7 +605,8 @@ begin
     computed := permgraph._compute_users(next_users, batch_at);
     pairs := pairs + computed;
     -- (the rows the chunk writes: the computed ones, or the stored ones it
-    -- deletes, when there are more, as for users deleted during the job)
+    -- deletes, when there are more, as for users a backlog took out of a
+    -- big group)
     measured := measured + greatest(computed, (select count(*) from permgraph.permissions p where p.user_id = any(next_users)));
     chunk_users := chunk_users || next_users;
     last_user := next_users[cardinality(next_users)];
@@ -615,7 +616,6 @@ begin
     exit when take < 1;
   end loop;
   if cardinality(chunk_users) = 0 then  -- a job with no users (its changes reached none)
-    chunk_users := null;
     select 0::bigint as inserted, 0::bigint as updated, 0::bigint as deleted into diff;
   else
     if pairs > 200 then  -- (see _build_region)
@@ -630,10 +630,9 @@ begin
   select count(*) into remaining from permgraph.long_job_users;
   elapsed := permgraph._ms_since(started);
   update permgraph.long_job set
-    users_done = users_done + coalesce(cardinality(chunk_users), 0),
-    -- (the mean over the job's chunks so far: a chunk of wanted users alone
-    -- is no sample of the rest)
-    pairs_per_user = case when chunk_users is null then pairs_per_user
+    users_done = users_done + cardinality(chunk_users),
+    -- (for status: the mean over the job's chunks so far)
+    pairs_per_user = case when cardinality(chunk_users) = 0 then pairs_per_user
                           else (coalesce(pairs_per_user, 0) * users_done + pairs) / (users_done + cardinality(chunk_users)) end,
     chunks = chunks + 1, last_chunk_at = clock_timestamp(), last_chunk_ms = elapsed,
     rows_inserted = rows_inserted + diff.inserted, rows_updated = rows_updated + diff.updated,
@@ -644,7 +643,7 @@ begin
     perform permgraph._prune_deleted_nodes();
   end if;
   return jsonb_build_object(
-    'mode', 'chunk', 'users', coalesce(cardinality(chunk_users), 0), 'users_remaining', remaining,
+    'mode', 'chunk', 'users', cardinality(chunk_users), 'users_remaining', remaining,
     'region_pairs', pairs, 'inserted', diff.inserted, 'updated', diff.updated, 'deleted', diff.deleted,
     'released', let_go, 'finished', remaining = 0, 'ms', elapsed);
 end $$;
