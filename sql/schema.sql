@@ -25,7 +25,8 @@ view permgraph._batch_changes
     captured_at
    FROM permgraph.changes c
   WHERE ((xact_id >= ( SELECT COALESCE(( SELECT s.queue_low_water
-                   FROM permgraph.applier_state s), '0'::xid8) AS "coalesce")) AND
+                   FROM permgraph.applier_state s), '0'::xid8) AS "coalesce")) AND (NOT permgraph._in_backlog(xact_id, trash_changed, ( SELECT j.backlog_snapshot
+           FROM permgraph.long_job j))) AND
         CASE ( SELECT permgraph._batch_part() AS _batch_part)
             WHEN 'removals'::text THEN permgraph._change_removes(old_level, new_level)
             WHEN 'additions'::text THEN (NOT permgraph._change_removes(old_level, new_level))
@@ -312,6 +313,38 @@ view permgraph._ownership_change_lock
   as SELECT true AS held;
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
 
+view permgraph._unapplied_changes
+  change_id bigint
+  xact_id xid8
+  tail_id text collate "C"
+  captured_at timestamp with time zone
+  held_by text
+  as SELECT c.id AS change_id,
+    c.xact_id,
+    c.tail_id,
+    c.captured_at,
+        CASE
+            WHEN permgraph._in_backlog(c.xact_id, c.trash_changed, b.snapshot) THEN 'backlog'::text
+            ELSE 'queue'::text
+        END AS held_by
+   FROM (permgraph.changes c
+     CROSS JOIN ( SELECT ( SELECT j.backlog_snapshot
+                   FROM permgraph.long_job j) AS snapshot) b)
+  WHERE (NOT (permgraph._in_backlog(c.xact_id, c.trash_changed, b.snapshot) AND (EXISTS ( SELECT 1
+           FROM permgraph.long_job_backlog_tails t
+          WHERE ((t.tail_id = c.tail_id) AND t.released)))))
+UNION ALL
+ SELECT d.change_id,
+    d.xact_id,
+    d.tail_id,
+    d.captured_at,
+        CASE
+            WHEN d.deferred THEN 'deferred'::text
+            ELSE 'job'::text
+        END AS held_by
+   FROM permgraph.long_job_changes d;
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
+
 table permgraph.applier_state
   singleton boolean not null default true
   last_batch_at timestamp with time zone
@@ -525,9 +558,20 @@ table permgraph.long_job
   backlog_changes bigint not null default 0
   released bigint not null default 0
   deferred_rounds bigint not null default 0
+  backlog_snapshot pg_snapshot
+  backlog_max_id bigint
+  backlog_cleared_to bigint
   constraint long_job_ended_by_check CHECK ((ended_by = ANY (ARRAY['chunks'::text, 'full'::text])))
   constraint long_job_pkey PRIMARY KEY (singleton)
   constraint long_job_singleton_check CHECK (singleton)
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
+
+table permgraph.long_job_backlog_tails
+  tail_id text collate "C" not null
+  release_after text collate "C" not null
+  changes bigint not null
+  released boolean not null default false
+  constraint long_job_backlog_tails_pkey PRIMARY KEY (tail_id)
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
 
 table permgraph.long_job_changes
@@ -649,9 +693,10 @@ CREATE UNIQUE INDEX grants_unique_per_source ON permgraph.grants USING btree (ta
 CREATE UNIQUE INDEX import_grants_pkey ON permgraph.import_grants USING btree (run, seq);
 CREATE UNIQUE INDEX import_nodes_pkey ON permgraph.import_nodes USING btree (run, seq);
 CREATE UNIQUE INDEX import_runs_pkey ON permgraph.import_runs USING btree (name);
+CREATE UNIQUE INDEX long_job_backlog_tails_pkey ON permgraph.long_job_backlog_tails USING btree (tail_id);
+CREATE INDEX long_job_backlog_tails_release_idx ON permgraph.long_job_backlog_tails USING btree (release_after) WHERE (NOT released);
 CREATE INDEX long_job_changes_deferred_round_idx ON permgraph.long_job_changes USING btree (deferred_round) WHERE deferred;
 CREATE INDEX long_job_changes_release_idx ON permgraph.long_job_changes USING btree (release_after) WHERE (release_after IS NOT NULL);
-CREATE INDEX long_job_changes_removed_idx ON permgraph.long_job_changes USING btree (head_id) WHERE (old_level IS NOT NULL);
 CREATE INDEX long_job_changes_xact_idx ON permgraph.long_job_changes USING btree (xact_id);
 CREATE UNIQUE INDEX long_job_pkey ON permgraph.long_job USING btree (singleton);
 CREATE UNIQUE INDEX long_job_users_pkey ON permgraph.long_job_users USING btree (user_id);
@@ -1313,12 +1358,17 @@ CREATE OR REPLACE FUNCTION permgraph._backlog_to_long_job(p_chunk_pairs bigint)
  SET enable_seqscan TO 'off'
 AS $function$
 declare
+  -- (under REPEATABLE READ the batch's own; under READ COMMITTED writers are
+  -- locked out, so every statement of the batch sees the same changes)
+  taken_in pg_snapshot := pg_current_snapshot();
   tails text[];
   kinds text[];
   origins text[];
   last_users text[];
   users_added bigint;
-  moved bigint;
+  taken bigint;
+  first_id bigint;
+  last_id bigint;
   per_user double precision;
 begin
   select array_agg(t.tail_id::text), array_agg(t.tail_kind) into tails, kinds
@@ -1327,6 +1377,10 @@ begin
     return 0;
   end if;
   perform permgraph._open_long_job(p_chunk_pairs);
+  -- A job already holding a backlog: its released changes go now, since
+  -- their tails may be taken again below, unreleased (a token once applied
+  -- stays applied). Rare: a second backlog while the first is recomputed.
+  perform permgraph._delete_released_backlog();
   -- Each tail's users join the job; the last of them in the chunks' order
   -- says when the changes out of that tail can be let go (release_after:
   -- once every user left sorts after it, each of theirs is done).
@@ -1341,30 +1395,40 @@ begin
   into users_added, origins, last_users
   from (select r.o_origin, max(r.o_user_id collate "C") as last_user from reach r group by r.o_origin) l;
   -- A job running before this batch may have deferred some of these
-  -- changes: their copy as the job's own, below, holds their tokens now.
+  -- changes: the backlog holds their tokens now.
   delete from permgraph.long_job_changes d
   where d.deferred and d.change_id in (select c.id from permgraph._batch_changes c);
-  with moved_rows as (
-    delete from permgraph._batch_changes c where not c.trash_changed
-    returning c.*
+  with per_tail as materialized (
+    select c.tail_id,
+           -- ('': a tail no user reaches, let go by the next chunk)
+           coalesce(min(l.last_user), '') as release_after, count(*) as changes,
+           min(c.id) as first_id, max(c.id) as last_id
+    from permgraph._batch_changes c
+    left join unnest(origins, last_users) as l(origin, last_user) on l.origin = c.tail_id
+    where not c.trash_changed
+    group by c.tail_id
+  ), recorded as (
+    insert into permgraph.long_job_backlog_tails as t (tail_id, release_after, changes)
+    select p.tail_id, p.release_after, p.changes from per_tail p
+    on conflict (tail_id) do update set
+      release_after = greatest(t.release_after, excluded.release_after), changes = t.changes + excluded.changes
   )
-  insert into permgraph.long_job_changes (change_id, tail_id, head_id, tail_kind, head_kind, old_level, new_level,
-                                          xact_id, captured_at, deferred, release_after)
-  select m.id, m.tail_id, m.head_id, m.tail_kind, m.head_kind, m.old_level, m.new_level, m.xact_id, m.captured_at, false,
-         -- ('': a tail no user reaches, let go by the next chunk)
-         coalesce(l.last_user, '')
-  from moved_rows m
-  left join unnest(origins, last_users) as l(origin, last_user) on l.origin = m.tail_id;
-  get diagnostics moved = row_count;
+  select sum(p.changes), min(p.first_id), max(p.last_id) into taken, first_id, last_id from per_tail p;
+  -- (from here on, no batch sees these rows: 045_batch_split.sql)
+  update permgraph.long_job set
+    backlog_snapshot = taken_in,
+    backlog_cleared_to = least(backlog_cleared_to, first_id),
+    backlog_max_id = greatest(backlog_max_id, last_id)
+  where finished_at is null;
   -- (the job's region as status shows it: the stored rows of a sample of
   -- its users, whose rows vary too much for the table's mean to do)
   select avg((select count(*) from permgraph.permissions p where p.user_id = s.user_id)) into per_user
   from (select j.user_id from permgraph.long_job_users j order by md5(j.user_id) limit 32) s;
   update permgraph.long_job set
-    changes = changes + moved, backlog_changes = backlog_changes + moved, users_total = users_total + users_added,
+    changes = changes + taken, backlog_changes = backlog_changes + taken, users_total = users_total + users_added,
     region_estimate = region_estimate + (users_added * coalesce(per_user, 1))::bigint
   where finished_at is null;
-  return moved;
+  return taken;
 end $function$;
 
 -- permgraph._batch_only_adds(): execute <owner>: EXECUTE
@@ -1819,6 +1883,39 @@ begin
     using errcode = '42501', hint = 'connect as that role (or a member of it), or register a consumer of your own';
 end $function$;
 
+-- permgraph._clear_backlog(bigint): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._clear_backlog(p_rows bigint, OUT deleted bigint, OUT done boolean)
+ RETURNS record
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+AS $function$
+declare
+  job permgraph.long_job;
+  clear_to bigint;
+begin
+  deleted := 0;
+  done := true;
+  select * into job from permgraph.long_job where finished_at is null;
+  if job.backlog_snapshot is null then
+    return;
+  end if;
+  clear_to := job.backlog_cleared_to + p_rows;
+  -- (by the primary key: the ids a snapshot saw are nearly all the backlog's)
+  delete from permgraph.changes c
+  where c.id >= job.backlog_cleared_to and c.id < clear_to
+    and permgraph._in_backlog(c.xact_id, c.trash_changed, job.backlog_snapshot);
+  get diagnostics deleted = row_count;
+  if clear_to <= job.backlog_max_id then
+    update permgraph.long_job set backlog_cleared_to = clear_to where finished_at is null;
+    done := false;
+    return;
+  end if;
+  delete from permgraph.long_job_backlog_tails;
+  update permgraph.long_job set backlog_snapshot = null, backlog_cleared_to = null, backlog_max_id = null
+  where finished_at is null;
+end $function$;
+
 -- permgraph._compute_all(timestamp with time zone): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._compute_all(p_at timestamp with time zone)
  RETURNS void
@@ -2081,6 +2178,25 @@ begin
   delete from permgraph._batch_changes;
 end $function$;
 
+-- permgraph._delete_released_backlog(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._delete_released_backlog()
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+AS $function$
+declare
+  held_in pg_snapshot := (select j.backlog_snapshot from permgraph.long_job j where j.finished_at is null);
+begin
+  if held_in is null then
+    return;
+  end if;
+  delete from permgraph.changes c
+  using permgraph.long_job_backlog_tails t
+  where t.released and t.tail_id = c.tail_id and permgraph._in_backlog(c.xact_id, c.trash_changed, held_in);
+  delete from permgraph.long_job_backlog_tails t where t.released;
+end $function$;
+
 -- permgraph._describe_id(text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._describe_id(p_id text)
  RETURNS text
@@ -2225,7 +2341,12 @@ AS $function$
 begin
   delete from permgraph.long_job_users;
   delete from permgraph.long_job_changes;
-  update permgraph.long_job set finished_at = clock_timestamp(), ended_by = p_ended_by where finished_at is null;
+  -- (a backlog's rows: cleared by its chunks, or deleted with the whole
+  -- queue by the full recomputation's batch, 060_apply.sql)
+  delete from permgraph.long_job_backlog_tails;
+  update permgraph.long_job set finished_at = clock_timestamp(), ended_by = p_ended_by,
+    backlog_snapshot = null, backlog_cleared_to = null, backlog_max_id = null
+  where finished_at is null;
 end $function$;
 
 -- permgraph._ensure_role(text): execute <owner>: EXECUTE
@@ -2558,6 +2679,7 @@ declare
     'permgraph.nodes', 'permgraph.grants', 'permgraph.edges', 'permgraph.permissions', 'permgraph.effective_permissions',
     'permgraph.trashed_groups', 'permgraph.deleted_nodes', 'permgraph.changes', 'permgraph.applier_state',
     'permgraph.long_job', 'permgraph.long_job_users', 'permgraph.long_job_changes',
+    'permgraph.long_job_backlog_tails', 'permgraph._unapplied_changes',
     'permgraph.roles', 'permgraph.operations', 'permgraph.audit_log',
     'permgraph.permission_changes', 'permgraph.change_consumers',
     -- what the CLI reads to tell whether the schema matches the package
@@ -2584,6 +2706,9 @@ declare
     'permgraph.enable_rls(regclass, name, name, boolean)', 'permgraph.disable_rls(regclass)',
     'permgraph._rls_policy_names()', 'permgraph._rls_column(regclass, name)', 'permgraph._rls_require_app_table(regclass)',
     'permgraph._access_predicate(text, text, text, text, text)',
+    -- what _unapplied_changes calls (its rows' owner: a long job's
+    -- backlog or the queue), for the roles that read it
+    'permgraph._in_backlog(xid8, boolean, pg_snapshot)',
     -- doctor's check of these rights, as any of the roles (it reads the catalog)
     'permgraph._granted_rights()', 'permgraph._missing_rights()'];
   worker_functions constant text[] := array[
@@ -3529,6 +3654,13 @@ begin
           select 'g', problem is null from permgraph.import_grants where run = p_run) rows);
 end $function$;
 
+-- permgraph._in_backlog(xid8,boolean,pg_snapshot): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._in_backlog(p_xact_id xid8, p_trash_changed boolean, p_backlog pg_snapshot)
+ RETURNS boolean
+ LANGUAGE sql
+ IMMUTABLE
+RETURN ((p_backlog IS NOT NULL) AND (NOT p_trash_changed) AND pg_visible_in_snapshot(p_xact_id, p_backlog));
+
 -- permgraph._is_superuser(text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._is_superuser(p_user_id text)
  RETURNS boolean
@@ -4363,16 +4495,31 @@ AS $function$
 declare
   deferred_rows bigint;
   backlog_rows bigint;
+  moved_rows bigint;
+  first_left text collate "C";
 begin
   delete from permgraph.long_job_changes d
   where d.deferred
     and d.deferred_round < coalesce((select min(u.wanted_round) from permgraph.long_job_users u where u.wanted_round is not null),
                                     9223372036854775807);
   get diagnostics deferred_rows = row_count;
-  delete from permgraph.long_job_changes j
-  where j.release_after < (select min(u.user_id) from permgraph.long_job_users u);
-  get diagnostics backlog_rows = row_count;
-  return deferred_rows + backlog_rows;
+  select min(u.user_id) into first_left from permgraph.long_job_users u;
+  if first_left is null then  -- (no user left: all of them)
+    with released as (update permgraph.long_job_backlog_tails t set released = true where not t.released returning t.changes)
+    select coalesce(sum(r.changes), 0) into backlog_rows from released r;
+    -- (a backlog a job took before migration 058 moved its rows here)
+    delete from permgraph.long_job_changes j where j.release_after is not null;
+  else
+    with released as (
+      update permgraph.long_job_backlog_tails t set released = true
+      where not t.released and t.release_after < first_left
+      returning t.changes
+    )
+    select coalesce(sum(r.changes), 0) into backlog_rows from released r;
+    delete from permgraph.long_job_changes j where j.release_after < first_left;
+  end if;
+  get diagnostics moved_rows = row_count;
+  return deferred_rows + backlog_rows + moved_rows;
 end $function$;
 
 -- permgraph._require_level(integer): execute <owner>: EXECUTE
@@ -4620,7 +4767,8 @@ begin
   end if;
   perform permgraph._open_long_job(p_chunk_pairs);
   with moved_rows as (
-    delete from permgraph.changes c
+    -- (a backlog the job holds stays where it is: the view hides it)
+    delete from permgraph._batch_changes c
     using unnest(big_tails, big_heads) as b(tail_id, head_id)
     where c.tail_id = b.tail_id and c.head_id = b.head_id and not c.trash_changed
     returning c.*
@@ -4673,11 +4821,7 @@ begin
       select x.tail_id, x.tail_kind from permgraph.edges x where x.head_id = u.node_id
       union all
       select (t ->> 0) collate "C", t ->> 1
-      from jsonb_array_elements((select by_head from removed_into) -> u.node_id) t
-      union all
-      select j.tail_id, j.tail_kind from permgraph.long_job_changes j
-      where j.head_id = u.node_id and j.old_level is not null
-        and not exists (select 1 from permgraph.edges e where e.tail_id = j.tail_id and e.head_id = j.head_id)) e
+      from jsonb_array_elements((select by_head from removed_into) -> u.node_id) t) e
     where u.node_kind = 'group'
   )
   select distinct up.origin::text, up.node_id::text from up where up.node_kind = 'user';
@@ -5229,6 +5373,9 @@ declare
   diff record;
   remaining bigint;
   let_go bigint := 0;
+  cleared_rows bigint := 0;
+  backlog_cleared boolean := false;
+  finished boolean;
   elapsed double precision;
 begin
   batch_at := permgraph._begin_applying('apply_job_chunk', p_at);
@@ -5273,7 +5420,12 @@ begin
                   floor((bound - measured) / (greatest(measured, 1)::double precision / cardinality(chunk_users))))::bigint;
     exit when take < 1;
   end loop;
-  if cardinality(chunk_users) = 0 then  -- a job with no users (its changes reached none)
+  if cardinality(chunk_users) = 0 then
+    -- every user is done (or the job's changes reached none): what is left
+    -- is its backlog's rows, if any, to delete. Ten ids a pair of the bound:
+    -- deleting a change row writes no index, and costs a fraction of
+    -- writing a permissions row (bench/FINDINGS.md 53).
+    select c.deleted, c.done into cleared_rows, backlog_cleared from permgraph._clear_backlog(bound * 10) c;
     select 0::bigint as inserted, 0::bigint as updated, 0::bigint as deleted into diff;
   else
     if pairs > 200 then  -- (see _build_region)
@@ -5296,14 +5448,16 @@ begin
     rows_inserted = rows_inserted + diff.inserted, rows_updated = rows_updated + diff.updated,
     rows_deleted = rows_deleted + diff.deleted, released = released + let_go
   where finished_at is null;
-  if remaining = 0 then
+  -- (a backlog's rows are deleted by the chunks after its last user's)
+  finished := remaining = 0 and (backlog_cleared or job.backlog_snapshot is null);
+  if finished then
     perform permgraph._end_long_job('chunks');
     perform permgraph._prune_deleted_nodes();
   end if;
   return jsonb_build_object(
     'mode', 'chunk', 'users', cardinality(chunk_users), 'users_remaining', remaining,
     'region_pairs', pairs, 'inserted', diff.inserted, 'updated', diff.updated, 'deleted', diff.deleted,
-    'released', let_go, 'finished', remaining = 0, 'ms', elapsed);
+    'released', let_go, 'backlog_cleared', cleared_rows, 'finished', finished, 'ms', elapsed);
 end $function$;
 
 -- permgraph.apply_local_changes(integer,bigint,bigint,bigint): execute <owner>: EXECUTE; permgraph_worker: EXECUTE
@@ -5799,9 +5953,8 @@ begin
   -- (a table whose rows are missing reflects no token until the batch that
   -- recomputes it: 060_apply.sql)
   return not permgraph._permissions_missing()
-    and not exists (select 1 from permgraph.changes where xact_id = xact)
-    -- a long job's changes, and changes that touch its users (065_long_job.sql)
-    and not exists (select 1 from permgraph.long_job_changes where xact_id = xact)
+    -- (pending, or held by a long job: 065_long_job.sql)
+    and not exists (select 1 from permgraph._unapplied_changes where xact_id = xact)
     -- (a snapshot of this cluster's: one restored from another holds other
     -- transaction ids, 048_cluster_identity.sql)
     and (coalesce((select pg_visible_in_snapshot(xact, s.last_batch_snapshot) from permgraph.applier_state s
@@ -6585,12 +6738,14 @@ AS $function$
     select min(k.waitstart) as since from applier_lock_entries k where not k.granted and k.lock = 'batch'
   )
   select jsonb_build_object(
-    'pending_changes', (select count(*) from permgraph.changes),
-    'oldest_pending_age_s', (select extract(epoch from now() - min(captured_at)) from permgraph.changes),
-    -- the oldest change a running long job holds (its own, and those
-    -- deferred behind it): out of the queue, but its token waits until a
-    -- chunk lets it go (065_long_job.sql); null when none
-    'long_job_oldest_change_age_s', (select extract(epoch from now() - min(captured_at)) from permgraph.long_job_changes),
+    'pending_changes', (select count(*) from permgraph._unapplied_changes where held_by = 'queue'),
+    'oldest_pending_age_s', (select extract(epoch from now() - min(captured_at)) from permgraph._unapplied_changes
+                             where held_by = 'queue'),
+    -- the oldest change a running long job holds (its backlog's, its own,
+    -- and those deferred behind it): out of the batches' queue, but its
+    -- token waits until a chunk lets it go (065_long_job.sql); null when none
+    'long_job_oldest_change_age_s', (select extract(epoch from now() - min(captured_at)) from permgraph._unapplied_changes
+                                     where held_by <> 'queue'),
     'last_batch', (select to_jsonb(s) - 'singleton' from permgraph.applier_state s),
     -- whoever holds the applier role (may_apply false: a session that may
     -- not apply changes took its advisory lock, which any login can, and
@@ -6626,7 +6781,7 @@ AS $function$
     -- truncated; the next batch recomputes it in full (060_apply.sql)
     'permissions_missing', permgraph._permissions_missing(),
     -- the running long job, or the last one (finished_at set); null if none yet
-    'long_job', (select to_jsonb(j) - 'singleton' - 'deferred_rounds'
+    'long_job', (select to_jsonb(j) - 'singleton' - 'deferred_rounds' - 'backlog_snapshot' - 'backlog_max_id' - 'backlog_cleared_to'
                         || jsonb_build_object('users_remaining', (select count(*) from permgraph.long_job_users))
                  from permgraph.long_job j),
     'change_consumers', permgraph.change_stream_status(),

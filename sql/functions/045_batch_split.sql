@@ -101,6 +101,15 @@ create or replace function permgraph._batch_part() returns text
 language sql stable
 return coalesce(pg_catalog.current_setting('permgraph.batch_part', true), '');
 
+-- Whether a change row is part of the backlog a long job holds in place
+-- (p_backlog: long_job.backlog_snapshot, null when there is none): its
+-- transaction is visible in the snapshot of the batch that took the
+-- backlog. Trash flags never are: that batch applied them. An SQL-standard
+-- body, inlined where it is used (see _batch_part).
+create or replace function permgraph._in_backlog(p_xact_id xid8, p_trash_changed boolean, p_backlog pg_snapshot) returns boolean
+language sql immutable
+return p_backlog is not null and not p_trash_changed and pg_catalog.pg_visible_in_snapshot(p_xact_id, p_backlog);
+
 -- The pending changes the current batch applies: every row of
 -- permgraph.changes above the queue's low-water mark, or only its part
 -- (_batch_part). Every read of the queue by a batch goes through it; a
@@ -126,6 +135,11 @@ return coalesce(pg_catalog.current_setting('permgraph.batch_part', true), '');
 -- logical backup) is forgotten by the first batch here, before it reads
 -- the queue (048_cluster_identity.sql).
 --
+-- A backlog too large for one batch stays in the queue as a long job's
+-- (_backlog_to_long_job, 065_long_job.sql): the rows visible in the
+-- snapshot of the batch that took it are the job's, and no batch sees them;
+-- they lie nearly all below the mark, where the batches' reads do not go.
+--
 -- The mark and the part are each read once per query (an uncorrelated
 -- scalar subquery), the mark by the view itself and the part by
 -- _batch_part, inlined. Both were SQL functions with a SET clause, which
@@ -136,6 +150,8 @@ create or replace view permgraph._batch_changes as
   select c.*
   from permgraph.changes c
   where c.xact_id >= (select coalesce((select s.queue_low_water from permgraph.applier_state s), '0'::xid8))
+    -- (not a backlog a long job holds in place: 065_long_job.sql)
+    and not permgraph._in_backlog(c.xact_id, c.trash_changed, (select j.backlog_snapshot from permgraph.long_job j))
     and case (select permgraph._batch_part())
           when 'removals' then permgraph._change_removes(c.old_level, c.new_level)
           when 'additions' then not permgraph._change_removes(c.old_level, c.new_level)

@@ -16,9 +16,12 @@
 -- p_max_changes, or with a region above p_max_pairs. Such a queue was one
 -- full recomputation in one transaction, and every change committed
 -- meanwhile waited for it (bench/FINDINGS.md 50). With p_chunk_pairs set,
--- the batch moves the whole queue into the job instead
--- (_backlog_to_long_job), and its users into D: the same move as for one
--- big change, so the same argument below holds.
+-- the batch hands the whole queue to the job instead
+-- (_backlog_to_long_job), and its users to D: the same move as for one
+-- big change, so the same argument below holds. The backlog's rows stay in
+-- permgraph.changes, hidden from later batches (_batch_changes), instead of
+-- being moved: for the argument below they are the job's changes, as those
+-- in long_job_changes are.
 --
 -- Why this is correct. A stored row belongs to one user, and every
 -- recomputation of user u's rows reads only u's own stored rows (the region
@@ -31,7 +34,8 @@
 -- * Starting or extending a job (_split_off_long_job), in the batch's
 --   snapshot: the moved changes' region is (users upstream of their tails) x
 --   (nodes below their heads), in the union of the current graph and every
---   removed edge still pending (changes and long_job_changes). Those upstream
+--   edge the batch's changes removed (_upstream_users says why the job's
+--   own removed edges need no walk). Those upstream
 --   users join D. A pair outside D stays covered by the remaining changes'
 --   region: a path of a user outside D cannot use an edge a moved change
 --   removed (its tail is a moved change's tail, and every user upstream of it
@@ -60,9 +64,9 @@
 -- removes tombstones whose node has no row left (_prune_deleted_nodes).
 --
 -- Freshness (080_freshness.sql): a token is applied when none of its changes
--- is in permgraph.changes or permgraph.long_job_changes (and a batch saw it
--- committed). The job's own changes stay in long_job_changes until its last
--- chunk. An ordinary change whose effect reaches a user in D (a user
+-- waits (_unapplied_changes: pending in the queue, held in long_job_changes,
+-- or of the job's backlog and not released; and a batch saw it committed).
+-- A big change's rows stay in long_job_changes until the job's last chunk. An ordinary change whose effect reaches a user in D (a user
 -- upstream of its tail, in the same union graph) is applied at once but a
 -- copy is kept there too (deferred): its effect on that user's rows is only
 -- certain once the job has recomputed them. So "applied" still means "every
@@ -86,9 +90,12 @@
 -- job). A backlog's changes are let go as the chunks pass their users:
 -- chunks take users in order (wanted ones aside, which only makes some
 -- users done sooner), so once every user left in D sorts after the last
--- user upstream of a change's tail (release_after, recorded when it was
--- moved), each of those users was recomputed by a chunk that saw the
--- change, by the same argument as for deferred changes.
+-- user upstream of a change's tail (release_after, recorded per tail when
+-- the job took the backlog: long_job_backlog_tails), each of those users
+-- was recomputed by a chunk that saw the change, by the same argument as
+-- for deferred changes. The tail is then released, and its changes with it.
+-- Once D is empty, the chunks delete the backlog's rows (_clear_backlog),
+-- and the job ends with the last of them.
 --
 -- A full recomputation (refresh(), a truncate, a batch above p_max_changes
 -- without p_chunk_pairs) recomputes every row, and so ends a running job
@@ -104,17 +111,24 @@ begin
 end $$;
 
 -- Users upstream of each of p_tails (a user tail is its own), through groups,
--- in the union of the current graph and every edge that a pending change
--- (captured or in the job) removed: every user whose rows a change out of
--- that tail may affect, before or after it. The same walk as the `up` part
--- of _build_region, over both change tables. A removed edge is a change row that had a level (old_level: a removal,
--- or a lowering, whose edge is still there) and whose edge is gone. The
--- job's are looked up by head at each step of the walk
--- (long_job_changes_removed_idx): a backlog leaves up to a million rows
--- there, and reading them all made every batch during its job take seconds.
--- The queue's are few, except in the batch that moves a backlog: they are
--- gathered by head into one object, looked up by key at each step (as in
--- _build_region: a CTE scanned at every step made a walk quadratic).
+-- in the union of the current graph and every edge that a change of the
+-- batch removed: every user whose rows a change out of that tail may
+-- affect, before or after it. The same walk as the `up` part of
+-- _build_region. A removed edge is a change row that had a level
+-- (old_level: a removal, or a lowering, whose edge is still there) and
+-- whose edge is gone. They are few, except in the batch that hands a
+-- backlog to a job: gathered by head into one object, looked up by key at
+-- each step (as in _build_region: a CTE scanned at every step made a walk
+-- quadratic).
+-- The edges that a running job's changes removed are not walked (until
+-- migration 058 they were, by head). A user who reaches p_tails only
+-- through one of them was upstream of that change's tail when the job took
+-- it, so joined D then: it is in D still, or a chunk has recomputed it from
+-- a graph without the edge. Either way a change out of p_tails does not
+-- affect its rows (the graph lacks the edge before and after that change),
+-- and what its rows still owe the job's change, that change's token waits
+-- for (freshness, at the top of this file). Walking them found no user
+-- that D does not hold already, and a backlog's were up to a million rows.
 create or replace function permgraph._upstream_users(p_tails text[], p_kinds text[])
 returns table (o_origin text, o_user_id text)
 language plpgsql
@@ -144,11 +158,7 @@ begin
       select x.tail_id, x.tail_kind from permgraph.edges x where x.head_id = u.node_id
       union all
       select (t ->> 0) collate "C", t ->> 1
-      from jsonb_array_elements((select by_head from removed_into) -> u.node_id) t
-      union all
-      select j.tail_id, j.tail_kind from permgraph.long_job_changes j
-      where j.head_id = u.node_id and j.old_level is not null
-        and not exists (select 1 from permgraph.edges e where e.tail_id = j.tail_id and e.head_id = j.head_id)) e
+      from jsonb_array_elements((select by_head from removed_into) -> u.node_id) t) e
     where u.node_kind = 'group'
   )
   select distinct up.origin::text, up.node_id::text from up where up.node_kind = 'user';
@@ -262,7 +272,8 @@ begin
   end if;
   perform permgraph._open_long_job(p_chunk_pairs);
   with moved_rows as (
-    delete from permgraph.changes c
+    -- (a backlog the job holds stays where it is: the view hides it)
+    delete from permgraph._batch_changes c
     using unnest(big_tails, big_heads) as b(tail_id, head_id)
     where c.tail_id = b.tail_id and c.head_id = b.head_id and not c.trash_changed
     returning c.*
@@ -279,7 +290,7 @@ begin
   return moved;
 end $$;
 
--- Moves the whole queue the batch sees into the long job, when it is a
+-- Hands the whole queue the batch sees to the long job, when it is a
 -- backlog too large for one batch (more than apply_changes' p_max_changes,
 -- or a region above its p_max_pairs): every change but trash flags, which
 -- rewrite no rows and stay for the batch. Applied as one batch it was a full
@@ -288,8 +299,18 @@ end $$;
 -- 50). As a job, it is recomputed a chunk of users at a time, and a fresh
 -- change waits for a chunk or two (_defer_overlapping_changes,
 -- apply_job_chunk). Correct by the argument at the top of this file: the
--- moved changes' users join D, and no change is left pending that rewrites
--- rows. Returns the number of change rows moved.
+-- backlog's users join D, and no change is left pending that rewrites rows.
+--
+-- The backlog stays where it is, in permgraph.changes: the job's changes
+-- are the rows visible in this batch's snapshot (long_job.backlog_snapshot),
+-- which _batch_changes hides from every later batch (045_batch_split.sql).
+-- Moving a million rows into long_job_changes took 8-14 s on org large, and
+-- every write committed meanwhile waited for it (bench/FINDINGS.md 52, 53).
+-- What those rows served is kept per tail instead, far fewer rows: its
+-- release point (long_job_backlog_tails: its changes' tokens are applied
+-- once every user upstream of it is done; is_applied reads it,
+-- 080_freshness.sql). The rows are deleted once the job's users are all
+-- done (_clear_backlog). Returns the number of changes the job took.
 create or replace function permgraph._backlog_to_long_job(p_chunk_pairs bigint) returns bigint
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -298,12 +319,17 @@ set jit = off
 set enable_seqscan = off
 as $$
 declare
+  -- (under REPEATABLE READ the batch's own; under READ COMMITTED writers are
+  -- locked out, so every statement of the batch sees the same changes)
+  taken_in pg_snapshot := pg_current_snapshot();
   tails text[];
   kinds text[];
   origins text[];
   last_users text[];
   users_added bigint;
-  moved bigint;
+  taken bigint;
+  first_id bigint;
+  last_id bigint;
   per_user double precision;
 begin
   select array_agg(t.tail_id::text), array_agg(t.tail_kind) into tails, kinds
@@ -312,6 +338,10 @@ begin
     return 0;
   end if;
   perform permgraph._open_long_job(p_chunk_pairs);
+  -- A job already holding a backlog: its released changes go now, since
+  -- their tails may be taken again below, unreleased (a token once applied
+  -- stays applied). Rare: a second backlog while the first is recomputed.
+  perform permgraph._delete_released_backlog();
   -- Each tail's users join the job; the last of them in the chunks' order
   -- says when the changes out of that tail can be let go (release_after:
   -- once every user left sorts after it, each of theirs is done).
@@ -326,30 +356,98 @@ begin
   into users_added, origins, last_users
   from (select r.o_origin, max(r.o_user_id collate "C") as last_user from reach r group by r.o_origin) l;
   -- A job running before this batch may have deferred some of these
-  -- changes: their copy as the job's own, below, holds their tokens now.
+  -- changes: the backlog holds their tokens now.
   delete from permgraph.long_job_changes d
   where d.deferred and d.change_id in (select c.id from permgraph._batch_changes c);
-  with moved_rows as (
-    delete from permgraph._batch_changes c where not c.trash_changed
-    returning c.*
+  with per_tail as materialized (
+    select c.tail_id,
+           -- ('': a tail no user reaches, let go by the next chunk)
+           coalesce(min(l.last_user), '') as release_after, count(*) as changes,
+           min(c.id) as first_id, max(c.id) as last_id
+    from permgraph._batch_changes c
+    left join unnest(origins, last_users) as l(origin, last_user) on l.origin = c.tail_id
+    where not c.trash_changed
+    group by c.tail_id
+  ), recorded as (
+    insert into permgraph.long_job_backlog_tails as t (tail_id, release_after, changes)
+    select p.tail_id, p.release_after, p.changes from per_tail p
+    on conflict (tail_id) do update set
+      release_after = greatest(t.release_after, excluded.release_after), changes = t.changes + excluded.changes
   )
-  insert into permgraph.long_job_changes (change_id, tail_id, head_id, tail_kind, head_kind, old_level, new_level,
-                                          xact_id, captured_at, deferred, release_after)
-  select m.id, m.tail_id, m.head_id, m.tail_kind, m.head_kind, m.old_level, m.new_level, m.xact_id, m.captured_at, false,
-         -- ('': a tail no user reaches, let go by the next chunk)
-         coalesce(l.last_user, '')
-  from moved_rows m
-  left join unnest(origins, last_users) as l(origin, last_user) on l.origin = m.tail_id;
-  get diagnostics moved = row_count;
+  select sum(p.changes), min(p.first_id), max(p.last_id) into taken, first_id, last_id from per_tail p;
+  -- (from here on, no batch sees these rows: 045_batch_split.sql)
+  update permgraph.long_job set
+    backlog_snapshot = taken_in,
+    backlog_cleared_to = least(backlog_cleared_to, first_id),
+    backlog_max_id = greatest(backlog_max_id, last_id)
+  where finished_at is null;
   -- (the job's region as status shows it: the stored rows of a sample of
   -- its users, whose rows vary too much for the table's mean to do)
   select avg((select count(*) from permgraph.permissions p where p.user_id = s.user_id)) into per_user
   from (select j.user_id from permgraph.long_job_users j order by md5(j.user_id) limit 32) s;
   update permgraph.long_job set
-    changes = changes + moved, backlog_changes = backlog_changes + moved, users_total = users_total + users_added,
+    changes = changes + taken, backlog_changes = backlog_changes + taken, users_total = users_total + users_added,
     region_estimate = region_estimate + (users_added * coalesce(per_user, 1))::bigint
   where finished_at is null;
-  return moved;
+  return taken;
+end $$;
+
+-- The backlog's changes whose tails are released (their tokens applied):
+-- deleted, as _clear_backlog would at the job's end. Before a second
+-- backlog joins the job (_backlog_to_long_job), since it may take their
+-- tails again. One read of the backlog's rows.
+create or replace function permgraph._delete_released_backlog() returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
+declare
+  held_in pg_snapshot := (select j.backlog_snapshot from permgraph.long_job j where j.finished_at is null);
+begin
+  if held_in is null then
+    return;
+  end if;
+  delete from permgraph.changes c
+  using permgraph.long_job_backlog_tails t
+  where t.released and t.tail_id = c.tail_id and permgraph._in_backlog(c.xact_id, c.trash_changed, held_in);
+  delete from permgraph.long_job_backlog_tails t where t.released;
+end $$;
+
+-- Once the job's users are all done, every change of its backlog is
+-- released, and its rows go, p_rows ids at a time (a chunk each, so that
+-- no transaction holds the applier long: deleting them all at once is
+-- what the move used to cost). Returns whether none is left: then the
+-- backlog's tables are emptied and its snapshot forgotten, and batches
+-- would see any row of it left.
+create or replace function permgraph._clear_backlog(p_rows bigint, out deleted bigint, out done boolean)
+language plpgsql
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
+declare
+  job permgraph.long_job;
+  clear_to bigint;
+begin
+  deleted := 0;
+  done := true;
+  select * into job from permgraph.long_job where finished_at is null;
+  if job.backlog_snapshot is null then
+    return;
+  end if;
+  clear_to := job.backlog_cleared_to + p_rows;
+  -- (by the primary key: the ids a snapshot saw are nearly all the backlog's)
+  delete from permgraph.changes c
+  where c.id >= job.backlog_cleared_to and c.id < clear_to
+    and permgraph._in_backlog(c.xact_id, c.trash_changed, job.backlog_snapshot);
+  get diagnostics deleted = row_count;
+  if clear_to <= job.backlog_max_id then
+    update permgraph.long_job set backlog_cleared_to = clear_to where finished_at is null;
+    done := false;
+    return;
+  end if;
+  delete from permgraph.long_job_backlog_tails;
+  update permgraph.long_job set backlog_snapshot = null, backlog_cleared_to = null, backlog_max_id = null
+  where finished_at is null;
 end $$;
 
 -- While a job runs: keeps a copy, in long_job_changes (deferred), of every
@@ -431,7 +529,12 @@ as $$
 begin
   delete from permgraph.long_job_users;
   delete from permgraph.long_job_changes;
-  update permgraph.long_job set finished_at = clock_timestamp(), ended_by = p_ended_by where finished_at is null;
+  -- (a backlog's rows: cleared by its chunks, or deleted with the whole
+  -- queue by the full recomputation's batch, 060_apply.sql)
+  delete from permgraph.long_job_backlog_tails;
+  update permgraph.long_job set finished_at = clock_timestamp(), ended_by = p_ended_by,
+    backlog_snapshot = null, backlog_cleared_to = null, backlog_max_id = null
+  where finished_at is null;
 end $$;
 
 -- Every row of the users p_users at p_at, computed from scratch and added
@@ -501,11 +604,12 @@ end $$;
 --   the job were marked wanted by its round or an earlier one when it was
 --   deferred (and a chunk's snapshot sees every batch before it), so every
 --   row they touch has been recomputed since they committed.
--- * A backlog's changes whose users are all done: each sorts at or before
---   its release_after (_backlog_to_long_job), and every user left in the
---   job sorts after it. (No user left: the job ends, and lets every change
---   go.)
--- Both by partial indexes: planned inside apply_job_chunk, each was a scan
+-- * A backlog's changes whose users are all done: the tails each of whose
+--   users sorts at or before its release_after (_backlog_to_long_job),
+--   when every user left in the job sorts after it, or none is left. Their
+--   rows stay in the queue, hidden from batches, until _clear_backlog; a
+--   released tail's changes are applied to is_applied.
+-- All by partial indexes: planned inside apply_job_chunk, each was a scan
 -- of the whole table, together 300 ms of every chunk after a backlog of a
 -- million changes on org large.
 create or replace function permgraph._release_waiting_changes() returns bigint
@@ -517,16 +621,31 @@ as $$
 declare
   deferred_rows bigint;
   backlog_rows bigint;
+  moved_rows bigint;
+  first_left text collate "C";
 begin
   delete from permgraph.long_job_changes d
   where d.deferred
     and d.deferred_round < coalesce((select min(u.wanted_round) from permgraph.long_job_users u where u.wanted_round is not null),
                                     9223372036854775807);
   get diagnostics deferred_rows = row_count;
-  delete from permgraph.long_job_changes j
-  where j.release_after < (select min(u.user_id) from permgraph.long_job_users u);
-  get diagnostics backlog_rows = row_count;
-  return deferred_rows + backlog_rows;
+  select min(u.user_id) into first_left from permgraph.long_job_users u;
+  if first_left is null then  -- (no user left: all of them)
+    with released as (update permgraph.long_job_backlog_tails t set released = true where not t.released returning t.changes)
+    select coalesce(sum(r.changes), 0) into backlog_rows from released r;
+    -- (a backlog a job took before migration 058 moved its rows here)
+    delete from permgraph.long_job_changes j where j.release_after is not null;
+  else
+    with released as (
+      update permgraph.long_job_backlog_tails t set released = true
+      where not t.released and t.release_after < first_left
+      returning t.changes
+    )
+    select coalesce(sum(r.changes), 0) into backlog_rows from released r;
+    delete from permgraph.long_job_changes j where j.release_after < first_left;
+  end if;
+  get diagnostics moved_rows = row_count;
+  return deferred_rows + backlog_rows + moved_rows;
 end $$;
 
 -- Applies one chunk of the running long job, in the caller's transaction
@@ -571,6 +690,9 @@ declare
   diff record;
   remaining bigint;
   let_go bigint := 0;
+  cleared_rows bigint := 0;
+  backlog_cleared boolean := false;
+  finished boolean;
   elapsed double precision;
 begin
   batch_at := permgraph._begin_applying('apply_job_chunk', p_at);
@@ -615,7 +737,12 @@ begin
                   floor((bound - measured) / (greatest(measured, 1)::double precision / cardinality(chunk_users))))::bigint;
     exit when take < 1;
   end loop;
-  if cardinality(chunk_users) = 0 then  -- a job with no users (its changes reached none)
+  if cardinality(chunk_users) = 0 then
+    -- every user is done (or the job's changes reached none): what is left
+    -- is its backlog's rows, if any, to delete. Ten ids a pair of the bound:
+    -- deleting a change row writes no index, and costs a fraction of
+    -- writing a permissions row (bench/FINDINGS.md 53).
+    select c.deleted, c.done into cleared_rows, backlog_cleared from permgraph._clear_backlog(bound * 10) c;
     select 0::bigint as inserted, 0::bigint as updated, 0::bigint as deleted into diff;
   else
     if pairs > 200 then  -- (see _build_region)
@@ -638,12 +765,14 @@ begin
     rows_inserted = rows_inserted + diff.inserted, rows_updated = rows_updated + diff.updated,
     rows_deleted = rows_deleted + diff.deleted, released = released + let_go
   where finished_at is null;
-  if remaining = 0 then
+  -- (a backlog's rows are deleted by the chunks after its last user's)
+  finished := remaining = 0 and (backlog_cleared or job.backlog_snapshot is null);
+  if finished then
     perform permgraph._end_long_job('chunks');
     perform permgraph._prune_deleted_nodes();
   end if;
   return jsonb_build_object(
     'mode', 'chunk', 'users', cardinality(chunk_users), 'users_remaining', remaining,
     'region_pairs', pairs, 'inserted', diff.inserted, 'updated', diff.updated, 'deleted', diff.deleted,
-    'released', let_go, 'finished', remaining = 0, 'ms', elapsed);
+    'released', let_go, 'backlog_cleared', cleared_rows, 'finished', finished, 'ms', elapsed);
 end $$;

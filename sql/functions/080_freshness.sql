@@ -4,9 +4,9 @@
 
 -- Freshness tokens. A token is the writing transaction's id (xid8: 64 bits,
 -- epoch included, so comparisons never wrap around). The token T is applied,
--- as seen by a reader's snapshot, when no captured change of T is left in
--- permgraph.changes or permgraph.long_job_changes (a long job's changes, and
--- those that touch a user the job has not recomputed yet: 065_long_job.sql),
+-- as seen by a reader's snapshot, when no captured change of T waits
+-- (_unapplied_changes: in the queue, or held by a long job until it has
+-- recomputed the users the change touches, 065_long_job.sql),
 -- the table has its rows (not emptied by a restore without them:
 -- _permissions_missing, 060_apply.sql) and T is known to be finished:
 --   * T is visible in the snapshot the last batch applied
@@ -26,6 +26,23 @@
 -- Both parts and the change rows are read in one snapshot (this function is
 -- stable: the caller's), so a T that commits while it runs is never judged
 -- by half-old data.
+
+-- Every captured change whose token is not applied yet: the queue
+-- (held_by 'queue'), and what a running long job holds (065_long_job.sql):
+-- its backlog, left in the queue, until a chunk releases the change's tail
+-- ('backlog'), the changes it took out of the queue ('job') and those
+-- applied meanwhile that wait for its users ('deferred'). What is_applied,
+-- status, doctor and the worker's metrics count.
+create or replace view permgraph._unapplied_changes as
+  select c.id as change_id, c.xact_id, c.tail_id, c.captured_at,
+         case when permgraph._in_backlog(c.xact_id, c.trash_changed, b.snapshot) then 'backlog' else 'queue' end as held_by
+  from permgraph.changes c
+  cross join (select (select j.backlog_snapshot from permgraph.long_job j) as snapshot) b
+  where not (permgraph._in_backlog(c.xact_id, c.trash_changed, b.snapshot)
+             and exists (select 1 from permgraph.long_job_backlog_tails t where t.tail_id = c.tail_id and t.released))
+  union all
+  select d.change_id, d.xact_id, d.tail_id, d.captured_at, case when d.deferred then 'deferred' else 'job' end
+  from permgraph.long_job_changes d;
 
 -- The token of the changes the current transaction has made. Only for a
 -- writing transaction on the primary: a standby has no transaction ids.
@@ -62,9 +79,8 @@ begin
   -- (a table whose rows are missing reflects no token until the batch that
   -- recomputes it: 060_apply.sql)
   return not permgraph._permissions_missing()
-    and not exists (select 1 from permgraph.changes where xact_id = xact)
-    -- a long job's changes, and changes that touch its users (065_long_job.sql)
-    and not exists (select 1 from permgraph.long_job_changes where xact_id = xact)
+    -- (pending, or held by a long job: 065_long_job.sql)
+    and not exists (select 1 from permgraph._unapplied_changes where xact_id = xact)
     -- (a snapshot of this cluster's: one restored from another holds other
     -- transaction ids, 048_cluster_identity.sql)
     and (coalesce((select pg_visible_in_snapshot(xact, s.last_batch_snapshot) from permgraph.applier_state s
@@ -141,12 +157,14 @@ as $$
     select min(k.waitstart) as since from applier_lock_entries k where not k.granted and k.lock = 'batch'
   )
   select jsonb_build_object(
-    'pending_changes', (select count(*) from permgraph.changes),
-    'oldest_pending_age_s', (select extract(epoch from now() - min(captured_at)) from permgraph.changes),
-    -- the oldest change a running long job holds (its own, and those
-    -- deferred behind it): out of the queue, but its token waits until a
-    -- chunk lets it go (065_long_job.sql); null when none
-    'long_job_oldest_change_age_s', (select extract(epoch from now() - min(captured_at)) from permgraph.long_job_changes),
+    'pending_changes', (select count(*) from permgraph._unapplied_changes where held_by = 'queue'),
+    'oldest_pending_age_s', (select extract(epoch from now() - min(captured_at)) from permgraph._unapplied_changes
+                             where held_by = 'queue'),
+    -- the oldest change a running long job holds (its backlog's, its own,
+    -- and those deferred behind it): out of the batches' queue, but its
+    -- token waits until a chunk lets it go (065_long_job.sql); null when none
+    'long_job_oldest_change_age_s', (select extract(epoch from now() - min(captured_at)) from permgraph._unapplied_changes
+                                     where held_by <> 'queue'),
     'last_batch', (select to_jsonb(s) - 'singleton' from permgraph.applier_state s),
     -- whoever holds the applier role (may_apply false: a session that may
     -- not apply changes took its advisory lock, which any login can, and
@@ -182,7 +200,7 @@ as $$
     -- truncated; the next batch recomputes it in full (060_apply.sql)
     'permissions_missing', permgraph._permissions_missing(),
     -- the running long job, or the last one (finished_at set); null if none yet
-    'long_job', (select to_jsonb(j) - 'singleton' - 'deferred_rounds'
+    'long_job', (select to_jsonb(j) - 'singleton' - 'deferred_rounds' - 'backlog_snapshot' - 'backlog_max_id' - 'backlog_cleared_to'
                         || jsonb_build_object('users_remaining', (select count(*) from permgraph.long_job_users))
                  from permgraph.long_job j),
     'change_consumers', permgraph.change_stream_status(),

@@ -56,6 +56,7 @@ declare
     'permgraph.nodes', 'permgraph.grants', 'permgraph.edges', 'permgraph.permissions', 'permgraph.effective_permissions',
     'permgraph.trashed_groups', 'permgraph.deleted_nodes', 'permgraph.changes', 'permgraph.applier_state',
     'permgraph.long_job', 'permgraph.long_job_users', 'permgraph.long_job_changes',
+    'permgraph.long_job_backlog_tails', 'permgraph._unapplied_changes',
     'permgraph.roles', 'permgraph.operations', 'permgraph.audit_log',
     'permgraph.permission_changes', 'permgraph.change_consumers',
     -- what the CLI reads to tell whether the schema matches the package
@@ -82,6 +83,9 @@ declare
     'permgraph.enable_rls(regclass, name, name, boolean)', 'permgraph.disable_rls(regclass)',
     'permgraph._rls_policy_names()', 'permgraph._rls_column(regclass, name)', 'permgraph._rls_require_app_table(regclass)',
     'permgraph._access_predicate(text, text, text, text, text)',
+    -- what _unapplied_changes calls (its rows' owner: a long job's
+    -- backlog or the queue), for the roles that read it
+    'permgraph._in_backlog(xid8, boolean, pg_snapshot)',
     -- doctor's check of these rights, as any of the roles (it reads the catalog)
     'permgraph._granted_rights()', 'permgraph._missing_rights()'];
   worker_functions constant text[] := array[

@@ -319,7 +319,8 @@ async function queueCheck(db: Queryable, status: Status): Promise<DoctorCheck> {
   }
   const [row] = await db.query(sql`
     select pg_catalog.pg_relation_size('permgraph.changes'::regclass) / 8192 as pages,
-           (select count(*) from permgraph.changes c join permgraph.applier_state s on c.xact_id < s.queue_low_water) as below`);
+           (select count(*) from permgraph._unapplied_changes c join permgraph.applier_state s on c.xact_id < s.queue_low_water
+            where c.held_by = 'queue') as below`);
   const below = Number(row.below);
   if (below > 0) {
     return {

@@ -148,7 +148,8 @@ export interface Explanation {
    */
   accessEnded: AccessEnded | null;
   /**
-   * Changes captured but not yet applied to the permission table, counted in
+   * Changes captured but not yet applied to the permission table (queued, or
+   * held by a long job until it has recomputed their users), counted in
    * the same snapshot as the search. explain reads the current edges, while
    * check() and the listings read the table: when this is not 0, they may
    * still answer differently until a worker has applied the changes.
@@ -162,7 +163,7 @@ export async function explain(db: Queryable, userId: string, thingId: string, le
   const [row] = await withInputErrors(() =>
     db.query(sql`
       select permgraph.explain(${userId}, ${thingId}, ${parsed}::integer) as result,
-             (select count(*) from permgraph.changes)::bigint as pending`),
+             (select count(*) from permgraph._unapplied_changes where held_by <> 'deferred')::bigint as pending`),
   );
   const raw: RawExplanation = row.result;
   const edges = (path: RawEdge[]): PathEdge[] => path.map((e) => ({ ...e, ...moment('expiresAt', e.expiresAt) }));

@@ -22,6 +22,13 @@ export interface ChunkResult {
    * user they touch.
    */
   released: number;
+  /**
+   * Rows of the job's backlog this chunk deleted from the change queue. A
+   * backlog stays in the queue, hidden from batches, while the job runs; the
+   * chunks after its last user delete its rows, a bounded number each, and
+   * the last of them ends the job. Their tokens were applied already.
+   */
+  backlogCleared: number;
   /** This chunk ended the job: its changes' freshness tokens are applied. */
   finished: boolean;
   /** Server-side duration. */
@@ -59,6 +66,7 @@ export async function applyJobChunk(db: Queryable, options: ChunkOptions = {}): 
     updated: Number(raw.updated ?? 0),
     deleted: Number(raw.deleted ?? 0),
     released: Number(raw.released ?? 0),
+    backlogCleared: Number(raw.backlog_cleared ?? 0),
     finished: raw.finished === true,
     ms: Number(raw.ms ?? 0),
   };

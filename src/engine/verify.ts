@@ -26,11 +26,10 @@ export async function verify(db: Queryable, options: { at?: Date } = {}): Promis
     const differences: Difference[] = await tx.query(
       sql`select relation, key, stored, expected from permgraph.verify(${options.at ?? null}::timestamptz)`,
     );
-    // (a long job's own changes count until a chunk lets them go: while any
-    // user is left in the job, a change that touches it is left too, and that
-    // user's rows may differ)
-    const [pending] = await tx.query(sql`
-      select (select count(*) from permgraph.changes) + (select count(*) from permgraph.long_job_changes where not deferred) as n`);
+    // (a long job's own changes and its backlog's count until a chunk lets
+    // them go: while any user is left in the job, a change that touches it is
+    // left too, and that user's rows may differ; deferred changes are applied)
+    const [pending] = await tx.query(sql`select count(*) as n from permgraph._unapplied_changes where held_by <> 'deferred'`);
     return { differences, pendingChanges: Number(pending.n) };
   }));
 }

@@ -38,7 +38,7 @@ export function createWorkerMetrics(worker: Worker, db: Queryable): Registry {
   });
   const ping = sharedRead(() => db.query(sql`select 1`));
   databaseGauge(registry, 'permgraph_pending_changes', 'Captured changes not yet applied', async (gauge) => {
-    const [row] = await db.query(sql`select count(*)::bigint as n from permgraph.changes`);
+    const [row] = await db.query(sql`select count(*)::bigint as n from permgraph._unapplied_changes where held_by = 'queue'`);
     gauge.set(Number(row.n));
   });
   // The lag readers see: a long job's changes (its own, and those deferred
@@ -49,8 +49,7 @@ export function createWorkerMetrics(worker: Worker, db: Queryable): Registry {
     'Age of the oldest captured change whose token is not applied yet, queued or held by a long job (0 when none)',
     async (gauge) => {
       const [row] = await db.query(sql`
-        select coalesce(extract(epoch from now() - least((select min(captured_at) from permgraph.changes),
-                                                         (select min(captured_at) from permgraph.long_job_changes))), 0)::float8 as age`);
+        select coalesce(extract(epoch from now() - (select min(captured_at) from permgraph._unapplied_changes)), 0)::float8 as age`);
       gauge.set(Number(row.age));
     },
   );

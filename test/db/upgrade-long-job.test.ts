@@ -6,14 +6,17 @@
 // changes keep waiting for the job's end, as they were promised. Across
 // 056: deferred changes are let go by round, once the users their round
 // and earlier ones wanted are done; the changes and wanted users of a job
-// running across it become one round, let go together, as before.
+// running across it become one round, let go together, as before. Across
+// 058: a backlog stays in the change queue, where it was moved into
+// long_job_changes before; a backlog moved before the upgrade is let go from
+// there, as its chunks pass its users, as it was.
 import { describe, expect, it } from 'vitest';
 import { sql, type Queryable } from '../../src/db/pool.ts';
 import { migrate } from '../../src/migrations/migrate.ts';
 import { createEmptyDatabase } from '../helpers/database.ts';
-import { BEFORE_055, BEFORE_056, historyMissing, migrateAsAt } from '../helpers/released.ts';
+import { BEFORE_055, BEFORE_056, BEFORE_058, historyMissing, migrateAsAt } from '../helpers/released.ts';
 
-const missing = historyMissing(BEFORE_055) ?? historyMissing(BEFORE_056);
+const missing = historyMissing(BEFORE_055) ?? historyMissing(BEFORE_056) ?? historyMissing(BEFORE_058);
 
 async function commitGrant(db: Queryable, tail: string, head: string, level: number): Promise<string> {
   return db.tx(async (tx) => {
@@ -82,6 +85,44 @@ describe.skipIf(missing !== null)('upgrading while a long job runs', () => {
       expect(await Promise.all(await applied()), `after chunk ${done}`).toEqual(expected);
     }
     while (!(await db.query(sql`select permgraph.apply_job_chunk() as chunk`))[0].chunk.finished);
+    const [{ n }] = await db.query(sql`select count(*)::int as n from permgraph.verify()`);
+    expect(n).toBe(0);
+  });
+
+  it('a backlog moved into the job before 058 is let go as its chunks pass; one taken after it stays in the queue', async () => {
+    const { db } = await createEmptyDatabase();
+    await migrateAsAt(db, BEFORE_058);
+    await db.query(sql`insert into permgraph.nodes (id, kind) values ('side', 'group'), ('other', 'group')`);
+    for (const m of members) await db.query(sql`insert into permgraph.nodes (id, kind) values (${m}, 'user')`);
+    await db.query(sql`select permgraph.apply_changes()`);
+    const moved: string[] = [];
+    for (const m of members) moved.push(await commitGrant(db, m, 'side', 1));
+    await db.query(sql`select permgraph.apply_changes(p_max_changes => 2, p_chunk_pairs => 30)`);
+    const count = async (table: 'changes' | 'long_job_changes') =>
+      (await db.query(sql`select count(*)::int as n from ${sql.ident('permgraph', table)}`))[0].n as number;
+    expect(await count('long_job_changes')).toBe(4);
+
+    await migrate(db);
+    const taken = [await commitGrant(db, 'm3', 'other', 1), await commitGrant(db, 'm2', 'other', 2), await commitGrant(db, 'm0', 'other', 1)];
+    const [{ batch }] = await db.query(sql`select permgraph.apply_changes(p_max_changes => 2, p_chunk_pairs => 30) as batch`);
+    expect(batch).toMatchObject({ to_long_job: 3, long_job_active: true });
+    expect([await count('changes'), await count('long_job_changes')]).toEqual([3, 4]);
+    // one member a chunk: m0's changes, both kinds, go with the first; m3's with the last
+    const applied = async () => Promise.all([...moved, ...taken].map((token) => isApplied(db, token)));
+    const expected = [
+      [true, false, false, false, false, false, true],
+      [true, true, false, false, false, false, true],
+      [true, true, true, false, false, true, true],
+      [true, true, true, true, true, true, true],
+    ];
+    for (const [i, want] of expected.entries()) {
+      const [{ chunk }] = await db.query(sql`select permgraph.apply_job_chunk(p_max_pairs => 1) as chunk`);
+      expect(chunk, `chunk ${i + 1}`).toMatchObject({ users: 1, finished: false });
+      expect(await applied(), `after chunk ${i + 1}`).toEqual(want);
+    }
+    const [{ chunk }] = await db.query(sql`select permgraph.apply_job_chunk(p_max_pairs => 1) as chunk`);
+    expect(chunk).toMatchObject({ users: 0, backlog_cleared: 3, finished: true });
+    expect([await count('changes'), await count('long_job_changes')]).toEqual([0, 0]);
     const [{ n }] = await db.query(sql`select count(*)::int as n from permgraph.verify()`);
     expect(n).toBe(0);
   });

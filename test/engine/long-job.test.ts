@@ -36,7 +36,9 @@ describe('long jobs: huge regions applied in chunks', async () => {
 
   async function start(graph: RefGraph): Promise<GraphState> {
     await loadGraph(db, graph);
-    await db.query(sql`delete from permgraph.long_job_changes; delete from permgraph.long_job_users; delete from permgraph.long_job`);
+    await db.query(sql`
+      delete from permgraph.long_job_changes; delete from permgraph.long_job_users; delete from permgraph.long_job;
+      delete from permgraph.long_job_backlog_tails`);
     await refresh(db);
     return new GraphState(graph);
   }
@@ -259,8 +261,9 @@ describe('long jobs: huge regions applied in chunks', async () => {
       expect(++chunks).toBeLessThan(20);
       for (const token of await expectTokensHonest(state, committed, `chunk ${chunks}`)) if (!appliedAt.has(token)) appliedAt.set(token, chunks);
     }
-    expect(backlog.map((c) => appliedAt.get(c.token))).toEqual([2, 3, chunks, 4, 5, 6]);
-    expect(chunks).toBe(10);
+    // (the last chunk deletes the backlog's rows from the queue: every token was applied by then)
+    expect(backlog.map((c) => appliedAt.get(c.token))).toEqual([2, 3, 10, 4, 5, 6]);
+    expect(chunks).toBe(11);
     await expectTableMatches(state, 'after the backlog');
 
     // A backlog within the change limit whose region is too large: the same, by the region bound.
@@ -279,6 +282,74 @@ describe('long jobs: huge regions applied in chunks', async () => {
     await expectTableMatches(state, 'full batch');
   });
 
+  it('a backlog stays in the queue, hidden from batches, until the chunks after its last user delete it a bounded number at a time', async () => {
+    const members = Array.from({ length: 5 }, (_, i) => u(`m${i}`));
+    const sides = Array.from({ length: 5 }, (_, i) => g(`s${i}`));
+    const state = await start({ nodes: [...members, ...sides, g('team'), g('extra')], grants: members.map((m) => grant(m.id, 1, 'team')) });
+    // 25 changes: each member joins each side group.
+    const backlog = [];
+    for (const m of members) for (const s of sides) backlog.push(await commitGrant(state, m.id, s.id, 1));
+    const queueRows = async () => Number((await db.query(sql`select count(*) as n from permgraph.changes`))[0].n);
+    expect(await applyChanges(db, { maxChanges: 3, chunkPairs: 30 })).toMatchObject({ toLongJob: 25, longJobActive: true });
+    // Left where it was captured, and no batch's: nothing pending, nothing applied.
+    expect(await queueRows()).toBe(25);
+    const [{ status }] = await db.query(sql`select permgraph.status() as status`);
+    expect(status).toMatchObject({ pending_changes: 0, long_job: { changes: 25, backlog_changes: 25 } });
+    expect(status.long_job_oldest_change_age_s).not.toBeNull();
+    expect(await applyChanges(db, { chunkPairs: 30 })).toMatchObject({ mode: 'none' });
+    // A change made now is the next batch's, and only that one's.
+    const fresh = await commitGrant(state, 'm4', 'extra', 3);
+    expect(await applyChanges(db, { chunkPairs: 30 })).toMatchObject({ mode: 'incremental', changes: 1 });
+    expect(await queueRows()).toBe(25);
+    const committed = [...backlog, fresh];
+
+    const chunks: ChunkResult[] = [];
+    for (let finished = false; !finished; ) {
+      const chunk = await applyJobChunk(db, { maxPairs: 1 });
+      chunks.push(chunk);
+      finished = chunk.finished;
+      expect(chunks.length).toBeLessThan(20);
+      const applied = await expectTokensHonest(state, committed, `chunk ${chunks.length}`);
+      // (every token is applied once the users are done, before a row is deleted)
+      if (chunk.usersRemaining === 0) expect(applied.size).toBe(committed.length);
+    }
+    // One member a chunk, then ten ids a chunk (a bound of 1 pair): 25 rows in three.
+    expect(chunks.map((c) => [c.users, c.backlogCleared])).toEqual([[1, 0], [1, 0], [1, 0], [1, 0], [1, 0], [0, 10], [0, 10], [0, 5]]);
+    expect(await queueRows()).toBe(0);
+    expect(await db.query(sql`select * from permgraph.long_job_backlog_tails`)).toEqual([]);
+    await expectTableMatches(state, 'after the job');
+  });
+
+  it('a second backlog while the first is held: tokens applied stay applied, and the tails it takes again wait anew', async () => {
+    const members = Array.from({ length: 6 }, (_, i) => u(`m${i}`));
+    const state = await start({ nodes: [...members, g('team'), g('side'), g('other')], grants: members.map((m) => grant(m.id, 1, 'team')) });
+    const first = [];
+    for (const m of members) first.push(await commitGrant(state, m.id, 'side', 1));
+    expect(await applyChanges(db, { maxChanges: 3, chunkPairs: 30 })).toMatchObject({ toLongJob: 6 });
+    // Two chunks: m0 and m1 done, their changes applied.
+    for (let i = 0; i < 2; i++) expect(await applyJobChunk(db, { maxPairs: 1 })).toMatchObject({ users: 1 });
+    const appliedBefore = await expectTokensHonest(state, first, 'two chunks');
+    expect(first.filter((c) => appliedBefore.has(c.token)).map((c) => c.description)).toEqual(['m0 -1-> side', 'm1 -1-> side']);
+
+    // The second backlog takes m0's tail again, and m5's (not yet done).
+    const second = [await commitGrant(state, 'm0', 'other', 2), await commitGrant(state, 'm5', 'other', 1), await commitGrant(state, 'm0', 'team', 0), await commitGrant(state, 'm2', 'other', 1)];
+    expect(await applyChanges(db, { maxChanges: 3, chunkPairs: 30 })).toMatchObject({ toLongJob: 4 });
+    const committed = [...first, ...second];
+    let applied = await expectTokensHonest(state, committed, 'second backlog');
+    for (const token of appliedBefore) expect(applied.has(token), 'a token applied before the second backlog').toBe(true);
+    expect(applied.has(second[0]!.token)).toBe(false);
+    for (let chunks = 0, finished = false; !finished; chunks++) {
+      finished = (await applyJobChunk(db, { maxPairs: 1 })).finished;
+      expect(chunks).toBeLessThan(20);
+      const now = await expectTokensHonest(state, committed, `chunk ${chunks}`);
+      for (const token of applied) expect(now.has(token), `chunk ${chunks}: a token applied before`).toBe(true);
+      applied = now;
+    }
+    expect(applied.size).toBe(committed.length);
+    expect(Number((await db.query(sql`select count(*) as n from permgraph.changes`))[0].n)).toBe(0);
+    await expectTableMatches(state, 'after the job');
+  });
+
   it('a chunk stops at its bound by the rows it computes, however few rows its users had stored', async () => {
     // Eight users with no row but their own; the backlog puts each into a
     // team owning 30 groups: 32 rows each, none stored yet.
@@ -288,7 +359,8 @@ describe('long jobs: huge regions applied in chunks', async () => {
     for (const n of newcomers) committed.push(await commitGrant(state, n.id, 'team', 1));
     expect(await applyChanges(db, { maxChanges: 3, chunkPairs: 40 })).toMatchObject({ toLongJob: 8 });
     const chunks = await chunksToTheEnd();
-    expect(chunks.map((c) => [c.users, c.regionPairs])).toEqual(newcomers.map(() => [1, 32]));
+    // (and a last chunk that deletes the backlog's eight rows from the queue)
+    expect(chunks.map((c) => [c.users, c.regionPairs, c.backlogCleared])).toEqual([...newcomers.map(() => [1, 32, 0]), [0, 0, 8]]);
     expect((await expectTokensHonest(state, committed, 'job done')).size).toBe(committed.length);
     await expectTableMatches(state, 'after the job');
   });
@@ -305,7 +377,7 @@ describe('long jobs: huge regions applied in chunks', async () => {
     for (const m of members) await commitGrant(state, m.id, 'club', 0);
     expect(await applyChanges(db, { maxChanges: 3, chunkPairs: 30 })).toMatchObject({ toLongJob: 10 });
     const chunks = await chunksToTheEnd();
-    expect(chunks.map((c) => [c.users, c.deleted])).toEqual(members.map(() => [1, 21]));
+    expect(chunks.map((c) => [c.users, c.deleted])).toEqual([...members.map(() => [1, 21]), [0, 0]]);
     await expectTableMatches(state, 'after the job');
   });
 
@@ -431,6 +503,13 @@ describe('long jobs: huge regions applied in chunks', async () => {
         const state = await start(graph);
         const committed: Committed[] = [];
         const log: string[] = [];
+        let applied = new Set<string>();
+        // (a token once applied stays applied)
+        const expectTokensKept = async (context: string) => {
+          const now = await expectTokensHonest(state, committed, context);
+          for (const token of applied) expect(now.has(token), `${context}: token ${token} was applied and is no longer`).toBe(true);
+          applied = now;
+        };
         for (const s of steps) {
           if (s.type === 'write') {
             const c = await commit(state, s.mutation);
@@ -453,9 +532,9 @@ describe('long jobs: huge regions applied in chunks', async () => {
           } else {
             const chunk = await applyJobChunk(db, { maxPairs: s.maxPairs });
             released += chunk.released;
-            log.push(`chunk(${s.maxPairs}) -> ${chunk.mode} users=${chunk.users} left=${chunk.usersRemaining} released=${chunk.released}`);
+            log.push(`chunk(${s.maxPairs}) -> ${chunk.mode} users=${chunk.users} left=${chunk.usersRemaining} released=${chunk.released} cleared=${chunk.backlogCleared}`);
           }
-          await expectTokensHonest(state, committed, log.join('; '));
+          await expectTokensKept(log.join('; '));
         }
         // Drain: batches and chunks until nothing is pending and no job runs.
         for (let round = 0; ; round++) {
@@ -465,10 +544,10 @@ describe('long jobs: huge regions applied in chunks', async () => {
           const chunk = await applyJobChunk(db, { maxPairs: 10 });
           released += chunk.released;
           log.push(`drain: ${batch.mode}, ${chunk.mode}`);
+          await expectTokensKept(log.join('; '));
           if (batch.mode === 'none' && chunk.mode === 'none') break;
           expect(round, log.join('; ')).toBeLessThan(500);
         }
-        const applied = await expectTokensHonest(state, committed, log.join('; '));
         expect(applied.size, log.join('; ')).toBe(committed.length);
         await expectTableMatches(state, log.join('; '));
         expect((await verify(db)).differences, log.join('; ')).toEqual([]);

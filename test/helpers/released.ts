@@ -53,6 +53,9 @@ export const BEFORE_055 = '6aaa8196ebd470587fb7ab0cfa60ecf77814de42';
 /** The last commit before migration 056 (deferred changes let go by round; long_job_users.wanted_round). */
 export const BEFORE_056 = 'ed85373f63a32aaeba54c7591eca9314aafb03ef';
 
+/** The last commit before migration 058 (a backlog left in the change queue; long_job_backlog_tails). */
+export const BEFORE_058 = '763b2395f249de0339a415ae0bde9b617a9ae4d8';
+
 const REPOSITORY = fileURLToPath(new URL('../..', import.meta.url));
 
 /** Why this repository's history cannot give the schema at `commit` (a copy without it, git missing), or null when it can. */
