@@ -3659,7 +3659,7 @@ CREATE OR REPLACE FUNCTION permgraph._in_backlog(p_xact_id xid8, p_trash_changed
  RETURNS boolean
  LANGUAGE sql
  IMMUTABLE
-RETURN ((p_backlog IS NOT NULL) AND (NOT p_trash_changed) AND pg_visible_in_snapshot(p_xact_id, p_backlog));
+RETURN (COALESCE(pg_visible_in_snapshot(p_xact_id, p_backlog), false) AND (NOT p_trash_changed));
 
 -- permgraph._is_superuser(text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._is_superuser(p_user_id text)

@@ -105,10 +105,15 @@ return coalesce(pg_catalog.current_setting('permgraph.batch_part', true), '');
 -- (p_backlog: long_job.backlog_snapshot, null when there is none): its
 -- transaction is visible in the snapshot of the batch that took the
 -- backlog. Trash flags never are: that batch applied them. An SQL-standard
--- body, inlined where it is used (see _batch_part).
+-- body, inlined where it is used (see _batch_part); so p_backlog, a
+-- subquery where it is used, is named once: the planner inlines no function
+-- that would evaluate such an argument twice, and called per row it was
+-- 2 us a row, 12 s of the batch that took a million-change backlog
+-- (bench/FINDINGS.md 53). (pg_visible_in_snapshot is strict: null, so
+-- false, when there is no backlog.)
 create or replace function permgraph._in_backlog(p_xact_id xid8, p_trash_changed boolean, p_backlog pg_snapshot) returns boolean
 language sql immutable
-return p_backlog is not null and not p_trash_changed and pg_catalog.pg_visible_in_snapshot(p_xact_id, p_backlog);
+return coalesce(pg_catalog.pg_visible_in_snapshot(p_xact_id, p_backlog), false) and not p_trash_changed;
 
 -- The pending changes the current batch applies: every row of
 -- permgraph.changes above the queue's low-water mark, or only its part

@@ -320,6 +320,33 @@ describe('long jobs: huge regions applied in chunks', async () => {
     await expectTableMatches(state, 'after the job');
   });
 
+  it("a writer running when the batch took the backlog, committed after it, is the next batch's, not the job's", async () => {
+    const members = Array.from({ length: 4 }, (_, i) => u(`m${i}`));
+    const state = await start({ nodes: [...members, u('late'), g('side'), g('extra')], grants: [] });
+    const backlog: Committed[] = [];
+    // late joins extra in a transaction that stays open while the backlog is
+    // committed (so its id is below the ids of transactions that finished)
+    // and taken by a batch
+    const lateToken = await db.tx(async (writer) => {
+      await writer.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('late', 'extra', 2)`);
+      const token = await currentToken(writer);
+      for (const m of members) backlog.push(await commitGrant(state, m.id, 'side', 1));
+      expect(await applyChanges(db, { maxChanges: 3, chunkPairs: 30 })).toMatchObject({ toLongJob: 4 });
+      const [{ running }] = await db.query(
+        sql`select ${token}::xid8 = any(array(select pg_snapshot_xip(backlog_snapshot))) as running from permgraph.long_job`,
+      );
+      expect(running, 'the batch saw the writer running').toBe(true);
+      return token;
+    });
+    state.grants.set(`late\u0000extra\u0000default`, grant('late', 2, 'extra'));
+    expect(await applyChanges(db, { chunkPairs: 30 })).toMatchObject({ mode: 'incremental', changes: 1, deferred: 0 });
+    expect(await isApplied(db, lateToken)).toBe(true);
+    // (the job's last chunk deletes its four rows, and none of late's)
+    expect((await chunksToTheEnd()).at(-1)).toMatchObject({ users: 0, backlogCleared: 4, finished: true });
+    expect((await expectTokensHonest(state, backlog, 'job done')).size).toBe(backlog.length);
+    await expectTableMatches(state, 'after the job');
+  });
+
   it('a second backlog while the first is held: tokens applied stay applied, and the tails it takes again wait anew', async () => {
     const members = Array.from({ length: 6 }, (_, i) => u(`m${i}`));
     const state = await start({ nodes: [...members, g('team'), g('side'), g('other')], grants: members.map((m) => grant(m.id, 1, 'team')) });

@@ -94,4 +94,27 @@ describe('the change queue is read from its low-water mark', async () => {
       await db.query(sql`alter table permgraph.changes reset (autovacuum_enabled)`);
     }
   });
+
+  it("the filter that hides a long job's backlog is inlined: a read of the queue calls no function per row", async () => {
+    await loadGraph(db, { nodes: [u('erin'), ...Array.from({ length: 50 }, (_, i) => o(`f${i}`))], grants: [] });
+    await refresh(db);
+    await db.query(sql`insert into permgraph.grants (tail_id, head_id, level) select 'erin', 'f' || i, 1 from generate_series(0, 49) i`);
+    const calls = await db.tx(async (tx) => {
+      await tx.query(sql`set local track_functions = 'all'`);
+      const [{ pending, queued }] = await tx.query(sql`
+        select (select count(*) from permgraph._batch_changes) as pending,
+               (select count(*) from permgraph._unapplied_changes where held_by = 'queue') as queued`);
+      expect([Number(pending), Number(queued)]).toEqual([50, 50]);
+      // a backlog held, as a job that took it records it: the snapshot that saw every row
+      await tx.query(sql`insert into permgraph.long_job (chunk_pairs, backlog_snapshot) values (1, pg_current_snapshot())`);
+      const [{ hidden, held }] = await tx.query(sql`
+        select (select count(*) from permgraph._batch_changes) as hidden,
+               (select count(*) from permgraph._unapplied_changes where held_by = 'backlog') as held`);
+      expect([Number(hidden), Number(held)]).toEqual([0, 50]);
+      return tx.query(sql`select funcname, calls from pg_stat_xact_user_functions where funcname = '_in_backlog'`);
+    });
+    expect(calls).toEqual([]);
+    await db.query(sql`delete from permgraph.long_job`);
+    await refresh(db);
+  });
 });
