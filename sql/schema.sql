@@ -24,8 +24,9 @@ view permgraph._batch_changes
     xact_id,
     captured_at
    FROM permgraph.changes c
-  WHERE ((xact_id >= ( SELECT COALESCE(( SELECT s.queue_low_water
-                   FROM permgraph.applier_state s), '0'::xid8) AS "coalesce")) AND (NOT permgraph._in_backlog(xact_id, trash_changed, ( SELECT j.backlog_snapshot
+  WHERE ((xact_id >= ( SELECT GREATEST(COALESCE(( SELECT s.queue_low_water
+                   FROM permgraph.applier_state s), '0'::xid8), COALESCE(( SELECT pg_snapshot_xmin(j.backlog_snapshot) AS pg_snapshot_xmin
+                   FROM permgraph.long_job j), '0'::xid8)) AS "greatest")) AND (NOT permgraph._in_backlog(xact_id, ( SELECT j.backlog_snapshot
            FROM permgraph.long_job j))) AND
         CASE ( SELECT permgraph._batch_part() AS _batch_part)
             WHEN 'removals'::text THEN permgraph._change_removes(old_level, new_level)
@@ -324,13 +325,13 @@ view permgraph._unapplied_changes
     c.tail_id,
     c.captured_at,
         CASE
-            WHEN permgraph._in_backlog(c.xact_id, c.trash_changed, b.snapshot) THEN 'backlog'::text
+            WHEN permgraph._in_backlog(c.xact_id, b.snapshot) THEN 'backlog'::text
             ELSE 'queue'::text
         END AS held_by
    FROM (permgraph.changes c
      CROSS JOIN ( SELECT ( SELECT j.backlog_snapshot
                    FROM permgraph.long_job j) AS snapshot) b)
-  WHERE (NOT (permgraph._in_backlog(c.xact_id, c.trash_changed, b.snapshot) AND (EXISTS ( SELECT 1
+  WHERE (NOT (permgraph._in_backlog(c.xact_id, b.snapshot) AND (EXISTS ( SELECT 1
            FROM permgraph.long_job_backlog_tails t
           WHERE ((t.tail_id = c.tail_id) AND t.released)))))
 UNION ALL
@@ -1361,6 +1362,7 @@ declare
   -- (under REPEATABLE READ the batch's own; under READ COMMITTED writers are
   -- locked out, so every statement of the batch sees the same changes)
   taken_in pg_snapshot := pg_current_snapshot();
+  trash_roots text[];
   tails text[];
   kinds text[];
   origins text[];
@@ -1398,6 +1400,14 @@ begin
   -- changes: the backlog holds their tokens now.
   delete from permgraph.long_job_changes d
   where d.deferred and d.change_id in (select c.id from permgraph._batch_changes c);
+  -- Trash flags rewrite no rows: applied here, and gone, so that every row
+  -- the snapshot saw is the job's, and the batches' reads of the queue can
+  -- start at the snapshot's xmin (_batch_changes), this batch's rest too.
+  trash_roots := permgraph._batch_trash_roots();
+  if trash_roots is not null then
+    perform permgraph._refresh_trash(trash_roots);
+    delete from permgraph._batch_changes c where c.trash_changed;
+  end if;
   with per_tail as materialized (
     select c.tail_id,
            -- ('': a tail no user reaches, let go by the next chunk)
@@ -1904,7 +1914,7 @@ begin
   -- (by the primary key: the ids a snapshot saw are nearly all the backlog's)
   delete from permgraph.changes c
   where c.id >= job.backlog_cleared_to and c.id < clear_to
-    and permgraph._in_backlog(c.xact_id, c.trash_changed, job.backlog_snapshot);
+    and permgraph._in_backlog(c.xact_id, job.backlog_snapshot);
   get diagnostics deleted = row_count;
   if clear_to <= job.backlog_max_id then
     update permgraph.long_job set backlog_cleared_to = clear_to where finished_at is null;
@@ -2193,7 +2203,7 @@ begin
   end if;
   delete from permgraph.changes c
   using permgraph.long_job_backlog_tails t
-  where t.released and t.tail_id = c.tail_id and permgraph._in_backlog(c.xact_id, c.trash_changed, held_in);
+  where t.released and t.tail_id = c.tail_id and permgraph._in_backlog(c.xact_id, held_in);
   delete from permgraph.long_job_backlog_tails t where t.released;
 end $function$;
 
@@ -2708,7 +2718,7 @@ declare
     'permgraph._access_predicate(text, text, text, text, text)',
     -- what _unapplied_changes calls (its rows' owner: a long job's
     -- backlog or the queue), for the roles that read it
-    'permgraph._in_backlog(xid8, boolean, pg_snapshot)',
+    'permgraph._in_backlog(xid8, pg_snapshot)',
     -- doctor's check of these rights, as any of the roles (it reads the catalog)
     'permgraph._granted_rights()', 'permgraph._missing_rights()'];
   worker_functions constant text[] := array[
@@ -3654,12 +3664,12 @@ begin
           select 'g', problem is null from permgraph.import_grants where run = p_run) rows);
 end $function$;
 
--- permgraph._in_backlog(xid8,boolean,pg_snapshot): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._in_backlog(p_xact_id xid8, p_trash_changed boolean, p_backlog pg_snapshot)
+-- permgraph._in_backlog(xid8,pg_snapshot): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._in_backlog(p_xact_id xid8, p_backlog pg_snapshot)
  RETURNS boolean
  LANGUAGE sql
  IMMUTABLE
-RETURN (COALESCE(pg_visible_in_snapshot(p_xact_id, p_backlog), false) AND (NOT p_trash_changed));
+RETURN COALESCE(pg_visible_in_snapshot(p_xact_id, p_backlog), false);
 
 -- permgraph._is_superuser(text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._is_superuser(p_user_id text)

@@ -104,16 +104,16 @@ return coalesce(pg_catalog.current_setting('permgraph.batch_part', true), '');
 -- Whether a change row is part of the backlog a long job holds in place
 -- (p_backlog: long_job.backlog_snapshot, null when there is none): its
 -- transaction is visible in the snapshot of the batch that took the
--- backlog. Trash flags never are: that batch applied them. An SQL-standard
--- body, inlined where it is used (see _batch_part); so p_backlog, a
--- subquery where it is used, is named once: the planner inlines no function
--- that would evaluate such an argument twice, and called per row it was
--- 2 us a row, 12 s of the batch that took a million-change backlog
--- (bench/FINDINGS.md 53). (pg_visible_in_snapshot is strict: null, so
--- false, when there is no backlog.)
-create or replace function permgraph._in_backlog(p_xact_id xid8, p_trash_changed boolean, p_backlog pg_snapshot) returns boolean
+-- backlog (which applied the trash flags among them and deleted them). An
+-- SQL-standard body, inlined where it is used (see _batch_part); so
+-- p_backlog, a subquery where it is used, is named once: the planner
+-- inlines no function that would evaluate such an argument twice, and
+-- called per row it was 2 us a row, 12 s of the batch that took a
+-- million-change backlog (bench/FINDINGS.md 53). (pg_visible_in_snapshot is
+-- strict: null, so false, when there is no backlog.)
+create or replace function permgraph._in_backlog(p_xact_id xid8, p_backlog pg_snapshot) returns boolean
 language sql immutable
-return coalesce(pg_catalog.pg_visible_in_snapshot(p_xact_id, p_backlog), false) and not p_trash_changed;
+return coalesce(pg_catalog.pg_visible_in_snapshot(p_xact_id, p_backlog), false);
 
 -- The pending changes the current batch applies: every row of
 -- permgraph.changes above the queue's low-water mark, or only its part
@@ -142,8 +142,13 @@ return coalesce(pg_catalog.pg_visible_in_snapshot(p_xact_id, p_backlog), false) 
 --
 -- A backlog too large for one batch stays in the queue as a long job's
 -- (_backlog_to_long_job, 065_long_job.sql): the rows visible in the
--- snapshot of the batch that took it are the job's, and no batch sees them;
--- they lie nearly all below the mark, where the batches' reads do not go.
+-- snapshot of the batch that took it are the job's, and no batch sees them.
+-- Every row below that snapshot's xmin is one of them (its transaction had
+-- ended when the snapshot was taken; the batch applied and deleted the
+-- trash flags among them), so reads start there too: they are nearly all
+-- below it, and the rest of that batch, whose mark is still below them,
+-- read the million rows of a backlog five times over, ~1.3 s on org large
+-- (bench/FINDINGS.md 53).
 --
 -- The mark and the part are each read once per query (an uncorrelated
 -- scalar subquery), the mark by the view itself and the part by
@@ -154,9 +159,10 @@ return coalesce(pg_catalog.pg_visible_in_snapshot(p_xact_id, p_backlog), false) 
 create or replace view permgraph._batch_changes as
   select c.*
   from permgraph.changes c
-  where c.xact_id >= (select coalesce((select s.queue_low_water from permgraph.applier_state s), '0'::xid8))
+  where c.xact_id >= (select greatest(coalesce((select s.queue_low_water from permgraph.applier_state s), '0'::xid8),
+                                      coalesce((select pg_snapshot_xmin(j.backlog_snapshot) from permgraph.long_job j), '0'::xid8)))
     -- (not a backlog a long job holds in place: 065_long_job.sql)
-    and not permgraph._in_backlog(c.xact_id, c.trash_changed, (select j.backlog_snapshot from permgraph.long_job j))
+    and not permgraph._in_backlog(c.xact_id, (select j.backlog_snapshot from permgraph.long_job j))
     and case (select permgraph._batch_part())
           when 'removals' then permgraph._change_removes(c.old_level, c.new_level)
           when 'additions' then not permgraph._change_removes(c.old_level, c.new_level)

@@ -293,7 +293,7 @@ end $$;
 -- Hands the whole queue the batch sees to the long job, when it is a
 -- backlog too large for one batch (more than apply_changes' p_max_changes,
 -- or a region above its p_max_pairs): every change but trash flags, which
--- rewrite no rows and stay for the batch. Applied as one batch it was a full
+-- rewrite no rows and are applied here. Applied as one batch it was a full
 -- recomputation in one transaction, and every change committed meanwhile
 -- waited for it: 60-90 s on org large after an outage (bench/FINDINGS.md
 -- 50). As a job, it is recomputed a chunk of users at a time, and a fresh
@@ -322,6 +322,7 @@ declare
   -- (under REPEATABLE READ the batch's own; under READ COMMITTED writers are
   -- locked out, so every statement of the batch sees the same changes)
   taken_in pg_snapshot := pg_current_snapshot();
+  trash_roots text[];
   tails text[];
   kinds text[];
   origins text[];
@@ -359,6 +360,14 @@ begin
   -- changes: the backlog holds their tokens now.
   delete from permgraph.long_job_changes d
   where d.deferred and d.change_id in (select c.id from permgraph._batch_changes c);
+  -- Trash flags rewrite no rows: applied here, and gone, so that every row
+  -- the snapshot saw is the job's, and the batches' reads of the queue can
+  -- start at the snapshot's xmin (_batch_changes), this batch's rest too.
+  trash_roots := permgraph._batch_trash_roots();
+  if trash_roots is not null then
+    perform permgraph._refresh_trash(trash_roots);
+    delete from permgraph._batch_changes c where c.trash_changed;
+  end if;
   with per_tail as materialized (
     select c.tail_id,
            -- ('': a tail no user reaches, let go by the next chunk)
@@ -409,16 +418,16 @@ begin
   end if;
   delete from permgraph.changes c
   using permgraph.long_job_backlog_tails t
-  where t.released and t.tail_id = c.tail_id and permgraph._in_backlog(c.xact_id, c.trash_changed, held_in);
+  where t.released and t.tail_id = c.tail_id and permgraph._in_backlog(c.xact_id, held_in);
   delete from permgraph.long_job_backlog_tails t where t.released;
 end $$;
 
 -- Once the job's users are all done, every change of its backlog is
 -- released, and its rows go, p_rows ids at a time (a chunk each, so that
 -- no transaction holds the applier long: deleting them all at once is
--- what the move used to cost). Returns whether none is left: then the
--- backlog's tables are emptied and its snapshot forgotten, and batches
--- would see any row of it left.
+-- what the move used to cost). Says how many it deleted, and whether none
+-- is left: then the backlog's tails are emptied and its snapshot
+-- forgotten (from then on, batches would see any row of it left).
 create or replace function permgraph._clear_backlog(p_rows bigint, out deleted bigint, out done boolean)
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -438,7 +447,7 @@ begin
   -- (by the primary key: the ids a snapshot saw are nearly all the backlog's)
   delete from permgraph.changes c
   where c.id >= job.backlog_cleared_to and c.id < clear_to
-    and permgraph._in_backlog(c.xact_id, c.trash_changed, job.backlog_snapshot);
+    and permgraph._in_backlog(c.xact_id, job.backlog_snapshot);
   get diagnostics deleted = row_count;
   if clear_to <= job.backlog_max_id then
     update permgraph.long_job set backlog_cleared_to = clear_to where finished_at is null;
@@ -607,8 +616,8 @@ end $$;
 -- * A backlog's changes whose users are all done: the tails each of whose
 --   users sorts at or before its release_after (_backlog_to_long_job),
 --   when every user left in the job sorts after it, or none is left. Their
---   rows stay in the queue, hidden from batches, until _clear_backlog; a
---   released tail's changes are applied to is_applied.
+--   rows stay in the queue, hidden from batches, until _clear_backlog;
+--   is_applied counts a released tail's changes as applied.
 -- All by partial indexes: planned inside apply_job_chunk, each was a scan
 -- of the whole table, together 300 ms of every chunk after a backlog of a
 -- million changes on org large.
@@ -661,8 +670,9 @@ end $$;
 -- differ a hundredfold: bench/FINDINGS.md 52). Users a deferred change
 -- touches (wanted) come first, earliest round first, and alone: a chunk of
 -- them is over sooner, and each round's deferred changes are let go, their
--- tokens applied, once its users and the earlier rounds' are done. The last
--- chunk ends the job.
+-- tokens applied, once its users and the earlier rounds' are done. After
+-- the last user, chunks delete the rows of the job's backlog, if it took
+-- one (_clear_backlog); the last chunk ends the job.
 create or replace function permgraph.apply_job_chunk(
   p_max_pairs bigint default null,
   p_at timestamptz default null

@@ -35,10 +35,10 @@
 -- status, doctor and the worker's metrics count.
 create or replace view permgraph._unapplied_changes as
   select c.id as change_id, c.xact_id, c.tail_id, c.captured_at,
-         case when permgraph._in_backlog(c.xact_id, c.trash_changed, b.snapshot) then 'backlog' else 'queue' end as held_by
+         case when permgraph._in_backlog(c.xact_id, b.snapshot) then 'backlog' else 'queue' end as held_by
   from permgraph.changes c
   cross join (select (select j.backlog_snapshot from permgraph.long_job j) as snapshot) b
-  where not (permgraph._in_backlog(c.xact_id, c.trash_changed, b.snapshot)
+  where not (permgraph._in_backlog(c.xact_id, b.snapshot)
              and exists (select 1 from permgraph.long_job_backlog_tails t where t.tail_id = c.tail_id and t.released))
   union all
   select d.change_id, d.xact_id, d.tail_id, d.captured_at, case when d.deferred then 'deferred' else 'job' end

@@ -85,7 +85,7 @@ declare
     'permgraph._access_predicate(text, text, text, text, text)',
     -- what _unapplied_changes calls (its rows' owner: a long job's
     -- backlog or the queue), for the roles that read it
-    'permgraph._in_backlog(xid8, boolean, pg_snapshot)',
+    'permgraph._in_backlog(xid8, pg_snapshot)',
     -- doctor's check of these rights, as any of the roles (it reads the catalog)
     'permgraph._granted_rights()', 'permgraph._missing_rights()'];
   worker_functions constant text[] := array[

@@ -37,12 +37,13 @@ export function createWorkerMetrics(worker: Worker, db: Queryable): Registry {
     },
   });
   const ping = sharedRead(() => db.query(sql`select 1`));
-  databaseGauge(registry, 'permgraph_pending_changes', 'Captured changes not yet applied', async (gauge) => {
+  databaseGauge(registry, 'permgraph_pending_changes', 'Captured changes not yet applied, queued for the next batch (not those a long job holds)', async (gauge) => {
     const [row] = await db.query(sql`select count(*)::bigint as n from permgraph._unapplied_changes where held_by = 'queue'`);
     gauge.set(Number(row.n));
   });
-  // The lag readers see: a long job's changes (its own, and those deferred
-  // behind it) have left the queue, but their tokens wait until a chunk lets them go.
+  // The lag readers see: a long job's changes (its own, a backlog it took,
+  // and those deferred behind it) are no batch's, but their tokens wait
+  // until a chunk lets them go.
   databaseGauge(
     registry,
     'permgraph_oldest_pending_age_seconds',

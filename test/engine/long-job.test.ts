@@ -14,9 +14,9 @@ import { createWorkerMetrics } from '../../src/worker/metrics.ts';
 import { Worker } from '../../src/worker/worker.ts';
 import * as model from '../reference/model.ts';
 import type { RefGraph } from '../reference/model.ts';
-import { g, grant, u } from '../helpers/builders.ts';
+import { g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { graphArbitrary, loadGraph, readPermissions, readTrashedGroups } from '../helpers/graph.ts';
+import { graphArbitrary, loadGraph, PAST, readPermissions, readTrashedGroups } from '../helpers/graph.ts';
 import { expiringMutationArbitrary, GraphState, mutationArbitrary, type Mutation } from '../helpers/mutations.ts';
 
 type Row = model.PermissionRow;
@@ -344,6 +344,23 @@ describe('long jobs: huge regions applied in chunks', async () => {
     // (the job's last chunk deletes its four rows, and none of late's)
     expect((await chunksToTheEnd()).at(-1)).toMatchObject({ users: 0, backlogCleared: 4, finished: true });
     expect((await expectTokensHonest(state, backlog, 'job done')).size).toBe(backlog.length);
+    await expectTableMatches(state, 'after the job');
+  });
+
+  it('the batch that takes a backlog applies its trash flags itself: every row its snapshot saw is the job\'s', async () => {
+    const members = Array.from({ length: 4 }, (_, i) => u(`m${i}`));
+    const state = await start({ nodes: [...members, g('side'), g('bin'), o('doc', 'bin')], grants: members.map((m) => grant(m.id, 1, 'bin')) });
+    const committed = [];
+    for (const m of members) committed.push(await commitGrant(state, m.id, 'side', 1));
+    // bin (the second node that is not a user) trashed in the past
+    committed.push(await commit(state, { type: 'setTrash', pick: 1, trash: PAST }));
+    expect(committed.at(-1)!.description).toMatch(/^trash bin/);
+    expect(await applyChanges(db, { maxChanges: 3, chunkPairs: 30 })).toMatchObject({ toLongJob: 4 });
+    expect(await readTrashedGroups(db)).toEqual(model.computeTrashedGroups(state.snapshot()));
+    expect(await isApplied(db, committed.at(-1)!.token)).toBe(true);
+    expect(Number((await db.query(sql`select count(*) as n from permgraph.changes where trash_changed`))[0].n)).toBe(0);
+    await chunksToTheEnd();
+    expect((await expectTokensHonest(state, committed, 'job done')).size).toBe(committed.length);
     await expectTableMatches(state, 'after the job');
   });
 
