@@ -1365,6 +1365,7 @@ declare
   trash_roots text[];
   tails text[];
   kinds text[];
+  tail_changes bigint[];
   origins text[];
   last_users text[];
   users_added bigint;
@@ -1373,8 +1374,18 @@ declare
   last_id bigint;
   per_user double precision;
 begin
-  select array_agg(t.tail_id::text), array_agg(t.tail_kind) into tails, kinds
-  from (select distinct c.tail_id, c.tail_kind from permgraph._batch_changes c where not c.trash_changed) t;
+  -- (one read of the queue, a million rows after an outage: each tail's
+  -- changes, and the groups whose trash flags changed)
+  select array_agg(q.tail_id::text) filter (where not q.trash_changed), array_agg(q.tail_kind) filter (where not q.trash_changed),
+         array_agg(q.changes) filter (where not q.trash_changed),
+         array_agg(distinct q.trash_root::text) filter (where q.trash_changed),
+         sum(q.changes) filter (where not q.trash_changed), min(q.first_id) filter (where not q.trash_changed),
+         max(q.last_id) filter (where not q.trash_changed)
+  into tails, kinds, tail_changes, trash_roots, taken, first_id, last_id
+  from (select c.tail_id, c.tail_kind, c.trash_changed, case when c.trash_changed then c.head_id end as trash_root,
+               count(*) as changes, min(c.id) as first_id, max(c.id) as last_id
+        from permgraph._batch_changes c
+        group by 1, 2, 3, 4) q;
   if tails is null then
     return 0;
   end if;
@@ -1396,6 +1407,14 @@ begin
   select (select count(*) from joined), array_agg(l.o_origin), array_agg(l.last_user)
   into users_added, origins, last_users
   from (select r.o_origin, max(r.o_user_id collate "C") as last_user from reach r group by r.o_origin) l;
+  insert into permgraph.long_job_backlog_tails as t (tail_id, release_after, changes)
+  select q.tail_id,
+         -- ('': a tail no user reaches, let go by the next chunk)
+         coalesce(l.last_user, ''), q.changes
+  from unnest(tails, tail_changes) as q(tail_id, changes)
+  left join unnest(origins, last_users) as l(origin, last_user) on l.origin = q.tail_id
+  on conflict (tail_id) do update set
+    release_after = greatest(t.release_after, excluded.release_after), changes = t.changes + excluded.changes;
   -- A job running before this batch may have deferred some of these
   -- changes: the backlog holds their tokens now.
   delete from permgraph.long_job_changes d
@@ -1403,27 +1422,10 @@ begin
   -- Trash flags rewrite no rows: applied here, and gone, so that every row
   -- the snapshot saw is the job's, and the batches' reads of the queue can
   -- start at the snapshot's xmin (_batch_changes), this batch's rest too.
-  trash_roots := permgraph._batch_trash_roots();
   if trash_roots is not null then
     perform permgraph._refresh_trash(trash_roots);
     delete from permgraph._batch_changes c where c.trash_changed;
   end if;
-  with per_tail as materialized (
-    select c.tail_id,
-           -- ('': a tail no user reaches, let go by the next chunk)
-           coalesce(min(l.last_user), '') as release_after, count(*) as changes,
-           min(c.id) as first_id, max(c.id) as last_id
-    from permgraph._batch_changes c
-    left join unnest(origins, last_users) as l(origin, last_user) on l.origin = c.tail_id
-    where not c.trash_changed
-    group by c.tail_id
-  ), recorded as (
-    insert into permgraph.long_job_backlog_tails as t (tail_id, release_after, changes)
-    select p.tail_id, p.release_after, p.changes from per_tail p
-    on conflict (tail_id) do update set
-      release_after = greatest(t.release_after, excluded.release_after), changes = t.changes + excluded.changes
-  )
-  select sum(p.changes), min(p.first_id), max(p.last_id) into taken, first_id, last_id from per_tail p;
   -- (from here on, no batch sees these rows: 045_batch_split.sql)
   update permgraph.long_job set
     backlog_snapshot = taken_in,
