@@ -166,6 +166,18 @@ export class BatchLog {
     };
     return totals;
   }
+
+  /** Every batch and chunk that ended between from and to: when it ended (ms after from), which, and its server ms. */
+  timeline(from: number, to: number): [endedMs: number, step: 'batch' | 'chunk', ms: number][] {
+    const steps: [number, 'batch' | 'chunk', number][] = [
+      ...this.batches.map(({ at, result }) => [at, 'batch', result.ms] as [number, 'batch', number]),
+      ...this.chunks.map(({ at, ms }) => [at, 'chunk', ms] as [number, 'chunk', number]),
+    ];
+    return steps
+      .filter(([at]) => at >= from && at <= to)
+      .sort((a, b) => a[0] - b[0])
+      .map(([at, step, ms]) => [round(at - from, 0), step, round(ms, 1)]);
+  }
 }
 
 /** Samples memory of this process and of the worker's server backend. */

@@ -83,12 +83,20 @@ export interface BacklogResult {
   backendPeakAnonMiB: number | null;
   /** Temporary files the database wrote while draining. */
   tempMiB: number;
+  /** The worker's batches and chunks, as they ended (absent in runs before it): see BatchLog.timeline. */
+  timeline?: [endedMs: number, step: 'batch' | 'chunk', ms: number][];
   /**
    * Fresh writes during the drain: one churn change at a time, every
    * intervalMs from the worker's start until the backlog is drained, each
    * timed from its commit to its token applied (absent in runs before it).
    */
-  fresh?: { intervalMs: number; changes: number; lag: Summary };
+  fresh?: {
+    intervalMs: number;
+    changes: number;
+    lag: Summary;
+    /** Each write: when it committed, ms after the worker's start, and its lag (absent in runs before it). */
+    writes?: [committedMs: number, lagMs: number][];
+  };
 }
 
 /** How often a fresh change is committed while a backlog drains. */
@@ -193,12 +201,13 @@ export async function drainBacklog(url: string, db: Queryable, plan: WorkerPlan,
   log.listen(worker);
   const started = performance.now();
   await worker.start();
-  const fresh = new FreshWriter(db, freshWrites);
+  const fresh = new FreshWriter(db, freshWrites, started);
   let drained = false;
   try {
     while (performance.now() - started < plan.drainTimeoutMs) {
       await memory.findBackends(); // the worker connects lazily, and may reconnect
-      // (a long job's changes wait in long_job_changes: drained when both are empty)
+      // (drained when no change waits: queued, or held by a long job, its
+      // backlog's rows included until the job's last chunks delete them)
       const [row] = await db.query(sql`
         select not exists (select 1 from permgraph.changes) and not exists (select 1 from permgraph.long_job_changes) as empty`);
       if (row.empty) {
@@ -221,6 +230,7 @@ export async function drainBacklog(url: string, db: Queryable, plan: WorkerPlan,
     drainMs: round(drainMs, 1),
     drained,
     batches: log.totals(started, performance.now()),
+    timeline: log.timeline(started, performance.now()),
     ...memory.stop(),
     tempMiB: round(((await tempBytes(db)) - tempBefore) / 2 ** 20, 1),
     fresh: fresh.result(),
@@ -234,12 +244,13 @@ export async function drainBacklog(url: string, db: Queryable, plan: WorkerPlan,
  */
 class FreshWriter {
   private readonly watcher: TokenWatcher;
-  private readonly lags: Promise<number>[] = [];
+  private readonly lags: Promise<[number, number]>[] = [];
   private running = true;
   private readonly loop: Promise<void>;
-  private settled: number[] = [];
+  private settled: [number, number][] = [];
 
-  constructor(observer: Queryable, private readonly writes: FreshWrites) {
+  /** `since`: the worker's start, which each write's commit is timed from. */
+  constructor(observer: Queryable, private readonly writes: FreshWrites, private readonly since: number) {
     this.watcher = new TokenWatcher(observer);
     this.loop = this.write();
   }
@@ -248,7 +259,7 @@ class FreshWriter {
     for (let i = 0; this.running; i++) {
       const token = await this.writes.churn.commit(this.writes.writers, this.writes.first + i, 1);
       const committedAt = performance.now();
-      this.lags.push(this.watcher.applied(token).then((at) => at - committedAt));
+      this.lags.push(this.watcher.applied(token).then((at) => [committedAt - this.since, at - committedAt]));
       await sleep(FRESH_INTERVAL_MS);
     }
   }
@@ -262,6 +273,11 @@ class FreshWriter {
   }
 
   result(): BacklogResult['fresh'] {
-    return { intervalMs: FRESH_INTERVAL_MS, changes: this.settled.length, lag: roundSummary(summarize(this.settled)) };
+    return {
+      intervalMs: FRESH_INTERVAL_MS,
+      changes: this.settled.length,
+      lag: roundSummary(summarize(this.settled.map(([, lag]) => lag))),
+      writes: this.settled.map(([at, lag]) => [round(at, 0), round(lag, 1)]),
+    };
   }
 }
