@@ -425,8 +425,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
           this.logger.info({ batch: result }, 'applied batch');
           this.emit('batch', result);
         }
-        if (result.longJobActive) {
-          // One chunk, then the changes that came meanwhile: they never wait for more than a chunk.
+        // One chunk, then the changes that came meanwhile: they never wait for
+        // more than a chunk. But not right after the batch that started the
+        // job: the changes committed while it ran (seconds, for a backlog)
+        // are deferred by the next batch first, and the first chunk takes
+        // their users (bench/FINDINGS.md 53).
+        if (result.longJobActive && result.toLongJob === 0) {
           const chunk = await this.whileRunning(watchdog, 'a long job chunk', () => applyJobChunk(conn));
           this.logger.info({ chunk }, chunk.finished ? 'finished long job' : 'applied long job chunk');
           this.emit('chunk', chunk);

@@ -524,6 +524,39 @@ describe('long jobs: huge regions applied in chunks', async () => {
     await expectTableMatches(state, 'worker on a backlog');
   });
 
+  it("a worker defers the writes committed while it took a backlog before the job's first chunk, which takes their users", async () => {
+    const members = Array.from({ length: 8 }, (_, i) => u(`m${i}`));
+    const state = await start({ nodes: [...members, g('side'), g('extra')], grants: [] });
+    const backlog = [];
+    for (const m of members) backlog.push(await commitGrant(state, m.id, 'side', 2));
+    const worker = new Worker({ url, pollIntervalMs: 50, maxBatch: 3, chunkPairs: 2, listen: false });
+    const steps: string[] = [];
+    worker.on('batch', (batch) => steps.push(`batch to_job=${batch.toLongJob} deferred=${batch.deferred}`));
+    worker.on('chunk', (chunk) => steps.push(`chunk users=${chunk.users} released=${chunk.released}`));
+    // The batch that takes the backlog waits for this lock, and m7 (the last
+    // user in the chunks' order) writes meanwhile.
+    const during = await db.tx(async (tx) => {
+      await tx.query(sql`lock table permgraph.long_job_backlog_tails in share mode`);
+      await worker.start();
+      for (let waited = 0; ; waited += 20) {
+        const [{ waiting }] = await db.query(sql`
+          select exists (select 1 from pg_locks where relation = 'permgraph.long_job_backlog_tails'::regclass and not granted) as waiting`);
+        if (waiting) break;
+        expect(waited, 'the batch that takes the backlog waits for the lock').toBeLessThan(30_000);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      return commitGrant(state, 'm7', 'extra', 1);
+    });
+    try {
+      for (const c of [...backlog, during]) await waitFor(db, c.token, 30_000);
+    } finally {
+      await worker.stop();
+    }
+    // m7's write deferred, then a chunk of m7 alone lets it go: it waits for no other member's chunk
+    expect(steps.slice(0, 3)).toEqual(['batch to_job=8 deferred=0', 'batch to_job=0 deferred=1', 'chunk users=1 released=1']);
+    await expectTableMatches(state, 'worker on a backlog');
+  });
+
   /** Random writes, batches, backlogs and chunks, checked after every step; returns what the runs went through. */
   async function runRandomJobs(mutations: fc.Arbitrary<Mutation>, numRuns: number) {
     const step = fc.oneof(
