@@ -117,7 +117,18 @@ function backlogLimit(b: BacklogResult): string | null {
   if (!fresh || fresh.lag.p99 <= 1000) return null;
   const chunks = b.batches.chunks;
   const longest = b.batches.longestMs;
-  return `**Goal 5 for a backlog (writes during a catch-up, lag p99 ≤ 1 s).** A worker started on ${b.changes.toLocaleString('en-US')} queued changes ${chunks?.count ? `moved them into a long job and drained it in ${ms(b.drainMs)} (${chunks.count} chunks, the longest ${ms(chunks.maxMs)})` : `drained them in ${ms(b.drainMs)}`}; a write committed every ${fresh.intervalMs} ms meanwhile waited a median ${ms(fresh.lag.median)}, p99 ${ms(fresh.lag.p99)}. ${longest === undefined ? '' : `The tail is the batch that takes the backlog, ${ms(longest)}: `}every write committed while it runs waits for it. With chunking it moves each change row from the queue into the job's table (a million rows, their deletion and four indexes: ~6 µs a row, bench/FINDINGS.md 51), where before it recomputed the whole table (FINDINGS 50). After it, a write waits for the chunks of the users that it and the writes before it touch (oldest first), each chunk about the chunk bound or one user above half of it, recomputed from scratch (bench/FINDINGS.md 52). Less would need the backlog left in place, marked as the job's by the snapshot that took it instead of rewritten: the batches' reads of the queue would skip most of it by the queue's low-water mark, but freshness tokens, the walks' removed edges and the backlog's release, which now use the job table's indexes, would each need another way (FINDINGS 52).`;
+  return `**Goal 5 for a backlog (writes during a catch-up, lag p99 ≤ 1 s).** A worker started on ${b.changes.toLocaleString('en-US')} queued changes ${chunks?.count ? `handed them to a long job and drained it in ${ms(b.drainMs)} (${chunks.count} chunks, the longest ${ms(chunks.maxMs)})` : `drained them in ${ms(b.drainMs)}`}; a write committed every ${fresh.intervalMs} ms meanwhile waited a median ${ms(fresh.lag.median)}, p99 ${ms(fresh.lag.p99)}. ${longest === undefined ? '' : `The longest batch is the one that takes the backlog, ${ms(longest)}: `}every write committed while it runs waits for it.${slowestWrite(b)} That batch leaves the change rows where they are, hidden from later batches, and keeps one row per changed edge's tail for their tokens (bench/FINDINGS.md 53; moving each row into the job's table took 8-14 s a million); what is left of it is two reads of the million rows (the count every batch makes, and one grouped by tail) and the walk up to the backlog's users. After it, a write waits for the batch that defers it and for the chunks of the users that it and the writes before it touch (oldest first), each chunk about the chunk bound or one user above half of it, recomputed from scratch (FINDINGS 52). Less would need that batch shorter still (the count and the grouped read are the rows' cost) or the writes' users recomputed without a chunk's bound.`;
+}
+
+/** Where the slowest fresh write of a catch-up waited, from the run's timeline (empty when the run has none). */
+function slowestWrite(b: BacklogResult): string {
+  const writes = b.fresh?.writes;
+  const took = b.timeline?.find(([, step]) => step === 'batch');
+  if (!writes?.length || !took) return '';
+  const [at, lag] = writes.reduce((worst, w) => (w[1] > worst[1] ? w : worst));
+  const [tookEnded] = took;
+  if (at > tookEnded) return ` The slowest write, committed ${ms(at)} after the worker started, waited ${ms(lag)}, after that batch.`;
+  return ` The slowest write, committed ${ms(at)} after the worker started, waited ${ms(lag)}: ${ms(tookEnded - at)} for that batch, then ${ms(at + lag - tookEnded)} for the batch that deferred it and the chunks of its users.`;
 }
 
 export interface LocalTail {
