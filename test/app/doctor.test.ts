@@ -67,6 +67,11 @@ describe('doctor: server settings', async () => {
         insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, new_level)
         select 'late' || i, 'x', 'user', 'object', 1 from generate_series(1, 20 * ${Number(pages)}) i`);
       expect((await queue()).message).not.toMatch(/dead/);
+      // nor when a long job holds it as its backlog (hidden from batches, so not pending): the message says so
+      await db.query(sql`insert into permgraph.long_job (chunk_pairs, backlog_snapshot) values (1, pg_current_snapshot())`);
+      const held = await queue();
+      expect(held.message).toMatch(new RegExp(`for 0 pending change\\(s\\) and ${(20 * Number(pages)).toLocaleString('en-US')} row\\(s\\) of a long job's backlog$`));
+      await db.query(sql`delete from permgraph.long_job`);
       await db.query(sql`delete from permgraph.changes where tail_id like 'late%'`);
       await db.query(sql`vacuum permgraph.changes`);
       expect(await queue()).toMatchObject({ status: 'ok' });
