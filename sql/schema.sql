@@ -1426,17 +1426,15 @@ begin
     perform permgraph._refresh_trash(trash_roots);
     delete from permgraph._batch_changes c where c.trash_changed;
   end if;
-  -- (from here on, no batch sees these rows: 045_batch_split.sql)
-  update permgraph.long_job set
-    backlog_snapshot = taken_in,
-    backlog_cleared_to = least(backlog_cleared_to, first_id),
-    backlog_max_id = greatest(backlog_max_id, last_id)
-  where finished_at is null;
   -- (the job's region as status shows it: the stored rows of a sample of
   -- its users, whose rows vary too much for the table's mean to do)
   select avg((select count(*) from permgraph.permissions p where p.user_id = s.user_id)) into per_user
   from (select j.user_id from permgraph.long_job_users j order by md5(j.user_id) limit 32) s;
   update permgraph.long_job set
+    -- (from here on, no batch sees these rows: 045_batch_split.sql)
+    backlog_snapshot = taken_in,
+    backlog_cleared_to = least(backlog_cleared_to, first_id),
+    backlog_max_id = greatest(backlog_max_id, last_id),
     changes = changes + taken, backlog_changes = backlog_changes + taken, users_total = users_total + users_added,
     region_estimate = region_estimate + (users_added * coalesce(per_user, 1))::bigint
   where finished_at is null;
@@ -6748,16 +6746,21 @@ AS $function$
   -- without pg_read_all_stats
   batch_wait as (
     select min(k.waitstart) as since from applier_lock_entries k where not k.granted and k.lock = 'batch'
+  ),
+  -- what waits, in one read (a backlog a long job holds is a million rows)
+  waiting as (
+    select count(*) filter (where w.held_by = 'queue') as queued,
+           min(w.captured_at) filter (where w.held_by = 'queue') as oldest_queued,
+           min(w.captured_at) filter (where w.held_by <> 'queue') as oldest_held
+    from permgraph._unapplied_changes w
   )
   select jsonb_build_object(
-    'pending_changes', (select count(*) from permgraph._unapplied_changes where held_by = 'queue'),
-    'oldest_pending_age_s', (select extract(epoch from now() - min(captured_at)) from permgraph._unapplied_changes
-                             where held_by = 'queue'),
+    'pending_changes', (select w.queued from waiting w),
+    'oldest_pending_age_s', (select extract(epoch from now() - w.oldest_queued) from waiting w),
     -- the oldest change a running long job holds (its backlog's, its own,
     -- and those deferred behind it): out of the batches' queue, but its
     -- token waits until a chunk lets it go (065_long_job.sql); null when none
-    'long_job_oldest_change_age_s', (select extract(epoch from now() - min(captured_at)) from permgraph._unapplied_changes
-                                     where held_by <> 'queue'),
+    'long_job_oldest_change_age_s', (select extract(epoch from now() - w.oldest_held) from waiting w),
     'last_batch', (select to_jsonb(s) - 'singleton' from permgraph.applier_state s),
     -- whoever holds the applier role (may_apply false: a session that may
     -- not apply changes took its advisory lock, which any login can, and

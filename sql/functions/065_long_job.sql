@@ -386,17 +386,15 @@ begin
     perform permgraph._refresh_trash(trash_roots);
     delete from permgraph._batch_changes c where c.trash_changed;
   end if;
-  -- (from here on, no batch sees these rows: 045_batch_split.sql)
-  update permgraph.long_job set
-    backlog_snapshot = taken_in,
-    backlog_cleared_to = least(backlog_cleared_to, first_id),
-    backlog_max_id = greatest(backlog_max_id, last_id)
-  where finished_at is null;
   -- (the job's region as status shows it: the stored rows of a sample of
   -- its users, whose rows vary too much for the table's mean to do)
   select avg((select count(*) from permgraph.permissions p where p.user_id = s.user_id)) into per_user
   from (select j.user_id from permgraph.long_job_users j order by md5(j.user_id) limit 32) s;
   update permgraph.long_job set
+    -- (from here on, no batch sees these rows: 045_batch_split.sql)
+    backlog_snapshot = taken_in,
+    backlog_cleared_to = least(backlog_cleared_to, first_id),
+    backlog_max_id = greatest(backlog_max_id, last_id),
     changes = changes + taken, backlog_changes = backlog_changes + taken, users_total = users_total + users_added,
     region_estimate = region_estimate + (users_added * coalesce(per_user, 1))::bigint
   where finished_at is null;

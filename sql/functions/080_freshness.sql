@@ -155,16 +155,21 @@ as $$
   -- without pg_read_all_stats
   batch_wait as (
     select min(k.waitstart) as since from applier_lock_entries k where not k.granted and k.lock = 'batch'
+  ),
+  -- what waits, in one read (a backlog a long job holds is a million rows)
+  waiting as (
+    select count(*) filter (where w.held_by = 'queue') as queued,
+           min(w.captured_at) filter (where w.held_by = 'queue') as oldest_queued,
+           min(w.captured_at) filter (where w.held_by <> 'queue') as oldest_held
+    from permgraph._unapplied_changes w
   )
   select jsonb_build_object(
-    'pending_changes', (select count(*) from permgraph._unapplied_changes where held_by = 'queue'),
-    'oldest_pending_age_s', (select extract(epoch from now() - min(captured_at)) from permgraph._unapplied_changes
-                             where held_by = 'queue'),
+    'pending_changes', (select w.queued from waiting w),
+    'oldest_pending_age_s', (select extract(epoch from now() - w.oldest_queued) from waiting w),
     -- the oldest change a running long job holds (its backlog's, its own,
     -- and those deferred behind it): out of the batches' queue, but its
     -- token waits until a chunk lets it go (065_long_job.sql); null when none
-    'long_job_oldest_change_age_s', (select extract(epoch from now() - min(captured_at)) from permgraph._unapplied_changes
-                                     where held_by <> 'queue'),
+    'long_job_oldest_change_age_s', (select extract(epoch from now() - w.oldest_held) from waiting w),
     'last_batch', (select to_jsonb(s) - 'singleton' from permgraph.applier_state s),
     -- whoever holds the applier role (may_apply false: a session that may
     -- not apply changes took its advisory lock, which any login can, and
