@@ -181,7 +181,7 @@ export async function readTrashedGroups(db: Queryable): Promise<TrashedGroupRow[
   return rows.map((r) => ({ groupId: r.group_id, trashAt: r.trash_at })).sort((a, b) => compareIds(a.groupId, b.groupId));
 }
 
-/** Change rows still in the queue, whatever the low-water mark says. */
+/** Change rows still in the queue, whatever the low-water mark says (a backlog a long job holds included). */
 export async function countPendingChanges(db: Queryable): Promise<number> {
   return Number((await db.query(sql`select count(*) as n from permgraph.changes`))[0].n);
 }
