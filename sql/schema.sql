@@ -1351,8 +1351,8 @@ begin
 end $function$;
 
 -- permgraph._backlog_to_long_job(bigint): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._backlog_to_long_job(p_chunk_pairs bigint)
- RETURNS bigint
+CREATE OR REPLACE FUNCTION permgraph._backlog_to_long_job(p_chunk_pairs bigint, OUT taken bigint, OUT seen bigint)
+ RETURNS record
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET jit TO 'off'
@@ -1369,25 +1369,37 @@ declare
   origins text[];
   last_users text[];
   users_added bigint;
-  taken bigint;
+  full_asked boolean;
   first_id bigint;
   last_id bigint;
   per_user double precision;
 begin
-  -- (one read of the queue, a million rows after an outage: each tail's
-  -- changes, and the groups whose trash flags changed)
-  select array_agg(q.tail_id::text) filter (where not q.trash_changed), array_agg(q.tail_kind) filter (where not q.trash_changed),
+  -- One read of the queue, a million rows after an outage: each tail's
+  -- changes, and the groups whose trash flags changed (a trash flag's row
+  -- has its group as both tail and head: 020_capture.sql). A group key
+  -- that also held a trash flag's head (a CASE on every row) took 2-3x as
+  -- long to hash, ~0.4 s of a million rows; and an array_agg in each group
+  -- had the planner sort them instead, its state too large to hash
+  -- (bench/FINDINGS.md 54).
+  select array_agg(q.tail_id::text) filter (where not q.trash_changed),
+         array_agg(q.tail_kind) filter (where not q.trash_changed),
          array_agg(q.changes) filter (where not q.trash_changed),
-         array_agg(distinct q.trash_root::text) filter (where q.trash_changed),
-         sum(q.changes) filter (where not q.trash_changed), min(q.first_id) filter (where not q.trash_changed),
-         max(q.last_id) filter (where not q.trash_changed)
-  into tails, kinds, tail_changes, trash_roots, taken, first_id, last_id
-  from (select c.tail_id, c.tail_kind, c.trash_changed, case when c.trash_changed then c.head_id end as trash_root,
-               count(*) as changes, min(c.id) as first_id, max(c.id) as last_id
+         array_agg(q.tail_id::text) filter (where q.trash_changed),
+         sum(q.changes) filter (where not q.trash_changed), sum(q.changes),
+         min(q.first_id) filter (where not q.trash_changed), max(q.last_id) filter (where not q.trash_changed),
+         coalesce(bool_or(q.tail_kind = '*'), false)
+  into tails, kinds, tail_changes, trash_roots, taken, seen, first_id, last_id, full_asked
+  from (select c.tail_id, c.tail_kind, c.trash_changed, count(*) as changes, min(c.id) as first_id, max(c.id) as last_id
         from permgraph._batch_changes c
-        group by 1, 2, 3, 4) q;
+        group by c.tail_id, c.tail_kind, c.trash_changed) q;
+  if full_asked then
+    taken := null;
+    return;
+  end if;
   if tails is null then
-    return 0;
+    -- (trash flags only: the batch applies them as it would any queue)
+    taken := 0;
+    return;
   end if;
   perform permgraph._open_long_job(p_chunk_pairs);
   -- A job already holding a backlog: its released changes go now, since
@@ -1438,7 +1450,6 @@ begin
     changes = changes + taken, backlog_changes = backlog_changes + taken, users_total = users_total + users_added,
     region_estimate = region_estimate + (users_added * coalesce(per_user, 1))::bigint
   where finished_at is null;
-  return taken;
 end $function$;
 
 -- permgraph._batch_only_adds(): execute <owner>: EXECUTE
@@ -3824,7 +3835,9 @@ declare
   pending bigint;
   full_asked boolean;
 begin
-  select p.pending, p.needs_full into pending, full_asked from permgraph._pending_changes() p;
+  -- (counted up to the limit: a backlog is not read whole here)
+  select p.pending, p.needs_full into pending, full_asked
+  from permgraph._pending_changes(least(p_max_changes, permgraph._local_change_max_changes())) p;
   if pending between 1 and least(p_max_changes, permgraph._local_change_max_changes())
      and not full_asked and permgraph._local_change_exact() then
     return pending;
@@ -4296,8 +4309,8 @@ CREATE OR REPLACE FUNCTION permgraph._path_traverses(p_head_kind text, p_last_ed
  IMMUTABLE
 RETURN CASE p_head_kind WHEN 'group'::text THEN true WHEN 'object'::text THEN false ELSE p_last_edge_manage END;
 
--- permgraph._pending_changes(): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._pending_changes(OUT pending bigint, OUT needs_full boolean, OUT adds_only boolean)
+-- permgraph._pending_changes(bigint): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._pending_changes(p_count_to bigint DEFAULT NULL::bigint, OUT pending bigint, OUT needs_full boolean, OUT adds_only boolean)
  RETURNS record
  LANGUAGE plpgsql
  STABLE
@@ -4309,7 +4322,7 @@ begin
   select count(*), coalesce(bool_or(c.tail_kind = '*'), false),
          coalesce(bool_and(c.old_level is null), true)
   into pending, needs_full, adds_only
-  from permgraph._batch_changes c;
+  from (select b.tail_kind, b.old_level from permgraph._batch_changes b limit p_count_to + 1) c;
 end $function$;
 
 -- permgraph._permission_changes_channel(): execute <owner>: EXECUTE
@@ -5253,10 +5266,12 @@ begin
   batch_at := permgraph._begin_applying('apply_changes', p_at);
   -- (the whole queue unless _split_batch says otherwise; never a caller's setting)
   perform pg_catalog.set_config('permgraph.batch_part', '', true);
-  select p.pending, p.needs_full, p.adds_only into pending, needs_full, adds_only from permgraph._pending_changes() p;
+  -- (counted up to the limit: more is a backlog, read whole by what takes it)
+  select p.pending, p.needs_full, p.adds_only into pending, needs_full, adds_only
+  from permgraph._pending_changes(p_max_changes) p;
   -- (an empty table under a graph with users: a full recomputation, pending changes or not)
   rows_missing := permgraph._permissions_missing();
-  if pending > 0 and local_pairs > 0 and not p_force_full and not needs_full and not rows_missing then
+  if pending between 1 and p_max_changes and local_pairs > 0 and not p_force_full and not needs_full and not rows_missing then
     -- (a worker session's split first: its part may fit the local path;
     -- 045_batch_split.sql)
     local_pending := coalesce(permgraph._split_batch(pending), pending);
@@ -5289,8 +5304,14 @@ begin
     if p_chunk_pairs is null then
       go_full := true;
     else
-      -- a backlog: recomputed in chunks, while later changes flow (065_long_job.sql)
-      to_job := permgraph._backlog_to_long_job(p_chunk_pairs);
+      -- a backlog: recomputed in chunks, while later changes flow
+      -- (065_long_job.sql); unless a change in it asks for a full
+      -- recomputation, which only that read of the whole queue sees
+      select b.taken, b.seen into to_job, pending from permgraph._backlog_to_long_job(p_chunk_pairs) b;
+      if to_job is null then
+        go_full := true;
+        to_job := 0;
+      end if;
     end if;
   end if;
   if not go_full and p_chunk_pairs is not null and to_job = 0 then
@@ -5312,14 +5333,17 @@ begin
       -- a backlog whose region is too large: as above, the whole queue
       perform pg_catalog.set_config('permgraph.batch_part', '', true);
       select p.pending into pending from permgraph._pending_changes() p;
-      to_job := to_job + permgraph._backlog_to_long_job(p_chunk_pairs);
+      -- (no '*' is pending: the count above, not capped then, saw none)
+      to_job := to_job + (select b.taken from permgraph._backlog_to_long_job(p_chunk_pairs) b);
       -- (what is left to the batch: trash flags, and rows that expired)
       perform permgraph._prepare_region_tables();
     end if;
   end if;
   if go_full then
     mode := 'full';
-    if permgraph._batch_part() <> '' then  -- (the region was too large: the whole queue, then)
+    -- (the region was too large: the whole queue, then; or the count
+    -- stopped at the limit: the result says how many it took)
+    if permgraph._batch_part() <> '' or pending > p_max_changes then
       perform pg_catalog.set_config('permgraph.batch_part', '', true);
       select p.pending into pending from permgraph._pending_changes() p;
     end if;
@@ -5484,6 +5508,7 @@ declare
   started timestamptz := clock_timestamp();
   at timestamptz;
   queue record;
+  local_limit bigint := least(p_max_changes, permgraph._local_change_max_changes());
 begin
   -- A state this server run has not recorded (restored from another
   -- cluster, not recorded yet, or the server started since): its queue's
@@ -5497,7 +5522,11 @@ begin
   -- (the whole queue: which part a batch takes is apply_changes' to say in
   -- a worker session, never a caller's setting; 045_batch_split.sql)
   perform pg_catalog.set_config('permgraph.batch_part', '', true);
-  select p.pending, p.adds_only into queue from permgraph._pending_changes() p;
+  -- (counted up to what the local path takes: a backlog is not read whole here)
+  select p.pending, p.adds_only into queue from permgraph._pending_changes(local_limit) p;
+  if queue.pending > local_limit then
+    return null;  -- (more than the local path takes: apply_changes' batch)
+  end if;
   -- Nothing pending and nothing expired: apply_changes' answer, with no
   -- lock and no transaction of its own (BEGIN, apply_changes, COMMIT cost
   -- ~2 ms on org small where this costs a round trip). Exact without the

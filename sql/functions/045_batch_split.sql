@@ -176,11 +176,23 @@ drop function if exists permgraph._queue_low_water();
 -- edge that was not there (old_level null: a new grant, node or owner),
 -- which lets the local path choose its statement without a query of its
 -- own (055_local_change.sql). One read of the queue for the three.
--- (Its result gained adds_only, and a function's result type cannot change
--- in place: dropped first. DROP FUNCTION ignores OUT arguments.)
+--
+-- Counted up to p_count_to + 1 (null: the whole queue): a caller asks only
+-- whether the queue fits a limit, and a queue above it reads as one more
+-- than the limit, its needs_full and adds_only then describing only the
+-- rows read. A backlog after an outage is a million rows or more; counting
+-- it whole took ~0.5 s of the batch that takes it, and the worker counted it
+-- three more times before that batch (apply_local_changes, _local_batch_size
+-- and the split's count), while every write committed meanwhile waited
+-- (bench/FINDINGS.md 54). Who reads past the limit reads the rest itself:
+-- _backlog_to_long_job (065_long_job.sql) finds a '*' there.
+-- (Its result gained adds_only, and later its argument: a function's result
+-- type cannot change in place, and a new argument makes a second function.
+-- Dropped first. DROP FUNCTION ignores OUT arguments.)
 drop function if exists permgraph._pending_changes();
 
-create or replace function permgraph._pending_changes(out pending bigint, out needs_full boolean, out adds_only boolean)
+create or replace function permgraph._pending_changes(p_count_to bigint default null,
+  out pending bigint, out needs_full boolean, out adds_only boolean)
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
 set jit = off
@@ -191,7 +203,7 @@ begin
   select count(*), coalesce(bool_or(c.tail_kind = '*'), false),
          coalesce(bool_and(c.old_level is null), true)
   into pending, needs_full, adds_only
-  from permgraph._batch_changes c;
+  from (select b.tail_kind, b.old_level from permgraph._batch_changes b limit p_count_to + 1) c;
 end $$;
 
 -- The groups whose trash flag the current batch's changes set or cleared

@@ -79,7 +79,9 @@ declare
   pending bigint;
   full_asked boolean;
 begin
-  select p.pending, p.needs_full into pending, full_asked from permgraph._pending_changes() p;
+  -- (counted up to the limit: a backlog is not read whole here)
+  select p.pending, p.needs_full into pending, full_asked
+  from permgraph._pending_changes(least(p_max_changes, permgraph._local_change_max_changes())) p;
   if pending between 1 and least(p_max_changes, permgraph._local_change_max_changes())
      and not full_asked and permgraph._local_change_exact() then
     return pending;
@@ -504,6 +506,7 @@ declare
   started timestamptz := clock_timestamp();
   at timestamptz;
   queue record;
+  local_limit bigint := least(p_max_changes, permgraph._local_change_max_changes());
 begin
   -- A state this server run has not recorded (restored from another
   -- cluster, not recorded yet, or the server started since): its queue's
@@ -517,7 +520,11 @@ begin
   -- (the whole queue: which part a batch takes is apply_changes' to say in
   -- a worker session, never a caller's setting; 045_batch_split.sql)
   perform pg_catalog.set_config('permgraph.batch_part', '', true);
-  select p.pending, p.adds_only into queue from permgraph._pending_changes() p;
+  -- (counted up to what the local path takes: a backlog is not read whole here)
+  select p.pending, p.adds_only into queue from permgraph._pending_changes(local_limit) p;
+  if queue.pending > local_limit then
+    return null;  -- (more than the local path takes: apply_changes' batch)
+  end if;
   -- Nothing pending and nothing expired: apply_changes' answer, with no
   -- lock and no transaction of its own (BEGIN, apply_changes, COMMIT cost
   -- ~2 ms on org small where this costs a round trip). Exact without the

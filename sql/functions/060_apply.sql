@@ -275,10 +275,12 @@ begin
   batch_at := permgraph._begin_applying('apply_changes', p_at);
   -- (the whole queue unless _split_batch says otherwise; never a caller's setting)
   perform pg_catalog.set_config('permgraph.batch_part', '', true);
-  select p.pending, p.needs_full, p.adds_only into pending, needs_full, adds_only from permgraph._pending_changes() p;
+  -- (counted up to the limit: more is a backlog, read whole by what takes it)
+  select p.pending, p.needs_full, p.adds_only into pending, needs_full, adds_only
+  from permgraph._pending_changes(p_max_changes) p;
   -- (an empty table under a graph with users: a full recomputation, pending changes or not)
   rows_missing := permgraph._permissions_missing();
-  if pending > 0 and local_pairs > 0 and not p_force_full and not needs_full and not rows_missing then
+  if pending between 1 and p_max_changes and local_pairs > 0 and not p_force_full and not needs_full and not rows_missing then
     -- (a worker session's split first: its part may fit the local path;
     -- 045_batch_split.sql)
     local_pending := coalesce(permgraph._split_batch(pending), pending);
@@ -311,8 +313,14 @@ begin
     if p_chunk_pairs is null then
       go_full := true;
     else
-      -- a backlog: recomputed in chunks, while later changes flow (065_long_job.sql)
-      to_job := permgraph._backlog_to_long_job(p_chunk_pairs);
+      -- a backlog: recomputed in chunks, while later changes flow
+      -- (065_long_job.sql); unless a change in it asks for a full
+      -- recomputation, which only that read of the whole queue sees
+      select b.taken, b.seen into to_job, pending from permgraph._backlog_to_long_job(p_chunk_pairs) b;
+      if to_job is null then
+        go_full := true;
+        to_job := 0;
+      end if;
     end if;
   end if;
   if not go_full and p_chunk_pairs is not null and to_job = 0 then
@@ -334,14 +342,17 @@ begin
       -- a backlog whose region is too large: as above, the whole queue
       perform pg_catalog.set_config('permgraph.batch_part', '', true);
       select p.pending into pending from permgraph._pending_changes() p;
-      to_job := to_job + permgraph._backlog_to_long_job(p_chunk_pairs);
+      -- (no '*' is pending: the count above, not capped then, saw none)
+      to_job := to_job + (select b.taken from permgraph._backlog_to_long_job(p_chunk_pairs) b);
       -- (what is left to the batch: trash flags, and rows that expired)
       perform permgraph._prepare_region_tables();
     end if;
   end if;
   if go_full then
     mode := 'full';
-    if permgraph._batch_part() <> '' then  -- (the region was too large: the whole queue, then)
+    -- (the region was too large: the whole queue, then; or the count
+    -- stopped at the limit: the result says how many it took)
+    if permgraph._batch_part() <> '' or pending > p_max_changes then
       perform pg_catalog.set_config('permgraph.batch_part', '', true);
       select p.pending into pending from permgraph._pending_changes() p;
     end if;

@@ -310,8 +310,18 @@ end $$;
 -- release point (long_job_backlog_tails: its changes' tokens are applied
 -- once every user upstream of it is done; is_applied reads it,
 -- 080_freshness.sql). The rows are deleted once the job's users are all
--- done (_clear_backlog). Returns the number of changes the job took.
-create or replace function permgraph._backlog_to_long_job(p_chunk_pairs bigint) returns bigint
+-- done (_clear_backlog).
+--
+-- Says how many changes the job took (taken) and how many the batch read
+-- (seen: those and the trash flags it applied). The batch counted the
+-- queue only up to its limit (_pending_changes, 045_batch_split.sql), so
+-- this read is the first to see all of it: a change asking for a full
+-- recomputation ('*', a TRUNCATE) leaves everything as it was, with taken
+-- null, and the batch recomputes the table instead.
+-- (It returned one number until the second: dropped first.)
+drop function if exists permgraph._backlog_to_long_job(bigint);
+
+create or replace function permgraph._backlog_to_long_job(p_chunk_pairs bigint, out taken bigint, out seen bigint)
 language plpgsql
 set search_path = pg_catalog, pg_temp
 set jit = off
@@ -329,25 +339,37 @@ declare
   origins text[];
   last_users text[];
   users_added bigint;
-  taken bigint;
+  full_asked boolean;
   first_id bigint;
   last_id bigint;
   per_user double precision;
 begin
-  -- (one read of the queue, a million rows after an outage: each tail's
-  -- changes, and the groups whose trash flags changed)
-  select array_agg(q.tail_id::text) filter (where not q.trash_changed), array_agg(q.tail_kind) filter (where not q.trash_changed),
+  -- One read of the queue, a million rows after an outage: each tail's
+  -- changes, and the groups whose trash flags changed (a trash flag's row
+  -- has its group as both tail and head: 020_capture.sql). A group key
+  -- that also held a trash flag's head (a CASE on every row) took 2-3x as
+  -- long to hash, ~0.4 s of a million rows; and an array_agg in each group
+  -- had the planner sort them instead, its state too large to hash
+  -- (bench/FINDINGS.md 54).
+  select array_agg(q.tail_id::text) filter (where not q.trash_changed),
+         array_agg(q.tail_kind) filter (where not q.trash_changed),
          array_agg(q.changes) filter (where not q.trash_changed),
-         array_agg(distinct q.trash_root::text) filter (where q.trash_changed),
-         sum(q.changes) filter (where not q.trash_changed), min(q.first_id) filter (where not q.trash_changed),
-         max(q.last_id) filter (where not q.trash_changed)
-  into tails, kinds, tail_changes, trash_roots, taken, first_id, last_id
-  from (select c.tail_id, c.tail_kind, c.trash_changed, case when c.trash_changed then c.head_id end as trash_root,
-               count(*) as changes, min(c.id) as first_id, max(c.id) as last_id
+         array_agg(q.tail_id::text) filter (where q.trash_changed),
+         sum(q.changes) filter (where not q.trash_changed), sum(q.changes),
+         min(q.first_id) filter (where not q.trash_changed), max(q.last_id) filter (where not q.trash_changed),
+         coalesce(bool_or(q.tail_kind = '*'), false)
+  into tails, kinds, tail_changes, trash_roots, taken, seen, first_id, last_id, full_asked
+  from (select c.tail_id, c.tail_kind, c.trash_changed, count(*) as changes, min(c.id) as first_id, max(c.id) as last_id
         from permgraph._batch_changes c
-        group by 1, 2, 3, 4) q;
+        group by c.tail_id, c.tail_kind, c.trash_changed) q;
+  if full_asked then
+    taken := null;
+    return;
+  end if;
   if tails is null then
-    return 0;
+    -- (trash flags only: the batch applies them as it would any queue)
+    taken := 0;
+    return;
   end if;
   perform permgraph._open_long_job(p_chunk_pairs);
   -- A job already holding a backlog: its released changes go now, since
@@ -398,7 +420,6 @@ begin
     changes = changes + taken, backlog_changes = backlog_changes + taken, users_total = users_total + users_added,
     region_estimate = region_estimate + (users_added * coalesce(per_user, 1))::bigint
   where finished_at is null;
-  return taken;
 end $$;
 
 -- The backlog's changes whose tails are released (their tokens applied):

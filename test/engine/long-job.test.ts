@@ -17,7 +17,7 @@ import type { RefGraph } from '../reference/model.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { countPendingChanges, graphArbitrary, loadGraph, PAST, readPermissions, readTrashedGroups } from '../helpers/graph.ts';
-import { expiringMutationArbitrary, GraphState, mutationArbitrary, type Mutation } from '../helpers/mutations.ts';
+import { expiringMutationArbitrary, grantKey, GraphState, mutationArbitrary, type Mutation } from '../helpers/mutations.ts';
 
 type Row = model.PermissionRow;
 const key = (r: Pick<Row, 'userId' | 'targetId'>) => `${r.userId}\u0000${r.targetId}`;
@@ -360,6 +360,48 @@ describe('long jobs: huge regions applied in chunks', async () => {
     expect(Number((await db.query(sql`select count(*) as n from permgraph.changes where trash_changed`))[0].n)).toBe(0);
     await chunksToTheEnd();
     expect((await expectTokensHonest(state, committed, 'job done')).size).toBe(committed.length);
+    await expectTableMatches(state, 'after the job');
+  });
+
+  it('a TRUNCATE past the count of a backlog: the batch recomputes the table instead of handing it to a job', async () => {
+    const members = Array.from({ length: 4 }, (_, i) => u(`m${i}`));
+    // (old members' rows: only a recomputation of every user removes them)
+    const state = await start({ nodes: [...members, u('old'), g('team'), g('side')], grants: [grant('old', 2, 'team'), grant('m0', 1, 'team')] });
+    // five changes, more than the limit of 3, the TRUNCATE last: past the
+    // limit + 1 rows the batch counts (sql/functions/045_batch_split.sql)
+    for (const m of members) await commitGrant(state, m.id, 'side', 1);
+    await db.query(sql`truncate permgraph.grants`);
+    state.grants.clear();
+    expect(await countPendingChanges(db)).toBe(5);
+    expect(await applyChanges(db, { maxChanges: 3, chunkPairs: 30 })).toMatchObject({ mode: 'full', changes: 5, toLongJob: 0, longJobActive: false });
+    expect(await countPendingChanges(db)).toBe(0);
+    await expectTableMatches(state, 'after the TRUNCATE');
+  });
+
+  it('a backlog is read whole once: the local path counts no further than it takes, and the batch that takes the backlog reads it once more', async () => {
+    const objects = Array.from({ length: 3000 }, (_, i) => o(`f${i}`));
+    const state = await start({ nodes: [u('erin'), ...objects], grants: [] });
+    await db.query(sql`insert into permgraph.grants (tail_id, head_id, level) select 'erin', 'f' || i, 1 from generate_series(0, 2999) i`);
+    for (const x of objects) state.grants.set(grantKey(grant('erin', 1, x.id)), grant('erin', 1, x.id));
+    const [{ pages }] = await db.query(sql`select pg_relation_size('permgraph.changes') / current_setting('block_size')::int as pages`);
+    expect(Number(pages)).toBeGreaterThan(20);
+    // As a worker session applies: the local path first, then the batch.
+    const { local, batch, blocks } = await db.tx(async (tx) => {
+      await tx.query(sql`set local permgraph.split_mixed_batches = on`);
+      // (in a transaction, so that the blocks fetched can be read before commit)
+      const fetched = async () => Number((await tx.query(sql`select pg_stat_get_xact_blocks_fetched('permgraph.changes'::regclass) as n`))[0].n);
+      const start = await fetched();
+      const [{ local }] = await tx.query(sql`select permgraph.apply_local_changes(p_max_changes => 100, p_chunk_pairs => 1000) as local`);
+      const afterLocal = await fetched();
+      const [{ batch }] = await tx.query(sql`select permgraph.apply_changes(p_max_changes => 100, p_chunk_pairs => 1000) as batch`);
+      return { local, batch, blocks: [afterLocal - start, (await fetched()) - afterLocal] };
+    });
+    expect(local).toBeNull();
+    expect(batch).toMatchObject({ changes: 3000, to_long_job: 3000, long_job_active: true });
+    // (counting the whole queue reads every page of it, each time)
+    expect(blocks[0], 'blocks the local path read').toBeLessThan(Number(pages) / 4);
+    expect(blocks[1], 'blocks the batch read').toBeLessThan(Number(pages) * 1.5);
+    await chunksToTheEnd();
     await expectTableMatches(state, 'after the job');
   });
 
