@@ -21,7 +21,7 @@ export interface PoolOptions {
    * A session setting: through a transaction pooler it would land on one
    * server session and pass to whichever client the pooler hands that
    * session next (see openApplicationPool). 'if-direct': on each connection
-   * that is a server session of its own, and on no other (pinIfDirect).
+   * that is a server session of its own, and on no other (pinSearchPath).
    */
   pinSearchPath?: boolean | 'if-direct';
   /** How long a query may wait for its answer (ms; default: no bound). */
@@ -38,7 +38,8 @@ export function openPool(url: string, options: PoolOptions = {}): ConnectionPool
   const settings = readUrlParameters(url);
   installDirectConnections();
   const pin = options.pinSearchPath ?? true;
-  return readingUrl(url, () => withConnectionSetUp(pin === 'if-direct' ? pinIfDirect : undefined, () => databases.default({
+  const setUp = pin === false ? undefined : (client: unknown) => pinSearchPath(client, pin === 'if-direct');
+  return readingUrl(url, () => withConnectionSetUp(setUp, () => databases.default({
     // (under allow and prefer the URL with its TLS parameters: the pool
     // reads a client certificate's files from it itself)
     connectionString: plan.plainIfRefused ? urlWithout(url, [NODE_PG_SSL_SWITCH]) : plan.url,
@@ -48,11 +49,6 @@ export function openPool(url: string, options: PoolOptions = {}): ConnectionPool
     // TLS as the URL's sslmode says, read as libpq reads it (tls.ts); the
     // pool's own 'prefer' is what falls back to plain text for allow and prefer.
     ssl: plan.tls === null ? 'disable' : plan.plainIfRefused ? 'prefer' : plan.tls,
-    // Pinned on every connection, so no statement permgraph sends can resolve
-    // a name to an object someone planted in public (a function taking
-    // text[] beats pg_catalog's polymorphic unnest wherever public is on the
-    // path). Applications name their own tables with their schema.
-    schema: pin === true ? PINNED_SEARCH_PATH : undefined,
     // What the URL says of connecting and keepalives (url-parameters.ts),
     // as every raw client takes it: by default a server gone without
     // closing the connection is noticed (the OS's probes start after
@@ -68,23 +64,36 @@ export function openPool(url: string, options: PoolOptions = {}): ConnectionPool
 }
 
 /**
- * Pins the search path (as `SET search_path`: for the session) only when
- * the server session that runs the statement is the one the connection
- * announced at its start (BackendKeyData): then nothing in between made
- * its own process id up, and the connection is direct. Through a pooler
- * the two differ, and nothing is set on the server session, which other
- * clients may be handed next. Asked and set in one statement, one round
- * trip, as a SET alone; every name in it is qualified (it runs on the
- * login's own path). A connection whose announced id is unknown (node-pg
- * keeps it elsewhere: another version) is left unpinned.
+ * Pins the search path of a new connection (as `SET search_path`: for the
+ * session), so that no statement permgraph sends can resolve a name to an
+ * object someone planted in public (a function taking text[] beats
+ * pg_catalog's polymorphic unnest wherever public is on the path).
+ * Applications name their own tables with their schema.
+ *
+ * onlyIfDirect: only when the server session that runs the statement is the
+ * one the connection announced at its start (BackendKeyData): then nothing
+ * in between made its own process id up, and the connection is direct.
+ * Through a pooler the two differ, and nothing is set on the server
+ * session, which other clients may be handed next. Asked and set in one
+ * statement, one round trip, as a SET alone. A connection whose announced
+ * id is unknown (node-pg keeps it elsewhere: another version) is left
+ * unpinned. Every name in either statement is qualified: it runs on the
+ * login's own path.
  */
-async function pinIfDirect(client: unknown): Promise<void> {
+async function pinSearchPath(client: unknown, onlyIfDirect: boolean): Promise<void> {
+  const queryable = client as { query(text: string, values: unknown[]): Promise<unknown> };
+  const path = PINNED_SEARCH_PATH.join(', ');
+  if (!onlyIfDirect) {
+    await queryable.query(PIN, [path]);
+    return;
+  }
   const announced = clientAnnouncedPid(client as object);
   if (announced === undefined) return;
-  await (client as { query(text: string, values: unknown[]): Promise<unknown> }).query(PIN_IF_DIRECT, [announced, PINNED_SEARCH_PATH.join(', ')]);
+  await queryable.query(PIN_IF_DIRECT, [announced, path]);
 }
 
 // (the path as SET writes it, its names being plain identifiers: current_setting shows the same)
+const PIN = "select pg_catalog.set_config('search_path', $1::pg_catalog.text, false)";
 const PIN_IF_DIRECT =
   'select case when pg_catalog.pg_backend_pid() operator(pg_catalog.=) $1::pg_catalog.int4 ' +
   "then pg_catalog.set_config('search_path', $2::pg_catalog.text, false) end as search_path";

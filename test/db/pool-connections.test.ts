@@ -1,6 +1,6 @@
 // How a pool opens its connections (src/db/pool-connections.ts): each host
 // of the URL once, in order, as libpq does; no pause before the first, no
-// second try of a login the server refused.
+// second try of a login the server refused; and the search path each is given.
 import { describe, expect, it } from 'vitest';
 import { openPool, sql } from '../../src/db/pool.ts';
 import { cleanUpAfter } from '../helpers/cleanup.ts';
@@ -46,5 +46,28 @@ describe("a pool's connections", async () => {
     ));
     expect(ports).toEqual([port, port, port]);
     expect(first.connections()).toBe(3);
+  });
+});
+
+describe("a pool's search path", async () => {
+  const { url } = await createTestDatabase();
+
+  it('is pinned on every connection by default, and left as the login has it when the caller says so', async () => {
+    const pathOf = async (pinSearchPath?: boolean) => {
+      const pool = openPool(url, { poolSize: 2, ...(pinSearchPath === undefined ? {} : { pinSearchPath }) });
+      try {
+        // (two connections at once: each is set up as it opens)
+        return await Promise.all([1, 2].map(() => pool.task(async (c) => {
+          const [row] = await c.query(sql`select current_setting('search_path') as path, pg_sleep(0.05)`);
+          return row.path as string;
+        })));
+      } finally {
+        await pool.dispose();
+      }
+    };
+    expect(await pathOf()).toEqual(['pg_catalog, pg_temp', 'pg_catalog, pg_temp']);
+    expect(await pathOf(true)).toEqual(['pg_catalog, pg_temp', 'pg_catalog, pg_temp']);
+    // (the server's default)
+    expect(await pathOf(false)).toEqual(['"$user", public', '"$user", public']);
   });
 });
