@@ -117,7 +117,7 @@ function backlogLimit(b: BacklogResult): string | null {
   if (!fresh || fresh.lag.p99 <= 1000) return null;
   const chunks = b.batches.chunks;
   const longest = b.batches.longestMs;
-  return `**Goal 5 for a backlog (writes during a catch-up, lag p99 ≤ 1 s).** A worker started on ${b.changes.toLocaleString('en-US')} queued changes ${chunks?.count ? `handed them to a long job and drained it in ${ms(b.drainMs)} (${chunks.count} chunks, the longest ${ms(chunks.maxMs)})` : `drained them in ${ms(b.drainMs)}`}; a write committed every ${fresh.intervalMs} ms meanwhile waited a median ${ms(fresh.lag.median)}, p99 ${ms(fresh.lag.p99)}. ${longest === undefined ? '' : `The longest batch is the one that takes the backlog, ${ms(longest)}: `}every write committed while it runs waits for it.${slowestWrite(b)} That batch leaves the change rows where they are, hidden from later batches, and keeps one row per changed edge's tail for their tokens (bench/FINDINGS.md 53; moving each row into the job's table took 8-14 s a million); what is left of it is two reads of the million rows (the count every batch makes, and one grouped by tail) and the walk up to the backlog's users. After it, a write waits for the batch that defers it and for the chunks of the users that it and the writes before it touch (oldest first), each chunk about the chunk bound or one user above half of it, recomputed from scratch (FINDINGS 52). Less would need that batch shorter still (the count and the grouped read are the rows' cost) or the writes' users recomputed without a chunk's bound.`;
+  return `**Goal 5 for a backlog (writes during a catch-up, lag p99 ≤ 1 s).** A worker started on ${b.changes.toLocaleString('en-US')} queued changes ${chunks?.count ? `handed them to a long job and drained it in ${ms(b.drainMs)} (${chunks.count} chunks, the longest ${ms(chunks.maxMs)})` : `drained them in ${ms(b.drainMs)}`}; a write committed every ${fresh.intervalMs} ms meanwhile waited a median ${ms(fresh.lag.median)}, p99 ${ms(fresh.lag.p99)}. ${longest === undefined ? '' : `The longest batch is the one that takes the backlog, ${ms(longest)}: `}every write committed while it runs waits for it.${slowestWrite(b)} That batch leaves the change rows where they are, hidden from later batches, and keeps one row per changed edge's tail for their tokens (bench/FINDINGS.md 53; moving each row into the job's table took 8-14 s a million); it reads them once, grouped by tail, having counted the queue only up to the batch's limit (FINDINGS 54), and walks up to the backlog's users. After it, a write waits for the batch that defers it and for the chunks of the users that it and the writes before it touch (oldest first), each chunk about the chunk bound or one user above half of it, recomputed from scratch (FINDINGS 52). Such a user's rows, rewritten with all the backlog changed in them, take a chunk of their own, and while most users wait for the job nearly every write touches one. Less would need those rows written cheaper (inserting them into the table's two indexes is most of a chunk) or a write's own pairs made right before its users' other rows.`;
 }
 
 /** Where the slowest fresh write of a catch-up waited, from the run's timeline (empty when the run has none). */
@@ -127,7 +127,14 @@ function slowestWrite(b: BacklogResult): string {
   if (!writes?.length || !took) return '';
   const [at, lag] = writes.reduce((worst, w) => (w[1] > worst[1] ? w : worst));
   const [tookEnded] = took;
-  if (at > tookEnded) return ` The slowest write, committed ${ms(at)} after the worker started, waited ${ms(lag)}, after that batch.`;
+  if (at > tookEnded) {
+    // (what the worker ran between its commit and its token applied: the
+    // first of them may have started before the commit)
+    const meanwhile = (b.timeline ?? []).filter(([ended]) => ended > at && ended <= at + lag);
+    const of = (kind: string) => meanwhile.filter(([, step]) => step === kind);
+    const total = (steps: typeof meanwhile) => ms(steps.reduce((sum, [, , took]) => sum + took, 0));
+    return ` The slowest write, committed ${ms(at)} after the worker started, after that batch, waited ${ms(lag)}: meanwhile the worker ended ${of('chunk').length} chunks (${total(of('chunk'))} in all) and ${of('batch').length} batches (${total(of('batch'))}).`;
+  }
   return ` The slowest write, committed ${ms(at)} after the worker started, waited ${ms(lag)}: ${ms(tookEnded - at)} for that batch, then ${ms(at + lag - tookEnded)} for the batch that deferred it and the chunks of its users.`;
 }
 
