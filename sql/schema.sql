@@ -182,14 +182,8 @@ view permgraph._computed_rows_expiring
     level,
     (traverse_until IS NOT NULL) AS traverse_owned,
     permgraph._valid_until(level, until1, until2, until3, traverse_until) AS valid_until,
-        CASE
-            WHEN ((node_kind = 'group'::text) AND (level >= 2) AND (until1 > until2)) THEN until1
-            ELSE NULL::timestamp with time zone
-        END AS bound1,
-        CASE
-            WHEN ((node_kind = 'group'::text) AND (level = 3) AND (until2 > until3)) THEN until2
-            ELSE NULL::timestamp with time zone
-        END AS bound2
+    permgraph._level_bound(node_kind, level, 1, until1, until2) AS bound1,
+    permgraph._level_bound(node_kind, level, 2, until2, until3) AS bound2
    FROM per_pair;
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
 
@@ -2040,8 +2034,8 @@ begin
   )
   select user_id, target_id, level, traverse_until is not null,
          permgraph._valid_until(level, until1, until2, until3, traverse_until),
-         case when node_kind = 'group' and level >= 2 and until1 > until2 then until1 end,
-         case when node_kind = 'group' and level = 3 and until2 > until3 then until2 end
+         permgraph._level_bound(node_kind, level, 1, until1, until2),
+         permgraph._level_bound(node_kind, level, 2, until2, until3)
   from per_pair;
   get diagnostics computed = row_count;
   if computed > 200 then  -- (see _build_region)
@@ -2091,8 +2085,8 @@ begin
   )
   select user_id, target_id, level, traverse_until is not null,
          permgraph._valid_until(level, until1, until2, until3, traverse_until),
-         case when node_kind = 'group' and level >= 2 and until1 > until2 then until1 end,
-         case when node_kind = 'group' and level = 3 and until2 > until3 then until2 end
+         permgraph._level_bound(node_kind, level, 1, until1, until2),
+         permgraph._level_bound(node_kind, level, 2, until2, until3)
   from per_pair;
   get diagnostics computed = row_count;
   return computed;
@@ -3712,6 +3706,13 @@ CREATE OR REPLACE FUNCTION permgraph._last_change_seq()
  LANGUAGE sql
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$ select case when s.is_called then s.last_value else 0 end from permgraph.permission_changes_seq s $function$;
+
+-- permgraph._level_bound(text,smallint,integer,timestamp with time zone,timestamp with time zone): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._level_bound(p_node_kind text, p_level smallint, p_of_level integer, p_until_of timestamp with time zone, p_until_above timestamp with time zone)
+ RETURNS timestamp with time zone
+ LANGUAGE sql
+ IMMUTABLE
+RETURN CASE WHEN ((p_node_kind = 'group'::text) AND (p_level > p_of_level) AND (p_until_of > p_until_above)) THEN p_until_of ELSE NULL::timestamp with time zone END;
 
 -- permgraph._listing_owners(text,integer,text[],bigint): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._listing_owners(p_user_id text, p_level integer, p_gone text[], p_limit bigint, OUT owners text[], OUT rows_read bigint)

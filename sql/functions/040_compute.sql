@@ -56,6 +56,15 @@ language sql immutable
 return nullif(least(case p_level when 3 then p_until3 when 2 then p_until2 else p_until1 end, p_traverse_until),
               'infinity'::timestamptz);
 
+-- What permission_bounds keeps of a group row for a level below its own
+-- (p_of_level, 1 or 2): until when that level holds (p_until_of), when it
+-- outlasts the level above it (p_until_above); null otherwise. Every
+-- computation of rows writes its bound1 and bound2 with it.
+create or replace function permgraph._level_bound(p_node_kind text, p_level smallint, p_of_level integer,
+                                                  p_until_of timestamptz, p_until_above timestamptz) returns timestamptz
+language sql immutable
+return case when p_node_kind = 'group' and p_level > p_of_level and p_until_of > p_until_above then p_until_of end;
+
 -- Every row of the table at the time in setting permgraph.compute_at
 -- (set for the transaction by _compute_at below), in one
 -- statement (one snapshot). First the closure of every group a user enters
@@ -120,8 +129,8 @@ create or replace view permgraph._computed_rows_expiring as
   )
   select user_id, target_id, level, traverse_until is not null as traverse_owned,
          permgraph._valid_until(level, until1, until2, until3, traverse_until) as valid_until,
-         case when node_kind = 'group' and level >= 2 and until1 > until2 then until1 end as bound1,
-         case when node_kind = 'group' and level = 3 and until2 > until3 then until2 end as bound2
+         permgraph._level_bound(node_kind, level, 1, until1, until2) as bound1,
+         permgraph._level_bound(node_kind, level, 2, until2, until3) as bound2
   from per_pair;
 
 -- The same computation when no edge expires: every time is 'infinity', so

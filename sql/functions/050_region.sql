@@ -243,8 +243,8 @@ begin
   )
   select user_id, target_id, level, traverse_until is not null,
          permgraph._valid_until(level, until1, until2, until3, traverse_until),
-         case when node_kind = 'group' and level >= 2 and until1 > until2 then until1 end,
-         case when node_kind = 'group' and level = 3 and until2 > until3 then until2 end
+         permgraph._level_bound(node_kind, level, 1, until1, until2),
+         permgraph._level_bound(node_kind, level, 2, until2, until3)
   from per_pair;
   get diagnostics computed = row_count;
   if computed > 200 then  -- (see _build_region)
