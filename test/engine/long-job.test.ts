@@ -17,7 +17,7 @@ import type { RefGraph } from '../reference/model.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { countPendingChanges, graphArbitrary, loadGraph, PAST, readPermissions, readTrashedGroups } from '../helpers/graph.ts';
-import { expiringMutationArbitrary, grantKey, GraphState, mutationArbitrary, type Mutation } from '../helpers/mutations.ts';
+import { expiringMutationArbitrary, GraphState, mutationArbitrary, type Mutation } from '../helpers/mutations.ts';
 
 type Row = model.PermissionRow;
 const key = (r: Pick<Row, 'userId' | 'targetId'>) => `${r.userId}\u0000${r.targetId}`;
@@ -378,33 +378,6 @@ describe('long jobs: huge regions applied in chunks', async () => {
     await expectTableMatches(state, 'after the TRUNCATE');
   });
 
-  it('a backlog is read whole once: the local path counts no further than it takes, and the batch that takes the backlog reads it once more', async () => {
-    const objects = Array.from({ length: 3000 }, (_, i) => o(`f${i}`));
-    const state = await start({ nodes: [u('erin'), ...objects], grants: [] });
-    await db.query(sql`insert into permgraph.grants (tail_id, head_id, level) select 'erin', 'f' || i, 1 from generate_series(0, 2999) i`);
-    for (const x of objects) state.grants.set(grantKey(grant('erin', 1, x.id)), grant('erin', 1, x.id));
-    const [{ pages }] = await db.query(sql`select pg_relation_size('permgraph.changes') / current_setting('block_size')::int as pages`);
-    expect(Number(pages)).toBeGreaterThan(20);
-    // As a worker session applies: the local path first, then the batch.
-    const { local, batch, blocks } = await db.tx(async (tx) => {
-      await tx.query(sql`set local permgraph.split_mixed_batches = on`);
-      // (in a transaction, so that the blocks fetched can be read before commit)
-      const fetched = async () => Number((await tx.query(sql`select pg_stat_get_xact_blocks_fetched('permgraph.changes'::regclass) as n`))[0].n);
-      const start = await fetched();
-      const [{ local }] = await tx.query(sql`select permgraph.apply_local_changes(p_max_changes => 100, p_chunk_pairs => 1000) as local`);
-      const afterLocal = await fetched();
-      const [{ batch }] = await tx.query(sql`select permgraph.apply_changes(p_max_changes => 100, p_chunk_pairs => 1000) as batch`);
-      return { local, batch, blocks: [afterLocal - start, (await fetched()) - afterLocal] };
-    });
-    expect(local).toBeNull();
-    expect(batch).toMatchObject({ changes: 3000, to_long_job: 3000, long_job_active: true });
-    // (counting the whole queue reads every page of it, each time)
-    expect(blocks[0], 'blocks the local path read').toBeLessThan(Number(pages) / 4);
-    expect(blocks[1], 'blocks the batch read').toBeLessThan(Number(pages) * 1.5);
-    await chunksToTheEnd();
-    await expectTableMatches(state, 'after the job');
-  });
-
   it('a second backlog while the first is held: tokens applied stay applied, and the tails it takes again wait anew', async () => {
     const members = Array.from({ length: 6 }, (_, i) => u(`m${i}`));
     const state = await start({ nodes: [...members, g('team'), g('side'), g('other')], grants: members.map((m) => grant(m.id, 1, 'team')) });
@@ -670,7 +643,12 @@ describe('long jobs: huge regions applied in chunks', async () => {
         await expectTableMatches(state, log.join('; '));
         expect((await verify(db)).differences, log.join('; ')).toEqual([]);
       }),
-      { numRuns },
+      // Within the test's timeout (120 s; these runs take 5-25 s): a failure
+      // whose shrinking would outlast it is reported with the counterexample
+      // shrunk so far, where a timeout said nothing of it, and left a run
+      // writing to the database while the next test ran (twice in CI, the
+      // second test then failing on the first one's writes).
+      { numRuns, plugins: [fc.interruptAfterTimeLimit(90_000, { failOnInterrupt: true })] },
     );
     return { jobs, deferredBatches, backlogs, released };
   }

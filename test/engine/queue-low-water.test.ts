@@ -5,11 +5,12 @@
 // running when a batch took its snapshot, and commits after it, is applied
 // by the next batch on every path (against the reference model); and a
 // batch after many applied changes (dead rows, autovacuum off) does not
-// read them.
+// read them, nor a backlog more often than once.
 import { describe, expect, it } from 'vitest';
 import type { SQLQuery } from '@databases/pg';
 import { sql } from '../../src/db/pool.ts';
 import { applyChanges, applyChangesOnSession, refresh, resetWorkerSession, useWorkerSession } from '../../src/engine/apply.ts';
+import { applyJobChunk } from '../../src/engine/long-job.ts';
 import * as model from '../reference/model.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
@@ -124,5 +125,34 @@ describe('the change queue is read from its low-water mark', async () => {
     expect(blocks).toBeLessThan(Number(pages));
     await db.query(sql`delete from permgraph.long_job`);
     await refresh(db);
+  });
+
+  it('a backlog is read whole once: the local path counts no further than it takes, and the batch that takes the backlog reads it once more', async () => {
+    const objects = Array.from({ length: 3000 }, (_, i) => o(`h${i}`));
+    const state = new GraphState({ nodes: [u('gus'), ...objects], grants: [] });
+    await loadGraph(db, state.snapshot());
+    await refresh(db);
+    await db.query(sql`insert into permgraph.grants (tail_id, head_id, level) select 'gus', 'h' || i, 1 from generate_series(0, 2999) i`);
+    for (const x of objects) state.grants.set(grantKey(grant('gus', 1, x.id)), grant('gus', 1, x.id));
+    const [{ pages }] = await db.query(sql`select pg_relation_size('permgraph.changes') / current_setting('block_size')::int as pages`);
+    expect(Number(pages)).toBeGreaterThan(20);
+    // As a worker session applies: the local path first, then the batch.
+    const { local, batch, blocks } = await db.tx(async (tx) => {
+      await tx.query(sql`set local permgraph.split_mixed_batches = on`);
+      const fetched = async () => Number((await tx.query(sql`select pg_stat_get_xact_blocks_fetched('permgraph.changes'::regclass) as n`))[0].n);
+      const start = await fetched();
+      const [{ local }] = await tx.query(sql`select permgraph.apply_local_changes(p_max_changes => 100, p_chunk_pairs => 1000) as local`);
+      const afterLocal = await fetched();
+      const [{ batch }] = await tx.query(sql`select permgraph.apply_changes(p_max_changes => 100, p_chunk_pairs => 1000) as batch`);
+      return { local, batch, blocks: [afterLocal - start, (await fetched()) - afterLocal] };
+    });
+    expect(local).toBeNull();
+    expect(batch).toMatchObject({ changes: 3000, to_long_job: 3000, long_job_active: true });
+    // (counting the whole queue reads every page of it, each time)
+    expect(blocks[0], 'blocks the local path read').toBeLessThan(Number(pages) / 4);
+    expect(blocks[1], 'blocks the batch read').toBeLessThan(Number(pages) * 1.5);
+    for (let chunks = 0; !(await applyJobChunk(db)).finished; chunks++) expect(chunks).toBeLessThan(20);
+    expect(await countPendingChanges(db)).toBe(0);
+    expect(await readPermissions(db)).toEqual(model.computePermissions(state.snapshot()));
   });
 });
