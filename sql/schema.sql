@@ -4831,8 +4831,11 @@ begin
   with recursive removed_into as (
     select coalesce(jsonb_object_agg(r.head_id, r.tails), '{}') as by_head
     from (select c.head_id, jsonb_agg(jsonb_build_array(c.tail_id, c.tail_kind)) as tails
-          from permgraph._batch_changes c
-          where c.old_level is not null and not c.trash_changed and c.tail_kind <> '*'
+          from (select b.tail_id, b.head_id, b.tail_kind, b.old_level from permgraph._batch_changes b where not b.trash_changed
+                union all
+                -- (the job's own: few, a big change's rows)
+                select j.tail_id, j.head_id, j.tail_kind, j.old_level from permgraph.long_job_changes j where not j.deferred) c
+          where c.old_level is not null and c.tail_kind <> '*'
             and not exists (select 1 from permgraph.edges e where e.tail_id = c.tail_id and e.head_id = c.head_id)
           group by c.head_id) r
   ), up(origin, node_id, node_kind) as (

@@ -120,15 +120,25 @@ end $$;
 -- backlog to a job: gathered by head into one object, looked up by key at
 -- each step (as in _build_region: a CTE scanned at every step made a walk
 -- quadratic).
--- The edges that a running job's changes removed are not walked (until
--- migration 058 they were, by head). A user who reaches p_tails only
--- through one of them was upstream of that change's tail when the job took
--- it, so joined D then: it is in D still, or a chunk has recomputed it from
--- a graph without the edge. Either way a change out of p_tails does not
--- affect its rows (the graph lacks the edge before and after that change),
--- and what its rows still owe the job's change, that change's token waits
--- for (freshness, at the top of this file). Walking them found no user
--- that D does not hold already, and a backlog's were up to a million rows.
+-- The edges that the job's own changes removed (long_job_changes, not
+-- deferred: a big change _split_off_long_job moved) are walked too. The
+-- batch that splits one off defers the changes it keeps that touch the
+-- job's users, and those may have been committed before the big change: a
+-- revoke g6 -> u4, then the deletion of g10, which u2 reached g6 through.
+-- The revoke took (u2, u4) away while g10 was there, so its token must wait
+-- for u2's chunk; the walk up from g6 without g10's edges does not reach
+-- u2, and the token was let go with u2's row still there (found by a
+-- property of test/engine/long-job.test.ts; from migration 058 until then
+-- none of them was walked). The edges a backlog's changes removed are not
+-- walked (those of one moved here before migration 058 are): a
+-- backlog is every change its batch sees, so the changes deferred behind
+-- it were all committed after it. A user who reaches p_tails only through
+-- such an edge joined D when the job took the backlog; it is in D still,
+-- or a chunk has recomputed it from a graph without the edge. Either way a
+-- change out of p_tails does not affect its rows (the graph lacked the
+-- edge before that change and after), and what its rows still owe the
+-- backlog, the backlog's tokens wait for (freshness, at the top of this
+-- file). A backlog's were up to a million rows.
 create or replace function permgraph._upstream_users(p_tails text[], p_kinds text[])
 returns table (o_origin text, o_user_id text)
 language plpgsql
@@ -144,8 +154,11 @@ begin
   with recursive removed_into as (
     select coalesce(jsonb_object_agg(r.head_id, r.tails), '{}') as by_head
     from (select c.head_id, jsonb_agg(jsonb_build_array(c.tail_id, c.tail_kind)) as tails
-          from permgraph._batch_changes c
-          where c.old_level is not null and not c.trash_changed and c.tail_kind <> '*'
+          from (select b.tail_id, b.head_id, b.tail_kind, b.old_level from permgraph._batch_changes b where not b.trash_changed
+                union all
+                -- (the job's own: few, a big change's rows)
+                select j.tail_id, j.head_id, j.tail_kind, j.old_level from permgraph.long_job_changes j where not j.deferred) c
+          where c.old_level is not null and c.tail_kind <> '*'
             and not exists (select 1 from permgraph.edges e where e.tail_id = c.tail_id and e.head_id = c.head_id)
           group by c.head_id) r
   ), up(origin, node_id, node_kind) as (

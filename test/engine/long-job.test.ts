@@ -462,6 +462,37 @@ describe('long jobs: huge regions applied in chunks', async () => {
     await expectTableMatches(state, 'after the job');
   });
 
+  it("a change committed before a big one split off in the same batch waits for the users it reached through the big one's removed edges", async () => {
+    // u1 and u2 see doc and log through team -> hub. The revoke of hub ->
+    // doc takes (u1, doc) and (u2, doc) away; the deletion of team,
+    // committed after it, removes team -> hub, a region of 2 users x 2
+    // nodes (hub, log), above the bound of 3: the batch moves it into a job
+    // and keeps the revoke (2 pairs), whose users it reached through
+    // team -> hub.
+    const state = await start({
+      nodes: [u('u1'), u('u2'), g('team'), g('hub'), o('doc'), o('log')],
+      grants: [grant('u1', 1, 'team'), grant('u2', 1, 'team'), grant('team', 1, 'hub'), grant('hub', 1, 'doc'), grant('hub', 1, 'log')],
+    });
+    const revoke = await commitGrant(state, 'hub', 'doc', 0);
+    const before = rowsByPair(model.computePermissions(state.snapshot()));
+    const deletion = await db.tx(async (tx) => {
+      await tx.query(sql`delete from permgraph.nodes where id = 'team'`);
+      return currentToken(tx);
+    });
+    state.nodes.delete('team');
+    for (const [k, v] of state.grants) if (v.tailId === 'team' || v.headId === 'team') state.grants.delete(k);
+    const after = rowsByPair(model.computePermissions(state.snapshot()));
+    const committed = [revoke, { token: deletion, description: 'delete team', affected: new Set([...before.keys(), ...after.keys()].filter((k) => before.get(k) !== after.get(k))) }];
+    const batch = await applyChanges(db, { chunkPairs: 3 });
+    // (u1 and u2 still hold their rows on doc: the revoke waits for their chunks)
+    expect(await expectTokensHonest(state, committed, 'split off')).not.toContain(revoke.token);
+    // (deferred: the revoke, and the deletion's edges out of u1 and u2, which stay in the batch)
+    expect(batch).toMatchObject({ mode: 'incremental', toLongJob: 1, deferred: 3 });
+    await chunksToTheEnd();
+    expect((await expectTokensHonest(state, committed, 'job done')).size).toBe(2);
+    await expectTableMatches(state, 'after the job');
+  });
+
   it('a full recomputation ends a running job', async () => {
     const members = Array.from({ length: 6 }, (_, i) => u(`m${i}`));
     const state = await start({
