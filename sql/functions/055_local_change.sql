@@ -78,11 +78,11 @@ as $$
 declare
   pending bigint;
   full_asked boolean;
+  local_limit bigint := least(p_max_changes, permgraph._local_change_max_changes());
 begin
   -- (counted up to the limit: a backlog is not read whole here)
-  select p.pending, p.needs_full into pending, full_asked
-  from permgraph._pending_changes(least(p_max_changes, permgraph._local_change_max_changes())) p;
-  if pending between 1 and least(p_max_changes, permgraph._local_change_max_changes())
+  select p.pending, p.needs_full into pending, full_asked from permgraph._pending_changes(local_limit) p;
+  if pending between 1 and local_limit
      and not full_asked and permgraph._local_change_exact() then
     return pending;
   end if;
