@@ -17,7 +17,7 @@ import type { RefGraph } from '../reference/model.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { countPendingChanges, graphArbitrary, loadGraph, PAST, readPermissions, readTrashedGroups } from '../helpers/graph.ts';
-import { expiringMutationArbitrary, GraphState, mutationArbitrary, type Mutation } from '../helpers/mutations.ts';
+import { expiringMutationArbitrary, grantKey, GraphState, mutationArbitrary, type Mutation } from '../helpers/mutations.ts';
 
 type Row = model.PermissionRow;
 const key = (r: Pick<Row, 'userId' | 'targetId'>) => `${r.userId}\u0000${r.targetId}`;
@@ -118,7 +118,7 @@ describe('long jobs: huge regions applied in chunks', async () => {
     if (level === 0) {
       for (const [k, v] of state.grants) if (v.tailId === tail && v.headId === head) state.grants.delete(k);
     } else {
-      state.grants.set(`${tail}\u0000${head}\u0000default`, grant(tail, level, head));
+      state.grants.set(grantKey(grant(tail, level, head)), grant(tail, level, head));
     }
     const after = rowsByPair(model.computePermissions(state.snapshot()));
     const affected = new Set([...before.keys(), ...after.keys()].filter((k) => before.get(k) !== after.get(k)));
@@ -337,7 +337,7 @@ describe('long jobs: huge regions applied in chunks', async () => {
       expect(running, 'the batch saw the writer running').toBe(true);
       return token;
     });
-    state.grants.set(`late\u0000extra\u0000default`, grant('late', 2, 'extra'));
+    state.grants.set(grantKey(grant('late', 2, 'extra')), grant('late', 2, 'extra'));
     expect(await applyChanges(db, { chunkPairs: 30 })).toMatchObject({ mode: 'incremental', changes: 1, deferred: 0 });
     expect(await isApplied(db, lateToken)).toBe(true);
     // (the job's last chunk deletes its four rows, and none of late's)
@@ -474,15 +474,9 @@ describe('long jobs: huge regions applied in chunks', async () => {
       grants: [grant('u1', 1, 'team'), grant('u2', 1, 'team'), grant('team', 1, 'hub'), grant('hub', 1, 'doc'), grant('hub', 1, 'log')],
     });
     const revoke = await commitGrant(state, 'hub', 'doc', 0);
-    const before = rowsByPair(model.computePermissions(state.snapshot()));
-    const deletion = await db.tx(async (tx) => {
-      await tx.query(sql`delete from permgraph.nodes where id = 'team'`);
-      return currentToken(tx);
-    });
-    state.nodes.delete('team');
-    for (const [k, v] of state.grants) if (v.tailId === 'team' || v.headId === 'team') state.grants.delete(k);
-    const after = rowsByPair(model.computePermissions(state.snapshot()));
-    const committed = [revoke, { token: deletion, description: 'delete team', affected: new Set([...before.keys(), ...after.keys()].filter((k) => before.get(k) !== after.get(k))) }];
+    // (team, the third node)
+    const committed = [revoke, await commit(state, { type: 'deleteNode', pick: 2 })];
+    expect(committed[1]!.description).toBe('delete team');
     const batch = await applyChanges(db, { chunkPairs: 3 });
     // (u1 and u2 still hold their rows on doc: the revoke waits for their chunks)
     expect(await expectTokensHonest(state, committed, 'split off')).not.toContain(revoke.token);
@@ -503,7 +497,7 @@ describe('long jobs: huge regions applied in chunks', async () => {
       await tx.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('team', 'parent', 3)`);
       return { token: await currentToken(tx) };
     });
-    state.grants.set('team\u0000parent\u0000default', grant('team', 3, 'parent'));
+    state.grants.set(grantKey(grant('team', 3, 'parent')), grant('team', 3, 'parent'));
     expect(await applyChanges(db, { chunkPairs: 4 })).toMatchObject({ longJobActive: true });
     expect(await isApplied(db, token)).toBe(false);
     await refresh(db);
