@@ -4816,6 +4816,31 @@ CREATE OR REPLACE FUNCTION permgraph._stored_oids_foreign()
  STABLE
 RETURN CASE WHEN permgraph._home_cluster() THEN false ELSE (NOT permgraph._recorded_oids_hold()) END;
 
+-- permgraph._trim_chunk_step(text[],bigint): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._trim_chunk_step(p_users text[], p_room bigint, OUT kept text[], OUT kept_rows bigint, OUT dropped_pairs bigint)
+ RETURNS record
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+AS $function$
+begin
+  select coalesce(array_agg(r.user_id order by r.ord) filter (where r.fits), '{}'),
+         coalesce(sum(r.size) filter (where r.fits), 0)
+  into kept, kept_rows
+  from (
+    select s.user_id, s.ord, s.size,
+           coalesce(sum(s.size) over (order by s.ord rows between unbounded preceding and 1 preceding), 0) < p_room as fits
+    from (
+      select u.user_id, u.ord,
+             greatest((select count(*) from pg_temp.permgraph_rows w where w.user_id = u.user_id),
+                      (select count(*) from permgraph.permissions p where p.user_id = u.user_id)) as size
+      from unnest(p_users) with ordinality u(user_id, ord)
+    ) s
+  ) r;
+  delete from pg_temp.permgraph_rows w where w.user_id = any(p_users) and w.user_id <> all(kept);
+  get diagnostics dropped_pairs = row_count;
+end $function$;
+
 -- permgraph._upstream_users(text[],text[]): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._upstream_users(p_tails text[], p_kinds text[])
  RETURNS TABLE(o_origin text, o_user_id text)
@@ -5407,6 +5432,8 @@ declare
   last_round bigint := -1;
   take bigint := 1;
   measured bigint := 0;
+  step_rows bigint;
+  trimmed boolean;
   pairs bigint := 0;
   diff record;
   remaining bigint;
@@ -5446,12 +5473,20 @@ begin
     end if;
     exit when next_users is null;
     computed := permgraph._compute_users(next_users, batch_at);
-    pairs := pairs + computed;
     -- (the rows the chunk writes: the computed ones, or the stored ones it
     -- deletes, when there are more, as for users a backlog took out of a
     -- big group)
-    measured := measured + greatest(computed, (select count(*) from permgraph.permissions p where p.user_id = any(next_users)));
+    step_rows := greatest(computed, (select count(*) from permgraph.permissions p where p.user_id = any(next_users)));
+    -- (a chunk's first step is one user, kept whatever its size)
+    trimmed := cardinality(chunk_users) > 0 and measured + step_rows > bound;
+    if trimmed then
+      select t.kept, t.kept_rows, computed - t.dropped_pairs into next_users, step_rows, computed
+      from permgraph._trim_chunk_step(next_users, bound - measured) t;
+    end if;
+    pairs := pairs + computed;
+    measured := measured + step_rows;
     chunk_users := chunk_users || next_users;
+    exit when trimmed;
     last_user := next_users[cardinality(next_users)];
     last_round := coalesce(next_rounds[cardinality(next_rounds)], last_round);
     take := least(cardinality(chunk_users),

@@ -691,6 +691,39 @@ begin
   return deferred_rows + backlog_rows + moved_rows;
 end $$;
 
+-- The users a chunk keeps of its last step: of p_users, computed in that
+-- order into pg_temp.permgraph_rows, each one that starts while the rows
+-- (computed, or stored when more) of those before it are below p_room:
+-- those that fit, and the first that does not. The others' computed rows
+-- are dropped, and left to the next chunk, which computes them again.
+-- Dropping that first one too would bound a chunk by its bound alone, but
+-- after a backlog it made the catch-up 20-40% longer (its walk done twice
+-- for every heavy user a step met after another), against 0-20% for this
+-- (bench/FINDINGS.md 56).
+create or replace function permgraph._trim_chunk_step(p_users text[], p_room bigint,
+  out kept text[], out kept_rows bigint, out dropped_pairs bigint)
+language plpgsql
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
+begin
+  select coalesce(array_agg(r.user_id order by r.ord) filter (where r.fits), '{}'),
+         coalesce(sum(r.size) filter (where r.fits), 0)
+  into kept, kept_rows
+  from (
+    select s.user_id, s.ord, s.size,
+           coalesce(sum(s.size) over (order by s.ord rows between unbounded preceding and 1 preceding), 0) < p_room as fits
+    from (
+      select u.user_id, u.ord,
+             greatest((select count(*) from pg_temp.permgraph_rows w where w.user_id = u.user_id),
+                      (select count(*) from permgraph.permissions p where p.user_id = u.user_id)) as size
+      from unnest(p_users) with ordinality u(user_id, ord)
+    ) s
+  ) r;
+  delete from pg_temp.permgraph_rows w where w.user_id = any(p_users) and w.user_id <> all(kept);
+  get diagnostics dropped_pairs = row_count;
+end $$;
+
 -- Applies one chunk of the running long job, in the caller's transaction
 -- (REPEATABLE READ, as apply_changes): recomputes every row of the next
 -- users of the job, from the graph at p_at (default: the clock), writing
@@ -701,7 +734,12 @@ end $$;
 -- far, at most as many again as it has. Sized in advance from the pairs
 -- per user of earlier chunks, chunks ran to 3-5 times the bound after a
 -- backlog (users' rows as stored leave out what the backlog adds, and
--- differ a hundredfold: bench/FINDINGS.md 52). Users a deferred change
+-- differ a hundredfold: bench/FINDINGS.md 52). Grown that way, a chunk
+-- still ran to 43,000 pairs (0.8 s on org large) when its last step took
+-- three of the heavy users (bench/FINDINGS.md 56): a step that takes the
+-- chunk past its bound keeps the users up to the first that does not fit
+-- (_trim_chunk_step), so a chunk holds at most its bound and one user.
+-- Users a deferred change
 -- touches (wanted) come first, earliest round first, and alone: a chunk of
 -- them is over sooner, and each round's deferred changes are let go, their
 -- tokens applied, once its users and the earlier rounds' are done. After
@@ -730,6 +768,8 @@ declare
   last_round bigint := -1;
   take bigint := 1;
   measured bigint := 0;
+  step_rows bigint;
+  trimmed boolean;
   pairs bigint := 0;
   diff record;
   remaining bigint;
@@ -769,12 +809,20 @@ begin
     end if;
     exit when next_users is null;
     computed := permgraph._compute_users(next_users, batch_at);
-    pairs := pairs + computed;
     -- (the rows the chunk writes: the computed ones, or the stored ones it
     -- deletes, when there are more, as for users a backlog took out of a
     -- big group)
-    measured := measured + greatest(computed, (select count(*) from permgraph.permissions p where p.user_id = any(next_users)));
+    step_rows := greatest(computed, (select count(*) from permgraph.permissions p where p.user_id = any(next_users)));
+    -- (a chunk's first step is one user, kept whatever its size)
+    trimmed := cardinality(chunk_users) > 0 and measured + step_rows > bound;
+    if trimmed then
+      select t.kept, t.kept_rows, computed - t.dropped_pairs into next_users, step_rows, computed
+      from permgraph._trim_chunk_step(next_users, bound - measured) t;
+    end if;
+    pairs := pairs + computed;
+    measured := measured + step_rows;
     chunk_users := chunk_users || next_users;
+    exit when trimmed;
     last_user := next_users[cardinality(next_users)];
     last_round := coalesce(next_rounds[cardinality(next_rounds)], last_round);
     take := least(cardinality(chunk_users),

@@ -439,6 +439,33 @@ describe('long jobs: huge regions applied in chunks', async () => {
     await expectTableMatches(state, 'after the job');
   });
 
+  it('a chunk keeps its last step up to the first user past its bound, and leaves the rest to the next chunk', async () => {
+    // Four light users (a club with nothing under it: 2 rows each), then
+    // six heavy ones (a team owning 30 groups: 32 rows each), all joining
+    // in the backlog. A bound of 100 grows a chunk by 1, 1, 2, then 4
+    // users: the four light ones hold 8 rows, and the next four heavy ones
+    // 128; the third of those starts at 72 rows and ends past the bound,
+    // and the fourth is left to the next chunk.
+    const light = Array.from({ length: 4 }, (_, i) => u(`l${i}`));
+    const heavy = Array.from({ length: 6 }, (_, i) => u(`n${i}`));
+    const state = await start({
+      nodes: [...light, ...heavy, g('club'), g('team'), ...Array.from({ length: 30 }, (_, i) => g(`t${i}`, 'team'))],
+      grants: [],
+    });
+    const committed = [];
+    for (const l of light) committed.push(await commitGrant(state, l.id, 'club', 1));
+    for (const n of heavy) committed.push(await commitGrant(state, n.id, 'team', 1));
+    expect(await applyChanges(db, { maxChanges: 3, chunkPairs: 100 })).toMatchObject({ toLongJob: 10 });
+    const chunks = await chunksToTheEnd();
+    expect(chunks.map((c) => [c.users, c.regionPairs, c.inserted])).toEqual([
+      [7, 104, 97], // l0-l3, n0-n2 (a user's own row is stored already)
+      [3, 96, 93], // n3-n5: one at a time from here, at the mean so far
+      [0, 0, 0], // the backlog's rows deleted from the queue
+    ]);
+    expect((await expectTokensHonest(state, committed, 'job done')).size).toBe(committed.length);
+    await expectTableMatches(state, 'after the job');
+  });
+
   it("a change that reaches the job's users through the job's own edge waits until each of them is recomputed", async () => {
     const members = Array.from({ length: 4 }, (_, i) => u(`m${i}`));
     const state = await start({
