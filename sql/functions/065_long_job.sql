@@ -697,8 +697,8 @@ end $$;
 -- those that fit, and the first that does not. The others' computed rows
 -- are dropped, and left to the next chunk, which computes them again.
 -- Dropping that first one too would bound a chunk by its bound alone, but
--- after a backlog it made the catch-up 20-40% longer (its walk done twice
--- for every heavy user a step met after another), against 0-20% for this
+-- after a backlog it made the catch-up 17-62% longer (its walk done twice
+-- for every heavy user a step met after another), against up to 25% for this
 -- (bench/FINDINGS.md 56).
 create or replace function permgraph._trim_chunk_step(p_users text[], p_room bigint,
   out kept text[], out kept_rows bigint, out dropped_pairs bigint)
