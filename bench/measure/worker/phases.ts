@@ -100,7 +100,7 @@ export interface BacklogResult {
 }
 
 /** How often a fresh change is committed while a backlog drains. */
-const FRESH_INTERVAL_MS = 250;
+export const FRESH_INTERVAL_MS = 250;
 
 /** What a fresh writer needs: the churn and where in it the rate phases stopped. */
 export interface FreshWrites {
@@ -188,6 +188,13 @@ export async function offerRate(writers: ConnectionPool, observer: Queryable, ch
   };
 }
 
+/** No change waits: queued, or held by a long job (its backlog's rows included, until the job's last chunks delete them). */
+export async function backlogDrained(db: Queryable): Promise<boolean> {
+  const [row] = await db.query(sql`
+    select not exists (select 1 from permgraph.changes) and not exists (select 1 from permgraph.long_job_changes) as empty`);
+  return row.empty;
+}
+
 export async function drainBacklog(url: string, db: Queryable, plan: WorkerPlan, chunkPairs: number | null, freshWrites: FreshWrites): Promise<BacklogResult> {
   const commitStarted = performance.now();
   const committed = await commitBacklog(db, plan.backlog, plan.backlogKept);
@@ -206,11 +213,7 @@ export async function drainBacklog(url: string, db: Queryable, plan: WorkerPlan,
   try {
     while (performance.now() - started < plan.drainTimeoutMs) {
       await memory.findBackends(); // the worker connects lazily, and may reconnect
-      // (drained when no change waits: queued, or held by a long job, its
-      // backlog's rows included until the job's last chunks delete them)
-      const [row] = await db.query(sql`
-        select not exists (select 1 from permgraph.changes) and not exists (select 1 from permgraph.long_job_changes) as empty`);
-      if (row.empty) {
+      if (await backlogDrained(db)) {
         drained = true;
         break;
       }
