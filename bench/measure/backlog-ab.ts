@@ -23,14 +23,13 @@ import { Worker } from '../../src/worker/worker.ts';
 import { generateCsv } from '../generate.ts';
 import { loadGraph } from '../graph/load.ts';
 import type { Size } from '../graph/types.ts';
-import { summarize } from '../lib/stats.ts';
 import { freshDatabase, startServer, withDatabase } from '../lib/server.ts';
-import { TokenWatcher } from './worker/observers.ts';
-import { backlogDrained, FRESH_INTERVAL_MS } from './worker/phases.ts';
+import { backlogDrained, FreshWriter } from './worker/phases.ts';
 import { Churn, commitBacklog } from './worker/workload.ts';
 
 const CLONE = 'permgraph_bench_backlog_ab_clone';
-const FRESH_CHANGES = 1_000;
+// (one every 250 ms: enough for a catch-up of some 16 minutes)
+const FRESH_CHANGES = 4_000;
 
 interface Side {
   name: string;
@@ -46,26 +45,14 @@ async function drain(url: string, side: Side, round: number): Promise<void> {
     const chunks: ChunkResult[] = [];
     const worker = new Worker({ url, pollIntervalMs: DEFAULT_POLL_INTERVAL_MS, chunkPairs: DEFAULT_CHUNK_PAIRS });
     worker.on('chunk', (chunk) => chunks.push(chunk));
-    const watcher = new TokenWatcher(db);
     const started = performance.now();
     await worker.start();
-    const lags: Promise<number>[] = [];
-    let writing = true;
-    const writer = (async () => {
-      for (let i = 0; writing && i < FRESH_CHANGES; i++) {
-        const token = await churn.commit(db, i, 1);
-        const committedAt = performance.now();
-        lags.push(watcher.applied(token).then((appliedAt) => appliedAt - committedAt));
-        await sleep(FRESH_INTERVAL_MS);
-      }
-    })();
+    const fresh = new FreshWriter(db, { writers: db, churn, first: 0 }, started);
     while (!(await backlogDrained(db))) await sleep(100);
-    writing = false;
-    await writer;
-    const lag = summarize(await Promise.all(lags));
+    await fresh.stop();
     const drainS = (performance.now() - started) / 1000;
-    await watcher.stop();
     await worker.stop();
+    const { lag } = fresh.result();
     const longest = chunks.reduce((max, c) => Math.max(max, c.ms), 0);
     const largest = chunks.reduce((max, c) => Math.max(max, c.regionPairs), 0);
     console.log(

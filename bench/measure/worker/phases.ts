@@ -100,7 +100,7 @@ export interface BacklogResult {
 }
 
 /** How often a fresh change is committed while a backlog drains. */
-export const FRESH_INTERVAL_MS = 250;
+const FRESH_INTERVAL_MS = 250;
 
 /** What a fresh writer needs: the churn and where in it the rate phases stopped. */
 export interface FreshWrites {
@@ -245,7 +245,7 @@ export async function drainBacklog(url: string, db: Queryable, plan: WorkerPlan,
  * each from its commit to its token applied: what an application writing
  * while the worker catches up waits for.
  */
-class FreshWriter {
+export class FreshWriter {
   private readonly watcher: TokenWatcher;
   private readonly lags: Promise<[number, number]>[] = [];
   private running = true;
@@ -275,7 +275,7 @@ class FreshWriter {
     await this.watcher.stop();
   }
 
-  result(): BacklogResult['fresh'] {
+  result(): NonNullable<BacklogResult['fresh']> {
     return {
       intervalMs: FRESH_INTERVAL_MS,
       changes: this.settled.length,
