@@ -5466,6 +5466,10 @@ begin
       into next_users, next_rounds
       from (select j.user_id, j.wanted_round from permgraph.long_job_users j
             where j.wanted_round is not null and (j.wanted_round, j.user_id) > (last_round, last_user)
+              -- (past an eighth of its bound, a chunk ends with its round;
+              -- its first user is taken whatever the bound: a chunk of no
+              -- users is the one after the job's last)
+              and (cardinality(chunk_users) = 0 or measured < bound / 8 or j.wanted_round <= last_round)
             order by j.wanted_round, j.user_id limit take) s;
     else
       select array_agg(s.user_id order by s.user_id) into next_users

@@ -742,7 +742,13 @@ end $$;
 -- Users a deferred change
 -- touches (wanted) come first, earliest round first, and alone: a chunk of
 -- them is over sooner, and each round's deferred changes are let go, their
--- tokens applied, once its users and the earlier rounds' are done. After
+-- tokens applied, once its users and the earlier rounds' are done. Once a
+-- chunk of them holds an eighth of its bound, it ends with the round it is
+-- in: a round's tokens wait for the chunk that ends it, and on org large,
+-- after a backlog, a chunk that took the users of five rounds ran 0.48 s,
+-- which the first round's write waited for whole (bench/FINDINGS.md 57).
+-- Below that, rounds share a chunk: a chunk's fixed cost, some milliseconds,
+-- is then more than its rows'. After
 -- the last user, chunks delete the rows of the job's backlog, if it took
 -- one (_clear_backlog); the last chunk ends the job.
 create or replace function permgraph.apply_job_chunk(
@@ -802,6 +808,10 @@ begin
       into next_users, next_rounds
       from (select j.user_id, j.wanted_round from permgraph.long_job_users j
             where j.wanted_round is not null and (j.wanted_round, j.user_id) > (last_round, last_user)
+              -- (past an eighth of its bound, a chunk ends with its round;
+              -- its first user is taken whatever the bound: a chunk of no
+              -- users is the one after the job's last)
+              and (cardinality(chunk_users) = 0 or measured < bound / 8 or j.wanted_round <= last_round)
             order by j.wanted_round, j.user_id limit take) s;
     else
       select array_agg(s.user_id order by s.user_id) into next_users

@@ -222,6 +222,33 @@ describe('long jobs: huge regions applied in chunks', async () => {
     await expectTableMatches(state, 'after the job');
   });
 
+  it('a chunk of wanted users shares rounds while it is small, and past an eighth of its bound ends with its round', async () => {
+    const members = Array.from({ length: 10 }, (_, i) => u(`m${i}`));
+    const state = await start({
+      nodes: [...members, g('team'), g('parent'), ...Array.from({ length: 10 }, (_, i) => g(`p${i}`, 'parent')), g('side')],
+      grants: members.map((m) => grant(m.id, 2, 'team')),
+    });
+    const big = await commitGrant(state, 'team', 'parent', 1);
+    expect(await applyChanges(db, { chunkPairs: 30 })).toMatchObject({ toLongJob: 1 });
+    // three deferred changes, three rounds: m9's, m5's, m2's
+    const rounds = [await commitGrant(state, 'm9', 'side', 2), await commitGrant(state, 'm5', 'side', 2), await commitGrant(state, 'm2', 'side', 2)];
+    expect(await applyChanges(db, { chunkPairs: 30 })).toMatchObject({ deferred: 3 });
+    const committed = [big, ...rounds];
+
+    // A member has 14 rows now. With a bound of 120, m9 alone is under 15 (an eighth of 120), so
+    // the chunk goes on to m5's round; with m5 it is past it, and ends there.
+    // All three fit the bound: without the rule one chunk took them all.
+    const first = await applyJobChunk(db, { maxPairs: 120 });
+    expect(first).toMatchObject({ users: 2, regionPairs: 28, released: 2 });
+    expect([...(await expectTokensHonest(state, committed, 'first chunk'))]).toEqual([rounds[0]!.token, rounds[1]!.token]);
+    expect(await applyJobChunk(db, { maxPairs: 120 })).toMatchObject({ users: 1, released: 1 });
+    expect([...(await expectTokensHonest(state, committed, 'second chunk'))]).toEqual(rounds.map((c) => c.token));
+
+    while (!(await applyJobChunk(db)).finished);
+    expect((await expectTokensHonest(state, committed, 'job done')).size).toBe(committed.length);
+    await expectTableMatches(state, 'after the job');
+  });
+
   it('a backlog too large for one batch becomes a job; a change made meanwhile waits for one chunk, not for the job', async () => {
     const members = Array.from({ length: 10 }, (_, i) => u(`m${i}`));
     const state = await start({
