@@ -5302,7 +5302,8 @@ begin
   rows_missing := permgraph._permissions_missing();
   -- (not while a long job runs: the local statements decline its batches,
   -- which must defer the changes that touch its users, but only once
-  -- started, ~3 ms of each batch's ~12 on org large: bench/FINDINGS.md 57)
+  -- started, ~0.7 ms of a one-change batch's ~2.4 on org large:
+  -- bench/FINDINGS.md 57)
   if pending between 1 and p_max_changes and local_pairs > 0 and not p_force_full and not needs_full and not rows_missing
      and not permgraph._long_job_active() then
     -- (a worker session's split first: its part may fit the local path;
