@@ -26,13 +26,14 @@ view permgraph._batch_changes
    FROM permgraph.changes c
   WHERE ((xact_id >= ( SELECT GREATEST(COALESCE(( SELECT s.queue_low_water
                    FROM permgraph.applier_state s), '0'::xid8), COALESCE(( SELECT pg_snapshot_xmin(j.backlog_snapshot) AS pg_snapshot_xmin
-                   FROM permgraph.long_job j), '0'::xid8)) AS "greatest")) AND (NOT permgraph._in_backlog(xact_id, ( SELECT j.backlog_snapshot
-           FROM permgraph.long_job j))) AND
+                   FROM permgraph.long_job j), '0'::xid8)) AS "greatest")) AND ((( SELECT j.backlog_snapshot
+           FROM permgraph.long_job j) IS NULL) OR (NOT permgraph._in_backlog(xact_id, ( SELECT j.backlog_snapshot
+           FROM permgraph.long_job j)))) AND (( SELECT (permgraph._batch_part() = ''::text)) OR
         CASE ( SELECT permgraph._batch_part() AS _batch_part)
             WHEN 'removals'::text THEN permgraph._change_removes(old_level, new_level)
             WHEN 'additions'::text THEN (NOT permgraph._change_removes(old_level, new_level))
             ELSE true
-        END);
+        END));
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
 
 view permgraph._computed_rows

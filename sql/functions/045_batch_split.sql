@@ -155,18 +155,23 @@ return coalesce(pg_catalog.pg_visible_in_snapshot(p_xact_id, p_backlog), false);
 -- _batch_part, inlined. Both were SQL functions with a SET clause, which
 -- the planner never inlines: on PostgreSQL 14-17 planned again at every
 -- query that read the view, 20-45 us of each read there, several reads a
--- batch (bench/FINDINGS.md 36).
+-- batch (bench/FINDINGS.md 36). The row filters test those values first,
+-- once read: with no backlog held and no part taken (nearly always), a row
+-- costs a test of each, not the backlog's snapshot test and the CASE, which
+-- made a read of a backlog's million rows ~20% slower (bench/FINDINGS.md 57).
 create or replace view permgraph._batch_changes as
   select c.*
   from permgraph.changes c
   where c.xact_id >= (select greatest(coalesce((select s.queue_low_water from permgraph.applier_state s), '0'::xid8),
                                       coalesce((select pg_snapshot_xmin(j.backlog_snapshot) from permgraph.long_job j), '0'::xid8)))
     -- (not a backlog a long job holds in place: 065_long_job.sql)
-    and not permgraph._in_backlog(c.xact_id, (select j.backlog_snapshot from permgraph.long_job j))
-    and case (select permgraph._batch_part())
-          when 'removals' then permgraph._change_removes(c.old_level, c.new_level)
-          when 'additions' then not permgraph._change_removes(c.old_level, c.new_level)
-          else true end;
+    and ((select j.backlog_snapshot from permgraph.long_job j) is null
+         or not permgraph._in_backlog(c.xact_id, (select j.backlog_snapshot from permgraph.long_job j)))
+    and ((select permgraph._batch_part() = '')
+         or case (select permgraph._batch_part())
+              when 'removals' then permgraph._change_removes(c.old_level, c.new_level)
+              when 'additions' then not permgraph._change_removes(c.old_level, c.new_level)
+              else true end);
 
 -- (the mark was read through this function until the view read it itself)
 drop function if exists permgraph._queue_low_water();
