@@ -348,6 +348,8 @@ declare
   trash_roots text[];
   tails text[];
   kinds text[];
+  second_kind_tails text[];
+  second_kinds text[];
   tail_changes bigint[];
   origins text[];
   last_users text[];
@@ -364,17 +366,27 @@ begin
   -- long to hash, ~0.4 s of a million rows; and an array_agg in each group
   -- had the planner sort them instead, its state too large to hash
   -- (bench/FINDINGS.md 54).
+  -- One group a tail, whatever its kind: a node deleted and made again
+  -- as another kind is one tail with changes of both, and two groups of it
+  -- made its row of long_job_backlog_tails twice in one INSERT, which
+  -- failed the batch at every try. Its tail is walked as both (a tail is a
+  -- user or a group: objects hold no grants and own nothing; '*' is a
+  -- TRUNCATE's alone). One key fewer also hashed a million rows ~10%
+  -- faster (bench/FINDINGS.md 57).
   select array_agg(q.tail_id::text) filter (where not q.trash_changed),
-         array_agg(q.tail_kind) filter (where not q.trash_changed),
+         array_agg(q.kind) filter (where not q.trash_changed),
+         array_agg(q.tail_id::text) filter (where not q.trash_changed and q.second_kind <> q.kind),
+         array_agg(q.second_kind) filter (where not q.trash_changed and q.second_kind <> q.kind),
          array_agg(q.changes) filter (where not q.trash_changed),
          array_agg(q.tail_id::text) filter (where q.trash_changed),
          sum(q.changes) filter (where not q.trash_changed), sum(q.changes),
          min(q.first_id) filter (where not q.trash_changed), max(q.last_id) filter (where not q.trash_changed),
-         coalesce(bool_or(q.tail_kind = '*'), false)
-  into tails, kinds, tail_changes, trash_roots, taken, seen, first_id, last_id, full_asked
-  from (select c.tail_id, c.tail_kind, c.trash_changed, count(*) as changes, min(c.id) as first_id, max(c.id) as last_id
+         coalesce(bool_or(q.kind = '*' or q.second_kind = '*'), false)
+  into tails, kinds, second_kind_tails, second_kinds, tail_changes, trash_roots, taken, seen, first_id, last_id, full_asked
+  from (select c.tail_id, c.trash_changed, min(c.tail_kind) as kind, max(c.tail_kind) as second_kind,
+               count(*) as changes, min(c.id) as first_id, max(c.id) as last_id
         from permgraph._batch_changes c
-        group by c.tail_id, c.tail_kind, c.trash_changed) q;
+        group by c.tail_id, c.trash_changed) q;
   if full_asked then
     taken := null;
     return;
@@ -393,7 +405,7 @@ begin
   -- says when the changes out of that tail can be let go (release_after:
   -- once every user left sorts after it, each of theirs is done).
   with reach as materialized (
-    select w.o_origin, w.o_user_id from permgraph._upstream_users(tails, kinds) w
+    select w.o_origin, w.o_user_id from permgraph._upstream_users(tails || second_kind_tails, kinds || second_kinds) w
   ), joined as (
     insert into permgraph.long_job_users (user_id) select distinct r.o_user_id from reach r
     on conflict do nothing
@@ -551,15 +563,26 @@ end $$;
 
 -- Tombstones of deleted nodes (deleted_nodes) hide their rows until those
 -- are gone. While a job runs, a user of the job may keep rows of a deleted
--- node until its chunk: only tombstones with no row left are removed.
+-- node until its chunk: only tombstones with no row left are removed. A
+-- node made again under the same id has rows of its own, right for every
+-- user outside the job: its tombstone goes once it is not a user of the
+-- job and no user of the job holds a row on it. (Kept while it had any
+-- row, it hid the new node's rows, whose tokens read applied, until some
+-- batch after the job.)
 create or replace function permgraph._prune_deleted_nodes() returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 begin
   delete from permgraph.deleted_nodes d
-  where not exists (select 1 from permgraph.permissions p where p.user_id = d.id)
-    and not exists (select 1 from permgraph.permissions p where p.target_id = d.id);
+  where case when exists (select 1 from permgraph.nodes n where n.id = d.id)
+          then not exists (select 1 from permgraph.long_job_users j where j.user_id = d.id)
+               and not exists (select 1 from permgraph.permissions p
+                               join permgraph.long_job_users j on j.user_id = p.user_id
+                               where p.target_id = d.id)
+          else not exists (select 1 from permgraph.permissions p where p.user_id = d.id)
+               and not exists (select 1 from permgraph.permissions p where p.target_id = d.id)
+        end;
 end $$;
 
 -- Ends the running job, if any: after its last chunk, or after a full
