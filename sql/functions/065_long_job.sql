@@ -532,6 +532,21 @@ begin
     from tails a
     cross join lateral permgraph._upstream_users(a.ids, a.kinds) w
     where exists (select 1 from permgraph.long_job_users j where j.user_id = w.o_user_id)
+    union
+    -- A node made again under a deleted node's id keeps the tombstone,
+    -- which hides every row on it and of it, while a user of the job holds
+    -- a row on its old self, or it is one (_prune_deleted_nodes): a change
+    -- out of it or into it waits for those users, and the tombstone goes
+    -- with the chunk that does the last of them.
+    select c.tail_id::text, h.user_id::text
+    from permgraph.deleted_nodes d
+    cross join lateral (select distinct b.tail_id from permgraph._batch_changes b
+                        where not b.trash_changed and b.tail_kind <> '*' and d.id in (b.tail_id, b.head_id)) c
+    cross join lateral (select p.user_id from permgraph.permissions p where p.target_id = d.id
+                        union
+                        select d.id) h
+    where exists (select 1 from permgraph.nodes n where n.id = d.id)
+      and exists (select 1 from permgraph.long_job_users j where j.user_id = h.user_id)
   ), tail_round as materialized (
     -- (each tail its round, in the order of its first change: the writes
     -- committed first, which have waited longest, are let go first)
@@ -877,6 +892,9 @@ begin
     -- (the chunk's region: the rows computed, and the stored rows gone)
     pairs := pairs + diff.deleted;
     delete from permgraph.long_job_users where user_id = any(chunk_users);
+    -- (a tombstone these users held up goes now, as the changes that
+    -- waited for them are let go: _defer_overlapping_changes)
+    perform permgraph._prune_deleted_nodes();
   end if;
   let_go := permgraph._release_waiting_changes();
   select count(*) into remaining from permgraph.long_job_users;

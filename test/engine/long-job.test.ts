@@ -125,19 +125,28 @@ describe('long jobs: huge regions applied in chunks', async () => {
     return { token, description: `${tail} -${level}-> ${head}`, affected };
   }
 
-  /** Deletes node.id and makes it again as `node`, in one transaction, in the database and the model. */
-  async function remakeNode(state: GraphState, node: RefNode): Promise<Committed> {
+  /**
+   * In one transaction, in the database and the model: deletes the node
+   * `deleteId` (by default node's id) if there is one, with its grants, and
+   * adds `node` (null: none).
+   */
+  async function remakeNode(state: GraphState, node: RefNode | null, deleteId = node?.id): Promise<Committed> {
     const before = rowsByPair(model.computePermissions(state.snapshot()));
+    const gone = deleteId !== undefined && state.nodes.has(deleteId) ? deleteId : null;
     const token = await db.tx(async (tx) => {
-      await tx.query(sql`delete from permgraph.nodes where id = ${node.id}`);
-      await tx.query(sql`insert into permgraph.nodes (id, kind, owner_id) values (${node.id}, ${node.kind}, ${node.ownerId})`);
+      if (gone) await tx.query(sql`delete from permgraph.nodes where id = ${gone}`);
+      if (node) await tx.query(sql`insert into permgraph.nodes (id, kind, owner_id) values (${node.id}, ${node.kind}, ${node.ownerId})`);
       return currentToken(tx);
     });
-    for (const [k, x] of state.grants) if (x.tailId === node.id || x.headId === node.id) state.grants.delete(k);
-    state.nodes.set(node.id, node);
+    if (gone) {
+      for (const [k, x] of state.grants) if (x.tailId === gone || x.headId === gone) state.grants.delete(k);
+      state.nodes.delete(gone);
+    }
+    if (node) state.nodes.set(node.id, node);
     const after = rowsByPair(model.computePermissions(state.snapshot()));
     const affected = new Set([...before.keys(), ...after.keys()].filter((k) => before.get(k) !== after.get(k)));
-    return { token, description: `${node.id} made again as a ${node.kind}`, affected };
+    const description = [gone && `delete ${gone}`, node && `add ${node.kind} ${node.id}`].filter(Boolean).join(', ');
+    return { token, description, affected };
   }
 
   it('a huge grant spans many chunks; other changes flow meanwhile, and tokens wait exactly for what touches the job', async () => {
@@ -439,6 +448,25 @@ describe('long jobs: huge regions applied in chunks', async () => {
     expect(applied.has(committed[2]!.token)).toBe(true);
 
     while (!(await applyJobChunk(db)).finished);
+    expect((await expectTokensHonest(state, committed, 'job done')).size).toBe(committed.length);
+    await expectTableMatches(state, 'after the job');
+  });
+
+  it("a node made again while a user of the job still holds a row on its old self: its changes wait for that user", async () => {
+    // (found by the random changes: delete g5, a backlog takes it, g5 made again as a user)
+    const state = await start({ nodes: [u('m0'), g('g5'), g('g8')], grants: [grant('m0', 1, 'g5')] });
+    const committed = [await remakeNode(state, null, 'g5')];
+    expect(await applyChanges(db, { maxChanges: 1, chunkPairs: 4, maxPairs: 1 })).toMatchObject({ toLongJob: 1 });
+    // m0, a user of the job, still holds its row on the old g5, which g5's tombstone hides
+    committed.push(await remakeNode(state, u('g5')));
+    await applyChanges(db, { chunkPairs: 4 });
+    await expectTokensHonest(state, committed, 'after the batch');
+    for (let chunks = 0; ; chunks++) {
+      const chunk = await applyJobChunk(db, { maxPairs: 10 });
+      await expectTokensHonest(state, committed, `after chunk ${chunks + 1}`);
+      if (chunk.finished || chunk.mode === 'none') break;
+      expect(chunks).toBeLessThan(10);
+    }
     expect((await expectTokensHonest(state, committed, 'job done')).size).toBe(committed.length);
     await expectTableMatches(state, 'after the job');
   });
