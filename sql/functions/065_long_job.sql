@@ -61,7 +61,11 @@
 -- stale rows. What overlap does affect is freshness, below.
 -- Tombstones (deleted_nodes) hide a deleted node's rows until they are gone;
 -- while a job runs, a user in D may still hold such rows, so a batch only
--- removes tombstones whose node has no row left (_prune_deleted_nodes).
+-- removes tombstones whose node has no row left (_prune_deleted_nodes). A
+-- node made again under a tombstoned id has rows of its own, which the
+-- tombstone hides too: its tombstone goes once no user in D holds a row on
+-- it and it is not in D, and until then the changes out of it or into it
+-- wait for those users as deferred changes do (_defer_overlapping_changes).
 --
 -- Freshness (080_freshness.sql): a token is applied when none of its changes
 -- waits (_unapplied_changes: pending in the queue, held in long_job_changes,
