@@ -426,6 +426,24 @@ begin
   left join unnest(origins, last_users) as l(origin, last_user) on l.origin = q.tail_id
   on conflict (tail_id) do update set
     release_after = greatest(t.release_after, excluded.release_after), changes = t.changes + excluded.changes;
+  -- A node made again under a tombstone keeps it while a user of the job
+  -- holds a row on its old self, or it is one (_prune_deleted_nodes), and
+  -- the tombstone hides its new rows too: a tail whose changes touch it is
+  -- let go after those users. (Rare: read again only when there is one.)
+  if exists (select 1 from permgraph.deleted_nodes d where exists (select 1 from permgraph.nodes n where n.id = d.id)) then
+    update permgraph.long_job_backlog_tails t set release_after = greatest(t.release_after, w.last_holder)
+    from (select c.tail_id, max(h.user_id collate "C") as last_holder
+          from (select distinct b.tail_id, x.id
+                from permgraph._batch_changes b
+                join permgraph.deleted_nodes x on x.id in (b.tail_id, b.head_id)
+                where not b.trash_changed and exists (select 1 from permgraph.nodes n where n.id = x.id)) c
+          cross join lateral (select p.user_id from permgraph.permissions p where p.target_id = c.id
+                              union
+                              select c.id) h
+          where exists (select 1 from permgraph.long_job_users j where j.user_id = h.user_id)
+          group by c.tail_id) w
+    where t.tail_id = w.tail_id;
+  end if;
   -- A job running before this batch may have deferred some of these
   -- changes: the backlog holds their tokens now.
   delete from permgraph.long_job_changes d

@@ -471,6 +471,22 @@ describe('long jobs: huge regions applied in chunks', async () => {
     await expectTableMatches(state, 'after the job');
   });
 
+  it('a backlog in which a node is made again: its changes are let go after the users holding rows on its old self', async () => {
+    // (found by the random changes) u3 holds a row on u2; u2 is deleted and
+    // made again, owned by u0; a backlog takes it all. u3 sorts last.
+    const state = await start({ nodes: [u('u0'), u('u2'), u('u3'), g('g1')], grants: [grant('u3', 1, 'u2')] });
+    const committed = [await remakeNode(state, null, 'u2'), await remakeNode(state, u('u2', 'u0')), await commitGrant(state, 'u0', 'g1', 1)];
+    expect(await applyChanges(db, { maxChanges: 2, chunkPairs: 40 })).toMatchObject({ toLongJob: 5 });
+    for (let chunks = 1; ; chunks++) {
+      const chunk = await applyJobChunk(db, { maxPairs: 1 });
+      await expectTokensHonest(state, committed, `after chunk ${chunks}`);
+      if (chunk.finished) break;
+      expect(chunks).toBeLessThan(10);
+    }
+    expect((await expectTokensHonest(state, committed, 'job done')).size).toBe(committed.length);
+    await expectTableMatches(state, 'after the job');
+  });
+
   it('a TRUNCATE past the count of a backlog: the batch recomputes the table instead of handing it to a job', async () => {
     const members = Array.from({ length: 4 }, (_, i) => u(`m${i}`));
     // (old members' rows: only a recomputation of every user removes them)
