@@ -126,6 +126,22 @@ describe('long jobs: huge regions applied in chunks', async () => {
   }
 
   /**
+   * Ten members m0-m9 of a team, a parent owning p0-p9, a group side, and
+   * `extra`; then the team granted onto the parent, a job (chunk bound 30)
+   * whose users are the members. Returns the model and the big grant.
+   */
+  async function startTeamJob(extra: RefGraph = { nodes: [], grants: [] }): Promise<{ state: GraphState; big: Committed }> {
+    const members = Array.from({ length: 10 }, (_, i) => u(`m${i}`));
+    const state = await start({
+      nodes: [...members, g('team'), g('parent'), ...Array.from({ length: 10 }, (_, i) => g(`p${i}`, 'parent')), g('side'), ...extra.nodes],
+      grants: [...members.map((m) => grant(m.id, 2, 'team')), ...extra.grants],
+    });
+    const big = await commitGrant(state, 'team', 'parent', 1);
+    expect(await applyChanges(db, { chunkPairs: 30 })).toMatchObject({ toLongJob: 1 });
+    return { state, big };
+  }
+
+  /**
    * In one transaction, in the database and the model: deletes the node
    * `deleteId` (by default node's id) if there is one, with its grants, and
    * adds `node` (null: none).
@@ -217,13 +233,7 @@ describe('long jobs: huge regions applied in chunks', async () => {
   });
 
   it("a deferred change waits for its own users' chunks, not for users wanted by changes made after it", async () => {
-    const members = Array.from({ length: 10 }, (_, i) => u(`m${i}`));
-    const state = await start({
-      nodes: [...members, g('team'), g('parent'), ...Array.from({ length: 10 }, (_, i) => g(`p${i}`, 'parent')), g('side')],
-      grants: members.map((m) => grant(m.id, 2, 'team')),
-    });
-    const big = await commitGrant(state, 'team', 'parent', 1);
-    expect(await applyChanges(db, { chunkPairs: 30 })).toMatchObject({ toLongJob: 1 });
+    const { state, big } = await startTeamJob();
     // One batch defers two changes, m9's first, then m5's; a later batch
     // defers m2's. m2 and m5 sort before m9, but m9's change is the oldest.
     const first = await commitGrant(state, 'm9', 'side', 2);
@@ -247,13 +257,7 @@ describe('long jobs: huge regions applied in chunks', async () => {
   });
 
   it('a chunk of wanted users shares rounds while it is small, and past an eighth of its bound ends with its round', async () => {
-    const members = Array.from({ length: 10 }, (_, i) => u(`m${i}`));
-    const state = await start({
-      nodes: [...members, g('team'), g('parent'), ...Array.from({ length: 10 }, (_, i) => g(`p${i}`, 'parent')), g('side')],
-      grants: members.map((m) => grant(m.id, 2, 'team')),
-    });
-    const big = await commitGrant(state, 'team', 'parent', 1);
-    expect(await applyChanges(db, { chunkPairs: 30 })).toMatchObject({ toLongJob: 1 });
+    const { state, big } = await startTeamJob();
     // three deferred changes, three rounds: m9's, m5's, m2's
     const rounds = [await commitGrant(state, 'm9', 'side', 2), await commitGrant(state, 'm5', 'side', 2), await commitGrant(state, 'm2', 'side', 2)];
     expect(await applyChanges(db, { chunkPairs: 30 })).toMatchObject({ deferred: 3 });
@@ -434,13 +438,7 @@ describe('long jobs: huge regions applied in chunks', async () => {
   });
 
   it("a node made again under its id while a job runs: its rows show once no user of the job holds one, not after the job", async () => {
-    const members = Array.from({ length: 10 }, (_, i) => u(`m${i}`));
-    const state = await start({
-      nodes: [...members, u('out'), g('zz'), g('team'), g('parent'), ...Array.from({ length: 10 }, (_, i) => g(`p${i}`, 'parent'))],
-      grants: [...members.map((m) => grant(m.id, 2, 'team')), grant('out', 1, 'zz')],
-    });
-    const big = await commitGrant(state, 'team', 'parent', 1);
-    expect(await applyChanges(db, { chunkPairs: 30 })).toMatchObject({ toLongJob: 1 });
+    const { state, big } = await startTeamJob({ nodes: [u('out'), g('zz')], grants: [grant('out', 1, 'zz')] });
     // zz made again (its grant from out goes with it), and out granted on it anew
     const committed = [big, await remakeNode(state, g('zz')), await commitGrant(state, 'out', 'zz', 2)];
     expect(await applyChanges(db, { chunkPairs: 30 })).toMatchObject({ deferred: 0 });
