@@ -36,6 +36,19 @@ view permgraph._batch_changes
         END));
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
 
+view permgraph._batch_tombstone_waits
+  tail_id text collate "C"
+  user_id text collate "C"
+  as SELECT c.tail_id,
+    h.user_id
+   FROM (( SELECT DISTINCT b.tail_id,
+            d.id
+           FROM (permgraph._batch_changes b
+             JOIN permgraph.deleted_nodes d ON (((d.id = b.tail_id) OR (d.id = b.head_id))))
+          WHERE ((NOT b.trash_changed) AND (b.tail_kind <> '*'::text))) c
+     JOIN permgraph._tombstone_holders h ON ((h.node_id = c.id)));
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
+
 view permgraph._computed_rows
   user_id text collate "C"
   target_id text collate "C"
@@ -307,6 +320,24 @@ UNION ALL
 view permgraph._ownership_change_lock
   held boolean
   as SELECT true AS held;
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
+
+view permgraph._tombstone_holders
+  node_id text collate "C"
+  user_id text collate "C"
+  as SELECT d.id AS node_id,
+    h.user_id
+   FROM (permgraph.deleted_nodes d
+     CROSS JOIN LATERAL ( SELECT p.user_id
+           FROM permgraph.permissions p
+          WHERE (p.target_id = d.id)
+        UNION
+         SELECT d.id) h)
+  WHERE ((EXISTS ( SELECT 1
+           FROM permgraph.nodes n
+          WHERE (n.id = d.id))) AND (EXISTS ( SELECT 1
+           FROM permgraph.long_job_users j
+          WHERE (j.user_id = h.user_id))));
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
 
 view permgraph._unapplied_changes
@@ -1434,22 +1465,14 @@ begin
   left join unnest(origins, last_users) as l(origin, last_user) on l.origin = q.tail_id
   on conflict (tail_id) do update set
     release_after = greatest(t.release_after, excluded.release_after), changes = t.changes + excluded.changes;
-  -- A node made again under a tombstone keeps it while a user of the job
-  -- holds a row on its old self, or it is one (_prune_deleted_nodes), and
-  -- the tombstone hides its new rows too: a tail whose changes touch it is
-  -- let go after those users. (Rare: read again only when there is one.)
-  if exists (select 1 from permgraph.deleted_nodes d where exists (select 1 from permgraph.nodes n where n.id = d.id)) then
+  -- A tail whose changes touch a node made again is let go after the users
+  -- its tombstone waits for (_tombstone_holders). (Rare: the backlog is
+  -- read again only when there is one.)
+  if exists (select 1 from permgraph._tombstone_holders) then
     update permgraph.long_job_backlog_tails t set release_after = greatest(t.release_after, w.last_holder)
-    from (select c.tail_id, max(h.user_id collate "C") as last_holder
-          from (select distinct b.tail_id, x.id
-                from permgraph._batch_changes b
-                join permgraph.deleted_nodes x on x.id in (b.tail_id, b.head_id)
-                where not b.trash_changed and exists (select 1 from permgraph.nodes n where n.id = x.id)) c
-          cross join lateral (select p.user_id from permgraph.permissions p where p.target_id = c.id
-                              union
-                              select c.id) h
-          where exists (select 1 from permgraph.long_job_users j where j.user_id = h.user_id)
-          group by c.tail_id) w
+    from (select w.tail_id, max(w.user_id collate "C") as last_holder
+          from permgraph._batch_tombstone_waits w
+          group by w.tail_id) w
     where t.tail_id = w.tail_id;
   end if;
   -- A job running before this batch may have deferred some of these
@@ -2184,20 +2207,10 @@ begin
     cross join lateral permgraph._upstream_users(a.ids, a.kinds) w
     where exists (select 1 from permgraph.long_job_users j where j.user_id = w.o_user_id)
     union
-    -- A node made again under a deleted node's id keeps the tombstone,
-    -- which hides every row on it and of it, while a user of the job holds
-    -- a row on its old self, or it is one (_prune_deleted_nodes): a change
-    -- out of it or into it waits for those users, and the tombstone goes
-    -- with the chunk that does the last of them.
-    select c.tail_id::text, h.user_id::text
-    from permgraph.deleted_nodes d
-    cross join lateral (select distinct b.tail_id from permgraph._batch_changes b
-                        where not b.trash_changed and b.tail_kind <> '*' and d.id in (b.tail_id, b.head_id)) c
-    cross join lateral (select p.user_id from permgraph.permissions p where p.target_id = d.id
-                        union
-                        select d.id) h
-    where exists (select 1 from permgraph.nodes n where n.id = d.id)
-      and exists (select 1 from permgraph.long_job_users j where j.user_id = h.user_id)
+    -- (a change out of or into a node made again waits for the users its
+    -- tombstone waits for, and the tombstone goes with the chunk that does
+    -- the last of them: _tombstone_holders)
+    select w.tail_id::text, w.user_id::text from permgraph._batch_tombstone_waits w
   ), tail_round as materialized (
     -- (each tail its round, in the order of its first change: the writes
     -- committed first, which have waited longest, are let go first)
@@ -4443,10 +4456,7 @@ AS $function$
 begin
   delete from permgraph.deleted_nodes d
   where case when exists (select 1 from permgraph.nodes n where n.id = d.id)
-          then not exists (select 1 from permgraph.long_job_users j where j.user_id = d.id)
-               and not exists (select 1 from permgraph.permissions p
-                               join permgraph.long_job_users j on j.user_id = p.user_id
-                               where p.target_id = d.id)
+          then not exists (select 1 from permgraph._tombstone_holders h where h.node_id = d.id)
           else not exists (select 1 from permgraph.permissions p where p.user_id = d.id)
                and not exists (select 1 from permgraph.permissions p where p.target_id = d.id)
         end;

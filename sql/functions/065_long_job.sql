@@ -426,22 +426,14 @@ begin
   left join unnest(origins, last_users) as l(origin, last_user) on l.origin = q.tail_id
   on conflict (tail_id) do update set
     release_after = greatest(t.release_after, excluded.release_after), changes = t.changes + excluded.changes;
-  -- A node made again under a tombstone keeps it while a user of the job
-  -- holds a row on its old self, or it is one (_prune_deleted_nodes), and
-  -- the tombstone hides its new rows too: a tail whose changes touch it is
-  -- let go after those users. (Rare: read again only when there is one.)
-  if exists (select 1 from permgraph.deleted_nodes d where exists (select 1 from permgraph.nodes n where n.id = d.id)) then
+  -- A tail whose changes touch a node made again is let go after the users
+  -- its tombstone waits for (_tombstone_holders). (Rare: the backlog is
+  -- read again only when there is one.)
+  if exists (select 1 from permgraph._tombstone_holders) then
     update permgraph.long_job_backlog_tails t set release_after = greatest(t.release_after, w.last_holder)
-    from (select c.tail_id, max(h.user_id collate "C") as last_holder
-          from (select distinct b.tail_id, x.id
-                from permgraph._batch_changes b
-                join permgraph.deleted_nodes x on x.id in (b.tail_id, b.head_id)
-                where not b.trash_changed and exists (select 1 from permgraph.nodes n where n.id = x.id)) c
-          cross join lateral (select p.user_id from permgraph.permissions p where p.target_id = c.id
-                              union
-                              select c.id) h
-          where exists (select 1 from permgraph.long_job_users j where j.user_id = h.user_id)
-          group by c.tail_id) w
+    from (select w.tail_id, max(w.user_id collate "C") as last_holder
+          from permgraph._batch_tombstone_waits w
+          group by w.tail_id) w
     where t.tail_id = w.tail_id;
   end if;
   -- A job running before this batch may have deferred some of these
@@ -555,20 +547,10 @@ begin
     cross join lateral permgraph._upstream_users(a.ids, a.kinds) w
     where exists (select 1 from permgraph.long_job_users j where j.user_id = w.o_user_id)
     union
-    -- A node made again under a deleted node's id keeps the tombstone,
-    -- which hides every row on it and of it, while a user of the job holds
-    -- a row on its old self, or it is one (_prune_deleted_nodes): a change
-    -- out of it or into it waits for those users, and the tombstone goes
-    -- with the chunk that does the last of them.
-    select c.tail_id::text, h.user_id::text
-    from permgraph.deleted_nodes d
-    cross join lateral (select distinct b.tail_id from permgraph._batch_changes b
-                        where not b.trash_changed and b.tail_kind <> '*' and d.id in (b.tail_id, b.head_id)) c
-    cross join lateral (select p.user_id from permgraph.permissions p where p.target_id = d.id
-                        union
-                        select d.id) h
-    where exists (select 1 from permgraph.nodes n where n.id = d.id)
-      and exists (select 1 from permgraph.long_job_users j where j.user_id = h.user_id)
+    -- (a change out of or into a node made again waits for the users its
+    -- tombstone waits for, and the tombstone goes with the chunk that does
+    -- the last of them: _tombstone_holders)
+    select w.tail_id::text, w.user_id::text from permgraph._batch_tombstone_waits w
   ), tail_round as materialized (
     -- (each tail its round, in the order of its first change: the writes
     -- committed first, which have waited longest, are let go first)
@@ -598,14 +580,40 @@ begin
   return deferred_rows;
 end $$;
 
+-- The users of the job that the tombstone of a node made again under a
+-- deleted node's id waits for: those holding a row on it (on its old self,
+-- as far as the job knows), and the node itself if it is one. The
+-- tombstone hides the new node's rows too, so the changes out of it or
+-- into it wait for these users (_defer_overlapping_changes, and for a
+-- backlog _backlog_to_long_job), and it goes once none is left
+-- (_prune_deleted_nodes). One definition for the three, which must agree.
+create or replace view permgraph._tombstone_holders as
+  select d.id as node_id, h.user_id
+  from permgraph.deleted_nodes d
+  cross join lateral (select p.user_id from permgraph.permissions p where p.target_id = d.id
+                      union
+                      select d.id) h
+  where exists (select 1 from permgraph.nodes n where n.id = d.id)
+    and exists (select 1 from permgraph.long_job_users j where j.user_id = h.user_id);
+
+-- Per tail of the current batch's changes (_batch_changes) out of or into a
+-- node made again, the users its tombstone waits for (_tombstone_holders).
+-- (The changes touching a tombstone first, few, and their holders after.)
+create or replace view permgraph._batch_tombstone_waits as
+  select c.tail_id, h.user_id
+  from (select distinct b.tail_id, d.id
+        from permgraph._batch_changes b
+        join permgraph.deleted_nodes d on d.id in (b.tail_id, b.head_id)
+        where not b.trash_changed and b.tail_kind <> '*') c
+  join permgraph._tombstone_holders h on h.node_id = c.id;
+
 -- Tombstones of deleted nodes (deleted_nodes) hide their rows until those
 -- are gone. While a job runs, a user of the job may keep rows of a deleted
 -- node until its chunk: only tombstones with no row left are removed. A
 -- node made again under the same id has rows of its own, right for every
--- user outside the job: its tombstone goes once it is not a user of the
--- job and no user of the job holds a row on it. (Kept while it had any
--- row, it hid the new node's rows, whose tokens read applied, until some
--- batch after the job.)
+-- user outside the job: its tombstone goes once no user of the job holds it
+-- (_tombstone_holders). (Kept while it had any row, it hid the new node's
+-- rows, whose tokens read applied, until some batch after the job.)
 create or replace function permgraph._prune_deleted_nodes() returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -613,10 +621,7 @@ as $$
 begin
   delete from permgraph.deleted_nodes d
   where case when exists (select 1 from permgraph.nodes n where n.id = d.id)
-          then not exists (select 1 from permgraph.long_job_users j where j.user_id = d.id)
-               and not exists (select 1 from permgraph.permissions p
-                               join permgraph.long_job_users j on j.user_id = p.user_id
-                               where p.target_id = d.id)
+          then not exists (select 1 from permgraph._tombstone_holders h where h.node_id = d.id)
           else not exists (select 1 from permgraph.permissions p where p.user_id = d.id)
                and not exists (select 1 from permgraph.permissions p where p.target_id = d.id)
         end;
