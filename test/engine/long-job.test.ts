@@ -43,13 +43,22 @@ describe('long jobs: huge regions applied in chunks', async () => {
     return new GraphState(graph);
   }
 
-  /** Applies one mutation in its own transaction; returns its token and the pairs it affects in the model. */
-  async function commit(state: GraphState, mutation: Mutation): Promise<Committed> {
+  /**
+   * Runs `write` in its own transaction: it writes to the database and to
+   * the model, and says what it did. Returns the transaction's token and the
+   * pairs it affects in the model.
+   */
+  async function committed(state: GraphState, write: (tx: Queryable) => Promise<string>): Promise<Committed> {
     const before = rowsByPair(model.computePermissions(state.snapshot()));
-    const { description, token } = await db.tx(async (tx) => ({ description: await state.apply(tx, mutation), token: await currentToken(tx) }));
+    const { description, token } = await db.tx(async (tx) => ({ description: await write(tx), token: await currentToken(tx) }));
     const after = rowsByPair(model.computePermissions(state.snapshot()));
     const affected = new Set([...before.keys(), ...after.keys()].filter((k) => before.get(k) !== after.get(k)));
     return { token, description, affected };
+  }
+
+  /** Applies one mutation in its own transaction (committed). */
+  async function commit(state: GraphState, mutation: Mutation): Promise<Committed> {
+    return committed(state, (tx) => state.apply(tx, mutation));
   }
 
   /** The rows readers see (the rows of deleted nodes are hidden until a batch removes them). */
@@ -109,20 +118,16 @@ describe('long jobs: huge regions applied in chunks', async () => {
 
   /** Grants (level > 0) or revokes (level 0) tail -> head in its own transaction, in the database and the model. */
   async function commitGrant(state: GraphState, tail: string, head: string, level: 0 | model.Level): Promise<Committed> {
-    const before = rowsByPair(model.computePermissions(state.snapshot()));
-    const token = await db.tx(async (tx) => {
-      if (level === 0) await tx.query(sql`delete from permgraph.grants where tail_id = ${tail} and head_id = ${head}`);
-      else await tx.query(sql`insert into permgraph.grants (tail_id, head_id, level) values (${tail}, ${head}, ${level})`);
-      return currentToken(tx);
+    return committed(state, async (tx) => {
+      if (level === 0) {
+        await tx.query(sql`delete from permgraph.grants where tail_id = ${tail} and head_id = ${head}`);
+        for (const [k, v] of state.grants) if (v.tailId === tail && v.headId === head) state.grants.delete(k);
+      } else {
+        await tx.query(sql`insert into permgraph.grants (tail_id, head_id, level) values (${tail}, ${head}, ${level})`);
+        state.grants.set(grantKey(grant(tail, level, head)), grant(tail, level, head));
+      }
+      return `${tail} -${level}-> ${head}`;
     });
-    if (level === 0) {
-      for (const [k, v] of state.grants) if (v.tailId === tail && v.headId === head) state.grants.delete(k);
-    } else {
-      state.grants.set(grantKey(grant(tail, level, head)), grant(tail, level, head));
-    }
-    const after = rowsByPair(model.computePermissions(state.snapshot()));
-    const affected = new Set([...before.keys(), ...after.keys()].filter((k) => before.get(k) !== after.get(k)));
-    return { token, description: `${tail} -${level}-> ${head}`, affected };
   }
 
   /**
@@ -147,22 +152,19 @@ describe('long jobs: huge regions applied in chunks', async () => {
    * adds `node` (null: none).
    */
   async function remakeNode(state: GraphState, node: RefNode | null, deleteId = node?.id): Promise<Committed> {
-    const before = rowsByPair(model.computePermissions(state.snapshot()));
     const gone = deleteId !== undefined && state.nodes.has(deleteId) ? deleteId : null;
-    const token = await db.tx(async (tx) => {
-      if (gone) await tx.query(sql`delete from permgraph.nodes where id = ${gone}`);
-      if (node) await tx.query(sql`insert into permgraph.nodes (id, kind, owner_id) values (${node.id}, ${node.kind}, ${node.ownerId})`);
-      return currentToken(tx);
+    return committed(state, async (tx) => {
+      if (gone) {
+        await tx.query(sql`delete from permgraph.nodes where id = ${gone}`);
+        for (const [k, x] of state.grants) if (x.tailId === gone || x.headId === gone) state.grants.delete(k);
+        state.nodes.delete(gone);
+      }
+      if (node) {
+        await tx.query(sql`insert into permgraph.nodes (id, kind, owner_id) values (${node.id}, ${node.kind}, ${node.ownerId})`);
+        state.nodes.set(node.id, node);
+      }
+      return [gone && `delete ${gone}`, node && `add ${node.kind} ${node.id}`].filter(Boolean).join(', ');
     });
-    if (gone) {
-      for (const [k, x] of state.grants) if (x.tailId === gone || x.headId === gone) state.grants.delete(k);
-      state.nodes.delete(gone);
-    }
-    if (node) state.nodes.set(node.id, node);
-    const after = rowsByPair(model.computePermissions(state.snapshot()));
-    const affected = new Set([...before.keys(), ...after.keys()].filter((k) => before.get(k) !== after.get(k)));
-    const description = [gone && `delete ${gone}`, node && `add ${node.kind} ${node.id}`].filter(Boolean).join(', ');
-    return { token, description, affected };
   }
 
   it('a huge grant spans many chunks; other changes flow meanwhile, and tokens wait exactly for what touches the job', async () => {
