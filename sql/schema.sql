@@ -36,19 +36,6 @@ view permgraph._batch_changes
         END));
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
 
-view permgraph._batch_tombstone_waits
-  tail_id text collate "C"
-  user_id text collate "C"
-  as SELECT c.tail_id,
-    h.user_id
-   FROM (( SELECT DISTINCT b.tail_id,
-            d.id
-           FROM (permgraph._batch_changes b
-             JOIN permgraph.deleted_nodes d ON (((d.id = b.tail_id) OR (d.id = b.head_id))))
-          WHERE ((NOT b.trash_changed) AND (b.tail_kind <> '*'::text))) c
-     JOIN permgraph._tombstone_holders h ON ((h.node_id = c.id)));
-  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
-
 view permgraph._computed_rows
   user_id text collate "C"
   target_id text collate "C"
@@ -322,24 +309,6 @@ view permgraph._ownership_change_lock
   as SELECT true AS held;
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
 
-view permgraph._tombstone_holders
-  node_id text collate "C"
-  user_id text collate "C"
-  as SELECT d.id AS node_id,
-    h.user_id
-   FROM (permgraph.deleted_nodes d
-     CROSS JOIN LATERAL ( SELECT p.user_id
-           FROM permgraph.permissions p
-          WHERE (p.target_id = d.id)
-        UNION
-         SELECT d.id) h)
-  WHERE ((EXISTS ( SELECT 1
-           FROM permgraph.nodes n
-          WHERE (n.id = d.id))) AND (EXISTS ( SELECT 1
-           FROM permgraph.long_job_users j
-          WHERE (j.user_id = h.user_id))));
-  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE
-
 view permgraph._unapplied_changes
   change_id bigint
   xact_id xid8
@@ -466,6 +435,7 @@ sequence permgraph.consumer_registrations_seq
 table permgraph.deleted_nodes
   id text collate "C" not null
   deleted_at timestamp with time zone not null default clock_timestamp()
+  waits_recorded boolean not null default false
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
 
 table permgraph.edges
@@ -494,9 +464,13 @@ view permgraph.effective_permissions
   WHERE (((valid_until IS NULL) OR (valid_until > now())) AND ((NOT (EXISTS ( SELECT 1
            FROM permgraph.deleted_nodes))) OR ((NOT (EXISTS ( SELECT 1
            FROM permgraph.deleted_nodes d
-          WHERE (d.id = p.user_id)))) AND (NOT (EXISTS ( SELECT 1
+          WHERE ((d.id = p.user_id) AND ((NOT d.waits_recorded) OR (EXISTS ( SELECT 1
+                   FROM permgraph.long_job_tombstone_waits w
+                  WHERE ((w.node_id = d.id) AND (w.user_id = p.user_id))))))))) AND (NOT (EXISTS ( SELECT 1
            FROM permgraph.deleted_nodes d
-          WHERE (d.id = p.target_id)))))));
+          WHERE ((d.id = p.target_id) AND ((NOT d.waits_recorded) OR (EXISTS ( SELECT 1
+                   FROM permgraph.long_job_tombstone_waits w
+                  WHERE ((w.node_id = d.id) AND (w.user_id = p.user_id))))))))))));
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
 
 table permgraph.function_files
@@ -617,6 +591,12 @@ table permgraph.long_job_changes
   constraint long_job_changes_deferred_round_check CHECK ((deferred = (deferred_round IS NOT NULL)))
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
 
+table permgraph.long_job_tombstone_waits
+  node_id text collate "C" not null
+  user_id text collate "C" not null
+  constraint long_job_tombstone_waits_pkey PRIMARY KEY (node_id, user_id)
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
+
 table permgraph.long_job_users
   user_id text collate "C" not null
   wanted_round bigint
@@ -726,6 +706,7 @@ CREATE INDEX long_job_changes_deferred_round_idx ON permgraph.long_job_changes U
 CREATE INDEX long_job_changes_release_idx ON permgraph.long_job_changes USING btree (release_after) WHERE (release_after IS NOT NULL);
 CREATE INDEX long_job_changes_xact_idx ON permgraph.long_job_changes USING btree (xact_id);
 CREATE UNIQUE INDEX long_job_pkey ON permgraph.long_job USING btree (singleton);
+CREATE UNIQUE INDEX long_job_tombstone_waits_pkey ON permgraph.long_job_tombstone_waits USING btree (node_id, user_id);
 CREATE UNIQUE INDEX long_job_users_pkey ON permgraph.long_job_users USING btree (user_id);
 CREATE INDEX long_job_users_wanted_round_idx ON permgraph.long_job_users USING btree (wanted_round, user_id) WHERE (wanted_round IS NOT NULL);
 CREATE UNIQUE INDEX migrations_pkey ON permgraph.migrations USING btree (version);
@@ -1465,16 +1446,6 @@ begin
   left join unnest(origins, last_users) as l(origin, last_user) on l.origin = q.tail_id
   on conflict (tail_id) do update set
     release_after = greatest(t.release_after, excluded.release_after), changes = t.changes + excluded.changes;
-  -- A tail whose changes touch a node made again is let go after the users
-  -- its tombstone waits for (_tombstone_holders). (Rare: the backlog is
-  -- read again only when there is one.)
-  if exists (select 1 from permgraph._tombstone_holders) then
-    update permgraph.long_job_backlog_tails t set release_after = greatest(t.release_after, w.last_holder)
-    from (select w.tail_id, max(w.user_id collate "C") as last_holder
-          from permgraph._batch_tombstone_waits w
-          group by w.tail_id) w
-    where t.tail_id = w.tail_id;
-  end if;
   -- A job running before this batch may have deferred some of these
   -- changes: the backlog holds their tokens now.
   delete from permgraph.long_job_changes d
@@ -2206,11 +2177,6 @@ begin
     from tails a
     cross join lateral permgraph._upstream_users(a.ids, a.kinds) w
     where exists (select 1 from permgraph.long_job_users j where j.user_id = w.o_user_id)
-    union
-    -- (a change out of or into a node made again waits for the users its
-    -- tombstone waits for, and the tombstone goes with the chunk that does
-    -- the last of them: _tombstone_holders)
-    select w.tail_id::text, w.user_id::text from permgraph._batch_tombstone_waits w
   ), tail_round as materialized (
     -- (each tail its round, in the order of its first change: the writes
     -- committed first, which have waited longest, are let go first)
@@ -2386,6 +2352,7 @@ begin
   -- (nothing below starts or ends a job)
   job_active := permgraph._long_job_active();
   if job_active then
+    perform permgraph._record_tombstone_waits();
     perform permgraph._prune_deleted_nodes();
   else
     delete from permgraph.deleted_nodes;
@@ -2415,6 +2382,7 @@ AS $function$
 begin
   delete from permgraph.long_job_users;
   delete from permgraph.long_job_changes;
+  delete from permgraph.long_job_tombstone_waits;
   -- (a backlog's rows: cleared by its chunks, or deleted with the whole
   -- queue by the full recomputation's batch, 060_apply.sql)
   delete from permgraph.long_job_backlog_tails;
@@ -2753,7 +2721,7 @@ declare
     'permgraph.nodes', 'permgraph.grants', 'permgraph.edges', 'permgraph.permissions', 'permgraph.effective_permissions',
     'permgraph.trashed_groups', 'permgraph.deleted_nodes', 'permgraph.changes', 'permgraph.applier_state',
     'permgraph.long_job', 'permgraph.long_job_users', 'permgraph.long_job_changes',
-    'permgraph.long_job_backlog_tails', 'permgraph._unapplied_changes',
+    'permgraph.long_job_backlog_tails', 'permgraph.long_job_tombstone_waits', 'permgraph._unapplied_changes',
     'permgraph.roles', 'permgraph.operations', 'permgraph.audit_log',
     'permgraph.permission_changes', 'permgraph.change_consumers',
     -- what the CLI reads to tell whether the schema matches the package
@@ -2770,7 +2738,7 @@ declare
     -- its plan choice (which reads nothing) and its read of the user's owners
     'permgraph.list_rows(anyelement, name, name, text, integer, text, integer)',
     'permgraph._listing_plan(bigint, boolean, bigint, boolean, double precision, double precision, integer, boolean)',
-    'permgraph._listing_owners(text, integer, text[], bigint)',
+    'permgraph._listing_owners(text, integer, text[], bigint)', 'permgraph._tombstoned_ids(text)',
     'permgraph.explain(text, text, integer)',
     'permgraph.current_token()', 'permgraph.is_applied(text)', 'permgraph.status()', 'permgraph.change_stream_status()',
     'permgraph.current_actor()',
@@ -4454,12 +4422,16 @@ CREATE OR REPLACE FUNCTION permgraph._prune_deleted_nodes()
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 begin
+  delete from permgraph.long_job_tombstone_waits w
+  where not exists (select 1 from permgraph.long_job_users j where j.user_id = w.user_id);
   delete from permgraph.deleted_nodes d
-  where case when exists (select 1 from permgraph.nodes n where n.id = d.id)
-          then not exists (select 1 from permgraph._tombstone_holders h where h.node_id = d.id)
-          else not exists (select 1 from permgraph.permissions p where p.user_id = d.id)
+  where case when exists (select 1 from permgraph.deleted_nodes u where u.id = d.id and not u.waits_recorded)
+          then not exists (select 1 from permgraph.permissions p where p.user_id = d.id)
                and not exists (select 1 from permgraph.permissions p where p.target_id = d.id)
+          else not exists (select 1 from permgraph.long_job_tombstone_waits w where w.node_id = d.id)
         end;
+  delete from permgraph.long_job_tombstone_waits w
+  where not exists (select 1 from permgraph.deleted_nodes d where d.id = w.node_id);
 end $function$;
 
 -- permgraph._rebuild_set_aside(text): execute <owner>: EXECUTE
@@ -4484,6 +4456,35 @@ begin
   end loop;
   delete from pg_temp.permgraph_set_aside where purpose = p_purpose;
   return n;
+end $function$;
+
+-- permgraph._record_tombstone_waits(): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._record_tombstone_waits()
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+begin
+  if not exists (select 1 from permgraph.deleted_nodes d
+                 where not d.waits_recorded and exists (select 1 from permgraph.nodes n where n.id = d.id)) then
+    return;
+  end if;
+  with remade as materialized (
+    select distinct d.id from permgraph.deleted_nodes d
+    where not d.waits_recorded and exists (select 1 from permgraph.nodes n where n.id = d.id)
+  ), recorded as (
+    insert into permgraph.long_job_tombstone_waits (node_id, user_id)
+    select t.id, h.user_id
+    from remade t
+    cross join lateral (select p.user_id from permgraph.permissions p where p.target_id = t.id
+                        union
+                        select t.id) h
+    where exists (select 1 from permgraph.long_job_users j where j.user_id = h.user_id)
+    on conflict do nothing
+  )
+  update permgraph.deleted_nodes d set waits_recorded = true
+  from remade t
+  where d.id = t.id and not d.waits_recorded;
 end $function$;
 
 -- permgraph._recorded_by_this_server(): execute <owner>: EXECUTE
@@ -4877,6 +4878,21 @@ CREATE OR REPLACE FUNCTION permgraph._stored_oids_foreign()
  LANGUAGE sql
  STABLE
 RETURN CASE WHEN permgraph._home_cluster() THEN false ELSE (NOT permgraph._recorded_oids_hold()) END;
+
+-- permgraph._tombstoned_ids(text): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._tombstoned_ids(p_user_id text)
+ RETURNS text[]
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+begin
+  return array(select distinct d.id::text
+               from permgraph.deleted_nodes d
+               where not d.waits_recorded
+                  or exists (select 1 from permgraph.long_job_tombstone_waits w
+                             where w.node_id = d.id and w.user_id = p_user_id));
+end $function$;
 
 -- permgraph._trim_chunk_step(text[],bigint): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._trim_chunk_step(p_users text[], p_room bigint, OUT kept text[], OUT kept_rows bigint, OUT dropped_pairs bigint)
@@ -5579,8 +5595,7 @@ begin
     -- (the chunk's region: the rows computed, and the stored rows gone)
     pairs := pairs + diff.deleted;
     delete from permgraph.long_job_users where user_id = any(chunk_users);
-    -- (a tombstone these users held up goes now, as the changes that
-    -- waited for them are let go: _defer_overlapping_changes)
+    -- (a tombstone that waited for these users goes now)
     perform permgraph._prune_deleted_nodes();
   end if;
   let_go := permgraph._release_waiting_changes();
@@ -5922,6 +5937,7 @@ declare
   owner_step jsonb;        -- the last edge of a path through the thing's owner
   reason text;
   rows_used jsonb;
+  gone text[] := permgraph._tombstoned_ids(p_user_id);  -- (as in effective_permissions)
   asked_level integer;     -- the level the answer is about: the asked one, else any (1)
   until_level integer;     -- the level validUntil is about: the asked one, else the best found
   live_allows boolean;     -- a row that has not expired allows at asked_level
@@ -5957,8 +5973,7 @@ begin
   from permgraph.permissions p
   where p.user_id = p_user_id
     and (p.target_id = p_thing_id or (p.target_id = thing.owner_id and thing.owner_id <> thing.id))
-    and not exists (select 1 from permgraph.deleted_nodes d where d.id = p.user_id)
-    and not exists (select 1 from permgraph.deleted_nodes d where d.id = p.target_id);
+    and not (p.user_id = any (gone) or p.target_id = any (gone));
   if permgraph._is_superuser(p_user_id) and not hidden then
     return jsonb_build_object(
       'user', p_user_id, 'thing', p_thing_id, 'thingKind', thing.kind, 'level', p_level,
@@ -6151,8 +6166,7 @@ declare
   owner_shown text;      -- "no trashed group hides the row" (the trash rule of 030_trash.sql, for an owner column)
   after_cond text := '';  -- keyset_cond where there is a cursor
   is_superuser boolean;
-  user_gone boolean;    -- the user was deleted since the last batch
-  gone text[];          -- nodes deleted since the last batch
+  gone text[];          -- nodes deleted since the last batch whose rows of the user are hidden (_tombstoned_ids)
   owners text[];        -- the user's owners that may own visible rows
   complete boolean;     -- owners holds all of them
   per_owner double precision;
@@ -6198,9 +6212,8 @@ begin
          -- (no statistics: unknown; statistics without common values: none stands out)
          case when s.n_distinct is not null then c.reltuples * coalesce(s.top_freq, 0) end,
          coalesce((select u.is_superuser from permgraph.nodes u where u.id = p_user_id and u.kind = 'user'), false),
-         exists (select 1 from permgraph.deleted_nodes dn where dn.id = p_user_id),
-         array(select dn.id from permgraph.deleted_nodes dn)
-  into tbl, id_type, owner_type, owner_collation, id_collation, tbl_schema, tbl_name, table_rows, per_owner, top_owner_rows, is_superuser, user_gone, gone
+         permgraph._tombstoned_ids(p_user_id)
+  into tbl, id_type, owner_type, owner_collation, id_collation, tbl_schema, tbl_name, table_rows, per_owner, top_owner_rows, is_superuser, gone
   from pg_type t
   join pg_class c on c.oid = t.typrelid
   join pg_namespace n on n.oid = c.relnamespace
@@ -6247,7 +6260,7 @@ begin
   -- The rows of permgraph.effective_permissions, read from permissions by
   -- its covering indexes: valid_until not passed, and neither the user nor
   -- the target deleted since the last batch.
-  if user_gone then
+  if p_user_id = any (gone) then
     return;
   end if;
 
@@ -6430,7 +6443,7 @@ declare
   count_limit bigint;   -- how many of the user's rows to count (null: all)
   node_rows double precision;
   per_owner double precision;
-  gone text[];          -- nodes deleted since the last batch
+  gone text[];          -- nodes deleted since the last batch whose rows of the user are hidden (_tombstoned_ids)
   -- the rows plan's children read at once, at most (then owner by owner)
   children_cap bigint := 8 * p_limit::bigint;
 begin
@@ -6457,10 +6470,10 @@ begin
   -- its covering indexes: valid_until not passed, and neither the user nor
   -- the target deleted since the last batch. The (few) deleted ids are read
   -- once: a per-row probe of deleted_nodes costs as much as the row itself.
-  if exists (select 1 from permgraph.deleted_nodes dn where dn.id = p_user_id) then
+  gone := permgraph._tombstoned_ids(p_user_id);
+  if p_user_id = any (gone) then
     return;
   end if;
-  gone := array(select dn.id from permgraph.deleted_nodes dn);
 
   -- The plan (_listing_plan): the nodes of the kind asked for that the first
   -- 8 owners among the user's rows own (at most 1,000 each), the number of

@@ -169,6 +169,7 @@ begin
   -- (nothing below starts or ends a job)
   job_active := permgraph._long_job_active();
   if job_active then
+    perform permgraph._record_tombstone_waits();
     perform permgraph._prune_deleted_nodes();
   else
     delete from permgraph.deleted_nodes;

@@ -59,13 +59,23 @@
 -- job has already done) cannot arise, because border rows are only ever
 -- copied into rows of their own user, and a user the job has done has no
 -- stale rows. What overlap does affect is freshness, below.
--- Tombstones (deleted_nodes) hide a deleted node's rows until they are gone;
--- while a job runs, a user in D may still hold such rows, so a batch only
--- removes tombstones whose node has no row left (_prune_deleted_nodes). A
--- node made again under a tombstoned id has rows of its own, which the
--- tombstone hides too: its tombstone goes once no user in D holds a row on
--- it and it is not in D, and until then the changes out of it or into it
--- wait for those users as deferred changes do (_defer_overlapping_changes).
+-- Tombstones (deleted_nodes) hide a deleted node's rows from readers until
+-- a batch has removed them (effective_permissions, 005_views.sql). While a
+-- job runs, a user in D may still hold such rows until its chunk, so a
+-- tombstone stays until its id has no row left. The id may meanwhile be
+-- made again, with rows of its own that the tombstone would hide too. So
+-- at its end every batch records, for each tombstone whose id it sees made
+-- again for the first time, the users in D that hold a row on the id or
+-- are it (_record_tombstone_waits). Every user outside D then holds no row
+-- of the old node (this batch or an earlier one applied its deletion, or
+-- the job took it), and a user who joins D later joins with no row of it
+-- either. From then on the tombstone hides only the rows of the users
+-- recorded, and each leaves the record with the chunk that recomputes it.
+-- Freshness needs nothing more: a change that affects a recorded user's
+-- row on the id has that user upstream of its tail, and so waits for its
+-- chunk like any change that touches D. The tombstone goes once it hides
+-- nothing: once recorded and its users all done, or, not recorded, once
+-- its id has no row at all (_prune_deleted_nodes).
 --
 -- Freshness (080_freshness.sql): a token is applied when none of its changes
 -- waits (_unapplied_changes: pending in the queue, held in long_job_changes,
@@ -426,16 +436,6 @@ begin
   left join unnest(origins, last_users) as l(origin, last_user) on l.origin = q.tail_id
   on conflict (tail_id) do update set
     release_after = greatest(t.release_after, excluded.release_after), changes = t.changes + excluded.changes;
-  -- A tail whose changes touch a node made again is let go after the users
-  -- its tombstone waits for (_tombstone_holders). (Rare: the backlog is
-  -- read again only when there is one.)
-  if exists (select 1 from permgraph._tombstone_holders) then
-    update permgraph.long_job_backlog_tails t set release_after = greatest(t.release_after, w.last_holder)
-    from (select w.tail_id, max(w.user_id collate "C") as last_holder
-          from permgraph._batch_tombstone_waits w
-          group by w.tail_id) w
-    where t.tail_id = w.tail_id;
-  end if;
   -- A job running before this batch may have deferred some of these
   -- changes: the backlog holds their tokens now.
   delete from permgraph.long_job_changes d
@@ -546,11 +546,6 @@ begin
     from tails a
     cross join lateral permgraph._upstream_users(a.ids, a.kinds) w
     where exists (select 1 from permgraph.long_job_users j where j.user_id = w.o_user_id)
-    union
-    -- (a change out of or into a node made again waits for the users its
-    -- tombstone waits for, and the tombstone goes with the chunk that does
-    -- the last of them: _tombstone_holders)
-    select w.tail_id::text, w.user_id::text from permgraph._batch_tombstone_waits w
   ), tail_round as materialized (
     -- (each tail its round, in the order of its first change: the writes
     -- committed first, which have waited longest, are let go first)
@@ -580,51 +575,67 @@ begin
   return deferred_rows;
 end $$;
 
--- The users of the job that the tombstone of a node made again under a
--- deleted node's id waits for: those holding a row on it (on its old self,
--- as far as the job knows), and the node itself if it is one. The
--- tombstone hides the new node's rows too, so the changes out of it or
--- into it wait for these users (_defer_overlapping_changes, and for a
--- backlog _backlog_to_long_job), and it goes once none is left
--- (_prune_deleted_nodes). One definition for the three, which must agree.
-create or replace view permgraph._tombstone_holders as
-  select d.id as node_id, h.user_id
-  from permgraph.deleted_nodes d
-  cross join lateral (select p.user_id from permgraph.permissions p where p.target_id = d.id
-                      union
-                      select d.id) h
-  where exists (select 1 from permgraph.nodes n where n.id = d.id)
-    and exists (select 1 from permgraph.long_job_users j where j.user_id = h.user_id);
+-- Records, for each tombstone whose id exists again and which no batch has
+-- recorded yet, the users of the job that may still hold rows of the
+-- deleted node: those holding a row on its id, and the id itself if it is a
+-- user of the job. From then on the tombstone hides only their rows (the
+-- top of this file says why that is right). Called at the end of every
+-- batch during a job, after any users it added have joined. A tombstone
+-- whose id does not exist hides every row of it, all of them the old
+-- node's, and is recorded only if the id is made again: a deleted group's
+-- holders may be every user of a big job. (Before, a tombstone hid every
+-- row of its id until no user of the job held one: a node made again had
+-- the rows of users outside the job hidden, and of users who joined the
+-- job later, whose tokens read applied, bench/FINDINGS.md 58.)
+create or replace function permgraph._record_tombstone_waits() returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if not exists (select 1 from permgraph.deleted_nodes d
+                 where not d.waits_recorded and exists (select 1 from permgraph.nodes n where n.id = d.id)) then
+    return;
+  end if;
+  with remade as materialized (
+    select distinct d.id from permgraph.deleted_nodes d
+    where not d.waits_recorded and exists (select 1 from permgraph.nodes n where n.id = d.id)
+  ), recorded as (
+    insert into permgraph.long_job_tombstone_waits (node_id, user_id)
+    select t.id, h.user_id
+    from remade t
+    cross join lateral (select p.user_id from permgraph.permissions p where p.target_id = t.id
+                        union
+                        select t.id) h
+    where exists (select 1 from permgraph.long_job_users j where j.user_id = h.user_id)
+    on conflict do nothing
+  )
+  update permgraph.deleted_nodes d set waits_recorded = true
+  from remade t
+  where d.id = t.id and not d.waits_recorded;
+end $$;
 
--- Per tail of the current batch's changes (_batch_changes) out of or into a
--- node made again, the users its tombstone waits for (_tombstone_holders).
--- (The changes touching a tombstone first, few, and their holders after.)
-create or replace view permgraph._batch_tombstone_waits as
-  select c.tail_id, h.user_id
-  from (select distinct b.tail_id, d.id
-        from permgraph._batch_changes b
-        join permgraph.deleted_nodes d on d.id in (b.tail_id, b.head_id)
-        where not b.trash_changed and b.tail_kind <> '*') c
-  join permgraph._tombstone_holders h on h.node_id = c.id;
-
--- Tombstones of deleted nodes (deleted_nodes) hide their rows until those
--- are gone. While a job runs, a user of the job may keep rows of a deleted
--- node until its chunk: only tombstones with no row left are removed. A
--- node made again under the same id has rows of its own, right for every
--- user outside the job: its tombstone goes once no user of the job holds it
--- (_tombstone_holders). (Kept while it had any row, it hid the new node's
--- rows, whose tokens read applied, until some batch after the job.)
+-- Removes the tombstones that hide no row any more (the top of this file
+-- has the rules): a recorded one once the users recorded for it have all
+-- left the job, each recomputed by a chunk whose snapshot saw the deletion;
+-- one not recorded once its id has no row at all. (A chunk
+-- dropped an unrecorded one as soon as no user of the job held a row on
+-- its id, while users outside the job still held rows of the old node
+-- that then showed as the new node's: bench/FINDINGS.md 58.)
 create or replace function permgraph._prune_deleted_nodes() returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 begin
+  delete from permgraph.long_job_tombstone_waits w
+  where not exists (select 1 from permgraph.long_job_users j where j.user_id = w.user_id);
   delete from permgraph.deleted_nodes d
-  where case when exists (select 1 from permgraph.nodes n where n.id = d.id)
-          then not exists (select 1 from permgraph._tombstone_holders h where h.node_id = d.id)
-          else not exists (select 1 from permgraph.permissions p where p.user_id = d.id)
+  where case when exists (select 1 from permgraph.deleted_nodes u where u.id = d.id and not u.waits_recorded)
+          then not exists (select 1 from permgraph.permissions p where p.user_id = d.id)
                and not exists (select 1 from permgraph.permissions p where p.target_id = d.id)
+          else not exists (select 1 from permgraph.long_job_tombstone_waits w where w.node_id = d.id)
         end;
+  delete from permgraph.long_job_tombstone_waits w
+  where not exists (select 1 from permgraph.deleted_nodes d where d.id = w.node_id);
 end $$;
 
 -- Ends the running job, if any: after its last chunk, or after a full
@@ -637,6 +648,7 @@ as $$
 begin
   delete from permgraph.long_job_users;
   delete from permgraph.long_job_changes;
+  delete from permgraph.long_job_tombstone_waits;
   -- (a backlog's rows: cleared by its chunks, or deleted with the whole
   -- queue by the full recomputation's batch, 060_apply.sql)
   delete from permgraph.long_job_backlog_tails;
@@ -919,8 +931,7 @@ begin
     -- (the chunk's region: the rows computed, and the stored rows gone)
     pairs := pairs + diff.deleted;
     delete from permgraph.long_job_users where user_id = any(chunk_users);
-    -- (a tombstone these users held up goes now, as the changes that
-    -- waited for them are let go: _defer_overlapping_changes)
+    -- (a tombstone that waited for these users goes now)
     perform permgraph._prune_deleted_nodes();
   end if;
   let_go := permgraph._release_waiting_changes();

@@ -61,6 +61,26 @@ begin
   end if;
 end $$;
 
+-- The ids whose tombstones (nodes deleted since the worker's last batch)
+-- hide rows of p_user_id: a row (user, target) counts as absent when its
+-- user or its target is among them. A tombstone hides every row of its id,
+-- until a batch during a long job records which users of the job may still
+-- hold rows of the deleted node; then only theirs (long_job_tombstone_waits,
+-- 065_long_job.sql). effective_permissions writes the same rule per row.
+-- (PL/pgSQL: an SQL function with a SET clause is planned at every call
+-- before PostgreSQL 18, test/engine/plan-settings.test.ts.)
+create or replace function permgraph._tombstoned_ids(p_user_id text) returns text[]
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  return array(select distinct d.id::text
+               from permgraph.deleted_nodes d
+               where not d.waits_recorded
+                  or exists (select 1 from permgraph.long_job_tombstone_waits w
+                             where w.node_id = d.id and w.user_id = p_user_id));
+end $$;
+
 -- Until when a node listed by list_targets stays at its best level, when it
 -- is reached both directly (a row of its own) and through its owner: the
 -- later end of the two when both give the best level (null: one lasts), else
@@ -102,7 +122,7 @@ declare
   count_limit bigint;   -- how many of the user's rows to count (null: all)
   node_rows double precision;
   per_owner double precision;
-  gone text[];          -- nodes deleted since the last batch
+  gone text[];          -- nodes deleted since the last batch whose rows of the user are hidden (_tombstoned_ids)
   -- the rows plan's children read at once, at most (then owner by owner)
   children_cap bigint := 8 * p_limit::bigint;
 begin
@@ -129,10 +149,10 @@ begin
   -- its covering indexes: valid_until not passed, and neither the user nor
   -- the target deleted since the last batch. The (few) deleted ids are read
   -- once: a per-row probe of deleted_nodes costs as much as the row itself.
-  if exists (select 1 from permgraph.deleted_nodes dn where dn.id = p_user_id) then
+  gone := permgraph._tombstoned_ids(p_user_id);
+  if p_user_id = any (gone) then
     return;
   end if;
-  gone := array(select dn.id from permgraph.deleted_nodes dn);
 
   -- The plan (_listing_plan): the nodes of the kind asked for that the first
   -- 8 owners among the user's rows own (at most 1,000 each), the number of
@@ -601,8 +621,7 @@ declare
   owner_shown text;      -- "no trashed group hides the row" (the trash rule of 030_trash.sql, for an owner column)
   after_cond text := '';  -- keyset_cond where there is a cursor
   is_superuser boolean;
-  user_gone boolean;    -- the user was deleted since the last batch
-  gone text[];          -- nodes deleted since the last batch
+  gone text[];          -- nodes deleted since the last batch whose rows of the user are hidden (_tombstoned_ids)
   owners text[];        -- the user's owners that may own visible rows
   complete boolean;     -- owners holds all of them
   per_owner double precision;
@@ -648,9 +667,8 @@ begin
          -- (no statistics: unknown; statistics without common values: none stands out)
          case when s.n_distinct is not null then c.reltuples * coalesce(s.top_freq, 0) end,
          coalesce((select u.is_superuser from permgraph.nodes u where u.id = p_user_id and u.kind = 'user'), false),
-         exists (select 1 from permgraph.deleted_nodes dn where dn.id = p_user_id),
-         array(select dn.id from permgraph.deleted_nodes dn)
-  into tbl, id_type, owner_type, owner_collation, id_collation, tbl_schema, tbl_name, table_rows, per_owner, top_owner_rows, is_superuser, user_gone, gone
+         permgraph._tombstoned_ids(p_user_id)
+  into tbl, id_type, owner_type, owner_collation, id_collation, tbl_schema, tbl_name, table_rows, per_owner, top_owner_rows, is_superuser, gone
   from pg_type t
   join pg_class c on c.oid = t.typrelid
   join pg_namespace n on n.oid = c.relnamespace
@@ -697,7 +715,7 @@ begin
   -- The rows of permgraph.effective_permissions, read from permissions by
   -- its covering indexes: valid_until not passed, and neither the user nor
   -- the target deleted since the last batch.
-  if user_gone then
+  if p_user_id = any (gone) then
     return;
   end if;
 

@@ -376,6 +376,7 @@ declare
   owner_step jsonb;        -- the last edge of a path through the thing's owner
   reason text;
   rows_used jsonb;
+  gone text[] := permgraph._tombstoned_ids(p_user_id);  -- (as in effective_permissions)
   asked_level integer;     -- the level the answer is about: the asked one, else any (1)
   until_level integer;     -- the level validUntil is about: the asked one, else the best found
   live_allows boolean;     -- a row that has not expired allows at asked_level
@@ -411,8 +412,7 @@ begin
   from permgraph.permissions p
   where p.user_id = p_user_id
     and (p.target_id = p_thing_id or (p.target_id = thing.owner_id and thing.owner_id <> thing.id))
-    and not exists (select 1 from permgraph.deleted_nodes d where d.id = p.user_id)
-    and not exists (select 1 from permgraph.deleted_nodes d where d.id = p.target_id);
+    and not (p.user_id = any (gone) or p.target_id = any (gone));
   if permgraph._is_superuser(p_user_id) and not hidden then
     return jsonb_build_object(
       'user', p_user_id, 'thing', p_thing_id, 'thingKind', thing.kind, 'level', p_level,

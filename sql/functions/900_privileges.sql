@@ -56,7 +56,7 @@ declare
     'permgraph.nodes', 'permgraph.grants', 'permgraph.edges', 'permgraph.permissions', 'permgraph.effective_permissions',
     'permgraph.trashed_groups', 'permgraph.deleted_nodes', 'permgraph.changes', 'permgraph.applier_state',
     'permgraph.long_job', 'permgraph.long_job_users', 'permgraph.long_job_changes',
-    'permgraph.long_job_backlog_tails', 'permgraph._unapplied_changes',
+    'permgraph.long_job_backlog_tails', 'permgraph.long_job_tombstone_waits', 'permgraph._unapplied_changes',
     'permgraph.roles', 'permgraph.operations', 'permgraph.audit_log',
     'permgraph.permission_changes', 'permgraph.change_consumers',
     -- what the CLI reads to tell whether the schema matches the package
@@ -73,7 +73,7 @@ declare
     -- its plan choice (which reads nothing) and its read of the user's owners
     'permgraph.list_rows(anyelement, name, name, text, integer, text, integer)',
     'permgraph._listing_plan(bigint, boolean, bigint, boolean, double precision, double precision, integer, boolean)',
-    'permgraph._listing_owners(text, integer, text[], bigint)',
+    'permgraph._listing_owners(text, integer, text[], bigint)', 'permgraph._tombstoned_ids(text)',
     'permgraph.explain(text, text, integer)',
     'permgraph.current_token()', 'permgraph.is_applied(text)', 'permgraph.status()', 'permgraph.change_stream_status()',
     'permgraph.current_actor()',

@@ -439,7 +439,7 @@ describe('long jobs: huge regions applied in chunks', async () => {
     await expectTableMatches(state, 'after the job');
   });
 
-  it("a node made again under its id while a job runs: its rows show once no user of the job holds one, not after the job", async () => {
+  it("a node made again under its id while a job runs: its rows show at once, not after the job", async () => {
     const { state, big } = await startTeamJob({ nodes: [u('out'), g('zz')], grants: [grant('out', 1, 'zz')] });
     // zz made again (its grant from out goes with it), and out granted on it anew
     const committed = [big, await remakeNode(state, g('zz')), await commitGrant(state, 'out', 'zz', 2)];
@@ -452,7 +452,7 @@ describe('long jobs: huge regions applied in chunks', async () => {
     await expectTableMatches(state, 'after the job');
   });
 
-  it("a node made again while a user of the job still holds a row on its old self: its changes wait for that user", async () => {
+  it("a node made again while a user of the job still holds a row on its old self: that row stays hidden until the user's chunk", async () => {
     // (found by the random changes: delete g5, a backlog takes it, g5 made again as a user)
     const state = await start({ nodes: [u('m0'), g('g5'), g('g8')], grants: [grant('m0', 1, 'g5')] });
     const committed = [await remakeNode(state, null, 'g5')];
@@ -460,10 +460,14 @@ describe('long jobs: huge regions applied in chunks', async () => {
     // m0, a user of the job, still holds its row on the old g5, which g5's tombstone hides
     committed.push(await remakeNode(state, u('g5')));
     await applyChanges(db, { chunkPairs: 4 });
+    const oldRowHidden = async (context: string) =>
+      expect((await db.tx((tx) => readVisible(tx))).get(key({ userId: 'm0', targetId: 'g5' })), context).toBeUndefined();
     await expectTokensHonest(state, committed, 'after the batch');
+    await oldRowHidden('after the batch');
     for (let chunks = 0; ; chunks++) {
       const chunk = await applyJobChunk(db, { maxPairs: 10 });
       await expectTokensHonest(state, committed, `after chunk ${chunks + 1}`);
+      await oldRowHidden(`after chunk ${chunks + 1}`);
       if (chunk.finished || chunk.mode === 'none') break;
       expect(chunks).toBeLessThan(10);
     }
@@ -471,7 +475,7 @@ describe('long jobs: huge regions applied in chunks', async () => {
     await expectTableMatches(state, 'after the job');
   });
 
-  it('a backlog in which a node is made again: its changes are let go after the users holding rows on its old self', async () => {
+  it('a backlog in which a node is made again: the rows of its old self stay hidden until their users\' chunks', async () => {
     // (found by the random changes) u3 holds a row on u2; u2 is deleted and
     // made again, owned by u0; a backlog takes it all. u3 sorts last.
     const state = await start({ nodes: [u('u0'), u('u2'), u('u3'), g('g1')], grants: [grant('u3', 1, 'u2')] });
@@ -480,10 +484,74 @@ describe('long jobs: huge regions applied in chunks', async () => {
     for (let chunks = 1; ; chunks++) {
       const chunk = await applyJobChunk(db, { maxPairs: 1 });
       await expectTokensHonest(state, committed, `after chunk ${chunks}`);
+      // (u3's row on the old u2, until u3's chunk removes it)
+      expect((await db.tx((tx) => readVisible(tx))).get(key({ userId: 'u3', targetId: 'u2' })), `after chunk ${chunks}`).toBeUndefined();
       if (chunk.finished) break;
       expect(chunks).toBeLessThan(10);
     }
     expect((await expectTokensHonest(state, committed, 'job done')).size).toBe(committed.length);
+    await expectTableMatches(state, 'after the job');
+  });
+
+  it("a node made again: the tombstone hides only the rows of the job's users that held rows on the old node, however the job grows", async () => {
+    // (found by the random changes) zz's deletion is taken into a job whose
+    // user m9 keeps its row on the old zz until its chunk. zz is made again
+    // and out, outside the job, granted on it. Then out joins the job
+    // (through crew, whose grant onto parent is split off), holding its
+    // right row on the new zz.
+    const state = await start({
+      nodes: [u('m9'), u('out'), u('out2'), g('zz'), g('crew'), g('parent'), g('p0', 'parent'), g('p1', 'parent'), g('p2', 'parent')],
+      grants: [grant('m9', 1, 'zz'), grant('out', 1, 'crew'), grant('out2', 1, 'crew')],
+    });
+    const committed = [await remakeNode(state, null, 'zz')];
+    expect(await applyChanges(db, { maxChanges: 1, chunkPairs: 4, maxPairs: 1 })).toMatchObject({ toLongJob: 1 });
+    committed.push(await remakeNode(state, g('zz')), await commitGrant(state, 'out', 'zz', 2));
+    expect(await applyChanges(db, { chunkPairs: 4 })).toMatchObject({ toLongJob: 0, deferred: 0 });
+    // out's row on the new zz shows at once; m9's on the old one stays hidden
+    let applied = await expectTokensHonest(state, committed, 'after the batch');
+    expect(applied.has(committed[2]!.token)).toBe(true);
+    const visible = async () => db.tx((tx) => readVisible(tx));
+    expect((await visible()).get(key({ userId: 'm9', targetId: 'zz' }))).toBeUndefined();
+    committed.push(await commitGrant(state, 'crew', 'parent', 1));
+    expect(await applyChanges(db, { chunkPairs: 4 })).toMatchObject({ toLongJob: 1 });
+    applied = await expectTokensHonest(state, committed, 'out joined the job');
+    expect(applied.has(committed[2]!.token)).toBe(true);
+    for (let chunks = 1; !(await applyJobChunk(db, { maxPairs: 1 })).finished; chunks++) {
+      await expectTokensHonest(state, committed, `after chunk ${chunks}`);
+      expect(chunks).toBeLessThan(10);
+    }
+    expect((await expectTokensHonest(state, committed, 'job done')).size).toBe(committed.length);
+    await expectTableMatches(state, 'after the job');
+  });
+
+  it("a node made again: a change elsewhere that gives a user outside the job a row on it shows that row at once", async () => {
+    // (found by the random changes) g11 deleted and made again as a user
+    // owned by g9, in a backlog; m, a user of the job, holds a row on the
+    // old g11. u0's grant onto g9 reaches g11, though neither of its ends
+    // is g11, and touches no user of the job.
+    const state = await start({ nodes: [u('m'), u('u0'), g('g9'), g('g11')], grants: [grant('m', 1, 'g11')] });
+    const committed = [await remakeNode(state, null, 'g11'), await remakeNode(state, u('g11', 'g9'))];
+    expect(await applyChanges(db, { maxChanges: 1, chunkPairs: 4, maxPairs: 1 })).toMatchObject({ toLongJob: 3 });
+    committed.push(await commitGrant(state, 'u0', 'g9', 1));
+    expect(await applyChanges(db, { chunkPairs: 4 })).toMatchObject({ deferred: 0 });
+    const applied = await expectTokensHonest(state, committed, 'after the batch');
+    expect(applied.has(committed[2]!.token)).toBe(true);
+    // m's row on the old g11 stays hidden until m's chunk
+    expect((await db.tx((tx) => readVisible(tx))).get(key({ userId: 'm', targetId: 'g11' }))).toBeUndefined();
+    await chunksToTheEnd();
+    expect((await expectTokensHonest(state, committed, 'job done')).size).toBe(committed.length);
+    await expectTableMatches(state, 'after the job');
+  });
+
+  it("a chunk leaves the tombstone of a node made again that no batch has seen: rows of the old node stay hidden", async () => {
+    // out, outside the job, holds a row on zz until a batch applies zz's deletion
+    const { state } = await startTeamJob({ nodes: [u('out'), g('zz')], grants: [grant('out', 1, 'zz')] });
+    await remakeNode(state, g('zz'));
+    await applyJobChunk(db);
+    const visible = await db.tx((tx) => readVisible(tx));
+    expect(visible.get(key({ userId: 'out', targetId: 'zz' })), 'the old zz\'s row, shown for the new zz').toBeUndefined();
+    await applyChanges(db, { chunkPairs: 30 });
+    await chunksToTheEnd();
     await expectTableMatches(state, 'after the job');
   });
 
