@@ -7,7 +7,8 @@ import { refresh } from '../../src/engine/apply.ts';
 import { expiryArbitrary, FUTURE, graphArbitrary, loadGraph, PAST } from './graph.ts';
 
 export type Mutation =
-  | { type: 'addNode'; kind: Kind; owner: number | null; trash: Date | null }
+  /** reuse: the id of a node deleted earlier, if there is one (its kind may differ), instead of a new id. */
+  | { type: 'addNode'; kind: Kind; owner: number | null; trash: Date | null; reuse?: number | null }
   | { type: 'deleteNode'; pick: number }
   | { type: 'setOwner'; pick: number; owner: number | null }
   | { type: 'setTrash'; pick: number; trash: Date | null }
@@ -18,7 +19,16 @@ export type Mutation =
 const trashArb = fc.constantFrom<Date | null>(null, null, PAST, FUTURE);
 
 export const mutationArbitrary: fc.Arbitrary<Mutation> = fc.oneof(
-  { weight: 2, arbitrary: fc.record({ type: fc.constant('addNode' as const), kind: fc.constantFrom<Kind>('user', 'group', 'group', 'object'), owner: fc.option(fc.nat()), trash: trashArb }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      type: fc.constant('addNode' as const),
+      kind: fc.constantFrom<Kind>('user', 'group', 'group', 'object'),
+      owner: fc.option(fc.nat()),
+      trash: trashArb,
+      reuse: fc.option(fc.nat(), { freq: 3 }),
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ type: fc.constant('deleteNode' as const), pick: fc.nat() }) },
   { weight: 2, arbitrary: fc.record({ type: fc.constant('setOwner' as const), pick: fc.nat(), owner: fc.option(fc.nat()) }) },
   { weight: 1, arbitrary: fc.record({ type: fc.constant('setTrash' as const), pick: fc.nat(), trash: trashArb }) },
@@ -38,6 +48,8 @@ export class GraphState {
   readonly nodes = new Map<string, RefNode>();
   readonly grants = new Map<string, RefGrant>();
   private counter = 0;
+  /** Ids of deleted nodes, which an addNode may take again. */
+  private readonly deleted: string[] = [];
 
   constructor(graph: RefGraph) {
     for (const n of graph.nodes) this.nodes.set(n.id, { ...n });
@@ -57,7 +69,8 @@ export class GraphState {
     };
     switch (m.type) {
       case 'addNode': {
-        const id = `n${this.counter++}_${m.kind[0]}`;
+        const reused = m.reuse == null || this.deleted.length === 0 ? undefined : this.deleted.splice(m.reuse % this.deleted.length, 1)[0];
+        const id = reused ?? `n${this.counter++}_${m.kind[0]}`;
         const owner = m.owner === null ? undefined : pickNode(m.owner, (n) => n.kind !== 'object');
         const node: RefNode = { id, kind: m.kind, ownerId: owner?.id ?? null, trashAt: m.kind === 'user' ? null : m.trash };
         await db.query(sql`insert into permgraph.nodes (id, kind, owner_id, trash_at) values (${id}, ${node.kind}, ${node.ownerId}, ${node.trashAt})`);
@@ -69,6 +82,7 @@ export class GraphState {
         if (!victim) return 'noop';
         await db.query(sql`delete from permgraph.nodes where id = ${victim.id}`);
         this.nodes.delete(victim.id);
+        this.deleted.push(victim.id);
         for (const [key, g] of this.grants) if (g.tailId === victim.id || g.headId === victim.id) this.grants.delete(key);
         return `delete ${victim.id}`;
       }
