@@ -512,6 +512,12 @@ describe('long jobs: huge regions applied in chunks', async () => {
     expect(applied.has(committed[2]!.token)).toBe(true);
     const visible = async () => db.tx((tx) => readVisible(tx));
     expect((await visible()).get(key({ userId: 'm9', targetId: 'zz' }))).toBeUndefined();
+    // (the listings and explain read the same rule)
+    const listed = async (user: string) => (await db.query(sql`select target_id from permgraph.list_targets(${user})`)).map((r: { target_id: string }) => r.target_id);
+    expect(await listed('out')).toContain('zz');
+    expect(await listed('m9')).not.toContain('zz');
+    const [{ rows }] = await db.query(sql`select permgraph.explain('m9', 'zz') -> 'rows' as rows`);
+    expect(rows).toEqual([]);
     committed.push(await commitGrant(state, 'crew', 'parent', 1));
     expect(await applyChanges(db, { chunkPairs: 4 })).toMatchObject({ toLongJob: 1 });
     applied = await expectTokensHonest(state, committed, 'out joined the job');
