@@ -505,8 +505,12 @@ describe('long jobs: huge regions applied in chunks', async () => {
     });
     const committed = [await remakeNode(state, null, 'zz')];
     expect(await applyChanges(db, { maxChanges: 1, chunkPairs: 4, maxPairs: 1 })).toMatchObject({ toLongJob: 1 });
+    // (recorded only once zz exists again: until then the tombstone hides all its rows)
+    const recorded = async () => db.query(sql`select node_id, user_id from permgraph.long_job_tombstone_waits order by 1, 2`);
+    expect(await recorded()).toEqual([]);
     committed.push(await remakeNode(state, g('zz')), await commitGrant(state, 'out', 'zz', 2));
     expect(await applyChanges(db, { chunkPairs: 4 })).toMatchObject({ toLongJob: 0, deferred: 0 });
+    expect(await recorded()).toEqual([{ node_id: 'zz', user_id: 'm9' }]);
     // out's row on the new zz shows at once; m9's on the old one stays hidden
     let applied = await expectTokensHonest(state, committed, 'after the batch');
     expect(applied.has(committed[2]!.token)).toBe(true);
