@@ -299,10 +299,13 @@ begin
   end if;
   perform permgraph._open_long_job(p_chunk_pairs);
   with moved_rows as (
-    -- (a backlog the job holds stays where it is: the view hides it)
+    -- (a backlog the job holds stays where it is: the view hides it. Only
+    -- changes out of the tail as a group, as measured and walked: a node
+    -- deleted and made again as a user has changes of the same pair out of
+    -- it as a user, whose user the job would never compute: FINDINGS 58)
     delete from permgraph._batch_changes c
     using unnest(big_tails, big_heads) as b(tail_id, head_id)
-    where c.tail_id = b.tail_id and c.head_id = b.head_id and not c.trash_changed
+    where c.tail_id = b.tail_id and c.head_id = b.head_id and c.tail_kind = 'group' and not c.trash_changed
     returning c.*
   )
   insert into permgraph.long_job_changes (change_id, tail_id, head_id, tail_kind, head_kind, old_level, new_level,
