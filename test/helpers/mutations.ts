@@ -36,6 +36,25 @@ export const mutationArbitrary: fc.Arbitrary<Mutation> = fc.oneof(
   { weight: 3, arbitrary: fc.record({ type: fc.constant('revoke' as const), pick: fc.nat() }) },
 );
 
+/**
+ * The same changes with nodes deleted, and their ids made again, four times
+ * as often: what a long job's tombstones must get right (065_long_job.sql).
+ */
+export const remakingMutationArbitrary: fc.Arbitrary<Mutation> = fc.oneof(
+  { weight: 2, arbitrary: mutationArbitrary },
+  { weight: 1, arbitrary: fc.record({ type: fc.constant('deleteNode' as const), pick: fc.nat() }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      type: fc.constant('addNode' as const),
+      kind: fc.constantFrom<Kind>('user', 'group', 'group', 'object'),
+      owner: fc.option(fc.nat()),
+      trash: trashArb,
+      reuse: fc.nat(),
+    }),
+  },
+);
+
 /** The same changes, where grants also get, change and lose expiry times. */
 export const expiringMutationArbitrary: fc.Arbitrary<Mutation> = fc.oneof(
   { weight: 9, arbitrary: mutationArbitrary },
