@@ -18,18 +18,20 @@ export type Mutation =
 
 const trashArb = fc.constantFrom<Date | null>(null, null, PAST, FUTURE);
 
+/** A node added; reuse draws whether it takes a deleted node's id (null: a new one) and which. */
+const addNodeArb = (reuse: fc.Arbitrary<number | null>) =>
+  fc.record({
+    type: fc.constant('addNode' as const),
+    kind: fc.constantFrom<Kind>('user', 'group', 'group', 'object'),
+    owner: fc.option(fc.nat()),
+    trash: trashArb,
+    reuse,
+  });
+const deleteNodeArb = fc.record({ type: fc.constant('deleteNode' as const), pick: fc.nat() });
+
 export const mutationArbitrary: fc.Arbitrary<Mutation> = fc.oneof(
-  {
-    weight: 2,
-    arbitrary: fc.record({
-      type: fc.constant('addNode' as const),
-      kind: fc.constantFrom<Kind>('user', 'group', 'group', 'object'),
-      owner: fc.option(fc.nat()),
-      trash: trashArb,
-      reuse: fc.option(fc.nat(), { freq: 3 }),
-    }),
-  },
-  { weight: 1, arbitrary: fc.record({ type: fc.constant('deleteNode' as const), pick: fc.nat() }) },
+  { weight: 2, arbitrary: addNodeArb(fc.option(fc.nat(), { freq: 3 })) },
+  { weight: 1, arbitrary: deleteNodeArb },
   { weight: 2, arbitrary: fc.record({ type: fc.constant('setOwner' as const), pick: fc.nat(), owner: fc.option(fc.nat()) }) },
   { weight: 1, arbitrary: fc.record({ type: fc.constant('setTrash' as const), pick: fc.nat(), trash: trashArb }) },
   { weight: 5, arbitrary: fc.record({ type: fc.constant('grant' as const), tail: fc.nat(), head: fc.nat(), level: fc.constantFrom<Level>(1, 2, 3), source: fc.constantFrom('a', 'b') }) },
@@ -37,22 +39,14 @@ export const mutationArbitrary: fc.Arbitrary<Mutation> = fc.oneof(
 );
 
 /**
- * The same changes with nodes deleted, and their ids made again, four times
- * as often: what a long job's tombstones must get right (065_long_job.sql).
+ * The same changes with nodes deleted, and their ids made again, about four
+ * times as often: what a long job's tombstones must get right
+ * (065_long_job.sql).
  */
 export const remakingMutationArbitrary: fc.Arbitrary<Mutation> = fc.oneof(
   { weight: 2, arbitrary: mutationArbitrary },
-  { weight: 1, arbitrary: fc.record({ type: fc.constant('deleteNode' as const), pick: fc.nat() }) },
-  {
-    weight: 1,
-    arbitrary: fc.record({
-      type: fc.constant('addNode' as const),
-      kind: fc.constantFrom<Kind>('user', 'group', 'group', 'object'),
-      owner: fc.option(fc.nat()),
-      trash: trashArb,
-      reuse: fc.nat(),
-    }),
-  },
+  { weight: 1, arbitrary: deleteNodeArb },
+  { weight: 1, arbitrary: addNodeArb(fc.nat()) },
 );
 
 /** The same changes, where grants also get, change and lose expiry times. */
