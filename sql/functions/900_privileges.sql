@@ -70,7 +70,8 @@ declare
     'permgraph.role_level(text)', 'permgraph.operation_level(text)',
     'permgraph.list_targets(text, integer, text, text, integer)', 'permgraph.list_users(text, integer, text, integer)',
     -- list_rows runs as the caller (it reads the caller's own table), and so
-    -- its plan choice (which reads nothing) and its read of the user's owners
+    -- its plan choice (which reads nothing), its read of the user's owners
+    -- and of the ids tombstones hide from the user
     'permgraph.list_rows(anyelement, name, name, text, integer, text, integer)',
     'permgraph._listing_plan(bigint, boolean, bigint, boolean, double precision, double precision, integer, boolean)',
     'permgraph._listing_owners(text, integer, text[], bigint)', 'permgraph._tombstoned_ids(text)',
