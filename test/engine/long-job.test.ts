@@ -940,9 +940,9 @@ describe('long jobs: huge regions applied in chunks', async () => {
   it("the same with nodes deleted and made again often: a tombstone never hides a row its token says is right", async () => {
     const { recordedTombstones } = await runRandomJobs(remakingMutationArbitrary, 120);
     // (over 120 random runs: 7-19 steps after which a tombstone hid only
-    // the rows of the users it recorded; the general test above sees none
-    // in most runs. On the engine before FINDINGS 58 this test failed one
-    // run in three, on a token applied while a tombstone hid its pair.)
+    // the rows of the users it recorded; the general test above had none
+    // in the run counted. On the engine before FINDINGS 58 this test failed
+    // one run in three, on a token applied while a tombstone hid its pair.)
     expect(recordedTombstones).toBeGreaterThan(0);
   });
 
