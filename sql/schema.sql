@@ -4466,10 +4466,7 @@ CREATE OR REPLACE FUNCTION permgraph._record_tombstone_waits()
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 begin
-  if not exists (select 1 from permgraph.deleted_nodes d
-                 where not d.waits_recorded and exists (select 1 from permgraph.nodes n where n.id = d.id)) then
-    return;
-  end if;
+  -- (one statement, which writes nothing when no id is made again: nearly always)
   with remade as materialized (
     select distinct d.id from permgraph.deleted_nodes d
     where not d.waits_recorded and exists (select 1 from permgraph.nodes n where n.id = d.id)
