@@ -93,6 +93,11 @@ describe('long jobs: huge regions applied in chunks', async () => {
     return applied;
   }
 
+  /** The row readers see now for (userId, targetId), if any. */
+  async function visibleRow(userId: string, targetId: string): Promise<string | undefined> {
+    return (await db.tx((tx) => readVisible(tx))).get(key({ userId, targetId }));
+  }
+
   async function expectTableMatches(state: GraphState, context: string): Promise<void> {
     const graph = state.snapshot();
     expect(await readPermissions(db), context).toEqual(model.computePermissions(graph));
@@ -460,8 +465,7 @@ describe('long jobs: huge regions applied in chunks', async () => {
     // m0, a user of the job, still holds its row on the old g5, which g5's tombstone hides
     committed.push(await remakeNode(state, u('g5')));
     await applyChanges(db, { chunkPairs: 4 });
-    const oldRowHidden = async (context: string) =>
-      expect((await db.tx((tx) => readVisible(tx))).get(key({ userId: 'm0', targetId: 'g5' })), context).toBeUndefined();
+    const oldRowHidden = async (context: string) => expect(await visibleRow('m0', 'g5'), context).toBeUndefined();
     await expectTokensHonest(state, committed, 'after the batch');
     await oldRowHidden('after the batch');
     for (let chunks = 0; ; chunks++) {
@@ -485,7 +489,7 @@ describe('long jobs: huge regions applied in chunks', async () => {
       const chunk = await applyJobChunk(db, { maxPairs: 1 });
       await expectTokensHonest(state, committed, `after chunk ${chunks}`);
       // (u3's row on the old u2, until u3's chunk removes it)
-      expect((await db.tx((tx) => readVisible(tx))).get(key({ userId: 'u3', targetId: 'u2' })), `after chunk ${chunks}`).toBeUndefined();
+      expect(await visibleRow('u3', 'u2'), `after chunk ${chunks}`).toBeUndefined();
       if (chunk.finished) break;
       expect(chunks).toBeLessThan(10);
     }
@@ -514,8 +518,7 @@ describe('long jobs: huge regions applied in chunks', async () => {
     // out's row on the new zz shows at once; m9's on the old one stays hidden
     let applied = await expectTokensHonest(state, committed, 'after the batch');
     expect(applied.has(committed[2]!.token)).toBe(true);
-    const visible = async () => db.tx((tx) => readVisible(tx));
-    expect((await visible()).get(key({ userId: 'm9', targetId: 'zz' }))).toBeUndefined();
+    expect(await visibleRow('m9', 'zz')).toBeUndefined();
     // (the listings and explain read the same rule)
     const listed = async (user: string) => (await db.query(sql`select target_id from permgraph.list_targets(${user})`)).map((r: { target_id: string }) => r.target_id);
     expect(await listed('out')).toContain('zz');
@@ -547,7 +550,7 @@ describe('long jobs: huge regions applied in chunks', async () => {
     const applied = await expectTokensHonest(state, committed, 'after the batch');
     expect(applied.has(committed[2]!.token)).toBe(true);
     // m's row on the old g11 stays hidden until m's chunk
-    expect((await db.tx((tx) => readVisible(tx))).get(key({ userId: 'm', targetId: 'g11' }))).toBeUndefined();
+    expect(await visibleRow('m', 'g11')).toBeUndefined();
     await chunksToTheEnd();
     expect((await expectTokensHonest(state, committed, 'job done')).size).toBe(committed.length);
     await expectTableMatches(state, 'after the job');
@@ -571,8 +574,7 @@ describe('long jobs: huge regions applied in chunks', async () => {
     const { state } = await startTeamJob({ nodes: [u('out'), g('zz')], grants: [grant('out', 1, 'zz')] });
     await remakeNode(state, g('zz'));
     await applyJobChunk(db);
-    const visible = await db.tx((tx) => readVisible(tx));
-    expect(visible.get(key({ userId: 'out', targetId: 'zz' })), 'the old zz\'s row, shown for the new zz').toBeUndefined();
+    expect(await visibleRow('out', 'zz'), 'the old zz\'s row, shown for the new zz').toBeUndefined();
     await applyChanges(db, { chunkPairs: 30 });
     await chunksToTheEnd();
     await expectTableMatches(state, 'after the job');
