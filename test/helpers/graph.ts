@@ -165,6 +165,20 @@ export async function insertGrants(db: Queryable, grants: readonly RefGrant[]): 
                          ${expiring ? sql`, ${grants.map((g) => g.expiresAt ?? null)}::timestamptz[]` : sql``})`);
 }
 
+/** The graph the database holds now (in one snapshot when db is a transaction). */
+export async function readGraph(db: Queryable): Promise<RefGraph> {
+  const nodes: { id: string; kind: Kind; owner_id: string | null; trash_at: Date | null }[] = await db.query(
+    sql`select id, kind, owner_id, trash_at from permgraph.nodes`,
+  );
+  const grants: { tail_id: string; head_id: string; level: Level; source: string; expires_at: Date | null }[] = await db.query(
+    sql`select tail_id, head_id, level, source, expires_at from permgraph.grants`,
+  );
+  return {
+    nodes: nodes.map((n) => ({ id: n.id, kind: n.kind, ownerId: n.owner_id, trashAt: n.trash_at })),
+    grants: grants.map((x) => ({ tailId: x.tail_id, headId: x.head_id, level: x.level, source: x.source, expiresAt: x.expires_at })),
+  };
+}
+
 export async function readPermissions(db: Queryable): Promise<PermissionRow[]> {
   const rows: { user_id: string; target_id: string; level: Level; traverse_owned: boolean; valid_until: Date | null }[] = await db.query(
     sql`select user_id, target_id, level, traverse_owned, valid_until from permgraph.permissions`,

@@ -64,7 +64,18 @@ export class GraphState {
   /** Ids of deleted nodes, which an addNode may take again. */
   private readonly deleted: string[] = [];
 
-  constructor(graph: RefGraph) {
+  /** idPrefix starts the ids of the nodes it adds: writers at work side by side each use their own. */
+  constructor(
+    graph: RefGraph,
+    private readonly idPrefix = 'n',
+  ) {
+    this.reload(graph);
+  }
+
+  /** Takes the graph as it is now (after a write that failed), keeping the ids used and deleted so far. */
+  reload(graph: RefGraph): void {
+    this.nodes.clear();
+    this.grants.clear();
     for (const n of graph.nodes) this.nodes.set(n.id, { ...n });
     for (const g of graph.grants) this.grants.set(grantKey(g), { ...g });
   }
@@ -83,7 +94,7 @@ export class GraphState {
     switch (m.type) {
       case 'addNode': {
         const reused = m.reuse == null || this.deleted.length === 0 ? undefined : this.deleted.splice(m.reuse % this.deleted.length, 1)[0];
-        const id = reused ?? `n${this.counter++}_${m.kind[0]}`;
+        const id = reused ?? `${this.idPrefix}${this.counter++}_${m.kind[0]}`;
         const owner = m.owner === null ? undefined : pickNode(m.owner, (n) => n.kind !== 'object');
         const node: RefNode = { id, kind: m.kind, ownerId: owner?.id ?? null, trashAt: m.kind === 'user' ? null : m.trash };
         await db.query(sql`insert into permgraph.nodes (id, kind, owner_id, trash_at) values (${id}, ${node.kind}, ${node.ownerId}, ${node.trashAt})`);
