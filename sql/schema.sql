@@ -1541,7 +1541,7 @@ AS $function$
 begin
   perform pg_advisory_xact_lock(permgraph._applier_lock_key());
   if current_setting('transaction_isolation') = 'read committed' then
-    lock table permgraph.nodes, permgraph.grants in share mode;
+    perform permgraph._lock_tables_in_turn(array['permgraph.nodes', 'permgraph.grants']::regclass[], 'share');
   end if;
   perform permgraph._refuse_stale_snapshot();
   perform permgraph._adopt_restored_state();
@@ -3917,6 +3917,41 @@ begin
   -- then finds it)
   insert into permgraph.grant_source_locks (source) values (p_source) on conflict (source) do nothing;
   perform from permgraph.grant_source_locks where source = p_source for update;
+end $function$;
+
+-- permgraph._lock_tables_in_turn(regclass[],text): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._lock_tables_in_turn(p_tables regclass[], p_mode text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  first integer := 1;
+  -- (a plpgsql variable is not undone by the block's rollback)
+  waited boolean;
+begin
+  if p_mode is null or p_mode not in ('share', 'share row exclusive', 'access exclusive') then
+    raise exception 'permgraph: _lock_tables_in_turn takes share, share row exclusive or access exclusive, not %', p_mode
+      using errcode = '22023';
+  end if;
+  loop
+    waited := false;
+    begin
+      execute format('lock table %s in %s mode', p_tables[first], p_mode);
+      waited := true;
+      for i in 1 .. cardinality(p_tables) loop
+        if i <> first then
+          execute format('lock table %s in %s mode nowait', p_tables[i], p_mode);
+        end if;
+      end loop;
+      return;
+    exception when lock_not_available then
+      if not waited then
+        raise;
+      end if;
+    end;
+    first := first % cardinality(p_tables) + 1;
+  end loop;
 end $function$;
 
 -- permgraph._long_job_active(): execute <owner>: EXECUTE

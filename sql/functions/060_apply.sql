@@ -77,6 +77,52 @@ begin
   end if;
 end $$;
 
+-- Locks p_tables in p_mode without ever waiting for one while it holds
+-- another. LOCK TABLE a, b takes its tables one after the other, and
+-- holding a while it waited for b deadlocked with a transaction that held b
+-- and then wanted a: a batch under READ COMMITTED, locking writers out of
+-- nodes and grants, against a writer whose open transaction had written a
+-- grant and then wrote a node. PostgreSQL aborted one of the two, the
+-- writer's transaction as likely as the batch
+-- (test/worker/concurrent-writers.test.ts found it). So this waits for one
+-- table, and takes the others only if they are free at once (NOWAIT); when
+-- one is not, the block's subtransaction ends, and the locks taken in it
+-- with it, and it waits for the next table first, in turn. A lock_timeout
+-- of the session still ends a wait with its error. Used by batches under
+-- READ COMMITTED (_begin_applying) and by imports (src/app/import/load.ts).
+create or replace function permgraph._lock_tables_in_turn(p_tables regclass[], p_mode text) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  first integer := 1;
+  -- (a plpgsql variable is not undone by the block's rollback)
+  waited boolean;
+begin
+  if p_mode is null or p_mode not in ('share', 'share row exclusive', 'access exclusive') then
+    raise exception 'permgraph: _lock_tables_in_turn takes share, share row exclusive or access exclusive, not %', p_mode
+      using errcode = '22023';
+  end if;
+  loop
+    waited := false;
+    begin
+      execute format('lock table %s in %s mode', p_tables[first], p_mode);
+      waited := true;
+      for i in 1 .. cardinality(p_tables) loop
+        if i <> first then
+          execute format('lock table %s in %s mode nowait', p_tables[i], p_mode);
+        end if;
+      end loop;
+      return;
+    exception when lock_not_available then
+      if not waited then
+        raise;
+      end if;
+    end;
+    first := first % cardinality(p_tables) + 1;
+  end loop;
+end $$;
+
 -- What every transaction that writes permissions does first (apply_changes,
 -- apply_job_chunk): take the applier lock, so batches and chunks run one at a
 -- time; under READ COMMITTED lock writers out, since each statement would
@@ -101,7 +147,7 @@ as $$
 begin
   perform pg_advisory_xact_lock(permgraph._applier_lock_key());
   if current_setting('transaction_isolation') = 'read committed' then
-    lock table permgraph.nodes, permgraph.grants in share mode;
+    perform permgraph._lock_tables_in_turn(array['permgraph.nodes', 'permgraph.grants']::regclass[], 'share');
   end if;
   perform permgraph._refuse_stale_snapshot();
   perform permgraph._adopt_restored_state();

@@ -1,23 +1,24 @@
 // Writers at work side by side while the worker applies: real concurrency,
 // where the other property tests commit one transaction at a time. Writers'
 // transactions interleave with each other and with the worker's batches and
-// long-job chunks, and the worker may start on a backlog or be replaced by a
-// new one while a job runs. In any snapshot where every transaction it sees
+// long-job chunks, and with the applications' own applies; the worker may
+// start on a backlog or be replaced by a new one while a job runs. In any snapshot where every transaction it sees
 // committed has its token applied, the rows readers see equal the reference
 // model of the graph in that snapshot; at the end the stored table does too.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { sql, type Queryable } from '../../src/db/pool.ts';
-import { refresh } from '../../src/engine/apply.ts';
+import { openPool, sql, type Queryable } from '../../src/db/pool.ts';
+import { applyChanges, refresh } from '../../src/engine/apply.ts';
 import { inSnapshot } from '../../src/db/transaction.ts';
 import { currentToken } from '../../src/engine/freshness.ts';
 import { verify } from '../../src/engine/verify.ts';
 import { sqlStateOf } from '../../src/errors.ts';
 import { Worker } from '../../src/worker/worker.ts';
 import * as model from '../reference/model.ts';
+import { g, grant, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { graphArbitrary, loadGraph, readGraph, readPermissions, readTrashedGroups } from '../helpers/graph.ts';
-import { GraphState, remakingMutationArbitrary, type Mutation } from '../helpers/mutations.ts';
+import { GraphState, remakingMutationArbitrary } from '../helpers/mutations.ts';
 
 type Row = model.PermissionRow;
 const rowKey = (r: Pick<Row, 'userId' | 'targetId'>) => `${r.userId}\u0000${r.targetId}`;
@@ -31,11 +32,33 @@ const rowsByPair = (rows: readonly Row[]) => new Map(rows.map((r) => [rowKey(r),
  */
 const isWritersConflict = (error: unknown) => /^(23|40)/.test(sqlStateOf(error) ?? '');
 
-/** A writer's transactions, each of one to three changes; two phases of them, checked in between. */
-const scriptArbitrary = fc.array(fc.array(remakingMutationArbitrary, { minLength: 1, maxLength: 3 }), { maxLength: 8 });
+/**
+ * One transaction of a writer: one to three changes, and what the writer
+ * does after its commit. An application may apply the queue itself for
+ * read-your-writes while the worker runs (README): through the library
+ * (REPEATABLE READ) or with plain SQL (READ COMMITTED, which locks writers
+ * out for its batch).
+ */
+const transactionArbitrary = fc.record({
+  changes: fc.array(remakingMutationArbitrary, { minLength: 1, maxLength: 3 }),
+  then: fc.constantFrom('nothing', 'nothing', 'nothing', 'nothing', 'nothing', 'nothing', 'applyChanges', 'apply_changes()'),
+});
+type Transaction = typeof transactionArbitrary extends fc.Arbitrary<infer T> ? T : never;
+
+/** A writer's transactions; two phases of them, checked in between. */
+const scriptArbitrary = fc.array(transactionArbitrary, { maxLength: 8 });
 
 describe('concurrent writers and a running worker', async () => {
   const { db, url } = await createTestDatabase();
+
+  /** Loads graph as the only content, no job running, and computes its table. */
+  async function start(graph: model.RefGraph): Promise<void> {
+    await loadGraph(db, graph);
+    await db.query(sql`
+      delete from permgraph.long_job_changes; delete from permgraph.long_job_users; delete from permgraph.long_job;
+      delete from permgraph.long_job_backlog_tails; delete from permgraph.long_job_tombstone_waits`);
+    await refresh(db);
+  }
 
   /** The rows readers see (rows of deleted nodes are hidden until a batch removes them). */
   async function readVisible(tx: Queryable): Promise<Map<string, string>> {
@@ -53,7 +76,7 @@ describe('concurrent writers and a running worker', async () => {
    * token before that writer commits, and is read after the snapshot is
    * taken, so it names every transaction the snapshot sees committed.
    */
-  async function checkIfCaughtUp(known: readonly string[], context: string): Promise<boolean> {
+  async function checkIfCaughtUp(known: readonly string[], context: () => string): Promise<boolean> {
     const seen = await inSnapshot(db, async (tx) => {
       await tx.query(sql`select 1`); // (the snapshot is taken here, before known is read)
       const [{ waiting }] = await tx.query(sql`
@@ -62,13 +85,19 @@ describe('concurrent writers and a running worker', async () => {
       if (waiting > 0) return null;
       return { graph: await readGraph(tx), visible: await readVisible(tx) };
     });
-    if (seen) expect(seen.visible, context).toEqual(rowsByPair(model.computePermissions(seen.graph)));
+    if (seen) {
+      const expected = rowsByPair(model.computePermissions(seen.graph));
+      const wrong = [...new Set([...seen.visible.keys(), ...expected.keys()])]
+        .filter((pair) => seen.visible.get(pair) !== expected.get(pair))
+        .map((pair) => `${pair.replace('\u0000', ' -> ')}: ${seen.visible.get(pair) ?? 'no row'}, expected ${expected.get(pair) ?? 'no row'}`);
+      expect(wrong, context()).toEqual([]);
+    }
     return seen !== null;
   }
 
   /** Runs one writer's transactions in turn; each one's token goes into known before it commits. */
-  async function runWriter(state: GraphState, transactions: readonly Mutation[][], known: string[], log: string[]): Promise<void> {
-    for (const changes of transactions) {
+  async function runWriter(state: GraphState, transactions: readonly Transaction[], known: string[], log: string[]): Promise<void> {
+    for (const { changes, then } of transactions) {
       try {
         await db.tx(async (tx) => {
           for (const change of changes) log.push(await state.apply(tx, change));
@@ -78,9 +107,55 @@ describe('concurrent writers and a running worker', async () => {
         if (!isWritersConflict(error)) throw error;
         log.push(`rolled back: ${sqlStateOf(error)} ${(error as Error).message.split('\n')[0]}`);
         state.reload(await readGraph(db));
+        continue;
       }
+      if (then === 'applyChanges') log.push(`applyChanges: ${(await applyChanges(db)).mode}`);
+      if (then === 'apply_changes()') log.push(`apply_changes(): ${(await db.query(sql`select permgraph.apply_changes() ->> 'mode' as mode`))[0].mode}`);
     }
   }
+
+  it("plain SQL's apply_changes() beside a writer that wrote a grant and then writes a node: it waits, and both go through", async () => {
+    const graph = { nodes: [u('alice'), u('bob'), g('team')], grants: [grant('alice', 1, 'team')] };
+    await start(graph);
+    await db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('bob', 'team', 2)`);
+    const writer = openPool(url, { poolSize: 1 });
+    const applier = openPool(url, { poolSize: 1 });
+    try {
+      let grantWritten!: () => void;
+      const afterGrant = new Promise<void>((resolve) => (grantWritten = resolve));
+      let mayGoOn!: () => void;
+      const goOn = new Promise<void>((resolve) => (mayGoOn = resolve));
+      const written = writer.tx(async (tx) => {
+        await tx.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('alice', 'team', 3) on conflict (tail_id, head_id, source) do update set level = 3`);
+        grantWritten();
+        await goOn;
+        await tx.query(sql`insert into permgraph.nodes (id, kind, owner_id) values ('doc', 'object', 'team')`);
+      });
+      await afterGrant;
+      // READ COMMITTED, as from psql: it must lock writers out for its batch, and waits for this one
+      const applied = applier.query(sql`select permgraph.apply_changes() ->> 'mode' as mode`);
+      for (let waited = 0; ; waited += 10) {
+        const [{ waiting }] = await db.query(sql`
+          select exists (select 1 from pg_locks where not granted and relation in ('permgraph.nodes'::regclass, 'permgraph.grants'::regclass)) as waiting`);
+        if (waiting) break;
+        expect(waited, 'apply_changes() waits for the open writer').toBeLessThan(30_000);
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      mayGoOn();
+      // (before the fix: deadlock detected, after a second, in the writer or in apply_changes)
+      const outcomes = await Promise.allSettled([written, applied]);
+      expect(outcomes.map((o) => (o.status === 'rejected' ? String(o.reason) : 'done'))).toEqual(['done', 'done']);
+      expect(((await applied) as { mode: string }[])[0]!.mode).toBe('incremental');
+    } finally {
+      await writer.dispose();
+      await applier.dispose();
+    }
+    // the batch ran after the writer's commit, with every change of it
+    const end = await readGraph(db);
+    expect(end.nodes.map((n) => n.id)).toContain('doc');
+    expect(await readPermissions(db)).toEqual(model.computePermissions(end));
+    expect(await db.query(sql`select count(*)::int as n from permgraph.changes`)).toEqual([{ n: 0 }]);
+  });
 
   it('tokens applied mean the rows are right, and the end equals the model, whatever the interleaving', async () => {
     let conflicts = 0;
@@ -100,11 +175,7 @@ describe('concurrent writers and a running worker', async () => {
           replace: fc.boolean(),
         }),
         async (graph, writers, options) => {
-          await loadGraph(db, graph);
-          await db.query(sql`
-            delete from permgraph.long_job_changes; delete from permgraph.long_job_users; delete from permgraph.long_job;
-            delete from permgraph.long_job_backlog_tails; delete from permgraph.long_job_tombstone_waits`);
-          await refresh(db);
+          await start(graph);
           const states = writers.map((_, w) => new GraphState(graph, `w${w}n`));
           const log: string[] = [`options ${JSON.stringify(options)}`];
           const known: string[] = [];
@@ -122,18 +193,22 @@ describe('concurrent writers and a running worker', async () => {
             if (!options.startLate) await worker.start();
             for (const phase of [0, 1] as const) {
               // While they write, every snapshot that has caught up is checked.
+              // (Every writer runs to its end before anything fails the run:
+              // one left writing would write into the next run's graph.)
               let writing = true;
+              let checkFailed: { error: unknown } | undefined;
               const checking = (async () => {
-                while (writing) if (await checkIfCaughtUp(known, `during phase ${phase}: ${log.join('; ')}`)) caughtUp++;
-              })();
-              try {
-                await Promise.all(writers.map((scripts, w) => runWriter(states[w]!, scripts[phase], known, log)));
-              } finally {
-                writing = false;
-                await checking;
-              }
+                while (writing) if (await checkIfCaughtUp(known, () => `during phase ${phase}: ${log.join('; ')}`)) caughtUp++;
+              })().catch((error: unknown) => {
+                checkFailed = { error };
+              });
+              const written = await Promise.allSettled(writers.map((scripts, w) => runWriter(states[w]!, scripts[phase], known, log)));
+              writing = false;
+              await checking;
+              if (checkFailed) throw checkFailed.error;
+              for (const outcome of written) if (outcome.status === 'rejected') throw outcome.reason;
               if (phase === 0 && options.startLate) await worker.start();
-              for (const started = Date.now(); !(await checkIfCaughtUp(known, `after phase ${phase}: ${log.join('; ')}`)); ) {
+              for (const started = Date.now(); !(await checkIfCaughtUp(known, () => `after phase ${phase}: ${log.join('; ')}`)); ) {
                 expect(Date.now() - started, `every token is applied in time: ${log.join('; ')}`).toBeLessThan(60_000);
               }
               if (phase === 0 && options.replace) {
