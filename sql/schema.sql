@@ -3382,7 +3382,7 @@ begin
   -- (the caller may hold a stronger lock already): what this finds about the
   -- stored graph holds for the load in this transaction, which therefore
   -- does not check it again (_import_load).
-  lock table permgraph.nodes, permgraph.grants in share row exclusive mode;
+  perform permgraph._lock_tables_in_turn(array['permgraph.nodes', 'permgraph.grants']::regclass[], 'share row exclusive');
   -- What a step rejects (seq, id, line, problem), written back to the staging
   -- rows at the end of the step; every rejected id with its first line (the
   -- messages of rows that need it say where it went wrong).

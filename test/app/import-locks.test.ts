@@ -14,7 +14,7 @@ import { sql, type Queryable } from '../../src/db/pool.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
 import { waitForImportBlocked } from '../helpers/cli.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { loadGraph, readPermissions } from '../helpers/graph.ts';
+import { loadGraph, readGraph, readPermissions } from '../helpers/graph.ts';
 import * as model from '../reference/model.ts';
 import type { RefGraph } from '../reference/model.ts';
 
@@ -274,6 +274,35 @@ describe('permgraph import: load locks and foreign keys', async () => {
           enabled: true,
         })),
       );
+    }
+  });
+
+  it('an import beside a writer that wrote a grant and then writes a node: the import waits, and both go through', async () => {
+    for (const exclusive of [false, true]) {
+      await loadGraph(db, graph);
+      const files = { nodes: { file: await writeText('nodes.csv', nodesCsv) }, grants: { file: await writeText('grants.csv', grantsCsv.replace('write', 'manage')) } };
+      const outcome = await db.task(async (writer) => {
+        await writer.query(sql`begin`);
+        await writer.query(sql`insert into permgraph.grants (tail_id, head_id, level, source) values ('bob', 'doc', 1, 'writer')`);
+        const running = importGraph(db, { ...files, name: `beside-a-writer-${exclusive}`, exclusive }).then(
+          () => 'imported',
+          (e: unknown) => String(e),
+        );
+        await waitForImportBlocked(db);
+        // (taking nodes and grants in one statement, the import held nodes here and waited for
+        // grants: deadlock detected, in the import or in this writer)
+        const wrote = await writer.query(sql`insert into permgraph.nodes (id, kind) values ('carol', 'user')`).then(
+          () => 'written',
+          (e: unknown) => String(e),
+        );
+        await writer.query(sql`${wrote === 'written' ? sql`commit` : sql`rollback`}`);
+        return { wrote, imported: await running };
+      });
+      expect(outcome).toEqual({ wrote: 'written', imported: 'imported' });
+      await db.query(sql`select permgraph.apply_changes()`);
+      const after = await readGraph(db);
+      expect(after.nodes.map((n) => n.id).sort()).toEqual(['ann', 'bob', 'carol', 'doc', 'eng']);
+      expect(await readPermissions(db)).toEqual(model.computePermissions(after));
     }
   });
 

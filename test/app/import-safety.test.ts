@@ -262,7 +262,7 @@ describe('permgraph import: queries, ids, levels, interruption', async () => {
       const error = await running;
       // No statement of the run is left behind (it would still wait for the lock this transaction holds).
       const [{ waiting }] = await db.query(sql`
-        select count(*)::int as waiting from pg_stat_activity where datname = current_database() and query like '%lock table permgraph.nodes, permgraph.grants%' and state = 'active'
+        select count(*)::int as waiting from pg_stat_activity where datname = current_database() and query like '%permgraph._lock_tables_in_turn(%' and state = 'active'
           and pid <> pg_backend_pid()`);
       return { error, waiting };
     });

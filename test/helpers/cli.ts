@@ -65,7 +65,7 @@ export async function waitForImportBlocked(db: Queryable): Promise<number> {
     const [row] = await db.query(sql`
       select pid from pg_stat_activity
       where datname = current_database() and state = 'active' and wait_event_type = 'Lock'
-        and query like '%lock table permgraph.nodes, permgraph.grants%'`);
+        and query like '%permgraph._lock_tables_in_turn(%'`);
     pid = row?.pid ?? 0;
     return pid !== 0;
   }, 'the import to wait for its lock');

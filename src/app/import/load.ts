@@ -69,9 +69,11 @@ export async function loadRun(ctx: RunContext, step: Step, resumed: boolean): Pr
 
 /**
  * Locks nodes and grants for the rest of the import's last transaction
- * (validation, load and refresh), both at once, in one order, so that the
+ * (validation, load and refresh), before anything else, so that the
  * refresh's SHARE locks later cannot deadlock with a writer that got one of
- * them in between:
+ * them in between; one table at a time, never waiting for one while holding
+ * another (permgraph._lock_tables_in_turn: all at once, in one order, they
+ * deadlocked with a writer or reader that held one and then wanted another):
  * - by default SHARE ROW EXCLUSIVE: concurrent writers wait until the import
  *   commits (they would wait for the refresh anyway), readers do not. No
  *   node can be deleted meanwhile, so the per-statement checks of the load
@@ -91,8 +93,8 @@ export async function loadRun(ctx: RunContext, step: Step, resumed: boolean): Pr
  *   deadlock with a reader that then tries to write.
  */
 async function lockForImport(tx: Queryable, exclusive: boolean): Promise<void> {
-  if (exclusive) await tx.query(sql`lock table permgraph.nodes, permgraph.grants, permgraph.edges in access exclusive mode`);
-  else await tx.query(sql`lock table permgraph.nodes, permgraph.grants in share row exclusive mode`);
+  if (exclusive) await tx.query(sql`select permgraph._lock_tables_in_turn(array['permgraph.nodes', 'permgraph.grants', 'permgraph.edges']::regclass[], 'access exclusive')`);
+  else await tx.query(sql`select permgraph._lock_tables_in_turn(array['permgraph.nodes', 'permgraph.grants']::regclass[], 'share row exclusive')`);
   await tx.query(sql`select set_config('permgraph.nodes_locked', 'on', true)`);
 }
 
