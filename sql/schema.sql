@@ -5646,6 +5646,16 @@ begin
     rows_inserted = rows_inserted + diff.inserted, rows_updated = rows_updated + diff.updated,
     rows_deleted = rows_deleted + diff.deleted, released = released + let_go
   where finished_at is null;
+  -- A row version of applier_state that an older snapshot cannot see, as
+  -- every batch leaves one: a batch or chunk whose snapshot was taken
+  -- before this chunk committed, and which then waited for the applier lock,
+  -- fails at once with a serialization failure and is retried
+  -- (_refuse_stale_snapshot), instead of diffing against rows it cannot
+  -- see. Without it an application's refresh() beside the worker inserted
+  -- a row this chunk had written: a unique violation, never retried
+  -- (test/worker/concurrent-writers.test.ts). The values stay: a chunk
+  -- applies no change of the queue, which is what last_batch_snapshot says.
+  update permgraph.applier_state set last_batch_snapshot = last_batch_snapshot;
   -- (a backlog's rows are deleted by the chunks after its last user's)
   finished := remaining = 0 and (backlog_cleared or job.backlog_snapshot is null);
   if finished then

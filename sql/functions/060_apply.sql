@@ -58,10 +58,11 @@ return not exists (select 1 from permgraph.permissions)
                                 where c.tail_id = u.id and c.head_id = u.id and c.tail_kind = 'user' and c.old_level is null));
 
 -- Under REPEATABLE READ (or SERIALIZABLE): raises a serialization failure
--- (40001) when a batch committed after this transaction's snapshot was
--- taken. Every batch that applied something ends by updating
--- applier_state's one row, and locking a row that a transaction the
--- snapshot cannot see has updated fails so. A lock, not an update: a batch
+-- (40001) when a batch or a long job's chunk committed after this
+-- transaction's snapshot was taken. Every batch that applied something,
+-- and every chunk (apply_job_chunk), ends by updating applier_state's one
+-- row, and locking a row that a transaction the snapshot cannot see has
+-- updated fails so. A lock, not an update: a batch
 -- that updates the row after this transaction commits does not fail. FOR
 -- SHARE: FOR KEY SHARE follows an update of other columns quietly. Under
 -- READ COMMITTED every statement reads a fresh snapshot: nothing to do.

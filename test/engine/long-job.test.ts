@@ -10,12 +10,14 @@ import { applyChanges, refresh, type BatchResult } from '../../src/engine/apply.
 import { currentToken, isApplied, waitFor } from '../../src/engine/freshness.ts';
 import { applyJobChunk, type ChunkResult } from '../../src/engine/long-job.ts';
 import { verify } from '../../src/engine/verify.ts';
+import { SqlState, sqlStateOf } from '../../src/errors.ts';
 import { createWorkerMetrics } from '../../src/worker/metrics.ts';
 import { Worker } from '../../src/worker/worker.ts';
 import * as model from '../reference/model.ts';
 import type { RefGraph, RefNode } from '../reference/model.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
+import { afterStaleSnapshot } from '../helpers/stale-snapshot.ts';
 import { countPendingChanges, graphArbitrary, loadGraph, PAST, readPermissions, readTrashedGroups } from '../helpers/graph.ts';
 import { expiringMutationArbitrary, grantKey, GraphState, mutationArbitrary, remakingMutationArbitrary, type Mutation } from '../helpers/mutations.ts';
 
@@ -729,6 +731,20 @@ describe('long jobs: huge regions applied in chunks', async () => {
     await chunksToTheEnd();
     expect((await expectTokensHonest(state, committed, 'job done')).size).toBe(2);
     await expectTableMatches(state, 'after the job');
+  });
+
+  it("a repeatable-read batch whose snapshot predates a chunk fails as a serialization failure, which a retry gets past", async () => {
+    // (an application's refresh() while the worker runs a job: its snapshot is
+    // taken before it waits for the applier lock, which the chunk holds)
+    const { state } = await startTeamJob();
+    const stale = await afterStaleSnapshot(db, sql`select permgraph.apply_changes(p_force_full => true)`, () => applyJobChunk(db)).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    // (before chunks left a row version of applier_state: a unique violation on a row the chunk had written)
+    expect(sqlStateOf(stale)).toBe(SqlState.serializationFailure);
+    expect(await refresh(db)).toMatchObject({ mode: 'full' });
+    await expectTableMatches(state, 'after the stale batch and its retry');
   });
 
   it('a full recomputation ends a running job', async () => {
