@@ -37,11 +37,12 @@ const isWritersConflict = (error: unknown) => /^(23|40)/.test(sqlStateOf(error) 
  * does after its commit. An application may apply the queue itself for
  * read-your-writes while the worker runs (README): through the library
  * (REPEATABLE READ) or with plain SQL (READ COMMITTED, which locks writers
- * out for its batch).
+ * out for its batch); an operator may run a full recomputation, which ends
+ * a running job.
  */
 const transactionArbitrary = fc.record({
   changes: fc.array(remakingMutationArbitrary, { minLength: 1, maxLength: 3 }),
-  then: fc.constantFrom('nothing', 'nothing', 'nothing', 'nothing', 'nothing', 'nothing', 'applyChanges', 'apply_changes()'),
+  then: fc.constantFrom('nothing', 'nothing', 'nothing', 'nothing', 'nothing', 'nothing', 'nothing', 'applyChanges', 'apply_changes()', 'refresh'),
 });
 type Transaction = typeof transactionArbitrary extends fc.Arbitrary<infer T> ? T : never;
 
@@ -111,6 +112,7 @@ describe('concurrent writers and a running worker', async () => {
       }
       if (then === 'applyChanges') log.push(`applyChanges: ${(await applyChanges(db)).mode}`);
       if (then === 'apply_changes()') log.push(`apply_changes(): ${(await db.query(sql`select permgraph.apply_changes() ->> 'mode' as mode`))[0].mode}`);
+      if (then === 'refresh') log.push(`refresh: ${(await refresh(db)).mode}`);
     }
   }
 
