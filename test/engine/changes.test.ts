@@ -20,53 +20,8 @@ import { createTestDatabase } from '../helpers/database.ts';
 import { EXPIRIES, graphArbitrary, loadGraph, readPermissions } from '../helpers/graph.ts';
 import { createLogin } from '../helpers/logins.ts';
 import { afterStaleSnapshot } from '../helpers/stale-snapshot.ts';
+import { copyOf, fold, readAll, rowsOf } from '../helpers/change-stream.ts';
 import { expiringMutationArbitrary, GraphState, mutationArbitrary } from '../helpers/mutations.ts';
-
-const key = (userId: string, targetId: string) => `${userId}\u0000${targetId}`;
-
-/** A consumer's copy of the table. */
-type Copy = Map<string, PermissionRow>;
-
-function copyOf(rows: readonly PermissionRow[]): Copy {
-  return new Map(rows.map((r) => [key(r.userId, r.targetId), { ...r }]));
-}
-
-function rowsOf(copy: Copy): PermissionRow[] {
-  return [...copy.values()].sort((a, b) => model.compareIds(a.userId, b.userId) || model.compareIds(a.targetId, b.targetId));
-}
-
-/**
- * Applies events in order, checking that each one's old value is what the
- * copy holds (so old_* are right and nothing is missed, doubled or out of order).
- */
-function fold(copy: Copy, events: readonly PermissionChange[], context: string): void {
-  for (const e of events) {
-    const k = key(e.userId, e.targetId);
-    const held = copy.get(k);
-    expect(
-      { level: e.oldLevel, traverseOwned: e.oldTraverseOwned, validUntil: e.oldValidUntil },
-      `${context}: old value of event ${e.seq} (${e.op} ${e.userId} -> ${e.targetId})`,
-    ).toEqual({ level: held?.level ?? null, traverseOwned: held?.traverseOwned ?? null, validUntil: held?.validUntil ?? null });
-    if (e.newLevel === null) copy.delete(k);
-    else copy.set(k, { userId: e.userId, targetId: e.targetId, level: e.newLevel, traverseOwned: e.newTraverseOwned!, validUntil: e.newValidUntil });
-  }
-}
-
-/** Every event after `after` (all of them, in batches of `maxEvents`), seq strictly increasing. */
-async function readAll(db: Queryable, name: string, after: number | null, maxEvents = 1000): Promise<PermissionChange[]> {
-  const all: PermissionChange[] = [];
-  for (;;) {
-    const afterSeq = all.length ? all[all.length - 1]!.seq : after;
-    const batch = await readChanges(db, name, { afterSeq, maxEvents });
-    if (batch.length === 0) break;
-    // (checked as each batch comes: a stream that hands out an event again
-    // would otherwise keep this loop reading it for ever)
-    if (afterSeq !== null) expect(batch[0]!.seq, 'the first event after afterSeq').toBeGreaterThan(afterSeq);
-    all.push(...batch);
-  }
-  for (let i = 1; i < all.length; i++) expect(all[i]!.seq).toBeGreaterThan(all[i - 1]!.seq);
-  return all;
-}
 
 async function eventCount(db: Queryable): Promise<number> {
   const [row] = await db.query(sql`select count(*)::int as n from permgraph.permission_changes`);

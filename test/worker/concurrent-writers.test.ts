@@ -4,18 +4,21 @@
 // long-job chunks, and with the applications' own applies; the worker may
 // start on a backlog or be replaced by a new one while a job runs. In any snapshot where every transaction it sees
 // committed has its token applied, the rows readers see equal the reference
-// model of the graph in that snapshot; at the end the stored table does too.
+// model of the graph in that snapshot; at the end the stored table does too,
+// and so does a change-stream consumer's fold of everything it read.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { openPool, sql, type Queryable } from '../../src/db/pool.ts';
 import { applyChanges, refresh } from '../../src/engine/apply.ts';
 import { inSnapshot } from '../../src/db/transaction.ts';
+import { registerConsumer } from '../../src/engine/changes.ts';
 import { currentToken } from '../../src/engine/freshness.ts';
 import { verify } from '../../src/engine/verify.ts';
 import { sqlStateOf } from '../../src/errors.ts';
 import { Worker } from '../../src/worker/worker.ts';
 import * as model from '../reference/model.ts';
 import { g, grant, u } from '../helpers/builders.ts';
+import { copyOf, fold, readAll, rowsOf } from '../helpers/change-stream.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { graphArbitrary, loadGraph, readGraph, readPermissions, readTrashedGroups } from '../helpers/graph.ts';
 import { GraphState, remakingMutationArbitrary } from '../helpers/mutations.ts';
@@ -177,7 +180,18 @@ describe('concurrent writers and a running worker', async () => {
           replace: fc.boolean(),
         }),
         async (graph, writers, options) => {
+          await db.query(sql`select permgraph.drop_consumer(consumer) from permgraph.change_consumers`);
           await start(graph);
+          // A consumer of the change stream follows it all along: its copy of the table, folded
+          // from the registration's snapshot, must equal the table at the end.
+          const consumer = await registerConsumer(db, 'side-by-side', (tx) => readPermissions(tx));
+          const copy = copyOf(consumer.snapshot);
+          let position = consumer.seq;
+          const follow = async (context: () => string) => {
+            const events = await readAll(db, 'side-by-side', position);
+            fold(copy, events, context());
+            if (events.length > 0) position = events.at(-1)!.seq;
+          };
           const states = writers.map((_, w) => new GraphState(graph, `w${w}n`));
           const log: string[] = [`options ${JSON.stringify(options)}`];
           const known: string[] = [];
@@ -200,7 +214,10 @@ describe('concurrent writers and a running worker', async () => {
               let writing = true;
               let checkFailed: { error: unknown } | undefined;
               const checking = (async () => {
-                while (writing) if (await checkIfCaughtUp(known, () => `during phase ${phase}: ${log.join('; ')}`)) caughtUp++;
+                while (writing) {
+                  if (await checkIfCaughtUp(known, () => `during phase ${phase}: ${log.join('; ')}`)) caughtUp++;
+                  await follow(() => `the stream during phase ${phase}: ${log.join('; ')}`);
+                }
               })().catch((error: unknown) => {
                 checkFailed = { error };
               });
@@ -237,6 +254,8 @@ describe('concurrent writers and a running worker', async () => {
           expect(await readPermissions(db), log.join('; ')).toEqual(model.computePermissions(end));
           expect(await readTrashedGroups(db), log.join('; ')).toEqual(model.computeTrashedGroups(end));
           expect((await verify(db)).differences).toEqual([]);
+          await follow(() => `the stream at the end: ${log.join('; ')}`);
+          expect(rowsOf(copy), `the stream's fold: ${log.join('; ')}`).toEqual(await readPermissions(db));
         },
       ),
       { numRuns: 25, plugins: [fc.interruptAfterTimeLimit(150_000, { failOnInterrupt: true })] },
