@@ -21,7 +21,7 @@ import { g, grant, u } from '../helpers/builders.ts';
 import { copyOf, fold, readAll, rowsOf } from '../helpers/change-stream.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { graphArbitrary, loadGraph, readGraph, readPermissions, readTrashedGroups } from '../helpers/graph.ts';
-import { GraphState, remakingMutationArbitrary } from '../helpers/mutations.ts';
+import { expiringMutationArbitrary, GraphState, remakingMutationArbitrary } from '../helpers/mutations.ts';
 
 type Row = model.PermissionRow;
 const rowKey = (r: Pick<Row, 'userId' | 'targetId'>) => `${r.userId}\u0000${r.targetId}`;
@@ -44,7 +44,7 @@ const isWritersConflict = (error: unknown) => /^(23|40)/.test(sqlStateOf(error) 
  * a running job.
  */
 const transactionArbitrary = fc.record({
-  changes: fc.array(remakingMutationArbitrary, { minLength: 1, maxLength: 3 }),
+  changes: fc.array(fc.oneof(remakingMutationArbitrary, expiringMutationArbitrary), { minLength: 1, maxLength: 3 }),
   then: fc.constantFrom('nothing', 'nothing', 'nothing', 'nothing', 'nothing', 'nothing', 'nothing', 'applyChanges', 'apply_changes()', 'refresh'),
 });
 type Transaction = typeof transactionArbitrary extends fc.Arbitrary<infer T> ? T : never;
@@ -169,7 +169,7 @@ describe('concurrent writers and a running worker', async () => {
     let caughtUp = 0;
     await fc.assert(
       fc.asyncProperty(
-        graphArbitrary({ users: 8, groups: 10, objects: 4, grants: 40 }, 0.5),
+        graphArbitrary({ users: 8, groups: 10, objects: 4, grants: 40 }, 0.5, true),
         fc.array(fc.tuple(scriptArbitrary, scriptArbitrary), { minLength: 2, maxLength: 3 }),
         fc.record({
           chunkPairs: fc.constantFrom(2, 8, 1000),
