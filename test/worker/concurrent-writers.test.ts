@@ -2,11 +2,13 @@
 // where the other property tests commit one transaction at a time. Writers'
 // transactions interleave with each other and with the worker's batches and
 // long-job chunks, and with the applications' own applies; the worker may
-// start on a backlog or be replaced by a new one while a job runs. In any snapshot where every transaction it sees
+// start on a backlog, be replaced by a new one while a job runs, or lose its
+// connections to the server as writers start. In any snapshot where every transaction it sees
 // committed has its token applied, the rows readers see equal the reference
 // model of the graph in that snapshot; at the end the stored table does too,
 // and so does a change-stream consumer's fold of everything it read.
 import fc from 'fast-check';
+import { LISTENER_APPLICATION_NAME, WORKER_APPLICATION_NAME } from '../../src/constants.ts';
 import { describe, expect, it } from 'vitest';
 import { openPool, sql, type Queryable } from '../../src/db/pool.ts';
 import { applyChanges, refresh } from '../../src/engine/apply.ts';
@@ -14,7 +16,7 @@ import { inSnapshot } from '../../src/db/transaction.ts';
 import { registerConsumer } from '../../src/engine/changes.ts';
 import { currentToken } from '../../src/engine/freshness.ts';
 import { verify } from '../../src/engine/verify.ts';
-import { sqlStateOf } from '../../src/errors.ts';
+import { isConnectionError, sqlStateOf } from '../../src/errors.ts';
 import { Worker } from '../../src/worker/worker.ts';
 import * as model from '../reference/model.ts';
 import { g, grant, u } from '../helpers/builders.ts';
@@ -99,6 +101,19 @@ describe('concurrent writers and a running worker', async () => {
     return seen !== null;
   }
 
+  /** Runs in which the server ended some connection of the worker's. */
+  let terminations = 0;
+
+  /** Ends the worker's connections (its applier's and its listener's) from the server side. */
+  async function terminateWorkerBackends(log: string[]): Promise<void> {
+    const ended: { app: string }[] = await db.query(sql`
+      select application_name as app from pg_stat_activity
+      where datname = current_database() and application_name in (${WORKER_APPLICATION_NAME}, ${LISTENER_APPLICATION_NAME})
+        and pg_terminate_backend(pid)`);
+    log.push(`terminated: ${ended.map((e) => e.app).join(', ') || 'none'}`);
+    if (ended.length > 0) terminations++;
+  }
+
   /** Runs one writer's transactions in turn; each one's token goes into known before it commits. */
   async function runWriter(state: GraphState, transactions: readonly Transaction[], known: string[], log: string[]): Promise<void> {
     for (const { changes, then } of transactions) {
@@ -176,8 +191,9 @@ describe('concurrent writers and a running worker', async () => {
           maxBatch: fc.constantFrom(1, 4, 1000),
           // the first phase's writes wait for no worker: a backlog when they are more than maxBatch
           startLate: fc.boolean(),
-          // a new worker takes over between the phases, a job perhaps running
-          replace: fc.boolean(),
+          // before the second phase: a new worker takes over, a job perhaps running; or the
+          // server ends the worker's connections as the writers start, a batch perhaps running
+          between: fc.constantFrom('nothing', 'replace', 'terminate'),
         }),
         async (graph, writers, options) => {
           await db.query(sql`select permgraph.drop_consumer(consumer) from permgraph.change_consumers`);
@@ -197,7 +213,7 @@ describe('concurrent writers and a running worker', async () => {
           const known: string[] = [];
           const errors: Error[] = [];
           const newWorker = () => {
-            const worker = new Worker({ url, pollIntervalMs: 20, chunkPairs: options.chunkPairs, maxBatch: options.maxBatch });
+            const worker = new Worker({ url, pollIntervalMs: 20, standbyIntervalMs: 50, chunkPairs: options.chunkPairs, maxBatch: options.maxBatch });
             worker.on('error', (error) => errors.push(error));
             worker.on('batch', (batch) => {
               if (batch.toLongJob > 0) jobs++;
@@ -221,7 +237,11 @@ describe('concurrent writers and a running worker', async () => {
               })().catch((error: unknown) => {
                 checkFailed = { error };
               });
-              const written = await Promise.allSettled(writers.map((scripts, w) => runWriter(states[w]!, scripts[phase], known, log)));
+              const terminated = phase === 1 && options.between === 'terminate' ? terminateWorkerBackends(log) : Promise.resolve();
+              const written = await Promise.allSettled([
+                ...writers.map((scripts, w) => runWriter(states[w]!, scripts[phase], known, log)),
+                terminated,
+              ]);
               writing = false;
               await checking;
               if (checkFailed) throw checkFailed.error;
@@ -230,7 +250,7 @@ describe('concurrent writers and a running worker', async () => {
               for (const started = Date.now(); !(await checkIfCaughtUp(known, () => `after phase ${phase}: ${log.join('; ')}`)); ) {
                 expect(Date.now() - started, `every token is applied in time: ${log.join('; ')}`).toBeLessThan(60_000);
               }
-              if (phase === 0 && options.replace) {
+              if (phase === 0 && options.between === 'replace') {
                 await worker.stop();
                 worker = newWorker();
                 await worker.start();
@@ -249,7 +269,9 @@ describe('concurrent writers and a running worker', async () => {
             await worker.stop();
           }
           conflicts += log.filter((line) => line.startsWith('rolled back')).length;
-          expect(errors.map((e) => e.message), log.join('; ')).toEqual([]);
+          // (a connection the server ended is the one error a worker may see, and then only when ended)
+          const unexpected = errors.filter((e) => !(options.between === 'terminate' && (isConnectionError(e) || sqlStateOf(e) === '57P01')));
+          expect(unexpected.map((e) => e.message), log.join('; ')).toEqual([]);
           const end = await readGraph(db);
           expect(await readPermissions(db), log.join('; ')).toEqual(model.computePermissions(end));
           expect(await readTrashedGroups(db), log.join('; ')).toEqual(model.computeTrashedGroups(end));
@@ -261,11 +283,13 @@ describe('concurrent writers and a running worker', async () => {
       { numRuns: 25, plugins: [fc.interruptAfterTimeLimit(150_000, { failOnInterrupt: true })] },
     );
     // the writers did get in each other's way, the worker did run long jobs,
-    // and snapshots were checked while writers wrote (over 25 runs: 41-71
-    // transactions rolled back, 62-98 batches handing work to a job, ~100-420
-    // snapshots checked; floors well below, since the seed changes every run)
+    // snapshots were checked while writers wrote, and the server did end the
+    // worker's connections (over 25 runs: 41-71 transactions rolled back,
+    // 62-98 batches handing work to a job, ~100-480 snapshots checked, 7 runs
+    // with connections ended; floors well below, since the seed changes every run)
     expect(conflicts).toBeGreaterThan(0);
     expect(jobs).toBeGreaterThan(0);
     expect(caughtUp).toBeGreaterThan(0);
+    expect(terminations).toBeGreaterThan(0);
   }, 180_000);
 });
