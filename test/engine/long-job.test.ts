@@ -18,12 +18,9 @@ import type { RefGraph, RefNode } from '../reference/model.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { afterStaleSnapshot } from '../helpers/stale-snapshot.ts';
-import { countPendingChanges, graphArbitrary, loadGraph, PAST, readPermissions, readTrashedGroups } from '../helpers/graph.ts';
+import { clearLongJobs, countPendingChanges, graphArbitrary, loadGraph, pairKey, PAST, readPermissions, readTrashedGroups, readVisibleRows, rowsByPair } from '../helpers/graph.ts';
 import { expiringMutationArbitrary, grantKey, GraphState, mutationArbitrary, remakingMutationArbitrary, type Mutation } from '../helpers/mutations.ts';
 
-type Row = model.PermissionRow;
-const key = (r: Pick<Row, 'userId' | 'targetId'>) => `${r.userId}\u0000${r.targetId}`;
-const rowsByPair = (rows: readonly Row[]) => new Map(rows.map((r) => [key(r), JSON.stringify(r)]));
 
 /** One committed writing transaction: its token and the model's rows just before and just after it. */
 interface Committed {
@@ -38,9 +35,7 @@ describe('long jobs: huge regions applied in chunks', async () => {
 
   async function start(graph: RefGraph): Promise<GraphState> {
     await loadGraph(db, graph);
-    await db.query(sql`
-      delete from permgraph.long_job_changes; delete from permgraph.long_job_users; delete from permgraph.long_job;
-      delete from permgraph.long_job_backlog_tails`);
+    await clearLongJobs(db);
     await refresh(db);
     return new GraphState(graph);
   }
@@ -63,14 +58,6 @@ describe('long jobs: huge regions applied in chunks', async () => {
     return committed(state, (tx) => state.apply(tx, mutation));
   }
 
-  /** The rows readers see (the rows of deleted nodes are hidden until a batch removes them). */
-  async function readVisible(tx: Queryable): Promise<Map<string, string>> {
-    const rows: { user_id: string; target_id: string; level: model.Level; traverse_owned: boolean; valid_until: Date | null }[] = await tx.query(
-      sql`select user_id, target_id, level, traverse_owned, valid_until from permgraph.effective_permissions`,
-    );
-    return rowsByPair(rows.map((r) => ({ userId: r.user_id, targetId: r.target_id, level: r.level, traverseOwned: r.traverse_owned, validUntil: r.valid_until })));
-  }
-
   /**
    * What a token promises: every pair its transaction affected is right in
    * the table, unless a transaction whose token is not applied yet affected
@@ -81,7 +68,7 @@ describe('long jobs: huge regions applied in chunks', async () => {
     const { applied, stored } = await db.tx(async (tx) => {
       const applied = new Set<string>();
       for (const c of committed) if (await isApplied(tx, c.token)) applied.add(c.token);
-      return { applied, stored: await readVisible(tx) };
+      return { applied, stored: await readVisibleRows(tx) };
     });
     const owed = new Set(committed.filter((c) => !applied.has(c.token)).flatMap((c) => [...c.affected]));
     const now = rowsByPair(model.computePermissions(state.snapshot()));
@@ -97,7 +84,7 @@ describe('long jobs: huge regions applied in chunks', async () => {
 
   /** The row readers see now for (userId, targetId), if any. */
   async function visibleRow(userId: string, targetId: string): Promise<string | undefined> {
-    return (await db.tx((tx) => readVisible(tx))).get(key({ userId, targetId }));
+    return (await readVisibleRows(db)).get(pairKey({ userId, targetId }));
   }
 
   async function expectTableMatches(state: GraphState, context: string): Promise<void> {

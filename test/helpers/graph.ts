@@ -179,6 +179,27 @@ export async function readGraph(db: Queryable): Promise<RefGraph> {
   };
 }
 
+/** Ends any long job without a trace (its tables emptied): a test's graph starts with none. */
+export async function clearLongJobs(db: Queryable): Promise<void> {
+  await db.query(sql`
+    delete from permgraph.long_job_changes; delete from permgraph.long_job_users; delete from permgraph.long_job;
+    delete from permgraph.long_job_backlog_tails; delete from permgraph.long_job_tombstone_waits`);
+}
+
+/** A row's pair, as the maps below key it. */
+export const pairKey = (r: Pick<PermissionRow, 'userId' | 'targetId'>): string => `${r.userId}\u0000${r.targetId}`;
+
+/** Rows by pair, each as its JSON text: two maps are equal when every pair has the same row. */
+export const rowsByPair = (rows: readonly PermissionRow[]): Map<string, string> => new Map(rows.map((r) => [pairKey(r), JSON.stringify(r)]));
+
+/** The rows readers see, by pair (the rows of deleted nodes are hidden until a batch removes them). */
+export async function readVisibleRows(db: Queryable): Promise<Map<string, string>> {
+  const rows: { user_id: string; target_id: string; level: Level; traverse_owned: boolean; valid_until: Date | null }[] = await db.query(
+    sql`select user_id, target_id, level, traverse_owned, valid_until from permgraph.effective_permissions`,
+  );
+  return rowsByPair(rows.map((r) => ({ userId: r.user_id, targetId: r.target_id, level: r.level, traverseOwned: r.traverse_owned, validUntil: r.valid_until })));
+}
+
 export async function readPermissions(db: Queryable): Promise<PermissionRow[]> {
   const rows: { user_id: string; target_id: string; level: Level; traverse_owned: boolean; valid_until: Date | null }[] = await db.query(
     sql`select user_id, target_id, level, traverse_owned, valid_until from permgraph.permissions`,

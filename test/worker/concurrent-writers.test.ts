@@ -10,7 +10,7 @@
 import fc from 'fast-check';
 import { LISTENER_APPLICATION_NAME, WORKER_APPLICATION_NAME } from '../../src/constants.ts';
 import { describe, expect, it } from 'vitest';
-import { openPool, sql, type Queryable } from '../../src/db/pool.ts';
+import { openPool, sql } from '../../src/db/pool.ts';
 import { applyChanges, refresh } from '../../src/engine/apply.ts';
 import { inSnapshot } from '../../src/db/transaction.ts';
 import { registerConsumer } from '../../src/engine/changes.ts';
@@ -22,12 +22,9 @@ import * as model from '../reference/model.ts';
 import { g, grant, u } from '../helpers/builders.ts';
 import { copyOf, fold, readAll, rowsOf } from '../helpers/change-stream.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { graphArbitrary, loadGraph, readGraph, readPermissions, readTrashedGroups } from '../helpers/graph.ts';
+import { clearLongJobs, graphArbitrary, loadGraph, readGraph, readPermissions, readTrashedGroups, readVisibleRows, rowsByPair } from '../helpers/graph.ts';
 import { expiringMutationArbitrary, GraphState, remakingMutationArbitrary } from '../helpers/mutations.ts';
 
-type Row = model.PermissionRow;
-const rowKey = (r: Pick<Row, 'userId' | 'targetId'>) => `${r.userId}\u0000${r.targetId}`;
-const rowsByPair = (rows: readonly Row[]) => new Map(rows.map((r) => [rowKey(r), JSON.stringify(r)]));
 
 /**
  * What may stop a writer's transaction when another writes the same nodes:
@@ -60,18 +57,8 @@ describe('concurrent writers and a running worker', async () => {
   /** Loads graph as the only content, no job running, and computes its table. */
   async function start(graph: model.RefGraph): Promise<void> {
     await loadGraph(db, graph);
-    await db.query(sql`
-      delete from permgraph.long_job_changes; delete from permgraph.long_job_users; delete from permgraph.long_job;
-      delete from permgraph.long_job_backlog_tails; delete from permgraph.long_job_tombstone_waits`);
+    await clearLongJobs(db);
     await refresh(db);
-  }
-
-  /** The rows readers see (rows of deleted nodes are hidden until a batch removes them). */
-  async function readVisible(tx: Queryable): Promise<Map<string, string>> {
-    const rows: { user_id: string; target_id: string; level: model.Level; traverse_owned: boolean; valid_until: Date | null }[] = await tx.query(
-      sql`select user_id, target_id, level, traverse_owned, valid_until from permgraph.effective_permissions`,
-    );
-    return rowsByPair(rows.map((r) => ({ userId: r.user_id, targetId: r.target_id, level: r.level, traverseOwned: r.traverse_owned, validUntil: r.valid_until })));
   }
 
   /**
@@ -89,7 +76,7 @@ describe('concurrent writers and a running worker', async () => {
         select count(*)::int as waiting from unnest(${[...known]}::text[]) as t(token)
         where pg_visible_in_snapshot(t.token::xid8, pg_current_snapshot()) and not permgraph.is_applied(t.token)`);
       if (waiting > 0) return null;
-      return { graph: await readGraph(tx), visible: await readVisible(tx) };
+      return { graph: await readGraph(tx), visible: await readVisibleRows(tx) };
     });
     if (seen) {
       const expected = rowsByPair(model.computePermissions(seen.graph));

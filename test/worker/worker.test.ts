@@ -13,7 +13,7 @@ import { expiring, g, grant, o, u } from '../helpers/builders.ts';
 import { runCli, waitForWorkerBlocked, waitUntil } from '../helpers/cli.ts';
 import { createLogin } from '../helpers/logins.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { loadGraph, readPermissions, wholeSecondAfter } from '../helpers/graph.ts';
+import { clearLongJobs, loadGraph, readPermissions, wholeSecondAfter } from '../helpers/graph.ts';
 import { applyRandomMutations, GraphState, grantKey, seedSmallGraph } from '../helpers/mutations.ts';
 
 describe('worker', async () => {
@@ -470,7 +470,7 @@ describe('worker', async () => {
       nodes: [...members, g('team'), g('parent'), ...Array.from({ length: 10 }, (_, i) => g(`p${i}`, 'parent'))],
       grants: members.map((m) => grant(m.id, 2, 'team')),
     });
-    await db.query(sql`delete from permgraph.long_job_changes; delete from permgraph.long_job_users; delete from permgraph.long_job`);
+    await clearLongJobs(db);
     await refresh(db);
     const token = await db.tx(async (tx) => {
       await tx.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('team', 'parent', 1)`); // 110 pairs
