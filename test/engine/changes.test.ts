@@ -7,6 +7,7 @@ import { IsolationLevel, type SQLQuery } from '@databases/pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openPool, sql, type ConnectionPool, type Queryable } from '../../src/db/pool.ts';
 import { applyChanges, refresh } from '../../src/engine/apply.ts';
+import { applyJobChunk } from '../../src/engine/long-job.ts';
 import { runDoctor } from '../../src/app/doctor.ts';
 import { ackChanges, changes, consumerStatus, dropConsumer, readChanges, registerConsumer, type PermissionChange, type Registration } from '../../src/engine/changes.ts';
 import { InvalidInputError } from '../../src/errors.ts';
@@ -320,6 +321,18 @@ describe('the derived-permission change stream', async () => {
     const registration = afterStaleSnapshot(db, sql`select permgraph.register_consumer('stale')`, () => applyChanges(db));
     await expect(registration).rejects.toMatchObject({ code: '40001' });
     expect(await db.query(sql`select * from permgraph.change_consumers`)).toEqual([]);
+  });
+
+  it("a repeatable-read registration whose snapshot predates a long job's chunk fails too", async () => {
+    // (no consumer: the chunk records no event, so a snapshot without its rows would stay wrong)
+    const members = Array.from({ length: 6 }, (_, i) => u(`m${i}`));
+    await start({ nodes: [...members, g('team'), g('parent'), ...Array.from({ length: 6 }, (_, i) => g(`p${i}`, 'parent'))], grants: members.map((m) => grant(m.id, 2, 'team')) });
+    await db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('team', 'parent', 1)`);
+    expect(await applyChanges(db, { chunkPairs: 10 })).toMatchObject({ toLongJob: 1 });
+    const registration = afterStaleSnapshot(db, sql`select permgraph.register_consumer('stale')`, () => applyJobChunk(db));
+    await expect(registration).rejects.toMatchObject({ code: '40001' });
+    expect(await db.query(sql`select * from permgraph.change_consumers`)).toEqual([]);
+    await refresh(db);
   });
 
   it('names are validated; unknown consumers and bad arguments are refused with clear errors', async () => {
