@@ -3,13 +3,14 @@
 // transactions interleave with each other and with the worker's batches and
 // long-job chunks, and with the applications' own applies; the worker may
 // start on a backlog, be replaced by a new one while a job runs, or lose its
-// connections to the server as writers start. In any snapshot where every transaction it sees
-// committed has its token applied, the rows readers see equal the reference
-// model of the graph in that snapshot; at the end the stored table does too,
-// and so does a change-stream consumer's fold of everything it read.
+// connections to the server as writers start. In any snapshot where every
+// transaction it sees committed has its token applied, the rows readers see
+// equal the reference model of the graph in that snapshot; at the end the
+// stored table does too, and so does a change-stream consumer's fold of
+// everything it read.
 import fc from 'fast-check';
-import { LISTENER_APPLICATION_NAME, WORKER_APPLICATION_NAME } from '../../src/constants.ts';
 import { describe, expect, it } from 'vitest';
+import { LISTENER_APPLICATION_NAME, WORKER_APPLICATION_NAME } from '../../src/constants.ts';
 import { openPool, sql } from '../../src/db/pool.ts';
 import { applyChanges, refresh } from '../../src/engine/apply.ts';
 import { inSnapshot } from '../../src/db/transaction.ts';
@@ -24,7 +25,6 @@ import { copyOf, fold, readAll, rowsOf } from '../helpers/change-stream.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { clearLongJobs, graphArbitrary, loadGraph, readGraph, readPermissions, readTrashedGroups, readVisibleRows, rowsByPair } from '../helpers/graph.ts';
 import { expiringMutationArbitrary, GraphState, remakingMutationArbitrary } from '../helpers/mutations.ts';
-
 
 /**
  * What may stop a writer's transaction when another writes the same nodes:
