@@ -93,12 +93,14 @@ describe('concurrent writers and a running worker', async () => {
 
   /** Ends the worker's connections (its applier's and its listener's) from the server side. */
   async function terminateWorkerBackends(log: string[]): Promise<void> {
-    const ended: { app: string }[] = await db.query(sql`
-      select application_name as app from pg_stat_activity
-      where datname = current_database() and application_name in (${WORKER_APPLICATION_NAME}, ${LISTENER_APPLICATION_NAME})
-        and pg_terminate_backend(pid)`);
-    log.push(`terminated: ${ended.map((e) => e.app).join(', ') || 'none'}`);
-    if (ended.length > 0) terminations++;
+    // (pg_terminate_backend in the select list, called only for the rows kept: in the filter it
+    // ran beside the test of the name, before the join that tests the database, and ended the
+    // workers of every test file running at the time)
+    const ended: { app: string; done: boolean }[] = await db.query(sql`
+      select application_name as app, pg_terminate_backend(pid) as done from pg_stat_activity
+      where datname = current_database() and application_name in (${WORKER_APPLICATION_NAME}, ${LISTENER_APPLICATION_NAME})`);
+    log.push(`terminated: ${ended.filter((e) => e.done).map((e) => e.app).join(', ') || 'none'}`);
+    if (ended.some((e) => e.done)) terminations++;
   }
 
   /** Runs one writer's transactions in turn; each one's token goes into known before it commits. */
