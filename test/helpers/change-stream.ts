@@ -5,14 +5,13 @@ import type { Queryable } from '../../src/db/pool.ts';
 import { readChanges, type PermissionChange } from '../../src/engine/changes.ts';
 import * as model from '../reference/model.ts';
 import type { PermissionRow } from '../reference/model.ts';
-
-export const key = (userId: string, targetId: string) => `${userId}\u0000${targetId}`;
+import { pairKey } from './graph.ts';
 
 /** A consumer's copy of the table. */
 export type Copy = Map<string, PermissionRow>;
 
 export function copyOf(rows: readonly PermissionRow[]): Copy {
-  return new Map(rows.map((r) => [key(r.userId, r.targetId), { ...r }]));
+  return new Map(rows.map((r) => [pairKey(r), { ...r }]));
 }
 
 export function rowsOf(copy: Copy): PermissionRow[] {
@@ -25,7 +24,7 @@ export function rowsOf(copy: Copy): PermissionRow[] {
  */
 export function fold(copy: Copy, events: readonly PermissionChange[], context: string): void {
   for (const e of events) {
-    const k = key(e.userId, e.targetId);
+    const k = pairKey(e);
     const held = copy.get(k);
     expect(
       { level: e.oldLevel, traverseOwned: e.oldTraverseOwned, validUntil: e.oldValidUntil },

@@ -1,5 +1,6 @@
 // Random graphs for property tests, and moving them in and out of the database.
 import fc from 'fast-check';
+import type { SQLQuery } from '@databases/pg';
 import { sql, type Queryable } from '../../src/db/pool.ts';
 import {
   compareIds,
@@ -194,19 +195,19 @@ export const rowsByPair = (rows: readonly PermissionRow[]): Map<string, string> 
 
 /** The rows readers see, by pair (the rows of deleted nodes are hidden until a batch removes them). */
 export async function readVisibleRows(db: Queryable): Promise<Map<string, string>> {
-  const rows: { user_id: string; target_id: string; level: Level; traverse_owned: boolean; valid_until: Date | null }[] = await db.query(
-    sql`select user_id, target_id, level, traverse_owned, valid_until from permgraph.effective_permissions`,
-  );
-  return rowsByPair(rows.map((r) => ({ userId: r.user_id, targetId: r.target_id, level: r.level, traverseOwned: r.traverse_owned, validUntil: r.valid_until })));
+  return rowsByPair(await readRows(db, sql`permgraph.effective_permissions`));
 }
 
+/** Every stored row, in the model's order. */
 export async function readPermissions(db: Queryable): Promise<PermissionRow[]> {
+  return (await readRows(db, sql`permgraph.permissions`)).sort((a, b) => compareIds(a.userId, b.userId) || compareIds(a.targetId, b.targetId));
+}
+
+async function readRows(db: Queryable, table: SQLQuery): Promise<PermissionRow[]> {
   const rows: { user_id: string; target_id: string; level: Level; traverse_owned: boolean; valid_until: Date | null }[] = await db.query(
-    sql`select user_id, target_id, level, traverse_owned, valid_until from permgraph.permissions`,
+    sql`select user_id, target_id, level, traverse_owned, valid_until from ${table}`,
   );
-  return rows
-    .map((r) => ({ userId: r.user_id, targetId: r.target_id, level: r.level, traverseOwned: r.traverse_owned, validUntil: r.valid_until }))
-    .sort((a, b) => compareIds(a.userId, b.userId) || compareIds(a.targetId, b.targetId));
+  return rows.map((r) => ({ userId: r.user_id, targetId: r.target_id, level: r.level, traverseOwned: r.traverse_owned, validUntil: r.valid_until }));
 }
 
 export async function readTrashedGroups(db: Queryable): Promise<TrashedGroupRow[]> {
