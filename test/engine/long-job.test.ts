@@ -17,10 +17,9 @@ import * as model from '../reference/model.ts';
 import type { RefGraph, RefNode } from '../reference/model.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { afterStaleSnapshot } from '../helpers/stale-snapshot.ts';
 import { clearLongJobs, countPendingChanges, graphArbitrary, loadGraph, pairKey, PAST, readPermissions, readTrashedGroups, readVisibleRows, rowsByPair } from '../helpers/graph.ts';
 import { expiringMutationArbitrary, grantKey, GraphState, mutationArbitrary, remakingMutationArbitrary, type Mutation } from '../helpers/mutations.ts';
-
+import { afterStaleSnapshot } from '../helpers/stale-snapshot.ts';
 
 /** One committed writing transaction: its token and the model's rows just before and just after it. */
 interface Committed {
