@@ -17,7 +17,7 @@ import * as model from '../reference/model.ts';
 import type { RefGraph, RefNode } from '../reference/model.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { clearLongJobs, countPendingChanges, graphArbitrary, loadGraph, pairKey, PAST, readPermissions, readTrashedGroups, readVisibleRows, rowsByPair } from '../helpers/graph.ts';
+import { clearLongJobs, countPendingChanges, graphArbitrary, loadGraph, PAST, readPermissions, readTrashedGroups, readVisibleRows, rowsByPair } from '../helpers/graph.ts';
 import { expiringMutationArbitrary, grantKey, GraphState, mutationArbitrary, remakingMutationArbitrary, type Mutation } from '../helpers/mutations.ts';
 import { afterStaleSnapshot } from '../helpers/stale-snapshot.ts';
 
@@ -83,7 +83,7 @@ describe('long jobs: huge regions applied in chunks', async () => {
 
   /** The row readers see now for (userId, targetId), if any. */
   async function visibleRow(userId: string, targetId: string): Promise<string | undefined> {
-    return (await readVisibleRows(db)).get(pairKey({ userId, targetId }));
+    return (await readVisibleRows(db)).get(model.rowKey({ userId, targetId }));
   }
 
   async function expectTableMatches(state: GraphState, context: string): Promise<void> {

@@ -5,17 +5,16 @@ import type { Queryable } from '../../src/db/pool.ts';
 import { readChanges, type PermissionChange } from '../../src/engine/changes.ts';
 import * as model from '../reference/model.ts';
 import type { PermissionRow } from '../reference/model.ts';
-import { pairKey } from './graph.ts';
 
 /** A consumer's copy of the table. */
 export type Copy = Map<string, PermissionRow>;
 
 export function copyOf(rows: readonly PermissionRow[]): Copy {
-  return new Map(rows.map((r) => [pairKey(r), { ...r }]));
+  return new Map(rows.map((r) => [model.rowKey(r), { ...r }]));
 }
 
 export function rowsOf(copy: Copy): PermissionRow[] {
-  return [...copy.values()].sort((a, b) => model.compareIds(a.userId, b.userId) || model.compareIds(a.targetId, b.targetId));
+  return [...copy.values()].sort(model.compareRows);
 }
 
 /**
@@ -24,7 +23,7 @@ export function rowsOf(copy: Copy): PermissionRow[] {
  */
 export function fold(copy: Copy, events: readonly PermissionChange[], context: string): void {
   for (const e of events) {
-    const k = pairKey(e);
+    const k = model.rowKey(e);
     const held = copy.get(k);
     expect(
       { level: e.oldLevel, traverseOwned: e.oldTraverseOwned, validUntil: e.oldValidUntil },

@@ -4,12 +4,14 @@ import type { SQLQuery } from '@databases/pg';
 import { sql, type Queryable } from '../../src/db/pool.ts';
 import {
   compareIds,
+  compareRows,
   type Kind,
   type Level,
   type PermissionRow,
   type RefGrant,
   type RefGraph,
   type RefNode,
+  rowKey,
   type TrashedGroupRow,
 } from '../reference/model.ts';
 
@@ -187,11 +189,8 @@ export async function clearLongJobs(db: Queryable): Promise<void> {
     delete from permgraph.long_job_backlog_tails; delete from permgraph.long_job_tombstone_waits`);
 }
 
-/** A row's pair, as the maps below key it. */
-export const pairKey = (r: Pick<PermissionRow, 'userId' | 'targetId'>): string => `${r.userId}\u0000${r.targetId}`;
-
 /** Rows by pair, each as its JSON text: two maps are equal when every pair has the same row. */
-export const rowsByPair = (rows: readonly PermissionRow[]): Map<string, string> => new Map(rows.map((r) => [pairKey(r), JSON.stringify(r)]));
+export const rowsByPair = (rows: readonly PermissionRow[]): Map<string, string> => new Map(rows.map((r) => [rowKey(r), JSON.stringify(r)]));
 
 /** The rows readers see, by pair (the rows of deleted nodes are hidden until a batch removes them). */
 export async function readVisibleRows(db: Queryable): Promise<Map<string, string>> {
@@ -200,7 +199,7 @@ export async function readVisibleRows(db: Queryable): Promise<Map<string, string
 
 /** Every stored row, in the model's order. */
 export async function readPermissions(db: Queryable): Promise<PermissionRow[]> {
-  return (await readRows(db, sql`permgraph.permissions`)).sort((a, b) => compareIds(a.userId, b.userId) || compareIds(a.targetId, b.targetId));
+  return (await readRows(db, sql`permgraph.permissions`)).sort(compareRows);
 }
 
 async function readRows(db: Queryable, table: SQLQuery): Promise<PermissionRow[]> {

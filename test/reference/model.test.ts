@@ -3,6 +3,7 @@ import fc from 'fast-check';
 import {
   check,
   compareIds,
+  compareRows,
   computePermissions,
   computeTrashedGroups,
   effectiveTrashAt,
@@ -28,7 +29,7 @@ const id = (u: string): PermissionRow => row(u, u, 3, true);
 
 /** Expected rows, sorted the same way the model sorts. */
 const sorted = (rows: PermissionRow[]): PermissionRow[] =>
-  [...rows].sort((a, b) => compareIds(a.userId, b.userId) || compareIds(a.targetId, b.targetId));
+  [...rows].sort(compareRows);
 
 const r = 1 as const;
 const w = 2 as const;

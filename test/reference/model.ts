@@ -149,7 +149,11 @@ function rowsAt(graph: RefGraph, at: Date): RowValue[] {
   return rows;
 }
 
-const rowKey = (r: { userId: string; targetId: string }): string => `${r.userId}\u0000${r.targetId}`;
+/** A row's pair as one string: the key of rows by pair. */
+export const rowKey = (r: { userId: string; targetId: string }): string => `${r.userId}\u0000${r.targetId}`;
+
+/** The order of rows the model returns: by user, then target, byte-wise. */
+export const compareRows = (a: PermissionRow, b: PermissionRow): number => compareIds(a.userId, b.userId) || compareIds(a.targetId, b.targetId);
 
 /**
  * All rows of permgraph.permissions at time `at` (default: now), sorted by
@@ -168,7 +172,7 @@ export function computePermissions(graph: RefGraph, at: Date = new Date()): Perm
     });
     return { ...r, validUntil: change ? change.time : null };
   });
-  rows.sort((a, b) => compareIds(a.userId, b.userId) || compareIds(a.targetId, b.targetId));
+  rows.sort(compareRows);
   return rows;
 }
 
