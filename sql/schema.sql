@@ -4460,6 +4460,9 @@ AS $function$
 begin
   delete from permgraph.long_job_tombstone_waits w
   where not exists (select 1 from permgraph.long_job_users j where j.user_id = w.user_id);
+  -- (by id, not by this row's flag: while any tombstone of the id is
+  -- unrecorded, as when a node made again is deleted again, the id hides
+  -- every row, and all its tombstones stay until it has no row left)
   delete from permgraph.deleted_nodes d
   where case when exists (select 1 from permgraph.deleted_nodes u where u.id = d.id and not u.waits_recorded)
           then not exists (select 1 from permgraph.permissions p where p.user_id = d.id)
