@@ -358,6 +358,9 @@ table permgraph.applier_state
   constraint applier_state_singleton_check CHECK (singleton)
   privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_reader: SELECT; permgraph_worker: SELECT; permgraph_writer: SELECT
 
+table permgraph.applier_turn
+  privileges <owner>: DELETE,INSERT,MAINTAIN,REFERENCES,SELECT,TRIGGER,TRUNCATE,UPDATE; permgraph_worker: UPDATE
+
 table permgraph.audit_log
   id bigint not null generated always as identity
   at timestamp with time zone not null default now()
@@ -1539,6 +1542,7 @@ CREATE OR REPLACE FUNCTION permgraph._begin_applying(p_caller text, p_at timesta
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 begin
+  lock table permgraph.applier_turn in exclusive mode;
   perform pg_advisory_xact_lock(permgraph._applier_lock_key());
   if current_setting('transaction_isolation') = 'read committed' then
     perform permgraph._lock_tables_in_turn(array['permgraph.nodes', 'permgraph.grants']::regclass[], 'share');
@@ -1806,7 +1810,12 @@ AS $function$
 declare
   state record;
 begin
-  -- Re-entrant: apply_changes holds it already. See the file comment.
+  -- Re-entrant: apply_changes holds both already. See the file comment.
+  -- The applier's turn first, as every batch takes it (_begin_applying,
+  -- 060_apply.sql): the local path's batches take it here, so that no
+  -- batch at all commits while a REPEATABLE READ batch that took its turn
+  -- before its snapshot waits for the applier lock.
+  lock table permgraph.applier_turn in exclusive mode;
   perform pg_catalog.pg_advisory_xact_lock(permgraph._applier_lock_key());
   -- The registrations' sequence is its state, not a row version: the
   -- latest, whatever the snapshot; read with the lock held, so no
@@ -2780,6 +2789,8 @@ begin
     select r, 'execute', 'function', f from unnest(roles) r, unnest(query_functions || consumer_functions) f
     union all
     select 'permgraph_writer', 'execute', 'function', f from unnest(writer_functions) f
+    union all
+    select 'permgraph_worker', 'update', 'table', 'permgraph.applier_turn'
     union all
     select 'permgraph_worker', 'execute', 'function', f from unnest(worker_functions) f;
 end $function$;
@@ -6925,20 +6936,27 @@ CREATE OR REPLACE FUNCTION permgraph.status()
  STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
-  -- The applier's advisory locks, held or waited for: the role's (the
-  -- active worker's, session-level) and a batch's (transaction-level), read
-  -- from pg_locks once for the entries below.
+  -- The applier's locks, held or waited for: the role's (the active
+  -- worker's advisory lock, session-level) and a batch's (transaction-level:
+  -- the advisory applier lock, and the applier's turn, the table lock a
+  -- batch takes before it: 060_apply.sql), read from pg_locks once for the
+  -- entries below.
   with applier_lock_entries as (
     select l.pid, l.granted, l.waitstart,
-           case when ((l.classid::bigint << 32) | l.objid::bigint) = permgraph._applier_role_key() then 'role' else 'batch' end as lock
+           case when l.locktype = 'advisory' and ((l.classid::bigint << 32) | l.objid::bigint) = permgraph._applier_role_key()
+                then 'role' else 'batch' end as lock
     from pg_locks l
-    where l.locktype = 'advisory' and l.objsubid = 1
-      and l.database = (select oid from pg_database where datname = current_database())
-      and ((l.classid::bigint << 32) | l.objid::bigint) in (permgraph._applier_role_key(), permgraph._applier_lock_key())
+    where l.database = (select oid from pg_database where datname = current_database())
+      and ((l.locktype = 'advisory' and l.objsubid = 1
+            and ((l.classid::bigint << 32) | l.objid::bigint) in (permgraph._applier_role_key(), permgraph._applier_lock_key()))
+           -- (a reader's share of the table, a pg_dump's, is no turn)
+           or (l.locktype = 'relation' and l.relation = 'permgraph.applier_turn'::regclass and l.mode = 'ExclusiveLock'))
   ),
-  -- the sessions holding them, and whether each may apply changes
+  -- the sessions holding them (a batch holds both of its locks: one entry),
+  -- and whether each may apply changes
   applier_locks as (
-    select a.pid, a.usename, a.application_name, a.client_addr, a.backend_start, a.xact_start, a.state, a.state_change, k.lock,
+    select distinct on (a.pid, k.lock)
+           a.pid, a.usename, a.application_name, a.client_addr, a.backend_start, a.xact_start, a.state, a.state_change, k.lock,
            has_function_privilege(a.usesysid, 'permgraph._applier_role_key()', 'execute') as may_apply
     from applier_lock_entries k
     join pg_stat_activity a on a.pid = k.pid

@@ -141,11 +141,29 @@ end $$;
 -- which is no serialization failure, so the worker logged an error and
 -- waited a second. _refuse_stale_snapshot fails it at once with 40001,
 -- which callers retry at once.
+-- The applier's turn. A retry can be stale the same way, and behind a long
+-- job whose chunks ran back to back every retry of an application's batch
+-- was (bench/FINDINGS.md 59). So a batch first takes the turn, a lock of
+-- the table applier_turn in EXCLUSIVE mode, then the applier lock. LOCK
+-- TABLE takes no snapshot, so a REPEATABLE READ transaction that begins
+-- with it (the library's batches and chunks: src/engine/applier-turn.ts)
+-- waits for its turn first and takes its snapshot after the batch before
+-- it has committed; the lock taken here again is then its own. Every
+-- batch takes the turn, the local path's in _changes_begin_write
+-- (170_changes.sql), and always before the applier lock;
+-- register_consumer and drop_consumer take only the applier lock and
+-- write no applier_state. So no call of permgraph's waits for the turn
+-- while it holds the applier lock (the two cannot deadlock, unless one
+-- transaction registers a consumer and then applies), and no batch commits
+-- between such a snapshot and its batch. EXCLUSIVE, not ACCESS EXCLUSIVE:
+-- a pg_dump's read of the table does not wait for a batch, nor a batch for
+-- the dump.
 create or replace function permgraph._begin_applying(p_caller text, p_at timestamptz) returns timestamptz
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 begin
+  lock table permgraph.applier_turn in exclusive mode;
   perform pg_advisory_xact_lock(permgraph._applier_lock_key());
   if current_setting('transaction_isolation') = 'read committed' then
     perform permgraph._lock_tables_in_turn(array['permgraph.nodes', 'permgraph.grants']::regclass[], 'share');

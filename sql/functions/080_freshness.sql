@@ -130,20 +130,27 @@ language sql stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  -- The applier's advisory locks, held or waited for: the role's (the
-  -- active worker's, session-level) and a batch's (transaction-level), read
-  -- from pg_locks once for the entries below.
+  -- The applier's locks, held or waited for: the role's (the active
+  -- worker's advisory lock, session-level) and a batch's (transaction-level:
+  -- the advisory applier lock, and the applier's turn, the table lock a
+  -- batch takes before it: 060_apply.sql), read from pg_locks once for the
+  -- entries below.
   with applier_lock_entries as (
     select l.pid, l.granted, l.waitstart,
-           case when ((l.classid::bigint << 32) | l.objid::bigint) = permgraph._applier_role_key() then 'role' else 'batch' end as lock
+           case when l.locktype = 'advisory' and ((l.classid::bigint << 32) | l.objid::bigint) = permgraph._applier_role_key()
+                then 'role' else 'batch' end as lock
     from pg_locks l
-    where l.locktype = 'advisory' and l.objsubid = 1
-      and l.database = (select oid from pg_database where datname = current_database())
-      and ((l.classid::bigint << 32) | l.objid::bigint) in (permgraph._applier_role_key(), permgraph._applier_lock_key())
+    where l.database = (select oid from pg_database where datname = current_database())
+      and ((l.locktype = 'advisory' and l.objsubid = 1
+            and ((l.classid::bigint << 32) | l.objid::bigint) in (permgraph._applier_role_key(), permgraph._applier_lock_key()))
+           -- (a reader's share of the table, a pg_dump's, is no turn)
+           or (l.locktype = 'relation' and l.relation = 'permgraph.applier_turn'::regclass and l.mode = 'ExclusiveLock'))
   ),
-  -- the sessions holding them, and whether each may apply changes
+  -- the sessions holding them (a batch holds both of its locks: one entry),
+  -- and whether each may apply changes
   applier_locks as (
-    select a.pid, a.usename, a.application_name, a.client_addr, a.backend_start, a.xact_start, a.state, a.state_change, k.lock,
+    select distinct on (a.pid, k.lock)
+           a.pid, a.usename, a.application_name, a.client_addr, a.backend_start, a.xact_start, a.state, a.state_change, k.lock,
            has_function_privilege(a.usesysid, 'permgraph._applier_role_key()', 'execute') as may_apply
     from applier_lock_entries k
     join pg_stat_activity a on a.pid = k.pid

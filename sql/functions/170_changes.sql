@@ -87,7 +87,12 @@ as $$
 declare
   state record;
 begin
-  -- Re-entrant: apply_changes holds it already. See the file comment.
+  -- Re-entrant: apply_changes holds both already. See the file comment.
+  -- The applier's turn first, as every batch takes it (_begin_applying,
+  -- 060_apply.sql): the local path's batches take it here, so that no
+  -- batch at all commits while a REPEATABLE READ batch that took its turn
+  -- before its snapshot waits for the applier lock.
+  lock table permgraph.applier_turn in exclusive mode;
   perform pg_catalog.pg_advisory_xact_lock(permgraph._applier_lock_key());
   -- The registrations' sequence is its state, not a row version: the
   -- latest, whatever the snapshot; read with the lock held, so no

@@ -15,8 +15,11 @@
 --                     security definer triggers owned by the schema's owner.
 --   permgraph_worker  the reader's rights, plus the engine's entry points:
 --                     apply_changes, apply_local_changes, apply_job_chunk,
---                     refresh, verify (security definer), and the key of the
---                     applier role's advisory lock.
+--                     refresh, verify (security definer), the key of the
+--                     applier role's advisory lock, and the lock of the
+--                     applier's turn (UPDATE on applier_turn, which has no
+--                     column to update: LOCK TABLE in EXCLUSIVE mode needs
+--                     it; 060_apply.sql).
 -- No role but the schema's owner can write any other table, and PUBLIC can
 -- execute no permgraph function. Rights are granted to each role directly
 -- (not through membership in permgraph_reader) so that an owner who may not
@@ -115,6 +118,8 @@ begin
     select r, 'execute', 'function', f from unnest(roles) r, unnest(query_functions || consumer_functions) f
     union all
     select 'permgraph_writer', 'execute', 'function', f from unnest(writer_functions) f
+    union all
+    select 'permgraph_worker', 'update', 'table', 'permgraph.applier_turn'
     union all
     select 'permgraph_worker', 'execute', 'function', f from unnest(worker_functions) f;
 end $$;

@@ -1,7 +1,8 @@
 import { isTransaction, type Connection, type SQLQuery } from '@databases/pg';
 import { sql, type Queryable } from '../db/pool.ts';
 import { DEFAULT_MAX_BATCH, WORKER_CLIENT_CHECK_INTERVAL_MS, WORKER_SESSION_SETTINGS } from '../constants.ts';
-import { inSnapshot, withRetries } from '../db/transaction.ts';
+import { withRetries } from '../db/transaction.ts';
+import { inApplierTurn } from './applier-turn.ts';
 import { PermgraphError, SessionMovedError, SqlState, sqlStateOf, withInputErrors } from '../errors.ts';
 
 export interface BatchResult {
@@ -73,7 +74,8 @@ export interface ApplyOptions {
 /**
  * Applies every change committed before the call, as one batch in one
  * transaction that never blocks writers: a small batch as one statement
- * (applyLocalChanges below), any other in REPEATABLE READ.
+ * (applyLocalChanges below), any other in REPEATABLE READ, its snapshot
+ * taken once the batch before it has committed (inApplierTurn).
  */
 export async function applyChanges(db: Queryable, options: ApplyOptions = {}): Promise<BatchResult> {
   return withInputErrors(() => runApply(db, options, false));
@@ -201,7 +203,7 @@ async function runApply(db: Queryable, options: ApplyOptions, forceFull: boolean
     const local = await applyLocalChanges(db, options);
     if (local) return local;
   }
-  const [row] = await inSnapshot(db, (tx) => tx.query(sql`select ${applyCall(options, forceFull)} as result`));
+  const [row] = await inApplierTurn(db, (tx) => tx.query(sql`select ${applyCall(options, forceFull)} as result`));
   return toBatchResult(row.result);
 }
 

@@ -1,6 +1,6 @@
 import { sql, type Queryable } from '../db/pool.ts';
-import { inSnapshot } from '../db/transaction.ts';
 import { withInputErrors } from '../errors.ts';
+import { inApplierTurn } from './applier-turn.ts';
 
 /** What one chunk of a long job did (sql/functions/065_long_job.sql). */
 export interface ChunkResult {
@@ -44,12 +44,13 @@ export interface ChunkOptions {
 
 /**
  * Applies the next chunk of the running long job, if any, in one REPEATABLE
- * READ transaction: every row of a bounded set of the job's users is
+ * READ transaction whose snapshot follows the batch before it
+ * (inApplierTurn): every row of a bounded set of the job's users is
  * recomputed from the current graph, and only differences are written.
  */
 export async function applyJobChunk(db: Queryable, options: ChunkOptions = {}): Promise<ChunkResult> {
   const [row] = await withInputErrors(() =>
-    inSnapshot(db, (tx) =>
+    inApplierTurn(db, (tx) =>
       tx.query(sql`
         select permgraph.apply_job_chunk(
           p_max_pairs => ${options.maxPairs ?? null}::bigint,

@@ -4,6 +4,7 @@
 // freshness tokens against what they promise: a token reported applied has
 // its effect in the table.
 import fc from 'fast-check';
+import { IsolationLevel } from '@databases/pg';
 import { describe, expect, it } from 'vitest';
 import { sql, type Queryable } from '../../src/db/pool.ts';
 import { applyChanges, refresh, type BatchResult } from '../../src/engine/apply.ts';
@@ -20,6 +21,8 @@ import { createTestDatabase } from '../helpers/database.ts';
 import { clearLongJobs, countPendingChanges, graphArbitrary, loadGraph, PAST, readPermissions, readTrashedGroups, readVisibleRows, rowsByPair } from '../helpers/graph.ts';
 import { expiringMutationArbitrary, grantKey, GraphState, mutationArbitrary, remakingMutationArbitrary, type Mutation } from '../helpers/mutations.ts';
 import { afterStaleSnapshot } from '../helpers/stale-snapshot.ts';
+import { countingTransactions } from '../helpers/counting-transactions.ts';
+import { waitUntil } from '../helpers/cli.ts';
 
 /** One committed writing transaction: its token and the model's rows just before and just after it. */
 interface Committed {
@@ -732,6 +735,52 @@ describe('long jobs: huge regions applied in chunks', async () => {
     expect(await refresh(db)).toMatchObject({ mode: 'full' });
     await expectTableMatches(state, 'after the stale batch and its retry');
   });
+
+  // (FINDINGS 59: an application's refresh() or applyChanges() beside a
+  // worker running chunks back to back lost every retry: each took its
+  // snapshot, then waited for the applier lock while a chunk ran)
+  for (const [waiter, call] of [
+    ['an application\'s refresh()', (pool: Queryable) => refresh(pool)],
+    ['a chunk', (pool: Queryable) => applyJobChunk(pool, { maxPairs: 15 })],
+  ] as const) {
+    it(`${waiter} that waits behind a chunk takes its snapshot after it: it runs once, never stale`, async () => {
+      const { state } = await startTeamJob();
+      let release!: () => void;
+      const held = new Promise<void>((resolve) => (release = resolve));
+      let holding!: (pid: number) => void;
+      const holderPid = new Promise<number>((resolve) => (holding = resolve));
+      // a chunk committed only once the call below waits for it
+      const holder = db.tx(
+        async (tx) => {
+          expect(await applyJobChunk(tx, { maxPairs: 15 })).toMatchObject({ mode: 'chunk', users: 1 });
+          const [{ pid }] = await tx.query(sql`select pg_backend_pid() as pid`);
+          holding(pid);
+          await held;
+        },
+        { isolationLevel: IsolationLevel.REPEATABLE_READ },
+      );
+      holder.catch(() => {}); // awaited below
+      const pid = await Promise.race([holderPid, holder.then(() => 0)]);
+      const counted = countingTransactions(db);
+      const waiting = call(counted.db);
+      waiting.catch(() => {}); // awaited below
+      await waitUntil(async () => {
+        const [{ blocked }] = await db.query(sql`
+          select exists (select 1 from pg_locks l
+                         where not l.granted and l.pid <> ${pid}::integer
+                           and l.database = (select oid from pg_database where datname = current_database())) as blocked`);
+        return blocked === true;
+      }, 'the call to wait for the chunk');
+      release();
+      await holder;
+      await waiting;
+      // (before the turn: 2, the first attempt failed with 40001 once the chunk committed)
+      expect(counted.transactions(), 'transactions the call began').toBe(1);
+      // (the rest of the job, if the call did not end it)
+      while ((await applyJobChunk(db)).mode === 'chunk');
+      await expectTableMatches(state, 'after the job');
+    });
+  }
 
   it('a full recomputation ends a running job', async () => {
     const members = Array.from({ length: 6 }, (_, i) => u(`m${i}`));
