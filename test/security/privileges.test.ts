@@ -190,7 +190,8 @@ describe('security model through real login roles', async () => {
       expect(await worker.db.query(sql`select * from permgraph.verify()`)).toEqual([]);
       const denied = await runCli(['refresh', '--database-url', writer.url]);
       expect(denied.code).toBe(1);
-      expect(denied.stderr).toMatch(/^permgraph: permission denied for function /);
+      // (PostgreSQL names what it refused first: the applier's turn, which a refresh locks before its snapshot)
+      expect(denied.stderr).toMatch(/^permgraph: permission denied for table applier_turn: `permgraph refresh` needs a login granted permgraph_worker/);
       await writer.db.query(sql`delete from permgraph.grants where source = 'cli'`);
       await applyChanges(worker.db);
     });

@@ -300,7 +300,7 @@ describe('worker', async () => {
     expect(once).toMatchObject({ code: 1, stderr: 'permgraph: permission denied for function apply_local_changes: `permgraph worker` needs a login granted permgraph_worker (docs/security.md)\n' });
     const refreshed = await runCli(['--database-url', reader.url, '--json', 'refresh']);
     expect(JSON.parse(refreshed.stderr)).toEqual({
-      error: { message: 'permission denied for function apply_changes: `permgraph refresh` needs a login granted permgraph_worker (docs/security.md)', code: 'database', exitCode: 1, sqlState: '42501' },
+      error: { message: 'permission denied for table applier_turn: `permgraph refresh` needs a login granted permgraph_worker (docs/security.md)', code: 'database', exitCode: 1, sqlState: '42501' },
     });
   });
 
