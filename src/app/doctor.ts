@@ -248,7 +248,7 @@ function workerCheck(status: Status): DoctorCheck {
       name: 'worker',
       status: 'warn',
       message:
-        `session(s) hold the applier's advisory locks, so batches wait: ${sessions.join('; ')}. ` +
+        `session(s) hold the applier's locks, so batches wait: ${sessions.join('; ')}. ` +
         'A transaction registering a change consumer, or one left open after apply_changes(), holds a batch\'s lock until it ends; ' +
         'a superuser (or a member of pg_signal_backend) can end one that is stuck with select pg_terminate_backend(pid)',
     };

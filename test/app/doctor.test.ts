@@ -138,7 +138,7 @@ describe('doctor: server settings', async () => {
         await registering.query(sql`select permgraph.register_consumer('held-open')`);
         const check = (await runDoctor(db)).find((c) => c.name === 'worker')!;
         expect(check.status).toBe('warn');
-        expect(check.message).toMatch(new RegExp(`^session\\(s\\) hold the applier's advisory locks, so batches wait: `));
+        expect(check.message).toMatch(new RegExp(`^session\\(s\\) hold the applier's locks, so batches wait: `));
         expect(check.message).toContain(`(role ${intruder.name}, application "permgraph-test-lock_squatter", the applier role's lock, idle since `);
         expect(check.message).toMatch(/the applier role's lock, idle since [^)]*, may not apply changes\)/);
         expect(check.message).toContain(`(role ${reader.name}, application "permgraph-test-slow_registrar", a batch's lock, idle in transaction since `);
@@ -165,7 +165,7 @@ describe('doctor: server settings', async () => {
       await new Promise((resolve) => setTimeout(resolve, 1_500));
       const check = await worker();
       expect(check.status).toBe('warn');
-      expect(check.message).toMatch(/^session\(s\) hold the applier's advisory locks, so batches wait: pid \d+ \(role [^,]+, application "forgotten_psql", a batch's lock, idle in transaction since [^)]+\)\. /);
+      expect(check.message).toMatch(/^session\(s\) hold the applier's locks, so batches wait: pid \d+ \(role [^,]+, application "forgotten_psql", a batch's lock, idle in transaction since [^)]+\)\. /);
       expect(check.message).not.toMatch(/may not apply changes/);
       expect(check.message).toContain('one left open after apply_changes()');
       const status = (await runCli(['--database-url', url, 'status'])).stdout;
@@ -184,6 +184,27 @@ describe('doctor: server settings', async () => {
       }
     });
     expect((await worker()).message).not.toMatch(/forgotten_psql/);
+  });
+
+  it("counts the applier's turn, the table lock a batch takes before its snapshot, as a batch's lock: its holder is named once", async () => {
+    const worker = async () => (await runDoctor(db)).find((c) => c.name === 'worker')!;
+    await db.tx(async (operator) => {
+      await operator.query(sql`set local application_name = 'turn_taker'`);
+      // what the library's batch does first (src/engine/applier-turn.ts), left open
+      await operator.query(sql`lock table permgraph.applier_turn in exclusive mode`);
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      const check = await worker();
+      expect(check.status).toBe('warn');
+      expect(check.message.match(/application "turn_taker", a batch's lock, idle in transaction since /g)).toHaveLength(1);
+    });
+    // and a batch, which holds the turn and the applier lock, once too
+    await db.tx(async (operator) => {
+      await operator.query(sql`set local application_name = 'turn_taker'`);
+      await operator.query(sql`select permgraph.apply_changes()`);
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      expect((await worker()).message.match(/application "turn_taker"/g)).toHaveLength(1);
+    });
+    expect((await worker()).message).not.toMatch(/turn_taker/);
   });
 
   it('names a session holding a batch\'s lock that another has waited for over a second, busy or not (pg_locks shows waits to any login)', async () => {
