@@ -2819,6 +2819,11 @@ begin
     select n.tail_id, n.head_id, n.source, n.level, coalesce(t.kind, 'group'), coalesce(h.kind, 'group'), n.expires_at
     from new_rows n join ends t on t.id = n.tail_id join ends h on h.id = n.head_id;
   elsif tg_op = 'INSERT' then
+    -- (the ends locked first: _lock_captured_ends, 010_integrity.sql)
+    if not permgraph._nodes_locked_against_deletes() then
+      perform permgraph._lock_captured_ends(array(select n.tail_id from new_rows n union select n.head_id from new_rows n),
+                                            'permgraph.capture_missed_grant_end');
+    end if;
     with ends as materialized (
       select e.id, x.kind
       from (select n.tail_id as id from new_rows n union select n.head_id from new_rows n) e
@@ -2852,7 +2857,12 @@ begin
     get diagnostics captured = row_count;
   else
     -- The grants that went (an old row no new row repeats: key, level and
-    -- expiry) and came (the other way round).
+    -- expiry) and came (the other way round). The ends of the new rows
+    -- locked first (_lock_captured_ends, 010_integrity.sql).
+    if not permgraph._nodes_locked_against_deletes() then
+      perform permgraph._lock_captured_ends(array(select n.tail_id from new_rows n union select n.head_id from new_rows n),
+                                            'permgraph.capture_missed_grant_end');
+    end if;
     delete from permgraph.edges e
     where e.ctid = any (array(
       select x.ctid
@@ -2957,6 +2967,7 @@ begin
     limit 1;
   end if;
   if not found then
+    perform permgraph._refuse_missed_capture_end('permgraph.capture_missed_grant_end');
     return null;
   elsif bad.is_tail and bad.kind is null then
     raise exception 'permgraph: grant tail % does not exist', permgraph._describe_id(bad.id) using errcode = '23503';
@@ -3916,6 +3927,19 @@ CREATE OR REPLACE FUNCTION permgraph._local_change_pairs()
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$ select 5000::bigint $function$;
 
+-- permgraph._lock_captured_ends(text[],text): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._lock_captured_ends(p_ids text[], p_flag text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+begin
+  if (select count(*) from unnest(p_ids) as e(id)
+      cross join lateral (select 1 from permgraph.nodes x where x.id = e.id for key share offset 0) x) < cardinality(p_ids) then
+    perform pg_catalog.set_config(p_flag, 'on', true);
+  end if;
+end $function$;
+
 -- permgraph._lock_grant_source(text): execute <owner>: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._lock_grant_source(p_source text)
  RETURNS void
@@ -4041,6 +4065,12 @@ declare
   gone bigint := 0;      -- nodes deleted
 begin
   if tg_op = 'INSERT' then
+    -- (the owners locked first: _lock_captured_ends, 010_integrity.sql)
+    if not permgraph._nodes_locked_against_deletes() then
+      perform permgraph._lock_captured_ends(
+        array(select distinct n.owner_id from new_rows n where n.owner_id is not null and n.owner_id <> n.id and n.kind <> 'object'),
+        'permgraph.capture_missed_owner');
+    end if;
     insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
     select n.owner_id, n.id, '', 3, coalesce(o.kind, 'group'), n.kind
     from new_rows n left join lateral (select o.kind from permgraph.nodes o where o.id = n.owner_id offset 0) o on true
@@ -4057,6 +4087,14 @@ begin
             select n.owner_id, n.id from new_rows n) gone
       cross join lateral (select x.ctid from permgraph.edges x
                           where x.tail_id = gone.owner_id and x.head_id = gone.id and x.source = '' offset 0) x));
+    if not permgraph._nodes_locked_against_deletes() then
+      perform permgraph._lock_captured_ends(
+        array(select distinct c.owner_id
+              from (select n.owner_id, n.id from new_rows n where n.owner_id is not null and n.owner_id <> n.id and n.kind <> 'object'
+                    except
+                    select o.owner_id, o.id from old_rows o) c),
+        'permgraph.capture_missed_owner');
+    end if;
     insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
     select came.owner_id, came.id, '', 3, coalesce(w.kind, 'group'), came.kind
     from (select n.owner_id, n.id, n.kind from new_rows n where n.owner_id is not null and n.owner_id <> n.id and n.kind <> 'object'
@@ -4266,6 +4304,7 @@ begin
         permgraph._describe_id(bad.id), permgraph._describe_id(bad.owner_id) using errcode = '23514';
     end if;
   end if;
+  perform permgraph._refuse_missed_capture_end('permgraph.capture_missed_owner');
   -- The walk of _validate_owned (_ownership_cycle), from the inserted users
   -- and groups that have an owner.
   select c.cycle_path into cycle_path
@@ -4296,6 +4335,7 @@ begin
      from (select n.id, n.owner_id from updated_nodes n where n.owner_id is not null
            except
            select p.id, p.owner_id from previous_nodes p) c), true);
+  perform permgraph._refuse_missed_capture_end('permgraph.capture_missed_owner');
   return null;
 end $function$;
 
@@ -4603,6 +4643,20 @@ begin
     raise exception 'permgraph: pg_temp.% belongs to role %, not to %: the engine''s work tables are its own', p_name, table_owner, current_user
       using errcode = '42501',
             hint = format('drop table pg_temp.%I in this session, then apply again', p_name);
+  end if;
+end $function$;
+
+-- permgraph._refuse_missed_capture_end(text): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._refuse_missed_capture_end(p_flag text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+begin
+  if coalesce(pg_catalog.current_setting(p_flag, true), '') = 'on' then
+    perform pg_catalog.set_config(p_flag, '', true);
+    raise exception 'permgraph: a node this statement names was made by a concurrent transaction while the statement ran'
+      using errcode = '40001', hint = 'run the transaction again';
   end if;
 end $function$;
 

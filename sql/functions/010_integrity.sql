@@ -89,6 +89,48 @@ begin
       and l.mode in ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock'));
 end $$;
 
+-- A capture trigger (020_capture.sql) fires before its statement's
+-- validation and reads the kinds of the nodes its edges join. It read them
+-- unlocked: a node deleted by a concurrent transaction and made again as
+-- another kind in between (or one it did not find, written as 'group',
+-- made meanwhile) left an edge of the wrong kind, which validation, finding
+-- the node made again, let through; a user made again from a group's id
+-- then had no rows, and a batch could compute two rows for one pair
+-- (bench/FINDINGS.md 61). So the capture first locks the nodes p_ids FOR
+-- KEY SHARE, as validation does: none it finds can be deleted before this
+-- transaction ends, and the kinds it reads next are theirs. When one is
+-- missing it sets p_flag, and validation, if it then finds every node,
+-- fails the statement as a serialization failure
+-- (_refuse_missed_capture_end). Not under an import's locks, where no node
+-- is deleted (the caller asks _nodes_locked_against_deletes). p_ids
+-- distinct.
+create or replace function permgraph._lock_captured_ends(p_ids text[], p_flag text) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if (select count(*) from unnest(p_ids) as e(id)
+      cross join lateral (select 1 from permgraph.nodes x where x.id = e.id for key share offset 0) x) < cardinality(p_ids) then
+    perform pg_catalog.set_config(p_flag, 'on', true);
+  end if;
+end $$;
+
+-- Validation found every node its statement's rows name: if that
+-- statement's capture missed one (_lock_captured_ends set p_flag), the node
+-- was made meanwhile, and the edge's kind may be wrong. The transaction is
+-- run again (40001), as after any other conflict with a concurrent writer.
+create or replace function permgraph._refuse_missed_capture_end(p_flag text) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if coalesce(pg_catalog.current_setting(p_flag, true), '') = 'on' then
+    perform pg_catalog.set_config(p_flag, '', true);
+    raise exception 'permgraph: a node this statement names was made by a concurrent transaction while the statement ran'
+      using errcode = '40001', hint = 'run the transaction again';
+  end if;
+end $$;
+
 -- Row by row: what one row can show on its own. Owners and cycles are
 -- checked per statement (below), so the order of rows within a statement
 -- never matters.
@@ -303,6 +345,7 @@ begin
         permgraph._describe_id(bad.id), permgraph._describe_id(bad.owner_id) using errcode = '23514';
     end if;
   end if;
+  perform permgraph._refuse_missed_capture_end('permgraph.capture_missed_owner');
   -- The walk of _validate_owned (_ownership_cycle), from the inserted users
   -- and groups that have an owner.
   select c.cycle_path into cycle_path
@@ -357,6 +400,7 @@ begin
      from (select n.id, n.owner_id from updated_nodes n where n.owner_id is not null
            except
            select p.id, p.owner_id from previous_nodes p) c), true);
+  perform permgraph._refuse_missed_capture_end('permgraph.capture_missed_owner');
   return null;
 end $$;
 
@@ -434,6 +478,7 @@ begin
     limit 1;
   end if;
   if not found then
+    perform permgraph._refuse_missed_capture_end('permgraph.capture_missed_grant_end');
     return null;
   elsif bad.is_tail and bad.kind is null then
     raise exception 'permgraph: grant tail % does not exist', permgraph._describe_id(bad.id) using errcode = '23503';

@@ -85,6 +85,12 @@ declare
   gone bigint := 0;      -- nodes deleted
 begin
   if tg_op = 'INSERT' then
+    -- (the owners locked first: _lock_captured_ends, 010_integrity.sql)
+    if not permgraph._nodes_locked_against_deletes() then
+      perform permgraph._lock_captured_ends(
+        array(select distinct n.owner_id from new_rows n where n.owner_id is not null and n.owner_id <> n.id and n.kind <> 'object'),
+        'permgraph.capture_missed_owner');
+    end if;
     insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
     select n.owner_id, n.id, '', 3, coalesce(o.kind, 'group'), n.kind
     from new_rows n left join lateral (select o.kind from permgraph.nodes o where o.id = n.owner_id offset 0) o on true
@@ -101,6 +107,14 @@ begin
             select n.owner_id, n.id from new_rows n) gone
       cross join lateral (select x.ctid from permgraph.edges x
                           where x.tail_id = gone.owner_id and x.head_id = gone.id and x.source = '' offset 0) x));
+    if not permgraph._nodes_locked_against_deletes() then
+      perform permgraph._lock_captured_ends(
+        array(select distinct c.owner_id
+              from (select n.owner_id, n.id from new_rows n where n.owner_id is not null and n.owner_id <> n.id and n.kind <> 'object'
+                    except
+                    select o.owner_id, o.id from old_rows o) c),
+        'permgraph.capture_missed_owner');
+    end if;
     insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
     select came.owner_id, came.id, '', 3, coalesce(w.kind, 'group'), came.kind
     from (select n.owner_id, n.id, n.kind from new_rows n where n.owner_id is not null and n.owner_id <> n.id and n.kind <> 'object'
@@ -216,6 +230,11 @@ begin
     select n.tail_id, n.head_id, n.source, n.level, coalesce(t.kind, 'group'), coalesce(h.kind, 'group'), n.expires_at
     from new_rows n join ends t on t.id = n.tail_id join ends h on h.id = n.head_id;
   elsif tg_op = 'INSERT' then
+    -- (the ends locked first: _lock_captured_ends, 010_integrity.sql)
+    if not permgraph._nodes_locked_against_deletes() then
+      perform permgraph._lock_captured_ends(array(select n.tail_id from new_rows n union select n.head_id from new_rows n),
+                                            'permgraph.capture_missed_grant_end');
+    end if;
     with ends as materialized (
       select e.id, x.kind
       from (select n.tail_id as id from new_rows n union select n.head_id from new_rows n) e
@@ -249,7 +268,12 @@ begin
     get diagnostics captured = row_count;
   else
     -- The grants that went (an old row no new row repeats: key, level and
-    -- expiry) and came (the other way round).
+    -- expiry) and came (the other way round). The ends of the new rows
+    -- locked first (_lock_captured_ends, 010_integrity.sql).
+    if not permgraph._nodes_locked_against_deletes() then
+      perform permgraph._lock_captured_ends(array(select n.tail_id from new_rows n union select n.head_id from new_rows n),
+                                            'permgraph.capture_missed_grant_end');
+    end if;
     delete from permgraph.edges e
     where e.ctid = any (array(
       select x.ctid

@@ -11,6 +11,7 @@ import { g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { PAST, loadGraph, readPermissions } from '../helpers/graph.ts';
 import { failureOf, type DbError } from '../helpers/failure.ts';
+import { waitUntil } from '../helpers/cli.ts';
 
 /**
  * Users, groups (an ownership chain g1 -> g2 -> g3, a trashed group), objects,
@@ -584,6 +585,122 @@ describe('integrity rules', async () => {
       } finally {
         await other.dispose();
       }
+    });
+  });
+
+  describe('a node deleted and made again as another kind while a statement writes an edge to it (FINDINGS 61)', () => {
+    // A statement's capture reads its ends' kinds and its validation locks
+    // the ends, one trigger after the other. A trigger of the test's own,
+    // named to fire between the two, makes the statement wait there.
+    const PAUSE_KEY = 7238999001;
+
+    /** Edges whose kinds are not their nodes' (there must be none). */
+    async function edgesOfWrongKind(): Promise<unknown[]> {
+      return db.query(sql`
+        select e.tail_id, e.head_id, e.tail_kind, t.kind as tail_is, e.head_kind, h.kind as head_is
+        from permgraph.edges e join permgraph.nodes t on t.id = e.tail_id join permgraph.nodes h on h.id = e.head_id
+        where e.tail_kind <> t.kind or e.head_kind <> h.kind`);
+    }
+
+    async function expectTableMatchesGraph(): Promise<void> {
+      await db.query(sql`select permgraph.apply_changes()`);
+      const nodes = await db.query(sql`select id, kind, owner_id from permgraph.nodes`);
+      const grants = await db.query(sql`select tail_id, head_id, level, source from permgraph.grants`);
+      const graph: RefGraph = {
+        nodes: nodes.map((n) => ({ id: n.id, kind: n.kind, ownerId: n.owner_id, trashAt: null })),
+        grants: grants.map((x) => grant(x.tail_id, x.level as Level, x.head_id, x.source)),
+      };
+      expect(await readPermissions(db)).toEqual(model.computePermissions(graph));
+    }
+
+    /**
+     * Runs `statement` (on a connection of its own) paused between its
+     * capture and its validation while `meanwhile` runs; returns the
+     * statement's outcome: 'committed' or its SQLSTATE.
+     */
+    async function pausedWhile(table: 'grants' | 'nodes', statement: SQLQuery, meanwhile: () => Promise<void>): Promise<string> {
+      const [holder, writer] = [openPool(url, { poolSize: 1 }), openPool(url, { poolSize: 1 })];
+      await db.query(sql`
+        create or replace function public.permgraph_test_pause() returns trigger language plpgsql as $$
+        begin
+          if current_setting('permgraph_test.pause', true) = 'on' then
+            perform pg_advisory_lock_shared(7238999001);  -- PAUSE_KEY
+            perform pg_advisory_unlock_shared(7238999001);
+          end if;
+          return null;
+        end $$`);
+      await db.query(sql`create trigger ${sql.ident(`${table}_d_pause`)} after insert on ${sql.ident('permgraph', table)}
+                         for each statement execute function public.permgraph_test_pause()`);
+      try {
+        await holder.query(sql`select pg_advisory_lock(${PAUSE_KEY}::bigint)`);
+        const outcome = writer
+          .tx(async (tx) => {
+            await tx.query(sql`set local permgraph_test.pause = on`);
+            await tx.query(statement);
+          })
+          .then(
+            () => 'committed',
+            (error: { code?: string }) => error.code ?? String(error),
+          );
+        await waitUntil(async () => {
+          const [row] = await db.query(sql`
+            select count(*)::int as n from pg_locks
+            where locktype = 'advisory' and not granted and ((classid::bigint << 32) | objid::bigint) = ${PAUSE_KEY}::bigint`);
+          return row.n > 0;
+        }, 'the statement to pause');
+        await meanwhile();
+        await holder.query(sql`select pg_advisory_unlock(${PAUSE_KEY}::bigint)`);
+        return await outcome;
+      } finally {
+        await db.query(sql`drop trigger if exists ${sql.ident(`${table}_d_pause`)} on ${sql.ident('permgraph', table)}`);
+        await Promise.all([holder.dispose(), writer.dispose()]);
+      }
+    }
+
+    it('a grant whose end its capture did not find, made meanwhile as a user, is refused as a serialization failure', async () => {
+      const outcome = await pausedWhile('grants', sql`insert into permgraph.grants (tail_id, head_id, level) values ('u1', 'gX', 1)`, async () => {
+        await db.query(sql`insert into permgraph.nodes (id, kind) values ('gX', 'user')`);
+      });
+      // (before the capture locked and noted missing ends: committed, its edge onto a user of kind group)
+      expect(outcome).toBe('40001');
+      expect(await edgesOfWrongKind()).toEqual([]);
+      await expectTableMatchesGraph();
+    });
+
+    it('a grant whose end its capture found holds it: a delete and remake as another kind waits for the grant', async () => {
+      const other = openPool(url, { poolSize: 1 });
+      try {
+        let remade: Promise<string> = Promise.resolve('not run');
+        const outcome = await pausedWhile('grants', sql`insert into permgraph.grants (tail_id, head_id, level) values ('u1', 'gA', 1)`, async () => {
+          remade = other
+            .tx(async (tx) => {
+              await tx.query(sql`delete from permgraph.nodes where id = 'gA'`);
+              await tx.query(sql`insert into permgraph.nodes (id, kind) values ('gA', 'user')`);
+            })
+            .then(() => 'committed', (error: { code?: string }) => error.code ?? String(error));
+          // it waits for the paused grant, or (before the capture locked its ends) it is done
+          await waitUntil(async () => {
+            const [row] = await db.query(sql`
+              select count(*)::int as n from pg_locks l join pg_stat_activity a on a.pid = l.pid
+              where not l.granted and l.locktype in ('transactionid', 'tuple') and a.datname = current_database()`);
+            return row.n > 0 || (await Promise.race([remade.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 10))]));
+          }, 'the remake to wait or finish');
+        });
+        expect({ grant: outcome, remake: await remade }).toEqual({ grant: 'committed', remake: 'committed' });
+        expect(await edgesOfWrongKind()).toEqual([]);
+        await expectTableMatchesGraph();
+      } finally {
+        await other.dispose();
+      }
+    });
+
+    it("a node whose owner its capture did not find, made meanwhile as a user, is refused as a serialization failure", async () => {
+      const outcome = await pausedWhile('nodes', sql`insert into permgraph.nodes (id, kind, owner_id) values ('gY', 'group', 'uX')`, async () => {
+        await db.query(sql`insert into permgraph.nodes (id, kind) values ('uX', 'user')`);
+      });
+      expect(outcome).toBe('40001');
+      expect(await edgesOfWrongKind()).toEqual([]);
+      await expectTableMatchesGraph();
     });
   });
 
