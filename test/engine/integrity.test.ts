@@ -9,7 +9,7 @@ import * as model from '../reference/model.ts';
 import type { Level, RefGraph } from '../reference/model.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
 import { createTestDatabase } from '../helpers/database.ts';
-import { PAST, loadGraph, readPermissions } from '../helpers/graph.ts';
+import { PAST, loadGraph, readGraph, readPermissions } from '../helpers/graph.ts';
 import { failureOf, type DbError } from '../helpers/failure.ts';
 import { waitUntil } from '../helpers/cli.ts';
 
@@ -604,13 +604,7 @@ describe('integrity rules', async () => {
 
     async function expectTableMatchesGraph(): Promise<void> {
       await db.query(sql`select permgraph.apply_changes()`);
-      const nodes = await db.query(sql`select id, kind, owner_id from permgraph.nodes`);
-      const grants = await db.query(sql`select tail_id, head_id, level, source from permgraph.grants`);
-      const graph: RefGraph = {
-        nodes: nodes.map((n) => ({ id: n.id, kind: n.kind, ownerId: n.owner_id, trashAt: null })),
-        grants: grants.map((x) => grant(x.tail_id, x.level as Level, x.head_id, x.source)),
-      };
-      expect(await readPermissions(db)).toEqual(model.computePermissions(graph));
+      expect(await readPermissions(db)).toEqual(model.computePermissions(await readGraph(db)));
     }
 
     /**
