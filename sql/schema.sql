@@ -3954,13 +3954,15 @@ begin
   perform from permgraph.grant_source_locks where source = p_source for update;
 end $function$;
 
--- permgraph._lock_tables_in_turn(regclass[],text): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._lock_tables_in_turn(p_tables regclass[], p_mode text)
+-- permgraph._lock_tables_in_turn(regclass[],text,boolean): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._lock_tables_in_turn(p_tables regclass[], p_mode text, p_with_turn boolean DEFAULT false)
  RETURNS void
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 declare
+  tables regclass[] := p_tables;
+  modes text[] := array_fill(p_mode, array[cardinality(p_tables)]);
   first integer := 1;
   -- (a plpgsql variable is not undone by the block's rollback)
   waited boolean;
@@ -3969,14 +3971,18 @@ begin
     raise exception 'permgraph: _lock_tables_in_turn takes share, share row exclusive or access exclusive, not %', p_mode
       using errcode = '22023';
   end if;
+  if p_with_turn then
+    tables := tables || 'permgraph.applier_turn'::regclass;
+    modes := modes || 'exclusive'::text;
+  end if;
   loop
     waited := false;
     begin
-      execute format('lock table %s in %s mode', p_tables[first], p_mode);
+      execute format('lock table %s in %s mode', tables[first], modes[first]);
       waited := true;
-      for i in 1 .. cardinality(p_tables) loop
+      for i in 1 .. cardinality(tables) loop
         if i <> first then
-          execute format('lock table %s in %s mode nowait', p_tables[i], p_mode);
+          execute format('lock table %s in %s mode nowait', tables[i], modes[i]);
         end if;
       end loop;
       return;
@@ -3985,7 +3991,7 @@ begin
         raise;
       end if;
     end;
-    first := first % cardinality(p_tables) + 1;
+    first := first % cardinality(tables) + 1;
   end loop;
 end $function$;
 

@@ -91,11 +91,21 @@ end $$;
 -- with it, and it waits for the next table first, in turn. A lock_timeout
 -- of the session still ends a wait with its error. Used by batches under
 -- READ COMMITTED (_begin_applying) and by imports (src/app/import/load.ts).
-create or replace function permgraph._lock_tables_in_turn(p_tables regclass[], p_mode text) returns void
+-- p_with_turn: the applier's turn (applier_turn in EXCLUSIVE mode, see
+-- _begin_applying) is one more lock of the set, for an import that
+-- refreshes after its load. Taken at its refresh, after the tables, it
+-- deadlocked with a batch that held the turn and waited for the import's
+-- tables: a READ COMMITTED batch locking writers out, or, beside an
+-- exclusive import, any batch that reads the graph (bench/FINDINGS.md 62).
+drop function if exists permgraph._lock_tables_in_turn(regclass[], text);
+create or replace function permgraph._lock_tables_in_turn(p_tables regclass[], p_mode text, p_with_turn boolean default false)
+returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 declare
+  tables regclass[] := p_tables;
+  modes text[] := array_fill(p_mode, array[cardinality(p_tables)]);
   first integer := 1;
   -- (a plpgsql variable is not undone by the block's rollback)
   waited boolean;
@@ -104,14 +114,18 @@ begin
     raise exception 'permgraph: _lock_tables_in_turn takes share, share row exclusive or access exclusive, not %', p_mode
       using errcode = '22023';
   end if;
+  if p_with_turn then
+    tables := tables || 'permgraph.applier_turn'::regclass;
+    modes := modes || 'exclusive'::text;
+  end if;
   loop
     waited := false;
     begin
-      execute format('lock table %s in %s mode', p_tables[first], p_mode);
+      execute format('lock table %s in %s mode', tables[first], modes[first]);
       waited := true;
-      for i in 1 .. cardinality(p_tables) loop
+      for i in 1 .. cardinality(tables) loop
         if i <> first then
-          execute format('lock table %s in %s mode nowait', p_tables[i], p_mode);
+          execute format('lock table %s in %s mode nowait', tables[i], modes[i]);
         end if;
       end loop;
       return;
@@ -120,7 +134,7 @@ begin
         raise;
       end if;
     end;
-    first := first % cardinality(p_tables) + 1;
+    first := first % cardinality(tables) + 1;
   end loop;
 end $$;
 

@@ -249,7 +249,8 @@ function workerCheck(status: Status): DoctorCheck {
       status: 'warn',
       message:
         `session(s) hold the applier's locks, so batches wait: ${sessions.join('; ')}. ` +
-        'A transaction registering a change consumer, or one left open after apply_changes(), holds a batch\'s lock until it ends; ' +
+        'A transaction registering a change consumer, or one left open after apply_changes(), holds a batch\'s lock until it ends, ' +
+        'as an import does from its validation to its commit; ' +
         'a superuser (or a member of pg_signal_backend) can end one that is stuck with select pg_terminate_backend(pid)',
     };
   }

@@ -12,7 +12,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { importGraph, ImportRejectedError } from '../../src/app/import/index.ts';
 import { sql, type Queryable } from '../../src/db/pool.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
-import { waitForImportBlocked } from '../helpers/cli.ts';
+import { waitForImportBlocked, waitUntil } from '../helpers/cli.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { loadGraph, readGraph, readPermissions } from '../helpers/graph.ts';
 import * as model from '../reference/model.ts';
@@ -402,5 +402,119 @@ describe('permgraph import: load locks and foreign keys', async () => {
     expect(await importGraph(db, { ...small, name: 'small-indexes', exclusive: true })).toMatchObject({ loaded: true, invalid: 0 });
     expect(await indexes(db)).toEqual(kept);
     expect(await readPermissions(db)).toEqual(model.computePermissions({ ...many, grants: [...many.grants, grant('bob', 1, 'd7')] }));
+  });
+
+  // The import's load pauses on an advisory lock the test holds (a statement
+  // trigger of the test's own on nodes), with the import's table locks held.
+  const PAUSE_KEY = 7238999002;
+  async function withLoadPaused<T>(fn: (holder: Queryable) => Promise<T>): Promise<T> {
+    await db.query(sql`
+      create function public.pause_load() returns trigger language plpgsql as $$
+      begin perform pg_advisory_xact_lock(7238999002); return null; end $$; -- (PAUSE_KEY: a function body takes no parameter)
+      create trigger pause_load after insert on permgraph.nodes for each statement execute function public.pause_load()`);
+    try {
+      return await db.task(async (holder) => {
+        await holder.query(sql`select pg_advisory_lock(${PAUSE_KEY}::bigint)`);
+        try {
+          return await fn(holder);
+        } finally {
+          await holder.query(sql`select pg_advisory_unlock(${PAUSE_KEY}::bigint)`);
+        }
+      });
+    } finally {
+      await db.query(sql`drop trigger pause_load on permgraph.nodes; drop function public.pause_load()`);
+    }
+  }
+
+  /** How many sessions of this database wait for a lock: on the pause (advisory) and on anything else. */
+  async function lockWaits(): Promise<{ paused: number; others: number }> {
+    const [row] = await db.query(sql`
+      select count(*) filter (where wait_event = 'advisory')::int as paused,
+             count(*) filter (where wait_event <> 'advisory')::int as others
+      from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`);
+    return row;
+  }
+
+  /**
+   * A batch, as each caller runs it, without the library's retries (a
+   * deadlock shows): plain SQL's apply_changes() under READ COMMITTED; the
+   * library's and the worker's REPEATABLE READ batch, which locks the turn
+   * before its snapshot (inApplierTurn); and the local path's one statement.
+   */
+  const BATCHES = {
+    'read committed': sql`begin; select permgraph.apply_changes(); commit`,
+    'repeatable read': sql`begin isolation level repeatable read; lock table permgraph.applier_turn in exclusive mode; select permgraph.apply_changes(); commit`,
+    'local path': sql`select permgraph.apply_local_changes()`,
+  };
+  type BatchKind = keyof typeof BATCHES;
+
+  function runBatch(kind: BatchKind): Promise<string> {
+    return db.task((conn) =>
+      conn.query(BATCHES[kind]).then(
+        () => 'applied',
+        async (e: unknown) => {
+          await conn.query(sql`rollback`);
+          return String(e);
+        },
+      ),
+    );
+  }
+
+  it('an import whose refresh comes after a batch that waits for its tables: neither deadlocks (the import takes the applier\'s turn with its tables)', async () => {
+    const outcomes: unknown[] = [];
+    for (const exclusive of [false, true]) {
+      for (const batch of Object.keys(BATCHES) as BatchKind[]) {
+        await loadGraph(db, graph);
+        // A change the batch has to apply, so that it reads the graph.
+        await db.query(sql`insert into permgraph.grants (tail_id, head_id, level, source) values ('bob', 'doc', 1, 'pending')`);
+        // (with a new node: the load inserts nodes, where it pauses)
+        const files = { nodes: { file: await writeText('nodes.csv', `${nodesCsv}carol,user,\n`) }, grants: { file: await writeText('grants.csv', grantsCsv.replace('write', 'manage')) } };
+        const outcome = await withLoadPaused(async (holder) => {
+          const imported = importGraph(db, { ...files, name: `turn-${exclusive}-${batch}`, exclusive }).then(
+            () => 'imported',
+            (e: unknown) => String(e),
+          );
+          await waitUntil(async () => (await lockWaits()).paused === 1, 'the import to pause in its load');
+          let settled = false;
+          const applied = runBatch(batch).finally(() => (settled = true));
+          // The batch waits: for the import's tables while it held the applier's
+          // turn (and the import's refresh then waited for that turn: deadlock
+          // detected), or for the turn itself, holding nothing. (Had the import
+          // not taken the turn, a REPEATABLE READ batch would read past its
+          // SHARE ROW EXCLUSIVE locks and end.)
+          await waitUntil(async () => settled || (await lockWaits()).others === 1, 'the batch to wait for a lock the import holds, or end');
+          await holder.query(sql`select pg_advisory_unlock(${PAUSE_KEY}::bigint)`);
+          const result = { imported: await imported, applied: await applied };
+          await holder.query(sql`select pg_advisory_lock(${PAUSE_KEY}::bigint)`);
+          return result;
+        });
+        outcomes.push({ exclusive, batch, ...outcome });
+        const after = await readGraph(db);
+        expect(after.grants.filter((x) => x.source === 'pending').map((x) => `${x.tailId} ${x.level} ${x.headId}`)).toEqual(['bob 1 doc']);
+        expect(await readPermissions(db)).toEqual(model.computePermissions(after));
+      }
+    }
+    expect(outcomes).toEqual(
+      [false, true].flatMap((exclusive) => Object.keys(BATCHES).map((batch) => ({ exclusive, batch, imported: 'imported', applied: 'applied' }))),
+    );
+  });
+
+  it('a dry run does not take the applier\'s turn: the worker\'s batches apply while it validates', async () => {
+    await loadGraph(db, graph);
+    await db.query(sql`insert into permgraph.grants (tail_id, head_id, level, source) values ('bob', 'doc', 1, 'pending')`);
+    const files = { nodes: { file: await writeText('nodes.csv', `${nodesCsv}carol,user,\n`) } };
+    await withLoadPaused(async (holder) => {
+      const dry = importGraph(db, { ...files, name: 'dry-turn', dryRun: true });
+      await waitUntil(async () => (await lockWaits()).paused === 1, 'the dry run to pause in its load');
+      // (a batch that waited for a turn the dry run held would wait until it ended)
+      const orWaiting = (batch: Promise<string>) =>
+        Promise.race([batch, new Promise<string>((resolve) => setTimeout(() => resolve('still waiting after 20 s'), 20_000))]);
+      expect(await orWaiting(runBatch('repeatable read'))).toBe('applied');
+      expect(await orWaiting(runBatch('local path'))).toBe('applied');
+      await holder.query(sql`select pg_advisory_unlock(${PAUSE_KEY}::bigint)`);
+      expect(await dry).toMatchObject({ loaded: false, invalid: 0 });
+      await holder.query(sql`select pg_advisory_lock(${PAUSE_KEY}::bigint)`);
+    });
+    expect(await readPermissions(db)).toEqual(model.computePermissions(await readGraph(db)));
   });
 });

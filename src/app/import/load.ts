@@ -23,7 +23,7 @@ export async function loadRun(ctx: RunContext, step: Step, resumed: boolean): Pr
     // Locked before validating: what validation finds about the stored
     // graph then holds until the import commits, so the load need not check
     // it again (permgraph._import_load).
-    await lockForImport(tx, ctx.options.exclusive === true);
+    await lockForImport(tx, ctx.options.exclusive === true, ctx.options.dryRun !== true);
     const levels = await resolveLevels(tx, ctx.name);
     ctx.checkInterrupted();
     const base = await validateRun(tx, ctx, resumed, levels);
@@ -91,10 +91,16 @@ export async function loadRun(ctx: RunContext, step: Step, resumed: boolean): Pr
  *   (permgraph._import_drop_indexes). Taken at once rather than
  *   raised from SHARE ROW EXCLUSIVE after validating: raising it would
  *   deadlock with a reader that then tries to write.
+ * With the tables, in the same turn, an import that will refresh takes the
+ * applier's turn, which every batch takes before it touches the graph: at
+ * the refresh, after the tables, it deadlocked with a batch that held the
+ * turn and waited for them (bench/FINDINGS.md 62). Batches wait from here
+ * until the import commits; its refresh applies what they would have. A
+ * dry run does not refresh, and leaves the turn to them.
  */
-async function lockForImport(tx: Queryable, exclusive: boolean): Promise<void> {
-  if (exclusive) await tx.query(sql`select permgraph._lock_tables_in_turn(array['permgraph.nodes', 'permgraph.grants', 'permgraph.edges']::regclass[], 'access exclusive')`);
-  else await tx.query(sql`select permgraph._lock_tables_in_turn(array['permgraph.nodes', 'permgraph.grants']::regclass[], 'share row exclusive')`);
+async function lockForImport(tx: Queryable, exclusive: boolean, refreshes: boolean): Promise<void> {
+  if (exclusive) await tx.query(sql`select permgraph._lock_tables_in_turn(array['permgraph.nodes', 'permgraph.grants', 'permgraph.edges']::regclass[], 'access exclusive', ${refreshes})`);
+  else await tx.query(sql`select permgraph._lock_tables_in_turn(array['permgraph.nodes', 'permgraph.grants']::regclass[], 'share row exclusive', ${refreshes})`);
   await tx.query(sql`select set_config('permgraph.nodes_locked', 'on', true)`);
 }
 
