@@ -9,7 +9,11 @@
 // stored table does too, and so does a change-stream consumer's fold of
 // everything it read.
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { importGraph } from '../../src/app/import/index.ts';
 import { LISTENER_APPLICATION_NAME, WORKER_APPLICATION_NAME } from '../../src/constants.ts';
 import { openPool, sql } from '../../src/db/pool.ts';
 import { applyChanges, refresh } from '../../src/engine/apply.ts';
@@ -40,19 +44,44 @@ const isWritersConflict = (error: unknown) => /^(23|40)/.test(sqlStateOf(error) 
  * read-your-writes while the worker runs (README): through the library
  * (REPEATABLE READ) or with plain SQL (READ COMMITTED, which locks writers
  * out for its batch); an operator may run a full recomputation, which ends
- * a running job.
+ * a running job, or an import (by default or --exclusive), which ends with
+ * one.
  */
 const transactionArbitrary = fc.record({
   changes: fc.array(fc.oneof(remakingMutationArbitrary, expiringMutationArbitrary), { minLength: 1, maxLength: 3 }),
-  then: fc.constantFrom('nothing', 'nothing', 'nothing', 'nothing', 'nothing', 'nothing', 'nothing', 'applyChanges', 'apply_changes()', 'refresh'),
+  then: fc.oneof(
+    { weight: 14, arbitrary: fc.constant('nothing' as const) },
+    { weight: 6, arbitrary: fc.constantFrom('applyChanges' as const, 'apply_changes()' as const, 'refresh' as const) },
+    { weight: 1, arbitrary: fc.constantFrom('import' as const, 'import --exclusive' as const) },
+  ),
 });
 type Transaction = typeof transactionArbitrary extends fc.Arbitrary<infer T> ? T : never;
 
 /** A writer's transactions; two phases of them, checked in between. */
 const scriptArbitrary = fc.array(transactionArbitrary, { maxLength: 8 });
 
+const scratch = await mkdtemp(path.join(tmpdir(), 'permgraph-concurrent-imports-'));
+afterAll(() => rm(scratch, { recursive: true, force: true }));
+
 describe('concurrent writers and a running worker', async () => {
   const { db, url } = await createTestDatabase();
+  let imports = 0;
+
+  /**
+   * An operator's import beside the writers: the first three grants of the
+   * writer's view of the graph, each at another level (one that another
+   * writer deleted meanwhile comes back; one whose end is gone is skipped).
+   */
+  async function runImport(state: GraphState, exclusive: boolean): Promise<string> {
+    const quoted = (value: string) => `"${value.replaceAll('"', '""')}"`;
+    const rows = state.snapshot().grants.slice(0, 3).map((x) => [x.tailId, x.headId, String((x.level % 3) + 1), x.source].map(quoted).join(','));
+    const run = ++imports; // (another writer's import may count on while this one writes its file)
+    const file = path.join(scratch, `grants-${run}.csv`);
+    await writeFile(file, ['tail_id,head_id,level,source', ...rows, ''].join('\n'));
+    const summary = await importGraph(db, { grants: { file }, name: `beside-writers-${run}`, exclusive, onInvalid: 'skip' });
+    state.reload(await readGraph(db));
+    return `import${exclusive ? ' --exclusive' : ''}: ${summary.grants.inserted} inserted, ${summary.grants.updated} updated, ${summary.invalid} invalid, refresh ${summary.refresh?.mode}`;
+  }
 
   /** Loads graph as the only content, no job running, and computes its table. */
   async function start(graph: model.RefGraph): Promise<void> {
@@ -120,6 +149,7 @@ describe('concurrent writers and a running worker', async () => {
       if (then === 'applyChanges') log.push(`applyChanges: ${(await applyChanges(db)).mode}`);
       if (then === 'apply_changes()') log.push(`apply_changes(): ${(await db.query(sql`select permgraph.apply_changes() ->> 'mode' as mode`))[0].mode}`);
       if (then === 'refresh') log.push(`refresh: ${(await refresh(db)).mode}`);
+      if (then === 'import' || then === 'import --exclusive') log.push(await runImport(state, then === 'import --exclusive'));
     }
   }
 
@@ -272,10 +302,12 @@ describe('concurrent writers and a running worker', async () => {
       { numRuns: 25, plugins: [fc.interruptAfterTimeLimit(150_000, { failOnInterrupt: true })] },
     );
     // the writers did get in each other's way, the worker did run long jobs,
-    // snapshots were checked while writers wrote, and the server did end the
-    // worker's connections (over 25 runs: 41-71 transactions rolled back,
-    // 62-98 batches handing work to a job, ~100-480 snapshots checked, 7 runs
-    // with connections ended; floors well below, since the seed changes every run)
+    // snapshots were checked while writers wrote, the server did end the
+    // worker's connections, and imports ran beside them (over 25 runs: 41-71
+    // transactions rolled back, 62-98 batches handing work to a job, ~100-480
+    // snapshots checked, 7 runs with connections ended; floors well below,
+    // since the seed changes every run)
+    expect(imports).toBeGreaterThan(0);
     expect(conflicts).toBeGreaterThan(0);
     expect(jobs).toBeGreaterThan(0);
     expect(caughtUp).toBeGreaterThan(0);
