@@ -1,9 +1,9 @@
 // Writers at work side by side while the worker applies: real concurrency,
 // where the other property tests commit one transaction at a time. Writers'
 // transactions interleave with each other and with the worker's batches and
-// long-job chunks, and with the applications' own applies; the worker may
-// start on a backlog, be replaced by a new one while a job runs, or lose its
-// connections to the server as writers start. In any snapshot where every
+// long-job chunks, with the applications' own applies and with imports; the
+// worker may start on a backlog, be replaced by a new one while a job runs,
+// or lose its connections to the server as writers start. In any snapshot where every
 // transaction it sees committed has its token applied, the rows readers see
 // equal the reference model of the graph in that snapshot; at the end the
 // stored table does too, and so does a change-stream consumer's fold of
