@@ -1733,6 +1733,25 @@ begin
   return null;
 end $function$;
 
+-- permgraph._captured_ends(text[],text): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._captured_ends(p_ids text[], p_flag text)
+ RETURNS TABLE(id text, kind text)
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  found_ids text[];
+  found_kinds text[];
+begin
+  select array_agg(x.id), array_agg(x.kind) into found_ids, found_kinds
+  from unnest(p_ids) as e(id)
+  cross join lateral (select x.id, x.kind from permgraph.nodes x where x.id = e.id for key share offset 0) x;
+  if coalesce(cardinality(found_ids), 0) < cardinality(p_ids) then
+    perform pg_catalog.set_config(p_flag, 'on', true);
+  end if;
+  return query select f.id, f.kind from unnest(found_ids, found_kinds) as f(id, kind);
+end $function$;
+
 -- permgraph._catalog_level(text,text): execute <owner>: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._catalog_level(p_kind text, p_name text)
  RETURNS smallint
@@ -2819,19 +2838,16 @@ begin
     select n.tail_id, n.head_id, n.source, n.level, coalesce(t.kind, 'group'), coalesce(h.kind, 'group'), n.expires_at
     from new_rows n join ends t on t.id = n.tail_id join ends h on h.id = n.head_id;
   elsif tg_op = 'INSERT' then
-    -- (the ends locked first: _lock_captured_ends, 010_integrity.sql)
-    if not permgraph._nodes_locked_against_deletes() then
-      perform permgraph._lock_captured_ends(array(select n.tail_id from new_rows n union select n.head_id from new_rows n),
-                                            'permgraph.capture_missed_grant_end');
-    end if;
+    -- (the ends read locked: _captured_ends, 010_integrity.sql; one missing
+    -- is not among them)
     with ends as materialized (
-      select e.id, x.kind
-      from (select n.tail_id as id from new_rows n union select n.head_id from new_rows n) e
-      left join lateral (select x.kind from permgraph.nodes x where x.id = e.id offset 0) x on true
+      select e.id, e.kind
+      from permgraph._captured_ends(array(select n.tail_id from new_rows n union select n.head_id from new_rows n),
+                                    'permgraph.capture_missed_grant_end') e
     ), added as (
       insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind, expires_at)
       select n.tail_id, n.head_id, n.source, n.level, coalesce(t.kind, 'group'), coalesce(h.kind, 'group'), n.expires_at
-      from new_rows n join ends t on t.id = n.tail_id join ends h on h.id = n.head_id
+      from new_rows n left join ends t on t.id = n.tail_id left join ends h on h.id = n.head_id
       returning tail_id, head_id, tail_kind, head_kind, level
     )
     insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
@@ -2858,9 +2874,9 @@ begin
   else
     -- The grants that went (an old row no new row repeats: key, level and
     -- expiry) and came (the other way round). The ends of the new rows
-    -- locked first (_lock_captured_ends, 010_integrity.sql).
+    -- locked first (_captured_ends, 010_integrity.sql).
     if not permgraph._nodes_locked_against_deletes() then
-      perform permgraph._lock_captured_ends(array(select n.tail_id from new_rows n union select n.head_id from new_rows n),
+      perform from permgraph._captured_ends(array(select n.tail_id from new_rows n union select n.head_id from new_rows n),
                                             'permgraph.capture_missed_grant_end');
     end if;
     delete from permgraph.edges e
@@ -3927,19 +3943,6 @@ CREATE OR REPLACE FUNCTION permgraph._local_change_pairs()
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$ select 5000::bigint $function$;
 
--- permgraph._lock_captured_ends(text[],text): execute <owner>: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._lock_captured_ends(p_ids text[], p_flag text)
- RETURNS void
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-begin
-  if (select count(*) from unnest(p_ids) as e(id)
-      cross join lateral (select 1 from permgraph.nodes x where x.id = e.id for key share offset 0) x) < cardinality(p_ids) then
-    perform pg_catalog.set_config(p_flag, 'on', true);
-  end if;
-end $function$;
-
 -- permgraph._lock_grant_source(text): execute <owner>: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._lock_grant_source(p_source text)
  RETURNS void
@@ -4071,15 +4074,16 @@ declare
   gone bigint := 0;      -- nodes deleted
 begin
   if tg_op = 'INSERT' then
-    -- (the owners locked first: _lock_captured_ends, 010_integrity.sql)
-    if not permgraph._nodes_locked_against_deletes() then
-      perform permgraph._lock_captured_ends(
-        array(select distinct n.owner_id from new_rows n where n.owner_id is not null and n.owner_id <> n.id and n.kind <> 'object'),
-        'permgraph.capture_missed_owner');
-    end if;
+    -- (the owners read locked: _captured_ends, 010_integrity.sql)
+    with owners as materialized (
+      select o.id, o.kind
+      from permgraph._captured_ends(
+             array(select distinct n.owner_id from new_rows n where n.owner_id is not null and n.owner_id <> n.id and n.kind <> 'object'),
+             'permgraph.capture_missed_owner') o
+    )
     insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
     select n.owner_id, n.id, '', 3, coalesce(o.kind, 'group'), n.kind
-    from new_rows n left join lateral (select o.kind from permgraph.nodes o where o.id = n.owner_id offset 0) o on true
+    from new_rows n left join owners o on o.id = n.owner_id
     where n.owner_id is not null and n.owner_id <> n.id and n.kind <> 'object';
   elsif tg_op = 'UPDATE' then
     -- An ownership edge whose (owner, node) pair the new rows no longer
@@ -4094,7 +4098,7 @@ begin
       cross join lateral (select x.ctid from permgraph.edges x
                           where x.tail_id = gone.owner_id and x.head_id = gone.id and x.source = '' offset 0) x));
     if not permgraph._nodes_locked_against_deletes() then
-      perform permgraph._lock_captured_ends(
+      perform from permgraph._captured_ends(
         array(select distinct c.owner_id
               from (select n.owner_id, n.id from new_rows n where n.owner_id is not null and n.owner_id <> n.id and n.kind <> 'object'
                     except

@@ -96,27 +96,38 @@ end $$;
 -- made meanwhile) left an edge of the wrong kind, which validation, finding
 -- the node made again, let through; a user made again from a group's id
 -- then had no rows, and a batch could compute two rows for one pair
--- (bench/FINDINGS.md 61). So the capture first locks the nodes p_ids FOR
--- KEY SHARE, as validation does: none it finds can be deleted before this
--- transaction ends, and the kinds it reads next are theirs. When one is
--- missing it sets p_flag, and validation, if it then finds every node,
--- fails the statement as a serialization failure
--- (_refuse_missed_capture_end). Not under an import's locks, where no node
--- is deleted (the caller asks _nodes_locked_against_deletes). p_ids
--- distinct.
-create or replace function permgraph._lock_captured_ends(p_ids text[], p_flag text) returns void
+-- (bench/FINDINGS.md 61). So the capture reads them here: the nodes of
+-- p_ids that exist, with their kinds, each locked FOR KEY SHARE as
+-- validation locks it. None can be deleted before this transaction ends,
+-- so these kinds stay theirs. A missing one is not returned (its edge is
+-- written as 'group'); it sets p_flag, and validation, if it then finds
+-- every node, fails the statement as a serialization failure
+-- (_refuse_missed_capture_end). One read: locking them first and reading
+-- the kinds again cost the bulk insert a second probe per end. p_ids
+-- distinct. Under an import's locks no node is deleted
+-- (_nodes_locked_against_deletes), but the load writes its edges itself,
+-- with the insert triggers off; the UPDATE captures, which it does fire,
+-- ask first and skip this.
+drop function if exists permgraph._lock_captured_ends(text[], text);
+create or replace function permgraph._captured_ends(p_ids text[], p_flag text) returns table (id text, kind text)
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+  found_ids text[];
+  found_kinds text[];
 begin
-  if (select count(*) from unnest(p_ids) as e(id)
-      cross join lateral (select 1 from permgraph.nodes x where x.id = e.id for key share offset 0) x) < cardinality(p_ids) then
+  select array_agg(x.id), array_agg(x.kind) into found_ids, found_kinds
+  from unnest(p_ids) as e(id)
+  cross join lateral (select x.id, x.kind from permgraph.nodes x where x.id = e.id for key share offset 0) x;
+  if coalesce(cardinality(found_ids), 0) < cardinality(p_ids) then
     perform pg_catalog.set_config(p_flag, 'on', true);
   end if;
+  return query select f.id, f.kind from unnest(found_ids, found_kinds) as f(id, kind);
 end $$;
 
 -- Validation found every node its statement's rows name: if that
--- statement's capture missed one (_lock_captured_ends set p_flag), the node
+-- statement's capture missed one (_captured_ends set p_flag), the node
 -- was made meanwhile, and the edge's kind may be wrong. The transaction is
 -- run again (40001), as after any other conflict with a concurrent writer.
 create or replace function permgraph._refuse_missed_capture_end(p_flag text) returns void
