@@ -9,6 +9,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { runDoctor } from '../../src/app/doctor.ts';
 import { importGraph, ImportRejectedError } from '../../src/app/import/index.ts';
 import { sql, type Queryable } from '../../src/db/pool.ts';
 import { g, grant, o, u } from '../helpers/builders.ts';
@@ -497,6 +498,34 @@ describe('permgraph import: load locks and foreign keys', async () => {
     expect(outcomes).toEqual(
       [false, true].flatMap((exclusive) => Object.keys(BATCHES).map((batch) => ({ exclusive, batch, imported: 'imported', applied: 'applied' }))),
     );
+  });
+
+  it('doctor names an import that a batch has waited for over a second as holding a batch\'s lock', async () => {
+    await loadGraph(db, graph);
+    await db.query(sql`insert into permgraph.grants (tail_id, head_id, level, source) values ('bob', 'doc', 1, 'pending')`);
+    const files = { nodes: { file: await writeText('nodes.csv', `${nodesCsv}carol,user,\n`) } };
+    const seen = await withLoadPaused(async (holder) => {
+      const imported = importGraph(db, { ...files, name: 'doctor-turn' });
+      await waitUntil(async () => (await lockWaits()).paused === 1, 'the import to pause in its load');
+      const [{ pid }] = await db.query(sql`select pid from pg_stat_activity where datname = current_database() and wait_event = 'advisory'`);
+      const applied = runBatch('repeatable read');
+      await waitUntil(async () => {
+        const [{ waited }] = await db.query(sql`
+          select coalesce(bool_or(waitstart < now() - interval '1.2 seconds'), false) as waited
+          from pg_locks where not granted and relation = 'permgraph.applier_turn'::regclass`);
+        return waited === true;
+      }, 'the batch to wait over a second for the turn');
+      const worker = (await runDoctor(db)).find((c) => c.name === 'worker')!;
+      await holder.query(sql`select pg_advisory_unlock(${PAUSE_KEY}::bigint)`);
+      const outcome = { imported: await imported.then(() => 'imported'), applied: await applied };
+      await holder.query(sql`select pg_advisory_lock(${PAUSE_KEY}::bigint)`);
+      return { outcome, pid: Number(pid), worker };
+    });
+    expect(seen.outcome).toEqual({ imported: 'imported', applied: 'applied' });
+    expect(seen.worker.status).toBe('warn');
+    expect(seen.worker.message).toContain(`pid ${seen.pid} (`);
+    expect(seen.worker.message).toContain("a batch's lock");
+    expect(seen.worker.message).toContain('as an import does from its validation to its commit');
   });
 
   it('a dry run does not take the applier\'s turn: the worker\'s batches apply while it validates', async () => {
