@@ -8,7 +8,8 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import type { SQLQuery } from '@databases/pg';
+import { afterAll, describe, expect, it, onTestFinished } from 'vitest';
 import { runDoctor } from '../../src/app/doctor.ts';
 import { importGraph, ImportRejectedError } from '../../src/app/import/index.ts';
 import { sql, type Queryable } from '../../src/db/pool.ts';
@@ -123,6 +124,15 @@ describe('permgraph import: load locks and foreign keys', async () => {
         const row = await lockedBy(tx, setup);
         throw Object.assign(rollback, { row });
       }).catch((e: { row?: unknown }) => e.row as { grant_end: boolean; owner: boolean; skipped: boolean });
+    // The capture of inserted rows locks the nodes it reads in any case
+    // (_captured_ends); the load turns it off and writes its edges itself. Off
+    // here too, committed (turned off inside a case, its lock would count).
+    const captures = (verb: SQLQuery) =>
+      db.query(sql`alter table permgraph.grants ${verb} trigger grants_capture_inserted; alter table permgraph.nodes ${verb} trigger nodes_capture_inserted`);
+    await captures(sql`disable`);
+    onTestFinished(async () => {
+      await captures(sql`enable`);
+    });
     // The setting alone (without the lock) changes nothing: the ends are locked.
     const settingOnly = await run(sql`select set_config('permgraph.nodes_locked', 'on', true)`);
     expect(settingOnly).toEqual({ grant_end: true, owner: true, skipped: false });
