@@ -221,18 +221,10 @@ declare
   captured bigint := 0;  -- change rows written
 begin
   -- Each branch names only the transition tables its event has.
-  if tg_op = 'INSERT' and not capture then
-    with ends as materialized (
-      select e.id, x.kind
-      from (select n.tail_id as id from new_rows n union select n.head_id from new_rows n) e
-      left join lateral (select x.kind from permgraph.nodes x where x.id = e.id offset 0) x on true
-    )
-    insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind, expires_at)
-    select n.tail_id, n.head_id, n.source, n.level, coalesce(t.kind, 'group'), coalesce(h.kind, 'group'), n.expires_at
-    from new_rows n join ends t on t.id = n.tail_id join ends h on h.id = n.head_id;
-  elsif tg_op = 'INSERT' then
+  if tg_op = 'INSERT' then
     -- (the ends read locked: _captured_ends, 010_integrity.sql; one missing
-    -- is not among them)
+    -- is not among them. With capture off too: an owner's bulk load races
+    -- concurrent writers the same way, and its refresh reads these edges.)
     with ends as materialized (
       select e.id, e.kind
       from permgraph._captured_ends(array(select n.tail_id from new_rows n union select n.head_id from new_rows n),
@@ -244,14 +236,8 @@ begin
       returning tail_id, head_id, tail_kind, head_kind, level
     )
     insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
-    select a.tail_id, a.head_id, a.tail_kind, a.head_kind, null, a.level from added a;
+    select a.tail_id, a.head_id, a.tail_kind, a.head_kind, null, a.level from added a where capture;
     get diagnostics captured = row_count;
-  elsif tg_op = 'DELETE' and not capture then
-    delete from permgraph.edges e
-    where e.ctid = any (array(
-      select x.ctid from old_rows o
-      cross join lateral (select x.ctid from permgraph.edges x
-                          where x.tail_id = o.tail_id and x.head_id = o.head_id and x.source = o.source offset 0) x));
   elsif tg_op = 'DELETE' then
     with removed as (
       delete from permgraph.edges e
@@ -262,7 +248,7 @@ begin
       returning e.tail_id, e.head_id, e.tail_kind, e.head_kind, e.level
     )
     insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level)
-    select r.tail_id, r.head_id, r.tail_kind, r.head_kind, r.level, null from removed r;
+    select r.tail_id, r.head_id, r.tail_kind, r.head_kind, r.level, null from removed r where capture;
     get diagnostics captured = row_count;
   else
     -- The grants that went (an old row no new row repeats: key, level and
