@@ -661,18 +661,23 @@ describe('integrity rules', async () => {
       await expectTableMatchesGraph();
     });
 
-    it('a grant whose end its capture found holds it: a delete and remake as another kind waits for the grant', async () => {
+    /**
+     * Runs `insert` (a grant onto gA) paused between its capture and its
+     * validation while another transaction deletes gA and makes it again as
+     * a user; returns both outcomes. The remake waits for the paused grant,
+     * or (had the capture not locked its ends) it is done at once.
+     */
+    async function remakeEndWhilePaused(insert: SQLQuery): Promise<{ grant: string; remake: string }> {
       const other = openPool(url, { poolSize: 1 });
       try {
         let remade: Promise<string> = Promise.resolve('not run');
-        const outcome = await pausedWhile('grants', sql`insert into permgraph.grants (tail_id, head_id, level) values ('u1', 'gA', 1)`, async () => {
+        const grant = await pausedWhile('grants', insert, async () => {
           remade = other
             .tx(async (tx) => {
               await tx.query(sql`delete from permgraph.nodes where id = 'gA'`);
               await tx.query(sql`insert into permgraph.nodes (id, kind) values ('gA', 'user')`);
             })
             .then(() => 'committed', (error: { code?: string }) => error.code ?? String(error));
-          // it waits for the paused grant, or (before the capture locked its ends) it is done
           await waitUntil(async () => {
             const [row] = await db.query(sql`
               select count(*)::int as n from pg_locks l join pg_stat_activity a on a.pid = l.pid
@@ -680,41 +685,28 @@ describe('integrity rules', async () => {
             return row.n > 0 || (await Promise.race([remade.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 10))]));
           }, 'the remake to wait or finish');
         });
-        expect({ grant: outcome, remake: await remade }).toEqual({ grant: 'committed', remake: 'committed' });
-        expect(await edgesOfWrongKind()).toEqual([]);
-        await expectTableMatchesGraph();
+        return { grant, remake: await remade };
       } finally {
         await other.dispose();
       }
+    }
+
+    it('a grant whose end its capture found holds it: a delete and remake as another kind waits for the grant', async () => {
+      const outcome = await remakeEndWhilePaused(sql`insert into permgraph.grants (tail_id, head_id, level) values ('u1', 'gA', 1)`);
+      expect(outcome).toEqual({ grant: 'committed', remake: 'committed' });
+      expect(await edgesOfWrongKind()).toEqual([]);
+      await expectTableMatchesGraph();
     });
 
     it("with capture off (an owner's bulk load, refreshed after), a grant's insert holds its ends the same way", async () => {
-      const other = openPool(url, { poolSize: 1 });
-      try {
-        let remade: Promise<string> = Promise.resolve('not run');
-        const insert = sql`set local permgraph.capture = off; insert into permgraph.grants (tail_id, head_id, level) values ('u1', 'gA', 1)`;
-        const outcome = await pausedWhile('grants', insert, async () => {
-          remade = other
-            .tx(async (tx) => {
-              await tx.query(sql`delete from permgraph.nodes where id = 'gA'`);
-              await tx.query(sql`insert into permgraph.nodes (id, kind) values ('gA', 'user')`);
-            })
-            .then(() => 'committed', (error: { code?: string }) => error.code ?? String(error));
-          await waitUntil(async () => {
-            const [row] = await db.query(sql`
-              select count(*)::int as n from pg_locks l join pg_stat_activity a on a.pid = l.pid
-              where not l.granted and l.locktype in ('transactionid', 'tuple') and a.datname = current_database()`);
-            return row.n > 0 || (await Promise.race([remade.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 10))]));
-          }, 'the remake to wait or finish');
-        });
-        expect({ grant: outcome, remake: await remade }).toEqual({ grant: 'committed', remake: 'committed' });
-        // (before the capture with capture off read its ends locked: the grant's edge onto a user of kind group)
-        expect(await edgesOfWrongKind()).toEqual([]);
-        await db.query(sql`select permgraph.refresh()`);
-        expect(await readPermissions(db)).toEqual(model.computePermissions(await readGraph(db)));
-      } finally {
-        await other.dispose();
-      }
+      const outcome = await remakeEndWhilePaused(
+        sql`set local permgraph.capture = off; insert into permgraph.grants (tail_id, head_id, level) values ('u1', 'gA', 1)`,
+      );
+      expect(outcome).toEqual({ grant: 'committed', remake: 'committed' });
+      // (before the capture with capture off read its ends locked: the grant's edge onto a user of kind group)
+      expect(await edgesOfWrongKind()).toEqual([]);
+      await db.query(sql`select permgraph.refresh()`);
+      expect(await readPermissions(db)).toEqual(model.computePermissions(await readGraph(db)));
     });
 
     it("a node whose owner its capture did not find, made meanwhile as a user, is refused as a serialization failure", async () => {
