@@ -417,8 +417,14 @@ describe('permgraph import: load locks and foreign keys', async () => {
 
   // The import's load pauses on an advisory lock the test holds (a statement
   // trigger of the test's own on nodes), with the import's table locks held.
+  // fn is given `paused()`, which waits until the load is there, and
+  // `resume()`, which lets it go on.
   const PAUSE_KEY = 7238999002;
-  async function withLoadPaused<T>(fn: (holder: Queryable) => Promise<T>): Promise<T> {
+  interface LoadPause {
+    paused(): Promise<void>;
+    resume(): Promise<void>;
+  }
+  async function withLoadPaused<T>(fn: (pause: LoadPause) => Promise<T>): Promise<T> {
     await db.query(sql`
       create function public.pause_load() returns trigger language plpgsql as $$
       begin perform pg_advisory_xact_lock(7238999002); return null; end $$; -- (PAUSE_KEY: a function body takes no parameter)
@@ -426,10 +432,17 @@ describe('permgraph import: load locks and foreign keys', async () => {
     try {
       return await db.task(async (holder) => {
         await holder.query(sql`select pg_advisory_lock(${PAUSE_KEY}::bigint)`);
-        try {
-          return await fn(holder);
-        } finally {
+        let held = true;
+        const resume = async () => {
+          if (!held) return;
+          held = false;
           await holder.query(sql`select pg_advisory_unlock(${PAUSE_KEY}::bigint)`);
+        };
+        const paused = () => waitUntil(async () => (await lockWaits()).paused === 1, 'the import to pause in its load');
+        try {
+          return await fn({ paused, resume });
+        } finally {
+          await resume();
         }
       });
     } finally {
@@ -480,12 +493,12 @@ describe('permgraph import: load locks and foreign keys', async () => {
         await db.query(sql`insert into permgraph.grants (tail_id, head_id, level, source) values ('bob', 'doc', 1, 'pending')`);
         // (with a new node: the load inserts nodes, where it pauses)
         const files = { nodes: { file: await writeText('nodes.csv', `${nodesCsv}carol,user,\n`) }, grants: { file: await writeText('grants.csv', grantsCsv.replace('write', 'manage')) } };
-        const outcome = await withLoadPaused(async (holder) => {
+        const outcome = await withLoadPaused(async ({ paused, resume }) => {
           const imported = importGraph(db, { ...files, name: `turn-${exclusive}-${batch}`, exclusive }).then(
             () => 'imported',
             (e: unknown) => String(e),
           );
-          await waitUntil(async () => (await lockWaits()).paused === 1, 'the import to pause in its load');
+          await paused();
           let settled = false;
           const applied = runBatch(batch).finally(() => (settled = true));
           // The batch waits: for the import's tables while it held the applier's
@@ -494,10 +507,8 @@ describe('permgraph import: load locks and foreign keys', async () => {
           // not taken the turn, a REPEATABLE READ batch would read past its
           // SHARE ROW EXCLUSIVE locks and end.)
           await waitUntil(async () => settled || (await lockWaits()).others === 1, 'the batch to wait for a lock the import holds, or end');
-          await holder.query(sql`select pg_advisory_unlock(${PAUSE_KEY}::bigint)`);
-          const result = { imported: await imported, applied: await applied };
-          await holder.query(sql`select pg_advisory_lock(${PAUSE_KEY}::bigint)`);
-          return result;
+          await resume();
+          return { imported: await imported, applied: await applied };
         });
         outcomes.push({ exclusive, batch, ...outcome });
         const after = await readGraph(db);
@@ -514,9 +525,9 @@ describe('permgraph import: load locks and foreign keys', async () => {
     await loadGraph(db, graph);
     await db.query(sql`insert into permgraph.grants (tail_id, head_id, level, source) values ('bob', 'doc', 1, 'pending')`);
     const files = { nodes: { file: await writeText('nodes.csv', `${nodesCsv}carol,user,\n`) } };
-    const seen = await withLoadPaused(async (holder) => {
+    const seen = await withLoadPaused(async ({ paused, resume }) => {
       const imported = importGraph(db, { ...files, name: 'doctor-turn' });
-      await waitUntil(async () => (await lockWaits()).paused === 1, 'the import to pause in its load');
+      await paused();
       const [{ pid }] = await db.query(sql`select pid from pg_stat_activity where datname = current_database() and wait_event = 'advisory'`);
       const applied = runBatch('repeatable read');
       await waitUntil(async () => {
@@ -526,9 +537,8 @@ describe('permgraph import: load locks and foreign keys', async () => {
         return waited === true;
       }, 'the batch to wait over a second for the turn');
       const worker = (await runDoctor(db)).find((c) => c.name === 'worker')!;
-      await holder.query(sql`select pg_advisory_unlock(${PAUSE_KEY}::bigint)`);
+      await resume();
       const outcome = { imported: await imported.then(() => 'imported'), applied: await applied };
-      await holder.query(sql`select pg_advisory_lock(${PAUSE_KEY}::bigint)`);
       return { outcome, pid: Number(pid), worker };
     });
     expect(seen.outcome).toEqual({ imported: 'imported', applied: 'applied' });
@@ -542,17 +552,16 @@ describe('permgraph import: load locks and foreign keys', async () => {
     await loadGraph(db, graph);
     await db.query(sql`insert into permgraph.grants (tail_id, head_id, level, source) values ('bob', 'doc', 1, 'pending')`);
     const files = { nodes: { file: await writeText('nodes.csv', `${nodesCsv}carol,user,\n`) } };
-    await withLoadPaused(async (holder) => {
+    await withLoadPaused(async ({ paused, resume }) => {
       const dry = importGraph(db, { ...files, name: 'dry-turn', dryRun: true });
-      await waitUntil(async () => (await lockWaits()).paused === 1, 'the dry run to pause in its load');
+      await paused();
       // (a batch that waited for a turn the dry run held would wait until it ended)
       const orWaiting = (batch: Promise<string>) =>
         Promise.race([batch, new Promise<string>((resolve) => setTimeout(() => resolve('still waiting after 20 s'), 20_000))]);
       expect(await orWaiting(runBatch('repeatable read'))).toBe('applied');
       expect(await orWaiting(runBatch('local path'))).toBe('applied');
-      await holder.query(sql`select pg_advisory_unlock(${PAUSE_KEY}::bigint)`);
+      await resume();
       expect(await dry).toMatchObject({ loaded: false, invalid: 0 });
-      await holder.query(sql`select pg_advisory_lock(${PAUSE_KEY}::bigint)`);
     });
     expect(await readPermissions(db)).toEqual(model.computePermissions(await readGraph(db)));
   });
