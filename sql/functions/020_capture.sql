@@ -81,21 +81,34 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
+  capture constant boolean := permgraph._capture_enabled();
   captured bigint := 0;  -- change rows written
   gone bigint := 0;      -- nodes deleted
 begin
   if tg_op = 'INSERT' then
-    -- (the owners read locked: _captured_ends, 010_integrity.sql)
+    -- One statement: the owners read locked (_captured_ends,
+    -- 010_integrity.sql), their edges, and the change rows, which take the
+    -- owners' kinds from the edges written rather than reading them again.
     with owners as materialized (
       select o.id, o.kind
       from permgraph._captured_ends(
              array(select distinct n.owner_id from new_rows n where n.owner_id is not null and n.owner_id <> n.id and n.kind <> 'object'),
              'permgraph.capture_missed_owner') o
+    ), added as (
+      insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
+      select n.owner_id, n.id, '', 3, coalesce(o.kind, 'group'), n.kind
+      from new_rows n left join owners o on o.id = n.owner_id
+      where n.owner_id is not null and n.owner_id <> n.id and n.kind <> 'object'
+      returning tail_id, head_id, tail_kind, head_kind
     )
-    insert into permgraph.edges (tail_id, head_id, source, level, tail_kind, head_kind)
-    select n.owner_id, n.id, '', 3, coalesce(o.kind, 'group'), n.kind
-    from new_rows n left join owners o on o.id = n.owner_id
-    where n.owner_id is not null and n.owner_id <> n.id and n.kind <> 'object';
+    insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level, trash_changed)
+    select a.tail_id, a.head_id, a.tail_kind, a.head_kind, null::smallint, 3::smallint, false from added a where capture
+    union all
+    select n.id, n.id, 'user', 'user', null::smallint, 3::smallint, false from new_rows n where capture and n.kind = 'user'
+    union all
+    select n.id, n.id, 'group', 'group', null::smallint, null::smallint, true
+    from new_rows n where capture and n.kind = 'group' and (n.trash_at is not null or n.owner_id is not null);
+    get diagnostics captured = row_count;
   elsif tg_op = 'UPDATE' then
     -- An ownership edge whose (owner, node) pair the new rows no longer
     -- hold went away (its node's owner changed); one the old rows did not
@@ -136,24 +149,11 @@ begin
     get diagnostics gone = row_count;
   end if;
 
-  if not permgraph._capture_enabled() then
-    -- bulk import by the schema's owner, which runs a full refresh instead;
-    -- the worker still removes deleted nodes' rows
-    if gone > 0 then
-      perform pg_notify('permgraph_changes', '');
-    end if;
-    return null;
-  end if;
-  if tg_op = 'INSERT' then
-    insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level, trash_changed)
-    select n.owner_id, n.id, coalesce(o.kind, 'group'), n.kind, null::smallint, 3::smallint, false
-    from new_rows n left join lateral (select o.kind from permgraph.nodes o where o.id = n.owner_id offset 0) o on true
-    where n.owner_id is not null and n.owner_id <> n.id and n.kind <> 'object'
-    union all
-    select n.id, n.id, 'user', 'user', null::smallint, 3::smallint, false from new_rows n where n.kind = 'user'
-    union all
-    select n.id, n.id, 'group', 'group', null::smallint, null::smallint, true
-    from new_rows n where n.kind = 'group' and (n.trash_at is not null or n.owner_id is not null);
+  if tg_op = 'INSERT' or not capture then
+    -- Captured above, or capture is off: a bulk import by the schema's
+    -- owner, which runs a full refresh instead; the worker still removes
+    -- deleted nodes' rows.
+    null;
   elsif tg_op = 'UPDATE' then
     -- the ownership edges that went and came (as above), and the groups
     -- whose trash time or owner changed
@@ -174,6 +174,7 @@ begin
     from (select n.id, n.owner_id, n.trash_at from new_rows n where n.kind = 'group'
           except
           select o.id, o.owner_id, o.trash_at from old_rows o) g;
+    get diagnostics captured = row_count;
   else
     insert into permgraph.changes (tail_id, head_id, tail_kind, head_kind, old_level, new_level, trash_changed)
     select o.owner_id, o.id, coalesce(w.kind, 'group'), o.kind, 3::smallint, null::smallint, false
@@ -183,8 +184,8 @@ begin
     select o.id, o.id, 'user', 'user', 3::smallint, null::smallint, false from old_rows o where o.kind = 'user'
     union all
     select o.id, o.id, 'group', 'group', null::smallint, null::smallint, true from old_rows o where o.kind = 'group';
+    get diagnostics captured = row_count;
   end if;
-  get diagnostics captured = row_count;
   if captured + gone > 0 then
     perform pg_notify('permgraph_changes', '');
   end if;
