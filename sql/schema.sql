@@ -1553,6 +1553,12 @@ begin
     raise exception 'permgraph: %(p_at => %) is in the past; it must not be earlier than now() (%)', p_caller, p_at, now()
       using errcode = '22023';
   end if;
+  if p_at > clock_timestamp() and not permgraph._session_is_owner() then
+    raise exception 'permgraph: %(p_at => %) is ahead of the clock; only the owner of schema permgraph may compute the table for a later moment (% may not)',
+      p_caller, p_at, session_user
+      using errcode = '42501',
+            hint = 'to end a grant early, set its valid_until; a batch ahead of time leaves out rows that are still valid until refresh() puts them back';
+  end if;
   return coalesce(p_at, clock_timestamp());
 end $function$;
 

@@ -144,7 +144,8 @@ end $$;
 -- otherwise read a newer graph (under REPEATABLE READ, the worker's choice,
 -- the snapshot does it and writers never wait); adopt a state restored from
 -- another cluster (048_cluster_identity.sql); refuse a time in the past,
--- which would write rows that reads already treat as expired. Returns the
+-- which would write rows that reads already treat as expired, and a time
+-- ahead of the clock unless the schema's owner asks (above). Returns the
 -- time the batch computes the graph at: p_at, or the clock once the lock is
 -- held.
 -- Under REPEATABLE READ the snapshot was taken before the lock was waited
@@ -187,6 +188,12 @@ begin
   if p_at < now() then
     raise exception 'permgraph: %(p_at => %) is in the past; it must not be earlier than now() (%)', p_caller, p_at, now()
       using errcode = '22023';
+  end if;
+  if p_at > clock_timestamp() and not permgraph._session_is_owner() then
+    raise exception 'permgraph: %(p_at => %) is ahead of the clock; only the owner of schema permgraph may compute the table for a later moment (% may not)',
+      p_caller, p_at, session_user
+      using errcode = '42501',
+            hint = 'to end a grant early, set its valid_until; a batch ahead of time leaves out rows that are still valid until refresh() puts them back';
   end if;
   return coalesce(p_at, clock_timestamp());
 end $$;
@@ -315,9 +322,11 @@ end $$;
 -- clock once the lock is held), leaving out every grant expired by then, and
 -- adds to its region every row whose valid_until has passed: those rows are
 -- exactly the ones an expiry can change (any other row stays right until its
--- valid_until, by definition). A later p_at applies expiries ahead of time
--- (tests; an operator revoking early); an earlier one is refused, since it
--- would write rows that reads already treat as expired.
+-- valid_until, by definition). An earlier p_at is refused, since it would
+-- write rows that reads already treat as expired. A later one applies
+-- expiries ahead of time, which leaves out rows still valid now, and later
+-- batches do not put them back (only what changes or expires is
+-- recomputed): a tool for tests, the schema owner's alone (_begin_applying).
 create or replace function permgraph.apply_changes(
   p_max_changes integer default 100000,  -- = DEFAULT_MAX_BATCH in src/engine/apply.ts
   p_max_pairs bigint default null,

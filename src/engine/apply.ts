@@ -58,8 +58,9 @@ export interface ApplyOptions {
   chunkPairs?: number;
   /**
    * Compute the graph as of this time instead of now: grants expiring by
-   * then are left out. Not earlier than now (the server refuses it); for
-   * tests, and for applying expiries ahead of time.
+   * then are left out. Not earlier than now, and not later unless the
+   * session is the schema's owner (the server refuses both): a batch ahead
+   * of time leaves out rows that are still valid, until refresh(). For tests.
    */
   at?: Date;
   /**

@@ -38,7 +38,7 @@ export interface ChunkResult {
 export interface ChunkOptions {
   /** The region to aim at (default: the job's chunk bound, the chunkPairs it was started with). */
   maxPairs?: number;
-  /** Compute the graph as of this time instead of now (not earlier than now). */
+  /** Compute the graph as of this time instead of now (as ApplyOptions.at: not earlier, nor later unless the schema's owner asks). */
   at?: Date;
 }
 
