@@ -2781,7 +2781,10 @@ declare
     -- they run as the caller, so the caller runs their helpers too (which
     -- read the catalog and build text, nothing else)
     'permgraph.enable_rls(regclass, name, name, boolean)', 'permgraph.disable_rls(regclass)',
-    'permgraph._rls_policy_names()', 'permgraph._rls_column(regclass, name)', 'permgraph._rls_require_app_table(regclass)',
+    'permgraph._rls_policy_names()', 'permgraph._rls_column(regclass, name)', 'permgraph._rls_require_app_table(regclass, regclass)',
+    'permgraph._rls_tree(regclass)', 'permgraph._rls_install(regclass, name, name, boolean)',
+    -- doctor's check of the tables below a protected one (it reads the catalog)
+    'permgraph._rls_unprotected()',
     'permgraph._access_predicate(text, text, text, text, text)',
     -- what _unapplied_changes calls (its rows' owner: a long job's
     -- backlog or the queue), for the roles that read it
@@ -4793,6 +4796,46 @@ begin
   return format('(%I.%I)::text collate "C"', (select relname from pg_class where oid = p_table), p_column);
 end $function$;
 
+-- permgraph._rls_install(regclass,name,name,boolean): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._rls_install(p_table regclass, p_id_column name, p_owner_column name, p_match_row_id boolean)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET client_min_messages TO 'warning'
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  user_expr constant text := $e$nullif(current_setting('permgraph.user_id', true), '')$e$;
+  id_expr text := permgraph._rls_column(p_table, p_id_column);
+  owner_expr text := permgraph._rls_column(p_table, p_owner_column);
+  row_expr text;
+  read_rule text;
+  write_rule text;
+  manage_rule text;
+  insert_rule text;
+  policy text;
+begin
+  -- Without the option the row's id is never compared with node ids: the
+  -- rule sees a row that is no node (null id), owned by its owner column.
+  row_expr := case when p_match_row_id then id_expr else 'null::text' end;
+  read_rule := permgraph._access_predicate(user_expr, row_expr, owner_expr, '1', 'false');
+  write_rule := permgraph._access_predicate(user_expr, row_expr, owner_expr, '2', 'false');
+  manage_rule := permgraph._access_predicate(user_expr, row_expr, owner_expr, '3', 'false');
+  -- a new row: write on its owner only (a direct grant on an id that does not exist yet means nothing)
+  insert_rule := permgraph._access_predicate(user_expr, 'null::text', owner_expr, '2', 'false');
+  foreach policy in array permgraph._rls_policy_names() loop
+    execute format('drop policy if exists %I on %s', policy, p_table);
+  end loop;
+  execute format('create policy permgraph_select on %s for select using %s', p_table, read_rule);
+  execute format('create policy permgraph_insert on %s for insert with check %s', p_table, insert_rule);
+  execute format('create policy permgraph_update on %s for update using %s with check %s', p_table, write_rule, write_rule);
+  execute format('create policy permgraph_delete on %s for delete using %s', p_table, manage_rule);
+  -- What was installed, for people and tools reading pg_policy (\d+ in psql).
+  execute format('comment on policy permgraph_select on %s is %L', p_table,
+                 format('permgraph.enable_rls: id column %s, owner column %s, match row id %s',
+                        p_id_column, coalesce(p_owner_column::text, '(none)'), case when p_match_row_id then 'on' else 'off' end));
+  execute format('alter table %s enable row level security', p_table);
+end $function$;
+
 -- permgraph._rls_policy_names(): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._rls_policy_names()
  RETURNS text[]
@@ -4803,8 +4846,8 @@ AS $function$
   select array['permgraph_select', 'permgraph_insert', 'permgraph_update', 'permgraph_delete']
 $function$;
 
--- permgraph._rls_require_app_table(regclass): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
-CREATE OR REPLACE FUNCTION permgraph._rls_require_app_table(p_table regclass)
+-- permgraph._rls_require_app_table(regclass,regclass): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._rls_require_app_table(p_table regclass, p_under regclass DEFAULT NULL::regclass)
  RETURNS void
  LANGUAGE plpgsql
  STABLE
@@ -4820,6 +4863,10 @@ begin
     raise exception 'permgraph: % is one of permgraph''s own tables: the policies read them, so row-level security on them would make every read recurse; enable_rls is for application tables', p_table
       using errcode = '22023';
   end if;
+  if relation.relkind not in ('r', 'p') and p_under is not null then
+    raise exception 'permgraph: %, a partition or child of %, is not a table (a foreign table?): row-level security cannot protect it, so a query naming it would read its rows past the policies', p_table, p_under
+      using errcode = '22023';
+  end if;
   if relation.relkind not in ('r', 'p') then
     raise exception 'permgraph: % is not a table; row-level security applies to tables only', p_table
       using errcode = '22023';
@@ -4828,6 +4875,43 @@ begin
     raise exception 'permgraph: table names starting with permgraph_ are reserved for the policies'' own aliases, got %', p_table
       using errcode = '22023';
   end if;
+end $function$;
+
+-- permgraph._rls_tree(regclass): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._rls_tree(p_table regclass)
+ RETURNS SETOF regclass
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+begin
+  return query
+    with recursive tree (relid, depth) as (
+      select p_table::oid, 0
+      union all
+      select i.inhrelid, t.depth + 1 from pg_inherits i join tree t on i.inhparent = t.relid
+    )
+    select t.relid::regclass from tree t group by t.relid order by min(t.depth), t.relid::regclass::text;
+end $function$;
+
+-- permgraph._rls_unprotected(): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._rls_unprotected()
+ RETURNS TABLE(unprotected regclass, under regclass)
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+begin
+  return query
+    select d.relid, min(p.polrelid::regclass::text)::regclass
+    from pg_policy p
+    cross join lateral permgraph._rls_tree(p.polrelid) d(relid)
+    join pg_class c on c.oid = d.relid
+    where p.polname = 'permgraph_select' and d.relid <> p.polrelid
+      and not (c.relrowsecurity
+               and exists (select 1 from pg_policy q where q.polrelid = d.relid and q.polname = 'permgraph_select'))
+    group by d.relid
+    order by d.relid::text;
 end $function$;
 
 -- permgraph._session_is_owner(): execute <owner>: EXECUTE
@@ -5892,18 +5976,24 @@ CREATE OR REPLACE FUNCTION permgraph.disable_rls(p_table regclass)
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 declare
+  t regclass;
   policy text;
 begin
   if (select n.nspname from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.oid = p_table) = 'permgraph' then
     raise exception 'permgraph: % is one of permgraph''s own tables; disable_rls is for application tables', p_table
       using errcode = '22023';
   end if;
-  foreach policy in array permgraph._rls_policy_names() loop
-    execute format('drop policy if exists %I on %s', policy, p_table);
+  for t in select permgraph._rls_tree(p_table) loop
+    if (select relkind from pg_class where oid = t) not in ('r', 'p') then
+      continue;
+    end if;
+    foreach policy in array permgraph._rls_policy_names() loop
+      execute format('drop policy if exists %I on %s', policy, t);
+    end loop;
+    if not exists (select 1 from pg_policy where polrelid = t) then
+      execute format('alter table %s disable row level security', t);
+    end if;
   end loop;
-  if not exists (select 1 from pg_policy where polrelid = p_table) then
-    execute format('alter table %s disable row level security', p_table);
-  end if;
 end $function$;
 
 -- permgraph.drop_consumer(text): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
@@ -5982,15 +6072,8 @@ CREATE OR REPLACE FUNCTION permgraph.enable_rls(p_table regclass, p_id_column na
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 declare
-  user_expr constant text := $e$nullif(current_setting('permgraph.user_id', true), '')$e$;
-  id_expr text;
-  row_expr text;
-  owner_expr text;
-  read_rule text;
-  write_rule text;
-  manage_rule text;
-  insert_rule text;
-  policy text;
+  tables regclass[];
+  t regclass;
 begin
   if p_table is null or p_id_column is null then
     raise exception 'permgraph: enable_rls needs a table and an id column' using errcode = '22023';
@@ -5999,32 +6082,23 @@ begin
     raise exception 'permgraph: enable_rls: p_match_row_id must be true or false, not null' using errcode = '22023';
   end if;
   perform permgraph._rls_require_app_table(p_table);
-  id_expr := permgraph._rls_column(p_table, p_id_column);
-  owner_expr := permgraph._rls_column(p_table, p_owner_column);
   if p_owner_column is null and not p_match_row_id then
     raise exception 'permgraph: enable_rls on % without an owner column would let only superusers through: name the owner column, or match rows by their own id (p_match_row_id => true)', p_table
       using errcode = '22023';
   end if;
-  -- Without the option the row's id is never compared with node ids: the
-  -- rule sees a row that is no node (null id), owned by its owner column.
-  row_expr := case when p_match_row_id then id_expr else 'null::text' end;
-  read_rule := permgraph._access_predicate(user_expr, row_expr, owner_expr, '1', 'false');
-  write_rule := permgraph._access_predicate(user_expr, row_expr, owner_expr, '2', 'false');
-  manage_rule := permgraph._access_predicate(user_expr, row_expr, owner_expr, '3', 'false');
-  -- a new row: write on its owner only (a direct grant on an id that does not exist yet means nothing)
-  insert_rule := permgraph._access_predicate(user_expr, 'null::text', owner_expr, '2', 'false');
-  foreach policy in array permgraph._rls_policy_names() loop
-    execute format('drop policy if exists %I on %s', policy, p_table);
+  -- every table checked before any is changed (the whole call is one
+  -- statement, so an error installs nothing anyway; this names the problem
+  -- before the first ALTER TABLE waits for a lock)
+  tables := array(select permgraph._rls_tree(p_table));
+  foreach t in array tables loop
+    if t <> p_table then
+      perform permgraph._rls_require_app_table(t, p_table);
+    end if;
+    perform permgraph._rls_column(t, p_id_column), permgraph._rls_column(t, p_owner_column);
   end loop;
-  execute format('create policy permgraph_select on %s for select using %s', p_table, read_rule);
-  execute format('create policy permgraph_insert on %s for insert with check %s', p_table, insert_rule);
-  execute format('create policy permgraph_update on %s for update using %s with check %s', p_table, write_rule, write_rule);
-  execute format('create policy permgraph_delete on %s for delete using %s', p_table, manage_rule);
-  -- What was installed, for people and tools reading pg_policy (\d+ in psql).
-  execute format('comment on policy permgraph_select on %s is %L', p_table,
-                 format('permgraph.enable_rls: id column %s, owner column %s, match row id %s',
-                        p_id_column, coalesce(p_owner_column::text, '(none)'), case when p_match_row_id then 'on' else 'off' end));
-  execute format('alter table %s enable row level security', p_table);
+  foreach t in array tables loop
+    perform permgraph._rls_install(t, p_id_column, p_owner_column, p_match_row_id);
+  end loop;
 end $function$;
 
 -- permgraph.explain(text,text,integer): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE

@@ -37,10 +37,52 @@ begin
   return format('(%I.%I)::text collate "C"', (select relname from pg_class where oid = p_table), p_column);
 end $$;
 
+-- A table and every table below it: its partitions (and theirs), or the
+-- tables that inherit from it. PostgreSQL applies a table's policies to the
+-- queries that name it, not to those that name a partition or a child, which
+-- read its rows past them: so the policies go on every one of these.
+create or replace function permgraph._rls_tree(p_table regclass) returns setof regclass
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  return query
+    with recursive tree (relid, depth) as (
+      select p_table::oid, 0
+      union all
+      select i.inhrelid, t.depth + 1 from pg_inherits i join tree t on i.inhparent = t.relid
+    )
+    select t.relid::regclass from tree t group by t.relid order by min(t.depth), t.relid::regclass::text;
+end $$;
+
+-- The tables below one that carries permgraph's policies (a partition, or a
+-- child that inherits from it) and do not: a query that names one of them
+-- reads its rows past the policies. A partition attached or a child created
+-- after enable_rls ran is one, until enable_rls runs again (permgraph doctor).
+create or replace function permgraph._rls_unprotected()
+returns table (unprotected regclass, under regclass)
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  return query
+    select d.relid, min(p.polrelid::regclass::text)::regclass
+    from pg_policy p
+    cross join lateral permgraph._rls_tree(p.polrelid) d(relid)
+    join pg_class c on c.oid = d.relid
+    where p.polname = 'permgraph_select' and d.relid <> p.polrelid
+      and not (c.relrowsecurity
+               and exists (select 1 from pg_policy q where q.polrelid = d.relid and q.polname = 'permgraph_select'))
+    group by d.relid
+    order by d.relid::text;
+end $$;
+
 -- Refuses tables the policies cannot apply to: anything but a plain or
 -- partitioned table, permgraph's own tables (the policies read them, so every
 -- read would recurse), and names the policies' aliases could capture.
-create or replace function permgraph._rls_require_app_table(p_table regclass) returns void
+-- p_under: the table enable_rls was called on, when p_table is below it.
+drop function if exists permgraph._rls_require_app_table(regclass);
+create or replace function permgraph._rls_require_app_table(p_table regclass, p_under regclass default null) returns void
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
 as $$
@@ -52,6 +94,10 @@ begin
   where c.oid = p_table;
   if relation.nspname = 'permgraph' then
     raise exception 'permgraph: % is one of permgraph''s own tables: the policies read them, so row-level security on them would make every read recurse; enable_rls is for application tables', p_table
+      using errcode = '22023';
+  end if;
+  if relation.relkind not in ('r', 'p') and p_under is not null then
+    raise exception 'permgraph: %, a partition or child of %, is not a table (a foreign table?): row-level security cannot protect it, so a query naming it would read its rows past the policies', p_table, p_under
       using errcode = '22023';
   end if;
   if relation.relkind not in ('r', 'p') then
@@ -66,7 +112,9 @@ end $$;
 
 -- Installs (or re-installs) the policies: read to select, write to update
 -- (old and new row), manage to delete, and write on the owner to insert.
--- Superusers pass, trash hides.
+-- Superusers pass, trash hides. On a partitioned table, or one that others
+-- inherit from, on every table below it too (_rls_tree): a query naming a
+-- partition would otherwise read its rows past the policies.
 --
 -- A row is matched through its owner column only: a row (user, owner) with
 -- traverse_owned, and the owner group's trash. Its own id is NOT looked up
@@ -86,15 +134,8 @@ set client_min_messages = warning  -- quiet the NOTICEs of drop policy if exists
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  user_expr constant text := $e$nullif(current_setting('permgraph.user_id', true), '')$e$;
-  id_expr text;
-  row_expr text;
-  owner_expr text;
-  read_rule text;
-  write_rule text;
-  manage_rule text;
-  insert_rule text;
-  policy text;
+  tables regclass[];
+  t regclass;
 begin
   if p_table is null or p_id_column is null then
     raise exception 'permgraph: enable_rls needs a table and an id column' using errcode = '22023';
@@ -103,12 +144,45 @@ begin
     raise exception 'permgraph: enable_rls: p_match_row_id must be true or false, not null' using errcode = '22023';
   end if;
   perform permgraph._rls_require_app_table(p_table);
-  id_expr := permgraph._rls_column(p_table, p_id_column);
-  owner_expr := permgraph._rls_column(p_table, p_owner_column);
   if p_owner_column is null and not p_match_row_id then
     raise exception 'permgraph: enable_rls on % without an owner column would let only superusers through: name the owner column, or match rows by their own id (p_match_row_id => true)', p_table
       using errcode = '22023';
   end if;
+  -- every table checked before any is changed (the whole call is one
+  -- statement, so an error installs nothing anyway; this names the problem
+  -- before the first ALTER TABLE waits for a lock)
+  tables := array(select permgraph._rls_tree(p_table));
+  foreach t in array tables loop
+    if t <> p_table then
+      perform permgraph._rls_require_app_table(t, p_table);
+    end if;
+    perform permgraph._rls_column(t, p_id_column), permgraph._rls_column(t, p_owner_column);
+  end loop;
+  foreach t in array tables loop
+    perform permgraph._rls_install(t, p_id_column, p_owner_column, p_match_row_id);
+  end loop;
+end $$;
+
+-- The policies of enable_rls on one table (checked by the caller).
+create or replace function permgraph._rls_install(
+  p_table regclass, p_id_column name, p_owner_column name, p_match_row_id boolean
+)
+returns void
+language plpgsql
+set client_min_messages = warning
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  user_expr constant text := $e$nullif(current_setting('permgraph.user_id', true), '')$e$;
+  id_expr text := permgraph._rls_column(p_table, p_id_column);
+  owner_expr text := permgraph._rls_column(p_table, p_owner_column);
+  row_expr text;
+  read_rule text;
+  write_rule text;
+  manage_rule text;
+  insert_rule text;
+  policy text;
+begin
   -- Without the option the row's id is never compared with node ids: the
   -- rule sees a row that is no node (null id), owned by its owner column.
   row_expr := case when p_match_row_id then id_expr else 'null::text' end;
@@ -131,24 +205,31 @@ begin
   execute format('alter table %s enable row level security', p_table);
 end $$;
 
--- Removes permgraph's policies; turns row-level security off unless the table
--- still has policies of its own.
+-- Removes permgraph's policies (from the tables below it too, as
+-- enable_rls installs them); turns row-level security off on each table
+-- that has no policies of its own left.
 create or replace function permgraph.disable_rls(p_table regclass) returns void
 language plpgsql
 set client_min_messages = warning
 set search_path = pg_catalog, pg_temp
 as $$
 declare
+  t regclass;
   policy text;
 begin
   if (select n.nspname from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.oid = p_table) = 'permgraph' then
     raise exception 'permgraph: % is one of permgraph''s own tables; disable_rls is for application tables', p_table
       using errcode = '22023';
   end if;
-  foreach policy in array permgraph._rls_policy_names() loop
-    execute format('drop policy if exists %I on %s', policy, p_table);
+  for t in select permgraph._rls_tree(p_table) loop
+    if (select relkind from pg_class where oid = t) not in ('r', 'p') then
+      continue;
+    end if;
+    foreach policy in array permgraph._rls_policy_names() loop
+      execute format('drop policy if exists %I on %s', policy, t);
+    end loop;
+    if not exists (select 1 from pg_policy where polrelid = t) then
+      execute format('alter table %s disable row level security', t);
+    end if;
   end loop;
-  if not exists (select 1 from pg_policy where polrelid = p_table) then
-    execute format('alter table %s disable row level security', p_table);
-  end if;
 end $$;

@@ -85,7 +85,10 @@ declare
     -- they run as the caller, so the caller runs their helpers too (which
     -- read the catalog and build text, nothing else)
     'permgraph.enable_rls(regclass, name, name, boolean)', 'permgraph.disable_rls(regclass)',
-    'permgraph._rls_policy_names()', 'permgraph._rls_column(regclass, name)', 'permgraph._rls_require_app_table(regclass)',
+    'permgraph._rls_policy_names()', 'permgraph._rls_column(regclass, name)', 'permgraph._rls_require_app_table(regclass, regclass)',
+    'permgraph._rls_tree(regclass)', 'permgraph._rls_install(regclass, name, name, boolean)',
+    -- doctor's check of the tables below a protected one (it reads the catalog)
+    'permgraph._rls_unprotected()',
     'permgraph._access_predicate(text, text, text, text, text)',
     -- what _unapplied_changes calls (its rows' owner: a long job's
     -- backlog or the queue), for the roles that read it

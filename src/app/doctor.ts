@@ -10,7 +10,7 @@ import { readStatus, type Status } from './status.ts';
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 
 export interface DoctorCheck {
-  name: 'pooling' | 'schema' | 'indexes' | 'rights' | 'owner' | 'settings' | 'worker' | 'backlog' | 'table' | 'queue' | 'stream' | 'imports';
+  name: 'pooling' | 'schema' | 'indexes' | 'rights' | 'owner' | 'settings' | 'worker' | 'backlog' | 'table' | 'queue' | 'stream' | 'imports' | 'rls';
   status: CheckStatus;
   /** One line: what was found and, when not ok, what to do. */
   message: string;
@@ -51,7 +51,7 @@ export async function runDoctor(db: Queryable, options: DoctorOptions = {}): Pro
       streamCheck(status, options.maxConsumerLagSeconds ?? DEFAULT_MAX_CONSUMER_LAG_SECONDS),
     );
   }
-  checks.push(await importsCheck(db));
+  checks.push(await importsCheck(db), await rlsCheck(db));
   return checks;
 }
 
@@ -390,5 +390,31 @@ async function importsCheck(db: Queryable): Promise<DoctorCheck> {
     name: 'imports',
     status: 'warn',
     message: `interrupted import(s): ${rows.map((r) => `${r.name} (${r.phase})`).join(', ')}: \`permgraph import --resume --name NAME\` continues one`,
+  };
+}
+
+/**
+ * The tables below one that carries permgraph's row-level security policies
+ * (its partitions, or tables that inherit from it) and do not carry them: a
+ * query naming one reads its rows past the policies. enable_rls puts them on
+ * every such table it finds, so this is one attached or created afterwards.
+ */
+async function rlsCheck(db: Queryable): Promise<DoctorCheck> {
+  const [{ present, allowed }] = await db.query(sql`
+    select to_regprocedure('permgraph._rls_unprotected()') is not null as present,
+           coalesce(pg_catalog.has_function_privilege(to_regprocedure('permgraph._rls_unprotected()'), 'execute'), false) as allowed`);
+  if (!present) return { name: 'rls', status: 'warn', message: 'not checked: permgraph._rls_unprotected() is missing (see the schema check)' };
+  if (!allowed) return { name: 'rls', status: 'warn', message: "not checked: this login may not run permgraph._rls_unprotected() (run doctor as a login granted a permgraph role)" };
+  const rows: { unprotected: string; under: string }[] = await db.query(sql`
+    select unprotected::text as unprotected, under::text as under from permgraph._rls_unprotected()`);
+  if (rows.length === 0) return { name: 'rls', status: 'ok', message: "no partition or child of a table under permgraph's row-level security lacks its policies" };
+  const above = [...new Set(rows.map((r) => r.under))];
+  return {
+    name: 'rls',
+    status: 'warn',
+    message:
+      `${num(rows.length)} partition(s) or child table(s) lack the row-level security policies of the table above them, so a query naming one reads all its rows: ` +
+      `${rows.slice(0, 5).map((r) => `${r.unprotected} (under ${r.under})`).join(', ')}${rows.length > 5 ? ', …' : ''}. ` +
+      `Run permgraph.enable_rls on ${above.slice(0, 5).join(', ')}${above.length > 5 ? ', …' : ''} again, with the same arguments: it puts the policies on every table below`,
   };
 }

@@ -235,12 +235,35 @@ describe('doctor: server settings', async () => {
     for (const role of ['permgraph_worker', 'permgraph_reader']) {
       const login = await createLogin(db, url, role.replace('permgraph_', 'doctor_'), role);
       const checks = await runDoctor(login.db);
-      expect(checks.map((c) => c.name), role).toEqual(['schema', 'indexes', 'rights', 'owner', 'settings', 'worker', 'backlog', 'table', 'queue', 'stream', 'imports']);
+      expect(checks.map((c) => c.name), role).toEqual(['schema', 'indexes', 'rights', 'owner', 'settings', 'worker', 'backlog', 'table', 'queue', 'stream', 'imports', 'rls']);
       expect(checks.find((c) => c.name === 'queue'), role).toMatchObject({ status: 'ok' });
+      expect(checks.find((c) => c.name === 'rls'), role).toMatchObject({ status: 'ok' });
       expect(checks.find((c) => c.name === 'imports'), role).toMatchObject({
         status: 'warn',
         message: "not checked: this login may not read permgraph.import_runs (run doctor as the schema's owner to see interrupted imports)",
       });
+    }
+  });
+
+  it('warns of a partition attached after enable_rls, which reads its rows past the policies, until enable_rls runs again', async () => {
+    const rls = () => runDoctor(db).then((checks) => checks.find((c) => c.name === 'rls')!);
+    await db.query(sql`create table public.doctor_docs (id text, owner_id text) partition by hash (id)`);
+    await db.query(sql`create table public.doctor_docs_0 partition of public.doctor_docs for values with (modulus 2, remainder 0)`);
+    try {
+      await db.query(sql`select permgraph.enable_rls('public.doctor_docs', 'id', 'owner_id')`);
+      expect(await rls()).toMatchObject({ status: 'ok' });
+      await db.query(sql`create table public.doctor_docs_1 partition of public.doctor_docs for values with (modulus 2, remainder 1)`);
+      expect(await rls()).toEqual({
+        name: 'rls',
+        status: 'warn',
+        message:
+          '1 partition(s) or child table(s) lack the row-level security policies of the table above them, so a query naming one reads all its rows: ' +
+          'public.doctor_docs_1 (under public.doctor_docs). Run permgraph.enable_rls on public.doctor_docs again, with the same arguments: it puts the policies on every table below',
+      });
+      await db.query(sql`select permgraph.enable_rls('public.doctor_docs', 'id', 'owner_id')`);
+      expect(await rls()).toMatchObject({ status: 'ok' });
+    } finally {
+      await db.query(sql`drop table public.doctor_docs`);
     }
   });
 

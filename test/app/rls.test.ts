@@ -283,6 +283,73 @@ describe('row-level security through permgraph.enable_rls', async () => {
       await expect(enableRowLevelSecurity(app.db, 'public.docs', 'id', 'owner_id')).rejects.toThrow(/must be owner of (table|relation) docs/);
     });
 
+    it('a partitioned table: every partition carries the policies, one attached later once enable_rls runs again; an inheriting child too', async () => {
+      // PostgreSQL applies a table's policies to queries naming it, not to
+      // those naming a partition: each of these must filter on its own.
+      await db.query(sql`create table public.pdocs (id text not null, owner_id text, region text not null) partition by list (region)`);
+      await db.query(sql`create table public.pdocs_eu partition of public.pdocs for values in ('eu')`);
+      await db.query(sql`create table public.pdocs_us partition of public.pdocs for values in ('us') partition by list (owner_id)`);
+      await db.query(sql`create table public.pdocs_us_rest partition of public.pdocs_us default`);
+      const placed: (AppRow & { region: string })[] = [
+        { id: 'p-eng', ownerId: 'eng', region: 'eu' },
+        { id: 'p-none', ownerId: null, region: 'eu' },
+        { id: 'p-bob', ownerId: 'bob', region: 'us' },
+        { id: 'p-later', ownerId: 'later', region: 'us' },
+        { id: 'p-old', ownerId: 'old', region: 'asia' },
+      ];
+      const insert = (region: string) =>
+        db.query(sql`insert into public.pdocs (id, owner_id, region)
+                     select id, owner_id, ${region} from unnest(${placed.filter((r) => r.region === region).map((r) => r.id)}::text[],
+                                                                 ${placed.filter((r) => r.region === region).map((r) => r.ownerId)}::text[]) as x(id, owner_id)`);
+      await insert('eu');
+      await insert('us');
+      await db.query(sql`grant select on all tables in schema public to ${sql.ident(app.name)}`);
+      await enableRowLevelSecurity(db, 'public.pdocs', 'id', 'owner_id');
+      const now = new Date();
+      const seen = (user: string, table: string) => asApp(user, (tx) => idsOf(tx, sql`select id from ${sql.ident('public', table)}`));
+      const allowed = (user: string, region?: string) =>
+        sortIds(placed.filter((r) => (region === undefined || r.region === region) && expectedRowAccess(graph, new Set(['root']), user, { id: NOT_A_NODE, ownerId: r.ownerId }, 1, now)).map((r) => r.id));
+      const unprotected = async () => db.query(sql`select unprotected::text, under::text from permgraph._rls_unprotected() where under = 'public.pdocs'::regclass`);
+      for (const user of ['ann', 'bob', 'root']) {
+        expect(await seen(user, 'pdocs_eu'), user).toEqual(allowed(user, 'eu'));
+        expect(await seen(user, 'pdocs_us'), user).toEqual(allowed(user, 'us'));
+        expect(await seen(user, 'pdocs_us_rest'), user).toEqual(allowed(user, 'us'));
+      }
+      expect(await unprotected()).toEqual([]);
+
+      // a partition attached afterwards is open until enable_rls runs again, and the catalog check names it
+      await db.query(sql`create table public.pdocs_asia partition of public.pdocs for values in ('asia')`);
+      await db.query(sql`grant select on public.pdocs_asia to ${sql.ident(app.name)}`);
+      await insert('asia');
+      expect(await unprotected()).toEqual([{ unprotected: 'public.pdocs_asia', under: 'public.pdocs' }]);
+      expect(await seen('ann', 'pdocs_asia')).toEqual(['p-old']);
+      await enableRowLevelSecurity(db, 'public.pdocs', 'id', 'owner_id');
+      expect(await unprotected()).toEqual([]);
+      expect(await seen('ann', 'pdocs_asia')).toEqual(allowed('ann', 'asia'));
+      expect(await seen('ann', 'pdocs')).toEqual(allowed('ann'));
+
+      // inheritance: a child reads its rows past its parent's policies the same way
+      await db.query(sql`create table public.docs_archive () inherits (public.docs)`);
+      await db.query(sql`grant select on public.docs_archive to ${sql.ident(app.name)}`);
+      await db.query(sql`insert into public.docs_archive (id, owner_id) values ('a-eng', 'eng'), ('a-bob', 'bob')`);
+      try {
+        expect(await db.query(sql`select unprotected::text, under::text from permgraph._rls_unprotected() where under = 'public.docs'::regclass`)).toEqual([
+          { unprotected: 'public.docs_archive', under: 'public.docs' },
+        ]);
+        await enableRowLevelSecurity(db, 'public.docs', 'id', 'owner_id');
+        expect(await seen('ann', 'docs_archive')).toEqual(['a-eng']);
+        expect(await seen('bob', 'docs_archive')).toEqual(['a-bob']);
+      } finally {
+        await db.query(sql`drop table public.docs_archive`);
+      }
+
+      // disable_rls takes them off every table it put them on
+      await disableRowLevelSecurity(db, 'public.pdocs');
+      expect(await db.query(sql`select count(*)::int as n from pg_policies where tablename like 'pdocs%'`)).toEqual([{ n: 0 }]);
+      expect(await seen('ann', 'pdocs_eu')).toEqual(['p-eng', 'p-none']);
+      await db.query(sql`drop table public.pdocs`);
+    });
+
     it('with matchRowId, non-text ids are compared as text (a bigint id registered as node "42")', async () => {
       await db.query(sql`insert into permgraph.nodes (id, kind) values ('42', 'object')`);
       await db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('bob', '42', 1)`);
