@@ -2013,7 +2013,10 @@ CREATE OR REPLACE FUNCTION permgraph._compute_at(p_at timestamp with time zone)
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 begin
-  perform set_config('permgraph.compute_at', p_at::text, true);
+  perform set_config('permgraph.compute_at',
+                     case when isfinite(p_at) then to_char(p_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+                          else p_at::text end,
+                     true);
 end $function$;
 
 -- permgraph._compute_region(timestamp with time zone): execute <owner>: EXECUTE

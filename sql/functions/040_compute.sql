@@ -228,13 +228,22 @@ create or replace view permgraph._computed_rows as
   union all
   select * from permgraph._computed_rows_expiring where permgraph._any_edge_expires();
 
--- Sets the time _computed_rows computes at, for this transaction.
+-- Sets the time _computed_rows computes at, for this transaction. A setting
+-- is text, so the time is written in one form that reads back the same
+-- whatever the session's DateStyle and TimeZone: UTC, ISO 8601. (p_at::text
+-- follows the session: under DateStyle SQL its zone is an abbreviation, which
+-- PostgreSQL 14-17 read from their own table, not from the session's zone:
+-- IST under Asia/Kolkata came back as Israel's, 3.5 h later, and a full
+-- recomputation left out grants that had hours to run.)
 create or replace function permgraph._compute_at(p_at timestamptz) returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-  perform set_config('permgraph.compute_at', p_at::text, true);
+  perform set_config('permgraph.compute_at',
+                     case when isfinite(p_at) then to_char(p_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+                          else p_at::text end,
+                     true);
 end $$;
 
 

@@ -209,11 +209,21 @@ async function ownerCheck(db: Queryable): Promise<DoctorCheck> {
  * jit needs nothing: the engine's functions switch it off for themselves.
  */
 async function settingsCheck(db: Queryable): Promise<DoctorCheck> {
-  const rows: { name: string; setting: string; unit: string | null }[] = await db.query(sql`
-    select name, setting, unit from pg_catalog.pg_settings
-    where name in ('statement_timeout', 'idle_in_transaction_session_timeout', 'autovacuum', 'track_activities', 'jit')`);
+  const rows: { name: string; setting: string; unit: string | null; reset_val: string }[] = await db.query(sql`
+    select name, setting, unit, reset_val from pg_catalog.pg_settings
+    where name in ('statement_timeout', 'idle_in_transaction_session_timeout', 'autovacuum', 'track_activities', 'jit', 'DateStyle')`);
   const setting = new Map(rows.map((r) => [r.name, r.setting]));
   const advice: string[] = [];
+  // (the session's own value is pinned to ISO on a direct connection: what
+  // the database and login give a session is the value RESET returns to)
+  const dateStyle = rows.find((r) => r.name === 'DateStyle')?.reset_val ?? 'ISO';
+  if (!dateStyle.startsWith('ISO')) {
+    const order = dateStyle.split(',')[1]?.trim() ?? 'MDY';
+    advice.push(
+      `DateStyle = '${dateStyle}': the driver reads timestamps only in the ISO form, so a connection permgraph cannot pin ` +
+        `(through a transaction pooler) reads every expiry and trash time as null: alter database … set datestyle = 'ISO, ${order}'`,
+    );
+  }
   if (Number(setting.get('statement_timeout') ?? 0) > 0) {
     advice.push(
       `statement_timeout = ${setting.get('statement_timeout')} ms also cancels refresh, import and worker --once ` +

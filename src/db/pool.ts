@@ -68,7 +68,8 @@ export function openPool(url: string, options: PoolOptions = {}): ConnectionPool
  * session), so that no statement permgraph sends can resolve a name to an
  * object someone planted in public (a function taking text[] beats
  * pg_catalog's polymorphic unnest wherever public is on the path).
- * Applications name their own tables with their schema.
+ * Applications name their own tables with their schema. DateStyle's output
+ * form is pinned with it (ISO, which the driver reads; see PIN).
  *
  * onlyIfDirect: only when the server session that runs the statement is the
  * one the connection announced at its start (BackendKeyData): then nothing
@@ -93,7 +94,11 @@ async function pinSearchPath(client: unknown, onlyIfDirect: boolean): Promise<vo
 }
 
 // (the path as SET writes it, its names being plain identifiers: current_setting shows the same)
-const PIN = "select pg_catalog.set_config('search_path', $1::pg_catalog.text, false)";
+// With the path, the output half of DateStyle: the driver reads timestamps
+// in the ISO form only, and under a database's or login's DateStyle SQL,
+// Postgres or German it read every one as null (an expiry as "never").
+const PIN =
+  "select pg_catalog.set_config('search_path', $1::pg_catalog.text, false), pg_catalog.set_config('datestyle', 'ISO', false)";
 const PIN_IF_DIRECT =
   'select case when pg_catalog.pg_backend_pid() operator(pg_catalog.=) $1::pg_catalog.int4 ' +
-  "then pg_catalog.set_config('search_path', $2::pg_catalog.text, false) end as search_path";
+  "then pg_catalog.set_config('search_path', $2::pg_catalog.text, false) || pg_catalog.set_config('datestyle', 'ISO', false) end as search_path";
