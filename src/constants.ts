@@ -11,6 +11,12 @@ export const DEFAULT_POLL_INTERVAL_MS = 1000;
 /** How often a standby worker tries to take over the applier role (ms). */
 export const DEFAULT_STANDBY_INTERVAL_MS = 1000;
 
+/**
+ * The longest interval a timer can hold (ms, 2^31 - 1: about 24.8 days). Node
+ * fires a longer one after 1 ms, so a poll interval past it polled in a loop.
+ */
+export const MAX_INTERVAL_MS = 2_147_483_647;
+
 /** The longest a worker waits before it tries again after failures in a row (ms; retryDelay). */
 export const MAX_RETRY_DELAY_MS = 30_000;
 

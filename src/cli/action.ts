@@ -1,6 +1,6 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { withContext, type CommandContext, type GlobalOptions } from './context.ts';
-import { MAX_PAGE_LIMIT } from '../constants.ts';
+import { MAX_INTERVAL_MS, MAX_PAGE_LIMIT } from '../constants.ts';
 import { InvalidInputError, withRightsNeeded } from '../errors.ts';
 import { describeRightNeeded, RIGHTS_NEEDED, type Operation } from '../rights.ts';
 import { ExitCode } from './errors.ts';
@@ -101,6 +101,13 @@ export async function requireSchema(ctx: CommandContext): Promise<void> {
 export function positiveInteger(value: string, flag: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n <= 0) throw new ExitCode(2, `${flag} must be a positive integer, got "${value}"`);
+  return n;
+}
+
+/** An interval flag in ms (--poll-interval, --standby-interval): 1 to what a timer holds, else a usage error. */
+export function intervalMs(value: string, flag: string): number {
+  const n = positiveInteger(value, flag);
+  if (n > MAX_INTERVAL_MS) throw new ExitCode(2, `${flag} must be at most ${MAX_INTERVAL_MS} ms (about 24 days), got "${value}"`);
   return n;
 }
 

@@ -16,7 +16,7 @@ import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
 import type { Level } from '../types.ts';
 import { startListener, type Listener } from '../worker/listener.ts';
-import { Wakeup } from '../worker/wakeup.ts';
+import { requireIntervalMs, Wakeup } from '../worker/wakeup.ts';
 
 /**
  * One changed row of permgraph.permissions. `old*` are null for an inserted
@@ -207,7 +207,7 @@ export interface ChangesOptions extends Omit<ReadOptions, 'afterSeq'> {
  */
 export async function* changes(db: Queryable, name: string, options: ChangesOptions = {}): AsyncGenerator<ChangeBatch, void, undefined> {
   const logger = options.logger ?? silentLogger;
-  const pollIntervalMs = options.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS;
+  const pollIntervalMs = requireIntervalMs(options.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS, 'pollIntervalMs');
   const wakeup = new Wakeup();
   const onAbort = () => wakeup.notify();
   options.signal?.addEventListener('abort', onAbort);

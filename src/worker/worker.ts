@@ -31,7 +31,7 @@ import { isConnectionError, PermgraphError, SessionMovedError, SharedSessionErro
 import { connectionPath, serverSession, sharedSessionError, sharesSessions, type ConnectionPath } from '../db/pooler.ts';
 import { startListener, type Listener } from './listener.ts';
 import { createProbe, type Probe } from './probe.ts';
-import { Wakeup } from './wakeup.ts';
+import { requireIntervalMs, Wakeup } from './wakeup.ts';
 import { ConnectionWatchdog, WAITING_FOR_SERVER_SESSION, type WatchdogTimings } from './watchdog.ts';
 
 export interface WorkerOptions {
@@ -122,6 +122,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
       ...options,
       watchdog: { checkIntervalMs: STALL_CHECK_INTERVAL_MS, checkTimeoutMs: STALL_CHECK_TIMEOUT_MS, maxCheckIntervalMs: STALL_CHECK_MAX_INTERVAL_MS, ...options.watchdog },
     };
+    requireIntervalMs(this.options.pollIntervalMs, 'pollIntervalMs');
+    requireIntervalMs(this.options.standbyIntervalMs, 'standbyIntervalMs');
     this.logger = options.logger ?? silentLogger;
     this.probe = createProbe(options.url, this.options.watchdog.checkTimeoutMs);
     this.pool = openPool(options.url, { poolSize: 1, applicationName: WORKER_APPLICATION_NAME });
@@ -420,7 +422,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
         const result = await this.whileRunning(watchdog, 'a batch', () =>
           applyChangesOnSession(conn, { maxChanges: this.options.maxBatch, chunkPairs: this.options.chunkPairs ?? undefined }, session),
         );
-        this.failuresInARow = 0;
         if (result.mode !== 'none') {
           this.logger.info({ batch: result }, 'applied batch');
           this.emit('batch', result);
@@ -432,10 +433,15 @@ export class Worker extends EventEmitter<WorkerEvents> {
         // their users (bench/FINDINGS.md 53).
         if (result.longJobActive && result.toLongJob === 0) {
           const chunk = await this.whileRunning(watchdog, 'a long job chunk', () => applyJobChunk(conn));
+          this.failuresInARow = 0;
           this.logger.info({ chunk }, chunk.finished ? 'finished long job' : 'applied long job chunk');
           this.emit('chunk', chunk);
           continue;
         }
+        // (only here, or once a chunk succeeds: after a retry the batch
+        // before a chunk that fails again succeeds, often with nothing to
+        // apply, and the failures would never count as in a row)
+        this.failuresInARow = 0;
         // More may have come meanwhile (or the batch left part of a mixed
         // queue: morePending): look again at once. Waiting for their
         // notification instead saves that look under a trickle, but the

@@ -109,7 +109,7 @@ describe('permgraph CLI', async () => {
 
   it('bad input: one-line reason, non-zero exit', async () => {
     // (each its own process, none of them writing: run at once)
-    const [badLevel, noCommand, missing, maxBatch, metricsPort, metricsOnce, unreachable] = await Promise.all([
+    const [badLevel, noCommand, missing, maxBatch, metricsPort, metricsOnce, unreachable, pollInterval, standbyInterval] = await Promise.all([
       cli('check', 'ann', 'docs', '4'),
       cli('no-such-command'),
       cli('check', 'ann'),
@@ -117,6 +117,9 @@ describe('permgraph CLI', async () => {
       cli('worker', '--metrics-port', '99999'),
       cli('worker', '--once', '--metrics-port', '9464'),
       runCli(['--database-url', 'postgres://nobody:x@127.0.0.1:1/none', 'status']),
+      // (a timer holds at most 2^31 - 1 ms: a longer poll interval polled in a loop)
+      cli('worker', '--poll-interval', '2147483648'),
+      cli('worker', '--standby-interval', '99999999999'),
     ]);
     expect(badLevel.code).toBe(1);
     expect(badLevel.stderr).toBe('permgraph: level must be 1 (read), 2 (write) or 3 (manage), got "4"\n');
@@ -128,6 +131,8 @@ describe('permgraph CLI', async () => {
     expect(metricsOnce).toMatchObject({ code: 2, stderr: 'permgraph: --metrics-port has no use with --once, which exits after its batch\n' });
     expect(unreachable.code).toBe(1);
     expect(unreachable.stderr).toMatch(/^permgraph: .*ECONNREFUSED.*\n$/);
+    expect(pollInterval).toMatchObject({ code: 2, stderr: 'permgraph: --poll-interval must be at most 2147483647 ms (about 24 days), got "2147483648"\n' });
+    expect(standbyInterval).toMatchObject({ code: 2, stderr: 'permgraph: --standby-interval must be at most 2147483647 ms (about 24 days), got "99999999999"\n' });
   });
 
   it('a --metrics-port that another process holds: the worker exits 1 naming the flag and what to do', async () => {

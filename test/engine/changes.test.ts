@@ -351,6 +351,10 @@ describe('the derived-permission change stream', async () => {
     await expect(ackChanges(db, 'missing', 1)).rejects.toMatchObject({ sqlState: '42704' });
     await expect(readChanges(db, 'ok', { maxEvents: 0 })).rejects.toThrow('max_events must be between 1 and 1000000, got 0');
     await expect(db.query(sql`select permgraph.ack_changes('ok', null)`)).rejects.toThrow('seq must not be null');
+    // (a timer holds at most 2^31 - 1 ms: Node fires a longer one at once, and the reader polled in a loop)
+    await expect(changes(db, 'ok', { follow: true, pollIntervalMs: 2 ** 31 }).next()).rejects.toThrow(
+      new InvalidInputError('pollIntervalMs must be a whole number of milliseconds from 1 to 2147483647 (about 24 days), got 2147483648'),
+    );
     expect(await dropConsumer(db, 'ok')).toBe(true);
   });
 

@@ -8,6 +8,7 @@ import { applyJobChunk } from '../../src/engine/long-job.ts';
 import { verify } from '../../src/engine/verify.ts';
 import * as model from '../reference/model.ts';
 import { createWorkerMetrics, serveMetrics } from '../../src/worker/metrics.ts';
+import { InvalidInputError } from '../../src/errors.ts';
 import { retryDelay, Worker, type WorkerOptions } from '../../src/worker/worker.ts';
 import { expiring, g, grant, o, u } from '../helpers/builders.ts';
 import { runCli, waitForWorkerBlocked, waitUntil } from '../helpers/cli.ts';
@@ -389,6 +390,42 @@ describe('worker', async () => {
     expect(retryDelay(60_000, 3)).toBe(60_000); // a standby interval above the cap is kept
   });
 
+  it("a long job's chunk that keeps failing is retried after ever longer waits: the batch before each retry does not make its failures count as new", async () => {
+    // 8 members onto a group owning 6 others, in chunks of 12 pairs: a long job
+    const members = Array.from({ length: 8 }, (_, i) => u(`cm${i}`));
+    const graph = {
+      nodes: [...members, g('cteam'), g('cparent'), ...Array.from({ length: 6 }, (_, i) => g(`cp${i}`, 'cparent'))],
+      grants: members.map((m) => grant(m.id, 2, 'cteam')),
+    };
+    await loadGraph(db, graph);
+    await clearLongJobs(db);
+    await refresh(db);
+    // (any failure that hits chunks alone: a full disk, temp_file_limit; here a trigger on one row)
+    await db.query(sql`
+      create function public.fail_one_chunk() returns trigger language plpgsql as $$
+      begin
+        if new.user_id = 'cm7' and new.target_id = 'cparent' then raise exception 'a chunk-only failure'; end if;
+        return new;
+      end $$`);
+    await db.query(sql`create trigger fail_one_chunk before insert or update on permgraph.permissions for each row execute function public.fail_one_chunk()`);
+    const lines: { msg: string; failuresInARow?: number; retryInMs?: number }[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    const failures = () => lines.filter((l) => l.msg === 'applying changes failed; retrying');
+    try {
+      await startWorker({ logger, chunkPairs: 12, standbyIntervalMs: 20 });
+      await db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('cteam', 'cparent', 3)`);
+      await waitUntil(async () => failures().length >= 4, 'four failures of the chunk');
+      expect(failures().slice(0, 4).map((l) => [l.failuresInARow, l.retryInMs])).toEqual([[1, 20], [2, 40], [3, 80], [4, 160]]);
+    } finally {
+      await db.query(sql`drop trigger fail_one_chunk on permgraph.permissions`);
+      await db.query(sql`drop function public.fail_one_chunk()`);
+    }
+    // the next try succeeds, and the job ends with the table the model's
+    await waitUntil(async () => lines.some((l) => l.msg === 'finished long job'), 'the long job to finish');
+    await settle();
+    expect(await readPermissions(db)).toEqual(model.computePermissions({ ...graph, grants: [...graph.grants, grant('cteam', 3, 'cparent')] }));
+  });
+
   /** Waits until no connection of a worker (its own or its listener's) is left on the server. */
   async function workerConnectionsClosed(): Promise<void> {
     await waitUntil(async () => {
@@ -398,6 +435,14 @@ describe('worker', async () => {
       return rows.length === 0;
     }, 'the worker\'s connections to close');
   }
+
+  it('refuses an interval no timer can hold (Node fires one past 2^31 - 1 ms at once: the worker polled in a loop), or one that is no whole positive number', () => {
+    for (const [option, value] of [['pollIntervalMs', 2 ** 31], ['standbyIntervalMs', 0], ['pollIntervalMs', 1.5], ['standbyIntervalMs', Number.NaN]] as const) {
+      expect(() => new Worker({ url, [option]: value }), `${option} ${value}`).toThrow(
+        new InvalidInputError(`${option} must be a whole number of milliseconds from 1 to 2147483647 (about 24 days), got ${value}`),
+      );
+    }
+  });
 
   it('stop() during start() stops the worker once started: no role taken, no listener left', async () => {
     const worker = new Worker({ url, pollIntervalMs: 100 });

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { DEFAULT_CHANGES_BATCH, DEFAULT_POLL_INTERVAL_MS } from '../../constants.ts'; // imports nothing: cheap for --help
 import type { PermissionChange } from '../../engine/changes.ts';
 import { InvalidInputError, SqlState } from '../../errors.ts';
-import { action, positiveInteger, requireSchema } from '../action.ts';
+import { action, intervalMs, positiveInteger, requireSchema } from '../action.ts';
 import { exactMoments } from '../json.ts';
 import { onShutdownSignal, type CommandContext } from '../context.ts';
 
@@ -33,7 +33,7 @@ export function registerChangesCommands(program: Command): void {
 
 async function runChanges(ctx: CommandContext, flags: ChangesFlags): Promise<void> {
   const maxEvents = positiveInteger(flags.maxEvents, '--max-events');
-  const pollIntervalMs = positiveInteger(flags.pollInterval, '--poll-interval');
+  const pollIntervalMs = intervalMs(flags.pollInterval, '--poll-interval');
   await requireSchema(ctx);
   const { changes, dropConsumer, registerConsumer } = await import('../../engine/changes.ts');
   const name = flags.consumer;

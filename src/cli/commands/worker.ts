@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { DEFAULT_CHUNK_PAIRS, DEFAULT_MAX_BATCH, DEFAULT_POLL_INTERVAL_MS, DEFAULT_STANDBY_INTERVAL_MS } from '../../constants.ts'; // imports nothing: cheap for --help
 import type { BatchResult } from '../../engine/apply.ts';
 import type { Worker } from '../../worker/worker.ts';
-import { action, ExitCode, portNumber, positiveInteger, requireSchema, withRightsHint } from '../action.ts';
+import { action, ExitCode, intervalMs, portNumber, positiveInteger, requireSchema, withRightsHint } from '../action.ts';
 import { onShutdownSignal, type CommandContext } from '../context.ts';
 
 /** worker, dev. */
@@ -96,8 +96,8 @@ async function runWorker(ctx: CommandContext, flags: WorkerFlags, onSchemaReady?
   const worker = new Worker({
     url: ctx.database.url,
     logger: ctx.logger,
-    pollIntervalMs: positiveInteger(flags.pollInterval, '--poll-interval'),
-    standbyIntervalMs: positiveInteger(flags.standbyInterval, '--standby-interval'),
+    pollIntervalMs: intervalMs(flags.pollInterval, '--poll-interval'),
+    standbyIntervalMs: intervalMs(flags.standbyInterval, '--standby-interval'),
     maxBatch,
     chunkPairs,
     listen: flags.listen,
