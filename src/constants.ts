@@ -153,8 +153,9 @@ export const CANCEL_REPEAT_MS = 100;
  * database's defaults (each one the server has: transaction_timeout is
  * PostgreSQL 17+). No timeout: a batch cancelled by a statement_timeout set
  * for the login would be retried, and cancelled, forever (long jobs bound a
- * batch's length instead), and idle_session_timeout would end a standby's
- * session. The server's side of dead-peer detection: its
+ * batch's length instead), and a login's idle_session_timeout would end a
+ * standby's session. (The daemon then bounds the idle ones by its own
+ * intervals: WORKER_IDLE_GRACE_MS.) The server's side of dead-peer detection: its
  * session holds the applier role's lock, so a worker that vanished must not
  * keep it (standbys take over once the server ends that session: ~25 s of
  * silence); WORKER_CLIENT_CHECK_INTERVAL_MS below does the same for a
@@ -182,6 +183,17 @@ export const WORKER_SESSION_SETTINGS: Readonly<Record<string, string>> = {
  * built for a platform that cannot check refuses any value but 0.
  */
 export const WORKER_CLIENT_CHECK_INTERVAL_MS = 2000;
+
+/**
+ * A worker that is frozen (SIGSTOP, a paused container or VM) keeps its
+ * connection: its kernel answers the keepalives, and it sends nothing that
+ * goes unacknowledged. Its session would hold the applier role for as long,
+ * and no standby would take over. So the daemon's session ends itself once
+ * idle, or idle in a transaction, for longer than twice the longer of its
+ * poll and standby intervals plus this (ms): a worker that runs sends a
+ * statement at least once per interval (workerIdleLimitMs).
+ */
+export const WORKER_IDLE_GRACE_MS = 10_000;
 
 /**
  * How long a metrics scrape waits for each read from the database (ms);

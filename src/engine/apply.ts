@@ -95,21 +95,27 @@ export async function refresh(db: Queryable, options: Pick<ApplyOptions, 'at'> =
  * removals and additions is applied as two batches, the removals first, then the rest
  * (more_pending; sql/functions/045_batch_split.sql): cheaper, and a
  * revocation waits for no addition. It also runs without timeouts and
- * with dead-peer detection (WORKER_SESSION_SETTINGS). Only for a
+ * with dead-peer detection (WORKER_SESSION_SETTINGS); with idleLimitMs,
+ * the session ends itself once idle (or idle in a transaction) that long,
+ * as a frozen worker's would (WORKER_IDLE_GRACE_MS). Only for a
  * connection nobody else uses; undo it with resetWorkerSession. Returns
  * the session's identity on the server, which the worker's watchdog asks
  * about when the connection stops answering.
  */
-export async function useWorkerSession(conn: Connection): Promise<SessionIdentity> {
+export async function useWorkerSession(conn: Connection, options: { idleLimitMs?: number } = {}): Promise<SessionIdentity> {
   const [session] = await conn.query(sql`
     set default_transaction_isolation = 'repeatable read';
     set ${splitSetting} = on;
     select pg_backend_pid() as pid,
            (select extract(epoch from backend_start)::text from pg_stat_activity where pid = pg_backend_pid()) as started,
            host(inet_server_addr()) as server_address, inet_server_port() as server_port`);
+  const idle = options.idleLimitMs === undefined ? {} : {
+    idle_session_timeout: String(options.idleLimitMs),
+    idle_in_transaction_session_timeout: String(options.idleLimitMs),
+  };
   await conn.query(sql`
     select set_config(s.name, v.value, false)
-    from jsonb_each_text(${JSON.stringify(WORKER_SESSION_SETTINGS)}::jsonb) v(name, value)
+    from jsonb_each_text(${JSON.stringify({ ...WORKER_SESSION_SETTINGS, ...idle })}::jsonb) v(name, value)
     join pg_settings s on s.name = v.name`);
   await conn
     .query(sql`select set_config(${CLIENT_CHECK_SETTING}, ${String(WORKER_CLIENT_CHECK_INTERVAL_MS)}, false)`)

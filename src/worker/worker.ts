@@ -7,12 +7,14 @@ import {
   DEFAULT_MAX_BATCH,
   DEFAULT_POLL_INTERVAL_MS,
   DEFAULT_STANDBY_INTERVAL_MS,
+  MAX_INTERVAL_MS,
   MAX_RETRY_DELAY_MS,
   SESSION_END_WAIT_MS,
   STALL_CHECK_INTERVAL_MS,
   STALL_CHECK_MAX_INTERVAL_MS,
   STALL_CHECK_TIMEOUT_MS,
   WORKER_APPLICATION_NAME,
+  WORKER_IDLE_GRACE_MS,
 } from '../constants.ts';
 import { closeConnectionNow, connectionPeer } from '../db/close-connection.ts';
 import {
@@ -409,7 +411,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     // applied removals first; no timeout cancels a batch, and a session
     // whose worker vanished ends (useWorkerSession). Before the role: its
     // lock lives as long as this session.
-    const session = await watchdog.watch('the session set-up', () => useWorkerSession(conn));
+    const session = await watchdog.watch('the session set-up', () => useWorkerSession(conn, { idleLimitMs: workerIdleLimitMs(this.options) }));
     this.unreleased = session;
     // (probes connect to where this connection went: the URL may lead to several servers)
     watchdog.identify({ ...session, peer: connectionPeer(conn) });
@@ -559,6 +561,16 @@ const EARLY_RETRIES = 3;
  */
 export function retryDelay(standbyIntervalMs: number, failuresInARow: number): number {
   return Math.min(standbyIntervalMs * 2 ** Math.max(0, Math.min(failuresInARow - 1, 30)), Math.max(standbyIntervalMs, MAX_RETRY_DELAY_MS));
+}
+
+/**
+ * How long the daemon's session may sit idle before the server ends it
+ * (WORKER_IDLE_GRACE_MS): an active worker runs a batch at least once per
+ * poll interval, a standby tries the role once per standby interval, so
+ * only a frozen one stays idle this long. At most what the setting holds.
+ */
+export function workerIdleLimitMs(options: { pollIntervalMs: number; standbyIntervalMs: number }): number {
+  return Math.min(MAX_INTERVAL_MS, 2 * Math.max(options.pollIntervalMs, options.standbyIntervalMs) + WORKER_IDLE_GRACE_MS);
 }
 
 /**

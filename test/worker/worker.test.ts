@@ -9,9 +9,9 @@ import { verify } from '../../src/engine/verify.ts';
 import * as model from '../reference/model.ts';
 import { createWorkerMetrics, serveMetrics } from '../../src/worker/metrics.ts';
 import { InvalidInputError } from '../../src/errors.ts';
-import { retryDelay, Worker, type WorkerOptions } from '../../src/worker/worker.ts';
+import { retryDelay, Worker, workerIdleLimitMs, type WorkerOptions } from '../../src/worker/worker.ts';
 import { expiring, g, grant, o, u } from '../helpers/builders.ts';
-import { runCli, waitForWorkerBlocked, waitUntil } from '../helpers/cli.ts';
+import { collect, runCli, spawnCli, waitForWorkerBlocked, waitUntil } from '../helpers/cli.ts';
 import { createLogin } from '../helpers/logins.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { clearLongJobs, loadGraph, readPermissions, wholeSecondAfter } from '../helpers/graph.ts';
@@ -357,6 +357,32 @@ describe('worker', async () => {
     const [row] = await db.query(sql`select count(*)::int as n from permgraph.changes`);
     expect(row.n).toBe(0);
     expect(await readPermissions(db)).toEqual(model.computePermissions(state.snapshot()));
+  });
+
+  it('a standby takes over from a frozen active worker: its idle session ends itself, though its kernel keeps the connection up', async () => {
+    // (SIGSTOP: a paused container or VM. Nothing goes unacknowledged and
+    // keepalives are answered, so only the session's own idle limit ends it.)
+    expect(workerIdleLimitMs({ pollIntervalMs: 200, standbyIntervalMs: 100 })).toBe(10_400);
+    const state = await seed();
+    const frozen = spawnCli(['--database-url', url, 'worker', '--poll-interval', '200', '--standby-interval', '100']);
+    const exited = collect(frozen);
+    try {
+      await waitUntil(async () => (await db.query(sql`
+        select 1 from pg_stat_activity a join pg_locks l on l.pid = a.pid and l.locktype = 'advisory' and l.granted
+        where a.application_name = ${WORKER_APPLICATION_NAME} and a.datname = current_database()`)).length > 0, 'the CLI worker to take the role');
+      frozen.kill('SIGSTOP');
+      const standby = await startWorker({ standbyIntervalMs: 100 });
+      await mutate(state, 5, 77);
+      await waitUntil(async () => standby.role === 'active', 'the standby to take over', 60_000);
+      await expectConverged(state);
+      // thawed, the old one finds its session gone and waits as a standby; it stops cleanly
+      frozen.kill('SIGCONT');
+      frozen.kill('SIGTERM');
+      expect((await exited).code).toBe(0);
+    } finally {
+      frozen.kill('SIGKILL');
+      await exited;
+    }
   });
 
   it('a login whose default statement_timeout would cancel its batches: the worker runs without it, and with dead-peer detection', async () => {
