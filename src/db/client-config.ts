@@ -87,6 +87,8 @@ const rawClientUrl = (tlsPlanUrl: string) => urlWithout(tlsPlanUrl, CONNECTION_N
  * checks do: a URL that `Permgraph.connect()` took would fail there.
  */
 export function refuseUrlRawClientsCannotRead(url: string): void {
+  // (what the pool refuses first, named as the pool names it: a port out of range is node-pg's "Invalid URL")
+  readUrlParameters(url);
   const named = rawClientUrl(tlsPlan(url).url);
   // (of a URL listing several hosts, each is given to a raw client alone: onFirstHost)
   const first = listedHosts(url)?.[0];

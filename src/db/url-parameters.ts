@@ -174,6 +174,9 @@ export function readUrlParameters(url: string): UrlSettings {
     if (/"target_session_attrs"/.test(String(error))) throw new InvalidInputError(`the database URL sets target_session_attrs${TARGET_SESSION_ATTRS}`);
     throw notAConnectionString(error, url);
   }
+  // (libpq refuses these; the parser took them, 0 as no port at all, 5432)
+  const badPort = (parsed.port ?? []).find((port) => !(port !== null && Number.isInteger(port) && port >= 1 && port <= 65535));
+  if (badPort !== undefined) throw new InvalidInputError(`the database URL's port must be from 1 to 65535, got ${badPort}`);
   const settings: UrlSettings = { connectTimeoutMs: CONNECT_TIMEOUT_MS, keepAlive: true, keepAliveInitialDelayMs: KEEPALIVE_INITIAL_DELAY_MS };
   const values: Parsed = { ...Object.fromEntries(unknown), ...parsed };
   const query = queryParameters(url);
@@ -213,8 +216,12 @@ export function readingUrl<T>(url: string, make: () => T, isUrlError: (error: un
 
 function notAConnectionString(error: unknown, url?: string): InvalidInputError {
   const reason = (error instanceof Error ? error.message : String(error)).replace(/\s*See https?:\S+ for examples\.$/, '');
-  const advice = url !== undefined && /^postgres(?:ql)?:\/\//i.test(url) ? ` (${PERCENT_ENCODING_ADVICE})` : '';
+  const advice = url === undefined || !/^postgres(?:ql)?:\/\//i.test(url) ? ''
+    // (libpq's own form for a Unix socket, ?host=/run/postgresql, which the parser refuses)
+    : /\?[^#]*\//.test(url) ? ` (${SLASH_IN_QUERY_ADVICE})`
+    : ` (${PERCENT_ENCODING_ADVICE})`;
   return new InvalidInputError(`the database URL is not a PostgreSQL connection string: ${reason}${advice}`, undefined, { cause: error });
 }
 
+const SLASH_IN_QUERY_ADVICE = 'a / in the query must be %-encoded as %2F: a Unix socket directory as ?host=%2Frun%2Fpostgresql';
 const PERCENT_ENCODING_ADVICE = 'a user name or password that holds @ : / ? # % or a space must be %-encoded in a URL: @ as %40, : as %3A, / as %2F, ? as %3F, # as %23, % as %25, a space as %20';

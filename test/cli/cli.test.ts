@@ -109,7 +109,7 @@ describe('permgraph CLI', async () => {
 
   it('bad input: one-line reason, non-zero exit', async () => {
     // (each its own process, none of them writing: run at once)
-    const [badLevel, noCommand, missing, maxBatch, metricsPort, metricsOnce, unreachable, pollInterval, standbyInterval] = await Promise.all([
+    const [badLevel, noCommand, missing, maxBatch, metricsPort, metricsOnce, unreachable, pollInterval, standbyInterval, badPort] = await Promise.all([
       cli('check', 'ann', 'docs', '4'),
       cli('no-such-command'),
       cli('check', 'ann'),
@@ -120,6 +120,8 @@ describe('permgraph CLI', async () => {
       // (a timer holds at most 2^31 - 1 ms: a longer poll interval polled in a loop)
       cli('worker', '--poll-interval', '2147483648'),
       cli('worker', '--standby-interval', '99999999999'),
+      // (node-pg's own reading of it said "Invalid URL", with advice about passwords)
+      runCli(['--database-url', 'postgres://nobody@127.0.0.1:99999/none', 'status']),
     ]);
     expect(badLevel.code).toBe(1);
     expect(badLevel.stderr).toBe('permgraph: level must be 1 (read), 2 (write) or 3 (manage), got "4"\n');
@@ -132,6 +134,7 @@ describe('permgraph CLI', async () => {
     expect(unreachable.code).toBe(1);
     expect(unreachable.stderr).toMatch(/^permgraph: .*ECONNREFUSED.*\n$/);
     expect(pollInterval).toMatchObject({ code: 2, stderr: 'permgraph: --poll-interval must be at most 2147483647 ms (about 24 days), got "2147483648"\n' });
+    expect(badPort).toMatchObject({ code: 1, stderr: "permgraph: the database URL's port must be from 1 to 65535, got 99999\n" });
     expect(standbyInterval).toMatchObject({ code: 2, stderr: 'permgraph: --standby-interval must be at most 2147483647 ms (about 24 days), got "99999999999"\n' });
   });
 

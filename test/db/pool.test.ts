@@ -12,6 +12,12 @@ describe('openPool', () => {
     ['postgres://app:secret@db.example:port/app', /^the database URL is not a PostgreSQL connection string: Expected "port" to be an integer \(a user name or password that holds @ : \/ \? # % or a space must be %-encoded in a URL: @ as %40, .* # as %23, % as %25, a space as %20\)$/],
     ['postgres//db.example/app', /^the database URL is not a PostgreSQL connection string: Expected either a Connection URI/],
     ['host=/run/postgresql port=abc', /^the database URL is not a PostgreSQL connection string: Expected "port" to be an integer$/],
+    // libpq's form for a Unix socket directory, which the parser refuses: the advice is the query's, not the password's
+    ['postgresql://app:secret@/app?host=/run/postgresql', /^the database URL is not a PostgreSQL connection string: .* \(a \/ in the query must be %-encoded as %2F: a Unix socket directory as \?host=%2Frun%2Fpostgresql\)$/],
+    // (the parser took these; libpq refuses them, and 0 meant 5432)
+    ['postgres://app:secret@db.example:99999/app', /^the database URL's port must be from 1 to 65535, got 99999$/],
+    ['postgres://app:secret@db.example:0/app', /^the database URL's port must be from 1 to 65535, got 0$/],
+    ['postgres://app:secret@h1:5432,h2:0/app', /^the database URL's port must be from 1 to 65535, got 0$/],
   ])('refuses the malformed URL %j with an InvalidInputError that says so, without pointing elsewhere and without the URL', (url, message) => {
     const attempt = () => openPool(url);
     expect(attempt).toThrow(InvalidInputError);
