@@ -262,12 +262,14 @@ declare
   acked bigint;
 begin
   perform permgraph._begin_consumers_change(register_consumer.name);
+  -- A snapshot older than the last batch would not be the table as of the
+  -- seq returned: it fails instead (060_apply.sql). An existing consumer's
+  -- too: the events after its seq that the stale table lacks may have been
+  -- acknowledged, and deleted, by another reader of it meanwhile.
+  perform permgraph._refuse_stale_snapshot();
   if exists (select 1 from permgraph.change_consumers c where c.consumer = register_consumer.name) then
     return permgraph._consumer_acked_seq(register_consumer.name);
   end if;
-  -- A snapshot older than the last batch would not be the table as of the
-  -- seq returned: it fails instead (060_apply.sql).
-  perform permgraph._refuse_stale_snapshot();
   -- what a batch that cannot see this consumer yet learns it from (see the file comment)
   perform pg_catalog.nextval('permgraph.consumer_registrations_seq');
   acked := permgraph._last_change_seq();

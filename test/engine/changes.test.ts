@@ -323,6 +323,22 @@ describe('the derived-permission change stream', async () => {
     expect(await db.query(sql`select * from permgraph.change_consumers`)).toEqual([]);
   });
 
+  it("a repeatable-read registration of an existing consumer whose snapshot predates a batch fails too: another reader may have acknowledged the batch's events", async () => {
+    await start({ nodes: [u('a'), g('t'), g('s')], grants: [grant('a', 1, 's')] });
+    await registerConsumer(db, 'shared');
+    await db.query(sql`insert into permgraph.grants (tail_id, head_id, level) values ('a', 't', 2)`);
+    const registration = afterStaleSnapshot(db, sql`select permgraph.register_consumer('shared')`, async () => {
+      await applyChanges(db);
+      // a second reader of the same consumer takes the batch's events and acknowledges them
+      const events = await readChanges(db, 'shared');
+      expect(events).toHaveLength(1);
+      await ackChanges(db, 'shared', events[0]!.seq);
+    });
+    // (the stale snapshot's table lacks a -> t, and no event after the seq it would return holds it)
+    await expect(registration).rejects.toMatchObject({ code: '40001' });
+    await dropConsumer(db, 'shared');
+  });
+
   it("a repeatable-read registration whose snapshot predates a long job's chunk fails too", async () => {
     // (no consumer: the chunk records no event, so a snapshot without its rows would stay wrong)
     const members = Array.from({ length: 6 }, (_, i) => u(`m${i}`));
