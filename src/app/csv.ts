@@ -7,6 +7,7 @@
 // import's speed starts with reading its input.
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
+import { StringDecoder } from 'node:string_decoder';
 import { InvalidInputError } from '../errors.ts';
 
 export interface CsvRecord {
@@ -53,8 +54,16 @@ export class CsvSyntaxError extends InvalidInputError {
 export async function openCsv(path: string, shape: CsvShape): Promise<CsvFile> {
   let size: number;
   try {
-    size = (await stat(path)).size;
+    const found = await stat(path);
+    // (a pipe, /dev/stdin or <(…), is read once: the header's read took the
+    // start of it, and the records' read lost it, rows and all, yet loaded
+    // the rest; and a resume reads the file again from its start)
+    if (!found.isFile()) {
+      throw new InvalidInputError(`cannot read ${path}: not a regular file (a pipe?); an import reads its files more than once (the header, the rows, and again to resume), so save the input to a file first`);
+    }
+    size = found.size;
   } catch (error) {
+    if (error instanceof InvalidInputError) throw error;
     throw new InvalidInputError(`cannot read ${path}: ${(error as Error).message}`);
   }
   const columns = await readHeader(path);
@@ -99,6 +108,19 @@ async function* readRecords(path: string, columns: string[], skip: number): Asyn
  */
 const READ_CHUNK = 1 << 16;
 
+/**
+ * The longest record read (characters). A valid one is a few kB at most (an
+ * id is at most 256 characters, a source 1,024; a longer value is an invalid
+ * row, reported as such), and an incomplete record is parsed again with each
+ * chunk read: an unclosed quote near the start of a large file made the read
+ * quadratic, minutes before it said so.
+ */
+const MAX_RECORD_CHARS = 1 << 20;
+
+/** The replacement character U+FFFD, as text and as UTF-8 bytes. */
+const REPLACEMENT = '\ufffd';
+const REPLACEMENT_BYTES = Buffer.from(REPLACEMENT, 'utf8');
+
 const QUOTE = 34;
 const COMMA = 44;
 const LF = 10;
@@ -117,24 +139,30 @@ interface Parsed {
  * must have `width` fields (the header's count); null: the first record only.
  */
 async function* parseFile(path: string, width: number | null): AsyncGenerator<Parsed[]> {
-  const stream = createReadStream(path, { encoding: 'utf8', highWaterMark: READ_CHUNK });
+  const stream = createReadStream(path, { highWaterMark: READ_CHUNK });
+  const utf8 = new Utf8Check(path);
   let carry = ''; // the start of a record the previous chunk ended in
   let line = 1; // line where `carry` starts
   let first = true;
   try {
-    for await (const chunk of stream as AsyncIterable<string>) {
-      let text = carry + chunk;
+    for await (const bytes of stream as AsyncIterable<Buffer>) {
+      let text = carry + utf8.decode(bytes, carry, line);
       if (first && text.charCodeAt(0) === 0xfeff) text = text.slice(1);
       first = false;
       const state = { line, records: [] as Parsed[] };
       const rest = parseRecords(path, text, false, state, width, stream.bytesRead);
       carry = text.slice(rest);
       line = state.line;
+      if (carry.length > MAX_RECORD_CHARS) {
+        throw new CsvSyntaxError(path, line, null,
+          `the record starting here runs past ${MAX_RECORD_CHARS.toLocaleString('en-US')} characters: a quote never closed, or a value far longer than any valid one (an id is at most 256 characters, a source 1,024)`);
+      }
       if (state.records.length) yield state.records;
       if (width === null && state.records.length) return;
     }
+    const tail = utf8.end(carry, line);
     const state = { line, records: [] as Parsed[] };
-    parseRecords(path, carry, true, state, width, stream.bytesRead);
+    parseRecords(path, carry + tail, true, state, width, stream.bytesRead);
     if (state.records.length) yield state.records;
   } catch (error) {
     if (error instanceof InvalidInputError) throw error;
@@ -144,6 +172,57 @@ async function* parseFile(path: string, width: number | null): AsyncGenerator<Pa
   } finally {
     stream.destroy();
   }
+}
+
+/**
+ * Decodes a file's bytes as UTF-8, refusing bytes that are no UTF-8 (Node's
+ * decoder writes U+FFFD for them, and a Latin-1 file was loaded with its
+ * accented letters replaced, two ids becoming one). A U+FFFD the file holds
+ * as such is fine: the decoded ones are counted against the file's own
+ * (EF BF BD), and the first one past them is reported at its line.
+ */
+class Utf8Check {
+  private readonly decoder = new StringDecoder('utf8');
+  private last = Buffer.alloc(0); // the end of the previous chunk, for an EF BF BD across the boundary
+  private inFile = 0;
+  private decoded = 0;
+
+  constructor(private readonly path: string) {}
+
+  /** The text of the next chunk; `before` (starting at line `line`) is the text decoded before it and not parsed yet. */
+  decode(bytes: Buffer, before: string, line: number): string {
+    const joined = Buffer.concat([this.last, bytes]);
+    // (one that ended the previous chunk left at most its last two bytes in `last`: none is counted twice)
+    for (let at = joined.indexOf(REPLACEMENT_BYTES); at >= 0; at = joined.indexOf(REPLACEMENT_BYTES, at + 3)) this.inFile += 1;
+    this.last = Buffer.from(joined.subarray(Math.max(0, joined.length - 2)));
+    return this.check(this.decoder.write(bytes), before, line);
+  }
+
+  /** What the decoder still held at the end of the file (an incomplete character). */
+  end(before: string, line: number): string {
+    return this.check(this.decoder.end(), before, line);
+  }
+
+  private check(text: string, before: string, line: number): string {
+    for (let at = text.indexOf(REPLACEMENT); at >= 0; at = text.indexOf(REPLACEMENT, at + 1)) {
+      this.decoded += 1;
+      if (this.decoded > this.inFile) {
+        throw new CsvSyntaxError(this.path, lineOf(before + text, before.length + at, line), null,
+          'bytes that are not UTF-8 text: the file must be UTF-8 (convert it first, e.g. iconv -f latin1 -t utf-8)');
+      }
+    }
+    return text;
+  }
+}
+
+/** The line of position `at` of `text`, which starts at line `line` (LF, CRLF and CR end a line). */
+function lineOf(text: string, at: number, line: number): number {
+  let n = line;
+  for (let p = 0; p < at; p++) {
+    const c = text.charCodeAt(p);
+    if (c === LF || (c === CR && text.charCodeAt(p + 1) !== LF)) n += 1;
+  }
+  return n;
 }
 
 /**

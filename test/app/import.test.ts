@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -39,7 +40,7 @@ async function writeCsvs(graph: RefGraph): Promise<{ nodes: string; grants: stri
   return { nodes, grants };
 }
 
-async function writeText(name: string, text: string): Promise<string> {
+async function writeText(name: string, text: string | Buffer): Promise<string> {
   const file = path.join(scratch, `${fileCounter++}-${name}`);
   await writeFile(file, text);
   return file;
@@ -395,7 +396,7 @@ describe('permgraph import', async () => {
     await seedOld();
     const before = await snapshotCounts(db);
     const rows = (n: number) => Array.from({ length: n }, (_, i) => `n${i},user,`).join('\n');
-    const cases: [string, string, RegExp][] = [
+    const cases: [string, string | Buffer, RegExp][] = [
       ['wrong header', 'id,kind,parent\na,user,\n', /header must be id,kind,owner_id\[,trash_at\], got "id,kind,parent" \(missing owner_id; unknown "parent"\)/],
       ['bad quoting', 'id,kind,owner_id\na,user,\nb,"us"er,\n', /^malformed CSV in \S+ line 3, field 2: unexpected character "e" after the closing quote at column 6 /],
       ['quote inside a field', 'id,kind,owner_id\na,user,\nb,us"er,\n', /^malformed CSV in \S+ line 3, field 2: a quote at column 5 inside an unquoted field/],
@@ -406,6 +407,13 @@ describe('permgraph import', async () => {
       // Lines are counted inside quoted fields too.
       ['short row after a quoted line break', 'id,kind,owner_id\n"a\nb",user,\nc,user\n', /^malformed CSV in \S+ line 4: 2 field\(s\), expected 3/],
       ['empty file', '', /is empty: expected a header line/],
+      // Not UTF-8 (Latin-1's é): refused at its line, not loaded as U+FFFD. A U+FFFD the file holds is text like any other.
+      ['not UTF-8', Buffer.concat([Buffer.from('id,kind,owner_id\na\ufffd,user,\nb,user,\ncaf'), Buffer.from([0xe9]), Buffer.from(',user,\n')]),
+        /^malformed CSV in \S+ line 4: bytes that are not UTF-8 text: the file must be UTF-8/],
+      ['not UTF-8, its last byte', Buffer.concat([Buffer.from('id,kind,owner_id\na,user,\nb,user,'), Buffer.from([0xc3])]), /^malformed CSV in \S+ line 3: bytes that are not UTF-8 text/],
+      // An unclosed quote in a large file is reported as soon as its record outgrows any valid one, not after reading the file again with every chunk.
+      ['unclosed quote in a large file', `id,kind,owner_id\n${rows(300)}\n"b,user,\n${rows(120_000)}\n`,
+        /^malformed CSV in \S+ line 302: the record starting here runs past 1,048,576 characters: a quote never closed/],
     ];
     for (const [what, text, message] of cases) {
       const file = await writeText('nodes.csv', text);
@@ -415,6 +423,12 @@ describe('permgraph import', async () => {
       expect(await snapshotCounts(db), what).toEqual(before);
     }
     await expect(importGraph(db, { nodes: { file: path.join(scratch, 'no-such.csv') } })).rejects.toThrow(/cannot read .*no-such.csv/);
+    // A pipe (/dev/stdin, <(…)) is read once: the header's read took the start of it, and the rows' read loaded the rest, short, as a success.
+    const fifo = path.join(scratch, 'nodes.fifo');
+    execFileSync('mkfifo', [fifo]);
+    await expect(importGraph(db, { nodes: { file: fifo } })).rejects.toThrow(
+      new InvalidInputError(`cannot read ${fifo}: not a regular file (a pipe?); an import reads its files more than once (the header, the rows, and again to resume), so save the input to a file first`),
+    );
     await expect(importGraph(db, { nodes: { query: 'select 1 as id' } })).rejects.toThrow(/the nodes query must return columns id, kind, owner_id/);
     await expect(importGraph(db, { nodes: { query: 'selec nonsense' } })).rejects.toThrow(/the nodes query is not valid SQL/);
     await expect(importGraph(db, {})).rejects.toThrow(/nothing to import/);
