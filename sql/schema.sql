@@ -736,7 +736,7 @@ CREATE TRIGGER grants_capture_deleted AFTER DELETE ON permgraph.grants REFERENCI
 CREATE TRIGGER grants_capture_inserted AFTER INSERT ON permgraph.grants REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._grants_capture();
 CREATE TRIGGER grants_capture_updated AFTER UPDATE ON permgraph.grants REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._grants_capture();
 CREATE TRIGGER grants_truncate AFTER TRUNCATE ON permgraph.grants FOR EACH STATEMENT EXECUTE FUNCTION permgraph._capture_truncate();
-CREATE TRIGGER grants_validate BEFORE INSERT OR UPDATE ON permgraph.grants FOR EACH ROW WHEN (((new.level IS NULL) OR ((new.level < 1) OR (new.level > 3)) OR (length(new.tail_id) > 256) OR (length(new.head_id) > 256) OR (new.expires_at < '0001-01-01 00:00:00+00'::timestamp with time zone) OR (new.expires_at >= '10000-01-01 00:00:00+00'::timestamp with time zone))) EXECUTE FUNCTION permgraph._grants_validate();
+CREATE TRIGGER grants_validate BEFORE INSERT OR UPDATE ON permgraph.grants FOR EACH ROW WHEN (((new.level IS NULL) OR ((new.level < 1) OR (new.level > 3)) OR (length(new.tail_id) > 256) OR (length(new.head_id) > 256) OR (new.expires_at < '0001-01-01 00:00:00+00'::timestamp with time zone) OR (new.expires_at >= '10000-01-01 00:00:00+00'::timestamp with time zone) OR (((octet_length(new.tail_id) + octet_length(new.head_id)) + octet_length(new.source)) > 2600))) EXECUTE FUNCTION permgraph._grants_validate();
 CREATE TRIGGER grants_validate_inserted AFTER INSERT ON permgraph.grants REFERENCING NEW TABLE AS written FOR EACH STATEMENT EXECUTE FUNCTION permgraph._grants_validate_written();
 CREATE TRIGGER grants_validate_updated AFTER UPDATE ON permgraph.grants REFERENCING NEW TABLE AS written FOR EACH STATEMENT EXECUTE FUNCTION permgraph._grants_validate_written();
 CREATE TRIGGER nodes_audit_deleted AFTER DELETE ON permgraph.nodes REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION permgraph._audit_nodes();
@@ -2745,6 +2745,13 @@ begin
   return p_result;
 end $function$;
 
+-- permgraph._grant_key_problem(text,text,text): execute <owner>: EXECUTE
+CREATE OR REPLACE FUNCTION permgraph._grant_key_problem(p_tail_id text, p_head_id text, p_source text)
+ RETURNS text
+ LANGUAGE sql
+ IMMUTABLE
+RETURN CASE WHEN (((octet_length(p_tail_id) + octet_length(p_head_id)) + octet_length(p_source)) > 2600) THEN format('grant %s -> %s: its tail, head and source are %s bytes together in UTF-8 (at most 2600: one entry of the grants'' unique index)'::text, permgraph._describe_id(p_tail_id), permgraph._describe_id(p_head_id), ((octet_length(p_tail_id) + octet_length(p_head_id)) + octet_length(p_source))) ELSE NULL::text END;
+
 -- permgraph._granted_rights(): execute <owner>: EXECUTE; permgraph_reader: EXECUTE; permgraph_worker: EXECUTE; permgraph_writer: EXECUTE
 CREATE OR REPLACE FUNCTION permgraph._granted_rights()
  RETURNS TABLE(grantee text, privilege text, kind text, object text)
@@ -2950,6 +2957,9 @@ begin
   if not permgraph._moment_in_range(new.expires_at) then
     raise exception 'permgraph: grant % -> % expires_at % is outside the years 1 to 9999 (for never, null)',
       permgraph._describe_id(new.tail_id), permgraph._describe_id(new.head_id), new.expires_at using errcode = '22023';
+  end if;
+  if permgraph._grant_key_problem(new.tail_id, new.head_id, new.source) is not null then
+    raise exception 'permgraph: %', permgraph._grant_key_problem(new.tail_id, new.head_id, new.source) using errcode = '54000';
   end if;
   return new;
 end $function$;

@@ -61,6 +61,21 @@ as $$
   end
 $$;
 
+-- A grant's key: its tail, head and source are one entry of the unique
+-- index grants_unique_per_source (and of edges' primary key), which holds at
+-- most ~2,700 bytes. Ids of 256 characters and a source of 1,024 fit in
+-- ASCII, not in every script (a review's CJK grant failed the index itself,
+-- "index row size 3040 exceeds btree version 4 maximum 2704", and an
+-- import could then never finish): at most 2,600 bytes together, in UTF-8,
+-- whether the value would compress or not. Null when the key fits. The
+-- grants' BEFORE trigger's WHEN clause repeats the test as an expression.
+create or replace function permgraph._grant_key_problem(p_tail_id text, p_head_id text, p_source text) returns text
+language sql immutable
+return case when octet_length(p_tail_id) + octet_length(p_head_id) + octet_length(p_source) > 2600
+  then format('grant %s -> %s: its tail, head and source are %s bytes together in UTF-8 (at most 2600: one entry of the grants'' unique index)',
+              permgraph._describe_id(p_tail_id), permgraph._describe_id(p_head_id),
+              octet_length(p_tail_id) + octet_length(p_head_id) + octet_length(p_source)) end;
+
 -- Whether this transaction holds a lock on permgraph.nodes that keeps every
 -- other transaction from deleting a node (or changing its id) until it
 -- ends: SHARE or stronger, which conflicts with the ROW EXCLUSIVE a DELETE
@@ -450,6 +465,9 @@ begin
     raise exception 'permgraph: grant % -> % expires_at % is outside the years 1 to 9999 (for never, null)',
       permgraph._describe_id(new.tail_id), permgraph._describe_id(new.head_id), new.expires_at using errcode = '22023';
   end if;
+  if permgraph._grant_key_problem(new.tail_id, new.head_id, new.source) is not null then
+    raise exception 'permgraph: %', permgraph._grant_key_problem(new.tail_id, new.head_id, new.source) using errcode = '54000';
+  end if;
   return new;
 end $$;
 
@@ -549,7 +567,8 @@ drop trigger if exists grants_validate on permgraph.grants;
 create trigger grants_validate before insert or update on permgraph.grants
   for each row
   when (new.level is null or new.level not between 1 and 3 or length(new.tail_id) > 256 or length(new.head_id) > 256
-        or new.expires_at < '0001-01-01 00:00:00+00'::timestamptz or new.expires_at >= '10000-01-01 00:00:00+00'::timestamptz)
+        or new.expires_at < '0001-01-01 00:00:00+00'::timestamptz or new.expires_at >= '10000-01-01 00:00:00+00'::timestamptz
+        or octet_length(new.tail_id) + octet_length(new.head_id) + octet_length(new.source) > 2600)
   execute function permgraph._grants_validate();
 
 drop trigger if exists grants_validate_inserted on permgraph.grants;

@@ -374,6 +374,22 @@ describe('permgraph import', async () => {
     await expectImported(db, expected);
   });
 
+  it("a grant within the lengths of its ids and source but too wide in bytes for the grants' unique index is an invalid row of its line, not a load that fails for good", async () => {
+    await seedOld();
+    const cjk = (n: number, from: number) => Array.from({ length: n }, (_, i) => String.fromCodePoint(0x4e00 + ((from + i * 7919) % 0x5000))).join('');
+    const [tail, head, source] = [cjk(256, 1), cjk(256, 2), cjk(1024, 3)];
+    const nodes = await writeText('nodes.csv', `id,kind,owner_id\n${tail},user,\n${head},group,\n`);
+    const grants = await writeText('grants.csv', `tail_id,head_id,level,source\n${tail},${head},2,short\n${tail},${head},1,${source}\n`);
+    const problem = expect.stringMatching(/^grant "[^"]+…" \(256 characters\) -> "[^"]+…" \(256 characters\): its tail, head and source are 4608 bytes together in UTF-8 \(at most 2600/);
+    const refused = await importGraph(db, { nodes: { file: nodes }, grants: { file: grants }, name: 'wide-key' }).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(ImportRejectedError);
+    expect((refused as ImportRejectedError).summary.problems).toEqual([{ table: 'grants', origin: `${path.basename(grants)} line 3`, line: 3, problem }]);
+    // skipping it, the same run loads the rest
+    const summary = await importGraph(db, { nodes: { file: nodes }, grants: { file: grants }, name: 'wide-key', restart: true, onInvalid: 'skip' });
+    expect(summary.grants).toMatchObject({ read: 2, invalid: 1, inserted: 1 });
+    await expectImported(db, { nodes: [g('old'), o('oldfile', 'old'), u(tail), g(head)], grants: [grant(tail, 2, head, 'short')] });
+  });
+
   it('invalid rows fail the run by default: nothing from it is kept', async () => {
     await seedOld();
     const before = await snapshotCounts(db);

@@ -467,6 +467,30 @@ describe('integrity rules', async () => {
       );
     });
 
+    it('refuses a key too wide for the unique index in bytes, though each part is within its length, however it would compress', async () => {
+      // 256-character ids and a 1,024-character source in a script of 3 bytes a character: ~3 kB, past what one index entry holds
+      const cjk = (n: number, from: number) => Array.from({ length: n }, (_, i) => String.fromCodePoint(0x4e00 + ((from + i * 7919) % 0x5000))).join('');
+      const [tail, head] = [cjk(256, 1), cjk(256, 2)];
+      await db.query(sql`insert into permgraph.nodes (id, kind) values (${tail}, 'user'), (${head}, 'group')`);
+      for (const source of [cjk(1024, 3), '界'.repeat(1024)]) {
+        await expectRefused(
+          sql`insert into permgraph.grants (tail_id, head_id, level, source) values (${tail}, ${head}, 1, ${source})`,
+          /^permgraph: grant "[^"]+…" \(256 characters\) -> "[^"]+…" \(256 characters\): its tail, head and source are 4608 bytes together in UTF-8 \(at most 2600: one entry of the grants' unique index\)$/,
+          '54000',
+        );
+      }
+      await db.query(sql`insert into permgraph.grants (tail_id, head_id, level, source) values (${tail}, ${head}, 1, 'short')`);
+      await expectRefused(
+        sql`update permgraph.grants set source = ${'界'.repeat(1024)} where tail_id = ${tail}`,
+        /its tail, head and source are 4608 bytes together/,
+        '54000',
+      );
+      // at the bound, in ASCII: 2 + 2 + 2,596 bytes
+      await db.query(sql`insert into permgraph.grants (tail_id, head_id, level, source) values ('u1', 'gA', 1, ${'s'.repeat(2596)})`);
+      await db.query(sql`delete from permgraph.grants where tail_id in (${tail}, 'u1') and source <> 'default'`);
+      await db.query(sql`delete from permgraph.nodes where id in (${tail}, ${head})`);
+    });
+
     it('refuses a duplicate (tail, head, source), naming the key', async () => {
       const error = await expectRefused(
         sql`insert into permgraph.grants (tail_id, head_id, level) values ('u3', 'gA', 1)`,

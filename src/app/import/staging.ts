@@ -75,7 +75,10 @@ function capped(table: 'nodes' | 'grants', t: ReturnType<typeof sql.ident>) {
   return sql`coalesce(${t}.problem, case ${long('tail_id')} ${long('head_id')}
                when length(${t}.source) > ${sql.__dangerous__rawValue(String(SOURCE_LIMIT))}
                then pg_catalog.format('source %s is %s characters long (at most ${sql.__dangerous__rawValue(String(SOURCE_LIMIT))} in an import)',
-                           permgraph._describe_id(${t}.source), length(${t}.source)) end),
+                           permgraph._describe_id(${t}.source), length(${t}.source))
+               -- (ids and a source within their lengths whose bytes together do not fit the grants' unique index)
+               when permgraph._grant_key_problem(${t}.tail_id, ${t}.head_id, ${t}.source) is not null
+               then permgraph._grant_key_problem(${t}.tail_id, ${t}.head_id, ${t}.source) end),
              ${cut('tail_id')}, ${cut('head_id')}, ${t}.level, ${cut('source', SOURCE_LIMIT)}, ${t}.expires_at`;
 }
 
