@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
@@ -194,6 +194,22 @@ describe('permgraph import', async () => {
       }),
       { numRuns: 20 },
     );
+  });
+
+  it('a resume refuses a file rewritten with other rows of the same size, its modification time put back (cp -p, rsync -t)', async () => {
+    await emptyGraph(db);
+    const file = await writeText('nodes.csv', 'id,kind,owner_id\naaaa,user,\nbbbb,user,\ncccc,user,\n');
+    const crash = new Error('simulated crash');
+    await expect(importGraph(db, { nodes: { file }, name: 'rewritten', batchSize: 1, afterBatch: (n) => { if (n === 1) throw crash; } })).rejects.toBe(crash);
+    const { mtime, atime } = await stat(file);
+    await writeFile(file, 'id,kind,owner_id\nxxxx,user,\nyyyy,user,\nzzzz,user,\n');
+    await utimes(file, atime, mtime);
+    await expect(importGraph(db, { nodes: { file }, name: 'rewritten', resume: true })).rejects.toThrow(
+      'import "rewritten" was started with other inputs (or its files changed since); use --restart to start over',
+    );
+    expect((await readGraph(db)).nodes).toEqual([]);
+    await importGraph(db, { nodes: { file }, name: 'rewritten', restart: true });
+    await expectImported(db, { nodes: [u('xxxx'), u('yyyy'), u('zzzz')], grants: [] });
   });
 
   it('a finished import drops only its own staged rows: another run, interrupted while staging, keeps its rows and resumes', async () => {
