@@ -32,11 +32,16 @@ describe('import: moments carry their offset, whatever the session', async () =>
     return file;
   };
 
-  /** importGraph on a fresh pool whose sessions start with these defaults. */
+  /**
+   * importGraph on a fresh pool whose sessions start with these defaults,
+   * as through a transaction pooler: nothing pinned on them (a direct pool
+   * pins DateStyle's output to ISO), so the import's SQL meets the session's
+   * own DateStyle.
+   */
   async function importUnder(settings: { timezone: string; datestyle?: string }, options: ImportOptions): Promise<ImportSummary> {
     await db.query(sql`alter database ${sql.ident(name)} set timezone = ${sql.__dangerous__rawValue(`'${settings.timezone}'`)}`);
     await db.query(sql`alter database ${sql.ident(name)} set datestyle = ${sql.__dangerous__rawValue(`'${settings.datestyle ?? 'ISO, MDY'}'`)}`);
-    const pool = openPool(url, { poolSize: 2 });
+    const pool = openPool(url, { poolSize: 2, pinSearchPath: false });
     try {
       const [seen] = await pool.query(sql`select current_setting('timezone') as zone, current_setting('datestyle') as style`);
       expect(seen).toEqual({ zone: settings.timezone, style: settings.datestyle ?? 'ISO, MDY' }); // the defaults are in force
