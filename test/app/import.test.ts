@@ -406,6 +406,32 @@ describe('permgraph import', async () => {
     await expectImported(db, { nodes: [g('old'), o('oldfile', 'old'), u(tail), g(head)], grants: [grant(tail, 2, head, 'short')] });
   });
 
+  it('below a rejected owner, its whole staged chain is rejected line by line, down to a node that falls back to a stored user or group', async () => {
+    // (found in one walk: a round per level scanned every staged node once a level, quadratic in the chain's depth)
+    await seedOld(); // stores group "old" and object "oldfile"
+    await db.query(sql`insert into permgraph.nodes (id, kind) values ('kept', 'group')`);
+    await db.query(sql`select permgraph.refresh()`);
+    const depth = 300;
+    const lines = ['id,kind,owner_id', 'c0,group,missing'];
+    for (let i = 1; i < depth; i++) lines.push(`c${i},group,c${i - 1}`);
+    // "kept", re-imported with a bad owner, falls back to its stored group: what it owns stays valid
+    lines.push('kept,group,missing', 'k1,group,kept', 'k2,user,k1');
+    // "oldfile" falls back to its stored object, which can own nothing
+    lines.push('oldfile,object,missing', 'f1,group,oldfile', 'f2,group,f1');
+    const nodes = await writeText('nodes.csv', `${lines.join('\n')}\n`);
+    const summary = await importGraph(db, { nodes: { file: nodes }, onInvalid: 'skip', maxProblems: 1000 });
+    const chain = Array.from({ length: depth - 1 }, (_, i) => ({ line: i + 3, problem: `owner "c${i}" is not loaded: its row is invalid (line ${i + 2})` }));
+    expect(summary.problems.map(({ line, problem }) => ({ line, problem }))).toEqual([
+      { line: 2, problem: 'owner "missing" does not exist (neither in the input nor in the database)' },
+      ...chain,
+      { line: depth + 2, problem: 'owner "missing" does not exist (neither in the input nor in the database)' },
+      { line: depth + 5, problem: 'owner "missing" does not exist (neither in the input nor in the database)' },
+      { line: depth + 6, problem: 'owner "oldfile" is an object; only users and groups own' },
+      { line: depth + 7, problem: 'owner "f1" is not loaded: its row is invalid (line 306)' },
+    ]);
+    await expectImported(db, { nodes: [g('old'), o('oldfile', 'old'), g('kept'), g('k1', 'kept'), u('k2', 'k1')], grants: [] });
+  });
+
   it('invalid rows fail the run by default: nothing from it is kept', async () => {
     await seedOld();
     const before = await snapshotCounts(db);
