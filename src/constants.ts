@@ -216,6 +216,9 @@ export const CHANGES_LISTENER_APPLICATION_NAME = 'permgraph-changes';
 /** Events read (and acknowledged) at a time when none is given (= read_changes' default). */
 export const DEFAULT_CHANGES_BATCH = 1000;
 
+/** The most events one read may ask for (= read_changes' bound on max_events). */
+export const MAX_CHANGES_BATCH = 1_000_000;
+
 // ---------------------------------------------------------------------------
 // Advisory locks
 //

@@ -9,9 +9,10 @@ import {
   CHANGES_LISTENER_APPLICATION_NAME,
   DEFAULT_CHANGES_BATCH,
   DEFAULT_POLL_INTERVAL_MS,
+  MAX_CHANGES_BATCH,
   PERMISSION_CHANGES_CHANNEL,
 } from '../constants.ts';
-import { isConnectionError, isRetryable, SqlState, withInputErrors, type InputErrorReasons } from '../errors.ts';
+import { InvalidInputError, isConnectionError, isRetryable, SqlState, withInputErrors, type InputErrorReasons } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
 import type { Level } from '../types.ts';
@@ -110,11 +111,16 @@ export interface ReadOptions {
 
 /** The consumer's next events after its acknowledged seq (or afterSeq), in seq order; marks nothing. */
 export async function readChanges(db: Queryable, name: string, options: ReadOptions = {}): Promise<PermissionChange[]> {
+  // (the server's own check, said before a number past an integer fails the parameter's cast instead)
+  const maxEvents = options.maxEvents ?? DEFAULT_CHANGES_BATCH;
+  if (!Number.isInteger(maxEvents) || maxEvents < 1 || maxEvents > MAX_CHANGES_BATCH) {
+    throw new InvalidInputError(`max_events must be between 1 and ${MAX_CHANGES_BATCH}, got ${maxEvents}`);
+  }
   const rows: ChangeRow[] = await withInputErrors(() =>
     db.query(sql`
       select seq, user_id, target_id, old_level, new_level, old_traverse_owned, new_traverse_owned,
              to_json(old_valid_until) as old_valid_until, to_json(new_valid_until) as new_valid_until, to_json(committed_at) as committed_at
-      from permgraph.read_changes(${name}, ${options.maxEvents ?? DEFAULT_CHANGES_BATCH}::integer, ${options.afterSeq ?? null}::bigint)`),
+      from permgraph.read_changes(${name}, ${maxEvents}::integer, ${options.afterSeq ?? null}::bigint)`),
     consumerErrors,
   );
   return rows.map(toChange);

@@ -660,6 +660,14 @@ describe('the derived-permission change stream', async () => {
       expect(await cli('changes', '--consumer', 'cli', '--drop')).toMatchObject({ code: 0, stdout: 'dropped consumer cli\n' });
       expect((await cli('status')).stdout).toContain('\nchange stream:    no consumers\n');
       expect((await cli('changes', '--consumer', 'bad name')).stderr).toMatch(/^permgraph: a consumer name is 1 to 63 letters/);
+      // flags that cannot go together, and a read larger than the server allows (past an integer: not PostgreSQL's out-of-range error)
+      expect(await cli('changes', '--consumer', 'cli', '--register', '--drop')).toMatchObject({
+        code: 2, stderr: 'permgraph: --drop cannot be combined with --register: it drops the consumer and exits\n',
+      });
+      expect(await cli('changes', '--consumer', 'cli', '--max-events', '99999999999')).toMatchObject({
+        code: 2, stderr: 'permgraph: --max-events must be at most 1000000, got "99999999999"\n',
+      });
+      await expect(readChanges(db, 'cli', { maxEvents: 99_999_999_999 })).rejects.toThrow(new InvalidInputError('max_events must be between 1 and 1000000, got 99999999999'));
     });
 
     it("another login's consumer: the refusal says what to do, as the server's hint words it", async () => {

@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
-import { DEFAULT_CHANGES_BATCH, DEFAULT_POLL_INTERVAL_MS } from '../../constants.ts'; // imports nothing: cheap for --help
+import { DEFAULT_CHANGES_BATCH, DEFAULT_POLL_INTERVAL_MS, MAX_CHANGES_BATCH } from '../../constants.ts'; // imports nothing: cheap for --help
 import type { PermissionChange } from '../../engine/changes.ts';
 import { InvalidInputError, SqlState } from '../../errors.ts';
-import { action, intervalMs, positiveInteger, requireSchema } from '../action.ts';
+import { action, ExitCode, intervalMs, positiveInteger, requireSchema } from '../action.ts';
 import { exactMoments } from '../json.ts';
 import { onShutdownSignal, type CommandContext } from '../context.ts';
 
@@ -33,6 +33,10 @@ export function registerChangesCommands(program: Command): void {
 
 async function runChanges(ctx: CommandContext, flags: ChangesFlags): Promise<void> {
   const maxEvents = positiveInteger(flags.maxEvents, '--max-events');
+  if (maxEvents > MAX_CHANGES_BATCH) throw new ExitCode(2, `--max-events must be at most ${MAX_CHANGES_BATCH}, got "${flags.maxEvents}"`);
+  if (flags.drop && (flags.register || flags.follow)) {
+    throw new ExitCode(2, `--drop cannot be combined with ${flags.register ? '--register' : '--follow'}: it drops the consumer and exits`);
+  }
   const pollIntervalMs = intervalMs(flags.pollInterval, '--poll-interval');
   await requireSchema(ctx);
   const { changes, dropConsumer, registerConsumer } = await import('../../engine/changes.ts');
