@@ -48,7 +48,11 @@ as $body$
               where permgraph_n.id = %2$s and permgraph_n.kind = 'object' and permgraph_n.trash_at <= now())
       -- the probes of trashed groups only when some group is trashed now (evaluated once per query)
       or (coalesce((select min(permgraph_tg.trash_at) from permgraph.trashed_groups permgraph_tg) <= now(), false)
+          -- (the row's own id hides it only while it is a group, as check() asks:
+          -- a group deleted and made again as another kind keeps its row of
+          -- trashed_groups until the worker's next batch)
           and (exists (select 1 from permgraph.trashed_groups permgraph_tg
+                       join permgraph.nodes permgraph_g on permgraph_g.id = permgraph_tg.group_id and permgraph_g.kind = 'group'
                        where permgraph_tg.group_id = %2$s and permgraph_tg.trash_at <= now())
                or exists (select 1 from permgraph.nodes permgraph_n
                           join permgraph.trashed_groups permgraph_tg on permgraph_tg.group_id = permgraph_n.owner_id

@@ -610,6 +610,7 @@ declare
   id_type text;
   owner_type oid;
   owner_collation text;
+  owner_deterministic boolean;  -- false: the owner column's collation calls some different strings equal
   id_collation text;
   tbl_schema name;
   tbl_name name;
@@ -650,6 +651,8 @@ begin
     raise exception 'permgraph: limit must be between 1 and 100000, got %', coalesce(p_limit::text, 'null')
       using errcode = '22023';
   end if;
+  -- (as list_targets: an unknown id or a group is refused, not an empty list)
+  perform permgraph._require_user(p_user_id);
   -- One read (called per page, and each statement has its cost): the table
   -- and both columns from the catalog; for the estimate (_listing_plan) the
   -- table's size, its rows per owner and its most common owner's rows from
@@ -659,6 +662,7 @@ begin
   -- deleted_nodes costs as much as the row itself.
   select t.typrelid::regclass, format_type(ai.atttypid, ai.atttypmod), ao.atttypid,
          case when ao.attcollation <> 0 then ao.attcollation::regcollation::text end,
+         coalesce((select co.collisdeterministic from pg_collation co where co.oid = ao.attcollation), true),
          case when ai.attcollation <> 0 then ai.attcollation::regcollation::text end,
          n.nspname, c.relname,
          c.reltuples,
@@ -668,7 +672,7 @@ begin
          case when s.n_distinct is not null then c.reltuples * coalesce(s.top_freq, 0) end,
          coalesce((select u.is_superuser from permgraph.nodes u where u.id = p_user_id and u.kind = 'user'), false),
          permgraph._tombstoned_ids(p_user_id)
-  into tbl, id_type, owner_type, owner_collation, id_collation, tbl_schema, tbl_name, table_rows, per_owner, top_owner_rows, is_superuser, gone
+  into tbl, id_type, owner_type, owner_collation, owner_deterministic, id_collation, tbl_schema, tbl_name, table_rows, per_owner, top_owner_rows, is_superuser, gone
   from pg_type t
   join pg_class c on c.oid = t.typrelid
   join pg_namespace n on n.oid = c.relnamespace
@@ -690,6 +694,12 @@ begin
   owner_match := case when owner_type in ('text'::regtype, 'varchar'::regtype)
                       then format('d.%I = o.target_id collate %s', p_owner_column, owner_collation)
                       else format('%s = o.target_id', owner_key) end;
+  -- A nondeterministic collation (case-insensitive, say) calls an owner "TEAM"
+  -- equal to "team": its index finds the candidates, and the ids, which are
+  -- byte-wise, are compared again as such (the other plans compare only so).
+  if not owner_deterministic then
+    owner_match := format('%s and %s = o.target_id collate "C"', owner_match, owner_key);
+  end if;
   -- (|| '': an expression without statistics, so that planning "= any" of
   -- a constant array does not estimate each element against the column's
   -- most common values: with 7,384 owners that cost more than the read)
@@ -837,7 +847,8 @@ begin
       -- runtime keys, where a constant array was planned owner by owner
       -- against the column's statistics, ~1 ms for 170 owners)
       owners_rows := format('select d.* from %s d where d.%I = any ((select $5::text[])::text[] collate %s)',
-                            tbl, p_owner_column, owner_collation);
+                            tbl, p_owner_column, owner_collation)
+                     || case when owner_deterministic then '' else format(' and %s = any ($5::text[])', owner_key) end;
       if bound is not null then
         return query execute format('%s %s and d.%I <= $6::%s order by d.%I limit $4',
                                     owners_rows, after_cond, p_id_column, id_type, p_id_column)

@@ -74,10 +74,11 @@ declare
     'permgraph.list_targets(text, integer, text, text, integer)', 'permgraph.list_users(text, integer, text, integer)',
     -- list_rows runs as the caller (it reads the caller's own table), and so
     -- its plan choice (which reads nothing), its read of the user's owners
-    -- and of the ids tombstones hide from the user
+    -- and of the ids tombstones hide from the user, and its check of the user
     'permgraph.list_rows(anyelement, name, name, text, integer, text, integer)',
     'permgraph._listing_plan(bigint, boolean, bigint, boolean, double precision, double precision, integer, boolean)',
     'permgraph._listing_owners(text, integer, text[], bigint)', 'permgraph._tombstoned_ids(text)',
+    'permgraph._require_user(text)', 'permgraph._require_node(text, text)',
     'permgraph.explain(text, text, integer)',
     'permgraph.current_token()', 'permgraph.is_applied(text)', 'permgraph.status()', 'permgraph.change_stream_status()',
     'permgraph.current_actor()',
