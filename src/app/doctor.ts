@@ -399,7 +399,7 @@ async function importsCheck(db: Queryable): Promise<DoctorCheck> {
   return {
     name: 'imports',
     status: 'warn',
-    message: `interrupted import(s): ${rows.map((r) => `${r.name} (${r.phase})`).join(', ')}: \`permgraph import --resume --name NAME\` continues one`,
+    message: `interrupted import(s): ${rows.map((r) => `${r.name} (${r.phase})`).join(', ')}: the command that started one, with --resume (and --name NAME if it had one), continues it`,
   };
 }
 

@@ -1,6 +1,7 @@
 // How a command ends when it does not succeed: its exit status, and the
 // failure as one line for people or, with --json, as a JSON object for
 // scripts. Imports nothing that loads a database driver (see main.ts).
+import { CommanderError } from 'commander';
 import { InvalidInputError, isConnectionError, MigrationLockTimeoutError, PermgraphError, sqlStateOf } from '../errors.ts';
 
 /**
@@ -67,6 +68,11 @@ export function describeFailure(error: unknown, usage = false): Failure {
   const text = error instanceof Error ? error.message : String(error);
   // One line, named once: the SQL side's "permgraph: " and commander's "error: " go.
   const firstLine = text.split('\n')[0]!.replace(/^permgraph: /, '');
+  // (commander's error for a command group called without its command, after
+  // the help it prints, which --json silences: its message is a placeholder)
+  if (usage && error instanceof CommanderError && error.code === 'commander.help') {
+    return { message: 'a command is missing (add --help for the commands)', code: 'usage', exitCode: EXIT.usage };
+  }
   if (usage) return { message: firstLine.replace(/^error: /, ''), code: 'usage', exitCode: EXIT.usage };
   if (error instanceof ExitCode) return { message: firstLine, code: error.failure, exitCode: error.code };
   const message = withServerHint(firstLine, error);

@@ -183,7 +183,7 @@ describe('permgraph CLI', async () => {
       return { code: result.code, ...JSON.parse(result.stderr) };
     };
     // (each its own process, none of them writing: run at once)
-    const [level4, noUser, noCommand, maxBatch, unreachable, status, check, badLevel, unknownId] = await Promise.all([
+    const [level4, noUser, noCommand, maxBatch, unreachable, status, check, badLevel, unknownId, bare, group] = await Promise.all([
       failure(['check', 'ann', 'docs', '4']),
       failure(['list', 'nobody']),
       failure(['no-such-command']),
@@ -193,7 +193,13 @@ describe('permgraph CLI', async () => {
       onEmpty(['check', 'ann', 'docs', 'read']),
       failure(['--log-level', 'loud', 'status']),
       failure(['check', 'nobody', 'docs', 'read']),
+      // no command, or a group's command missing: commander's message is a placeholder, "(outputHelp)"
+      failure([]),
+      failure(['roles']),
     ]);
+    for (const missingCommand of [bare, group]) {
+      expect(missingCommand).toEqual({ code: 2, error: { message: 'a command is missing (add --help for the commands)', code: 'usage', exitCode: 2 } });
+    }
     expect(level4).toEqual({
       code: 1,
       error: { message: 'level must be 1 (read), 2 (write) or 3 (manage), got "4"', code: 'invalid_input', exitCode: 1 },
