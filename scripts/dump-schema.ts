@@ -1,11 +1,13 @@
 // `npm run schema:dump`: installs the schema into a fresh database (on
-// DATABASE_URL's server, or an embedded one) and writes sql/schema.sql.
+// DATABASE_URL's server, or an embedded one) and writes sql/schema.sql, and
+// records the function files' current versions in sql/function-history.json.
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startEmbedded } from '../src/db/embedded.ts';
 import { openPool, sql } from '../src/db/pool.ts';
-import { migrate } from '../src/migrations/migrate.ts';
+import { FUNCTION_HISTORY_FILE, readFunctionHistory, withCurrentVersions, writeFunctionHistory } from '../src/migrations/function-history.ts';
+import { loadFunctionFiles, migrate, SQL_DIR } from '../src/migrations/migrate.ts';
 import { dumpSchema, SCHEMA_DUMP_PATH } from '../src/migrations/schema-dump.ts';
 
 const scratch = await mkdtemp(path.join(tmpdir(), 'permgraph-dump-'));
@@ -22,6 +24,9 @@ try {
     await migrate(db);
     await writeFile(SCHEMA_DUMP_PATH, await dumpSchema(db));
     process.stdout.write(`wrote ${path.relative(process.cwd(), SCHEMA_DUMP_PATH)}\n`);
+    // every version of the function files, the current ones last (src/migrations/function-history.ts)
+    await writeFunctionHistory(SQL_DIR, withCurrentVersions(await readFunctionHistory(SQL_DIR), await loadFunctionFiles()));
+    process.stdout.write(`wrote ${path.relative(process.cwd(), path.join(SQL_DIR, FUNCTION_HISTORY_FILE))}\n`);
   } finally {
     await db.dispose();
   }

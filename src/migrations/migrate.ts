@@ -9,6 +9,7 @@ import { assertServerVersion } from '../db/server-version.ts';
 import { InvalidInputError, MigrationChecksumError, MigrationLockTimeoutError, PermgraphError, PermissionDeniedError, SqlState, sqlStateOf, withoutCodeFrame } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
+import { readFunctionHistory, unknownFunctionVersions, type FunctionHistory } from './function-history.ts';
 
 export const SQL_DIR = fileURLToPath(new URL('../../sql/', import.meta.url));
 /** The numbered, frozen history: tables, columns, indexes, data moves, drops. */
@@ -112,14 +113,14 @@ export async function migrate(db: Queryable, logger: Logger = silentLogger, opti
   const patienceMs = lockPatience(options.lockPatienceMs);
   signal?.throwIfAborted();
   await assertServerVersion(db);
-  const [migrations, functionFiles] = await Promise.all([loadMigrations(), loadFunctionFiles()]);
+  const [migrations, functionFiles, history] = await Promise.all([loadMigrations(), loadFunctionFiles(), readFunctionHistory(SQL_DIR)]);
   const started = Date.now();
   let outwait = false;
   for (let attempt = 1; ; attempt++) {
     signal?.throwIfAborted();
     const waits: LockWaits = { table: null };
     try {
-      return await migrateOnce(db, migrations, functionFiles, logger, outwait, waits);
+      return await migrateOnce(db, migrations, functionFiles, history, logger, outwait, waits);
     } catch (error) {
       const state = sqlStateOf(error);
       if (state !== SqlState.lockNotAvailable && state !== SqlState.deadlockDetected) throw error;
@@ -211,7 +212,9 @@ async function autovacuumHoldsLock(db: Queryable): Promise<boolean> {
   return held === true;
 }
 
-async function migrateOnce(db: Queryable, migrations: Migration[], functionFiles: SqlFile[], logger: Logger, outwait: boolean, waits: LockWaits): Promise<MigrateResult> {
+async function migrateOnce(
+  db: Queryable, migrations: Migration[], functionFiles: SqlFile[], history: FunctionHistory, logger: Logger, outwait: boolean, waits: LockWaits,
+): Promise<MigrateResult> {
   return db.tx(async (tx) => {
     // Whatever the session's path, names in the files resolve to pg_catalog or
     // are schema-qualified (an SQL-standard function body is resolved now).
@@ -245,7 +248,10 @@ async function migrateOnce(db: Queryable, migrations: Migration[], functionFiles
     assertConsistent(migrations, applied);
     const pending = migrations.filter((m) => !applied.has(m.version));
     if (pending.length) await assertReadsClusterIdentity(tx);
-    const changed = await changedFunctionFiles(tx, functionFiles);
+    const appliedFunctions = await appliedFunctionChecksums(tx);
+    const newer = unknownFunctionVersions(history, functionFiles, appliedFunctions);
+    if (newer.length) throw new PermgraphError(newerFunctionsMessage(newer));
+    const changed = functionFiles.filter((file) => appliedFunctions.get(file.name) !== file.checksum);
     if (pending.length || changed.length) await lockForUpgrade(tx, outwait, waits);
     const done: string[] = [];
     for (const migration of pending) {
@@ -375,11 +381,10 @@ async function lockForUpgrade(tx: Queryable, outwait: boolean, waits: LockWaits)
   waits.table = null;
 }
 
-/** The files of sql/functions/ that are new or whose content changed since they were last applied. */
-async function changedFunctionFiles(tx: Queryable, files: SqlFile[]): Promise<SqlFile[]> {
-  const rows: { name: string; checksum: string }[] = await tx.query(sql`select name, checksum from permgraph.function_files`);
-  const appliedChecksums = new Map(rows.map((r) => [r.name, r.checksum]));
-  return files.filter((file) => appliedChecksums.get(file.name) !== file.checksum);
+/** Why migrate refuses a database whose function files a newer package applied (unknownFunctionVersions). */
+function newerFunctionsMessage(names: string[]): string {
+  return `database has function file(s) ${names.join(', ')} in a version this permgraph never had: ` +
+    'the schema is newer than the package (a newer permgraph migrated it: upgrade permgraph), or they were edited by hand';
 }
 
 async function applyFunctionFiles(tx: Queryable, files: SqlFile[], logger: Logger): Promise<string[]> {
@@ -428,7 +433,7 @@ export type SchemaState = 'ok' | 'behind' | 'ahead' | 'missing' | 'modified';
  * migrate refuses, MigrationChecksumError); `pending` names them.
  */
 export async function schemaState(db: Queryable): Promise<{ state: SchemaState; pending: string[] }> {
-  const [files, functionFiles] = await Promise.all([loadMigrations(), loadFunctionFiles()]);
+  const [files, functionFiles, history] = await Promise.all([loadMigrations(), loadFunctionFiles(), readFunctionHistory(SQL_DIR)]);
   const applied = await appliedMigrations(db);
   if (applied.length === 0) return { state: 'missing', pending: files.map((f) => f.name) };
   const known = new Set(files.map((f) => f.version));
@@ -438,6 +443,7 @@ export async function schemaState(db: Queryable): Promise<{ state: SchemaState; 
   if (modified.length) return { state: 'modified', pending: modified };
   const done = new Set(applied.map((a) => a.version));
   const appliedFunctions = await appliedFunctionChecksums(db);
+  if (unknownFunctionVersions(history, functionFiles, appliedFunctions).length) return { state: 'ahead', pending: [] };
   const pending = [
     ...files.filter((f) => !done.has(f.version)).map((f) => f.name),
     ...functionFiles.filter((f) => appliedFunctions.get(f.name) !== f.checksum).map((f) => `functions/${f.name}`),

@@ -17,6 +17,7 @@ import { Permgraph } from '../../src/client.ts';
 import { openPool, sql } from '../../src/db/pool.ts';
 import { InvalidInputError, MigrationLockTimeoutError } from '../../src/errors.ts';
 import { migrate } from '../../src/migrations/migrate.ts';
+import { earlierFunctionChecksum } from '../helpers/function-versions.ts';
 import { cleanUpAfter } from '../helpers/cleanup.ts';
 import { until } from '../helpers/cluster.ts';
 import { createTestDatabase } from '../helpers/database.ts';
@@ -53,7 +54,7 @@ describe('migrate giving way to locks', async () => {
 
   /** An upgrade pending (as after installing a newer release), the schema as it is before it, and a transaction that has read `table`, open until release(). */
   async function upgradeHeldUp(table: 'nodes' | 'grants' = 'nodes') {
-    await db.query(sql`update permgraph.function_files set checksum = 'an older release' where name = '140_audit.sql'`);
+    await db.query(sql`update permgraph.function_files set checksum = ${await earlierFunctionChecksum('140_audit.sql')} where name = '140_audit.sql'`);
     const before = await schema();
     let release!: () => void;
     const released = new Promise<void>((resolve) => (release = resolve));
@@ -140,7 +141,7 @@ describe('migrate giving way to locks', async () => {
   });
 
   it('with its signal aborted before it starts, it rejects with the reason (an AbortError by default) and changes nothing, through the client as well', async () => {
-    await db.query(sql`update permgraph.function_files set checksum = 'an older release' where name = '140_audit.sql'`);
+    await db.query(sql`update permgraph.function_files set checksum = ${await earlierFunctionChecksum('140_audit.sql')} where name = '140_audit.sql'`);
     const before = await schema();
     const reason = new Error('stopping');
     await expect(migrate(db, undefined, { signal: AbortSignal.abort(reason) })).rejects.toBe(reason);
@@ -150,7 +151,7 @@ describe('migrate giving way to locks', async () => {
   });
 
   it('a patience that is negative or not a finite number is refused as invalid input, before anything is done', async () => {
-    await db.query(sql`update permgraph.function_files set checksum = 'an older release' where name = '140_audit.sql'`);
+    await db.query(sql`update permgraph.function_files set checksum = ${await earlierFunctionChecksum('140_audit.sql')} where name = '140_audit.sql'`);
     const before = await schema();
     for (const lockPatienceMs of [-1, Number.NaN, Number.POSITIVE_INFINITY, '1000' as unknown as number]) {
       const outcome = await settle(migrate(db, undefined, { lockPatienceMs }));

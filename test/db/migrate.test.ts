@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { sql } from '../../src/db/pool.ts';
 import { loadFunctionFiles, loadMigrations, migrate, schemaState } from '../../src/migrations/migrate.ts';
+import { earlierFunctionChecksum } from '../helpers/function-versions.ts';
 import { runDoctor } from '../../src/app/doctor.ts';
 import { runCli } from '../helpers/cli.ts';
 import { createEmptyDatabase, createTestDatabase } from '../helpers/database.ts';
@@ -20,7 +21,8 @@ describe('migrations', async () => {
     const result = await runCli(['--database-url', worker.url, 'worker', '--migrate', '--once']);
     expect(result.code, result.stderr).toBe(0);
     // with a function file to apply again, it is refused, and told whose job that is
-    await db.query(sql`update permgraph.function_files set checksum = 'stale' where name = (select min(name) from permgraph.function_files)`);
+    const [firstFile] = await loadFunctionFiles();
+    await db.query(sql`update permgraph.function_files set checksum = ${await earlierFunctionChecksum(firstFile!.name)} where name = ${firstFile!.name}`);
     try {
       for (const args of [['migrate'], ['worker', '--migrate', '--once']]) {
         const refused = await runCli(['--database-url', worker.url, ...args]);
@@ -103,10 +105,10 @@ describe('migrations', async () => {
 
   it('a changed function file is applied again, and only that one', async () => {
     const file = (await loadFunctionFiles()).find((f) => f.text.includes('function permgraph._path_traverses('))!;
-    // The database holds an outdated definition, recorded under an old checksum.
+    // The database holds an outdated definition, recorded under the checksum of an earlier version of the file.
     await db.query(sql`create or replace function permgraph._path_traverses(p_head_kind text, p_last_edge_manage boolean)
                        returns boolean language sql immutable as $$ select null::boolean $$`);
-    await db.query(sql`update permgraph.function_files set checksum = 'outdated' where name = ${file.name}`);
+    await db.query(sql`update permgraph.function_files set checksum = ${await earlierFunctionChecksum(file.name)} where name = ${file.name}`);
     expect(await schemaState(db)).toEqual({ state: 'behind', pending: [`functions/${file.name}`] });
 
     expect(await migrate(db)).toEqual({ applied: [], functions: [file.name], rights: [] });
@@ -120,6 +122,24 @@ describe('migrations', async () => {
     expect((await schemaState(db)).state).toBe('ahead');
     await expect(migrate(db)).rejects.toThrow(/newer than the package/);
     await db.query(sql`delete from permgraph.migrations where version = 999`);
+  });
+
+  it('a database whose function files a newer package applied (a release that adds no migration) is reported, not downgraded', async () => {
+    // (an older package's migrate put its functions back over the newer ones, and the newer one's put them back again)
+    const file = (await loadFunctionFiles()).find((f) => f.name.endsWith('_import.sql'))!;
+    await db.query(sql`update permgraph.function_files set checksum = ${'f'.repeat(64)} where name = ${file.name}`);
+    expect((await schemaState(db)).state).toBe('ahead');
+    expect((await runDoctor(db)).find((c) => c.name === 'schema')).toMatchObject({ status: 'fail', message: expect.stringMatching(/^schema ahead of this package/) });
+    await expect(migrate(db)).rejects.toThrow(
+      `database has function file(s) ${file.name} in a version this permgraph never had: the schema is newer than the package (a newer permgraph migrated it: upgrade permgraph), or they were edited by hand`,
+    );
+    // a file a newer package added
+    await db.query(sql`update permgraph.function_files set checksum = ${file.checksum} where name = ${file.name}`);
+    await db.query(sql`insert into permgraph.function_files (name, checksum) values ('999_future.sql', ${'e'.repeat(64)})`);
+    expect((await schemaState(db)).state).toBe('ahead');
+    await expect(migrate(db)).rejects.toThrow(/function file\(s\) 999_future\.sql in a version this permgraph never had/);
+    await db.query(sql`delete from permgraph.function_files where name = '999_future.sql'`);
+    expect((await schemaState(db)).state).toBe('ok');
   });
 
   it('refuses a server older than PostgreSQL 14 with a clear message', async () => {

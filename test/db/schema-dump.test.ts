@@ -2,6 +2,8 @@
 // creates: a change to migrations or function files that is not reflected in
 // the dump fails here, so every schema change shows in review.
 import { describe, expect, it } from 'vitest';
+import { readFunctionHistory, unrecordedFiles } from '../../src/migrations/function-history.ts';
+import { loadFunctionFiles, SQL_DIR } from '../../src/migrations/migrate.ts';
 import { dumpSchema, dumpServerMajor, readCommittedDump } from '../../src/migrations/schema-dump.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 
@@ -15,6 +17,11 @@ describe('schema dump', async () => {
 
   it.runIf(sameMajor)('sql/schema.sql matches a fresh install (else run `npm run schema:dump`)', () => {
     expect(live).toEqual(committed);
+  });
+
+  it('sql/function-history.json ends with the current version of every function file (else run `npm run schema:dump`)', async () => {
+    const [history, files] = await Promise.all([readFunctionHistory(SQL_DIR), loadFunctionFiles()]);
+    expect(unrecordedFiles(history, files)).toEqual([]);
   });
 
   it('lists every table of the schema', () => {

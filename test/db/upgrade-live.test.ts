@@ -13,6 +13,7 @@ import { EMBEDDED_MAJOR, startCluster } from '../../scripts/lib/postgres-cluster
 import { openPool, sql } from '../../src/db/pool.ts';
 import { migrate } from '../../src/migrations/migrate.ts';
 import { BEFORE_049, historyMissing, migrateAsAt } from '../helpers/released.ts';
+import { earlierFunctionChecksum } from '../helpers/function-versions.ts';
 import { createEmptyDatabase } from '../helpers/database.ts';
 import { cleanUpAfter } from '../helpers/cleanup.ts';
 import { until } from '../helpers/cluster.ts';
@@ -121,7 +122,7 @@ describe.skipIf(missing !== null)('upgrading a database in use', () => {
       await tx.query(sql`delete from permgraph.nodes where id like 'dead%'`);
     });
     // An upgrade that re-creates nodes' triggers (140_audit.sql).
-    await admin.query(sql`update permgraph.function_files set checksum = 'an older release' where name = '140_audit.sql'`);
+    await admin.query(sql`update permgraph.function_files set checksum = ${await earlierFunctionChecksum('140_audit.sql')} where name = '140_audit.sql'`);
     await admin.query(sql`
       alter table permgraph.nodes set (autovacuum_vacuum_threshold = 0, autovacuum_vacuum_scale_factor = 0,
         autovacuum_vacuum_cost_delay = 100, autovacuum_vacuum_cost_limit = 1, autovacuum_analyze_threshold = 2000000000)`);

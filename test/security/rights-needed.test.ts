@@ -11,7 +11,9 @@ import {
   applyChanges, migrate, Permgraph, PermissionDeniedError, PermgraphError, pruneAudit, refresh, registerConsumer, dropConsumer, sqlStateOf, verify, writeGrant,
 } from '../../src/index.ts';
 import { sql } from '../../src/db/pool.ts';
+import { loadFunctionFiles } from '../../src/migrations/migrate.ts';
 import { createTestDatabase } from '../helpers/database.ts';
+import { earlierFunctionChecksum } from '../helpers/function-versions.ts';
 import { createLogin } from '../helpers/logins.ts';
 
 /** What the roles table of docs/security.md says each call needs, in the words the message uses. */
@@ -78,7 +80,8 @@ describe('a right the login lacks: the call and the login it needs', async () =>
     await expectRefusal(() => asWorker.pruneAudit({ olderThan: '365d' }), 'pruneAudit()', OWNER_UNLESS_DRY_RUN);
     await expectRefusal(() => pruneAudit(worker.db, { olderThan: '365d' }), 'pruneAudit()', OWNER_UNLESS_DRY_RUN);
     // migrate with something to do: a function file to apply again
-    await owner.query(sql`update permgraph.function_files set checksum = 'stale' where name = (select min(name) from permgraph.function_files)`);
+    const [firstFile] = await loadFunctionFiles();
+    await owner.query(sql`update permgraph.function_files set checksum = ${await earlierFunctionChecksum(firstFile!.name)} where name = ${firstFile!.name}`);
     try {
       await expectRefusal(() => asWorker.migrate(), 'migrate()', OWNER);
       await expectRefusal(() => migrate(worker.db), 'migrate()', OWNER);
