@@ -80,6 +80,13 @@ export interface MigrateResult {
 
 export interface MigrateOptions {
   /**
+   * Applies this package's function files over versions of them it never
+   * had, which migrate otherwise refuses as a newer package's: for a
+   * development checkout whose database applied its own edits before
+   * `npm run schema:dump` recorded them. Never over a newer release.
+   */
+  overwriteUnknownFunctions?: boolean;
+  /**
    * Aborting it ends migrate's giving way: a pause between attempts ends at
    * once, no attempt starts after it, and migrate rejects with the signal's
    * reason, having changed nothing (an attempt that gave way rolled back).
@@ -120,7 +127,7 @@ export async function migrate(db: Queryable, logger: Logger = silentLogger, opti
     signal?.throwIfAborted();
     const waits: LockWaits = { table: null };
     try {
-      return await migrateOnce(db, migrations, functionFiles, history, logger, outwait, waits);
+      return await migrateOnce(db, migrations, functionFiles, options.overwriteUnknownFunctions === true ? null : history, logger, outwait, waits);
     } catch (error) {
       const state = sqlStateOf(error);
       if (state !== SqlState.lockNotAvailable && state !== SqlState.deadlockDetected) throw error;
@@ -213,7 +220,7 @@ async function autovacuumHoldsLock(db: Queryable): Promise<boolean> {
 }
 
 async function migrateOnce(
-  db: Queryable, migrations: Migration[], functionFiles: SqlFile[], history: FunctionHistory, logger: Logger, outwait: boolean, waits: LockWaits,
+  db: Queryable, migrations: Migration[], functionFiles: SqlFile[], history: FunctionHistory | null, logger: Logger, outwait: boolean, waits: LockWaits,
 ): Promise<MigrateResult> {
   return db.tx(async (tx) => {
     // Whatever the session's path, names in the files resolve to pg_catalog or
@@ -249,7 +256,8 @@ async function migrateOnce(
     const pending = migrations.filter((m) => !applied.has(m.version));
     if (pending.length) await assertReadsClusterIdentity(tx);
     const appliedFunctions = await appliedFunctionChecksums(tx);
-    const newer = unknownFunctionVersions(history, functionFiles, appliedFunctions);
+    // (history null: overwriteUnknownFunctions)
+    const newer = history === null ? [] : unknownFunctionVersions(history, functionFiles, appliedFunctions);
     if (newer.length) throw new PermgraphError(newerFunctionsMessage(newer));
     const changed = functionFiles.filter((file) => appliedFunctions.get(file.name) !== file.checksum);
     if (pending.length || changed.length) await lockForUpgrade(tx, outwait, waits);
@@ -384,7 +392,8 @@ async function lockForUpgrade(tx: Queryable, outwait: boolean, waits: LockWaits)
 /** Why migrate refuses a database whose function files a newer package applied (unknownFunctionVersions). */
 function newerFunctionsMessage(names: string[]): string {
   return `database has function file(s) ${names.join(', ')} in a version this permgraph never had: ` +
-    'the schema is newer than the package (a newer permgraph migrated it: upgrade permgraph), or they were edited by hand';
+    'the schema is newer than the package (a newer permgraph migrated it: upgrade permgraph), or they were edited by hand ' +
+    '(a development checkout\'s own edits: `permgraph migrate --overwrite-unknown-functions` applies this package\'s)';
 }
 
 async function applyFunctionFiles(tx: Queryable, files: SqlFile[], logger: Logger): Promise<string[]> {

@@ -12,10 +12,11 @@ export function registerCoreCommands(program: Command): void {
   program
     .command('migrate')
     .description('create or upgrade the permgraph schema (idempotent, safe to run concurrently)')
+    .option('--overwrite-unknown-functions', "apply this package's function files over versions it never had (a development checkout's own edits; never over a newer release)")
     .action(
-      action(program, async (ctx) => {
+      action<{ overwriteUnknownFunctions?: boolean }>(program, async (ctx, flags) => {
         const { migrate } = await import('../../migrations/migrate.ts');
-        const { applied, functions, rights } = await migrate(ctx.db, ctx.logger, { signal: ctx.interrupted });
+        const { applied, functions, rights } = await migrate(ctx.db, ctx.logger, { signal: ctx.interrupted, overwriteUnknownFunctions: flags.overwriteUnknownFunctions });
         if (ctx.options.json) ctx.emitJson({ applied, functions, rights });
         const changed = [...applied, ...functions.map((name) => `functions/${name}`)];
         if (rights.length) ctx.say(`granted the roles their missing rights (${rights.length}): ${rights.slice(0, 3).join('; ')}${rights.length > 3 ? '; …' : ''}`);
