@@ -148,6 +148,10 @@ export const SqlState = {
   /** e.g. a level that is not a number */
   invalidTextRepresentation: '22P02',
   invalidDatetimeFormat: '22007',
+  /** text the database's encoding cannot hold (a NUL byte in an id) */
+  characterNotInRepertoire: '22021',
+  /** a value past a limit of the server's: a grant key wider than its index (sql/functions/010_integrity.sql) */
+  programLimitExceeded: '54000',
   datetimeFieldOverflow: '22008',
   undefinedColumn: '42703',
   /** no change consumer of that name (sql/functions/170_changes.sql) */
@@ -176,6 +180,8 @@ const inputErrorStates = new Set<string>([
   SqlState.raiseException,
   SqlState.invalidParameterValue,
   SqlState.invalidTextRepresentation,
+  SqlState.characterNotInRepertoire,
+  SqlState.programLimitExceeded,
 ]);
 
 /** What the SQL side puts before every message it raises (see the file comment). */

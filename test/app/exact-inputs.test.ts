@@ -215,3 +215,21 @@ describe('moments given to the library are written to the microsecond', async ()
     ]);
   });
 });
+
+describe('ids the database cannot take', async () => {
+  const { db, url } = await createTestDatabase();
+  const pg = Permgraph.fromPool(db, url);
+  await loadGraph(db, { nodes: [u('ann'), g('eng')], grants: [] });
+
+  it("a NUL byte in an id, or a grant key wider than the grants' index, is an InvalidInputError with the SQLSTATE, not the driver's raw error", async () => {
+    for (const attempt of [() => pg.check('a\u0000b', 'eng', 1), () => pg.addNode('x\u0000y', 'user'), () => writeGrant(db, 'ann', 'eng', 1, { source: 'a\u0000' })]) {
+      const error = await attempt().then(() => undefined, (e: unknown) => e);
+      expect(error).toBeInstanceOf(InvalidInputError);
+      expect(error).toMatchObject({ sqlState: '22021', message: expect.stringMatching(/invalid byte sequence for encoding "UTF8": 0x00/) });
+    }
+    const wide = await writeGrant(db, 'ann', 'eng', 1, { source: '界'.repeat(900) }).then(() => undefined, (e: unknown) => e);
+    expect(wide).toBeInstanceOf(InvalidInputError);
+    expect(wide).toMatchObject({ sqlState: '54000', message: expect.stringMatching(/^grant "ann" -> "eng": its tail, head and source are 2706 bytes together in UTF-8/) });
+    expect(await db.query(sql`select count(*)::int as n from permgraph.grants`)).toEqual([{ n: 0 }]);
+  });
+});
