@@ -1,4 +1,5 @@
-import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { createRequire } from 'node:module';
@@ -57,12 +58,69 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<EmbeddedS
   const logger = options.logger ?? silentLogger;
   const dataDir = path.resolve(options.dataDir);
   const running = await runningServerPort(dataDir);
-  if (running !== undefined) {
-    logger.debug({ dataDir, port: running }, 'joining running embedded PostgreSQL');
-    return { url: embeddedUrl(running), ownedByUs: false, stop: async () => {} };
-  }
+  if (running !== undefined) return joined(dataDir, running, logger);
   const parent = path.dirname(dataDir);
   await mkdir(parent, { recursive: true });
+  // One process initialises and starts the server; others started meanwhile
+  // wait for it and join (they raced initdb, took the kept port for another
+  // process's, or connected before it listened).
+  const release = await takeStartLock(dataDir, logger);
+  try {
+    const started = await runningServerPort(dataDir);
+    if (started !== undefined) return joined(dataDir, started, logger);
+    return await startServer(dataDir, parent, options, logger);
+  } finally {
+    await release();
+  }
+}
+
+function joined(dataDir: string, port: number, logger: Logger): EmbeddedServer {
+  logger.debug({ dataDir, port }, 'joining running embedded PostgreSQL');
+  return { url: embeddedUrl(port), ownedByUs: false, stop: async () => {} };
+}
+
+/** How long a process waits for another to start the server before it gives up. */
+const START_LOCK_WAIT_MS = 120_000;
+
+/**
+ * An exclusive lock file beside the data directory, holding the owner's pid,
+ * while a process initialises and starts the server; a lock whose process is
+ * gone is taken over. Returns its release.
+ */
+async function takeStartLock(dataDir: string, logger: Logger): Promise<() => Promise<void>> {
+  const file = `${dataDir}.starting`;
+  const deadline = Date.now() + START_LOCK_WAIT_MS;
+  for (let waited = false; ; waited = true) {
+    try {
+      await writeFile(file, String(process.pid), { flag: 'wx' });
+      return () => rm(file, { force: true });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
+    const holder = Number((await readFile(file, 'utf8').catch(() => '')).trim());
+    if (!(Number.isInteger(holder) && holder > 0 && processAlive(holder))) {
+      await rm(file, { force: true });
+      continue;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`embedded PostgreSQL on ${dataDir}: process ${holder} has been starting it for over ${START_LOCK_WAIT_MS / 1000} s (${file})`);
+    }
+    if (!waited) logger.debug({ dataDir, holder }, 'waiting for another process to start embedded PostgreSQL');
+    await sleep(100);
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: the process exists but belongs to another user
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function startServer(dataDir: string, parent: string, options: EmbeddedOptions, logger: Logger): Promise<EmbeddedServer> {
   const asRoot = process.getuid?.() === 0;
   if (asRoot) {
     // Run as root, the server drops to the unprivileged `postgres` OS user,
@@ -97,8 +155,9 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<EmbeddedS
     await server.start();
   } catch (error) {
     // Another process may have won the race to start a server on this directory.
+    // (one that did not take the start lock: an older permgraph's)
     const raced = await runningServerPort(dataDir);
-    if (raced !== undefined) return { url: embeddedUrl(raced), ownedByUs: false, stop: async () => {} };
+    if (raced !== undefined) return joined(dataDir, raced, logger);
     throw new Error(`embedded PostgreSQL failed to start on ${dataDir} (port ${port}): ${String(error ?? 'server exited')}`);
   }
   logger.debug({ dataDir, port }, 'embedded PostgreSQL started');
@@ -117,13 +176,8 @@ async function runningServerPort(dataDir: string): Promise<number | undefined> {
   const pid = Number(lines[0]);
   const port = Number(lines[3]);
   if (!Number.isInteger(pid) || !Number.isInteger(port) || pid <= 0) return undefined;
-  try {
-    process.kill(pid, 0);
-  } catch (error) {
-    // EPERM: the process exists but belongs to another user (the postgres user): alive.
-    if ((error as NodeJS.ErrnoException).code !== 'EPERM') return undefined;
-  }
-  return port;
+  // (the postmaster runs as the postgres user when we are root: EPERM, alive)
+  return processAlive(pid) ? port : undefined;
 }
 
 /**

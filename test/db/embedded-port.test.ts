@@ -1,7 +1,7 @@
 // The embedded server keeps its port with its data: a URL printed once (by
 // `npm start`) still reaches the server after a restart. These tests start
 // their own embedded servers on their own data directories.
-import { mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -64,6 +64,17 @@ describe('embedded server port', async () => {
   afterAll(async () => {
     await stopAll();
     await rm(scratch, { recursive: true, force: true });
+  });
+
+  it('started by several at once on a fresh directory: one initialises and starts it, the others wait and join; a start lock left by a dead process is taken over', async () => {
+    // (commands run at once without DATABASE_URL raced initdb, took the kept port for another process's, or connected before it listened)
+    const fresh = path.join(scratch, 'together');
+    await writeFile(`${fresh}.starting`, '999999999'); // no such process
+    const servers = await Promise.all([start({ dataDir: fresh }), start({ dataDir: fresh }), start({ dataDir: fresh })]);
+    expect(servers.filter((s) => s.ownedByUs)).toHaveLength(1);
+    expect(new Set(servers.map((s) => s.url)).size).toBe(1);
+    for (const server of servers) expect(await answers(server.url)).toBe(true);
+    await expect(stat(`${fresh}.starting`)).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
   it('keeps the port chosen at initialisation and listens on it again after a restart', async () => {
