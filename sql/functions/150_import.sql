@@ -339,14 +339,13 @@ begin
         owners_indexed := true;
       end if;
       insert into pg_temp.import_bad (seq, id, line, problem)
+      -- (the walk starts at the nodes just rejected, each with its line and
+      -- stored kind, and goes down to the staged nodes each one owns)
       with recursive down (seq, id, line, stored_kind, owner_id, owner_line, owner_kind) as (
-        select c.seq, c.id, c.line, cn.kind, x.id, r.line, xn.kind
+        select null::bigint, x.id, r.line, xn.kind, null::text collate "C", null::bigint, null::text
         from pg_temp.import_removed x
         left join pg_temp.import_rejected r on r.id = x.id
         left join lateral (select n.kind from permgraph.nodes n where n.id = x.id offset 0) xn on true
-        cross join lateral (select c.seq, c.id, c.line from pg_temp.import_valid c where c.owner_id = x.id and c.id <> x.id offset 0) c
-        left join lateral (select n.kind from permgraph.nodes n where n.id = c.id offset 0) cn on true
-        where xn.kind is distinct from 'user' and xn.kind is distinct from 'group'
         union
         select c.seq, c.id, c.line, cn.kind, d.id, d.line, d.stored_kind
         from down d
@@ -355,13 +354,12 @@ begin
         where d.stored_kind is distinct from 'user' and d.stored_kind is distinct from 'group'
       )
       select d.seq, d.id, d.line, case
-          when d.owner_kind is null and d.owner_line is not null then
-            format('owner %s is not loaded: its row is invalid (line %s)', permgraph._describe_id(d.owner_id), d.owner_line)
           when d.owner_kind is null then
-            format('owner %s is not loaded: its row is invalid (see its row)', permgraph._describe_id(d.owner_id))
+            format('owner %s is not loaded: its row is invalid (%s)', permgraph._describe_id(d.owner_id), coalesce('line ' || d.owner_line, 'see its row'))
           else format('owner %s is an object; only users and groups own', permgraph._describe_id(d.owner_id))
         end
-      from down d;
+      from down d
+      where d.seq is not null;
       get diagnostics marked = row_count;
       continue when marked > 0;
     else
