@@ -104,18 +104,21 @@ export function positiveInteger(value: string, flag: string): number {
   return n;
 }
 
+/** A positive integer flag of at most `max` (`unit` follows it in the message), else a usage error. */
+export function integerAtMost(value: string, flag: string, max: number, unit = ''): number {
+  const n = positiveInteger(value, flag);
+  if (n > max) throw new ExitCode(2, `${flag} must be at most ${max}${unit}, got "${value}"`);
+  return n;
+}
+
 /** An interval flag in ms (--poll-interval, --standby-interval): 1 to what a timer holds, else a usage error. */
 export function intervalMs(value: string, flag: string): number {
-  const n = positiveInteger(value, flag);
-  if (n > MAX_INTERVAL_MS) throw new ExitCode(2, `${flag} must be at most ${MAX_INTERVAL_MS} ms (about 24 days), got "${value}"`);
-  return n;
+  return integerAtMost(value, flag, MAX_INTERVAL_MS, ' ms (about 24 days)');
 }
 
 /** A page size flag (--limit of list, who, audit): 1 to MAX_PAGE_LIMIT, else a usage error. */
 export function pageSize(value: string, flag: string): number {
-  const n = positiveInteger(value, flag);
-  if (n > MAX_PAGE_LIMIT) throw new ExitCode(2, `${flag} must be at most ${MAX_PAGE_LIMIT}, got "${value}"`);
-  return n;
+  return integerAtMost(value, flag, MAX_PAGE_LIMIT);
 }
 
 /** A TCP port to listen on: 1 to 65535, else a usage error. */

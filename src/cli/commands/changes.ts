@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { DEFAULT_CHANGES_BATCH, DEFAULT_POLL_INTERVAL_MS, MAX_CHANGES_BATCH } from '../../constants.ts'; // imports nothing: cheap for --help
 import type { PermissionChange } from '../../engine/changes.ts';
 import { InvalidInputError, SqlState } from '../../errors.ts';
-import { action, ExitCode, intervalMs, positiveInteger, requireSchema } from '../action.ts';
+import { action, ExitCode, integerAtMost, intervalMs, requireSchema } from '../action.ts';
 import { exactMoments } from '../json.ts';
 import { onShutdownSignal, type CommandContext } from '../context.ts';
 
@@ -32,8 +32,7 @@ export function registerChangesCommands(program: Command): void {
 }
 
 async function runChanges(ctx: CommandContext, flags: ChangesFlags): Promise<void> {
-  const maxEvents = positiveInteger(flags.maxEvents, '--max-events');
-  if (maxEvents > MAX_CHANGES_BATCH) throw new ExitCode(2, `--max-events must be at most ${MAX_CHANGES_BATCH}, got "${flags.maxEvents}"`);
+  const maxEvents = integerAtMost(flags.maxEvents, '--max-events', MAX_CHANGES_BATCH);
   if (flags.drop && (flags.register || flags.follow)) {
     throw new ExitCode(2, `--drop cannot be combined with ${flags.register ? '--register' : '--follow'}: it drops the consumer and exits`);
   }
