@@ -81,6 +81,8 @@ function joined(dataDir: string, port: number, logger: Logger): EmbeddedServer {
 
 /** How long a process waits for another to start the server before it gives up. */
 const START_LOCK_WAIT_MS = 120_000;
+/** How long a start lock may stay without its pid before it counts as abandoned. */
+const START_LOCK_UNWRITTEN_MS = 5_000;
 
 /**
  * An exclusive lock file beside the data directory, holding the owner's pid,
@@ -98,12 +100,16 @@ async function takeStartLock(dataDir: string, logger: Logger): Promise<() => Pro
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     }
     const holder = Number((await readFile(file, 'utf8').catch(() => '')).trim());
-    if (!(Number.isInteger(holder) && holder > 0 && processAlive(holder))) {
+    const named = Number.isInteger(holder) && holder > 0;
+    // (a lock whose pid is not there yet is being written, unless it has
+    // stayed that way: its process died between creating and writing it)
+    const unwritten = !named && Date.now() - ((await stat(file).catch(() => undefined))?.mtimeMs ?? 0) > START_LOCK_UNWRITTEN_MS;
+    if ((named && !processAlive(holder)) || unwritten) {
       await rm(file, { force: true });
       continue;
     }
     if (Date.now() > deadline) {
-      throw new Error(`embedded PostgreSQL on ${dataDir}: process ${holder} has been starting it for over ${START_LOCK_WAIT_MS / 1000} s (${file})`);
+      throw new Error(`embedded PostgreSQL on ${dataDir}: process ${named ? holder : '(unknown)'} has been starting it for over ${START_LOCK_WAIT_MS / 1000} s (${file})`);
     }
     if (!waited) logger.debug({ dataDir, holder }, 'waiting for another process to start embedded PostgreSQL');
     await sleep(100);

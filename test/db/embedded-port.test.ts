@@ -1,7 +1,7 @@
 // The embedded server keeps its port with its data: a URL printed once (by
 // `npm start`) still reaches the server after a restart. These tests start
 // their own embedded servers on their own data directories.
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -75,6 +75,14 @@ describe('embedded server port', async () => {
     expect(new Set(servers.map((s) => s.url)).size).toBe(1);
     for (const server of servers) expect(await answers(server.url)).toBe(true);
     await expect(stat(`${fresh}.starting`)).rejects.toMatchObject({ code: 'ENOENT' });
+    // a lock left without its pid (its process died between creating and writing it) is taken over once it is old
+    const other = path.join(scratch, 'unwritten');
+    await writeFile(`${other}.starting`, '');
+    const old = new Date(Date.now() - 60_000);
+    await utimes(`${other}.starting`, old, old);
+    const server = await start({ dataDir: other });
+    expect(server.ownedByUs).toBe(true);
+    expect(await answers(server.url)).toBe(true);
   });
 
   it('keeps the port chosen at initialisation and listens on it again after a restart', async () => {
